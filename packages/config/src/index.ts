@@ -1,1 +1,13 @@
-export {}
+export type * from './model/index.ts';
+export * from './errors.ts';
+export * from './resources/resource.ts';
+export * from './sources/load-files.ts';
+export * from './sources/mesh-loader.ts';
+export * from './sources/file-watcher.ts';
+export * from './translate/istio.ts';
+export * from './translate/host.ts';
+export { outboundClusterName, DEFAULT_RETRY_POLICY } from './translate/virtual-service.ts';
+export type * from './resources/istio-networking.ts';
+export { validateResource, isSupportedKind, SUPPORTED_KINDS, type SupportedKind } from './schema/validator.ts';
+export { parseDuration } from './schema/duration.ts';
+export { re2ToJs, checkRegex } from './schema/regex.ts';

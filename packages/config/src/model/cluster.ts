@@ -1,0 +1,108 @@
+/**
+ * Upstream clusters, shaped like Envoy's: a named set of endpoints with the policy for
+ * reaching them (load balancing, connection pool, outlier detection, TLS).
+ */
+
+export type UpstreamProtocol = 'http1' | 'http2';
+
+/** How a cluster learns its endpoint addresses. */
+export type Discovery =
+  /** Addresses are IPs given in config. */
+  | 'static'
+  /** Every address a hostname resolves to is an endpoint; re-resolved periodically (Envoy STRICT_DNS). */
+  | 'strict-dns'
+  /** One address of the hostname at a time (Envoy LOGICAL_DNS, Istio DNS_ROUND_ROBIN). */
+  | 'logical-dns';
+
+export interface Endpoint {
+  /** An IP for static clusters, a hostname for DNS clusters. */
+  readonly address: string;
+  readonly port: number;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Load-balancing weight, ≥ 1. */
+  readonly weight: number;
+  /** `region/zone/subzone`, '' when unknown. */
+  readonly locality: string;
+  /** Workload name for metrics (`destination_workload`), '' when unknown. */
+  readonly workloadName: string;
+  readonly namespace: string;
+  readonly serviceAccount: string;
+}
+
+export type HashKey =
+  | { readonly kind: 'header'; readonly name: string }
+  | { readonly kind: 'cookie'; readonly name: string; readonly path: string; readonly ttlSeconds: number }
+  | { readonly kind: 'source-ip' }
+  | { readonly kind: 'query-param'; readonly name: string };
+
+export type LoadBalancerPolicy =
+  | { readonly kind: 'round-robin' }
+  /** Envoy's LEAST_REQUEST: power of two random choices, fewest active requests wins. */
+  | { readonly kind: 'least-request' }
+  | { readonly kind: 'random' }
+  /** Istio `consistentHash`: a hash ring over endpoints keyed by a request property. */
+  | { readonly kind: 'ring-hash'; readonly key: HashKey; readonly minimumRingSize: number };
+
+/** Istio `connectionPool`; every limit is per cluster, as Envoy's circuit breakers. 0 = unlimited. */
+export interface ConnectionPool {
+  readonly maxConnections: number;
+  readonly connectTimeoutMs: number;
+  readonly maxPendingRequests: number;
+  readonly maxRequests: number;
+  readonly maxRequestsPerConnection: number;
+  readonly maxRetries: number;
+  /** Idle upstream connections close after this; 0 = keep (Envoy default 1 h). */
+  readonly idleTimeoutMs: number;
+  readonly maxConnectionDurationMs: number;
+  readonly maxConcurrentStreams: number;
+}
+
+/** Istio `outlierDetection` (passive health checking). */
+export interface OutlierDetection {
+  readonly consecutive5xxErrors: number;
+  readonly consecutiveGatewayErrors: number;
+  readonly consecutiveLocalOriginFailures: number;
+  readonly splitExternalLocalOriginErrors: boolean;
+  readonly intervalMs: number;
+  readonly baseEjectionTimeMs: number;
+  readonly maxEjectionPercent: number;
+  readonly minHealthPercent: number;
+}
+
+/** DestinationRule `tls`, resolved to file paths; filled in by the TLS work. */
+export interface UpstreamTls {
+  readonly mode: 'SIMPLE' | 'MUTUAL' | 'ISTIO_MUTUAL';
+  readonly clientCertificate: string | null;
+  readonly privateKey: string | null;
+  readonly caCertificates: string | null;
+  readonly subjectAltNames: readonly string[];
+  readonly sni: string | null;
+  readonly insecureSkipVerify: boolean;
+}
+
+/** The service a cluster belongs to, for metrics labels and config dumps. */
+export interface ServiceRef {
+  /** Fully qualified host, `reviews.default.svc.cluster.local`. */
+  readonly host: string;
+  /** Short name, `reviews`. */
+  readonly name: string;
+  readonly namespace: string;
+  readonly port: number;
+}
+
+export interface Cluster {
+  /** Istio's name: `outbound|<port>|<subset>|<host>` or `inbound|<port>||`. */
+  readonly name: string;
+  readonly service: ServiceRef | null;
+  /** Subset name, '' for the whole service. */
+  readonly subset: string;
+  readonly discovery: Discovery;
+  readonly endpoints: readonly Endpoint[];
+  /** How often DNS clusters re-resolve. */
+  readonly dnsRefreshMs: number;
+  readonly protocol: UpstreamProtocol;
+  readonly lb: LoadBalancerPolicy;
+  readonly connectionPool: ConnectionPool;
+  readonly outlierDetection: OutlierDetection | null;
+  readonly tls: UpstreamTls | null;
+}

@@ -1,0 +1,33 @@
+/**
+ * Who this proxy is: what Istio's agent tells Envoy in its node metadata. Translation is
+ * per node, as in istiod: `sourceLabels`, `gateways` and namespace-relative short names are
+ * resolved against it at compile time, never per request.
+ */
+export interface ProxyNode {
+  /** `sidecar` beside an app, `gateway` at the edge (Istio calls it a router). */
+  readonly kind: 'sidecar' | 'gateway';
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  /** The workload's own labels: they select Gateways, `sourceLabels` and, later, policies. */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The workload name used in metrics (`source_workload`). */
+  readonly workloadName: string;
+  /** Kubernetes cluster domain that short hosts expand into (`cluster.local`). */
+  readonly clusterDomain: string;
+  /** Namespace whose policies apply mesh-wide (`istio-system`). */
+  readonly rootNamespace: string;
+  /** SPIFFE trust domain (`cluster.local`). */
+  readonly trustDomain: string;
+}
+
+/** Ports and addresses the runtime listens on, chosen by flags; not part of any resource. */
+export interface ListenerPorts {
+  /** Address for data-plane listeners (`0.0.0.0` by default). */
+  readonly bindAddress: string;
+  readonly outboundPort: number;
+  readonly inboundPort: number;
+  /** Local application port that the inbound listener forwards to; null: no inbound listener. */
+  readonly appPort: number | null;
+  /** Address of the local application (`127.0.0.1`). */
+  readonly appAddress: string;
+}

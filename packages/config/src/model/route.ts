@@ -1,0 +1,157 @@
+/**
+ * HTTP routing, shaped like Envoy's RouteConfiguration: route tables hold virtual hosts
+ * (picked by Host/:authority), which hold ordered routes (first match wins).
+ */
+
+/** A string condition. Regexes follow RE2 syntax and must match the whole value, as Envoy's. */
+export type StringMatch =
+  | { readonly kind: 'exact'; readonly value: string }
+  | { readonly kind: 'prefix'; readonly value: string }
+  | { readonly kind: 'suffix'; readonly value: string }
+  | { readonly kind: 'regex'; readonly value: string };
+
+export interface PathMatch {
+  /** `any` matches every path (Istio's match without `uri`). */
+  readonly match: StringMatch | { readonly kind: 'any' };
+  /** Istio's `ignoreUriCase`; applies to the path only. */
+  readonly ignoreCase: boolean;
+}
+
+/**
+ * A header condition. Pseudo-headers name request properties as Envoy does: `:method`,
+ * `:authority`, `:scheme`, `:path`.
+ */
+export interface HeaderMatch {
+  /** Lower-case header name. */
+  readonly name: string;
+  /** `present`: the header exists, whatever its value. */
+  readonly match: StringMatch | { readonly kind: 'present' };
+  /** True for Istio's `withoutHeaders`: the route matches when the condition does not. */
+  readonly invert: boolean;
+}
+
+export interface QueryParamMatch {
+  readonly name: string;
+  readonly match: StringMatch | { readonly kind: 'present' };
+}
+
+/** One match block; every condition must hold. Istio's ORed blocks become separate routes. */
+export interface RouteMatch {
+  readonly path: PathMatch;
+  readonly headers: readonly HeaderMatch[];
+  readonly queryParams: readonly QueryParamMatch[];
+}
+
+/** Header edits, in Envoy's order: remove, then set (replace), then add (append). */
+export interface HeaderMutation {
+  readonly set: readonly (readonly [string, string])[];
+  readonly add: readonly (readonly [string, string])[];
+  readonly remove: readonly string[];
+}
+
+export interface WeightedCluster {
+  /** Cluster name, Istio style: `outbound|9080|v1|reviews.default.svc.cluster.local`. */
+  readonly cluster: string;
+  readonly weight: number;
+  /** Per-destination header edits (Istio's `route[].headers`); null when none. */
+  readonly requestHeaders: HeaderMutation | null;
+  readonly responseHeaders: HeaderMutation | null;
+}
+
+/** Istio's retry policy (HTTPRetry) in Envoy's terms. */
+export interface RetryPolicy {
+  /** Retries after the first try (Istio's `attempts`). */
+  readonly numRetries: number;
+  /** 0: no per-try timeout. */
+  readonly perTryTimeoutMs: number;
+  /** Envoy `retry_on` conditions: `5xx`, `gateway-error`, `connect-failure`, `retriable-status-codes`, … */
+  readonly retryOn: readonly string[];
+  readonly retriableStatusCodes: readonly number[];
+  readonly retryRemoteLocalities: boolean;
+}
+
+export interface PathRewrite {
+  /** Replace the matched prefix (or the whole exact path) with this. */
+  readonly prefix: string | null;
+  /** Regex rewrite with capture groups (`\1` … in Istio, `$1` in JS after translation). */
+  readonly regex: { readonly pattern: string; readonly substitution: string } | null;
+}
+
+export interface Mirror {
+  readonly cluster: string;
+  /** Percentage 0–100 of requests mirrored. */
+  readonly percent: number;
+}
+
+export interface CorsPolicy {
+  readonly allowOrigins: readonly StringMatch[];
+  readonly allowMethods: readonly string[];
+  readonly allowHeaders: readonly string[];
+  readonly exposeHeaders: readonly string[];
+  readonly maxAgeSeconds: number | null;
+  readonly allowCredentials: boolean | null;
+}
+
+/** Forward to one of the weighted clusters. */
+export interface ForwardAction {
+  readonly kind: 'forward';
+  readonly clusters: readonly WeightedCluster[];
+  /** Route total timeout; 0 means none (Istio's default for HTTP routes). */
+  readonly timeoutMs: number;
+  readonly retry: RetryPolicy | null;
+  readonly rewrite: PathRewrite | null;
+  /** Replace the Host/:authority sent upstream; null keeps the client's. */
+  readonly authorityRewrite: string | null;
+  readonly mirrors: readonly Mirror[];
+  readonly cors: CorsPolicy | null;
+}
+
+export interface RedirectAction {
+  readonly kind: 'redirect';
+  readonly status: number;
+  readonly scheme: string | null;
+  readonly authority: string | null;
+  readonly port: number | null;
+  /** Derive the port from the request scheme (Istio `derivePort: FROM_PROTOCOL_DEFAULT`). */
+  readonly derivePortFromScheme: boolean;
+  readonly path: string | null;
+}
+
+export interface DirectResponseAction {
+  readonly kind: 'direct-response';
+  readonly status: number;
+  readonly body: string | null;
+}
+
+export type RouteAction = ForwardAction | RedirectAction | DirectResponseAction;
+
+export interface Route {
+  /** Name for access logs and stats: the Istio route `name`, else `<namespace>/<vs>#<index>`. */
+  readonly name: string;
+  readonly match: RouteMatch;
+  readonly action: RouteAction;
+  readonly requestHeaders: HeaderMutation | null;
+  readonly responseHeaders: HeaderMutation | null;
+  /** Per-route filter settings by filter name (Envoy's typed_per_filter_config). */
+  readonly filterConfigs: Readonly<Record<string, unknown>>;
+  /** The resource this route came from, `<namespace>/<name>` of its VirtualService; '' if none. */
+  readonly origin: string;
+}
+
+export interface VirtualHost {
+  /** `reviews.default.svc.cluster.local:9080`, or the gateway host and port. */
+  readonly name: string;
+  /**
+   * Host/:authority values this virtual host answers, lower case: exact names (with or
+   * without `:port`), `*.suffix` and `prefix*` wildcards, or `*`.
+   */
+  readonly domains: readonly string[];
+  readonly routes: readonly Route[];
+}
+
+export interface RouteConfiguration {
+  readonly name: string;
+  readonly virtualHosts: readonly VirtualHost[];
+  /** Drop `:port` from the authority before matching domains (gateways: Envoy's `ignore_port_in_host_matching`). */
+  readonly ignorePortInHostMatching: boolean;
+}

@@ -1,0 +1,94 @@
+import type { Cluster, Discovery } from '../model/cluster.ts';
+import type { TranslateContext } from './context.ts';
+import { DestinationRuleIndex } from './destination-rule.ts';
+import { outboundClusterName } from './virtual-service.ts';
+import { endpointsFor, isHttpProtocol, portProtocol, type MeshService, type ServicePort, type ServiceRegistry } from './registry.ts';
+
+export interface ClusterOptions {
+  /** How often DNS clusters re-resolve (Istio's mesh `dnsRefreshRate`). */
+  readonly dnsRefreshMs: number;
+}
+
+/**
+ * Istio builds a cluster for every port of every visible service, and one more per
+ * DestinationRule subset; routes then refer to them by name. Only HTTP ports for now.
+ */
+export function buildOutboundClusters(
+  ctx: TranslateContext,
+  registry: ServiceRegistry,
+  rules: DestinationRuleIndex,
+  opts: ClusterOptions,
+): Cluster[] {
+  const out: Cluster[] = [];
+  for (const svc of registry.services()) {
+    if (svc.host.startsWith('*')) {
+      ctx.warn(svc.source, ['spec', 'hosts'], `wildcard host ${svc.host}: wildcard ServiceEntries are not routed yet`);
+      continue;
+    }
+    const rule = rules.lookup(svc.host, svc.namespace);
+    for (const port of svc.ports) {
+      if (!isHttpProtocol(portProtocol(port))) continue;
+      out.push(cluster(ctx, svc, port, '', null, rules.policyFor(rule, null, port.number), opts));
+      (rule?.spec.subsets ?? []).forEach((subset, i) => {
+        if (!subset.name) return;
+        const eps = subset.labels ?? {};
+        const c = cluster(ctx, svc, port, subset.name, eps, rules.policyFor(rule, subset, port.number), opts);
+        if (c.endpoints.length === 0 && svc.endpoints.length > 0 && rule) {
+          ctx.warn(rule.resource, ['spec', 'subsets', i, 'labels'], `subset ${subset.name} selects no endpoint of ${svc.host}`);
+        }
+        out.push(c);
+      });
+    }
+  }
+  return out;
+}
+
+function cluster(
+  ctx: TranslateContext,
+  svc: MeshService,
+  port: ServicePort,
+  subset: string,
+  subsetLabels: Readonly<Record<string, string>> | null,
+  policy: ReturnType<DestinationRuleIndex['policyFor']>,
+  opts: ClusterOptions,
+): Cluster {
+  const proto = portProtocol(port);
+  return {
+    name: outboundClusterName(port.number, subset, svc.host),
+    service: { host: svc.host, name: svc.name, namespace: svc.namespace, port: port.number },
+    subset,
+    discovery: discovery(svc),
+    endpoints: endpointsFor(svc, port, subsetLabels).filter((ep) => {
+      if (ep.address.startsWith('unix://')) {
+        ctx.warn(svc.source, ['spec', 'endpoints'], `unix domain socket endpoint ${ep.address} is not supported; skipped`);
+        return false;
+      }
+      return ep.address !== '';
+    }),
+    dnsRefreshMs: opts.dnsRefreshMs,
+    protocol: proto === 'HTTP2' || proto === 'GRPC' ? 'http2' : 'http1',
+    lb: policy.lb,
+    connectionPool: policy.connectionPool,
+    outlierDetection: policy.outlierDetection,
+    tls: policy.tls,
+  };
+}
+
+function discovery(svc: MeshService): Discovery {
+  switch (svc.resolution) {
+    case 'STATIC':
+      return 'static';
+    case 'DNS':
+      return 'strict-dns';
+    case 'DNS_ROUND_ROBIN':
+      return 'logical-dns';
+    default:
+      // NONE is Istio's passthrough to the address the client resolved. Without the original
+      // destination, endpoints given as IPs are used as they are, and hostnames are resolved.
+      return svc.endpoints.every((e) => isIp(e.address)) ? 'static' : 'strict-dns';
+  }
+}
+
+export function isIp(address: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(address) || address.includes(':');
+}

@@ -1,0 +1,323 @@
+import type {
+  CorsPolicy,
+  HeaderMatch,
+  HeaderMutation,
+  Mirror,
+  QueryParamMatch,
+  RetryPolicy,
+  Route,
+  RouteAction,
+  RouteMatch,
+  StringMatch,
+  WeightedCluster,
+} from '../model/route.ts';
+import type { Resource } from '../resources/resource.ts';
+import type {
+  IstioDestination,
+  IstioHeaderOperations,
+  IstioHTTPMatchRequest,
+  IstioHTTPRetry,
+  IstioHTTPRoute,
+  IstioStringMatch,
+  IstioVirtualService,
+} from '../resources/istio-networking.ts';
+import type { TranslateContext } from './context.ts';
+import { resolveHost } from './host.ts';
+import { labelsMatch, type ServiceRegistry } from './registry.ts';
+
+/** Istio's retry policy for routes that set no `retries` (pilot's DefaultRetryPolicy). */
+export const DEFAULT_RETRY_POLICY: RetryPolicy = {
+  numRetries: 2,
+  perTryTimeoutMs: 0,
+  retryOn: ['connect-failure', 'refused-stream', 'unavailable', 'cancelled', 'retriable-status-codes'],
+  retriableStatusCodes: [503],
+  retryRemoteLocalities: false,
+};
+
+/** Where a VirtualService's routes are being placed: which gateway (or `mesh`) and which port. */
+export interface RouteScope {
+  /** `mesh`, or the `namespace/name` of the Gateway whose listener is being built. */
+  readonly gateway: string;
+  /** The port of the virtual host (service port for sidecars, server port for gateways). */
+  readonly port: number;
+  /** The service a sidecar virtual host belongs to, for destinations that leave out the port. */
+  readonly servicePortHost: string | null;
+}
+
+/** Istio's cluster name: `outbound|<port>|<subset>|<host>`. */
+export function outboundClusterName(port: number, subset: string, host: string): string {
+  return `outbound|${port}|${subset}|${host}`;
+}
+
+/**
+ * Is this VirtualService bound to `gateway`? A VS without `gateways` binds to the mesh only;
+ * names resolve in the VS's namespace (`bookinfo-gateway` → `default/bookinfo-gateway`).
+ */
+export function gatewayRefs(vs: Resource, list: readonly string[] | undefined): Set<string> {
+  const out = new Set<string>();
+  if (!list || list.length === 0) {
+    out.add('mesh');
+    return out;
+  }
+  for (const g of list) out.add(resolveGatewayRef(g, vs.metadata.namespace));
+  return out;
+}
+
+export function resolveGatewayRef(ref: string, namespace: string): string {
+  if (ref === 'mesh') return 'mesh';
+  if (ref.includes('/')) return ref;
+  // `name.namespace.svc.cluster.local` style refs are accepted by Istio too.
+  const dot = ref.indexOf('.');
+  if (dot > 0) {
+    const parts = ref.split('.');
+    return `${parts[1]}/${parts[0]}`;
+  }
+  return `${namespace}/${ref}`;
+}
+
+/**
+ * Translates the HTTP routes of one VirtualService for one scope. Each ORed match block
+ * becomes its own route, in order, as Istio emits them; blocks that cannot apply to this
+ * proxy (other gateway, other port, other source labels or namespace) are dropped here, at
+ * compile time, exactly as istiod drops them.
+ */
+export function translateHttpRoutes(
+  ctx: TranslateContext,
+  registry: ServiceRegistry,
+  vs: Resource,
+  scope: RouteScope,
+): Route[] {
+  const spec = vs.spec as IstioVirtualService;
+  const vsGateways = gatewayRefs(vs, spec.gateways);
+  const out: Route[] = [];
+  (spec.http ?? []).forEach((http, i) => {
+    const base = ['spec', 'http', i] as const;
+    if (http.delegate) {
+      ctx.warn(vs, [...base, 'delegate'], 'route delegation is not supported yet; this route is skipped');
+      return;
+    }
+    const action = translateAction(ctx, registry, vs, http, [...base], scope);
+    if (action === null) return;
+    const requestHeaders = headerMutation(http.headers?.request);
+    const responseHeaders = headerMutation(http.headers?.response);
+    const matches: (IstioHTTPMatchRequest | null)[] = http.match && http.match.length > 0 ? http.match : [null];
+    const origin = `${vs.metadata.namespace}/${vs.metadata.name}`;
+    matches.forEach((m, j) => {
+      if (m !== null && !matchApplies(ctx, m, vs, vsGateways, scope)) return;
+      if (m === null && !vsGateways.has(scope.gateway)) return;
+      const name = http.name ? (m?.name ? `${http.name}.${m.name}` : http.name) : `${origin}#${i}${matches.length > 1 ? `.${j}` : ''}`;
+      out.push({
+        name,
+        match: m === null ? MATCH_ALL : translateMatch(m),
+        action,
+        requestHeaders,
+        responseHeaders,
+        filterConfigs: http.fault ? { fault: http.fault } : {},
+        origin,
+      });
+    });
+  });
+  return out;
+}
+
+export const MATCH_ALL: RouteMatch = { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] };
+
+/** Conditions Istio resolves per proxy rather than per request. */
+function matchApplies(ctx: TranslateContext, m: IstioHTTPMatchRequest, vs: Resource, vsGateways: Set<string>, scope: RouteScope): boolean {
+  // Match-level `gateways` replace the VirtualService's own list for this block.
+  const gateways = m.gateways && m.gateways.length > 0 ? gatewayRefs(vs, m.gateways) : vsGateways;
+  if (!gateways.has(scope.gateway)) return false;
+  if (m.port !== undefined && m.port !== 0 && m.port !== scope.port) return false;
+  if (m.sourceLabels && !labelsMatch(m.sourceLabels, ctx.node.labels)) return false;
+  if (m.sourceNamespace && m.sourceNamespace !== ctx.node.namespace) return false;
+  return true;
+}
+
+function translateMatch(m: IstioHTTPMatchRequest): RouteMatch {
+  const headers: HeaderMatch[] = [];
+  if (m.method) headers.push({ name: ':method', match: stringMatch(m.method), invert: false });
+  if (m.authority) headers.push({ name: ':authority', match: stringMatch(m.authority), invert: false });
+  if (m.scheme) headers.push({ name: ':scheme', match: stringMatch(m.scheme), invert: false });
+  for (const [name, sm] of Object.entries(m.headers ?? {})) headers.push(headerMatch(name, sm, false));
+  for (const [name, sm] of Object.entries(m.withoutHeaders ?? {})) headers.push(headerMatch(name, sm, true));
+  const queryParams: QueryParamMatch[] = [];
+  for (const [name, sm] of Object.entries(m.queryParams ?? {})) {
+    // Istio: an empty matcher, or `exact: ""`, means "present".
+    queryParams.push({ name, match: isEmptyMatch(sm) || sm.exact === '' ? { kind: 'present' } : stringMatch(sm) });
+  }
+  return {
+    path: { match: m.uri && !isEmptyMatch(m.uri) ? stringMatch(m.uri) : { kind: 'any' }, ignoreCase: m.ignoreUriCase ?? false },
+    headers,
+    queryParams,
+  };
+}
+
+function headerMatch(name: string, sm: IstioStringMatch, invert: boolean): HeaderMatch {
+  // Istio treats `{}` and `prefix: ""` as "header present".
+  const present = isEmptyMatch(sm) || sm.prefix === '';
+  return { name: name.toLowerCase(), match: present ? { kind: 'present' } : stringMatch(sm), invert };
+}
+
+function isEmptyMatch(sm: IstioStringMatch): boolean {
+  return sm.exact === undefined && sm.prefix === undefined && sm.regex === undefined;
+}
+
+function stringMatch(sm: IstioStringMatch): StringMatch {
+  if (sm.exact !== undefined) return { kind: 'exact', value: sm.exact };
+  if (sm.prefix !== undefined) return { kind: 'prefix', value: sm.prefix };
+  return { kind: 'regex', value: sm.regex ?? '' };
+}
+
+export function headerMutation(ops: IstioHeaderOperations | undefined): HeaderMutation | null {
+  if (!ops) return null;
+  const set = Object.entries(ops.set ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const);
+  const add = Object.entries(ops.add ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const);
+  const remove = (ops.remove ?? []).map((k) => k.toLowerCase());
+  if (set.length === 0 && add.length === 0 && remove.length === 0) return null;
+  return { set, add, remove };
+}
+
+function translateAction(
+  ctx: TranslateContext,
+  registry: ServiceRegistry,
+  vs: Resource,
+  http: IstioHTTPRoute,
+  path: (string | number)[],
+  scope: RouteScope,
+): RouteAction | null {
+  if (http.redirect) {
+    const r = http.redirect;
+    return {
+      kind: 'redirect',
+      status: r.redirectCode ?? 301,
+      scheme: r.scheme ?? null,
+      authority: r.authority ?? null,
+      port: r.port ?? null,
+      derivePortFromScheme: r.derivePort === 'FROM_PROTOCOL_DEFAULT',
+      path: r.uri ?? null,
+    };
+  }
+  if (http.directResponse) {
+    const b = http.directResponse.body;
+    const body = b?.string ?? (b?.bytes !== undefined ? Buffer.from(b.bytes, 'base64').toString('latin1') : null);
+    return { kind: 'direct-response', status: http.directResponse.status ?? 200, body };
+  }
+  const dests = http.route ?? [];
+  if (dests.length === 0) {
+    ctx.error(vs, path, 'an HTTP route needs one of route, redirect, directResponse or delegate');
+    return null;
+  }
+  const clusters: WeightedCluster[] = [];
+  dests.forEach((d, k) => {
+    // One destination takes all the traffic whatever its weight; with several, weight 0 takes none.
+    const weight = dests.length === 1 ? 100 : (d.weight ?? 0);
+    if (weight <= 0) return;
+    const cluster = destinationCluster(ctx, registry, vs, d.destination, [...path, 'route', k, 'destination'], scope);
+    if (cluster === null) return;
+    clusters.push({
+      cluster,
+      weight,
+      requestHeaders: headerMutation(d.headers?.request),
+      responseHeaders: headerMutation(d.headers?.response),
+    });
+  });
+  if (clusters.length === 0) {
+    ctx.error(vs, [...path, 'route'], 'no destination with a weight above 0');
+    return null;
+  }
+  const mirrors: Mirror[] = [];
+  if (http.mirror) {
+    const c = destinationCluster(ctx, registry, vs, http.mirror, [...path, 'mirror'], scope);
+    if (c !== null) mirrors.push({ cluster: c, percent: http.mirrorPercentage?.value ?? 100 });
+  }
+  (http.mirrors ?? []).forEach((m, k) => {
+    const c = destinationCluster(ctx, registry, vs, m.destination, [...path, 'mirrors', k, 'destination'], scope);
+    if (c !== null) mirrors.push({ cluster: c, percent: m.percentage?.value ?? 100 });
+  });
+  const rw = http.rewrite;
+  return {
+    kind: 'forward',
+    clusters,
+    timeoutMs: ctx.durationMs(http.timeout, 0),
+    retry: retryPolicy(ctx, http.retries),
+    rewrite:
+      rw && (rw.uri !== undefined || rw.uriRegexRewrite)
+        ? {
+            prefix: rw.uri ?? null,
+            regex: rw.uriRegexRewrite ? { pattern: rw.uriRegexRewrite.match ?? '', substitution: rw.uriRegexRewrite.rewrite ?? '' } : null,
+          }
+        : null,
+    authorityRewrite: rw?.authority ?? null,
+    mirrors,
+    cors: corsPolicy(ctx, http),
+  };
+}
+
+/**
+ * The cluster a destination names. The port may be left out when the service has one port,
+ * or when the route is for that service's own virtual host (the request's port is kept).
+ */
+function destinationCluster(
+  ctx: TranslateContext,
+  registry: ServiceRegistry,
+  vs: Resource,
+  dest: IstioDestination | undefined,
+  path: (string | number)[],
+  scope: RouteScope,
+): string | null {
+  const host = resolveHost(dest?.host ?? '', vs.metadata.namespace, ctx.node.clusterDomain);
+  const svc = registry.get(host);
+  let port = dest?.port?.number ?? 0;
+  if (port === 0) {
+    if (svc && svc.ports.length === 1) port = svc.ports[0]!.number;
+    else if (svc && scope.servicePortHost !== null && svc.ports.some((p) => p.number === scope.port)) port = scope.port;
+    else if (svc && svc.ports.length > 1) {
+      ctx.error(vs, [...path, 'port'], `service ${host} has several ports (${svc.ports.map((p) => p.number).join(', ')}); the destination must name one`);
+      return null;
+    } else port = scope.servicePortHost !== null ? scope.port : 80;
+  }
+  if (!svc) {
+    ctx.warn(vs, [...path, 'host'], `host ${host} is not in the registry (no ServiceEntry); requests routed here get 503 NC`);
+  } else if (!svc.ports.some((p) => p.number === port)) {
+    ctx.warn(vs, [...path, 'port'], `service ${host} has no port ${port}; requests routed here get 503 NC`);
+  }
+  return outboundClusterName(port, dest?.subset ?? '', host);
+}
+
+function retryPolicy(ctx: TranslateContext, r: IstioHTTPRetry | undefined): RetryPolicy | null {
+  if (r === undefined) return DEFAULT_RETRY_POLICY;
+  if (!r.attempts || r.attempts <= 0) return null;
+  const retryOn: string[] = [];
+  const codes: number[] = [];
+  for (const part of (r.retryOn ?? '5xx,gateway-error,connect-failure,refused-stream').split(',')) {
+    const p = part.trim();
+    if (p === '') continue;
+    // Istio accepts bare status codes in retryOn as retriable status codes.
+    if (/^\d{3}$/.test(p)) codes.push(Number(p));
+    else retryOn.push(p);
+  }
+  if (codes.length > 0 && !retryOn.includes('retriable-status-codes')) retryOn.push('retriable-status-codes');
+  return {
+    numRetries: r.attempts,
+    perTryTimeoutMs: ctx.durationMs(r.perTryTimeout, 0),
+    retryOn,
+    retriableStatusCodes: codes,
+    retryRemoteLocalities: r.retryRemoteLocalities ?? false,
+  };
+}
+
+function corsPolicy(ctx: TranslateContext, http: IstioHTTPRoute): CorsPolicy | null {
+  const c = http.corsPolicy;
+  if (!c) return null;
+  const origins: StringMatch[] = (c.allowOrigins ?? []).map(stringMatch);
+  for (const o of c.allowOrigin ?? []) origins.push({ kind: 'exact', value: o });
+  const maxAge = c.maxAge !== undefined ? Math.floor(ctx.durationMs(c.maxAge, 0) / 1000) : null;
+  return {
+    allowOrigins: origins,
+    allowMethods: c.allowMethods ?? [],
+    allowHeaders: c.allowHeaders ?? [],
+    exposeHeaders: c.exposeHeaders ?? [],
+    maxAgeSeconds: maxAge,
+    allowCredentials: c.allowCredentials ?? null,
+  };
+}
