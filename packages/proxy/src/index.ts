@@ -1,1 +1,16 @@
-export {}
+export { Runtime, type RuntimeOptions } from './runtime/runtime.ts';
+export { Snapshot, ListenerSnapshot } from './runtime/snapshot.ts';
+export { ProxyProcess, StartError, type ProcessSinks } from './cli/proxy-process.ts';
+export { parseOptions, helpText, UsageError, type ProxyOptions, type Command } from './cli/options.ts';
+export { main } from './cli/main.ts';
+export { AccessLog, formatText, formatJson, type AccessLogRecord, type AccessLogFormat } from './telemetry/access-log.ts';
+export { IstioMetrics, RequestStats, ENVOY_DEFAULT_BUCKETS, type PeerLabels } from './telemetry/istio-metrics.ts';
+export { Loggers, Logger, type LogLevel } from './logger.ts';
+export { ResponseFlag, formatResponseFlags } from './http/response-flags.ts';
+export { RouteTable } from './router/route-table.ts';
+export { StringMatcher, compileRegex } from './router/string-matcher.ts';
+export { redirectLocation } from './http/redirect.ts';
+export { hash32, RingHashLoadBalancer } from './upstream/load-balancer-ring-hash.ts';
+export { RoundRobinLoadBalancer } from './upstream/load-balancer-round-robin.ts';
+export { LeastRequestLoadBalancer } from './upstream/load-balancer-least-request.ts';
+export { RandomLoadBalancer } from './upstream/load-balancer-random.ts';

@@ -1,0 +1,83 @@
+import type { Runtime } from '../runtime/runtime.ts';
+
+/** `/clusters` as JSON: each cluster with its endpoints, labels, load and health. */
+export function clustersJson(rt: Runtime): unknown {
+  const out: unknown[] = [];
+  for (const c of rt.clusterManager.clusters.values()) {
+    out.push({
+      name: c.name,
+      service: c.model.service,
+      subset: c.model.subset,
+      discovery: c.model.discovery,
+      lb_policy: c.model.lb.kind,
+      protocol: c.model.protocol,
+      no_healthy_upstream: c.noHealthyUpstream,
+      endpoints: c.hosts.map((h) => ({
+        address: h.host.hostPort,
+        labels: h.endpoint.labels,
+        weight: h.endpoint.weight,
+        locality: h.endpoint.locality,
+        rq_active: h.host.active,
+        rq_total: h.host.requestsTotal,
+        cx_connect_fail: h.host.connectFailures,
+        cx_active: h.host.pool.stats.connected,
+        health: 'healthy',
+      })),
+    });
+  }
+  return { clusters: out };
+}
+
+/** `/clusters` in Envoy's text form (`cluster::host::stat::value`), plus a labels line per host. */
+export function clustersText(rt: Runtime): string {
+  let out = '';
+  for (const c of rt.clusterManager.clusters.values()) {
+    out += `${c.name}::observability_name::${c.name}\n`;
+    out += `${c.name}::default_priority::max_connections::${c.model.connectionPool.maxConnections || 4294967295}\n`;
+    out += `${c.name}::default_priority::max_pending_requests::${c.model.connectionPool.maxPendingRequests || 4294967295}\n`;
+    out += `${c.name}::default_priority::max_requests::${c.model.connectionPool.maxRequests || 4294967295}\n`;
+    for (const h of c.hosts) {
+      const p = `${c.name}::${h.host.hostPort}`;
+      const [region = '', zone = '', subzone = ''] = h.endpoint.locality.split('/');
+      out += `${p}::cx_active::${h.host.pool.stats.connected}\n`;
+      out += `${p}::cx_connect_fail::${h.host.connectFailures}\n`;
+      out += `${p}::rq_active::${h.host.active}\n`;
+      out += `${p}::rq_total::${h.host.requestsTotal}\n`;
+      out += `${p}::health_flags::healthy\n`;
+      out += `${p}::weight::${h.endpoint.weight}\n`;
+      out += `${p}::region::${region}\n${p}::zone::${zone}\n${p}::sub_zone::${subzone}\n`;
+      out += `${p}::labels::${Object.entries(h.endpoint.labels).map(([k, v]) => `${k}=${v}`).join(',')}\n`;
+    }
+  }
+  return out;
+}
+
+/** `/stats`: Envoy-named counters and gauges as `name: value`, sorted. */
+export function statsText(rt: Runtime, filter: RegExp | null): string {
+  const lines: [string, number][] = [];
+  for (const c of rt.clusterManager.clusters.values()) {
+    let total = 0;
+    let active = 0;
+    let fail = 0;
+    let cx = 0;
+    for (const h of c.hosts) {
+      total += h.host.requestsTotal;
+      active += h.host.active;
+      fail += h.host.connectFailures;
+      cx += h.host.pool.stats.connected;
+    }
+    const p = `cluster.${c.name}`;
+    lines.push([`${p}.membership_total`, c.hosts.length], [`${p}.membership_healthy`, c.hosts.length]);
+    lines.push([`${p}.upstream_rq_total`, total], [`${p}.upstream_rq_active`, active]);
+    lines.push([`${p}.upstream_cx_connect_fail`, fail], [`${p}.upstream_cx_active`, cx]);
+    lines.push([`${p}.upstream_cx_none_healthy`, c.noHealthyUpstream]);
+  }
+  for (const l of rt.listeners.values()) {
+    lines.push([`listener.${l.address}_${l.boundPort}.downstream_cx_active`, l.activeConnections]);
+  }
+  lines.push(['server.live', rt.ready ? 1 : 0], ['server.draining', rt.draining ? 1 : 0]);
+  lines.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  let out = '';
+  for (const [k, v] of lines) if (filter === null || filter.test(k)) out += `${k}: ${v}\n`;
+  return out;
+}

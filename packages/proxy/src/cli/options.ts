@@ -1,0 +1,193 @@
+import { parseArgs } from 'node:util';
+import { parseDuration, type ListenerPorts, type ProxyNode } from '@remora/config';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logger.ts';
+import type { AccessLogFormat } from '../telemetry/access-log.ts';
+
+export type Command = 'gateway' | 'sidecar' | 'validate';
+
+interface OptionSpec {
+  readonly type: 'string' | 'boolean';
+  readonly short?: string;
+  readonly multiple?: boolean;
+  readonly arg?: string;
+  readonly help: string;
+  /** Commands that take this option. */
+  readonly for: readonly Command[];
+}
+
+const PROXIES: readonly Command[] = ['gateway', 'sidecar'];
+const ALL: readonly Command[] = ['gateway', 'sidecar', 'validate'];
+
+/** Every flag, with its help line; `--help` output is generated from this table. */
+export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
+  config: { type: 'string', short: 'c', multiple: true, arg: 'PATH', help: 'file or directory of Istio YAML/JSON (repeatable; directories are read recursively and watched)', for: ALL },
+  'admin-port': { type: 'string', arg: 'PORT', help: 'admin API on 127.0.0.1 (default 15000)', for: PROXIES },
+  'health-port': { type: 'string', arg: 'PORT', help: 'health endpoint /healthz/ready (default 15021)', for: PROXIES },
+  'prometheus-port': { type: 'string', arg: 'PORT', help: 'Prometheus scrape endpoint /stats/prometheus; 0 turns it off (default 15090)', for: PROXIES },
+  'outbound-port': { type: 'string', arg: 'PORT', help: 'outbound capture listener (default 15001)', for: ['sidecar'] },
+  'inbound-port': { type: 'string', arg: 'PORT', help: 'inbound capture listener (default 15006)', for: ['sidecar'] },
+  'app-port': { type: 'string', arg: 'PORT', help: 'local application port the inbound listener forwards to (no inbound listener without it)', for: ['sidecar'] },
+  'app-address': { type: 'string', arg: 'ADDR', help: 'local application address (default 127.0.0.1)', for: ['sidecar'] },
+  bind: { type: 'string', arg: 'ADDR', help: 'address data-plane listeners bind (default 0.0.0.0)', for: PROXIES },
+  namespace: { type: 'string', arg: 'NS', help: 'this workload\'s namespace (env POD_NAMESPACE; default "default", gateways "istio-system")', for: ALL },
+  'service-account': { type: 'string', arg: 'SA', help: 'this workload\'s service account (env SERVICE_ACCOUNT; default "default")', for: PROXIES },
+  labels: { type: 'string', arg: 'K=V,…', help: 'this workload\'s labels (env ISTIO_METAJSON_LABELS as JSON; gateways default istio=ingressgateway,app=istio-ingressgateway)', for: ALL },
+  'workload-name': { type: 'string', arg: 'NAME', help: 'workload name for metrics (env ISTIO_META_WORKLOAD_NAME; default the app label)', for: PROXIES },
+  'cluster-domain': { type: 'string', arg: 'DOMAIN', help: 'Kubernetes cluster domain short hosts expand into (default cluster.local)', for: ALL },
+  'root-namespace': { type: 'string', arg: 'NS', help: 'namespace whose policies apply mesh-wide (default istio-system)', for: ALL },
+  'trust-domain': { type: 'string', arg: 'DOMAIN', help: 'SPIFFE trust domain (default cluster.local)', for: PROXIES },
+  'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout (default text, Istio\'s format)', for: PROXIES },
+  'log-format': { type: 'string', arg: 'text|json|off', help: 'alias of --access-log-format', for: PROXIES },
+  'log-level': { type: 'string', arg: 'LEVEL', help: `Remora's own log level on stderr: ${LOG_LEVELS.join(', ')} (default info)`, for: PROXIES },
+  'drain-time': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long in-flight requests may take to finish (default 5s)', for: PROXIES },
+  'dns-refresh-rate': { type: 'string', arg: 'DURATION', help: 'how often DNS ServiceEntries are re-resolved (default 60s)', for: PROXIES },
+  help: { type: 'boolean', short: 'h', help: 'show this help', for: ALL },
+};
+
+export interface ProxyOptions {
+  readonly command: Command;
+  readonly configPaths: readonly string[];
+  readonly node: ProxyNode;
+  readonly ports: ListenerPorts;
+  readonly adminPort: number;
+  readonly healthPort: number;
+  readonly prometheusPort: number;
+  readonly accessLogFormat: AccessLogFormat;
+  readonly logLevel: LogLevel;
+  readonly drainTimeMs: number;
+  readonly dnsRefreshMs: number;
+}
+
+/** A usage error: printed with the command's help, exit status 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export function helpText(command: Command | null): string {
+  if (command === null) {
+    return `remora — an L7 sidecar proxy for Istio meshes
+
+usage: remora <command> [options]
+
+commands:
+  gateway    run as an ingress gateway: listeners from Gateway resources
+  sidecar    run beside an app: outbound listener (15001) and inbound listener (15006)
+  validate   check resources and print every problem; exit 0 when valid
+
+remora <command> --help shows the command's options.
+`;
+  }
+  const lines = Object.entries(OPTIONS)
+    .filter(([, o]) => o.for.includes(command))
+    .map(([name, o]) => {
+      const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.arg ? ` ${o.arg}` : ''}`;
+      return `  ${flag.padEnd(36)} ${o.help}`;
+    });
+  const what: Record<Command, string> = {
+    gateway: 'Runs an ingress gateway. Each Gateway whose selector matches this proxy\'s labels opens its\nserver ports; VirtualServices bound to it through `gateways:` route the traffic.',
+    sidecar: 'Runs a sidecar. The outbound listener routes by Host/:authority (or absolute-form proxy\nrequests) to the mesh\'s services; the inbound listener forwards to the local app.',
+    validate: 'Reads resources, validates them against Istio\'s schemas and semantics, translates them,\nand prints every problem as file:line: Kind namespace/name: field: message.',
+  };
+  return `usage: remora ${command} -c PATH… [options]\n\n${what[command]}\n\noptions:\n${lines.join('\n')}\n`;
+}
+
+/** Parses argv (after the command word) and the environment into options; throws UsageError. */
+export function parseOptions(command: Command, argv: readonly string[], env: NodeJS.ProcessEnv): ProxyOptions | 'help' {
+  const spec: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
+  for (const [name, o] of Object.entries(OPTIONS)) {
+    if (!o.for.includes(command)) continue;
+    spec[name] = { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: spec, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values as Record<string, string | string[] | boolean | undefined>;
+  if (v.help) return 'help';
+  const str = (name: string): string | undefined => (typeof v[name] === 'string' ? (v[name] as string) : undefined);
+  const configPaths = [...((v.config as string[] | undefined) ?? []), ...parsed.positionals];
+  if (configPaths.length === 0) throw new UsageError('no configuration given: pass -c PATH (a file or a directory)');
+
+  const port = (name: string, fallback: number, allowZero = false): number => {
+    const raw = str(name);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || n > 65535 || (n === 0 && !allowZero)) throw new UsageError(`--${name} must be a port number (1-65535), got "${raw}"`);
+    return n;
+  };
+  const duration = (name: string, fallback: number): number => {
+    const raw = str(name);
+    if (raw === undefined) return fallback;
+    const ms = parseDuration(/^\d+$/.test(raw) ? `${raw}s` : raw);
+    if (ms === null) throw new UsageError(`--${name} must be a duration like 5s or 500ms, got "${raw}"`);
+    return ms;
+  };
+
+  const gateway = command === 'gateway';
+  const labels = parseLabels(str('labels'), env.ISTIO_METAJSON_LABELS, gateway);
+  const namespace = str('namespace') ?? env.POD_NAMESPACE ?? (gateway ? 'istio-system' : 'default');
+  const workloadName = str('workload-name') ?? env.ISTIO_META_WORKLOAD_NAME ?? (gateway ? 'istio-ingressgateway' : (labels.app ?? ''));
+  const accessLogFormat = str('access-log-format') ?? str('log-format') ?? 'text';
+  if (accessLogFormat !== 'text' && accessLogFormat !== 'json' && accessLogFormat !== 'off') {
+    throw new UsageError(`--access-log-format must be text, json or off, got "${accessLogFormat}"`);
+  }
+  const logLevel = str('log-level') ?? 'info';
+  if (!isLogLevel(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  const appPortRaw = str('app-port');
+
+  return {
+    command,
+    configPaths,
+    node: {
+      kind: gateway ? 'gateway' : 'sidecar',
+      namespace,
+      serviceAccount: str('service-account') ?? env.SERVICE_ACCOUNT ?? 'default',
+      labels,
+      workloadName,
+      clusterDomain: str('cluster-domain') ?? 'cluster.local',
+      rootNamespace: str('root-namespace') ?? 'istio-system',
+      trustDomain: str('trust-domain') ?? 'cluster.local',
+    },
+    ports: {
+      bindAddress: str('bind') ?? '0.0.0.0',
+      outboundPort: port('outbound-port', 15001),
+      inboundPort: port('inbound-port', 15006),
+      appPort: appPortRaw === undefined ? null : port('app-port', 0),
+      appAddress: str('app-address') ?? '127.0.0.1',
+    },
+    adminPort: port('admin-port', 15000),
+    healthPort: port('health-port', 15021),
+    prometheusPort: port('prometheus-port', 15090, true),
+    accessLogFormat,
+    logLevel,
+    drainTimeMs: duration('drain-time', 5_000),
+    dnsRefreshMs: duration('dns-refresh-rate', 60_000),
+  };
+}
+
+function parseLabels(flag: string | undefined, envJson: string | undefined, gateway: boolean): Record<string, string> {
+  if (flag !== undefined) {
+    const out: Record<string, string> = {};
+    for (const pair of flag.split(',')) {
+      if (pair.trim() === '') continue;
+      const eq = pair.indexOf('=');
+      if (eq <= 0) throw new UsageError(`--labels takes key=value pairs separated by commas, got "${pair}"`);
+      out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+    }
+    return out;
+  }
+  if (envJson !== undefined && envJson !== '') {
+    try {
+      const parsed: unknown = JSON.parse(envJson);
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
+        return Object.fromEntries(Object.entries(parsed).filter(([, val]) => typeof val === 'string')) as Record<string, string>;
+      }
+    } catch {
+      // fall through to the error below
+    }
+    throw new UsageError('ISTIO_METAJSON_LABELS must be a JSON object of strings');
+  }
+  return gateway ? { istio: 'ingressgateway', app: 'istio-ingressgateway' } : {};
+}

@@ -1,0 +1,144 @@
+import { FileWatcher, formatIssue, hasErrors, loadMesh, type ConfigIssue, type ProxyConfig } from '@remora/config';
+import { AdminServer } from '../admin/admin-server.ts';
+import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
+import { Loggers } from '../logger.ts';
+import { Runtime } from '../runtime/runtime.ts';
+import { AccessLog } from '../telemetry/access-log.ts';
+import { IstioMetrics } from '../telemetry/istio-metrics.ts';
+import type { ProxyOptions } from './options.ts';
+
+/** Where output goes; stdout (access log) and stderr (own log) unless given. */
+export interface ProcessSinks {
+  readonly accessLog?: (chunk: string) => void;
+  readonly log?: (line: string) => void;
+}
+
+/** Thrown when the proxy cannot start; the message says why. */
+export class StartError extends Error {
+  override readonly name = 'StartError';
+}
+
+/**
+ * A whole proxy process: config from files (watched), the runtime, admin/health/metrics
+ * servers, and the lifecycle (SIGTERM drains, then exits 0).
+ */
+export class ProxyProcess {
+  readonly opts: ProxyOptions;
+  readonly loggers: Loggers;
+  readonly runtime: Runtime;
+  readonly admin: AdminServer;
+  readonly health: HealthServer;
+  readonly prometheus: PrometheusServer | null;
+  #watcher: FileWatcher | null = null;
+  #lastError: string | null = null;
+  #stopping: Promise<void> | null = null;
+  readonly #onExit: (code: number) => void;
+
+  constructor(opts: ProxyOptions, onExit: (code: number) => void, sinks: ProcessSinks = {}) {
+    this.opts = opts;
+    this.#onExit = onExit;
+    this.loggers = new Loggers(opts.logLevel, sinks.log);
+    this.runtime = new Runtime({
+      node: opts.node,
+      loggers: this.loggers,
+      accessLog: new AccessLog(opts.accessLogFormat, sinks.accessLog),
+      metrics: new IstioMetrics(),
+    });
+    this.admin = new AdminServer(this.runtime, this.loggers, {
+      lastConfigError: () => this.#lastError,
+      quit: () => void this.stop(0, 0),
+      drainListeners: () => {
+        for (const l of this.runtime.listeners.values()) l.stopAccepting();
+      },
+      setHealthFailed: (failed) => {
+        this.health.healthFailed = failed;
+      },
+      startedAt: Date.now(),
+      commandLine: process.argv.slice(2),
+    });
+    this.health = new HealthServer(this.runtime);
+    this.prometheus = opts.prometheusPort > 0 ? new PrometheusServer(this.runtime) : null;
+  }
+
+  /** Loads the config and opens every port; throws StartError with every reason to stop. */
+  async start(): Promise<void> {
+    const log = this.loggers.get('main');
+    const loaded = this.#load();
+    if (loaded === null) throw new StartError('invalid configuration; nothing started');
+    try {
+      await this.admin.listen('127.0.0.1', this.opts.adminPort);
+      await this.health.listen(this.opts.ports.bindAddress, this.opts.healthPort);
+      if (this.prometheus) await this.prometheus.listen(this.opts.ports.bindAddress, this.opts.prometheusPort);
+      await this.runtime.apply(loaded);
+    } catch (err) {
+      this.#closeServers();
+      await this.runtime.close();
+      throw new StartError((err as Error).message);
+    }
+    const c = loaded;
+    log.info(
+      `remora ${this.opts.command} ready: config ${c.version} (${c.listeners.length} listeners, ${c.clusters.length} clusters); admin 127.0.0.1:${this.opts.adminPort}`,
+    );
+    this.#watcher = new FileWatcher(this.opts.configPaths, () => void this.reload());
+  }
+
+  /** Re-reads the files; a broken change is logged and the running config stays. */
+  async reload(): Promise<boolean> {
+    const cfg = this.loggers.get('config');
+    const loaded = this.#load();
+    if (loaded === null) {
+      cfg.error(`keeping config ${this.runtime.snapshot?.config.version ?? '(none)'}`);
+      return false;
+    }
+    if (loaded.version === this.runtime.snapshot?.config.version) return true;
+    try {
+      await this.runtime.apply(loaded);
+      this.#lastError = null;
+      cfg.info(`config ${loaded.version} applied (${loaded.listeners.length} listeners, ${loaded.clusters.length} clusters)`);
+      return true;
+    } catch (err) {
+      this.#lastError = (err as Error).message;
+      cfg.error(`${(err as Error).message}; keeping config ${this.runtime.snapshot?.config.version ?? '(none)'}`);
+      return false;
+    }
+  }
+
+  #load(): ProxyConfig | null {
+    const cfg = this.loggers.get('config');
+    const result = loadMesh(this.opts.configPaths, this.opts.node, this.opts.ports, { dnsRefreshMs: this.opts.dnsRefreshMs });
+    for (const issue of result.issues) cfg.log(issue.severity === 'error' ? 'error' : 'warning', formatIssue(issue));
+    if (hasErrors(result.issues) || result.config === null) {
+      this.#lastError = summarize(result.issues);
+      return null;
+    }
+    return result.config;
+  }
+
+  /** Drains for up to `drainMs`, closes everything, and exits with `code`. Idempotent. */
+  stop(code: number, drainMs: number = this.opts.drainTimeMs): Promise<void> {
+    this.#stopping ??= (async () => {
+      const log = this.loggers.get('main');
+      log.info(`draining for up to ${drainMs} ms`);
+      this.#watcher?.close();
+      await this.runtime.drain(drainMs);
+      this.#closeServers();
+      await this.runtime.close();
+      log.info('exiting');
+      this.#onExit(code);
+    })();
+    return this.#stopping;
+  }
+
+  #closeServers(): void {
+    this.admin.close();
+    this.health.close();
+    this.prometheus?.close();
+  }
+}
+
+function summarize(issues: readonly ConfigIssue[]): string {
+  return issues
+    .filter((i) => i.severity === 'error')
+    .map(formatIssue)
+    .join('\n');
+}

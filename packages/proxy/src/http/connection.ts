@@ -1,0 +1,58 @@
+import type { Socket } from 'node:net';
+import type { Logger } from '../logger.ts';
+import type { AccessLog } from '../telemetry/access-log.ts';
+import type { Exchange } from './exchange.ts';
+
+/** What exchanges need from the process around them. */
+export interface ListenerContext {
+  readonly accessLog: AccessLog;
+  readonly log: Logger;
+  /** True once draining started: responses carry `Connection: close`. */
+  readonly draining: boolean;
+}
+
+function formatAddress(ip: string | undefined, port: number | undefined): string {
+  if (ip === undefined) return '-';
+  return ip.includes(':') ? `[${ip}]:${port ?? 0}` : `${ip}:${port ?? 0}`;
+}
+
+/**
+ * Per downstream connection: addresses formatted once, and the exchanges in flight on it, so
+ * that one `close` listener per connection (not per request) can cancel their upstream work.
+ */
+export class Connection {
+  readonly socket: Socket;
+  readonly localAddress: string;
+  readonly remoteAddress: string;
+  readonly remoteIp: string;
+  #current: Exchange | null = null;
+  /** Pipelined requests beyond the first; rare, so made only when needed. */
+  #others: Set<Exchange> | null = null;
+
+  constructor(socket: Socket) {
+    this.socket = socket;
+    this.localAddress = formatAddress(socket.localAddress, socket.localPort);
+    this.remoteAddress = formatAddress(socket.remoteAddress, socket.remotePort);
+    this.remoteIp = socket.remoteAddress ?? '';
+  }
+
+  get idle(): boolean {
+    return this.#current === null && (this.#others === null || this.#others.size === 0);
+  }
+
+  add(ex: Exchange): void {
+    if (this.#current === null) this.#current = ex;
+    else (this.#others ??= new Set()).add(ex);
+  }
+
+  onExchangeDone(ex: Exchange): void {
+    if (this.#current === ex) this.#current = null;
+    else this.#others?.delete(ex);
+  }
+
+  onClose(): void {
+    const current = this.#current;
+    if (current !== null) current.onDownstreamClose();
+    if (this.#others !== null) for (const ex of [...this.#others]) ex.onDownstreamClose();
+  }
+}

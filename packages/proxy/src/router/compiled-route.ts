@@ -1,0 +1,226 @@
+import {
+  re2ToJs,
+  type DirectResponseAction,
+  type ForwardAction,
+  type HeaderMutation,
+  type RedirectAction,
+  type Route,
+  type RouteMatch,
+  type RetryPolicy,
+} from '@remora/config';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import { compileRegex, StringMatcher } from './string-matcher.ts';
+
+/** What route matching reads from a request; the exchange implements it without copying. */
+export interface RouteRequest {
+  readonly method: string;
+  /** `:path` as received, query string included. */
+  readonly path: string;
+  /** The path without its query string. */
+  readonly pathOnly: string;
+  readonly authority: string;
+  readonly scheme: string;
+  /** Lower-case name; repeated headers joined with `,` as Envoy matches them; null when absent. */
+  requestHeader(name: string): string | null;
+  queryParam(name: string): string | null;
+}
+
+const PATH_ANY = 0;
+const PATH_PREFIX = 1;
+const PATH_EXACT_OR_REGEX = 2;
+
+class HeaderCondition {
+  readonly name: string;
+  readonly matcher: StringMatcher;
+  readonly invert: boolean;
+  constructor(name: string, matcher: StringMatcher, invert: boolean) {
+    this.name = name;
+    this.matcher = matcher;
+    this.invert = invert;
+  }
+}
+
+class QueryCondition {
+  readonly name: string;
+  readonly matcher: StringMatcher;
+  constructor(name: string, matcher: StringMatcher) {
+    this.name = name;
+    this.matcher = matcher;
+  }
+}
+
+/** A RouteMatch compiled once: regexes built, case folding decided, empty lists made null. */
+export class RouteMatcher {
+  readonly #pathKind: number;
+  readonly #path: StringMatcher;
+  readonly #headers: HeaderCondition[] | null;
+  readonly #query: QueryCondition[] | null;
+
+  constructor(m: RouteMatch) {
+    const pm = m.path.match;
+    this.#path = new StringMatcher(pm, m.path.ignoreCase);
+    // Envoy: prefix matches the whole :path; exact and regex match it without the query.
+    this.#pathKind = pm.kind === 'any' ? PATH_ANY : pm.kind === 'prefix' ? PATH_PREFIX : PATH_EXACT_OR_REGEX;
+    this.#headers = m.headers.length === 0 ? null : m.headers.map((h) => new HeaderCondition(h.name, new StringMatcher(h.match), h.invert));
+    this.#query = m.queryParams.length === 0 ? null : m.queryParams.map((q) => new QueryCondition(q.name, new StringMatcher(q.match)));
+  }
+
+  matches(r: RouteRequest): boolean {
+    if (this.#pathKind === PATH_PREFIX) {
+      if (!this.#path.matches(r.path)) return false;
+    } else if (this.#pathKind === PATH_EXACT_OR_REGEX) {
+      if (!this.#path.matches(r.pathOnly)) return false;
+    }
+    const headers = this.#headers;
+    if (headers !== null) {
+      for (let i = 0; i < headers.length; i++) {
+        const h = headers[i]!;
+        if (h.matcher.matches(r.requestHeader(h.name)) === h.invert) return false;
+      }
+    }
+    const query = this.#query;
+    if (query !== null) {
+      for (let i = 0; i < query.length; i++) {
+        const q = query[i]!;
+        if (!q.matcher.matches(r.queryParam(q.name))) return false;
+      }
+    }
+    return true;
+  }
+}
+
+/** Header edits compiled for a flat `[name, value, …]` header list. */
+export class HeaderEdits {
+  readonly set: readonly (readonly [string, string])[];
+  readonly add: readonly (readonly [string, string])[];
+  /** Names removed: the `remove` list plus every `set` name (set replaces). */
+  readonly #drop: ReadonlySet<string>;
+
+  constructor(m: HeaderMutation) {
+    this.set = m.set;
+    this.add = m.add;
+    this.#drop = new Set([...m.remove, ...m.set.map(([k]) => k)]);
+  }
+
+  /** Applies the edits to a flat header list in place. */
+  apply(headers: string[]): void {
+    if (this.#drop.size > 0) {
+      let w = 0;
+      for (let r = 0; r < headers.length; r += 2) {
+        const name = headers[r]!;
+        if (this.#drop.has(name.toLowerCase())) continue;
+        headers[w++] = name;
+        headers[w++] = headers[r + 1]!;
+      }
+      headers.length = w;
+    }
+    for (const [k, v] of this.set) headers.push(k, v);
+    for (const [k, v] of this.add) headers.push(k, v);
+  }
+}
+
+export class WeightedTarget {
+  readonly name: string;
+  readonly weight: number;
+  /** Null when the config names a cluster that does not exist: requests get 503 NC. */
+  readonly cluster: UpstreamCluster | null;
+  readonly requestEdits: HeaderEdits | null;
+  readonly responseEdits: HeaderEdits | null;
+  constructor(name: string, weight: number, cluster: UpstreamCluster | null, req: HeaderMutation | null, resp: HeaderMutation | null) {
+    this.name = name;
+    this.weight = weight;
+    this.cluster = cluster;
+    this.requestEdits = req ? new HeaderEdits(req) : null;
+    this.responseEdits = resp ? new HeaderEdits(resp) : null;
+  }
+}
+
+/** A forward action with its weighted pick table resolved against live clusters. */
+export class ForwardTarget {
+  readonly kind = 'forward' as const;
+  readonly targets: readonly WeightedTarget[];
+  readonly #cumulative: Uint32Array;
+  readonly #total: number;
+  readonly timeoutMs: number;
+  readonly retry: RetryPolicy | null;
+  readonly prefixRewrite: string | null;
+  readonly regexRewrite: { readonly regex: RegExp; readonly substitution: string } | null;
+  readonly authorityRewrite: string | null;
+  readonly model: ForwardAction;
+
+  constructor(a: ForwardAction, clusters: ReadonlyMap<string, UpstreamCluster>) {
+    this.model = a;
+    this.targets = a.clusters.map(
+      (c) => new WeightedTarget(c.cluster, c.weight, clusters.get(c.cluster) ?? null, c.requestHeaders, c.responseHeaders),
+    );
+    this.#cumulative = new Uint32Array(this.targets.length);
+    let sum = 0;
+    this.targets.forEach((t, i) => (this.#cumulative[i] = sum += t.weight));
+    this.#total = sum;
+    this.timeoutMs = a.timeoutMs;
+    this.retry = a.retry;
+    this.prefixRewrite = a.rewrite?.prefix ?? null;
+    this.regexRewrite = a.rewrite?.regex
+      ? // Istio writes capture references as \1; JS replacement strings use $1.
+        { regex: new RegExp(re2ToJs(a.rewrite.regex.pattern), 'g'), substitution: a.rewrite.regex.substitution.replace(/\\(\d)/g, '$$$1') }
+      : null;
+    this.authorityRewrite = a.authorityRewrite;
+  }
+
+  /** Weighted random pick, as Envoy's weighted clusters. */
+  pick(random: number): WeightedTarget {
+    const targets = this.targets;
+    if (targets.length === 1) return targets[0]!;
+    const r = Math.floor(random * this.#total);
+    const cum = this.#cumulative;
+    for (let i = 0; i < cum.length; i++) if (r < cum[i]!) return targets[i]!;
+    return targets[targets.length - 1]!;
+  }
+}
+
+export class RedirectTarget {
+  readonly kind = 'redirect' as const;
+  readonly model: RedirectAction;
+  constructor(a: RedirectAction) {
+    this.model = a;
+  }
+}
+
+export class DirectResponseTarget {
+  readonly kind = 'direct-response' as const;
+  readonly status: number;
+  readonly body: Buffer | null;
+  constructor(a: DirectResponseAction) {
+    this.status = a.status;
+    this.body = a.body === null ? null : Buffer.from(a.body, 'latin1');
+  }
+}
+
+export type RouteTarget = ForwardTarget | RedirectTarget | DirectResponseTarget;
+
+/** A route ready for the hot path. */
+export class CompiledRoute {
+  readonly name: string;
+  readonly matcher: RouteMatcher;
+  readonly target: RouteTarget;
+  readonly requestEdits: HeaderEdits | null;
+  readonly responseEdits: HeaderEdits | null;
+  /** Whether the prefix rewrite applies to an exact or prefix path match (the text it replaces). */
+  readonly matchedPrefix: string | null;
+  readonly model: Route;
+
+  constructor(r: Route, clusters: ReadonlyMap<string, UpstreamCluster>) {
+    this.model = r;
+    this.name = r.name;
+    this.matcher = new RouteMatcher(r.match);
+    const a = r.action;
+    this.target =
+      a.kind === 'forward' ? new ForwardTarget(a, clusters) : a.kind === 'redirect' ? new RedirectTarget(a) : new DirectResponseTarget(a);
+    this.requestEdits = r.requestHeaders ? new HeaderEdits(r.requestHeaders) : null;
+    this.responseEdits = r.responseHeaders ? new HeaderEdits(r.responseHeaders) : null;
+    const pm = r.match.path.match;
+    this.matchedPrefix = pm.kind === 'prefix' || pm.kind === 'exact' ? pm.value : null;
+    // Compile-time check of regexes the matcher does not hold (rewrite patterns).
+    if (a.kind === 'forward' && a.rewrite?.regex) compileRegex(a.rewrite.regex.pattern);
+  }
+}

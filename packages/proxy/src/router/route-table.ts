@@ -1,0 +1,113 @@
+import type { RouteConfiguration, VirtualHost } from '@remora/config';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import { CompiledRoute, type RouteRequest } from './compiled-route.ts';
+
+/** A virtual host with its routes compiled; first matching route wins. */
+export class CompiledVirtualHost {
+  readonly name: string;
+  readonly routes: readonly CompiledRoute[];
+  constructor(v: VirtualHost, clusters: ReadonlyMap<string, UpstreamCluster>) {
+    this.name = v.name;
+    this.routes = v.routes.map((r) => new CompiledRoute(r, clusters));
+  }
+
+  match(r: RouteRequest): CompiledRoute | null {
+    const routes = this.routes;
+    for (let i = 0; i < routes.length; i++) if (routes[i]!.matcher.matches(r)) return routes[i]!;
+    return null;
+  }
+}
+
+interface WildcardDomain {
+  /** `.example.com` for `*.example.com`; `api.` for `api.*`. */
+  readonly part: string;
+  /** null: the authority must carry no port; '*': any port (one must be present); else that port. */
+  readonly port: string | null;
+  readonly vhost: CompiledVirtualHost;
+}
+
+/**
+ * Picks the virtual host for a Host/:authority, in Envoy's order: exact name, then the
+ * longest `*.suffix` wildcard, then the longest `prefix*` wildcard, then `*`. Domains may
+ * carry a port (`reviews:9080`) or a port wildcard (`foo.com:*`); gateways ignore the port.
+ */
+export class RouteTable {
+  readonly name: string;
+  readonly #exact = new Map<string, CompiledVirtualHost>();
+  /** Exact host with `:*`: any explicit port. */
+  readonly #exactAnyPort = new Map<string, CompiledVirtualHost>();
+  readonly #suffixes: WildcardDomain[] = [];
+  readonly #prefixes: WildcardDomain[] = [];
+  readonly #default: CompiledVirtualHost | null;
+  readonly #ignorePort: boolean;
+
+  constructor(rc: RouteConfiguration, clusters: ReadonlyMap<string, UpstreamCluster>) {
+    this.name = rc.name;
+    this.#ignorePort = rc.ignorePortInHostMatching;
+    let def: CompiledVirtualHost | null = null;
+    for (const v of rc.virtualHosts) {
+      const vhost = new CompiledVirtualHost(v, clusters);
+      for (const raw of v.domains) {
+        const d = raw.toLowerCase();
+        if (d === '*') {
+          def ??= vhost;
+          continue;
+        }
+        const { host, port } = splitDomain(d);
+        if (host.startsWith('*')) this.#suffixes.push({ part: host.slice(1), port, vhost });
+        else if (host.endsWith('*')) this.#prefixes.push({ part: host.slice(0, -1), port, vhost });
+        else if (port === '*') {
+          if (!this.#exactAnyPort.has(host)) this.#exactAnyPort.set(host, vhost);
+        } else if (!this.#exact.has(d)) this.#exact.set(d, vhost);
+      }
+    }
+    this.#suffixes.sort((a, b) => b.part.length - a.part.length);
+    this.#prefixes.sort((a, b) => b.part.length - a.part.length);
+    this.#default = def;
+  }
+
+  /** `authority` must already be lower case. */
+  find(authority: string): CompiledVirtualHost | null {
+    let host = authority;
+    let port: string | null = null;
+    const colon = authority.lastIndexOf(':');
+    if (colon > 0 && authority.charCodeAt(authority.length - 1) !== 93 /* ] */ && authority.indexOf(']', colon) < 0) {
+      host = authority.slice(0, colon);
+      port = authority.slice(colon + 1);
+    }
+    if (this.#ignorePort) {
+      port = null;
+      const v = this.#exact.get(host);
+      if (v !== undefined) return v;
+    } else {
+      const v = this.#exact.get(authority);
+      if (v !== undefined) return v;
+      if (port !== null) {
+        const a = this.#exactAnyPort.get(host);
+        if (a !== undefined) return a;
+      }
+    }
+    for (const w of this.#suffixes) {
+      if (host.length > w.part.length && host.endsWith(w.part) && portMatches(w.port, port, this.#ignorePort)) return w.vhost;
+    }
+    for (const w of this.#prefixes) {
+      if (host.length > w.part.length && host.startsWith(w.part) && portMatches(w.port, port, this.#ignorePort)) return w.vhost;
+    }
+    return this.#default;
+  }
+}
+
+function portMatches(want: string | null, got: string | null, ignorePort: boolean): boolean {
+  if (ignorePort) return true;
+  if (want === '*') return got !== null;
+  return want === got;
+}
+
+function splitDomain(d: string): { host: string; port: string | null } {
+  const colon = d.lastIndexOf(':');
+  if (colon > 0 && !d.endsWith(']')) {
+    const port = d.slice(colon + 1);
+    if (port === '*' || /^\d+$/.test(port)) return { host: d.slice(0, colon), port };
+  }
+  return { host: d, port: null };
+}

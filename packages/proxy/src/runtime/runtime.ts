@@ -1,0 +1,165 @@
+import type { Cluster, Endpoint, ProxyConfig, ProxyNode, TrafficDirection } from '@remora/config';
+import type { ListenerContext } from '../http/connection.ts';
+import { HttpListener } from '../listener/http-listener.ts';
+import type { Logger, Loggers } from '../logger.ts';
+import type { AccessLog } from '../telemetry/access-log.ts';
+import type { IstioMetrics, RequestStats } from '../telemetry/istio-metrics.ts';
+import { peerLabels } from '../telemetry/peer-labels.ts';
+import { ClusterManager } from '../upstream/cluster-manager.ts';
+import { Snapshot } from './snapshot.ts';
+
+export interface RuntimeOptions {
+  readonly node: ProxyNode;
+  readonly loggers: Loggers;
+  readonly accessLog: AccessLog;
+  readonly metrics: IstioMetrics;
+  /** Replaces DNS lookups (tests). */
+  readonly resolve?: (hostname: string) => Promise<string[]>;
+}
+
+/**
+ * The running proxy: listeners, clusters and the current snapshot. `apply` compiles a new
+ * config and swaps it in; in-flight requests finish on the snapshot they started with, and
+ * connection pools, balancer state and metrics carry over by name.
+ */
+export class Runtime implements ListenerContext {
+  readonly node: ProxyNode;
+  readonly accessLog: AccessLog;
+  readonly metrics: IstioMetrics;
+  readonly log: Logger;
+  readonly clusterManager: ClusterManager;
+  #snapshot: Snapshot | null = null;
+  #draining = false;
+  readonly #listeners = new Map<string, HttpListener>();
+  readonly #loggers: Loggers;
+  /** Serialises applies: a reload that lands while another is compiling waits its turn. */
+  #applying: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: RuntimeOptions) {
+    this.node = opts.node;
+    this.accessLog = opts.accessLog;
+    this.metrics = opts.metrics;
+    this.#loggers = opts.loggers;
+    this.log = opts.loggers.get('http');
+    this.clusterManager = new ClusterManager({
+      log: opts.loggers.get('upstream'),
+      statsFor: (cluster, endpoint) => this.#statsFor(cluster, endpoint),
+      ...(opts.resolve ? { resolve: opts.resolve } : {}),
+    });
+  }
+
+  get snapshot(): Snapshot | null {
+    return this.#snapshot;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  get listeners(): ReadonlyMap<string, HttpListener> {
+    return this.#listeners;
+  }
+
+  /** True once a config is live and every listener is bound. */
+  get ready(): boolean {
+    return this.#snapshot !== null && !this.#draining;
+  }
+
+  /**
+   * Compiles and swaps in a config. On the first apply a listener that cannot bind rejects
+   * the whole start; later, it is logged and the rest of the config still applies.
+   */
+  apply(config: ProxyConfig): Promise<void> {
+    const run = this.#applying.then(() => this.#apply(config));
+    this.#applying = run.catch(() => undefined);
+    return run;
+  }
+
+  async #apply(config: ProxyConfig): Promise<void> {
+    const first = this.#snapshot === null;
+    const built = await this.clusterManager.prepare(config.clusters);
+    let snap: Snapshot;
+    try {
+      snap = new Snapshot(config, built, (direction) => this.#unroutedStats(direction));
+    } catch (err) {
+      this.clusterManager.discard(built);
+      throw new Error(`config ${config.version} does not compile: ${(err as Error).message}`);
+    }
+    const startedHere: HttpListener[] = [];
+    const wanted = new Set<string>();
+    for (const [name, ls] of snap.listeners) {
+      wanted.add(name);
+      const existing = this.#listeners.get(name);
+      if (existing && existing.address === ls.listener.address && existing.port === ls.listener.port) {
+        existing.snapshot = ls;
+        continue;
+      }
+      if (existing) this.#retire(existing);
+      const l = new HttpListener(ls, this);
+      try {
+        await l.listen();
+      } catch (err) {
+        if (first) {
+          for (const s of startedHere) s.closeAll();
+          for (const s of startedHere) s.stopAccepting();
+          this.clusterManager.discard(built);
+          throw err;
+        }
+        this.#loggers.get('config').error(`${(err as Error).message}; the rest of config ${config.version} is applied`);
+        continue;
+      }
+      startedHere.push(l);
+      this.#listeners.set(name, l);
+      this.#loggers.get('main').info(`listener ${name} on ${l.address}:${l.boundPort} (${ls.direction})`);
+    }
+    for (const [name, l] of [...this.#listeners]) if (!wanted.has(name)) this.#retire(l);
+    this.clusterManager.commit(built);
+    this.#snapshot = snap;
+  }
+
+  /** A listener removed by a config change: stop accepting now, cut what is left after a grace period. */
+  #retire(l: HttpListener): void {
+    this.#listeners.delete(l.name);
+    l.stopAccepting();
+    setTimeout(() => l.closeAll(), 30_000).unref();
+    this.#loggers.get('main').info(`listener ${l.name} removed`);
+  }
+
+  /**
+   * Envoy-style drain: health turns unready, listeners stop accepting, responses carry
+   * `Connection: close`; resolves when no request is in flight or `drainMs` has passed.
+   */
+  async drain(drainMs: number): Promise<void> {
+    this.#draining = true;
+    for (const l of this.#listeners.values()) l.stopAccepting();
+    const deadline = Date.now() + drainMs;
+    while (Date.now() < deadline) {
+      let busy = 0;
+      for (const l of this.#listeners.values()) {
+        l.closeIdle();
+        busy += l.busyConnections();
+      }
+      if (busy === 0) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.#listeners.values()) {
+      l.stopAccepting();
+      l.closeAll();
+    }
+    this.#listeners.clear();
+    this.accessLog.flush();
+    await this.clusterManager.close();
+  }
+
+  #statsFor(cluster: Cluster, endpoint: Endpoint | null): RequestStats {
+    const direction: TrafficDirection = cluster.name.startsWith('inbound|') ? 'inbound' : 'outbound';
+    return this.metrics.stats(peerLabels(this.node, direction, cluster, endpoint));
+  }
+
+  #unroutedStats(direction: TrafficDirection): RequestStats {
+    return this.metrics.stats(peerLabels(this.node, direction, null, null));
+  }
+}

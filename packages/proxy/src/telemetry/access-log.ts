@@ -1,0 +1,137 @@
+import { formatResponseFlags } from '../http/response-flags.ts';
+
+/** What one finished request tells the access log; the exchange implements it directly. */
+export interface AccessLogRecord {
+  readonly startTime: number;
+  readonly method: string;
+  /** The path as the client sent it (Envoy's `X-ENVOY-ORIGINAL-PATH?:PATH`). */
+  readonly originalPath: string;
+  readonly protocol: string;
+  readonly responseCode: number;
+  readonly responseFlags: number;
+  readonly responseCodeDetails: string;
+  readonly upstreamTransportFailureReason: string;
+  readonly bytesReceived: number;
+  readonly bytesSent: number;
+  readonly durationMs: number;
+  /** Milliseconds from upstream request start to response headers; -1 when no upstream answered. */
+  readonly upstreamServiceTimeMs: number;
+  readonly xForwardedFor: string | null;
+  readonly userAgent: string | null;
+  readonly requestId: string | null;
+  readonly authority: string | null;
+  readonly upstreamHost: string | null;
+  readonly upstreamCluster: string | null;
+  readonly downstreamLocalAddress: string;
+  readonly downstreamRemoteAddress: string;
+  readonly requestedServerName: string | null;
+  readonly routeName: string | null;
+}
+
+export type AccessLogFormat = 'text' | 'json' | 'off';
+
+/**
+ * Access log on stdout. Lines are batched and written once per event-loop turn (or at
+ * 64 KiB): stdout to a file or pipe is a synchronous write on Linux, and one write per
+ * request would cost more than the request itself.
+ */
+export class AccessLog {
+  readonly format: AccessLogFormat;
+  readonly #write: (chunk: string) => void;
+  #buffer = '';
+  #scheduled = false;
+  readonly #flush = (): void => {
+    this.#scheduled = false;
+    this.flush();
+  };
+
+  constructor(format: AccessLogFormat, write: (chunk: string) => void = (c) => void process.stdout.write(c)) {
+    this.format = format;
+    this.#write = write;
+  }
+
+  log(r: AccessLogRecord): void {
+    if (this.format === 'off') return;
+    this.#buffer += this.format === 'json' ? formatJson(r) : formatText(r);
+    if (this.#buffer.length >= 65536) this.flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#flush);
+    }
+  }
+
+  flush(): void {
+    if (this.#buffer === '') return;
+    const out = this.#buffer;
+    this.#buffer = '';
+    this.#write(out);
+  }
+}
+
+let lastMs = 0;
+let lastIso = '';
+/** ISO-8601 start time, formatted once per millisecond at most. */
+function isoTime(ms: number): string {
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
+const dash = (s: string | null): string => (s === null || s === '' ? '-' : s);
+
+/**
+ * Istio's default text format (Envoy's default plus response details, cluster, addresses
+ * and route name), field for field:
+ * [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
+ * %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS%
+ * "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION%
+ * %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%"
+ * "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW%
+ * %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%
+ * %REQUESTED_SERVER_NAME% %ROUTE_NAME%
+ */
+export function formatText(r: AccessLogRecord): string {
+  return (
+    '[' + isoTime(r.startTime) + '] "' + r.method + ' ' + r.originalPath + ' ' + r.protocol + '" ' +
+    r.responseCode + ' ' + formatResponseFlags(r.responseFlags) + ' ' + r.responseCodeDetails + ' - "' +
+    dash(r.upstreamTransportFailureReason) + '" ' + r.bytesReceived + ' ' + r.bytesSent + ' ' +
+    Math.round(r.durationMs) + ' ' + (r.upstreamServiceTimeMs < 0 ? '-' : Math.round(r.upstreamServiceTimeMs)) + ' "' +
+    dash(r.xForwardedFor) + '" "' + dash(r.userAgent) + '" "' + dash(r.requestId) + '" "' + dash(r.authority) + '" "' +
+    dash(r.upstreamHost) + '" ' + dash(r.upstreamCluster) + ' - ' + r.downstreamLocalAddress + ' ' +
+    r.downstreamRemoteAddress + ' ' + dash(r.requestedServerName) + ' ' + dash(r.routeName) + '\n'
+  );
+}
+
+/** Istio's JSON access log: the same fields under Istio's key names. */
+export function formatJson(r: AccessLogRecord): string {
+  return (
+    JSON.stringify({
+      start_time: isoTime(r.startTime),
+      method: r.method,
+      path: r.originalPath,
+      protocol: r.protocol,
+      response_code: r.responseCode,
+      response_flags: formatResponseFlags(r.responseFlags),
+      response_code_details: r.responseCodeDetails,
+      connection_termination_details: null,
+      upstream_transport_failure_reason: r.upstreamTransportFailureReason || null,
+      bytes_received: r.bytesReceived,
+      bytes_sent: r.bytesSent,
+      duration: Math.round(r.durationMs),
+      upstream_service_time: r.upstreamServiceTimeMs < 0 ? null : String(Math.round(r.upstreamServiceTimeMs)),
+      x_forwarded_for: r.xForwardedFor,
+      user_agent: r.userAgent,
+      request_id: r.requestId,
+      authority: r.authority,
+      upstream_host: r.upstreamHost,
+      upstream_cluster: r.upstreamCluster,
+      upstream_local_address: null,
+      downstream_local_address: r.downstreamLocalAddress,
+      downstream_remote_address: r.downstreamRemoteAddress,
+      requested_server_name: r.requestedServerName,
+      route_name: r.routeName,
+    }) + '\n'
+  );
+}

@@ -1,0 +1,195 @@
+import { Registry } from 'prom-client';
+
+/**
+ * Istio's standard request metrics, with Istio's names and labels so existing dashboards
+ * and Kiali work. The hot path only bumps numbers on a pre-built `RequestStats`; label sets
+ * are built once per (direction, cluster, endpoint) when the config is compiled, and the
+ * Prometheus text is rendered on scrape through prom-client's registry.
+ */
+
+/** Envoy's default histogram buckets, which Istio's three request histograms use. */
+export const ENVOY_DEFAULT_BUCKETS: readonly number[] = [
+  0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
+];
+
+/** The labels fixed for a request before its outcome is known, in Istio's order. */
+export interface PeerLabels {
+  readonly reporter: 'source' | 'destination';
+  readonly source_workload: string;
+  readonly source_canonical_service: string;
+  readonly source_canonical_revision: string;
+  readonly source_workload_namespace: string;
+  readonly source_principal: string;
+  readonly source_app: string;
+  readonly source_version: string;
+  readonly source_cluster: string;
+  readonly destination_workload: string;
+  readonly destination_workload_namespace: string;
+  readonly destination_principal: string;
+  readonly destination_app: string;
+  readonly destination_version: string;
+  readonly destination_service: string;
+  readonly destination_canonical_service: string;
+  readonly destination_canonical_revision: string;
+  readonly destination_service_name: string;
+  readonly destination_service_namespace: string;
+  readonly destination_cluster: string;
+  readonly request_protocol: string;
+  readonly connection_security_policy: string;
+}
+
+class Histogram {
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+  constructor(buckets: number) {
+    this.counts = new Float64Array(buckets);
+  }
+  observe(v: number, bounds: readonly number[]): void {
+    this.sum += v;
+    this.count++;
+    // Bucket counts are stored non-cumulative; ~19 compares, cheaper than a binary search here.
+    for (let i = 0; i < bounds.length; i++) {
+      if (v <= bounds[i]!) {
+        this.counts[i]!++;
+        return;
+      }
+    }
+  }
+}
+
+class Series {
+  readonly code: number;
+  readonly flags: string;
+  readonly grpcStatus: string;
+  requests = 0;
+  readonly duration = new Histogram(ENVOY_DEFAULT_BUCKETS.length);
+  readonly requestBytes = new Histogram(ENVOY_DEFAULT_BUCKETS.length);
+  readonly responseBytes = new Histogram(ENVOY_DEFAULT_BUCKETS.length);
+  constructor(code: number, flags: string, grpcStatus: string) {
+    this.code = code;
+    this.flags = flags;
+    this.grpcStatus = grpcStatus;
+  }
+}
+
+/** Counters for one label set; one `record` per finished request. */
+export class RequestStats {
+  readonly labels: PeerLabels;
+  /** Unflagged outcomes by status code: the common case, keyed by a small integer. */
+  readonly #plain = new Map<number, Series>();
+  /** Flagged or gRPC outcomes, keyed by `code flags grpc`. */
+  readonly #other = new Map<string, Series>();
+
+  constructor(labels: PeerLabels) {
+    this.labels = labels;
+  }
+
+  record(code: number, flags: string, grpcStatus: string, durationMs: number, requestBytes: number, responseBytes: number): void {
+    let s: Series | undefined;
+    if (flags === '-' && grpcStatus === '') {
+      s = this.#plain.get(code);
+      if (s === undefined) this.#plain.set(code, (s = new Series(code, flags, grpcStatus)));
+    } else {
+      const key = `${code} ${flags} ${grpcStatus}`;
+      s = this.#other.get(key);
+      if (s === undefined) this.#other.set(key, (s = new Series(code, flags, grpcStatus)));
+    }
+    s.requests++;
+    s.duration.observe(durationMs, ENVOY_DEFAULT_BUCKETS);
+    s.requestBytes.observe(requestBytes, ENVOY_DEFAULT_BUCKETS);
+    s.responseBytes.observe(responseBytes, ENVOY_DEFAULT_BUCKETS);
+  }
+
+  *series(): Generator<Series> {
+    yield* this.#plain.values();
+    yield* this.#other.values();
+  }
+}
+
+interface MetricValue {
+  value: number;
+  labels: Record<string, string | number>;
+  metricName?: string;
+}
+
+/** Owns every RequestStats and exposes them to a prom-client Registry. */
+export class IstioMetrics {
+  readonly registry = new Registry();
+  readonly #contexts = new Map<string, RequestStats>();
+
+  constructor() {
+    const self = this;
+    this.registry.registerMetric({
+      name: 'istio_requests_total',
+      help: 'Total requests handled by the proxy, by peer and outcome',
+      type: 'counter',
+      get: async () => ({
+        name: 'istio_requests_total',
+        help: 'Total requests handled by the proxy, by peer and outcome',
+        type: 'counter',
+        aggregator: 'sum',
+        values: self.#counterValues(),
+      }),
+    } as never);
+    const histogram = (name: string, help: string, pick: (s: Series) => Histogram): void => {
+      this.registry.registerMetric({
+        name,
+        help,
+        type: 'histogram',
+        get: async () => ({ name, help, type: 'histogram', aggregator: 'sum', values: self.#histogramValues(name, pick) }),
+      } as never);
+    };
+    histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds', (s) => s.duration);
+    histogram('istio_request_bytes', 'Request body size in bytes', (s) => s.requestBytes);
+    histogram('istio_response_bytes', 'Response body size in bytes', (s) => s.responseBytes);
+  }
+
+  /** The stats object for a label set; the same object for the same labels, across config swaps. */
+  stats(labels: PeerLabels): RequestStats {
+    const key = Object.values(labels).join('\u0000');
+    let s = this.#contexts.get(key);
+    if (s === undefined) this.#contexts.set(key, (s = new RequestStats(labels)));
+    return s;
+  }
+
+  async render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  #labelsOf(ctx: RequestStats, s: Series): Record<string, string | number> {
+    return {
+      ...ctx.labels,
+      response_code: s.code,
+      grpc_response_status: s.grpcStatus,
+      response_flags: s.flags,
+    };
+  }
+
+  #counterValues(): MetricValue[] {
+    const out: MetricValue[] = [];
+    for (const ctx of this.#contexts.values()) {
+      for (const s of ctx.series()) out.push({ value: s.requests, labels: this.#labelsOf(ctx, s) });
+    }
+    return out;
+  }
+
+  #histogramValues(name: string, pick: (s: Series) => Histogram): MetricValue[] {
+    const out: MetricValue[] = [];
+    for (const ctx of this.#contexts.values()) {
+      for (const s of ctx.series()) {
+        const h = pick(s);
+        const labels = this.#labelsOf(ctx, s);
+        let cumulative = 0;
+        ENVOY_DEFAULT_BUCKETS.forEach((le, i) => {
+          cumulative += h.counts[i]!;
+          out.push({ value: cumulative, labels: { ...labels, le }, metricName: `${name}_bucket` });
+        });
+        out.push({ value: h.count, labels: { ...labels, le: '+Inf' }, metricName: `${name}_bucket` });
+        out.push({ value: h.sum, labels, metricName: `${name}_sum` });
+        out.push({ value: h.count, labels, metricName: `${name}_count` });
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,181 @@
+import { lookup } from 'node:dns/promises';
+import type { Cluster, Endpoint } from '@remora/config';
+import type { Logger } from '../logger.ts';
+import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import { UpstreamCluster } from './upstream-cluster.ts';
+import { UpstreamHost, type ClusterHost, type PoolSettings } from './upstream-host.ts';
+
+/** How long a host no cluster uses keeps its pool, for requests still holding an older snapshot. */
+const HOST_GRACE_MS = 30_000;
+/** How long a new snapshot waits for the first DNS answers of its new clusters. */
+const DNS_WARMING_MS = 5_000;
+
+export interface ClusterManagerOptions {
+  readonly log: Logger;
+  /** Metrics for requests of `cluster` to `endpoint`. */
+  readonly statsFor: (cluster: Cluster, endpoint: Endpoint | null) => RequestStats;
+  readonly resolve?: (hostname: string) => Promise<string[]>;
+}
+
+async function defaultResolve(hostname: string): Promise<string[]> {
+  const answers = await lookup(hostname, { all: true, order: 'ipv4first' });
+  return answers.map((a) => a.address);
+}
+
+/**
+ * Owns upstream state that outlives a snapshot: hosts with their connection pools (keyed by
+ * address and pool settings, shared across clusters and swaps), and clusters whose model
+ * did not change (kept with their balancer state and DNS timers).
+ */
+export class ClusterManager {
+  readonly #hosts = new Map<string, UpstreamHost>();
+  #clusters = new Map<string, UpstreamCluster>();
+  readonly #dnsTimers = new Map<UpstreamCluster, NodeJS.Timeout>();
+  readonly #opts: ClusterManagerOptions;
+  readonly #resolve: (hostname: string) => Promise<string[]>;
+  readonly #sweeper: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(opts: ClusterManagerOptions) {
+    this.#opts = opts;
+    this.#resolve = opts.resolve ?? defaultResolve;
+    this.#sweeper = setInterval(() => this.#sweep(), 10_000).unref();
+  }
+
+  get clusters(): ReadonlyMap<string, UpstreamCluster> {
+    return this.#clusters;
+  }
+
+  get hosts(): ReadonlyMap<string, UpstreamHost> {
+    return this.#hosts;
+  }
+
+  /**
+   * Builds the clusters of a new config. Unchanged clusters are reused; new DNS clusters are
+   * resolved before this returns (up to a few seconds), so a swap never starts with an empty
+   * cluster that only needed a lookup. Nothing is live until the caller commits the result.
+   */
+  async prepare(models: readonly Cluster[]): Promise<Map<string, UpstreamCluster>> {
+    const next = new Map<string, UpstreamCluster>();
+    const warming: Promise<void>[] = [];
+    for (const model of models) {
+      const key = JSON.stringify(model);
+      const existing = this.#clusters.get(model.name);
+      if (existing && existing.modelKey === key) {
+        next.set(model.name, existing);
+        continue;
+      }
+      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null));
+      if (model.discovery === 'static') this.#assign(c, model.endpoints);
+      else warming.push(this.#resolveCluster(c));
+      next.set(model.name, c);
+    }
+    if (warming.length > 0) {
+      await Promise.race([Promise.allSettled(warming), new Promise((r) => setTimeout(r, DNS_WARMING_MS).unref())]);
+    }
+    return next;
+  }
+
+  /** Makes `next` the live cluster set; clusters no longer in it release their hosts. */
+  commit(next: Map<string, UpstreamCluster>): void {
+    const prev = this.#clusters;
+    this.#clusters = next;
+    for (const [name, c] of prev) {
+      if (next.get(name) === c) continue;
+      this.#release(c.hosts);
+      const t = this.#dnsTimers.get(c);
+      if (t) clearTimeout(t);
+      this.#dnsTimers.delete(c);
+    }
+    for (const c of next.values()) {
+      if (c.model.discovery !== 'static' && !this.#dnsTimers.has(c)) this.#scheduleDns(c);
+    }
+  }
+
+  /** Drops clusters built by `prepare` that were never committed (a rejected config). */
+  discard(built: Map<string, UpstreamCluster>): void {
+    for (const [name, c] of built) if (this.#clusters.get(name) !== c) this.#release(c.hosts);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (const t of this.#dnsTimers.values()) clearTimeout(t);
+    this.#dnsTimers.clear();
+    await Promise.allSettled([...this.#hosts.values()].map((h) => h.close()));
+    this.#hosts.clear();
+  }
+
+  /** Endpoints → hosts (acquiring pools) for a cluster, releasing the hosts it had. */
+  #assign(c: UpstreamCluster, endpoints: readonly Endpoint[]): void {
+    const model = c.model;
+    const settings: PoolSettings = {
+      protocol: model.protocol,
+      maxConnections: model.connectionPool.maxConnections,
+      connectTimeoutMs: model.connectionPool.connectTimeoutMs,
+      idleTimeoutMs: model.connectionPool.idleTimeoutMs,
+      maxRequestsPerConnection: model.connectionPool.maxRequestsPerConnection,
+    };
+    const hosts: ClusterHost[] = [];
+    for (const ep of endpoints) {
+      const key = UpstreamHost.keyOf(ep.address, ep.port, settings);
+      let host = this.#hosts.get(key);
+      if (host === undefined) this.#hosts.set(key, (host = new UpstreamHost(key, ep.address, ep.port, settings)));
+      host.refs++;
+      hosts.push({ host, endpoint: ep, stats: this.#opts.statsFor(model, ep) });
+    }
+    const old = c.hosts;
+    c.setHosts(hosts, endpoints);
+    this.#release(old);
+  }
+
+  #release(hosts: readonly ClusterHost[]): void {
+    const now = Date.now();
+    for (const h of hosts) {
+      h.host.refs--;
+      if (h.host.refs === 0) h.host.unusedSince = now;
+    }
+  }
+
+  /** Resolves every hostname of a DNS cluster; on failure the last good addresses stay. */
+  async #resolveCluster(c: UpstreamCluster): Promise<void> {
+    const model = c.model;
+    const resolved: Endpoint[] = [];
+    let failed = false;
+    for (const ep of model.endpoints) {
+      try {
+        const addrs = await this.#resolve(ep.address);
+        const use = model.discovery === 'logical-dns' ? addrs.slice(0, 1) : addrs;
+        for (const address of use) resolved.push({ ...ep, address });
+      } catch (err) {
+        failed = true;
+        this.#opts.log.warn(`cluster ${c.name}: DNS lookup of ${ep.address} failed: ${(err as Error).message}; keeping ${c.resolvedEndpoints.length} known address(es)`);
+      }
+    }
+    if (this.#closed) return;
+    if (failed && resolved.length === 0) return;
+    const same =
+      resolved.length === c.resolvedEndpoints.length &&
+      resolved.every((e, i) => e.address === c.resolvedEndpoints[i]!.address && e.port === c.resolvedEndpoints[i]!.port);
+    if (!same) this.#assign(c, resolved);
+  }
+
+  #scheduleDns(c: UpstreamCluster): void {
+    const t = setTimeout(async () => {
+      if (this.#clusters.get(c.name) !== c) return;
+      await this.#resolveCluster(c);
+      if (this.#clusters.get(c.name) === c && !this.#closed) this.#scheduleDns(c);
+    }, Math.max(1_000, c.model.dnsRefreshMs || 60_000));
+    t.unref();
+    this.#dnsTimers.set(c, t);
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const [key, h] of this.#hosts) {
+      if (h.refs > 0 || h.active > 0 || now - h.unusedSince < HOST_GRACE_MS) continue;
+      this.#hosts.delete(key);
+      void h.close();
+    }
+  }
+}

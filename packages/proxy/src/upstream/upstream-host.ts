@@ -1,0 +1,69 @@
+import { Pool } from 'undici';
+import type { Endpoint, UpstreamProtocol } from '@remora/config';
+import type { RequestStats } from '../telemetry/istio-metrics.ts';
+
+/** Settings that change how connections to an address are made; part of the pool key. */
+export interface PoolSettings {
+  readonly protocol: UpstreamProtocol;
+  readonly maxConnections: number;
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly maxRequestsPerConnection: number;
+}
+
+/**
+ * One upstream address and its keep-alive connection pool. Hosts are shared by every
+ * cluster that reaches the same address with the same pool settings (a service and its
+ * subsets), and survive config swaps, so connections and counters carry over.
+ */
+export class UpstreamHost {
+  readonly key: string;
+  readonly address: string;
+  readonly port: number;
+  /** `address:port`, as access logs print `%UPSTREAM_HOST%`. */
+  readonly hostPort: string;
+  readonly pool: Pool;
+  /** Requests in flight; LEAST_REQUEST reads it. */
+  active = 0;
+  requestsTotal = 0;
+  connectFailures = 0;
+  /** Clusters of the live config that use this host; 0 means it is waiting to be closed. */
+  refs = 0;
+  /** When refs dropped to 0 (ms since epoch), for the close grace period. */
+  unusedSince = 0;
+
+  constructor(key: string, address: string, port: number, settings: PoolSettings) {
+    this.key = key;
+    this.address = address;
+    this.port = port;
+    this.hostPort = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+    this.pool = new Pool(`http://${this.hostPort}`, {
+      connections: settings.maxConnections > 0 ? settings.maxConnections : null,
+      pipelining: 1,
+      connectTimeout: settings.connectTimeoutMs,
+      // Route and per-try timeouts are the proxy's, never undici's own.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+      keepAliveTimeout: Math.min(settings.idleTimeoutMs || 4_000, 4_000),
+      ...(settings.maxRequestsPerConnection > 0 ? { maxRequestsPerClient: settings.maxRequestsPerConnection } : {}),
+      // HTTP/2 upstreams come with the HTTP fidelity work; until then every pool is HTTP/1.1.
+      allowH2: false,
+    });
+  }
+
+  static keyOf(address: string, port: number, s: PoolSettings): string {
+    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}`;
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}
+
+/** A host as one cluster sees it: the shared connection pool plus this cluster's view (labels, weight). */
+export interface ClusterHost {
+  readonly host: UpstreamHost;
+  readonly endpoint: Endpoint;
+  /** Istio request metrics for requests this cluster sends to this host. */
+  readonly stats: RequestStats;
+}

@@ -1,0 +1,148 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseOptions, ProxyProcess, type Command } from '@remora/proxy';
+import { freePorts, waitFor } from './net.ts';
+import { request } from './http.ts';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = join(REPO, 'packages/proxy/dist/cli.js');
+export const CORPUS = resolve(REPO, '../shared/corpus');
+
+/** A temporary directory of YAML files, removed by `cleanup()`. */
+export class MeshDir {
+  readonly dir: string;
+  constructor(files: Record<string, string> = {}) {
+    this.dir = mkdtempSync(join(tmpdir(), 'remora-mesh-'));
+    for (const [name, text] of Object.entries(files)) this.write(name, text);
+  }
+  write(name: string, text: string): string {
+    const p = join(this.dir, name);
+    writeFileSync(p, text);
+    return p;
+  }
+  cleanup(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface ProxyPorts {
+  readonly admin: number;
+  readonly health: number;
+  readonly outbound: number;
+  readonly inbound: number;
+}
+
+async function pickPorts(): Promise<ProxyPorts> {
+  const [admin, health, outbound, inbound] = await freePorts(4);
+  return { admin: admin!, health: health!, outbound: outbound!, inbound: inbound! };
+}
+
+function portArgs(kind: Command, p: ProxyPorts): string[] {
+  const args = ['--admin-port', String(p.admin), '--health-port', String(p.health), '--prometheus-port', '0', '--bind', '127.0.0.1'];
+  if (kind === 'sidecar') args.push('--outbound-port', String(p.outbound), '--inbound-port', String(p.inbound));
+  return args;
+}
+
+/** A proxy running inside the test process: fast, and its state is inspectable. */
+export interface InProcessRemora {
+  readonly proxy: ProxyProcess;
+  readonly ports: ProxyPorts;
+  /** Access log lines so far. */
+  readonly accessLog: string[];
+  /** Remora's own log lines so far. */
+  readonly log: string[];
+  stop(): Promise<void>;
+}
+
+export async function startRemora(kind: Command, configPaths: string[], extraArgs: string[] = []): Promise<InProcessRemora> {
+  const ports = await pickPorts();
+  const args = [...configPaths.flatMap((p) => ['-c', p]), ...portArgs(kind, ports), ...extraArgs];
+  const opts = parseOptions(kind, args, {});
+  if (opts === 'help') throw new Error('unexpected --help');
+  const accessLog: string[] = [];
+  const log: string[] = [];
+  let exited = false;
+  const proxy = new ProxyProcess(opts, () => void (exited = true), {
+    accessLog: (chunk) => accessLog.push(...chunk.split('\n').filter((l) => l !== '')),
+    log: (line) => log.push(line.trimEnd()),
+  });
+  await proxy.start();
+  return {
+    proxy,
+    ports,
+    accessLog,
+    log,
+    stop: async () => {
+      if (!exited) await proxy.stop(0, 0);
+    },
+  };
+}
+
+/** A proxy as its own process through the CLI, as users run it. */
+export interface SpawnedRemora {
+  readonly child: ChildProcess;
+  readonly ports: ProxyPorts;
+  readonly stdout: string[];
+  readonly stderr: string[];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export async function spawnRemora(kind: Command, configPaths: string[], extraArgs: string[] = [], waitReady = true): Promise<SpawnedRemora> {
+  const ports = await pickPorts();
+  const args = [CLI, kind, ...configPaths.flatMap((p) => ['-c', p]), ...portArgs(kind, ports), ...extraArgs];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const collect = (into: string[]) => {
+    let partial = '';
+    return (chunk: Buffer) => {
+      const lines = (partial + chunk.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      into.push(...lines);
+    };
+  };
+  child.stdout!.on('data', collect(stdout));
+  child.stderr!.on('data', collect(stderr));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on('exit', (code, signal) => r({ code, signal })),
+  );
+  if (waitReady) {
+    let done = false;
+    void exited.then(() => (done = true));
+    await waitFor(
+      `remora ${kind} ready on admin port ${ports.admin} (stderr: ${stderr.join('\n')})`,
+      async () => {
+        if (done) throw new Error(`remora exited early: ${stderr.join('\n')}`);
+        return (await request(ports.admin, '/ready')).status === 200;
+      },
+      15_000,
+    );
+  }
+  return {
+    child,
+    ports,
+    stdout,
+    stderr,
+    exited,
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Runs the CLI to completion (validate, --help) and returns its output. */
+export function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('exit', (code) => resolvePromise({ code, stdout, stderr }));
+  });
+}
