@@ -27,7 +27,7 @@ export type Handler = (req: IncomingMessage, res: ServerResponse, body: string) 
  */
 export async function startBackend(name: string, handler?: Handler): Promise<Backend> {
   const seen: Echo[] = [];
-  const server = createServer((req, res) => {
+  const server = createServer({ maxHeaderSize: 256 * 1024 }, (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {

@@ -48,8 +48,8 @@ function validatorFor(kind: string, group: string): ValidateFunction {
 
 /**
  * Problems of one resource, `[]` when it is valid: an unsupported apiVersion, schema errors
- * (unknown fields, wrong types, bad enum values, conflicting fields), then — only when the
- * schema passes — Istio's semantic checks. Kinds Remora does not read give a single warning.
+ * (unknown fields, wrong types, bad enum values, conflicting fields), and Istio's semantic
+ * checks on the fields the schema did not already fault. Kinds Remora does not read give a single warning.
  */
 export function validateResource(resource: Resource): ConfigIssue[] {
   const issue = (severity: ConfigIssue['severity'], parts: readonly (string | number)[], message: string): ConfigIssue => ({
@@ -74,12 +74,28 @@ export function validateResource(resource: Resource): ConfigIssue[] {
   }
 
   const validate = validatorFor(resource.kind, supported.group);
-  if (!validate(resource.document)) {
-    const problems = describeErrors(validate.errors ?? [], resource.document);
-    return sortByLine(problems.map((p) => issue('error', p.parts, p.message)));
+  const schemaProblems = validate(resource.document) ? [] : describeErrors(validate.errors ?? [], resource.document);
+  // Semantic checks run even when the schema failed, so one run reports every problem; they
+  // expect schema-typed input, so a throw means "malformed in a way already reported".
+  let findings: ReturnType<typeof checkResource> = [];
+  try {
+    findings = checkResource(resource.kind, resource.spec, resource.metadata);
+  } catch {
+    findings = [];
   }
-  const findings = checkResource(resource.kind, resource.spec, resource.metadata);
-  return sortByLine(findings.map((f) => issue(f.severity, f.path, f.message)));
+  const reported = schemaProblems.map((p) => pathKey(p.parts));
+  const overlaps = (parts: readonly (string | number)[]): boolean => {
+    const k = pathKey(parts);
+    return reported.some((r) => k === r || k.startsWith(`${r}/`) || r.startsWith(`${k}/`));
+  };
+  return sortByLine([
+    ...schemaProblems.map((p) => issue('error', p.parts, p.message)),
+    ...findings.filter((f) => !overlaps(f.path)).map((f) => issue(f.severity, f.path, f.message)),
+  ]);
+}
+
+function pathKey(parts: readonly (string | number)[]): string {
+  return parts.join('/');
 }
 
 function sortByLine(issues: ConfigIssue[]): ConfigIssue[] {

@@ -65,6 +65,7 @@ function validate(opts: ProxyOptions, io: Io): number {
       issues.push(i);
     }
   }
+  issues.sort((a, b) => (a.file === b.file ? a.line - b.line : a.file < b.file ? -1 : 1));
   for (const i of issues) io.out(`${formatIssue(i)}\n`);
   const errors = issues.filter((i) => i.severity === 'error').length;
   const warnings = issues.length - errors;
