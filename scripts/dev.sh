@@ -35,7 +35,10 @@ task=${1:-setup}
 case "$task" in
   setup) echo "remora: ready — try: pnpm remora --help (with .tools/node_modules/.bin on PATH) or npm run remora -- --help" ;;
   demo) exec node examples/coffee-shop/start.ts "$@" ;;
-  test) exec pnpm run --silent tap "$@" ;;
+  test)
+    # Tests run as TypeScript under Node's type stripping, which does not type-check: do it here.
+    pnpm run --silent typecheck >&2
+    exec pnpm run --silent tap "$@" ;;
   bench) exec node bench/run.ts "$@" ;;
   *) echo "remora: unknown task '$task' (setup, demo, test, bench)" >&2; exit 2 ;;
 esac
