@@ -1,1 +1,2 @@
-export {}
+export * from './filter.ts';
+export { FilterRegistry } from './registry.ts';
