@@ -88,14 +88,19 @@ export class DestinationRuleIndex {
     return index < 0 ? null : { subset: subsets[index]!, index };
   }
 
-  /** Merged policy for a cluster: service-wide, overridden by port level, by subset, by subset port level. */
+  /**
+   * Merged policy for a cluster: service-wide, replaced by port level, overridden field by
+   * field by the subset, replaced by subset port level. Port-level settings do not inherit:
+   * Istio applies defaults to the fields they omit (TrafficPolicy.portLevelSettings docs;
+   * cluster_traffic_policy.go MergeSubsetTrafficPolicy).
+   */
   policyFor(rule: IndexedRule | null, subset: IstioSubset | null, port: number): ClusterPolicy {
     let merged: IstioTrafficPolicy = {};
     const apply = (p: IstioTrafficPolicy | undefined): void => {
       if (!p) return;
       merged = overlay(merged, p);
       const portLevel = p.portLevelSettings?.find((s) => s.port?.number === port);
-      if (portLevel) merged = overlay(merged, portLevel);
+      if (portLevel) merged = overlay({}, portLevel);
     };
     apply(rule?.spec.trafficPolicy);
     apply(subset?.trafficPolicy);

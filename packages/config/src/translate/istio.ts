@@ -94,7 +94,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, registry: ServiceRegistry)
     ((vs.spec as IstioVirtualService).hosts ?? []).map((h) => resolveHost(h, vs.metadata.namespace, node.clusterDomain));
 
   const virtualHosts: VirtualHost[] = [];
-  const covered = new Set<Resource>();
+  const routed: MeshService[] = [];
   for (const svc of registry.services()) {
     if (svc.host.startsWith('*')) continue;
     const httpPorts = svc.ports.filter((p) => isHttpProtocol(portProtocol(p)));
@@ -107,7 +107,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, registry: ServiceRegistry)
         if (best === null || score > best.score) best = { vs, score };
       }
     }
-    if (best) covered.add(best.vs);
+    routed.push(svc);
     const defaultPort = defaultServicePort(svc);
     const aliases = serviceHostAliases(svc.host, node.clusterDomain, node.namespace);
     for (const port of httpPorts) {
@@ -116,17 +116,25 @@ function sidecarOutboundRoutes(ctx: TranslateContext, registry: ServiceRegistry)
         domains.push(`${a}:${port.number}`);
         if (port.number === defaultPort) domains.push(a);
       }
-      const routes = best
+      const vsRoutes = best
         ? translateHttpRoutes(ctx, registry, best.vs, { gateway: 'mesh', port: port.number, servicePortHost: svc.host })
-        : [defaultRoute(svc.host, port.number)];
+        : [];
+      // A VirtualService that yields no route for this port (every match block is for another
+      // port or other sources) leaves the service its default route, as in Istio.
+      const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(svc.host, port.number)];
       virtualHosts.push({ name: `${svc.host}:${port.number}`, domains, routes });
     }
   }
-  // VirtualServices for hosts that are no service still route (e.g. a name routed to a service).
+  // VirtualService hosts that name no routed service still route (e.g. a name routed to a
+  // service), even when the same VirtualService also names services (Istio's
+  // separateVSHostsAndServices); the oldest VirtualService wins a host named twice.
+  const hostsDone = new Set<string>();
   for (const vs of meshServices) {
-    if (covered.has(vs)) continue;
     for (const h of hostsOf(vs)) {
+      if (hostsDone.has(h) || routed.some((svc) => hostCovers(h, svc.host))) continue;
+      hostsDone.add(h);
       const routes = translateHttpRoutes(ctx, registry, vs, { gateway: 'mesh', port: 80, servicePortHost: null });
+      if (routes.length === 0) continue;
       virtualHosts.push({ name: h, domains: h === '*' ? ['*'] : [h, `${h}:*`], routes });
     }
   }
@@ -312,7 +320,7 @@ function gatewayListeners(ctx: TranslateContext, registry: ServiceRegistry): { l
             done.add(key);
             let routes = hosts.get(domain);
             if (routes === undefined) hosts.set(domain, (routes = []));
-            routes.push(...translateHttpRoutes(ctx, registry, vs, { gateway: s.ref, port, servicePortHost: null }));
+            routes.push(...untilCatchAll(translateHttpRoutes(ctx, registry, vs, { gateway: s.ref, port, servicePortHost: null })));
           }
         }
       }
@@ -321,7 +329,7 @@ function gatewayListeners(ctx: TranslateContext, registry: ServiceRegistry): { l
     const name = `http.${port}`;
     routeConfigs.push({
       name,
-      virtualHosts: [...hosts].map(([domain, routes]) => ({ name: `${domain}:${port}`, domains: [domain], routes })),
+      virtualHosts: [...hosts].map(([domain, routes]) => ({ name: `${domain}:${port}`, domains: [domain], routes: catchAllsLast(routes) })),
       ignorePortInHostMatching: true,
     });
     listeners.push({ name: `${bind}_${port}`, address: bind, port, direction: 'gateway', routeConfig: name, httpFilters: [] });
@@ -332,6 +340,27 @@ function gatewayListeners(ctx: TranslateContext, registry: ServiceRegistry): { l
     }
   }
   return { listeners, routeConfigs };
+}
+
+/** Istio's IsCatchAllRoute: every path (no uri, or prefix `/`) and no header or query condition. */
+function isCatchAll(r: Route): boolean {
+  const p = r.match.path.match;
+  return (p.kind === 'any' || (p.kind === 'prefix' && p.value === '/')) && r.match.headers.length === 0 && r.match.queryParams.length === 0;
+}
+
+/** A VirtualService's routes up to its first catch-all; Istio drops the unreachable rest (BuildHTTPRoutesForVirtualService). */
+function untilCatchAll(routes: Route[]): Route[] {
+  const i = routes.findIndex(isCatchAll);
+  return i < 0 ? routes : routes.slice(0, i + 1);
+}
+
+/**
+ * Istio's CombineVHostRoutes for VirtualServices merged on a gateway host: routes keep their
+ * order (oldest VirtualService first) but catch-alls move to the end, so one VirtualService's
+ * default route does not hide another's specific routes.
+ */
+function catchAllsLast(routes: Route[]): Route[] {
+  return [...routes.filter((r) => !isCatchAll(r)), ...routes.filter(isCatchAll)];
 }
 
 // Gateway server hosts may carry a namespace: `ns/host`, `./host` (the Gateway's), or any (`*` then a slash).

@@ -38,9 +38,9 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = {
 export interface RouteScope {
   /** `mesh`, or the `namespace/name` of the Gateway whose listener is being built. */
   readonly gateway: string;
-  /** The port of the virtual host (service port for sidecars, server port for gateways). */
+  /** The port of the virtual host (service port for sidecars, server port for gateways); destinations without a port keep it. */
   readonly port: number;
-  /** The service a sidecar virtual host belongs to, for destinations that leave out the port. */
+  /** The service a sidecar virtual host belongs to; null for gateways and hosts that are no service. */
   readonly servicePortHost: string | null;
 }
 
@@ -142,8 +142,9 @@ function translateMatch(m: IstioHTTPMatchRequest): RouteMatch {
   for (const [name, sm] of Object.entries(m.withoutHeaders ?? {})) headers.push(headerMatch(name, sm, true));
   const queryParams: QueryParamMatch[] = [];
   for (const [name, sm] of Object.entries(m.queryParams ?? {})) {
-    // Istio: an empty matcher, or `exact: ""`, means "present".
-    queryParams.push({ name, match: isEmptyMatch(sm) || sm.exact === '' ? { kind: 'present' } : stringMatch(sm) });
+    // Istio: an empty matcher means "present"; `exact: ""` stays an exact match on the empty
+    // value (`?key`, `?key=`), as route.go translateQueryParamMatch passes it to Envoy.
+    queryParams.push({ name, match: isEmptyMatch(sm) ? { kind: 'present' } : stringMatch(sm) });
   }
   return {
     path: { match: m.uri && !isEmptyMatch(m.uri) ? stringMatch(m.uri) : { kind: 'any' }, ignoreCase: m.ignoreUriCase ?? false },
@@ -254,8 +255,9 @@ function translateAction(
 }
 
 /**
- * The cluster a destination names. The port may be left out when the service has one port,
- * or when the route is for that service's own virtual host (the request's port is kept).
+ * The cluster a destination names. The port may be left out when the service has one port;
+ * otherwise the port of the virtual host being built is kept (the service port for a
+ * sidecar, the server port for a gateway), as Istio's GetDestinationCluster does.
  */
 function destinationCluster(
   ctx: TranslateContext,
@@ -270,11 +272,11 @@ function destinationCluster(
   let port = dest?.port?.number ?? 0;
   if (port === 0) {
     if (svc && svc.ports.length === 1) port = svc.ports[0]!.number;
-    else if (svc && scope.servicePortHost !== null && svc.ports.some((p) => p.number === scope.port)) port = scope.port;
-    else if (svc && svc.ports.length > 1) {
+    else if (!svc || svc.ports.length === 0 || svc.ports.some((p) => p.number === scope.port)) port = scope.port;
+    else {
       ctx.error(vs, [...path, 'port'], `service ${host} has several ports (${svc.ports.map((p) => p.number).join(', ')}); the destination must name one`);
       return null;
-    } else port = scope.servicePortHost !== null ? scope.port : 80;
+    }
   }
   if (!svc) {
     ctx.warn(vs, [...path, 'host'], `host ${host} is not in the registry (no ServiceEntry); requests routed here get 503 NC`);
@@ -284,12 +286,25 @@ function destinationCluster(
   return outboundClusterName(port, dest?.subset ?? '', host);
 }
 
+/**
+ * Istio's retry.ConvertPolicy: no `retries` is the default policy, `attempts: 0` disables
+ * retries, and otherwise the default is overridden field by field; without `retryOn` the
+ * default conditions (and retriable status 503) stay.
+ */
 function retryPolicy(ctx: TranslateContext, r: IstioHTTPRetry | undefined): RetryPolicy | null {
   if (r === undefined) return DEFAULT_RETRY_POLICY;
   if (!r.attempts || r.attempts <= 0) return null;
+  if (r.retryOn === undefined || r.retryOn.trim() === '') {
+    return {
+      ...DEFAULT_RETRY_POLICY,
+      numRetries: r.attempts,
+      perTryTimeoutMs: ctx.durationMs(r.perTryTimeout, 0),
+      retryRemoteLocalities: r.retryRemoteLocalities ?? false,
+    };
+  }
   const retryOn: string[] = [];
   const codes: number[] = [];
-  for (const part of (r.retryOn ?? '5xx,gateway-error,connect-failure,refused-stream').split(',')) {
+  for (const part of r.retryOn.split(',')) {
     const p = part.trim();
     if (p === '') continue;
     // Istio accepts bare status codes in retryOn as retriable status codes.

@@ -1,0 +1,311 @@
+// The sidecar's outbound route table and inbound listener: one virtual host per (service,
+// HTTP port) answering every name a client may use, routes from the most specific mesh
+// VirtualService or Istio's default route, VirtualService hosts that are no service, and
+// the inbound path to the local app.
+//
+// Reference: pilot/pkg/networking/core/httproute.go (BuildSidecarOutboundVirtualHosts,
+// generateVirtualHostDomains, GenerateAltVirtualHosts, mergeAllVirtualHosts),
+// pilot/pkg/networking/core/route/route.go (BuildSidecarVirtualHostWrapper,
+// separateVSHostsAndServices, BuildDefaultHTTPOutboundRoute), route/retry/retry.go
+// (DefaultPolicy), pilot/pkg/model/sidecar.go (computeWildcardHostVirtualServiceIndex).
+import t from 'tap';
+import { DEFAULT_RETRY_POLICY } from '@remora/config';
+import {
+  BOOKINFO_SERVICES,
+  bk,
+  cluster,
+  forward,
+  nodeWith,
+  PORTS,
+  routeTable,
+  SIDECAR,
+  targets,
+  translate,
+  vhost,
+  vhostNames,
+} from './helpers/translate.ts';
+
+const vs = (name: string, spec: string, meta = ''): string =>
+  `apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ${name}${meta}}\nspec:\n${spec}\n---\n`;
+const REVIEWS_DOMAINS = [
+  'reviews.default.svc.cluster.local:9080',
+  'reviews.default.svc.cluster.local',
+  'reviews.default.svc:9080',
+  'reviews.default.svc',
+  'reviews.default:9080',
+  'reviews.default',
+  'reviews:9080',
+  'reviews',
+];
+
+t.test('the outbound listener and route table', async (t) => {
+  const { config, issues } = translate(BOOKINFO_SERVICES);
+  t.same(issues, []);
+  t.same(config.listeners, [
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [] },
+  ]);
+  t.same(config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching]), [['outbound', false]]);
+  t.same(vhostNames(config), [
+    'productpage.default.svc.cluster.local:9080',
+    'reviews.default.svc.cluster.local:9080',
+    'ratings.default.svc.cluster.local:9080',
+    'details.default.svc.cluster.local:9080',
+  ]);
+  t.match(config.version, /^[0-9a-f]{16}$/);
+  t.equal(translate(BOOKINFO_SERVICES).config.version, config.version, 'the version is a content hash');
+});
+
+t.test('domains: FQDN, name.ns.svc, name.ns, and name from the same namespace, each with and without the port', async (t) => {
+  // generateAltVirtualHostsForKubernetesService: same namespace → name, name.ns.svc, name.ns;
+  // another namespace → name.ns and name.ns.svc only ("never just foo").
+  const same = translate(BOOKINFO_SERVICES);
+  t.same(vhost(same.config, 'reviews.default.svc.cluster.local:9080').domains, REVIEWS_DOMAINS);
+  const other = translate(BOOKINFO_SERVICES, nodeWith(SIDECAR, { namespace: 'team-a' }));
+  t.same(vhost(other.config, 'reviews.default.svc.cluster.local:9080').domains, [
+    'reviews.default.svc.cluster.local:9080',
+    'reviews.default.svc.cluster.local',
+    'reviews.default.svc:9080',
+    'reviews.default.svc',
+    'reviews.default:9080',
+    'reviews.default',
+  ]);
+});
+
+t.test('domains: hosts outside the cluster domain have only their own name; addresses are domains too', async (t) => {
+  const { config } = translate(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin}
+spec:
+  hosts: [httpbin.org, www.httpbin.org]
+  addresses: [240.240.0.1]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP}]
+`);
+  t.same(vhost(config, 'httpbin.org:80').domains, ['httpbin.org:80', 'httpbin.org', '240.240.0.1:80', '240.240.0.1']);
+  t.same(vhost(config, 'www.httpbin.org:80').domains, ['www.httpbin.org:80', 'www.httpbin.org', '240.240.0.1:80', '240.240.0.1']);
+});
+
+t.test('domains: names without a port only for the default port (80 if the service has it, else its first HTTP port)', async (t) => {
+  // Remora has one outbound route table for every port, like Istio's merged table for
+  // listener port 0 (mergeAllVirtualHosts), where only port 80 keeps its port-less domains.
+  // Remora also gives them to the first HTTP port of a service without port 80, so that
+  // `Host: reviews` reaches `reviews:9080`.
+  const { config } = translate(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http-alt, protocol: HTTP}
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 5432, name: tcp-db, protocol: TCP}
+  endpoints: [{address: 10.0.9.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 5432, name: tcp-db, protocol: TCP}
+  - {number: 9000, name: grpc, protocol: GRPC}
+  - {number: 9001, name: http, protocol: HTTP}
+  endpoints: [{address: 10.0.9.2}]
+`);
+  t.same(vhostNames(config), [
+    'web.default.svc.cluster.local:8080',
+    'web.default.svc.cluster.local:80',
+    'api.default.svc.cluster.local:9000',
+    'api.default.svc.cluster.local:9001',
+  ]);
+  const portless = (name: string): string[] => vhost(config, name).domains.filter((d) => !d.includes(':'));
+  t.same(portless('web.default.svc.cluster.local:8080'), []);
+  t.same(portless('web.default.svc.cluster.local:80'), ['web.default.svc.cluster.local', 'web.default.svc', 'web.default', 'web']);
+  t.same(portless('api.default.svc.cluster.local:9000'), ['api.default.svc.cluster.local', 'api.default.svc', 'api.default', 'api']);
+  t.same(portless('api.default.svc.cluster.local:9001'), []);
+  t.same(vhost(config, 'api.default.svc.cluster.local:9001').domains, [
+    'api.default.svc.cluster.local:9001',
+    'api.default.svc:9001',
+    'api.default:9001',
+    'api:9001',
+  ]);
+});
+
+t.test("a service without VirtualService gets Istio's default route: whole service, default retries, no timeout", async (t) => {
+  const { config } = translate(BOOKINFO_SERVICES);
+  const routes = vhost(config, 'reviews.default.svc.cluster.local:9080').routes;
+  t.same(routes, [
+    {
+      name: 'default',
+      match: { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] },
+      action: {
+        kind: 'forward',
+        clusters: [{ cluster: bk('reviews'), weight: 100, requestHeaders: null, responseHeaders: null }],
+        timeoutMs: 0,
+        retry: DEFAULT_RETRY_POLICY,
+        rewrite: null,
+        authorityRewrite: null,
+        mirrors: [],
+        cors: null,
+      },
+      requestHeaders: null,
+      responseHeaders: null,
+      filterConfigs: {},
+      origin: '',
+    },
+  ]);
+  // retry.go DefaultPolicy: 2 retries on
+  // "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes" with [503].
+  t.same(DEFAULT_RETRY_POLICY, {
+    numRetries: 2,
+    perTryTimeoutMs: 0,
+    retryOn: ['connect-failure', 'refused-stream', 'unavailable', 'cancelled', 'retriable-status-codes'],
+    retriableStatusCodes: [503],
+    retryRemoteLocalities: false,
+  });
+});
+
+t.test('a mesh VirtualService for a service replaces its default route on every HTTP port', async (t) => {
+  const { config } = translate(
+    BOOKINFO_SERVICES +
+      vs('reviews', '  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}') +
+      vs('ratings-gw', '  hosts: [ratings]\n  gateways: [bookinfo-gateway]\n  http:\n  - route:\n    - destination: {host: ratings, subset: v2}'),
+  );
+  const reviews = vhost(config, 'reviews.default.svc.cluster.local:9080');
+  t.same(reviews.domains, REVIEWS_DOMAINS, 'the VirtualService does not change the domains');
+  t.same(
+    reviews.routes.map((r) => [r.name, r.origin, targets(r)]),
+    [['default/reviews#0', 'default/reviews', [[bk('reviews', 'v1'), 100]]]],
+  );
+  // A VirtualService bound only to a gateway does not apply to sidecars.
+  t.same(vhost(config, 'ratings.default.svc.cluster.local:9080').routes.map((r) => r.name), ['default']);
+});
+
+t.test('VirtualService choice: exact host beats wildcard, then the oldest', async (t) => {
+  const yaml = (first: string, second: string): string => BOOKINFO_SERVICES + first + second;
+  const exact = vs('exact', '  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v2}');
+  const wildcard = vs('wildcard', '  hosts: ["*.default.svc.cluster.local"]\n  http:\n  - route:\n    - destination: {host: details}');
+  const widest = vs('widest', '  hosts: ["*.svc.cluster.local"]\n  http:\n  - route:\n    - destination: {host: ratings}');
+  const origin = (y: string, svc: string): string[] =>
+    vhost(translate(y).config, `${svc}.default.svc.cluster.local:9080`).routes.map((r) => r.origin);
+  t.same(origin(yaml(wildcard, exact), 'reviews'), ['default/exact'], 'exact wins although younger');
+  t.same(origin(yaml(wildcard, exact), 'ratings'), ['default/wildcard'], 'the wildcard covers the others');
+  t.same(origin(yaml(widest, wildcard), 'ratings'), ['default/wildcard'], 'the longer wildcard wins although younger');
+  const twin = vs('twin', '  hosts: [reviews.default.svc.cluster.local]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v3}');
+  t.same(origin(yaml(exact, twin), 'reviews'), ['default/exact'], 'same host: the oldest wins');
+  t.same(origin(yaml(twin, exact), 'reviews'), ['default/twin'], 'same host: the oldest wins');
+  // The losing VirtualService adds no second virtual host for the same names.
+  const { config } = translate(yaml(exact, twin));
+  t.same(vhostNames(config), [
+    'productpage.default.svc.cluster.local:9080',
+    'reviews.default.svc.cluster.local:9080',
+    'ratings.default.svc.cluster.local:9080',
+    'details.default.svc.cluster.local:9080',
+  ]);
+});
+
+t.test('VirtualService hosts that are no service get their own virtual host', async (t) => {
+  // route.go separateVSHostsAndServices: hosts not in the registry are kept as plain
+  // hostnames ("to affect traffic to hosts outside of the service registry (e.g. google.com)").
+  const { config, issues } = translate(
+    BOOKINFO_SERVICES +
+      vs(
+        'bookinfo-alias',
+        '  hosts: [bookinfo.example.com, reviews]\n  http:\n  - match:\n    - uri: {prefix: /reviews}\n    route:\n    - destination: {host: reviews}\n  - route:\n    - destination: {host: productpage}',
+      ) +
+      vs('wild', '  hosts: ["*.corp.example.com"]\n  http:\n  - route:\n    - destination: {host: details}') +
+      // A younger VirtualService for the same name adds nothing (Istio: duplicate domain, first wins).
+      vs('bookinfo-alias-2', '  hosts: [bookinfo.example.com]\n  http:\n  - route:\n    - destination: {host: ratings}'),
+  );
+  t.same(issues, []);
+  t.same(vhostNames(config), [
+    'productpage.default.svc.cluster.local:9080',
+    'reviews.default.svc.cluster.local:9080',
+    'ratings.default.svc.cluster.local:9080',
+    'details.default.svc.cluster.local:9080',
+    'bookinfo.example.com',
+    '*.corp.example.com',
+  ]);
+  // Istio builds these for port 80 only ([h, h:80]); Remora's single table takes any port.
+  t.same(vhost(config, 'bookinfo.example.com').domains, ['bookinfo.example.com', 'bookinfo.example.com:*']);
+  t.same(vhost(config, '*.corp.example.com').domains, ['*.corp.example.com', '*.corp.example.com:*']);
+  t.same(vhost(config, 'bookinfo.example.com').routes.map((r) => r.origin), ['default/bookinfo-alias', 'default/bookinfo-alias']);
+  t.same(
+    vhost(config, 'bookinfo.example.com').routes.map((r) => targets(r)),
+    [[[bk('reviews'), 100]], [[bk('productpage'), 100]]],
+  );
+  // The same VirtualService also routes the service it names.
+  t.same(vhost(config, 'reviews.default.svc.cluster.local:9080').routes.map((r) => r.origin), ['default/bookinfo-alias', 'default/bookinfo-alias']);
+});
+
+t.test('a VirtualService with no route for a port leaves that port its default route', async (t) => {
+  // route.go buildSidecarVirtualHostsForVirtualService returns nothing when no route applies
+  // ("if err != nil || len(routes) == 0"), so BuildSidecarVirtualHostWrapper keeps the
+  // service and gives it the default route.
+  const { config } = translate(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 8080, name: http-admin, protocol: HTTP}
+  endpoints: [{address: 10.0.9.1, labels: {version: v1}}]
+---
+${vs('web', '  hosts: [web]\n  http:\n  - match:\n    - port: 80\n    route:\n    - destination: {host: web, port: {number: 80}}\n    timeout: 2s')}
+${vs('canary', '  hosts: [ratings.example.com]\n  http:\n  - match:\n    - sourceLabels: {app: reviews}\n    route:\n    - destination: {host: web}')}`);
+  t.same(vhost(config, 'web.default.svc.cluster.local:80').routes.map((r) => [r.name, forward(r).timeoutMs]), [['default/web#0', 2000]]);
+  t.same(vhost(config, 'web.default.svc.cluster.local:8080').routes.map((r) => [r.name, targets(r)]), [
+    ['default', [['outbound|8080||web.default.svc.cluster.local', 100]]],
+  ]);
+  // A host that is no service and gets no route for this proxy gets no virtual host at all.
+  t.notOk(vhostNames(config).includes('ratings.example.com'));
+});
+
+t.test('exportTo and namespaces of VirtualServices', async (t) => {
+  const yaml =
+    BOOKINFO_SERVICES +
+    vs('reviews', '  hosts: [reviews]\n  exportTo: ["."]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}') +
+    // Short hosts resolve in the VirtualService's namespace: this one is about team-a's reviews.
+    vs('team-a-reviews', '  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v2}', ', namespace: team-a');
+  const routesFor = (ns: string): string[] =>
+    vhost(translate(yaml, nodeWith(SIDECAR, { namespace: ns })).config, 'reviews.default.svc.cluster.local:9080').routes.map((r) => r.name);
+  t.same(routesFor('default'), ['default/reviews#0']);
+  t.same(routesFor('team-a'), ['default']);
+  const { config } = translate(yaml, nodeWith(SIDECAR, { namespace: 'team-a' }));
+  t.same(vhost(config, 'reviews.team-a.svc.cluster.local').domains, ['reviews.team-a.svc.cluster.local', 'reviews.team-a.svc.cluster.local:*']);
+});
+
+t.test('inbound: virtualInbound on the inbound port forwards everything to the local app', async (t) => {
+  const { config, issues } = translate(BOOKINFO_SERVICES, SIDECAR, { ...PORTS, appPort: 9080 });
+  t.same(issues, []);
+  t.same(config.listeners, [
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [] },
+    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: [] },
+  ]);
+  const rc = routeTable(config, 'inbound|9080');
+  t.equal(rc.ignorePortInHostMatching, true);
+  t.same(rc.virtualHosts.map((v) => [v.name, v.domains]), [['inbound|http|9080', ['*']]]);
+  const route = rc.virtualHosts[0]!.routes[0]!;
+  t.same(targets(route), [['inbound|9080||', 100]]);
+  t.equal(forward(route).retry, null, 'no retries on the inbound side');
+  t.equal(forward(route).timeoutMs, 0);
+  const c = cluster(config, 'inbound|9080||');
+  // The sidecar's own service is the entry whose endpoint labels match the workload's.
+  t.same(c.service, { host: 'productpage.default.svc.cluster.local', name: 'productpage', namespace: 'default', port: 9080 });
+  t.same(
+    c.endpoints.map((e) => [e.address, e.port, e.workloadName, e.serviceAccount]),
+    [['127.0.0.1', 9080, 'productpage-v1', 'bookinfo-productpage']],
+  );
+  t.equal(c.protocol, 'http1');
+  t.equal(c.outlierDetection, null);
+  // No inbound without an app port.
+  t.equal(translate(BOOKINFO_SERVICES).config.clusters.some((x) => x.name.startsWith('inbound|')), false);
+});
