@@ -34,7 +34,14 @@ ${to('v1')}
   - name: fallback
     route:
     - destination: {host: reviews, subset: v2}`);
-  t.same(issues, []);
+  // No DestinationRule defines the subsets here: istioctl analyze's IST0101, as warnings.
+  t.same(
+    issues.map((i) => [i.severity, i.path]),
+    [
+      ['warning', 'spec.http[0].route[0].destination.subset'],
+      ['warning', 'spec.http[1].route[0].destination.subset'],
+    ],
+  );
   t.same(
     routes.map((r) => [r.name, r.match.path.match, targets(r)]),
     [
@@ -448,4 +455,16 @@ t.test('delegate is reported and skipped', async (t) => {
     - destination: {host: reviews}`);
   t.same(routes.map((r) => r.name), ['default/reviews#1']);
   t.same(brief, ['warning VirtualService default/reviews spec.http[0].delegate: route delegation is not supported yet; this route is skipped']);
+});
+
+t.test('a subset no DestinationRule defines is warned about (IST0101); a defined one is not', async (t) => {
+  const dr = `apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n---\n`;
+  const out = translate(
+    `${BOOKINFO_SERVICES}${dr}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /a}}]\n${to('v1')}\n  - route:\n    - destination: {host: reviews, subset: v9}\n`,
+    SIDECAR,
+  );
+  t.same(
+    out.issues.map((i) => `${i.severity} ${i.path}: ${i.message}`),
+    ['warning spec.http[1].route[0].destination.subset: subset v9 of reviews.default.svc.cluster.local is not defined by any DestinationRule; requests routed here get 503 NC'],
+  );
 });

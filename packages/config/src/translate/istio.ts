@@ -18,6 +18,7 @@ import {
   MATCH_ALL,
   outboundClusterName,
   translateHttpRoutes,
+  type MeshIndex,
 } from './virtual-service.ts';
 
 export interface TranslateOptions extends ClusterOptions {}
@@ -49,7 +50,7 @@ export function translateIstio(
   const routeConfigs: RouteConfiguration[] = [];
 
   if (node.kind === 'sidecar') {
-    routeConfigs.push(sidecarOutboundRoutes(ctx, registry));
+    routeConfigs.push(sidecarOutboundRoutes(ctx, { registry, rules }));
     listeners.push({
       name: 'virtualOutbound',
       address: ports.bindAddress,
@@ -65,7 +66,7 @@ export function translateIstio(
       listeners.push(inbound.listener);
     }
   } else {
-    const gw = gatewayListeners(ctx, registry);
+    const gw = gatewayListeners(ctx, { registry, rules });
     listeners.push(...gw.listeners);
     routeConfigs.push(...gw.routeConfigs);
   }
@@ -85,7 +86,8 @@ export function translateIstio(
  * the service's addresses). The routes come from the mesh VirtualService for the host (the
  * most specific, then the oldest), or a default route to the service.
  */
-function sidecarOutboundRoutes(ctx: TranslateContext, registry: ServiceRegistry): RouteConfiguration {
+function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteConfiguration {
+  const { registry } = mesh;
   const { node } = ctx;
   const meshServices = ctx
     .resourcesOf('VirtualService')
@@ -117,7 +119,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, registry: ServiceRegistry)
         if (port.number === defaultPort) domains.push(a);
       }
       const vsRoutes = best
-        ? translateHttpRoutes(ctx, registry, best.vs, { gateway: 'mesh', port: port.number, servicePortHost: svc.host })
+        ? translateHttpRoutes(ctx, mesh, best.vs, { gateway: 'mesh', port: port.number, servicePortHost: svc.host })
         : [];
       // A VirtualService that yields no route for this port (every match block is for another
       // port or other sources) leaves the service its default route, as in Istio.
@@ -133,7 +135,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, registry: ServiceRegistry)
     for (const h of hostsOf(vs)) {
       if (hostsDone.has(h) || routed.some((svc) => hostCovers(h, svc.host))) continue;
       hostsDone.add(h);
-      const routes = translateHttpRoutes(ctx, registry, vs, { gateway: 'mesh', port: 80, servicePortHost: null });
+      const routes = translateHttpRoutes(ctx, mesh, vs, { gateway: 'mesh', port: 80, servicePortHost: null });
       if (routes.length === 0) continue;
       virtualHosts.push({ name: h, domains: h === '*' ? ['*'] : [h, `${h}:*`], routes });
     }
@@ -269,7 +271,7 @@ const HTTP_SERVER_PROTOCOLS = new Set(['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB']);
  * virtual host per (VS host ∩ server host); VirtualServices for the same host merge, oldest
  * first, as Istio merges them on gateways.
  */
-function gatewayListeners(ctx: TranslateContext, registry: ServiceRegistry): { listeners: Listener[]; routeConfigs: RouteConfiguration[] } {
+function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: Listener[]; routeConfigs: RouteConfiguration[] } {
   const { node } = ctx;
   const byPort = new Map<number, BoundServer[]>();
   for (const gw of ctx.resourcesOf('Gateway')) {
@@ -320,7 +322,7 @@ function gatewayListeners(ctx: TranslateContext, registry: ServiceRegistry): { l
             done.add(key);
             let routes = hosts.get(domain);
             if (routes === undefined) hosts.set(domain, (routes = []));
-            routes.push(...untilCatchAll(translateHttpRoutes(ctx, registry, vs, { gateway: s.ref, port, servicePortHost: null })));
+            routes.push(...untilCatchAll(translateHttpRoutes(ctx, mesh, vs, { gateway: s.ref, port, servicePortHost: null })));
           }
         }
       }

@@ -23,7 +23,14 @@ import type {
 } from '../resources/istio-networking.ts';
 import type { TranslateContext } from './context.ts';
 import { resolveHost } from './host.ts';
+import { DestinationRuleIndex } from './destination-rule.ts';
 import { labelsMatch, type ServiceRegistry } from './registry.ts';
+
+/** What route translation looks destinations up in. */
+export interface MeshIndex {
+  readonly registry: ServiceRegistry;
+  readonly rules: DestinationRuleIndex;
+}
 
 /** Istio's retry policy for routes that set no `retries` (pilot's DefaultRetryPolicy). */
 export const DEFAULT_RETRY_POLICY: RetryPolicy = {
@@ -83,7 +90,7 @@ export function resolveGatewayRef(ref: string, namespace: string): string {
  */
 export function translateHttpRoutes(
   ctx: TranslateContext,
-  registry: ServiceRegistry,
+  mesh: MeshIndex,
   vs: Resource,
   scope: RouteScope,
 ): Route[] {
@@ -96,7 +103,7 @@ export function translateHttpRoutes(
       ctx.warn(vs, [...base, 'delegate'], 'route delegation is not supported yet; this route is skipped');
       return;
     }
-    const action = translateAction(ctx, registry, vs, http, [...base], scope);
+    const action = translateAction(ctx, mesh, vs, http, [...base], scope);
     if (action === null) return;
     const requestHeaders = headerMutation(http.headers?.request);
     const responseHeaders = headerMutation(http.headers?.response);
@@ -180,7 +187,7 @@ export function headerMutation(ops: IstioHeaderOperations | undefined): HeaderMu
 
 function translateAction(
   ctx: TranslateContext,
-  registry: ServiceRegistry,
+  mesh: MeshIndex,
   vs: Resource,
   http: IstioHTTPRoute,
   path: (string | number)[],
@@ -213,7 +220,7 @@ function translateAction(
     // One destination takes all the traffic whatever its weight; with several, weight 0 takes none.
     const weight = dests.length === 1 ? 100 : (d.weight ?? 0);
     if (weight <= 0) return;
-    const cluster = destinationCluster(ctx, registry, vs, d.destination, [...path, 'route', k, 'destination'], scope);
+    const cluster = destinationCluster(ctx, mesh, vs, d.destination, [...path, 'route', k, 'destination'], scope);
     if (cluster === null) return;
     clusters.push({
       cluster,
@@ -228,11 +235,11 @@ function translateAction(
   }
   const mirrors: Mirror[] = [];
   if (http.mirror) {
-    const c = destinationCluster(ctx, registry, vs, http.mirror, [...path, 'mirror'], scope);
+    const c = destinationCluster(ctx, mesh, vs, http.mirror, [...path, 'mirror'], scope);
     if (c !== null) mirrors.push({ cluster: c, percent: http.mirrorPercentage?.value ?? 100 });
   }
   (http.mirrors ?? []).forEach((m, k) => {
-    const c = destinationCluster(ctx, registry, vs, m.destination, [...path, 'mirrors', k, 'destination'], scope);
+    const c = destinationCluster(ctx, mesh, vs, m.destination, [...path, 'mirrors', k, 'destination'], scope);
     if (c !== null) mirrors.push({ cluster: c, percent: m.percentage?.value ?? 100 });
   });
   const rw = http.rewrite;
@@ -261,14 +268,14 @@ function translateAction(
  */
 function destinationCluster(
   ctx: TranslateContext,
-  registry: ServiceRegistry,
+  mesh: MeshIndex,
   vs: Resource,
   dest: IstioDestination | undefined,
   path: (string | number)[],
   scope: RouteScope,
 ): string | null {
   const host = resolveHost(dest?.host ?? '', vs.metadata.namespace, ctx.node.clusterDomain);
-  const svc = registry.get(host);
+  const svc = mesh.registry.get(host);
   let port = dest?.port?.number ?? 0;
   if (port === 0) {
     if (svc && svc.ports.length === 1) port = svc.ports[0]!.number;
@@ -282,6 +289,12 @@ function destinationCluster(
     ctx.warn(vs, [...path, 'host'], `host ${host} is not in the registry (no ServiceEntry); requests routed here get 503 NC`);
   } else if (!svc.ports.some((p) => p.number === port)) {
     ctx.warn(vs, [...path, 'port'], `service ${host} has no port ${port}; requests routed here get 503 NC`);
+  } else if (dest?.subset) {
+    // istioctl analyze's IST0101: a subset no DestinationRule defines has no cluster.
+    const rule = mesh.rules.lookup(host, svc.namespace);
+    if (rule === null || DestinationRuleIndex.subset(rule, dest.subset) === null) {
+      ctx.warn(vs, [...path, 'subset'], `subset ${dest.subset} of ${host} is not defined by any DestinationRule; requests routed here get 503 NC`);
+    }
   }
   return outboundClusterName(port, dest?.subset ?? '', host);
 }
