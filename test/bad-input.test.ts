@@ -35,12 +35,23 @@ t.before(async () => {
       serviceEntry('live', 'live', [{ port: live.port }]),
       serviceEntry('dead', 'dead', [{ port: deadPort }]),
       `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: empty }
+spec:
+  hosts: [empty]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+`,
+      `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: routes }
 spec:
   hosts: ["*"]
   gateways: [gw]
   http:
+  - match: [{ uri: { prefix: /empty } }]
+    route: [{ destination: { host: empty } }]
   - match: [{ uri: { prefix: /dead } }]
     route: [{ destination: { host: dead } }]
     retries: { attempts: 0 }
@@ -120,6 +131,14 @@ t.test('a dead endpoint gets 503 UF', async (t) => {
   const line = remora.stdout.find((l) => l.includes('"dead-1"'));
   t.match(line ?? '', /" 503 UF upstream_reset_before_response_started\{connection_failure\} - "ECONNREFUSED" /);
   await stillServing(t);
+});
+
+t.test('a service with no endpoint gets 503 UH', async (t) => {
+  const r = await request(port, '/empty', { headers: { host: 'x.example', 'x-request-id': 'empty-1' } });
+  t.equal(r.status, 503);
+  t.equal(r.body, 'no healthy upstream');
+  await sleep(50);
+  t.match(remora.stdout.find((l) => l.includes('"empty-1"')) ?? '', /" 503 UH no_healthy_upstream /);
 });
 
 t.test('malformed requests are in the access log with DPE', async (t) => {

@@ -1,0 +1,100 @@
+// Virtual host selection order, redirect Location building, response flag formatting and
+// the access log formats.
+import t from 'tap';
+import type { RouteConfiguration, VirtualHost } from '@remora/config';
+import { formatJson, formatResponseFlags, formatText, redirectLocation, ResponseFlag, RouteTable, type AccessLogRecord } from '@remora/proxy';
+
+const vh = (name: string, domains: string[]): VirtualHost => ({ name, domains, routes: [] });
+const table = (ignorePort: boolean, ...vhosts: VirtualHost[]): RouteTable =>
+  new RouteTable({ name: 't', virtualHosts: vhosts, ignorePortInHostMatching: ignorePort } satisfies RouteConfiguration, new Map());
+
+t.test('virtual host order: exact, longest suffix wildcard, longest prefix wildcard, then *', async (t) => {
+  const rt = table(
+    false,
+    vh('exact', ['api.example.com', 'api.example.com:8080']),
+    vh('suffix-short', ['*.com']),
+    vh('suffix-long', ['*.example.com']),
+    vh('prefix', ['api.*']),
+    vh('any-port', ['svc.local:*']),
+    vh('default', ['*']),
+  );
+  const name = (a: string) => rt.find(a)?.name ?? null;
+  t.equal(name('api.example.com'), 'exact');
+  t.equal(name('api.example.com:8080'), 'exact');
+  t.equal(name('api.example.com:9090'), 'default', 'a port not listed does not match the exact domains');
+  t.equal(name('web.example.com'), 'suffix-long');
+  t.equal(name('web.other.com'), 'suffix-short');
+  t.equal(name('api.internal'), 'prefix');
+  t.equal(name('svc.local:1234'), 'any-port');
+  t.equal(name('svc.local'), 'default', '`:*` needs a port');
+  t.equal(name('example.com'), 'suffix-short', '*.example.com does not match the bare domain');
+  t.equal(name('[::1]:8080'), 'default');
+});
+
+t.test('gateways ignore the port', async (t) => {
+  const rt = table(true, vh('a', ['a.example.com']), vh('w', ['*.example.com']));
+  t.equal(rt.find('a.example.com:8080')?.name, 'a');
+  t.equal(rt.find('b.example.com:443')?.name, 'w');
+  t.equal(rt.find('c.org'), null, 'no default: no virtual host');
+});
+
+t.test('redirect Location', async (t) => {
+  const base = { status: 301, scheme: null, authority: null, port: null, derivePortFromScheme: false, path: null } as const;
+  const req = { scheme: 'http', authority: 'shop.example.com:8080', path: '/old/page?x=1' };
+  t.equal(redirectLocation({ kind: 'redirect', ...base, path: '/new' }, req), 'http://shop.example.com:8080/new?x=1');
+  t.equal(redirectLocation({ kind: 'redirect', ...base, path: '/new?y=2' }, req), 'http://shop.example.com:8080/new?y=2');
+  t.equal(redirectLocation({ kind: 'redirect', ...base, authority: 'other.example.com' }, req), 'http://other.example.com/old/page?x=1');
+  t.equal(redirectLocation({ kind: 'redirect', ...base, scheme: 'https' }, req), 'https://shop.example.com/old/page?x=1');
+  t.equal(redirectLocation({ kind: 'redirect', ...base, scheme: 'https', port: 8443 }, req), 'https://shop.example.com:8443/old/page?x=1');
+  t.equal(redirectLocation({ kind: 'redirect', ...base, port: 80 }, req), 'http://shop.example.com/old/page?x=1', 'the default port is left out');
+});
+
+t.test('response flags print in Envoy\'s order', async (t) => {
+  t.equal(formatResponseFlags(0), '-');
+  t.equal(formatResponseFlags(ResponseFlag.URX | ResponseFlag.UF), 'UF,URX');
+  t.equal(formatResponseFlags(ResponseFlag.DC | ResponseFlag.UT), 'UT,DC');
+  t.equal(formatResponseFlags(ResponseFlag.NR), 'NR');
+});
+
+const record: AccessLogRecord = {
+  startTime: Date.UTC(2024, 4, 1, 10, 0, 0, 123),
+  method: 'GET',
+  originalPath: '/status/418',
+  protocol: 'HTTP/1.1',
+  responseCode: 418,
+  responseFlags: 0,
+  responseCodeDetails: 'via_upstream',
+  upstreamTransportFailureReason: '',
+  bytesReceived: 0,
+  bytesSent: 135,
+  durationMs: 4.4,
+  upstreamServiceTimeMs: 3.6,
+  xForwardedFor: null,
+  userAgent: 'curl/8.0',
+  requestId: '84961386-6d84-929d-98bd-c5aee93b5c88',
+  authority: 'httpbin:8000',
+  upstreamHost: '10.44.1.27:80',
+  upstreamCluster: 'outbound|8000||httpbin.foo.svc.cluster.local',
+  downstreamLocalAddress: '10.0.45.184:8000',
+  downstreamRemoteAddress: '10.44.1.23:46520',
+  requestedServerName: null,
+  routeName: 'default',
+};
+
+t.test('text access log: Istio\'s default format, field for field', async (t) => {
+  t.equal(
+    formatText(record),
+    '[2024-05-01T10:00:00.123Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 4 4 "-" "curl/8.0" ' +
+      '"84961386-6d84-929d-98bd-c5aee93b5c88" "httpbin:8000" "10.44.1.27:80" outbound|8000||httpbin.foo.svc.cluster.local - ' +
+      '10.0.45.184:8000 10.44.1.23:46520 - default\n',
+  );
+  t.match(formatText({ ...record, responseCode: 503, responseFlags: ResponseFlag.UF | ResponseFlag.URX, upstreamServiceTimeMs: -1 }), /" 503 UF,URX via_upstream - "-" 0 135 4 - "-"/);
+});
+
+t.test('JSON access log: Istio\'s keys', async (t) => {
+  const j = JSON.parse(formatJson(record)) as Record<string, unknown>;
+  t.same(
+    { start_time: j.start_time, method: j.method, path: j.path, response_code: j.response_code, response_flags: j.response_flags, duration: j.duration, upstream_service_time: j.upstream_service_time, upstream_cluster: j.upstream_cluster, route_name: j.route_name, x_forwarded_for: j.x_forwarded_for },
+    { start_time: '2024-05-01T10:00:00.123Z', method: 'GET', path: '/status/418', response_code: 418, response_flags: '-', duration: 4, upstream_service_time: '4', upstream_cluster: 'outbound|8000||httpbin.foo.svc.cluster.local', route_name: 'default', x_forwarded_for: null },
+  );
+});
