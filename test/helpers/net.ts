@@ -35,3 +35,13 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
     await sleep(25);
   }
 }
+
+/** A `data` listener that appends complete lines of a stream to `into`. */
+export function collectLines(into: string[]): (chunk: Buffer) => void {
+  let partial = '';
+  return (chunk: Buffer) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    into.push(...lines);
+  };
+}

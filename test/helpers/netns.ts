@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { sleep } from './net.ts';
+import { collectLines, sleep } from './net.ts';
 
 export interface RunResult {
   /** Exit code; null when the command could not start or was killed (see `stderr`). */
@@ -220,16 +220,8 @@ export class PodNetns {
     const child = spawn('ip', this.argv(command, opts), { stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd });
     const stdout: string[] = [];
     const stderr: string[] = [];
-    const collect = (into: string[]) => {
-      let partial = '';
-      return (chunk: Buffer) => {
-        const lines = (partial + chunk.toString()).split('\n');
-        partial = lines.pop() ?? '';
-        into.push(...lines);
-      };
-    };
-    child.stdout!.on('data', collect(stdout));
-    child.stderr!.on('data', collect(stderr));
+    child.stdout!.on('data', collectLines(stdout));
+    child.stderr!.on('data', collectLines(stderr));
     child.on('error', (err) => stderr.push(`spawn failed: ${err.message}`));
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('close', (code, signal) => r({ code, signal })));
     const proc: PodProcess = {

@@ -4,12 +4,12 @@ import type { Cluster } from '../model/cluster.ts';
 import type { Listener } from '../model/listener.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
-import type { Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
+import type { RetryPolicy, Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
 import type { IstioGateway, IstioServer, IstioVirtualService } from '../resources/istio-networking.ts';
 import type { Resource } from '../resources/resource.ts';
 import { buildOutboundClusters, type ClusterOptions } from './clusters.ts';
 import { TranslateContext } from './context.ts';
-import { DestinationRuleIndex } from './destination-rule.ts';
+import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {
@@ -123,7 +123,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
         : [];
       // A VirtualService that yields no route for this port (every match block is for another
       // port or other sources) leaves the service its default route, as in Istio.
-      const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(svc.host, port.number)];
+      const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(outboundClusterName(port.number, '', svc.host), DEFAULT_RETRY_POLICY)];
       virtualHosts.push({ name: `${svc.host}:${port.number}`, domains, routes });
     }
   }
@@ -149,15 +149,16 @@ function defaultServicePort(svc: MeshService): number {
   return http.some((p) => p.number === 80) ? 80 : (http[0]?.number ?? 80);
 }
 
-function defaultRoute(host: string, port: number): Route {
+/** A catch-all route to one cluster: a service's default route, or the inbound route to the app. */
+function defaultRoute(cluster: string, retry: RetryPolicy | null): Route {
   return {
     name: 'default',
     match: MATCH_ALL,
     action: {
       kind: 'forward',
-      clusters: [{ cluster: outboundClusterName(port, '', host), weight: 100, requestHeaders: null, responseHeaders: null }],
+      clusters: [{ cluster, weight: 100, requestHeaders: null, responseHeaders: null }],
       timeoutMs: 0,
-      retry: DEFAULT_RETRY_POLICY,
+      retry,
       rewrite: null,
       authorityRewrite: null,
       mirrors: [],
@@ -210,34 +211,12 @@ function sidecarInbound(
     dnsRefreshMs: 0,
     protocol: 'http1',
     lb: { kind: 'round-robin' },
-    connectionPool: {
-      maxConnections: 0,
-      connectTimeoutMs: 10_000,
-      maxPendingRequests: 0,
-      maxRequests: 0,
-      maxRequestsPerConnection: 0,
-      maxRetries: 0,
-      idleTimeoutMs: 3_600_000,
-      maxConnectionDurationMs: 0,
-      maxConcurrentStreams: 0,
-    },
+    connectionPool: DEFAULT_CONNECTION_POOL,
     outlierDetection: null,
     tls: null,
   };
-  const route: Route = {
-    ...defaultRoute('', appPort),
-    action: {
-      kind: 'forward',
-      clusters: [{ cluster: name, weight: 100, requestHeaders: null, responseHeaders: null }],
-      timeoutMs: 0,
-      // Istio does not retry on the inbound side.
-      retry: null,
-      rewrite: null,
-      authorityRewrite: null,
-      mirrors: [],
-      cors: null,
-    },
-  };
+  // Istio does not retry on the inbound side.
+  const route = defaultRoute(name, null);
   return {
     listener: {
       name: 'virtualInbound',
