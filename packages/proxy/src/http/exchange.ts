@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Dispatcher } from 'undici';
-import type { CompiledRoute, ForwardTarget, RouteRequest, WeightedTarget } from '../router/compiled-route.ts';
+import type { CompiledRoute, ForwardTarget, MirrorTarget, RouteRequest, WeightedTarget } from '../router/compiled-route.ts';
+import { AttemptFailure, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
+import { findRoute } from '../router/route-table.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
@@ -9,7 +12,9 @@ import type { HashSource } from '../upstream/load-balancer.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
+import { MirrorRequest } from './mirror-request.ts';
 import { redirectLocation } from './redirect.ts';
+import { ReplayableBody } from './request-body.ts';
 import {
   classifyHeader,
   cookieValue,
@@ -31,29 +36,43 @@ import {
   RESPONSE_HOP_BY_HOP,
 } from './request-headers.ts';
 import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
+import { UpstreamAttempt } from './upstream-attempt.ts';
 
-const DONE = 3;
-const RESPONDING = 2;
-const UPSTREAM = 1;
-const ROUTING = 0;
+export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
+export type DownstreamResponse = ServerResponse | Http2ServerResponse;
 
-/** Raised into undici to cancel an upstream request whose client went away. */
-class DownstreamGoneError extends Error {
-  override readonly name = 'DownstreamGoneError';
+/** What the exchange uses of a response, common to HTTP/1 and HTTP/2 (compat API) responses. */
+interface ResponseWriter {
+  readonly headersSent: boolean;
+  writeHead(status: number, headers: readonly string[]): unknown;
+  write(chunk: Buffer): boolean;
+  end(chunk?: Buffer | null): unknown;
+  once(event: 'drain', listener: () => void): unknown;
+  addTrailers(trailers: Record<string, string>): void;
 }
+
+const ROUTING = 0;
+const UPSTREAM = 1;
+const RESPONDING = 2;
+const DONE = 3;
+
+/** Envoy retries up to this many host picks to avoid hosts already tried (Istio's setting). */
+const HOST_SELECTION_ATTEMPTS = 5;
 
 /**
  * One HTTP request through the proxy, from the downstream request to the end of the
- * response: it routes, picks a host, forwards (it is itself the undici dispatch handler, so
- * a request allocates one object, not a handler plus closures), writes the response back,
- * and at the end writes the access log line and bumps the metrics.
+ * response: it routes, picks hosts, runs upstream attempts (retries, per-try and route
+ * timeouts), writes the response back, and at the end writes the access log line and bumps
+ * the metrics. A request with one attempt allocates this object and one small attempt.
  */
-export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Dispatcher.DispatchHandler {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
+  readonly req: DownstreamRequest;
+  readonly res: ResponseWriter;
+  readonly #rawRes: DownstreamResponse;
   readonly conn: Connection;
   readonly ctx: ListenerContext;
   readonly snapshot: ListenerSnapshot;
+  readonly #h2: boolean;
 
   // Request, as the client sent it.
   readonly startTime: number;
@@ -70,14 +89,25 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
   userAgent: string | null = null;
   #hasBody = false;
   #upstreamHeaders: string[] = [];
+  /** Index of the `x-envoy-attempt-count` value in the upstream headers. */
+  #attemptCountIndex = -1;
 
   // Routing and upstream.
   route: CompiledRoute | null = null;
+  #forwardTarget: ForwardTarget | null = null;
   #target: WeightedTarget | null = null;
   cluster: UpstreamCluster | null = null;
   clusterHost: ClusterHost | null = null;
-  #controller: Dispatcher.DispatchController | null = null;
-  #upstreamStart = 0;
+  #attempt: UpstreamAttempt | null = null;
+  #attempts = 0;
+  #retry: CompiledRetryPolicy | null = null;
+  #retriesLeft = 0;
+  /** Hosts already tried, for Envoy's previous-hosts retry predicate; null until a retry. */
+  #triedHosts: ClusterHost[] | null = null;
+  #body: ReplayableBody | null = null;
+  #timeoutMs = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #backoffTimer: NodeJS.Timeout | null = null;
   #setCookie: string | null = null;
   #state = ROUTING;
 
@@ -91,16 +121,18 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
   durationMs = 0;
   upstreamServiceTimeMs = -1;
 
-  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: IncomingMessage, res: ServerResponse) {
+  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest, res: DownstreamResponse) {
     this.ctx = ctx;
     this.conn = conn;
     this.snapshot = snapshot;
     this.req = req;
-    this.res = res;
+    this.res = res as unknown as ResponseWriter;
+    this.#rawRes = res;
     this.startTime = Date.now();
     this.#startHr = performance.now();
     this.method = req.method ?? 'GET';
-    this.protocol = req.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${req.httpVersion}`;
+    this.#h2 = req.httpVersionMajor === 2;
+    this.protocol = this.#h2 ? 'HTTP/2' : req.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${req.httpVersion}`;
     this.scheme = 'http';
     const url = req.url ?? '/';
     this.originalPath = url;
@@ -147,9 +179,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
       return;
     }
     this.#readHeaders();
-    const routes = this.snapshot.routes;
-    const vhost = routes === null ? null : routes.find(this.authority.toLowerCase());
-    const route = vhost === null ? null : vhost.match(this);
+    const route = findRoute(this.snapshot.routes, this);
     if (route === null) {
       this.localReply(404, ResponseFlag.NR, 'route_not_found', null);
       return;
@@ -197,6 +227,11 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!;
       const value = raw[i + 1]!;
+      if (name.charCodeAt(0) === 58 /* : */) {
+        // HTTP/2 pseudo-headers: only :authority is news (method, path, scheme are read already).
+        if (name === ':authority' && this.authority === '') this.authority = value;
+        continue;
+      }
       const kind = classifyHeader(name);
       switch (kind) {
         case H_OTHER:
@@ -240,6 +275,10 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
           break;
       }
     }
+    // HTTP/2 has no Content-Length requirement: a stream that is not ended carries a body.
+    if (this.#h2 && !this.#hasBody && !(this.req as Http2ServerRequest).stream.readableEnded) {
+      this.#hasBody = !(this.req as Http2ServerRequest).stream.endAfterHeaders;
+    }
     if (connectionTokens !== null) this.#dropConnectionTokens(connectionTokens);
     if (this.authority !== '') out.push('host', this.authority);
     if (this.requestId === null) this.requestId = randomUUID();
@@ -267,6 +306,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
 
   #forward(target: ForwardTarget): void {
     const weighted = target.pick(Math.random());
+    this.#forwardTarget = target;
     this.#target = weighted;
     const cluster = weighted.cluster;
     if (cluster === null) {
@@ -274,36 +314,26 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
       return;
     }
     this.cluster = cluster;
-    const chosen = cluster.pick(this);
-    if (chosen === null) {
-      cluster.noHealthyUpstream++;
-      this.localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
-      return;
-    }
-    this.clusterHost = chosen;
     const route = this.route!;
     const headers = this.#upstreamHeaders;
     if (target.prefixRewrite !== null || target.regexRewrite !== null) this.#rewritePath(target, route);
     if (target.authorityRewrite !== null) setHeader(headers, 'host', target.authorityRewrite);
     if (route.requestEdits !== null) route.requestEdits.apply(headers);
     if (weighted.requestEdits !== null) weighted.requestEdits.apply(headers);
+    // Istio turns on Envoy's include_request_attempt_count: upstreams see which try this is.
+    headers.push('x-envoy-attempt-count', '1');
+    this.#attemptCountIndex = headers.length - 1;
 
-    const host = chosen.host;
-    host.active++;
-    host.requestsTotal++;
+    this.#timeoutMs = target.timeoutMs;
+    this.#retry = target.retry;
+    this.#retriesLeft = target.retry?.numRetries ?? 0;
+    if (this.#hasBody && (this.#retriesLeft > 0 || target.mirrors.length > 0)) this.#body = new ReplayableBody(this.req);
+    if (target.mirrors.length > 0) this.#mirror(target.mirrors);
     this.#state = UPSTREAM;
-    this.#upstreamStart = performance.now();
-    host.pool.dispatch(
-      {
-        path: this.path,
-        method: this.method as Dispatcher.HttpMethod,
-        headers,
-        body: this.#hasBody ? this.req : null,
-        // Never let undici hold back a request for pipelining order.
-        blocking: false,
-      },
-      this,
-    );
+    // Without a body the request is complete now: the route timeout starts. With one, it starts
+    // when the body has been sent (Envoy times from the end of the downstream request).
+    if (!this.#hasBody) this.#startRouteTimer();
+    this.#nextAttempt();
   }
 
   #rewritePath(target: ForwardTarget, route: CompiledRoute): void {
@@ -320,21 +350,100 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
     if (this.path !== before) this.#upstreamHeaders.push('x-envoy-original-path', before);
   }
 
-  // --- undici dispatch handler -------------------------------------------------------
-
-  onRequestStart(controller: Dispatcher.DispatchController, _context: unknown): void {
-    this.#controller = controller;
-    if (this.#state === DONE) controller.abort(new DownstreamGoneError('downstream closed'));
-  }
-
-  onBodySent(chunk: Buffer): void {
-    this.bytesReceived += chunk.length;
-  }
-
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, _statusMessage?: string): void {
+  /** Picks a host (avoiding hosts already tried, when others exist) and dispatches an attempt. */
+  #nextAttempt(): void {
+    this.#backoffTimer = null;
     if (this.#state === DONE) return;
+    const cluster = this.cluster!;
+    let chosen = cluster.pick(this);
+    const tried = this.#triedHosts;
+    if (tried !== null && chosen !== null) {
+      for (let i = 1; i < HOST_SELECTION_ATTEMPTS && tried.includes(chosen); i++) chosen = cluster.pick(this) ?? chosen;
+    }
+    if (chosen === null) {
+      cluster.noHealthyUpstream++;
+      this.localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
+      return;
+    }
+    this.clusterHost = chosen;
+    this.#attempts++;
+    this.#upstreamHeaders[this.#attemptCountIndex] = String(this.#attempts);
+    const host = chosen.host;
+    host.active++;
+    host.requestsTotal++;
+    const perTry = this.#retry?.perTryTimeoutMs ?? 0;
+    const attempt = new UpstreamAttempt(this, chosen, perTry);
+    this.#attempt = attempt;
+    host.pool.dispatch(
+      {
+        path: this.path,
+        method: this.method as Dispatcher.HttpMethod,
+        headers: this.#upstreamHeaders,
+        body: this.#body !== null ? this.#body.open() : this.#hasBody ? (this.req as IncomingMessage) : null,
+        // Never let undici hold back a request for pipelining order.
+        blocking: false,
+      },
+      attempt,
+    );
+  }
+
+  #startRouteTimer(): void {
+    if (this.#timeoutMs > 0 && this.#timer === null) {
+      this.#timer = setTimeout(() => this.#onRouteTimeout(), this.#timeoutMs);
+    }
+  }
+
+  #onRouteTimeout(): void {
+    this.#timer = null;
+    if (this.#state === DONE) return;
+    this.responseFlags |= ResponseFlag.UT;
+    const attempt = this.#attempt;
+    this.#attempt = null;
+    if (attempt !== null) attempt.cancel();
+    if (this.#state === RESPONDING) {
+      this.#resetDownstream();
+      this.#finish();
+      return;
+    }
+    this.localReply(504, 0, 'upstream_response_timeout', 'upstream request timeout');
+  }
+
+  // --- attempt callbacks (from UpstreamAttempt, only for the current attempt) ------------
+
+  isCurrent(a: UpstreamAttempt): boolean {
+    return this.#attempt === a && this.#state !== DONE;
+  }
+
+  /** The body of the first attempt has been sent in full. */
+  onAttemptRequestSent(): void {
+    this.#startRouteTimer();
+  }
+
+  onAttemptBodySent(bytes: number): void {
+    // Retries replay the buffer; count what the client sent, once.
+    if (this.#attempts === 1) this.bytesReceived += bytes;
+  }
+
+  /**
+   * Response headers of the current attempt. Returns false when the response is retried
+   * instead (the caller then abandons the attempt).
+   */
+  onAttemptResponseStart(a: UpstreamAttempt, statusCode: number, headers: Record<string, string | string[] | undefined>): boolean {
+    const retry = this.#retry;
+    if (retry !== null) {
+      const grpc = headers['grpc-status'];
+      const grpcStatus = typeof grpc === 'string' ? Number(grpc) : -1;
+      if (retry.retriableResponse(statusCode, grpcStatus)) {
+        if (this.#canRetry()) {
+          this.#scheduleRetry(a);
+          return false;
+        }
+        // Out of retries: the last upstream response goes to the client, flagged.
+        if (this.#attempts > 1) this.responseFlags |= ResponseFlag.URX;
+      }
+    }
     this.#state = RESPONDING;
-    this.upstreamServiceTimeMs = performance.now() - this.#upstreamStart;
+    this.upstreamServiceTimeMs = performance.now() - a.startedAt;
     this.responseCode = statusCode;
     this.responseCodeDetails = 'via_upstream';
     const out: string[] = [];
@@ -346,64 +455,116 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
     }
     out.push('x-envoy-upstream-service-time', String(Math.round(this.upstreamServiceTimeMs)));
     this.#finishResponseHeaders(out);
-    const res = this.res;
     try {
-      res.writeHead(statusCode, out);
+      this.res.writeHead(statusCode, out);
     } catch (err) {
       // An upstream header Node refuses to send (bad characters): answer locally instead.
       this.#state = UPSTREAM;
-      controller.abort(err as Error);
+      this.upstreamTransportFailureReason = (err as Error).message;
+      this.#attempt = null;
+      a.cancel();
+      this.localReply(502, ResponseFlag.UPE, 'upstream_response_invalid', 'upstream sent an invalid response');
+      return false;
     }
+    return true;
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.#state === DONE) return;
+  onAttemptResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
     this.bytesSent += chunk.length;
-    if (!this.res.write(chunk)) {
-      controller.pause();
-      this.res.once('drain', () => controller.resume());
-    }
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', () => a.resume());
+    return false;
   }
 
-  onResponseEnd(_controller: Dispatcher.DispatchController, _trailers: Record<string, string | string[] | undefined>): void {
-    if (this.#state === DONE) return;
+  onAttemptResponseEnd(trailers: Record<string, string | string[] | undefined>): void {
+    let any = false;
+    for (const _ in trailers) {
+      any = true;
+      break;
+    }
+    if (any) this.res.addTrailers(trailers as Record<string, string>);
     this.res.end();
     this.#finish();
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
-    if (this.#state === DONE) return;
-    const code = (err as { code?: string }).code ?? '';
-    if (err instanceof DownstreamGoneError) {
-      this.#finish();
-      return;
-    }
+  /** The current attempt failed before or after its response started. */
+  onAttemptFailed(a: UpstreamAttempt, failure: AttemptFailure, code: string): void {
+    this.upstreamTransportFailureReason = code;
     if (this.#state === RESPONDING) {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
-      this.responseFlags |= ResponseFlag.UC;
-      this.upstreamTransportFailureReason = code || err.message;
-      this.res.destroy();
+      this.responseFlags |= failure === AttemptFailure.PerTryTimeout ? ResponseFlag.UT : ResponseFlag.UC;
+      this.#attempt = null;
+      this.#resetDownstream();
       this.#finish();
       return;
     }
-    if (isConnectFailure(code)) {
-      this.clusterHost!.host.connectFailures++;
-      this.upstreamTransportFailureReason = code;
-      this.localReply(
-        503,
-        ResponseFlag.UF,
-        'upstream_reset_before_response_started{connection_failure}',
-        `upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: ${code}`,
-      );
-      return;
+    const retry = this.#retry;
+    if (retry !== null && retry.retriableFailure(failure)) {
+      if (this.#canRetry()) {
+        this.#scheduleRetry(a);
+        return;
+      }
+      if (this.#attempts > 1) this.responseFlags |= ResponseFlag.URX;
     }
-    this.upstreamTransportFailureReason = code || err.message;
-    this.localReply(
-      503,
-      ResponseFlag.UC,
-      'upstream_reset_before_response_started{connection_termination}',
-      'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
-    );
+    this.#attempt = null;
+    switch (failure) {
+      case AttemptFailure.ConnectFailure:
+        a.host.host.connectFailures++;
+        this.localReply(
+          503,
+          ResponseFlag.UF,
+          'upstream_reset_before_response_started{connection_failure}',
+          `upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: ${code}`,
+        );
+        return;
+      case AttemptFailure.PerTryTimeout:
+        this.localReply(504, ResponseFlag.UT, 'upstream_per_try_timeout', 'upstream request timeout');
+        return;
+      case AttemptFailure.RefusedStream:
+        this.localReply(503, ResponseFlag.UR, 'upstream_reset_before_response_started{remote_refused_stream_reset}', 'upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset');
+        return;
+      default:
+        this.localReply(
+          503,
+          ResponseFlag.UC,
+          'upstream_reset_before_response_started{connection_termination}',
+          'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
+        );
+    }
+  }
+
+  #canRetry(): boolean {
+    if (this.#retriesLeft <= 0) return false;
+    // A body is replayed from the buffer; one that outgrew it cannot be sent again.
+    return !this.#hasBody || (this.#body !== null && this.#body.replayable);
+  }
+
+  #scheduleRetry(a: UpstreamAttempt): void {
+    this.#retriesLeft--;
+    (this.#triedHosts ??= []).push(a.host);
+    this.#attempt = null;
+    a.cancel();
+    const delay = retryBackoffMs(this.#attempts);
+    if (delay <= 0) this.#nextAttempt();
+    else this.#backoffTimer = setTimeout(() => this.#nextAttempt(), delay);
+  }
+
+  /** Copies of the request to shadow clusters: fire and forget, never affecting this exchange. */
+  #mirror(mirrors: readonly MirrorTarget[]): void {
+    for (const m of mirrors) {
+      if (m.cluster === null || (m.percent < 100 && Math.random() * 100 >= m.percent)) continue;
+      const host = m.cluster.pick(this);
+      if (host === null) continue;
+      const timeoutMs = this.#forwardTarget!.timeoutMs > 0 ? this.#forwardTarget!.timeoutMs : MirrorRequest.DEFAULT_TIMEOUT_MS;
+      const send = (body: Buffer | null): void => MirrorRequest.send(host, this.method, this.path, shadowHeaders(this.#upstreamHeaders), body, timeoutMs);
+      const body = this.#body;
+      if (body === null) send(null);
+      // Envoy shadows the body too; here only bodies that fit the buffer are mirrored.
+      else body.whenComplete(() => {
+        const buf = body.buffered();
+        if (buf !== null) send(buf);
+      });
+    }
   }
 
   // --- downstream side ---------------------------------------------------------------
@@ -412,13 +573,10 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
   onDownstreamClose(): void {
     if (this.#state === DONE) return;
     this.responseFlags |= ResponseFlag.DC;
-    const controller = this.#controller;
-    if (controller !== null && !controller.aborted) {
-      this.#finish();
-      controller.abort(new DownstreamGoneError('downstream closed'));
-      return;
-    }
+    const attempt = this.#attempt;
+    this.#attempt = null;
     this.#finish();
+    if (attempt !== null) attempt.cancel();
   }
 
   /** A response generated by the proxy (Envoy's local reply), with its flag and details. */
@@ -429,7 +587,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
     this.responseCodeDetails = details;
     const res = this.res;
     if (res.headersSent) {
-      res.destroy();
+      this.#resetDownstream();
       this.#finish();
       return;
     }
@@ -437,7 +595,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
     const headers: string[] = ['content-length', String(payload === null ? 0 : payload.length), 'server', 'remora'];
     if (payload !== null) headers.push('content-type', 'text/plain');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
-    if (this.ctx.draining) headers.push('connection', 'close');
+    if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
     res.writeHead(status, headers);
     this.bytesSent = payload === null ? 0 : payload.length;
     res.end(payload);
@@ -464,17 +622,24 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
     const route = this.route;
     if (route !== null && route.responseEdits !== null) route.responseEdits.apply(out);
     if (this.#setCookie !== null) out.push('set-cookie', this.#setCookie);
-    if (this.ctx.draining) out.push('connection', 'close');
+    if (this.ctx.draining && !this.#h2) out.push('connection', 'close');
+  }
+
+  /** Cuts the client off mid-response: the connection for HTTP/1, the stream for HTTP/2. */
+  #resetDownstream(): void {
+    if (this.#h2) (this.#rawRes as Http2ServerResponse).stream.close(2 /* INTERNAL_ERROR */);
+    else (this.#rawRes as ServerResponse).destroy();
   }
 
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    if (this.#backoffTimer !== null) clearTimeout(this.#backoffTimer);
     this.durationMs = performance.now() - this.#startHr;
-    const ch = this.clusterHost;
-    if (ch !== null) ch.host.active--;
     this.conn.onExchangeDone(this);
     this.ctx.accessLog.log(this);
+    const ch = this.clusterHost;
     const stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
     stats.record(this.responseCode, formatResponseFlags(this.responseFlags), '', this.durationMs, this.bytesReceived, this.bytesSent);
   }
@@ -512,18 +677,6 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource, Disp
   }
 }
 
-function isConnectFailure(code: string): boolean {
-  return (
-    code === 'ECONNREFUSED' ||
-    code === 'UND_ERR_CONNECT_TIMEOUT' ||
-    code === 'EHOSTUNREACH' ||
-    code === 'ENETUNREACH' ||
-    code === 'EADDRNOTAVAIL' ||
-    code === 'ENOTFOUND' ||
-    code === 'EAI_AGAIN'
-  );
-}
-
 function setHeader(headers: string[], lowerName: string, value: string): void {
   for (let i = 0; i < headers.length; i += 2) {
     if (headers[i]!.toLowerCase() === lowerName) {
@@ -532,4 +685,17 @@ function setHeader(headers: string[], lowerName: string, value: string): void {
     }
   }
   headers.push(lowerName, value);
+}
+
+/** A copy of the upstream headers for a shadow request: Envoy appends `-shadow` to the host (before the port). */
+function shadowHeaders(headers: readonly string[]): string[] {
+  const out = headers.slice();
+  for (let i = 0; i < out.length; i += 2) {
+    if (out[i] === 'host') {
+      const h = out[i + 1]!;
+      const colon = h.lastIndexOf(':');
+      out[i + 1] = colon > 0 && !h.endsWith(']') ? `${h.slice(0, colon)}-shadow${h.slice(colon)}` : `${h}-shadow`;
+    }
+  }
+  return out;
 }

@@ -6,9 +6,9 @@ import {
   type RedirectAction,
   type Route,
   type RouteMatch,
-  type RetryPolicy,
 } from '@remora/config';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import { CompiledRetryPolicy } from './retry-policy.ts';
 import { compileRegex, StringMatcher } from './string-matcher.ts';
 
 /** What route matching reads from a request; the exchange implements it without copying. */
@@ -135,6 +135,18 @@ export class WeightedTarget {
   }
 }
 
+/** A shadow destination (Istio `mirror`/`mirrors`): a copy of `percent`% of requests. */
+export class MirrorTarget {
+  readonly name: string;
+  readonly cluster: UpstreamCluster | null;
+  readonly percent: number;
+  constructor(name: string, cluster: UpstreamCluster | null, percent: number) {
+    this.name = name;
+    this.cluster = cluster;
+    this.percent = percent;
+  }
+}
+
 /** A forward action with its weighted pick table resolved against live clusters. */
 export class ForwardTarget {
   readonly kind = 'forward' as const;
@@ -142,7 +154,9 @@ export class ForwardTarget {
   readonly #cumulative: Uint32Array;
   readonly #total: number;
   readonly timeoutMs: number;
-  readonly retry: RetryPolicy | null;
+  /** Null when the route never retries (no policy, or zero retries). */
+  readonly retry: CompiledRetryPolicy | null;
+  readonly mirrors: readonly MirrorTarget[];
   readonly prefixRewrite: string | null;
   readonly regexRewrite: { readonly regex: RegExp; readonly substitution: string } | null;
   readonly authorityRewrite: string | null;
@@ -158,7 +172,8 @@ export class ForwardTarget {
     this.targets.forEach((t, i) => (this.#cumulative[i] = sum += t.weight));
     this.#total = sum;
     this.timeoutMs = a.timeoutMs;
-    this.retry = a.retry;
+    this.retry = a.retry !== null && a.retry.numRetries > 0 ? new CompiledRetryPolicy(a.retry) : null;
+    this.mirrors = a.mirrors.map((m) => new MirrorTarget(m.cluster, clusters.get(m.cluster) ?? null, m.percent));
     this.prefixRewrite = a.rewrite?.prefix ?? null;
     this.regexRewrite = a.rewrite?.regex
       ? // Istio writes capture references as \1; JS replacement strings use $1.

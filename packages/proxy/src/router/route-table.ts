@@ -111,3 +111,13 @@ function splitDomain(d: string): { host: string; port: string | null } {
   }
   return { host: d, port: null };
 }
+
+/**
+ * The route for a request on a listener: its virtual host by authority, then the first
+ * matching route; null means 404 NR.
+ */
+export function findRoute(routes: RouteTable | null, request: RouteRequest): CompiledRoute | null {
+  if (routes === null) return null;
+  const vhost = routes.find(request.authority.toLowerCase());
+  return vhost === null ? null : vhost.match(request);
+}
