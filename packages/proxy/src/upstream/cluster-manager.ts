@@ -102,7 +102,8 @@ export class ClusterManager {
     clearInterval(this.#sweeper);
     for (const t of this.#dnsTimers.values()) clearTimeout(t);
     this.#dnsTimers.clear();
-    await Promise.allSettled([...this.#hosts.values()].map((h) => h.close()));
+    // After the drain, whatever is still in flight (a hanging mirror, a stuck upstream) is cut.
+    await Promise.allSettled([...this.#hosts.values()].map((h) => h.destroy()));
     this.#hosts.clear();
   }
 

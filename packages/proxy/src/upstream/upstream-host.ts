@@ -55,8 +55,14 @@ export class UpstreamHost {
     return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}`;
   }
 
+  /** Closes once in-flight requests finish. */
   close(): Promise<void> {
     return this.pool.close();
+  }
+
+  /** Closes now, failing whatever is still in flight (shutdown). */
+  destroy(): Promise<void> {
+    return this.pool.destroy();
   }
 }
 
