@@ -1,0 +1,143 @@
+// VirtualService route actions with their exact observable results at the upstream or the
+// client: rewrite (prefix, regex, authority), redirect, directResponse, headers.
+import t from 'tap';
+import { startBackend, type Backend } from './helpers/backends.ts';
+import { request } from './helpers/http.ts';
+import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
+import { freePort } from './helpers/net.ts';
+import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
+
+let mesh: MeshDir;
+let remora: InProcessRemora;
+let port: number;
+let app: Backend;
+let other: Backend;
+
+t.before(async () => {
+  app = await startBackend('app', (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'x-upstream-secret': 'hide-me', 'x-keep': 'yes' });
+    res.end(JSON.stringify({ url: req.url, headers: req.headers }));
+  });
+  other = await startBackend('other');
+  port = await freePort();
+  mesh = new MeshDir({
+    'mesh.yaml': doc(
+      gateway('gw', port),
+      serviceEntry('app', 'app', [{ port: app.port }]),
+      serviceEntry('other', 'other', [{ port: other.port }]),
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: actions }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [{ uri: { prefix: /api/v1/ } }]
+    rewrite: { uri: /v2/ }
+    route: [{ destination: { host: app } }]
+  - match: [{ uri: { exact: /old } }]
+    rewrite: { uri: /new, authority: internal.example.com }
+    route: [{ destination: { host: app } }]
+  - match: [{ uri: { prefix: /users/ } }]
+    rewrite:
+      uriRegexRewrite: { match: "^/users/([0-9]+)/profile$", rewrite: "/profiles/\\\\1" }
+    route: [{ destination: { host: app } }]
+  - match: [{ uri: { prefix: /moved } }]
+    redirect: { uri: /here, authority: new.example.com }
+  - match: [{ uri: { prefix: /secure } }]
+    redirect: { scheme: https, redirectCode: 308 }
+  - match: [{ uri: { prefix: /port } }]
+    redirect: { port: 9090 }
+  - match: [{ uri: { prefix: /teapot } }]
+    directResponse: { status: 418, body: { string: "short and stout" } }
+  - match: [{ uri: { prefix: /empty } }]
+    directResponse: { status: 204 }
+  - match: [{ uri: { prefix: /headers } }]
+    headers:
+      request:
+        set: { x-route-set: route }
+        add: { x-route-add: added }
+        remove: [x-client-secret]
+      response:
+        set: { x-resp-set: "1" }
+        remove: [x-upstream-secret]
+    route:
+    - destination: { host: app }
+      headers:
+        request: { set: { x-dest: app } }
+        response: { add: { x-dest-resp: app } }
+`,
+    ),
+  });
+  remora = await startRemora('gateway', [mesh.dir]);
+});
+
+t.teardown(async () => {
+  await remora.stop();
+  await app.close();
+  await other.close();
+  mesh.cleanup();
+});
+
+const echo = (r: { json: <T>() => T }) => r.json<{ url: string; headers: Record<string, string> }>();
+
+t.test('rewrite uri replaces the matched prefix; x-envoy-original-path carries the old path', async (t) => {
+  const r = await request(port, '/api/v1/items?page=2', { headers: { host: 'shop.example.com' } });
+  t.equal(r.status, 200);
+  t.equal(echo(r).url, '/v2/items?page=2');
+  t.equal(echo(r).headers['x-envoy-original-path'], '/api/v1/items?page=2');
+  t.equal(echo(r).headers.host, 'shop.example.com', 'authority kept without an authority rewrite');
+  await new Promise((r) => setTimeout(r, 20));
+  t.ok(remora.accessLog.some((l) => l.includes('"GET /api/v1/items?page=2 HTTP/1.1"')), 'the access log shows the original path');
+});
+
+t.test('rewrite uri on an exact match, with an authority rewrite', async (t) => {
+  const r = await request(port, '/old', { headers: { host: 'shop.example.com' } });
+  t.equal(echo(r).url, '/new');
+  t.equal(echo(r).headers.host, 'internal.example.com');
+});
+
+t.test('uriRegexRewrite with a capture group', async (t) => {
+  t.equal(echo(await request(port, '/users/42/profile?x=1', { headers: { host: 'x' } })).url, '/profiles/42?x=1');
+});
+
+t.test('redirect: exact Location, 301 by default, query kept', async (t) => {
+  const r = await request(port, '/moved/a?b=1', { headers: { host: 'shop.example.com:8080' } });
+  t.equal(r.status, 301);
+  t.equal(r.headers.location, 'http://new.example.com/here?b=1');
+  t.equal(r.body, '');
+});
+
+t.test('redirect: scheme change with redirectCode 308', async (t) => {
+  const r = await request(port, '/secure/x', { headers: { host: 'shop.example.com' } });
+  t.equal(r.status, 308);
+  t.equal(r.headers.location, 'https://shop.example.com/secure/x');
+});
+
+t.test('redirect: port', async (t) => {
+  const r = await request(port, '/port', { headers: { host: 'shop.example.com' } });
+  t.equal(r.headers.location, 'http://shop.example.com:9090/port');
+});
+
+t.test('directResponse: status and body; without body, no content', async (t) => {
+  const r = await request(port, '/teapot', { headers: { host: 'x' } });
+  t.equal(r.status, 418);
+  t.equal(r.body, 'short and stout');
+  const e = await request(port, '/empty', { headers: { host: 'x' } });
+  t.equal(e.status, 204);
+  t.equal(e.body, '');
+  t.equal(app.seen.filter((s) => s.url.startsWith('/teapot')).length, 0, 'no upstream saw it');
+});
+
+t.test('headers: request and response set/add/remove at route and destination level', async (t) => {
+  const r = await request(port, '/headers', { headers: { host: 'x', 'x-client-secret': 's3cret', 'x-route-set': 'client-value' } });
+  const h = echo(r).headers;
+  t.equal(h['x-route-set'], 'route', 'set replaces what the client sent');
+  t.equal(h['x-route-add'], 'added');
+  t.equal(h['x-client-secret'], undefined, 'removed');
+  t.equal(h['x-dest'], 'app', 'destination-level set');
+  t.equal(r.headers['x-resp-set'], '1');
+  t.equal(r.headers['x-upstream-secret'], undefined, 'response header removed');
+  t.equal(r.headers['x-keep'], 'yes');
+  t.equal(r.headers['x-dest-resp'], 'app', 'destination-level response add');
+});
