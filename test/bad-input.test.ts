@@ -117,6 +117,16 @@ t.test('a client that sends half a request and vanishes does not disturb others'
   await stillServing(t);
 });
 
+t.test('paths are normalized as Envoy does; a `..` above the root or a fragment gets 400', async (t) => {
+  const ok = await raw('GET /a/./b/../c/%7Euser HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+  t.match(ok, /^HTTP\/1\.1 200 /);
+  t.match(ok, /"url":"\/a\/c\/~user"/, 'the upstream gets the normalized path');
+  t.match(await raw('GET /../etc/passwd HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'), /^HTTP\/1\.1 400 /);
+  t.match(await raw('GET /a/%2e%2e/%2e%2e/etc HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'), /^HTTP\/1\.1 400 /);
+  t.match(await raw('GET /a#frag HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'), /^HTTP\/1\.1 400 /);
+  await stillServing(t);
+});
+
 t.test('CONNECT has no route: 404', async (t) => {
   const reply = await raw('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
   t.match(reply, /^HTTP\/1\.1 404 /);

@@ -448,13 +448,13 @@ ${to('v1')}
   t.same(routes[1]!.filterConfigs, {});
 });
 
-t.test('delegate is reported and skipped', async (t) => {
+t.test('a missing delegate is reported and its route skipped', async (t) => {
   const { routes, brief } = reviewsVs(`  - match: [{uri: {prefix: /productpage}}]
     delegate: {name: productpage, namespace: nsA}
   - route:
     - destination: {host: reviews}`);
   t.same(routes.map((r) => r.name), ['default/reviews#1']);
-  t.same(brief, ['warning VirtualService default/reviews spec.http[0].delegate: route delegation is not supported yet; this route is skipped']);
+  t.same(brief, ['warning VirtualService default/reviews spec.http[0].delegate: delegate VirtualService nsA/productpage not found; this route is ignored, as Istio does']);
 });
 
 t.test('a subset no DestinationRule defines is warned about (IST0101); a defined one is not', async (t) => {

@@ -25,6 +25,7 @@ import type { TranslateContext } from './context.ts';
 import { resolveHost } from './host.ts';
 import { DestinationRuleIndex } from './destination-rule.ts';
 import { labelsMatch, type ServiceRegistry } from './registry.ts';
+import { expandDelegate, fieldSite, ownRouteSource, type HttpRouteSource } from './virtual-service-delegate.ts';
 
 /** What route translation looks destinations up in. */
 export interface MeshIndex {
@@ -86,7 +87,8 @@ export function resolveGatewayRef(ref: string, namespace: string): string {
  * Translates the HTTP routes of one VirtualService for one scope. Each ORed match block
  * becomes its own route, in order, as Istio emits them; blocks that cannot apply to this
  * proxy (other gateway, other port, other source labels or namespace) are dropped here, at
- * compile time, exactly as istiod drops them.
+ * compile time, exactly as istiod drops them. A route with `delegate` stands for the
+ * delegate VirtualService's routes merged with it (virtual-service-delegate.ts).
  */
 export function translateHttpRoutes(
   ctx: TranslateContext,
@@ -98,33 +100,44 @@ export function translateHttpRoutes(
   const vsGateways = gatewayRefs(vs, spec.gateways);
   const out: Route[] = [];
   (spec.http ?? []).forEach((http, i) => {
-    const base = ['spec', 'http', i] as const;
-    if (http.delegate) {
-      ctx.warn(vs, [...base, 'delegate'], 'route delegation is not supported yet; this route is skipped');
-      return;
-    }
-    const action = translateAction(ctx, mesh, vs, http, [...base], scope);
-    if (action === null) return;
-    const requestHeaders = headerMutation(http.headers?.request);
-    const responseHeaders = headerMutation(http.headers?.response);
-    const matches: (IstioHTTPMatchRequest | null)[] = http.match && http.match.length > 0 ? http.match : [null];
-    const origin = `${vs.metadata.namespace}/${vs.metadata.name}`;
-    matches.forEach((m, j) => {
-      if (m !== null && !matchApplies(ctx, m, vs, vsGateways, scope)) return;
-      if (m === null && !vsGateways.has(scope.gateway)) return;
-      const name = http.name ? (m?.name ? `${http.name}.${m.name}` : http.name) : `${origin}#${i}${matches.length > 1 ? `.${j}` : ''}`;
-      out.push({
-        name,
-        match: m === null ? MATCH_ALL : translateMatch(m),
-        action,
-        requestHeaders,
-        responseHeaders,
-        filterConfigs: http.fault ? { fault: http.fault } : {},
-        origin,
-      });
-    });
+    const sources = http.delegate ? expandDelegate(ctx, vs, http, i, resolveGatewayRef) : [ownRouteSource(vs, http, i)];
+    for (const src of sources) pushRoutes(ctx, mesh, vs, vsGateways, src, scope, out);
   });
   return out;
+}
+
+/** The routes of one HTTP route of `vs` (written in place or delegated), one per match block that applies. */
+function pushRoutes(
+  ctx: TranslateContext,
+  mesh: MeshIndex,
+  vs: Resource,
+  vsGateways: Set<string>,
+  src: HttpRouteSource,
+  scope: RouteScope,
+  out: Route[],
+): void {
+  const { http } = src;
+  const action = translateAction(ctx, mesh, src, scope);
+  if (action === null) return;
+  const requestHeaders = headerMutation(http.headers?.request);
+  const responseHeaders = headerMutation(http.headers?.response);
+  const matches: (IstioHTTPMatchRequest | null)[] = http.match && http.match.length > 0 ? http.match : [null];
+  // A delegated route points into the delegate's file, where it was written.
+  const origin = `${src.site.vs.metadata.namespace}/${src.site.vs.metadata.name}`;
+  matches.forEach((m, j) => {
+    if (m !== null && !matchApplies(ctx, m, vs, vsGateways, scope)) return;
+    if (m === null && !vsGateways.has(scope.gateway)) return;
+    const name = http.name ? (m?.name ? `${http.name}.${m.name}` : http.name) : `${origin}#${src.index}${matches.length > 1 ? `.${j}` : ''}`;
+    out.push({
+      name,
+      match: m === null ? MATCH_ALL : translateMatch(m),
+      action,
+      requestHeaders,
+      responseHeaders,
+      filterConfigs: http.fault ? { fault: http.fault } : {},
+      origin,
+    });
+  });
 }
 
 export const MATCH_ALL: RouteMatch = { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] };
@@ -185,14 +198,9 @@ export function headerMutation(ops: IstioHeaderOperations | undefined): HeaderMu
   return { set, add, remove };
 }
 
-function translateAction(
-  ctx: TranslateContext,
-  mesh: MeshIndex,
-  vs: Resource,
-  http: IstioHTTPRoute,
-  path: (string | number)[],
-  scope: RouteScope,
-): RouteAction | null {
+function translateAction(ctx: TranslateContext, mesh: MeshIndex, src: HttpRouteSource, scope: RouteScope): RouteAction | null {
+  const { http } = src;
+  const { vs, path } = src.site;
   if (http.redirect) {
     const r = http.redirect;
     return {
@@ -235,11 +243,14 @@ function translateAction(
   }
   const mirrors: Mirror[] = [];
   if (http.mirror) {
-    const c = destinationCluster(ctx, mesh, vs, http.mirror, [...path, 'mirror'], scope);
+    // Mirrors a delegated route takes from its root resolve (and report) in the root.
+    const at = fieldSite(src, 'mirror');
+    const c = destinationCluster(ctx, mesh, at.vs, http.mirror, [...at.path, 'mirror'], scope);
     if (c !== null) mirrors.push({ cluster: c, percent: http.mirrorPercentage?.value ?? 100 });
   }
+  const mirrorsAt = fieldSite(src, 'mirrors');
   (http.mirrors ?? []).forEach((m, k) => {
-    const c = destinationCluster(ctx, mesh, vs, m.destination, [...path, 'mirrors', k, 'destination'], scope);
+    const c = destinationCluster(ctx, mesh, mirrorsAt.vs, m.destination, [...mirrorsAt.path, 'mirrors', k, 'destination'], scope);
     if (c !== null) mirrors.push({ cluster: c, percent: m.percentage?.value ?? 100 });
   });
   const rw = http.rewrite;
@@ -271,7 +282,7 @@ function destinationCluster(
   mesh: MeshIndex,
   vs: Resource,
   dest: IstioDestination | undefined,
-  path: (string | number)[],
+  path: readonly (string | number)[],
   scope: RouteScope,
 ): string | null {
   const host = resolveHost(dest?.host ?? '', vs.metadata.namespace, ctx.node.clusterDomain);

@@ -12,7 +12,10 @@ import type { HashSource } from '../upstream/load-balancer.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
+import { CORS_ACTUAL, CORS_NONE, CORS_RESPONSE_DETAILS, type CompiledCors } from './cors.ts';
+import { GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeoutMs, isGrpcRequest, localReplyGrpcStatus } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
+import { normalizePath } from './path-normalize.ts';
 import { redirectLocation } from './redirect.ts';
 import { ReplayableBody } from './request-body.ts';
 import {
@@ -20,6 +23,7 @@ import {
   cookieValue,
   H_CONNECTION,
   H_CONTENT_LENGTH,
+  H_CONTENT_TYPE,
   H_EXPECT,
   H_HOP,
   H_HOST,
@@ -88,6 +92,14 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
   xForwardedFor: string | null = null;
   userAgent: string | null = null;
   #hasBody = false;
+  #contentType: string | null = null;
+  /** A gRPC request: local replies are gRPC replies, `grpc-timeout` bounds it. */
+  #grpc = false;
+  /** The last grpc-status seen from upstream (headers or trailers), for metrics; '' if none. */
+  #grpcStatus = '';
+  /** Origin of an allowed CORS request: its response gets the CORS headers. */
+  #cors: CompiledCors | null = null;
+  #corsOrigin = '';
   #upstreamHeaders: string[] = [];
   /** Index of the `x-envoy-attempt-count` value in the upstream headers. */
   #attemptCountIndex = -1;
@@ -175,7 +187,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
 
   #start(): void {
     if (!this.#readRequestTarget()) {
-      this.localReply(400, ResponseFlag.DPE, 'invalid_request_target', 'Bad Request\n');
+      this.localReply(400, ResponseFlag.DPE, 'path_normalization_failed', 'Bad Request');
       return;
     }
     this.#readHeaders();
@@ -195,26 +207,52 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
       this.#directResponse(target.model.status, null, location);
       return;
     }
+    if (target.cors !== null && this.#handleCors(target.cors)) return;
     this.#forward(target);
+  }
+
+  /** Envoy's CORS filter: answers preflights, marks allowed requests. True when it answered. */
+  #handleCors(cors: CompiledCors): boolean {
+    const origin = rawHeaderValue(this.req.rawHeaders, 'origin');
+    if (origin === null) return false;
+    const acrm = this.method === 'OPTIONS' ? rawHeaderValue(this.req.rawHeaders, 'access-control-request-method') : null;
+    const decision = cors.decide(this.method, origin, acrm);
+    if (decision === CORS_NONE) return false;
+    if (decision === CORS_ACTUAL) {
+      this.#cors = cors;
+      this.#corsOrigin = origin;
+      return false;
+    }
+    const headers: string[] = ['content-length', '0'];
+    cors.pushPreflightHeaders(headers, decision, origin, acrm!, rawHeaderValue(this.req.rawHeaders, 'access-control-request-headers'));
+    this.responseCode = 200;
+    this.responseCodeDetails = CORS_RESPONSE_DETAILS;
+    this.res.writeHead(200, headers);
+    this.res.end();
+    this.#finish();
+    return true;
   }
 
   /** Origin-form `/path?q`, absolute-form `http://host/path` (proxy requests), or `*`. */
   #readRequestTarget(): boolean {
-    const url = this.path;
-    if (url.charCodeAt(0) === 47 /* / */) {
-      const q = url.indexOf('?');
-      if (q >= 0) this.pathOnly = url.slice(0, q);
-      return true;
-    }
+    let url = this.path;
     if (url === '*') return true;
-    const m = /^https?:\/\/([^/?#]+)([^#]*)/i.exec(url);
-    if (m === null) return false;
-    this.authority = m[1]!;
-    const rest = m[2]!;
-    this.path = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
-    this.originalPath = this.path;
-    const q = this.path.indexOf('?');
-    this.pathOnly = q >= 0 ? this.path.slice(0, q) : this.path;
+    if (url.charCodeAt(0) !== 47 /* / */) {
+      const m = /^https?:\/\/([^/?#]+)(.*)$/is.exec(url);
+      if (m === null) return false;
+      this.authority = m[1]!;
+      const rest = m[2]!;
+      url = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
+    }
+    // Envoy refuses fragments in the request target, and normalizes the path (Istio's
+    // default pathNormalization BASE: dot segments resolved, slashes not merged).
+    if (url.indexOf('#') >= 0) return false;
+    const normalized = normalizePath(url, false);
+    if (normalized === null) return false;
+    this.path = normalized;
+    this.originalPath = normalized;
+    const q = normalized.indexOf('?');
+    this.pathOnly = q >= 0 ? normalized.slice(0, q) : normalized;
     return true;
   }
 
@@ -263,6 +301,10 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
           if (value !== '0') this.#hasBody = true;
           out.push(name, value);
           break;
+        case H_CONTENT_TYPE:
+          this.#contentType = value;
+          out.push(name, value);
+          break;
         case H_TRANSFER_ENCODING:
           this.#hasBody = true;
           break;
@@ -280,6 +322,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
       this.#hasBody = !(this.req as Http2ServerRequest).stream.endAfterHeaders;
     }
     if (connectionTokens !== null) this.#dropConnectionTokens(connectionTokens);
+    this.#grpc = isGrpcRequest(this.#contentType);
     if (this.authority !== '') out.push('host', this.authority);
     if (this.requestId === null) this.requestId = randomUUID();
     out.push('x-request-id', this.requestId);
@@ -324,7 +367,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
     headers.push('x-envoy-attempt-count', '1');
     this.#attemptCountIndex = headers.length - 1;
 
-    this.#timeoutMs = target.timeoutMs;
+    this.#timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
     this.#retry = target.retry;
     this.#retriesLeft = target.retry?.numRetries ?? 0;
     if (this.#hasBody && (this.#retriesLeft > 0 || target.mirrors.length > 0)) this.#body = new ReplayableBody(this.req);
@@ -405,7 +448,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
       this.#finish();
       return;
     }
-    this.localReply(504, 0, 'upstream_response_timeout', 'upstream request timeout');
+    this.localReply(504, 0, 'upstream_response_timeout', 'upstream request timeout', GrpcStatus.DEADLINE_EXCEEDED);
   }
 
   // --- attempt callbacks (from UpstreamAttempt, only for the current attempt) ------------
@@ -443,6 +486,8 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
       }
     }
     this.#state = RESPONDING;
+    const gs = headers['grpc-status'];
+    if (typeof gs === 'string') this.#grpcStatus = gs;
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
     this.responseCode = statusCode;
     this.responseCodeDetails = 'via_upstream';
@@ -482,7 +527,11 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
       any = true;
       break;
     }
-    if (any) this.res.addTrailers(trailers as Record<string, string>);
+    if (any) {
+      const gs = trailers['grpc-status'];
+      if (typeof gs === 'string') this.#grpcStatus = gs;
+      this.res.addTrailers(trailers as Record<string, string>);
+    }
     this.res.end();
     this.#finish();
   }
@@ -518,7 +567,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
         );
         return;
       case AttemptFailure.PerTryTimeout:
-        this.localReply(504, ResponseFlag.UT, 'upstream_per_try_timeout', 'upstream request timeout');
+        this.localReply(504, ResponseFlag.UT, 'upstream_per_try_timeout', 'upstream request timeout', GrpcStatus.DEADLINE_EXCEEDED);
         return;
       case AttemptFailure.RefusedStream:
         this.localReply(503, ResponseFlag.UR, 'upstream_reset_before_response_started{remote_refused_stream_reset}', 'upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset');
@@ -580,7 +629,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
   }
 
   /** A response generated by the proxy (Envoy's local reply), with its flag and details. */
-  localReply(status: number, flag: number, details: string, body: string | null): void {
+  localReply(status: number, flag: number, details: string, body: string | null, grpcStatus: number | null = null): void {
     if (this.#state === DONE) return;
     this.responseCode = status;
     this.responseFlags |= flag;
@@ -591,12 +640,25 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
       this.#finish();
       return;
     }
-    const payload = body === null ? null : Buffer.from(body);
-    const headers: string[] = ['content-length', String(payload === null ? 0 : payload.length), 'server', 'remora'];
-    if (payload !== null) headers.push('content-type', 'text/plain');
+    let headers: string[];
+    let payload: Buffer | null = null;
+    if (this.#grpc) {
+      // A gRPC client reads the outcome from grpc-status: a trailers-only reply, HTTP 200.
+      const code = localReplyGrpcStatus(status, grpcStatus);
+      this.#grpcStatus = String(code);
+      this.responseCode = 200;
+      headers = grpcLocalReplyHeaders(code, (body ?? '').trimEnd());
+      if (!this.#h2) headers.push('content-length', '0');
+    } else {
+      payload = body === null ? null : Buffer.from(body);
+      headers = ['content-length', String(payload === null ? 0 : payload.length)];
+      if (payload !== null) headers.push('content-type', 'text/plain');
+    }
+    headers.push('server', 'remora');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
+    if (this.#cors !== null) this.#cors.applyResponseHeaders(headers, this.#corsOrigin);
     if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
-    res.writeHead(status, headers);
+    res.writeHead(this.responseCode, headers);
     this.bytesSent = payload === null ? 0 : payload.length;
     res.end(payload);
     this.#finish();
@@ -622,6 +684,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
     const route = this.route;
     if (route !== null && route.responseEdits !== null) route.responseEdits.apply(out);
     if (this.#setCookie !== null) out.push('set-cookie', this.#setCookie);
+    if (this.#cors !== null) this.#cors.applyResponseHeaders(out, this.#corsOrigin);
     if (this.ctx.draining && !this.#h2) out.push('connection', 'close');
   }
 
@@ -641,7 +704,7 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
     this.ctx.accessLog.log(this);
     const ch = this.clusterHost;
     const stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
-    stats.record(this.responseCode, formatResponseFlags(this.responseFlags), '', this.durationMs, this.bytesReceived, this.bytesSent);
+    stats.record(this.responseCode, formatResponseFlags(this.responseFlags), this.#grpcStatus, this.durationMs, this.bytesReceived, this.bytesSent);
   }
 
   // --- RouteRequest / HashSource -------------------------------------------------------

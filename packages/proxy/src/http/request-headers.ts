@@ -19,6 +19,8 @@ export const H_TRANSFER_ENCODING = 9;
 export const H_EXPECT = 10;
 export const H_CONNECTION = 11;
 export const H_UPGRADE = 12;
+/** Forwarded as is; noted because it tells gRPC requests apart. */
+export const H_CONTENT_TYPE = 13;
 
 const BY_NAME = new Map<string, number>([
   ['host', H_HOST],
@@ -34,6 +36,7 @@ const BY_NAME = new Map<string, number>([
   ['expect', H_EXPECT],
   ['connection', H_CONNECTION],
   ['upgrade', H_UPGRADE],
+  ['content-type', H_CONTENT_TYPE],
 ]);
 // Common spellings, so most lookups hit without lower-casing.
 for (const [name, code] of [...BY_NAME]) {

@@ -8,6 +8,7 @@ import {
   type RouteMatch,
 } from '@remora/config';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import { CompiledCors } from '../http/cors.ts';
 import { CompiledRetryPolicy } from './retry-policy.ts';
 import { compileRegex, StringMatcher } from './string-matcher.ts';
 
@@ -157,6 +158,7 @@ export class ForwardTarget {
   /** Null when the route never retries (no policy, or zero retries). */
   readonly retry: CompiledRetryPolicy | null;
   readonly mirrors: readonly MirrorTarget[];
+  readonly cors: CompiledCors | null;
   readonly prefixRewrite: string | null;
   readonly regexRewrite: { readonly regex: RegExp; readonly substitution: string } | null;
   readonly authorityRewrite: string | null;
@@ -174,6 +176,7 @@ export class ForwardTarget {
     this.timeoutMs = a.timeoutMs;
     this.retry = a.retry !== null && a.retry.numRetries > 0 ? new CompiledRetryPolicy(a.retry) : null;
     this.mirrors = a.mirrors.map((m) => new MirrorTarget(m.cluster, clusters.get(m.cluster) ?? null, m.percent));
+    this.cors = a.cors === null ? null : new CompiledCors(a.cors);
     this.prefixRewrite = a.rewrite?.prefix ?? null;
     this.regexRewrite = a.rewrite?.regex
       ? // Istio writes capture references as \1; JS replacement strings use $1.

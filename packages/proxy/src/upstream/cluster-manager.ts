@@ -116,6 +116,7 @@ export class ClusterManager {
       connectTimeoutMs: model.connectionPool.connectTimeoutMs,
       idleTimeoutMs: model.connectionPool.idleTimeoutMs,
       maxRequestsPerConnection: model.connectionPool.maxRequestsPerConnection,
+      maxConcurrentStreams: model.connectionPool.maxConcurrentStreams,
     };
     const hosts: ClusterHost[] = [];
     for (const ep of endpoints) {

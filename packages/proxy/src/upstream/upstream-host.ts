@@ -9,6 +9,8 @@ export interface PoolSettings {
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly maxRequestsPerConnection: number;
+  /** HTTP/2 streams per connection; 0 = undici's default (100). */
+  readonly maxConcurrentStreams: number;
 }
 
 /**
@@ -46,13 +48,14 @@ export class UpstreamHost {
       bodyTimeout: 0,
       keepAliveTimeout: Math.min(settings.idleTimeoutMs || 4_000, 4_000),
       ...(settings.maxRequestsPerConnection > 0 ? { maxRequestsPerClient: settings.maxRequestsPerConnection } : {}),
-      // HTTP/2 upstreams come with the HTTP fidelity work; until then every pool is HTTP/1.1.
-      allowH2: false,
+      // HTTP/2 to the upstream is cleartext with prior knowledge (h2c), as Envoy speaks it to
+      // ports declared http2/grpc; TLS origination comes with ALPN.
+      ...(settings.protocol === 'http2' ? { allowH2: true, useH2c: true, maxConcurrentStreams: settings.maxConcurrentStreams || 100 } : { allowH2: false }),
     });
   }
 
   static keyOf(address: string, port: number, s: PoolSettings): string {
-    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}`;
+    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}|${s.maxConcurrentStreams}`;
   }
 
   /** Closes once in-flight requests finish. */
