@@ -122,6 +122,11 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
   #backoffTimer: NodeJS.Timeout | null = null;
   #setCookie: string | null = null;
   #state = ROUTING;
+  /**
+   * HTTP/2 response headers held until the first body byte: a response that ends without a
+   * body (gRPC's trailers-only form) must go out as one HEADERS frame that ends the stream.
+   */
+  #pendingHead: string[] | null = null;
 
   // Outcome, for logs and metrics.
   responseCode = 0;
@@ -500,6 +505,10 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
     }
     out.push('x-envoy-upstream-service-time', String(Math.round(this.upstreamServiceTimeMs)));
     this.#finishResponseHeaders(out);
+    if (this.#h2) {
+      this.#pendingHead = out;
+      return true;
+    }
     try {
       this.res.writeHead(statusCode, out);
     } catch (err) {
@@ -515,6 +524,11 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
   }
 
   onAttemptResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
+    if (this.#pendingHead !== null) {
+      const head = this.#pendingHead;
+      this.#pendingHead = null;
+      this.res.writeHead(this.responseCode, head);
+    }
     this.bytesSent += chunk.length;
     if (this.res.write(chunk)) return true;
     this.res.once('drain', () => a.resume());
@@ -522,6 +536,21 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
   }
 
   onAttemptResponseEnd(trailers: Record<string, string | string[] | undefined>): void {
+    if (this.#pendingHead !== null) {
+      // No body: trailers (if any) join the headers in the one frame that ends the stream.
+      const head = this.#pendingHead;
+      this.#pendingHead = null;
+      for (const name in trailers) {
+        const v = trailers[name];
+        if (typeof v === 'string') head.push(name, v);
+        else if (v !== undefined) for (const item of v) head.push(name, item);
+      }
+      const gs = trailers['grpc-status'];
+      if (typeof gs === 'string') this.#grpcStatus = gs;
+      this.#respondH2EndStream(this.responseCode, head);
+      this.#finish();
+      return;
+    }
     let any = false;
     for (const _ in trailers) {
       any = true;
@@ -658,10 +687,27 @@ export class Exchange implements AccessLogRecord, RouteRequest, HashSource {
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     if (this.#cors !== null) this.#cors.applyResponseHeaders(headers, this.#corsOrigin);
     if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
-    res.writeHead(this.responseCode, headers);
     this.bytesSent = payload === null ? 0 : payload.length;
-    res.end(payload);
+    if (this.#h2 && payload === null) this.#respondH2EndStream(this.responseCode, headers);
+    else {
+      res.writeHead(this.responseCode, headers);
+      res.end(payload);
+    }
     this.#finish();
+  }
+
+  /** One HEADERS frame with END_STREAM (HTTP/2 only): the form gRPC needs for trailers-only replies. */
+  #respondH2EndStream(status: number, flat: readonly string[]): void {
+    const headers: Record<string, string | string[] | number> = { ':status': status };
+    for (let i = 0; i < flat.length; i += 2) {
+      const name = flat[i]!;
+      const value = flat[i + 1]!;
+      const prev = headers[name];
+      if (prev === undefined) headers[name] = value;
+      else headers[name] = Array.isArray(prev) ? [...prev, value] : [String(prev), value];
+    }
+    const stream = (this.#rawRes as Http2ServerResponse).stream;
+    if (!stream.destroyed && !stream.headersSent) stream.respond(headers, { endStream: true });
   }
 
   #directResponse(status: number, body: Buffer | null, location: string | null = null): void {
