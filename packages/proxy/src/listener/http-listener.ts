@@ -1,9 +1,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer as createH2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import { Connection, type ListenerContext } from '../http/connection.ts';
 import { Exchange } from '../http/exchange.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
+import { shouldUpgrade, UpgradeTunnels } from '../http/upgrade.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
+import { PrefaceSocket } from './preface-socket.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 
 /** Envoy's default limit on request headers (max_request_headers_kb: 60). */
@@ -11,18 +14,33 @@ const MAX_HEADER_BYTES = 60 * 1024;
 /** Envoy's default downstream idle timeout (1 h). */
 const IDLE_TIMEOUT_MS = 3_600_000;
 
+/** The HTTP/2 connection preface starts with these bytes; no HTTP/1 request line does. */
+const H2_PREFACE_START = Buffer.from('PRI ');
+
 /**
- * An HTTP/1.1 listener on one address and port. Its snapshot is swapped by the runtime on
- * every config change; each request captures the snapshot current when it arrived.
+ * An HTTP listener on one address and port, serving HTTP/1.1 and HTTP/2 with prior
+ * knowledge (h2c) on the same port: the first bytes of each connection say which, as Envoy's
+ * codec auto-detection does. Its snapshot is swapped by the runtime on every config change;
+ * each request captures the snapshot current when it arrived.
  */
 export class HttpListener {
   readonly name: string;
   readonly address: string;
   readonly port: number;
   snapshot: ListenerSnapshot;
+  /** Accepts connections and hands each to the HTTP/1 or the HTTP/2 server. */
+  readonly tcp: TcpServer;
+  /** The HTTP/1.1 server (it never listens itself). */
   readonly server: Server;
+  /** The HTTP/2 server for prior-knowledge connections (it never listens itself). */
+  readonly h2: Http2Server;
   readonly #ctx: ListenerContext;
   readonly #connections = new Map<Socket, Connection>();
+  /** HTTP/1.1 Upgrade (WebSocket) tunnels; Node stops tracking a socket once it is upgraded. */
+  readonly #upgrades: UpgradeTunnels;
+  readonly #sessions = new Map<ServerHttp2Session, Connection>();
+  /** The connection whose socket is being handed to the HTTP/2 server right now. */
+  #handingOver: Connection | null = null;
 
   constructor(snapshot: ListenerSnapshot, ctx: ListenerContext) {
     this.name = snapshot.listener.name;
@@ -37,6 +55,8 @@ export class HttpListener {
         // Bodies may stream for as long as they need; stalled headers are still cut off.
         requestTimeout: 0,
         headersTimeout: 60_000,
+        // Every Upgrade but h2c is tunnelled; h2c is served as a plain request, as Envoy does.
+        shouldUpgradeCallback: shouldUpgrade,
       },
       (req, res) => this.#onRequest(req, res),
     );
@@ -49,10 +69,58 @@ export class HttpListener {
       });
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#onClientError(err, socket));
+    this.#upgrades = new UpgradeTunnels(ctx);
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
+      this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? new Connection(socket), req, socket, head),
+    );
     this.server.on('connect', (_req: IncomingMessage, socket: Socket) => {
       // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
       socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     });
+    this.h2 = createH2Server({ maxSessionMemory: 64 }, (req, res) => this.#onH2Request(req, res));
+    this.h2.on('session', (session: ServerHttp2Session) => {
+      const c = this.#handingOver;
+      if (c === null) return;
+      this.#sessions.set(session, c);
+      session.once('close', () => this.#sessions.delete(session));
+      // A broken session is the client's problem; never the process's.
+      session.on('error', () => {});
+    });
+    this.tcp = createTcpServer((socket) => this.#onSocket(socket));
+  }
+
+  /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */
+  #onSocket(socket: Socket): void {
+    let seen: Buffer | null = null;
+    const onData = (chunk: Buffer): void => {
+      seen = seen === null ? chunk : Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, H2_PREFACE_START.length);
+      const h2 = seen.subarray(0, n).equals(H2_PREFACE_START.subarray(0, n));
+      if (h2 && seen.length < H2_PREFACE_START.length) return; // not enough bytes to tell yet
+      socket.off('data', onData);
+      socket.off('error', onEarlyError);
+      socket.pause();
+      if (h2) {
+        const c = new Connection(socket);
+        this.#connections.set(socket, c);
+        socket.once('close', () => {
+          this.#connections.delete(socket);
+          c.onClose();
+        });
+        this.#handingOver = c;
+        this.h2.emit('connection', new PrefaceSocket(socket, seen));
+        this.#handingOver = null;
+      } else {
+        socket.unshift(seen);
+        this.server.emit('connection', socket);
+      }
+      socket.resume();
+    };
+    const onEarlyError = (): void => {
+      socket.destroy();
+    };
+    socket.on('data', onData);
+    socket.on('error', onEarlyError);
   }
 
   /** Binds the port; rejects with a message naming the listener when it cannot. */
@@ -62,16 +130,19 @@ export class HttpListener {
         const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.message;
         reject(new Error(`cannot listen on ${this.address}:${this.port} (listener ${this.name}): ${why}`));
       };
-      this.server.once('error', onError);
-      this.server.listen({ host: this.address, port: this.port, backlog: 4096 }, () => {
-        this.server.off('error', onError);
+      this.tcp.once('error', onError);
+      this.tcp.listen({ host: this.address, port: this.port, backlog: 4096 }, () => {
+        this.tcp.off('error', onError);
+        // The HTTP/1 server gets its connections from `tcp`; its connection tracking (idle
+        // closing, header and request timeouts) starts on 'listening', so tell it.
+        this.server.emit('listening');
         resolve();
       });
     });
   }
 
   get boundPort(): number {
-    const a = this.server.address();
+    const a = this.tcp.address();
     return typeof a === 'object' && a !== null ? a.port : this.port;
   }
 
@@ -79,15 +150,21 @@ export class HttpListener {
     return this.#connections.size;
   }
 
-  /** Stops accepting; idle keep-alive connections close now, busy ones after their response. */
+  /**
+   * Stops accepting; idle connections close now, busy ones after their response (HTTP/1:
+   * `Connection: close`; HTTP/2: GOAWAY, in-flight streams finish).
+   */
   stopAccepting(): void {
+    this.tcp.close();
+    // Stops the HTTP/1 server's connection-checking timer too; its connections stay tracked.
     this.server.close();
-    this.server.closeIdleConnections();
+    for (const session of this.#sessions.keys()) session.close();
   }
 
-  /** Connections with a request still in flight. */
+  /** Connections with a request or a tunnel still in flight. */
   busyConnections(): number {
-    let n = 0;
+    // Open upgrade tunnels count: a drain gives WebSockets the drain time, as Envoy does.
+    let n = this.#upgrades.size;
     for (const c of this.#connections.values()) if (!c.idle) n++;
     return n;
   }
@@ -98,6 +175,8 @@ export class HttpListener {
 
   closeAll(): void {
     this.server.closeAllConnections();
+    this.#upgrades.closeAll();
+    for (const session of this.#sessions.keys()) session.destroy();
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -109,6 +188,19 @@ export class HttpListener {
     }
     const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);
     conn.add(ex);
+    ex.start();
+  }
+
+  #onH2Request(req: Http2ServerRequest, res: Http2ServerResponse): void {
+    const conn = this.#sessions.get(req.stream.session as ServerHttp2Session);
+    if (conn === undefined) {
+      res.stream.close(2);
+      return;
+    }
+    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);
+    conn.add(ex);
+    // A stream the client resets ends only this exchange, not the connection.
+    req.stream.once('close', () => ex.onDownstreamClose());
     ex.start();
   }
 

@@ -1,0 +1,1113 @@
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import type { CompiledRoute, ForwardTarget, RouteRequest, WeightedTarget } from '../router/compiled-route.ts';
+import { AttemptFailure, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
+import { findRoute } from '../router/route-table.ts';
+import type { ListenerSnapshot } from '../runtime/snapshot.ts';
+import type { AccessLogRecord } from '../telemetry/access-log.ts';
+import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import type { HashSource } from '../upstream/load-balancer.ts';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import type { ClusterHost } from '../upstream/upstream-host.ts';
+import type { Connection, ListenerContext } from './connection.ts';
+import { redirectLocation } from './redirect.ts';
+import {
+  classifyHeader,
+  cookieValue,
+  H_HOP,
+  H_HOST,
+  H_REQUEST_ID,
+  H_TE,
+  H_USER_AGENT,
+  H_XFF,
+  H_XFP,
+  queryValue,
+  rawHeaderValue,
+} from './request-headers.ts';
+import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
+
+/**
+ * HTTP/1.1 Upgrade (WebSocket and any other protocol but h2c) through the proxy, as Envoy
+ * does with Istio's `upgrade_configs: [websocket]` on every route: the upgrade request is
+ * routed like any request (same route, weighted cluster, load balancer, retries, header
+ * rules), sent on a fresh TCP connection of its own with `Connection` and `Upgrade` kept, and
+ * once the upstream answers 101 the two sockets are spliced until either side closes.
+ *
+ * The upstream side is a raw `net` socket, not undici: undici's upgrade API writes its own
+ * `Connection: upgrade` / `Upgrade` and refuses them as request headers, so the client's
+ * headers (case, order, repeats, `Connection: keep-alive, Upgrade`) could not travel as sent;
+ * here the request head is written byte for byte from the header list and the bytes the
+ * client already sent (`head`) follow it unchanged.
+ */
+
+/** Envoy's delayed_close_timeout: after one side is gone and the other is ended, how long to wait for its FIN. */
+const LINGER_MS = 1_000;
+/** Envoy's default limit on response headers (max_response_headers_kb: 60). */
+const MAX_RESPONSE_HEAD_BYTES = 60 * 1024;
+/** Envoy retries up to this many host picks to avoid hosts already tried (Istio's setting). */
+const HOST_SELECTION_ATTEMPTS = 5;
+const HEAD_END = Buffer.from('\r\n\r\n');
+const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/;
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)([^#]*)/i;
+const CHUNKED_LAST = /(^|,)\s*chunked\s*$/i;
+
+/** Response headers that end at the proxy; `connection` and `upgrade` are added back for a 101. */
+const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'transfer-encoding']);
+
+const ROUTING = 0;
+/** Picking a host, connecting, or backing off before a retry. */
+const CONNECTING = 1;
+/** Request head sent; waiting for the upstream's response head. */
+const AWAITING_HEAD = 2;
+/** 101 relayed: bytes flow both ways. */
+const TUNNEL = 3;
+/** A non-101 response is being relayed; the connection closes after it. */
+const RELAYING = 4;
+const DONE = 5;
+
+/**
+ * Node's `shouldUpgradeCallback`: every `Upgrade` takes the tunnel path except `h2c`, which
+ * Envoy's HTTP/1 codec strips (with `HTTP2-Settings`) to serve the request as a plain one.
+ * Node then hands it to the request handler, which drops the hop-by-hop headers.
+ */
+export function shouldUpgrade(req: IncomingMessage): boolean {
+  const proto = rawHeaderValue(req.rawHeaders, 'upgrade');
+  return proto !== null && proto.trim().toLowerCase() !== 'h2c';
+}
+
+/**
+ * The upgraded connections of one listener. Node's HTTP server lets go of a socket once it
+ * is upgraded (`closeAllConnections` no longer sees it), so the listener closes these itself.
+ */
+export class UpgradeTunnels {
+  readonly #ctx: ListenerContext;
+  readonly #open = new Set<UpgradeExchange>();
+
+  constructor(ctx: ListenerContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Node's `'upgrade'` event: route and forward the request; never throws. */
+  start(snapshot: ListenerSnapshot, conn: Connection, req: IncomingMessage, socket: Socket, head: Buffer): void {
+    new UpgradeExchange(this.#open, this.#ctx, conn, snapshot, req, socket, head).start();
+  }
+
+  /** Upgrade requests and tunnels not finished yet. */
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /** Cuts every tunnel (listener shutdown); each writes its access log line as it closes. */
+  closeAll(): void {
+    for (const ex of [...this.#open]) ex.abort();
+  }
+}
+
+/**
+ * One upgrade request, from routing to the end of its tunnel. Mirrors `Exchange` for routing
+ * and header rules; the access log line and metrics are written when both sockets are closed,
+ * with Envoy's code 101 and the bytes carried each way.
+ */
+export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSource {
+  readonly #registry: Set<UpgradeExchange>;
+  readonly ctx: ListenerContext;
+  readonly conn: Connection;
+  readonly snapshot: ListenerSnapshot;
+  readonly req: IncomingMessage;
+  readonly downstream: Socket;
+  readonly #head: Buffer;
+
+  readonly startTime: number;
+  readonly #startHr: number;
+  readonly method: string;
+  readonly protocol: string;
+  readonly scheme = 'http';
+  originalPath: string;
+  path: string;
+  pathOnly: string;
+  authority = '';
+  requestId: string | null = null;
+  xForwardedFor: string | null = null;
+  userAgent: string | null = null;
+  readonly #upstreamHeaders: string[] = [];
+  #attemptCountIndex = -1;
+
+  route: CompiledRoute | null = null;
+  #target: WeightedTarget | null = null;
+  cluster: UpstreamCluster | null = null;
+  clusterHost: ClusterHost | null = null;
+  #attempt: UpgradeAttempt | null = null;
+  #attempts = 0;
+  #retry: CompiledRetryPolicy | null = null;
+  #retriesLeft = 0;
+  #triedHosts: ClusterHost[] | null = null;
+  #setCookie: string | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #backoffTimer: NodeJS.Timeout | null = null;
+  #lingerTimer: NodeJS.Timeout | null = null;
+  #state = ROUTING;
+
+  // Downstream socket.
+  #reading = false;
+  /** Client bytes beyond the request head went upstream: the request can no longer be replayed. */
+  #sentBeyondHead = false;
+  #pending: Buffer[] | null = null;
+  #downstreamEnded = false;
+  #downstreamClosed = false;
+
+  // Non-101 response body framing (RELAYING).
+  #bodyLeft = -1;
+  #chunked: ChunkedBodyEnd | null = null;
+
+  responseCode = 0;
+  responseFlags = 0;
+  responseCodeDetails = '';
+  upstreamTransportFailureReason = '';
+  bytesReceived = 0;
+  bytesSent = 0;
+  durationMs = 0;
+  upstreamServiceTimeMs = -1;
+
+  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: IncomingMessage, socket: Socket, head: Buffer) {
+    this.#registry = registry;
+    this.ctx = ctx;
+    this.conn = conn;
+    this.snapshot = snapshot;
+    this.req = req;
+    this.downstream = socket;
+    this.#head = head;
+    // Bytes that came with the request head are the first of the tunnel's (or the body's).
+    this.bytesReceived = head.length;
+    this.startTime = Date.now();
+    this.#startHr = performance.now();
+    this.method = req.method ?? 'GET';
+    this.protocol = req.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${req.httpVersion}`;
+    const url = req.url ?? '/';
+    this.originalPath = url;
+    this.path = url;
+    this.pathOnly = url;
+  }
+
+  get upstreamHost(): string | null {
+    return this.clusterHost?.host.hostPort ?? null;
+  }
+  get upstreamCluster(): string | null {
+    return this.cluster?.name ?? null;
+  }
+  get downstreamLocalAddress(): string {
+    return this.conn.localAddress;
+  }
+  get downstreamRemoteAddress(): string {
+    return this.conn.remoteAddress;
+  }
+  get sourceIp(): string {
+    return this.conn.remoteIp;
+  }
+  get requestedServerName(): string | null {
+    return null;
+  }
+  get routeName(): string | null {
+    return this.route?.name ?? null;
+  }
+
+  start(): void {
+    this.#registry.add(this);
+    const s = this.downstream;
+    // Node took its own listeners off the socket when it handed it over, its timeouts too.
+    s.setTimeout(0);
+    // Each direction ends on its own (a client's FIN must not close the way back).
+    s.allowHalfOpen = true;
+    s.on('error', this.#onDownstreamError);
+    s.on('end', this.#onDownstreamEnd);
+    s.on('close', this.#onDownstreamClose);
+    s.on('drain', this.#onDownstreamDrain);
+    try {
+      this.#start();
+    } catch (err) {
+      this.ctx.log.error(`unexpected error handling upgrade ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
+      this.#localReply(500, 0, 'internal_error', 'internal error\n');
+    }
+  }
+
+  #start(): void {
+    if (!this.#readRequestTarget()) {
+      this.#localReply(400, ResponseFlag.DPE, 'invalid_request_target', 'Bad Request\n');
+      return;
+    }
+    this.#readHeaders();
+    const route = findRoute(this.snapshot.routes, this);
+    if (route === null) {
+      this.#localReply(404, ResponseFlag.NR, 'route_not_found', null);
+      return;
+    }
+    this.route = route;
+    const target = route.target;
+    if (target.kind === 'direct-response') {
+      this.#directResponse(target.status, target.body, null);
+      return;
+    }
+    if (target.kind === 'redirect') {
+      this.#directResponse(target.model.status, null, redirectLocation(target.model, this));
+      return;
+    }
+    this.#forward(target);
+  }
+
+  /** Origin-form `/path?q`, absolute-form `http://host/path`, or `*` (as `Exchange`). */
+  #readRequestTarget(): boolean {
+    const url = this.path;
+    if (url.charCodeAt(0) === 47 /* / */) {
+      const q = url.indexOf('?');
+      if (q >= 0) this.pathOnly = url.slice(0, q);
+      return true;
+    }
+    if (url === '*') return true;
+    const m = ABSOLUTE_FORM.exec(url);
+    if (m === null) return false;
+    this.authority = m[1]!;
+    const rest = m[2]!;
+    this.path = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
+    this.originalPath = this.path;
+    const q = this.path.indexOf('?');
+    this.pathOnly = q >= 0 ? this.path.slice(0, q) : this.path;
+    return true;
+  }
+
+  /**
+   * `Exchange`'s header rules, except what an upgrade needs to travel: `Connection` and
+   * `Upgrade` verbatim (Envoy forwards both for upgrades), and `Content-Length`,
+   * `Transfer-Encoding` and `Expect` as sent, since any body follows as the client framed it.
+   */
+  #readHeaders(): void {
+    const raw = this.req.rawHeaders;
+    const out = this.#upstreamHeaders;
+    let xfp = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      const value = raw[i + 1]!;
+      switch (classifyHeader(name)) {
+        case H_HOST:
+          if (this.authority === '') this.authority = value;
+          break;
+        case H_REQUEST_ID:
+          this.requestId = value;
+          break;
+        case H_XFF:
+          this.xForwardedFor = this.xForwardedFor === null ? value : `${this.xForwardedFor}, ${value}`;
+          break;
+        case H_XFP:
+          xfp = true;
+          out.push(name, value);
+          break;
+        case H_USER_AGENT:
+          this.userAgent = value;
+          out.push(name, value);
+          break;
+        case H_TE:
+          if (value.trim().toLowerCase() === 'trailers') out.push(name, value);
+          break;
+        case H_HOP:
+          break;
+        default:
+          out.push(name, value);
+      }
+    }
+    if (this.authority !== '') out.push('host', this.authority);
+    if (this.requestId === null) this.requestId = randomUUID();
+    out.push('x-request-id', this.requestId);
+    if (!xfp) out.push('x-forwarded-proto', this.scheme);
+    if (this.snapshot.direction === 'gateway') {
+      this.xForwardedFor = this.xForwardedFor === null ? this.conn.remoteIp : `${this.xForwardedFor}, ${this.conn.remoteIp}`;
+    }
+    if (this.xForwardedFor !== null) out.push('x-forwarded-for', this.xForwardedFor);
+  }
+
+  #forward(target: ForwardTarget): void {
+    const weighted = target.pick(Math.random());
+    this.#target = weighted;
+    const cluster = weighted.cluster;
+    if (cluster === null) {
+      this.#localReply(503, ResponseFlag.NC, 'cluster_not_found', null);
+      return;
+    }
+    this.cluster = cluster;
+    const route = this.route!;
+    const headers = this.#upstreamHeaders;
+    if (target.prefixRewrite !== null || target.regexRewrite !== null) this.#rewritePath(target, route);
+    if (target.authorityRewrite !== null) setHeader(headers, 'host', target.authorityRewrite);
+    if (route.requestEdits !== null) route.requestEdits.apply(headers);
+    if (weighted.requestEdits !== null) weighted.requestEdits.apply(headers);
+    headers.push('x-envoy-attempt-count', '1');
+    this.#attemptCountIndex = headers.length - 1;
+    // Mirrors are left out: a shadow copy of a handshake would open a tunnel nobody reads.
+    this.#retry = target.retry;
+    this.#retriesLeft = target.retry?.numRetries ?? 0;
+    this.#state = CONNECTING;
+    // The route timeout bounds the handshake only; an open tunnel has no deadline.
+    if (target.timeoutMs > 0) this.#timer = setTimeout(() => this.#onRouteTimeout(), target.timeoutMs);
+    this.#nextAttempt();
+  }
+
+  #rewritePath(target: ForwardTarget, route: CompiledRoute): void {
+    const before = this.path;
+    if (target.regexRewrite !== null) {
+      const q = before.indexOf('?');
+      const p = q < 0 ? before : before.slice(0, q);
+      this.path = p.replace(target.regexRewrite.regex, target.regexRewrite.substitution) + (q < 0 ? '' : before.slice(q));
+    } else if (route.matchedPrefix !== null && before.startsWith(route.matchedPrefix)) {
+      this.path = target.prefixRewrite! + before.slice(route.matchedPrefix.length);
+    } else {
+      this.path = target.prefixRewrite!;
+    }
+    if (this.path !== before) this.#upstreamHeaders.push('x-envoy-original-path', before);
+  }
+
+  #nextAttempt(): void {
+    this.#backoffTimer = null;
+    if (this.#state !== CONNECTING) return;
+    const cluster = this.cluster!;
+    let chosen = cluster.pick(this);
+    const tried = this.#triedHosts;
+    if (tried !== null && chosen !== null) {
+      for (let i = 1; i < HOST_SELECTION_ATTEMPTS && tried.includes(chosen); i++) chosen = cluster.pick(this) ?? chosen;
+    }
+    if (chosen === null) {
+      cluster.noHealthyUpstream++;
+      this.#localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
+      return;
+    }
+    this.clusterHost = chosen;
+    this.#attempts++;
+    this.#upstreamHeaders[this.#attemptCountIndex] = String(this.#attempts);
+    this.#attempt = new UpgradeAttempt(this, chosen, this.#requestHead(), this.#head, cluster.model.connectionPool.connectTimeoutMs, this.#retry?.perTryTimeoutMs ?? 0);
+  }
+
+  #requestHead(): string {
+    const h = this.#upstreamHeaders;
+    let s = `${this.method} ${this.path} HTTP/1.1\r\n`;
+    for (let i = 0; i < h.length; i += 2) s += `${h[i]!}: ${h[i + 1]!}\r\n`;
+    return s + '\r\n';
+  }
+
+  // --- attempt callbacks (only for the current attempt) ----------------------------------
+
+  isCurrent(a: UpgradeAttempt): boolean {
+    return this.#attempt === a && this.#state !== DONE;
+  }
+
+  onAttemptConnected(a: UpgradeAttempt): void {
+    this.#state = AWAITING_HEAD;
+    const pending = this.#pending;
+    if (pending !== null) {
+      this.#pending = null;
+      for (const chunk of pending) a.socket.write(chunk);
+    }
+    if (this.#downstreamEnded) a.socket.end();
+    if (!this.#reading) {
+      this.#reading = true;
+      this.downstream.on('data', this.#onDownstreamData);
+    } else if (!this.#downstreamEnded) this.downstream.resume();
+  }
+
+  onAttemptData(a: UpgradeAttempt, chunk: Buffer): void {
+    switch (this.#state) {
+      case TUNNEL:
+        if (this.#downstreamClosed) return;
+        this.bytesSent += chunk.length;
+        if (!this.downstream.write(chunk)) a.socket.pause();
+        return;
+      case RELAYING:
+        this.#relayBody(a, chunk);
+        return;
+      case AWAITING_HEAD:
+        this.#onHeadBytes(a, chunk);
+    }
+  }
+
+  /** Bytes before the response head is complete: 100-continue is passed on, other 1xx dropped. */
+  #onHeadBytes(a: UpgradeAttempt, chunk: Buffer): void {
+    let buf = a.takeHeadBuffer(chunk);
+    for (;;) {
+      const end = buf.indexOf(HEAD_END);
+      if (end < 0) {
+        if (buf.length > MAX_RESPONSE_HEAD_BYTES) {
+          this.#attemptFailedHard(a, 502, ResponseFlag.UPE, 'upstream_response_headers_too_large', 'upstream sent an invalid response', 'headers_too_large');
+          return;
+        }
+        a.keepHeadBuffer(buf);
+        return;
+      }
+      const parsed = parseResponseHead(buf.toString('latin1', 0, end));
+      if (parsed === null) {
+        this.#attemptFailedHard(a, 502, ResponseFlag.UPE, 'upstream_response_invalid', 'upstream sent an invalid response', 'invalid_response');
+        return;
+      }
+      const rest = buf.subarray(end + HEAD_END.length);
+      if (parsed.status >= 100 && parsed.status < 200 && parsed.status !== 101) {
+        if (parsed.status === 100) this.downstream.write(buf.subarray(0, end + HEAD_END.length));
+        if (rest.length === 0) return;
+        buf = rest;
+        continue;
+      }
+      this.#onResponseHead(a, parsed, rest);
+      return;
+    }
+  }
+
+  #onResponseHead(a: UpgradeAttempt, head: ResponseHead, rest: Buffer): void {
+    const status = head.status;
+    if (status !== 101) {
+      const retry = this.#retry;
+      if (retry !== null && retry.retriableResponse(status, -1)) {
+        if (this.#canRetry()) {
+          this.#scheduleRetry(a);
+          return;
+        }
+        if (this.#attempts > 1) this.responseFlags |= ResponseFlag.URX;
+      }
+    }
+    this.#clearTimers();
+    a.onResponseStarted();
+    this.upstreamServiceTimeMs = performance.now() - a.startedAt;
+    this.responseCode = status;
+    this.responseCodeDetails = 'via_upstream';
+    const out: string[] = [];
+    const h = head.headers;
+    for (let i = 0; i < h.length; i += 2) {
+      const name = h[i]!;
+      const lower = name.toLowerCase();
+      // A refusal's body is relayed as framed, so its Transfer-Encoding stays.
+      if (!RESPONSE_DROP.has(lower) || (status !== 101 && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
+    }
+    out.push('x-envoy-upstream-service-time', String(Math.round(this.upstreamServiceTimeMs)));
+    const target = this.#target;
+    if (target !== null && target.responseEdits !== null) target.responseEdits.apply(out);
+    const route = this.route;
+    if (route !== null && route.responseEdits !== null) route.responseEdits.apply(out);
+    if (this.#setCookie !== null) out.push('set-cookie', this.#setCookie);
+    if (status === 101) {
+      // Envoy keeps the upgrade headers on a 101; the upstream's spelling of them travels.
+      out.push('connection', head.connection ?? 'Upgrade');
+      if (head.upgrade !== null) out.push('upgrade', head.upgrade);
+      this.#state = TUNNEL;
+    } else {
+      out.push('connection', 'close');
+      this.#state = RELAYING;
+      this.#startBody(head);
+    }
+    this.downstream.write(formatHead(status, head.reason, out), 'latin1');
+    if (status === 101) {
+      // Tunnel bytes that came in the same read as the 101.
+      if (rest.length > 0) this.onAttemptData(a, rest);
+      return;
+    }
+    if (this.#bodyLeft === 0) this.#endRelay(a);
+    else if (rest.length > 0) this.#relayBody(a, rest);
+  }
+
+  /** How the body of a non-101 response ends; the body is relayed as framed. */
+  #startBody(head: ResponseHead): void {
+    const s = head.status;
+    if (this.method === 'HEAD' || s === 204 || s === 304) {
+      this.#bodyLeft = 0;
+      return;
+    }
+    if (head.transferEncoding !== null) {
+      if (CHUNKED_LAST.test(head.transferEncoding)) this.#chunked = new ChunkedBodyEnd();
+      return; // any other coding: delimited by close
+    }
+    if (head.contentLength !== null) {
+      const n = Number(head.contentLength);
+      if (Number.isSafeInteger(n) && n >= 0) this.#bodyLeft = n;
+    }
+  }
+
+  #relayBody(a: UpgradeAttempt, chunk: Buffer): void {
+    let part = chunk;
+    let complete = false;
+    if (this.#chunked !== null) {
+      const end = this.#chunked.scan(chunk);
+      if (end >= 0) {
+        part = chunk.subarray(0, end);
+        complete = true;
+      }
+    } else if (this.#bodyLeft >= 0) {
+      if (chunk.length >= this.#bodyLeft) {
+        part = chunk.subarray(0, this.#bodyLeft);
+        complete = true;
+      }
+      this.#bodyLeft -= part.length;
+    }
+    this.bytesSent += part.length;
+    const ok = this.downstream.write(part);
+    if (complete) this.#endRelay(a);
+    else if (!ok) a.socket.pause();
+  }
+
+  /** The non-101 response is complete: the client connection closes after it (the upgrade did not happen). */
+  #endRelay(a: UpgradeAttempt): void {
+    a.socket.destroy();
+    this.#endDownstream();
+  }
+
+  onAttemptEnd(a: UpgradeAttempt): void {
+    switch (this.#state) {
+      case AWAITING_HEAD:
+        this.#attemptFailed(a, AttemptFailure.Reset, '');
+        return;
+      case TUNNEL:
+        // Half-close: the upstream is done sending; the client still may.
+        if (!this.#downstreamClosed) this.downstream.end();
+        return;
+      case RELAYING:
+        if (this.#chunked !== null || this.#bodyLeft > 0) {
+          this.responseFlags |= ResponseFlag.UC;
+          this.downstream.destroy();
+        } else this.#endDownstream();
+    }
+  }
+
+  onAttemptError(a: UpgradeAttempt, err: NodeJS.ErrnoException): void {
+    const code = err.code ?? err.message;
+    switch (this.#state) {
+      case CONNECTING:
+      case AWAITING_HEAD:
+        this.#attemptFailed(a, !a.connected && isConnectError(code) ? AttemptFailure.ConnectFailure : AttemptFailure.Reset, code);
+        return;
+      case TUNNEL:
+      case RELAYING:
+        // After the response started all that can be done is to cut the client off, as Envoy resets the stream.
+        this.upstreamTransportFailureReason = code;
+        this.responseFlags |= ResponseFlag.UC;
+        this.downstream.destroy();
+    }
+  }
+
+  onAttemptTimeout(a: UpgradeAttempt, connecting: boolean): void {
+    if (connecting) this.#attemptFailed(a, AttemptFailure.ConnectFailure, 'ETIMEDOUT');
+    else this.#attemptFailed(a, AttemptFailure.PerTryTimeout, 'per_try_timeout');
+  }
+
+  onAttemptClose(a: UpgradeAttempt): void {
+    if (this.#state === TUNNEL || this.#state === RELAYING) {
+      if (!this.#downstreamClosed) this.#endDownstream();
+      this.#maybeFinish(a);
+    }
+  }
+
+  onAttemptDrain(): void {
+    if (!this.#downstreamEnded) this.downstream.resume();
+  }
+
+  /** The current attempt failed before its response head: retry when the policy allows, else a local reply. */
+  #attemptFailed(a: UpgradeAttempt, failure: AttemptFailure, code: string): void {
+    this.upstreamTransportFailureReason = code;
+    const retry = this.#retry;
+    if (retry !== null && retry.retriableFailure(failure)) {
+      if (this.#canRetry()) {
+        this.#scheduleRetry(a);
+        return;
+      }
+      if (this.#attempts > 1) this.responseFlags |= ResponseFlag.URX;
+    }
+    this.#abandon(a);
+    switch (failure) {
+      case AttemptFailure.ConnectFailure:
+        a.host.host.connectFailures++;
+        this.#localReply(
+          503,
+          ResponseFlag.UF,
+          'upstream_reset_before_response_started{connection_failure}',
+          `upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: ${code}`,
+        );
+        return;
+      case AttemptFailure.PerTryTimeout:
+        this.#localReply(504, ResponseFlag.UT, 'upstream_per_try_timeout', 'upstream request timeout');
+        return;
+      default:
+        this.#localReply(
+          503,
+          ResponseFlag.UC,
+          'upstream_reset_before_response_started{connection_termination}',
+          'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
+        );
+    }
+  }
+
+  /** A bad response head: never retried (Envoy does not retry protocol errors). */
+  #attemptFailedHard(a: UpgradeAttempt, status: number, flag: number, details: string, body: string, reason: string): void {
+    this.upstreamTransportFailureReason = reason;
+    this.#abandon(a);
+    this.#localReply(status, flag, details, body);
+  }
+
+  #canRetry(): boolean {
+    return this.#retriesLeft > 0 && !this.#sentBeyondHead;
+  }
+
+  #scheduleRetry(a: UpgradeAttempt): void {
+    this.#retriesLeft--;
+    (this.#triedHosts ??= []).push(a.host);
+    this.#abandon(a);
+    this.#state = CONNECTING;
+    const delay = retryBackoffMs(this.#attempts);
+    if (delay <= 0) this.#nextAttempt();
+    else this.#backoffTimer = setTimeout(() => this.#nextAttempt(), delay);
+  }
+
+  /** Drops the current attempt: its socket is destroyed and the host's gauge released. */
+  #abandon(a: UpgradeAttempt): void {
+    if (this.#attempt === a) this.#attempt = null;
+    a.abandon();
+    if (this.#reading) this.downstream.pause();
+  }
+
+  #onRouteTimeout(): void {
+    this.#timer = null;
+    if (this.#state !== CONNECTING && this.#state !== AWAITING_HEAD) return;
+    const a = this.#attempt;
+    if (a !== null) this.#abandon(a);
+    this.#localReply(504, ResponseFlag.UT, 'upstream_response_timeout', 'upstream request timeout');
+  }
+
+  // --- downstream socket ------------------------------------------------------------------
+
+  readonly #onDownstreamData = (chunk: Buffer): void => {
+    this.bytesReceived += chunk.length;
+    this.#sentBeyondHead = true;
+    const a = this.#attempt;
+    if (a === null || !a.connected) {
+      // Between attempts (a retry is no longer possible now, but the current one may still come).
+      (this.#pending ??= []).push(chunk);
+      this.downstream.pause();
+      return;
+    }
+    if (a.socket.writable && !a.socket.write(chunk)) this.downstream.pause();
+  };
+
+  readonly #onDownstreamDrain = (): void => {
+    this.#attempt?.socket.resume();
+  };
+
+  readonly #onDownstreamEnd = (): void => {
+    this.#downstreamEnded = true;
+    const a = this.#attempt;
+    // Envoy's HTTP/1 downstream has no half-close: a client FIN before the upstream's ends the
+    // stream as a downstream disconnect. The flag says so; the bytes still in flight still go.
+    if (this.#state === TUNNEL && a !== null && !a.ended) this.responseFlags |= ResponseFlag.DC;
+    // Half-close: the client is done sending; the upstream may still answer.
+    if (a !== null && a.connected) a.socket.end();
+  };
+
+  readonly #onDownstreamError = (err: NodeJS.ErrnoException): void => {
+    this.ctx.log.debug(`upgrade ${this.path}: downstream ${err.code ?? err.message}`);
+  };
+
+  readonly #onDownstreamClose = (hadError: boolean): void => {
+    this.#downstreamClosed = true;
+    if (this.#lingerTimer !== null) {
+      clearTimeout(this.#lingerTimer);
+      this.#lingerTimer = null;
+    }
+    const a = this.#attempt;
+    switch (this.#state) {
+      case CONNECTING:
+      case AWAITING_HEAD:
+        // The client left during the handshake: cancel upstream work, as Exchange.onDownstreamClose.
+        this.responseFlags |= ResponseFlag.DC;
+        if (a !== null) this.#abandon(a);
+        this.#finish();
+        return;
+      case TUNNEL:
+      case RELAYING:
+        if (a !== null && !a.closed) {
+          if (hadError || !this.#downstreamEnded) {
+            // A reset, or a close we did not see coming: tear the upstream down now.
+            if (this.#state === TUNNEL && (this.responseFlags & (ResponseFlag.UC | ResponseFlag.LR)) === 0) this.responseFlags |= ResponseFlag.DC;
+            a.socket.destroy();
+          } else {
+            // Orderly: the client's FIN has gone upstream; give the upstream the linger time to finish.
+            a.socket.end();
+            this.#lingerTimer = setTimeout(() => a.socket.destroy(), LINGER_MS).unref();
+          }
+        }
+        this.#maybeFinish(a);
+    }
+  };
+
+  /** Ends the client connection after flushing; destroys it if the client has not closed within the linger time. */
+  #endDownstream(): void {
+    const s = this.downstream;
+    if (this.#downstreamClosed) return;
+    s.end();
+    if (this.#lingerTimer === null) this.#lingerTimer = setTimeout(() => s.destroy(), LINGER_MS).unref();
+  }
+
+  /** Listener shutdown: both sockets are reset now (LR); a tunnel logs when their close events come. */
+  abort(): void {
+    if (this.#state === DONE) return;
+    this.responseFlags |= ResponseFlag.LR;
+    const a = this.#attempt;
+    if (this.#state === TUNNEL || this.#state === RELAYING) {
+      if (a !== null) a.socket.destroy();
+      this.downstream.destroy();
+      return;
+    }
+    if (a !== null) this.#abandon(a);
+    this.downstream.destroy();
+    this.#finish();
+  }
+
+  // --- replies and the end --------------------------------------------------------------
+
+  /** A response made by the proxy (Envoy's local reply), written on the raw socket; the connection closes after it. */
+  #localReply(status: number, flag: number, details: string, body: string | null): void {
+    if (this.#state === DONE || this.#state === TUNNEL || this.#state === RELAYING) return;
+    this.responseCode = status;
+    this.responseFlags |= flag;
+    this.responseCodeDetails = details;
+    const payload = body === null ? null : Buffer.from(body);
+    const headers: string[] = ['content-length', String(payload === null ? 0 : payload.length), 'server', 'remora'];
+    if (payload !== null) headers.push('content-type', 'text/plain');
+    if (this.requestId !== null) headers.push('x-request-id', this.requestId);
+    headers.push('connection', 'close');
+    this.#writeAndClose(status, headers, payload);
+    this.#finish();
+  }
+
+  #directResponse(status: number, body: Buffer | null, location: string | null): void {
+    this.responseCode = status;
+    this.responseCodeDetails = 'direct_response';
+    const headers: string[] = ['content-length', String(body === null ? 0 : body.length)];
+    if (body !== null) headers.push('content-type', 'text/plain');
+    if (location !== null) headers.push('location', location);
+    const route = this.route;
+    if (route !== null && route.responseEdits !== null) route.responseEdits.apply(headers);
+    headers.push('connection', 'close');
+    this.#writeAndClose(status, headers, body);
+    this.#finish();
+  }
+
+  #writeAndClose(status: number, headers: string[], body: Buffer | null): void {
+    const s = this.downstream;
+    if (!s.writable) {
+      s.destroy();
+      return;
+    }
+    s.write(formatHead(status, null, headers), 'latin1');
+    this.bytesSent = body === null ? 0 : body.length;
+    if (body !== null) s.write(body);
+    this.#endDownstream();
+  }
+
+  #clearTimers(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    if (this.#backoffTimer !== null) clearTimeout(this.#backoffTimer);
+    this.#timer = null;
+    this.#backoffTimer = null;
+  }
+
+  /** A tunnel (or relayed refusal) ends when both sockets are closed. */
+  #maybeFinish(a: UpgradeAttempt | null): void {
+    if (!this.#downstreamClosed || (a !== null && !a.closed)) return;
+    if (a !== null) a.release();
+    this.#finish();
+  }
+
+  #finish(): void {
+    if (this.#state === DONE) return;
+    this.#state = DONE;
+    this.#clearTimers();
+    this.#registry.delete(this);
+    this.durationMs = performance.now() - this.#startHr;
+    this.ctx.accessLog.log(this);
+    const ch = this.clusterHost;
+    const stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
+    stats.record(this.responseCode, formatResponseFlags(this.responseFlags), '', this.durationMs, this.bytesReceived, this.bytesSent);
+  }
+
+  // --- RouteRequest / HashSource ----------------------------------------------------------
+
+  requestHeader(name: string): string | null {
+    switch (name) {
+      case ':method':
+        return this.method;
+      case ':authority':
+      case 'host':
+        return this.authority;
+      case ':path':
+        return this.path;
+      case ':scheme':
+        return this.scheme;
+      case 'x-request-id':
+        return this.requestId;
+      default:
+        return rawHeaderValue(this.req.rawHeaders, name);
+    }
+  }
+
+  queryParam(name: string): string | null {
+    return queryValue(this.path, name);
+  }
+
+  cookie(name: string): string | null {
+    return cookieValue(rawHeaderValue(this.req.rawHeaders, 'cookie'), name);
+  }
+
+  setResponseCookie(name: string, value: string, path: string, ttlSeconds: number): void {
+    this.#setCookie = `${name}=${value}; Max-Age=${ttlSeconds}${path ? `; Path=${path}` : ''}; HttpOnly`;
+  }
+}
+
+/**
+ * One try of an upgrade against one host: its own TCP connection (an upgraded connection is
+ * never returned to a pool). Keeps the host's active gauge honest: up when made, down once,
+ * when the attempt is abandoned or its tunnel is over.
+ */
+class UpgradeAttempt {
+  readonly exchange: UpgradeExchange;
+  readonly host: ClusterHost;
+  readonly socket: Socket;
+  readonly startedAt = performance.now();
+  connected = false;
+  /** The upstream's FIN has been read. */
+  ended = false;
+  closed = false;
+  #headBuf: Buffer | null = null;
+  #perTryTimer: NodeJS.Timeout | null = null;
+  #released = false;
+
+  constructor(exchange: UpgradeExchange, host: ClusterHost, requestHead: string, body: Buffer, connectTimeoutMs: number, perTryTimeoutMs: number) {
+    this.exchange = exchange;
+    this.host = host;
+    const h = host.host;
+    h.active++;
+    h.requestsTotal++;
+    const s = connect({ host: h.address, port: h.port, allowHalfOpen: true, noDelay: true });
+    this.socket = s;
+    if (connectTimeoutMs > 0) s.setTimeout(connectTimeoutMs);
+    if (perTryTimeoutMs > 0) this.#perTryTimer = setTimeout(() => this.#onPerTryTimeout(), perTryTimeoutMs);
+    s.on('connect', this.#onConnect);
+    s.on('data', this.#onData);
+    s.on('end', this.#onEnd);
+    s.on('error', this.#onError);
+    s.on('close', this.#onClose);
+    s.on('drain', this.#onDrain);
+    s.on('timeout', this.#onTimeout);
+    // Queued until connected, then sent together.
+    s.write(requestHead, 'latin1');
+    if (body.length > 0) s.write(body);
+  }
+
+  readonly #onConnect = (): void => {
+    this.connected = true;
+    this.socket.setTimeout(0);
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptConnected(this);
+  };
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptData(this, chunk);
+  };
+  readonly #onEnd = (): void => {
+    this.ended = true;
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptEnd(this);
+  };
+  readonly #onError = (err: NodeJS.ErrnoException): void => {
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptError(this, err);
+  };
+  readonly #onClose = (): void => {
+    this.closed = true;
+    if (this.#perTryTimer !== null) clearTimeout(this.#perTryTimer);
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptClose(this);
+  };
+  readonly #onDrain = (): void => {
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptDrain();
+  };
+  readonly #onTimeout = (): void => {
+    if (!this.connected && this.exchange.isCurrent(this)) this.exchange.onAttemptTimeout(this, true);
+  };
+  #onPerTryTimeout(): void {
+    this.#perTryTimer = null;
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptTimeout(this, false);
+  }
+
+  /** The response head arrived: the per-try timeout no longer applies. */
+  onResponseStarted(): void {
+    if (this.#perTryTimer !== null) clearTimeout(this.#perTryTimer);
+    this.#perTryTimer = null;
+  }
+
+  takeHeadBuffer(chunk: Buffer): Buffer {
+    const prev = this.#headBuf;
+    this.#headBuf = null;
+    return prev === null ? chunk : Buffer.concat([prev, chunk]);
+  }
+
+  keepHeadBuffer(buf: Buffer): void {
+    this.#headBuf = buf;
+  }
+
+  abandon(): void {
+    this.socket.destroy();
+    this.release();
+  }
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.host.host.active--;
+    if (this.#perTryTimer !== null) clearTimeout(this.#perTryTimer);
+  }
+}
+
+interface ResponseHead {
+  readonly status: number;
+  readonly reason: string | null;
+  /** Flat `[name, value, …]`, as received. */
+  readonly headers: string[];
+  readonly connection: string | null;
+  readonly upgrade: string | null;
+  readonly contentLength: string | null;
+  readonly transferEncoding: string | null;
+}
+
+/** An HTTP/1.x response head (without its final CRLFCRLF); null when malformed. */
+function parseResponseHead(text: string): ResponseHead | null {
+  const lines = text.split('\r\n');
+  const m = STATUS_LINE.exec(lines[0]!);
+  if (m === null) return null;
+  const headers: string[] = [];
+  let connection: string | null = null;
+  let upgrade: string | null = null;
+  let contentLength: string | null = null;
+  let transferEncoding: string | null = null;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    // No name, a space before the colon, or obs-fold continuation lines: rejected, as Envoy's codec does.
+    if (colon <= 0 || line.charCodeAt(colon - 1) === 32 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) return null;
+    const name = line.slice(0, colon);
+    const value = line.slice(colon + 1).trim();
+    headers.push(name, value);
+    switch (name.toLowerCase()) {
+      case 'connection':
+        connection = connection === null ? value : `${connection}, ${value}`;
+        break;
+      case 'upgrade':
+        upgrade = value;
+        break;
+      case 'content-length':
+        if (contentLength !== null && contentLength !== value) return null;
+        contentLength = value;
+        break;
+      case 'transfer-encoding':
+        transferEncoding = transferEncoding === null ? value : `${transferEncoding}, ${value}`;
+    }
+  }
+  return { status: Number(m[1]), reason: m[2] ?? null, headers, connection, upgrade, contentLength, transferEncoding };
+}
+
+function formatHead(status: number, reason: string | null, headers: readonly string[]): string {
+  let s = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? reason ?? ''}\r\n`;
+  for (let i = 0; i < headers.length; i += 2) s += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
+  return s + '\r\n';
+}
+
+function setHeader(headers: string[], lowerName: string, value: string): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === lowerName) {
+      headers[i + 1] = value;
+      return;
+    }
+  }
+  headers.push(lowerName, value);
+}
+
+function isConnectError(code: string): boolean {
+  switch (code) {
+    case 'ECONNREFUSED':
+    case 'ETIMEDOUT':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return true;
+    default:
+      return false;
+  }
+}
+
+const C_SIZE = 0;
+const C_EXT = 1;
+const C_DATA = 2;
+const C_DATA_END = 3;
+const C_TRAILER_START = 4;
+const C_TRAILER_CR = 5;
+const C_TRAILER_LINE = 6;
+
+/**
+ * Finds where a chunked body ends as its bytes pass by (they are relayed unchanged), so a
+ * refused upgrade's response can end the client connection right after its last chunk.
+ */
+class ChunkedBodyEnd {
+  #state = C_SIZE;
+  #size = 0;
+  #left = 0;
+
+  /** Index just past the end of the body within `b`, or -1 when it goes on. */
+  scan(b: Buffer): number {
+    let i = 0;
+    while (i < b.length) {
+      switch (this.#state) {
+        case C_SIZE:
+        case C_EXT: {
+          const c = b[i++]!;
+          if (c === 10 /* LF */) {
+            if (this.#size === 0) this.#state = C_TRAILER_START;
+            else {
+              this.#left = this.#size;
+              this.#size = 0;
+              this.#state = C_DATA;
+            }
+          } else if (this.#state === C_SIZE) {
+            const v = hexValue(c);
+            if (v >= 0) this.#size = this.#size * 16 + v;
+            else this.#state = C_EXT;
+          }
+          break;
+        }
+        case C_DATA: {
+          const n = Math.min(this.#left, b.length - i);
+          i += n;
+          this.#left -= n;
+          if (this.#left === 0) this.#state = C_DATA_END;
+          break;
+        }
+        case C_DATA_END:
+          if (b[i++] === 10) this.#state = C_SIZE;
+          break;
+        case C_TRAILER_START: {
+          const c = b[i++]!;
+          if (c === 10) return i;
+          this.#state = c === 13 ? C_TRAILER_CR : C_TRAILER_LINE;
+          break;
+        }
+        case C_TRAILER_CR:
+          if (b[i++] === 10) return i;
+          this.#state = C_TRAILER_LINE;
+          break;
+        case C_TRAILER_LINE:
+          if (b[i++] === 10) this.#state = C_TRAILER_START;
+      }
+    }
+    return -1;
+  }
+}
+
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
