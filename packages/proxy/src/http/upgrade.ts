@@ -1,31 +1,15 @@
-import { randomUUID } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
-import type { CompiledRoute, ForwardTarget, RouteRequest, WeightedTarget } from '../router/compiled-route.ts';
+import type { ForwardTarget } from '../router/compiled-route.ts';
 import { AttemptFailure, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
-import type { AccessLogRecord } from '../telemetry/access-log.ts';
-import type { RequestStats } from '../telemetry/istio-metrics.ts';
-import type { HashSource } from '../upstream/load-balancer.ts';
-import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
+import { failureReply, ProxiedRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
-import {
-  classifyHeader,
-  cookieValue,
-  H_HOP,
-  H_HOST,
-  H_REQUEST_ID,
-  H_TE,
-  H_USER_AGENT,
-  H_XFF,
-  H_XFP,
-  queryValue,
-  rawHeaderValue,
-} from './request-headers.ts';
-import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
+import { rawHeaderValue } from './request-headers.ts';
+import { ResponseFlag } from './response-flags.ts';
 
 /**
  * HTTP/1.1 Upgrade (WebSocket and any other protocol but h2c) through the proxy, as Envoy
@@ -45,11 +29,8 @@ import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
 const LINGER_MS = 1_000;
 /** Envoy's default limit on response headers (max_response_headers_kb: 60). */
 const MAX_RESPONSE_HEAD_BYTES = 60 * 1024;
-/** Envoy retries up to this many host picks to avoid hosts already tried (Istio's setting). */
-const HOST_SELECTION_ATTEMPTS = 5;
 const HEAD_END = Buffer.from('\r\n\r\n');
 const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/;
-const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)([^#]*)/i;
 const CHUNKED_LAST = /(^|,)\s*chunked\s*$/i;
 
 /** Response headers that end at the proxy; `connection` and `upgrade` are added back for a 101. */
@@ -109,40 +90,13 @@ export class UpgradeTunnels {
  * and header rules; the access log line and metrics are written when both sockets are closed,
  * with Envoy's code 101 and the bytes carried each way.
  */
-export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSource {
+export class UpgradeExchange extends ProxiedRequest {
   readonly #registry: Set<UpgradeExchange>;
-  readonly ctx: ListenerContext;
-  readonly conn: Connection;
-  readonly snapshot: ListenerSnapshot;
-  readonly req: IncomingMessage;
   readonly downstream: Socket;
   readonly #head: Buffer;
 
-  readonly startTime: number;
-  readonly #startHr: number;
-  readonly method: string;
-  readonly protocol: string;
-  readonly scheme = 'http';
-  originalPath: string;
-  path: string;
-  pathOnly: string;
-  authority = '';
-  requestId: string | null = null;
-  xForwardedFor: string | null = null;
-  userAgent: string | null = null;
-  readonly #upstreamHeaders: string[] = [];
-  #attemptCountIndex = -1;
-
-  route: CompiledRoute | null = null;
-  #target: WeightedTarget | null = null;
-  cluster: UpstreamCluster | null = null;
-  clusterHost: ClusterHost | null = null;
   #attempt: UpgradeAttempt | null = null;
-  #attempts = 0;
   #retry: CompiledRetryPolicy | null = null;
-  #retriesLeft = 0;
-  #triedHosts: ClusterHost[] | null = null;
-  #setCookie: string | null = null;
   #timer: NodeJS.Timeout | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
   #lingerTimer: NodeJS.Timeout | null = null;
@@ -160,55 +114,13 @@ export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSourc
   #bodyLeft = -1;
   #chunked: ChunkedBodyEnd | null = null;
 
-  responseCode = 0;
-  responseFlags = 0;
-  responseCodeDetails = '';
-  upstreamTransportFailureReason = '';
-  bytesReceived = 0;
-  bytesSent = 0;
-  durationMs = 0;
-  upstreamServiceTimeMs = -1;
-
   constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: IncomingMessage, socket: Socket, head: Buffer) {
+    super(ctx, conn, snapshot, req);
     this.#registry = registry;
-    this.ctx = ctx;
-    this.conn = conn;
-    this.snapshot = snapshot;
-    this.req = req;
     this.downstream = socket;
     this.#head = head;
     // Bytes that came with the request head are the first of the tunnel's (or the body's).
     this.bytesReceived = head.length;
-    this.startTime = Date.now();
-    this.#startHr = performance.now();
-    this.method = req.method ?? 'GET';
-    this.protocol = req.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${req.httpVersion}`;
-    const url = req.url ?? '/';
-    this.originalPath = url;
-    this.path = url;
-    this.pathOnly = url;
-  }
-
-  get upstreamHost(): string | null {
-    return this.clusterHost?.host.hostPort ?? null;
-  }
-  get upstreamCluster(): string | null {
-    return this.cluster?.name ?? null;
-  }
-  get downstreamLocalAddress(): string {
-    return this.conn.localAddress;
-  }
-  get downstreamRemoteAddress(): string {
-    return this.conn.remoteAddress;
-  }
-  get sourceIp(): string {
-    return this.conn.remoteIp;
-  }
-  get requestedServerName(): string | null {
-    return null;
-  }
-  get routeName(): string | null {
-    return this.route?.name ?? null;
   }
 
   start(): void {
@@ -231,11 +143,11 @@ export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSourc
   }
 
   #start(): void {
-    if (!this.#readRequestTarget()) {
-      this.#localReply(400, ResponseFlag.DPE, 'invalid_request_target', 'Bad Request\n');
+    if (!this.readRequestTarget()) {
+      this.#localReply(400, ResponseFlag.DPE, 'path_normalization_failed', 'Bad Request');
       return;
     }
-    this.#readHeaders();
+    this.readHeaders(true);
     const route = findRoute(this.snapshot.routes, this);
     if (route === null) {
       this.#localReply(404, ResponseFlag.NR, 'route_not_found', null);
@@ -254,137 +166,36 @@ export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSourc
     this.#forward(target);
   }
 
-  /** Origin-form `/path?q`, absolute-form `http://host/path`, or `*` (as `Exchange`). */
-  #readRequestTarget(): boolean {
-    const url = this.path;
-    if (url.charCodeAt(0) === 47 /* / */) {
-      const q = url.indexOf('?');
-      if (q >= 0) this.pathOnly = url.slice(0, q);
-      return true;
-    }
-    if (url === '*') return true;
-    const m = ABSOLUTE_FORM.exec(url);
-    if (m === null) return false;
-    this.authority = m[1]!;
-    const rest = m[2]!;
-    this.path = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
-    this.originalPath = this.path;
-    const q = this.path.indexOf('?');
-    this.pathOnly = q >= 0 ? this.path.slice(0, q) : this.path;
-    return true;
-  }
-
-  /**
-   * `Exchange`'s header rules, except what an upgrade needs to travel: `Connection` and
-   * `Upgrade` verbatim (Envoy forwards both for upgrades), and `Content-Length`,
-   * `Transfer-Encoding` and `Expect` as sent, since any body follows as the client framed it.
-   */
-  #readHeaders(): void {
-    const raw = this.req.rawHeaders;
-    const out = this.#upstreamHeaders;
-    let xfp = false;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!;
-      const value = raw[i + 1]!;
-      switch (classifyHeader(name)) {
-        case H_HOST:
-          if (this.authority === '') this.authority = value;
-          break;
-        case H_REQUEST_ID:
-          this.requestId = value;
-          break;
-        case H_XFF:
-          this.xForwardedFor = this.xForwardedFor === null ? value : `${this.xForwardedFor}, ${value}`;
-          break;
-        case H_XFP:
-          xfp = true;
-          out.push(name, value);
-          break;
-        case H_USER_AGENT:
-          this.userAgent = value;
-          out.push(name, value);
-          break;
-        case H_TE:
-          if (value.trim().toLowerCase() === 'trailers') out.push(name, value);
-          break;
-        case H_HOP:
-          break;
-        default:
-          out.push(name, value);
-      }
-    }
-    if (this.authority !== '') out.push('host', this.authority);
-    if (this.requestId === null) this.requestId = randomUUID();
-    out.push('x-request-id', this.requestId);
-    if (!xfp) out.push('x-forwarded-proto', this.scheme);
-    if (this.snapshot.direction === 'gateway') {
-      this.xForwardedFor = this.xForwardedFor === null ? this.conn.remoteIp : `${this.xForwardedFor}, ${this.conn.remoteIp}`;
-    }
-    if (this.xForwardedFor !== null) out.push('x-forwarded-for', this.xForwardedFor);
-  }
-
   #forward(target: ForwardTarget): void {
     const weighted = target.pick(Math.random());
-    this.#target = weighted;
     const cluster = weighted.cluster;
     if (cluster === null) {
+      this.target = weighted;
       this.#localReply(503, ResponseFlag.NC, 'cluster_not_found', null);
       return;
     }
-    this.cluster = cluster;
-    const route = this.route!;
-    const headers = this.#upstreamHeaders;
-    if (target.prefixRewrite !== null || target.regexRewrite !== null) this.#rewritePath(target, route);
-    if (target.authorityRewrite !== null) setHeader(headers, 'host', target.authorityRewrite);
-    if (route.requestEdits !== null) route.requestEdits.apply(headers);
-    if (weighted.requestEdits !== null) weighted.requestEdits.apply(headers);
-    headers.push('x-envoy-attempt-count', '1');
-    this.#attemptCountIndex = headers.length - 1;
+    this.prepareUpstream(target, weighted, cluster);
     // Mirrors are left out: a shadow copy of a handshake would open a tunnel nobody reads.
     this.#retry = target.retry;
-    this.#retriesLeft = target.retry?.numRetries ?? 0;
     this.#state = CONNECTING;
     // The route timeout bounds the handshake only; an open tunnel has no deadline.
     if (target.timeoutMs > 0) this.#timer = setTimeout(() => this.#onRouteTimeout(), target.timeoutMs);
     this.#nextAttempt();
   }
 
-  #rewritePath(target: ForwardTarget, route: CompiledRoute): void {
-    const before = this.path;
-    if (target.regexRewrite !== null) {
-      const q = before.indexOf('?');
-      const p = q < 0 ? before : before.slice(0, q);
-      this.path = p.replace(target.regexRewrite.regex, target.regexRewrite.substitution) + (q < 0 ? '' : before.slice(q));
-    } else if (route.matchedPrefix !== null && before.startsWith(route.matchedPrefix)) {
-      this.path = target.prefixRewrite! + before.slice(route.matchedPrefix.length);
-    } else {
-      this.path = target.prefixRewrite!;
-    }
-    if (this.path !== before) this.#upstreamHeaders.push('x-envoy-original-path', before);
-  }
-
   #nextAttempt(): void {
     this.#backoffTimer = null;
     if (this.#state !== CONNECTING) return;
-    const cluster = this.cluster!;
-    let chosen = cluster.pick(this);
-    const tried = this.#triedHosts;
-    if (tried !== null && chosen !== null) {
-      for (let i = 1; i < HOST_SELECTION_ATTEMPTS && tried.includes(chosen); i++) chosen = cluster.pick(this) ?? chosen;
-    }
+    const chosen = this.pickHost();
     if (chosen === null) {
-      cluster.noHealthyUpstream++;
       this.#localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
       return;
     }
-    this.clusterHost = chosen;
-    this.#attempts++;
-    this.#upstreamHeaders[this.#attemptCountIndex] = String(this.#attempts);
-    this.#attempt = new UpgradeAttempt(this, chosen, this.#requestHead(), this.#head, cluster.model.connectionPool.connectTimeoutMs, this.#retry?.perTryTimeoutMs ?? 0);
+    this.#attempt = new UpgradeAttempt(this, chosen, this.#requestHead(), this.#head, this.cluster!.model.connectionPool.connectTimeoutMs, this.#retry?.perTryTimeoutMs ?? 0);
   }
 
   #requestHead(): string {
-    const h = this.#upstreamHeaders;
+    const h = this.upstreamHeaders;
     let s = `${this.method} ${this.path} HTTP/1.1\r\n`;
     for (let i = 0; i < h.length; i += 2) s += `${h[i]!}: ${h[i + 1]!}\r\n`;
     return s + '\r\n';
@@ -464,7 +275,7 @@ export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSourc
           this.#scheduleRetry(a);
           return;
         }
-        if (this.#attempts > 1) this.responseFlags |= ResponseFlag.URX;
+        if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
       }
     }
     this.#clearTimers();
@@ -481,11 +292,7 @@ export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSourc
       if (!RESPONSE_DROP.has(lower) || (status !== 101 && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
     }
     out.push('x-envoy-upstream-service-time', String(Math.round(this.upstreamServiceTimeMs)));
-    const target = this.#target;
-    if (target !== null && target.responseEdits !== null) target.responseEdits.apply(out);
-    const route = this.route;
-    if (route !== null && route.responseEdits !== null) route.responseEdits.apply(out);
-    if (this.#setCookie !== null) out.push('set-cookie', this.#setCookie);
+    this.applyResponseEdits(out);
     if (status === 101) {
       // Envoy keeps the upgrade headers on a 101; the upstream's spelling of them travels.
       out.push('connection', head.connection ?? 'Upgrade');
@@ -609,30 +416,12 @@ export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSourc
         this.#scheduleRetry(a);
         return;
       }
-      if (this.#attempts > 1) this.responseFlags |= ResponseFlag.URX;
+      if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
     }
     this.#abandon(a);
-    switch (failure) {
-      case AttemptFailure.ConnectFailure:
-        a.host.host.connectFailures++;
-        this.#localReply(
-          503,
-          ResponseFlag.UF,
-          'upstream_reset_before_response_started{connection_failure}',
-          `upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: ${code}`,
-        );
-        return;
-      case AttemptFailure.PerTryTimeout:
-        this.#localReply(504, ResponseFlag.UT, 'upstream_per_try_timeout', 'upstream request timeout');
-        return;
-      default:
-        this.#localReply(
-          503,
-          ResponseFlag.UC,
-          'upstream_reset_before_response_started{connection_termination}',
-          'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
-        );
-    }
+    if (failure === AttemptFailure.ConnectFailure) a.host.host.connectFailures++;
+    const reply = failureReply(failure, code);
+    this.#localReply(reply.status, reply.flag, reply.details, reply.body);
   }
 
   /** A bad response head: never retried (Envoy does not retry protocol errors). */
@@ -643,15 +432,14 @@ export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSourc
   }
 
   #canRetry(): boolean {
-    return this.#retriesLeft > 0 && !this.#sentBeyondHead;
+    return this.retriesLeft > 0 && !this.#sentBeyondHead;
   }
 
   #scheduleRetry(a: UpgradeAttempt): void {
-    this.#retriesLeft--;
-    (this.#triedHosts ??= []).push(a.host);
+    this.noteRetry(a.host);
     this.#abandon(a);
     this.#state = CONNECTING;
-    const delay = retryBackoffMs(this.#attempts);
+    const delay = retryBackoffMs(this.attempts);
     if (delay <= 0) this.#nextAttempt();
     else this.#backoffTimer = setTimeout(() => this.#nextAttempt(), delay);
   }
@@ -820,43 +608,7 @@ export class UpgradeExchange implements AccessLogRecord, RouteRequest, HashSourc
     this.#state = DONE;
     this.#clearTimers();
     this.#registry.delete(this);
-    this.durationMs = performance.now() - this.#startHr;
-    this.ctx.accessLog.log(this);
-    const ch = this.clusterHost;
-    const stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
-    stats.record(this.responseCode, formatResponseFlags(this.responseFlags), '', this.durationMs, this.bytesReceived, this.bytesSent);
-  }
-
-  // --- RouteRequest / HashSource ----------------------------------------------------------
-
-  requestHeader(name: string): string | null {
-    switch (name) {
-      case ':method':
-        return this.method;
-      case ':authority':
-      case 'host':
-        return this.authority;
-      case ':path':
-        return this.path;
-      case ':scheme':
-        return this.scheme;
-      case 'x-request-id':
-        return this.requestId;
-      default:
-        return rawHeaderValue(this.req.rawHeaders, name);
-    }
-  }
-
-  queryParam(name: string): string | null {
-    return queryValue(this.path, name);
-  }
-
-  cookie(name: string): string | null {
-    return cookieValue(rawHeaderValue(this.req.rawHeaders, 'cookie'), name);
-  }
-
-  setResponseCookie(name: string, value: string, path: string, ttlSeconds: number): void {
-    this.#setCookie = `${name}=${value}; Max-Age=${ttlSeconds}${path ? `; Path=${path}` : ''}; HttpOnly`;
+    this.logAndRecord('');
   }
 }
 
@@ -1011,16 +763,6 @@ function formatHead(status: number, reason: string | null, headers: readonly str
   let s = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? reason ?? ''}\r\n`;
   for (let i = 0; i < headers.length; i += 2) s += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
   return s + '\r\n';
-}
-
-function setHeader(headers: string[], lowerName: string, value: string): void {
-  for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i]!.toLowerCase() === lowerName) {
-      headers[i + 1] = value;
-      return;
-    }
-  }
-  headers.push(lowerName, value);
 }
 
 function isConnectError(code: string): boolean {

@@ -1,0 +1,409 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
+import type { CompiledRoute, ForwardTarget, RouteRequest, WeightedTarget } from '../router/compiled-route.ts';
+import { AttemptFailure } from '../router/retry-policy.ts';
+import type { ListenerSnapshot } from '../runtime/snapshot.ts';
+import type { AccessLogRecord } from '../telemetry/access-log.ts';
+import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import type { HashSource } from '../upstream/load-balancer.ts';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import type { ClusterHost } from '../upstream/upstream-host.ts';
+import type { Connection, ListenerContext } from './connection.ts';
+import { normalizePath } from './path-normalize.ts';
+import {
+  classifyHeader,
+  cookieValue,
+  H_CONNECTION,
+  H_CONTENT_LENGTH,
+  H_CONTENT_TYPE,
+  H_EXPECT,
+  H_HOP,
+  H_HOST,
+  H_OTHER,
+  H_REQUEST_ID,
+  H_TE,
+  H_TRANSFER_ENCODING,
+  H_UPGRADE,
+  H_USER_AGENT,
+  H_XFF,
+  H_XFP,
+  queryValue,
+  rawHeaderValue,
+} from './request-headers.ts';
+import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
+
+export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
+
+/** Envoy retries up to this many host picks to avoid hosts already tried (Istio's setting). */
+const HOST_SELECTION_ATTEMPTS = 5;
+
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)(.*)$/is;
+
+/** A local reply for an upstream try that failed before a response could be used. */
+export interface FailureReply {
+  readonly status: number;
+  readonly flag: number;
+  readonly details: string;
+  readonly body: string;
+}
+
+/** Envoy's status, flag, details and body for each way a try can fail before its response. */
+export function failureReply(failure: AttemptFailure, code: string): FailureReply {
+  switch (failure) {
+    case AttemptFailure.ConnectFailure:
+      return {
+        status: 503,
+        flag: ResponseFlag.UF,
+        details: 'upstream_reset_before_response_started{connection_failure}',
+        body: `upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: ${code}`,
+      };
+    case AttemptFailure.PerTryTimeout:
+      return { status: 504, flag: ResponseFlag.UT, details: 'upstream_per_try_timeout', body: 'upstream request timeout' };
+    case AttemptFailure.RefusedStream:
+      return {
+        status: 503,
+        flag: ResponseFlag.UR,
+        details: 'upstream_reset_before_response_started{remote_refused_stream_reset}',
+        body: 'upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset',
+      };
+    default:
+      return {
+        status: 503,
+        flag: ResponseFlag.UC,
+        details: 'upstream_reset_before_response_started{connection_termination}',
+        body: 'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
+      };
+  }
+}
+
+/**
+ * What every proxied request shares, whether it becomes an exchange (request and response)
+ * or an upgrade tunnel: reading the request target and headers by Envoy's rules, the
+ * upstream header list with rewrites and edits, host picks with the previous-hosts retry
+ * predicate, response header edits, and the access log and metrics at the end. Fields live
+ * on the one object per request, so the hot path reads plain properties.
+ */
+export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource {
+  readonly ctx: ListenerContext;
+  readonly conn: Connection;
+  readonly snapshot: ListenerSnapshot;
+  readonly req: DownstreamRequest;
+
+  // Request, as the client sent it (path normalized).
+  readonly startTime: number;
+  protected readonly startHr: number;
+  readonly method: string;
+  readonly protocol: string;
+  readonly scheme: string;
+  originalPath: string;
+  path: string;
+  pathOnly: string;
+  authority = '';
+  requestId: string | null = null;
+  xForwardedFor: string | null = null;
+  userAgent: string | null = null;
+  protected hasBody = false;
+  protected contentType: string | null = null;
+  protected readonly upstreamHeaders: string[] = [];
+  /** Index of the `x-envoy-attempt-count` value in the upstream headers. */
+  protected attemptCountIndex = -1;
+
+  // Routing and upstream.
+  route: CompiledRoute | null = null;
+  protected target: WeightedTarget | null = null;
+  cluster: UpstreamCluster | null = null;
+  clusterHost: ClusterHost | null = null;
+  protected attempts = 0;
+  protected retriesLeft = 0;
+  /** Hosts already tried, for Envoy's previous-hosts retry predicate; null until a retry. */
+  protected triedHosts: ClusterHost[] | null = null;
+  protected setCookie: string | null = null;
+
+  // Outcome, for logs and metrics.
+  responseCode = 0;
+  responseFlags = 0;
+  responseCodeDetails = '';
+  upstreamTransportFailureReason = '';
+  bytesReceived = 0;
+  bytesSent = 0;
+  durationMs = 0;
+  upstreamServiceTimeMs = -1;
+
+  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest) {
+    this.ctx = ctx;
+    this.conn = conn;
+    this.snapshot = snapshot;
+    this.req = req;
+    this.startTime = Date.now();
+    this.startHr = performance.now();
+    this.method = req.method ?? 'GET';
+    this.protocol = req.httpVersionMajor === 2 ? 'HTTP/2' : req.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${req.httpVersion}`;
+    this.scheme = 'http';
+    const url = req.url ?? '/';
+    this.originalPath = url;
+    this.path = url;
+    this.pathOnly = url;
+  }
+
+  get upstreamHost(): string | null {
+    return this.clusterHost?.host.hostPort ?? null;
+  }
+  get upstreamCluster(): string | null {
+    return this.cluster?.name ?? null;
+  }
+  get downstreamLocalAddress(): string {
+    return this.conn.localAddress;
+  }
+  get downstreamRemoteAddress(): string {
+    return this.conn.remoteAddress;
+  }
+  get sourceIp(): string {
+    return this.conn.remoteIp;
+  }
+  get requestedServerName(): string | null {
+    return null;
+  }
+  get routeName(): string | null {
+    return this.route?.name ?? null;
+  }
+
+  /**
+   * Origin-form `/path?q`, absolute-form `http://host/path` (proxy requests), or `*`. Envoy
+   * refuses fragments and normalizes the path (Istio's default pathNormalization BASE: dot
+   * segments resolved, slashes not merged); false means 400.
+   */
+  protected readRequestTarget(): boolean {
+    let url = this.path;
+    if (url === '*') return true;
+    if (url.charCodeAt(0) !== 47 /* / */) {
+      const m = ABSOLUTE_FORM.exec(url);
+      if (m === null) return false;
+      this.authority = m[1]!;
+      const rest = m[2]!;
+      url = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
+    }
+    if (url.indexOf('#') >= 0) return false;
+    const normalized = normalizePath(url, false);
+    if (normalized === null) return false;
+    this.path = normalized;
+    this.originalPath = normalized;
+    const q = normalized.indexOf('?');
+    this.pathOnly = q >= 0 ? normalized.slice(0, q) : normalized;
+    return true;
+  }
+
+  /**
+   * One pass over rawHeaders: note what the proxy needs, drop hop-by-hop headers, build the
+   * upstream list. An upgrade keeps `Connection`, `Upgrade` and its body framing as sent
+   * (Envoy forwards them for upgrades); a plain request loses every hop-by-hop header.
+   */
+  protected readHeaders(upgrade: boolean): void {
+    const raw = this.req.rawHeaders;
+    const out = this.upstreamHeaders;
+    let xfp = false;
+    let connectionTokens: string | null = null;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      const value = raw[i + 1]!;
+      if (name.charCodeAt(0) === 58 /* : */) {
+        // HTTP/2 pseudo-headers: only :authority is news (method, path, scheme are read already).
+        if (name === ':authority' && this.authority === '') this.authority = value;
+        continue;
+      }
+      switch (classifyHeader(name)) {
+        case H_OTHER:
+          out.push(name, value);
+          break;
+        case H_HOST:
+          // An absolute-form request target wins over Host, as RFC 9112 says.
+          if (this.authority === '') this.authority = value;
+          break;
+        case H_REQUEST_ID:
+          this.requestId = value;
+          break;
+        case H_XFF:
+          this.xForwardedFor = this.xForwardedFor === null ? value : `${this.xForwardedFor}, ${value}`;
+          break;
+        case H_XFP:
+          xfp = true;
+          out.push(name, value);
+          break;
+        case H_USER_AGENT:
+          this.userAgent = value;
+          out.push(name, value);
+          break;
+        case H_TE:
+          // Only `TE: trailers` travels on (gRPC needs it); other transfer codings are hop-by-hop.
+          if (value.trim().toLowerCase() === 'trailers') out.push(name, value);
+          break;
+        case H_CONTENT_LENGTH:
+          if (value !== '0') this.hasBody = true;
+          out.push(name, value);
+          break;
+        case H_CONTENT_TYPE:
+          this.contentType = value;
+          out.push(name, value);
+          break;
+        case H_TRANSFER_ENCODING:
+          this.hasBody = true;
+          if (upgrade) out.push(name, value);
+          break;
+        case H_CONNECTION:
+          if (upgrade) out.push(name, value);
+          else if (value.indexOf(',') >= 0 || !/^\s*(close|keep-alive|upgrade)\s*$/i.test(value)) connectionTokens = value;
+          break;
+        case H_EXPECT:
+        case H_UPGRADE:
+          if (upgrade) out.push(name, value);
+          break;
+        case H_HOP:
+          break;
+      }
+    }
+    if (connectionTokens !== null) this.#dropConnectionTokens(connectionTokens);
+    if (this.authority !== '') out.push('host', this.authority);
+    if (this.requestId === null) this.requestId = randomUUID();
+    out.push('x-request-id', this.requestId);
+    if (!xfp) out.push('x-forwarded-proto', this.scheme);
+    if (this.snapshot.direction === 'gateway') {
+      // The gateway is the edge (Envoy use_remote_address): it appends the peer it saw.
+      this.xForwardedFor = this.xForwardedFor === null ? this.conn.remoteIp : `${this.xForwardedFor}, ${this.conn.remoteIp}`;
+    }
+    if (this.xForwardedFor !== null) out.push('x-forwarded-for', this.xForwardedFor);
+  }
+
+  /** Headers a client names in `Connection` are hop-by-hop too (RFC 9110 §7.6.1). */
+  #dropConnectionTokens(value: string): void {
+    const drop = new Set(value.split(',').map((t) => t.trim().toLowerCase()));
+    const out = this.upstreamHeaders;
+    let w = 0;
+    for (let r = 0; r < out.length; r += 2) {
+      if (drop.has(out[r]!.toLowerCase())) continue;
+      out[w++] = out[r]!;
+      out[w++] = out[r + 1]!;
+    }
+    out.length = w;
+  }
+
+  /**
+   * The request as the chosen destination gets it: path and authority rewrites, route and
+   * destination header edits, and the `x-envoy-attempt-count` slot (Istio turns on Envoy's
+   * include_request_attempt_count). Sets the retry budget.
+   */
+  protected prepareUpstream(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster): void {
+    this.target = weighted;
+    this.cluster = cluster;
+    const route = this.route!;
+    const headers = this.upstreamHeaders;
+    if (target.prefixRewrite !== null || target.regexRewrite !== null) this.#rewritePath(target, route);
+    if (target.authorityRewrite !== null) setHeader(headers, 'host', target.authorityRewrite);
+    if (route.requestEdits !== null) route.requestEdits.apply(headers);
+    if (weighted.requestEdits !== null) weighted.requestEdits.apply(headers);
+    headers.push('x-envoy-attempt-count', '1');
+    this.attemptCountIndex = headers.length - 1;
+    this.retriesLeft = target.retry?.numRetries ?? 0;
+  }
+
+  #rewritePath(target: ForwardTarget, route: CompiledRoute): void {
+    const before = this.path;
+    if (target.regexRewrite !== null) {
+      const q = before.indexOf('?');
+      const p = q < 0 ? before : before.slice(0, q);
+      this.path = p.replace(target.regexRewrite.regex, target.regexRewrite.substitution) + (q < 0 ? '' : before.slice(q));
+    } else if (route.matchedPrefix !== null && before.startsWith(route.matchedPrefix)) {
+      this.path = target.prefixRewrite! + before.slice(route.matchedPrefix.length);
+    } else {
+      this.path = target.prefixRewrite!;
+    }
+    if (this.path !== before) this.upstreamHeaders.push('x-envoy-original-path', before);
+  }
+
+  /**
+   * The host for the next try, avoiding hosts already tried when others exist; counts the
+   * try in `x-envoy-attempt-count`. Null: no healthy host (the caller answers 503 UH).
+   */
+  protected pickHost(): ClusterHost | null {
+    const cluster = this.cluster!;
+    let chosen = cluster.pick(this);
+    const tried = this.triedHosts;
+    if (tried !== null && chosen !== null) {
+      for (let i = 1; i < HOST_SELECTION_ATTEMPTS && tried.includes(chosen); i++) chosen = cluster.pick(this) ?? chosen;
+    }
+    if (chosen === null) {
+      cluster.noHealthyUpstream++;
+      return null;
+    }
+    this.clusterHost = chosen;
+    this.attempts++;
+    this.upstreamHeaders[this.attemptCountIndex] = String(this.attempts);
+    return chosen;
+  }
+
+  /** Spends one retry on a try that failed on `host`. */
+  protected noteRetry(host: ClusterHost): void {
+    this.retriesLeft--;
+    (this.triedHosts ??= []).push(host);
+  }
+
+  /** Destination- and route-level response edits, and a cookie set by the ring-hash balancer. */
+  protected applyResponseEdits(out: string[]): void {
+    const target = this.target;
+    if (target !== null && target.responseEdits !== null) target.responseEdits.apply(out);
+    const route = this.route;
+    if (route !== null && route.responseEdits !== null) route.responseEdits.apply(out);
+    if (this.setCookie !== null) out.push('set-cookie', this.setCookie);
+  }
+
+  /** The end: the access log line and Istio's metrics, against the host, cluster or listener reached. */
+  protected logAndRecord(grpcStatus: string): void {
+    this.durationMs = performance.now() - this.startHr;
+    this.ctx.accessLog.log(this);
+    const ch = this.clusterHost;
+    const stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
+    stats.record(this.responseCode, formatResponseFlags(this.responseFlags), grpcStatus, this.durationMs, this.bytesReceived, this.bytesSent);
+  }
+
+  // --- RouteRequest / HashSource -------------------------------------------------------
+
+  requestHeader(name: string): string | null {
+    switch (name) {
+      case ':method':
+        return this.method;
+      case ':authority':
+      case 'host':
+        return this.authority;
+      case ':path':
+        return this.path;
+      case ':scheme':
+        return this.scheme;
+      case 'x-request-id':
+        return this.requestId;
+      default:
+        return rawHeaderValue(this.req.rawHeaders, name);
+    }
+  }
+
+  queryParam(name: string): string | null {
+    return queryValue(this.path, name);
+  }
+
+  cookie(name: string): string | null {
+    return cookieValue(rawHeaderValue(this.req.rawHeaders, 'cookie'), name);
+  }
+
+  setResponseCookie(name: string, value: string, path: string, ttlSeconds: number): void {
+    this.setCookie = `${name}=${value}; Max-Age=${ttlSeconds}${path ? `; Path=${path}` : ''}; HttpOnly`;
+  }
+}
+
+/** Replaces the first header named `lowerName` in a flat list, or appends it. */
+export function setHeader(headers: string[], lowerName: string, value: string): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === lowerName) {
+      headers[i + 1] = value;
+      return;
+    }
+  }
+  headers.push(lowerName, value);
+}
