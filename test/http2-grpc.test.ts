@@ -2,7 +2,8 @@
 // HTTP/2 to upstreams declared grpc/http2, and gRPC with @grpc/grpc-js — unary, server
 // streaming, bidi, status and trailers intact, gRPC local replies, grpc-timeout.
 import { execFile } from 'node:child_process';
-import { connect as h2connect } from 'node:http2';
+import { connect as h2connect, createServer as createH2Server, type Http2Server } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import t from 'tap';
@@ -41,6 +42,8 @@ type AnyClient = InstanceType<typeof Client> & Record<string, (...a: unknown[]) 
 let grpcServer: grpc.Server;
 let grpcPort: number;
 let h1: Backend;
+/** Speaks only HTTP/2 with prior knowledge: an HTTP/1.1 request to it fails. */
+let h2only: Http2Server;
 let mesh: MeshDir;
 let remora: InProcessRemora;
 let port: number;
@@ -75,6 +78,11 @@ t.before(async () => {
     grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   h1 = await startBackend('h1-backend');
+  h2only = createH2Server((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ name: 'h2-only', version: req.httpVersion, url: req.url }));
+  });
+  await new Promise<void>((r) => h2only.listen(0, '127.0.0.1', r));
   const deadPort = await freePort();
   port = await freePort();
   const se = (name: string, p: number, protocol: string) => `apiVersion: networking.istio.io/v1
@@ -93,6 +101,16 @@ spec:
       se('grpc-svc', grpcPort, 'GRPC'),
       se('grpc-dead', deadPort, 'GRPC'),
       se('web', h1.port, 'HTTP'),
+      se('modern', (h2only.address() as AddressInfo).port, 'HTTP'),
+      `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: modern }
+spec:
+  host: modern
+  trafficPolicy:
+    connectionPool:
+      http: { h2UpgradePolicy: UPGRADE }
+`,
       `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: routes }
@@ -107,6 +125,8 @@ spec:
     route: [{ destination: { host: grpc-dead } }]
   - match: [{ uri: { prefix: /demo.Echo/ } }]
     route: [{ destination: { host: grpc-svc } }]
+  - match: [{ uri: { prefix: /modern } }]
+    route: [{ destination: { host: modern } }]
   - route: [{ destination: { host: web } }]
 `,
     ),
@@ -120,6 +140,7 @@ t.teardown(async () => {
   await remora.stop();
   grpcServer.forceShutdown();
   await h1.close();
+  await new Promise<void>((r) => h2only.close(() => r()));
   mesh.cleanup();
 });
 
@@ -249,4 +270,10 @@ t.test('many concurrent streams on one HTTP/2 connection', async (t) => {
     });
   const urls = await Promise.all(Array.from({ length: 100 }, (_, i) => one(i)));
   t.same(urls, Array.from({ length: 100 }, (_, i) => `/s/${i}`));
+});
+
+t.test('h2UpgradePolicy UPGRADE: an HTTP/1.1 client reaches an HTTP/2-only upstream', async (t) => {
+  const r = await get(port, '/modern/x', 'modern.example');
+  t.equal(r.status, 200);
+  t.same(r.json(), { name: 'h2-only', version: '2.0', url: '/modern/x' });
 });

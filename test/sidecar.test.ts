@@ -161,3 +161,25 @@ t.test('request bodies stream through unchanged (content-length and chunked)', a
   });
   t.match(chunked, /"body":"hello world"/);
 });
+
+t.test('Expect: 100-continue is answered by the proxy, and the body then flows', async (t) => {
+  const reply = await new Promise<string>((resolve, reject) => {
+    const s = connect(remora.ports.outbound, '127.0.0.1', () => {
+      s.write('POST /e HTTP/1.1\r\nhost: reviews:9080\r\ncontent-length: 5\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n');
+    });
+    let data = '';
+    let sentBody = false;
+    s.on('data', (c) => {
+      data += c.toString();
+      if (!sentBody && data.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+        sentBody = true;
+        s.write('hello');
+      }
+    });
+    s.on('end', () => resolve(data));
+    s.on('error', reject);
+  });
+  t.match(reply, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, '100 first, then the upstream answer');
+  t.match(reply, /"body":"hello"/);
+  t.notMatch(reply, /"expect"/, 'Expect is not forwarded');
+});

@@ -310,3 +310,11 @@ t.test('tls: DISABLE is no TLS; SIMPLE, MUTUAL and ISTIO_MUTUAL carry their sett
   );
   t.equal(tls('{mode: ISTIO_MUTUAL}')?.mode, 'ISTIO_MUTUAL');
 });
+
+t.test('h2UpgradePolicy UPGRADE speaks HTTP/2 to HTTP ports; DEFAULT and DO_NOT_UPGRADE keep HTTP/1.1', async (t) => {
+  const upgrade = translate(REVIEWS + dr('bookinfo', 'reviews', `  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: UPGRADE}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy:\n      connectionPool:\n        http: {h2UpgradePolicy: DO_NOT_UPGRADE}`));
+  t.equal(cluster(upgrade.config, `outbound|9080||${H}`).protocol, 'http2');
+  t.equal(cluster(upgrade.config, `outbound|9080|v1|${H}`).protocol, 'http1', 'the subset overrides it');
+  const plain = translate(REVIEWS + dr('bookinfo', 'reviews', `  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: DEFAULT}`));
+  t.equal(cluster(plain.config, `outbound|9080||${H}`).protocol, 'http1');
+});

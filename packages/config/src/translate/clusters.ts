@@ -66,7 +66,7 @@ function cluster(
       return ep.address !== '';
     }),
     dnsRefreshMs: opts.dnsRefreshMs,
-    protocol: proto === 'HTTP2' || proto === 'GRPC' ? 'http2' : 'http1',
+    protocol: proto === 'HTTP2' || proto === 'GRPC' || (policy.h2Upgrade && proto === 'HTTP') ? 'http2' : 'http1',
     lb: policy.lb,
     connectionPool: policy.connectionPool,
     outlierDetection: policy.outlierDetection,

@@ -31,6 +31,8 @@ export interface ClusterPolicy {
   readonly connectionPool: ConnectionPool;
   readonly outlierDetection: OutlierDetection | null;
   readonly tls: UpstreamTls | null;
+  /** DestinationRule `h2UpgradePolicy: UPGRADE`: HTTP/1.1 ports are spoken to as HTTP/2. */
+  readonly h2Upgrade: boolean;
 }
 
 interface IndexedRule {
@@ -150,7 +152,9 @@ export class DestinationRuleIndex {
             insecureSkipVerify: t.insecureSkipVerify ?? false,
           }
         : null;
-    return { lb: loadBalancer(p.loadBalancer, ctx, source), connectionPool, outlierDetection, tls };
+    // Istio's mesh default is DO_NOT_UPGRADE; only an explicit UPGRADE changes the protocol.
+    const h2Upgrade = cp?.http?.h2UpgradePolicy === 'UPGRADE';
+    return { lb: loadBalancer(p.loadBalancer, ctx, source), connectionPool, outlierDetection, tls, h2Upgrade };
   }
 }
 
