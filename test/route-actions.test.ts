@@ -52,6 +52,15 @@ spec:
     directResponse: { status: 418, body: { string: "short and stout" } }
   - match: [{ uri: { prefix: /empty } }]
     directResponse: { status: 204 }
+  - match: [{ uri: { prefix: /cors } }]
+    corsPolicy:
+      allowOrigins: [{ exact: "https://shop.example.com" }, { regex: 'https://.*\\.partner\\.example' }]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-token]
+      exposeHeaders: [x-request-id]
+      maxAge: 24h
+      allowCredentials: true
+    route: [{ destination: { host: app } }]
   - match: [{ uri: { prefix: /headers } }]
     headers:
       request:
@@ -140,4 +149,32 @@ t.test('headers: request and response set/add/remove at route and destination le
   t.equal(r.headers['x-upstream-secret'], undefined, 'response header removed');
   t.equal(r.headers['x-keep'], 'yes');
   t.equal(r.headers['x-dest-resp'], 'app', 'destination-level response add');
+});
+
+t.test('corsPolicy: the proxy answers an allowed preflight; actual requests get the CORS headers', async (t) => {
+  const before = app.seen.length;
+  const pre = await request(port, '/cors/items', {
+    method: 'OPTIONS',
+    headers: { host: 'api.example.com', origin: 'https://shop.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'x-token' },
+  });
+  t.equal(pre.status, 200);
+  t.equal(pre.headers['access-control-allow-origin'], 'https://shop.example.com');
+  t.equal(pre.headers['access-control-allow-methods'], 'GET,POST');
+  t.equal(pre.headers['access-control-allow-headers'], 'x-token');
+  t.equal(pre.headers['access-control-max-age'], '86400');
+  t.equal(pre.headers['access-control-allow-credentials'], 'true');
+  t.equal(app.seen.length, before, 'the preflight never reached the upstream');
+  const actual = await request(port, '/cors/items', { headers: { host: 'api.example.com', origin: 'https://eu.partner.example' } });
+  t.equal(actual.status, 200);
+  t.equal(actual.headers['access-control-allow-origin'], 'https://eu.partner.example', 'a regex origin, echoed');
+  t.equal(actual.headers['access-control-expose-headers'], 'x-request-id');
+  const foreign = await request(port, '/cors/items', { headers: { host: 'api.example.com', origin: 'https://evil.example' } });
+  t.equal(foreign.status, 200, 'a foreign origin still reaches the upstream (the browser enforces CORS)');
+  t.equal(foreign.headers['access-control-allow-origin'], undefined);
+  const foreignPre = await request(port, '/cors/items', {
+    method: 'OPTIONS',
+    headers: { host: 'api.example.com', origin: 'https://evil.example', 'access-control-request-method': 'POST' },
+  });
+  t.equal(foreignPre.headers['access-control-allow-origin'], undefined, 'a foreign preflight gets no allow-origin');
+  t.equal(app.seen.length, before + 3, 'and goes upstream, as Istio forwards unmatched preflights');
 });

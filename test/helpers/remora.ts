@@ -69,7 +69,11 @@ export async function startRemora(kind: Command, configPaths: string[], extraArg
     accessLog: (chunk) => accessLog.push(...chunk.split('\n').filter((l) => l !== '')),
     log: (line) => log.push(line.trimEnd()),
   });
-  await proxy.start();
+  try {
+    await proxy.start();
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${log.join('\n')}`);
+  }
   return {
     proxy,
     ports,
