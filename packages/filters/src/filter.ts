@@ -2,7 +2,8 @@
  * The HTTP filter contract, shaped like Envoy's decoder filters. A filter has three parts:
  * a factory registered once by name, a config compiled once per snapshot (all parsing,
  * key loading and regex compilation happen there), and a small per-request instance that is
- * cheap to create and never throws. Filters know nothing of listeners, sockets or sources.
+ * cheap to create and never throws (a stateless filter hands out one shared instance).
+ * Filters know nothing of listeners, sockets or sources.
  */
 
 /** What a filter's `onRequest` returns: go on to the next filter, or stop here. */
@@ -17,34 +18,76 @@ export const FilterStatus = {
 } as const;
 export type FilterStatus = (typeof FilterStatus)[keyof typeof FilterStatus];
 
-/** Envoy response flags a filter may set on its local reply. */
+/** Envoy response flags a filter may set on its local reply (or on the request, for DI). */
 export type FilterResponseFlag = 'RL' | 'FI' | 'DI' | 'UAEX' | 'NR';
+
+/** The workload identity of the peer, from its mTLS certificate (SPIFFE). */
+export interface PeerIdentity {
+  /** Istio's principal form: `cluster.local/ns/<ns>/sa/<sa>` (the SPIFFE URI without `spiffe://`). */
+  readonly principal: string;
+  readonly namespace: string;
+}
+
+/** The result of JWT authentication, for authorization (`request.auth.*`). */
+export interface RequestAuth {
+  /** `<iss>/<sub>`, Istio's request principal. */
+  readonly principal: string;
+  readonly issuer: string;
+  readonly subject: string;
+  readonly audiences: readonly string[];
+  /** The `azp` claim, '' when absent. */
+  readonly presenter: string;
+  readonly claims: Readonly<Record<string, unknown>>;
+}
 
 /** The request as filters see and change it. */
 export interface FilterRequest {
   readonly method: string;
+  /** `:path` with the query string. */
   readonly path: string;
   readonly authority: string;
   readonly scheme: string;
-  /** The peer's address as the listener saw it. */
+  /** The immediate peer's address (Envoy `source.ip`). */
   readonly sourceIp: string;
-  /** Lower-case name; repeated headers joined with `,`; null when absent. */
+  /** The original client's address (Envoy `remote.ip`): from X-Forwarded-For per the trusted hops, else the peer. */
+  readonly remoteIp: string;
+  /** The address and port the connection was accepted on (`destination.ip`, `destination.port`). */
+  readonly destinationIp: string;
+  readonly destinationPort: number;
+  /** TLS SNI of the downstream connection; '' for plaintext. */
+  readonly sni: string;
+  /** The peer's verified identity (mTLS); null for plaintext. */
+  readonly peer: PeerIdentity | null;
+  readonly isGrpc: boolean;
+  /** Name of the matched route, '' when none matched (filters run before the router answers 404). */
+  readonly routeName: string;
+  /** JWT authentication result, set by the JWT filter for the filters after it. */
+  auth: RequestAuth | null;
+  /** Lower-case name; repeated headers joined with `,`; null when absent. Sees earlier filters' edits. */
   requestHeader(name: string): string | null;
   setRequestHeader(name: string, value: string): void;
   removeRequestHeader(name: string): void;
+  queryParam(name: string): string | null;
+  cookie(name: string): string | null;
+  /** The matched route's compiled config for filter `name` (Envoy's typed_per_filter_config); null when none. */
+  routeFilterConfig(name: string): unknown;
 }
 
 /** How a filter acts on the request beyond its return value. */
 export interface FilterCallbacks {
-  /** Ends the request with a response from the proxy (Envoy's local reply). */
-  sendLocalReply(status: number, body: string | null, flag: FilterResponseFlag | null, details: string): void;
-  /** Resumes the chain after `StopIteration` (from a timer or a promise callback). */
+  /** Ends the request with a response from the proxy (Envoy's local reply); gRPC requests get a gRPC reply. */
+  sendLocalReply(status: number, body: string | null, flag: FilterResponseFlag | null, details: string, grpcStatus?: number | null): void;
+  /** Resumes the chain after `StopIteration` (from a timer or a promise callback). Ignored once the request ended. */
   continueRequest(): void;
+  /** Adds a header to whatever response the client gets (upstream's or local). */
+  addResponseHeader(name: string, value: string): void;
+  /** Sets a response flag without ending the request (fault delay: DI). */
+  setResponseFlag(flag: FilterResponseFlag): void;
   /** True once the client has gone; a waiting filter should stop its work. */
   readonly aborted: boolean;
 }
 
-/** The per-request part. Created per request from the compiled config; must not throw. */
+/** The per-request part. Must not throw. */
 export interface HttpFilter {
   onRequest(request: FilterRequest, callbacks: FilterCallbacks): FilterStatus;
   /** The request ended (completed, replied locally, or aborted): release timers, cancel waits. */
@@ -54,7 +97,7 @@ export interface HttpFilter {
 /** The compiled config of one filter in one snapshot; immutable. */
 export interface HttpFilterConfig {
   readonly name: string;
-  /** A fresh per-request instance. */
+  /** The instance for one request: a fresh one for filters with per-request state, else a shared one. */
   create(): HttpFilter;
 }
 
@@ -62,5 +105,25 @@ export interface HttpFilterConfig {
 export interface HttpFilterFactory {
   readonly name: string;
   /** Throws a descriptive Error when the config cannot be used (compile time only). */
-  compile(config: unknown): HttpFilterConfig;
+  compile(config: unknown, context: FilterCompileContext): HttpFilterConfig;
+  /** Compiles a route's override (typed_per_filter_config); absent when the filter has none. */
+  compileRouteConfig?(config: unknown, context: FilterCompileContext): unknown;
 }
+
+/**
+ * What compile time offers a filter: state that must outlive a snapshot (rate-limit buckets,
+ * JWKS caches), kept by key and handed back to the next snapshot's compile, and a logger.
+ */
+export interface FilterCompileContext {
+  /** The value stored under `key` by an earlier snapshot, or the result of `create` (then stored). */
+  persistent<T>(key: string, create: () => T): T;
+  warn(message: string): void;
+}
+
+/** Envoy's filter names, which Istio's EnvoyFilter patches and config dumps use. */
+export const FilterName = {
+  JwtAuthn: 'envoy.filters.http.jwt_authn',
+  Rbac: 'envoy.filters.http.rbac',
+  LocalRateLimit: 'envoy.filters.http.local_ratelimit',
+  Fault: 'envoy.filters.http.fault',
+} as const;

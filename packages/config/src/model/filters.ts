@@ -1,0 +1,95 @@
+/**
+ * The configs of the built-in HTTP filters, as the translator hands them to the runtime
+ * (listener `httpFilters`, route `filterConfigs`). Plain data; the filters compile them.
+ * Field names follow Istio's resources where the filter comes from one.
+ */
+
+/** One `jwtRules` entry of a RequestAuthentication (security.istio.io/v1). */
+export interface JwtRule {
+  /** `<namespace>/<name>` of the RequestAuthentication, for messages and dumps. */
+  readonly origin: string;
+  readonly issuer: string;
+  /** Accepted `aud` values; empty: any (Istio: then the audience is not checked). */
+  readonly audiences: readonly string[];
+  /** Inline JWKS JSON, or null. */
+  readonly jwks: string | null;
+  /** Where to fetch the JWKS, or null. One of `jwks`/`jwksUri` is set (Istio discovers by issuer otherwise; not supported). */
+  readonly jwksUri: string | null;
+  /** Headers carrying the token; default `Authorization: Bearer <token>`. */
+  readonly fromHeaders: readonly { readonly name: string; readonly prefix: string }[];
+  /** Query parameters carrying the token; default `access_token` when no location is set. */
+  readonly fromParams: readonly string[];
+  readonly fromCookies: readonly string[];
+  /** Header that gets the verified payload, base64url-encoded; null: none. */
+  readonly outputPayloadToHeader: string | null;
+  readonly outputClaimToHeaders: readonly { readonly header: string; readonly claim: string }[];
+  /** Keep the token in the request to the upstream (Istio default: it is removed). */
+  readonly forwardOriginalToken: boolean;
+  /** JWKS fetch timeout. */
+  readonly timeoutMs: number;
+}
+
+export interface JwtAuthnConfig {
+  readonly rules: readonly JwtRule[];
+}
+
+/** One AuthorizationPolicy (security.istio.io/v1), its `rules` as written (already schema-valid). */
+export interface AuthzPolicy {
+  /** `<namespace>/<name>`. */
+  readonly name: string;
+  readonly action: 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM';
+  /** The policy's `rules`; absent (`undefined` in the spec) is different from `[]`: see `hasRules`. */
+  readonly rules: readonly unknown[];
+  /**
+   * False when the spec has no `rules` field at all. Istio: an ALLOW policy without rules
+   * matches nothing (so it denies everything it selects, e.g. an empty `spec: {}`); a
+   * `rules: [{}]` matches everything.
+   */
+  readonly hasRules: boolean;
+  /** CUSTOM's provider name. */
+  readonly provider: string | null;
+}
+
+export interface AuthzConfig {
+  readonly policies: readonly AuthzPolicy[];
+  /** Trust domain for principals (`cluster.local`). */
+  readonly trustDomain: string;
+}
+
+/** Envoy's local rate limit (envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit), normalized. */
+export interface LocalRateLimitConfig {
+  /**
+   * Identifies the bucket across config swaps: buckets whose key and bucket settings did not
+   * change keep their tokens on reload.
+   */
+  readonly key: string;
+  readonly statPrefix: string;
+  readonly tokenBucket: TokenBucketConfig;
+  /** `filter_enabled` runtime fraction, 0–100: share of requests checked. */
+  readonly enabledPercent: number;
+  /** `filter_enforced`, 0–100: share of over-limit requests actually refused (others only counted). */
+  readonly enforcedPercent: number;
+  /** Headers added to responses the filter refuses (`response_headers_to_add`). */
+  readonly responseHeadersToAdd: readonly (readonly [string, string])[];
+  /** `enable_x_ratelimit_headers: DRAFT_VERSION_03`: x-ratelimit-limit/-remaining/-reset on every response. */
+  readonly xRateLimitHeaders: boolean;
+  /** Descriptor buckets (with `rate_limits` on the route); empty: only the filter's own bucket. */
+  readonly descriptors: readonly RateLimitDescriptor[];
+}
+
+export interface TokenBucketConfig {
+  readonly maxTokens: number;
+  readonly tokensPerFill: number;
+  readonly fillIntervalMs: number;
+}
+
+export interface RateLimitDescriptor {
+  readonly entries: readonly { readonly key: string; readonly value: string }[];
+  readonly tokenBucket: TokenBucketConfig;
+}
+
+/** Istio VirtualService `fault`, normalized. Percentages 0–100 (Istio's default when unset: 100). */
+export interface FaultConfig {
+  readonly delay: { readonly fixedDelayMs: number; readonly percent: number } | null;
+  readonly abort: { readonly httpStatus: number | null; readonly grpcStatus: number | null; readonly percent: number } | null;
+}
