@@ -435,7 +435,7 @@ ${to('v1')}`);
   });
 });
 
-t.test('fault goes to the route filter configs untouched', async (t) => {
+t.test('fault becomes the fault filter\'s route config (durations in ms, percentages as numbers)', async (t) => {
   const { routes } = reviewsVs(`  - fault:
       delay: {percentage: {value: 10}, fixedDelay: 5s}
       abort: {percentage: {value: 0.5}, httpStatus: 400}
@@ -443,7 +443,7 @@ ${to('v1')}
   - route:
     - destination: {host: reviews}`);
   t.same(routes[0]!.filterConfigs, {
-    fault: { delay: { percentage: { value: 10 }, fixedDelay: '5s' }, abort: { percentage: { value: 0.5 }, httpStatus: 400 } },
+    'envoy.filters.http.fault': { delay: { fixedDelayMs: 5000, percent: 10 }, abort: { httpStatus: 400, grpcStatus: null, percent: 0.5 } },
   });
   t.same(routes[1]!.filterConfigs, {});
 });

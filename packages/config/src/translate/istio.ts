@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { formatIssue, type ConfigIssue } from '../errors.ts';
 import type { Cluster } from '../model/cluster.ts';
-import type { Listener } from '../model/listener.ts';
+import type { HttpFilterConfig, Listener } from '../model/listener.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { RetryPolicy, Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
@@ -10,6 +10,9 @@ import type { Resource } from '../resources/resource.ts';
 import { buildOutboundClusters, type ClusterOptions } from './clusters.ts';
 import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
+import { FAULT_FILTER } from './fault.ts';
+import { localRateLimitFilter } from './local-ratelimit.ts';
+import { authzFilter, jwtAuthnFilter } from './security.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {
@@ -50,20 +53,25 @@ export function translateIstio(
   const routeConfigs: RouteConfiguration[] = [];
 
   if (node.kind === 'sidecar') {
-    routeConfigs.push(sidecarOutboundRoutes(ctx, { registry, rules }));
+    const outbound = sidecarOutboundRoutes(ctx, { registry, rules });
+    routeConfigs.push(outbound);
     listeners.push({
       name: 'virtualOutbound',
       address: ports.bindAddress,
       port: ports.outboundPort,
       direction: 'outbound',
       routeConfig: 'outbound',
-      httpFilters: [],
+      httpFilters: chain(localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort), faultFilterFor(outbound)),
     });
     if (ports.appPort !== null) {
       const inbound = sidecarInbound(ctx, registry, ports.appPort);
       routeConfigs.push(inbound.routeConfig);
       clusters.push(inbound.cluster);
-      listeners.push(inbound.listener);
+      // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
+      listeners.push({
+        ...inbound.listener,
+        httpFilters: chain(jwtAuthnFilter(ctx), authzFilter(ctx), localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort)),
+      });
     }
   } else {
     const gw = gatewayListeners(ctx, { registry, rules });
@@ -276,6 +284,8 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
   const listeners: Listener[] = [];
   const routeConfigs: RouteConfiguration[] = [];
   const virtualServices = ctx.resourcesOf('VirtualService');
+  const jwtAuthn = jwtAuthnFilter(ctx);
+  const authz = authzFilter(ctx);
   for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
     const hosts = new Map<string, Route[]>();
     const refs = new Set(servers.map((s) => s.ref));
@@ -313,7 +323,16 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
       virtualHosts: [...hosts].map(([domain, routes]) => ({ name: `${domain}:${port}`, domains: [domain], routes: catchAllsLast(routes) })),
       ignorePortInHostMatching: true,
     });
-    listeners.push({ name: `${bind}_${port}`, address: bind, port, direction: 'gateway', routeConfig: name, httpFilters: [] });
+    const rc = routeConfigs[routeConfigs.length - 1]!;
+    listeners.push({
+      name: `${bind}_${port}`,
+      address: bind,
+      port,
+      direction: 'gateway',
+      routeConfig: name,
+      // The gateway is where edge policy runs: authn, authz, rate limit, then faults.
+      httpFilters: chain(jwtAuthn, authz, localRateLimitFilter(ctx, 'GATEWAY', port), faultFilterFor(rc)),
+    });
     if (refs.size > 1) {
       // Several gateways sharing a port is legal in Istio; say so, since hosts then mix.
       const first = servers[0]!;
@@ -342,6 +361,17 @@ function untilCatchAll(routes: Route[]): Route[] {
  */
 function catchAllsLast(routes: Route[]): Route[] {
   return [...routes.filter((r) => !isCatchAll(r)), ...routes.filter(isCatchAll)];
+}
+
+/** The filters present, in order (Istio's: jwt-authn, authz, rate limit, fault). */
+function chain(...filters: (HttpFilterConfig | null)[]): HttpFilterConfig[] {
+  return filters.filter((f): f is HttpFilterConfig => f !== null);
+}
+
+/** The fault filter runs only where a route asks for it (its config is per route). */
+function faultFilterFor(rc: RouteConfiguration): HttpFilterConfig | null {
+  const any = rc.virtualHosts.some((v) => v.routes.some((r) => FAULT_FILTER in r.filterConfigs));
+  return any ? { name: FAULT_FILTER, config: {} } : null;
 }
 
 // Gateway server hosts may carry a namespace: `ns/host`, `./host` (the Gateway's), or any (`*` then a slash).

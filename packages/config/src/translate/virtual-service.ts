@@ -24,6 +24,7 @@ import type {
 import type { TranslateContext } from './context.ts';
 import { resolveHost } from './host.ts';
 import { DestinationRuleIndex } from './destination-rule.ts';
+import { FAULT_FILTER, faultConfig, type IstioFault } from './fault.ts';
 import { labelsMatch, type ServiceRegistry } from './registry.ts';
 import { expandDelegate, fieldSite, ownRouteSource, type HttpRouteSource } from './virtual-service-delegate.ts';
 
@@ -134,7 +135,7 @@ function pushRoutes(
       action,
       requestHeaders,
       responseHeaders,
-      filterConfigs: http.fault ? { fault: http.fault } : {},
+      filterConfigs: http.fault ? { [FAULT_FILTER]: faultConfig(http.fault as IstioFault, (v, f) => ctx.durationMs(v, f)) } : {},
       origin,
     });
   });

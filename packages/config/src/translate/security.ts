@@ -1,0 +1,120 @@
+import type { AuthzConfig, AuthzPolicy, JwtAuthnConfig, JwtRule } from '../model/filters.ts';
+import type { HttpFilterConfig } from '../model/listener.ts';
+import type { Resource } from '../resources/resource.ts';
+import type { TranslateContext } from './context.ts';
+import { labelsMatch } from './registry.ts';
+
+/** Envoy's filter names (also in @remora/filters, which this package may not import). */
+export const JWT_AUTHN_FILTER = 'envoy.filters.http.jwt_authn';
+export const RBAC_FILTER = 'envoy.filters.http.rbac';
+
+interface TargetRef {
+  group?: string;
+  kind?: string;
+  name?: string;
+  namespace?: string;
+}
+
+interface SelectorSpec {
+  selector?: { matchLabels?: Record<string, string> };
+  targetRef?: TargetRef;
+  targetRefs?: TargetRef[];
+}
+
+/**
+ * Does a security policy apply to this proxy? As Istio decides: a policy in the root
+ * namespace without selector applies mesh-wide; one in the workload's namespace without
+ * selector applies namespace-wide; `selector.matchLabels` picks workloads (from the root
+ * namespace: in every namespace); `targetRefs` naming a Gateway pick the gateway whose
+ * workload name (or `gateway.networking.k8s.io/gateway-name` label) it names.
+ */
+export function policyApplies(ctx: TranslateContext, r: Resource): boolean {
+  const { node } = ctx;
+  const ns = r.metadata.namespace;
+  const root = ns === node.rootNamespace;
+  if (!root && ns !== node.namespace) return false;
+  const spec = (r.spec ?? {}) as SelectorSpec;
+  const refs = spec.targetRefs ?? (spec.targetRef ? [spec.targetRef] : []);
+  if (refs.length > 0) {
+    return refs.some((ref) => {
+      if ((ref.kind ?? '') !== 'Gateway') return false;
+      const name = ref.name ?? '';
+      return name === node.workloadName || name === node.labels['gateway.networking.k8s.io/gateway-name'];
+    });
+  }
+  const sel = spec.selector?.matchLabels;
+  if (sel && Object.keys(sel).length > 0) return labelsMatch(sel, node.labels);
+  return true;
+}
+
+interface IstioJwtRule {
+  issuer?: string;
+  audiences?: string[];
+  jwks?: string;
+  jwksUri?: string;
+  fromHeaders?: { name?: string; prefix?: string }[];
+  fromParams?: string[];
+  fromCookies?: string[];
+  outputPayloadToHeader?: string;
+  outputClaimToHeaders?: { header?: string; claim?: string }[];
+  forwardOriginalToken?: boolean;
+  timeout?: string;
+}
+
+/** The JWT filter for this proxy: every jwtRule of the RequestAuthentications that apply; null when none. */
+export function jwtAuthnFilter(ctx: TranslateContext): HttpFilterConfig | null {
+  const rules: JwtRule[] = [];
+  for (const r of ctx.resourcesOf('RequestAuthentication')) {
+    if (!policyApplies(ctx, r)) continue;
+    const origin = `${r.metadata.namespace}/${r.metadata.name}`;
+    ((r.spec as { jwtRules?: IstioJwtRule[] } | null)?.jwtRules ?? []).forEach((j, i) => {
+      if (!j.jwks && !j.jwksUri) {
+        ctx.warn(r, ['spec', 'jwtRules', i], 'neither jwks nor jwksUri is set (OpenID discovery is not supported); this rule is ignored');
+        return;
+      }
+      const anyLocation = (j.fromHeaders?.length ?? 0) + (j.fromParams?.length ?? 0) + (j.fromCookies?.length ?? 0) > 0;
+      rules.push({
+        origin,
+        issuer: j.issuer ?? '',
+        audiences: j.audiences ?? [],
+        jwks: j.jwks ?? null,
+        jwksUri: j.jwksUri ?? null,
+        // Istio's defaults when no location is given: `Authorization: Bearer` and `?access_token=`.
+        fromHeaders: anyLocation ? (j.fromHeaders ?? []).map((h) => ({ name: (h.name ?? '').toLowerCase(), prefix: h.prefix ?? '' })) : [{ name: 'authorization', prefix: 'Bearer ' }],
+        fromParams: anyLocation ? (j.fromParams ?? []) : ['access_token'],
+        fromCookies: j.fromCookies ?? [],
+        outputPayloadToHeader: j.outputPayloadToHeader ? j.outputPayloadToHeader.toLowerCase() : null,
+        outputClaimToHeaders: (j.outputClaimToHeaders ?? []).map((o) => ({ header: (o.header ?? '').toLowerCase(), claim: o.claim ?? '' })),
+        forwardOriginalToken: j.forwardOriginalToken ?? false,
+        timeoutMs: ctx.durationMs(j.timeout, 5_000),
+      });
+    });
+  }
+  if (rules.length === 0) return null;
+  const config: JwtAuthnConfig = { rules };
+  return { name: JWT_AUTHN_FILTER, config };
+}
+
+/** The authorization filter for this proxy: every AuthorizationPolicy that applies; null when none. */
+export function authzFilter(ctx: TranslateContext): HttpFilterConfig | null {
+  const policies: AuthzPolicy[] = [];
+  for (const r of ctx.resourcesOf('AuthorizationPolicy')) {
+    if (!policyApplies(ctx, r)) continue;
+    const spec = (r.spec ?? {}) as { action?: AuthzPolicy['action']; rules?: unknown[]; provider?: { name?: string } };
+    const action = spec.action ?? 'ALLOW';
+    if (action === 'CUSTOM') {
+      ctx.warn(r, ['spec', 'action'], 'CUSTOM (external authorization) is not supported yet; this policy is ignored');
+      continue;
+    }
+    policies.push({
+      name: `${r.metadata.namespace}/${r.metadata.name}`,
+      action,
+      rules: spec.rules ?? [],
+      hasRules: spec.rules !== undefined,
+      provider: spec.provider?.name ?? null,
+    });
+  }
+  if (policies.length === 0) return null;
+  const config: AuthzConfig = { policies, trustDomain: ctx.node.trustDomain };
+  return { name: RBAC_FILTER, config };
+}
