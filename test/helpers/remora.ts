@@ -57,7 +57,12 @@ export interface InProcessRemora {
   stop(): Promise<void>;
 }
 
-export async function startRemora(kind: Command, configPaths: string[], extraArgs: string[] = []): Promise<InProcessRemora> {
+export async function startRemora(
+  kind: Command,
+  configPaths: string[],
+  extraArgs: string[] = [],
+  options: { peerIdentity?: (socket: import('node:net').Socket) => { principal: string; namespace: string } | null } = {},
+): Promise<InProcessRemora> {
   const ports = await pickPorts();
   const args = [...configPaths.flatMap((p) => ['-c', p]), ...portArgs(kind, ports), ...extraArgs];
   const opts = parseOptions(kind, args, {});
@@ -68,6 +73,7 @@ export async function startRemora(kind: Command, configPaths: string[], extraArg
   const proxy = new ProxyProcess(opts, () => void (exited = true), {
     accessLog: (chunk) => accessLog.push(...chunk.split('\n').filter((l) => l !== '')),
     log: (line) => log.push(line.trimEnd()),
+    ...(options.peerIdentity ? { peerIdentity: options.peerIdentity } : {}),
   });
   try {
     await proxy.start();

@@ -59,8 +59,8 @@ export interface FilterRequest {
   /** The peer's verified identity (mTLS); null for plaintext. */
   readonly peer: PeerIdentity | null;
   readonly isGrpc: boolean;
-  /** Name of the matched route, '' when none matched (filters run before the router answers 404). */
-  readonly routeName: string;
+  /** Name of the matched route; null when none matched (filters run before the router answers 404). */
+  readonly routeName: string | null;
   /** JWT authentication result, set by the JWT filter for the filters after it. */
   auth: RequestAuth | null;
   /** Lower-case name; repeated headers joined with `,`; null when absent. Sees earlier filters' edits. */

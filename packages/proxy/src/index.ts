@@ -38,3 +38,6 @@ export {
   type GrpcStatusName,
 } from './http/grpc.ts';
 export { normalizePath } from './http/path-normalize.ts';
+export { plainRouteContext, type RouteCompileContext } from './router/compiled-route.ts';
+export { findRoute } from './router/route-table.ts';
+export { builtinFilters } from './runtime/builtin-filters.ts';

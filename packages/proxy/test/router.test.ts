@@ -2,11 +2,11 @@
 // the access log formats.
 import t from 'tap';
 import type { RouteConfiguration, VirtualHost } from '@remora/config';
-import { formatJson, formatResponseFlags, formatText, redirectLocation, ResponseFlag, RouteTable, type AccessLogRecord } from '@remora/proxy';
+import { plainRouteContext, formatJson, formatResponseFlags, formatText, redirectLocation, ResponseFlag, RouteTable, type AccessLogRecord } from '@remora/proxy';
 
 const vh = (name: string, domains: string[]): VirtualHost => ({ name, domains, routes: [] });
 const table = (ignorePort: boolean, ...vhosts: VirtualHost[]): RouteTable =>
-  new RouteTable({ name: 't', virtualHosts: vhosts, ignorePortInHostMatching: ignorePort } satisfies RouteConfiguration, new Map());
+  new RouteTable({ name: 't', virtualHosts: vhosts, ignorePortInHostMatching: ignorePort } satisfies RouteConfiguration, plainRouteContext(new Map()));
 
 t.test('virtual host order: exact, longest suffix wildcard, longest prefix wildcard, then *', async (t) => {
   const rt = table(

@@ -39,6 +39,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout (default text, Istio\'s format)', for: PROXIES },
   'log-format': { type: 'string', arg: 'text|json|off', help: 'alias of --access-log-format', for: PROXIES },
   'log-level': { type: 'string', arg: 'LEVEL', help: `Remora's own log level on stderr: ${LOG_LEVELS.join(', ')} (default info)`, for: PROXIES },
+  'num-trusted-proxies': { type: 'string', arg: 'N', help: 'X-Forwarded-For hops in front of a gateway to trust when finding the client address (Istio numTrustedProxies; default 0)', for: PROXIES },
   'drain-time': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long in-flight requests may take to finish (default 5s)', for: PROXIES },
   'dns-refresh-rate': { type: 'string', arg: 'DURATION', help: 'how often DNS ServiceEntries are re-resolved (default 60s)', for: PROXIES },
   help: { type: 'boolean', short: 'h', help: 'show this help', for: ALL },
@@ -56,6 +57,7 @@ export interface ProxyOptions {
   readonly logLevel: LogLevel;
   readonly drainTimeMs: number;
   readonly dnsRefreshMs: number;
+  readonly numTrustedProxies: number;
 }
 
 /** A usage error: printed with the command's help, exit status 2. */
@@ -125,6 +127,12 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     return ms;
   };
 
+  const count = (name: string, fallback: number): number => {
+    const raw = str(name);
+    if (raw === undefined) return fallback;
+    if (!/^\d+$/.test(raw)) throw new UsageError(`--${name} must be a whole number, got "${raw}"`);
+    return Number(raw);
+  };
   const gateway = command === 'gateway';
   const labels = parseLabels(str('labels'), env.ISTIO_METAJSON_LABELS, gateway);
   const namespace = str('namespace') ?? env.POD_NAMESPACE ?? (gateway ? 'istio-system' : 'default');
@@ -163,6 +171,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     accessLogFormat,
     logLevel,
     drainTimeMs: duration('drain-time', 5_000),
+    numTrustedProxies: count('num-trusted-proxies', 0),
     dnsRefreshMs: duration('dns-refresh-rate', 60_000),
   };
 }

@@ -2,7 +2,7 @@ import { FileWatcher, formatIssue, hasErrors, loadMesh, type ConfigIssue, type P
 import { AdminServer } from '../admin/admin-server.ts';
 import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
 import { Loggers } from '../logger.ts';
-import { Runtime } from '../runtime/runtime.ts';
+import { Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
 import { AccessLog } from '../telemetry/access-log.ts';
 import { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import type { ProxyOptions } from './options.ts';
@@ -11,6 +11,8 @@ import type { ProxyOptions } from './options.ts';
 export interface ProcessSinks {
   readonly accessLog?: (chunk: string) => void;
   readonly log?: (line: string) => void;
+  /** Peer identities for plaintext connections (tests of identity-based policy before mTLS). */
+  readonly peerIdentity?: RuntimeOptions['peerIdentity'];
 }
 
 /** Thrown when the proxy cannot start; the message says why. */
@@ -43,6 +45,8 @@ export class ProxyProcess {
       loggers: this.loggers,
       accessLog: new AccessLog(opts.accessLogFormat, sinks.accessLog),
       metrics: new IstioMetrics(),
+      trustedHops: opts.numTrustedProxies,
+      ...(sinks.peerIdentity ? { peerIdentity: sinks.peerIdentity } : {}),
     });
     this.admin = new AdminServer(this.runtime, this.loggers, {
       lastConfigError: () => this.#lastError,

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { PeerIdentity } from '@remora/filters';
 import type { Logger } from '../logger.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { Exchange } from './exchange.ts';
@@ -9,6 +10,8 @@ export interface ListenerContext {
   readonly log: Logger;
   /** True once draining started: responses carry `Connection: close`. */
   readonly draining: boolean;
+  /** The verified identity of a connection's peer (from mTLS); null when none. */
+  readonly peerIdentity: ((socket: Socket) => PeerIdentity | null) | null;
 }
 
 function formatAddress(ip: string | undefined, port: number | undefined): string {
@@ -25,15 +28,23 @@ export class Connection {
   readonly localAddress: string;
   readonly remoteAddress: string;
   readonly remoteIp: string;
+  /** The address and port the connection was accepted on. */
+  readonly localIp: string;
+  readonly localPort: number;
+  /** The peer's verified workload identity; null for plaintext. */
+  readonly peer: PeerIdentity | null;
   #current: Exchange | null = null;
   /** Pipelined requests beyond the first; rare, so made only when needed. */
   #others: Set<Exchange> | null = null;
 
-  constructor(socket: Socket) {
+  constructor(socket: Socket, peer: PeerIdentity | null = null) {
     this.socket = socket;
     this.localAddress = formatAddress(socket.localAddress, socket.localPort);
     this.remoteAddress = formatAddress(socket.remoteAddress, socket.remotePort);
     this.remoteIp = socket.remoteAddress ?? '';
+    this.localIp = socket.localAddress ?? '';
+    this.localPort = socket.localPort ?? 0;
+    this.peer = peer;
   }
 
   get idle(): boolean {

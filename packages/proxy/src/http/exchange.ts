@@ -92,12 +92,26 @@ export class Exchange extends ProxiedRequest {
     // HTTP/2 has no Content-Length requirement: a stream not ended with its headers carries a body.
     if (this.#h2 && !this.hasBody) this.hasBody = !(this.req as import('node:http2').Http2ServerRequest).stream.endAfterHeaders;
     this.#grpc = isGrpcRequest(this.contentType);
-    const route = findRoute(this.snapshot.routes, this);
+    // The route is chosen before the filters run (they may read its per-route configs); a
+    // request with no route still meets the filters, which may answer before the 404.
+    this.route = findRoute(this.snapshot.routes, this);
+    this.runFilters();
+  }
+
+  get aborted(): boolean {
+    return this.#state === DONE;
+  }
+
+  protected replyLocally(status: number, flag: number, details: string, body: string | null, grpcStatus: number | null): void {
+    this.localReply(status, flag, details, body, grpcStatus);
+  }
+
+  protected afterFilters(): void {
+    const route = this.route;
     if (route === null) {
       this.localReply(404, ResponseFlag.NR, 'route_not_found', null);
       return;
     }
-    this.route = route;
     const target = route.target;
     if (target.kind === 'direct-response') {
       this.#directResponse(target.status, target.body);
@@ -406,6 +420,8 @@ export class Exchange extends ProxiedRequest {
     }
     headers.push('server', 'remora');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
+    const extra = this.extraResponseHeaders;
+    if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
     if (this.#cors !== null) this.#cors.applyResponseHeaders(headers, this.#corsOrigin);
     if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
     this.bytesSent = payload === null ? 0 : payload.length;
@@ -462,6 +478,7 @@ export class Exchange extends ProxiedRequest {
     this.#state = DONE;
     if (this.#timer !== null) clearTimeout(this.#timer);
     if (this.#backoffTimer !== null) clearTimeout(this.#backoffTimer);
+    this.destroyFilters();
     this.conn.onExchangeDone(this);
     this.logAndRecord(this.#grpcStatus);
   }

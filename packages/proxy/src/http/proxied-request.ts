@@ -10,6 +10,8 @@ import type { HashSource } from '../upstream/load-balancer.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
+import { FilterStatus, type FilterCallbacks, type FilterRequest, type FilterResponseFlag, type HttpFilter, type PeerIdentity, type RequestAuth } from '@remora/filters';
+import { isGrpcRequest } from './grpc.ts';
 import { normalizePath } from './path-normalize.ts';
 import {
   classifyHeader,
@@ -84,7 +86,7 @@ export function failureReply(failure: AttemptFailure, code: string): FailureRepl
  * predicate, response header edits, and the access log and metrics at the end. Fields live
  * on the one object per request, so the hot path reads plain properties.
  */
-export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource {
+export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks {
   readonly ctx: ListenerContext;
   readonly conn: Connection;
   readonly snapshot: ListenerSnapshot;
@@ -119,6 +121,16 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   /** Hosts already tried, for Envoy's previous-hosts retry predicate; null until a retry. */
   protected triedHosts: ClusterHost[] | null = null;
   protected setCookie: string | null = null;
+
+  // Filter chain.
+  /** JWT authentication result, for the filters after the JWT filter. */
+  auth: RequestAuth | null = null;
+  protected filters: HttpFilter[] | null = null;
+  #filterIndex = 0;
+  #iterating = false;
+  #resumeRequested = false;
+  /** Headers filters asked to add to whatever response the client gets. */
+  protected extraResponseHeaders: string[] | null = null;
 
   // Outcome, for logs and metrics.
   responseCode = 0;
@@ -166,6 +178,152 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   }
   get routeName(): string | null {
     return this.route?.name ?? null;
+  }
+
+  // --- FilterRequest ---------------------------------------------------------------------
+
+  /**
+   * The original client (Envoy `remote.ip`). A gateway is the edge: the address it saw,
+   * unless X-Forwarded-For hops are trusted (then the entry that many hops back). A sidecar
+   * is not the edge: the last X-Forwarded-For entry when there is one, else the peer.
+   */
+  get remoteIp(): string {
+    const hops = this.snapshot.trustedHops;
+    const xff = this.xForwardedFor;
+    if (this.snapshot.direction === 'gateway') {
+      if (hops === 0 || xff === null) return this.conn.remoteIp;
+      // xForwardedFor already ends with the peer this gateway appended.
+      const list = xff.split(',');
+      return list[Math.max(0, list.length - 1 - hops)]!.trim();
+    }
+    if (xff === null) return this.conn.remoteIp;
+    const last = xff.lastIndexOf(',');
+    return (last < 0 ? xff : xff.slice(last + 1)).trim();
+  }
+  get destinationIp(): string {
+    return this.conn.localIp;
+  }
+  get destinationPort(): number {
+    return this.conn.localPort;
+  }
+  get sni(): string {
+    return '';
+  }
+  get peer(): PeerIdentity | null {
+    return this.conn.peer;
+  }
+  get isGrpc(): boolean {
+    return isGrpcRequest(this.contentType);
+  }
+
+  setRequestHeader(name: string, value: string): void {
+    setHeader(this.upstreamHeaders, name.toLowerCase(), value);
+  }
+
+  removeRequestHeader(name: string): void {
+    const lower = name.toLowerCase();
+    const h = this.upstreamHeaders;
+    let w = 0;
+    for (let r = 0; r < h.length; r += 2) {
+      if (h[r]!.toLowerCase() === lower) continue;
+      h[w++] = h[r]!;
+      h[w++] = h[r + 1]!;
+    }
+    h.length = w;
+  }
+
+  routeFilterConfig(name: string): unknown {
+    return this.route?.filterConfigs?.get(name) ?? null;
+  }
+
+  // --- FilterCallbacks ---------------------------------------------------------------------
+
+  /** True once the request has ended (answered, or the client went away). */
+  abstract get aborted(): boolean;
+
+  /** Answers the request from the proxy; subclasses know how (a response, or a raw socket for upgrades). */
+  protected abstract replyLocally(status: number, flag: number, details: string, body: string | null, grpcStatus: number | null): void;
+
+  /** The chain let the request through: route it. */
+  protected abstract afterFilters(): void;
+
+  sendLocalReply(status: number, body: string | null, flag: FilterResponseFlag | null, details: string, grpcStatus: number | null = null): void {
+    this.replyLocally(status, flag === null ? 0 : ResponseFlag[flag], details, body, grpcStatus);
+  }
+
+  addResponseHeader(name: string, value: string): void {
+    (this.extraResponseHeaders ??= []).push(name.toLowerCase(), value);
+  }
+
+  setResponseFlag(flag: FilterResponseFlag): void {
+    this.responseFlags |= ResponseFlag[flag];
+  }
+
+  continueRequest(): void {
+    if (this.aborted || this.filters === null) return;
+    if (this.#iterating) {
+      // Called from inside a filter's onRequest: the loop goes on when it returns.
+      this.#resumeRequested = true;
+      return;
+    }
+    this.#iterate();
+  }
+
+  /** Runs the listener's filters (jwt-authn → authz → rate limit → fault), then `afterFilters`. */
+  protected runFilters(): void {
+    const configs = this.snapshot.filters;
+    if (configs === null) {
+      this.afterFilters();
+      return;
+    }
+    const filters: HttpFilter[] = new Array(configs.length);
+    for (let i = 0; i < configs.length; i++) filters[i] = configs[i]!.create();
+    this.filters = filters;
+    this.#iterate();
+  }
+
+  #iterate(): void {
+    const filters = this.filters!;
+    this.#iterating = true;
+    while (this.#filterIndex < filters.length) {
+      const f = filters[this.#filterIndex++]!;
+      let status: number;
+      try {
+        status = f.onRequest(this, this);
+      } catch (err) {
+        this.#iterating = false;
+        this.ctx.log.error(`filter failed on ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
+        this.replyLocally(500, 0, 'filter_error', 'internal error', null);
+        return;
+      }
+      if (this.aborted) {
+        this.#iterating = false;
+        return;
+      }
+      if (status === FilterStatus.StopIteration) {
+        if (this.#resumeRequested) {
+          this.#resumeRequested = false;
+          continue;
+        }
+        this.#iterating = false;
+        return;
+      }
+    }
+    this.#iterating = false;
+    this.afterFilters();
+  }
+
+  /** Lets filters release timers and waits; called once when the request ends. */
+  protected destroyFilters(): void {
+    const filters = this.filters;
+    if (filters === null) return;
+    for (const f of filters) {
+      try {
+        f.onDestroy?.();
+      } catch (err) {
+        this.ctx.log.error(`filter onDestroy failed: ${(err as Error).message}`);
+      }
+    }
   }
 
   /**
@@ -346,8 +504,10 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     (this.triedHosts ??= []).push(host);
   }
 
-  /** Destination- and route-level response edits, and a cookie set by the ring-hash balancer. */
+  /** Destination- and route-level response edits, filters' headers, a cookie set by the ring-hash balancer. */
   protected applyResponseEdits(out: string[]): void {
+    const extra = this.extraResponseHeaders;
+    if (extra !== null) for (let i = 0; i < extra.length; i++) out.push(extra[i]!);
     const target = this.target;
     if (target !== null && target.responseEdits !== null) target.responseEdits.apply(out);
     const route = this.route;
@@ -380,7 +540,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       case 'x-request-id':
         return this.requestId;
       default:
-        return rawHeaderValue(this.req.rawHeaders, name);
+        // The upstream list: what the client sent, as earlier filters left it.
+        return rawHeaderValue(this.upstreamHeaders, name);
     }
   }
 

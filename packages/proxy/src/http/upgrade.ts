@@ -148,12 +148,25 @@ export class UpgradeExchange extends ProxiedRequest {
       return;
     }
     this.readHeaders(true);
-    const route = findRoute(this.snapshot.routes, this);
+    // Upgrades meet the same filters as requests (authn, authz, rate limit, faults).
+    this.route = findRoute(this.snapshot.routes, this);
+    this.runFilters();
+  }
+
+  get aborted(): boolean {
+    return this.#state === DONE;
+  }
+
+  protected replyLocally(status: number, flag: number, details: string, body: string | null, _grpcStatus: number | null): void {
+    this.#localReply(status, flag, details, body);
+  }
+
+  protected afterFilters(): void {
+    const route = this.route;
     if (route === null) {
       this.#localReply(404, ResponseFlag.NR, 'route_not_found', null);
       return;
     }
-    this.route = route;
     const target = route.target;
     if (target.kind === 'direct-response') {
       this.#directResponse(target.status, target.body, null);
@@ -559,6 +572,8 @@ export class UpgradeExchange extends ProxiedRequest {
     const headers: string[] = ['content-length', String(payload === null ? 0 : payload.length), 'server', 'remora'];
     if (payload !== null) headers.push('content-type', 'text/plain');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
+    const extra = this.extraResponseHeaders;
+    if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, payload);
     this.#finish();
@@ -607,6 +622,7 @@ export class UpgradeExchange extends ProxiedRequest {
     if (this.#state === DONE) return;
     this.#state = DONE;
     this.#clearTimers();
+    this.destroyFilters();
     this.#registry.delete(this);
     this.logAndRecord('');
   }

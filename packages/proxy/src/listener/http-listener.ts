@@ -5,6 +5,7 @@ import { Connection, type ListenerContext } from '../http/connection.ts';
 import { Exchange } from '../http/exchange.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
 import { shouldUpgrade, UpgradeTunnels } from '../http/upgrade.ts';
+import type { PeerIdentity } from '@remora/filters';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import { PrefaceSocket } from './preface-socket.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
@@ -61,7 +62,7 @@ export class HttpListener {
       (req, res) => this.#onRequest(req, res),
     );
     this.server.on('connection', (socket: Socket) => {
-      const c = new Connection(socket);
+      const c = new Connection(socket, this.#peerOf(socket));
       this.#connections.set(socket, c);
       socket.once('close', () => {
         this.#connections.delete(socket);
@@ -71,7 +72,7 @@ export class HttpListener {
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#onClientError(err, socket));
     this.#upgrades = new UpgradeTunnels(ctx);
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
-      this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? new Connection(socket), req, socket, head),
+      this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? new Connection(socket, this.#peerOf(socket)), req, socket, head),
     );
     this.server.on('connect', (_req: IncomingMessage, socket: Socket) => {
       // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
@@ -89,6 +90,11 @@ export class HttpListener {
     this.tcp = createTcpServer((socket) => this.#onSocket(socket));
   }
 
+  #peerOf(socket: Socket): PeerIdentity | null {
+    const f = this.#ctx.peerIdentity;
+    return f === null ? null : f(socket);
+  }
+
   /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */
   #onSocket(socket: Socket): void {
     let seen: Buffer | null = null;
@@ -101,7 +107,7 @@ export class HttpListener {
       socket.off('error', onEarlyError);
       socket.pause();
       if (h2) {
-        const c = new Connection(socket);
+        const c = new Connection(socket, this.#peerOf(socket));
         this.#connections.set(socket, c);
         socket.once('close', () => {
           this.#connections.delete(socket);
@@ -183,7 +189,7 @@ export class HttpListener {
     let conn = this.#connections.get(req.socket);
     if (conn === undefined) {
       // Sockets handed over by other means than 'connection' (none today); track them anyway.
-      conn = new Connection(req.socket);
+      conn = new Connection(req.socket, this.#peerOf(req.socket));
       this.#connections.set(req.socket, conn);
     }
     const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);

@@ -216,6 +216,18 @@ export class DirectResponseTarget {
 
 export type RouteTarget = ForwardTarget | RedirectTarget | DirectResponseTarget;
 
+/** What compiling routes needs: the live clusters, and the per-route filter config compiler. */
+export interface RouteCompileContext {
+  readonly clusters: ReadonlyMap<string, UpstreamCluster>;
+  /** Compiles a route's per-filter configs (Envoy's typed_per_filter_config); null when it has none. */
+  routeFilters(configs: Readonly<Record<string, unknown>>): ReadonlyMap<string, unknown> | null;
+}
+
+/** A context for routes without per-route filter configs (unit tests, tools). */
+export function plainRouteContext(clusters: ReadonlyMap<string, UpstreamCluster>): RouteCompileContext {
+  return { clusters, routeFilters: () => null };
+}
+
 /** A route ready for the hot path. */
 export class CompiledRoute {
   readonly name: string;
@@ -227,9 +239,14 @@ export class CompiledRoute {
   readonly matchedPrefix: string | null;
   readonly model: Route;
 
-  constructor(r: Route, clusters: ReadonlyMap<string, UpstreamCluster>) {
+  /** Compiled per-filter configs of this route, by filter name; null when none. */
+  readonly filterConfigs: ReadonlyMap<string, unknown> | null;
+
+  constructor(r: Route, ctx: RouteCompileContext) {
+    const clusters = ctx.clusters;
     this.model = r;
     this.name = r.name;
+    this.filterConfigs = ctx.routeFilters(r.filterConfigs);
     this.matcher = new RouteMatcher(r.match);
     const a = r.action;
     this.target =

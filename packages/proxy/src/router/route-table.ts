@@ -1,14 +1,13 @@
 import type { RouteConfiguration, VirtualHost } from '@remora/config';
-import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
-import { CompiledRoute, type RouteRequest } from './compiled-route.ts';
+import { CompiledRoute, type RouteCompileContext, type RouteRequest } from './compiled-route.ts';
 
 /** A virtual host with its routes compiled; first matching route wins. */
 export class CompiledVirtualHost {
   readonly name: string;
   readonly routes: readonly CompiledRoute[];
-  constructor(v: VirtualHost, clusters: ReadonlyMap<string, UpstreamCluster>) {
+  constructor(v: VirtualHost, ctx: RouteCompileContext) {
     this.name = v.name;
-    this.routes = v.routes.map((r) => new CompiledRoute(r, clusters));
+    this.routes = v.routes.map((r) => new CompiledRoute(r, ctx));
   }
 
   match(r: RouteRequest): CompiledRoute | null {
@@ -41,12 +40,12 @@ export class RouteTable {
   readonly #default: CompiledVirtualHost | null;
   readonly #ignorePort: boolean;
 
-  constructor(rc: RouteConfiguration, clusters: ReadonlyMap<string, UpstreamCluster>) {
+  constructor(rc: RouteConfiguration, ctx: RouteCompileContext) {
     this.name = rc.name;
     this.#ignorePort = rc.ignorePortInHostMatching;
     let def: CompiledVirtualHost | null = null;
     for (const v of rc.virtualHosts) {
-      const vhost = new CompiledVirtualHost(v, clusters);
+      const vhost = new CompiledVirtualHost(v, ctx);
       for (const raw of v.domains) {
         const d = raw.toLowerCase();
         if (d === '*') {

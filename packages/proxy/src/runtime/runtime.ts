@@ -1,4 +1,6 @@
 import type { Cluster, Endpoint, ProxyConfig, ProxyNode, TrafficDirection } from '@remora/config';
+import type { Socket } from 'node:net';
+import type { FilterRegistry, PeerIdentity } from '@remora/filters';
 import type { ListenerContext } from '../http/connection.ts';
 import { HttpListener } from '../listener/http-listener.ts';
 import type { Logger, Loggers } from '../logger.ts';
@@ -6,10 +8,22 @@ import type { AccessLog } from '../telemetry/access-log.ts';
 import type { IstioMetrics, RequestStats } from '../telemetry/istio-metrics.ts';
 import { peerLabels } from '../telemetry/peer-labels.ts';
 import { ClusterManager } from '../upstream/cluster-manager.ts';
+import { builtinFilters } from './builtin-filters.ts';
+import { PersistentStore } from './persistent-store.ts';
 import { Snapshot } from './snapshot.ts';
 
 export interface RuntimeOptions {
   readonly node: ProxyNode;
+  /** HTTP filters by name; the built-in ones by default. */
+  readonly filters?: FilterRegistry;
+  /** X-Forwarded-For hops trusted when finding the client address (Istio's numTrustedProxies); 0 by default. */
+  readonly trustedHops?: number;
+  /**
+   * The verified identity of a downstream connection's peer. The TLS layer provides it from
+   * the client certificate; without TLS, tests may supply one to exercise identity-based
+   * policy through the same path.
+   */
+  readonly peerIdentity?: (socket: Socket) => PeerIdentity | null;
   readonly loggers: Loggers;
   readonly accessLog: AccessLog;
   readonly metrics: IstioMetrics;
@@ -34,6 +48,10 @@ export class Runtime implements ListenerContext {
   readonly #loggers: Loggers;
   /** Serialises applies: a reload that lands while another is compiling waits its turn. */
   #applying: Promise<unknown> = Promise.resolve();
+  readonly #filters: FilterRegistry;
+  readonly #store = new PersistentStore();
+  readonly #trustedHops: number;
+  readonly peerIdentity: ((socket: Socket) => PeerIdentity | null) | null;
 
   constructor(opts: RuntimeOptions) {
     this.node = opts.node;
@@ -41,6 +59,9 @@ export class Runtime implements ListenerContext {
     this.metrics = opts.metrics;
     this.#loggers = opts.loggers;
     this.log = opts.loggers.get('http');
+    this.#filters = opts.filters ?? builtinFilters();
+    this.#trustedHops = opts.trustedHops ?? 0;
+    this.peerIdentity = opts.peerIdentity ?? null;
     this.clusterManager = new ClusterManager({
       log: opts.loggers.get('upstream'),
       statsFor: (cluster, endpoint) => this.#statsFor(cluster, endpoint),
@@ -80,7 +101,12 @@ export class Runtime implements ListenerContext {
     const built = await this.clusterManager.prepare(config.clusters);
     let snap: Snapshot;
     try {
-      snap = new Snapshot(config, built, (direction) => this.#unroutedStats(direction));
+      snap = new Snapshot(config, built, {
+        statsFor: (direction) => this.#unroutedStats(direction),
+        filters: this.#filters,
+        filterContext: this.#store.begin(this.#loggers.get('config')),
+        trustedHops: this.#trustedHops,
+      });
     } catch (err) {
       this.clusterManager.discard(built);
       throw new Error(`config ${config.version} does not compile: ${(err as Error).message}`);
@@ -114,6 +140,7 @@ export class Runtime implements ListenerContext {
     }
     for (const [name, l] of [...this.#listeners]) if (!wanted.has(name)) this.#retire(l);
     this.clusterManager.commit(built);
+    this.#store.commit();
     this.#snapshot = snap;
   }
 

@@ -1,4 +1,6 @@
 import type { Listener, ProxyConfig, TrafficDirection } from '@remora/config';
+import type { FilterCompileContext, FilterRegistry, HttpFilterConfig } from '@remora/filters';
+import type { RouteCompileContext } from '../router/compiled-route.ts';
 import { RouteTable } from '../router/route-table.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
@@ -9,34 +11,53 @@ export class ListenerSnapshot {
   readonly direction: TrafficDirection;
   /** Null when the listener's route configuration is missing: every request gets 404 NR. */
   readonly routes: RouteTable | null;
+  /** The HTTP filters before the router, compiled; null when the chain is empty (nothing to run). */
+  readonly filters: readonly HttpFilterConfig[] | null;
   /** Metrics for requests that never reached a cluster (no route, no cluster). */
   readonly unroutedStats: RequestStats;
+  /** X-Forwarded-For hops to trust when finding the client address (Istio's numTrustedProxies). */
+  readonly trustedHops: number;
 
-  constructor(listener: Listener, routes: RouteTable | null, unroutedStats: RequestStats) {
+  constructor(listener: Listener, routes: RouteTable | null, filters: readonly HttpFilterConfig[] | null, unroutedStats: RequestStats, trustedHops: number) {
     this.listener = listener;
     this.direction = listener.direction;
     this.routes = routes;
+    this.filters = filters;
     this.unroutedStats = unroutedStats;
+    this.trustedHops = trustedHops;
   }
+}
+
+export interface SnapshotServices {
+  readonly statsFor: (direction: TrafficDirection) => RequestStats;
+  readonly filters: FilterRegistry;
+  readonly filterContext: FilterCompileContext;
+  readonly trustedHops: number;
 }
 
 /**
  * The compiled, immutable form of a ProxyConfig. The runtime swaps snapshots in one
- * assignment; each request keeps the listener snapshot it started with.
+ * assignment; each request keeps the listener snapshot it started with. Compiling throws
+ * (a bad regex, a filter config that cannot be used): the previous snapshot then stays.
  */
 export class Snapshot {
   readonly config: ProxyConfig;
   readonly listeners: ReadonlyMap<string, ListenerSnapshot>;
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
 
-  constructor(config: ProxyConfig, clusters: ReadonlyMap<string, UpstreamCluster>, statsFor: (direction: TrafficDirection) => RequestStats) {
+  constructor(config: ProxyConfig, clusters: ReadonlyMap<string, UpstreamCluster>, services: SnapshotServices) {
     this.config = config;
     this.clusters = clusters;
+    const routeContext: RouteCompileContext = {
+      clusters,
+      routeFilters: (configs) => services.filters.compileRouteConfigs(configs, services.filterContext),
+    };
     const tables = new Map<string, RouteTable>();
-    for (const rc of config.routeConfigs) tables.set(rc.name, new RouteTable(rc, clusters));
+    for (const rc of config.routeConfigs) tables.set(rc.name, new RouteTable(rc, routeContext));
     const listeners = new Map<string, ListenerSnapshot>();
     for (const l of config.listeners) {
-      listeners.set(l.name, new ListenerSnapshot(l, tables.get(l.routeConfig) ?? null, statsFor(l.direction)));
+      const chain = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, services.filterContext);
+      listeners.set(l.name, new ListenerSnapshot(l, tables.get(l.routeConfig) ?? null, chain, services.statsFor(l.direction), services.trustedHops));
     }
     this.listeners = listeners;
   }

