@@ -69,6 +69,16 @@ export interface OutlierDetection {
   readonly minHealthPercent: number;
 }
 
+/** Istio `localityLbSetting`: how traffic is spread over and fails over between localities. */
+export interface LocalityLbSetting {
+  /** Weighted spread: from a client locality pattern (`region/zone/*`) to destination localities with percentages. */
+  readonly distribute: readonly { readonly from: string; readonly to: Readonly<Record<string, number>> }[];
+  /** Region failover: when the client's region has no healthy endpoint, go to `to` before any other region. */
+  readonly failover: readonly { readonly from: string; readonly to: string }[];
+  /** Labels ranking endpoints by how many (leading) of them match the client's. */
+  readonly failoverPriority: readonly string[];
+}
+
 /** DestinationRule `tls`, resolved to file paths; filled in by the TLS work. */
 export interface UpstreamTls {
   readonly mode: 'SIMPLE' | 'MUTUAL' | 'ISTIO_MUTUAL';
@@ -105,4 +115,11 @@ export interface Cluster {
   readonly connectionPool: ConnectionPool;
   readonly outlierDetection: OutlierDetection | null;
   readonly tls: UpstreamTls | null;
+  /**
+   * Locality-aware load balancing; null when off. Istio turns it on only for clusters with
+   * outlier detection (without health information, failover could never happen).
+   */
+  readonly localityLb: LocalityLbSetting | null;
+  /** Slow start (`warmupDurationSecs`): a new endpoint's share grows over this window; 0 = off. */
+  readonly warmupMs: number;
 }

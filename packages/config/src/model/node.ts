@@ -18,6 +18,8 @@ export interface ProxyNode {
   readonly rootNamespace: string;
   /** SPIFFE trust domain (`cluster.local`). */
   readonly trustDomain: string;
+  /** Where this proxy runs, `region/zone/subzone` ('' when unknown): the base of locality load balancing. */
+  readonly locality: string;
 }
 
 /** Ports and addresses the runtime listens on, chosen by flags; not part of any resource. */

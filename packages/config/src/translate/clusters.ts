@@ -71,6 +71,8 @@ function cluster(
     connectionPool: policy.connectionPool,
     outlierDetection: policy.outlierDetection,
     tls: policy.tls,
+    localityLb: policy.localityLb,
+    warmupMs: policy.warmupMs,
   };
 }
 

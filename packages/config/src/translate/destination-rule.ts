@@ -1,4 +1,4 @@
-import type { ConnectionPool, HashKey, LoadBalancerPolicy, OutlierDetection, UpstreamTls } from '../model/cluster.ts';
+import type { ConnectionPool, HashKey, LoadBalancerPolicy, LocalityLbSetting, OutlierDetection, UpstreamTls } from '../model/cluster.ts';
 import type { Resource } from '../resources/resource.ts';
 import type {
   IstioDestinationRule,
@@ -33,6 +33,8 @@ export interface ClusterPolicy {
   readonly tls: UpstreamTls | null;
   /** DestinationRule `h2UpgradePolicy: UPGRADE`: HTTP/1.1 ports are spoken to as HTTP/2. */
   readonly h2Upgrade: boolean;
+  readonly localityLb: LocalityLbSetting | null;
+  readonly warmupMs: number;
 }
 
 interface IndexedRule {
@@ -154,7 +156,22 @@ export class DestinationRuleIndex {
         : null;
     // Istio's mesh default is DO_NOT_UPGRADE; only an explicit UPGRADE changes the protocol.
     const h2Upgrade = cp?.http?.h2UpgradePolicy === 'UPGRADE';
-    return { lb: loadBalancer(p.loadBalancer, ctx, source), connectionPool, outlierDetection, tls, h2Upgrade };
+    // Istio: locality load balancing is on by default, but only where outlier detection can
+    // tell healthy endpoints from the rest.
+    const ls = p.loadBalancer?.localityLbSetting as
+      | { enabled?: boolean; distribute?: { from?: string; to?: Record<string, number> }[]; failover?: { from?: string; to?: string }[]; failoverPriority?: string[] }
+      | undefined;
+    const localityLb: LocalityLbSetting | null =
+      outlierDetection !== null && ls?.enabled !== false
+        ? {
+            distribute: (ls?.distribute ?? []).map((d) => ({ from: d.from ?? '*', to: d.to ?? {} })),
+            failover: (ls?.failover ?? []).map((f) => ({ from: f.from ?? '', to: f.to ?? '' })),
+            failoverPriority: ls?.failoverPriority ?? [],
+          }
+        : null;
+    const warmup = p.loadBalancer as { warmupDurationSecs?: string; warmup?: { duration?: string } } | undefined;
+    const warmupMs = ctx.durationMs(warmup?.warmup?.duration ?? warmup?.warmupDurationSecs, 0);
+    return { lb: loadBalancer(p.loadBalancer, ctx, source), connectionPool, outlierDetection, tls, h2Upgrade, localityLb, warmupMs };
   }
 }
 

@@ -222,6 +222,8 @@ function sidecarInbound(
     connectionPool: DEFAULT_CONNECTION_POOL,
     outlierDetection: null,
     tls: null,
+    localityLb: null,
+    warmupMs: 0,
   };
   // Istio does not retry on the inbound side.
   const route = defaultRoute(name, null);

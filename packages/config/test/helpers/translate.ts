@@ -37,6 +37,7 @@ export const SIDECAR: ProxyNode = {
   clusterDomain: 'cluster.local',
   rootNamespace: 'istio-system',
   trustDomain: 'cluster.local',
+  locality: '',
 };
 
 /** The default ingress gateway (`istio: ingressgateway` in `istio-system`). */

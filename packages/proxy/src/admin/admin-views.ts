@@ -1,4 +1,19 @@
 import type { Runtime } from '../runtime/runtime.ts';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import type { ClusterHost } from '../upstream/upstream-host.ts';
+
+function outlierJson(c: UpstreamCluster, h: ClusterHost): unknown {
+  const o = c.outlier?.state(h.host.key);
+  if (o === undefined) return null;
+  return {
+    ejected: o.ejected,
+    ejected_until: o.ejected ? new Date(o.ejectedUntil).toISOString() : null,
+    ejections_total: o.ejectionsTotal,
+    consecutive_5xx: o.consecutive5xx,
+    consecutive_gateway_failure: o.consecutiveGateway,
+    consecutive_local_origin_failure: o.consecutiveLocal,
+  };
+}
 
 /** `/clusters` as JSON: each cluster with its endpoints, labels, load and health. */
 export function clustersJson(rt: Runtime): unknown {
@@ -12,6 +27,16 @@ export function clustersJson(rt: Runtime): unknown {
       lb_policy: c.model.lb.kind,
       protocol: c.model.protocol,
       no_healthy_upstream: c.noHealthyUpstream,
+      panic: c.panic,
+      circuit_breakers: {
+        rq_active: c.breaker.active,
+        rq_pending_active: c.breaker.pending,
+        rq_pending_overflow: c.breaker.overflows,
+        rq_retry_active: c.breaker.retriesActive,
+        rq_retry_overflow: c.breaker.retryOverflows,
+      },
+      outlier_detection:
+        c.outlier === null ? null : { ejections_active: c.outlier.ejectedCount, ejections_enforced_total: c.outlier.ejectionsTotal },
       endpoints: c.hosts.map((h) => ({
         address: h.host.hostPort,
         labels: h.endpoint.labels,
@@ -21,7 +46,8 @@ export function clustersJson(rt: Runtime): unknown {
         rq_total: h.host.requestsTotal,
         cx_connect_fail: h.host.connectFailures,
         cx_active: h.host.pool.stats.connected,
-        health: 'healthy',
+        health: c.isEjected(h) ? 'failed_outlier_check' : 'healthy',
+        outlier: outlierJson(c, h),
       })),
     });
   }
@@ -43,7 +69,9 @@ export function clustersText(rt: Runtime): string {
       out += `${p}::cx_connect_fail::${h.host.connectFailures}\n`;
       out += `${p}::rq_active::${h.host.active}\n`;
       out += `${p}::rq_total::${h.host.requestsTotal}\n`;
-      out += `${p}::health_flags::healthy\n`;
+      out += `${p}::health_flags::${c.isEjected(h) ? '/failed_outlier_check' : 'healthy'}\n`;
+      const o = c.outlier?.state(h.host.key);
+      if (o !== undefined) out += `${p}::outlier::ejections_total::${o.ejectionsTotal}\n${p}::outlier::consecutive_5xx::${o.consecutive5xx}\n`;
       out += `${p}::weight::${h.endpoint.weight}\n`;
       out += `${p}::region::${region}\n${p}::zone::${zone}\n${p}::sub_zone::${subzone}\n`;
       out += `${p}::labels::${Object.entries(h.endpoint.labels).map(([k, v]) => `${k}=${v}`).join(',')}\n`;
@@ -71,6 +99,12 @@ export function statsText(rt: Runtime, filter: RegExp | null): string {
     lines.push([`${p}.upstream_rq_total`, total], [`${p}.upstream_rq_active`, active]);
     lines.push([`${p}.upstream_cx_connect_fail`, fail], [`${p}.upstream_cx_active`, cx]);
     lines.push([`${p}.upstream_cx_none_healthy`, c.noHealthyUpstream]);
+    lines.push([`${p}.upstream_rq_pending_active`, c.breaker.pending], [`${p}.upstream_rq_pending_overflow`, c.breaker.overflows]);
+    lines.push([`${p}.upstream_rq_retry_overflow`, c.breaker.retryOverflows]);
+    if (c.outlier !== null) {
+      lines.push([`${p}.outlier_detection.ejections_active`, c.outlier.ejectedCount]);
+      lines.push([`${p}.outlier_detection.ejections_enforced_total`, c.outlier.ejectionsTotal]);
+    }
   }
   for (const l of rt.listeners.values()) {
     lines.push([`listener.${l.address}_${l.boundPort}.downstream_cx_active`, l.activeConnections]);

@@ -35,6 +35,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'workload-name': { type: 'string', arg: 'NAME', help: 'workload name for metrics (env ISTIO_META_WORKLOAD_NAME; default the app label)', for: PROXIES },
   'cluster-domain': { type: 'string', arg: 'DOMAIN', help: 'Kubernetes cluster domain short hosts expand into (default cluster.local)', for: ALL },
   'root-namespace': { type: 'string', arg: 'NS', help: 'namespace whose policies apply mesh-wide (default istio-system)', for: ALL },
+  locality: { type: 'string', arg: 'REGION/ZONE/SUBZONE', help: 'where this proxy runs, for locality load balancing (default: unknown)', for: PROXIES },
   'trust-domain': { type: 'string', arg: 'DOMAIN', help: 'SPIFFE trust domain (default cluster.local)', for: PROXIES },
   'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout (default text, Istio\'s format)', for: PROXIES },
   'log-format': { type: 'string', arg: 'text|json|off', help: 'alias of --access-log-format', for: PROXIES },
@@ -157,6 +158,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
       clusterDomain: str('cluster-domain') ?? 'cluster.local',
       rootNamespace: str('root-namespace') ?? 'istio-system',
       trustDomain: str('trust-domain') ?? 'cluster.local',
+      locality: str('locality') ?? '',
     },
     ports: {
       bindAddress: str('bind') ?? '0.0.0.0',

@@ -14,6 +14,7 @@ import { redirectLocation } from './redirect.ts';
 import { ReplayableBody } from './request-body.ts';
 import { rawHeaderValue, RESPONSE_HOP_BY_HOP } from './request-headers.ts';
 import { ResponseFlag } from './response-flags.ts';
+import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { UpstreamAttempt } from './upstream-attempt.ts';
 
 export type { DownstreamRequest } from './proxied-request.ts';
@@ -56,6 +57,8 @@ export class Exchange extends ProxiedRequest {
   #attempt: UpstreamAttempt | null = null;
   #retry: CompiledRetryPolicy | null = null;
   #body: ReplayableBody | null = null;
+  /** The next attempt is a retry (it holds a place in the cluster's retry budget). */
+  #retrying = false;
   #timeoutMs = 0;
   #timer: NodeJS.Timeout | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
@@ -172,15 +175,47 @@ export class Exchange extends ProxiedRequest {
   #nextAttempt(): void {
     this.#backoffTimer = null;
     if (this.#state === DONE) return;
+    const breaker = this.cluster!.breaker;
+    if (breaker.limited) {
+      const admission = breaker.admit(this);
+      if (admission === OVERFLOW) {
+        this.#endRetry();
+        this.localReply(
+          503,
+          ResponseFlag.UO,
+          'upstream_reset_before_response_started{overflow}',
+          'upstream connect error or disconnect/reset before headers. reset reason: overflow',
+        );
+        return;
+      }
+      // Queued: the breaker calls onAdmitted when a request of the cluster finishes.
+      if (admission === QUEUED) return;
+    }
+    this.#dispatch(breaker.limited);
+  }
+
+  /** The circuit breaker made room for this queued request. */
+  onAdmitted(): void {
+    if (this.#state === DONE) {
+      this.cluster!.breaker.release();
+      return;
+    }
+    this.#dispatch(true);
+  }
+
+  #dispatch(counted: boolean): void {
     const chosen = this.pickHost();
     if (chosen === null) {
+      if (counted) this.cluster!.breaker.release();
+      this.#endRetry();
       this.localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
       return;
     }
     const host = chosen.host;
     host.active++;
     host.requestsTotal++;
-    const attempt = new UpstreamAttempt(this, chosen, this.#retry?.perTryTimeoutMs ?? 0);
+    const attempt = new UpstreamAttempt(this, chosen, this.#retry?.perTryTimeoutMs ?? 0, counted ? this.cluster!.breaker : null, this.#retrying);
+    this.#retrying = false;
     this.#attempt = attempt;
     host.pool.dispatch(
       {
@@ -195,6 +230,14 @@ export class Exchange extends ProxiedRequest {
     );
   }
 
+  /** A retry that never got an attempt gives its place in the cluster's retry budget back. */
+  #endRetry(): void {
+    if (this.#retrying) {
+      this.#retrying = false;
+      this.cluster!.breaker.retryDone();
+    }
+  }
+
   #startRouteTimer(): void {
     if (this.#timeoutMs > 0 && this.#timer === null) {
       this.#timer = setTimeout(() => this.#onRouteTimeout(), this.#timeoutMs);
@@ -207,7 +250,12 @@ export class Exchange extends ProxiedRequest {
     this.responseFlags |= ResponseFlag.UT;
     const attempt = this.#attempt;
     this.#attempt = null;
-    if (attempt !== null) attempt.cancel();
+    if (attempt !== null) {
+      // A timeout is a locally-originated failure of the host (Envoy's outlier detection).
+      if (this.#state !== RESPONDING) this.cluster!.reportLocalFailure(attempt.host);
+      attempt.cancel();
+    }
+    this.#endRetry();
     if (this.#state === RESPONDING) {
       this.#resetDownstream();
       this.#finish();
@@ -237,6 +285,7 @@ export class Exchange extends ProxiedRequest {
    * instead (the caller then abandons the attempt).
    */
   onAttemptResponseStart(a: UpstreamAttempt, statusCode: number, headers: Record<string, string | string[] | undefined>): boolean {
+    this.cluster!.reportStatus(a.host, statusCode);
     const retry = this.#retry;
     const gs = headers['grpc-status'];
     if (retry !== null) {
@@ -321,6 +370,7 @@ export class Exchange extends ProxiedRequest {
   /** The current attempt failed before or after its response started. */
   onAttemptFailed(a: UpstreamAttempt, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
+    this.cluster!.reportLocalFailure(a.host);
     if (this.#state === RESPONDING) {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
       this.responseFlags |= failure === AttemptFailure.PerTryTimeout ? ResponseFlag.UT : ResponseFlag.UC;
@@ -346,12 +396,15 @@ export class Exchange extends ProxiedRequest {
   #canRetry(): boolean {
     if (this.retriesLeft <= 0) return false;
     // A body is replayed from the buffer; one that outgrew it cannot be sent again.
-    return !this.hasBody || (this.#body !== null && this.#body.replayable);
+    if (this.hasBody && (this.#body === null || !this.#body.replayable)) return false;
+    // Envoy's max_retries: concurrent retries across the cluster.
+    return this.cluster!.breaker.tryRetry();
   }
 
   #scheduleRetry(a: UpstreamAttempt): void {
     this.noteRetry(a.host);
     this.#attempt = null;
+    this.#retrying = true;
     a.cancel();
     const delay = retryBackoffMs(this.attempts);
     if (delay <= 0) this.#nextAttempt();
@@ -478,6 +531,7 @@ export class Exchange extends ProxiedRequest {
     this.#state = DONE;
     if (this.#timer !== null) clearTimeout(this.#timer);
     if (this.#backoffTimer !== null) clearTimeout(this.#backoffTimer);
+    this.#endRetry();
     this.destroyFilters();
     this.conn.onExchangeDone(this);
     this.logAndRecord(this.#grpcStatus);

@@ -1,5 +1,6 @@
 import type { Dispatcher } from 'undici';
 import { AttemptFailure } from '../router/retry-policy.ts';
+import type { CircuitBreaker } from '../upstream/circuit-breaker.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Exchange } from './exchange.ts';
 
@@ -32,9 +33,16 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
   #cancelled = false;
   #bodySentOnce = false;
 
-  constructor(exchange: Exchange, host: ClusterHost, perTryTimeoutMs: number) {
+  /** The cluster's breaker, when this try counts against its limits; released once. */
+  readonly #breaker: CircuitBreaker | null;
+  /** This try is a retry: it holds a place in the cluster's retry budget until it ends. */
+  readonly #retry: boolean;
+
+  constructor(exchange: Exchange, host: ClusterHost, perTryTimeoutMs: number, breaker: CircuitBreaker | null = null, retry = false) {
     this.exchange = exchange;
     this.host = host;
+    this.#breaker = breaker;
+    this.#retry = retry;
     if (perTryTimeoutMs > 0) this.#timer = setTimeout(() => this.#onPerTryTimeout(), perTryTimeoutMs);
   }
 
@@ -109,6 +117,9 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
     this.#done = true;
     this.host.host.active--;
     if (this.#timer !== null) clearTimeout(this.#timer);
+    if (this.#retry) this.exchange.cluster!.breaker.retryDone();
+    // Last: releasing may admit a queued request that dispatches at once.
+    if (this.#breaker !== null) this.#breaker.release();
   }
 }
 

@@ -5,7 +5,8 @@ import type { ListenerContext } from '../http/connection.ts';
 import { HttpListener } from '../listener/http-listener.ts';
 import type { Logger, Loggers } from '../logger.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
-import type { IstioMetrics, RequestStats } from '../telemetry/istio-metrics.ts';
+import type { IstioMetrics, MetricValue, RequestStats } from '../telemetry/istio-metrics.ts';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { peerLabels } from '../telemetry/peer-labels.ts';
 import { ClusterManager } from '../upstream/cluster-manager.ts';
 import { builtinFilters } from './builtin-filters.ts';
@@ -62,8 +63,10 @@ export class Runtime implements ListenerContext {
     this.#filters = opts.filters ?? builtinFilters();
     this.#trustedHops = opts.trustedHops ?? 0;
     this.peerIdentity = opts.peerIdentity ?? null;
+    this.#registerClusterMetrics();
     this.clusterManager = new ClusterManager({
       log: opts.loggers.get('upstream'),
+      node: opts.node,
       statsFor: (cluster, endpoint) => this.#statsFor(cluster, endpoint),
       ...(opts.resolve ? { resolve: opts.resolve } : {}),
     });
@@ -179,6 +182,23 @@ export class Runtime implements ListenerContext {
     this.#listeners.clear();
     this.accessLog.flush();
     await this.clusterManager.close();
+  }
+
+  /** Envoy's cluster stats that dashboards use for resilience, under Envoy's Prometheus names. */
+  #registerClusterMetrics(): void {
+    const per = (f: (c: UpstreamCluster) => number | null) => () => {
+      const out: MetricValue[] = [];
+      for (const c of this.clusterManager.clusters.values()) {
+        const v = f(c);
+        if (v !== null) out.push({ value: v, labels: { cluster_name: c.name } });
+      }
+      return out;
+    };
+    const m = this.metrics;
+    m.addCollected('envoy_cluster_outlier_detection_ejections_active', 'Hosts ejected by outlier detection now', 'gauge', per((c) => c.outlier?.ejectedCount ?? null));
+    m.addCollected('envoy_cluster_outlier_detection_ejections_enforced_total', 'Ejections enforced by outlier detection', 'counter', per((c) => c.outlier?.ejectionsTotal ?? null));
+    m.addCollected('envoy_cluster_upstream_rq_pending_overflow', 'Requests refused by the circuit breaker (503 UO)', 'counter', per((c) => c.breaker.overflows));
+    m.addCollected('envoy_cluster_upstream_rq_pending_active', 'Requests waiting under the circuit breaker', 'gauge', per((c) => c.breaker.pending));
   }
 
   #statsFor(cluster: Cluster, endpoint: Endpoint | null): RequestStats {

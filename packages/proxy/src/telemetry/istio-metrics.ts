@@ -107,7 +107,7 @@ export class RequestStats {
   }
 }
 
-interface MetricValue {
+export interface MetricValue {
   value: number;
   labels: Record<string, string | number>;
   metricName?: string;
@@ -143,6 +143,19 @@ export class IstioMetrics {
     histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds', (s) => s.duration);
     histogram('istio_request_bytes', 'Request body size in bytes', (s) => s.requestBytes);
     histogram('istio_response_bytes', 'Response body size in bytes', (s) => s.responseBytes);
+  }
+
+  /**
+   * A metric computed at scrape time (cluster gauges and counters kept elsewhere), in
+   * prom-client's registry next to Istio's.
+   */
+  addCollected(name: string, help: string, type: 'counter' | 'gauge', values: () => MetricValue[]): void {
+    this.registry.registerMetric({
+      name,
+      help,
+      type,
+      get: async () => ({ name, help, type, aggregator: 'sum', values: values() }),
+    } as never);
   }
 
   /** The stats object for a label set; the same object for the same labels, across config swaps. */

@@ -1,5 +1,5 @@
 import { lookup } from 'node:dns/promises';
-import type { Cluster, Endpoint } from '@remora/config';
+import type { Cluster, Endpoint, ProxyNode } from '@remora/config';
 import type { Logger } from '../logger.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { UpstreamCluster } from './upstream-cluster.ts';
@@ -12,6 +12,8 @@ const DNS_WARMING_MS = 5_000;
 
 export interface ClusterManagerOptions {
   readonly log: Logger;
+  /** This proxy, for locality load balancing. */
+  readonly node: ProxyNode;
   /** Metrics for requests of `cluster` to `endpoint`. */
   readonly statsFor: (cluster: Cluster, endpoint: Endpoint | null) => RequestStats;
   readonly resolve?: (hostname: string) => Promise<string[]>;
@@ -65,7 +67,7 @@ export class ClusterManager {
         next.set(model.name, existing);
         continue;
       }
-      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null));
+      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node);
       if (model.discovery === 'static') this.#assign(c, model.endpoints);
       else warming.push(this.#resolveCluster(c));
       next.set(model.name, c);
@@ -82,12 +84,14 @@ export class ClusterManager {
     this.#clusters = next;
     for (const [name, c] of prev) {
       if (next.get(name) === c) continue;
+      c.deactivate();
       this.#release(c.hosts);
       const t = this.#dnsTimers.get(c);
       if (t) clearTimeout(t);
       this.#dnsTimers.delete(c);
     }
     for (const c of next.values()) {
+      c.activate();
       if (c.model.discovery !== 'static' && !this.#dnsTimers.has(c)) this.#scheduleDns(c);
     }
   }
@@ -100,6 +104,7 @@ export class ClusterManager {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#sweeper);
+    for (const c of this.#clusters.values()) c.deactivate();
     for (const t of this.#dnsTimers.values()) clearTimeout(t);
     this.#dnsTimers.clear();
     // After the drain, whatever is still in flight (a hanging mirror, a stuck upstream) is cut.

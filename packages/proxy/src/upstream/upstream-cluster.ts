@@ -1,10 +1,13 @@
-import type { Cluster, Endpoint } from '@remora/config';
+import type { Cluster, Endpoint, ProxyNode } from '@remora/config';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import { CircuitBreaker } from './circuit-breaker.ts';
 import type { HashSource, LoadBalancer } from './load-balancer.ts';
 import { LeastRequestLoadBalancer } from './load-balancer-least-request.ts';
 import { RandomLoadBalancer } from './load-balancer-random.ts';
 import { RingHashLoadBalancer } from './load-balancer-ring-hash.ts';
 import { RoundRobinLoadBalancer } from './load-balancer-round-robin.ts';
+import { LocalityPlan } from './locality-plan.ts';
+import { OutlierDetector } from './outlier-detector.ts';
 import type { ClusterHost } from './upstream-host.ts';
 
 export function createLoadBalancer(model: Cluster): LoadBalancer {
@@ -21,10 +24,14 @@ export function createLoadBalancer(model: Cluster): LoadBalancer {
   }
 }
 
+/** Envoy's slow start floor: a warming host gets at least 10% of its weight. */
+const SLOW_START_MIN = 0.1;
+
 /**
- * A cluster at run time: its current hosts and load balancer. The host list is an
- * immutable array replaced as a whole when DNS answers change, so a pick never sees a list
- * being edited and balancers can cache per-list work by identity.
+ * A cluster at run time: its hosts, the ones fit for traffic (not ejected by outlier
+ * detection, or all of them in panic), its circuit breakers and load balancer. Host lists are
+ * immutable arrays replaced as a whole on any change (DNS, ejection), so a pick never sees a
+ * list being edited and balancers can cache per-list work by identity.
  */
 export class UpstreamCluster {
   readonly name: string;
@@ -32,7 +39,16 @@ export class UpstreamCluster {
   /** JSON of the model: an unchanged cluster is carried over to the next snapshot as is. */
   readonly modelKey: string;
   readonly lb: LoadBalancer;
+  readonly breaker: CircuitBreaker;
+  /** Passive health; null when the cluster has no outlierDetection. */
+  readonly outlier: OutlierDetector | null;
+  readonly #node: ProxyNode;
   #hosts: readonly ClusterHost[] = [];
+  /** Hosts traffic may go to now. */
+  #available: readonly ClusterHost[] = [];
+  #plan: LocalityPlan | null = null;
+  /** True while fewer hosts are healthy than `minHealthPercent` asks: traffic goes to all. */
+  panic = false;
   /** Endpoints as resolved (for DNS clusters: one per address); what `/clusters` shows. */
   resolvedEndpoints: readonly Endpoint[] = [];
   /** Requests that found no host (503 UH). */
@@ -40,24 +56,122 @@ export class UpstreamCluster {
   /** Metrics for requests of this cluster that reached no host. */
   readonly noHostStats: RequestStats;
 
-  constructor(model: Cluster, modelKey: string, noHostStats: RequestStats) {
+  constructor(model: Cluster, modelKey: string, noHostStats: RequestStats, node: ProxyNode) {
     this.name = model.name;
     this.model = model;
     this.modelKey = modelKey;
     this.lb = createLoadBalancer(model);
     this.noHostStats = noHostStats;
+    this.#node = node;
+    this.breaker = new CircuitBreaker(model.connectionPool, model.protocol);
+    this.outlier = model.outlierDetection === null ? null : new OutlierDetector(model.outlierDetection, () => this.#refresh());
   }
 
   get hosts(): readonly ClusterHost[] {
     return this.#hosts;
   }
 
+  get available(): readonly ClusterHost[] {
+    return this.#available;
+  }
+
   setHosts(hosts: readonly ClusterHost[], endpoints: readonly Endpoint[]): void {
     this.#hosts = hosts;
     this.resolvedEndpoints = endpoints;
+    this.outlier?.setHosts(hosts.map((h) => h.host.key));
+    this.#refresh();
+  }
+
+  /** Starts the outlier detector's interval (when the cluster goes live). */
+  activate(): void {
+    this.outlier?.start();
+  }
+
+  deactivate(): void {
+    this.outlier?.stop();
+  }
+
+  isEjected(h: ClusterHost): boolean {
+    return this.outlier !== null && this.outlier.isEjected(h.host.key);
+  }
+
+  #refresh(): void {
+    const all = this.#hosts;
+    const outlier = this.outlier;
+    let available = all;
+    this.panic = false;
+    if (outlier !== null) {
+      const healthy = all.filter((h) => !outlier.isEjected(h.host.key));
+      const minHealthy = this.model.outlierDetection!.minHealthPercent;
+      // Istio's minHealthPercent is Envoy's panic threshold: below it, balance over every host.
+      if (all.length > 0 && minHealthy > 0 && (healthy.length * 100) / all.length < minHealthy) {
+        this.panic = true;
+        available = all;
+      } else if (healthy.length !== all.length) {
+        available = healthy;
+      }
+    }
+    this.#available = available;
+    const setting = this.model.localityLb;
+    this.#plan =
+      setting !== null && all.length > 0
+        ? new LocalityPlan(all, (h) => this.panic || !this.isEjected(h), this.#node, setting)
+        : null;
   }
 
   pick(request: HashSource): ClusterHost | null {
-    return this.lb.pick(this.#hosts, request);
+    let hosts = this.#available;
+    const plan = this.#plan;
+    if (plan !== null) {
+      const chosen = plan.choose(Math.random());
+      if (chosen === null) return null;
+      hosts = chosen;
+    }
+    if (hosts.length === 0) return null;
+    const warmup = this.model.warmupMs;
+    if (warmup > 0 && hosts.length > 1) {
+      const h = slowStartPick(hosts, warmup);
+      if (h !== null) return h;
+    }
+    return this.lb.pick(hosts, request);
   }
+
+  /** Outcome of a try, for outlier detection. */
+  reportStatus(h: ClusterHost, status: number): void {
+    const o = this.outlier;
+    if (o !== null) {
+      o.reportLocalSuccess(h.host.key);
+      o.reportStatus(h.host.key, status);
+    }
+  }
+
+  reportLocalFailure(h: ClusterHost): void {
+    this.outlier?.reportLocalFailure(h.host.key);
+  }
+}
+
+/**
+ * Envoy's slow start: while some host is younger than the window, pick by weights scaled by
+ * each host's age (linearly, at least 10%); null when no host is warming (the balancer then
+ * picks as usual).
+ */
+function slowStartPick(hosts: readonly ClusterHost[], windowMs: number): ClusterHost | null {
+  const now = Date.now();
+  let warming = false;
+  for (const h of hosts) if (now - h.host.createdAt < windowMs) warming = true;
+  if (!warming) return null;
+  let total = 0;
+  const weights = hosts.map((h) => {
+    const age = now - h.host.createdAt;
+    const factor = age >= windowMs ? 1 : Math.max(SLOW_START_MIN, age / windowMs);
+    const w = h.endpoint.weight * factor;
+    total += w;
+    return w;
+  });
+  let r = Math.random() * total;
+  for (let i = 0; i < hosts.length; i++) {
+    r -= weights[i]!;
+    if (r < 0) return hosts[i]!;
+  }
+  return hosts[hosts.length - 1]!;
 }

@@ -27,6 +27,8 @@ export class UpstreamHost {
   readonly pool: Pool;
   /** Requests in flight; LEAST_REQUEST reads it. */
   active = 0;
+  /** When this address first joined a cluster: slow start measures a host's age from it. */
+  readonly createdAt = Date.now();
   requestsTotal = 0;
   connectFailures = 0;
   /** Clusters of the live config that use this host; 0 means it is waiting to be closed. */
