@@ -110,6 +110,7 @@ export function statsText(rt: Runtime, filter: RegExp | null): string {
     lines.push([`listener.${l.address}_${l.boundPort}.downstream_cx_active`, l.activeConnections]);
   }
   lines.push(['server.live', rt.ready ? 1 : 0], ['server.draining', rt.draining ? 1 : 0]);
+  lines.push(['overload.shed_requests', rt.overload.shed], ['overload.active', rt.overloaded ? 1 : 0]);
   lines.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   let out = '';
   for (const [k, v] of lines) if (filter === null || filter.test(k)) out += `${k}: ${v}\n`;

@@ -41,6 +41,10 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'log-format': { type: 'string', arg: 'text|json|off', help: 'alias of --access-log-format', for: PROXIES },
   'log-level': { type: 'string', arg: 'LEVEL', help: `Remora's own log level on stderr: ${LOG_LEVELS.join(', ')} (default info)`, for: PROXIES },
   'num-trusted-proxies': { type: 'string', arg: 'N', help: 'X-Forwarded-For hops in front of a gateway to trust when finding the client address (Istio numTrustedProxies; default 0)', for: PROXIES },
+  'overload-max-connections': { type: 'string', arg: 'N', help: 'shed new requests (503 OM) while more downstream connections are open (default: no limit)', for: PROXIES },
+  'overload-max-heap': { type: 'string', arg: 'MB', help: 'shed new requests (503 OM) while the V8 heap in use is larger (default: no limit)', for: PROXIES },
+  'request-headers-timeout': { type: 'string', arg: 'DURATION', help: 'a client must send complete request headers within this (slow-loris guard; default 60s)', for: PROXIES },
+  'request-timeout': { type: 'string', arg: 'DURATION', help: 'a client must send the whole request within this; 0 = no limit (default)', for: PROXIES },
   'drain-time': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long in-flight requests may take to finish (default 5s)', for: PROXIES },
   'dns-refresh-rate': { type: 'string', arg: 'DURATION', help: 'how often DNS ServiceEntries are re-resolved (default 60s)', for: PROXIES },
   help: { type: 'boolean', short: 'h', help: 'show this help', for: ALL },
@@ -59,6 +63,10 @@ export interface ProxyOptions {
   readonly drainTimeMs: number;
   readonly dnsRefreshMs: number;
   readonly numTrustedProxies: number;
+  readonly overloadMaxConnections: number;
+  readonly overloadMaxHeapMb: number;
+  readonly requestHeadersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
 }
 
 /** A usage error: printed with the command's help, exit status 2. */
@@ -174,6 +182,10 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     logLevel,
     drainTimeMs: duration('drain-time', 5_000),
     numTrustedProxies: count('num-trusted-proxies', 0),
+    overloadMaxConnections: count('overload-max-connections', 0),
+    overloadMaxHeapMb: count('overload-max-heap', 0),
+    requestHeadersTimeoutMs: duration('request-headers-timeout', 60_000),
+    requestTimeoutMs: str('request-timeout') === '0' ? 0 : duration('request-timeout', 0),
     dnsRefreshMs: duration('dns-refresh-rate', 60_000),
   };
 }

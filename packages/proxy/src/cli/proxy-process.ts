@@ -46,6 +46,8 @@ export class ProxyProcess {
       accessLog: new AccessLog(opts.accessLogFormat, sinks.accessLog),
       metrics: new IstioMetrics(),
       trustedHops: opts.numTrustedProxies,
+      overload: { maxConnections: opts.overloadMaxConnections, maxHeapBytes: opts.overloadMaxHeapMb * 1024 * 1024 },
+      timeouts: { headersMs: opts.requestHeadersTimeoutMs, requestMs: opts.requestTimeoutMs },
       ...(sinks.peerIdentity ? { peerIdentity: sinks.peerIdentity } : {}),
     });
     this.admin = new AdminServer(this.runtime, this.loggers, {

@@ -12,6 +12,12 @@ export interface ListenerContext {
   readonly draining: boolean;
   /** The verified identity of a connection's peer (from mTLS); null when none. */
   readonly peerIdentity: ((socket: Socket) => PeerIdentity | null) | null;
+  /** True while the overload manager sheds new requests (503 OM). */
+  readonly overloaded: boolean;
+  /** Counts a request shed by the overload manager. */
+  noteShed(): void;
+  /** Downstream timeouts: complete request headers within `headersMs`; whole request within `requestMs` (0: none). */
+  readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
 }
 
 function formatAddress(ip: string | undefined, port: number | undefined): string {

@@ -87,6 +87,11 @@ export class Exchange extends ProxiedRequest {
   }
 
   #start(): void {
+    if (this.ctx.overloaded) {
+      this.ctx.noteShed();
+      this.localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
+      return;
+    }
     if (!this.readRequestTarget()) {
       this.localReply(400, ResponseFlag.DPE, 'path_normalization_failed', 'Bad Request');
       return;

@@ -53,9 +53,11 @@ export class HttpListener {
       {
         maxHeaderSize: MAX_HEADER_BYTES,
         keepAliveTimeout: IDLE_TIMEOUT_MS,
-        // Bodies may stream for as long as they need; stalled headers are still cut off.
-        requestTimeout: 0,
-        headersTimeout: 60_000,
+        // Slow-loris clients: headers must arrive in time; bodies may stream as long as they
+        // need unless a request timeout is set. Checked often enough to be near the mark.
+        requestTimeout: ctx.timeouts.requestMs,
+        headersTimeout: ctx.timeouts.headersMs,
+        connectionsCheckingInterval: Math.max(100, Math.min(1_000, ctx.timeouts.headersMs / 4)),
         // Every Upgrade but h2c is tunnelled; h2c is served as a plain request, as Envoy does.
         shouldUpgradeCallback: shouldUpgrade,
       },

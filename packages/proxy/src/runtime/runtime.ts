@@ -10,6 +10,7 @@ import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { peerLabels } from '../telemetry/peer-labels.ts';
 import { ClusterManager } from '../upstream/cluster-manager.ts';
 import { builtinFilters } from './builtin-filters.ts';
+import { NO_OVERLOAD_LIMITS, OverloadManager, type OverloadLimits } from './overload-manager.ts';
 import { PersistentStore } from './persistent-store.ts';
 import { Snapshot } from './snapshot.ts';
 
@@ -25,6 +26,10 @@ export interface RuntimeOptions {
    * policy through the same path.
    */
   readonly peerIdentity?: (socket: Socket) => PeerIdentity | null;
+  /** When to shed new requests (503 OM); no limits by default. */
+  readonly overload?: OverloadLimits;
+  /** Downstream request timeouts (defaults: headers 60 s, whole request none). */
+  readonly timeouts?: { readonly headersMs: number; readonly requestMs: number };
   readonly loggers: Loggers;
   readonly accessLog: AccessLog;
   readonly metrics: IstioMetrics;
@@ -53,6 +58,8 @@ export class Runtime implements ListenerContext {
   readonly #store = new PersistentStore();
   readonly #trustedHops: number;
   readonly peerIdentity: ((socket: Socket) => PeerIdentity | null) | null;
+  readonly overload: OverloadManager;
+  readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
 
   constructor(opts: RuntimeOptions) {
     this.node = opts.node;
@@ -63,6 +70,12 @@ export class Runtime implements ListenerContext {
     this.#filters = opts.filters ?? builtinFilters();
     this.#trustedHops = opts.trustedHops ?? 0;
     this.peerIdentity = opts.peerIdentity ?? null;
+    this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
+    this.overload = new OverloadManager(opts.overload ?? NO_OVERLOAD_LIMITS, () => {
+      let n = 0;
+      for (const l of this.#listeners.values()) n += l.activeConnections;
+      return n;
+    });
     this.#registerClusterMetrics();
     this.clusterManager = new ClusterManager({
       log: opts.loggers.get('upstream'),
@@ -78,6 +91,14 @@ export class Runtime implements ListenerContext {
 
   get draining(): boolean {
     return this.#draining;
+  }
+
+  get overloaded(): boolean {
+    return this.overload.overloaded;
+  }
+
+  noteShed(): void {
+    this.overload.shed++;
   }
 
   get listeners(): ReadonlyMap<string, HttpListener> {
@@ -180,6 +201,7 @@ export class Runtime implements ListenerContext {
       l.closeAll();
     }
     this.#listeners.clear();
+    this.overload.close();
     this.accessLog.flush();
     await this.clusterManager.close();
   }
