@@ -87,16 +87,17 @@ export class Exchange extends ProxiedRequest {
   }
 
   #start(): void {
-    if (this.ctx.overloaded) {
-      this.ctx.noteShed();
-      this.localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
-      return;
-    }
     if (!this.readRequestTarget()) {
       this.localReply(400, ResponseFlag.DPE, 'path_normalization_failed', 'Bad Request');
       return;
     }
     this.readHeaders(false);
+    // Shed after reading the head, so the access log line still names the request.
+    if (this.ctx.overloaded) {
+      this.ctx.noteShed();
+      this.localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
+      return;
+    }
     // HTTP/2 has no Content-Length requirement: a stream not ended with its headers carries a body.
     if (this.#h2 && !this.hasBody) this.hasBody = !(this.req as import('node:http2').Http2ServerRequest).stream.endAfterHeaders;
     this.#grpc = isGrpcRequest(this.contentType);

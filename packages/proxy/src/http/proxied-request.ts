@@ -37,9 +37,6 @@ import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
 
 export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
 
-/** Envoy retries up to this many host picks to avoid hosts already tried (Istio's setting). */
-const HOST_SELECTION_ATTEMPTS = 5;
-
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)(.*)$/is;
 
 /** A local reply for an upstream try that failed before a response could be used. */
@@ -483,11 +480,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
    */
   protected pickHost(): ClusterHost | null {
     const cluster = this.cluster!;
-    let chosen = cluster.pick(this);
-    const tried = this.triedHosts;
-    if (tried !== null && chosen !== null) {
-      for (let i = 1; i < HOST_SELECTION_ATTEMPTS && tried.includes(chosen); i++) chosen = cluster.pick(this) ?? chosen;
-    }
+    const chosen = cluster.pick(this, this.triedHosts);
     if (chosen === null) {
       cluster.noHealthyUpstream++;
       return null;

@@ -143,16 +143,17 @@ export class UpgradeExchange extends ProxiedRequest {
   }
 
   #start(): void {
-    if (this.ctx.overloaded) {
-      this.ctx.noteShed();
-      this.#localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
-      return;
-    }
     if (!this.readRequestTarget()) {
       this.#localReply(400, ResponseFlag.DPE, 'path_normalization_failed', 'Bad Request');
       return;
     }
     this.readHeaders(true);
+    // Shed after reading the head, so the access log line still names the request.
+    if (this.ctx.overloaded) {
+      this.ctx.noteShed();
+      this.#localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
+      return;
+    }
     // Upgrades meet the same filters as requests (authn, authz, rate limit, faults).
     this.route = findRoute(this.snapshot.routes, this);
     this.runFilters();

@@ -42,6 +42,7 @@ export class HttpListener {
   readonly #sessions = new Map<ServerHttp2Session, Connection>();
   /** The connection whose socket is being handed to the HTTP/2 server right now. */
   #handingOver: Connection | null = null;
+  #open = 0;
 
   constructor(snapshot: ListenerSnapshot, ctx: ListenerContext) {
     this.name = snapshot.listener.name;
@@ -99,6 +100,8 @@ export class HttpListener {
 
   /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */
   #onSocket(socket: Socket): void {
+    this.#open++;
+    socket.once('close', () => this.#open--);
     let seen: Buffer | null = null;
     const onData = (chunk: Buffer): void => {
       seen = seen === null ? chunk : Buffer.concat([seen, chunk]);
@@ -154,8 +157,9 @@ export class HttpListener {
     return typeof a === 'object' && a !== null ? a.port : this.port;
   }
 
+  /** Every accepted TCP connection, including ones that have not sent a byte yet. */
   get activeConnections(): number {
-    return this.#connections.size;
+    return this.#open;
   }
 
   /**

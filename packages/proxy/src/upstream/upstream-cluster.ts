@@ -119,7 +119,20 @@ export class UpstreamCluster {
         : null;
   }
 
-  pick(request: HashSource): ClusterHost | null {
+  /**
+   * A host for a request. `avoid`: hosts already tried (Envoy's previous-hosts retry
+   * predicate); when the balancer lands on one of them and an untried host is available,
+   * the pick is made again among the untried ones.
+   */
+  pick(request: HashSource, avoid: readonly ClusterHost[] | null = null): ClusterHost | null {
+    const h = this.#pick(request);
+    if (avoid === null || h === null || !avoid.includes(h)) return h;
+    const others = this.#available.filter((x) => !avoid.includes(x));
+    if (others.length === 0) return h;
+    return this.lb.pick(others, request) ?? h;
+  }
+
+  #pick(request: HashSource): ClusterHost | null {
     let hosts = this.#available;
     const plan = this.#plan;
     if (plan !== null) {
