@@ -90,6 +90,7 @@ const NODE: ProxyNode = {
   clusterDomain: 'cluster.local',
   rootNamespace: 'istio-system',
   trustDomain: 'cluster.local',
+  locality: '',
 };
 const PORTS: ListenerPorts = { bindAddress: '127.0.0.1', outboundPort: 15001, inboundPort: 15006, appPort: null, appAddress: '127.0.0.1' };
 
