@@ -133,11 +133,13 @@ export class DestinationRuleIndex {
           // `consecutiveErrors` is the deprecated spelling of consecutiveGatewayErrors.
           consecutive5xxErrors: od.consecutive5xxErrors ?? 5,
           consecutiveGatewayErrors: od.consecutiveGatewayErrors ?? od.consecutiveErrors ?? 0,
-          consecutiveLocalOriginFailures: od.consecutiveLocalOriginFailures ?? 5,
+          // Istio passes these two on only when > 0 (applyOutlierDetection): 0 leaves Envoy's
+          // default (5 failures, 10%), it does not turn the check off.
+          consecutiveLocalOriginFailures: od.consecutiveLocalOriginFailures || 5,
           splitExternalLocalOriginErrors: od.splitExternalLocalOriginErrors ?? false,
           intervalMs: ctx.durationMs(od.interval, 10_000),
           baseEjectionTimeMs: ctx.durationMs(od.baseEjectionTime, 30_000),
-          maxEjectionPercent: od.maxEjectionPercent ?? 10,
+          maxEjectionPercent: od.maxEjectionPercent || 10,
           minHealthPercent: od.minHealthPercent ?? 0,
         }
       : null;
@@ -169,9 +171,14 @@ export class DestinationRuleIndex {
             failoverPriority: ls?.failoverPriority ?? [],
           }
         : null;
+    const lb = loadBalancer(p.loadBalancer, ctx, source);
     const warmup = p.loadBalancer as { warmupDurationSecs?: string; warmup?: { duration?: string } } | undefined;
-    const warmupMs = ctx.durationMs(warmup?.warmup?.duration ?? warmup?.warmupDurationSecs, 0);
-    return { lb: loadBalancer(p.loadBalancer, ctx, source), connectionPool, outlierDetection, tls, h2Upgrade, localityLb, warmupMs };
+    // Istio writes slow start only into ROUND_ROBIN and LEAST_REQUEST configs
+    // (cluster_traffic_policy.go applyRoundRobinLoadBalancer / applyLeastRequestLoadBalancer):
+    // a consistent hash or RANDOM cluster has none.
+    const warmupMs =
+      lb.kind === 'round-robin' || lb.kind === 'least-request' ? ctx.durationMs(warmup?.warmup?.duration ?? warmup?.warmupDurationSecs, 0) : 0;
+    return { lb, connectionPool, outlierDetection, tls, h2Upgrade, localityLb, warmupMs };
   }
 }
 

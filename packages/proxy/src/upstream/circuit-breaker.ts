@@ -61,7 +61,7 @@ export class CircuitBreaker {
       return OVERFLOW;
     }
     if (this.#maxConnections > 0 && this.active >= this.#maxConnections) {
-      if (this.pending >= this.#maxPending) {
+      if (this.pending >= this.#maxPending && this.#dropAborted() >= this.#maxPending) {
         this.overflows++;
         return OVERFLOW;
       }
@@ -87,6 +87,22 @@ export class CircuitBreaker {
       this.active++;
       w.onAdmitted();
     }
+  }
+
+  /**
+   * Removes waiters that gave up (Envoy takes a cancelled request out of the pending queue at
+   * once); returns the waiters left. Runs only when the queue looks full: one pass over at
+   * most `maxPending` entries, on the overflow path.
+   */
+  #dropAborted(): number {
+    const live: BreakerWaiter[] = [];
+    for (let i = this.#head; i < this.#queue.length; i++) {
+      const w = this.#queue[i]!;
+      if (!w.aborted) live.push(w);
+    }
+    this.#queue = live;
+    this.#head = 0;
+    return live.length;
   }
 
   /** Envoy's max_retries: concurrent retries in the cluster. */

@@ -50,10 +50,19 @@ export class LocalityPlan {
       const groups: ClusterHost[][] = [];
       const weights: number[] = [];
       for (const [pattern, weight] of Object.entries(dist.to)) {
-        const group = hosts.filter((h) => healthy(h) && localityMatches(pattern, h.endpoint.locality));
-        if (group.length > 0 && weight > 0) {
+        const group: ClusterHost[] = [];
+        let all = 0;
+        for (const h of hosts) {
+          if (!localityMatches(pattern, h.endpoint.locality)) continue;
+          all++;
+          if (healthy(h)) group.push(h);
+        }
+        // Envoy's locality weighted balancing: a locality's weight shrinks with its
+        // availability (healthy share × 1.4, capped at 100%), so its load spills to the others.
+        const effective = all === 0 ? 0 : weight * Math.min(1, (OVERPROVISIONING * group.length) / all);
+        if (group.length > 0 && effective > 0) {
           groups.push(group);
-          weights.push(weight);
+          weights.push(effective);
         }
       }
       let sum = 0;

@@ -121,10 +121,13 @@ export class OutlierDetector {
     const total = this.#hostCount;
     if (total > 0 && (this.ejectedCount * 100) / total >= c.maxEjectionPercent) return;
     s.ejected = true;
-    s.multiplier++;
+    const cap = Math.max(MAX_EJECTION_MS, c.baseEjectionTimeMs);
+    // Envoy stops growing the multiplier once base × multiplier passes the cap, so a host
+    // ejected many times is not held back for many more intervals once it recovers.
+    if (s.multiplier * c.baseEjectionTimeMs < cap + c.baseEjectionTimeMs) s.multiplier++;
     s.ejectionsTotal++;
     this.ejectionsTotal++;
-    s.ejectedUntil = this.#now() + Math.min(c.baseEjectionTimeMs * s.multiplier, Math.max(MAX_EJECTION_MS, c.baseEjectionTimeMs));
+    s.ejectedUntil = this.#now() + Math.min(c.baseEjectionTimeMs * s.multiplier, cap);
     s.consecutive5xx = 0;
     s.consecutiveGateway = 0;
     s.consecutiveLocal = 0;
