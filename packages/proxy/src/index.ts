@@ -41,3 +41,48 @@ export { normalizePath } from './http/path-normalize.ts';
 export { plainRouteContext, type RouteCompileContext } from './router/compiled-route.ts';
 export { findRoute } from './router/route-table.ts';
 export { builtinFilters } from './runtime/builtin-filters.ts';
+export { CircuitBreaker, ADMITTED, QUEUED, OVERFLOW, type Admission, type BreakerWaiter } from './upstream/circuit-breaker.ts';
+export { OutlierDetector, HostOutlierState } from './upstream/outlier-detector.ts';
+export { LocalityPlan } from './upstream/locality-plan.ts';
+export { UpstreamCluster } from './upstream/upstream-cluster.ts';
+export { UpstreamHost, type ClusterHost, type PoolSettings } from './upstream/upstream-host.ts';
+export {
+  IdentityStore,
+  DEFAULT_IDENTITY_DIRS,
+  spiffeIdOf,
+  peerIdentityFromSpiffe,
+  type IdentityPaths,
+  type IdentityStoreOptions,
+  type WorkloadIdentity,
+} from './tls/identity-store.ts';
+export {
+  WORKLOAD_FILES,
+  splitPemCertificates,
+  parseCertificates,
+  parseSubjectAltNames,
+  spiffeIdsOf,
+  parseSpiffeId,
+  certificateInfo,
+  keyMatchesCertificate,
+  verifyCertificateChain,
+  type SpiffeIdParts,
+  type CertificateInfo,
+} from './tls/certificates.ts';
+export {
+  DevCa,
+  DevCaError,
+  CA_FILES,
+  SERVER_FILES,
+  DEFAULT_TRUST_DOMAIN,
+  DEFAULT_WORKLOAD_TTL_MS,
+  DEFAULT_SERVER_TTL_MS,
+  trustDomainOfCa,
+  writeWorkloadFiles,
+  writeServerFiles,
+  writeFileAtomic,
+  type IssuedCertificate,
+  type CreateCaOptions,
+  type IssueWorkloadOptions,
+  type IssueServerOptions,
+} from './tls/dev-ca.ts';
+export { runCa, caHelpText } from './cli/ca.ts';

@@ -1,6 +1,7 @@
 import { formatIssue, hasErrors, loadMesh, type ConfigIssue, type ProxyNode } from '@remora/config';
 import { helpText, parseOptions, UsageError, type Command, type ProxyOptions } from './options.ts';
 import { ProxyProcess, StartError } from './proxy-process.ts';
+import { runCa } from './ca.ts';
 
 const COMMANDS = new Set<Command>(['gateway', 'sidecar', 'validate']);
 
@@ -18,6 +19,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number | nu
     io.out(helpText(null));
     return command === undefined ? 2 : 0;
   }
+  if (command === 'ca') return runCa(rest, io);
   if (!COMMANDS.has(command as Command)) {
     io.err(`remora: unknown command "${command}"\n\n${helpText(null)}`);
     return 2;

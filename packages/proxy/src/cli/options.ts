@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { parseDuration, type ListenerPorts, type ProxyNode } from '@remora/config';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logger.ts';
 import type { AccessLogFormat } from '../telemetry/access-log.ts';
+import type { IdentityPaths } from '../tls/identity-store.ts';
 
 export type Command = 'gateway' | 'sidecar' | 'validate';
 
@@ -37,6 +38,10 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'root-namespace': { type: 'string', arg: 'NS', help: 'namespace whose policies apply mesh-wide (default istio-system)', for: ALL },
   locality: { type: 'string', arg: 'REGION/ZONE/SUBZONE', help: 'where this proxy runs, for locality load balancing (default: unknown)', for: PROXIES },
   'trust-domain': { type: 'string', arg: 'DOMAIN', help: 'SPIFFE trust domain (default cluster.local)', for: PROXIES },
+  'cert-chain': { type: 'string', arg: 'FILE', help: 'workload certificate chain, PEM (with --key and --root-cert; default: the files in --certs-dir)', for: PROXIES },
+  key: { type: 'string', arg: 'FILE', help: 'workload private key, PEM', for: PROXIES },
+  'root-cert': { type: 'string', arg: 'FILE', help: 'root certificates the mesh trusts, PEM', for: PROXIES },
+  'certs-dir': { type: 'string', arg: 'DIR', help: 'directory with cert-chain.pem, key.pem, root-cert.pem (default ./var/run/secrets/workload-spiffe-credentials, then /etc/certs); watched for rotation', for: PROXIES },
   'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout (default text, Istio\'s format)', for: PROXIES },
   'log-format': { type: 'string', arg: 'text|json|off', help: 'alias of --access-log-format', for: PROXIES },
   'log-level': { type: 'string', arg: 'LEVEL', help: `Remora's own log level on stderr: ${LOG_LEVELS.join(', ')} (default info)`, for: PROXIES },
@@ -67,6 +72,8 @@ export interface ProxyOptions {
   readonly overloadMaxHeapMb: number;
   readonly requestHeadersTimeoutMs: number;
   readonly requestTimeoutMs: number;
+  /** Where the workload identity files are; null: Istio's default directories. */
+  readonly identityPaths: IdentityPaths | null;
 }
 
 /** A usage error: printed with the command's help, exit status 2. */
@@ -84,6 +91,7 @@ commands:
   gateway    run as an ingress gateway: listeners from Gateway resources
   sidecar    run beside an app: outbound listener (15001) and inbound listener (15006)
   validate   check resources and print every problem; exit 0 when valid
+  ca         a small dev CA: create a root, issue SPIFFE workload and server certificates
 
 remora <command> --help shows the command's options.
 `;
@@ -187,7 +195,16 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     requestHeadersTimeoutMs: duration('request-headers-timeout', 60_000),
     requestTimeoutMs: str('request-timeout') === '0' ? 0 : duration('request-timeout', 0),
     dnsRefreshMs: duration('dns-refresh-rate', 60_000),
+    identityPaths: identityPaths(str('cert-chain'), str('key'), str('root-cert'), str('certs-dir')),
   };
+}
+
+function identityPaths(certChain: string | undefined, key: string | undefined, rootCert: string | undefined, dir: string | undefined): IdentityPaths | null {
+  const files = [certChain, key, rootCert].filter((f) => f !== undefined).length;
+  if (files > 0 && dir !== undefined) throw new UsageError('--certs-dir cannot be combined with --cert-chain, --key or --root-cert');
+  if (files > 0 && files < 3) throw new UsageError('--cert-chain, --key and --root-cert go together: pass all three (or --certs-dir)');
+  if (certChain !== undefined && key !== undefined && rootCert !== undefined) return { certChain, key, rootCert };
+  return dir !== undefined ? { dir } : null;
 }
 
 function parseLabels(flag: string | undefined, envJson: string | undefined, gateway: boolean): Record<string, string> {
