@@ -1,6 +1,6 @@
-import { FilterRegistry } from '@remora/filters';
+import { authzFactory, FilterRegistry } from '@remora/filters';
 
 /** The filters every proxy knows, registered by their Envoy names. */
 export function builtinFilters(): FilterRegistry {
-  return new FilterRegistry();
+  return new FilterRegistry().register(authzFactory);
 }
