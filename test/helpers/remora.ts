@@ -70,7 +70,7 @@ export async function startRemora(
   const accessLog: string[] = [];
   const log: string[] = [];
   let exited = false;
-  const proxy = new ProxyProcess(opts, () => void (exited = true), {
+  const proxy = await ProxyProcess.create(opts, () => void (exited = true), {
     accessLog: (chunk) => accessLog.push(...chunk.split('\n').filter((l) => l !== '')),
     log: (line) => log.push(line.trimEnd()),
     ...(options.peerIdentity ? { peerIdentity: options.peerIdentity } : {}),

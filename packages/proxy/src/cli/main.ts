@@ -76,7 +76,7 @@ function validate(opts: ProxyOptions, io: Io): number {
 }
 
 async function runProxy(opts: ProxyOptions, io: Io): Promise<number | null> {
-  const proxy = new ProxyProcess(opts, io.exit);
+  const proxy = await ProxyProcess.create(opts, io.exit);
   try {
     await proxy.start();
   } catch (err) {

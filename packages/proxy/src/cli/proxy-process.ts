@@ -6,6 +6,7 @@ import { Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
 import { AccessLog } from '../telemetry/access-log.ts';
 import { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import type { ProxyOptions } from './options.ts';
+import { IdentityStore } from '../tls/identity-store.ts';
 
 /** Where output goes; stdout (access log) and stderr (own log) unless given. */
 export interface ProcessSinks {
@@ -31,16 +32,29 @@ export class ProxyProcess {
   readonly admin: AdminServer;
   readonly health: HealthServer;
   readonly prometheus: PrometheusServer | null;
+  readonly identity: IdentityStore | null;
   #watcher: FileWatcher | null = null;
   #lastError: string | null = null;
   #stopping: Promise<void> | null = null;
   readonly #onExit: (code: number) => void;
 
-  constructor(opts: ProxyOptions, onExit: (code: number) => void, sinks: ProcessSinks = {}) {
+  /**
+   * Builds a process; the workload identity (if its files exist) is read first, so that the
+   * first listeners and upstream pools already serve with it.
+   */
+  static async create(opts: ProxyOptions, onExit: (code: number) => void, sinks: ProcessSinks = {}): Promise<ProxyProcess> {
+    const loggers = new Loggers(opts.logLevel, sinks.log);
+    const identity = opts.command === 'validate' ? null : await IdentityStore.open(opts.identityPaths, loggers.get('secret'));
+    return new ProxyProcess(opts, onExit, sinks, loggers, identity);
+  }
+
+  private constructor(opts: ProxyOptions, onExit: (code: number) => void, sinks: ProcessSinks, loggers: Loggers, identity: IdentityStore | null) {
     this.opts = opts;
     this.#onExit = onExit;
-    this.loggers = new Loggers(opts.logLevel, sinks.log);
+    this.loggers = loggers;
+    this.identity = identity;
     this.runtime = new Runtime({
+      identity,
       node: opts.node,
       loggers: this.loggers,
       accessLog: new AccessLog(opts.accessLogFormat, sinks.accessLog),
@@ -79,6 +93,7 @@ export class ProxyProcess {
     } catch (err) {
       this.#closeServers();
       await this.runtime.close();
+      this.identity?.close();
       throw new StartError((err as Error).message);
     }
     const c = loaded;
@@ -129,6 +144,7 @@ export class ProxyProcess {
       await this.runtime.drain(drainMs);
       this.#closeServers();
       await this.runtime.close();
+      this.identity?.close();
       log.info('exiting');
       this.#onExit(code);
     })();

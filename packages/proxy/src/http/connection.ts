@@ -3,6 +3,7 @@ import type { PeerIdentity } from '@remora/filters';
 import type { Logger } from '../logger.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { Exchange } from './exchange.ts';
+import type { IdentityStore } from '../tls/identity-store.ts';
 
 /** What exchanges need from the process around them. */
 export interface ListenerContext {
@@ -12,6 +13,8 @@ export interface ListenerContext {
   readonly draining: boolean;
   /** The verified identity of a connection's peer (from mTLS); null when none. */
   readonly peerIdentity: ((socket: Socket) => PeerIdentity | null) | null;
+  /** The workload identity: mesh mTLS listeners serve with it; null when there is none. */
+  readonly identity: IdentityStore | null;
   /** True while the overload manager sheds new requests (503 OM). */
   readonly overloaded: boolean;
   /** Counts a request shed by the overload manager. */

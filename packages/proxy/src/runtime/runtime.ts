@@ -13,6 +13,7 @@ import { builtinFilters } from './builtin-filters.ts';
 import { NO_OVERLOAD_LIMITS, OverloadManager, type OverloadLimits } from './overload-manager.ts';
 import { PersistentStore } from './persistent-store.ts';
 import { Snapshot } from './snapshot.ts';
+import type { IdentityStore } from '../tls/identity-store.ts';
 
 export interface RuntimeOptions {
   readonly node: ProxyNode;
@@ -26,6 +27,8 @@ export interface RuntimeOptions {
    * policy through the same path.
    */
   readonly peerIdentity?: (socket: Socket) => PeerIdentity | null;
+  /** The workload identity (mesh mTLS on both sides); null or absent: none, plaintext only. */
+  readonly identity?: IdentityStore | null;
   /** When to shed new requests (503 OM); no limits by default. */
   readonly overload?: OverloadLimits;
   /** Downstream request timeouts (defaults: headers 60 s, whole request none). */
@@ -59,6 +62,7 @@ export class Runtime implements ListenerContext {
   readonly #trustedHops: number;
   readonly peerIdentity: ((socket: Socket) => PeerIdentity | null) | null;
   readonly overload: OverloadManager;
+  readonly identity: IdentityStore | null;
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
 
   constructor(opts: RuntimeOptions) {
@@ -70,6 +74,7 @@ export class Runtime implements ListenerContext {
     this.#filters = opts.filters ?? builtinFilters();
     this.#trustedHops = opts.trustedHops ?? 0;
     this.peerIdentity = opts.peerIdentity ?? null;
+    this.identity = opts.identity ?? null;
     this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
     this.overload = new OverloadManager(opts.overload ?? NO_OVERLOAD_LIMITS, () => {
       let n = 0;
@@ -80,6 +85,7 @@ export class Runtime implements ListenerContext {
     this.clusterManager = new ClusterManager({
       log: opts.loggers.get('upstream'),
       node: opts.node,
+      identity: this.identity,
       statsFor: (cluster, endpoint) => this.#statsFor(cluster, endpoint),
       ...(opts.resolve ? { resolve: opts.resolve } : {}),
     });

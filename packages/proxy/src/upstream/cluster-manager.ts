@@ -1,3 +1,4 @@
+import type { IdentityStore } from '../tls/identity-store.ts';
 import { lookup } from 'node:dns/promises';
 import type { Cluster, Endpoint, ProxyNode } from '@remora/config';
 import type { Logger } from '../logger.ts';
@@ -14,6 +15,8 @@ export interface ClusterManagerOptions {
   readonly log: Logger;
   /** This proxy, for locality load balancing. */
   readonly node: ProxyNode;
+  /** The workload identity for ISTIO_MUTUAL upstreams; null: none. */
+  readonly identity: IdentityStore | null;
   /** Metrics for requests of `cluster` to `endpoint`. */
   readonly statsFor: (cluster: Cluster, endpoint: Endpoint | null) => RequestStats;
   readonly resolve?: (hostname: string) => Promise<string[]>;
