@@ -1,0 +1,292 @@
+// JWT authentication as Envoy's jwt_authn decides it for the config istiod emits from a
+// RequestAuthentication: tokens signed here with jose, keys inline; each case names the
+// status and jwt_verify_lib message Envoy answers with.
+import { createHmac } from 'node:crypto';
+import t from 'tap';
+import { FilterStatus } from '@remora/filters';
+import type { JWTPayload } from 'jose';
+import { compile, jwksOf, makeKey, rule, run, sign, TestCallbacks, TestRequest, testContext, type TestKey } from './jwt-authn-helpers.ts';
+
+const ISS = 'https://issuer.example';
+const now = () => Math.floor(Date.now() / 1000);
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** A token signed with HMAC, using the RSA key's public JWK text as the secret. */
+async function hsWithPublicKey(key: TestKey, payload: object): Promise<string> {
+  const h = Buffer.from(JSON.stringify({ alg: 'HS256', kid: key.kid })).toString('base64url');
+  const p = Buffer.from(JSON.stringify(payload)).toString('base64url');
+  const mac = createHmac('sha256', JSON.stringify(key.jwk)).update(`${h}.${p}`).digest('base64url');
+  return `${h}.${p}.${mac}`;
+}
+
+const ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA'] as const;
+
+t.test('every supported algorithm verifies; a tampered signature does not', async (t) => {
+  const keys: TestKey[] = [];
+  for (const alg of ALGS) keys.push(await makeKey(alg, `k-${alg}`));
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(...keys) })]);
+  for (const key of keys) {
+    const token = await sign(key);
+    const ok = await run(config, { headers: bearer(token) });
+    t.equal(ok.outcome, 'continue', `${key.alg}: verified`);
+    t.equal(ok.req.auth?.principal, `${ISS}/alice`, `${key.alg}: principal iss/sub`);
+    t.equal(ok.req.requestHeader('authorization'), null, `${key.alg}: the token is not forwarded`);
+
+    const [h, p, s] = token.split('.') as [string, string, string];
+    const flipped = s.slice(0, 10) + (s[10] === 'A' ? 'B' : 'A') + s.slice(11);
+    const bad = await run(config, { headers: bearer(`${h}.${p}.${flipped}`) });
+    t.equal(bad.outcome, 401, `${key.alg}: tampered signature → 401`);
+    t.equal(bad.body, 'Jwt verification fails', `${key.alg}: Envoy's message`);
+    t.equal(bad.details, 'jwt_authn_access_denied{Jwt_verification_fails}');
+
+    // A payload changed under the original signature.
+    const forged = Buffer.from(JSON.stringify({ iss: ISS, sub: 'mallory', exp: now() + 3600 })).toString('base64url');
+    t.equal((await run(config, { headers: bearer(`${h}.${forged}.${s}`) })).body, 'Jwt verification fails', `${key.alg}: changed payload`);
+  }
+});
+
+t.test('a table of good and bad tokens', async (t) => {
+  const rsa = await makeKey('RS256', 'rsa');
+  const ec = await makeKey('ES256', 'ec');
+  const other = await makeKey('RS256', 'rsa'); // same kid, a key the proxy does not know
+  const config = compile([rule({ issuer: ISS, audiences: ['https://api.example/', 'svc-b'], jwks: jwksOf(rsa, ec) })]);
+  const aud = 'api.example';
+  const none = (payload: object) =>
+    `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}.`;
+  const cases: [string, () => Promise<string>, number | 'continue', string | null][] = [
+    ['good RS256', () => sign(rsa, { aud }), 'continue', null],
+    ['good ES256, audience in a list', () => sign(ec, { aud: ['x', 'svc-b'] }), 'continue', null],
+    ['audience with scheme and slash matches', () => sign(rsa, { aud: 'http://api.example' }), 'continue', null],
+    ['expired', () => sign(rsa, { aud, exp: now() - 120 }), 401, 'Jwt is expired'],
+    ['expired within the 60 s clock skew', () => sign(rsa, { aud, exp: now() - 30 }), 'continue', null],
+    ['not yet valid', () => sign(rsa, { aud, nbf: now() + 120 }), 401, 'Jwt not yet valid'],
+    ['nbf within the clock skew', () => sign(rsa, { aud, nbf: now() + 30 }), 'continue', null],
+    ['no exp: never expires', () => sign(rsa, { aud, exp: undefined } as unknown as JWTPayload), 'continue', null],
+    ['issuer not configured', () => sign(rsa, { aud, iss: 'https://evil.example' }), 401, 'Jwt issuer is not configured'],
+    ['wrong audience', () => sign(rsa, { aud: 'other' }), 403, 'Audiences in Jwt are not allowed'],
+    ['no audience', () => sign(rsa, {}), 403, 'Audiences in Jwt are not allowed'],
+    ['signed by another key under a known kid', () => sign(other, { aud }), 401, 'Jwt verification fails'],
+    ['unknown kid', () => sign(rsa, { aud }, { kid: 'nope' }), 401, "Jwks doesn't have key to match kid or alg from Jwt"],
+    ['alg none', async () => `${none({ iss: ISS, sub: 'a', aud })}c2ln`, 401, 'Jwt header [alg] is not supported'],
+    ['alg none, empty signature', async () => none({ iss: ISS, sub: 'a', aud }), 401, 'Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections'],
+    ['HS256 signed with the RSA public key (algorithm confusion)', () => hsWithPublicKey(rsa, { iss: ISS, aud }), 401, "Jwks doesn't have key to match kid or alg from Jwt"],
+    // The RSA key's JWK says RS256: a token claiming ES256 under its kid matches no key.
+    ['alg does not fit the key', () => sign(ec, { aud }, { kid: 'rsa' }), 401, "Jwks doesn't have key to match kid or alg from Jwt"],
+    ['not a JWT', async () => 'abc.def', 401, 'Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections'],
+    ['header not JSON', async () => `${Buffer.from('{nope').toString('base64url')}.e30.c2ln`, 401, 'Jwt header is an invalid JSON'],
+    ['iss not a string', () => sign(rsa, { aud, iss: 5 as unknown as string }), 401, 'Jwt payload [iss] field is not a string'],
+    ['exp not a number', () => sign(rsa, { aud, exp: 'soon' as unknown as number }), 401, 'Jwt payload [exp] field is not an integer'],
+  ];
+  for (const [name, make, want, body] of cases) {
+    const r = await run(config, { headers: bearer(await make()) });
+    t.equal(r.outcome, want, `${name}: ${want}`);
+    if (body !== null) t.equal(r.body, body, `${name}: body "${body}"`);
+    if (want !== 'continue') t.equal(r.req.auth, null, `${name}: no identity`);
+  }
+});
+
+t.test('no token passes unauthenticated; authorization decides', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const r = await run(config, { headers: { authorization: 'Basic dXNlcjpwYXNz' } });
+  t.equal(r.outcome, 'continue');
+  t.ok(r.sync, 'without waiting');
+  t.equal(r.req.auth, null);
+  t.equal(r.req.requestHeader('authorization'), 'Basic dXNlcjpwYXNz', 'another scheme is left alone');
+});
+
+t.test('the 401 carries www-authenticate with the request URI, as Envoy', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const r = await run(config, { path: '/a/b?x=1', authority: 'shop.example:8080', headers: bearer(await sign(key, { exp: now() - 3600 })) });
+  t.equal(r.outcome, 401);
+  t.same(r.cb.responseHeaders, [['www-authenticate', 'Bearer realm="http://shop.example:8080/a/b?x=1", error="invalid_token"']]);
+});
+
+t.test('what authorization sees: principal, audiences, presenter, claims', async (t) => {
+  const key = await makeKey('ES256', 'k');
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const token = await sign(key, { sub: 'bob', aud: ['a', 'b'], azp: 'web-app', scope: 'read  write', groups: ['g1'], nested: { role: 'admin' } });
+  const { outcome, req } = await run(config, { headers: bearer(token) });
+  t.equal(outcome, 'continue');
+  const auth = req.auth!;
+  t.equal(auth.principal, `${ISS}/bob`);
+  t.equal(auth.issuer, ISS);
+  t.equal(auth.subject, 'bob');
+  t.same(auth.audiences, ['a', 'b']);
+  t.equal(auth.presenter, 'web-app');
+  t.same(auth.claims['scope'], ['read', 'write'], 'scope split on spaces, as Istio does');
+  t.same(auth.claims['groups'], ['g1']);
+  t.same(auth.claims['nested'], { role: 'admin' });
+});
+
+t.test('token locations', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const token = await sign(key);
+
+  t.test('defaults: Authorization Bearer and access_token', async (t) => {
+    const config = compile([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+    t.equal((await run(config, { headers: bearer(token) })).outcome, 'continue');
+    const q = await run(config, { path: `/x?access_token=${token}` });
+    t.equal(q.outcome, 'continue', 'query parameter');
+    t.equal(q.req.auth?.subject, 'alice');
+    t.equal((await run(config, { path: '/x?access_token=garbage' })).outcome, 401, 'a bad token in the parameter');
+    t.equal((await run(config, { headers: { 'x-jwt': token } })).req.auth, null, 'another header is not read');
+  });
+
+  t.test('fromHeaders with and without prefix, fromParams, fromCookies', async (t) => {
+    const config = compile([
+      rule({
+        issuer: ISS,
+        jwks: jwksOf(key),
+        fromHeaders: [
+          { name: 'x-jwt-assertion', prefix: '' },
+          { name: 'x-token', prefix: 'Token ' },
+        ],
+        fromParams: ['jwt'],
+        fromCookies: ['session'],
+      }),
+    ]);
+    const h = await run(config, { headers: { 'x-jwt-assertion': token } });
+    t.equal(h.outcome, 'continue', 'header without prefix');
+    t.equal(h.req.requestHeader('x-jwt-assertion'), null, 'removed before the upstream');
+    t.equal((await run(config, { headers: { 'x-token': `Token ${token}` } })).req.auth?.subject, 'alice', 'header with prefix');
+    t.equal((await run(config, { headers: { 'x-token': token } })).req.auth, null, 'prefix missing: no token there');
+    const p = await run(config, { path: `/p?a=1&jwt=${token}` });
+    t.equal(p.req.auth?.subject, 'alice', 'parameter');
+    const c = await run(config, { headers: { cookie: `theme=dark; session=${token}` } });
+    t.equal(c.req.auth?.subject, 'alice', 'cookie');
+    t.equal(c.req.requestHeader('cookie'), `theme=dark; session=${token}`, 'cookies are left as they are (Envoy removes header tokens only)');
+    t.equal((await run(config, { headers: bearer(token) })).req.auth, null, 'Authorization is not a location of this rule');
+  });
+
+  t.test('a token in a location of another issuer only: issuer not configured', async (t) => {
+    const other = await makeKey('RS256', 'o');
+    const config = compile([
+      rule({ issuer: ISS, jwks: jwksOf(key) }),
+      rule({ issuer: 'https://other.example', jwks: jwksOf(other), fromHeaders: [{ name: 'x-other', prefix: '' }] }),
+    ]);
+    const r = await run(config, { headers: { 'x-other': token } });
+    t.equal(r.outcome, 401);
+    t.equal(r.body, 'Jwt issuer is not configured');
+    const good = await run(config, { headers: { 'x-other': await sign(other, { iss: 'https://other.example' }) } });
+    t.equal(good.req.auth?.issuer, 'https://other.example', 'the other issuer verifies there');
+  });
+});
+
+t.test('outputs: payload header, claim headers, forwardOriginalToken', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const config = compile([
+    rule({
+      issuer: ISS,
+      jwks: jwksOf(key),
+      outputPayloadToHeader: 'x-jwt-payload',
+      outputClaimToHeaders: [
+        { header: 'x-sub', claim: 'sub' },
+        { header: 'x-level', claim: 'level' },
+        { header: 'x-admin', claim: 'admin' },
+        { header: 'x-role', claim: 'ns.role' },
+        { header: 'x-groups', claim: 'groups' },
+        { header: 'x-missing', claim: 'missing' },
+      ],
+      forwardOriginalToken: true,
+    }),
+  ]);
+  const token = await sign(key, { level: 3, admin: true, ns: { role: 'ops' }, groups: ['a'] });
+  const { outcome, req } = await run(config, { headers: { ...bearer(token), 'x-sub': 'spoofed' } });
+  t.equal(outcome, 'continue');
+  t.equal(req.requestHeader('x-jwt-payload'), token.split('.')[1], 'the payload as received, base64url');
+  t.same(JSON.parse(Buffer.from(req.requestHeader('x-jwt-payload')!, 'base64url').toString()).level, 3);
+  t.equal(req.requestHeader('x-sub'), 'alice', 'a client cannot choose the claim header');
+  t.equal(req.requestHeader('x-level'), '3');
+  t.equal(req.requestHeader('x-admin'), 'true');
+  t.equal(req.requestHeader('x-role'), 'ops', 'nested claim');
+  t.equal(req.requestHeader('x-groups'), null, 'a list is not a header value');
+  t.equal(req.requestHeader('x-missing'), null);
+  t.equal(req.requestHeader('authorization'), `Bearer ${token}`, 'forwarded');
+});
+
+t.test('every token must verify', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(key), fromHeaders: [{ name: 'authorization', prefix: 'Bearer ' }], fromParams: ['access_token'] })]);
+  const good = await sign(key);
+  const expired = await sign(key, { exp: now() - 3600 });
+  const r = await run(config, { path: `/?access_token=${expired}`, headers: bearer(good) });
+  t.equal(r.outcome, 401);
+  t.equal(r.body, 'Jwt is expired');
+  t.equal((await run(config, { path: `/?access_token=${good}`, headers: bearer(good) })).outcome, 'continue', 'two good ones');
+});
+
+t.test('two rules for one issuer: either key set may verify', async (t) => {
+  const k1 = await makeKey('RS256', 'k1');
+  const k2 = await makeKey('ES256', 'k2');
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(k1), audiences: ['one'] }), rule({ issuer: ISS, jwks: jwksOf(k2) })]);
+  t.equal((await run(config, { headers: bearer(await sign(k2, { aud: 'x' })) })).outcome, 'continue', 'the second rule');
+  t.equal((await run(config, { headers: bearer(await sign(k1, { aud: 'one' })) })).outcome, 'continue', 'the first rule');
+  const unknown = await makeKey('RS256', 'k1');
+  t.equal((await run(config, { headers: bearer(await sign(unknown)) })).body, "Jwks doesn't have key to match kid or alg from Jwt", 'the last failure is reported');
+});
+
+t.test('a CORS preflight passes without a token check', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const headers = { ...bearer('garbage'), origin: 'https://app.example', 'access-control-request-method': 'POST' };
+  t.equal((await run(config, { method: 'OPTIONS', headers })).outcome, 'continue');
+  t.equal((await run(config, { method: 'GET', headers })).outcome, 401);
+});
+
+t.test('a token verified before completes without waiting', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const token = await sign(key);
+  const first = await run(config, { headers: bearer(token) });
+  t.equal(first.outcome, 'continue');
+  t.notOk(first.sync, 'the first check of a signature is asynchronous');
+  t.equal(first.cb.continued, 1, 'continueRequest once');
+  const again = await run(config, { headers: bearer(token) });
+  t.ok(again.sync, 'the second is synchronous');
+  t.equal(again.cb.continued, 0, 'Continue returned, continueRequest not called');
+  t.equal(again.req.auth?.subject, 'alice');
+  t.equal(again.req.requestHeader('authorization'), null, 'outputs applied on the fast path too');
+  // Time checks still run on every request.
+  config.now = () => now() + 7200;
+  const later = await run(config, { headers: bearer(token) });
+  t.equal(later.body, 'Jwt is expired', 'a cached token still expires');
+});
+
+t.test('the client goes away while the signature is checked', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const config = compile([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const badToken = (await sign(key)).slice(0, -4) + 'AAAA';
+  for (const [name, token] of [
+    ['good token', await sign(key)],
+    ['bad token', badToken],
+  ] as const) {
+    const req = new TestRequest({ headers: bearer(token) });
+    const cb = new TestCallbacks();
+    const filter = config.create();
+    t.equal(filter.onRequest(req, cb), FilterStatus.StopIteration, `${name}: waits`);
+    cb.aborted = true;
+    filter.onDestroy?.();
+    await new Promise((r) => setTimeout(r, 50));
+    t.equal(cb.reply, null, `${name}: no reply after the client left`);
+    t.equal(cb.continued, 0, `${name}: no continue after the client left`);
+    t.equal(req.auth, null);
+  }
+});
+
+t.test('compile errors and warnings', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'ftp://keys.example/jwks' })]), /RequestAuthentication foo\/jwt.*jwksUri "ftp:\/\/keys.example\/jwks" must be http or https/);
+  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'not a url' })]), /jwksUri "not a url" is not a URL/);
+  t.throws(() => compile([rule({ issuer: '', jwks: jwksOf(key) })]), /issuer must be a non-empty string/);
+  t.throws(() => compile([rule({ issuer: ISS })]), /one of jwks and jwksUri must be set/);
+
+  const ctx = testContext();
+  const config = compile([rule({ issuer: ISS, jwks: '{"keys":[{"kty":"RSA","n":"","e":"AQAB"}]}' })], ctx);
+  t.match(ctx.warnings[0], /RequestAuthentication foo\/jwt: jwtRules\[0\]\.jwks: Jwks doesn't have any valid public key/);
+  const r = await run(config, { headers: bearer(await sign(key)) });
+  t.equal(r.outcome, 401, 'tokens fail, the proxy keeps serving');
+  t.equal(r.body, "Jwks doesn't have any valid public key");
+  t.equal((await run(config, {})).outcome, 'continue', 'requests without a token pass');
+});
