@@ -1,6 +1,6 @@
-import { authzFactory, FilterRegistry } from '@remora/filters';
+import { authzFactory, FilterRegistry, jwtAuthnFactory } from '@remora/filters';
 
 /** The filters every proxy knows, registered by their Envoy names. */
 export function builtinFilters(): FilterRegistry {
-  return new FilterRegistry().register(authzFactory);
+  return new FilterRegistry().register(authzFactory).register(jwtAuthnFactory);
 }
