@@ -1,6 +1,6 @@
-import { authzFactory, FilterRegistry, jwtAuthnFactory } from '@remora/filters';
+import { authzFactory, faultFactory, FilterRegistry, jwtAuthnFactory, localRateLimitFactory } from '@remora/filters';
 
 /** The filters every proxy knows, registered by their Envoy names. */
 export function builtinFilters(): FilterRegistry {
-  return new FilterRegistry().register(authzFactory).register(jwtAuthnFactory);
+  return new FilterRegistry().register(authzFactory).register(jwtAuthnFactory).register(localRateLimitFactory).register(faultFactory);
 }
