@@ -283,10 +283,10 @@ t.test('outlierDetection: Istio/Envoy defaults for omitted fields', async (t) =>
   });
 });
 
-t.test('tls: DISABLE is no TLS; SIMPLE, MUTUAL and ISTIO_MUTUAL carry their settings', async (t) => {
+t.test('tls: DISABLE is kept (it also turns auto mTLS off); SIMPLE, MUTUAL and ISTIO_MUTUAL carry their settings', async (t) => {
   const tls = (body: string): Cluster['tls'] =>
     cluster(translate(REVIEWS + dr('bookinfo', 'reviews', `  trafficPolicy:\n    tls: ${body}`)).config, `outbound|9080||${H}`).tls;
-  t.equal(tls('{mode: DISABLE}'), null);
+  t.equal(tls('{mode: DISABLE}')?.mode, 'DISABLE');
   t.same(tls('{mode: SIMPLE, sni: reviews.example.com, caCertificates: /etc/certs/ca.pem}'), {
     mode: 'SIMPLE',
     clientCertificate: null,

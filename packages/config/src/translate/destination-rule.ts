@@ -1,12 +1,15 @@
+import { join } from 'node:path';
 import type { ConnectionPool, HashKey, LoadBalancerPolicy, LocalityLbSetting, OutlierDetection, UpstreamTls } from '../model/cluster.ts';
 import type { Resource } from '../resources/resource.ts';
 import type {
+  IstioClientTLSSettings,
   IstioDestinationRule,
   IstioLoadBalancerSettings,
   IstioSubset,
   IstioTrafficPolicy,
 } from '../resources/istio-networking.ts';
 import type { TranslateContext } from './context.ts';
+import { DEFAULT_CREDENTIALS_DIR } from './clusters.ts';
 import { hostCovers, hostSpecificity, resolveHost } from './host.ts';
 
 /** Istio's defaults for an HTTP cluster with no DestinationRule. */
@@ -51,9 +54,12 @@ interface IndexedRule {
 export class DestinationRuleIndex {
   readonly #ctx: TranslateContext;
   readonly #byNamespace = new Map<string, IndexedRule[]>();
+  readonly #credentialsDir: string;
 
-  constructor(ctx: TranslateContext) {
+  /** `credentialsDir`: where `tls.credentialName`s resolve (`<dir>/<name>/tls.crt`, `tls.key`, `ca.crt`). */
+  constructor(ctx: TranslateContext, credentialsDir: string = DEFAULT_CREDENTIALS_DIR) {
     this.#ctx = ctx;
+    this.#credentialsDir = credentialsDir;
     for (const r of ctx.resourcesOf('DestinationRule')) {
       if (!ctx.isVisible(r)) continue;
       const spec = r.spec as IstioDestinationRule;
@@ -143,19 +149,7 @@ export class DestinationRuleIndex {
           minHealthPercent: od.minHealthPercent ?? 0,
         }
       : null;
-    const t = p.tls;
-    const tls: UpstreamTls | null =
-      t && t.mode && t.mode !== 'DISABLE'
-        ? {
-            mode: t.mode,
-            clientCertificate: t.clientCertificate ?? null,
-            privateKey: t.privateKey ?? null,
-            caCertificates: t.caCertificates ?? null,
-            subjectAltNames: t.subjectAltNames ?? [],
-            sni: t.sni ?? null,
-            insecureSkipVerify: t.insecureSkipVerify ?? false,
-          }
-        : null;
+    const tls = p.tls ? this.#upstreamTls(p.tls, source) : null;
     // Istio's mesh default is DO_NOT_UPGRADE; only an explicit UPGRADE changes the protocol.
     const h2Upgrade = cp?.http?.h2UpgradePolicy === 'UPGRADE';
     // Istio: locality load balancing is on by default, but only where outlier detection can
@@ -179,6 +173,47 @@ export class DestinationRuleIndex {
     const warmupMs =
       lb.kind === 'round-robin' || lb.kind === 'least-request' ? ctx.durationMs(warmup?.warmup?.duration ?? warmup?.warmupDurationSecs, 0) : 0;
     return { lb, connectionPool, outlierDetection, tls, h2Upgrade, localityLb, warmupMs };
+  }
+
+  /**
+   * DestinationRule `tls` → the model. A `tls` block without a mode is DISABLE (the proto's
+   * default), which keeps auto mTLS off as an explicit DISABLE does. `credentialName` stands
+   * for a Kubernetes TLS secret's files: SIMPLE verifies with its `ca.crt`, MUTUAL also
+   * presents `tls.crt`/`tls.key`. ISTIO_MUTUAL ignores certificate fields: it always uses the
+   * workload identity (Istio's ClientTLSSettings docs).
+   */
+  #upstreamTls(t: IstioClientTLSSettings, source: Resource | null): UpstreamTls {
+    const mode = t.mode ?? 'DISABLE';
+    const base: UpstreamTls = {
+      mode,
+      clientCertificate: null,
+      privateKey: null,
+      caCertificates: null,
+      subjectAltNames: t.subjectAltNames ?? [],
+      sni: t.sni || null,
+      insecureSkipVerify: t.insecureSkipVerify ?? false,
+    };
+    if (mode === 'DISABLE' || mode === 'ISTIO_MUTUAL') return base;
+    const name = t.credentialName ?? '';
+    if (name !== '') {
+      if (name.includes('/') || name === '.' || name === '..') {
+        if (source) this.#ctx.error(source, ['spec', 'trafficPolicy', 'tls', 'credentialName'], `credentialName "${name}" must be a secret name, not a path`);
+        return base;
+      }
+      const dir = join(this.#credentialsDir, name);
+      return {
+        ...base,
+        clientCertificate: mode === 'MUTUAL' ? join(dir, 'tls.crt') : null,
+        privateKey: mode === 'MUTUAL' ? join(dir, 'tls.key') : null,
+        caCertificates: base.insecureSkipVerify ? null : join(dir, 'ca.crt'),
+      };
+    }
+    return {
+      ...base,
+      clientCertificate: mode === 'MUTUAL' ? (t.clientCertificate ?? null) : null,
+      privateKey: mode === 'MUTUAL' ? (t.privateKey ?? null) : null,
+      caCertificates: t.caCertificates || null,
+    };
   }
 }
 
