@@ -12,6 +12,7 @@ import { checkServiceEntry, checkWorkloadEntry } from './checks-service-entry.ts
 import { checkVirtualService } from './checks-virtual-service.ts';
 import { checkSidecar } from './checks-sidecar.ts';
 import { checkPeerAuthentication, checkRequestAuthentication, checkAuthorizationPolicy } from './checks-security.ts';
+import { checkLocalRateLimit } from './checks-local-ratelimit.ts';
 
 /** Semantic problems of one resource's `spec` (the schema has passed). */
 export function checkResource(kind: string, spec: unknown, metadata: { readonly name: string }): CheckFinding[] {
@@ -46,6 +47,9 @@ export function checkResource(kind: string, spec: unknown, metadata: { readonly 
       break;
     case 'AuthorizationPolicy':
       checkAuthorizationPolicy(r, at, s);
+      break;
+    case 'LocalRateLimit':
+      checkLocalRateLimit(r, at, s);
       break;
     default:
       // EnvoyFilter patches are free-form Envoy config; the schema is all Remora checks.

@@ -27,8 +27,25 @@ export const SUPPORTED_KINDS: Readonly<Record<string, SupportedKind>> = Object.f
   AuthorizationPolicy: { group: SECURITY, versions: SECURITY_VERSIONS },
 });
 
-/** True when `resource` is one of {@link SUPPORTED_KINDS} by group and kind (whatever its version). */
+/**
+ * Remora's own kinds. Their schemas (`schema/<group>/<Kind>.json`) are written by hand, not
+ * generated from Istio's CRDs, so they live apart from {@link SUPPORTED_KINDS}.
+ */
+export const REMORA_KINDS: Readonly<Record<string, SupportedKind>> = Object.freeze({
+  LocalRateLimit: { group: 'ratelimit.remora.dev', versions: ['v1alpha1'] },
+});
+
+/** The supported kind `resource` is (Istio's or Remora's own), by group and kind; undefined when neither. */
+export function supportedKindOf(resource: { readonly group: string; readonly kind: string }): SupportedKind | undefined {
+  const k = Object.hasOwn(SUPPORTED_KINDS, resource.kind)
+    ? SUPPORTED_KINDS[resource.kind]
+    : Object.hasOwn(REMORA_KINDS, resource.kind)
+      ? REMORA_KINDS[resource.kind]
+      : undefined;
+  return k !== undefined && k.group === resource.group ? k : undefined;
+}
+
+/** True when `resource` is one of {@link SUPPORTED_KINDS} or {@link REMORA_KINDS} by group and kind (whatever its version). */
 export function isSupportedKind(resource: { readonly group: string; readonly kind: string }): boolean {
-  const k = Object.hasOwn(SUPPORTED_KINDS, resource.kind) ? SUPPORTED_KINDS[resource.kind] : undefined;
-  return k !== undefined && k.group === resource.group;
+  return supportedKindOf(resource) !== undefined;
 }

@@ -9,9 +9,9 @@ import { pointerToPath, type ConfigIssue } from '../errors.ts';
 import type { Resource } from '../resources/resource.ts';
 import { describeErrors } from './ajv-errors.ts';
 import { checkResource } from './checks.ts';
-import { isSupportedKind, SUPPORTED_KINDS } from './kinds.ts';
+import { isSupportedKind, supportedKindOf } from './kinds.ts';
 
-export { isSupportedKind, SUPPORTED_KINDS, type SupportedKind } from './kinds.ts';
+export { isSupportedKind, REMORA_KINDS, SUPPORTED_KINDS, type SupportedKind } from './kinds.ts';
 
 /** API groups whose resources other readers of Remora validate (Kubernetes Gateway API). */
 const GROUPS_READ_ELSEWHERE = new Set(['gateway.networking.k8s.io']);
@@ -66,7 +66,7 @@ export function validateResource(resource: Resource): ConfigIssue[] {
     if (GROUPS_READ_ELSEWHERE.has(resource.group)) return [];
     return [issue('warning', [], `ignored: Remora does not read ${resource.apiVersion} ${resource.kind}`)];
   }
-  const supported = SUPPORTED_KINDS[resource.kind];
+  const supported = supportedKindOf(resource);
   if (supported === undefined) return []; // unreachable: isSupportedKind checked it
   if (!supported.versions.includes(resource.version)) {
     const list = supported.versions.map((v) => `${supported.group}/${v}`).join(', ');

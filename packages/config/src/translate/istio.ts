@@ -11,7 +11,7 @@ import { buildOutboundClusters, type ClusterOptions } from './clusters.ts';
 import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
-import { localRateLimitFilter } from './local-ratelimit.ts';
+import { applyLocalRateLimitRoutes, localRateLimitFilter } from './local-ratelimit.ts';
 import { authzFilter, jwtAuthnFilter } from './security.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
@@ -78,6 +78,8 @@ export function translateIstio(
     listeners.push(...gw.listeners);
     routeConfigs.push(...gw.routeConfigs);
   }
+
+  applyLocalRateLimitRoutes(ctx, listeners, routeConfigs);
 
   const version = createHash('sha256')
     .update(JSON.stringify(resources.map((r) => r.document)))
