@@ -132,6 +132,13 @@ t.test('token locations', async (t) => {
     t.equal(q.req.auth?.subject, 'alice');
     t.equal((await run(config, { path: '/x?access_token=garbage' })).outcome, 401, 'a bad token in the parameter');
     t.equal((await run(config, { headers: { 'x-jwt': token } })).req.auth, null, 'another header is not read');
+    const spaced = await run(config, { headers: { authorization: `Bearer   ${token}, trailing` } });
+    t.equal(spaced.req.auth?.subject, 'alice', 'the run of token characters after the prefix');
+    const empty = await run(config, { headers: { authorization: 'Bearer ' } });
+    t.equal(empty.outcome, 401, 'a prefix without a token: the whole value is the token, as in Envoy');
+    t.equal(empty.body, 'Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections');
+    const noIss = await run(config, { headers: bearer(await sign(key, { iss: undefined } as unknown as JWTPayload)) });
+    t.equal(noIss.body, 'Jwt issuer is not configured', 'a token without iss');
   });
 
   t.test('fromHeaders with and without prefix, fromParams, fromCookies', async (t) => {
@@ -204,6 +211,13 @@ t.test('outputs: payload header, claim headers, forwardOriginalToken', async (t)
   t.equal(req.requestHeader('x-groups'), null, 'a list is not a header value');
   t.equal(req.requestHeader('x-missing'), null);
   t.equal(req.requestHeader('authorization'), `Bearer ${token}`, 'forwarded');
+
+  // Envoy strips the output headers from every request, token or not.
+  const plain = await run(config, { headers: { 'x-jwt-payload': 'e30', 'x-sub': 'admin', 'x-other': 'kept' } });
+  t.equal(plain.outcome, 'continue');
+  t.equal(plain.req.requestHeader('x-jwt-payload'), null, 'a client-sent payload header is removed');
+  t.equal(plain.req.requestHeader('x-sub'), null, 'a client-sent claim header is removed');
+  t.equal(plain.req.requestHeader('x-other'), 'kept');
 });
 
 t.test('every token must verify', async (t) => {

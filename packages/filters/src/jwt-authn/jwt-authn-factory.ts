@@ -9,7 +9,7 @@ import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '.
 import { parseJwks } from './jwt-authn-jwks.ts';
 import { InlineJwks, type JwksSource, RemoteJwks } from './jwt-authn-jwks-cache.ts';
 import { JwtAuthnFilterConfig } from './jwt-authn-filter.ts';
-import { buildLocations, JwtProvider } from './jwt-authn-rules.ts';
+import { buildLocations, headersToSanitize, JwtProvider } from './jwt-authn-rules.ts';
 import { JwtStatus } from './jwt-authn-status.ts';
 
 /** How long fetched keys are fresh: Istio's remote JWKS cache duration. */
@@ -56,7 +56,7 @@ export class JwtAuthnFilterFactory implements HttpFilterFactory {
       remote.timeoutMs = rule.timeoutMs;
       return new JwtProvider(rule, remote, null);
     });
-    return new JwtAuthnFilterConfig(this.name, providers, buildLocations(rules, providers));
+    return new JwtAuthnFilterConfig(this.name, providers, buildLocations(rules, providers), headersToSanitize(providers));
   }
 }
 

@@ -36,14 +36,17 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
   readonly name: string;
   readonly providers: readonly JwtProvider[];
   readonly locations: readonly TokenLocation[];
+  /** Output headers removed from every request before the check. */
+  readonly sanitize: readonly string[];
   readonly #parsed = new LRUCache<string, ParsedJwt | { readonly status: JwtStatus }>({ max: PARSED_CACHE_SIZE });
   /** The clock, in seconds; replaceable for tests. */
   now: () => number = () => Date.now() / 1000;
 
-  constructor(name: string, providers: readonly JwtProvider[], locations: readonly TokenLocation[]) {
+  constructor(name: string, providers: readonly JwtProvider[], locations: readonly TokenLocation[], sanitize: readonly string[]) {
     this.name = name;
     this.providers = providers;
     this.locations = locations;
+    this.sanitize = sanitize;
   }
 
   create(): HttpFilter {
@@ -110,6 +113,8 @@ export class JwtAuthnFilter implements HttpFilter {
       return FilterStatus.Continue;
     }
     const config = this.#config;
+    const sanitize = config.sanitize;
+    for (let i = 0; i < sanitize.length; i++) req.removeRequestHeader(sanitize[i]!);
     const locations = config.locations;
     let found: Found[] | null = null;
     for (let i = 0; i < locations.length; i++) {

@@ -15,9 +15,6 @@ import { type ParsedJwt, sanitizeAudience } from './jwt-authn-token.ts';
 /** jwt_verify_lib's default clock skew (`kClockSkewInSecond`), which Istio keeps. */
 export const CLOCK_SKEW_SECONDS = 60;
 
-/** Characters of a token (base64url and dots), as Envoy's extractor takes them after a prefix. */
-const TOKEN_CHAR = /[A-Za-z0-9_\-.=]/;
-const NOT_TOKEN_CHAR = /[^A-Za-z0-9_\-.=]/;
 /** A header value Node can send upstream. */
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
@@ -108,6 +105,8 @@ function claimString(payload: Readonly<Record<string, unknown>>, path: readonly 
   return s !== '' && HEADER_VALUE.test(s) ? s : null;
 }
 
+const NO_PROVIDERS: readonly JwtProvider[] = [];
+
 export const LocationKind = { Header: 0, Param: 1, Cookie: 2 } as const;
 export type LocationKind = (typeof LocationKind)[keyof typeof LocationKind];
 
@@ -136,49 +135,58 @@ export class TokenLocation {
     }
   }
 
-  /**
-   * The providers that may verify a token with issuer `iss`. A token without `iss` may be
-   * verified by any provider reading this location, as in Envoy.
-   */
+  /** The providers that may verify a token with issuer `iss` (none for a token without `iss`: Istio providers all name one). */
   providersFor(iss: string): readonly JwtProvider[] {
-    if (iss === '') return this.providers;
-    return this.#byIssuer.get(iss) ?? [];
+    return this.#byIssuer.get(iss) ?? NO_PROVIDERS;
   }
 
-  /** The token here, or null. Envoy takes, after the prefix, the run of token characters. */
+  /**
+   * The token here, or null, as Envoy's extractor: a header's whole value, or with a prefix
+   * the run of base64url characters and dots after it (the whole value when there is none);
+   * a query parameter or cookie as it is, even empty.
+   */
   extract(req: FilterRequest): string | null {
     switch (this.kind) {
       case LocationKind.Header: {
         const value = req.requestHeader(this.name);
-        if (value === null) return null;
-        let from = 0;
-        if (this.prefix !== '') {
-          const at = value.indexOf(this.prefix);
-          if (at < 0) return null;
-          from = at + this.prefix.length;
-        }
-        return tokenAt(value, from);
+        if (value === null || this.prefix === '') return value;
+        const at = value.indexOf(this.prefix);
+        return at < 0 ? null : extractJwt(value, at + this.prefix.length);
       }
-      case LocationKind.Param: {
-        const v = req.queryParam(this.name);
-        return v === null || v === '' ? null : v;
-      }
-      case LocationKind.Cookie: {
-        const v = req.cookie(this.name);
-        return v === null || v === '' ? null : v;
-      }
+      case LocationKind.Param:
+        return req.queryParam(this.name);
+      case LocationKind.Cookie:
+        return req.cookie(this.name);
     }
   }
 }
 
-function tokenAt(value: string, from: number): string | null {
+/** Envoy's `extractJWT`: after `from`, skip to the first token character and take the run of them. */
+function extractJwt(value: string, from: number): string {
   let start = from;
-  while (start < value.length && !TOKEN_CHAR.test(value[start]!)) start++;
-  if (start >= value.length) return from === 0 && value !== '' ? value : null;
-  const rest = value.slice(start);
-  const end = rest.search(NOT_TOKEN_CHAR);
-  const token = end < 0 ? rest : rest.slice(0, end);
-  return token === '' ? null : token;
+  while (start < value.length && !isTokenChar(value.charCodeAt(start))) start++;
+  if (start >= value.length) return value;
+  let end = start;
+  while (end < value.length && isTokenChar(value.charCodeAt(end))) end++;
+  return start === 0 && end === value.length ? value : value.slice(start, end);
+}
+
+/** Base64url characters and the dot. */
+function isTokenChar(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || c === 95 || c === 46;
+}
+
+/**
+ * The headers the filter writes (payload and claim headers): Envoy removes them from every
+ * request before looking for tokens, so a client cannot pose as a verified token.
+ */
+export function headersToSanitize(providers: readonly JwtProvider[]): string[] {
+  const out = new Set<string>();
+  for (const p of providers) {
+    if (p.payloadHeader !== null) out.add(p.payloadHeader);
+    for (const c of p.claimHeaders) out.add(c.header);
+  }
+  return [...out];
 }
 
 /** The locations of all providers, each once, in the order the rules name them. */
