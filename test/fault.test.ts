@@ -1,0 +1,200 @@
+// Fault injection end to end, from VirtualService `fault` through a real Remora gateway:
+// Envoy's fault filter aborts with `fault filter abort` (flag FI), delays (flag DI), draws
+// each percentage per request, faults only the routes whose match selects them (a header),
+// answers gRPC calls with a gRPC status, and drops a delayed request whose client went away.
+import { Agent, request as httpRequest } from 'node:http';
+import * as grpc from '@grpc/grpc-js';
+import t from 'tap';
+import { startBackend, type Backend } from './helpers/backends.ts';
+import { request } from './helpers/http.ts';
+import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
+import { freePort, sleep, waitFor } from './helpers/net.ts';
+import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
+
+const json = {
+  serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+  deserialize: (b: Buffer) => JSON.parse(b.toString()) as Record<string, unknown>,
+};
+const service = {
+  echo: {
+    path: '/demo.Echo/Echo',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  },
+};
+const Client = grpc.makeGenericClientConstructor(service, 'Echo');
+
+let backend: Backend;
+let grpcServer: grpc.Server;
+let grpcCalls = 0;
+let mesh: MeshDir;
+let remora: InProcessRemora;
+let port: number;
+
+t.before(async () => {
+  backend = await startBackend('web');
+  grpcServer = new grpc.Server();
+  grpcServer.addService(service, {
+    echo: (call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      grpcCalls++;
+      cb(null, { echo: call.request.text });
+    },
+  });
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  port = await freePort();
+  mesh = new MeshDir({
+    'mesh.yaml': doc(
+      gateway('gw', port),
+      serviceEntry('web', 'web', [{ port: backend.port }]),
+      serviceEntry('grpc-svc', 'grpc-svc', [{ port: grpcPort }], { port: 9000, portName: 'grpc' }).replace('protocol: HTTP', 'protocol: GRPC'),
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: faults }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [{ uri: { prefix: /demo.Echo/ }, headers: { x-grpc-fault: { exact: unavailable } } }]
+    fault: { abort: { grpcStatus: UNAVAILABLE, percentage: { value: 100 } } }
+    route: [{ destination: { host: grpc-svc } }]
+  - match: [{ uri: { prefix: /demo.Echo/ } }]
+    route: [{ destination: { host: grpc-svc } }]
+  - match: [{ headers: { end-user: { exact: jason } } }]
+    fault: { abort: { httpStatus: 503, percentage: { value: 100 } } }
+    route: [{ destination: { host: web } }]
+  - match: [{ uri: { prefix: /half } }]
+    fault: { abort: { httpStatus: 500, percentage: { value: 50 } } }
+    route: [{ destination: { host: web } }]
+  - match: [{ uri: { prefix: /delay } }]
+    fault: { delay: { fixedDelay: 500ms, percentage: { value: 100 } } }
+    route: [{ destination: { host: web } }]
+  - match: [{ uri: { prefix: /slow } }]
+    fault: { delay: { fixedDelay: 1s, percentage: { value: 100 } } }
+    route: [{ destination: { host: web } }]
+  - match: [{ uri: { prefix: /both } }]
+    fault:
+      delay: { fixedDelay: 200ms, percentage: { value: 100 } }
+      abort: { httpStatus: 418, percentage: { value: 100 } }
+    route: [{ destination: { host: web } }]
+  - route: [{ destination: { host: web } }]
+`,
+    ),
+  });
+  remora = await startRemora('gateway', [mesh.dir]);
+});
+
+t.teardown(async () => {
+  await remora?.stop();
+  grpcServer?.forceShutdown();
+  await backend?.close();
+  mesh?.cleanup();
+});
+
+const send = (path: string, headers: Record<string, string> = {}, agent?: Agent) =>
+  request(port, path, { headers: { host: 'shop.example.com', ...headers }, ...(agent ? { agent } : {}) });
+
+const logged = (pattern: RegExp) => waitFor(`access log ${pattern}`, () => remora.accessLog.some((l) => pattern.test(l)));
+
+t.test('abort by header match: only requests from end-user jason are aborted', async (t) => {
+  const seen = backend.seen.length;
+  const r = await send('/ratings/1', { 'end-user': 'jason' });
+  t.equal(r.status, 503);
+  t.equal(r.body, 'fault filter abort', "Envoy's abort body");
+  t.equal(backend.seen.length, seen, 'the aborted request never reached the backend');
+  await logged(/"GET \/ratings\/1 HTTP\/1\.1" 503 FI fault_filter_abort /);
+  t.pass('access log: 503 FI fault_filter_abort');
+  const other = await send('/ratings/1', { 'end-user': 'maria' });
+  t.equal(other.status, 200, 'another user passes');
+  t.equal((await send('/ratings/1')).status, 200, 'no header passes');
+  t.equal(backend.seen.length, seen + 2);
+});
+
+t.test('50% abort over 1,000 requests lands within ±5 points', async (t) => {
+  const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+  t.teardown(() => agent.destroy());
+  const n = 1000;
+  let aborted = 0;
+  let passed = 0;
+  const deadline = Date.now() + 60_000;
+  for (let batch = 0; batch < n / 50 && Date.now() < deadline; batch++) {
+    const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => send(`/half/${batch * 50 + i}`, {}, agent)));
+    for (const r of replies) {
+      if (r.status === 500 && r.body === 'fault filter abort') aborted++;
+      else if (r.status === 200) passed++;
+    }
+  }
+  t.equal(aborted + passed, n, 'every request either aborted or passed');
+  t.ok(aborted >= 450 && aborted <= 550, `aborted ${aborted} of ${n} (50% ± 5)`);
+});
+
+t.test('a 500 ms delay is measured, then the request goes through (DI)', async (t) => {
+  const fast0 = performance.now();
+  t.equal((await send('/plain')).status, 200);
+  const fast = performance.now() - fast0;
+  const t0 = performance.now();
+  const r = await send('/delay/x');
+  const took = performance.now() - t0;
+  t.equal(r.status, 200, 'delayed, not failed');
+  t.equal(r.json<{ url: string }>().url, '/delay/x', 'the backend answered');
+  t.ok(took >= 495, `took ${took.toFixed(0)} ms (≥ 500 ms)`);
+  t.ok(took < 1500, 'and not much longer');
+  t.ok(fast < 400, `a route without fault is not delayed (${fast.toFixed(0)} ms)`);
+  await logged(/"GET \/delay\/x HTTP\/1\.1" 200 DI via_upstream /);
+  t.pass('access log: 200 DI');
+});
+
+t.test('delay and abort in one rule: delayed, then aborted (DI,FI)', async (t) => {
+  const t0 = performance.now();
+  const r = await send('/both');
+  t.equal(r.status, 418);
+  t.equal(r.body, 'fault filter abort');
+  t.ok(performance.now() - t0 >= 195, 'after the delay');
+  await logged(/"GET \/both HTTP\/1\.1" 418 DI,FI fault_filter_abort /);
+  t.pass('access log: DI,FI');
+});
+
+t.test('a client that goes away during the delay: the request is dropped, never forwarded', async (t) => {
+  const seen = backend.seen.length;
+  await new Promise<void>((resolve) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/slow/gone', headers: { host: 'shop.example.com' }, agent: false });
+    req.on('error', () => resolve());
+    req.end();
+    setTimeout(() => {
+      req.destroy();
+      resolve();
+    }, 100);
+  });
+  await sleep(1300);
+  t.notOk(backend.seen.slice(seen).some((e) => e.url === '/slow/gone'), 'the backend never saw the abandoned request');
+  await logged(/"GET \/slow\/gone HTTP\/1\.1" 0 DI,DC /);
+  t.pass('access log: DI with the downstream disconnect');
+});
+
+t.test('gRPC abort: the call fails with the configured gRPC status', async (t) => {
+  const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  t.teardown(() => client.close());
+  const call = (md: grpc.Metadata) =>
+    new Promise<{ err: grpc.ServiceError | null; res: unknown }>((resolve) =>
+      (client as unknown as Record<string, (r: unknown, m: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: unknown) => void) => void>).echo!({ text: 'hi' }, md, (err, res) =>
+        resolve({ err, res }),
+      ),
+    );
+  const before = grpcCalls;
+  const md = new grpc.Metadata();
+  md.set('x-grpc-fault', 'unavailable');
+  const { err } = await call(md);
+  t.equal(err?.code, grpc.status.UNAVAILABLE, 'UNAVAILABLE');
+  t.equal(err?.details, 'fault filter abort');
+  t.equal(grpcCalls, before, 'the server never saw the call');
+  await logged(/"POST \/demo\.Echo\/Echo HTTP\/2" 200 FI fault_filter_abort /);
+  t.pass('access log: HTTP 200 (the status is in grpc-status) with FI');
+  const ok = await call(new grpc.Metadata());
+  t.equal(ok.err, null, 'without the header the call goes through');
+  t.same(ok.res, { echo: 'hi' });
+});
