@@ -42,6 +42,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   key: { type: 'string', arg: 'FILE', help: 'workload private key, PEM', for: PROXIES },
   'root-cert': { type: 'string', arg: 'FILE', help: 'root certificates the mesh trusts, PEM', for: PROXIES },
   'certs-dir': { type: 'string', arg: 'DIR', help: 'directory with cert-chain.pem, key.pem, root-cert.pem (default ./var/run/secrets/workload-spiffe-credentials, then /etc/certs); watched for rotation', for: PROXIES },
+  'credentials-dir': { type: 'string', arg: 'DIR', help: 'where credentialName secrets are: DIR/NAME/tls.crt, tls.key, ca.crt (default /etc/remora/credentials)', for: PROXIES },
   'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout (default text, Istio\'s format)', for: PROXIES },
   'log-format': { type: 'string', arg: 'text|json|off', help: 'alias of --access-log-format', for: PROXIES },
   'log-level': { type: 'string', arg: 'LEVEL', help: `Remora's own log level on stderr: ${LOG_LEVELS.join(', ')} (default info)`, for: PROXIES },
@@ -74,6 +75,8 @@ export interface ProxyOptions {
   readonly requestTimeoutMs: number;
   /** Where the workload identity files are; null: Istio's default directories. */
   readonly identityPaths: IdentityPaths | null;
+  /** Where `credentialName`s resolve; null: the translator's default. */
+  readonly credentialsDir: string | null;
 }
 
 /** A usage error: printed with the command's help, exit status 2. */
@@ -196,6 +199,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     requestTimeoutMs: str('request-timeout') === '0' ? 0 : duration('request-timeout', 0),
     dnsRefreshMs: duration('dns-refresh-rate', 60_000),
     identityPaths: identityPaths(str('cert-chain'), str('key'), str('root-cert'), str('certs-dir')),
+    credentialsDir: str('credentials-dir') ?? null,
   };
 }
 

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { FileWatcher, formatIssue, hasErrors, loadMesh, type ConfigIssue, type ProxyConfig } from '@remora/config';
 import { AdminServer } from '../admin/admin-server.ts';
 import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
@@ -126,7 +127,10 @@ export class ProxyProcess {
 
   #load(): ProxyConfig | null {
     const cfg = this.loggers.get('config');
-    const result = loadMesh(this.opts.configPaths, this.opts.node, this.opts.ports, { dnsRefreshMs: this.opts.dnsRefreshMs });
+    const result = loadMesh(this.opts.configPaths, this.opts.node, this.opts.ports, {
+      dnsRefreshMs: this.opts.dnsRefreshMs,
+      ...(this.opts.credentialsDir !== null ? { credentialsDir: resolve(this.opts.credentialsDir) } : {}),
+    });
     for (const issue of result.issues) cfg.log(issue.severity === 'error' ? 'error' : 'warning', formatIssue(issue));
     if (hasErrors(result.issues) || result.config === null) {
       this.#lastError = summarize(result.issues);

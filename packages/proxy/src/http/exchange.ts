@@ -231,7 +231,10 @@ export class Exchange extends ProxiedRequest {
         body: this.#body !== null ? this.#body.open() : this.hasBody ? (this.req as IncomingMessage) : null,
         // Never let undici hold back a request for pipelining order.
         blocking: false,
-      },
+        // A TLS pool's SNI is the cluster's, not the Host header's: undici would otherwise
+        // reconnect whenever two requests name the host differently.
+        servername: host.servername,
+      } as Dispatcher.DispatchOptions,
       attempt,
     );
   }

@@ -13,7 +13,7 @@ export class MirrorRequest implements Dispatcher.DispatchHandler {
   static send(host: ClusterHost, method: string, path: string, headers: string[], body: Buffer | null, timeoutMs: number): void {
     const m = new MirrorRequest(host, timeoutMs);
     host.host.active++;
-    host.host.pool.dispatch({ path, method: method as Dispatcher.HttpMethod, headers, body, blocking: false }, m);
+    host.host.pool.dispatch({ path, method: method as Dispatcher.HttpMethod, headers, body, blocking: false, servername: host.host.servername } as Dispatcher.DispatchOptions, m);
   }
 
   readonly #host: ClusterHost;

@@ -95,6 +95,16 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
     this.#release();
     if (this.#cancelled || !this.exchange.isCurrent(this)) return;
+    const hostTls = this.host.host.tls;
+    if (hostTls !== null) {
+      // A TLS failure, even one a TLS 1.3 server reports after our side of the handshake
+      // (our certificate refused), is a connect failure with Envoy's TLS_error reason.
+      const tls = hostTls.explain(err);
+      if (tls !== null) {
+        this.exchange.onAttemptFailed(this, AttemptFailure.ConnectFailure, tls.code);
+        return;
+      }
+    }
     const code = (err as { code?: string }).code ?? err.message;
     this.exchange.onAttemptFailed(this, classify(err, code), code);
   }

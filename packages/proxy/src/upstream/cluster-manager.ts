@@ -5,6 +5,7 @@ import type { Logger } from '../logger.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { UpstreamCluster } from './upstream-cluster.ts';
 import { UpstreamHost, type ClusterHost, type PoolSettings } from './upstream-host.ts';
+import { tlsForEndpoint, type UpstreamTlsSettings } from './upstream-tls.ts';
 
 /** How long a host no cluster uses keeps its pool, for requests still holding an older snapshot. */
 const HOST_GRACE_MS = 30_000;
@@ -36,6 +37,8 @@ export class ClusterManager {
   readonly #hosts = new Map<string, UpstreamHost>();
   #clusters = new Map<string, UpstreamCluster>();
   readonly #dnsTimers = new Map<UpstreamCluster, NodeJS.Timeout>();
+  /** Compiled upstream TLS settings by key, shared by the hosts that use the same ones. */
+  readonly #tls = new Map<string, UpstreamTlsSettings>();
   readonly #opts: ClusterManagerOptions;
   readonly #resolve: (hostname: string) => Promise<string[]>;
   readonly #sweeper: NodeJS.Timeout;
@@ -118,16 +121,21 @@ export class ClusterManager {
   /** Endpoints → hosts (acquiring pools) for a cluster, releasing the hosts it had. */
   #assign(c: UpstreamCluster, endpoints: readonly Endpoint[]): void {
     const model = c.model;
-    const settings: PoolSettings = {
+    const plain: PoolSettings = {
       protocol: model.protocol,
       maxConnections: model.connectionPool.maxConnections,
       connectTimeoutMs: model.connectionPool.connectTimeoutMs,
       idleTimeoutMs: model.connectionPool.idleTimeoutMs,
       maxRequestsPerConnection: model.connectionPool.maxRequestsPerConnection,
       maxConcurrentStreams: model.connectionPool.maxConcurrentStreams,
+      tls: null,
     };
+    const { identity, node } = this.#opts;
     const hosts: ClusterHost[] = [];
     for (const ep of endpoints) {
+      // TLS is per endpoint: auto mTLS only reaches endpoints labelled as having a sidecar.
+      const tls = tlsForEndpoint(model, ep, identity, node.trustDomain, this.#tls);
+      const settings = tls === null ? plain : { ...plain, tls };
       const key = UpstreamHost.keyOf(ep.address, ep.port, settings);
       let host = this.#hosts.get(key);
       if (host === undefined) this.#hosts.set(key, (host = new UpstreamHost(key, ep.address, ep.port, settings)));

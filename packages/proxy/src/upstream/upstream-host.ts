@@ -1,6 +1,7 @@
 import { Pool } from 'undici';
 import type { Endpoint, UpstreamProtocol } from '@remora/config';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import type { UpstreamTlsSettings } from './upstream-tls.ts';
 
 /** Settings that change how connections to an address are made; part of the pool key. */
 export interface PoolSettings {
@@ -11,6 +12,8 @@ export interface PoolSettings {
   readonly maxRequestsPerConnection: number;
   /** HTTP/2 streams per connection; 0 = undici's default (100). */
   readonly maxConcurrentStreams: number;
+  /** TLS origination; null or absent: plaintext. */
+  readonly tls?: UpstreamTlsSettings | null;
 }
 
 /**
@@ -25,6 +28,9 @@ export class UpstreamHost {
   /** `address:port`, as access logs print `%UPSTREAM_HOST%`. */
   readonly hostPort: string;
   readonly pool: Pool;
+  /** The SNI of a TLS pool, passed with each request so undici keeps its connections; null for plaintext. */
+  readonly servername: string | null;
+  readonly tls: UpstreamTlsSettings | null;
   /** Requests in flight; LEAST_REQUEST reads it. */
   active = 0;
   /** When this address first joined a cluster: slow start measures a host's age from it. */
@@ -41,7 +47,10 @@ export class UpstreamHost {
     this.address = address;
     this.port = port;
     this.hostPort = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-    this.pool = new Pool(`http://${this.hostPort}`, {
+    const tls = settings.tls ?? null;
+    this.tls = tls;
+    this.servername = tls?.servername ?? null;
+    this.pool = new Pool(`${tls !== null ? 'https' : 'http'}://${this.hostPort}`, {
       connections: settings.maxConnections > 0 ? settings.maxConnections : null,
       pipelining: 1,
       connectTimeout: settings.connectTimeoutMs,
@@ -51,13 +60,17 @@ export class UpstreamHost {
       keepAliveTimeout: Math.min(settings.idleTimeoutMs || 4_000, 4_000),
       ...(settings.maxRequestsPerConnection > 0 ? { maxRequestsPerClient: settings.maxRequestsPerConnection } : {}),
       // HTTP/2 to the upstream is cleartext with prior knowledge (h2c), as Envoy speaks it to
-      // ports declared http2/grpc; TLS origination comes with ALPN.
-      ...(settings.protocol === 'http2' ? { allowH2: true, useH2c: true, maxConcurrentStreams: settings.maxConcurrentStreams || 100 } : { allowH2: false }),
+      // ports declared http2/grpc; over TLS it is negotiated by ALPN.
+      ...(settings.protocol === 'http2'
+        ? { allowH2: true, ...(tls === null ? { useH2c: true } : {}), maxConcurrentStreams: settings.maxConcurrentStreams || 100 }
+        : { allowH2: false }),
+      // TLS: keep-alive pools as for plaintext, plus session resumption in the connector.
+      ...(tls !== null ? { connect: tls.connector({ connectTimeoutMs: settings.connectTimeoutMs, http2: settings.protocol === 'http2' }) } : {}),
     });
   }
 
   static keyOf(address: string, port: number, s: PoolSettings): string {
-    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}|${s.maxConcurrentStreams}`;
+    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}|${s.maxConcurrentStreams}|${s.tls?.key ?? ''}`;
   }
 
   /** Closes once in-flight requests finish. */
