@@ -90,21 +90,8 @@ t.test('gateway: RequestAuthentication with a jwksUri and Istio sample keys, Aut
   await jwks.start();
   const port = await freePort();
   const indent = (s: string) => JSON.stringify(s);
-  const mesh = new MeshDir({
-    'routes.yaml': doc(
-      gateway('gw', port),
-      serviceEntry('web', 'web', [{ port: backend.port }]),
-      `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web }
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{ destination: { host: web } }]
-`,
-    ),
-    'authn.yaml': doc(
+  const authn = (audiences: string[]) =>
+    doc(
       `apiVersion: security.istio.io/v1
 kind: RequestAuthentication
 metadata: { name: issuer-test, namespace: istio-system }
@@ -113,7 +100,7 @@ spec:
   jwtRules:
   - issuer: ${ISS}
     jwksUri: http://127.0.0.1:${jwks.port}/jwks.json
-    audiences: [shop]
+    audiences: [${audiences.join(', ')}]
     outputPayloadToHeader: x-jwt-payload
     outputClaimToHeaders:
     - { header: x-jwt-sub, claim: sub }
@@ -129,7 +116,22 @@ spec:
     jwks: ${indent(ISTIO_JWKS)}
     forwardOriginalToken: true
 `,
+    );
+  const mesh = new MeshDir({
+    'routes.yaml': doc(
+      gateway('gw', port),
+      serviceEntry('web', 'web', [{ port: backend.port }]),
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - route: [{ destination: { host: web } }]
+`,
     ),
+    'authn.yaml': authn(['shop']),
     'authz.yaml': doc(
       `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -243,6 +245,16 @@ spec:
     await send('/public/logged', sign(k1, { exp: now() - 3600 }));
     await waitFor('access log line', () => remora.accessLog.slice(before).some((l) => l.includes('"GET /public/logged HTTP/1.1" 401 - jwt_authn_access_denied{Jwt_is_expired}')));
     t.pass('"GET /public/logged HTTP/1.1" 401 - jwt_authn_access_denied{Jwt_is_expired}');
+  });
+
+  t.test('a RequestAuthentication changed at run time applies; the fetched keys are kept', async (t) => {
+    const billing = sign(k1, { aud: 'billing', sub: 'reload' });
+    t.equal((await send('/public/reload', billing)).status, 403, 'audience billing not accepted yet');
+    const fetched = jwks.requests;
+    mesh.write('authn.yaml', authn(['shop', 'billing']));
+    await waitFor('the new audience applies', async () => (await send('/public/reload', billing)).status === 200, 15_000);
+    t.pass('audience billing accepted after the reload');
+    t.equal(jwks.requests, fetched, 'no JWKS fetch for the new config: the cache outlived the old one');
   });
 
   t.test('key rotation: a token with a new kid refreshes the keys', async (t) => {
