@@ -295,3 +295,28 @@ spec:
   const { config } = translate([BOOKINFO_SERVICES, g, docsFilter({ context: 'GATEWAY', selector: 'istio: ingressgateway' })], gw);
   t.not(limitOf(config, '0.0.0.0_8080')!.key, limitOf(config, '0.0.0.0_8081')!.key);
 });
+
+t.test('warnings: a route patch without the filter in the chain, an outbound port that names no listener', async (t) => {
+  const routeOnly = `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: route-only, namespace: default}
+spec:
+  configPatches:
+    - applyTo: HTTP_ROUTE
+      match: {context: SIDECAR_INBOUND}
+      patch:
+        operation: MERGE
+        value:
+          typed_per_filter_config:
+            envoy.filters.http.local_ratelimit:
+              "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+              type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              value: {stat_prefix: x, token_bucket: {max_tokens: 1, fill_interval: 1s}}
+`;
+  t.same(translate([BOOKINFO_SERVICES, routeOnly], SIDECAR, INBOUND).brief, [
+    'warning EnvoyFilter default/route-only spec.configPatches[0]: no HTTP_FILTER patch inserts envoy.filters.http.local_ratelimit on the SIDECAR_INBOUND listener (port 15006), so this route patch has no effect there',
+  ]);
+  const outbound = translate([BOOKINFO_SERVICES, docsFilter({ context: 'SIDECAR_OUTBOUND', port: 9080 })], SIDECAR, INBOUND);
+  t.equal(limitOf(outbound.config, 'virtualOutbound'), undefined);
+  t.match(outbound.brief, [/spec\.configPatches\[0\]\.match\.listener\.portNumber: the sidecar has one outbound listener \(port 15001\)/]);
+});

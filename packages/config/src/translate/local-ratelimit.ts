@@ -404,7 +404,13 @@ function nativeLimit(ctx: TranslateContext, r: Resource, context: PatchContext, 
 export function localRateLimitFilter(ctx: TranslateContext, context: PatchContext, listenerPort: number): HttpFilterConfig | null {
   const found: { config: LocalRateLimitConfig; r: Resource; path: Path }[] = [];
   for (const p of filterPatches(ctx)) {
-    if (!contextMatches(p.context, context) || !portMatches(ctx, p.port, context, listenerPort)) continue;
+    if (!contextMatches(p.context, context)) continue;
+    if (!portMatches(ctx, p.port, context, listenerPort)) {
+      if (context === 'SIDECAR_OUTBOUND' && p.context === 'SIDECAR_OUTBOUND') {
+        ctx.warn(p.r, ['spec', 'configPatches', p.index, 'match', 'listener', 'portNumber'], `the sidecar has one outbound listener (port ${listenerPort}), not one per service port; this patch applies to no listener`);
+      }
+      continue;
+    }
     const at: Path = ['spec', 'configPatches', p.index, 'patch', 'value'];
     const value = obj(p.value)!;
     const tc = field(value, 'typed_config');
@@ -449,7 +455,13 @@ function vhostPort(name: string, context: PatchContext, appPort: number | null, 
  * local rate limit (the route's own limit and bucket) and `route.rate_limits` (the request's
  * descriptors). Returns the table unchanged when no patch applies.
  */
-export function withLocalRateLimitRoutes(ctx: TranslateContext, rc: RouteConfiguration, context: PatchContext, listenerPort: number): RouteConfiguration {
+export function withLocalRateLimitRoutes(
+  ctx: TranslateContext,
+  rc: RouteConfiguration,
+  context: PatchContext,
+  listenerPort: number,
+  applied: { r: Resource; index: number }[] = [],
+): RouteConfiguration {
   const patches: { r: Resource; index: number; m: NonNullable<NonNullable<EnvoyFilterSpec['configPatches']>[number]['match']>['routeConfiguration']; value: Obj }[] = [];
   for (const r of ctx.resourcesOf('EnvoyFilter')) {
     const spec = (r.spec ?? {}) as EnvoyFilterSpec;
@@ -495,6 +507,7 @@ export function withLocalRateLimitRoutes(ctx: TranslateContext, rc: RouteConfigu
         };
         out = { ...out, filterConfigs: { ...out.filterConfigs, [LOCAL_RATE_LIMIT_FILTER]: merged } };
         changed = true;
+        if (!applied.some((a) => a.r === p.r && a.index === p.index)) applied.push({ r: p.r, index: p.index });
       }
       return out;
     });
@@ -527,13 +540,20 @@ const DIRECTION_CONTEXT: Readonly<Record<string, PatchContext>> = { outbound: 'S
 /** Applies the HTTP_ROUTE patches to every listener's route table (in place), each in its listener's context. */
 export function applyLocalRateLimitRoutes(
   ctx: TranslateContext,
-  listeners: readonly { readonly direction: string; readonly port: number; readonly routeConfig: string }[],
+  listeners: readonly { readonly direction: string; readonly port: number; readonly routeConfig: string; readonly httpFilters: readonly HttpFilterConfig[] }[],
   routeConfigs: RouteConfiguration[],
 ): void {
   for (const l of listeners) {
     const i = routeConfigs.findIndex((rc) => rc.name === l.routeConfig);
     const context = DIRECTION_CONTEXT[l.direction];
     if (i < 0 || context === undefined) continue;
-    routeConfigs[i] = withLocalRateLimitRoutes(ctx, routeConfigs[i]!, context, l.port);
+    const applied: { r: Resource; index: number }[] = [];
+    routeConfigs[i] = withLocalRateLimitRoutes(ctx, routeConfigs[i]!, context, l.port, applied);
+    if (applied.length > 0 && !l.httpFilters.some((f) => f.name === LOCAL_RATE_LIMIT_FILTER)) {
+      // Envoy only reads a route's typed_per_filter_config when the filter is in the chain.
+      for (const a of applied) {
+        ctx.warn(a.r, ['spec', 'configPatches', a.index], `no HTTP_FILTER patch inserts ${LOCAL_RATE_LIMIT_FILTER} on the ${context} listener (port ${l.port}), so this route patch has no effect there`);
+      }
+    }
   }
 }
