@@ -316,3 +316,52 @@ spec:
   t.equal((await send({})).status, 200, 'no token: passes (no AuthorizationPolicy)');
   t.equal((await send({ authorization: `Bearer ${sign(key, { exp: now() - 3600 })}` })).status, 200, 'Authorization is not a location of this rule');
 });
+
+t.test('the client leaves while the proxy waits for the JWKS: nothing breaks, the next request is answered', async (t) => {
+  const app = await startBackend('httpbin');
+  const key = makeKey('RS256', 'slow');
+  let fetches = 0;
+  const slow = createServer((_req, res) => {
+    fetches++;
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [key.jwk] }));
+    }, 400);
+  });
+  await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+  const mesh = new MeshDir({
+    'authn.yaml': `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: httpbin, namespace: foo }
+spec:
+  jwtRules:
+  - issuer: ${ISS}
+    jwksUri: http://127.0.0.1:${(slow.address() as AddressInfo).port}/keys
+`,
+  });
+  t.teardown(async () => {
+    await app.close();
+    slow.closeAllConnections();
+    await new Promise<void>((r) => slow.close(() => r()));
+    mesh.cleanup();
+  });
+  const remora = await startRemora('sidecar', [mesh.dir], ['--app-port', String(app.port), '--labels', 'app=httpbin', '--namespace', 'foo']);
+  t.teardown(() => remora.stop());
+  const inbound = remora.ports.inbound;
+
+  // A request that gives up after 100 ms, while the JWKS takes 400.
+  const gone = await request(inbound, '/get', { headers: { host: 'httpbin.foo:8000', authorization: `Bearer ${sign(key)}` }, timeoutMs: 100 }).then(
+    () => 'answered',
+    (err: Error) => err.message,
+  );
+  t.match(gone, /timed out/, 'the client gave up first');
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal(app.seen.length, 0, 'the abandoned request never reached the app');
+  const ok = await request(inbound, '/get', { headers: { host: 'httpbin.foo:8000', authorization: `Bearer ${sign(key, { sub: 'next' })}` } });
+  t.equal(ok.status, 200, 'the next request verifies with the keys the first one fetched');
+  t.equal(fetches, 1, 'one fetch');
+  t.notOk(
+    remora.log.some((l) => /\[error\]|filter failed/.test(l)),
+    'no error logged',
+  );
+});

@@ -16,8 +16,10 @@ import { type ParsedJwt, parseJwt } from './jwt-authn-token.ts';
 
 /** Envoy's `MaximumUriLength` for the realm in `www-authenticate`. */
 const MAX_REALM_PATH = 256;
-/** Parsed tokens remembered by their text (parsing is pure). */
+/** Parsed tokens remembered by their text (parsing is pure): at most this many... */
 const PARSED_CACHE_SIZE = 1000;
+/** ...and at most this many characters of token text, so large made-up tokens cannot pin memory. */
+const PARSED_CACHE_CHARS = 2_000_000;
 
 /** One token found in a request, and where. */
 interface Found {
@@ -38,7 +40,7 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
   readonly locations: readonly TokenLocation[];
   /** Output headers removed from every request before the check. */
   readonly sanitize: readonly string[];
-  readonly #parsed = new LRUCache<string, ParsedJwt | { readonly status: JwtStatus }>({ max: PARSED_CACHE_SIZE });
+  readonly #parsed = new LRUCache<string, ParsedJwt>({ max: PARSED_CACHE_SIZE, maxSize: PARSED_CACHE_CHARS, sizeCalculation: (_v, token) => token.length });
   /** The clock, in seconds; replaceable for tests. */
   now: () => number = () => Date.now() / 1000;
 
@@ -53,15 +55,13 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
     return new JwtAuthnFilter(this);
   }
 
-  /** A token decoded, or why it cannot be. */
+  /** A token decoded, or why it cannot be. Only well-formed tokens are remembered: garbage is cheap to refuse again. */
   parse(token: string): ParsedJwt | JwtStatus {
-    let p = this.#parsed.get(token);
-    if (p === undefined) {
-      const r = parseJwt(token);
-      p = typeof r === 'number' ? { status: r } : r;
-      this.#parsed.set(token, p);
-    }
-    return 'status' in p ? p.status : p;
+    const cached = this.#parsed.get(token);
+    if (cached !== undefined) return cached;
+    const p = parseJwt(token);
+    if (typeof p !== 'number' && token.length <= PARSED_CACHE_CHARS / 100) this.#parsed.set(token, p);
+    return p;
   }
 
   /**
