@@ -274,3 +274,57 @@ t.test('a bad limit is a config error naming the resource and field; the last go
   t.equal(remora.proxy.runtime.snapshot!.config.version, version, 'the last good config stays');
   t.equal((await request(port, '/', { headers: { host: 'shop.example.com' } })).status, 200);
 });
+
+t.test('descriptors: a header picks its own bucket through the route rate_limits', async (t) => {
+  const gw = await freePort();
+  const backend = await startBackend('web');
+  const mesh = new MeshDir({
+    'routes.yaml': doc(gateway('gw', gw), serviceEntry('web', 'web', [{ port: backend.port }]), routeAll('gw')),
+    'limit.yaml': `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: { name: per-client, namespace: istio-system }
+spec:
+  workloadSelector: { labels: { istio: ingressgateway } }
+  configPatches:
+    - applyTo: HTTP_FILTER
+      match: { context: GATEWAY }
+      patch:
+        operation: INSERT_BEFORE
+        value:
+          name: envoy.filters.http.local_ratelimit
+          typed_config:
+            "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+            type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+            value:
+              stat_prefix: http_local_rate_limiter
+              token_bucket: { max_tokens: 50, tokens_per_fill: 50, fill_interval: 60s }
+              filter_enabled: { default_value: { numerator: 100, denominator: HUNDRED } }
+              filter_enforced: { default_value: { numerator: 100, denominator: HUNDRED } }
+              descriptors:
+                - entries: [{ key: client, value: batch }]
+                  token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s }
+    - applyTo: HTTP_ROUTE
+      match:
+        context: GATEWAY
+        routeConfiguration: { portNumber: ${gw} }
+      patch:
+        operation: MERGE
+        value:
+          route:
+            rate_limits:
+              - actions: [{ request_headers: { header_name: x-client, descriptor_key: client } }]
+`,
+  });
+  const remora = await startRemora('gateway', [mesh.dir]);
+  t.teardown(async () => {
+    await remora.stop();
+    await backend.close();
+    mesh.cleanup();
+  });
+  t.same(remora.log.filter((l) => /warn/.test(l) && /per-client/.test(l)), [], 'no warnings about the filter');
+  const send = (client: string) => request(gw, '/', { headers: { host: 'shop.example.com', 'x-client': client } });
+  t.equal((await send('batch')).status, 200);
+  t.equal((await send('batch')).status, 200);
+  isRefusal(t, await send('batch'), 'the third batch request (its descriptor allows 2)');
+  for (let i = 0; i < 5; i++) t.equal((await send('web')).status, 200, `other clients use the default bucket (${i + 1})`);
+});
