@@ -259,16 +259,28 @@ t.test('ISTIO_MUTUAL: subjectAltNames name the SPIFFE IDs accepted', async (t) =
   t.match(r, { error: /^TLS_error:\|CERTIFICATE_VERIFY_FAILED:server SPIFFE ID \[spiffe:\/\/cluster\.local\/ns\/default\/sa\/api\] is none of/ });
 });
 
-t.test('ISTIO_MUTUAL: a server of another mesh (other roots, other trust domain) is refused', async (t) => {
+t.test('ISTIO_MUTUAL: a server of another mesh is refused — by the roots, and by the trust domain when the roots are shared', async (t) => {
   const ca = await DevCa.create();
   const other = await DevCa.create({ trustDomain: 'other.local' });
-  const { store } = await meshIdentity(t, ca);
   const foreign = await other.issueWorkload({ namespace: 'default', serviceAccount: 'api' });
-  // Trusts both roots, so only our side's check can fail.
+  // The server trusts both roots, so only our side's checks can fail.
   const b = await tlsBackend(t, { cert: foreign.certChainPem, key: foreign.keyPem, ca: ca.rootCertPem + other.rootCertPem, requestCert: true });
+  const { store } = await meshIdentity(t, ca);
   const cm = manager(t, store);
-  t.match(await call(cm, model(endpoint(b.port), tls({ mode: 'ISTIO_MUTUAL' }))), { error: /^TLS_error:\|CERTIFICATE_VERIFY_FAILED:/ });
-  t.equal(b.seen.length, 0);
+  t.match(await call(cm, model(endpoint(b.port), tls({ mode: 'ISTIO_MUTUAL' }))), { error: /^TLS_error:\|CERTIFICATE_VERIFY_FAILED:SELF_SIGNED_CERT_IN_CHAIN/ });
+  // A trust bundle with both roots: the chain verifies, the SPIFFE trust domain does not.
+  const dir = tmp(t);
+  const issued = await ca.issueWorkload({ namespace: 'default', serviceAccount: 'client' });
+  await writeWorkloadFiles(dir, { ...issued, rootCertPem: ca.rootCertPem + other.rootCertPem });
+  const federated = await IdentityStore.open({ dir }, loggers.get('secret'));
+  t.teardown(() => federated.close());
+  const cm2 = manager(t, federated);
+  t.match(await call(cm2, model(endpoint(b.port), tls({ mode: 'ISTIO_MUTUAL' }))), {
+    error: 'TLS_error:|CERTIFICATE_VERIFY_FAILED:server SPIFFE ID [spiffe://other.local/ns/default/sa/api] is not in trust domain cluster.local:TLS_error_end',
+  });
+  // Listed explicitly, the foreign ID is accepted.
+  t.same(await call(cm2, model(endpoint(b.port), tls({ mode: 'ISTIO_MUTUAL', subjectAltNames: ['spiffe://other.local/ns/default/sa/api'] }))), { status: 200, body: 'ok' });
+  t.equal(b.seen.length, 1);
 });
 
 t.test('ISTIO_MUTUAL without a workload identity fails the connection with a reason', async (t) => {
