@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import t from 'tap';
+import WebSocket, { WebSocketServer } from 'ws';
 import { DevCa, spiffeIdOf, writeWorkloadFiles, type IssuedCertificate } from '@remora/proxy';
 import { get } from './helpers/http.ts';
 import { doc } from './helpers/mesh.ts';
@@ -32,6 +33,7 @@ interface Seen {
 }
 
 const servers: (Server | HttpServer)[] = [];
+const wsClosers: (() => void)[] = [];
 
 /** An https backend on 127.0.0.1 answering with what it saw of the connection, as JSON. */
 async function httpsBackend(opts: { cert: string; key: string; ca?: string; requireCert?: boolean; close?: boolean }): Promise<number> {
@@ -120,6 +122,17 @@ t.before(async () => {
   const foreign = await other.issueWorkload({ namespace: 'default', serviceAccount: 'api' });
   const foreignPort = await httpsBackend({ cert: foreign.certChainPem, key: foreign.keyPem, ca: ca.rootCertPem + other.rootCertPem, requireCert: true });
   const plainPort = await httpBackend();
+  // A WebSocket backend behind mTLS: its first message is the client's SPIFFE ID, then it echoes.
+  const wsServer = createHttpsServer({ cert: meshServer.certChainPem, key: meshServer.keyPem, ca: ca.rootCertPem, requestCert: true, rejectUnauthorized: true });
+  const wss = new WebSocketServer({ server: wsServer });
+  wss.on('connection', (ws, req) => {
+    ws.send(spiffeIdOf((req.socket as TLSSocket).getPeerCertificate()) ?? 'none');
+    ws.on('message', (m) => ws.send(String(m)));
+  });
+  await new Promise<void>((r) => wsServer.listen(0, '127.0.0.1', r));
+  servers.push(wsServer);
+  wsClosers.push(() => wss.close());
+  const wsPort = (wsServer.address() as AddressInfo).port;
 
   const istio = '{ "security.istio.io/tlsMode": istio }';
   mesh = new MeshDir({
@@ -140,6 +153,7 @@ t.before(async () => {
       se('no-sidecar.default.svc.cluster.local', plainPort, '{}', 8080),
       se('foreign.default.svc.cluster.local', foreignPort, istio, 8080),
       se('rotate.default.svc.cluster.local', rotatePort, istio, 8080),
+      se('ws-api.default.svc.cluster.local', wsPort, istio, 8080),
     ),
   });
   remora = await startRemora('sidecar', [mesh.dir], ['--certs-dir', identityDir, '--credentials-dir', creds, '--log-level', 'warning']);
@@ -147,6 +161,7 @@ t.before(async () => {
 
 t.teardown(async () => {
   await remora?.stop();
+  for (const c of wsClosers) c();
   for (const s of servers) {
     s.close();
     (s as { closeAllConnections?: () => void }).closeAllConnections?.();
@@ -183,7 +198,6 @@ t.test('MUTUAL: the backend sees the client certificate', async (t) => {
 
 t.test(
   'credentialName: the client certificate and CA come from --credentials-dir/NAME',
-  { todo: 'translateIstio does not pass options.credentialsDir to new DestinationRuleIndex(ctx, options.credentialsDir) yet' },
   async (t) => {
     const r = await outbound('cred.example.com:443');
     t.equal(r.status, 200, logFor('cred.example.com:443') ?? r.body);
@@ -238,4 +252,20 @@ t.test('rotation: after the identity files change, new upstream connections pres
   t.equal(seen, next.serial);
   t.not(next.serial, firstIdentity.serial);
   t.equal((await outbound('rotate:8080')).json<Seen>().spiffe, 'spiffe://cluster.local/ns/default/sa/client');
+});
+
+t.test('WebSocket upgrades to an auto mTLS endpoint go over mTLS too', async (t) => {
+  const ws = new WebSocket(`ws://127.0.0.1:${remora.ports.outbound}/`, { headers: { host: 'ws-api:8080' } });
+  const messages: string[] = [];
+  ws.on('message', (m) => messages.push(String(m)));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  t.teardown(() => ws.close());
+  await waitFor('the first message', () => messages.length >= 1);
+  t.equal(messages[0], 'spiffe://cluster.local/ns/default/sa/client', 'the backend saw our SPIFFE ID');
+  ws.send('ping');
+  await waitFor('the echo', () => messages.length >= 2);
+  t.equal(messages[1], 'ping');
 });

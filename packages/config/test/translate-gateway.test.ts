@@ -32,8 +32,8 @@ t.test('a gateway proxy serves the Gateways whose selector matches its labels', 
   );
   t.same(out.issues, []);
   t.same(out.config.listeners, [
-    { name: '0.0.0.0_80', address: '0.0.0.0', port: 80, direction: 'gateway', routeConfig: 'http.80', httpFilters: [] },
-    { name: '0.0.0.0_8080', address: '0.0.0.0', port: 8080, direction: 'gateway', routeConfig: 'http.8080', httpFilters: [] },
+    { name: '0.0.0.0_80', address: '0.0.0.0', port: 80, direction: 'gateway', routeConfig: 'http.80', httpFilters: [], tls: null },
+    { name: '0.0.0.0_8080', address: '0.0.0.0', port: 8080, direction: 'gateway', routeConfig: 'http.8080', httpFilters: [], tls: null },
   ]);
   t.same(
     out.config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching, r.virtualHosts.length]),
@@ -131,7 +131,7 @@ t.test('VirtualServices for one host on a gateway merge, oldest first, catch-all
   );
 });
 
-t.test('non-HTTP servers are skipped with a warning; httpsRedirect is reported; shared ports are reported', async (t) => {
+t.test('HTTPS servers get TLS listeners; TCP servers are skipped with a warning; httpsRedirect marks the hosts; shared ports are reported', async (t) => {
   const out = translate(
     BOOKINFO_SERVICES +
       gateway(
@@ -141,16 +141,71 @@ t.test('non-HTTP servers are skipped with a warning; httpsRedirect is reported; 
           '  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ["*"]\n    tls: {mode: SIMPLE, credentialName: bookinfo-cert}\n' +
           '  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: ["*"]\n',
       ) +
-      gateway('gw2', 'default', http(80, '["bookinfo.example.com"]')),
+      gateway('gw2', 'default', http(80, '["bookinfo.example.com"]')) +
+      vs('bookinfo', 'default', '["bookinfo.example.com"]', '[istio-system/gw, gw2]', toSvc('productpage')),
     INGRESS,
   );
-  t.same(out.config.listeners.map((l) => l.name), ['0.0.0.0_80']);
+  t.same(out.config.listeners.map((l) => [l.name, l.tls?.kind ?? null]), [
+    ['0.0.0.0_80', null],
+    ['0.0.0.0_443', 'gateway'],
+  ]);
   t.same(out.brief, [
-    'warning Gateway istio-system/gw spec.servers[0].tls.httpsRedirect: httpsRedirect is not applied yet',
-    'warning Gateway istio-system/gw spec.servers[1].port.protocol: HTTPS servers are not served yet; server skipped',
     'warning Gateway istio-system/gw spec.servers[2].port.protocol: TCP servers are not served yet; server skipped',
     'warning Gateway istio-system/gw spec.servers[0].port: port 80 is shared by gateways istio-system/gw, default/gw2',
   ]);
+  // Istio: httpsRedirect on a server makes its virtual hosts answer 301 to https (require_tls ALL).
+  t.equal(vhost(out.config, 'bookinfo.example.com:80', 'http.80').requireTls, true);
+  t.equal(vhost(out.config, 'bookinfo.example.com:443', 'http.443').requireTls, false);
+  const tls = out.config.listeners[1]!.tls;
+  t.same(tls?.kind === 'gateway' ? tls.servers.map((s) => [s.hosts, s.mode, s.certFile, s.keyFile, s.caFile]) : null, [
+    [['*'], 'SIMPLE', '/etc/remora/credentials/bookinfo-cert/tls.crt', '/etc/remora/credentials/bookinfo-cert/tls.key', null],
+  ]);
+});
+
+t.test('TLS servers: SNI hosts, MUTUAL client CA, versions and ciphers, passthrough routes by SNI', async (t) => {
+  const out = translate(
+    BOOKINFO_SERVICES +
+      gateway(
+        'gw',
+        'istio-system',
+        '  - port: {number: 8443, name: https-a, protocol: HTTPS}\n    hosts: ["a.example.com"]\n    tls: {mode: MUTUAL, credentialName: a-cert, minProtocolVersion: TLSV1_3, subjectAltNames: [client.example.com]}\n' +
+          '  - port: {number: 8443, name: https-b, protocol: HTTPS}\n    hosts: ["*.b.example.com"]\n    tls: {mode: SIMPLE, serverCertificate: /certs/b.pem, privateKey: /certs/b.key, maxProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]}\n' +
+          '  - port: {number: 9443, name: tls, protocol: TLS}\n    hosts: ["reviews.example.com"]\n    tls: {mode: PASSTHROUGH}\n',
+      ) +
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: passthrough, namespace: default}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [istio-system/gw]
+  tls:
+  - match:
+    - port: 9443
+      sniHosts: [reviews.example.com]
+    route:
+    - destination: {host: reviews, port: {number: 9080}}
+---
+`,
+    INGRESS,
+  );
+  t.same(out.brief, []);
+  const servers = (name: string) => {
+    const l = out.config.listeners.find((x) => x.name === name)!;
+    return l.tls?.kind === 'gateway' ? l.tls.servers : [];
+  };
+  const [a, b] = servers('0.0.0.0_8443');
+  t.same([a!.hosts, a!.mode, a!.caFile, a!.subjectAltNames, a!.minVersion, a!.maxVersion], [
+    ['a.example.com'],
+    'MUTUAL',
+    '/etc/remora/credentials/a-cert/ca.crt',
+    ['client.example.com'],
+    'TLSv1.3',
+    null,
+  ]);
+  t.same([b!.hosts, b!.certFile, b!.keyFile, b!.maxVersion, b!.cipherSuites], [['*.b.example.com'], '/certs/b.pem', '/certs/b.key', 'TLSv1.2', ['ECDHE-RSA-AES128-GCM-SHA256']]);
+  const [p] = servers('0.0.0.0_9443');
+  t.equal(p!.mode, 'PASSTHROUGH');
+  t.same(p!.tcpRoutes, [{ sniHosts: ['reviews.example.com'], clusters: [{ cluster: bk('reviews'), weight: 100 }], origin: 'default/passthrough' }]);
 });
 
 t.test('HTTP2, GRPC and GRPC-WEB servers are HTTP; bind sets the listener address', async (t) => {

@@ -221,7 +221,7 @@ t.test('exportTo: ".", "*", "~" and namespace names decide which proxies see an 
   t.same(hosts('team-b'), ['star', 'named', 'named-other', 'unset']);
 });
 
-t.test('clusters: one per HTTP port of every service, plus one per subset per port', async (t) => {
+t.test('clusters: one per port of every service, plus one per subset per port', async (t) => {
   const { config, brief } = translate(
     se(
       'reviews',
@@ -264,6 +264,13 @@ spec:
     `outbound|9090|v2-canary|${h}`,
     `outbound|9090|v9|${h}`,
     `outbound|9090|all|${h}`,
+    // TCP ports get raw clusters too (TLS passthrough routes use them), as Istio builds them.
+    `outbound|3306||${h}`,
+    `outbound|3306|v1|${h}`,
+    `outbound|3306|v2|${h}`,
+    `outbound|3306|v2-canary|${h}`,
+    `outbound|3306|v9|${h}`,
+    `outbound|3306|all|${h}`,
   ]);
   const addrs = (name: string): string[] => cluster(config, name).endpoints.map((e) => e.address);
   t.same(addrs(`outbound|9080||${h}`), ['10.0.1.1', '10.0.1.2', '10.0.1.3']);
@@ -314,8 +321,12 @@ t.test('upstream protocol from the port protocol, else the port name prefix', as
       [1007, 'http1'],
       // Unknown protocol: Istio sniffs it; Remora treats it as HTTP/1.
       [1008, 'http1'],
+      [1009, 'tcp'],
+      [1010, 'tcp'],
+      [1011, 'tcp'],
+      [1012, 'tcp'],
     ],
-    'TCP, HTTPS and TLS ports get no HTTP cluster',
+    'TCP, HTTPS and TLS ports get raw TCP clusters',
   );
 });
 

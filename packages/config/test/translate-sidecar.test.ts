@@ -42,7 +42,7 @@ t.test('the outbound listener and route table', async (t) => {
   const { config, issues } = translate(BOOKINFO_SERVICES);
   t.same(issues, []);
   t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [] },
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
   ]);
   t.same(config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching]), [['outbound', false]]);
   t.same(vhostNames(config), [
@@ -287,8 +287,9 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
   const { config, issues } = translate(BOOKINFO_SERVICES, SIDECAR, { ...PORTS, appPort: 9080 });
   t.same(issues, []);
   t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [] },
-    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: [] },
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
+    // Istio's default for inbound traffic is PERMISSIVE mTLS: TLS and plaintext on one port.
+    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: [], tls: { kind: 'mesh', mode: 'PERMISSIVE' } },
   ]);
   const rc = routeTable(config, 'inbound|9080');
   t.equal(rc.ignorePortInHostMatching, true);
@@ -308,4 +309,22 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
   t.equal(c.outlierDetection, null);
   // No inbound without an app port.
   t.equal(translate(BOOKINFO_SERVICES).config.clusters.some((x) => x.name.startsWith('inbound|')), false);
+});
+
+t.test('PeerAuthentication decides the inbound listener\'s mTLS: workload port, workload, namespace, mesh-wide; UNSET inherits', async (t) => {
+  const pa = (name: string, ns: string, spec: string): string =>
+    `apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: ${name}, namespace: ${ns}}\nspec:\n${spec}\n---\n`;
+  const inboundTls = (yaml: string) => translate(BOOKINFO_SERVICES + yaml, SIDECAR, { ...PORTS, appPort: 9080 }).config.listeners.find((l) => l.direction === 'inbound')!.tls;
+  t.same(inboundTls(''), { kind: 'mesh', mode: 'PERMISSIVE' }, 'Istio\'s default');
+  const mesh = pa('default', 'istio-system', '  mtls: {mode: STRICT}');
+  t.same(inboundTls(mesh), { kind: 'mesh', mode: 'STRICT' }, 'mesh-wide, from the root namespace');
+  t.same(inboundTls(mesh + pa('ns', 'default', '  mtls: {mode: PERMISSIVE}')), { kind: 'mesh', mode: 'PERMISSIVE' }, 'the namespace overrides the mesh');
+  t.same(inboundTls(mesh + pa('ns', 'default', '  mtls: {mode: UNSET}')), { kind: 'mesh', mode: 'STRICT' }, 'UNSET inherits');
+  t.same(inboundTls(mesh + pa('other', 'team-a', '  mtls: {mode: DISABLE}')), { kind: 'mesh', mode: 'STRICT' }, 'another namespace does not apply');
+  const workload = pa('pp', 'default', '  selector: {matchLabels: {app: productpage}}\n  mtls: {mode: DISABLE}');
+  t.equal(inboundTls(mesh + workload), null, 'a selected workload may turn mTLS off: plaintext listener');
+  const other = pa('rv', 'default', '  selector: {matchLabels: {app: reviews}}\n  mtls: {mode: DISABLE}');
+  t.same(inboundTls(mesh + other), { kind: 'mesh', mode: 'STRICT' }, 'a selector for another workload does not apply');
+  const port = pa('pp', 'default', '  selector: {matchLabels: {app: productpage}}\n  mtls: {mode: DISABLE}\n  portLevelMtls:\n    "9080": {mode: STRICT}');
+  t.same(inboundTls(port), { kind: 'mesh', mode: 'STRICT' }, 'portLevelMtls for the app port wins');
 });

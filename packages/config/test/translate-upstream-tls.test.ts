@@ -82,7 +82,6 @@ t.test('credentialName: tls.crt / tls.key / ca.crt of the secret directory under
 
 t.test(
   'credentialName resolves under TranslateOptions.credentialsDir',
-  { todo: 'translateIstio does not pass options.credentialsDir to new DestinationRuleIndex(ctx, options.credentialsDir) yet' },
   async (t) => {
   const { resources } = load(SE + dr('  trafficPolicy: {tls: {mode: MUTUAL, credentialName: api-client}}'));
   const { config } = translateIstio(resources, SIDECAR, PORTS, { dnsRefreshMs: 60_000, credentialsDir: '/run/creds' });

@@ -4,7 +4,7 @@ import t from 'tap';
 import type { RouteConfiguration, VirtualHost } from '@remora/config';
 import { plainRouteContext, formatJson, formatResponseFlags, formatText, redirectLocation, ResponseFlag, RouteTable, type AccessLogRecord } from '@remora/proxy';
 
-const vh = (name: string, domains: string[]): VirtualHost => ({ name, domains, routes: [] });
+const vh = (name: string, domains: string[]): VirtualHost => ({ name, domains, routes: [], requireTls: false });
 const table = (ignorePort: boolean, ...vhosts: VirtualHost[]): RouteTable =>
   new RouteTable({ name: 't', virtualHosts: vhosts, ignorePortInHostMatching: ignorePort } satisfies RouteConfiguration, plainRouteContext(new Map()));
 

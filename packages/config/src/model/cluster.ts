@@ -3,7 +3,8 @@
  * reaching them (load balancing, connection pool, outlier detection, TLS).
  */
 
-export type UpstreamProtocol = 'http1' | 'http2';
+/** How the proxy speaks to a cluster's endpoints; `tcp`: raw bytes (TLS passthrough). */
+export type UpstreamProtocol = 'http1' | 'http2' | 'tcp';
 
 /** How a cluster learns its endpoint addresses. */
 export type Discovery =
@@ -79,9 +80,12 @@ export interface LocalityLbSetting {
   readonly failoverPriority: readonly string[];
 }
 
-/** DestinationRule `tls`, resolved to file paths; filled in by the TLS work. */
+/**
+ * DestinationRule `tls`, resolved to file paths. `DISABLE` is kept (not turned into null) so
+ * that an explicit plaintext choice also turns auto mTLS off; a null `tls` means unset.
+ */
 export interface UpstreamTls {
-  readonly mode: 'SIMPLE' | 'MUTUAL' | 'ISTIO_MUTUAL';
+  readonly mode: 'DISABLE' | 'SIMPLE' | 'MUTUAL' | 'ISTIO_MUTUAL';
   readonly clientCertificate: string | null;
   readonly privateKey: string | null;
   readonly caCertificates: string | null;

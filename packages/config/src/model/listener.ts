@@ -13,6 +13,47 @@ export interface HttpFilterConfig {
   readonly config: unknown;
 }
 
+/** One TCP route of a TLS-passthrough server: SNI names to weighted clusters. */
+export interface TcpRoute {
+  /** SNI names (`*` and `*.suffix` wildcards); empty: any. */
+  readonly sniHosts: readonly string[];
+  readonly clusters: readonly { readonly cluster: string; readonly weight: number }[];
+  /** `<namespace>/<name>` of the VirtualService. */
+  readonly origin: string;
+}
+
+/** A Gateway server that speaks TLS, selected by SNI among the servers on its port. */
+export interface TlsServer {
+  /** SNI names this server answers: `*`, `*.suffix` or exact (from the server's `hosts`). */
+  readonly hosts: readonly string[];
+  readonly mode: 'SIMPLE' | 'MUTUAL' | 'OPTIONAL_MUTUAL' | 'ISTIO_MUTUAL' | 'PASSTHROUGH';
+  /** PEM files; null for PASSTHROUGH and ISTIO_MUTUAL (the workload identity is used). */
+  readonly certFile: string | null;
+  readonly keyFile: string | null;
+  /** Roots to verify client certificates (MUTUAL). */
+  readonly caFile: string | null;
+  /** Client certificate SANs accepted (MUTUAL); empty: any that chains to the CA. */
+  readonly subjectAltNames: readonly string[];
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3' | null;
+  readonly maxVersion: 'TLSv1.2' | 'TLSv1.3' | null;
+  /** OpenSSL cipher names; empty: the defaults. */
+  readonly cipherSuites: readonly string[];
+  /** PASSTHROUGH: where the TLS bytes go. */
+  readonly tcpRoutes: readonly TcpRoute[];
+  /** `namespace/name#index` of the Gateway server, for messages. */
+  readonly origin: string;
+}
+
+/**
+ * How a listener's connections are secured. `gateway`: TLS servers picked by SNI (terminated
+ * ones route HTTP with the listener's route table). `mesh`: Istio mTLS with the workload
+ * identity on a sidecar's inbound side (PeerAuthentication): STRICT demands it, PERMISSIVE
+ * also accepts plaintext on the same port.
+ */
+export type ListenerTls =
+  | { readonly kind: 'gateway'; readonly servers: readonly TlsServer[] }
+  | { readonly kind: 'mesh'; readonly mode: 'STRICT' | 'PERMISSIVE' };
+
 export interface Listener {
   /** Envoy-style name: `virtualOutbound`, `virtualInbound`, `0.0.0.0_8080`. */
   readonly name: string;
@@ -23,4 +64,6 @@ export interface Listener {
   readonly routeConfig: string;
   /** Filters run before the router, in order. */
   readonly httpFilters: readonly HttpFilterConfig[];
+  /** Null: plaintext HTTP. */
+  readonly tls: ListenerTls | null;
 }

@@ -147,6 +147,8 @@ export interface VirtualHost {
    */
   readonly domains: readonly string[];
   readonly routes: readonly Route[];
+  /** Gateway `httpsRedirect`: plaintext requests get a 301 to https instead of routing (Envoy `require_tls: ALL`). */
+  readonly requireTls: boolean;
 }
 
 export interface RouteConfiguration {

@@ -7,7 +7,15 @@ import { endpointsFor, isHttpProtocol, portProtocol, type MeshService, type Serv
 export interface ClusterOptions {
   /** How often DNS clusters re-resolve (Istio's mesh `dnsRefreshRate`). */
   readonly dnsRefreshMs: number;
+  /**
+   * Where `credentialName`s resolve (Gateway TLS servers, DestinationRule tls): the files of
+   * credential `NAME` are `<dir>/NAME/tls.crt`, `tls.key` and `ca.crt`, the keys of a
+   * Kubernetes TLS secret. Default `/etc/remora/credentials`.
+   */
+  readonly credentialsDir?: string;
 }
+
+export const DEFAULT_CREDENTIALS_DIR = '/etc/remora/credentials';
 
 /**
  * Istio builds a cluster for every port of every visible service, and one more per
@@ -27,7 +35,7 @@ export function buildOutboundClusters(
     }
     const rule = rules.lookup(svc.host, svc.namespace);
     for (const port of svc.ports) {
-      if (!isHttpProtocol(portProtocol(port))) continue;
+      // Non-HTTP ports get clusters too: TLS passthrough (and, later, TCP) routes use them.
       out.push(cluster(ctx, svc, port, '', null, rules.policyFor(rule, null, port.number), opts));
       (rule?.spec.subsets ?? []).forEach((subset, i) => {
         if (!subset.name) return;
@@ -66,7 +74,7 @@ function cluster(
       return ep.address !== '';
     }),
     dnsRefreshMs: opts.dnsRefreshMs,
-    protocol: proto === 'HTTP2' || proto === 'GRPC' || (policy.h2Upgrade && proto === 'HTTP') ? 'http2' : 'http1',
+    protocol: !isHttpProtocol(proto) ? 'tcp' : proto === 'HTTP2' || proto === 'GRPC' || (policy.h2Upgrade && proto === 'HTTP') ? 'http2' : 'http1',
     lb: policy.lb,
     connectionPool: policy.connectionPool,
     outlierDetection: policy.outlierDetection,

@@ -1,17 +1,19 @@
 import { createHash } from 'node:crypto';
 import { formatIssue, type ConfigIssue } from '../errors.ts';
 import type { Cluster } from '../model/cluster.ts';
-import type { HttpFilterConfig, Listener } from '../model/listener.ts';
+import type { HttpFilterConfig, Listener, TcpRoute, TlsServer } from '../model/listener.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { RetryPolicy, Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
 import type { IstioGateway, IstioServer, IstioVirtualService } from '../resources/istio-networking.ts';
 import type { Resource } from '../resources/resource.ts';
-import { buildOutboundClusters, type ClusterOptions } from './clusters.ts';
+import { join } from 'node:path';
+import { buildOutboundClusters, DEFAULT_CREDENTIALS_DIR, type ClusterOptions } from './clusters.ts';
 import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
 import { applyLocalRateLimitRoutes, localRateLimitFilter } from './local-ratelimit.ts';
+import { inboundMtlsMode } from './peer-authentication.ts';
 import { authzFilter, jwtAuthnFilter } from './security.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
@@ -47,7 +49,7 @@ export function translateIstio(
 ): TranslateResult {
   const ctx = new TranslateContext(resources, node, ports);
   const registry = new ServiceRegistry(ctx);
-  const rules = new DestinationRuleIndex(ctx);
+  const rules = new DestinationRuleIndex(ctx, options.credentialsDir);
   const clusters = buildOutboundClusters(ctx, registry, rules, options);
   const listeners: Listener[] = [];
   const routeConfigs: RouteConfiguration[] = [];
@@ -62,19 +64,22 @@ export function translateIstio(
       direction: 'outbound',
       routeConfig: 'outbound',
       httpFilters: chain(localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort), faultFilterFor(outbound)),
+      tls: null,
     });
     if (ports.appPort !== null) {
       const inbound = sidecarInbound(ctx, registry, ports.appPort);
       routeConfigs.push(inbound.routeConfig);
       clusters.push(inbound.cluster);
       // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
+      const mtls = inboundMtlsMode(ctx, ports.appPort);
       listeners.push({
         ...inbound.listener,
         httpFilters: chain(jwtAuthnFilter(ctx), authzFilter(ctx), localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort)),
+        tls: mtls === 'DISABLE' ? null : { kind: 'mesh', mode: mtls },
       });
     }
   } else {
-    const gw = gatewayListeners(ctx, { registry, rules });
+    const gw = gatewayListeners(ctx, { registry, rules }, options);
     listeners.push(...gw.listeners);
     routeConfigs.push(...gw.routeConfigs);
   }
@@ -134,7 +139,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
       // A VirtualService that yields no route for this port (every match block is for another
       // port or other sources) leaves the service its default route, as in Istio.
       const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(outboundClusterName(port.number, '', svc.host), DEFAULT_RETRY_POLICY)];
-      virtualHosts.push({ name: `${svc.host}:${port.number}`, domains, routes });
+      virtualHosts.push({ name: `${svc.host}:${port.number}`, domains, routes, requireTls: false });
     }
   }
   // VirtualService hosts that name no routed service still route (e.g. a name routed to a
@@ -147,7 +152,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
       hostsDone.add(h);
       const routes = translateHttpRoutes(ctx, mesh, vs, { gateway: 'mesh', port: 80, servicePortHost: null });
       if (routes.length === 0) continue;
-      virtualHosts.push({ name: h, domains: h === '*' ? ['*'] : [h, `${h}:*`], routes });
+      virtualHosts.push({ name: h, domains: h === '*' ? ['*'] : [h, `${h}:*`], routes, requireTls: false });
     }
   }
   return { name: 'outbound', virtualHosts, ignorePortInHostMatching: false };
@@ -237,10 +242,11 @@ function sidecarInbound(
       direction: 'inbound',
       routeConfig: `inbound|${appPort}`,
       httpFilters: [],
+      tls: null,
     },
     routeConfig: {
       name: `inbound|${appPort}`,
-      virtualHosts: [{ name: `inbound|http|${appPort}`, domains: ['*'], routes: [route] }],
+      virtualHosts: [{ name: `inbound|http|${appPort}`, domains: ['*'], routes: [route], requireTls: false }],
       ignorePortInHostMatching: true,
     },
     cluster,
@@ -252,17 +258,57 @@ interface BoundServer {
   readonly ref: string;
   readonly server: IstioServer;
   readonly index: number;
+  /** `plain` HTTP, `tls` terminated HTTPS, `passthrough` TLS routed by SNI. */
+  readonly kind: 'plain' | 'tls' | 'passthrough';
 }
 
 const HTTP_SERVER_PROTOCOLS = new Set(['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB']);
+
+interface IstioServerTls {
+  httpsRedirect?: boolean;
+  mode?: string;
+  serverCertificate?: string;
+  privateKey?: string;
+  caCertificates?: string;
+  credentialName?: string;
+  subjectAltNames?: string[];
+  minProtocolVersion?: string;
+  maxProtocolVersion?: string;
+  cipherSuites?: string[];
+}
+
+interface IstioTlsRoute {
+  match?: { sniHosts?: string[]; port?: number; gateways?: string[] }[];
+  route?: { destination?: { host?: string; subset?: string; port?: { number?: number } }; weight?: number }[];
+}
+
+/** Which kind of listener a Gateway server needs; null (with a warning) when Remora cannot serve it. */
+function serverKind(ctx: TranslateContext, gw: Resource, server: IstioServer, index: number): BoundServer['kind'] | null {
+  const protocol = (server.port?.protocol ?? '').toUpperCase();
+  const mode = ((server.tls as IstioServerTls | undefined)?.mode ?? '').toUpperCase();
+  if (HTTP_SERVER_PROTOCOLS.has(protocol)) return 'plain';
+  if (protocol === 'HTTPS') return mode === 'PASSTHROUGH' || mode === 'AUTO_PASSTHROUGH' ? 'passthrough' : 'tls';
+  if (protocol === 'TLS' && (mode === 'PASSTHROUGH' || mode === 'AUTO_PASSTHROUGH')) return 'passthrough';
+  ctx.warn(gw, ['spec', 'servers', index, 'port', 'protocol'], `${protocol}${mode ? ` (${mode})` : ''} servers are not served yet; server skipped`);
+  return null;
+}
+
+/** TLS version names as Istio writes them → Node's. */
+function tlsVersion(v: string | undefined): 'TLSv1.2' | 'TLSv1.3' | null {
+  if (v === 'TLSV1_2') return 'TLSv1.2';
+  if (v === 'TLSV1_3') return 'TLSv1.3';
+  return null;
+}
 
 /**
  * Gateway listeners: one per port of the servers of every Gateway whose selector matches
  * this proxy. VirtualServices bound to those gateways fill each port's route table with a
  * virtual host per (VS host ∩ server host); VirtualServices for the same host merge, oldest
- * first, as Istio merges them on gateways.
+ * first, as Istio merges them on gateways. HTTPS servers terminate TLS (certificates picked
+ * by SNI); PASSTHROUGH servers route the TLS bytes by SNI with the VirtualServices' `tls`
+ * routes; `httpsRedirect` turns a plaintext server's hosts into redirects to https.
  */
-function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: Listener[]; routeConfigs: RouteConfiguration[] } {
+function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: TranslateOptions): { listeners: Listener[]; routeConfigs: RouteConfiguration[] } {
   const { node } = ctx;
   const byPort = new Map<number, BoundServer[]>();
   for (const gw of ctx.resourcesOf('Gateway')) {
@@ -270,18 +316,18 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
     if (!labelsMatch(spec.selector ?? {}, node.labels)) continue;
     const ref = `${gw.metadata.namespace}/${gw.metadata.name}`;
     (spec.servers ?? []).forEach((server, index) => {
+      const kind = serverKind(ctx, gw, server, index);
+      if (kind === null) return;
       const port = server.port?.number ?? 0;
-      const protocol = (server.port?.protocol ?? '').toUpperCase();
-      if (!HTTP_SERVER_PROTOCOLS.has(protocol)) {
-        ctx.warn(gw, ['spec', 'servers', index, 'port', 'protocol'], `${protocol} servers are not served yet; server skipped`);
-        return;
-      }
-      if (server.tls?.httpsRedirect) {
-        ctx.warn(gw, ['spec', 'servers', index, 'tls', 'httpsRedirect'], 'httpsRedirect is not applied yet');
-      }
       let list = byPort.get(port);
       if (list === undefined) byPort.set(port, (list = []));
-      list.push({ gateway: gw, ref, server, index });
+      const plainHere = list.length > 0 && list[0]!.kind === 'plain';
+      if (list.length > 0 && plainHere !== (kind === 'plain')) {
+        // One port speaks either plaintext or TLS; Istio keeps the first server's protocol.
+        ctx.warn(gw, ['spec', 'servers', index, 'port'], `port ${port} already serves ${plainHere ? 'plaintext HTTP' : 'TLS'}; this server is skipped`);
+        return;
+      }
+      list.push({ gateway: gw, ref, server, index, kind });
     });
   }
 
@@ -290,8 +336,9 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
   const virtualServices = ctx.resourcesOf('VirtualService');
   const jwtAuthn = jwtAuthnFilter(ctx);
   const authz = authzFilter(ctx);
+  const credentials = options.credentialsDir ?? DEFAULT_CREDENTIALS_DIR;
   for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
-    const hosts = new Map<string, Route[]>();
+    const hosts = new Map<string, { routes: Route[]; requireTls: boolean }>();
     const refs = new Set(servers.map((s) => s.ref));
     for (const vs of virtualServices) {
       if (!ctx.isVisible(vs)) continue;
@@ -301,7 +348,8 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
       for (const g of matchGateways) bound.add(g.includes('/') ? g : `${vs.metadata.namespace}/${g}`);
       const done = new Set<string>();
       for (const s of servers) {
-        if (!bound.has(s.ref)) continue;
+        if (s.kind === 'passthrough' || !bound.has(s.ref)) continue;
+        const redirect = s.kind === 'plain' && (s.server.tls as IstioServerTls | undefined)?.httpsRedirect === true;
         for (const rawVsHost of spec.hosts ?? []) {
           const vsHost = resolveHost(rawVsHost, vs.metadata.namespace, node.clusterDomain);
           for (const rawServerHost of s.server.hosts ?? []) {
@@ -313,9 +361,10 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
             const key = `${s.ref} ${domain}`;
             if (done.has(key)) continue;
             done.add(key);
-            let routes = hosts.get(domain);
-            if (routes === undefined) hosts.set(domain, (routes = []));
-            routes.push(...untilCatchAll(translateHttpRoutes(ctx, mesh, vs, { gateway: s.ref, port, servicePortHost: null })));
+            let vh = hosts.get(domain);
+            if (vh === undefined) hosts.set(domain, (vh = { routes: [], requireTls: false }));
+            if (redirect) vh.requireTls = true;
+            vh.routes.push(...untilCatchAll(translateHttpRoutes(ctx, mesh, vs, { gateway: s.ref, port, servicePortHost: null })));
           }
         }
       }
@@ -324,10 +373,11 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
     const name = `http.${port}`;
     routeConfigs.push({
       name,
-      virtualHosts: [...hosts].map(([domain, routes]) => ({ name: `${domain}:${port}`, domains: [domain], routes: catchAllsLast(routes) })),
+      virtualHosts: [...hosts].map(([domain, vh]) => ({ name: `${domain}:${port}`, domains: [domain], routes: catchAllsLast(vh.routes), requireTls: vh.requireTls })),
       ignorePortInHostMatching: true,
     });
     const rc = routeConfigs[routeConfigs.length - 1]!;
+    const plain = servers[0]!.kind === 'plain';
     listeners.push({
       name: `${bind}_${port}`,
       address: bind,
@@ -336,6 +386,7 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
       routeConfig: name,
       // The gateway is where edge policy runs: authn, authz, rate limit, then faults.
       httpFilters: chain(jwtAuthn, authz, localRateLimitFilter(ctx, 'GATEWAY', port), faultFilterFor(rc)),
+      tls: plain ? null : { kind: 'gateway', servers: servers.map((s) => tlsServer(ctx, mesh, s, port, credentials, virtualServices)) },
     });
     if (refs.size > 1) {
       // Several gateways sharing a port is legal in Istio; say so, since hosts then mix.
@@ -344,6 +395,67 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex): { listeners: 
     }
   }
   return { listeners, routeConfigs };
+}
+
+/** A TLS Gateway server in the model: certificates resolved to files, passthrough routes gathered. */
+function tlsServer(ctx: TranslateContext, mesh: MeshIndex, s: BoundServer, port: number, credentialsDir: string, virtualServices: readonly Resource[]): TlsServer {
+  const t = (s.server.tls ?? {}) as IstioServerTls;
+  const at = ['spec', 'servers', s.index, 'tls'];
+  const mode = s.kind === 'passthrough' ? 'PASSTHROUGH' : ((t.mode ?? 'SIMPLE').toUpperCase() as TlsServer['mode']);
+  let certFile: string | null = null;
+  let keyFile: string | null = null;
+  let caFile: string | null = t.caCertificates ?? null;
+  if (mode !== 'PASSTHROUGH' && mode !== 'ISTIO_MUTUAL') {
+    if (t.credentialName) {
+      const dir = join(credentialsDir, t.credentialName);
+      certFile = join(dir, 'tls.crt');
+      keyFile = join(dir, 'tls.key');
+      if (mode === 'MUTUAL' || mode === 'OPTIONAL_MUTUAL') caFile ??= join(dir, 'ca.crt');
+    } else {
+      certFile = t.serverCertificate ?? null;
+      keyFile = t.privateKey ?? null;
+    }
+    if (certFile === null || keyFile === null) ctx.error(s.gateway, at, `${mode} needs credentialName, or serverCertificate and privateKey`);
+    if ((mode === 'MUTUAL' || mode === 'OPTIONAL_MUTUAL') && caFile === null) ctx.error(s.gateway, at, `${mode} needs caCertificates (or a credential with ca.crt)`);
+  }
+  const serverHosts = (s.server.hosts ?? []).map((h) => splitServerHost(h).host.toLowerCase());
+  const tcpRoutes: TcpRoute[] = [];
+  if (mode === 'PASSTHROUGH') {
+    for (const vs of virtualServices) {
+      if (!ctx.isVisible(vs)) continue;
+      const spec = vs.spec as Omit<IstioVirtualService, 'tls'> & { tls?: IstioTlsRoute[] };
+      if (!gatewayRefs(vs, spec.gateways).has(s.ref)) continue;
+      (spec.tls ?? []).forEach((route, i) => {
+        for (const m of route.match ?? [{}]) {
+          if (m.port !== undefined && m.port !== port) continue;
+          // SNI names must fall within the server's hosts.
+          const sni = (m.sniHosts ?? spec.hosts ?? []).map((h) => h.toLowerCase()).filter((h) => serverHosts.some((sh) => intersectHosts(sh, h) !== null));
+          if (sni.length === 0) continue;
+          const clusters = (route.route ?? []).map((d, k) => {
+            const host = resolveHost(d.destination?.host ?? '', vs.metadata.namespace, ctx.node.clusterDomain);
+            const svc = mesh.registry.get(host);
+            const p = d.destination?.port?.number ?? (svc?.ports.length === 1 ? svc.ports[0]!.number : port);
+            if (!svc) ctx.warn(vs, ['spec', 'tls', i, 'route', k, 'destination', 'host'], `host ${host} is not in the registry (no ServiceEntry)`);
+            return { cluster: outboundClusterName(p, d.destination?.subset ?? '', host), weight: (route.route ?? []).length === 1 ? 100 : (d.weight ?? 0) };
+          });
+          tcpRoutes.push({ sniHosts: sni, clusters: clusters.filter((c) => c.weight > 0), origin: `${vs.metadata.namespace}/${vs.metadata.name}` });
+        }
+      });
+    }
+  }
+  return {
+    hosts: serverHosts,
+    mode,
+    certFile,
+    keyFile,
+    caFile,
+    subjectAltNames: t.subjectAltNames ?? [],
+    minVersion: tlsVersion(t.minProtocolVersion),
+    maxVersion: tlsVersion(t.maxProtocolVersion),
+    cipherSuites: t.cipherSuites ?? [],
+    tcpRoutes,
+    origin: `${s.ref}#${s.index}`,
+  };
 }
 
 /** Istio's IsCatchAllRoute: every path (no uri, or prefix `/`) and no header or query condition. */

@@ -1,4 +1,8 @@
+import { createHash } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { TrafficDirection } from '@remora/config';
+import { peerIdentityFromSpiffe, spiffeIdOf } from '../tls/identity-store.ts';
 import type { PeerIdentity } from '@remora/filters';
 import type { Logger } from '../logger.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
@@ -9,6 +13,8 @@ import type { IdentityStore } from '../tls/identity-store.ts';
 export interface ListenerContext {
   readonly accessLog: AccessLog;
   readonly log: Logger;
+  /** Where connection-level events (TLS) are logged. */
+  readonly connectionLog: Logger;
   /** True once draining started: responses carry `Connection: close`. */
   readonly draining: boolean;
   /** The verified identity of a connection's peer (from mTLS); null when none. */
@@ -42,18 +48,37 @@ export class Connection {
   readonly localPort: number;
   /** The peer's verified workload identity; null for plaintext. */
   readonly peer: PeerIdentity | null;
+  /** TLS terminated here: requests are `https`. */
+  readonly secure: boolean;
+  /** The SNI the client asked for; null without TLS or SNI. */
+  readonly sni: string | null;
+  /**
+   * The `x-forwarded-client-cert` element describing this connection's verified client
+   * certificate (`By`, `Hash`, `Subject`, `URI`), as Envoy writes it; null without one.
+   */
+  readonly xfcc: string | null;
   #current: Exchange | null = null;
   /** Pipelined requests beyond the first; rare, so made only when needed. */
   #others: Set<Exchange> | null = null;
 
-  constructor(socket: Socket, peer: PeerIdentity | null = null) {
+  constructor(socket: Socket, peer: PeerIdentity | null = null, direction: TrafficDirection | null = null) {
     this.socket = socket;
+    this.secure = socket instanceof TLSSocket;
+    this.sni = this.secure ? ((socket as TLSSocket).servername || null) : null;
+    this.xfcc = this.secure && direction !== 'outbound' ? clientCertElement(socket as TLSSocket) : null;
     this.localAddress = formatAddress(socket.localAddress, socket.localPort);
     this.remoteAddress = formatAddress(socket.remoteAddress, socket.remotePort);
     this.remoteIp = socket.remoteAddress ?? '';
     this.localIp = socket.localAddress ?? '';
     this.localPort = socket.localPort ?? 0;
     this.peer = peer;
+  }
+
+  /** The mesh identity of a TLS peer whose certificate verified; null otherwise. */
+  static tlsPeer(socket: Socket): PeerIdentity | null {
+    if (!(socket instanceof TLSSocket) || !socket.authorized) return null;
+    const id = spiffeIdOf(socket.getPeerCertificate());
+    return id === null ? null : peerIdentityFromSpiffe(id);
   }
 
   get idle(): boolean {
@@ -75,4 +100,17 @@ export class Connection {
     if (current !== null) current.onDownstreamClose();
     if (this.#others !== null) for (const ex of [...this.#others]) ex.onDownstreamClose();
   }
+}
+
+/** Envoy's XFCC element for a verified client certificate; null when the peer sent none. */
+function clientCertElement(socket: TLSSocket): string | null {
+  if (!socket.authorized) return null;
+  const peer = socket.getPeerCertificate();
+  if (peer === null || peer.raw === undefined) return null;
+  const own = socket.getCertificate();
+  const by = own !== null && 'subjectaltname' in own ? spiffeIdOf(own as never) : null;
+  const uri = spiffeIdOf(peer);
+  const hash = createHash('sha256').update(peer.raw).digest('hex');
+  const subject = peer.subject ? Object.entries(peer.subject).map(([k, v]) => `${k}=${String(v)}`).join(',') : '';
+  return `${by !== null ? `By=${by};` : ''}Hash=${hash};Subject="${subject}"${uri !== null ? `;URI=${uri}` : ''}`;
 }

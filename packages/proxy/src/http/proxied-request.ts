@@ -28,7 +28,7 @@ import {
   H_TRANSFER_ENCODING,
   H_UPGRADE,
   H_USER_AGENT,
-  H_XFF,
+  H_XFCC, H_XFF,
   H_XFP,
   queryValue,
   rawHeaderValue,
@@ -148,7 +148,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     this.startHr = performance.now();
     this.method = req.method ?? 'GET';
     this.protocol = req.httpVersionMajor === 2 ? 'HTTP/2' : req.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${req.httpVersion}`;
-    this.scheme = 'http';
+    this.scheme = conn.secure ? 'https' : 'http';
     const url = req.url ?? '/';
     this.originalPath = url;
     this.path = url;
@@ -171,7 +171,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     return this.conn.remoteIp;
   }
   get requestedServerName(): string | null {
-    return null;
+    return this.conn.sni;
   }
   get routeName(): string | null {
     return this.route?.name ?? null;
@@ -204,7 +204,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     return this.conn.localPort;
   }
   get sni(): string {
-    return '';
+    return this.conn.sni ?? '';
   }
   get peer(): PeerIdentity | null {
     return this.conn.peer;
@@ -357,6 +357,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     const raw = this.req.rawHeaders;
     const out = this.upstreamHeaders;
     let xfp = false;
+    let xfcc: string | null = null;
     let connectionTokens: string | null = null;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!;
@@ -412,10 +413,17 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
         case H_UPGRADE:
           if (upgrade) out.push(name, value);
           break;
+        case H_XFCC:
+          // Istio: the gateway sanitizes (SANITIZE_SET), sidecars append (APPEND_FORWARD).
+          if (this.snapshot.direction !== 'gateway') xfcc = xfcc === null ? value : `${xfcc},${value}`;
+          break;
         case H_HOP:
           break;
       }
     }
+    const own = this.conn.xfcc;
+    if (own !== null) xfcc = xfcc === null ? own : `${xfcc},${own}`;
+    if (xfcc !== null) out.push('x-forwarded-client-cert', xfcc);
     if (connectionTokens !== null) this.#dropConnectionTokens(connectionTokens);
     if (this.authority !== '') out.push('host', this.authority);
     if (this.requestId === null) this.requestId = randomUUID();

@@ -21,6 +21,8 @@ export const H_CONNECTION = 11;
 export const H_UPGRADE = 12;
 /** Forwarded as is; noted because it tells gRPC requests apart. */
 export const H_CONTENT_TYPE = 13;
+/** `x-forwarded-client-cert`: sanitized at the gateway, appended to on a sidecar's inbound side. */
+export const H_XFCC = 14;
 
 const BY_NAME = new Map<string, number>([
   ['host', H_HOST],
@@ -37,6 +39,7 @@ const BY_NAME = new Map<string, number>([
   ['connection', H_CONNECTION],
   ['upgrade', H_UPGRADE],
   ['content-type', H_CONTENT_TYPE],
+  ['x-forwarded-client-cert', H_XFCC],
 ]);
 // Common spellings, so most lookups hit without lower-casing.
 for (const [name, code] of [...BY_NAME]) {

@@ -1,6 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createH2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
-import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { connect as connectTcp, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { TlsServer } from '@remora/config';
 import { Connection, type ListenerContext } from '../http/connection.ts';
 import { Exchange } from '../http/exchange.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
@@ -8,7 +10,19 @@ import { shouldUpgrade, UpgradeTunnels } from '../http/upgrade.ts';
 import type { PeerIdentity } from '@remora/filters';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import { PrefaceSocket } from './preface-socket.ts';
+import { TlsFront } from './tls-front.ts';
+import { pickTcpRoute } from './tcp-route.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
+import type { HashSource } from '../upstream/load-balancer.ts';
+
+/** Passthrough connections have no request to hash on. */
+const NO_HASH: HashSource = {
+  requestHeader: () => null,
+  cookie: () => null,
+  queryParam: () => null,
+  sourceIp: '',
+  setResponseCookie: () => {},
+};
 
 /** Envoy's default limit on request headers (max_request_headers_kb: 60). */
 const MAX_HEADER_BYTES = 60 * 1024;
@@ -43,6 +57,10 @@ export class HttpListener {
   /** The connection whose socket is being handed to the HTTP/2 server right now. */
   #handingOver: Connection | null = null;
   #open = 0;
+  /** TLS termination and SNI routing; made on the first TLS connection. */
+  #tls: TlsFront | null = null;
+  /** TLS-passthrough tunnels: both sockets of each, closed together. */
+  readonly #tunnels = new Set<Socket>();
 
   constructor(snapshot: ListenerSnapshot, ctx: ListenerContext) {
     this.name = snapshot.listener.name;
@@ -65,7 +83,7 @@ export class HttpListener {
       (req, res) => this.#onRequest(req, res),
     );
     this.server.on('connection', (socket: Socket) => {
-      const c = new Connection(socket, this.#peerOf(socket));
+      const c = new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
       this.#connections.set(socket, c);
       socket.once('close', () => {
         this.#connections.delete(socket);
@@ -75,7 +93,7 @@ export class HttpListener {
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#onClientError(err, socket));
     this.#upgrades = new UpgradeTunnels(ctx);
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
-      this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? new Connection(socket, this.#peerOf(socket)), req, socket, head),
+      this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? new Connection(socket, this.#peerOf(socket), this.snapshot.direction), req, socket, head),
     );
     this.server.on('connect', (_req: IncomingMessage, socket: Socket) => {
       // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
@@ -93,15 +111,80 @@ export class HttpListener {
     this.tcp = createTcpServer((socket) => this.#onSocket(socket));
   }
 
+  /** The peer's identity: from its verified mesh certificate, else what the test hook says. */
   #peerOf(socket: Socket): PeerIdentity | null {
+    const fromTls = Connection.tlsPeer(socket);
+    if (fromTls !== null) return fromTls;
     const f = this.#ctx.peerIdentity;
     return f === null ? null : f(socket);
   }
 
-  /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */
+  /** TLS listeners go through the TLS front first; plaintext is told apart as HTTP/2 or HTTP/1. */
   #onSocket(socket: Socket): void {
     this.#open++;
     socket.once('close', () => this.#open--);
+    const tls = this.snapshot.listener.tls;
+    if (tls === null) {
+      this.#sniffPlain(socket, null);
+      return;
+    }
+    this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog);
+    this.#tls.accept(socket, tls, {
+      plain: (s, head) => {
+        this.#sniffPlain(s, head);
+        s.resume();
+      },
+      secure: (t, h2) => this.#dispatchSecure(t, h2),
+      passthrough: (s, head, server, sni) => this.#passthrough(s, head, server, sni),
+    });
+  }
+
+  #dispatchSecure(socket: TLSSocket, h2: boolean): void {
+    if (!h2) {
+      this.server.emit('connection', socket);
+      return;
+    }
+    const c = new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
+    this.#connections.set(socket, c);
+    socket.once('close', () => {
+      this.#connections.delete(socket);
+      c.onClose();
+    });
+    this.#handingOver = c;
+    this.h2.emit('connection', socket);
+    this.#handingOver = null;
+  }
+
+  /** TLS PASSTHROUGH: the bytes go, untouched, to a host of the cluster the SNI routes to. */
+  #passthrough(socket: Socket, head: Buffer, server: TlsServer, sni: string | null): void {
+    const cluster = pickTcpRoute(server, sni, this.snapshot.clusters);
+    const host = cluster?.pick(NO_HASH) ?? null;
+    if (host === null) {
+      socket.destroy();
+      return;
+    }
+    const upstream = connectTcp({ host: host.host.address, port: host.host.port });
+    this.#tunnels.add(socket);
+    const close = (): void => {
+      this.#tunnels.delete(socket);
+      socket.destroy();
+      upstream.destroy();
+    };
+    upstream.on('error', () => {
+      cluster!.reportLocalFailure(host);
+      close();
+    });
+    socket.on('error', close);
+    socket.on('close', close);
+    upstream.on('close', close);
+    upstream.write(head);
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+    socket.resume();
+  }
+
+  /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */
+  #sniffPlain(socket: Socket, head: Buffer | null): void {
     let seen: Buffer | null = null;
     const onData = (chunk: Buffer): void => {
       seen = seen === null ? chunk : Buffer.concat([seen, chunk]);
@@ -112,7 +195,7 @@ export class HttpListener {
       socket.off('error', onEarlyError);
       socket.pause();
       if (h2) {
-        const c = new Connection(socket, this.#peerOf(socket));
+        const c = new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
         this.#connections.set(socket, c);
         socket.once('close', () => {
           this.#connections.delete(socket);
@@ -130,8 +213,10 @@ export class HttpListener {
     const onEarlyError = (): void => {
       socket.destroy();
     };
-    socket.on('data', onData);
     socket.on('error', onEarlyError);
+    socket.on('data', onData);
+    // Bytes the TLS front already read (a PERMISSIVE port's plaintext) count first.
+    if (head !== null) onData(head);
   }
 
   /** Binds the port; rejects with a message naming the listener when it cannot. */
@@ -186,6 +271,7 @@ export class HttpListener {
   }
 
   closeAll(): void {
+    for (const s of this.#tunnels) s.destroy();
     this.server.closeAllConnections();
     this.#upgrades.closeAll();
     for (const session of this.#sessions.keys()) session.destroy();
@@ -195,7 +281,7 @@ export class HttpListener {
     let conn = this.#connections.get(req.socket);
     if (conn === undefined) {
       // Sockets handed over by other means than 'connection' (none today); track them anyway.
-      conn = new Connection(req.socket, this.#peerOf(req.socket));
+      conn = new Connection(req.socket, this.#peerOf(req.socket), this.snapshot.direction);
       this.#connections.set(req.socket, conn);
     }
     const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);

@@ -1,13 +1,16 @@
-import type { RouteConfiguration, VirtualHost } from '@remora/config';
+import type { Route, RouteConfiguration, VirtualHost } from '@remora/config';
 import { CompiledRoute, type RouteCompileContext, type RouteRequest } from './compiled-route.ts';
 
 /** A virtual host with its routes compiled; first matching route wins. */
 export class CompiledVirtualHost {
   readonly name: string;
   readonly routes: readonly CompiledRoute[];
+  /** `require_tls: ALL` (Gateway httpsRedirect): plaintext requests get this 301 to https. */
+  readonly tlsRedirect: CompiledRoute | null;
   constructor(v: VirtualHost, ctx: RouteCompileContext) {
     this.name = v.name;
     this.routes = v.routes.map((r) => new CompiledRoute(r, ctx));
+    this.tlsRedirect = v.requireTls ? new CompiledRoute(httpsRedirectRoute(v.name), ctx) : null;
   }
 
   match(r: RouteRequest): CompiledRoute | null {
@@ -118,5 +121,20 @@ function splitDomain(d: string): { host: string; port: string | null } {
 export function findRoute(routes: RouteTable | null, request: RouteRequest): CompiledRoute | null {
   if (routes === null) return null;
   const vhost = routes.find(request.authority.toLowerCase());
-  return vhost === null ? null : vhost.match(request);
+  if (vhost === null) return null;
+  if (vhost.tlsRedirect !== null && request.scheme !== 'https') return vhost.tlsRedirect;
+  return vhost.match(request);
+}
+
+/** Envoy's SSL redirect: 301 to the same host and path over https. */
+function httpsRedirectRoute(vhostName: string): Route {
+  return {
+    name: `${vhostName}/https_redirect`,
+    match: { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] },
+    action: { kind: 'redirect', status: 301, scheme: 'https', authority: null, port: null, derivePortFromScheme: false, path: null },
+    requestHeaders: null,
+    responseHeaders: null,
+    filterConfigs: {},
+    origin: '',
+  };
 }

@@ -50,6 +50,7 @@ export class Runtime implements ListenerContext {
   readonly accessLog: AccessLog;
   readonly metrics: IstioMetrics;
   readonly log: Logger;
+  readonly connectionLog: Logger;
   readonly clusterManager: ClusterManager;
   #snapshot: Snapshot | null = null;
   #draining = false;
@@ -71,6 +72,7 @@ export class Runtime implements ListenerContext {
     this.metrics = opts.metrics;
     this.#loggers = opts.loggers;
     this.log = opts.loggers.get('http');
+    this.connectionLog = opts.loggers.get('connection');
     this.#filters = opts.filters ?? builtinFilters();
     this.#trustedHops = opts.trustedHops ?? 0;
     this.peerIdentity = opts.peerIdentity ?? null;

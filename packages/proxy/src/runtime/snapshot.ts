@@ -17,8 +17,18 @@ export class ListenerSnapshot {
   readonly unroutedStats: RequestStats;
   /** X-Forwarded-For hops to trust when finding the client address (Istio's numTrustedProxies). */
   readonly trustedHops: number;
+  /** The snapshot's clusters, for connections routed without a route table (TLS passthrough). */
+  readonly clusters: ReadonlyMap<string, UpstreamCluster>;
 
-  constructor(listener: Listener, routes: RouteTable | null, filters: readonly HttpFilterConfig[] | null, unroutedStats: RequestStats, trustedHops: number) {
+  constructor(
+    listener: Listener,
+    routes: RouteTable | null,
+    filters: readonly HttpFilterConfig[] | null,
+    unroutedStats: RequestStats,
+    trustedHops: number,
+    clusters: ReadonlyMap<string, UpstreamCluster> = new Map(),
+  ) {
+    this.clusters = clusters;
     this.listener = listener;
     this.direction = listener.direction;
     this.routes = routes;
@@ -57,7 +67,7 @@ export class Snapshot {
     const listeners = new Map<string, ListenerSnapshot>();
     for (const l of config.listeners) {
       const chain = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, services.filterContext);
-      listeners.set(l.name, new ListenerSnapshot(l, tables.get(l.routeConfig) ?? null, chain, services.statsFor(l.direction), services.trustedHops));
+      listeners.set(l.name, new ListenerSnapshot(l, tables.get(l.routeConfig) ?? null, chain, services.statsFor(l.direction), services.trustedHops, clusters));
     }
     this.listeners = listeners;
   }

@@ -1,0 +1,29 @@
+import type { TlsServer } from '@remora/config';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+
+/**
+ * The cluster a PASSTHROUGH connection goes to: the first of the server's TCP routes whose SNI
+ * names match (exact, `*.suffix`, or `*`), then a weighted pick among its destinations.
+ */
+export function pickTcpRoute(server: TlsServer, sni: string | null, clusters: ReadonlyMap<string, UpstreamCluster>): UpstreamCluster | null {
+  for (const route of server.tcpRoutes) {
+    if (route.sniHosts.length > 0 && !route.sniHosts.some((h) => sniMatches(h, sni))) continue;
+    let total = 0;
+    for (const c of route.clusters) total += c.weight;
+    if (total <= 0) return null;
+    let r = Math.random() * total;
+    for (const c of route.clusters) {
+      r -= c.weight;
+      if (r < 0) return clusters.get(c.cluster) ?? null;
+    }
+    return clusters.get(route.clusters[route.clusters.length - 1]!.cluster) ?? null;
+  }
+  return null;
+}
+
+function sniMatches(pattern: string, sni: string | null): boolean {
+  if (pattern === '*') return true;
+  if (sni === null) return false;
+  if (pattern.startsWith('*.')) return sni.length > pattern.length - 1 && sni.endsWith(pattern.slice(1));
+  return pattern === sni;
+}

@@ -1,0 +1,223 @@
+import { readFileSync, statSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
+import type { ListenerTls, TlsServer } from '@remora/config';
+import type { Logger } from '../logger.ts';
+import type { IdentityStore } from '../tls/identity-store.ts';
+import { spiffeIdsOf } from '../tls/certificates.ts';
+import { PrefaceSocket } from './preface-socket.ts';
+import { MAX_CLIENT_HELLO, parseClientHello, pickByServerName, type ClientHello } from './client-hello.ts';
+
+/** What the listener does with a connection once the TLS front has looked at it. */
+export interface TlsFrontHandlers {
+  /** Plaintext on a PERMISSIVE port: `head` holds the bytes already read. */
+  plain(socket: Socket, head: Buffer): void;
+  /** A terminated TLS connection, handshake done; `h2` when ALPN chose HTTP/2. */
+  secure(tls: TLSSocket, h2: boolean): void;
+  /** PASSTHROUGH: the TLS bytes go on untouched; `head` holds the ClientHello already read. */
+  passthrough(socket: Socket, head: Buffer, server: TlsServer, sni: string | null): void;
+}
+
+/** Gateway certificates re-read when their files change, checked at most this often. */
+const RECHECK_MS = 1_000;
+
+interface LoadedContext {
+  readonly key: string;
+  context: SecureContext | null;
+  mtimes: string;
+  checkedAt: number;
+}
+
+/**
+ * The TLS side of a listener (Envoy's tls_inspector plus the TLS transport socket): reads
+ * the ClientHello, picks the Gateway server by SNI (or, on a sidecar's inbound port, decides
+ * between mTLS and plaintext by the first byte), and terminates TLS with that server's
+ * certificate, verifying client certificates where the mode asks for them.
+ */
+export class TlsFront {
+  readonly #identity: IdentityStore | null;
+  readonly #log: Logger;
+  readonly #contexts = new Map<string, LoadedContext>();
+  #warnedNoIdentity = false;
+
+  constructor(identity: IdentityStore | null, log: Logger) {
+    this.#identity = identity;
+    this.#log = log;
+  }
+
+  accept(socket: Socket, tls: ListenerTls, handlers: TlsFrontHandlers): void {
+    let seen: Buffer | null = null;
+    const onData = (chunk: Buffer): void => {
+      seen = seen === null ? chunk : Buffer.concat([seen, chunk]);
+      const hello = parseClientHello(seen);
+      if (hello === null && seen.length < MAX_CLIENT_HELLO) return; // more bytes needed
+      socket.off('data', onData);
+      socket.off('error', onEarlyError);
+      socket.pause();
+      this.#dispatch(socket, seen, hello === null ? 'not-tls' : hello, tls, handlers);
+    };
+    const onEarlyError = (): void => {
+      socket.destroy();
+    };
+    socket.on('data', onData);
+    socket.on('error', onEarlyError);
+  }
+
+  #dispatch(socket: Socket, head: Buffer, hello: ClientHello | 'not-tls', tls: ListenerTls, handlers: TlsFrontHandlers): void {
+    if (tls.kind === 'mesh') {
+      if (hello === 'not-tls') {
+        // STRICT refuses plaintext (Envoy: no filter chain matches, the connection is closed).
+        if (tls.mode === 'STRICT') socket.destroy();
+        else handlers.plain(socket, head);
+        return;
+      }
+      const context = this.#meshContext();
+      if (context === null) {
+        socket.destroy();
+        return;
+      }
+      this.#terminate(socket, head, hello, context, { requestCert: true, rejectUnauthorized: true }, null, handlers);
+      return;
+    }
+    if (hello === 'not-tls') {
+      socket.destroy();
+      return;
+    }
+    const server = pickByServerName(tls.servers, hello.serverName);
+    if (server === null) {
+      // No server for this name: Envoy finds no filter chain and closes the connection.
+      socket.destroy();
+      return;
+    }
+    if (server.mode === 'PASSTHROUGH') {
+      handlers.passthrough(socket, head, server, hello.serverName);
+      return;
+    }
+    const context = server.mode === 'ISTIO_MUTUAL' ? this.#meshContext() : this.#serverContext(server);
+    if (context === null) {
+      socket.destroy();
+      return;
+    }
+    const verify =
+      server.mode === 'SIMPLE'
+        ? { requestCert: false, rejectUnauthorized: false }
+        : server.mode === 'OPTIONAL_MUTUAL'
+          ? { requestCert: true, rejectUnauthorized: false }
+          : { requestCert: true, rejectUnauthorized: true };
+    this.#terminate(socket, head, hello, context, verify, server, handlers);
+  }
+
+  #terminate(
+    socket: Socket,
+    head: Buffer,
+    hello: ClientHello,
+    secureContext: SecureContext,
+    verify: { requestCert: boolean; rejectUnauthorized: boolean },
+    server: TlsServer | null,
+    handlers: TlsFrontHandlers,
+  ): void {
+    // ALPN: HTTP/2 when offered, else HTTP/1.1; chosen from the hello so that a client
+    // offering only other names (Istio's `istio-*`) is still served, without ALPN.
+    const alpn = hello.alpn.includes('h2') ? 'h2' : hello.alpn.includes('http/1.1') ? 'http/1.1' : null;
+    // The bytes read to route the connection go back in front: TLS runs over a stream that
+    // replays them (a native socket handle would never see bytes put back with unshift).
+    const tls = new TLSSocket(new PrefaceSocket(socket, head), {
+      isServer: true,
+      secureContext,
+      requestCert: verify.requestCert,
+      rejectUnauthorized: verify.rejectUnauthorized,
+      ...(alpn !== null ? { ALPNProtocols: [alpn] } : {}),
+    });
+    // Over a replaying stream the TLS socket has no addresses of its own: it takes the TCP ones.
+    for (const prop of ['remoteAddress', 'remotePort', 'remoteFamily', 'localAddress', 'localPort'] as const) {
+      Object.defineProperty(tls, prop, { value: socket[prop], enumerable: true });
+    }
+    tls.on('error', () => tls.destroy());
+    tls.once('secure', () => {
+      // What tls.Server does for its sockets; HTTP/2 sessions wait for it.
+      (tls as unknown as { secureConnecting: boolean }).secureConnecting = false;
+      // A TLSSocket made outside a tls.Server verifies nothing by itself: OpenSSL's verdict on
+      // the client's chain (against the context's CA) is read here.
+      if (verify.requestCert) {
+        const error = (tls as unknown as { _handle: { verifyError(): Error | null } | null })._handle?.verifyError() ?? null;
+        if (error === null && hasPeerCertificate(tls)) tls.authorized = true;
+        else if (verify.rejectUnauthorized) {
+          tls.destroy();
+          return;
+        }
+      }
+      if (server !== null && !this.#clientAcceptable(tls, server)) {
+        tls.destroy();
+        return;
+      }
+      handlers.secure(tls, tls.alpnProtocol === 'h2');
+    });
+    socket.resume();
+  }
+
+  /** MUTUAL's `subjectAltNames`, and OPTIONAL_MUTUAL's "a certificate sent must verify". */
+  #clientAcceptable(tls: TLSSocket, server: TlsServer): boolean {
+    if (server.mode === 'OPTIONAL_MUTUAL') return !hasPeerCertificate(tls) || tls.authorized;
+    if (server.mode !== 'MUTUAL' || server.subjectAltNames.length === 0) return true;
+    const cert = tls.getPeerCertificate();
+    const sans = (cert?.subjectaltname ?? '').split(', ').map((s) => s.slice(s.indexOf(':') + 1));
+    for (const id of spiffeIdsOf(cert)) sans.push(id);
+    return server.subjectAltNames.some((want) => sans.includes(want));
+  }
+
+  #meshContext(): SecureContext | null {
+    const context = this.#identity?.secureContext ?? null;
+    if (context === null && !this.#warnedNoIdentity) {
+      this.#warnedNoIdentity = true;
+      this.#log.warn('a TLS connection arrived but this proxy has no workload identity (no certificate files); refusing TLS connections');
+    }
+    return context;
+  }
+
+  /** A Gateway server's certificate, from its files; re-read when they change. */
+  #serverContext(server: TlsServer): SecureContext | null {
+    const files = [server.certFile, server.keyFile, server.caFile].filter((f): f is string => f !== null);
+    const key = `${server.origin} ${files.join(' ')} ${server.minVersion} ${server.maxVersion} ${server.cipherSuites.join(':')}`;
+    let entry = this.#contexts.get(key);
+    const now = Date.now();
+    if (entry !== undefined && now - entry.checkedAt < RECHECK_MS) return entry.context;
+    let mtimes: string;
+    try {
+      mtimes = files.map((f) => statSync(f).mtimeMs).join(' ');
+    } catch (err) {
+      if (entry?.mtimes !== 'missing') this.#log.error(`Gateway server ${server.origin}: cannot read its certificate: ${(err as Error).message}`);
+      entry ??= { key, context: null, mtimes: 'missing', checkedAt: now };
+      entry.mtimes = 'missing';
+      entry.context = null;
+      entry.checkedAt = now;
+      this.#contexts.set(key, entry);
+      return null;
+    }
+    if (entry !== undefined && entry.mtimes === mtimes) {
+      entry.checkedAt = now;
+      return entry.context;
+    }
+    let context: SecureContext | null = null;
+    try {
+      context = createSecureContext({
+        cert: readFileSync(server.certFile!),
+        key: readFileSync(server.keyFile!),
+        ...(server.caFile !== null ? { ca: readFileSync(server.caFile) } : {}),
+        minVersion: server.minVersion ?? 'TLSv1.2',
+        ...(server.maxVersion !== null ? { maxVersion: server.maxVersion } : {}),
+        ...(server.cipherSuites.length > 0 ? { ciphers: server.cipherSuites.join(':') } : {}),
+      });
+      if (entry !== undefined) this.#log.info(`Gateway server ${server.origin}: certificate reloaded`);
+    } catch (err) {
+      this.#log.error(`Gateway server ${server.origin}: its certificate files are not usable: ${(err as Error).message}`);
+    }
+    entry = { key, context, mtimes, checkedAt: now };
+    this.#contexts.set(key, entry);
+    return context;
+  }
+}
+
+function hasPeerCertificate(tls: TLSSocket): boolean {
+  const cert = tls.getPeerCertificate();
+  return cert !== null && cert !== undefined && Object.keys(cert).length > 0;
+}

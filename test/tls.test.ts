@@ -1,0 +1,404 @@
+// Downstream TLS end to end, with certificates made by `remora ca` in the test and real
+// handshakes: a sidecar's inbound port under PeerAuthentication STRICT and PERMISSIVE (the
+// verified SPIFFE identity reaching AuthorizationPolicy and x-forwarded-client-cert),
+// workload certificate rotation, and a gateway's TLS servers — certificates picked by SNI,
+// MUTUAL, PASSTHROUGH to a backend that terminates, httpsRedirect, ALPN h2.
+import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpsRequest, type Agent, createServer as createHttpsServer } from 'node:https';
+import { connect as http2Connect } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
+import t, { type Test } from 'tap';
+import { startBackend, type Backend } from './helpers/backends.ts';
+import { request } from './helpers/http.ts';
+import { doc, serviceEntry } from './helpers/mesh.ts';
+import { waitFor } from './helpers/net.ts';
+import { MeshDir, runCli, startRemora, type InProcessRemora } from './helpers/remora.ts';
+
+interface Files {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca: Buffer;
+}
+
+/** A CA directory and workload identities issued from it. */
+class Pki {
+  readonly base: string;
+  constructor(t: Test) {
+    this.base = mkdtempSync(join(tmpdir(), 'remora-tls-'));
+    t.teardown(() => rmSync(this.base, { recursive: true, force: true }));
+  }
+  async init(name: string): Promise<string> {
+    const dir = join(this.base, name);
+    const r = await runCli(['ca', 'init', '--dir', dir]);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return dir;
+  }
+  async workload(ca: string, ns: string, sa: string, out: string = join(this.base, `${ns}-${sa}`)): Promise<string> {
+    const r = await runCli(['ca', 'issue', '--dir', ca, '--namespace', ns, '--service-account', sa, '--out', out]);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return out;
+  }
+  async server(ca: string, name: string, dns: string[]): Promise<string> {
+    const out = join(this.base, name);
+    const r = await runCli(['ca', 'issue-server', '--dir', ca, '--out', out, ...dns.flatMap((d) => ['--dns', d])]);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return out;
+  }
+}
+
+const workloadFiles = (dir: string): Files => ({
+  cert: readFileSync(join(dir, 'cert-chain.pem')),
+  key: readFileSync(join(dir, 'key.pem')),
+  ca: readFileSync(join(dir, 'root-cert.pem')),
+});
+
+interface TlsReply {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: string;
+  readonly serverCert: PeerCertificate;
+  readonly reused: boolean;
+}
+
+/** One HTTPS request to 127.0.0.1:`port`; mesh peers skip host-name checks (SPIFFE has none). */
+function httpsGet(
+  port: number,
+  path: string,
+  opts: { host?: string; servername?: string; ca: Buffer; cert?: Buffer; key?: Buffer; agent?: Agent; meshPeer?: boolean },
+): Promise<TlsReply> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        headers: { host: opts.host ?? 'localhost' },
+        ca: opts.ca,
+        ...(opts.cert ? { cert: opts.cert, key: opts.key } : {}),
+        ...(opts.servername !== undefined ? { servername: opts.servername } : {}),
+        ...(opts.meshPeer ? { checkServerIdentity: () => undefined } : {}),
+        agent: opts.agent ?? false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        const serverCert = (res.socket as import('node:tls').TLSSocket).getPeerCertificate();
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString(), serverCert, reused: req.reusedSocket });
+        });
+      },
+    );
+    req.setTimeout(5_000, () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Resolves to the error of a request expected to fail; rejects when it succeeds. */
+async function refused(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error('the request was expected to fail, but it was answered');
+}
+
+function openssl(args: string[]): Promise<string> {
+  return new Promise((resolve) => {
+    const child = spawn('openssl', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.stdin.end();
+    const timer = setTimeout(() => child.kill(), 10_000);
+    child.on('close', () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
+  });
+}
+
+const pa = (mode: string): string => `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: default, namespace: istio-system }
+spec:
+  mtls: { mode: ${mode} }
+`;
+
+interface Sidecar {
+  readonly remora: InProcessRemora;
+  readonly app: Backend;
+  readonly identityDir: string;
+}
+
+async function sidecar(t: Test, pki: Pki, ca: string, yaml: string): Promise<Sidecar> {
+  const app = await startBackend('productpage');
+  const identityDir = await pki.workload(ca, 'default', 'productpage', join(pki.base, `pp-${Math.random().toString(36).slice(2)}`));
+  const mesh = new MeshDir({ 'mesh.yaml': yaml });
+  const remora = await startRemora('sidecar', [mesh.dir], [
+    '--app-port', String(app.port), '--labels', 'app=productpage', '--namespace', 'default', '--service-account', 'productpage', '--certs-dir', identityDir,
+  ]);
+  t.teardown(async () => {
+    await remora.stop();
+    await app.close();
+    mesh.cleanup();
+  });
+  return { remora, app, identityDir };
+}
+
+t.test('STRICT: plaintext and foreign certificates are refused; mesh peers pass with their identity', async (t) => {
+  const pki = new Pki(t);
+  const ca = await pki.init('ca');
+  const other = await pki.init('other-ca');
+  const frontend = workloadFiles(await pki.workload(ca, 'web', 'frontend'));
+  const cart = workloadFiles(await pki.workload(ca, 'shop', 'cart'));
+  const intruder = workloadFiles(await pki.workload(other, 'web', 'frontend'));
+  const { remora, app } = await sidecar(
+    t,
+    pki,
+    ca,
+    doc(
+      pa('STRICT'),
+      `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: frontend-only, namespace: default }
+spec:
+  selector: { matchLabels: { app: productpage } }
+  rules:
+  - from: [{ source: { principals: ["cluster.local/ns/web/sa/frontend"] } }]
+`,
+      `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-admin-from-web, namespace: default }
+spec:
+  selector: { matchLabels: { app: productpage } }
+  action: DENY
+  rules:
+  - from: [{ source: { namespaces: ["web"] } }]
+    to: [{ operation: { paths: ["/admin"] } }]
+`,
+    ),
+  );
+  const port = remora.ports.inbound;
+
+  const plain = await refused(request(port, '/productpage', { headers: { host: 'productpage' } }));
+  t.match(plain, /socket hang up|ECONNRESET/, 'a plaintext client is cut off');
+  const stranger = await refused(httpsGet(port, '/productpage', { ...intruder, ca: frontend.ca, meshPeer: true }));
+  t.match(stranger, /certificate|alert|socket hang up|ECONNRESET/, 'a certificate from another root is refused');
+  const noCert = await refused(httpsGet(port, '/productpage', { ca: frontend.ca, meshPeer: true }));
+  t.match(noCert, /certificate|alert|socket hang up|ECONNRESET/, 'a TLS client without a certificate is refused');
+  t.equal(app.seen.length, 0, 'none of them reached the app');
+
+  const ok = await httpsGet(port, '/productpage', { ...frontend, meshPeer: true });
+  t.equal(ok.status, 200);
+  t.match(ok.serverCert.subjectaltname, 'URI:spiffe://cluster.local/ns/default/sa/productpage', 'the sidecar presents its workload certificate');
+  const xfcc = String(app.seen.at(-1)!.headers['x-forwarded-client-cert']);
+  t.match(xfcc, /^By=spiffe:\/\/cluster\.local\/ns\/default\/sa\/productpage;Hash=[0-9a-f]{64};Subject="[^"]*";URI=spiffe:\/\/cluster\.local\/ns\/web\/sa\/frontend$/, 'XFCC names the verified peer');
+  t.equal(app.seen.at(-1)!.headers['x-forwarded-proto'], 'https');
+
+  // The identity reaches AuthorizationPolicy: ALLOW by principal, DENY by namespace.
+  const denied = await httpsGet(port, '/productpage', { ...cart, meshPeer: true });
+  t.equal(denied.status, 403, 'another mesh identity is not allowed');
+  t.equal(denied.body, 'RBAC: access denied');
+  const admin = await httpsGet(port, '/admin', { ...frontend, meshPeer: true });
+  t.equal(admin.status, 403, 'DENY by the peer namespace');
+  await waitFor('access log', () => remora.accessLog.some((l) => l.includes('rbac_access_denied_matched_policy[ns[default]-policy[no-admin-from-web]-rule[0]]')));
+  t.equal(app.seen.length, 1, 'only the allowed request reached the app');
+});
+
+t.test('PERMISSIVE: plaintext and mTLS clients both pass on one port', async (t) => {
+  const pki = new Pki(t);
+  const ca = await pki.init('ca');
+  const frontend = workloadFiles(await pki.workload(ca, 'web', 'frontend'));
+  const { remora, app } = await sidecar(t, pki, ca, pa('PERMISSIVE'));
+  const port = remora.ports.inbound;
+  const plain = await request(port, '/a', { headers: { host: 'productpage', 'x-forwarded-client-cert': 'By=spoofed' } });
+  t.equal(plain.status, 200);
+  t.equal(app.seen.at(-1)!.headers['x-forwarded-proto'], 'http');
+  const mtls = await httpsGet(port, '/b', { ...frontend, meshPeer: true });
+  t.equal(mtls.status, 200);
+  t.same(app.seen.map((s) => s.url), ['/a', '/b']);
+  t.match(String(app.seen[1]!.headers['x-forwarded-client-cert']), /URI=spiffe:\/\/cluster\.local\/ns\/web\/sa\/frontend$/);
+  // HTTP/2 over mTLS, chosen by ALPN.
+  const session = http2Connect(`https://127.0.0.1:${port}`, { ...frontend, checkServerIdentity: () => undefined });
+  t.teardown(() => session.close());
+  const h2 = await new Promise<{ status: number; alpn: string | false | null }>((resolve, reject) => {
+    const s = session.request({ ':path': '/h2', ':authority': 'productpage' });
+    s.on('response', (h) => {
+      s.resume();
+      s.on('end', () => resolve({ status: Number(h[':status']), alpn: (session.socket as import('node:tls').TLSSocket).alpnProtocol }));
+    });
+    s.on('error', reject);
+    s.end();
+  });
+  t.same(h2, { status: 200, alpn: 'h2' });
+  t.equal(app.seen.at(-1)!.url, '/h2');
+});
+
+t.test('rotation: new handshakes present the new certificate; open connections keep working', async (t) => {
+  const pki = new Pki(t);
+  const ca = await pki.init('ca');
+  const frontend = workloadFiles(await pki.workload(ca, 'web', 'frontend'));
+  const { remora, identityDir } = await sidecar(t, pki, ca, pa('STRICT'));
+  const port = remora.ports.inbound;
+  // An HTTP/2 connection opened before the rotation, kept open across it.
+  const session = http2Connect(`https://127.0.0.1:${port}`, { ...frontend, checkServerIdentity: () => undefined });
+  t.teardown(() => session.close());
+  const h2get = (path: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const s = session.request({ ':path': path, ':authority': 'productpage' });
+      s.on('response', (h) => {
+        s.resume();
+        s.on('end', () => resolve(Number(h[':status'])));
+      });
+      s.on('error', reject);
+      s.end();
+    });
+  t.equal(await h2get('/1'), 200);
+  const first = await httpsGet(port, '/1b', { ...frontend, meshPeer: true });
+  t.equal((session.socket as import('node:tls').TLSSocket).getPeerCertificate().serialNumber, first.serverCert.serialNumber);
+  const oldSerial = first.serverCert.serialNumber;
+
+  // Istio's agent rewrites the files in place; the CA issues a fresh certificate and key.
+  const fresh = await pki.workload(ca, 'default', 'productpage', join(pki.base, 'fresh'));
+  for (const f of ['key.pem', 'cert-chain.pem', 'root-cert.pem']) cpSync(join(fresh, f), join(identityDir, f));
+  const newSerial = new X509Certificate(readFileSync(join(fresh, 'cert-chain.pem'))).serialNumber;
+  t.not(newSerial, oldSerial);
+  await waitFor('the new certificate in a new handshake', async () => (await httpsGet(port, '/probe', { ...frontend, meshPeer: true })).serverCert.serialNumber === newSerial);
+
+  t.equal(await h2get('/2'), 200, 'the connection opened before the rotation still serves');
+  t.equal((session.socket as import('node:tls').TLSSocket).getPeerCertificate().serialNumber, oldSerial, 'with the old certificate');
+});
+
+t.test('gateway: certificates by SNI, MUTUAL, PASSTHROUGH, httpsRedirect, ALPN h2', async (t) => {
+  const pki = new Pki(t);
+  const ca = await pki.init('ca');
+  const creds = join(pki.base, 'credentials');
+  const aDir = await pki.server(ca, 'credentials/a-cert', ['a.example.com']);
+  await pki.server(ca, 'credentials/b-cert', ['b.example.com']);
+  await pki.server(ca, 'credentials/m-cert', ['m.example.com']);
+  // A client certificate (clientAuth usage): a workload certificate of the same CA serves.
+  const clientFiles = workloadFiles(await pki.workload(ca, 'partners', 'acme'));
+  const caPem = readFileSync(join(aDir, 'ca.crt'));
+  const client = { cert: clientFiles.cert, key: clientFiles.key };
+
+  const web = await startBackend('web');
+  // The passthrough backend terminates TLS itself, with a certificate only it has.
+  const secretDir = await pki.server(ca, 'secret-backend', ['secret.example.com']);
+  const secret = createHttpsServer({ cert: readFileSync(join(secretDir, 'tls.crt')), key: readFileSync(join(secretDir, 'tls.key')) }, (req, res) => {
+    res.end(`secret backend saw ${req.headers.host}`);
+  });
+  await new Promise<void>((r) => secret.listen(0, '127.0.0.1', r));
+  const secretPort = (secret.address() as import('node:net').AddressInfo).port;
+  const [httpPort, tlsPort, passPort] = await (await import('./helpers/net.ts')).freePorts(3);
+  const gw = (servers: string) => `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: gw, namespace: default }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+${servers}`;
+  const mesh = new MeshDir({
+    'mesh.yaml': doc(
+      serviceEntry('web', 'web.example.internal', [{ address: '127.0.0.1', port: web.port }], { port: 80 }),
+      serviceEntry('secret', 'secret.example.internal', [{ address: '127.0.0.1', port: secretPort }], { port: 443, portName: 'tls' }).replace('protocol: HTTP', 'protocol: TLS'),
+      gw(`  - port: { number: ${httpPort}, name: http, protocol: HTTP }
+    hosts: ["*"]
+    tls: { httpsRedirect: true }
+  - port: { number: ${tlsPort}, name: https-a, protocol: HTTPS }
+    hosts: ["a.example.com"]
+    tls: { mode: SIMPLE, credentialName: a-cert }
+  - port: { number: ${tlsPort}, name: https-b, protocol: HTTPS }
+    hosts: ["b.example.com"]
+    tls: { mode: SIMPLE, credentialName: b-cert }
+  - port: { number: ${tlsPort}, name: https-m, protocol: HTTPS }
+    hosts: ["m.example.com"]
+    tls: { mode: MUTUAL, credentialName: m-cert }
+  - port: { number: ${passPort}, name: tls-pass, protocol: TLS }
+    hosts: ["secret.example.com"]
+    tls: { mode: PASSTHROUGH }
+`),
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web, namespace: default }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - route: [{ destination: { host: web.example.internal, port: { number: 80 } } }]
+`,
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: secret, namespace: default }
+spec:
+  hosts: ["secret.example.com"]
+  gateways: [gw]
+  tls:
+  - match: [{ sniHosts: ["secret.example.com"] }]
+    route: [{ destination: { host: secret.example.internal, port: { number: 443 } } }]
+`,
+    ),
+  });
+  const remora = await startRemora('gateway', [mesh.dir], ['--labels', 'istio=ingressgateway', '--credentials-dir', creds]);
+  t.teardown(async () => {
+    await remora.stop();
+    await web.close();
+    secret.closeAllConnections();
+    secret.close();
+    mesh.cleanup();
+  });
+
+  // Two hosts, two certificates, one port: the SNI picks.
+  for (const host of ['a.example.com', 'b.example.com']) {
+    const r = await httpsGet(tlsPort!, '/hello', { host, servername: host, ca: caPem });
+    t.equal(r.status, 200, host);
+    t.equal(r.serverCert.subject.CN, host);
+    t.equal(web.seen.at(-1)!.headers['x-forwarded-proto'], 'https');
+    const sc = await openssl(['s_client', '-connect', `127.0.0.1:${tlsPort}`, '-servername', host, '-CAfile', join(aDir, 'ca.crt'), '-verify_return_error']);
+    t.match(sc, new RegExp(`subject=CN ?= ?${host.replace(/\./g, '\\.')}`), `openssl s_client -servername ${host}`);
+    t.match(sc, /Verify return code: 0 \(ok\)/);
+  }
+  t.match(await refused(httpsGet(tlsPort!, '/', { host: 'c.example.com', servername: 'c.example.com', ca: caPem })), /socket hang up|ECONNRESET|disconnected/, 'no server for the name: closed');
+
+  // MUTUAL: a client certificate is required and verified.
+  t.match(await refused(httpsGet(tlsPort!, '/', { host: 'm.example.com', servername: 'm.example.com', ca: caPem })), /certificate|alert|socket hang up|ECONNRESET/);
+  const m = await httpsGet(tlsPort!, '/mutual', { host: 'm.example.com', servername: 'm.example.com', ca: caPem, ...client });
+  t.equal(m.status, 200);
+
+  // ALPN h2 on the TLS listener.
+  const session = http2Connect(`https://127.0.0.1:${tlsPort}`, { ca: caPem, servername: 'a.example.com' });
+  t.teardown(() => session.close());
+  const h2status = await new Promise<number>((resolve, reject) => {
+    const s = session.request({ ':path': '/h2', ':authority': 'a.example.com' });
+    s.on('response', (h) => {
+      s.resume();
+      s.on('end', () => resolve(Number(h[':status'])));
+    });
+    s.on('error', reject);
+    s.end();
+  });
+  t.equal(h2status, 200);
+  t.equal(web.seen.at(-1)!.url, '/h2');
+
+  // PASSTHROUGH: the client talks TLS with the backend itself, through the gateway.
+  const pass = await httpsGet(passPort!, '/through', { host: 'secret.example.com', servername: 'secret.example.com', ca: caPem });
+  t.equal(pass.status, 200);
+  t.equal(pass.body, 'secret backend saw secret.example.com');
+  t.equal(pass.serverCert.subject.CN, 'secret.example.com', 'the backend\'s own certificate: the gateway did not terminate');
+  const raw = await new Promise<string>((resolve) => {
+    const s = tlsConnect({ host: '127.0.0.1', port: passPort!, servername: 'other.example.com', ca: caPem });
+    s.on('error', (err) => resolve(err.message));
+    s.on('secureConnect', () => resolve('connected'));
+  });
+  t.not(raw, 'connected', 'an SNI no route names is not forwarded');
+
+  // httpsRedirect: plaintext requests get a 301 to https.
+  const redirect = await request(httpPort!, '/path?q=1', { headers: { host: 'a.example.com' } });
+  t.equal(redirect.status, 301);
+  t.equal(redirect.headers.location, 'https://a.example.com/path?q=1');
+});
