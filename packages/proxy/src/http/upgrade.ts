@@ -1,5 +1,5 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
 import type { ForwardTarget } from '../router/compiled-route.ts';
 import { AttemptFailure, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
 import { findRoute } from '../router/route-table.ts';
@@ -658,17 +658,33 @@ class UpgradeAttempt {
     const h = host.host;
     h.active++;
     h.requestsTotal++;
-    const s = connect({ host: h.address, port: h.port, allowHalfOpen: true, noDelay: true });
+    // A TLS cluster (or auto mTLS endpoint) is reached over TLS here too; `connected` then means verified.
+    const tls = h.tls;
+    let failed: Error | null = null;
+    let s: Socket;
+    if (tls === null) s = connect({ host: h.address, port: h.port, allowHalfOpen: true, noDelay: true });
+    else {
+      const raw = tls.connectRaw(h.address, h.port);
+      if (raw instanceof Error) {
+        failed = raw;
+        s = new Socket();
+      } else s = raw;
+    }
     this.socket = s;
     if (connectTimeoutMs > 0) s.setTimeout(connectTimeoutMs);
     if (perTryTimeoutMs > 0) this.#perTryTimer = setTimeout(() => this.#onPerTryTimeout(), perTryTimeoutMs);
-    s.on('connect', this.#onConnect);
+    s.on(tls === null ? 'connect' : 'secureConnect', this.#onConnect);
     s.on('data', this.#onData);
     s.on('end', this.#onEnd);
     s.on('error', this.#onError);
     s.on('close', this.#onClose);
     s.on('drain', this.#onDrain);
     s.on('timeout', this.#onTimeout);
+    if (failed !== null) {
+      const err = failed;
+      process.nextTick(() => s.destroy(err));
+      return;
+    }
     // Queued until connected, then sent together.
     s.write(requestHead, 'latin1');
     if (body.length > 0) s.write(body);
@@ -687,7 +703,10 @@ class UpgradeAttempt {
     if (this.exchange.isCurrent(this)) this.exchange.onAttemptEnd(this);
   };
   readonly #onError = (err: NodeJS.ErrnoException): void => {
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptError(this, err);
+    if (!this.exchange.isCurrent(this)) return;
+    // TLS failures carry Envoy's TLS_error reason as their code.
+    const tls = this.host.host.tls?.explain(err) ?? null;
+    this.exchange.onAttemptError(this, tls ?? err);
   };
   readonly #onClose = (): void => {
     this.closed = true;
@@ -788,6 +807,7 @@ function formatHead(status: number, reason: string | null, headers: readonly str
 }
 
 function isConnectError(code: string): boolean {
+  if (code.startsWith('TLS_error:')) return true;
   switch (code) {
     case 'ECONNREFUSED':
     case 'ETIMEDOUT':

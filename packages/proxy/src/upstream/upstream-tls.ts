@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { checkServerIdentity, createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
+import type { Socket } from 'node:net';
+import { checkServerIdentity, connect as tlsConnect, createSecureContext, type ConnectionOptions, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { buildConnector } from 'undici';
 import type { Cluster, Endpoint, UpstreamTls } from '@remora/config';
 import { parseSubjectAltNames, spiffeIdsOf } from '../tls/certificates.ts';
@@ -58,8 +59,8 @@ export class UpstreamTlsSettings {
   readonly #spec: UpstreamTls;
   readonly #identity: IdentityStore | null;
   readonly #trustDomain: string;
-  /** SIMPLE/MUTUAL: built once from the files; an Error when they cannot be read. */
-  #filesContext: { ca?: string; cert?: string; key?: string } | Error | null = null;
+  /** The options last built, and the identity they were built for (null for file-based settings). */
+  #cached: { readonly for: WorkloadIdentity | null; readonly options: TlsOptions } | null = null;
   /**
    * TLS alerts of open connections by local port. A TLS 1.3 server refuses our certificate
    * after our side of the handshake is done; undici then reports only "other side closed",
@@ -79,38 +80,45 @@ export class UpstreamTlsSettings {
 
   /** A connector for one pool: undici's (session cache, connect timeout, keep-alive) with these settings. */
   connector(base: ConnectorBase): buildConnector.connector {
-    let builtFor: WorkloadIdentity | null | undefined;
-    let inner: buildConnector.connector | Error | null = null;
+    // Rebuilt when the TLS options change (a rotated identity): a new session cache, so no
+    // session of the old certificate is resumed.
+    let builtFrom: TlsOptions | null = null;
+    let inner: buildConnector.connector | null = null;
     const timeout = base.connectTimeoutMs;
     const servername = this.servername;
     return (opts, callback) => {
-      if (this.mode === 'ISTIO_MUTUAL') {
-        const id = this.#identity?.current ?? null;
-        if (id !== builtFor || inner === null) {
-          builtFor = id;
-          inner = this.#meshConnector(id, base);
-        }
-      } else if (inner === null) inner = this.#filesConnector(base);
-      if (inner instanceof Error) {
-        callback(inner, null);
+      const o = this.#options();
+      if (o instanceof Error) {
+        callback(o, null);
         return;
       }
-      const alerts = this.#alerts;
+      if (o !== builtFrom || inner === null) {
+        builtFrom = o;
+        inner = buildConnector({ timeout, allowH2: base.http2, maxCachedSessions: MAX_CACHED_SESSIONS, minVersion: 'TLSv1.2', ...o });
+      }
       inner({ ...opts, servername }, (err, socket) => {
         if (err) {
-          callback(asTlsError(err, timeout), null);
+          callback(asTlsError(err), null);
           return;
         }
-        const port = socket!.localPort ?? 0;
-        socket!.on('error', (e: Error) => {
-          const f = tlsFailure(e);
-          if (f !== null && !alerts.has(port)) alerts.set(port, f);
-        });
-        // After undici has failed the request on close (same tick).
-        socket!.once('close', () => setImmediate(() => alerts.delete(port)));
+        this.#watchAlerts(socket!);
         callback(null, socket!);
       });
     };
+  }
+
+  /**
+   * A raw TLS connection (HTTP/1.1 by ALPN) for upgraded requests, which leave the pools; it
+   * emits 'secureConnect' once verified. An Error when the settings cannot be used.
+   */
+  connectRaw(host: string, port: number): TLSSocket | Error {
+    const o = this.#options();
+    if (o instanceof Error) return o;
+    // allowHalfOpen is passed on to the TLSSocket by tls.connect, though not in its types: a tunnel half-closes.
+    const s = tlsConnect({ ...o, host, port, servername: this.servername, ALPNProtocols: ['http/1.1'], minVersion: 'TLSv1.2', allowHalfOpen: true } as ConnectionOptions);
+    s.setNoDelay(true);
+    this.#watchAlerts(s);
+    return s;
   }
 
   /** The TLS failure behind a request error on a connection of these settings; null if it was none. */
@@ -122,26 +130,40 @@ export class UpstreamTlsSettings {
     return null;
   }
 
-  #meshConnector(id: WorkloadIdentity | null, base: ConnectorBase): buildConnector.connector | Error {
-    const ctx = id === null ? null : this.#identity!.secureContext;
-    if (id === null || ctx === null) return new UpstreamTlsError('NO_WORKLOAD_IDENTITY', 'ISTIO_MUTUAL needs the workload certificate, and this proxy has none');
-    const allowed = this.#spec.subjectAltNames;
-    const trustDomain = id.trustDomain || this.#trustDomain;
-    return buildConnector({
-      ...connectorCommon(base),
-      secureContext: ctx,
-      rejectUnauthorized: true,
-      checkServerIdentity: (_host: string, cert: PeerCertificate) => checkSpiffe(cert, allowed, trustDomain),
+  #watchAlerts(socket: Socket): void {
+    const alerts = this.#alerts;
+    let port = socket.localPort ?? 0;
+    socket.once('secureConnect', () => (port = socket.localPort ?? 0));
+    socket.on('error', (e: Error) => {
+      const f = tlsFailure(e);
+      if (f !== null && port !== 0 && !alerts.has(port)) alerts.set(port, f);
     });
+    // Removed after undici has failed the request on close (the same tick).
+    socket.once('close', () => setImmediate(() => alerts.delete(port)));
   }
 
-  #filesConnector(base: ConnectorBase): buildConnector.connector | Error {
-    const files = this.#files();
-    if (files instanceof Error) {
-      // Read again on the next connection: the files may appear later.
-      this.#filesContext = null;
-      return files;
+  /** The tls.connect options of the moment: per identity for ISTIO_MUTUAL, from the files once they read. */
+  #options(): TlsOptions | Error {
+    if (this.mode === 'ISTIO_MUTUAL') {
+      const id = this.#identity?.current ?? null;
+      const cached = this.#cached;
+      if (cached !== null && cached.for === id) return cached.options;
+      const ctx = id === null ? null : this.#identity!.secureContext;
+      if (id === null || ctx === null) return new UpstreamTlsError('NO_WORKLOAD_IDENTITY', 'ISTIO_MUTUAL needs the workload certificate, and this proxy has none');
+      const allowed = this.#spec.subjectAltNames;
+      const trustDomain = id.trustDomain || this.#trustDomain;
+      const options: TlsOptions = {
+        secureContext: ctx,
+        rejectUnauthorized: true,
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => checkSpiffe(cert, allowed, trustDomain),
+      };
+      this.#cached = { for: id, options };
+      return options;
     }
+    if (this.#cached !== null) return this.#cached.options;
+    // Not cached on failure: the files may appear later, and the next connection reads again.
+    const files = this.#files();
+    if (files instanceof Error) return files;
     const spec = this.#spec;
     const skip = spec.insecureSkipVerify;
     const sans = spec.subjectAltNames;
@@ -151,8 +173,7 @@ export class UpstreamTlsSettings {
     } catch (err) {
       return new UpstreamTlsError('BAD_CREDENTIALS', `the TLS settings of this cluster are unusable: ${(err as Error).message}`);
     }
-    return buildConnector({
-      ...connectorCommon(base),
+    const options: TlsOptions = {
       secureContext,
       rejectUnauthorized: !skip,
       checkServerIdentity: skip
@@ -160,12 +181,13 @@ export class UpstreamTlsSettings {
         : sans.length > 0
           ? (_host: string, cert: PeerCertificate) => checkSans(cert, sans)
           : (host: string, cert: PeerCertificate) => checkHostname(host, cert),
-    });
+    };
+    this.#cached = { for: null, options };
+    return options;
   }
 
   /** The PEM texts of the configured files; an Error naming the file that cannot be read. */
   #files(): { ca?: string; cert?: string; key?: string } | Error {
-    if (this.#filesContext !== null) return this.#filesContext;
     const spec = this.#spec;
     const out: { ca?: string; cert?: string; key?: string } = {};
     const read = (path: string): string | Error => {
@@ -191,13 +213,15 @@ export class UpstreamTlsSettings {
       out.cert = cert;
       out.key = key;
     }
-    this.#filesContext = out;
     return out;
   }
 }
 
-function connectorCommon(base: ConnectorBase): buildConnector.BuildOptions {
-  return { timeout: base.connectTimeoutMs, allowH2: base.http2, maxCachedSessions: MAX_CACHED_SESSIONS, minVersion: 'TLSv1.2' };
+/** What differs between settings in the options of tls.connect. */
+interface TlsOptions {
+  readonly secureContext: SecureContext;
+  readonly rejectUnauthorized: boolean;
+  readonly checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined;
 }
 
 /** Envoy's SAN matcher: any SAN (DNS, URI, IP, email) exactly equal to one of `allowed`. */
@@ -270,7 +294,7 @@ export function tlsFailure(err: Error): UpstreamTlsError | null {
   return null;
 }
 
-function asTlsError(err: Error, _timeout: number): Error {
+function asTlsError(err: Error): Error {
   const code = (err as { code?: string }).code ?? '';
   if (TRANSPORT_ERRORS.has(code)) return err;
   // A reset or close in the middle of the handshake is a TLS failure too (Envoy: connection termination during handshake).
