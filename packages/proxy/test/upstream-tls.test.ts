@@ -315,6 +315,23 @@ t.test('auto mTLS: ISTIO_MUTUAL for endpoints labelled tlsMode=istio when tls is
   t.equal(plainSeen.length, 3);
 });
 
+t.test('auto mTLS starts when the first workload identity appears', async (t) => {
+  const ca = await DevCa.create();
+  const dir = tmp(t);
+  const store = await IdentityStore.open({ dir }, loggers.get('secret'), { debounceMs: 20, retryMs: 20 });
+  t.teardown(() => store.close());
+  t.equal(store.current, null);
+  const mesh = await meshServer(t, ca);
+  const cm = manager(t, store);
+  const m = model(endpoint(mesh.port, { 'security.istio.io/tlsMode': 'istio' }), null);
+  // Without an identity the labelled endpoint is spoken to in plaintext, which the TLS server refuses.
+  t.notMatch(await call(cm, m), { status: 200 });
+  await writeWorkloadFiles(dir, await ca.issueWorkload({ namespace: 'default', serviceAccount: 'client' }));
+  await store.reload();
+  t.same(await call(cm, m), { status: 200, body: 'ok' });
+  t.equal(spiffeIdOf(mesh.seen[0]!.peer), 'spiffe://cluster.local/ns/default/sa/client');
+});
+
 t.test('rotation: new connections present the new certificate', async (t) => {
   const ca = await DevCa.create();
   const { store, dir, issued } = await meshIdentity(t, ca);

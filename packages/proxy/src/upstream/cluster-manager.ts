@@ -43,11 +43,21 @@ export class ClusterManager {
   readonly #resolve: (hostname: string) => Promise<string[]>;
   readonly #sweeper: NodeJS.Timeout;
   #closed = false;
+  readonly #unsubscribe: (() => void) | null;
 
   constructor(opts: ClusterManagerOptions) {
     this.#opts = opts;
     this.#resolve = opts.resolve ?? defaultResolve;
     this.#sweeper = setInterval(() => this.#sweep(), 10_000).unref();
+    // Auto mTLS needs an identity: when the first one arrives, labelled endpoints switch to
+    // mTLS (new pools; requests in flight finish on the old ones). Rotations need nothing here.
+    let hadIdentity = opts.identity?.current != null;
+    this.#unsubscribe =
+      opts.identity?.onChange((id) => {
+        if ((id !== null) === hadIdentity || this.#closed) return;
+        hadIdentity = id !== null;
+        for (const c of this.#clusters.values()) this.#assign(c, c.model.discovery === 'static' ? c.model.endpoints : c.resolvedEndpoints);
+      }) ?? null;
   }
 
   get clusters(): ReadonlyMap<string, UpstreamCluster> {
@@ -109,6 +119,7 @@ export class ClusterManager {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#unsubscribe?.();
     clearInterval(this.#sweeper);
     for (const c of this.#clusters.values()) c.deactivate();
     for (const t of this.#dnsTimers.values()) clearTimeout(t);
