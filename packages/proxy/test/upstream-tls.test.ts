@@ -221,6 +221,27 @@ t.test('MUTUAL: presents the client certificate to a server that requires one', 
   t.match(r, { error: /^TLS_error:\|TLSV13_ALERT_CERTIFICATE_REQUIRED:/ });
 });
 
+t.test('MUTUAL: a rewritten client certificate file is used by the next new connection', async (t) => {
+  const { ca, server, caFile, dir } = await serverPki(t);
+  const first = await ca.issueServer({ dnsNames: ['first.example.com'], clientAuth: true });
+  const second = await ca.issueServer({ dnsNames: ['second.example.com'], clientAuth: true });
+  const write = (c: IssuedCertificate): void => {
+    writeFileSync(join(dir, 'client.pem'), c.certChainPem);
+    writeFileSync(join(dir, 'client-key.pem'), c.keyPem);
+  };
+  write(first);
+  const b = await tlsBackend(t, { cert: server.certChainPem, key: server.keyPem, ca: ca.rootCertPem, requestCert: true, close: true });
+  const cm = manager(t);
+  const m = model(endpoint(b.port), tls({ mode: 'MUTUAL', caCertificates: caFile, clientCertificate: join(dir, 'client.pem'), privateKey: join(dir, 'client-key.pem') }));
+  t.same(await call(cm, m), { status: 200, body: 'ok' });
+  write(second);
+  t.same(await call(cm, m), { status: 200, body: 'ok' });
+  t.same(
+    b.seen.map((s) => s.peer?.subject.CN),
+    ['first.example.com', 'second.example.com'],
+  );
+});
+
 /** The workload identity files of `sa`, and a store reading them. */
 async function meshIdentity(t: Test, ca: DevCa, sa = 'client'): Promise<{ store: IdentityStore; dir: string; issued: IssuedCertificate }> {
   const dir = tmp(t);

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, createSecureContext, type ConnectionOptions, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { buildConnector } from 'undici';
@@ -8,7 +8,7 @@ import type { IdentityStore, WorkloadIdentity } from '../tls/identity-store.ts';
 
 /**
  * TLS origination to upstream hosts (Envoy's UpstreamTlsContext, as Istio builds it from a
- * DestinationRule's `tls`). One `UpstreamTlsSettings` per distinct setting, compiled when a
+ * DestinationRule's `tls`; certificate files are re-read when they change, as Istio's file SDS does). One `UpstreamTlsSettings` per distinct setting, compiled when a
  * cluster is prepared and shared by every pool that uses it; it is part of the pool key, so
  * a changed setting builds new pools while old connections drain.
  *
@@ -60,7 +60,7 @@ export class UpstreamTlsSettings {
   readonly #identity: IdentityStore | null;
   readonly #trustDomain: string;
   /** The options last built, and the identity they were built for (null for file-based settings). */
-  #cached: { readonly for: WorkloadIdentity | null; readonly options: TlsOptions } | null = null;
+  #cached: { readonly for: WorkloadIdentity | null; readonly options: TlsOptions; readonly stamp: string } | null = null;
   /**
    * TLS alerts of open connections by local port. A TLS 1.3 server refuses our certificate
    * after our side of the handshake is done; undici then reports only "other side closed",
@@ -157,10 +157,13 @@ export class UpstreamTlsSettings {
         rejectUnauthorized: true,
         checkServerIdentity: (_host: string, cert: PeerCertificate) => checkSpiffe(cert, allowed, trustDomain),
       };
-      this.#cached = { for: id, options };
+      this.#cached = { for: id, options, stamp: '' };
       return options;
     }
-    if (this.#cached !== null) return this.#cached.options;
+    // Files are served as Istio serves them (over SDS, watched): a changed file is read again
+    // for the next new connection. A stat per new connection, never per request.
+    const stamp = this.#stamp();
+    if (this.#cached !== null && this.#cached.stamp === stamp) return this.#cached.options;
     // Not cached on failure: the files may appear later, and the next connection reads again.
     const files = this.#files();
     if (files instanceof Error) return files;
@@ -182,8 +185,20 @@ export class UpstreamTlsSettings {
           ? (_host: string, cert: PeerCertificate) => checkSans(cert, sans)
           : (host: string, cert: PeerCertificate) => checkHostname(host, cert),
     };
-    this.#cached = { for: null, options };
+    this.#cached = { for: null, options, stamp };
     return options;
+  }
+
+  /** Size and modification time of the configured files, to notice a rewrite. */
+  #stamp(): string {
+    const spec = this.#spec;
+    let out = '';
+    for (const f of [spec.insecureSkipVerify ? null : spec.caCertificates, spec.mode === 'MUTUAL' ? spec.clientCertificate : null, spec.mode === 'MUTUAL' ? spec.privateKey : null]) {
+      if (f === null) continue;
+      const st = statSync(f, { throwIfNoEntry: false });
+      out += st === undefined ? '-|' : `${st.size}:${st.mtimeMs}|`;
+    }
+    return out;
   }
 
   /** The PEM texts of the configured files; an Error naming the file that cannot be read. */
