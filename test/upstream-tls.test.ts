@@ -269,3 +269,27 @@ t.test('WebSocket upgrades to an auto mTLS endpoint go over mTLS too', async (t)
   await waitFor('the echo', () => messages.length >= 2);
   t.equal(messages[1], 'ping');
 });
+
+t.test('sidecar to sidecar: auto mTLS from the outbound side, STRICT PeerAuthentication on the inbound side', async (t) => {
+  // Sidecar B beside an app that reports the client certificate header it got.
+  const app = createHttpServer((req, res) => res.end(String(req.headers['x-forwarded-client-cert'] ?? '')));
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+  t.teardown(() => app.close());
+  const appPort = (app.address() as AddressInfo).port;
+  const bIdentity = join(work, 'identity-b');
+  await writeWorkloadFiles(bIdentity, await ca.issueWorkload({ namespace: 'default', serviceAccount: 'reviews' }));
+  const bMesh = new MeshDir({
+    'pa.yaml': 'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: default }\nspec: { mtls: { mode: STRICT } }\n',
+  });
+  t.teardown(() => bMesh.cleanup());
+  const b = await startRemora('sidecar', [bMesh.dir], ['--app-port', String(appPort), '--certs-dir', bIdentity, '--log-level', 'warning']);
+  t.teardown(() => b.stop());
+  // Plaintext to B's inbound port is refused under STRICT, so a 200 below means mTLS.
+  const direct = await get(b.ports.inbound, '/', 'reviews:9080').catch((e: Error) => e);
+  t.ok(direct instanceof Error || direct.status !== 200, 'STRICT refuses plaintext');
+  mesh.write('reviews.yaml', se('reviews.default.svc.cluster.local', b.ports.inbound, '{ "security.istio.io/tlsMode": istio }', 9080));
+  await waitFor('the reviews route', async () => (await outbound('reviews:9080')).status !== 404, 10_000);
+  const r = await outbound('reviews:9080');
+  t.equal(r.status, 200, r.body);
+  t.match(r.body, /URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/client/, 'B saw sidecar A\'s SPIFFE ID');
+});
