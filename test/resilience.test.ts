@@ -1,6 +1,7 @@
 // DestinationRule resilience with Envoy's semantics, through a real gateway to real
 // backends: circuit breaking (503 UO), outlier detection (ejection, return, caps, panic),
 // locality failover, the overload guard (503 OM), slow-loris clients, upstream resets.
+import { execFile } from 'node:child_process';
 import { Agent } from 'node:http';
 import { connect } from 'node:net';
 import t from 'tap';
@@ -293,4 +294,53 @@ t.test('an upstream that resets mid-response: the client is cut off, the log say
   await sleep(50);
   t.match(remora.accessLog.find((l) => l.includes('"reset-1"')) ?? '', /" 200 UC via_upstream /);
   t.equal((await clusterJson(remora, 'outbound|80||broken.default.svc.cluster.local')).endpoints[0]!.health, 'healthy');
+});
+
+t.test('connectionPool.tcp: maxConnectionDuration retires old connections; tcpKeepalive sets the probe timer', async (t) => {
+  // Each backend reports the proxy-side port of the connection a request came on.
+  const remotePort = (name: string) =>
+    startBackend(name, (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(String(req.socket.remotePort));
+    });
+  const aged = await remotePort('aged');
+  const kept = await remotePort('kept');
+  const port = await freePort();
+  const mesh = new MeshDir({
+    'mesh.yaml': doc(
+      gateway('gw', port),
+      se('aged', [{ port: aged.port }]),
+      se('kept', [{ port: kept.port }]),
+      dr('aged', '    connectionPool:\n      tcp: { maxConnectionDuration: 300ms }'),
+      dr('kept', '    connectionPool:\n      tcp: { tcpKeepalive: { time: 300s, interval: 30s, probes: 3 } }'),
+      vs([
+        ['aged', 'aged'],
+        ['kept', 'kept'],
+      ]),
+    ),
+  });
+  const remora = await startRemora('gateway', [mesh.dir]);
+  t.teardown(async () => {
+    await remora.stop();
+    await aged.close();
+    await kept.close();
+    mesh.cleanup();
+  });
+  const via = async (path: string): Promise<string> => (await request(port, path, { headers: { host: 'x' } })).body;
+
+  const first = await via('/aged/1');
+  t.equal(await via('/aged/2'), first, 'a young connection is reused');
+  await sleep(450);
+  const later = await via('/aged/3');
+  t.not(later, first, 'past maxConnectionDuration a new connection is opened');
+  t.equal(await via('/aged/4'), later, 'and that one is reused in turn');
+
+  const k1 = await via('/kept/1');
+  await sleep(450);
+  t.equal(await via('/kept/2'), k1, 'without maxConnectionDuration the connection stays');
+  // The kernel's view of the proxy's connection to `kept`: a keepalive timer of about 300 s.
+  const ss = await new Promise<string>((resolve) => {
+    execFile('ss', ['-tnoH', 'state', 'established', `( sport = :${k1} )`], (_err, stdout) => resolve(stdout));
+  });
+  t.match(ss, /timer:\(keepalive,(4min5\d|5min)/, `tcpKeepalive.time 300s: ${ss.trim()}`);
 });

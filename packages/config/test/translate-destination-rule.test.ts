@@ -215,7 +215,7 @@ t.test('connectionPool: every field lands in the cluster; unset fields keep Isti
     cluster(translate(REVIEWS + dr('bookinfo', 'reviews', `  trafficPolicy:\n    connectionPool:\n${body}`)).config, `outbound|9080||${H}`)
       .connectionPool;
   t.same(
-    pool(`      tcp: {maxConnections: 100, connectTimeout: 30ms, maxConnectionDuration: 1h, idleTimeout: 5m}
+    pool(`      tcp: {maxConnections: 100, connectTimeout: 30ms, maxConnectionDuration: 1h, idleTimeout: 5m, tcpKeepalive: {time: 300s, interval: 75s, probes: 9}}
       http: {http1MaxPendingRequests: 1, http2MaxRequests: 1000, maxRequestsPerConnection: 10, maxRetries: 3, idleTimeout: 30s, maxConcurrentStreams: 50}`),
     {
       maxConnections: 100,
@@ -226,6 +226,7 @@ t.test('connectionPool: every field lands in the cluster; unset fields keep Isti
       maxRetries: 3,
       idleTimeoutMs: 30_000,
       maxConnectionDurationMs: 3_600_000,
+      keepaliveTimeMs: 300_000,
       maxConcurrentStreams: 50,
     },
   );
@@ -239,6 +240,7 @@ t.test('connectionPool: every field lands in the cluster; unset fields keep Isti
     maxRetries: 0,
     idleTimeoutMs: 3_600_000,
     maxConnectionDurationMs: 0,
+    keepaliveTimeMs: 0,
     maxConcurrentStreams: 0,
   });
 });

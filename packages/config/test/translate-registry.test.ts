@@ -373,6 +373,7 @@ t.test('cluster defaults without a DestinationRule: LEAST_REQUEST, Istio connect
     maxRetries: 0,
     idleTimeoutMs: 3_600_000,
     maxConnectionDurationMs: 0,
+    keepaliveTimeMs: 0,
     maxConcurrentStreams: 0,
   });
   t.equal(c.outlierDetection, null);

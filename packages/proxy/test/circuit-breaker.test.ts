@@ -19,6 +19,7 @@ const NO_LIMITS: ConnectionPool = {
   maxRetries: 0,
   idleTimeoutMs: 3_600_000,
   maxConnectionDurationMs: 0,
+  keepaliveTimeMs: 0,
   maxConcurrentStreams: 0,
 };
 const pool = (over: Partial<ConnectionPool>): ConnectionPool => ({ ...NO_LIMITS, ...over });

@@ -52,6 +52,7 @@ function model(over: Partial<Cluster> = {}): Cluster {
       maxRetries: 0,
       idleTimeoutMs: 0,
       maxConnectionDurationMs: 0,
+  keepaliveTimeMs: 0,
       maxConcurrentStreams: 0,
     },
     outlierDetection: null,
@@ -62,7 +63,7 @@ function model(over: Partial<Cluster> = {}): Cluster {
   };
 }
 
-const SETTINGS: PoolSettings = { protocol: 'http1', maxConnections: 0, connectTimeoutMs: 1_000, idleTimeoutMs: 0, maxRequestsPerConnection: 0, maxConcurrentStreams: 0 };
+const SETTINGS: PoolSettings = { protocol: 'http1', maxConnections: 0, connectTimeoutMs: 1_000, idleTimeoutMs: 0, maxRequestsPerConnection: 0, maxConcurrentStreams: 0, maxConnectionDurationMs: 0, keepaliveTimeMs: 0 };
 const made: UpstreamHost[] = [];
 
 /** Real hosts (an undici pool each, never dialled here) on TEST-NET addresses. */

@@ -113,6 +113,7 @@ function model(ep: Endpoint, t: UpstreamTls | null, over: Partial<Cluster> = {})
       maxRetries: 0,
       idleTimeoutMs: 0,
       maxConnectionDurationMs: 0,
+  keepaliveTimeMs: 0,
       maxConcurrentStreams: 0,
     },
     outlierDetection: null,

@@ -54,7 +54,10 @@ export interface ConnectionPool {
   readonly maxRetries: number;
   /** Idle upstream connections close after this; 0 = keep (Envoy default 1 h). */
   readonly idleTimeoutMs: number;
+  /** Connections older than this take no new requests and close once idle (Envoy max_connection_duration); 0 = no limit. */
   readonly maxConnectionDurationMs: number;
+  /** TCP keepalive: idle time before the first probe (Istio `tcpKeepalive.time`); 0 = the default (60 s). */
+  readonly keepaliveTimeMs: number;
   readonly maxConcurrentStreams: number;
 }
 

@@ -22,6 +22,7 @@ export const DEFAULT_CONNECTION_POOL: ConnectionPool = {
   maxRetries: 0,
   idleTimeoutMs: 3_600_000,
   maxConnectionDurationMs: 0,
+  keepaliveTimeMs: 0,
   maxConcurrentStreams: 0,
 };
 
@@ -130,6 +131,8 @@ export class DestinationRuleIndex {
           maxRetries: cp.http?.maxRetries ?? 0,
           idleTimeoutMs: ctx.durationMs(cp.http?.idleTimeout ?? cp.tcp?.idleTimeout, DEFAULT_CONNECTION_POOL.idleTimeoutMs),
           maxConnectionDurationMs: ctx.durationMs(cp.tcp?.maxConnectionDuration, 0),
+          // Node sets the idle time before the first probe; probe count and interval stay the OS's.
+          keepaliveTimeMs: ctx.durationMs((cp.tcp?.tcpKeepalive as { time?: string } | undefined)?.time, 0),
           maxConcurrentStreams: cp.http?.maxConcurrentStreams ?? 0,
         }
       : DEFAULT_CONNECTION_POOL;

@@ -138,6 +138,8 @@ export class ClusterManager {
       connectTimeoutMs: model.connectionPool.connectTimeoutMs,
       idleTimeoutMs: model.connectionPool.idleTimeoutMs,
       maxRequestsPerConnection: model.connectionPool.maxRequestsPerConnection,
+      maxConnectionDurationMs: model.connectionPool.maxConnectionDurationMs,
+      keepaliveTimeMs: model.connectionPool.keepaliveTimeMs,
       maxConcurrentStreams: model.connectionPool.maxConcurrentStreams,
       tls: null,
     };

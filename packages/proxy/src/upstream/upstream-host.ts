@@ -12,6 +12,10 @@ export interface PoolSettings {
   readonly maxRequestsPerConnection: number;
   /** HTTP/2 streams per connection; 0 = undici's default (100). */
   readonly maxConcurrentStreams: number;
+  /** Connections this old are retired (no new requests; closed when their requests finish); 0 = never. */
+  readonly maxConnectionDurationMs: number;
+  /** TCP keepalive idle time before probes; 0 = undici's default (60 s). */
+  readonly keepaliveTimeMs: number;
   /** TLS origination; null or absent: plaintext. */
   readonly tls?: UpstreamTlsSettings | null;
 }
@@ -59,18 +63,24 @@ export class UpstreamHost {
       bodyTimeout: 0,
       keepAliveTimeout: Math.min(settings.idleTimeoutMs || 4_000, 4_000),
       ...(settings.maxRequestsPerConnection > 0 ? { maxRequestsPerClient: settings.maxRequestsPerConnection } : {}),
+      // Envoy's max_connection_duration: undici retires a client past its age at the next dispatch.
+      ...(settings.maxConnectionDurationMs > 0 ? { clientTtl: settings.maxConnectionDurationMs } : {}),
       // HTTP/2 to the upstream is cleartext with prior knowledge (h2c), as Envoy speaks it to
       // ports declared http2/grpc; over TLS it is negotiated by ALPN.
       ...(settings.protocol === 'http2'
         ? { allowH2: true, ...(tls === null ? { useH2c: true } : {}), maxConcurrentStreams: settings.maxConcurrentStreams || 100 }
         : { allowH2: false }),
       // TLS: keep-alive pools as for plaintext, plus session resumption in the connector.
-      ...(tls !== null ? { connect: tls.connector({ connectTimeoutMs: settings.connectTimeoutMs, http2: settings.protocol === 'http2' }) } : {}),
+      ...(tls !== null
+        ? { connect: tls.connector({ connectTimeoutMs: settings.connectTimeoutMs, http2: settings.protocol === 'http2', keepaliveTimeMs: settings.keepaliveTimeMs }) }
+        : settings.keepaliveTimeMs > 0
+          ? { connect: { keepAlive: true, keepAliveInitialDelay: settings.keepaliveTimeMs } }
+          : {}),
     });
   }
 
   static keyOf(address: string, port: number, s: PoolSettings): string {
-    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}|${s.maxConcurrentStreams}|${s.tls?.key ?? ''}`;
+    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}|${s.maxConcurrentStreams}|${s.maxConnectionDurationMs}|${s.keepaliveTimeMs}|${s.tls?.key ?? ''}`;
   }
 
   /** Closes once in-flight requests finish. */

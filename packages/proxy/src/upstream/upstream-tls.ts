@@ -36,6 +36,8 @@ export interface ConnectorBase {
   readonly connectTimeoutMs: number;
   /** HTTP/2 by ALPN (`h2`), never h2c over TLS. */
   readonly http2: boolean;
+  /** TCP keepalive idle time; 0 or absent: undici's default. */
+  readonly keepaliveTimeMs?: number;
 }
 
 /** A connect error that carries Envoy's transport failure reason as its code. */
@@ -94,7 +96,14 @@ export class UpstreamTlsSettings {
       }
       if (o !== builtFrom || inner === null) {
         builtFrom = o;
-        inner = buildConnector({ timeout, allowH2: base.http2, maxCachedSessions: MAX_CACHED_SESSIONS, minVersion: 'TLSv1.2', ...o });
+        inner = buildConnector({
+          timeout,
+          allowH2: base.http2,
+          maxCachedSessions: MAX_CACHED_SESSIONS,
+          minVersion: 'TLSv1.2',
+          ...(base.keepaliveTimeMs ? { keepAlive: true, keepAliveInitialDelay: base.keepaliveTimeMs } : {}),
+          ...o,
+        });
       }
       inner({ ...opts, servername }, (err, socket) => {
         if (err) {
