@@ -1,7 +1,7 @@
 // `remora ca`, run as users run it: a root, SPIFFE workload certificates in Istio's file layout
 // and server certificates in Kubernetes TLS secret names — checked by OpenSSL and used in real
 // TLS handshakes. Also its help and its errors.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import t, { type Test } from 'tap';
 import { spiffeIdOf } from '@remora/proxy';
+import { opensslAsync } from './helpers/openssl.ts';
 import { runCli } from './helpers/remora.ts';
 
 const HOUR = 3_600_000;
@@ -22,18 +23,6 @@ function tmp(t: Test): string {
 function openssl(args: string[], input?: string): { code: number | null; out: string } {
   const r = spawnSync('openssl', args, { encoding: 'utf8', ...(input !== undefined ? { input } : {}) });
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
-/** For commands that talk to a server in this process: spawnSync would block its event loop. */
-function opensslAsync(args: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('openssl', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    child.stdin.end();
-    child.on('close', (code) => resolve({ code, out }));
-  });
 }
 
 const read = (p: string): string => readFileSync(p, 'utf8');

@@ -3,7 +3,6 @@
 // verified SPIFFE identity reaching AuthorizationPolicy and x-forwarded-client-cert),
 // workload certificate rotation, and a gateway's TLS servers — certificates picked by SNI,
 // MUTUAL, PASSTHROUGH to a backend that terminates, httpsRedirect, ALPN h2.
-import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request as httpsRequest, type Agent, createServer as createHttpsServer } from 'node:https';
@@ -16,6 +15,7 @@ import { startBackend, type Backend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
 import { doc, serviceEntry } from './helpers/mesh.ts';
 import { waitFor } from './helpers/net.ts';
+import { opensslAsync } from './helpers/openssl.ts';
 import { MeshDir, runCli, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
 interface Files {
@@ -106,21 +106,6 @@ async function refused(p: Promise<unknown>): Promise<string> {
     return (err as Error).message;
   }
   throw new Error('the request was expected to fail, but it was answered');
-}
-
-function openssl(args: string[]): Promise<string> {
-  return new Promise((resolve) => {
-    const child = spawn('openssl', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    child.stdin.end();
-    const timer = setTimeout(() => child.kill(), 10_000);
-    child.on('close', () => {
-      clearTimeout(timer);
-      resolve(out);
-    });
-  });
 }
 
 const pa = (mode: string): string => `apiVersion: security.istio.io/v1
@@ -359,7 +344,7 @@ spec:
     t.equal(r.status, 200, host);
     t.equal(r.serverCert.subject.CN, host);
     t.equal(web.seen.at(-1)!.headers['x-forwarded-proto'], 'https');
-    const sc = await openssl(['s_client', '-connect', `127.0.0.1:${tlsPort}`, '-servername', host, '-CAfile', join(aDir, 'ca.crt'), '-verify_return_error']);
+    const { out: sc } = await opensslAsync(['s_client', '-connect', `127.0.0.1:${tlsPort}`, '-servername', host, '-CAfile', join(aDir, 'ca.crt'), '-verify_return_error']);
     t.match(sc, new RegExp(`subject=CN ?= ?${host.replace(/\./g, '\\.')}`), `openssl s_client -servername ${host}`);
     t.match(sc, /Verify return code: 0 \(ok\)/);
   }

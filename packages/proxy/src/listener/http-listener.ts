@@ -144,6 +144,11 @@ export class HttpListener {
       this.server.emit('connection', socket);
       return;
     }
+    this.#toH2(socket, socket);
+  }
+
+  /** Hands a connection to the HTTP/2 server; `stream` is what it reads (the socket, or a replay of it). */
+  #toH2(socket: Socket, stream: Socket | PrefaceSocket): void {
     const c = new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
     this.#connections.set(socket, c);
     socket.once('close', () => {
@@ -151,7 +156,7 @@ export class HttpListener {
       c.onClose();
     });
     this.#handingOver = c;
-    this.h2.emit('connection', socket);
+    this.h2.emit('connection', stream);
     this.#handingOver = null;
   }
 
@@ -195,15 +200,7 @@ export class HttpListener {
       socket.off('error', onEarlyError);
       socket.pause();
       if (h2) {
-        const c = new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
-        this.#connections.set(socket, c);
-        socket.once('close', () => {
-          this.#connections.delete(socket);
-          c.onClose();
-        });
-        this.#handingOver = c;
-        this.h2.emit('connection', new PrefaceSocket(socket, seen));
-        this.#handingOver = null;
+        this.#toH2(socket, new PrefaceSocket(socket, seen));
       } else {
         socket.unshift(seen);
         this.server.emit('connection', socket);
