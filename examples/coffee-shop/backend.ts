@@ -1,7 +1,9 @@
 /**
  * The coffee shop's demo workloads: one tiny node:http server per pod, parameterised by
  * service, version and port. Every answer says who served it, in the body and in an
- * `x-served-by` header, so routing decisions are visible from a plain curl.
+ * `x-served-by` header, so routing decisions are visible from a plain curl. A pod behind a
+ * sidecar also shows the `x-forwarded-client-cert` header it received (`xfcc`): the caller's
+ * mesh identity, as the sidecar verified it during the mTLS handshake.
  *
  * `order` is the only caller: its `/order` handler asks `payment` and `inventory` for their
  * part, through its sidecar's outbound listener used as an HTTP proxy (an absolute-form
@@ -65,6 +67,10 @@ export async function startBackend(opts: BackendOptions): Promise<Server> {
     };
     const rid = req.headers['x-request-id'];
     if (typeof rid === 'string') out.requestId = rid;
+    // Set by this pod's sidecar after an mTLS handshake: who called (the peer's SPIFFE ID in
+    // `URI=`), as the sidecar verified it. Absent for plaintext callers.
+    const xfcc = req.headers['x-forwarded-client-cert'];
+    if (typeof xfcc === 'string') out.xfcc = xfcc;
     return out;
   };
 

@@ -3,17 +3,26 @@
  * sidecar and a Remora ingress gateway, all on 127.0.0.1. Used by `start.ts` (the demo
  * people run) and by end-to-end tests, which also reuse `runChecks`.
  *
+ * Both proxies get a workload identity (a SPIFFE certificate) from a CA that `remora ca`
+ * creates for each run in a temporary directory: the gateway speaks mTLS to the order
+ * sidecar, whose inbound accepts nothing else (mesh/security.yaml).
+ *
  *   const shop = await startCoffeeShop({ portBase: 'auto' });
  *   const results = await runChecks(shop);
  *   await shop.stop();
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { Agent, request, type IncomingHttpHeaders } from 'node:http';
+import { Agent, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { TLSSocket } from 'node:tls';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 
 export const EXAMPLE_DIR = import.meta.dirname;
 export const REPO_ROOT = resolve(EXAMPLE_DIR, '..', '..');
@@ -110,6 +119,32 @@ export interface CoffeeShopOptions {
   readonly stopTimeoutMs?: number;
 }
 
+/** SPIFFE trust domain of the demo's CA (Istio's default). */
+export const TRUST_DOMAIN = 'cluster.local';
+/** The workload identities the demo issues: namespace and service account of each. */
+export const IDENTITIES = {
+  /** The order sidecar. */
+  order: { namespace: 'coffee', serviceAccount: 'order' },
+  /** The ingress gateway, with the service account Istio's gateway chart gives it. */
+  gateway: { namespace: 'istio-system', serviceAccount: 'istio-ingressgateway-service-account' },
+  /** Not given to any proxy: a valid mesh identity that order's AuthorizationPolicy does not allow, for curl and the checks. */
+  payment: { namespace: 'coffee', serviceAccount: 'payment' },
+} as const;
+export type IdentityName = keyof typeof IDENTITIES;
+
+/** `spiffe://cluster.local/ns/<ns>/sa/<sa>` of one of the demo's identities. */
+export function spiffeId(name: IdentityName): string {
+  const id = IDENTITIES[name];
+  return `spiffe://${TRUST_DOMAIN}/ns/${id.namespace}/sa/${id.serviceAccount}`;
+}
+
+export interface CoffeeShopCerts {
+  /** The CA (`remora ca init`): root-cert.pem, root-key.pem. */
+  readonly ca: string;
+  /** One directory per identity (`remora ca issue`): cert-chain.pem, key.pem, root-cert.pem. */
+  readonly identities: Readonly<Record<IdentityName, string>>;
+}
+
 export interface ChildExit {
   readonly tag: string;
   readonly code: number | null;
@@ -122,13 +157,15 @@ export interface CoffeeShop {
   readonly meshDir: string;
   /** True when `meshDir` is a private copy. */
   readonly meshIsCopy: boolean;
+  /** The demo's CA and workload certificates, in a temporary directory removed by `stop()`. */
+  readonly certs: CoffeeShopCerts;
   /** `http://127.0.0.1:<gateway>` */
   readonly gatewayUrl: string;
   /** The exact command lines used for the proxies, for banners and bug reports. */
   readonly commands: Readonly<Record<string, readonly string[]>>;
   /** Settles when a child exits on its own (not through `stop()`). */
   readonly unexpectedExit: Promise<ChildExit>;
-  /** SIGTERM to every child, wait (SIGKILL after the timeout), remove the private YAML copy. Idempotent. */
+  /** SIGTERM to every child, wait (SIGKILL after the timeout), remove the private YAML copy and the certificates. Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -189,6 +226,12 @@ async function startOnce(opts: CoffeeShopOptions, base: number | undefined): Pro
     meshDir = join(tempDir, 'mesh');
     renderMesh(sourceMesh, meshDir, ports);
   }
+  // Certificates are made anew for each run (a CA key is not something to keep in the repository).
+  const certsDir = mkdtempSync(join(tmpdir(), 'remora-coffee-shop-certs-'));
+  const certs: CoffeeShopCerts = {
+    ca: join(certsDir, 'ca'),
+    identities: { order: join(certsDir, 'order'), gateway: join(certsDir, 'gateway'), payment: join(certsDir, 'payment') },
+  };
 
   const children: Child[] = [];
   let stopping = false;
@@ -244,6 +287,7 @@ async function startOnce(opts: CoffeeShopOptions, base: number | undefined): Pro
       for (const group of [proxies, apps]) await Promise.all(group.map((c) => stopChild(c, stopTimeoutMs)));
       process.off('exit', killAll);
       if (tempDir !== null) rmSync(tempDir, { recursive: true, force: true });
+      rmSync(certsDir, { recursive: true, force: true });
     })();
     return stopped;
   };
@@ -267,6 +311,7 @@ async function startOnce(opts: CoffeeShopOptions, base: number | undefined): Pro
       '--service-account', 'order',
       '--labels', 'app=order,version=v1',
       '--workload-name', 'order-v1',
+      '--certs-dir', certs.identities.order,
       '--drain-time', drainTime,
     ],
     gateway: [
@@ -277,13 +322,16 @@ async function startOnce(opts: CoffeeShopOptions, base: number | undefined): Pro
       '--health-port', String(ports.gatewayHealth),
       '--prometheus-port', '0',
       '--bind', '127.0.0.1',
-      '--namespace', 'istio-system',
+      '--namespace', IDENTITIES.gateway.namespace,
+      '--service-account', IDENTITIES.gateway.serviceAccount,
       '--labels', 'istio=ingressgateway,app=istio-ingressgateway',
+      '--certs-dir', certs.identities.gateway,
       '--drain-time', drainTime,
     ],
   };
 
   try {
+    await issueCertificates(remoraCli, certs);
     const backends = [
       backend('order', 'v1', ports.order, 'order-v1', ['--outbound', `127.0.0.1:${ports.sidecarOutbound}`]),
       backend('payment', 'v1', ports.paymentV1, 'payment-v1'),
@@ -316,11 +364,30 @@ async function startOnce(opts: CoffeeShopOptions, base: number | undefined): Pro
     ports,
     meshDir,
     meshIsCopy,
+    certs,
     gatewayUrl: `http://127.0.0.1:${ports.gateway}`,
     commands,
     unexpectedExit,
     stop,
   };
+}
+
+/** `remora ca init`, then `remora ca issue` for each identity, as a user would run them. */
+async function issueCertificates(remoraCli: string, certs: CoffeeShopCerts): Promise<void> {
+  const ca = async (args: string[]): Promise<void> => {
+    try {
+      await execFileAsync(process.execPath, [remoraCli, 'ca', ...args], { cwd: REPO_ROOT, env: { ...process.env, NODE_NO_WARNINGS: '1' }, timeout: 30_000 });
+    } catch (err) {
+      const e = err as Error & { stderr?: string };
+      throw new Error(`remora ca ${args.join(' ')} failed: ${(e.stderr ?? '').trim() || e.message}`);
+    }
+  };
+  await ca(['init', '--dir', certs.ca, '--trust-domain', TRUST_DOMAIN]);
+  await Promise.all(
+    (Object.keys(IDENTITIES) as IdentityName[]).map((name) =>
+      ca(['issue', '--dir', certs.ca, '--namespace', IDENTITIES[name].namespace, '--service-account', IDENTITIES[name].serviceAccount, '--out', certs.identities[name]]),
+    ),
+  );
 }
 
 function tryKill(pid: number, signal: NodeJS.Signals): void {
@@ -499,6 +566,43 @@ export function httpGet(url: string, headers: Record<string, string> = {}, timeo
   });
 }
 
+/**
+ * One request on a fresh connection, in plaintext or (with `tls`) over mTLS, for talking to a
+ * sidecar's inbound port directly. `peer` is the URI SAN of the certificate the server presented.
+ */
+export function directGet(
+  port: number,
+  path: string,
+  headers: Record<string, string>,
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer },
+  timeoutMs = 5000,
+): Promise<HttpAnswer & { peer?: string }> {
+  return new Promise((res, rej) => {
+    const options = { host: '127.0.0.1', port, path, method: 'GET', headers, agent: false as const, timeout: timeoutMs };
+    const onResponse = (r: IncomingMessage): void => {
+      const chunks: Buffer[] = [];
+      r.on('data', (c: Buffer) => chunks.push(c));
+      r.on('error', rej);
+      r.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const sock = r.socket as Partial<TLSSocket>;
+        const san = sock.getPeerCertificate?.().subjectaltname ?? '';
+        const peer = /URI:(spiffe:\/\/[^,\s]+)/.exec(san)?.[1];
+        res({ status: r.statusCode ?? 0, headers: r.headers, text, json: undefined, ...(peer !== undefined ? { peer } : {}) });
+      });
+    };
+    const req =
+      tls === undefined
+        ? request(options, onResponse)
+        : // A mesh peer's server certificate names a SPIFFE ID, not a host name: trust the
+          // root, and compare the ID (`peer`) instead of the name.
+          httpsRequest({ ...options, ...tls, checkServerIdentity: () => undefined }, onResponse);
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms: GET 127.0.0.1:${port}${path}`)));
+    req.on('error', rej);
+    req.end();
+  });
+}
+
 export interface CheckResult {
   readonly name: string;
   readonly ok: boolean;
@@ -519,6 +623,7 @@ interface Served {
   version?: unknown;
   pod?: unknown;
   host?: unknown;
+  xfcc?: unknown;
   payment?: Served;
   inventory?: Served;
 }
@@ -576,6 +681,41 @@ export async function runChecks(shop: CoffeeShop, opts: CheckOptions = {}): Prom
     expect(b.inventory?.service === 'inventory', `order's call to inventory failed: ${JSON.stringify(b.inventory)}`);
     expect(b.payment.host === 'payment.coffee.svc.cluster.local', `payment saw Host ${String(b.payment.host)}`);
     return `order v1 → payment ${String(b.payment.version)}, inventory ${String(b.inventory.pod)}`;
+  });
+
+  await check("GET /order → the gateway calls order over mTLS: order's sidecar passes on the gateway's SPIFFE ID (x-forwarded-client-cert)", async () => {
+    const a = await httpGet(`${gw}/order`);
+    const b = served(a, 'order');
+    const xfcc = typeof b.xfcc === 'string' ? b.xfcc : '';
+    const uri = `URI=${spiffeId('gateway')}`;
+    const at = xfcc.indexOf(uri);
+    expect(at >= 0 && /^(?:$|[;,])/.test(xfcc.slice(at + uri.length)), `expected ${uri} in the x-forwarded-client-cert order received, got ${JSON.stringify(b.xfcc)}`);
+    expect(xfcc.startsWith(`By=${spiffeId('order')};`), `expected By=${spiffeId('order')} (the sidecar's own identity) in ${JSON.stringify(b.xfcc)}`);
+    return `x-forwarded-client-cert: ${xfcc}`;
+  });
+
+  await check(`plaintext GET straight to the order sidecar's inbound port ${shop.ports.sidecarInbound} → connection refused (PeerAuthentication STRICT)`, async () => {
+    let answer: HttpAnswer | undefined;
+    try {
+      answer = await directGet(shop.ports.sidecarInbound, '/order', { host: 'order.coffee.svc.cluster.local' });
+    } catch (err) {
+      const message = (err as Error).message;
+      expect(/socket hang up|ECONNRESET|EPIPE/.test(message), `expected the connection to be closed, got: ${message}`);
+      return `closed without an answer (${message})`;
+    }
+    throw new CheckFailed(`a plaintext client was answered: ${brief(answer)}`);
+  });
+
+  await check("mTLS GET to the order sidecar with payment's identity → 403 (AuthorizationPolicy allows only the gateway)", async () => {
+    const files = (name: IdentityName): { cert: Buffer; key: Buffer; ca: Buffer } => {
+      const dir = shop.certs.identities[name];
+      return { cert: readFileSync(join(dir, 'cert-chain.pem')), key: readFileSync(join(dir, 'key.pem')), ca: readFileSync(join(dir, 'root-cert.pem')) };
+    };
+    const a = await directGet(shop.ports.sidecarInbound, '/order', { host: 'order.coffee.svc.cluster.local' }, files('payment'));
+    expect(a.peer === spiffeId('order'), `expected the sidecar to present ${spiffeId('order')}, it presented ${String(a.peer)}`);
+    expect(a.status === 403 && a.text.trim() === 'RBAC: access denied', `expected 403 RBAC: access denied, got ${brief(a)}`);
+    expect(a.headers['x-served-by'] === undefined, `the order app answered: ${brief(a)}`);
+    return `the sidecar presented ${a.peer}; ${spiffeId('payment')} got HTTP 403 ${a.text.trim()}`;
   });
 
   await check('GET /payment with x-canary: true → payment v2 every time', async () => {
@@ -649,6 +789,17 @@ export async function runChecks(shop: CoffeeShop, opts: CheckOptions = {}): Prom
     expect(outbound, `order sidecar: no reporter="source" series for payment (${scLines.length} series)`);
     expect(inbound, `order sidecar: no reporter="destination" series for inbound requests (${scLines.length} series)`);
     return `${gwLines.length} series at the gateway, ${scLines.length} at the sidecar`;
+  });
+
+  await check('metrics: the order sidecar counts inbound requests as mutual_tls from the gateway, none in plaintext', async () => {
+    const a = await httpGet(`${sidecarAdmin}/stats/prometheus`);
+    expect(a.status === 200, `${sidecarAdmin}/stats/prometheus: ${brief(a)}`);
+    const inbound = a.text.split('\n').filter((l) => l.startsWith('istio_requests_total{') && l.includes('reporter="destination"'));
+    const mtls = inbound.filter((l) => l.includes('connection_security_policy="mutual_tls"') && l.includes(`source_principal="${spiffeId('gateway')}"`));
+    expect(mtls.length > 0, `no reporter="destination" series with connection_security_policy="mutual_tls" and source_principal="${spiffeId('gateway')}":\n${inbound.join('\n')}`);
+    const plain = inbound.filter((l) => !l.includes('connection_security_policy="mutual_tls"'));
+    expect(plain.length === 0, `inbound series other than mutual_tls:\n${plain.join('\n')}`);
+    return `${mtls.length} mutual_tls series from the gateway, ${inbound.length} inbound in all`;
   });
 
   if ((opts.hotReload ?? true) && shop.meshIsCopy) {
