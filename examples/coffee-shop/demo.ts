@@ -139,6 +139,8 @@ export function spiffeId(name: IdentityName): string {
 }
 
 export interface CoffeeShopCerts {
+  /** The temporary directory holding the rest. */
+  readonly dir: string;
   /** The CA (`remora ca init`): root-cert.pem, root-key.pem. */
   readonly ca: string;
   /** One directory per identity (`remora ca issue`): cert-chain.pem, key.pem, root-cert.pem. */
@@ -229,6 +231,7 @@ async function startOnce(opts: CoffeeShopOptions, base: number | undefined): Pro
   // Certificates are made anew for each run (a CA key is not something to keep in the repository).
   const certsDir = mkdtempSync(join(tmpdir(), 'remora-coffee-shop-certs-'));
   const certs: CoffeeShopCerts = {
+    dir: certsDir,
     ca: join(certsDir, 'ca'),
     identities: { order: join(certsDir, 'order'), gateway: join(certsDir, 'gateway'), payment: join(certsDir, 'payment') },
   };

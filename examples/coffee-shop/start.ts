@@ -64,15 +64,15 @@ function parse(): { check: boolean; verbose: boolean; hotReload: boolean; portBa
 function diagram(p: CoffeeShop['ports']): string {
   const head = `   curl ─► gateway :${p.gateway} ─`;
   const pad = ' '.repeat(head.length);
-  const order = `${head}┬─ /order ─────► order-sidecar inbound :${p.sidecarInbound} ─► order v1 :${p.order}`;
+  const order = `${head}┬─ /order ─mTLS─► order-sidecar inbound :${p.sidecarInbound} (STRICT) ─► order v1 :${p.order}`;
   const app = order.lastIndexOf('order v1') + 2; // the column of the app's line down to its sidecar
-  const outbound = `${pad}│                order-sidecar outbound :${p.sidecarOutbound} `;
+  const outbound = `${pad}│                 order-sidecar outbound :${p.sidecarOutbound} `;
   return [
     order,
     `${pad}│${' '.repeat(app - pad.length - 1)}│ its HTTP proxy`,
     `${outbound}◄${'─'.repeat(Math.max(1, app - outbound.length - 1))}┘`,
-    `${pad}│                    ├─► payment   (x-canary → v2, else 90/10)`,
-    `${pad}│                    └─► inventory (round robin)`,
+    `${pad}│                     ├─► payment   (x-canary → v2, else 90/10)`,
+    `${pad}│                     └─► inventory (round robin)`,
     `${pad}├─ /payment ───► payment v1 :${p.paymentV1} (90%) │ payment v2 :${p.paymentV2} (10%, or x-canary: true)`,
     `${pad}└─ /inventory ─► inventory v1 :${p.inventoryA} │ :${p.inventoryB} (round robin)`,
   ].join('\n');
@@ -83,6 +83,8 @@ function banner(shop: CoffeeShop): string {
   const gw = `localhost:${p.gateway}`;
   const rel = relative(process.cwd(), shop.meshDir);
   const yaml = rel === '' ? '.' : rel.startsWith('..') ? shop.meshDir : rel;
+  const inbound = `localhost:${p.sidecarInbound}`;
+  const payment = shop.certs.identities.payment;
   const editable = shop.meshIsCopy ? `${yaml}/gateway.yaml (a copy with this run's ports; removed on exit)` : `${yaml}/gateway.yaml`;
   return `
 ☕  The coffee shop is open — a Remora mesh on 127.0.0.1
@@ -95,6 +97,14 @@ Try:
   curl -s -H 'x-canary: true' ${gw}/order             # order propagates x-canary; its sidecar picks v2
   curl -s ${gw}/inventory                             # run it twice: the two inventory pods take turns
   for i in $(seq 50); do curl -s ${gw}/payment | grep -o '"version":"v[0-9]"'; done | sort | uniq -c   # the 90/10 split
+
+Zero trust (mesh/security.yaml; workload certificates from \`remora ca\` in ${shop.certs.dir}, removed on exit):
+  curl -s ${gw}/order | grep -o '"xfcc":"[^,]*'   # order saw the gateway's SPIFFE ID: the gateway spoke mTLS to its sidecar
+  curl -sv ${inbound}/order                      # plaintext straight to the sidecar: empty reply, connection closed (PeerAuthentication STRICT)
+  curl -sk --cert ${payment}/cert-chain.pem --key ${payment}/key.pem https://${inbound}/order
+      # mTLS with a valid mesh identity (payment's) that is not the gateway's: 403 RBAC: access denied (AuthorizationPolicy)
+  curl -s localhost:${p.sidecarAdmin}/stats/prometheus | grep 'istio_requests_total{reporter="destination"'
+      # inbound requests: connection_security_policy="mutual_tls", source_principal = the caller's SPIFFE ID
 
 Proxies:
   curl -s localhost:${p.gatewayAdmin}/clusters                       # gateway: clusters, endpoints, health
