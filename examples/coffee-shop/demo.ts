@@ -697,7 +697,7 @@ export async function runChecks(shop: CoffeeShop, opts: CheckOptions = {}): Prom
     return `x-forwarded-client-cert: ${xfcc}`;
   });
 
-  await check(`plaintext GET straight to the order sidecar's inbound port ${shop.ports.sidecarInbound} → connection refused (PeerAuthentication STRICT)`, async () => {
+  await check(`plaintext GET straight to the order sidecar's inbound port ${shop.ports.sidecarInbound} → closed without an answer (PeerAuthentication STRICT)`, async () => {
     let answer: HttpAnswer | undefined;
     try {
       answer = await directGet(shop.ports.sidecarInbound, '/order', { host: 'order.coffee.svc.cluster.local' });
