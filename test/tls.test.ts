@@ -208,6 +208,14 @@ t.test('PERMISSIVE: plaintext and mTLS clients both pass on one port', async (t)
   const mtls = await httpsGet(port, '/b', { ...frontend, meshPeer: true });
   t.equal(mtls.status, 200);
   t.same(app.seen.map((s) => s.url), ['/a', '/b']);
+  // Istio's metrics tell the two apart.
+  const metrics = (await request(remora.ports.admin, '/stats/prometheus')).body;
+  const series = metrics.split('\n').filter((l) => l.startsWith('istio_requests_total{'));
+  t.ok(
+    series.some((l) => l.includes('connection_security_policy="mutual_tls"') && l.includes('source_principal="spiffe://cluster.local/ns/web/sa/frontend"') && l.includes('source_workload_namespace="web"') && / 1$/.test(l)),
+    'the mTLS request: mutual_tls, with the peer principal',
+  );
+  t.ok(series.some((l) => l.includes('connection_security_policy="none"') && l.includes('source_principal="unknown"') && / 1$/.test(l)), 'the plaintext one: none');
   t.match(String(app.seen[1]!.headers['x-forwarded-client-cert']), /URI=spiffe:\/\/cluster\.local\/ns\/web\/sa\/frontend$/);
   // HTTP/2 over mTLS, chosen by ALPN.
   const session = http2Connect(`https://127.0.0.1:${port}`, { ...frontend, checkServerIdentity: () => undefined });

@@ -8,11 +8,14 @@ import type { Logger } from '../logger.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { Exchange } from './exchange.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
+import type { IstioMetrics } from '../telemetry/istio-metrics.ts';
 
 /** What exchanges need from the process around them. */
 export interface ListenerContext {
   readonly accessLog: AccessLog;
   readonly log: Logger;
+  /** Istio's request metrics (for label sets made on demand, e.g. per mTLS peer). */
+  readonly metrics: IstioMetrics;
   /** Where connection-level events (TLS) are logged. */
   readonly connectionLog: Logger;
   /** True once draining started: responses carry `Connection: close`. */

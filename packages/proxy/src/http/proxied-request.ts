@@ -521,7 +521,9 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     this.durationMs = performance.now() - this.startHr;
     this.ctx.accessLog.log(this);
     const ch = this.clusterHost;
-    const stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
+    let stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
+    const peer = this.conn.secure ? this.conn.peer : null;
+    if (peer !== null && this.snapshot.direction === 'inbound') stats = stats.overMtls(peer.principal, peer.namespace, this.ctx.metrics);
     stats.record(this.responseCode, formatResponseFlags(this.responseFlags), grpcStatus, this.durationMs, this.bytesReceived, this.bytesSent);
   }
 

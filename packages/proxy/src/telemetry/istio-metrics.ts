@@ -81,8 +81,31 @@ export class RequestStats {
   /** Flagged or gRPC outcomes, keyed by `code flags grpc`. */
   readonly #other = new Map<string, Series>();
 
+  /** The same labels for requests over mTLS, by peer principal; made on first use. */
+  #mtls: Map<string, RequestStats> | null = null;
+
   constructor(labels: PeerLabels) {
     this.labels = labels;
+  }
+
+  /**
+   * This label set for a request that came over mTLS from `principal` (inbound): Istio's
+   * `connection_security_policy="mutual_tls"` and the peer's SPIFFE identity as
+   * `source_principal` and namespace.
+   */
+  overMtls(principal: string, namespace: string, metrics: IstioMetrics): RequestStats {
+    const map = (this.#mtls ??= new Map());
+    let s = map.get(principal);
+    if (s === undefined) {
+      s = metrics.stats({
+        ...this.labels,
+        connection_security_policy: 'mutual_tls',
+        source_principal: `spiffe://${principal}`,
+        source_workload_namespace: namespace || this.labels.source_workload_namespace,
+      });
+      map.set(principal, s);
+    }
+    return s;
   }
 
   record(code: number, flags: string, grpcStatus: string, durationMs: number, requestBytes: number, responseBytes: number): void {
