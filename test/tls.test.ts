@@ -288,7 +288,7 @@ t.test('gateway: certificates by SNI, MUTUAL, PASSTHROUGH, httpsRedirect, ALPN h
   });
   await new Promise<void>((r) => secret.listen(0, '127.0.0.1', r));
   const secretPort = (secret.address() as import('node:net').AddressInfo).port;
-  const [httpPort, tlsPort, passPort] = await (await import('./helpers/net.ts')).freePorts(3);
+  const [httpPort, tlsPort, passPort, deadPort] = await (await import('./helpers/net.ts')).freePorts(4);
   const gw = (servers: string) => `apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: { name: gw, namespace: default }
@@ -300,6 +300,8 @@ ${servers}`;
     'mesh.yaml': doc(
       serviceEntry('web', 'web.example.internal', [{ address: '127.0.0.1', port: web.port }], { port: 80 }),
       serviceEntry('secret', 'secret.example.internal', [{ address: '127.0.0.1', port: secretPort }], { port: 443, portName: 'tls' }).replace('protocol: HTTP', 'protocol: TLS'),
+      // Nothing listens behind this one.
+      serviceEntry('dead', 'dead.example.internal', [{ address: '127.0.0.1', port: deadPort! }], { port: 443, portName: 'tls' }).replace('protocol: HTTP', 'protocol: TLS'),
       gw(`  - port: { number: ${httpPort}, name: http, protocol: HTTP }
     hosts: ["*"]
     tls: { httpsRedirect: true }
@@ -313,7 +315,7 @@ ${servers}`;
     hosts: ["m.example.com"]
     tls: { mode: MUTUAL, credentialName: m-cert }
   - port: { number: ${passPort}, name: tls-pass, protocol: TLS }
-    hosts: ["secret.example.com"]
+    hosts: ["secret.example.com", "dead.example.com"]
     tls: { mode: PASSTHROUGH }
 `),
       `apiVersion: networking.istio.io/v1
@@ -329,11 +331,13 @@ spec:
 kind: VirtualService
 metadata: { name: secret, namespace: default }
 spec:
-  hosts: ["secret.example.com"]
+  hosts: ["secret.example.com", "dead.example.com"]
   gateways: [gw]
   tls:
   - match: [{ sniHosts: ["secret.example.com"] }]
     route: [{ destination: { host: secret.example.internal, port: { number: 443 } } }]
+  - match: [{ sniHosts: ["dead.example.com"] }]
+    route: [{ destination: { host: dead.example.internal, port: { number: 443 } } }]
 `,
     ),
   });
@@ -389,6 +393,23 @@ spec:
     s.on('secureConnect', () => resolve('connected'));
   });
   t.not(raw, 'connected', 'an SNI no route names is not forwarded');
+  // Envoy's TCP access log lines, in Istio's format: bytes both ways, the host, the SNI.
+  const secretHost = `127.0.0.1:${secretPort}`;
+  await waitFor('passthrough access log', () => remora.accessLog.some((l) => l.includes('"- - -" 0 ')));
+  const tcpLines = remora.accessLog.filter((l) => l.includes('"- - -" 0 '));
+  t.ok(
+    tcpLines.some((l) => new RegExp(`"- - -" 0 - - - "-" [1-9]\\d* [1-9]\\d* \\d+ - "-" "-" "-" "-" "${secretHost}" outbound\\|443\\|\\|secret\\.example\\.internal - 127\\.0\\.0\\.1:${passPort} 127\\.0\\.0\\.1:\\d+ secret\\.example\\.com -$`).test(l)),
+    `the passthrough connection is logged: ${tcpLines.join(' | ')}`,
+  );
+  // A route whose host refuses the connection: closed, logged with UF and the reason.
+  const dead = await new Promise<string>((resolve) => {
+    const s = tlsConnect({ host: '127.0.0.1', port: passPort!, servername: 'dead.example.com', ca: caPem });
+    s.on('error', (err) => resolve(err.message));
+    s.on('secureConnect', () => resolve('connected'));
+  });
+  t.not(dead, 'connected');
+  await waitFor('UF line', () => remora.accessLog.some((l) => l.includes('dead.example.com')));
+  t.match(remora.accessLog.find((l) => l.includes('dead.example.com')), new RegExp(`"- - -" 0 UF - - "ECONNREFUSED" .* "127\\.0\\.0\\.1:${deadPort}" outbound\\|443\\|\\|dead\\.example\\.internal `));
 
   // httpsRedirect: plaintext requests get a 301 to https.
   const redirect = await request(httpPort!, '/path?q=1', { headers: { host: 'a.example.com' } });

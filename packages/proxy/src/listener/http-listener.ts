@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createH2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
-import { connect as connectTcp, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { TlsServer } from '@remora/config';
 import { Connection, type ListenerContext } from '../http/connection.ts';
@@ -11,18 +11,8 @@ import type { PeerIdentity } from '@remora/filters';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import { PrefaceSocket } from './preface-socket.ts';
 import { TlsFront } from './tls-front.ts';
-import { pickTcpRoute } from './tcp-route.ts';
+import { TcpTunnel } from './tcp-proxy.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
-import type { HashSource } from '../upstream/load-balancer.ts';
-
-/** Passthrough connections have no request to hash on. */
-const NO_HASH: HashSource = {
-  requestHeader: () => null,
-  cookie: () => null,
-  queryParam: () => null,
-  sourceIp: '',
-  setResponseCookie: () => {},
-};
 
 /** Envoy's default limit on request headers (max_request_headers_kb: 60). */
 const MAX_HEADER_BYTES = 60 * 1024;
@@ -59,8 +49,8 @@ export class HttpListener {
   #open = 0;
   /** TLS termination and SNI routing; made on the first TLS connection. */
   #tls: TlsFront | null = null;
-  /** TLS-passthrough tunnels: both sockets of each, closed together. */
-  readonly #tunnels = new Set<Socket>();
+  /** TLS-passthrough connections in flight. */
+  readonly #tunnels = new Set<TcpTunnel>();
 
   constructor(snapshot: ListenerSnapshot, ctx: ListenerContext) {
     this.name = snapshot.listener.name;
@@ -162,30 +152,7 @@ export class HttpListener {
 
   /** TLS PASSTHROUGH: the bytes go, untouched, to a host of the cluster the SNI routes to. */
   #passthrough(socket: Socket, head: Buffer, server: TlsServer, sni: string | null): void {
-    const cluster = pickTcpRoute(server, sni, this.snapshot.clusters);
-    const host = cluster?.pick(NO_HASH) ?? null;
-    if (host === null) {
-      socket.destroy();
-      return;
-    }
-    const upstream = connectTcp({ host: host.host.address, port: host.host.port });
-    this.#tunnels.add(socket);
-    const close = (): void => {
-      this.#tunnels.delete(socket);
-      socket.destroy();
-      upstream.destroy();
-    };
-    upstream.on('error', () => {
-      cluster!.reportLocalFailure(host);
-      close();
-    });
-    socket.on('error', close);
-    socket.on('close', close);
-    upstream.on('close', close);
-    upstream.write(head);
-    socket.pipe(upstream);
-    upstream.pipe(socket);
-    socket.resume();
+    this.#tunnels.add(new TcpTunnel(socket, head, server, sni, this.snapshot.clusters, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
   }
 
   /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */
@@ -268,7 +235,7 @@ export class HttpListener {
   }
 
   closeAll(): void {
-    for (const s of this.#tunnels) s.destroy();
+    for (const t of [...this.#tunnels]) t.close();
     this.server.closeAllConnections();
     this.#upgrades.closeAll();
     for (const session of this.#sessions.keys()) session.destroy();

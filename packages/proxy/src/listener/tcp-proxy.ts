@@ -1,0 +1,133 @@
+import { connect, type Socket } from 'node:net';
+import type { TlsServer } from '@remora/config';
+import { ResponseFlag } from '../http/response-flags.ts';
+import type { AccessLog, AccessLogRecord } from '../telemetry/access-log.ts';
+import type { HashSource } from '../upstream/load-balancer.ts';
+import type { ClusterHost } from '../upstream/upstream-host.ts';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import { pickTcpRoute } from './tcp-route.ts';
+
+/** Passthrough connections have no request to hash on. */
+const NO_HASH: HashSource = {
+  requestHeader: () => null,
+  cookie: () => null,
+  queryParam: () => null,
+  sourceIp: '',
+  setResponseCookie: () => {},
+};
+
+function formatAddress(ip: string | undefined, port: number | undefined): string {
+  if (ip === undefined) return '-';
+  return ip.includes(':') ? `[${ip}]:${port ?? 0}` : `${ip}:${port ?? 0}`;
+}
+
+/**
+ * One TLS-passthrough connection (Envoy's tcp_proxy): the ClientHello already read and every
+ * byte after it go untouched to a host of the cluster the SNI routes to, and back. When both
+ * sides are done it leaves an access log line in the TCP form Istio prints (`"- - -" 0`), with
+ * `UH` when no host was there and `UF` when the connection to it failed.
+ */
+export class TcpTunnel implements AccessLogRecord {
+  readonly startTime = Date.now();
+  readonly #startHr = performance.now();
+  readonly method = '-';
+  readonly originalPath = '-';
+  readonly protocol = '-';
+  readonly responseCode = 0;
+  responseFlags = 0;
+  readonly responseCodeDetails = '-';
+  upstreamTransportFailureReason = '';
+  bytesReceived = 0;
+  bytesSent = 0;
+  durationMs = 0;
+  readonly upstreamServiceTimeMs = -1;
+  readonly xForwardedFor = null;
+  readonly userAgent = null;
+  readonly requestId = null;
+  readonly authority = null;
+  upstreamHost: string | null = null;
+  readonly upstreamCluster: string | null;
+  readonly downstreamLocalAddress: string;
+  readonly downstreamRemoteAddress: string;
+  readonly requestedServerName: string | null;
+  readonly routeName = null;
+  readonly #downstream: Socket;
+  readonly #log: AccessLog;
+  readonly #onClose: (t: TcpTunnel) => void;
+  #upstream: Socket | null = null;
+  #done = false;
+
+  constructor(
+    downstream: Socket,
+    head: Buffer,
+    server: TlsServer,
+    sni: string | null,
+    clusters: ReadonlyMap<string, UpstreamCluster>,
+    log: AccessLog,
+    onClose: (t: TcpTunnel) => void,
+  ) {
+    this.#log = log;
+    this.#onClose = onClose;
+    this.#downstream = downstream;
+    this.downstreamLocalAddress = formatAddress(downstream.localAddress, downstream.localPort);
+    this.downstreamRemoteAddress = formatAddress(downstream.remoteAddress, downstream.remotePort);
+    this.requestedServerName = sni;
+    const cluster = pickTcpRoute(server, sni, clusters);
+    this.upstreamCluster = cluster?.name ?? null;
+    const host = cluster?.pick(NO_HASH) ?? null;
+    if (cluster === null || host === null) {
+      // No route for the name, or no healthy host: Envoy closes the connection, flag UH.
+      this.responseFlags = ResponseFlag.UH;
+      this.#finish();
+      return;
+    }
+    this.#connect(cluster, host, head);
+  }
+
+  #connect(cluster: UpstreamCluster, host: ClusterHost, head: Buffer): void {
+    const down = this.#downstream;
+    this.upstreamHost = host.host.hostPort;
+    const up = connect({ host: host.host.address, port: host.host.port });
+    this.#upstream = up;
+    let connected = false;
+    up.once('connect', () => {
+      connected = true;
+      up.setNoDelay(true);
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      if (!connected) {
+        cluster.reportLocalFailure(host);
+        this.responseFlags |= ResponseFlag.UF;
+        this.upstreamTransportFailureReason = err.code ?? err.message;
+      }
+      this.#finish();
+    });
+    down.on('error', () => this.#finish());
+    down.on('close', () => this.#finish());
+    up.on('close', () => this.#finish());
+    up.write(head);
+    down.pipe(up);
+    up.pipe(down);
+    down.resume();
+  }
+
+  /** Closes both sides (idempotent) and logs the connection once. */
+  #finish(): void {
+    if (this.#done) return;
+    this.#done = true;
+    const down = this.#downstream;
+    const up = this.#upstream;
+    down.destroy();
+    up?.destroy();
+    this.bytesReceived = down.bytesRead;
+    this.bytesSent = down.bytesWritten;
+    this.durationMs = performance.now() - this.#startHr;
+    this.#log.log(this);
+    this.#onClose(this);
+  }
+
+  /** Cuts the connection now (shutdown). */
+  close(): void {
+    this.#finish();
+  }
+}
