@@ -5,7 +5,6 @@ import type { ListenerTls, TlsServer } from '@remora/config';
 import type { Logger } from '../logger.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import { spiffeIdsOf } from '../tls/certificates.ts';
-import { PrefaceSocket } from './preface-socket.ts';
 import { MAX_CLIENT_HELLO, parseClientHello, pickByServerName, type ClientHello } from './client-hello.ts';
 
 /** What the listener does with a connection once the TLS front has looked at it. */
@@ -119,19 +118,25 @@ export class TlsFront {
     // ALPN: HTTP/2 when offered, else HTTP/1.1; chosen from the hello so that a client
     // offering only other names (Istio's `istio-*`) is still served, without ALPN.
     const alpn = hello.alpn.includes('h2') ? 'h2' : hello.alpn.includes('http/1.1') ? 'http/1.1' : null;
-    // The bytes read to route the connection go back in front: TLS runs over a stream that
-    // replays them (a native socket handle would never see bytes put back with unshift).
-    const tls = new TLSSocket(new PrefaceSocket(socket, head), {
+    const options = {
       isServer: true,
       secureContext,
       requestCert: verify.requestCert,
       rejectUnauthorized: verify.rejectUnauthorized,
       ...(alpn !== null ? { ALPNProtocols: [alpn] } : {}),
-    });
-    // Over a replaying stream the TLS socket has no addresses of its own: it takes the TCP ones.
-    for (const prop of ['remoteAddress', 'remotePort', 'remoteFamily', 'localAddress', 'localPort'] as const) {
-      Object.defineProperty(tls, prop, { value: socket[prop], enumerable: true });
+    };
+    // TLS runs on the socket's native handle; the bytes read to route the connection are
+    // handed to it first through TLSWrap's `receive`, the way Node's own HTTP/2 code feeds a
+    // native session bytes its stream already holds (bytes put back with `unshift` would
+    // never reach a native handle).
+    const tls = new TLSSocket(socket, options);
+    const handle = (tls as unknown as { _handle: { receive?: (b: Buffer) => void } | null })._handle;
+    if (typeof handle?.receive !== 'function') {
+      this.#log.error('this Node.js runtime cannot hand read bytes to a TLS socket (TLSWrap.receive); TLS connection refused');
+      tls.destroy();
+      return;
     }
+    handle.receive(head);
     tls.on('error', () => tls.destroy());
     tls.once('secure', () => {
       // What tls.Server does for its sockets; HTTP/2 sessions wait for it.
