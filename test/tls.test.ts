@@ -416,3 +416,51 @@ spec:
   t.equal(redirect.status, 301);
   t.equal(redirect.headers.location, 'https://a.example.com/path?q=1');
 });
+
+t.test('gateway ISTIO_MUTUAL server: the gateway presents its workload identity and accepts mesh clients only', async (t) => {
+  const pki = new Pki(t);
+  const ca = await pki.init('ca');
+  const other = await pki.init('other-ca');
+  const gwIdentity = await pki.workload(ca, 'istio-system', 'istio-eastwestgateway');
+  const peer = workloadFiles(await pki.workload(ca, 'remote', 'client'));
+  const stranger = workloadFiles(await pki.workload(other, 'remote', 'client'));
+  const web = await startBackend('web');
+  const port = (await (await import('./helpers/net.ts')).freePorts(1))[0]!;
+  const mesh = new MeshDir({
+    'mesh.yaml': doc(
+      serviceEntry('web', 'web.example.internal', [{ address: '127.0.0.1', port: web.port }], { port: 80 }),
+      `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: eastwest, namespace: istio-system }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: ${port}, name: https-mesh, protocol: HTTPS }
+    hosts: ["*"]
+    tls: { mode: ISTIO_MUTUAL }
+`,
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web, namespace: istio-system }
+spec:
+  hosts: ["*"]
+  gateways: [eastwest]
+  http:
+  - route: [{ destination: { host: web.example.internal, port: { number: 80 } } }]
+`,
+    ),
+  });
+  const remora = await startRemora('gateway', [mesh.dir], ['--certs-dir', gwIdentity]);
+  t.teardown(async () => {
+    await remora.stop();
+    await web.close();
+    mesh.cleanup();
+  });
+  const ok = await httpsGet(port, '/mesh', { ...peer, meshPeer: true });
+  t.equal(ok.status, 200);
+  t.match(ok.serverCert.subjectaltname, 'URI:spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway');
+  t.match(String(web.seen.at(-1)!.headers['x-forwarded-client-cert']), /URI=spiffe:\/\/cluster\.local\/ns\/remote\/sa\/client$/, 'the gateway sets XFCC for the verified peer');
+  t.match(await refused(httpsGet(port, '/x', { ...stranger, ca: peer.ca, meshPeer: true })), /certificate|alert|socket hang up|ECONNRESET/, 'another root: refused');
+  t.match(await refused(httpsGet(port, '/x', { ca: peer.ca, meshPeer: true })), /certificate|alert|socket hang up|ECONNRESET/, 'no certificate: refused');
+  t.equal(web.seen.length, 1);
+});
