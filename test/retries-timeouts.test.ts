@@ -46,6 +46,14 @@ t.before(async () => {
       }, 400);
     }),
   );
+  // 5: the first try answers 200 with x-try-again; later tries without it.
+  backends.push(
+    await startBackend('tagged', (req, res) => {
+      const first = req.headers['x-envoy-attempt-count'] === '1';
+      res.writeHead(200, first ? { 'x-try-again': 'now' } : {});
+      res.end(`attempt ${String(req.headers['x-envoy-attempt-count'])}`);
+    }),
+  );
   const deadPort = await freePort();
   port = await freePort();
   const se = (name: string, ports: number[]) => `apiVersion: networking.istio.io/v1
@@ -67,6 +75,7 @@ ${ports.map((p) => `  - { address: 127.0.0.1, ports: { http: ${p} } }`).join('\n
       se('hang', [backends[3]!.port]),
       se('slow', [backends[4]!.port]),
       se('halfdead', [deadPort, backends[4]!.port]),
+      se('tagged', [backends[5]!.port]),
       `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: routes }
@@ -98,6 +107,9 @@ spec:
     timeout: 2s
   - match: [{ uri: { prefix: /connect } }]
     route: [{ destination: { host: halfdead } }]
+  - match: [{ uri: { prefix: /retriable-headers } }]
+    route: [{ destination: { host: tagged } }]
+    retries: { attempts: 2, retryOn: retriable-headers }
   - match: [{ uri: { prefix: /default-503 } }]
     route: [{ destination: { host: always503 } }]
 `,
@@ -155,6 +167,16 @@ t.test('a status not in retryOn is not retried', async (t) => {
   t.equal(r.status, 503);
   t.equal(backends[2]!.seen.length, 1);
   t.match(await log('nr-1'), /" 503 - via_upstream /);
+});
+
+t.test('retriable-headers: a response carrying a header the request names in x-envoy-retriable-header-names is retried', async (t) => {
+  const named = await request(port, '/retriable-headers', { headers: { host: 'x', 'x-envoy-retriable-header-names': 'x-other,X-Try-Again' } });
+  t.equal(named.status, 200);
+  t.equal(named.body, 'attempt 2', 'the first answer carried x-try-again: retried');
+  t.equal(named.headers['x-try-again'], undefined);
+  const unnamed = await request(port, '/retriable-headers', { headers: { host: 'x' } });
+  t.equal(unnamed.body, 'attempt 1', 'no header named: the first answer stands');
+  t.equal(unnamed.headers['x-try-again'], 'now');
 });
 
 t.test('attempts: 0 turns retries off', async (t) => {

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import type { Dispatcher } from 'undici';
 import type { ForwardTarget, MirrorTarget } from '../router/compiled-route.ts';
-import { AttemptFailure, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
+import { AttemptFailure, hasRetriableHeader, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { Connection, ListenerContext } from './connection.ts';
@@ -105,6 +105,12 @@ export class Exchange extends ProxiedRequest {
     // request with no route still meets the filters, which may answer before the 404.
     this.route = findRoute(this.snapshot.routes, this);
     this.runFilters();
+  }
+
+  /** `retriable-headers`: a response header the request named in `x-envoy-retriable-header-names`. */
+  #retriableHeaders(headers: Readonly<Record<string, unknown>>): boolean {
+    const names = this.requestHeader('x-envoy-retriable-header-names');
+    return names !== null && hasRetriableHeader(names, headers);
   }
 
   get aborted(): boolean {
@@ -299,7 +305,7 @@ export class Exchange extends ProxiedRequest {
     const gs = headers['grpc-status'];
     if (retry !== null) {
       const grpcStatus = typeof gs === 'string' ? Number(gs) : -1;
-      if (retry.retriableResponse(statusCode, grpcStatus)) {
+      if (retry.retriableResponse(statusCode, grpcStatus) || (retry.onRetriableHeaders && this.#retriableHeaders(headers))) {
         if (this.#canRetry()) {
           this.#scheduleRetry(a);
           return false;

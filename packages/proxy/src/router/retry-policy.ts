@@ -35,6 +35,12 @@ export class CompiledRetryPolicy {
   readonly #onReset: boolean;
   readonly #onRefusedStream: boolean;
   readonly #onRetriable4xx: boolean;
+  /**
+   * `retriable-headers`: retry a response carrying a header the request names in
+   * `x-envoy-retriable-header-names` (Istio has no `retriable_headers` field, so the request
+   * header is the only source).
+   */
+  readonly onRetriableHeaders: boolean;
   readonly #statusCodes: ReadonlySet<number>;
   readonly #grpcCodes: ReadonlySet<number>;
   readonly model: RetryPolicy;
@@ -50,6 +56,7 @@ export class CompiledRetryPolicy {
     this.#onReset = on.has('reset');
     this.#onRefusedStream = on.has('refused-stream');
     this.#onRetriable4xx = on.has('retriable-4xx');
+    this.onRetriableHeaders = on.has('retriable-headers');
     this.#statusCodes = on.has('retriable-status-codes') ? new Set(p.retriableStatusCodes) : new Set();
     this.#grpcCodes = new Set([...on].filter((c) => c in GRPC_ON).map((c) => GRPC_ON[c]!));
   }
@@ -77,6 +84,18 @@ export class CompiledRetryPolicy {
     }
     return false;
   }
+}
+
+/**
+ * `retriable-headers`: does the response carry one of the headers named (comma-separated) in
+ * the request's `x-envoy-retriable-header-names`? Names compare case-insensitively.
+ */
+export function hasRetriableHeader(names: string, responseHeaders: Readonly<Record<string, unknown>>): boolean {
+  for (const raw of names.split(',')) {
+    const name = raw.trim().toLowerCase();
+    if (name !== '' && responseHeaders[name] !== undefined) return true;
+  }
+  return false;
 }
 
 /** Envoy's default back-off: fully jittered exponential, base 25 ms, capped at 10× base. */
