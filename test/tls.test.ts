@@ -7,6 +7,7 @@ import { X509Certificate } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request as httpsRequest, type Agent, createServer as createHttpsServer } from 'node:https';
 import { connect as http2Connect } from 'node:http2';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
@@ -108,6 +109,18 @@ async function refused(p: Promise<unknown>): Promise<string> {
   throw new Error('the request was expected to fail, but it was answered');
 }
 
+/** Sends `bytes` and waits: how long until the proxy closed the connection, and what it said. */
+function stall(port: number, bytes: Buffer): Promise<{ ms: number; got: string }> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    let got = '';
+    const s = netConnect({ host: '127.0.0.1', port }, () => s.write(bytes));
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.on('error', () => {});
+    s.on('close', () => resolve({ ms: Date.now() - started, got }));
+  });
+}
+
 const pa = (mode: string): string => `apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: { name: default, namespace: istio-system }
@@ -121,12 +134,12 @@ interface Sidecar {
   readonly identityDir: string;
 }
 
-async function sidecar(t: Test, pki: Pki, ca: string, yaml: string): Promise<Sidecar> {
+async function sidecar(t: Test, pki: Pki, ca: string, yaml: string, extraArgs: string[] = []): Promise<Sidecar> {
   const app = await startBackend('productpage');
   const identityDir = await pki.workload(ca, 'default', 'productpage', join(pki.base, `pp-${Math.random().toString(36).slice(2)}`));
   const mesh = new MeshDir({ 'mesh.yaml': yaml });
   const remora = await startRemora('sidecar', [mesh.dir], [
-    '--app-port', String(app.port), '--labels', 'app=productpage', '--namespace', 'default', '--service-account', 'productpage', '--certs-dir', identityDir,
+    '--app-port', String(app.port), '--labels', 'app=productpage', '--namespace', 'default', '--service-account', 'productpage', '--certs-dir', identityDir, ...extraArgs,
   ]);
   t.teardown(async () => {
     await remora.stop();
@@ -168,9 +181,12 @@ spec:
     to: [{ operation: { paths: ["/admin"] } }]
 `,
     ),
+    ['--request-headers-timeout', '400ms'],
   );
   const port = remora.ports.inbound;
 
+  const stalled = await stall(port, Buffer.from([0x16, 0x03, 0x01, 0x00]));
+  t.ok(stalled.ms >= 350 && stalled.ms < 3_000 && stalled.got === '', `a stalled hello is closed without an answer after ~400 ms (${stalled.ms} ms)`);
   const plain = await refused(request(port, '/productpage', { headers: { host: 'productpage' } }));
   t.match(plain, /socket hang up|ECONNRESET/, 'a plaintext client is cut off');
   const stranger = await refused(httpsGet(port, '/productpage', { ...intruder, ca: frontend.ca, meshPeer: true }));
@@ -200,8 +216,14 @@ t.test('PERMISSIVE: plaintext and mTLS clients both pass on one port', async (t)
   const pki = new Pki(t);
   const ca = await pki.init('ca');
   const frontend = workloadFiles(await pki.workload(ca, 'web', 'frontend'));
-  const { remora, app } = await sidecar(t, pki, ca, pa('PERMISSIVE'));
+  const { remora, app } = await sidecar(t, pki, ca, pa('PERMISSIVE'), ['--request-headers-timeout', '400ms']);
   const port = remora.ports.inbound;
+  // Bytes that stall before they make a hello: at the deadline (Envoy's listener filter
+  // timeout; here the shorter request-headers timeout) a PERMISSIVE port serves them as
+  // plaintext, as Istio's inbound listener continues on that timeout: not HTTP, so 400.
+  const stalled = await stall(port, Buffer.from([0x16, 0x03, 0x01, 0x00]));
+  t.ok(stalled.ms >= 350 && stalled.ms < 3_000, `handed on after ~400 ms (${stalled.ms} ms)`);
+  t.match(stalled.got, /^HTTP\/1\.1 400 Bad Request/);
   const plain = await request(port, '/a', { headers: { host: 'productpage', 'x-forwarded-client-cert': 'By=spoofed' } });
   t.equal(plain.status, 200);
   t.equal(app.seen.at(-1)!.headers['x-forwarded-proto'], 'http');
@@ -361,6 +383,20 @@ spec:
     t.match(sc, /Verify return code: 0 \(ok\)/);
   }
   t.match(await refused(httpsGet(tlsPort!, '/', { host: 'c.example.com', servername: 'c.example.com', ca: caPem })), /socket hang up|ECONNRESET|disconnected/, 'no server for the name: closed');
+
+  // Bytes that are no ClientHello (garbage behind a handshake record header, HTTP, a
+  // truncated hello then a close) are dropped; the listener keeps serving.
+  for (const junk of [Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x00, 0x40, 0x01]), Buffer.alloc(63, 0xff)]), Buffer.from('GET / HTTP/1.1\r\nhost: a\r\n\r\n'), Buffer.from([0x16, 0x03, 0x01, 0x02])]) {
+    const closed = await new Promise<string>((resolve) => {
+      const s = netConnect({ host: '127.0.0.1', port: tlsPort! }, () => s.end(junk));
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      s.on('error', () => {});
+      s.on('close', () => resolve(got));
+    });
+    t.equal(closed, '', `closed without an answer: ${junk.subarray(0, 6).toString('hex')}`);
+  }
+  t.equal((await httpsGet(tlsPort!, '/after-junk', { host: 'a.example.com', servername: 'a.example.com', ca: caPem })).status, 200, 'still serving');
 
   // MUTUAL: a client certificate is required and verified.
   t.match(await refused(httpsGet(tlsPort!, '/', { host: 'm.example.com', servername: 'm.example.com', ca: caPem })), /certificate|alert|socket hang up|ECONNRESET/);

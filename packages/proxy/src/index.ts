@@ -86,3 +86,4 @@ export {
   type IssueServerOptions,
 } from './tls/dev-ca.ts';
 export { runCa, caHelpText } from './cli/ca.ts';
+export { parseClientHello, pickByServerName, type ClientHello } from './listener/client-hello.ts';

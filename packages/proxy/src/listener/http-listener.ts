@@ -118,7 +118,9 @@ export class HttpListener {
       this.#sniffPlain(socket, null);
       return;
     }
-    this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog);
+    // The hello and handshake within 15 s (Envoy's listener filter timeout), or sooner when
+    // request headers must come sooner.
+    this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog, this.#ctx.timeouts.headersMs > 0 ? Math.min(15_000, this.#ctx.timeouts.headersMs) : 15_000);
     this.#tls.accept(socket, tls, {
       plain: (s, head) => {
         this.#sniffPlain(s, head);

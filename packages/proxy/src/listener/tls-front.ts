@@ -17,6 +17,9 @@ export interface TlsFrontHandlers {
   passthrough(socket: Socket, head: Buffer, server: TlsServer, sni: string | null): void;
 }
 
+/** Envoy's listener_filters_timeout: the ClientHello (and here the whole handshake) within 15 s. */
+const HANDSHAKE_TIMEOUT_MS = 15_000;
+
 /** Gateway certificates re-read when their files change, checked at most this often. */
 const RECHECK_MS = 1_000;
 
@@ -37,23 +40,60 @@ export class TlsFront {
   readonly #identity: IdentityStore | null;
   readonly #log: Logger;
   readonly #contexts = new Map<string, LoadedContext>();
+  readonly #handshakeTimeoutMs: number;
   #warnedNoIdentity = false;
 
-  constructor(identity: IdentityStore | null, log: Logger) {
+  /**
+   * `handshakeTimeoutMs`: a client must send its ClientHello and finish the handshake within
+   * this (Envoy's listener_filters_timeout is 15 s), or the connection is closed.
+   */
+  constructor(identity: IdentityStore | null, log: Logger, handshakeTimeoutMs: number = HANDSHAKE_TIMEOUT_MS) {
     this.#identity = identity;
     this.#log = log;
+    this.#handshakeTimeoutMs = handshakeTimeoutMs;
   }
 
   accept(socket: Socket, tls: ListenerTls, handlers: TlsFrontHandlers): void {
     let seen: Buffer | null = null;
+    let read = false;
+    // Cleared once the connection is handed on (plaintext, passthrough, or handshake done).
+    // On a PERMISSIVE port a client that has not sent a hello by then is served as plaintext
+    // (Istio's inbound listener continues on the listener-filter timeout); elsewhere it is closed.
+    const deadline = setTimeout(() => {
+      if (tls.kind === 'mesh' && tls.mode === 'PERMISSIVE' && !socket.destroyed && !read) {
+        read = true;
+        socket.off('data', onData);
+        socket.off('error', onEarlyError);
+        socket.pause();
+        settled.plain(socket, seen ?? Buffer.alloc(0));
+        return;
+      }
+      socket.destroy();
+    }, this.#handshakeTimeoutMs);
+    socket.once('close', () => clearTimeout(deadline));
+    const settled = {
+      plain: (s: Socket, head: Buffer) => {
+        clearTimeout(deadline);
+        handlers.plain(s, head);
+      },
+      secure: (t: TLSSocket, h2: boolean) => {
+        clearTimeout(deadline);
+        handlers.secure(t, h2);
+      },
+      passthrough: (s: Socket, head: Buffer, server: TlsServer, sni: string | null) => {
+        clearTimeout(deadline);
+        handlers.passthrough(s, head, server, sni);
+      },
+    };
     const onData = (chunk: Buffer): void => {
       seen = seen === null ? chunk : Buffer.concat([seen, chunk]);
       const hello = parseClientHello(seen);
       if (hello === null && seen.length < MAX_CLIENT_HELLO) return; // more bytes needed
+      read = true;
       socket.off('data', onData);
       socket.off('error', onEarlyError);
       socket.pause();
-      this.#dispatch(socket, seen, hello === null ? 'not-tls' : hello, tls, handlers);
+      this.#dispatch(socket, seen, hello === null ? 'not-tls' : hello, tls, settled);
     };
     const onEarlyError = (): void => {
       socket.destroy();
