@@ -344,3 +344,50 @@ t.test('connectionPool.tcp: maxConnectionDuration retires old connections; tcpKe
   });
   t.match(ss, /timer:\(keepalive,(4min5\d|5min)/, `tcpKeepalive.time 300s: ${ss.trim()}`);
 });
+
+t.test('retryRemoteLocalities: a retry leaves the locality that failed; without it the retry stays local', async (t) => {
+  const local = await switchable('local');
+  const remote = await switchable('remote');
+  local.status = 503;
+  const port = await freePort();
+  // Outlier detection is on (locality balancing needs it) but slow to eject, so the failing
+  // local host stays in its priority for the whole test.
+  const policy = `    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting: { enabled: true }\n    outlierDetection: { consecutive5xxErrors: 1000, interval: 60s, baseEjectionTime: 30s }`;
+  const mesh = new MeshDir({
+    'm.yaml': doc(
+      gateway('gw', port),
+      se('geo', [
+        { port: local.port, locality: 'us-east/zone-a/rack1' },
+        { port: remote.port, locality: 'eu-west/zone-b/rack1' },
+      ]),
+      dr('geo', policy),
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: routes }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [{ uri: { prefix: /remote } }]
+    route: [{ destination: { host: geo } }]
+    retries: { attempts: 1, retryOn: 5xx, retryRemoteLocalities: true }
+  - route: [{ destination: { host: geo } }]
+    retries: { attempts: 1, retryOn: 5xx }
+`,
+    ),
+  });
+  const remora = await startRemora('gateway', [mesh.dir], ['--locality', 'us-east/zone-a/rack1']);
+  t.teardown(async () => {
+    await remora.stop();
+    for (const x of [local, remote]) await x.close();
+    mesh.cleanup();
+  });
+  for (let i = 0; i < 5; i++) {
+    const r = await request(port, '/remote', { headers: { host: 'x' } });
+    t.equal(r.status, 200, 'the retry went to the other region');
+    t.equal(r.json<{ name: string }>().name, 'remote');
+  }
+  const before = remote.seen.length;
+  for (let i = 0; i < 5; i++) t.equal((await request(port, '/local', { headers: { host: 'x' } })).status, 503, 'retried in the local zone, which fails again');
+  t.equal(remote.seen.length, before, 'without retryRemoteLocalities nothing reached the other region');
+});

@@ -178,6 +178,26 @@ t.test('retries avoid the hosts already tried when others are available, and fal
   t.equal(fallback['192.0.2.1'], undefined, 'both healthy hosts tried: the fallback is still never the ejected one');
 });
 
+t.test('retries stay in the locality the plan chose; retryRemoteLocalities sends them to another', async (t) => {
+  // Two hosts in our zone (P0), one in another region (P1); all healthy: P0 takes everything.
+  const hs = hosts(3, { locality: (i) => (i < 2 ? 'us-east/z1/s1' : 'eu-west/z1/s1') });
+  const c = cluster(model({ localityLb: { distribute: [], failover: [], failoverPriority: [] } }), hs, { ...NODE, locality: 'us-east/z1/s1' });
+  const pickMany = (n: number, avoid: ClusterHost[], remote: boolean): Record<string, number> => {
+    const out: Record<string, number> = {};
+    for (let i = 0; i < n; i++) {
+      const k = name(c.pick(REQ, avoid, remote));
+      out[k] = (out[k] ?? 0) + 1;
+    }
+    return out;
+  };
+  t.same(pickMany(20, [hs[0]!], false), { '192.0.2.2': 20 }, 'one local host tried: the other local one, never the remote region');
+  const bothLocal = pickMany(20, [hs[0]!, hs[1]!], false);
+  t.equal(bothLocal['192.0.2.3'], undefined, 'both local hosts tried: still local (Envoy keeps the priority), a tried host again');
+  t.same(pickMany(20, [hs[0]!], true), { '192.0.2.3': 20 }, 'retryRemoteLocalities: the retry goes to the locality not tried yet');
+  t.same(pickMany(20, [hs[0]!, hs[2]!], true), { '192.0.2.2': 20 }, 'every locality tried: an untried host anywhere');
+  t.same(Object.keys(pickMany(40, [], true)).sort(), ['192.0.2.1', '192.0.2.2'], 'a first try is not affected');
+});
+
 t.test('locality priorities follow outlier ejections inside the cluster', async (t) => {
   // Two hosts in our zone (P0), one in another region (P1): P0 at 1 of 2 healthy keeps 70%.
   const hs = hosts(3, { locality: (i) => (i < 2 ? 'us-east/z1/s1' : 'eu-west/z1/s1') });

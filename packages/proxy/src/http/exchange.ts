@@ -174,6 +174,7 @@ export class Exchange extends ProxiedRequest {
     this.prepareUpstream(target, weighted, cluster);
     this.#timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
     this.#retry = target.retry;
+    this.retryOtherLocalities = target.retry?.model.retryRemoteLocalities ?? false;
     if (this.hasBody && (this.retriesLeft > 0 || target.mirrors.length > 0)) this.#body = new ReplayableBody(this.req);
     if (target.mirrors.length > 0) this.#mirror(target.mirrors);
     this.#state = UPSTREAM;

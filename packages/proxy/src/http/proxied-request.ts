@@ -117,6 +117,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   protected retriesLeft = 0;
   /** Hosts already tried, for Envoy's previous-hosts retry predicate; null until a retry. */
   protected triedHosts: ClusterHost[] | null = null;
+  /** Istio's retryRemoteLocalities on the route: retries go to localities not tried yet. */
+  protected retryOtherLocalities = false;
   protected setCookie: string | null = null;
 
   // Filter chain.
@@ -488,7 +490,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
    */
   protected pickHost(): ClusterHost | null {
     const cluster = this.cluster!;
-    const chosen = cluster.pick(this, this.triedHosts);
+    const chosen = cluster.pick(this, this.triedHosts, this.retryOtherLocalities);
     if (chosen === null) {
       cluster.noHealthyUpstream++;
       return null;

@@ -121,26 +121,32 @@ export class UpstreamCluster {
 
   /**
    * A host for a request. `avoid`: hosts already tried (Envoy's previous-hosts retry
-   * predicate); when the balancer lands on one of them and an untried host is available,
-   * the pick is made again among the untried ones.
+   * predicate): when the balancer lands on one of them and an untried host is available in
+   * the same locality group, the pick is made again among those, so a retry stays where the
+   * locality plan sent it, as Envoy's does. `otherLocalities` (Istio's retryRemoteLocalities,
+   * Envoy's previous_priorities): a retry goes to a locality not tried yet when there is one.
    */
-  pick(request: HashSource, avoid: readonly ClusterHost[] | null = null): ClusterHost | null {
-    const h = this.#pick(request);
+  pick(request: HashSource, avoid: readonly ClusterHost[] | null = null, otherLocalities = false): ClusterHost | null {
+    if (avoid !== null && avoid.length > 0 && otherLocalities && this.#plan !== null) {
+      const elsewhere = this.#available.filter((x) => !avoid.some((a) => a === x || a.endpoint.locality === x.endpoint.locality));
+      if (elsewhere.length > 0) return this.lb.pick(elsewhere, request);
+    }
+    const group = this.#group();
+    if (group === null || group.length === 0) return null;
+    const h = this.#pickIn(group, request);
     if (avoid === null || h === null || !avoid.includes(h)) return h;
-    const others = this.#available.filter((x) => !avoid.includes(x));
+    const others = group.filter((x) => !avoid.includes(x));
     if (others.length === 0) return h;
     return this.lb.pick(others, request) ?? h;
   }
 
-  #pick(request: HashSource): ClusterHost | null {
-    let hosts = this.#available;
+  /** The hosts this pick chooses among: the locality plan's choice, or every available host. */
+  #group(): readonly ClusterHost[] | null {
     const plan = this.#plan;
-    if (plan !== null) {
-      const chosen = plan.choose(Math.random());
-      if (chosen === null) return null;
-      hosts = chosen;
-    }
-    if (hosts.length === 0) return null;
+    return plan !== null ? plan.choose(Math.random()) : this.#available;
+  }
+
+  #pickIn(hosts: readonly ClusterHost[], request: HashSource): ClusterHost | null {
     const warmup = this.model.warmupMs;
     if (warmup > 0 && hosts.length > 1) {
       const h = slowStartPick(hosts, warmup);
