@@ -52,6 +52,12 @@ spec:
     directResponse: { status: 418, body: { string: "short and stout" } }
   - match: [{ uri: { prefix: /empty } }]
     directResponse: { status: 204 }
+  - match: [{ uri: { prefix: /cors-ignore } }]
+    corsPolicy:
+      allowOrigins: [{ exact: "https://shop.example.com" }]
+      allowMethods: [GET]
+      unmatchedPreflights: IGNORE
+    route: [{ destination: { host: app } }]
   - match: [{ uri: { prefix: /cors } }]
     corsPolicy:
       allowOrigins: [{ exact: "https://shop.example.com" }, { regex: 'https://.*\\.partner\\.example' }]
@@ -177,4 +183,13 @@ t.test('corsPolicy: the proxy answers an allowed preflight; actual requests get 
   });
   t.equal(foreignPre.headers['access-control-allow-origin'], undefined, 'a foreign preflight gets no allow-origin');
   t.equal(app.seen.length, before + 3, 'and goes upstream, as Istio forwards unmatched preflights');
+
+  // unmatchedPreflights: IGNORE — the proxy answers a foreign preflight itself, without CORS headers.
+  const ignored = await request(port, '/cors-ignore/items', {
+    method: 'OPTIONS',
+    headers: { host: 'api.example.com', origin: 'https://evil.example', 'access-control-request-method': 'GET' },
+  });
+  t.equal(ignored.status, 200);
+  t.equal(ignored.headers['access-control-allow-origin'], undefined);
+  t.equal(app.seen.length, before + 3, 'IGNORE: the foreign preflight did not reach the upstream');
 });

@@ -27,6 +27,7 @@ const envoyFixture = (over: Partial<CorsPolicy> = {}): CorsPolicy => ({
   exposeHeaders: ['content-type'],
   maxAgeSeconds: 0,
   allowCredentials: false,
+  forwardUnmatchedPreflights: true,
   ...over,
 });
 
@@ -251,6 +252,7 @@ t.test("Istio's corsPolicy documentation example (ratings-route)", async (t) => 
     exposeHeaders: [],
     maxAgeSeconds: 86400,
     allowCredentials: false,
+    forwardUnmatchedPreflights: true,
   });
   t.same(run(cors, { method: 'OPTIONS', origin: 'https://example.com', acrm: 'POST', acrh: 'x-foo-bar' }), {
     decision: CORS_PREFLIGHT,

@@ -90,6 +90,12 @@ export interface CorsPolicy {
   readonly exposeHeaders: readonly string[];
   readonly maxAgeSeconds: number | null;
   readonly allowCredentials: boolean | null;
+  /**
+   * Istio's `unmatchedPreflights`: true (FORWARD, the default) sends a preflight from an
+   * origin that is not allowed upstream; false (IGNORE) answers it locally without CORS
+   * headers (Envoy's forward_not_matching_preflights).
+   */
+  readonly forwardUnmatchedPreflights: boolean;
 }
 
 /** Forward to one of the weighted clusters. */

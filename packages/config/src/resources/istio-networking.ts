@@ -93,6 +93,7 @@ export interface IstioCorsPolicy {
   exposeHeaders?: string[];
   maxAge?: string;
   allowCredentials?: boolean;
+  unmatchedPreflights?: string;
 }
 
 export interface IstioHTTPRoute {

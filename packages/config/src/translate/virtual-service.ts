@@ -359,5 +359,6 @@ function corsPolicy(ctx: TranslateContext, http: IstioHTTPRoute): CorsPolicy | n
     exposeHeaders: c.exposeHeaders ?? [],
     maxAgeSeconds: maxAge,
     allowCredentials: c.allowCredentials ?? null,
+    forwardUnmatchedPreflights: c.unmatchedPreflights !== 'IGNORE',
   };
 }

@@ -176,7 +176,7 @@ export class ForwardTarget {
     this.timeoutMs = a.timeoutMs;
     this.retry = a.retry !== null && a.retry.numRetries > 0 ? new CompiledRetryPolicy(a.retry) : null;
     this.mirrors = a.mirrors.map((m) => new MirrorTarget(m.cluster, clusters.get(m.cluster) ?? null, m.percent));
-    this.cors = a.cors === null ? null : new CompiledCors(a.cors);
+    this.cors = a.cors === null ? null : new CompiledCors(a.cors, { forwardNotMatchingPreflights: a.cors.forwardUnmatchedPreflights });
     this.prefixRewrite = a.rewrite?.prefix ?? null;
     this.regexRewrite = a.rewrite?.regex
       ? // Istio writes capture references as \1; JS replacement strings use $1.
