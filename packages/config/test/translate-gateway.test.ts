@@ -131,7 +131,7 @@ t.test('VirtualServices for one host on a gateway merge, oldest first, catch-all
   );
 });
 
-t.test('HTTPS servers get TLS listeners; TCP servers are skipped with a warning; httpsRedirect marks the hosts; shared ports are reported', async (t) => {
+t.test('HTTPS servers get TLS listeners, TCP servers TCP listeners; httpsRedirect marks the hosts; shared ports are reported', async (t) => {
   const out = translate(
     BOOKINFO_SERVICES +
       gateway(
@@ -145,13 +145,14 @@ t.test('HTTPS servers get TLS listeners; TCP servers are skipped with a warning;
       vs('bookinfo', 'default', '["bookinfo.example.com"]', '[istio-system/gw, gw2]', toSvc('productpage')),
     INGRESS,
   );
-  t.same(out.config.listeners.map((l) => [l.name, l.tls?.kind ?? null]), [
-    ['0.0.0.0_80', null],
-    ['0.0.0.0_443', 'gateway'],
+  t.same(out.config.listeners.map((l) => [l.name, l.tls?.kind ?? null, l.tcpProxy?.length ?? null]), [
+    ['0.0.0.0_80', null, null],
+    ['0.0.0.0_443', 'gateway', null],
+    ['0.0.0.0_31400', null, 0],
   ]);
   t.same(out.brief, [
-    'warning Gateway istio-system/gw spec.servers[2].port.protocol: TCP servers are not served yet; server skipped',
     'warning Gateway istio-system/gw spec.servers[0].port: port 80 is shared by gateways istio-system/gw, default/gw2',
+    'warning Gateway istio-system/gw spec.servers[2]: no VirtualService has a tcp route for port 31400; connections to it are closed',
   ]);
   // Istio: httpsRedirect on a server makes its virtual hosts answer 301 to https (require_tls ALL).
   t.equal(vhost(out.config, 'bookinfo.example.com:80', 'http.80').requireTls, true);
@@ -301,4 +302,41 @@ t.test('gateway proxies see VirtualServices by exportTo from the gateway namespa
     vs('shared', 'default', '["b.example.com"]', '[istio-system/gw]', toSvc('reviews')).replace('spec:\n', 'spec:\n  exportTo: [istio-system]\n');
   t.same(domains(translate(yaml, INGRESS), 'http.80'), ['b.example.com']);
   t.same(domains(translate(yaml, nodeWith(INGRESS, { namespace: 'default' })), 'http.80'), ['a.example.com']);
+});
+
+t.test('TCP servers: the tcp routes of bound VirtualServices for the port, weights as written; ports speak one protocol', async (t) => {
+  // Istio's TCP traffic shifting task: tcp-echo v1/v2 at 80/20 behind the gateway's port 31400.
+  const out = translate(
+    BOOKINFO_SERVICES +
+      gateway('tcp-echo-gateway', 'default', '  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: ["*"]\n  - port: {number: 31400, name: http, protocol: HTTP}\n    hosts: ["*"]\n') +
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - match: [{port: 9999}]
+    route: [{destination: {host: details}}]
+  - match: [{port: 31400}]
+    route:
+    - {destination: {host: reviews, subset: v1, port: {number: 9080}}, weight: 80}
+    - {destination: {host: reviews, subset: v2, port: {number: 9080}}, weight: 20}
+---
+`,
+    INGRESS,
+  );
+  t.same(out.brief, ['warning Gateway default/tcp-echo-gateway spec.servers[1].port: port 31400 already serves TCP; this server is skipped']);
+  const l = out.config.listeners.find((x) => x.port === 31400)!;
+  t.same(l.tcpProxy, [
+    {
+      sniHosts: [],
+      clusters: [
+        { cluster: bk('reviews', 'v1'), weight: 80 },
+        { cluster: bk('reviews', 'v2'), weight: 20 },
+      ],
+      origin: 'default/tcp-echo',
+    },
+  ]);
+  t.same(l.httpFilters, [], 'no HTTP filters on a TCP listener');
 });

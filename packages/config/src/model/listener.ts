@@ -13,9 +13,9 @@ export interface HttpFilterConfig {
   readonly config: unknown;
 }
 
-/** One TCP route of a TLS-passthrough server: SNI names to weighted clusters. */
+/** One TCP route (a TLS-passthrough server's by SNI, or a TCP server's): weighted clusters. */
 export interface TcpRoute {
-  /** SNI names (`*` and `*.suffix` wildcards); empty: any. */
+  /** SNI names (`*` and `*.suffix` wildcards); empty: any (always empty for plain TCP). */
   readonly sniHosts: readonly string[];
   readonly clusters: readonly { readonly cluster: string; readonly weight: number }[];
   /** `<namespace>/<name>` of the VirtualService. */
@@ -66,4 +66,9 @@ export interface Listener {
   readonly httpFilters: readonly HttpFilterConfig[];
   /** Null: plaintext HTTP. */
   readonly tls: ListenerTls | null;
+  /**
+   * A Gateway TCP server: the listener proxies raw TCP (Envoy's tcp_proxy) to the first of
+   * these routes, with no HTTP; absent for HTTP listeners.
+   */
+  readonly tcpProxy?: readonly TcpRoute[];
 }

@@ -258,11 +258,17 @@ interface BoundServer {
   readonly ref: string;
   readonly server: IstioServer;
   readonly index: number;
-  /** `plain` HTTP, `tls` terminated HTTPS, `passthrough` TLS routed by SNI. */
-  readonly kind: 'plain' | 'tls' | 'passthrough';
+  /** `plain` HTTP, `tls` terminated HTTPS, `passthrough` TLS routed by SNI, `tcp` raw TCP. */
+  readonly kind: 'plain' | 'tls' | 'passthrough' | 'tcp';
 }
 
 const HTTP_SERVER_PROTOCOLS = new Set(['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB']);
+const TCP_SERVER_PROTOCOLS = new Set(['TCP', 'MONGO', 'MYSQL', 'REDIS']);
+
+/** What a port speaks: servers of different classes cannot share it. */
+function portClass(kind: BoundServer['kind']): string {
+  return kind === 'plain' ? 'plaintext HTTP' : kind === 'tcp' ? 'TCP' : 'TLS';
+}
 
 interface IstioServerTls {
   httpsRedirect?: boolean;
@@ -289,6 +295,8 @@ function serverKind(ctx: TranslateContext, gw: Resource, server: IstioServer, in
   if (HTTP_SERVER_PROTOCOLS.has(protocol)) return 'plain';
   if (protocol === 'HTTPS') return mode === 'PASSTHROUGH' || mode === 'AUTO_PASSTHROUGH' ? 'passthrough' : 'tls';
   if (protocol === 'TLS' && (mode === 'PASSTHROUGH' || mode === 'AUTO_PASSTHROUGH')) return 'passthrough';
+  // Istio's TCP-based protocols: proxied as opaque TCP with the VirtualServices' `tcp` routes.
+  if (TCP_SERVER_PROTOCOLS.has(protocol)) return 'tcp';
   ctx.warn(gw, ['spec', 'servers', index, 'port', 'protocol'], `${protocol}${mode ? ` (${mode})` : ''} servers are not served yet; server skipped`);
   return null;
 }
@@ -321,10 +329,9 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
       const port = server.port?.number ?? 0;
       let list = byPort.get(port);
       if (list === undefined) byPort.set(port, (list = []));
-      const plainHere = list.length > 0 && list[0]!.kind === 'plain';
-      if (list.length > 0 && plainHere !== (kind === 'plain')) {
-        // One port speaks either plaintext or TLS; Istio keeps the first server's protocol.
-        ctx.warn(gw, ['spec', 'servers', index, 'port'], `port ${port} already serves ${plainHere ? 'plaintext HTTP' : 'TLS'}; this server is skipped`);
+      if (list.length > 0 && portClass(list[0]!.kind) !== portClass(kind)) {
+        // One port speaks one protocol; Istio keeps the first server's.
+        ctx.warn(gw, ['spec', 'servers', index, 'port'], `port ${port} already serves ${portClass(list[0]!.kind)}; this server is skipped`);
         return;
       }
       list.push({ gateway: gw, ref, server, index, kind });
@@ -338,6 +345,20 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
   const authz = authzFilter(ctx);
   const credentials = options.credentialsDir ?? DEFAULT_CREDENTIALS_DIR;
   for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
+    const bindAddress = servers.find((s) => s.server.bind)?.server.bind ?? ctx.ports.bindAddress;
+    if (servers[0]!.kind === 'tcp') {
+      listeners.push({
+        name: `${bindAddress}_${port}`,
+        address: bindAddress,
+        port,
+        direction: 'gateway',
+        routeConfig: `tcp.${port}`,
+        httpFilters: [],
+        tls: null,
+        tcpProxy: gatewayTcpRoutes(ctx, mesh, servers, port, virtualServices),
+      });
+      continue;
+    }
     const hosts = new Map<string, { routes: Route[]; requireTls: boolean }>();
     const refs = new Set(servers.map((s) => s.ref));
     for (const vs of virtualServices) {
@@ -369,7 +390,7 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
         }
       }
     }
-    const bind = servers.find((s) => s.server.bind)?.server.bind ?? ctx.ports.bindAddress;
+    const bind = bindAddress;
     const name = `http.${port}`;
     routeConfigs.push({
       name,
@@ -395,6 +416,57 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
     }
   }
   return { listeners, routeConfigs };
+}
+
+interface IstioTcpRoute {
+  match?: { port?: number; gateways?: string[] }[];
+  route?: { destination?: { host?: string; subset?: string; port?: { number?: number } }; weight?: number }[];
+}
+
+/**
+ * A TCP port's routes: the `tcp` routes of VirtualServices bound to its gateways whose
+ * match names this port (or no port), in order; the first is used, as Envoy's tcp_proxy has
+ * one destination set per filter chain.
+ */
+function gatewayTcpRoutes(ctx: TranslateContext, mesh: MeshIndex, servers: readonly BoundServer[], port: number, virtualServices: readonly Resource[]): TcpRoute[] {
+  const refs = new Set(servers.map((s) => s.ref));
+  const out: TcpRoute[] = [];
+  for (const vs of virtualServices) {
+    if (!ctx.isVisible(vs)) continue;
+    const spec = vs.spec as Omit<IstioVirtualService, 'tcp'> & { tcp?: IstioTcpRoute[] };
+    const bound = gatewayRefs(vs, spec.gateways);
+    if (![...refs].some((r) => bound.has(r))) continue;
+    (spec.tcp ?? []).forEach((route, i) => {
+      const matches = route.match ?? [{}];
+      if (!matches.some((m) => m.port === undefined || m.port === port)) return;
+      out.push({ sniHosts: [], clusters: weightedTcpClusters(ctx, mesh, vs, route.route ?? [], ['spec', 'tcp', i], port), origin: `${vs.metadata.namespace}/${vs.metadata.name}` });
+    });
+  }
+  if (out.length === 0) {
+    const first = servers[0]!;
+    ctx.warn(first.gateway, ['spec', 'servers', first.index], `no VirtualService has a tcp route for port ${port}; connections to it are closed`);
+  }
+  return out;
+}
+
+/** A TCP or TLS route's destinations as weighted clusters (one destination: weight 100). */
+function weightedTcpClusters(
+  ctx: TranslateContext,
+  mesh: MeshIndex,
+  vs: Resource,
+  route: readonly { destination?: { host?: string; subset?: string; port?: { number?: number } }; weight?: number }[],
+  at: readonly (string | number)[],
+  port: number,
+): { cluster: string; weight: number }[] {
+  return route
+    .map((d, k) => {
+      const host = resolveHost(d.destination?.host ?? '', vs.metadata.namespace, ctx.node.clusterDomain);
+      const svc = mesh.registry.get(host);
+      const p = d.destination?.port?.number ?? (svc?.ports.length === 1 ? svc.ports[0]!.number : port);
+      if (!svc) ctx.warn(vs, [...at, 'route', k, 'destination', 'host'], `host ${host} is not in the registry (no ServiceEntry)`);
+      return { cluster: outboundClusterName(p, d.destination?.subset ?? '', host), weight: route.length === 1 ? 100 : (d.weight ?? 0) };
+    })
+    .filter((c) => c.weight > 0);
 }
 
 /** A TLS Gateway server in the model: certificates resolved to files, passthrough routes gathered. */
@@ -431,14 +503,8 @@ function tlsServer(ctx: TranslateContext, mesh: MeshIndex, s: BoundServer, port:
           // SNI names must fall within the server's hosts.
           const sni = (m.sniHosts ?? spec.hosts ?? []).map((h) => h.toLowerCase()).filter((h) => serverHosts.some((sh) => intersectHosts(sh, h) !== null));
           if (sni.length === 0) continue;
-          const clusters = (route.route ?? []).map((d, k) => {
-            const host = resolveHost(d.destination?.host ?? '', vs.metadata.namespace, ctx.node.clusterDomain);
-            const svc = mesh.registry.get(host);
-            const p = d.destination?.port?.number ?? (svc?.ports.length === 1 ? svc.ports[0]!.number : port);
-            if (!svc) ctx.warn(vs, ['spec', 'tls', i, 'route', k, 'destination', 'host'], `host ${host} is not in the registry (no ServiceEntry)`);
-            return { cluster: outboundClusterName(p, d.destination?.subset ?? '', host), weight: (route.route ?? []).length === 1 ? 100 : (d.weight ?? 0) };
-          });
-          tcpRoutes.push({ sniHosts: sni, clusters: clusters.filter((c) => c.weight > 0), origin: `${vs.metadata.namespace}/${vs.metadata.name}` });
+          const clusters = weightedTcpClusters(ctx, mesh, vs, route.route ?? [], ['spec', 'tls', i], port);
+          tcpRoutes.push({ sniHosts: sni, clusters, origin: `${vs.metadata.namespace}/${vs.metadata.name}` });
         }
       });
     }

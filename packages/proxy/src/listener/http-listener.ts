@@ -19,6 +19,8 @@ const MAX_HEADER_BYTES = 60 * 1024;
 /** Envoy's default downstream idle timeout (1 h). */
 const IDLE_TIMEOUT_MS = 3_600_000;
 
+const EMPTY = Buffer.alloc(0);
+
 /** The HTTP/2 connection preface starts with these bytes; no HTTP/1 request line does. */
 const H2_PREFACE_START = Buffer.from('PRI ');
 
@@ -113,7 +115,13 @@ export class HttpListener {
   #onSocket(socket: Socket): void {
     this.#open++;
     socket.once('close', () => this.#open--);
-    const tls = this.snapshot.listener.tls;
+    const listener = this.snapshot.listener;
+    if (listener.tcpProxy !== undefined) {
+      // A Gateway TCP server: bytes both ways, no HTTP.
+      this.#tunnels.add(new TcpTunnel(socket, EMPTY, listener.tcpProxy, null, this.snapshot.clusters, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
+      return;
+    }
+    const tls = listener.tls;
     if (tls === null) {
       this.#sniffPlain(socket, null);
       return;
@@ -154,7 +162,7 @@ export class HttpListener {
 
   /** TLS PASSTHROUGH: the bytes go, untouched, to a host of the cluster the SNI routes to. */
   #passthrough(socket: Socket, head: Buffer, server: TlsServer, sni: string | null): void {
-    this.#tunnels.add(new TcpTunnel(socket, head, server, sni, this.snapshot.clusters, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
+    this.#tunnels.add(new TcpTunnel(socket, head, server.tcpRoutes, sni, this.snapshot.clusters, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
   }
 
   /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */

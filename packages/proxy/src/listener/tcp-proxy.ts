@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import type { TlsServer } from '@remora/config';
+import type { TcpRoute } from '@remora/config';
 import { ResponseFlag } from '../http/response-flags.ts';
 import type { AccessLog, AccessLogRecord } from '../telemetry/access-log.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
@@ -22,8 +22,9 @@ function formatAddress(ip: string | undefined, port: number | undefined): string
 }
 
 /**
- * One TLS-passthrough connection (Envoy's tcp_proxy): the ClientHello already read and every
- * byte after it go untouched to a host of the cluster the SNI routes to, and back. When both
+ * One proxied TCP connection (Envoy's tcp_proxy): a Gateway TCP server's, or a TLS-passthrough
+ * one's, where the ClientHello already read and every byte after it go untouched to a host of
+ * the cluster the SNI routes to, and back. When both
  * sides are done it leaves an access log line in the TCP form Istio prints (`"- - -" 0`), with
  * `UH` when no host was there and `UF` when the connection to it failed.
  */
@@ -60,7 +61,7 @@ export class TcpTunnel implements AccessLogRecord {
   constructor(
     downstream: Socket,
     head: Buffer,
-    server: TlsServer,
+    routes: readonly TcpRoute[],
     sni: string | null,
     clusters: ReadonlyMap<string, UpstreamCluster>,
     log: AccessLog,
@@ -72,7 +73,7 @@ export class TcpTunnel implements AccessLogRecord {
     this.downstreamLocalAddress = formatAddress(downstream.localAddress, downstream.localPort);
     this.downstreamRemoteAddress = formatAddress(downstream.remoteAddress, downstream.remotePort);
     this.requestedServerName = sni;
-    const cluster = pickTcpRoute(server, sni, clusters);
+    const cluster = pickTcpRoute(routes, sni, clusters);
     this.upstreamCluster = cluster?.name ?? null;
     const host = cluster?.pick(NO_HASH) ?? null;
     if (cluster === null || host === null) {
@@ -105,7 +106,7 @@ export class TcpTunnel implements AccessLogRecord {
     down.on('error', () => this.#finish());
     down.on('close', () => this.#finish());
     up.on('close', () => this.#finish());
-    up.write(head);
+    if (head.length > 0) up.write(head);
     down.pipe(up);
     up.pipe(down);
     down.resume();

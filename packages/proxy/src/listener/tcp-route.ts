@@ -1,12 +1,13 @@
-import type { TlsServer } from '@remora/config';
+import type { TcpRoute } from '@remora/config';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 
 /**
- * The cluster a PASSTHROUGH connection goes to: the first of the server's TCP routes whose SNI
- * names match (exact, `*.suffix`, or `*`), then a weighted pick among its destinations.
+ * The cluster a TCP connection goes to: the first route whose SNI names match (exact,
+ * `*.suffix`, or `*`; a route without names matches any), then a weighted pick among its
+ * destinations.
  */
-export function pickTcpRoute(server: TlsServer, sni: string | null, clusters: ReadonlyMap<string, UpstreamCluster>): UpstreamCluster | null {
-  for (const route of server.tcpRoutes) {
+export function pickTcpRoute(routes: readonly TcpRoute[], sni: string | null, clusters: ReadonlyMap<string, UpstreamCluster>): UpstreamCluster | null {
+  for (const route of routes) {
     if (route.sniHosts.length > 0 && !route.sniHosts.some((h) => sniMatches(h, sni))) continue;
     let total = 0;
     for (const c of route.clusters) total += c.weight;
