@@ -3,6 +3,7 @@
 // reloaded, with Envoy's TCP access log lines; an upstream that refuses gives UF.
 import { createServer, connect, type Server, type AddressInfo } from 'node:net';
 import t from 'tap';
+import { request } from './helpers/http.ts';
 import { freePorts, waitFor } from './helpers/net.ts';
 import { MeshDir, startRemora } from './helpers/remora.ts';
 
@@ -147,4 +148,17 @@ t.test('TCP traffic shifting through the gateway, reloads, access log, refused u
   t.equal(await echo(deadGwPort, 'anyone?'), '');
   await waitFor('UF line', () => remora.accessLog.some((l) => l.includes(`127.0.0.1:${deadPort}`)));
   t.match(remora.accessLog.find((l) => l.includes(`127.0.0.1:${deadPort}`)), /"- - -" 0 UF - - "ECONNREFUSED" /);
+
+  // Istio's TCP metrics, by upstream version and final flags.
+  const metrics = (await request(remora.ports.admin, '/stats/prometheus')).body.split('\n');
+  const value = (name: string, ...parts: string[]): number =>
+    metrics.filter((l) => l.startsWith(`${name}{`) && parts.every((p) => l.includes(p))).reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  const opened = value('istio_tcp_connections_opened_total', 'request_protocol="tcp"', 'destination_service="tcp-echo.default.svc.cluster.local"');
+  t.ok(opened >= 10 + n + 1, `connections opened to tcp-echo: ${opened}`);
+  t.equal(value('istio_tcp_connections_opened_total', 'destination_version="v2"'), two.connections, 'v2\'s series counts what v2 saw');
+  t.equal(value('istio_tcp_connections_closed_total', 'destination_service="tcp-echo.default.svc.cluster.local"'), opened, 'each one closed');
+  t.ok(value('istio_tcp_received_bytes_total', 'destination_service="tcp-echo.default.svc.cluster.local"') >= n * 2, 'bytes from the clients counted');
+  t.ok(value('istio_tcp_sent_bytes_total', 'destination_service="tcp-echo.default.svc.cluster.local"') >= n * 6, 'bytes to the clients counted');
+  t.equal(value('istio_tcp_connections_closed_total', 'destination_service="gone.default.svc.cluster.local"', 'response_flags="UF"'), 1, 'the refused one, closed with UF');
+  t.equal(value('istio_tcp_connections_opened_total', 'destination_service="gone.default.svc.cluster.local"'), 0, 'and never opened');
 });

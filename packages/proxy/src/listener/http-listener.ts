@@ -118,7 +118,7 @@ export class HttpListener {
     const listener = this.snapshot.listener;
     if (listener.tcpProxy !== undefined) {
       // A Gateway TCP server: bytes both ways, no HTTP.
-      this.#tunnels.add(new TcpTunnel(socket, EMPTY, listener.tcpProxy, null, this.snapshot.clusters, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
+      this.#tunnels.add(new TcpTunnel(socket, EMPTY, listener.tcpProxy, null, this.snapshot.clusters, this.snapshot.unroutedStats, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
       return;
     }
     const tls = listener.tls;
@@ -162,7 +162,7 @@ export class HttpListener {
 
   /** TLS PASSTHROUGH: the bytes go, untouched, to a host of the cluster the SNI routes to. */
   #passthrough(socket: Socket, head: Buffer, server: TlsServer, sni: string | null): void {
-    this.#tunnels.add(new TcpTunnel(socket, head, server.tcpRoutes, sni, this.snapshot.clusters, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
+    this.#tunnels.add(new TcpTunnel(socket, head, server.tcpRoutes, sni, this.snapshot.clusters, this.snapshot.unroutedStats, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
   }
 
   /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */

@@ -2,6 +2,8 @@ import { connect, type Socket } from 'node:net';
 import type { TcpRoute } from '@remora/config';
 import { ResponseFlag } from '../http/response-flags.ts';
 import type { AccessLog, AccessLogRecord } from '../telemetry/access-log.ts';
+import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import { formatResponseFlags } from '../http/response-flags.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
@@ -57,6 +59,8 @@ export class TcpTunnel implements AccessLogRecord {
   readonly #onClose: (t: TcpTunnel) => void;
   #upstream: Socket | null = null;
   #done = false;
+  /** Istio's TCP metrics: the host's label set, else the cluster's or the listener's. */
+  #stats: RequestStats;
 
   constructor(
     downstream: Socket,
@@ -64,6 +68,7 @@ export class TcpTunnel implements AccessLogRecord {
     routes: readonly TcpRoute[],
     sni: string | null,
     clusters: ReadonlyMap<string, UpstreamCluster>,
+    unroutedStats: RequestStats,
     log: AccessLog,
     onClose: (t: TcpTunnel) => void,
   ) {
@@ -76,6 +81,7 @@ export class TcpTunnel implements AccessLogRecord {
     const cluster = pickTcpRoute(routes, sni, clusters);
     this.upstreamCluster = cluster?.name ?? null;
     const host = cluster?.pick(NO_HASH) ?? null;
+    this.#stats = host !== null ? host.stats : (cluster?.noHostStats ?? unroutedStats);
     if (cluster === null || host === null) {
       // No route for the name, or no healthy host: Envoy closes the connection, flag UH.
       this.responseFlags = ResponseFlag.UH;
@@ -94,6 +100,7 @@ export class TcpTunnel implements AccessLogRecord {
     up.once('connect', () => {
       connected = true;
       up.setNoDelay(true);
+      this.#stats.tcpOpened();
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
       if (!connected) {
@@ -123,6 +130,7 @@ export class TcpTunnel implements AccessLogRecord {
     this.bytesReceived = down.bytesRead;
     this.bytesSent = down.bytesWritten;
     this.durationMs = performance.now() - this.#startHr;
+    this.#stats.tcpClosed(formatResponseFlags(this.responseFlags), this.bytesSent, this.bytesReceived);
     this.#log.log(this);
     this.#onClose(this);
   }

@@ -73,6 +73,19 @@ class Series {
   }
 }
 
+/** Istio's TCP metrics for one label set and final response flags. */
+class TcpSeries {
+  readonly flags: string;
+  opened = 0;
+  closed = 0;
+  /** Bytes to the downstream client, and from it. */
+  sent = 0;
+  received = 0;
+  constructor(flags: string) {
+    this.flags = flags;
+  }
+}
+
 /** Counters for one label set; one `record` per finished request. */
 export class RequestStats {
   readonly labels: PeerLabels;
@@ -124,6 +137,33 @@ export class RequestStats {
     s.responseBytes.observe(responseBytes, ENVOY_DEFAULT_BUCKETS);
   }
 
+  /** TCP connections (gateway TCP servers, TLS passthrough), by final response flags; made on first use. */
+  #tcp: Map<string, TcpSeries> | null = null;
+
+  #tcpSeries(flags: string): TcpSeries {
+    const map = (this.#tcp ??= new Map());
+    let s = map.get(flags);
+    if (s === undefined) map.set(flags, (s = new TcpSeries(flags)));
+    return s;
+  }
+
+  /** A proxied TCP connection reached its upstream host (istio_tcp_connections_opened_total). */
+  tcpOpened(): void {
+    this.#tcpSeries('-').opened++;
+  }
+
+  /** A proxied TCP connection ended: its flags and bytes each way. */
+  tcpClosed(flags: string, sentBytes: number, receivedBytes: number): void {
+    const s = this.#tcpSeries(flags);
+    s.closed++;
+    s.sent += sentBytes;
+    s.received += receivedBytes;
+  }
+
+  *tcpSeries(): Generator<TcpSeries> {
+    if (this.#tcp !== null) yield* this.#tcp.values();
+  }
+
   *series(): Generator<Series> {
     yield* this.#plain.values();
     yield* this.#other.values();
@@ -163,6 +203,18 @@ export class IstioMetrics {
         get: async () => ({ name, help, type: 'histogram', aggregator: 'sum', values: self.#histogramValues(name, pick) }),
       } as never);
     };
+    const tcpCounter = (name: string, help: string, pick: (s: TcpSeries) => number): void => {
+      this.registry.registerMetric({
+        name,
+        help,
+        type: 'counter',
+        get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: self.#tcpValues(pick) }),
+      } as never);
+    };
+    tcpCounter('istio_tcp_connections_opened_total', 'TCP connections opened to upstreams', (s) => s.opened);
+    tcpCounter('istio_tcp_connections_closed_total', 'TCP connections closed', (s) => s.closed);
+    tcpCounter('istio_tcp_sent_bytes_total', 'Bytes sent to the downstream on TCP connections', (s) => s.sent);
+    tcpCounter('istio_tcp_received_bytes_total', 'Bytes received from the downstream on TCP connections', (s) => s.received);
     histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds', (s) => s.duration);
     histogram('istio_request_bytes', 'Request body size in bytes', (s) => s.requestBytes);
     histogram('istio_response_bytes', 'Response body size in bytes', (s) => s.responseBytes);
@@ -200,6 +252,17 @@ export class IstioMetrics {
       grpc_response_status: s.grpcStatus,
       response_flags: s.flags,
     };
+  }
+
+  #tcpValues(pick: (s: TcpSeries) => number): MetricValue[] {
+    const out: MetricValue[] = [];
+    for (const ctx of this.#contexts.values()) {
+      for (const s of ctx.tcpSeries()) {
+        const value = pick(s);
+        if (value > 0) out.push({ value, labels: { ...ctx.labels, request_protocol: 'tcp', response_flags: s.flags } });
+      }
+    }
+    return out;
   }
 
   #counterValues(): MetricValue[] {
