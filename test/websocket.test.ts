@@ -476,3 +476,56 @@ t.test('stopping the proxy closes open tunnels', async (t) => {
   const e = await logEntry(remora, (x) => x.request_id === 'ws-stop-1');
   t.match(e, { response_code: 101, response_flags: 'LR' });
 });
+
+t.test('upgrades count against the circuit breaker: one open tunnel, one waiting, the next 503 UO; a close lets the waiting one in', async (t) => {
+  const backend = await startWsBackend();
+  const port = await freePort();
+  const mesh = new MeshDir({
+    'mesh.yaml': doc(
+      gateway('gw', port),
+      serviceEntry('app', 'app', [{ port: backend.port }]),
+      `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: app }
+spec:
+  host: app
+  trafficPolicy:
+    connectionPool:
+      tcp: { maxConnections: 1 }
+      http: { http1MaxPendingRequests: 1 }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: app }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - route: [{ destination: { host: app } }]
+`,
+    ),
+  });
+  const remora = await startRemora('gateway', [mesh.dir]);
+  t.teardown(async () => {
+    await remora.stop();
+    await backend.close();
+    mesh.cleanup();
+  });
+  const first = await openWs(port, '/one');
+  // The second waits in the breaker's queue: its handshake does not complete yet.
+  const second = new WebSocket(`ws://127.0.0.1:${port}/two`, { headers: { host: 'app.example' }, handshakeTimeout: 5_000 });
+  const secondOpen = once(second, 'open');
+  await sleep(100);
+  t.equal(second.readyState, WebSocket.CONNECTING, 'the second upgrade waits for room');
+  const third = await refusedUpgrade(port, '/three');
+  t.equal(third.status, 503, 'the third overflows at once');
+  t.match(third.body, /reset reason: overflow/);
+  await waitFor('UO in the access log', () => remora.accessLog.some((l) => l.includes('"GET /three HTTP/1.1" 503 UO ')));
+  first.ws.close();
+  await secondOpen;
+  second.send('after');
+  const echo = await new Promise<string>((resolve) => second.once('message', (d: Buffer) => resolve(d.toString())));
+  t.equal(echo, 'after', 'the waiting upgrade went through once the first tunnel closed');
+  second.close();
+  t.same(backend.upgrades.length, 2, 'the refused one never reached the upstream');
+});

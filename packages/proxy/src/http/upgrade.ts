@@ -10,6 +10,7 @@ import { failureReply, ProxiedRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue } from './request-headers.ts';
 import { ResponseFlag } from './response-flags.ts';
+import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 
 /**
  * HTTP/1.1 Upgrade (WebSocket and any other protocol but h2c) through the proxy, as Envoy
@@ -97,6 +98,8 @@ export class UpgradeExchange extends ProxiedRequest {
 
   #attempt: UpgradeAttempt | null = null;
   #retry: CompiledRetryPolicy | null = null;
+  /** This upgrade holds a slot of the cluster's circuit breaker (released once, at the end). */
+  #holdsBreaker = false;
   #timer: NodeJS.Timeout | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
   #lingerTimer: NodeJS.Timeout | null = null;
@@ -199,7 +202,35 @@ export class UpgradeExchange extends ProxiedRequest {
     this.#state = CONNECTING;
     // The route timeout bounds the handshake only; an open tunnel has no deadline.
     if (target.timeoutMs > 0) this.#timer = setTimeout(() => this.#onRouteTimeout(), target.timeoutMs);
+    // An upgraded connection holds one of the cluster's connections (and requests) for its
+    // whole life, so it goes through the circuit breaker like any request: 503 UO on overflow.
+    const breaker = cluster.breaker;
+    if (breaker.limited) {
+      const admission = breaker.admit(this);
+      if (admission === OVERFLOW) {
+        this.#localReply(503, ResponseFlag.UO, 'upstream_reset_before_response_started{overflow}', 'upstream connect error or disconnect/reset before headers. reset reason: overflow');
+        return;
+      }
+      if (admission === QUEUED) return;
+      this.#holdsBreaker = true;
+    }
     this.#nextAttempt();
+  }
+
+  /** The circuit breaker made room for this queued upgrade. */
+  onAdmitted(): void {
+    this.#holdsBreaker = true;
+    if (this.#state === DONE) {
+      this.#releaseBreaker();
+      return;
+    }
+    this.#nextAttempt();
+  }
+
+  #releaseBreaker(): void {
+    if (!this.#holdsBreaker) return;
+    this.#holdsBreaker = false;
+    this.cluster!.breaker.release();
   }
 
   #nextAttempt(): void {
@@ -627,6 +658,7 @@ export class UpgradeExchange extends ProxiedRequest {
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
+    this.#releaseBreaker();
     this.#clearTimers();
     this.destroyFilters();
     this.#registry.delete(this);
