@@ -204,6 +204,7 @@ function from(localAddress: string, port: number, method: string, path: string):
 
 t.test('sidecar inbound: policies in default selecting app: productpage, peers with mTLS identities', async (t) => {
   const app: Backend = await startBackend('productpage');
+  const inbound = await freePort();
   const mesh = new MeshDir({
     'authz.yaml': doc(
       // The HTTP-traffic task: deny by default in the namespace...
@@ -245,6 +246,20 @@ spec:
     to:
     - operation: { paths: ["/health"] }
 `,
+      // Ports: the app's port is what captured requests were addressed to (Envoy's original
+      // destination), not the sidecar's inbound listener port.
+      `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-debug-on-app-port, namespace: default }
+spec:
+  selector: { matchLabels: { app: productpage } }
+  action: DENY
+  rules:
+  - to:
+    - operation: { ports: ["${app.port}"], paths: ["/static/debug"] }
+  - to:
+    - operation: { ports: ["${inbound}"], paths: ["/static/other"] }
+`,
       // Selects another workload: not this sidecar's business.
       `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -264,11 +279,10 @@ spec:
   const remora: InProcessRemora = await startRemora(
     'sidecar',
     [mesh.dir],
-    ['--app-port', String(app.port), '--labels', 'app=productpage', '--namespace', 'default'],
+    ['--app-port', String(app.port), '--labels', 'app=productpage', '--namespace', 'default', '--inbound-port', String(inbound)],
     { peerIdentity: peerOf },
   );
   t.teardown(() => remora.stop());
-  const inbound = remora.ports.inbound;
 
   t.test('principal: the gateway identity may GET /productpage', async (t) => {
     const r = await from('127.0.0.2', inbound, 'GET', '/productpage?u=normal');
@@ -292,6 +306,11 @@ spec:
   t.test('DENY by namespace and by missing identity, before ALLOW', async (t) => {
     await denies(t, remora, () => from('127.0.0.4', inbound, 'POST', '/health'), 'POST', '/health', rule('default', 'deny-dev', 0));
     await denies(t, remora, () => get(inbound, '/health', 'productpage:9080'), 'GET', '/health', rule('default', 'deny-dev', 1));
+  });
+
+  t.test('ports: a rule for the app port applies on the sidecar; one for the inbound listener port does not', async (t) => {
+    await denies(t, remora, () => from('127.0.0.2', inbound, 'GET', '/static/debug'), 'GET', '/static/debug', rule('default', 'deny-debug-on-app-port', 0));
+    t.equal((await from('127.0.0.2', inbound, 'GET', '/static/other')).status, 200, 'the listener port is not the destination port');
   });
 
   t.test("a policy selecting another workload does not apply", async (t) => {

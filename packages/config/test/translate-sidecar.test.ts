@@ -289,7 +289,7 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
   t.same(config.listeners, [
     { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
     // Istio's default for inbound traffic is PERMISSIVE mTLS: TLS and plaintext on one port.
-    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: [], tls: { kind: 'mesh', mode: 'PERMISSIVE' } },
+    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: [], tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
   ]);
   const rc = routeTable(config, 'inbound|9080');
   t.equal(rc.ignorePortInHostMatching, true);

@@ -71,4 +71,10 @@ export interface Listener {
    * these routes, with no HTTP; absent for HTTP listeners.
    */
   readonly tcpProxy?: readonly TcpRoute[];
+  /**
+   * The port requests on this listener were addressed to, when the listener receives traffic
+   * redirected to it (a sidecar's inbound side: the app's port, as Envoy sees it as the
+   * original destination); absent: the port the connection was accepted on.
+   */
+  readonly destinationPort?: number;
 }

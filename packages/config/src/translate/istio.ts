@@ -76,6 +76,9 @@ export function translateIstio(
         ...inbound.listener,
         httpFilters: chain(jwtAuthnFilter(ctx), authzFilter(ctx), localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort)),
         tls: mtls === 'DISABLE' ? null : { kind: 'mesh', mode: mtls },
+        // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
+        // `destination.port` see that, as Envoy sees the original destination.
+        destinationPort: ports.appPort,
       });
     }
   } else {

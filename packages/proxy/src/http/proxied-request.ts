@@ -203,7 +203,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     return this.conn.localIp;
   }
   get destinationPort(): number {
-    return this.conn.localPort;
+    return this.snapshot.listener.destinationPort ?? this.conn.localPort;
   }
   get sni(): string {
     return this.conn.sni ?? '';
