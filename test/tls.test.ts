@@ -500,3 +500,66 @@ spec:
   t.match(await refused(httpsGet(port, '/x', { ca: peer.ca, meshPeer: true })), /certificate|alert|socket hang up|ECONNRESET/, 'no certificate: refused');
   t.equal(web.seen.length, 1);
 });
+
+t.test('gateway credentials: a missing secret is reported at apply; once its files appear (and when they change) handshakes use them, no restart', async (t) => {
+  const pki = new Pki(t);
+  const ca = await pki.init('ca');
+  const creds = join(pki.base, 'credentials');
+  const web = await startBackend('web');
+  const port = (await (await import('./helpers/net.ts')).freePorts(1))[0]!;
+  const mesh = new MeshDir({
+    'mesh.yaml': doc(
+      serviceEntry('web', 'web.example.internal', [{ address: '127.0.0.1', port: web.port }], { port: 80 }),
+      `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: gw, namespace: default }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: ${port}, name: https, protocol: HTTPS }
+    hosts: ["late.example.com"]
+    tls: { mode: SIMPLE, credentialName: late-cert }
+`,
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web, namespace: default }
+spec:
+  hosts: ["late.example.com"]
+  gateways: [gw]
+  http:
+  - route: [{ destination: { host: web.example.internal, port: { number: 80 } } }]
+`,
+    ),
+  });
+  const remora = await startRemora('gateway', [mesh.dir], ['--credentials-dir', creds]);
+  t.teardown(async () => {
+    await remora.stop();
+    await web.close();
+    mesh.cleanup();
+  });
+  t.ok(
+    remora.log.some((l) => l.includes('Gateway server default/gw#0 (late.example.com): missing') && l.includes(join(creds, 'late-cert', 'tls.crt'))),
+    'the missing secret is named when the config is applied',
+  );
+  const get = (ca: Buffer) => httpsGet(port, '/late', { host: 'late.example.com', servername: 'late.example.com', ca });
+  const caPem = readFileSync(join(ca, 'root-cert.pem'));
+  t.match(await refused(get(caPem)), /socket hang up|ECONNRESET|disconnected/, 'no certificate yet: the handshake fails');
+
+  await pki.server(ca, 'credentials/late-cert', ['late.example.com']);
+  await waitFor('the new secret in use', async () => {
+    try {
+      return (await get(caPem)).status === 200;
+    } catch {
+      return false;
+    }
+  });
+  const first = (await get(caPem)).serverCert.serialNumber;
+
+  // Rotated in place: new handshakes get the new certificate.
+  const next = await pki.server(ca, 'rotated', ['late.example.com']);
+  for (const f of ['tls.crt', 'tls.key']) cpSync(join(next, f), join(creds, 'late-cert', f));
+  const rotated = new X509Certificate(readFileSync(join(next, 'tls.crt'))).serialNumber;
+  t.not(rotated, first);
+  await waitFor('the rotated certificate', async () => (await get(caPem)).serverCert.serialNumber === rotated);
+  t.pass('rotated without a restart');
+});

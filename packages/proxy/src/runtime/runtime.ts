@@ -1,4 +1,5 @@
 import type { Cluster, Endpoint, ProxyConfig, ProxyNode, TrafficDirection } from '@remora/config';
+import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { FilterRegistry, PeerIdentity } from '@remora/filters';
 import type { ListenerContext } from '../http/connection.ts';
@@ -174,6 +175,35 @@ export class Runtime implements ListenerContext {
     this.clusterManager.commit(built);
     this.#store.commit();
     this.#snapshot = snap;
+    this.#checkCredentials(config);
+  }
+
+  /**
+   * Says, when a config is applied, which Gateway TLS servers cannot serve yet because their
+   * certificate files are missing (their handshakes fail until the files appear), and which
+   * ISTIO_MUTUAL or mesh-mTLS listeners have no workload identity to serve with.
+   */
+  #checkCredentials(config: ProxyConfig): void {
+    const log = this.#loggers.get('secret');
+    for (const l of config.listeners) {
+      const tls = l.tls;
+      if (tls === null) continue;
+      if (tls.kind === 'mesh') {
+        if (this.identity?.current == null && tls.mode === 'STRICT') {
+          log.warn(`listener ${l.name}: STRICT mTLS but no workload identity (certificate files) yet; every connection is refused until one is found`);
+        }
+        continue;
+      }
+      for (const server of tls.servers) {
+        if (server.mode === 'ISTIO_MUTUAL' && this.identity?.current == null) {
+          log.warn(`Gateway server ${server.origin} (ISTIO_MUTUAL): no workload identity (certificate files) yet; its handshakes fail until one is found`);
+        }
+        const missing = [server.certFile, server.keyFile, server.caFile].filter((f): f is string => f !== null && !existsSync(f));
+        if (missing.length > 0) {
+          log.error(`Gateway server ${server.origin} (${server.hosts.join(', ')}): missing ${missing.join(', ')}; its TLS handshakes fail until the files appear`);
+        }
+      }
+    }
   }
 
   /** A listener removed by a config change: stop accepting now, cut what is left after a grace period. */
