@@ -121,6 +121,17 @@ function stall(port: number, bytes: Buffer): Promise<{ ms: number; got: string }
   });
 }
 
+/** A VirtualService on `gateway` sending `host` to the web backend's ServiceEntry. */
+const routeToWeb = (namespace: string, gateway: string, host: string): string => `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web, namespace: ${namespace} }
+spec:
+  hosts: ["${host}"]
+  gateways: [${gateway}]
+  http:
+  - route: [{ destination: { host: web.example.internal, port: { number: 80 } } }]
+`;
+
 const pa = (mode: string): string => `apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: { name: default, namespace: istio-system }
@@ -475,15 +486,7 @@ spec:
     hosts: ["*"]
     tls: { mode: ISTIO_MUTUAL }
 `,
-      `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web, namespace: istio-system }
-spec:
-  hosts: ["*"]
-  gateways: [eastwest]
-  http:
-  - route: [{ destination: { host: web.example.internal, port: { number: 80 } } }]
-`,
+      routeToWeb('istio-system', 'eastwest', '*'),
     ),
   });
   const remora = await startRemora('gateway', [mesh.dir], ['--certs-dir', gwIdentity]);
@@ -520,15 +523,7 @@ spec:
     hosts: ["late.example.com"]
     tls: { mode: SIMPLE, credentialName: late-cert }
 `,
-      `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web, namespace: default }
-spec:
-  hosts: ["late.example.com"]
-  gateways: [gw]
-  http:
-  - route: [{ destination: { host: web.example.internal, port: { number: 80 } } }]
-`,
+      routeToWeb('default', 'gw', 'late.example.com'),
     ),
   });
   const remora = await startRemora('gateway', [mesh.dir], ['--credentials-dir', creds]);
