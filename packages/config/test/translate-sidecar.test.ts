@@ -328,3 +328,70 @@ t.test('PeerAuthentication decides the inbound listener\'s mTLS: workload port, 
   const port = pa('pp', 'default', '  selector: {matchLabels: {app: productpage}}\n  mtls: {mode: DISABLE}\n  portLevelMtls:\n    "9080": {mode: STRICT}');
   t.same(inboundTls(port), { kind: 'mesh', mode: 'STRICT' }, 'portLevelMtls for the app port wins');
 });
+
+t.test('Sidecar resource: egress hosts scope the outbound route table; REGISTRY_ONLY answers the rest with block_all', async (t) => {
+  const other = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: billing, namespace: finance}
+spec:
+  hosts: [billing.finance.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.9.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: audit, namespace: istio-system}
+spec:
+  hosts: [audit.istio-system.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.9.0.2}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: billing-routes, namespace: finance}
+spec:
+  hosts: [pay.example.com]
+  http:
+  - route: [{destination: {host: billing.finance.svc.cluster.local}}]
+---
+`;
+  const sidecar = (name: string, ns: string, spec: string) => `apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: ${name}, namespace: ${ns}}\nspec:\n${spec}\n---\n`;
+  const names = (yaml: string) => {
+    const out = translate(BOOKINFO_SERVICES + other + yaml);
+    return { hosts: vhostNames(out.config).map((n) => n.split(':')[0]!), brief: out.brief };
+  };
+  const all = names('');
+  t.ok(all.hosts.includes('billing.finance.svc.cluster.local') && all.hosts.includes('pay.example.com'), 'no Sidecar: every service and VirtualService');
+
+  // Istio's documented default: own namespace and istio-system only.
+  const mesh = names(sidecar('default', 'istio-system', '  egress:\n  - hosts: ["./*", "istio-system/*"]'));
+  t.ok(mesh.hosts.includes('reviews.default.svc.cluster.local'), "the root namespace's `.` is the workload's namespace");
+  t.ok(mesh.hosts.includes('audit.istio-system.svc.cluster.local'));
+  t.notOk(mesh.hosts.includes('billing.finance.svc.cluster.local'), 'another namespace: not visible');
+  t.notOk(mesh.hosts.includes('pay.example.com'), "a VirtualService of another namespace: not visible");
+  t.notOk(mesh.hosts.includes('block_all'), 'ALLOW_ANY: no block_all');
+
+  // A namespace Sidecar overrides the root's; a selected workload's overrides both.
+  const ns = names(sidecar('default', 'istio-system', '  egress:\n  - hosts: ["./*"]') + sidecar('ns', 'default', '  egress:\n  - hosts: ["finance/*", "./reviews.default.svc.cluster.local"]'));
+  t.same(ns.hosts.sort(), ['billing.finance.svc.cluster.local', 'pay.example.com', 'reviews.default.svc.cluster.local'].sort());
+  const selected = names(
+    sidecar('ns', 'default', '  egress:\n  - hosts: ["finance/*"]') +
+      sidecar('pp', 'default', '  workloadSelector: {labels: {app: productpage}}\n  egress:\n  - hosts: ["*/*.default.svc.cluster.local"]\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}'),
+  );
+  t.ok(selected.hosts.includes('ratings.default.svc.cluster.local'), 'the workload-selecting Sidecar applies');
+  t.notOk(selected.hosts.includes('billing.finance.svc.cluster.local'));
+  t.equal(selected.hosts.at(-1), 'block_all', 'REGISTRY_ONLY: block_all last, for every other host');
+  const out = translate(BOOKINFO_SERVICES + sidecar('pp', 'default', '  workloadSelector: {labels: {app: productpage}}\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}'));
+  t.same(vhost(out.config, 'block_all').routes[0]!.action, { kind: 'direct-response', status: 502, body: null }, "Istio's block_all: 502");
+
+  // What Remora does not apply is said.
+  const warned = names(sidecar('ns', 'default', '  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    defaultEndpoint: 127.0.0.1:8080\n  egress:\n  - port: {number: 80, protocol: HTTP, name: http}\n    hosts: ["./*"]'));
+  t.same(warned.brief, [
+    'warning Sidecar default/ns spec.ingress: ingress listeners are not applied; the inbound listener forwards to --app-port',
+    'warning Sidecar default/ns spec.egress[0]: per-port egress listeners (port, bind, captureMode) are not applied; their hosts apply to the outbound listener',
+  ]);
+});

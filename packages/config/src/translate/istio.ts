@@ -14,6 +14,7 @@ import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rul
 import { FAULT_FILTER } from './fault.ts';
 import { applyLocalRateLimitRoutes, localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
+import { sidecarScope } from './sidecar-scope.ts';
 import { authzFilter, jwtAuthnFilter } from './security.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
@@ -107,16 +108,21 @@ export function translateIstio(
 function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteConfiguration {
   const { registry } = mesh;
   const { node } = ctx;
+  // Istio's Sidecar resource: egress hosts limit what this sidecar's outbound side sees.
+  const scope = sidecarScope(ctx);
+  const hostsOf = (vs: Resource): string[] =>
+    ((vs.spec as IstioVirtualService).hosts ?? [])
+      .map((h) => resolveHost(h, vs.metadata.namespace, node.clusterDomain))
+      .filter((h) => scope === null || scope.allows(vs.metadata.namespace, h));
   const meshServices = ctx
     .resourcesOf('VirtualService')
-    .filter((vs) => ctx.isVisible(vs) && gatewayRefs(vs, (vs.spec as IstioVirtualService).gateways).has('mesh'));
-  const hostsOf = (vs: Resource): string[] =>
-    ((vs.spec as IstioVirtualService).hosts ?? []).map((h) => resolveHost(h, vs.metadata.namespace, node.clusterDomain));
+    .filter((vs) => ctx.isVisible(vs) && gatewayRefs(vs, (vs.spec as IstioVirtualService).gateways).has('mesh') && hostsOf(vs).length > 0);
 
   const virtualHosts: VirtualHost[] = [];
   const routed: MeshService[] = [];
   for (const svc of registry.services()) {
     if (svc.host.startsWith('*')) continue;
+    if (scope !== null && !scope.allows(svc.namespace, svc.host)) continue;
     const httpPorts = svc.ports.filter((p) => isHttpProtocol(portProtocol(p)));
     if (httpPorts.length === 0) continue;
     let best: { vs: Resource; score: number } | null = null;
@@ -158,6 +164,10 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
       virtualHosts.push({ name: h, domains: h === '*' ? ['*'] : [h, `${h}:*`], routes, requireTls: false });
     }
   }
+  // outboundTrafficPolicy REGISTRY_ONLY: anything else gets Istio's block_all answer, 502.
+  if (scope?.registryOnly && !virtualHosts.some((v) => v.domains.includes('*'))) {
+    virtualHosts.push({ name: 'block_all', domains: ['*'], routes: [blockAllRoute()], requireTls: false });
+  }
   return { name: 'outbound', virtualHosts, ignorePortInHostMatching: false };
 }
 
@@ -165,6 +175,19 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
 function defaultServicePort(svc: MeshService): number {
   const http = svc.ports.filter((p) => isHttpProtocol(portProtocol(p)));
   return http.some((p) => p.number === 80) ? 80 : (http[0]?.number ?? 80);
+}
+
+/** Istio's block_all route (REGISTRY_ONLY): a 502 for hosts the registry does not know. */
+function blockAllRoute(): Route {
+  return {
+    name: 'block_all',
+    match: MATCH_ALL,
+    action: { kind: 'direct-response', status: 502, body: null },
+    requestHeaders: null,
+    responseHeaders: null,
+    filterConfigs: {},
+    origin: '',
+  };
 }
 
 /** A catch-all route to one cluster: a service's default route, or the inbound route to the app. */
