@@ -308,6 +308,9 @@ t.test('gateway: certificates by SNI, MUTUAL, PASSTHROUGH, httpsRedirect, ALPN h
   const aDir = await pki.server(ca, 'credentials/a-cert', ['a.example.com']);
   await pki.server(ca, 'credentials/b-cert', ['b.example.com']);
   await pki.server(ca, 'credentials/m-cert', ['m.example.com']);
+  await pki.server(ca, 'credentials/o-cert', ['o.example.com']);
+  const otherCa = await pki.init('other-ca');
+  const stranger = workloadFiles(await pki.workload(otherCa, 'partners', 'acme'));
   // A client certificate (clientAuth usage): a workload certificate of the same CA serves.
   const clientFiles = workloadFiles(await pki.workload(ca, 'partners', 'acme'));
   const caPem = readFileSync(join(aDir, 'ca.crt'));
@@ -346,7 +349,10 @@ ${servers}`;
     tls: { mode: SIMPLE, credentialName: b-cert }
   - port: { number: ${tlsPort}, name: https-m, protocol: HTTPS }
     hosts: ["m.example.com"]
-    tls: { mode: MUTUAL, credentialName: m-cert }
+    tls: { mode: MUTUAL, credentialName: m-cert, subjectAltNames: ["spiffe://cluster.local/ns/partners/sa/acme"] }
+  - port: { number: ${tlsPort}, name: https-o, protocol: HTTPS }
+    hosts: ["o.example.com"]
+    tls: { mode: OPTIONAL_MUTUAL, credentialName: o-cert }
   - port: { number: ${passPort}, name: tls-pass, protocol: TLS }
     hosts: ["secret.example.com", "dead.example.com"]
     tls: { mode: PASSTHROUGH }
@@ -413,6 +419,15 @@ spec:
   t.match(await refused(httpsGet(tlsPort!, '/', { host: 'm.example.com', servername: 'm.example.com', ca: caPem })), /certificate|alert|socket hang up|ECONNRESET/);
   const m = await httpsGet(tlsPort!, '/mutual', { host: 'm.example.com', servername: 'm.example.com', ca: caPem, ...client });
   t.equal(m.status, 200);
+  t.match(String(web.seen.at(-1)!.headers['x-forwarded-client-cert']), /URI=spiffe:\/\/cluster\.local\/ns\/partners\/sa\/acme$/, 'the gateway sets XFCC for the verified client');
+  const wrongSan = workloadFiles(await pki.workload(ca, 'partners', 'other'));
+  t.match(await refused(httpsGet(tlsPort!, '/', { host: 'm.example.com', servername: 'm.example.com', ca: caPem, cert: wrongSan.cert, key: wrongSan.key })), /socket hang up|ECONNRESET|disconnected/, 'a SAN not in subjectAltNames: refused');
+
+  // OPTIONAL_MUTUAL: no certificate is fine; a certificate that does not verify is not.
+  t.equal((await httpsGet(tlsPort!, '/optional', { host: 'o.example.com', servername: 'o.example.com', ca: caPem })).status, 200, 'no client certificate');
+  t.equal(web.seen.at(-1)!.headers['x-forwarded-client-cert'], undefined);
+  t.equal((await httpsGet(tlsPort!, '/optional', { host: 'o.example.com', servername: 'o.example.com', ca: caPem, ...client })).status, 200, 'a good one');
+  t.match(await refused(httpsGet(tlsPort!, '/', { host: 'o.example.com', servername: 'o.example.com', ca: caPem, cert: stranger.cert, key: stranger.key })), /certificate|alert|socket hang up|ECONNRESET|disconnected/, 'another root: refused');
 
   // ALPN h2 on the TLS listener.
   const session = http2Connect(`https://127.0.0.1:${tlsPort}`, { ca: caPem, servername: 'a.example.com' });
