@@ -4,7 +4,8 @@
 import t from 'tap';
 import type { FaultConfig } from '@remora/config';
 import { FAULT_ABORT_BODY, faultFactory, FaultFilter, FilterName, FilterStatus } from '@remora/filters';
-import { RecordingCallbacks, RouteRequest, storeContext } from './local-ratelimit-helpers.ts';
+import { RecordingCallbacks, storeContext } from './filter-fakes.ts';
+import { RouteRequest } from './local-ratelimit-helpers.ts';
 
 const ctx = storeContext();
 const listener = faultFactory.compile({}, ctx);

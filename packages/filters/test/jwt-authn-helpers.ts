@@ -1,123 +1,12 @@
-// What the JWT filter's unit tests share: keys and tokens made with jose, a request view with
-// headers, query parameters and cookies, callbacks that record what the filter did, a JWKS
-// server on 127.0.0.1, and a way to run a request to its end (the filter may finish later).
+// What the JWT filter's unit tests share: keys and tokens made with jose, a JWKS server on
+// 127.0.0.1, and a way to run a request to its end (the filter may finish later).
 import type { KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { JwtRule } from '@remora/config';
-import {
-  FilterStatus,
-  jwtAuthnFactory,
-  type FilterCallbacks,
-  type FilterCompileContext,
-  type FilterRequest,
-  type FilterResponseFlag,
-  type HttpFilterConfig,
-  type JwtAuthnFilterConfig,
-  type RequestAuth,
-} from '@remora/filters';
+import { FilterStatus, jwtAuthnFactory, type HttpFilterConfig, type JwtAuthnFilterConfig } from '@remora/filters';
 import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose';
-
-export interface ReqInit {
-  method?: string;
-  /** With the query string. */
-  path?: string;
-  authority?: string;
-  headers?: Record<string, string>;
-}
-
-export class TestRequest implements FilterRequest {
-  readonly method: string;
-  readonly path: string;
-  readonly authority: string;
-  readonly scheme = 'http';
-  readonly sourceIp = '127.0.0.1';
-  readonly remoteIp = '127.0.0.1';
-  readonly destinationIp = '127.0.0.1';
-  readonly destinationPort = 8080;
-  readonly sni = '';
-  readonly peer = null;
-  readonly isGrpc = false;
-  readonly routeName = null;
-  auth: RequestAuth | null = null;
-  readonly headers: Map<string, string>;
-  readonly #query: URLSearchParams;
-
-  constructor(init: ReqInit = {}) {
-    this.method = init.method ?? 'GET';
-    this.path = init.path ?? '/';
-    this.authority = init.authority ?? 'example.com';
-    this.headers = new Map(Object.entries(init.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
-    const q = this.path.indexOf('?');
-    this.#query = new URLSearchParams(q < 0 ? '' : this.path.slice(q + 1));
-  }
-  requestHeader(name: string): string | null {
-    return this.headers.get(name) ?? null;
-  }
-  setRequestHeader(name: string, value: string): void {
-    this.headers.set(name.toLowerCase(), value);
-  }
-  removeRequestHeader(name: string): void {
-    this.headers.delete(name.toLowerCase());
-  }
-  queryParam(name: string): string | null {
-    return this.#query.get(name);
-  }
-  cookie(name: string): string | null {
-    for (const part of (this.headers.get('cookie') ?? '').split(';')) {
-      const eq = part.indexOf('=');
-      if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-    }
-    return null;
-  }
-  routeFilterConfig(): unknown {
-    return null;
-  }
-}
-
-export interface LocalReply {
-  status: number;
-  body: string | null;
-  flag: FilterResponseFlag | null;
-  details: string;
-}
-
-export class TestCallbacks implements FilterCallbacks {
-  reply: LocalReply | null = null;
-  continued = 0;
-  aborted = false;
-  readonly responseHeaders: [string, string][] = [];
-  #settle: (() => void) | null = null;
-  /** Resolves once the filter replied or continued. */
-  readonly settled = new Promise<void>((resolve) => (this.#settle = resolve));
-
-  sendLocalReply(status: number, body: string | null, flag: FilterResponseFlag | null, details: string): void {
-    if (this.reply !== null) throw new Error('a second local reply');
-    this.reply = { status, body, flag, details };
-    this.#settle!();
-  }
-  continueRequest(): void {
-    this.continued++;
-    this.#settle!();
-  }
-  addResponseHeader(name: string, value: string): void {
-    this.responseHeaders.push([name, value]);
-  }
-  setResponseFlag(): void {}
-}
-
-export function testContext(): FilterCompileContext & { warnings: string[] } {
-  const warnings: string[] = [];
-  const store = new Map<string, unknown>();
-  return {
-    warnings,
-    persistent<T>(key: string, create: () => T): T {
-      if (!store.has(key)) store.set(key, create());
-      return store.get(key) as T;
-    },
-    warn: (m: string) => void warnings.push(m),
-  };
-}
+import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from './filter-fakes.ts';
 
 /** A jwtRule as the translator hands it over, with Istio's defaults. */
 export function rule(init: Partial<JwtRule> & { issuer: string }): JwtRule {
@@ -138,7 +27,7 @@ export function rule(init: Partial<JwtRule> & { issuer: string }): JwtRule {
   };
 }
 
-export function compile(rules: JwtRule[], ctx = testContext()): JwtAuthnFilterConfig {
+export function compile(rules: JwtRule[], ctx = storeContext()): JwtAuthnFilterConfig {
   return jwtAuthnFactory.compile({ rules }, ctx);
 }
 
@@ -148,13 +37,13 @@ export interface Result {
   outcome: 'continue' | number;
   body: string | null;
   details: string | null;
-  req: TestRequest;
-  cb: TestCallbacks;
+  req: FakeRequest;
+  cb: RecordingCallbacks;
 }
 
 export async function run(config: HttpFilterConfig, init: ReqInit): Promise<Result> {
-  const req = new TestRequest(init);
-  const cb = new TestCallbacks();
+  const req = new FakeRequest(init);
+  const cb = new RecordingCallbacks();
   const filter = config.create();
   const status = filter.onRequest(req, cb);
   const sync = status === FilterStatus.Continue || cb.reply !== null;

@@ -6,7 +6,8 @@ import t from 'tap';
 import { parseJwks } from '../src/jwt-authn/jwt-authn-jwks.ts';
 import { RemoteJwks } from '../src/jwt-authn/jwt-authn-jwks-cache.ts';
 import { parseJwt, type ParsedJwt } from '../src/jwt-authn/jwt-authn-token.ts';
-import { compile, jwksOf, JwksServer, makeKey, rule, run, sign, sleep, testContext } from './jwt-authn-helpers.ts';
+import { compile, jwksOf, JwksServer, makeKey, rule, run, sign, sleep } from './jwt-authn-helpers.ts';
+import { storeContext } from './filter-fakes.ts';
 
 const ISS = 'https://issuer.example';
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
@@ -43,7 +44,7 @@ t.test('jwksUri: fetched once for concurrent requests, then cached across compil
   t.teardown(() => server.stop());
   server.body = jwksOf(key);
   server.delayMs = 100;
-  const ctx = testContext();
+  const ctx = storeContext();
   const config = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx);
   const tokens = await Promise.all([1, 2, 3, 4, 5].map((i) => sign(key, { sub: `u${i}` })));
   const results = await Promise.all(tokens.map((tk) => run(config, { headers: bearer(tk) })));
@@ -62,7 +63,7 @@ t.test('jwksUri unreachable on the first fetch: Jwks remote fetch is failed, ret
   const key = await makeKey('RS256', 'k1');
   const server = await new JwksServer().start();
   await server.stop();
-  const ctx = testContext();
+  const ctx = storeContext();
   const config = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx);
   const token = await sign(key);
   const r = await run(config, { headers: bearer(token) });

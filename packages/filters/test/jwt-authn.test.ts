@@ -5,7 +5,8 @@ import { createHmac } from 'node:crypto';
 import t from 'tap';
 import { FilterStatus } from '@remora/filters';
 import type { JWTPayload } from 'jose';
-import { compile, jwksOf, makeKey, rule, run, sign, TestCallbacks, TestRequest, testContext, type TestKey } from './jwt-authn-helpers.ts';
+import { compile, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
+import { FakeRequest, RecordingCallbacks, storeContext } from './filter-fakes.ts';
 
 const ISS = 'https://issuer.example';
 const now = () => Math.floor(Date.now() / 1000);
@@ -100,7 +101,7 @@ t.test('the 401 carries www-authenticate with the request URI, as Envoy', async 
   const config = compile([rule({ issuer: ISS, jwks: jwksOf(key) })]);
   const r = await run(config, { path: '/a/b?x=1', authority: 'shop.example:8080', headers: bearer(await sign(key, { exp: now() - 3600 })) });
   t.equal(r.outcome, 401);
-  t.same(r.cb.responseHeaders, [['www-authenticate', 'Bearer realm="http://shop.example:8080/a/b?x=1", error="invalid_token"']]);
+  t.same(r.cb.headers, [['www-authenticate', 'Bearer realm="http://shop.example:8080/a/b?x=1", error="invalid_token"']]);
 });
 
 t.test('what authorization sees: principal, audiences, presenter, claims', async (t) => {
@@ -276,8 +277,8 @@ t.test('the client goes away while the signature is checked', async (t) => {
     ['good token', await sign(key)],
     ['bad token', badToken],
   ] as const) {
-    const req = new TestRequest({ headers: bearer(token) });
-    const cb = new TestCallbacks();
+    const req = new FakeRequest({ headers: bearer(token) });
+    const cb = new RecordingCallbacks();
     const filter = config.create();
     t.equal(filter.onRequest(req, cb), FilterStatus.StopIteration, `${name}: waits`);
     cb.aborted = true;
@@ -296,7 +297,7 @@ t.test('compile errors and warnings', async (t) => {
   t.throws(() => compile([rule({ issuer: '', jwks: jwksOf(key) })]), /issuer must be a non-empty string/);
   t.throws(() => compile([rule({ issuer: ISS })]), /one of jwks and jwksUri must be set/);
 
-  const ctx = testContext();
+  const ctx = storeContext();
   const config = compile([rule({ issuer: ISS, jwks: '{"keys":[{"kty":"RSA","n":"","e":"AQAB"}]}' })], ctx);
   t.match(ctx.warnings[0], /RequestAuthentication foo\/jwt: jwtRules\[0\]\.jwks: Jwks doesn't have any valid public key/);
   const r = await run(config, { headers: bearer(await sign(key)) });

@@ -5,7 +5,8 @@
 import t from 'tap';
 import type { LocalRateLimitConfig, LocalRateLimitRouteConfig } from '@remora/config';
 import { FilterName, FilterStatus, LocalRateLimitFilterFactory, TokenBucket, type HttpFilter } from '@remora/filters';
-import { RecordingCallbacks, RouteRequest, storeContext } from './local-ratelimit-helpers.ts';
+import { RecordingCallbacks, storeContext } from './filter-fakes.ts';
+import { RouteRequest } from './local-ratelimit-helpers.ts';
 
 /** A clock the test moves by hand. */
 function manualClock() {

@@ -1,0 +1,144 @@
+// The runtime's side of the filter contract, for the filters' unit tests: a request view
+// (every field settable, headers by lower-case name, query parameters and cookies read from
+// the path and the Cookie header, per-route configs), callbacks that record everything a
+// filter did, and a compile context whose persistent store can outlive one compile.
+import type { FilterCallbacks, FilterCompileContext, FilterRequest, FilterResponseFlag, PeerIdentity, RequestAuth } from '@remora/filters';
+
+export interface ReqInit {
+  method?: string;
+  /** With the query string. */
+  path?: string;
+  authority?: string;
+  scheme?: string;
+  sourceIp?: string;
+  /** Defaults to `sourceIp`. */
+  remoteIp?: string;
+  destinationIp?: string;
+  destinationPort?: number;
+  sni?: string;
+  peer?: PeerIdentity | null;
+  auth?: RequestAuth | null;
+  headers?: Record<string, string>;
+  /** Per-route filter configs by filter name. */
+  routeConfigs?: ReadonlyMap<string, unknown>;
+  routeName?: string | null;
+  grpc?: boolean;
+}
+
+export class FakeRequest implements FilterRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string;
+  readonly scheme: string;
+  readonly sourceIp: string;
+  readonly remoteIp: string;
+  readonly destinationIp: string;
+  readonly destinationPort: number;
+  readonly sni: string;
+  readonly peer: PeerIdentity | null;
+  readonly isGrpc: boolean;
+  readonly routeName: string | null;
+  auth: RequestAuth | null;
+  readonly headers: Map<string, string>;
+  readonly #query: URLSearchParams;
+  readonly #routeConfigs: ReadonlyMap<string, unknown>;
+
+  constructor(init: ReqInit = {}) {
+    this.method = init.method ?? 'GET';
+    this.path = init.path ?? '/';
+    this.authority = init.authority ?? 'example.com';
+    this.scheme = init.scheme ?? 'http';
+    this.sourceIp = init.sourceIp ?? '127.0.0.1';
+    this.remoteIp = init.remoteIp ?? this.sourceIp;
+    this.destinationIp = init.destinationIp ?? '127.0.0.1';
+    this.destinationPort = init.destinationPort ?? 8080;
+    this.sni = init.sni ?? '';
+    this.peer = init.peer ?? null;
+    this.auth = init.auth ?? null;
+    this.isGrpc = init.grpc ?? false;
+    this.routeName = init.routeName ?? null;
+    this.headers = new Map(Object.entries(init.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+    const q = this.path.indexOf('?');
+    this.#query = new URLSearchParams(q < 0 ? '' : this.path.slice(q + 1));
+    this.#routeConfigs = init.routeConfigs ?? new Map();
+  }
+
+  requestHeader(name: string): string | null {
+    return this.headers.get(name) ?? null;
+  }
+  setRequestHeader(name: string, value: string): void {
+    this.headers.set(name.toLowerCase(), value);
+  }
+  removeRequestHeader(name: string): void {
+    this.headers.delete(name.toLowerCase());
+  }
+  queryParam(name: string): string | null {
+    return this.#query.get(name);
+  }
+  cookie(name: string): string | null {
+    for (const part of (this.headers.get('cookie') ?? '').split(';')) {
+      const eq = part.indexOf('=');
+      if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+    }
+    return null;
+  }
+  routeFilterConfig(name: string): unknown {
+    return this.#routeConfigs.get(name) ?? null;
+  }
+}
+
+/** A local reply a filter sent. */
+export interface LocalReply {
+  status: number;
+  body: string | null;
+  flag: FilterResponseFlag | null;
+  details: string;
+  grpcStatus: number | null;
+}
+
+export class RecordingCallbacks implements FilterCallbacks {
+  reply: LocalReply | null = null;
+  /** True once the request is over (a local reply was sent), or set by a test: the client left. */
+  aborted = false;
+  continued = 0;
+  /** Response headers the filter added, in order. */
+  readonly headers: [string, string][] = [];
+  readonly flags: FilterResponseFlag[] = [];
+  #settle: (() => void) | null = null;
+  /** Resolves once the filter replied or continued. */
+  readonly settled = new Promise<void>((resolve) => (this.#settle = resolve));
+
+  sendLocalReply(status: number, body: string | null, flag: FilterResponseFlag | null, details: string, grpcStatus: number | null = null): void {
+    if (this.reply !== null) throw new Error('a second local reply');
+    this.reply = { status, body, flag, details, grpcStatus };
+    this.aborted = true;
+    this.#settle!();
+  }
+  continueRequest(): void {
+    this.continued++;
+    this.#settle!();
+  }
+  addResponseHeader(name: string, value: string): void {
+    this.headers.push([name, value]);
+  }
+  setResponseFlag(flag: FilterResponseFlag): void {
+    this.flags.push(flag);
+  }
+  header(name: string): string | undefined {
+    return this.headers.find(([n]) => n === name)?.[1];
+  }
+}
+
+/** A compile context that keeps its warnings; pass a store to share it across compiles (hot reloads). */
+export function storeContext(store = new Map<string, unknown>()): FilterCompileContext & { warnings: string[]; store: Map<string, unknown> } {
+  const warnings: string[] = [];
+  return {
+    warnings,
+    store,
+    persistent<T>(key: string, create: () => T): T {
+      if (!store.has(key)) store.set(key, create());
+      return store.get(key) as T;
+    },
+    warn: (m: string) => void warnings.push(m),
+  };
+}
