@@ -416,7 +416,6 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
         }
       }
     }
-    const bind = bindAddress;
     const name = `http.${port}`;
     routeConfigs.push({
       name,
@@ -426,8 +425,8 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
     const rc = routeConfigs[routeConfigs.length - 1]!;
     const plain = servers[0]!.kind === 'plain';
     listeners.push({
-      name: `${bind}_${port}`,
-      address: bind,
+      name: `${bindAddress}_${port}`,
+      address: bindAddress,
       port,
       direction: 'gateway',
       routeConfig: name,

@@ -32,7 +32,8 @@ export interface ListenerContext {
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
 }
 
-function formatAddress(ip: string | undefined, port: number | undefined): string {
+/** `ip:port` as Envoy's access log prints addresses (`[v6]:port`); `-` when unknown. */
+export function formatAddress(ip: string | undefined, port: number | undefined): string {
   if (ip === undefined) return '-';
   return ip.includes(':') ? `[${ip}]:${port ?? 0}` : `${ip}:${port ?? 0}`;
 }

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createH2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { TlsServer } from '@remora/config';
+import type { TcpRoute, TlsServer } from '@remora/config';
 import { Connection, type ListenerContext } from '../http/connection.ts';
 import { Exchange } from '../http/exchange.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
@@ -118,7 +118,7 @@ export class HttpListener {
     const listener = this.snapshot.listener;
     if (listener.tcpProxy !== undefined) {
       // A Gateway TCP server: bytes both ways, no HTTP.
-      this.#tunnels.add(new TcpTunnel(socket, EMPTY, listener.tcpProxy, null, this.snapshot.clusters, this.snapshot.unroutedStats, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
+      this.#tunnel(socket, EMPTY, listener.tcpProxy, null);
       return;
     }
     const tls = listener.tls;
@@ -162,7 +162,12 @@ export class HttpListener {
 
   /** TLS PASSTHROUGH: the bytes go, untouched, to a host of the cluster the SNI routes to. */
   #passthrough(socket: Socket, head: Buffer, server: TlsServer, sni: string | null): void {
-    this.#tunnels.add(new TcpTunnel(socket, head, server.tcpRoutes, sni, this.snapshot.clusters, this.snapshot.unroutedStats, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
+    this.#tunnel(socket, head, server.tcpRoutes, sni);
+  }
+
+  /** Proxies a connection as raw TCP (a TCP server's, or a passthrough one's after its hello). */
+  #tunnel(socket: Socket, head: Buffer, routes: readonly TcpRoute[], sni: string | null): void {
+    this.#tunnels.add(new TcpTunnel(socket, head, routes, sni, this.snapshot.clusters, this.snapshot.unroutedStats, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
   }
 
   /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */

@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import type { TcpRoute } from '@remora/config';
+import { formatAddress } from '../http/connection.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
 import type { AccessLog, AccessLogRecord } from '../telemetry/access-log.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
@@ -17,11 +18,6 @@ const NO_HASH: HashSource = {
   sourceIp: '',
   setResponseCookie: () => {},
 };
-
-function formatAddress(ip: string | undefined, port: number | undefined): string {
-  if (ip === undefined) return '-';
-  return ip.includes(':') ? `[${ip}]:${port ?? 0}` : `${ip}:${port ?? 0}`;
-}
 
 /**
  * One proxied TCP connection (Envoy's tcp_proxy): a Gateway TCP server's, or a TLS-passthrough

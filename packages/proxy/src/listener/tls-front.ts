@@ -4,7 +4,7 @@ import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import type { ListenerTls, TlsServer } from '@remora/config';
 import type { Logger } from '../logger.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
-import { spiffeIdsOf } from '../tls/certificates.ts';
+import { parseSubjectAltNames } from '../tls/certificates.ts';
 import { MAX_CLIENT_HELLO, parseClientHello, pickByServerName, type ClientHello } from './client-hello.ts';
 
 /** What the listener does with a connection once the TLS front has looked at it. */
@@ -204,10 +204,8 @@ export class TlsFront {
   #clientAcceptable(tls: TLSSocket, server: TlsServer): boolean {
     if (server.mode === 'OPTIONAL_MUTUAL') return !hasPeerCertificate(tls) || tls.authorized;
     if (server.mode !== 'MUTUAL' || server.subjectAltNames.length === 0) return true;
-    const cert = tls.getPeerCertificate();
-    const sans = (cert?.subjectaltname ?? '').split(', ').map((s) => s.slice(s.indexOf(':') + 1));
-    for (const id of spiffeIdsOf(cert)) sans.push(id);
-    return server.subjectAltNames.some((want) => sans.includes(want));
+    // Envoy's SAN matcher: any SAN (DNS, URI, IP, email) equal to one listed.
+    return parseSubjectAltNames(tls.getPeerCertificate()?.subjectaltname).some((san) => server.subjectAltNames.includes(san.value));
   }
 
   #meshContext(): SecureContext | null {
