@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Cluster, Discovery } from '../model/cluster.ts';
 import type { TranslateContext } from './context.ts';
 import { DestinationRuleIndex } from './destination-rule.ts';
@@ -16,6 +17,12 @@ export interface ClusterOptions {
 }
 
 export const DEFAULT_CREDENTIALS_DIR = '/etc/remora/credentials';
+
+/** The files of credential `name` under `dir`: the keys of a Kubernetes TLS secret. */
+export function credentialFiles(dir: string, name: string): { readonly cert: string; readonly key: string; readonly ca: string } {
+  const base = join(dir, name);
+  return { cert: join(base, 'tls.crt'), key: join(base, 'tls.key'), ca: join(base, 'ca.crt') };
+}
 
 /**
  * Istio builds a cluster for every port of every visible service, and one more per

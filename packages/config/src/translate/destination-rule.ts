@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import type { ConnectionPool, HashKey, LoadBalancerPolicy, LocalityLbSetting, OutlierDetection, UpstreamTls } from '../model/cluster.ts';
 import type { Resource } from '../resources/resource.ts';
 import type {
@@ -9,7 +8,7 @@ import type {
   IstioTrafficPolicy,
 } from '../resources/istio-networking.ts';
 import type { TranslateContext } from './context.ts';
-import { DEFAULT_CREDENTIALS_DIR } from './clusters.ts';
+import { credentialFiles, DEFAULT_CREDENTIALS_DIR } from './clusters.ts';
 import { hostCovers, hostSpecificity, resolveHost } from './host.ts';
 
 /** Istio's defaults for an HTTP cluster with no DestinationRule. */
@@ -203,12 +202,12 @@ export class DestinationRuleIndex {
         if (source) this.#ctx.error(source, ['spec', 'trafficPolicy', 'tls', 'credentialName'], `credentialName "${name}" must be a secret name, not a path`);
         return base;
       }
-      const dir = join(this.#credentialsDir, name);
+      const files = credentialFiles(this.#credentialsDir, name);
       return {
         ...base,
-        clientCertificate: mode === 'MUTUAL' ? join(dir, 'tls.crt') : null,
-        privateKey: mode === 'MUTUAL' ? join(dir, 'tls.key') : null,
-        caCertificates: base.insecureSkipVerify ? null : join(dir, 'ca.crt'),
+        clientCertificate: mode === 'MUTUAL' ? files.cert : null,
+        privateKey: mode === 'MUTUAL' ? files.key : null,
+        caCertificates: base.insecureSkipVerify ? null : files.ca,
       };
     }
     return {

@@ -7,8 +7,7 @@ import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { RetryPolicy, Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
 import type { IstioGateway, IstioServer, IstioVirtualService } from '../resources/istio-networking.ts';
 import type { Resource } from '../resources/resource.ts';
-import { join } from 'node:path';
-import { buildOutboundClusters, DEFAULT_CREDENTIALS_DIR, type ClusterOptions } from './clusters.ts';
+import { buildOutboundClusters, credentialFiles, DEFAULT_CREDENTIALS_DIR, type ClusterOptions } from './clusters.ts';
 import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
@@ -504,10 +503,10 @@ function tlsServer(ctx: TranslateContext, mesh: MeshIndex, s: BoundServer, port:
   let caFile: string | null = t.caCertificates ?? null;
   if (mode !== 'PASSTHROUGH' && mode !== 'ISTIO_MUTUAL') {
     if (t.credentialName) {
-      const dir = join(credentialsDir, t.credentialName);
-      certFile = join(dir, 'tls.crt');
-      keyFile = join(dir, 'tls.key');
-      if (mode === 'MUTUAL' || mode === 'OPTIONAL_MUTUAL') caFile ??= join(dir, 'ca.crt');
+      const files = credentialFiles(credentialsDir, t.credentialName);
+      certFile = files.cert;
+      keyFile = files.key;
+      if (mode === 'MUTUAL' || mode === 'OPTIONAL_MUTUAL') caFile ??= files.ca;
     } else {
       certFile = t.serverCertificate ?? null;
       keyFile = t.privateKey ?? null;

@@ -1,5 +1,6 @@
 import type { TranslateContext } from './context.ts';
-import { labelsMatch } from './registry.ts';
+import type { Resource } from '../resources/resource.ts';
+import { scopedResources } from './workload-scope.ts';
 
 export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
 
@@ -17,22 +18,11 @@ interface PeerAuthSpec {
  * Several policies at one level: the oldest wins, as Istio picks it.
  */
 export function inboundMtlsMode(ctx: TranslateContext, port: number): MtlsMode {
-  const { node } = ctx;
-  let workload: PeerAuthSpec | null = null;
-  let namespace: PeerAuthSpec | null = null;
-  let mesh: PeerAuthSpec | null = null;
-  for (const r of ctx.resourcesOf('PeerAuthentication')) {
-    const spec = (r.spec ?? {}) as PeerAuthSpec;
-    const sel = spec.selector?.matchLabels;
-    const hasSelector = sel !== undefined && Object.keys(sel).length > 0;
-    if (r.metadata.namespace === node.namespace) {
-      if (hasSelector) {
-        if (workload === null && labelsMatch(sel, node.labels)) workload = spec;
-      } else namespace ??= spec;
-    } else if (r.metadata.namespace === node.rootNamespace && !hasSelector) {
-      mesh ??= spec;
-    }
-  }
+  const levels = scopedResources(ctx, 'PeerAuthentication', (spec) => (spec as PeerAuthSpec).selector?.matchLabels);
+  const specOf = (r: Resource | null): PeerAuthSpec | null => (r === null ? null : ((r.spec ?? {}) as PeerAuthSpec));
+  const workload = specOf(levels.workload);
+  const namespace = specOf(levels.namespace);
+  const mesh = specOf(levels.root);
   const pick = (m: string | undefined): MtlsMode | null => (m === 'STRICT' || m === 'PERMISSIVE' || m === 'DISABLE' ? m : null);
   return (
     pick(workload?.portLevelMtls?.[String(port)]?.mode) ??

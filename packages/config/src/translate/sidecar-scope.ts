@@ -1,6 +1,5 @@
-import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
-import { labelsMatch } from './registry.ts';
+import { scopedResources } from './workload-scope.ts';
 
 interface IstioSidecarSpec {
   workloadSelector?: { labels?: Record<string, string> };
@@ -52,22 +51,8 @@ export class SidecarScope {
 /** The Sidecar resource that applies to this proxy, as a scope; null when none does. */
 export function sidecarScope(ctx: TranslateContext): SidecarScope | null {
   const { node } = ctx;
-  let selected: Resource | null = null;
-  let namespaceWide: Resource | null = null;
-  let rootWide: Resource | null = null;
-  for (const r of ctx.resourcesOf('Sidecar')) {
-    const spec = (r.spec ?? {}) as IstioSidecarSpec;
-    const selector = spec.workloadSelector?.labels;
-    const hasSelector = selector !== undefined && Object.keys(selector).length > 0;
-    if (r.metadata.namespace === node.namespace) {
-      if (hasSelector) {
-        if (selected === null && labelsMatch(selector, node.labels)) selected = r;
-      } else namespaceWide ??= r;
-    } else if (r.metadata.namespace === node.rootNamespace && !hasSelector) {
-      rootWide ??= r;
-    }
-  }
-  const r = selected ?? namespaceWide ?? rootWide;
+  const levels = scopedResources(ctx, 'Sidecar', (spec) => (spec as IstioSidecarSpec).workloadSelector?.labels);
+  const r = levels.workload ?? levels.namespace ?? levels.root;
   if (r === null) return null;
   const spec = (r.spec ?? {}) as IstioSidecarSpec;
   if ((spec.ingress ?? []).length > 0) ctx.warn(r, ['spec', 'ingress'], 'ingress listeners are not applied; the inbound listener forwards to --app-port');
