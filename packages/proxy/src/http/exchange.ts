@@ -9,7 +9,7 @@ import type { Connection, ListenerContext } from './connection.ts';
 import { CORS_ACTUAL, CORS_NONE, CORS_RESPONSE_DETAILS, type CompiledCors } from './cors.ts';
 import { GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeoutMs, isGrpcRequest, localReplyGrpcStatus } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
-import { failureReply, ProxiedRequest, type DownstreamRequest } from './proxied-request.ts';
+import { failureReply, OVERFLOW_REPLY, ProxiedRequest, type DownstreamRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
 import { ReplayableBody } from './request-body.ts';
 import { rawHeaderValue, RESPONSE_HOP_BY_HOP } from './request-headers.ts';
@@ -193,12 +193,7 @@ export class Exchange extends ProxiedRequest {
       const admission = breaker.admit(this);
       if (admission === OVERFLOW) {
         this.#endRetry();
-        this.localReply(
-          503,
-          ResponseFlag.UO,
-          'upstream_reset_before_response_started{overflow}',
-          'upstream connect error or disconnect/reset before headers. reset reason: overflow',
-        );
+        this.localReply(OVERFLOW_REPLY.status, OVERFLOW_REPLY.flag, OVERFLOW_REPLY.details, OVERFLOW_REPLY.body);
         return;
       }
       // Queued: the breaker calls onAdmitted when a request of the cluster finishes.

@@ -48,6 +48,14 @@ export interface FailureReply {
 }
 
 /** Envoy's status, flag, details and body for each way a try can fail before its response. */
+/** Envoy's answer when the cluster's circuit breaker has no room (503 UO). */
+export const OVERFLOW_REPLY: FailureReply = {
+  status: 503,
+  flag: ResponseFlag.UO,
+  details: 'upstream_reset_before_response_started{overflow}',
+  body: 'upstream connect error or disconnect/reset before headers. reset reason: overflow',
+};
+
 export function failureReply(failure: AttemptFailure, code: string): FailureReply {
   switch (failure) {
     case AttemptFailure.ConnectFailure:

@@ -6,7 +6,7 @@ import { findRoute } from '../router/route-table.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
-import { failureReply, ProxiedRequest } from './proxied-request.ts';
+import { failureReply, OVERFLOW_REPLY, ProxiedRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue } from './request-headers.ts';
 import { ResponseFlag } from './response-flags.ts';
@@ -208,7 +208,7 @@ export class UpgradeExchange extends ProxiedRequest {
     if (breaker.limited) {
       const admission = breaker.admit(this);
       if (admission === OVERFLOW) {
-        this.#localReply(503, ResponseFlag.UO, 'upstream_reset_before_response_started{overflow}', 'upstream connect error or disconnect/reset before headers. reset reason: overflow');
+        this.#localReply(OVERFLOW_REPLY.status, OVERFLOW_REPLY.flag, OVERFLOW_REPLY.details, OVERFLOW_REPLY.body);
         return;
       }
       if (admission === QUEUED) return;
