@@ -91,31 +91,32 @@ function readHello(b: Buffer): ClientHello | null {
   return { serverName, alpn };
 }
 
+/** Does a server-name pattern (`*`, `*.suffix` or exact, lower case) cover `sni`? No SNI: only `*`. */
+export function serverNameMatches(pattern: string, sni: string | null): boolean {
+  if (pattern === '*') return true;
+  if (sni === null) return false;
+  if (pattern.startsWith('*')) return sni.length > pattern.length - 1 && sni.endsWith(pattern.slice(1));
+  return pattern === sni;
+}
+
 /**
  * The server whose hosts best match `sni`, as Envoy picks a filter chain by server name:
  * an exact name, then the longest `*.suffix` wildcard, then a server for any name (`*`).
  * Without SNI only a `*` server matches.
  */
 export function pickByServerName<T extends { readonly hosts: readonly string[] }>(servers: readonly T[], sni: string | null): T | null {
-  let wildcard: T | null = null;
-  let wildcardLen = -1;
-  let any: T | null = null;
+  let best: T | null = null;
+  // Exact beats any wildcard, a longer suffix beats a shorter one, `*` comes last.
+  let bestRank = -1;
   for (const s of servers) {
     for (const h of s.hosts) {
-      if (h === '*') {
-        any ??= s;
-      } else if (sni === null) {
-        continue;
-      } else if (h.startsWith('*')) {
-        const suffix = h.slice(1); // ".example.com"
-        if (sni.length > suffix.length && sni.endsWith(suffix) && suffix.length > wildcardLen) {
-          wildcard = s;
-          wildcardLen = suffix.length;
-        }
-      } else if (h === sni) {
-        return s;
+      if (!serverNameMatches(h, sni)) continue;
+      const rank = h === '*' ? 0 : h.startsWith('*') ? h.length : Number.MAX_SAFE_INTEGER;
+      if (rank > bestRank) {
+        best = s;
+        bestRank = rank;
       }
     }
   }
-  return wildcard ?? any;
+  return best;
 }

@@ -1,5 +1,6 @@
 import type { TcpRoute } from '@remora/config';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import { serverNameMatches } from './client-hello.ts';
 
 /**
  * The cluster a TCP connection goes to: the first route whose SNI names match (exact,
@@ -8,7 +9,7 @@ import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
  */
 export function pickTcpRoute(routes: readonly TcpRoute[], sni: string | null, clusters: ReadonlyMap<string, UpstreamCluster>): UpstreamCluster | null {
   for (const route of routes) {
-    if (route.sniHosts.length > 0 && !route.sniHosts.some((h) => sniMatches(h, sni))) continue;
+    if (route.sniHosts.length > 0 && !route.sniHosts.some((h) => serverNameMatches(h, sni))) continue;
     let total = 0;
     for (const c of route.clusters) total += c.weight;
     if (total <= 0) return null;
@@ -20,11 +21,4 @@ export function pickTcpRoute(routes: readonly TcpRoute[], sni: string | null, cl
     return clusters.get(route.clusters[route.clusters.length - 1]!.cluster) ?? null;
   }
   return null;
-}
-
-function sniMatches(pattern: string, sni: string | null): boolean {
-  if (pattern === '*') return true;
-  if (sni === null) return false;
-  if (pattern.startsWith('*.')) return sni.length > pattern.length - 1 && sni.endsWith(pattern.slice(1));
-  return pattern === sni;
 }
