@@ -10,7 +10,7 @@ import { shouldUpgrade, UpgradeTunnels } from '../http/upgrade.ts';
 import type { PeerIdentity } from '@remora/filters';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import { PrefaceSocket } from './preface-socket.ts';
-import { TlsFront } from './tls-front.ts';
+import { HANDSHAKE_TIMEOUT_MS, TlsFront } from './tls-front.ts';
 import { TcpTunnel } from './tcp-proxy.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 
@@ -74,18 +74,11 @@ export class HttpListener {
       },
       (req, res) => this.#onRequest(req, res),
     );
-    this.server.on('connection', (socket: Socket) => {
-      const c = new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
-      this.#connections.set(socket, c);
-      socket.once('close', () => {
-        this.#connections.delete(socket);
-        c.onClose();
-      });
-    });
+    this.server.on('connection', (socket: Socket) => void this.#track(socket));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#onClientError(err, socket));
     this.#upgrades = new UpgradeTunnels(ctx);
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
-      this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? new Connection(socket, this.#peerOf(socket), this.snapshot.direction), req, socket, head),
+      this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head),
     );
     this.server.on('connect', (_req: IncomingMessage, socket: Socket) => {
       // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
@@ -101,6 +94,21 @@ export class HttpListener {
       session.on('error', () => {});
     });
     this.tcp = createTcpServer((socket) => this.#onSocket(socket));
+  }
+
+  /** A connection's state, kept until the socket closes (which ends what is still in flight on it). */
+  #track(socket: Socket): Connection {
+    const c = this.#connectionOf(socket);
+    this.#connections.set(socket, c);
+    socket.once('close', () => {
+      this.#connections.delete(socket);
+      c.onClose();
+    });
+    return c;
+  }
+
+  #connectionOf(socket: Socket): Connection {
+    return new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
   }
 
   /** The peer's identity: from its verified mesh certificate, else what the test hook says. */
@@ -128,7 +136,8 @@ export class HttpListener {
     }
     // The hello and handshake within 15 s (Envoy's listener filter timeout), or sooner when
     // request headers must come sooner.
-    this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog, this.#ctx.timeouts.headersMs > 0 ? Math.min(15_000, this.#ctx.timeouts.headersMs) : 15_000);
+    const headersMs = this.#ctx.timeouts.headersMs;
+    this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog, headersMs > 0 ? Math.min(HANDSHAKE_TIMEOUT_MS, headersMs) : HANDSHAKE_TIMEOUT_MS);
     this.#tls.accept(socket, tls, {
       plain: (s, head) => {
         this.#sniffPlain(s, head);
@@ -149,13 +158,7 @@ export class HttpListener {
 
   /** Hands a connection to the HTTP/2 server; `stream` is what it reads (the socket, or a replay of it). */
   #toH2(socket: Socket, stream: Socket | PrefaceSocket): void {
-    const c = new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
-    this.#connections.set(socket, c);
-    socket.once('close', () => {
-      this.#connections.delete(socket);
-      c.onClose();
-    });
-    this.#handingOver = c;
+    this.#handingOver = this.#track(socket);
     this.h2.emit('connection', stream);
     this.#handingOver = null;
   }
@@ -260,7 +263,7 @@ export class HttpListener {
     let conn = this.#connections.get(req.socket);
     if (conn === undefined) {
       // Sockets handed over by other means than 'connection' (none today); track them anyway.
-      conn = new Connection(req.socket, this.#peerOf(req.socket), this.snapshot.direction);
+      conn = this.#connectionOf(req.socket);
       this.#connections.set(req.socket, conn);
     }
     const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);

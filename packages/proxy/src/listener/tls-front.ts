@@ -18,7 +18,7 @@ export interface TlsFrontHandlers {
 }
 
 /** Envoy's listener_filters_timeout: the ClientHello (and here the whole handshake) within 15 s. */
-const HANDSHAKE_TIMEOUT_MS = 15_000;
+export const HANDSHAKE_TIMEOUT_MS = 15_000;
 
 /** Gateway certificates re-read when their files change, checked at most this often. */
 const RECHECK_MS = 1_000;
