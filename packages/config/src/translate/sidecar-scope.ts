@@ -1,4 +1,5 @@
 import type { TranslateContext } from './context.ts';
+import { hostCovers } from './host.ts';
 import { scopedResources } from './workload-scope.ts';
 
 interface IstioSidecarSpec {
@@ -41,8 +42,7 @@ export class SidecarScope {
     for (const e of this.#hosts) {
       if (e.namespace === '~') continue;
       if (e.namespace !== '*' && e.namespace !== namespace) continue;
-      if (e.host === '*' || e.host === h) return true;
-      if (e.host.startsWith('*.') && h.endsWith(e.host.slice(1))) return true;
+      if (hostCovers(e.host, h)) return true;
     }
     return false;
   }
