@@ -101,6 +101,21 @@ export interface HttpFilterConfig {
   create(): HttpFilter;
 }
 
+/** The config of a filter that keeps no per-request state: every request runs the one compiled instance. */
+export class SharedFilterConfig<F extends HttpFilter> implements HttpFilterConfig {
+  readonly name: string;
+  readonly filter: F;
+
+  constructor(name: string, filter: F) {
+    this.name = name;
+    this.filter = filter;
+  }
+
+  create(): F {
+    return this.filter;
+  }
+}
+
 /** Registered once by name; turns the translator's plain config into a compiled one. */
 export interface HttpFilterFactory {
   readonly name: string;

@@ -4,8 +4,8 @@
  * rule once, so a request only runs matchers.
  */
 import type { AuthzConfig, AuthzPolicy } from '@remora/config';
-import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
-import { AuthzFilter, AuthzFilterConfig } from './authz-filter.ts';
+import { FilterName, SharedFilterConfig, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
+import { AuthzFilter, type AuthzFilterConfig } from './authz-filter.ts';
 import { type AuthzRule, compilePolicy } from './authz-policy.ts';
 
 const ACTIONS = new Set(['ALLOW', 'DENY', 'AUDIT', 'CUSTOM']);
@@ -46,7 +46,7 @@ export class AuthzFilterFactory implements HttpFilterFactory {
     // order is the one a denial names.
     deny.sort(byId);
     allow?.sort(byId);
-    return new AuthzFilterConfig(this.name, new AuthzFilter(deny, allow));
+    return new SharedFilterConfig(this.name, new AuthzFilter(deny, allow));
   }
 }
 

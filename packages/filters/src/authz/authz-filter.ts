@@ -4,7 +4,7 @@
  * (present when any ALLOW policy applies: a request no ALLOW rule matches is denied with
  * `rbac_access_denied_matched_policy[none]`). Stateless: one instance serves every request.
  */
-import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig } from '../filter.ts';
+import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
 import { type AuthzRule, deniedDetails } from './authz-policy.ts';
 
 /** Envoy's RBAC local reply body. */
@@ -48,16 +48,4 @@ export class AuthzFilter implements HttpFilter {
 }
 
 /** The compiled authorization of one listener in one snapshot. */
-export class AuthzFilterConfig implements HttpFilterConfig {
-  readonly name: string;
-  readonly filter: AuthzFilter;
-
-  constructor(name: string, filter: AuthzFilter) {
-    this.name = name;
-    this.filter = filter;
-  }
-
-  create(): HttpFilter {
-    return this.filter;
-  }
-}
+export type AuthzFilterConfig = SharedFilterConfig<AuthzFilter>;

@@ -5,12 +5,12 @@
  * unchanged limit keeps its tokens across hot reloads while a changed one starts full.
  */
 import type { LocalRateLimitConfig, LocalRateLimitRouteConfig, RateLimitAction, TokenBucketConfig } from '@remora/config';
-import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
+import { FilterName, SharedFilterConfig, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
 import {
   type CompiledAction,
   type DescriptorBucket,
   LocalRateLimitFilter,
-  LocalRateLimitFilterConfig,
+  type LocalRateLimitFilterConfig,
   LocalRateLimiter,
   type RouteLimit,
 } from './local-ratelimit-filter.ts';
@@ -29,7 +29,7 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
 
   compile(config: unknown, context: FilterCompileContext): LocalRateLimitFilterConfig {
     const limiter = this.#limiter(checkConfig(config, false), context);
-    return new LocalRateLimitFilterConfig(this.name, new LocalRateLimitFilter(limiter));
+    return new SharedFilterConfig(this.name, new LocalRateLimitFilter(limiter));
   }
 
   /** A route's own limit (Envoy requires its token bucket; the bucket is the route's alone) and its rate_limits. */

@@ -5,7 +5,7 @@
  * `local_rate_limited`, response flag RL and `x-envoy-ratelimited: true`. Stateless per
  * request: one instance serves every request; the buckets live in the compiled limiters.
  */
-import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig } from '../filter.ts';
+import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
 import type { TokenBucket } from './token-bucket.ts';
 
 /** Envoy's local reply body and details for a refused request. */
@@ -180,16 +180,4 @@ export class LocalRateLimitFilter implements HttpFilter {
   }
 }
 
-export class LocalRateLimitFilterConfig implements HttpFilterConfig {
-  readonly name: string;
-  readonly filter: LocalRateLimitFilter;
-
-  constructor(name: string, filter: LocalRateLimitFilter) {
-    this.name = name;
-    this.filter = filter;
-  }
-
-  create(): HttpFilter {
-    return this.filter;
-  }
-}
+export type LocalRateLimitFilterConfig = SharedFilterConfig<LocalRateLimitFilter>;
