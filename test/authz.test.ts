@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { get, request, type Reply } from './helpers/http.ts';
-import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, routeAll, serviceEntry } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
@@ -43,15 +43,7 @@ t.test('gateway: policies in istio-system selecting istio: ingressgateway', asyn
     'routes.yaml': doc(
       gateway('gw', port),
       serviceEntry('web', 'web', [{ port: backend.port }]),
-      `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web }
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{ destination: { host: web } }]
-`,
+      routeAll('gw'),
     ),
     'authz.yaml': doc(
       `apiVersion: security.istio.io/v1

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { startBackend, type Echo } from './helpers/backends.ts';
 import { request, type Reply } from './helpers/http.ts';
-import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, routeAll, serviceEntry } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { CORPUS, MeshDir, startRemora } from './helpers/remora.ts';
 
@@ -121,15 +121,7 @@ spec:
     'routes.yaml': doc(
       gateway('gw', port),
       serviceEntry('web', 'web', [{ port: backend.port }]),
-      `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web }
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{ destination: { host: web } }]
-`,
+      routeAll('gw'),
     ),
     'authn.yaml': authn(['shop']),
     'authz.yaml': doc(

@@ -7,19 +7,9 @@ import { Agent } from 'node:http';
 import t, { type Test } from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request, type Reply } from './helpers/http.ts';
-import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, routeAll, serviceEntry } from './helpers/mesh.ts';
 import { freePort, sleep, waitFor } from './helpers/net.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
-
-const routeAll = (gw: string) => `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web }
-spec:
-  hosts: ["*"]
-  gateways: [${gw}]
-  http:
-  - route: [{ destination: { host: web } }]
-`;
 
 /** Istio's "Enabling Rate Limits using Envoy" local rate limit, for the ingress gateway. */
 function gatewayLimit(maxTokens: number, tokensPerFill: number, fillInterval: string): string {

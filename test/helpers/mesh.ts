@@ -46,4 +46,17 @@ spec:
 `;
 }
 
+/** A VirtualService bound to `gatewayName` sending every request to the service `host`. */
+export function routeAll(gatewayName: string, host = 'web'): string {
+  return `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: ${host} }
+spec:
+  hosts: ["*"]
+  gateways: [${gatewayName}]
+  http:
+  - route: [{ destination: { host: ${host} } }]
+`;
+}
+
 export const doc = (...parts: string[]): string => parts.join('---\n');
