@@ -10,4 +10,4 @@ export { outboundClusterName, DEFAULT_RETRY_POLICY } from './translate/virtual-s
 export type * from './resources/istio-networking.ts';
 export { validateResource, isSupportedKind, SUPPORTED_KINDS, type SupportedKind } from './schema/validator.ts';
 export { parseDuration } from './schema/duration.ts';
-export { re2ToJs, checkRegex } from './schema/regex.ts';
+export { Regex, RegexRewrite, RegexSyntaxError, checkRegex } from './schema/regex.ts';

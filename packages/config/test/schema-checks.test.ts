@@ -45,7 +45,16 @@ t.test('checkRegex accepts RE2 patterns and names what RE2 lacks', async (t) => 
   t.match(checkRegex('\\u0041'), /uses a \\u escape/);
   t.equal(checkRegex(''), 'regex must not be empty');
   t.equal(checkRegex('a'.repeat(1025)), 'regex is too large, max length allowed is 1024');
-  t.equal(checkRegex('[a-'), 'regex "[a-" is invalid: Unterminated character class');
+  t.equal(checkRegex('[a-'), 'regex "[a-" is invalid: missing closing ]: `[a-`');
+});
+
+t.test('checkRegex compiles with RE2 itself: RE2-only syntax passes, what only JavaScript reads fails', async (t) => {
+  // Istio (Go regexp) and Envoy (RE2) accept these; JavaScript reads them differently or not at all.
+  for (const re of ['(?i)^/API/.*', '[[:alpha:]]+', '\\pL+', '\\A/x\\z', '(?P<v>v[0-9]+)', '(?s:.*)', '\\Q.*\\E']) t.equal(checkRegex(re), null, re);
+  t.equal(checkRegex('x\\Z'), 'regex "x\\\\Z" is invalid: invalid escape sequence: `\\Z`');
+  t.equal(checkRegex('a{1001}'), 'regex "a{1001}" is invalid: invalid repeat count: `{1001}`');
+  t.equal(checkRegex('a**'), 'regex "a**" is invalid: invalid nested repetition operator: `**`');
+  t.equal(checkRegex('\\e'), 'regex "\\\\e" is invalid: invalid escape sequence: `\\e`');
 });
 
 const vs = (spec: string, name = 'vs'): string =>

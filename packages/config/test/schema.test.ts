@@ -246,7 +246,55 @@ spec:
     route:
     - destination: {host: reviews}
 `,
-    expect: ['error spec.http[0].match[0].uri.regex: regex "/api/(v1" is invalid: Unterminated group'],
+    expect: ['error spec.http[0].match[0].uri.regex: regex "/api/(v1" is invalid: missing closing ): `/api/(v1`'],
+  },
+  {
+    name: 'regex JavaScript accepts but RE2 does not (\\Z, a repeat over 1000)',
+    yaml: `${VS_HEAD}  http:
+  - match:
+    - uri:
+        regex: "/api\\\\Z"
+    - queryParams:
+        n:
+          regex: "a{1001}"
+    route:
+    - destination: {host: reviews}
+`,
+    expect: [
+      'error spec.http[0].match[0].uri.regex: regex "/api\\\\Z" is invalid: invalid escape sequence: `\\Z`',
+      'error spec.http[0].match[1].queryParams.n.regex: regex "a{1001}" is invalid: invalid repeat count: `{1001}`',
+    ],
+  },
+  {
+    name: 'CORS origin regex RE2 cannot compile',
+    yaml: `${VS_HEAD}  http:
+  - corsPolicy:
+      allowOrigins: [{regex: "https://(?<host>.*)\\\\k<host>"}]
+    route:
+    - destination: {host: reviews}
+`,
+    expect: [
+      'error spec.http[0].corsPolicy.allowOrigins[0].regex: regex "https://(?<host>.*)\\\\k<host>" uses a named backreference (\\k<…>), which RE2 (Istio\'s regex engine) does not support',
+    ],
+  },
+  {
+    name: 'uriRegexRewrite substitution RE2 cannot apply (a group the pattern lacks, a stray escape)',
+    yaml: `${VS_HEAD}  http:
+  - match: [{uri: {prefix: /a}}]
+    rewrite:
+      uriRegexRewrite: {match: "^/a/(.*)$", rewrite: "/b/\\\\2"}
+    route:
+    - destination: {host: reviews}
+  - match: [{uri: {prefix: /c}}]
+    rewrite:
+      uriRegexRewrite: {match: "^/c/(.*)$", rewrite: "/d/$1\\\\n"}
+    route:
+    - destination: {host: reviews}
+`,
+    expect: [
+      'error spec.http[0].rewrite.uriRegexRewrite.rewrite: invalid substitution "/b/\\\\2": \\2 but the pattern has 1 capture group',
+      'error spec.http[1].rewrite.uriRegexRewrite.rewrite: invalid substitution "/d/$1\\\\n": \\n is not \\0-\\9 or \\\\',
+    ],
   },
   {
     name: 'port 0 in a destination',

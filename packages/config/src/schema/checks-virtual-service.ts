@@ -28,6 +28,7 @@ import {
   isDNS1123Label,
   isIPAddress,
 } from './names.ts';
+import { checkRegexSubstitution } from './regex.ts';
 
 const SUPPORTED_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE']);
 const GRPC_STATUS = new Set([
@@ -386,6 +387,7 @@ function checkRewrite(r: Report, at: Path, rewrite: Obj | null): void {
       r.error([...at, 'uriRegexRewrite'], 'UriRegexRewrite requires both Rewrite and Match fields to be specified');
     } else {
       regex(r, [...at, 'uriRegexRewrite', 'match'], regexRewrite.match);
+      r.error([...at, 'uriRegexRewrite', 'rewrite'], checkRegexSubstitution(str(regexRewrite.match), str(regexRewrite.rewrite)));
     }
   }
 }

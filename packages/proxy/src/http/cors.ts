@@ -64,7 +64,7 @@ export class CompiledCors {
   readonly #echoMethod: boolean;
   readonly #echoHeaders: boolean;
 
-  /** Throws (at compile time only) on an origin regex JavaScript cannot compile. */
+  /** Throws (at compile time only) on an origin regex RE2 cannot compile. */
   constructor(policy: CorsPolicy, options: CorsOptions = {}) {
     const exact = new Set<string>();
     const others: StringMatcher[] = [];

@@ -483,7 +483,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     if (target.regexRewrite !== null) {
       const q = before.indexOf('?');
       const p = q < 0 ? before : before.slice(0, q);
-      this.path = p.replace(target.regexRewrite.regex, target.regexRewrite.substitution) + (q < 0 ? '' : before.slice(q));
+      this.path = target.regexRewrite.apply(p) + (q < 0 ? '' : before.slice(q));
     } else if (route.matchedPrefix !== null && before.startsWith(route.matchedPrefix)) {
       this.path = target.prefixRewrite! + before.slice(route.matchedPrefix.length);
     } else {

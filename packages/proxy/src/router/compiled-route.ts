@@ -1,5 +1,5 @@
 import {
-  re2ToJs,
+  RegexRewrite,
   type DirectResponseAction,
   type ForwardAction,
   type HeaderMutation,
@@ -10,7 +10,7 @@ import {
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { CompiledCors } from '../http/cors.ts';
 import { CompiledRetryPolicy } from './retry-policy.ts';
-import { compileRegex, StringMatcher } from './string-matcher.ts';
+import { StringMatcher } from './string-matcher.ts';
 
 /** What route matching reads from a request; the exchange implements it without copying. */
 export interface RouteRequest {
@@ -160,7 +160,8 @@ export class ForwardTarget {
   readonly mirrors: readonly MirrorTarget[];
   readonly cors: CompiledCors | null;
   readonly prefixRewrite: string | null;
-  readonly regexRewrite: { readonly regex: RegExp; readonly substitution: string } | null;
+  /** Envoy's regex_rewrite on RE2 (GlobalReplace, `\1` substitutions); null without one. */
+  readonly regexRewrite: RegexRewrite | null;
   readonly authorityRewrite: string | null;
   readonly model: ForwardAction;
 
@@ -178,10 +179,8 @@ export class ForwardTarget {
     this.mirrors = a.mirrors.map((m) => new MirrorTarget(m.cluster, clusters.get(m.cluster) ?? null, m.percent));
     this.cors = a.cors === null ? null : new CompiledCors(a.cors, { forwardNotMatchingPreflights: a.cors.forwardUnmatchedPreflights });
     this.prefixRewrite = a.rewrite?.prefix ?? null;
-    this.regexRewrite = a.rewrite?.regex
-      ? // Istio writes capture references as \1; JS replacement strings use $1.
-        { regex: new RegExp(re2ToJs(a.rewrite.regex.pattern), 'g'), substitution: a.rewrite.regex.substitution.replace(/\\(\d)/g, '$$$1') }
-      : null;
+    // Throws (at compile time only) on a pattern or substitution RE2 cannot use.
+    this.regexRewrite = a.rewrite?.regex ? new RegexRewrite(a.rewrite.regex.pattern, a.rewrite.regex.substitution) : null;
     this.authorityRewrite = a.authorityRewrite;
   }
 
@@ -255,7 +254,5 @@ export class CompiledRoute {
     this.responseEdits = r.responseHeaders ? new HeaderEdits(r.responseHeaders) : null;
     const pm = r.match.path.match;
     this.matchedPrefix = pm.kind === 'prefix' || pm.kind === 'exact' ? pm.value : null;
-    // Compile-time check of regexes the matcher does not hold (rewrite patterns).
-    if (a.kind === 'forward' && a.rewrite?.regex) compileRegex(a.rewrite.regex.pattern);
   }
 }

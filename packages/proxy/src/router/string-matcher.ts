@@ -1,4 +1,4 @@
-import { re2ToJs, type StringMatch } from '@remora/config';
+import { Regex, type StringMatch } from '@remora/config';
 
 const EXACT = 0;
 const PREFIX = 1;
@@ -8,21 +8,14 @@ const PRESENT = 4;
 const ANY = 5;
 
 /**
- * Envoy's RE2 regexes as JS regexes: anchored for a full match, RE2's `(?P<name>…)` groups
- * renamed. Throws (at compile time only) when the pattern is not a valid JS regex.
- */
-export function compileRegex(pattern: string, ignoreCase = false): RegExp {
-  return new RegExp(`^(?:${re2ToJs(pattern)})$`, ignoreCase ? 'i' : '');
-}
-
-/**
  * A compiled string condition. One class with a kind switch rather than a class per kind,
  * so the call site in the route loop stays monomorphic.
  */
 export class StringMatcher {
   readonly #kind: number;
   readonly #value: string;
-  readonly #regex: RegExp | null;
+  /** RE2, linear in the value's length: a config regex cannot stall the event loop. */
+  readonly #regex: Regex | null;
   readonly #ignoreCase: boolean;
 
   constructor(m: StringMatch | { readonly kind: 'present' } | { readonly kind: 'any' }, ignoreCase = false) {
@@ -48,7 +41,8 @@ export class StringMatcher {
     }
     const value = 'value' in m ? m.value : '';
     this.#value = ignoreCase ? value.toLowerCase() : value;
-    this.#regex = m.kind === 'regex' ? compileRegex(m.value, ignoreCase) : null;
+    // Envoy's safe_regex matchers match the whole value. Throws (at compile time only) on a bad pattern.
+    this.#regex = m.kind === 'regex' ? new Regex(m.value, { ignoreCase }) : null;
   }
 
   /** `value` is null when the header/parameter is absent: only `present`'s inverse and `any` hold then. */
@@ -59,7 +53,7 @@ export class StringMatcher {
       case PRESENT:
         return true;
       case REGEX:
-        return this.#regex!.test(value);
+        return this.#regex!.matchesAll(value);
       default: {
         const v = this.#ignoreCase ? value.toLowerCase() : value;
         if (this.#kind === EXACT) return v === this.#value;
