@@ -4,6 +4,7 @@
  * They are what istiod's authz model generators emit as Envoy RBAC principals and
  * permissions (pilot/pkg/security/authz/model/generator.go), evaluated directly.
  */
+import { Regex } from '@remora/config';
 import type { FilterRequest } from '../filter.ts';
 import { type CidrRange, parseRequestIp, scratchInAny } from './authz-cidr.ts';
 import { anyMatches, type StringPattern } from './authz-string.ts';
@@ -29,15 +30,16 @@ export class PeerPrincipalMatcher implements AttributeMatcher {
 /**
  * `namespaces`, `source.namespace`: the peer's namespace; `*` anywhere in a value matches any
  * text (istiod turns it into `.*` inside its regex on the principal: any, then `/ns/<v>/`, then any).
+ * Globs run on RE2, as Envoy runs istiod's regex: several `*` cannot make a match backtrack.
  */
 export class PeerNamespaceMatcher implements AttributeMatcher {
   readonly #exact: ReadonlySet<string>;
-  readonly #globs: readonly RegExp[];
+  readonly #globs: readonly Regex[];
   constructor(values: readonly string[]) {
     const exact = new Set<string>();
-    const globs: RegExp[] = [];
+    const globs: Regex[] = [];
     for (const v of values) {
-      if (v.includes('*')) globs.push(new RegExp(`^${v.split('*').map(escapeRegExp).join('.*')}$`));
+      if (v.includes('*')) globs.push(new Regex(v.split('*').map(escapeRegExp).join('.*')));
       else exact.add(v);
     }
     this.#exact = exact;
@@ -47,7 +49,7 @@ export class PeerNamespaceMatcher implements AttributeMatcher {
     const peer = req.peer;
     if (peer === null) return false;
     if (this.#exact.has(peer.namespace)) return true;
-    for (let i = 0; i < this.#globs.length; i++) if (this.#globs[i]!.test(peer.namespace)) return true;
+    for (let i = 0; i < this.#globs.length; i++) if (this.#globs[i]!.matchesAll(peer.namespace)) return true;
     return false;
   }
 }
@@ -58,19 +60,20 @@ export class PeerNamespaceMatcher implements AttributeMatcher {
  * `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` (on the principal, which has no `spiffe://`).
  */
 export class ServiceAccountMatcher implements AttributeMatcher {
-  readonly #regexes: readonly RegExp[];
+  /** On RE2, as Envoy runs them. */
+  readonly #regexes: readonly Regex[];
   constructor(values: readonly string[], policyNamespace: string) {
     this.#regexes = values.map((v) => {
       const slash = v.indexOf('/');
       const ns = slash < 0 ? policyNamespace : v.slice(0, slash);
       const sa = slash < 0 ? v : v.slice(slash + 1);
-      return new RegExp(`^.+/ns/${escapeRegExp(ns)}/(.+/|)sa/${escapeRegExp(sa)}(/.+)?$`);
+      return new Regex(`.+/ns/${escapeRegExp(ns)}/(.+/|)sa/${escapeRegExp(sa)}(/.+)?`);
     });
   }
   matches(req: FilterRequest): boolean {
     const peer = req.peer;
     if (peer === null) return false;
-    for (let i = 0; i < this.#regexes.length; i++) if (this.#regexes[i]!.test(peer.principal)) return true;
+    for (let i = 0; i < this.#regexes.length; i++) if (this.#regexes[i]!.matchesAll(peer.principal)) return true;
     return false;
   }
 }
@@ -215,16 +218,16 @@ export class MethodMatcher implements AttributeMatcher {
  */
 export class PathMatcher implements AttributeMatcher {
   readonly #patterns: readonly StringPattern[];
-  readonly #templates: readonly RegExp[];
-  constructor(patterns: readonly StringPattern[], templates: readonly RegExp[]) {
+  readonly #templates: readonly Regex[];
+  constructor(patterns: readonly StringPattern[], templates: readonly Regex[]) {
     this.#patterns = patterns;
     this.#templates = templates;
   }
   matches(req: FilterRequest, pathEnd: number): boolean {
     const path = req.path;
     if (anyMatches(this.#patterns, path, pathEnd)) return true;
-    // Template regexes end in a lookahead for `?`, `#` or the end: no substring needed.
-    for (let i = 0; i < this.#templates.length; i++) if (this.#templates[i]!.test(path)) return true;
+    // Template regexes take an optional `?…`/`#…` tail: no substring needed.
+    for (let i = 0; i < this.#templates.length; i++) if (this.#templates[i]!.matchesAll(path)) return true;
     return false;
   }
 }

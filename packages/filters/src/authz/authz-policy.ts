@@ -5,7 +5,7 @@
  * validation webhook checks it (pkg/config/validation ValidateAuthorizationPolicy and
  * pkg/config/security), so a policy Kubernetes would refuse is refused here, with its path.
  */
-import type { AuthzPolicy } from '@remora/config';
+import { Regex, type AuthzPolicy } from '@remora/config';
 import type { FilterCompileContext, FilterRequest } from '../filter.ts';
 import { type CidrRange, parseCidr } from './authz-cidr.ts';
 import {
@@ -282,7 +282,7 @@ class PolicyCompiler {
 
   #paths(values: string[], at: string): PathMatcher {
     const plain: StringPattern[] = [];
-    const templates: RegExp[] = [];
+    const templates: Regex[] = [];
     values.forEach((v, i) => {
       const t = pathTemplateRegex(v);
       if (typeof t === 'string') this.#fail(`${at}[${i}]`, t);
@@ -443,7 +443,7 @@ const VALID_LITERAL = new RegExp(`^[${PCHAR}]+$`);
  * segments joined by `/`; the regex stops at the query string. null when the path has no
  * template; a message when it is invalid (istiod's CheckValidPathTemplate, Envoy's parser).
  */
-export function pathTemplateRegex(path: string): RegExp | null | string {
+export function pathTemplateRegex(path: string): Regex | null | string {
   const hasTemplate = path.includes('{*}') || path.includes('{**}');
   // istiod's check runs on every path: braces outside a whole `{*}`/`{**}` segment are refused.
   const globs = path.replace(/^\/+|\/+$/g, '').split('/');
@@ -469,5 +469,6 @@ export function pathTemplateRegex(path: string): RegExp | null | string {
     return escapeRegExp(seg);
   });
   if (parts.includes(null)) return `invalid or unsupported path ${path}: empty path segment`;
-  return new RegExp(`^/${parts.join('/')}(?=[?#]|$)`);
+  // RE2 has no lookahead: the whole path matches, with any query or fragment after the template.
+  return new Regex(`/${parts.join('/')}(?:[?#](?s:.*))?`);
 }
