@@ -118,16 +118,19 @@ function pushRoutes(
   out: Route[],
 ): void {
   const { http } = src;
+  const matches: (IstioHTTPMatchRequest | null)[] = http.match && http.match.length > 0 ? http.match : [null];
+  const applies = matches.map((m) => (m === null ? vsGateways.has(scope.gateway) : matchApplies(ctx, m, vs, vsGateways, scope)));
+  // Like istiod, build the action only for a proxy some block applies to: the other side of a
+  // VirtualService (the mesh leg, seen from a gateway) must not warn about its destinations.
+  if (!applies.includes(true)) return;
   const action = translateAction(ctx, mesh, src, scope);
   if (action === null) return;
   const requestHeaders = headerMutation(http.headers?.request);
   const responseHeaders = headerMutation(http.headers?.response);
-  const matches: (IstioHTTPMatchRequest | null)[] = http.match && http.match.length > 0 ? http.match : [null];
   // A delegated route points into the delegate's file, where it was written.
   const origin = `${src.site.vs.metadata.namespace}/${src.site.vs.metadata.name}`;
   matches.forEach((m, j) => {
-    if (m !== null && !matchApplies(ctx, m, vs, vsGateways, scope)) return;
-    if (m === null && !vsGateways.has(scope.gateway)) return;
+    if (!applies[j]) return;
     const name = http.name ? (m?.name ? `${http.name}.${m.name}` : http.name) : `${origin}#${src.index}${matches.length > 1 ? `.${j}` : ''}`;
     out.push({
       name,
