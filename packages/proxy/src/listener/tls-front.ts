@@ -105,8 +105,8 @@ export class TlsFront {
   #dispatch(socket: Socket, head: Buffer, hello: ClientHello | 'not-tls', tls: ListenerTls, handlers: TlsFrontHandlers): void {
     if (tls.kind === 'mesh') {
       if (hello === 'not-tls') {
-        // STRICT refuses plaintext (Envoy: no filter chain matches, the connection is closed).
-        if (tls.mode === 'STRICT') socket.destroy();
+        // STRICT refuses plaintext: no filter chain matches.
+        if (tls.mode === 'STRICT') refuse(socket);
         else handlers.plain(socket, head);
         return;
       }
@@ -119,13 +119,13 @@ export class TlsFront {
       return;
     }
     if (hello === 'not-tls') {
-      socket.destroy();
+      refuse(socket);
       return;
     }
     const server = pickByServerName(tls.servers, hello.serverName);
     if (server === null) {
-      // No server for this name: Envoy finds no filter chain and closes the connection.
-      socket.destroy();
+      // No server for this name: no filter chain matches.
+      refuse(socket);
       return;
     }
     if (server.mode === 'PASSTHROUGH') {
@@ -258,6 +258,15 @@ export class TlsFront {
     this.#contexts.set(key, entry);
     return context;
   }
+}
+
+/**
+ * A connection no filter chain matches. Envoy closes it with bytes it never consumed still
+ * unread (its listener filters only peek), so the kernel answers with a TCP RST: clients see
+ * "connection reset by peer" (curl exit 56), not an empty reply (curl exit 52, a FIN).
+ */
+function refuse(socket: Socket): void {
+  socket.resetAndDestroy();
 }
 
 function hasPeerCertificate(tls: TLSSocket): boolean {
