@@ -6,6 +6,7 @@ import type { Logger } from '../logger.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import { parseSubjectAltNames } from '../tls/certificates.ts';
 import { MAX_CLIENT_HELLO, parseClientHello, pickByServerName, type ClientHello } from './client-hello.ts';
+import type { TlsStats } from './tls-stats.ts';
 
 /** What the listener does with a connection once the TLS front has looked at it. */
 export interface TlsFrontHandlers {
@@ -41,15 +42,17 @@ export class TlsFront {
   readonly #log: Logger;
   readonly #contexts = new Map<string, LoadedContext>();
   readonly #handshakeTimeoutMs: number;
+  readonly #stats: TlsStats;
   #warnedNoIdentity = false;
 
   /**
    * `handshakeTimeoutMs`: a client must send its ClientHello and finish the handshake within
    * this (Envoy's listener_filters_timeout is 15 s), or the connection is closed.
    */
-  constructor(identity: IdentityStore | null, log: Logger, handshakeTimeoutMs: number = HANDSHAKE_TIMEOUT_MS) {
+  constructor(identity: IdentityStore | null, log: Logger, stats: TlsStats, handshakeTimeoutMs: number = HANDSHAKE_TIMEOUT_MS) {
     this.#identity = identity;
     this.#log = log;
+    this.#stats = stats;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
   }
 
@@ -177,24 +180,39 @@ export class TlsFront {
       return;
     }
     handle.receive(head);
-    tls.on('error', () => tls.destroy());
+    const stats = this.#stats;
+    let settled = false;
+    tls.on('error', () => {
+      if (!settled) stats.connectionError++;
+      settled = true;
+      tls.destroy();
+    });
     tls.once('secure', () => {
+      settled = true;
       // What tls.Server does for its sockets; HTTP/2 sessions wait for it.
       (tls as unknown as { secureConnecting: boolean }).secureConnecting = false;
       // A TLSSocket made outside a tls.Server verifies nothing by itself: OpenSSL's verdict on
       // the client's chain (against the context's CA) is read here.
+      const hasCert = hasPeerCertificate(tls);
       if (verify.requestCert) {
         const error = (tls as unknown as { _handle: { verifyError(): Error | null } | null })._handle?.verifyError() ?? null;
-        if (error === null && hasPeerCertificate(tls)) tls.authorized = true;
+        if (error === null && hasCert) tls.authorized = true;
         else if (verify.rejectUnauthorized) {
+          if (hasCert) stats.failVerifyError++;
+          else stats.failVerifyNoCert++;
           tls.destroy();
           return;
         }
       }
       if (server !== null && !this.#clientAcceptable(tls, server)) {
+        if (server.mode === 'MUTUAL') stats.failVerifySan++;
+        else stats.failVerifyError++;
         tls.destroy();
         return;
       }
+      stats.handshake++;
+      if (!hasCert) stats.noCertificate++;
+      if (tls.isSessionReused()) stats.sessionReused++;
       handlers.secure(tls, tls.alpnProtocol === 'h2');
     });
     socket.resume();
