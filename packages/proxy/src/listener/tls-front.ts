@@ -5,6 +5,7 @@ import type { ListenerTls, TlsServer } from '@remora/config';
 import type { Logger } from '../logger.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import { parseSubjectAltNames } from '../tls/certificates.ts';
+import { sessionIdContext } from '../tls/session-id-context.ts';
 import { MAX_CLIENT_HELLO, parseClientHello, pickByServerName, type ClientHello } from './client-hello.ts';
 import type { TlsStats } from './tls-stats.ts';
 
@@ -192,7 +193,9 @@ export class TlsFront {
       // What tls.Server does for its sockets; HTTP/2 sessions wait for it.
       (tls as unknown as { secureConnecting: boolean }).secureConnecting = false;
       // A TLSSocket made outside a tls.Server verifies nothing by itself: OpenSSL's verdict on
-      // the client's chain (against the context's CA) is read here.
+      // the client's chain (against the context's CA) is read here. A resumed session carries
+      // the verdict and the client certificate of the handshake that made it, and resumes only
+      // into a context of the same trust (the session id context), so the same check holds.
       const hasCert = hasPeerCertificate(tls);
       if (verify.requestCert) {
         const error = (tls as unknown as { _handle: { verifyError(): Error | null } | null })._handle?.verifyError() ?? null;
@@ -238,7 +241,8 @@ export class TlsFront {
   /** A Gateway server's certificate, from its files; re-read when they change. */
   #serverContext(server: TlsServer): SecureContext | null {
     const files = [server.certFile, server.keyFile, server.caFile].filter((f): f is string => f !== null);
-    const key = `${server.origin} ${files.join(' ')} ${server.minVersion} ${server.maxVersion} ${server.cipherSuites.join(':')}`;
+    // The mode is part of the key: the session id context depends on it.
+    const key = `${server.origin} ${server.mode} ${files.join(' ')} ${server.minVersion} ${server.maxVersion} ${server.cipherSuites.join(':')}`;
     let entry = this.#contexts.get(key);
     const now = Date.now();
     if (entry !== undefined && now - entry.checkedAt < RECHECK_MS) return entry.context;
@@ -260,10 +264,14 @@ export class TlsFront {
     }
     let context: SecureContext | null = null;
     try {
+      const ca = server.caFile !== null ? readFileSync(server.caFile, 'utf8') : null;
       context = createSecureContext({
         cert: readFileSync(server.certFile!),
         key: readFileSync(server.keyFile!),
-        ...(server.caFile !== null ? { ca: readFileSync(server.caFile) } : {}),
+        ...(ca !== null ? { ca } : {}),
+        // Clients (browsers, pools) resume sessions; with client certificates asked for, that
+        // needs a session id context, one per trust so no session crosses to another.
+        sessionIdContext: sessionIdContext(server.mode, ca ?? ''),
         minVersion: server.minVersion ?? 'TLSv1.2',
         ...(server.maxVersion !== null ? { maxVersion: server.maxVersion } : {}),
         ...(server.cipherSuites.length > 0 ? { ciphers: server.cipherSuites.join(':') } : {}),
