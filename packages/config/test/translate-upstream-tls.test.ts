@@ -130,3 +130,68 @@ t.test('levels: subset tls replaces the service tls; port-level tls applies to i
   t.equal(cluster(config, `outbound|8443||${H}`).tls?.mode, 'DISABLE');
   t.equal(cluster(config, `outbound|443|v1|${H}`).tls?.mode, 'ISTIO_MUTUAL');
 });
+
+t.test('service accounts: the entry subjectAltNames, and the endpoints or WorkloadEntries that name one', async (t) => {
+  const yaml = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: shop}
+spec:
+  hosts: [payments.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  subjectAltNames: ["spiffe://cluster.local/ns/legacy/sa/payments-v0"]
+  endpoints:
+  - {address: 10.0.0.1, serviceAccount: payments}
+  - {address: 10.0.0.2, serviceAccount: payments}
+  - {address: 10.0.0.3}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ledger, namespace: shop}
+spec:
+  hosts: [ledger.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: ledger}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ledger-vm, namespace: shop}
+spec: {address: 10.0.1.1, labels: {app: ledger}, serviceAccount: ledger-vm}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ledger-vm2, namespace: shop}
+spec: {address: 10.0.1.2, labels: {app: ledger}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: anonymous, namespace: shop}
+spec:
+  hosts: [anonymous.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.2.1}]
+`;
+  const { config } = translate(yaml);
+  t.same(cluster(config, 'outbound|80||payments.shop.svc.cluster.local').serviceAccounts, [
+    'spiffe://cluster.local/ns/legacy/sa/payments-v0',
+    'spiffe://cluster.local/ns/shop/sa/payments',
+  ]);
+  t.same(cluster(config, 'outbound|80||ledger.shop.svc.cluster.local').serviceAccounts, ['spiffe://cluster.local/ns/shop/sa/ledger-vm'], 'from the selected WorkloadEntries');
+  t.same(cluster(config, 'outbound|80||anonymous.shop.svc.cluster.local').serviceAccounts, [], 'an endpoint without serviceAccount names none');
+});
+
+t.test('ISTIO_MUTUAL without subjectAltNames checks the service accounts; listed ones replace them', async (t) => {
+  const se = SE.replace('{address: 127.0.0.1, labels: {version: v1}}', '{address: 127.0.0.1, labels: {version: v1}, serviceAccount: api}');
+  t.same(cluster(translate(se).config, C443).serviceAccounts, ['spiffe://cluster.local/ns/default/sa/api']);
+  t.same(tlsOf(dr('  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}'))?.subjectAltNames, [], 'no account named: no list');
+  t.same(cluster(translate(se + dr('  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}')).config, C443).tls?.subjectAltNames, ['spiffe://cluster.local/ns/default/sa/api']);
+  t.same(cluster(translate(se + dr('  trafficPolicy: {tls: {mode: ISTIO_MUTUAL, subjectAltNames: ["spiffe://cluster.local/ns/default/sa/other"]}}')).config, C443).tls?.subjectAltNames, [
+    'spiffe://cluster.local/ns/default/sa/other',
+  ]);
+  t.same(cluster(translate(se + dr('  trafficPolicy: {tls: {mode: SIMPLE}}')).config, C443).tls?.subjectAltNames, [], 'SIMPLE keeps its own list');
+});

@@ -57,6 +57,7 @@ function model(over: Partial<Cluster> = {}): Cluster {
     },
     outlierDetection: null,
     tls: null,
+    serviceAccounts: [],
     localityLb: null,
     warmupMs: 0,
     ...over,

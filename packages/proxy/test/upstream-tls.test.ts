@@ -118,6 +118,7 @@ function model(ep: Endpoint, t: UpstreamTls | null, over: Partial<Cluster> = {})
     },
     outlierDetection: null,
     tls: t,
+    serviceAccounts: [],
     localityLb: null,
     warmupMs: 0,
     ...over,

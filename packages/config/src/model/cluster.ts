@@ -123,6 +123,12 @@ export interface Cluster {
   readonly outlierDetection: OutlierDetection | null;
   readonly tls: UpstreamTls | null;
   /**
+   * The SPIFFE IDs the service's workloads present (Istio's service accounts of the service):
+   * under auto mTLS the server certificate must carry one of them. Empty: any identity the
+   * mesh roots vouch for. An ISTIO_MUTUAL `tls` without `subjectAltNames` already lists them.
+   */
+  readonly serviceAccounts: readonly string[];
+  /**
    * Locality-aware load balancing; null when off. Istio turns it on only for clusters with
    * outlier detection (without health information, failover could never happen).
    */

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { Cluster, Discovery } from '../model/cluster.ts';
+import type { Cluster, Discovery, UpstreamTls } from '../model/cluster.ts';
 import type { TranslateContext } from './context.ts';
 import { DestinationRuleIndex } from './destination-rule.ts';
 import { outboundClusterName } from './virtual-service.ts';
@@ -85,10 +85,20 @@ function cluster(
     lb: policy.lb,
     connectionPool: policy.connectionPool,
     outlierDetection: policy.outlierDetection,
-    tls: policy.tls,
+    tls: istioMutualSans(policy.tls, svc.serviceAccounts),
+    serviceAccounts: svc.serviceAccounts,
     localityLb: policy.localityLb,
     warmupMs: policy.warmupMs,
   };
+}
+
+/**
+ * ISTIO_MUTUAL checks the server against the service's accounts unless the DestinationRule
+ * lists `subjectAltNames` itself (istiod's rule for in-mesh TLS).
+ */
+function istioMutualSans(tls: UpstreamTls | null, serviceAccounts: readonly string[]): UpstreamTls | null {
+  if (tls === null || tls.mode !== 'ISTIO_MUTUAL' || tls.subjectAltNames.length > 0 || serviceAccounts.length === 0) return tls;
+  return { ...tls, subjectAltNames: serviceAccounts };
 }
 
 function discovery(svc: MeshService): Discovery {

@@ -254,6 +254,7 @@ function sidecarInbound(
     connectionPool: DEFAULT_CONNECTION_POOL,
     outlierDetection: null,
     tls: null,
+    serviceAccounts: [],
     localityLb: null,
     warmupMs: 0,
   };

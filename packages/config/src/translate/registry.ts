@@ -35,6 +35,12 @@ export interface MeshService {
   readonly resolution: 'NONE' | 'STATIC' | 'DNS' | 'DNS_ROUND_ROBIN';
   readonly location: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
   readonly endpoints: readonly RegistryEndpoint[];
+  /**
+   * The identities its workloads present, as Istio collects a service's service accounts: the
+   * entry's `subjectAltNames`, then `spiffe://<trust-domain>/ns/<ns>/sa/<sa>` of every endpoint
+   * (inline or WorkloadEntry) that names a `serviceAccount`. Sorted, no duplicates.
+   */
+  readonly serviceAccounts: readonly string[];
   readonly source: Resource;
 }
 
@@ -58,14 +64,20 @@ export class ServiceRegistry {
         targetPort: p.targetPort ?? null,
       }));
       const endpoints: RegistryEndpoint[] = (spec.endpoints ?? []).map((we) => toEndpoint(we, ns, ''));
+      // Only a serviceAccount written down counts (Istio leaves the others without one).
+      const accounts = new Set<string>(spec.subjectAltNames ?? []);
+      for (const we of spec.endpoints ?? []) if (we.serviceAccount) accounts.add(spiffeUri(ctx.node.trustDomain, ns, we.serviceAccount));
       const selector = spec.workloadSelector?.labels;
       if (selector) {
         for (const wle of workloadEntries) {
           if (wle.metadata.namespace !== ns) continue;
           const we = wle.spec as IstioWorkloadEntry;
-          if (labelsMatch(selector, we.labels ?? {})) endpoints.push(toEndpoint(we, ns, wle.metadata.name));
+          if (!labelsMatch(selector, we.labels ?? {})) continue;
+          endpoints.push(toEndpoint(we, ns, wle.metadata.name));
+          if (we.serviceAccount) accounts.add(spiffeUri(ctx.node.trustDomain, ns, we.serviceAccount));
         }
       }
+      const serviceAccounts = [...accounts].sort();
       const resolution = spec.resolution ?? 'NONE';
       for (const rawHost of spec.hosts ?? []) {
         const host = resolveHost(rawHost, ns, ctx.node.clusterDomain);
@@ -90,6 +102,7 @@ export class ServiceRegistry {
           resolution,
           location: spec.location ?? 'MESH_EXTERNAL',
           endpoints: eps,
+          serviceAccounts,
           source: se,
         });
       }
@@ -115,6 +128,11 @@ export class ServiceRegistry {
     const suffix = pattern.slice(1);
     for (const s of this.#byHost.values()) if (pattern === '*' || s.host.endsWith(suffix)) yield s;
   }
+}
+
+/** Istio's SPIFFE identity of a service account: `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`. */
+export function spiffeUri(trustDomain: string, namespace: string, serviceAccount: string): string {
+  return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
 }
 
 /** The port a request to `port` of `service` reaches on `ep`: named port, else targetPort, else the same number. */

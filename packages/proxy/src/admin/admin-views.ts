@@ -107,7 +107,14 @@ export function statsText(rt: Runtime, filter: RegExp | null): string {
     }
   }
   for (const l of rt.listeners.values()) {
-    lines.push([`listener.${l.address}_${l.boundPort}.downstream_cx_active`, l.activeConnections]);
+    const p = `listener.${l.address}_${l.boundPort}`;
+    lines.push([`${p}.downstream_cx_active`, l.activeConnections]);
+    if (l.snapshot.listener.tls !== null) {
+      const s = l.tlsStats;
+      lines.push([`${p}.ssl.handshake`, s.handshake], [`${p}.ssl.session_reused`, s.sessionReused], [`${p}.ssl.connection_error`, s.connectionError]);
+      lines.push([`${p}.ssl.no_certificate`, s.noCertificate], [`${p}.ssl.fail_verify_no_cert`, s.failVerifyNoCert]);
+      lines.push([`${p}.ssl.fail_verify_error`, s.failVerifyError], [`${p}.ssl.fail_verify_san`, s.failVerifySan]);
+    }
   }
   lines.push(['server.live', rt.ready ? 1 : 0], ['server.draining', rt.draining ? 1 : 0]);
   lines.push(['overload.shed_requests', rt.overload.shed], ['overload.active', rt.overloaded ? 1 : 0]);

@@ -12,6 +12,7 @@ import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import { PrefaceSocket } from './preface-socket.ts';
 import { HANDSHAKE_TIMEOUT_MS, TlsFront } from './tls-front.ts';
 import { TcpTunnel } from './tcp-proxy.ts';
+import { TlsStats } from './tls-stats.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 
 /** Envoy's default limit on request headers (max_request_headers_kb: 60). */
@@ -51,6 +52,8 @@ export class HttpListener {
   #open = 0;
   /** TLS termination and SNI routing; made on the first TLS connection. */
   #tls: TlsFront | null = null;
+  /** Envoy's `ssl.*` counters of this listener's TLS connections. */
+  readonly tlsStats = new TlsStats();
   /** TLS-passthrough connections in flight. */
   readonly #tunnels = new Set<TcpTunnel>();
 
@@ -137,7 +140,7 @@ export class HttpListener {
     // The hello and handshake within 15 s (Envoy's listener filter timeout), or sooner when
     // request headers must come sooner.
     const headersMs = this.#ctx.timeouts.headersMs;
-    this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog, headersMs > 0 ? Math.min(HANDSHAKE_TIMEOUT_MS, headersMs) : HANDSHAKE_TIMEOUT_MS);
+    this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog, this.tlsStats, headersMs > 0 ? Math.min(HANDSHAKE_TIMEOUT_MS, headersMs) : HANDSHAKE_TIMEOUT_MS);
     this.#tls.accept(socket, tls, {
       plain: (s, head) => {
         this.#sniffPlain(s, head);

@@ -5,7 +5,9 @@ import type { ListenerTls, TlsServer } from '@remora/config';
 import type { Logger } from '../logger.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import { parseSubjectAltNames } from '../tls/certificates.ts';
+import { sessionIdContext } from '../tls/session-id-context.ts';
 import { MAX_CLIENT_HELLO, parseClientHello, pickByServerName, type ClientHello } from './client-hello.ts';
+import type { TlsStats } from './tls-stats.ts';
 
 /** What the listener does with a connection once the TLS front has looked at it. */
 export interface TlsFrontHandlers {
@@ -41,15 +43,17 @@ export class TlsFront {
   readonly #log: Logger;
   readonly #contexts = new Map<string, LoadedContext>();
   readonly #handshakeTimeoutMs: number;
+  readonly #stats: TlsStats;
   #warnedNoIdentity = false;
 
   /**
    * `handshakeTimeoutMs`: a client must send its ClientHello and finish the handshake within
    * this (Envoy's listener_filters_timeout is 15 s), or the connection is closed.
    */
-  constructor(identity: IdentityStore | null, log: Logger, handshakeTimeoutMs: number = HANDSHAKE_TIMEOUT_MS) {
+  constructor(identity: IdentityStore | null, log: Logger, stats: TlsStats, handshakeTimeoutMs: number = HANDSHAKE_TIMEOUT_MS) {
     this.#identity = identity;
     this.#log = log;
+    this.#stats = stats;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
   }
 
@@ -105,8 +109,8 @@ export class TlsFront {
   #dispatch(socket: Socket, head: Buffer, hello: ClientHello | 'not-tls', tls: ListenerTls, handlers: TlsFrontHandlers): void {
     if (tls.kind === 'mesh') {
       if (hello === 'not-tls') {
-        // STRICT refuses plaintext (Envoy: no filter chain matches, the connection is closed).
-        if (tls.mode === 'STRICT') socket.destroy();
+        // STRICT refuses plaintext: no filter chain matches.
+        if (tls.mode === 'STRICT') refuse(socket);
         else handlers.plain(socket, head);
         return;
       }
@@ -119,13 +123,13 @@ export class TlsFront {
       return;
     }
     if (hello === 'not-tls') {
-      socket.destroy();
+      refuse(socket);
       return;
     }
     const server = pickByServerName(tls.servers, hello.serverName);
     if (server === null) {
-      // No server for this name: Envoy finds no filter chain and closes the connection.
-      socket.destroy();
+      // No server for this name: no filter chain matches.
+      refuse(socket);
       return;
     }
     if (server.mode === 'PASSTHROUGH') {
@@ -177,24 +181,41 @@ export class TlsFront {
       return;
     }
     handle.receive(head);
-    tls.on('error', () => tls.destroy());
+    const stats = this.#stats;
+    let settled = false;
+    tls.on('error', () => {
+      if (!settled) stats.connectionError++;
+      settled = true;
+      tls.destroy();
+    });
     tls.once('secure', () => {
+      settled = true;
       // What tls.Server does for its sockets; HTTP/2 sessions wait for it.
       (tls as unknown as { secureConnecting: boolean }).secureConnecting = false;
       // A TLSSocket made outside a tls.Server verifies nothing by itself: OpenSSL's verdict on
-      // the client's chain (against the context's CA) is read here.
+      // the client's chain (against the context's CA) is read here. A resumed session carries
+      // the verdict and the client certificate of the handshake that made it, and resumes only
+      // into a context of the same trust (the session id context), so the same check holds.
+      const hasCert = hasPeerCertificate(tls);
       if (verify.requestCert) {
         const error = (tls as unknown as { _handle: { verifyError(): Error | null } | null })._handle?.verifyError() ?? null;
-        if (error === null && hasPeerCertificate(tls)) tls.authorized = true;
+        if (error === null && hasCert) tls.authorized = true;
         else if (verify.rejectUnauthorized) {
+          if (hasCert) stats.failVerifyError++;
+          else stats.failVerifyNoCert++;
           tls.destroy();
           return;
         }
       }
       if (server !== null && !this.#clientAcceptable(tls, server)) {
+        if (server.mode === 'MUTUAL') stats.failVerifySan++;
+        else stats.failVerifyError++;
         tls.destroy();
         return;
       }
+      stats.handshake++;
+      if (!hasCert) stats.noCertificate++;
+      if (tls.isSessionReused()) stats.sessionReused++;
       handlers.secure(tls, tls.alpnProtocol === 'h2');
     });
     socket.resume();
@@ -220,7 +241,8 @@ export class TlsFront {
   /** A Gateway server's certificate, from its files; re-read when they change. */
   #serverContext(server: TlsServer): SecureContext | null {
     const files = [server.certFile, server.keyFile, server.caFile].filter((f): f is string => f !== null);
-    const key = `${server.origin} ${files.join(' ')} ${server.minVersion} ${server.maxVersion} ${server.cipherSuites.join(':')}`;
+    // The mode is part of the key: the session id context depends on it.
+    const key = `${server.origin} ${server.mode} ${files.join(' ')} ${server.minVersion} ${server.maxVersion} ${server.cipherSuites.join(':')}`;
     let entry = this.#contexts.get(key);
     const now = Date.now();
     if (entry !== undefined && now - entry.checkedAt < RECHECK_MS) return entry.context;
@@ -242,10 +264,14 @@ export class TlsFront {
     }
     let context: SecureContext | null = null;
     try {
+      const ca = server.caFile !== null ? readFileSync(server.caFile, 'utf8') : null;
       context = createSecureContext({
         cert: readFileSync(server.certFile!),
         key: readFileSync(server.keyFile!),
-        ...(server.caFile !== null ? { ca: readFileSync(server.caFile) } : {}),
+        ...(ca !== null ? { ca } : {}),
+        // Clients (browsers, pools) resume sessions; with client certificates asked for, that
+        // needs a session id context, one per trust so no session crosses to another.
+        sessionIdContext: sessionIdContext(server.mode, ca ?? ''),
         minVersion: server.minVersion ?? 'TLSv1.2',
         ...(server.maxVersion !== null ? { maxVersion: server.maxVersion } : {}),
         ...(server.cipherSuites.length > 0 ? { ciphers: server.cipherSuites.join(':') } : {}),
@@ -258,6 +284,15 @@ export class TlsFront {
     this.#contexts.set(key, entry);
     return context;
   }
+}
+
+/**
+ * A connection no filter chain matches. Envoy closes it with bytes it never consumed still
+ * unread (its listener filters only peek), so the kernel answers with a TCP RST: clients see
+ * "connection reset by peer" (curl exit 56), not an empty reply (curl exit 52, a FIN).
+ */
+function refuse(socket: Socket): void {
+  socket.resetAndDestroy();
 }
 
 function hasPeerCertificate(tls: TLSSocket): boolean {

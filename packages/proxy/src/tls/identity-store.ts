@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import { certificateInfo, parseCertificates, parseSpiffeId, spiffeIdsOf, verifyCertificateChain, WORKLOAD_FILES } from './certificates.ts';
+import { sessionIdContext } from './session-id-context.ts';
 
 /**
  * The workload's identity — certificate chain, private key and root bundle — read from files
@@ -280,7 +281,9 @@ export class IdentityStore {
     if (typeof checked === 'string') return { kind: 'bad', reason: checked, where };
     let context: SecureContext;
     try {
-      context = createSecureContext({ cert: chainText, key: keyText, ca: rootsText, minVersion: 'TLSv1.2' });
+      // Served to mesh peers, whose certificates are always required and verified against the
+      // roots: the session id context lets their pools resume sessions (see sessionIdContext).
+      context = createSecureContext({ cert: chainText, key: keyText, ca: rootsText, minVersion: 'TLSv1.2', sessionIdContext: sessionIdContext('ISTIO_MUTUAL', rootsText) });
     } catch (err) {
       return { kind: 'bad', reason: `TLS rejects the files: ${(err as Error).message}`, where };
     }

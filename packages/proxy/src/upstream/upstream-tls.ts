@@ -16,8 +16,9 @@ import type { IdentityStore, WorkloadIdentity } from '../tls/identity-store.ts';
  *   its SANs: any SAN equal to one of `subjectAltNames`, else the host name check against the
  *   SNI. SNI is `sni`, else the service host. MUTUAL presents the client certificate.
  * - ISTIO_MUTUAL: the workload identity's certificate and roots; the server must chain to the
- *   mesh roots and carry a SPIFFE ID listed in `subjectAltNames`, else any SPIFFE ID of this
- *   proxy's trust domain. SNI `outbound_.<port>_.<subset>_.<host>` as Istio sets it. A rotated
+ *   mesh roots and carry a SPIFFE ID listed in `subjectAltNames` (by default the service's
+ *   accounts, for auto mTLS too), else — a service with no account named — any SPIFFE ID of
+ *   this proxy's trust domain. SNI `outbound_.<port>_.<subset>_.<host>` as Istio sets it. A rotated
  *   identity is used by the next new connection (a new connector: resumed sessions of the old
  *   certificate must not carry the old peer identity over).
  *
@@ -343,7 +344,8 @@ export function tlsForEndpoint(
     return settingsFor(cluster, { ...spec, mode: spec.mode }, identity, trustDomain, false, cache);
   }
   if (identity === null || identity.current === null || cluster.protocol === 'tcp' || endpoint.labels[TLS_MODE_LABEL] !== 'istio') return null;
-  return settingsFor(cluster, AUTO_MTLS, identity, trustDomain, true, cache);
+  // Istio's auto mTLS expects the server to be one of the service's accounts, not any identity of the mesh.
+  return settingsFor(cluster, cluster.serviceAccounts.length === 0 ? AUTO_MTLS : { ...AUTO_MTLS, subjectAltNames: cluster.serviceAccounts }, identity, trustDomain, true, cache);
 }
 
 const AUTO_MTLS: UpstreamTls & { mode: 'ISTIO_MUTUAL' } = {
