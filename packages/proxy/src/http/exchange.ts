@@ -483,6 +483,8 @@ export class Exchange extends ProxiedRequest {
       if (payload !== null) headers.push('content-type', 'text/plain');
     }
     headers.push('server', 'remora');
+    // Envoy's router marks every request it drops for circuit breaking (its own UO replies).
+    if (flag === ResponseFlag.UO) headers.push('x-envoy-overloaded', 'true');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);

@@ -608,6 +608,8 @@ export class UpgradeExchange extends ProxiedRequest {
     const payload = body === null ? null : Buffer.from(body);
     const headers: string[] = ['content-length', String(payload === null ? 0 : payload.length), 'server', 'remora'];
     if (payload !== null) headers.push('content-type', 'text/plain');
+    // As Exchange.localReply: a request the circuit breaker drops is marked as such.
+    if (flag === ResponseFlag.UO) headers.push('x-envoy-overloaded', 'true');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
