@@ -15,7 +15,9 @@ import {
   bk,
   cluster,
   forward,
+  ISTIO_ENVOY_HCM,
   nodeWith,
+  OUTBOUND_HCM,
   PORTS,
   routeTable,
   SIDECAR,
@@ -42,7 +44,7 @@ t.test('the outbound listener and route table', async (t) => {
   const { config, issues } = translate(BOOKINFO_SERVICES);
   t.same(issues, []);
   t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
   ]);
   t.same(config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching]), [['outbound', false]]);
   t.same(vhostNames(config), [
@@ -287,9 +289,9 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
   const { config, issues } = translate(BOOKINFO_SERVICES, SIDECAR, { ...PORTS, appPort: 9080 });
   t.same(issues, []);
   t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
     // Istio's default for inbound traffic is PERMISSIVE mTLS: TLS and plaintext on one port.
-    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: [], tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
+    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: [], tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
   ]);
   const rc = routeTable(config, 'inbound|9080');
   t.equal(rc.ignorePortInHostMatching, true);

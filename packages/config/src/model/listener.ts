@@ -54,6 +54,24 @@ export type ListenerTls =
   | { readonly kind: 'gateway'; readonly servers: readonly TlsServer[] }
   | { readonly kind: 'mesh'; readonly mode: 'STRICT' | 'PERMISSIVE' };
 
+/** Envoy's `server_header_transformation`: what becomes of the `server` response header. */
+export type ServerHeaderTransformation = 'OVERWRITE' | 'APPEND_IF_ABSENT' | 'PASS_THROUGH';
+
+/**
+ * The settings of Envoy's HTTP connection manager that decide which requests are served at
+ * all and what every response (proxied or local) says about the proxy; Envoy's field names.
+ */
+export interface HttpConnectionManagerOptions {
+  /** `server_name`: the `server` header's value (Envoy's default `envoy`). */
+  readonly serverName: string;
+  /** OVERWRITE (Envoy's default): always `serverName`; APPEND_IF_ABSENT: unless the upstream sent one; PASS_THROUGH: never added. */
+  readonly serverHeaderTransformation: ServerHeaderTransformation;
+  readonly httpProtocolOptions: {
+    /** `accept_http_10`: serve HTTP/1.0 and HTTP/0.9 requests; false answers them 426 Upgrade Required. */
+    readonly acceptHttp10: boolean;
+  };
+}
+
 export interface Listener {
   /** Envoy-style name: `virtualOutbound`, `virtualInbound`, `0.0.0.0_8080`. */
   readonly name: string;
@@ -66,6 +84,8 @@ export interface Listener {
   readonly httpFilters: readonly HttpFilterConfig[];
   /** Null: plaintext HTTP. */
   readonly tls: ListenerTls | null;
+  /** HTTP listeners: the connection manager's settings; absent: Envoy's defaults. */
+  readonly connectionManager?: HttpConnectionManagerOptions;
   /**
    * A Gateway TCP server: the listener proxies raw TCP (Envoy's tcp_proxy) to the first of
    * these routes, with no HTTP; absent for HTTP listeners.

@@ -20,6 +20,8 @@ export interface ProxyNode {
   readonly trustDomain: string;
   /** Where this proxy runs, `region/zone/subzone` ('' when unknown): the base of locality load balancing. */
   readonly locality: string;
+  /** Istio's `HTTP10` node metadata (`ISTIO_META_HTTP10=1`): its HTTP listeners accept HTTP/1.0; absent: false. */
+  readonly http10?: boolean;
 }
 
 /** Ports and addresses the runtime listens on, chosen by flags; not part of any resource. */

@@ -8,6 +8,7 @@ import type { RetryPolicy, Route, RouteConfiguration, VirtualHost } from '../mod
 import type { IstioGateway, IstioServer, IstioVirtualService } from '../resources/istio-networking.ts';
 import type { Resource } from '../resources/resource.ts';
 import { buildOutboundClusters, credentialFiles, DEFAULT_CREDENTIALS_DIR, type ClusterOptions } from './clusters.ts';
+import { connectionManagerFor } from './connection-manager.ts';
 import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
@@ -61,6 +62,7 @@ export function translateIstio(
       name: 'virtualOutbound',
       address: ports.bindAddress,
       port: ports.outboundPort,
+      connectionManager: connectionManagerFor(node, 'outbound'),
       direction: 'outbound',
       routeConfig: 'outbound',
       httpFilters: chain(localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort), faultFilterFor(outbound)),
@@ -265,6 +267,7 @@ function sidecarInbound(
       name: 'virtualInbound',
       address: ports.bindAddress,
       port: ports.inboundPort,
+      connectionManager: connectionManagerFor(node, 'inbound'),
       direction: 'inbound',
       routeConfig: `inbound|${appPort}`,
       httpFilters: [],
@@ -428,6 +431,7 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
       name: `${bindAddress}_${port}`,
       address: bindAddress,
       port,
+      connectionManager: connectionManagerFor(node, 'gateway'),
       direction: 'gateway',
       routeConfig: name,
       // The gateway is where edge policy runs: authn, authz, rate limit, then faults.

@@ -52,6 +52,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'request-headers-timeout': { type: 'string', arg: 'DURATION', help: 'a client must send complete request headers within this (slow-loris guard; default 60s)', for: PROXIES },
   'request-timeout': { type: 'string', arg: 'DURATION', help: 'a client must send the whole request within this; 0 = no limit (default)', for: PROXIES },
   'drain-time': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long in-flight requests may take to finish (default 5s)', for: PROXIES },
+  'accept-http10': { type: 'boolean', help: 'serve HTTP/1.0 and HTTP/0.9 requests instead of answering 426 Upgrade Required (env ISTIO_META_HTTP10=1, as Istio\'s proxy metadata)', for: PROXIES },
   'dns-refresh-rate': { type: 'string', arg: 'DURATION', help: 'how often DNS ServiceEntries are re-resolved (default 60s)', for: PROXIES },
   help: { type: 'boolean', short: 'h', help: 'show this help', for: ALL },
 };
@@ -178,6 +179,8 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
       rootNamespace: str('root-namespace') ?? 'istio-system',
       trustDomain: str('trust-domain') ?? 'cluster.local',
       locality: str('locality') ?? '',
+      // Istio enables it for a proxy whose HTTP10 metadata is exactly "1".
+      http10: v['accept-http10'] === true || env.ISTIO_META_HTTP10 === '1',
     },
     ports: {
       bindAddress: str('bind') ?? '0.0.0.0',

@@ -154,6 +154,7 @@ export class Exchange extends ProxiedRequest {
     }
     const headers: string[] = ['content-length', '0'];
     cors.pushPreflightHeaders(headers, decision, origin, acrm!, rawHeaderValue(this.req.rawHeaders, 'access-control-request-headers'));
+    this.snapshot.connectionManager.applyServer(headers);
     this.responseCode = 200;
     this.responseCodeDetails = CORS_RESPONSE_DETAILS;
     this.res.writeHead(200, headers);
@@ -482,11 +483,13 @@ export class Exchange extends ProxiedRequest {
       headers = ['content-length', String(payload === null ? 0 : payload.length)];
       if (payload !== null) headers.push('content-type', 'text/plain');
     }
-    headers.push('server', 'remora');
+    // Envoy's router marks every request it drops for circuit breaking (its own UO replies).
+    if (flag === ResponseFlag.UO) headers.push('x-envoy-overloaded', 'true');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
     if (this.#cors !== null) this.#cors.applyResponseHeaders(headers, this.#corsOrigin);
+    this.snapshot.connectionManager.applyServer(headers);
     if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
     this.bytesSent = payload === null ? 0 : payload.length;
     if (this.#h2 && payload === null) this.#respondH2EndStream(this.responseCode, headers);
@@ -524,10 +527,11 @@ export class Exchange extends ProxiedRequest {
     this.#finish();
   }
 
-  /** Response edits, CORS headers, and `Connection: close` while draining (HTTP/1). */
+  /** Response edits, CORS headers, the `server` header, and `Connection: close` while draining (HTTP/1). */
   #finishResponseHeaders(out: string[]): void {
     this.applyResponseEdits(out);
     if (this.#cors !== null) this.#cors.applyResponseHeaders(out, this.#corsOrigin);
+    this.snapshot.connectionManager.applyServer(out);
     if (this.ctx.draining && !this.#h2) out.push('connection', 'close');
   }
 

@@ -343,6 +343,7 @@ export class UpgradeExchange extends ProxiedRequest {
     }
     out.push('x-envoy-upstream-service-time', String(Math.round(this.upstreamServiceTimeMs)));
     this.applyResponseEdits(out);
+    this.snapshot.connectionManager.applyServer(out);
     if (status === 101) {
       // Envoy keeps the upgrade headers on a 101; the upstream's spelling of them travels.
       out.push('connection', head.connection ?? 'Upgrade');
@@ -606,11 +607,14 @@ export class UpgradeExchange extends ProxiedRequest {
     this.responseFlags |= flag;
     this.responseCodeDetails = details;
     const payload = body === null ? null : Buffer.from(body);
-    const headers: string[] = ['content-length', String(payload === null ? 0 : payload.length), 'server', 'remora'];
+    const headers: string[] = ['content-length', String(payload === null ? 0 : payload.length)];
     if (payload !== null) headers.push('content-type', 'text/plain');
+    // As Exchange.localReply: a request the circuit breaker drops is marked as such.
+    if (flag === ResponseFlag.UO) headers.push('x-envoy-overloaded', 'true');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
+    this.snapshot.connectionManager.applyServer(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, payload);
     this.#finish();
@@ -624,6 +628,7 @@ export class UpgradeExchange extends ProxiedRequest {
     if (location !== null) headers.push('location', location);
     const route = this.route;
     if (route !== null && route.responseEdits !== null) route.responseEdits.apply(headers);
+    this.snapshot.connectionManager.applyServer(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, body);
     this.#finish();

@@ -80,12 +80,17 @@ export class HttpListener {
     this.server.on('connection', (socket: Socket) => void this.#track(socket));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#onClientError(err, socket));
     this.#upgrades = new UpgradeTunnels(ctx);
-    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) =>
-      this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head),
-    );
-    this.server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (this.#refusesVersion(req)) this.#upgradeRequired(req, socket, null);
+      else this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
+    });
+    this.server.on('connect', (req: IncomingMessage, socket: Socket) => {
+      if (this.#refusesVersion(req)) {
+        this.#upgradeRequired(req, socket, null);
+        return;
+      }
       // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
-      socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+      socket.end(`HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n${this.snapshot.connectionManager.serverLine}connection: close\r\n\r\n`);
     });
     this.h2 = createH2Server({ maxSessionMemory: 64 }, (req, res) => this.#onH2Request(req, res));
     this.h2.on('session', (session: ServerHttp2Session) => {
@@ -263,6 +268,10 @@ export class HttpListener {
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (this.#refusesVersion(req)) {
+      this.#upgradeRequired(req, req.socket, res);
+      return;
+    }
     let conn = this.#connections.get(req.socket);
     if (conn === undefined) {
       // Sockets handed over by other means than 'connection' (none today); track them anyway.
@@ -287,6 +296,29 @@ export class HttpListener {
     ex.start();
   }
 
+  /**
+   * Envoy's HTTP/1 codec serves only HTTP/1.1 unless `accept_http_10` is on: an HTTP/1.0 or
+   * HTTP/0.9 request is answered 426 before it meets any route or filter.
+   */
+  #refusesVersion(req: IncomingMessage): boolean {
+    return (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 1) && !this.snapshot.connectionManager.acceptHttp10;
+  }
+
+  /** The 426 reply (Envoy's `low_version`): a codec error, so the connection closes after it. */
+  #upgradeRequired(req: IncomingMessage, socket: Socket, res: ServerResponse | null): void {
+    const body = 'Upgrade Required';
+    if (res !== null) {
+      const headers = ['content-length', String(body.length), 'content-type', 'text/plain'];
+      this.snapshot.connectionManager.applyServer(headers);
+      headers.push('connection', 'close');
+      res.writeHead(426, headers);
+      res.end(body);
+    } else {
+      socket.end(this.#rawReply(426, 'Upgrade Required', body));
+    }
+    this.#logCodecError(socket, `HTTP/${req.httpVersion}`, 426, 'low_version', body.length);
+  }
+
   /** Requests Node's parser rejects: 431 for oversized headers, 400 for the rest (Envoy: DPE). */
   #onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     const code = err.code ?? '';
@@ -297,19 +329,30 @@ export class HttpListener {
     const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
     const body = status === 400 ? 'Bad Request' : '';
-    socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-length: ${body.length}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${body}`);
+    socket.end(this.#rawReply(status, reason, body));
+    this.#logCodecError(socket, 'HTTP/1.1', status, `codec_error:${code || 'parse_error'}`, body.length);
+  }
+
+  /** A reply written as raw bytes (no request object to answer through); the connection closes after it. */
+  #rawReply(status: number, reason: string, body: string): string {
+    const server = this.snapshot.connectionManager.serverLine;
+    return `HTTP/1.1 ${status} ${reason}\r\ncontent-length: ${body.length}\r\ncontent-type: text/plain\r\n${server}connection: close\r\n\r\n${body}`;
+  }
+
+  /** The access log line and metrics of a request the codec refused: no method, path or route, as Envoy logs it. */
+  #logCodecError(socket: Socket, protocol: string, status: number, details: string, bytesSent: number): void {
     const conn = this.#connections.get(socket);
     const record: AccessLogRecord = {
       startTime: Date.now(),
       method: '-',
       originalPath: '-',
-      protocol: 'HTTP/1.1',
+      protocol,
       responseCode: status,
       responseFlags: ResponseFlag.DPE,
-      responseCodeDetails: `codec_error:${code || 'parse_error'}`,
+      responseCodeDetails: details,
       upstreamTransportFailureReason: '',
       bytesReceived: 0,
-      bytesSent: body.length,
+      bytesSent,
       durationMs: 0,
       upstreamServiceTimeMs: -1,
       xForwardedFor: null,
@@ -324,6 +367,6 @@ export class HttpListener {
       routeName: null,
     };
     this.#ctx.accessLog.log(record);
-    this.snapshot.unroutedStats.record(status, 'DPE', '', 0, 0, body.length);
+    this.snapshot.unroutedStats.record(status, 'DPE', '', 0, 0, bytesSent);
   }
 }

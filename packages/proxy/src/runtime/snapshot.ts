@@ -1,5 +1,6 @@
 import type { Listener, ProxyConfig, TrafficDirection } from '@remora/config';
 import type { FilterCompileContext, FilterRegistry, HttpFilterConfig } from '@remora/filters';
+import { ConnectionManagerConfig } from '../http/connection-manager.ts';
 import type { RouteCompileContext } from '../router/compiled-route.ts';
 import { RouteTable } from '../router/route-table.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
@@ -19,6 +20,8 @@ export class ListenerSnapshot {
   readonly trustedHops: number;
   /** The snapshot's clusters, for connections routed without a route table (TLS passthrough). */
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
+  /** HTTP/1.0 acceptance and the `server` header of every response. */
+  readonly connectionManager: ConnectionManagerConfig;
 
   constructor(
     listener: Listener,
@@ -35,6 +38,7 @@ export class ListenerSnapshot {
     this.filters = filters;
     this.unroutedStats = unroutedStats;
     this.trustedHops = trustedHops;
+    this.connectionManager = new ConnectionManagerConfig(listener.connectionManager, listener.name);
   }
 }
 
