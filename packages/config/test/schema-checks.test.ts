@@ -158,6 +158,16 @@ const rules: readonly RuleCase[] = [
     expect: ['error spec.http[0].match[0].headers["@request.auth.claims.group"]: JWT claim based routing (key: @request.auth.claims.group) is only supported for gateway'],
   },
   {
+    rule: 'JWT claim routing in the [] form is a claim too: only on gateways',
+    yaml: vs(`  hosts: [reviews]\n  http:\n  - match:\n    - withoutHeaders:\n        "@request.auth.claims[group][id]": {exact: admin}\n${route}`),
+    expect: ['error spec.http[0].match[0].withoutHeaders["@request.auth.claims[group][id]"]: JWT claim based routing (key: @request.auth.claims[group][id]) is only supported for gateway'],
+  },
+  {
+    rule: 'JWT claim routing, both forms, on a gateway',
+    yaml: vs(`  hosts: [reviews]\n  gateways: [gw]\n  http:\n  - match:\n    - headers:\n        "@request.auth.claims.groups": {exact: group1}\n        "@request.auth.claims[org][team]": {prefix: pay}\n${route}`),
+    expect: [],
+  },
+  {
     rule: 'rewrite uri and uriRegexRewrite together',
     yaml: vs(`  hosts: [reviews]\n  http:\n  - rewrite: {uri: /, uriRegexRewrite: {match: "^/a", rewrite: /b}}\n${route}`),
     expect: ['error spec.http[0].rewrite: rewrite may only contain one of URI or UriRegexRewrite'],
