@@ -217,6 +217,18 @@ const rules: readonly RuleCase[] = [
     expect: ['error spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to: total locality weight 90 != 100'],
   },
   {
+    rule: "failover with outlier detection at the default ejection cap (istio.io's locality failover task)",
+    yaml: dr('  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n    loadBalancer:\n      localityLbSetting:\n        enabled: true\n        failover: [{from: region1, to: region2}]\n'),
+    expect: [
+      'warning spec.trafficPolicy.loadBalancer.localityLbSetting: outlierDetection.maxEjectionPercent is unset: at its default (10%) outlier detection ejects at most one endpoint in ten (always at least one), so once that many are out traffic stays on a failed locality; Kubernetes readiness would take drained endpoints out, without it only ejections move traffic on: set maxEjectionPercent (100 lets traffic fail over through every locality)',
+    ],
+  },
+  {
+    rule: 'failover with an ejection cap set: no warning',
+    yaml: dr('  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100}\n    loadBalancer:\n      localityLbSetting:\n        failoverPriority: [topology.kubernetes.io/region]\n'),
+    expect: [],
+  },
+  {
     rule: 'mutual TLS origination needs a client certificate',
     yaml: dr('  trafficPolicy:\n    tls: {mode: MUTUAL}\n'),
     expect: ['error spec.trafficPolicy.tls: client certificate required for mutual tls', 'error spec.trafficPolicy.tls: private key required for mutual tls'],
