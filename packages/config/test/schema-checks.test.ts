@@ -167,6 +167,16 @@ const rules: readonly RuleCase[] = [
     expect: ['error spec.http[0].match[0].headers["@request.auth.claims.group"]: JWT claim based routing (key: @request.auth.claims.group) is only supported for gateway'],
   },
   {
+    rule: 'JWT claim routing in the [] form is a claim too: only on gateways',
+    yaml: vs(`  hosts: [reviews]\n  http:\n  - match:\n    - withoutHeaders:\n        "@request.auth.claims[group][id]": {exact: admin}\n${route}`),
+    expect: ['error spec.http[0].match[0].withoutHeaders["@request.auth.claims[group][id]"]: JWT claim based routing (key: @request.auth.claims[group][id]) is only supported for gateway'],
+  },
+  {
+    rule: 'JWT claim routing, both forms, on a gateway',
+    yaml: vs(`  hosts: [reviews]\n  gateways: [gw]\n  http:\n  - match:\n    - headers:\n        "@request.auth.claims.groups": {exact: group1}\n        "@request.auth.claims[org][team]": {prefix: pay}\n${route}`),
+    expect: [],
+  },
+  {
     rule: 'rewrite uri and uriRegexRewrite together',
     yaml: vs(`  hosts: [reviews]\n  http:\n  - rewrite: {uri: /, uriRegexRewrite: {match: "^/a", rewrite: /b}}\n${route}`),
     expect: ['error spec.http[0].rewrite: rewrite may only contain one of URI or UriRegexRewrite'],
@@ -214,6 +224,18 @@ const rules: readonly RuleCase[] = [
     rule: 'locality weights must total 100',
     yaml: dr('  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 3}\n    loadBalancer:\n      localityLbSetting:\n        distribute:\n        - from: us-west/*\n          to: {"us-west/*": 60, "us-east/*": 30}\n'),
     expect: ['error spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to: total locality weight 90 != 100'],
+  },
+  {
+    rule: "failover with outlier detection at the default ejection cap (istio.io's locality failover task)",
+    yaml: dr('  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}\n    loadBalancer:\n      localityLbSetting:\n        enabled: true\n        failover: [{from: region1, to: region2}]\n'),
+    expect: [
+      'warning spec.trafficPolicy.loadBalancer.localityLbSetting: outlierDetection.maxEjectionPercent is unset: at its default (10%) outlier detection ejects at most one endpoint in ten (always at least one), so once that many are out traffic stays on a failed locality; Kubernetes readiness would take drained endpoints out, without it only ejections move traffic on: set maxEjectionPercent (100 lets traffic fail over through every locality)',
+    ],
+  },
+  {
+    rule: 'failover with an ejection cap set: no warning',
+    yaml: dr('  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100}\n    loadBalancer:\n      localityLbSetting:\n        failoverPriority: [topology.kubernetes.io/region]\n'),
+    expect: [],
   },
   {
     rule: 'mutual TLS origination needs a client certificate',

@@ -8,7 +8,7 @@
 // GetDestinationCluster, ApplyRedirect, MirrorPercent), route/retry/retry.go (ConvertPolicy).
 import t from 'tap';
 import { DEFAULT_RETRY_POLICY, type Route, type RouteMatch } from '@remora/config';
-import { BOOKINFO_SERVICES, bk, forward, nodeWith, SIDECAR, targets, translate, vhost, type Translated } from './helpers/translate.ts';
+import { BOOKINFO_SERVICES, bk, forward, INGRESS, nodeWith, routeTable, SIDECAR, targets, translate, vhost, type Translated } from './helpers/translate.ts';
 
 const REVIEWS_VH = 'reviews.default.svc.cluster.local:9080';
 
@@ -470,4 +470,41 @@ t.test('a subset no DestinationRule defines is warned about (IST0101); a defined
     out.issues.map((i) => `${i.severity} ${i.path}: ${i.message}`),
     ['warning spec.http[1].route[0].destination.subset: subset v9 of reviews.default.svc.cluster.local is not defined by any DestinationRule; requests routed here get 503 NC'],
   );
+});
+
+t.test('@request.auth.claims header matches become claim conditions, never header conditions (route.go translateMetadataMatch)', async (t) => {
+  const gw = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+`;
+  const vs = (match: string) => `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  gateways: [gw]
+  http:
+  - match:
+${match}
+${to('v1')}
+`;
+  const first = (match: string) => routeTable(translate([BOOKINFO_SERVICES, gw, vs(match)], INGRESS).config, 'http.8080').virtualHosts[0]!.routes[0]!.match;
+  const m = first(`    - headers:
+        "@request.auth.claims.groups": {exact: group1}
+        "@Request.Auth.Claims[org][team]": {prefix: pay}
+        x-user: {exact: jason}
+      withoutHeaders:
+        "@request.auth.claims.iss": {}`);
+  t.same(m.headers, [{ name: 'x-user', match: { kind: 'exact', value: 'jason' }, invert: false }], 'only the real header stays a header');
+  t.same(m.claims, [
+    { path: ['groups'], match: { kind: 'exact', value: 'group1' }, invert: false },
+    { path: ['org', 'team'], match: { kind: 'prefix', value: 'pay' }, invert: false },
+    { path: ['iss'], match: { kind: 'present' }, invert: true },
+  ]);
+  t.notOk('claims' in first(`    - headers:\n        x-user: {exact: jason}`), 'no claim conditions: no claims field');
 });

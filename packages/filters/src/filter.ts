@@ -83,6 +83,11 @@ export interface FilterCallbacks {
   addResponseHeader(name: string, value: string): void;
   /** Sets a response flag without ending the request (fault delay: DI). */
   setResponseFlag(flag: FilterResponseFlag): void;
+  /**
+   * Chooses the request's route again, as it now is (Envoy's clearRouteCache): after the JWT
+   * filter verified a token, routes may match its claims and the headers it set.
+   */
+  clearRouteCache(): void;
   /** True once the client has gone; a waiting filter should stop its work. */
   readonly aborted: boolean;
 }

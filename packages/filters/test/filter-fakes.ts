@@ -101,6 +101,8 @@ export class RecordingCallbacks implements FilterCallbacks {
   /** True once the request is over (a local reply was sent), or set by a test: the client left. */
   aborted = false;
   continued = 0;
+  /** Times the filter asked for the route to be chosen again. */
+  routeCacheCleared = 0;
   /** Response headers the filter added, in order. */
   readonly headers: [string, string][] = [];
   readonly flags: FilterResponseFlag[] = [];
@@ -123,6 +125,9 @@ export class RecordingCallbacks implements FilterCallbacks {
   }
   setResponseFlag(flag: FilterResponseFlag): void {
     this.flags.push(flag);
+  }
+  clearRouteCache(): void {
+    this.routeCacheCleared++;
   }
   header(name: string): string | undefined {
     return this.headers.find(([n]) => n === name)?.[1];

@@ -3,7 +3,7 @@
 // status and jwt_verify_lib message Envoy answers with.
 import { createHmac } from 'node:crypto';
 import t from 'tap';
-import { FilterStatus } from '@remora/filters';
+import { FilterStatus, jwtAuthnFactory } from '@remora/filters';
 import type { JWTPayload } from 'jose';
 import { compile, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
 import { FakeRequest, RecordingCallbacks, storeContext } from './filter-fakes.ts';
@@ -304,4 +304,19 @@ t.test('compile errors and warnings', async (t) => {
   t.equal(r.outcome, 401, 'tokens fail, the proxy keeps serving');
   t.equal(r.body, "Jwks doesn't have any valid public key");
   t.equal((await run(config, {})).outcome, 'continue', 'requests without a token pass');
+});
+
+t.test('clear_route_cache: a verified token has the request routed again (gateways); no token or a bad one does not', async (t) => {
+  const key = await makeKey('RS256', 'k1');
+  const rules = [rule({ issuer: ISS, jwks: jwksOf(key) })];
+  const token = await sign(key, { iss: ISS, sub: 'alice', groups: ['group1'] });
+  const gatewayLike = jwtAuthnFactory.compile({ rules, clearRouteCache: true }, storeContext());
+  const ok = await run(gatewayLike, { headers: bearer(token) });
+  t.equal(ok.outcome, 'continue');
+  t.equal(ok.cb.routeCacheCleared, 1, 'once, after the claims are set');
+  t.same(ok.req.auth?.claims.groups, ['group1']);
+  t.equal((await run(gatewayLike, {})).cb.routeCacheCleared, 0, 'no token: the route stands');
+  t.equal((await run(gatewayLike, { headers: bearer(`${token.slice(0, -4)}AAAA`) })).cb.routeCacheCleared, 0, 'a failed token: 401, no re-route');
+  const sidecarLike = compile(rules);
+  t.equal((await run(sidecarLike, { headers: bearer(token) })).cb.routeCacheCleared, 0, "without clearRouteCache (istiod's sidecars) the route stands");
 });

@@ -31,6 +31,11 @@ export interface JwtRule {
 
 export interface JwtAuthnConfig {
   readonly rules: readonly JwtRule[];
+  /**
+   * Envoy's `clear_route_cache`: once a token is verified the route is chosen again, so routes
+   * can match its claims (and the headers the filter added). istiod sets it on gateways only.
+   */
+  readonly clearRouteCache: boolean;
 }
 
 /** One AuthorizationPolicy (security.istio.io/v1), its `rules` as written (already schema-valid). */

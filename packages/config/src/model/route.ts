@@ -35,11 +35,31 @@ export interface QueryParamMatch {
   readonly match: StringMatch | { readonly kind: 'present' };
 }
 
+/**
+ * A condition on a claim of the request's verified JWT: what istiod makes of a VirtualService
+ * header match on `@request.auth.claims.…` (Envoy's `dynamic_metadata` matcher on the
+ * jwt_authn filter's payload). Never read from a request header, so a client cannot send one.
+ */
+export interface ClaimMatch {
+  /** The claim and the keys of nested claims under it (`groups`; `group`, `id`). */
+  readonly path: readonly string[];
+  /**
+   * A string claim matches when its value does; a list claim when one of its string elements
+   * does; other types, and requests without a verified JWT, never match. `present`: the
+   * claim exists.
+   */
+  readonly match: StringMatch | { readonly kind: 'present' };
+  /** True for Istio's `withoutHeaders`: the route matches when the condition does not. */
+  readonly invert: boolean;
+}
+
 /** One match block; every condition must hold. Istio's ORed blocks become separate routes. */
 export interface RouteMatch {
   readonly path: PathMatch;
   readonly headers: readonly HeaderMatch[];
   readonly queryParams: readonly QueryParamMatch[];
+  /** JWT claim conditions; absent when there are none. */
+  readonly claims?: readonly ClaimMatch[];
 }
 
 /** Header edits, in Envoy's order: remove, then set (replace), then add (append). */

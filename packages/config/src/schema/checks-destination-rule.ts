@@ -193,6 +193,14 @@ function checkLocalityLb(r: Report, at: Path, lb: Obj, outlier: Obj | null): voi
     if (total !== 100) r.error([...at, 'distribute', i, 'to'], `total locality weight ${total} != 100`);
   });
   if ((failover.length > 0 || priority.length > 0) && outlier === null) r.warn(at, 'outlier detection policy must be provided for failover');
+  // Under Kubernetes, readiness takes a drained endpoint out of its locality; Remora sees no
+  // readiness, so only ejections move traffic on, and Envoy's default cap allows few of them.
+  if ((failover.length > 0 || priority.length > 0) && outlier !== null && !(num(outlier.maxEjectionPercent) > 0)) {
+    r.warn(
+      at,
+      'outlierDetection.maxEjectionPercent is unset: at its default (10%) outlier detection ejects at most one endpoint in ten (always at least one), so once that many are out traffic stays on a failed locality; Kubernetes readiness would take drained endpoints out, without it only ejections move traffic on: set maxEjectionPercent (100 lets traffic fail over through every locality)',
+    );
+  }
   failover.forEach((entry, i) => {
     const f = obj(entry) ?? {};
     const from = str(f.from);

@@ -27,6 +27,7 @@ import {
   hostSubsetOf,
   isDNS1123Label,
   isIPAddress,
+  routingClaimPath,
 } from './names.ts';
 import { checkRegexSubstitution } from './regex.ts';
 
@@ -48,7 +49,6 @@ const HTTP_STATUS_CODES = new Set([
   400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 418, 421, 422, 423,
   424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505, 506, 507, 508, 510, 511,
 ]);
-const JWT_CLAIM_ROUTE_PREFIX = '@request.auth.claims.';
 const MB = 1024 * 1024;
 
 interface RouteContext {
@@ -192,7 +192,7 @@ function checkHTTPMatch(r: Report, at: Path, m: Obj, noRegex: boolean, ctx: Rout
   for (const field of ['headers', 'withoutHeaders'] as const) {
     for (const [name, sm] of entries(m[field])) {
       const path = [...at, field, name];
-      if (name.startsWith(JWT_CLAIM_ROUTE_PREFIX)) {
+      if (routingClaimPath(name) !== null) {
         if (!ctx.appliesToGateway) r.error(path, `JWT claim based routing (key: ${name}) is only supported for gateway`);
       } else {
         r.error(path, checkHeaderName(name));

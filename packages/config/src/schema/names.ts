@@ -83,6 +83,21 @@ export function checkPort(port: number): string | null {
 }
 
 /** Header names in matches and claim-to-header outputs. */
+const JWT_CLAIM_ROUTE_PREFIX = '@request.auth.claims';
+
+/**
+ * The claim path a VirtualService header name routes on (Istio's `jwt.ToRoutingClaim`):
+ * `@request.auth.claims.a.b` or `@request.auth.claims[a][b]` → `['a', 'b']` (the prefix in
+ * any case); null for any other header name.
+ */
+export function routingClaimPath(name: string): string[] | null {
+  if (!name.toLowerCase().startsWith(JWT_CLAIM_ROUTE_PREFIX)) return null;
+  const rest = name.slice(JWT_CLAIM_ROUTE_PREFIX.length);
+  if (rest.length > 1 && rest.startsWith('.')) return rest.slice(1).split('.');
+  if (rest.length > 2 && rest.startsWith('[') && rest.endsWith(']')) return rest.slice(1, -1).split('][');
+  return null;
+}
+
 export function checkHeaderName(name: string): string | null {
   if (name === '') return 'header name cannot be empty';
   return HEADER_NAME.test(name) ? null : `header name "${name}" is not a valid header name`;

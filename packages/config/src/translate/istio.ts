@@ -12,6 +12,7 @@ import { connectionManagerFor } from './connection-manager.ts';
 import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
+import { httpFilterChain } from './http-filter-chain.ts';
 import { applyLocalRateLimitRoutes, localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
 import { sidecarScope } from './sidecar-scope.ts';
@@ -65,7 +66,9 @@ export function translateIstio(
       connectionManager: connectionManagerFor(node, 'outbound'),
       direction: 'outbound',
       routeConfig: 'outbound',
-      httpFilters: chain(localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort), faultFilterFor(outbound)),
+      httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: null, fault: faultFilterFor(outbound) }, [
+        localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort),
+      ]),
       tls: null,
     });
     if (ports.appPort !== null) {
@@ -76,7 +79,9 @@ export function translateIstio(
       const mtls = inboundMtlsMode(ctx, ports.appPort);
       listeners.push({
         ...inbound.listener,
-        httpFilters: chain(jwtAuthnFilter(ctx), authzFilter(ctx), localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort)),
+        httpFilters: httpFilterChain(ctx, 'SIDECAR_INBOUND', { jwtAuthn: jwtAuthnFilter(ctx), authz: authzFilter(ctx), fault: null }, [
+          localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort),
+        ]),
         tls: mtls === 'DISABLE' ? null : { kind: 'mesh', mode: mtls },
         // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
         // `destination.port` see that, as Envoy sees the original destination.
@@ -434,8 +439,8 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
       connectionManager: connectionManagerFor(node, 'gateway'),
       direction: 'gateway',
       routeConfig: name,
-      // The gateway is where edge policy runs: authn, authz, rate limit, then faults.
-      httpFilters: chain(jwtAuthn, authz, localRateLimitFilter(ctx, 'GATEWAY', port), faultFilterFor(rc)),
+      // The gateway is where edge policy runs: authn, authz, faults, and a rate limit where its patch puts it.
+      httpFilters: httpFilterChain(ctx, 'GATEWAY', { jwtAuthn, authz, fault: faultFilterFor(rc) }, [localRateLimitFilter(ctx, 'GATEWAY', port)]),
       tls: plain ? null : { kind: 'gateway', servers: servers.map((s) => tlsServer(ctx, mesh, s, port, credentials, virtualServices)) },
     });
     if (refs.size > 1) {
@@ -575,10 +580,6 @@ function catchAllsLast(routes: Route[]): Route[] {
 }
 
 /** The filters present, in order (Istio's: jwt-authn, authz, rate limit, fault). */
-function chain(...filters: (HttpFilterConfig | null)[]): HttpFilterConfig[] {
-  return filters.filter((f): f is HttpFilterConfig => f !== null);
-}
-
 /** The fault filter runs only where a route asks for it (its config is per route). */
 function faultFilterFor(rc: RouteConfiguration): HttpFilterConfig | null {
   const any = rc.virtualHosts.some((v) => v.routes.some((r) => FAULT_FILTER in r.filterConfigs));

@@ -17,6 +17,7 @@ import type { Route, RouteConfiguration } from '../model/route.ts';
 import type { Resource } from '../resources/resource.ts';
 import { parseDuration } from '../schema/duration.ts';
 import type { TranslateContext } from './context.ts';
+import { AFTER_AUTHORIZATION, type FilterInsert, type FilterPlace, type InsertOperation } from './http-filter-chain.ts';
 import { labelsMatch } from './registry.ts';
 
 export const LOCAL_RATE_LIMIT_FILTER = 'envoy.filters.http.local_ratelimit';
@@ -336,10 +337,16 @@ interface EnvoyFilterSpec {
   }[];
 }
 
-const INSERTS = new Set(['INSERT_BEFORE', 'INSERT_AFTER', 'INSERT_FIRST', 'ADD']);
+const INSERTS: readonly string[] = ['INSERT_BEFORE', 'INSERT_AFTER', 'INSERT_FIRST', 'ADD'] satisfies InsertOperation[];
+
+function isInsert(op: string): op is InsertOperation {
+  return INSERTS.includes(op);
+}
 
 /** The local rate limit filter patches of the EnvoyFilters applying here, oldest first. */
-function* filterPatches(ctx: TranslateContext): Generator<{ r: Resource; index: number; context: unknown; port: unknown; value: unknown }> {
+function* filterPatches(
+  ctx: TranslateContext,
+): Generator<{ r: Resource; index: number; context: unknown; port: unknown; value: unknown; operation: InsertOperation; subFilter: string | null }> {
   for (const r of ctx.resourcesOf('EnvoyFilter')) {
     const spec = (r.spec ?? {}) as EnvoyFilterSpec;
     if (!selects(ctx, r, spec.workloadSelector?.labels)) continue;
@@ -347,11 +354,13 @@ function* filterPatches(ctx: TranslateContext): Generator<{ r: Resource; index: 
       if (p.applyTo !== 'HTTP_FILTER') continue;
       const value = obj(p.patch?.value);
       if (value?.name !== LOCAL_RATE_LIMIT_FILTER) continue;
-      if (!INSERTS.has(p.patch?.operation ?? '')) {
+      const operation = p.patch?.operation ?? '';
+      if (!isInsert(operation)) {
         ctx.warn(r, ['spec', 'configPatches', index, 'patch', 'operation'], `${String(p.patch?.operation)} of ${LOCAL_RATE_LIMIT_FILTER} is not supported; only inserting the filter is`);
         continue;
       }
-      yield { r, index, context: p.match?.context, port: p.match?.listener?.portNumber, value };
+      const subFilter = p.match?.listener?.filterChain?.filter?.subFilter?.name;
+      yield { r, index, context: p.match?.context, port: p.match?.listener?.portNumber, value, operation, subFilter: typeof subFilter === 'string' && subFilter !== '' ? subFilter : null };
     }
   }
 }
@@ -400,9 +409,11 @@ function nativeLimit(ctx: TranslateContext, r: Resource, context: PatchContext, 
  * The local rate limit filter for a listener of this proxy, from the EnvoyFilter form Istio
  * users write and from Remora's native LocalRateLimit resource; null when none applies.
  * The chain has one local rate limit: the oldest resource wins, later ones are reported.
+ * An EnvoyFilter's patch says where the filter goes; the native resource's limit runs right
+ * after authentication and authorization.
  */
-export function localRateLimitFilter(ctx: TranslateContext, context: PatchContext, listenerPort: number): HttpFilterConfig | null {
-  const found: { config: LocalRateLimitConfig; r: Resource; path: Path }[] = [];
+export function localRateLimitFilter(ctx: TranslateContext, context: PatchContext, listenerPort: number): FilterInsert | null {
+  const found: { config: LocalRateLimitConfig; r: Resource; path: Path; place: FilterPlace }[] = [];
   for (const p of filterPatches(ctx)) {
     if (!contextMatches(p.context, context)) continue;
     if (!portMatches(ctx, p.port, context, listenerPort)) {
@@ -418,17 +429,18 @@ export function localRateLimitFilter(ctx: TranslateContext, context: PatchContex
     if (typed === null) continue;
     const origin = `EnvoyFilter ${p.r.metadata.namespace}/${p.r.metadata.name}`;
     const config = new ProtoReader(ctx, p.r).limit(typed.value, typed.at, `${origin}#${p.index}@${context}:${listenerPort}`, origin, false);
-    if (config !== null) found.push({ config, r: p.r, path: at });
+    const place: FilterPlace = { operation: p.operation, subFilter: p.subFilter, r: p.r, at: ['spec', 'configPatches', p.index] };
+    if (config !== null) found.push({ config, r: p.r, path: at, place });
   }
   for (const r of ctx.resourcesOf('LocalRateLimit')) {
     const config = nativeLimit(ctx, r, context, listenerPort);
-    if (config !== null) found.push({ config, r, path: ['spec'] });
+    if (config !== null) found.push({ config, r, path: ['spec'], place: AFTER_AUTHORIZATION });
   }
   if (found.length === 0) return null;
   for (const extra of found.slice(1)) {
     ctx.warn(extra.r, extra.path, `${found[0]!.config.origin} already sets the local rate limit of this ${context} listener (port ${listenerPort}); this one is ignored`);
   }
-  return { name: LOCAL_RATE_LIMIT_FILTER, config: found[0]!.config };
+  return { filter: { name: LOCAL_RATE_LIMIT_FILTER, config: found[0]!.config }, place: found[0]!.place };
 }
 
 /** Istio's names for Remora's route tables, which EnvoyFilter `routeConfiguration.name` uses. */

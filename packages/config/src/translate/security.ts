@@ -91,7 +91,8 @@ export function jwtAuthnFilter(ctx: TranslateContext): HttpFilterConfig | null {
     });
   }
   if (rules.length === 0) return null;
-  const config: JwtAuthnConfig = { rules };
+  // istiod (JwtFilter(clearRouteCache = proxy is not a sidecar)): claim-based routing is a gateway feature.
+  const config: JwtAuthnConfig = { rules, clearRouteCache: ctx.node.kind !== 'sidecar' };
   return { name: JWT_AUTHN_FILTER, config };
 }
 

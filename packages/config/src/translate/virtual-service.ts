@@ -1,4 +1,5 @@
 import type {
+  ClaimMatch,
   CorsPolicy,
   HeaderMatch,
   HeaderMutation,
@@ -21,6 +22,7 @@ import type {
   IstioStringMatch,
   IstioVirtualService,
 } from '../resources/istio-networking.ts';
+import { routingClaimPath } from '../schema/names.ts';
 import type { TranslateContext } from './context.ts';
 import { resolveHost } from './host.ts';
 import { DestinationRuleIndex } from './destination-rule.ts';
@@ -162,8 +164,15 @@ function translateMatch(m: IstioHTTPMatchRequest): RouteMatch {
   if (m.method) headers.push({ name: ':method', match: stringMatch(m.method), invert: false });
   if (m.authority) headers.push({ name: ':authority', match: stringMatch(m.authority), invert: false });
   if (m.scheme) headers.push({ name: ':scheme', match: stringMatch(m.scheme), invert: false });
-  for (const [name, sm] of Object.entries(m.headers ?? {})) headers.push(headerMatch(name, sm, false));
-  for (const [name, sm] of Object.entries(m.withoutHeaders ?? {})) headers.push(headerMatch(name, sm, true));
+  const claims: ClaimMatch[] = [];
+  for (const [invert, map] of [[false, m.headers], [true, m.withoutHeaders]] as const) {
+    for (const [name, sm] of Object.entries(map ?? {})) {
+      // istiod: a `@request.auth.claims` name is a condition on the verified JWT, never a header.
+      const path = routingClaimPath(name);
+      if (path !== null) claims.push({ path, match: isEmptyMatch(sm) ? { kind: 'present' } : stringMatch(sm), invert });
+      else headers.push(headerMatch(name, sm, invert));
+    }
+  }
   const queryParams: QueryParamMatch[] = [];
   for (const [name, sm] of Object.entries(m.queryParams ?? {})) {
     // Istio: an empty matcher means "present"; `exact: ""` stays an exact match on the empty
@@ -174,6 +183,7 @@ function translateMatch(m: IstioHTTPMatchRequest): RouteMatch {
     path: { match: m.uri && !isEmptyMatch(m.uri) ? stringMatch(m.uri) : { kind: 'any' }, ignoreCase: m.ignoreUriCase ?? false },
     headers,
     queryParams,
+    ...(claims.length > 0 ? { claims } : {}),
   };
 }
 

@@ -35,6 +35,7 @@ export class JwtAuthnFilterFactory implements HttpFilterFactory {
 
   compile(config: unknown, context: FilterCompileContext): JwtAuthnFilterConfig {
     const rules = checkConfig(config);
+    const clearRouteCache = (config as Partial<JwtAuthnConfig>).clearRouteCache === true;
     const providers = rules.map((rule, i) => {
       if (rule.jwks !== null) {
         const keys = parseJwks(rule.jwks);
@@ -56,7 +57,7 @@ export class JwtAuthnFilterFactory implements HttpFilterFactory {
       remote.timeoutMs = rule.timeoutMs;
       return new JwtProvider(rule, remote, null);
     });
-    return new JwtAuthnFilterConfig(this.name, providers, buildLocations(rules, providers), headersToSanitize(providers));
+    return new JwtAuthnFilterConfig(this.name, providers, buildLocations(rules, providers), headersToSanitize(providers), clearRouteCache);
   }
 }
 

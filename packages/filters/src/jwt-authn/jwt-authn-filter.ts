@@ -40,15 +40,18 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
   readonly locations: readonly TokenLocation[];
   /** Output headers removed from every request before the check. */
   readonly sanitize: readonly string[];
+  /** Envoy's `clear_route_cache`: a verified token makes the request be routed again. */
+  readonly clearRouteCache: boolean;
   readonly #parsed = new LRUCache<string, ParsedJwt>({ max: PARSED_CACHE_SIZE, maxSize: PARSED_CACHE_CHARS, sizeCalculation: (_v, token) => token.length });
   /** The clock, in seconds; replaceable for tests. */
   now: () => number = () => Date.now() / 1000;
 
-  constructor(name: string, providers: readonly JwtProvider[], locations: readonly TokenLocation[], sanitize: readonly string[]) {
+  constructor(name: string, providers: readonly JwtProvider[], locations: readonly TokenLocation[], sanitize: readonly string[], clearRouteCache = false) {
     this.name = name;
     this.providers = providers;
     this.locations = locations;
     this.sanitize = sanitize;
+    this.clearRouteCache = clearRouteCache;
   }
 
   create(): HttpFilter {
@@ -139,7 +142,7 @@ export class JwtAuthnFilter implements HttpFilter {
       outcomes.push(o);
     }
     if (outcomes !== null) {
-      this.#succeed(req, found, outcomes);
+      this.#succeed(req, callbacks, found, outcomes);
       return FilterStatus.Continue;
     }
     void this.#verify(req, callbacks, found, now);
@@ -168,13 +171,14 @@ export class JwtAuthnFilter implements HttpFilter {
       if (!this.#done && !callbacks.aborted) this.#fail(req, callbacks, JwtStatus.JwtVerificationFail);
       return;
     }
-    this.#succeed(req, found, outcomes);
+    this.#succeed(req, callbacks, found, outcomes);
     callbacks.continueRequest();
   }
 
-  #succeed(req: FilterRequest, found: readonly Found[], outcomes: readonly Outcome[]): void {
+  #succeed(req: FilterRequest, callbacks: FilterCallbacks, found: readonly Found[], outcomes: readonly Outcome[]): void {
     for (let i = 0; i < found.length; i++) outcomes[i]!.provider!.applyOutputs(req, found[i]!.jwt, found[i]!.location);
     req.auth = found[0]!.jwt.auth;
+    if (this.#config.clearRouteCache) callbacks.clearRouteCache();
   }
 
   #fail(req: FilterRequest, callbacks: FilterCallbacks, status: JwtStatus): FilterStatus {

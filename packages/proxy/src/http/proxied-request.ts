@@ -34,6 +34,7 @@ import {
   rawHeaderValue,
 } from './request-headers.ts';
 import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
+import { findRoute } from '../router/route-table.ts';
 
 export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
 
@@ -264,6 +265,10 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
 
   setResponseFlag(flag: FilterResponseFlag): void {
     this.responseFlags |= ResponseFlag[flag];
+  }
+
+  clearRouteCache(): void {
+    this.route = findRoute(this.snapshot.routes, this);
   }
 
   continueRequest(): void {

@@ -1,5 +1,7 @@
+import type { RequestAuth } from '@remora/filters';
 import {
   RegexRewrite,
+  type ClaimMatch,
   type DirectResponseAction,
   type ForwardAction,
   type HeaderMutation,
@@ -24,6 +26,8 @@ export interface RouteRequest {
   /** Lower-case name; repeated headers joined with `,` as Envoy matches them; null when absent. */
   requestHeader(name: string): string | null;
   queryParam(name: string): string | null;
+  /** The verified JWT, once the JWT filter has run; what claim conditions read. */
+  readonly auth: RequestAuth | null;
 }
 
 const PATH_ANY = 0;
@@ -50,12 +54,46 @@ class QueryCondition {
   }
 }
 
+/**
+ * A condition on a claim of the verified JWT (istiod's metadata matcher on the jwt_authn
+ * payload): a string claim matches by value, a list claim when one string element does.
+ */
+class ClaimCondition {
+  readonly #path: readonly string[];
+  readonly #matcher: StringMatcher;
+  readonly invert: boolean;
+  constructor(c: ClaimMatch) {
+    this.#path = c.path;
+    this.#matcher = new StringMatcher(c.match);
+    this.invert = c.invert;
+  }
+
+  matches(auth: RequestAuth | null): boolean {
+    if (auth === null) return false;
+    let v: unknown = auth.claims;
+    const path = this.#path;
+    for (let i = 0; i < path.length; i++) {
+      if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, path[i]!)) return false;
+      v = (v as Record<string, unknown>)[path[i]!];
+    }
+    if (typeof v === 'string') return this.#matcher.matches(v);
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const e: unknown = v[i];
+        if (typeof e === 'string' && this.#matcher.matches(e)) return true;
+      }
+    }
+    return false;
+  }
+}
+
 /** A RouteMatch compiled once: regexes built, case folding decided, empty lists made null. */
 export class RouteMatcher {
   readonly #pathKind: number;
   readonly #path: StringMatcher;
   readonly #headers: HeaderCondition[] | null;
   readonly #query: QueryCondition[] | null;
+  readonly #claims: ClaimCondition[] | null;
 
   constructor(m: RouteMatch) {
     const pm = m.path.match;
@@ -64,6 +102,7 @@ export class RouteMatcher {
     this.#pathKind = pm.kind === 'any' ? PATH_ANY : pm.kind === 'prefix' ? PATH_PREFIX : PATH_EXACT_OR_REGEX;
     this.#headers = m.headers.length === 0 ? null : m.headers.map((h) => new HeaderCondition(h.name, new StringMatcher(h.match), h.invert));
     this.#query = m.queryParams.length === 0 ? null : m.queryParams.map((q) => new QueryCondition(q.name, new StringMatcher(q.match)));
+    this.#claims = m.claims === undefined || m.claims.length === 0 ? null : m.claims.map((c) => new ClaimCondition(c));
   }
 
   matches(r: RouteRequest): boolean {
@@ -84,6 +123,13 @@ export class RouteMatcher {
       for (let i = 0; i < query.length; i++) {
         const q = query[i]!;
         if (!q.matcher.matches(r.queryParam(q.name))) return false;
+      }
+    }
+    const claims = this.#claims;
+    if (claims !== null) {
+      for (let i = 0; i < claims.length; i++) {
+        const c = claims[i]!;
+        if (c.matches(r.auth) === c.invert) return false;
       }
     }
     return true;

@@ -1,0 +1,105 @@
+/**
+ * A listener's HTTP filter chain, in the order istiod builds it (listener_builder.go), with
+ * EnvoyFilter `HTTP_FILTER` inserts placed by istiod's rules (envoyfilter/listener_patch.go).
+ * Istio's chain also holds filters Remora does not run as filters (metadata exchange, gRPC
+ * stats, ALPN, CORS, stats, the router); they are kept as named slots while inserts are
+ * placed, so a patch whose `subFilter` names one lands where istiod would put it, and are
+ * dropped afterwards.
+ */
+import type { HttpFilterConfig } from '../model/listener.ts';
+import type { Resource } from '../resources/resource.ts';
+import type { TranslateContext } from './context.ts';
+import { FAULT_FILTER } from './fault.ts';
+
+/** The EnvoyFilter patch operations that insert an HTTP filter. */
+export type InsertOperation = 'INSERT_BEFORE' | 'INSERT_AFTER' | 'INSERT_FIRST' | 'ADD';
+
+/** Where an inserted filter goes: a patch's operation and `subFilter` name (null: none given). */
+export interface FilterPlace {
+  readonly operation: InsertOperation;
+  readonly subFilter: string | null;
+  /** The EnvoyFilter and the path of its patch, for messages; null for Remora's own placements. */
+  readonly r: Resource | null;
+  readonly at: readonly (string | number)[];
+}
+
+export interface FilterInsert {
+  readonly filter: HttpFilterConfig;
+  readonly place: FilterPlace;
+}
+
+const METADATA_EXCHANGE = 'istio.metadata_exchange';
+const GRPC_STATS = 'envoy.filters.http.grpc_stats';
+const ALPN = 'istio.alpn';
+const CORS = 'envoy.filters.http.cors';
+const STATS = 'istio.stats';
+const ROUTER = 'envoy.filters.http.router';
+
+/**
+ * Right after authentication and authorization: gRPC stats is the filter that follows them
+ * in Istio's chain. Where Remora's own LocalRateLimit resource puts the limit.
+ */
+export const AFTER_AUTHORIZATION: FilterPlace = { operation: 'INSERT_BEFORE', subFilter: GRPC_STATS, r: null, at: [] };
+
+/** Where a listener sits, in EnvoyFilter `match.context` terms. */
+type ChainContext = 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND' | 'GATEWAY';
+
+interface Slot {
+  readonly name: string;
+  /** Null: a filter of Istio's chain that Remora does not run as a filter. */
+  readonly filter: HttpFilterConfig | null;
+}
+
+/**
+ * The filters a listener runs, in order. `jwtAuthn` and `authz` are in Istio's chain only
+ * where policies select the proxy (and never on the outbound side); the fault filter's
+ * place is always there, whether or not a route uses it.
+ */
+export function httpFilterChain(
+  ctx: TranslateContext,
+  context: ChainContext,
+  parts: { readonly jwtAuthn: HttpFilterConfig | null; readonly authz: HttpFilterConfig | null; readonly fault: HttpFilterConfig | null },
+  inserts: readonly (FilterInsert | null)[],
+): HttpFilterConfig[] {
+  const slots: Slot[] = [{ name: METADATA_EXCHANGE, filter: null }];
+  if (context !== 'SIDECAR_OUTBOUND') {
+    if (parts.jwtAuthn !== null) slots.push({ name: parts.jwtAuthn.name, filter: parts.jwtAuthn });
+    if (parts.authz !== null) slots.push({ name: parts.authz.name, filter: parts.authz });
+  }
+  slots.push({ name: GRPC_STATS, filter: null });
+  if (context !== 'SIDECAR_INBOUND') slots.push({ name: ALPN, filter: null });
+  slots.push({ name: FAULT_FILTER, filter: parts.fault }, { name: CORS, filter: null }, { name: STATS, filter: null });
+  // The router is not a filter here (requests are routed once the chain lets them through),
+  // so "the end of the chain" is the place just before it.
+  for (const insert of inserts) if (insert !== null) place(ctx, context, slots, insert);
+  const out: HttpFilterConfig[] = [];
+  for (const s of slots) if (s.filter !== null) out.push(s.filter);
+  return out;
+}
+
+/** istiod's placement of one inserted filter. */
+function place(ctx: TranslateContext, context: ChainContext, slots: Slot[], insert: FilterInsert): void {
+  const { operation, subFilter, r, at } = insert.place;
+  const slot: Slot = { name: insert.filter.name, filter: insert.filter };
+  // INSERT_BEFORE without a subFilter is "insert at the beginning"; INSERT_AFTER without one is ADD.
+  if (operation === 'INSERT_FIRST' || (operation === 'INSERT_BEFORE' && subFilter === null)) {
+    slots.unshift(slot);
+    return;
+  }
+  if (operation === 'ADD' || subFilter === null || subFilter === ROUTER) {
+    if (operation === 'INSERT_AFTER' && subFilter === ROUTER && r !== null) {
+      ctx.warn(r, [...at, 'match', 'listener', 'filterChain', 'filter', 'subFilter', 'name'], `Envoy refuses HTTP filters after ${ROUTER} (it must be last); ${slot.name} is placed just before it`);
+    }
+    slots.push(slot);
+    return;
+  }
+  const i = slots.findIndex((s) => s.name === subFilter);
+  if (i < 0) {
+    if (r !== null) {
+      const names = [...slots.map((s) => s.name), ROUTER].join(', ');
+      ctx.warn(r, [...at, 'match', 'listener', 'filterChain', 'filter', 'subFilter', 'name'], `${subFilter} is not in the ${context} listener's HTTP filter chain (${names}), so ${slot.name} is not inserted there, as istiod does`);
+    }
+    return;
+  }
+  slots.splice(operation === 'INSERT_BEFORE' ? i : i + 1, 0, slot);
+}
