@@ -141,6 +141,14 @@ t.test('a 503 then success: 200, two attempts on two different endpoints', async
   t.match(await log('retry-1'), /" 200 - via_upstream /);
 });
 
+t.test('a downstream x-envoy-attempt-count is replaced by the router\'s own count, not appended to', async (t) => {
+  for (const b of backends) b.seen.length = 0;
+  const r = await request(port, '/flaky', { headers: { host: 'x', 'x-envoy-attempt-count': '1' } });
+  t.equal(r.status, 200);
+  const tries = [...backends[0]!.seen, ...backends[1]!.seen].map((s) => s.headers['x-envoy-attempt-count']).sort();
+  t.same(tries, ['1', '2'], 'each try carries only the router\'s count (a proxy in front had set its own)');
+});
+
 t.test('a POST body is replayed intact on retry', async (t) => {
   for (const b of backends) b.seen.length = 0;
   const body = JSON.stringify({ order: 42, items: 'x'.repeat(50_000) });

@@ -16,6 +16,7 @@ import { normalizePath } from './path-normalize.ts';
 import {
   classifyHeader,
   cookieValue,
+  H_ATTEMPT_COUNT,
   H_CONNECTION,
   H_CONTENT_LENGTH,
   H_CONTENT_TYPE,
@@ -433,6 +434,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
           if (this.snapshot.direction !== 'gateway') xfcc = xfcc === null ? value : `${xfcc},${value}`;
           break;
         case H_HOP:
+        case H_ATTEMPT_COUNT:
           break;
       }
     }

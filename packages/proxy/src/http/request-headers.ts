@@ -23,6 +23,8 @@ export const H_UPGRADE = 12;
 export const H_CONTENT_TYPE = 13;
 /** `x-forwarded-client-cert`: sanitized at the gateway, appended to on a sidecar's inbound side. */
 export const H_XFCC = 14;
+/** `x-envoy-attempt-count`: the router sets it on every try, so a value from downstream is replaced, not appended to. */
+export const H_ATTEMPT_COUNT = 15;
 
 const BY_NAME = new Map<string, number>([
   ['host', H_HOST],
@@ -40,6 +42,7 @@ const BY_NAME = new Map<string, number>([
   ['upgrade', H_UPGRADE],
   ['content-type', H_CONTENT_TYPE],
   ['x-forwarded-client-cert', H_XFCC],
+  ['x-envoy-attempt-count', H_ATTEMPT_COUNT],
 ]);
 // Common spellings, so most lookups hit without lower-casing.
 for (const [name, code] of [...BY_NAME]) {
