@@ -7,6 +7,11 @@ import type { ObjectMeta, Resource } from '../resources/resource.ts';
 /** Extensions read from directories; a file named explicitly is read whatever its name. */
 const RESOURCE_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
+/** Whether a file found in a `-c` directory is read: YAML or JSON by its extension. */
+export function isResourceFileName(name: string): boolean {
+  return RESOURCE_EXTENSIONS.has(extname(name).toLowerCase());
+}
+
 export interface LoadResult {
   readonly resources: readonly Resource[];
   /** Syntax and structure problems; files with errors contribute no resources. */
@@ -29,7 +34,7 @@ export function listResourceFiles(paths: readonly string[]): { files: string[]; 
       const st = statSync(full, { throwIfNoEntry: false });
       if (st === undefined) continue;
       if (st.isDirectory()) walk(full);
-      else if (st.isFile() && RESOURCE_EXTENSIONS.has(extname(name).toLowerCase())) files.push(full);
+      else if (st.isFile() && isResourceFileName(name)) files.push(full);
     }
   };
   for (const path of paths) {
