@@ -11,6 +11,8 @@ export interface FileWatcherOptions {
    * times) and a difference counts as a change even if no event came (default 5 s; 0: never).
    */
   readonly recheckMs?: number;
+  /** Which files found in a watched directory are stamped by the re-check (default: YAML and JSON, as the loader reads). */
+  readonly isWatchedFile?: (name: string) => boolean;
 }
 
 /** One watched directory: any event in it counts (`names` null), or only events on these names. */
@@ -43,6 +45,7 @@ export class FileWatcher {
   readonly #targets: readonly string[];
   readonly #onChange: () => void;
   readonly #debounceMs: number;
+  readonly #isWatchedFile: (name: string) => boolean;
   readonly #dirs = new Map<string, DirWatch>();
   #timer: NodeJS.Timeout | null = null;
   #recheck: NodeJS.Timeout | null = null;
@@ -58,6 +61,7 @@ export class FileWatcher {
     this.#targets = [...new Set(paths.map((p) => resolve(p)))];
     this.#onChange = onChange;
     this.#debounceMs = opts.debounceMs ?? 150;
+    this.#isWatchedFile = opts.isWatchedFile ?? isResourceFileName;
     this.ready = this.#settle('start');
     const recheckMs = opts.recheckMs ?? 5_000;
     if (recheckMs > 0) {
@@ -185,7 +189,7 @@ export class FileWatcher {
         const full = join(dir, name);
         const st = await stat(full).catch(() => undefined);
         if (st?.isDirectory()) await walk(full, seen);
-        else if (st?.isFile() && isResourceFileName(name)) await stampFile(full);
+        else if (st?.isFile() && this.#isWatchedFile(name)) await stampFile(full);
       }
     };
     for (const target of this.#targets) {
