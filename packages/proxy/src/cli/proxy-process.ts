@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { FileWatcher, formatIssue, hasErrors, loadMesh, type ConfigIssue, type ProxyConfig } from '@remora/config';
+import { FileWatcher, formatIssue, hasErrors, MeshLoaderThread, type ConfigIssue, type ProxyConfig } from '@remora/config';
 import { AdminServer } from '../admin/admin-server.ts';
 import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
 import { Loggers } from '../logger.ts';
@@ -35,6 +35,8 @@ export class ProxyProcess {
   readonly prometheus: PrometheusServer | null;
   readonly identity: IdentityStore | null;
   #watcher: FileWatcher | null = null;
+  /** Reads, validates and translates the files off the event loop. */
+  readonly #loader = new MeshLoaderThread();
   #lastError: string | null = null;
   #stopping: Promise<void> | null = null;
   #started = false;
@@ -94,9 +96,10 @@ export class ProxyProcess {
     // Watching starts before the first read, so a change made while it loads is not missed.
     this.#watcher = new FileWatcher(this.opts.configPaths, () => void this.reload());
     await this.#watcher.ready;
-    const loaded = this.#load();
+    const loaded = await this.#load();
     if (loaded === null) {
       this.#watcher.close();
+      this.#loader.close();
       this.#startDone();
       throw new StartError('invalid configuration; nothing started');
     }
@@ -107,6 +110,7 @@ export class ProxyProcess {
       await this.runtime.apply(loaded);
     } catch (err) {
       this.#watcher.close();
+      this.#loader.close();
       this.#closeServers();
       await this.runtime.close();
       this.identity?.close();
@@ -140,7 +144,14 @@ export class ProxyProcess {
   async #reloadOnce(): Promise<boolean> {
     if (!this.#started || this.#stopping !== null) return false;
     const cfg = this.loggers.get('config');
-    const loaded = this.#load();
+    let loaded: ProxyConfig | null;
+    try {
+      loaded = await this.#load();
+    } catch (err) {
+      this.#lastError = (err as Error).message;
+      cfg.error(`reading the config failed: ${(err as Error).message}; keeping config ${this.runtime.snapshot?.config.version ?? '(none)'}`);
+      return false;
+    }
     if (loaded === null) {
       cfg.error(`keeping config ${this.runtime.snapshot?.config.version ?? '(none)'}`);
       return false;
@@ -158,9 +169,9 @@ export class ProxyProcess {
     }
   }
 
-  #load(): ProxyConfig | null {
+  async #load(): Promise<ProxyConfig | null> {
     const cfg = this.loggers.get('config');
-    const result = loadMesh(this.opts.configPaths, this.opts.node, this.opts.ports, {
+    const result = await this.#loader.load(this.opts.configPaths, this.opts.node, this.opts.ports, {
       dnsRefreshMs: this.opts.dnsRefreshMs,
       ...(this.opts.credentialsDir !== null ? { credentialsDir: resolve(this.opts.credentialsDir) } : {}),
     });
@@ -178,6 +189,7 @@ export class ProxyProcess {
       const log = this.loggers.get('main');
       log.info(`draining for up to ${drainMs} ms`);
       this.#watcher?.close();
+      this.#loader.close();
       await this.runtime.drain(drainMs);
       this.#closeServers();
       await this.runtime.close();
