@@ -11,3 +11,4 @@ export type * from './resources/istio-networking.ts';
 export { validateResource, isSupportedKind, SUPPORTED_KINDS, type SupportedKind } from './schema/validator.ts';
 export { parseDuration } from './schema/duration.ts';
 export { Regex, RegexRewrite, RegexSyntaxError, checkRegex } from './schema/regex.ts';
+export * from './sources/mesh-loader-thread.ts';

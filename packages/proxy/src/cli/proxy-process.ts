@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { FileWatcher, formatIssue, hasErrors, loadMesh, type ConfigIssue, type ProxyConfig } from '@remora/config';
+import { FileWatcher, formatIssue, hasErrors, MeshLoaderThread, type ConfigIssue, type ProxyConfig } from '@remora/config';
 import { AdminServer } from '../admin/admin-server.ts';
 import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
 import { Loggers } from '../logger.ts';
@@ -35,8 +35,16 @@ export class ProxyProcess {
   readonly prometheus: PrometheusServer | null;
   readonly identity: IdentityStore | null;
   #watcher: FileWatcher | null = null;
+  /** Reads, validates and translates the files off the event loop. */
+  readonly #loader = new MeshLoaderThread();
   #lastError: string | null = null;
   #stopping: Promise<void> | null = null;
+  #started = false;
+  /** Reloads run one after another; the tail is held until start has applied the first config. */
+  #reloadTail: Promise<unknown>;
+  #startDone: () => void = () => undefined;
+  /** A reload waiting its turn: later file events join it instead of queueing more. */
+  #queued: Promise<boolean> | null = null;
   readonly #onExit: (code: number) => void;
 
   /**
@@ -79,35 +87,71 @@ export class ProxyProcess {
     });
     this.health = new HealthServer(this.runtime);
     this.prometheus = opts.prometheusPort > 0 ? new PrometheusServer(this.runtime) : null;
+    this.#reloadTail = new Promise<void>((r) => (this.#startDone = r));
   }
 
   /** Loads the config and opens every port; throws StartError with every reason to stop. */
   async start(): Promise<void> {
     const log = this.loggers.get('main');
-    const loaded = this.#load();
-    if (loaded === null) throw new StartError('invalid configuration; nothing started');
+    // Watching starts before the first read, so a change made while it loads is not missed.
+    this.#watcher = new FileWatcher(this.opts.configPaths, () => void this.reload());
+    await this.#watcher.ready;
+    const loaded = await this.#load();
+    if (loaded === null) {
+      this.#watcher.close();
+      this.#loader.close();
+      this.#startDone();
+      throw new StartError('invalid configuration; nothing started');
+    }
     try {
       await this.admin.listen('127.0.0.1', this.opts.adminPort);
       await this.health.listen(this.opts.ports.bindAddress, this.opts.healthPort);
       if (this.prometheus) await this.prometheus.listen(this.opts.ports.bindAddress, this.opts.prometheusPort);
       await this.runtime.apply(loaded);
     } catch (err) {
+      this.#watcher.close();
+      this.#loader.close();
       this.#closeServers();
       await this.runtime.close();
       this.identity?.close();
+      this.#startDone();
       throw new StartError((err as Error).message);
     }
+    this.#started = true;
+    this.#startDone();
     const c = loaded;
     log.info(
       `remora ${this.opts.command} ready: config ${c.version} (${c.listeners.length} listeners, ${c.clusters.length} clusters); admin 127.0.0.1:${this.opts.adminPort}`,
     );
-    this.#watcher = new FileWatcher(this.opts.configPaths, () => void this.reload());
   }
 
-  /** Re-reads the files; a broken change is logged and the running config stays. */
-  async reload(): Promise<boolean> {
+  /**
+   * Re-reads the files; a broken change is logged and the running config stays. Reloads never
+   * overlap (an older read must not land after a newer one), and a burst of calls while one
+   * runs makes one more reload, not many.
+   */
+  reload(): Promise<boolean> {
+    if (this.#queued !== null) return this.#queued;
+    const run = this.#reloadTail.then(() => {
+      this.#queued = null;
+      return this.#reloadOnce();
+    });
+    this.#queued = run;
+    this.#reloadTail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reloadOnce(): Promise<boolean> {
+    if (!this.#started || this.#stopping !== null) return false;
     const cfg = this.loggers.get('config');
-    const loaded = this.#load();
+    let loaded: ProxyConfig | null;
+    try {
+      loaded = await this.#load();
+    } catch (err) {
+      this.#lastError = (err as Error).message;
+      cfg.error(`reading the config failed: ${(err as Error).message}; keeping config ${this.runtime.snapshot?.config.version ?? '(none)'}`);
+      return false;
+    }
     if (loaded === null) {
       cfg.error(`keeping config ${this.runtime.snapshot?.config.version ?? '(none)'}`);
       return false;
@@ -125,9 +169,9 @@ export class ProxyProcess {
     }
   }
 
-  #load(): ProxyConfig | null {
+  async #load(): Promise<ProxyConfig | null> {
     const cfg = this.loggers.get('config');
-    const result = loadMesh(this.opts.configPaths, this.opts.node, this.opts.ports, {
+    const result = await this.#loader.load(this.opts.configPaths, this.opts.node, this.opts.ports, {
       dnsRefreshMs: this.opts.dnsRefreshMs,
       ...(this.opts.credentialsDir !== null ? { credentialsDir: resolve(this.opts.credentialsDir) } : {}),
     });
@@ -145,6 +189,7 @@ export class ProxyProcess {
       const log = this.loggers.get('main');
       log.info(`draining for up to ${drainMs} ms`);
       this.#watcher?.close();
+      this.#loader.close();
       await this.runtime.drain(drainMs);
       this.#closeServers();
       await this.runtime.close();

@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import type { ListenerTls, TlsServer } from '@remora/config';
@@ -6,6 +6,7 @@ import type { Logger } from '../logger.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import { parseSubjectAltNames } from '../tls/certificates.ts';
 import { sessionIdContext } from '../tls/session-id-context.ts';
+import { fileStamp } from '../tls/file-stamp.ts';
 import { MAX_CLIENT_HELLO, parseClientHello, pickByServerName, type ClientHello } from './client-hello.ts';
 import type { TlsStats } from './tls-stats.ts';
 
@@ -28,7 +29,8 @@ const RECHECK_MS = 1_000;
 interface LoadedContext {
   readonly key: string;
   context: SecureContext | null;
-  mtimes: string;
+  /** The files' stamps when read (`fileStamp`), or 'missing'. */
+  stamps: string;
   checkedAt: number;
 }
 
@@ -246,19 +248,19 @@ export class TlsFront {
     let entry = this.#contexts.get(key);
     const now = Date.now();
     if (entry !== undefined && now - entry.checkedAt < RECHECK_MS) return entry.context;
-    let mtimes: string;
+    let stamps: string;
     try {
-      mtimes = files.map((f) => statSync(f).mtimeMs).join(' ');
+      stamps = files.map((f) => fileStamp(f) ?? missing(f)).join(' ');
     } catch (err) {
-      if (entry?.mtimes !== 'missing') this.#log.error(`Gateway server ${server.origin}: cannot read its certificate: ${(err as Error).message}`);
-      entry ??= { key, context: null, mtimes: 'missing', checkedAt: now };
-      entry.mtimes = 'missing';
+      if (entry?.stamps !== 'missing') this.#log.error(`Gateway server ${server.origin}: cannot read its certificate: ${(err as Error).message}`);
+      entry ??= { key, context: null, stamps: 'missing', checkedAt: now };
+      entry.stamps = 'missing';
       entry.context = null;
       entry.checkedAt = now;
       this.#contexts.set(key, entry);
       return null;
     }
-    if (entry !== undefined && entry.mtimes === mtimes) {
+    if (entry !== undefined && entry.stamps === stamps) {
       entry.checkedAt = now;
       return entry.context;
     }
@@ -280,7 +282,7 @@ export class TlsFront {
     } catch (err) {
       this.#log.error(`Gateway server ${server.origin}: its certificate files are not usable: ${(err as Error).message}`);
     }
-    entry = { key, context, mtimes, checkedAt: now };
+    entry = { key, context, stamps, checkedAt: now };
     this.#contexts.set(key, entry);
     return context;
   }
@@ -293,6 +295,10 @@ export class TlsFront {
  */
 function refuse(socket: Socket): void {
   socket.resetAndDestroy();
+}
+
+function missing(path: string): never {
+  throw new Error(`ENOENT: no such file or directory, stat '${path}'`);
 }
 
 function hasPeerCertificate(tls: TLSSocket): boolean {

@@ -43,12 +43,14 @@ export class RouteTable {
   readonly #default: CompiledVirtualHost | null;
   readonly #ignorePort: boolean;
 
-  constructor(rc: RouteConfiguration, ctx: RouteCompileContext) {
+  /** `compiled`: the virtual hosts already compiled, in order (see `compile`); else they are compiled here. */
+  constructor(rc: RouteConfiguration, ctx: RouteCompileContext, compiled: readonly CompiledVirtualHost[] | null = null) {
     this.name = rc.name;
     this.#ignorePort = rc.ignorePortInHostMatching;
     let def: CompiledVirtualHost | null = null;
-    for (const v of rc.virtualHosts) {
-      const vhost = new CompiledVirtualHost(v, ctx);
+    for (let i = 0; i < rc.virtualHosts.length; i++) {
+      const v = rc.virtualHosts[i]!;
+      const vhost = compiled?.[i] ?? new CompiledVirtualHost(v, ctx);
       for (const raw of v.domains) {
         const d = raw.toLowerCase();
         if (d === '*') {
@@ -66,6 +68,20 @@ export class RouteTable {
     this.#suffixes.sort((a, b) => b.part.length - a.part.length);
     this.#prefixes.sort((a, b) => b.part.length - a.part.length);
     this.#default = def;
+  }
+
+  /**
+   * Compiles a route configuration a virtual host at a time, awaiting `pause()` between them
+   * when it returns a promise, so that a large one does not hold the event loop.
+   */
+  static async compile(rc: RouteConfiguration, ctx: RouteCompileContext, pause: () => Promise<void> | null): Promise<RouteTable> {
+    const compiled: CompiledVirtualHost[] = [];
+    for (const v of rc.virtualHosts) {
+      const p = pause();
+      if (p !== null) await p;
+      compiled.push(new CompiledVirtualHost(v, ctx));
+    }
+    return new RouteTable(rc, ctx, compiled);
   }
 
   /** `authority` must already be lower case. */

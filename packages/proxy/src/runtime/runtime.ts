@@ -134,7 +134,7 @@ export class Runtime implements ListenerContext {
     const built = await this.clusterManager.prepare(config.clusters);
     let snap: Snapshot;
     try {
-      snap = new Snapshot(config, built, {
+      snap = await Snapshot.build(config, built, {
         statsFor: (direction) => this.#unroutedStats(direction),
         filters: this.#filters,
         filterContext: this.#store.begin(this.#loggers.get('config')),

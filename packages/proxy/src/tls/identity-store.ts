@@ -1,8 +1,8 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
+import { FileWatcher } from '@remora/config';
 import type { Logger } from '../logger.ts';
 import { certificateInfo, parseCertificates, parseSpiffeId, spiffeIdsOf, verifyCertificateChain, WORKLOAD_FILES } from './certificates.ts';
 import { sessionIdContext } from './session-id-context.ts';
@@ -72,10 +72,9 @@ export class IdentityStore {
   readonly #defaultDirs: readonly string[];
   readonly #now: () => number;
   readonly #listeners = new Set<(id: WorkloadIdentity | null) => void>();
-  readonly #watchers: FSWatcher[] = [];
+  #watcher: FileWatcher | null = null;
   #current: WorkloadIdentity | null = null;
   #context: SecureContext | null = null;
-  #debounce: NodeJS.Timeout | null = null;
   #retryTimer: NodeJS.Timeout | null = null;
   #wakeRetry: (() => void) | null = null;
   #expiryTimer: NodeJS.Timeout | null = null;
@@ -132,46 +131,27 @@ export class IdentityStore {
 
   close(): void {
     this.#closed = true;
-    for (const t of [this.#debounce, this.#retryTimer, this.#expiryTimer]) if (t) clearTimeout(t);
+    for (const t of [this.#retryTimer, this.#expiryTimer]) if (t) clearTimeout(t);
     this.#wakeRetry?.();
-    for (const w of this.#watchers) w.close();
-    this.#watchers.length = 0;
+    this.#watcher?.close();
+    this.#watcher = null;
     this.#listeners.clear();
   }
 
-  /** The directories whose events matter. Any event in them triggers a read (Kubernetes swaps a `..data` symlink, not the files). */
-  #watchedDirs(): string[] {
-    const p = this.#paths;
-    if (p === null) return [...this.#defaultDirs];
-    if ('dir' in p) return [p.dir];
-    return [...new Set([p.certChain, p.key, p.rootCert].map((f) => dirname(f)))];
-  }
-
+  /**
+   * Watches the files (or the directory holding them) however they are replaced: in place, by
+   * rename, by Kubernetes' `..data` symlink swap, or with their directory deleted and made
+   * again; a directory that does not exist yet is watched for from its parent.
+   */
   async #watch(): Promise<void> {
-    for (const dir of this.#watchedDirs()) {
-      const st = await stat(dir).catch(() => null);
-      if (!st?.isDirectory()) {
-        if (this.#paths !== null) this.#log.warn(`identity directory ${dir} does not exist; it is not watched`);
-        continue;
-      }
-      try {
-        const w = watch(dir, { persistent: false }, () => this.#schedule());
-        w.on('error', () => this.#schedule());
-        this.#watchers.push(w);
-      } catch (err) {
-        this.#log.warn(`cannot watch ${dir} for certificate rotation: ${(err as Error).message}`);
-      }
+    const p = this.#paths;
+    const targets = p === null ? this.#defaultDirs : 'dir' in p ? [p.dir] : [p.certChain, p.key, p.rootCert];
+    if (p !== null && 'dir' in p && !(await stat(p.dir).then((s) => s.isDirectory(), () => false))) {
+      this.#log.warn(`identity directory ${p.dir} does not exist yet; watching for it`);
     }
-  }
-
-  #schedule(): void {
-    if (this.#closed) return;
-    if (this.#debounce) this.#debounce.refresh();
-    else
-      this.#debounce = setTimeout(() => {
-        this.#debounce = null;
-        this.#trigger();
-      }, this.#debounceMs);
+    const names = new Set<string>(Object.values(WORKLOAD_FILES));
+    this.#watcher = new FileWatcher(targets, () => this.#trigger(), { debounceMs: this.#debounceMs, isWatchedFile: (n) => names.has(n) });
+    await this.#watcher.ready;
   }
 
   #trigger(): void {

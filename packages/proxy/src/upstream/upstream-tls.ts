@@ -1,9 +1,10 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, createSecureContext, type ConnectionOptions, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { buildConnector } from 'undici';
 import type { Cluster, Endpoint, UpstreamTls } from '@remora/config';
 import { parseSubjectAltNames, spiffeIdsOf } from '../tls/certificates.ts';
+import { fileStamp } from '../tls/file-stamp.ts';
 import type { IdentityStore, WorkloadIdentity } from '../tls/identity-store.ts';
 
 /**
@@ -199,14 +200,13 @@ export class UpstreamTlsSettings {
     return options;
   }
 
-  /** Size and modification time of the configured files, to notice a rewrite. */
+  /** Stamps of the configured files, to notice a rewrite (however the file was replaced). */
   #stamp(): string {
     const spec = this.#spec;
     let out = '';
     for (const f of [spec.insecureSkipVerify ? null : spec.caCertificates, spec.mode === 'MUTUAL' ? spec.clientCertificate : null, spec.mode === 'MUTUAL' ? spec.privateKey : null]) {
       if (f === null) continue;
-      const st = statSync(f, { throwIfNoEntry: false });
-      out += st === undefined ? '-|' : `${st.size}:${st.mtimeMs}|`;
+      out += `${fileStamp(f) ?? '-'}|`;
     }
     return out;
   }
