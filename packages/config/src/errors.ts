@@ -59,3 +59,21 @@ export function pointerToPath(pointer: string): string {
   }
   return out;
 }
+
+/**
+ * An Envoy message that cannot be read or written (JSON, binary or `Any`): names the
+ * message type, the field path in the JSON input (`static_resources.listeners[0].name`; ''
+ * when the problem is the message as a whole or the input is binary) and the reason.
+ */
+export class EnvoyCodecError extends Error {
+  readonly typeName: string;
+  readonly path: string;
+  readonly reason: string;
+  constructor(typeName: string, path: string, reason: string, options?: ErrorOptions) {
+    super(`${typeName}${path === '' ? '' : ` at ${path}`}: ${reason}`, options);
+    this.name = 'EnvoyCodecError';
+    this.typeName = typeName;
+    this.path = path;
+    this.reason = reason;
+  }
+}
