@@ -46,6 +46,31 @@ t.test("istioctl's goldens, byte for byte", async (t) => {
   }
 });
 
+/** A dump's field names as protobuf's JSON printers write them (lowerCamelCase); map keys with dots stay. */
+function camelCaseFields(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(camelCaseFields);
+  if (v === null || typeof v !== 'object') return v;
+  return Object.fromEntries(
+    Object.entries(v).map(([k, x]) => [/^[a-z0-9]+(_[a-z0-9]+)+$/.test(k) ? k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()) : k, camelCaseFields(x)]),
+  );
+}
+
+t.test('a dump with JSON field names (portValue, lbEndpoints, as istioctl and go-control-plane print) reads the same', async (t) => {
+  const mesh = new MeshDir();
+  t.teardown(() => mesh.cleanup());
+  const cases: Array<{ sub: string; dump: string; golden: string }> = [
+    { sub: 'all', dump: FULL_DUMP, golden: join(GOLDENS, 'config_dump_summary.txt') },
+    { sub: 'routes', dump: ROUTES_DUMP, golden: join(GOLDENS, 'routes/output.txt') },
+    { sub: 'endpoints', dump: EDS_DUMP, golden: join(GOLDENS, 'endpoint/output.txt') },
+  ];
+  for (const c of cases) {
+    const file = mesh.write(`${c.sub}.json`, JSON.stringify(camelCaseFields(JSON.parse(read(c.dump)))));
+    t.equal(await pc(t, c.sub, '-f', file), read(c.golden), c.sub);
+  }
+  const json = JSON.parse(await pc(t, 'endpoints', '-f', join(mesh.dir, 'endpoints.json'), '--port', '9402', '-o', 'json')) as Array<{ endpoints: Array<Record<string, unknown[]>> }>;
+  t.same(json.map((c) => c.endpoints.map((l) => [Object.keys(l).filter((k) => /lb_?endpoints/i.test(k)), l.lbEndpoints!.length])), [[[['lbEndpoints'], 1]], [[['lbEndpoints'], 1]]], 'filtered under the name the dump uses');
+});
+
 t.test('--admin fetches /config_dump from a live admin port and prints the same tables', async (t) => {
   const full = await dumpServer(t, read(FULL_DUMP));
   const all = await runCli(['proxy-config', 'all', '--admin', full.addr]);

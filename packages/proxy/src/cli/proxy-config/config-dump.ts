@@ -101,6 +101,17 @@ function wrong(path: string, expected: string, v: unknown): ConfigDumpError {
   return new ConfigDumpError(`${path}: expected ${expected}, got ${kindOf(v)}`);
 }
 
+/**
+ * A message field by its proto name (`port_value`, as Envoy's admin API writes it), or by its
+ * lowerCamelCase JSON name (`portValue`, as protobuf JSON printers such as istioctl's and
+ * go-control-plane's write it); protobuf's JSON parsing accepts both. Map keys (metadata,
+ * Struct fields) are read as they are.
+ */
+export function field(o: Json, name: string): unknown {
+  const v = o[name];
+  return v !== undefined ? v : o[name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())];
+}
+
 /** An object field; null when absent. */
 export function obj(v: unknown, path: string): Json | null {
   if (v === undefined || v === null) return null;
@@ -172,18 +183,18 @@ export interface Address {
 export function readAddress(v: unknown, path: string): Address | null {
   const a = obj(v, path);
   if (a === null) return null;
-  const socket = obj(a.socket_address, `${path}.socket_address`);
+  const socket = obj(field(a, 'socket_address'), `${path}.socket_address`);
   const pipe = obj(a.pipe, `${path}.pipe`);
-  const internal = obj(a.envoy_internal_address, `${path}.envoy_internal_address`);
+  const internal = obj(field(a, 'envoy_internal_address'), `${path}.envoy_internal_address`);
   return {
     socketAddress: socket === null ? '' : str(socket.address, `${path}.socket_address.address`),
-    portValue: socket === null ? 0 : num(socket.port_value, `${path}.socket_address.port_value`),
+    portValue: socket === null ? 0 : num(field(socket, 'port_value'), `${path}.socket_address.port_value`),
     isSocket: socket !== null,
     pipePath: pipe === null ? null : str(pipe.path, `${path}.pipe.path`),
     internal:
-      internal === null || internal.server_listener_name === undefined
+      internal === null || field(internal, 'server_listener_name') === undefined
         ? null
-        : [str(internal.server_listener_name, `${path}.envoy_internal_address.server_listener_name`), str(internal.endpoint_id, `${path}.envoy_internal_address.endpoint_id`)],
+        : [str(field(internal, 'server_listener_name'), `${path}.envoy_internal_address.server_listener_name`), str(field(internal, 'endpoint_id'), `${path}.envoy_internal_address.endpoint_id`)],
   };
 }
 
@@ -191,7 +202,7 @@ export function readAddress(v: unknown, path: string): Address | null {
 export function istioConfigPath(v: unknown, path: string): string | null {
   const md = obj(v, path);
   if (md === null) return null;
-  const fm = obj(md.filter_metadata, `${path}.filter_metadata`);
+  const fm = obj(field(md, 'filter_metadata'), `${path}.filter_metadata`);
   const istio = fm === null ? null : obj(fm.istio, `${path}.filter_metadata.istio`);
   if (istio === null || !('config' in istio)) return null;
   return stringValue(istio.config);
@@ -210,8 +221,8 @@ const CLUSTER_TYPES = ['STATIC', 'STRICT_DNS', 'LOGICAL_DNS', 'EDS', 'ORIGINAL_D
 /** Static and dynamic active clusters, dynamic first (istioctl's order before sorting). */
 export function readClusters(section: Section): Cluster[] {
   const out: Cluster[] = [];
-  const read = (field: string, i: number, entry: unknown): void => {
-    const path = `${section.path}.${field}[${i}]`;
+  const read = (kind: string, i: number, entry: unknown): void => {
+    const path = `${section.path}.${kind}[${i}]`;
     const e = obj(entry, path);
     const c = e === null ? null : obj(e.cluster, `${path}.cluster`);
     if (c === null) return;
@@ -222,8 +233,8 @@ export function readClusters(section: Section): Cluster[] {
       json: withoutType(c),
     });
   };
-  list(section.json.dynamic_active_clusters, `${section.path}.dynamic_active_clusters`).forEach((e, i) => read('dynamic_active_clusters', i, e));
-  list(section.json.static_clusters, `${section.path}.static_clusters`).forEach((e, i) => read('static_clusters', i, e));
+  list(field(section.json, 'dynamic_active_clusters'), `${section.path}.dynamic_active_clusters`).forEach((e, i) => read('dynamic_active_clusters', i, e));
+  list(field(section.json, 'static_clusters'), `${section.path}.static_clusters`).forEach((e, i) => read('static_clusters', i, e));
   return out;
 }
 
@@ -259,7 +270,7 @@ export function readRouteConfiguration(v: unknown, path: string): RouteConfigura
   if (rc === null) return null;
   return {
     name: str(rc.name, `${path}.name`),
-    virtualHosts: list(rc.virtual_hosts, `${path}.virtual_hosts`).map((vh, i) => readVirtualHost(vh, `${path}.virtual_hosts[${i}]`)),
+    virtualHosts: list(field(rc, 'virtual_hosts'), `${path}.virtual_hosts`).map((vh, i) => readVirtualHost(vh, `${path}.virtual_hosts[${i}]`)),
     json: withoutType(rc),
   };
 }
@@ -276,13 +287,13 @@ function readVirtualHost(v: unknown, path: string): VirtualHost {
 function readRoute(v: unknown, path: string): Route {
   const r = obj(v, path) ?? {};
   const m = obj(r.match, `${path}.match`) ?? {};
-  const regex = obj(m.safe_regex, `${path}.match.safe_regex`);
+  const regex = obj(field(m, 'safe_regex'), `${path}.match.safe_regex`);
   const action = obj(r.route, `${path}.route`);
   return {
     match: {
       prefix: str(m.prefix, `${path}.match.prefix`),
       path: str(m.path, `${path}.match.path`),
-      pathSeparatedPrefix: str(m.path_separated_prefix, `${path}.match.path_separated_prefix`),
+      pathSeparatedPrefix: str(field(m, 'path_separated_prefix'), `${path}.match.path_separated_prefix`),
       safeRegex: regex === null ? null : str(regex.regex, `${path}.match.safe_regex.regex`),
     },
     cluster: action === null || action.cluster === undefined ? null : str(action.cluster, `${path}.route.cluster`),
@@ -293,10 +304,10 @@ function readRoute(v: unknown, path: string): Route {
 /** Dynamic then static route configurations (istioctl's order before sorting). */
 export function readRouteConfigurations(section: Section): RouteConfiguration[] {
   const out: RouteConfiguration[] = [];
-  for (const field of ['dynamic_route_configs', 'static_route_configs']) {
-    list(section.json[field], `${section.path}.${field}`).forEach((e, i) => {
-      const path = `${section.path}.${field}[${i}]`;
-      const rc = readRouteConfiguration((obj(e, path) ?? {}).route_config, `${path}.route_config`);
+  for (const kind of ['dynamic_route_configs', 'static_route_configs']) {
+    list(field(section.json, kind), `${section.path}.${kind}`).forEach((e, i) => {
+      const path = `${section.path}.${kind}[${i}]`;
+      const rc = readRouteConfiguration(field(obj(e, path) ?? {}, 'route_config'), `${path}.route_config`);
       if (rc !== null) out.push(rc);
     });
   }
@@ -346,13 +357,13 @@ export interface Listener {
 /** Dynamic (active state) then static listeners, in the dump's order, as istioctl reads them. */
 export function readListeners(section: Section): Listener[] {
   const out: Listener[] = [];
-  list(section.json.dynamic_listeners, `${section.path}.dynamic_listeners`).forEach((e, i) => {
+  list(field(section.json, 'dynamic_listeners'), `${section.path}.dynamic_listeners`).forEach((e, i) => {
     const path = `${section.path}.dynamic_listeners[${i}]`;
-    const active = obj((obj(e, path) ?? {}).active_state, `${path}.active_state`);
+    const active = obj(field(obj(e, path) ?? {}, 'active_state'), `${path}.active_state`);
     const l = active === null ? null : readListener(active.listener, `${path}.active_state.listener`);
     if (l !== null) out.push(l);
   });
-  list(section.json.static_listeners, `${section.path}.static_listeners`).forEach((e, i) => {
+  list(field(section.json, 'static_listeners'), `${section.path}.static_listeners`).forEach((e, i) => {
     const path = `${section.path}.static_listeners[${i}]`;
     const l = readListener((obj(e, path) ?? {}).listener, `${path}.listener`);
     if (l !== null) out.push(l);
@@ -363,13 +374,13 @@ export function readListeners(section: Section): Listener[] {
 function readListener(v: unknown, path: string): Listener | null {
   const l = obj(v, path);
   if (l === null) return null;
-  const chains = list(l.filter_chains, `${path}.filter_chains`).map((c, i) => readFilterChain(c, `${path}.filter_chains[${i}]`));
-  const dflt = obj(l.default_filter_chain, `${path}.default_filter_chain`);
+  const chains = list(field(l, 'filter_chains'), `${path}.filter_chains`).map((c, i) => readFilterChain(c, `${path}.filter_chains[${i}]`));
+  const dflt = obj(field(l, 'default_filter_chain'), `${path}.default_filter_chain`);
   if (dflt !== null) chains.push(readFilterChain(dflt, `${path}.default_filter_chain`));
   return {
     name: str(l.name, `${path}.name`),
     address: readAddress(l.address, `${path}.address`),
-    additionalAddresses: list(l.additional_addresses, `${path}.additional_addresses`).map(
+    additionalAddresses: list(field(l, 'additional_addresses'), `${path}.additional_addresses`).map(
       (a, i) => readAddress((obj(a, `${path}.additional_addresses[${i}]`) ?? {}).address, `${path}.additional_addresses[${i}].address`)?.socketAddress ?? '',
     ),
     filterChains: chains,
@@ -379,7 +390,7 @@ function readListener(v: unknown, path: string): Listener | null {
 
 function readFilterChain(v: unknown, path: string): FilterChain {
   const fc = obj(v, path) ?? {};
-  const m = obj(fc.filter_chain_match, `${path}.filter_chain_match`);
+  const m = obj(field(fc, 'filter_chain_match'), `${path}.filter_chain_match`);
   const mp = `${path}.filter_chain_match`;
   return {
     name: str(fc.name, `${path}.name`),
@@ -387,14 +398,14 @@ function readFilterChain(v: unknown, path: string): FilterChain {
       m === null
         ? null
         : {
-            serverNames: list(m.server_names, `${mp}.server_names`).map((s, i) => str(s, `${mp}.server_names[${i}]`)),
-            transportProtocol: str(m.transport_protocol, `${mp}.transport_protocol`),
-            applicationProtocols: list(m.application_protocols, `${mp}.application_protocols`).map((s, i) => str(s, `${mp}.application_protocols[${i}]`)),
-            destinationPort: m.destination_port === undefined || m.destination_port === null ? null : num(m.destination_port, `${mp}.destination_port`),
-            prefixRanges: list(m.prefix_ranges, `${mp}.prefix_ranges`).map((r, i) => {
+            serverNames: list(field(m, 'server_names'), `${mp}.server_names`).map((s, i) => str(s, `${mp}.server_names[${i}]`)),
+            transportProtocol: str(field(m, 'transport_protocol'), `${mp}.transport_protocol`),
+            applicationProtocols: list(field(m, 'application_protocols'), `${mp}.application_protocols`).map((s, i) => str(s, `${mp}.application_protocols[${i}]`)),
+            destinationPort: field(m, 'destination_port') === undefined || field(m, 'destination_port') === null ? null : num(field(m, 'destination_port'), `${mp}.destination_port`),
+            prefixRanges: list(field(m, 'prefix_ranges'), `${mp}.prefix_ranges`).map((r, i) => {
               const rp = `${mp}.prefix_ranges[${i}]`;
               const range = obj(r, rp) ?? {};
-              return { addressPrefix: str(range.address_prefix, `${rp}.address_prefix`), prefixLen: num(range.prefix_len, `${rp}.prefix_len`) };
+              return { addressPrefix: str(field(range, 'address_prefix'), `${rp}.address_prefix`), prefixLen: num(field(range, 'prefix_len'), `${rp}.prefix_len`) };
             }),
           },
     filters: list(fc.filters, `${path}.filters`).map((f, i) => readNetworkFilter(f, `${path}.filters[${i}]`)),
@@ -404,15 +415,15 @@ function readFilterChain(v: unknown, path: string): FilterChain {
 function readNetworkFilter(v: unknown, path: string): NetworkFilter {
   const f = obj(v, path) ?? {};
   const name = str(f.name, `${path}.name`);
-  const tc = obj(f.typed_config, `${path}.typed_config`) ?? {};
+  const tc = obj(field(f, 'typed_config'), `${path}.typed_config`) ?? {};
   const tp = `${path}.typed_config`;
   const hcm = name === HTTP_CONNECTION_MANAGER;
   const rds = hcm ? obj(tc.rds, `${tp}.rds`) : null;
   return {
     name,
     typedConfigText: JSON.stringify(tc),
-    routeConfig: hcm ? readRouteConfiguration(tc.route_config, `${tp}.route_config`) : null,
-    rdsRouteConfigName: rds === null ? '' : str(rds.route_config_name, `${tp}.rds.route_config_name`),
+    routeConfig: hcm ? readRouteConfiguration(field(tc, 'route_config'), `${tp}.route_config`) : null,
+    rdsRouteConfigName: rds === null ? '' : str(field(rds, 'route_config_name'), `${tp}.rds.route_config_name`),
     tcpCluster: name === TCP_PROXY ? str(tc.cluster, `${tp}.cluster`) : '',
   };
 }
@@ -444,13 +455,13 @@ const CLA_TYPE = 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssign
 /** Dynamic then static load assignments; entries of another type are skipped, as istioctl skips them. */
 export function readLoadAssignments(section: Section): ClusterLoadAssignment[] {
   const out: ClusterLoadAssignment[] = [];
-  for (const field of ['dynamic_endpoint_configs', 'static_endpoint_configs']) {
-    list(section.json[field], `${section.path}.${field}`).forEach((e, i) => {
-      const path = `${section.path}.${field}[${i}].endpoint_config`;
-      const cla = obj((obj(e, `${section.path}.${field}[${i}]`) ?? {}).endpoint_config, path);
+  for (const kind of ['dynamic_endpoint_configs', 'static_endpoint_configs']) {
+    list(field(section.json, kind), `${section.path}.${kind}`).forEach((e, i) => {
+      const path = `${section.path}.${kind}[${i}].endpoint_config`;
+      const cla = obj(field(obj(e, `${section.path}.${kind}[${i}]`) ?? {}, 'endpoint_config'), path);
       if (cla === null || (cla['@type'] !== undefined && cla['@type'] !== CLA_TYPE)) return;
       out.push({
-        clusterName: str(cla.cluster_name, `${path}.cluster_name`),
+        clusterName: str(field(cla, 'cluster_name'), `${path}.cluster_name`),
         endpoints: list(cla.endpoints, `${path}.endpoints`).map((l, j) => readLocalityLbEndpoints(l, `${path}.endpoints[${j}]`)),
         json: withoutType(cla),
       });
@@ -466,21 +477,21 @@ function readLocalityLbEndpoints(v: unknown, path: string): LocalityLbEndpoints 
   if (loc !== null) {
     const region = str(loc.region, `${path}.locality.region`);
     const zone = str(loc.zone, `${path}.locality.zone`);
-    const subZone = str(loc.sub_zone, `${path}.locality.sub_zone`);
+    const subZone = str(field(loc, 'sub_zone'), `${path}.locality.sub_zone`);
     locality = zone === '' ? region : subZone === '' ? `${region}/${zone}` : `${region}/${zone}/${subZone}`;
   }
   return {
     locality,
-    lbEndpoints: list(l.lb_endpoints, `${path}.lb_endpoints`).map((e, i) => {
+    lbEndpoints: list(field(l, 'lb_endpoints'), `${path}.lb_endpoints`).map((e, i) => {
       const ep = `${path}.lb_endpoints[${i}]`;
       const lb = obj(e, ep) ?? {};
       const endpoint = obj(lb.endpoint, `${ep}.endpoint`) ?? {};
-      const additional = list(endpoint.additional_addresses, `${ep}.endpoint.additional_addresses`).map((a, j) =>
+      const additional = list(field(endpoint, 'additional_addresses'), `${ep}.endpoint.additional_addresses`).map((a, j) =>
         readAddress((obj(a, `${ep}.endpoint.additional_addresses[${j}]`) ?? {}).address, `${ep}.endpoint.additional_addresses[${j}].address`),
       );
       return {
         addresses: [readAddress(endpoint.address, `${ep}.endpoint.address`), ...additional],
-        healthStatus: enumName(lb.health_status, `${ep}.health_status`, HEALTH_STATUSES),
+        healthStatus: enumName(field(lb, 'health_status'), `${ep}.health_status`, HEALTH_STATUSES),
         json: lb,
       };
     }),
@@ -507,8 +518,8 @@ export interface SecretsDump {
 const SPIFFE_VALIDATOR = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig';
 
 export function readSecrets(section: Section): SecretsDump {
-  const read = (field: string): DynamicSecret[] =>
-    list(section.json[field], `${section.path}.${field}`).map((e, i) => readDynamicSecret(e, `${section.path}.${field}[${i}]`));
+  const read = (kind: string): DynamicSecret[] =>
+    list(field(section.json, kind), `${section.path}.${kind}`).map((e, i) => readDynamicSecret(e, `${section.path}.${kind}[${i}]`));
   return { active: read('dynamic_active_secrets'), warming: read('dynamic_warming_secrets') };
 }
 
@@ -516,30 +527,30 @@ export function readSecrets(section: Section): SecretsDump {
 function inlineData(v: unknown, path: string): string {
   const ds = obj(v, path);
   if (ds === null) return '';
-  if (ds.inline_bytes !== undefined) return bytesText(ds.inline_bytes, `${path}.inline_bytes`);
-  return str(ds.inline_string, `${path}.inline_string`);
+  if (field(ds, 'inline_bytes') !== undefined) return bytesText(field(ds, 'inline_bytes'), `${path}.inline_bytes`);
+  return str(field(ds, 'inline_string'), `${path}.inline_string`);
 }
 
 function readDynamicSecret(v: unknown, path: string): DynamicSecret {
   const d = obj(v, path) ?? {};
   const s = obj(d.secret, `${path}.secret`) ?? {};
   const sp = `${path}.secret`;
-  const tls = obj(s.tls_certificate, `${sp}.tls_certificate`);
-  const vc = obj(s.validation_context, `${sp}.validation_context`);
-  const custom = vc === null ? null : obj(vc.custom_validator_config, `${sp}.validation_context.custom_validator_config`);
-  const typed = custom === null ? null : obj(custom.typed_config, `${sp}.validation_context.custom_validator_config.typed_config`);
+  const tls = obj(field(s, 'tls_certificate'), `${sp}.tls_certificate`);
+  const vc = obj(field(s, 'validation_context'), `${sp}.validation_context`);
+  const custom = vc === null ? null : obj(field(vc, 'custom_validator_config'), `${sp}.validation_context.custom_validator_config`);
+  const typed = custom === null ? null : obj(field(custom, 'typed_config'), `${sp}.validation_context.custom_validator_config.typed_config`);
   let spiffeBundles: Array<readonly [string, string]> | null = null;
   if (typed !== null && typed['@type'] === SPIFFE_VALIDATOR) {
     const tp = `${sp}.validation_context.custom_validator_config.typed_config`;
-    spiffeBundles = list(typed.trust_domains, `${tp}.trust_domains`).map((t, i) => {
+    spiffeBundles = list(field(typed, 'trust_domains'), `${tp}.trust_domains`).map((t, i) => {
       const td = obj(t, `${tp}.trust_domains[${i}]`) ?? {};
-      return [str(td.name, `${tp}.trust_domains[${i}].name`), inlineData(td.trust_bundle, `${tp}.trust_domains[${i}].trust_bundle`)] as const;
+      return [str(td.name, `${tp}.trust_domains[${i}].name`), inlineData(field(td, 'trust_bundle'), `${tp}.trust_domains[${i}].trust_bundle`)] as const;
     });
   }
   return {
     name: str(d.name, `${path}.name`),
-    certificateChain: tls === null ? '' : inlineData(tls.certificate_chain, `${sp}.tls_certificate.certificate_chain`),
-    trustedCa: vc === null ? '' : inlineData(vc.trusted_ca, `${sp}.validation_context.trusted_ca`),
+    certificateChain: tls === null ? '' : inlineData(field(tls, 'certificate_chain'), `${sp}.tls_certificate.certificate_chain`),
+    trustedCa: vc === null ? '' : inlineData(field(vc, 'trusted_ca'), `${sp}.validation_context.trusted_ca`),
     spiffeBundles,
   };
 }
@@ -555,12 +566,12 @@ export function readBootstrapNode(section: Section): BootstrapNode {
   const p = `${section.path}.bootstrap`;
   const bootstrap = obj(section.json.bootstrap, p) ?? {};
   const node = obj(bootstrap.node, `${p}.node`) ?? {};
-  const ua = obj(node.user_agent_build_version, `${p}.node.user_agent_build_version`) ?? {};
+  const ua = obj(field(node, 'user_agent_build_version'), `${p}.node.user_agent_build_version`) ?? {};
   const up = `${p}.node.user_agent_build_version`;
   const v = obj(ua.version, `${up}.version`) ?? {};
   return {
     metadata: obj(node.metadata, `${p}.node.metadata`) ?? {},
-    version: { major: num(v.major_number, `${up}.version.major_number`), minor: num(v.minor_number, `${up}.version.minor_number`), patch: num(v.patch, `${up}.version.patch`) },
+    version: { major: num(field(v, 'major_number'), `${up}.version.major_number`), minor: num(field(v, 'minor_number'), `${up}.version.minor_number`), patch: num(v.patch, `${up}.version.patch`) },
     buildMetadata: obj(ua.metadata, `${up}.metadata`) ?? {},
   };
 }

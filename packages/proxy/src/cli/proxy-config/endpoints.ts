@@ -1,5 +1,6 @@
 import {
   enumName,
+  field,
   list,
   obj,
   readAddress,
@@ -79,15 +80,20 @@ export function endpointSummary(dump: ConfigDump, filter: EndpointFilter, withNa
 export function endpointResources(dump: ConfigDump, filter: EndpointFilter): Json[] {
   return filteredAssignments(dump, filter).map(({ cla, kept }) => ({
     ...cla.json,
-    endpoints: cla.endpoints.map((l, i) => ({ ...l.json, lb_endpoints: kept[i]!.map((ep) => ep.json) })),
+    endpoints: cla.endpoints.map((l, i) => ({ ...l.json, [lbEndpointsKey(l.json)]: kept[i]!.map((ep) => ep.json) })),
   }));
+}
+
+/** The name the dump itself uses for `lb_endpoints`, so a filtered copy replaces it rather than adding a second. */
+function lbEndpointsKey(locality: Json): string {
+  return locality.lb_endpoints === undefined && locality.lbEndpoints !== undefined ? 'lbEndpoints' : 'lb_endpoints';
 }
 
 // ---- Envoy's `/clusters?format=json` (what `istioctl proxy-config endpoints` reads) ----
 
 /** Whether a JSON document is Envoy's `/clusters?format=json` output rather than a config dump. */
 export function isClustersJson(json: unknown): json is Json {
-  return json !== null && typeof json === 'object' && !Array.isArray(json) && 'cluster_statuses' in json && !('configs' in json);
+  return json !== null && typeof json === 'object' && !Array.isArray(json) && field(json as Json, 'cluster_statuses') !== undefined && !('configs' in json);
 }
 
 const HEALTH_STATUSES = ['UNKNOWN', 'HEALTHY', 'UNHEALTHY', 'DRAINING', 'TIMEOUT', 'DEGRADED'];
@@ -115,21 +121,21 @@ function hostAddress(a: Address | null): string {
 }
 
 function readClusterStatuses(json: Json): ClusterStatus[] {
-  return list(json.cluster_statuses, 'cluster_statuses').map((c, i) => {
+  return list(field(json, 'cluster_statuses'), 'cluster_statuses').map((c, i) => {
     const path = `cluster_statuses[${i}]`;
     const cs = obj(c, path) ?? {};
     const name = str(cs.name, `${path}.name`);
-    const hosts = list(cs.host_statuses, `${path}.host_statuses`).map((h, j) => {
+    const hosts = list(field(cs, 'host_statuses'), `${path}.host_statuses`).map((h, j) => {
       const hp = `${path}.host_statuses[${j}]`;
       const host = obj(h, hp) ?? {};
       const address = readAddress(host.address, `${hp}.address`);
-      const health = obj(host.health_status, `${hp}.health_status`) ?? {};
+      const health = obj(field(host, 'health_status'), `${hp}.health_status`) ?? {};
       return {
         address: hostAddress(address),
         port: address?.isSocket ? address.portValue : 0,
         cluster: name,
-        status: enumName(health.eds_health_status, `${hp}.health_status.eds_health_status`, HEALTH_STATUSES),
-        failedOutlierCheck: health.failed_outlier_check === true,
+        status: enumName(field(health, 'eds_health_status'), `${hp}.health_status.eds_health_status`, HEALTH_STATUSES),
+        failedOutlierCheck: field(health, 'failed_outlier_check') === true,
       };
     });
     return { name, hosts, json: cs };
