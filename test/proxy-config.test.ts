@@ -32,6 +32,8 @@ async function dumpServer(t: Test, body: string, status = 200): Promise<{ addr: 
 // istioctl's tests: proxyconfig_test.go runs `proxy-config all -f config_dump.json`;
 // route_test.go prints the route summary verbose (istioctl's default for `routes`);
 // endpoint_test.go prints the EDS summary with no filter (`proxy-config eds`).
+// The summary's VALID CERT column is checked against today's date, as istioctl does: the
+// golden's ROOTCA reads true until it expires on 2033-05-02.
 t.test("istioctl's goldens, byte for byte", async (t) => {
   const cases: Array<{ args: string[]; golden: string }> = [
     { args: ['all', '-f', FULL_DUMP], golden: join(GOLDENS, 'config_dump_summary.txt') },
