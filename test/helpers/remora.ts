@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,7 +9,12 @@ import { request } from './http.ts';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = join(REPO, 'packages/proxy/dist/cli.js');
-export const CORPUS = resolve(REPO, '../shared/corpus');
+/**
+ * Istio's samples and goldens (shared/corpus): beside the repository, or one folder further up
+ * when the checkout is a git worktree kept in a folder of worktrees.
+ */
+export const CORPUS =
+  [resolve(REPO, '../shared/corpus'), resolve(REPO, '../../shared/corpus')].find((d) => existsSync(d)) ?? resolve(REPO, '../shared/corpus');
 
 /** A temporary directory of YAML files, removed by `cleanup()`. */
 export class MeshDir {

@@ -87,3 +87,5 @@ export {
 } from './tls/dev-ca.ts';
 export { runCa, caHelpText } from './cli/ca.ts';
 export { parseClientHello, pickByServerName, type ClientHello } from './listener/client-hello.ts';
+export { tabWrite, type TabWriterOptions } from './cli/proxy-config/tab-writer.ts';
+export { goSortSlice } from './cli/proxy-config/go-sort.ts';

@@ -2,6 +2,7 @@ import { formatIssue, hasErrors, loadMesh, type ConfigIssue, type ProxyNode } fr
 import { helpText, parseOptions, UsageError, type Command, type ProxyOptions } from './options.ts';
 import { ProxyProcess, StartError } from './proxy-process.ts';
 import { runCa } from './ca.ts';
+import { runProxyConfig } from './proxy-config/command.ts';
 
 const COMMANDS = new Set<Command>(['gateway', 'sidecar', 'validate']);
 
@@ -20,6 +21,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number | nu
     return command === undefined ? 2 : 0;
   }
   if (command === 'ca') return runCa(rest, io);
+  if (command === 'proxy-config' || command === 'pc') return runProxyConfig(rest, io);
   if (!COMMANDS.has(command as Command)) {
     io.err(`remora: unknown command "${command}"\n\n${helpText(null)}`);
     return 2;

@@ -96,6 +96,9 @@ commands:
   sidecar    run beside an app: outbound listener (15001) and inbound listener (15006)
   validate   check resources and print every problem; exit 0 when valid
   ca         a small dev CA: create a root, issue SPIFFE workload and server certificates
+  proxy-config
+             istioctl's proxy-config tables (clusters, listeners, routes, endpoints, secrets)
+             from a proxy's admin /config_dump or a saved one (alias: pc)
 
 remora <command> --help shows the command's options.
 `;
