@@ -36,7 +36,7 @@ const PINNED: Readonly<Record<string, string>> = {
 };
 
 /** protoc-gen-es options: TypeScript that Node runs as is and tsc accepts under `erasableSyntaxOnly`. */
-const PLUGIN_OPTIONS = ['target=ts', 'import_extension=ts', 'erasable_syntax=true'];
+const PLUGIN_OPTIONS = ['target=ts', 'import_extension=ts', 'erasable_syntax=true', 'json_types=true'];
 
 /** The proto roots inside the package's `deps/`, in the order the compiler searches them. */
 const PROTO_ROOTS = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'];
