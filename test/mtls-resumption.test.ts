@@ -21,7 +21,7 @@ import { Pool } from 'undici';
 import { DevCa, writeWorkloadFiles, type IssuedCertificate } from '@remora/proxy';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
-import { doc } from './helpers/mesh.ts';
+import { doc, routeAll, serviceEntry } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
@@ -245,25 +245,8 @@ spec:
     hosts: ["b.example.com"]
     tls: { mode: MUTUAL, credentialName: b-cert }
 `,
-      `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web, namespace: default }
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{ destination: { host: web.example.internal, port: { number: 80 } } }]
-`,
-      `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: web, namespace: default }
-spec:
-  hosts: ["web.example.internal"]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${web.port} } }]
-`,
+      routeAll('gw', 'web.example.internal'),
+      serviceEntry('web', 'web.example.internal', [{ port: web.port }]),
     ),
   });
   t.teardown(() => mesh.cleanup());

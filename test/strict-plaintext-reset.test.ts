@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { DevCa, writeWorkloadFiles } from '@remora/proxy';
 import { startBackend } from './helpers/backends.ts';
-import { doc } from './helpers/mesh.ts';
+import { doc, routeAll, serviceEntry } from './helpers/mesh.ts';
 import { freePort } from './helpers/net.ts';
 import { MeshDir, startRemora } from './helpers/remora.ts';
 
@@ -72,25 +72,8 @@ spec:
     hosts: ["a.example.com"]
     tls: { mode: SIMPLE, credentialName: a-cert }
 `,
-      `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web, namespace: default }
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{ destination: { host: web.example.internal, port: { number: 80 } } }]
-`,
-      `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: web, namespace: default }
-spec:
-  hosts: ["web.example.internal"]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${web.port} } }]
-`,
+      routeAll('gw', 'web.example.internal'),
+      serviceEntry('web', 'web.example.internal', [{ port: web.port }]),
     ),
   });
   t.teardown(() => mesh.cleanup());
