@@ -100,7 +100,7 @@ Try:
 
 Zero trust (mesh/security.yaml; workload certificates from \`remora ca\` in ${shop.certs.dir}, removed on exit):
   curl -s ${gw}/order | grep -o '"xfcc":"[^,]*'   # order saw the gateway's SPIFFE ID: the gateway spoke mTLS to its sidecar
-  curl -sv ${inbound}/order                      # plaintext straight to the sidecar: empty reply, connection closed (PeerAuthentication STRICT)
+  curl -sv ${inbound}/order                      # plaintext straight to the sidecar: connection reset by peer, as Envoy does (PeerAuthentication STRICT)
   curl -sk --cert ${payment}/cert-chain.pem --key ${payment}/key.pem https://${inbound}/order
       # mTLS with a valid mesh identity (payment's) that is not the gateway's: 403 RBAC: access denied (AuthorizationPolicy)
   curl -s localhost:${p.sidecarAdmin}/stats/prometheus | grep 'istio_requests_total{reporter="destination"'
