@@ -3,7 +3,7 @@
 // status and jwt_verify_lib message Envoy answers with.
 import { createHmac } from 'node:crypto';
 import t from 'tap';
-import { FilterStatus, jwtAuthnFactory } from '@remora/filters';
+import { FilterStatus } from '@remora/filters';
 import type { JWTPayload } from 'jose';
 import { compile, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
 import { FakeRequest, RecordingCallbacks, storeContext } from './filter-fakes.ts';
@@ -239,7 +239,13 @@ t.test('two rules for one issuer: either key set may verify', async (t) => {
   t.equal((await run(config, { headers: bearer(await sign(k2, { aud: 'x' })) })).outcome, 'continue', 'the second rule');
   t.equal((await run(config, { headers: bearer(await sign(k1, { aud: 'one' })) })).outcome, 'continue', 'the first rule');
   const unknown = await makeKey('RS256', 'k1');
-  t.equal((await run(config, { headers: bearer(await sign(unknown)) })).body, "Jwks doesn't have key to match kid or alg from Jwt", 'the last failure is reported');
+  // istiod's two-provider requirement is any{origins-0, origins-1, all{any{origins-0, missing},
+  // any{origins-1, missing}}}: Envoy reports the last child's error other than "missing", and
+  // that child, `all`, fails with origins-0's audience check.
+  const failed = await run(config, { headers: bearer(await sign(unknown)) });
+  t.same([failed.outcome, failed.body], [403, 'Audiences in Jwt are not allowed'], "the last child's failure is reported, as Envoy's requires_any does");
+  const onlySecond = await run(config, { headers: bearer(await sign(unknown, { aud: 'one' })) });
+  t.same([onlySecond.outcome, onlySecond.body], [401, 'Jwt verification fails'], "with the audience right, origins-0's signature check is what fails");
 });
 
 t.test('a CORS preflight passes without a token check', async (t) => {
@@ -292,14 +298,14 @@ t.test('the client goes away while the signature is checked', async (t) => {
 
 t.test('compile errors and warnings', async (t) => {
   const key = await makeKey('RS256', 'k');
-  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'ftp://keys.example/jwks' })]), /RequestAuthentication foo\/jwt.*jwksUri "ftp:\/\/keys.example\/jwks" must be http or https/);
-  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'not a url' })]), /jwksUri "not a url" is not a URL/);
-  t.throws(() => compile([rule({ issuer: '', jwks: jwksOf(key) })]), /issuer must be a non-empty string/);
-  t.throws(() => compile([rule({ issuer: ISS })]), /one of jwks and jwksUri must be set/);
+  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'ftp://keys.example/jwks' })]), /providers\.origins-0\.remote_jwks\.http_uri\.uri: "ftp:\/\/keys.example\/jwks" must be http or https/);
+  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'not a url' })]), /providers\.origins-0\.remote_jwks\.http_uri\.uri: "not a url" is not a URL/);
+  t.throws(() => compile([rule({ issuer: '', jwks: jwksOf(key) })]), /providers\.origins-0\.issuer: issuer must be a non-empty string/);
+  t.throws(() => compile([rule({ issuer: ISS })]), /providers\.origins-0: one of remote_jwks and local_jwks must be set/);
 
   const ctx = storeContext();
   const config = compile([rule({ issuer: ISS, jwks: '{"keys":[{"kty":"RSA","n":"","e":"AQAB"}]}' })], ctx);
-  t.match(ctx.warnings[0], /RequestAuthentication foo\/jwt: jwtRules\[0\]\.jwks: Jwks doesn't have any valid public key/);
+  t.match(ctx.warnings[0], /jwt_authn provider origins-0 \(issuer https:\/\/issuer.example\): local_jwks: Jwks doesn't have any valid public key/);
   const r = await run(config, { headers: bearer(await sign(key)) });
   t.equal(r.outcome, 401, 'tokens fail, the proxy keeps serving');
   t.equal(r.body, "Jwks doesn't have any valid public key");
@@ -310,7 +316,7 @@ t.test('clear_route_cache: a verified token has the request routed again (gatewa
   const key = await makeKey('RS256', 'k1');
   const rules = [rule({ issuer: ISS, jwks: jwksOf(key) })];
   const token = await sign(key, { iss: ISS, sub: 'alice', groups: ['group1'] });
-  const gatewayLike = jwtAuthnFactory.compile({ rules, clearRouteCache: true }, storeContext());
+  const gatewayLike = compile(rules, storeContext(), { clearRouteCache: true });
   const ok = await run(gatewayLike, { headers: bearer(token) });
   t.equal(ok.outcome, 'continue');
   t.equal(ok.cb.routeCacheCleared, 1, 'once, after the claims are set');
