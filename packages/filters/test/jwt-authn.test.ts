@@ -3,9 +3,9 @@
 // status and jwt_verify_lib message Envoy answers with.
 import { createHmac } from 'node:crypto';
 import t from 'tap';
-import { FilterStatus } from '@remora/filters';
+import { FilterStatus, jwtAuthnFactory } from '@remora/filters';
 import type { JWTPayload } from 'jose';
-import { compile, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
+import { compile, istiodConfig, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
 import { FakeRequest, RecordingCallbacks, storeContext } from './filter-fakes.ts';
 
 const ISS = 'https://issuer.example';
@@ -325,4 +325,41 @@ t.test('clear_route_cache: a verified token has the request routed again (gatewa
   t.equal((await run(gatewayLike, { headers: bearer(`${token.slice(0, -4)}AAAA`) })).cb.routeCacheCleared, 0, 'a failed token: 401, no re-route');
   const sidecarLike = compile(rules);
   t.equal((await run(sidecarLike, { headers: bearer(token) })).cb.routeCacheCleared, 0, "without clearRouteCache (istiod's sidecars) the route stands");
+});
+
+t.test('Envoy configs Remora cannot honour are refused at compile time, naming the field', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const base = istiodConfig([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const withProvider = (extra: object) => ({ ...base, providers: { 'origins-0': { ...base.providers!['origins-0'], ...extra } } });
+  t.throws(() => jwtAuthnFactory.compile(withProvider({ subjects: { prefix: 'spiffe://' } }), storeContext()), /providers\.origins-0\.subjects: not supported/);
+  t.throws(() => jwtAuthnFactory.compile(withProvider({ requireExpiration: true }), storeContext()), /providers\.origins-0\.require_expiration: not supported/);
+  t.throws(
+    () => jwtAuthnFactory.compile({ ...base, rules: [{ match: { prefix: '/' }, requires: { providerName: 'nope' } }] }, storeContext()),
+    /rules\[0\]\.requires\.provider_name: required provider "nope" is not configured/,
+  );
+  t.throws(
+    () => jwtAuthnFactory.compile({ ...base, rules: [{ match: { prefix: '/' }, requirementName: 'missing' }] }, storeContext()),
+    /rules\[0\]\.requirement_name: "missing" is not in requirement_map/,
+  );
+  t.throws(
+    () => jwtAuthnFactory.compile({ ...base, rules: [{ match: { safeRegex: { regex: '/a.*' } }, requires: { providerName: 'origins-0' } }] }, storeContext()),
+    /rules\[0\]\.match\.safe_regex: not supported in jwt_authn rules/,
+  );
+  t.throws(() => jwtAuthnFactory.compileRouteConfig({}), /exactly one of disabled: true and requirement_name must be set/);
+  t.throws(() => jwtAuthnFactory.compileRouteConfig({ disabled: true, requirementName: 'x' }), /exactly one of/);
+  t.same(jwtAuthnFactory.compileRouteConfig({ requirementName: 'x' }), { disabled: false, requirementName: 'x' });
+});
+
+t.test('a provider without payload_in_metadata verifies but hands no identity on; clock_skew_seconds is honoured', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const base = istiodConfig([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const provider = { ...base.providers!['origins-0'] };
+  delete provider.payloadInMetadata;
+  const silent = jwtAuthnFactory.compile({ ...base, providers: { 'origins-0': provider } }, storeContext());
+  const r = await run(silent, { headers: bearer(await sign(key)) });
+  t.same([r.outcome, r.req.auth], ['continue', null]);
+  const expiredLately = await sign(key, { exp: now() - 90 });
+  t.equal((await run(compile([rule({ issuer: ISS, jwks: jwksOf(key) })]), { headers: bearer(expiredLately) })).body, 'Jwt is expired', '60 s skew by default');
+  const lenient = jwtAuthnFactory.compile({ ...base, providers: { 'origins-0': { ...base.providers!['origins-0'], clockSkewSeconds: 120 } } }, storeContext());
+  t.equal((await run(lenient, { headers: bearer(expiredLately) })).outcome, 'continue', '120 s skew');
 });
