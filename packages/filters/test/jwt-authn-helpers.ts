@@ -3,32 +3,62 @@
 import type { KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { JwtRule } from '@remora/config';
+import type { JwtAuthenticationJson, JwtProviderJson, JwtRequirementJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/jwt_authn/v3/config_pb.js';
 import { FilterStatus, jwtAuthnFactory, type HttpFilterConfig, type JwtAuthnFilterConfig } from '@remora/filters';
 import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose';
 import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from './filter-fakes.ts';
 
-/** A jwtRule as the translator hands it over, with Istio's defaults. */
-export function rule(init: Partial<JwtRule> & { issuer: string }): JwtRule {
-  const anyLocation = (init.fromHeaders?.length ?? 0) + (init.fromParams?.length ?? 0) + (init.fromCookies?.length ?? 0) > 0;
-  return {
-    origin: 'foo/jwt',
-    audiences: [],
-    jwks: null,
-    jwksUri: null,
-    outputPayloadToHeader: null,
-    outputClaimToHeaders: [],
-    forwardOriginalToken: false,
-    timeoutMs: 5_000,
-    ...init,
-    fromHeaders: anyLocation ? (init.fromHeaders ?? []) : [{ name: 'authorization', prefix: 'Bearer ' }],
-    fromParams: anyLocation ? (init.fromParams ?? []) : ['access_token'],
-    fromCookies: init.fromCookies ?? [],
-  };
+/** A RequestAuthentication jwtRule, as a test writes it. */
+export interface RuleInit {
+  issuer: string;
+  audiences?: string[];
+  jwks?: string | null;
+  jwksUri?: string | null;
+  fromHeaders?: { name: string; prefix: string }[];
+  fromParams?: string[];
+  fromCookies?: string[];
+  outputPayloadToHeader?: string | null;
+  outputClaimToHeaders?: { header: string; claim: string }[];
+  forwardOriginalToken?: boolean;
+  timeoutMs?: number;
 }
 
-export function compile(rules: JwtRule[], ctx = storeContext()): JwtAuthnFilterConfig {
-  return jwtAuthnFactory.compile({ rules }, ctx);
+export function rule(init: RuleInit): RuleInit {
+  return init;
+}
+
+/** A jwtRule as the Envoy provider istiod makes of it (policy_applier.go). */
+export function provider(r: RuleInit, clearRouteCache = false): JwtProviderJson {
+  const p: JwtProviderJson = { issuer: r.issuer, payloadInMetadata: 'payload', normalizePayloadInMetadata: { spaceDelimitedClaims: ['permission', 'scope'] } };
+  if (r.audiences?.length) p.audiences = r.audiences;
+  if (r.jwks != null) p.localJwks = { inlineString: r.jwks };
+  else if (r.jwksUri != null) p.remoteJwks = { httpUri: { uri: r.jwksUri, cluster: 'jwks', timeout: `${(r.timeoutMs ?? 5_000) / 1000}s` }, cacheDuration: '300s' };
+  if (r.forwardOriginalToken) p.forward = true;
+  if (r.fromHeaders?.length) p.fromHeaders = r.fromHeaders.map((h) => ({ name: h.name, valuePrefix: h.prefix }));
+  if (r.fromParams?.length) p.fromParams = r.fromParams;
+  if (r.fromCookies?.length) p.fromCookies = r.fromCookies;
+  if (r.outputPayloadToHeader) p.forwardPayloadHeader = r.outputPayloadToHeader;
+  if (r.outputClaimToHeaders?.length) p.claimToHeaders = r.outputClaimToHeaders.map((o) => ({ headerName: o.header, claimName: o.claim }));
+  if (clearRouteCache) p.clearRouteCache = true;
+  return p;
+}
+
+/** The JwtAuthentication istiod builds from these rules (in this order): providers `origins-<i>`, any of them or no token. */
+export function istiodConfig(rules: RuleInit[], opts: { clearRouteCache?: boolean } = {}): JwtAuthenticationJson {
+  const providers: Record<string, JwtProviderJson> = {};
+  const inner: JwtRequirementJson[] = [];
+  const outer: JwtRequirementJson[] = [];
+  rules.forEach((r, i) => {
+    providers[`origins-${i}`] = provider(r, opts.clearRouteCache);
+    inner.push({ requiresAny: { requirements: [{ providerName: `origins-${i}` }, { allowMissing: {} }] } });
+    outer.push({ providerName: `origins-${i}` });
+  });
+  const requires = inner.length === 1 ? inner[0]! : { requiresAny: { requirements: [...outer, { requiresAll: { requirements: inner } }] } };
+  return { providers, rules: [{ match: { prefix: '/' }, requires }], bypassCorsPreflight: true };
+}
+
+export function compile(rules: RuleInit[], ctx = storeContext(), opts: { clearRouteCache?: boolean } = {}): JwtAuthnFilterConfig {
+  return jwtAuthnFactory.compile(istiodConfig(rules, opts), ctx);
 }
 
 /** How a request ended: 'continue' (and the request as the upstream would get it), or the local reply. */

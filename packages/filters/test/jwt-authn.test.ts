@@ -5,7 +5,7 @@ import { createHmac } from 'node:crypto';
 import t from 'tap';
 import { FilterStatus, jwtAuthnFactory } from '@remora/filters';
 import type { JWTPayload } from 'jose';
-import { compile, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
+import { compile, istiodConfig, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
 import { FakeRequest, RecordingCallbacks, storeContext } from './filter-fakes.ts';
 
 const ISS = 'https://issuer.example';
@@ -239,7 +239,13 @@ t.test('two rules for one issuer: either key set may verify', async (t) => {
   t.equal((await run(config, { headers: bearer(await sign(k2, { aud: 'x' })) })).outcome, 'continue', 'the second rule');
   t.equal((await run(config, { headers: bearer(await sign(k1, { aud: 'one' })) })).outcome, 'continue', 'the first rule');
   const unknown = await makeKey('RS256', 'k1');
-  t.equal((await run(config, { headers: bearer(await sign(unknown)) })).body, "Jwks doesn't have key to match kid or alg from Jwt", 'the last failure is reported');
+  // istiod's two-provider requirement is any{origins-0, origins-1, all{any{origins-0, missing},
+  // any{origins-1, missing}}}: Envoy reports the last child's error other than "missing", and
+  // that child, `all`, fails with origins-0's audience check.
+  const failed = await run(config, { headers: bearer(await sign(unknown)) });
+  t.same([failed.outcome, failed.body], [403, 'Audiences in Jwt are not allowed'], "the last child's failure is reported, as Envoy's requires_any does");
+  const onlySecond = await run(config, { headers: bearer(await sign(unknown, { aud: 'one' })) });
+  t.same([onlySecond.outcome, onlySecond.body], [401, 'Jwt verification fails'], "with the audience right, origins-0's signature check is what fails");
 });
 
 t.test('a CORS preflight passes without a token check', async (t) => {
@@ -292,14 +298,14 @@ t.test('the client goes away while the signature is checked', async (t) => {
 
 t.test('compile errors and warnings', async (t) => {
   const key = await makeKey('RS256', 'k');
-  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'ftp://keys.example/jwks' })]), /RequestAuthentication foo\/jwt.*jwksUri "ftp:\/\/keys.example\/jwks" must be http or https/);
-  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'not a url' })]), /jwksUri "not a url" is not a URL/);
-  t.throws(() => compile([rule({ issuer: '', jwks: jwksOf(key) })]), /issuer must be a non-empty string/);
-  t.throws(() => compile([rule({ issuer: ISS })]), /one of jwks and jwksUri must be set/);
+  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'ftp://keys.example/jwks' })]), /providers\.origins-0\.remote_jwks\.http_uri\.uri: "ftp:\/\/keys.example\/jwks" must be http or https/);
+  t.throws(() => compile([rule({ issuer: ISS, jwksUri: 'not a url' })]), /providers\.origins-0\.remote_jwks\.http_uri\.uri: "not a url" is not a URL/);
+  t.throws(() => compile([rule({ issuer: '', jwks: jwksOf(key) })]), /providers\.origins-0\.issuer: issuer must be a non-empty string/);
+  t.throws(() => compile([rule({ issuer: ISS })]), /providers\.origins-0: one of remote_jwks and local_jwks must be set/);
 
   const ctx = storeContext();
   const config = compile([rule({ issuer: ISS, jwks: '{"keys":[{"kty":"RSA","n":"","e":"AQAB"}]}' })], ctx);
-  t.match(ctx.warnings[0], /RequestAuthentication foo\/jwt: jwtRules\[0\]\.jwks: Jwks doesn't have any valid public key/);
+  t.match(ctx.warnings[0], /jwt_authn provider origins-0 \(issuer https:\/\/issuer.example\): local_jwks: Jwks doesn't have any valid public key/);
   const r = await run(config, { headers: bearer(await sign(key)) });
   t.equal(r.outcome, 401, 'tokens fail, the proxy keeps serving');
   t.equal(r.body, "Jwks doesn't have any valid public key");
@@ -310,7 +316,7 @@ t.test('clear_route_cache: a verified token has the request routed again (gatewa
   const key = await makeKey('RS256', 'k1');
   const rules = [rule({ issuer: ISS, jwks: jwksOf(key) })];
   const token = await sign(key, { iss: ISS, sub: 'alice', groups: ['group1'] });
-  const gatewayLike = jwtAuthnFactory.compile({ rules, clearRouteCache: true }, storeContext());
+  const gatewayLike = compile(rules, storeContext(), { clearRouteCache: true });
   const ok = await run(gatewayLike, { headers: bearer(token) });
   t.equal(ok.outcome, 'continue');
   t.equal(ok.cb.routeCacheCleared, 1, 'once, after the claims are set');
@@ -319,4 +325,41 @@ t.test('clear_route_cache: a verified token has the request routed again (gatewa
   t.equal((await run(gatewayLike, { headers: bearer(`${token.slice(0, -4)}AAAA`) })).cb.routeCacheCleared, 0, 'a failed token: 401, no re-route');
   const sidecarLike = compile(rules);
   t.equal((await run(sidecarLike, { headers: bearer(token) })).cb.routeCacheCleared, 0, "without clearRouteCache (istiod's sidecars) the route stands");
+});
+
+t.test('Envoy configs Remora cannot honour are refused at compile time, naming the field', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const base = istiodConfig([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const withProvider = (extra: object) => ({ ...base, providers: { 'origins-0': { ...base.providers!['origins-0'], ...extra } } });
+  t.throws(() => jwtAuthnFactory.compile(withProvider({ subjects: { prefix: 'spiffe://' } }), storeContext()), /providers\.origins-0\.subjects: not supported/);
+  t.throws(() => jwtAuthnFactory.compile(withProvider({ requireExpiration: true }), storeContext()), /providers\.origins-0\.require_expiration: not supported/);
+  t.throws(
+    () => jwtAuthnFactory.compile({ ...base, rules: [{ match: { prefix: '/' }, requires: { providerName: 'nope' } }] }, storeContext()),
+    /rules\[0\]\.requires\.provider_name: required provider "nope" is not configured/,
+  );
+  t.throws(
+    () => jwtAuthnFactory.compile({ ...base, rules: [{ match: { prefix: '/' }, requirementName: 'missing' }] }, storeContext()),
+    /rules\[0\]\.requirement_name: "missing" is not in requirement_map/,
+  );
+  t.throws(
+    () => jwtAuthnFactory.compile({ ...base, rules: [{ match: { safeRegex: { regex: '/a.*' } }, requires: { providerName: 'origins-0' } }] }, storeContext()),
+    /rules\[0\]\.match\.safe_regex: not supported in jwt_authn rules/,
+  );
+  t.throws(() => jwtAuthnFactory.compileRouteConfig({}), /exactly one of disabled: true and requirement_name must be set/);
+  t.throws(() => jwtAuthnFactory.compileRouteConfig({ disabled: true, requirementName: 'x' }), /exactly one of/);
+  t.same(jwtAuthnFactory.compileRouteConfig({ requirementName: 'x' }), { disabled: false, requirementName: 'x' });
+});
+
+t.test('a provider without payload_in_metadata verifies but hands no identity on; clock_skew_seconds is honoured', async (t) => {
+  const key = await makeKey('RS256', 'k');
+  const base = istiodConfig([rule({ issuer: ISS, jwks: jwksOf(key) })]);
+  const provider = { ...base.providers!['origins-0'] };
+  delete provider.payloadInMetadata;
+  const silent = jwtAuthnFactory.compile({ ...base, providers: { 'origins-0': provider } }, storeContext());
+  const r = await run(silent, { headers: bearer(await sign(key)) });
+  t.same([r.outcome, r.req.auth], ['continue', null]);
+  const expiredLately = await sign(key, { exp: now() - 90 });
+  t.equal((await run(compile([rule({ issuer: ISS, jwks: jwksOf(key) })]), { headers: bearer(expiredLately) })).body, 'Jwt is expired', '60 s skew by default');
+  const lenient = jwtAuthnFactory.compile({ ...base, providers: { 'origins-0': { ...base.providers!['origins-0'], clockSkewSeconds: 120 } } }, storeContext());
+  t.equal((await run(lenient, { headers: bearer(expiredLately) })).outcome, 'continue', '120 s skew');
 });

@@ -1,42 +1,10 @@
 /**
  * The configs of the built-in HTTP filters, as the translator hands them to the runtime
  * (listener `httpFilters`, route `filterConfigs`). Plain data; the filters compile them.
- * Field names follow Istio's resources where the filter comes from one.
+ * Field names follow Istio's resources where the filter comes from one. Filters already on
+ * Envoy's model take their Envoy config message in proto3 JSON form instead (the JWT filter:
+ * `JwtAuthenticationJson`).
  */
-
-/** One `jwtRules` entry of a RequestAuthentication (security.istio.io/v1). */
-export interface JwtRule {
-  /** `<namespace>/<name>` of the RequestAuthentication, for messages and dumps. */
-  readonly origin: string;
-  readonly issuer: string;
-  /** Accepted `aud` values; empty: any (Istio: then the audience is not checked). */
-  readonly audiences: readonly string[];
-  /** Inline JWKS JSON, or null. */
-  readonly jwks: string | null;
-  /** Where to fetch the JWKS, or null. One of `jwks`/`jwksUri` is set (Istio discovers by issuer otherwise; not supported). */
-  readonly jwksUri: string | null;
-  /** Headers carrying the token; default `Authorization: Bearer <token>`. */
-  readonly fromHeaders: readonly { readonly name: string; readonly prefix: string }[];
-  /** Query parameters carrying the token; default `access_token` when no location is set. */
-  readonly fromParams: readonly string[];
-  readonly fromCookies: readonly string[];
-  /** Header that gets the verified payload, base64url-encoded; null: none. */
-  readonly outputPayloadToHeader: string | null;
-  readonly outputClaimToHeaders: readonly { readonly header: string; readonly claim: string }[];
-  /** Keep the token in the request to the upstream (Istio default: it is removed). */
-  readonly forwardOriginalToken: boolean;
-  /** JWKS fetch timeout. */
-  readonly timeoutMs: number;
-}
-
-export interface JwtAuthnConfig {
-  readonly rules: readonly JwtRule[];
-  /**
-   * Envoy's `clear_route_cache`: once a token is verified the route is chosen again, so routes
-   * can match its claims (and the headers the filter added). istiod sets it on gateways only.
-   */
-  readonly clearRouteCache: boolean;
-}
 
 /** One AuthorizationPolicy (security.istio.io/v1), its `rules` as written (already schema-valid). */
 export interface AuthzPolicy {

@@ -16,7 +16,8 @@ import { httpFilterChain } from './http-filter-chain.ts';
 import { applyLocalRateLimitRoutes, localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
 import { sidecarScope } from './sidecar-scope.ts';
-import { authzFilter, jwtAuthnFilter } from './security.ts';
+import { authzFilter } from './security.ts';
+import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {

@@ -1,11 +1,10 @@
-import type { AuthzConfig, AuthzPolicy, JwtAuthnConfig, JwtRule } from '../model/filters.ts';
+import type { AuthzConfig, AuthzPolicy } from '../model/filters.ts';
 import type { HttpFilterConfig } from '../model/listener.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
 import { labelsMatch } from './registry.ts';
 
 /** Envoy's filter names (also in @remora/filters, which this package may not import). */
-export const JWT_AUTHN_FILTER = 'envoy.filters.http.jwt_authn';
 export const RBAC_FILTER = 'envoy.filters.http.rbac';
 
 interface TargetRef {
@@ -45,55 +44,6 @@ export function policyApplies(ctx: TranslateContext, r: Resource): boolean {
   const sel = spec.selector?.matchLabels;
   if (sel && Object.keys(sel).length > 0) return labelsMatch(sel, node.labels);
   return true;
-}
-
-interface IstioJwtRule {
-  issuer?: string;
-  audiences?: string[];
-  jwks?: string;
-  jwksUri?: string;
-  fromHeaders?: { name?: string; prefix?: string }[];
-  fromParams?: string[];
-  fromCookies?: string[];
-  outputPayloadToHeader?: string;
-  outputClaimToHeaders?: { header?: string; claim?: string }[];
-  forwardOriginalToken?: boolean;
-  timeout?: string;
-}
-
-/** The JWT filter for this proxy: every jwtRule of the RequestAuthentications that apply; null when none. */
-export function jwtAuthnFilter(ctx: TranslateContext): HttpFilterConfig | null {
-  const rules: JwtRule[] = [];
-  for (const r of ctx.resourcesOf('RequestAuthentication')) {
-    if (!policyApplies(ctx, r)) continue;
-    const origin = `${r.metadata.namespace}/${r.metadata.name}`;
-    ((r.spec as { jwtRules?: IstioJwtRule[] } | null)?.jwtRules ?? []).forEach((j, i) => {
-      if (!j.jwks && !j.jwksUri) {
-        ctx.warn(r, ['spec', 'jwtRules', i], 'neither jwks nor jwksUri is set (OpenID discovery is not supported); this rule is ignored');
-        return;
-      }
-      const anyLocation = (j.fromHeaders?.length ?? 0) + (j.fromParams?.length ?? 0) + (j.fromCookies?.length ?? 0) > 0;
-      rules.push({
-        origin,
-        issuer: j.issuer ?? '',
-        audiences: j.audiences ?? [],
-        jwks: j.jwks ?? null,
-        jwksUri: j.jwksUri ?? null,
-        // Istio's defaults when no location is given: `Authorization: Bearer` and `?access_token=`.
-        fromHeaders: anyLocation ? (j.fromHeaders ?? []).map((h) => ({ name: (h.name ?? '').toLowerCase(), prefix: h.prefix ?? '' })) : [{ name: 'authorization', prefix: 'Bearer ' }],
-        fromParams: anyLocation ? (j.fromParams ?? []) : ['access_token'],
-        fromCookies: j.fromCookies ?? [],
-        outputPayloadToHeader: j.outputPayloadToHeader ? j.outputPayloadToHeader.toLowerCase() : null,
-        outputClaimToHeaders: (j.outputClaimToHeaders ?? []).map((o) => ({ header: (o.header ?? '').toLowerCase(), claim: o.claim ?? '' })),
-        forwardOriginalToken: j.forwardOriginalToken ?? false,
-        timeoutMs: ctx.durationMs(j.timeout, 5_000),
-      });
-    });
-  }
-  if (rules.length === 0) return null;
-  // istiod (JwtFilter(clearRouteCache = proxy is not a sidecar)): claim-based routing is a gateway feature.
-  const config: JwtAuthnConfig = { rules, clearRouteCache: ctx.node.kind !== 'sidecar' };
-  return { name: JWT_AUTHN_FILTER, config };
 }
 
 /** The authorization filter for this proxy: every AuthorizationPolicy that applies; null when none. */

@@ -1,18 +1,23 @@
 /**
- * The per-request step of JWT authentication, as Envoy's jwt_authn runs the config istiod
- * emits for RequestAuthentication (`requires_any` of every provider plus `allow_missing`):
- * a request without a token passes unauthenticated (authorization decides); every token
- * found must verify with a provider that reads its location and names its issuer; a failure
- * is a local reply with jwt_verify_lib's message (401, 403 for a disallowed audience) and
- * `www-authenticate: Bearer realm="<uri>", error="invalid_token"`. A verified token's
- * identity goes to `request.auth`; a token verified before with the same keys completes
- * without waiting, others stop the chain until the signature check (or a JWKS fetch) ends.
+ * The per-request step of Envoy's jwt_authn. The requirement comes from the route's
+ * `PerRouteConfig` (disabled, or a `requirement_map` entry by name), else from the first
+ * `rules` entry whose match takes the request path; none: the request passes untouched.
+ * Tokens are looked for at every provider location, decided by the requirement's verifiers,
+ * and a failure is a local reply with jwt_verify_lib's message (401, 403 for a disallowed
+ * audience) and `www-authenticate: Bearer realm="<uri>", error="invalid_token"`. On success
+ * each verified token gives its provider's outputs, and the first one verified by a provider
+ * with `payload_in_metadata` becomes `request.auth`. Tokens verified before with the same keys
+ * complete without waiting; others stop the chain until their signature checks end.
+ *
+ * istiod's config (RequestAuthentication) requires any provider or no token at all: a request
+ * without a token passes unauthenticated and authorization decides.
  */
 import { LRUCache } from 'lru-cache';
-import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig } from '../filter.ts';
+import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig, type RequestAuth } from '../filter.ts';
 import type { JwtProvider, TokenLocation } from './jwt-authn-rules.ts';
 import { JwtStatus, statusDetails, statusHttpCode, statusMessage } from './jwt-authn-status.ts';
 import { type ParsedJwt, parseJwt } from './jwt-authn-token.ts';
+import { type Decision, PENDING, type Verifier, VerifyRun } from './jwt-authn-verifier.ts';
 
 /** Envoy's `MaximumUriLength` for the realm in `www-authenticate`. */
 const MAX_REALM_PATH = 256;
@@ -21,41 +26,77 @@ const PARSED_CACHE_SIZE = 1000;
 /** ...and at most this many characters of token text, so large made-up tokens cannot pin memory. */
 const PARSED_CACHE_CHARS = 2_000_000;
 
-/** One token found in a request, and where. */
-interface Found {
-  readonly location: TokenLocation;
-  readonly jwt: ParsedJwt;
+/** A `rules` entry: the paths it takes, and its requirement (null: these paths are not checked). */
+export interface RequirementRule {
+  readonly matches: (path: string) => boolean;
+  readonly verifier: Verifier | null;
 }
 
-/** A token's outcome: Ok with the provider that verified it, or the failure. */
-interface Outcome {
-  readonly status: JwtStatus;
-  readonly provider: JwtProvider | null;
+/** A route's `PerRouteConfig` (typed_per_filter_config), compiled. */
+export interface JwtAuthnRouteConfig {
+  readonly disabled: boolean;
+  /** The `requirement_map` entry the route uses; '' with `disabled`. */
+  readonly requirementName: string;
 }
 
 /** The compiled JWT authentication of one listener in one snapshot. */
 export class JwtAuthnFilterConfig implements HttpFilterConfig {
   readonly name: string;
+  /** Every provider, audience variants included, by `index`. */
   readonly providers: readonly JwtProvider[];
   readonly locations: readonly TokenLocation[];
-  /** Output headers removed from every request before the check. */
+  /** Output headers removed from every checked request before its tokens are looked at. */
   readonly sanitize: readonly string[];
-  /** Envoy's `clear_route_cache`: a verified token makes the request be routed again. */
-  readonly clearRouteCache: boolean;
+  readonly rules: readonly RequirementRule[];
+  readonly requirementMap: ReadonlyMap<string, Verifier>;
+  /** `bypass_cors_preflight`: a CORS preflight carries no credentials and is not checked. */
+  readonly bypassCorsPreflight: boolean;
+  /** Whether a rule needs the path (istiod's single prefix `/` rule does not). */
+  readonly #needsPath: boolean;
+  /** The run of a request without tokens: nothing in it changes, so every such request shares it. */
+  readonly #noTokens: VerifyRun;
   readonly #parsed = new LRUCache<string, ParsedJwt>({ max: PARSED_CACHE_SIZE, maxSize: PARSED_CACHE_CHARS, sizeCalculation: (_v, token) => token.length });
   /** The clock, in seconds; replaceable for tests. */
   now: () => number = () => Date.now() / 1000;
 
-  constructor(name: string, providers: readonly JwtProvider[], locations: readonly TokenLocation[], sanitize: readonly string[], clearRouteCache = false) {
+  constructor(
+    name: string,
+    parts: {
+      readonly providers: readonly JwtProvider[];
+      readonly locations: readonly TokenLocation[];
+      readonly sanitize: readonly string[];
+      readonly rules: readonly RequirementRule[];
+      readonly requirementMap: ReadonlyMap<string, Verifier>;
+      readonly bypassCorsPreflight: boolean;
+      readonly needsPath: boolean;
+    },
+  ) {
     this.name = name;
-    this.providers = providers;
-    this.locations = locations;
-    this.sanitize = sanitize;
-    this.clearRouteCache = clearRouteCache;
+    this.providers = parts.providers;
+    this.locations = parts.locations;
+    this.sanitize = parts.sanitize;
+    this.rules = parts.rules;
+    this.requirementMap = parts.requirementMap;
+    this.bypassCorsPreflight = parts.bypassCorsPreflight;
+    this.#needsPath = parts.needsPath;
+    this.#noTokens = new VerifyRun(new Array<null>(parts.locations.length).fill(null), 0, 0);
   }
 
   create(): HttpFilter {
     return new JwtAuthnFilter(this);
+  }
+
+  /** The requirement of the first rule that takes the request's path; null: no rule does, or it checks nothing. */
+  verifierFor(rawPath: string): Verifier | null {
+    const rules = this.rules;
+    if (rules.length === 0) return null;
+    let path = rawPath;
+    if (this.#needsPath) {
+      const q = path.indexOf('?');
+      if (q >= 0) path = path.slice(0, q);
+    }
+    for (let i = 0; i < rules.length; i++) if (rules[i]!.matches(path)) return rules[i]!.verifier;
+    return null;
   }
 
   /** A token decoded, or why it cannot be. Only well-formed tokens are remembered: garbage is cheap to refuse again. */
@@ -67,38 +108,17 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
     return p;
   }
 
-  /**
-   * The outcome when it is known without waiting: a failure before the signature, or a token
-   * these keys verified before. null: the signature must be checked.
-   */
-  outcomeNow(found: Found, now: number): Outcome | null {
-    const providers = found.location.providersFor(found.jwt.iss);
-    if (providers.length === 0) return { status: JwtStatus.JwtUnknownIssuer, provider: null };
-    let status: JwtStatus = JwtStatus.JwtUnknownIssuer;
-    for (let i = 0; i < providers.length; i++) {
-      const p = providers[i]!;
-      const s = p.checkClaims(found.jwt, now);
-      if (s !== JwtStatus.Ok) {
-        status = s;
-        continue;
-      }
-      if (p.verifiedBefore(found.jwt)) return { status: JwtStatus.Ok, provider: p };
-      return null;
+  /** The request's tokens, by location; the shared empty run when it has none. */
+  runFor(req: FilterRequest): VerifyRun {
+    const locations = this.locations;
+    let tokens: (ParsedJwt | JwtStatus | null)[] | null = null;
+    for (let i = 0; i < locations.length; i++) {
+      const token = locations[i]!.extract(req);
+      if (token === null) continue;
+      tokens ??= new Array<ParsedJwt | JwtStatus | null>(locations.length).fill(null);
+      tokens[i] = this.parse(token);
     }
-    return { status, provider: null };
-  }
-
-  /** The outcome with signatures checked: the first provider that verifies wins, else the last failure. */
-  async outcome(found: Found, now: number): Promise<Outcome> {
-    const providers = found.location.providersFor(found.jwt.iss);
-    let status: JwtStatus = JwtStatus.JwtUnknownIssuer;
-    for (const p of providers) {
-      let s = p.checkClaims(found.jwt, now);
-      if (s === JwtStatus.Ok) s = await p.verifySignature(found.jwt);
-      if (s === JwtStatus.Ok) return { status: s, provider: p };
-      status = s;
-    }
-    return { status, provider: null };
+    return tokens === null ? this.#noTokens : new VerifyRun(tokens, this.providers.length, this.now());
   }
 }
 
@@ -111,74 +131,97 @@ export class JwtAuthnFilter implements HttpFilter {
   }
 
   onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
-    // Istio sets bypass_cors_preflight: a preflight carries no credentials.
-    if (req.method === 'OPTIONS' && req.requestHeader('origin') !== null && req.requestHeader('access-control-request-method') !== null) {
+    const config = this.#config;
+    if (config.bypassCorsPreflight && req.method === 'OPTIONS' && req.requestHeader('origin') !== null && req.requestHeader('access-control-request-method') !== null) {
       return FilterStatus.Continue;
     }
-    const config = this.#config;
+    let verifier: Verifier | null;
+    const route = req.routeFilterConfig(config.name) as JwtAuthnRouteConfig | null;
+    if (route !== null) {
+      if (route.disabled) return FilterStatus.Continue;
+      verifier = config.requirementMap.get(route.requirementName) ?? null;
+      if (verifier === null) return this.#wrongRequirementName(callbacks, route.requirementName);
+    } else {
+      verifier = config.verifierFor(req.path);
+      if (verifier === null) return FilterStatus.Continue;
+    }
     const sanitize = config.sanitize;
     for (let i = 0; i < sanitize.length; i++) req.removeRequestHeader(sanitize[i]!);
-    const locations = config.locations;
-    let found: Found[] | null = null;
-    for (let i = 0; i < locations.length; i++) {
-      const location = locations[i]!;
-      const token = location.extract(req);
-      if (token === null) continue;
-      const jwt = config.parse(token);
-      if (typeof jwt === 'number') return this.#fail(req, callbacks, jwt);
-      (found ??= []).push({ location, jwt });
+    const run = config.runFor(req);
+    const decision = verifier.decide(run, config.locations);
+    if (decision === PENDING) {
+      void this.#verify(req, callbacks, verifier, run);
+      return FilterStatus.StopIteration;
     }
-    if (found === null) return FilterStatus.Continue;
-
-    const now = config.now();
-    let outcomes: Outcome[] | null = [];
-    for (let i = 0; i < found.length; i++) {
-      const o = config.outcomeNow(found[i]!, now);
-      if (o === null) {
-        outcomes = null;
-        break;
-      }
-      if (o.status !== JwtStatus.Ok) return this.#fail(req, callbacks, o.status);
-      outcomes.push(o);
-    }
-    if (outcomes !== null) {
-      this.#succeed(req, callbacks, found, outcomes);
-      return FilterStatus.Continue;
-    }
-    void this.#verify(req, callbacks, found, now);
-    return FilterStatus.StopIteration;
+    if (decision !== JwtStatus.Ok) return this.#fail(req, callbacks, decision);
+    this.#succeed(req, callbacks, run);
+    return FilterStatus.Continue;
   }
 
   onDestroy(): void {
     this.#done = true;
   }
 
-  async #verify(req: FilterRequest, callbacks: FilterCallbacks, found: readonly Found[], now: number): Promise<void> {
-    const outcomes: Outcome[] = [];
+  /** Runs the signature checks the requirement waits for, and decides again, until it is decided. */
+  async #verify(req: FilterRequest, callbacks: FilterCallbacks, verifier: Verifier, run: VerifyRun): Promise<void> {
+    const config = this.#config;
+    let decision: Decision = PENDING;
     try {
-      // Every token must verify (Envoy: a good token beside a bad one must not pass).
-      for (const f of found) {
-        const o = await this.#config.outcome(f, now);
+      // Each round settles at least one (token, provider) cell, so this ends.
+      for (let round = 0; decision === PENDING && round <= run.outcomes.length; round++) {
+        const cells = run.toCheck ?? [];
+        run.toCheck = null;
+        await Promise.all(
+          cells.map(async (cell) => {
+            const provider = config.providers[cell % run.providerCount]!;
+            const jwt = run.tokens[Math.floor(cell / run.providerCount)] as ParsedJwt;
+            run.outcomes[cell] = await provider.verifySignature(jwt);
+          }),
+        );
         if (this.#done || callbacks.aborted) return;
-        if (o.status !== JwtStatus.Ok) {
-          this.#fail(req, callbacks, o.status);
-          return;
-        }
-        outcomes.push(o);
+        decision = verifier.decide(run, config.locations);
       }
     } catch {
       // Verification does not throw by design; should it, the request fails closed.
-      if (!this.#done && !callbacks.aborted) this.#fail(req, callbacks, JwtStatus.JwtVerificationFail);
+      decision = JwtStatus.JwtVerificationFail;
+    }
+    if (this.#done || callbacks.aborted) return;
+    if (decision !== JwtStatus.Ok) {
+      this.#fail(req, callbacks, decision === PENDING ? JwtStatus.JwtVerificationFail : decision);
       return;
     }
-    this.#succeed(req, callbacks, found, outcomes);
+    this.#succeed(req, callbacks, run);
     callbacks.continueRequest();
   }
 
-  #succeed(req: FilterRequest, callbacks: FilterCallbacks, found: readonly Found[], outcomes: readonly Outcome[]): void {
-    for (let i = 0; i < found.length; i++) outcomes[i]!.provider!.applyOutputs(req, found[i]!.jwt, found[i]!.location);
-    req.auth = found[0]!.jwt.auth;
-    if (this.#config.clearRouteCache) callbacks.clearRouteCache();
+  /** The outputs of every verified token, the identity for authorization, and a new route choice when asked for. */
+  #succeed(req: FilterRequest, callbacks: FilterCallbacks, run: VerifyRun): void {
+    const config = this.#config;
+    const n = run.providerCount;
+    if (n === 0) return;
+    let clearRouteCache = false;
+    let auth: RequestAuth | null = null;
+    for (let loc = 0; loc < run.tokens.length; loc++) {
+      const jwt = run.tokens[loc];
+      if (jwt === null || typeof jwt === 'number' || jwt === undefined) continue;
+      for (let i = 0; i < n; i++) {
+        if (run.outcomes[loc * n + i] !== JwtStatus.Ok) continue;
+        const p = config.providers[i]!;
+        p.applyOutputs(req, jwt, config.locations[loc]!);
+        if (auth === null && p.handsOnIdentity) auth = p.identity(jwt);
+        if (p.clearRouteCache) clearRouteCache = true;
+      }
+    }
+    if (auth !== null) req.auth = auth;
+    if (clearRouteCache) callbacks.clearRouteCache();
+  }
+
+  /** Envoy's answer to a route naming a requirement the filter does not have. */
+  #wrongRequirementName(callbacks: FilterCallbacks, name: string): FilterStatus {
+    this.#done = true;
+    const message = `Wrong requirement_name: ${name}. It should be one of [${[...this.#config.requirementMap.keys()].join(',')}]`;
+    callbacks.sendLocalReply(403, `Failed JWT authentication: ${message}`, null, `jwt_authn_access_denied{${message.replace(/\s/g, '_')}}`);
+    return FilterStatus.StopIteration;
   }
 
   #fail(req: FilterRequest, callbacks: FilterCallbacks, status: JwtStatus): FilterStatus {

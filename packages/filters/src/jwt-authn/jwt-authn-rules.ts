@@ -1,12 +1,10 @@
 /**
- * The compiled form of a proxy's jwtRules, shaped like the Envoy config istiod emits: one
- * provider per rule (issuer, audiences, keys, outputs), and the token locations of all
- * providers, each knowing which providers read it. A token found at a location may only be
- * verified by a provider that reads that location and names the token's issuer (Envoy's
- * `isIssuerAllowed`); no such provider is "Jwt issuer is not configured".
+ * The providers of a compiled JwtAuthentication (issuer, audiences, keys, outputs) and the
+ * token locations of all of them, each knowing which providers read it. A token found at a
+ * location may only be verified by a provider that reads that location and names the token's
+ * issuer (Envoy's `isIssuerSpecified`); no such provider is "Jwt issuer is not configured".
  */
-import type { JwtRule } from '@remora/config';
-import type { FilterRequest } from '../filter.ts';
+import type { FilterRequest, RequestAuth } from '../filter.ts';
 import type { JwksKeySet } from './jwt-authn-jwks.ts';
 import type { JwksSource } from './jwt-authn-jwks-cache.ts';
 import { JwtStatus } from './jwt-authn-status.ts';
@@ -18,9 +16,34 @@ export const CLOCK_SKEW_SECONDS = 60;
 /** A header value Node can send upstream. */
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
-/** One provider: a jwtRule of a RequestAuthentication. */
+/** What a provider is compiled from: Envoy's JwtProvider, its JSON read and checked. */
+export interface ProviderSettings {
+  /** The provider's name in `providers`. */
+  readonly name: string;
+  readonly issuer: string;
+  /** Accepted `aud` values; empty: any. */
+  readonly audiences: readonly string[];
+  /** `forward_payload_header`, lower case; null: none. */
+  readonly payloadHeader: string | null;
+  /** `pad_forward_payload_header`: the payload header keeps base64 padding. */
+  readonly padPayloadHeader: boolean;
+  readonly claimHeaders: readonly { readonly header: string; readonly claim: string }[];
+  readonly forward: boolean;
+  /** `payload_in_metadata`; '' when unset (then the verified identity is not handed on). */
+  readonly payloadInMetadata: string;
+  /** `normalize_payload_in_metadata.space_delimited_claims`. */
+  readonly spaceDelimitedClaims: readonly string[];
+  readonly clockSkewSeconds: number;
+  readonly clearRouteCache: boolean;
+}
+
+/** One provider of the config, or a provider with a requirement's own audiences (`provider_and_audiences`). */
 export class JwtProvider {
-  readonly origin: string;
+  readonly name: string;
+  /** Position among the config's providers (audience variants included): indexes a request's outcomes. */
+  readonly index: number;
+  /** The provider whose token locations this one reads (itself, unless it is an audience variant). */
+  readonly base: JwtProvider;
   readonly issuer: string;
   /** Sanitized accepted audiences; null: any. */
   readonly #audiences: ReadonlySet<string> | null;
@@ -28,24 +51,59 @@ export class JwtProvider {
   /** Why the keys are unusable (an inline JWKS without a valid key); null when they are fine. */
   readonly #keysStatus: JwtStatus | null;
   readonly payloadHeader: string | null;
+  readonly #padPayloadHeader: boolean;
   readonly claimHeaders: readonly { readonly header: string; readonly path: readonly string[] }[];
   readonly forward: boolean;
+  /** Whether a verified token's identity goes on to authorization (`payload_in_metadata` set). */
+  readonly handsOnIdentity: boolean;
+  readonly #spaceDelimitedClaims: readonly string[];
+  readonly #clockSkew: number;
+  readonly clearRouteCache: boolean;
+  /** Indexes of the config's token locations this provider reads; set when the locations are built. */
+  locations: readonly number[] = [];
+  readonly #settings: ProviderSettings;
 
-  constructor(rule: JwtRule, keys: JwksSource, keysStatus: JwtStatus | null) {
-    this.origin = rule.origin;
-    this.issuer = rule.issuer;
-    this.#audiences = rule.audiences.length === 0 ? null : new Set(rule.audiences.map(sanitizeAudience));
+  constructor(settings: ProviderSettings, index: number, keys: JwksSource, keysStatus: JwtStatus | null, base: JwtProvider | null = null) {
+    this.#settings = settings;
+    this.name = settings.name;
+    this.index = index;
+    this.base = base ?? this;
+    this.issuer = settings.issuer;
+    this.#audiences = settings.audiences.length === 0 ? null : new Set(settings.audiences.map(sanitizeAudience));
     this.keys = keys;
     this.#keysStatus = keysStatus;
-    this.payloadHeader = rule.outputPayloadToHeader;
-    this.claimHeaders = rule.outputClaimToHeaders.map((o) => ({ header: o.header, path: o.claim.split('.') }));
-    this.forward = rule.forwardOriginalToken;
+    this.payloadHeader = settings.payloadHeader;
+    this.#padPayloadHeader = settings.padPayloadHeader;
+    this.claimHeaders = settings.claimHeaders.map((o) => ({ header: o.header, path: o.claim.split('.') }));
+    this.forward = settings.forward;
+    this.handsOnIdentity = settings.payloadInMetadata !== '';
+    this.#spaceDelimitedClaims = settings.spaceDelimitedClaims;
+    this.#clockSkew = settings.clockSkewSeconds;
+    this.clearRouteCache = settings.clearRouteCache;
+  }
+
+  /** The same provider checking other audiences (a requirement's `provider_and_audiences`). */
+  withAudiences(audiences: readonly string[], index: number): JwtProvider {
+    const v = new JwtProvider({ ...this.#settings, audiences }, index, this.keys, this.#keysStatus, this.base);
+    v.locations = this.locations;
+    return v;
+  }
+
+  /** Whether this provider may verify a token naming issuer `iss`. */
+  acceptsIssuer(iss: string): boolean {
+    return iss === this.issuer;
+  }
+
+  /** What authorization sees of a token this provider verified. */
+  identity(jwt: ParsedJwt): RequestAuth {
+    return jwt.authFor(this.#spaceDelimitedClaims);
   }
 
   /** The checks before the signature, in Envoy's order: time (with clock skew), then audiences. */
   checkClaims(jwt: ParsedJwt, nowSeconds: number): JwtStatus {
-    if (jwt.nbf !== 0 && nowSeconds + CLOCK_SKEW_SECONDS < jwt.nbf) return JwtStatus.JwtNotYetValid;
-    if (jwt.exp !== 0 && nowSeconds > jwt.exp + CLOCK_SKEW_SECONDS) return JwtStatus.JwtExpired;
+    const skew = this.#clockSkew;
+    if (jwt.nbf !== 0 && nowSeconds + skew < jwt.nbf) return JwtStatus.JwtNotYetValid;
+    if (jwt.exp !== 0 && nowSeconds > jwt.exp + skew) return JwtStatus.JwtExpired;
     const allowed = this.#audiences;
     if (allowed !== null) {
       const auds = jwt.audiences;
@@ -76,7 +134,7 @@ export class JwtProvider {
 
   /** Envoy's outputs of a verified token: payload header, claim headers, and the token removed unless forwarded. */
   applyOutputs(req: FilterRequest, jwt: ParsedJwt, location: TokenLocation): void {
-    if (this.payloadHeader !== null) req.setRequestHeader(this.payloadHeader, jwt.payloadBase64url);
+    if (this.payloadHeader !== null) req.setRequestHeader(this.payloadHeader, this.#padPayloadHeader ? jwt.payloadBase64urlPadded : jwt.payloadBase64url);
     const claims = this.claimHeaders;
     for (let i = 0; i < claims.length; i++) {
       const value = claimString(jwt.payload, claims[i]!.path);
@@ -189,22 +247,40 @@ export function headersToSanitize(providers: readonly JwtProvider[]): string[] {
   return [...out];
 }
 
-/** The locations of all providers, each once, in the order the rules name them. */
-export function buildLocations(rules: readonly JwtRule[], providers: readonly JwtProvider[]): TokenLocation[] {
-  const byKey = new Map<string, TokenLocation>();
-  const add = (kind: LocationKind, name: string, prefix: string, provider: JwtProvider) => {
-    const key = `${kind}\u0000${name}\u0000${prefix}`;
-    let loc = byKey.get(key);
-    if (loc === undefined) byKey.set(key, (loc = new TokenLocation(kind, name, prefix)));
-    if (!loc.providers.includes(provider)) loc.providers.push(provider);
-  };
-  rules.forEach((rule, i) => {
-    const p = providers[i]!;
-    for (const h of rule.fromHeaders) add(LocationKind.Header, h.name.toLowerCase(), h.prefix, p);
-    for (const q of rule.fromParams) add(LocationKind.Param, q, '', p);
-    for (const c of rule.fromCookies) add(LocationKind.Cookie, c, '', p);
+/**
+ * Where a provider looks for tokens: its `from_headers`, `from_params` and `from_cookies`, or,
+ * with none of them, Envoy's defaults: `Authorization: Bearer <token>` and `?access_token=`.
+ */
+export interface ProviderLocations {
+  readonly headers: readonly { readonly name: string; readonly prefix: string }[];
+  readonly params: readonly string[];
+  readonly cookies: readonly string[];
+}
+
+/** The locations of all providers, each once, in the order the providers name them; sets each provider's `locations`. */
+export function buildLocations(providers: readonly JwtProvider[], where: readonly ProviderLocations[]): TokenLocation[] {
+  const byKey = new Map<string, number>();
+  const out: TokenLocation[] = [];
+  providers.forEach((p, i) => {
+    const mine: number[] = [];
+    const add = (kind: LocationKind, name: string, prefix: string) => {
+      const key = `${kind}\u0000${name}\u0000${prefix}`;
+      let at = byKey.get(key);
+      if (at === undefined) {
+        at = out.length;
+        byKey.set(key, at);
+        out.push(new TokenLocation(kind, name, prefix));
+      }
+      const loc = out[at]!;
+      if (!loc.providers.includes(p)) loc.providers.push(p);
+      if (!mine.includes(at)) mine.push(at);
+    };
+    const w = where[i]!;
+    for (const h of w.headers) add(LocationKind.Header, h.name.toLowerCase(), h.prefix);
+    for (const q of w.params) add(LocationKind.Param, q, '');
+    for (const c of w.cookies) add(LocationKind.Cookie, c, '');
+    p.locations = mine;
   });
-  const out = [...byKey.values()];
   for (const l of out) l.seal();
   return out;
 }

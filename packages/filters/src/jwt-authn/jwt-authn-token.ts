@@ -24,9 +24,6 @@ const IMPLEMENTED_ALGS: ReadonlySet<string> = new Set([
   'EdDSA',
 ]);
 
-/** Istio normalizes these claims, when strings, to lists of their space-separated words (`spaceDelimitedClaims`). */
-const SPACE_DELIMITED_CLAIMS = ['scope', 'permission'] as const;
-
 const BASE64URL = /^[A-Za-z0-9_-]*={0,2}$/;
 const UINT64_LIMIT = 2 ** 64;
 
@@ -51,6 +48,8 @@ export class ParsedJwt {
   /** Decoded signature length in bytes (Ed25519 signatures must be 64). */
   readonly signatureLength: number;
   #auth: RequestAuth | null = null;
+  /** The claim list `#auth` was normalized with (providers share one list per config, so one entry suffices). */
+  #authClaims: readonly string[] | null = null;
 
   constructor(
     token: string,
@@ -74,17 +73,28 @@ export class ParsedJwt {
     this.signatureLength = signatureLength;
   }
 
-  /** What authorization sees once the token is verified; built once per parsed token and shared (it is read-only). */
-  get auth(): RequestAuth {
-    if (this.#auth !== null) return this.#auth;
+  /** The payload section with base64 padding (`pad_forward_payload_header`). */
+  get payloadBase64urlPadded(): string {
+    const pad = (4 - (this.payloadBase64url.length % 4)) % 4;
+    return pad === 0 ? this.payloadBase64url : this.payloadBase64url + '='.repeat(pad);
+  }
+
+  /**
+   * What authorization sees once the token is verified, its string claims named in
+   * `spaceDelimited` turned into lists of their words (Envoy's `normalize_payload_in_metadata`).
+   * Built once per parsed token and claim list, and shared (it is read-only).
+   */
+  authFor(spaceDelimited: readonly string[]): RequestAuth {
+    if (this.#auth !== null && this.#authClaims === spaceDelimited) return this.#auth;
     let claims: Record<string, unknown> = this.payload as Record<string, unknown>;
-    for (const name of SPACE_DELIMITED_CLAIMS) {
+    for (const name of spaceDelimited) {
       const v = claims[name];
       if (typeof v !== 'string') continue;
       if (claims === this.payload) claims = { ...claims };
       claims[name] = v.split(' ').filter((w) => w !== '');
     }
     const azp = this.payload['azp'];
+    this.#authClaims = spaceDelimited;
     this.#auth = Object.freeze({
       principal: `${this.iss}/${this.sub}`,
       issuer: this.iss,
