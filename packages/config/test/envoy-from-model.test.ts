@@ -2,7 +2,7 @@
 // it writes must read back as Envoy's message with the generated schemas (an unknown field is
 // an error), under istiod's names.
 import type { JsonValue } from '@bufbuild/protobuf';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { bootstrapJson, envoyFromJson, envoyResourcesFromModel, envoyToJson, secretJson } from '@remora/config/envoy';
 import { BootstrapSchema } from '@remora/config/envoy/gen/envoy/config/bootstrap/v3/bootstrap_pb.js';
 import { ClusterSchema } from '@remora/config/envoy/gen/envoy/config/cluster/v3/cluster_pb.js';
@@ -125,7 +125,7 @@ function gateway(): ProxyConfig {
 }
 
 /** Reads a resource with the generated schema (unknown fields fail) and writes it back in /config_dump's spelling. */
-function roundTrip(t: Tap.Test, schema: Parameters<typeof envoyFromJson>[0], json: unknown, what: string): Record<string, unknown> {
+function roundTrip(t: Test, schema: Parameters<typeof envoyFromJson>[0], json: unknown, what: string): Record<string, unknown> {
   try {
     return envoyToJson(schema, envoyFromJson(schema, json as JsonValue), { useProtoFieldName: true }) as Record<string, unknown>;
   } catch (err) {
