@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { Regex, type ProxyConfig, type ProxyNode } from '@remora/config';
-import type { SecretRef } from '@remora/config/envoy';
+import type { EnvoyResources, SecretRef } from '@remora/config/envoy';
 import type { WorkloadIdentity } from '../tls/identity-store.ts';
 
 type EnvoyModule = typeof import('@remora/config/envoy');
@@ -65,8 +65,10 @@ export async function configDump(params: URLSearchParams, input: ConfigDumpInput
     }
   }
   const m = await envoy();
-  const sections = await buildSections(m, input, matches, includeEds);
+  const sections = dumpSections(m, input, matches, includeEds);
   const configs: Json[] = [];
+  // Only the sections asked for are built: a dump of a large config takes a while, and this
+  // runs on the thread that serves traffic.
   if (resource !== null) {
     let found = false;
     for (const s of sections) {
@@ -76,7 +78,8 @@ export async function configDump(params: URLSearchParams, input: ConfigDumpInput
         return text(400, `${resource} is not a repeated field. Use ?mask=${resource} to get only this field`);
       }
       const elementSchema = field.message;
-      for (const element of (s.json[resource] as Json[] | undefined) ?? []) {
+      const json = await s.build();
+      for (const element of (json[resource] as Json[] | undefined) ?? []) {
         if (mask !== null && !trimResource(m, maskPaths(mask), element, elementSchema)) {
           return text(400, `FieldMask ${maskDebugString(mask)} could not be successfully used.`);
         }
@@ -88,8 +91,10 @@ export async function configDump(params: URLSearchParams, input: ConfigDumpInput
     if (!found) return text(404, `${resource} not found in config dump`);
   } else {
     for (const s of sections) {
-      if (mask !== null && !checkAndTrim(maskPaths(mask), s.json, s.schema)) continue;
-      configs.push({ '@type': `${ADMIN}${s.schema.name}`, ...s.json });
+      if (mask !== null && !maskPaths(mask).every((p) => isValidPath(s.schema, p))) continue;
+      const json = await s.build();
+      if (mask !== null) trim(json, maskTree(maskPaths(mask)));
+      configs.push({ '@type': `${ADMIN}${s.schema.name}`, ...json });
     }
     if (configs.length === 0 && mask !== null) return text(400, `FieldMask ${mask} could not be successfully applied to any configs.`);
   }
@@ -99,7 +104,7 @@ export async function configDump(params: URLSearchParams, input: ConfigDumpInput
 interface Section {
   readonly schema: Schema;
   /** The section as Envoy prints it: proto field names, without `@type`. */
-  readonly json: Json;
+  readonly build: () => Promise<Json>;
 }
 
 /**
@@ -107,35 +112,40 @@ interface Section {
  * listeners, scoped routes, routes, secrets. Each is read with its generated schema and
  * written back with proto field names, so the dump cannot hold a field Envoy's message lacks.
  */
-async function buildSections(m: EnvoyModule, input: ConfigDumpInput, matches: (name: string) => boolean, includeEds: boolean): Promise<Section[]> {
+function dumpSections(m: EnvoyModule, input: ConfigDumpInput, matches: (name: string) => boolean, includeEds: boolean): Section[] {
   const schema = (name: string): Schema => {
     const s = m.envoyMessageType(`${ADMIN}${name}`);
     if (s === undefined) throw new Error(`no schema for envoy.admin.v3.${name}`);
     return s;
   };
-  const section = (name: string, json: Json): Section => {
+  const section = (name: string, make: () => Json | Promise<Json>): Section => {
     const s = schema(name);
-    return { schema: s, json: m.envoyToJson(s, m.envoyFromJson(s, json as never), { useProtoFieldName: true }) as Json };
+    return { schema: s, build: async () => m.envoyToJson(s, m.envoyFromJson(s, (await make()) as never), { useProtoFieldName: true }) as Json };
   };
   const typed = (type: string, body: object): Json => ({ '@type': `type.googleapis.com/${type}`, ...body });
   const version = input.config?.version ?? '';
   const lastUpdated = new Date(input.liveAt).toISOString();
   const stamped = version === '' ? {} : { versionInfo: version, lastUpdated };
-  const res = input.config === null ? null : m.envoyResourcesFromModel(input.config);
+  let exported: EnvoyResources | null = null;
+  const resources = (): EnvoyResources | null => {
+    if (input.config === null) return null;
+    exported ??= m.envoyResourcesFromModel(input.config);
+    return exported;
+  };
 
   const out: Section[] = [
-    section('BootstrapConfigDump', {
+    section('BootstrapConfigDump', () => ({
       bootstrap: m.bootstrapJson(input.node, { ip: nodeIp(), adminAddress: input.adminAddress, adminPort: input.adminPort }),
       lastUpdated: new Date(input.startedAt).toISOString(),
-    }),
-    section('ClustersConfigDump', {
+    })),
+    section('ClustersConfigDump', () => ({
       ...(version === '' ? {} : { versionInfo: version }),
-      dynamicActiveClusters: (res?.clusters ?? []).filter((c) => matches(c.name ?? '')).map((c) => ({ ...stamped, cluster: typed('envoy.config.cluster.v3.Cluster', c) })),
-    }),
+      dynamicActiveClusters: (resources()?.clusters ?? []).filter((c) => matches(c.name ?? '')).map((c) => ({ ...stamped, cluster: typed('envoy.config.cluster.v3.Cluster', c) })),
+    })),
   ];
-  if (includeEds && res !== null) {
+  if (includeEds && input.config !== null) {
     // As Envoy, each endpoint with its health now: the runtime's, not the config's.
-    const cla = (e: (typeof res.endpoints)[number]): Json =>
+    const cla = (e: EnvoyResources['endpoints'][number]): Json =>
       typed('envoy.config.endpoint.v3.ClusterLoadAssignment', {
         ...e.assignment,
         endpoints: (e.assignment.endpoints ?? []).map((group) => ({
@@ -147,35 +157,41 @@ async function buildSections(m: EnvoyModule, input: ConfigDumpInput, matches: (n
           }),
         })),
       });
-    const wanted = res.endpoints.filter((e) => matches(e.assignment.clusterName ?? ''));
     out.push(
-      section('EndpointsConfigDump', {
-        staticEndpointConfigs: wanted.filter((e) => !e.eds).map((e) => ({ endpointConfig: cla(e) })),
-        dynamicEndpointConfigs: wanted.filter((e) => e.eds).map((e) => ({ ...stamped, endpointConfig: cla(e) })),
+      section('EndpointsConfigDump', () => {
+        const wanted = (resources()?.endpoints ?? []).filter((e) => matches(e.assignment.clusterName ?? ''));
+        return {
+          staticEndpointConfigs: wanted.filter((e) => !e.eds).map((e) => ({ endpointConfig: cla(e) })),
+          dynamicEndpointConfigs: wanted.filter((e) => e.eds).map((e) => ({ ...stamped, endpointConfig: cla(e) })),
+        };
       }),
     );
   }
   out.push(
-    section('ListenersConfigDump', {
+    section('ListenersConfigDump', () => ({
       ...(version === '' ? {} : { versionInfo: version }),
-      dynamicListeners: (res?.listeners ?? [])
+      dynamicListeners: (resources()?.listeners ?? [])
         .filter((l) => matches(l.name ?? ''))
         .map((l) => ({ name: l.name, activeState: { ...stamped, listener: typed('envoy.config.listener.v3.Listener', l) } })),
-    }),
-    section('ScopedRoutesConfigDump', {}),
-    section('RoutesConfigDump', {
-      dynamicRouteConfigs: (res?.routeConfigs ?? []).filter((r) => matches(r.name ?? '')).map((r) => ({ ...stamped, routeConfig: typed('envoy.config.route.v3.RouteConfiguration', r) })),
+    })),
+    section('ScopedRoutesConfigDump', () => ({})),
+    section('RoutesConfigDump', () => ({
+      dynamicRouteConfigs: (resources()?.routeConfigs ?? [])
+        .filter((r) => matches(r.name ?? ''))
+        .map((r) => ({ ...stamped, routeConfig: typed('envoy.config.route.v3.RouteConfiguration', r) })),
+    })),
+    section('SecretsConfigDump', async () => {
+      const active: Json[] = [];
+      const warming: Json[] = [];
+      for (const ref of (resources()?.secrets ?? []).filter((s) => matches(s.name))) {
+        const content = await secretContent(ref, input.identity);
+        const entry = { name: ref.name, ...stamped };
+        if (content === null) warming.push({ ...entry, secret: typed('envoy.extensions.transport_sockets.tls.v3.Secret', { name: ref.name }) });
+        else active.push({ ...entry, secret: typed('envoy.extensions.transport_sockets.tls.v3.Secret', m.secretJson(ref.name, content)) });
+      }
+      return { dynamicActiveSecrets: active, dynamicWarmingSecrets: warming };
     }),
   );
-  const active: Json[] = [];
-  const warming: Json[] = [];
-  for (const ref of (res?.secrets ?? []).filter((s) => matches(s.name))) {
-    const content = await secretContent(ref, input.identity);
-    const entry = { name: ref.name, ...stamped };
-    if (content === null) warming.push({ ...entry, secret: typed('envoy.extensions.transport_sockets.tls.v3.Secret', { name: ref.name }) });
-    else active.push({ ...entry, secret: typed('envoy.extensions.transport_sockets.tls.v3.Secret', m.secretJson(ref.name, content)) });
-  }
-  out.push(section('SecretsConfigDump', { dynamicActiveSecrets: active, dynamicWarmingSecrets: warming }));
   return out;
 }
 
