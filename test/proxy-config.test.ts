@@ -364,7 +364,13 @@ spec:
   t.match(endpoints, new RegExp(`^127\\.0\\.0\\.1:${backend}\\s+HEALTHY\\s+outbound\\|9080\\|v1\\|ratings\\.shop\\.svc\\.cluster\\.local$`, 'm'));
   const secrets = await run('secrets');
   t.match(secrets, /^RESOURCE NAME\s+TYPE\s+STATUS\s+VALID CERT\s+SERIAL NUMBER\s+NOT AFTER\s+NOT BEFORE\n/);
-  t.match(secrets, new RegExp(`^kubernetes://shop-cert\\s+Cert Chain\\s+ACTIVE\\s+true\\s+${cert.serial.toLowerCase().replace(/^0+/, '')}\\s`, 'm'));
+  t.match(secrets, new RegExp(`^kubernetes://shop-cert\\s+Cert Chain\\s+ACTIVE\\s+true\\s+${BigInt(`0x${cert.serial}`).toString(16).padStart(32, '0')}\\s`, 'm'), "istioctl's %032x serial");
   const json = JSON.parse(await run('secrets', '-o', 'json')) as unknown;
   t.notMatch(JSON.stringify(json), /PRIVATE KEY/, 'no private key in what proxy-config prints');
+  const all = await run('all');
+  for (const line of [/^cluster\/outbound\|9080\|v1\|ratings\.shop\.svc\.cluster\.local\s/m, new RegExp(`^listener/127\\.0\\.0\\.1_${httpsPort}\\s`, 'm'), new RegExp(`^route/http\\.${httpsPort}\\s`, 'm'), /^secret\/kubernetes:\/\/shop-cert\s/m]) {
+    t.match(all, line, `all: ${line.source}`);
+  }
+  const bootstrap = JSON.parse(await run('bootstrap', '-o', 'json')) as { bootstrap: { node: { id: string } } };
+  t.match(bootstrap.bootstrap.node.id, /^router~.+~istio-ingressgateway\.istio-system~istio-system\.svc\.cluster\.local$/);
 });
