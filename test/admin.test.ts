@@ -81,12 +81,34 @@ t.test('/healthcheck/fail turns health unready until /healthcheck/ok', async (t)
   t.equal((await request(remora.ports.health, '/healthz/ready')).status, 200);
 });
 
-t.test('/config_dump is the live snapshot as JSON', async (t) => {
+t.test("/config_dump is the live snapshot in Envoy's format", async (t) => {
   const r = await request(remora.ports.admin, '/config_dump');
   t.equal(r.status, 200);
   t.equal(r.headers['content-type'], 'application/json');
-  const dump = r.json<{ version: string; config: { listeners: { name: string; port: number }[]; clusters: { name: string }[]; routeConfigs: { name: string }[] } }>();
+  type Section = Record<string, unknown> & { '@type': string };
+  const sections = r.json<{ configs: Section[] }>().configs;
+  const of = (kind: string): unknown => sections.find((s) => s['@type'] === `type.googleapis.com/envoy.admin.v3.${kind}`)!;
+  const version = remora.proxy.runtime.snapshot!.config.version;
+  const listeners = of('ListenersConfigDump') as { version_info: string; dynamic_listeners: { name: string; active_state: { listener: { address: { socket_address: { port_value: number } } } } }[] };
+  t.equal(listeners.version_info, version);
+  t.same(listeners.dynamic_listeners.map((l) => [l.name, l.active_state.listener.address.socket_address.port_value]), [[`127.0.0.1_${port}`, port]]);
+  const routes = of('RoutesConfigDump') as { dynamic_route_configs: { route_config: { name: string } }[] };
+  t.same(routes.dynamic_route_configs.map((r) => r.route_config.name), [`http.${port}`]);
+  const clusters = of('ClustersConfigDump') as { dynamic_active_clusters: { cluster: { name: string } }[] };
+  t.same(clusters.dynamic_active_clusters.map((c) => c.cluster.name).sort(), [
+    'outbound|9080|v1|ratings.shop.svc.cluster.local',
+    'outbound|9080|v2|ratings.shop.svc.cluster.local',
+    'outbound|9080||ratings.shop.svc.cluster.local',
+  ]);
+});
+
+t.test("/remora/config is Remora's own model of the live snapshot", async (t) => {
+  const r = await request(remora.ports.admin, '/remora/config');
+  t.equal(r.status, 200);
+  t.equal(r.headers['content-type'], 'application/json');
+  const dump = r.json<{ version: string; last_error: string | null; config: { listeners: { name: string; port: number }[]; clusters: { name: string }[]; routeConfigs: { name: string }[] } }>();
   t.equal(dump.version, remora.proxy.runtime.snapshot!.config.version);
+  t.equal(dump.last_error, null);
   t.same(dump.config.listeners.map((l) => [l.name, l.port]), [[`127.0.0.1_${port}`, port]]);
   t.same(dump.config.routeConfigs.map((r) => r.name), [`http.${port}`]);
   t.same(dump.config.clusters.map((c) => c.name).sort(), [
@@ -172,6 +194,7 @@ t.test('unknown admin paths get 404 with a pointer to the list', async (t) => {
   const r = await request(remora.ports.admin, '/nope');
   t.equal(r.status, 404);
   t.match((await request(remora.ports.admin, '/')).body, /\/config_dump/);
+  t.match((await request(remora.ports.admin, '/')).body, /\/remora\/config/);
 });
 
 function line(text: string, metric: string, labels: string[]): string | undefined {

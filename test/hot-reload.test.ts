@@ -125,8 +125,8 @@ t.test('a broken change is logged with its errors and the last good config keeps
   t.ok(remora.log.some((l) => l.includes(`keeping config ${version}`)), 'says which config stays');
   t.equal(remora.proxy.runtime.snapshot!.config.version, version, 'the snapshot did not change');
   for (let i = 0; i < 10; i++) t.equal(await who(), 'v1');
-  const dump = await request(remora.ports.admin, '/config_dump');
-  t.match(dump.json<{ last_error: string }>().last_error, /must be integer/, '/config_dump shows the last error');
+  const dump = await request(remora.ports.admin, '/remora/config');
+  t.match(dump.json<{ last_error: string }>().last_error, /must be integer/, '/remora/config shows the last error');
 });
 
 t.test('a YAML syntax error is reported with its line; fixing it applies the fix', async (t) => {

@@ -3,10 +3,12 @@
 // admin port, the filters and output formats, and bad input.
 import { spawnSync } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { parse as parseYaml } from 'yaml';
+import { DevCa, writeServerFiles } from '@remora/proxy';
 import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
 import { freePort } from './helpers/net.ts';
 import { CLI, CORPUS, MeshDir, runCli, startRemora } from './helpers/remora.ts';
@@ -228,7 +230,7 @@ t.test('bad input: a clear error naming the source and the field, and a non-zero
     'not-json.json': '<html>admin</html>\n',
     'list.json': '[1, 2]',
     'other.json': '{"listeners": []}',
-    'remora-own.json': '{"version": "3", "last_error": null, "config": {"listeners": []}}',
+    'remora-own.json': '{"version": "3", "live_since": null, "last_error": null, "config": {"listeners": []}}',
     'bad-section.json': JSON.stringify({ configs: [{ '@type': 'type.googleapis.com/envoy.admin.v3.ClustersConfigDump', static_clusters: 'agent' }] }),
     'bad-field.json': JSON.stringify({
       configs: [{ '@type': 'type.googleapis.com/envoy.admin.v3.ListenersConfigDump', static_listeners: [{ listener: { name: 'x', address: { socket_address: { address: '0.0.0.0', port_value: 'eighty' } } } }] }],
@@ -241,7 +243,7 @@ t.test('bad input: a clear error naming the source and the field, and a non-zero
     { args: ['clusters', '-f', f('not-json.json')], stderr: /^remora proxy-config clusters: .*not-json\.json: not JSON: / },
     { args: ['clusters', '-f', f('list.json')], stderr: /list\.json: not an Envoy config dump: expected a JSON object with a "configs" list \(envoy\.admin\.v3\.ConfigDump\), got a list/ },
     { args: ['all', '-f', f('other.json')], stderr: /other\.json: not an Envoy config dump: no "configs" list .*top-level fields: listeners/ },
-    { args: ['clusters', '-f', f('remora-own.json')], stderr: /remora-own\.json: not an Envoy config dump: this is Remora's own \/config_dump format/ },
+    { args: ['clusters', '-f', f('remora-own.json')], stderr: /remora-own\.json: not an Envoy config dump: this is Remora's own model \(admin \/remora\/config\), not Envoy's envoy\.admin\.v3\.ConfigDump; save the proxy's \/config_dump instead/ },
     { args: ['clusters', '-f', f('bad-section.json')], stderr: /bad-section\.json: configs\[0\]\.static_clusters: expected a list, got string "agent"/ },
     { args: ['listeners', '-f', f('bad-field.json')], stderr: /bad-field\.json: configs\[0\]\.static_listeners\[0\]\.listener\.address\.socket_address\.port_value: expected a number, got string "eighty"/ },
     { args: ['clusters', '-f', f('no-type.json')], stderr: /no-type\.json: configs\[0\]\.@type: expected the section's type URL/ },
@@ -294,8 +296,13 @@ t.test('--admin: an unreachable admin API or an error answer is named', async (t
   t.match(nf.stderr, `http://${notFound.addr}/config_dump?mask=dynamic_listeners,static_listeners: the admin API answered 404: unknown admin path /config_dump`);
 });
 
-t.test("a running Remora's admin API", async (t) => {
+t.test("a running Remora's admin API serves Envoy's dump: every table prints", async (t) => {
   const backend = await freePort();
+  const httpsPort = await freePort();
+  const work = mkdtempSync(join(tmpdir(), 'remora-pc-live-'));
+  const ca = await DevCa.create();
+  const cert = await ca.issueServer({ dnsNames: ['shop.example.com'] });
+  await writeServerFiles(join(work, 'shop-cert'), cert);
   const mesh = new MeshDir({
     'mesh.yaml': doc(
       gateway('gw', await freePort()),
@@ -306,24 +313,64 @@ metadata: { name: ratings, namespace: shop }
 spec:
   host: ratings
   subsets: [{ name: v1, labels: { version: v1 } }]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: tls, namespace: default }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: ${httpsPort}, name: https, protocol: HTTPS }
+    hosts: [shop.example.com]
+    tls: { mode: SIMPLE, credentialName: shop-cert }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: ratings, namespace: shop }
+spec:
+  hosts: ["*"]
+  gateways: [default/gw, default/tls]
+  http:
+  - match: [{ uri: { prefix: /ratings } }]
+    route: [{ destination: { host: ratings, subset: v1 } }]
 `,
     ),
   });
-  const remora = await startRemora('gateway', [mesh.dir]);
+  const remora = await startRemora('gateway', [mesh.dir], ['--credentials-dir', work]);
   t.teardown(async () => {
     await remora.stop();
     mesh.cleanup();
+    rmSync(work, { recursive: true, force: true });
   });
-  const dump = (await (await fetch(`http://127.0.0.1:${remora.ports.admin}/config_dump`)).json()) as Record<string, unknown>;
-  const r = await runCli(['proxy-config', 'clusters', '--admin', `127.0.0.1:${remora.ports.admin}`]);
-  if ('configs' in dump) {
-    // The admin API serves Envoy's format: Remora's clusters in istioctl's table.
-    t.equal(r.code, 0, r.stderr);
-    t.match(r.stdout, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+v1\s+outbound\s+/m);
-  } else {
-    // Until it does, the command says so instead of printing an empty or wrong table.
-    t.equal(r.code, 1);
-    t.match(r.stderr, `http://127.0.0.1:${remora.ports.admin}/config_dump?mask=dynamic_active_clusters,dynamic_warming_clusters,static_clusters: not an Envoy config dump: this is Remora's own /config_dump format`);
-    t.equal(r.stdout, '');
+  const admin = ['--admin', `127.0.0.1:${remora.ports.admin}`];
+  const run = async (sub: string, ...extra: string[]): Promise<string> => {
+    const r = await runCli(['proxy-config', sub, ...admin, ...extra]);
+    t.equal(r.code, 0, `${sub}: ${r.stderr}`);
+    t.equal(r.stderr, '', `${sub}: nothing on stderr`);
+    return r.stdout;
+  };
+  const clusters = await run('clusters');
+  t.match(clusters, /^SERVICE FQDN\s+PORT\s+SUBSET\s+DIRECTION\s+TYPE\s+DESTINATION RULE\n/);
+  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+v1\s+outbound\s+EDS\s+/m);
+  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+-\s+outbound\s+EDS\s+/m);
+  const listeners = await run('listeners');
+  t.match(listeners, /^ADDRESSES\s+PORT\s+MATCH\s+DESTINATION\n/);
+  t.match(listeners, new RegExp(`^127\\.0\\.0\\.1\\s+${httpsPort}\\s+SNI: shop\\.example\\.com\\s+Route: http\\.${httpsPort}$`, 'm'));
+  const routes = await run('routes');
+  t.match(routes, /^NAME\s+VHOST NAME\s+DOMAINS\s+MATCH\s+VIRTUAL SERVICE\n/);
+  t.match(routes, new RegExp(`^http\\.${httpsPort}\\s+shop\\.example\\.com:${httpsPort}\\s+shop\\.example\\.com\\s+/ratings\\*\\s+ratings\\.shop$`, 'm'), 'a row per route, its VirtualService named');
+  const endpoints = await run('endpoints');
+  t.match(endpoints, /^NAME\s+STATUS\s+LOCALITY\s+CLUSTER\n/);
+  t.match(endpoints, new RegExp(`^127\\.0\\.0\\.1:${backend}\\s+HEALTHY\\s+outbound\\|9080\\|v1\\|ratings\\.shop\\.svc\\.cluster\\.local$`, 'm'));
+  const secrets = await run('secrets');
+  t.match(secrets, /^RESOURCE NAME\s+TYPE\s+STATUS\s+VALID CERT\s+SERIAL NUMBER\s+NOT AFTER\s+NOT BEFORE\n/);
+  t.match(secrets, new RegExp(`^kubernetes://shop-cert\\s+Cert Chain\\s+ACTIVE\\s+true\\s+${BigInt(`0x${cert.serial}`).toString(16).padStart(32, '0')}\\s`, 'm'), "istioctl's %032x serial");
+  const json = JSON.parse(await run('secrets', '-o', 'json')) as unknown;
+  t.notMatch(JSON.stringify(json), /PRIVATE KEY/, 'no private key in what proxy-config prints');
+  const all = await run('all');
+  for (const line of [/^cluster\/outbound\|9080\|v1\|ratings\.shop\.svc\.cluster\.local\s/m, new RegExp(`^listener/127\\.0\\.0\\.1_${httpsPort}\\s`, 'm'), new RegExp(`^route/http\\.${httpsPort}\\s`, 'm'), /^secret\/kubernetes:\/\/shop-cert\s/m]) {
+    t.match(all, line, `all: ${line.source}`);
   }
+  const bootstrap = JSON.parse(await run('bootstrap', '-o', 'json')) as { bootstrap: { node: { id: string } } };
+  t.match(bootstrap.bootstrap.node.id, /^router~.+~istio-ingressgateway\.istio-system~istio-system\.svc\.cluster\.local$/);
 });

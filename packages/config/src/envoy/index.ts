@@ -21,3 +21,14 @@ export {
   type EnvoyJsonReadOptions,
   type EnvoyJsonWriteOptions,
 } from './codec.ts';
+export {
+  envoyResourcesFromModel,
+  bootstrapJson,
+  secretJson,
+  HTTP_FILTER_TYPES,
+  PER_ROUTE_FILTER_TYPES,
+  WORKLOAD_SECRET,
+  ROOT_SECRET,
+  type EnvoyResources,
+  type SecretRef,
+} from './from-model.ts';

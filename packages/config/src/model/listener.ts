@@ -30,6 +30,8 @@ export interface TlsServer {
   /** PEM files; null for PASSTHROUGH and ISTIO_MUTUAL (the workload identity is used). */
   readonly certFile: string | null;
   readonly keyFile: string | null;
+  /** The Gateway's `credentialName` the files came from (`kubernetes://<name>` in SDS terms); absent: files named directly. */
+  readonly credentialName?: string;
   /** Roots to verify client certificates (MUTUAL). */
   readonly caFile: string | null;
   /** Client certificate SANs accepted (MUTUAL); empty: any that chains to the CA. */

@@ -550,6 +550,7 @@ function tlsServer(ctx: TranslateContext, mesh: MeshIndex, s: BoundServer, port:
     certFile,
     keyFile,
     caFile,
+    ...(t.credentialName && mode !== 'PASSTHROUGH' && mode !== 'ISTIO_MUTUAL' ? { credentialName: t.credentialName } : {}),
     subjectAltNames: t.subjectAltNames ?? [],
     minVersion: tlsVersion(t.minProtocolVersion),
     maxVersion: tlsVersion(t.maxProtocolVersion),

@@ -2,11 +2,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger, Loggers } from '../logger.ts';
 import { isLogLevel, LOG_LEVELS } from '../logger.ts';
 import type { Runtime } from '../runtime/runtime.ts';
+import { configDump } from './admin-config-dump.ts';
 import { clustersJson, clustersText, statsText } from './admin-views.ts';
 
 /** What the admin API needs from the process beyond the runtime. */
 export interface AdminHooks {
-  /** Last config problem, shown in `/config_dump` until a good config lands. */
+  /** Last config problem, shown in `/remora/config` until a good config lands. */
   lastConfigError(): string | null;
   /** `POST /quitquitquit`: exit cleanly now. */
   quit(): void;
@@ -21,7 +22,9 @@ export interface AdminHooks {
 const HELP = `Remora admin API
   GET  /ready                 LIVE when serving
   GET  /server_info           version, state, uptime, node
-  GET  /config_dump           the live config (listeners, routes, clusters) as JSON
+  GET  /config_dump           the live config as Envoy's envoy.admin.v3.ConfigDump
+                              (?resource=, ?mask=, ?name_regex=, ?include_eds)
+  GET  /remora/config         Remora's own model of the live config, and the last config error
   GET  /clusters              endpoints per cluster (?format=json)
   GET  /stats                 counters as name: value (?filter=regex)
   GET  /stats/prometheus      Prometheus metrics
@@ -83,9 +86,28 @@ export class AdminServer {
           node_version: process.version,
         });
       case '/config_dump': {
+        const address = this.server.address();
+        const reply = await configDump(url.searchParams, {
+          config: rt.snapshot?.config ?? null,
+          node: rt.node,
+          liveAt: rt.snapshotLiveAt,
+          startedAt: this.#hooks.startedAt,
+          identity: rt.identity?.current ?? null,
+          adminAddress: typeof address === 'object' && address !== null ? address.address : '127.0.0.1',
+          adminPort: typeof address === 'object' && address !== null ? address.port : 0,
+          isEjected: (name, hostPort) => {
+            const c = rt.clusterManager.clusters.get(name);
+            const h = c?.hosts.find((x) => x.host.hostPort === hostPort);
+            return c !== undefined && h !== undefined && c.isEjected(h);
+          },
+        });
+        return send(res, reply.status, reply.type, reply.body);
+      }
+      case '/remora/config': {
         const snap = rt.snapshot;
         return sendJson(res, {
           version: snap?.config.version ?? null,
+          live_since: snap === null ? null : new Date(rt.snapshotLiveAt).toISOString(),
           last_error: this.#hooks.lastConfigError(),
           config: snap?.config ?? null,
         });

@@ -54,6 +54,7 @@ export class Runtime implements ListenerContext {
   readonly connectionLog: Logger;
   readonly clusterManager: ClusterManager;
   #snapshot: Snapshot | null = null;
+  #snapshotLiveAt = 0;
   #draining = false;
   readonly #listeners = new Map<string, HttpListener>();
   readonly #loggers: Loggers;
@@ -96,6 +97,11 @@ export class Runtime implements ListenerContext {
 
   get snapshot(): Snapshot | null {
     return this.#snapshot;
+  }
+
+  /** When the current snapshot went live (ms since the epoch); 0 before the first. Envoy's `last_updated`. */
+  get snapshotLiveAt(): number {
+    return this.#snapshotLiveAt;
   }
 
   get draining(): boolean {
@@ -175,6 +181,7 @@ export class Runtime implements ListenerContext {
     this.clusterManager.commit(built);
     this.#store.commit();
     this.#snapshot = snap;
+    this.#snapshotLiveAt = Date.now();
     this.#checkCredentials(config);
   }
 

@@ -58,8 +58,8 @@ export class ConfigDump {
     if (!('configs' in top)) {
       if ('config' in top && 'last_error' in top) {
         throw new ConfigDumpError(
-          `${source}: not an Envoy config dump: this is Remora's own /config_dump format, not Envoy's envoy.admin.v3.ConfigDump; ` +
-            'this proxy\'s admin API does not serve Envoy\'s format yet (read a dump saved from Envoy with -f)',
+          `${source}: not an Envoy config dump: this is Remora's own model (admin /remora/config), not Envoy's envoy.admin.v3.ConfigDump; ` +
+            'save the proxy\'s /config_dump instead',
         );
       }
       throw new ConfigDumpError(`${source}: not an Envoy config dump: no "configs" list (envoy.admin.v3.ConfigDump); top-level fields: ${Object.keys(top).join(', ') || 'none'}`);

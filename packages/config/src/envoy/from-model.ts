@@ -1,0 +1,710 @@
+/**
+ * The model as Envoy's v3 resources, in proto3 JSON: what `/config_dump` prints and what
+ * `istioctl proxy-config` reads. Listeners, route configurations and clusters are still
+ * Remora's shapes in the model; this exporter says what each of them does in Envoy's terms,
+ * with istiod's names (SDS secrets `default` / `ROOTCA`, `kubernetes://<credential>`,
+ * `file-cert:<cert>~<key>`, EDS clusters whose load assignment is a resource of its own).
+ *
+ * HTTP filter configs already in Envoy's form go out as their typed message; a config still
+ * private to Remora goes out inside an `xds.type.v3.TypedStruct` of type
+ * `type.googleapis.com/remora.<filter name>`, which any Envoy JSON reader accepts and which
+ * says plainly that it is not Envoy's message.
+ */
+import type { JsonValue } from '@bufbuild/protobuf';
+import type { AnyJson, StructJson } from '@bufbuild/protobuf/wkt';
+import type {
+  Cluster as ModelCluster,
+  Endpoint as ModelEndpoint,
+  HeaderMutation,
+  HttpFilterConfig,
+  Listener as ModelListener,
+  ProxyConfig,
+  ProxyNode,
+  Route as ModelRoute,
+  RouteConfiguration as ModelRouteConfiguration,
+  StringMatch,
+  TcpRoute,
+  TlsServer,
+  UpstreamTls,
+} from '../model/index.ts';
+import { envoyFromJson } from './codec.ts';
+import { envoyMessageType, TYPE_URL_PREFIX } from './registry.ts';
+import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
+import type { AddressJson } from './gen/envoy/config/core/v3/address_pb.ts';
+import type { HeaderValueOptionJson, MetadataJson } from './gen/envoy/config/core/v3/base_pb.ts';
+import type { ClusterLoadAssignmentJson } from './gen/envoy/config/endpoint/v3/endpoint_pb.ts';
+import type { LocalityLbEndpointsJson } from './gen/envoy/config/endpoint/v3/endpoint_components_pb.ts';
+import type { ListenerJson } from './gen/envoy/config/listener/v3/listener_pb.ts';
+import type { FilterChainJson, FilterJson, ListenerFilterJson } from './gen/envoy/config/listener/v3/listener_components_pb.ts';
+import type { RouteConfigurationJson } from './gen/envoy/config/route/v3/route_pb.ts';
+import type { HeaderMatcherJson, RouteActionJson, RouteJson, RouteMatchJson, VirtualHostJson } from './gen/envoy/config/route/v3/route_components_pb.ts';
+import type { SecretJson, SdsSecretConfigJson } from './gen/envoy/extensions/transport_sockets/tls/v3/secret_pb.ts';
+import type { CommonTlsContextJson } from './gen/envoy/extensions/transport_sockets/tls/v3/tls_pb.ts';
+import type { StringMatcherJson } from './gen/envoy/type/matcher/v3/string_pb.ts';
+import type { BootstrapJson } from './gen/envoy/config/bootstrap/v3/bootstrap_pb.ts';
+
+const T = TYPE_URL_PREFIX;
+const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
+const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
+const ROUTER_TYPE = `${T}envoy.extensions.filters.http.router.v3.Router`;
+const DOWNSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`;
+const UPSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`;
+const RAW_BUFFER_TYPE = `${T}envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer`;
+const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+const TYPED_STRUCT_TYPE = `${T}xds.type.v3.TypedStruct`;
+
+/** The listener-level config message of each Envoy HTTP filter Remora runs, by filter name. */
+export const HTTP_FILTER_TYPES: Readonly<Record<string, string>> = {
+  'envoy.filters.http.jwt_authn': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`,
+  'envoy.filters.http.rbac': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`,
+  'envoy.filters.http.local_ratelimit': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
+  'envoy.filters.http.fault': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
+  'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.Cors`,
+  'envoy.filters.http.router': ROUTER_TYPE,
+};
+
+/** The route-level (`typed_per_filter_config`) message of each filter, by filter name. */
+export const PER_ROUTE_FILTER_TYPES: Readonly<Record<string, string>> = {
+  'envoy.filters.http.jwt_authn': `${T}envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig`,
+  'envoy.filters.http.rbac': `${T}envoy.extensions.filters.http.rbac.v3.RBACPerRoute`,
+  'envoy.filters.http.local_ratelimit': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
+  'envoy.filters.http.fault': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
+  'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.CorsPolicy`,
+};
+
+/** istiod's SDS resource names for the workload certificate and the mesh roots. */
+export const WORKLOAD_SECRET = 'default';
+export const ROOT_SECRET = 'ROOTCA';
+
+/** A secret a listener or cluster refers to by SDS name, and where its content comes from. */
+export type SecretRef =
+  | { readonly name: string; readonly kind: 'workload' }
+  | { readonly name: string; readonly kind: 'roots' }
+  | { readonly name: string; readonly kind: 'certificate'; readonly certFile: string; readonly keyFile: string }
+  | { readonly name: string; readonly kind: 'validation'; readonly caFile: string };
+
+/** One proxy's config as Envoy's resources (proto3 JSON, lowerCamelCase). */
+export interface EnvoyResources {
+  readonly listeners: readonly ListenerJson[];
+  readonly routeConfigs: readonly RouteConfigurationJson[];
+  readonly clusters: readonly ClusterJson[];
+  /** One per cluster, EDS or not; `eds` says which ones Envoy would have received over EDS. */
+  readonly endpoints: readonly { readonly assignment: ClusterLoadAssignmentJson; readonly eds: boolean }[];
+  /** The SDS secrets referred to, in order of first use, without duplicates. */
+  readonly secrets: readonly SecretRef[];
+}
+
+export function envoyResourcesFromModel(config: ProxyConfig): EnvoyResources {
+  const secrets = new Map<string, SecretRef>();
+  const clustersByName = new Map(config.clusters.map((c) => [c.name, c]));
+  const listeners = config.listeners.map((l) => listenerJson(l, secrets));
+  const routeConfigs = config.routeConfigs.map((rc) => routeConfigJson(rc, clustersByName));
+  const clusters = config.clusters.map((c) => clusterJson(c, secrets));
+  const endpoints = config.clusters.map((c) => ({ assignment: loadAssignmentJson(c), eds: isEds(c) }));
+  return { listeners, routeConfigs, clusters, endpoints, secrets: [...secrets.values()] };
+}
+
+// ---- bootstrap ----
+
+/** istiod's node: `<type>~<ip>~<workload>.<ns>~<ns>.svc.<domain>`, the cluster `<workload>.<ns>`, the agent's metadata. */
+export function bootstrapJson(node: ProxyNode, opts: { readonly ip: string; readonly adminAddress: string; readonly adminPort: number }): BootstrapJson {
+  const [region = '', zone = '', subZone = ''] = node.locality.split('/');
+  const type = node.kind === 'gateway' ? 'router' : 'sidecar';
+  const metadata: Record<string, JsonValue> = {
+    NAMESPACE: node.namespace,
+    SERVICE_ACCOUNT: node.serviceAccount,
+    WORKLOAD_NAME: node.workloadName,
+    LABELS: { ...node.labels },
+    MESH_ID: node.trustDomain,
+    CLUSTER_ID: 'Kubernetes',
+  };
+  if (node.http10 === true) metadata.HTTP10 = '1';
+  return {
+    node: {
+      id: `${type}~${opts.ip}~${node.workloadName}.${node.namespace}~${node.namespace}.svc.${node.clusterDomain}`,
+      cluster: `${node.workloadName}.${node.namespace}`,
+      metadata: metadata as StructJson,
+      ...(node.locality === '' ? {} : { locality: { region, zone, subZone } }),
+      userAgentName: 'remora',
+    },
+    admin: { address: socketAddress(opts.adminAddress, opts.adminPort) },
+  };
+}
+
+// ---- secrets ----
+
+/**
+ * An SDS secret as Envoy dumps it: the certificate chain (or roots) inline, the private key
+ * replaced by `[redacted]` as Envoy's admin API does. Null content: not loaded yet.
+ */
+export function secretJson(name: string, content: { readonly certChainPem?: string; readonly rootsPem?: string }): SecretJson {
+  if (content.rootsPem !== undefined) return { name, validationContext: { trustedCa: { inlineBytes: b64(content.rootsPem) } } };
+  return {
+    name,
+    tlsCertificate: {
+      certificateChain: { inlineBytes: b64(content.certChainPem ?? '') },
+      privateKey: { inlineBytes: b64('[redacted]') },
+    },
+  };
+}
+
+function b64(s: string): string {
+  return Buffer.from(s, 'utf8').toString('base64');
+}
+
+/** istiod's SDS config: the agent's `sds-grpc` cluster. */
+function sds(name: string): SdsSecretConfigJson {
+  return {
+    name,
+    sdsConfig: {
+      apiConfigSource: {
+        apiType: 'GRPC',
+        setNodeOnFirstMessageOnly: true,
+        transportApiVersion: 'V3',
+        grpcServices: [{ envoyGrpc: { clusterName: 'sds-grpc' } }],
+      },
+      initialFetchTimeout: '0s',
+      resourceApiVersion: 'V3',
+    },
+  };
+}
+
+function useSecret(secrets: Map<string, SecretRef>, ref: SecretRef): SdsSecretConfigJson {
+  if (!secrets.has(ref.name)) secrets.set(ref.name, ref);
+  return sds(ref.name);
+}
+
+/** istiod's name for a credential given as files (pkg/security: `file-cert:<cert>~<key>`, `file-root:<ca>`). */
+function certificateRef(credentialName: string | undefined, certFile: string, keyFile: string): SecretRef {
+  return { name: credentialName !== undefined ? `kubernetes://${credentialName}` : `file-cert:${certFile}~${keyFile}`, kind: 'certificate', certFile, keyFile };
+}
+
+function validationRef(credentialName: string | undefined, caFile: string): SecretRef {
+  return { name: credentialName !== undefined ? `kubernetes://${credentialName}-cacert` : `file-root:${caFile}`, kind: 'validation', caFile };
+}
+
+// ---- listeners ----
+
+function socketAddress(address: string, port: number): AddressJson {
+  return { socketAddress: { address, portValue: port } };
+}
+
+function any(typeUrl: string, body: object = {}): AnyJson {
+  return { '@type': typeUrl, ...body } as AnyJson;
+}
+
+function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>): ListenerJson {
+  const listenerFilters: ListenerFilterJson[] = [];
+  if (l.destinationPort !== undefined) {
+    listenerFilters.push({ name: 'envoy.filters.listener.original_dst', typedConfig: any(`${T}envoy.extensions.filters.listener.original_dst.v3.OriginalDst`) });
+  }
+  if (l.tls !== null) {
+    listenerFilters.push({ name: 'envoy.filters.listener.tls_inspector', typedConfig: any(`${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`) });
+  }
+  if (l.tcpProxy === undefined && l.direction === 'inbound') {
+    listenerFilters.push({ name: 'envoy.filters.listener.http_inspector', typedConfig: any(`${T}envoy.extensions.filters.listener.http_inspector.v3.HttpInspector`) });
+  }
+  const out: ListenerJson = {
+    name: l.name,
+    address: socketAddress(l.address, l.port),
+    filterChains: filterChains(l, secrets),
+    trafficDirection: l.direction === 'inbound' ? 'INBOUND' : 'OUTBOUND',
+  };
+  if (listenerFilters.length > 0) out.listenerFilters = listenerFilters;
+  if (l.destinationPort !== undefined) out.useOriginalDst = true;
+  return out;
+}
+
+function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): FilterChainJson[] {
+  const port = l.destinationPort === undefined ? {} : { destinationPort: l.destinationPort };
+  if (l.tcpProxy !== undefined) return [{ filters: [tcpProxyFilter(l.tcpProxy[0] ?? null, l.name)] }];
+  const hcm = (): FilterJson => httpConnectionManager(l);
+  if (l.tls === null) return [{ ...(l.destinationPort === undefined ? {} : { filterChainMatch: port }), filters: [hcm()] }];
+  if (l.tls.kind === 'mesh') {
+    const tls: FilterChainJson = {
+      filterChainMatch: { ...port, transportProtocol: 'tls' },
+      filters: [hcm()],
+      transportSocket: {
+        name: 'envoy.transport_sockets.tls',
+        typedConfig: any(DOWNSTREAM_TLS_TYPE, {
+          commonTlsContext: istioCommonTlsContext(secrets, [], ['h2', 'http/1.1']),
+          requireClientCertificate: true,
+        }),
+      },
+    };
+    if (l.tls.mode === 'STRICT') return [tls];
+    return [tls, { filterChainMatch: { ...port, transportProtocol: 'raw_buffer' }, filters: [hcm()] }];
+  }
+  const chains: FilterChainJson[] = [];
+  for (const server of l.tls.servers) {
+    const serverNames = server.hosts.filter((h) => h !== '*');
+    const match = serverNames.length > 0 ? { filterChainMatch: { serverNames } } : {};
+    if (server.mode === 'PASSTHROUGH') {
+      for (const route of server.tcpRoutes) {
+        const names = route.sniHosts.filter((h) => h !== '*');
+        chains.push({ ...(names.length > 0 ? { filterChainMatch: { serverNames: names } } : match), filters: [tcpProxyFilter(route, l.name)] });
+      }
+      continue;
+    }
+    chains.push({
+      ...match,
+      filters: [hcm()],
+      transportSocket: { name: 'envoy.transport_sockets.tls', typedConfig: any(DOWNSTREAM_TLS_TYPE, downstreamTls(server, secrets)) },
+    });
+  }
+  return chains;
+}
+
+function downstreamTls(s: TlsServer, secrets: Map<string, SecretRef>): object {
+  const alpn = ['h2', 'http/1.1'];
+  const tlsParams = {
+    ...(s.minVersion === null ? {} : { tlsMinimumProtocolVersion: tlsVersion(s.minVersion) }),
+    ...(s.maxVersion === null ? {} : { tlsMaximumProtocolVersion: tlsVersion(s.maxVersion) }),
+    ...(s.cipherSuites.length === 0 ? {} : { cipherSuites: [...s.cipherSuites] }),
+  };
+  const params = Object.keys(tlsParams).length > 0 ? { tlsParams } : {};
+  if (s.mode === 'ISTIO_MUTUAL') {
+    return { commonTlsContext: { ...istioCommonTlsContext(secrets, s.subjectAltNames, alpn), ...params }, requireClientCertificate: true };
+  }
+  const common: CommonTlsContextJson = {
+    ...params,
+    alpnProtocols: alpn,
+    tlsCertificateSdsSecretConfigs: s.certFile !== null && s.keyFile !== null ? [useSecret(secrets, certificateRef(s.credentialName, s.certFile, s.keyFile))] : [],
+  };
+  if ((s.mode === 'MUTUAL' || s.mode === 'OPTIONAL_MUTUAL') && s.caFile !== null) {
+    common.combinedValidationContext = {
+      defaultValidationContext: sanMatchers(s.subjectAltNames),
+      validationContextSdsSecretConfig: useSecret(secrets, validationRef(s.credentialName, s.caFile)),
+    };
+  }
+  return { commonTlsContext: common, requireClientCertificate: s.mode === 'MUTUAL' };
+}
+
+function tlsVersion(v: 'TLSv1.2' | 'TLSv1.3'): 'TLSv1_2' | 'TLSv1_3' {
+  return v === 'TLSv1.2' ? 'TLSv1_2' : 'TLSv1_3';
+}
+
+function sanMatchers(sans: readonly string[]): object {
+  return sans.length === 0 ? {} : { matchSubjectAltNames: sans.map((s) => ({ exact: s })) };
+}
+
+/** The workload certificate and the mesh roots, as istiod wires Istio mTLS. */
+function istioCommonTlsContext(secrets: Map<string, SecretRef>, sans: readonly string[], alpn: readonly string[]): CommonTlsContextJson {
+  return {
+    alpnProtocols: [...alpn],
+    tlsCertificateSdsSecretConfigs: [useSecret(secrets, { name: WORKLOAD_SECRET, kind: 'workload' })],
+    combinedValidationContext: {
+      defaultValidationContext: sanMatchers(sans),
+      validationContextSdsSecretConfig: useSecret(secrets, { name: ROOT_SECRET, kind: 'roots' }),
+    },
+  };
+}
+
+function tcpProxyFilter(route: TcpRoute | null, listenerName: string): FilterJson {
+  const clusters = route?.clusters ?? [];
+  const target =
+    clusters.length === 1
+      ? { cluster: clusters[0]!.cluster }
+      : clusters.length === 0
+        ? { cluster: 'BlackHoleCluster' }
+        : { weightedClusters: { clusters: clusters.map((c) => ({ name: c.cluster, weight: c.weight })) } };
+  const statPrefix = clusters.length === 1 ? clusters[0]!.cluster : listenerName;
+  return { name: 'envoy.filters.network.tcp_proxy', typedConfig: any(TCP_PROXY_TYPE, { statPrefix, ...target }) };
+}
+
+function httpConnectionManager(l: ModelListener): FilterJson {
+  const cm = l.connectionManager;
+  const body: Record<string, unknown> = {
+    statPrefix: `${l.direction === 'inbound' ? 'inbound' : 'outbound'}_${l.address}_${l.destinationPort ?? l.port}`,
+    rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName: l.routeConfig },
+    httpFilters: [...l.httpFilters.map(httpFilterJson), { name: 'envoy.filters.http.router', typedConfig: any(ROUTER_TYPE) }],
+    useRemoteAddress: l.direction !== 'inbound',
+  };
+  if (cm !== undefined) {
+    body.serverName = cm.serverName;
+    body.serverHeaderTransformation = cm.serverHeaderTransformation;
+    if (cm.httpProtocolOptions.acceptHttp10) body.httpProtocolOptions = { acceptHttp10: true };
+  }
+  return { name: 'envoy.filters.network.http_connection_manager', typedConfig: any(HCM_TYPE, body) };
+}
+
+function httpFilterJson(f: HttpFilterConfig): object {
+  return { name: f.name, typedConfig: typedConfig(HTTP_FILTER_TYPES, f.name, f.config) };
+}
+
+/**
+ * A filter's config as an Any: its Envoy message when the filter has a known type and the
+ * config is that message's JSON, else Remora's own config inside a TypedStruct.
+ */
+function typedConfig(types: Readonly<Record<string, string>>, name: string, config: unknown): AnyJson {
+  const typeUrl = types[name];
+  if (typeUrl !== undefined && isMessageJson(typeUrl, config)) return any(typeUrl, config as object);
+  return any(TYPED_STRUCT_TYPE, { typeUrl: `${T}remora.${name}`, value: toStruct(config) });
+}
+
+function isMessageJson(typeUrl: string, config: unknown): boolean {
+  const schema = envoyMessageType(typeUrl);
+  if (schema === undefined || config === null || typeof config !== 'object' || Array.isArray(config)) return false;
+  try {
+    envoyFromJson(schema, config as JsonValue);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Plain data as a `google.protobuf.Struct` (JSON has no `undefined`: dropped, as JSON.stringify does). */
+function toStruct(config: unknown): StructJson {
+  const value = JSON.parse(JSON.stringify(config ?? {})) as unknown;
+  return (value !== null && typeof value === 'object' && !Array.isArray(value) ? value : { value }) as StructJson;
+}
+
+// ---- routes ----
+
+function routeConfigJson(rc: ModelRouteConfiguration, clusters: ReadonlyMap<string, ModelCluster>): RouteConfigurationJson {
+  const out: RouteConfigurationJson = {
+    name: rc.name,
+    virtualHosts: rc.virtualHosts.map((vh): VirtualHostJson => {
+      const v: VirtualHostJson = { name: vh.name, domains: [...vh.domains], routes: vh.routes.map((r) => routeJson(r, clusters)) };
+      if (vh.requireTls) v.requireTls = 'ALL';
+      return v;
+    }),
+    validateClusters: false,
+  };
+  if (rc.ignorePortInHostMatching) out.ignorePortInHostMatching = true;
+  return out;
+}
+
+function stringMatcher(m: StringMatch, ignoreCase = false): StringMatcherJson {
+  const ic = ignoreCase ? { ignoreCase: true } : {};
+  switch (m.kind) {
+    case 'exact':
+      return { exact: m.value, ...ic };
+    case 'prefix':
+      return { prefix: m.value, ...ic };
+    case 'suffix':
+      return { suffix: m.value, ...ic };
+    case 'regex':
+      return { safeRegex: { regex: m.value } };
+  }
+}
+
+function routeMatch(r: ModelRoute): RouteMatchJson {
+  const p = r.match.path;
+  const out: RouteMatchJson = {};
+  switch (p.match.kind) {
+    case 'any':
+      out.prefix = '/';
+      break;
+    case 'exact':
+      out.path = p.match.value;
+      break;
+    case 'prefix':
+      out.prefix = p.match.value;
+      break;
+    case 'suffix':
+      out.safeRegex = { regex: `.*${escapeRegex(p.match.value)}` };
+      break;
+    case 'regex':
+      out.safeRegex = { regex: p.match.value };
+      break;
+  }
+  if (p.ignoreCase) out.caseSensitive = false;
+  const headers: HeaderMatcherJson[] = r.match.headers.map((h) => ({
+    name: h.name,
+    ...(h.match.kind === 'present' ? { presentMatch: true } : { stringMatch: stringMatcher(h.match) }),
+    ...(h.invert ? { invertMatch: true } : {}),
+  }));
+  if (headers.length > 0) out.headers = headers;
+  if (r.match.queryParams.length > 0) {
+    out.queryParameters = r.match.queryParams.map((q) => ({ name: q.name, ...(q.match.kind === 'present' ? { presentMatch: true } : { stringMatch: stringMatcher(q.match) }) }));
+  }
+  const claims = r.match.claims ?? [];
+  if (claims.length > 0) {
+    // istiod's form (route.go): the claims istio_authn puts in the request's dynamic metadata.
+    out.dynamicMetadata = claims.map((c) => ({
+      filter: 'istio_authn',
+      path: [{ key: 'request.auth.claims' }, ...c.path.map((key) => ({ key }))],
+      value: c.match.kind === 'present' ? { presentMatch: true } : { listMatch: { oneOf: { stringMatch: stringMatcher(c.match) } } },
+      ...(c.invert ? { invert: true } : {}),
+    }));
+  }
+  return out;
+}
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function headersToAdd(m: HeaderMutation | null): HeaderValueOptionJson[] {
+  if (m === null) return [];
+  return [
+    ...m.set.map(([key, value]): HeaderValueOptionJson => ({ header: { key, value }, appendAction: 'OVERWRITE_IF_EXISTS_OR_ADD' })),
+    ...m.add.map(([key, value]): HeaderValueOptionJson => ({ header: { key, value }, appendAction: 'APPEND_IF_EXISTS_OR_ADD' })),
+  ];
+}
+
+/** Header edits under Envoy's field names, only those present. */
+function headerFields(req: HeaderMutation | null, res: HeaderMutation | null): object {
+  const out: Record<string, unknown> = {};
+  const reqAdd = headersToAdd(req);
+  const resAdd = headersToAdd(res);
+  if (reqAdd.length > 0) out.requestHeadersToAdd = reqAdd;
+  if (req !== null && req.remove.length > 0) out.requestHeadersToRemove = [...req.remove];
+  if (resAdd.length > 0) out.responseHeadersToAdd = resAdd;
+  if (res !== null && res.remove.length > 0) out.responseHeadersToRemove = [...res.remove];
+  return out;
+}
+
+const REDIRECT_CODES: Readonly<Record<number, string>> = { 301: 'MOVED_PERMANENTLY', 302: 'FOUND', 303: 'SEE_OTHER', 307: 'TEMPORARY_REDIRECT', 308: 'PERMANENT_REDIRECT' };
+
+function dur(ms: number): string {
+  return `${ms / 1000}s`;
+}
+
+function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): RouteJson {
+  const out: RouteJson = { name: r.name, match: routeMatch(r), ...headerFields(r.requestHeaders, r.responseHeaders) };
+  const perFilter: Record<string, AnyJson> = {};
+  for (const [name, config] of Object.entries(r.filterConfigs)) perFilter[name] = typedConfig(PER_ROUTE_FILTER_TYPES, name, config);
+  const a = r.action;
+  if (a.kind === 'forward') {
+    const route: RouteActionJson = {};
+    const first = a.clusters[0];
+    if (a.clusters.length === 1 && first !== undefined && first.requestHeaders === null && first.responseHeaders === null) route.cluster = first.cluster;
+    else route.weightedClusters = { clusters: a.clusters.map((c) => ({ name: c.cluster, weight: c.weight, ...headerFields(c.requestHeaders, c.responseHeaders) })) };
+    route.timeout = dur(a.timeoutMs);
+    if (a.retry !== null) {
+      route.retryPolicy = {
+        retryOn: a.retry.retryOn.join(','),
+        numRetries: a.retry.numRetries,
+        ...(a.retry.perTryTimeoutMs > 0 ? { perTryTimeout: dur(a.retry.perTryTimeoutMs) } : {}),
+        ...(a.retry.retriableStatusCodes.length > 0 ? { retriableStatusCodes: [...a.retry.retriableStatusCodes] } : {}),
+        // istiod's default: retry on another host.
+        retryHostPredicate: [{ name: 'envoy.retry_host_predicates.previous_hosts', typedConfig: any(`${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`) }],
+        hostSelectionRetryMaxAttempts: '5',
+      };
+    }
+    if (a.rewrite?.prefix != null) route.prefixRewrite = a.rewrite.prefix;
+    if (a.rewrite?.regex != null) route.regexRewrite = { pattern: { regex: a.rewrite.regex.pattern }, substitution: a.rewrite.regex.substitution.replace(/\$(\d)/g, '\\$1') };
+    if (a.authorityRewrite !== null) route.hostRewriteLiteral = a.authorityRewrite;
+    if (a.mirrors.length > 0) {
+      route.requestMirrorPolicies = a.mirrors.map((m) => ({ cluster: m.cluster, runtimeFraction: { defaultValue: { numerator: Math.round(m.percent * 10_000), denominator: 'MILLION' } }, traceSampled: false }));
+    }
+    const lb = first === undefined ? undefined : clusters.get(first.cluster)?.lb;
+    if (lb?.kind === 'ring-hash') route.hashPolicy = [hashPolicy(lb.key)];
+    if (a.cors !== null && perFilter['envoy.filters.http.cors'] === undefined) {
+      const c = a.cors;
+      perFilter['envoy.filters.http.cors'] = any(PER_ROUTE_FILTER_TYPES['envoy.filters.http.cors']!, {
+        allowOriginStringMatch: c.allowOrigins.map((o) => stringMatcher(o)),
+        ...(c.allowMethods.length > 0 ? { allowMethods: c.allowMethods.join(',') } : {}),
+        ...(c.allowHeaders.length > 0 ? { allowHeaders: c.allowHeaders.join(',') } : {}),
+        ...(c.exposeHeaders.length > 0 ? { exposeHeaders: c.exposeHeaders.join(',') } : {}),
+        ...(c.maxAgeSeconds !== null ? { maxAge: String(c.maxAgeSeconds) } : {}),
+        ...(c.allowCredentials !== null ? { allowCredentials: c.allowCredentials } : {}),
+        forwardNotMatchingPreflights: c.forwardUnmatchedPreflights,
+      });
+    }
+    out.route = route;
+  } else if (a.kind === 'redirect') {
+    out.redirect = {
+      ...(a.scheme !== null ? { schemeRedirect: a.scheme } : {}),
+      ...(a.authority !== null ? { hostRedirect: a.authority } : {}),
+      ...(a.port !== null ? { portRedirect: a.port } : {}),
+      ...(a.path !== null ? { pathRedirect: a.path } : {}),
+      ...(REDIRECT_CODES[a.status] !== undefined && a.status !== 301 ? { responseCode: REDIRECT_CODES[a.status] as 'FOUND' } : {}),
+    };
+  } else {
+    out.directResponse = { status: a.status, ...(a.body !== null ? { body: { inlineString: a.body } } : {}) };
+  }
+  if (Object.keys(perFilter).length > 0) out.typedPerFilterConfig = perFilter;
+  if (r.origin !== '') {
+    const [ns, name] = r.origin.split('/');
+    out.metadata = { filterMetadata: { istio: { config: `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${name}` } } };
+  }
+  return out;
+}
+
+function hashPolicy(key: Extract<ModelCluster['lb'], { kind: 'ring-hash' }>['key']): object {
+  switch (key.kind) {
+    case 'header':
+      return { header: { headerName: key.name } };
+    case 'cookie':
+      return { cookie: { name: key.name, ...(key.path !== '' ? { path: key.path } : {}), ...(key.ttlSeconds > 0 ? { ttl: `${key.ttlSeconds}s` } : {}) } };
+    case 'source-ip':
+      return { connectionProperties: { sourceIp: true } };
+    case 'query-param':
+      return { queryParameter: { name: key.name } };
+  }
+}
+
+// ---- clusters and endpoints ----
+
+/** A cluster whose endpoints istiod sends over EDS: a mesh service's, with addresses known up front. */
+function isEds(c: ModelCluster): boolean {
+  return c.discovery === 'static' && c.service !== null && !c.name.startsWith('inbound|');
+}
+
+const UNLIMITED = 4294967295;
+
+function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJson {
+  const out: ClusterJson = { name: c.name };
+  if (isEds(c)) {
+    out.type = 'EDS';
+    out.edsClusterConfig = { edsConfig: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, serviceName: c.name };
+  } else {
+    out.type = c.discovery === 'strict-dns' ? 'STRICT_DNS' : c.discovery === 'logical-dns' ? 'LOGICAL_DNS' : 'STATIC';
+    out.loadAssignment = loadAssignmentJson(c);
+    if (c.discovery !== 'static') {
+      out.dnsRefreshRate = dur(c.dnsRefreshMs);
+      out.dnsLookupFamily = 'V4_ONLY';
+    }
+  }
+  const pool = c.connectionPool;
+  out.connectTimeout = dur(pool.connectTimeoutMs);
+  switch (c.lb.kind) {
+    case 'least-request':
+      out.lbPolicy = 'LEAST_REQUEST';
+      break;
+    case 'random':
+      out.lbPolicy = 'RANDOM';
+      break;
+    case 'ring-hash':
+      out.lbPolicy = 'RING_HASH';
+      out.ringHashLbConfig = { minimumRingSize: String(c.lb.minimumRingSize) };
+      break;
+    case 'round-robin':
+      out.lbPolicy = 'ROUND_ROBIN';
+      break;
+  }
+  if (c.warmupMs > 0) {
+    const slowStart = { slowStartConfig: { slowStartWindow: dur(c.warmupMs) } };
+    if (c.lb.kind === 'round-robin') out.roundRobinLbConfig = slowStart;
+    else if (c.lb.kind === 'least-request') out.leastRequestLbConfig = slowStart;
+  }
+  const limit = (n: number): number => (n === 0 ? UNLIMITED : n);
+  out.circuitBreakers = {
+    thresholds: [
+      {
+        maxConnections: limit(pool.maxConnections),
+        maxPendingRequests: limit(pool.maxPendingRequests),
+        maxRequests: limit(pool.maxRequests),
+        maxRetries: limit(pool.maxRetries),
+        trackRemaining: true,
+      },
+    ],
+  };
+  if (c.protocol !== 'tcp') {
+    const common = {
+      ...(pool.idleTimeoutMs > 0 ? { idleTimeout: dur(pool.idleTimeoutMs) } : {}),
+      ...(pool.maxConnectionDurationMs > 0 ? { maxConnectionDuration: dur(pool.maxConnectionDurationMs) } : {}),
+      ...(pool.maxRequestsPerConnection > 0 ? { maxRequestsPerConnection: pool.maxRequestsPerConnection } : {}),
+    };
+    const explicit =
+      c.protocol === 'http2'
+        ? { http2ProtocolOptions: pool.maxConcurrentStreams > 0 ? { maxConcurrentStreams: pool.maxConcurrentStreams } : {} }
+        : { httpProtocolOptions: {} };
+    out.typedExtensionProtocolOptions = {
+      [HTTP_PROTOCOL_OPTIONS]: any(`${T}${HTTP_PROTOCOL_OPTIONS}`, { ...(Object.keys(common).length > 0 ? { commonHttpProtocolOptions: common } : {}), explicitHttpConfig: explicit }),
+    };
+  }
+  if (pool.keepaliveTimeMs > 0) out.upstreamConnectionOptions = { tcpKeepalive: { keepaliveTime: Math.round(pool.keepaliveTimeMs / 1000) } };
+  const od = c.outlierDetection;
+  if (od !== null) {
+    out.outlierDetection = {
+      ...(od.consecutive5xxErrors > 0 ? { consecutive5xx: od.consecutive5xxErrors } : { enforcingConsecutive5xx: 0 }),
+      ...(od.consecutiveGatewayErrors > 0 ? { consecutiveGatewayFailure: od.consecutiveGatewayErrors, enforcingConsecutiveGatewayFailure: 100 } : {}),
+      ...(od.consecutiveLocalOriginFailures > 0 ? { consecutiveLocalOriginFailure: od.consecutiveLocalOriginFailures } : {}),
+      ...(od.splitExternalLocalOriginErrors ? { splitExternalLocalOriginErrors: true } : {}),
+      interval: dur(od.intervalMs),
+      baseEjectionTime: dur(od.baseEjectionTimeMs),
+      maxEjectionPercent: od.maxEjectionPercent,
+    };
+    out.commonLbConfig = { healthyPanicThreshold: { value: od.minHealthPercent } };
+  }
+  const tls = upstreamTls(c, secrets);
+  if (tls !== null) out.transportSocket = tls;
+  else if (autoMtls(c)) {
+    out.transportSocketMatches = [
+      { name: 'tlsMode-istio', match: { tlsMode: 'istio' }, transportSocket: istioMutual(c, [...c.serviceAccounts], secrets) },
+      { name: 'tlsMode-disabled', match: {}, transportSocket: { name: 'envoy.transport_sockets.raw_buffer', typedConfig: any(RAW_BUFFER_TYPE) } },
+    ];
+  }
+  if (c.service !== null) {
+    const istio: Record<string, JsonValue> = { services: [{ host: c.service.host, name: c.service.name, namespace: c.service.namespace }] };
+    if (c.subset !== '') istio.subset = c.subset;
+    if (c.name.startsWith('outbound|')) istio.default_original_port = c.service.port;
+    out.metadata = { filterMetadata: { istio: istio as StructJson } } satisfies MetadataJson;
+  }
+  return out;
+}
+
+/** Auto mTLS: without a DestinationRule `tls`, endpoints labelled `tlsMode: istio` get Istio mTLS. */
+function autoMtls(c: ModelCluster): boolean {
+  return c.tls === null && c.name.startsWith('outbound|') && c.endpoints.some((e) => e.labels['security.istio.io/tlsMode'] === 'istio');
+}
+
+/** istiod's SNI for Istio mTLS to a cluster: `outbound_.9080_.v1_.reviews.default.svc.cluster.local`. */
+function istioSni(c: ModelCluster): string {
+  return c.name.split('|').join('_.');
+}
+
+function istioMutual(c: ModelCluster, sans: string[], secrets: Map<string, SecretRef>): { name: string; typedConfig: AnyJson } {
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typedConfig: any(UPSTREAM_TLS_TYPE, { commonTlsContext: istioCommonTlsContext(secrets, sans, ['istio-peer-exchange', 'istio']), sni: istioSni(c) }),
+  };
+}
+
+function upstreamTls(c: ModelCluster, secrets: Map<string, SecretRef>): { name: string; typedConfig: AnyJson } | null {
+  const t: UpstreamTls | null = c.tls;
+  if (t === null || t.mode === 'DISABLE') return null;
+  if (t.mode === 'ISTIO_MUTUAL') return istioMutual(c, t.subjectAltNames.length > 0 ? [...t.subjectAltNames] : [...c.serviceAccounts], secrets);
+  const common: CommonTlsContextJson = {};
+  if (t.mode === 'MUTUAL' && t.clientCertificate !== null && t.privateKey !== null) {
+    common.tlsCertificateSdsSecretConfigs = [useSecret(secrets, certificateRef(undefined, t.clientCertificate, t.privateKey))];
+  }
+  if (!t.insecureSkipVerify) {
+    common.combinedValidationContext = {
+      defaultValidationContext: sanMatchers(t.subjectAltNames),
+      validationContextSdsSecretConfig: useSecret(secrets, t.caCertificates !== null ? validationRef(undefined, t.caCertificates) : { name: 'file-root:system', kind: 'validation', caFile: '' }),
+    };
+  }
+  return { name: 'envoy.transport_sockets.tls', typedConfig: any(UPSTREAM_TLS_TYPE, { commonTlsContext: common, ...(t.sni !== null ? { sni: t.sni } : {}) }) };
+}
+
+/** Endpoints grouped by locality, in the order they first appear, with istiod's endpoint metadata. */
+function loadAssignmentJson(c: ModelCluster): ClusterLoadAssignmentJson {
+  const byLocality = new Map<string, ModelEndpoint[]>();
+  for (const e of c.endpoints) {
+    const list = byLocality.get(e.locality);
+    if (list === undefined) byLocality.set(e.locality, [e]);
+    else list.push(e);
+  }
+  const endpoints: LocalityLbEndpointsJson[] = [];
+  for (const [locality, list] of byLocality) {
+    const [region = '', zone = '', subZone = ''] = locality.split('/');
+    endpoints.push({
+      ...(locality === '' ? {} : { locality: { region, zone, subZone } }),
+      lbEndpoints: list.map((e) => ({
+        endpoint: { address: socketAddress(e.address, e.port) },
+        ...(endpointMetadata(e) ?? {}),
+        loadBalancingWeight: e.weight,
+      })),
+      loadBalancingWeight: list.reduce((sum, e) => sum + e.weight, 0),
+    });
+  }
+  return { clusterName: c.name, endpoints };
+}
+
+function endpointMetadata(e: ModelEndpoint): { metadata: MetadataJson } | null {
+  const filterMetadata: Record<string, StructJson> = {};
+  const tlsMode = e.labels['security.istio.io/tlsMode'];
+  if (tlsMode !== undefined) filterMetadata['envoy.transport_socket_match'] = { tlsMode };
+  if (e.workloadName !== '' || e.namespace !== '') {
+    // istiod's `istio.workload`: `<workload>;<namespace>;<canonical service>;<revision>;<cluster>`.
+    const service = e.labels['service.istio.io/canonical-name'] ?? e.labels.app ?? e.workloadName;
+    const revision = e.labels['service.istio.io/canonical-revision'] ?? e.labels.version ?? 'latest';
+    filterMetadata.istio = { workload: `${e.workloadName};${e.namespace};${service};${revision};Kubernetes` };
+  }
+  return Object.keys(filterMetadata).length === 0 ? null : { metadata: { filterMetadata } };
+}

@@ -1,0 +1,288 @@
+// The exporter that turns the model into Envoy's resources for /config_dump: every resource
+// it writes must read back as Envoy's message with the generated schemas (an unknown field is
+// an error), under istiod's names.
+import type { JsonValue } from '@bufbuild/protobuf';
+import t, { type Test } from 'tap';
+import { bootstrapJson, envoyFromJson, envoyResourcesFromModel, envoyToJson, secretJson } from '@remora/config/envoy';
+import { BootstrapSchema } from '@remora/config/envoy/gen/envoy/config/bootstrap/v3/bootstrap_pb.js';
+import { ClusterSchema } from '@remora/config/envoy/gen/envoy/config/cluster/v3/cluster_pb.js';
+import { ClusterLoadAssignmentSchema } from '@remora/config/envoy/gen/envoy/config/endpoint/v3/endpoint_pb.js';
+import { ListenerSchema } from '@remora/config/envoy/gen/envoy/config/listener/v3/listener_pb.js';
+import { RouteConfigurationSchema } from '@remora/config/envoy/gen/envoy/config/route/v3/route_pb.js';
+import { SecretSchema } from '@remora/config/envoy/gen/envoy/extensions/transport_sockets/tls/v3/secret_pb.js';
+import type { ProxyConfig } from '@remora/config';
+import { BOOKINFO_SERVICES, INGRESS, nodeWith, PORTS, SIDECAR, translate } from './helpers/translate.ts';
+
+const MESH = `${BOOKINFO_SERVICES}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+    connectionPool: {tcp: {maxConnections: 10, connectTimeout: 2s}, http: {http1MaxPendingRequests: 5, maxRequestsPerConnection: 3}}
+    outlierDetection: {consecutive5xxErrors: 3, interval: 5s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+    tls: {mode: ISTIO_MUTUAL}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}, uri: {prefix: /api}, queryParams: {debug: {regex: "on|yes"}}}]
+    fault: {abort: {httpStatus: 500, percentage: {value: 50}}}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {exact: /old}}]
+    redirect: {uri: /new, redirectCode: 302}
+  - match: [{uri: {exact: /gone}}]
+    directResponse: {status: 410, body: {string: gone}}
+  - match: [{uri: {prefix: /v3}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80, headers: {request: {set: {x-canary: "no"}}}}
+    - {destination: {host: reviews, subset: v3}, weight: 20}
+    retries: {attempts: 2, perTryTimeout: 1s, retryOn: "5xx,retriable-status-codes"}
+    timeout: 5s
+    rewrite: {uri: /reviews}
+    headers: {response: {remove: [x-internal]}}
+    mirror: {host: ratings}
+    mirrorPercentage: {value: 10}
+    corsPolicy: {allowOrigins: [{exact: "https://shop.example.com"}], allowMethods: [GET, POST], maxAge: 1h}
+`;
+
+const SECURITY = `
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  jwtRules: [{issuer: "https://issuer.example.com", jwksUri: "https://issuer.example.com/jwks"}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-get, namespace: default}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+`;
+
+const GATEWAY = `${BOOKINFO_SERVICES}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: SIMPLE, credentialName: bookinfo-cert}
+  - port: {number: 8443, name: https-mtls, protocol: HTTPS}
+    hosts: [partner.example.com]
+    tls: {mode: MUTUAL, serverCertificate: /certs/partner.crt, privateKey: /certs/partner.key, caCertificates: /certs/ca.crt, subjectAltNames: [partner]}
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/bookinfo]
+  http:
+  - match: [{uri: {prefix: /productpage}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+  tls:
+  - match: [{sniHosts: [db.example.com], port: 9443}]
+    route: [{destination: {host: ratings, port: {number: 9080}}}]
+`;
+
+function sidecar(): ProxyConfig {
+  const out = translate([MESH, SECURITY], SIDECAR, { ...PORTS, appPort: 9080 });
+  if (out.issues.some((i) => i.severity === 'error')) throw new Error(out.brief.join('\n'));
+  return out.config;
+}
+
+function gateway(): ProxyConfig {
+  const out = translate(GATEWAY, INGRESS);
+  if (out.issues.some((i) => i.severity === 'error')) throw new Error(out.brief.join('\n'));
+  return out.config;
+}
+
+/** Reads a resource with the generated schema (unknown fields fail) and writes it back in /config_dump's spelling. */
+function roundTrip(t: Test, schema: Parameters<typeof envoyFromJson>[0], json: unknown, what: string): Record<string, unknown> {
+  try {
+    return envoyToJson(schema, envoyFromJson(schema, json as JsonValue), { useProtoFieldName: true }) as Record<string, unknown>;
+  } catch (err) {
+    t.fail(`${what}: ${(err as Error).message}`);
+    return {};
+  }
+}
+
+t.test('every exported resource of a sidecar and a gateway reads as its Envoy message', async (t) => {
+  for (const [kind, config] of [['sidecar', sidecar()], ['gateway', gateway()]] as const) {
+    const res = envoyResourcesFromModel(config);
+    t.ok(res.listeners.length > 0 && res.routeConfigs.length > 0 && res.clusters.length > 0, `${kind}: something to check`);
+    for (const l of res.listeners) roundTrip(t, ListenerSchema, l, `${kind} listener ${l.name}`);
+    for (const rc of res.routeConfigs) roundTrip(t, RouteConfigurationSchema, rc, `${kind} route config ${rc.name}`);
+    for (const c of res.clusters) roundTrip(t, ClusterSchema, c, `${kind} cluster ${c.name}`);
+    for (const e of res.endpoints) roundTrip(t, ClusterLoadAssignmentSchema, e.assignment, `${kind} endpoints ${e.assignment.clusterName}`);
+    roundTrip(t, BootstrapSchema, bootstrapJson(config.node, { ip: '10.1.2.3', adminAddress: '127.0.0.1', adminPort: 15000 }), `${kind} bootstrap`);
+  }
+});
+
+t.test("names are istiod's: listeners, route configs, clusters, SDS secrets", async (t) => {
+  const sc = envoyResourcesFromModel(sidecar());
+  t.same(sc.listeners.map((l) => l.name), ['virtualOutbound', 'virtualInbound']);
+  t.ok(sc.clusters.some((c) => c.name === 'outbound|9080|v1|reviews.default.svc.cluster.local'));
+  t.ok(sc.clusters.some((c) => c.name === 'inbound|9080||'));
+  t.same(sc.secrets.map((s) => s.name), ['default', 'ROOTCA']);
+  const gw = envoyResourcesFromModel(gateway());
+  t.same(gw.listeners.map((l) => l.name).sort(), ['0.0.0.0_8080', '0.0.0.0_8443', '0.0.0.0_9443']);
+  t.ok(gw.routeConfigs.some((r) => r.name === 'http.8080'));
+  t.same(gw.secrets.map((s) => s.name), ['kubernetes://bookinfo-cert', 'file-cert:/certs/partner.crt~/certs/partner.key', 'file-root:/certs/ca.crt']);
+});
+
+t.test('a sidecar cluster: EDS, LEAST_REQUEST, circuit breakers, outlier detection, Istio mTLS with SNI and SANs', async (t) => {
+  const res = envoyResourcesFromModel(sidecar());
+  const c = roundTrip(t, ClusterSchema, res.clusters.find((x) => x.name === 'outbound|9080|v1|reviews.default.svc.cluster.local'), 'cluster');
+  t.equal(c.type, 'EDS');
+  t.same(c.eds_cluster_config, { eds_config: { ads: {}, initial_fetch_timeout: '0s', resource_api_version: 'V3' }, service_name: 'outbound|9080|v1|reviews.default.svc.cluster.local' });
+  t.equal(c.lb_policy, 'LEAST_REQUEST');
+  t.equal(c.connect_timeout, '2s');
+  t.match(c.circuit_breakers, { thresholds: [{ max_connections: 10, max_pending_requests: 5, max_requests: 4294967295, track_remaining: true }] });
+  t.match(c.outlier_detection, { consecutive_5xx: 3, interval: '5s', base_ejection_time: '30s', max_ejection_percent: 50 });
+  const tls = c.transport_socket as { typed_config: Record<string, unknown> };
+  t.equal(tls.typed_config['@type'], 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext');
+  t.equal(tls.typed_config.sni, 'outbound_.9080_.v1_.reviews.default.svc.cluster.local');
+  t.match(tls.typed_config.common_tls_context, {
+    tls_certificate_sds_secret_configs: [{ name: 'default' }],
+    combined_validation_context: { validation_context_sds_secret_config: { name: 'ROOTCA' } },
+  });
+  t.match(c.metadata, { filter_metadata: { istio: { services: [{ host: 'reviews.default.svc.cluster.local', name: 'reviews', namespace: 'default' }], subset: 'v1' } } });
+  const v3 = roundTrip(t, ClusterSchema, res.clusters.find((x) => x.name === 'outbound|9080|v3|reviews.default.svc.cluster.local'), 'v3');
+  t.equal(v3.lb_policy, 'RING_HASH');
+  const eds = res.endpoints.find((e) => e.assignment.clusterName === 'outbound|9080|v1|reviews.default.svc.cluster.local')!;
+  t.ok(eds.eds, 'a mesh service is EDS');
+  t.match(roundTrip(t, ClusterLoadAssignmentSchema, eds.assignment, 'cla'), { endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '10.0.1.1', port_value: 9080 } } }, load_balancing_weight: 1 }] }] });
+});
+
+t.test('routes: match, weighted clusters, retries, timeouts, redirects, direct responses, header edits, per-filter configs', async (t) => {
+  const res = envoyResourcesFromModel(sidecar());
+  const rc = roundTrip(t, RouteConfigurationSchema, res.routeConfigs.find((r) => r.name === 'outbound'), 'outbound');
+  const vh = (rc.virtual_hosts as { name: string; routes: Record<string, unknown>[] }[]).find((v) => v.name === 'reviews.default.svc.cluster.local:9080')!;
+  const [jason, redirect, gone, v3, rest] = vh.routes;
+  t.match(jason, {
+    match: { prefix: '/api', headers: [{ name: 'end-user', string_match: { exact: 'jason' } }], query_parameters: [{ name: 'debug', string_match: { safe_regex: { regex: 'on|yes' } } }] },
+    route: { cluster: 'outbound|9080|v2|reviews.default.svc.cluster.local' },
+    metadata: { filter_metadata: { istio: { config: '/apis/networking.istio.io/v1/namespaces/default/virtual-service/reviews' } } },
+  });
+  const fault = (jason!.typed_per_filter_config as Record<string, Record<string, unknown>>)['envoy.filters.http.fault']!;
+  t.ok(['type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault', 'type.googleapis.com/xds.type.v3.TypedStruct'].includes(fault['@type'] as string), 'the route fault is typed');
+  if (fault['@type'] === 'type.googleapis.com/xds.type.v3.TypedStruct') t.equal(fault.type_url, 'type.googleapis.com/remora.envoy.filters.http.fault', "Remora's own config says so");
+  t.match(redirect, { match: { path: '/old' }, redirect: { path_redirect: '/new', response_code: 'FOUND' } });
+  t.match(gone, { match: { path: '/gone' }, direct_response: { status: 410, body: { inline_string: 'gone' } } });
+  t.match(v3, { route: { cluster: 'outbound|9080|v3|reviews.default.svc.cluster.local', hash_policy: [{ header: { header_name: 'x-user' } }] } });
+  t.match(rest, {
+    match: { prefix: '/' },
+    response_headers_to_remove: ['x-internal'],
+    route: {
+      weighted_clusters: {
+        clusters: [
+          { name: 'outbound|9080|v1|reviews.default.svc.cluster.local', weight: 80, request_headers_to_add: [{ header: { key: 'x-canary', value: 'no' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }] },
+          { name: 'outbound|9080|v3|reviews.default.svc.cluster.local', weight: 20 },
+        ],
+      },
+      timeout: '5s',
+      prefix_rewrite: '/reviews',
+      retry_policy: { retry_on: '5xx,retriable-status-codes', num_retries: 2, per_try_timeout: '1s' },
+      request_mirror_policies: [{ cluster: 'outbound|9080||ratings.default.svc.cluster.local', runtime_fraction: { default_value: { numerator: 100000, denominator: 'MILLION' } } }],
+    },
+    typed_per_filter_config: {
+      'envoy.filters.http.cors': { '@type': 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy', allow_origin_string_match: [{ exact: 'https://shop.example.com' }], allow_methods: 'GET,POST', max_age: '3600' },
+    },
+  });
+});
+
+t.test("listeners: inbound mTLS chains, the connection manager's settings, HTTP filters typed or marked as Remora's own", async (t) => {
+  const res = envoyResourcesFromModel(sidecar());
+  const inbound = roundTrip(t, ListenerSchema, res.listeners.find((l) => l.name === 'virtualInbound'), 'inbound');
+  t.same((inbound.listener_filters as { name: string }[]).map((f) => f.name), ['envoy.filters.listener.original_dst', 'envoy.filters.listener.tls_inspector', 'envoy.filters.listener.http_inspector']);
+  const chains = inbound.filter_chains as Record<string, unknown>[];
+  t.same(chains.map((c) => c.filter_chain_match), [{ destination_port: 9080, transport_protocol: 'tls' }, { destination_port: 9080, transport_protocol: 'raw_buffer' }], 'PERMISSIVE: a TLS chain and a plaintext one');
+  t.match(chains[0]!.transport_socket, { typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext', require_client_certificate: true } });
+  const hcm = (chains[1]!.filters as { name: string; typed_config: Record<string, unknown> }[])[0]!;
+  t.equal(hcm.name, 'envoy.filters.network.http_connection_manager');
+  t.match(hcm.typed_config, { stat_prefix: 'inbound_0.0.0.0_9080', rds: { route_config_name: 'inbound|9080' }, server_name: 'istio-envoy' });
+  const filters = hcm.typed_config.http_filters as { name: string; typed_config: Record<string, unknown> }[];
+  t.same(filters.map((f) => f.name), ['envoy.filters.http.jwt_authn', 'envoy.filters.http.rbac', 'envoy.filters.http.router'], "istiod's order, the router last");
+  for (const f of filters) {
+    const type = f.typed_config['@type'] as string;
+    if (type === 'type.googleapis.com/xds.type.v3.TypedStruct') t.equal(f.typed_config.type_url, `type.googleapis.com/remora.${f.name}`, `${f.name}: Remora's own config, marked as such`);
+    else t.match(type, /^type\.googleapis\.com\/envoy\.extensions\.filters\.http\./, `${f.name}: its Envoy message`);
+  }
+});
+
+t.test('an HTTP filter whose config is Envoy JSON goes out as that message; a private one inside a TypedStruct', async (t) => {
+  const base = sidecar();
+  const inbound = base.listeners.find((l) => l.name === 'virtualInbound')!;
+  const rbac = { rules: { action: 'DENY', policies: { 'ns[default]-policy[allow-get]-rule[0]': { permissions: [{ any: true }], principals: [{ any: true }] } } } };
+  const config: ProxyConfig = {
+    ...base,
+    listeners: [{ ...inbound, httpFilters: [{ name: 'envoy.filters.http.rbac', config: rbac }, { name: 'envoy.filters.http.local_ratelimit', config: { key: 'private', tokens: 3 } }] }],
+  };
+  const l = roundTrip(t, ListenerSchema, envoyResourcesFromModel(config).listeners[0], 'listener');
+  const hcm = ((l.filter_chains as Record<string, unknown>[])[0]!.filters as { typed_config: { http_filters: Record<string, unknown>[] } }[])[0]!.typed_config;
+  t.same(hcm.http_filters[0], { name: 'envoy.filters.http.rbac', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC', ...rbac } });
+  t.same(hcm.http_filters[1], {
+    name: 'envoy.filters.http.local_ratelimit',
+    typed_config: { '@type': 'type.googleapis.com/xds.type.v3.TypedStruct', type_url: 'type.googleapis.com/remora.envoy.filters.http.local_ratelimit', value: { key: 'private', tokens: 3 } },
+  });
+});
+
+t.test('gateway listeners: SNI chains with SDS credentials, mTLS validation, TLS passthrough to tcp_proxy', async (t) => {
+  const res = envoyResourcesFromModel(gateway());
+  const https = roundTrip(t, ListenerSchema, res.listeners.find((l) => l.name === '0.0.0.0_8443'), '8443');
+  const chains = https.filter_chains as Record<string, unknown>[];
+  t.same(chains.map((c) => c.filter_chain_match), [{ server_names: ['bookinfo.example.com'] }, { server_names: ['partner.example.com'] }]);
+  t.match(chains[0]!.transport_socket, { typed_config: { common_tls_context: { tls_certificate_sds_secret_configs: [{ name: 'kubernetes://bookinfo-cert' }] } } });
+  t.match(chains[1]!.transport_socket, {
+    typed_config: {
+      common_tls_context: { combined_validation_context: { default_validation_context: { match_subject_alt_names: [{ exact: 'partner' }] }, validation_context_sds_secret_config: { name: 'file-root:/certs/ca.crt' } } },
+      require_client_certificate: true,
+    },
+  });
+  const passthrough = roundTrip(t, ListenerSchema, res.listeners.find((l) => l.name === '0.0.0.0_9443'), '9443');
+  t.match(passthrough.filter_chains, [{ filter_chain_match: { server_names: ['db.example.com'] }, filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { cluster: 'outbound|9080||ratings.default.svc.cluster.local' } }] }]);
+});
+
+t.test("a secret: the chain inline, the private key '[redacted]' as Envoy's admin API prints it", async (t) => {
+  const s = roundTrip(t, SecretSchema, secretJson('default', { certChainPem: '-----BEGIN CERTIFICATE-----\nabc\n' }), 'secret');
+  const key = (s.tls_certificate as { private_key: { inline_bytes: string } }).private_key.inline_bytes;
+  t.equal(Buffer.from(key, 'base64').toString(), '[redacted]');
+  const roots = roundTrip(t, SecretSchema, secretJson('ROOTCA', { rootsPem: 'ROOTS' }), 'roots');
+  t.same(roots, { name: 'ROOTCA', validation_context: { trusted_ca: { inline_bytes: Buffer.from('ROOTS').toString('base64') } } });
+});
+
+t.test("the bootstrap node as Istio's agent describes it", async (t) => {
+  const b = roundTrip(t, BootstrapSchema, bootstrapJson(nodeWith(SIDECAR, { locality: 'us-east/us-east-1a/' }), { ip: '10.1.2.3', adminAddress: '127.0.0.1', adminPort: 15000 }), 'bootstrap');
+  t.match(b, {
+    node: { id: 'sidecar~10.1.2.3~productpage-v1.default~default.svc.cluster.local', cluster: 'productpage-v1.default', metadata: { NAMESPACE: 'default', LABELS: { app: 'productpage' } }, locality: { region: 'us-east', zone: 'us-east-1a' } },
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: 15000 } } },
+  });
+});
