@@ -132,14 +132,14 @@ t.test('virtual-service-ratings-test-delay: a 7s delay for jason on ratings (fau
     [['end-user=jason'], [[bk('ratings', 'v1'), 100]]],
     [[], [[bk('ratings', 'v1'), 100]]],
   ]);
-  t.same(routes[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: { fixedDelayMs: 7000, percent: 100 }, abort: null } });
+  t.same(routes[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: { fixedDelay: '7s', percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
   t.same(routes[1]!.filterConfigs, {}, 'no fault for everyone else');
 });
 
 t.test('virtual-service-ratings-test-abort: HTTP 500 for jason on ratings', skip, async (t) => {
   const out = mesh('virtual-service-all-v1.yaml', 'virtual-service-reviews-test-v2.yaml', 'virtual-service-ratings-test-abort.yaml');
   const routes = routesOf(out, 'ratings');
-  t.same(routes[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: null, abort: { httpStatus: 500, grpcStatus: null, percent: 100 } } });
+  t.same(routes[0]!.filterConfigs, { 'envoy.filters.http.fault': { abort: { httpStatus: 500, percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
   t.same(routes[0]!.match.headers.map((h) => h.name), ['end-user']);
   t.same(routes[1]!.filterConfigs, {});
 });
@@ -149,7 +149,7 @@ t.test('fault-injection-details-v1: every details request aborts with 555', skip
   const out = translateResources(apply(BOOKINFO_SERVICES, 'destination-rule-all.yaml', 'virtual-service-all-v1.yaml', 'fault-injection-details-v1.yaml'), SIDECAR);
   const first = routesOf(out, 'details')[0]!;
   t.same(first.match, { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] });
-  t.same(first.filterConfigs, { 'envoy.filters.http.fault': { delay: null, abort: { httpStatus: 555, grpcStatus: null, percent: 100 } } });
+  t.same(first.filterConfigs, { 'envoy.filters.http.fault': { abort: { httpStatus: 555, percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
   t.same(targets(first), [[bk('details', 'v1'), 100]]);
   t.notOk(out.config.clusters.some((c) => c.name === bk('details', 'v2')), 'the replaced rule has no v2 subset');
 });
@@ -218,7 +218,7 @@ spec:
   );
   t.equal(forward(routesOf(out, 'reviews')[0]!).timeoutMs, 500);
   t.same(targets(routesOf(out, 'reviews')[0]!), [[bk('reviews', 'v2'), 100]]);
-  t.same(routesOf(out, 'ratings')[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: { fixedDelayMs: 2000, percent: 100 }, abort: null } });
+  t.same(routesOf(out, 'ratings')[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: { fixedDelay: '2s', percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
 });
 
 t.test('bookinfo-gateway: the ingress routes five paths to productpage:9080', skip, async (t) => {

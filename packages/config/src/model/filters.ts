@@ -124,9 +124,3 @@ export type RateLimitAction =
 export interface RateLimitActions {
   readonly actions: readonly RateLimitAction[];
 }
-
-/** Istio VirtualService `fault`, normalized. Percentages 0–100 (Istio's default when unset: 100). */
-export interface FaultConfig {
-  readonly delay: { readonly fixedDelayMs: number; readonly percent: number } | null;
-  readonly abort: { readonly httpStatus: number | null; readonly grpcStatus: number | null; readonly percent: number } | null;
-}

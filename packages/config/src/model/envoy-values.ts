@@ -1,0 +1,47 @@
+/**
+ * Envoy's small value messages in their proto3 JSON form, read and written without the
+ * descriptors of `@remora/config/envoy` (so filters can compile configs at no load cost).
+ */
+import type { FractionalPercentJson } from '../envoy/gen/envoy/type/v3/percent_pb.ts';
+
+const DENOMINATORS: Readonly<Record<string, number>> = { HUNDRED: 100, TEN_THOUSAND: 10_000, MILLION: 1_000_000, 0: 100, 1: 10_000, 2: 1_000_000 };
+
+/**
+ * A FractionalPercent as a percentage, 0–100 (a numerator above its denominator is capped at
+ * 100%, as Envoy does); an unset message is 0%, Envoy's default. Throws on a bad value.
+ */
+export function fractionalPercent(p: FractionalPercentJson | undefined, where: string): number {
+  if (p === undefined || p === null) return 0;
+  if (typeof p !== 'object') throw new Error(`${where} must be a FractionalPercent {numerator, denominator}, got ${JSON.stringify(p)}`);
+  const num = p.numerator ?? 0;
+  if (typeof num !== 'number' || !Number.isInteger(num) || num < 0) throw new Error(`${where}.numerator must be a non-negative integer, got ${JSON.stringify(num)}`);
+  const den = DENOMINATORS[String(p.denominator ?? 'HUNDRED')];
+  if (den === undefined) throw new Error(`${where}.denominator must be HUNDRED, TEN_THOUSAND or MILLION, got ${JSON.stringify(p.denominator)}`);
+  return Math.min(100, (num / den) * 100);
+}
+
+/** A percentage (0–100) as istiod writes it: a FractionalPercent over a MILLION. */
+export function percentToFractional(percent: number): FractionalPercentJson {
+  return { numerator: Math.round(percent * 10_000), denominator: 'MILLION' };
+}
+
+// proto3 JSON Duration: seconds with up to 9 fractional digits and an `s`.
+const DURATION = /^(-?)(\d+)(?:\.(\d{1,9}))?s$/;
+
+/** A google.protobuf.Duration JSON string in milliseconds; throws when it is not one (or negative). */
+export function durationJsonMs(v: unknown, where: string): number {
+  const m = typeof v === 'string' ? DURATION.exec(v) : null;
+  if (m === null || m[1] === '-') throw new Error(`${where} must be a non-negative duration such as "1.5s", got ${JSON.stringify(v)}`);
+  return Number(m[2]) * 1000 + Number(`0.${m[3] ?? '0'}`) * 1000;
+}
+
+/** Milliseconds as a google.protobuf.Duration JSON string, as protobuf writes it (0, 3, 6 or 9 fractional digits). */
+export function msToDurationJson(ms: number): string {
+  const nanos = Math.round(ms * 1e6);
+  const seconds = Math.floor(nanos / 1e9);
+  const frac = nanos % 1e9;
+  if (frac === 0) return `${seconds}s`;
+  const digits = String(frac).padStart(9, '0');
+  const len = digits.endsWith('000000') ? 3 : digits.endsWith('000') ? 6 : 9;
+  return `${seconds}.${digits.slice(0, len)}s`;
+}
