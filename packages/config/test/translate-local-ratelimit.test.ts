@@ -76,7 +76,7 @@ t.test("Istio's documented EnvoyFilter: the inbound listener gets the limit", as
   });
   t.equal(limitOf(config, 'virtualOutbound'), undefined, 'SIDECAR_INBOUND only');
   const order = config.listeners.find((l) => l.name === 'virtualInbound')!.httpFilters.map((f) => f.name);
-  t.equal(order[order.length - 1], LRL);
+  t.same(order, [LRL, 'envoy.filters.http.cors', 'envoy.filters.http.router'], 'INSERT_BEFORE without a subFilter: first; the router last');
 });
 
 t.test('selection: workloadSelector, namespace, context, listener port', async (t) => {

@@ -124,6 +124,8 @@ export class SharedFilterConfig<F extends HttpFilter> implements HttpFilterConfi
 /** Registered once by name; turns the translator's plain config into a compiled one. */
 export interface HttpFilterFactory {
   readonly name: string;
+  /** Envoy's terminal filter (the router): must end the chain, and is not a step requests run. */
+  readonly terminal?: boolean;
   /** Throws a descriptive Error when the config cannot be used (compile time only). */
   compile(config: unknown, context: FilterCompileContext): HttpFilterConfig;
   /** Compiles a route's override (typed_per_filter_config); absent when the filter has none. */
@@ -146,4 +148,5 @@ export const FilterName = {
   Rbac: 'envoy.filters.http.rbac',
   LocalRateLimit: 'envoy.filters.http.local_ratelimit',
   Fault: 'envoy.filters.http.fault',
+  Router: 'envoy.filters.http.router',
 } as const;

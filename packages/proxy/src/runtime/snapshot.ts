@@ -71,7 +71,9 @@ export class Snapshot {
     }
     const listeners = new Map<string, ListenerSnapshot>();
     for (const l of config.listeners) {
-      const chain = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, services.filterContext);
+      const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, services.filterContext);
+      // A chain of only the router (and skipped filters) has nothing to run per request.
+      const chain = steps === null || steps.length === 0 ? null : steps;
       listeners.set(l.name, new ListenerSnapshot(l, tables.get(l.routeConfig) ?? null, chain, services.statsFor(l.direction), services.trustedHops, clusters));
     }
     this.listeners = listeners;
