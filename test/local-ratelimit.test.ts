@@ -260,7 +260,9 @@ t.test('a bad limit is a config error naming the resource and field; the last go
   const { remora, mesh, port } = await edge(t, gatewayLimit(5, 5, '60s'));
   const version = remora.proxy.runtime.snapshot!.config.version;
   mesh.write('limit.yaml', gatewayLimit(-5, 5, '60s'));
-  await waitFor('the error is logged', () => remora.log.some((l) => /EnvoyFilter istio-system\/filter-local-ratelimit-gw.*token_bucket\.max_tokens: max_tokens must be a positive integer/.test(l)), 15_000);
+  // The file, the EnvoyFilter, the patch and the field path from Envoy's descriptors (the log wraps long lines).
+  const logged = /limit\.yaml:\d+:\s+EnvoyFilter\s+istio-system\/filter-local-ratelimit-gw:\s+spec\.configPatches\[0\]\.patch\.value\.typed_config\.value\.token_bucket\.max_tokens:\s+cannot\s+decode\s+field\s+envoy\.type\.v3\.TokenBucket\.max_tokens\s+from\s+JSON:\s+expected\s+number\s+\(uint32\):\s+-5\s+out\s+of\s+range/;
+  await waitFor('the error is logged', () => remora.log.some((l) => logged.test(l)), 15_000);
   t.equal(remora.proxy.runtime.snapshot!.config.version, version, 'the last good config stays');
   t.equal((await request(port, '/', { headers: { host: 'shop.example.com' } })).status, 200);
 });

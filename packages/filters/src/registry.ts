@@ -24,6 +24,8 @@ export interface ChainEntry {
   readonly isOptional?: boolean;
 }
 
+const NO_RATE_LIMITS: readonly unknown[] = [];
+
 /** Filter factories by name; the runtime compiles each listener's chain through it. */
 export class FilterRegistry {
   readonly #factories = new Map<string, HttpFilterFactory>();
@@ -70,16 +72,27 @@ export class FilterRegistry {
     return out;
   }
 
-  /** Compiles a route's per-filter overrides; filters without route configs are skipped. */
-  compileRouteConfigs(configs: Readonly<Record<string, unknown>>, context: FilterCompileContext): Map<string, unknown> | null {
+  /**
+   * Compiles a route's per-filter overrides, and the route configs of filters that read the
+   * route's `rate_limits`; filters without route configs are skipped. Null: nothing to compile.
+   */
+  compileRouteConfigs(configs: Readonly<Record<string, unknown>>, context: FilterCompileContext, rateLimits: readonly unknown[] = NO_RATE_LIMITS): Map<string, unknown> | null {
     let out: Map<string, unknown> | null = null;
-    for (const [name, config] of Object.entries(configs)) {
-      const factory = this.#factories.get(name);
-      if (factory?.compileRouteConfig === undefined) continue;
+    const route = { rateLimits };
+    const compile = (name: string, factory: HttpFilterFactory, config: unknown): void => {
       try {
-        (out ??= new Map()).set(name, factory.compileRouteConfig(config, context));
+        (out ??= new Map()).set(name, factory.compileRouteConfig!(config, context, route));
       } catch (err) {
         throw new Error(`filter ${name} (route config): ${(err as Error).message}`);
+      }
+    };
+    for (const [name, config] of Object.entries(configs)) {
+      const factory = this.#factories.get(name);
+      if (factory?.compileRouteConfig !== undefined) compile(name, factory, config);
+    }
+    if (rateLimits.length > 0) {
+      for (const [name, factory] of this.#factories) {
+        if (factory.readsRouteRateLimits === true && !(name in configs)) compile(name, factory, undefined);
       }
     }
     return out;
