@@ -320,3 +320,30 @@ spec:
   isRefusal(t, await send('batch'), 'the third batch request (its descriptor allows 2)');
   for (let i = 0; i < 5; i++) t.equal((await send('web')).status, 200, `other clients use the default bucket (${i + 1})`);
 });
+
+t.test('an EnvoyFilter inserting a filter Remora lacks is refused, naming it; the last good config keeps serving; is_optional skips it', async (t) => {
+  const { remora, mesh, port } = await edge(t, gatewayLimit(5, 5, '60s'));
+  const version = remora.proxy.runtime.snapshot!.config.version;
+  const lua = (optional: boolean) => `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: { name: lua, namespace: istio-system }
+spec:
+  configPatches:
+    - applyTo: HTTP_FILTER
+      match: { context: GATEWAY }
+      patch:
+        operation: INSERT_FIRST
+        value:
+          name: envoy.filters.http.lua
+          ${optional ? 'is_optional: true' : ''}
+`;
+  mesh.write('lua.yaml', lua(false));
+  const refused = /lua\.yaml:\d+:\s+EnvoyFilter\s+istio-system\/lua:\s+spec\.configPatches\[0\]\.patch\.value\.name:\s+Remora\s+has\s+no\s+HTTP\s+filter\s+envoy\.filters\.http\.lua/;
+  await waitFor('the error is logged', () => remora.log.some((l) => refused.test(l)), 15_000);
+  t.equal(remora.proxy.runtime.snapshot!.config.version, version, 'the last good config stays');
+  t.equal((await request(port, '/', { headers: { host: 'shop.example.com' } })).status, 200);
+  mesh.write('lua.yaml', lua(true));
+  await waitFor('the optional filter is accepted', () => remora.proxy.runtime.snapshot!.config.version !== version, 15_000);
+  t.ok(remora.log.some((l) => /is optional, so it is skipped/.test(l)), 'a warning says it is skipped');
+  t.equal((await request(port, '/', { headers: { host: 'shop.example.com' } })).status, 200);
+});

@@ -327,3 +327,26 @@ spec:
   t.equal(limitOf(outbound.config, 'virtualOutbound'), undefined);
   t.match(outbound.brief, [/spec\.configPatches\[0\]\.match\.listener\.portNumber: the sidecar has one outbound listener \(port 15001\)/]);
 });
+
+t.test('an EnvoyFilter inserting a filter Remora does not have: an error naming it, unless is_optional', async (t) => {
+  const lua = (extra: string) => `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: lua, namespace: default}
+spec:
+  configPatches:
+    - applyTo: HTTP_FILTER
+      match: {context: SIDECAR_INBOUND}
+      patch:
+        operation: INSERT_BEFORE
+        value:
+          name: envoy.filters.http.lua
+${extra}`;
+  t.same(translate([BOOKINFO_SERVICES, lua('')], SIDECAR, INBOUND).brief, [
+    'error EnvoyFilter default/lua spec.configPatches[0].patch.value.name: Remora has no HTTP filter envoy.filters.http.lua; Envoy refuses an unknown filter too unless the patch sets is_optional: true',
+  ]);
+  t.same(translate([BOOKINFO_SERVICES, lua('          is_optional: true\n')], SIDECAR, INBOUND).brief, [
+    'warning EnvoyFilter default/lua spec.configPatches[0].patch.value.is_optional: Remora has no HTTP filter envoy.filters.http.lua; it is optional, so it is skipped, as Envoy does',
+  ]);
+  const stats = lua('').replace('envoy.filters.http.lua', 'istio.stats');
+  t.same(translate([BOOKINFO_SERVICES, stats], SIDECAR, INBOUND).brief, [], "Istio's own filters are accepted");
+});

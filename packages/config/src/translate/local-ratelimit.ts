@@ -301,6 +301,43 @@ function* filterPatches(
   }
 }
 
+/** HTTP filters an EnvoyFilter may name: Remora's own, and the filters of Istio's chain it accepts and skips. */
+const KNOWN_HTTP_FILTERS: ReadonlySet<string> = new Set([
+  'envoy.filters.http.jwt_authn',
+  'envoy.filters.http.rbac',
+  LOCAL_RATE_LIMIT_FILTER,
+  'envoy.filters.http.fault',
+  'envoy.filters.http.cors',
+  'envoy.filters.http.router',
+  'istio.metadata_exchange',
+  'istio.stats',
+  'istio.alpn',
+  'envoy.filters.http.grpc_stats',
+]);
+
+/**
+ * EnvoyFilter `HTTP_FILTER` patches that insert a filter Remora does not have: an error naming
+ * the EnvoyFilter, the patch and the filter (the config is refused, the last good one keeps
+ * serving), unless the filter is `is_optional`, which Envoy skips, and so does Remora, with a
+ * warning. Checked once per translation, whichever listeners the patch would match.
+ */
+export function checkInsertedHttpFilters(ctx: TranslateContext): void {
+  for (const r of ctx.resourcesOf('EnvoyFilter')) {
+    const spec = (r.spec ?? {}) as EnvoyFilterSpec;
+    if (!selects(ctx, r, spec.workloadSelector?.labels)) continue;
+    for (const [index, p] of (spec.configPatches ?? []).entries()) {
+      if (p.applyTo !== 'HTTP_FILTER' || !isInsert(p.patch?.operation ?? '')) continue;
+      const value = obj(p.patch?.value);
+      const name = value?.name;
+      if (typeof name !== 'string' || KNOWN_HTTP_FILTERS.has(name)) continue;
+      const optional = field(value!, 'is_optional');
+      const at = ['spec', 'configPatches', index, 'patch', 'value'];
+      if (optional.value === true) ctx.warn(r, [...at, optional.name], `Remora has no HTTP filter ${name}; it is optional, so it is skipped, as Envoy does`);
+      else ctx.error(r, [...at, 'name'], `Remora has no HTTP filter ${name}; Envoy refuses an unknown filter too unless the patch sets is_optional: true`);
+    }
+  }
+}
+
 interface NativeSpec {
   selector?: { matchLabels?: Record<string, string> };
   context?: PatchContext;
