@@ -260,7 +260,9 @@ t.test('a bad limit is a config error naming the resource and field; the last go
   const { remora, mesh, port } = await edge(t, gatewayLimit(5, 5, '60s'));
   const version = remora.proxy.runtime.snapshot!.config.version;
   mesh.write('limit.yaml', gatewayLimit(-5, 5, '60s'));
-  await waitFor('the error is logged', () => remora.log.some((l) => /EnvoyFilter istio-system\/filter-local-ratelimit-gw.*token_bucket\.max_tokens: max_tokens must be a positive integer/.test(l)), 15_000);
+  // The file, the EnvoyFilter, the patch and the field path from Envoy's descriptors (the log wraps long lines).
+  const logged = /limit\.yaml:\d+:\s+EnvoyFilter\s+istio-system\/filter-local-ratelimit-gw:\s+spec\.configPatches\[0\]\.patch\.value\.typed_config\.value\.token_bucket\.max_tokens:\s+cannot\s+decode\s+field\s+envoy\.type\.v3\.TokenBucket\.max_tokens\s+from\s+JSON:\s+expected\s+number\s+\(uint32\):\s+-5\s+out\s+of\s+range/;
+  await waitFor('the error is logged', () => remora.log.some((l) => logged.test(l)), 15_000);
   t.equal(remora.proxy.runtime.snapshot!.config.version, version, 'the last good config stays');
   t.equal((await request(port, '/', { headers: { host: 'shop.example.com' } })).status, 200);
 });
@@ -317,4 +319,31 @@ spec:
   t.equal((await send('batch')).status, 200);
   isRefusal(t, await send('batch'), 'the third batch request (its descriptor allows 2)');
   for (let i = 0; i < 5; i++) t.equal((await send('web')).status, 200, `other clients use the default bucket (${i + 1})`);
+});
+
+t.test('an EnvoyFilter inserting a filter Remora lacks is refused, naming it; the last good config keeps serving; is_optional skips it', async (t) => {
+  const { remora, mesh, port } = await edge(t, gatewayLimit(5, 5, '60s'));
+  const version = remora.proxy.runtime.snapshot!.config.version;
+  const lua = (optional: boolean) => `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: { name: lua, namespace: istio-system }
+spec:
+  configPatches:
+    - applyTo: HTTP_FILTER
+      match: { context: GATEWAY }
+      patch:
+        operation: INSERT_FIRST
+        value:
+          name: envoy.filters.http.lua
+          ${optional ? 'is_optional: true' : ''}
+`;
+  mesh.write('lua.yaml', lua(false));
+  const refused = /lua\.yaml:\d+:\s+EnvoyFilter\s+istio-system\/lua:\s+spec\.configPatches\[0\]\.patch\.value\.name:\s+Remora\s+has\s+no\s+HTTP\s+filter\s+envoy\.filters\.http\.lua/;
+  await waitFor('the error is logged', () => remora.log.some((l) => refused.test(l)), 15_000);
+  t.equal(remora.proxy.runtime.snapshot!.config.version, version, 'the last good config stays');
+  t.equal((await request(port, '/', { headers: { host: 'shop.example.com' } })).status, 200);
+  mesh.write('lua.yaml', lua(true));
+  await waitFor('the optional filter is accepted', () => remora.proxy.runtime.snapshot!.config.version !== version, 15_000);
+  t.ok(remora.log.some((l) => /is optional, so it is skipped/.test(l)), 'a warning says it is skipped');
+  t.equal((await request(port, '/', { headers: { host: 'shop.example.com' } })).status, 200);
 });

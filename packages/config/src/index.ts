@@ -12,3 +12,4 @@ export { validateResource, isSupportedKind, SUPPORTED_KINDS, type SupportedKind 
 export { parseDuration } from './schema/duration.ts';
 export { Regex, RegexRewrite, RegexSyntaxError, checkRegex } from './schema/regex.ts';
 export * from './sources/mesh-loader-thread.ts';
+export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJson, httpStatusCode } from './model/envoy-values.ts';

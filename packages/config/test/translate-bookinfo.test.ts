@@ -24,8 +24,7 @@ import {
   targets,
   translateResources,
   vhost,
-  type Translated,
-} from './helpers/translate.ts';
+  type Translated, CHAIN_TAIL } from './helpers/translate.ts';
 
 /**
  * `kubectl apply` of several texts in turn: a resource applied again (same kind, namespace
@@ -132,14 +131,14 @@ t.test('virtual-service-ratings-test-delay: a 7s delay for jason on ratings (fau
     [['end-user=jason'], [[bk('ratings', 'v1'), 100]]],
     [[], [[bk('ratings', 'v1'), 100]]],
   ]);
-  t.same(routes[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: { fixedDelayMs: 7000, percent: 100 }, abort: null } });
+  t.same(routes[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: { fixedDelay: '7s', percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
   t.same(routes[1]!.filterConfigs, {}, 'no fault for everyone else');
 });
 
 t.test('virtual-service-ratings-test-abort: HTTP 500 for jason on ratings', skip, async (t) => {
   const out = mesh('virtual-service-all-v1.yaml', 'virtual-service-reviews-test-v2.yaml', 'virtual-service-ratings-test-abort.yaml');
   const routes = routesOf(out, 'ratings');
-  t.same(routes[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: null, abort: { httpStatus: 500, grpcStatus: null, percent: 100 } } });
+  t.same(routes[0]!.filterConfigs, { 'envoy.filters.http.fault': { abort: { httpStatus: 500, percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
   t.same(routes[0]!.match.headers.map((h) => h.name), ['end-user']);
   t.same(routes[1]!.filterConfigs, {});
 });
@@ -149,7 +148,7 @@ t.test('fault-injection-details-v1: every details request aborts with 555', skip
   const out = translateResources(apply(BOOKINFO_SERVICES, 'destination-rule-all.yaml', 'virtual-service-all-v1.yaml', 'fault-injection-details-v1.yaml'), SIDECAR);
   const first = routesOf(out, 'details')[0]!;
   t.same(first.match, { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] });
-  t.same(first.filterConfigs, { 'envoy.filters.http.fault': { delay: null, abort: { httpStatus: 555, grpcStatus: null, percent: 100 } } });
+  t.same(first.filterConfigs, { 'envoy.filters.http.fault': { abort: { httpStatus: 555, percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
   t.same(targets(first), [[bk('details', 'v1'), 100]]);
   t.notOk(out.config.clusters.some((c) => c.name === bk('details', 'v2')), 'the replaced rule has no v2 subset');
 });
@@ -218,12 +217,12 @@ spec:
   );
   t.equal(forward(routesOf(out, 'reviews')[0]!).timeoutMs, 500);
   t.same(targets(routesOf(out, 'reviews')[0]!), [[bk('reviews', 'v2'), 100]]);
-  t.same(routesOf(out, 'ratings')[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: { fixedDelayMs: 2000, percent: 100 }, abort: null } });
+  t.same(routesOf(out, 'ratings')[0]!.filterConfigs, { 'envoy.filters.http.fault': { delay: { fixedDelay: '2s', percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
 });
 
 t.test('bookinfo-gateway: the ingress routes five paths to productpage:9080', skip, async (t) => {
   const out = translateResources(apply(BOOKINFO_SERVICES, 'destination-rule-all.yaml', 'virtual-service-all-v1.yaml', 'bookinfo-gateway.yaml'), INGRESS);
-  t.same(out.config.listeners, [{ name: '0.0.0.0_8080', address: '0.0.0.0', port: 8080, connectionManager: ISTIO_ENVOY_HCM, direction: 'gateway', routeConfig: 'http.8080', httpFilters: [], tls: null }]);
+  t.same(out.config.listeners, [{ name: '0.0.0.0_8080', address: '0.0.0.0', port: 8080, connectionManager: ISTIO_ENVOY_HCM, direction: 'gateway', routeConfig: 'http.8080', httpFilters: CHAIN_TAIL, tls: null }]);
   const rc = routeTable(out.config, 'http.8080');
   t.equal(rc.ignorePortInHostMatching, true);
   t.same(rc.virtualHosts.map((v) => [v.name, v.domains]), [['*:8080', ['*']]]);

@@ -326,7 +326,7 @@ t.test('route fields: the root’s apply only where the delegate’s route leave
     ['api-own.m-x', 1000, null, { set: [['x-own', '1']], add: [], remove: [] }, { prefix: '/v1', regex: null }, [exact('https://a.example')]],
     'the delegate’s timeout, retries and headers win; rewrite and CORS come from the root',
   );
-  t.same(own!.filterConfigs, { 'envoy.filters.http.fault': { delay: null, abort: { httpStatus: 418, grpcStatus: null, percent: 100 } } });
+  t.same(own!.filterConfigs, { 'envoy.filters.http.fault': { abort: { httpStatus: 418, percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
   t.same(
     [inherited!.name, forward(inherited!).timeoutMs, forward(inherited!).retry?.retryOn, inherited!.requestHeaders, path(inherited!)],
     ['api.m', 5000, ['5xx'], { set: [['x-root', '1']], add: [], remove: [] }, prefix('/api')],

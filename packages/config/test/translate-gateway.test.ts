@@ -9,7 +9,7 @@
 // pkg/config/host (NamesForNamespace, Intersection), model/virtualservice.go
 // (resolveGatewayName).
 import t from 'tap';
-import { BOOKINFO_SERVICES, bk, INGRESS, ISTIO_ENVOY_HCM, nodeWith, routeTable, targets, translate, vhost, type Translated } from './helpers/translate.ts';
+import { BOOKINFO_SERVICES, bk, INGRESS, ISTIO_ENVOY_HCM, nodeWith, routeTable, targets, translate, vhost, type Translated, CHAIN_TAIL } from './helpers/translate.ts';
 
 function gateway(name: string, ns: string, servers: string, selector = '{istio: ingressgateway}', meta = ''): string {
   return `apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: ${name}, namespace: ${ns}${meta}}\nspec:\n  selector: ${selector}\n  servers:\n${servers}\n---\n`;
@@ -32,8 +32,8 @@ t.test('a gateway proxy serves the Gateways whose selector matches its labels', 
   );
   t.same(out.issues, []);
   t.same(out.config.listeners, [
-    { name: '0.0.0.0_80', address: '0.0.0.0', port: 80, connectionManager: ISTIO_ENVOY_HCM, direction: 'gateway', routeConfig: 'http.80', httpFilters: [], tls: null },
-    { name: '0.0.0.0_8080', address: '0.0.0.0', port: 8080, connectionManager: ISTIO_ENVOY_HCM, direction: 'gateway', routeConfig: 'http.8080', httpFilters: [], tls: null },
+    { name: '0.0.0.0_80', address: '0.0.0.0', port: 80, connectionManager: ISTIO_ENVOY_HCM, direction: 'gateway', routeConfig: 'http.80', httpFilters: CHAIN_TAIL, tls: null },
+    { name: '0.0.0.0_8080', address: '0.0.0.0', port: 8080, connectionManager: ISTIO_ENVOY_HCM, direction: 'gateway', routeConfig: 'http.8080', httpFilters: CHAIN_TAIL, tls: null },
   ]);
   t.same(
     out.config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching, r.virtualHosts.length]),

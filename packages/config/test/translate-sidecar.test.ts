@@ -24,8 +24,7 @@ import {
   targets,
   translate,
   vhost,
-  vhostNames,
-} from './helpers/translate.ts';
+  vhostNames, CHAIN_TAIL } from './helpers/translate.ts';
 
 const vs = (name: string, spec: string, meta = ''): string =>
   `apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ${name}${meta}}\nspec:\n${spec}\n---\n`;
@@ -44,7 +43,7 @@ t.test('the outbound listener and route table', async (t) => {
   const { config, issues } = translate(BOOKINFO_SERVICES);
   t.same(issues, []);
   t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: CHAIN_TAIL, tls: null },
   ]);
   t.same(config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching]), [['outbound', false]]);
   t.same(vhostNames(config), [
@@ -289,9 +288,9 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
   const { config, issues } = translate(BOOKINFO_SERVICES, SIDECAR, { ...PORTS, appPort: 9080 });
   t.same(issues, []);
   t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: [], tls: null },
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: CHAIN_TAIL, tls: null },
     // Istio's default for inbound traffic is PERMISSIVE mTLS: TLS and plaintext on one port.
-    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: [], tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
+    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
   ]);
   const rc = routeTable(config, 'inbound|9080');
   t.equal(rc.ignorePortInHostMatching, true);

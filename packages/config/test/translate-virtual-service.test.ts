@@ -438,7 +438,7 @@ ${to('v1')}`);
   });
 });
 
-t.test('fault becomes the fault filter\'s route config (durations in ms, percentages as numbers)', async (t) => {
+t.test('fault becomes the fault filter\'s route config (Envoy HTTPFault: Duration JSON, percentages over a MILLION)', async (t) => {
   const { routes } = reviewsVs(`  - fault:
       delay: {percentage: {value: 10}, fixedDelay: 5s}
       abort: {percentage: {value: 0.5}, httpStatus: 400}
@@ -446,7 +446,10 @@ ${to('v1')}
   - route:
     - destination: {host: reviews}`);
   t.same(routes[0]!.filterConfigs, {
-    'envoy.filters.http.fault': { delay: { fixedDelayMs: 5000, percent: 10 }, abort: { httpStatus: 400, grpcStatus: null, percent: 0.5 } },
+    'envoy.filters.http.fault': {
+      delay: { fixedDelay: '5s', percentage: { numerator: 100_000, denominator: 'MILLION' } },
+      abort: { httpStatus: 400, percentage: { numerator: 5000, denominator: 'MILLION' } },
+    },
   });
   t.same(routes[1]!.filterConfigs, {});
 });

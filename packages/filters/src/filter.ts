@@ -124,10 +124,23 @@ export class SharedFilterConfig<F extends HttpFilter> implements HttpFilterConfi
 /** Registered once by name; turns the translator's plain config into a compiled one. */
 export interface HttpFilterFactory {
   readonly name: string;
+  /** Envoy's terminal filter (the router): must end the chain, and is not a step requests run. */
+  readonly terminal?: boolean;
   /** Throws a descriptive Error when the config cannot be used (compile time only). */
   compile(config: unknown, context: FilterCompileContext): HttpFilterConfig;
-  /** Compiles a route's override (typed_per_filter_config); absent when the filter has none. */
-  compileRouteConfig?(config: unknown, context: FilterCompileContext): unknown;
+  /**
+   * Compiles a route's override (typed_per_filter_config; `undefined` when the route has none
+   * and the filter `readsRouteRateLimits`); absent when the filter has none.
+   */
+  compileRouteConfig?(config: unknown, context: FilterCompileContext, route: RouteFilterInput): unknown;
+  /** The filter reads the route's `rate_limits` (the local rate limit): compiled for every route that has some. */
+  readonly readsRouteRateLimits?: boolean;
+}
+
+/** What a route offers its filters' route configs beyond typed_per_filter_config. */
+export interface RouteFilterInput {
+  /** Envoy's RouteAction `rate_limits` (config.route.v3.RateLimit JSON). */
+  readonly rateLimits: readonly unknown[];
 }
 
 /**
@@ -138,6 +151,11 @@ export interface FilterCompileContext {
   /** The value stored under `key` by an earlier snapshot, or the result of `create` (then stored). */
   persistent<T>(key: string, create: () => T): T;
   warn(message: string): void;
+  /**
+   * Where the config sits: the listener's name for its chain, `<route config>/<virtual
+   * host>/<route>` for a route's. State kept per place (rate-limit buckets) is keyed by it.
+   */
+  readonly scope?: string;
 }
 
 /** Envoy's filter names, which Istio's EnvoyFilter patches and config dumps use. */
@@ -146,4 +164,5 @@ export const FilterName = {
   Rbac: 'envoy.filters.http.rbac',
   LocalRateLimit: 'envoy.filters.http.local_ratelimit',
   Fault: 'envoy.filters.http.fault',
+  Router: 'envoy.filters.http.router',
 } as const;

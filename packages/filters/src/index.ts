@@ -1,5 +1,6 @@
 export * from './filter.ts';
-export { FilterRegistry } from './registry.ts';
+export { FilterRegistry, SKIPPED_ISTIO_FILTERS, type ChainEntry } from './registry.ts';
+export { RouterFilterFactory, routerFactory } from './router/router-factory.ts';
 export { AuthzFilterFactory, authzFactory } from './authz/authz-factory.ts';
 export { AuthzFilter, type AuthzFilterConfig, RBAC_DENIED_BODY, RBAC_DENIED_NONE } from './authz/authz-filter.ts';
 export { LocalRateLimitFilterFactory, localRateLimitFactory } from './local-ratelimit/local-ratelimit-factory.ts';

@@ -1,5 +1,31 @@
 import type { FilterCompileContext, HttpFilterConfig, HttpFilterFactory } from './filter.ts';
 
+/**
+ * Filters istiod puts in every chain that Remora accepts and does not run, and why. A chain
+ * from istiod (or an EnvoyFilter naming them) must not be refused for them.
+ */
+export const SKIPPED_ISTIO_FILTERS: ReadonlyMap<string, string> = new Map([
+  // Peer workload labels for telemetry: Remora reads the peer's identity from its mTLS certificate instead.
+  ['istio.metadata_exchange', 'peer metadata comes from the mTLS certificate'],
+  // Istio's stats (a Wasm or native extension): Remora's telemetry emits the same istio_* metrics itself.
+  ['istio.stats', 'istio_* metrics are emitted by the proxy itself'],
+  // Sets upstream ALPN to istio-* for mTLS origination: Remora's upstream TLS chooses ALPN itself.
+  ['istio.alpn', 'upstream ALPN is chosen by the cluster TLS settings'],
+  // Per-method gRPC counters (emit_filter_state for istio.stats): no Remora metric reads them.
+  ['envoy.filters.http.grpc_stats', 'no metric uses per-method gRPC counters'],
+  // The route's CORS policy is applied by the router, before the upstream is called.
+  ['envoy.filters.http.cors', "the router applies the route's CORS policy"],
+]);
+
+/** A listener's filter entry: Envoy's HttpFilter (`name`, `typed_config`, `is_optional`). */
+export interface ChainEntry {
+  readonly name: string;
+  readonly config: unknown;
+  readonly isOptional?: boolean;
+}
+
+const NO_RATE_LIMITS: readonly unknown[] = [];
+
 /** Filter factories by name; the runtime compiles each listener's chain through it. */
 export class FilterRegistry {
   readonly #factories = new Map<string, HttpFilterFactory>();
@@ -14,29 +40,59 @@ export class FilterRegistry {
     return this.#factories.has(name);
   }
 
-  /** Compiles a chain in order; an unknown name or a bad config throws, naming the filter. */
-  compileChain(chain: readonly { readonly name: string; readonly config: unknown }[], context: FilterCompileContext): HttpFilterConfig[] {
-    return chain.map(({ name, config }) => {
+  /**
+   * Compiles a chain in order into the steps a request runs. As Envoy: an unknown name is an
+   * error unless the entry is `is_optional` (then skipped with a warning); a terminal filter
+   * (the router) must be last and is not a step. Istio's own filters in SKIPPED_ISTIO_FILTERS
+   * are accepted and skipped. A bad config throws, naming the filter.
+   */
+  compileChain(chain: readonly ChainEntry[], context: FilterCompileContext): HttpFilterConfig[] {
+    const out: HttpFilterConfig[] = [];
+    chain.forEach(({ name, config, isOptional }, i) => {
       const factory = this.#factories.get(name);
-      if (factory === undefined) throw new Error(`unknown HTTP filter ${name}`);
+      if (factory === undefined) {
+        if (SKIPPED_ISTIO_FILTERS.has(name)) return;
+        if (isOptional === true) {
+          context.warn(`HTTP filter ${name} is not supported; it is optional (is_optional), so it is skipped`);
+          return;
+        }
+        throw new Error(`unknown HTTP filter ${name} (at ${i} of the chain); Envoy refuses it too unless it is marked is_optional`);
+      }
+      if (factory.terminal === true && i !== chain.length - 1) {
+        throw new Error(`filter ${name} is terminal and must be the last HTTP filter, but is at ${i} of ${chain.length}`);
+      }
+      let compiled: HttpFilterConfig;
       try {
-        return factory.compile(config, context);
+        compiled = factory.compile(config, context);
       } catch (err) {
         throw new Error(`filter ${name}: ${(err as Error).message}`);
       }
+      if (factory.terminal !== true) out.push(compiled);
     });
+    return out;
   }
 
-  /** Compiles a route's per-filter overrides; filters without route configs are skipped. */
-  compileRouteConfigs(configs: Readonly<Record<string, unknown>>, context: FilterCompileContext): Map<string, unknown> | null {
+  /**
+   * Compiles a route's per-filter overrides, and the route configs of filters that read the
+   * route's `rate_limits`; filters without route configs are skipped. Null: nothing to compile.
+   */
+  compileRouteConfigs(configs: Readonly<Record<string, unknown>>, context: FilterCompileContext, rateLimits: readonly unknown[] = NO_RATE_LIMITS): Map<string, unknown> | null {
     let out: Map<string, unknown> | null = null;
-    for (const [name, config] of Object.entries(configs)) {
-      const factory = this.#factories.get(name);
-      if (factory?.compileRouteConfig === undefined) continue;
+    const route = { rateLimits };
+    const compile = (name: string, factory: HttpFilterFactory, config: unknown): void => {
       try {
-        (out ??= new Map()).set(name, factory.compileRouteConfig(config, context));
+        (out ??= new Map()).set(name, factory.compileRouteConfig!(config, context, route));
       } catch (err) {
         throw new Error(`filter ${name} (route config): ${(err as Error).message}`);
+      }
+    };
+    for (const [name, config] of Object.entries(configs)) {
+      const factory = this.#factories.get(name);
+      if (factory?.compileRouteConfig !== undefined) compile(name, factory, config);
+    }
+    if (rateLimits.length > 0) {
+      for (const [name, factory] of this.#factories) {
+        if (factory.readsRouteRateLimits === true && !(name in configs)) compile(name, factory, undefined);
       }
     }
     return out;

@@ -1,8 +1,8 @@
-// The fault filter as Envoy's envoy.filters.http.fault runs Istio's VirtualService `fault`:
-// per-route config only, delay (DI) then abort (FI) with `fault filter abort`, gRPC aborts
+// The fault filter as Envoy's envoy.filters.http.fault runs Istio's VirtualService `fault`
+// (HTTPFault in the route's typed_per_filter_config, an empty one in the chain): delay (DI) then abort (FI) with `fault filter abort`, gRPC aborts
 // with a grpc status, per-request percentage draws, and timers released on client abort.
 import t from 'tap';
-import type { FaultConfig } from '@remora/config';
+import type { HTTPFaultJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.js';
 import { FAULT_ABORT_BODY, faultFactory, FaultFilter, FilterName, FilterStatus } from '@remora/filters';
 import { RecordingCallbacks, storeContext } from './filter-fakes.ts';
 import { RouteRequest } from './local-ratelimit-helpers.ts';
@@ -10,12 +10,16 @@ import { RouteRequest } from './local-ratelimit-helpers.ts';
 const ctx = storeContext();
 const listener = faultFactory.compile({}, ctx);
 
-function routeWith(fault: FaultConfig, grpc = false): RouteRequest {
+function routeWith(fault: HTTPFaultJson, grpc = false): RouteRequest {
   return new RouteRequest({ routeConfigs: new Map([[FilterName.Fault, faultFactory.compileRouteConfig(fault, ctx)]]), grpc });
 }
 
-const abort = (httpStatus: number | null, percent = 100, grpcStatus: number | null = null): FaultConfig => ({ delay: null, abort: { httpStatus, grpcStatus, percent } });
-const delay = (fixedDelayMs: number, percent = 100): FaultConfig => ({ delay: { fixedDelayMs, percent }, abort: null });
+// Percentages as istiod writes them: over a MILLION.
+const million = (percent: number) => ({ numerator: percent * 10_000, denominator: 'MILLION' as const });
+const abort = (httpStatus: number | null, percent = 100, grpcStatus: number | null = null): HTTPFaultJson => ({
+  abort: { ...(httpStatus !== null ? { httpStatus } : {}), ...(grpcStatus !== null ? { grpcStatus } : {}), percentage: million(percent) },
+});
+const delay = (fixedDelayMs: number, percent = 100): HTTPFaultJson => ({ delay: { fixedDelay: `${fixedDelayMs / 1000}s`, percentage: million(percent) } });
 
 t.test('routes without a fault pass untouched', async (t) => {
   const cb = new RecordingCallbacks();
@@ -75,7 +79,7 @@ t.test('delay: DI, the request resumes after the delay', async (t) => {
 t.test('delay then abort in one rule: both flags, abort after the delay', async (t) => {
   const cb = new RecordingCallbacks();
   const f = listener.create();
-  f.onRequest(routeWith({ delay: { fixedDelayMs: 30, percent: 100 }, abort: { httpStatus: 418, grpcStatus: null, percent: 100 } }), cb);
+  f.onRequest(routeWith({ delay: { fixedDelay: '0.030s', percentage: million(100) }, abort: { httpStatus: 418, percentage: million(100) } }), cb);
   t.equal(cb.reply, null, 'no abort before the delay');
   await new Promise((r) => setTimeout(r, 80));
   t.same(cb.flags, ['DI']);
@@ -104,6 +108,31 @@ t.test('a client that goes away releases the delay timer', async (t) => {
 t.test('bad route configs are refused', async (t) => {
   t.throws(() => faultFactory.compileRouteConfig(abort(700), ctx), /httpStatus must be an HTTP status/);
   t.throws(() => faultFactory.compileRouteConfig(abort(null), ctx), /httpStatus or grpcStatus/);
-  t.throws(() => faultFactory.compileRouteConfig(delay(-5), ctx), /fixedDelayMs must be a non-negative/);
-  t.throws(() => faultFactory.compileRouteConfig(abort(500, 120), ctx), /percent must be a percentage/);
+  t.throws(() => faultFactory.compileRouteConfig(delay(-5), ctx), /delay.fixedDelay must be a non-negative duration/);
+  t.throws(() => faultFactory.compileRouteConfig({ abort: { httpStatus: 500, percentage: { numerator: 1, denominator: 'PERCENT' as 'HUNDRED' } } }, ctx), /abort.percentage.denominator must be HUNDRED, TEN_THOUSAND or MILLION/);
+  t.throws(() => faultFactory.compileRouteConfig({ abort: { headerAbort: {} } }, ctx), /headerAbort .* is not supported/);
+  t.throws(() => faultFactory.compileRouteConfig({ upstreamCluster: 'x' }, ctx), /upstreamCluster is not supported/);
+});
+
+t.test('a percentage above its denominator is capped at 100%; an unset one is 0% (Envoy)', async (t) => {
+  let aborted = 0;
+  const over = routeWith({ abort: { httpStatus: 500, percentage: { numerator: 150 } } });
+  const unset = routeWith({ abort: { httpStatus: 500 } });
+  for (let i = 0; i < 100; i++) {
+    if (listener.create().onRequest(over, new RecordingCallbacks()) === FilterStatus.StopIteration) aborted++;
+    if (listener.create().onRequest(unset, new RecordingCallbacks()) === FilterStatus.StopIteration) aborted += 1000;
+  }
+  t.equal(aborted, 100);
+});
+
+t.test("the listener's HTTPFault applies to routes without one; a route's own (even empty) replaces it", async (t) => {
+  const withDefault = faultFactory.compile(abort(503), ctx);
+  const cb = new RecordingCallbacks();
+  t.equal(withDefault.create().onRequest(new RouteRequest(), cb), FilterStatus.StopIteration);
+  t.equal(cb.reply?.status, 503);
+  const own = new RecordingCallbacks();
+  withDefault.create().onRequest(routeWith(abort(418)), own);
+  t.equal(own.reply?.status, 418);
+  const empty = new RecordingCallbacks();
+  t.equal(withDefault.create().onRequest(routeWith({}), empty), FilterStatus.Continue);
 });

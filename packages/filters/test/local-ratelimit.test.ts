@@ -3,7 +3,8 @@
 // filter_enabled / filter_enforced fractions, x-ratelimit-* headers, per-route buckets,
 // descriptors, and buckets kept across recompiles (hot reloads) while their settings hold.
 import t from 'tap';
-import type { LocalRateLimitConfig, LocalRateLimitRouteConfig } from '@remora/config';
+import type { LocalRateLimitConfigJson } from '@remora/config';
+import type { RateLimitJson } from '@remora/config/envoy/gen/envoy/config/route/v3/route_components_pb.js';
 import { FilterName, FilterStatus, LocalRateLimitFilterFactory, TokenBucket, type HttpFilter } from '@remora/filters';
 import { RecordingCallbacks, storeContext } from './filter-fakes.ts';
 import { RouteRequest } from './local-ratelimit-helpers.ts';
@@ -14,24 +15,50 @@ function manualClock() {
   return c;
 }
 
-function config(over: Partial<LocalRateLimitConfig> = {}): LocalRateLimitConfig {
+interface Bucket {
+  maxTokens: number;
+  tokensPerFill: number;
+  fillIntervalMs: number;
+}
+
+const bucketJson = (b: Bucket) => ({ maxTokens: b.maxTokens, tokensPerFill: b.tokensPerFill, fillInterval: `${b.fillIntervalMs / 1000}s` });
+const percent = (p: number) => ({ runtimeKey: 'k', defaultValue: { numerator: p * 10_000, denominator: 'MILLION' as const } });
+
+/** Envoy's LocalRateLimit JSON from the settings a test varies. */
+function config(
+  over: {
+    statPrefix?: string;
+    tokenBucket?: Bucket | null;
+    enabledPercent?: number;
+    enforcedPercent?: number;
+    status?: number;
+    grpcResourceExhausted?: boolean;
+    responseHeadersToAdd?: [string, string][];
+    xRateLimitHeaders?: boolean;
+    descriptors?: { entries: { key: string; value: string }[]; tokenBucket: Bucket }[];
+  } = {},
+): LocalRateLimitConfigJson {
+  const tb = over.tokenBucket === undefined ? { maxTokens: 3, tokensPerFill: 2, fillIntervalMs: 1000 } : over.tokenBucket;
   return {
-    key: 'lrl',
-    origin: 'EnvoyFilter ns/lrl',
-    statPrefix: 'http_local_rate_limiter',
-    tokenBucket: { maxTokens: 3, tokensPerFill: 2, fillIntervalMs: 1000 },
-    enabledPercent: 100,
-    enforcedPercent: 100,
-    status: 429,
-    grpcResourceExhausted: false,
-    responseHeadersToAdd: [],
-    xRateLimitHeaders: false,
-    descriptors: [],
-    alwaysConsumeDefaultBucket: true,
-    rateLimits: [],
-    ...over,
+    statPrefix: over.statPrefix ?? 'http_local_rate_limiter',
+    ...(tb === null ? {} : { tokenBucket: bucketJson(tb) }),
+    filterEnabled: percent(over.enabledPercent ?? 100),
+    filterEnforced: percent(over.enforcedPercent ?? 100),
+    ...(over.status !== undefined ? { status: { code: over.status === 503 ? 'ServiceUnavailable' : over.status } as never } : {}),
+    ...(over.grpcResourceExhausted === true ? { rateLimitedAsResourceExhausted: true } : {}),
+    ...(over.responseHeadersToAdd ? { responseHeadersToAdd: over.responseHeadersToAdd.map(([key, value]) => ({ header: { key, value } })) } : {}),
+    ...(over.xRateLimitHeaders === true ? { enableXRatelimitHeaders: 'DRAFT_VERSION_03' as const } : {}),
+    ...(over.descriptors ? { descriptors: over.descriptors.map((d) => ({ entries: d.entries, tokenBucket: bucketJson(d.tokenBucket) })) } : {}),
   };
 }
+
+/** A compile context for the filter at `scope` (a listener's name, or a route's path). */
+function scoped(scope: string, store = new Map<string, unknown>()) {
+  return { ...storeContext(store), scope };
+}
+
+const NO_ROUTE = { rateLimits: [] };
+const routeInput = (rateLimits: RateLimitJson[]) => ({ rateLimits });
 
 function send(filter: HttpFilter, req = new RouteRequest()) {
   const cb = new RecordingCallbacks();
@@ -127,8 +154,8 @@ t.test('buckets survive a recompile with the same key and settings; new settings
   t.ok(send(b).limited, 'same bucket after a reload that left it alone');
   const c = factory.compile(config({ tokenBucket: { maxTokens: 5, tokensPerFill: 2, fillIntervalMs: 1000 } }), storeContext(store)).create();
   t.notOk(send(c).limited, 'a changed bucket starts full');
-  const d = factory.compile(config({ key: 'other' }), storeContext(store)).create();
-  t.notOk(send(d).limited, 'another key has its own bucket');
+  const d = factory.compile(config(), scoped('0.0.0.0_8081', store)).create();
+  t.notOk(send(d).limited, 'another listener has its own bucket');
 });
 
 t.test('per-route config replaces the listener limit with its own bucket; rate_limits drive descriptors', async (t) => {
@@ -138,23 +165,19 @@ t.test('per-route config replaces the listener limit with its own bucket; rate_l
   const listener = factory.compile(config({ tokenBucket: null }), ctx).create();
   t.match(ctx.warnings[0], /limits nothing unless a route brings its own/);
   t.notOk(send(listener).limited, 'no bucket at listener level: nothing limited');
-  const routeCfg: LocalRateLimitRouteConfig = { limit: config({ key: 'route-a', tokenBucket: { maxTokens: 1, tokensPerFill: 1, fillIntervalMs: 1000 } }), rateLimits: [] };
-  const routes = new Map([[FilterName.LocalRateLimit, factory.compileRouteConfig(routeCfg, ctx)]]);
+  const routeCfg = config({ tokenBucket: { maxTokens: 1, tokensPerFill: 1, fillIntervalMs: 1000 } });
+  const routes = new Map([[FilterName.LocalRateLimit, factory.compileRouteConfig(routeCfg, scoped('rc/vh/route-a'), NO_ROUTE)]]);
   t.notOk(send(listener, new RouteRequest({ routeConfigs: routes })).limited);
   t.ok(send(listener, new RouteRequest({ routeConfigs: routes })).limited, "the route's bucket of 1");
 
   const withDescriptors = factory.compile(
     config({
-      key: 'desc',
       tokenBucket: { maxTokens: 100, tokensPerFill: 1, fillIntervalMs: 1000 },
       descriptors: [{ entries: [{ key: 'client', value: 'slow' }], tokenBucket: { maxTokens: 1, tokensPerFill: 1, fillIntervalMs: 1000 } }],
     }),
     ctx,
   ).create();
-  const rl = factory.compileRouteConfig(
-    { limit: null, rateLimits: [{ actions: [{ kind: 'request_headers', headerName: 'X-Client', descriptorKey: 'client', skipIfAbsent: false }] }] },
-    ctx,
-  );
+  const rl = factory.compileRouteConfig(undefined, ctx, routeInput([{ actions: [{ requestHeaders: { headerName: 'X-Client', descriptorKey: 'client' } }] }]));
   const rc = new Map([[FilterName.LocalRateLimit, rl]]);
   const slow = () => new RouteRequest({ headers: { 'x-client': 'slow' }, routeConfigs: rc });
   t.notOk(send(withDescriptors, slow()).limited);
@@ -162,15 +185,14 @@ t.test('per-route config replaces the listener limit with its own bucket; rate_l
   for (let i = 0; i < 5; i++) t.notOk(send(withDescriptors, new RouteRequest({ headers: { 'x-client': 'fast' }, routeConfigs: rc })).limited, 'other values use the default bucket');
   t.notOk(send(withDescriptors, new RouteRequest({ routeConfigs: rc })).limited, 'no header: no descriptor');
 
-  const generic = factory.compileRouteConfig({ limit: null, rateLimits: [{ actions: [{ kind: 'remote_address' }] }] }, ctx);
+  const generic = factory.compileRouteConfig(undefined, ctx, routeInput([{ actions: [{ remoteAddress: {} }] }]));
   const byIp = factory
     .compile(
       config({
-        key: 'ip',
         tokenBucket: null,
         descriptors: [{ entries: [{ key: 'remote_address', value: '10.9.9.9' }], tokenBucket: { maxTokens: 1, tokensPerFill: 1, fillIntervalMs: 1000 } }],
       }),
-      ctx,
+      scoped('ip'),
     )
     .create();
   const from = (ip: string) => new RouteRequest({ remoteIp: ip, routeConfigs: new Map([[FilterName.LocalRateLimit, generic]]) });
@@ -182,9 +204,22 @@ t.test('per-route config replaces the listener limit with its own bucket; rate_l
 t.test('bad configs are refused with the field named', async (t) => {
   const f = new LocalRateLimitFilterFactory();
   const ctx = storeContext();
-  t.throws(() => f.compile(config({ tokenBucket: { maxTokens: -1, tokensPerFill: 1, fillIntervalMs: 1000 } }), ctx), /maxTokens must be a positive integer/);
-  t.throws(() => f.compile(config({ tokenBucket: { maxTokens: 1, tokensPerFill: 1, fillIntervalMs: 10 } }), ctx), /fillIntervalMs must be at least 50/);
-  t.throws(() => f.compile(config({ enforcedPercent: 101 }), ctx), /enforcedPercent must be a percentage/);
-  t.throws(() => f.compileRouteConfig({ limit: config({ tokenBucket: null }), rateLimits: [] }, ctx), /tokenBucket must be set for a route/);
-  t.throws(() => f.compile(null, ctx), /config must be an object/);
+  t.throws(() => f.compile(config({ tokenBucket: { maxTokens: 0, tokensPerFill: 1, fillIntervalMs: 1000 } }), ctx), /tokenBucket.maxTokens must be a positive integer/);
+  t.throws(() => f.compile(config({ tokenBucket: { maxTokens: 1, tokensPerFill: 1, fillIntervalMs: 10 } }), ctx), /tokenBucket.fillInterval must be at least 50ms/);
+  t.throws(() => f.compile({ ...config(), filterEnforced: { defaultValue: { numerator: 1, denominator: 'PERCENT' as 'HUNDRED' } } }, ctx), /filterEnforced.defaultValue.denominator must be HUNDRED/);
+  t.throws(() => f.compileRouteConfig(config({ tokenBucket: null }), ctx, NO_ROUTE), /tokenBucket must be set for a route/);
+  t.throws(() => f.compile(null, ctx), /config must be a LocalRateLimit object/);
+  t.throws(() => f.compile({ ...config(), statPrefix: '' }, ctx), /statPrefix is required/);
+  t.throws(() => f.compile({ ...config(), localRateLimitPerDownstreamConnection: true }, ctx), /localRateLimitPerDownstreamConnection is not supported/);
+  t.throws(() => f.compileRouteConfig(undefined, ctx, routeInput([{ actions: [{ destinationCluster: {} }] }])), /only requestHeaders, genericKey and remoteAddress actions are supported/);
+});
+
+t.test("Envoy's defaults: filter_enabled unset is 0% (nothing checked), status below 400 answers 429", async (t) => {
+  const f = new LocalRateLimitFilterFactory(manualClock().fn);
+  const one = { statPrefix: 'x', tokenBucket: { maxTokens: 1, fillInterval: '60s' } };
+  const unset = f.compile(one, scoped('a')).create();
+  for (let i = 0; i < 3; i++) t.notOk(send(unset).limited);
+  const low = f.compile({ ...one, filterEnabled: percent(100), filterEnforced: percent(100), status: { code: 'OK' } }, scoped('b')).create();
+  send(low);
+  t.equal(send(low).cb.reply?.status, 429);
 });

@@ -1,3 +1,6 @@
+import type { RateLimitJson } from '../envoy/gen/envoy/config/route/v3/route_components_pb.ts';
+import type { LocalRateLimitJson } from '../envoy/gen/envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit_pb.ts';
+
 /**
  * The configs of the built-in HTTP filters, as the translator hands them to the runtime
  * (listener `httpFilters`, route `filterConfigs`). Plain data; the filters compile them.
@@ -29,72 +32,10 @@ export interface AuthzConfig {
   readonly trustDomain: string;
 }
 
-/** Envoy's local rate limit (envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit), normalized. */
-export interface LocalRateLimitConfig {
-  /**
-   * Identifies the bucket across config swaps: buckets whose key and bucket settings did not
-   * change keep their tokens on reload.
-   */
-  readonly key: string;
-  /** Where the config came from (`EnvoyFilter ns/name`, `LocalRateLimit ns/name`), for messages. */
-  readonly origin: string;
-  readonly statPrefix: string;
-  /**
-   * The filter's own bucket; null: none (Envoy allows that at listener level, where routes
-   * bring their own; such a filter limits nothing by itself).
-   */
-  readonly tokenBucket: TokenBucketConfig | null;
-  /** `filter_enabled` runtime fraction, 0–100: share of requests checked (Envoy's default when unset: 0). */
-  readonly enabledPercent: number;
-  /** `filter_enforced`, 0–100: share of over-limit requests actually refused (others only counted). */
-  readonly enforcedPercent: number;
-  /** Status of a refusal (`status.code`; Envoy uses 429 for anything below 400). */
-  readonly status: number;
-  /** `rate_limited_as_resource_exhausted`: gRPC refusals carry RESOURCE_EXHAUSTED (8) instead of UNAVAILABLE (14). */
-  readonly grpcResourceExhausted: boolean;
-  /** Headers added to responses the filter refuses (`response_headers_to_add`). */
-  readonly responseHeadersToAdd: readonly (readonly [string, string])[];
-  /** `enable_x_ratelimit_headers: DRAFT_VERSION_03`: x-ratelimit-limit/-remaining/-reset on every response. */
-  readonly xRateLimitHeaders: boolean;
-  /** Descriptor buckets (with `rate_limits` on the route); empty: only the filter's own bucket. */
-  readonly descriptors: readonly RateLimitDescriptor[];
-  /** `always_consume_default_token_bucket` (Envoy's default: true): the own bucket is taken from even when a descriptor matched. */
-  readonly alwaysConsumeDefaultBucket: boolean;
-  /** The filter's own `rate_limits` (used instead of the route's when set): each entry's actions yield one descriptor. */
-  readonly rateLimits: readonly RateLimitActions[];
-}
-
-/** A route's local rate limit settings (route `filterConfigs`). */
-export interface LocalRateLimitRouteConfig {
-  /** The route's own limit (typed_per_filter_config), replacing the listener's; null: the listener's applies. */
-  readonly limit: LocalRateLimitConfig | null;
-  /** The route's `rate_limits`, which produce the request's descriptors. */
-  readonly rateLimits: readonly RateLimitActions[];
-}
-
-export interface TokenBucketConfig {
-  readonly maxTokens: number;
-  readonly tokensPerFill: number;
-  readonly fillIntervalMs: number;
-}
-
-export interface RateLimitDescriptor {
-  readonly entries: readonly { readonly key: string; readonly value: string }[];
-  readonly tokenBucket: TokenBucketConfig;
-}
-
-/** One descriptor entry from the request (Envoy's route `rate_limits[].actions[]`). */
-export type RateLimitAction =
-  | { readonly kind: 'request_headers'; readonly headerName: string; readonly descriptorKey: string; readonly skipIfAbsent: boolean }
-  | { readonly kind: 'generic_key'; readonly descriptorKey: string; readonly descriptorValue: string }
-  | { readonly kind: 'remote_address' };
-
-export interface RateLimitActions {
-  readonly actions: readonly RateLimitAction[];
-}
-
-/** Istio VirtualService `fault`, normalized. Percentages 0–100 (Istio's default when unset: 100). */
-export interface FaultConfig {
-  readonly delay: { readonly fixedDelayMs: number; readonly percent: number } | null;
-  readonly abort: { readonly httpStatus: number | null; readonly grpcStatus: number | null; readonly percent: number } | null;
-}
+/**
+ * `envoy.filters.http.local_ratelimit`'s config: Envoy's LocalRateLimit in proto3 JSON, on a
+ * listener's chain and in a route's typed_per_filter_config. `rateLimits` is the filter's own
+ * `rate_limits` (Envoy 1.33+, newer than the bundled protos): each entry's actions yield a
+ * descriptor, used instead of the route's when set.
+ */
+export type LocalRateLimitConfigJson = LocalRateLimitJson & { rateLimits?: RateLimitJson[] };

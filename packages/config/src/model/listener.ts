@@ -7,10 +7,15 @@
  */
 export type TrafficDirection = 'outbound' | 'inbound' | 'gateway';
 
-/** An HTTP filter in a listener's chain: a registered name and its config, checked at compile time. */
+/**
+ * An HTTP filter in a listener's chain (Envoy's HttpFilter): its name, its typed_config as
+ * proto3 JSON without `@type` (the name says the type), checked at compile time.
+ */
 export interface HttpFilterConfig {
   readonly name: string;
   readonly config: unknown;
+  /** Envoy's `is_optional`: a filter the proxy does not know is skipped (with a warning) instead of refused. */
+  readonly isOptional?: boolean;
 }
 
 /** One TCP route (a TLS-passthrough server's by SNI, or a TCP server's): weighted clusters. */

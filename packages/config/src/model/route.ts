@@ -1,3 +1,5 @@
+import type { RateLimitJson } from '../envoy/gen/envoy/config/route/v3/route_components_pb.ts';
+
 /**
  * HTTP routing, shaped like Envoy's RouteConfiguration: route tables hold virtual hosts
  * (picked by Host/:authority), which hold ordered routes (first match wins).
@@ -160,6 +162,8 @@ export interface Route {
   readonly responseHeaders: HeaderMutation | null;
   /** Per-route filter settings by filter name (Envoy's typed_per_filter_config). */
   readonly filterConfigs: Readonly<Record<string, unknown>>;
+  /** Envoy's RouteAction `rate_limits`: the descriptors the local rate limit filter looks up; absent: none. */
+  readonly rateLimits?: readonly RateLimitJson[];
   /** The resource this route came from, `<namespace>/<name>` of its VirtualService; '' if none. */
   readonly origin: string;
 }

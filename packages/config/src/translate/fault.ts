@@ -1,4 +1,6 @@
-import type { FaultConfig } from '../model/filters.ts';
+import type { HTTPFaultJson } from '../envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.ts';
+import type { FractionalPercentJson } from '../envoy/gen/envoy/type/v3/percent_pb.ts';
+import { msToDurationJson, percentToFractional } from '../model/envoy-values.ts';
 
 export const FAULT_FILTER = 'envoy.filters.http.fault';
 
@@ -32,20 +34,39 @@ export interface IstioFault {
   abort?: { httpStatus?: number; grpcStatus?: string; http2Error?: string; percentage?: IstioPercent };
 }
 
+/** istiod's translateIntegerToFractionalPercent (the deprecated integer `percent`), in canonical JSON (zero fields left out). */
+function legacyPercent(percent: number | undefined): FractionalPercentJson {
+  return percent === undefined || percent === 0 ? {} : { numerator: percent };
+}
+
+function fractional(p: IstioPercent): FractionalPercentJson {
+  const out = percentToFractional(p.value ?? 0);
+  return out.numerator === 0 ? { denominator: 'MILLION' } : out;
+}
+
 /**
- * Istio's HTTPFaultInjection as the fault filter's config. A percentage left out means
- * every request (Istio translates a missing percentage to 100%).
+ * Istio's HTTPFaultInjection as Envoy's HTTPFault, as istiod's route.TranslateFault builds it
+ * (the route's typed_per_filter_config): a percentage over a MILLION, or the deprecated
+ * integer `percent` over a HUNDRED; no percentage at all means no request is faulted (Istio's
+ * documented default, and Envoy's for an unset FractionalPercent). Null when nothing is left
+ * (istiod drops exponential delays and HTTP/2 error aborts).
  */
-export function faultConfig(f: IstioFault, durationMs: (v: string | undefined, fallback: number) => number): FaultConfig {
-  const pct = (p: IstioPercent | undefined, legacy?: number): number => p?.value ?? legacy ?? 100;
-  return {
-    delay: f.delay ? { fixedDelayMs: durationMs(f.delay.fixedDelay, 0), percent: pct(f.delay.percentage, f.delay.percent) } : null,
-    abort: f.abort
-      ? {
-          httpStatus: f.abort.httpStatus ?? null,
-          grpcStatus: f.abort.grpcStatus !== undefined ? (GRPC_CODES[f.abort.grpcStatus.toUpperCase()] ?? (Number(f.abort.grpcStatus) || 2)) : null,
-          percent: pct(f.abort.percentage),
-        }
-      : null,
-  };
+export function faultConfig(f: IstioFault, durationMs: (v: string | undefined, fallback: number) => number): HTTPFaultJson | null {
+  const out: HTTPFaultJson = {};
+  if (f.delay !== undefined && f.delay.fixedDelay !== undefined) {
+    out.delay = {
+      fixedDelay: msToDurationJson(durationMs(f.delay.fixedDelay, 0)),
+      percentage: f.delay.percentage !== undefined ? fractional(f.delay.percentage) : legacyPercent(f.delay.percent),
+    };
+  }
+  const a = f.abort;
+  if (a !== undefined && (a.httpStatus !== undefined || a.grpcStatus !== undefined)) {
+    out.abort = a.httpStatus !== undefined ? { httpStatus: a.httpStatus } : { grpcStatus: grpcCode(a.grpcStatus!) };
+    if (a.percentage !== undefined) out.abort.percentage = fractional(a.percentage);
+  }
+  return out.delay === undefined && out.abort === undefined ? null : out;
+}
+
+function grpcCode(name: string): number {
+  return GRPC_CODES[name.toUpperCase()] ?? (Number(name) || 2);
 }

@@ -1,10 +1,10 @@
 /**
  * A listener's HTTP filter chain, in the order istiod builds it (listener_builder.go), with
  * EnvoyFilter `HTTP_FILTER` inserts placed by istiod's rules (envoyfilter/listener_patch.go).
- * Istio's chain also holds filters Remora does not run as filters (metadata exchange, gRPC
- * stats, ALPN, CORS, stats, the router); they are kept as named slots while inserts are
- * placed, so a patch whose `subFilter` names one lands where istiod would put it, and are
- * dropped afterwards.
+ * Istio's chain also holds filters Remora does not run (metadata exchange, gRPC stats, ALPN,
+ * stats); they are kept as named slots while inserts are placed, so a patch whose `subFilter`
+ * names one lands where istiod would put it, and are dropped afterwards. CORS (an empty Cors,
+ * as istiod's) and the router (Envoy's terminal filter) stay in the chain.
  */
 import type { HttpFilterConfig } from '../model/listener.ts';
 import type { Resource } from '../resources/resource.ts';
@@ -34,6 +34,9 @@ const ALPN = 'istio.alpn';
 const CORS = 'envoy.filters.http.cors';
 const STATS = 'istio.stats';
 const ROUTER = 'envoy.filters.http.router';
+/** istiod's filters: an empty Cors (the policy is per route) and a Router with its defaults. */
+const CORS_FILTER: HttpFilterConfig = { name: CORS, config: {} };
+const ROUTER_FILTER: HttpFilterConfig = { name: ROUTER, config: {} };
 
 /**
  * Right after authentication and authorization: gRPC stats is the filter that follows them
@@ -68,12 +71,12 @@ export function httpFilterChain(
   }
   slots.push({ name: GRPC_STATS, filter: null });
   if (context !== 'SIDECAR_INBOUND') slots.push({ name: ALPN, filter: null });
-  slots.push({ name: FAULT_FILTER, filter: parts.fault }, { name: CORS, filter: null }, { name: STATS, filter: null });
-  // The router is not a filter here (requests are routed once the chain lets them through),
-  // so "the end of the chain" is the place just before it.
+  slots.push({ name: FAULT_FILTER, filter: parts.fault }, { name: CORS, filter: CORS_FILTER }, { name: STATS, filter: null });
+  // The router is kept apart while placing: "the end of the chain" is the place just before it.
   for (const insert of inserts) if (insert !== null) place(ctx, context, slots, insert);
   const out: HttpFilterConfig[] = [];
   for (const s of slots) if (s.filter !== null) out.push(s.filter);
+  out.push(ROUTER_FILTER);
   return out;
 }
 

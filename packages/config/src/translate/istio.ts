@@ -13,7 +13,7 @@ import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
 import { httpFilterChain } from './http-filter-chain.ts';
-import { applyLocalRateLimitRoutes, localRateLimitFilter } from './local-ratelimit.ts';
+import { applyLocalRateLimitRoutes, checkInsertedHttpFilters, localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
 import { sidecarScope } from './sidecar-scope.ts';
 import { authzFilter } from './security.ts';
@@ -96,6 +96,7 @@ export function translateIstio(
   }
 
   applyLocalRateLimitRoutes(ctx, listeners, routeConfigs);
+  checkInsertedHttpFilters(ctx);
 
   const version = createHash('sha256')
     .update(JSON.stringify(resources.map((r) => r.document)))

@@ -9,9 +9,17 @@
  * - Remora's LocalRateLimit (ratelimit.remora.dev/v1alpha1): the same limit without Envoy's
  *   config language.
  *
- * Both become `LocalRateLimitConfig`. Bad values are config errors naming the resource and field.
+ * Both become Envoy's LocalRateLimit (proto3 JSON), the filter's config; an EnvoyFilter's is
+ * read with Envoy's descriptors, so its errors name the resource, the patch and the exact
+ * field. Route `rate_limits` land on the route as Envoy's RateLimit.
  */
-import type { LocalRateLimitConfig, LocalRateLimitRouteConfig, RateLimitAction, RateLimitActions, TokenBucketConfig } from '../model/filters.ts';
+import { createRequire } from 'node:module';
+import type { DescMessage, JsonValue } from '@bufbuild/protobuf';
+import type { RateLimitJson } from '../envoy/gen/envoy/config/route/v3/route_components_pb.ts';
+import type { TokenBucketJson } from '../envoy/gen/envoy/type/v3/token_bucket_pb.ts';
+import { EnvoyCodecError } from '../errors.ts';
+import { durationJsonMs, msToDurationJson } from '../model/envoy-values.ts';
+import type { LocalRateLimitConfigJson } from '../model/filters.ts';
 import type { HttpFilterConfig } from '../model/listener.ts';
 import type { Route, RouteConfiguration } from '../model/route.ts';
 import type { Resource } from '../resources/resource.ts';
@@ -25,7 +33,6 @@ const LOCAL_RATE_LIMIT_TYPE = 'envoy.extensions.filters.http.local_ratelimit.v3.
 const TYPED_STRUCTS = new Set(['udpa.type.v1.TypedStruct', 'xds.type.v3.TypedStruct']);
 /** Envoy refuses token buckets that refill more often than this. */
 const MIN_FILL_INTERVAL_MS = 50;
-const MAX_UINT32 = 4294967295;
 
 /** Where a listener sits, in EnvoyFilter `match.context` terms. */
 export type PatchContext = 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND' | 'GATEWAY';
@@ -63,234 +70,160 @@ function portMatches(ctx: TranslateContext, want: unknown, context: PatchContext
   return want === listenerPort;
 }
 
-/** Reads one LocalRateLimit proto value; errors go to `ctx` against `at` (the path of `value`). */
-class ProtoReader {
-  ok = true;
-  readonly ctx: TranslateContext;
-  readonly r: Resource;
+interface EnvoyCodec {
+  readonly envoyFromJson: typeof import('../envoy/codec.ts').envoyFromJson;
+  readonly envoyToJson: typeof import('../envoy/codec.ts').envoyToJson;
+  readonly LocalRateLimitSchema: typeof import('../envoy/gen/envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit_pb.ts').LocalRateLimitSchema;
+  readonly RateLimitSchema: typeof import('../envoy/gen/envoy/config/route/v3/route_components_pb.ts').RateLimitSchema;
+}
 
-  constructor(ctx: TranslateContext, r: Resource) {
-    this.ctx = ctx;
-    this.r = r;
+let loaded: EnvoyCodec | null = null;
+
+/**
+ * Envoy's descriptors, loaded on first use: they take about 0.3 s, which only a config with
+ * an EnvoyFilter local rate limit pays, on the loader worker; the proxy's main thread, which
+ * imports this package too, never does.
+ */
+function envoyCodec(): EnvoyCodec {
+  if (loaded !== null) return loaded;
+  const require = createRequire(import.meta.url);
+  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+  const codec = require(`../envoy/codec${ext}`) as typeof import('../envoy/codec.ts');
+  const lrl = require(`../envoy/gen/envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit_pb${ext}`) as typeof import('../envoy/gen/envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit_pb.ts');
+  const route = require(`../envoy/gen/envoy/config/route/v3/route_components_pb${ext}`) as typeof import('../envoy/gen/envoy/config/route/v3/route_components_pb.ts');
+  loaded = { envoyFromJson: codec.envoyFromJson, envoyToJson: codec.envoyToJson, LocalRateLimitSchema: lrl.LocalRateLimitSchema, RateLimitSchema: route.RateLimitSchema };
+  return loaded;
+}
+
+/** Envoy's validation rules (protoc-gen-validate) the codec does not check, and fields Remora lacks. */
+const UNSUPPORTED_FIELDS: readonly [string, string][] = [
+  ['localClusterRateLimit', 'local_cluster_rate_limit'],
+  ['vhRateLimits', 'vh_rate_limits'],
+  ['requestHeadersToAddWhenNotEnforced', 'request_headers_to_add_when_not_enforced'],
+  ['localRateLimitPerDownstreamConnection', 'local_rate_limit_per_downstream_connection'],
+];
+
+/** `a.b[0].c` (the codec's field path) as path segments. */
+function splitPath(path: string): Path {
+  const out: Path = [];
+  for (const m of path.matchAll(/([^.[\]]+)|\[(\d+)\]/g)) out.push(m[2] !== undefined ? Number(m[2]) : m[1]!);
+  return out;
+}
+
+/** Reads `json` as Envoy message `schema` and writes it back in canonical proto3 JSON; codec errors go to `ctx` at `at` plus the field path. */
+function decode<T>(ctx: TranslateContext, r: Resource, schema: (c: EnvoyCodec) => DescMessage, json: unknown, at: Path): T | null {
+  try {
+    const { envoyFromJson, envoyToJson } = envoyCodec();
+    const desc = schema(envoyCodec());
+    return envoyToJson(desc, envoyFromJson(desc, json as JsonValue)) as T;
+  } catch (e) {
+    if (!(e instanceof EnvoyCodecError)) throw e;
+    ctx.error(r, [...at, ...splitPath(e.path)], e.reason);
+    return null;
   }
+}
 
-  error(path: Path, message: string): void {
-    this.ok = false;
-    this.ctx.error(this.r, path, message);
+/** Reads route `rate_limits` (config.route.v3.RateLimit) as canonical JSON; null when one is bad (reported). */
+function decodeRateLimits(ctx: TranslateContext, r: Resource, v: unknown, at: Path): RateLimitJson[] | null {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) {
+    ctx.error(r, at, 'rate_limits must be a list');
+    return null;
   }
-
-  uint(o: Obj, snake: string, at: Path, required: boolean, fallback: number): number {
-    const f = field(o, snake);
-    let v = f.value;
-    // uint32 wrappers may be written `{value: n}`.
-    const wrapped = obj(v);
-    if (wrapped !== null && 'value' in wrapped) v = wrapped.value;
-    if (v === undefined || v === null) {
-      if (required) this.error([...at, f.name], `${f.name} is required`);
-      return fallback;
+  const out: RateLimitJson[] = [];
+  let ok = true;
+  v.forEach((item, i) => {
+    const rl = decode<RateLimitJson>(ctx, r, (c) => c.RateLimitSchema, item, [...at, i]);
+    if (rl === null) {
+      ok = false;
+      return;
     }
-    const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_UINT32) {
-      this.error([...at, f.name], `${f.name} must be a positive integer (1 to ${MAX_UINT32}), got ${JSON.stringify(v)}`);
-      return fallback;
+    const actions = rl.actions ?? [];
+    if (actions.length === 0) {
+      ctx.error(r, [...at, i, 'actions'], 'actions must be a non-empty list');
+      ok = false;
     }
-    return n;
-  }
-
-  bucket(v: unknown, at: Path): TokenBucketConfig | null {
-    const b = obj(v);
-    if (b === null) {
-      this.error(at, `token bucket must be an object with max_tokens and fill_interval, got ${JSON.stringify(v)}`);
-      return null;
-    }
-    const maxTokens = this.uint(b, 'max_tokens', at, true, 1);
-    const tokensPerFill = this.uint(b, 'tokens_per_fill', at, false, 1);
-    const fi = field(b, 'fill_interval');
-    let fillIntervalMs = 0;
-    if (fi.value === undefined || fi.value === null) {
-      this.error([...at, fi.name], `${fi.name} is required`);
-    } else {
-      const ms = typeof fi.value === 'string' ? parseDuration(fi.value) : null;
-      if (ms === null) this.error([...at, fi.name], `${fi.name} must be a duration such as "60s" or "500ms", got ${JSON.stringify(fi.value)}`);
-      else if (ms < MIN_FILL_INTERVAL_MS) this.error([...at, fi.name], `${fi.name} must be at least ${MIN_FILL_INTERVAL_MS}ms (Envoy's limit for token bucket refills), got ${JSON.stringify(fi.value)}`);
-      else fillIntervalMs = ms;
-    }
-    return { maxTokens, tokensPerFill, fillIntervalMs };
-  }
-
-  /** A RuntimeFractionalPercent as a percentage; absent: `fallback` (Envoy: 0, for safety). */
-  fraction(o: Obj, snake: string, at: Path, fallback: number): number {
-    const f = field(o, snake);
-    if (f.value === undefined || f.value === null) return fallback;
-    const rf = obj(f.value);
-    const dv = rf === null ? null : field(rf, 'default_value');
-    const d = dv === null ? null : obj(dv.value);
-    if (d === null) {
-      this.error([...at, f.name], `${f.name} must have default_value {numerator, denominator}`);
-      return fallback;
-    }
-    const num = d.numerator ?? 0;
-    if (typeof num !== 'number' || !Number.isInteger(num) || num < 0) {
-      this.error([...at, f.name, dv!.name, 'numerator'], `numerator must be a non-negative integer, got ${JSON.stringify(num)}`);
-      return fallback;
-    }
-    const den = d.denominator ?? 'HUNDRED';
-    const scale = den === 'HUNDRED' ? 100 : den === 'TEN_THOUSAND' ? 10_000 : den === 'MILLION' ? 1_000_000 : 0;
-    if (scale === 0) {
-      this.error([...at, f.name, dv!.name, 'denominator'], `denominator must be HUNDRED, TEN_THOUSAND or MILLION, got ${JSON.stringify(den)}`);
-      return fallback;
-    }
-    // Envoy caps a numerator above the denominator at 100%.
-    return Math.min(100, (num / scale) * 100);
-  }
-
-  headers(v: unknown, at: Path): [string, string][] {
-    if (v === undefined || v === null) return [];
-    if (!Array.isArray(v)) {
-      this.error(at, 'response_headers_to_add must be a list');
-      return [];
-    }
-    const out: [string, string][] = [];
-    v.forEach((h, i) => {
-      const hdr = obj(obj(h)?.header);
-      const key = hdr?.key;
-      if (typeof key !== 'string' || key === '' || /[^!#$%&'*+\-.^_`|~0-9A-Za-z]/.test(key)) {
-        this.error([...at, i, 'header', 'key'], `header key must be a valid header name, got ${JSON.stringify(key)}`);
-        return;
+    actions.forEach((a, k) => {
+      if (a.requestHeaders !== undefined && (!a.requestHeaders.headerName || !a.requestHeaders.descriptorKey)) {
+        ctx.error(r, [...at, i, 'actions', k], 'request_headers needs header_name and descriptor_key');
+        ok = false;
+      } else if (a.genericKey !== undefined && !a.genericKey.descriptorValue) {
+        ctx.error(r, [...at, i, 'actions', k], 'generic_key needs descriptor_value');
+        ok = false;
+      } else if (a.requestHeaders === undefined && a.genericKey === undefined && a.remoteAddress === undefined) {
+        ctx.error(r, [...at, i, 'actions', k], 'only request_headers, generic_key and remote_address actions are supported');
+        ok = false;
       }
-      const value = hdr!.value ?? '';
-      if (typeof value !== 'string') {
-        this.error([...at, i, 'header', 'value'], 'header value must be a string');
-        return;
-      }
-      if (/%[A-Z_]+(\(.*?\))?%/.test(value)) this.ctx.warn(this.r, [...at, i, 'header', 'value'], 'header value formatters (%...%) are not expanded; the text is sent as written');
-      out.push([key.toLowerCase(), value]);
     });
-    return out;
-  }
+    out.push(rl);
+  });
+  return ok ? out : null;
+}
 
-  rateLimits(v: unknown, at: Path): RateLimitActions[] {
-    if (v === undefined || v === null) return [];
-    if (!Array.isArray(v)) {
-      this.error(at, 'rate_limits must be a list');
-      return [];
+/**
+ * One LocalRateLimit message (as written: snake_case or lowerCamelCase) as the filter's
+ * config: validated with Envoy's descriptors (exact field paths), then Envoy's own rules the
+ * codec does not check; null when it has errors (they are reported against `at`).
+ */
+function decodeLimit(ctx: TranslateContext, r: Resource, v: Obj, at: Path, perRoute: boolean): LocalRateLimitConfigJson | null {
+  // The filter's own rate_limits is newer than the bundled protos: read apart, as route rate_limits.
+  const rlField = field(v, 'rate_limits');
+  const rest: Obj = { ...v };
+  delete rest[rlField.name];
+  const rateLimits = decodeRateLimits(ctx, r, rlField.value, [...at, rlField.name]);
+  const c = decode<LocalRateLimitConfigJson>(ctx, r, (c) => c.LocalRateLimitSchema, rest, at);
+  if (c === null || rateLimits === null) return null;
+  let ok = true;
+  const error = (path: Path, message: string): void => {
+    ok = false;
+    ctx.error(r, [...at, ...path], message);
+  };
+  const name = (snake: string): string => field(v, snake).name;
+  for (const [camel, snake] of UNSUPPORTED_FIELDS) {
+    if (c[camel as keyof LocalRateLimitConfigJson] !== undefined) error([name(snake)], `${name(snake)} is not supported by Remora`);
+  }
+  if (!c.statPrefix) error([name('stat_prefix')], `${name('stat_prefix')} is required`);
+  const bucket = (b: TokenBucketJson | undefined, path: Path, raw: Obj | null): void => {
+    const n = (snake: string): string => (raw === null ? snake : field(raw, snake).name);
+    if (b === undefined) return;
+    if (b.maxTokens === undefined) error([...path, n('max_tokens')], `${n('max_tokens')} is required`);
+    if (b.tokensPerFill !== undefined && b.tokensPerFill < 1) error([...path, n('tokens_per_fill')], `${n('tokens_per_fill')} must be a positive integer, got ${b.tokensPerFill}`);
+    if (b.fillInterval === undefined) error([...path, n('fill_interval')], `${n('fill_interval')} is required`);
+    else if (durationJsonMs(b.fillInterval, n('fill_interval')) < MIN_FILL_INTERVAL_MS) {
+      error([...path, n('fill_interval')], `${n('fill_interval')} must be at least ${MIN_FILL_INTERVAL_MS}ms (Envoy's limit for token bucket refills), got ${JSON.stringify(b.fillInterval)}`);
     }
-    const out: RateLimitActions[] = [];
-    v.forEach((rl, i) => {
-      const acts = obj(rl)?.actions;
-      if (!Array.isArray(acts) || acts.length === 0) {
-        this.error([...at, i, 'actions'], 'actions must be a non-empty list');
-        return;
-      }
-      const actions: RateLimitAction[] = [];
-      acts.forEach((a, k) => {
-        const o = obj(a) ?? {};
-        const here = [...at, i, 'actions', k];
-        const rh = obj(field(o, 'request_headers').value);
-        const gk = obj(field(o, 'generic_key').value);
-        if (rh !== null) {
-          const headerName = field(rh, 'header_name').value;
-          const descriptorKey = field(rh, 'descriptor_key').value;
-          if (typeof headerName !== 'string' || headerName === '' || typeof descriptorKey !== 'string' || descriptorKey === '') {
-            this.error(here, 'request_headers needs header_name and descriptor_key');
-            return;
-          }
-          actions.push({ kind: 'request_headers', headerName, descriptorKey, skipIfAbsent: field(rh, 'skip_if_absent').value === true });
-        } else if (gk !== null) {
-          const descriptorValue = field(gk, 'descriptor_value').value;
-          const descriptorKey = field(gk, 'descriptor_key').value ?? 'generic_key';
-          if (typeof descriptorValue !== 'string' || typeof descriptorKey !== 'string') {
-            this.error(here, 'generic_key needs descriptor_value');
-            return;
-          }
-          actions.push({ kind: 'generic_key', descriptorKey, descriptorValue });
-        } else if (field(o, 'remote_address').value !== undefined) {
-          actions.push({ kind: 'remote_address' });
-        } else {
-          this.ctx.warn(this.r, here, `only request_headers, generic_key and remote_address actions are supported; this rate limit entry is ignored`);
-        }
-      });
-      if (actions.length === acts.length) out.push({ actions });
+  };
+  const tb = field(v, 'token_bucket');
+  if (c.tokenBucket === undefined) {
+    if (perRoute) error([tb.name], `${tb.name} is required in a route's local rate limit (typed_per_filter_config)`);
+  } else {
+    bucket(c.tokenBucket, [tb.name], obj(tb.value));
+  }
+  const ds = field(v, 'descriptors');
+  const rawDs = Array.isArray(ds.value) ? ds.value : [];
+  (c.descriptors ?? []).forEach((d, i) => {
+    const raw = obj(rawDs[i]);
+    const entries = d.entries ?? [];
+    if (entries.length === 0) error([ds.name, i, 'entries'], 'entries must be a non-empty list of {key, value}');
+    entries.forEach((e, k) => {
+      if (!e.key) error([ds.name, i, 'entries', k, 'key'], 'an entry needs a key');
+      else if (!e.value) ctx.warn(r, [...at, ds.name, i, 'entries', k, 'value'], 'an empty value (a bucket per distinct value) is not supported; only the exact value "" matches');
     });
-    return out;
-  }
-
-  /** The LocalRateLimit message at `at`; null when it has errors (they are reported). */
-  limit(v: Obj, at: Path, key: string, origin: string, perRoute: boolean): LocalRateLimitConfig | null {
-    const tb = field(v, 'token_bucket');
-    let tokenBucket: TokenBucketConfig | null = null;
-    if (tb.value === undefined || tb.value === null) {
-      if (perRoute) this.error([...at, tb.name], `${tb.name} is required in a route's local rate limit (typed_per_filter_config)`);
-    } else {
-      tokenBucket = this.bucket(tb.value, [...at, tb.name]);
+    const dtb = raw === null ? { name: 'token_bucket', value: undefined } : field(raw, 'token_bucket');
+    if (d.tokenBucket === undefined) error([ds.name, i, dtb.name], `${dtb.name} is required in a descriptor`);
+    else bucket(d.tokenBucket, [ds.name, i, dtb.name], obj(dtb.value));
+  });
+  const rh = field(v, 'response_headers_to_add');
+  (c.responseHeadersToAdd ?? []).forEach((h, i) => {
+    const key = h.header?.key;
+    if (typeof key !== 'string' || key === '' || /[^!#$%&'*+\-.^_`|~0-9A-Za-z]/.test(key)) {
+      error([rh.name, i, 'header', 'key'], `header key must be a valid header name, got ${JSON.stringify(key)}`);
+    } else if (/%[A-Z_]+(\(.*?\))?%/.test(h.header?.value ?? '')) {
+      ctx.warn(r, [...at, rh.name, i, 'header', 'value'], 'header value formatters (%...%) are not expanded; the text is sent as written');
     }
-    const statusObj = obj(field(v, 'status').value);
-    let status = 429;
-    if (statusObj !== null) {
-      const code = statusObj.code;
-      if (typeof code === 'number' && Number.isInteger(code) && code >= 400 && code <= 599) status = code;
-      else if (typeof code !== 'number' || !Number.isInteger(code) || code < 100 || code > 599) this.error([...at, 'status', 'code'], `status.code must be an HTTP status, got ${JSON.stringify(code)}`);
-      // Below 400 Envoy uses 429.
-    }
-    const descriptors: LocalRateLimitConfig['descriptors'][number][] = [];
-    const ds = field(v, 'descriptors');
-    if (ds.value !== undefined && ds.value !== null) {
-      if (!Array.isArray(ds.value)) this.error([...at, ds.name], 'descriptors must be a list');
-      else {
-        ds.value.forEach((d, i) => {
-          const dobj = obj(d) ?? {};
-          const here = [...at, ds.name, i];
-          const entries = dobj.entries;
-          if (!Array.isArray(entries) || entries.length === 0) {
-            this.error([...here, 'entries'], 'entries must be a non-empty list of {key, value}');
-            return;
-          }
-          const es: { key: string; value: string }[] = [];
-          for (const [k, e] of entries.entries()) {
-            const eo = obj(e);
-            if (typeof eo?.key !== 'string' || eo.key === '' || typeof eo.value !== 'string') {
-              this.error([...here, 'entries', k], 'an entry needs key and value strings');
-              return;
-            }
-            if (eo.value === '') this.ctx.warn(this.r, [...here, 'entries', k, 'value'], 'an empty value (a bucket per distinct value) is not supported; only the exact value "" matches');
-            es.push({ key: eo.key, value: eo.value });
-          }
-          const dtb = field(dobj, 'token_bucket');
-          if (dtb.value === undefined || dtb.value === null) {
-            this.error([...here, dtb.name], `${dtb.name} is required in a descriptor`);
-            return;
-          }
-          const bucket = this.bucket(dtb.value, [...here, dtb.name]);
-          if (bucket !== null) descriptors.push({ entries: es, tokenBucket: bucket });
-        });
-      }
-    }
-    const xrl = field(v, 'enable_x_ratelimit_headers').value;
-    if (xrl !== undefined && xrl !== 'OFF' && xrl !== 'DRAFT_VERSION_03') {
-      this.error([...at, 'enable_x_ratelimit_headers'], `enable_x_ratelimit_headers must be OFF or DRAFT_VERSION_03, got ${JSON.stringify(xrl)}`);
-    }
-    const sp = field(v, 'stat_prefix');
-    if (typeof sp.value !== 'string' || sp.value === '') this.error([...at, sp.name], `${sp.name} is required`);
-    const rh = field(v, 'response_headers_to_add');
-    const rl = field(v, 'rate_limits');
-    const always = field(v, 'always_consume_default_token_bucket').value;
-    const config: LocalRateLimitConfig = {
-      key,
-      origin,
-      statPrefix: typeof sp.value === 'string' ? sp.value : '',
-      tokenBucket,
-      enabledPercent: this.fraction(v, 'filter_enabled', at, 0),
-      enforcedPercent: this.fraction(v, 'filter_enforced', at, 0),
-      status,
-      grpcResourceExhausted: field(v, 'rate_limited_as_resource_exhausted').value === true,
-      responseHeadersToAdd: this.headers(rh.value, [...at, rh.name]),
-      xRateLimitHeaders: xrl === 'DRAFT_VERSION_03',
-      descriptors,
-      alwaysConsumeDefaultBucket: always === false ? false : (obj(always)?.value ?? true) !== false,
-      rateLimits: this.rateLimits(rl.value, [...at, rl.name]),
-    };
-    return this.ok ? config : null;
-  }
+  });
+  if (!ok) return null;
+  return rateLimits.length > 0 ? { ...c, rateLimits } : c;
 }
 
 /** The LocalRateLimit message inside a typed_config (a TypedStruct's `value`, or the message itself), and its path. */
@@ -314,7 +247,10 @@ function typedLocalRateLimit(ctx: TranslateContext, r: Resource, tc: unknown, at
     }
     return { value, at: [...at, 'value'] };
   }
-  if (type === LOCAL_RATE_LIMIT_TYPE) return { value: t, at };
+  if (type === LOCAL_RATE_LIMIT_TYPE) {
+    const { '@type': _, ...value } = t;
+    return { value, at };
+  }
   ctx.error(r, [...at, '@type'], `@type must be type.googleapis.com/${LOCAL_RATE_LIMIT_TYPE} or a TypedStruct of it, got ${JSON.stringify(t['@type'])}`);
   return null;
 }
@@ -365,6 +301,43 @@ function* filterPatches(
   }
 }
 
+/** HTTP filters an EnvoyFilter may name: Remora's own, and the filters of Istio's chain it accepts and skips. */
+const KNOWN_HTTP_FILTERS: ReadonlySet<string> = new Set([
+  'envoy.filters.http.jwt_authn',
+  'envoy.filters.http.rbac',
+  LOCAL_RATE_LIMIT_FILTER,
+  'envoy.filters.http.fault',
+  'envoy.filters.http.cors',
+  'envoy.filters.http.router',
+  'istio.metadata_exchange',
+  'istio.stats',
+  'istio.alpn',
+  'envoy.filters.http.grpc_stats',
+]);
+
+/**
+ * EnvoyFilter `HTTP_FILTER` patches that insert a filter Remora does not have: an error naming
+ * the EnvoyFilter, the patch and the filter (the config is refused, the last good one keeps
+ * serving), unless the filter is `is_optional`, which Envoy skips, and so does Remora, with a
+ * warning. Checked once per translation, whichever listeners the patch would match.
+ */
+export function checkInsertedHttpFilters(ctx: TranslateContext): void {
+  for (const r of ctx.resourcesOf('EnvoyFilter')) {
+    const spec = (r.spec ?? {}) as EnvoyFilterSpec;
+    if (!selects(ctx, r, spec.workloadSelector?.labels)) continue;
+    for (const [index, p] of (spec.configPatches ?? []).entries()) {
+      if (p.applyTo !== 'HTTP_FILTER' || !isInsert(p.patch?.operation ?? '')) continue;
+      const value = obj(p.patch?.value);
+      const name = value?.name;
+      if (typeof name !== 'string' || KNOWN_HTTP_FILTERS.has(name)) continue;
+      const optional = field(value!, 'is_optional');
+      const at = ['spec', 'configPatches', index, 'patch', 'value'];
+      if (optional.value === true) ctx.warn(r, [...at, optional.name], `Remora has no HTTP filter ${name}; it is optional, so it is skipped, as Envoy does`);
+      else ctx.error(r, [...at, 'name'], `Remora has no HTTP filter ${name}; Envoy refuses an unknown filter too unless the patch sets is_optional: true`);
+    }
+  }
+}
+
 interface NativeSpec {
   selector?: { matchLabels?: Record<string, string> };
   context?: PatchContext;
@@ -373,36 +346,33 @@ interface NativeSpec {
   enforcedPercent?: number;
 }
 
-/** A LocalRateLimit resource as the filter's config; null when it does not apply or is invalid (reported). */
-function nativeLimit(ctx: TranslateContext, r: Resource, context: PatchContext, listenerPort: number): LocalRateLimitConfig | null {
+/** A LocalRateLimit resource as the filter's config (Envoy's LocalRateLimit); null when it does not apply or is invalid (reported; the schema checks its values). */
+function nativeLimit(ctx: TranslateContext, r: Resource, context: PatchContext): LocalRateLimitConfigJson | null {
   const spec = (r.spec ?? {}) as NativeSpec;
   if (!selects(ctx, r, spec.selector?.matchLabels)) return null;
   const want = spec.context ?? (ctx.node.kind === 'gateway' ? 'GATEWAY' : 'SIDECAR_INBOUND');
   if (want !== context) return null;
-  const origin = `LocalRateLimit ${r.metadata.namespace}/${r.metadata.name}`;
-  const reader = new ProtoReader(ctx, r);
   const tb = spec.tokenBucket;
-  let bucket: TokenBucketConfig | null = null;
-  if (tb === undefined) reader.error(['spec', 'tokenBucket'], 'tokenBucket is required');
-  else bucket = reader.bucket({ max_tokens: tb.maxTokens, tokens_per_fill: tb.tokensPerFill, fill_interval: tb.fillInterval }, ['spec', 'tokenBucket']);
+  const fillMs = tb?.fillInterval === undefined ? null : parseDuration(tb.fillInterval);
+  if (tb === undefined || typeof tb.maxTokens !== 'number' || fillMs === null) {
+    ctx.error(r, ['spec', 'tokenBucket'], 'tokenBucket needs maxTokens and fillInterval');
+    return null;
+  }
   const enforced = spec.enforcedPercent ?? 100;
-  if (typeof enforced !== 'number' || !(enforced >= 0 && enforced <= 100)) reader.error(['spec', 'enforcedPercent'], `enforcedPercent must be 0-100, got ${JSON.stringify(enforced)}`);
-  if (!reader.ok || bucket === null) return null;
+  const all = { runtimeKey: 'local_rate_limit_enabled', defaultValue: { numerator: 100 } };
   return {
-    key: `${origin}@${context}:${listenerPort}`,
-    origin,
     statPrefix: 'http_local_rate_limiter',
-    tokenBucket: bucket,
-    enabledPercent: 100,
-    enforcedPercent: enforced,
-    status: 429,
-    grpcResourceExhausted: false,
-    responseHeadersToAdd: [],
-    xRateLimitHeaders: spec.responseHeaders === true,
-    descriptors: [],
-    alwaysConsumeDefaultBucket: true,
-    rateLimits: [],
+    tokenBucket: { maxTokens: tb.maxTokens, tokensPerFill: tb.tokensPerFill ?? 1, fillInterval: msToDurationJson(fillMs) },
+    filterEnabled: all,
+    filterEnforced: { runtimeKey: 'local_rate_limit_enforced', defaultValue: percentFraction(enforced) },
+    ...(spec.responseHeaders === true ? { enableXRatelimitHeaders: 'DRAFT_VERSION_03' as const } : {}),
   };
+}
+
+/** A percentage as a FractionalPercent over a MILLION when it is not a whole number of percent. */
+function percentFraction(percent: number): { numerator?: number; denominator?: 'MILLION' } {
+  if (Number.isInteger(percent)) return percent === 0 ? {} : { numerator: percent };
+  return { numerator: Math.round(percent * 10_000), denominator: 'MILLION' };
 }
 
 /**
@@ -413,7 +383,7 @@ function nativeLimit(ctx: TranslateContext, r: Resource, context: PatchContext, 
  * after authentication and authorization.
  */
 export function localRateLimitFilter(ctx: TranslateContext, context: PatchContext, listenerPort: number): FilterInsert | null {
-  const found: { config: LocalRateLimitConfig; r: Resource; path: Path; place: FilterPlace }[] = [];
+  const found: { config: LocalRateLimitConfigJson; origin: string; r: Resource; path: Path; place: FilterPlace }[] = [];
   for (const p of filterPatches(ctx)) {
     if (!contextMatches(p.context, context)) continue;
     if (!portMatches(ctx, p.port, context, listenerPort)) {
@@ -427,20 +397,21 @@ export function localRateLimitFilter(ctx: TranslateContext, context: PatchContex
     const tc = field(value, 'typed_config');
     const typed = typedLocalRateLimit(ctx, p.r, tc.value, [...at, tc.name]);
     if (typed === null) continue;
-    const origin = `EnvoyFilter ${p.r.metadata.namespace}/${p.r.metadata.name}`;
-    const config = new ProtoReader(ctx, p.r).limit(typed.value, typed.at, `${origin}#${p.index}@${context}:${listenerPort}`, origin, false);
+    const config = decodeLimit(ctx, p.r, typed.value, typed.at, false);
     const place: FilterPlace = { operation: p.operation, subFilter: p.subFilter, r: p.r, at: ['spec', 'configPatches', p.index] };
-    if (config !== null) found.push({ config, r: p.r, path: at, place });
+    if (config !== null) found.push({ config, origin: `EnvoyFilter ${p.r.metadata.namespace}/${p.r.metadata.name}`, r: p.r, path: at, place });
   }
   for (const r of ctx.resourcesOf('LocalRateLimit')) {
-    const config = nativeLimit(ctx, r, context, listenerPort);
-    if (config !== null) found.push({ config, r, path: ['spec'], place: AFTER_AUTHORIZATION });
+    const config = nativeLimit(ctx, r, context);
+    if (config !== null) found.push({ config, origin: `LocalRateLimit ${r.metadata.namespace}/${r.metadata.name}`, r, path: ['spec'], place: AFTER_AUTHORIZATION });
   }
   if (found.length === 0) return null;
   for (const extra of found.slice(1)) {
-    ctx.warn(extra.r, extra.path, `${found[0]!.config.origin} already sets the local rate limit of this ${context} listener (port ${listenerPort}); this one is ignored`);
+    ctx.warn(extra.r, extra.path, `${found[0]!.origin} already sets the local rate limit of this ${context} listener (port ${listenerPort}); this one is ignored`);
   }
-  return { filter: { name: LOCAL_RATE_LIMIT_FILTER, config: found[0]!.config }, place: found[0]!.place };
+  const first = found[0]!;
+  // Where a filter comes from is not part of Envoy's config: the model keeps only the config.
+  return { filter: { name: LOCAL_RATE_LIMIT_FILTER, config: first.config }, place: first.place };
 }
 
 /** Istio's names for Remora's route tables, which EnvoyFilter `routeConfiguration.name` uses. */
@@ -510,14 +481,11 @@ export function withLocalRateLimitRoutes(
         if (m.vhost?.route?.name !== undefined && m.vhost.route.name !== route.name) continue;
         const act = m.vhost?.route?.action ?? 'ANY';
         if (act !== 'ANY' && act !== actionName(route)) continue;
-        const settings = routeSettings(ctx, p.r, p.index, p.value, `${rc.name}/${vh.name}/${route.name}`);
+        const settings = routeSettings(ctx, p.r, p.index, p.value);
         if (settings === null) continue;
-        const prev = out.filterConfigs[LOCAL_RATE_LIMIT_FILTER] as LocalRateLimitRouteConfig | undefined;
-        const merged: LocalRateLimitRouteConfig = {
-          limit: settings.limit ?? prev?.limit ?? null,
-          rateLimits: settings.rateLimits.length > 0 ? settings.rateLimits : (prev?.rateLimits ?? []),
-        };
-        out = { ...out, filterConfigs: { ...out.filterConfigs, [LOCAL_RATE_LIMIT_FILTER]: merged } };
+        // MERGE: what the patch sets replaces the route's (a repeated field is replaced whole here).
+        const filterConfigs = settings.limit === null ? out.filterConfigs : { ...out.filterConfigs, [LOCAL_RATE_LIMIT_FILTER]: settings.limit };
+        out = { ...out, filterConfigs, ...(settings.rateLimits.length > 0 ? { rateLimits: settings.rateLimits } : {}) };
         changed = true;
         if (!applied.some((a) => a.r === p.r && a.index === p.index)) applied.push({ r: p.r, index: p.index });
       }
@@ -528,23 +496,21 @@ export function withLocalRateLimitRoutes(
   return changed ? { ...rc, virtualHosts } : rc;
 }
 
-function routeSettings(ctx: TranslateContext, r: Resource, index: number, value: Obj, routeKey: string): LocalRateLimitRouteConfig | null {
+function routeSettings(ctx: TranslateContext, r: Resource, index: number, value: Obj): { limit: LocalRateLimitConfigJson | null; rateLimits: RateLimitJson[] } | null {
   const at: Path = ['spec', 'configPatches', index, 'patch', 'value'];
   const tpf = field(value, 'typed_per_filter_config');
   const tc = obj(tpf.value)?.[LOCAL_RATE_LIMIT_FILTER];
-  const reader = new ProtoReader(ctx, r);
-  let limit: LocalRateLimitConfig | null = null;
+  let limit: LocalRateLimitConfigJson | null = null;
   if (tc !== undefined) {
     const typed = typedLocalRateLimit(ctx, r, tc, [...at, tpf.name, LOCAL_RATE_LIMIT_FILTER]);
     if (typed === null) return null;
-    const origin = `EnvoyFilter ${r.metadata.namespace}/${r.metadata.name}`;
-    limit = reader.limit(typed.value, typed.at, `${origin}#${index}@route:${routeKey}`, origin, true);
+    limit = decodeLimit(ctx, r, typed.value, typed.at, true);
     if (limit === null) return null;
   }
   const route = obj(value.route);
   const rl = route === null ? null : field(route, 'rate_limits');
-  const rateLimits = rl === null ? [] : reader.rateLimits(rl.value, [...at, 'route', rl.name]);
-  return reader.ok ? { limit, rateLimits } : null;
+  const rateLimits = rl === null ? [] : decodeRateLimits(ctx, r, rl.value, [...at, 'route', rl.name]);
+  return rateLimits === null ? null : { limit, rateLimits };
 }
 
 const DIRECTION_CONTEXT: Readonly<Record<string, PatchContext>> = { outbound: 'SIDECAR_OUTBOUND', inbound: 'SIDECAR_INBOUND', gateway: 'GATEWAY' };

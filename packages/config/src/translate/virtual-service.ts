@@ -131,6 +131,7 @@ function pushRoutes(
   const responseHeaders = headerMutation(http.headers?.response);
   // A delegated route points into the delegate's file, where it was written.
   const origin = `${src.site.vs.metadata.namespace}/${src.site.vs.metadata.name}`;
+  const filterConfigs = routeFilterConfigs(ctx, http);
   matches.forEach((m, j) => {
     if (!applies[j]) return;
     const name = http.name ? (m?.name ? `${http.name}.${m.name}` : http.name) : `${origin}#${src.index}${matches.length > 1 ? `.${j}` : ''}`;
@@ -140,10 +141,16 @@ function pushRoutes(
       action,
       requestHeaders,
       responseHeaders,
-      filterConfigs: http.fault ? { [FAULT_FILTER]: faultConfig(http.fault as IstioFault, (v, f) => ctx.durationMs(v, f)) } : {},
+      filterConfigs,
       origin,
     });
   });
+}
+
+/** The route's typed_per_filter_config: the fault filter's HTTPFault, where `fault` leaves one. */
+function routeFilterConfigs(ctx: TranslateContext, http: IstioHTTPRoute): Record<string, unknown> {
+  const fault = http.fault ? faultConfig(http.fault as IstioFault, (v, f) => ctx.durationMs(v, f)) : null;
+  return fault === null ? {} : { [FAULT_FILTER]: fault };
 }
 
 export const MATCH_ALL: RouteMatch = { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] };

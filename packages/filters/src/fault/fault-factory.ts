@@ -1,48 +1,72 @@
 /**
- * `envoy.filters.http.fault`: Istio puts the whole fault in the routes' configs (a
- * VirtualService `fault` is per HTTP route); the listener's filter only runs them.
+ * `envoy.filters.http.fault` (envoy.extensions.filters.http.fault.v3.HTTPFault). Istio puts
+ * the whole fault in the routes' typed_per_filter_config (a VirtualService `fault` is per
+ * HTTP route) and an empty HTTPFault in the chain; a fault in the listener's config applies
+ * to routes that bring none of their own, as in Envoy.
  */
-import type { FaultConfig } from '@remora/config';
+import { durationJsonMs, fractionalPercent } from '@remora/config';
+import type { HTTPFaultJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.js';
 import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
 import { CompiledFault, FaultFilterConfig } from './fault-filter.ts';
 
 export class FaultFilterFactory implements HttpFilterFactory {
   readonly name = FilterName.Fault;
 
-  compile(config: unknown, _context: FilterCompileContext): FaultFilterConfig {
-    if (config !== null && config !== undefined && typeof config !== 'object') throw new Error('config must be an object');
-    return new FaultFilterConfig(this.name);
+  compile(config: unknown, context: FilterCompileContext): FaultFilterConfig {
+    if (config === null || config === undefined) return new FaultFilterConfig(this.name, null);
+    return new FaultFilterConfig(this.name, compileFault(config, context));
   }
 
-  compileRouteConfig(config: unknown, _context: FilterCompileContext): CompiledFault {
-    return new CompiledFault(checkFault(config));
+  /** A route's HTTPFault; an empty one still replaces the listener's (it faults nothing). */
+  compileRouteConfig(config: unknown, context: FilterCompileContext): CompiledFault {
+    return compileFault(config, context) ?? NO_FAULT;
   }
 }
 
-function percent(v: unknown, where: string): void {
-  if (typeof v !== 'number' || !(v >= 0 && v <= 100)) throw new Error(`${where} must be a percentage (0-100), got ${String(v)}`);
-}
+const NO_FAULT = new CompiledFault(0, 0, false, 200, null, 0);
 
-function checkFault(config: unknown): FaultConfig {
-  const c = config as Partial<FaultConfig> | null;
-  if (c === null || typeof c !== 'object') throw new Error('config must be an object');
-  const { delay, abort } = c;
-  if (delay !== null && delay !== undefined) {
-    if (typeof delay.fixedDelayMs !== 'number' || !(delay.fixedDelayMs >= 0) || !Number.isFinite(delay.fixedDelayMs)) {
-      throw new Error(`delay.fixedDelayMs must be a non-negative duration, got ${String(delay.fixedDelayMs)}`);
-    }
-    percent(delay.percent, 'delay.percent');
+/** The fields Remora does not implement; a config using one is refused rather than half applied. */
+const UNSUPPORTED: readonly (keyof HTTPFaultJson)[] = ['upstreamCluster', 'headers', 'downstreamNodes', 'responseRateLimit'];
+
+/** An HTTPFault as plain numbers; null when it faults nothing (Envoy's empty HTTPFault). */
+function compileFault(config: unknown, context: FilterCompileContext): CompiledFault | null {
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new Error('config must be an HTTPFault object');
+  const c = config as HTTPFaultJson;
+  for (const f of UNSUPPORTED) {
+    const v = c[f];
+    if (v !== undefined && !(Array.isArray(v) && v.length === 0) && v !== '') throw new Error(`${f} is not supported`);
   }
-  if (abort !== null && abort !== undefined) {
-    const { httpStatus, grpcStatus } = abort;
-    if (httpStatus === null && grpcStatus === null) throw new Error('abort needs httpStatus or grpcStatus');
-    if (httpStatus !== null && (!Number.isInteger(httpStatus) || httpStatus < 200 || httpStatus > 599)) {
-      throw new Error(`abort.httpStatus must be an HTTP status (200-599), got ${String(httpStatus)}`);
-    }
-    if (grpcStatus !== null && (!Number.isInteger(grpcStatus) || grpcStatus < 0)) throw new Error(`abort.grpcStatus must be a gRPC status code, got ${String(grpcStatus)}`);
-    percent(abort.percent, 'abort.percent');
+  if (c.maxActiveFaults !== undefined) context.warn(`fault filter: maxActiveFaults (${String(c.maxActiveFaults)}) is not enforced`);
+  let delayMs = 0;
+  let delayPercent = 0;
+  if (c.delay !== undefined && c.delay !== null) {
+    if (c.delay.headerDelay !== undefined) throw new Error('delay.headerDelay (header-controlled delays) is not supported');
+    if (c.delay.fixedDelay === undefined) throw new Error('delay.fixedDelay is required');
+    delayMs = durationJsonMs(c.delay.fixedDelay, 'delay.fixedDelay');
+    delayPercent = fractionalPercent(c.delay.percentage, 'delay.percentage');
   }
-  return { delay: delay ?? null, abort: abort ?? null };
+  let abort = false;
+  let abortStatus = 200;
+  let abortGrpcStatus: number | null = null;
+  let abortPercent = 0;
+  if (c.abort !== undefined && c.abort !== null) {
+    const { httpStatus, grpcStatus } = c.abort;
+    if (c.abort.headerAbort !== undefined) throw new Error('abort.headerAbort (header-controlled aborts) is not supported');
+    if (httpStatus !== undefined) {
+      // Envoy's validation: [200, 600).
+      if (!Number.isInteger(httpStatus) || httpStatus < 200 || httpStatus > 599) throw new Error(`abort.httpStatus must be an HTTP status (200-599), got ${String(httpStatus)}`);
+      abortStatus = httpStatus;
+    } else if (grpcStatus !== undefined) {
+      if (!Number.isInteger(grpcStatus) || grpcStatus < 0) throw new Error(`abort.grpcStatus must be a gRPC status code, got ${String(grpcStatus)}`);
+      abortGrpcStatus = grpcStatus;
+    } else {
+      throw new Error('abort needs httpStatus or grpcStatus');
+    }
+    abort = true;
+    abortPercent = fractionalPercent(c.abort.percentage, 'abort.percentage');
+  }
+  if (delayMs === 0 && !abort) return null;
+  return new CompiledFault(delayMs, delayPercent, abort, abortStatus, abortGrpcStatus, abortPercent);
 }
 
 /** The factory the runtime registers, under Envoy's name `envoy.filters.http.fault`. */

@@ -1,10 +1,9 @@
 /**
  * `envoy.filters.http.fault` per request, for Istio's VirtualService `fault`: the matched
- * route's config (the filter has none of its own) may delay the request (response flag DI)
+ * route's config (else the listener's) may delay the request (response flag DI)
  * and then abort it (FI) with an HTTP status or, for gRPC, a gRPC status. Each percentage is
  * a fresh draw per request. A delayed request holds one timer, released when the client goes.
  */
-import type { FaultConfig } from '@remora/config';
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig } from '../filter.ts';
 import { draw } from '../local-ratelimit/local-ratelimit-filter.ts';
 
@@ -23,23 +22,29 @@ export class CompiledFault {
   readonly abortGrpcStatus: number | null;
   readonly abortPercent: number;
 
-  constructor(c: FaultConfig) {
-    this.delayMs = c.delay?.fixedDelayMs ?? 0;
-    this.delayPercent = c.delay?.percent ?? 0;
-    this.abort = c.abort !== null;
-    this.abortGrpcStatus = c.abort?.grpcStatus ?? null;
-    this.abortStatus = c.abort?.httpStatus ?? 200;
-    this.abortPercent = c.abort?.percent ?? 0;
+  constructor(delayMs: number, delayPercent: number, abort: boolean, abortStatus: number, abortGrpcStatus: number | null, abortPercent: number) {
+    this.delayMs = delayMs;
+    this.delayPercent = delayPercent;
+    this.abort = abort;
+    this.abortStatus = abortStatus;
+    this.abortGrpcStatus = abortGrpcStatus;
+    this.abortPercent = abortPercent;
   }
 }
 
 export class FaultFilter implements HttpFilter {
+  readonly #defaultFault: CompiledFault | null;
   #timer: NodeJS.Timeout | null = null;
   #fault: CompiledFault | null = null;
   #callbacks: FilterCallbacks | null = null;
 
+  constructor(defaultFault: CompiledFault | null) {
+    this.#defaultFault = defaultFault;
+  }
+
   onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
-    const fault = req.routeFilterConfig(FilterName.Fault) as CompiledFault | null;
+    // A route's HTTPFault replaces the listener's (Envoy's per-route config).
+    const fault = (req.routeFilterConfig(FilterName.Fault) as CompiledFault | null) ?? this.#defaultFault;
     if (fault === null) return FilterStatus.Continue;
     if (fault.delayMs > 0 && draw(fault.delayPercent)) {
       callbacks.setResponseFlag('DI');
@@ -85,13 +90,16 @@ function abortIfDrawn(fault: CompiledFault, callbacks: FilterCallbacks): boolean
 
 export class FaultFilterConfig implements HttpFilterConfig {
   readonly name: string;
+  /** The listener's own fault (null: Istio's empty HTTPFault), for routes without one. */
+  readonly fault: CompiledFault | null;
 
-  constructor(name: string) {
+  constructor(name: string, fault: CompiledFault | null) {
     this.name = name;
+    this.fault = fault;
   }
 
   /** One small instance per request: a delay needs its own timer. */
   create(): HttpFilter {
-    return new FaultFilter();
+    return new FaultFilter(this.fault);
   }
 }

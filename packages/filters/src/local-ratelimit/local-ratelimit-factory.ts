@@ -1,11 +1,14 @@
 /**
- * `envoy.filters.http.local_ratelimit`: the translator hands over a `LocalRateLimitConfig`
- * per listener (and per route, for typed_per_filter_config). Compiling checks it and fetches
- * the buckets from the persistent store, keyed by the config's key and bucket settings, so an
- * unchanged limit keeps its tokens across hot reloads while a changed one starts full.
+ * `envoy.filters.http.local_ratelimit`: compiles Envoy's LocalRateLimit (proto3 JSON) for a
+ * listener, and for a route its typed_per_filter_config plus the route's `rate_limits`.
+ * Buckets come from the persistent store, keyed by where the config sits (the listener, or
+ * the route) and the bucket's settings, so an unchanged limit keeps its tokens across hot
+ * reloads while a changed one starts full.
  */
-import type { LocalRateLimitConfig, LocalRateLimitRouteConfig, RateLimitAction, TokenBucketConfig } from '@remora/config';
-import { FilterName, SharedFilterConfig, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
+import { durationJsonMs, fractionalPercent, httpStatusCode, type LocalRateLimitConfigJson } from '@remora/config';
+import type { RateLimitJson } from '@remora/config/envoy/gen/envoy/config/route/v3/route_components_pb.js';
+import type { TokenBucketJson } from '@remora/config/envoy/gen/envoy/type/v3/token_bucket_pb.js';
+import { FilterName, SharedFilterConfig, type FilterCompileContext, type HttpFilterFactory, type RouteFilterInput } from '../filter.ts';
 import {
   type CompiledAction,
   type DescriptorBucket,
@@ -14,13 +17,17 @@ import {
   LocalRateLimiter,
   type RouteLimit,
 } from './local-ratelimit-filter.ts';
-import { bucketKey, type Clock, monotonicClock, TokenBucket } from './token-bucket.ts';
+import { bucketKey, type Clock, monotonicClock, TokenBucket, type TokenBucketSettings } from './token-bucket.ts';
 
 /** Envoy refuses token buckets that refill more often than this. */
 export const MIN_FILL_INTERVAL_MS = 50;
 
+/** LocalRateLimit fields Remora does not implement: a config setting one is refused, not half applied. */
+const UNSUPPORTED: readonly (keyof LocalRateLimitConfigJson)[] = ['localClusterRateLimit', 'vhRateLimits', 'requestHeadersToAddWhenNotEnforced'];
+
 export class LocalRateLimitFilterFactory implements HttpFilterFactory {
   readonly name = FilterName.LocalRateLimit;
+  readonly readsRouteRateLimits = true;
   readonly #clock: Clock;
 
   constructor(clock: Clock = monotonicClock) {
@@ -28,102 +35,99 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
   }
 
   compile(config: unknown, context: FilterCompileContext): LocalRateLimitFilterConfig {
-    const limiter = this.#limiter(checkConfig(config, false), context);
+    const limiter = this.#limiter(config, false, `listener ${context.scope ?? ''}`, context);
     return new SharedFilterConfig(this.name, new LocalRateLimitFilter(limiter));
   }
 
-  /** A route's own limit (Envoy requires its token bucket; the bucket is the route's alone) and its rate_limits. */
-  compileRouteConfig(config: unknown, context: FilterCompileContext): RouteLimit {
-    const c = config as Partial<LocalRateLimitRouteConfig> | null;
-    if (c === null || typeof c !== 'object' || !Array.isArray(c.rateLimits)) throw new Error('route config must have a rateLimits list');
+  /** A route's own limit (Envoy requires its token bucket; the bucket is the route's alone) and the route's rate_limits. */
+  compileRouteConfig(config: unknown, context: FilterCompileContext, route: RouteFilterInput): RouteLimit {
     return {
-      limiter: c.limit === null || c.limit === undefined ? null : this.#limiter(checkConfig(c.limit, true), context),
-      rateLimits: c.rateLimits.map((r) => r.actions.map(compileAction)),
+      limiter: config === undefined || config === null ? null : this.#limiter(config, true, `route ${context.scope ?? ''}`, context),
+      rateLimits: compileRateLimits(route.rateLimits as readonly RateLimitJson[], 'rate_limits'),
     };
   }
 
-  #limiter(c: LocalRateLimitConfig, context: FilterCompileContext): LocalRateLimiter {
+  #limiter(config: unknown, perRoute: boolean, scope: string, context: FilterCompileContext): LocalRateLimiter {
+    if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new Error('config must be a LocalRateLimit object');
+    const c = config as LocalRateLimitConfigJson;
+    for (const f of UNSUPPORTED) if (c[f] !== undefined) throw new Error(`${f} is not supported`);
+    if (c.localRateLimitPerDownstreamConnection === true) throw new Error('localRateLimitPerDownstreamConnection is not supported (buckets are per listener or route)');
+    if (typeof c.statPrefix !== 'string' || c.statPrefix === '') throw new Error('statPrefix is required');
     const clock = this.#clock;
-    const bucket = (key: string, b: TokenBucketConfig): TokenBucket => context.persistent(bucketKey(key, b), () => new TokenBucket(b, clock));
-    const descriptors: DescriptorBucket[] = c.descriptors.map((d) => ({
-      keys: d.entries.map((e) => e.key),
-      values: d.entries.map((e) => e.value),
-      bucket: bucket(`${c.key}#${d.entries.map((e) => `${e.key}=${e.value}`).join(',')}`, d.tokenBucket),
-    }));
-    if (c.tokenBucket === null && descriptors.length === 0) {
-      context.warn(`local rate limit ${c.origin}: no token_bucket and no descriptors; it limits nothing unless a route brings its own`);
+    const bucket = (key: string, b: TokenBucketSettings): TokenBucket => context.persistent(bucketKey(key, b), () => new TokenBucket(b, clock));
+    let own: TokenBucketSettings | null = null;
+    if (c.tokenBucket === undefined || c.tokenBucket === null) {
+      if (perRoute) throw new Error("tokenBucket must be set for a route's local rate limit (typed_per_filter_config)");
+    } else {
+      own = tokenBucket(c.tokenBucket, 'tokenBucket');
     }
+    const descriptors: DescriptorBucket[] = (c.descriptors ?? []).map((d, i) => {
+      const entries = d.entries ?? [];
+      if (entries.length === 0) throw new Error(`descriptors[${i}].entries must not be empty`);
+      if (d.tokenBucket === undefined) throw new Error(`descriptors[${i}].tokenBucket is required`);
+      const keys = entries.map((e) => e.key ?? '');
+      const values = entries.map((e) => e.value ?? '');
+      return { keys, values, bucket: bucket(`${scope}#${keys.map((k, j) => `${k}=${values[j]}`).join(',')}`, tokenBucket(d.tokenBucket, `descriptors[${i}].tokenBucket`)) };
+    });
+    if (own === null && descriptors.length === 0) {
+      context.warn(`local rate limit ${c.statPrefix} (${scope}): no token_bucket and no descriptors; it limits nothing unless a route brings its own`);
+    }
+    const code = c.status?.code === undefined ? 429 : httpStatusCode(c.status.code);
+    if (code === null) throw new Error(`status.code must be an HTTP status, got ${JSON.stringify(c.status?.code)}`);
+    const responseHeadersToAdd = (c.responseHeadersToAdd ?? []).map((h, i): [string, string] => {
+      const key = h.header?.key;
+      if (typeof key !== 'string' || key === '') throw new Error(`responseHeadersToAdd[${i}].header.key is required`);
+      return [key.toLowerCase(), h.header?.value ?? ''];
+    });
+    const always = c.alwaysConsumeDefaultTokenBucket;
     return new LocalRateLimiter({
-      bucket: c.tokenBucket === null ? null : bucket(c.key, c.tokenBucket),
-      enabledPercent: c.enabledPercent,
-      enforcedPercent: c.enforcedPercent,
-      status: c.status,
-      grpcResourceExhausted: c.grpcResourceExhausted,
-      responseHeadersToAdd: c.responseHeadersToAdd,
-      xRateLimitHeaders: c.xRateLimitHeaders,
+      bucket: own === null ? null : bucket(scope, own),
+      // Envoy's defaults when unset: 0%, the filter then checks and enforces nothing.
+      enabledPercent: fractionalPercent(c.filterEnabled?.defaultValue, 'filterEnabled.defaultValue'),
+      enforcedPercent: fractionalPercent(c.filterEnforced?.defaultValue, 'filterEnforced.defaultValue'),
+      // Below 400 Envoy answers 429.
+      status: code < 400 ? 429 : code,
+      grpcResourceExhausted: c.rateLimitedAsResourceExhausted === true,
+      responseHeadersToAdd,
+      xRateLimitHeaders: c.enableXRatelimitHeaders === 'DRAFT_VERSION_03',
       descriptors,
-      alwaysConsumeDefaultBucket: c.alwaysConsumeDefaultBucket,
-      rateLimits: c.rateLimits.map((r) => r.actions.map(compileAction)),
+      alwaysConsumeDefaultBucket: always === undefined || always === null || always !== false,
+      rateLimits: compileRateLimits(c.rateLimits ?? [], 'rateLimits'),
     });
   }
 }
 
-function compileAction(a: RateLimitAction): CompiledAction {
-  switch (a.kind) {
-    case 'request_headers':
-      return { kind: 'header', key: a.descriptorKey, header: a.headerName.toLowerCase(), skipIfAbsent: a.skipIfAbsent };
-    case 'generic_key':
-      return { kind: 'generic', key: a.descriptorKey, value: a.descriptorValue };
-    case 'remote_address':
-      return { kind: 'remote', key: 'remote_address' };
-  }
+function tokenBucket(b: TokenBucketJson, where: string): TokenBucketSettings {
+  const maxTokens = b.maxTokens;
+  if (maxTokens === undefined || !Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`${where}.maxTokens must be a positive integer, got ${String(maxTokens)}`);
+  const tokensPerFill = b.tokensPerFill ?? 1;
+  if (!Number.isInteger(tokensPerFill) || tokensPerFill < 1) throw new Error(`${where}.tokensPerFill must be a positive integer, got ${String(tokensPerFill)}`);
+  if (b.fillInterval === undefined) throw new Error(`${where}.fillInterval is required`);
+  const fillIntervalMs = durationJsonMs(b.fillInterval, `${where}.fillInterval`);
+  if (fillIntervalMs < MIN_FILL_INTERVAL_MS) throw new Error(`${where}.fillInterval must be at least ${MIN_FILL_INTERVAL_MS}ms, got ${b.fillInterval}`);
+  return { maxTokens, tokensPerFill, fillIntervalMs };
 }
 
-function checkBucket(b: unknown, where: string): void {
-  const t = b as Partial<TokenBucketConfig> | null;
-  if (t === null || typeof t !== 'object') throw new Error(`${where} must be an object`);
-  if (!Number.isInteger(t.maxTokens) || t.maxTokens! < 1) throw new Error(`${where}.maxTokens must be a positive integer, got ${String(t.maxTokens)}`);
-  if (!Number.isInteger(t.tokensPerFill) || t.tokensPerFill! < 1) {
-    throw new Error(`${where}.tokensPerFill must be a positive integer, got ${String(t.tokensPerFill)}`);
-  }
-  if (typeof t.fillIntervalMs !== 'number' || !(t.fillIntervalMs >= MIN_FILL_INTERVAL_MS)) {
-    throw new Error(`${where}.fillIntervalMs must be at least ${MIN_FILL_INTERVAL_MS}, got ${String(t.fillIntervalMs)}`);
-  }
-}
-
-function percent(v: unknown, where: string): void {
-  if (typeof v !== 'number' || !(v >= 0 && v <= 100)) throw new Error(`${where} must be a percentage (0-100), got ${String(v)}`);
-}
-
-function checkConfig(config: unknown, perRoute: boolean): LocalRateLimitConfig {
-  const c = config as Partial<LocalRateLimitConfig> | null;
-  if (c === null || typeof c !== 'object') throw new Error('config must be an object');
-  if (typeof c.key !== 'string' || c.key === '') throw new Error('config must have a key');
-  const at = typeof c.origin === 'string' && c.origin !== '' ? `${c.origin}: ` : '';
-  if (c.tokenBucket === null || c.tokenBucket === undefined) {
-    if (perRoute) throw new Error(`${at}tokenBucket must be set for a route's local rate limit (typed_per_filter_config)`);
-  } else {
-    checkBucket(c.tokenBucket, `${at}tokenBucket`);
-  }
-  percent(c.enabledPercent, `${at}enabledPercent`);
-  percent(c.enforcedPercent, `${at}enforcedPercent`);
-  if (!Number.isInteger(c.status) || c.status! < 100 || c.status! > 599) throw new Error(`${at}status must be an HTTP status, got ${String(c.status)}`);
-  if (!Array.isArray(c.responseHeadersToAdd) || !Array.isArray(c.descriptors) || !Array.isArray(c.rateLimits)) {
-    throw new Error(`${at}responseHeadersToAdd, descriptors and rateLimits must be lists`);
-  }
-  c.descriptors.forEach((d, i) => {
-    if (!Array.isArray(d?.entries) || d.entries.length === 0) throw new Error(`${at}descriptors[${i}].entries must not be empty`);
-    checkBucket(d.tokenBucket, `${at}descriptors[${i}].tokenBucket`);
+/** Each RateLimit's actions yield one descriptor; an action kind Remora lacks is refused. */
+function compileRateLimits(rateLimits: readonly RateLimitJson[], where: string): CompiledAction[][] {
+  return rateLimits.map((rl, i) => {
+    const actions = rl.actions ?? [];
+    if (actions.length === 0) throw new Error(`${where}[${i}].actions must not be empty`);
+    return actions.map((a, k): CompiledAction => {
+      if (a.requestHeaders !== undefined) {
+        const { headerName, descriptorKey } = a.requestHeaders;
+        if (!headerName || !descriptorKey) throw new Error(`${where}[${i}].actions[${k}].requestHeaders needs headerName and descriptorKey`);
+        return { kind: 'header', key: descriptorKey, header: headerName.toLowerCase(), skipIfAbsent: a.requestHeaders.skipIfAbsent === true };
+      }
+      if (a.genericKey !== undefined) {
+        const value = a.genericKey.descriptorValue;
+        if (!value) throw new Error(`${where}[${i}].actions[${k}].genericKey needs descriptorValue`);
+        return { kind: 'generic', key: a.genericKey.descriptorKey || 'generic_key', value };
+      }
+      if (a.remoteAddress !== undefined) return { kind: 'remote', key: 'remote_address' };
+      throw new Error(`${where}[${i}].actions[${k}]: only requestHeaders, genericKey and remoteAddress actions are supported`);
+    });
   });
-  return {
-    statPrefix: '',
-    origin: '',
-    grpcResourceExhausted: false,
-    xRateLimitHeaders: false,
-    alwaysConsumeDefaultBucket: true,
-    ...c,
-    tokenBucket: c.tokenBucket ?? null,
-  } as LocalRateLimitConfig;
 }
 
 /** The factory the runtime registers, under Envoy's name `envoy.filters.http.local_ratelimit`. */

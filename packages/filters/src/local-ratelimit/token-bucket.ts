@@ -3,7 +3,12 @@
  * when a request looks at the bucket. Fills happen on fill-interval boundaries counted from
  * the bucket's creation, as Envoy's timer-driven fills would.
  */
-import type { TokenBucketConfig } from '@remora/config';
+/** A bucket's settings, from Envoy's TokenBucket (fill interval in milliseconds). */
+export interface TokenBucketSettings {
+  readonly maxTokens: number;
+  readonly tokensPerFill: number;
+  readonly fillIntervalMs: number;
+}
 
 /** A monotonic millisecond clock; tests pass their own. */
 export type Clock = () => number;
@@ -19,7 +24,7 @@ export class TokenBucket {
   /** When the last fill happened (or the bucket was made). */
   #lastFill: number;
 
-  constructor(config: TokenBucketConfig, clock: Clock) {
+  constructor(config: TokenBucketSettings, clock: Clock) {
     this.maxTokens = config.maxTokens;
     this.tokensPerFill = config.tokensPerFill;
     this.fillIntervalMs = config.fillIntervalMs;
@@ -50,7 +55,7 @@ export class TokenBucket {
   }
 
   /** True when `config` describes this bucket (then it may be kept across a reload). */
-  sameAs(config: TokenBucketConfig): boolean {
+  sameAs(config: TokenBucketSettings): boolean {
     return config.maxTokens === this.maxTokens && config.tokensPerFill === this.tokensPerFill && config.fillIntervalMs === this.fillIntervalMs;
   }
 
@@ -65,6 +70,6 @@ export class TokenBucket {
 }
 
 /** The persistent-state key of a bucket: its owner's key plus its settings, so changed settings start a fresh bucket. */
-export function bucketKey(key: string, b: TokenBucketConfig): string {
+export function bucketKey(key: string, b: TokenBucketSettings): string {
   return `envoy.filters.http.local_ratelimit|${key}|${b.maxTokens}/${b.tokensPerFill}/${b.fillIntervalMs}`;
 }

@@ -264,8 +264,11 @@ export type RouteTarget = ForwardTarget | RedirectTarget | DirectResponseTarget;
 /** What compiling routes needs: the live clusters, and the per-route filter config compiler. */
 export interface RouteCompileContext {
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
-  /** Compiles a route's per-filter configs (Envoy's typed_per_filter_config); null when it has none. */
-  routeFilters(configs: Readonly<Record<string, unknown>>): ReadonlyMap<string, unknown> | null;
+  /**
+   * Compiles a route's per-filter configs (Envoy's typed_per_filter_config, and what reads its
+   * rate_limits); null when it has none. `scope` names the route: `<route config>/<vhost>/<route>`.
+   */
+  routeFilters(route: Route, scope: string): ReadonlyMap<string, unknown> | null;
 }
 
 /** A context for routes without per-route filter configs (unit tests, tools). */
@@ -287,11 +290,12 @@ export class CompiledRoute {
   /** Compiled per-filter configs of this route, by filter name; null when none. */
   readonly filterConfigs: ReadonlyMap<string, unknown> | null;
 
-  constructor(r: Route, ctx: RouteCompileContext) {
+  /** `vhostScope`: `<route config>/<virtual host>`, which names the route's filter state. */
+  constructor(r: Route, ctx: RouteCompileContext, vhostScope = '') {
     const clusters = ctx.clusters;
     this.model = r;
     this.name = r.name;
-    this.filterConfigs = ctx.routeFilters(r.filterConfigs);
+    this.filterConfigs = ctx.routeFilters(r, `${vhostScope}/${r.name}`);
     this.matcher = new RouteMatcher(r.match);
     const a = r.action;
     this.target =

@@ -7,10 +7,12 @@ export class CompiledVirtualHost {
   readonly routes: readonly CompiledRoute[];
   /** `require_tls: ALL` (Gateway httpsRedirect): plaintext requests get this 301 to https. */
   readonly tlsRedirect: CompiledRoute | null;
-  constructor(v: VirtualHost, ctx: RouteCompileContext) {
+  /** `table`: the route configuration's name, which scopes the routes' filter state. */
+  constructor(v: VirtualHost, ctx: RouteCompileContext, table = '') {
     this.name = v.name;
-    this.routes = v.routes.map((r) => new CompiledRoute(r, ctx));
-    this.tlsRedirect = v.requireTls ? new CompiledRoute(httpsRedirectRoute(v.name), ctx) : null;
+    const scope = `${table}/${v.name}`;
+    this.routes = v.routes.map((r) => new CompiledRoute(r, ctx, scope));
+    this.tlsRedirect = v.requireTls ? new CompiledRoute(httpsRedirectRoute(v.name), ctx, scope) : null;
   }
 
   match(r: RouteRequest): CompiledRoute | null {
@@ -50,7 +52,7 @@ export class RouteTable {
     let def: CompiledVirtualHost | null = null;
     for (let i = 0; i < rc.virtualHosts.length; i++) {
       const v = rc.virtualHosts[i]!;
-      const vhost = compiled?.[i] ?? new CompiledVirtualHost(v, ctx);
+      const vhost = compiled?.[i] ?? new CompiledVirtualHost(v, ctx, rc.name);
       for (const raw of v.domains) {
         const d = raw.toLowerCase();
         if (d === '*') {
@@ -79,7 +81,7 @@ export class RouteTable {
     for (const v of rc.virtualHosts) {
       const p = pause();
       if (p !== null) await p;
-      compiled.push(new CompiledVirtualHost(v, ctx));
+      compiled.push(new CompiledVirtualHost(v, ctx, rc.name));
     }
     return new RouteTable(rc, ctx, compiled);
   }

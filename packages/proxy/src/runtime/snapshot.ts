@@ -71,7 +71,9 @@ export class Snapshot {
     }
     const listeners = new Map<string, ListenerSnapshot>();
     for (const l of config.listeners) {
-      const chain = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, services.filterContext);
+      const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, { ...services.filterContext, scope: l.name });
+      // A chain of only the router (and skipped filters) has nothing to run per request.
+      const chain = steps === null || steps.length === 0 ? null : steps;
       listeners.set(l.name, new ListenerSnapshot(l, tables.get(l.routeConfig) ?? null, chain, services.statsFor(l.direction), services.trustedHops, clusters));
     }
     this.listeners = listeners;
@@ -101,12 +103,24 @@ export class Snapshot {
   }
 }
 
+const NO_RATE_LIMITS: readonly unknown[] = [];
+
+function isEmpty(o: Readonly<Record<string, unknown>>): boolean {
+  for (const _ in o) return false;
+  return true;
+}
+
 /** How long `Snapshot.build` computes before letting the event loop run. */
 export const SLICE_MS = 5;
 
 function routeContextOf(clusters: ReadonlyMap<string, UpstreamCluster>, services: SnapshotServices): RouteCompileContext {
   return {
     clusters,
-    routeFilters: (configs) => services.filters.compileRouteConfigs(configs, services.filterContext),
+    routeFilters: (route, scope) => {
+      const rateLimits = route.rateLimits ?? NO_RATE_LIMITS;
+      // Most routes have no filter settings: no context is made for them.
+      if (rateLimits.length === 0 && isEmpty(route.filterConfigs)) return null;
+      return services.filters.compileRouteConfigs(route.filterConfigs, { ...services.filterContext, scope }, rateLimits);
+    },
   };
 }
