@@ -230,7 +230,7 @@ t.test("listeners: inbound mTLS chains, the connection manager's settings, HTTP 
   t.equal(hcm.name, 'envoy.filters.network.http_connection_manager');
   t.match(hcm.typed_config, { stat_prefix: 'inbound_0.0.0.0_9080', rds: { route_config_name: 'inbound|9080' }, server_name: 'istio-envoy' });
   const filters = hcm.typed_config.http_filters as { name: string; typed_config: Record<string, unknown> }[];
-  t.same(filters.map((f) => f.name), ['envoy.filters.http.jwt_authn', 'envoy.filters.http.rbac', 'envoy.filters.http.router'], "istiod's order, the router last");
+  t.same(filters.map((f) => f.name), ['envoy.filters.http.jwt_authn', 'envoy.filters.http.rbac', 'envoy.filters.http.cors', 'envoy.filters.http.router'], "istiod's order, the router once and last");
   for (const f of filters) {
     const type = f.typed_config['@type'] as string;
     if (type === 'type.googleapis.com/xds.type.v3.TypedStruct') t.equal(f.typed_config.type_url, `type.googleapis.com/remora.${f.name}`, `${f.name}: Remora's own config, marked as such`);

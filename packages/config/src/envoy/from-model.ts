@@ -317,7 +317,7 @@ function httpConnectionManager(l: ModelListener): FilterJson {
   const body: Record<string, unknown> = {
     statPrefix: `${l.direction === 'inbound' ? 'inbound' : 'outbound'}_${l.address}_${l.destinationPort ?? l.port}`,
     rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName: l.routeConfig },
-    httpFilters: [...l.httpFilters.map(httpFilterJson), { name: 'envoy.filters.http.router', typedConfig: any(ROUTER_TYPE) }],
+    httpFilters: httpFiltersJson(l.httpFilters),
     useRemoteAddress: l.direction !== 'inbound',
   };
   if (cm !== undefined) {
@@ -328,8 +328,17 @@ function httpConnectionManager(l: ModelListener): FilterJson {
   return { name: 'envoy.filters.network.http_connection_manager', typedConfig: any(HCM_TYPE, body) };
 }
 
+/** The chain as the HCM lists it; the router ends it (a chain from an older model may lack it). */
+function httpFiltersJson(chain: readonly HttpFilterConfig[]): object[] {
+  const out = chain.map(httpFilterJson);
+  if (chain[chain.length - 1]?.name !== 'envoy.filters.http.router') out.push({ name: 'envoy.filters.http.router', typedConfig: any(ROUTER_TYPE) });
+  return out;
+}
+
 function httpFilterJson(f: HttpFilterConfig): object {
-  return { name: f.name, typedConfig: typedConfig(HTTP_FILTER_TYPES, f.name, f.config) };
+  const json: Record<string, unknown> = { name: f.name, typedConfig: typedConfig(HTTP_FILTER_TYPES, f.name, f.config) };
+  if (f.isOptional === true) json.isOptional = true;
+  return json;
 }
 
 /**
