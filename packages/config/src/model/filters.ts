@@ -38,29 +38,6 @@ export interface JwtAuthnConfig {
   readonly clearRouteCache: boolean;
 }
 
-/** One AuthorizationPolicy (security.istio.io/v1), its `rules` as written (already schema-valid). */
-export interface AuthzPolicy {
-  /** `<namespace>/<name>`. */
-  readonly name: string;
-  readonly action: 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM';
-  /** The policy's `rules`; absent (`undefined` in the spec) is different from `[]`: see `hasRules`. */
-  readonly rules: readonly unknown[];
-  /**
-   * False when the spec has no `rules` field at all. Istio: an ALLOW policy without rules
-   * matches nothing (so it denies everything it selects, e.g. an empty `spec: {}`); a
-   * `rules: [{}]` matches everything.
-   */
-  readonly hasRules: boolean;
-  /** CUSTOM's provider name. */
-  readonly provider: string | null;
-}
-
-export interface AuthzConfig {
-  readonly policies: readonly AuthzPolicy[];
-  /** Trust domain for principals (`cluster.local`). */
-  readonly trustDomain: string;
-}
-
 /** Envoy's local rate limit (envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit), normalized. */
 export interface LocalRateLimitConfig {
   /**

@@ -1,6 +1,6 @@
-import { authzFactory, faultFactory, FilterRegistry, jwtAuthnFactory, localRateLimitFactory } from '@remora/filters';
+import { rbacFactory, faultFactory, FilterRegistry, jwtAuthnFactory, localRateLimitFactory } from '@remora/filters';
 
 /** The filters every proxy knows, registered by their Envoy names. */
 export function builtinFilters(): FilterRegistry {
-  return new FilterRegistry().register(authzFactory).register(jwtAuthnFactory).register(localRateLimitFactory).register(faultFactory);
+  return new FilterRegistry().register(rbacFactory).register(jwtAuthnFactory).register(localRateLimitFactory).register(faultFactory);
 }
