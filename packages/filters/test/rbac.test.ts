@@ -68,6 +68,23 @@ t.test('permissions: and/or/not, url_path, ports, addresses, SNI, uri_template',
     ['and, one fails', { andRules: { rules: [{ destinationPort: 8000 }, { header: { name: ':method', stringMatch: { exact: 'PUT' } } }] } }, {}, N],
     ['or', { orRules: { rules: [{ destinationPort: 1 }, { destinationPort: 8000 }] } }, {}, A],
     ['not', { notRule: { destinationPort: 8000 } }, {}, N],
+    ...(() => {
+      // Plain matches on one header and url paths are evaluated together: same answers as one by one.
+      const mixed: PermissionJson = { orRules: { rules: [
+        { header: { name: 'x-a', stringMatch: { exact: '1' } } },
+        { urlPath: { path: { exact: '/z' } } },
+        { header: { name: 'X-A', stringMatch: { prefix: '2' } } },
+        { header: { name: 'x-a', stringMatch: { exact: '3' }, invertMatch: true } },
+        { urlPath: { path: { prefix: '/y/' } } },
+      ] } };
+      return [
+        ['or: second plain value of a header', mixed, { headers: { 'x-a': '22' }, path: '/q' }, A],
+        ['or: the inverted one of the same header', mixed, { headers: { 'x-a': '9' }, path: '/q' }, A],
+        ['or: none (the inverted one sees 3)', mixed, { headers: { 'x-a': '3' }, path: '/q' }, N],
+        ['or: a url path', mixed, { path: '/y/a?b' }, A],
+        ['or: header absent, no path', mixed, { path: '/q' }, N],
+      ] as [string, PermissionJson, ReqInit, string][];
+    })(),
     ['url_path ignores the query', { urlPath: { path: { exact: '/a' } } }, { path: '/a?x=1' }, A],
     ['url_path ignores the fragment', { urlPath: { path: { suffix: '/a' } } }, { path: '/x/a#f' }, A],
     ['url_path ignore_case', { urlPath: { path: { prefix: '/ADMIN', ignoreCase: true } } }, { path: '/admin/x' }, A],

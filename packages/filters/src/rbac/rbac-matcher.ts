@@ -16,19 +16,42 @@ import { StringMatch } from './rbac-string.ts';
 /** One node of a permission or principal tree. */
 export interface RbacMatcher {
   matches(req: FilterRequest, pathEnd: number): boolean;
+  /**
+   * Rough evaluation cost, for ordering: and/or have no side effects, so their children run
+   * cheapest first (a port or exact header before an RE2 regex) and fail or succeed early.
+   */
+  readonly cost: number;
 }
+
+/** Costs: a field compare, a string compare, a walk of the JWT payload, an RE2 match. */
+const COST_FIELD = 1;
+const COST_STRING = 2;
+const COST_METADATA = 4;
+const COST_REGEX = 20;
 
 /** What compiling a tree reports besides errors (thrown, naming the JSON path). */
 export interface RbacCompileSink {
   warn(message: string): void;
 }
 
-const ANY: RbacMatcher = { matches: () => true };
+const ANY: RbacMatcher = { matches: () => true, cost: 0 };
+
+function byCost(ms: readonly RbacMatcher[]): RbacMatcher[] {
+  return [...ms].sort((a, b) => a.cost - b.cost);
+}
+
+function sumCost(ms: readonly RbacMatcher[]): number {
+  let c = 0;
+  for (const m of ms) c += m.cost;
+  return c;
+}
 
 class AndMatcher implements RbacMatcher {
   readonly #all: readonly RbacMatcher[];
+  readonly cost: number;
   constructor(all: readonly RbacMatcher[]) {
-    this.#all = all;
+    this.#all = byCost(all);
+    this.cost = sumCost(all);
   }
   matches(req: FilterRequest, pathEnd: number): boolean {
     const all = this.#all;
@@ -39,8 +62,10 @@ class AndMatcher implements RbacMatcher {
 
 class OrMatcher implements RbacMatcher {
   readonly #any: readonly RbacMatcher[];
+  readonly cost: number;
   constructor(any: readonly RbacMatcher[]) {
-    this.#any = any;
+    this.#any = byCost(any);
+    this.cost = sumCost(any);
   }
   matches(req: FilterRequest, pathEnd: number): boolean {
     const any = this.#any;
@@ -51,8 +76,10 @@ class OrMatcher implements RbacMatcher {
 
 class NotMatcher implements RbacMatcher {
   readonly #m: RbacMatcher;
+  readonly cost: number;
   constructor(m: RbacMatcher) {
     this.#m = m;
+    this.cost = m.cost;
   }
   matches(req: FilterRequest, pathEnd: number): boolean {
     return !this.#m.matches(req, pathEnd);
@@ -83,6 +110,7 @@ class HeaderRule implements RbacMatcher {
   readonly #rangeEnd: number;
   readonly #invert: boolean;
   readonly #missingAsEmpty: boolean;
+  readonly cost: number;
 
   constructor(h: HeaderMatcherJson, at: string) {
     if (typeof h.name !== 'string' || h.name === '') throw new Error(`${at}.name: required`);
@@ -118,6 +146,13 @@ class HeaderRule implements RbacMatcher {
     this.#string = str;
     this.#rangeStart = start;
     this.#rangeEnd = end;
+    this.cost = COST_FIELD + (str === null ? 0 : str.cost);
+  }
+
+  /** The header name and string matcher when this is a plain string match (no invert, absent never matches); else null. */
+  get simple(): { readonly name: string; readonly match: StringMatch } | null {
+    if (this.#kind !== HeaderKind.String || this.#invert || this.#missingAsEmpty) return null;
+    return { name: this.#name, match: this.#string! };
   }
 
   matches(req: FilterRequest): boolean {
@@ -137,11 +172,56 @@ class HeaderRule implements RbacMatcher {
   }
 }
 
+/**
+ * Several plain string matches on one header, ORed (istiod's form for a field's values): the
+ * header is read once and each matcher runs inline, without a call per value.
+ */
+class HeaderAnyRule implements RbacMatcher {
+  readonly #name: string;
+  readonly #pseudo: ((req: FilterRequest) => string) | null;
+  readonly #ms: readonly StringMatch[];
+  readonly cost: number;
+  constructor(name: string, ms: readonly StringMatch[]) {
+    this.#name = name;
+    this.#pseudo = PSEUDO_HEADERS[name] ?? null;
+    this.#ms = [...ms].sort((a, b) => a.cost - b.cost);
+    this.cost = COST_FIELD + ms.reduce((c, m) => c + m.cost, 0);
+  }
+  matches(req: FilterRequest): boolean {
+    const value = this.#pseudo === null ? req.requestHeader(this.#name) : this.#pseudo(req);
+    if (value === null) return false;
+    const ms = this.#ms;
+    for (let i = 0; i < ms.length; i++) if (ms[i]!.matches(value)) return true;
+    return false;
+  }
+}
+
+/** Several `url_path` matchers ORed: one call, each matcher inline. */
+class UrlPathAnyRule implements RbacMatcher {
+  readonly #ms: readonly StringMatch[];
+  readonly cost: number;
+  constructor(ms: readonly StringMatch[]) {
+    this.#ms = [...ms].sort((a, b) => a.cost - b.cost);
+    this.cost = ms.reduce((c, m) => c + m.cost, 0);
+  }
+  matches(req: FilterRequest, pathEnd: number): boolean {
+    const ms = this.#ms;
+    const path = req.path;
+    for (let i = 0; i < ms.length; i++) if (ms[i]!.matchesRegion(path, 0, pathEnd)) return true;
+    return false;
+  }
+}
+
 /** `url_path`: the path without query string and fragment. */
 class UrlPathRule implements RbacMatcher {
   readonly #m: StringMatch;
+  readonly cost: number;
   constructor(m: StringMatch) {
     this.#m = m;
+    this.cost = m.cost;
+  }
+  get match(): StringMatch {
+    return this.#m;
   }
   matches(req: FilterRequest, pathEnd: number): boolean {
     return this.#m.matchesRegion(req.path, 0, pathEnd);
@@ -151,12 +231,17 @@ class UrlPathRule implements RbacMatcher {
 /** `uri_template` (envoy.extensions.path.match.uri_template): `*` one segment, `**` the rest. */
 class UriTemplateRule implements RbacMatcher {
   readonly #re: Regex;
-  constructor(re: Regex) {
+  /** The template's literal start (up to its first operator): most paths fail on it without the regex. */
+  readonly #prefix: string;
+  readonly cost = COST_REGEX;
+  constructor(re: Regex, prefix: string) {
     this.#re = re;
+    this.#prefix = prefix;
   }
   matches(req: FilterRequest): boolean {
+    const path = req.path;
     // The regex takes an optional query/fragment tail: no substring needed.
-    return this.#re.matchesAll(req.path);
+    return path.startsWith(this.#prefix) && this.#re.matchesAll(path);
   }
 }
 
@@ -165,6 +250,7 @@ type IpSource = 'direct' | 'remote' | 'destination';
 class CidrRule implements RbacMatcher {
   readonly #which: IpSource;
   readonly #range: readonly CidrRange[];
+  readonly cost = COST_STRING;
   constructor(which: IpSource, range: CidrRange) {
     this.#which = which;
     this.#range = [range];
@@ -179,6 +265,7 @@ class PortRule implements RbacMatcher {
   readonly #start: number;
   /** Exclusive. */
   readonly #end: number;
+  readonly cost = COST_FIELD;
   constructor(start: number, end: number) {
     this.#start = start;
     this.#end = end;
@@ -190,8 +277,10 @@ class PortRule implements RbacMatcher {
 
 class SniRule implements RbacMatcher {
   readonly #m: StringMatch;
+  readonly cost: number;
   constructor(m: StringMatch) {
     this.#m = m;
+    this.cost = m.cost;
   }
   matches(req: FilterRequest): boolean {
     return this.#m.matches(req.sni);
@@ -209,8 +298,10 @@ function peerUri(peer: PeerIdentity): string {
 /** `authenticated`: an mTLS peer; `principal_name` against its URI SAN. */
 class AuthenticatedRule implements RbacMatcher {
   readonly #name: StringMatch | null;
+  readonly cost: number;
   constructor(name: StringMatch | null) {
     this.#name = name;
+    this.cost = COST_FIELD + (name === null ? 0 : name.cost);
   }
   matches(req: FilterRequest): boolean {
     const peer = req.peer;
@@ -332,6 +423,7 @@ class MetadataRule implements RbacMatcher {
   readonly #read: MetadataReader | null;
   readonly #test: ValueTest;
   readonly #invert: boolean;
+  readonly cost = COST_METADATA;
   constructor(read: MetadataReader | null, test: ValueTest, invert: boolean) {
     this.#read = read;
     this.#test = test;
@@ -371,13 +463,14 @@ function compileCidr(c: CidrRangeJson | undefined, at: string): CidrRange {
 
 /** RFC 3986 pchar: what a template's `*` matches within a segment. */
 const PCHAR = "a-zA-Z0-9\\-._~%!$&'()+,;:@=";
+const LITERAL = new RegExp(`^[${PCHAR}]+$`);
 
 /**
  * A `uri_template` path template (`/a/*`, `/**` + literals; Envoy's `{name=*}` variables are
  * accepted with their operator) → the regex Envoy's matcher amounts to, allowing a query or
  * fragment after the path.
  */
-function compileUriTemplate(template: unknown, at: string): Regex {
+function compileUriTemplate(template: unknown, at: string): UriTemplateRule {
   if (typeof template !== 'string' || !template.startsWith('/')) throw new Error(`${at}: a path template must start with /`);
   const segments = template.slice(1).split('/');
   let sawAny = false;
@@ -391,10 +484,12 @@ function compileUriTemplate(template: unknown, at: string): Regex {
       return `[${PCHAR}/]*`;
     }
     if (seg === '' && i !== segments.length - 1) throw new Error(`${at}: ${template}: empty path segment`);
-    if (seg !== '' && !new RegExp(`^[${PCHAR}]+$`).test(seg)) throw new Error(`${at}: ${template}: invalid literal ${seg}`);
+    if (seg !== '' && !LITERAL.test(seg)) throw new Error(`${at}: ${template}: invalid literal ${seg}`);
     return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   });
-  return new Regex(`/${parts.join('/')}(?:[?#](?s:.*))?`);
+  const op = segments.findIndex((seg) => seg === '*' || seg === '**' || seg.startsWith('{'));
+  const prefix = op < 0 ? template : `/${segments.slice(0, op).map((seg) => `${seg}/`).join('')}`;
+  return new UriTemplateRule(new Regex(`/${parts.join('/')}(?:[?#](?s:.*))?`), prefix);
 }
 
 /** Compiles a Permission; throws naming `at` and the field. */
@@ -424,7 +519,7 @@ export function compilePermission(p: PermissionJson, at: string, sink: RbacCompi
     if (cfg?.['@type'] !== 'type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig') {
       throw new Error(`${at}.uriTemplate.typedConfig: must be a UriTemplateMatchConfig`);
     }
-    return new UriTemplateRule(compileUriTemplate(cfg.pathTemplate, `${at}.uriTemplate.typedConfig.pathTemplate`));
+    return compileUriTemplate(cfg.pathTemplate, `${at}.uriTemplate.typedConfig.pathTemplate`);
   }
   throw new Error(`${at}: no supported rule (any, andRules, orRules, notRule, header, urlPath, destinationIp, destinationPort, destinationPortRange, metadata, requestedServerName, uriTemplate)`);
 }
@@ -457,6 +552,22 @@ function and(ms: RbacMatcher[]): RbacMatcher {
   return ms.length === 1 ? ms[0]! : new AndMatcher(ms);
 }
 
+/** Plain matches on one header, and url paths, are merged into one matcher each (same result, fewer calls). */
 function or(ms: RbacMatcher[]): RbacMatcher {
-  return ms.length === 1 ? ms[0]! : new OrMatcher(ms);
+  if (ms.length === 1) return ms[0]!;
+  const headers = new Map<string, StringMatch[]>();
+  const paths: StringMatch[] = [];
+  const rest: RbacMatcher[] = [];
+  for (const m of ms) {
+    const simple = m instanceof HeaderRule ? m.simple : null;
+    if (simple !== null) {
+      let list = headers.get(simple.name);
+      if (list === undefined) headers.set(simple.name, (list = []));
+      list.push(simple.match);
+    } else if (m instanceof UrlPathRule) paths.push(m.match);
+    else rest.push(m);
+  }
+  for (const [name, list] of headers) rest.push(new HeaderAnyRule(name, list));
+  if (paths.length > 0) rest.push(new UrlPathAnyRule(paths));
+  return rest.length === 1 ? rest[0]! : new OrMatcher(rest);
 }
