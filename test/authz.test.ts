@@ -166,6 +166,41 @@ spec:
     await waitFor('deny-all removed', async () => (await send('GET', '/public/c')).status === 200, 15_000);
     t.pass('requests pass again');
   });
+
+  t.test('istio.io/dry-run: a DENY-all in shadow rules is evaluated, never enforced', async (t) => {
+    mesh.write(
+      'dry-run.yaml',
+      doc(
+        `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-all-trial
+  namespace: istio-system
+  annotations: { istio.io/dry-run: "true" }
+spec:
+  selector: { matchLabels: { istio: ingressgateway } }
+  action: DENY
+  rules:
+  - {}
+`,
+        `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-blocked, namespace: istio-system }
+spec:
+  selector: { matchLabels: { istio: ingressgateway } }
+  action: DENY
+  rules:
+  - to: [{ operation: { paths: ["/public/blocked"] } }]
+`,
+      ),
+    );
+    // The enforced policy beside it shows the file is live.
+    await waitFor('deny-blocked applies', async () => (await send('GET', '/public/blocked')).status === 403, 15_000);
+    await denies(t, remora, () => send('GET', '/public/blocked'), 'GET', '/public/blocked', rule('istio-system', 'deny-blocked'));
+    t.equal((await send('GET', '/public/c')).status, 200, 'the dry-run deny-all does not refuse');
+    mesh.write('dry-run.yaml', '');
+    await waitFor('removed', async () => (await send('GET', '/public/blocked')).status === 200, 15_000);
+  });
 });
 
 /** The peer identities the test's clients present, by the loopback address they connect from. */

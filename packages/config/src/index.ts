@@ -6,6 +6,7 @@ export * from './sources/mesh-loader.ts';
 export * from './sources/file-watcher.ts';
 export * from './translate/istio.ts';
 export * from './translate/host.ts';
+export { buildRbacFilters, type AuthzPolicyInput, type AuthzIssue, type RbacBuildOptions } from './translate/authz-rbac.ts';
 export { outboundClusterName, DEFAULT_RETRY_POLICY } from './translate/virtual-service.ts';
 export type * from './resources/istio-networking.ts';
 export { validateResource, isSupportedKind, SUPPORTED_KINDS, type SupportedKind } from './schema/validator.ts';

@@ -1,8 +1,8 @@
 export * from './filter.ts';
 export { FilterRegistry, SKIPPED_ISTIO_FILTERS, type ChainEntry } from './registry.ts';
 export { RouterFilterFactory, routerFactory } from './router/router-factory.ts';
-export { AuthzFilterFactory, authzFactory } from './authz/authz-factory.ts';
-export { AuthzFilter, type AuthzFilterConfig, RBAC_DENIED_BODY, RBAC_DENIED_NONE } from './authz/authz-filter.ts';
+export { RbacFilterFactory, rbacFactory } from './rbac/rbac-factory.ts';
+export { RbacFilter, type RbacFilterConfig, type RbacStats, RBAC_DENIED_BODY, RBAC_DENIED_NONE, deniedDetails } from './rbac/rbac-filter.ts';
 export { LocalRateLimitFilterFactory, localRateLimitFactory } from './local-ratelimit/local-ratelimit-factory.ts';
 export { LocalRateLimitFilter, LocalRateLimiter, LOCAL_RATE_LIMITED } from './local-ratelimit/local-ratelimit-filter.ts';
 export { TokenBucket, type Clock } from './local-ratelimit/token-bucket.ts';

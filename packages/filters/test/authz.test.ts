@@ -3,9 +3,8 @@
 // field, each `not` form, the action order, and the examples of Istio's AuthorizationPolicy
 // reference and its authorization tasks.
 import t, { type Test } from 'tap';
-import type { AuthzPolicy } from '@remora/config';
-import { authzFactory } from '@remora/filters';
-import { compile, decide, denied, DENIED_NONE, jwt, peer, policy, type ReqInit, run } from './authz-helpers.ts';
+import { rbacFactory } from '@remora/filters';
+import { type AuthzPolicy, compile, decide, denied, DENIED_NONE, jwt, peer, policy, type ReqInit, run } from './authz-helpers.ts';
 
 interface Case {
   name: string;
@@ -128,7 +127,7 @@ t.test('action order and rule shapes', async (t) => {
     const { config } = compile([policy('foo/allow-all', 'ALLOW', [{}])]);
     t.equal(config.create(), config.create());
     t.equal(config.name, 'envoy.filters.http.rbac');
-    t.equal(authzFactory.name, 'envoy.filters.http.rbac');
+    t.equal(rbacFactory.name, 'envoy.filters.http.rbac');
   });
 });
 
@@ -392,11 +391,13 @@ t.test('when conditions', async (t) => {
     { name: 'TLS with a matching name', req: { sni: 'api.example.com' }, want: A },
     { name: 'plaintext has no SNI', req: {}, want: N },
   ]);
-  t.test('experimental.envoy.filters.* is ignored with a warning', async (t) => {
+  t.test('experimental.envoy.filters.* reads filter metadata Remora does not have: as in Envoy without that filter, it never matches', async (t) => {
     const { config, warnings } = compile(allowOnly({ to: [{ operation: { methods: ['GET'] } }], ...when('experimental.envoy.filters.network.mysql_proxy[db.table]', ['[update]']) }));
-    t.equal(run(config.create(), {}), A, 'the remaining rule still decides');
+    t.equal(run(config.create(), {}), N, 'the ALLOW rule cannot match');
     t.equal(run(config.create(), { method: 'POST' }), N);
-    t.match(warnings, [/foo\/allow: rules\[0\]\.when\[0\]: key experimental\.envoy\.filters\.network\.mysql_proxy\[db\.table\].*ignored/]);
+    t.match(warnings, [/foo\/allow: rules\[0\]\.when\[0\]: key experimental\.envoy\.filters\.network\.mysql_proxy\[db\.table\].*never matches/, /no dynamic metadata envoy\.filters\.network\.mysql_proxy/]);
+    const negated = compile(allowOnly({ to: [{ operation: { methods: ['GET'] } }], when: [{ key: 'experimental.envoy.filters.network.mysql_proxy[db.table]', notValues: ['[update]'] }] }));
+    t.equal(run(negated.config.create(), {}), A, 'notValues: an absent value is not one of them');
   });
 });
 
@@ -518,7 +519,7 @@ t.test('policies istiod validation refuses are compile errors naming the policy 
   for (const [name, rule, want] of bad) {
     t.throws(() => compile(allowOnly(rule)), want, name);
   }
-  t.throws(() => authzFactory.compile({ policies: 'x', trustDomain: 'cluster.local' }, { persistent: (_k, c) => c(), warn: () => {} }), /policies list/);
+  t.throws(() => rbacFactory.compile('x', { persistent: (_k, c) => c(), warn: () => {} }), /RBAC message/);
 });
 
 t.test('decide(): one-off helper agrees with the compiled table', async (t) => {

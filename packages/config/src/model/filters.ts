@@ -9,29 +9,6 @@ import type { LocalRateLimitJson } from '../envoy/gen/envoy/extensions/filters/h
  * `JwtAuthenticationJson`).
  */
 
-/** One AuthorizationPolicy (security.istio.io/v1), its `rules` as written (already schema-valid). */
-export interface AuthzPolicy {
-  /** `<namespace>/<name>`. */
-  readonly name: string;
-  readonly action: 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM';
-  /** The policy's `rules`; absent (`undefined` in the spec) is different from `[]`: see `hasRules`. */
-  readonly rules: readonly unknown[];
-  /**
-   * False when the spec has no `rules` field at all. Istio: an ALLOW policy without rules
-   * matches nothing (so it denies everything it selects, e.g. an empty `spec: {}`); a
-   * `rules: [{}]` matches everything.
-   */
-  readonly hasRules: boolean;
-  /** CUSTOM's provider name. */
-  readonly provider: string | null;
-}
-
-export interface AuthzConfig {
-  readonly policies: readonly AuthzPolicy[];
-  /** Trust domain for principals (`cluster.local`). */
-  readonly trustDomain: string;
-}
-
 /**
  * `envoy.filters.http.local_ratelimit`'s config: Envoy's LocalRateLimit in proto3 JSON, on a
  * listener's chain and in a route's typed_per_filter_config. `rateLimits` is the filter's own

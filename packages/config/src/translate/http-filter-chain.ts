@@ -54,20 +54,21 @@ interface Slot {
 }
 
 /**
- * The filters a listener runs, in order. `jwtAuthn` and `authz` are in Istio's chain only
+ * The filters a listener runs, in order. `jwtAuthn` and the `authz` filters are in Istio's chain only
  * where policies select the proxy (and never on the outbound side); the fault filter's
  * place is always there, whether or not a route uses it.
  */
 export function httpFilterChain(
   ctx: TranslateContext,
   context: ChainContext,
-  parts: { readonly jwtAuthn: HttpFilterConfig | null; readonly authz: HttpFilterConfig | null; readonly fault: HttpFilterConfig | null },
+  parts: { readonly jwtAuthn: HttpFilterConfig | null; readonly authz: readonly HttpFilterConfig[]; readonly fault: HttpFilterConfig | null },
   inserts: readonly (FilterInsert | null)[],
 ): HttpFilterConfig[] {
   const slots: Slot[] = [{ name: METADATA_EXCHANGE, filter: null }];
   if (context !== 'SIDECAR_OUTBOUND') {
     if (parts.jwtAuthn !== null) slots.push({ name: parts.jwtAuthn.name, filter: parts.jwtAuthn });
-    if (parts.authz !== null) slots.push({ name: parts.authz.name, filter: parts.authz });
+    // istiod's RBAC filters (AUDIT, DENY, ALLOW) share one name; a subFilter naming it finds the first.
+    for (const authz of parts.authz) slots.push({ name: authz.name, filter: authz });
   }
   slots.push({ name: GRPC_STATS, filter: null });
   if (context !== 'SIDECAR_INBOUND') slots.push({ name: ALPN, filter: null });

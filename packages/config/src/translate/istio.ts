@@ -16,7 +16,7 @@ import { httpFilterChain } from './http-filter-chain.ts';
 import { applyLocalRateLimitRoutes, checkInsertedHttpFilters, localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
 import { sidecarScope } from './sidecar-scope.ts';
-import { authzFilter } from './security.ts';
+import { authzFilters } from './security.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
@@ -67,7 +67,7 @@ export function translateIstio(
       connectionManager: connectionManagerFor(node, 'outbound'),
       direction: 'outbound',
       routeConfig: 'outbound',
-      httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: null, fault: faultFilterFor(outbound) }, [
+      httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: [], fault: faultFilterFor(outbound) }, [
         localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort),
       ]),
       tls: null,
@@ -80,7 +80,7 @@ export function translateIstio(
       const mtls = inboundMtlsMode(ctx, ports.appPort);
       listeners.push({
         ...inbound.listener,
-        httpFilters: httpFilterChain(ctx, 'SIDECAR_INBOUND', { jwtAuthn: jwtAuthnFilter(ctx), authz: authzFilter(ctx), fault: null }, [
+        httpFilters: httpFilterChain(ctx, 'SIDECAR_INBOUND', { jwtAuthn: jwtAuthnFilter(ctx), authz: authzFilters(ctx), fault: null }, [
           localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort),
         ]),
         tls: mtls === 'DISABLE' ? null : { kind: 'mesh', mode: mtls },
@@ -378,7 +378,7 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
   const routeConfigs: RouteConfiguration[] = [];
   const virtualServices = ctx.resourcesOf('VirtualService');
   const jwtAuthn = jwtAuthnFilter(ctx);
-  const authz = authzFilter(ctx);
+  const authz = authzFilters(ctx);
   const credentials = options.credentialsDir ?? DEFAULT_CREDENTIALS_DIR;
   for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
     const bindAddress = servers.find((s) => s.server.bind)?.server.bind ?? ctx.ports.bindAddress;

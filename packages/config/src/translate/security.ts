@@ -1,6 +1,6 @@
-import type { AuthzConfig, AuthzPolicy } from '../model/filters.ts';
 import type { HttpFilterConfig } from '../model/listener.ts';
 import type { Resource } from '../resources/resource.ts';
+import { type AuthzPolicyInput, buildRbacFilters } from './authz-rbac.ts';
 import type { TranslateContext } from './context.ts';
 import { labelsMatch } from './registry.ts';
 
@@ -46,26 +46,37 @@ export function policyApplies(ctx: TranslateContext, r: Resource): boolean {
   return true;
 }
 
-/** The authorization filter for this proxy: every AuthorizationPolicy that applies; null when none. */
-export function authzFilter(ctx: TranslateContext): HttpFilterConfig | null {
-  const policies: AuthzPolicy[] = [];
+/**
+ * The authorization filters for this proxy: istiod's RBAC filters (AUDIT, DENY, ALLOW, in
+ * that order) from every AuthorizationPolicy that applies; empty when none does. A rule
+ * istiod's validation refuses is an error naming the policy and the field.
+ */
+export function authzFilters(ctx: TranslateContext): HttpFilterConfig[] {
+  const policies: AuthzPolicyInput[] = [];
+  const resources = new Map<AuthzPolicyInput, Resource>();
   for (const r of ctx.resourcesOf('AuthorizationPolicy')) {
     if (!policyApplies(ctx, r)) continue;
-    const spec = (r.spec ?? {}) as { action?: AuthzPolicy['action']; rules?: unknown[]; provider?: { name?: string } };
+    const spec = (r.spec ?? {}) as { action?: AuthzPolicyInput['action'] | 'CUSTOM'; rules?: unknown[] };
     const action = spec.action ?? 'ALLOW';
     if (action === 'CUSTOM') {
       ctx.warn(r, ['spec', 'action'], 'CUSTOM (external authorization) is not supported yet; this policy is ignored');
       continue;
     }
-    policies.push({
-      name: `${r.metadata.namespace}/${r.metadata.name}`,
-      action,
-      rules: spec.rules ?? [],
-      hasRules: spec.rules !== undefined,
-      provider: spec.provider?.name ?? null,
-    });
+    const dryRun = r.metadata.annotations['istio.io/dry-run'];
+    const policy: AuthzPolicyInput = { namespace: r.metadata.namespace, name: r.metadata.name, action, rules: spec.rules, dryRun: dryRun !== undefined && /^(1|t|true)$/i.test(dryRun) };
+    policies.push(policy);
+    resources.set(policy, r);
   }
-  if (policies.length === 0) return null;
-  const config: AuthzConfig = { policies, trustDomain: ctx.node.trustDomain };
-  return { name: RBAC_FILTER, config };
+  if (policies.length === 0) return [];
+  // istiod's bundle: the mesh trust domain (no aliases are configured in Remora yet).
+  const built = buildRbacFilters(policies, {
+    trustDomains: [ctx.node.trustDomain],
+    report: (issue) => {
+      const r = resources.get(issue.policy)!;
+      const path = ['spec', ...issue.path];
+      if (issue.severity === 'error') ctx.error(r, path, issue.message);
+      else ctx.warn(r, path, issue.message);
+    },
+  });
+  return built.map((config) => ({ name: RBAC_FILTER, config }));
 }

@@ -1,7 +1,7 @@
 /**
- * IP addresses and CIDR ranges for `ipBlocks`, `remoteIpBlocks`, `source.ip`, `remote.ip` and
- * `destination.ip`, as Envoy's RBAC `CidrRange` matches them: a single address is a /32 (IPv4)
- * or /128 (IPv6) range; an address of one family never falls in a range of the other.
+ * IP addresses and CIDR ranges for RBAC's `destination_ip`, `direct_remote_ip`, `remote_ip` and
+ * `source_ip`, as Envoy's `CidrRange` matches them: a single address is a /32 (IPv4) or /128
+ * (IPv6) range; an address of one family never falls in a range of the other.
  * Ranges are parsed once; a request's address is parsed into a scratch buffer, without
  * allocating.
  */

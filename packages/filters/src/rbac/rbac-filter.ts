@@ -1,0 +1,132 @@
+/**
+ * `envoy.filters.http.rbac` per request, as Envoy's RBAC filter: the enforced `rules` decide
+ * (ALLOW: a request no policy matches is refused; DENY: a request a policy matches is refused;
+ * LOG: never refuses), the `shadow_rules` are evaluated and counted, never enforced. A refusal
+ * is Envoy's 403 `RBAC: access denied` with details `rbac_access_denied_matched_policy[<name>]`.
+ * Stateless: one instance serves every request.
+ */
+import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
+import type { RbacMatcher } from './rbac-matcher.ts';
+
+/** Envoy's RBAC local reply body. */
+export const RBAC_DENIED_BODY = 'RBAC: access denied';
+
+/** Envoy RBAC's response details: whitespace in the policy name becomes `_`. */
+export function deniedDetails(policyName: string): string {
+  return `rbac_access_denied_matched_policy[${policyName.replace(/\s/g, '_')}]`;
+}
+
+/** Details when an ALLOW engine matched no policy. */
+export const RBAC_DENIED_NONE = deniedDetails('none');
+
+/** One Envoy policy: any permission and any principal. */
+export class RbacPolicy {
+  readonly name: string;
+  /** The local reply details when this policy denies. */
+  readonly details: string;
+  readonly #permissions: readonly RbacMatcher[];
+  readonly #principals: readonly RbacMatcher[];
+
+  constructor(name: string, permissions: readonly RbacMatcher[], principals: readonly RbacMatcher[]) {
+    this.name = name;
+    this.details = deniedDetails(name);
+    this.#permissions = permissions;
+    this.#principals = principals;
+  }
+
+  matches(req: FilterRequest, pathEnd: number): boolean {
+    return anyMatches(this.#permissions, req, pathEnd) && anyMatches(this.#principals, req, pathEnd);
+  }
+}
+
+function anyMatches(ms: readonly RbacMatcher[], req: FilterRequest, pathEnd: number): boolean {
+  for (let i = 0; i < ms.length; i++) if (ms[i]!.matches(req, pathEnd)) return true;
+  return false;
+}
+
+export const RbacAction = { Allow: 0, Deny: 1, Log: 2 } as const;
+export type RbacAction = (typeof RbacAction)[keyof typeof RbacAction];
+
+/** One `RBAC` message: an action and its policies, in Envoy's order (by name). */
+export class RbacEngine {
+  readonly action: RbacAction;
+  readonly policies: readonly RbacPolicy[];
+
+  constructor(action: RbacAction, policies: readonly RbacPolicy[]) {
+    this.action = action;
+    this.policies = policies;
+  }
+
+  /** The first policy (by name) that matches, or null. */
+  firstMatch(req: FilterRequest, pathEnd: number): RbacPolicy | null {
+    const ps = this.policies;
+    for (let i = 0; i < ps.length; i++) if (ps[i]!.matches(req, pathEnd)) return ps[i]!;
+    return null;
+  }
+}
+
+/** Envoy's RBAC filter counters (`<prefix>rbac.allowed`, `.denied`, `.shadow_allowed`, `.shadow_denied`). */
+export interface RbacStats {
+  allowed: number;
+  denied: number;
+  shadowAllowed: number;
+  shadowDenied: number;
+}
+
+export class RbacFilter implements HttpFilter {
+  /** null: no enforced rules. */
+  readonly #rules: RbacEngine | null;
+  readonly #shadow: RbacEngine | null;
+  readonly stats: RbacStats = { allowed: 0, denied: 0, shadowAllowed: 0, shadowDenied: 0 };
+
+  constructor(rules: RbacEngine | null, shadow: RbacEngine | null) {
+    this.#rules = rules;
+    this.#shadow = shadow;
+  }
+
+  onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
+    const details = this.evaluate(req);
+    if (details === null) return FilterStatus.Continue;
+    callbacks.sendLocalReply(403, RBAC_DENIED_BODY, null, details);
+    return FilterStatus.StopIteration;
+  }
+
+  /** null when the request may pass; else the local reply details naming why not. */
+  evaluate(req: FilterRequest): string | null {
+    const path = req.path;
+    // Envoy's url_path: the path without query string and fragment.
+    let pathEnd = path.indexOf('?');
+    const hash = path.indexOf('#');
+    if (pathEnd < 0 || (hash >= 0 && hash < pathEnd)) pathEnd = hash;
+    if (pathEnd < 0) pathEnd = path.length;
+
+    const shadow = this.#shadow;
+    if (shadow !== null) {
+      if (isAllowed(shadow, shadow.firstMatch(req, pathEnd))) this.stats.shadowAllowed++;
+      else this.stats.shadowDenied++;
+    }
+    const rules = this.#rules;
+    if (rules === null) return null;
+    const matched = rules.firstMatch(req, pathEnd);
+    if (isAllowed(rules, matched)) {
+      this.stats.allowed++;
+      return null;
+    }
+    this.stats.denied++;
+    return matched === null ? RBAC_DENIED_NONE : matched.details;
+  }
+}
+
+function isAllowed(engine: RbacEngine, matched: RbacPolicy | null): boolean {
+  switch (engine.action) {
+    case RbacAction.Allow:
+      return matched !== null;
+    case RbacAction.Deny:
+      return matched === null;
+    default:
+      return true;
+  }
+}
+
+/** The compiled RBAC filter of one listener in one snapshot. */
+export type RbacFilterConfig = SharedFilterConfig<RbacFilter>;
