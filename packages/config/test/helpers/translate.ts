@@ -61,13 +61,13 @@ export const PORTS: ListenerPorts = {
 /** What istiod sets on a sidecar's outbound connection manager: Envoy's own server name, HTTP/1.0 refused. */
 export const OUTBOUND_HCM = { serverName: 'envoy', serverHeaderTransformation: 'OVERWRITE', httpProtocolOptions: { acceptHttp10: false } } as const;
 /** And on gateways and a sidecar's inbound side: `istio-envoy`. */
+export const ISTIO_ENVOY_HCM = { ...OUTBOUND_HCM, serverName: 'istio-envoy' } as const;
+
 /** The filters istiod ends every HTTP chain with: an empty Cors, then the Router. */
 export const CHAIN_TAIL = [
   { name: 'envoy.filters.http.cors', config: {} },
   { name: 'envoy.filters.http.router', config: {} },
 ] as const;
-
-export const ISTIO_ENVOY_HCM = { ...OUTBOUND_HCM, serverName: 'istio-envoy' } as const;
 
 /** A node like `base` with some fields replaced. */
 export function nodeWith(base: ProxyNode, over: Partial<ProxyNode>): ProxyNode {
