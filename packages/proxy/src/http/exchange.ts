@@ -488,6 +488,7 @@ export class Exchange extends ProxiedRequest {
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
+    this.applyResponseHeaderSets(headers);
     if (this.#cors !== null) this.#cors.applyResponseHeaders(headers, this.#corsOrigin);
     this.snapshot.connectionManager.applyServer(headers);
     if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
