@@ -322,11 +322,18 @@ t.test('route fields: the root’s apply only where the delegate’s route leave
   t.same(out.brief, []);
   const [own, inherited] = routes(out);
   t.same(
-    [own!.name, forward(own!).timeoutMs, forward(own!).retry, own!.requestHeaders, forward(own!).rewrite, forward(own!).cors?.allowOrigins],
-    ['api-own.m-x', 1000, null, { set: [['x-own', '1']], add: [], remove: [] }, { prefix: '/v1', regex: null }, [exact('https://a.example')]],
+    [own!.name, forward(own!).timeoutMs, forward(own!).retry, own!.requestHeaders, forward(own!).rewrite, (own!.filterConfigs['envoy.filters.http.cors'] as { allowOriginStringMatch?: unknown })?.allowOriginStringMatch],
+    ['api-own.m-x', 1000, null, { set: [['x-own', '1']], add: [], remove: [] }, { prefix: '/v1', regex: null }, [{ exact: 'https://a.example' }]],
     'the delegate’s timeout, retries and headers win; rewrite and CORS come from the root',
   );
-  t.same(own!.filterConfigs, { 'envoy.filters.http.fault': { abort: { httpStatus: 418, percentage: { numerator: 1000000, denominator: 'MILLION' } } } });
+  t.same(own!.filterConfigs, {
+    'envoy.filters.http.fault': { abort: { httpStatus: 418, percentage: { numerator: 1000000, denominator: 'MILLION' } } },
+    'envoy.filters.http.cors': {
+      forwardNotMatchingPreflights: true,
+      allowOriginStringMatch: [{ exact: 'https://a.example' }],
+      filterEnabled: { defaultValue: { numerator: 100 } },
+    },
+  });
   t.same(
     [inherited!.name, forward(inherited!).timeoutMs, forward(inherited!).retry?.retryOn, inherited!.requestHeaders, path(inherited!)],
     ['api.m', 5000, ['5xx'], { set: [['x-root', '1']], add: [], remove: [] }, prefix('/api')],

@@ -152,7 +152,6 @@ t.test("a service without VirtualService gets Istio's default route: whole servi
         rewrite: null,
         authorityRewrite: null,
         mirrors: [],
-        cors: null,
       },
       requestHeaders: null,
       responseHeaders: null,

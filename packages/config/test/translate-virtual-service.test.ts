@@ -7,6 +7,9 @@
 // translateHeaderMatch, translateQueryParamMatch, applyHTTPRouteDestination,
 // GetDestinationCluster, ApplyRedirect, MirrorPercent), route/retry/retry.go (ConvertPolicy).
 import t from 'tap';
+import type { JsonValue } from '@bufbuild/protobuf';
+import { envoyFromJson, envoyToJson } from '@remora/config/envoy';
+import { CorsPolicySchema } from '@remora/config/envoy/gen/envoy/extensions/filters/http/cors/v3/cors_pb.js';
 import { DEFAULT_RETRY_POLICY, type Route, type RouteMatch } from '@remora/config';
 import { BOOKINFO_SERVICES, bk, forward, INGRESS, nodeWith, routeTable, SIDECAR, targets, translate, vhost, type Translated } from './helpers/translate.ts';
 
@@ -398,7 +401,7 @@ ${to('v1')}`);
   ]);
 });
 
-t.test('corsPolicy', async (t) => {
+t.test("corsPolicy becomes the CORS filter's route config (istiod's TranslateCORSPolicy)", async (t) => {
   // The VirtualService docs example, plus the deprecated allowOrigin.
   const { routes } = reviewsVs(`  - corsPolicy:
       allowOrigins:
@@ -412,30 +415,47 @@ t.test('corsPolicy', async (t) => {
       maxAge: "24h"
 ${to('v1')}
   - corsPolicy: {allowOrigin: [https://legacy.example.com], unmatchedPreflights: IGNORE}
-${to('v1')}`);
-  t.same(forward(routes[0]!).cors, {
-    allowOrigins: [
-      { kind: 'exact', value: 'https://example.com' },
-      { kind: 'prefix', value: 'https://app.' },
-      { kind: 'regex', value: 'https://.*\\.example\\.org' },
-    ],
-    allowMethods: ['POST', 'GET'],
-    allowHeaders: ['X-Foo-Bar'],
-    exposeHeaders: ['X-Expose'],
-    maxAgeSeconds: 86_400,
-    allowCredentials: false,
-    forwardUnmatchedPreflights: true,
+${to('v1')}
+  - corsPolicy: {allowOrigins: [{exact: https://new.example.com}], allowOrigin: [https://legacy.example.com], maxAge: 90s}
+    redirect: {uri: /moved}`);
+  const enabled = { defaultValue: { numerator: 100 } };
+  t.same(routes[0]!.filterConfigs, {
+    'envoy.filters.http.cors': {
+      forwardNotMatchingPreflights: true,
+      allowOriginStringMatch: [{ exact: 'https://example.com' }, { prefix: 'https://app.' }, { safeRegex: { regex: 'https://.*\\.example\\.org' } }],
+      filterEnabled: enabled,
+      allowCredentials: false,
+      allowHeaders: 'X-Foo-Bar',
+      allowMethods: 'POST,GET',
+      exposeHeaders: 'X-Expose',
+      maxAge: '86400',
+    },
   });
-  t.same(forward(routes[1]!).cors, {
-    allowOrigins: [{ kind: 'exact', value: 'https://legacy.example.com' }],
-    allowMethods: [],
-    allowHeaders: [],
-    exposeHeaders: [],
-    maxAgeSeconds: null,
-    allowCredentials: null,
-    // IGNORE: a preflight from another origin is answered here, not forwarded.
-    forwardUnmatchedPreflights: false,
+  t.same(routes[1]!.filterConfigs, {
+    'envoy.filters.http.cors': {
+      // IGNORE: a preflight from another origin is answered here, not forwarded.
+      forwardNotMatchingPreflights: false,
+      allowOriginStringMatch: [{ exact: 'https://legacy.example.com' }],
+      filterEnabled: enabled,
+    },
   });
+  t.same(
+    routes[2]!.filterConfigs,
+    {
+      'envoy.filters.http.cors': {
+        forwardNotMatchingPreflights: true,
+        allowOriginStringMatch: [{ exact: 'https://new.example.com' }],
+        filterEnabled: enabled,
+        maxAge: '90',
+      },
+    },
+    'allowOrigins wins over the deprecated allowOrigin; a redirect route keeps its policy, as istiod writes it',
+  );
+  // The generated types parse what the translator wrote, field for field.
+  for (const r of routes) {
+    const json = r.filterConfigs['envoy.filters.http.cors'] as JsonValue;
+    t.same(envoyToJson(CorsPolicySchema, envoyFromJson(CorsPolicySchema, json)), json, `${r.name}: a valid CorsPolicy`);
+  }
 });
 
 t.test('fault becomes the fault filter\'s route config (Envoy HTTPFault: Duration JSON, percentages over a MILLION)', async (t) => {

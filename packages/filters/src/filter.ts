@@ -81,6 +81,12 @@ export interface FilterCallbacks {
   continueRequest(): void;
   /** Adds a header to whatever response the client gets (upstream's or local). */
   addResponseHeader(name: string, value: string): void;
+  /**
+   * Sets a header on whatever response the client gets (upstream's or a later local reply),
+   * replacing any of that name it has (Envoy's `setInline` in a filter's encodeHeaders).
+   * `name` is lower-case. Applied after the route's response header edits.
+   */
+  setResponseHeader(name: string, value: string): void;
   /** Sets a response flag without ending the request (fault delay: DI). */
   setResponseFlag(flag: FilterResponseFlag): void;
   /**
@@ -164,5 +170,6 @@ export const FilterName = {
   Rbac: 'envoy.filters.http.rbac',
   LocalRateLimit: 'envoy.filters.http.local_ratelimit',
   Fault: 'envoy.filters.http.fault',
+  Cors: 'envoy.filters.http.cors',
   Router: 'envoy.filters.http.router',
 } as const;

@@ -10,3 +10,5 @@ export { FaultFilterFactory, faultFactory } from './fault/fault-factory.ts';
 export { FaultFilter, CompiledFault, FAULT_ABORT_BODY } from './fault/fault-filter.ts';
 export { JwtAuthnFilterFactory, jwtAuthnFactory } from './jwt-authn/jwt-authn-factory.ts';
 export { JwtAuthnFilter, JwtAuthnFilterConfig } from './jwt-authn/jwt-authn-filter.ts';
+export { CorsFilterFactory, corsFactory, CorsFilter, CORS_RESPONSE_DETAILS } from './cors/cors-filter.ts';
+export { CorsPolicy } from './cors/cors-policy.ts';

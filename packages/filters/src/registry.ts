@@ -13,8 +13,6 @@ export const SKIPPED_ISTIO_FILTERS: ReadonlyMap<string, string> = new Map([
   ['istio.alpn', 'upstream ALPN is chosen by the cluster TLS settings'],
   // Per-method gRPC counters (emit_filter_state for istio.stats): no Remora metric reads them.
   ['envoy.filters.http.grpc_stats', 'no metric uses per-method gRPC counters'],
-  // The route's CORS policy is applied by the router, before the upstream is called.
-  ['envoy.filters.http.cors', "the router applies the route's CORS policy"],
 ]);
 
 /** A listener's filter entry: Envoy's HttpFilter (`name`, `typed_config`, `is_optional`). */

@@ -123,6 +123,11 @@ export class RecordingCallbacks implements FilterCallbacks {
   addResponseHeader(name: string, value: string): void {
     this.headers.push([name, value]);
   }
+  /** Response headers the filter set (replacing), in order; a later set of a name replaces the earlier. */
+  readonly setHeaders = new Map<string, string>();
+  setResponseHeader(name: string, value: string): void {
+    this.setHeaders.set(name, value);
+  }
   setResponseFlag(flag: FilterResponseFlag): void {
     this.flags.push(flag);
   }

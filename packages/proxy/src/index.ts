@@ -15,16 +15,6 @@ export { RoundRobinLoadBalancer } from './upstream/load-balancer-round-robin.ts'
 export { LeastRequestLoadBalancer } from './upstream/load-balancer-least-request.ts';
 export { RandomLoadBalancer } from './upstream/load-balancer-random.ts';
 export {
-  CompiledCors,
-  CORS_NONE,
-  CORS_ACTUAL,
-  CORS_PREFLIGHT,
-  CORS_PREFLIGHT_UNMATCHED,
-  CORS_RESPONSE_DETAILS,
-  type CorsDecision,
-  type CorsOptions,
-} from './http/cors.ts';
-export {
   GrpcStatus,
   GRPC_LOCAL_REPLY_HTTP_STATUS,
   isGrpcRequest,

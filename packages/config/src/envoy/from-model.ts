@@ -501,18 +501,6 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
     }
     const lb = first === undefined ? undefined : clusters.get(first.cluster)?.lb;
     if (lb?.kind === 'ring-hash') route.hashPolicy = [hashPolicy(lb.key)];
-    if (a.cors !== null && perFilter['envoy.filters.http.cors'] === undefined) {
-      const c = a.cors;
-      perFilter['envoy.filters.http.cors'] = any(PER_ROUTE_FILTER_TYPES['envoy.filters.http.cors']!, {
-        allowOriginStringMatch: c.allowOrigins.map((o) => stringMatcher(o)),
-        ...(c.allowMethods.length > 0 ? { allowMethods: c.allowMethods.join(',') } : {}),
-        ...(c.allowHeaders.length > 0 ? { allowHeaders: c.allowHeaders.join(',') } : {}),
-        ...(c.exposeHeaders.length > 0 ? { exposeHeaders: c.exposeHeaders.join(',') } : {}),
-        ...(c.maxAgeSeconds !== null ? { maxAge: String(c.maxAgeSeconds) } : {}),
-        ...(c.allowCredentials !== null ? { allowCredentials: c.allowCredentials } : {}),
-        forwardNotMatchingPreflights: c.forwardUnmatchedPreflights,
-      });
-    }
     out.route = route;
   } else if (a.kind === 'redirect') {
     out.redirect = {

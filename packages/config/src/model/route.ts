@@ -105,21 +105,6 @@ export interface Mirror {
   readonly percent: number;
 }
 
-export interface CorsPolicy {
-  readonly allowOrigins: readonly StringMatch[];
-  readonly allowMethods: readonly string[];
-  readonly allowHeaders: readonly string[];
-  readonly exposeHeaders: readonly string[];
-  readonly maxAgeSeconds: number | null;
-  readonly allowCredentials: boolean | null;
-  /**
-   * Istio's `unmatchedPreflights`: true (FORWARD, the default) sends a preflight from an
-   * origin that is not allowed upstream; false (IGNORE) answers it locally without CORS
-   * headers (Envoy's forward_not_matching_preflights).
-   */
-  readonly forwardUnmatchedPreflights: boolean;
-}
-
 /** Forward to one of the weighted clusters. */
 export interface ForwardAction {
   readonly kind: 'forward';
@@ -131,7 +116,6 @@ export interface ForwardAction {
   /** Replace the Host/:authority sent upstream; null keeps the client's. */
   readonly authorityRewrite: string | null;
   readonly mirrors: readonly Mirror[];
-  readonly cors: CorsPolicy | null;
 }
 
 export interface RedirectAction {

@@ -211,7 +211,6 @@ function defaultRoute(cluster: string, retry: RetryPolicy | null): Route {
       rewrite: null,
       authorityRewrite: null,
       mirrors: [],
-      cors: null,
     },
     requestHeaders: null,
     responseHeaders: null,

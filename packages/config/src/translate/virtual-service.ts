@@ -1,6 +1,5 @@
 import type {
   ClaimMatch,
-  CorsPolicy,
   HeaderMatch,
   HeaderMutation,
   Mirror,
@@ -26,6 +25,7 @@ import { routingClaimPath } from '../schema/names.ts';
 import type { TranslateContext } from './context.ts';
 import { resolveHost } from './host.ts';
 import { DestinationRuleIndex } from './destination-rule.ts';
+import { CORS_FILTER, corsConfig } from './cors.ts';
 import { FAULT_FILTER, faultConfig, type IstioFault } from './fault.ts';
 import { labelsMatch, type ServiceRegistry } from './registry.ts';
 import { expandDelegate, fieldSite, ownRouteSource, type HttpRouteSource } from './virtual-service-delegate.ts';
@@ -147,10 +147,17 @@ function pushRoutes(
   });
 }
 
-/** The route's typed_per_filter_config: the fault filter's HTTPFault, where `fault` leaves one. */
+/**
+ * The route's typed_per_filter_config, as istiod fills it for every kind of route (forward,
+ * redirect, direct response): the fault filter's HTTPFault, where `fault` leaves one, and the
+ * CORS filter's CorsPolicy for a `corsPolicy`.
+ */
 function routeFilterConfigs(ctx: TranslateContext, http: IstioHTTPRoute): Record<string, unknown> {
-  const fault = http.fault ? faultConfig(http.fault as IstioFault, (v, f) => ctx.durationMs(v, f)) : null;
-  return fault === null ? {} : { [FAULT_FILTER]: fault };
+  const durationMs = (v: string | undefined, f: number): number => ctx.durationMs(v, f);
+  const fault = http.fault ? faultConfig(http.fault as IstioFault, durationMs) : null;
+  const out: Record<string, unknown> = fault === null ? {} : { [FAULT_FILTER]: fault };
+  if (http.corsPolicy) out[CORS_FILTER] = corsConfig(http.corsPolicy, durationMs);
+  return out;
 }
 
 export const MATCH_ALL: RouteMatch = { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] };
@@ -289,7 +296,6 @@ function translateAction(ctx: TranslateContext, mesh: MeshIndex, src: HttpRouteS
         : null,
     authorityRewrite: rw?.authority ?? null,
     mirrors,
-    cors: corsPolicy(ctx, http),
   };
 }
 
@@ -366,19 +372,3 @@ function retryPolicy(ctx: TranslateContext, r: IstioHTTPRetry | undefined): Retr
   };
 }
 
-function corsPolicy(ctx: TranslateContext, http: IstioHTTPRoute): CorsPolicy | null {
-  const c = http.corsPolicy;
-  if (!c) return null;
-  const origins: StringMatch[] = (c.allowOrigins ?? []).map(stringMatch);
-  for (const o of c.allowOrigin ?? []) origins.push({ kind: 'exact', value: o });
-  const maxAge = c.maxAge !== undefined ? Math.floor(ctx.durationMs(c.maxAge, 0) / 1000) : null;
-  return {
-    allowOrigins: origins,
-    allowMethods: c.allowMethods ?? [],
-    allowHeaders: c.allowHeaders ?? [],
-    exposeHeaders: c.exposeHeaders ?? [],
-    maxAgeSeconds: maxAge,
-    allowCredentials: c.allowCredentials ?? null,
-    forwardUnmatchedPreflights: c.unmatchedPreflights !== 'IGNORE',
-  };
-}

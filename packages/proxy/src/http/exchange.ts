@@ -6,7 +6,6 @@ import { AttemptFailure, hasRetriableHeader, retryBackoffMs, type CompiledRetryP
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { Connection, ListenerContext } from './connection.ts';
-import { CORS_ACTUAL, CORS_NONE, CORS_RESPONSE_DETAILS, type CompiledCors } from './cors.ts';
 import { GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeoutMs, isGrpcRequest, localReplyGrpcStatus } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
 import { failureReply, OVERFLOW_REPLY, ProxiedRequest, type DownstreamRequest } from './proxied-request.ts';
@@ -49,9 +48,6 @@ export class Exchange extends ProxiedRequest {
   #grpc = false;
   /** The last grpc-status seen from upstream (headers or trailers), for metrics; '' if none. */
   #grpcStatus = '';
-  /** Origin of an allowed CORS request: its response gets the CORS headers. */
-  #cors: CompiledCors | null = null;
-  #corsOrigin = '';
 
   #forwardTarget: ForwardTarget | null = null;
   #attempt: UpstreamAttempt | null = null;
@@ -136,31 +132,7 @@ export class Exchange extends ProxiedRequest {
       this.#directResponse(target.model.status, null, redirectLocation(target.model, this));
       return;
     }
-    if (target.cors !== null && this.#handleCors(target.cors)) return;
     this.#forward(target);
-  }
-
-  /** Envoy's CORS filter: answers preflights, marks allowed requests. True when it answered. */
-  #handleCors(cors: CompiledCors): boolean {
-    const origin = rawHeaderValue(this.req.rawHeaders, 'origin');
-    if (origin === null) return false;
-    const acrm = this.method === 'OPTIONS' ? rawHeaderValue(this.req.rawHeaders, 'access-control-request-method') : null;
-    const decision = cors.decide(this.method, origin, acrm);
-    if (decision === CORS_NONE) return false;
-    if (decision === CORS_ACTUAL) {
-      this.#cors = cors;
-      this.#corsOrigin = origin;
-      return false;
-    }
-    const headers: string[] = ['content-length', '0'];
-    cors.pushPreflightHeaders(headers, decision, origin, acrm!, rawHeaderValue(this.req.rawHeaders, 'access-control-request-headers'));
-    this.snapshot.connectionManager.applyServer(headers);
-    this.responseCode = 200;
-    this.responseCodeDetails = CORS_RESPONSE_DETAILS;
-    this.res.writeHead(200, headers);
-    this.res.end();
-    this.#finish();
-    return true;
   }
 
   #forward(target: ForwardTarget): void {
@@ -488,7 +460,7 @@ export class Exchange extends ProxiedRequest {
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
-    if (this.#cors !== null) this.#cors.applyResponseHeaders(headers, this.#corsOrigin);
+    this.applyResponseHeaderSets(headers);
     this.snapshot.connectionManager.applyServer(headers);
     if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
     this.bytesSent = payload === null ? 0 : payload.length;
@@ -527,10 +499,9 @@ export class Exchange extends ProxiedRequest {
     this.#finish();
   }
 
-  /** Response edits, CORS headers, the `server` header, and `Connection: close` while draining (HTTP/1). */
+  /** Response edits (filters' headers among them), the `server` header, and `Connection: close` while draining (HTTP/1). */
   #finishResponseHeaders(out: string[]): void {
     this.applyResponseEdits(out);
-    if (this.#cors !== null) this.#cors.applyResponseHeaders(out, this.#corsOrigin);
     this.snapshot.connectionManager.applyServer(out);
     if (this.ctx.draining && !this.#h2) out.push('connection', 'close');
   }

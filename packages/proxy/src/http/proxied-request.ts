@@ -140,6 +140,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   #resumeRequested = false;
   /** Headers filters asked to add to whatever response the client gets. */
   protected extraResponseHeaders: string[] | null = null;
+  /** Headers filters set on the response, replacing the response's own (CORS); null for most requests. */
+  protected responseHeaderSets: string[] | null = null;
 
   // Outcome, for logs and metrics.
   responseCode = 0;
@@ -262,6 +264,10 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
 
   addResponseHeader(name: string, value: string): void {
     (this.extraResponseHeaders ??= []).push(name.toLowerCase(), value);
+  }
+
+  setResponseHeader(name: string, value: string): void {
+    (this.responseHeaderSets ??= []).push(name, value);
   }
 
   setResponseFlag(flag: FilterResponseFlag): void {
@@ -531,6 +537,14 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     const route = this.route;
     if (route !== null && route.responseEdits !== null) route.responseEdits.apply(out);
     if (this.setCookie !== null) out.push('set-cookie', this.setCookie);
+    this.applyResponseHeaderSets(out);
+  }
+
+  /** The headers filters set (`setResponseHeader`), each replacing any of its name in `out`. */
+  protected applyResponseHeaderSets(out: string[]): void {
+    const sets = this.responseHeaderSets;
+    if (sets === null) return;
+    for (let i = 0; i < sets.length; i += 2) replaceHeader(out, sets[i]!, sets[i + 1]!);
   }
 
   /** The end: the access log line and Istio's metrics, against the host, cluster or listener reached. */
@@ -587,4 +601,27 @@ export function setHeader(headers: string[], lowerName: string, value: string): 
     }
   }
   headers.push(lowerName, value);
+}
+
+/** Replaces every `name` entry of a flat `[name, value, …]` list with one (at the first one's place), else appends (Envoy's setInline). */
+function replaceHeader(out: string[], lowerName: string, value: string): void {
+  let found = -1;
+  let w = 0;
+  for (let r = 0; r < out.length; r += 2) {
+    const n = out[r]!;
+    if (n.length === lowerName.length && (n === lowerName || n.toLowerCase() === lowerName)) {
+      if (found >= 0) continue; // a duplicate: drop it
+      found = w;
+    }
+    if (w !== r) {
+      out[w] = n;
+      out[w + 1] = out[r + 1]!;
+    }
+    w += 2;
+  }
+  out.length = w;
+  if (found >= 0) {
+    out[found] = lowerName;
+    out[found + 1] = value;
+  } else out.push(lowerName, value);
 }

@@ -614,6 +614,7 @@ export class UpgradeExchange extends ProxiedRequest {
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
+    this.applyResponseHeaderSets(headers);
     this.snapshot.connectionManager.applyServer(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, payload);
@@ -628,6 +629,7 @@ export class UpgradeExchange extends ProxiedRequest {
     if (location !== null) headers.push('location', location);
     const route = this.route;
     if (route !== null && route.responseEdits !== null) route.responseEdits.apply(headers);
+    this.applyResponseHeaderSets(headers);
     this.snapshot.connectionManager.applyServer(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, body);

@@ -10,7 +10,6 @@ import {
   type RouteMatch,
 } from '@remora/config';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
-import { CompiledCors } from '../http/cors.ts';
 import { CompiledRetryPolicy } from './retry-policy.ts';
 import { StringMatcher } from './string-matcher.ts';
 
@@ -204,7 +203,6 @@ export class ForwardTarget {
   /** Null when the route never retries (no policy, or zero retries). */
   readonly retry: CompiledRetryPolicy | null;
   readonly mirrors: readonly MirrorTarget[];
-  readonly cors: CompiledCors | null;
   readonly prefixRewrite: string | null;
   /** Envoy's regex_rewrite on RE2 (GlobalReplace, `\1` substitutions); null without one. */
   readonly regexRewrite: RegexRewrite | null;
@@ -223,7 +221,6 @@ export class ForwardTarget {
     this.timeoutMs = a.timeoutMs;
     this.retry = a.retry !== null && a.retry.numRetries > 0 ? new CompiledRetryPolicy(a.retry) : null;
     this.mirrors = a.mirrors.map((m) => new MirrorTarget(m.cluster, clusters.get(m.cluster) ?? null, m.percent));
-    this.cors = a.cors === null ? null : new CompiledCors(a.cors, { forwardNotMatchingPreflights: a.cors.forwardUnmatchedPreflights });
     this.prefixRewrite = a.rewrite?.prefix ?? null;
     // Throws (at compile time only) on a pattern or substitution RE2 cannot use.
     this.regexRewrite = a.rewrite?.regex ? new RegexRewrite(a.rewrite.regex.pattern, a.rewrite.regex.substitution) : null;

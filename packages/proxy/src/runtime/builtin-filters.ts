@@ -1,6 +1,6 @@
-import { faultFactory, FilterRegistry, jwtAuthnFactory, localRateLimitFactory, rbacFactory, routerFactory } from '@remora/filters';
+import { corsFactory, faultFactory, FilterRegistry, jwtAuthnFactory, localRateLimitFactory, rbacFactory, routerFactory } from '@remora/filters';
 
 /** The filters every proxy knows, registered by their Envoy names. */
 export function builtinFilters(): FilterRegistry {
-  return new FilterRegistry().register(rbacFactory).register(jwtAuthnFactory).register(localRateLimitFactory).register(faultFactory).register(routerFactory);
+  return new FilterRegistry().register(rbacFactory).register(jwtAuthnFactory).register(localRateLimitFactory).register(faultFactory).register(corsFactory).register(routerFactory);
 }
