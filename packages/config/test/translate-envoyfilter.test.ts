@@ -1,11 +1,11 @@
-// EnvoyFilter HTTP_FILTER patches on the translated listeners, by istiod's
+// EnvoyFilter HTTP_FILTER and NETWORK_FILTER patches on the translated listeners, by istiod's
 // rules (pilot/pkg/networking/core/envoyfilter/listener_patch.go): every operation on the
 // filters Remora runs, match semantics (context, listener port and name, filter and subFilter
-// names, no-op when a subFilter is absent), istiod's order of EnvoyFilters, and errors
-// and warnings that name the EnvoyFilter, the patch and the field.
+// names, no-op when a subFilter is absent), istiod's order of EnvoyFilters, the connection
+// manager MERGE, and errors/warnings that name the EnvoyFilter, the patch and the field.
 import t from 'tap';
 import type { HttpFilterConfig, ProxyConfig } from '@remora/config';
-import { BOOKINFO_SERVICES, PORTS, SIDECAR, translate } from './helpers/translate.ts';
+import { BOOKINFO_SERVICES, INGRESS, PORTS, SIDECAR, translate } from './helpers/translate.ts';
 
 const INBOUND = { ...PORTS, appPort: 9080 };
 const RBAC = 'envoy.filters.http.rbac';
@@ -228,4 +228,46 @@ typed_config:
 t.test('REPLACE with a filter Remora lacks is refused unless is_optional', async (t) => {
   const { brief } = translate([BOOKINFO_SERVICES, DENY_ADMIN, envoyFilter({ operation: 'REPLACE', subFilter: RBAC, value: 'name: envoy.filters.http.ext_authz\ntyped_config: {"@type": type.googleapis.com/google.protobuf.Empty}' })], SIDECAR, INBOUND);
   t.match(brief, [/^error EnvoyFilter default\/ef spec\.configPatches\[0\]\.patch\.value\.name: Remora has no HTTP filter envoy\.filters\.http\.ext_authz/]);
+});
+
+const HCM = (fields: string, o: Partial<PatchOpts> = {}) =>
+  envoyFilter({
+    applyTo: 'NETWORK_FILTER',
+    context: 'GATEWAY',
+    operation: 'MERGE',
+    ns: 'istio-system',
+    value: `typed_config:\n  "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n${fields.replace(/^/gm, '  ')}`,
+    ...o,
+  });
+
+const GATEWAY = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+`;
+
+t.test('NETWORK_FILTER MERGE into the connection manager: the modelled fields change, others are reported', async (t) => {
+  const { config, brief } = translate([GATEWAY, HCM('server_header_transformation: PASS_THROUGH\nserver_name: edge\nhttp_protocol_options: {accept_http_10: true, default_host_for_http_10: x}\nuse_remote_address: true')], INGRESS);
+  t.strictSame(config.listeners[0]!.connectionManager, { serverName: 'edge', serverHeaderTransformation: 'PASS_THROUGH', httpProtocolOptions: { acceptHttp10: true } });
+  t.same(brief.sort(), [
+    'warning EnvoyFilter istio-system/ef spec.configPatches[0].patch.value.typed_config.http_protocol_options.default_host_for_http_10: default_host_for_http_10 is not supported by Remora and is ignored',
+    'warning EnvoyFilter istio-system/ef spec.configPatches[0].patch.value.typed_config.use_remote_address: use_remote_address is not supported by Remora and is ignored',
+  ]);
+  const sidecar = translate([BOOKINFO_SERVICES, HCM('server_header_transformation: APPEND_IF_ABSENT', { context: 'SIDECAR_INBOUND', ns: 'default' })], SIDECAR, INBOUND);
+  t.same(
+    sidecar.config.listeners.map((l) => [l.name, l.connectionManager?.serverHeaderTransformation]),
+    [
+      ['virtualOutbound', 'OVERWRITE'],
+      ['virtualInbound', 'APPEND_IF_ABSENT'],
+    ],
+  );
+  const other = translate([GATEWAY, HCM('server_name: edge', { port: 9999 })], INGRESS);
+  t.equal(other.config.listeners[0]!.connectionManager?.serverName, 'istio-envoy', 'another port');
+  const bad = translate([GATEWAY, HCM('server_header_transformation: SOMETIMES')], INGRESS);
+  t.match(bad.brief, [/^error EnvoyFilter istio-system\/ef spec\.configPatches\[0\]\.patch\.value\.typed_config\.server_header_transformation: /]);
 });

@@ -14,6 +14,7 @@ import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rul
 import { FAULT_FILTER } from './fault.ts';
 import { httpFilterChain } from './http-filter-chain.ts';
 import { checkPatchedHttpFilters, httpFilterPatches } from './envoyfilter-http-filter.ts';
+import { checkNetworkFilterPatches, patchedConnectionManager } from './envoyfilter-network-filter.ts';
 import type { PatchListener } from './envoyfilter.ts';
 import { applyLocalRateLimitRoutes, localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
@@ -67,7 +68,7 @@ export function translateIstio(
       name: out.name,
       address: ports.bindAddress,
       port: ports.outboundPort,
-      connectionManager: connectionManagerFor(node, 'outbound'),
+      connectionManager: patchedConnectionManager(ctx, out, connectionManagerFor(node, 'outbound')),
       direction: 'outbound',
       routeConfig: 'outbound',
       httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: [], fault: faultFilterFor(outbound) }, [localRateLimitFilter(ctx, out)], httpFilterPatches(ctx, out)),
@@ -82,6 +83,7 @@ export function translateIstio(
       const inb: PatchListener = { context: 'SIDECAR_INBOUND', name: inbound.listener.name, port: ports.inboundPort };
       listeners.push({
         ...inbound.listener,
+        ...(inbound.listener.connectionManager === undefined ? {} : { connectionManager: patchedConnectionManager(ctx, inb, inbound.listener.connectionManager) }),
         httpFilters: httpFilterChain(ctx, 'SIDECAR_INBOUND', { jwtAuthn: jwtAuthnFilter(ctx), authz: authzFilters(ctx), fault: null }, [localRateLimitFilter(ctx, inb)], httpFilterPatches(ctx, inb)),
         tls: mtls === 'DISABLE' ? null : { kind: 'mesh', mode: mtls },
         // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
@@ -97,6 +99,7 @@ export function translateIstio(
 
   applyLocalRateLimitRoutes(ctx, listeners, routeConfigs);
   checkPatchedHttpFilters(ctx);
+  checkNetworkFilterPatches(ctx);
 
   const version = createHash('sha256')
     .update(JSON.stringify(resources.map((r) => r.document)))
@@ -439,7 +442,7 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
       name: patchListener.name,
       address: bindAddress,
       port,
-      connectionManager: connectionManagerFor(node, 'gateway'),
+      connectionManager: patchedConnectionManager(ctx, patchListener, connectionManagerFor(node, 'gateway')),
       direction: 'gateway',
       routeConfig: name,
       // The gateway is where edge policy runs: authn, authz, faults, and a rate limit where its patch puts it.
