@@ -271,3 +271,13 @@ t.test('NETWORK_FILTER MERGE into the connection manager: the modelled fields ch
   const bad = translate([GATEWAY, HCM('server_header_transformation: SOMETIMES')], INGRESS);
   t.match(bad.brief, [/^error EnvoyFilter istio-system\/ef spec\.configPatches\[0\]\.patch\.value\.typed_config\.server_header_transformation: /]);
 });
+
+t.test('patches Remora does not apply yet: a warning naming the EnvoyFilter and the patch', async (t) => {
+  const kinds = ['LISTENER', 'FILTER_CHAIN', 'ROUTE_CONFIGURATION', 'VIRTUAL_HOST', 'HTTP_ROUTE', 'CLUSTER', 'EXTENSION_CONFIG'];
+  for (const applyTo of kinds) {
+    const { brief } = translate([GATEWAY, envoyFilter({ applyTo, context: 'GATEWAY', ns: 'istio-system', filterName: null, operation: 'MERGE', value: 'name: x' })], INGRESS);
+    t.same(brief, [`warning EnvoyFilter istio-system/ef spec.configPatches[0].applyTo: applyTo ${applyTo} is not applied by Remora yet; this patch is ignored`], applyTo);
+  }
+  const add = translate([GATEWAY, envoyFilter({ applyTo: 'NETWORK_FILTER', context: 'GATEWAY', ns: 'istio-system', operation: 'INSERT_FIRST', value: 'name: envoy.filters.network.rbac' })], INGRESS);
+  t.match(add.brief, [/^warning EnvoyFilter istio-system\/ef spec\.configPatches\[0\]\.patch\.operation: INSERT_FIRST of a network filter is not applied by Remora yet/]);
+});

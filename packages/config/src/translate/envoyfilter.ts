@@ -265,3 +265,30 @@ export function mergeJson<T>(ctx: TranslateContext, r: Resource, schema: DescMes
   merge(schema, target, patchMessage);
   return envoyToJson(schema, target) as T;
 }
+
+/** The patch kinds Remora applies; the others are reported once by {@link warnUnappliedPatches}. */
+const NOT_APPLIED: ReadonlySet<string> = new Set([
+  'LISTENER',
+  'FILTER_CHAIN',
+  'LISTENER_FILTER',
+  'ROUTE_CONFIGURATION',
+  'VIRTUAL_HOST',
+  'CLUSTER',
+  'EXTENSION_CONFIG',
+  'BOOTSTRAP',
+]);
+
+/**
+ * A warning for each patch Remora does not apply yet (`applyTo` LISTENER, FILTER_CHAIN,
+ * ROUTE_CONFIGURATION, …, and HTTP_ROUTE patches other than the local rate limit's): the config still loads, as istiod would send it, but the user
+ * learns the patch has no effect here.
+ */
+export function warnUnappliedPatches(ctx: TranslateContext, isAppliedRoutePatch: (p: EnvoyFilterPatch) => boolean): void {
+  for (const p of envoyFilterPatches(ctx)) {
+    if (NOT_APPLIED.has(p.applyTo) || (p.applyTo === 'HTTP_ROUTE' && !isAppliedRoutePatch(p))) {
+      ctx.warn(p.r, [...p.at, 'applyTo'], `applyTo ${p.applyTo} is not applied by Remora yet; this patch is ignored`);
+    } else if (p.match.proxy !== undefined) {
+      ctx.warn(p.r, [...p.at, 'match', 'proxy'], 'match.proxy (proxy version and metadata) is not supported by Remora; it is not checked');
+    }
+  }
+}

@@ -15,8 +15,8 @@ import { FAULT_FILTER } from './fault.ts';
 import { httpFilterChain } from './http-filter-chain.ts';
 import { checkPatchedHttpFilters, httpFilterPatches } from './envoyfilter-http-filter.ts';
 import { checkNetworkFilterPatches, patchedConnectionManager } from './envoyfilter-network-filter.ts';
-import type { PatchListener } from './envoyfilter.ts';
-import { applyLocalRateLimitRoutes, localRateLimitFilter } from './local-ratelimit.ts';
+import { warnUnappliedPatches, type PatchListener } from './envoyfilter.ts';
+import { applyLocalRateLimitRoutes, isLocalRateLimitRoutePatch, localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
 import { sidecarScope } from './sidecar-scope.ts';
 import { authzFilters } from './security.ts';
@@ -100,6 +100,7 @@ export function translateIstio(
   applyLocalRateLimitRoutes(ctx, listeners, routeConfigs);
   checkPatchedHttpFilters(ctx);
   checkNetworkFilterPatches(ctx);
+  warnUnappliedPatches(ctx, isLocalRateLimitRoutePatch);
 
   const version = createHash('sha256')
     .update(JSON.stringify(resources.map((r) => r.document)))
