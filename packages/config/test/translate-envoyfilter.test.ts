@@ -173,6 +173,31 @@ typed_config:
   });
 });
 
+t.test("MERGE: the merged local rate limit still keeps Envoy's rules; a Duration merges field by field, as proto.Merge", async (t) => {
+  const insert = envoyFilter({
+    name: 'insert',
+    operation: 'INSERT_BEFORE',
+    value: `name: ${LRL}
+typed_config:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+  stat_prefix: http_local_rate_limiter
+  token_bucket: {max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}`,
+  });
+  const merge = (fields: string) =>
+    envoyFilter({
+      name: 'merge',
+      operation: 'MERGE',
+      subFilter: LRL,
+      value: `typed_config:\n  "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n  ${fields}`,
+    });
+  const bad = translate([BOOKINFO_SERVICES, insert, merge('descriptors: [{entries: [{key: k, value: v}]}]')], SIDECAR, INBOUND);
+  t.match(bad.brief, [/^error EnvoyFilter default\/merge spec\.configPatches\[0\]\.patch\.value\.typed_config\.descriptors\[0\]\.token_bucket: token_bucket is required in a descriptor/]);
+  const nanos = translate([BOOKINFO_SERVICES, insert, merge('token_bucket: {fill_interval: 0.5s}')], SIDECAR, INBOUND);
+  t.same(nanos.brief, []);
+  const lrl = chain(nanos.config, 'virtualInbound')[0]!.config as { tokenBucket: { fillInterval: string } };
+  t.equal(lrl.tokenBucket.fillInterval, '60.500s', 'seconds 0 is a default, not copied; nanos are');
+});
+
 t.test('MERGE of another type leaves a filter alone (istiod merges only the same type)', async (t) => {
   const merge = envoyFilter({ operation: 'MERGE', value: `typed_config:\n  "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\n  abort: {http_status: 500}` });
   const { config, brief } = translate([BOOKINFO_SERVICES, DENY_ADMIN, merge], SIDECAR, INBOUND);

@@ -174,7 +174,13 @@ function readPatchOnce(ctx: TranslateContext, p: EnvoyFilterPatch): FilterPatch 
         const type = FILTER_TYPES[f.name];
         if (type !== m.type) return null;
         const config = mergeJson<unknown>(ctx, r, m.schema, f.config, m.value, mergeAt);
-        return config === null ? null : { ...f, config };
+        if (config === null) return null;
+        // Envoy's rules for the local rate limit that its descriptors do not carry hold for the merged result too.
+        if (f.name === LOCAL_RATE_LIMIT_FILTER) {
+          const checked = decodeLimit(ctx, r, config as Obj, [...mergeAt, 'typed_config'], false);
+          return checked === null ? null : { ...f, config: checked };
+        }
+        return { ...f, config };
       },
     };
   }
