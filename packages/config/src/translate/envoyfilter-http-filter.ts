@@ -27,13 +27,13 @@ import {
   type PatchListener,
 } from './envoyfilter.ts';
 import type { FilterPatch, InsertOperation } from './http-filter-chain.ts';
-import { decodeLimit, isInsert, LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_TYPE_NAME, typedLocalRateLimit } from './local-ratelimit.ts';
+import { decodeLimit, isInsert, LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_TYPE, typedLocalRateLimit } from './local-ratelimit.ts';
 
 /** The HTTP filters Remora runs, and the Envoy message each one's typed_config must be. */
 const FILTER_TYPES: Readonly<Record<string, string>> = {
   'envoy.filters.http.jwt_authn': 'envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication',
   'envoy.filters.http.rbac': 'envoy.extensions.filters.http.rbac.v3.RBAC',
-  [LOCAL_RATE_LIMIT_FILTER]: LOCAL_RATE_LIMIT_TYPE_NAME,
+  [LOCAL_RATE_LIMIT_FILTER]: LOCAL_RATE_LIMIT_TYPE,
   'envoy.filters.http.fault': 'envoy.extensions.filters.http.fault.v3.HTTPFault',
   'envoy.filters.http.cors': 'envoy.extensions.filters.http.cors.v3.Cors',
   'envoy.filters.http.router': 'envoy.extensions.filters.http.router.v3.Router',

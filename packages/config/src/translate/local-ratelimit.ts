@@ -44,8 +44,7 @@ import {
 } from './envoyfilter.ts';
 
 export const LOCAL_RATE_LIMIT_FILTER = 'envoy.filters.http.local_ratelimit';
-const LOCAL_RATE_LIMIT_TYPE = 'envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit';
-export const LOCAL_RATE_LIMIT_TYPE_NAME = LOCAL_RATE_LIMIT_TYPE;
+export const LOCAL_RATE_LIMIT_TYPE = 'envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit';
 const RATE_LIMIT_TYPE = 'envoy.config.route.v3.RateLimit';
 const TYPED_STRUCTS = new Set(['udpa.type.v1.TypedStruct', 'xds.type.v3.TypedStruct']);
 /** Envoy refuses token buckets that refill more often than this. */
