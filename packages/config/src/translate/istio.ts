@@ -13,7 +13,10 @@ import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
 import { httpFilterChain } from './http-filter-chain.ts';
-import { applyLocalRateLimitRoutes, checkInsertedHttpFilters, localRateLimitFilter } from './local-ratelimit.ts';
+import { checkPatchedHttpFilters, httpFilterPatches } from './envoyfilter-http-filter.ts';
+import { checkNetworkFilterPatches, patchedConnectionManager } from './envoyfilter-network-filter.ts';
+import { warnUnappliedPatches, type PatchListener } from './envoyfilter.ts';
+import { applyLocalRateLimitRoutes, isLocalRateLimitRoutePatch, localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
 import { sidecarScope } from './sidecar-scope.ts';
 import { authzFilters } from './security.ts';
@@ -60,16 +63,15 @@ export function translateIstio(
   if (node.kind === 'sidecar') {
     const outbound = sidecarOutboundRoutes(ctx, { registry, rules });
     routeConfigs.push(outbound);
+    const out: PatchListener = { context: 'SIDECAR_OUTBOUND', name: 'virtualOutbound', port: ports.outboundPort };
     listeners.push({
-      name: 'virtualOutbound',
+      name: out.name,
       address: ports.bindAddress,
       port: ports.outboundPort,
-      connectionManager: connectionManagerFor(node, 'outbound'),
+      connectionManager: patchedConnectionManager(ctx, out, connectionManagerFor(node, 'outbound')),
       direction: 'outbound',
       routeConfig: 'outbound',
-      httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: [], fault: faultFilterFor(outbound) }, [
-        localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort),
-      ]),
+      httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: [], fault: faultFilterFor(outbound) }, [localRateLimitFilter(ctx, out)], httpFilterPatches(ctx, out)),
       tls: null,
     });
     if (ports.appPort !== null) {
@@ -78,11 +80,11 @@ export function translateIstio(
       clusters.push(inbound.cluster);
       // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
       const mtls = inboundMtlsMode(ctx, ports.appPort);
+      const inb: PatchListener = { context: 'SIDECAR_INBOUND', name: inbound.listener.name, port: ports.inboundPort };
       listeners.push({
         ...inbound.listener,
-        httpFilters: httpFilterChain(ctx, 'SIDECAR_INBOUND', { jwtAuthn: jwtAuthnFilter(ctx), authz: authzFilters(ctx), fault: null }, [
-          localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort),
-        ]),
+        ...(inbound.listener.connectionManager === undefined ? {} : { connectionManager: patchedConnectionManager(ctx, inb, inbound.listener.connectionManager) }),
+        httpFilters: httpFilterChain(ctx, 'SIDECAR_INBOUND', { jwtAuthn: jwtAuthnFilter(ctx), authz: authzFilters(ctx), fault: null }, [localRateLimitFilter(ctx, inb)], httpFilterPatches(ctx, inb)),
         tls: mtls === 'DISABLE' ? null : { kind: 'mesh', mode: mtls },
         // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
         // `destination.port` see that, as Envoy sees the original destination.
@@ -96,7 +98,9 @@ export function translateIstio(
   }
 
   applyLocalRateLimitRoutes(ctx, listeners, routeConfigs);
-  checkInsertedHttpFilters(ctx);
+  checkPatchedHttpFilters(ctx);
+  checkNetworkFilterPatches(ctx);
+  warnUnappliedPatches(ctx, isLocalRateLimitRoutePatch);
 
   const version = createHash('sha256')
     .update(JSON.stringify(resources.map((r) => r.document)))
@@ -433,15 +437,16 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
     });
     const rc = routeConfigs[routeConfigs.length - 1]!;
     const plain = servers[0]!.kind === 'plain';
+    const patchListener: PatchListener = { context: 'GATEWAY', name: `${bindAddress}_${port}`, port };
     listeners.push({
-      name: `${bindAddress}_${port}`,
+      name: patchListener.name,
       address: bindAddress,
       port,
-      connectionManager: connectionManagerFor(node, 'gateway'),
+      connectionManager: patchedConnectionManager(ctx, patchListener, connectionManagerFor(node, 'gateway')),
       direction: 'gateway',
       routeConfig: name,
       // The gateway is where edge policy runs: authn, authz, faults, and a rate limit where its patch puts it.
-      httpFilters: httpFilterChain(ctx, 'GATEWAY', { jwtAuthn, authz, fault: faultFilterFor(rc) }, [localRateLimitFilter(ctx, 'GATEWAY', port)]),
+      httpFilters: httpFilterChain(ctx, 'GATEWAY', { jwtAuthn, authz, fault: faultFilterFor(rc) }, [localRateLimitFilter(ctx, patchListener)], httpFilterPatches(ctx, patchListener)),
       tls: plain ? null : { kind: 'gateway', servers: servers.map((s) => tlsServer(ctx, mesh, s, port, credentials, virtualServices)) },
     });
     if (refs.size > 1) {

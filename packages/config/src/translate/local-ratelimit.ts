@@ -13,11 +13,9 @@
  * read with Envoy's descriptors, so its errors name the resource, the patch and the exact
  * field. Route `rate_limits` land on the route as Envoy's RateLimit.
  */
-import { createRequire } from 'node:module';
-import type { DescMessage, JsonValue } from '@bufbuild/protobuf';
+import type { DescMessage } from '@bufbuild/protobuf';
 import type { RateLimitJson } from '../envoy/gen/envoy/config/route/v3/route_components_pb.ts';
 import type { TokenBucketJson } from '../envoy/gen/envoy/type/v3/token_bucket_pb.ts';
-import { EnvoyCodecError } from '../errors.ts';
 import { durationJsonMs, msToDurationJson } from '../model/envoy-values.ts';
 import type { LocalRateLimitConfigJson } from '../model/filters.ts';
 import type { HttpFilterConfig } from '../model/listener.ts';
@@ -26,74 +24,31 @@ import type { Resource } from '../resources/resource.ts';
 import { parseDuration } from '../schema/duration.ts';
 import type { TranslateContext } from './context.ts';
 import { AFTER_AUTHORIZATION, type FilterInsert, type FilterPlace, type InsertOperation } from './http-filter-chain.ts';
-import { labelsMatch } from './registry.ts';
+import {
+  contextMatches,
+  decode,
+  envoyCodec,
+  envoyFilterPatches,
+  field,
+  obj,
+  portMatches,
+  selects,
+  subFilterOf,
+  listenerMatches,
+  type EnvoyFilterPatch,
+  type PatchListener,
+  type PatchMatch,
+  type Obj,
+  type PatchContext,
+  type Path,
+} from './envoyfilter.ts';
 
 export const LOCAL_RATE_LIMIT_FILTER = 'envoy.filters.http.local_ratelimit';
-const LOCAL_RATE_LIMIT_TYPE = 'envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit';
+export const LOCAL_RATE_LIMIT_TYPE = 'envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit';
+const RATE_LIMIT_TYPE = 'envoy.config.route.v3.RateLimit';
 const TYPED_STRUCTS = new Set(['udpa.type.v1.TypedStruct', 'xds.type.v3.TypedStruct']);
 /** Envoy refuses token buckets that refill more often than this. */
 const MIN_FILL_INTERVAL_MS = 50;
-
-/** Where a listener sits, in EnvoyFilter `match.context` terms. */
-export type PatchContext = 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND' | 'GATEWAY';
-
-type Obj = Record<string, unknown>;
-type Path = (string | number)[];
-
-function obj(v: unknown): Obj | null {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null;
-}
-
-/** A proto field as YAML may spell it: `snake_case` or its JSON name `camelCase`. */
-function field(o: Obj, snake: string): { value: unknown; name: string } {
-  if (snake in o) return { value: o[snake], name: snake };
-  const camel = snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-  return camel in o ? { value: o[camel], name: camel } : { value: undefined, name: snake };
-}
-
-/** Does an EnvoyFilter or LocalRateLimit apply to this proxy (root namespace: everywhere; else its namespace; selector labels)? */
-function selects(ctx: TranslateContext, r: Resource, labels: Readonly<Record<string, string>> | undefined): boolean {
-  const ns = r.metadata.namespace;
-  if (ns !== ctx.node.rootNamespace && ns !== ctx.node.namespace) return false;
-  return labels === undefined || labelsMatch(labels, ctx.node.labels);
-}
-
-/** EnvoyFilter `match.context` against the listener's; absent or ANY matches every listener. */
-function contextMatches(want: unknown, context: PatchContext): boolean {
-  return want === undefined || want === null || want === 'ANY' || want === context;
-}
-
-/** The listener port an EnvoyFilter `portNumber` names: the app's port on the inbound side (Istio's inbound listeners are per workload port). */
-function portMatches(ctx: TranslateContext, want: unknown, context: PatchContext, listenerPort: number): boolean {
-  if (want === undefined || want === null || want === 0) return true;
-  if (context === 'SIDECAR_INBOUND') return want === ctx.ports.appPort || want === listenerPort;
-  return want === listenerPort;
-}
-
-interface EnvoyCodec {
-  readonly envoyFromJson: typeof import('../envoy/codec.ts').envoyFromJson;
-  readonly envoyToJson: typeof import('../envoy/codec.ts').envoyToJson;
-  readonly LocalRateLimitSchema: typeof import('../envoy/gen/envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit_pb.ts').LocalRateLimitSchema;
-  readonly RateLimitSchema: typeof import('../envoy/gen/envoy/config/route/v3/route_components_pb.ts').RateLimitSchema;
-}
-
-let loaded: EnvoyCodec | null = null;
-
-/**
- * Envoy's descriptors, loaded on first use: they take about 0.3 s, which only a config with
- * an EnvoyFilter local rate limit pays, on the loader worker; the proxy's main thread, which
- * imports this package too, never does.
- */
-function envoyCodec(): EnvoyCodec {
-  if (loaded !== null) return loaded;
-  const require = createRequire(import.meta.url);
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  const codec = require(`../envoy/codec${ext}`) as typeof import('../envoy/codec.ts');
-  const lrl = require(`../envoy/gen/envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit_pb${ext}`) as typeof import('../envoy/gen/envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit_pb.ts');
-  const route = require(`../envoy/gen/envoy/config/route/v3/route_components_pb${ext}`) as typeof import('../envoy/gen/envoy/config/route/v3/route_components_pb.ts');
-  loaded = { envoyFromJson: codec.envoyFromJson, envoyToJson: codec.envoyToJson, LocalRateLimitSchema: lrl.LocalRateLimitSchema, RateLimitSchema: route.RateLimitSchema };
-  return loaded;
-}
 
 /** Envoy's validation rules (protoc-gen-validate) the codec does not check, and fields Remora lacks. */
 const UNSUPPORTED_FIELDS: readonly [string, string][] = [
@@ -103,24 +58,9 @@ const UNSUPPORTED_FIELDS: readonly [string, string][] = [
   ['localRateLimitPerDownstreamConnection', 'local_rate_limit_per_downstream_connection'],
 ];
 
-/** `a.b[0].c` (the codec's field path) as path segments. */
-function splitPath(path: string): Path {
-  const out: Path = [];
-  for (const m of path.matchAll(/([^.[\]]+)|\[(\d+)\]/g)) out.push(m[2] !== undefined ? Number(m[2]) : m[1]!);
-  return out;
-}
-
-/** Reads `json` as Envoy message `schema` and writes it back in canonical proto3 JSON; codec errors go to `ctx` at `at` plus the field path. */
-function decode<T>(ctx: TranslateContext, r: Resource, schema: (c: EnvoyCodec) => DescMessage, json: unknown, at: Path): T | null {
-  try {
-    const { envoyFromJson, envoyToJson } = envoyCodec();
-    const desc = schema(envoyCodec());
-    return envoyToJson(desc, envoyFromJson(desc, json as JsonValue)) as T;
-  } catch (e) {
-    if (!(e instanceof EnvoyCodecError)) throw e;
-    ctx.error(r, [...at, ...splitPath(e.path)], e.reason);
-    return null;
-  }
+/** A message type of Envoy's descriptors (loaded on first use). */
+function schemaOf(typeName: string): DescMessage {
+  return envoyCodec().messageType(typeName)!;
 }
 
 /** Reads route `rate_limits` (config.route.v3.RateLimit) as canonical JSON; null when one is bad (reported). */
@@ -133,7 +73,7 @@ function decodeRateLimits(ctx: TranslateContext, r: Resource, v: unknown, at: Pa
   const out: RateLimitJson[] = [];
   let ok = true;
   v.forEach((item, i) => {
-    const rl = decode<RateLimitJson>(ctx, r, (c) => c.RateLimitSchema, item, [...at, i]);
+    const rl = decode<RateLimitJson>(ctx, r, schemaOf(RATE_LIMIT_TYPE), item, [...at, i]);
     if (rl === null) {
       ok = false;
       return;
@@ -165,13 +105,13 @@ function decodeRateLimits(ctx: TranslateContext, r: Resource, v: unknown, at: Pa
  * config: validated with Envoy's descriptors (exact field paths), then Envoy's own rules the
  * codec does not check; null when it has errors (they are reported against `at`).
  */
-function decodeLimit(ctx: TranslateContext, r: Resource, v: Obj, at: Path, perRoute: boolean): LocalRateLimitConfigJson | null {
+export function decodeLimit(ctx: TranslateContext, r: Resource, v: Obj, at: Path, perRoute: boolean): LocalRateLimitConfigJson | null {
   // The filter's own rate_limits is newer than the bundled protos: read apart, as route rate_limits.
   const rlField = field(v, 'rate_limits');
   const rest: Obj = { ...v };
   delete rest[rlField.name];
   const rateLimits = decodeRateLimits(ctx, r, rlField.value, [...at, rlField.name]);
-  const c = decode<LocalRateLimitConfigJson>(ctx, r, (c) => c.LocalRateLimitSchema, rest, at);
+  const c = decode<LocalRateLimitConfigJson>(ctx, r, schemaOf(LOCAL_RATE_LIMIT_TYPE), rest, at);
   if (c === null || rateLimits === null) return null;
   let ok = true;
   const error = (path: Path, message: string): void => {
@@ -227,7 +167,7 @@ function decodeLimit(ctx: TranslateContext, r: Resource, v: Obj, at: Path, perRo
 }
 
 /** The LocalRateLimit message inside a typed_config (a TypedStruct's `value`, or the message itself), and its path. */
-function typedLocalRateLimit(ctx: TranslateContext, r: Resource, tc: unknown, at: Path): { value: Obj; at: Path } | null {
+export function typedLocalRateLimit(ctx: TranslateContext, r: Resource, tc: unknown, at: Path): { value: Obj; at: Path } | null {
   const t = obj(tc);
   if (t === null) {
     ctx.error(r, at, 'typed_config must be an object with @type');
@@ -255,87 +195,15 @@ function typedLocalRateLimit(ctx: TranslateContext, r: Resource, tc: unknown, at
   return null;
 }
 
-interface EnvoyFilterSpec {
-  workloadSelector?: { labels?: Record<string, string> };
-  configPatches?: {
-    applyTo?: string;
-    match?: {
-      context?: string;
-      listener?: { portNumber?: number; filterChain?: { filter?: { name?: string; subFilter?: { name?: string } } } };
-      routeConfiguration?: {
-        portNumber?: number;
-        name?: string;
-        gateway?: string;
-        vhost?: { name?: string; route?: { name?: string; action?: string } };
-      };
-    };
-    patch?: { operation?: string; value?: unknown };
-  }[];
-}
-
 const INSERTS: readonly string[] = ['INSERT_BEFORE', 'INSERT_AFTER', 'INSERT_FIRST', 'ADD'] satisfies InsertOperation[];
 
-function isInsert(op: string): op is InsertOperation {
+export function isInsert(op: string): op is InsertOperation {
   return INSERTS.includes(op);
 }
 
-/** The local rate limit filter patches of the EnvoyFilters applying here, oldest first. */
-function* filterPatches(
-  ctx: TranslateContext,
-): Generator<{ r: Resource; index: number; context: unknown; port: unknown; value: unknown; operation: InsertOperation; subFilter: string | null }> {
-  for (const r of ctx.resourcesOf('EnvoyFilter')) {
-    const spec = (r.spec ?? {}) as EnvoyFilterSpec;
-    if (!selects(ctx, r, spec.workloadSelector?.labels)) continue;
-    for (const [index, p] of (spec.configPatches ?? []).entries()) {
-      if (p.applyTo !== 'HTTP_FILTER') continue;
-      const value = obj(p.patch?.value);
-      if (value?.name !== LOCAL_RATE_LIMIT_FILTER) continue;
-      const operation = p.patch?.operation ?? '';
-      if (!isInsert(operation)) {
-        ctx.warn(r, ['spec', 'configPatches', index, 'patch', 'operation'], `${String(p.patch?.operation)} of ${LOCAL_RATE_LIMIT_FILTER} is not supported; only inserting the filter is`);
-        continue;
-      }
-      const subFilter = p.match?.listener?.filterChain?.filter?.subFilter?.name;
-      yield { r, index, context: p.match?.context, port: p.match?.listener?.portNumber, value, operation, subFilter: typeof subFilter === 'string' && subFilter !== '' ? subFilter : null };
-    }
-  }
-}
-
-/** HTTP filters an EnvoyFilter may name: Remora's own, and the filters of Istio's chain it accepts and skips. */
-const KNOWN_HTTP_FILTERS: ReadonlySet<string> = new Set([
-  'envoy.filters.http.jwt_authn',
-  'envoy.filters.http.rbac',
-  LOCAL_RATE_LIMIT_FILTER,
-  'envoy.filters.http.fault',
-  'envoy.filters.http.cors',
-  'envoy.filters.http.router',
-  'istio.metadata_exchange',
-  'istio.stats',
-  'istio.alpn',
-  'envoy.filters.http.grpc_stats',
-]);
-
-/**
- * EnvoyFilter `HTTP_FILTER` patches that insert a filter Remora does not have: an error naming
- * the EnvoyFilter, the patch and the filter (the config is refused, the last good one keeps
- * serving), unless the filter is `is_optional`, which Envoy skips, and so does Remora, with a
- * warning. Checked once per translation, whichever listeners the patch would match.
- */
-export function checkInsertedHttpFilters(ctx: TranslateContext): void {
-  for (const r of ctx.resourcesOf('EnvoyFilter')) {
-    const spec = (r.spec ?? {}) as EnvoyFilterSpec;
-    if (!selects(ctx, r, spec.workloadSelector?.labels)) continue;
-    for (const [index, p] of (spec.configPatches ?? []).entries()) {
-      if (p.applyTo !== 'HTTP_FILTER' || !isInsert(p.patch?.operation ?? '')) continue;
-      const value = obj(p.patch?.value);
-      const name = value?.name;
-      if (typeof name !== 'string' || KNOWN_HTTP_FILTERS.has(name)) continue;
-      const optional = field(value!, 'is_optional');
-      const at = ['spec', 'configPatches', index, 'patch', 'value'];
-      if (optional.value === true) ctx.warn(r, [...at, optional.name], `Remora has no HTTP filter ${name}; it is optional, so it is skipped, as Envoy does`);
-      else ctx.error(r, [...at, 'name'], `Remora has no HTTP filter ${name}; Envoy refuses an unknown filter too unless the patch sets is_optional: true`);
-    }
-  }
+/** Is this patch an HTTP_FILTER insert of the local rate limit (which {@link localRateLimitFilter} places)? */
+export function isLocalRateLimitInsert(p: EnvoyFilterPatch): boolean {
+  return p.applyTo === 'HTTP_FILTER' && isInsert(p.operation) && obj(p.value)?.name === LOCAL_RATE_LIMIT_FILTER;
 }
 
 interface NativeSpec {
@@ -382,13 +250,15 @@ function percentFraction(percent: number): { numerator?: number; denominator?: '
  * An EnvoyFilter's patch says where the filter goes; the native resource's limit runs right
  * after authentication and authorization.
  */
-export function localRateLimitFilter(ctx: TranslateContext, context: PatchContext, listenerPort: number): FilterInsert | null {
+export function localRateLimitFilter(ctx: TranslateContext, listener: PatchListener): FilterInsert | null {
+  const { context, port: listenerPort } = listener;
   const found: { config: LocalRateLimitConfigJson; origin: string; r: Resource; path: Path; place: FilterPlace }[] = [];
-  for (const p of filterPatches(ctx)) {
-    if (!contextMatches(p.context, context)) continue;
-    if (!portMatches(ctx, p.port, context, listenerPort)) {
-      if (context === 'SIDECAR_OUTBOUND' && p.context === 'SIDECAR_OUTBOUND') {
-        ctx.warn(p.r, ['spec', 'configPatches', p.index, 'match', 'listener', 'portNumber'], `the sidecar has one outbound listener (port ${listenerPort}), not one per service port; this patch applies to no listener`);
+  for (const p of envoyFilterPatches(ctx)) {
+    if (!isLocalRateLimitInsert(p)) continue;
+    const lm = p.match.listener;
+    if (!listenerMatches(ctx, p, listener)) {
+      if (context === 'SIDECAR_OUTBOUND' && p.match.context === 'SIDECAR_OUTBOUND' && !portMatches(ctx, lm?.portNumber, context, listenerPort)) {
+        ctx.warn(p.r, [...p.at, 'match', 'listener', 'portNumber'], `the sidecar has one outbound listener (port ${listenerPort}), not one per service port; this patch applies to no listener`);
       }
       continue;
     }
@@ -398,7 +268,7 @@ export function localRateLimitFilter(ctx: TranslateContext, context: PatchContex
     const typed = typedLocalRateLimit(ctx, p.r, tc.value, [...at, tc.name]);
     if (typed === null) continue;
     const config = decodeLimit(ctx, p.r, typed.value, typed.at, false);
-    const place: FilterPlace = { operation: p.operation, subFilter: p.subFilter, r: p.r, at: ['spec', 'configPatches', p.index] };
+    const place: FilterPlace = { operation: p.operation as InsertOperation, subFilter: subFilterOf(p), r: p.r, at: p.at, rank: p.rank };
     if (config !== null) found.push({ config, origin: `EnvoyFilter ${p.r.metadata.namespace}/${p.r.metadata.name}`, r: p.r, path: at, place });
   }
   for (const r of ctx.resourcesOf('LocalRateLimit')) {
@@ -412,6 +282,15 @@ export function localRateLimitFilter(ctx: TranslateContext, context: PatchContex
   const first = found[0]!;
   // Where a filter comes from is not part of Envoy's config: the model keeps only the config.
   return { filter: { name: LOCAL_RATE_LIMIT_FILTER, config: first.config }, place: first.place };
+}
+
+/** Is this an HTTP_ROUTE patch of the local rate limit (`typed_per_filter_config` or `route.rate_limits`), which Remora applies? */
+export function isLocalRateLimitRoutePatch(p: EnvoyFilterPatch): boolean {
+  const value = obj(p.value);
+  if (p.applyTo !== 'HTTP_ROUTE' || value === null) return false;
+  const tpfc = obj(field(value, 'typed_per_filter_config').value);
+  const route = obj(value.route);
+  return (tpfc !== null && LOCAL_RATE_LIMIT_FILTER in tpfc) || (route !== null && field(route, 'rate_limits').value !== undefined);
 }
 
 /** Istio's names for Remora's route tables, which EnvoyFilter `routeConfiguration.name` uses. */
@@ -445,25 +324,15 @@ export function withLocalRateLimitRoutes(
   listenerPort: number,
   applied: { r: Resource; index: number }[] = [],
 ): RouteConfiguration {
-  const patches: { r: Resource; index: number; m: NonNullable<NonNullable<EnvoyFilterSpec['configPatches']>[number]['match']>['routeConfiguration']; value: Obj }[] = [];
-  for (const r of ctx.resourcesOf('EnvoyFilter')) {
-    const spec = (r.spec ?? {}) as EnvoyFilterSpec;
-    if (!selects(ctx, r, spec.workloadSelector?.labels)) continue;
-    for (const [index, p] of (spec.configPatches ?? []).entries()) {
-      if (p.applyTo !== 'HTTP_ROUTE' || !contextMatches(p.match?.context, context)) continue;
-      const value = obj(p.patch?.value);
-      if (value === null) continue;
-      const tpfc = obj(field(value, 'typed_per_filter_config').value);
-      const route = obj(value.route);
-      const hasLimit = tpfc !== null && LOCAL_RATE_LIMIT_FILTER in tpfc;
-      const hasRateLimits = route !== null && field(route, 'rate_limits').value !== undefined;
-      if (!hasLimit && !hasRateLimits) continue;
-      if ((p.patch?.operation ?? '') !== 'MERGE') {
-        ctx.warn(r, ['spec', 'configPatches', index, 'patch', 'operation'], 'only MERGE patches of routes are supported; this patch is ignored');
-        continue;
-      }
-      patches.push({ r, index, m: p.match?.routeConfiguration, value });
+  const patches: { r: Resource; index: number; m: PatchMatch['routeConfiguration']; value: Obj }[] = [];
+  for (const p of envoyFilterPatches(ctx)) {
+    const value = obj(p.value);
+    if (value === null || !isLocalRateLimitRoutePatch(p) || !contextMatches(p.match.context, context)) continue;
+    if (p.operation !== 'MERGE') {
+      ctx.warn(p.r, [...p.at, 'patch', 'operation'], 'only MERGE patches of routes are supported; this patch is ignored');
+      continue;
     }
+    patches.push({ r: p.r, index: p.index, m: p.match.routeConfiguration, value });
   }
   if (patches.length === 0) return rc;
   const appPort = ctx.ports.appPort;

@@ -1,0 +1,294 @@
+/**
+ * EnvoyFilter, the parts every patch shares: which EnvoyFilters apply to this proxy and in
+ * which order (istiod's pilot/pkg/model/push_context.go: `priority`, then the root namespace's
+ * before the workload's, then age, then name), how a patch's `match` selects a listener
+ * (envoyfilter/listener_patch.go), and Envoy's descriptors to read the Envoy JSON a patch
+ * carries, so its errors name the EnvoyFilter, the patch and the exact field.
+ */
+import { createRequire } from 'node:module';
+// The runtime library alone is small; the descriptors are what costs, and they load lazily below.
+import { merge, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
+import { EnvoyCodecError } from '../errors.ts';
+import type { Resource } from '../resources/resource.ts';
+import type { TranslateContext } from './context.ts';
+import { labelsMatch } from './registry.ts';
+
+/** Where a listener sits, in EnvoyFilter `match.context` terms. */
+export type PatchContext = 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND' | 'GATEWAY';
+
+export type Obj = Record<string, unknown>;
+export type Path = (string | number)[];
+
+export function obj(v: unknown): Obj | null {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null;
+}
+
+/** A proto field as YAML may spell it: `snake_case` or its JSON name `camelCase`. */
+export function field(o: Obj, snake: string): { value: unknown; name: string } {
+  if (snake in o) return { value: o[snake], name: snake };
+  const camel = snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+  return camel in o ? { value: o[camel], name: camel } : { value: undefined, name: snake };
+}
+
+/** `a.b[0].c` (the codec's field path) as path segments. */
+export function splitPath(path: string): Path {
+  const out: Path = [];
+  for (const m of path.matchAll(/([^.[\]]+)|\[(\d+)\]/g)) out.push(m[2] !== undefined ? Number(m[2]) : m[1]!);
+  return out;
+}
+
+export const HTTP_CONNECTION_MANAGER = 'envoy.filters.network.http_connection_manager';
+
+/**
+ * Envoy's deprecated filter names, which istiod still accepts in a patch's match (with a
+ * warning): pkg/config/xds/deprecated.go, for the filters Remora has.
+ */
+const DEPRECATED_FILTER_NAMES: Readonly<Record<string, string>> = {
+  'envoy.cors': 'envoy.filters.http.cors',
+  'envoy.fault': 'envoy.filters.http.fault',
+  'envoy.router': 'envoy.filters.http.router',
+  'envoy.http_connection_manager': HTTP_CONNECTION_MANAGER,
+};
+
+/** A filter name with its deprecated spelling replaced by the canonical one. */
+export function canonicalFilterName(name: string): string {
+  return DEPRECATED_FILTER_NAMES[name] ?? name;
+}
+
+/** A filter name a patch wrote: canonical, with a warning (istiod's) when it was a deprecated one. */
+export function patchFilterName(ctx: TranslateContext, r: Resource, at: Path, name: string): string {
+  const canonical = canonicalFilterName(name);
+  if (canonical !== name) ctx.warn(r, at, `using deprecated filter name ${JSON.stringify(name)}; use ${JSON.stringify(canonical)} instead`);
+  return canonical;
+}
+
+export interface PatchMatch {
+  context?: string;
+  listener?: {
+    portNumber?: number;
+    name?: string;
+    filterChain?: { name?: string; filter?: { name?: string; subFilter?: { name?: string } } };
+  };
+  routeConfiguration?: {
+    portNumber?: number;
+    name?: string;
+    gateway?: string;
+    vhost?: { name?: string; route?: { name?: string; action?: string } };
+  };
+  proxy?: { proxyVersion?: string; metadata?: Record<string, string> };
+}
+
+export interface EnvoyFilterSpec {
+  workloadSelector?: { labels?: Record<string, string> };
+  targetRefs?: unknown[];
+  priority?: number;
+  configPatches?: {
+    applyTo?: string;
+    match?: PatchMatch;
+    patch?: { operation?: string; value?: unknown };
+  }[];
+}
+
+/** One patch of an EnvoyFilter that applies to this proxy. */
+export interface EnvoyFilterPatch {
+  readonly r: Resource;
+  readonly index: number;
+  /** Its place in istiod's order of all patches: lower applies first. */
+  readonly rank: number;
+  readonly applyTo: string;
+  readonly operation: string;
+  readonly match: PatchMatch;
+  readonly value: unknown;
+  /** `spec.configPatches[index]`, for messages. */
+  readonly at: Path;
+}
+
+const patchesByContext = new WeakMap<TranslateContext, readonly EnvoyFilterPatch[]>();
+
+/**
+ * Every patch of the EnvoyFilters that select this proxy, in istiod's order: by `priority`,
+ * root namespace before the workload's, then oldest first (file order standing in for age),
+ * patches of one EnvoyFilter in their order. Computed once per translation.
+ */
+export function envoyFilterPatches(ctx: TranslateContext): readonly EnvoyFilterPatch[] {
+  const cached = patchesByContext.get(ctx);
+  if (cached !== undefined) return cached;
+  const root = ctx.node.rootNamespace;
+  const selected: { r: Resource; spec: EnvoyFilterSpec }[] = [];
+  for (const r of ctx.resourcesOf('EnvoyFilter')) {
+    const spec = (r.spec ?? {}) as EnvoyFilterSpec;
+    if (!selects(ctx, r, spec.workloadSelector?.labels)) continue;
+    if (Array.isArray(spec.targetRefs) && spec.targetRefs.length > 0) {
+      ctx.warn(r, ['spec', 'targetRefs'], 'targetRefs is not supported by Remora; this EnvoyFilter is not applied');
+      continue;
+    }
+    selected.push({ r, spec });
+  }
+  // Array.prototype.sort is stable: ties keep resourcesOf's oldest-first order.
+  selected.sort((a, b) => {
+    const pa = a.spec.priority ?? 0;
+    const pb = b.spec.priority ?? 0;
+    if (pa !== pb) return pa - pb;
+    const ra = a.r.metadata.namespace === root;
+    const rb = b.r.metadata.namespace === root;
+    return ra === rb ? 0 : ra ? -1 : 1;
+  });
+  const out: EnvoyFilterPatch[] = [];
+  for (const { r, spec } of selected) {
+    for (const [index, p] of (spec.configPatches ?? []).entries()) {
+      if (p.patch === undefined) continue;
+      out.push({
+        r,
+        index,
+        rank: out.length,
+        applyTo: p.applyTo ?? '',
+        operation: p.patch.operation ?? '',
+        match: p.match ?? {},
+        value: p.patch.value,
+        at: ['spec', 'configPatches', index],
+      });
+    }
+  }
+  patchesByContext.set(ctx, out);
+  return out;
+}
+
+/** Does an EnvoyFilter (or a resource with a selector) apply to this proxy (root namespace: everywhere; else its namespace; selector labels)? */
+export function selects(ctx: TranslateContext, r: Resource, labels: Readonly<Record<string, string>> | undefined): boolean {
+  const ns = r.metadata.namespace;
+  if (ns !== ctx.node.rootNamespace && ns !== ctx.node.namespace) return false;
+  return labels === undefined || labelsMatch(labels, ctx.node.labels);
+}
+
+/** EnvoyFilter `match.context` against the listener's; absent or ANY matches every listener. */
+export function contextMatches(want: unknown, context: PatchContext): boolean {
+  return want === undefined || want === null || want === 'ANY' || want === context;
+}
+
+/** The listener port an EnvoyFilter `portNumber` names: the app's port on the inbound side (Istio's inbound listeners are per workload port). */
+export function portMatches(ctx: TranslateContext, want: unknown, context: PatchContext, listenerPort: number): boolean {
+  if (want === undefined || want === null || want === 0) return true;
+  if (context === 'SIDECAR_INBOUND') return want === ctx.ports.appPort || want === listenerPort;
+  return want === listenerPort;
+}
+
+/** An HTTP listener of this proxy, as a patch's `match.listener` sees it. */
+export interface PatchListener {
+  readonly context: PatchContext;
+  readonly name: string;
+  readonly port: number;
+}
+
+/**
+ * Does a patch's `match` select this HTTP listener's connection manager: context, listener
+ * name and port, and `filterChain.filter.name` (which must then be the connection manager)?
+ * `subFilter` is the caller's. Filter chain name/SNI/protocol matches select nothing in
+ * Remora's chains, so a patch that sets them applies nowhere.
+ */
+export function listenerMatches(ctx: TranslateContext, p: EnvoyFilterPatch, l: PatchListener): boolean {
+  if (!contextMatches(p.match.context, l.context)) return false;
+  const lm = p.match.listener;
+  if (lm === undefined) return true;
+  if (lm.name !== undefined && lm.name !== '' && lm.name !== l.name) return false;
+  if (!portMatches(ctx, lm.portNumber, l.context, l.port)) return false;
+  const fc = lm.filterChain;
+  if (fc === undefined) return true;
+  if (fc.name !== undefined && fc.name !== '') return false;
+  const name = fc.filter?.name;
+  return name === undefined || name === '' || canonicalFilterName(name) === HTTP_CONNECTION_MANAGER;
+}
+
+/** The `subFilter.name` a patch's match names, canonical; null when none is given. */
+export function subFilterOf(p: EnvoyFilterPatch): string | null {
+  const name = p.match.listener?.filterChain?.filter?.subFilter?.name;
+  return typeof name === 'string' && name !== '' ? canonicalFilterName(name) : null;
+}
+
+interface EnvoyCodec {
+  readonly envoyFromJson: typeof import('../envoy/codec.ts').envoyFromJson;
+  readonly envoyToJson: typeof import('../envoy/codec.ts').envoyToJson;
+  readonly messageType: (typeName: string) => DescMessage | undefined;
+}
+
+let loaded: EnvoyCodec | null = null;
+
+/**
+ * Envoy's descriptors, loaded on first use: they take about 0.3 s, which only a config with
+ * an EnvoyFilter pays, on the loader worker; the proxy's main thread, which imports this
+ * package too, never does.
+ */
+export function envoyCodec(): EnvoyCodec {
+  if (loaded !== null) return loaded;
+  const require = createRequire(import.meta.url);
+  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+  const codec = require(`../envoy/codec${ext}`) as typeof import('../envoy/codec.ts');
+  const registry = require(`../envoy/registry${ext}`) as typeof import('../envoy/registry.ts');
+  loaded = { envoyFromJson: codec.envoyFromJson, envoyToJson: codec.envoyToJson, messageType: (t) => registry.envoyRegistry.getMessage(t) };
+  return loaded;
+}
+
+/** Reads `json` as Envoy message `schema` and writes it back in canonical proto3 JSON; codec errors go to `ctx` at `at` plus the field path. */
+export function decode<T>(ctx: TranslateContext, r: Resource, schema: DescMessage, json: unknown, at: Path): T | null {
+  try {
+    const { envoyFromJson, envoyToJson } = envoyCodec();
+    return envoyToJson(schema, envoyFromJson(schema, json as JsonValue)) as T;
+  } catch (e) {
+    if (!(e instanceof EnvoyCodecError)) throw e;
+    ctx.error(r, [...at, ...splitPath(e.path)], e.reason);
+    return null;
+  }
+}
+
+/** The Envoy message type a type name or URL names; null (reported at `at`) when Remora has no schema for it. */
+export function messageTypeOf(ctx: TranslateContext, r: Resource, typeUrl: string, at: Path): DescMessage | null {
+  const t = envoyCodec().messageType(typeUrl.slice(typeUrl.lastIndexOf('/') + 1));
+  if (t === undefined) ctx.error(r, at, `unknown type ${JSON.stringify(typeUrl)}: Remora has no schema for it`);
+  return t ?? null;
+}
+
+/**
+ * Proto merge of `patch` into `base` (both canonical or as-written proto3 JSON of `schema`):
+ * scalars replaced, messages merged field by field, repeated fields appended, as Envoy's
+ * and istiod's `proto.Merge`. Codec errors in the patch are reported at `at`.
+ */
+export function mergeJson<T>(ctx: TranslateContext, r: Resource, schema: DescMessage, base: unknown, patch: unknown, at: Path): T | null {
+  const { envoyFromJson, envoyToJson } = envoyCodec();
+  let patchMessage;
+  try {
+    patchMessage = envoyFromJson(schema, patch as JsonValue);
+  } catch (e) {
+    if (!(e instanceof EnvoyCodecError)) throw e;
+    ctx.error(r, [...at, ...splitPath(e.path)], e.reason);
+    return null;
+  }
+  const target = envoyFromJson(schema, base as JsonValue);
+  merge(schema, target, patchMessage);
+  return envoyToJson(schema, target) as T;
+}
+
+/** The patch kinds Remora applies; the others are reported once by {@link warnUnappliedPatches}. */
+const NOT_APPLIED: ReadonlySet<string> = new Set([
+  'LISTENER',
+  'FILTER_CHAIN',
+  'LISTENER_FILTER',
+  'ROUTE_CONFIGURATION',
+  'VIRTUAL_HOST',
+  'CLUSTER',
+  'EXTENSION_CONFIG',
+  'BOOTSTRAP',
+]);
+
+/**
+ * A warning for each patch Remora does not apply yet (`applyTo` LISTENER, FILTER_CHAIN,
+ * ROUTE_CONFIGURATION, …, and HTTP_ROUTE patches other than the local rate limit's): the config still loads, as istiod would send it, but the user
+ * learns the patch has no effect here.
+ */
+export function warnUnappliedPatches(ctx: TranslateContext, isAppliedRoutePatch: (p: EnvoyFilterPatch) => boolean): void {
+  for (const p of envoyFilterPatches(ctx)) {
+    if (NOT_APPLIED.has(p.applyTo) || (p.applyTo === 'HTTP_ROUTE' && !isAppliedRoutePatch(p))) {
+      ctx.warn(p.r, [...p.at, 'applyTo'], `applyTo ${p.applyTo} is not applied by Remora yet; this patch is ignored`);
+    } else if (p.match.proxy !== undefined) {
+      ctx.warn(p.r, [...p.at, 'match', 'proxy'], 'match.proxy (proxy version and metadata) is not supported by Remora; it is not checked');
+    }
+  }
+}
