@@ -351,8 +351,8 @@ spec:
   };
   const clusters = await run('clusters');
   t.match(clusters, /^SERVICE FQDN\s+PORT\s+SUBSET\s+DIRECTION\s+TYPE\s+DESTINATION RULE\n/);
-  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+v1\s+outbound\s+EDS\s+/m);
-  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+-\s+outbound\s+EDS\s+/m);
+  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+v1\s+outbound\s+EDS\s+ratings\.shop$/m, 'the DestinationRule that shaped the cluster');
+  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+-\s+outbound\s+EDS\s+ratings\.shop$/m);
   const listeners = await run('listeners');
   t.match(listeners, /^ADDRESSES\s+PORT\s+MATCH\s+DESTINATION\n/);
   t.match(listeners, new RegExp(`^127\\.0\\.0\\.1\\s+${httpsPort}\\s+SNI: shop\\.example\\.com\\s+Route: http\\.${httpsPort}$`, 'm'));

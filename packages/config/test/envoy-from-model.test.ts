@@ -174,7 +174,18 @@ t.test('a sidecar cluster: EDS, LEAST_REQUEST, circuit breakers, outlier detecti
     tls_certificate_sds_secret_configs: [{ name: 'default' }],
     combined_validation_context: { validation_context_sds_secret_config: { name: 'ROOTCA' } },
   });
-  t.match(c.metadata, { filter_metadata: { istio: { services: [{ host: 'reviews.default.svc.cluster.local', name: 'reviews', namespace: 'default' }], subset: 'v1' } } });
+  t.same(c.metadata, {
+    filter_metadata: {
+      istio: {
+        services: [{ host: 'reviews.default.svc.cluster.local', name: 'reviews', namespace: 'default' }],
+        subset: 'v1',
+        default_original_port: 9080,
+        config: '/apis/networking.istio.io/v1/namespaces/default/destination-rule/reviews',
+      },
+    },
+  }, "istiod's cluster metadata: the service, and the DestinationRule that shaped the cluster");
+  const ratings = roundTrip(t, ClusterSchema, res.clusters.find((x) => x.name === 'outbound|9080||ratings.default.svc.cluster.local'), 'ratings');
+  t.notOk((ratings.metadata as { filter_metadata: { istio: Record<string, unknown> } }).filter_metadata.istio.config, 'no DestinationRule: no config link');
   const v3 = roundTrip(t, ClusterSchema, res.clusters.find((x) => x.name === 'outbound|9080|v3|reviews.default.svc.cluster.local'), 'v3');
   t.equal(v3.lb_policy, 'RING_HASH');
   const eds = res.endpoints.find((e) => e.assignment.clusterName === 'outbound|9080|v1|reviews.default.svc.cluster.local')!;
@@ -228,7 +239,7 @@ t.test("listeners: inbound mTLS chains, the connection manager's settings, HTTP 
   t.match(chains[0]!.transport_socket, { typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext', require_client_certificate: true } });
   const hcm = (chains[1]!.filters as { name: string; typed_config: Record<string, unknown> }[])[0]!;
   t.equal(hcm.name, 'envoy.filters.network.http_connection_manager');
-  t.match(hcm.typed_config, { stat_prefix: 'inbound_0.0.0.0_9080', rds: { route_config_name: 'inbound|9080' }, server_name: 'istio-envoy' });
+  t.match(hcm.typed_config, { stat_prefix: 'inbound_0.0.0.0_9080', rds: { route_config_name: 'inbound|9080||' }, server_name: 'istio-envoy' });
   const filters = hcm.typed_config.http_filters as { name: string; typed_config: Record<string, unknown> }[];
   t.same(filters.map((f) => f.name), ['envoy.filters.http.jwt_authn', 'envoy.filters.http.rbac', 'envoy.filters.http.cors', 'envoy.filters.http.router'], "istiod's order, the router once and last");
   for (const f of filters) {

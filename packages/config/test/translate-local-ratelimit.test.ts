@@ -183,7 +183,7 @@ spec:
   const { config, brief } = translate([BOOKINFO_SERVICES, docsFilter({ bucket: 'null' }), routes], SIDECAR, INBOUND);
   t.same(brief, []);
   t.equal(limitOf(config, 'virtualInbound')!.tokenBucket, undefined, 'the listener-level filter without a bucket (the per-route form)');
-  const inbound = routeTable(config, 'inbound|9080');
+  const inbound = routeTable(config, 'inbound|9080||');
   const route = inbound.virtualHosts[0]!.routes[0]!;
   t.strictSame(route.filterConfigs[LRL], {
     statPrefix: 'http_local_rate_limiter',

@@ -290,9 +290,9 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
   t.same(config.listeners, [
     { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: CHAIN_TAIL, tls: null },
     // Istio's default for inbound traffic is PERMISSIVE mTLS: TLS and plaintext on one port.
-    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
+    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080||', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
   ]);
-  const rc = routeTable(config, 'inbound|9080');
+  const rc = routeTable(config, 'inbound|9080||');
   t.equal(rc.ignorePortInHostMatching, true);
   t.same(rc.virtualHosts.map((v) => [v.name, v.domains]), [['inbound|http|9080', ['*']]]);
   const route = rc.virtualHosts[0]!.routes[0]!;

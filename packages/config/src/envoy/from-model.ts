@@ -642,6 +642,7 @@ function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJ
     const istio: Record<string, JsonValue> = { services: [{ host: c.service.host, name: c.service.name, namespace: c.service.namespace }] };
     if (c.subset !== '') istio.subset = c.subset;
     if (c.name.startsWith('outbound|')) istio.default_original_port = c.service.port;
+    if (c.destinationRule !== undefined) istio.config = `/apis/networking.istio.io/v1/namespaces/${c.destinationRule.namespace}/destination-rule/${c.destinationRule.name}`;
     out.metadata = { filterMetadata: { istio: istio as StructJson } } satisfies MetadataJson;
   }
   return out;

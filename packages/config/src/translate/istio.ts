@@ -276,12 +276,13 @@ function sidecarInbound(
       port: ports.inboundPort,
       connectionManager: connectionManagerFor(node, 'inbound'),
       direction: 'inbound',
-      routeConfig: `inbound|${appPort}`,
+      // istiod names the inbound route configuration after the cluster it routes to.
+      routeConfig: name,
       httpFilters: [],
       tls: null,
     },
     routeConfig: {
-      name: `inbound|${appPort}`,
+      name,
       virtualHosts: [{ name: `inbound|http|${appPort}`, domains: ['*'], routes: [route], requireTls: false }],
       ignorePortInHostMatching: true,
     },

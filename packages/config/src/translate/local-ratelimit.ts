@@ -414,13 +414,6 @@ export function localRateLimitFilter(ctx: TranslateContext, context: PatchContex
   return { filter: { name: LOCAL_RATE_LIMIT_FILTER, config: first.config }, place: first.place };
 }
 
-/** Istio's names for Remora's route tables, which EnvoyFilter `routeConfiguration.name` uses. */
-function istioRouteConfigName(rc: RouteConfiguration, context: PatchContext, listenerPort: number, appPort: number | null): string[] {
-  if (context === 'SIDECAR_INBOUND') return [rc.name, `inbound|${appPort ?? listenerPort}||`];
-  if (context === 'GATEWAY') return [rc.name];
-  return [rc.name];
-}
-
 function actionName(r: Route): string {
   return r.action.kind === 'forward' ? 'ROUTE' : r.action.kind === 'redirect' ? 'REDIRECT' : 'DIRECT_RESPONSE';
 }
@@ -467,7 +460,6 @@ export function withLocalRateLimitRoutes(
   }
   if (patches.length === 0) return rc;
   const appPort = ctx.ports.appPort;
-  const names = istioRouteConfigName(rc, context, listenerPort, appPort);
   let changed = false;
   const virtualHosts = rc.virtualHosts.map((vh) => {
     const port = vhostPort(vh.name, context, appPort, listenerPort);
@@ -476,7 +468,7 @@ export function withLocalRateLimitRoutes(
       for (const p of patches) {
         const m = p.m ?? {};
         if (m.portNumber !== undefined && m.portNumber !== 0 && m.portNumber !== port) continue;
-        if (m.name !== undefined && !names.includes(m.name)) continue;
+        if (m.name !== undefined && m.name !== rc.name) continue;
         if (m.vhost?.name !== undefined && m.vhost.name !== vh.name) continue;
         if (m.vhost?.route?.name !== undefined && m.vhost.route.name !== route.name) continue;
         const act = m.vhost?.route?.action ?? 'ANY';
