@@ -355,10 +355,10 @@ spec:
   t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+-\s+outbound\s+EDS\s+ratings\.shop$/m);
   const listeners = await run('listeners');
   t.match(listeners, /^ADDRESSES\s+PORT\s+MATCH\s+DESTINATION\n/);
-  t.match(listeners, new RegExp(`^127\\.0\\.0\\.1\\s+${httpsPort}\\s+SNI: shop\\.example\\.com\\s+Route: http\\.${httpsPort}$`, 'm'));
+  t.match(listeners, new RegExp(`^127\\.0\\.0\\.1\\s+${httpsPort}\\s+SNI: shop\\.example\\.com\\s+Route: https\\.${httpsPort}\\.https\\.tls\\.default$`, 'm'));
   const routes = await run('routes');
   t.match(routes, /^NAME\s+VHOST NAME\s+DOMAINS\s+MATCH\s+VIRTUAL SERVICE\n/);
-  t.match(routes, new RegExp(`^http\\.${httpsPort}\\s+shop\\.example\\.com:${httpsPort}\\s+shop\\.example\\.com\\s+/ratings\\*\\s+ratings\\.shop$`, 'm'), 'a row per route, its VirtualService named');
+  t.match(routes, new RegExp(`^https\\.${httpsPort}\\.https\\.tls\\.default\\s+shop\\.example\\.com:${httpsPort}\\s+shop\\.example\\.com\\s+/ratings\\*\\s+ratings\\.shop$`, 'm'), 'a row per route, its VirtualService named');
   const endpoints = await run('endpoints');
   t.match(endpoints, /^NAME\s+STATUS\s+LOCALITY\s+CLUSTER\n/);
   t.match(endpoints, new RegExp(`^127\\.0\\.0\\.1:${backend}\\s+HEALTHY\\s+outbound\\|9080\\|v1\\|ratings\\.shop\\.svc\\.cluster\\.local$`, 'm'));
@@ -368,7 +368,7 @@ spec:
   const json = JSON.parse(await run('secrets', '-o', 'json')) as unknown;
   t.notMatch(JSON.stringify(json), /PRIVATE KEY/, 'no private key in what proxy-config prints');
   const all = await run('all');
-  for (const line of [/^cluster\/outbound\|9080\|v1\|ratings\.shop\.svc\.cluster\.local\s/m, new RegExp(`^listener/127\\.0\\.0\\.1_${httpsPort}\\s`, 'm'), new RegExp(`^route/http\\.${httpsPort}\\s`, 'm'), /^secret\/kubernetes:\/\/shop-cert\s/m]) {
+  for (const line of [/^cluster\/outbound\|9080\|v1\|ratings\.shop\.svc\.cluster\.local\s/m, new RegExp(`^listener/127\\.0\\.0\\.1_${httpsPort}\\s`, 'm'), new RegExp(`^route/https\\.${httpsPort}\\.https\\.tls\\.default\\s`, 'm'), /^secret\/kubernetes:\/\/shop-cert\s/m]) {
     t.match(all, line, `all: ${line.source}`);
   }
   const bootstrap = JSON.parse(await run('bootstrap', '-o', 'json')) as { bootstrap: { node: { id: string } } };

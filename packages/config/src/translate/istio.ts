@@ -427,7 +427,7 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
         }
       }
     }
-    const name = `http.${port}`;
+    const name = gatewayRouteConfigName(servers, port);
     routeConfigs.push({
       name,
       virtualHosts: [...hosts].map(([domain, vh]) => ({ name: `${domain}:${port}`, domains: [domain], routes: catchAllsLast(vh.routes), requireTls: vh.requireTls })),
@@ -453,6 +453,19 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
     }
   }
   return { listeners, routeConfigs };
+}
+
+/**
+ * istiod's RDS name for a gateway port: `http.<port>` for plaintext HTTP servers and
+ * `https.<port>.<port name>.<gateway>.<namespace>` for a terminated HTTPS server, with
+ * `.<bind>` when the server binds an address. istiod gives each HTTPS server its own table;
+ * Remora's listener has one, named after the port's first terminated server.
+ */
+function gatewayRouteConfigName(servers: readonly BoundServer[], port: number): string {
+  const s = servers.find((x) => x.kind === 'tls') ?? servers[0]!;
+  const bind = s.server.bind ? `.${s.server.bind}` : '';
+  if (s.kind === 'plain') return `http.${port}${bind}`;
+  return `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}${bind}`;
 }
 
 interface IstioTcpRoute {
