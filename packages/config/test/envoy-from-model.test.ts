@@ -148,7 +148,14 @@ t.test('every exported resource of a sidecar and a gateway reads as its Envoy me
 
 t.test("names are istiod's: listeners, route configs, clusters, SDS secrets", async (t) => {
   const sc = envoyResourcesFromModel(sidecar());
-  t.same(sc.listeners.map((l) => l.name), ['virtualOutbound', 'virtualInbound']);
+  t.same(sc.listeners.map((l) => l.name), ['virtualOutbound', '0.0.0.0_9080', 'virtualInbound']);
+  t.same(sc.routeConfigs.map((r) => r.name), ['9080', 'inbound|9080||']);
+  const capture = roundTrip(t, ListenerSchema, sc.listeners[0], 'virtualOutbound');
+  t.equal(capture.use_original_dst, true, 'the capture listener hands connections on by original destination');
+  const port = roundTrip(t, ListenerSchema, sc.listeners[1], '0.0.0.0_9080');
+  t.match(port, { address: { socket_address: { address: '0.0.0.0', port_value: 9080 } }, bind_to_port: false, traffic_direction: 'OUTBOUND' });
+  const hcm = ((port.filter_chains as Record<string, unknown>[])[0]!.filters as { typed_config: Record<string, unknown> }[])[0]!;
+  t.match(hcm.typed_config, { stat_prefix: 'outbound_0.0.0.0_9080', rds: { route_config_name: '9080' } }, "the port's listener routes through istiod's per-port table");
   t.ok(sc.clusters.some((c) => c.name === 'outbound|9080|v1|reviews.default.svc.cluster.local'));
   t.ok(sc.clusters.some((c) => c.name === 'inbound|9080||'));
   t.same(sc.secrets.map((s) => s.name), ['default', 'ROOTCA']);
@@ -195,7 +202,7 @@ t.test('a sidecar cluster: EDS, LEAST_REQUEST, circuit breakers, outlier detecti
 
 t.test('routes: match, weighted clusters, retries, timeouts, redirects, direct responses, header edits, per-filter configs', async (t) => {
   const res = envoyResourcesFromModel(sidecar());
-  const rc = roundTrip(t, RouteConfigurationSchema, res.routeConfigs.find((r) => r.name === 'outbound'), 'outbound');
+  const rc = roundTrip(t, RouteConfigurationSchema, res.routeConfigs.find((r) => r.name === '9080'), 'route config 9080');
   const vh = (rc.virtual_hosts as { name: string; routes: Record<string, unknown>[] }[]).find((v) => v.name === 'reviews.default.svc.cluster.local:9080')!;
   const [jason, redirect, gone, v3, rest] = vh.routes;
   t.match(jason, {

@@ -192,7 +192,7 @@ spec:
     filterEnforced: { defaultValue: { numerator: 100 } },
   });
   t.strictSame(route.rateLimits, [{ actions: [{ remoteAddress: {} }] }], "Envoy's route rate_limits on the route");
-  const outbound = routeTable(config, 'outbound');
+  const outbound = routeTable(config, '9080');
   t.ok(outbound.virtualHosts.every((v) => v.routes.every((r) => !(LRL in r.filterConfigs))), 'outbound routes untouched');
 });
 

@@ -20,7 +20,7 @@ import type { TokenBucketJson } from '../envoy/gen/envoy/type/v3/token_bucket_pb
 import { EnvoyCodecError } from '../errors.ts';
 import { durationJsonMs, msToDurationJson } from '../model/envoy-values.ts';
 import type { LocalRateLimitConfigJson } from '../model/filters.ts';
-import type { HttpFilterConfig } from '../model/listener.ts';
+import type { Listener } from '../model/listener.ts';
 import type { Route, RouteConfiguration } from '../model/route.ts';
 import type { Resource } from '../resources/resource.ts';
 import { parseDuration } from '../schema/duration.ts';
@@ -510,15 +510,18 @@ const DIRECTION_CONTEXT: Readonly<Record<string, PatchContext>> = { outbound: 'S
 /** Applies the HTTP_ROUTE patches to every listener's route table (in place), each in its listener's context. */
 export function applyLocalRateLimitRoutes(
   ctx: TranslateContext,
-  listeners: readonly { readonly direction: string; readonly port: number; readonly routeConfig: string; readonly httpFilters: readonly HttpFilterConfig[] }[],
+  listeners: readonly Pick<Listener, 'direction' | 'port' | 'routeConfig' | 'routeConfigsByPort' | 'httpFilters'>[],
   routeConfigs: RouteConfiguration[],
 ): void {
   for (const l of listeners) {
-    const i = routeConfigs.findIndex((rc) => rc.name === l.routeConfig);
     const context = DIRECTION_CONTEXT[l.direction];
-    if (i < 0 || context === undefined) continue;
+    if (context === undefined) continue;
     const applied: { r: Resource; index: number }[] = [];
-    routeConfigs[i] = withLocalRateLimitRoutes(ctx, routeConfigs[i]!, context, l.port, applied);
+    // A sidecar's outbound side routes through one table per port: each is patched.
+    for (const name of new Set([l.routeConfig, ...Object.values(l.routeConfigsByPort ?? {})])) {
+      const i = routeConfigs.findIndex((rc) => rc.name === name);
+      if (i >= 0) routeConfigs[i] = withLocalRateLimitRoutes(ctx, routeConfigs[i]!, context, l.port, applied);
+    }
     if (applied.length > 0 && !l.httpFilters.some((f) => f.name === LOCAL_RATE_LIMIT_FILTER)) {
       // Envoy only reads a route's typed_per_filter_config when the filter is in the chain.
       for (const a of applied) {
