@@ -183,12 +183,12 @@ t.test('secrets: the credential by its SDS name with its certificate, the privat
   t.notOk(s.body.includes(workload.keyPem.split('\n')[1]!), 'the workload key is nowhere in the dump');
 });
 
-t.test("a sidecar's dump: virtualOutbound, virtualInbound with the STRICT mTLS chain, the inbound cluster", async (t) => {
+t.test("a sidecar's dump: virtualOutbound, 0.0.0.0_<port>, virtualInbound with the STRICT mTLS chain, the inbound cluster", async (t) => {
   const d = await dump(sc);
   t.doesNotThrow(() => envoyFromJson(ConfigDumpSchema, JSON.parse(d.body)));
   const listeners = section(d.configs, 'ListenersConfigDump') as { dynamic_listeners: { name: string; active_state: { listener: Json } }[] };
-  t.same(listeners.dynamic_listeners.map((l) => l.name), ['virtualOutbound', 'virtualInbound']);
-  const inbound = listeners.dynamic_listeners[1]!.active_state.listener as { filter_chains: Json[] };
+  t.same(listeners.dynamic_listeners.map((l) => l.name), ['virtualOutbound', '0.0.0.0_9080', 'virtualInbound'], "istiod's listeners: the capture, a listener per outbound HTTP port, the inbound side");
+  const inbound = listeners.dynamic_listeners.find((l) => l.name === 'virtualInbound')!.active_state.listener as { filter_chains: Json[] };
   t.match(inbound.filter_chains, [{ filter_chain_match: { destination_port: backend.port, transport_protocol: 'tls' }, transport_socket: { name: 'envoy.transport_sockets.tls' } }]);
   t.equal(inbound.filter_chains.length, 1, 'STRICT: no plaintext chain');
   const clusters = section(d.configs, 'ClustersConfigDump') as { dynamic_active_clusters: { cluster: { name: string; type: string } }[] };

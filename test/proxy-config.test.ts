@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { parse as parseYaml } from 'yaml';
 import { DevCa, writeServerFiles } from '@remora/proxy';
+import { startBackend } from './helpers/backends.ts';
+import { request } from './helpers/http.ts';
 import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
 import { freePort } from './helpers/net.ts';
 import { CLI, CORPUS, MeshDir, runCli, startRemora } from './helpers/remora.ts';
@@ -351,14 +353,14 @@ spec:
   };
   const clusters = await run('clusters');
   t.match(clusters, /^SERVICE FQDN\s+PORT\s+SUBSET\s+DIRECTION\s+TYPE\s+DESTINATION RULE\n/);
-  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+v1\s+outbound\s+EDS\s+/m);
-  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+-\s+outbound\s+EDS\s+/m);
+  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+v1\s+outbound\s+EDS\s+ratings\.shop$/m, 'the DestinationRule that shaped the cluster');
+  t.match(clusters, /^ratings\.shop\.svc\.cluster\.local\s+9080\s+-\s+outbound\s+EDS\s+ratings\.shop$/m);
   const listeners = await run('listeners');
   t.match(listeners, /^ADDRESSES\s+PORT\s+MATCH\s+DESTINATION\n/);
-  t.match(listeners, new RegExp(`^127\\.0\\.0\\.1\\s+${httpsPort}\\s+SNI: shop\\.example\\.com\\s+Route: http\\.${httpsPort}$`, 'm'));
+  t.match(listeners, new RegExp(`^127\\.0\\.0\\.1\\s+${httpsPort}\\s+SNI: shop\\.example\\.com\\s+Route: https\\.${httpsPort}\\.https\\.tls\\.default$`, 'm'));
   const routes = await run('routes');
   t.match(routes, /^NAME\s+VHOST NAME\s+DOMAINS\s+MATCH\s+VIRTUAL SERVICE\n/);
-  t.match(routes, new RegExp(`^http\\.${httpsPort}\\s+shop\\.example\\.com:${httpsPort}\\s+shop\\.example\\.com\\s+/ratings\\*\\s+ratings\\.shop$`, 'm'), 'a row per route, its VirtualService named');
+  t.match(routes, new RegExp(`^https\\.${httpsPort}\\.https\\.tls\\.default\\s+shop\\.example\\.com:${httpsPort}\\s+shop\\.example\\.com\\s+/ratings\\*\\s+ratings\\.shop$`, 'm'), 'a row per route, its VirtualService named');
   const endpoints = await run('endpoints');
   t.match(endpoints, /^NAME\s+STATUS\s+LOCALITY\s+CLUSTER\n/);
   t.match(endpoints, new RegExp(`^127\\.0\\.0\\.1:${backend}\\s+HEALTHY\\s+outbound\\|9080\\|v1\\|ratings\\.shop\\.svc\\.cluster\\.local$`, 'm'));
@@ -368,9 +370,69 @@ spec:
   const json = JSON.parse(await run('secrets', '-o', 'json')) as unknown;
   t.notMatch(JSON.stringify(json), /PRIVATE KEY/, 'no private key in what proxy-config prints');
   const all = await run('all');
-  for (const line of [/^cluster\/outbound\|9080\|v1\|ratings\.shop\.svc\.cluster\.local\s/m, new RegExp(`^listener/127\\.0\\.0\\.1_${httpsPort}\\s`, 'm'), new RegExp(`^route/http\\.${httpsPort}\\s`, 'm'), /^secret\/kubernetes:\/\/shop-cert\s/m]) {
+  for (const line of [/^cluster\/outbound\|9080\|v1\|ratings\.shop\.svc\.cluster\.local\s/m, new RegExp(`^listener/127\\.0\\.0\\.1_${httpsPort}\\s`, 'm'), new RegExp(`^route/https\\.${httpsPort}\\.https\\.tls\\.default\\s`, 'm'), /^secret\/kubernetes:\/\/shop-cert\s/m]) {
     t.match(all, line, `all: ${line.source}`);
   }
   const bootstrap = JSON.parse(await run('bootstrap', '-o', 'json')) as { bootstrap: { node: { id: string } } };
   t.match(bootstrap.bootstrap.node.id, /^router~.+~istio-ingressgateway\.istio-system~istio-system\.svc\.cluster\.local$/);
+});
+
+t.test("a live bookinfo sidecar: istiod's names for clusters, routes and listeners, and the DESTINATION RULE column", async (t) => {
+  const reviews = await startBackend('reviews');
+  const app = await startBackend('productpage');
+  const bookinfo = join(CORPUS, 'istio-samples/bookinfo/networking');
+  const se = (name: string, port: number, ...versions: string[]): string =>
+    `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ${name}, namespace: default }
+spec:
+  hosts: [${name}.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  endpoints:
+${versions.map((v) => `  - { address: 127.0.0.1, ports: { http: ${port} }, labels: { app: ${name}, version: ${v} } }\n`).join('')}`;
+  const mesh = new MeshDir({
+    'services.yaml': doc(se('reviews', reviews.port, 'v1', 'v2'), se('ratings', reviews.port, 'v1'), se('productpage', app.port, 'v1')),
+    // istio's own samples: the DestinationRules of every bookinfo service, reviews split 80/20.
+    'destination-rule-all.yaml': read(join(bookinfo, 'destination-rule-all.yaml')),
+    'virtual-service-reviews-80-20.yaml': read(join(bookinfo, 'virtual-service-reviews-80-20.yaml')),
+  });
+  const remora = await startRemora('sidecar', [mesh.dir], ['--app-port', String(app.port), '--labels', 'app=productpage,version=v1', '--namespace', 'default', '--service-account', 'bookinfo-productpage']);
+  t.teardown(async () => {
+    await remora.stop();
+    await reviews.close();
+    await app.close();
+    mesh.cleanup();
+  });
+  // The per-port tables route as before: by name with and without the port.
+  for (const host of ['reviews:9080', 'reviews', 'reviews.default.svc.cluster.local:9080']) {
+    const r = await request(remora.ports.outbound, '/', { headers: { host } });
+    t.equal(r.status, 200, `${host} routes through table 9080`);
+    t.equal(r.headers['x-backend'], 'reviews');
+  }
+  const admin = ['--admin', `127.0.0.1:${remora.ports.admin}`];
+  const run = async (sub: string, ...extra: string[]): Promise<string> => {
+    const r = await runCli(['proxy-config', sub, ...admin, ...extra]);
+    t.equal(r.code, 0, `${sub}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const clusters = await run('clusters');
+  t.match(clusters, /^reviews\.default\.svc\.cluster\.local\s+9080\s+v1\s+outbound\s+EDS\s+reviews\.default$/m, 'the DestinationRule that shaped the subset cluster');
+  t.match(clusters, /^reviews\.default\.svc\.cluster\.local\s+9080\s+-\s+outbound\s+EDS\s+reviews\.default$/m);
+  t.match(clusters, /^ratings\.default\.svc\.cluster\.local\s+9080\s+v2-mysql-vm\s+outbound\s+EDS\s+ratings\.default$/m);
+  t.match(clusters, new RegExp(`^\\s*${app.port}\\s+-\\s+inbound\\s+STATIC\\s*$`, 'm'), 'the inbound cluster, with no DestinationRule');
+  const names = JSON.parse(await run('clusters', '-o', 'json')) as { name: string; metadata?: { filter_metadata?: { istio?: Record<string, unknown> } } }[];
+  const v1 = names.find((c) => c.name === 'outbound|9080|v1|reviews.default.svc.cluster.local');
+  t.same(v1?.metadata?.filter_metadata?.istio?.config, '/apis/networking.istio.io/v1/namespaces/default/destination-rule/reviews');
+  t.ok(names.some((c) => c.name === `inbound|${app.port}||`), `inbound|${app.port}||`);
+
+  const routes = await run('routes');
+  t.match(routes, /^9080\s+reviews\.default\.svc\.cluster\.local:9080\s+reviews\.default, reviews\s+\/\*\s+reviews\.default$/m, "route config 9080, vhost <host>:<port>, the VirtualService");
+  t.match(routes, new RegExp(`^inbound\\|${app.port}\\|\\|\\s+inbound\\|http\\|${app.port}\\s+\\*\\s+/\\*\\s*$`, 'm'), 'inbound|<port>|| with vhost inbound|http|<port>');
+  t.notMatch(routes, /^outbound\s/m, 'no single outbound table');
+  const listeners = await run('listeners');
+  t.match(listeners, /^0\.0\.0\.0\s+9080\s+ALL\s+Route: 9080$/m, "istiod's 0.0.0.0_9080 listener routing through RDS 9080");
+  const all = await run('all');
+  for (const line of [/^listener\/0\.0\.0\.0_9080\s/m, /^route\/9080\s/m, /^cluster\/outbound\|9080\|v2\|reviews\.default\.svc\.cluster\.local\s/m]) t.match(all, line, `all: ${line.source}`);
 });

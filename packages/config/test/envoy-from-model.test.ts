@@ -148,7 +148,14 @@ t.test('every exported resource of a sidecar and a gateway reads as its Envoy me
 
 t.test("names are istiod's: listeners, route configs, clusters, SDS secrets", async (t) => {
   const sc = envoyResourcesFromModel(sidecar());
-  t.same(sc.listeners.map((l) => l.name), ['virtualOutbound', 'virtualInbound']);
+  t.same(sc.listeners.map((l) => l.name), ['virtualOutbound', '0.0.0.0_9080', 'virtualInbound']);
+  t.same(sc.routeConfigs.map((r) => r.name), ['9080', 'inbound|9080||']);
+  const capture = roundTrip(t, ListenerSchema, sc.listeners[0], 'virtualOutbound');
+  t.equal(capture.use_original_dst, true, 'the capture listener hands connections on by original destination');
+  const port = roundTrip(t, ListenerSchema, sc.listeners[1], '0.0.0.0_9080');
+  t.match(port, { address: { socket_address: { address: '0.0.0.0', port_value: 9080 } }, bind_to_port: false, traffic_direction: 'OUTBOUND' });
+  const hcm = ((port.filter_chains as Record<string, unknown>[])[0]!.filters as { typed_config: Record<string, unknown> }[])[0]!;
+  t.match(hcm.typed_config, { stat_prefix: 'outbound_0.0.0.0_9080', rds: { route_config_name: '9080' } }, "the port's listener routes through istiod's per-port table");
   t.ok(sc.clusters.some((c) => c.name === 'outbound|9080|v1|reviews.default.svc.cluster.local'));
   t.ok(sc.clusters.some((c) => c.name === 'inbound|9080||'));
   t.same(sc.secrets.map((s) => s.name), ['default', 'ROOTCA']);
@@ -174,7 +181,18 @@ t.test('a sidecar cluster: EDS, LEAST_REQUEST, circuit breakers, outlier detecti
     tls_certificate_sds_secret_configs: [{ name: 'default' }],
     combined_validation_context: { validation_context_sds_secret_config: { name: 'ROOTCA' } },
   });
-  t.match(c.metadata, { filter_metadata: { istio: { services: [{ host: 'reviews.default.svc.cluster.local', name: 'reviews', namespace: 'default' }], subset: 'v1' } } });
+  t.same(c.metadata, {
+    filter_metadata: {
+      istio: {
+        services: [{ host: 'reviews.default.svc.cluster.local', name: 'reviews', namespace: 'default' }],
+        subset: 'v1',
+        default_original_port: 9080,
+        config: '/apis/networking.istio.io/v1/namespaces/default/destination-rule/reviews',
+      },
+    },
+  }, "istiod's cluster metadata: the service, and the DestinationRule that shaped the cluster");
+  const ratings = roundTrip(t, ClusterSchema, res.clusters.find((x) => x.name === 'outbound|9080||ratings.default.svc.cluster.local'), 'ratings');
+  t.notOk((ratings.metadata as { filter_metadata: { istio: Record<string, unknown> } }).filter_metadata.istio.config, 'no DestinationRule: no config link');
   const v3 = roundTrip(t, ClusterSchema, res.clusters.find((x) => x.name === 'outbound|9080|v3|reviews.default.svc.cluster.local'), 'v3');
   t.equal(v3.lb_policy, 'RING_HASH');
   const eds = res.endpoints.find((e) => e.assignment.clusterName === 'outbound|9080|v1|reviews.default.svc.cluster.local')!;
@@ -184,7 +202,7 @@ t.test('a sidecar cluster: EDS, LEAST_REQUEST, circuit breakers, outlier detecti
 
 t.test('routes: match, weighted clusters, retries, timeouts, redirects, direct responses, header edits, per-filter configs', async (t) => {
   const res = envoyResourcesFromModel(sidecar());
-  const rc = roundTrip(t, RouteConfigurationSchema, res.routeConfigs.find((r) => r.name === 'outbound'), 'outbound');
+  const rc = roundTrip(t, RouteConfigurationSchema, res.routeConfigs.find((r) => r.name === '9080'), 'route config 9080');
   const vh = (rc.virtual_hosts as { name: string; routes: Record<string, unknown>[] }[]).find((v) => v.name === 'reviews.default.svc.cluster.local:9080')!;
   const [jason, redirect, gone, v3, rest] = vh.routes;
   t.match(jason, {
@@ -228,7 +246,7 @@ t.test("listeners: inbound mTLS chains, the connection manager's settings, HTTP 
   t.match(chains[0]!.transport_socket, { typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext', require_client_certificate: true } });
   const hcm = (chains[1]!.filters as { name: string; typed_config: Record<string, unknown> }[])[0]!;
   t.equal(hcm.name, 'envoy.filters.network.http_connection_manager');
-  t.match(hcm.typed_config, { stat_prefix: 'inbound_0.0.0.0_9080', rds: { route_config_name: 'inbound|9080' }, server_name: 'istio-envoy' });
+  t.match(hcm.typed_config, { stat_prefix: 'inbound_0.0.0.0_9080', rds: { route_config_name: 'inbound|9080||' }, server_name: 'istio-envoy' });
   const filters = hcm.typed_config.http_filters as { name: string; typed_config: Record<string, unknown> }[];
   t.same(filters.map((f) => f.name), ['envoy.filters.http.jwt_authn', 'envoy.filters.http.rbac', 'envoy.filters.http.cors', 'envoy.filters.http.router'], "istiod's order, the router once and last");
   for (const f of filters) {

@@ -35,7 +35,7 @@ function reviewsRoot(delegateRoute: string, extraRootRoutes = ''): string {
     `  hosts: [reviews]\n  http:\n${delegateRoute}\n${extraRootRoutes}  - name: rest\n    route:\n    - destination: {host: reviews, subset: v1}`,
   );
 }
-const routes = (out: Translated, name = REVIEWS_VH, table = 'outbound'): Route[] => [...vhost(out.config, name, table).routes];
+const routes = (out: Translated, name = REVIEWS_VH, table?: string): Route[] => [...vhost(out.config, name, table).routes];
 const path = (r: Route): RouteMatch['path']['match'] => r.match.path.match;
 const any = { kind: 'any' } as const;
 const prefix = (value: string) => ({ kind: 'prefix', value }) as const;

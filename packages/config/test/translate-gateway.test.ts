@@ -156,7 +156,8 @@ t.test('HTTPS servers get TLS listeners, TCP servers TCP listeners; httpsRedirec
   ]);
   // Istio: httpsRedirect on a server makes its virtual hosts answer 301 to https (require_tls ALL).
   t.equal(vhost(out.config, 'bookinfo.example.com:80', 'http.80').requireTls, true);
-  t.equal(vhost(out.config, 'bookinfo.example.com:443', 'http.443').requireTls, false);
+  t.equal(vhost(out.config, 'bookinfo.example.com:443', 'https.443.https.gw.istio-system').requireTls, false);
+  t.same(out.config.listeners.map((l) => l.routeConfig), ['http.80', 'https.443.https.gw.istio-system', 'tcp.31400'], "istiod's RDS names: http.<port>, https.<port>.<port name>.<gateway>.<namespace>");
   const tls = out.config.listeners[1]!.tls;
   t.same(tls?.kind === 'gateway' ? tls.servers.map((s) => [s.hosts, s.mode, s.certFile, s.keyFile, s.caFile]) : null, [
     [['*'], 'SIMPLE', '/etc/remora/credentials/bookinfo-cert/tls.crt', '/etc/remora/credentials/bookinfo-cert/tls.key', null],
@@ -195,6 +196,7 @@ spec:
     return l.tls?.kind === 'gateway' ? l.tls.servers : [];
   };
   const [a, b] = servers('0.0.0.0_8443');
+  t.equal(out.config.listeners.find((l) => l.name === '0.0.0.0_8443')!.routeConfig, 'https.8443.https-a.gw.istio-system', 'named after the first HTTPS server of the port');
   t.same([a!.hosts, a!.mode, a!.caFile, a!.subjectAltNames, a!.minVersion, a!.maxVersion], [
     ['a.example.com'],
     'MUTUAL',
@@ -209,7 +211,7 @@ spec:
   t.same(p!.tcpRoutes, [{ sniHosts: ['reviews.example.com'], clusters: [{ cluster: bk('reviews'), weight: 100 }], origin: 'default/passthrough' }]);
 });
 
-t.test('HTTP2, GRPC and GRPC-WEB servers are HTTP; bind sets the listener address', async (t) => {
+t.test('HTTP2, GRPC and GRPC-WEB servers are HTTP; bind sets the listener address and the route config name', async (t) => {
   const out = translate(
     gateway(
       'gw',
@@ -226,7 +228,7 @@ t.test('HTTP2, GRPC and GRPC-WEB servers are HTTP; bind sets the listener addres
     [
       ['0.0.0.0_8081', '0.0.0.0', 'http.8081'],
       ['0.0.0.0_8082', '0.0.0.0', 'http.8082'],
-      ['127.0.0.1_8083', '127.0.0.1', 'http.8083'],
+      ['127.0.0.1_8083', '127.0.0.1', 'http.8083.127.0.0.1'],
     ],
   );
 });

@@ -183,7 +183,7 @@ spec:
   const { config, brief } = translate([BOOKINFO_SERVICES, docsFilter({ bucket: 'null' }), routes], SIDECAR, INBOUND);
   t.same(brief, []);
   t.equal(limitOf(config, 'virtualInbound')!.tokenBucket, undefined, 'the listener-level filter without a bucket (the per-route form)');
-  const inbound = routeTable(config, 'inbound|9080');
+  const inbound = routeTable(config, 'inbound|9080||');
   const route = inbound.virtualHosts[0]!.routes[0]!;
   t.strictSame(route.filterConfigs[LRL], {
     statPrefix: 'http_local_rate_limiter',
@@ -192,7 +192,7 @@ spec:
     filterEnforced: { defaultValue: { numerator: 100 } },
   });
   t.strictSame(route.rateLimits, [{ actions: [{ remoteAddress: {} }] }], "Envoy's route rate_limits on the route");
-  const outbound = routeTable(config, 'outbound');
+  const outbound = routeTable(config, '9080');
   t.ok(outbound.virtualHosts.every((v) => v.routes.every((r) => !(LRL in r.filterConfigs))), 'outbound routes untouched');
 });
 

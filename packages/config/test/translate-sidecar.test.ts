@@ -39,13 +39,13 @@ const REVIEWS_DOMAINS = [
   'reviews',
 ];
 
-t.test('the outbound listener and route table', async (t) => {
+t.test("the outbound listener and its route tables, one per port under istiod's name", async (t) => {
   const { config, issues } = translate(BOOKINFO_SERVICES);
   t.same(issues, []);
   t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: CHAIN_TAIL, tls: null },
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: '9080', routeConfigsByPort: { 9080: '9080' }, httpFilters: CHAIN_TAIL, tls: null },
   ]);
-  t.same(config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching]), [['outbound', false]]);
+  t.same(config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching]), [['9080', false]]);
   t.same(vhostNames(config), [
     'productpage.default.svc.cluster.local:9080',
     'reviews.default.svc.cluster.local:9080',
@@ -119,11 +119,22 @@ spec:
   endpoints: [{address: 10.0.9.2}]
 `);
   t.same(vhostNames(config), [
-    'web.default.svc.cluster.local:8080',
     'web.default.svc.cluster.local:80',
+    'web.default.svc.cluster.local:8080',
     'api.default.svc.cluster.local:9000',
     'api.default.svc.cluster.local:9001',
   ]);
+  // istiod's RDS tables: one per port, holding that port's virtual hosts.
+  t.same(
+    config.routeConfigs.map((r) => [r.name, r.virtualHosts.map((v) => v.name)]),
+    [
+      ['8080', ['web.default.svc.cluster.local:8080']],
+      ['80', ['web.default.svc.cluster.local:80']],
+      ['9000', ['api.default.svc.cluster.local:9000']],
+      ['9001', ['api.default.svc.cluster.local:9001']],
+    ],
+  );
+  t.same(config.listeners.find((l) => l.name === 'virtualOutbound')?.routeConfigsByPort, { 80: '80', 8080: '8080', 9000: '9000', 9001: '9001' });
   const portless = (name: string): string[] => vhost(config, name).domains.filter((d) => !d.includes(':'));
   t.same(portless('web.default.svc.cluster.local:8080'), []);
   t.same(portless('web.default.svc.cluster.local:80'), ['web.default.svc.cluster.local', 'web.default.svc', 'web.default', 'web']);
@@ -231,7 +242,8 @@ t.test('VirtualService hosts that are no service get their own virtual host', as
     'bookinfo.example.com',
     '*.corp.example.com',
   ]);
-  // Istio builds these for port 80 only ([h, h:80]); Remora's single table takes any port.
+  // Istio builds these for port 80 only ([h, h:80]); Remora answers them on any port, so every port's table has them.
+  t.same(config.routeConfigs.map((r) => r.virtualHosts.slice(-2).map((v) => v.name)), [['bookinfo.example.com', '*.corp.example.com']]);
   t.same(vhost(config, 'bookinfo.example.com').domains, ['bookinfo.example.com', 'bookinfo.example.com:*']);
   t.same(vhost(config, '*.corp.example.com').domains, ['*.corp.example.com', '*.corp.example.com:*']);
   t.same(vhost(config, 'bookinfo.example.com').routes.map((r) => r.origin), ['default/bookinfo-alias', 'default/bookinfo-alias']);
@@ -287,11 +299,11 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
   const { config, issues } = translate(BOOKINFO_SERVICES, SIDECAR, { ...PORTS, appPort: 9080 });
   t.same(issues, []);
   t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: 'outbound', httpFilters: CHAIN_TAIL, tls: null },
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: '9080', routeConfigsByPort: { 9080: '9080' }, httpFilters: CHAIN_TAIL, tls: null },
     // Istio's default for inbound traffic is PERMISSIVE mTLS: TLS and plaintext on one port.
-    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
+    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080||', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
   ]);
-  const rc = routeTable(config, 'inbound|9080');
+  const rc = routeTable(config, 'inbound|9080||');
   t.equal(rc.ignorePortInHostMatching, true);
   t.same(rc.virtualHosts.map((v) => [v.name, v.domains]), [['inbound|http|9080', ['*']]]);
   const route = rc.virtualHosts[0]!.routes[0]!;

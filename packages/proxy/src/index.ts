@@ -8,6 +8,7 @@ export { IstioMetrics, RequestStats, ENVOY_DEFAULT_BUCKETS, type PeerLabels } fr
 export { Loggers, Logger, type LogLevel } from './logger.ts';
 export { ResponseFlag, formatResponseFlags } from './http/response-flags.ts';
 export { RouteTable } from './router/route-table.ts';
+export { RouteTableByPort } from './router/route-table-by-port.ts';
 export { StringMatcher } from './router/string-matcher.ts';
 export { redirectLocation } from './http/redirect.ts';
 export { hash32, RingHashLoadBalancer } from './upstream/load-balancer-ring-hash.ts';

@@ -97,7 +97,7 @@ export interface EnvoyResources {
 export function envoyResourcesFromModel(config: ProxyConfig): EnvoyResources {
   const secrets = new Map<string, SecretRef>();
   const clustersByName = new Map(config.clusters.map((c) => [c.name, c]));
-  const listeners = config.listeners.map((l) => listenerJson(l, secrets));
+  const listeners = config.listeners.flatMap((l) => [listenerJson(l, secrets), ...portListeners(l, secrets)]);
   const routeConfigs = config.routeConfigs.map((rc) => routeConfigJson(rc, clustersByName));
   const clusters = config.clusters.map((c) => clusterJson(c, secrets));
   const endpoints = config.clusters.map((c) => ({ assignment: loadAssignmentJson(c), eds: isEds(c) }));
@@ -211,8 +211,22 @@ function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>): Listen
     trafficDirection: l.direction === 'inbound' ? 'INBOUND' : 'OUTBOUND',
   };
   if (listenerFilters.length > 0) out.listenerFilters = listenerFilters;
-  if (l.destinationPort !== undefined) out.useOriginalDst = true;
+  if (l.destinationPort !== undefined || l.routeConfigsByPort !== undefined) out.useOriginalDst = true;
   return out;
+}
+
+/**
+ * A sidecar's outbound capture routes by destination port through istiod's per-port tables;
+ * in Envoy that is a `0.0.0.0_<port>` listener per port, not bound, which the capture
+ * listener hands connections to by original destination, routing through RDS `<port>`.
+ */
+function portListeners(l: ModelListener, secrets: Map<string, SecretRef>): ListenerJson[] {
+  if (l.routeConfigsByPort === undefined) return [];
+  const { routeConfigsByPort: _, ...rest } = l;
+  return Object.entries(l.routeConfigsByPort).map(([port, routeConfig]) => ({
+    ...listenerJson({ ...rest, name: `0.0.0.0_${port}`, address: '0.0.0.0', port: Number(port), routeConfig }, secrets),
+    bindToPort: false,
+  }));
 }
 
 function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): FilterChainJson[] {
@@ -630,6 +644,7 @@ function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJ
     const istio: Record<string, JsonValue> = { services: [{ host: c.service.host, name: c.service.name, namespace: c.service.namespace }] };
     if (c.subset !== '') istio.subset = c.subset;
     if (c.name.startsWith('outbound|')) istio.default_original_port = c.service.port;
+    if (c.destinationRule !== undefined) istio.config = `/apis/networking.istio.io/v1/namespaces/${c.destinationRule.namespace}/destination-rule/${c.destinationRule.name}`;
     out.metadata = { filterMetadata: { istio: istio as StructJson } } satisfies MetadataJson;
   }
   return out;

@@ -107,10 +107,22 @@ export interface ServiceRef {
   readonly port: number;
 }
 
+/** A Kubernetes-style reference to the Istio resource that shaped a piece of config. */
+export interface ConfigRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
 export interface Cluster {
   /** Istio's name: `outbound|<port>|<subset>|<host>` or `inbound|<port>||`. */
   readonly name: string;
+  /** The service it reaches: istiod's `istio.services` cluster metadata. */
   readonly service: ServiceRef | null;
+  /**
+   * The DestinationRule whose policy the cluster carries (istiod's `istio.config` cluster
+   * metadata, which `istioctl proxy-config clusters` shows); absent: none applies.
+   */
+  readonly destinationRule?: ConfigRef;
   /** Subset name, '' for the whole service. */
   readonly subset: string;
   readonly discovery: Discovery;

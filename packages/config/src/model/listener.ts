@@ -87,6 +87,13 @@ export interface Listener {
   readonly direction: TrafficDirection;
   /** Name of the RouteConfiguration that routes this listener's requests. */
   readonly routeConfig: string;
+  /**
+   * A sidecar's outbound capture: the RouteConfiguration for each destination port (istiod's
+   * per-port RDS tables, `9080`), by port. A request's destination port is its authority's
+   * port; an authority without one goes to the table with a virtual host answering that bare
+   * name. `routeConfig` serves the rest. Absent: `routeConfig` serves every request.
+   */
+  readonly routeConfigsByPort?: Readonly<Record<string, string>>;
   /** Filters run before the router, in order. */
   readonly httpFilters: readonly HttpFilterConfig[];
   /** Null: plaintext HTTP. */

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Cluster, Discovery, UpstreamTls } from '../model/cluster.ts';
+import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
 import { DestinationRuleIndex } from './destination-rule.ts';
 import { outboundClusterName } from './virtual-service.ts';
@@ -43,11 +44,11 @@ export function buildOutboundClusters(
     const rule = rules.lookup(svc.host, svc.namespace);
     for (const port of svc.ports) {
       // Non-HTTP ports get clusters too: TLS passthrough (and, later, TCP) routes use them.
-      out.push(cluster(ctx, svc, port, '', null, rules.policyFor(rule, null, port.number), opts));
+      out.push(cluster(ctx, svc, port, '', null, rules.policyFor(rule, null, port.number), opts, rule?.resource ?? null));
       (rule?.spec.subsets ?? []).forEach((subset, i) => {
         if (!subset.name) return;
         const eps = subset.labels ?? {};
-        const c = cluster(ctx, svc, port, subset.name, eps, rules.policyFor(rule, subset, port.number), opts);
+        const c = cluster(ctx, svc, port, subset.name, eps, rules.policyFor(rule, subset, port.number), opts, rule?.resource ?? null);
         if (c.endpoints.length === 0 && svc.endpoints.length > 0 && rule) {
           ctx.warn(rule.resource, ['spec', 'subsets', i, 'labels'], `subset ${subset.name} selects no endpoint of ${svc.host}`);
         }
@@ -66,11 +67,13 @@ function cluster(
   subsetLabels: Readonly<Record<string, string>> | null,
   policy: ReturnType<DestinationRuleIndex['policyFor']>,
   opts: ClusterOptions,
+  rule: Resource | null,
 ): Cluster {
   const proto = portProtocol(port);
   return {
     name: outboundClusterName(port.number, subset, svc.host),
     service: { host: svc.host, name: svc.name, namespace: svc.namespace, port: port.number },
+    ...(rule === null ? {} : { destinationRule: { namespace: rule.metadata.namespace, name: rule.metadata.name } }),
     subset,
     discovery: discovery(svc),
     endpoints: endpointsFor(svc, port, subsetLabels).filter((ep) => {

@@ -62,7 +62,9 @@ export function translateIstio(
 
   if (node.kind === 'sidecar') {
     const outbound = sidecarOutboundRoutes(ctx, { registry, rules });
-    routeConfigs.push(outbound);
+    routeConfigs.push(...outbound);
+    const byPort: Record<string, string> = {};
+    for (const rc of outbound) byPort[rc.name] = rc.name;
     const out: PatchListener = { context: 'SIDECAR_OUTBOUND', name: 'virtualOutbound', port: ports.outboundPort };
     listeners.push({
       name: out.name,
@@ -70,8 +72,10 @@ export function translateIstio(
       port: ports.outboundPort,
       connectionManager: patchedConnectionManager(ctx, out, connectionManagerFor(node, 'outbound')),
       direction: 'outbound',
-      routeConfig: 'outbound',
-      httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: [], fault: faultFilterFor(outbound) }, [localRateLimitFilter(ctx, out)], httpFilterPatches(ctx, out)),
+      // Every table holds the hosts that are not services, so any one serves unlisted ports.
+      routeConfig: outbound[0]!.name,
+      routeConfigsByPort: byPort,
+      httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: [], fault: outbound.some(hasFault) ? FAULT_FILTER_CONFIG : null }, [localRateLimitFilter(ctx, out)], httpFilterPatches(ctx, out)),
       tls: null,
     });
     if (ports.appPort !== null) {
@@ -112,12 +116,15 @@ export function translateIstio(
 }
 
 /**
- * The outbound route table: a virtual host per HTTP port of every service, answering every
- * name a client may use for it (`reviews`, `reviews:9080`, `reviews.default`, …, the FQDN,
- * the service's addresses). The routes come from the mesh VirtualService for the host (the
- * most specific, then the oldest), or a default route to the service.
+ * The outbound route tables, one per HTTP service port and named after it as istiod names
+ * them (`9080`): a virtual host per service on that port, answering every name a client may
+ * use for it (`reviews:9080`, `reviews.default:9080`, …, the FQDN, the service's addresses,
+ * and the names without a port on the service's default port). The routes come from the mesh
+ * VirtualService for the host (the most specific, then the oldest), or a default route to
+ * the service. Hosts that are no service (VirtualService-only names, REGISTRY_ONLY's
+ * block_all) answer on any port, so every table carries them.
  */
-function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteConfiguration {
+function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteConfiguration[] {
   const { registry } = mesh;
   const { node } = ctx;
   // Istio's Sidecar resource: egress hosts limit what this sidecar's outbound side sees.
@@ -130,7 +137,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
     .resourcesOf('VirtualService')
     .filter((vs) => ctx.isVisible(vs) && gatewayRefs(vs, (vs.spec as IstioVirtualService).gateways).has('mesh') && hostsOf(vs).length > 0);
 
-  const virtualHosts: VirtualHost[] = [];
+  const byPort = new Map<number, VirtualHost[]>();
   const routed: MeshService[] = [];
   for (const svc of registry.services()) {
     if (svc.host.startsWith('*')) continue;
@@ -160,12 +167,15 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
       // A VirtualService that yields no route for this port (every match block is for another
       // port or other sources) leaves the service its default route, as in Istio.
       const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(outboundClusterName(port.number, '', svc.host), DEFAULT_RETRY_POLICY)];
-      virtualHosts.push({ name: `${svc.host}:${port.number}`, domains, routes, requireTls: false });
+      let vhosts = byPort.get(port.number);
+      if (vhosts === undefined) byPort.set(port.number, (vhosts = []));
+      vhosts.push({ name: `${svc.host}:${port.number}`, domains, routes, requireTls: false });
     }
   }
   // VirtualService hosts that name no routed service still route (e.g. a name routed to a
   // service), even when the same VirtualService also names services (Istio's
   // separateVSHostsAndServices); the oldest VirtualService wins a host named twice.
+  const anyPort: VirtualHost[] = [];
   const hostsDone = new Set<string>();
   for (const vs of meshServices) {
     for (const h of hostsOf(vs)) {
@@ -173,14 +183,16 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
       hostsDone.add(h);
       const routes = translateHttpRoutes(ctx, mesh, vs, { gateway: 'mesh', port: 80, servicePortHost: null });
       if (routes.length === 0) continue;
-      virtualHosts.push({ name: h, domains: h === '*' ? ['*'] : [h, `${h}:*`], routes, requireTls: false });
+      anyPort.push({ name: h, domains: h === '*' ? ['*'] : [h, `${h}:*`], routes, requireTls: false });
     }
   }
   // outboundTrafficPolicy REGISTRY_ONLY: anything else gets Istio's block_all answer, 502.
-  if (scope?.registryOnly && !virtualHosts.some((v) => v.domains.includes('*'))) {
-    virtualHosts.push({ name: 'block_all', domains: ['*'], routes: [blockAllRoute()], requireTls: false });
+  if (scope?.registryOnly && !anyPort.some((v) => v.domains.includes('*'))) {
+    anyPort.push({ name: 'block_all', domains: ['*'], routes: [blockAllRoute()], requireTls: false });
   }
-  return { name: 'outbound', virtualHosts, ignorePortInHostMatching: false };
+  // No HTTP service port at all: one table on HTTP's port still answers the other hosts.
+  if (byPort.size === 0) byPort.set(80, []);
+  return [...byPort].map(([port, vhosts]) => ({ name: String(port), virtualHosts: [...vhosts, ...anyPort], ignorePortInHostMatching: false }));
 }
 
 /** The port a Host header without `:port` means: 80 if the service has it, else its first HTTP port. */
@@ -279,12 +291,13 @@ function sidecarInbound(
       port: ports.inboundPort,
       connectionManager: connectionManagerFor(node, 'inbound'),
       direction: 'inbound',
-      routeConfig: `inbound|${appPort}`,
+      // istiod names the inbound route configuration after the cluster it routes to.
+      routeConfig: name,
       httpFilters: [],
       tls: null,
     },
     routeConfig: {
-      name: `inbound|${appPort}`,
+      name,
       virtualHosts: [{ name: `inbound|http|${appPort}`, domains: ['*'], routes: [route], requireTls: false }],
       ignorePortInHostMatching: true,
     },
@@ -429,7 +442,7 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
         }
       }
     }
-    const name = `http.${port}`;
+    const name = gatewayRouteConfigName(servers, port);
     routeConfigs.push({
       name,
       virtualHosts: [...hosts].map(([domain, vh]) => ({ name: `${domain}:${port}`, domains: [domain], routes: catchAllsLast(vh.routes), requireTls: vh.requireTls })),
@@ -456,6 +469,19 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
     }
   }
   return { listeners, routeConfigs };
+}
+
+/**
+ * istiod's RDS name for a gateway port: `http.<port>` for plaintext HTTP servers and
+ * `https.<port>.<port name>.<gateway>.<namespace>` for a terminated HTTPS server, with
+ * `.<bind>` when the server binds an address. istiod gives each HTTPS server its own table;
+ * Remora's listener has one, named after the port's first terminated server.
+ */
+function gatewayRouteConfigName(servers: readonly BoundServer[], port: number): string {
+  const s = servers.find((x) => x.kind === 'tls') ?? servers[0]!;
+  const bind = s.server.bind ? `.${s.server.bind}` : '';
+  if (s.kind === 'plain') return `http.${port}${bind}`;
+  return `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}${bind}`;
 }
 
 interface IstioTcpRoute {
@@ -586,11 +612,15 @@ function catchAllsLast(routes: Route[]): Route[] {
   return [...routes.filter((r) => !isCatchAll(r)), ...routes.filter(isCatchAll)];
 }
 
-/** The filters present, in order (Istio's: jwt-authn, authz, rate limit, fault). */
+const FAULT_FILTER_CONFIG: HttpFilterConfig = { name: FAULT_FILTER, config: {} };
+
+function hasFault(rc: RouteConfiguration): boolean {
+  return rc.virtualHosts.some((v) => v.routes.some((r) => FAULT_FILTER in r.filterConfigs));
+}
+
 /** The fault filter runs only where a route asks for it (its config is per route). */
 function faultFilterFor(rc: RouteConfiguration): HttpFilterConfig | null {
-  const any = rc.virtualHosts.some((v) => v.routes.some((r) => FAULT_FILTER in r.filterConfigs));
-  return any ? { name: FAULT_FILTER, config: {} } : null;
+  return hasFault(rc) ? FAULT_FILTER_CONFIG : null;
 }
 
 // Gateway server hosts may carry a namespace: `ns/host`, `./host` (the Gateway's), or any (`*` then a slash).

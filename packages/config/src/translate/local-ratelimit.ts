@@ -18,7 +18,7 @@ import type { RateLimitJson } from '../envoy/gen/envoy/config/route/v3/route_com
 import type { TokenBucketJson } from '../envoy/gen/envoy/type/v3/token_bucket_pb.ts';
 import { durationJsonMs, msToDurationJson } from '../model/envoy-values.ts';
 import type { LocalRateLimitConfigJson } from '../model/filters.ts';
-import type { HttpFilterConfig } from '../model/listener.ts';
+import type { Listener } from '../model/listener.ts';
 import type { Route, RouteConfiguration } from '../model/route.ts';
 import type { Resource } from '../resources/resource.ts';
 import { parseDuration } from '../schema/duration.ts';
@@ -293,13 +293,6 @@ export function isLocalRateLimitRoutePatch(p: EnvoyFilterPatch): boolean {
   return (tpfc !== null && LOCAL_RATE_LIMIT_FILTER in tpfc) || (route !== null && field(route, 'rate_limits').value !== undefined);
 }
 
-/** Istio's names for Remora's route tables, which EnvoyFilter `routeConfiguration.name` uses. */
-function istioRouteConfigName(rc: RouteConfiguration, context: PatchContext, listenerPort: number, appPort: number | null): string[] {
-  if (context === 'SIDECAR_INBOUND') return [rc.name, `inbound|${appPort ?? listenerPort}||`];
-  if (context === 'GATEWAY') return [rc.name];
-  return [rc.name];
-}
-
 function actionName(r: Route): string {
   return r.action.kind === 'forward' ? 'ROUTE' : r.action.kind === 'redirect' ? 'REDIRECT' : 'DIRECT_RESPONSE';
 }
@@ -336,7 +329,6 @@ export function withLocalRateLimitRoutes(
   }
   if (patches.length === 0) return rc;
   const appPort = ctx.ports.appPort;
-  const names = istioRouteConfigName(rc, context, listenerPort, appPort);
   let changed = false;
   const virtualHosts = rc.virtualHosts.map((vh) => {
     const port = vhostPort(vh.name, context, appPort, listenerPort);
@@ -345,7 +337,7 @@ export function withLocalRateLimitRoutes(
       for (const p of patches) {
         const m = p.m ?? {};
         if (m.portNumber !== undefined && m.portNumber !== 0 && m.portNumber !== port) continue;
-        if (m.name !== undefined && !names.includes(m.name)) continue;
+        if (m.name !== undefined && m.name !== rc.name) continue;
         if (m.vhost?.name !== undefined && m.vhost.name !== vh.name) continue;
         if (m.vhost?.route?.name !== undefined && m.vhost.route.name !== route.name) continue;
         const act = m.vhost?.route?.action ?? 'ANY';
@@ -387,15 +379,18 @@ const DIRECTION_CONTEXT: Readonly<Record<string, PatchContext>> = { outbound: 'S
 /** Applies the HTTP_ROUTE patches to every listener's route table (in place), each in its listener's context. */
 export function applyLocalRateLimitRoutes(
   ctx: TranslateContext,
-  listeners: readonly { readonly direction: string; readonly port: number; readonly routeConfig: string; readonly httpFilters: readonly HttpFilterConfig[] }[],
+  listeners: readonly Pick<Listener, 'direction' | 'port' | 'routeConfig' | 'routeConfigsByPort' | 'httpFilters'>[],
   routeConfigs: RouteConfiguration[],
 ): void {
   for (const l of listeners) {
-    const i = routeConfigs.findIndex((rc) => rc.name === l.routeConfig);
     const context = DIRECTION_CONTEXT[l.direction];
-    if (i < 0 || context === undefined) continue;
+    if (context === undefined) continue;
     const applied: { r: Resource; index: number }[] = [];
-    routeConfigs[i] = withLocalRateLimitRoutes(ctx, routeConfigs[i]!, context, l.port, applied);
+    // A sidecar's outbound side routes through one table per port: each is patched.
+    for (const name of new Set([l.routeConfig, ...Object.values(l.routeConfigsByPort ?? {})])) {
+      const i = routeConfigs.findIndex((rc) => rc.name === name);
+      if (i >= 0) routeConfigs[i] = withLocalRateLimitRoutes(ctx, routeConfigs[i]!, context, l.port, applied);
+    }
     if (applied.length > 0 && !l.httpFilters.some((f) => f.name === LOCAL_RATE_LIMIT_FILTER)) {
       // Envoy only reads a route's typed_per_filter_config when the filter is in the chain.
       for (const a of applied) {

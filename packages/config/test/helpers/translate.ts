@@ -117,8 +117,20 @@ export function routeTable(config: ProxyConfig, name: string): RouteConfiguratio
   return rc;
 }
 
-/** A virtual host by name (`reviews.default.svc.cluster.local:9080`) in a route table. */
-export function vhost(config: ProxyConfig, name: string, table = 'outbound'): VirtualHost {
+/**
+ * The sidecar's outbound route table that serves `vhostName`: istiod's per-port table for a
+ * `<host>:<port>` virtual host, else the one serving unlisted ports (every table carries the
+ * hosts that are not services).
+ */
+export function outboundTable(config: ProxyConfig, vhostName = ''): string {
+  const l = config.listeners.find((x) => x.name === 'virtualOutbound');
+  if (!l) throw new Error('no virtualOutbound listener');
+  const port = /:(\d+)$/.exec(vhostName)?.[1];
+  return port !== undefined && l.routeConfigsByPort?.[port] !== undefined ? l.routeConfigsByPort[port] : l.routeConfig;
+}
+
+/** A virtual host by name (`reviews.default.svc.cluster.local:9080`) in a route table (default: the sidecar's outbound table for it). */
+export function vhost(config: ProxyConfig, name: string, table = outboundTable(config, name)): VirtualHost {
   const rc = routeTable(config, table);
   const found = rc.virtualHosts.filter((v) => v.name === name);
   if (found.length !== 1) {
@@ -127,8 +139,13 @@ export function vhost(config: ProxyConfig, name: string, table = 'outbound'): Vi
   return found[0]!;
 }
 
-export function vhostNames(config: ProxyConfig, table = 'outbound'): string[] {
-  return routeTable(config, table).virtualHosts.map((v) => v.name);
+/** The virtual hosts of a route table; default: of all the sidecar's outbound tables, each name once, by port table. */
+export function vhostNames(config: ProxyConfig, table?: string): string[] {
+  if (table !== undefined) return routeTable(config, table).virtualHosts.map((v) => v.name);
+  const l = config.listeners.find((x) => x.name === 'virtualOutbound');
+  const names = new Set<string>();
+  for (const t of Object.values(l?.routeConfigsByPort ?? {})) for (const v of routeTable(config, t).virtualHosts) names.add(v.name);
+  return [...names];
 }
 
 export function cluster(config: ProxyConfig, name: string): Cluster {

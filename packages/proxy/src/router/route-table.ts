@@ -30,12 +30,17 @@ interface WildcardDomain {
   readonly vhost: CompiledVirtualHost;
 }
 
+/** What routes a listener's requests: picks the virtual host for a lower-case authority. */
+export interface VirtualHostFinder {
+  find(authority: string): CompiledVirtualHost | null;
+}
+
 /**
  * Picks the virtual host for a Host/:authority, in Envoy's order: exact name, then the
  * longest `*.suffix` wildcard, then the longest `prefix*` wildcard, then `*`. Domains may
  * carry a port (`reviews:9080`) or a port wildcard (`foo.com:*`); gateways ignore the port.
  */
-export class RouteTable {
+export class RouteTable implements VirtualHostFinder {
   readonly name: string;
   readonly #exact = new Map<string, CompiledVirtualHost>();
   /** Exact host with `:*`: any explicit port. */
@@ -136,7 +141,7 @@ function splitDomain(d: string): { host: string; port: string | null } {
  * The route for a request on a listener: its virtual host by authority, then the first
  * matching route; null means 404 NR.
  */
-export function findRoute(routes: RouteTable | null, request: RouteRequest): CompiledRoute | null {
+export function findRoute(routes: VirtualHostFinder | null, request: RouteRequest): CompiledRoute | null {
   if (routes === null) return null;
   const vhost = routes.find(request.authority.toLowerCase());
   if (vhost === null) return null;

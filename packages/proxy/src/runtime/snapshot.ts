@@ -1,8 +1,9 @@
-import type { Listener, ProxyConfig, TrafficDirection } from '@remora/config';
+import type { Listener, ProxyConfig, RouteConfiguration, TrafficDirection } from '@remora/config';
 import type { FilterCompileContext, FilterRegistry, HttpFilterConfig } from '@remora/filters';
 import { ConnectionManagerConfig } from '../http/connection-manager.ts';
 import type { RouteCompileContext } from '../router/compiled-route.ts';
-import { RouteTable } from '../router/route-table.ts';
+import { RouteTable, type VirtualHostFinder } from '../router/route-table.ts';
+import { RouteTableByPort } from '../router/route-table-by-port.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 
@@ -11,7 +12,7 @@ export class ListenerSnapshot {
   readonly listener: Listener;
   readonly direction: TrafficDirection;
   /** Null when the listener's route configuration is missing: every request gets 404 NR. */
-  readonly routes: RouteTable | null;
+  readonly routes: VirtualHostFinder | null;
   /** The HTTP filters before the router, compiled; null when the chain is empty (nothing to run). */
   readonly filters: readonly HttpFilterConfig[] | null;
   /** Metrics for requests that never reached a cluster (no route, no cluster). */
@@ -25,7 +26,7 @@ export class ListenerSnapshot {
 
   constructor(
     listener: Listener,
-    routes: RouteTable | null,
+    routes: VirtualHostFinder | null,
     filters: readonly HttpFilterConfig[] | null,
     unroutedStats: RequestStats,
     trustedHops: number,
@@ -74,7 +75,7 @@ export class Snapshot {
       const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, { ...services.filterContext, scope: l.name });
       // A chain of only the router (and skipped filters) has nothing to run per request.
       const chain = steps === null || steps.length === 0 ? null : steps;
-      listeners.set(l.name, new ListenerSnapshot(l, tables.get(l.routeConfig) ?? null, chain, services.statsFor(l.direction), services.trustedHops, clusters));
+      listeners.set(l.name, new ListenerSnapshot(l, routesOf(l, config, tables), chain, services.statsFor(l.direction), services.trustedHops, clusters));
     }
     this.listeners = listeners;
   }
@@ -101,6 +102,19 @@ export class Snapshot {
     await pause();
     return new Snapshot(config, clusters, services, tables);
   }
+}
+
+/** The listener's route table, or its tables by destination port (a sidecar's outbound side). */
+function routesOf(l: Listener, config: ProxyConfig, tables: ReadonlyMap<string, RouteTable>): VirtualHostFinder | null {
+  const fallback = tables.get(l.routeConfig) ?? null;
+  if (l.routeConfigsByPort === undefined) return fallback;
+  const byPort: { port: number; config: RouteConfiguration; table: RouteTable }[] = [];
+  for (const [port, name] of Object.entries(l.routeConfigsByPort)) {
+    const table = tables.get(name);
+    const rc = config.routeConfigs.find((r) => r.name === name);
+    if (table !== undefined && rc !== undefined) byPort.push({ port: Number(port), config: rc, table });
+  }
+  return new RouteTableByPort(byPort, fallback);
 }
 
 const NO_RATE_LIMITS: readonly unknown[] = [];
