@@ -3,6 +3,7 @@ import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { VirtualHost } from '../model/route.ts';
 import type { TranslateOptions } from '../translate/istio.ts';
+import type { LoadTimings } from './mesh-loader.ts';
 
 /** Messages between `MeshLoaderThread` and its worker. */
 export type ToLoader =
@@ -12,7 +13,7 @@ export type ToLoader =
 
 export type FromLoader =
   /** The config without its virtual hosts (null on errors), the issues, and how many pieces follow. */
-  | { readonly type: 'head'; readonly id: number; readonly config: ProxyConfig | null; readonly issues: readonly ConfigIssue[]; readonly files: readonly string[]; readonly pieces: number }
+  | { readonly type: 'head'; readonly id: number; readonly config: ProxyConfig | null; readonly issues: readonly ConfigIssue[]; readonly files: readonly string[]; readonly timings: LoadTimings; readonly pieces: number }
   /** Virtual hosts to append to `routeConfigs[routeConfig]`. */
   | { readonly type: 'piece'; readonly id: number; readonly routeConfig: number; readonly virtualHosts: readonly VirtualHost[] }
   | { readonly type: 'failed'; readonly id: number; readonly message: string };

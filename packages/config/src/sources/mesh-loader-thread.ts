@@ -4,6 +4,7 @@ import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { RouteConfiguration, VirtualHost } from '../model/route.ts';
 import { DEFAULT_TRANSLATE_OPTIONS, type TranslateOptions } from '../translate/istio.ts';
+import type { LoadTimings } from './mesh-loader.ts';
 import type { FromLoader, ToLoader } from './mesh-loader-protocol.ts';
 
 export interface MeshLoaderThreadOptions {
@@ -16,6 +17,8 @@ export interface ThreadLoadResult {
   readonly config: ProxyConfig | null;
   readonly issues: readonly ConfigIssue[];
   readonly files: readonly string[];
+  /** The loader thread's steps, and `handoverMs`: the rest of the wall time (starting the thread, taking the result in piece by piece). */
+  readonly timings: LoadTimings & { readonly handoverMs: number };
 }
 
 /**
@@ -86,7 +89,8 @@ export class MeshLoaderThread {
       };
       const finish = (): void => {
         const config = head!.config === null ? null : { ...head!.config, routeConfigs: routeConfigs as RouteConfiguration[] };
-        done(null, { config, issues: head!.issues, files: head!.files });
+        const workMs = head!.timings.readMs + head!.timings.validateMs + head!.timings.translateMs;
+        done(null, { config, issues: head!.issues, files: head!.files, timings: { ...head!.timings, handoverMs: Math.max(0, performance.now() - asked - workMs) } });
       };
       // Each piece is asked for on the next turn of the event loop, so requests run in between.
       const askNext = (): void => void setImmediate(() => worker.postMessage({ type: 'next', id: request.id } satisfies ToLoader));
@@ -105,6 +109,7 @@ export class MeshLoaderThread {
         askNext();
       };
       this.#onExit = (err) => done(err);
+      const asked = performance.now();
       worker.postMessage(request);
     });
   }

@@ -14,6 +14,15 @@ export interface MeshLoadResult {
   readonly files: readonly string[];
   /** Resources that passed validation, for `remora validate` summaries. */
   readonly resources: readonly Resource[];
+  /** How long each step took, for the log line a config change writes. */
+  readonly timings: LoadTimings;
+}
+
+/** Milliseconds spent reading and parsing the files, validating the resources, translating them. */
+export interface LoadTimings {
+  readonly readMs: number;
+  readonly validateMs: number;
+  readonly translateMs: number;
 }
 
 export function hasErrors(issues: readonly ConfigIssue[]): boolean {
@@ -30,7 +39,9 @@ export function loadMesh(
   ports: ListenerPorts,
   options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): MeshLoadResult {
+  const t0 = performance.now();
   const loaded = loadFiles(paths);
+  const t1 = performance.now();
   const issues: ConfigIssue[] = [...loaded.issues];
   const valid: Resource[] = [];
   const seen = new Map<string, Resource>();
@@ -55,8 +66,10 @@ export function loadMesh(
     seen.set(key, r);
     valid.push(r);
   }
-  if (hasErrors(issues)) return { config: null, issues, files: loaded.files, resources: valid };
+  const t2 = performance.now();
+  if (hasErrors(issues)) return { config: null, issues, files: loaded.files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: 0 } };
   const translated = translateIstio(valid, node, ports, options);
   issues.push(...translated.issues);
-  return { config: hasErrors(issues) ? null : translated.config, issues, files: loaded.files, resources: valid };
+  const timings = { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 };
+  return { config: hasErrors(issues) ? null : translated.config, issues, files: loaded.files, resources: valid, timings };
 }
