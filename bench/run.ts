@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import type { Child } from './lib/children.ts';
 import { fixedRate, saturate, type LatencyResult, type SaturateResult } from './lib/load.ts';
 import { coreBusy, coreTicks, RssSampler, treeCpuSeconds, treeRssBytes, treeSize, waitForQuiet } from './lib/proc.ts';
-import { PEER_NAMES, PEERS, selectPeers, type PeerContext, type PeerName, type PeerSpec } from './lib/peers.ts';
+import { DEFAULT_PEERS, LARGE_TABLE, PEER_NAMES, PEERS, selectPeers, type PeerContext, type PeerName, type PeerSpec, type Startup } from './lib/peers.ts';
 import { commandLine, fmt, machineInfo, machineSection, MiB, remoraBuild, table, writeResultsMain, type MachineInfo } from './lib/report.ts';
 import { describeFailure, UsageError } from './lib/errors.ts';
 import { numberOption, PATHS, prepare, type Pinning } from './lib/setup.ts';
@@ -18,8 +18,10 @@ const HELP = `Usage: pnpm bench [options]     (or: node bench/run.ts [options])
 
 Runs autocannon through each peer against one nginx upstream (1 KiB body), in alternating rounds.
 
-  --only a,b              peers to run, from: ${PEER_NAMES.join(', ')} (default: all;
-                          direct is always added: it is the baseline of "added latency")
+  --only a,b              peers to run, from: ${PEER_NAMES.join(', ')}
+                          (default: ${DEFAULT_PEERS.join(', ')}; direct is always added: it is the
+                          baseline of "added latency"). remora-10k-first / remora-10k-last: Remora with
+                          ${LARGE_TABLE.virtualServices * LARGE_TABLE.routesEach} routes, asked for its first / last route; compared with remora
   --rounds N              rounds, each running every peer once (default 3; env BENCH_ROUNDS)
   --duration S            seconds of each measured run (default 10; env BENCH_DURATION)
   --warmup S              seconds of load before measuring (default 3; env BENCH_WARMUP)
@@ -37,7 +39,8 @@ Runs autocannon through each peer against one nginx upstream (1 KiB body), in al
   --no-write              leave RESULTS.md alone (still writes bench/.run/last.json)
   -h, --help              this text
 
-Quick look:  pnpm bench --only remora,minimal --rounds 1 --duration 3 --warmup 1 --no-write`;
+Quick look:  pnpm bench --only remora,minimal --rounds 1 --duration 3 --warmup 1 --no-write
+Route table: pnpm bench --only remora,remora-10k-first,remora-10k-last`;
 
 interface Options {
   readonly peers: readonly PeerName[];
@@ -76,7 +79,7 @@ function parseOptions(argv: string[]): Options | null {
     },
   });
   if (values.help) return null;
-  const selected = selectPeers(values.only, PEER_NAMES);
+  const selected = selectPeers(values.only, DEFAULT_PEERS);
   const peers = PEER_NAMES.filter((p) => p === 'direct' || selected.includes(p));
   const pin = !values['no-pin'];
   const proxyCpu = numberOption('proxy-cpu', values['proxy-cpu'], 'BENCH_PROXY_CPU', 1, 0);
@@ -126,6 +129,8 @@ interface PeerRound {
   readonly rssIdleBytes: number | null;
   readonly rssLoadBytes: number | null;
   readonly processes: number | null;
+  /** Start-up figures of the peers that report them (the large route table). */
+  readonly startup: Startup | null;
 }
 
 /** A core busier than this before a peer starts is someone else's work (see --quiet-wait). */
@@ -162,6 +167,7 @@ function skippedRound(peer: PeerName, round: number, reason: string): PeerRound 
     rssIdleBytes: null,
     rssLoadBytes: null,
     processes: null,
+    startup: null,
   };
 }
 
@@ -177,13 +183,14 @@ async function measure(spec: PeerSpec, round: number, ctx: PeerContext, o: Optio
     throw new Error(`${spec.label} did not start: ${start.reason}`);
   }
   const { port, child } = start.peer;
+  const target = start.peer.target === undefined ? {} : { target: start.peer.target };
   const pid = child?.pid ?? null;
   try {
-    if (o.warmupS > 0) await saturate({ port, connections: o.connections, durationS: o.warmupS, workers: o.workers });
+    if (o.warmupS > 0) await saturate({ port, connections: o.connections, durationS: o.warmupS, workers: o.workers, ...target });
     await sleep(1000);
     const rssIdleBytes = pid === null ? null : treeRssBytes(pid);
 
-    const latency = await fixedRate({ port, connections: o.latencyConnections, rate: o.rate, durationS: o.durationS });
+    const latency = await fixedRate({ port, connections: o.latencyConnections, rate: o.rate, durationS: o.durationS, ...target });
 
     const cpuBefore = pid === null ? 0 : treeCpuSeconds(pid);
     const upstreamBefore = treeCpuSeconds(upstreamPid);
@@ -191,7 +198,7 @@ async function measure(spec: PeerSpec, round: number, ctx: PeerContext, o: Optio
     const coresBefore = coreTicks();
     const wallBefore = process.hrtime.bigint();
     const sampler = pid === null ? null : new RssSampler(pid, 200);
-    const saturated = await saturate({ port, connections: o.connections, durationS: o.durationS, workers: o.workers });
+    const saturated = await saturate({ port, connections: o.connections, durationS: o.durationS, workers: o.workers, ...target });
     const rssLoadBytes = sampler?.stop() ?? null;
     const wallSeconds = Number(process.hrtime.bigint() - wallBefore) / 1e9;
     const coresAfter = coreTicks();
@@ -227,6 +234,7 @@ async function measure(spec: PeerSpec, round: number, ctx: PeerContext, o: Optio
       rssIdleBytes,
       rssLoadBytes,
       processes,
+      startup: start.peer.startup ?? null,
     };
   } finally {
     if (child !== null) await child.stop();
@@ -260,6 +268,16 @@ interface PeerSummary {
   /** Medians of per-round ratios to the minimal forwarder and to nginx. */
   readonly vsMinimal: Ratios;
   readonly vsNginx: Ratios;
+  /** The large route table's peers over plain Remora (one route) in the same round. */
+  readonly vsRemora: Ratios;
+  /** remora-10k-last over remora-10k-first, round by round (NaN ratios for every other peer). */
+  readonly vsFirst: Ratios;
+  /** Medians of the start-up figures, when the peer reports them (NaN otherwise). */
+  readonly readyMs: number;
+  readonly translateMs: number;
+  readonly compileMs: number;
+  readonly loadMs: number;
+  readonly routes: number;
 }
 
 interface Ratios {
@@ -330,6 +348,13 @@ function summarize(peers: readonly PeerName[], rounds: readonly PeerRound[]): Pe
       processes: pick((r) => r.processes),
       vsMinimal: ran.length === 0 ? NO_RATIOS : roundRatios(peer, 'minimal', rounds),
       vsNginx: ran.length === 0 ? NO_RATIOS : roundRatios(peer, 'nginx', rounds),
+      vsRemora: ran.length === 0 || !isLargeTable(peer) ? NO_RATIOS : roundRatios(peer, 'remora', rounds),
+      vsFirst: ran.length === 0 || peer !== 'remora-10k-last' ? NO_RATIOS : roundRatios(peer, 'remora-10k-first', rounds),
+      readyMs: pick((r) => r.startup?.readyMs),
+      translateMs: pick((r) => r.startup?.config?.translateMs),
+      compileMs: pick((r) => r.startup?.config?.compileMs),
+      loadMs: pick((r) => (r.startup?.config == null ? null : r.startup.config.readMs + r.startup.config.validateMs + r.startup.config.handoverMs)),
+      routes: pick((r) => r.startup?.config?.routes),
     };
   });
   const direct = base.find((s) => s.peer === 'direct');
@@ -339,6 +364,8 @@ function summarize(peers: readonly PeerName[], rounds: readonly PeerRound[]): Pe
     p99Added: s.peer === 'direct' || direct === undefined ? Number.NaN : s.p99 - direct.p99,
   }));
 }
+
+const isLargeTable = (p: PeerName): boolean => p === 'remora-10k-first' || p === 'remora-10k-last';
 
 const pct = (x: number): string => (Number.isFinite(x) ? `${Math.round(x * 100)}%` : '—');
 const times = (x: number): string => (Number.isFinite(x) ? `${fmt(x, x >= 10 ? 1 : 2)}×` : '—');
@@ -392,9 +419,60 @@ function resultTables(summary: readonly PeerSummary[], o: Options): string {
       '(req/s: higher is better; the rest: lower is better; latency ratios are of added latency):',
     '',
     rel,
+    ...largeTableSection(summary, o),
     ...(skipped.length > 0 ? ['', ...skipped] : []),
   ].join('\n');
 }
+
+/**
+ * The large route table beside plain Remora: per-request cost must not grow with the number of
+ * routes (first route vs last, both vs the one-route table), and the time until it serves.
+ */
+function largeTableSection(summary: readonly PeerSummary[], o: Options): string[] {
+  const large = summary.filter((s) => isLargeTable(s.peer) && s.skipped === null);
+  if (large.length === 0) return [];
+  const first = summary.find((s) => s.peer === 'remora-10k-first' && s.skipped === null);
+  const last = summary.find((s) => s.peer === 'remora-10k-last' && s.skipped === null);
+  const ms = (x: number): string => (Number.isFinite(x) ? fmt(x, 0) : '—');
+  const rows = large.map((s) => [
+    s.label,
+    times(s.vsRemora.rps),
+    times(s.vsRemora.p50Added),
+    times(s.vsRemora.p99Added),
+    times(s.vsRemora.cpuSecondsPer1k),
+    times(s.vsRemora.rssIdleBytes),
+    ms(s.routes),
+    ms(s.translateMs),
+    ms(s.compileMs),
+    ms(s.loadMs),
+    ms(s.readyMs),
+  ]);
+  if (first !== undefined && last !== undefined) {
+    rows.push([
+      'last ÷ first route',
+      times(last.vsFirst.rps),
+      times(last.vsFirst.p50Added),
+      times(last.vsFirst.p99Added),
+      times(last.vsFirst.cpuSecondsPer1k),
+      times(last.vsFirst.rssIdleBytes),
+      '',
+      '',
+      '',
+      '',
+      '',
+    ]);
+  }
+  return [
+    '',
+    `Large route table: ${LARGE_TABLE.virtualServices} VirtualServices × ${LARGE_TABLE.routesEach} routes on the bench gateway, each Istio route two Envoy routes, ` +
+      'all forwarding to the same upstream; "first" asks for the first route of the first host, "last" for the last route of the last host. ' +
+      `Ratios are over plain Remora (one route) in the same round, medians over ${o.rounds} round(s) (req/s: higher is better; the rest: lower is better; latency ratios are of added latency). ` +
+      'Start-up, medians in ms: translate and compile (and apply) as Remora logs them; "read, validate, handover": the rest of the loader\'s time; "ready": from spawn to the first correct answer.',
+    '',
+    table(['peer', 'req/s', 'p50 added', 'p99 added', 'CPU/1k req', 'RSS idle', 'Envoy routes', 'translate ms', 'compile ms', 'read, validate, handover ms', 'ready ms'], rows),
+  ];
+}
+
 
 /** Findings the numbers themselves show: who was bound by the load generator, noise, errors. */
 function notes(summary: readonly PeerSummary[], o: Options): string[] {
@@ -482,6 +560,8 @@ function progressLine(r: PeerRound, label: string): string {
     (r.ownCoreUse === null ? '' : ` · own core ${pct(r.ownCoreUse)}`) +
     (r.loadCoreBusy === null ? '' : ` · load core ${pct(r.loadCoreBusy)}`) +
     (r.foreignProxyCore === null ? '' : ` · others ${pct(r.foreignProxyCore)}/${pct(r.foreignLoadCore ?? Number.NaN)}`) +
+    (r.startup == null ? '' : ` · ready in ${fmt(r.startup.readyMs, 0)} ms`) +
+    (r.startup?.config == null ? '' : ` (${r.startup.config.routes} routes: translate ${r.startup.config.translateMs} ms, compile ${r.startup.config.compileMs} ms)`) +
     ((s?.errors ?? 0) + (s?.non2xx ?? 0) > 0 ? ` · ${s?.errors} errors, ${s?.non2xx} non-2xx` : '')
   );
 }
@@ -496,7 +576,7 @@ async function main(): Promise<void> {
   const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   const command = commandLine(fileURLToPath(import.meta.url), PATHS.repoRoot);
   // Read before the run: another build may replace dist/ while we measure.
-  const remora = o.peers.includes('remora') ? remoraBuild(PATHS.repoRoot) : null;
+  const remora = o.peers.some((p) => p === 'remora' || isLargeTable(p)) ? remoraBuild(PATHS.repoRoot) : null;
 
   // Every run is bounded by its duration; this bounds the whole bench even if a peer hangs.
   const perPeerS = (o.quietWaitS + o.warmupS + 1 + 2 * o.durationS + 15) * (1 + o.retries);

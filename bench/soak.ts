@@ -96,10 +96,10 @@ async function soak(spec: PeerSpec, ctx: PeerContext, o: Options): Promise<SoakR
     if (spec.optional) return { peer: spec.name, skipped: start.reason, ...none };
     throw new Error(`${spec.label} did not start: ${start.reason}`);
   }
-  const { port, child } = start.peer;
+  const { port, child, target } = start.peer;
   const pid = (child as NonNullable<typeof child>).pid;
   try {
-    if (o.warmupS > 0) await fixedRate({ port, connections: o.connections, rate: o.rate, durationS: o.warmupS });
+    if (o.warmupS > 0) await fixedRate({ port, connections: o.connections, rate: o.rate, durationS: o.warmupS, ...(target ? { target } : {}) });
     const samples: [number, number][] = [];
     const t0 = process.hrtime.bigint();
     const sample = (): void => {
@@ -109,7 +109,7 @@ async function soak(spec: PeerSpec, ctx: PeerContext, o: Options): Promise<SoakR
     const timer = setInterval(sample, 1000);
     let load: LatencyResult;
     try {
-      load = await fixedRate({ port, connections: o.connections, rate: o.rate, durationS: o.durationS });
+      load = await fixedRate({ port, connections: o.connections, rate: o.rate, durationS: o.durationS, ...(target ? { target } : {}) });
     } finally {
       clearInterval(timer);
     }

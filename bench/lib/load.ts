@@ -2,6 +2,7 @@
 // duration, with a hard stop a little later, and in count by a cap checked on autocannon's
 // once-a-second tick (no per-response work of ours in the saturated runs).
 import autocannon from 'autocannon';
+import { ROOT, type RequestTarget } from './net.ts';
 
 /** A request count no run on this harness can reach honestly (≈ 250k req/s); only a guard. */
 const MAX_REQUESTS_PER_SECOND = 250_000;
@@ -12,6 +13,8 @@ export interface SaturateOptions {
   readonly durationS: number;
   /** autocannon worker threads; 0 runs in the main thread. */
   readonly workers: number;
+  /** Path and headers of every request (default `GET /`). */
+  readonly target?: RequestTarget;
 }
 
 export interface SaturateResult {
@@ -28,6 +31,8 @@ export interface FixedRateOptions {
   readonly connections: number;
   readonly rate: number;
   readonly durationS: number;
+  /** Path and headers of every request (default `GET /`). */
+  readonly target?: RequestTarget;
 }
 
 export interface LatencyResult {
@@ -73,7 +78,8 @@ function runBounded(options: autocannon.Options, durationS: number, maxRequests:
 export async function saturate(o: SaturateOptions): Promise<SaturateResult> {
   const { result, seconds } = await runBounded(
     {
-      url: `http://127.0.0.1:${o.port}/`,
+      url: `http://127.0.0.1:${o.port}${(o.target ?? ROOT).path}`,
+      headers: { ...(o.target ?? ROOT).headers },
       connections: o.connections,
       pipelining: 1,
       duration: o.durationS,
@@ -102,7 +108,8 @@ export async function fixedRate(o: FixedRateOptions): Promise<LatencyResult> {
   let n = 0;
   const { result, seconds } = await runBounded(
     {
-      url: `http://127.0.0.1:${o.port}/`,
+      url: `http://127.0.0.1:${o.port}${(o.target ?? ROOT).path}`,
+      headers: { ...(o.target ?? ROOT).headers },
       connections: o.connections,
       pipelining: 1,
       duration: o.durationS,

@@ -6,6 +6,15 @@ import type { Child } from './children.ts';
 
 export const BODY_BYTES = 1024;
 
+/** What a peer is asked for: `GET /` with no extra headers, unless a scenario needs a route of its own. */
+export interface RequestTarget {
+  readonly path: string;
+  /** Extra request headers; `host` replaces the default `127.0.0.1:<port>`. */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export const ROOT: RequestTarget = { path: '/', headers: {} };
+
 /** A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -38,10 +47,10 @@ export interface ProbeResult {
   readonly server: string;
 }
 
-/** One GET / on a fresh connection, bounded by `timeoutMs`. */
-export function probe(port: number, timeoutMs: number): Promise<ProbeResult> {
+/** One GET of `target` (default `/`) on a fresh connection, bounded by `timeoutMs`. */
+export function probe(port: number, timeoutMs: number, target: RequestTarget = ROOT): Promise<ProbeResult> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/', method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path: target.path, headers: target.headers, method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
       let bytes = 0;
       res.on('data', (chunk: Buffer) => {
         bytes += chunk.length;
@@ -58,10 +67,10 @@ export function probe(port: number, timeoutMs: number): Promise<ProbeResult> {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Polls GET / on `port` every 50 ms until it returns 200 with the 1 KiB body, the child exits,
- * or `timeoutMs` passes. Returns null when ready, else the reason it is not.
+ * Polls GET `target` (default `/`) on `port` every 50 ms until it returns 200 with the 1 KiB
+ * body, the child exits, or `timeoutMs` passes. Returns null when ready, else the reason it is not.
  */
-export async function waitUntilForwarding(port: number, child: Child | null, timeoutMs: number): Promise<string | null> {
+export async function waitUntilForwarding(port: number, child: Child | null, timeoutMs: number, target: RequestTarget = ROOT): Promise<string | null> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer';
   while (Date.now() < deadline) {
@@ -72,7 +81,7 @@ export async function waitUntilForwarding(port: number, child: Child | null, tim
       return `exited with ${how}${tail ? `; stderr:\n${indent(tail)}` : ''}`;
     }
     try {
-      const result = await probe(port, Math.max(100, Math.min(2000, deadline - Date.now())));
+      const result = await probe(port, Math.max(100, Math.min(2000, deadline - Date.now())), target);
       if (result.status === 200 && result.bodyBytes === BODY_BYTES) return null;
       last = `answered ${result.status} with ${result.bodyBytes} bytes (want 200 with ${BODY_BYTES})`;
     } catch (err) {

@@ -4,12 +4,16 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { spawnChild, type Child } from './children.ts';
 import { UsageError } from './errors.ts';
-import { BODY_BYTES, freePorts, waitUntilForwarding } from './net.ts';
+import { largeMesh } from '../../test/helpers/large-mesh.ts';
+import { BODY_BYTES, freePorts, ROOT, waitUntilForwarding, type RequestTarget } from './net.ts';
 
-export type PeerName = 'direct' | 'nginx' | 'haproxy' | 'minimal' | 'fastify' | 'remora';
+export type PeerName = 'direct' | 'nginx' | 'haproxy' | 'minimal' | 'fastify' | 'remora' | 'remora-10k-first' | 'remora-10k-last';
 
 /** Every peer, in the order of a round. */
-export const PEER_NAMES: readonly PeerName[] = ['direct', 'nginx', 'haproxy', 'minimal', 'fastify', 'remora'];
+export const PEER_NAMES: readonly PeerName[] = ['direct', 'nginx', 'haproxy', 'minimal', 'fastify', 'remora', 'remora-10k-first', 'remora-10k-last'];
+
+/** The peers of a run without `--only`: the 10k-route scenarios are asked for by name (see README). */
+export const DEFAULT_PEERS: readonly PeerName[] = ['direct', 'nginx', 'haproxy', 'minimal', 'fastify', 'remora'];
 
 export interface BenchPaths {
   readonly repoRoot: string;
@@ -30,6 +34,36 @@ export interface PeerContext {
 export interface RunningPeer {
   readonly port: number;
   readonly child: Child | null;
+  /** What to request (default `GET /`). */
+  readonly target?: RequestTarget;
+  /** How long the peer took to come up, when it is a figure of the scenario (the 10k-route Remora). */
+  readonly startup?: Startup;
+}
+
+/** From spawn to the first correct answer, and where Remora says the time went (its `timings` log line). */
+export interface Startup {
+  readonly readyMs: number;
+  /** null when the log line was not found. */
+  readonly config: ConfigTimings | null;
+}
+
+export interface ConfigTimings {
+  readonly routes: number;
+  readonly readMs: number;
+  readonly validateMs: number;
+  readonly translateMs: number;
+  readonly handoverMs: number;
+  readonly compileMs: number;
+}
+
+const TIMINGS = /timings \((\d+) routes\): read (\d+) ms, validate (\d+) ms, translate (\d+) ms on the loader thread; handover (\d+) ms; compile and apply (\d+) ms/;
+
+/** The first `timings` line of a Remora log (see packages/proxy/src/cli/proxy-process.ts). */
+export function parseConfigTimings(log: string): ConfigTimings | null {
+  const m = TIMINGS.exec(log);
+  if (m === null) return null;
+  const [routes, readMs, validateMs, translateMs, handoverMs, compileMs] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  return { routes, readMs, validateMs, translateMs, handoverMs, compileMs };
 }
 
 export type StartResult = { readonly ok: true; readonly peer: RunningPeer } | { readonly ok: false; readonly reason: string };
@@ -68,9 +102,9 @@ function freshDir(paths: BenchPaths, name: string): string {
   return dir;
 }
 
-async function started(child: Child, port: number, ctx: PeerContext): Promise<StartResult> {
-  const problem = await waitUntilForwarding(port, child, ctx.readyTimeoutMs);
-  if (problem === null) return { ok: true, peer: { port, child } };
+async function started(child: Child, port: number, ctx: PeerContext, target: RequestTarget = ROOT): Promise<StartResult> {
+  const problem = await waitUntilForwarding(port, child, ctx.readyTimeoutMs, target);
+  if (problem === null) return { ok: true, peer: { port, child, target } };
   await child.stop();
   return { ok: false, reason: problem };
 }
@@ -174,32 +208,90 @@ const haproxy: PeerSpec = {
 const minimal = nodePeer('minimal', 'minimal forwarder (node:http + undici)', 'peers/minimal-forwarder.ts');
 const fastify = nodePeer('fastify', '@fastify/http-proxy', 'peers/fastify-proxy.ts');
 
+/** Remora's command line, or null when it is not built. */
+function remoraCli(ctx: PeerContext): string | null {
+  const cli = join(ctx.paths.repoRoot, 'packages/proxy/dist/cli.js');
+  return existsSync(cli) ? cli : null;
+}
+
+const NOT_BUILT = 'not built yet (packages/proxy/dist/cli.js is missing; run `pnpm build`)';
+
+function spawnRemora(name: string, cli: string, dir: string, ports: { admin: number; health: number }, ctx: PeerContext): Child {
+  // stdout carries the access log (on, as in the default chain): to /dev/null, not a pipe we must drain.
+  return spawnChild(
+    name,
+    process.execPath,
+    [cli, 'gateway', '-c', dir, '--admin-port', String(ports.admin), '--health-port', String(ports.health)],
+    { cpu: ctx.proxyCpu, stdoutFile: null, stderrFile: join(ctx.paths.runDir, `${name}.stderr.log`) },
+  );
+}
+
 const remora: PeerSpec = {
   name: 'remora',
   label: 'Remora',
   optional: true,
   needs: [],
   async start(ctx) {
-    const cli = join(ctx.paths.repoRoot, 'packages/proxy/dist/cli.js');
-    if (!existsSync(cli)) return { ok: false, reason: 'not built yet (packages/proxy/dist/cli.js is missing; run `pnpm build`)' };
+    const cli = remoraCli(ctx);
+    if (cli === null) return { ok: false, reason: NOT_BUILT };
     const [port, adminPort, healthPort] = (await freePorts(3)) as [number, number, number];
     const dir = freshDir(ctx.paths, 'remora');
     const vars = { LISTEN_PORT: port, UPSTREAM_PORT: ctx.upstreamPort };
     for (const file of ['gateway.yaml', 'virtual-service.yaml', 'service-entry.yaml']) {
       renderFile(join(ctx.paths.benchDir, 'remora', file), join(dir, file), vars);
     }
-    // stdout carries the access log (on, as in the default chain): to /dev/null, not a pipe we must drain.
-    const child = spawnChild(
-      'remora',
-      process.execPath,
-      [cli, 'gateway', '-c', dir, '--admin-port', String(adminPort), '--health-port', String(healthPort)],
-      { cpu: ctx.proxyCpu, stdoutFile: null, stderrFile: join(ctx.paths.runDir, 'remora.stderr.log') },
-    );
-    return started(child, port, ctx);
+    return started(spawnRemora('remora', cli, dir, { admin: adminPort, health: healthPort }, ctx), port, ctx);
   },
 };
 
-export const PEERS: ReadonlyMap<PeerName, PeerSpec> = new Map([direct, nginx, haproxy, minimal, fastify, remora].map((p) => [p.name, p]));
+/** The large route table: 1,000 VirtualServices × 10 routes, each route two Envoy routes (see test/helpers/large-mesh.ts). */
+export const LARGE_TABLE = { virtualServices: 1_000, routesEach: 10 } as const;
+
+/**
+ * Remora with the bench gateway and service entry, but instead of the one catch-all
+ * VirtualService the large route table, every route forwarding to the same upstream. `first`
+ * asks for the first route of the first VirtualService's host (prefix `/r0/` with an
+ * `x-variant` header); `last` for the last route of the last one's (exact `/r9`: the last of
+ * 20,000 Envoy routes).
+ */
+function remoraLargeTable(which: 'first' | 'last'): PeerSpec {
+  const name: PeerName = `remora-10k-${which}`;
+  const { virtualServices, routesEach } = LARGE_TABLE;
+  const target: RequestTarget =
+    which === 'first'
+      ? { path: '/r0/', headers: { host: 'vs-0.example', 'x-variant': 'v1' } }
+      : { path: `/r${routesEach - 1}`, headers: { host: `vs-${virtualServices - 1}.example` } };
+  return {
+    name,
+    label: `Remora, ${virtualServices * routesEach} routes, ${which} route`,
+    optional: true,
+    needs: [],
+    async start(ctx) {
+      const cli = remoraCli(ctx);
+      if (cli === null) return { ok: false, reason: NOT_BUILT };
+      const [port, adminPort, healthPort] = (await freePorts(3)) as [number, number, number];
+      const dir = freshDir(ctx.paths, name);
+      const vars = { LISTEN_PORT: port, UPSTREAM_PORT: ctx.upstreamPort };
+      for (const file of ['gateway.yaml', 'service-entry.yaml']) renderFile(join(ctx.paths.benchDir, 'remora', file), join(dir, file), vars);
+      const mesh = largeMesh(
+        { port, virtualServices, routesEach, gateway: 'bench-gateway', destination: { host: 'upstream.bench.svc.cluster.local', port: 80 } },
+        0,
+      );
+      for (const [file, text] of Object.entries(mesh)) writeFileSync(join(dir, file), text);
+      const spawned = performance.now();
+      const result = await started(spawnRemora(name, cli, dir, { admin: adminPort, health: healthPort }, ctx), port, ctx, target);
+      if (!result.ok) return result;
+      const readyMs = performance.now() - spawned;
+      const log = join(ctx.paths.runDir, `${name}.stderr.log`);
+      const config = existsSync(log) ? parseConfigTimings(readFileSync(log, 'utf8')) : null;
+      return { ok: true, peer: { ...result.peer, startup: { readyMs, config } } };
+    },
+  };
+}
+
+export const PEERS: ReadonlyMap<PeerName, PeerSpec> = new Map(
+  [direct, nginx, haproxy, minimal, fastify, remora, remoraLargeTable('first'), remoraLargeTable('last')].map((p) => [p.name, p]),
+);
 
 /** Parses `--only a,b`: known names, in round order. */
 export function selectPeers(only: string | undefined, defaults: readonly PeerName[]): PeerName[] {
