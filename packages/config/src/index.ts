@@ -14,3 +14,4 @@ export { parseDuration } from './schema/duration.ts';
 export { Regex, RegexRewrite, RegexSyntaxError, checkRegex } from './schema/regex.ts';
 export * from './sources/mesh-loader-thread.ts';
 export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJson, httpStatusCode } from './model/envoy-values.ts';
+export { httpStatPrefix } from './model/listener.ts';

@@ -5,6 +5,7 @@
  * cheap to create and never throws (a stateless filter hands out one shared instance).
  * Filters know nothing of listeners, sockets or sources.
  */
+import type { FilterStats } from './filter-stats.ts';
 
 /** What a filter's `onRequest` returns: go on to the next filter, or stop here. */
 export const FilterStatus = {
@@ -162,6 +163,8 @@ export interface FilterCompileContext {
    * host>/<route>` for a route's. State kept per place (rate-limit buckets) is keyed by it.
    */
   readonly scope?: string;
+  /** Envoy's stats for the filter to resolve its counters from; absent: none are kept (DETACHED_STATS). */
+  readonly stats?: FilterStats;
 }
 
 /** Envoy's filter names, which Istio's EnvoyFilter patches and config dumps use. */

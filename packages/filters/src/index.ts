@@ -1,4 +1,5 @@
 export * from './filter.ts';
+export { DETACHED_STATS, Stat, type FilterStats } from './filter-stats.ts';
 export { FilterRegistry, SKIPPED_ISTIO_FILTERS, type ChainEntry } from './registry.ts';
 export { RouterFilterFactory, routerFactory } from './router/router-factory.ts';
 export { RbacFilterFactory, rbacFactory } from './rbac/rbac-factory.ts';

@@ -4,7 +4,7 @@
 import t from 'tap';
 import type { HTTPFaultJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.js';
 import { FAULT_ABORT_BODY, faultFactory, FaultFilter, FilterName, FilterStatus } from '@remora/filters';
-import { RecordingCallbacks, storeContext } from './filter-fakes.ts';
+import { namedStats, RecordingCallbacks, storeContext } from './filter-fakes.ts';
 import { RouteRequest } from './local-ratelimit-helpers.ts';
 
 const ctx = storeContext();
@@ -135,4 +135,35 @@ t.test("the listener's HTTPFault applies to routes without one; a route's own (e
   t.equal(own.reply?.status, 418);
   const empty = new RecordingCallbacks();
   t.equal(withDefault.create().onRequest(routeWith({}), empty), FilterStatus.Continue);
+});
+
+t.test("Envoy's fault stats: delays_injected, aborts_injected, and active_faults while a fault is under way", async (t) => {
+  const stats = namedStats();
+  const counted = faultFactory.compile({}, { ...storeContext(), stats });
+  const v = (name: string) => stats.value(`http.hcm.fault.${name}`);
+  t.same(stats.names().sort(), ['http.hcm.fault.aborts_injected', 'http.hcm.fault.active_faults', 'http.hcm.fault.delays_injected']);
+
+  const delayed = counted.create() as FaultFilter;
+  const cb = new RecordingCallbacks();
+  delayed.onRequest(routeWith({ delay: { fixedDelay: '0.030s', percentage: million(100) }, abort: { httpStatus: 418, percentage: million(100) } }), cb);
+  t.equal(v('delays_injected'), 1);
+  t.equal(v('aborts_injected'), 0, 'not aborted yet');
+  t.equal(v('active_faults'), 1, 'one request under a fault');
+  const aborted = counted.create();
+  aborted.onRequest(routeWith(abort(503)), new RecordingCallbacks());
+  t.equal(v('aborts_injected'), 1);
+  t.equal(v('active_faults'), 2);
+  aborted.onDestroy?.();
+  t.equal(v('active_faults'), 1, 'the aborted request ended');
+  await cb.settled;
+  t.equal(cb.reply?.status, 418);
+  t.equal(v('aborts_injected'), 2, 'the abort after the delay counts too');
+  t.equal(v('delays_injected'), 1);
+  delayed.onDestroy();
+  t.equal(v('active_faults'), 0, 'back to zero once both ended');
+  const untouched = counted.create();
+  untouched.onRequest(routeWith(abort(503, 0)), new RecordingCallbacks());
+  untouched.onDestroy?.();
+  t.equal(v('aborts_injected'), 2, 'a fault not drawn counts nothing');
+  t.equal(v('active_faults'), 0);
 });

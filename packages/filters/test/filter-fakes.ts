@@ -2,7 +2,7 @@
 // (every field settable, headers by lower-case name, query parameters and cookies read from
 // the path and the Cookie header, per-route configs), callbacks that record everything a
 // filter did, and a compile context whose persistent store can outlive one compile.
-import type { FilterCallbacks, FilterCompileContext, FilterRequest, FilterResponseFlag, PeerIdentity, RequestAuth } from '@remora/filters';
+import { Stat, type FilterCallbacks, type FilterCompileContext, type FilterRequest, type FilterResponseFlag, type FilterStats, type PeerIdentity, type RequestAuth } from '@remora/filters';
 
 export interface ReqInit {
   method?: string;
@@ -150,5 +150,21 @@ export function storeContext(store = new Map<string, unknown>()): FilterCompileC
       return store.get(key) as T;
     },
     warn: (m: string) => void warnings.push(m),
+  };
+}
+
+/** Stats kept by name as the runtime keeps them (the same object for a name, across compiles); `value(name)` reads one. */
+export function namedStats(): FilterStats & { value(name: string): number | undefined; names(): string[] } {
+  const byName = new Map<string, Stat>();
+  const get = (name: string): Stat => {
+    let s = byName.get(name);
+    if (s === undefined) byName.set(name, (s = new Stat()));
+    return s;
+  };
+  return {
+    http: (name) => get(`http.hcm.${name}`),
+    root: (name) => get(name),
+    value: (name) => byName.get(name)?.value,
+    names: () => [...byName.keys()],
   };
 }

@@ -7,7 +7,7 @@ import { parseJwks } from '../src/jwt-authn/jwt-authn-jwks.ts';
 import { RemoteJwks } from '../src/jwt-authn/jwt-authn-jwks-cache.ts';
 import { parseJwt, type ParsedJwt } from '../src/jwt-authn/jwt-authn-token.ts';
 import { compile, jwksOf, JwksServer, makeKey, rule, run, sign, sleep } from './jwt-authn-helpers.ts';
-import { storeContext } from './filter-fakes.ts';
+import { namedStats, storeContext } from './filter-fakes.ts';
 
 const ISS = 'https://issuer.example';
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
@@ -158,4 +158,38 @@ t.test('an unknown kid triggers one refresh, rate limited', async (t) => {
   await sleep(1_100);
   await run(config, { headers: bearer(await sign(bogus, { sub: 'late' })) });
   t.equal(server.requests, 3, 'after the interval, one more refresh');
+});
+
+t.test("Envoy's jwt_authn stats: jwks_fetch_failed / success, denied / allowed, cors_preflight_bypassed, kept across a reload", async (t) => {
+  const key = await makeKey('RS256', 'k1');
+  const server = await new JwksServer().start();
+  await server.stop();
+  const stats = namedStats();
+  const ctx = { ...storeContext(), stats };
+  const config = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx);
+  const token = await sign(key);
+  const v = (name: string) => stats.value(`http.hcm.jwt_authn.${name}`);
+  t.equal(v('allowed'), 0, 'created at compile time');
+  t.equal((await run(config, { headers: bearer(token) })).outcome, 401);
+  t.equal(v('jwks_fetch_failed'), 1);
+  t.equal(v('jwks_fetch_success'), 0);
+  t.equal(v('denied'), 1);
+  t.equal((await run(config, {})).outcome, 'continue', 'no token: istiod allows a missing one');
+  t.equal(v('allowed'), 1, 'counted as allowed, as Envoy does');
+  const preflight = { method: 'OPTIONS', headers: { origin: 'https://a.example', 'access-control-request-method': 'GET', ...bearer('garbage') } };
+  t.equal((await run(config, preflight)).outcome, 'continue', 'a CORS preflight is not checked');
+  t.equal(v('cors_preflight_bypassed'), 1);
+  t.equal(v('allowed'), 2);
+
+  server.body = jwksOf(key);
+  await server.start();
+  t.teardown(() => server.stop());
+  await sleep(1_100);
+  // A reload compiles the filter again: the same counters, and the cached keys count in them.
+  const reloaded = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx);
+  t.equal((await run(reloaded, { headers: bearer(token) })).outcome, 'continue');
+  t.equal(v('jwks_fetch_success'), 1, 'one successful fetch, counted once');
+  t.equal(v('jwks_fetch_failed'), 1);
+  t.equal(v('allowed'), 3);
+  t.equal(v('denied'), 1);
 });

@@ -3,7 +3,7 @@
 // that are counted but never enforced, metadata from the verified JWT, and compile errors that
 // name the field.
 import t from 'tap';
-import { FilterStatus, rbacFactory, type RbacFilter } from '@remora/filters';
+import { FilterStatus, rbacFactory, Stat, type FilterStats, type RbacFilter } from '@remora/filters';
 import type { RBACJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/rbac/v3/rbac_pb.js';
 import type { PermissionJson, PrincipalJson } from '@remora/config/envoy/gen/envoy/config/rbac/v3/rbac_pb.js';
 import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from './filter-fakes.ts';
@@ -18,6 +18,11 @@ function compile(config: RBACJson) {
 }
 
 /** 'allow' or the 403's details. */
+function counts(filter: RbacFilter) {
+  const { allowed, denied, shadowAllowed, shadowDenied } = filter.stats;
+  return { allowed: allowed.value, denied: denied.value, shadowAllowed: shadowAllowed.value, shadowDenied: shadowDenied.value };
+}
+
 function run(filter: RbacFilter, init: ReqInit): string {
   const cb = new RecordingCallbacks();
   const status = filter.onRequest(new FakeRequest({ ...BASE, ...init }), cb);
@@ -152,7 +157,7 @@ t.test('actions: DENY names the first matching policy by name, ALLOW denies with
   t.equal(run(log, {}), A);
   const noRules = compile({}).filter;
   t.equal(run(noRules, {}), A, 'no rules: nothing is enforced');
-  t.equal(deny.stats.denied, 1);
+  t.equal(deny.stats.denied.value, 1);
 });
 
 t.test('shadow_rules are evaluated and counted, never enforced', async (t) => {
@@ -163,10 +168,24 @@ t.test('shadow_rules are evaluated and counted, never enforced', async (t) => {
   });
   t.equal(run(filter, { path: '/admin/x' }), A, 'the shadow DENY matches, the request still passes');
   t.equal(run(filter, { path: '/public' }), A);
-  t.same(filter.stats, { allowed: 2, denied: 0, shadowAllowed: 1, shadowDenied: 1 });
+  t.same(counts(filter), { allowed: 2, denied: 0, shadowAllowed: 1, shadowDenied: 1 });
   const onlyShadow = compile({ shadowRules: { policies: {} } }).filter;
   t.equal(run(onlyShadow, {}), A, 'a shadow ALLOW nothing matches does not deny');
-  t.same(onlyShadow.stats, { allowed: 0, denied: 0, shadowAllowed: 0, shadowDenied: 1 });
+  t.same(counts(onlyShadow), { allowed: 0, denied: 0, shadowAllowed: 0, shadowDenied: 1 });
+});
+
+t.test("stat names: Envoy's `rbac.` then rules_stat_prefix / shadow_rules_stat_prefix, in the connection manager's namespace", async (t) => {
+  const names: string[] = [];
+  const stats: FilterStats = {
+    http: (name) => (names.push(`http.<prefix>.${name}`), new Stat()),
+    root: (name) => (names.push(name), new Stat()),
+  };
+  const policies = { p: { permissions: [{ any: true }], principals: [{ any: true }] } };
+  rbacFactory.compile({ rules: { policies }, shadowRules: { policies }, shadowRulesStatPrefix: 'istio_dry_run_allow_' }, { ...storeContext(), stats });
+  t.same(names, ['http.<prefix>.rbac.allowed', 'http.<prefix>.rbac.denied', 'http.<prefix>.rbac.istio_dry_run_allow_shadow_allowed', 'http.<prefix>.rbac.istio_dry_run_allow_shadow_denied']);
+  names.length = 0;
+  rbacFactory.compile({ rules: { policies }, rulesStatPrefix: 'enforced_' }, { ...storeContext(), stats });
+  t.same(names.slice(0, 2), ['http.<prefix>.rbac.enforced_allowed', 'http.<prefix>.rbac.enforced_denied']);
 });
 
 t.test('what Remora cannot evaluate is a compile error naming the field', async (t) => {

@@ -27,6 +27,7 @@ import type {
   TlsServer,
   UpstreamTls,
 } from '../model/index.ts';
+import { httpStatPrefix } from '../model/listener.ts';
 import { envoyFromJson } from './codec.ts';
 import { envoyMessageType, TYPE_URL_PREFIX } from './registry.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
@@ -329,7 +330,7 @@ function tcpProxyFilter(route: TcpRoute | null, listenerName: string): FilterJso
 function httpConnectionManager(l: ModelListener): FilterJson {
   const cm = l.connectionManager;
   const body: Record<string, unknown> = {
-    statPrefix: `${l.direction === 'inbound' ? 'inbound' : 'outbound'}_${l.address}_${l.destinationPort ?? l.port}`,
+    statPrefix: httpStatPrefix(l),
     rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName: l.routeConfig },
     httpFilters: httpFiltersJson(l.httpFilters),
     useRemoteAddress: l.direction !== 'inbound',

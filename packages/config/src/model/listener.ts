@@ -112,3 +112,13 @@ export interface Listener {
    */
   readonly destinationPort?: number;
 }
+
+/**
+ * The HTTP connection manager's `stat_prefix` as istiod names it (`inbound_0.0.0.0_9080`,
+ * `outbound_0.0.0.0_8080`): `/config_dump` prints it and the filters' stats live under
+ * `http.<stat_prefix>.`. istiod appends `;` for its tag extraction; Remora's stat names
+ * leave it out and tag the prefix itself.
+ */
+export function httpStatPrefix(l: Pick<Listener, 'direction' | 'address' | 'port' | 'destinationPort'>): string {
+  return `${l.direction === 'inbound' ? 'inbound' : 'outbound'}_${l.address}_${l.destinationPort ?? l.port}`;
+}

@@ -23,6 +23,7 @@ import {
   type HttpFilter,
   type HttpFilterFactory,
 } from '../filter.ts';
+import { DETACHED_STATS, type FilterStats, type Stat } from '../filter-stats.ts';
 import {
   CorsPolicy,
   H_ALLOW_CREDENTIALS,
@@ -38,11 +39,19 @@ import {
 export const CORS_RESPONSE_DETAILS = 'cors_response';
 
 /** Stateless: everything it needs per request is the route's compiled policy and the request's headers. */
+/** Envoy's CORS filter counters, `http.<stat_prefix>.cors.origin_valid` and `.origin_invalid`. */
+export interface CorsStats {
+  readonly originValid: Stat;
+  readonly originInvalid: Stat;
+}
+
 export class CorsFilter implements HttpFilter {
   readonly #random: () => number;
+  readonly stats: CorsStats;
 
-  constructor(random: () => number = Math.random) {
+  constructor(random: () => number = Math.random, stats: FilterStats = DETACHED_STATS) {
     this.#random = random;
+    this.stats = { originValid: stats.http('cors.origin_valid'), originInvalid: stats.http('cors.origin_invalid') };
   }
 
   onRequest(req: FilterRequest, cb: FilterCallbacks): FilterStatus {
@@ -53,6 +62,8 @@ export class CorsFilter implements HttpFilter {
     const origin = req.requestHeader('origin');
     if (origin === null || origin === '') return FilterStatus.Continue;
     const allowed = policy.isOriginAllowed(origin);
+    if (allowed) this.stats.originValid.value++;
+    else this.stats.originInvalid.value++;
     const acrm = req.method === 'OPTIONS' ? req.requestHeader('access-control-request-method') : null;
     if (acrm === null || acrm === '') {
       // Not a preflight: the response gets the CORS headers when the origin is allowed.
@@ -92,11 +103,11 @@ export class CorsFilterFactory implements HttpFilterFactory {
   }
 
   /** The chain's `Cors` message has no fields: the policy is the route's. */
-  compile(config: unknown, _context: FilterCompileContext): SharedFilterConfig<CorsFilter> {
+  compile(config: unknown, context: FilterCompileContext): SharedFilterConfig<CorsFilter> {
     if (config !== null && config !== undefined && (typeof config !== 'object' || Array.isArray(config))) throw new Error('config must be a Cors object');
     const unknown = config === null || config === undefined ? [] : Object.keys(config as CorsJson);
     if (unknown.length > 0) throw new Error(`Cors has no field ${unknown[0]!}; the policy belongs in the route's typed_per_filter_config`);
-    return new SharedFilterConfig(this.name, new CorsFilter(this.#random));
+    return new SharedFilterConfig(this.name, new CorsFilter(this.#random, context.stats ?? DETACHED_STATS));
   }
 
   compileRouteConfig(config: unknown, _context: FilterCompileContext): CorsPolicy {

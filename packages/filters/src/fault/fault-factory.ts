@@ -6,21 +6,31 @@
  */
 import { durationJsonMs, fractionalPercent } from '@remora/config';
 import type { HTTPFaultJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.js';
+import { DETACHED_STATS, type FilterStats } from '../filter-stats.ts';
 import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
-import { CompiledFault, FaultFilterConfig } from './fault-filter.ts';
+import { CompiledFault, FaultFilterConfig, type FaultStats } from './fault-filter.ts';
 
 export class FaultFilterFactory implements HttpFilterFactory {
   readonly name = FilterName.Fault;
 
   compile(config: unknown, context: FilterCompileContext): FaultFilterConfig {
-    if (config === null || config === undefined) return new FaultFilterConfig(this.name, null);
-    return new FaultFilterConfig(this.name, compileFault(config, context));
+    const fault = config === null || config === undefined ? null : compileFault(config, context);
+    return new FaultFilterConfig(this.name, fault, faultStats(context.stats ?? DETACHED_STATS));
   }
 
   /** A route's HTTPFault; an empty one still replaces the listener's (it faults nothing). */
   compileRouteConfig(config: unknown, context: FilterCompileContext): CompiledFault {
     return compileFault(config, context) ?? NO_FAULT;
   }
+}
+
+/** Envoy's names; a route's fault counts in the stats of the chain's filter, as in Envoy. */
+function faultStats(stats: FilterStats): FaultStats {
+  return {
+    delaysInjected: stats.http('fault.delays_injected'),
+    abortsInjected: stats.http('fault.aborts_injected'),
+    activeFaults: stats.http('fault.active_faults', true),
+  };
 }
 
 const NO_FAULT = new CompiledFault(0, 0, false, 200, null, 0);

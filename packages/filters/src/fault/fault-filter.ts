@@ -5,6 +5,7 @@
  * a fresh draw per request. A delayed request holds one timer, released when the client goes.
  */
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig } from '../filter.ts';
+import type { Stat } from '../filter-stats.ts';
 import { draw } from '../local-ratelimit/local-ratelimit-filter.ts';
 
 /** Envoy's abort reply body and details. */
@@ -32,14 +33,28 @@ export class CompiledFault {
   }
 }
 
+/**
+ * Envoy's fault filter stats, `http.<stat_prefix>.fault.*`: requests delayed, requests
+ * aborted, and the gauge of requests with a fault under way.
+ */
+export interface FaultStats {
+  readonly delaysInjected: Stat;
+  readonly abortsInjected: Stat;
+  readonly activeFaults: Stat;
+}
+
 export class FaultFilter implements HttpFilter {
   readonly #defaultFault: CompiledFault | null;
+  readonly #stats: FaultStats;
   #timer: NodeJS.Timeout | null = null;
   #fault: CompiledFault | null = null;
   #callbacks: FilterCallbacks | null = null;
+  /** This request counts in `active_faults` until it ends. */
+  #active = false;
 
-  constructor(defaultFault: CompiledFault | null) {
+  constructor(defaultFault: CompiledFault | null, stats: FaultStats) {
     this.#defaultFault = defaultFault;
+    this.#stats = stats;
   }
 
   onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
@@ -47,13 +62,29 @@ export class FaultFilter implements HttpFilter {
     const fault = (req.routeFilterConfig(FilterName.Fault) as CompiledFault | null) ?? this.#defaultFault;
     if (fault === null) return FilterStatus.Continue;
     if (fault.delayMs > 0 && draw(fault.delayPercent)) {
+      this.#activate();
+      this.#stats.delaysInjected.value++;
       callbacks.setResponseFlag('DI');
       this.#fault = fault;
       this.#callbacks = callbacks;
       this.#timer = setTimeout(delayDone, fault.delayMs, this);
       return FilterStatus.StopIteration;
     }
-    return abortIfDrawn(fault, callbacks) ? FilterStatus.StopIteration : FilterStatus.Continue;
+    return this.#abortIfDrawn(fault, callbacks) ? FilterStatus.StopIteration : FilterStatus.Continue;
+  }
+
+  #activate(): void {
+    if (this.#active) return;
+    this.#active = true;
+    this.#stats.activeFaults.value++;
+  }
+
+  #abortIfDrawn(fault: CompiledFault, callbacks: FilterCallbacks): boolean {
+    if (!fault.abort || !draw(fault.abortPercent)) return false;
+    this.#activate();
+    this.#stats.abortsInjected.value++;
+    callbacks.sendLocalReply(fault.abortStatus, FAULT_ABORT_BODY, 'FI', FAULT_ABORT_DETAILS, fault.abortGrpcStatus);
+    return true;
   }
 
   /** The delay ran out: abort now if drawn, else let the request go on. */
@@ -61,7 +92,7 @@ export class FaultFilter implements HttpFilter {
     this.#timer = null;
     const callbacks = this.#callbacks!;
     if (callbacks.aborted) return;
-    if (!abortIfDrawn(this.#fault!, callbacks)) callbacks.continueRequest();
+    if (!this.#abortIfDrawn(this.#fault!, callbacks)) callbacks.continueRequest();
   }
 
   onDestroy(): void {
@@ -70,6 +101,10 @@ export class FaultFilter implements HttpFilter {
       this.#timer = null;
     }
     this.#callbacks = null;
+    if (this.#active) {
+      this.#active = false;
+      this.#stats.activeFaults.value--;
+    }
   }
 
   /** True while a delay timer is pending. */
@@ -82,24 +117,20 @@ function delayDone(filter: FaultFilter): void {
   filter.resume();
 }
 
-function abortIfDrawn(fault: CompiledFault, callbacks: FilterCallbacks): boolean {
-  if (!fault.abort || !draw(fault.abortPercent)) return false;
-  callbacks.sendLocalReply(fault.abortStatus, FAULT_ABORT_BODY, 'FI', FAULT_ABORT_DETAILS, fault.abortGrpcStatus);
-  return true;
-}
-
 export class FaultFilterConfig implements HttpFilterConfig {
   readonly name: string;
   /** The listener's own fault (null: Istio's empty HTTPFault), for routes without one. */
   readonly fault: CompiledFault | null;
+  readonly stats: FaultStats;
 
-  constructor(name: string, fault: CompiledFault | null) {
+  constructor(name: string, fault: CompiledFault | null, stats: FaultStats) {
     this.name = name;
     this.fault = fault;
+    this.stats = stats;
   }
 
   /** One small instance per request: a delay needs its own timer. */
   create(): HttpFilter {
-    return new FaultFilter(this.fault);
+    return new FaultFilter(this.fault, this.stats);
   }
 }

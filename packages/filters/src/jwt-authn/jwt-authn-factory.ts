@@ -15,10 +15,11 @@ import type {
 } from '@remora/config/envoy/gen/envoy/extensions/filters/http/jwt_authn/v3/config_pb.js';
 import type { RouteMatchJson } from '@remora/config/envoy/gen/envoy/config/route/v3/route_components_pb.js';
 import { readFileSync } from 'node:fs';
+import { DETACHED_STATS, type FilterStats } from '../filter-stats.ts';
 import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
 import { parseJwks } from './jwt-authn-jwks.ts';
 import { InlineJwks, type JwksSource, RemoteJwks } from './jwt-authn-jwks-cache.ts';
-import { JwtAuthnFilterConfig, type JwtAuthnRouteConfig, type RequirementRule } from './jwt-authn-filter.ts';
+import { JwtAuthnFilterConfig, type JwtAuthnRouteConfig, type JwtAuthnStats, type RequirementRule } from './jwt-authn-filter.ts';
 import { buildLocations, CLOCK_SKEW_SECONDS, headersToSanitize, JwtProvider, type ProviderLocations, type ProviderSettings } from './jwt-authn-rules.ts';
 import { JwtStatus } from './jwt-authn-status.ts';
 import { ALLOW_ALL, AllVerifier, AnyProviderVerifier, AnyVerifier, ProviderVerifier, type Verifier } from './jwt-authn-verifier.ts';
@@ -49,6 +50,17 @@ class NoKeys implements JwksSource {
 /** A compile-time error naming the field path in the config. */
 class ConfigError extends Error {}
 
+/** Envoy's names, in the chain's connection manager namespace. */
+function jwtAuthnStats(stats: FilterStats): JwtAuthnStats {
+  return {
+    allowed: stats.http('jwt_authn.allowed'),
+    denied: stats.http('jwt_authn.denied'),
+    corsPreflightBypassed: stats.http('jwt_authn.cors_preflight_bypassed'),
+    jwksFetchSuccess: stats.http('jwt_authn.jwks_fetch_success'),
+    jwksFetchFailed: stats.http('jwt_authn.jwks_fetch_failed'),
+  };
+}
+
 function fail(at: string, message: string): never {
   throw new ConfigError(`${at}: ${message}`);
 }
@@ -62,6 +74,7 @@ export class JwtAuthnFilterFactory implements HttpFilterFactory {
     if (c.filterStateRules !== undefined) fail('filter_state_rules', 'not supported');
     if (c.stripFailureResponse === true) fail('strip_failure_response', 'not supported');
 
+    const stats = jwtAuthnStats(context.stats ?? DETACHED_STATS);
     const providers: JwtProvider[] = [];
     const byName = new Map<string, JwtProvider>();
     const where: ProviderLocations[] = [];
@@ -69,6 +82,7 @@ export class JwtAuthnFilterFactory implements HttpFilterFactory {
       const at = `providers.${name}`;
       const settings = providerSettings(name, json, at);
       const [keys, keysStatus] = this.#keys(json, settings, at, context);
+      if (keys instanceof RemoteJwks) keys.countIn(stats.jwksFetchSuccess, stats.jwksFetchFailed);
       const p = new JwtProvider(settings, providers.length, keys, keysStatus);
       providers.push(p);
       byName.set(name, p);
@@ -101,7 +115,7 @@ export class JwtAuthnFilterFactory implements HttpFilterFactory {
       requirementMap,
       bypassCorsPreflight: c.bypassCorsPreflight === true,
       needsPath,
-    });
+    }, stats);
   }
 
   compileRouteConfig(config: unknown): JwtAuthnRouteConfig {

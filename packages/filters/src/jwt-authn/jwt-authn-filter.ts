@@ -14,6 +14,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig, type RequestAuth } from '../filter.ts';
+import type { Stat } from '../filter-stats.ts';
 import type { JwtProvider, TokenLocation } from './jwt-authn-rules.ts';
 import { JwtStatus, statusDetails, statusHttpCode, statusMessage } from './jwt-authn-status.ts';
 import { type ParsedJwt, parseJwt } from './jwt-authn-token.ts';
@@ -39,6 +40,19 @@ export interface JwtAuthnRouteConfig {
   readonly requirementName: string;
 }
 
+/**
+ * Envoy's jwt_authn counters, `http.<stat_prefix>.jwt_authn.*`. As Envoy, a request the filter
+ * lets through counts as allowed even when no rule required a token (or it is a bypassed CORS
+ * preflight, also counted as such), and every refusal counts as denied.
+ */
+export interface JwtAuthnStats {
+  readonly allowed: Stat;
+  readonly denied: Stat;
+  readonly corsPreflightBypassed: Stat;
+  readonly jwksFetchSuccess: Stat;
+  readonly jwksFetchFailed: Stat;
+}
+
 /** The compiled JWT authentication of one listener in one snapshot. */
 export class JwtAuthnFilterConfig implements HttpFilterConfig {
   readonly name: string;
@@ -56,6 +70,7 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
   /** The run of a request without tokens: nothing in it changes, so every such request shares it. */
   readonly #noTokens: VerifyRun;
   readonly #parsed = new LRUCache<string, ParsedJwt>({ max: PARSED_CACHE_SIZE, maxSize: PARSED_CACHE_CHARS, sizeCalculation: (_v, token) => token.length });
+  readonly stats: JwtAuthnStats;
   /** The clock, in seconds; replaceable for tests. */
   now: () => number = () => Date.now() / 1000;
 
@@ -70,8 +85,10 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
       readonly bypassCorsPreflight: boolean;
       readonly needsPath: boolean;
     },
+    stats: JwtAuthnStats,
   ) {
     this.name = name;
+    this.stats = stats;
     this.providers = parts.providers;
     this.locations = parts.locations;
     this.sanitize = parts.sanitize;
@@ -132,18 +149,27 @@ export class JwtAuthnFilter implements HttpFilter {
 
   onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
     const config = this.#config;
+    const stats = config.stats;
     if (config.bypassCorsPreflight && req.method === 'OPTIONS' && req.requestHeader('origin') !== null && req.requestHeader('access-control-request-method') !== null) {
+      stats.corsPreflightBypassed.value++;
+      stats.allowed.value++;
       return FilterStatus.Continue;
     }
     let verifier: Verifier | null;
     const route = req.routeFilterConfig(config.name) as JwtAuthnRouteConfig | null;
     if (route !== null) {
-      if (route.disabled) return FilterStatus.Continue;
+      if (route.disabled) {
+        stats.allowed.value++;
+        return FilterStatus.Continue;
+      }
       verifier = config.requirementMap.get(route.requirementName) ?? null;
       if (verifier === null) return this.#wrongRequirementName(callbacks, route.requirementName);
     } else {
       verifier = config.verifierFor(req.path);
-      if (verifier === null) return FilterStatus.Continue;
+      if (verifier === null) {
+        stats.allowed.value++;
+        return FilterStatus.Continue;
+      }
     }
     const sanitize = config.sanitize;
     for (let i = 0; i < sanitize.length; i++) req.removeRequestHeader(sanitize[i]!);
@@ -197,6 +223,7 @@ export class JwtAuthnFilter implements HttpFilter {
   /** The outputs of every verified token, the identity for authorization, and a new route choice when asked for. */
   #succeed(req: FilterRequest, callbacks: FilterCallbacks, run: VerifyRun): void {
     const config = this.#config;
+    config.stats.allowed.value++;
     const n = run.providerCount;
     if (n === 0) return;
     let clearRouteCache = false;
@@ -219,6 +246,7 @@ export class JwtAuthnFilter implements HttpFilter {
   /** Envoy's answer to a route naming a requirement the filter does not have. */
   #wrongRequirementName(callbacks: FilterCallbacks, name: string): FilterStatus {
     this.#done = true;
+    this.#config.stats.denied.value++;
     const message = `Wrong requirement_name: ${name}. It should be one of [${[...this.#config.requirementMap.keys()].join(',')}]`;
     callbacks.sendLocalReply(403, `Failed JWT authentication: ${message}`, null, `jwt_authn_access_denied{${message.replace(/\s/g, '_')}}`);
     return FilterStatus.StopIteration;
@@ -226,6 +254,7 @@ export class JwtAuthnFilter implements HttpFilter {
 
   #fail(req: FilterRequest, callbacks: FilterCallbacks, status: JwtStatus): FilterStatus {
     this.#done = true;
+    this.#config.stats.denied.value++;
     const path = req.path.length > MAX_REALM_PATH ? req.path.slice(0, MAX_REALM_PATH) : req.path;
     callbacks.addResponseHeader('www-authenticate', `Bearer realm="${req.scheme}://${req.authority}${path}", error="invalid_token"`);
     callbacks.sendLocalReply(statusHttpCode(status), statusMessage(status), null, statusDetails(status));

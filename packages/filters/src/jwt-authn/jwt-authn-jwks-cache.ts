@@ -7,6 +7,7 @@
  * immediate refresh, rate-limited so a flood of made-up kids cannot hammer the JWKS server.
  */
 import { LRUCache } from 'lru-cache';
+import type { Stat } from '../filter-stats.ts';
 import { JwksKeySet, parseJwks } from './jwt-authn-jwks.ts';
 
 /** A provider's keys, however they are obtained. */
@@ -65,6 +66,12 @@ export class RemoteJwks implements JwksSource {
   #failures = 0;
   /** Fetches in flight (lru-cache shares one among callers). */
   #pending = 0;
+  /**
+   * The `jwks_fetch_success` / `jwks_fetch_failed` counters of every connection manager whose
+   * filter uses these keys: Envoy fetches once per filter config, so each counts the fetch.
+   */
+  readonly #successStats = new Set<Stat>();
+  readonly #failedStats = new Set<Stat>();
 
   constructor(uri: string, options: RemoteJwksOptions) {
     this.uri = uri;
@@ -80,6 +87,12 @@ export class RemoteJwks implements JwksSource {
       noDeleteOnFetchRejection: true,
       fetchMethod: () => this.#fetch(),
     });
+  }
+
+  /** Counts this URI's fetches in a filter's stats too (at compile time; a stat is kept once). */
+  countIn(success: Stat, failed: Stat): void {
+    this.#successStats.add(success);
+    this.#failedStats.add(failed);
   }
 
   /** A reload may change the rule's timeout; the cached keys stay. */
@@ -150,9 +163,11 @@ export class RemoteJwks implements JwksSource {
       if (res.status !== 200) throw new Error(`HTTP status ${res.status}`);
       const keys = parseJwks(text);
       if (typeof keys === 'string') throw new Error(keys);
+      for (const s of this.#successStats) s.value++;
       return keys;
     } catch (err) {
       this.#failures++;
+      for (const s of this.#failedStats) s.value++;
       this.#lastFailure = performance.now();
       const e = err as Error;
       this.#warn(`JWKS fetch from ${this.uri} failed: ${e.name === 'TimeoutError' ? `timed out after ${this.#timeoutMs} ms` : (e.cause as Error | undefined)?.message ?? e.message}`);

@@ -8,6 +8,7 @@
 import { durationJsonMs, fractionalPercent, httpStatusCode, type LocalRateLimitConfigJson } from '@remora/config';
 import type { RateLimitJson } from '@remora/config/envoy/gen/envoy/config/route/v3/route_components_pb.js';
 import type { TokenBucketJson } from '@remora/config/envoy/gen/envoy/type/v3/token_bucket_pb.js';
+import { DETACHED_STATS } from '../filter-stats.ts';
 import { FilterName, SharedFilterConfig, type FilterCompileContext, type HttpFilterFactory, type RouteFilterInput } from '../filter.ts';
 import {
   type CompiledAction,
@@ -80,7 +81,11 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
       return [key.toLowerCase(), h.header?.value ?? ''];
     });
     const always = c.alwaysConsumeDefaultTokenBucket;
+    // Envoy's names; two limits with one stat_prefix share their counters, as in Envoy.
+    const stats = context.stats ?? DETACHED_STATS;
+    const ns = `${c.statPrefix}.http_local_rate_limit.`;
     return new LocalRateLimiter({
+      stats: { enabled: stats.root(`${ns}enabled`), ok: stats.root(`${ns}ok`), rateLimited: stats.root(`${ns}rate_limited`), enforced: stats.root(`${ns}enforced`) },
       bucket: own === null ? null : bucket(scope, own),
       // Envoy's defaults when unset: 0%, the filter then checks and enforces nothing.
       enabledPercent: fractionalPercent(c.filterEnabled?.defaultValue, 'filterEnabled.defaultValue'),

@@ -6,6 +6,7 @@
  * request: one instance serves every request; the buckets live in the compiled limiters.
  */
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
+import type { Stat } from '../filter-stats.ts';
 import type { TokenBucket } from './token-bucket.ts';
 
 /** Envoy's local reply body and details for a refused request. */
@@ -26,7 +27,20 @@ export interface DescriptorBucket {
   readonly bucket: TokenBucket;
 }
 
+/**
+ * Envoy's local rate limit counters, `<stat_prefix>.http_local_rate_limit.*`: requests the
+ * filter was enabled for, that got a token (ok), that did not (rate_limited), and of those
+ * the ones refused (enforced).
+ */
+export interface LocalRateLimitStats {
+  readonly enabled: Stat;
+  readonly ok: Stat;
+  readonly rateLimited: Stat;
+  readonly enforced: Stat;
+}
+
 export interface LimiterSettings {
+  readonly stats: LocalRateLimitStats;
   readonly bucket: TokenBucket | null;
   readonly enabledPercent: number;
   readonly enforcedPercent: number;
@@ -60,10 +74,12 @@ export class LocalRateLimiter {
   readonly descriptors: readonly DescriptorBucket[];
   readonly alwaysConsumeDefaultBucket: boolean;
   readonly rateLimits: readonly (readonly CompiledAction[])[];
+  readonly stats: LocalRateLimitStats;
   /** The bucket the last `check` reports on (x-ratelimit-* headers); valid until the next call. */
   reported: TokenBucket | null = null;
 
   constructor(s: LimiterSettings) {
+    this.stats = s.stats;
     this.bucket = s.bucket;
     this.enabledPercent = s.enabledPercent;
     this.enforcedPercent = s.enforcedPercent;
@@ -163,6 +179,8 @@ export class LocalRateLimitFilter implements HttpFilter {
     const route = req.routeFilterConfig(FilterName.LocalRateLimit) as RouteLimit | null;
     const limiter = route?.limiter ?? this.limiter;
     if (!draw(limiter.enabledPercent)) return FilterStatus.Continue;
+    const stats = limiter.stats;
+    stats.enabled.value++;
     const allowed = limiter.check(req, route === null ? NO_RATE_LIMITS : route.rateLimits);
     const reported = limiter.reported;
     if (limiter.xRateLimitHeaders && reported !== null) {
@@ -170,8 +188,14 @@ export class LocalRateLimitFilter implements HttpFilter {
       callbacks.addResponseHeader('x-ratelimit-remaining', String(reported.remaining));
       callbacks.addResponseHeader('x-ratelimit-reset', String(reported.resetSeconds));
     }
+    if (allowed) {
+      stats.ok.value++;
+      return FilterStatus.Continue;
+    }
+    stats.rateLimited.value++;
     // Over the limit but not enforced for this request: it goes on, only counted (Envoy's stats).
-    if (allowed || !draw(limiter.enforcedPercent)) return FilterStatus.Continue;
+    if (!draw(limiter.enforcedPercent)) return FilterStatus.Continue;
+    stats.enforced.value++;
     const extra = limiter.responseHeadersToAdd;
     for (let i = 0; i < extra.length; i++) callbacks.addResponseHeader(extra[i]![0], extra[i]![1]);
     callbacks.addResponseHeader('x-envoy-ratelimited', 'true');

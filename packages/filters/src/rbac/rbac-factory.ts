@@ -6,8 +6,9 @@
  */
 import type { PolicyJson, RBACJson as RBACRulesJson } from '@remora/config/envoy/gen/envoy/config/rbac/v3/rbac_pb.js';
 import type { RBACJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/rbac/v3/rbac_pb.js';
+import { DETACHED_STATS, type FilterStats } from '../filter-stats.ts';
 import { FilterName, SharedFilterConfig, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
-import { RbacAction, RbacEngine, RbacFilter, type RbacFilterConfig, RbacPolicy } from './rbac-filter.ts';
+import { RbacAction, RbacEngine, RbacFilter, type RbacFilterConfig, RbacPolicy, type RbacStats } from './rbac-filter.ts';
 import { compilePermission, compilePrincipal, type RbacCompileSink } from './rbac-matcher.ts';
 
 export class RbacFilterFactory implements HttpFilterFactory {
@@ -21,8 +22,20 @@ export class RbacFilterFactory implements HttpFilterFactory {
     }
     const rules = c.rules === undefined ? null : compileEngine(c.rules, 'rules', context);
     const shadow = c.shadowRules === undefined ? null : compileEngine(c.shadowRules, 'shadowRules', context);
-    return new SharedFilterConfig(this.name, new RbacFilter(rules, shadow));
+    return new SharedFilterConfig(this.name, new RbacFilter(rules, shadow, rbacStats(c, context.stats ?? DETACHED_STATS)));
   }
+}
+
+/** Envoy's names (source/extensions/filters/common/rbac/utility.cc): `rbac.` then the rules' or the shadow rules' own prefix. */
+function rbacStats(c: RBACJson, stats: FilterStats): RbacStats {
+  const rules = `rbac.${c.rulesStatPrefix ?? ''}`;
+  const shadow = `rbac.${c.shadowRulesStatPrefix ?? ''}`;
+  return {
+    allowed: stats.http(`${rules}allowed`),
+    denied: stats.http(`${rules}denied`),
+    shadowAllowed: stats.http(`${shadow}shadow_allowed`),
+    shadowDenied: stats.http(`${shadow}shadow_denied`),
+  };
 }
 
 const ACTIONS: Readonly<Record<string, RbacAction>> = { ALLOW: RbacAction.Allow, DENY: RbacAction.Deny, LOG: RbacAction.Log };

@@ -6,6 +6,7 @@
  * Stateless: one instance serves every request.
  */
 import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
+import type { Stat } from '../filter-stats.ts';
 import type { RbacMatcher } from './rbac-matcher.ts';
 
 /** Envoy's RBAC local reply body. */
@@ -65,23 +66,28 @@ export class RbacEngine {
   }
 }
 
-/** Envoy's RBAC filter counters (`<prefix>rbac.allowed`, `.denied`, `.shadow_allowed`, `.shadow_denied`). */
+/**
+ * Envoy's RBAC filter counters: `http.<stat_prefix>.rbac.<rules_stat_prefix>allowed` and
+ * `.denied`, `http.<stat_prefix>.rbac.<shadow_rules_stat_prefix>shadow_allowed` and
+ * `.shadow_denied` (Istio's dry-run sets `istio_dry_run_allow_` / `istio_dry_run_deny_`).
+ */
 export interface RbacStats {
-  allowed: number;
-  denied: number;
-  shadowAllowed: number;
-  shadowDenied: number;
+  readonly allowed: Stat;
+  readonly denied: Stat;
+  readonly shadowAllowed: Stat;
+  readonly shadowDenied: Stat;
 }
 
 export class RbacFilter implements HttpFilter {
   /** null: no enforced rules. */
   readonly #rules: RbacEngine | null;
   readonly #shadow: RbacEngine | null;
-  readonly stats: RbacStats = { allowed: 0, denied: 0, shadowAllowed: 0, shadowDenied: 0 };
+  readonly stats: RbacStats;
 
-  constructor(rules: RbacEngine | null, shadow: RbacEngine | null) {
+  constructor(rules: RbacEngine | null, shadow: RbacEngine | null, stats: RbacStats) {
     this.#rules = rules;
     this.#shadow = shadow;
+    this.stats = stats;
   }
 
   onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
@@ -102,17 +108,17 @@ export class RbacFilter implements HttpFilter {
 
     const shadow = this.#shadow;
     if (shadow !== null) {
-      if (isAllowed(shadow, shadow.firstMatch(req, pathEnd))) this.stats.shadowAllowed++;
-      else this.stats.shadowDenied++;
+      if (isAllowed(shadow, shadow.firstMatch(req, pathEnd))) this.stats.shadowAllowed.value++;
+      else this.stats.shadowDenied.value++;
     }
     const rules = this.#rules;
     if (rules === null) return null;
     const matched = rules.firstMatch(req, pathEnd);
     if (isAllowed(rules, matched)) {
-      this.stats.allowed++;
+      this.stats.allowed.value++;
       return null;
     }
-    this.stats.denied++;
+    this.stats.denied.value++;
     return matched === null ? RBAC_DENIED_NONE : matched.details;
   }
 }

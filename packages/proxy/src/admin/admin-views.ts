@@ -116,6 +116,7 @@ export function statsText(rt: Runtime, filter: RegExp | null): string {
       lines.push([`${p}.ssl.fail_verify_error`, s.failVerifyError], [`${p}.ssl.fail_verify_san`, s.failVerifySan]);
     }
   }
+  for (const s of rt.envoyStats.values()) lines.push([s.name, s.value]);
   lines.push(['server.live', rt.ready ? 1 : 0], ['server.draining', rt.draining ? 1 : 0]);
   lines.push(['overload.shed_requests', rt.overload.shed], ['overload.active', rt.overloaded ? 1 : 0]);
   lines.sort((a, b) => (a[0] < b[0] ? -1 : 1));

@@ -8,6 +8,7 @@ import type { Logger, Loggers } from '../logger.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { IstioMetrics, MetricValue, RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import { peerLabels } from '../telemetry/peer-labels.ts';
 import { ClusterManager } from '../upstream/cluster-manager.ts';
 import { builtinFilters } from './builtin-filters.ts';
@@ -53,6 +54,8 @@ export class Runtime implements ListenerContext {
   readonly log: Logger;
   readonly connectionLog: Logger;
   readonly clusterManager: ClusterManager;
+  /** Envoy's filter stats (`http.<stat_prefix>.rbac.allowed`, ...), kept by name across snapshots. */
+  readonly envoyStats = new EnvoyStats();
   #snapshot: Snapshot | null = null;
   #snapshotLiveAt = 0;
   #draining = false;
@@ -86,6 +89,7 @@ export class Runtime implements ListenerContext {
       return n;
     });
     this.#registerClusterMetrics();
+    this.metrics.addText(() => this.envoyStats.prometheus());
     this.clusterManager = new ClusterManager({
       log: opts.loggers.get('upstream'),
       node: opts.node,
@@ -145,6 +149,7 @@ export class Runtime implements ListenerContext {
         filters: this.#filters,
         filterContext: this.#store.begin(this.#loggers.get('config')),
         trustedHops: this.#trustedHops,
+        stats: this.envoyStats,
       });
     } catch (err) {
       this.clusterManager.discard(built);

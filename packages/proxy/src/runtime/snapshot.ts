@@ -1,9 +1,10 @@
-import type { Listener, ProxyConfig, RouteConfiguration, TrafficDirection } from '@remora/config';
+import { httpStatPrefix, type Listener, type ProxyConfig, type RouteConfiguration, type TrafficDirection } from '@remora/config';
 import type { FilterCompileContext, FilterRegistry, HttpFilterConfig } from '@remora/filters';
 import { ConnectionManagerConfig } from '../http/connection-manager.ts';
 import type { RouteCompileContext } from '../router/compiled-route.ts';
 import { RouteTable, type VirtualHostFinder } from '../router/route-table.ts';
 import { RouteTableByPort } from '../router/route-table-by-port.ts';
+import type { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 
@@ -48,6 +49,8 @@ export interface SnapshotServices {
   readonly filters: FilterRegistry;
   readonly filterContext: FilterCompileContext;
   readonly trustedHops: number;
+  /** Envoy's filter stats, kept by name across snapshots. */
+  readonly stats: EnvoyStats;
 }
 
 /**
@@ -72,7 +75,7 @@ export class Snapshot {
     }
     const listeners = new Map<string, ListenerSnapshot>();
     for (const l of config.listeners) {
-      const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, { ...services.filterContext, scope: l.name });
+      const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, { ...services.filterContext, scope: l.name, stats: services.stats.scope(httpStatPrefix(l)) });
       // A chain of only the router (and skipped filters) has nothing to run per request.
       const chain = steps === null || steps.length === 0 ? null : steps;
       listeners.set(l.name, new ListenerSnapshot(l, routesOf(l, config, tables), chain, services.statsFor(l.direction), services.trustedHops, clusters));
@@ -128,13 +131,15 @@ function isEmpty(o: Readonly<Record<string, unknown>>): boolean {
 export const SLICE_MS = 5;
 
 function routeContextOf(clusters: ReadonlyMap<string, UpstreamCluster>, services: SnapshotServices): RouteCompileContext {
+  // A route table may serve several listeners: its filter configs have no connection manager's stats.
+  const routeStats = services.stats.scope(null);
   return {
     clusters,
     routeFilters: (route, scope) => {
       const rateLimits = route.rateLimits ?? NO_RATE_LIMITS;
       // Most routes have no filter settings: no context is made for them.
       if (rateLimits.length === 0 && isEmpty(route.filterConfigs)) return null;
-      return services.filters.compileRouteConfigs(route.filterConfigs, { ...services.filterContext, scope }, rateLimits);
+      return services.filters.compileRouteConfigs(route.filterConfigs, { ...services.filterContext, scope, stats: routeStats }, rateLimits);
     },
   };
 }

@@ -241,8 +241,17 @@ export class IstioMetrics {
     return s;
   }
 
+  /** Prometheus text rendered outside prom-client's registry (Envoy's own stats), appended on scrape. */
+  readonly #texts: (() => string)[] = [];
+
+  addText(render: () => string): void {
+    this.#texts.push(render);
+  }
+
   async render(): Promise<string> {
-    return this.registry.metrics();
+    let out = await this.registry.metrics();
+    for (const t of this.#texts) out += t();
+    return out;
   }
 
   #labelsOf(ctx: RequestStats, s: Series): Record<string, string | number> {
