@@ -256,6 +256,87 @@ spec:
   t.equal(app.seen.length, 3);
 });
 
+t.test('per-route buckets: unnamed routes (istiod leaves them nameless) keep one bucket each, across an unrelated reload', async (t) => {
+  const gw = await freePort();
+  const backend = await startBackend('web');
+  const routes = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: shop, namespace: default }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [{ uri: { prefix: /a } }]
+    route: [{ destination: { host: web } }]
+  - match: [{ uri: { prefix: /b } }, { uri: { prefix: /c } }]
+    route: [{ destination: { host: web } }]
+`;
+  const mesh = new MeshDir({
+    'routes.yaml': doc(gateway('gw', gw), serviceEntry('web', 'web', [{ port: backend.port }]), routes),
+    'limit.yaml': `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: { name: per-route, namespace: istio-system }
+spec:
+  workloadSelector: { labels: { istio: ingressgateway } }
+  configPatches:
+    - applyTo: HTTP_FILTER
+      match: { context: GATEWAY }
+      patch:
+        operation: INSERT_BEFORE
+        value:
+          name: envoy.filters.http.local_ratelimit
+          typed_config:
+            "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+            type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+            value: { stat_prefix: http_local_rate_limiter }
+    - applyTo: HTTP_ROUTE
+      match:
+        context: GATEWAY
+        routeConfiguration: { portNumber: ${gw} }
+      patch:
+        operation: MERGE
+        value:
+          typed_per_filter_config:
+            envoy.filters.http.local_ratelimit:
+              "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+              type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              value:
+                stat_prefix: http_local_rate_limiter
+                token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s }
+                filter_enabled: { default_value: { numerator: 100, denominator: HUNDRED } }
+                filter_enforced: { default_value: { numerator: 100, denominator: HUNDRED } }
+`,
+  });
+  const remora = await startRemora('gateway', [mesh.dir]);
+  t.teardown(async () => {
+    await remora.stop();
+    await backend.close();
+    mesh.cleanup();
+  });
+  const rc = remora.proxy.runtime.snapshot!.config.routeConfigs.find((r) => r.name === `http.${gw}`);
+  t.same(
+    rc?.virtualHosts.flatMap((v) => v.routes.map((r) => [r.name, r.origin])),
+    [
+      ['', 'default/shop#0'],
+      ['', 'default/shop#1.0'],
+      ['', 'default/shop#1.1'],
+    ],
+    'three routes, all unnamed',
+  );
+  const send = (path: string) => request(gw, path, { headers: { host: 'shop.example.com' } });
+  t.equal((await send('/a')).status, 200);
+  t.equal((await send('/a')).status, 200);
+  isRefusal(t, await send('/a'), 'the third request to /a');
+  for (const path of ['/b', '/b', '/c', '/c']) t.equal((await send(path)).status, 200, `${path}: a bucket of its own, not /a's`);
+  isRefusal(t, await send('/b'), 'the third request to /b');
+
+  // An unrelated change reloads the config: every route keeps its (empty) bucket.
+  const version = remora.proxy.runtime.snapshot!.config.version;
+  mesh.write('other.yaml', serviceEntry('other', 'other', [{ port: backend.port }]));
+  await waitFor('the unrelated change applies', () => remora.proxy.runtime.snapshot!.config.version !== version, 15_000);
+  for (const path of ['/a', '/b', '/c']) isRefusal(t, await send(path), `${path} after an unrelated reload`);
+});
+
 t.test('a bad limit is a config error naming the resource and field; the last good config keeps serving', async (t) => {
   const { remora, mesh, port } = await edge(t, gatewayLimit(5, 5, '60s'));
   const version = remora.proxy.runtime.snapshot!.config.version;

@@ -436,3 +436,69 @@ ${versions.map((v) => `  - { address: 127.0.0.1, ports: { http: ${port} }, label
   const all = await run('all');
   for (const line of [/^listener\/0\.0\.0\.0_9080\s/m, /^route\/9080\s/m, /^cluster\/outbound\|9080\|v2\|reviews\.default\.svc\.cluster\.local\s/m]) t.match(all, line, `all: ${line.source}`);
 });
+
+t.test("route names are istiod's, and the VIRTUAL SERVICE column names each route's VirtualService, on a live gateway", async (t) => {
+  const port = await freePort();
+  const backend = await startBackend('web');
+  const mesh = new MeshDir({
+    'mesh.yaml': doc(
+      gateway('gw', port),
+      serviceEntry('web', 'web', [{ port: backend.port }], { namespace: 'shop' }),
+      `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web, namespace: shop }
+spec:
+  hosts: [web.example.com]
+  gateways: [default/gw]
+  http:
+  - name: api
+    match: [{ name: v1, uri: { prefix: /v1 } }, { uri: { prefix: /v2 } }]
+    route: [{ destination: { host: web } }]
+  - match: [{ name: health, uri: { exact: /healthz } }]
+    route: [{ destination: { host: web } }]
+  - route: [{ destination: { host: web } }]
+`,
+    ),
+  });
+  const remora = await startRemora('gateway', [mesh.dir]);
+  t.teardown(async () => {
+    await remora.stop();
+    await backend.close();
+    mesh.cleanup();
+  });
+  t.equal((await request(port, '/v1/x', { headers: { host: 'web.example.com' } })).status, 200, 'the routes serve');
+  const run = async (...args: string[]): Promise<string> => {
+    const r = await runCli(['proxy-config', 'routes', '--admin', `127.0.0.1:${remora.ports.admin}`, ...args]);
+    t.equal(r.code, 0, r.stderr);
+    return r.stdout;
+  };
+  // istioctl prints `<name>.<namespace>` of the route's istio.config metadata, as for istiod's routes.
+  const table = await run();
+  for (const m of ['/v1*', '/v2*', '/healthz', '/*']) {
+    t.match(table, new RegExp(`^http\\.${port}\\s+web\\.example\\.com:${port}\\s+web\\.example\\.com\\s+${m.replace(/[*/]/g, '\\$&')}\\s+web\\.shop$`, 'm'), `${m}: VIRTUAL SERVICE web.shop`);
+  }
+  type RouteJson = { name?: string; match: Record<string, string>; metadata?: { filter_metadata?: { istio?: { config?: string } } } };
+  const configs = JSON.parse(await run('-o', 'json')) as { name: string; virtual_hosts: { routes: RouteJson[] }[] }[];
+  const routes = configs.find((c) => c.name === `http.${port}`)?.virtual_hosts.flatMap((v) => v.routes) ?? [];
+  t.same(
+    routes.map((r) => [r.name ?? null, r.match]),
+    [
+      ['api.v1', { prefix: '/v1' }],
+      ['api', { prefix: '/v2' }],
+      ['.health', { path: '/healthz' }],
+      [null, { prefix: '/' }],
+    ],
+    "istiod's names: <route>.<match>, <route>, .<match> for an unnamed route, none for an unnamed route and match",
+  );
+  t.same(
+    [...new Set(routes.map((r) => r.metadata?.filter_metadata?.istio?.config))],
+    ['/apis/networking.istio.io/v1/namespaces/shop/virtual-service/web'],
+    'every route carries istiod\'s istio.config metadata',
+  );
+  // /config_dump itself: the same names (proto3 JSON leaves the empty name out).
+  const dump = (await (await fetch(`http://127.0.0.1:${remora.ports.admin}/config_dump?resource=dynamic_route_configs`)).json()) as {
+    configs: { route_config: { name: string; virtual_hosts: { routes: { name?: string }[] }[] } }[];
+  };
+  const rc = dump.configs.find((c) => c.route_config.name === `http.${port}`)?.route_config;
+  t.same(rc?.virtual_hosts.flatMap((v) => v.routes.map((r) => r.name ?? null)), ['api.v1', 'api', '.health', null]);
+});

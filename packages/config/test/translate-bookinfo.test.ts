@@ -227,7 +227,7 @@ t.test('bookinfo-gateway: the ingress routes five paths to productpage:9080', sk
   t.equal(rc.ignorePortInHostMatching, true);
   t.same(rc.virtualHosts.map((v) => [v.name, v.domains]), [['*:8080', ['*']]]);
   t.same(
-    rc.virtualHosts[0]!.routes.map((r) => [r.name, r.match.path.match, targets(r)]),
+    rc.virtualHosts[0]!.routes.map((r) => [r.origin, r.match.path.match, targets(r)]),
     [
       ['default/bookinfo#0.0', { kind: 'exact', value: '/productpage' }, [[bk('productpage'), 100]]],
       ['default/bookinfo#0.1', { kind: 'prefix', value: '/static' }, [[bk('productpage'), 100]]],

@@ -36,6 +36,8 @@ function reviewsRoot(delegateRoute: string, extraRootRoutes = ''): string {
   );
 }
 const routes = (out: Translated, name = REVIEWS_VH, table?: string): Route[] => [...vhost(out.config, name, table).routes];
+/** A route by its name, else (istiod leaves it unnamed) by where it was written. */
+const id = (r: Route): string => r.name || r.origin;
 const path = (r: Route): RouteMatch['path']['match'] => r.match.path.match;
 const any = { kind: 'any' } as const;
 const prefix = (value: string) => ({ kind: 'prefix', value }) as const;
@@ -116,9 +118,9 @@ spec:
   t.same(
     routes(out, 'bookinfo.com:80', 'http.80').map((r) => [r.name, path(r), targets(r), r.origin]),
     [
-      ['nsA/productpage#0', prefix('/productpage/v1/'), [['outbound|9080||productpage-v1.nsa.svc.cluster.local', 100]], 'nsA/productpage'],
-      ['nsA/productpage#1', prefix('/productpage'), [['outbound|9080||productpage.nsa.svc.cluster.local', 100]], 'nsA/productpage'],
-      ['nsB/reviews#0', prefix('/reviews'), [['outbound|9080||reviews.nsb.svc.cluster.local', 100]], 'nsB/reviews'],
+      ['', prefix('/productpage/v1/'), [['outbound|9080||productpage-v1.nsa.svc.cluster.local', 100]], 'nsA/productpage#0'],
+      ['', prefix('/productpage'), [['outbound|9080||productpage.nsa.svc.cluster.local', 100]], 'nsA/productpage#1'],
+      ['', prefix('/reviews'), [['outbound|9080||reviews.nsb.svc.cluster.local', 100]], 'nsB/reviews#0'],
     ],
     "the delegate's match lies within the root's and replaces it; a delegate route without match takes the root's",
   );
@@ -138,7 +140,7 @@ t.test('on a sidecar: the delegate (namespace defaulting to the root’s) replac
   t.same(out.brief, []);
   const rs = routes(out);
   t.same(
-    rs.map((r) => [r.name, path(r), r.match.headers, targets(r)]),
+    rs.map((r) => [id(r), path(r), r.match.headers, targets(r)]),
     [
       ['default/reviews-api#0', prefix('/api/v2'), [{ name: 'end-user', match: exact('jason'), invert: false }], [[bk('reviews', 'v2'), 100]]],
       ['default/reviews-api#1', prefix('/api'), [], [[bk('reviews', 'v3'), 100]]],
@@ -196,7 +198,7 @@ t.test('a delegate match fitting several root matches is merged with each, deleg
   t.same(
     routes(out)
       .slice(0, -1)
-      .map((r) => [r.name, path(r), r.match.headers.map((h) => h.name)]),
+      .map((r) => [id(r), path(r), r.match.headers.map((h) => h.name)]),
     [
       ['default/d#0.0', prefix('/a'), ['x-v']],
       ['default/d#0.1', prefix('/b'), ['x-v']],
@@ -222,7 +224,7 @@ t.test('a delegate uri outside the root’s prefix or exact drops the delegate r
         reviewsRoot(`  - match: [{uri: ${rootUri}}]\n    delegate: {name: d}`) +
         vs('d', 'default', `  http:\n  - match: [{uri: ${leafUri}}]\n    route: [{destination: {host: reviews, subset: v2}}]`),
     );
-    const names = routes(out).map((r) => r.name);
+    const names = routes(out).map(id);
     if (fits) {
       t.same([names, out.brief], [['default/d#0', 'rest'], []], `${rootUri} ⊇ ${leafUri}`);
     } else {
@@ -263,7 +265,7 @@ t.test('one conflicting delegate match drops the whole delegate route; its other
     'a different port, a different ignoreUriCase: conflicts',
   );
   t.same(
-    routes(out).map((r) => [r.name, path(r)]),
+    routes(out).map((r) => [id(r), path(r)]),
     [
       ['default/d#2', exact('/productpage/v4')],
       ['rest', any],
@@ -278,9 +280,9 @@ t.test('sourceLabels merge, and decide per proxy as for any match', async (t) =>
     REVIEWS_DR +
     reviewsRoot(`  - match: [{sourceLabels: {app: productpage}}]\n    delegate: {name: d}`) +
     vs('d', 'default', `  http:\n  - match: [{sourceLabels: {version: v1}}]\n    route: [{destination: {host: reviews, subset: v2}}]`);
-  t.same(routes(translate(yaml)).map((r) => r.name), ['default/d#0', 'rest'], 'productpage v1 has both labels');
+  t.same(routes(translate(yaml)).map(id), ['default/d#0', 'rest'], 'productpage v1 has both labels');
   t.same(
-    routes(translate(yaml, nodeWith(SIDECAR, { labels: { app: 'productpage', version: 'v2' } }))).map((r) => r.name),
+    routes(translate(yaml, nodeWith(SIDECAR, { labels: { app: 'productpage', version: 'v2' } }))).map(id),
     ['rest'],
     'productpage v2 lacks version=v1',
   );
@@ -290,7 +292,7 @@ t.test('sourceLabels merge, and decide per proxy as for any match', async (t) =>
       reviewsRoot(`  - match: [{sourceLabels: {app: productpage}}]\n    delegate: {name: d}`) +
       vs('d', 'default', `  http:\n  - match: [{sourceLabels: {app: ratings}}]\n    route: [{destination: {host: reviews, subset: v2}}]`),
   );
-  t.same(routes(conflicting).map((r) => r.name), ['rest'], 'a different value for the same label conflicts');
+  t.same(routes(conflicting).map(id), ['rest'], 'a different value for the same label conflicts');
 });
 
 t.test('route fields: the root’s apply only where the delegate’s route leaves them unset; names join', async (t) => {
@@ -355,7 +357,7 @@ t.test('short hosts resolve, and problems are reported, where they were written'
   const [first, second] = routes(out);
   t.same(targets(first!), [['outbound|9080||reviews.team.svc.cluster.local', 100]], "the delegate's `reviews` is in the delegate's namespace");
   t.same(forward(first!).mirrors, [{ cluster: bk('ratings'), percent: 100 }], "the root's mirror `ratings` is in the root's namespace");
-  t.equal(first!.origin, 'team/d');
+  t.equal(first!.origin, 'team/d#0');
   t.same(targets(second!), [[bk('reviews', 'v9'), 100]]);
   t.same(
     out.issues.map((i) => [i.file, i.resource, i.path]),
@@ -372,11 +374,11 @@ t.test('a missing delegate: a warning on the root route, which is dropped (Istio
   t.same(out.brief, [
     'warning VirtualService default/reviews spec.http[0].delegate: delegate VirtualService team/nowhere not found; this route is ignored, as Istio does',
   ]);
-  t.same(routes(out).map((r) => r.name), ['rest']);
+  t.same(routes(out).map(id), ['rest']);
 
   const alone = translate(BOOKINFO_SERVICES + vs('reviews', 'default', `  hosts: [reviews]\n  http:\n  - delegate: {name: nowhere}`));
   t.same(
-    routes(alone).map((r) => [r.name, targets(r)]),
+    routes(alone).map((r) => [id(r), targets(r)]),
     [['default', [[bk('reviews'), 100]]]],
     'a VirtualService left with no route leaves the service its default route',
   );
@@ -392,7 +394,7 @@ t.test('a VirtualService with hosts is no delegate', async (t) => {
   t.same(out.brief, [
     'warning VirtualService default/reviews spec.http[0].delegate: VirtualService default/ratings has hosts, so it is no delegate; this route is ignored, as Istio does',
   ]);
-  t.same(routes(out).map((r) => r.name), ['rest']);
+  t.same(routes(out).map(id), ['rest']);
 });
 
 t.test("the delegate's exportTo must include the root's namespace", async (t) => {
@@ -413,7 +415,7 @@ t.test("the delegate's exportTo must include the root's namespace", async (t) =>
   ] as const) {
     const out = withExport(exportTo, ns);
     t.same(
-      [routes(out).map((r) => r.name), out.brief],
+      [routes(out).map(id), out.brief],
       ok
         ? [[`${ns}/d#0`, 'rest'], []]
         : [
@@ -432,7 +434,7 @@ t.test("the delegate's exportTo must include the root's namespace", async (t) =>
       vs('reviews', 'shop', `  hosts: [reviews.default.svc.cluster.local]\n  http:\n  - delegate: {name: d}`) +
       vs('d', 'shop', `  exportTo: ["."]\n  http:\n  - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]`),
   );
-  t.same([routes(out).map((r) => r.name), out.brief], [['shop/d#0'], []], 'a delegate private to the root’s namespace serves a proxy elsewhere');
+  t.same([routes(out).map(id), out.brief], [['shop/d#0'], []], 'a delegate private to the root’s namespace serves a proxy elsewhere');
 });
 
 t.test('nested delegation: rejected by validation, and not followed by the translator', async (t) => {
@@ -457,7 +459,7 @@ t.test('nested delegation: rejected by validation, and not followed by the trans
     'warning VirtualService default/d spec.http[0].delegate: a delegate VirtualService cannot delegate again (Istio follows one level); this route is ignored',
   ]);
   t.same(
-    routes(out).map((r) => [r.name, targets(r)]),
+    routes(out).map((r) => [id(r), targets(r)]),
     [
       ['default/d#1', [[bk('reviews', 'v2'), 100]]],
       ['rest', [[bk('reviews', 'v1'), 100]]],
@@ -502,7 +504,7 @@ t.test('gateway and mesh: merged match gateways decide where each delegated rout
   const sidecar = translate(yaml);
   t.same(sidecar.brief, []);
   t.same(
-    routes(sidecar).map((r) => [r.name, path(r)]),
+    routes(sidecar).map((r) => [id(r), path(r)]),
     [
       ['team/d#0', prefix('/api/mesh')],
       ['team/d#3', prefix('/api')],
@@ -512,7 +514,7 @@ t.test('gateway and mesh: merged match gateways decide where each delegated rout
   const ingress = translate(yaml, INGRESS);
   t.same(ingress.brief, []);
   t.same(
-    routes(ingress, 'reviews.default.svc.cluster.local:80', 'http.80').map((r) => [r.name, path(r), targets(r)]),
+    routes(ingress, 'reviews.default.svc.cluster.local:80', 'http.80').map((r) => [id(r), path(r), targets(r)]),
     [
       ['team/d#1', prefix('/api/edge'), [[bk('reviews', 'v3'), 100]]],
       ['team/d#3', prefix('/api'), [[bk('reviews', 'v2'), 100]]],

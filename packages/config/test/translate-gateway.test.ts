@@ -93,7 +93,8 @@ t.test('server hosts: ns/host, ./host (the Gateway namespace) and */host restric
 });
 
 function vhostOrigins(out: Translated, table = 'http.80'): [string, string[]][] {
-  return routeTable(out.config, table).virtualHosts.map((v) => [v.domains[0]!, v.routes.map((r) => r.origin)]);
+  // The VirtualService of each route: its origin without the `#<http index>` part.
+  return routeTable(out.config, table).virtualHosts.map((v) => [v.domains[0]!, v.routes.map((r) => r.origin.slice(0, r.origin.indexOf('#')))]);
 }
 
 t.test('VirtualServices for one host on a gateway merge, oldest first, catch-all routes last', async (t) => {
@@ -120,7 +121,7 @@ t.test('VirtualServices for one host on a gateway merge, oldest first, catch-all
   t.same(out.issues, []);
   const routes = vhost(out.config, 'bookinfo.example.com:80', 'http.80').routes;
   t.same(
-    routes.map((r) => [r.name, targets(r)[0]![0]]),
+    routes.map((r) => [r.origin, targets(r)[0]![0]]),
     [
       ['default/older#0', bk('reviews')],
       ['default/newer#0', bk('ratings')],
@@ -269,7 +270,7 @@ t.test('match-level gateways bind a VirtualService to a gateway for their blocks
     INGRESS,
   );
   t.same(vhostOrigins(out), [['reviews.default.svc.cluster.local', ['default/reviews']]]);
-  t.same(vhost(out.config, 'reviews.default.svc.cluster.local:80', 'http.80').routes.map((r) => r.name), ['default/reviews#0.0']);
+  t.same(vhost(out.config, 'reviews.default.svc.cluster.local:80', 'http.80').routes.map((r) => r.origin), ['default/reviews#0.0']);
 });
 
 t.test('a destination without a port keeps the server port when the service has it', async (t) => {

@@ -191,7 +191,8 @@ t.test('a mesh VirtualService for a service replaces its default route on every 
   t.same(reviews.domains, REVIEWS_DOMAINS, 'the VirtualService does not change the domains');
   t.same(
     reviews.routes.map((r) => [r.name, r.origin, targets(r)]),
-    [['default/reviews#0', 'default/reviews', [[bk('reviews', 'v1'), 100]]]],
+    [['', 'default/reviews#0', [[bk('reviews', 'v1'), 100]]]],
+    "istiod leaves an unnamed route unnamed; the origin says where it was written",
   );
   // A VirtualService bound only to a gateway does not apply to sidecars.
   t.same(vhost(config, 'ratings.default.svc.cluster.local:9080').routes.map((r) => r.name), ['default']);
@@ -204,12 +205,12 @@ t.test('VirtualService choice: exact host beats wildcard, then the oldest', asyn
   const widest = vs('widest', '  hosts: ["*.svc.cluster.local"]\n  http:\n  - route:\n    - destination: {host: ratings}');
   const origin = (y: string, svc: string): string[] =>
     vhost(translate(y).config, `${svc}.default.svc.cluster.local:9080`).routes.map((r) => r.origin);
-  t.same(origin(yaml(wildcard, exact), 'reviews'), ['default/exact'], 'exact wins although younger');
-  t.same(origin(yaml(wildcard, exact), 'ratings'), ['default/wildcard'], 'the wildcard covers the others');
-  t.same(origin(yaml(widest, wildcard), 'ratings'), ['default/wildcard'], 'the longer wildcard wins although younger');
+  t.same(origin(yaml(wildcard, exact), 'reviews'), ['default/exact#0'], 'exact wins although younger');
+  t.same(origin(yaml(wildcard, exact), 'ratings'), ['default/wildcard#0'], 'the wildcard covers the others');
+  t.same(origin(yaml(widest, wildcard), 'ratings'), ['default/wildcard#0'], 'the longer wildcard wins although younger');
   const twin = vs('twin', '  hosts: [reviews.default.svc.cluster.local]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v3}');
-  t.same(origin(yaml(exact, twin), 'reviews'), ['default/exact'], 'same host: the oldest wins');
-  t.same(origin(yaml(twin, exact), 'reviews'), ['default/twin'], 'same host: the oldest wins');
+  t.same(origin(yaml(exact, twin), 'reviews'), ['default/exact#0'], 'same host: the oldest wins');
+  t.same(origin(yaml(twin, exact), 'reviews'), ['default/twin#0'], 'same host: the oldest wins');
   // The losing VirtualService adds no second virtual host for the same names.
   const { config } = translate(yaml(exact, twin));
   t.same(vhostNames(config), [
@@ -246,13 +247,13 @@ t.test('VirtualService hosts that are no service get their own virtual host', as
   t.same(config.routeConfigs.map((r) => r.virtualHosts.slice(-2).map((v) => v.name)), [['bookinfo.example.com', '*.corp.example.com']]);
   t.same(vhost(config, 'bookinfo.example.com').domains, ['bookinfo.example.com', 'bookinfo.example.com:*']);
   t.same(vhost(config, '*.corp.example.com').domains, ['*.corp.example.com', '*.corp.example.com:*']);
-  t.same(vhost(config, 'bookinfo.example.com').routes.map((r) => r.origin), ['default/bookinfo-alias', 'default/bookinfo-alias']);
+  t.same(vhost(config, 'bookinfo.example.com').routes.map((r) => r.origin), ['default/bookinfo-alias#0', 'default/bookinfo-alias#1']);
   t.same(
     vhost(config, 'bookinfo.example.com').routes.map((r) => targets(r)),
     [[[bk('reviews'), 100]], [[bk('productpage'), 100]]],
   );
   // The same VirtualService also routes the service it names.
-  t.same(vhost(config, 'reviews.default.svc.cluster.local:9080').routes.map((r) => r.origin), ['default/bookinfo-alias', 'default/bookinfo-alias']);
+  t.same(vhost(config, 'reviews.default.svc.cluster.local:9080').routes.map((r) => r.origin), ['default/bookinfo-alias#0', 'default/bookinfo-alias#1']);
 });
 
 t.test('a VirtualService with no route for a port leaves that port its default route', async (t) => {
@@ -273,7 +274,7 @@ spec:
 ---
 ${vs('web', '  hosts: [web]\n  http:\n  - match:\n    - port: 80\n    route:\n    - destination: {host: web, port: {number: 80}}\n    timeout: 2s')}
 ${vs('canary', '  hosts: [ratings.example.com]\n  http:\n  - match:\n    - sourceLabels: {app: reviews}\n    route:\n    - destination: {host: web}')}`);
-  t.same(vhost(config, 'web.default.svc.cluster.local:80').routes.map((r) => [r.name, forward(r).timeoutMs]), [['default/web#0', 2000]]);
+  t.same(vhost(config, 'web.default.svc.cluster.local:80').routes.map((r) => [r.origin, forward(r).timeoutMs]), [['default/web#0', 2000]]);
   t.same(vhost(config, 'web.default.svc.cluster.local:8080').routes.map((r) => [r.name, targets(r)]), [
     ['default', [['outbound|8080||web.default.svc.cluster.local', 100]]],
   ]);
@@ -288,7 +289,7 @@ t.test('exportTo and namespaces of VirtualServices', async (t) => {
     // Short hosts resolve in the VirtualService's namespace: this one is about team-a's reviews.
     vs('team-a-reviews', '  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v2}', ', namespace: team-a');
   const routesFor = (ns: string): string[] =>
-    vhost(translate(yaml, nodeWith(SIDECAR, { namespace: ns })).config, 'reviews.default.svc.cluster.local:9080').routes.map((r) => r.name);
+    vhost(translate(yaml, nodeWith(SIDECAR, { namespace: ns })).config, 'reviews.default.svc.cluster.local:9080').routes.map((r) => r.name || r.origin);
   t.same(routesFor('default'), ['default/reviews#0']);
   t.same(routesFor('team-a'), ['default']);
   const { config } = translate(yaml, nodeWith(SIDECAR, { namespace: 'team-a' }));

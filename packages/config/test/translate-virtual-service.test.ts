@@ -46,19 +46,25 @@ ${to('v1')}
     ],
   );
   t.same(
-    routes.map((r) => [r.name, r.match.path.match, targets(r)]),
+    routes.map((r) => [r.name, r.origin, r.match.path.match, targets(r)]),
     [
-      ['default/reviews#0.0', { kind: 'exact', value: '/productpage' }, [[bk('reviews', 'v1'), 100]]],
-      ['default/reviews#0.1', { kind: 'prefix', value: '/static' }, [[bk('reviews', 'v1'), 100]]],
-      ['default/reviews#0.2', { kind: 'regex', value: '^/api/v[0-9]+/.*' }, [[bk('reviews', 'v1'), 100]]],
-      ['fallback', any, [[bk('reviews', 'v2'), 100]]],
+      ['', 'default/reviews#0.0', { kind: 'exact', value: '/productpage' }, [[bk('reviews', 'v1'), 100]]],
+      ['', 'default/reviews#0.1', { kind: 'prefix', value: '/static' }, [[bk('reviews', 'v1'), 100]]],
+      ['', 'default/reviews#0.2', { kind: 'regex', value: '^/api/v[0-9]+/.*' }, [[bk('reviews', 'v1'), 100]]],
+      ['fallback', 'default/reviews#1', any, [[bk('reviews', 'v2'), 100]]],
     ],
+    'istiod leaves unnamed routes unnamed; the origin names the route and match block',
   );
   t.equal(routes[0]!.action, routes[2]!.action, 'the blocks of one HTTP route share its action');
   t.same(
     reviewsVs(`  - name: api\n    match:\n    - name: v1\n      uri: {prefix: /v1}\n    - uri: {prefix: /v2}\n${to('v1')}`).routes.map((r) => r.name),
     ['api.v1', 'api'],
     'Istio route names: `<http.name>.<match.name>`, else `<http.name>`',
+  );
+  t.same(
+    reviewsVs(`  - match:\n    - name: v1\n      uri: {prefix: /v1}\n    - uri: {prefix: /v2}\n${to('v1')}`).routes.map((r) => r.name),
+    ['.v1', ''],
+    'an unnamed route with a named match block: `.<match.name>`, as route.go joins them',
   );
 });
 
@@ -134,7 +140,7 @@ t.test('port, sourceLabels and sourceNamespace are resolved for this proxy at co
 ${to('v2')}
   - route:
     - destination: {host: reviews, subset: v1}`;
-  const names = (node = SIDECAR): string[] => reviewsVs(http, node).routes.map((r) => r.name);
+  const names = (node = SIDECAR): string[] => reviewsVs(http, node).routes.map((r) => r.origin);
   t.same(names(), ['default/reviews#0.0', 'default/reviews#0.3', 'default/reviews#1']);
   t.same(names(nodeWith(SIDECAR, { labels: { app: 'productpage', version: 'v2' } })), [
     'default/reviews#0.0',
@@ -159,7 +165,7 @@ ${to('v2')}`,
     SIDECAR,
     '  gateways: [mesh, bookinfo-gateway]\n',
   );
-  t.same(routes.map((r) => r.name), ['default/reviews#0.1', 'default/reviews#0.2']);
+  t.same(routes.map((r) => r.origin), ['default/reviews#0.1', 'default/reviews#0.2']);
 });
 
 t.test('weights: one destination takes 100, weight 0 destinations are dropped, others keep theirs', async (t) => {
@@ -479,7 +485,7 @@ t.test('a missing delegate is reported and its route skipped', async (t) => {
     delegate: {name: productpage, namespace: nsA}
   - route:
     - destination: {host: reviews}`);
-  t.same(routes.map((r) => r.name), ['default/reviews#1']);
+  t.same(routes.map((r) => r.origin), ['default/reviews#1']);
   t.same(brief, ['warning VirtualService default/reviews spec.http[0].delegate: delegate VirtualService nsA/productpage not found; this route is ignored, as Istio does']);
 });
 

@@ -1,7 +1,7 @@
 // Virtual host selection order, redirect Location building, response flag formatting and
 // the access log formats.
 import t from 'tap';
-import type { RouteConfiguration, VirtualHost } from '@remora/config';
+import type { Route, RouteConfiguration, VirtualHost } from '@remora/config';
 import { plainRouteContext, formatJson, formatResponseFlags, formatText, redirectLocation, ResponseFlag, RouteTable, type AccessLogRecord } from '@remora/proxy';
 
 const vh = (name: string, domains: string[]): VirtualHost => ({ name, domains, routes: [], requireTls: false });
@@ -29,6 +29,31 @@ t.test('virtual host order: exact, longest suffix wildcard, longest prefix wildc
   t.equal(name('svc.local'), 'default', '`:*` needs a port');
   t.equal(name('example.com'), 'suffix-short', '*.example.com does not match the bare domain');
   t.equal(name('[::1]:8080'), 'default');
+});
+
+t.test("route state is keyed by where the route was written, never by its (often empty) Envoy name", async (t) => {
+  const route = (name: string, origin: string): Route => ({
+    name,
+    origin,
+    match: { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] },
+    action: { kind: 'direct-response', status: 200, body: null },
+    requestHeaders: null,
+    responseHeaders: null,
+    filterConfigs: {},
+  });
+  const scopes: string[] = [];
+  const ctx = { clusters: new Map(), routeFilters: (_r: Route, scope: string) => (scopes.push(scope), null) };
+  const routes = [route('', 'default/shop#0'), route('', 'default/shop#1.0'), route('api', 'default/shop#2'), route('', 'team/d#0'), route('', 'team/d#0'), route('default', '')];
+  new RouteTable({ name: '80', virtualHosts: [{ name: 'shop:80', domains: ['*'], routes, requireTls: true }], ignorePortInHostMatching: false }, ctx);
+  t.same(scopes, [
+    '80/shop:80/default/shop#0',
+    '80/shop:80/default/shop#1.0',
+    '80/shop:80/default/shop#2',
+    '80/shop:80/team/d#0',
+    '80/shop:80/team/d#0~1',
+    '80/shop:80/#5',
+    '80/shop:80/https_redirect',
+  ], 'unnamed routes apart; a delegate behind two root routes twice; a route Istio makes by position');
 });
 
 t.test('gateways ignore the port', async (t) => {

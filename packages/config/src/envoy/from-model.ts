@@ -487,7 +487,7 @@ function dur(ms: number): string {
 }
 
 function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): RouteJson {
-  const out: RouteJson = { name: r.name, match: routeMatch(r), ...headerFields(r.requestHeaders, r.responseHeaders) };
+  const out: RouteJson = { ...(r.name !== '' ? { name: r.name } : {}), match: routeMatch(r), ...headerFields(r.requestHeaders, r.responseHeaders) };
   const perFilter: Record<string, AnyJson> = {};
   for (const [name, config] of Object.entries(r.filterConfigs)) perFilter[name] = typedConfig(PER_ROUTE_FILTER_TYPES, name, config);
   const a = r.action;
@@ -530,7 +530,8 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
   }
   if (Object.keys(perFilter).length > 0) out.typedPerFilterConfig = perFilter;
   if (r.origin !== '') {
-    const [ns, name] = r.origin.split('/');
+    const hash = r.origin.indexOf('#');
+    const [ns, name] = (hash < 0 ? r.origin : r.origin.slice(0, hash)).split('/');
     out.metadata = { filterMetadata: { istio: { config: `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${name}` } } };
   }
   return out;

@@ -138,7 +138,10 @@ export interface DirectResponseAction {
 export type RouteAction = ForwardAction | RedirectAction | DirectResponseAction;
 
 export interface Route {
-  /** Name for access logs and stats: the Istio route `name`, else `<namespace>/<vs>#<index>`. */
+  /**
+   * Envoy's route name, as istiod sets it: the VirtualService route's `name` (plus
+   * `.<match name>`), `default`, `block_all`; '' for an unnamed route (Envoy prints `-`).
+   */
   readonly name: string;
   readonly match: RouteMatch;
   readonly action: RouteAction;
@@ -148,7 +151,12 @@ export interface Route {
   readonly filterConfigs: Readonly<Record<string, unknown>>;
   /** Envoy's RouteAction `rate_limits`: the descriptors the local rate limit filter looks up; absent: none. */
   readonly rateLimits?: readonly RateLimitJson[];
-  /** The resource this route came from, `<namespace>/<name>` of its VirtualService; '' if none. */
+  /**
+   * Where this route was written, `<namespace>/<vs>#<http index>[.<match index>]` (the match
+   * index when the route has several blocks; a delegated route's delegate); '' for routes
+   * Istio makes itself. Not Envoy's: it names the route's runtime state (rate-limit buckets)
+   * and messages whatever its Envoy name, and gives the exporter istiod's `istio.config`.
+   */
   readonly origin: string;
 }
 

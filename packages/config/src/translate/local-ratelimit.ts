@@ -339,7 +339,7 @@ export function withLocalRateLimitRoutes(
         if (m.portNumber !== undefined && m.portNumber !== 0 && m.portNumber !== port) continue;
         if (m.name !== undefined && m.name !== rc.name) continue;
         if (m.vhost?.name !== undefined && m.vhost.name !== vh.name) continue;
-        if (m.vhost?.route?.name !== undefined && m.vhost.route.name !== route.name) continue;
+        if (m.vhost?.route?.name !== undefined && m.vhost.route.name !== '' && m.vhost.route.name !== route.name) continue;
         const act = m.vhost?.route?.action ?? 'ANY';
         if (act !== 'ANY' && act !== actionName(route)) continue;
         const settings = routeSettings(ctx, p.r, p.index, p.value);

@@ -130,11 +130,14 @@ function pushRoutes(
   const requestHeaders = headerMutation(http.headers?.request);
   const responseHeaders = headerMutation(http.headers?.response);
   // A delegated route points into the delegate's file, where it was written.
-  const origin = `${src.site.vs.metadata.namespace}/${src.site.vs.metadata.name}`;
+  const vsRef = `${src.site.vs.metadata.namespace}/${src.site.vs.metadata.name}`;
   const filterConfigs = routeFilterConfigs(ctx, http);
   matches.forEach((m, j) => {
     if (!applies[j]) return;
-    const name = http.name ? (m?.name ? `${http.name}.${m.name}` : http.name) : `${origin}#${src.index}${matches.length > 1 ? `.${j}` : ''}`;
+    // istiod's name (route.go translateRoute): the route's name, then `.<match name>` when the
+    // block has one (so `.m` for an unnamed route); an unnamed route stays unnamed.
+    const name = m?.name ? `${http.name ?? ''}.${m.name}` : (http.name ?? '');
+    const origin = `${vsRef}#${src.index}${matches.length > 1 ? `.${j}` : ''}`;
     out.push({
       name,
       match: m === null ? MATCH_ALL : translateMatch(m),

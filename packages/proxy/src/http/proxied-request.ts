@@ -188,7 +188,9 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     return this.conn.sni;
   }
   get routeName(): string | null {
-    return this.route?.name ?? null;
+    // Envoy's %ROUTE_NAME%: an unnamed route prints as absent.
+    const name = this.route?.name;
+    return name === undefined || name === '' ? null : name;
   }
 
   // --- FilterRequest ---------------------------------------------------------------------

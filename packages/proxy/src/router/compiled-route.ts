@@ -263,7 +263,7 @@ export interface RouteCompileContext {
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
   /**
    * Compiles a route's per-filter configs (Envoy's typed_per_filter_config, and what reads its
-   * rate_limits); null when it has none. `scope` names the route: `<route config>/<vhost>/<route>`.
+   * rate_limits); null when it has none. `scope` names the route's state: `<route config>/<vhost>/<route state key>`.
    */
   routeFilters(route: Route, scope: string): ReadonlyMap<string, unknown> | null;
 }
@@ -287,12 +287,12 @@ export class CompiledRoute {
   /** Compiled per-filter configs of this route, by filter name; null when none. */
   readonly filterConfigs: ReadonlyMap<string, unknown> | null;
 
-  /** `vhostScope`: `<route config>/<virtual host>`, which names the route's filter state. */
-  constructor(r: Route, ctx: RouteCompileContext, vhostScope = '') {
+  /** `scope`: `<route config>/<virtual host>/<route state key>`, which names the route's filter state (see `routeStateKeys`). */
+  constructor(r: Route, ctx: RouteCompileContext, scope = '') {
     const clusters = ctx.clusters;
     this.model = r;
     this.name = r.name;
-    this.filterConfigs = ctx.routeFilters(r, `${vhostScope}/${r.name}`);
+    this.filterConfigs = ctx.routeFilters(r, scope);
     this.matcher = new RouteMatcher(r.match);
     const a = r.action;
     this.target =

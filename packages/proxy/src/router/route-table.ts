@@ -11,8 +11,9 @@ export class CompiledVirtualHost {
   constructor(v: VirtualHost, ctx: RouteCompileContext, table = '') {
     this.name = v.name;
     const scope = `${table}/${v.name}`;
-    this.routes = v.routes.map((r) => new CompiledRoute(r, ctx, scope));
-    this.tlsRedirect = v.requireTls ? new CompiledRoute(httpsRedirectRoute(v.name), ctx, scope) : null;
+    const keys = routeStateKeys(v.routes);
+    this.routes = v.routes.map((r, i) => new CompiledRoute(r, ctx, `${scope}/${keys[i]!}`));
+    this.tlsRedirect = v.requireTls ? new CompiledRoute(HTTPS_REDIRECT, ctx, `${scope}/https_redirect`) : null;
   }
 
   match(r: RouteRequest): CompiledRoute | null {
@@ -20,6 +21,23 @@ export class CompiledVirtualHost {
     for (let i = 0; i < routes.length; i++) if (routes[i]!.matcher.matches(r)) return routes[i]!;
     return null;
   }
+}
+
+/**
+ * What names each route's state (rate-limit buckets) within its virtual host, so that it
+ * outlives a reload that keeps the route: where the route was written (`origin`), never its
+ * Envoy name, which istiod leaves empty for unnamed routes. Routes Istio makes itself
+ * (`default`, `block_all`) and routes without an origin fall back to their position; a
+ * repeated origin (one delegate behind two root routes) gets its occurrence appended.
+ */
+function routeStateKeys(routes: readonly Route[]): string[] {
+  const seen = new Map<string, number>();
+  return routes.map((r, i) => {
+    const base = r.origin !== '' ? r.origin : `#${i}`;
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    return n === 0 ? base : `${base}~${n}`;
+  });
 }
 
 interface WildcardDomain {
@@ -149,15 +167,13 @@ export function findRoute(routes: VirtualHostFinder | null, request: RouteReques
   return vhost.match(request);
 }
 
-/** Envoy's SSL redirect: 301 to the same host and path over https. */
-function httpsRedirectRoute(vhostName: string): Route {
-  return {
-    name: `${vhostName}/https_redirect`,
-    match: { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] },
-    action: { kind: 'redirect', status: 301, scheme: 'https', authority: null, port: null, derivePortFromScheme: false, path: null },
-    requestHeaders: null,
-    responseHeaders: null,
-    filterConfigs: {},
-    origin: '',
-  };
-}
+/** Envoy's SSL redirect (`require_tls`, no route of its own, so no name): 301 to the same host and path over https. */
+const HTTPS_REDIRECT: Route = {
+  name: '',
+  match: { path: { match: { kind: 'any' }, ignoreCase: false }, headers: [], queryParams: [] },
+  action: { kind: 'redirect', status: 301, scheme: 'https', authority: null, port: null, derivePortFromScheme: false, path: null },
+  requestHeaders: null,
+  responseHeaders: null,
+  filterConfigs: {},
+  origin: '',
+};
