@@ -7,44 +7,14 @@
 import t, { type Test } from 'tap';
 import { startBackend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
-import { doc, gateway, routeAll, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, gatewayLocalRateLimit, routeAll, serviceEntry } from './helpers/mesh.ts';
 import { freePort } from './helpers/net.ts';
 import { MeshDir, startRemora } from './helpers/remora.ts';
 
 const TOKENS = 3;
 
 function rateLimit(operation: string, subFilter: string | null): string {
-  return `apiVersion: networking.istio.io/v1alpha3
-kind: EnvoyFilter
-metadata: { name: filter-local-ratelimit-gw, namespace: istio-system }
-spec:
-  workloadSelector:
-    labels: { istio: ingressgateway }
-  configPatches:
-    - applyTo: HTTP_FILTER
-      match:
-        context: GATEWAY
-        listener:
-          filterChain:
-            filter:
-              name: "envoy.filters.network.http_connection_manager"
-${subFilter === null ? '' : `              subFilter:\n                name: "${subFilter}"\n`}      patch:
-        operation: ${operation}
-        value:
-          name: envoy.filters.http.local_ratelimit
-          typed_config:
-            "@type": type.googleapis.com/udpa.type.v1.TypedStruct
-            type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-            value:
-              stat_prefix: http_local_rate_limiter
-              token_bucket: { max_tokens: ${TOKENS}, tokens_per_fill: ${TOKENS}, fill_interval: 3600s }
-              filter_enabled:
-                runtime_key: local_rate_limit_enabled
-                default_value: { numerator: 100, denominator: HUNDRED }
-              filter_enforced:
-                runtime_key: local_rate_limit_enforced
-                default_value: { numerator: 100, denominator: HUNDRED }
-`;
+  return gatewayLocalRateLimit({ maxTokens: TOKENS, fillInterval: '3600s', operation, subFilter });
 }
 
 const DENY_ADMIN = `apiVersion: security.istio.io/v1

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { startBackend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
-import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, gatewayLocalRateLimit, serviceEntry } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { CORPUS, MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
@@ -173,33 +173,7 @@ t.test('gateway: rbac, dry-run rbac, jwt_authn, fault and cors counters', async 
 t.test('gateway: local rate limit counters under its stat_prefix', async (t) => {
   const backend = await startBackend('web');
   const port = await freePort();
-  const limit = `apiVersion: networking.istio.io/v1alpha3
-kind: EnvoyFilter
-metadata: { name: filter-local-ratelimit-gw, namespace: istio-system }
-spec:
-  workloadSelector:
-    labels: { istio: ingressgateway }
-  configPatches:
-    - applyTo: HTTP_FILTER
-      match:
-        context: GATEWAY
-        listener:
-          filterChain:
-            filter:
-              name: "envoy.filters.network.http_connection_manager"
-              subFilter:
-                name: "envoy.filters.http.router"
-      patch:
-        operation: INSERT_BEFORE
-        value:
-          name: envoy.filters.http.local_ratelimit
-          typed_config:
-            "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-            stat_prefix: http_local_rate_limiter
-            token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s }
-            filter_enabled: { runtime_key: e, default_value: { numerator: 100, denominator: HUNDRED } }
-            filter_enforced: { runtime_key: f, default_value: { numerator: 100, denominator: HUNDRED } }
-`;
+  const limit = gatewayLocalRateLimit({ maxTokens: 2 });
   const mesh = new MeshDir({
     'routes.yaml': doc(
       gateway('gw', port),

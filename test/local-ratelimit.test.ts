@@ -7,57 +7,13 @@ import { Agent } from 'node:http';
 import t, { type Test } from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request, type Reply } from './helpers/http.ts';
-import { doc, gateway, routeAll, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, gatewayLocalRateLimit, routeAll, serviceEntry } from './helpers/mesh.ts';
 import { freePort, sleep, waitFor } from './helpers/net.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
 /** Istio's "Enabling Rate Limits using Envoy" local rate limit, for the ingress gateway. */
 function gatewayLimit(maxTokens: number, tokensPerFill: number, fillInterval: string): string {
-  return `apiVersion: networking.istio.io/v1alpha3
-kind: EnvoyFilter
-metadata: { name: filter-local-ratelimit-gw, namespace: istio-system }
-spec:
-  workloadSelector:
-    labels: { istio: ingressgateway }
-  configPatches:
-    - applyTo: HTTP_FILTER
-      match:
-        context: GATEWAY
-        listener:
-          filterChain:
-            filter:
-              name: "envoy.filters.network.http_connection_manager"
-              subFilter:
-                name: "envoy.filters.http.router"
-      patch:
-        operation: INSERT_BEFORE
-        value:
-          name: envoy.filters.http.local_ratelimit
-          typed_config:
-            "@type": type.googleapis.com/udpa.type.v1.TypedStruct
-            type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-            value:
-              stat_prefix: http_local_rate_limiter
-              token_bucket:
-                max_tokens: ${maxTokens}
-                tokens_per_fill: ${tokensPerFill}
-                fill_interval: ${fillInterval}
-              filter_enabled:
-                runtime_key: local_rate_limit_enabled
-                default_value:
-                  numerator: 100
-                  denominator: HUNDRED
-              filter_enforced:
-                runtime_key: local_rate_limit_enforced
-                default_value:
-                  numerator: 100
-                  denominator: HUNDRED
-              response_headers_to_add:
-                - append: false
-                  header:
-                    key: x-local-rate-limit
-                    value: 'true'
-`;
+  return gatewayLocalRateLimit({ maxTokens, tokensPerFill, fillInterval, responseHeader: true });
 }
 
 function nativeLimit(spec: string): string {
