@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Regex } from '@remora/config';
 import type { Logger, Loggers } from '../logger.ts';
 import { isLogLevel, LOG_LEVELS } from '../logger.ts';
 import type { Runtime } from '../runtime/runtime.ts';
@@ -117,12 +118,13 @@ export class AdminServer {
         return send(res, 200, 'text/plain', clustersText(rt));
       case '/stats': {
         const filter = url.searchParams.get('filter');
-        let re: RegExp | null = null;
+        // RE2, as Envoy's admin: a filter cannot hold the event loop that serves traffic.
+        let re: Regex | null = null;
         if (filter) {
           try {
-            re = new RegExp(filter);
-          } catch {
-            return send(res, 400, 'text/plain', `invalid filter regex: ${filter}\n`);
+            re = new Regex(filter);
+          } catch (err) {
+            return send(res, 400, 'text/plain', `invalid filter regex: ${(err as Error).message}\n`);
           }
         }
         return send(res, 200, 'text/plain', statsText(rt, re));

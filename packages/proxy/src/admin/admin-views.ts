@@ -1,3 +1,4 @@
+import type { Regex } from '@remora/config';
 import type { Runtime } from '../runtime/runtime.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
@@ -81,7 +82,7 @@ export function clustersText(rt: Runtime): string {
 }
 
 /** `/stats`: Envoy-named counters and gauges as `name: value`, sorted. */
-export function statsText(rt: Runtime, filter: RegExp | null): string {
+export function statsText(rt: Runtime, filter: Regex | null): string {
   const lines: [string, number][] = [];
   for (const c of rt.clusterManager.clusters.values()) {
     let total = 0;
@@ -121,6 +122,6 @@ export function statsText(rt: Runtime, filter: RegExp | null): string {
   lines.push(['overload.shed_requests', rt.overload.shed], ['overload.active', rt.overloaded ? 1 : 0]);
   lines.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   let out = '';
-  for (const [k, v] of lines) if (filter === null || filter.test(k)) out += `${k}: ${v}\n`;
+  for (const [k, v] of lines) if (filter === null || filter.matchesPart(k)) out += `${k}: ${v}\n`;
   return out;
 }
