@@ -10,24 +10,6 @@ import type { StringMatcherJson } from '@remora/config/envoy/gen/envoy/type/matc
 const Kind = { Exact: 0, Prefix: 1, Suffix: 2, Contains: 3, Regex: 4 } as const;
 type Kind = (typeof Kind)[keyof typeof Kind];
 
-/**
- * Compiled regexes by pattern, shared across a snapshot's matchers (istiod repeats patterns
- * such as `.+` and a namespace's regex in every rule). Emptied when it grows large, so old
- * snapshots' patterns do not pile up over reloads.
- */
-const regexCache = new Map<string, Regex>();
-
-function cachedRegex(pattern: string, ignoreCase: boolean): Regex {
-  const key = ignoreCase ? `i:${pattern}` : `c:${pattern}`;
-  let re = regexCache.get(key);
-  if (re === undefined) {
-    re = new Regex(pattern, { ignoreCase });
-    if (regexCache.size >= 10_000) regexCache.clear();
-    regexCache.set(key, re);
-  }
-  return re;
-}
-
 export class StringMatch {
   readonly #kind: Kind;
   /** Evaluation cost for ordering (see RbacMatcher.cost). */
@@ -60,7 +42,7 @@ export class StringMatch {
       const pattern = json.safeRegex.regex;
       if (typeof pattern !== 'string') throw new Error(`${at}.safeRegex.regex: required`);
       try {
-        regex = cachedRegex(pattern, ic);
+        regex = new Regex(pattern, { ignoreCase: ic });
       } catch (err) {
         throw new Error(`${at}.safeRegex.regex: ${(err as Error).message}`);
       }
