@@ -4,8 +4,10 @@ import type { ProxyNode } from './node.ts';
 import type { RouteConfiguration } from './route.ts';
 
 /**
- * Everything one proxy needs, translated from resources and not yet compiled: the input to
- * the runtime's snapshot compiler and the body of `/config_dump`. Plain data, JSON-safe.
+ * Everything one proxy needs, read from Envoy's resources and not yet compiled: the input to
+ * the runtime's snapshot compiler. Plain data, JSON-safe. Envoy's resources are the model
+ * every source produces (`envoy/to-model.ts` reads them into this form); `envoyJson` keeps
+ * them as received, for `/config_dump`.
  */
 export interface ProxyConfig {
   /** Content hash of the resources it came from; changes whenever they do. */
@@ -14,4 +16,10 @@ export interface ProxyConfig {
   readonly listeners: readonly Listener[];
   readonly routeConfigs: readonly RouteConfiguration[];
   readonly clusters: readonly Cluster[];
+  /**
+   * The Envoy resources this config was read from (`EnvoyResources` as JSON text, parsed
+   * only when `/config_dump` asks); absent for a config built directly (tests), which the
+   * dump then exports.
+   */
+  readonly envoyJson?: string;
 }

@@ -129,7 +129,7 @@ function dumpSections(m: EnvoyModule, input: ConfigDumpInput, matches: (name: st
   let exported: EnvoyResources | null = null;
   const resources = (): EnvoyResources | null => {
     if (input.config === null) return null;
-    exported ??= m.envoyResourcesFromModel(input.config);
+    exported ??= input.config.envoyJson !== undefined ? (JSON.parse(input.config.envoyJson) as EnvoyResources) : m.envoyResourcesFromModel(input.config);
     return exported;
   };
 

@@ -110,7 +110,8 @@ export class AdminServer {
           version: snap?.config.version ?? null,
           live_since: snap === null ? null : new Date(rt.snapshotLiveAt).toISOString(),
           last_error: this.#hooks.lastConfigError(),
-          config: snap?.config ?? null,
+          // The model without the Envoy resources it was read from (those are /config_dump).
+          config: snap === null ? null : { ...snap.config, envoyJson: undefined },
         });
       }
       case '/clusters':
