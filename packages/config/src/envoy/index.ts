@@ -32,3 +32,5 @@ export {
   type EnvoyResources,
   type SecretRef,
 } from './from-model.ts';
+export { translateIstioToEnvoy, type EnvoyTranslateResult } from '../translate/istio-envoy.ts';
+export { applyEnvoyFilters } from '../translate/envoyfilter-patch.ts';

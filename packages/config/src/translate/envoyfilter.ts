@@ -67,14 +67,23 @@ export interface PatchMatch {
   listener?: {
     portNumber?: number;
     name?: string;
-    filterChain?: { name?: string; filter?: { name?: string; subFilter?: { name?: string } } };
+    filterChain?: {
+      name?: string;
+      sni?: string;
+      transportProtocol?: string;
+      applicationProtocols?: string;
+      destinationPort?: number;
+      filter?: { name?: string; subFilter?: { name?: string } };
+    };
   };
   routeConfiguration?: {
     portNumber?: number;
+    portName?: string;
     name?: string;
     gateway?: string;
-    vhost?: { name?: string; route?: { name?: string; action?: string } };
+    vhost?: { name?: string; domainName?: string; route?: { name?: string; action?: string } };
   };
+  cluster?: { portNumber?: number; service?: string; subset?: string; name?: string };
   proxy?: { proxyVersion?: string; metadata?: Record<string, string> };
 }
 

@@ -1,0 +1,46 @@
+/**
+ * Istio resources → Envoy's resources for one proxy, as istiod computes them: the Istio
+ * translator builds the config, the exporter writes it as Envoy's v3 resources, and the
+ * EnvoyFilters that select the proxy patch those resources (envoyfilter-patch.ts). It loads
+ * Envoy's descriptors, so it belongs on the loader thread; it is exported from
+ * `@remora/config/envoy` only.
+ */
+import { formatIssue, type ConfigIssue } from '../errors.ts';
+import { envoyResourcesFromModel, type EnvoyResources } from '../envoy/from-model.ts';
+import type { ListenerPorts, ProxyNode } from '../model/node.ts';
+import type { Resource } from '../resources/resource.ts';
+import { TranslateContext } from './context.ts';
+import { applyEnvoyFilters } from './envoyfilter-patch.ts';
+import { DEFAULT_TRANSLATE_OPTIONS, translateIstio, type TranslateOptions } from './istio.ts';
+
+export interface EnvoyTranslateResult {
+  readonly envoy: EnvoyResources;
+  /** Errors make the config unusable; warnings are worth printing but change nothing. */
+  readonly issues: ConfigIssue[];
+}
+
+export function translateIstioToEnvoy(
+  resources: readonly Resource[],
+  node: ProxyNode,
+  ports: ListenerPorts,
+  options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
+): EnvoyTranslateResult {
+  // EnvoyFilters patch the Envoy resources, not the model: the translator does not see them.
+  const { config, issues } = translateIstio(
+    resources.filter((r) => r.kind !== 'EnvoyFilter'),
+    node,
+    ports,
+    options,
+  );
+  const ctx = new TranslateContext(resources, node, ports);
+  const envoy = applyEnvoyFilters(envoyResourcesFromModel(config), ctx);
+  const seen = new Set<string>();
+  const all: ConfigIssue[] = [];
+  for (const i of [...issues, ...ctx.issues]) {
+    const key = formatIssue(i);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    all.push(i);
+  }
+  return { envoy, issues: all };
+}
