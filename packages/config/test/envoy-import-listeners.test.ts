@@ -387,3 +387,168 @@ t.test("istiod's config dump (an ambient waypoint): the internal listener is ref
     ].sort(),
   );
 });
+
+// ---- 3. defaults, errors and warnings ----
+
+/** A plain HTTP listener for `node` as the exporter writes it, with `edit` applied to its HCM config and the listener. */
+function listenerWith(direction: 'gateway' | 'outbound' | 'inbound', hcm: Record<string, unknown> = {}, listener: Record<string, unknown> = {}): object {
+  const base: Record<string, unknown> = {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+    statPrefix: `${direction === 'inbound' ? 'inbound' : 'outbound'}_0.0.0.0_8080`,
+    rds: { configSource: { ads: {} }, routeConfigName: 'http.8080' },
+    httpFilters: [{ name: 'envoy.filters.http.router', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+    useRemoteAddress: direction === 'gateway',
+    normalizePath: true,
+    upgradeConfigs: [{ upgradeType: 'websocket' }],
+    ...(direction === 'outbound' ? {} : { forwardClientCertDetails: direction === 'gateway' ? 'SANITIZE_SET' : 'APPEND_FORWARD' }),
+  };
+  for (const [k, v] of Object.entries(hcm)) {
+    if (v === undefined) delete base[k];
+    else base[k] = v;
+  }
+  return plain({
+    name: '0.0.0.0_8080',
+    address: { socketAddress: { address: '0.0.0.0', portValue: 8080 } },
+    filterChains: [{ filters: [{ name: HCM_NAME, typedConfig: base }] }],
+    ...(direction === 'inbound' ? { trafficDirection: 'INBOUND' } : {}),
+    ...listener,
+  });
+}
+
+const HCM_AT = 'filterChains[0].filters[0].typedConfig';
+
+t.test("Envoy's defaults where a field is unset", async (t) => {
+  const got = importListeners([listenerWith('gateway')], INGRESS);
+  t.same(got.issues, []);
+  const l = got.listeners[0]!;
+  t.equal(l.connectionManager, undefined, 'no server name, server header or HTTP/1.0 setting: the runtime applies Envoy\'s (envoy, OVERWRITE, HTTP/1.0 refused)');
+  t.equal(l.direction, 'gateway', "a gateway node's listeners are the gateway's");
+  t.equal(l.tls, null);
+
+  const some = importListeners([listenerWith('gateway', { serverName: 'edge' })], INGRESS).listeners[0]!;
+  t.same(some.connectionManager, { serverName: 'edge', serverHeaderTransformation: 'OVERWRITE', httpProtocolOptions: { acceptHttp10: false } }, 'unset siblings take their defaults');
+  const http10 = importListeners([listenerWith('gateway', { httpProtocolOptions: { acceptHttp10: true }, serverHeaderTransformation: 'PASS_THROUGH' })], INGRESS).listeners[0]!;
+  t.same(http10.connectionManager, { serverName: 'envoy', serverHeaderTransformation: 'PASS_THROUGH', httpProtocolOptions: { acceptHttp10: true } });
+
+  t.equal(importListeners([listenerWith('outbound')], SIDECAR).listeners[0]!.direction, 'outbound', 'no trafficDirection on a sidecar: outbound');
+  t.equal(importListeners([listenerWith('inbound')], SIDECAR).listeners[0]!.direction, 'inbound', 'trafficDirection INBOUND');
+  t.equal(importListeners([listenerWith('inbound', {}, { name: 'virtualInbound', trafficDirection: undefined })], SIDECAR).listeners[0]!.direction, 'inbound', 'named virtualInbound');
+
+  const inline = importListeners([listenerWith('gateway', { rds: undefined, routeConfig: { virtualHosts: [{ name: 'all', domains: ['*'] }] } })], INGRESS);
+  t.equal(inline.listeners[0]!.routeConfig, '0.0.0.0_8080', 'an unnamed inline route configuration is named after the listener');
+  t.same(inline.inlineRouteConfigs, [{ name: '0.0.0.0_8080', virtualHosts: [{ name: 'all', domains: ['*'] }] }]);
+
+  const filters = importListeners(
+    [
+      listenerWith('gateway', {
+        httpFilters: [
+          { name: 'my-fault', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault', maxActiveFaults: 3 } },
+          { name: 'istio.metadata_exchange', typedConfig: { '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct', typeUrl: 'type.googleapis.com/io.istio.http.peer_metadata.Config', value: {} } },
+          { name: 'example.optional', isOptional: true, typedConfig: { '@type': 'type.googleapis.com/google.protobuf.Empty' } },
+          { name: 'envoy.filters.http.local_ratelimit', typedConfig: { '@type': 'type.googleapis.com/xds.type.v3.TypedStruct', typeUrl: 'type.googleapis.com/remora.envoy.filters.http.local_ratelimit', value: { statPrefix: 'rl' } } },
+          { name: 'envoy.filters.http.router', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+        ],
+      }),
+    ],
+    INGRESS,
+  );
+  t.same(filters.issues, []);
+  t.same(
+    filters.listeners[0]!.httpFilters,
+    [
+      { name: 'envoy.filters.http.fault', config: { maxActiveFaults: 3 } },
+      { name: 'example.optional', config: {}, isOptional: true },
+      { name: 'envoy.filters.http.local_ratelimit', config: { statPrefix: 'rl' } },
+      { name: 'envoy.filters.http.router', config: {} },
+    ],
+    "filters are named by their config's type, Istio's own are skipped, an optional unknown one is kept for the runtime to skip, Remora's own config comes out of its TypedStruct",
+  );
+});
+
+t.test('errors: the listener is not imported, the message names the field', async (t) => {
+  const DT = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext';
+  const tlsChain = (ctx: Record<string, unknown>, match: object = { serverNames: ['a.example.com'] }): object => ({
+    name: '0.0.0.0_8443',
+    address: { socketAddress: { address: '0.0.0.0', portValue: 8443 } },
+    filterChains: [
+      {
+        filterChainMatch: match,
+        filters: [{ name: HCM_NAME, typedConfig: (listenerWith('gateway') as { filterChains: { filters: { typedConfig: object }[] }[] }).filterChains[0]!.filters[0]!.typedConfig }],
+        transportSocket: { name: 'envoy.transport_sockets.tls', typedConfig: { '@type': DT, ...ctx } },
+      },
+    ],
+  });
+  const cert = { tlsCertificateSdsSecretConfigs: [{ name: 'kubernetes://a' }] };
+  const secrets: SecretRef[] = [
+    { name: 'kubernetes://a', kind: 'certificate', certFile: '/a.crt', keyFile: '/a.key' },
+    { name: 'kubernetes://a-cacert', kind: 'validation', caFile: '/ca.crt' },
+  ];
+  const TLS_AT = 'filterChains[0].transportSocket.typedConfig';
+  const cases: [string, object, ProxyNode, string][] = [
+    ['ECDS', listenerWith('gateway', { httpFilters: [{ name: 'x', configDiscovery: { configSource: { ads: {} } } }] }), INGRESS, `${HCM_AT}.httpFilters[0].configDiscovery: filter x: filter configs by discovery (ECDS) are not supported`],
+    ['unknown filter', listenerWith('gateway', { httpFilters: [{ name: 'x', typedConfig: { '@type': 'type.googleapis.com/google.protobuf.Empty' } }] }), INGRESS, `${HCM_AT}.httpFilters[0]: unknown HTTP filter x (type.googleapis.com/google.protobuf.Empty); Envoy refuses it too unless it is marked isOptional`],
+    ['disabled filter', listenerWith('gateway', { httpFilters: [{ name: 'f', disabled: true, typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' } }] }), INGRESS, `${HCM_AT}.httpFilters[0].disabled: filter f: a filter disabled on the listener and enabled per route is not supported`],
+    ['no router', listenerWith('gateway', { httpFilters: [] }), INGRESS, `${HCM_AT}.httpFilters: the chain must end with envoy.filters.http.router`],
+    ['mergeSlashes', listenerWith('gateway', { mergeSlashes: true }), INGRESS, `${HCM_AT}.mergeSlashes: merging slashes is not supported; routes and policies would see paths Envoy would not`],
+    ['escaped slashes', listenerWith('gateway', { pathWithEscapedSlashesAction: 'UNESCAPE_AND_FORWARD' }), INGRESS, `${HCM_AT}.pathWithEscapedSlashesAction: UNESCAPE_AND_FORWARD is not supported: Remora keeps escaped slashes unchanged`],
+    ['useRemoteAddress on a sidecar', listenerWith('outbound', { useRemoteAddress: true }), SIDECAR, `${HCM_AT}.useRemoteAddress: a sidecar takes the client address from x-forwarded-for and does not append to it (useRemoteAddress false)`],
+    ['no useRemoteAddress on a gateway', listenerWith('gateway', { useRemoteAddress: undefined }), INGRESS, `${HCM_AT}.useRemoteAddress: a gateway is the edge in Remora: it uses the peer address as the client address and appends it to x-forwarded-for (useRemoteAddress true)`],
+    ['XFCC', listenerWith('gateway', { forwardClientCertDetails: 'FORWARD_ONLY' }), INGRESS, `${HCM_AT}.forwardClientCertDetails: FORWARD_ONLY is not supported on a gateway: Remora does SANITIZE_SET there, as Istio`],
+    ['CONNECT upgrade', listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'CONNECT' }] }), INGRESS, `${HCM_AT}.upgradeConfigs[0].upgradeType: upgrade CONNECT is not supported (websocket only)`],
+    ['unknown HCM field', listenerWith('gateway', { scopedRoutes: { name: 's' }, rds: undefined }), INGRESS, `${HCM_AT}.scopedRoutes: not supported`],
+    ['network filter', listenerWith('gateway', {}, { filterChains: [{ filters: [{ name: 'envoy.filters.network.rbac', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC', statPrefix: 'x' } }, ...(listenerWith('gateway') as { filterChains: { filters: object[] }[] }).filterChains[0]!.filters] }] }), INGRESS, 'filterChains[0].filters[0]: network filter envoy.filters.network.rbac is not supported (Remora runs the HTTP connection manager and tcp_proxy)'],
+    ['filterChainMatcher', listenerWith('gateway', {}, { filterChainMatcher: { onNoMatch: { action: { name: 'x', typedConfig: { '@type': 'type.googleapis.com/google.protobuf.StringValue', value: 'x' } } } } }), INGRESS, 'filterChainMatcher: not supported'],
+    ['defaultFilterChain', listenerWith('gateway', {}, { defaultFilterChain: { filters: [] } }), INGRESS, 'defaultFilterChain: not supported'],
+    ['UDP', listenerWith('gateway', {}, { address: { socketAddress: { address: '0.0.0.0', portValue: 8080, protocol: 'UDP' } } }), INGRESS, 'address.socketAddress.protocol: UDP listeners are not supported (TCP only)'],
+    ['tcp_proxy on a sidecar', { name: 't', address: { socketAddress: { address: '0.0.0.0', portValue: 1 } }, filterChains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: 'x', cluster: 'c' } }] }] }, SIDECAR, 'filterChains[0].filters: tcp_proxy is supported on a gateway only; a sidecar listener must run the HTTP connection manager'],
+    ['unbound without a capture', listenerWith('outbound', {}, { bindToPort: false }), SIDECAR, 'bindToPort: a listener not bound to its port only receives connections a capture listener (useOriginalDst, outbound) hands over, and there is none on this address'],
+    ['requireSni', tlsChain({ commonTlsContext: cert, requireSni: true }), INGRESS, `${TLS_AT}.requireSni: not supported`],
+    ['OCSP', tlsChain({ commonTlsContext: cert, ocspStaplePolicy: 'MUST_STAPLE' }), INGRESS, `${TLS_AT}.ocspStaplePolicy: OCSP stapling is not supported`],
+    ['CRL', tlsChain({ commonTlsContext: { ...cert, combinedValidationContext: { defaultValidationContext: { crl: { filename: '/crl.pem' } }, validationContextSdsSecretConfig: { name: 'kubernetes://a-cacert' } } }, requireClientCertificate: true }), INGRESS, `${TLS_AT}.commonTlsContext.combinedValidationContext.defaultValidationContext.crl: not supported (client certificates are checked against the roots and SAN names only); Remora cannot enforce it`],
+    ['SAN prefix', tlsChain({ commonTlsContext: { ...cert, combinedValidationContext: { defaultValidationContext: { matchSubjectAltNames: [{ prefix: 'spiffe://' }] }, validationContextSdsSecretConfig: { name: 'kubernetes://a-cacert' } } }, requireClientCertificate: true }), INGRESS, `${TLS_AT}.commonTlsContext.combinedValidationContext.defaultValidationContext.matchSubjectAltNames[0]: only exact SAN matches are supported`],
+    ['ECDH curves', tlsChain({ commonTlsContext: { ...cert, tlsParams: { ecdhCurves: ['P-256'] } } }), INGRESS, `${TLS_AT}.commonTlsContext.tlsParams.ecdhCurves: not supported (TLS versions and cipher suites only); Remora cannot restrict it`],
+    ['TLS 1.0', tlsChain({ commonTlsContext: { ...cert, tlsParams: { tlsMinimumProtocolVersion: 'TLSv1_0' } } }), INGRESS, `${TLS_AT}.commonTlsContext.tlsParams.tlsMinimumProtocolVersion: TLSv1_0 is not supported (TLS 1.2 and 1.3 only)`],
+    ['inline certificate', tlsChain({ commonTlsContext: { tlsCertificates: [{ certificateChain: { filename: '/a.crt' } }] } }), INGRESS, `${TLS_AT}.commonTlsContext.tlsCertificates: not supported (certificates and roots come from SDS secrets)`],
+    ['unknown secret', tlsChain({ commonTlsContext: { tlsCertificateSdsSecretConfigs: [{ name: 'kubernetes://nope' }] } }), INGRESS, `${TLS_AT}.commonTlsContext.tlsCertificateSdsSecretConfigs[0].name: SDS secret kubernetes://nope is unknown`],
+    ['client cert without roots', tlsChain({ commonTlsContext: cert, requireClientCertificate: true }), INGRESS, `${TLS_AT}.requireClientCertificate: requiring a client certificate needs roots to verify it (a validation context)`],
+    ['sidecar TLS that is not Istio mTLS', tlsChain({ commonTlsContext: cert }, { transportProtocol: 'tls' }), SIDECAR, `${TLS_AT}: a sidecar's inbound TLS must be Istio mTLS: the workload certificate (SDS default), the mesh roots (SDS ROOTCA) and a client certificate required`],
+  ];
+  for (const [what, listener, n, message] of cases) {
+    const got = importListeners([listener], n, secrets);
+    const name = (listener as { name: string }).name;
+    t.same(got.listeners, [], `${what}: not imported`);
+    t.ok(got.issues.includes(`Listener ${name}: ${message}`), `${what}: ${message}`) || t.comment(got.issues.join('\n'));
+  }
+});
+
+t.test('warnings: accepted and ignored, said once', async (t) => {
+  const cases: [string, object, string][] = [
+    ['tracing', listenerWith('gateway', { tracing: {} }), `${HCM_AT}.tracing: ignored: Remora does not trace requests yet`],
+    ['trusted hops', listenerWith('gateway', { xffNumTrustedHops: 2 }), `${HCM_AT}.xffNumTrustedHops: ignored: trusted x-forwarded-for hops are the proxy's --num-trusted-proxies (Istio's numTrustedProxies)`],
+    ['no normalizePath', listenerWith('gateway', { normalizePath: undefined }), `${HCM_AT}.normalizePath: Remora always normalizes request paths (Istio's pathNormalization BASE)`],
+    ['stream idle timeout', listenerWith('gateway', { streamIdleTimeout: '300s' }), `${HCM_AT}.streamIdleTimeout: ignored: Remora has no stream idle timeout`],
+    ['request timeout', listenerWith('gateway', { requestTimeout: '10s' }), `${HCM_AT}.requestTimeout: ignored: the request timeout is the proxy's own`],
+    ['no upgrade configs', listenerWith('gateway', { upgradeConfigs: undefined }), `${HCM_AT}.upgradeConfigs: Remora tunnels WebSocket upgrades even without an upgrade config`],
+    ['listener filter', listenerWith('gateway', {}, { listenerFilters: [{ name: 'envoy.filters.listener.proxy_protocol' }] }), 'listenerFilters[0]: listener filter envoy.filters.listener.proxy_protocol is not run (Remora runs original_dst, tls_inspector and http_inspector\'s work itself)'],
+    ['nothing to say', listenerWith('gateway'), ''],
+  ];
+  for (const [what, listener, message] of cases) {
+    const got = importListeners([listener], INGRESS);
+    t.equal(got.listeners.length, 1, `${what}: imported`);
+    t.same(got.issues, message === '' ? [] : [`warning: Listener 0.0.0.0_8080: ${message}`], what);
+  }
+});
+
+t.test("the outbound capture's per-port listeners fold into routeConfigsByPort; unlike settings are refused", async (t) => {
+  const capture = listenerWith('outbound', { rds: { routeConfigName: '80' } }, { name: 'virtualOutbound', useOriginalDst: true, address: { socketAddress: { address: '0.0.0.0', portValue: 15001 } } });
+  const port = (p: number, hcm: Record<string, unknown> = {}): object => listenerWith('outbound', { rds: { routeConfigName: String(p) }, statPrefix: `outbound_0.0.0.0_${p}`, ...hcm }, { name: `0.0.0.0_${p}`, bindToPort: false, address: { socketAddress: { address: '0.0.0.0', portValue: p } } });
+  const got = importListeners([capture, port(9080), port(80)], SIDECAR);
+  t.same(got.issues.filter((i) => !i.includes('statPrefix')), []);
+  t.equal(got.listeners.length, 1);
+  t.same(got.listeners[0]!.routeConfigsByPort, { 9080: '9080', 80: '80' });
+  t.equal(got.listeners[0]!.routeConfig, '80');
+
+  const bad = importListeners([capture, port(9080, { serverName: 'other' })], SIDECAR);
+  t.same(bad.listeners.map((l) => l.routeConfigsByPort), [undefined], 'the capture stays; the unlike port listener is left out');
+  t.ok(bad.issues.includes("Listener 0.0.0.0_9080: filterChains: its HTTP settings differ from those of the capture listener virtualOutbound; Remora serves every port of the capture with that listener's filters and settings, routing by port"));
+});
