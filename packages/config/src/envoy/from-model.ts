@@ -29,6 +29,7 @@ import type {
 } from '../model/index.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import { envoyFromJson } from './codec.ts';
+import { HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
 import { envoyMessageType, TYPE_URL_PREFIX } from './registry.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { AddressJson } from './gen/envoy/config/core/v3/address_pb.ts';
@@ -54,24 +55,7 @@ const RAW_BUFFER_TYPE = `${T}envoy.extensions.transport_sockets.raw_buffer.v3.Ra
 const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 const TYPED_STRUCT_TYPE = `${T}xds.type.v3.TypedStruct`;
 
-/** The listener-level config message of each Envoy HTTP filter Remora runs, by filter name. */
-export const HTTP_FILTER_TYPES: Readonly<Record<string, string>> = {
-  'envoy.filters.http.jwt_authn': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`,
-  'envoy.filters.http.rbac': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`,
-  'envoy.filters.http.local_ratelimit': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
-  'envoy.filters.http.fault': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
-  'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.Cors`,
-  'envoy.filters.http.router': ROUTER_TYPE,
-};
-
-/** The route-level (`typed_per_filter_config`) message of each filter, by filter name. */
-export const PER_ROUTE_FILTER_TYPES: Readonly<Record<string, string>> = {
-  'envoy.filters.http.jwt_authn': `${T}envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig`,
-  'envoy.filters.http.rbac': `${T}envoy.extensions.filters.http.rbac.v3.RBACPerRoute`,
-  'envoy.filters.http.local_ratelimit': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
-  'envoy.filters.http.fault': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
-  'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.CorsPolicy`,
-};
+export { HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES };
 
 /** istiod's SDS resource names for the workload certificate and the mesh roots. */
 export const WORKLOAD_SECRET = 'default';
@@ -213,6 +197,10 @@ function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>): Listen
   };
   if (listenerFilters.length > 0) out.listenerFilters = listenerFilters;
   if (l.destinationPort !== undefined || l.routeConfigsByPort !== undefined) out.useOriginalDst = true;
+  // A listener without an HTTP connection manager names its route table nowhere in Envoy's terms.
+  if (!out.filterChains!.some((c) => c.filters?.some((f) => f.name === 'envoy.filters.network.http_connection_manager'))) {
+    out.metadata = { filterMetadata: { remora: { routeConfig: l.routeConfig } } };
+  }
   return out;
 }
 
@@ -232,7 +220,10 @@ function portListeners(l: ModelListener, secrets: Map<string, SecretRef>): Liste
 
 function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): FilterChainJson[] {
   const port = l.destinationPort === undefined ? {} : { destinationPort: l.destinationPort };
-  if (l.tcpProxy !== undefined) return [{ filters: [tcpProxyFilter(l.tcpProxy[0] ?? null, l.name)] }];
+  if (l.tcpProxy !== undefined) {
+    const route = l.tcpProxy[0] ?? null;
+    return [{ filters: [tcpProxyFilter(route, l.name)], ...(route === null ? {} : tcpRouteMetadata(route, null)) }];
+  }
   const hcm = (): FilterJson => httpConnectionManager(l);
   if (l.tls === null) return [{ ...(l.destinationPort === undefined ? {} : { filterChainMatch: port }), filters: [hcm()] }];
   if (l.tls.kind === 'mesh') {
@@ -254,15 +245,19 @@ function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): Filter
   for (const server of l.tls.servers) {
     const serverNames = server.hosts.filter((h) => h !== '*');
     const match = serverNames.length > 0 ? { filterChainMatch: { serverNames } } : {};
+    // Which Gateway server a chain belongs to, and its hosts where SNI names cannot say them.
+    const remora: Record<string, JsonValue> = { server: server.origin };
+    if (server.mode === 'PASSTHROUGH' || (serverNames.length > 0 && serverNames.length !== server.hosts.length)) remora.hosts = [...server.hosts];
     if (server.mode === 'PASSTHROUGH') {
       for (const route of server.tcpRoutes) {
         const names = route.sniHosts.filter((h) => h !== '*');
-        chains.push({ ...(names.length > 0 ? { filterChainMatch: { serverNames: names } } : match), filters: [tcpProxyFilter(route, l.name)] });
+        chains.push({ ...(names.length > 0 ? { filterChainMatch: { serverNames: names } } : match), filters: [tcpProxyFilter(route, l.name)], ...tcpRouteMetadata(route, remora) });
       }
       continue;
     }
     chains.push({
       ...match,
+      metadata: { filterMetadata: { remora: remora as StructJson } },
       filters: [hcm()],
       transportSocket: { name: 'envoy.transport_sockets.tls', typedConfig: any(DOWNSTREAM_TLS_TYPE, downstreamTls(server, secrets)) },
     });
@@ -315,6 +310,19 @@ function istioCommonTlsContext(secrets: Map<string, SecretRef>, sans: readonly s
   };
 }
 
+/**
+ * A TCP route's chain metadata: istiod's config reference to its VirtualService, and (in
+ * `remora`) the Gateway server it belongs to and its own SNI names, which the chain's match
+ * cannot tell apart from the server's.
+ */
+function tcpRouteMetadata(route: TcpRoute, server: Record<string, JsonValue> | null): { metadata?: MetadataJson } {
+  const filterMetadata: Record<string, StructJson> = {};
+  const [ns, name] = route.origin.split('/');
+  if (ns !== undefined && name !== undefined) filterMetadata.istio = { config: `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${name}` };
+  if (server !== null) filterMetadata.remora = { ...server, sniHosts: [...route.sniHosts] };
+  return Object.keys(filterMetadata).length === 0 ? {} : { metadata: { filterMetadata } };
+}
+
 function tcpProxyFilter(route: TcpRoute | null, listenerName: string): FilterJson {
   const clusters = route?.clusters ?? [];
   const target =
@@ -333,8 +341,17 @@ function httpConnectionManager(l: ModelListener): FilterJson {
     statPrefix: httpStatPrefix(l),
     rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName: l.routeConfig },
     httpFilters: httpFiltersJson(l.httpFilters),
-    useRemoteAddress: l.direction !== 'inbound',
+    // What the runtime does: a gateway is the edge (the peer is the client, appended to
+    // x-forwarded-for); sidecars are not. Istio's settings, as istiod writes them.
+    useRemoteAddress: l.direction === 'gateway',
+    upgradeConfigs: [{ upgradeType: 'websocket' }],
+    normalizePath: true,
+    pathWithEscapedSlashesAction: 'KEEP_UNCHANGED',
   };
+  if (l.direction !== 'outbound') {
+    body.forwardClientCertDetails = l.direction === 'gateway' ? 'SANITIZE_SET' : 'APPEND_FORWARD';
+    body.setCurrentClientCertDetails = { subject: true, dns: true, uri: true };
+  }
   if (cm !== undefined) {
     body.serverName = cm.serverName;
     body.serverHeaderTransformation = cm.serverHeaderTransformation;

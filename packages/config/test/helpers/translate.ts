@@ -104,7 +104,19 @@ export function translate(yaml: string | readonly string[], node: ProxyNode = SI
 
 export function translateResources(resources: readonly Resource[], node: ProxyNode = SIDECAR, ports: ListenerPorts = PORTS): Translated {
   const { config, issues } = translateIstio(resources, node, ports);
-  return { config, issues, brief: issues.map(briefIssue) };
+  const out = { config, issues, brief: issues.map(briefIssue) };
+  translationRecorder?.(out);
+  return out;
+}
+
+let translationRecorder: ((t: Translated) => void) | null = null;
+
+/**
+ * Calls `record` with every translation the translator tests make from now on: the importer
+ * tests read each of those meshes back from Envoy's form.
+ */
+export function recordTranslations(record: ((t: Translated) => void) | null): void {
+  translationRecorder = record;
 }
 
 export function briefIssue(i: ConfigIssue): string {

@@ -1,0 +1,866 @@
+/**
+ * Envoy Listeners (proto3 JSON, canonical form) read into the runtime's listener model.
+ *
+ * What the model expresses, and so what is read:
+ * - one HTTP connection manager per listener (every filter chain that carries one carries the
+ *   same), routing through RDS `routeConfigName` or an inline `routeConfig` (returned, named,
+ *   for the route importer);
+ * - a gateway's TLS servers: filter chains selected by `serverNames`, each terminating TLS with
+ *   a DownstreamTlsContext whose SDS secrets resolve to files, or passing it through to a
+ *   `tcp_proxy`; a gateway TCP server: one `tcp_proxy` chain;
+ * - a sidecar's inbound Istio mTLS: a `tls` chain with the workload certificate and the mesh
+ *   roots, and for PERMISSIVE a `raw_buffer` chain beside it, matched on one destination port;
+ * - a sidecar's outbound capture (`useOriginalDst`) and the per-port listeners not bound to
+ *   their port (`bindToPort: false`, `0.0.0.0_9080`) it hands connections to: these fold into
+ *   the capture listener's `routeConfigsByPort`.
+ *
+ * istiod's own sidecar listeners (`virtualOutbound` with its passthrough chain,
+ * `virtualInbound` with a chain per destination port and address, listeners matched by
+ * `filterChainMatcher`) are not expressible yet: they are refused with an error naming the
+ * listener and the field, never imported in part.
+ *
+ * A field that changes behaviour Remora cannot honour is an error (the listener is not
+ * imported); a field that tunes something Remora does not have is a warning. Only types are
+ * imported from the generated code: this module loads on the proxy's main thread.
+ */
+import type { Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
+import { httpStatPrefix } from '../model/listener.ts';
+import type { ProxyNode } from '../model/node.ts';
+import { HTTP_FILTER_TYPES, REMORA_TYPE_PREFIX, TYPED_STRUCT_TYPES } from './filter-types.ts';
+import type { ImportContext } from './import-context.ts';
+import type { ListenerJson } from './gen/envoy/config/listener/v3/listener_pb.ts';
+import type { RouteConfigurationJson } from './gen/envoy/config/route/v3/route_pb.ts';
+
+type Obj = Record<string, unknown>;
+
+const TYPE = 'Listener';
+const T = 'type.googleapis.com/';
+const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
+const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
+const DOWNSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`;
+const RAW_BUFFER_TYPE = `${T}envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer`;
+const ROUTER = 'envoy.filters.http.router';
+const BLACK_HOLE = 'BlackHoleCluster';
+
+/** Listener filters whose job Remora's listeners do themselves, by name and by config type. */
+const LISTENER_FILTERS: Readonly<Record<string, string>> = {
+  'envoy.filters.listener.original_dst': `${T}envoy.extensions.filters.listener.original_dst.v3.OriginalDst`,
+  'envoy.filters.listener.tls_inspector': `${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`,
+  'envoy.filters.listener.http_inspector': `${T}envoy.extensions.filters.listener.http_inspector.v3.HttpInspector`,
+};
+
+/**
+ * Istio's own HTTP filters istiod puts in every chain, accepted and not run (as the translator
+ * and the filter registry skip them: peer metadata comes from the mTLS certificate, istio_*
+ * metrics are the proxy's own, upstream ALPN is the cluster's TLS settings', no metric reads
+ * per-method gRPC counters): by name, and by config type (the name is free-form in Envoy).
+ */
+const SKIPPED_ISTIO_FILTERS: ReadonlySet<string> = new Set(['istio.metadata_exchange', 'istio.stats', 'istio.alpn', 'envoy.filters.http.grpc_stats']);
+const SKIPPED_ISTIO_TYPES: ReadonlySet<string> = new Set([
+  `${T}io.istio.http.peer_metadata.Config`,
+  `${T}envoy.tcp.metadataexchange.config.MetadataExchange`,
+  `${T}istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig`,
+  `${T}stats.PluginConfig`,
+  `${T}envoy.extensions.filters.http.grpc_stats.v3.FilterConfig`,
+]);
+/** Network filters of Istio's that Remora accepts and does not run (peer metadata, istio_* metrics). */
+const SKIPPED_NETWORK_FILTERS: ReadonlySet<string> = new Set(['istio.metadata_exchange', 'istio.stats']);
+
+const FILTER_BY_TYPE: ReadonlyMap<string, string> = new Map(Object.entries(HTTP_FILTER_TYPES).map(([name, type]) => [type, name]));
+
+/** Where one listener's issues go, with its name and type filled in. */
+class At {
+  readonly ctx: ImportContext;
+  readonly name: string;
+  constructor(ctx: ImportContext, name: string) {
+    this.ctx = ctx;
+    this.name = name;
+  }
+  error(path: string, message: string): void {
+    this.ctx.error(TYPE, this.name, path, message);
+  }
+  warn(path: string, message: string): void {
+    this.ctx.warn(TYPE, this.name, path, message);
+  }
+}
+
+function obj(v: unknown): Obj | null {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : null;
+}
+
+function arr(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : [];
+}
+
+function join(base: string, key: string | number): string {
+  return typeof key === 'number' ? `${base}[${key}]` : base === '' ? key : `${base}.${key}`;
+}
+
+/** Seconds of a canonical Duration (`"1.5s"`); 0 when absent. */
+function seconds(v: unknown): number {
+  return typeof v === 'string' && v.endsWith('s') ? Number(v.slice(0, -1)) : 0;
+}
+
+/**
+ * Checks a message's fields: `read` are handled by the caller, `warn` are accepted and
+ * ignored (with the reason), every other field present is an error (Remora cannot honour it).
+ */
+function checkFields(at: At, path: string, o: Obj, read: readonly string[], warn: Readonly<Record<string, string>> = {}, what = 'not supported'): void {
+  for (const key of Object.keys(o)) {
+    if (read.includes(key)) continue;
+    const reason = warn[key];
+    if (reason !== undefined) at.warn(join(path, key), `ignored: ${reason}`);
+    else at.error(join(path, key), what);
+  }
+}
+
+/** Stable JSON for comparing two configs. */
+function stable(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stable).join(',')}]`;
+  const o = obj(v);
+  if (o === null) return JSON.stringify(v) ?? 'null';
+  return `{${Object.keys(o)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${stable(o[k])}`)
+    .join(',')}}`;
+}
+
+export interface ImportedListeners {
+  readonly listeners: Listener[];
+  /** The HTTP connection managers' inline route configurations, each named (after its listener when it had no name). */
+  readonly inlineRouteConfigs: RouteConfigurationJson[];
+}
+
+/**
+ * Envoy Listeners → the model's listeners for `node`. A listener with an error is left out
+ * (its issues name it); the outbound capture's per-port listeners fold into it.
+ */
+export function listenersFromEnvoy(listeners: readonly ListenerJson[], node: ProxyNode, ctx: ImportContext): ImportedListeners {
+  const out: Listener[] = [];
+  const inlineRouteConfigs: RouteConfigurationJson[] = [];
+  const captures = new Set<Listener>();
+  const portListeners: { listener: Listener; inline: RouteConfigurationJson | null }[] = [];
+  for (const json of listeners) {
+    const name = json.name ?? '';
+    const at = new At(ctx, name);
+    const read = readListener(json as unknown as Obj, node, at);
+    if (read === null || ctx.hasErrors(TYPE, name)) continue;
+    if (read.unbound) portListeners.push(read);
+    else {
+      out.push(read.listener);
+      if (read.capture) captures.add(read.listener);
+      if (read.inline !== null) inlineRouteConfigs.push(read.inline);
+    }
+  }
+  for (const p of portListeners) {
+    const at = new At(ctx, p.listener.name);
+    const capture = out.find((l) => captures.has(l) && l.address === p.listener.address);
+    if (capture === undefined) {
+      at.error('bindToPort', 'a listener not bound to its port only receives connections a capture listener (useOriginalDst, outbound) hands over, and there is none on this address');
+      continue;
+    }
+    const { name: _n, address: _a, port: _p, routeConfig: _r, ...settings } = p.listener;
+    const { name: _cn, address: _ca, port: _cp, routeConfig: _cr, routeConfigsByPort: _cb, ...captureSettings } = capture;
+    if (stable(settings) !== stable(captureSettings)) {
+      at.error('filterChains', `its HTTP settings differ from those of the capture listener ${capture.name}; Remora serves every port of the capture with that listener's filters and settings, routing by port`);
+      continue;
+    }
+    const index = out.indexOf(capture);
+    const byPort = { ...(capture.routeConfigsByPort ?? {}), [String(p.listener.port)]: p.listener.routeConfig };
+    const merged: Listener = { ...capture, routeConfigsByPort: byPort };
+    out[index] = merged;
+    captures.delete(capture);
+    captures.add(merged);
+    if (p.inline !== null) inlineRouteConfigs.push(p.inline);
+  }
+  return { listeners: out, inlineRouteConfigs };
+}
+
+interface ReadListener {
+  readonly listener: Listener;
+  readonly inline: RouteConfigurationJson | null;
+  /** `bindToPort: false`: handed connections by a capture listener. */
+  readonly unbound: boolean;
+  /** `useOriginalDst` on an outbound listener: the sidecar's outbound capture. */
+  readonly capture: boolean;
+}
+
+const LISTENER_WARN: Readonly<Record<string, string>> = {
+  accessLog: "Remora writes its own access log (Istio's format)",
+  perConnectionBufferLimitBytes: 'Remora has no per-connection buffer limit',
+  listenerFiltersTimeout: "Remora's listener filter timeout is fixed (15 s, Envoy's default)",
+  continueOnListenerFiltersTimeout: "Remora's listener filter timeout is fixed (15 s, Envoy's default)",
+  connectionBalanceConfig: 'connections are balanced by the operating system',
+  socketOptions: 'socket options are not set',
+  drainType: 'listeners drain as a whole',
+  enableReusePort: 'the runtime chooses port reuse itself',
+  tcpBacklogSize: 'the backlog is the operating system default',
+  statPrefix: 'listener stats use the listener name',
+  maxConnectionsToAcceptPerSocketEvent: 'connections are accepted as Node.js does',
+  ignoreGlobalConnLimit: 'Remora has no global connection limit',
+};
+
+function readListener(l: Obj, node: ProxyNode, at: At): ReadListener | null {
+  const name = typeof l.name === 'string' ? l.name : '';
+  if (name === '') at.error('name', 'a listener needs a name');
+  checkFields(at, '', l, ['name', 'address', 'filterChains', 'trafficDirection', 'listenerFilters', 'useOriginalDst', 'bindToPort', 'metadata'], LISTENER_WARN);
+
+  const sa = obj(obj(l.address)?.socketAddress);
+  if (sa === null) {
+    at.error('address', obj(l.address) === null ? 'a listener needs an address' : 'only a socketAddress (IP and port) is supported');
+    return null;
+  }
+  checkFields(at, 'address.socketAddress', sa, ['address', 'portValue', 'protocol', 'ipv4Compat'], {}, 'not supported (only an IP address and a port)');
+  if (sa.protocol !== undefined && sa.protocol !== 'TCP') at.error('address.socketAddress.protocol', `${String(sa.protocol)} listeners are not supported (TCP only)`);
+  const address = typeof sa.address === 'string' ? sa.address : '';
+  const port = typeof sa.portValue === 'number' ? sa.portValue : 0;
+  if (address === '') at.error('address.socketAddress.address', 'a listener needs an IP address');
+
+  const direction: TrafficDirection = node.kind === 'gateway' ? 'gateway' : l.trafficDirection === 'INBOUND' || name === 'virtualInbound' ? 'inbound' : 'outbound';
+
+  arr(l.listenerFilters).forEach((f, i) => {
+    const fo = obj(f) ?? {};
+    const fname = typeof fo.name === 'string' ? fo.name : '';
+    const type = obj(fo.typedConfig)?.['@type'];
+    const known = LISTENER_FILTERS[fname] !== undefined || Object.values(LISTENER_FILTERS).includes(String(type));
+    if (!known) at.warn(join('listenerFilters', i), `listener filter ${fname || String(type)} is not run (Remora runs original_dst, tls_inspector and http_inspector's work itself)`);
+  });
+
+  const chains = arr(l.filterChains);
+  if (chains.length === 0) {
+    at.error('filterChains', 'a listener needs at least one filter chain');
+    return null;
+  }
+  const parsed = chains.map((c, i) => readChain(obj(c) ?? {}, `filterChains[${i}]`, at));
+  if (parsed.some((c) => c === null)) return null;
+  const cs = parsed as Chain[];
+
+  // One destination port for the whole listener (a sidecar's inbound side), or none.
+  const ports = new Set(cs.map((c) => c.destinationPort));
+  if (ports.size > 1) {
+    at.error('filterChains', 'filter chains match different destination ports; Remora runs one destination port per listener');
+    return null;
+  }
+  const destinationPort = cs[0]!.destinationPort;
+
+  const unbound = l.bindToPort === false;
+  const capture = l.useOriginalDst === true && direction === 'outbound' && !unbound;
+  const base = { name, address, port, direction, ...(destinationPort === undefined ? {} : { destinationPort }) };
+  const meta = obj(obj(obj(l.metadata)?.filterMetadata)?.remora);
+  const metaRouteConfig = typeof meta?.routeConfig === 'string' ? meta.routeConfig : undefined;
+
+  const httpChains = cs.filter((c) => c.hcm !== null);
+  if (httpChains.length === 0) {
+    // Plain TCP: a gateway TCP server, or a gateway whose TLS servers all pass through.
+    if (direction !== 'gateway') {
+      at.error(`${cs[0]!.path}.filters`, 'tcp_proxy is supported on a gateway only; a sidecar listener must run the HTTP connection manager');
+      return null;
+    }
+    const routeConfig = metaRouteConfig ?? `tcp.${port}`;
+    if (cs.length === 1 && cs[0]!.serverNames.length === 0 && cs[0]!.tls === null) {
+      // Nothing to forward to (istiod's BlackHoleCluster, no route): no TCP route.
+      const route = cs[0]!.tcp!;
+      const tcpProxy = route.clusters.length === 0 && route.origin === '' ? [] : [route];
+      const listener: Listener = { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy };
+      return { listener, inline: null, unbound, capture: false };
+    }
+    const tls = gatewayTls(cs, name, at);
+    if (tls === undefined) return null;
+    return { listener: { ...base, routeConfig, httpFilters: [], tls }, inline: null, unbound, capture: false };
+  }
+
+  const first = httpChains[0]!;
+  for (const c of httpChains.slice(1)) {
+    if (stable(c.hcm) !== stable(first.hcm)) {
+      at.error(`${c.path}.filters`, `an HTTP connection manager unlike the one of ${first.path}; Remora runs one per listener (one route configuration, one filter chain)`);
+      return null;
+    }
+  }
+  const hcm = readHcm(first.hcm!, `${first.path}.filters[${first.hcmIndex}].typedConfig`, name, direction, at);
+  if (hcm === null) return null;
+
+  let tls: ListenerTls | null | undefined;
+  if (direction === 'gateway') {
+    if (cs.length === 1 && cs[0]!.tls === null && cs[0]!.serverNames.length === 0) tls = null;
+    else tls = gatewayTls(cs, name, at);
+  } else {
+    tls = meshTls(cs, at);
+  }
+  if (tls === undefined) return null;
+
+  const listener: Listener = {
+    ...base,
+    routeConfig: hcm.routeConfig,
+    httpFilters: hcm.httpFilters,
+    tls,
+    ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
+  };
+  const expectedPrefix = httpStatPrefix(listener);
+  if (hcm.statPrefix !== expectedPrefix && hcm.statPrefix !== `${expectedPrefix};`) {
+    at.warn(`${first.path}.filters[${first.hcmIndex}].typedConfig.statPrefix`, `Remora's HTTP stats for this listener are under http.${expectedPrefix}., not http.${hcm.statPrefix}.`);
+  }
+  return { listener, inline: hcm.inline, unbound, capture };
+}
+
+// ---- filter chains ----
+
+interface Chain {
+  readonly path: string;
+  readonly destinationPort: number | undefined;
+  readonly serverNames: readonly string[];
+  readonly transportProtocol: string;
+  /** The HTTP connection manager's config (with `@type`), or null for a tcp_proxy chain. */
+  readonly hcm: Obj | null;
+  readonly hcmIndex: number;
+  readonly tcp: TcpRoute | null;
+  /** The DownstreamTlsContext, or null for plaintext. */
+  readonly tls: Obj | null;
+  /** `metadata.filterMetadata.remora`: the Gateway server this chain belongs to (absent from istiod). */
+  readonly server: Obj | null;
+  readonly name: string;
+}
+
+const CHAIN_WARN: Readonly<Record<string, string>> = {
+  transportSocketConnectTimeout: 'the TLS handshake timeout is fixed',
+};
+
+function readChain(c: Obj, path: string, at: At): Chain | null {
+  checkFields(at, path, c, ['filterChainMatch', 'filters', 'transportSocket', 'metadata', 'name'], CHAIN_WARN);
+  const m = obj(c.filterChainMatch) ?? {};
+  checkFields(at, join(path, 'filterChainMatch'), m, ['destinationPort', 'serverNames', 'transportProtocol'], {}, 'matching on this is not supported (Remora matches destination port, SNI and transport protocol)');
+  const transportProtocol = typeof m.transportProtocol === 'string' ? m.transportProtocol : '';
+  if (transportProtocol !== '' && transportProtocol !== 'tls' && transportProtocol !== 'raw_buffer') {
+    at.error(join(path, 'filterChainMatch.transportProtocol'), `transport protocol ${transportProtocol} is not supported (tls or raw_buffer)`);
+  }
+
+  let hcm: Obj | null = null;
+  let hcmIndex = -1;
+  let tcp: TcpRoute | null = null;
+  const filters = arr(c.filters);
+  filters.forEach((f, i) => {
+    const fo = obj(f) ?? {};
+    const fpath = `${path}.filters[${i}]`;
+    const tc = obj(fo.typedConfig);
+    const type = String(tc?.['@type'] ?? '');
+    const fname = typeof fo.name === 'string' ? fo.name : '';
+    if (type === HCM_TYPE || (tc === null && fname === 'envoy.filters.network.http_connection_manager')) {
+      if (i !== filters.length - 1) at.error(fpath, 'the HTTP connection manager is terminal and must be the last network filter');
+      hcm = tc ?? { '@type': HCM_TYPE };
+      hcmIndex = i;
+    } else if (type === TCP_PROXY_TYPE || (tc === null && fname === 'envoy.filters.network.tcp_proxy')) {
+      if (i !== filters.length - 1) at.error(fpath, 'tcp_proxy is terminal and must be the last network filter');
+      tcp = readTcpProxy(tc ?? {}, join(fpath, 'typedConfig'), c, at);
+    } else if (SKIPPED_NETWORK_FILTERS.has(fname) || SKIPPED_ISTIO_TYPES.has(type) || (TYPED_STRUCT_TYPES.has(type) && SKIPPED_ISTIO_TYPES.has(String(tc?.typeUrl)))) {
+      // Istio's peer metadata exchange and stats: Remora does that work itself.
+    } else {
+      at.error(fpath, `network filter ${fname || type} is not supported (Remora runs the HTTP connection manager and tcp_proxy)`);
+    }
+  });
+  if (hcm === null && tcp === null) {
+    at.error(join(path, 'filters'), 'a filter chain needs an HTTP connection manager or a tcp_proxy');
+    return null;
+  }
+
+  let tls: Obj | null = null;
+  const ts = obj(c.transportSocket);
+  if (ts !== null) {
+    const tc = obj(ts.typedConfig);
+    const type = String(tc?.['@type'] ?? '');
+    if (type === DOWNSTREAM_TLS_TYPE) tls = tc;
+    else if (type !== RAW_BUFFER_TYPE && !(tc === null && ts.name === 'envoy.transport_sockets.raw_buffer')) {
+      at.error(join(path, 'transportSocket'), `transport socket ${type || String(ts.name)} is not supported (DownstreamTlsContext or raw_buffer)`);
+      return null;
+    }
+  }
+  if (tls !== null && transportProtocol === 'raw_buffer') at.error(join(path, 'filterChainMatch.transportProtocol'), 'raw_buffer chains cannot terminate TLS');
+  const fm = obj(obj(c.metadata)?.filterMetadata);
+  return {
+    path,
+    destinationPort: typeof m.destinationPort === 'number' ? m.destinationPort : undefined,
+    serverNames: arr(m.serverNames).map(String),
+    transportProtocol,
+    hcm,
+    hcmIndex,
+    tcp,
+    tls,
+    server: obj(fm?.remora),
+    name: typeof c.name === 'string' ? c.name : '',
+  };
+}
+
+const TCP_WARN: Readonly<Record<string, string>> = {
+  accessLog: "Remora writes its own access log (Istio's format)",
+  idleTimeout: 'TCP connections are not closed for idleness',
+  maxConnectAttempts: 'one connection attempt is made',
+  downstreamIdleTimeout: 'TCP connections are not closed for idleness',
+  upstreamIdleTimeout: 'TCP connections are not closed for idleness',
+  accessLogOptions: "Remora writes its own access log (Istio's format)",
+};
+
+/** istiod's config reference (`/apis/networking.istio.io/v1/namespaces/<ns>/virtual-service/<name>`) as `<ns>/<name>`. */
+function configOrigin(metadata: unknown): string {
+  const config = obj(obj(obj(metadata)?.filterMetadata)?.istio)?.config;
+  const m = typeof config === 'string' ? /\/namespaces\/([^/]+)\/[^/]+\/([^/]+)$/.exec(config) : null;
+  return m === null ? '' : `${m[1]}/${m[2]}`;
+}
+
+function readTcpProxy(tp: Obj, path: string, chain: Obj, at: At): TcpRoute | null {
+  checkFields(at, path, tp, ['@type', 'statPrefix', 'cluster', 'weightedClusters'], TCP_WARN);
+  let clusters: { cluster: string; weight: number }[];
+  if (typeof tp.cluster === 'string') {
+    clusters = tp.cluster === BLACK_HOLE ? [] : [{ cluster: tp.cluster, weight: 100 }];
+  } else {
+    const wc = obj(tp.weightedClusters);
+    if (wc === null) {
+      at.error(path, 'tcp_proxy needs a cluster or weightedClusters');
+      return null;
+    }
+    checkFields(at, join(path, 'weightedClusters'), wc, ['clusters']);
+    clusters = arr(wc.clusters).map((c, i) => {
+      const co = obj(c) ?? {};
+      checkFields(at, `${path}.weightedClusters.clusters[${i}]`, co, ['name', 'weight']);
+      return { cluster: String(co.name ?? ''), weight: typeof co.weight === 'number' ? co.weight : 0 };
+    });
+  }
+  const m = obj(chain.filterChainMatch) ?? {};
+  const remora = obj(obj(obj(chain.metadata)?.filterMetadata)?.remora);
+  const sniHosts = Array.isArray(remora?.sniHosts) ? remora.sniHosts.map(String) : arr(m.serverNames).map(String);
+  return { sniHosts, clusters, origin: configOrigin(chain.metadata) };
+}
+
+// ---- TLS ----
+
+/** A sidecar's Istio mTLS (PeerAuthentication): a `tls` chain with the workload identity, and a `raw_buffer` one beside it when PERMISSIVE. */
+function meshTls(cs: readonly Chain[], at: At): ListenerTls | null | undefined {
+  if (cs.length === 1 && cs[0]!.tls === null) {
+    if (cs[0]!.transportProtocol === 'tls') at.error(`${cs[0]!.path}.filterChainMatch.transportProtocol`, 'a tls chain without a DownstreamTlsContext would pass TLS bytes to the HTTP codec');
+    return null;
+  }
+  const tlsChains = cs.filter((c) => c.tls !== null);
+  const plain = cs.filter((c) => c.tls === null);
+  const shapeOk =
+    tlsChains.length === 1 &&
+    tlsChains[0]!.transportProtocol === 'tls' &&
+    plain.length <= 1 &&
+    plain.every((c) => c.transportProtocol === 'raw_buffer') &&
+    cs.every((c) => c.serverNames.length === 0);
+  if (!shapeOk) {
+    at.error('filterChains', "a sidecar listener's chains must be Istio mTLS: one tls chain, and for PERMISSIVE one raw_buffer chain (several destination ports, addresses or SNI names are not supported yet)");
+    return undefined;
+  }
+  const c = tlsChains[0]!;
+  const path = `${c.path}.transportSocket.typedConfig`;
+  const d = readDownstreamTls(c.tls!, path, at);
+  if (d === null) return undefined;
+  if (d.cert?.kind !== 'workload' || d.validation?.kind !== 'roots' || !d.requireClientCertificate) {
+    at.error(path, "a sidecar's inbound TLS must be Istio mTLS: the workload certificate (SDS default), the mesh roots (SDS ROOTCA) and a client certificate required");
+    return undefined;
+  }
+  if (d.subjectAltNames.length > 0) at.error(`${path}.commonTlsContext.combinedValidationContext.defaultValidationContext.matchSubjectAltNames`, "peer SAN checks on a sidecar's inbound side are not supported (AuthorizationPolicy principals do that)");
+  if (d.minVersion !== null || d.maxVersion !== null || d.cipherSuites.length > 0) at.error(`${path}.commonTlsContext.tlsParams`, "TLS parameters of a sidecar's inbound mTLS are not supported");
+  return { kind: 'mesh', mode: plain.length === 1 ? 'PERMISSIVE' : 'STRICT' };
+}
+
+interface DownstreamTls {
+  readonly cert: ResolvedSecret | null;
+  readonly validation: ResolvedSecret | null;
+  readonly requireClientCertificate: boolean;
+  readonly subjectAltNames: string[];
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3' | null;
+  readonly maxVersion: 'TLSv1.2' | 'TLSv1.3' | null;
+  readonly cipherSuites: string[];
+}
+
+type ResolvedSecret = NonNullable<ReturnType<ImportContext['secret']>>;
+
+const DOWNSTREAM_WARN: Readonly<Record<string, string>> = {
+  sessionTicketKeys: 'session tickets use Node.js defaults',
+  sessionTicketKeysSdsSecretConfig: 'session tickets use Node.js defaults',
+  disableStatelessSessionResumption: 'session tickets use Node.js defaults',
+  disableStatefulSessionResumption: 'session resumption uses Node.js defaults',
+  sessionTimeout: 'session resumption uses Node.js defaults',
+  preferClientCiphers: "the server's cipher order is used",
+  fullScanCertsOnSniMismatch: 'one certificate per chain',
+};
+
+const COMMON_WARN: Readonly<Record<string, string>> = {
+  keyLog: 'TLS key logging is not supported',
+};
+
+const VERSIONS: Readonly<Record<string, 'TLSv1.2' | 'TLSv1.3' | null>> = { TLS_AUTO: null, TLSv1_2: 'TLSv1.2', TLSv1_3: 'TLSv1.3' };
+
+function readDownstreamTls(d: Obj, path: string, at: At): DownstreamTls | null {
+  checkFields(at, path, d, ['@type', 'commonTlsContext', 'requireClientCertificate', 'ocspStaplePolicy'], DOWNSTREAM_WARN);
+  if (d.ocspStaplePolicy !== undefined && d.ocspStaplePolicy !== 'LENIENT_STAPLING') at.error(join(path, 'ocspStaplePolicy'), 'OCSP stapling is not supported');
+  const c = obj(d.commonTlsContext) ?? {};
+  const cpath = join(path, 'commonTlsContext');
+  checkFields(at, cpath, c, ['tlsParams', 'tlsCertificateSdsSecretConfigs', 'combinedValidationContext', 'validationContextSdsSecretConfig', 'alpnProtocols'], COMMON_WARN, 'not supported (certificates and roots come from SDS secrets)');
+
+  const p = obj(c.tlsParams) ?? {};
+  const ppath = join(cpath, 'tlsParams');
+  checkFields(at, ppath, p, ['tlsMinimumProtocolVersion', 'tlsMaximumProtocolVersion', 'cipherSuites'], {}, 'not supported (TLS versions and cipher suites only); Remora cannot restrict it');
+  const version = (key: string): 'TLSv1.2' | 'TLSv1.3' | null => {
+    const v = p[key];
+    if (v === undefined) return null;
+    const mapped = VERSIONS[String(v)];
+    if (mapped === undefined) at.error(join(ppath, key), `${String(v)} is not supported (TLS 1.2 and 1.3 only)`);
+    return mapped ?? null;
+  };
+  const minVersion = version('tlsMinimumProtocolVersion');
+  const maxVersion = version('tlsMaximumProtocolVersion');
+
+  const alpn = arr(c.alpnProtocols).map(String);
+  if (alpn.length > 0 && stable(alpn) !== stable(['h2', 'http/1.1'])) at.warn(join(cpath, 'alpnProtocols'), 'ignored: Remora offers h2 and http/1.1');
+
+  const certs = arr(c.tlsCertificateSdsSecretConfigs);
+  if (certs.length > 1) at.error(join(cpath, 'tlsCertificateSdsSecretConfigs'), 'one certificate per filter chain is supported');
+  const cert = certs.length === 0 ? null : secret(obj(certs[0]) ?? {}, `${cpath}.tlsCertificateSdsSecretConfigs[0]`, at, ['workload', 'certificate']);
+  if (certs.length === 0) at.error(cpath, 'a TLS filter chain needs a certificate (tlsCertificateSdsSecretConfigs)');
+
+  let validation: ResolvedSecret | null = null;
+  let subjectAltNames: string[] = [];
+  const cv = obj(c.combinedValidationContext);
+  if (cv !== null) {
+    const vpath = join(cpath, 'combinedValidationContext');
+    checkFields(at, vpath, cv, ['defaultValidationContext', 'validationContextSdsSecretConfig']);
+    const dv = obj(cv.defaultValidationContext) ?? {};
+    const dpath = join(vpath, 'defaultValidationContext');
+    checkFields(at, dpath, dv, ['matchSubjectAltNames'], {}, 'not supported (client certificates are checked against the roots and SAN names only); Remora cannot enforce it');
+    subjectAltNames = arr(dv.matchSubjectAltNames).flatMap((m, i) => {
+      const mo = obj(m) ?? {};
+      if (typeof mo.exact === 'string' && Object.keys(mo).length === 1) return [mo.exact];
+      at.error(`${dpath}.matchSubjectAltNames[${i}]`, 'only exact SAN matches are supported');
+      return [];
+    });
+    const vs = obj(cv.validationContextSdsSecretConfig);
+    if (vs === null) at.error(join(vpath, 'validationContextSdsSecretConfig'), 'client certificate roots must come from an SDS secret');
+    else validation = secret(vs, join(vpath, 'validationContextSdsSecretConfig'), at, ['roots', 'validation']);
+  } else if (c.validationContextSdsSecretConfig !== undefined) {
+    validation = secret(obj(c.validationContextSdsSecretConfig) ?? {}, join(cpath, 'validationContextSdsSecretConfig'), at, ['roots', 'validation']);
+  }
+  const requireClientCertificate = d.requireClientCertificate === true;
+  if (requireClientCertificate && validation === null) at.error(join(path, 'requireClientCertificate'), 'requiring a client certificate needs roots to verify it (a validation context)');
+  return { cert, validation, requireClientCertificate, subjectAltNames, minVersion, maxVersion, cipherSuites: arr(p.cipherSuites).map(String) };
+}
+
+function secret(s: Obj, path: string, at: At, kinds: readonly ResolvedSecret['kind'][]): ResolvedSecret | null {
+  const name = typeof s.name === 'string' ? s.name : '';
+  if (name === '') {
+    at.error(path, 'an SDS secret needs a name (inline secrets are not supported)');
+    return null;
+  }
+  const found = at.ctx.secret(name);
+  if (found === undefined) {
+    at.error(join(path, 'name'), `SDS secret ${name} is unknown`);
+    return null;
+  }
+  if (!kinds.includes(found.kind)) {
+    at.error(join(path, 'name'), `SDS secret ${name} is a ${found.kind} secret, not what this field takes (${kinds.join(' or ')})`);
+    return null;
+  }
+  return found;
+}
+
+const KUBERNETES = 'kubernetes://';
+
+/** A gateway's TLS servers: terminating chains by `serverNames`, and PASSTHROUGH tcp_proxy chains grouped by server. */
+function gatewayTls(cs: readonly Chain[], listenerName: string, at: At): ListenerTls | undefined {
+  const servers: TlsServer[] = [];
+  const passthrough = new Map<string, { hosts: string[]; routes: TcpRoute[]; index: number }>();
+  let failed = false;
+  cs.forEach((c, i) => {
+    const origin = typeof c.server?.server === 'string' ? c.server.server : c.name !== '' ? c.name : `${listenerName}#${i}`;
+    const metaHosts = Array.isArray(c.server?.hosts) ? c.server.hosts.map(String) : null;
+    if (c.transportProtocol === 'raw_buffer' || (c.tls === null && c.tcp === null)) {
+      at.error(c.path, "a gateway TLS listener's chains terminate TLS or pass it through by SNI; a plaintext chain beside them is not supported");
+      failed = true;
+      return;
+    }
+    if (c.tcp !== null) {
+      if (c.tls !== null) {
+        at.error(`${c.path}.transportSocket`, 'terminating TLS in front of tcp_proxy is not supported (TLS is passed through)');
+        failed = true;
+        return;
+      }
+      let group = passthrough.get(origin);
+      if (group === undefined) {
+        group = { hosts: metaHosts ?? (c.serverNames.length > 0 ? [...c.serverNames] : ['*']), routes: [], index: servers.length };
+        passthrough.set(origin, group);
+        servers.push(null as unknown as TlsServer); // placed below, in the order of first appearance
+      }
+      group.routes.push(c.tcp);
+      return;
+    }
+    const path = `${c.path}.transportSocket.typedConfig`;
+    const d = readDownstreamTls(c.tls!, path, at);
+    if (d === null || d.cert === null) {
+      failed = true;
+      return;
+    }
+    let mode: TlsServer['mode'];
+    let certFile: string | null = null;
+    let keyFile: string | null = null;
+    let caFile: string | null = null;
+    let credentialName: string | undefined;
+    if (d.cert.kind === 'workload') {
+      if (d.validation?.kind !== 'roots' || !d.requireClientCertificate) {
+        at.error(path, 'the workload certificate (SDS default) is served for ISTIO_MUTUAL only: with the mesh roots (SDS ROOTCA) and a client certificate required');
+        failed = true;
+        return;
+      }
+      mode = 'ISTIO_MUTUAL';
+    } else if (d.cert.kind === 'certificate') {
+      certFile = d.cert.certFile;
+      keyFile = d.cert.keyFile;
+      if (d.cert.name.startsWith(KUBERNETES)) credentialName = d.cert.name.slice(KUBERNETES.length);
+      if (d.validation === null) mode = 'SIMPLE';
+      else if (d.validation.kind !== 'validation') {
+        at.error(`${path}.commonTlsContext.combinedValidationContext`, 'client certificates of a gateway server are verified against its own CA (a validation secret), not the mesh roots');
+        failed = true;
+        return;
+      } else {
+        caFile = d.validation.caFile;
+        mode = d.requireClientCertificate ? 'MUTUAL' : 'OPTIONAL_MUTUAL';
+      }
+    } else {
+      failed = true;
+      return;
+    }
+    servers.push({
+      hosts: metaHosts ?? (c.serverNames.length > 0 ? [...c.serverNames] : ['*']),
+      mode,
+      certFile,
+      keyFile,
+      ...(credentialName === undefined ? {} : { credentialName }),
+      caFile,
+      subjectAltNames: d.subjectAltNames,
+      minVersion: d.minVersion,
+      maxVersion: d.maxVersion,
+      cipherSuites: d.cipherSuites,
+      tcpRoutes: [],
+      origin,
+    });
+  });
+  if (failed) return undefined;
+  for (const [origin, g] of passthrough) {
+    servers[g.index] = {
+      hosts: g.hosts,
+      mode: 'PASSTHROUGH',
+      certFile: null,
+      keyFile: null,
+      caFile: null,
+      subjectAltNames: [],
+      minVersion: null,
+      maxVersion: null,
+      cipherSuites: [],
+      tcpRoutes: g.routes,
+      origin,
+    };
+  }
+  return { kind: 'gateway', servers };
+}
+
+// ---- HTTP connection manager ----
+
+interface Hcm {
+  readonly routeConfig: string;
+  readonly inline: RouteConfigurationJson | null;
+  readonly statPrefix: string;
+  readonly httpFilters: HttpFilterConfig[];
+  readonly connectionManager: HttpConnectionManagerOptions | undefined;
+}
+
+const HCM_WARN: Readonly<Record<string, string>> = {
+  tracing: 'Remora does not trace requests yet',
+  accessLog: "Remora writes its own access log (Istio's format)",
+  accessLogOptions: "Remora writes its own access log (Istio's format)",
+  http2ProtocolOptions: "HTTP/2 settings are Node.js's",
+  http3ProtocolOptions: 'HTTP/3 is not served',
+  commonHttpProtocolOptions: "downstream connections close after Envoy's default idle time (1 h)",
+  delayedCloseTimeout: 'connections close as Node.js closes them',
+  drainTimeout: 'draining follows the proxy drain time',
+  generateRequestId: 'a request without x-request-id always gets one',
+  preserveExternalRequestId: 'an x-request-id sent by the client is kept',
+  alwaysSetRequestIdInResponse: 'x-request-id is not added to responses',
+  internalAddressConfig: 'internal addresses are not classified',
+  via: 'no via header is added',
+  addUserAgent: 'user agent headers are not added',
+  maxRequestHeadersKb: "the header size limit is Node.js's",
+  stripMatchingHostPort: 'the port in host is kept; routes match hosts with and without it where the route configuration says so',
+  stripAnyHostPort: 'the port in host is kept; routes match hosts with and without it where the route configuration says so',
+  proxy100Continue: '100-continue is answered by the proxy',
+  codecType: 'HTTP/1.1, HTTP/2 and h2c are detected on each connection',
+  localReplyConfig: "local replies use Envoy's default bodies",
+  requestHeadersTimeout: 'the header timeout is fixed',
+  maxConnectionDuration: 'downstream connections are not closed by age',
+};
+
+/** What each direction does with `x-forwarded-client-cert` in Remora's runtime, as Istio sets it. */
+const XFCC: Readonly<Record<TrafficDirection, string>> = { gateway: 'SANITIZE_SET', inbound: 'APPEND_FORWARD', outbound: 'SANITIZE' };
+
+const SERVER_HEADER: ReadonlySet<string> = new Set(['OVERWRITE', 'APPEND_IF_ABSENT', 'PASS_THROUGH']);
+
+function readHcm(h: Obj, path: string, listenerName: string, direction: TrafficDirection, at: At): Hcm | null {
+  const read = [
+    '@type',
+    'statPrefix',
+    'rds',
+    'routeConfig',
+    'httpFilters',
+    'serverName',
+    'serverHeaderTransformation',
+    'httpProtocolOptions',
+    'useRemoteAddress',
+    'xffNumTrustedHops',
+    'normalizePath',
+    'mergeSlashes',
+    'pathWithEscapedSlashesAction',
+    'streamIdleTimeout',
+    'requestTimeout',
+    'upgradeConfigs',
+    'forwardClientCertDetails',
+    'requestIdExtension',
+    'setCurrentClientCertDetails',
+  ];
+  checkFields(at, path, h, read, HCM_WARN);
+
+  // Routes: RDS by name, or inline (named so the route importer reads it).
+  let routeConfig = '';
+  let inline: RouteConfigurationJson | null = null;
+  const rds = obj(h.rds);
+  if (rds !== null) {
+    checkFields(at, join(path, 'rds'), rds, ['configSource', 'routeConfigName']);
+    const source = obj(rds.configSource);
+    if (source !== null && source.ads === undefined) at.warn(join(path, 'rds.configSource'), 'ignored: the route configuration is looked up by name among those Remora has (from the same stream or files)');
+    routeConfig = typeof rds.routeConfigName === 'string' ? rds.routeConfigName : '';
+    if (routeConfig === '') at.error(join(path, 'rds.routeConfigName'), 'RDS needs a route configuration name');
+  } else if (obj(h.routeConfig) !== null) {
+    const rc = obj(h.routeConfig)!;
+    routeConfig = typeof rc.name === 'string' && rc.name !== '' ? rc.name : listenerName;
+    inline = { ...rc, name: routeConfig } as RouteConfigurationJson;
+  } else {
+    at.error(path, 'the HTTP connection manager needs rds or routeConfig (scoped routes are not supported)');
+  }
+
+  const httpFilters = readHttpFilters(arr(h.httpFilters), join(path, 'httpFilters'), at);
+
+  // Server header and HTTP/1.0: the model's connection manager options.
+  let connectionManager: HttpConnectionManagerOptions | undefined;
+  const hpo = obj(h.httpProtocolOptions);
+  if (hpo !== null) {
+    checkFields(at, join(path, 'httpProtocolOptions'), hpo, ['acceptHttp10'], {
+      allowAbsoluteUrl: 'absolute-form request targets are always accepted',
+      defaultHostForHttp10: 'an HTTP/1.0 request without host is routed by an empty authority',
+      enableTrailers: 'trailers are forwarded as Node.js does',
+      allowChunkedLength: 'a request with both Transfer-Encoding and Content-Length is refused by Node.js',
+      headerKeyFormat: 'header names are sent as Node.js writes them',
+    });
+  }
+  const sht = h.serverHeaderTransformation;
+  if (sht !== undefined && !SERVER_HEADER.has(String(sht))) at.error(join(path, 'serverHeaderTransformation'), `unknown value ${String(sht)}`);
+  if (h.serverName !== undefined || sht !== undefined || hpo !== null) {
+    connectionManager = {
+      serverName: typeof h.serverName === 'string' && h.serverName !== '' ? h.serverName : 'envoy',
+      serverHeaderTransformation: (sht ?? 'OVERWRITE') as ServerHeaderTransformation,
+      httpProtocolOptions: { acceptHttp10: hpo?.acceptHttp10 === true },
+    };
+  }
+
+  // Client address and trusted headers: the runtime's behaviour per direction.
+  const edge = direction === 'gateway';
+  if ((h.useRemoteAddress === true) !== edge) {
+    at.error(
+      join(path, 'useRemoteAddress'),
+      edge
+        ? 'a gateway is the edge in Remora: it uses the peer address as the client address and appends it to x-forwarded-for (useRemoteAddress true)'
+        : 'a sidecar takes the client address from x-forwarded-for and does not append to it (useRemoteAddress false)',
+    );
+  }
+  if (typeof h.xffNumTrustedHops === 'number' && h.xffNumTrustedHops > 0) {
+    at.warn(join(path, 'xffNumTrustedHops'), "ignored: trusted x-forwarded-for hops are the proxy's --num-trusted-proxies (Istio's numTrustedProxies)");
+  }
+  const xfcc = typeof h.forwardClientCertDetails === 'string' ? h.forwardClientCertDetails : 'SANITIZE';
+  if (xfcc !== XFCC[direction]) {
+    at.error(join(path, 'forwardClientCertDetails'), `${xfcc} is not supported on ${direction === 'gateway' ? 'a gateway' : `a sidecar's ${direction} side`}: Remora does ${XFCC[direction]} there, as Istio`);
+  }
+  const details = obj(h.setCurrentClientCertDetails);
+  if (details !== null && Object.keys(details).some((k) => !['subject', 'uri', 'dns'].includes(k))) {
+    at.warn(join(path, 'setCurrentClientCertDetails'), "ignored: the x-forwarded-client-cert element Remora adds has the client certificate's hash, subject and URI SAN");
+  }
+  const rid = obj(obj(h.requestIdExtension)?.typedConfig);
+  if (rid !== null && rid['@type'] !== `${T}envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig`) {
+    at.error(join(path, 'requestIdExtension'), `request ID extension ${String(rid['@type'])} is not supported (UUIDs only)`);
+  }
+
+  // Path normalization: Remora always runs Envoy's normalize_path and never merges or unescapes slashes.
+  if (h.normalizePath !== true) at.warn(join(path, 'normalizePath'), "Remora always normalizes request paths (Istio's pathNormalization BASE)");
+  if (h.mergeSlashes === true) at.error(join(path, 'mergeSlashes'), 'merging slashes is not supported; routes and policies would see paths Envoy would not');
+  const escaped = h.pathWithEscapedSlashesAction;
+  if (escaped !== undefined && escaped !== 'KEEP_UNCHANGED' && escaped !== 'IMPLEMENTATION_SPECIFIC_DEFAULT') {
+    at.error(join(path, 'pathWithEscapedSlashesAction'), `${String(escaped)} is not supported: Remora keeps escaped slashes unchanged`);
+  }
+
+  if (seconds(h.streamIdleTimeout) > 0) at.warn(join(path, 'streamIdleTimeout'), 'ignored: Remora has no stream idle timeout');
+  if (seconds(h.requestTimeout) > 0) at.warn(join(path, 'requestTimeout'), "ignored: the request timeout is the proxy's own");
+
+  // Upgrades: Remora tunnels WebSocket (every HTTP/1.1 Upgrade but h2c), as Istio configures.
+  const upgrades = arr(h.upgradeConfigs);
+  if (upgrades.length === 0) at.warn(join(path, 'upgradeConfigs'), 'Remora tunnels WebSocket upgrades even without an upgrade config');
+  upgrades.forEach((u, i) => {
+    const uo = obj(u) ?? {};
+    const upath = `${path}.upgradeConfigs[${i}]`;
+    checkFields(at, upath, uo, ['upgradeType', 'enabled']);
+    if (String(uo.upgradeType).toLowerCase() !== 'websocket') at.error(join(upath, 'upgradeType'), `upgrade ${String(uo.upgradeType)} is not supported (websocket only)`);
+    if (uo.enabled === false) at.error(join(upath, 'enabled'), 'Remora cannot turn WebSocket upgrades off');
+  });
+
+  return { routeConfig, inline, statPrefix: typeof h.statPrefix === 'string' ? h.statPrefix : '', httpFilters, connectionManager };
+}
+
+/** The HCM's chain: each filter identified by its config's type, Istio's own skipped, the router last. */
+function readHttpFilters(filters: readonly unknown[], path: string, at: At): HttpFilterConfig[] {
+  const out: HttpFilterConfig[] = [];
+  let routerAt = -1;
+  filters.forEach((f, i) => {
+    const fo = obj(f) ?? {};
+    const fpath = `${path}[${i}]`;
+    checkFields(at, fpath, fo, ['name', 'typedConfig', 'isOptional', 'disabled', 'configDiscovery']);
+    const name = typeof fo.name === 'string' ? fo.name : '';
+    const isOptional = fo.isOptional === true;
+    if (fo.configDiscovery !== undefined) {
+      at.error(join(fpath, 'configDiscovery'), `filter ${name}: filter configs by discovery (ECDS) are not supported`);
+      return;
+    }
+    const tc = obj(fo.typedConfig);
+    const type = String(tc?.['@type'] ?? '');
+    const structType = TYPED_STRUCT_TYPES.has(type) ? String(tc?.typeUrl ?? '') : '';
+    if (SKIPPED_ISTIO_FILTERS.has(name) || SKIPPED_ISTIO_TYPES.has(type) || SKIPPED_ISTIO_TYPES.has(structType)) return;
+    if (fo.disabled === true) {
+      at.error(join(fpath, 'disabled'), `filter ${name}: a filter disabled on the listener and enabled per route is not supported`);
+      return;
+    }
+    let filterName: string;
+    let config: unknown;
+    if (tc === null) {
+      filterName = name;
+      config = {};
+    } else if (structType.startsWith(REMORA_TYPE_PREFIX)) {
+      filterName = structType.slice(REMORA_TYPE_PREFIX.length);
+      config = tc.value ?? {};
+    } else {
+      const { '@type': _, ...body } = tc;
+      filterName = FILTER_BY_TYPE.get(type) ?? name;
+      config = structType !== '' ? (tc.value ?? {}) : body;
+    }
+    const known = Object.hasOwn(HTTP_FILTER_TYPES, filterName) && (tc === null || structType.startsWith(REMORA_TYPE_PREFIX) || FILTER_BY_TYPE.has(type));
+    if (!known && !isOptional && !structType.startsWith(REMORA_TYPE_PREFIX)) {
+      at.error(fpath, `unknown HTTP filter ${name} (${structType || type || 'no typedConfig'}); Envoy refuses it too unless it is marked isOptional`);
+      return;
+    }
+    if (filterName === ROUTER) routerAt = i;
+    else if (routerAt >= 0) at.error(fpath, `filter ${name} after the router, which ends the chain`);
+    out.push({ name: filterName, config, ...(isOptional ? { isOptional: true } : {}) });
+  });
+  if (routerAt < 0) at.error(path, `the chain must end with ${ROUTER}`);
+  return out;
+}

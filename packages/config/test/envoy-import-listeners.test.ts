@@ -1,0 +1,554 @@
+// Envoy Listeners read back into the runtime's listener model: what the exporter writes for
+// every mesh the translator tests translate comes back equal, istiod's listeners import as
+// far as the model expresses them (and are refused, naming the field, where it does not), and
+// each of Envoy's defaults and each error or warning is as documented.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { JsonValue } from '@bufbuild/protobuf';
+import t from 'tap';
+import type { Listener, ProxyConfig, ProxyNode } from '@remora/config';
+import { envoyFromJson, envoyToJson } from '../src/envoy/codec.ts';
+import { envoyResourcesFromModel, HTTP_FILTER_TYPES, type SecretRef } from '../src/envoy/from-model.ts';
+import { envoyMessageType } from '../src/envoy/registry.ts';
+import { ListenerSchema } from '../src/envoy/gen/envoy/config/listener/v3/listener_pb.ts';
+import type { ListenerJson } from '../src/envoy/gen/envoy/config/listener/v3/listener_pb.ts';
+import { formatImportIssue, ImportContext } from '../src/envoy/import-context.ts';
+import { listenersFromEnvoy } from '../src/envoy/to-model-listeners.ts';
+import { GOLDENS_DIR, GOLDENS_MISSING, notContainedIn, readGolden } from './helpers/envoy.ts';
+import { BOOKINFO_DIR, BOOKINFO_SERVICES, INGRESS, recordTranslations, REPO_ROOT, SIDECAR, translate, type Translated } from './helpers/translate.ts';
+
+/** Canonical proto3 JSON, as an xDS stream delivers it. */
+function canonical(l: object): ListenerJson {
+  return envoyToJson(ListenerSchema, envoyFromJson(ListenerSchema, l as JsonValue)) as ListenerJson;
+}
+
+/** Plain data: what a deep comparison should see (no undefined-valued keys). */
+function plain<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}
+
+/** JSON with keys sorted: equal for equal data whatever order the keys were written in. */
+function stable(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stable).join(',')}]`;
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .filter((k) => o[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${stable(o[k])}`)
+    .join(',')}}`;
+}
+
+function importListeners(listeners: readonly object[], node: ProxyNode, secrets: Iterable<SecretRef> = []) {
+  const ctx = new ImportContext(secrets);
+  const out = listenersFromEnvoy(listeners.map(canonical), node, ctx);
+  return { ...out, issues: ctx.issues.map(formatImportIssue), ctx };
+}
+
+/** The value at a path `notContainedIn` names (`[0].tls.servers[1].hosts`). */
+function atPath(v: unknown, path: string): unknown {
+  for (const m of path.matchAll(/\[(\d+)\]|\.([^.[]+)/g)) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[m[1] ?? m[2]!];
+  }
+  return v;
+}
+
+function roundTrip(config: ProxyConfig): { listeners: Listener[]; issues: string[] } {
+  const res = envoyResourcesFromModel(config);
+  const got = importListeners(res.listeners, config.node, res.secrets);
+  return { listeners: got.listeners.map(canonicalFilters), issues: got.issues };
+}
+
+/** A filter config in Envoy's form as the codec prints it (`rules: {policies: {}}` is `rules: {}`): same message, same JSON. */
+function canonicalFilters(l: Listener): Listener {
+  const httpFilters = l.httpFilters.map((f) => {
+    const typeUrl = HTTP_FILTER_TYPES[f.name];
+    const schema = typeUrl === undefined ? undefined : envoyMessageType(typeUrl);
+    if (schema === undefined) return f;
+    try {
+      return { ...f, config: envoyToJson(schema, envoyFromJson(schema, f.config as JsonValue)) };
+    } catch {
+      return f;
+    }
+  });
+  return { ...l, httpFilters };
+}
+
+/**
+ * The model as Envoy's form can hold it: a chain ends with the router (the exporter adds it
+ * to a chain that lacks it; the runtime routes either way), and a gateway listener whose TLS
+ * servers all pass through has no HTTP connection manager, so no HTTP settings (the
+ * translator's are never used).
+ */
+function expressible(l: Listener): Listener {
+  const passthroughOnly = l.tls?.kind === 'gateway' && l.tls.servers.every((s) => s.mode === 'PASSTHROUGH');
+  if (passthroughOnly) {
+    const { connectionManager: _, ...rest } = l;
+    return { ...rest, httpFilters: [] };
+  }
+  if (l.tcpProxy !== undefined || l.httpFilters[l.httpFilters.length - 1]?.name === 'envoy.filters.http.router') return canonicalFilters(l);
+  return canonicalFilters({ ...l, httpFilters: [...l.httpFilters, { name: 'envoy.filters.http.router', config: {} }] });
+}
+
+// ---- 1. round trip: import(export(x)) equals x for every translated mesh ----
+
+const recorded: Translated[] = [];
+recordTranslations((x) => recorded.push(x));
+const TRANSLATOR_TESTS = readdirSync(import.meta.dirname).filter((f) => /^translate-.*\.test\.ts$/.test(f) || f === 'envoy-from-model.test.ts');
+for (const file of TRANSLATOR_TESTS) await import(`./${file}`);
+
+const ISTIO_MUTUAL_GATEWAY = `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: mesh-gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 15443, name: tls-mesh, protocol: HTTPS}
+    hosts: ["*.mesh.example.com"]
+    tls:
+      mode: ISTIO_MUTUAL
+      subjectAltNames: [spiffe://cluster.local/ns/default/sa/client]
+      minProtocolVersion: TLSV1_2
+      maxProtocolVersion: TLSV1_3
+      cipherSuites: [ECDHE-ECDSA-AES128-GCM-SHA256]
+`;
+
+t.test('round trip: every mesh the translator tests translate reads back equal', async (t) => {
+  // The translator tests' own subtests run first (queued above); their translations are recorded.
+  recordTranslations(null);
+  const meshes: { name: string; config: ProxyConfig }[] = recorded.map((r, i) => ({ name: `translator test #${i}`, config: r.config }));
+  // Istio's bookinfo samples, each over the services, for a sidecar and the ingress gateway.
+  for (const file of readdirSync(BOOKINFO_DIR).filter((f) => f.endsWith('.yaml'))) {
+    const text = readFileSync(join(BOOKINFO_DIR, file), 'utf8');
+    for (const node of [SIDECAR, INGRESS]) {
+      try {
+        meshes.push({ name: `bookinfo ${file} (${node.kind})`, config: translate([BOOKINFO_SERVICES, text], node).config });
+      } catch {
+        // A sample the schemas refuse is the translator tests' concern.
+      }
+    }
+  }
+  const coffee = join(REPO_ROOT, 'examples/coffee-shop/mesh');
+  const coffeeYaml = readdirSync(coffee)
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => readFileSync(join(coffee, f), 'utf8'));
+  for (const node of [SIDECAR, INGRESS]) meshes.push({ name: `coffee-shop (${node.kind})`, config: translate(coffeeYaml, node).config });
+  // A gateway server with Istio mTLS, SAN and TLS parameters: none of the translator tests has one.
+  meshes.push({ name: 'ISTIO_MUTUAL gateway server', config: translate(ISTIO_MUTUAL_GATEWAY, INGRESS).config });
+
+  t.ok(recorded.length > 100, `the translator tests' meshes are recorded (${recorded.length})`);
+  let listeners = 0;
+  const kinds = new Set<string>();
+  for (const m of meshes) {
+    const got = roundTrip(m.config);
+    const errors = got.issues;
+    const want = m.config.listeners.map(expressible);
+    if (errors.length > 0 || stable(got.listeners) !== stable(want)) {
+      t.same(errors, [], `${m.name}: no issues`);
+      const a = plain(got.listeners) as unknown as JsonValue;
+      const b = plain(want) as unknown as JsonValue;
+      t.same([...notContainedIn(a, b), ...notContainedIn(b, a)].map((p) => `${p}: ${stable(atPath(b, p))} -> ${stable(atPath(a, p))}`), [], `${m.name}: listeners read back equal`);
+      continue;
+    }
+    listeners += got.listeners.length;
+    for (const l of got.listeners) {
+      kinds.add(`${l.direction}/${l.tcpProxy !== undefined ? 'tcp' : 'http'}/${l.tls === null ? 'plain' : l.tls.kind === 'mesh' ? `mesh-${l.tls.mode}` : 'gateway'}`);
+      if (l.tls?.kind === 'gateway') for (const s of l.tls.servers) kinds.add(`server/${s.mode}${s.credentialName !== undefined ? '/credential' : ''}`);
+      if (l.routeConfigsByPort !== undefined) kinds.add('outbound-capture-by-port');
+    }
+  }
+  t.pass(`${meshes.length} meshes, ${listeners} listeners read back equal`);
+  // The corpus exercises every listener shape the model has.
+  for (const k of [
+    'outbound/http/plain',
+    'inbound/http/mesh-STRICT',
+    'inbound/http/mesh-PERMISSIVE',
+    'gateway/http/plain',
+    'gateway/http/gateway',
+    'gateway/tcp/plain',
+    'server/SIMPLE/credential',
+    'server/MUTUAL/credential',
+    'server/PASSTHROUGH',
+    'server/ISTIO_MUTUAL',
+    'outbound-capture-by-port',
+  ]) {
+    t.ok(kinds.has(k), `covered: ${k}`);
+  }
+});
+
+// ---- 2. istiod's real output ----
+
+const ISTIOD_HTTP_FILTERS = [
+  {
+    name: 'istio.metadata_exchange',
+    typedConfig: { '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct', typeUrl: 'type.googleapis.com/io.istio.http.peer_metadata.Config', value: { upstream_discovery: [{ istio_headers: {} }] } },
+  },
+  { name: 'envoy.filters.http.grpc_stats', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig', emitFilterState: true, statsForAllMethods: false } },
+  {
+    name: 'istio.alpn',
+    typedConfig: { '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct', typeUrl: 'type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig', value: { alpn_override: [{ alpn_override: ['istio-http/1.0', 'istio'] }] } },
+  },
+  { name: 'envoy.filters.http.fault', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' } },
+  { name: 'envoy.filters.http.cors', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors' } },
+  { name: 'istio.stats', typedConfig: { '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct', typeUrl: 'type.googleapis.com/stats.PluginConfig', value: { disable_host_header_fallback: true } } },
+  { name: 'envoy.filters.http.router', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+];
+
+/** istiod's HTTP connection manager on an ingress gateway (`istioctl proxy-config listener -o json`), where the types are in the registry. */
+function istiodGatewayHcm(routeConfigName: string, port: number): object {
+  return {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+    statPrefix: `outbound_0.0.0.0_${port}`,
+    rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName },
+    httpFilters: ISTIOD_HTTP_FILTERS,
+    tracing: { clientSampling: { value: 100 }, randomSampling: { value: 1 }, overallSampling: { value: 100 } },
+    serverName: 'istio-envoy',
+    useRemoteAddress: true,
+    forwardClientCertDetails: 'SANITIZE_SET',
+    setCurrentClientCertDetails: { subject: true, dns: true, uri: true },
+    upgradeConfigs: [{ upgradeType: 'websocket' }],
+    streamIdleTimeout: '0s',
+    normalizePath: true,
+    requestIdExtension: { typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig', useRequestIdForTraceSampling: true } },
+    pathWithEscapedSlashesAction: 'KEEP_UNCHANGED',
+  };
+}
+
+const HCM_NAME = 'envoy.filters.network.http_connection_manager';
+const SDS = { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' };
+
+t.test("istiod's ingress gateway: 0.0.0.0_8080 (RDS http.8080) and 0.0.0.0_8443 (a credential by SNI)", async (t) => {
+  const http = {
+    name: '0.0.0.0_8080',
+    address: { socketAddress: { address: '0.0.0.0', portValue: 8080 } },
+    filterChains: [{ filters: [{ name: HCM_NAME, typedConfig: istiodGatewayHcm('http.8080', 8080) }] }],
+    accessLog: [{ name: 'envoy.access_loggers.file', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog', path: '/dev/stdout' } }],
+  };
+  const https = {
+    name: '0.0.0.0_8443',
+    address: { socketAddress: { address: '0.0.0.0', portValue: 8443 } },
+    filterChains: [
+      {
+        filterChainMatch: { serverNames: ['bookinfo.example.com'] },
+        filters: [{ name: HCM_NAME, typedConfig: { ...istiodGatewayHcm('https.443.https.bookinfo-gateway.default', 8443) } }],
+        transportSocket: {
+          name: 'envoy.transport_sockets.tls',
+          typedConfig: {
+            '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+            commonTlsContext: {
+              tlsParams: { tlsMinimumProtocolVersion: 'TLSv1_2', tlsMaximumProtocolVersion: 'TLSv1_3' },
+              tlsCertificateSdsSecretConfigs: [{ name: 'kubernetes://bookinfo-credential', sdsConfig: SDS }],
+              alpnProtocols: ['h2', 'http/1.1'],
+            },
+            requireClientCertificate: false,
+          },
+        },
+      },
+    ],
+    listenerFilters: [{ name: 'envoy.filters.listener.tls_inspector', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' } }],
+  };
+  const cred: SecretRef = { name: 'kubernetes://bookinfo-credential', kind: 'certificate', certFile: '/etc/certs/bookinfo/tls.crt', keyFile: '/etc/certs/bookinfo/tls.key' };
+  const got = importListeners([http, https], INGRESS, [cred]);
+  const cm = { serverName: 'istio-envoy', serverHeaderTransformation: 'OVERWRITE', httpProtocolOptions: { acceptHttp10: false } };
+  const chain = [
+    { name: 'envoy.filters.http.fault', config: {} },
+    { name: 'envoy.filters.http.cors', config: {} },
+    { name: 'envoy.filters.http.router', config: {} },
+  ];
+  t.same(plain(got.listeners), [
+    { name: '0.0.0.0_8080', address: '0.0.0.0', port: 8080, direction: 'gateway', routeConfig: 'http.8080', httpFilters: chain, tls: null, connectionManager: cm },
+    {
+      name: '0.0.0.0_8443',
+      address: '0.0.0.0',
+      port: 8443,
+      direction: 'gateway',
+      routeConfig: 'https.443.https.bookinfo-gateway.default',
+      httpFilters: chain,
+      tls: {
+        kind: 'gateway',
+        servers: [
+          {
+            hosts: ['bookinfo.example.com'],
+            mode: 'SIMPLE',
+            certFile: '/etc/certs/bookinfo/tls.crt',
+            keyFile: '/etc/certs/bookinfo/tls.key',
+            credentialName: 'bookinfo-credential',
+            caFile: null,
+            subjectAltNames: [],
+            minVersion: 'TLSv1.2',
+            maxVersion: 'TLSv1.3',
+            cipherSuites: [],
+            tcpRoutes: [],
+            origin: '0.0.0.0_8443#0',
+          },
+        ],
+      },
+      connectionManager: cm,
+    },
+  ]);
+  t.same(got.issues, [
+    'warning: Listener 0.0.0.0_8080: accessLog: ignored: Remora writes its own access log (Istio\'s format)',
+    'warning: Listener 0.0.0.0_8080: filterChains[0].filters[0].typedConfig.tracing: ignored: Remora does not trace requests yet',
+    'warning: Listener 0.0.0.0_8443: filterChains[0].filters[0].typedConfig.tracing: ignored: Remora does not trace requests yet',
+  ]);
+});
+
+t.test("istiod's sidecar listeners: the passthrough capture and a chain per port are refused, naming the field", async (t) => {
+  const virtualOutbound = {
+    name: 'virtualOutbound',
+    address: { socketAddress: { address: '0.0.0.0', portValue: 15001 } },
+    filterChains: [
+      {
+        filterChainMatch: { prefixRanges: [{ addressPrefix: '10.0.0.10', prefixLen: 32 }] },
+        filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: 'BlackHoleCluster', cluster: 'BlackHoleCluster' } }],
+        name: 'virtualOutbound-blackhole',
+      },
+      {
+        filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: 'PassthroughCluster', cluster: 'PassthroughCluster' } }],
+        name: 'virtualOutbound-catchall-tcp',
+      },
+    ],
+    useOriginalDst: true,
+    trafficDirection: 'OUTBOUND',
+  };
+  const virtualInbound = {
+    name: 'virtualInbound',
+    address: { socketAddress: { address: '0.0.0.0', portValue: 15006 } },
+    filterChains: [9080, 9090].map((port) => ({
+      filterChainMatch: { destinationPort: port, transportProtocol: 'raw_buffer' },
+      filters: [
+        {
+          name: HCM_NAME,
+          typedConfig: {
+            ...istiodGatewayHcm(`inbound|${port}||`, port),
+            statPrefix: `inbound_0.0.0.0_${port}`,
+            useRemoteAddress: false,
+            forwardClientCertDetails: 'APPEND_FORWARD',
+          },
+        },
+      ],
+      name: `0.0.0.0_${port}`,
+    })),
+    trafficDirection: 'INBOUND',
+  };
+  const got = importListeners([virtualOutbound, virtualInbound], SIDECAR);
+  t.same(got.listeners, []);
+  t.same(
+    got.issues.filter((i) => !i.startsWith('warning')),
+    [
+      'Listener virtualOutbound: filterChains[0].filterChainMatch.prefixRanges: matching on this is not supported (Remora matches destination port, SNI and transport protocol)',
+      'Listener virtualOutbound: filterChains[0].filters: tcp_proxy is supported on a gateway only; a sidecar listener must run the HTTP connection manager',
+      'Listener virtualInbound: filterChains: filter chains match different destination ports; Remora runs one destination port per listener',
+    ],
+  );
+});
+
+t.test("istiod's config dump (an ambient waypoint): the internal listener is refused, the agent's health listener imports", { skip: GOLDENS_DIR === null ? GOLDENS_MISSING : false }, async (t) => {
+  const dump = readGolden('proxy-config/config_dump.json') as { configs: { '@type': string; static_listeners?: { listener: object }[]; dynamic_listeners?: { active_state: { listener: object } }[] }[] };
+  const ld = dump.configs.find((c) => c['@type'].endsWith('ListenersConfigDump'))!;
+  // The dump uses proto names; the codec reads them, and prints the canonical form.
+  const strip = (l: object): object => {
+    const { '@type': _, ...rest } = l as Record<string, unknown>;
+    return rest;
+  };
+  const dynamic = ld.dynamic_listeners!.map((d) => strip(d.active_state.listener));
+  const health = { ...strip(ld.static_listeners![0]!.listener), name: 'health' };
+  const got = importListeners([...dynamic, health], SIDECAR);
+  t.same(
+    got.issues.filter((i) => i.startsWith('Listener main_internal') && /internalListener|filterChainMatcher|address/.test(i)),
+    [
+      'Listener main_internal: internalListener: not supported',
+      'Listener main_internal: filterChainMatcher: not supported',
+      'Listener main_internal: address: a listener needs an address',
+    ],
+  );
+  t.same(plain(got.listeners), [
+    {
+      name: 'health',
+      address: '0.0.0.0',
+      port: 15021,
+      direction: 'outbound',
+      routeConfig: 'health',
+      httpFilters: [{ name: 'envoy.filters.http.router', config: {} }],
+      tls: null,
+    },
+  ]);
+  t.equal(got.inlineRouteConfigs.length, 1);
+  t.equal(got.inlineRouteConfigs[0]!.name, 'health', 'the unnamed inline route configuration is named after its listener');
+  t.same(got.inlineRouteConfigs[0]!.virtualHosts?.[0]?.routes?.[0]?.route, { cluster: 'agent' });
+  t.same(
+    got.issues.filter((i) => i.startsWith('warning: Listener health')).sort(),
+    [
+      'warning: Listener health: filterChains[0].filters[0].typedConfig.statPrefix: Remora\'s HTTP stats for this listener are under http.outbound_0.0.0.0_15021., not http.agent.',
+      "warning: Listener health: filterChains[0].filters[0].typedConfig.normalizePath: Remora always normalizes request paths (Istio's pathNormalization BASE)",
+      'warning: Listener health: filterChains[0].filters[0].typedConfig.upgradeConfigs: Remora tunnels WebSocket upgrades even without an upgrade config',
+    ].sort(),
+  );
+});
+
+// ---- 3. defaults, errors and warnings ----
+
+/** A plain HTTP listener for `node` as the exporter writes it, with `edit` applied to its HCM config and the listener. */
+function listenerWith(direction: 'gateway' | 'outbound' | 'inbound', hcm: Record<string, unknown> = {}, listener: Record<string, unknown> = {}): object {
+  const base: Record<string, unknown> = {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+    statPrefix: `${direction === 'inbound' ? 'inbound' : 'outbound'}_0.0.0.0_8080`,
+    rds: { configSource: { ads: {} }, routeConfigName: 'http.8080' },
+    httpFilters: [{ name: 'envoy.filters.http.router', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+    useRemoteAddress: direction === 'gateway',
+    normalizePath: true,
+    upgradeConfigs: [{ upgradeType: 'websocket' }],
+    ...(direction === 'outbound' ? {} : { forwardClientCertDetails: direction === 'gateway' ? 'SANITIZE_SET' : 'APPEND_FORWARD' }),
+  };
+  for (const [k, v] of Object.entries(hcm)) {
+    if (v === undefined) delete base[k];
+    else base[k] = v;
+  }
+  return plain({
+    name: '0.0.0.0_8080',
+    address: { socketAddress: { address: '0.0.0.0', portValue: 8080 } },
+    filterChains: [{ filters: [{ name: HCM_NAME, typedConfig: base }] }],
+    ...(direction === 'inbound' ? { trafficDirection: 'INBOUND' } : {}),
+    ...listener,
+  });
+}
+
+const HCM_AT = 'filterChains[0].filters[0].typedConfig';
+
+t.test("Envoy's defaults where a field is unset", async (t) => {
+  const got = importListeners([listenerWith('gateway')], INGRESS);
+  t.same(got.issues, []);
+  const l = got.listeners[0]!;
+  t.equal(l.connectionManager, undefined, 'no server name, server header or HTTP/1.0 setting: the runtime applies Envoy\'s (envoy, OVERWRITE, HTTP/1.0 refused)');
+  t.equal(l.direction, 'gateway', "a gateway node's listeners are the gateway's");
+  t.equal(l.tls, null);
+
+  const some = importListeners([listenerWith('gateway', { serverName: 'edge' })], INGRESS).listeners[0]!;
+  t.same(some.connectionManager, { serverName: 'edge', serverHeaderTransformation: 'OVERWRITE', httpProtocolOptions: { acceptHttp10: false } }, 'unset siblings take their defaults');
+  const http10 = importListeners([listenerWith('gateway', { httpProtocolOptions: { acceptHttp10: true }, serverHeaderTransformation: 'PASS_THROUGH' })], INGRESS).listeners[0]!;
+  t.same(http10.connectionManager, { serverName: 'envoy', serverHeaderTransformation: 'PASS_THROUGH', httpProtocolOptions: { acceptHttp10: true } });
+
+  t.equal(importListeners([listenerWith('outbound')], SIDECAR).listeners[0]!.direction, 'outbound', 'no trafficDirection on a sidecar: outbound');
+  t.equal(importListeners([listenerWith('inbound')], SIDECAR).listeners[0]!.direction, 'inbound', 'trafficDirection INBOUND');
+  t.equal(importListeners([listenerWith('inbound', {}, { name: 'virtualInbound', trafficDirection: undefined })], SIDECAR).listeners[0]!.direction, 'inbound', 'named virtualInbound');
+
+  const inline = importListeners([listenerWith('gateway', { rds: undefined, routeConfig: { virtualHosts: [{ name: 'all', domains: ['*'] }] } })], INGRESS);
+  t.equal(inline.listeners[0]!.routeConfig, '0.0.0.0_8080', 'an unnamed inline route configuration is named after the listener');
+  t.same(inline.inlineRouteConfigs, [{ name: '0.0.0.0_8080', virtualHosts: [{ name: 'all', domains: ['*'] }] }]);
+
+  const filters = importListeners(
+    [
+      listenerWith('gateway', {
+        httpFilters: [
+          { name: 'my-fault', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault', maxActiveFaults: 3 } },
+          { name: 'istio.metadata_exchange', typedConfig: { '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct', typeUrl: 'type.googleapis.com/io.istio.http.peer_metadata.Config', value: {} } },
+          { name: 'example.optional', isOptional: true, typedConfig: { '@type': 'type.googleapis.com/google.protobuf.Empty' } },
+          { name: 'envoy.filters.http.local_ratelimit', typedConfig: { '@type': 'type.googleapis.com/xds.type.v3.TypedStruct', typeUrl: 'type.googleapis.com/remora.envoy.filters.http.local_ratelimit', value: { statPrefix: 'rl' } } },
+          { name: 'envoy.filters.http.router', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+        ],
+      }),
+    ],
+    INGRESS,
+  );
+  t.same(filters.issues, []);
+  t.same(
+    filters.listeners[0]!.httpFilters,
+    [
+      { name: 'envoy.filters.http.fault', config: { maxActiveFaults: 3 } },
+      { name: 'example.optional', config: {}, isOptional: true },
+      { name: 'envoy.filters.http.local_ratelimit', config: { statPrefix: 'rl' } },
+      { name: 'envoy.filters.http.router', config: {} },
+    ],
+    "filters are named by their config's type, Istio's own are skipped, an optional unknown one is kept for the runtime to skip, Remora's own config comes out of its TypedStruct",
+  );
+});
+
+t.test('errors: the listener is not imported, the message names the field', async (t) => {
+  const DT = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext';
+  const tlsChain = (ctx: Record<string, unknown>, match: object = { serverNames: ['a.example.com'] }): object => ({
+    name: '0.0.0.0_8443',
+    address: { socketAddress: { address: '0.0.0.0', portValue: 8443 } },
+    filterChains: [
+      {
+        filterChainMatch: match,
+        filters: [{ name: HCM_NAME, typedConfig: (listenerWith('gateway') as { filterChains: { filters: { typedConfig: object }[] }[] }).filterChains[0]!.filters[0]!.typedConfig }],
+        transportSocket: { name: 'envoy.transport_sockets.tls', typedConfig: { '@type': DT, ...ctx } },
+      },
+    ],
+  });
+  const cert = { tlsCertificateSdsSecretConfigs: [{ name: 'kubernetes://a' }] };
+  const secrets: SecretRef[] = [
+    { name: 'kubernetes://a', kind: 'certificate', certFile: '/a.crt', keyFile: '/a.key' },
+    { name: 'kubernetes://a-cacert', kind: 'validation', caFile: '/ca.crt' },
+  ];
+  const TLS_AT = 'filterChains[0].transportSocket.typedConfig';
+  const cases: [string, object, ProxyNode, string][] = [
+    ['ECDS', listenerWith('gateway', { httpFilters: [{ name: 'x', configDiscovery: { configSource: { ads: {} } } }] }), INGRESS, `${HCM_AT}.httpFilters[0].configDiscovery: filter x: filter configs by discovery (ECDS) are not supported`],
+    ['unknown filter', listenerWith('gateway', { httpFilters: [{ name: 'x', typedConfig: { '@type': 'type.googleapis.com/google.protobuf.Empty' } }] }), INGRESS, `${HCM_AT}.httpFilters[0]: unknown HTTP filter x (type.googleapis.com/google.protobuf.Empty); Envoy refuses it too unless it is marked isOptional`],
+    ['disabled filter', listenerWith('gateway', { httpFilters: [{ name: 'f', disabled: true, typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' } }] }), INGRESS, `${HCM_AT}.httpFilters[0].disabled: filter f: a filter disabled on the listener and enabled per route is not supported`],
+    ['no router', listenerWith('gateway', { httpFilters: [] }), INGRESS, `${HCM_AT}.httpFilters: the chain must end with envoy.filters.http.router`],
+    ['mergeSlashes', listenerWith('gateway', { mergeSlashes: true }), INGRESS, `${HCM_AT}.mergeSlashes: merging slashes is not supported; routes and policies would see paths Envoy would not`],
+    ['escaped slashes', listenerWith('gateway', { pathWithEscapedSlashesAction: 'UNESCAPE_AND_FORWARD' }), INGRESS, `${HCM_AT}.pathWithEscapedSlashesAction: UNESCAPE_AND_FORWARD is not supported: Remora keeps escaped slashes unchanged`],
+    ['useRemoteAddress on a sidecar', listenerWith('outbound', { useRemoteAddress: true }), SIDECAR, `${HCM_AT}.useRemoteAddress: a sidecar takes the client address from x-forwarded-for and does not append to it (useRemoteAddress false)`],
+    ['no useRemoteAddress on a gateway', listenerWith('gateway', { useRemoteAddress: undefined }), INGRESS, `${HCM_AT}.useRemoteAddress: a gateway is the edge in Remora: it uses the peer address as the client address and appends it to x-forwarded-for (useRemoteAddress true)`],
+    ['XFCC', listenerWith('gateway', { forwardClientCertDetails: 'FORWARD_ONLY' }), INGRESS, `${HCM_AT}.forwardClientCertDetails: FORWARD_ONLY is not supported on a gateway: Remora does SANITIZE_SET there, as Istio`],
+    ['CONNECT upgrade', listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'CONNECT' }] }), INGRESS, `${HCM_AT}.upgradeConfigs[0].upgradeType: upgrade CONNECT is not supported (websocket only)`],
+    ['unknown HCM field', listenerWith('gateway', { scopedRoutes: { name: 's' }, rds: undefined }), INGRESS, `${HCM_AT}.scopedRoutes: not supported`],
+    ['network filter', listenerWith('gateway', {}, { filterChains: [{ filters: [{ name: 'envoy.filters.network.rbac', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC', statPrefix: 'x' } }, ...(listenerWith('gateway') as { filterChains: { filters: object[] }[] }).filterChains[0]!.filters] }] }), INGRESS, 'filterChains[0].filters[0]: network filter envoy.filters.network.rbac is not supported (Remora runs the HTTP connection manager and tcp_proxy)'],
+    ['filterChainMatcher', listenerWith('gateway', {}, { filterChainMatcher: { onNoMatch: { action: { name: 'x', typedConfig: { '@type': 'type.googleapis.com/google.protobuf.StringValue', value: 'x' } } } } }), INGRESS, 'filterChainMatcher: not supported'],
+    ['defaultFilterChain', listenerWith('gateway', {}, { defaultFilterChain: { filters: [] } }), INGRESS, 'defaultFilterChain: not supported'],
+    ['UDP', listenerWith('gateway', {}, { address: { socketAddress: { address: '0.0.0.0', portValue: 8080, protocol: 'UDP' } } }), INGRESS, 'address.socketAddress.protocol: UDP listeners are not supported (TCP only)'],
+    ['tcp_proxy on a sidecar', { name: 't', address: { socketAddress: { address: '0.0.0.0', portValue: 1 } }, filterChains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: 'x', cluster: 'c' } }] }] }, SIDECAR, 'filterChains[0].filters: tcp_proxy is supported on a gateway only; a sidecar listener must run the HTTP connection manager'],
+    ['unbound without a capture', listenerWith('outbound', {}, { bindToPort: false }), SIDECAR, 'bindToPort: a listener not bound to its port only receives connections a capture listener (useOriginalDst, outbound) hands over, and there is none on this address'],
+    ['requireSni', tlsChain({ commonTlsContext: cert, requireSni: true }), INGRESS, `${TLS_AT}.requireSni: not supported`],
+    ['OCSP', tlsChain({ commonTlsContext: cert, ocspStaplePolicy: 'MUST_STAPLE' }), INGRESS, `${TLS_AT}.ocspStaplePolicy: OCSP stapling is not supported`],
+    ['CRL', tlsChain({ commonTlsContext: { ...cert, combinedValidationContext: { defaultValidationContext: { crl: { filename: '/crl.pem' } }, validationContextSdsSecretConfig: { name: 'kubernetes://a-cacert' } } }, requireClientCertificate: true }), INGRESS, `${TLS_AT}.commonTlsContext.combinedValidationContext.defaultValidationContext.crl: not supported (client certificates are checked against the roots and SAN names only); Remora cannot enforce it`],
+    ['SAN prefix', tlsChain({ commonTlsContext: { ...cert, combinedValidationContext: { defaultValidationContext: { matchSubjectAltNames: [{ prefix: 'spiffe://' }] }, validationContextSdsSecretConfig: { name: 'kubernetes://a-cacert' } } }, requireClientCertificate: true }), INGRESS, `${TLS_AT}.commonTlsContext.combinedValidationContext.defaultValidationContext.matchSubjectAltNames[0]: only exact SAN matches are supported`],
+    ['ECDH curves', tlsChain({ commonTlsContext: { ...cert, tlsParams: { ecdhCurves: ['P-256'] } } }), INGRESS, `${TLS_AT}.commonTlsContext.tlsParams.ecdhCurves: not supported (TLS versions and cipher suites only); Remora cannot restrict it`],
+    ['TLS 1.0', tlsChain({ commonTlsContext: { ...cert, tlsParams: { tlsMinimumProtocolVersion: 'TLSv1_0' } } }), INGRESS, `${TLS_AT}.commonTlsContext.tlsParams.tlsMinimumProtocolVersion: TLSv1_0 is not supported (TLS 1.2 and 1.3 only)`],
+    ['inline certificate', tlsChain({ commonTlsContext: { tlsCertificates: [{ certificateChain: { filename: '/a.crt' } }] } }), INGRESS, `${TLS_AT}.commonTlsContext.tlsCertificates: not supported (certificates and roots come from SDS secrets)`],
+    ['unknown secret', tlsChain({ commonTlsContext: { tlsCertificateSdsSecretConfigs: [{ name: 'kubernetes://nope' }] } }), INGRESS, `${TLS_AT}.commonTlsContext.tlsCertificateSdsSecretConfigs[0].name: SDS secret kubernetes://nope is unknown`],
+    ['client cert without roots', tlsChain({ commonTlsContext: cert, requireClientCertificate: true }), INGRESS, `${TLS_AT}.requireClientCertificate: requiring a client certificate needs roots to verify it (a validation context)`],
+    ['sidecar TLS that is not Istio mTLS', tlsChain({ commonTlsContext: cert }, { transportProtocol: 'tls' }), SIDECAR, `${TLS_AT}: a sidecar's inbound TLS must be Istio mTLS: the workload certificate (SDS default), the mesh roots (SDS ROOTCA) and a client certificate required`],
+  ];
+  for (const [what, listener, n, message] of cases) {
+    const got = importListeners([listener], n, secrets);
+    const name = (listener as { name: string }).name;
+    t.same(got.listeners, [], `${what}: not imported`);
+    t.ok(got.issues.includes(`Listener ${name}: ${message}`), `${what}: ${message}`) || t.comment(got.issues.join('\n'));
+  }
+});
+
+t.test('warnings: accepted and ignored, said once', async (t) => {
+  const cases: [string, object, string][] = [
+    ['tracing', listenerWith('gateway', { tracing: {} }), `${HCM_AT}.tracing: ignored: Remora does not trace requests yet`],
+    ['trusted hops', listenerWith('gateway', { xffNumTrustedHops: 2 }), `${HCM_AT}.xffNumTrustedHops: ignored: trusted x-forwarded-for hops are the proxy's --num-trusted-proxies (Istio's numTrustedProxies)`],
+    ['no normalizePath', listenerWith('gateway', { normalizePath: undefined }), `${HCM_AT}.normalizePath: Remora always normalizes request paths (Istio's pathNormalization BASE)`],
+    ['stream idle timeout', listenerWith('gateway', { streamIdleTimeout: '300s' }), `${HCM_AT}.streamIdleTimeout: ignored: Remora has no stream idle timeout`],
+    ['request timeout', listenerWith('gateway', { requestTimeout: '10s' }), `${HCM_AT}.requestTimeout: ignored: the request timeout is the proxy's own`],
+    ['no upgrade configs', listenerWith('gateway', { upgradeConfigs: undefined }), `${HCM_AT}.upgradeConfigs: Remora tunnels WebSocket upgrades even without an upgrade config`],
+    ['listener filter', listenerWith('gateway', {}, { listenerFilters: [{ name: 'envoy.filters.listener.proxy_protocol' }] }), 'listenerFilters[0]: listener filter envoy.filters.listener.proxy_protocol is not run (Remora runs original_dst, tls_inspector and http_inspector\'s work itself)'],
+    ['nothing to say', listenerWith('gateway'), ''],
+  ];
+  for (const [what, listener, message] of cases) {
+    const got = importListeners([listener], INGRESS);
+    t.equal(got.listeners.length, 1, `${what}: imported`);
+    t.same(got.issues, message === '' ? [] : [`warning: Listener 0.0.0.0_8080: ${message}`], what);
+  }
+});
+
+t.test("the outbound capture's per-port listeners fold into routeConfigsByPort; unlike settings are refused", async (t) => {
+  const capture = listenerWith('outbound', { rds: { routeConfigName: '80' } }, { name: 'virtualOutbound', useOriginalDst: true, address: { socketAddress: { address: '0.0.0.0', portValue: 15001 } } });
+  const port = (p: number, hcm: Record<string, unknown> = {}): object => listenerWith('outbound', { rds: { routeConfigName: String(p) }, statPrefix: `outbound_0.0.0.0_${p}`, ...hcm }, { name: `0.0.0.0_${p}`, bindToPort: false, address: { socketAddress: { address: '0.0.0.0', portValue: p } } });
+  const got = importListeners([capture, port(9080), port(80)], SIDECAR);
+  t.same(got.issues.filter((i) => !i.includes('statPrefix')), []);
+  t.equal(got.listeners.length, 1);
+  t.same(got.listeners[0]!.routeConfigsByPort, { 9080: '9080', 80: '80' });
+  t.equal(got.listeners[0]!.routeConfig, '80');
+
+  const bad = importListeners([capture, port(9080, { serverName: 'other' })], SIDECAR);
+  t.same(bad.listeners.map((l) => l.routeConfigsByPort), [undefined], 'the capture stays; the unlike port listener is left out');
+  t.ok(bad.issues.includes("Listener 0.0.0.0_9080: filterChains: its HTTP settings differ from those of the capture listener virtualOutbound; Remora serves every port of the capture with that listener's filters and settings, routing by port"));
+});
