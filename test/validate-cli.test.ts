@@ -3,7 +3,8 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { formatIssue, loadMesh, type ListenerPorts, type ProxyNode } from '@remora/config';
+import { formatIssue, type ListenerPorts, type ProxyNode } from '@remora/config';
+import { loadMesh } from '@remora/config/envoy';
 import { CORPUS, MeshDir, runCli } from './helpers/remora.ts';
 
 t.test('a set of broken resources: each problem is named', async (t) => {

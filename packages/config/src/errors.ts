@@ -24,6 +24,10 @@ export interface ConfigIssue {
   readonly message: string;
 }
 
+export function hasErrors(issues: readonly ConfigIssue[]): boolean {
+  return issues.some((i) => i.severity === 'error');
+}
+
 /** `file:line: Kind ns/name: field.path: message`, the one format every command prints. */
 export function formatIssue(issue: ConfigIssue): string {
   let out = issue.line > 0 ? `${issue.file}:${issue.line}: ` : `${issue.file}: `;

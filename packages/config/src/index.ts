@@ -2,7 +2,8 @@ export type * from './model/index.ts';
 export * from './errors.ts';
 export * from './resources/resource.ts';
 export * from './sources/load-files.ts';
-export * from './sources/mesh-loader.ts';
+export type { MeshLoadResult } from './sources/mesh-loader.ts';
+export type { LoadTimings } from './sources/load-timings.ts';
 export * from './sources/file-watcher.ts';
 export * from './translate/istio.ts';
 export * from './translate/host.ts';
@@ -15,3 +16,5 @@ export { Regex, RegexRewrite, RegexSyntaxError, checkRegex } from './schema/rege
 export * from './sources/mesh-loader-thread.ts';
 export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJson, httpStatusCode } from './model/envoy-values.ts';
 export { httpStatPrefix } from './model/listener.ts';
+export { proxyConfigFromEnvoy, type ImportResult } from './envoy/to-model.ts';
+export { formatImportIssue, type ImportIssue } from './envoy/import-context.ts';

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { loadMesh, type Resource, type Route } from '@remora/config';
+import { type Resource, type Route } from '@remora/config';
+import { loadMesh } from '@remora/config/envoy';
 import {
   BOOKINFO_DIR,
   BOOKINFO_MISSING,

@@ -3,7 +3,7 @@ import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { VirtualHost } from '../model/route.ts';
 import type { TranslateOptions } from '../translate/istio.ts';
-import type { LoadTimings } from './mesh-loader.ts';
+import type { LoadTimings } from './load-timings.ts';
 
 /** Messages between `MeshLoaderThread` and its worker. */
 export type ToLoader =

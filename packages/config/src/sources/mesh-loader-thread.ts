@@ -4,7 +4,7 @@ import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { RouteConfiguration, VirtualHost } from '../model/route.ts';
 import { DEFAULT_TRANSLATE_OPTIONS, type TranslateOptions } from '../translate/istio.ts';
-import type { LoadTimings } from './mesh-loader.ts';
+import type { LoadTimings } from './load-timings.ts';
 import type { FromLoader, ToLoader } from './mesh-loader-protocol.ts';
 
 export interface MeshLoaderThreadOptions {

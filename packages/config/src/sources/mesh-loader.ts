@@ -1,10 +1,26 @@
-import type { ConfigIssue } from '../errors.ts';
+/**
+ * The whole way from Istio files to the runtime's compile input, as one proxy sees it: read,
+ * parse and validate every resource, translate them into Envoy's resources as istiod would
+ * (EnvoyFilters patching those), and read the Envoy resources into the model the snapshot
+ * compiler takes — the same reading an xDS stream's resources get.
+ *
+ * Loads Envoy's descriptors (EnvoyFilter patches are Envoy messages), so it is exported from
+ * `@remora/config/envoy` and runs on the loader thread, never on the proxy's main thread.
+ */
+import { hasErrors, type ConfigIssue } from '../errors.ts';
+import { formatImportIssue, type ImportIssue } from '../envoy/import-context.ts';
+import { proxyConfigFromEnvoy } from '../envoy/to-model.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { Resource } from '../resources/resource.ts';
 import { isSupportedKind, validateResource } from '../schema/validator.ts';
-import { DEFAULT_TRANSLATE_OPTIONS, translateIstio, type TranslateOptions } from '../translate/istio.ts';
+import { DEFAULT_TRANSLATE_OPTIONS, type TranslateOptions } from '../translate/istio.ts';
+import { translateIstioToEnvoy } from '../translate/istio-envoy.ts';
 import { loadFiles } from './load-files.ts';
+import type { LoadTimings } from './load-timings.ts';
+
+export { hasErrors };
+export type { LoadTimings };
 
 export interface MeshLoadResult {
   /** The translated config; null when any error was found (nothing partial is ever returned). */
@@ -16,17 +32,6 @@ export interface MeshLoadResult {
   readonly resources: readonly Resource[];
   /** How long each step took, for the log line a config change writes. */
   readonly timings: LoadTimings;
-}
-
-/** Milliseconds spent reading and parsing the files, validating the resources, translating them. */
-export interface LoadTimings {
-  readonly readMs: number;
-  readonly validateMs: number;
-  readonly translateMs: number;
-}
-
-export function hasErrors(issues: readonly ConfigIssue[]): boolean {
-  return issues.some((i) => i.severity === 'error');
 }
 
 /**
@@ -68,8 +73,22 @@ export function loadMesh(
   }
   const t2 = performance.now();
   if (hasErrors(issues)) return { config: null, issues, files: loaded.files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: 0 } };
-  const translated = translateIstio(valid, node, ports, options);
+  const translated = translateIstioToEnvoy(valid, node, ports, options);
   issues.push(...translated.issues);
+  if (hasErrors(issues)) return { config: null, issues, files: loaded.files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 } };
+  const imported = proxyConfigFromEnvoy(translated.envoy, node, translated.version);
+  issues.push(...imported.issues.map(importIssue));
   const timings = { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 };
-  return { config: hasErrors(issues) ? null : translated.config, issues, files: loaded.files, resources: valid, timings };
+  return { config: hasErrors(issues) ? null : imported.config, issues, files: loaded.files, resources: valid, timings };
 }
+
+/**
+ * A problem reading the translated (and EnvoyFilter-patched) Envoy resources: what istiod
+ * built that Remora cannot run. It names the Envoy resource and field; an EnvoyFilter patch
+ * is the usual cause, and its own problems were reported against it already.
+ */
+function importIssue(i: ImportIssue): ConfigIssue {
+  return { severity: i.severity, file: '(envoy resources)', line: 0, kind: i.type, resource: i.resource, path: i.path, message: i.message };
+}
+
+export { formatImportIssue };

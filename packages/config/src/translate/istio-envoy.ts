@@ -5,6 +5,7 @@
  * Envoy's descriptors, so it belongs on the loader thread; it is exported from
  * `@remora/config/envoy` only.
  */
+import { createHash } from 'node:crypto';
 import { formatIssue, type ConfigIssue } from '../errors.ts';
 import { envoyResourcesFromModel, type EnvoyResources } from '../envoy/from-model.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
@@ -15,6 +16,8 @@ import { DEFAULT_TRANSLATE_OPTIONS, translateIstio, type TranslateOptions } from
 
 export interface EnvoyTranslateResult {
   readonly envoy: EnvoyResources;
+  /** Content hash of the resources, node and ports: changes whenever they do. */
+  readonly version: string;
   /** Errors make the config unusable; warnings are worth printing but change nothing. */
   readonly issues: ConfigIssue[];
 }
@@ -42,5 +45,8 @@ export function translateIstioToEnvoy(
     seen.add(key);
     all.push(i);
   }
-  return { envoy, issues: all };
+  // The translator saw no EnvoyFilter: the version must change when only they do.
+  const filters = resources.filter((r) => r.kind === 'EnvoyFilter');
+  const version = filters.length === 0 ? config.version : createHash('sha256').update(config.version).update(JSON.stringify(filters.map((r) => r.document))).digest('hex').slice(0, 16);
+  return { envoy, version, issues: all };
 }

@@ -1,8 +1,9 @@
-import { formatIssue, hasErrors, loadMesh, type ConfigIssue, type ProxyNode } from '@remora/config';
+import { formatIssue, hasErrors, type ConfigIssue, type ProxyNode } from '@remora/config';
 import { helpText, parseOptions, UsageError, type Command, type ProxyOptions } from './options.ts';
 import { ProxyProcess, StartError } from './proxy-process.ts';
 import { runCa } from './ca.ts';
 import { runProxyConfig } from './proxy-config/command.ts';
+import { runEnvoy } from './envoy-command.ts';
 
 const COMMANDS = new Set<Command>(['gateway', 'sidecar', 'validate']);
 
@@ -22,6 +23,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number | nu
   }
   if (command === 'ca') return runCa(rest, io);
   if (command === 'proxy-config' || command === 'pc') return runProxyConfig(rest, io);
+  if (command === 'envoy') return runEnvoy(rest, io);
   if (!COMMANDS.has(command as Command)) {
     io.err(`remora: unknown command "${command}"\n\n${helpText(null)}`);
     return 2;
@@ -49,7 +51,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number | nu
  * labels, and a sidecar in the given namespace), so problems that only show in one
  * translation are found too. Prints every problem once.
  */
-function validate(opts: ProxyOptions, io: Io): number {
+async function validate(opts: ProxyOptions, io: Io): Promise<number> {
+  const { loadMesh } = await import('@remora/config/envoy');
   const asSidecar: ProxyNode = { ...opts.node, kind: 'sidecar' };
   const asGateway: ProxyNode = {
     ...opts.node,
@@ -107,3 +110,4 @@ async function runProxy(opts: ProxyOptions, io: Io): Promise<number | null> {
   });
   return null;
 }
+

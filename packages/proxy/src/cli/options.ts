@@ -22,6 +22,8 @@ const ALL: readonly Command[] = ['gateway', 'sidecar', 'validate'];
 /** Every flag, with its help line; `--help` output is generated from this table. */
 export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   config: { type: 'string', short: 'c', multiple: true, arg: 'PATH', help: 'file or directory of Istio YAML/JSON (repeatable; directories are read recursively and watched)', for: ALL },
+  'xds-address': { type: 'string', arg: 'ADDR', help: 'take the config from an xDS control plane over ADS instead of files: unix:PATH or HOST:PORT (istiod: 15010)', for: PROXIES },
+  'xds-delta': { type: 'boolean', help: 'use incremental (delta) ADS, as Istio\'s agent does, instead of state of the world', for: PROXIES },
   'admin-port': { type: 'string', arg: 'PORT', help: 'admin API on 127.0.0.1 (default 15000)', for: PROXIES },
   'health-port': { type: 'string', arg: 'PORT', help: 'health endpoint /healthz/ready (default 15021)', for: PROXIES },
   'prometheus-port': { type: 'string', arg: 'PORT', help: 'Prometheus scrape endpoint /stats/prometheus; 0 turns it off (default 15090)', for: PROXIES },
@@ -78,6 +80,8 @@ export interface ProxyOptions {
   readonly identityPaths: IdentityPaths | null;
   /** Where `credentialName`s resolve; null: the translator's default. */
   readonly credentialsDir: string | null;
+  /** Config from an ADS server instead of files; absent: files. */
+  readonly xds?: { readonly address: string; readonly delta: boolean };
 }
 
 /** A usage error: printed with the command's help, exit status 2. */
@@ -95,6 +99,7 @@ commands:
   gateway    run as an ingress gateway: listeners from Gateway resources
   sidecar    run beside an app: outbound listener (15001) and inbound listener (15006)
   validate   check resources and print every problem; exit 0 when valid
+  envoy      run as Envoy would: Envoy's command line and bootstrap (Istio's agent can exec it)
   ca         a small dev CA: create a root, issue SPIFFE workload and server certificates
   proxy-config
              istioctl's proxy-config tables (clusters, listeners, routes, endpoints, secrets)
@@ -134,7 +139,10 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
   if (v.help) return 'help';
   const str = (name: string): string | undefined => (typeof v[name] === 'string' ? (v[name] as string) : undefined);
   const configPaths = [...((v.config as string[] | undefined) ?? []), ...parsed.positionals];
-  if (configPaths.length === 0) throw new UsageError('no configuration given: pass -c PATH (a file or a directory)');
+  const xdsAddress = typeof v['xds-address'] === 'string' ? (v['xds-address'] as string) : undefined;
+  if (xdsAddress !== undefined && configPaths.length > 0) throw new UsageError('--xds-address and -c are two sources of the same config: pass one');
+  if (xdsAddress !== undefined && !/^(unix:.+|[^:]+:\d+|\[[0-9a-fA-F:]+\]:\d+)$/.test(xdsAddress)) throw new UsageError(`--xds-address must be unix:PATH or HOST:PORT, got "${xdsAddress}"`);
+  if (configPaths.length === 0 && xdsAddress === undefined) throw new UsageError('no configuration given: pass -c PATH (a file or a directory) or --xds-address');
 
   const port = (name: string, fallback: number, allowZero = false): number => {
     const raw = str(name);
@@ -206,6 +214,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     dnsRefreshMs: duration('dns-refresh-rate', 60_000),
     identityPaths: identityPaths(str('cert-chain'), str('key'), str('root-cert'), str('certs-dir')),
     credentialsDir: str('credentials-dir') ?? null,
+    ...(xdsAddress !== undefined ? { xds: { address: xdsAddress, delta: v['xds-delta'] === true } } : {}),
   };
 }
 

@@ -48,11 +48,14 @@ export class ProxyProcess {
     opts: ProxyOptions,
     onExit: (code: number) => void,
     sinks: ProcessSinks = {},
-    source?: (loggers: Loggers) => ConfigSource,
+    source?: (loggers: Loggers) => ConfigSource | Promise<ConfigSource>,
   ): Promise<ProxyProcess> {
     const loggers = new Loggers(opts.logLevel, sinks.log);
     const identity = opts.command === 'validate' ? null : await IdentityStore.open(opts.identityPaths, loggers.get('secret'));
-    return new ProxyProcess(opts, onExit, sinks, loggers, identity, source?.(loggers) ?? new FileConfigSource(opts, loggers));
+    let from = await source?.(loggers);
+    // Loaded only for xDS: the client and Envoy's descriptors are not a file-driven proxy's cost.
+    if (from === undefined && opts.xds !== undefined) from = (await import('./xds-source.ts')).xdsSourceFromOptions(opts, loggers);
+    return new ProxyProcess(opts, onExit, sinks, loggers, identity, from ?? new FileConfigSource(opts, loggers));
   }
 
   private constructor(opts: ProxyOptions, onExit: (code: number) => void, sinks: ProcessSinks, loggers: Loggers, identity: IdentityStore | null, source: ConfigSource) {
@@ -98,7 +101,7 @@ export class ProxyProcess {
     }
     try {
       await this.admin.listen('127.0.0.1', this.opts.adminPort);
-      await this.health.listen(this.opts.ports.bindAddress, this.opts.healthPort);
+      if (this.opts.healthPort > 0) await this.health.listen(this.opts.ports.bindAddress, this.opts.healthPort);
       if (this.prometheus) await this.prometheus.listen(this.opts.ports.bindAddress, this.opts.prometheusPort);
       const compileStart = performance.now();
       await this.runtime.apply(loaded.config);

@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto';
 import type { ProxyNode } from '@remora/config';
 import type { EnvoyResources, SecretRef } from '@remora/config/envoy';
-import { envoyMessageType, envoyToJson, proxyConfigFromEnvoy, formatImportIssue } from '@remora/config/envoy';
+import { bootstrapJson, envoyMessageType, envoyToJson, proxyConfigFromEnvoy, formatImportIssue } from '@remora/config/envoy';
 import type { ClusterJson } from '@remora/config/envoy/gen/envoy/config/cluster/v3/cluster_pb.js';
 import type { ClusterLoadAssignmentJson } from '@remora/config/envoy/gen/envoy/config/endpoint/v3/endpoint_pb.js';
 import type { ListenerJson } from '@remora/config/envoy/gen/envoy/config/listener/v3/listener_pb.js';
@@ -25,6 +25,7 @@ import type { NodeJson } from '@remora/config/envoy/gen/envoy/config/core/v3/bas
 import { AdsClient, TypeUrl, XdsStats, type AdsTransport, type XdsResource, type XdsVerdict } from '@remora/xds';
 import type { Loggers } from '../logger.ts';
 import type { ApplyConfig, ConfigSource, SourcedConfig } from './config-source.ts';
+import type { ProxyOptions } from './options.ts';
 
 export interface XdsSourceOptions {
   /** gRPC target: `unix:./etc/istio/proxy/XDS`, `127.0.0.1:15010`. */
@@ -77,7 +78,7 @@ export class XdsConfigSource implements ConfigSource {
       node: opts.node,
       setNodeOnFirstMessageOnly: opts.setNodeOnFirstMessageOnly ?? true,
       onResources: (typeUrl, resources, removed, version) => this.#onResources(typeUrl, resources, removed, version),
-      logger: { debug: (m) => log.debug(`xds: ${m}`), info: (m) => log.info(`xds: ${m}`), warn: (m) => log.warning(`xds: ${m}`) },
+      logger: { debug: (m) => log.debug(`xds: ${m}`), info: (m) => log.info(`xds: ${m}`), warn: (m) => log.warn(`xds: ${m}`) },
       stats: this.stats,
       ...(opts.backoff ? { backoff: opts.backoff } : {}),
     });
@@ -93,7 +94,7 @@ export class XdsConfigSource implements ConfigSource {
       const timeout = this.#opts.initialFetchTimeoutMs ?? 0;
       if (timeout > 0) {
         this.#firstTimer = setTimeout(() => {
-          this.#loggers.get('config').warning(`xds: no complete config within ${timeout} ms; starting with what has arrived`);
+          this.#loggers.get('config').warn(`xds: no complete config within ${timeout} ms; starting with what has arrived`);
           this.#finishFirst(true);
         }, timeout);
         this.#firstTimer.unref();
@@ -142,7 +143,7 @@ export class XdsConfigSource implements ConfigSource {
       this.#loggers.get('config').error(`xds: rejected ${typeUrl.slice(typeUrl.lastIndexOf('.') + 1)} version ${version}: ${message}`);
       return { ok: false, message };
     }
-    for (const w of imported.issues) this.#loggers.get('config').warning(`xds: ${formatImportIssue(w)}`);
+    for (const w of imported.issues) this.#loggers.get('config').warn(`xds: ${formatImportIssue(w)}`);
     this.#follow();
 
     if (!this.#firstDone) {
@@ -244,4 +245,11 @@ function routeNamesOf(l: ListenerJson): string[] {
     }
   }
   return out;
+}
+
+/** `--xds-address`: the config from an ADS server, with the node built from the flags as Istio's agent builds it. */
+export function xdsSourceFromOptions(opts: ProxyOptions, loggers: Loggers): XdsConfigSource {
+  const xds = opts.xds!;
+  const node = bootstrapJson(opts.node, { ip: process.env.INSTANCE_IP ?? '127.0.0.1', adminAddress: '127.0.0.1', adminPort: opts.adminPort }).node ?? {};
+  return new XdsConfigSource({ target: xds.address, apiType: xds.delta ? 'DELTA_GRPC' : 'GRPC', node, proxyNode: opts.node, setNodeOnFirstMessageOnly: true }, loggers);
 }

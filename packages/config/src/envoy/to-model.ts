@@ -1,0 +1,59 @@
+/**
+ * Envoy's resources → the runtime's compile input (`ProxyConfig`): the one door every
+ * source goes through. Istio files arrive here translated and EnvoyFilter-patched; an xDS
+ * stream delivers the same resources. A resource with an error is left out and reported
+ * (under xDS: a NACK naming it); the caller decides whether the rest can serve.
+ *
+ * Cheap to load: type-only imports of the generated messages, no descriptors.
+ */
+import type { ProxyConfig } from '../model/proxy-config.ts';
+import type { ProxyNode } from '../model/node.ts';
+import type { RouteConfiguration } from '../model/route.ts';
+import type { Cluster } from '../model/cluster.ts';
+import type { EnvoyResources } from './from-model.ts';
+import type { ClusterLoadAssignmentJson } from './gen/envoy/config/endpoint/v3/endpoint_pb.ts';
+import { ImportContext, type ImportIssue } from './import-context.ts';
+import { clusterFromEnvoy } from './to-model-clusters.ts';
+import { listenersFromEnvoy } from './to-model-listeners.ts';
+import { hashKeysFromRoutes, routeConfigFromEnvoy } from './to-model-routes.ts';
+
+export interface ImportResult {
+  /** Everything that imported; resources with errors are left out. */
+  readonly config: ProxyConfig;
+  readonly issues: readonly ImportIssue[];
+}
+
+/**
+ * Reads one proxy's Envoy resources. `version` identifies the set (the content hash of the
+ * files, or the xDS versions); the JSON text of the resources is kept on the config so
+ * `/config_dump` prints what was received, not what Remora made of it.
+ */
+export function proxyConfigFromEnvoy(resources: EnvoyResources, node: ProxyNode, version: string, keepJson = true): ImportResult {
+  const ctx = new ImportContext(resources.secrets);
+  const { listeners, inlineRouteConfigs } = listenersFromEnvoy(resources.listeners, node, ctx);
+  const routeJson = [...resources.routeConfigs, ...inlineRouteConfigs];
+  const routeConfigs: RouteConfiguration[] = [];
+  for (const rc of routeJson) {
+    const imported = routeConfigFromEnvoy(rc, ctx);
+    if (imported !== null) routeConfigs.push(imported);
+  }
+  const hashKeys = hashKeysFromRoutes(routeJson);
+  const assignments = new Map<string, ClusterLoadAssignmentJson>();
+  for (const e of resources.endpoints) assignments.set(e.assignment.clusterName ?? '', e.assignment);
+  const clusters: Cluster[] = [];
+  for (const c of resources.clusters) {
+    const name = c.name ?? '';
+    const cla = c.type === 'EDS' || c.edsClusterConfig !== undefined ? assignments.get(c.edsClusterConfig?.serviceName || name) : undefined;
+    const imported = clusterFromEnvoy(c, cla, ctx, hashKeys.get(name));
+    if (imported !== null) clusters.push(imported);
+  }
+  const config: ProxyConfig = {
+    version,
+    node,
+    listeners,
+    routeConfigs,
+    clusters,
+    ...(keepJson ? { envoyJson: JSON.stringify(resources) } : {}),
+  };
+  return { config, issues: ctx.issues };
+}
