@@ -369,7 +369,7 @@ function endpointsFrom(
   for (const f of extra(cla, ['clusterName', 'endpoints', 'policy'])) is.error(f, `${f} is not supported`);
   const policy = cla.policy;
   if (policy !== undefined) {
-    for (const f of extra(policy, ['overprovisioningFactor', 'endpointStaleAfter', 'weightedPriorityHealth'])) is.error(`policy.${f}`, `${f} is not supported`);
+    for (const f of extra(policy, ['dropOverloads', 'overprovisioningFactor', 'endpointStaleAfter', 'weightedPriorityHealth'])) is.error(`policy.${f}`, `${f} is not supported`);
     if ((policy.dropOverloads ?? []).length > 0) is.error('policy.dropOverloads', 'dropping a share of the requests is not supported');
     if (policy.overprovisioningFactor !== undefined && count(policy.overprovisioningFactor, 140) !== 140) {
       is.warn('policy.overprovisioningFactor', 'Remora spills load between priorities by Envoy\'s default factor, 140');
