@@ -189,6 +189,8 @@ t.test('a sidecar cluster: EDS, LEAST_REQUEST, circuit breakers, outlier detecti
         default_original_port: 9080,
         config: '/apis/networking.istio.io/v1/namespaces/default/destination-rule/reviews',
       },
+      // Istio's locality setting, which Envoy's resources only carry as CLA priorities computed per proxy.
+      remora: { localityLb: { distribute: [], failover: [], failoverPriority: [] } },
     },
   }, "istiod's cluster metadata: the service, and the DestinationRule that shaped the cluster");
   const ratings = roundTrip(t, ClusterSchema, res.clusters.find((x) => x.name === 'outbound|9080||ratings.default.svc.cluster.local'), 'ratings');

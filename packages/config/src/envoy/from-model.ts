@@ -44,6 +44,7 @@ import type { SecretJson, SdsSecretConfigJson } from './gen/envoy/extensions/tra
 import type { CommonTlsContextJson } from './gen/envoy/extensions/transport_sockets/tls/v3/tls_pb.ts';
 import type { StringMatcherJson } from './gen/envoy/type/matcher/v3/string_pb.ts';
 import type { BootstrapJson } from './gen/envoy/config/bootstrap/v3/bootstrap_pb.ts';
+import { endpointLabelsFromIstio, portOfClusterName } from './to-model-clusters.ts';
 
 const T = TYPE_URL_PREFIX;
 const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
@@ -575,6 +576,8 @@ function isEds(c: ModelCluster): boolean {
 }
 
 const UNLIMITED = 4294967295;
+/** Envoy's default `dns_refresh_rate`. */
+const DNS_REFRESH_MS = 5_000;
 
 function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJson {
   const out: ClusterJson = { name: c.name };
@@ -584,11 +587,10 @@ function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJ
   } else {
     out.type = c.discovery === 'strict-dns' ? 'STRICT_DNS' : c.discovery === 'logical-dns' ? 'LOGICAL_DNS' : 'STATIC';
     out.loadAssignment = loadAssignmentJson(c);
-    if (c.discovery !== 'static') {
-      out.dnsRefreshRate = dur(c.dnsRefreshMs);
-      out.dnsLookupFamily = 'V4_ONLY';
-    }
+    if (c.discovery !== 'static') out.dnsLookupFamily = 'V4_ONLY';
   }
+  // Envoy's own field (ignored by non-DNS clusters), when not its default; 0 is not valid there.
+  if (c.dnsRefreshMs > 0 && c.dnsRefreshMs !== DNS_REFRESH_MS) out.dnsRefreshRate = dur(c.dnsRefreshMs);
   const pool = c.connectionPool;
   out.connectTimeout = dur(pool.connectTimeoutMs);
   switch (c.lb.kind) {
@@ -625,7 +627,8 @@ function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJ
   };
   if (c.protocol !== 'tcp') {
     const common = {
-      ...(pool.idleTimeoutMs > 0 ? { idleTimeout: dur(pool.idleTimeoutMs) } : {}),
+      // Unset is Envoy's 1 h, so a 0 (no idle limit) is written as "0s", which Envoy reads as off.
+      idleTimeout: dur(pool.idleTimeoutMs),
       ...(pool.maxConnectionDurationMs > 0 ? { maxConnectionDuration: dur(pool.maxConnectionDurationMs) } : {}),
       ...(pool.maxRequestsPerConnection > 0 ? { maxRequestsPerConnection: pool.maxRequestsPerConnection } : {}),
     };
@@ -634,17 +637,19 @@ function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJ
         ? { http2ProtocolOptions: pool.maxConcurrentStreams > 0 ? { maxConcurrentStreams: pool.maxConcurrentStreams } : {} }
         : { httpProtocolOptions: {} };
     out.typedExtensionProtocolOptions = {
-      [HTTP_PROTOCOL_OPTIONS]: any(`${T}${HTTP_PROTOCOL_OPTIONS}`, { ...(Object.keys(common).length > 0 ? { commonHttpProtocolOptions: common } : {}), explicitHttpConfig: explicit }),
+      [HTTP_PROTOCOL_OPTIONS]: any(`${T}${HTTP_PROTOCOL_OPTIONS}`, { commonHttpProtocolOptions: common, explicitHttpConfig: explicit }),
     };
   }
   if (pool.keepaliveTimeMs > 0) out.upstreamConnectionOptions = { tcpKeepalive: { keepaliveTime: Math.round(pool.keepaliveTimeMs / 1000) } };
   const od = c.outlierDetection;
   if (od !== null) {
     out.outlierDetection = {
+      // Envoy ejects on success rate unless told not to; Istio has no such check (istiod writes 0).
+      enforcingSuccessRate: 0,
       ...(od.consecutive5xxErrors > 0 ? { consecutive5xx: od.consecutive5xxErrors } : { enforcingConsecutive5xx: 0 }),
       ...(od.consecutiveGatewayErrors > 0 ? { consecutiveGatewayFailure: od.consecutiveGatewayErrors, enforcingConsecutiveGatewayFailure: 100 } : {}),
       ...(od.consecutiveLocalOriginFailures > 0 ? { consecutiveLocalOriginFailure: od.consecutiveLocalOriginFailures } : {}),
-      ...(od.splitExternalLocalOriginErrors ? { splitExternalLocalOriginErrors: true } : {}),
+      ...(od.splitExternalLocalOriginErrors ? { splitExternalLocalOriginErrors: true, enforcingLocalOriginSuccessRate: 0 } : {}),
       interval: dur(od.intervalMs),
       baseEjectionTime: dur(od.baseEjectionTimeMs),
       maxEjectionPercent: od.maxEjectionPercent,
@@ -653,19 +658,53 @@ function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJ
   }
   const tls = upstreamTls(c, secrets);
   if (tls !== null) out.transportSocket = tls;
+  else if (c.tls?.mode === 'DISABLE') out.transportSocket = { name: 'envoy.transport_sockets.raw_buffer', typedConfig: any(RAW_BUFFER_TYPE) };
   else if (autoMtls(c)) {
     out.transportSocketMatches = [
       { name: 'tlsMode-istio', match: { tlsMode: 'istio' }, transportSocket: istioMutual(c, [...c.serviceAccounts], secrets) },
       { name: 'tlsMode-disabled', match: {}, transportSocket: { name: 'envoy.transport_sockets.raw_buffer', typedConfig: any(RAW_BUFFER_TYPE) } },
     ];
   }
+  const filterMetadata: Record<string, StructJson> = {};
   if (c.service !== null) {
     const istio: Record<string, JsonValue> = { services: [{ host: c.service.host, name: c.service.name, namespace: c.service.namespace }] };
     if (c.subset !== '') istio.subset = c.subset;
     if (c.name.startsWith('outbound|')) istio.default_original_port = c.service.port;
     if (c.destinationRule !== undefined) istio.config = `/apis/networking.istio.io/v1/namespaces/${c.destinationRule.namespace}/destination-rule/${c.destinationRule.name}`;
-    out.metadata = { filterMetadata: { istio: istio as StructJson } } satisfies MetadataJson;
+    filterMetadata.istio = istio as StructJson;
   }
+  const remora = remoraClusterMetadata(c);
+  if (Object.keys(remora).length > 0) filterMetadata.remora = remora as StructJson;
+  if (Object.keys(filterMetadata).length > 0) out.metadata = { filterMetadata } satisfies MetadataJson;
+  return out;
+}
+
+/**
+ * What Envoy's fields and istiod's metadata cannot say, and the importer reads back: a TCP
+ * cluster (Envoy's clusters have no protocol without HTTP options), Istio's locality setting
+ * (istiod writes it per proxy into CLA priorities), service accounts not in an mTLS socket,
+ * an inbound cluster's service port, a DNS refresh of 0, pool settings
+ * the protocol has no field for.
+ */
+function remoraClusterMetadata(c: ModelCluster): Record<string, JsonValue> {
+  const out: Record<string, JsonValue> = {};
+  if (c.protocol === 'tcp') out.protocol = 'tcp';
+  if (c.localityLb !== null) out.localityLb = JSON.parse(JSON.stringify(c.localityLb)) as JsonValue;
+  const t = c.tls;
+  const inSocket = autoMtls(c) ? c.serviceAccounts : t?.mode === 'ISTIO_MUTUAL' ? (t.subjectAltNames.length > 0 ? t.subjectAltNames : c.serviceAccounts) : [];
+  if (inSocket.length !== c.serviceAccounts.length || inSocket.some((s, i) => s !== c.serviceAccounts[i])) out.serviceAccounts = [...c.serviceAccounts];
+  if (c.service !== null && !c.name.startsWith('outbound|') && c.service.port !== portOfClusterName(c.name)) out.servicePort = c.service.port;
+  if (c.dnsRefreshMs <= 0) out.dnsRefreshMs = c.dnsRefreshMs;
+  // Pool settings with no Envoy field for the cluster's protocol (HTTP options of a TCP cluster, h2 streams of an HTTP/1.1 one).
+  const p = c.connectionPool;
+  const pool: Record<string, number> = {};
+  if (c.protocol === 'tcp') {
+    if (p.idleTimeoutMs !== 3_600_000) pool.idleTimeoutMs = p.idleTimeoutMs;
+    if (p.maxConnectionDurationMs > 0) pool.maxConnectionDurationMs = p.maxConnectionDurationMs;
+    if (p.maxRequestsPerConnection > 0) pool.maxRequestsPerConnection = p.maxRequestsPerConnection;
+  }
+  if (c.protocol !== 'http2' && p.maxConcurrentStreams > 0) pool.maxConcurrentStreams = p.maxConcurrentStreams;
+  if (Object.keys(pool).length > 0) out.pool = pool;
   return out;
 }
 
@@ -682,7 +721,7 @@ function istioSni(c: ModelCluster): string {
 function istioMutual(c: ModelCluster, sans: string[], secrets: Map<string, SecretRef>): { name: string; typedConfig: AnyJson } {
   return {
     name: 'envoy.transport_sockets.tls',
-    typedConfig: any(UPSTREAM_TLS_TYPE, { commonTlsContext: istioCommonTlsContext(secrets, sans, ['istio-peer-exchange', 'istio']), sni: istioSni(c) }),
+    typedConfig: any(UPSTREAM_TLS_TYPE, { commonTlsContext: istioCommonTlsContext(secrets, sans, ['istio-peer-exchange', 'istio']), sni: c.tls?.sni ?? istioSni(c) }),
   };
 }
 
@@ -731,11 +770,23 @@ function endpointMetadata(e: ModelEndpoint): { metadata: MetadataJson } | null {
   const filterMetadata: Record<string, StructJson> = {};
   const tlsMode = e.labels['security.istio.io/tlsMode'];
   if (tlsMode !== undefined) filterMetadata['envoy.transport_socket_match'] = { tlsMode };
+  let workload: string | undefined;
   if (e.workloadName !== '' || e.namespace !== '') {
     // istiod's `istio.workload`: `<workload>;<namespace>;<canonical service>;<revision>;<cluster>`.
     const service = e.labels['service.istio.io/canonical-name'] ?? e.labels.app ?? e.workloadName;
     const revision = e.labels['service.istio.io/canonical-revision'] ?? e.labels.version ?? 'latest';
-    filterMetadata.istio = { workload: `${e.workloadName};${e.namespace};${service};${revision};Kubernetes` };
+    workload = `${e.workloadName};${e.namespace};${service};${revision};Kubernetes`;
+    filterMetadata.istio = { workload };
   }
+  // Labels istiod's metadata does not carry (subset and failover labels), and the account.
+  const remora: Record<string, JsonValue> = {};
+  if (!sameLabels(e.labels, endpointLabelsFromIstio(workload, tlsMode))) remora.labels = { ...e.labels };
+  if (e.serviceAccount !== '') remora.serviceAccount = e.serviceAccount;
+  if (Object.keys(remora).length > 0) filterMetadata.remora = remora as StructJson;
   return Object.keys(filterMetadata).length === 0 ? null : { metadata: { filterMetadata } };
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
 }
