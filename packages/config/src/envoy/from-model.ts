@@ -408,6 +408,8 @@ function stringMatcher(m: StringMatch, ignoreCase = false): StringMatcherJson {
       return { prefix: m.value, ...ic };
     case 'suffix':
       return { suffix: m.value, ...ic };
+    case 'contains':
+      return { contains: m.value, ...ic };
     case 'regex':
       return { safeRegex: { regex: m.value } };
   }
@@ -429,6 +431,9 @@ function routeMatch(r: ModelRoute): RouteMatchJson {
     case 'suffix':
       out.safeRegex = { regex: `.*${escapeRegex(p.match.value)}` };
       break;
+    case 'contains':
+      out.safeRegex = { regex: `.*${escapeRegex(p.match.value)}.*` };
+      break;
     case 'regex':
       out.safeRegex = { regex: p.match.value };
       break;
@@ -438,6 +443,7 @@ function routeMatch(r: ModelRoute): RouteMatchJson {
     name: h.name,
     ...(h.match.kind === 'present' ? { presentMatch: true } : { stringMatch: stringMatcher(h.match) }),
     ...(h.invert ? { invertMatch: true } : {}),
+    ...(h.missingAsEmpty === true ? { treatMissingHeaderAsEmpty: true } : {}),
   }));
   if (headers.length > 0) out.headers = headers;
   if (r.match.queryParams.length > 0) {
@@ -524,6 +530,7 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
       ...(a.port !== null ? { portRedirect: a.port } : {}),
       ...(a.path !== null ? { pathRedirect: a.path } : {}),
       ...(REDIRECT_CODES[a.status] !== undefined && a.status !== 301 ? { responseCode: REDIRECT_CODES[a.status] as 'FOUND' } : {}),
+      ...(a.stripQuery === true ? { stripQuery: true } : {}),
     };
   } else {
     out.directResponse = { status: a.status, ...(a.body !== null ? { body: { inlineString: a.body } } : {}) };
