@@ -30,6 +30,7 @@ import type {
 import { httpStatPrefix } from '../model/listener.ts';
 import { envoyFromJson } from './codec.ts';
 import { envoyMessageType, TYPE_URL_PREFIX } from './registry.ts';
+import { HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { AddressJson } from './gen/envoy/config/core/v3/address_pb.ts';
 import type { HeaderValueOptionJson, MetadataJson } from './gen/envoy/config/core/v3/base_pb.ts';
@@ -54,24 +55,7 @@ const RAW_BUFFER_TYPE = `${T}envoy.extensions.transport_sockets.raw_buffer.v3.Ra
 const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 const TYPED_STRUCT_TYPE = `${T}xds.type.v3.TypedStruct`;
 
-/** The listener-level config message of each Envoy HTTP filter Remora runs, by filter name. */
-export const HTTP_FILTER_TYPES: Readonly<Record<string, string>> = {
-  'envoy.filters.http.jwt_authn': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`,
-  'envoy.filters.http.rbac': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`,
-  'envoy.filters.http.local_ratelimit': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
-  'envoy.filters.http.fault': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
-  'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.Cors`,
-  'envoy.filters.http.router': ROUTER_TYPE,
-};
-
-/** The route-level (`typed_per_filter_config`) message of each filter, by filter name. */
-export const PER_ROUTE_FILTER_TYPES: Readonly<Record<string, string>> = {
-  'envoy.filters.http.jwt_authn': `${T}envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig`,
-  'envoy.filters.http.rbac': `${T}envoy.extensions.filters.http.rbac.v3.RBACPerRoute`,
-  'envoy.filters.http.local_ratelimit': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
-  'envoy.filters.http.fault': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
-  'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.CorsPolicy`,
-};
+export { HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
 
 /** istiod's SDS resource names for the workload certificate and the mesh roots. */
 export const WORKLOAD_SECRET = 'default';
@@ -428,14 +412,15 @@ function routeMatch(r: ModelRoute): RouteMatchJson {
     case 'prefix':
       out.prefix = p.match.value;
       break;
+    // Envoy's case_sensitive does not apply to a safe_regex: RE2's `(?i)` says it.
     case 'suffix':
-      out.safeRegex = { regex: `.*${escapeRegex(p.match.value)}` };
+      out.safeRegex = { regex: `${p.ignoreCase ? '(?i)' : ''}.*${escapeRegex(p.match.value)}` };
       break;
     case 'contains':
-      out.safeRegex = { regex: `.*${escapeRegex(p.match.value)}.*` };
+      out.safeRegex = { regex: `${p.ignoreCase ? '(?i)' : ''}.*${escapeRegex(p.match.value)}.*` };
       break;
     case 'regex':
-      out.safeRegex = { regex: p.match.value };
+      out.safeRegex = { regex: `${p.ignoreCase ? '(?i)' : ''}${p.match.value}` };
       break;
   }
   if (p.ignoreCase) out.caseSensitive = false;
@@ -512,6 +497,10 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
         // istiod's default: retry on another host.
         retryHostPredicate: [{ name: 'envoy.retry_host_predicates.previous_hosts', typedConfig: any(`${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`) }],
         hostSelectionRetryMaxAttempts: '5',
+        // istiod's retryRemoteLocalities.
+        ...(a.retry.retryRemoteLocalities
+          ? { retryPriority: { name: 'envoy.retry_priorities.previous_priorities', typedConfig: any(`${T}envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig`, { updateFrequency: 2 }) } }
+          : {}),
       };
     }
     if (a.rewrite?.prefix != null) route.prefixRewrite = a.rewrite.prefix;
@@ -522,6 +511,7 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
     }
     const lb = first === undefined ? undefined : clusters.get(first.cluster)?.lb;
     if (lb?.kind === 'ring-hash') route.hashPolicy = [hashPolicy(lb.key)];
+    if (r.rateLimits !== undefined && r.rateLimits.length > 0) route.rateLimits = [...r.rateLimits];
     out.route = route;
   } else if (a.kind === 'redirect') {
     out.redirect = {
@@ -536,12 +526,34 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
     out.directResponse = { status: a.status, ...(a.body !== null ? { body: { inlineString: a.body } } : {}) };
   }
   if (Object.keys(perFilter).length > 0) out.typedPerFilterConfig = perFilter;
+  const filterMetadata: Record<string, StructJson> = {};
   if (r.origin !== '') {
     const hash = r.origin.indexOf('#');
     const [ns, name] = (hash < 0 ? r.origin : r.origin.slice(0, hash)).split('/');
-    out.metadata = { filterMetadata: { istio: { config: `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${name}` } } };
+    filterMetadata.istio = { config: `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${name}` };
   }
+  const remora = remoraRouteMetadata(r);
+  if (remora !== null) filterMetadata.remora = remora;
+  if (Object.keys(filterMetadata).length > 0) out.metadata = { filterMetadata };
   return out;
+}
+
+/**
+ * What the model says of a route that Envoy has no field for, for the importer to read back:
+ * its origin (the state key), which of `any` and a `/` prefix a `prefix: /` means where the
+ * importer would guess otherwise, a redirect's port derived from the scheme, and the rate
+ * limits of a route that does not forward (Envoy keeps them on the route action).
+ */
+function remoraRouteMetadata(r: ModelRoute): StructJson | null {
+  const out: Record<string, JsonValue> = {};
+  if (r.origin !== '') out.origin = r.origin;
+  const p = r.match.path.match;
+  const prefixRewrite = r.action.kind === 'forward' && r.action.rewrite?.prefix != null;
+  if (p.kind === 'any' && prefixRewrite) out.pathMatch = 'any';
+  if (p.kind === 'prefix' && (p.value === '/' || p.value === '') && !prefixRewrite) out.pathMatch = 'prefix';
+  if (r.action.kind === 'redirect' && r.action.derivePortFromScheme) out.derivePort = true;
+  if (r.action.kind !== 'forward' && r.rateLimits !== undefined && r.rateLimits.length > 0) out.rateLimits = JSON.parse(JSON.stringify(r.rateLimits)) as JsonValue;
+  return Object.keys(out).length === 0 ? null : (out as StructJson);
 }
 
 function hashPolicy(key: Extract<ModelCluster['lb'], { kind: 'ring-hash' }>['key']): object {
