@@ -56,6 +56,45 @@ t.test("route state is keyed by where the route was written, never by its (often
   ], 'unnamed routes apart; a delegate behind two root routes twice; a route Istio makes by position');
 });
 
+t.test("header conditions: contains, and Envoy's treat_missing_header_as_empty", async (t) => {
+  const route = (name: string, headers: Route['match']['headers']): Route => ({
+    name,
+    origin: '',
+    match: { path: { match: { kind: 'any' }, ignoreCase: false }, headers, queryParams: [] },
+    action: { kind: 'direct-response', status: 200, body: null },
+    requestHeaders: null,
+    responseHeaders: null,
+    filterConfigs: {},
+  });
+  const rt = table(false, {
+    ...vh('v', ['*']),
+    routes: [
+      route('contains', [{ name: 'x-tags', match: { kind: 'contains', value: 'beta' }, invert: false }]),
+      // withoutHeaders x-env exact "": an absent header counts as empty only with missingAsEmpty.
+      route('missing-as-empty', [
+        { name: 'x-env', match: { kind: 'exact', value: '' }, invert: true, missingAsEmpty: true },
+        { name: 'x-probe', match: { kind: 'present' }, invert: false },
+      ]),
+      route('missing-never-matches', [{ name: 'x-env', match: { kind: 'exact', value: '' }, invert: true }]),
+    ],
+  });
+  const match = (headers: Record<string, string>): string | null =>
+    rt.find('a')!.match({
+      method: 'GET',
+      path: '/',
+      pathOnly: '/',
+      authority: 'a',
+      scheme: 'http',
+      requestHeader: (n) => headers[n] ?? null,
+      queryParam: () => null,
+      auth: null,
+    })?.name ?? null;
+  t.equal(match({ 'x-tags': 'alpha,beta,gamma' }), 'contains');
+  t.equal(match({ 'x-tags': 'alpha' }), 'missing-never-matches', 'no beta: not contained');
+  t.equal(match({ 'x-probe': '1' }), 'missing-never-matches', 'absent x-env is empty: the inverted exact "" fails');
+  t.equal(match({ 'x-probe': '1', 'x-env': 'prod' }), 'missing-as-empty', 'a non-empty x-env passes the inverted condition');
+});
+
 t.test('gateways ignore the port', async (t) => {
   const rt = table(true, vh('a', ['a.example.com']), vh('w', ['*.example.com']));
   t.equal(rt.find('a.example.com:8080')?.name, 'a');
@@ -72,6 +111,9 @@ t.test('redirect Location', async (t) => {
   t.equal(redirectLocation({ kind: 'redirect', ...base, scheme: 'https' }, req), 'https://shop.example.com/old/page?x=1');
   t.equal(redirectLocation({ kind: 'redirect', ...base, scheme: 'https', port: 8443 }, req), 'https://shop.example.com:8443/old/page?x=1');
   t.equal(redirectLocation({ kind: 'redirect', ...base, port: 80 }, req), 'http://shop.example.com/old/page?x=1', 'the default port is left out');
+  t.equal(redirectLocation({ kind: 'redirect', ...base, stripQuery: true }, req), 'http://shop.example.com:8080/old/page', "strip_query drops the request's query");
+  t.equal(redirectLocation({ kind: 'redirect', ...base, path: '/new', stripQuery: true }, req), 'http://shop.example.com:8080/new');
+  t.equal(redirectLocation({ kind: 'redirect', ...base, path: '/new?y=2', stripQuery: true }, req), 'http://shop.example.com:8080/new?y=2', "a query in path_redirect is kept, as Envoy's");
 });
 
 t.test('response flags print in Envoy\'s order', async (t) => {

@@ -426,6 +426,8 @@ function stringMatcher(m: StringMatch, ignoreCase = false): StringMatcherJson {
       return { prefix: m.value, ...ic };
     case 'suffix':
       return { suffix: m.value, ...ic };
+    case 'contains':
+      return { contains: m.value, ...ic };
     case 'regex':
       return { safeRegex: { regex: m.value } };
   }
@@ -444,11 +446,15 @@ function routeMatch(r: ModelRoute): RouteMatchJson {
     case 'prefix':
       out.prefix = p.match.value;
       break;
+    // Envoy's case_sensitive does not apply to a safe_regex: RE2's `(?i)` says it.
     case 'suffix':
-      out.safeRegex = { regex: `.*${escapeRegex(p.match.value)}` };
+      out.safeRegex = { regex: `${p.ignoreCase ? '(?i)' : ''}.*${escapeRegex(p.match.value)}` };
+      break;
+    case 'contains':
+      out.safeRegex = { regex: `${p.ignoreCase ? '(?i)' : ''}.*${escapeRegex(p.match.value)}.*` };
       break;
     case 'regex':
-      out.safeRegex = { regex: p.match.value };
+      out.safeRegex = { regex: `${p.ignoreCase ? '(?i)' : ''}${p.match.value}` };
       break;
   }
   if (p.ignoreCase) out.caseSensitive = false;
@@ -456,6 +462,7 @@ function routeMatch(r: ModelRoute): RouteMatchJson {
     name: h.name,
     ...(h.match.kind === 'present' ? { presentMatch: true } : { stringMatch: stringMatcher(h.match) }),
     ...(h.invert ? { invertMatch: true } : {}),
+    ...(h.missingAsEmpty === true ? { treatMissingHeaderAsEmpty: true } : {}),
   }));
   if (headers.length > 0) out.headers = headers;
   if (r.match.queryParams.length > 0) {
@@ -524,6 +531,10 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
         // istiod's default: retry on another host.
         retryHostPredicate: [{ name: 'envoy.retry_host_predicates.previous_hosts', typedConfig: any(`${T}envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`) }],
         hostSelectionRetryMaxAttempts: '5',
+        // istiod's retryRemoteLocalities.
+        ...(a.retry.retryRemoteLocalities
+          ? { retryPriority: { name: 'envoy.retry_priorities.previous_priorities', typedConfig: any(`${T}envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig`, { updateFrequency: 2 }) } }
+          : {}),
       };
     }
     if (a.rewrite?.prefix != null) route.prefixRewrite = a.rewrite.prefix;
@@ -534,6 +545,7 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
     }
     const lb = first === undefined ? undefined : clusters.get(first.cluster)?.lb;
     if (lb?.kind === 'ring-hash') route.hashPolicy = [hashPolicy(lb.key)];
+    if (r.rateLimits !== undefined && r.rateLimits.length > 0) route.rateLimits = [...r.rateLimits];
     out.route = route;
   } else if (a.kind === 'redirect') {
     out.redirect = {
@@ -542,17 +554,40 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
       ...(a.port !== null ? { portRedirect: a.port } : {}),
       ...(a.path !== null ? { pathRedirect: a.path } : {}),
       ...(REDIRECT_CODES[a.status] !== undefined && a.status !== 301 ? { responseCode: REDIRECT_CODES[a.status] as 'FOUND' } : {}),
+      ...(a.stripQuery === true ? { stripQuery: true } : {}),
     };
   } else {
     out.directResponse = { status: a.status, ...(a.body !== null ? { body: { inlineString: a.body } } : {}) };
   }
   if (Object.keys(perFilter).length > 0) out.typedPerFilterConfig = perFilter;
+  const filterMetadata: Record<string, StructJson> = {};
   if (r.origin !== '') {
     const hash = r.origin.indexOf('#');
     const [ns, name] = (hash < 0 ? r.origin : r.origin.slice(0, hash)).split('/');
-    out.metadata = { filterMetadata: { istio: { config: `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${name}` } } };
+    filterMetadata.istio = { config: `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${name}` };
   }
+  const remora = remoraRouteMetadata(r);
+  if (remora !== null) filterMetadata.remora = remora;
+  if (Object.keys(filterMetadata).length > 0) out.metadata = { filterMetadata };
   return out;
+}
+
+/**
+ * What the model says of a route that Envoy has no field for, for the importer to read back:
+ * its origin (the state key), which of `any` and a `/` prefix a `prefix: /` means where the
+ * importer would guess otherwise, a redirect's port derived from the scheme, and the rate
+ * limits of a route that does not forward (Envoy keeps them on the route action).
+ */
+function remoraRouteMetadata(r: ModelRoute): StructJson | null {
+  const out: Record<string, JsonValue> = {};
+  if (r.origin !== '') out.origin = r.origin;
+  const p = r.match.path.match;
+  const prefixRewrite = r.action.kind === 'forward' && r.action.rewrite?.prefix != null;
+  if (p.kind === 'any' && prefixRewrite) out.pathMatch = 'any';
+  if (p.kind === 'prefix' && (p.value === '/' || p.value === '') && !prefixRewrite) out.pathMatch = 'prefix';
+  if (r.action.kind === 'redirect' && r.action.derivePortFromScheme) out.derivePort = true;
+  if (r.action.kind !== 'forward' && r.rateLimits !== undefined && r.rateLimits.length > 0) out.rateLimits = JSON.parse(JSON.stringify(r.rateLimits)) as JsonValue;
+  return Object.keys(out).length === 0 ? null : (out as StructJson);
 }
 
 function hashPolicy(key: Extract<ModelCluster['lb'], { kind: 'ring-hash' }>['key']): object {

@@ -10,6 +10,8 @@ export type StringMatch =
   | { readonly kind: 'exact'; readonly value: string }
   | { readonly kind: 'prefix'; readonly value: string }
   | { readonly kind: 'suffix'; readonly value: string }
+  /** The value holds this text anywhere (Envoy's `contains`). */
+  | { readonly kind: 'contains'; readonly value: string }
   | { readonly kind: 'regex'; readonly value: string };
 
 export interface PathMatch {
@@ -30,6 +32,8 @@ export interface HeaderMatch {
   readonly match: StringMatch | { readonly kind: 'present' };
   /** True for Istio's `withoutHeaders`: the route matches when the condition does not. */
   readonly invert: boolean;
+  /** An absent header is matched as the empty value (Envoy's `treat_missing_header_as_empty`); absent: it never matches. */
+  readonly missingAsEmpty?: boolean;
 }
 
 export interface QueryParamMatch {
@@ -127,6 +131,8 @@ export interface RedirectAction {
   /** Derive the port from the request scheme (Istio `derivePort: FROM_PROTOCOL_DEFAULT`). */
   readonly derivePortFromScheme: boolean;
   readonly path: string | null;
+  /** Drop the request's query string from the Location (Envoy's `strip_query`); absent: keep it. */
+  readonly stripQuery?: boolean;
 }
 
 export interface DirectResponseAction {

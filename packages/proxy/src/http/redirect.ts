@@ -11,7 +11,8 @@ const DEFAULT_PORT: Record<string, string> = { http: '80', https: '443' };
 /**
  * The `Location` of an Istio HTTPRedirect: scheme, authority and port replaced as asked, the
  * whole path replaced by `uri` (the request's query kept unless `uri` has its own), a port
- * equal to the scheme's default left out.
+ * equal to the scheme's default left out; `stripQuery` drops the request's query (not one
+ * `uri` carries, as Envoy's strip_query).
  */
 export function redirectLocation(r: RedirectAction, req: RedirectRequest): string {
   const scheme = r.scheme ?? req.scheme;
@@ -34,7 +35,10 @@ export function redirectLocation(r: RedirectAction, req: RedirectRequest): strin
   let path = req.path;
   if (r.path !== null) {
     const q = req.path.indexOf('?');
-    path = r.path.includes('?') || q < 0 ? r.path : r.path + req.path.slice(q);
+    path = r.path.includes('?') || q < 0 || r.stripQuery === true ? r.path : r.path + req.path.slice(q);
+  } else if (r.stripQuery === true) {
+    const q = req.path.indexOf('?');
+    if (q >= 0) path = req.path.slice(0, q);
   }
   return `${scheme}://${host}${port === null ? '' : `:${port}`}${path}`;
 }

@@ -37,10 +37,13 @@ class HeaderCondition {
   readonly name: string;
   readonly matcher: StringMatcher;
   readonly invert: boolean;
-  constructor(name: string, matcher: StringMatcher, invert: boolean) {
+  /** What an absent header is matched as: '' (Envoy's treat_missing_header_as_empty) or null (never matches). */
+  readonly missing: string | null;
+  constructor(name: string, matcher: StringMatcher, invert: boolean, missingAsEmpty: boolean) {
     this.name = name;
     this.matcher = matcher;
     this.invert = invert;
+    this.missing = missingAsEmpty ? '' : null;
   }
 }
 
@@ -99,7 +102,7 @@ export class RouteMatcher {
     this.#path = new StringMatcher(pm, m.path.ignoreCase);
     // Envoy: prefix matches the whole :path; exact and regex match it without the query.
     this.#pathKind = pm.kind === 'any' ? PATH_ANY : pm.kind === 'prefix' ? PATH_PREFIX : PATH_EXACT_OR_REGEX;
-    this.#headers = m.headers.length === 0 ? null : m.headers.map((h) => new HeaderCondition(h.name, new StringMatcher(h.match), h.invert));
+    this.#headers = m.headers.length === 0 ? null : m.headers.map((h) => new HeaderCondition(h.name, new StringMatcher(h.match), h.invert, h.missingAsEmpty === true));
     this.#query = m.queryParams.length === 0 ? null : m.queryParams.map((q) => new QueryCondition(q.name, new StringMatcher(q.match)));
     this.#claims = m.claims === undefined || m.claims.length === 0 ? null : m.claims.map((c) => new ClaimCondition(c));
   }
@@ -114,7 +117,7 @@ export class RouteMatcher {
     if (headers !== null) {
       for (let i = 0; i < headers.length; i++) {
         const h = headers[i]!;
-        if (h.matcher.matches(r.requestHeader(h.name)) === h.invert) return false;
+        if (h.matcher.matches(r.requestHeader(h.name) ?? h.missing) === h.invert) return false;
       }
     }
     const query = this.#query;

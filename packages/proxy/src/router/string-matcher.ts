@@ -6,6 +6,7 @@ const SUFFIX = 2;
 const REGEX = 3;
 const PRESENT = 4;
 const ANY = 5;
+const CONTAINS = 6;
 
 /**
  * A compiled string condition. One class with a kind switch rather than a class per kind,
@@ -29,6 +30,9 @@ export class StringMatcher {
         break;
       case 'suffix':
         this.#kind = SUFFIX;
+        break;
+      case 'contains':
+        this.#kind = CONTAINS;
         break;
       case 'regex':
         this.#kind = REGEX;
@@ -58,6 +62,7 @@ export class StringMatcher {
         const v = this.#ignoreCase ? value.toLowerCase() : value;
         if (this.#kind === EXACT) return v === this.#value;
         if (this.#kind === PREFIX) return v.startsWith(this.#value);
+        if (this.#kind === CONTAINS) return v.includes(this.#value);
         return v.endsWith(this.#value);
       }
     }

@@ -77,6 +77,7 @@ import { file_envoy_extensions_path_match_uri_template_v3_uri_template_match } f
 import { file_envoy_extensions_request_id_uuid_v3_uuid } from './envoy/extensions/request_id/uuid/v3/uuid_pb.ts';
 import { file_envoy_extensions_resource_monitors_downstream_connections_v3_downstream_connections } from './envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections_pb.ts';
 import { file_envoy_extensions_retry_host_previous_hosts_v3_previous_hosts } from './envoy/extensions/retry/host/previous_hosts/v3/previous_hosts_pb.ts';
+import { file_envoy_extensions_retry_priority_previous_priorities_v3_previous_priorities_config } from './envoy/extensions/retry/priority/previous_priorities/v3/previous_priorities_config_pb.ts';
 import { file_envoy_extensions_transport_sockets_internal_upstream_v3_internal_upstream } from './envoy/extensions/transport_sockets/internal_upstream/v3/internal_upstream_pb.ts';
 import { file_envoy_extensions_transport_sockets_raw_buffer_v3_raw_buffer } from './envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer_pb.ts';
 import { file_envoy_extensions_transport_sockets_tls_v3_cert } from './envoy/extensions/transport_sockets/tls/v3/cert_pb.ts';
@@ -204,6 +205,7 @@ export const GENERATED_FILES: readonly GenFile[] = [
   file_envoy_extensions_request_id_uuid_v3_uuid,
   file_envoy_extensions_resource_monitors_downstream_connections_v3_downstream_connections,
   file_envoy_extensions_retry_host_previous_hosts_v3_previous_hosts,
+  file_envoy_extensions_retry_priority_previous_priorities_v3_previous_priorities_config,
   file_envoy_extensions_transport_sockets_internal_upstream_v3_internal_upstream,
   file_envoy_extensions_transport_sockets_raw_buffer_v3_raw_buffer,
   file_envoy_extensions_transport_sockets_tls_v3_cert,
