@@ -82,6 +82,7 @@ export {
   ConntrackTable,
   ConntrackUnavailableError,
   CONNTRACK_PATH,
+  expandIPv6,
   originalDestination,
   tproxyOriginalDestination,
   type ConnectionAddresses,
