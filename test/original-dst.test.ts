@@ -121,7 +121,7 @@ t.test('the original destination of redirected connections, from conntrack', { s
   });
 
   await pod.wire(['10.96.0.0/16']);
-  const capture = await pod.exec(['sh', SCRIPT, '-p', '15001', '-z', '15006', '-u', '1337', '-g', '1337', '-i', '*', '-b', '*'], { timeoutMs: 20_000 });
+  const capture = await pod.exec(['sh', SCRIPT, '-p', '15001', '-z', '15006', '-u', '1337', '-g', '1337', '-m', 'REDIRECT', '-i', '*', '-b', '*'], { timeoutMs: 20_000 });
   t.equal(capture.code, 0, `iptables.sh applies (${capture.stderr.trim().split('\n')[0]})`);
 
   /** Starts the listener in the pod and waits until it listens (or says it cannot open the table). */
@@ -204,5 +204,39 @@ t.test('the original destination of redirected connections, from conntrack', { s
     t.notOk(inherited.stdout.some((l) => l.includes('openError')), `opened (${inherited.stdout.join(' ')})`);
     const port = await podConnect(VIP, 9080);
     t.same((await reportFor(inherited, port)).orig, { address: VIP, port: 9080, family: 'IPv4' });
+  });
+
+  t.test('iptables.sh with Istio’s flags, for real: the chains in iptables-save, validation, TPROXY, --clean', async (t) => {
+    const save = async (table: string): Promise<string[]> =>
+      (await pod.execOk(['iptables-save', '-t', table], { timeoutMs: 10_000 })).split('\n').filter((l) => /^[-:]/.test(l)).map((l) => l.replace(/ \[\d+:\d+\]$/, ''));
+    const nat = await save('nat');
+    for (const chain of ['ISTIO_INBOUND', 'ISTIO_IN_REDIRECT', 'ISTIO_OUTPUT', 'ISTIO_REDIRECT']) t.ok(nat.includes(`:${chain} - [0:0]`) || nat.some((l) => l.startsWith(`:${chain} `)), `nat chain ${chain}`);
+    // The rules of ISTIO_OUTPUT, in order, as the dry run (= istio-iptables) has them.
+    const flags = ['-p', '15001', '-z', '15006', '-u', '1337', '-g', '1337', '-m', 'REDIRECT', '-i', '*', '-b', '*'];
+    const dry = await run('sh', [SCRIPT, '--dry-run', ...flags], { timeoutMs: 10_000 });
+    const planned = dry.stdout.split('\n').filter((l) => l.startsWith('iptables -t nat -A ISTIO_OUTPUT ')).map((l) => l.slice('iptables -t nat '.length));
+    // iptables-save prints the matches in its own order and adds `-m tcp`: compare each
+    // rule's words as a multiset.
+    const words = (rule: string): string => rule.replace(/ -m (tcp|udp)(?= )/g, '').split(' ').sort().join(' ');
+    t.same(nat.filter((l) => l.startsWith('-A ISTIO_OUTPUT ')).map(words), planned.map(words), 'ISTIO_OUTPUT in iptables-save is the dry run’s, in order');
+    t.ok(nat.includes('-A OUTPUT -j ISTIO_OUTPUT'), 'OUTPUT jumps to ISTIO_OUTPUT');
+    t.ok(nat.includes('-A PREROUTING -p tcp -j ISTIO_INBOUND'), 'PREROUTING jumps to ISTIO_INBOUND');
+
+    const validated = await pod.exec(['sh', SCRIPT, ...flags, '--run-validation', '--log_output_level=default:info'], { timeoutMs: 20_000 });
+    t.equal(validated.code, 0, validated.stderr.split('\n').slice(-3).join(' '));
+    t.match(validated.stderr, /validation passed/);
+
+    const tproxy = await pod.exec(['sh', SCRIPT, '-m', 'TPROXY', '-b', '8080', '--log_output_level=none'], { timeoutMs: 20_000 });
+    t.equal(tproxy.code, 0, tproxy.stderr);
+    const mangle = await save('mangle');
+    t.ok(mangle.includes('-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006 --on-ip 0.0.0.0 --tproxy-mark 0x539/0xffffffff'), `mangle ISTIO_TPROXY (${mangle.join('; ')})`);
+    t.ok(mangle.includes('-A PREROUTING -p tcp -j ISTIO_INBOUND'), 'mangle PREROUTING jumps to ISTIO_INBOUND');
+    t.notOk((await save('nat')).includes('-A PREROUTING -p tcp -j ISTIO_INBOUND'), 'no NAT of inbound in TPROXY mode');
+    t.match(await pod.execOk(['ip', 'rule'], { timeoutMs: 5_000 }), /fwmark 0x539 lookup 133/, 'policy route for the mark');
+
+    const clean = await pod.exec(['sh', SCRIPT, '--clean', '-m', 'TPROXY', '-b', '8080'], { timeoutMs: 20_000 });
+    t.equal(clean.code, 0, clean.stderr);
+    for (const table of ['nat', 'mangle', 'raw']) t.same((await save(table)).filter((l) => l.includes('ISTIO') || l.includes('0x539') || l.includes('0x53a')), [], `${table}: nothing left`);
+    t.notMatch(await pod.execOk(['ip', 'rule'], { timeoutMs: 5_000 }), /lookup 133/, 'policy route removed');
   });
 });
