@@ -519,8 +519,8 @@ add_capture() {
   # The tunnel port (HBONE, 15008) is the sidecar's own: never redirect it.
   ipt nat -A ISTIO_INBOUND -p tcp --dport "$INBOUND_TUNNEL_PORT" -j RETURN
   # Outbound: the app's outgoing TCP goes to the sidecar's outbound listener (a REDIRECT in
-  # OUTPUT rewrites the destination to 127.0.0.1:PORT; the original one stays in conntrack,
-  # where the sidecar reads it back).
+  # OUTPUT rewrites the destination to 127.0.0.1:PORT; the original one stays only in the
+  # connection's conntrack entry: packages/proxy/src/listener/original-dst.ts reads it).
   ipt nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports "$PROXY_PORT"
   # Inbound: TCP arriving for the pod goes to the sidecar's inbound listener (a REDIRECT in
   # PREROUTING rewrites the destination to the receiving interface's address:PORT), which
