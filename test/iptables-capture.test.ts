@@ -6,7 +6,8 @@
 // calls go through it, the sidecar's own connections are not captured again, excluded ports
 // are reached directly, and `--clean` gives the pod back its plain network.
 import { createServer, request as httpRequest, type Server } from 'node:http';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
@@ -33,15 +34,15 @@ t.test('iptables.sh --dry-run prints the rules of Istio’s istio-iptables', asy
     'iptables -t nat -N ISTIO_REDIRECT',
     'iptables -t nat -N ISTIO_IN_REDIRECT',
     'iptables -t nat -N ISTIO_OUTPUT',
+    'iptables -t nat -A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN',
     'iptables -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001',
     'iptables -t nat -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006',
-    'iptables -t nat -A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN',
     'iptables -t nat -A PREROUTING -p tcp -j ISTIO_INBOUND',
     'iptables -t nat -A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN',
     'iptables -t nat -A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN',
     'iptables -t nat -A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN',
     'iptables -t nat -A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT',
-    'iptables -t nat -A OUTPUT -p tcp -j ISTIO_OUTPUT',
+    'iptables -t nat -A OUTPUT -j ISTIO_OUTPUT',
     'iptables -t nat -A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN',
     'iptables -t nat -A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT',
     'iptables -t nat -A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN',
@@ -59,7 +60,8 @@ t.test('iptables.sh --dry-run prints the rules of Istio’s istio-iptables', asy
   t.ok(lines.includes('iptables -t nat -A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT'), '-b: listed inbound ports captured');
   t.notOk(lines.some((l) => l.endsWith('--dport 15021 -j RETURN')), '-d applies only to -b *');
   t.notOk(lines.includes('iptables -t nat -A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT'), 'no catch-all inbound rule');
-  t.ok(lines.includes('iptables -t nat -A ISTIO_OUTPUT -p tcp --dport 3306 -j RETURN'), '-o');
+  t.ok(lines.includes('iptables -t nat -A ISTIO_OUTPUT -p tcp --dport 3306 -j RETURN'), '-o (TCP)');
+  t.ok(lines.includes('iptables -t nat -A ISTIO_OUTPUT -p udp --dport 3306 -j RETURN'), '-o (UDP)');
   t.ok(lines.includes('iptables -t nat -A ISTIO_OUTPUT -p tcp --dport 5432 -j ISTIO_REDIRECT'), '-q');
   t.ok(lines.includes('iptables -t nat -A ISTIO_OUTPUT -d 10.96.0.1/32 -j RETURN'), '-x: a bare address is a /32');
   t.ok(lines.at(-1) === 'iptables -t nat -A ISTIO_OUTPUT -d 10.96.0.0/12 -j ISTIO_REDIRECT', '-i: only the range is captured');
@@ -74,11 +76,77 @@ t.test('iptables.sh --dry-run prints the rules of Istio’s istio-iptables', asy
     [['-u', 'istio'], "'istio' is not a numeric id"],
     [['-b'], 'option -b needs a value'],
     [['--frobnicate'], "unknown option '--frobnicate'"],
+    [['-m', 'NAT'], "-m (inbound interception mode): 'NAT' is not REDIRECT or TPROXY"],
+    [['-e', '70000'], "-e (inbound tunnel port): '70000' is not a port"],
+    [['-c', 'eth0;rm'], "'eth0;rm' is not an interface name"],
+    [['--redirect-dns=maybe'], "'maybe' is not true or false"],
+    [['--log_output_level'], 'option --log_output_level needs a value'],
   ] as const) {
     const bad = await run('sh', [SCRIPT, '-n', ...args], { timeoutMs: 10_000 });
     t.equal(bad.code, 1, `${args.join(' ')} fails`);
     t.match(bad.stderr, message, `${args.join(' ')}: says why`);
   }
+});
+
+/** The IPv4 rules of one of Istio's goldens (test/fixtures/istio-iptables), per table. */
+function goldenRules(name: string): Record<string, string[]> {
+  const text = readFileSync(join(REPO, 'test/fixtures/istio-iptables', `${name}.golden`), 'utf8');
+  const tables: Record<string, string[]> = {};
+  let table = '';
+  for (const line of text.split('\n')) {
+    if (line.startsWith('* ')) {
+      table = line.slice(2);
+      if (tables[table]) break; // the IPv6 part starts: the same tables again
+      tables[table] = [];
+    } else if (line === 'COMMIT') table = '';
+    else if (table && line) tables[table]!.push(line);
+  }
+  return tables;
+}
+
+/** The dry run's rules per table (`iptables -t TABLE …` lines), and its `ip` commands. */
+function dryRunRules(stdout: string): { tables: Record<string, string[]>; ip: string[] } {
+  const tables: Record<string, string[]> = {};
+  const ip: string[] = [];
+  for (const line of stdout.trim().split('\n')) {
+    const m = /^iptables -t (\w+) (.*)$/.exec(line);
+    if (m) (tables[m[1]!] ??= []).push(m[2]!);
+    else if (line.startsWith('ip ')) ip.push(line);
+  }
+  return { tables, ip };
+}
+
+t.test('iptables.sh with istio-iptables’ flags builds Istio’s own rules, in its order (Istio’s goldens)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'remora-resolv-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const resolv = join(dir, 'resolv.conf');
+  writeFileSync(resolv, 'search default.svc.cluster.local\nnameserver 127.0.0.53\noptions ndots:5\n');
+  // The settings of each golden (istio's run_test.go), as istio-iptables flags.
+  const cases: Array<[string, string[]]> = [
+    ['tproxy', ['-m', 'TPROXY', '-b', '*', '-d', '', '-x', '1.1.0.0/16', '-i', '9.9.0.0/16', '--redirect-dns', '-c', 'not-istio-nic']],
+    ['dns-uid-gid', ['-b', '', '-d', '', '-i', '', '--redirect-dns=true', '--proxy-gid', '1,2', '--proxy-uid=3,4']],
+    ['kube-virt-interfaces', ['-b', '', '-d', '', '-k', 'eth1,eth2', '-i', '*']],
+    ['drop-invalid', ['-b', '', '-d', '', '-i', '', '--drop-invalid']],
+  ];
+  for (const [name, args] of cases) {
+    const r = await run('sh', [SCRIPT, '--dry-run', '--log_output_level=default:info', ...args], { timeoutMs: 10_000, env: { ...process.env, RESOLV_CONF: resolv } });
+    t.equal(r.code, 0, `${name}: ${r.stderr}`);
+    const { tables, ip } = dryRunRules(r.stdout);
+    t.same(tables, goldenRules(name), `${name}: the same rules as istio-iptables, table by table`);
+    if (name === 'tproxy') {
+      t.same(ip, ['ip -f inet rule add fwmark 1337 lookup 133', 'ip -f inet route add local 0.0.0.0/0 dev lo table 133'], 'TPROXY: the policy route for the mark');
+    }
+  }
+
+  // --redirect-dns without a nameserver and without --capture-all-dns: Istio's warning, no DNS rules.
+  writeFileSync(resolv, 'search local\n');
+  const none = await run('sh', [SCRIPT, '-n', '--redirect-dns'], { timeoutMs: 10_000, env: { ...process.env, RESOLV_CONF: resolv } });
+  t.equal(none.code, 0);
+  t.match(none.stderr, /no DNS servers provided .*DNS capture disabled/);
+  t.notOk(none.stdout.includes('ISTIO_OUTPUT_DNS'));
+  const all = await run('sh', [SCRIPT, '-n', '--redirect-dns', '--capture-all-dns'], { timeoutMs: 10_000, env: { ...process.env, RESOLV_CONF: resolv } });
+  t.ok(all.stdout.includes('iptables -t nat -A ISTIO_OUTPUT_DNS -p udp --dport 53 -j REDIRECT --to-port 15053'), '--capture-all-dns: all UDP DNS to 15053');
+  t.ok(all.stdout.includes('iptables -t nat -A ISTIO_OUTPUT_DNS -p tcp --dport 53 -j REDIRECT --to-ports 15053'), '--capture-all-dns: all TCP DNS to 15053');
 });
 
 t.test('the Kubernetes example’s sidecar config (docker/k8s/mesh) is valid', async (t) => {

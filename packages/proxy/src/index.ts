@@ -78,5 +78,16 @@ export {
 } from './tls/dev-ca.ts';
 export { runCa, caHelpText } from './cli/ca.ts';
 export { parseClientHello, pickByServerName, type ClientHello } from './listener/client-hello.ts';
+export {
+  ConntrackTable,
+  ConntrackUnavailableError,
+  CONNTRACK_PATH,
+  expandIPv6,
+  originalDestination,
+  tproxyOriginalDestination,
+  type ConnectionAddresses,
+  type InterceptionMode,
+  type OriginalDestination,
+} from './listener/original-dst.ts';
 export { tabWrite, type TabWriterOptions } from './cli/proxy-config/tab-writer.ts';
 export { goSortSlice } from './cli/proxy-config/go-sort.ts';
