@@ -154,7 +154,10 @@ export function listenersFromEnvoy(listeners: readonly ListenerJson[], node: Pro
   }
   for (const p of portListeners) {
     const at = new At(ctx, p.listener.name);
-    const capture = out.find((l) => captures.has(l) && l.address === p.listener.address);
+    // A capture hands a connection to the unbound listener matching its original destination:
+    // one on the wildcard address matches whatever address the capture itself listens on.
+    const wildcard = p.listener.address === '0.0.0.0' || p.listener.address === '::';
+    const capture = out.find((l) => captures.has(l) && (wildcard || l.address === p.listener.address));
     if (capture === undefined) {
       at.error('bindToPort', 'a listener not bound to its port only receives connections a capture listener (useOriginalDst, outbound) hands over, and there is none on this address');
       continue;
