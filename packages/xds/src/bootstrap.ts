@@ -118,7 +118,9 @@ function readAds(bootstrap: Bootstrap, clusters: readonly Cluster[], issues: Boo
   const config = dynamic?.adsConfig;
   const at = 'dynamic_resources.ads_config';
   if (config === undefined) {
-    issues.push({ severity: 'error', path: 'dynamic_resources', message: 'no ads_config: Remora needs an ADS server' });
+    // A static bootstrap (no dynamic_resources at all) is a whole config, as in Envoy.
+    if (dynamic === undefined) return null;
+    issues.push({ severity: 'error', path: 'dynamic_resources', message: 'no ads_config: dynamic resources come over ADS only' });
     return null;
   }
   let apiType: 'GRPC' | 'DELTA_GRPC';

@@ -197,6 +197,7 @@ function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>): Listen
     trafficDirection: l.direction === 'inbound' ? 'INBOUND' : 'OUTBOUND',
   };
   if (listenerFilters.length > 0) out.listenerFilters = listenerFilters;
+  if (l.bypassOverloadManager === true) out.bypassOverloadManager = true;
   if (l.destinationPort !== undefined || l.routeConfigsByPort !== undefined) out.useOriginalDst = true;
   // A listener without an HTTP connection manager names its route table nowhere in Envoy's terms.
   if (!out.filterChains!.some((c) => c.filters?.some((f) => f.name === 'envoy.filters.network.http_connection_manager'))) {

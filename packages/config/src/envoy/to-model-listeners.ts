@@ -66,6 +66,8 @@ const SKIPPED_ISTIO_TYPES: ReadonlySet<string> = new Set([
 /** Network filters of Istio's that Remora accepts and does not run (peer metadata, istio_* metrics). */
 const SKIPPED_NETWORK_FILTERS: ReadonlySet<string> = new Set(['istio.metadata_exchange', 'istio.stats']);
 
+const COMPRESSOR_TYPE = `${T}envoy.extensions.filters.http.compressor.v3.Compressor`;
+
 const FILTER_BY_TYPE: ReadonlyMap<string, string> = new Map(Object.entries(HTTP_FILTER_TYPES).map(([name, type]) => [type, name]));
 
 /** Where one listener's issues go, with its name and type filled in. */
@@ -206,7 +208,7 @@ const LISTENER_WARN: Readonly<Record<string, string>> = {
 function readListener(l: Obj, node: ProxyNode, at: At): ReadListener | null {
   const name = typeof l.name === 'string' ? l.name : '';
   if (name === '') at.error('name', 'a listener needs a name');
-  checkFields(at, '', l, ['name', 'address', 'filterChains', 'trafficDirection', 'listenerFilters', 'useOriginalDst', 'bindToPort', 'metadata'], LISTENER_WARN);
+  checkFields(at, '', l, ['name', 'address', 'filterChains', 'trafficDirection', 'listenerFilters', 'useOriginalDst', 'bindToPort', 'metadata', 'bypassOverloadManager'], LISTENER_WARN);
 
   const sa = obj(obj(l.address)?.socketAddress);
   if (sa === null) {
@@ -248,7 +250,14 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener | null {
 
   const unbound = l.bindToPort === false;
   const capture = l.useOriginalDst === true && direction === 'outbound' && !unbound;
-  const base = { name, address, port, direction, ...(destinationPort === undefined ? {} : { destinationPort }) };
+  const base = {
+    name,
+    address,
+    port,
+    direction,
+    ...(destinationPort === undefined ? {} : { destinationPort }),
+    ...(l.bypassOverloadManager === true ? { bypassOverloadManager: true } : {}),
+  };
   const meta = obj(obj(obj(l.metadata)?.filterMetadata)?.remora);
   const metaRouteConfig = typeof meta?.routeConfig === 'string' ? meta.routeConfig : undefined;
 
@@ -769,22 +778,27 @@ function readHcm(h: Obj, path: string, listenerName: string, direction: TrafficD
     };
   }
 
-  // Client address and trusted headers: the runtime's behaviour per direction.
+  // Client address and trusted headers: the runtime's behaviour per direction. Where the
+  // config asks to trust more than Remora does, Remora's stricter way is kept with a warning;
+  // where it asks to trust less, the listener is refused: policy would see what it must not.
   const edge = direction === 'gateway';
   if ((h.useRemoteAddress === true) !== edge) {
-    at.error(
-      join(path, 'useRemoteAddress'),
-      edge
-        ? 'a gateway is the edge in Remora: it uses the peer address as the client address and appends it to x-forwarded-for (useRemoteAddress true)'
-        : 'a sidecar takes the client address from x-forwarded-for and does not append to it (useRemoteAddress false)',
-    );
+    if (edge) {
+      at.warn(join(path, 'useRemoteAddress'), 'a gateway is the edge in Remora: it uses the peer address as the client address and appends it to x-forwarded-for (useRemoteAddress true), trusting no x-forwarded-for it did not add');
+    } else {
+      at.error(join(path, 'useRemoteAddress'), 'a sidecar takes the client address from x-forwarded-for and does not append to it (useRemoteAddress false)');
+    }
   }
   if (typeof h.xffNumTrustedHops === 'number' && h.xffNumTrustedHops > 0) {
     at.warn(join(path, 'xffNumTrustedHops'), "ignored: trusted x-forwarded-for hops are the proxy's --num-trusted-proxies (Istio's numTrustedProxies)");
   }
   const xfcc = typeof h.forwardClientCertDetails === 'string' ? h.forwardClientCertDetails : 'SANITIZE';
   if (xfcc !== XFCC[direction]) {
-    at.error(join(path, 'forwardClientCertDetails'), `${xfcc} is not supported on ${direction === 'gateway' ? 'a gateway' : `a sidecar's ${direction} side`}: Remora does ${XFCC[direction]} there, as Istio`);
+    const strips = (mode: string): boolean => mode === 'SANITIZE' || mode === 'SANITIZE_SET';
+    const where = direction === 'gateway' ? 'a gateway' : `a sidecar's ${direction} side`;
+    // Remora strips what the client sent, or the config would forward it anyway: nothing untrusted gets further.
+    if (strips(XFCC[direction]!) || !strips(xfcc)) at.warn(join(path, 'forwardClientCertDetails'), `${xfcc}: Remora does ${XFCC[direction]} on ${where}, as Istio`);
+    else at.error(join(path, 'forwardClientCertDetails'), `${xfcc} is not supported on ${where}: Remora does ${XFCC[direction]} there, as Istio, and would forward the x-forwarded-client-cert a client sent`);
   }
   const details = obj(h.setCurrentClientCertDetails);
   if (details !== null && Object.keys(details).some((k) => !['subject', 'uri', 'dns'].includes(k))) {
@@ -838,6 +852,11 @@ function readHttpFilters(filters: readonly unknown[], path: string, at: At): Htt
     const type = String(tc?.['@type'] ?? '');
     const structType = TYPED_STRUCT_TYPES.has(type) ? String(tc?.typeUrl ?? '') : '';
     if (SKIPPED_ISTIO_FILTERS.has(name) || SKIPPED_ISTIO_TYPES.has(type) || SKIPPED_ISTIO_TYPES.has(structType)) return;
+    if (type === COMPRESSOR_TYPE) {
+      // Istio's bootstrap compresses the Prometheus listener's responses; every client takes them uncompressed.
+      at.warn(fpath, `filter ${name}: responses are not compressed (Remora has no compressor filter yet); clients get them uncompressed, as they accept`);
+      return;
+    }
     if (fo.disabled === true) {
       at.error(join(fpath, 'disabled'), `filter ${name}: a filter disabled on the listener and enabled per route is not supported`);
       return;

@@ -111,6 +111,11 @@ export interface Listener {
    * original destination); absent: the port the connection was accepted on.
    */
   readonly destinationPort?: number;
+  /**
+   * Envoy's `bypass_overload_manager`: this listener's requests are never shed (Istio's
+   * bootstrap sets it on the health and Prometheus listeners); absent: false.
+   */
+  readonly bypassOverloadManager?: boolean;
 }
 
 /**

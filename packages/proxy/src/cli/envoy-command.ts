@@ -96,7 +96,7 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
   // The static resources must read before anything serves: Envoy refuses a bootstrap whose do not.
   const checked = envoy.proxyConfigFromEnvoy(statics.resources, proxyNode, 'static', false);
   const staticErrors = checked.issues.filter((i) => i.severity === 'error');
-  for (const i of checked.issues) io.err(`[${i.severity === 'error' ? 'error' : 'warning'}] static_resources: ${envoy.formatImportIssue(i)}\n`);
+  for (const i of checked.issues) io.err(`[${i.severity}] static_resources: ${i.type} ${i.resource}: ${i.path === '' ? '' : `${i.path}: `}${i.message}\n`);
   if (staticErrors.length > 0) return 1;
   if (opts.mode === 'validate') {
     io.out(`configuration '${opts.configPath ?? '--config-yaml'}' OK\n`);

@@ -89,7 +89,7 @@ export class Exchange extends ProxiedRequest {
     }
     this.readHeaders(false);
     // Shed after reading the head, so the access log line still names the request.
-    if (this.ctx.overloaded) {
+    if (this.ctx.overloaded && !this.snapshot.bypassOverloadManager) {
       this.ctx.noteShed();
       this.localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
       return;

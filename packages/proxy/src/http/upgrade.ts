@@ -152,7 +152,7 @@ export class UpgradeExchange extends ProxiedRequest {
     }
     this.readHeaders(true);
     // Shed after reading the head, so the access log line still names the request.
-    if (this.ctx.overloaded) {
+    if (this.ctx.overloaded && !this.snapshot.bypassOverloadManager) {
       this.ctx.noteShed();
       this.#localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
       return;

@@ -24,6 +24,8 @@ export class ListenerSnapshot {
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
   /** HTTP/1.0 acceptance and the `server` header of every response. */
   readonly connectionManager: ConnectionManagerConfig;
+  /** Envoy's `bypass_overload_manager`: never shed this listener's requests (health, Prometheus). */
+  readonly bypassOverloadManager: boolean;
 
   constructor(
     listener: Listener,
@@ -41,6 +43,7 @@ export class ListenerSnapshot {
     this.unroutedStats = unroutedStats;
     this.trustedHops = trustedHops;
     this.connectionManager = new ConnectionManagerConfig(listener.connectionManager, listener.name);
+    this.bypassOverloadManager = listener.bypassOverloadManager === true;
   }
 }
 
