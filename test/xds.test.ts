@@ -121,13 +121,23 @@ t.test('a gateway configured over ADS: routes, updates, a NACK that keeps the la
   await waitFor('reconnected and back on v1', async () => (await get(listenPort, '/e', 'web.example')).headers['x-backend'] === 'v1', 20_000);
   t.equal((await cp.verdict(ROUTES, third, 20_000)).ack, true, 'ACKed after the reconnect');
 
-  // /config_dump shows what was received.
-  const dump = JSON.parse((await get(remora.ports.admin, '/config_dump?resource=dynamic_route_configs', 'localhost')).body) as { configs: { route_config: { name: string } }[] };
+  // /config_dump shows what was received, with the version each resource came with.
+  const dump = JSON.parse((await get(remora.ports.admin, '/config_dump?resource=dynamic_route_configs', 'localhost')).body) as { configs: { route_config: { name: string }; version_info: string; last_updated: string }[] };
   t.same(
     dump.configs.map((c) => c.route_config.name),
     [`http.${listenPort}`],
     "the dump's route configuration is the one pushed",
   );
+  t.equal(dump.configs[0]!.version_info, third, "the route configuration's version is the control plane's");
+  t.ok(Date.parse(dump.configs[0]!.last_updated) > 0, 'and when it arrived');
+  const clusters = JSON.parse((await get(remora.ports.admin, '/config_dump?mask=version_info', 'localhost')).body) as { configs: { '@type': string; version_info?: string }[] };
+  t.equal(clusters.configs.find((c) => c['@type'].endsWith('ClustersConfigDump'))?.version_info, third, 'the clusters section carries the last CDS version');
+
+  // Envoy's control-plane stats.
+  const stats = (await get(remora.ports.admin, '/stats?filter=control_plane|cds|lds', 'localhost')).body;
+  t.match(stats, /^control_plane\.connected_state: 1$/m, 'connected to the control plane');
+  t.match(stats, /^cluster_manager\.cds\.update_success: [1-9]/m, 'CDS updates counted');
+  t.match(stats, /^listener_manager\.lds\.update_success: [1-9]/m, 'LDS updates counted');
 });
 
 t.test('remora envoy: a static bootstrap, Envoy command line and all', async (t) => {
@@ -293,6 +303,9 @@ t.test("Istio's agent bootstrap: remora envoy under a control plane on the agent
   const stats = await get(statsPort, '/stats/prometheus', 'localhost');
   t.equal(stats.status, 200);
   t.match(stats.body, /istio_requests_total/, "the static Prometheus listener serves the admin's /stats/prometheus");
+
+  const dump = JSON.parse((await get(adminPort, '/config_dump?resource=static_listeners', 'localhost')).body) as { configs: { listener: { name: string } }[] };
+  t.same(dump.configs.map((c) => c.listener.name).sort(), ['0.0.0.0_15021', '0.0.0.0_15090'], "the bootstrap's listeners are the dump's static ones");
 
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'SIGTERM drains and exits 0');

@@ -78,7 +78,18 @@ export interface EnvoyResources {
   readonly endpoints: readonly { readonly assignment: ClusterLoadAssignmentJson; readonly eds: boolean }[];
   /** The SDS secrets referred to, in order of first use, without duplicates. */
   readonly secrets: readonly SecretRef[];
+  /**
+   * How each resource arrived, when a control plane sent them: per type (`Listener`,
+   * `RouteConfiguration`, `Cluster`, `ClusterLoadAssignment`) the last version accepted and,
+   * by name, each resource's version and when it arrived. A resource without an entry is
+   * static (a bootstrap's). Absent: all came together from files, versioned as the config.
+   */
+  readonly versions?: ResourceVersions;
 }
+
+export type ResourceVersions = Readonly<
+  Record<string, { readonly version: string; readonly lastUpdated: string; readonly resources: Readonly<Record<string, { readonly version: string; readonly lastUpdated: string }>> }>
+>;
 
 export function envoyResourcesFromModel(config: ProxyConfig): EnvoyResources {
   const secrets = new Map<string, SecretRef>();

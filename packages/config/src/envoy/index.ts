@@ -30,6 +30,7 @@ export {
   WORKLOAD_SECRET,
   ROOT_SECRET,
   type EnvoyResources,
+  type ResourceVersions,
   type SecretRef,
 } from './from-model.ts';
 export { translateIstioToEnvoy, type EnvoyTranslateResult } from '../translate/istio-envoy.ts';

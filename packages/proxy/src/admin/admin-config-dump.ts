@@ -132,16 +132,43 @@ function dumpSections(m: EnvoyModule, input: ConfigDumpInput, matches: (name: st
     exported ??= input.config.envoyJson !== undefined ? (JSON.parse(input.config.envoyJson) as EnvoyResources) : m.envoyResourcesFromModel(input.config);
     return exported;
   };
+  const startedAt = new Date(input.startedAt).toISOString();
+  // From a control plane, each resource carries the version it came with and when; from files,
+  // all share the config's. A resource a control plane did not send is the bootstrap's (static).
+  const versions = (): NonNullable<EnvoyResources['versions']> | null => resources()?.versions ?? null;
+  const typeVersion = (type: string): { versionInfo?: string } => {
+    const v = versions();
+    if (v === null) return version === '' ? {} : { versionInfo: version };
+    const t = v[type];
+    return t === undefined ? {} : { versionInfo: t.version };
+  };
+  const isStatic = (type: string, name: string | undefined): boolean => {
+    const v = versions();
+    return v !== null && v[type]?.resources[name ?? ''] === undefined;
+  };
+  const arrival =
+    (type: string) =>
+    (name: string | undefined): { versionInfo?: string; lastUpdated?: string } => {
+      const v = versions();
+      if (v === null) return stamped;
+      const r = v[type]?.resources[name ?? ''];
+      return r === undefined ? {} : { versionInfo: r.version, lastUpdated: r.lastUpdated };
+    };
 
   const out: Section[] = [
     section('BootstrapConfigDump', () => ({
       bootstrap: m.bootstrapJson(input.node, { ip: nodeIp(), adminAddress: input.adminAddress, adminPort: input.adminPort }),
       lastUpdated: new Date(input.startedAt).toISOString(),
     })),
-    section('ClustersConfigDump', () => ({
-      ...(version === '' ? {} : { versionInfo: version }),
-      dynamicActiveClusters: (resources()?.clusters ?? []).filter((c) => matches(c.name ?? '')).map((c) => ({ ...stamped, cluster: typed('envoy.config.cluster.v3.Cluster', c) })),
-    })),
+    section('ClustersConfigDump', () => {
+      const wanted = (resources()?.clusters ?? []).filter((c) => matches(c.name ?? ''));
+      const of = arrival('Cluster');
+      return {
+        ...typeVersion('Cluster'),
+        staticClusters: wanted.filter((c) => isStatic('Cluster', c.name)).map((c) => ({ cluster: typed('envoy.config.cluster.v3.Cluster', c), lastUpdated: startedAt })),
+        dynamicActiveClusters: wanted.filter((c) => !isStatic('Cluster', c.name)).map((c) => ({ ...of(c.name), cluster: typed('envoy.config.cluster.v3.Cluster', c) })),
+      };
+    }),
   ];
   if (includeEds && input.config !== null) {
     // As Envoy, each endpoint with its health now: the runtime's, not the config's.
@@ -162,23 +189,28 @@ function dumpSections(m: EnvoyModule, input: ConfigDumpInput, matches: (name: st
         const wanted = (resources()?.endpoints ?? []).filter((e) => matches(e.assignment.clusterName ?? ''));
         return {
           staticEndpointConfigs: wanted.filter((e) => !e.eds).map((e) => ({ endpointConfig: cla(e) })),
-          dynamicEndpointConfigs: wanted.filter((e) => e.eds).map((e) => ({ ...stamped, endpointConfig: cla(e) })),
+          dynamicEndpointConfigs: wanted.filter((e) => e.eds).map((e) => ({ ...arrival('ClusterLoadAssignment')(e.assignment.clusterName), endpointConfig: cla(e) })),
         };
       }),
     );
   }
   out.push(
-    section('ListenersConfigDump', () => ({
-      ...(version === '' ? {} : { versionInfo: version }),
-      dynamicListeners: (resources()?.listeners ?? [])
-        .filter((l) => matches(l.name ?? ''))
-        .map((l) => ({ name: l.name, activeState: { ...stamped, listener: typed('envoy.config.listener.v3.Listener', l) } })),
-    })),
+    section('ListenersConfigDump', () => {
+      const wanted = (resources()?.listeners ?? []).filter((l) => matches(l.name ?? ''));
+      const of = arrival('Listener');
+      return {
+        ...typeVersion('Listener'),
+        staticListeners: wanted.filter((l) => isStatic('Listener', l.name)).map((l) => ({ listener: typed('envoy.config.listener.v3.Listener', l), lastUpdated: startedAt })),
+        dynamicListeners: wanted
+          .filter((l) => !isStatic('Listener', l.name))
+          .map((l) => ({ name: l.name, activeState: { ...of(l.name), listener: typed('envoy.config.listener.v3.Listener', l) } })),
+      };
+    }),
     section('ScopedRoutesConfigDump', () => ({})),
     section('RoutesConfigDump', () => ({
       dynamicRouteConfigs: (resources()?.routeConfigs ?? [])
         .filter((r) => matches(r.name ?? ''))
-        .map((r) => ({ ...stamped, routeConfig: typed('envoy.config.route.v3.RouteConfiguration', r) })),
+        .map((r) => ({ ...arrival('RouteConfiguration')(r.name), routeConfig: typed('envoy.config.route.v3.RouteConfiguration', r) })),
     })),
     section('SecretsConfigDump', async () => {
       const active: Json[] = [];

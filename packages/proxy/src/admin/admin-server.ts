@@ -10,6 +10,8 @@ import { clustersJson, clustersText, statsText } from './admin-views.ts';
 export interface AdminHooks {
   /** Last config problem, shown in `/remora/config` until a good config lands. */
   lastConfigError(): string | null;
+  /** The config source's own stats (an xDS client's), for `/stats`; absent: none. */
+  sourceStats?(): Iterable<readonly [string, number]>;
   /** `POST /quitquitquit`: exit cleanly now. */
   quit(): void;
   /** `POST /drain_listeners`: stop accepting, keep serving what is in flight. */
@@ -128,7 +130,7 @@ export class AdminServer {
             return send(res, 400, 'text/plain', `invalid filter regex: ${(err as Error).message}\n`);
           }
         }
-        return send(res, 200, 'text/plain', statsText(rt, re));
+        return send(res, 200, 'text/plain', statsText(rt, re, this.#hooks.sourceStats?.() ?? []));
       }
       case '/stats/prometheus':
         return send(res, 200, rt.metrics.registry.contentType, await rt.metrics.render());

@@ -82,8 +82,9 @@ export function clustersText(rt: Runtime): string {
 }
 
 /** `/stats`: Envoy-named counters and gauges as `name: value`, sorted. */
-export function statsText(rt: Runtime, filter: Regex | null): string {
+export function statsText(rt: Runtime, filter: Regex | null, extra: Iterable<readonly [string, number]> = []): string {
   const lines: [string, number][] = [];
+  for (const [k, v] of extra) lines.push([k, v]);
   for (const c of rt.clusterManager.clusters.values()) {
     let total = 0;
     let active = 0;

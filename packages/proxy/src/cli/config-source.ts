@@ -29,6 +29,8 @@ export interface ConfigSource {
   watch(apply: ApplyConfig): void;
   /** The problem with the newest config the source could not use, until a good one lands. */
   readonly lastError: string | null;
+  /** The source's own counters and gauges for `/stats` (a control plane's `control_plane.*`, `*.cds.*`, ...). */
+  statEntries?(): Iterable<readonly [string, number]>;
   close(): void;
 }
 

@@ -77,6 +77,7 @@ export class ProxyProcess {
     });
     this.admin = new AdminServer(this.runtime, this.loggers, {
       lastConfigError: () => this.source.lastError,
+      sourceStats: () => this.source.statEntries?.() ?? [],
       quit: () => void this.stop(0, 0),
       drainListeners: () => {
         for (const l of this.runtime.listeners.values()) l.stopAccepting();

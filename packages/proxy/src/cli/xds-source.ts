@@ -52,7 +52,7 @@ type Json = Record<string, unknown>;
 
 export class XdsConfigSource implements ConfigSource {
   readonly client: AdsClient;
-  readonly stats = new XdsStats();
+  readonly xdsStats = new XdsStats();
   readonly #opts: XdsSourceOptions;
   readonly #loggers: Loggers;
   readonly #listeners = new Map<string, ListenerJson>();
@@ -60,6 +60,8 @@ export class XdsConfigSource implements ConfigSource {
   readonly #clusters = new Map<string, ClusterJson>();
   readonly #endpoints = new Map<string, ClusterLoadAssignmentJson>();
   readonly #versions = new Map<string, string>();
+  /** Per type short name: when the type was last accepted, and each resource's version and arrival. */
+  readonly #meta = new Map<string, { version: string; lastUpdated: string; resources: Map<string, { version: string; lastUpdated: string }> }>();
   readonly #seen = new Set<string>();
   #apply: ApplyConfig | null = null;
   #lastError: string | null = null;
@@ -79,13 +81,19 @@ export class XdsConfigSource implements ConfigSource {
       setNodeOnFirstMessageOnly: opts.setNodeOnFirstMessageOnly ?? true,
       onResources: (typeUrl, resources, removed, version) => this.#onResources(typeUrl, resources, removed, version),
       logger: { debug: (m) => log.debug(`xds: ${m}`), info: (m) => log.info(`xds: ${m}`), warn: (m) => log.warn(`xds: ${m}`) },
-      stats: this.stats,
+      stats: this.xdsStats,
       ...(opts.backoff ? { backoff: opts.backoff } : {}),
     });
   }
 
   get lastError(): string | null {
     return this.#lastError;
+  }
+
+  /** Envoy's control-plane stats: `control_plane.connected_state`, `cluster_manager.cds.update_success`, ... */
+  *statEntries(): Iterable<readonly [string, number]> {
+    yield* this.xdsStats.counters;
+    yield* this.xdsStats.gauges;
   }
 
   first(): Promise<SourcedConfig | null> {
@@ -122,8 +130,21 @@ export class XdsConfigSource implements ConfigSource {
     const schema = envoyMessageType(typeUrl);
     if (schema === undefined) return { ok: false, message: `${typeUrl}: no schema` };
     const before = new Map(map);
-    for (const name of removed) map.delete(name);
-    for (const r of resources) map.set(r.name, envoyToJson(schema, r.message as never) as never);
+    const short = typeUrl.slice(typeUrl.lastIndexOf('.') + 1);
+    const metaBefore = this.#meta.get(short);
+    const now = new Date().toISOString();
+    const meta = { version, lastUpdated: now, resources: new Map(metaBefore?.resources ?? []) };
+    for (const name of removed) {
+      map.delete(name);
+      meta.resources.delete(name);
+    }
+    for (const r of resources) {
+      map.set(r.name, envoyToJson(schema, r.message as never) as never);
+      meta.resources.set(r.name, { version: r.version, lastUpdated: now });
+    }
+    // A state-of-the-world Listener or Cluster response is the whole set: what it left out is gone.
+    for (const name of [...meta.resources.keys()]) if (!map.has(name)) meta.resources.delete(name);
+    this.#meta.set(short, meta);
     this.#seen.add(typeUrl);
     const previousVersion = this.#versions.get(typeUrl);
     this.#versions.set(typeUrl, version);
@@ -132,6 +153,8 @@ export class XdsConfigSource implements ConfigSource {
       for (const [k, v] of before) map.set(k, v);
       if (previousVersion === undefined) this.#versions.delete(typeUrl);
       else this.#versions.set(typeUrl, previousVersion);
+      if (metaBefore === undefined) this.#meta.delete(short);
+      else this.#meta.set(short, metaBefore);
     };
 
     const imported = this.#import();
@@ -210,6 +233,9 @@ export class XdsConfigSource implements ConfigSource {
       clusters: [...s.clusters, ...this.#clusters.values()],
       endpoints: [...s.endpoints, ...[...this.#endpoints.values()].map((assignment) => ({ assignment, eds: true }))],
       secrets: s.secrets as SecretRef[],
+      versions: Object.fromEntries(
+        [...this.#meta].map(([type, m]) => [type, { version: m.version, lastUpdated: m.lastUpdated, resources: Object.fromEntries(m.resources) }]),
+      ),
     };
     const version = createHash('sha256')
       .update([...this.#versions].sort().map(([t, v]) => `${t}=${v}`).join('\n'))
