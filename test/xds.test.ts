@@ -310,3 +310,44 @@ t.test("Istio's agent bootstrap: remora envoy under a control plane on the agent
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'SIGTERM drains and exits 0');
 });
+
+t.test('warming: a new listener waits for its route configuration; the running config serves meanwhile', async (t) => {
+  const v1 = await startBackend('v1');
+  const v2 = await startBackend('v2');
+  t.teardown(() => Promise.all([v1.close(), v2.close()]));
+  const [portA, portB] = [await freePort(), await freePort()];
+  const cp = new ControlPlane();
+  await cp.start();
+  t.teardown(() => cp.kill());
+  cp.set(envoyFor(mesh(portA, { v1: v1.port, v2: v2.port }, 0)));
+  const remora = await startRemora('gateway', [], ['--xds-address', cp.target]);
+  t.teardown(() => remora.stop());
+  t.equal((await get(portA, '/', 'web.example')).headers['x-backend'], 'v1');
+
+  // A second gateway port appears, but its route table is held back by the control plane.
+  const both = envoyFor(doc(mesh(portA, { v1: v1.port, v2: v2.port }, 0), gateway('gw2', portB)).replace('gateways: [gw]', 'gateways: [gw, gw2]'));
+  const withheld = both.routeConfigs.find((rc) => rc.name === `http.${portB}`);
+  t.ok(withheld, 'the new port has its own route table');
+  const lds = cp.set({ ...both, routeConfigs: both.routeConfigs.filter((rc) => rc !== withheld) });
+  t.equal((await cp.verdict(LISTENER, lds)).ack, true, 'the listener update is ACKed');
+  await waitFor('the route table is asked for', () => cp.requests.some((r) => r.typeUrl === ROUTES && r.resourceNames.includes(`http.${portB}`)));
+  let refused = false;
+  try {
+    await get(portB, '/', 'web.example');
+  } catch {
+    refused = true;
+  }
+  t.ok(refused, 'the warming listener does not accept connections yet');
+  t.equal((await get(portA, '/', 'web.example')).headers['x-backend'], 'v1', 'the running listener keeps serving');
+
+  // The route table arrives: the new listener goes live.
+  cp.put(ROUTES, withheld as Record<string, unknown>);
+  await waitFor('the new port serves', async () => {
+    try {
+      return (await get(portB, '/', 'web.example')).headers['x-backend'] === 'v1';
+    } catch {
+      return false;
+    }
+  });
+  t.pass('warmed and live');
+});

@@ -8,7 +8,10 @@
  *
  * Warming, as Envoy: the first config goes live once listeners and clusters have arrived and
  * every route configuration and load assignment they name has too (or `initialFetchTimeoutMs`
- * passed, when set; Istio's bootstrap sets none). Later updates apply as they come.
+ * passed, when set; Istio's bootstrap sets none). Later updates apply as they come, except
+ * one that names a route configuration or load assignment not yet received: that waits (the
+ * running config keeps serving) and goes live with what completes it. Envoy warms each
+ * listener and cluster on its own; here the config warms as a whole.
  *
  * Loaded only when a proxy is told to use xDS: the client and Envoy's descriptors cost about
  * 0.3 s to load, which a file-driven proxy should not pay.
@@ -175,6 +178,12 @@ export class XdsConfigSource implements ConfigSource {
     }
     const apply = this.#apply;
     if (apply === null) return { ok: true };
+    if (!this.#warm()) {
+      // Envoy warms: a listener waits for its route configuration, a cluster for its endpoints.
+      // The update is taken (ACKed) and goes live with the rest; the running config serves meanwhile.
+      this.#loggers.get('config').debug(`xds: ${short} version ${version} waits for the route configurations and endpoints it names`);
+      return { ok: true };
+    }
     const problem = await apply({ config: imported.config, timings: null });
     if (problem !== null) {
       undo();
