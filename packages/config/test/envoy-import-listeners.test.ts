@@ -282,6 +282,7 @@ t.test("istiod's ingress gateway: 0.0.0.0_8080 (RDS http.8080) and 0.0.0.0_8443 
             cipherSuites: [],
             tcpRoutes: [],
             origin: '0.0.0.0_8443#0',
+            routeConfig: 'https.443.https.bookinfo-gateway.default',
           },
         ],
       },

@@ -237,7 +237,7 @@ function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): Filter
     const route = l.tcpProxy[0] ?? null;
     return [{ filters: [tcpProxyFilter(route, l.name)], ...(route === null ? {} : tcpRouteMetadata(route, null)) }];
   }
-  const hcm = (): FilterJson => httpConnectionManager(l);
+  const hcm = (routeConfig: string = l.routeConfig): FilterJson => httpConnectionManager(l, routeConfig);
   if (l.tls === null) return [{ ...(l.destinationPort === undefined ? {} : { filterChainMatch: port }), filters: [hcm()] }];
   if (l.tls.kind === 'mesh') {
     const tls: FilterChainJson = {
@@ -271,7 +271,8 @@ function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): Filter
     chains.push({
       ...match,
       metadata: { filterMetadata: { remora: remora as StructJson } },
-      filters: [hcm()],
+      // Each HTTPS server routes through its own table (istiod's per-server RDS).
+      filters: [hcm(server.routeConfig)],
       transportSocket: { name: 'envoy.transport_sockets.tls', typedConfig: any(DOWNSTREAM_TLS_TYPE, downstreamTls(server, secrets)) },
     });
   }
@@ -348,11 +349,11 @@ function tcpProxyFilter(route: TcpRoute | null, listenerName: string): FilterJso
   return { name: 'envoy.filters.network.tcp_proxy', typedConfig: any(TCP_PROXY_TYPE, { statPrefix, ...target }) };
 }
 
-function httpConnectionManager(l: ModelListener): FilterJson {
+function httpConnectionManager(l: ModelListener, routeConfig: string): FilterJson {
   const cm = l.connectionManager;
   const body: Record<string, unknown> = {
     statPrefix: httpStatPrefix(l),
-    rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName: l.routeConfig },
+    rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName: routeConfig },
     httpFilters: httpFiltersJson(l.httpFilters),
     // What the runtime does: a gateway is the edge (the peer is the client, appended to
     // x-forwarded-for); sidecars are not. Istio's settings, as istiod writes them.

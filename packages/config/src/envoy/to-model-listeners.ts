@@ -282,8 +282,15 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener | null {
   }
 
   const first = httpChains[0]!;
+  // A gateway's HTTPS servers each route through their own table (istiod's per-server RDS):
+  // their connection managers may differ in that name only.
+  const sameHcm = (h: Obj | null): string => {
+    if (h === null || direction !== 'gateway') return stable(h);
+    const { rds: _, ...rest } = h;
+    return stable(rest);
+  };
   for (const c of httpChains.slice(1)) {
-    if (stable(c.hcm) !== stable(first.hcm)) {
+    if (sameHcm(c.hcm) !== sameHcm(first.hcm)) {
       at.error(`${c.path}.filters`, `an HTTP connection manager unlike the one of ${first.path}; Remora runs one per listener (one route configuration, one filter chain)`);
       return null;
     }
@@ -638,6 +645,7 @@ function gatewayTls(cs: readonly Chain[], listenerName: string, at: At): Listene
       failed = true;
       return;
     }
+    const rds = obj(c.hcm?.rds)?.routeConfigName;
     servers.push({
       hosts: metaHosts ?? (c.serverNames.length > 0 ? [...c.serverNames] : ['*']),
       mode,
@@ -651,6 +659,7 @@ function gatewayTls(cs: readonly Chain[], listenerName: string, at: At): Listene
       cipherSuites: d.cipherSuites,
       tcpRoutes: [],
       origin,
+      ...(typeof rds === 'string' && rds !== '' ? { routeConfig: rds } : {}),
     });
   });
   if (failed) return undefined;

@@ -49,6 +49,13 @@ export interface TlsServer {
   readonly tcpRoutes: readonly TcpRoute[];
   /** `namespace/name#index` of the Gateway server, for messages. */
   readonly origin: string;
+  /**
+   * The route table for requests on this server's connections (istiod's per-server RDS
+   * `https.<port>.<port name>.<gateway>.<namespace>`): a client that made its handshake with
+   * one server's name cannot reach another server's hosts (and skip its client-certificate
+   * check) by sending their Host. Absent: the listener's `routeConfig`.
+   */
+  readonly routeConfig?: string;
 }
 
 /**

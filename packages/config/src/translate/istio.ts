@@ -411,44 +411,60 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
       });
       continue;
     }
-    const hosts = new Map<string, { routes: Route[]; requireTls: boolean }>();
     const refs = new Set(servers.map((s) => s.ref));
-    for (const vs of virtualServices) {
-      if (!ctx.isVisible(vs)) continue;
-      const spec = vs.spec as IstioVirtualService;
-      const bound = gatewayRefs(vs, spec.gateways);
-      const matchGateways = (spec.http ?? []).flatMap((h) => (h.match ?? []).flatMap((m) => m.gateways ?? []));
-      for (const g of matchGateways) bound.add(g.includes('/') ? g : `${vs.metadata.namespace}/${g}`);
-      const done = new Set<string>();
-      for (const s of servers) {
-        if (s.kind === 'passthrough' || !bound.has(s.ref)) continue;
-        const redirect = s.kind === 'plain' && (s.server.tls as IstioServerTls | undefined)?.httpsRedirect === true;
-        for (const rawVsHost of spec.hosts ?? []) {
-          const vsHost = resolveHost(rawVsHost, vs.metadata.namespace, node.clusterDomain);
-          for (const rawServerHost of s.server.hosts ?? []) {
-            const { namespace: allowedNs, host: serverHost } = splitServerHost(rawServerHost);
-            const gwNs = s.gateway.metadata.namespace;
-            if (allowedNs !== '*' && (allowedNs === '.' ? gwNs : allowedNs) !== vs.metadata.namespace) continue;
-            const domain = intersectHosts(vsHost, serverHost.toLowerCase());
-            if (domain === null) continue;
-            const key = `${s.ref} ${domain}`;
-            if (done.has(key)) continue;
-            done.add(key);
-            let vh = hosts.get(domain);
-            if (vh === undefined) hosts.set(domain, (vh = { routes: [], requireTls: false }));
-            if (redirect) vh.requireTls = true;
-            vh.routes.push(...untilCatchAll(translateHttpRoutes(ctx, mesh, vs, { gateway: s.ref, port, servicePortHost: null })));
+    // istiod's route tables for the port: one for its plaintext servers (`http.<port>`), one per
+    // terminated HTTPS server (`https.<port>.<port name>.<gateway>.<namespace>`), each holding
+    // the hosts of that server only, so a connection routes within the server it shook hands with.
+    const tables = new Map<string, { servers: BoundServer[]; hosts: Map<string, { routes: Route[]; requireTls: boolean }> }>();
+    for (const s of servers) {
+      if (s.kind === 'passthrough') continue;
+      const tableName = gatewayRouteConfigName(s, port);
+      let table = tables.get(tableName);
+      if (table === undefined) tables.set(tableName, (table = { servers: [], hosts: new Map() }));
+      table.servers.push(s);
+    }
+    for (const table of tables.values()) {
+      const hosts = table.hosts;
+      for (const vs of virtualServices) {
+        if (!ctx.isVisible(vs)) continue;
+        const spec = vs.spec as IstioVirtualService;
+        const bound = gatewayRefs(vs, spec.gateways);
+        const matchGateways = (spec.http ?? []).flatMap((h) => (h.match ?? []).flatMap((m) => m.gateways ?? []));
+        for (const g of matchGateways) bound.add(g.includes('/') ? g : `${vs.metadata.namespace}/${g}`);
+        const done = new Set<string>();
+        for (const s of table.servers) {
+          if (!bound.has(s.ref)) continue;
+          const redirect = s.kind === 'plain' && (s.server.tls as IstioServerTls | undefined)?.httpsRedirect === true;
+          for (const rawVsHost of spec.hosts ?? []) {
+            const vsHost = resolveHost(rawVsHost, vs.metadata.namespace, node.clusterDomain);
+            for (const rawServerHost of s.server.hosts ?? []) {
+              const { namespace: allowedNs, host: serverHost } = splitServerHost(rawServerHost);
+              const gwNs = s.gateway.metadata.namespace;
+              if (allowedNs !== '*' && (allowedNs === '.' ? gwNs : allowedNs) !== vs.metadata.namespace) continue;
+              const domain = intersectHosts(vsHost, serverHost.toLowerCase());
+              if (domain === null) continue;
+              const key = `${s.ref} ${domain}`;
+              if (done.has(key)) continue;
+              done.add(key);
+              let vh = hosts.get(domain);
+              if (vh === undefined) hosts.set(domain, (vh = { routes: [], requireTls: false }));
+              if (redirect) vh.requireTls = true;
+              vh.routes.push(...untilCatchAll(translateHttpRoutes(ctx, mesh, vs, { gateway: s.ref, port, servicePortHost: null })));
+            }
           }
         }
       }
     }
-    const name = gatewayRouteConfigName(servers, port);
-    routeConfigs.push({
-      name,
-      virtualHosts: [...hosts].map(([domain, vh]) => ({ name: `${domain}:${port}`, domains: [domain], routes: catchAllsLast(vh.routes), requireTls: vh.requireTls })),
+    const portTables: RouteConfiguration[] = [...tables].map(([tableName, table]) => ({
+      name: tableName,
+      virtualHosts: [...table.hosts].map(([domain, vh]) => ({ name: `${domain}:${port}`, domains: [domain], routes: catchAllsLast(vh.routes), requireTls: vh.requireTls })),
       ignorePortInHostMatching: true,
-    });
-    const rc = routeConfigs[routeConfigs.length - 1]!;
+    }));
+    // A port of passthrough servers only routes no HTTP: an empty table keeps the listener's name.
+    if (portTables.length === 0) portTables.push({ name: gatewayRouteConfigName(servers[0]!, port), virtualHosts: [], ignorePortInHostMatching: true });
+    routeConfigs.push(...portTables);
+    const name = portTables[0]!.name;
+    const rc = portTables.find(hasFault) ?? portTables[0]!;
     const plain = servers[0]!.kind === 'plain';
     const patchListener: PatchListener = { context: 'GATEWAY', name: `${bindAddress}_${port}`, port };
     listeners.push({
@@ -460,7 +476,15 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
       routeConfig: name,
       // The gateway is where edge policy runs: authn, authz, faults, and a rate limit where its patch puts it.
       httpFilters: httpFilterChain(ctx, 'GATEWAY', { jwtAuthn, authz, fault: faultFilterFor(rc) }, [localRateLimitFilter(ctx, patchListener)], httpFilterPatches(ctx, patchListener)),
-      tls: plain ? null : { kind: 'gateway', servers: servers.map((s) => tlsServer(ctx, mesh, s, port, credentials, virtualServices)) },
+      tls: plain
+        ? null
+        : {
+            kind: 'gateway',
+            servers: servers.map((s) => {
+              const server = tlsServer(ctx, mesh, s, port, credentials, virtualServices);
+              return s.kind === 'passthrough' ? server : { ...server, routeConfig: gatewayRouteConfigName(s, port) };
+            }),
+          },
     });
     if (refs.size > 1) {
       // Several gateways sharing a port is legal in Istio; say so, since hosts then mix.
@@ -472,13 +496,11 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
 }
 
 /**
- * istiod's RDS name for a gateway port: `http.<port>` for plaintext HTTP servers and
+ * istiod's RDS name for a gateway server: `http.<port>` for plaintext HTTP servers and
  * `https.<port>.<port name>.<gateway>.<namespace>` for a terminated HTTPS server, with
- * `.<bind>` when the server binds an address. istiod gives each HTTPS server its own table;
- * Remora's listener has one, named after the port's first terminated server.
+ * `.<bind>` when the server binds an address.
  */
-function gatewayRouteConfigName(servers: readonly BoundServer[], port: number): string {
-  const s = servers.find((x) => x.kind === 'tls') ?? servers[0]!;
+function gatewayRouteConfigName(s: BoundServer, port: number): string {
   const bind = s.server.bind ? `.${s.server.bind}` : '';
   if (s.kind === 'plain') return `http.${port}${bind}`;
   return `https.${port}.${s.server.port?.name ?? ''}.${s.gateway.metadata.name}.${s.gateway.metadata.namespace}${bind}`;

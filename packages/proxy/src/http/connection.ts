@@ -61,12 +61,15 @@ export class Connection {
    * certificate (`By`, `Hash`, `Subject`, `URI`), as Envoy writes it; null without one.
    */
   readonly xfcc: string | null;
+  /** The Gateway TLS server (its `origin`) that terminated this connection; null otherwise. */
+  readonly tlsServer: string | null;
   #current: Exchange | null = null;
   /** Pipelined requests beyond the first; rare, so made only when needed. */
   #others: Set<Exchange> | null = null;
 
-  constructor(socket: Socket, peer: PeerIdentity | null = null, direction: TrafficDirection | null = null) {
+  constructor(socket: Socket, peer: PeerIdentity | null = null, direction: TrafficDirection | null = null, tlsServer: string | null = null) {
     this.socket = socket;
+    this.tlsServer = tlsServer;
     this.secure = socket instanceof TLSSocket;
     this.sni = this.secure ? ((socket as TLSSocket).servername || null) : null;
     this.xfcc = this.secure && direction !== 'outbound' ? clientCertElement(socket as TLSSocket) : null;

@@ -99,7 +99,7 @@ export class Exchange extends ProxiedRequest {
     this.#grpc = isGrpcRequest(this.contentType);
     // The route is chosen before the filters run (they may read its per-route configs); a
     // request with no route still meets the filters, which may answer before the 404.
-    this.route = findRoute(this.snapshot.routes, this);
+    this.route = findRoute(this.snapshot.routesFor(this.conn.tlsServer), this);
     this.runFilters();
   }
 

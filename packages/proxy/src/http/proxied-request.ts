@@ -277,7 +277,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   }
 
   clearRouteCache(): void {
-    this.route = findRoute(this.snapshot.routes, this);
+    this.route = findRoute(this.snapshot.routesFor(this.conn.tlsServer), this);
   }
 
   continueRequest(): void {

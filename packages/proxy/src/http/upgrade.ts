@@ -158,7 +158,7 @@ export class UpgradeExchange extends ProxiedRequest {
       return;
     }
     // Upgrades meet the same filters as requests (authn, authz, rate limit, faults).
-    this.route = findRoute(this.snapshot.routes, this);
+    this.route = findRoute(this.snapshot.routesFor(this.conn.tlsServer), this);
     this.runFilters();
   }
 

@@ -25,6 +25,9 @@ const EMPTY = Buffer.alloc(0);
 /** The HTTP/2 connection preface starts with these bytes; no HTTP/1 request line does. */
 const H2_PREFACE_START = Buffer.from('PRI ');
 
+/** The Gateway TLS server (its origin) each terminated connection's handshake picked. */
+const terminatedBy = new WeakMap<Socket, string>();
+
 /**
  * An HTTP listener on one address and port, serving HTTP/1.1 and HTTP/2 with prior
  * knowledge (h2c) on the same port: the first bytes of each connection say which, as Envoy's
@@ -116,7 +119,7 @@ export class HttpListener {
   }
 
   #connectionOf(socket: Socket): Connection {
-    return new Connection(socket, this.#peerOf(socket), this.snapshot.direction);
+    return new Connection(socket, this.#peerOf(socket), this.snapshot.direction, terminatedBy.get(socket) ?? null);
   }
 
   /** The peer's identity: from its verified mesh certificate, else what the test hook says. */
@@ -151,7 +154,10 @@ export class HttpListener {
         this.#sniffPlain(s, head);
         s.resume();
       },
-      secure: (t, h2) => this.#dispatchSecure(t, h2),
+      secure: (t, h2, server) => {
+        if (server !== null) terminatedBy.set(t, server.origin);
+        this.#dispatchSecure(t, h2);
+      },
       passthrough: (s, head, server, sni) => this.#passthrough(s, head, server, sni),
     });
   }

@@ -14,8 +14,8 @@ import type { TlsStats } from './tls-stats.ts';
 export interface TlsFrontHandlers {
   /** Plaintext on a PERMISSIVE port: `head` holds the bytes already read. */
   plain(socket: Socket, head: Buffer): void;
-  /** A terminated TLS connection, handshake done; `h2` when ALPN chose HTTP/2. */
-  secure(tls: TLSSocket, h2: boolean): void;
+  /** A terminated TLS connection, handshake done; `h2` when ALPN chose HTTP/2; `server`: the Gateway server it picked (null: mesh mTLS). */
+  secure(tls: TLSSocket, h2: boolean, server: TlsServer | null): void;
   /** PASSTHROUGH: the TLS bytes go on untouched; `head` holds the ClientHello already read. */
   passthrough(socket: Socket, head: Buffer, server: TlsServer, sni: string | null): void;
 }
@@ -82,9 +82,9 @@ export class TlsFront {
         clearTimeout(deadline);
         handlers.plain(s, head);
       },
-      secure: (t: TLSSocket, h2: boolean) => {
+      secure: (t: TLSSocket, h2: boolean, server: TlsServer | null) => {
         clearTimeout(deadline);
-        handlers.secure(t, h2);
+        handlers.secure(t, h2, server);
       },
       passthrough: (s: Socket, head: Buffer, server: TlsServer, sni: string | null) => {
         clearTimeout(deadline);
@@ -218,7 +218,7 @@ export class TlsFront {
       stats.handshake++;
       if (!hasCert) stats.noCertificate++;
       if (tls.isSessionReused()) stats.sessionReused++;
-      handlers.secure(tls, tls.alpnProtocol === 'h2');
+      handlers.secure(tls, tls.alpnProtocol === 'h2', server);
     });
     socket.resume();
   }

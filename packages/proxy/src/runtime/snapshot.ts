@@ -26,6 +26,8 @@ export class ListenerSnapshot {
   readonly connectionManager: ConnectionManagerConfig;
   /** Envoy's `bypass_overload_manager`: never shed this listener's requests (health, Prometheus). */
   readonly bypassOverloadManager: boolean;
+  /** Gateway TLS servers' own route tables, by server origin; null when the listener has one table. */
+  readonly #routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null;
 
   constructor(
     listener: Listener,
@@ -34,7 +36,9 @@ export class ListenerSnapshot {
     unroutedStats: RequestStats,
     trustedHops: number,
     clusters: ReadonlyMap<string, UpstreamCluster> = new Map(),
+    routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null = null,
   ) {
+    this.#routesByServer = routesByServer;
     this.clusters = clusters;
     this.listener = listener;
     this.direction = listener.direction;
@@ -44,6 +48,17 @@ export class ListenerSnapshot {
     this.trustedHops = trustedHops;
     this.connectionManager = new ConnectionManagerConfig(listener.connectionManager, listener.name);
     this.bypassOverloadManager = listener.bypassOverloadManager === true;
+  }
+
+  /**
+   * The routes for a request on a connection that `tlsServer` (a Gateway server's origin)
+   * terminated: that server's own table, as istiod gives each HTTPS server its RDS. A server
+   * this snapshot does not have (removed by a reload) routes nothing: 404 NR.
+   */
+  routesFor(tlsServer: string | null): VirtualHostFinder | null {
+    if (tlsServer === null || this.#routesByServer === null) return this.routes;
+    const r = this.#routesByServer.get(tlsServer);
+    return r === undefined ? null : r;
   }
 }
 
@@ -81,7 +96,13 @@ export class Snapshot {
       const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, { ...services.filterContext, scope: l.name, stats: services.stats.scope(httpStatPrefix(l)) });
       // A chain of only the router (and skipped filters) has nothing to run per request.
       const chain = steps === null || steps.length === 0 ? null : steps;
-      listeners.set(l.name, new ListenerSnapshot(l, routesOf(l, config, tables), chain, services.statsFor(l.direction), services.trustedHops, clusters));
+      const routes = routesOf(l, config, tables);
+      let byServer: Map<string, VirtualHostFinder | null> | null = null;
+      if (l.tls?.kind === 'gateway' && l.tls.servers.some((srv) => srv.routeConfig !== undefined)) {
+        byServer = new Map();
+        for (const srv of l.tls.servers) byServer.set(srv.origin, srv.routeConfig === undefined ? routes : (tables.get(srv.routeConfig) ?? null));
+      }
+      listeners.set(l.name, new ListenerSnapshot(l, routes, chain, services.statsFor(l.direction), services.trustedHops, clusters, byServer));
     }
     this.listeners = listeners;
   }
