@@ -5,7 +5,8 @@
 // pushed over SDS is served to new connections; a secret that does not read is NACKed with the
 // reason while the identity held keeps serving; with the agent gone the identity stays and the
 // stream comes back when the agent does.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -13,8 +14,8 @@ import t from 'tap';
 import { DevCa, type IssuedCertificate } from '@remora/proxy';
 import { startBackend } from './helpers/backends.ts';
 import { doc } from './helpers/mesh.ts';
-import { waitFor } from './helpers/net.ts';
-import { MeshDir, startRemora } from './helpers/remora.ts';
+import { collectLines, freePort, waitFor } from './helpers/net.ts';
+import { CLI, MeshDir, startRemora } from './helpers/remora.ts';
 import { certificateSecret, rootsSecret, SdsAgent, SECRET_TYPE } from './helpers/sds-agent.ts';
 
 interface Reply {
@@ -159,4 +160,95 @@ t.test('a STRICT sidecar takes its identity over SDS from the agent socket: serv
     const resumed = agent.requests.at(-1)!;
     t.ok(resumed.versionInfo !== '' || agent.requests.some((r) => r.responseNonce === '' && r.versionInfo !== ''), 'the new stream says which version it holds');
   });
+});
+
+t.test('remora envoy: a bootstrap with an sds-grpc cluster takes the identity from the agent socket', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'remora-sds-envoy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const ca = await DevCa.create();
+  const gw = await ca.issueWorkload({ namespace: 'istio-system', serviceAccount: 'istio-ingressgateway' });
+  const peer = await ca.issueWorkload({ namespace: 'default', serviceAccount: 'reviews' });
+  const agent = new SdsAgent(`unix:${join(dir, 'socket')}`);
+  agent.set(certificateSecret(gw.certChainPem, gw.keyPem));
+  agent.set(rootsSecret(ca.rootCertPem));
+  await agent.start();
+  t.teardown(() => agent.kill());
+  const backend = await startBackend('behind-mtls');
+  t.teardown(() => backend.close());
+  const [listenPort, adminPort] = [await freePort(), await freePort()];
+  // istiod's sdsConfig, as its listeners and clusters carry it.
+  const sds = (name: string): string =>
+    `{ name: ${name}, sds_config: { api_config_source: { api_type: GRPC, grpc_services: [{ envoy_grpc: { cluster_name: sds-grpc } }], set_node_on_first_message_only: true, transport_api_version: V3 }, initial_fetch_timeout: 0s, resource_api_version: V3 } }`;
+  const file = join(dir, 'envoy-rev.yaml');
+  writeFileSync(
+    file,
+    `node: { id: "router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local", cluster: "istio-ingressgateway.istio-system" }
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ${adminPort} } }
+static_resources:
+  listeners:
+  - name: mtls
+    address: { socket_address: { address: 127.0.0.1, port_value: ${listenPort} } }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificate_sds_secret_configs: [${sds('default')}]
+            combined_validation_context:
+              default_validation_context: {}
+              validation_context_sds_secret_config: ${sds('ROOTCA')}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: mtls
+          route_config:
+            name: local_route
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: backend }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${backend.port} } } }
+  - name: sds-grpc
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { pipe: { path: ${join(dir, 'socket')} } } }
+`,
+  );
+  const child = spawn(process.execPath, [CLI, 'envoy', '-c', file, '-l', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const err: string[] = [];
+  child.stderr!.on('data', collectLines(err));
+  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  t.teardown(() => child.kill('SIGKILL'));
+  await waitFor(`remora envoy serves mTLS (stderr: ${err.join('\n')})`, async () => (await mtlsGet(listenPort, peer, ca.rootCertPem)).status === 200, 15_000);
+  const r = await mtlsGet(listenPort, peer, ca.rootCertPem);
+  t.equal(r.serverSerial, gw.serial, 'the listener serves the certificate the agent sent');
+  t.equal(agent.requests[0]?.node?.id, 'router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local', "the SDS stream carries the bootstrap's node");
+  t.ok(err.some((l) => l.includes(`workload identity spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway`) && l.includes('from SDS unix:')), 'the identity is logged with where it came from');
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'SIGTERM exits 0');
 });
