@@ -44,6 +44,8 @@ export {
   peerIdentityFromSpiffe,
   type IdentityPaths,
   type IdentityStoreOptions,
+  type PushedIdentity,
+  type PushedNames,
   type WorkloadIdentity,
 } from './tls/identity-store.ts';
 export {

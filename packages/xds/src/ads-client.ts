@@ -16,7 +16,7 @@ import { clone, fromJson, type JsonObject } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { NodeSchema, type Node, type NodeJson } from '@remora/config/envoy/gen/envoy/config/core/v3/base_pb.js';
 import { envoyRegistry } from '@remora/config/envoy';
-import { Subscription, type AdsProtocol, type Incoming } from './ads-protocol.ts';
+import { Subscription, type AdsProtocol, type DiscoveryService, type Incoming } from './ads-protocol.ts';
 import { DeltaProtocol } from './ads-protocol-delta.ts';
 import { SotwProtocol } from './ads-protocol-sotw.ts';
 import { makeGrpcClient, PLAINTEXT, type AdsTransport } from './ads-transport.ts';
@@ -55,6 +55,12 @@ export interface AdsClientOptions {
   readonly transport?: AdsTransport;
   /** Envoy's `ads_config.api_type`: `GRPC` (state of the world) or `DELTA_GRPC` (incremental). */
   readonly apiType: 'GRPC' | 'DELTA_GRPC';
+  /**
+   * The service the stream is opened on: ADS (default), or SDS's own
+   * `SecretDiscoveryService` — Envoy's `api_config_source` for secrets, as Istio's agent
+   * serves them on its SDS socket. Same messages, same flow.
+   */
+  readonly service?: DiscoveryService;
   /** This proxy's identity; `user_agent_name` and `user_agent_version` are set by the client. */
   readonly node: Node | NodeJson;
   readonly onResources: OnResources;
@@ -106,8 +112,8 @@ export class AdsClient {
     this.#target = options.target;
     this.#transport = options.transport ?? PLAINTEXT;
     this.#protocol = (options.apiType === 'DELTA_GRPC'
-      ? new DeltaProtocol()
-      : new SotwProtocol(options.setNodeOnFirstMessageOnly === true)) as AdsProtocol<unknown, unknown>;
+      ? new DeltaProtocol(options.service)
+      : new SotwProtocol(options.setNodeOnFirstMessageOnly === true, options.service)) as AdsProtocol<unknown, unknown>;
     this.#onResources = options.onResources;
     this.#backoff = new JitteredBackoff(options.backoff);
     this.#log = options.logger ?? SILENT;

@@ -13,13 +13,17 @@ import {
   type DeltaDiscoveryResponse,
 } from '@remora/config/envoy/gen/envoy/service/discovery/v3/discovery_pb.js';
 import { StatusSchema } from '@remora/config/envoy/gen/google/rpc/status_pb.js';
-import { ADS_SERVICE, INVALID_ARGUMENT, type AdsProtocol, type Incoming, type Subscription } from './ads-protocol.ts';
+import { INVALID_ARGUMENT, methodPath, type DiscoveryService, type AdsProtocol, type Incoming, type Subscription } from './ads-protocol.ts';
 
 export class DeltaProtocol implements AdsProtocol<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
   readonly apiType = 'DELTA_GRPC';
-  readonly path = `/${ADS_SERVICE}/DeltaAggregatedResources`;
+  readonly path: string;
   /** The node goes on a stream's first request only, as the incremental protocol says. */
   readonly nodeOnEveryRequest = false;
+
+  constructor(service: DiscoveryService = 'aggregated') {
+    this.path = methodPath(service, 'DELTA_GRPC');
+  }
 
   serialize(request: DeltaDiscoveryRequest): Buffer {
     const bytes = toBinary(DeltaDiscoveryRequestSchema, request);

@@ -13,17 +13,18 @@ import {
   type DiscoveryResponse,
 } from '@remora/config/envoy/gen/envoy/service/discovery/v3/discovery_pb.js';
 import { StatusSchema } from '@remora/config/envoy/gen/google/rpc/status_pb.js';
-import { ADS_SERVICE, INVALID_ARGUMENT, type AdsProtocol, type Incoming, type Subscription } from './ads-protocol.ts';
+import { INVALID_ARGUMENT, methodPath, type DiscoveryService, type AdsProtocol, type Incoming, type Subscription } from './ads-protocol.ts';
 import { isFullStateType } from './type-urls.ts';
 
 export class SotwProtocol implements AdsProtocol<DiscoveryRequest, DiscoveryResponse> {
   readonly apiType = 'GRPC';
-  readonly path = `/${ADS_SERVICE}/StreamAggregatedResources`;
+  readonly path: string;
   readonly nodeOnEveryRequest: boolean;
 
   /** `setNodeOnFirstMessageOnly`: Envoy's `ads_config.set_node_on_first_message_only` (default false). */
-  constructor(setNodeOnFirstMessageOnly: boolean) {
+  constructor(setNodeOnFirstMessageOnly: boolean, service: DiscoveryService = 'aggregated') {
     this.nodeOnEveryRequest = !setNodeOnFirstMessageOnly;
+    this.path = methodPath(service, 'GRPC');
   }
 
   serialize(request: DiscoveryRequest): Buffer {

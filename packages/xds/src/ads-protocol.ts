@@ -82,3 +82,18 @@ export interface AdsProtocol<Req, Res> {
 export const INVALID_ARGUMENT = 3;
 
 export const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
+export const SDS_SERVICE = 'envoy.service.secret.v3.SecretDiscoveryService';
+
+/**
+ * The gRPC service a stream is opened on. Both carry the same DiscoveryRequest and
+ * DiscoveryResponse messages: `aggregated` is ADS (every type on one stream);
+ * `secret` is SDS's own service (`StreamSecrets` / `DeltaSecrets`), which is what Istio's
+ * agent serves on its SDS socket (it does not serve ADS there).
+ */
+export type DiscoveryService = 'aggregated' | 'secret';
+
+/** The method path of a service for a protocol variant. */
+export function methodPath(service: DiscoveryService, apiType: 'GRPC' | 'DELTA_GRPC'): string {
+  if (service === 'secret') return `/${SDS_SERVICE}/${apiType === 'GRPC' ? 'StreamSecrets' : 'DeltaSecrets'}`;
+  return `/${ADS_SERVICE}/${apiType === 'GRPC' ? 'StreamAggregatedResources' : 'DeltaAggregatedResources'}`;
+}

@@ -210,6 +210,18 @@ function pemField<K extends string>(key: K, source: DataSource | undefined): Par
   return { [key]: pem } as Partial<Record<K, PemSource>>;
 }
 
+/**
+ * The gRPC target of a static cluster's first endpoint (`unix:./var/run/secrets/workload-spiffe-uds/socket`
+ * for Istio's `sds-grpc`), or null when there is no such cluster or it has no plain address.
+ */
+export function staticClusterTarget(clusters: readonly Cluster[], name: string): string | null {
+  const cluster = clusters.find((c) => c.name === name);
+  const endpoint = cluster?.loadAssignment?.endpoints[0]?.lbEndpoints[0]?.hostIdentifier;
+  if (endpoint?.case !== 'endpoint' || endpoint.value.address === undefined) return null;
+  const address = socketAddress(endpoint.value.address);
+  return address === null ? null : grpcTarget(address);
+}
+
 function socketAddress(address: Address): SocketAddress | null {
   const a = address.address;
   if (a.case === 'pipe') return { pipe: a.value.path };

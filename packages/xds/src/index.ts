@@ -4,10 +4,12 @@
  * Envoy bootstrap Istio's agent writes, for the node and the ADS server to use.
  */
 export { AdsClient, ACCEPT, USER_AGENT_NAME, USER_AGENT_VERSION, type AdsClientOptions, type OnResources, type XdsLogger, type XdsVerdict } from './ads-client.ts';
+export { methodPath, type DiscoveryService } from './ads-protocol.ts';
 export { grpcTarget, PLAINTEXT, type AdsTransport, type PemSource } from './ads-transport.ts';
 export { JitteredBackoff, XDS_BACKOFF_BASE_MS, XDS_BACKOFF_MAX_MS, type BackoffOptions } from './backoff.ts';
 export {
   readBootstrap,
+  staticClusterTarget,
   BootstrapError,
   type AdsBootstrap,
   type BootstrapInfo,

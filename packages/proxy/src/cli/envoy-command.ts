@@ -16,6 +16,9 @@ import { EnvoyUsageError, parseEnvoyArgs, proxyNodeFromEnvoy, type EnvoyOptions 
 import type { ProxyOptions } from './options.ts';
 import { ProxyProcess, StartError } from './proxy-process.ts';
 
+/** Istio's bootstrap cluster for its agent's SDS socket, which istiod's `sdsConfig`s name. */
+const SDS_CLUSTER = 'sds-grpc';
+
 interface Io {
   readonly out: (s: string) => void;
   readonly err: (s: string) => void;
@@ -59,7 +62,7 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
     return 0;
   }
   // Loaded now: the xDS client and Envoy's descriptors are needed from here on.
-  const [{ readBootstrap, BootstrapError }, envoy] = await Promise.all([import('@remora/xds'), import('@remora/config/envoy')]);
+  const [{ readBootstrap, BootstrapError, staticClusterTarget }, envoy] = await Promise.all([import('@remora/xds'), import('@remora/config/envoy')]);
   if (opts === 'version') {
     const { USER_AGENT_VERSION } = await import('@remora/xds');
     io.out(`remora version: ${USER_AGENT_VERSION}/Remora/RELEASE\n`);
@@ -104,6 +107,10 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
   }
 
   const adminPort = info.admin !== null && 'port' in info.admin ? info.admin.port : 15000;
+  // istiod's listeners and clusters take the workload certificate and the roots from SDS
+  // secrets served by the bootstrap's `sds-grpc` cluster (Istio's agent's socket): with one,
+  // the identity comes from there, as Envoy's does; without, from Istio's files.
+  const sdsTarget = staticClusterTarget(info.staticClusters, SDS_CLUSTER);
   const proxyOptions: ProxyOptions = {
     command: proxyNode.kind,
     configPaths: [],
@@ -124,6 +131,7 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
     requestTimeoutMs: 0,
     identityPaths: null,
     credentialsDir: null,
+    ...(sdsTarget !== null ? { sds: { address: sdsTarget, node: nodeJson } } : {}),
   };
   const ads = info.ads;
   const source = async (loggers: Loggers): Promise<ConfigSource> => {

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { parseDuration, type ListenerPorts, type ProxyNode } from '@remora/config';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logger.ts';
 import type { AccessLogFormat } from '../telemetry/access-log.ts';
+import type { NodeJson } from '@remora/config/envoy/gen/envoy/config/core/v3/base_pb.js';
 import type { IdentityPaths } from '../tls/identity-store.ts';
 
 export type Command = 'gateway' | 'sidecar' | 'validate';
@@ -43,6 +44,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'cert-chain': { type: 'string', arg: 'FILE', help: 'workload certificate chain, PEM (with --key and --root-cert; default: the files in --certs-dir)', for: PROXIES },
   key: { type: 'string', arg: 'FILE', help: 'workload private key, PEM', for: PROXIES },
   'root-cert': { type: 'string', arg: 'FILE', help: 'root certificates the mesh trusts, PEM', for: PROXIES },
+  'sds-address': { type: 'string', arg: 'ADDR', help: 'take the workload certificate and roots over SDS, as Envoy does from Istio\'s agent: unix:PATH (the agent: unix:./var/run/secrets/workload-spiffe-uds/socket) or HOST:PORT; replaces the certificate files', for: PROXIES },
   'certs-dir': { type: 'string', arg: 'DIR', help: 'directory with cert-chain.pem, key.pem, root-cert.pem (default ./var/run/secrets/workload-spiffe-credentials, then /etc/certs); watched for rotation', for: PROXIES },
   'credentials-dir': { type: 'string', arg: 'DIR', help: 'where credentialName secrets are: DIR/NAME/tls.crt, tls.key, ca.crt (default /etc/remora/credentials)', for: PROXIES },
   'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout (default text, Istio\'s format)', for: PROXIES },
@@ -82,6 +84,17 @@ export interface ProxyOptions {
   readonly credentialsDir: string | null;
   /** Config from an ADS server instead of files; absent: files. */
   readonly xds?: { readonly address: string; readonly delta: boolean };
+  /** The workload identity over SDS instead of files; absent: files (`identityPaths`). */
+  readonly sds?: {
+    /** gRPC target: `unix:PATH` or `HOST:PORT`. */
+    readonly address: string;
+    /** The node sent on the stream; default: built from `node` as Istio's agent builds it. */
+    readonly node?: NodeJson;
+    /** How long the proxy waits for the first identity before it starts without (default Envoy's 15 s; 0: no limit). */
+    readonly initialFetchTimeoutMs?: number;
+    /** Reconnect backoff (default Envoy's). */
+    readonly backoff?: { readonly baseMs: number; readonly maxMs: number };
+  };
 }
 
 /** A usage error: printed with the command's help, exit status 2. */
@@ -142,6 +155,11 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
   const xdsAddress = typeof v['xds-address'] === 'string' ? (v['xds-address'] as string) : undefined;
   if (xdsAddress !== undefined && configPaths.length > 0) throw new UsageError('--xds-address and -c are two sources of the same config: pass one');
   if (xdsAddress !== undefined && !/^(unix:.+|[^:]+:\d+|\[[0-9a-fA-F:]+\]:\d+)$/.test(xdsAddress)) throw new UsageError(`--xds-address must be unix:PATH or HOST:PORT, got "${xdsAddress}"`);
+  const sdsAddress = typeof v['sds-address'] === 'string' ? (v['sds-address'] as string) : undefined;
+  if (sdsAddress !== undefined && !/^(unix:.+|[^:]+:\d+|\[[0-9a-fA-F:]+\]:\d+)$/.test(sdsAddress)) throw new UsageError(`--sds-address must be unix:PATH or HOST:PORT, got "${sdsAddress}"`);
+  if (sdsAddress !== undefined && ['cert-chain', 'key', 'root-cert', 'certs-dir'].some((f) => v[f] !== undefined)) {
+    throw new UsageError('--sds-address and the certificate files (--cert-chain, --key, --root-cert, --certs-dir) are two sources of the same identity: pass one');
+  }
   if (configPaths.length === 0 && xdsAddress === undefined) throw new UsageError('no configuration given: pass -c PATH (a file or a directory) or --xds-address');
 
   const port = (name: string, fallback: number, allowZero = false): number => {
@@ -215,6 +233,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     identityPaths: identityPaths(str('cert-chain'), str('key'), str('root-cert'), str('certs-dir')),
     credentialsDir: str('credentials-dir') ?? null,
     ...(xdsAddress !== undefined ? { xds: { address: xdsAddress, delta: v['xds-delta'] === true } } : {}),
+    ...(sdsAddress !== undefined ? { sds: { address: sdsAddress } } : {}),
   };
 }
 

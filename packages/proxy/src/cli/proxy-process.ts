@@ -7,6 +7,7 @@ import { AccessLog } from '../telemetry/access-log.ts';
 import { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import type { ProxyOptions } from './options.ts';
 import { IdentityStore } from '../tls/identity-store.ts';
+import type { SdsIdentity } from '../tls/sds-identity.ts';
 import { FileConfigSource, type ConfigSource, type SourcedConfig } from './config-source.ts';
 
 /** Where output goes; stdout (access log) and stderr (own log) unless given. */
@@ -34,6 +35,8 @@ export class ProxyProcess {
   readonly health: HealthServer;
   readonly prometheus: PrometheusServer | null;
   readonly identity: IdentityStore | null;
+  /** The SDS client the identity comes through (`--sds-address`, `remora envoy` under Istio's agent); null: files. */
+  readonly sds: SdsIdentity | null;
   /** Where configs come from: the files by default. */
   readonly source: ConfigSource;
   #stopping: Promise<void> | null = null;
@@ -51,16 +54,32 @@ export class ProxyProcess {
     source?: (loggers: Loggers) => ConfigSource | Promise<ConfigSource>,
   ): Promise<ProxyProcess> {
     const loggers = new Loggers(opts.logLevel, sinks.log);
-    const identity = opts.command === 'validate' ? null : await IdentityStore.open(opts.identityPaths, loggers.get('secret'));
+    let identity: IdentityStore | null = null;
+    let sds: SdsIdentity | null = null;
+    if (opts.command !== 'validate' && opts.sds !== undefined) {
+      identity = IdentityStore.pushed(loggers.get('secret'));
+      sds = await startSds(opts, identity, loggers);
+    } else if (opts.command !== 'validate') {
+      identity = await IdentityStore.open(opts.identityPaths, loggers.get('secret'));
+    }
     let from = await source?.(loggers);
     // Loaded only for xDS: the client and Envoy's descriptors are not a file-driven proxy's cost.
     if (from === undefined && opts.xds !== undefined) from = (await import('./xds-source.ts')).xdsSourceFromOptions(opts, loggers);
-    return new ProxyProcess(opts, onExit, sinks, loggers, identity, from ?? new FileConfigSource(opts, loggers));
+    return new ProxyProcess(opts, onExit, sinks, loggers, identity, sds, from ?? new FileConfigSource(opts, loggers));
   }
 
-  private constructor(opts: ProxyOptions, onExit: (code: number) => void, sinks: ProcessSinks, loggers: Loggers, identity: IdentityStore | null, source: ConfigSource) {
+  private constructor(
+    opts: ProxyOptions,
+    onExit: (code: number) => void,
+    sinks: ProcessSinks,
+    loggers: Loggers,
+    identity: IdentityStore | null,
+    sds: SdsIdentity | null,
+    source: ConfigSource,
+  ) {
     this.opts = opts;
     this.source = source;
+    this.sds = sds;
     this.#onExit = onExit;
     this.loggers = loggers;
     this.identity = identity;
@@ -111,6 +130,7 @@ export class ProxyProcess {
       this.source.close();
       this.#closeServers();
       await this.runtime.close();
+      this.sds?.close();
       this.identity?.close();
       throw new StartError((err as Error).message);
     }
@@ -156,6 +176,7 @@ export class ProxyProcess {
       await this.runtime.drain(drainMs);
       this.#closeServers();
       await this.runtime.close();
+      this.sds?.close();
       this.identity?.close();
       log.info('exiting');
       this.#onExit(code);
@@ -168,4 +189,27 @@ export class ProxyProcess {
     this.health.close();
     this.prometheus?.close();
   }
+}
+
+/** Envoy's default `initial_fetch_timeout`: how long the first listeners wait for the identity from SDS. */
+export const SDS_INITIAL_FETCH_MS = 15_000;
+
+/**
+ * Starts the SDS client and waits for the first identity, so that the first listeners and
+ * pools serve with it, as Envoy's warm on their secrets. Past the wait the proxy starts
+ * anyway (admin and plaintext serve; mTLS is refused) and takes the identity when it comes.
+ */
+async function startSds(opts: ProxyOptions, store: IdentityStore, loggers: Loggers): Promise<SdsIdentity> {
+  const sdsOpts = opts.sds!;
+  const log = loggers.get('secret');
+  // Loaded only for SDS: the client and Envoy's descriptors are not a file-driven proxy's cost.
+  const [{ SdsIdentity }, { bootstrapJson }] = await Promise.all([import('../tls/sds-identity.ts'), import('@remora/config/envoy')]);
+  const node = sdsOpts.node ?? bootstrapJson(opts.node, { ip: process.env.INSTANCE_IP ?? '127.0.0.1', adminAddress: '127.0.0.1', adminPort: opts.adminPort }).node ?? {};
+  const sds = new SdsIdentity(store, { target: sdsOpts.address, node, ...(sdsOpts.backoff ? { backoff: sdsOpts.backoff } : {}) }, log);
+  sds.start();
+  const waitMs = sdsOpts.initialFetchTimeoutMs ?? SDS_INITIAL_FETCH_MS;
+  if (!(await sds.ready(waitMs))) {
+    log.warn(`no workload identity from SDS ${sdsOpts.address} within ${waitMs} ms; starting without it (mTLS is refused until it arrives)`);
+  }
+  return sds;
 }

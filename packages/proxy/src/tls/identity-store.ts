@@ -13,6 +13,10 @@ import { sessionIdContext } from './session-id-context.ts';
  * only once it is consistent (key matches certificate, chain reaches a root, in date); a bad
  * or half-written set is retried briefly, then logged and ignored while the previous identity
  * keeps serving. Listeners and upstream pools build on `secureContext` and `onChange`.
+ *
+ * Or pushed (`IdentityStore.pushed`): the certificate and the roots arrive as Envoy's SDS
+ * secrets `default` and `ROOTCA` from Istio's agent (see sds-identity.ts) and are handed to
+ * `update`, which checks them the same way and answers with the reason a bad one is refused.
  */
 
 /** Where the identity files are: three explicit files, or a directory with Istio's file names. */
@@ -56,6 +60,29 @@ export interface IdentityStoreOptions {
   readonly now?: () => number;
 }
 
+/** Parts of an identity pushed to a store: the certificate chain with its key, the roots, or both. */
+export interface PushedIdentity {
+  readonly certChainPem?: string;
+  readonly keyPem?: string;
+  readonly rootsPem?: string;
+}
+
+/** How the parts of a pushed identity are named in the reasons `update` gives (default: Istio's file names). */
+export interface PushedNames {
+  readonly certChain: string;
+  readonly key: string;
+  readonly rootCert: string;
+}
+
+/** What a pushed store holds of each part, as accepted (PEM and parsed). */
+interface PushedParts {
+  readonly certChainPem: string | null;
+  readonly keyPem: string | null;
+  readonly pair: KeyPair | null;
+  readonly rootsPem: string | null;
+  readonly roots: readonly X509Certificate[] | null;
+}
+
 type ReadResult =
   | { readonly kind: 'absent' }
   | { readonly kind: 'bad'; readonly reason: string; readonly where: string }
@@ -65,6 +92,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class IdentityStore {
   readonly #paths: IdentityPaths | null;
+  /** Pushed: no files; the identity comes through `update`. */
+  readonly #pushed: boolean;
+  /** Pushed parts accepted so far (the certificate and the roots may come one at a time). */
+  #pushedParts: PushedParts = { certChainPem: null, keyPem: null, pair: null, rootsPem: null, roots: null };
   readonly #log: Logger;
   readonly #debounceMs: number;
   readonly #retryMs: number;
@@ -84,7 +115,8 @@ export class IdentityStore {
   #absentLogged = false;
   #closed = false;
 
-  private constructor(paths: IdentityPaths | null, log: Logger, opts: IdentityStoreOptions) {
+  private constructor(paths: IdentityPaths | null, log: Logger, opts: IdentityStoreOptions, pushed = false) {
+    this.#pushed = pushed;
     // Resolved once: a relative path (Istio's first default is one) means the working directory at start.
     this.#paths = paths === null ? null : 'dir' in paths ? { dir: resolve(paths.dir) } : { certChain: resolve(paths.certChain), key: resolve(paths.key), rootCert: resolve(paths.rootCert) };
     this.#log = log;
@@ -108,6 +140,78 @@ export class IdentityStore {
     return store;
   }
 
+  /**
+   * A store whose identity is pushed to it (`update`) instead of read from files: empty
+   * (plaintext only) until both the certificate and the roots have arrived.
+   */
+  static pushed(log: Logger, opts: IdentityStoreOptions = {}): IdentityStore {
+    return new IdentityStore(null, log, opts, true);
+  }
+
+  /**
+   * Takes pushed parts — the certificate chain with its key, the roots, or both at once — and
+   * serves the identity they make with what was pushed before. The parts are checked as the
+   * files are (parse, key matches certificate, in date, a SPIFFE ID); a part that fails is
+   * refused whole, logged with the reason, and returned as it, while the identity held keeps
+   * serving. A certificate that does not chain to the roots is served with a warning, as
+   * Envoy serves SDS secrets it is given: the roots may be rotated a push before or after it.
+   */
+  update(pushed: PushedIdentity, where: string, names: PushedNames = WORKLOAD_FILES): string | null {
+    if (!this.#pushed) throw new Error('update: this identity store reads files');
+    if (this.#closed) return 'the identity store is closed';
+    const refuse = (reason: string): string => {
+      const keep = this.#current ? `keeping serial ${this.#current.serial}` : 'no workload identity yet';
+      this.#log.error(`rejected the workload identity from ${where}: ${reason}; ${keep}`);
+      return reason;
+    };
+    const now = new Date(this.#now());
+    const hasChain = pushed.certChainPem !== undefined;
+    if (hasChain !== (pushed.keyPem !== undefined)) return refuse(`${hasChain ? names.key : names.certChain} is missing: the certificate chain and its key come together`);
+    let pair: KeyPair | null = null;
+    if (hasChain) {
+      const checked = checkKeyPair(pushed.certChainPem!, pushed.keyPem!, now, names);
+      if (typeof checked === 'string') return refuse(checked);
+      pair = checked;
+    }
+    let roots: X509Certificate[] | null = null;
+    if (pushed.rootsPem !== undefined) {
+      const checked = checkRoots(pushed.rootsPem, names);
+      if (typeof checked === 'string') return refuse(checked);
+      roots = checked;
+    }
+    const before = this.#pushedParts;
+    const parts: PushedParts = pair !== null
+      ? { ...before, certChainPem: pushed.certChainPem!, keyPem: pushed.keyPem!, pair }
+      : before;
+    const next: PushedParts = roots !== null ? { ...parts, rootsPem: pushed.rootsPem!, roots } : parts;
+    if (next.pair === null || next.roots === null) {
+      this.#pushedParts = next;
+      this.#log.debug(`workload identity: ${next.roots === null ? 'certificate' : 'roots'} from ${where}; waiting for the ${next.roots === null ? 'roots' : 'certificate'}`);
+      return null;
+    }
+    const chainPem = next.certChainPem!;
+    const keyPem = next.keyPem!;
+    const rootsPem = next.rootsPem!;
+    const cur = this.#current;
+    if (cur && cur.certChainPem === chainPem && cur.keyPem === keyPem && cur.rootsPem === rootsPem) {
+      this.#pushedParts = next;
+      return null;
+    }
+    let context: SecureContext;
+    try {
+      context = meshContext(chainPem, keyPem, rootsPem);
+    } catch (err) {
+      return refuse(`TLS rejects it: ${(err as Error).message}`);
+    }
+    const chainProblem = verifyCertificateChain(next.pair.chain, next.roots, now);
+    if (chainProblem !== null) {
+      this.#log.warn(`the workload certificate from ${where} does not verify against the roots held (${chainProblem}); serving it: peers that trust only these roots will refuse it`);
+    }
+    this.#pushedParts = next;
+    this.#apply(identityOf(next.pair, chainPem, keyPem, rootsPem), context, where);
+    return null;
+  }
+
   get current(): WorkloadIdentity | null {
     return this.#current;
   }
@@ -123,7 +227,7 @@ export class IdentityStore {
     return () => void this.#listeners.delete(listener);
   }
 
-  /** Re-reads the files now (as a file event would); resolves when the load is done. */
+  /** Re-reads the files now (as a file event would); resolves when the load is done. Nothing to do for a pushed identity. */
   async reload(): Promise<void> {
     this.#trigger();
     await this.#loading;
@@ -155,7 +259,7 @@ export class IdentityStore {
   }
 
   #trigger(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#pushed) return;
     if (this.#loading) {
       this.#again = true;
       this.#wakeRetry?.(); // a waiting retry reads the new files at once
@@ -261,9 +365,7 @@ export class IdentityStore {
     if (typeof checked === 'string') return { kind: 'bad', reason: checked, where };
     let context: SecureContext;
     try {
-      // Served to mesh peers, whose certificates are always required and verified against the
-      // roots: the session id context lets their pools resume sessions (see sessionIdContext).
-      context = createSecureContext({ cert: chainText, key: keyText, ca: rootsText, minVersion: 'TLSv1.2', sessionIdContext: sessionIdContext('ISTIO_MUTUAL', rootsText) });
+      context = meshContext(chainText, keyText, rootsText);
     } catch (err) {
       return { kind: 'bad', reason: `TLS rejects the files: ${(err as Error).message}`, where };
     }
@@ -300,56 +402,106 @@ export class IdentityStore {
     this.#expiryTimer = setTimeout(() => {
       this.#expiryTimer = null;
       if (this.#current === identity) {
-        this.#log.error(`the workload certificate (serial ${identity.serial}) expired at ${identity.notAfter.toISOString()} and no new one was written; peers will refuse it`);
+        const missing = this.#pushed ? 'no new one arrived' : 'no new one was written';
+        this.#log.error(`the workload certificate (serial ${identity.serial}) expired at ${identity.notAfter.toISOString()} and ${missing}; peers will refuse it`);
       }
     }, ms);
     this.#expiryTimer.unref();
   }
 }
 
-/** Checks a set of files; returns the identity, or the reason it cannot be served. */
-function validate(chainText: string, keyText: string, rootsText: string, now: Date): WorkloadIdentity | string {
+/** What the parts of an identity are called in messages: Istio's file names, or the SDS secrets' fields. */
+interface PartNames {
+  readonly certChain: string;
+  readonly key: string;
+  readonly rootCert: string;
+}
+
+/** A leaf, its chain and its key, checked: the identity's own fields. */
+interface KeyPair {
+  readonly chain: readonly X509Certificate[];
+  readonly spiffeId: string;
+  readonly serial: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+/** Checks a certificate chain and its private key: they parse, match, the leaf is in date and has a SPIFFE ID. */
+function checkKeyPair(chainText: string, keyText: string, now: Date, names: PartNames): KeyPair | string {
   let chain: X509Certificate[];
-  let roots: X509Certificate[];
   try {
     chain = parseCertificates(chainText);
   } catch (err) {
-    return `${WORKLOAD_FILES.certChain} does not parse: ${(err as Error).message}`;
+    return `${names.certChain} does not parse: ${(err as Error).message}`;
   }
-  if (chain.length === 0) return `${WORKLOAD_FILES.certChain} holds no certificate`;
-  try {
-    roots = parseCertificates(rootsText);
-  } catch (err) {
-    return `${WORKLOAD_FILES.rootCert} does not parse: ${(err as Error).message}`;
-  }
-  if (roots.length === 0) return `${WORKLOAD_FILES.rootCert} holds no certificate`;
+  if (chain.length === 0) return `${names.certChain} holds no certificate`;
   const leaf = chain[0]!;
   let key;
   try {
     key = createPrivateKey(keyText);
   } catch (err) {
-    return `${WORKLOAD_FILES.key} does not parse: ${(err as Error).message}`;
+    return `${names.key} does not parse: ${(err as Error).message}`;
   }
   if (!leaf.checkPrivateKey(key)) return `the private key does not match the certificate (serial ${leaf.serialNumber})`;
-  const chainProblem = verifyCertificateChain(chain, roots, now);
-  if (chainProblem !== null) return chainProblem;
+  const info = certificateInfo(leaf);
+  if (now < info.notBefore) return `certificate (serial ${leaf.serialNumber}) is not valid before ${info.notBefore.toISOString()}`;
+  if (now > info.notAfter) return `certificate (serial ${leaf.serialNumber}) expired at ${info.notAfter.toISOString()}`;
   const spiffeId = spiffeIdOf(leaf);
   if (spiffeId === null) return `the certificate (serial ${leaf.serialNumber}) has no spiffe:// URI SAN`;
-  const parts = parseSpiffeId(spiffeId)!;
-  const info = certificateInfo(leaf);
+  return { chain, spiffeId, serial: info.serial, notBefore: info.notBefore, notAfter: info.notAfter };
+}
+
+/** Checks a root bundle: it parses and holds at least one certificate. */
+function checkRoots(rootsText: string, names: PartNames): X509Certificate[] | string {
+  let roots: X509Certificate[];
+  try {
+    roots = parseCertificates(rootsText);
+  } catch (err) {
+    return `${names.rootCert} does not parse: ${(err as Error).message}`;
+  }
+  if (roots.length === 0) return `${names.rootCert} holds no certificate`;
+  return roots;
+}
+
+function identityOf(pair: KeyPair, chainText: string, keyText: string, rootsText: string): WorkloadIdentity {
+  const parts = parseSpiffeId(pair.spiffeId)!;
   return {
-    spiffeId,
-    principal: spiffeId.slice('spiffe://'.length),
+    spiffeId: pair.spiffeId,
+    principal: pair.spiffeId.slice('spiffe://'.length),
     trustDomain: parts.trustDomain,
     namespace: parts.namespace,
     serviceAccount: parts.serviceAccount,
     certChainPem: chainText,
     keyPem: keyText,
     rootsPem: rootsText,
-    serial: info.serial,
-    notBefore: info.notBefore,
-    notAfter: info.notAfter,
+    serial: pair.serial,
+    notBefore: pair.notBefore,
+    notAfter: pair.notAfter,
   };
+}
+
+/** Checks a set of files; returns the identity, or the reason it cannot be served. */
+function validate(chainText: string, keyText: string, rootsText: string, now: Date): WorkloadIdentity | string {
+  // The chain first, then the roots, then the key: the order the reasons have always come in.
+  try {
+    if (parseCertificates(chainText).length === 0) return `${WORKLOAD_FILES.certChain} holds no certificate`;
+  } catch (err) {
+    return `${WORKLOAD_FILES.certChain} does not parse: ${(err as Error).message}`;
+  }
+  const roots = checkRoots(rootsText, WORKLOAD_FILES);
+  if (typeof roots === 'string') return roots;
+  const pair = checkKeyPair(chainText, keyText, now, WORKLOAD_FILES);
+  if (typeof pair === 'string') return pair;
+  const chainProblem = verifyCertificateChain(pair.chain, roots, now);
+  if (chainProblem !== null) return chainProblem;
+  return identityOf(pair, chainText, keyText, rootsText);
+}
+
+/** A secure context for the mesh identity: cert and key, the roots as CA, for server and client sides. */
+function meshContext(chainText: string, keyText: string, rootsText: string): SecureContext {
+  // Served to mesh peers, whose certificates are always required and verified against the
+  // roots: the session id context lets their pools resume sessions (see sessionIdContext).
+  return createSecureContext({ cert: chainText, key: keyText, ca: rootsText, minVersion: 'TLSv1.2', sessionIdContext: sessionIdContext('ISTIO_MUTUAL', rootsText) });
 }
 
 /** The certificate's SPIFFE ID (its `spiffe://…` URI SAN); null if none. Takes a TLS peer certificate or an X509Certificate. */
