@@ -15,6 +15,8 @@ import { get } from './helpers/http.ts';
 import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { CLI, CORPUS, startRemora } from './helpers/remora.ts';
+import { certificateSecret, rootsSecret, SdsAgent } from './helpers/sds-agent.ts';
+import { DevCa } from '@remora/proxy';
 import { spawn } from 'node:child_process';
 import { collectLines } from './helpers/net.ts';
 
@@ -259,6 +261,7 @@ t.test("Istio's agent bootstrap: remora envoy under a control plane on the agent
       const sa = e.endpoint.address.socket_address;
       if (sa !== undefined) sa.port_value = moved[sa.port_value] ?? sa.port_value;
       if (c.name === 'xds-grpc') e.endpoint.address.pipe.path = join(dir, 'XDS');
+      if (c.name === 'sds-grpc') e.endpoint.address.pipe.path = join(dir, 'SDS');
     }
   }
   t.equal(bootstrap.dynamic_resources.ads_config.api_type, 'DELTA_GRPC', "the agent's bootstrap asks for incremental ADS");
@@ -268,6 +271,14 @@ t.test("Istio's agent bootstrap: remora envoy under a control plane on the agent
   const cp = new ControlPlane(`unix:${join(dir, 'XDS')}`);
   await cp.start();
   t.teardown(() => cp.kill());
+  // The agent's SDS socket, serving the workload certificate and the mesh roots.
+  const ca = await DevCa.create();
+  const workload = await ca.issueWorkload({ namespace: 'default', serviceAccount: 'default' });
+  const sds = new SdsAgent(`unix:${join(dir, 'SDS')}`);
+  sds.set(certificateSecret(workload.certChainPem, workload.keyPem));
+  sds.set(rootsSecret(ca.rootCertPem));
+  await sds.start();
+  t.teardown(() => sds.kill());
   const sidecar: ProxyNode = { ...GATEWAY, kind: 'sidecar', namespace: 'default', labels: {}, workloadName: 'foo', serviceAccount: 'default' };
   const yaml = serviceEntry('web', 'web.example', [{ port: web.port, labels: { app: 'web' } }]);
   const parsed = parseResources(yaml, 'mesh.yaml');
@@ -306,6 +317,8 @@ t.test("Istio's agent bootstrap: remora envoy under a control plane on the agent
 
   const dump = JSON.parse((await get(adminPort, '/config_dump?resource=static_listeners', 'localhost')).body) as { configs: { listener: { name: string } }[] };
   t.same(dump.configs.map((c) => c.listener.name).sort(), ['0.0.0.0_15021', '0.0.0.0_15090'], "the bootstrap's listeners are the dump's static ones");
+
+  t.ok(sds.verdicts.some((v) => v.ack), "the workload identity came over the agent's SDS socket and was ACKed");
 
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'SIGTERM drains and exits 0');
