@@ -6,7 +6,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JsonValue } from '@bufbuild/protobuf';
 import t, { type Test } from 'tap';
-import type { ProxyConfig, RouteConfiguration } from '@remora/config';
+import type { ListenerPorts, ProxyConfig, ProxyNode, Resource, RouteConfiguration } from '@remora/config';
+import { proxyConfigFromEnvoy, translateIstioToEnvoy } from '@remora/config/envoy';
 import { envoyFromJson, envoyToJson } from '../src/envoy/codec.ts';
 import { envoyResourcesFromModel } from '../src/envoy/from-model.ts';
 import { formatImportIssue, ImportContext } from '../src/envoy/import-context.ts';
@@ -14,7 +15,7 @@ import { hashKeysFromRoutes, routeConfigFromEnvoy } from '../src/envoy/to-model-
 import { RouteConfigurationSchema } from '../src/envoy/gen/envoy/config/route/v3/route_pb.ts';
 import type { RouteConfigurationJson } from '../src/envoy/gen/envoy/config/route/v3/route_pb.ts';
 import { GOLDENS_DIR, GOLDENS_MISSING, readGolden } from './helpers/envoy.ts';
-import { bk, bookinfo, BOOKINFO_DIR, BOOKINFO_MISSING, BOOKINFO_SERVICES, INGRESS, PORTS, REPO_ROOT, SIDECAR, translate } from './helpers/translate.ts';
+import { bk, bookinfo, BOOKINFO_DIR, BOOKINFO_MISSING, BOOKINFO_SERVICES, briefIssue, INGRESS, load, PORTS, REPO_ROOT, SIDECAR, translate } from './helpers/translate.ts';
 
 /** Through Envoy's descriptors and back: the canonical form an xDS stream delivers. */
 function canonical(json: unknown): RouteConfigurationJson {
@@ -43,6 +44,19 @@ function roundTrip(t: Test, config: ProxyConfig, what: string): void {
     t.same(issues, [], `${what} ${json.name ?? ''}: no issues`);
     t.strictSame(sorted(rc), sorted(config.routeConfigs[i]), `${what} ${json.name ?? ''}: imports as the model it was exported from`);
   });
+}
+
+/**
+ * The model the proxy runs for a mesh: translated, exported, patched by its EnvoyFilters and
+ * imported, as the loader does.
+ */
+function pipeline(t: Test, yaml: string, node: ProxyNode = SIDECAR, ports: ListenerPorts = PORTS): ProxyConfig {
+  const resources: Resource[] = load(yaml).resources;
+  const { envoy, version, issues } = translateIstioToEnvoy(resources, node, ports);
+  t.same(issues.filter((i) => i.severity === 'error').map(briefIssue), [], 'translated and patched without errors');
+  const imported = proxyConfigFromEnvoy(envoy, node, version, false);
+  t.same(imported.issues, [], 'imported without issues');
+  return imported.config;
 }
 
 const ROUTES_MESH = `${BOOKINFO_SERVICES}
@@ -116,7 +130,7 @@ spec:
     - applyTo: HTTP_ROUTE
       match:
         context: SIDECAR_OUTBOUND
-        routeConfiguration: {vhost: {name: "reviews.default.svc.cluster.local:9080"}}
+        routeConfiguration: {vhost: {name: "reviews.default.svc.cluster.local:9080", route: {action: ROUTE}}}
       patch:
         operation: MERGE
         value:
@@ -163,6 +177,12 @@ spec:
 
 t.test('round trip: the translated route tables read back as they were', async (t) => {
   roundTrip(t, translate(ROUTES_MESH).config, 'routes mesh (sidecar)');
+  // Its EnvoyFilter patches the exported routes: a route's own local rate limit and rate_limits.
+  const patched = pipeline(t, ROUTES_MESH);
+  const reviews = patched.routeConfigs.find((rc) => rc.name === '9080')!.virtualHosts.find((v) => v.name === 'reviews.default.svc.cluster.local:9080')!;
+  const forwards = reviews.routes.filter((r) => r.action.kind === 'forward');
+  t.ok(forwards.length > 0 && forwards.every((r) => 'envoy.filters.http.local_ratelimit' in r.filterConfigs && (r.rateLimits?.length ?? 0) > 0), 'the patched routes carry the limit');
+  roundTrip(t, patched, 'routes mesh (sidecar, EnvoyFilter applied)');
   roundTrip(t, translate(ROUTES_MESH, SIDECAR, { ...PORTS, appPort: 9080 }).config, 'routes mesh (sidecar, inbound)');
   roundTrip(t, translate(GATEWAY_MESH, INGRESS).config, 'gateway mesh');
 });

@@ -247,6 +247,10 @@ t.test('HTTP_FILTER match: context, listener port and name, network filter name,
   t.same(chain({ context: 'SIDECAR_OUTBOUND' }, 'virtualOutbound'), [FAULT, CORS, ROUTER], 'the outbound capture');
   t.same(chain({ context: 'SIDECAR_OUTBOUND' }, '0.0.0.0_9080'), [FAULT, CORS, ROUTER], "the outbound port's listener, which requests to 9080 use");
   t.same(chain({ context: 'ANY' }), [FAULT, CORS, ROUTER], 'ANY');
+  t.same(chain({ context: 'ANY' }, 'virtualOutbound'), [FAULT, CORS, ROUTER], 'ANY: the outbound side too');
+  const gw = (port: number) =>
+    envoy([GATEWAY, ef({ ns: 'istio-system', context: 'GATEWAY', operation: 'INSERT_FIRST', match: onHcm(undefined, `\n  portNumber: ${port}`), value: faultValue(500) })], INGRESS, PORTS).e;
+  t.same([names(gw(8080), '0.0.0.0_8080'), names(gw(8080), '0.0.0.0_8081')], [[FAULT, CORS, ROUTER], [CORS, ROUTER]], 'a gateway port: its listener only');
   t.same(chain({ match: onHcm(undefined, '\n  portNumber: 9080') }), [FAULT, CORS, ROUTER], "the app's port on the inbound side (its filter chains' destination port)");
   t.same(chain({ match: onHcm(undefined, '\n  portNumber: 9999') }), [CORS, ROUTER], 'another port');
   t.same(chain({ context: 'SIDECAR_OUTBOUND', match: onHcm(undefined, '\n  portNumber: 9080') }, '0.0.0.0_9080'), [FAULT, CORS, ROUTER], 'outbound port 9080: its listener');
@@ -420,7 +424,10 @@ t.test("local rate limit errors: Envoy's rules, with the field path as written",
     ['{max_tokens: 4, fill_interval: 1 minute}', /value\.token_bucket\.fill_interval: cannot decode message google\.protobuf\.Duration from JSON: "1 minute"$/],
     ['{max_tokens: 4, fillInterval: 60s, burst: 2}', /value\.token_bucket\.burst: unknown field "burst" in envoy\.type\.v3\.TokenBucket$/],
     ['{max_tokens: 0, tokens_per_fill: 4, fill_interval: 60s}', /value\.token_bucket\.max_tokens: max_tokens is required$/],
+    ['{max_tokens: 4, fill_interval: 20ms}', /value\.token_bucket\.fill_interval: cannot decode message google\.protobuf\.Duration from JSON: "20ms"$/],
+    ['{max_tokens: 4, tokens_per_fill: 0, fill_interval: 60s}', /value\.token_bucket\.tokens_per_fill: tokens_per_fill must be a positive integer, got 0$/],
     ['{max_tokens: 4, fill_interval: 0.020s}', /value\.token_bucket\.fill_interval: fill_interval must be at least 50ms/],
+    ['{fill_interval: 1s}', /value\.token_bucket\.max_tokens: max_tokens is required$/],
     ['null', /value\.token_bucket: token_bucket is required in a route's local rate limit/],
   ];
   for (const [bucket, want] of cases) {
@@ -428,11 +435,40 @@ t.test("local rate limit errors: Envoy's rules, with the field path as written",
     t.match(brief, [new RegExp(`^error EnvoyFilter istio-system/filter-local-ratelimit-svc spec\\.configPatches\\[1\\]\\.patch\\.value\\.typed_per_filter_config\\.envoy\\.filters\\.http\\.local_ratelimit\\.${want.source}`)], bucket);
     t.equal(((routeConfig(e, 'inbound|9080||').virtualHosts as Obj[])[0]!.routes[0] as Obj).typedPerFilterConfig, undefined, 'an invalid limit is not installed');
   }
+  const badFraction = envoy([BOOKINFO_SERVICES, docsLimit().replace(/(runtime_key: local_rate_limit_enforced\n\s+default_value: \{numerator: 100, denominator: )HUNDRED/, '$1PERCENT')]);
+  t.same(badFraction.brief, [
+    'error EnvoyFilter istio-system/filter-local-ratelimit-svc spec.configPatches[1].patch.value.typed_per_filter_config.envoy.filters.http.local_ratelimit.value.filter_enforced.default_value.denominator: cannot decode enum envoy.type.v3.FractionalPercent.DenominatorType from JSON: "PERCENT"',
+  ]);
+  const filterLevel = envoy([BOOKINFO_SERVICES, docsLimit().replace('              stat_prefix: http_local_rate_limiter\n    - applyTo', '              stat_prefix: http_local_rate_limiter\n              token_bucket: {max_tokens: -5}\n    - applyTo')]);
+  t.match(filterLevel.brief, [/^error EnvoyFilter istio-system\/filter-local-ratelimit-svc spec\.configPatches\[0\]\.patch\.value\.typed_config\.value\.token_bucket\.max_tokens: cannot decode field envoy\.type\.v3\.TokenBucket\.max_tokens from JSON/]);
+  t.same(names(filterLevel.e), [CORS, ROUTER], 'the filter is not inserted');
   const wrongType = envoy([BOOKINFO_SERVICES, docsLimit().replace('v3.LocalRateLimit\n            value', 'v3.RateLimit\n            value')]);
   t.match(wrongType.brief, [/spec\.configPatches\[0\]\.patch\.value\.typed_config\.type_url: envoy\.filters\.http\.local_ratelimit takes type\.googleapis\.com\/envoy\.extensions\.filters\.http\.local_ratelimit\.v3\.LocalRateLimit/]);
 });
 
-t.test("a local rate limit with its own rate_limits (newer than Envoy's bundled descriptors) goes in the exporter's private form", async (t) => {
+t.test("local rate limit warnings: a route's limit where no listener runs the filter; an EnvoyFilter's limit beside a LocalRateLimit resource's", async (t) => {
+  const routeOnly = docsLimit().replace(/    - applyTo: HTTP_FILTER[\s\S]*?(    - applyTo: HTTP_ROUTE)/, '$1');
+  const { e, brief } = envoy([BOOKINFO_SERVICES, routeOnly]);
+  t.same(brief, [
+    "warning EnvoyFilter istio-system/filter-local-ratelimit-svc spec.configPatches[0]: no SIDECAR_INBOUND listener runs envoy.filters.http.local_ratelimit (no HTTP_FILTER patch inserts it there), so this patch's local rate limit has no effect there",
+  ]);
+  t.strictSame(((routeConfig(e, 'inbound|9080||').virtualHosts as Obj[])[0]!.routes[0] as Obj).typedPerFilterConfig, { [LRL]: ROUTE_LIMIT }, 'the patch still applies, as istiod');
+  t.same(envoy([BOOKINFO_SERVICES, docsLimit()]).brief, [], 'none with the filter inserted');
+
+  const native = `apiVersion: ratelimit.remora.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: rl, namespace: default}
+spec:
+  tokenBucket: {maxTokens: 1, fillInterval: 1s}
+`;
+  const both = envoy([BOOKINFO_SERVICES, native, docsLimit()]);
+  t.same(names(both.e), [LRL, LRL, CORS, ROUTER], "the EnvoyFilter's first (INSERT_BEFORE without a subFilter), then the resource's");
+  t.same(both.brief, [
+    'warning EnvoyFilter istio-system/filter-local-ratelimit-svc spec.configPatches[0].patch.value: the SIDECAR_INBOUND listener virtualInbound already has the local rate limit of a LocalRateLimit resource; both limits apply',
+  ]);
+});
+
+t.test("a local rate limit with its own rate_limits (newer than Envoy's bundled descriptors) goes in the exporter's private form; its fields as Envoy reads them", async (t) => {
   const { e, brief } = envoy([
     BOOKINFO_SERVICES,
     ef({
@@ -443,11 +479,17 @@ typedConfig:
   "@type": ${LRL_TYPE}
   statPrefix: rl
   tokenBucket: {maxTokens: 10, fillInterval: 1.5s}
+  filterEnabled: {runtimeKey: e, defaultValue: {numerator: 5000, denominator: TEN_THOUSAND}}
+  status: {code: 503}
+  enable_x_ratelimit_headers: DRAFT_VERSION_03
+  rate_limited_as_resource_exhausted: true
+  always_consume_default_token_bucket: false
   descriptors:
     - entries: [{key: client, value: slow}]
       token_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 60s}
   rate_limits:
-    - actions: [{request_headers: {header_name: x-client, descriptor_key: client}}]`,
+    - actions: [{request_headers: {header_name: x-client, descriptor_key: client}}]
+    - actions: [{generic_key: {descriptor_value: all}}, {remote_address: {}}]`,
     }),
   ]);
   t.same(brief, []);
@@ -458,9 +500,17 @@ typedConfig:
       typeUrl: `${T}remora.${LRL}`,
       value: {
         statPrefix: 'rl',
+        status: { code: 'ServiceUnavailable' },
         tokenBucket: { maxTokens: 10, fillInterval: '1.500s' },
+        filterEnabled: { defaultValue: { numerator: 5000, denominator: 'TEN_THOUSAND' }, runtimeKey: 'e' },
         descriptors: [{ entries: [{ key: 'client', value: 'slow' }], tokenBucket: { maxTokens: 1, tokensPerFill: 1, fillInterval: '60s' } }],
-        rateLimits: [{ actions: [{ requestHeaders: { headerName: 'x-client', descriptorKey: 'client' } }] }],
+        enableXRatelimitHeaders: 'DRAFT_VERSION_03',
+        alwaysConsumeDefaultTokenBucket: false,
+        rateLimitedAsResourceExhausted: true,
+        rateLimits: [
+          { actions: [{ requestHeaders: { headerName: 'x-client', descriptorKey: 'client' } }] },
+          { actions: [{ genericKey: { descriptorValue: 'all' } }, { remoteAddress: {} }] },
+        ],
       },
     },
   });
@@ -493,6 +543,18 @@ t.test('NETWORK_FILTER MERGE into the connection manager (proto merge of HttpCon
   t.equal(hcmOf(other.e, '0.0.0.0_8080').serverName, 'istio-envoy', 'another port');
   const bad = envoy([GATEWAY, hcmMerge('server_header_transformation: SOMETIMES')], INGRESS, PORTS);
   t.match(bad.brief, [/^error EnvoyFilter istio-system\/ef spec\.configPatches\[0\]\.patch\.value\.typed_config\.server_header_transformation: /]);
+  const sidecar = envoy([BOOKINFO_SERVICES, hcmMerge('server_header_transformation: APPEND_IF_ABSENT', { context: 'SIDECAR_INBOUND', ns: 'default' })]);
+  t.same(sidecar.brief, []);
+  t.same(
+    sidecar.e.listeners.flatMap((l) => ((l.filterChains ?? []) as Obj[]).flatMap((fc) => (fc.filters as Obj[]).filter((f) => f.name === HCM).map((f) => [l.name, f.typedConfig.serverHeaderTransformation ?? 'OVERWRITE']))),
+    [
+      ['virtualOutbound', 'OVERWRITE'],
+      ['0.0.0.0_9080', 'OVERWRITE'],
+      ['virtualInbound', 'APPEND_IF_ABSENT'],
+      ['virtualInbound', 'APPEND_IF_ABSENT'],
+    ],
+    'SIDECAR_INBOUND: both inbound chains, no outbound one',
+  );
 });
 
 t.test('NETWORK_FILTER REMOVE and REPLACE; FILTER_CHAIN REMOVE, MERGE and ADD; LISTENER REMOVE, MERGE and ADD', async (t) => {

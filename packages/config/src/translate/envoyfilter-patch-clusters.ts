@@ -6,7 +6,7 @@
  * clusters in.
  */
 import type { TranslateContext } from './context.ts';
-import { obj, type Obj, type PatchContext } from './envoyfilter.ts';
+import { contextMatches, obj, type Obj, type PatchContext } from './envoyfilter.ts';
 import type { Patch } from './envoyfilter-patch.ts';
 import { assignFrom, mergeMessages, mergeTypedConfig, schemaOf, VALUE_TYPES } from './envoyfilter-patch-value.ts';
 
@@ -17,9 +17,6 @@ interface ClusterMatch {
   name?: string;
 }
 
-function contextMatches(want: string | undefined, context: PatchContext): boolean {
-  return want === undefined || want === 'ANY' || want === context;
-}
 
 function clusterContext(ctx: TranslateContext, c: Obj): PatchContext {
   if (ctx.node.kind === 'gateway') return 'GATEWAY';

@@ -7,7 +7,7 @@
  */
 import type { TranslateContext } from './context.ts';
 import type { Obj, PatchContext } from './envoyfilter.ts';
-import { obj } from './envoyfilter.ts';
+import { contextMatches, obj } from './envoyfilter.ts';
 import type { Patch } from './envoyfilter-patch.ts';
 import { assignFrom, checkMergedLimit, mergeMessages, schemaOf, VALUE_TYPES } from './envoyfilter-patch-value.ts';
 import { LOCAL_RATE_LIMIT_FILTER } from './local-ratelimit.ts';
@@ -24,9 +24,6 @@ function rcMatchOf(rp: Patch): RouteConfigurationMatch | undefined {
   return rp.p.match.routeConfiguration as RouteConfigurationMatch | undefined;
 }
 
-function contextMatches(want: string | undefined, context: PatchContext): boolean {
-  return want === undefined || want === 'ANY' || want === context;
-}
 
 export function patchRouteConfigurations(ctx: TranslateContext, patches: readonly Patch[], routeConfigs: Obj[], contextOf: (name: string) => PatchContext): Obj[] {
   if (!patches.some((p) => p.applyTo === 'ROUTE_CONFIGURATION' || p.applyTo === 'VIRTUAL_HOST' || p.applyTo === 'HTTP_ROUTE')) return routeConfigs;

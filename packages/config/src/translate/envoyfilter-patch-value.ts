@@ -13,7 +13,8 @@ import { EnvoyCodecError } from '../errors.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
 import { canonicalFilterName, envoyCodec, field, HTTP_CONNECTION_MANAGER, obj, splitPath, type EnvoyFilterPatch, type Obj, type Path } from './envoyfilter.ts';
-import { decodeLimit, LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_TYPE } from './local-ratelimit.ts';
+import { decodeLimit } from './envoyfilter-local-ratelimit.ts';
+import { LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_TYPE } from './local-ratelimit.ts';
 
 export const T = 'type.googleapis.com/';
 export const HCM_TYPE = 'envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';

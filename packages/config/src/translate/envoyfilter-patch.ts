@@ -17,7 +17,7 @@ import type { ClusterJson } from '../envoy/gen/envoy/config/cluster/v3/cluster_p
 import type { ListenerJson } from '../envoy/gen/envoy/config/listener/v3/listener_pb.ts';
 import type { RouteConfigurationJson } from '../envoy/gen/envoy/config/route/v3/route_pb.ts';
 import type { TranslateContext } from './context.ts';
-import { canonicalFilterName, envoyFilterPatches, HTTP_CONNECTION_MANAGER, obj, type EnvoyFilterPatch, type Obj, type Path, type PatchContext } from './envoyfilter.ts';
+import { canonicalFilterName, contextMatches, envoyFilterPatches, HTTP_CONNECTION_MANAGER, obj, type EnvoyFilterPatch, type Obj, type Path, type PatchContext } from './envoyfilter.ts';
 import {
   assignFrom,
   checkFilterChains,
@@ -36,6 +36,7 @@ import {
 } from './envoyfilter-patch-value.ts';
 import { patchRouteConfigurations } from './envoyfilter-patch-routes.ts';
 import { patchClusters } from './envoyfilter-patch-clusters.ts';
+import { LOCAL_RATE_LIMIT_FILTER } from './local-ratelimit.ts';
 
 /** One patch that applies to this proxy, read and checked once. */
 export interface Patch {
@@ -89,6 +90,7 @@ export function applyEnvoyFilters(resources: EnvoyResources, ctx: TranslateConte
     }
   }
   const patchedListeners = patchListeners(ctx, patches, listeners, contexts);
+  warnLimitsWithoutFilter(ctx, patches, patchedListeners, contexts);
   const routeConfigs = patchRouteConfigurations(ctx, patches, structuredClone(resources.routeConfigs) as Obj[], (name) => rcContext.get(name) ?? contexts[0]!);
   const clusters = patchClusters(ctx, patches, structuredClone(resources.clusters) as Obj[], contexts);
   const byName = new Map(resources.endpoints.map((e) => [e.assignment.clusterName ?? '', e]));
@@ -117,6 +119,29 @@ function listenerContext(ctx: TranslateContext, l: Obj): PatchContext {
   if (ctx.node.kind === 'gateway') return 'GATEWAY';
   return l.trafficDirection === 'INBOUND' ? 'SIDECAR_INBOUND' : 'SIDECAR_OUTBOUND';
 }
+
+/**
+ * A route's (or virtual host's, or table's) local rate limit takes effect only where the
+ * filter is in the chain, which Envoy does not check: a patch that brings one where no
+ * listener of its context runs the filter is reported, once per context.
+ */
+function warnLimitsWithoutFilter(ctx: TranslateContext, patches: readonly Patch[], listeners: readonly Obj[], contexts: readonly PatchContext[]): void {
+  const limited = patches.filter((rp) => ROUTE_LEVEL.has(rp.applyTo) && obj(rp.value?.typedPerFilterConfig)?.[LOCAL_RATE_LIMIT_FILTER] !== undefined);
+  if (limited.length === 0) return;
+  const running = new Set<PatchContext>();
+  for (const l of listeners) {
+    const chains = connectionManagers(l).map((hcm) => (hcm.httpFilters as Obj[] | undefined) ?? []);
+    if (chains.some((filters) => filters.some((f) => f.name === LOCAL_RATE_LIMIT_FILTER))) running.add(listenerContext(ctx, l));
+  }
+  for (const rp of limited) {
+    for (const context of contexts) {
+      if (!contextMatches(rp.p.match.context, context) || running.has(context)) continue;
+      ctx.warn(rp.p.r, rp.p.at, `no ${context} listener runs ${LOCAL_RATE_LIMIT_FILTER} (no HTTP_FILTER patch inserts it there), so this patch's local rate limit has no effect there`);
+    }
+  }
+}
+
+const ROUTE_LEVEL: ReadonlySet<string> = new Set(['ROUTE_CONFIGURATION', 'VIRTUAL_HOST', 'HTTP_ROUTE']);
 
 /** The connection managers' configs of a listener (every filter chain's). */
 function connectionManagers(l: Obj): Obj[] {
@@ -229,9 +254,6 @@ function checkMergeName(ctx: TranslateContext, p: EnvoyFilterPatch, value: Obj):
   return { ...value, name };
 }
 
-function contextMatches(want: string | undefined, context: PatchContext): boolean {
-  return want === undefined || want === 'ANY' || want === context;
-}
 
 // ---- listeners (listener_patch.go) ----
 
@@ -448,6 +470,8 @@ function patchHttpFilters(ctx: TranslateContext, patches: readonly Patch[], l: O
   const mine = patches.filter(applies);
   if (mine.length === 0) return;
   const slots = istioChain((hcm.httpFilters as Obj[] | undefined) ?? [], context);
+  // Only Remora's LocalRateLimit resource puts a local rate limit in the exported chain.
+  const ownLimit = slots.some((s) => s.name === LOCAL_RATE_LIMIT_FILTER);
   const touchedRouter: Patch[] = [];
   for (const lp of mine) {
     if (lp.operation === 'MERGE') continue;
@@ -508,6 +532,12 @@ function patchHttpFilters(ctx: TranslateContext, patches: readonly Patch[], l: O
     }
   }
   const out = slots.flatMap((s) => (s.json === null ? [] : [s.json]));
+  if (ownLimit && out.filter((x) => x.name === LOCAL_RATE_LIMIT_FILTER).length > 1) {
+    for (const lp of mine) {
+      if (lp.operation === 'MERGE' || lp.operation === 'REMOVE' || lp.value?.name !== LOCAL_RATE_LIMIT_FILTER) continue;
+      ctx.warn(lp.p.r, [...lp.p.at, 'patch', 'value'], `the ${context} listener ${String(l.name)} already has the local rate limit of a LocalRateLimit resource; both limits apply`);
+    }
+  }
   if (out[out.length - 1]?.name !== ROUTER) {
     for (const lp of touchedRouter) ctx.error(lp.p.r, [...lp.p.at, ...SUB_FILTER_AT], `Envoy refuses an HTTP filter chain that does not end with ${ROUTER}`);
   }

@@ -1,13 +1,13 @@
 /**
  * EnvoyFilter, the parts every patch shares: which EnvoyFilters apply to this proxy and in
  * which order (istiod's pilot/pkg/model/push_context.go: `priority`, then the root namespace's
- * before the workload's, then age, then name), how a patch's `match` selects a listener
- * (envoyfilter/listener_patch.go), and Envoy's descriptors to read the Envoy JSON a patch
- * carries, so its errors name the EnvoyFilter, the patch and the exact field.
+ * before the workload's, then age, then name), `match.context`, filter names, and Envoy's
+ * descriptors to read the Envoy JSON a patch carries, so its errors name the EnvoyFilter, the
+ * patch and the exact field. The patches themselves apply in envoyfilter-patch*.ts.
  */
 import { createRequire } from 'node:module';
 // The runtime library alone is small; the descriptors are what costs, and they load lazily below.
-import { merge, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
+import type { DescMessage, JsonValue } from '@bufbuild/protobuf';
 import { EnvoyCodecError } from '../errors.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
@@ -53,13 +53,6 @@ const DEPRECATED_FILTER_NAMES: Readonly<Record<string, string>> = {
 /** A filter name with its deprecated spelling replaced by the canonical one. */
 export function canonicalFilterName(name: string): string {
   return DEPRECATED_FILTER_NAMES[name] ?? name;
-}
-
-/** A filter name a patch wrote: canonical, with a warning (istiod's) when it was a deprecated one. */
-export function patchFilterName(ctx: TranslateContext, r: Resource, at: Path, name: string): string {
-  const canonical = canonicalFilterName(name);
-  if (canonical !== name) ctx.warn(r, at, `using deprecated filter name ${JSON.stringify(name)}; use ${JSON.stringify(canonical)} instead`);
-  return canonical;
 }
 
 export interface PatchMatch {
@@ -174,45 +167,6 @@ export function contextMatches(want: unknown, context: PatchContext): boolean {
   return want === undefined || want === null || want === 'ANY' || want === context;
 }
 
-/** The listener port an EnvoyFilter `portNumber` names: the app's port on the inbound side (Istio's inbound listeners are per workload port). */
-export function portMatches(ctx: TranslateContext, want: unknown, context: PatchContext, listenerPort: number): boolean {
-  if (want === undefined || want === null || want === 0) return true;
-  if (context === 'SIDECAR_INBOUND') return want === ctx.ports.appPort || want === listenerPort;
-  return want === listenerPort;
-}
-
-/** An HTTP listener of this proxy, as a patch's `match.listener` sees it. */
-export interface PatchListener {
-  readonly context: PatchContext;
-  readonly name: string;
-  readonly port: number;
-}
-
-/**
- * Does a patch's `match` select this HTTP listener's connection manager: context, listener
- * name and port, and `filterChain.filter.name` (which must then be the connection manager)?
- * `subFilter` is the caller's. Filter chain name/SNI/protocol matches select nothing in
- * Remora's chains, so a patch that sets them applies nowhere.
- */
-export function listenerMatches(ctx: TranslateContext, p: EnvoyFilterPatch, l: PatchListener): boolean {
-  if (!contextMatches(p.match.context, l.context)) return false;
-  const lm = p.match.listener;
-  if (lm === undefined) return true;
-  if (lm.name !== undefined && lm.name !== '' && lm.name !== l.name) return false;
-  if (!portMatches(ctx, lm.portNumber, l.context, l.port)) return false;
-  const fc = lm.filterChain;
-  if (fc === undefined) return true;
-  if (fc.name !== undefined && fc.name !== '') return false;
-  const name = fc.filter?.name;
-  return name === undefined || name === '' || canonicalFilterName(name) === HTTP_CONNECTION_MANAGER;
-}
-
-/** The `subFilter.name` a patch's match names, canonical; null when none is given. */
-export function subFilterOf(p: EnvoyFilterPatch): string | null {
-  const name = p.match.listener?.filterChain?.filter?.subFilter?.name;
-  return typeof name === 'string' && name !== '' ? canonicalFilterName(name) : null;
-}
-
 interface EnvoyCodec {
   readonly envoyFromJson: typeof import('../envoy/codec.ts').envoyFromJson;
   readonly envoyToJson: typeof import('../envoy/codec.ts').envoyToJson;
@@ -245,59 +199,5 @@ export function decode<T>(ctx: TranslateContext, r: Resource, schema: DescMessag
     if (!(e instanceof EnvoyCodecError)) throw e;
     ctx.error(r, [...at, ...splitPath(e.path)], e.reason);
     return null;
-  }
-}
-
-/** The Envoy message type a type name or URL names; null (reported at `at`) when Remora has no schema for it. */
-export function messageTypeOf(ctx: TranslateContext, r: Resource, typeUrl: string, at: Path): DescMessage | null {
-  const t = envoyCodec().messageType(typeUrl.slice(typeUrl.lastIndexOf('/') + 1));
-  if (t === undefined) ctx.error(r, at, `unknown type ${JSON.stringify(typeUrl)}: Remora has no schema for it`);
-  return t ?? null;
-}
-
-/**
- * Proto merge of `patch` into `base` (both canonical or as-written proto3 JSON of `schema`):
- * scalars replaced, messages merged field by field, repeated fields appended, as Envoy's
- * and istiod's `proto.Merge`. Codec errors in the patch are reported at `at`.
- */
-export function mergeJson<T>(ctx: TranslateContext, r: Resource, schema: DescMessage, base: unknown, patch: unknown, at: Path): T | null {
-  const { envoyFromJson, envoyToJson } = envoyCodec();
-  let patchMessage;
-  try {
-    patchMessage = envoyFromJson(schema, patch as JsonValue);
-  } catch (e) {
-    if (!(e instanceof EnvoyCodecError)) throw e;
-    ctx.error(r, [...at, ...splitPath(e.path)], e.reason);
-    return null;
-  }
-  const target = envoyFromJson(schema, base as JsonValue);
-  merge(schema, target, patchMessage);
-  return envoyToJson(schema, target) as T;
-}
-
-/** The patch kinds Remora applies; the others are reported once by {@link warnUnappliedPatches}. */
-const NOT_APPLIED: ReadonlySet<string> = new Set([
-  'LISTENER',
-  'FILTER_CHAIN',
-  'LISTENER_FILTER',
-  'ROUTE_CONFIGURATION',
-  'VIRTUAL_HOST',
-  'CLUSTER',
-  'EXTENSION_CONFIG',
-  'BOOTSTRAP',
-]);
-
-/**
- * A warning for each patch Remora does not apply yet (`applyTo` LISTENER, FILTER_CHAIN,
- * ROUTE_CONFIGURATION, …, and HTTP_ROUTE patches other than the local rate limit's): the config still loads, as istiod would send it, but the user
- * learns the patch has no effect here.
- */
-export function warnUnappliedPatches(ctx: TranslateContext, isAppliedRoutePatch: (p: EnvoyFilterPatch) => boolean): void {
-  for (const p of envoyFilterPatches(ctx)) {
-    if (NOT_APPLIED.has(p.applyTo) || (p.applyTo === 'HTTP_ROUTE' && !isAppliedRoutePatch(p))) {
-      ctx.warn(p.r, [...p.at, 'applyTo'], `applyTo ${p.applyTo} is not applied by Remora yet; this patch is ignored`);
-    } else if (p.match.proxy !== undefined) {
-      ctx.warn(p.r, [...p.at, 'match', 'proxy'], 'match.proxy (proxy version and metadata) is not supported by Remora; it is not checked');
-    }
   }
 }

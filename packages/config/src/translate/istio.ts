@@ -13,10 +13,7 @@ import { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
 import { httpFilterChain } from './http-filter-chain.ts';
-import { checkPatchedHttpFilters, httpFilterPatches } from './envoyfilter-http-filter.ts';
-import { checkNetworkFilterPatches, patchedConnectionManager } from './envoyfilter-network-filter.ts';
-import { warnUnappliedPatches, type PatchListener } from './envoyfilter.ts';
-import { applyLocalRateLimitRoutes, isLocalRateLimitRoutePatch, localRateLimitFilter } from './local-ratelimit.ts';
+import { localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
 import { sidecarScope } from './sidecar-scope.ts';
 import { authzFilters } from './security.ts';
@@ -45,7 +42,8 @@ export interface TranslateResult {
 /**
  * Istio resources → the proxy model for one node, as istiod would compute Envoy config for
  * that proxy. Resources must already be schema-valid. Never throws for bad input: problems
- * come back as issues.
+ * come back as issues. EnvoyFilters are not applied here: they patch Envoy's resources, which
+ * `translateIstioToEnvoy` (istio-envoy.ts) exports from this model; one given here is ignored.
  */
 export function translateIstio(
   resources: readonly Resource[],
@@ -65,17 +63,21 @@ export function translateIstio(
     routeConfigs.push(...outbound);
     const byPort: Record<string, string> = {};
     for (const rc of outbound) byPort[rc.name] = rc.name;
-    const out: PatchListener = { context: 'SIDECAR_OUTBOUND', name: 'virtualOutbound', port: ports.outboundPort };
     listeners.push({
-      name: out.name,
+      name: 'virtualOutbound',
       address: ports.bindAddress,
       port: ports.outboundPort,
-      connectionManager: patchedConnectionManager(ctx, out, connectionManagerFor(node, 'outbound')),
+      connectionManager: connectionManagerFor(node, 'outbound'),
       direction: 'outbound',
       // Every table holds the hosts that are not services, so any one serves unlisted ports.
       routeConfig: outbound[0]!.name,
       routeConfigsByPort: byPort,
-      httpFilters: httpFilterChain(ctx, 'SIDECAR_OUTBOUND', { jwtAuthn: null, authz: [], fault: outbound.some(hasFault) ? FAULT_FILTER_CONFIG : null }, [localRateLimitFilter(ctx, out)], httpFilterPatches(ctx, out)),
+      httpFilters: httpFilterChain('SIDECAR_OUTBOUND', {
+        jwtAuthn: null,
+        authz: [],
+        localRateLimit: localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort),
+        fault: outbound.some(hasFault) ? FAULT_FILTER_CONFIG : null,
+      }),
       tls: null,
     });
     if (ports.appPort !== null) {
@@ -84,11 +86,14 @@ export function translateIstio(
       clusters.push(inbound.cluster);
       // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
       const mtls = inboundMtlsMode(ctx, ports.appPort);
-      const inb: PatchListener = { context: 'SIDECAR_INBOUND', name: inbound.listener.name, port: ports.inboundPort };
       listeners.push({
         ...inbound.listener,
-        ...(inbound.listener.connectionManager === undefined ? {} : { connectionManager: patchedConnectionManager(ctx, inb, inbound.listener.connectionManager) }),
-        httpFilters: httpFilterChain(ctx, 'SIDECAR_INBOUND', { jwtAuthn: jwtAuthnFilter(ctx), authz: authzFilters(ctx), fault: null }, [localRateLimitFilter(ctx, inb)], httpFilterPatches(ctx, inb)),
+        httpFilters: httpFilterChain('SIDECAR_INBOUND', {
+          jwtAuthn: jwtAuthnFilter(ctx),
+          authz: authzFilters(ctx),
+          localRateLimit: localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort),
+          fault: null,
+        }),
         tls: mtls === 'DISABLE' ? null : { kind: 'mesh', mode: mtls },
         // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
         // `destination.port` see that, as Envoy sees the original destination.
@@ -100,11 +105,6 @@ export function translateIstio(
     listeners.push(...gw.listeners);
     routeConfigs.push(...gw.routeConfigs);
   }
-
-  applyLocalRateLimitRoutes(ctx, listeners, routeConfigs);
-  checkPatchedHttpFilters(ctx);
-  checkNetworkFilterPatches(ctx);
-  warnUnappliedPatches(ctx, isLocalRateLimitRoutePatch);
 
   const version = createHash('sha256')
     .update(JSON.stringify(resources.map((r) => r.document)))
@@ -466,16 +466,15 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
     const name = portTables[0]!.name;
     const rc = portTables.find(hasFault) ?? portTables[0]!;
     const plain = servers[0]!.kind === 'plain';
-    const patchListener: PatchListener = { context: 'GATEWAY', name: `${bindAddress}_${port}`, port };
     listeners.push({
-      name: patchListener.name,
+      name: `${bindAddress}_${port}`,
       address: bindAddress,
       port,
-      connectionManager: patchedConnectionManager(ctx, patchListener, connectionManagerFor(node, 'gateway')),
+      connectionManager: connectionManagerFor(node, 'gateway'),
       direction: 'gateway',
       routeConfig: name,
-      // The gateway is where edge policy runs: authn, authz, faults, and a rate limit where its patch puts it.
-      httpFilters: httpFilterChain(ctx, 'GATEWAY', { jwtAuthn, authz, fault: faultFilterFor(rc) }, [localRateLimitFilter(ctx, patchListener)], httpFilterPatches(ctx, patchListener)),
+      // The gateway is where edge policy runs: authn, authz, a rate limit, faults.
+      httpFilters: httpFilterChain('GATEWAY', { jwtAuthn, authz, localRateLimit: localRateLimitFilter(ctx, 'GATEWAY', port), fault: faultFilterFor(rc) }),
       tls: plain
         ? null
         : {
