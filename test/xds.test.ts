@@ -140,6 +140,9 @@ t.test('a gateway configured over ADS: routes, updates, a NACK that keeps the la
   t.match(stats, /^control_plane\.connected_state: 1$/m, 'connected to the control plane');
   t.match(stats, /^cluster_manager\.cds\.update_success: [1-9]/m, 'CDS updates counted');
   t.match(stats, /^listener_manager\.lds\.update_success: [1-9]/m, 'LDS updates counted');
+  const prom = (await get(remora.ports.admin, '/stats/prometheus', 'localhost')).body;
+  t.match(prom, /^envoy_control_plane_connected_state\{\} 1$/m, 'and on Prometheus, under Envoy\'s names');
+  t.match(prom, /^# TYPE envoy_cluster_manager_cds_update_success counter$/m);
 });
 
 t.test('remora envoy: a static bootstrap, Envoy command line and all', async (t) => {

@@ -11,7 +11,7 @@ export interface AdminHooks {
   /** Last config problem, shown in `/remora/config` until a good config lands. */
   lastConfigError(): string | null;
   /** The config source's own stats (an xDS client's), for `/stats`; absent: none. */
-  sourceStats?(): Iterable<readonly [string, number]>;
+  sourceStats?(): Iterable<readonly [string, number, ...unknown[]]>;
   /** `POST /quitquitquit`: exit cleanly now. */
   quit(): void;
   /** `POST /drain_listeners`: stop accepting, keep serving what is in flight. */

@@ -82,7 +82,7 @@ export function clustersText(rt: Runtime): string {
 }
 
 /** `/stats`: Envoy-named counters and gauges as `name: value`, sorted. */
-export function statsText(rt: Runtime, filter: Regex | null, extra: Iterable<readonly [string, number]> = []): string {
+export function statsText(rt: Runtime, filter: Regex | null, extra: Iterable<readonly [string, number, ...unknown[]]> = []): string {
   const lines: [string, number][] = [];
   for (const [k, v] of extra) lines.push([k, v]);
   for (const c of rt.clusterManager.clusters.values()) {

@@ -22,6 +22,9 @@ export interface SourcedConfig {
 /** Applies a config; resolves with null when it went live, else why not. */
 export type ApplyConfig = (update: SourcedConfig) => Promise<string | null>;
 
+/** A counter or gauge of the source's, by Envoy's stat name. */
+export type SourceStat = readonly [name: string, value: number, kind: 'counter' | 'gauge'];
+
 export interface ConfigSource {
   /** The first config; null when there is none that can serve (the problems are logged). */
   first(): Promise<SourcedConfig | null>;
@@ -30,7 +33,7 @@ export interface ConfigSource {
   /** The problem with the newest config the source could not use, until a good one lands. */
   readonly lastError: string | null;
   /** The source's own counters and gauges for `/stats` (a control plane's `control_plane.*`, `*.cds.*`, ...). */
-  statEntries?(): Iterable<readonly [string, number]>;
+  statEntries?(): Iterable<SourceStat>;
   close(): void;
 }
 

@@ -109,6 +109,8 @@ export class ProxyProcess {
     });
     this.health = new HealthServer(this.runtime);
     this.prometheus = opts.prometheusPort > 0 ? new PrometheusServer(this.runtime) : null;
+    // The control plane's stats, as Envoy exports them to Prometheus under Istio's bootstrap.
+    this.runtime.metrics.addText(() => sourcePrometheus(this.source));
   }
 
   /** Loads the config and opens every port; throws StartError with every reason to stop. */
@@ -212,4 +214,21 @@ async function startSds(opts: ProxyOptions, store: IdentityStore, loggers: Logge
     log.warn(`no workload identity from SDS ${sdsOpts.address} within ${waitMs} ms; starting without it (mTLS is refused until it arrives)`);
   }
   return sds;
+}
+
+/**
+ * The source's own stats in Prometheus text (`envoy_control_plane_connected_state`,
+ * `envoy_cluster_manager_cds_update_success`, ...). Stats named after one resource
+ * (`cluster.<name>.update_success` of EDS) stay on `/stats`: Envoy's tag extraction would
+ * make labels of them, and a name per resource is no metric name.
+ */
+function sourcePrometheus(source: ConfigSource): string {
+  if (source.statEntries === undefined) return '';
+  let out = '';
+  const entries = [...source.statEntries()].filter(([name]) => /^(control_plane|cluster_manager|listener_manager)\./.test(name)).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  for (const [name, value, kind] of entries) {
+    const metric = `envoy_${name.replace(/[^a-zA-Z0-9_]/g, '_')}`;
+    out += `# TYPE ${metric} ${kind}\n${metric}{} ${value}\n`;
+  }
+  return out;
 }

@@ -27,7 +27,7 @@ import type { RouteConfigurationJson } from '@remora/config/envoy/gen/envoy/conf
 import type { NodeJson } from '@remora/config/envoy/gen/envoy/config/core/v3/base_pb.js';
 import { AdsClient, TypeUrl, XdsStats, type AdsTransport, type XdsResource, type XdsVerdict } from '@remora/xds';
 import type { Loggers } from '../logger.ts';
-import type { ApplyConfig, ConfigSource, SourcedConfig } from './config-source.ts';
+import type { ApplyConfig, ConfigSource, SourcedConfig, SourceStat } from './config-source.ts';
 import type { ProxyOptions } from './options.ts';
 
 export interface XdsSourceOptions {
@@ -94,9 +94,9 @@ export class XdsConfigSource implements ConfigSource {
   }
 
   /** Envoy's control-plane stats: `control_plane.connected_state`, `cluster_manager.cds.update_success`, ... */
-  *statEntries(): Iterable<readonly [string, number]> {
-    yield* this.xdsStats.counters;
-    yield* this.xdsStats.gauges;
+  *statEntries(): Iterable<SourceStat> {
+    for (const [name, value] of this.xdsStats.counters) yield [name, value, 'counter'];
+    for (const [name, value] of this.xdsStats.gauges) yield [name, value, 'gauge'];
   }
 
   first(): Promise<SourcedConfig | null> {
