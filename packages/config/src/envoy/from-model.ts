@@ -28,9 +28,7 @@ import type {
   UpstreamTls,
 } from '../model/index.ts';
 import { httpStatPrefix } from '../model/listener.ts';
-import { envoyFromJson } from './codec.ts';
 import { HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
-import { envoyMessageType, TYPE_URL_PREFIX } from './registry.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { AddressJson } from './gen/envoy/config/core/v3/address_pb.ts';
 import type { HeaderValueOptionJson, MetadataJson } from './gen/envoy/config/core/v3/base_pb.ts';
@@ -46,7 +44,8 @@ import type { StringMatcherJson } from './gen/envoy/type/matcher/v3/string_pb.ts
 import type { BootstrapJson } from './gen/envoy/config/bootstrap/v3/bootstrap_pb.ts';
 import { endpointLabelsFromIstio, portOfClusterName } from './to-model-clusters.ts';
 
-const T = TYPE_URL_PREFIX;
+/** `type.googleapis.com/`, as registry.ts's TYPE_URL_PREFIX (not imported: that module loads Envoy's descriptors). */
+const T = 'type.googleapis.com/';
 const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
 const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
 const ROUTER_TYPE = `${T}envoy.extensions.filters.http.router.v3.Router`;
@@ -397,15 +396,17 @@ function typedConfig(types: Readonly<Record<string, string>>, name: string, conf
   return any(TYPED_STRUCT_TYPE, { typeUrl: `${T}remora.${name}`, value: toStruct(config) });
 }
 
+/**
+ * Whether a filter config is its Envoy message's JSON. The model's filter configs are Envoy's
+ * messages, typed by the generated JSON types, with one exception the bundled Envoy protos
+ * cannot hold: a local rate limit's own `rateLimits` descriptors (a newer Envoy field).
+ * Decided by shape, not by reading the message: the exporter runs on every load, and
+ * reading would load Envoy's descriptors (about 0.3 s and 100 MB) where nothing else needs
+ * them; `/config_dump` reads every message anyway.
+ */
 function isMessageJson(typeUrl: string, config: unknown): boolean {
-  const schema = envoyMessageType(typeUrl);
-  if (schema === undefined || config === null || typeof config !== 'object' || Array.isArray(config)) return false;
-  try {
-    envoyFromJson(schema, config as JsonValue);
-    return true;
-  } catch {
-    return false;
-  }
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) return false;
+  return !(typeUrl.endsWith('.LocalRateLimit') && 'rateLimits' in config);
 }
 
 /** Plain data as a `google.protobuf.Struct` (JSON has no `undefined`: dropped, as JSON.stringify does). */
