@@ -29,6 +29,7 @@ import type {
 } from '../model/index.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import { HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
+import { envoyCodec } from './lazy-codec.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { AddressJson } from './gen/envoy/config/core/v3/address_pb.ts';
 import type { HeaderValueOptionJson, MetadataJson } from './gen/envoy/config/core/v3/base_pb.ts';
@@ -399,14 +400,26 @@ function typedConfig(types: Readonly<Record<string, string>>, name: string, conf
 /**
  * Whether a filter config is its Envoy message's JSON. The model's filter configs are Envoy's
  * messages, typed by the generated JSON types, with one exception the bundled Envoy protos
- * cannot hold: a local rate limit's own `rateLimits` descriptors (a newer Envoy field).
- * Decided by shape, not by reading the message: the exporter runs on every load, and
- * reading would load Envoy's descriptors (about 0.3 s and 100 MB) where nothing else needs
- * them; `/config_dump` reads every message anyway.
+ * cannot hold: a local rate limit's own `rateLimits` descriptors (a newer Envoy field). An
+ * empty config (the router's, most filters' per-route `{}`) is one without reading it; any
+ * other is read with Envoy's descriptors, loaded then (about 0.3 s, once per loader thread),
+ * so that a mesh whose chains hold only the router never loads them.
  */
 function isMessageJson(typeUrl: string, config: unknown): boolean {
   if (config === null || typeof config !== 'object' || Array.isArray(config)) return false;
-  return !(typeUrl.endsWith('.LocalRateLimit') && 'rateLimits' in config);
+  if (typeUrl.endsWith('.LocalRateLimit') && 'rateLimits' in config) return false;
+  for (const _ in config) {
+    const codec = envoyCodec();
+    const schema = codec.messageType(typeUrl.slice(typeUrl.lastIndexOf('/') + 1));
+    if (schema === undefined) return false;
+    try {
+      codec.envoyFromJson(schema, config as JsonValue);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Plain data as a `google.protobuf.Struct` (JSON has no `undefined`: dropped, as JSON.stringify does). */

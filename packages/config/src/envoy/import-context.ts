@@ -54,6 +54,30 @@ export class ImportContext {
   }
 }
 
+/** Where one resource's issues go, under its type and name. */
+export class ResourceReport {
+  readonly ctx: ImportContext;
+  readonly type: string;
+  readonly name: string;
+  constructor(ctx: ImportContext, type: string, name: string) {
+    this.ctx = ctx;
+    this.type = type;
+    this.name = name;
+  }
+  error(path: string, message: string): void {
+    this.ctx.error(this.type, this.name, path, message);
+  }
+  warn(path: string, message: string): void {
+    this.ctx.warn(this.type, this.name, path, message);
+  }
+}
+
+/** A field path one step further: `a.b`, `a[3]`. */
+export function joinPath(base: string, key: string | number): string {
+  if (typeof key === 'number') return `${base}[${key}]`;
+  return base === '' ? key : `${base}.${key}`;
+}
+
 /** `RouteConfiguration 9080: virtualHosts[0].routes[1].match: message`. */
 export function formatImportIssue(i: ImportIssue): string {
   return `${i.severity === 'warning' ? 'warning: ' : ''}${i.type} ${i.resource}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`;

@@ -31,7 +31,7 @@ import type {
   UpstreamTls,
 } from '../model/index.ts';
 import { durationJsonMs } from '../model/envoy-values.ts';
-import type { ImportContext } from './import-context.ts';
+import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { SecretRef } from './from-model.ts';
 import type { ClusterJson, Cluster_TransportSocketMatchJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { OutlierDetectionJson } from './gen/envoy/config/cluster/v3/outlier_detection_pb.ts';
@@ -93,22 +93,7 @@ export function portOfClusterName(name: string): number {
 }
 
 /** Reports issues against one resource. */
-class Issues {
-  readonly ctx: ImportContext;
-  readonly type: string;
-  readonly resource: string;
-  constructor(ctx: ImportContext, type: string, resource: string) {
-    this.ctx = ctx;
-    this.type = type;
-    this.resource = resource;
-  }
-  error(path: string, message: string): void {
-    this.ctx.error(this.type, this.resource, path, message);
-  }
-  warn(path: string, message: string): void {
-    this.ctx.warn(this.type, this.resource, path, message);
-  }
-}
+class Issues extends ResourceReport {}
 
 function isObject(v: unknown): v is JsonObject {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -133,9 +118,7 @@ function warnFields(is: Issues, base: string, o: object | undefined, fields: rea
   for (const f of fields) if ((o as Record<string, unknown>)[f] !== undefined) is.warn(join(base, f), why);
 }
 
-function join(base: string, field: string): string {
-  return base === '' ? field : `${base}.${field}`;
-}
+const join = joinPath;
 
 function ms(is: Issues, path: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;

@@ -27,7 +27,7 @@ import type { Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterCon
 import { httpStatPrefix } from '../model/listener.ts';
 import type { ProxyNode } from '../model/node.ts';
 import { HTTP_FILTER_TYPES, REMORA_TYPE_PREFIX, TYPED_STRUCT_TYPES } from './filter-types.ts';
-import type { ImportContext } from './import-context.ts';
+import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { ListenerJson } from './gen/envoy/config/listener/v3/listener_pb.ts';
 import type { RouteConfigurationJson } from './gen/envoy/config/route/v3/route_pb.ts';
 
@@ -70,19 +70,10 @@ const COMPRESSOR_TYPE = `${T}envoy.extensions.filters.http.compressor.v3.Compres
 
 const FILTER_BY_TYPE: ReadonlyMap<string, string> = new Map(Object.entries(HTTP_FILTER_TYPES).map(([name, type]) => [type, name]));
 
-/** Where one listener's issues go, with its name and type filled in. */
-class At {
-  readonly ctx: ImportContext;
-  readonly name: string;
+/** Where one listener's issues go. */
+class At extends ResourceReport {
   constructor(ctx: ImportContext, name: string) {
-    this.ctx = ctx;
-    this.name = name;
-  }
-  error(path: string, message: string): void {
-    this.ctx.error(TYPE, this.name, path, message);
-  }
-  warn(path: string, message: string): void {
-    this.ctx.warn(TYPE, this.name, path, message);
+    super(ctx, TYPE, name);
   }
 }
 
@@ -94,9 +85,7 @@ function arr(v: unknown): unknown[] {
   return Array.isArray(v) ? v : [];
 }
 
-function join(base: string, key: string | number): string {
-  return typeof key === 'number' ? `${base}[${key}]` : base === '' ? key : `${base}.${key}`;
-}
+const join = joinPath;
 
 /** Seconds of a canonical Duration (`"1.5s"`); 0 when absent. */
 function seconds(v: unknown): number {

@@ -25,7 +25,7 @@ import type {
   WeightedCluster,
 } from '../model/route.ts';
 import { PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
-import type { ImportContext } from './import-context.ts';
+import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { HeaderValueOptionJson } from './gen/envoy/config/core/v3/base_pb.ts';
 import type { RouteConfigurationJson } from './gen/envoy/config/route/v3/route_pb.ts';
 import type {
@@ -64,20 +64,9 @@ const DENOMINATOR: Readonly<Record<string, number>> = { HUNDRED: 100, TEN_THOUSA
 type Obj = Record<string, unknown>;
 
 /** What the reader of one resource carries: where to report, and under which name. */
-class Reader {
-  readonly ctx: ImportContext;
-  readonly name: string;
+class Reader extends ResourceReport {
   constructor(ctx: ImportContext, name: string) {
-    this.ctx = ctx;
-    this.name = name;
-  }
-
-  error(path: string, message: string): void {
-    this.ctx.error(TYPE, this.name, path, message);
-  }
-
-  warn(path: string, message: string): void {
-    this.ctx.warn(TYPE, this.name, path, message);
+    super(ctx, TYPE, name);
   }
 
   /**
@@ -95,10 +84,7 @@ class Reader {
   }
 }
 
-function join(at: string, key: string | number): string {
-  if (typeof key === 'number') return `${at}[${key}]`;
-  return at === '' ? key : `${at}.${key}`;
-}
+const join = joinPath;
 
 /** Seconds of a canonical proto3 JSON duration (`"1.5s"`) as milliseconds. */
 export function durationMs(d: string): number {

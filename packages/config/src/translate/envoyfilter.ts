@@ -5,13 +5,15 @@
  * descriptors to read the Envoy JSON a patch carries, so its errors name the EnvoyFilter, the
  * patch and the exact field. The patches themselves apply in envoyfilter-patch*.ts.
  */
-import { createRequire } from 'node:module';
 // The runtime library alone is small; the descriptors are what costs, and they load lazily below.
 import type { DescMessage, JsonValue } from '@bufbuild/protobuf';
 import { EnvoyCodecError } from '../errors.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
 import { labelsMatch } from './registry.ts';
+import { envoyCodec } from '../envoy/lazy-codec.ts';
+
+export { envoyCodec };
 
 /** Where a listener sits, in EnvoyFilter `match.context` terms. */
 export type PatchContext = 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND' | 'GATEWAY';
@@ -165,29 +167,6 @@ export function selects(ctx: TranslateContext, r: Resource, labels: Readonly<Rec
 /** EnvoyFilter `match.context` against the listener's; absent or ANY matches every listener. */
 export function contextMatches(want: unknown, context: PatchContext): boolean {
   return want === undefined || want === null || want === 'ANY' || want === context;
-}
-
-interface EnvoyCodec {
-  readonly envoyFromJson: typeof import('../envoy/codec.ts').envoyFromJson;
-  readonly envoyToJson: typeof import('../envoy/codec.ts').envoyToJson;
-  readonly messageType: (typeName: string) => DescMessage | undefined;
-}
-
-let loaded: EnvoyCodec | null = null;
-
-/**
- * Envoy's descriptors, loaded on first use: they take about 0.3 s, which only a config with
- * an EnvoyFilter pays, on the loader worker; the proxy's main thread, which imports this
- * package too, never does.
- */
-export function envoyCodec(): EnvoyCodec {
-  if (loaded !== null) return loaded;
-  const require = createRequire(import.meta.url);
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  const codec = require(`../envoy/codec${ext}`) as typeof import('../envoy/codec.ts');
-  const registry = require(`../envoy/registry${ext}`) as typeof import('../envoy/registry.ts');
-  loaded = { envoyFromJson: codec.envoyFromJson, envoyToJson: codec.envoyToJson, messageType: (t) => registry.envoyRegistry.getMessage(t) };
-  return loaded;
 }
 
 /** Reads `json` as Envoy message `schema` and writes it back in canonical proto3 JSON; codec errors go to `ctx` at `at` plus the field path. */
