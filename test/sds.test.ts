@@ -5,7 +5,6 @@
 // pushed over SDS is served to new connections; a secret that does not read is NACKed with the
 // reason while the identity held keeps serving; with the agent gone the identity stays and the
 // stream comes back when the agent does.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +13,9 @@ import t from 'tap';
 import { DevCa, type IssuedCertificate } from '@remora/proxy';
 import { startBackend } from './helpers/backends.ts';
 import { doc } from './helpers/mesh.ts';
-import { collectLines, freePort, waitFor } from './helpers/net.ts';
-import { CLI, MeshDir, startRemora } from './helpers/remora.ts';
+import { freePort, waitFor } from './helpers/net.ts';
+import { MeshDir, startRemora } from './helpers/remora.ts';
+import { spawnEnvoy, staticBootstrap } from './helpers/bootstrap.ts';
 import { certificateSecret, rootsSecret, SdsAgent, SECRET_TYPE } from './helpers/sds-agent.ts';
 
 interface Reply {
@@ -182,16 +182,12 @@ t.test('remora envoy: a bootstrap with an sds-grpc cluster takes the identity fr
   const file = join(dir, 'envoy-rev.yaml');
   writeFileSync(
     file,
-    `node: { id: "router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local", cluster: "istio-ingressgateway.istio-system" }
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: ${adminPort} } }
-static_resources:
-  listeners:
-  - name: mtls
-    address: { socket_address: { address: 127.0.0.1, port_value: ${listenPort} } }
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
+    staticBootstrap({
+      nodeId: 'router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local',
+      adminPort,
+      listenPort,
+      backendPort: backend.port,
+      transportSocket: `        name: envoy.transport_sockets.tls
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
           require_client_certificate: true
@@ -199,33 +195,8 @@ static_resources:
             tls_certificate_sds_secret_configs: [${sds('default')}]
             combined_validation_context:
               default_validation_context: {}
-              validation_context_sds_secret_config: ${sds('ROOTCA')}
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: mtls
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: backend }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${backend.port} } } }
-  - name: sds-grpc
+              validation_context_sds_secret_config: ${sds('ROOTCA')}`,
+      extraClusters: `  - name: sds-grpc
     type: STATIC
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
@@ -238,11 +209,9 @@ static_resources:
       - lb_endpoints:
         - endpoint: { address: { pipe: { path: ${join(dir, 'socket')} } } }
 `,
+    }),
   );
-  const child = spawn(process.execPath, [CLI, 'envoy', '-c', file, '-l', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const err: string[] = [];
-  child.stderr!.on('data', collectLines(err));
-  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  const { child, err, exited } = spawnEnvoy(['-c', file, '-l', 'info']);
   t.teardown(() => child.kill('SIGKILL'));
   await waitFor(`remora envoy serves mTLS (stderr: ${err.join('\n')})`, async () => (await mtlsGet(listenPort, peer, ca.rootCertPem)).status === 200, 15_000);
   const r = await mtlsGet(listenPort, peer, ca.rootCertPem);

@@ -16,6 +16,7 @@ import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { CLI, CORPUS, startRemora } from './helpers/remora.ts';
 import { certificateSecret, rootsSecret, SdsAgent } from './helpers/sds-agent.ts';
+import { spawnEnvoy, staticBootstrap } from './helpers/bootstrap.ts';
 import { DevCa } from '@remora/proxy';
 import { spawn } from 'node:child_process';
 import { collectLines } from './helpers/net.ts';
@@ -152,43 +153,7 @@ t.test('remora envoy: a static bootstrap, Envoy command line and all', async (t)
   const dir = mkdtempSync(join(tmpdir(), 'remora-bootstrap-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'envoy.yaml');
-  writeFileSync(
-    file,
-    `node: { id: "router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local", cluster: "gw.istio-system" }
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: ${adminPort} } }
-static_resources:
-  listeners:
-  - name: ingress
-    address: { socket_address: { address: 127.0.0.1, port_value: ${listenPort} } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: backend }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${backend.port} } } }
-`,
-  );
+  writeFileSync(file, staticBootstrap({ nodeId: 'router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local', adminPort, listenPort, backendPort: backend.port }));
   // Validate mode, as `envoy --mode validate` does.
   const validate = spawn(process.execPath, [CLI, 'envoy', '-c', file, '--mode', 'validate'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const vOut: string[] = [];
@@ -197,12 +162,7 @@ static_resources:
   t.equal(vCode, 0, 'the bootstrap validates');
   t.match(vOut.join('\n'), /OK/);
 
-  const child = spawn(process.execPath, [CLI, 'envoy', '-c', file, '--drain-time-s', '1', '--drain-strategy', 'immediate', '--disable-hot-restart', '--allow-unknown-static-fields', '-l', 'warning'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const err: string[] = [];
-  child.stderr!.on('data', collectLines(err));
-  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  const { child, err, exited } = spawnEnvoy(['-c', file, '--drain-time-s', '1', '--drain-strategy', 'immediate', '--disable-hot-restart', '--allow-unknown-static-fields', '-l', 'warning']);
   t.teardown(() => child.kill('SIGKILL'));
   await waitFor(`remora envoy serves (stderr: ${err.join('\n')})`, async () => {
     try {
