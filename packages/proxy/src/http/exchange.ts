@@ -11,7 +11,7 @@ import { MirrorRequest } from './mirror-request.ts';
 import { failureReply, OVERFLOW_REPLY, ProxiedRequest, type DownstreamRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
 import { ReplayableBody } from './request-body.ts';
-import { rawHeaderValue, RESPONSE_HOP_BY_HOP } from './request-headers.ts';
+import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { ResponseFlag } from './response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { UpstreamAttempt } from './upstream-attempt.ts';
@@ -290,12 +290,13 @@ export class Exchange extends ProxiedRequest {
     this.responseCodeDetails = 'via_upstream';
     const out: string[] = [];
     for (const name in headers) {
-      if (RESPONSE_HOP_BY_HOP.has(name)) continue;
+      // The upstream's own service time (a sidecar before it set one) gives way to this hop's.
+      if (RESPONSE_HOP_BY_HOP.has(name) || name === UPSTREAM_SERVICE_TIME) continue;
       const v = headers[name];
       if (typeof v === 'string') out.push(name, v);
       else if (v !== undefined) for (const item of v) out.push(name, item);
     }
-    out.push('x-envoy-upstream-service-time', String(Math.round(this.upstreamServiceTimeMs)));
+    out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
     this.#finishResponseHeaders(out);
     if (this.#h2) {
       this.#pendingHead = out;
