@@ -128,6 +128,7 @@ export class UpgradeExchange extends ProxiedRequest {
 
   start(): void {
     this.#registry.add(this);
+    this.snapshot.http.requestStarted(false);
     const s = this.downstream;
     // Node took its own listeners off the socket when it handed it over, its timeouts too.
     s.setTimeout(0);
@@ -670,6 +671,7 @@ export class UpgradeExchange extends ProxiedRequest {
     this.#clearTimers();
     this.destroyFilters();
     this.#registry.delete(this);
+    this.snapshot.http.requestDone(this.responseCode);
     this.logAndRecord('');
   }
 }
