@@ -4,7 +4,7 @@ import type { Logger, Loggers } from '../logger.ts';
 import { isLogLevel, LOG_LEVELS } from '../logger.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { certsJson } from './admin-certs.ts';
-import { configDump } from './admin-config-dump.ts';
+import { configDump, envoyNodeJson } from './admin-config-dump.ts';
 import {
   collectStats,
   memoryFigures,
@@ -110,13 +110,19 @@ export class AdminServer {
         return send(res, state === 'LIVE' ? 200 : 503, 'text/plain', `${state}\n`);
       }
       case '/server_info': {
+        const address = this.server.address();
+        const node = await envoyNodeJson(
+          rt.node,
+          typeof address === 'object' && address !== null ? address.address : '127.0.0.1',
+          typeof address === 'object' && address !== null ? address.port : 0,
+        );
         const uptime = `${Math.floor((Date.now() - this.#hooks.startedAt) / 1000)}s`;
         return sendJson(res, {
           version: `remora/${REMORA_VERSION}/node-${process.version}`,
           state: serverState(rt).name,
           hot_restart_version: 'disabled',
           command_line_options: commandLineOptions(this.#hooks.commandLine, CONCURRENCY),
-          node: rt.node,
+          node,
           uptime_current_epoch: uptime,
           uptime_all_epochs: uptime,
         });
