@@ -45,6 +45,21 @@ function envoy(): Promise<EnvoyModule> {
   return envoyModule;
 }
 
+/**
+ * The Envoy node this proxy presents (the bootstrap's: id, cluster, metadata, locality), with
+ * Envoy's admin field names, as `/server_info` prints it.
+ */
+export async function envoyNodeJson(node: ProxyNode, adminAddress: string, adminPort: number): Promise<Record<string, unknown>> {
+  const m = await envoy();
+  const n = m.bootstrapJson(node, { ip: nodeIp(), adminAddress, adminPort }).node ?? {};
+  const { userAgentName, locality, ...rest } = n as Record<string, unknown> & { userAgentName?: string; locality?: { region?: string; zone?: string; subZone?: string } };
+  return {
+    ...rest,
+    ...(locality === undefined ? {} : { locality: { region: locality.region ?? '', zone: locality.zone ?? '', sub_zone: locality.subZone ?? '' } }),
+    ...(userAgentName === undefined ? {} : { user_agent_name: userAgentName }),
+  };
+}
+
 function text(status: number, body: string): AdminReply {
   return { status, type: 'text/plain', body };
 }

@@ -3,8 +3,22 @@ import { Regex } from '@remora/config';
 import type { Logger, Loggers } from '../logger.ts';
 import { isLogLevel, LOG_LEVELS } from '../logger.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import { configDump } from './admin-config-dump.ts';
-import { clustersJson, clustersText, statsText } from './admin-views.ts';
+import { certsJson } from './admin-certs.ts';
+import { configDump, envoyNodeJson } from './admin-config-dump.ts';
+import {
+  collectStats,
+  memoryFigures,
+  REMORA_VERSION,
+  serverPrometheus,
+  serverState,
+  STAT_TYPES,
+  statsJson,
+  statsText,
+  StatsView,
+  type ServerFacts,
+  type StatsQuery,
+} from './admin-stats.ts';
+import { clustersJson, clustersText, commandLineOptions, listenersJson, listenersText } from './admin-views.ts';
 
 /** What the admin API needs from the process beyond the runtime. */
 export interface AdminHooks {
@@ -24,20 +38,30 @@ export interface AdminHooks {
 
 const HELP = `Remora admin API
   GET  /ready                 LIVE when serving
-  GET  /server_info           version, state, uptime, node
+  GET  /server_info           version, state, uptime, command line options, node
   GET  /config_dump           the live config as Envoy's envoy.admin.v3.ConfigDump
                               (?resource=, ?mask=, ?name_regex=, ?include_eds)
   GET  /remora/config         Remora's own model of the live config, and the last config error
   GET  /clusters              endpoints per cluster (?format=json)
-  GET  /stats                 counters as name: value (?filter=regex)
+  GET  /listeners             listeners and their addresses (?format=json)
+  GET  /certs                 certificates served and trusted, with expiry
+  GET  /memory                memory figures (Envoy's names; Node's process.memoryUsage())
+  GET  /runtime               runtime layers (none)
+  GET  /hot_restart_version   disabled (no hot restart)
+  GET  /stats                 counters and gauges as name: value (?filter=RE2, ?usedonly,
+                              ?type=Counters|Gauges, ?format=json|prometheus)
   GET  /stats/prometheus      Prometheus metrics
   GET  /logging               log levels; POST /logging?level=debug or ?<component>=<level>
+  POST /reset_counters        every counter to zero
   POST /drain_listeners       stop accepting new connections
   POST /healthcheck/fail|ok   fail or restore /healthz/ready
   POST /quitquitquit          exit
 `;
 
-const MUTATING = new Set(['/quitquitquit', '/drain_listeners', '/logging', '/healthcheck/fail', '/healthcheck/ok']);
+const MUTATING = new Set(['/quitquitquit', '/drain_listeners', '/logging', '/healthcheck/fail', '/healthcheck/ok', '/reset_counters', '/runtime_modify']);
+
+/** Remora serves on one event loop: Envoy's worker count is 1. */
+const CONCURRENCY = 1;
 
 /**
  * Envoy's admin API on 127.0.0.1 (port 15000 by default). Mutating endpoints require POST,
@@ -49,12 +73,18 @@ export class AdminServer {
   readonly #loggers: Loggers;
   readonly #hooks: AdminHooks;
   readonly #log: Logger;
+  readonly #stats = new StatsView();
+  readonly #facts: ServerFacts;
 
   constructor(runtime: Runtime, loggers: Loggers, hooks: AdminHooks) {
     this.#runtime = runtime;
     this.#loggers = loggers;
     this.#hooks = hooks;
     this.#log = loggers.get('admin');
+    this.#facts = { startedAt: hooks.startedAt, concurrency: CONCURRENCY };
+    // Envoy's server gauges and Node's process metrics on every Prometheus endpoint.
+    runtime.metrics.addText(() => serverPrometheus(runtime, this.#facts));
+    runtime.metrics.collectProcessMetrics();
     this.server = createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
         this.#log.error(`admin ${req.url}: ${(err as Error).message}`);
@@ -67,7 +97,7 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
     if (MUTATING.has(path) && req.method !== 'POST' && !(path === '/logging' && req.method === 'GET' && url.search === '')) {
-      send(res, 405, 'text/plain', 'This endpoint requires POST.\n');
+      send(res, 405, 'text/plain', `Method ${req.method ?? 'GET'} not allowed, POST required.\n`);
       return;
     }
     const rt = this.#runtime;
@@ -76,18 +106,54 @@ export class AdminServer {
       case '/help':
         return send(res, 200, 'text/plain', HELP);
       case '/ready': {
-        const state = rt.draining ? 'DRAINING' : rt.ready ? 'LIVE' : 'PRE_INITIALIZING';
+        const state = serverState(rt).name;
         return send(res, state === 'LIVE' ? 200 : 503, 'text/plain', `${state}\n`);
       }
-      case '/server_info':
+      case '/server_info': {
+        const address = this.server.address();
+        const node = await envoyNodeJson(
+          rt.node,
+          typeof address === 'object' && address !== null ? address.address : '127.0.0.1',
+          typeof address === 'object' && address !== null ? address.port : 0,
+        );
+        const uptime = `${Math.floor((Date.now() - this.#hooks.startedAt) / 1000)}s`;
         return sendJson(res, {
-          version: 'remora/0.1.0',
-          state: rt.draining ? 'DRAINING' : rt.ready ? 'LIVE' : 'PRE_INITIALIZING',
-          uptime_current_epoch: `${Math.floor((Date.now() - this.#hooks.startedAt) / 1000)}s`,
-          node: rt.node,
-          command_line_options: this.#hooks.commandLine,
-          node_version: process.version,
+          version: `remora/${REMORA_VERSION}/node-${process.version}`,
+          state: serverState(rt).name,
+          hot_restart_version: 'disabled',
+          command_line_options: commandLineOptions(this.#hooks.commandLine, CONCURRENCY),
+          node,
+          uptime_current_epoch: uptime,
+          uptime_all_epochs: uptime,
         });
+      }
+      case '/hot_restart_version':
+        return send(res, 200, 'text/plain', 'disabled\n');
+      case '/listeners':
+        if (url.searchParams.get('format') === 'json') return sendJson(res, listenersJson(rt));
+        return send(res, 200, 'text/plain', listenersText(rt));
+      case '/certs':
+        return sendJson(res, certsJson(rt));
+      case '/memory': {
+        const m = memoryFigures();
+        // Envoy's admin.v3.Memory: uint64 fields, strings in proto3 JSON.
+        return sendJson(res, {
+          allocated: String(m.allocated),
+          heap_size: String(m.heapSize),
+          pageheap_unmapped: String(m.pageheapUnmapped),
+          pageheap_free: String(m.pageheapFree),
+          total_thread_cache: String(m.totalThreadCache),
+          total_physical_bytes: String(m.totalPhysicalBytes),
+        });
+      }
+      case '/runtime':
+        // No runtime layers are configured: Envoy's answer then.
+        return sendJson(res, { entries: {}, layers: [] });
+      case '/runtime_modify':
+        return send(res, 503, 'text/plain', 'No admin layer specified\n');
+      case '/reset_counters':
+        this.#stats.resetCounters(rt, collectStats(rt, this.#facts, []));
+        return send(res, 200, 'text/plain', 'OK\n');
       case '/config_dump': {
         const address = this.server.address();
         const reply = await configDump(url.searchParams, {
@@ -119,19 +185,8 @@ export class AdminServer {
       case '/clusters':
         if (url.searchParams.get('format') === 'json') return sendJson(res, clustersJson(rt));
         return send(res, 200, 'text/plain', clustersText(rt));
-      case '/stats': {
-        const filter = url.searchParams.get('filter');
-        // RE2, as Envoy's admin: a filter cannot hold the event loop that serves traffic.
-        let re: Regex | null = null;
-        if (filter) {
-          try {
-            re = new Regex(filter);
-          } catch (err) {
-            return send(res, 400, 'text/plain', `invalid filter regex: ${(err as Error).message}\n`);
-          }
-        }
-        return send(res, 200, 'text/plain', statsText(rt, re, this.#hooks.sourceStats?.() ?? []));
-      }
+      case '/stats':
+        return this.#statsPage(url, res);
       case '/stats/prometheus':
         return send(res, 200, rt.metrics.registry.contentType, await rt.metrics.render());
       case '/logging':
@@ -152,6 +207,32 @@ export class AdminServer {
       default:
         return send(res, 404, 'text/plain', `unknown admin path ${path}; GET / lists them\n`);
     }
+  }
+
+  /** Envoy's `/stats`: text, `?format=json` or `?format=prometheus`, with `filter`, `usedonly` and `type`. */
+  async #statsPage(url: URL, res: ServerResponse): Promise<void> {
+    const q = url.searchParams;
+    const format = q.get('format') ?? 'text';
+    if (format !== 'text' && format !== 'json' && format !== 'prometheus') {
+      return send(res, 400, 'text/plain', `usage: /stats?format=(text|json|prometheus): unknown format ${format}\n`);
+    }
+    const type = q.get('type') ?? 'All';
+    if (!STAT_TYPES.has(type)) return send(res, 400, 'text/plain', `invalid &type= param: ${type} (Counters, Gauges, Histograms, TextReadouts or All)\n`);
+    if (format === 'prometheus') return send(res, 200, this.#runtime.metrics.registry.contentType, await this.#runtime.metrics.render());
+    const filter = q.get('filter');
+    // RE2, as Envoy's admin: a filter cannot hold the event loop that serves traffic.
+    let re: Regex | null = null;
+    if (filter) {
+      try {
+        re = new Regex(filter);
+      } catch (err) {
+        return send(res, 400, 'text/plain', `invalid filter regex: ${(err as Error).message}\n`);
+      }
+    }
+    const query: StatsQuery = { filter: re, usedOnly: q.has('usedonly'), type: type as StatsQuery['type'] };
+    const entries = this.#stats.select(collectStats(this.#runtime, this.#facts, this.#hooks.sourceStats?.() ?? []), query);
+    if (format === 'json') return send(res, 200, 'application/json', statsJson(entries));
+    return send(res, 200, 'text/plain', statsText(entries));
   }
 
   /** Envoy's `/logging`: `?level=L` sets all, `?<component>=L` one, `?paths=a:L,b:L` several. */

@@ -1,4 +1,3 @@
-import type { Regex } from '@remora/config';
 import type { Runtime } from '../runtime/runtime.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
@@ -81,48 +80,82 @@ export function clustersText(rt: Runtime): string {
   return out;
 }
 
-/** `/stats`: Envoy-named counters and gauges as `name: value`, sorted. */
-export function statsText(rt: Runtime, filter: Regex | null, extra: Iterable<readonly [string, number, ...unknown[]]> = []): string {
-  const lines: [string, number][] = [];
-  for (const [k, v] of extra) lines.push([k, v]);
-  for (const c of rt.clusterManager.clusters.values()) {
-    let total = 0;
-    let active = 0;
-    let fail = 0;
-    let cx = 0;
-    for (const h of c.hosts) {
-      total += h.host.requestsTotal;
-      active += h.host.active;
-      fail += h.host.connectFailures;
-      cx += h.host.pool.stats.connected;
-    }
-    const p = `cluster.${c.name}`;
-    lines.push([`${p}.membership_total`, c.hosts.length], [`${p}.membership_healthy`, c.hosts.length]);
-    lines.push([`${p}.upstream_rq_total`, total], [`${p}.upstream_rq_active`, active]);
-    lines.push([`${p}.upstream_cx_connect_fail`, fail], [`${p}.upstream_cx_active`, cx]);
-    lines.push([`${p}.upstream_cx_none_healthy`, c.noHealthyUpstream]);
-    lines.push([`${p}.upstream_rq_pending_active`, c.breaker.pending], [`${p}.upstream_rq_pending_overflow`, c.breaker.overflows]);
-    lines.push([`${p}.upstream_rq_retry_overflow`, c.breaker.retryOverflows]);
-    if (c.outlier !== null) {
-      lines.push([`${p}.outlier_detection.ejections_active`, c.outlier.ejectedCount]);
-      lines.push([`${p}.outlier_detection.ejections_enforced_total`, c.outlier.ejectionsTotal]);
-    }
-  }
-  for (const l of rt.listeners.values()) {
-    const p = `listener.${l.address}_${l.boundPort}`;
-    lines.push([`${p}.downstream_cx_active`, l.activeConnections]);
-    if (l.snapshot.listener.tls !== null) {
-      const s = l.tlsStats;
-      lines.push([`${p}.ssl.handshake`, s.handshake], [`${p}.ssl.session_reused`, s.sessionReused], [`${p}.ssl.connection_error`, s.connectionError]);
-      lines.push([`${p}.ssl.no_certificate`, s.noCertificate], [`${p}.ssl.fail_verify_no_cert`, s.failVerifyNoCert]);
-      lines.push([`${p}.ssl.fail_verify_error`, s.failVerifyError], [`${p}.ssl.fail_verify_san`, s.failVerifySan]);
-    }
-  }
-  for (const s of rt.envoyStats.values()) lines.push([s.name, s.value]);
-  lines.push(['server.live', rt.ready ? 1 : 0], ['server.draining', rt.draining ? 1 : 0]);
-  lines.push(['overload.shed_requests', rt.overload.shed], ['overload.active', rt.overloaded ? 1 : 0]);
-  lines.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+/** Envoy's `/listeners` text: `name::address:port`, one listener a line. */
+export function listenersText(rt: Runtime): string {
   let out = '';
-  for (const [k, v] of lines) if (filter === null || filter.matchesPart(k)) out += `${k}: ${v}\n`;
+  for (const l of rt.listeners.values()) out += `${l.name}::${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.boundPort}\n`;
+  return out;
+}
+
+/** `/listeners?format=json`: Envoy's admin.v3.Listeners (`listener_statuses`, each with its `local_address`). */
+export function listenersJson(rt: Runtime): unknown {
+  const statuses: unknown[] = [];
+  for (const l of rt.listeners.values()) {
+    statuses.push({ name: l.name, local_address: { socket_address: { address: l.address, port_value: l.boundPort } } });
+  }
+  return { listener_statuses: statuses };
+}
+
+/** Envoy's CommandLineOptions field for each flag Remora takes under Envoy's name. */
+const ENVOY_FLAGS: Readonly<Record<string, string>> = {
+  '-c': 'config_path',
+  '--config-path': 'config_path',
+  '--config-yaml': 'config_yaml',
+  '-l': 'log_level',
+  '--log-level': 'log_level',
+  '--component-log-level': 'component_log_level',
+  '--log-format': 'log_format',
+  '--log-path': 'log_path',
+  '--service-cluster': 'service_cluster',
+  '--service-node': 'service_node',
+  '--service-zone': 'service_zone',
+  '--drain-time-s': 'drain_time',
+  '--parent-shutdown-time-s': 'parent_shutdown_time',
+  '--drain-strategy': 'drain_strategy',
+  '--local-address-ip-version': 'local_address_ip_version',
+  '--base-id': 'base_id',
+  '--restart-epoch': 'restart_epoch',
+  '--file-flush-interval-msec': 'file_flush_interval',
+};
+
+/**
+ * `/server_info`'s `command_line_options` as Envoy's CommandLineOptions JSON: its defaults,
+ * the flags given under Envoy's names, and the process's own argument list as given.
+ */
+export function commandLineOptions(argv: readonly string[], concurrency: number): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    base_id: '0',
+    concurrency,
+    config_path: '',
+    config_yaml: '',
+    log_level: 'info',
+    component_log_level: '',
+    log_format: '[%Y-%m-%d %T.%e][%t][%l][%n] %v',
+    log_path: '',
+    service_cluster: '',
+    service_node: '',
+    service_zone: '',
+    drain_time: '600s',
+    drain_strategy: 'Gradual',
+    parent_shutdown_time: '900s',
+    mode: 'Serve',
+    disable_hot_restart: true,
+    restart_epoch: 0,
+    local_address_ip_version: 'v4',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf('=');
+    const flag = eq > 0 && arg.startsWith('--') ? arg.slice(0, eq) : arg;
+    const field = ENVOY_FLAGS[flag];
+    if (field === undefined) continue;
+    const value = eq > 0 && arg.startsWith('--') ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) break;
+    if (field === 'drain_time' || field === 'parent_shutdown_time') out[field] = `${value}s`;
+    else if (field === 'file_flush_interval') out[field] = `${Number(value) / 1000}s`;
+    else if (field === 'restart_epoch') out[field] = Number(value);
+    else out[field] = value;
+  }
+  out['args'] = [...argv];
   return out;
 }

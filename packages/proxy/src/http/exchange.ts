@@ -11,7 +11,7 @@ import { MirrorRequest } from './mirror-request.ts';
 import { failureReply, OVERFLOW_REPLY, ProxiedRequest, type DownstreamRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
 import { ReplayableBody } from './request-body.ts';
-import { rawHeaderValue, RESPONSE_HOP_BY_HOP } from './request-headers.ts';
+import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { ResponseFlag } from './response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { UpstreamAttempt } from './upstream-attempt.ts';
@@ -74,6 +74,7 @@ export class Exchange extends ProxiedRequest {
 
   /** Entry point, called by the listener for each request. Never throws. */
   start(): void {
+    this.snapshot.http.requestStarted(this.#h2);
     try {
       this.#start();
     } catch (err) {
@@ -120,15 +121,18 @@ export class Exchange extends ProxiedRequest {
   protected afterFilters(): void {
     const route = this.route;
     if (route === null) {
+      this.snapshot.http.noRoute.value++;
       this.localReply(404, ResponseFlag.NR, 'route_not_found', null);
       return;
     }
     const target = route.target;
     if (target.kind === 'direct-response') {
+      this.snapshot.http.directResponse.value++;
       this.#directResponse(target.status, target.body);
       return;
     }
     if (target.kind === 'redirect') {
+      this.snapshot.http.redirect.value++;
       this.#directResponse(target.model.status, null, redirectLocation(target.model, this));
       return;
     }
@@ -139,10 +143,12 @@ export class Exchange extends ProxiedRequest {
     const weighted = target.pick(Math.random());
     const cluster = weighted.cluster;
     if (cluster === null) {
+      this.snapshot.http.noCluster.value++;
       this.target = weighted;
       this.localReply(503, ResponseFlag.NC, 'cluster_not_found', null);
       return;
     }
+    this.snapshot.http.routed.value++;
     this.#forwardTarget = target;
     this.prepareUpstream(target, weighted, cluster);
     this.#timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
@@ -195,6 +201,7 @@ export class Exchange extends ProxiedRequest {
     const host = chosen.host;
     host.active++;
     host.requestsTotal++;
+    this.cluster!.stats.rqTotal++;
     const attempt = new UpstreamAttempt(this, chosen, this.#retry?.perTryTimeoutMs ?? 0, counted ? this.cluster!.breaker : null, this.#retrying);
     this.#retrying = false;
     this.#attempt = attempt;
@@ -234,9 +241,14 @@ export class Exchange extends ProxiedRequest {
     this.responseFlags |= ResponseFlag.UT;
     const attempt = this.#attempt;
     this.#attempt = null;
+    const stats = this.cluster!.stats;
+    stats.rqTimeout++;
     if (attempt !== null) {
       // A timeout is a locally-originated failure of the host (Envoy's outlier detection).
-      if (this.#state !== RESPONDING) this.cluster!.reportLocalFailure(attempt.host);
+      if (this.#state !== RESPONDING) {
+        this.cluster!.reportLocalFailure(attempt.host);
+        stats.charge(504);
+      }
       attempt.cancel();
     }
     this.#endRetry();
@@ -269,9 +281,12 @@ export class Exchange extends ProxiedRequest {
    * instead (the caller then abandons the attempt).
    */
   onAttemptResponseStart(a: UpstreamAttempt, statusCode: number, headers: Record<string, string | string[] | undefined>): boolean {
-    this.cluster!.reportStatus(a.host, statusCode);
+    const cluster = this.cluster!;
+    cluster.reportStatus(a.host, statusCode);
+    cluster.stats.charge(statusCode);
     const retry = this.#retry;
     const gs = headers['grpc-status'];
+    let exhausted = false;
     if (retry !== null) {
       const grpcStatus = typeof gs === 'string' ? Number(gs) : -1;
       if (retry.retriableResponse(statusCode, grpcStatus) || (retry.onRetriableHeaders && this.#retriableHeaders(headers))) {
@@ -280,9 +295,12 @@ export class Exchange extends ProxiedRequest {
           return false;
         }
         // Out of retries: the last upstream response goes to the client, flagged.
+        exhausted = true;
         if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
+        if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
       }
     }
+    if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
     this.#state = RESPONDING;
     if (typeof gs === 'string') this.#grpcStatus = gs;
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
@@ -290,12 +308,13 @@ export class Exchange extends ProxiedRequest {
     this.responseCodeDetails = 'via_upstream';
     const out: string[] = [];
     for (const name in headers) {
-      if (RESPONSE_HOP_BY_HOP.has(name)) continue;
+      // The upstream's own service time (a sidecar before it set one) gives way to this hop's.
+      if (RESPONSE_HOP_BY_HOP.has(name) || name === UPSTREAM_SERVICE_TIME) continue;
       const v = headers[name];
       if (typeof v === 'string') out.push(name, v);
       else if (v !== undefined) for (const item of v) out.push(name, item);
     }
-    out.push('x-envoy-upstream-service-time', String(Math.round(this.upstreamServiceTimeMs)));
+    out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
     this.#finishResponseHeaders(out);
     if (this.#h2) {
       this.#pendingHead = out;
@@ -354,7 +373,13 @@ export class Exchange extends ProxiedRequest {
   /** The current attempt failed before or after its response started. */
   onAttemptFailed(a: UpstreamAttempt, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
-    this.cluster!.reportLocalFailure(a.host);
+    const cluster = this.cluster!;
+    cluster.reportLocalFailure(a.host);
+    if (failure === AttemptFailure.ConnectFailure) {
+      a.host.host.connectFailures++;
+      cluster.stats.cxConnectFail++;
+    }
+    if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
     if (this.#state === RESPONDING) {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
       this.responseFlags |= failure === AttemptFailure.PerTryTimeout ? ResponseFlag.UT : ResponseFlag.UC;
@@ -363,6 +388,8 @@ export class Exchange extends ProxiedRequest {
       this.#finish();
       return;
     }
+    // Envoy's router charges a reset or connect failure as a 503 from the host, a per-try timeout as a 504.
+    cluster.stats.charge(failure === AttemptFailure.PerTryTimeout ? 504 : 503);
     const retry = this.#retry;
     if (retry !== null && retry.retriableFailure(failure)) {
       if (this.#canRetry()) {
@@ -370,9 +397,9 @@ export class Exchange extends ProxiedRequest {
         return;
       }
       if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
+      if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
     }
     this.#attempt = null;
-    if (failure === AttemptFailure.ConnectFailure) a.host.host.connectFailures++;
     const reply = failureReply(failure, code);
     this.localReply(reply.status, reply.flag, reply.details, reply.body, failure === AttemptFailure.PerTryTimeout ? GrpcStatus.DEADLINE_EXCEEDED : null);
   }
@@ -386,6 +413,7 @@ export class Exchange extends ProxiedRequest {
   }
 
   #scheduleRetry(a: UpstreamAttempt): void {
+    this.cluster!.stats.rqRetry++;
     this.noteRetry(a.host);
     this.#attempt = null;
     this.#retrying = true;
@@ -515,6 +543,7 @@ export class Exchange extends ProxiedRequest {
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
+    this.snapshot.http.requestDone(this.responseCode);
     if (this.#timer !== null) clearTimeout(this.#timer);
     if (this.#backoffTimer !== null) clearTimeout(this.#backoffTimer);
     this.#endRetry();

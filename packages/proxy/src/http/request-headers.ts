@@ -59,6 +59,9 @@ export function classifyHeader(name: string): number {
   return BY_NAME.get(name) ?? BY_NAME.get(name.toLowerCase()) ?? H_OTHER;
 }
 
+/** Envoy's router sets (overwrites) it on every proxied response: one per hop, never two. */
+export const UPSTREAM_SERVICE_TIME = 'x-envoy-upstream-service-time';
+
 /** Response headers that end at the proxy (hop-by-hop), lower case as undici reports them. */
 export const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
 

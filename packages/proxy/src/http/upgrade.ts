@@ -8,7 +8,7 @@ import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { failureReply, OVERFLOW_REPLY, ProxiedRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
-import { rawHeaderValue } from './request-headers.ts';
+import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { ResponseFlag } from './response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 
@@ -128,6 +128,7 @@ export class UpgradeExchange extends ProxiedRequest {
 
   start(): void {
     this.#registry.add(this);
+    this.snapshot.http.requestStarted(false);
     const s = this.downstream;
     // Node took its own listeners off the socket when it handed it over, its timeouts too.
     s.setTimeout(0);
@@ -339,9 +340,10 @@ export class UpgradeExchange extends ProxiedRequest {
       const name = h[i]!;
       const lower = name.toLowerCase();
       // A refusal's body is relayed as framed, so its Transfer-Encoding stays.
+      if (lower === UPSTREAM_SERVICE_TIME) continue; // this hop sets its own
       if (!RESPONSE_DROP.has(lower) || (status !== 101 && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
     }
-    out.push('x-envoy-upstream-service-time', String(Math.round(this.upstreamServiceTimeMs)));
+    out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
     this.applyResponseEdits(out);
     this.snapshot.connectionManager.applyServer(out);
     if (status === 101) {
@@ -669,6 +671,7 @@ export class UpgradeExchange extends ProxiedRequest {
     this.#clearTimers();
     this.destroyFilters();
     this.#registry.delete(this);
+    this.snapshot.http.requestDone(this.responseCode);
     this.logAndRecord('');
   }
 }

@@ -55,6 +55,8 @@ export class HttpListener {
   #open = 0;
   /** TLS termination and SNI routing; made on the first TLS connection. */
   #tls: TlsFront | null = null;
+  /** Connections accepted (Envoy's `listener.<address>.downstream_cx_total`). */
+  cxTotal = 0;
   /** Envoy's `ssl.*` counters of this listener's TLS connections. */
   readonly tlsStats = new TlsStats();
   /** TLS-passthrough connections in flight. */
@@ -108,10 +110,16 @@ export class HttpListener {
   }
 
   /** A connection's state, kept until the socket closes (which ends what is still in flight on it). */
-  #track(socket: Socket): Connection {
+  #track(socket: Socket, h2 = false): Connection {
     const c = this.#connectionOf(socket);
     this.#connections.set(socket, c);
+    const http = this.snapshot.http;
+    http.cxTotal.value++;
+    http.cxActive.value++;
+    if (h2) http.cxHttp2Total.value++;
+    else http.cxHttp1Total.value++;
     socket.once('close', () => {
+      http.cxActive.value--;
       this.#connections.delete(socket);
       c.onClose();
     });
@@ -133,6 +141,7 @@ export class HttpListener {
   /** TLS listeners go through the TLS front first; plaintext is told apart as HTTP/2 or HTTP/1. */
   #onSocket(socket: Socket): void {
     this.#open++;
+    this.cxTotal++;
     socket.once('close', () => this.#open--);
     const listener = this.snapshot.listener;
     if (listener.tcpProxy !== undefined) {
@@ -172,7 +181,7 @@ export class HttpListener {
 
   /** Hands a connection to the HTTP/2 server; `stream` is what it reads (the socket, or a replay of it). */
   #toH2(socket: Socket, stream: Socket | PrefaceSocket): void {
-    this.#handingOver = this.#track(socket);
+    this.#handingOver = this.#track(socket, true);
     this.h2.emit('connection', stream);
     this.#handingOver = null;
   }
@@ -374,5 +383,6 @@ export class HttpListener {
     };
     this.#ctx.accessLog.log(record);
     this.snapshot.unroutedStats.record(status, 'DPE', '', 0, 0, bytesSent);
+    this.snapshot.http.codecRefused(status);
   }
 }

@@ -4,7 +4,8 @@ import { ConnectionManagerConfig } from '../http/connection-manager.ts';
 import type { RouteCompileContext } from '../router/compiled-route.ts';
 import { RouteTable, type VirtualHostFinder } from '../router/route-table.ts';
 import { RouteTableByPort } from '../router/route-table-by-port.ts';
-import type { EnvoyStats } from '../telemetry/envoy-stats.ts';
+import { EnvoyStats } from '../telemetry/envoy-stats.ts';
+import { HttpConnManagerStats } from '../telemetry/http-stats.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 
@@ -26,6 +27,8 @@ export class ListenerSnapshot {
   readonly connectionManager: ConnectionManagerConfig;
   /** Envoy's `bypass_overload_manager`: never shed this listener's requests (health, Prometheus). */
   readonly bypassOverloadManager: boolean;
+  /** Envoy's `http.<stat_prefix>.*` connection manager and router stats of this listener. */
+  readonly http: HttpConnManagerStats;
   /** Gateway TLS servers' own route tables, by server origin; null when the listener has one table. */
   readonly #routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null;
 
@@ -37,8 +40,11 @@ export class ListenerSnapshot {
     trustedHops: number,
     clusters: ReadonlyMap<string, UpstreamCluster> = new Map(),
     routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null = null,
+    http: HttpConnManagerStats | null = null,
   ) {
     this.#routesByServer = routesByServer;
+    // A listener without a connection manager (TCP) counts into stats nobody shows.
+    this.http = http ?? new HttpConnManagerStats(new EnvoyStats(), listener.name);
     this.clusters = clusters;
     this.listener = listener;
     this.direction = listener.direction;
@@ -102,7 +108,8 @@ export class Snapshot {
         byServer = new Map();
         for (const srv of l.tls.servers) byServer.set(srv.origin, srv.routeConfig === undefined ? routes : (tables.get(srv.routeConfig) ?? null));
       }
-      listeners.set(l.name, new ListenerSnapshot(l, routes, chain, services.statsFor(l.direction), services.trustedHops, clusters, byServer));
+      const http = l.tcpProxy === undefined ? new HttpConnManagerStats(services.stats, httpStatPrefix(l)) : null;
+      listeners.set(l.name, new ListenerSnapshot(l, routes, chain, services.statsFor(l.direction), services.trustedHops, clusters, byServer, http));
     }
     this.listeners = listeners;
   }

@@ -1,4 +1,4 @@
-import { Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 
 /**
  * Istio's standard request metrics, with Istio's names and labels so existing dashboards
@@ -231,6 +231,20 @@ export class IstioMetrics {
       type,
       get: async () => ({ name, help, type, aggregator: 'sum', values: values() }),
     } as never);
+  }
+
+  #processMetrics = false;
+
+  /**
+   * Node's process metrics next to Istio's (prom-client's default set: CPU, resident memory,
+   * heap and heap spaces, event loop lag, GC durations, handles, file descriptors), under
+   * `prefix`. Read on scrape, except the event loop delay and GC, which Node measures as they
+   * happen; once per registry.
+   */
+  collectProcessMetrics(prefix = 'remora_'): void {
+    if (this.#processMetrics) return;
+    this.#processMetrics = true;
+    collectDefaultMetrics({ register: this.registry, prefix });
   }
 
   /** The stats object for a label set; the same object for the same labels, across config swaps. */

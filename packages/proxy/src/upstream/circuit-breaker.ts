@@ -49,6 +49,26 @@ export class CircuitBreaker {
     return this.#queue.length - this.#head;
   }
 
+  /** Envoy's `circuit_breakers.default.cx_open`: 1 while the connection limit is reached. */
+  get cxOpen(): number {
+    return this.#maxConnections > 0 && this.active >= this.#maxConnections ? 1 : 0;
+  }
+
+  /** `circuit_breakers.default.rq_pending_open`: 1 while the pending queue is full. */
+  get rqPendingOpen(): number {
+    return this.#maxConnections > 0 && this.pending >= this.#maxPending ? 1 : 0;
+  }
+
+  /** `circuit_breakers.default.rq_open`: 1 while the request limit is reached. */
+  get rqOpen(): number {
+    return this.#maxRequests > 0 && this.active >= this.#maxRequests ? 1 : 0;
+  }
+
+  /** `circuit_breakers.default.rq_retry_open`: 1 while the concurrent retry limit is reached. */
+  get rqRetryOpen(): number {
+    return this.#maxRetries > 0 && this.retriesActive >= this.#maxRetries ? 1 : 0;
+  }
+
   /** True when the breaker has limits at all (the common case has none: nothing to count). */
   get limited(): boolean {
     return this.#maxConnections > 0 || this.#maxRequests > 0;

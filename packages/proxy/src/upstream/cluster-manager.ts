@@ -2,6 +2,7 @@ import type { IdentityStore } from '../tls/identity-store.ts';
 import { lookup } from 'node:dns/promises';
 import type { Cluster, Endpoint, ProxyNode } from '@remora/config';
 import type { Logger } from '../logger.ts';
+import { ClusterStats } from '../telemetry/cluster-stats.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { UpstreamCluster } from './upstream-cluster.ts';
 import { UpstreamHost, type ClusterHost, type PoolSettings } from './upstream-host.ts';
@@ -40,6 +41,8 @@ export class ClusterManager {
   /** Compiled upstream TLS settings by key, shared by the hosts that use the same ones. */
   readonly #tls = new Map<string, UpstreamTlsSettings>();
   readonly #opts: ClusterManagerOptions;
+  /** Envoy's cluster counters by cluster name, kept while a cluster of that name is live. */
+  readonly #stats = new Map<string, ClusterStats>();
   readonly #resolve: (hostname: string) => Promise<string[]>;
   readonly #sweeper: NodeJS.Timeout;
   #closed = false;
@@ -83,7 +86,9 @@ export class ClusterManager {
         next.set(model.name, existing);
         continue;
       }
-      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node);
+      let stats = this.#stats.get(model.name);
+      if (stats === undefined) this.#stats.set(model.name, (stats = new ClusterStats()));
+      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node, stats);
       if (model.discovery === 'static') this.#assign(c, model.endpoints);
       else warming.push(this.#resolveCluster(c));
       next.set(model.name, c);
@@ -98,6 +103,7 @@ export class ClusterManager {
   commit(next: Map<string, UpstreamCluster>): void {
     const prev = this.#clusters;
     this.#clusters = next;
+    for (const name of this.#stats.keys()) if (!next.has(name)) this.#stats.delete(name);
     for (const [name, c] of prev) {
       if (next.get(name) === c) continue;
       c.deactivate();

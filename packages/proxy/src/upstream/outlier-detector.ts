@@ -33,6 +33,11 @@ export class OutlierDetector {
   /** Hosts the cluster has now, to compute the ejected share. */
   #hostCount = 0;
   ejectionsTotal = 0;
+  /** Envoy's `outlier_detection.ejections_enforced_<reason>`, and ejections refused at the maximum share (`ejections_overflow`). */
+  ejectionsConsecutive5xx = 0;
+  ejectionsGatewayFailure = 0;
+  ejectionsLocalOriginFailure = 0;
+  ejectionsOverflow = 0;
 
   constructor(config: OutlierDetection, onChange: () => void, now: () => number = Date.now) {
     this.config = config;
@@ -112,14 +117,25 @@ export class OutlierDetector {
   #check(s: HostOutlierState): void {
     if (s.ejected) return;
     const c = this.config;
-    const hit =
-      (c.consecutive5xxErrors > 0 && s.consecutive5xx >= c.consecutive5xxErrors) ||
-      (c.consecutiveGatewayErrors > 0 && s.consecutiveGateway >= c.consecutiveGatewayErrors) ||
-      (c.splitExternalLocalOriginErrors && c.consecutiveLocalOriginFailures > 0 && s.consecutiveLocal >= c.consecutiveLocalOriginFailures);
-    if (!hit) return;
+    // Envoy checks consecutive 5xx first, then gateway failures, then local-origin failures.
+    const reason =
+      c.consecutive5xxErrors > 0 && s.consecutive5xx >= c.consecutive5xxErrors
+        ? 1
+        : c.consecutiveGatewayErrors > 0 && s.consecutiveGateway >= c.consecutiveGatewayErrors
+          ? 2
+          : c.splitExternalLocalOriginErrors && c.consecutiveLocalOriginFailures > 0 && s.consecutiveLocal >= c.consecutiveLocalOriginFailures
+            ? 3
+            : 0;
+    if (reason === 0) return;
     // Envoy refuses an ejection once the ejected share has reached the maximum.
     const total = this.#hostCount;
-    if (total > 0 && (this.ejectedCount * 100) / total >= c.maxEjectionPercent) return;
+    if (total > 0 && (this.ejectedCount * 100) / total >= c.maxEjectionPercent) {
+      this.ejectionsOverflow++;
+      return;
+    }
+    if (reason === 1) this.ejectionsConsecutive5xx++;
+    else if (reason === 2) this.ejectionsGatewayFailure++;
+    else this.ejectionsLocalOriginFailure++;
     s.ejected = true;
     const cap = Math.max(MAX_EJECTION_MS, c.baseEjectionTimeMs);
     // Envoy stops growing the multiplier once base × multiplier passes the cap, so a host

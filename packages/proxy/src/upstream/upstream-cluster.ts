@@ -1,4 +1,5 @@
 import type { Cluster, Endpoint, ProxyNode } from '@remora/config';
+import { ClusterStats } from '../telemetry/cluster-stats.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { CircuitBreaker } from './circuit-breaker.ts';
 import type { HashSource, LoadBalancer } from './load-balancer.ts';
@@ -55,9 +56,12 @@ export class UpstreamCluster {
   noHealthyUpstream = 0;
   /** Metrics for requests of this cluster that reached no host. */
   readonly noHostStats: RequestStats;
+  /** Envoy's `cluster.<name>.upstream_*` counters; the same object for the same name across config changes. */
+  readonly stats: ClusterStats;
 
-  constructor(model: Cluster, modelKey: string, noHostStats: RequestStats, node: ProxyNode) {
+  constructor(model: Cluster, modelKey: string, noHostStats: RequestStats, node: ProxyNode, stats: ClusterStats = new ClusterStats()) {
     this.name = model.name;
+    this.stats = stats;
     this.model = model;
     this.modelKey = modelKey;
     this.lb = createLoadBalancer(model);

@@ -41,6 +41,8 @@ export class UpstreamHost {
   readonly createdAt = Date.now();
   requestsTotal = 0;
   connectFailures = 0;
+  /** Connections opened to this address (Envoy's `upstream_cx_total`). */
+  cxTotal = 0;
   /** Clusters of the live config that use this host; 0 means it is waiting to be closed. */
   refs = 0;
   /** When refs dropped to 0 (ms since epoch), for the close grace period. */
@@ -76,6 +78,9 @@ export class UpstreamHost {
         : settings.keepaliveTimeMs > 0
           ? { connect: { keepAlive: true, keepAliveInitialDelay: settings.keepaliveTimeMs } }
           : {}),
+    });
+    this.pool.on('connect', () => {
+      this.cxTotal++;
     });
   }
 
