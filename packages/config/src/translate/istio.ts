@@ -114,6 +114,8 @@ export function translateIstio(
     .update(JSON.stringify(resources.map((r) => r.document)))
     .update(JSON.stringify(node))
     .update(JSON.stringify(ports))
+    // The MeshConfig changes the config too (extension providers): a change to it alone is a new version.
+    .update(JSON.stringify(options.mesh ?? null))
     .digest('hex')
     .slice(0, 16);
   return { config: { version, node, listeners, routeConfigs, clusters }, issues: dedupe(ctx.issues) };
