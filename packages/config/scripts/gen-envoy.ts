@@ -56,6 +56,8 @@ const ROOTS: readonly string[] = [
   'envoy/extensions/transport_sockets/tls/v3/cert.proto',
   'envoy/service/discovery/v3/ads.proto',
   'envoy/service/discovery/v3/discovery.proto',
+  // ext_authz's gRPC service
+  'envoy/service/auth/v3/external_auth.proto',
   // bootstrap and /config_dump
   'envoy/config/bootstrap/v3/bootstrap.proto',
   'envoy/admin/v3/config_dump.proto',

@@ -80,10 +80,13 @@ t.test("principals are rewritten to the node's trust domain, as istiod does", as
   ]);
 });
 
-t.test('CUSTOM is left out with a warning; no other policy means no RBAC filter', async (t) => {
+t.test('CUSTOM naming a provider the mesh does not have denies what its rules match, with a warning (istiod)', async (t) => {
   const { filters, brief } = inbound([policy('ext', '  action: CUSTOM\n  provider: { name: my-authz }\n  rules: [{}]')]);
-  t.same(filters.map((f) => f.name), TAIL);
-  t.match(brief, [/warning AuthorizationPolicy default\/ext spec\.action: CUSTOM .*not supported yet/]);
+  t.same(filters.map((f) => f.name), ['envoy.filters.http.rbac', ...TAIL]);
+  const rbac = filters[0]!.config as RBACJson;
+  t.equal(rbac.rules?.action, 'DENY');
+  t.same(Object.keys(rbac.rules?.policies ?? {}), ['istio-ext-authz-my-authz-ns[default]-policy[ext]-rule[0]-deny-due-to-bad-CUSTOM-action']);
+  t.match(brief, [/warning AuthorizationPolicy default\/ext spec\.provider\.name: CUSTOM action for provider my-authz cannot be used.*available providers are \[\] but found "my-authz"/]);
 });
 
 t.test('a rule istiod refuses is an error naming file, resource and field', async (t) => {

@@ -48,6 +48,8 @@ export interface FilterRequest {
   readonly path: string;
   readonly authority: string;
   readonly scheme: string;
+  /** `HTTP/1.1`, `HTTP/2`, … (Envoy's request.protocol). */
+  readonly protocol: string;
   /** The immediate peer's address (Envoy `source.ip`). */
   readonly sourceIp: string;
   /** The original client's address (Envoy `remote.ip`): from X-Forwarded-For per the trusted hops, else the peer. */
@@ -66,6 +68,19 @@ export interface FilterRequest {
   auth: RequestAuth | null;
   /** Lower-case name; repeated headers joined with `,`; null when absent. Sees earlier filters' edits. */
   requestHeader(name: string): string | null;
+  /**
+   * Every request header as earlier filters left it, without pseudo-headers: a flat list of
+   * name, value, name, value (names as the client wrote them). Read only; for filters that
+   * forward headers by pattern (ext_authz).
+   */
+  requestHeaderList(): readonly string[];
+  /**
+   * Envoy's dynamic metadata of the request, `filter` the namespace (a filter's name) and
+   * `key` a field of its Struct: what an earlier filter recorded for the later ones (RBAC's
+   * shadow result, which ext_authz's `filter_enabled_metadata` reads); null when unset.
+   */
+  dynamicMetadata(filter: string, key: string): string | null;
+  setDynamicMetadata(filter: string, key: string, value: string): void;
   setRequestHeader(name: string, value: string): void;
   removeRequestHeader(name: string): void;
   queryParam(name: string): string | null;
@@ -165,12 +180,48 @@ export interface FilterCompileContext {
   readonly scope?: string;
   /** Envoy's stats for the filter to resolve its counters from; absent: none are kept (DETACHED_STATS). */
   readonly stats?: FilterStats;
+  /** The snapshot's clusters, for filters that call a service (ext_authz); absent: no cluster can be reached. */
+  readonly upstream?: FilterUpstream;
+}
+
+/** A request a filter sends to a cluster (an authorization check). */
+export interface FilterUpstreamRequest {
+  readonly method: string;
+  readonly path: string;
+  /** Flat name, value, … list; `host` sets the authority. */
+  readonly headers: readonly string[];
+  readonly body: Uint8Array | null;
+  /** The whole exchange must end within this; then it fails with a timeout. */
+  readonly timeoutMs: number;
+}
+
+/** The complete response to a FilterUpstreamRequest. */
+export interface FilterUpstreamResponse {
+  readonly status: number;
+  /** Flat name, value, … list, names lower-case. */
+  readonly headers: readonly string[];
+  readonly body: Buffer;
+  /** HTTP/2 trailers (gRPC status), flat and lower-case; empty when none. */
+  readonly trailers: readonly string[];
+}
+
+/** Why a FilterUpstreamRequest failed: no such cluster, no healthy host, connection or protocol failure, timeout. */
+export type FilterUpstreamFailure = 'no_cluster' | 'no_healthy_upstream' | 'connect_failure' | 'timeout';
+
+/**
+ * Sends requests to the snapshot's clusters through their pools (load balancing, TLS and the
+ * HTTP version the cluster says), as Envoy's async HTTP client does for a filter.
+ */
+export interface FilterUpstream {
+  /** `done` is called once; the returned function cancels (then `done` is not called). */
+  send(cluster: string, request: FilterUpstreamRequest, done: (failure: FilterUpstreamFailure | null, response: FilterUpstreamResponse | null, detail: string) => void): () => void;
 }
 
 /** Envoy's filter names, which Istio's EnvoyFilter patches and config dumps use. */
 export const FilterName = {
   JwtAuthn: 'envoy.filters.http.jwt_authn',
   Rbac: 'envoy.filters.http.rbac',
+  ExtAuthz: 'envoy.filters.http.ext_authz',
   LocalRateLimit: 'envoy.filters.http.local_ratelimit',
   Fault: 'envoy.filters.http.fault',
   Cors: 'envoy.filters.http.cors',

@@ -13,3 +13,5 @@ export { JwtAuthnFilterFactory, jwtAuthnFactory } from './jwt-authn/jwt-authn-fa
 export { JwtAuthnFilter, JwtAuthnFilterConfig } from './jwt-authn/jwt-authn-filter.ts';
 export { CorsFilterFactory, corsFactory, CorsFilter, CORS_RESPONSE_DETAILS } from './cors/cors-filter.ts';
 export { CorsPolicy } from './cors/cors-policy.ts';
+export { ExtAuthzFilterFactory, extAuthzFactory } from './ext-authz/ext-authz-factory.ts';
+export { ExtAuthzFilter, ExtAuthzFilterConfig, EXT_AUTHZ_DENIED, EXT_AUTHZ_ERROR } from './ext-authz/ext-authz-filter.ts';

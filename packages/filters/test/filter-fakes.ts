@@ -30,6 +30,7 @@ export class FakeRequest implements FilterRequest {
   readonly path: string;
   readonly authority: string;
   readonly scheme: string;
+  readonly protocol: string;
   readonly sourceIp: string;
   readonly remoteIp: string;
   readonly destinationIp: string;
@@ -42,12 +43,15 @@ export class FakeRequest implements FilterRequest {
   readonly headers: Map<string, string>;
   readonly #query: URLSearchParams;
   readonly #routeConfigs: ReadonlyMap<string, unknown>;
+  /** Dynamic metadata set by filters, by `<filter> <key>`. */
+  readonly metadata = new Map<string, string>();
 
   constructor(init: ReqInit = {}) {
     this.method = init.method ?? 'GET';
     this.path = init.path ?? '/';
     this.authority = init.authority ?? 'example.com';
     this.scheme = init.scheme ?? 'http';
+    this.protocol = 'HTTP/1.1';
     this.sourceIp = init.sourceIp ?? '127.0.0.1';
     this.remoteIp = init.remoteIp ?? this.sourceIp;
     this.destinationIp = init.destinationIp ?? '127.0.0.1';
@@ -84,6 +88,15 @@ export class FakeRequest implements FilterRequest {
   }
   routeFilterConfig(name: string): unknown {
     return this.#routeConfigs.get(name) ?? null;
+  }
+  requestHeaderList(): readonly string[] {
+    return [...this.headers].flat();
+  }
+  dynamicMetadata(filter: string, key: string): string | null {
+    return this.metadata.get(`${filter} ${key}`) ?? null;
+  }
+  setDynamicMetadata(filter: string, key: string, value: string): void {
+    this.metadata.set(`${filter} ${key}`, value);
   }
 }
 

@@ -9,6 +9,7 @@ const T = 'type.googleapis.com/';
 export const HTTP_FILTER_TYPES: Readonly<Record<string, string>> = {
   'envoy.filters.http.jwt_authn': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`,
   'envoy.filters.http.rbac': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`,
+  'envoy.filters.http.ext_authz': `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz`,
   'envoy.filters.http.local_ratelimit': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
   'envoy.filters.http.fault': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
   'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.Cors`,

@@ -67,3 +67,11 @@ export function httpStatusCode(code: unknown): number | null {
   if (typeof code === 'number') return Number.isInteger(code) && code >= 100 && code <= 599 ? code : null;
   return typeof code === 'string' ? (STATUS_CODES[code] ?? null) : null;
 }
+
+let STATUS_NAMES: Map<number, string> | null = null;
+
+/** An HTTP code as envoy.type.v3.StatusCode's JSON name; null when the enum has no such code. */
+export function httpStatusName(code: number): string | null {
+  STATUS_NAMES ??= new Map(Object.entries(STATUS_CODES).map(([name, c]) => [c, name]));
+  return STATUS_NAMES.get(code) ?? null;
+}

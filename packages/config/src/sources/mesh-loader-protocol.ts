@@ -2,12 +2,12 @@ import type { ConfigIssue } from '../errors.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { VirtualHost } from '../model/route.ts';
-import type { TranslateOptions } from '../translate/istio.ts';
+import type { MeshLoadOptions } from './mesh-loader.ts';
 import type { LoadTimings } from './load-timings.ts';
 
 /** Messages between `MeshLoaderThread` and its worker. */
 export type ToLoader =
-  | { readonly type: 'load'; readonly id: number; readonly paths: readonly string[]; readonly node: ProxyNode; readonly ports: ListenerPorts; readonly options: TranslateOptions }
+  | { readonly type: 'load'; readonly id: number; readonly paths: readonly string[]; readonly node: ProxyNode; readonly ports: ListenerPorts; readonly options: MeshLoadOptions }
   /** Asks for the next piece of the result; the caller asks only when it is ready for more. */
   | { readonly type: 'next'; readonly id: number };
 

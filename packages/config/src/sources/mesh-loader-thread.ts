@@ -3,7 +3,8 @@ import type { ConfigIssue } from '../errors.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { RouteConfiguration, VirtualHost } from '../model/route.ts';
-import { DEFAULT_TRANSLATE_OPTIONS, type TranslateOptions } from '../translate/istio.ts';
+import { DEFAULT_TRANSLATE_OPTIONS } from '../translate/istio.ts';
+import type { MeshLoadOptions } from './mesh-loader.ts';
 import type { LoadTimings } from './load-timings.ts';
 import type { FromLoader, ToLoader } from './mesh-loader-protocol.ts';
 
@@ -40,7 +41,7 @@ export class MeshLoaderThread {
     this.#idleMs = opts.idleMs ?? 30_000;
   }
 
-  load(paths: readonly string[], node: ProxyNode, ports: ListenerPorts, options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS): Promise<ThreadLoadResult> {
+  load(paths: readonly string[], node: ProxyNode, ports: ListenerPorts, options: MeshLoadOptions = DEFAULT_TRANSLATE_OPTIONS): Promise<ThreadLoadResult> {
     const run = this.#queue.then(() => this.#load({ type: 'load', id: this.#nextId++, paths, node, ports, options }));
     this.#queue = run.catch(() => undefined);
     return run;

@@ -14,6 +14,8 @@ import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { Resource } from '../resources/resource.ts';
 import { isSupportedKind, validateResource } from '../schema/validator.ts';
+import { readFileSync } from 'node:fs';
+import { parseMeshConfig } from '../schema/mesh-config.ts';
 import { DEFAULT_TRANSLATE_OPTIONS, type TranslateOptions } from '../translate/istio.ts';
 import { translateIstioToEnvoy } from '../translate/istio-envoy.ts';
 import { loadFiles } from './load-files.ts';
@@ -21,6 +23,12 @@ import type { LoadTimings } from './load-timings.ts';
 
 export { hasErrors };
 export type { LoadTimings };
+
+/** What a load takes besides the resources' paths. */
+export interface MeshLoadOptions extends TranslateOptions {
+  /** Istio's MeshConfig (the `mesh` key of the `istio` ConfigMap, or that ConfigMap), read with the resources. */
+  readonly meshConfigFile?: string;
+}
 
 export interface MeshLoadResult {
   /** The translated config; null when any error was found (nothing partial is ever returned). */
@@ -42,12 +50,35 @@ export function loadMesh(
   paths: readonly string[],
   node: ProxyNode,
   ports: ListenerPorts,
-  options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
+  options: MeshLoadOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): MeshLoadResult {
   const t0 = performance.now();
   const loaded = loadFiles(paths);
-  const t1 = performance.now();
   const issues: ConfigIssue[] = [...loaded.issues];
+  const files = [...loaded.files];
+  if (options.meshConfigFile !== undefined) {
+    const file = options.meshConfigFile;
+    files.push(file);
+    let text: string | null = null;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      issues.push({ severity: 'error', file, line: 0, kind: 'MeshConfig', resource: 'mesh', path: '', message: `cannot read: ${(err as Error).message}` });
+    }
+    if (text !== null) {
+      const parsed = parseMeshConfig(text, file);
+      issues.push(...parsed.issues);
+      if (parsed.mesh !== null) {
+        const mesh = parsed.mesh;
+        options = { ...options, mesh };
+        // The MeshConfig's rootNamespace and trustDomain are the mesh's, over the proxy's defaults.
+        if (mesh.rootNamespace !== null || mesh.trustDomain !== null) {
+          node = { ...node, rootNamespace: mesh.rootNamespace ?? node.rootNamespace, trustDomain: mesh.trustDomain ?? node.trustDomain };
+        }
+      }
+    }
+  }
+  const t1 = performance.now();
   const valid: Resource[] = [];
   const seen = new Map<string, Resource>();
   for (const r of loaded.resources) {
@@ -72,14 +103,14 @@ export function loadMesh(
     valid.push(r);
   }
   const t2 = performance.now();
-  if (hasErrors(issues)) return { config: null, issues, files: loaded.files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: 0 } };
+  if (hasErrors(issues)) return { config: null, issues, files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: 0 } };
   const translated = translateIstioToEnvoy(valid, node, ports, options);
   issues.push(...translated.issues);
-  if (hasErrors(issues)) return { config: null, issues, files: loaded.files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 } };
+  if (hasErrors(issues)) return { config: null, issues, files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 } };
   const imported = proxyConfigFromEnvoy(translated.envoy, node, translated.version);
   issues.push(...imported.issues.map(importIssue));
   const timings = { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 };
-  return { config: hasErrors(issues) ? null : imported.config, issues, files: loaded.files, resources: valid, timings };
+  return { config: hasErrors(issues) ? null : imported.config, issues, files, resources: valid, timings };
 }
 
 /**

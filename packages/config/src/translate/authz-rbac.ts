@@ -20,7 +20,9 @@ import { checkIPSubnet, isIPAddress } from '../schema/names.ts';
 export interface AuthzPolicyInput {
   readonly namespace: string;
   readonly name: string;
-  readonly action: 'ALLOW' | 'DENY' | 'AUDIT';
+  readonly action: 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM';
+  /** CUSTOM: the `provider.name` (an extension provider of the MeshConfig). */
+  readonly provider?: string;
   /** The spec's `rules`; undefined when the spec has none (then the policy never matches). */
   readonly rules: readonly unknown[] | undefined;
   /** The `istio.io/dry-run` annotation: evaluated as `shadow_rules`, never enforced. */
@@ -74,18 +76,10 @@ function buildOne(policies: readonly AuthzPolicyInput[], action: 'ALLOW' | 'DENY
   let shadow: Record<string, PolicyJson> | null = null;
   for (const policy of policies) {
     const target = policy.dryRun ? (shadow ??= {}) : (rules ??= {});
-    const b = new PolicyBuilder(policy, opts);
-    const list = policy.rules ?? [];
-    list.forEach((rule, i) => {
-      const generated = b.rule(rule, i);
-      if (generated !== null) target[`ns[${policy.namespace}]-policy[${policy.name}]-rule[${i}]`] = generated;
-    });
-    if (list.length === 0) {
-      if (action === 'DENY') {
-        opts.report({ policy, severity: 'warning', path: [], message: 'DENY action without `rules` is meaningless as it will never be triggered; add an empty rule `{}` to deny every request' });
-      }
-      target[`ns[${policy.namespace}]-policy[${policy.name}]-rule[0]`] = POLICY_MATCH_NEVER;
+    if ((policy.rules ?? []).length === 0 && action === 'DENY') {
+      opts.report({ policy, severity: 'warning', path: [], message: 'DENY action without `rules` is meaningless as it will never be triggered; add an empty rule `{}` to deny every request' });
     }
+    buildPolicies(policy, '', target, opts);
   }
   const config: RBACJson = {};
   if (rules !== null) config.rules = rbacRules(envoyAction, rules);
@@ -94,6 +88,20 @@ function buildOne(policies: readonly AuthzPolicyInput[], action: 'ALLOW' | 'DENY
   const prefix = shadow === null || envoyAction === 'ALLOW' ? DRY_RUN_ALLOW_PREFIX : envoyAction === 'DENY' ? DRY_RUN_DENY_PREFIX : '';
   if (prefix !== '') config.shadowRulesStatPrefix = prefix;
   return config;
+}
+
+/**
+ * One Envoy policy per rule of `policy` into `target`, named `<prefix>ns[<ns>]-policy[<name>]-rule[<i>]`
+ * (a policy without rules: one that never matches). Invalid rules are reported and left out.
+ */
+export function buildPolicies(policy: AuthzPolicyInput, prefix: string, target: Record<string, PolicyJson>, opts: RbacBuildOptions): void {
+  const b = new PolicyBuilder(policy, opts);
+  const list = policy.rules ?? [];
+  list.forEach((rule, i) => {
+    const generated = b.rule(rule, i);
+    if (generated !== null) target[`${prefix}ns[${policy.namespace}]-policy[${policy.name}]-rule[${i}]`] = generated;
+  });
+  if (list.length === 0) target[`${prefix}ns[${policy.namespace}]-policy[${policy.name}]-rule[0]`] = POLICY_MATCH_NEVER;
 }
 
 function rbacRules(action: 'ALLOW' | 'DENY' | 'LOG', policies: Record<string, PolicyJson>): RBACRulesJson {

@@ -1,6 +1,6 @@
 /**
  * A listener's HTTP filter chain, in the order istiod builds it (listener_builder.go), of the
- * filters Remora runs: authentication and authorization (not on a sidecar's outbound side),
+ * filters Remora runs: CUSTOM authorization (ext_authz), authentication and authorization (not on a sidecar's outbound side),
  * then where gRPC stats stands in Istio's chain Remora's LocalRateLimit, then the fault filter,
  * CORS (an empty Cors, as istiod's) and the router (Envoy's terminal filter, last). Istio's
  * own filters (metadata exchange, gRPC stats, ALPN, stats) are not in the model; EnvoyFilters
@@ -8,6 +8,7 @@
  */
 import type { HttpFilterConfig } from '../model/listener.ts';
 import type { PatchContext } from './envoyfilter.ts';
+import type { AuthzFilters } from './security.ts';
 
 const CORS = 'envoy.filters.http.cors';
 const ROUTER = 'envoy.filters.http.router';
@@ -25,16 +26,18 @@ export function httpFilterChain(
   context: PatchContext,
   parts: {
     readonly jwtAuthn: HttpFilterConfig | null;
-    readonly authz: readonly HttpFilterConfig[];
+    readonly authz: AuthzFilters;
     readonly localRateLimit: HttpFilterConfig | null;
     readonly fault: HttpFilterConfig | null;
   },
 ): HttpFilterConfig[] {
   const out: HttpFilterConfig[] = [];
   if (context !== 'SIDECAR_OUTBOUND') {
+    // istiod's CUSTOM filters (RBAC metadata producer, ext_authz) come before authentication.
+    out.push(...parts.authz.custom);
     if (parts.jwtAuthn !== null) out.push(parts.jwtAuthn);
     // istiod's RBAC filters: AUDIT, DENY, ALLOW.
-    out.push(...parts.authz);
+    out.push(...parts.authz.rbac);
   }
   if (parts.localRateLimit !== null) out.push(parts.localRateLimit);
   if (parts.fault !== null) out.push(parts.fault);

@@ -16,7 +16,8 @@ import { httpFilterChain } from './http-filter-chain.ts';
 import { localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
 import { sidecarScope } from './sidecar-scope.ts';
-import { authzFilters } from './security.ts';
+import { authzFilters, NO_AUTHZ } from './security.ts';
+import { DEFAULT_MESH_CONFIG, type MeshConfig } from '../schema/mesh-config.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
@@ -29,7 +30,10 @@ import {
   type MeshIndex,
 } from './virtual-service.ts';
 
-export interface TranslateOptions extends ClusterOptions {}
+export interface TranslateOptions extends ClusterOptions {
+  /** Istio's MeshConfig (the `mesh` ConfigMap): extension providers for CUSTOM policies; absent: Istio's defaults. */
+  readonly mesh?: MeshConfig;
+}
 
 export const DEFAULT_TRANSLATE_OPTIONS: TranslateOptions = { dnsRefreshMs: 60_000 };
 
@@ -74,7 +78,7 @@ export function translateIstio(
       routeConfigsByPort: byPort,
       httpFilters: httpFilterChain('SIDECAR_OUTBOUND', {
         jwtAuthn: null,
-        authz: [],
+        authz: NO_AUTHZ,
         localRateLimit: localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort),
         fault: outbound.some(hasFault) ? FAULT_FILTER_CONFIG : null,
       }),
@@ -90,7 +94,7 @@ export function translateIstio(
         ...inbound.listener,
         httpFilters: httpFilterChain('SIDECAR_INBOUND', {
           jwtAuthn: jwtAuthnFilter(ctx),
-          authz: authzFilters(ctx),
+          authz: authzFilters(ctx, options.mesh ?? DEFAULT_MESH_CONFIG, registry),
           localRateLimit: localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort),
           fault: null,
         }),
@@ -110,6 +114,8 @@ export function translateIstio(
     .update(JSON.stringify(resources.map((r) => r.document)))
     .update(JSON.stringify(node))
     .update(JSON.stringify(ports))
+    // The MeshConfig changes the config too (extension providers): a change to it alone is a new version.
+    .update(JSON.stringify(options.mesh ?? null))
     .digest('hex')
     .slice(0, 16);
   return { config: { version, node, listeners, routeConfigs, clusters }, issues: dedupe(ctx.issues) };
@@ -394,7 +400,7 @@ function gatewayListeners(ctx: TranslateContext, mesh: MeshIndex, options: Trans
   const routeConfigs: RouteConfiguration[] = [];
   const virtualServices = ctx.resourcesOf('VirtualService');
   const jwtAuthn = jwtAuthnFilter(ctx);
-  const authz = authzFilters(ctx);
+  const authz = authzFilters(ctx, options.mesh ?? DEFAULT_MESH_CONFIG, mesh.registry);
   const credentials = options.credentialsDir ?? DEFAULT_CREDENTIALS_DIR;
   for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
     const bindAddress = servers.find((s) => s.server.bind)?.server.bind ?? ctx.ports.bindAddress;

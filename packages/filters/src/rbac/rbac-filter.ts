@@ -1,11 +1,12 @@
 /**
  * `envoy.filters.http.rbac` per request, as Envoy's RBAC filter: the enforced `rules` decide
  * (ALLOW: a request no policy matches is refused; DENY: a request a policy matches is refused;
- * LOG: never refuses), the `shadow_rules` are evaluated and counted, never enforced. A refusal
+ * LOG: never refuses), the `shadow_rules` are evaluated, counted and recorded in the request's
+ * dynamic metadata, never enforced. A refusal
  * is Envoy's 403 `RBAC: access denied` with details `rbac_access_denied_matched_policy[<name>]`.
  * Stateless: one instance serves every request.
  */
-import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
+import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
 import type { Stat } from '../filter-stats.ts';
 import type { RbacMatcher } from './rbac-matcher.ts';
 
@@ -83,11 +84,16 @@ export class RbacFilter implements HttpFilter {
   readonly #rules: RbacEngine | null;
   readonly #shadow: RbacEngine | null;
   readonly stats: RbacStats;
+  /** Envoy's dynamic metadata keys of the shadow result: `<shadow_rules_stat_prefix>shadow_effective_policy_id`, `…shadow_engine_result`. */
+  readonly #shadowPolicyKey: string;
+  readonly #shadowResultKey: string;
 
-  constructor(rules: RbacEngine | null, shadow: RbacEngine | null, stats: RbacStats) {
+  constructor(rules: RbacEngine | null, shadow: RbacEngine | null, stats: RbacStats, shadowStatPrefix = '') {
     this.#rules = rules;
     this.#shadow = shadow;
     this.stats = stats;
+    this.#shadowPolicyKey = `${shadowStatPrefix}shadow_effective_policy_id`;
+    this.#shadowResultKey = `${shadowStatPrefix}shadow_engine_result`;
   }
 
   onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
@@ -108,8 +114,14 @@ export class RbacFilter implements HttpFilter {
 
     const shadow = this.#shadow;
     if (shadow !== null) {
-      if (isAllowed(shadow, shadow.firstMatch(req, pathEnd))) this.stats.shadowAllowed.value++;
+      // As Envoy: the shadow result goes into the request's dynamic metadata, where later
+      // filters read it (istiod's CUSTOM policies enable ext_authz by the matched policy's name).
+      const matched = shadow.firstMatch(req, pathEnd);
+      const allowed = isAllowed(shadow, matched);
+      if (allowed) this.stats.shadowAllowed.value++;
       else this.stats.shadowDenied.value++;
+      if (matched !== null) req.setDynamicMetadata(FilterName.Rbac, this.#shadowPolicyKey, matched.name);
+      req.setDynamicMetadata(FilterName.Rbac, this.#shadowResultKey, allowed ? 'allowed' : 'denied');
     }
     const rules = this.#rules;
     if (rules === null) return null;

@@ -71,7 +71,8 @@ export class FileConfigSource implements ConfigSource {
 
   async first(): Promise<SourcedConfig | null> {
     // Watching starts before the first read, so a change made while it loads is not missed.
-    this.#watcher = new FileWatcher(this.#opts.configPaths, () => void this.reload());
+    const mesh = this.#opts.meshConfigFile;
+    this.#watcher = new FileWatcher(mesh === undefined ? this.#opts.configPaths : [...this.#opts.configPaths, mesh], () => void this.reload());
     await this.#watcher.ready;
     const loaded = await this.#load();
     if (loaded !== null) this.#current = loaded.config.version;
@@ -130,6 +131,7 @@ export class FileConfigSource implements ConfigSource {
     const result = await this.#loader.load(this.#opts.configPaths, this.#opts.node, this.#opts.ports, {
       dnsRefreshMs: this.#opts.dnsRefreshMs,
       ...(this.#opts.credentialsDir !== null ? { credentialsDir: resolve(this.#opts.credentialsDir) } : {}),
+      ...(this.#opts.meshConfigFile !== undefined ? { meshConfigFile: this.#opts.meshConfigFile } : {}),
     });
     for (const issue of result.issues) cfg.log(issue.severity === 'error' ? 'error' : 'warning', formatIssue(issue));
     if (hasErrors(result.issues) || result.config === null) {

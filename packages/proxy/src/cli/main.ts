@@ -63,7 +63,7 @@ async function validate(opts: ProxyOptions, io: Io): Promise<number> {
   const seen = new Set<string>();
   let resources = 0;
   for (const node of [asSidecar, asGateway]) {
-    const r = loadMesh(opts.configPaths, node, opts.ports, { dnsRefreshMs: opts.dnsRefreshMs });
+    const r = loadMesh(opts.configPaths, node, opts.ports, { dnsRefreshMs: opts.dnsRefreshMs, ...(opts.meshConfigFile !== undefined ? { meshConfigFile: opts.meshConfigFile } : {}) });
     resources = Math.max(resources, r.resources.length);
     for (const i of r.issues) {
       const line = formatIssue(i);

@@ -23,6 +23,7 @@ const ALL: readonly Command[] = ['gateway', 'sidecar', 'validate'];
 /** Every flag, with its help line; `--help` output is generated from this table. */
 export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   config: { type: 'string', short: 'c', multiple: true, arg: 'PATH', help: 'file or directory of Istio YAML/JSON (repeatable; directories are read recursively and watched)', for: ALL },
+  'mesh-config': { type: 'string', arg: 'FILE', help: 'Istio MeshConfig: the `mesh` key of the istio ConfigMap (or that ConfigMap) as YAML; read and watched with the config (extensionProviders for CUSTOM authorization, rootNamespace, trustDomain)', for: ALL },
   'xds-address': { type: 'string', arg: 'ADDR', help: 'take the config from an xDS control plane over ADS instead of files: unix:PATH or HOST:PORT (istiod: 15010)', for: PROXIES },
   'xds-delta': { type: 'boolean', help: 'use incremental (delta) ADS, as Istio\'s agent does, instead of state of the world', for: PROXIES },
   'admin-port': { type: 'string', arg: 'PORT', help: 'admin API on 127.0.0.1 (default 15000)', for: PROXIES },
@@ -80,6 +81,8 @@ export interface ProxyOptions {
   readonly requestTimeoutMs: number;
   /** Where the workload identity files are; null: Istio's default directories. */
   readonly identityPaths: IdentityPaths | null;
+  /** Istio's MeshConfig file (`--mesh-config`); absent: Istio's defaults. */
+  readonly meshConfigFile?: string;
   /** Where `credentialName`s resolve; null: the translator's default. */
   readonly credentialsDir: string | null;
   /** Config from an ADS server instead of files; absent: files. */
@@ -160,6 +163,8 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
   if (sdsAddress !== undefined && ['cert-chain', 'key', 'root-cert', 'certs-dir'].some((f) => v[f] !== undefined)) {
     throw new UsageError('--sds-address and the certificate files (--cert-chain, --key, --root-cert, --certs-dir) are two sources of the same identity: pass one');
   }
+  const meshConfig = typeof v['mesh-config'] === 'string' ? (v['mesh-config'] as string) : undefined;
+  if (meshConfig !== undefined && xdsAddress !== undefined) throw new UsageError('--mesh-config applies to -c files; with --xds-address the control plane has applied its MeshConfig already');
   if (configPaths.length === 0 && xdsAddress === undefined) throw new UsageError('no configuration given: pass -c PATH (a file or a directory) or --xds-address');
 
   const port = (name: string, fallback: number, allowZero = false): number => {
@@ -232,6 +237,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     dnsRefreshMs: duration('dns-refresh-rate', 60_000),
     identityPaths: identityPaths(str('cert-chain'), str('key'), str('root-cert'), str('certs-dir')),
     credentialsDir: str('credentials-dir') ?? null,
+    ...(meshConfig !== undefined ? { meshConfigFile: meshConfig } : {}),
     ...(xdsAddress !== undefined ? { xds: { address: xdsAddress, delta: v['xds-delta'] === true } } : {}),
     ...(sdsAddress !== undefined ? { sds: { address: sdsAddress } } : {}),
   };

@@ -135,6 +135,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   /** JWT authentication result, for the filters after the JWT filter. */
   auth: RequestAuth | null = null;
   protected filters: HttpFilter[] | null = null;
+  /** Envoy's dynamic metadata: flat filter, key, value triples; null until a filter sets some. */
+  #metadata: string[] | null = null;
   #filterIndex = 0;
   #iterating = false;
   #resumeRequested = false;
@@ -243,6 +245,28 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       h[w++] = h[r + 1]!;
     }
     h.length = w;
+  }
+
+  requestHeaderList(): readonly string[] {
+    return this.upstreamHeaders;
+  }
+
+  dynamicMetadata(filter: string, key: string): string | null {
+    const m = this.#metadata;
+    if (m === null) return null;
+    for (let i = 0; i < m.length; i += 3) if (m[i] === filter && m[i + 1] === key) return m[i + 2]!;
+    return null;
+  }
+
+  setDynamicMetadata(filter: string, key: string, value: string): void {
+    const m = (this.#metadata ??= []);
+    for (let i = 0; i < m.length; i += 3) {
+      if (m[i] === filter && m[i + 1] === key) {
+        m[i + 2] = value;
+        return;
+      }
+    }
+    m.push(filter, key, value);
   }
 
   routeFilterConfig(name: string): unknown {

@@ -1,5 +1,6 @@
 import { httpStatPrefix, type Listener, type ProxyConfig, type RouteConfiguration, type TrafficDirection } from '@remora/config';
 import type { FilterCompileContext, FilterRegistry, HttpFilterConfig } from '@remora/filters';
+import { ClusterCaller } from '../upstream/cluster-caller.ts';
 import { ConnectionManagerConfig } from '../http/connection-manager.ts';
 import type { RouteCompileContext } from '../router/compiled-route.ts';
 import { RouteTable, type VirtualHostFinder } from '../router/route-table.ts';
@@ -98,8 +99,9 @@ export class Snapshot {
       tables = compiled;
     }
     const listeners = new Map<string, ListenerSnapshot>();
+    let caller: ClusterCaller | null = null;
     for (const l of config.listeners) {
-      const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, { ...services.filterContext, scope: l.name, stats: services.stats.scope(httpStatPrefix(l)) });
+      const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, { ...services.filterContext, scope: l.name, stats: services.stats.scope(httpStatPrefix(l)), upstream: (caller ??= new ClusterCaller(clusters)) });
       // A chain of only the router (and skipped filters) has nothing to run per request.
       const chain = steps === null || steps.length === 0 ? null : steps;
       const routes = routesOf(l, config, tables);

@@ -86,6 +86,8 @@ import { file_envoy_extensions_transport_sockets_tls_v3_secret } from './envoy/e
 import { file_envoy_extensions_transport_sockets_tls_v3_tls } from './envoy/extensions/transport_sockets/tls/v3/tls_pb.ts';
 import { file_envoy_extensions_upstreams_http_v3_http_protocol_options } from './envoy/extensions/upstreams/http/v3/http_protocol_options_pb.ts';
 import { file_envoy_extensions_wasm_v3_wasm } from './envoy/extensions/wasm/v3/wasm_pb.ts';
+import { file_envoy_service_auth_v3_attribute_context } from './envoy/service/auth/v3/attribute_context_pb.ts';
+import { file_envoy_service_auth_v3_external_auth } from './envoy/service/auth/v3/external_auth_pb.ts';
 import { file_envoy_service_discovery_v3_ads } from './envoy/service/discovery/v3/ads_pb.ts';
 import { file_envoy_service_discovery_v3_discovery } from './envoy/service/discovery/v3/discovery_pb.ts';
 import { file_envoy_type_http_v3_path_transformation } from './envoy/type/http/v3/path_transformation_pb.ts';
@@ -214,6 +216,8 @@ export const GENERATED_FILES: readonly GenFile[] = [
   file_envoy_extensions_transport_sockets_tls_v3_tls,
   file_envoy_extensions_upstreams_http_v3_http_protocol_options,
   file_envoy_extensions_wasm_v3_wasm,
+  file_envoy_service_auth_v3_attribute_context,
+  file_envoy_service_auth_v3_external_auth,
   file_envoy_service_discovery_v3_ads,
   file_envoy_service_discovery_v3_discovery,
   file_envoy_type_http_v3_path_transformation,

@@ -1,0 +1,289 @@
+/**
+ * Istio's MeshConfig, as the `mesh` key of the `istio` ConfigMap holds it (YAML, the proto's
+ * JSON names), read into the part Remora uses: `rootNamespace`, `trustDomain` and the
+ * external authorizers of `extensionProviders` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`).
+ * Other fields are accepted and not read; other provider kinds are kept by name only (a
+ * CUSTOM policy naming one is refused by the authz builder, as istiod refuses it).
+ *
+ * A field of the wrong type is an error naming the file and the field; what istiod's builder
+ * checks itself (port range, statusOnError, pathPrefix, wildcards) is checked there, where a
+ * bad provider turns the CUSTOM policies that use it into deny rules.
+ */
+import { LineCounter, parseDocument, type Document } from 'yaml';
+import type { ConfigIssue } from '../errors.ts';
+import { parseDuration } from './duration.ts';
+
+/** `includeRequestBodyInCheck`: Envoy's ext_authz `with_request_body`. */
+export interface ExtAuthzRequestBody {
+  readonly maxRequestBytes: number;
+  readonly allowPartialMessage: boolean;
+  readonly packAsBytes: boolean;
+}
+
+/** What the HTTP and gRPC providers share. */
+interface ExtAuthzProviderBase {
+  /** `[<namespace>/]<hostname>` of a service in the registry. */
+  readonly service: string;
+  readonly port: number;
+  /** Milliseconds; null: istiod's default (600 s). */
+  readonly timeoutMs: number | null;
+  readonly failOpen: boolean;
+  /** The HTTP status as written (istiod parses it); '' when absent. */
+  readonly statusOnError: string;
+  readonly includeRequestBodyInCheck: ExtAuthzRequestBody | null;
+}
+
+export interface ExtAuthzHttpProvider extends ExtAuthzProviderBase {
+  readonly pathPrefix: string;
+  readonly includeRequestHeadersInCheck: readonly string[];
+  /** Deprecated in Istio; used only when `includeRequestHeadersInCheck` is empty. */
+  readonly includeHeadersInCheck: readonly string[];
+  readonly includeAdditionalHeadersInCheck: Readonly<Record<string, string>>;
+  readonly headersToUpstreamOnAllow: readonly string[];
+  readonly headersToDownstreamOnDeny: readonly string[];
+  readonly headersToDownstreamOnAllow: readonly string[];
+}
+
+export type ExtAuthzGrpcProvider = ExtAuthzProviderBase;
+
+/** One `extensionProviders` entry. */
+export type ExtensionProvider =
+  | { readonly name: string; readonly kind: 'envoyExtAuthzHttp'; readonly http: ExtAuthzHttpProvider }
+  | { readonly name: string; readonly kind: 'envoyExtAuthzGrpc'; readonly grpc: ExtAuthzGrpcProvider }
+  /** A provider of a kind Remora does not read (tracing, logging, …): its key, or '' when none. */
+  | { readonly name: string; readonly kind: 'other'; readonly type: string };
+
+/** The MeshConfig fields Remora reads. */
+export interface MeshConfig {
+  /** null: not set (the proxy's `--root-namespace`, default istio-system, stands). */
+  readonly rootNamespace: string | null;
+  /** null: not set (the proxy's `--trust-domain`, default cluster.local, stands). */
+  readonly trustDomain: string | null;
+  readonly extensionProviders: readonly ExtensionProvider[];
+}
+
+/** A mesh without a MeshConfig file: Istio's defaults, no extension providers. */
+export const DEFAULT_MESH_CONFIG: MeshConfig = { rootNamespace: null, trustDomain: null, extensionProviders: [] };
+
+export interface MeshConfigParseResult {
+  /** null when any error was found. */
+  readonly mesh: MeshConfig | null;
+  readonly issues: readonly ConfigIssue[];
+}
+
+const PROVIDER_KINDS = new Set(['envoyExtAuthzHttp', 'envoyExtAuthzGrpc']);
+
+/**
+ * Reads a MeshConfig from YAML text: the MeshConfig itself, or an `istio` ConfigMap whose
+ * `data.mesh` holds it. Problems name `file` and the field path.
+ */
+export function parseMeshConfig(text: string, file: string): MeshConfigParseResult {
+  const reader = new MeshReader(file);
+  const lines = new LineCounter();
+  let doc: Document = parseDocument(text, { lineCounter: lines });
+  if (doc.errors.length > 0) {
+    reader.error([], `not valid YAML: ${doc.errors[0]!.message}`, 0);
+    return { mesh: null, issues: reader.issues };
+  }
+  let root: unknown = doc.toJS();
+  let base: (string | number)[] = [];
+  let docLines = lines;
+  const cm = root as { kind?: unknown; data?: { mesh?: unknown } } | null;
+  if (cm !== null && typeof cm === 'object' && cm.kind === 'ConfigMap') {
+    if (typeof cm.data?.mesh !== 'string') {
+      reader.error(['data', 'mesh'], 'a ConfigMap given as MeshConfig must hold it as the string `data.mesh`', 0);
+      return { mesh: null, issues: reader.issues };
+    }
+    docLines = new LineCounter();
+    doc = parseDocument(cm.data.mesh, { lineCounter: docLines });
+    if (doc.errors.length > 0) {
+      reader.error(['data', 'mesh'], `not valid YAML: ${doc.errors[0]!.message}`, 0);
+      return { mesh: null, issues: reader.issues };
+    }
+    root = doc.toJS();
+    base = ['data', 'mesh'];
+  }
+  reader.locate(doc, docLines, base);
+  const mesh = reader.mesh(root ?? {});
+  return { mesh: reader.issues.some((i) => i.severity === 'error') ? null : mesh, issues: reader.issues };
+}
+
+type Path = readonly (string | number)[];
+
+class MeshReader {
+  readonly issues: ConfigIssue[] = [];
+  readonly #file: string;
+  #doc: Document | null = null;
+  #lines: LineCounter | null = null;
+  #base: Path = [];
+
+  constructor(file: string) {
+    this.#file = file;
+  }
+
+  locate(doc: Document, lines: LineCounter, base: Path): void {
+    this.#doc = doc;
+    this.#lines = lines;
+    this.#base = base;
+  }
+
+  #line(path: Path): number {
+    // A field inside a ConfigMap's `data.mesh` string has no line of its own in the file.
+    if (this.#doc === null || this.#base.length > 0) return 0;
+    for (let p = path; ; p = p.slice(0, -1)) {
+      const node = p.length === 0 ? this.#doc.contents : this.#doc.getIn(p, true);
+      const range = (node as { range?: [number, number, number] } | null | undefined)?.range;
+      if (range !== undefined) return this.#lines!.linePos(range[0]).line;
+      if (p.length === 0) return 0;
+    }
+  }
+
+  error(path: Path, message: string, line?: number): void {
+    this.issues.push({ severity: 'error', file: this.#file, line: line ?? this.#line(path), kind: 'MeshConfig', resource: 'mesh', path: fieldPath([...this.#base, ...path]), message });
+  }
+
+  warn(path: Path, message: string): void {
+    this.issues.push({ severity: 'warning', file: this.#file, line: this.#line(path), kind: 'MeshConfig', resource: 'mesh', path: fieldPath([...this.#base, ...path]), message });
+  }
+
+  mesh(raw: unknown): MeshConfig {
+    if (!isObject(raw)) {
+      this.error([], 'MeshConfig must be a mapping');
+      return DEFAULT_MESH_CONFIG;
+    }
+    const rootNamespace = this.#string(raw, 'rootNamespace', []);
+    const trustDomain = this.#string(raw, 'trustDomain', []);
+    const providers: ExtensionProvider[] = [];
+    const list = raw['extensionProviders'];
+    if (list !== undefined && list !== null) {
+      if (!Array.isArray(list)) this.error(['extensionProviders'], 'must be a list');
+      else list.forEach((p, i) => {
+        const got = this.#provider(p, ['extensionProviders', i]);
+        if (got !== null) providers.push(got);
+      });
+    }
+    return { rootNamespace: rootNamespace === '' ? null : rootNamespace, trustDomain: trustDomain === '' ? null : trustDomain, extensionProviders: providers };
+  }
+
+  #provider(raw: unknown, at: Path): ExtensionProvider | null {
+    if (!isObject(raw)) {
+      this.error(at, 'an extension provider must be a mapping');
+      return null;
+    }
+    const name = this.#string(raw, 'name', at);
+    const kinds = Object.keys(raw).filter((k) => k !== 'name');
+    if (kinds.length > 1) {
+      this.error(at, `an extension provider is one kind, found ${kinds.join(', ')}`);
+      return null;
+    }
+    const kind = kinds[0] ?? '';
+    if (!PROVIDER_KINDS.has(kind)) return { name, kind: 'other', type: kind };
+    const p = raw[kind];
+    const pat = [...at, kind];
+    if (!isObject(p)) {
+      this.error(pat, 'must be a mapping');
+      return null;
+    }
+    const base: ExtAuthzProviderBase = {
+      service: this.#string(p, 'service', pat),
+      port: this.#uint(p, 'port', pat),
+      timeoutMs: this.#duration(p, 'timeout', pat),
+      failOpen: this.#bool(p, 'failOpen', pat),
+      statusOnError: this.#string(p, 'statusOnError', pat),
+      includeRequestBodyInCheck: this.#body(p, pat),
+    };
+    if (kind === 'envoyExtAuthzGrpc') return { name, kind, grpc: base };
+    const http: ExtAuthzHttpProvider = {
+      ...base,
+      pathPrefix: this.#string(p, 'pathPrefix', pat),
+      includeRequestHeadersInCheck: this.#strings(p, 'includeRequestHeadersInCheck', pat),
+      includeHeadersInCheck: this.#strings(p, 'includeHeadersInCheck', pat),
+      includeAdditionalHeadersInCheck: this.#stringMap(p, 'includeAdditionalHeadersInCheck', pat),
+      headersToUpstreamOnAllow: this.#strings(p, 'headersToUpstreamOnAllow', pat),
+      headersToDownstreamOnDeny: this.#strings(p, 'headersToDownstreamOnDeny', pat),
+      headersToDownstreamOnAllow: this.#strings(p, 'headersToDownstreamOnAllow', pat),
+    };
+    return { name, kind: 'envoyExtAuthzHttp', http };
+  }
+
+  #body(p: Record<string, unknown>, at: Path): ExtAuthzRequestBody | null {
+    const v = p['includeRequestBodyInCheck'];
+    if (v === undefined || v === null) return null;
+    const bat = [...at, 'includeRequestBodyInCheck'];
+    if (!isObject(v)) {
+      this.error(bat, 'must be a mapping');
+      return null;
+    }
+    return { maxRequestBytes: this.#uint(v, 'maxRequestBytes', bat), allowPartialMessage: this.#bool(v, 'allowPartialMessage', bat), packAsBytes: this.#bool(v, 'packAsBytes', bat) };
+  }
+
+  #string(o: Record<string, unknown>, key: string, at: Path): string {
+    const v = o[key];
+    if (v === undefined || v === null) return '';
+    if (typeof v === 'string') return v;
+    // The proto's JSON reading takes a number for a string field only as a string.
+    if (key === 'statusOnError' && typeof v === 'number') return String(v);
+    this.error([...at, key], `must be a string, found ${describe(v)}`);
+    return '';
+  }
+
+  #uint(o: Record<string, unknown>, key: string, at: Path): number {
+    const v = o[key];
+    if (v === undefined || v === null) return 0;
+    const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+    if (typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff) return n;
+    this.error([...at, key], `must be an unsigned integer, found ${describe(v)}`);
+    return 0;
+  }
+
+  #bool(o: Record<string, unknown>, key: string, at: Path): boolean {
+    const v = o[key];
+    if (v === undefined || v === null) return false;
+    if (typeof v === 'boolean') return v;
+    this.error([...at, key], `must be true or false, found ${describe(v)}`);
+    return false;
+  }
+
+  #duration(o: Record<string, unknown>, key: string, at: Path): number | null {
+    const v = o[key];
+    if (v === undefined || v === null) return null;
+    const ms = typeof v === 'string' ? parseDuration(v) : null;
+    if (ms === null || ms < 0) {
+      this.error([...at, key], `must be a duration such as "10s" or "200ms", found ${describe(v)}`);
+      return null;
+    }
+    return ms;
+  }
+
+  #strings(o: Record<string, unknown>, key: string, at: Path): string[] {
+    const v = o[key];
+    if (v === undefined || v === null) return [];
+    if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
+    this.error([...at, key], `must be a list of strings, found ${describe(v)}`);
+    return [];
+  }
+
+  #stringMap(o: Record<string, unknown>, key: string, at: Path): Record<string, string> {
+    const v = o[key];
+    if (v === undefined || v === null) return {};
+    if (isObject(v) && Object.values(v).every((x) => typeof x === 'string')) return v as Record<string, string>;
+    this.error([...at, key], `must be a map of strings to strings, found ${describe(v)}`);
+    return {};
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return 'a list';
+  if (isObject(v)) return 'a mapping';
+  return JSON.stringify(v);
+}
+
+function fieldPath(path: Path): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out === '' ? p : `.${p}`;
+  return out;
+}
