@@ -133,6 +133,24 @@ export class ControlPlane {
     const map = this.#snapshot.get(typeUrl) ?? new Map<string, Any>();
     map.set(name, anyPack(schema, envoyFromJson(schema, json as JsonValue) as never));
     this.#snapshot.set(typeUrl, map);
+    return this.#pushType(typeUrl);
+  }
+
+  /** Puts an `Any` as it is under `name` (even one of another type, or of a resource with no name) and pushes. */
+  putAny(typeUrl: string, name: string, any: Any): string {
+    const map = this.#snapshot.get(typeUrl) ?? new Map<string, Any>();
+    map.set(name, any);
+    this.#snapshot.set(typeUrl, map);
+    return this.#pushType(typeUrl);
+  }
+
+  /** Drops one resource of the snapshot and pushes. */
+  remove(typeUrl: string, name: string): string {
+    this.#snapshot.get(typeUrl)?.delete(name);
+    return this.#pushType(typeUrl);
+  }
+
+  #pushType(typeUrl: string): string {
     this.#version++;
     for (const s of this.#streams) if (s.types.has(typeUrl)) this.#send(s, typeUrl);
     for (const d of this.#deltas) if (d.types.has(typeUrl)) this.#sendDelta(d, typeUrl);

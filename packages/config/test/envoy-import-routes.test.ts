@@ -553,3 +553,15 @@ t.test('redirects and direct responses: every field', async (t) => {
     { cluster: 'b', weight: 70, requestHeaders: null, responseHeaders: null },
   ], "istiod's per-destination authority: the Host sent to that cluster");
 });
+
+t.test('a timeout longer than a Node.js timer holds is capped at 2^31 - 1 ms, not turned into 1 ms', async (t) => {
+  const huge = '315576000000s';
+  const { rc, issues } = importOne({
+    name: 'r',
+    virtualHosts: [{ name: 'v', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c', timeout: huge, retryPolicy: { retryOn: '5xx', numRetries: 1, perTryTimeout: huge } } }] }],
+  });
+  t.same(issues, [], 'a valid Duration, as in Envoy');
+  const action = rc!.virtualHosts[0]!.routes[0]!.action as { timeoutMs: number; retry: { perTryTimeoutMs: number } };
+  t.equal(action.timeoutMs, 2_147_483_647);
+  t.equal(action.retry.perTryTimeoutMs, 2_147_483_647);
+});

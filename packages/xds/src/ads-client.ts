@@ -71,6 +71,7 @@ export interface AdsClientOptions {
   readonly backoff?: BackoffOptions;
   readonly logger?: XdsLogger;
   readonly stats?: XdsStats;
+  /** grpc-js channel options; the receive limit is off by default (`grpc.max_receive_message_length: -1`), as in Envoy. */
   readonly channelOptions?: grpc.ChannelOptions;
 }
 
@@ -118,7 +119,10 @@ export class AdsClient {
     this.#backoff = new JitteredBackoff(options.backoff);
     this.#log = options.logger ?? SILENT;
     this.stats = options.stats ?? new XdsStats();
-    this.#channelOptions = options.channelOptions ?? {};
+    // Envoy's gRPC client takes a response of any size; grpc-js refuses one over 4 MB by
+    // default, which for a large mesh (a CDS response of thousands of clusters) would end the
+    // stream, reconnect and be refused again, for ever.
+    this.#channelOptions = { 'grpc.max_receive_message_length': -1, ...options.channelOptions };
     this.node = withUserAgent(options.node);
     for (const typeUrl of options.wildcard ?? [TypeUrl.Cluster, TypeUrl.Listener]) this.#sub(typeUrl).wildcard = true;
   }
@@ -375,8 +379,8 @@ export class AdsClient {
     const resources: XdsResource[] = [];
     const problems: string[] = [];
     const seen = new Set<string>();
-    for (const entry of incoming.entries) {
-      const decoded = decodeResource(sub.typeUrl, entry.any, entry.name, entry.version);
+    for (const [index, entry] of incoming.entries.entries()) {
+      const decoded = decodeResource(sub.typeUrl, entry.any, entry.name, entry.version, index);
       if (!decoded.ok) {
         problems.push(decoded.message);
         continue;

@@ -30,7 +30,7 @@ const WRAPPED_RESOURCE = 'type.googleapis.com/envoy.service.discovery.v3.Resourc
  * (Envoy accepts both), else the name is read from the message and the version is the
  * response's.
  */
-export function decodeResource(typeUrl: string, any: Any, name: string | null, version: string): Decoded {
+export function decodeResource(typeUrl: string, any: Any, name: string | null, version: string, index?: number): Decoded {
   const type = shortTypeName(typeUrl);
   if (any.typeUrl === WRAPPED_RESOURCE && name === null) {
     let wrapper;
@@ -40,11 +40,16 @@ export function decodeResource(typeUrl: string, any: Any, name: string | null, v
       return { ok: false, message: `${type}: cannot decode an envoy.service.discovery.v3.Resource: ${reasonOf(e)}` };
     }
     if (wrapper.resource === undefined) return { ok: false, message: `${type} ${wrapper.name}: resource: missing` };
-    return decodeResource(typeUrl, wrapper.resource, wrapper.name, wrapper.version === '' ? version : wrapper.version);
+    return decodeResource(typeUrl, wrapper.resource, wrapper.name, wrapper.version === '' ? version : wrapper.version, index);
   }
-  const label = name === null || name === '' ? type : `${type} ${name}`;
+  // A bare Any of a state-of-the-world response has no name outside it: its position names it.
+  const at = index === undefined ? '' : ` (resources[${index}])`;
+  const label = name === null || name === '' ? `${type}${at.replace(/[()]/g, '')}` : `${type} ${name}`;
   if (any.typeUrl !== typeUrl) {
-    return { ok: false, message: `${label}: type URL "${any.typeUrl}" in a response of "${typeUrl}"` };
+    // Name it by what it says it is, when that reads.
+    const foreign = name === null || name === '' ? foreignName(any) : '';
+    const named = foreign === '' ? label : `${type} ${foreign}${at}`;
+    return { ok: false, message: `${named}: type URL "${any.typeUrl}" in a response of "${typeUrl}"` };
   }
   let message: Message;
   try {
@@ -58,6 +63,17 @@ export function decodeResource(typeUrl: string, any: Any, name: string | null, v
     return { ok: false, message: `${type} ${name}: the resource inside is named "${own}"` };
   }
   return { ok: true, resource: { name: own, version, message, any } };
+}
+
+/** The `name` (or `cluster_name`) of a message of any known type; '' when it has none or does not decode. */
+function foreignName(any: Any): string {
+  try {
+    const m = envoyUnpack(any) as unknown as { readonly name?: unknown; readonly clusterName?: unknown };
+    const n = typeof m.name === 'string' ? m.name : m.clusterName;
+    return typeof n === 'string' ? n : '';
+  } catch {
+    return '';
+  }
 }
 
 /** The name a resource is known by: `cluster_name` for a ClusterLoadAssignment, `name` for the rest. */

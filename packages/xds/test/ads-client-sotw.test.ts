@@ -114,9 +114,9 @@ t.test('a resource that does not decode is NACKed without reaching the consumer'
   stream.send(sotwResponse({ typeUrl: TypeUrl.Cluster, versionInfo: 'v1', nonce: 'n1', resources: [broken] }));
   const nack = await stream.request(3);
   t.equal(nack.errorDetail?.code, 3);
-  t.match(nack.errorDetail?.message, /^Cluster: cannot decode: /);
+  t.match(nack.errorDetail?.message, /^Cluster resources\[0\]: cannot decode: /, 'a bare Any is named by its position');
   stream.send(sotwResponse({ typeUrl: TypeUrl.Cluster, versionInfo: 'v2', nonce: 'n2', resources: [listener('l', 80)] }));
-  t.match((await stream.request(4)).errorDetail?.message, /type URL "type.googleapis.com\/envoy.config.listener.v3.Listener" in a response of/);
+  t.match((await stream.request(4)).errorDetail?.message, /^Cluster l \(resources\[0\]\): type URL "type.googleapis.com\/envoy.config.listener.v3.Listener" in a response of/, 'one of another type by its own name and position');
   stream.send(sotwResponse({ typeUrl: TypeUrl.Cluster, versionInfo: 'v3', nonce: 'n3', resources: [cluster('d'), cluster('d')] }));
   t.equal((await stream.request(5)).errorDetail?.message, 'Cluster d: duplicate name in one response');
   t.same(c.updates, [], 'the consumer saw none of them');

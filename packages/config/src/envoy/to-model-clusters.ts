@@ -30,7 +30,7 @@ import type {
   UpstreamProtocol,
   UpstreamTls,
 } from '../model/index.ts';
-import { durationJsonMs } from '../model/envoy-values.ts';
+import { durationJsonMs, timerMs } from '../model/envoy-values.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { SecretRef } from './from-model.ts';
 import type { ClusterJson, Cluster_TransportSocketMatchJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
@@ -123,7 +123,8 @@ const join = joinPath;
 function ms(is: Issues, path: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
   try {
-    return durationJsonMs(v, path);
+    // Every cluster duration arms a timer (connect, idle, outlier detection, health checks).
+    return timerMs(durationJsonMs(v, path));
   } catch (err) {
     is.error(path, (err as Error).message);
     return dflt;

@@ -24,6 +24,7 @@ import type {
   VirtualHost,
   WeightedCluster,
 } from '../model/route.ts';
+import { timerMs } from '../model/envoy-values.ts';
 import { PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { HeaderValueOptionJson } from './gen/envoy/config/core/v3/base_pb.ts';
@@ -561,7 +562,7 @@ function forwardAction(r: Reader, a: RouteActionJson, at: string, vhRetry: Retry
   return {
     kind: 'forward',
     clusters,
-    timeoutMs,
+    timeoutMs: timerMs(timeoutMs),
     retry,
     rewrite,
     authorityRewrite: a.hostRewriteLiteral ?? null,
@@ -596,7 +597,7 @@ function retryPolicy(r: Reader, p: RetryPolicyJson, at: string): RetryPolicy | n
   if (numRetries === 0) return null;
   return {
     numRetries,
-    perTryTimeoutMs: p.perTryTimeout === undefined ? 0 : durationMs(p.perTryTimeout),
+    perTryTimeoutMs: p.perTryTimeout === undefined ? 0 : timerMs(durationMs(p.perTryTimeout)),
     retryOn: (p.retryOn ?? '')
       .split(',')
       .map((s) => s.trim())

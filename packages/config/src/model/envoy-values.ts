@@ -35,6 +35,18 @@ export function durationJsonMs(v: unknown, where: string): number {
   return Number(m[2]) * 1000 + Number(`0.${m[3] ?? '0'}`) * 1000;
 }
 
+/**
+ * The longest delay a Node.js timer takes (2^31 - 1 ms, ~24.8 days); a longer one fires after
+ * 1 ms. A Duration holds up to ~10,000 years and Envoy arms its timers with any of them, so a
+ * duration that bounds a timer is capped here: beyond ~24.8 days it is "never" either way.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** `ms` capped at {@link MAX_TIMER_MS}, for a duration that arms a timer. */
+export function timerMs(ms: number): number {
+  return ms > MAX_TIMER_MS ? MAX_TIMER_MS : ms;
+}
+
 /** Milliseconds as a google.protobuf.Duration JSON string, as protobuf writes it (0, 3, 6 or 9 fractional digits). */
 export function msToDurationJson(ms: number): string {
   const nanos = Math.round(ms * 1e6);
