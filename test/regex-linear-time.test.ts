@@ -1,8 +1,12 @@
 // Regexes from config run in time linear in the input, as Envoy's RE2 does: a pattern that makes
 // a backtracking engine explode (`(a+)+`) cannot hold the event loop. Each kind of regex a
 // VirtualService can carry — uri, header, query parameter, CORS origin, uriRegexRewrite — gets a
-// 10 KiB input built to be its worst case and must answer within 10 ms. The proxy runs as its
-// own process so that a stalled event loop shows up as a timeout here instead of freezing the test.
+// 10 KiB input built to be its worst case and must answer at once. A backtracking engine needs
+// about 2^n steps for `(a+)+` against n `a`s and a mismatch: seconds at 30 characters, never at
+// 10 KiB; a linear one answers a 10 KiB input in well under a millisecond of CPU. The bound only
+// has to tell the two apart, so it leaves room for a busy machine running many tests at once
+// (speed itself is measured in bench/, not here). The proxy runs as its own process so that a
+// stalled event loop shows up as a timeout here instead of freezing the test.
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request, type Reply } from './helpers/http.ts';
@@ -17,7 +21,8 @@ let app: Backend;
 
 /** 10 KiB of `a` with a trailing `!`: no match, and the worst case for a backtracking `(a+)+`. */
 const EVIL = 'a'.repeat(10 * 1024 - 1) + '!';
-const LIMIT_MS = 10;
+/** Far above a linear engine's time on a loaded machine, far below a backtracking one's. */
+const LIMIT_MS = 250;
 
 t.before(async () => {
   app = await startBackend('app', (req, res) => {
@@ -84,28 +89,28 @@ async function timed(path: string, headers: Record<string, string> = {}): Promis
   return { ms: best, reply: reply! };
 }
 
-t.test('uri regex /(a+)+ against a 10 KiB path answers within 10 ms', async (t) => {
+t.test('uri regex /(a+)+ against a 10 KiB path answers at once (linear time)', async (t) => {
   t.equal((await request(port, '/aaa', { headers: { host: 'x' } })).status, 200, 'the regex still matches what it should');
   const { ms, reply } = await timed(`/${EVIL}`);
   t.equal(reply.status, 404, 'no route matches');
   t.ok(ms < LIMIT_MS, `answered in ${ms.toFixed(2)} ms`);
 });
 
-t.test('header regex (a+)+ against a 10 KiB value answers within 10 ms', async (t) => {
+t.test('header regex (a+)+ against a 10 KiB value answers at once (linear time)', async (t) => {
   t.equal((await request(port, '/h', { headers: { host: 'x', 'x-evil': 'aaaa' } })).status, 200);
   const { ms, reply } = await timed('/h', { 'x-evil': EVIL });
   t.equal(reply.status, 404);
   t.ok(ms < LIMIT_MS, `answered in ${ms.toFixed(2)} ms`);
 });
 
-t.test('query parameter regex (a+)+ against a 10 KiB value answers within 10 ms', async (t) => {
+t.test('query parameter regex (a+)+ against a 10 KiB value answers at once (linear time)', async (t) => {
   t.equal((await request(port, '/q?v=aaaa', { headers: { host: 'x' } })).status, 200);
   const { ms, reply } = await timed(`/q?v=${EVIL}`);
   t.equal(reply.status, 404);
   t.ok(ms < LIMIT_MS, `answered in ${ms.toFixed(2)} ms`);
 });
 
-t.test('CORS origin regex (a+)+ against a 10 KiB Origin answers within 10 ms', async (t) => {
+t.test('CORS origin regex (a+)+ against a 10 KiB Origin answers at once (linear time)', async (t) => {
   const ok = await request(port, '/c', { headers: { host: 'x', origin: 'aaaa' } });
   t.equal(ok.headers['access-control-allow-origin'], 'aaaa', 'a matching origin is allowed');
   const { ms, reply } = await timed('/c', { origin: EVIL });
@@ -114,7 +119,7 @@ t.test('CORS origin regex (a+)+ against a 10 KiB Origin answers within 10 ms', a
   t.ok(ms < LIMIT_MS, `answered in ${ms.toFixed(2)} ms`);
 });
 
-t.test('uriRegexRewrite (a+)+b against a 10 KiB path answers within 10 ms', async (t) => {
+t.test('uriRegexRewrite (a+)+b against a 10 KiB path answers at once (linear time)', async (t) => {
   const ok = await request(port, '/r/aab', { headers: { host: 'x' } });
   t.equal(ok.json<{ url: string }>().url, '/r//x', 'the rewrite still replaces what matches');
   const { ms, reply } = await timed(`/r/${EVIL}`);

@@ -10,40 +10,10 @@ import { CLUSTER, ENDPOINTS, ROUTES } from './helpers/control-plane.ts';
 import { request } from './helpers/http.ts';
 import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
 import { freePort, sleep, waitFor } from './helpers/net.ts';
-import { envoyFor, startGateway } from './helpers/xds-mesh.ts';
+import { envoyFor, startGateway, weighted } from './helpers/xds-mesh.ts';
 
 const XDS_MODES = ['sotw', 'delta'] as const;
 
-function weighted(port: number, v1: number, v2: number, weightV2: number, spare: number | null): string {
-  return doc(
-    gateway('gw', port),
-    serviceEntry('web', 'web.example', [
-      { port: v1, labels: { version: 'v1' } },
-      { port: v2, labels: { version: 'v2' } },
-    ]),
-    ...(spare === null ? [] : [serviceEntry('spare', 'spare.example', [{ port: spare }])]),
-    `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: web }
-spec:
-  host: web.example
-  subsets:
-  - { name: v1, labels: { version: v1 } }
-  - { name: v2, labels: { version: v2 } }
-`,
-    `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web }
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route:
-    - { destination: { host: web.example, subset: v1 }, weight: ${100 - weightV2} }
-    - { destination: { host: web.example, subset: v2 }, weight: ${weightV2} }
-`,
-  );
-}
 
 for (const mode of XDS_MODES) {
   t.test(`${mode}: 20 snapshots pushed under a steady 20-connection load lose no request`, async (t) => {

@@ -7,7 +7,7 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseResources, validateResource, type ListenerPorts, type ProxyNode } from '@remora/config';
+import { parseResources, type ListenerPorts, type ProxyNode } from '@remora/config';
 import { translateIstioToEnvoy, type EnvoyResources } from '@remora/config/envoy';
 import { startBackend } from './helpers/backends.ts';
 import { CLUSTER, ControlPlane, LISTENER, ROUTES } from './helpers/control-plane.ts';
@@ -15,6 +15,7 @@ import { get } from './helpers/http.ts';
 import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { CLI, CORPUS, startRemora } from './helpers/remora.ts';
+import { envoyFor as sharedEnvoyFor, weighted } from './helpers/xds-mesh.ts';
 import { certificateSecret, rootsSecret, SdsAgent } from './helpers/sds-agent.ts';
 import { spawnEnvoy, staticBootstrap } from './helpers/bootstrap.ts';
 import { DevCa } from '@remora/proxy';
@@ -34,44 +35,13 @@ const GATEWAY: ProxyNode = {
 };
 const PORTS: ListenerPorts = { bindAddress: '127.0.0.1', outboundPort: 15001, inboundPort: 15006, appPort: null, appAddress: '127.0.0.1' };
 
-/** What istiod would push to the gateway for this Istio YAML. */
+/** What istiod would push to this test's gateway for this Istio YAML. */
 function envoyFor(yaml: string): EnvoyResources {
-  const parsed = parseResources(yaml, 'mesh.yaml');
-  const issues = [...parsed.issues, ...parsed.resources.flatMap(validateResource)].filter((i) => i.severity === 'error');
-  if (issues.length > 0) throw new Error(JSON.stringify(issues));
-  const r = translateIstioToEnvoy(parsed.resources, GATEWAY, PORTS);
-  if (r.issues.some((i) => i.severity === 'error')) throw new Error(JSON.stringify(r.issues));
-  return r.envoy;
+  return sharedEnvoyFor(yaml, { node: GATEWAY, ports: PORTS });
 }
 
 function mesh(port: number, backends: { v1: number; v2: number }, weightV2: number): string {
-  return doc(
-    gateway('gw', port),
-    serviceEntry('web', 'web.example', [
-      { port: backends.v1, labels: { version: 'v1' } },
-      { port: backends.v2, labels: { version: 'v2' } },
-    ]),
-    `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: web }
-spec:
-  host: web.example
-  subsets:
-  - { name: v1, labels: { version: v1 } }
-  - { name: v2, labels: { version: v2 } }
-`,
-    `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: web }
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route:
-    - { destination: { host: web.example, subset: v1 }, weight: ${100 - weightV2} }
-    - { destination: { host: web.example, subset: v2 }, weight: ${weightV2} }
-`,
-  );
+  return weighted(port, backends.v1, backends.v2, weightV2);
 }
 
 t.test('a gateway configured over ADS: routes, updates, a NACK that keeps the last good config, an outage', async (t) => {

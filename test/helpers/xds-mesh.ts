@@ -9,6 +9,7 @@ import { parseResources, validateResource, type ListenerPorts, type ProxyNode } 
 import { translateIstioToEnvoy, type EnvoyResources } from '@remora/config/envoy';
 import { parseOptions } from '@remora/proxy';
 import { ControlPlane } from './control-plane.ts';
+import { doc, gateway, serviceEntry } from './mesh.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './remora.ts';
 
 export type ConfigMode = 'files' | 'sotw' | 'delta';
@@ -80,4 +81,39 @@ export async function startGateway(mode: ConfigMode, yaml: string): Promise<Mode
       cp.kill();
     },
   };
+}
+
+/**
+ * A gateway on `port` sending every request to `web.example`, split between subsets v1 and v2
+ * (backends on ports `v1` and `v2`) with `weightV2` percent to v2; `spare`: one more service.
+ */
+export function weighted(port: number, v1: number, v2: number, weightV2: number, spare: number | null = null): string {
+  return doc(
+    gateway('gw', port),
+    serviceEntry('web', 'web.example', [
+      { port: v1, labels: { version: 'v1' } },
+      { port: v2, labels: { version: 'v2' } },
+    ]),
+    ...(spare === null ? [] : [serviceEntry('spare', 'spare.example', [{ port: spare }])]),
+    `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: web }
+spec:
+  host: web.example
+  subsets:
+  - { name: v1, labels: { version: v1 } }
+  - { name: v2, labels: { version: v2 } }
+`,
+    `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - route:
+    - { destination: { host: web.example, subset: v1 }, weight: ${100 - weightV2} }
+    - { destination: { host: web.example, subset: v2 }, weight: ${weightV2} }
+`,
+  );
 }
