@@ -14,7 +14,7 @@ export { validateResource, isSupportedKind, SUPPORTED_KINDS, type SupportedKind 
 export { parseDuration } from './schema/duration.ts';
 export { Regex, RegexRewrite, RegexSyntaxError, checkRegex } from './schema/regex.ts';
 export * from './sources/mesh-loader-thread.ts';
-export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJson, httpStatusCode } from './model/envoy-values.ts';
+export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJson, httpStatusCode, timerMs, MAX_TIMER_MS } from './model/envoy-values.ts';
 export { httpStatPrefix } from './model/listener.ts';
 export { proxyConfigFromEnvoy, type ImportResult } from './envoy/to-model.ts';
 export { formatImportIssue, type ImportIssue } from './envoy/import-context.ts';

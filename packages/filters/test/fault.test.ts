@@ -167,3 +167,14 @@ t.test("Envoy's fault stats: delays_injected, aborts_injected, and active_faults
   t.equal(v('aborts_injected'), 2, 'a fault not drawn counts nothing');
   t.equal(v('active_faults'), 0);
 });
+
+t.test('a delay longer than a Node timer holds waits (it does not fire at once)', async (t) => {
+  // 10,000 years: valid in Envoy's Duration; Node would fire a timer over 2^31-1 ms after 1 ms.
+  const cb = new RecordingCallbacks();
+  const f = listener.create() as FaultFilter;
+  t.equal(f.onRequest(routeWith({ delay: { fixedDelay: '315576000000s', percentage: million(100) } }), cb), FilterStatus.StopIteration);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(cb.continued, 0, 'still delayed after 50 ms');
+  t.ok(f.delaying);
+  f.onDestroy();
+});

@@ -6,7 +6,7 @@
  * enables the check (istiod's CUSTOM policies: only requests their shadow RBAC rules matched).
  * What Remora cannot honour is a compile error naming the field.
  */
-import { durationJsonMs, httpStatusCode } from '@remora/config';
+import { durationJsonMs, httpStatusCode, timerMs } from '@remora/config';
 import type { ExtAuthzJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/ext_authz/v3/ext_authz_pb.js';
 import type { ListStringMatcherJson } from '@remora/config/envoy/gen/envoy/type/matcher/v3/string_pb.js';
 import type { MetadataMatcherJson } from '@remora/config/envoy/gen/envoy/type/matcher/v3/metadata_pb.js';
@@ -134,7 +134,7 @@ export class ExtAuthzSettings {
       this.http = {
         cluster: uri.cluster,
         pathPrefix: prefix,
-        timeoutMs: durationJsonMs(uri.timeout, 'httpService.serverUri.timeout'),
+        timeoutMs: timerMs(durationJsonMs(uri.timeout, 'httpService.serverUri.timeout')),
         headersToAdd: add,
         allowedUpstreamHeaders: new HeaderPatterns(res?.allowedUpstreamHeaders, 'httpService.authorizationResponse.allowedUpstreamHeaders'),
         allowedUpstreamHeadersToAppend: new HeaderPatterns(res?.allowedUpstreamHeadersToAppend, 'httpService.authorizationResponse.allowedUpstreamHeadersToAppend'),
@@ -149,7 +149,7 @@ export class ExtAuthzSettings {
       this.grpc = {
         cluster,
         authority: g.envoyGrpc?.authority ?? '',
-        timeoutMs: g.timeout === undefined ? DEFAULT_GRPC_TIMEOUT_MS : durationJsonMs(g.timeout, 'grpcService.timeout'),
+        timeoutMs: g.timeout === undefined ? DEFAULT_GRPC_TIMEOUT_MS : timerMs(durationJsonMs(g.timeout, 'grpcService.timeout')),
       };
     }
   }

@@ -4,7 +4,7 @@
  * HTTP route) and an empty HTTPFault in the chain; a fault in the listener's config applies
  * to routes that bring none of their own, as in Envoy.
  */
-import { durationJsonMs, fractionalPercent } from '@remora/config';
+import { durationJsonMs, fractionalPercent, timerMs } from '@remora/config';
 import type { HTTPFaultJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.js';
 import { DETACHED_STATS, type FilterStats } from '../filter-stats.ts';
 import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
@@ -52,7 +52,8 @@ function compileFault(config: unknown, context: FilterCompileContext): CompiledF
   if (c.delay !== undefined && c.delay !== null) {
     if (c.delay.headerDelay !== undefined) throw new Error('delay.headerDelay (header-controlled delays) is not supported');
     if (c.delay.fixedDelay === undefined) throw new Error('delay.fixedDelay is required');
-    delayMs = durationJsonMs(c.delay.fixedDelay, 'delay.fixedDelay');
+    // A delay arms a timer: one longer than Node's timers hold (about 24.8 days) would fire at once.
+    delayMs = timerMs(durationJsonMs(c.delay.fixedDelay, 'delay.fixedDelay'));
     delayPercent = fractionalPercent(c.delay.percentage, 'delay.percentage');
   }
   let abort = false;
