@@ -1,5 +1,6 @@
 import type { Route, RouteConfiguration, VirtualHost } from '@remora/config';
 import { CompiledRoute, type RouteCompileContext, type RouteRequest } from './compiled-route.ts';
+import { ROUTE_INDEX_MIN_ROUTES, RouteIndex } from './route-index.ts';
 
 /** A virtual host with its routes compiled; first matching route wins. */
 export class CompiledVirtualHost {
@@ -7,6 +8,8 @@ export class CompiledVirtualHost {
   readonly routes: readonly CompiledRoute[];
   /** `require_tls: ALL` (Gateway httpsRedirect): plaintext requests get this 301 to https. */
   readonly tlsRedirect: CompiledRoute | null;
+  /** The routes indexed by path; null for a small host, which is scanned. */
+  readonly #index: RouteIndex | null;
   /** `table`: the route configuration's name, which scopes the routes' filter state. */
   constructor(v: VirtualHost, ctx: RouteCompileContext, table = '') {
     this.name = v.name;
@@ -14,9 +17,16 @@ export class CompiledVirtualHost {
     const keys = routeStateKeys(v.routes);
     this.routes = v.routes.map((r, i) => new CompiledRoute(r, ctx, `${scope}/${keys[i]!}`));
     this.tlsRedirect = v.requireTls ? new CompiledRoute(HTTPS_REDIRECT, ctx, `${scope}/https_redirect`) : null;
+    this.#index = v.routes.length >= ROUTE_INDEX_MIN_ROUTES ? new RouteIndex(v.routes, this.routes) : null;
   }
 
+  /** The first matching route, as Envoy: through the index when the host has one. */
   match(r: RouteRequest): CompiledRoute | null {
+    return this.#index !== null ? this.#index.match(r) : this.scan(r);
+  }
+
+  /** The first matching route by trying every route in order. */
+  scan(r: RouteRequest): CompiledRoute | null {
     const routes = this.routes;
     for (let i = 0; i < routes.length; i++) if (routes[i]!.matcher.matches(r)) return routes[i]!;
     return null;
