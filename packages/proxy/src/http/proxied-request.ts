@@ -31,7 +31,7 @@ import {
   H_USER_AGENT,
   H_XFCC, H_XFF,
   H_XFP,
-  queryValue,
+  queryOf,
   rawHeaderValue,
 } from './request-headers.ts';
 import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
@@ -137,6 +137,12 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   protected filters: HttpFilter[] | null = null;
   /** Envoy's dynamic metadata: flat filter, key, value triples; null until a filter sets some. */
   #metadata: string[] | null = null;
+  /** The query of `path` parsed once, on the first parameter asked for; `#queryOf` is the path it was parsed from (a rewrite changes it). */
+  #query: URLSearchParams | null = null;
+  #queryOf: string | null = null;
+  /** `remoteIp` worked out once for the X-Forwarded-For it was worked out from. */
+  #remoteIp: string | null = null;
+  #remoteIpOf: string | null = null;
   #filterIndex = 0;
   #iterating = false;
   #resumeRequested = false;
@@ -203,17 +209,13 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
    * is not the edge: the last X-Forwarded-For entry when there is one, else the peer.
    */
   get remoteIp(): string {
-    const hops = this.snapshot.trustedHops;
     const xff = this.xForwardedFor;
-    if (this.snapshot.direction === 'gateway') {
-      if (hops === 0 || xff === null) return this.conn.remoteIp;
-      // xForwardedFor already ends with the peer this gateway appended.
-      const list = xff.split(',');
-      return list[Math.max(0, list.length - 1 - hops)]!.trim();
-    }
     if (xff === null) return this.conn.remoteIp;
-    const last = xff.lastIndexOf(',');
-    return (last < 0 ? xff : xff.slice(last + 1)).trim();
+    if (this.#remoteIpOf !== xff) {
+      this.#remoteIp = remoteIpFrom(xff, this.snapshot.direction === 'gateway', this.snapshot.trustedHops, this.conn.remoteIp);
+      this.#remoteIpOf = xff;
+    }
+    return this.#remoteIp!;
   }
   get destinationIp(): string {
     return this.conn.localIp;
@@ -606,7 +608,12 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   }
 
   queryParam(name: string): string | null {
-    return queryValue(this.path, name);
+    const path = this.path;
+    if (this.#queryOf !== path) {
+      this.#query = queryOf(path);
+      this.#queryOf = path;
+    }
+    return this.#query === null ? null : this.#query.get(name);
   }
 
   cookie(name: string): string | null {
@@ -650,4 +657,19 @@ function replaceHeader(out: string[], lowerName: string, value: string): void {
     out[found] = lowerName;
     out[found + 1] = value;
   } else out.push(lowerName, value);
+}
+
+/**
+ * The original client from X-Forwarded-For (see `remoteIp`): at a gateway, the entry `hops`
+ * back from the peer this gateway appended (the peer itself when no hop is trusted); in a
+ * sidecar, the last entry.
+ */
+function remoteIpFrom(xff: string, gateway: boolean, hops: number, peer: string): string {
+  if (gateway) {
+    if (hops === 0) return peer;
+    const list = xff.split(',');
+    return list[Math.max(0, list.length - 1 - hops)]!.trim();
+  }
+  const last = xff.lastIndexOf(',');
+  return (last < 0 ? xff : xff.slice(last + 1)).trim();
 }

@@ -90,8 +90,11 @@ export function cookieValue(header: string | null, name: string): string | null 
 
 /** One query parameter's (first) decoded value, or null. */
 export function queryValue(path: string, name: string): string | null {
+  return queryOf(path)?.get(name) ?? null;
+}
+
+/** The decoded query parameters of a `:path`; null when it has no query string. */
+export function queryOf(path: string): URLSearchParams | null {
   const q = path.indexOf('?');
-  if (q < 0) return null;
-  const v = new URLSearchParams(path.slice(q + 1)).get(name);
-  return v;
+  return q < 0 ? null : new URLSearchParams(path.slice(q + 1));
 }

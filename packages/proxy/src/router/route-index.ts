@@ -141,7 +141,7 @@ export class RouteIndex {
       return null;
     }
     const cursors = this.#cursors;
-    cursors.fill(0, 0, n);
+    for (let j = 0; j < n; j++) cursors[j] = 0;
     let found: CompiledRoute | null = null;
     for (;;) {
       let pick = -1;
@@ -161,7 +161,7 @@ export class RouteIndex {
         break;
       }
     }
-    lists.fill(null, 0, n);
+    for (let j = 0; j < n; j++) lists[j] = null;
     return found;
   }
 }
