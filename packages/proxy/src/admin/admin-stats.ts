@@ -1,5 +1,6 @@
 import type { Regex } from '@remora/config';
 import type { Runtime } from '../runtime/runtime.ts';
+import { untaggedPrometheus } from '../telemetry/envoy-stats.ts';
 
 /** Remora's version, as `/server_info` and `server.version` report it. */
 export const REMORA_VERSION = '0.1.0';
@@ -257,10 +258,5 @@ export function statsJson(entries: readonly StatEntry[]): string {
 
 /** The `server.*` gauges in Prometheus text, as Envoy exports them (`envoy_server_live{} 1`). */
 export function serverPrometheus(rt: Runtime, facts: ServerFacts): string {
-  let out = '';
-  for (const s of serverStats(rt, facts)) {
-    const metric = `envoy_${s.name.replace(/[^a-zA-Z0-9_]/g, '_')}`;
-    out += `# TYPE ${metric} gauge\n${metric}{} ${s.value}\n`;
-  }
-  return out;
+  return untaggedPrometheus(serverStats(rt, facts).map((s) => [s.name, s.value, 'gauge'] as const));
 }

@@ -5,6 +5,7 @@ import { Loggers } from '../logger.ts';
 import { Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
 import { AccessLog } from '../telemetry/access-log.ts';
 import { IstioMetrics } from '../telemetry/istio-metrics.ts';
+import { untaggedPrometheus } from '../telemetry/envoy-stats.ts';
 import type { ProxyOptions } from './options.ts';
 import { IdentityStore } from '../tls/identity-store.ts';
 import type { SdsIdentity } from '../tls/sds-identity.ts';
@@ -224,11 +225,6 @@ async function startSds(opts: ProxyOptions, store: IdentityStore, loggers: Logge
  */
 function sourcePrometheus(source: ConfigSource): string {
   if (source.statEntries === undefined) return '';
-  let out = '';
   const entries = [...source.statEntries()].filter(([name]) => /^(control_plane|cluster_manager|listener_manager)\./.test(name)).sort((a, b) => (a[0] < b[0] ? -1 : 1));
-  for (const [name, value, kind] of entries) {
-    const metric = `envoy_${name.replace(/[^a-zA-Z0-9_]/g, '_')}`;
-    out += `# TYPE ${metric} ${kind}\n${metric}{} ${value}\n`;
-  }
-  return out;
+  return untaggedPrometheus(entries);
 }

@@ -33,6 +33,16 @@ export function prometheusName(statName: string): string {
   return `envoy_${statName.replace(/[^a-zA-Z0-9_]/g, '_')}`;
 }
 
+/** Stats without tags in Prometheus text, one `# TYPE` each: `envoy_server_live{} 1`. */
+export function untaggedPrometheus(stats: Iterable<readonly [name: string, value: number, kind: 'counter' | 'gauge']>): string {
+  let out = '';
+  for (const [name, value, kind] of stats) {
+    const metric = prometheusName(name);
+    out += `# TYPE ${metric} ${kind}\n${metric}{} ${value}\n`;
+  }
+  return out;
+}
+
 function labelValue(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 }
