@@ -25,6 +25,9 @@ export const PER_ROUTE_FILTER_TYPES: Readonly<Record<string, string>> = {
   'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.CorsPolicy`,
 };
 
+/** The HTTP connection manager's config message. */
+export const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
+
 /** The `TypedStruct` a config private to Remora travels in (`type_url` `type.googleapis.com/remora.<filter name>`). */
 export const TYPED_STRUCT_TYPES: ReadonlySet<string> = new Set([`${T}xds.type.v3.TypedStruct`, `${T}udpa.type.v1.TypedStruct`]);
 export const REMORA_TYPE_PREFIX = `${T}remora.`;

@@ -28,7 +28,7 @@ import type {
   UpstreamTls,
 } from '../model/index.ts';
 import { httpStatPrefix } from '../model/listener.ts';
-import { HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
+import { HCM_TYPE, HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX } from './filter-types.ts';
 import { envoyCodec } from './lazy-codec.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { AddressJson } from './gen/envoy/config/core/v3/address_pb.ts';
@@ -47,7 +47,6 @@ import { endpointLabelsFromIstio, portOfClusterName } from './to-model-clusters.
 
 /** `type.googleapis.com/`, as registry.ts's TYPE_URL_PREFIX (not imported: that module loads Envoy's descriptors). */
 const T = 'type.googleapis.com/';
-const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
 const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
 const ROUTER_TYPE = `${T}envoy.extensions.filters.http.router.v3.Router`;
 const DOWNSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`;
@@ -394,7 +393,7 @@ function httpFilterJson(f: HttpFilterConfig): object {
 function typedConfig(types: Readonly<Record<string, string>>, name: string, config: unknown): AnyJson {
   const typeUrl = types[name];
   if (typeUrl !== undefined && isMessageJson(typeUrl, config)) return any(typeUrl, config as object);
-  return any(TYPED_STRUCT_TYPE, { typeUrl: `${T}remora.${name}`, value: toStruct(config) });
+  return any(TYPED_STRUCT_TYPE, { typeUrl: `${REMORA_TYPE_PREFIX}${name}`, value: toStruct(config) });
 }
 
 /**

@@ -35,6 +35,6 @@ export {
 } from './from-model.ts';
 export { translateIstioToEnvoy, type EnvoyTranslateResult } from '../translate/istio-envoy.ts';
 export { applyEnvoyFilters } from '../translate/envoyfilter-patch.ts';
-export { proxyConfigFromEnvoy, type ImportResult } from './to-model.ts';
+export { proxyConfigFromEnvoy, edsServiceName, rdsNamesOf, type ImportResult } from './to-model.ts';
 export { ImportContext, formatImportIssue, type ImportIssue } from './import-context.ts';
 export { loadMesh, type MeshLoadResult } from '../sources/mesh-loader.ts';

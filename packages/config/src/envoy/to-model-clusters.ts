@@ -225,8 +225,7 @@ export function clusterFromEnvoy(c: ClusterJson, cla: ClusterLoadAssignmentJson 
       assignment = c.loadAssignment;
       break;
     case 'EDS': {
-      const ec = c.edsClusterConfig;
-      const serviceName = ec?.serviceName ?? name;
+      const serviceName = edsServiceName(c) ?? name;
       if (cla !== undefined && (cla.clusterName ?? '') !== serviceName) {
         is.error('edsClusterConfig.serviceName', `the load assignment given is ${JSON.stringify(cla.clusterName ?? '')}, not ${JSON.stringify(serviceName)}`);
       }
@@ -954,4 +953,10 @@ function clusterFilters(is: Issues, c: ClusterJson): void {
     if (f.name === 'istio.metadata_exchange' || type === METADATA_EXCHANGE_TYPE) is.warn(`filters[${i}]`, 'peer metadata exchange is not supported; peers are known from endpoint metadata');
     else is.error(`filters[${i}]`, `cluster filter ${f.name ?? ''} is not supported`);
   });
+}
+
+/** The load assignment an EDS cluster takes its endpoints from (`eds_cluster_config.service_name`, else its name); null for other clusters. */
+export function edsServiceName(c: ClusterJson): string | null {
+  if (c.type !== 'EDS' && c.edsClusterConfig === undefined) return null;
+  return c.edsClusterConfig?.serviceName || (c.name ?? '');
 }

@@ -25,7 +25,7 @@ import type {
   WeightedCluster,
 } from '../model/route.ts';
 import { timerMs } from '../model/envoy-values.ts';
-import { PER_ROUTE_FILTER_TYPES } from './filter-types.ts';
+import { PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX, TYPED_STRUCT_TYPES } from './filter-types.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { HeaderValueOptionJson } from './gen/envoy/config/core/v3/base_pb.ts';
 import type { RouteConfigurationJson } from './gen/envoy/config/route/v3/route_pb.ts';
@@ -43,7 +43,6 @@ import type { StringMatcherJson } from './gen/envoy/type/matcher/v3/string_pb.ts
 
 const TYPE = 'RouteConfiguration';
 const T = 'type.googleapis.com/';
-const TYPED_STRUCT = new Set([`${T}xds.type.v3.TypedStruct`, `${T}udpa.type.v1.TypedStruct`]);
 const FILTER_CONFIG = `${T}envoy.config.route.v3.FilterConfig`;
 const PREVIOUS_HOSTS = 'envoy.retry_host_predicates.previous_hosts';
 const PREVIOUS_PRIORITIES = 'envoy.retry_priorities.previous_priorities';
@@ -656,7 +655,7 @@ function filterConfigs(r: Reader, typed: Readonly<Record<string, unknown>> | und
     }
     const type = typeof any['@type'] === 'string' ? (any['@type'] as string) : '';
     const { '@type': _, ...config } = any;
-    if (TYPED_STRUCT.has(type) && config.typeUrl === `${T}remora.${name}`) {
+    if (TYPED_STRUCT_TYPES.has(type) && config.typeUrl === `${REMORA_TYPE_PREFIX}${name}`) {
       out[name] = config.value ?? {};
       continue;
     }
@@ -664,7 +663,7 @@ function filterConfigs(r: Reader, typed: Readonly<Record<string, unknown>> | und
       out[name] = config;
       continue;
     }
-    const what = TYPED_STRUCT.has(type) ? `a TypedStruct of ${String(config.typeUrl ?? '')}` : `${type.replace(T, '')}`;
+    const what = TYPED_STRUCT_TYPES.has(type) ? `a TypedStruct of ${String(config.typeUrl ?? '')}` : `${type.replace(T, '')}`;
     if (optional) r.warn(fat, `${what} is not a per-route config Remora knows for ${name}; the optional setting is ignored`);
     else r.error(fat, `${what} is not a per-route config Remora knows for ${name}`);
   }

@@ -12,8 +12,12 @@ import type { RouteConfiguration } from '../model/route.ts';
 import type { Cluster } from '../model/cluster.ts';
 import type { EnvoyResources } from './from-model.ts';
 import type { ClusterLoadAssignmentJson } from './gen/envoy/config/endpoint/v3/endpoint_pb.ts';
+import type { ListenerJson } from './gen/envoy/config/listener/v3/listener_pb.ts';
+import { HCM_TYPE } from './filter-types.ts';
 import { ImportContext, type ImportIssue } from './import-context.ts';
-import { clusterFromEnvoy } from './to-model-clusters.ts';
+import { clusterFromEnvoy, edsServiceName } from './to-model-clusters.ts';
+
+export { edsServiceName };
 import { listenersFromEnvoy } from './to-model-listeners.ts';
 import { hashKeysFromRoutes, routeConfigFromEnvoy } from './to-model-routes.ts';
 
@@ -43,7 +47,8 @@ export function proxyConfigFromEnvoy(resources: EnvoyResources, node: ProxyNode,
   const clusters: Cluster[] = [];
   for (const c of resources.clusters) {
     const name = c.name ?? '';
-    const cla = c.type === 'EDS' || c.edsClusterConfig !== undefined ? assignments.get(c.edsClusterConfig?.serviceName || name) : undefined;
+    const service = edsServiceName(c);
+    const cla = service === null ? undefined : assignments.get(service);
     const imported = clusterFromEnvoy(c, cla, ctx, hashKeys.get(name));
     if (imported !== null) clusters.push(imported);
   }
@@ -56,4 +61,17 @@ export function proxyConfigFromEnvoy(resources: EnvoyResources, node: ProxyNode,
     ...(keepJson ? { envoyJson: JSON.stringify(resources) } : {}),
   };
   return { config, issues: ctx.issues };
+}
+
+
+/** The route configurations a listener's connection managers ask for over RDS. */
+export function rdsNamesOf(l: ListenerJson): string[] {
+  const out: string[] = [];
+  for (const chain of [...(l.filterChains ?? []), ...(l.defaultFilterChain ? [l.defaultFilterChain] : [])]) {
+    for (const f of chain.filters ?? []) {
+      const tc = f.typedConfig as { '@type'?: string; rds?: { routeConfigName?: string } } | undefined;
+      if (tc?.['@type'] === HCM_TYPE && tc.rds?.routeConfigName) out.push(tc.rds.routeConfigName);
+    }
+  }
+  return out;
 }

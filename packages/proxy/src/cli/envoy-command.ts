@@ -97,7 +97,8 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
 
   const statics = staticResources(bootstrap, info.ads?.cluster ?? null);
   // The static resources must read before anything serves: Envoy refuses a bootstrap whose do not.
-  const checked = envoy.proxyConfigFromEnvoy(statics.resources, proxyNode, 'static', false);
+  // Without ADS this is the whole config: kept, with its JSON for /config_dump.
+  const checked = envoy.proxyConfigFromEnvoy(statics.resources, proxyNode, 'static', info.ads === null);
   const staticErrors = checked.issues.filter((i) => i.severity === 'error');
   for (const i of checked.issues) io.err(`[${i.severity}] static_resources: ${i.type} ${i.resource}: ${i.path === '' ? '' : `${i.path}: `}${i.message}\n`);
   if (staticErrors.length > 0) return 1;
@@ -136,7 +137,7 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
   const ads = info.ads;
   const source = async (loggers: Loggers): Promise<ConfigSource> => {
     for (const name of statics.skipped) loggers.get('config').debug(`static cluster ${name} reaches the control plane only (a Unix socket): not a route target`);
-    if (ads === null) return new StaticConfigSource(envoy.proxyConfigFromEnvoy(statics.resources, proxyNode, 'static').config);
+    if (ads === null) return new StaticConfigSource(checked.config);
     const { XdsConfigSource } = await import('./xds-source.ts');
     return new XdsConfigSource(
       {

@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto';
 import type { ProxyNode } from '@remora/config';
 import type { EnvoyResources, SecretRef } from '@remora/config/envoy';
-import { bootstrapJson, envoyMessageType, envoyToJson, proxyConfigFromEnvoy, formatImportIssue } from '@remora/config/envoy';
+import { bootstrapJson, edsServiceName, envoyMessageType, envoyToJson, proxyConfigFromEnvoy, formatImportIssue, rdsNamesOf } from '@remora/config/envoy';
 import type { ClusterJson } from '@remora/config/envoy/gen/envoy/config/cluster/v3/cluster_pb.js';
 import type { ClusterLoadAssignmentJson } from '@remora/config/envoy/gen/envoy/config/endpoint/v3/endpoint_pb.js';
 import type { ListenerJson } from '@remora/config/envoy/gen/envoy/config/listener/v3/listener_pb.js';
@@ -48,10 +48,8 @@ export interface XdsSourceOptions {
   readonly backoff?: { readonly baseMs: number; readonly maxMs: number };
 }
 
-const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 const EMPTY: EnvoyResources = { listeners: [], routeConfigs: [], clusters: [], endpoints: [], secrets: [] };
 
-type Json = Record<string, unknown>;
 
 export class XdsConfigSource implements ConfigSource {
   readonly client: AdsClient;
@@ -173,7 +171,7 @@ export class XdsConfigSource implements ConfigSource {
     this.#follow();
 
     if (!this.#firstDone) {
-      this.#finishFirst(false);
+      this.#finishFirst(false, imported);
       return { ok: true };
     }
     const apply = this.#apply;
@@ -217,17 +215,21 @@ export class XdsConfigSource implements ConfigSource {
     const s = this.#opts.staticResources ?? EMPTY;
     const names = new Set<string>();
     if (typeUrl === TypeUrl.RouteConfiguration) {
-      for (const l of [...s.listeners, ...this.#listeners.values()]) for (const n of routeNamesOf(l)) names.add(n);
+      for (const l of [...s.listeners, ...this.#listeners.values()]) for (const n of rdsNamesOf(l)) names.add(n);
       for (const rc of s.routeConfigs) names.delete(rc.name ?? '');
     } else {
-      for (const c of [...s.clusters, ...this.#clusters.values()]) if (c.type === 'EDS' || c.edsClusterConfig !== undefined) names.add(c.edsClusterConfig?.serviceName || (c.name ?? ''));
+      for (const c of [...s.clusters, ...this.#clusters.values()]) {
+        const service = edsServiceName(c);
+        if (service !== null) names.add(service);
+      }
     }
     return names;
   }
 
-  #finishFirst(force: boolean): void {
+  /** Hands over the first config once warm (or when `force`d by the timeout); `imported`: what the caller just imported, if anything. */
+  #finishFirst(force: boolean, just?: ReturnType<typeof proxyConfigFromEnvoy>): void {
     if (this.#firstDone || (!force && !this.#warm())) return;
-    const imported = this.#import();
+    const imported = just ?? this.#import();
     if (imported.issues.some((i) => i.severity === 'error')) return;
     this.#firstDone = true;
     if (this.#firstTimer) clearTimeout(this.#firstTimer);
@@ -269,18 +271,6 @@ export class XdsConfigSource implements ConfigSource {
   }
 }
 
-function routeNamesOf(l: ListenerJson): string[] {
-  const out: string[] = [];
-  for (const chain of [...(l.filterChains ?? []), ...(l.defaultFilterChain ? [l.defaultFilterChain] : [])]) {
-    for (const f of chain.filters ?? []) {
-      const tc = f.typedConfig as Json | undefined;
-      if (tc?.['@type'] !== HCM_TYPE) continue;
-      const rds = tc.rds as { routeConfigName?: string } | undefined;
-      if (rds?.routeConfigName) out.push(rds.routeConfigName);
-    }
-  }
-  return out;
-}
 
 /** `--xds-address`: the config from an ADS server, with the node built from the flags as Istio's agent builds it. */
 export function xdsSourceFromOptions(opts: ProxyOptions, loggers: Loggers): XdsConfigSource {
