@@ -18,3 +18,4 @@ export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJso
 export { httpStatPrefix } from './model/listener.ts';
 export { proxyConfigFromEnvoy, type ImportResult } from './envoy/to-model.ts';
 export { formatImportIssue, type ImportIssue } from './envoy/import-context.ts';
+export { SKIPPED_ISTIO_FILTERS } from './envoy/filter-types.ts';

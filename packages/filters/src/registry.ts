@@ -1,19 +1,7 @@
+import { SKIPPED_ISTIO_FILTERS } from '@remora/config';
 import type { FilterCompileContext, HttpFilterConfig, HttpFilterFactory } from './filter.ts';
 
-/**
- * Filters istiod puts in every chain that Remora accepts and does not run, and why. A chain
- * from istiod (or an EnvoyFilter naming them) must not be refused for them.
- */
-export const SKIPPED_ISTIO_FILTERS: ReadonlyMap<string, string> = new Map([
-  // Peer workload labels for telemetry: Remora reads the peer's identity from its mTLS certificate instead.
-  ['istio.metadata_exchange', 'peer metadata comes from the mTLS certificate'],
-  // Istio's stats (a Wasm or native extension): Remora's telemetry emits the same istio_* metrics itself.
-  ['istio.stats', 'istio_* metrics are emitted by the proxy itself'],
-  // Sets upstream ALPN to istio-* for mTLS origination: Remora's upstream TLS chooses ALPN itself.
-  ['istio.alpn', 'upstream ALPN is chosen by the cluster TLS settings'],
-  // Per-method gRPC counters (emit_filter_state for istio.stats): no Remora metric reads them.
-  ['envoy.filters.http.grpc_stats', 'no metric uses per-method gRPC counters'],
-]);
+export { SKIPPED_ISTIO_FILTERS };
 
 /** A listener's filter entry: Envoy's HttpFilter (`name`, `typed_config`, `is_optional`). */
 export interface ChainEntry {

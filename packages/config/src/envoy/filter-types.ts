@@ -31,3 +31,19 @@ export const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_ma
 /** The `TypedStruct` a config private to Remora travels in (`type_url` `type.googleapis.com/remora.<filter name>`). */
 export const TYPED_STRUCT_TYPES: ReadonlySet<string> = new Set([`${T}xds.type.v3.TypedStruct`, `${T}udpa.type.v1.TypedStruct`]);
 export const REMORA_TYPE_PREFIX = `${T}remora.`;
+
+/**
+ * Filters istiod puts in every chain that Remora accepts and does not run, and why. A chain
+ * from istiod (or an EnvoyFilter naming them) must not be refused for them: the importer,
+ * the EnvoyFilter patcher and the filter registry all skip them.
+ */
+export const SKIPPED_ISTIO_FILTERS: ReadonlyMap<string, string> = new Map([
+  // Peer workload labels for telemetry: Remora reads the peer's identity from its mTLS certificate instead.
+  ['istio.metadata_exchange', 'peer metadata comes from the mTLS certificate'],
+  // Istio's stats (a Wasm or native extension): Remora's telemetry emits the same istio_* metrics itself.
+  ['istio.stats', 'istio_* metrics are emitted by the proxy itself'],
+  // Sets upstream ALPN to istio-* for mTLS origination: Remora's upstream TLS chooses ALPN itself.
+  ['istio.alpn', 'upstream ALPN is chosen by the cluster TLS settings'],
+  // Per-method gRPC counters (emit_filter_state for istio.stats): no Remora metric reads them.
+  ['envoy.filters.http.grpc_stats', 'no metric uses per-method gRPC counters'],
+]);

@@ -26,7 +26,7 @@
 import type { Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import type { ProxyNode } from '../model/node.ts';
-import { HCM_TYPE, HTTP_FILTER_TYPES, REMORA_TYPE_PREFIX, TYPED_STRUCT_TYPES } from './filter-types.ts';
+import { HCM_TYPE, HTTP_FILTER_TYPES, REMORA_TYPE_PREFIX, SKIPPED_ISTIO_FILTERS, TYPED_STRUCT_TYPES } from './filter-types.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { ListenerJson } from './gen/envoy/config/listener/v3/listener_pb.ts';
 import type { RouteConfigurationJson } from './gen/envoy/config/route/v3/route_pb.ts';
@@ -54,7 +54,6 @@ const LISTENER_FILTERS: Readonly<Record<string, string>> = {
  * metrics are the proxy's own, upstream ALPN is the cluster's TLS settings', no metric reads
  * per-method gRPC counters): by name, and by config type (the name is free-form in Envoy).
  */
-const SKIPPED_ISTIO_FILTERS: ReadonlySet<string> = new Set(['istio.metadata_exchange', 'istio.stats', 'istio.alpn', 'envoy.filters.http.grpc_stats']);
 const SKIPPED_ISTIO_TYPES: ReadonlySet<string> = new Set([
   `${T}io.istio.http.peer_metadata.Config`,
   `${T}envoy.tcp.metadataexchange.config.MetadataExchange`,

@@ -7,6 +7,7 @@
  * refused unless optional. Also the merge istiod uses (pkg/proto/merge: proto merge, with a
  * Duration replaced whole) and `MergeAnyWithAny` for typed configs.
  */
+import { SKIPPED_ISTIO_FILTERS } from '../envoy/filter-types.ts';
 import type { DescMessage, JsonValue } from '@bufbuild/protobuf';
 import { reflect, type ReflectMessage } from '@bufbuild/protobuf/reflect';
 import { EnvoyCodecError } from '../errors.ts';
@@ -34,8 +35,6 @@ export const HTTP_FILTERS: Readonly<Record<string, string>> = {
   [ROUTER]: 'envoy.extensions.filters.http.router.v3.Router',
 };
 
-/** Istio's HTTP filters Remora accepts and does not run (SKIPPED_ISTIO_FILTERS in @remora/filters): a patch inserting one is skipped. */
-export const ISTIO_HTTP_FILTERS: ReadonlySet<string> = new Set(['istio.metadata_exchange', 'istio.stats', 'istio.alpn', 'envoy.filters.http.grpc_stats']);
 
 /** The network filters Remora runs, and Istio's it accepts and skips. */
 export const NETWORK_FILTERS: Readonly<Record<string, string>> = {
@@ -191,7 +190,7 @@ export function checkHttpFilter(ctx: TranslateContext, r: Resource, f: Obj, at: 
   }
   const canonicalName = canonicalFilterName(name);
   if (canonicalName !== name) ctx.warn(r, [...at, 'name'], `using deprecated filter name ${JSON.stringify(name)}; use ${JSON.stringify(canonicalName)} instead`);
-  if (ISTIO_HTTP_FILTERS.has(canonicalName)) return null;
+  if (SKIPPED_ISTIO_FILTERS.has(canonicalName)) return null;
   const expected = HTTP_FILTERS[canonicalName];
   if (expected === undefined) {
     const optional = field(written ?? {}, 'is_optional').name;
@@ -235,9 +234,9 @@ function checkHttpFilters(ctx: TranslateContext, r: Resource, hcm: Obj, at: Path
   const filters = Array.isArray(hcm.httpFilters) ? (hcm.httpFilters as Obj[]) : [];
   let ok = true;
   filters.forEach((f, i) => {
-    if (checkHttpFilter(ctx, r, f, [...at, 'http_filters', i], f) === null && !ISTIO_HTTP_FILTERS.has(canonicalFilterName(String(f.name)))) ok = false;
+    if (checkHttpFilter(ctx, r, f, [...at, 'http_filters', i], f) === null && !SKIPPED_ISTIO_FILTERS.has(canonicalFilterName(String(f.name)))) ok = false;
   });
-  if (ok) hcm.httpFilters = filters.filter((f) => !ISTIO_HTTP_FILTERS.has(canonicalFilterName(String(f.name))));
+  if (ok) hcm.httpFilters = filters.filter((f) => !SKIPPED_ISTIO_FILTERS.has(canonicalFilterName(String(f.name))));
   return ok;
 }
 
