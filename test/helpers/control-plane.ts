@@ -7,8 +7,9 @@
  * name), again whenever a new snapshot is set. ACKs and NACKs are recorded as they come.
  */
 import { createHash } from 'node:crypto';
+import { streamingMethod } from './grpc-method.ts';
 import * as grpc from '@grpc/grpc-js';
-import { create, fromBinary, toBinary, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
+import { create, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
 import { anyPack, type Any } from '@bufbuild/protobuf/wkt';
 import { envoyFromJson, envoyMessageType, type EnvoyResources } from '@remora/config/envoy';
 import {
@@ -29,17 +30,7 @@ export const CLUSTER = 'type.googleapis.com/envoy.config.cluster.v3.Cluster';
 export const ENDPOINTS = 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment';
 const WILDCARD = new Set([LISTENER, CLUSTER]);
 
-function method<I extends DescMessage, O extends DescMessage>(name: string, input: I, output: O): grpc.MethodDefinition<unknown, unknown> {
-  return {
-    path: `/envoy.service.discovery.v3.AggregatedDiscoveryService/${name}`,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: (m: unknown) => Buffer.from(toBinary(input, m as never)),
-    requestDeserialize: (b: Buffer) => fromBinary(input, b),
-    responseSerialize: (m: unknown) => Buffer.from(toBinary(output, m as never)),
-    responseDeserialize: (b: Buffer) => fromBinary(output, b),
-  };
-}
+const method = (name: string, input: DescMessage, output: DescMessage): grpc.MethodDefinition<unknown, unknown> => streamingMethod('envoy.service.discovery.v3.AggregatedDiscoveryService', name, input, output);
 
 /** What a proxy said about a response: accepted, or rejected with Envoy's error_detail. */
 export interface Verdict {

@@ -9,8 +9,9 @@
  * `DeltaSecrets` answers UNIMPLEMENTED, as the agent's does.
  */
 import { randomUUID } from 'node:crypto';
+import { streamingMethod } from './grpc-method.ts';
 import * as grpc from '@grpc/grpc-js';
-import { create, fromBinary, toBinary, type DescMessage } from '@bufbuild/protobuf';
+import { create, type DescMessage } from '@bufbuild/protobuf';
 import { envoyFromJson, envoyPack } from '@remora/config/envoy';
 import { SecretSchema } from '@remora/config/envoy/gen/envoy/extensions/transport_sockets/tls/v3/secret_pb.js';
 import type { SecretJson } from '@remora/config/envoy/gen/envoy/extensions/transport_sockets/tls/v3/secret_pb.js';
@@ -25,17 +26,7 @@ import {
 
 export const SECRET_TYPE = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret';
 
-function method<I extends DescMessage, O extends DescMessage>(name: string, input: I, output: O): grpc.MethodDefinition<unknown, unknown> {
-  return {
-    path: `/envoy.service.secret.v3.SecretDiscoveryService/${name}`,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: (m: unknown) => Buffer.from(toBinary(input, m as never)),
-    requestDeserialize: (b: Buffer) => fromBinary(input, b),
-    responseSerialize: (m: unknown) => Buffer.from(toBinary(output, m as never)),
-    responseDeserialize: (b: Buffer) => fromBinary(output, b),
-  };
-}
+const method = (name: string, input: DescMessage, output: DescMessage): grpc.MethodDefinition<unknown, unknown> => streamingMethod('envoy.service.secret.v3.SecretDiscoveryService', name, input, output);
 
 const SDS_DEFINITION = {
   StreamSecrets: method('StreamSecrets', DiscoveryRequestSchema, DiscoveryResponseSchema),
