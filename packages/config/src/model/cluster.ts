@@ -13,7 +13,14 @@ export type Discovery =
   /** Every address a hostname resolves to is an endpoint; re-resolved periodically (Envoy STRICT_DNS). */
   | 'strict-dns'
   /** One address of the hostname at a time (Envoy LOGICAL_DNS, Istio DNS_ROUND_ROBIN). */
-  | 'logical-dns';
+  | 'logical-dns'
+  /**
+   * The downstream connection's original destination is the endpoint (Envoy ORIGINAL_DST with
+   * the CLUSTER_PROVIDED balancer): Istio's PassthroughCluster and InboundPassthroughCluster.
+   * The cluster lists no endpoints; a connection or request without an original destination
+   * (not redirected to the proxy) has no host to go to: 503 UH.
+   */
+  | 'original-dst';
 
 export interface Endpoint {
   /** An IP for static clusters, a hostname for DNS clusters. */
@@ -147,4 +154,11 @@ export interface Cluster {
   readonly localityLb: LocalityLbSetting | null;
   /** Slow start (`warmupDurationSecs`): a new endpoint's share grows over this window; 0 = off. */
   readonly warmupMs: number;
+  /**
+   * Envoy's `upstream_bind_config.source_address`: the local address upstream connections are
+   * made from. Istio's InboundPassthroughCluster binds `127.0.0.6`, which the pod's iptables
+   * let through to the app (a connection from the proxy's UID to the pod IP would otherwise
+   * be captured again). Absent: the kernel picks.
+   */
+  readonly upstreamBindAddress?: string;
 }

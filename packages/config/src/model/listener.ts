@@ -108,8 +108,11 @@ export interface Listener {
   /** HTTP listeners: the connection manager's settings; absent: Envoy's defaults. */
   readonly connectionManager?: HttpConnectionManagerOptions;
   /**
-   * A Gateway TCP server: the listener proxies raw TCP (Envoy's tcp_proxy) to the first of
-   * these routes, with no HTTP; absent for HTTP listeners.
+   * A TCP listener (a Gateway TCP or TLS-passthrough server, a sidecar's TCP service port
+   * `10.96.0.5_6379`, its TLS port by SNI, an inbound TCP port): the listener proxies raw TCP
+   * (Envoy's tcp_proxy) to the first of these routes whose SNI names match, with no HTTP (on
+   * an inbound listener with mesh `tls`, after terminating Istio mTLS); absent for HTTP
+   * listeners.
    */
   readonly tcpProxy?: readonly TcpRoute[];
   /**
@@ -123,6 +126,42 @@ export interface Listener {
    * bootstrap sets it on the health and Prometheus listeners); absent: false.
    */
   readonly bypassOverloadManager?: boolean;
+  /**
+   * Envoy's `bind_to_port`. False: the listener opens no socket and only serves connections a
+   * capture listener (`useOriginalDst`) hands it (istiod's `0.0.0.0_9080`, `10.96.0.5_6379`
+   * and the per-port chains of `virtualInbound`). Absent: true.
+   */
+  readonly bindToPort?: boolean;
+  /**
+   * Envoy's `use_original_dst` (with the `original_dst` listener filter): the listener a pod's
+   * iptables rules redirect to (`virtualOutbound` on 15001, `virtualInbound` on 15006). Each
+   * accepted connection's original destination is looked up (conntrack under REDIRECT, the
+   * local address under TPROXY) and the connection is handed to the listener of the same
+   * direction for that destination: the one on exactly that address and port, else the one
+   * on `0.0.0.0` and that port (a listener's port here is its `destinationPort` when it has
+   * one). A redirected connection no listener takes is served by `catchAll`; a connection
+   * made to this listener directly (not redirected) by the listener's own chain.
+   */
+  readonly useOriginalDst?: boolean;
+  /**
+   * A capture listener's catch-all chain (istiod's `PassthroughFilterChain` /
+   * `virtualOutbound-catchall-tcp`, `virtualInbound`'s passthrough chains): redirected
+   * connections whose destination no listener serves are proxied as TCP to these routes:
+   * PassthroughCluster (outboundTrafficPolicy ALLOW_ANY; ORIGINAL_DST, so the bytes go where
+   * the app sent them), BlackHoleCluster (REGISTRY_ONLY: closed) or InboundPassthroughCluster
+   * (an app port no service declares). Absent: such connections are closed.
+   */
+  readonly catchAll?: readonly TcpRoute[];
+  /**
+   * Istio's protocol detection for a port declared without a protocol (Envoy's
+   * `http_inspector` and `tls_inspector` in front of an HTTP chain and a TCP chain): a
+   * connection whose first bytes are an HTTP/1 request line or the HTTP/2 preface goes to the
+   * connection manager; a TLS ClientHello or other bytes go to `tcp` as raw TCP (SNI picks
+   * among the routes); a connection that sends nothing for `timeoutMs` (a server-first
+   * protocol: MySQL, SMTP, Redis' banner-less clients still speak first) is treated as TCP.
+   * Absent: every connection is HTTP (or `tcpProxy`).
+   */
+  readonly detectProtocol?: { readonly tcp: readonly TcpRoute[]; readonly timeoutMs: number };
 }
 
 /**
