@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { parseDuration, type ListenerPorts, type ProxyNode } from '@remora/config';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logger.ts';
@@ -58,6 +59,9 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'request-timeout': { type: 'string', arg: 'DURATION', help: 'a client must send the whole request within this; 0 = no limit (default)', for: PROXIES },
   'drain-time': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long in-flight requests may take to finish (default 5s)', for: PROXIES },
   'accept-http10': { type: 'boolean', help: 'serve HTTP/1.0 and HTTP/0.9 requests instead of answering 426 Upgrade Required (env ISTIO_META_HTTP10=1, as Istio\'s proxy metadata)', for: PROXIES },
+  'dns-capture': { type: 'boolean', help: 'run the DNS proxy a captured pod\'s DNS is sent to (iptables --redirect-dns): mesh names answered from the name table, the rest forwarded to --resolv-conf\'s resolvers (env ISTIO_META_DNS_CAPTURE=true)', for: PROXIES },
+  'dns-address': { type: 'string', arg: 'ADDR:PORT', help: 'where the DNS proxy listens, UDP and TCP (default 127.0.0.1:15053)', for: PROXIES },
+  'resolv-conf': { type: 'string', arg: 'FILE', help: 'the resolvers the DNS proxy forwards to and the search path it answers for (default /etc/resolv.conf)', for: PROXIES },
   'dns-refresh-rate': { type: 'string', arg: 'DURATION', help: 'how often DNS ServiceEntries are re-resolved (default 60s)', for: PROXIES },
   help: { type: 'boolean', short: 'h', help: 'show this help', for: ALL },
 };
@@ -83,6 +87,8 @@ export interface ProxyOptions {
   readonly identityPaths: IdentityPaths | null;
   /** Istio's MeshConfig file (`--mesh-config`); absent: Istio's defaults. */
   readonly meshConfigFile?: string;
+  /** The DNS proxy (`--dns-capture`); absent: none. */
+  readonly dns?: { readonly address: string; readonly port: number; readonly resolvConf: string };
   /** Where `credentialName`s resolve; null: the translator's default. */
   readonly credentialsDir: string | null;
   /** Config from an ADS server instead of files; absent: files. */
@@ -240,7 +246,23 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     ...(meshConfig !== undefined ? { meshConfigFile: meshConfig } : {}),
     ...(xdsAddress !== undefined ? { xds: { address: xdsAddress, delta: v['xds-delta'] === true } } : {}),
     ...(sdsAddress !== undefined ? { sds: { address: sdsAddress } } : {}),
+    ...dnsOptions(v['dns-capture'] === true || /^(1|t|T|TRUE|true|True)$/.test(env.ISTIO_META_DNS_CAPTURE ?? ''), str('dns-address'), str('resolv-conf')),
   };
+}
+
+/** `--dns-capture` (or Istio's ISTIO_META_DNS_CAPTURE, a Go boolean: true, 1, t, ...) with its address and resolv.conf. */
+function dnsOptions(capture: boolean, address: string | undefined, resolvConf: string | undefined): Pick<ProxyOptions, 'dns'> {
+  if (!capture) {
+    if (address !== undefined || resolvConf !== undefined) throw new UsageError('--dns-address and --resolv-conf configure the DNS proxy: add --dns-capture');
+    return {};
+  }
+  const raw = address ?? '127.0.0.1:15053';
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(raw);
+  const port = Number(m?.[3]);
+  if (m === null || !isIP(m[1] ?? m[2] ?? '') || port < 1 || port > 65535) {
+    throw new UsageError(`--dns-address must be IP:PORT or [IPv6]:PORT, got "${raw}"`);
+  }
+  return { dns: { address: m[1] ?? m[2]!, port, resolvConf: resolvConf ?? '/etc/resolv.conf' } };
 }
 
 function identityPaths(certChain: string | undefined, key: string | undefined, rootCert: string | undefined, dir: string | undefined): IdentityPaths | null {

@@ -10,6 +10,7 @@ import type { ProxyOptions } from './options.ts';
 import { IdentityStore } from '../tls/identity-store.ts';
 import type { SdsIdentity } from '../tls/sds-identity.ts';
 import { FileConfigSource, type ConfigSource, type SourcedConfig } from './config-source.ts';
+import type { DnsProxy } from '../dns/dns-proxy.ts';
 
 /** Where output goes; stdout (access log) and stderr (own log) unless given. */
 export interface ProcessSinks {
@@ -42,6 +43,7 @@ export class ProxyProcess {
   readonly source: ConfigSource;
   #stopping: Promise<void> | null = null;
   #started = false;
+  #dns: DnsProxy | null = null;
   readonly #onExit: (code: number) => void;
 
   /**
@@ -114,6 +116,11 @@ export class ProxyProcess {
     this.runtime.metrics.addText(() => sourcePrometheus(this.source));
   }
 
+  /** The DNS proxy (`--dns-capture`), once started; null without one. */
+  get dns(): DnsProxy | null {
+    return this.#dns;
+  }
+
   /** Loads the config and opens every port; throws StartError with every reason to stop. */
   async start(): Promise<void> {
     const log = this.loggers.get('main');
@@ -129,6 +136,7 @@ export class ProxyProcess {
       const compileStart = performance.now();
       await this.runtime.apply(loaded.config);
       this.#logTimings(loaded, performance.now() - compileStart);
+      if (this.opts.dns !== undefined) this.#dns = await startDns(this.opts, loaded.config, this.loggers);
     } catch (err) {
       this.source.close();
       this.#closeServers();
@@ -153,6 +161,7 @@ export class ProxyProcess {
     try {
       const compileStart = performance.now();
       await this.runtime.apply(config);
+      this.#dns?.updateNameTable(config.nameTable);
       cfg.info(`config ${config.version} applied (${config.listeners.length} listeners, ${config.clusters.length} clusters)`);
       this.#logTimings(update, performance.now() - compileStart);
       return null;
@@ -178,6 +187,7 @@ export class ProxyProcess {
       this.source.close();
       await this.runtime.drain(drainMs);
       this.#closeServers();
+      await this.#dns?.close();
       await this.runtime.close();
       this.sds?.close();
       this.identity?.close();
@@ -192,6 +202,28 @@ export class ProxyProcess {
     this.health.close();
     this.prometheus?.close();
   }
+}
+
+/**
+ * The DNS proxy of `--dns-capture`, with the first config's name table: its resolvers and
+ * search path from the resolv.conf, read once at start as Istio's agent reads it.
+ */
+async function startDns(opts: ProxyOptions, config: ProxyConfig, loggers: Loggers): Promise<DnsProxy> {
+  const dnsOpts = opts.dns!;
+  const log = loggers.get('dns');
+  // Loaded only with DNS capture on.
+  const [{ DnsProxy }, { readResolvConf }] = await Promise.all([import('../dns/dns-proxy.ts'), import('../dns/resolv-conf.ts')]);
+  const resolvConf = readResolvConf(dnsOpts.resolvConf);
+  const dns = await DnsProxy.listen({ address: dnsOpts.address, port: dnsOpts.port, resolvConf, namespace: opts.node.namespace, clusterDomain: opts.node.clusterDomain, logger: log });
+  dns.updateNameTable(config.nameTable);
+  const { address, port } = dns.address;
+  const upstreams = dns.upstreams;
+  log.info(
+    `DNS proxy on ${address.includes(':') ? `[${address}]` : address}:${port} (udp, tcp): ${config.nameTable?.length ?? 0} mesh hosts answered locally; ` +
+      `forwarding to ${upstreams.length > 0 ? upstreams.join(', ') : 'no resolver (none in the file: other names get SERVFAIL)'} from ${dnsOpts.resolvConf}` +
+      (resolvConf.search.length > 0 ? `, search ${resolvConf.search.join(' ')}` : ''),
+  );
+  return dns;
 }
 
 /** Envoy's default `initial_fetch_timeout`: how long the first listeners wait for the identity from SDS. */

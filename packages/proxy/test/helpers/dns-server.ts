@@ -57,11 +57,11 @@ export class TestDnsServer {
     });
   }
 
-  /** Listens on `address` (any free port, the same number for UDP and TCP). */
-  static async start(address: string, options: TestDnsServerOptions): Promise<TestDnsServer> {
+  /** Listens on `address`, on `port` (default any free port, the same number for UDP and TCP). */
+  static async start(address: string, options: TestDnsServerOptions, port = 0): Promise<TestDnsServer> {
     for (let attempt = 0; ; attempt++) {
       const s = new TestDnsServer(address, options);
-      await new Promise<void>((r) => s.#udp.bind(0, address, r));
+      await new Promise<void>((r) => s.#udp.bind(port, address, r));
       s.port = s.#udp.address().port;
       try {
         await new Promise<void>((resolve, reject) => {
