@@ -93,3 +93,6 @@ export {
 } from './listener/original-dst.ts';
 export { tabWrite, type TabWriterOptions } from './cli/proxy-config/tab-writer.ts';
 export { goSortSlice } from './cli/proxy-config/go-sort.ts';
+export { detectProtocol } from './listener/http-listener.ts';
+export { captureLookup, CAPTURE_MODES, type CaptureMode } from './cli/capture.ts';
+export { OriginalDstHosts, ORIGINAL_DST_CLEANUP_MS, ORIGINAL_DST_MAX_HOSTS } from './upstream/original-dst-hosts.ts';

@@ -99,7 +99,8 @@ export function collectStats(rt: Runtime, facts: ServerFacts, extra: Iterable<re
   for (const c of rt.clusterManager.clusters.values()) {
     let active = 0;
     let cxActive = 0;
-    let cxTotal = 0;
+    // An ORIGINAL_DST cluster's removed hosts still count in its upstream_cx_total.
+    let cxTotal = c.originalDst?.retiredCxTotal ?? 0;
     let ejected = 0;
     for (const h of c.hosts) {
       active += h.host.active;

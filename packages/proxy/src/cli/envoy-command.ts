@@ -112,7 +112,11 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
   // secrets served by the bootstrap's `sds-grpc` cluster (Istio's agent's socket): with one,
   // the identity comes from there, as Envoy's does; without, from Istio's files.
   const sdsTarget = staticClusterTarget(info.staticClusters, SDS_CLUSTER);
+  // Istio's agent puts the pod's interception mode in the node metadata (REDIRECT by default).
+  const interceptionMeta = (nodeJson.metadata as Record<string, unknown> | undefined)?.['INTERCEPTION_MODE'];
+  const interception = typeof interceptionMeta === 'string' ? interceptionMeta.toUpperCase() : 'REDIRECT';
   const proxyOptions: ProxyOptions = {
+    interceptionMode: proxyNode.kind === 'sidecar' && (interception === 'TPROXY' || interception === 'NONE') ? interception : proxyNode.kind === 'sidecar' ? 'REDIRECT' : 'NONE',
     command: proxyNode.kind,
     configPaths: [],
     node: proxyNode,

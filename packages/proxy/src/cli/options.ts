@@ -5,6 +5,7 @@ import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logger.ts';
 import type { AccessLogFormat } from '../telemetry/access-log.ts';
 import type { NodeJson } from '@remora/config/envoy/gen/envoy/config/core/v3/base_pb.js';
 import type { IdentityPaths } from '../tls/identity-store.ts';
+import { CAPTURE_MODES, type CaptureMode } from './capture.ts';
 
 export type Command = 'gateway' | 'sidecar' | 'validate';
 
@@ -33,6 +34,8 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'outbound-port': { type: 'string', arg: 'PORT', help: 'outbound capture listener (default 15001)', for: ['sidecar'] },
   'inbound-port': { type: 'string', arg: 'PORT', help: 'inbound capture listener (default 15006)', for: ['sidecar'] },
   'app-port': { type: 'string', arg: 'PORT', help: 'local application port the inbound listener forwards to (no inbound listener without it)', for: ['sidecar'] },
+  'interception-mode': { type: 'string', arg: 'REDIRECT|TPROXY|NONE', help: 'how the pod\'s traffic reaches the capture listeners (Istio\'s interceptionMode): REDIRECT reads each connection\'s original destination from conntrack, TPROXY from its local address; NONE: no capture (default REDIRECT)', for: ['sidecar'] },
+  'conntrack-fd': { type: 'string', arg: 'N', help: 'REDIRECT: an open descriptor of /proc/net/nf_conntrack inherited from a root launcher (the file is root-only); default: open the path', for: ['sidecar'] },
   'app-address': { type: 'string', arg: 'ADDR', help: 'local application address (default 127.0.0.1)', for: ['sidecar'] },
   bind: { type: 'string', arg: 'ADDR', help: 'address data-plane listeners bind (default 0.0.0.0)', for: PROXIES },
   namespace: { type: 'string', arg: 'NS', help: 'this workload\'s namespace (env POD_NAMESPACE; default "default", gateways "istio-system")', for: ALL },
@@ -91,6 +94,10 @@ export interface ProxyOptions {
   readonly dns?: { readonly address: string; readonly port: number; readonly resolvConf: string };
   /** Where `credentialName`s resolve; null: the translator's default. */
   readonly credentialsDir: string | null;
+  /** How capture listeners find original destinations (sidecar; default REDIRECT); absent: NONE. */
+  readonly interceptionMode?: CaptureMode;
+  /** REDIRECT: an inherited descriptor of the conntrack table; absent: open the path. */
+  readonly conntrackFd?: number;
   /** Config from an ADS server instead of files; absent: files. */
   readonly xds?: { readonly address: string; readonly delta: boolean };
   /** The workload identity over SDS instead of files; absent: files (`identityPaths`). */
@@ -205,6 +212,11 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
   const logLevel = str('log-level') ?? 'info';
   if (!isLogLevel(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   const appPortRaw = str('app-port');
+  const interception = (str('interception-mode') ?? (command === 'sidecar' ? 'REDIRECT' : 'NONE')).toUpperCase();
+  if (!(CAPTURE_MODES as readonly string[]).includes(interception)) throw new UsageError(`--interception-mode must be REDIRECT, TPROXY or NONE, got "${str('interception-mode')}"`);
+  const conntrackFdRaw = str('conntrack-fd');
+  if (conntrackFdRaw !== undefined && !/^\d+$/.test(conntrackFdRaw)) throw new UsageError(`--conntrack-fd must be a file descriptor number, got "${conntrackFdRaw}"`);
+  if (conntrackFdRaw !== undefined && interception !== 'REDIRECT') throw new UsageError(`--conntrack-fd is for --interception-mode REDIRECT (got ${interception})`);
 
   return {
     command,
@@ -243,6 +255,8 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     dnsRefreshMs: duration('dns-refresh-rate', 60_000),
     identityPaths: identityPaths(str('cert-chain'), str('key'), str('root-cert'), str('certs-dir')),
     credentialsDir: str('credentials-dir') ?? null,
+    interceptionMode: interception as CaptureMode,
+    ...(conntrackFdRaw !== undefined ? { conntrackFd: Number(conntrackFdRaw) } : {}),
     ...(meshConfig !== undefined ? { meshConfigFile: meshConfig } : {}),
     ...(xdsAddress !== undefined ? { xds: { address: xdsAddress, delta: v['xds-delta'] === true } } : {}),
     ...(sdsAddress !== undefined ? { sds: { address: sdsAddress } } : {}),

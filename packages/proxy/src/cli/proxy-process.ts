@@ -11,6 +11,7 @@ import { IdentityStore } from '../tls/identity-store.ts';
 import type { SdsIdentity } from '../tls/sds-identity.ts';
 import { FileConfigSource, type ConfigSource, type SourcedConfig } from './config-source.ts';
 import type { DnsProxy } from '../dns/dns-proxy.ts';
+import { captureLookup } from './capture.ts';
 
 /** Where output goes; stdout (access log) and stderr (own log) unless given. */
 export interface ProcessSinks {
@@ -86,7 +87,9 @@ export class ProxyProcess {
     this.#onExit = onExit;
     this.loggers = loggers;
     this.identity = identity;
+    const originalDestination = captureLookup(opts.interceptionMode ?? 'NONE', opts.conntrackFd ?? null, loggers.get('main'));
     this.runtime = new Runtime({
+      ...(originalDestination !== undefined ? { originalDestination } : {}),
       identity,
       node: opts.node,
       loggers: this.loggers,

@@ -9,6 +9,15 @@ import type { AccessLog } from '../telemetry/access-log.ts';
 import type { Exchange } from './exchange.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import type { IstioMetrics } from '../telemetry/istio-metrics.ts';
+import type { OriginalDestination } from '../listener/original-dst.ts';
+import type { HttpListener } from '../listener/http-listener.ts';
+
+/**
+ * The original destination of each accepted socket a capture listener found one for (and of
+ * the TLS socket made on it): what the connection, its requests and its tunnel report as the
+ * downstream local address, and where ORIGINAL_DST clusters send it.
+ */
+export const originalDestinations = new WeakMap<object, OriginalDestination>();
 
 /** What exchanges need from the process around them. */
 export interface ListenerContext {
@@ -30,6 +39,18 @@ export interface ListenerContext {
   noteShed(): void;
   /** Downstream timeouts: complete request headers within `headersMs`; whole request within `requestMs` (0: none). */
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
+  /**
+   * The original destination of a connection a capture listener (`useOriginalDst`, on
+   * `listenerPort`) accepted; null when it was not redirected. Null (no function): capture is
+   * off, every connection is served as made to the listener.
+   */
+  readonly originalDestination: ((socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>) | null;
+  /**
+   * The listener of `direction` that serves connections for `dest` (Envoy's hand-off by
+   * original destination): exactly that address and port, else the wildcard address on that
+   * port; null when none does.
+   */
+  handOff(direction: TrafficDirection, dest: OriginalDestination): HttpListener | null;
 }
 
 /** `ip:port` as Envoy's access log prints addresses (`[v6]:port`); `-` when unknown. */
@@ -63,6 +84,8 @@ export class Connection {
   readonly xfcc: string | null;
   /** The Gateway TLS server (its `origin`) that terminated this connection; null otherwise. */
   readonly tlsServer: string | null;
+  /** Where the client was going when the pod's iptables sent it to the proxy; null when it came directly. */
+  readonly originalDst: OriginalDestination | null;
   #current: Exchange | null = null;
   /** Pipelined requests beyond the first; rare, so made only when needed. */
   #others: Set<Exchange> | null = null;
@@ -73,11 +96,14 @@ export class Connection {
     this.secure = socket instanceof TLSSocket;
     this.sni = this.secure ? ((socket as TLSSocket).servername || null) : null;
     this.xfcc = this.secure && direction !== 'outbound' ? clientCertElement(socket as TLSSocket) : null;
-    this.localAddress = formatAddress(socket.localAddress, socket.localPort);
+    // Envoy reports a redirected connection's original destination as its local address.
+    const od = originalDestinations.get(socket) ?? null;
+    this.originalDst = od;
+    this.localAddress = od !== null ? formatAddress(od.address, od.port) : formatAddress(socket.localAddress, socket.localPort);
     this.remoteAddress = formatAddress(socket.remoteAddress, socket.remotePort);
     this.remoteIp = socket.remoteAddress ?? '';
-    this.localIp = socket.localAddress ?? '';
-    this.localPort = socket.localPort ?? 0;
+    this.localIp = od !== null ? od.address : (socket.localAddress ?? '');
+    this.localPort = od !== null ? od.port : (socket.localPort ?? 0);
     this.peer = peer;
   }
 

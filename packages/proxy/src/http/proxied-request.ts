@@ -9,6 +9,7 @@ import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
+import type { OriginalDestination } from '../listener/original-dst.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { FilterStatus, type FilterCallbacks, type FilterRequest, type FilterResponseFlag, type HttpFilter, type PeerIdentity, type RequestAuth } from '@remora/filters';
 import { isGrpcRequest } from './grpc.ts';
@@ -188,6 +189,10 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   }
   get downstreamRemoteAddress(): string {
     return this.conn.remoteAddress;
+  }
+  /** The connection's original destination: where an ORIGINAL_DST cluster sends the request. */
+  get originalDestination(): OriginalDestination | null {
+    return this.conn.originalDst;
   }
   get sourceIp(): string {
     return this.conn.remoteIp;

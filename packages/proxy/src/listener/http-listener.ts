@@ -2,8 +2,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createH2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { TcpRoute, TlsServer } from '@remora/config';
-import { Connection, type ListenerContext } from '../http/connection.ts';
+import type { ListenerTls, TcpRoute, TlsServer } from '@remora/config';
+import { Connection, originalDestinations, type ListenerContext } from '../http/connection.ts';
 import { Exchange } from '../http/exchange.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
 import { shouldUpgrade, UpgradeTunnels } from '../http/upgrade.ts';
@@ -13,6 +13,8 @@ import { PrefaceSocket } from './preface-socket.ts';
 import { HANDSHAKE_TIMEOUT_MS, TlsFront } from './tls-front.ts';
 import { TcpTunnel } from './tcp-proxy.ts';
 import { TlsStats } from './tls-stats.ts';
+import { MAX_CLIENT_HELLO, parseClientHello } from './client-hello.ts';
+import type { OriginalDestination } from './original-dst.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 
 /** Envoy's default limit on request headers (max_request_headers_kb: 60). */
@@ -24,6 +26,58 @@ const EMPTY = Buffer.alloc(0);
 
 /** The HTTP/2 connection preface starts with these bytes; no HTTP/1 request line does. */
 const H2_PREFACE_START = Buffer.from('PRI ');
+
+const NO_ROUTES: readonly TcpRoute[] = [];
+
+/** A TLS socket made on a redirected connection reports the same original destination. */
+function keepOriginalDestination(raw: Socket, tls: Socket): void {
+  const od = originalDestinations.get(raw);
+  if (od !== undefined) originalDestinations.set(tls, od);
+}
+
+type Detected = 'http' | 'tls' | 'tcp';
+
+/** The whole HTTP/2 connection preface. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+const HTTP1_VERSION = Buffer.from('HTTP/1.');
+/** Envoy's http_inspector gives up on a request line longer than this. */
+const MAX_INSPECT = 64 * 1024;
+
+/**
+ * What the first bytes of a connection are (Istio's protocol detection); null while more
+ * bytes are needed. HTTP/1 is a whole request line, `METHOD SP target SP HTTP/1.x CR`, as
+ * Envoy's http_inspector parses it, so a text protocol with spaces (Redis' `SET k v`) is not
+ * taken for HTTP.
+ */
+export function detectProtocol(b: Buffer): Detected | null {
+  if (b.length === 0) return null;
+  if (b[0] === 0x16) {
+    const hello = parseClientHello(b);
+    if (hello === null) return b.length < MAX_CLIENT_HELLO ? null : 'tcp';
+    return hello === 'not-tls' ? 'tcp' : 'tls';
+  }
+  const n = Math.min(b.length, H2_PREFACE.length);
+  if (b.compare(H2_PREFACE, 0, n, 0, n) === 0) return n === H2_PREFACE.length ? 'http' : null;
+  let i = 0;
+  // The method: an upper-case token (GET, POST, M-SEARCH, ...).
+  while (i < b.length && ((b[i]! >= 0x41 && b[i]! <= 0x5a) || b[i] === 0x2d || b[i] === 0x5f)) i++;
+  if (i === b.length) return i <= 32 ? null : 'tcp';
+  if (i === 0 || b[i] !== 0x20) return 'tcp';
+  const targetStart = ++i;
+  while (i < b.length && b[i]! > 0x20 && b[i]! < 0x7f) i++;
+  if (i === b.length) return b.length < MAX_INSPECT ? null : 'tcp';
+  if (i === targetStart || b[i] !== 0x20) return 'tcp';
+  i++;
+  for (let k = 0; k < HTTP1_VERSION.length; k++, i++) {
+    if (i === b.length) return null;
+    if (b[i] !== HTTP1_VERSION[k]) return 'tcp';
+  }
+  if (i === b.length) return null;
+  if (b[i] !== 0x30 && b[i] !== 0x31) return 'tcp';
+  i++;
+  if (i === b.length) return null;
+  return b[i] === 0x0d ? 'http' : 'tcp';
+}
 
 /** The Gateway TLS server (its origin) each terminated connection's handshake picked. */
 const terminatedBy = new WeakMap<Socket, string>();
@@ -38,6 +92,8 @@ export class HttpListener {
   readonly name: string;
   readonly address: string;
   readonly port: number;
+  /** False for Envoy's `bind_to_port: false`: no socket, only connections handed over. */
+  readonly bound: boolean;
   snapshot: ListenerSnapshot;
   /** Accepts connections and hands each to the HTTP/1 or the HTTP/2 server. */
   readonly tcp: TcpServer;
@@ -66,6 +122,7 @@ export class HttpListener {
     this.name = snapshot.listener.name;
     this.address = snapshot.listener.address;
     this.port = snapshot.listener.port;
+    this.bound = snapshot.listener.bindToPort !== false;
     this.snapshot = snapshot;
     this.#ctx = ctx;
     this.server = createServer(
@@ -138,37 +195,215 @@ export class HttpListener {
     return f === null ? null : f(socket);
   }
 
-  /** TLS listeners go through the TLS front first; plaintext is told apart as HTTP/2 or HTTP/1. */
+  /**
+   * A capture listener (`useOriginalDst`) first finds where the connection was going; every
+   * other connection is served here.
+   */
   #onSocket(socket: Socket): void {
+    if (this.snapshot.listener.useOriginalDst === true && this.#ctx.originalDestination !== null) {
+      this.#capture(socket, this.#ctx.originalDestination);
+      return;
+    }
+    this.#serve(socket);
+  }
+
+  /**
+   * A connection a capture listener handed over (its original destination is this
+   * listener's): served, and counted, here, as Envoy does with the listener it hands to.
+   */
+  accept(socket: Socket): void {
+    this.#serve(socket);
+  }
+
+  /**
+   * Envoy's `use_original_dst`: the original destination is looked up once (nothing is read
+   * from the connection meanwhile), then the connection goes to the listener of this
+   * direction for that destination, else to the catch-all chain; one that was not redirected
+   * is served by this listener's own chain.
+   */
+  #capture(socket: Socket, lookup: (socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>): void {
+    const onEarlyError = (): void => {
+      socket.destroy();
+    };
+    socket.on('error', onEarlyError);
+    const route = (dest: OriginalDestination | null): void => {
+      socket.off('error', onEarlyError);
+      if (socket.destroyed) return;
+      if (dest === null) {
+        this.#serve(socket);
+        return;
+      }
+      originalDestinations.set(socket, dest);
+      if (dest.port === this.boundPort) {
+        // To the capture port itself: handing it to this listener again would loop (istiod's
+        // `virtualOutbound-blackhole` / `virtualInbound-blackhole` chains): closed.
+        this.#count(socket);
+        this.#tunnel(socket, EMPTY, NO_ROUTES, null);
+        return;
+      }
+      const target = this.#ctx.handOff(this.snapshot.direction, dest);
+      if (target !== null && target !== this) {
+        target.accept(socket);
+        return;
+      }
+      this.#count(socket);
+      this.#tunnel(socket, EMPTY, this.snapshot.listener.catchAll ?? NO_ROUTES, null);
+    };
+    lookup(socket, this.boundPort).then(route, (err: Error) => {
+      this.#ctx.connectionLog.debug(`listener ${this.name}: original destination lookup failed: ${err.message}; served as not redirected`);
+      route(null);
+    });
+  }
+
+  #count(socket: Socket): void {
     this.#open++;
     this.cxTotal++;
     socket.once('close', () => this.#open--);
+  }
+
+  /** TLS listeners go through the TLS front first; plaintext is told apart as HTTP/2 or HTTP/1. */
+  #serve(socket: Socket): void {
+    this.#count(socket);
     const listener = this.snapshot.listener;
-    if (listener.tcpProxy !== undefined) {
-      // A Gateway TCP server: bytes both ways, no HTTP.
-      this.#tunnel(socket, EMPTY, listener.tcpProxy, null);
-      return;
-    }
     const tls = listener.tls;
-    if (tls === null) {
-      this.#sniffPlain(socket, null);
+    if (listener.tcpProxy !== undefined) {
+      this.#serveTcp(socket, listener.tcpProxy, tls);
       return;
     }
-    // The hello and handshake within 15 s (Envoy's listener filter timeout), or sooner when
-    // request headers must come sooner.
-    const headersMs = this.#ctx.timeouts.headersMs;
-    this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog, this.tlsStats, headersMs > 0 ? Math.min(HANDSHAKE_TIMEOUT_MS, headersMs) : HANDSHAKE_TIMEOUT_MS);
-    this.#tls.accept(socket, tls, {
+    const detect = listener.detectProtocol;
+    if (tls === null) {
+      if (detect !== undefined) this.#detect(socket, EMPTY, detect.tcp, detect.timeoutMs);
+      else this.#sniffPlain(socket, null);
+      return;
+    }
+    this.#tlsFront().accept(socket, tls, {
       plain: (s, head) => {
+        if (detect !== undefined) {
+          this.#detect(s, head, detect.tcp, detect.timeoutMs);
+          return;
+        }
         this.#sniffPlain(s, head);
         s.resume();
       },
       secure: (t, h2, server) => {
         if (server !== null) terminatedBy.set(t, server.origin);
+        keepOriginalDestination(socket, t);
         this.#dispatchSecure(t, h2);
       },
       passthrough: (s, head, server, sni) => this.#passthrough(s, head, server, sni),
     });
+  }
+
+  #tlsFront(): TlsFront {
+    // The hello and handshake within 15 s (Envoy's listener filter timeout), or sooner when
+    // request headers must come sooner.
+    const headersMs = this.#ctx.timeouts.headersMs;
+    return (this.#tls ??= new TlsFront(this.#ctx.identity, this.#ctx.connectionLog, this.tlsStats, headersMs > 0 ? Math.min(HANDSHAKE_TIMEOUT_MS, headersMs) : HANDSHAKE_TIMEOUT_MS));
+  }
+
+  /**
+   * A TCP listener: bytes both ways, no HTTP. On a sidecar's inbound side with mesh TLS,
+   * Istio mTLS is terminated first (STRICT refuses plaintext, PERMISSIVE tunnels it as it
+   * comes) and the plaintext tunnelled; routes that name servers get the ClientHello's SNI.
+   */
+  #serveTcp(socket: Socket, routes: readonly TcpRoute[], tls: ListenerTls | null): void {
+    if (tls?.kind === 'mesh') {
+      this.#tlsFront().accept(socket, tls, {
+        plain: (s, head) => this.#tunnel(s, head, routes, null),
+        secure: (t) => {
+          keepOriginalDestination(socket, t);
+          this.#tunnel(t, EMPTY, routes, t.servername || null, Connection.tlsPeer(t));
+        },
+        passthrough: (s, head, _server, sni) => this.#tunnel(s, head, routes, sni),
+      });
+      return;
+    }
+    if (!routes.some((r) => r.sniHosts.length > 0)) {
+      this.#tunnel(socket, EMPTY, routes, null);
+      return;
+    }
+    // Envoy's tls_inspector: the SNI of a ClientHello; other bytes (or none in time) have none.
+    let seen: Buffer = EMPTY;
+    let settled = false;
+    const finish = (sni: string | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onEarlyError);
+      socket.pause();
+      if (!socket.destroyed) this.#tunnel(socket, seen, routes, sni);
+    };
+    const onData = (chunk: Buffer): void => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const hello = parseClientHello(seen);
+      if (hello === null && seen.length < MAX_CLIENT_HELLO) return;
+      finish(hello !== null && hello !== 'not-tls' ? hello.serverName : null);
+    };
+    const onEarlyError = (): void => {
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+    };
+    const timer = setTimeout(() => finish(null), HANDSHAKE_TIMEOUT_MS);
+    socket.once('close', () => clearTimeout(timer));
+    socket.on('error', onEarlyError);
+    socket.on('data', onData);
+    socket.resume();
+  }
+
+  /**
+   * Istio's protocol detection (Envoy's http_inspector and tls_inspector): an HTTP/1 request
+   * line or the HTTP/2 preface goes to the connection manager; a TLS ClientHello goes to the
+   * TCP routes by its SNI; other bytes, or none within `timeoutMs` (a server-first protocol),
+   * go to the TCP routes as they are. `head`: bytes already read.
+   */
+  #detect(socket: Socket, head: Buffer, tcp: readonly TcpRoute[], timeoutMs: number): void {
+    let seen = head;
+    let settled = false;
+    const decide = (kind: Detected): void => {
+      if (settled) return;
+      settled = true;
+      if (timer !== null) clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onEarlyError);
+      socket.pause();
+      if (socket.destroyed) return;
+      if (kind === 'http') {
+        this.#sniffPlain(socket, seen);
+        socket.resume();
+        return;
+      }
+      let sni: string | null = null;
+      if (kind === 'tls') {
+        const hello = parseClientHello(seen);
+        if (hello !== null && hello !== 'not-tls') sni = hello.serverName;
+      }
+      this.#tunnel(socket, seen, tcp, sni);
+    };
+    const onData = (chunk: Buffer): void => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const kind = detectProtocol(seen);
+      if (kind !== null) decide(kind);
+    };
+    const onEarlyError = (): void => {
+      settled = true;
+      if (timer !== null) clearTimeout(timer);
+      socket.destroy();
+    };
+    // A listener filter timeout of 0 waits for bytes as long as it takes (Envoy's meaning).
+    const timer = timeoutMs > 0 ? setTimeout(() => decide('tcp'), timeoutMs) : null;
+    if (timer !== null) socket.once('close', () => clearTimeout(timer));
+    socket.on('error', onEarlyError);
+    socket.on('data', onData);
+    if (seen.length > 0) {
+      const kind = detectProtocol(seen);
+      if (kind !== null) {
+        decide(kind);
+        return;
+      }
+    }
+    socket.resume();
   }
 
   #dispatchSecure(socket: TLSSocket, h2: boolean): void {
@@ -192,8 +427,10 @@ export class HttpListener {
   }
 
   /** Proxies a connection as raw TCP (a TCP server's, or a passthrough one's after its hello). */
-  #tunnel(socket: Socket, head: Buffer, routes: readonly TcpRoute[], sni: string | null): void {
-    this.#tunnels.add(new TcpTunnel(socket, head, routes, sni, this.snapshot.clusters, this.snapshot.unroutedStats, this.#ctx.accessLog, (t) => this.#tunnels.delete(t)));
+  #tunnel(socket: Socket, head: Buffer, routes: readonly TcpRoute[], sni: string | null, peer: PeerIdentity | null = null): void {
+    const snap = this.snapshot;
+    const ctx = { clusters: snap.clusters, unroutedStats: snap.unroutedStats, log: this.#ctx.accessLog, metrics: this.#ctx.metrics, inbound: snap.direction === 'inbound' };
+    this.#tunnels.add(new TcpTunnel(socket, head, routes, sni, ctx, (t) => this.#tunnels.delete(t), peer));
   }
 
   /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */
@@ -240,6 +477,12 @@ export class HttpListener {
         resolve();
       });
     });
+  }
+
+  /** A listener that opens no socket (`bindToPort: false`) starts serving what is handed to it. */
+  startUnbound(): void {
+    // The HTTP/1 server's connection tracking (timeouts) starts on 'listening'.
+    this.server.emit('listening');
   }
 
   get boundPort(): number {

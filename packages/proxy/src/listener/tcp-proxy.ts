@@ -1,6 +1,9 @@
 import { connect, type Socket } from 'node:net';
 import type { TcpRoute } from '@remora/config';
-import { formatAddress } from '../http/connection.ts';
+import type { PeerIdentity } from '@remora/filters';
+import { formatAddress, originalDestinations } from '../http/connection.ts';
+import type { IstioMetrics } from '../telemetry/istio-metrics.ts';
+import type { OriginalDestination } from './original-dst.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
 import type { AccessLog, AccessLogRecord } from '../telemetry/access-log.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
@@ -19,12 +22,26 @@ const NO_HASH: HashSource = {
   setResponseCookie: () => {},
 };
 
+/** What a tunnel needs besides its connection and routes. */
+export interface TcpTunnelContext {
+  readonly clusters: ReadonlyMap<string, UpstreamCluster>;
+  /** Istio's TCP metrics of connections that reach no cluster. */
+  readonly unroutedStats: RequestStats;
+  readonly log: AccessLog;
+  /** Istio's metrics, for the label sets of mTLS peers (inbound). */
+  readonly metrics: IstioMetrics;
+  /** True on an inbound listener: a verified mesh peer labels the metrics (`source_principal`). */
+  readonly inbound: boolean;
+}
+
 /**
- * One proxied TCP connection (Envoy's tcp_proxy): a Gateway TCP server's, or a TLS-passthrough
+ * One proxied TCP connection (Envoy's tcp_proxy): a Gateway TCP server's, a TLS-passthrough
  * one's, where the ClientHello already read and every byte after it go untouched to a host of
- * the cluster the SNI routes to, and back. When both
- * sides are done it leaves an access log line in the TCP form Istio prints (`"- - -" 0`), with
- * `UH` when no host was there and `UF` when the connection to it failed.
+ * the cluster the SNI routes to, and back, or a sidecar's (a TCP service port, a capture
+ * listener's passthrough, an inbound port after mesh mTLS). An ORIGINAL_DST cluster's host is
+ * the connection's original destination. When both sides are done it leaves an access log
+ * line in the TCP form Istio prints (`"- - -" 0`), with `UH` when no host was there (a
+ * BlackHoleCluster, no original destination) and `UF` when the connection to it failed.
  */
 export class TcpTunnel implements AccessLogRecord {
   readonly startTime = Date.now();
@@ -50,6 +67,8 @@ export class TcpTunnel implements AccessLogRecord {
   readonly downstreamRemoteAddress: string;
   readonly requestedServerName: string | null;
   readonly routeName = null;
+  /** The downstream's verified mesh identity (mTLS terminated here); null otherwise. */
+  readonly peer: PeerIdentity | null;
   readonly #downstream: Socket;
   readonly #log: AccessLog;
   readonly #onClose: (t: TcpTunnel) => void;
@@ -63,22 +82,27 @@ export class TcpTunnel implements AccessLogRecord {
     head: Buffer,
     routes: readonly TcpRoute[],
     sni: string | null,
-    clusters: ReadonlyMap<string, UpstreamCluster>,
-    unroutedStats: RequestStats,
-    log: AccessLog,
+    ctx: TcpTunnelContext,
     onClose: (t: TcpTunnel) => void,
+    peer: PeerIdentity | null = null,
   ) {
-    this.#log = log;
+    this.#log = ctx.log;
     this.#onClose = onClose;
     this.#downstream = downstream;
-    this.downstreamLocalAddress = formatAddress(downstream.localAddress, downstream.localPort);
+    this.peer = peer;
+    const original: OriginalDestination | null = originalDestinations.get(downstream) ?? null;
+    // Envoy reports a redirected connection's original destination as its local address.
+    this.downstreamLocalAddress = original !== null ? formatAddress(original.address, original.port) : formatAddress(downstream.localAddress, downstream.localPort);
     this.downstreamRemoteAddress = formatAddress(downstream.remoteAddress, downstream.remotePort);
     this.requestedServerName = sni;
-    const cluster = pickTcpRoute(routes, sni, clusters);
+    const cluster = pickTcpRoute(routes, sni, ctx.clusters);
     this.upstreamCluster = cluster?.name ?? null;
-    const host = cluster?.pick(NO_HASH) ?? null;
-    this.#stats = host !== null ? host.stats : (cluster?.noHostStats ?? unroutedStats);
+    const host = cluster === null ? null : cluster.originalDst !== null ? cluster.originalDst.hostFor(original) : cluster.pick(NO_HASH);
+    let stats = host !== null ? host.stats : (cluster?.noHostStats ?? ctx.unroutedStats);
+    if (peer !== null && ctx.inbound) stats = stats.overMtls(peer.principal, peer.namespace, ctx.metrics);
+    this.#stats = stats;
     if (cluster === null || host === null) {
+      if (cluster !== null) cluster.noHealthyUpstream++;
       // No route for the name, or no healthy host: Envoy closes the connection, flag UH.
       this.responseFlags = ResponseFlag.UH;
       this.#finish();
@@ -90,16 +114,19 @@ export class TcpTunnel implements AccessLogRecord {
   #connect(cluster: UpstreamCluster, host: ClusterHost, head: Buffer): void {
     const down = this.#downstream;
     this.upstreamHost = host.host.hostPort;
-    const up = connect({ host: host.host.address, port: host.host.port });
+    const bind = cluster.model.upstreamBindAddress;
+    const up = connect({ host: host.host.address, port: host.host.port, ...(bind !== undefined ? { localAddress: bind } : {}) });
     this.#upstream = up;
     let connected = false;
     up.once('connect', () => {
       connected = true;
+      host.host.cxTotal++;
       up.setNoDelay(true);
       this.#stats.tcpOpened();
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
       if (!connected) {
+        cluster.stats.cxConnectFail++;
         cluster.reportLocalFailure(host);
         this.responseFlags |= ResponseFlag.UF;
         this.upstreamTransportFailureReason = err.code ?? err.message;

@@ -16,6 +16,7 @@ import { NO_OVERLOAD_LIMITS, OverloadManager, type OverloadLimits } from './over
 import { PersistentStore } from './persistent-store.ts';
 import { Snapshot } from './snapshot.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
+import type { OriginalDestination } from '../listener/original-dst.ts';
 
 export interface RuntimeOptions {
   readonly node: ProxyNode;
@@ -40,6 +41,13 @@ export interface RuntimeOptions {
   readonly metrics: IstioMetrics;
   /** Replaces DNS lookups (tests). */
   readonly resolve?: (hostname: string) => Promise<string[]>;
+  /**
+   * Where a connection accepted by a capture listener (`useOriginalDst`, listening on
+   * `listenerPort`) was going: conntrack under REDIRECT, the local address under TPROXY; null
+   * when it was not redirected. Absent: capture is off (Istio's interception mode NONE), every
+   * connection is served by the listener that accepted it.
+   */
+  readonly originalDestination?: (socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>;
 }
 
 /**
@@ -70,6 +78,9 @@ export class Runtime implements ListenerContext {
   readonly overload: OverloadManager;
   readonly identity: IdentityStore | null;
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
+  readonly originalDestination: ((socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>) | null;
+  /** Envoy's hand-off by original destination: per direction, listeners by `address:port` (their `destinationPort` when set). */
+  #handOff = new Map<TrafficDirection, Map<string, HttpListener>>();
 
   constructor(opts: RuntimeOptions) {
     this.node = opts.node;
@@ -83,6 +94,7 @@ export class Runtime implements ListenerContext {
     this.peerIdentity = opts.peerIdentity ?? null;
     this.identity = opts.identity ?? null;
     this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
+    this.originalDestination = opts.originalDestination ?? null;
     this.overload = new OverloadManager(opts.overload ?? NO_OVERLOAD_LIMITS, () => {
       let n = 0;
       for (const l of this.#listeners.values()) n += l.activeConnections;
@@ -124,6 +136,30 @@ export class Runtime implements ListenerContext {
     return this.#listeners;
   }
 
+  handOff(direction: TrafficDirection, dest: OriginalDestination): HttpListener | null {
+    const index = this.#handOff.get(direction);
+    if (index === undefined) return null;
+    return (
+      index.get(`${dest.address}:${dest.port}`) ??
+      index.get(dest.family === 'IPv6' ? `:::${dest.port}` : `0.0.0.0:${dest.port}`) ??
+      null
+    );
+  }
+
+  /** Every listener but the capture ones, by direction and the destination it serves. */
+  #buildHandOff(): void {
+    const next = new Map<TrafficDirection, Map<string, HttpListener>>();
+    for (const l of this.#listeners.values()) {
+      const model = l.snapshot.listener;
+      if (model.useOriginalDst === true) continue;
+      let index = next.get(model.direction);
+      if (index === undefined) next.set(model.direction, (index = new Map()));
+      const key = `${model.address}:${model.destinationPort ?? model.port}`;
+      if (!index.has(key)) index.set(key, l);
+    }
+    this.#handOff = next;
+  }
+
   /** True once a config is live and every listener is bound. */
   get ready(): boolean {
     return this.#snapshot !== null && !this.#draining;
@@ -160,12 +196,21 @@ export class Runtime implements ListenerContext {
     for (const [name, ls] of snap.listeners) {
       wanted.add(name);
       const existing = this.#listeners.get(name);
-      if (existing && existing.address === ls.listener.address && existing.port === ls.listener.port) {
+      const bound = ls.listener.bindToPort !== false;
+      if (existing && existing.address === ls.listener.address && existing.port === ls.listener.port && existing.bound === bound) {
         existing.snapshot = ls;
         continue;
       }
       if (existing) this.#retire(existing);
       const l = new HttpListener(ls, this);
+      if (!bound) {
+        // Envoy's bind_to_port false: no socket; it serves what capture listeners hand it.
+        l.startUnbound();
+        startedHere.push(l);
+        this.#listeners.set(name, l);
+        this.#loggers.get('main').debug(`listener ${name} for ${ls.listener.address}:${ls.listener.destinationPort ?? ls.listener.port} (${ls.direction}, not bound: served by hand-off)`);
+        continue;
+      }
       try {
         await l.listen();
       } catch (err) {
@@ -183,6 +228,7 @@ export class Runtime implements ListenerContext {
       this.#loggers.get('main').info(`listener ${name} on ${l.address}:${l.boundPort} (${ls.direction})`);
     }
     for (const [name, l] of [...this.#listeners]) if (!wanted.has(name)) this.#retire(l);
+    this.#buildHandOff();
     this.clusterManager.commit(built);
     this.#store.commit();
     this.#snapshot = snap;

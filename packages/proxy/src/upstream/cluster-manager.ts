@@ -6,6 +6,7 @@ import { ClusterStats } from '../telemetry/cluster-stats.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { UpstreamCluster } from './upstream-cluster.ts';
 import { UpstreamHost, type ClusterHost, type PoolSettings } from './upstream-host.ts';
+import { OriginalDstHosts } from './original-dst-hosts.ts';
 import { tlsForEndpoint, type UpstreamTlsSettings } from './upstream-tls.ts';
 
 /** How long a host no cluster uses keeps its pool, for requests still holding an older snapshot. */
@@ -59,7 +60,7 @@ export class ClusterManager {
       opts.identity?.onChange((id) => {
         if ((id !== null) === hadIdentity || this.#closed) return;
         hadIdentity = id !== null;
-        for (const c of this.#clusters.values()) this.#assign(c, c.model.discovery === 'static' ? c.model.endpoints : c.resolvedEndpoints);
+        for (const c of this.#clusters.values()) this.#assign(c, isDns(c.model) ? c.resolvedEndpoints : c.model.endpoints);
       }) ?? null;
   }
 
@@ -88,8 +89,9 @@ export class ClusterManager {
       }
       let stats = this.#stats.get(model.name);
       if (stats === undefined) this.#stats.set(model.name, (stats = new ClusterStats()));
-      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node, stats);
-      if (model.discovery === 'static') this.#assign(c, model.endpoints);
+      const originalDst = model.discovery === 'original-dst' ? new OriginalDstHosts(poolSettings(model), (ep) => this.#opts.statsFor(model, ep)) : null;
+      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node, stats, originalDst);
+      if (!isDns(model)) this.#assign(c, model.endpoints);
       else warming.push(this.#resolveCluster(c));
       next.set(model.name, c);
     }
@@ -106,21 +108,21 @@ export class ClusterManager {
     for (const name of this.#stats.keys()) if (!next.has(name)) this.#stats.delete(name);
     for (const [name, c] of prev) {
       if (next.get(name) === c) continue;
-      c.deactivate();
-      this.#release(c.hosts);
+      c.deactivate(HOST_GRACE_MS);
+      if (c.originalDst === null) this.#release(c.hosts);
       const t = this.#dnsTimers.get(c);
       if (t) clearTimeout(t);
       this.#dnsTimers.delete(c);
     }
     for (const c of next.values()) {
       c.activate();
-      if (c.model.discovery !== 'static' && !this.#dnsTimers.has(c)) this.#scheduleDns(c);
+      if (isDns(c.model) && !this.#dnsTimers.has(c)) this.#scheduleDns(c);
     }
   }
 
   /** Drops clusters built by `prepare` that were never committed (a rejected config). */
   discard(built: Map<string, UpstreamCluster>): void {
-    for (const [name, c] of built) if (this.#clusters.get(name) !== c) this.#release(c.hosts);
+    for (const [name, c] of built) if (this.#clusters.get(name) !== c && c.originalDst === null) this.#release(c.hosts);
   }
 
   async close(): Promise<void> {
@@ -128,27 +130,18 @@ export class ClusterManager {
     this.#unsubscribe?.();
     clearInterval(this.#sweeper);
     for (const c of this.#clusters.values()) c.deactivate();
+    const passthrough = [...this.#clusters.values()].map((c) => c.originalDst?.destroy());
     for (const t of this.#dnsTimers.values()) clearTimeout(t);
     this.#dnsTimers.clear();
     // After the drain, whatever is still in flight (a hanging mirror, a stuck upstream) is cut.
-    await Promise.allSettled([...this.#hosts.values()].map((h) => h.destroy()));
+    await Promise.allSettled([...[...this.#hosts.values()].map((h) => h.destroy()), ...passthrough]);
     this.#hosts.clear();
   }
 
   /** Endpoints → hosts (acquiring pools) for a cluster, releasing the hosts it had. */
   #assign(c: UpstreamCluster, endpoints: readonly Endpoint[]): void {
     const model = c.model;
-    const plain: PoolSettings = {
-      protocol: model.protocol,
-      maxConnections: model.connectionPool.maxConnections,
-      connectTimeoutMs: model.connectionPool.connectTimeoutMs,
-      idleTimeoutMs: model.connectionPool.idleTimeoutMs,
-      maxRequestsPerConnection: model.connectionPool.maxRequestsPerConnection,
-      maxConnectionDurationMs: model.connectionPool.maxConnectionDurationMs,
-      keepaliveTimeMs: model.connectionPool.keepaliveTimeMs,
-      maxConcurrentStreams: model.connectionPool.maxConcurrentStreams,
-      tls: null,
-    };
+    const plain = poolSettings(model);
     const { identity, node } = this.#opts;
     const hosts: ClusterHost[] = [];
     for (const ep of endpoints) {
@@ -161,7 +154,8 @@ export class ClusterManager {
       host.refs++;
       hosts.push({ host, endpoint: ep, stats: this.#opts.statsFor(model, ep) });
     }
-    const old = c.hosts;
+    // An ORIGINAL_DST cluster's own hosts are not the manager's (it has none from endpoints).
+    const old = c.originalDst === null ? c.hosts : [];
     c.setHosts(hosts, endpoints);
     this.#release(old);
   }
@@ -215,4 +209,25 @@ export class ClusterManager {
       void h.close();
     }
   }
+}
+
+/** Clusters whose endpoints are hostnames to resolve. */
+function isDns(model: Cluster): boolean {
+  return model.discovery === 'strict-dns' || model.discovery === 'logical-dns';
+}
+
+/** How a cluster's plaintext pools connect (TLS is added per endpoint). */
+function poolSettings(model: Cluster): PoolSettings {
+  return {
+    protocol: model.protocol,
+    maxConnections: model.connectionPool.maxConnections,
+    connectTimeoutMs: model.connectionPool.connectTimeoutMs,
+    idleTimeoutMs: model.connectionPool.idleTimeoutMs,
+    maxRequestsPerConnection: model.connectionPool.maxRequestsPerConnection,
+    maxConnectionDurationMs: model.connectionPool.maxConnectionDurationMs,
+    keepaliveTimeMs: model.connectionPool.keepaliveTimeMs,
+    maxConcurrentStreams: model.connectionPool.maxConcurrentStreams,
+    tls: null,
+    localAddress: model.upstreamBindAddress ?? null,
+  };
 }

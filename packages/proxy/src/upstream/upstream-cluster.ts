@@ -10,6 +10,7 @@ import { RoundRobinLoadBalancer } from './load-balancer-round-robin.ts';
 import { LocalityPlan } from './locality-plan.ts';
 import { OutlierDetector } from './outlier-detector.ts';
 import type { ClusterHost } from './upstream-host.ts';
+import type { OriginalDstHosts } from './original-dst-hosts.ts';
 
 export function createLoadBalancer(model: Cluster): LoadBalancer {
   const lb = model.lb;
@@ -58,9 +59,12 @@ export class UpstreamCluster {
   readonly noHostStats: RequestStats;
   /** Envoy's `cluster.<name>.upstream_*` counters; the same object for the same name across config changes. */
   readonly stats: ClusterStats;
+  /** An ORIGINAL_DST cluster's hosts, one per destination; null for every other kind. */
+  readonly originalDst: OriginalDstHosts | null;
 
-  constructor(model: Cluster, modelKey: string, noHostStats: RequestStats, node: ProxyNode, stats: ClusterStats = new ClusterStats()) {
+  constructor(model: Cluster, modelKey: string, noHostStats: RequestStats, node: ProxyNode, stats: ClusterStats = new ClusterStats(), originalDst: OriginalDstHosts | null = null) {
     this.name = model.name;
+    this.originalDst = originalDst;
     this.stats = stats;
     this.model = model;
     this.modelKey = modelKey;
@@ -71,8 +75,9 @@ export class UpstreamCluster {
     this.outlier = model.outlierDetection === null ? null : new OutlierDetector(model.outlierDetection, () => this.#refresh());
   }
 
+  /** The cluster's hosts; an ORIGINAL_DST cluster's are the destinations it has pools for now. */
   get hosts(): readonly ClusterHost[] {
-    return this.#hosts;
+    return this.originalDst !== null ? this.originalDst.hosts : this.#hosts;
   }
 
   get available(): readonly ClusterHost[] {
@@ -89,10 +94,13 @@ export class UpstreamCluster {
   /** Starts the outlier detector's interval (when the cluster goes live). */
   activate(): void {
     this.outlier?.start();
+    this.originalDst?.start();
   }
 
-  deactivate(): void {
+  /** The cluster left the live config; `graceMs`: how long requests of older snapshots may still use its hosts. */
+  deactivate(graceMs = 0): void {
     this.outlier?.stop();
+    this.originalDst?.stop(graceMs);
   }
 
   isEjected(h: ClusterHost): boolean {
@@ -131,6 +139,8 @@ export class UpstreamCluster {
    * Envoy's previous_priorities): a retry goes to a locality not tried yet when there is one.
    */
   pick(request: HashSource, avoid: readonly ClusterHost[] | null = null, otherLocalities = false): ClusterHost | null {
+    // ORIGINAL_DST: the host is where the downstream connection was going.
+    if (this.originalDst !== null) return this.originalDst.hostFor(request.originalDestination);
     if (avoid !== null && avoid.length > 0 && otherLocalities && this.#plan !== null) {
       const elsewhere = this.#available.filter((x) => !avoid.some((a) => a === x || a.endpoint.locality === x.endpoint.locality));
       if (elsewhere.length > 0) return this.lb.pick(elsewhere, request);

@@ -18,6 +18,8 @@ export interface PoolSettings {
   readonly keepaliveTimeMs: number;
   /** TLS origination; null or absent: plaintext. */
   readonly tls?: UpstreamTlsSettings | null;
+  /** The local address connections are made from (Envoy's `upstream_bind_config`); null or absent: the kernel picks. */
+  readonly localAddress?: string | null;
 }
 
 /**
@@ -64,6 +66,7 @@ export class UpstreamHost {
       headersTimeout: 0,
       bodyTimeout: 0,
       keepAliveTimeout: Math.min(settings.idleTimeoutMs || 4_000, 4_000),
+      ...(settings.localAddress ? { localAddress: settings.localAddress } : {}),
       ...(settings.maxRequestsPerConnection > 0 ? { maxRequestsPerClient: settings.maxRequestsPerConnection } : {}),
       // Envoy's max_connection_duration: undici retires a client past its age at the next dispatch.
       ...(settings.maxConnectionDurationMs > 0 ? { clientTtl: settings.maxConnectionDurationMs } : {}),
@@ -85,7 +88,7 @@ export class UpstreamHost {
   }
 
   static keyOf(address: string, port: number, s: PoolSettings): string {
-    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}|${s.maxConcurrentStreams}|${s.maxConnectionDurationMs}|${s.keepaliveTimeMs}|${s.tls?.key ?? ''}`;
+    return `${s.protocol}|${address}|${port}|${s.maxConnections}|${s.connectTimeoutMs}|${s.idleTimeoutMs}|${s.maxRequestsPerConnection}|${s.maxConcurrentStreams}|${s.maxConnectionDurationMs}|${s.keepaliveTimeMs}|${s.tls?.key ?? ''}|${s.localAddress ?? ''}`;
   }
 
   /** Closes once in-flight requests finish. */
