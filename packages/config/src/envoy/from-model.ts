@@ -114,7 +114,7 @@ export function envoyResourcesFromModel(config: ProxyConfig): EnvoyResources {
   const unbound = new Set(config.listeners.filter((l) => l.bindToPort === false).map((l) => l.name));
   const listeners = config.listeners
     .filter((l) => !folded.includes(l))
-    .flatMap((l) => [listenerJson(l, secrets, l === inboundCapture ? folded : []), ...portListeners(l, secrets, unbound)]);
+    .flatMap((l) => [listenerJson(l, secrets, l === inboundCapture ? folded : [], unbound), ...portListeners(l, secrets, unbound)]);
   const routeConfigs = config.routeConfigs.map((rc) => routeConfigJson(rc, clustersByName));
   const clusters = config.clusters.map((c) => clusterJson(c, secrets));
   const endpoints = config.clusters.map((c) => ({ assignment: loadAssignmentJson(c), eds: isEds(c) }));
@@ -250,7 +250,7 @@ function foldsInto(l: ModelListener): boolean {
  * listeners not bound to a port it hands connections to, which in Envoy's terms (istiod's
  * `virtualInbound`) are its filter chains matched on their destination port.
  */
-function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>, folded: readonly ModelListener[] = []): ListenerJson {
+function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>, folded: readonly ModelListener[] = [], unbound: ReadonlySet<string> = new Set()): ListenerJson {
   // Remora's older forms of a capture: a listener routing by destination port (routeConfigsByPort)
   // or serving one destination port, which Envoy can only say with the original destination.
   const implied = l.useOriginalDst !== true && (l.destinationPort !== undefined || l.routeConfigsByPort !== undefined);
@@ -287,10 +287,14 @@ function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>, folded:
     out.continueOnListenerFiltersTimeout = true;
   }
   if (l.bypassOverloadManager === true) out.bypassOverloadManager = true;
-  if (capture || implied) out.useOriginalDst = true;
+  // istiod's virtualInbound serves its ports as its own chains: the original_dst listener filter, no hand-over.
+  if ((capture && l.direction !== 'inbound') || implied) out.useOriginalDst = true;
   if (l.bindToPort === false) out.bindToPort = false;
   const remora: Record<string, JsonValue> = {};
   if (implied) remora.impliedOriginalDst = true;
+  // Ports of routeConfigsByPort whose per-port listener the model has itself (portListeners writes none for them).
+  const shadowed = Object.entries(l.routeConfigsByPort ?? {}).filter(([port]) => unbound.has(`0.0.0.0_${port}`));
+  if (shadowed.length > 0) remora.routeConfigsByPort = Object.fromEntries(shadowed);
   // A listener without an HTTP connection manager names its route table nowhere in Envoy's terms.
   if (!own.some((c) => c.filters?.some((f) => f.name === 'envoy.filters.network.http_connection_manager'))) remora.routeConfig = l.routeConfig;
   if (Object.keys(remora).length > 0) out.metadata = { filterMetadata: { remora: remora as StructJson } };
@@ -380,12 +384,13 @@ function sidecarChains(l: ModelListener, secrets: Map<string, SecretRef>, destin
   const chains: FilterChainJson[] = [];
   const withMatch = (c: FilterChainJson, match: Record<string, unknown>): FilterChainJson => (Object.keys(match).length > 0 ? { filterChainMatch: match, ...c } : c);
   if (l.tcpProxy === undefined) {
-    const hcm = httpConnectionManager(l, l.routeConfig);
+    // Each chain its own connection manager object: EnvoyFilter patches edit chains one by one.
+    const hcm = (): FilterJson => httpConnectionManager(l, l.routeConfig);
     if (mesh !== null) {
-      chains.push(withMatch({ filters: [hcm], transportSocket: istioMtlsSocket(secrets) }, { ...port, transportProtocol: 'tls', ...(detect !== undefined ? { applicationProtocols: [...MTLS_HTTP_ALPNS] } : {}) }));
-      if (mesh === 'PERMISSIVE') chains.push(withMatch({ filters: [hcm] }, { ...port, transportProtocol: 'raw_buffer', ...(detect !== undefined ? { applicationProtocols: [...PLAINTEXT_HTTP_ALPNS] } : {}) }));
+      chains.push(withMatch({ filters: [hcm()], transportSocket: istioMtlsSocket(secrets) }, { ...port, transportProtocol: 'tls', ...(detect !== undefined ? { applicationProtocols: [...MTLS_HTTP_ALPNS] } : {}) }));
+      if (mesh === 'PERMISSIVE') chains.push(withMatch({ filters: [hcm()] }, { ...port, transportProtocol: 'raw_buffer', ...(detect !== undefined ? { applicationProtocols: [...PLAINTEXT_HTTP_ALPNS] } : {}) }));
     } else {
-      chains.push(withMatch({ filters: [hcm] }, { ...port, ...(detect !== undefined ? { transportProtocol: 'raw_buffer', applicationProtocols: [...PLAINTEXT_HTTP_ALPNS] } : {}) }));
+      chains.push(withMatch({ filters: [hcm()] }, { ...port, ...(detect !== undefined ? { transportProtocol: 'raw_buffer', applicationProtocols: [...PLAINTEXT_HTTP_ALPNS] } : {}) }));
     }
   }
   if (tcpRoutes !== undefined) {
