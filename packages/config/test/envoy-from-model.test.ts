@@ -12,6 +12,8 @@ import { RouteConfigurationSchema } from '@remora/config/envoy/gen/envoy/config/
 import { SecretSchema } from '@remora/config/envoy/gen/envoy/extensions/transport_sockets/tls/v3/secret_pb.js';
 import type { ProxyConfig } from '@remora/config';
 import { BOOKINFO_SERVICES, INGRESS, nodeWith, PORTS, SIDECAR, translate } from './helpers/translate.ts';
+import { captureMesh } from './helpers/capture-mesh.ts';
+import { proxyConfigFromEnvoy } from '../src/envoy/to-model.ts';
 
 const MESH = `${BOOKINFO_SERVICES}
 ---
@@ -305,4 +307,84 @@ t.test("the bootstrap node as Istio's agent describes it", async (t) => {
     node: { id: 'sidecar~10.1.2.3~productpage-v1.default~default.svc.cluster.local', cluster: 'productpage-v1.default', metadata: { NAMESPACE: 'default', LABELS: { app: 'productpage' } }, locality: { region: 'us-east', zone: 'us-east-1a' } },
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 15000 } } },
   });
+});
+
+t.test("a captured sidecar in istiod's shapes: virtualOutbound, virtualInbound with a chain per port, per-port listeners not bound, protocol detection", async (t) => {
+  // Names, matches and listener filters as pilot/pkg/networking/core builds them (listener_builder.go,
+  // listener.go buildListenerFromEntry, listener_inbound.go, filterchain_options.go).
+  const e = envoyResourcesFromModel(captureMesh());
+  for (const l of e.listeners) t.doesNotThrow(() => envoyFromJson(ListenerSchema, l as JsonValue), `${l.name} reads as an Envoy Listener`);
+  const byName = new Map(e.listeners.map((l) => [l.name, l]));
+  t.same([...byName.keys()], ['virtualOutbound', '0.0.0.0_9080', '0.0.0.0_8080', '10.96.0.5_6379', '0.0.0.0_443', '10.96.0.7_3306', 'virtualInbound'], 'the inbound ports are chains of virtualInbound, not listeners');
+  const filterNames = (name: string) => (byName.get(name)!.listenerFilters ?? []).map((f) => f.name);
+  const chainSummary = (name: string) =>
+    byName.get(name)!.filterChains!.map((c) => ({
+      name: c.name,
+      match: c.filterChainMatch,
+      tls: c.transportSocket !== undefined,
+      filter: c.filters![0]!.name === 'envoy.filters.network.tcp_proxy' ? (c.filters![0]!.typedConfig as { cluster?: string }).cluster : 'hcm',
+    }));
+
+  const vo = byName.get('virtualOutbound')!;
+  t.equal(vo.useOriginalDst, true);
+  t.same(filterNames('virtualOutbound'), ['envoy.filters.listener.original_dst']);
+  t.same(chainSummary('virtualOutbound'), [
+    { name: 'virtualOutbound-blackhole', match: { destinationPort: 15001 }, tls: false, filter: 'BlackHoleCluster' },
+    { name: 'virtualOutbound-catchall-tcp', match: undefined, tls: false, filter: 'PassthroughCluster' },
+  ]);
+
+  const http = byName.get('0.0.0.0_8080')!;
+  t.equal(http.bindToPort, false);
+  t.equal(http.useOriginalDst, undefined, 'a per-port listener is handed connections; it hands none on');
+  t.same(filterNames('0.0.0.0_8080'), ['envoy.filters.listener.tls_inspector', 'envoy.filters.listener.http_inspector']);
+  t.equal(http.listenerFiltersTimeout, '0s');
+  t.equal(http.continueOnListenerFiltersTimeout, true);
+  t.same(chainSummary('0.0.0.0_8080'), [
+    { name: undefined, match: { transportProtocol: 'raw_buffer', applicationProtocols: ['http/1.0', 'http/1.1', 'h2c'] }, tls: false, filter: 'hcm' },
+    { name: undefined, match: undefined, tls: false, filter: 'PassthroughCluster' },
+  ]);
+  t.same(chainSummary('0.0.0.0_443'), [
+    { name: undefined, match: { serverNames: ['api.example.com'] }, tls: false, filter: 'outbound|443||api.example.com' },
+    { name: undefined, match: undefined, tls: false, filter: 'PassthroughCluster' },
+  ]);
+  t.same(filterNames('0.0.0.0_443'), ['envoy.filters.listener.tls_inspector'], 'SNI needs the TLS inspector');
+  t.same(filterNames('10.96.0.5_6379'), [], 'a plain TCP port inspects nothing');
+
+  const vi = byName.get('virtualInbound')!;
+  t.equal(vi.useOriginalDst, undefined, "istiod's virtualInbound serves its ports as its own chains: no hand-over");
+  t.same(filterNames('virtualInbound'), ['envoy.filters.listener.original_dst', 'envoy.filters.listener.tls_inspector', 'envoy.filters.listener.http_inspector']);
+  t.same(chainSummary('virtualInbound'), [
+    { name: 'virtualInbound-blackhole', match: { destinationPort: 15006 }, tls: false, filter: 'BlackHoleCluster' },
+    { name: '0.0.0.0_9080', match: { destinationPort: 9080, transportProtocol: 'tls' }, tls: true, filter: 'hcm' },
+    { name: '0.0.0.0_9080', match: { destinationPort: 9080, transportProtocol: 'raw_buffer' }, tls: false, filter: 'hcm' },
+    { name: '0.0.0.0_5432', match: { destinationPort: 5432, transportProtocol: 'tls' }, tls: true, filter: 'inbound|5432||' },
+    { name: '0.0.0.0_8000', match: { destinationPort: 8000, transportProtocol: 'tls', applicationProtocols: ['istio-http/1.0', 'istio-http/1.1', 'istio-h2'] }, tls: true, filter: 'hcm' },
+    { name: '0.0.0.0_8000', match: { destinationPort: 8000, transportProtocol: 'raw_buffer', applicationProtocols: ['http/1.0', 'http/1.1', 'h2c'] }, tls: false, filter: 'hcm' },
+    { name: '0.0.0.0_8000', match: { destinationPort: 8000, transportProtocol: 'tls' }, tls: true, filter: 'inbound|8000||' },
+    { name: '0.0.0.0_8000', match: { destinationPort: 8000, transportProtocol: 'raw_buffer' }, tls: false, filter: 'inbound|8000||' },
+    { name: 'virtualInbound', match: undefined, tls: false, filter: 'InboundPassthroughCluster' },
+  ]);
+  const hcm = vi.filterChains![1]!.filters![0]!.typedConfig as { statPrefix?: string; forwardClientCertDetails?: string };
+  t.equal(hcm.statPrefix, 'inbound_0.0.0.0_9080', "the port's HTTP stats as istiod names them");
+  t.equal(hcm.forwardClientCertDetails, 'APPEND_FORWARD');
+
+  t.same(e.nameTable, {
+    table: {
+      'reviews.default.svc.cluster.local': { ips: ['10.96.0.9'], registry: 'Kubernetes', shortname: 'reviews', namespace: 'default' },
+      'api.example.com': { ips: ['240.240.0.1', '240.240.0.2'], registry: 'External' },
+    },
+  }, "the name table as istiod's NDS message");
+});
+
+t.test('a captured sidecar reads back whole: listeners, clusters and the name table', async (t) => {
+  const config = captureMesh();
+  const { config: got, issues } = proxyConfigFromEnvoy(envoyResourcesFromModel(config), config.node, config.version, false);
+  t.same(issues, []);
+  const byName = <T extends { name: string }>(xs: readonly T[]): T[] => [...xs].sort((a, b) => (a.name < b.name ? -1 : 1));
+  t.same(byName(got.listeners), byName(config.listeners));
+  t.strictSame(got.clusters, config.clusters);
+  t.same(got.nameTable, config.nameTable);
+  const { nameTable: _, ...noTable } = config;
+  const without = proxyConfigFromEnvoy(envoyResourcesFromModel(noTable), config.node, 'v', false);
+  t.equal(without.config.nameTable, undefined, 'no table: none comes back');
 });

@@ -324,6 +324,8 @@ const TLS = (common: object, extra: object = {}): object => ({
   transportSocket: { name: 'envoy.transport_sockets.tls', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext', commonTlsContext: common, ...extra } },
 });
 
+const EMPTY_CONFIG = { version: 'v', node: SIDECAR, listeners: [], routeConfigs: [], clusters: [] };
+
 function importOne(json: ClusterJson, cla?: ClusterLoadAssignmentJson, hashKey?: Parameters<typeof clusterFromEnvoy>[3]): { c: Cluster | null; issues: string[] } {
   const ctx = new ImportContext([{ name: 'kubernetes://client', kind: 'certificate', certFile: '/c.crt', keyFile: '/c.key' }]);
   const c = clusterFromEnvoy(json, cla, ctx, hashKey);
@@ -373,6 +375,44 @@ t.test('endpoints: locality, weight, health (panic keeps all), istiod metadata, 
   t.equal(importOne(canonicalCluster({ name: 'l', type: 'LOGICAL_DNS', loadAssignment: { clusterName: 'l', endpoints: [{ lbEndpoints: [EP('x.example.com')] }] } })).c?.discovery, 'logical-dns');
 });
 
+t.test("istiod's passthrough clusters: ORIGINAL_DST to the original destination, the inbound one bound to 127.0.0.6; BlackHoleCluster without endpoints", async (t) => {
+  // pilot/pkg/networking/core/cluster_builder.go: buildDefaultPassthroughCluster,
+  // buildInboundPassthroughCluster (InboundPassthroughBindIpv4 and, dual-stack, ::6), buildBlackHoleCluster.
+  const HPO = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+  const passthroughOptions = { [HPO]: { '@type': `type.googleapis.com/${HPO}`, commonHttpProtocolOptions: { idleTimeout: '3600s' }, useDownstreamProtocolConfig: { httpProtocolOptions: {}, http2ProtocolOptions: {} } } };
+  const passthrough = importOne(canonicalCluster({ name: 'PassthroughCluster', type: 'ORIGINAL_DST', connectTimeout: '10s', lbPolicy: 'CLUSTER_PROVIDED', typedExtensionProtocolOptions: passthroughOptions, altStatName: 'PassthroughCluster;' }));
+  t.match(passthrough.c, { name: 'PassthroughCluster', discovery: 'original-dst', endpoints: [], lb: { kind: 'round-robin' }, connectionPool: { connectTimeoutMs: 10_000 } });
+  t.equal(passthrough.c?.upstreamBindAddress, undefined, 'the kernel picks the source address');
+  t.same(passthrough.issues, [
+    'warning: Cluster PassthroughCluster: altStatName: not supported by Remora; ignored',
+    'warning: Cluster PassthroughCluster: typedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].useDownstreamProtocolConfig: the upstream protocol is HTTP/1.1 whatever the downstream spoke',
+  ]);
+  const inbound = importOne(
+    canonicalCluster({
+      name: 'InboundPassthroughCluster',
+      type: 'ORIGINAL_DST',
+      connectTimeout: '10s',
+      lbPolicy: 'CLUSTER_PROVIDED',
+      upstreamBindConfig: { sourceAddress: { address: '127.0.0.6', portValue: 0 }, extraSourceAddresses: [{ address: { address: '::6', portValue: 0 } }] },
+    }),
+  );
+  t.match(inbound.c, { name: 'InboundPassthroughCluster', discovery: 'original-dst', upstreamBindAddress: '127.0.0.6' });
+  t.same(inbound.issues, [
+    'warning: Cluster InboundPassthroughCluster: upstreamBindConfig.extraSourceAddresses: ignored: upstream connections of either family are made from sourceAddress, or from what the kernel picks when its family differs',
+  ]);
+  const blackhole = importOne(canonicalCluster({ name: 'BlackHoleCluster', type: 'STATIC', connectTimeout: '10s', lbPolicy: 'ROUND_ROBIN', altStatName: 'BlackHoleCluster;' }));
+  t.match(blackhole.c, { name: 'BlackHoleCluster', discovery: 'static', endpoints: [] });
+
+  // And the other way: the exporter writes them as istiod does.
+  const [pt, ipt, bh] = envoyResourcesFromModel({ ...EMPTY_CONFIG, clusters: [passthrough.c!, inbound.c!, blackhole.c!] }).clusters;
+  t.match(pt, { name: 'PassthroughCluster', type: 'ORIGINAL_DST', lbPolicy: 'CLUSTER_PROVIDED' });
+  t.notOk('loadAssignment' in pt!, 'no load assignment on an ORIGINAL_DST cluster');
+  t.same(ipt?.upstreamBindConfig, { sourceAddress: { address: '127.0.0.6', portValue: 0 } });
+  t.match(bh, { name: 'BlackHoleCluster', type: 'STATIC', lbPolicy: 'ROUND_ROBIN' });
+  t.notOk('loadAssignment' in bh!, "BlackHoleCluster has no load assignment, as istiod's");
+  t.same(envoyFromJson(ClusterSchema, bh as JsonValue).name, 'BlackHoleCluster', 'reads as an Envoy Cluster');
+});
+
 t.test('upstream TLS: SDS names, files, SNI, SANs; no validation is no verification', async (t) => {
   const v = (sans: object = {}): object => ({ combinedValidationContext: { defaultValidationContext: sans, validationContextSdsSecretConfig: { name: 'file-root:/ca.crt' } } });
   const mutual = importOne(STATIC('m', TLS({ tlsCertificateSdsSecretConfigs: [{ name: 'kubernetes://client' }], ...v({ matchTypedSubjectAltNames: [{ sanType: 'DNS', matcher: { exact: 'a.example.com' } }] }) }, { sni: 'a.example.com' }))).c;
@@ -389,7 +429,11 @@ t.test('upstream TLS: SDS names, files, SNI, SANs; no validation is no verificat
 
 t.test('each field Remora cannot honour is an error naming it; tuning it lacks is a warning', async (t) => {
   const cases: [string, ClusterJson, string[], boolean][] = [
-    ['ORIGINAL_DST', canonicalCluster({ name: 'o', type: 'ORIGINAL_DST', lbPolicy: 'CLUSTER_PROVIDED' }), ['Cluster o: type: ORIGINAL_DST clusters (forwarding to the original destination) are not supported', 'Cluster o: lbPolicy: CLUSTER_PROVIDED load balancing is not supported'], false],
+    ['ORIGINAL_DST with endpoints', canonicalCluster({ name: 'o', type: 'ORIGINAL_DST', lbPolicy: 'CLUSTER_PROVIDED', loadAssignment: { clusterName: 'o', endpoints: [{ lbEndpoints: [EP('10.0.0.1')] }] } }), ['Cluster o: loadAssignment: an ORIGINAL_DST cluster takes its host from the original destination and lists no endpoints'], false],
+    ['original destination from a header', canonicalCluster({ name: 'oh', type: 'ORIGINAL_DST', lbPolicy: 'CLUSTER_PROVIDED', originalDstLbConfig: { useHttpHeader: true } }), ['Cluster oh: originalDstLbConfig.useHttpHeader: the host comes from the original destination only, not from a request header'], false],
+    ['CLUSTER_PROVIDED elsewhere', STATIC('cp', { lbPolicy: 'CLUSTER_PROVIDED' }), ['Cluster cp: lbPolicy: CLUSTER_PROVIDED load balancing is for ORIGINAL_DST clusters only'], false],
+    ['a fixed source port', STATIC('sp', { upstreamBindConfig: { sourceAddress: { address: '127.0.0.6', portValue: 4000 } } }), ['Cluster sp: upstreamBindConfig.sourceAddress.portValue: a fixed source port is not supported (the kernel picks one per connection)'], false],
+    ['freebind', STATIC('fb', { upstreamBindConfig: { sourceAddress: { address: '127.0.0.6' }, freebind: true } }), ['Cluster fb: upstreamBindConfig.freebind: freebind is not supported (a source address only)'], false],
     ['pipe', STATIC('u', {}, [{ endpoint: { address: { pipe: { path: '/s.sock' } } } }]), ['Cluster u: endpoints[0].lbEndpoints[0].endpoint.address.pipe: unix domain socket endpoints are not supported'], false],
     ['regex SAN', STATIC('r', TLS({ validationContext: { trustedCa: { filename: '/ca' }, matchSubjectAltNames: [{ prefix: 'spiffe://' }] } })), ['Cluster r: transportSocket.typedConfig.commonTlsContext.validationContext.matchSubjectAltNames[0]: only exact SAN matchers are supported'], false],
     ['unknown SDS', STATIC('k', TLS({ validationContextSdsSecretConfig: { name: 'kubernetes://nope' } })), ['Cluster k: transportSocket.typedConfig.commonTlsContext.validationContextSdsSecretConfig: SDS secret "kubernetes://nope" is not known'], false],

@@ -15,7 +15,8 @@ import type { ListenerJson } from '../src/envoy/gen/envoy/config/listener/v3/lis
 import { formatImportIssue, ImportContext } from '../src/envoy/import-context.ts';
 import { listenersFromEnvoy } from '../src/envoy/to-model-listeners.ts';
 import { GOLDENS_DIR, GOLDENS_MISSING, notContainedIn, readGolden } from './helpers/envoy.ts';
-import { BOOKINFO_DIR, BOOKINFO_MISSING, BOOKINFO_SERVICES, INGRESS, recordTranslations, REPO_ROOT, SIDECAR, translate, type Translated } from './helpers/translate.ts';
+import { BOOKINFO_DIR, BOOKINFO_MISSING, BOOKINFO_SERVICES, CHAIN_TAIL, INGRESS, ISTIO_ENVOY_HCM, recordTranslations, REPO_ROOT, SIDECAR, translate, type Translated } from './helpers/translate.ts';
+import { captureMesh } from './helpers/capture-mesh.ts';
 
 /** Canonical proto3 JSON, as an xDS stream delivers it. */
 function canonical(l: object): ListenerJson {
@@ -138,6 +139,12 @@ t.test('round trip: every mesh the translator tests translate reads back equal',
   for (const node of [SIDECAR, INGRESS]) meshes.push({ name: `coffee-shop (${node.kind})`, config: translate(coffeeYaml, node).config });
   // A gateway server with Istio mTLS, SAN and TLS parameters: none of the translator tests has one.
   meshes.push({ name: 'ISTIO_MUTUAL gateway server', config: translate(ISTIO_MUTUAL_GATEWAY, INGRESS).config });
+  // A captured sidecar with the model's capture fields (built by hand: istiod's shapes of each).
+  meshes.push({ name: 'captured sidecar (ALLOW_ANY)', config: captureMesh() }, { name: 'captured sidecar (REGISTRY_ONLY)', config: captureMesh(true) });
+  // The translator's older capture beside real per-port listeners: no port listener is written twice.
+  const older = meshes.find((m) => m.config.listeners.some((l) => l.routeConfigsByPort !== undefined))!;
+  const withUnbound = { ...older.config, listeners: [...older.config.listeners, ...captureMesh().listeners.filter((l) => l.name === '0.0.0.0_9080')] };
+  meshes.push({ name: `${older.name} with an unbound 0.0.0.0_9080`, config: withUnbound });
 
   t.ok(recorded.length > 100, `the translator tests' meshes are recorded (${recorded.length})`);
   let listeners = 0;
@@ -145,7 +152,10 @@ t.test('round trip: every mesh the translator tests translate reads back equal',
   for (const m of meshes) {
     const got = roundTrip(m.config);
     const errors = got.issues;
-    const want = m.config.listeners.map(expressible);
+    // A capture's inbound ports come back after it, as the chains of istiod's virtualInbound: order is no part of the model.
+    const byName = (ls: Listener[]): Listener[] => [...ls].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    got.listeners = byName(got.listeners);
+    const want = byName(m.config.listeners.map(expressible));
     if (errors.length > 0 || stable(got.listeners) !== stable(want)) {
       t.same(errors, [], `${m.name}: no issues`);
       const a = plain(got.listeners) as unknown as JsonValue;
@@ -158,6 +168,10 @@ t.test('round trip: every mesh the translator tests translate reads back equal',
       kinds.add(`${l.direction}/${l.tcpProxy !== undefined ? 'tcp' : 'http'}/${l.tls === null ? 'plain' : l.tls.kind === 'mesh' ? `mesh-${l.tls.mode}` : 'gateway'}`);
       if (l.tls?.kind === 'gateway') for (const s of l.tls.servers) kinds.add(`server/${s.mode}${s.credentialName !== undefined ? '/credential' : ''}`);
       if (l.routeConfigsByPort !== undefined) kinds.add('outbound-capture-by-port');
+      if (l.useOriginalDst === true) kinds.add(`${l.direction}/capture${l.catchAll !== undefined ? '/catch-all' : ''}`);
+      if (l.bindToPort === false) kinds.add(`${l.direction}/unbound${l.destinationPort !== undefined ? '/port' : ''}`);
+      if (l.detectProtocol !== undefined) kinds.add(`${l.direction}/detect`);
+      if (l.direction !== 'gateway' && l.tcpProxy?.some((r) => r.sniHosts.length > 0)) kinds.add('sidecar/tcp-by-sni');
     }
   }
   t.pass(`${meshes.length} meshes, ${listeners} listeners read back equal`);
@@ -174,6 +188,15 @@ t.test('round trip: every mesh the translator tests translate reads back equal',
     'server/PASSTHROUGH',
     'server/ISTIO_MUTUAL',
     'outbound-capture-by-port',
+    'outbound/capture/catch-all',
+    'inbound/capture/catch-all',
+    'outbound/unbound',
+    'inbound/unbound/port',
+    'outbound/detect',
+    'inbound/detect',
+    'inbound/tcp/mesh-STRICT',
+    'outbound/tcp/plain',
+    'sidecar/tcp-by-sni',
   ]) {
     t.ok(kinds.has(k), `covered: ${k}`);
   }
@@ -297,54 +320,164 @@ t.test("istiod's ingress gateway: 0.0.0.0_8080 (RDS http.8080) and 0.0.0.0_8443 
   ]);
 });
 
-t.test("istiod's sidecar listeners: the passthrough capture and a chain per port are refused, naming the field", async (t) => {
+t.test("istiod's sidecar listeners: the captures, per-port listeners and virtualInbound's chains import as the model's capture listeners", async (t) => {
+  // What pilot/pkg/networking/core builds for a sidecar (interception REDIRECT, mesh-wide PERMISSIVE, ALLOW_ANY):
+  // listener_builder.go buildVirtualOutboundListener / blackholeFilterChain / buildOutboundCatchAllNetworkFilterChains,
+  // listener.go buildListenerFromEntry (per-port listeners, bindToPort false, the PassthroughFilterChain default chain,
+  // plaintextHTTPALPNs on the HTTP chain of a wildcard port), listener_inbound.go inboundVirtualListener /
+  // buildInboundPassthroughChains / inboundChainForOpts with filterchain_options.go's match options per mTLS mode.
+  const TCP = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';
+  const tcp = (cluster: string): object => ({ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': TCP, statPrefix: cluster, cluster } });
+  const metadataExchange = { name: 'istio.metadata_exchange', typedConfig: { '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct', typeUrl: 'type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange', value: { protocol: 'istio-peer-exchange' } } };
+  const stats = { name: 'istio.stats', typedConfig: { '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct', typeUrl: 'type.googleapis.com/stats.PluginConfig', value: {} } };
+  const passthroughChain = { filterChainMatch: {}, filters: [stats, tcp('PassthroughCluster')], name: 'PassthroughFilterChain' };
+  const lf = (name: string): object => ({ name: `envoy.filters.listener.${name}`, typedConfig: { '@type': `type.googleapis.com/envoy.extensions.filters.listener.${name}.v3.${name === 'original_dst' ? 'OriginalDst' : name === 'tls_inspector' ? 'TlsInspector' : 'HttpInspector'}` } });
+  const sidecarHcm = (direction: 'outbound' | 'inbound', port: number, routes: object): object => plain({
+    ...istiodGatewayHcm('x', port),
+    rds: undefined,
+    ...routes,
+    statPrefix: `${direction}_0.0.0.0_${port}`,
+    useRemoteAddress: false,
+    serverName: direction === 'outbound' ? undefined : 'istio-envoy',
+    forwardClientCertDetails: direction === 'outbound' ? undefined : 'APPEND_FORWARD',
+    setCurrentClientCertDetails: direction === 'outbound' ? undefined : { subject: true, dns: true, uri: true },
+  });
+  const rds = (name: string): object => ({ rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName: name } });
+  const mtls = {
+    name: 'envoy.transport_sockets.tls',
+    typedConfig: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+      commonTlsContext: {
+        tlsParams: {},
+        alpnProtocols: ['h2', 'http/1.1'],
+        tlsCertificateSdsSecretConfigs: [{ name: 'default', sdsConfig: SDS }],
+        combinedValidationContext: { defaultValidationContext: {}, validationContextSdsSecretConfig: { name: 'ROOTCA', sdsConfig: SDS } },
+      },
+      requireClientCertificate: true,
+    },
+  };
+  const outboundPort = (name: string, address: string, port: number, chains: object[], extra: object = {}): object => ({
+    name,
+    address: { socketAddress: { address, portValue: port } },
+    filterChains: chains,
+    trafficDirection: 'OUTBOUND',
+    continueOnListenerFiltersTimeout: true,
+    bindToPort: false,
+    ...extra,
+  });
+
   const virtualOutbound = {
     name: 'virtualOutbound',
     address: { socketAddress: { address: '0.0.0.0', portValue: 15001 } },
     filterChains: [
-      {
-        filterChainMatch: { prefixRanges: [{ addressPrefix: '10.0.0.10', prefixLen: 32 }] },
-        filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: 'BlackHoleCluster', cluster: 'BlackHoleCluster' } }],
-        name: 'virtualOutbound-blackhole',
-      },
-      {
-        filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: 'PassthroughCluster', cluster: 'PassthroughCluster' } }],
-        name: 'virtualOutbound-catchall-tcp',
-      },
+      { filterChainMatch: { destinationPort: 15001 }, filters: [stats, tcp('BlackHoleCluster')], name: 'virtualOutbound-blackhole' },
+      { filters: [stats, tcp('PassthroughCluster')], name: 'virtualOutbound-catchall-tcp' },
     ],
     useOriginalDst: true,
     trafficDirection: 'OUTBOUND',
+    maxConnectionsToAcceptPerSocketEvent: 1,
   };
+  const http9080 = outboundPort(
+    '0.0.0.0_9080',
+    '0.0.0.0',
+    9080,
+    [{ filterChainMatch: { transportProtocol: 'raw_buffer', applicationProtocols: ['http/1.1', 'h2c'] }, filters: [{ name: HCM_NAME, typedConfig: sidecarHcm('outbound', 9080, rds('9080')) }] }],
+    { defaultFilterChain: passthroughChain, listenerFilters: [lf('http_inspector')], listenerFiltersTimeout: '0s' },
+  );
+  const redis = outboundPort('10.96.0.5_6379', '10.96.0.5', 6379, [{ filters: [stats, tcp('outbound|6379||redis.default.svc.cluster.local')] }], { listenerFiltersTimeout: '0s' });
+  const tls443 = outboundPort(
+    '0.0.0.0_443',
+    '0.0.0.0',
+    443,
+    [{ filterChainMatch: { serverNames: ['api.example.com'] }, filters: [stats, tcp('outbound|443||api.example.com')] }],
+    { defaultFilterChain: passthroughChain, listenerFilters: [lf('tls_inspector')], listenerFiltersTimeout: '0s' },
+  );
+  // A port declared without a protocol on a service address: the TCP chain matches all, so it is the default chain.
+  const mysql = outboundPort(
+    '10.96.0.7_3306',
+    '10.96.0.7',
+    3306,
+    [{ filterChainMatch: { transportProtocol: 'raw_buffer', applicationProtocols: ['http/1.1', 'h2c'] }, filters: [{ name: HCM_NAME, typedConfig: { ...sidecarHcm('outbound', 3306, rds('mysql.default.svc.cluster.local:3306')), statPrefix: 'outbound_10.96.0.7_3306' } }] }],
+    { defaultFilterChain: { filters: [stats, tcp('outbound|3306||mysql.default.svc.cluster.local')] }, listenerFilters: [lf('http_inspector')], listenerFiltersTimeout: '5s' },
+  );
+
+  const inboundHcm = (port: number): object => ({ name: HCM_NAME, typedConfig: sidecarHcm('inbound', port, { routeConfig: { name: `inbound|${port}||`, virtualHosts: [{ name: `inbound|http|${port}`, domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: `inbound|${port}||` } }] }] } }) });
+  // The passthrough's connection manager runs Istio's own filters only when no policy applies to the workload.
+  const istioOnly = ISTIOD_HTTP_FILTERS.filter((f) => f.name.startsWith('istio.') || f.name === 'envoy.filters.http.router');
+  const catchAllHcm = { name: HCM_NAME, typedConfig: { ...(sidecarHcm('inbound', 0, { routeConfig: { name: 'InboundPassthroughCluster', virtualHosts: [] } }) as object), statPrefix: 'InboundPassthroughCluster', httpFilters: istioOnly } };
+  const ALL_ISTIO = ['istio', 'istio-peer-exchange', 'istio-http/1.0', 'istio-http/1.1', 'istio-h2'];
+  const MTLS_HTTP = ['istio-http/1.0', 'istio-http/1.1', 'istio-h2'];
+  const PLAIN_HTTP = ['http/1.1', 'h2c'];
   const virtualInbound = {
     name: 'virtualInbound',
     address: { socketAddress: { address: '0.0.0.0', portValue: 15006 } },
-    filterChains: [9080, 9090].map((port) => ({
-      filterChainMatch: { destinationPort: port, transportProtocol: 'raw_buffer' },
-      filters: [
-        {
-          name: HCM_NAME,
-          typedConfig: {
-            ...istiodGatewayHcm(`inbound|${port}||`, port),
-            statPrefix: `inbound_0.0.0.0_${port}`,
-            useRemoteAddress: false,
-            forwardClientCertDetails: 'APPEND_FORWARD',
-          },
-        },
-      ],
-      name: `0.0.0.0_${port}`,
-    })),
+    filterChains: [
+      { filterChainMatch: { destinationPort: 15006 }, filters: [metadataExchange, stats, tcp('BlackHoleCluster')], name: 'virtualInbound-blackhole' },
+      // The passthrough chains, PERMISSIVE with Auto protocol (inboundPermissiveFilterChainMatchWithMxcOptions).
+      { filterChainMatch: { transportProtocol: 'tls', applicationProtocols: MTLS_HTTP }, filters: [catchAllHcm], transportSocket: mtls, name: 'virtualInbound-catchall-http' },
+      { filterChainMatch: { transportProtocol: 'raw_buffer', applicationProtocols: PLAIN_HTTP }, filters: [catchAllHcm], name: 'virtualInbound-catchall-http' },
+      { filterChainMatch: { transportProtocol: 'tls', applicationProtocols: ['istio-peer-exchange', 'istio'] }, filters: [metadataExchange, stats, tcp('InboundPassthroughCluster')], transportSocket: mtls, name: 'virtualInbound' },
+      { filterChainMatch: { transportProtocol: 'raw_buffer' }, filters: [metadataExchange, stats, tcp('InboundPassthroughCluster')], name: 'virtualInbound' },
+      { filterChainMatch: { transportProtocol: 'tls' }, filters: [metadataExchange, stats, tcp('InboundPassthroughCluster')], name: 'virtualInbound' },
+      // HTTP 9080, PERMISSIVE (inboundPermissiveHTTPFilterChainMatchWithMxcOptions).
+      { filterChainMatch: { destinationPort: 9080, transportProtocol: 'tls', applicationProtocols: ALL_ISTIO }, filters: [metadataExchange, inboundHcm(9080)], transportSocket: mtls, name: '0.0.0.0_9080' },
+      { filterChainMatch: { destinationPort: 9080, transportProtocol: 'raw_buffer' }, filters: [metadataExchange, inboundHcm(9080)], name: '0.0.0.0_9080' },
+      // TCP 5432, STRICT (inboundStrictTCPFilterChainMatchOptions).
+      { filterChainMatch: { destinationPort: 5432, transportProtocol: 'tls' }, filters: [metadataExchange, stats, tcp('inbound|5432||')], transportSocket: mtls, name: '0.0.0.0_5432' },
+      // A port without a protocol, PERMISSIVE: HTTP and TCP, each over mTLS and plaintext, and TLS not Istio's.
+      { filterChainMatch: { destinationPort: 8000, transportProtocol: 'tls', applicationProtocols: MTLS_HTTP }, filters: [metadataExchange, inboundHcm(8000)], transportSocket: mtls, name: '0.0.0.0_8000' },
+      { filterChainMatch: { destinationPort: 8000, transportProtocol: 'raw_buffer', applicationProtocols: PLAIN_HTTP }, filters: [metadataExchange, inboundHcm(8000)], name: '0.0.0.0_8000' },
+      { filterChainMatch: { destinationPort: 8000, transportProtocol: 'tls', applicationProtocols: ['istio-peer-exchange', 'istio'] }, filters: [metadataExchange, stats, tcp('inbound|8000||')], transportSocket: mtls, name: '0.0.0.0_8000' },
+      { filterChainMatch: { destinationPort: 8000, transportProtocol: 'raw_buffer' }, filters: [metadataExchange, stats, tcp('inbound|8000||')], name: '0.0.0.0_8000' },
+      { filterChainMatch: { destinationPort: 8000, transportProtocol: 'tls' }, filters: [metadataExchange, stats, tcp('inbound|8000||')], name: '0.0.0.0_8000' },
+    ],
+    listenerFilters: [lf('original_dst'), lf('tls_inspector'), lf('http_inspector')],
+    listenerFiltersTimeout: '0s',
+    continueOnListenerFiltersTimeout: true,
     trafficDirection: 'INBOUND',
   };
-  const got = importListeners([virtualOutbound, virtualInbound], SIDECAR);
-  t.same(got.listeners, []);
+
+  const got = importListeners([http9080, redis, tls443, mysql, virtualOutbound, virtualInbound], SIDECAR);
+  const route = (cluster: string, sniHosts: string[] = []): object => ({ sniHosts, clusters: [{ cluster, weight: 100 }], origin: '' });
+  const chain = [{ name: 'envoy.filters.http.fault', config: {} }, ...CHAIN_TAIL];
+  const out = { name: '', address: '0.0.0.0', port: 0, direction: 'outbound', routeConfig: '', httpFilters: chain, tls: null, bindToPort: false };
+  const inb = (port: number): object => ({ name: `inbound_0.0.0.0_${port}`, address: '0.0.0.0', port, direction: 'inbound', routeConfig: `inbound|${port}||`, httpFilters: chain, connectionManager: ISTIO_ENVOY_HCM, destinationPort: port, bindToPort: false });
   t.same(
-    got.issues.filter((i) => !i.startsWith('warning')),
+    plain(got.listeners),
     [
-      'Listener virtualOutbound: filterChains[0].filterChainMatch.prefixRanges: matching on this is not supported (Remora matches destination port, SNI and transport protocol)',
-      'Listener virtualOutbound: filterChains[0].filters: tcp_proxy is supported on a gateway only; a sidecar listener must run the HTTP connection manager',
-      'Listener virtualInbound: filterChains: filter chains match different destination ports; Remora runs one destination port per listener',
+      { ...out, name: '0.0.0.0_9080', port: 9080, routeConfig: '9080', detectProtocol: { tcp: [route('PassthroughCluster')], timeoutMs: 0 } },
+      { ...out, name: '10.96.0.5_6379', address: '10.96.0.5', port: 6379, routeConfig: 'tcp.6379', httpFilters: [], tcpProxy: [route('outbound|6379||redis.default.svc.cluster.local')] },
+      { ...out, name: '0.0.0.0_443', port: 443, routeConfig: 'tcp.443', httpFilters: [], tcpProxy: [route('outbound|443||api.example.com', ['api.example.com']), route('PassthroughCluster')] },
+      { ...out, name: '10.96.0.7_3306', address: '10.96.0.7', port: 3306, routeConfig: 'mysql.default.svc.cluster.local:3306', detectProtocol: { tcp: [route('outbound|3306||mysql.default.svc.cluster.local')], timeoutMs: 5000 } },
+      { ...out, name: 'virtualOutbound', port: 15001, bindToPort: undefined, routeConfig: 'tcp.15001', httpFilters: [], tcpProxy: [], useOriginalDst: true, catchAll: [route('PassthroughCluster')] },
+      { ...out, name: 'virtualInbound', port: 15006, direction: 'inbound', bindToPort: undefined, routeConfig: 'tcp.15006', httpFilters: [], tcpProxy: [], useOriginalDst: true, catchAll: [route('InboundPassthroughCluster')] },
+      { ...inb(9080), tls: { kind: 'mesh', mode: 'PERMISSIVE' } },
+      { ...inb(5432), routeConfig: 'tcp.5432', httpFilters: [], connectionManager: undefined, tls: { kind: 'mesh', mode: 'STRICT' }, tcpProxy: [route('inbound|5432||')] },
+      { ...inb(8000), tls: { kind: 'mesh', mode: 'PERMISSIVE' }, detectProtocol: { tcp: [route('inbound|8000||')], timeoutMs: 0 } },
+    ].map((l) => plain(l)),
+  );
+  t.same(
+    got.inlineRouteConfigs.map((rc) => rc.name),
+    ['inbound|9080||', 'inbound|8000||'],
+    "the inbound ports' inline route configurations go to the route importer",
+  );
+  t.same(
+    got.issues.filter((i) => !/tracing|maxConnectionsToAcceptPerSocketEvent/.test(i)),
+    [
+      'warning: Listener virtualInbound: filterChains[1]: ignored: the catch-all proxies TCP without terminating Istio mTLS; an mTLS connection to a port no listener serves is passed through as it came (PERMISSIVE) or closed (STRICT: no plaintext catch-all)',
+      'warning: Listener virtualInbound: filterChains[2]: ignored: HTTP to ports no listener serves is proxied as TCP by the catch-all',
+      'warning: Listener virtualInbound: filterChains[3]: ignored: the catch-all proxies TCP without terminating Istio mTLS; an mTLS connection to a port no listener serves is passed through as it came (PERMISSIVE) or closed (STRICT: no plaintext catch-all)',
+      "warning: Listener virtualInbound: filterChains[13]: ignored: on a port with Istio mTLS every TLS connection is taken as Istio mTLS; TLS of the app's own is not passed through",
     ],
   );
+
+  // REGISTRY_ONLY: the catch-all goes to BlackHoleCluster, which closes the connection.
+  const registryOnly = { ...virtualOutbound, filterChains: [virtualOutbound.filterChains[0], { filters: [tcp('BlackHoleCluster')], name: 'virtualOutbound-catchall-tcp' }] };
+  t.same(importListeners([registryOnly], SIDECAR).listeners[0]!.catchAll, [route('BlackHoleCluster')]);
+
+  // STRICT everywhere: only mTLS passthrough chains, so nothing plaintext to pass through: redirected connections to undeclared ports are closed.
+  const strict = { ...virtualInbound, filterChains: [virtualInbound.filterChains[0], virtualInbound.filterChains[1], virtualInbound.filterChains[3]] };
+  t.same(importListeners([strict], SIDECAR).listeners[0]!.catchAll, []);
 });
 
 t.test("istiod's config dump (an ambient waypoint): the internal listener is refused, the agent's health listener imports", { skip: GOLDENS_DIR === null ? GOLDENS_MISSING : false }, async (t) => {
@@ -468,6 +601,7 @@ t.test("Envoy's defaults where a field is unset", async (t) => {
 });
 
 t.test('errors: the listener is not imported, the message names the field', async (t) => {
+  const TCP_PROXY = (cluster: string): object => ({ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: cluster, cluster } });
   const DT = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext';
   const tlsChain = (ctx: Record<string, unknown>, match: object = { serverNames: ['a.example.com'] }): object => ({
     name: '0.0.0.0_8443',
@@ -499,10 +633,12 @@ t.test('errors: the listener is not imported, the message names the field', asyn
     ['unknown HCM field', listenerWith('gateway', { scopedRoutes: { name: 's' }, rds: undefined }), INGRESS, `${HCM_AT}.scopedRoutes: not supported`],
     ['network filter', listenerWith('gateway', {}, { filterChains: [{ filters: [{ name: 'envoy.filters.network.rbac', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC', statPrefix: 'x' } }, ...(listenerWith('gateway') as { filterChains: { filters: object[] }[] }).filterChains[0]!.filters] }] }), INGRESS, 'filterChains[0].filters[0]: network filter envoy.filters.network.rbac is not supported (Remora runs the HTTP connection manager and tcp_proxy)'],
     ['filterChainMatcher', listenerWith('gateway', {}, { filterChainMatcher: { onNoMatch: { action: { name: 'x', typedConfig: { '@type': 'type.googleapis.com/google.protobuf.StringValue', value: 'x' } } } } }), INGRESS, 'filterChainMatcher: not supported'],
-    ['defaultFilterChain', listenerWith('gateway', {}, { defaultFilterChain: { filters: [] } }), INGRESS, 'defaultFilterChain: not supported'],
+    ['empty defaultFilterChain', listenerWith('gateway', {}, { defaultFilterChain: { filters: [] } }), INGRESS, 'defaultFilterChain.filters: a filter chain needs an HTTP connection manager or a tcp_proxy'],
     ['UDP', listenerWith('gateway', {}, { address: { socketAddress: { address: '0.0.0.0', portValue: 8080, protocol: 'UDP' } } }), INGRESS, 'address.socketAddress.protocol: UDP listeners are not supported (TCP only)'],
-    ['tcp_proxy on a sidecar', { name: 't', address: { socketAddress: { address: '0.0.0.0', portValue: 1 } }, filterChains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: 'x', cluster: 'c' } }] }] }, SIDECAR, 'filterChains[0].filters: tcp_proxy is supported on a gateway only; a sidecar listener must run the HTTP connection manager'],
-    ['unbound without a capture', listenerWith('outbound', {}, { bindToPort: false }), SIDECAR, 'bindToPort: a listener not bound to its port only receives connections a capture listener (useOriginalDst, outbound) hands over, and there is none on this address'],
+    ['a destination address match', { name: 't', address: { socketAddress: { address: '0.0.0.0', portValue: 1 } }, filterChains: [{ filterChainMatch: { prefixRanges: [{ addressPrefix: '10.0.0.0', prefixLen: 8 }] }, filters: [TCP_PROXY('c')] }] }, SIDECAR, "filterChains[0].filterChainMatch.prefixRanges: matching on destination addresses other than the listener's own is not supported (Remora matches destination port, SNI, transport and application protocol)"],
+    ['HTTP policy on the catch-all', { name: 'virtualInbound', trafficDirection: 'INBOUND', useOriginalDst: true, address: { socketAddress: { address: '0.0.0.0', portValue: 15006 } }, filterChains: [{ filterChainMatch: { transportProtocol: 'raw_buffer', applicationProtocols: ['http/1.1'] }, filters: [{ name: HCM_NAME, typedConfig: { ...(listenerWith('inbound') as { filterChains: { filters: { typedConfig: object }[] }[] }).filterChains[0]!.filters[0]!.typedConfig, httpFilters: [{ name: 'envoy.filters.http.rbac', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC' } }, { name: 'envoy.filters.http.router', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }] } }] }, { filters: [TCP_PROXY('InboundPassthroughCluster')] }] }, SIDECAR, "filterChains[0].filters[0].typedConfig.httpFilters: HTTP filters (envoy.filters.http.rbac) on traffic to ports no listener serves are not supported: Remora's catch-all proxies TCP"],
+    ['two connection managers on one inbound port', { name: 'virtualInbound', trafficDirection: 'INBOUND', useOriginalDst: true, address: { socketAddress: { address: '0.0.0.0', portValue: 15006 } }, filterChains: ['a', 'b'].map((rc, i) => ({ filterChainMatch: { destinationPort: 9080, transportProtocol: 'raw_buffer', applicationProtocols: [i === 0 ? 'http/1.1' : 'h2c'] }, filters: [{ name: HCM_NAME, typedConfig: { ...(listenerWith('inbound') as { filterChains: { filters: { typedConfig: object }[] }[] }).filterChains[0]!.filters[0]!.typedConfig, rds: { routeConfigName: rc } } }] })) }, SIDECAR, 'filterChains[1].filters: an HTTP connection manager unlike the one of filterChains[0]; Remora runs one per listener and port (one route configuration, one filter chain)'],
+    ['several ports outside a capture', { name: 'x', trafficDirection: 'INBOUND', address: { socketAddress: { address: '0.0.0.0', portValue: 15006 } }, filterChains: [1, 2].map((destinationPort) => ({ filterChainMatch: { destinationPort }, filters: [TCP_PROXY('c')] })) }, SIDECAR, 'filterChains: filter chains match different destination ports; only a capture listener (useOriginalDst) serves several, each as a listener of its own'],
     ['requireSni', tlsChain({ commonTlsContext: cert, requireSni: true }), INGRESS, `${TLS_AT}.requireSni: not supported`],
     ['OCSP', tlsChain({ commonTlsContext: cert, ocspStaplePolicy: 'MUST_STAPLE' }), INGRESS, `${TLS_AT}.ocspStaplePolicy: OCSP stapling is not supported`],
     ['CRL', tlsChain({ commonTlsContext: { ...cert, combinedValidationContext: { defaultValidationContext: { crl: { filename: '/crl.pem' } }, validationContextSdsSecretConfig: { name: 'kubernetes://a-cacert' } } }, requireClientCertificate: true }), INGRESS, `${TLS_AT}.commonTlsContext.combinedValidationContext.defaultValidationContext.crl: not supported (client certificates are checked against the roots and SAN names only); Remora cannot enforce it`],
@@ -543,16 +679,31 @@ t.test('warnings: accepted and ignored, said once', async (t) => {
   }
 });
 
-t.test("the outbound capture's per-port listeners fold into routeConfigsByPort; unlike settings are refused", async (t) => {
-  const capture = listenerWith('outbound', { rds: { routeConfigName: '80' } }, { name: 'virtualOutbound', useOriginalDst: true, address: { socketAddress: { address: '0.0.0.0', portValue: 15001 } } });
-  const port = (p: number, hcm: Record<string, unknown> = {}): object => listenerWith('outbound', { rds: { routeConfigName: String(p) }, statPrefix: `outbound_0.0.0.0_${p}`, ...hcm }, { name: `0.0.0.0_${p}`, bindToPort: false, address: { socketAddress: { address: '0.0.0.0', portValue: p } } });
+t.test("Remora's older capture: per-port listeners marked as its routeConfigsByPort fold back into it; unmarked ones are listeners of their own", async (t) => {
+  const capture = listenerWith('outbound', { rds: { routeConfigName: '80' } }, { name: 'virtualOutbound', useOriginalDst: true, address: { socketAddress: { address: '0.0.0.0', portValue: 15001 } }, metadata: { filterMetadata: { remora: { impliedOriginalDst: true } } } });
+  const port = (p: number, hcm: Record<string, unknown> = {}, marked = true): object =>
+    listenerWith('outbound', { rds: { routeConfigName: String(p) }, statPrefix: `outbound_0.0.0.0_${p}`, ...hcm }, { name: `0.0.0.0_${p}`, bindToPort: false, address: { socketAddress: { address: '0.0.0.0', portValue: p } }, ...(marked ? { metadata: { filterMetadata: { remora: { routeConfigsByPortOf: 'virtualOutbound' } } } } : {}) });
   const got = importListeners([capture, port(9080), port(80)], SIDECAR);
   t.same(got.issues.filter((i) => !i.includes('statPrefix')), []);
   t.equal(got.listeners.length, 1);
   t.same(got.listeners[0]!.routeConfigsByPort, { 9080: '9080', 80: '80' });
   t.equal(got.listeners[0]!.routeConfig, '80');
+  t.equal(got.listeners[0]!.useOriginalDst, undefined, 'the older capture has no useOriginalDst in the model');
 
   const bad = importListeners([capture, port(9080, { serverName: 'other' })], SIDECAR);
   t.same(bad.listeners.map((l) => l.routeConfigsByPort), [undefined], 'the capture stays; the unlike port listener is left out');
   t.ok(bad.issues.includes("Listener 0.0.0.0_9080: filterChains: its HTTP settings differ from those of the capture listener virtualOutbound; Remora serves every port of the capture with that listener's filters and settings, routing by port"));
+
+  const own = importListeners([capture, port(9080, {}, false)], SIDECAR);
+  t.same(
+    own.listeners.map((l) => [l.name, l.bindToPort, l.routeConfig]),
+    [
+      ['virtualOutbound', undefined, '80'],
+      ['0.0.0.0_9080', false, '9080'],
+    ],
+    "istiod's per-port listener (no such mark) is a listener of its own, not bound to its port",
+  );
+  const orphan = importListeners([port(9080)], SIDECAR);
+  t.same(orphan.listeners, []);
+  t.ok(orphan.issues.includes('Listener 0.0.0.0_9080: metadata.filterMetadata.remora.routeConfigsByPortOf: it stands for a port of listener virtualOutbound, which is not there'));
 });

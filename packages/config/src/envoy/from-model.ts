@@ -18,6 +18,7 @@ import type {
   HeaderMutation,
   HttpFilterConfig,
   Listener as ModelListener,
+  NameTableEntry,
   ProxyConfig,
   ProxyNode,
   Route as ModelRoute,
@@ -84,6 +85,20 @@ export interface EnvoyResources {
    * static (a bootstrap's). Absent: all came together from files, versioned as the config.
    */
   readonly versions?: ResourceVersions;
+  /**
+   * The sidecar's DNS name table as istiod sends it over NDS (`istio.networking.nds.v1.NameTable`,
+   * proto3 JSON): not an Envoy resource, carried beside them so that a config translated from
+   * files keeps it through export and import. A control plane's NDS push would arrive in this
+   * same form (`nameTableFromNds` in to-model.ts reads it). Absent: no table.
+   */
+  readonly nameTable?: NameTableJson;
+}
+
+/** istio.networking.nds.v1.NameTable in proto3 JSON: by host, its addresses and Kubernetes names. */
+export interface NameTableJson {
+  readonly table?: Readonly<
+    Record<string, { readonly ips?: readonly string[]; readonly registry?: string; readonly shortname?: string; readonly namespace?: string; readonly altHosts?: readonly string[] }>
+  >;
 }
 
 export type ResourceVersions = Readonly<
@@ -93,11 +108,38 @@ export type ResourceVersions = Readonly<
 export function envoyResourcesFromModel(config: ProxyConfig): EnvoyResources {
   const secrets = new Map<string, SecretRef>();
   const clustersByName = new Map(config.clusters.map((c) => [c.name, c]));
-  const listeners = config.listeners.flatMap((l) => [listenerJson(l, secrets), ...portListeners(l, secrets)]);
+  // istiod's virtualInbound holds every inbound port as its chains; outbound ports are listeners of their own.
+  const inboundCapture = config.listeners.find((l) => l.useOriginalDst === true && l.direction === 'inbound');
+  const folded = inboundCapture === undefined ? [] : config.listeners.filter(foldsInto);
+  const unbound = new Set(config.listeners.filter((l) => l.bindToPort === false).map((l) => l.name));
+  const listeners = config.listeners
+    .filter((l) => !folded.includes(l))
+    .flatMap((l) => [listenerJson(l, secrets, l === inboundCapture ? folded : [], unbound), ...portListeners(l, secrets, unbound)]);
   const routeConfigs = config.routeConfigs.map((rc) => routeConfigJson(rc, clustersByName));
   const clusters = config.clusters.map((c) => clusterJson(c, secrets));
   const endpoints = config.clusters.map((c) => ({ assignment: loadAssignmentJson(c), eds: isEds(c) }));
-  return { listeners, routeConfigs, clusters, endpoints, secrets: [...secrets.values()] };
+  return {
+    listeners,
+    routeConfigs,
+    clusters,
+    endpoints,
+    secrets: [...secrets.values()],
+    ...(config.nameTable === undefined ? {} : { nameTable: nameTableJson(config.nameTable) }),
+  };
+}
+
+/** The name table as istiod's NDS message: a Kubernetes service's entry says `Kubernetes`, any other host `External`. */
+function nameTableJson(entries: readonly NameTableEntry[]): NameTableJson {
+  const table: Record<string, NonNullable<NameTableJson['table']>[string]> = {};
+  for (const e of entries) {
+    table[e.host] = {
+      ips: [...e.addresses],
+      registry: e.shortName === '' ? 'External' : 'Kubernetes',
+      ...(e.shortName === '' ? {} : { shortname: e.shortName }),
+      ...(e.namespace === '' ? {} : { namespace: e.namespace }),
+    };
+  }
+  return { table };
 }
 
 // ---- bootstrap ----
@@ -189,70 +231,195 @@ function any(typeUrl: string, body: object = {}): AnyJson {
   return { '@type': typeUrl, ...body } as AnyJson;
 }
 
-function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>): ListenerJson {
+const ORIGINAL_DST_FILTER: ListenerFilterJson = { name: 'envoy.filters.listener.original_dst', typedConfig: any(`${T}envoy.extensions.filters.listener.original_dst.v3.OriginalDst`) };
+const TLS_INSPECTOR: ListenerFilterJson = { name: 'envoy.filters.listener.tls_inspector', typedConfig: any(`${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`) };
+const HTTP_INSPECTOR: ListenerFilterJson = { name: 'envoy.filters.listener.http_inspector', typedConfig: any(`${T}envoy.extensions.filters.listener.http_inspector.v3.HttpInspector`) };
+
+/** What http_inspector reports for plaintext HTTP (istiod's plaintextHTTPALPNs, with HTTP/1.0). */
+export const PLAINTEXT_HTTP_ALPNS: readonly string[] = ['http/1.0', 'http/1.1', 'h2c'];
+/** What an Istio client offers over mTLS for HTTP it detected (istiod's mtlsHTTPALPNs). */
+export const MTLS_HTTP_ALPNS: readonly string[] = ['istio-http/1.0', 'istio-http/1.1', 'istio-h2'];
+
+/** The inbound listeners that fold into the inbound capture as its per-port chains, as istiod builds `virtualInbound`. */
+function foldsInto(l: ModelListener): boolean {
+  return l.direction === 'inbound' && l.bindToPort === false && l.destinationPort !== undefined && l.useOriginalDst !== true;
+}
+
+/**
+ * A model listener as an Envoy listener. `folded`: for the inbound capture, the inbound
+ * listeners not bound to a port it hands connections to, which in Envoy's terms (istiod's
+ * `virtualInbound`) are its filter chains matched on their destination port.
+ */
+function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>, folded: readonly ModelListener[] = [], unbound: ReadonlySet<string> = new Set()): ListenerJson {
+  // Remora's older forms of a capture: a listener routing by destination port (routeConfigsByPort)
+  // or serving one destination port, which Envoy can only say with the original destination.
+  const implied = l.useOriginalDst !== true && (l.destinationPort !== undefined || l.routeConfigsByPort !== undefined);
+  const capture = l.useOriginalDst === true;
+  const own = sidecarOrGatewayChains(l, secrets, capture ? l.port : l.destinationPort);
+  if (capture) {
+    // istiod puts a blackhole chain on the capture's own port (connections made to it directly
+    // would otherwise pass through back to it); Remora serves such connections with the
+    // listener's own chain, matched on that port as Envoy sees their destination.
+    const blackhole = l.tcpProxy !== undefined && l.tcpProxy.length === 0 && l.detectProtocol === undefined;
+    for (const c of own) if (blackhole) c.name = `${l.name}-blackhole`;
+  }
+  const chains = [...own];
+  for (const f of folded) chains.push(...foldedChains(f, l, secrets));
+  if (l.catchAll !== undefined) chains.push(...catchAllChains(l, l.catchAll));
+
+  const all = [l, ...folded];
+  const detect = all.find((x) => x.detectProtocol !== undefined)?.detectProtocol;
   const listenerFilters: ListenerFilterJson[] = [];
-  if (l.destinationPort !== undefined) {
-    listenerFilters.push({ name: 'envoy.filters.listener.original_dst', typedConfig: any(`${T}envoy.extensions.filters.listener.original_dst.v3.OriginalDst`) });
-  }
-  if (l.tls !== null) {
-    listenerFilters.push({ name: 'envoy.filters.listener.tls_inspector', typedConfig: any(`${T}envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector`) });
-  }
-  if (l.tcpProxy === undefined && l.direction === 'inbound') {
-    listenerFilters.push({ name: 'envoy.filters.listener.http_inspector', typedConfig: any(`${T}envoy.extensions.filters.listener.http_inspector.v3.HttpInspector`) });
-  }
+  if (capture || implied) listenerFilters.push(ORIGINAL_DST_FILTER);
+  const sni = (routes: readonly TcpRoute[] | undefined): boolean => routes?.some((r) => r.sniHosts.length > 0) === true;
+  if (all.some((x) => x.tls !== null || x.detectProtocol !== undefined || (x.direction !== 'gateway' && sni(x.tcpProxy))) || sni(l.catchAll)) listenerFilters.push(TLS_INSPECTOR);
+  if (detect !== undefined || (l.tcpProxy === undefined && l.direction === 'inbound' && !capture)) listenerFilters.push(HTTP_INSPECTOR);
   const out: ListenerJson = {
     name: l.name,
     address: socketAddress(l.address, l.port),
-    filterChains: filterChains(l, secrets),
+    filterChains: chains,
     trafficDirection: l.direction === 'inbound' ? 'INBOUND' : 'OUTBOUND',
   };
   if (listenerFilters.length > 0) out.listenerFilters = listenerFilters;
-  if (l.bypassOverloadManager === true) out.bypassOverloadManager = true;
-  if (l.destinationPort !== undefined || l.routeConfigsByPort !== undefined) out.useOriginalDst = true;
-  // A listener without an HTTP connection manager names its route table nowhere in Envoy's terms.
-  if (!out.filterChains!.some((c) => c.filters?.some((f) => f.name === 'envoy.filters.network.http_connection_manager'))) {
-    out.metadata = { filterMetadata: { remora: { routeConfig: l.routeConfig } } };
+  if (detect !== undefined) {
+    // Protocol detection waits this long for the first bytes, then treats the connection as TCP.
+    out.listenerFiltersTimeout = dur(detect.timeoutMs);
+    out.continueOnListenerFiltersTimeout = true;
   }
+  if (l.bypassOverloadManager === true) out.bypassOverloadManager = true;
+  // istiod's virtualInbound serves its ports as its own chains: the original_dst listener filter, no hand-over.
+  if ((capture && l.direction !== 'inbound') || implied) out.useOriginalDst = true;
+  if (l.bindToPort === false) out.bindToPort = false;
+  const remora: Record<string, JsonValue> = {};
+  if (implied) remora.impliedOriginalDst = true;
+  // Ports of routeConfigsByPort whose per-port listener the model has itself (portListeners writes none for them).
+  const shadowed = Object.entries(l.routeConfigsByPort ?? {}).filter(([port]) => unbound.has(`0.0.0.0_${port}`));
+  if (shadowed.length > 0) remora.routeConfigsByPort = Object.fromEntries(shadowed);
+  // A listener without an HTTP connection manager names its route table nowhere in Envoy's terms.
+  if (!own.some((c) => c.filters?.some((f) => f.name === 'envoy.filters.network.http_connection_manager'))) remora.routeConfig = l.routeConfig;
+  if (Object.keys(remora).length > 0) out.metadata = { filterMetadata: { remora: remora as StructJson } };
   return out;
+}
+
+/**
+ * An inbound listener as the capture's chains (istiod's `virtualInbound`): matched on its
+ * destination port, named `<address>_<port>` as istiod names them; what the chain name does
+ * not say of the model listener (its own name, port, detection timeout) in `remora` metadata.
+ */
+function foldedChains(f: ModelListener, capture: ModelListener, secrets: Map<string, SecretRef>): FilterChainJson[] {
+  const port = f.destinationPort!;
+  const name = `${f.address}_${port}`;
+  const remora: Record<string, JsonValue> = {};
+  if (f.name !== `inbound_${name}`) remora.listener = f.name;
+  if (f.port !== port) remora.port = f.port;
+  const timeout = [capture, f].find((x) => x.detectProtocol !== undefined)?.detectProtocol?.timeoutMs;
+  if (f.detectProtocol !== undefined && f.detectProtocol.timeoutMs !== timeout) remora.timeoutMs = f.detectProtocol.timeoutMs;
+  // A TCP port's route table name is said nowhere in Envoy's terms; the importer's default is `tcp.<port>`.
+  if (f.tcpProxy !== undefined && f.routeConfig !== `tcp.${port}`) remora.routeConfig = f.routeConfig;
+  return sidecarOrGatewayChains(f, secrets, port).map((c) => {
+    const meta = { ...((c.metadata?.filterMetadata ?? {}) as Record<string, StructJson>) };
+    if (Object.keys(remora).length > 0) meta.remora = { ...(meta.remora ?? {}), ...remora } as StructJson;
+    return { ...c, name, ...(Object.keys(meta).length > 0 ? { metadata: { filterMetadata: meta } } : {}) };
+  });
+}
+
+/** A capture's catch-all: chains without a destination match, named as istiod names them. */
+function catchAllChains(l: ModelListener, routes: readonly TcpRoute[]): FilterChainJson[] {
+  const name = l.direction === 'inbound' ? 'virtualInbound' : 'virtualOutbound-catchall-tcp';
+  return routes.map((route) => {
+    const names = route.sniHosts.filter((h) => h !== '*');
+    return {
+      name,
+      ...(names.length > 0 ? { filterChainMatch: { serverNames: names } } : {}),
+      filters: [tcpProxyFilter(route, l.name)],
+      ...tcpRouteMetadata(route, null),
+    };
+  });
 }
 
 /**
  * A sidecar's outbound capture routes by destination port through istiod's per-port tables;
  * in Envoy that is a `0.0.0.0_<port>` listener per port, not bound, which the capture
- * listener hands connections to by original destination, routing through RDS `<port>`.
+ * listener hands connections to by original destination, routing through RDS `<port>`. A
+ * port the model already has such a listener for (`unbound`, by name) gets none.
  */
-function portListeners(l: ModelListener, secrets: Map<string, SecretRef>): ListenerJson[] {
+function portListeners(l: ModelListener, secrets: Map<string, SecretRef>, unbound: ReadonlySet<string>): ListenerJson[] {
   if (l.routeConfigsByPort === undefined) return [];
   const { routeConfigsByPort: _, ...rest } = l;
-  return Object.entries(l.routeConfigsByPort).map(([port, routeConfig]) => ({
-    ...listenerJson({ ...rest, name: `0.0.0.0_${port}`, address: '0.0.0.0', port: Number(port), routeConfig }, secrets),
-    bindToPort: false,
-  }));
+  return Object.entries(l.routeConfigsByPort)
+    .filter(([port]) => !unbound.has(`0.0.0.0_${port}`))
+    .map(([port, routeConfig]) => {
+      const json = listenerJson({ ...rest, name: `0.0.0.0_${port}`, address: '0.0.0.0', port: Number(port), routeConfig }, secrets);
+      const remora = { ...((json.metadata?.filterMetadata?.remora ?? {}) as Record<string, JsonValue>) };
+      delete remora.impliedOriginalDst;
+      // Which capture's routeConfigsByPort this listener stands for (istiod's own are listeners of their own).
+      remora.routeConfigsByPortOf = l.name;
+      return { ...json, bindToPort: false, metadata: { filterMetadata: { remora: remora as StructJson } } };
+    });
 }
 
+function sidecarOrGatewayChains(l: ModelListener, secrets: Map<string, SecretRef>, destinationPort: number | undefined): FilterChainJson[] {
+  if (l.direction === 'gateway') return filterChains(l, secrets);
+  return sidecarChains(l, secrets, destinationPort);
+}
+
+function istioMtlsSocket(secrets: Map<string, SecretRef>): NonNullable<FilterChainJson['transportSocket']> {
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typedConfig: any(DOWNSTREAM_TLS_TYPE, { commonTlsContext: istioCommonTlsContext(secrets, [], ['h2', 'http/1.1']), requireClientCertificate: true }),
+  };
+}
+
+/**
+ * A sidecar listener's chains, as istiod builds them for one port: HTTP (the connection
+ * manager), TCP (a tcp_proxy per route, by SNI where the route names hosts), or both under
+ * protocol detection (the HTTP chain matched on what http_inspector reports); each once
+ * terminating Istio mTLS (`tls`) and, for PERMISSIVE, once for plaintext (`raw_buffer`).
+ */
+function sidecarChains(l: ModelListener, secrets: Map<string, SecretRef>, destinationPort: number | undefined): FilterChainJson[] {
+  const port = destinationPort === undefined ? {} : { destinationPort };
+  const mesh = l.tls?.kind === 'mesh' ? l.tls.mode : null;
+  const detect = l.detectProtocol;
+  const tcpRoutes = detect?.tcp ?? l.tcpProxy;
+  const chains: FilterChainJson[] = [];
+  const withMatch = (c: FilterChainJson, match: Record<string, unknown>): FilterChainJson => (Object.keys(match).length > 0 ? { filterChainMatch: match, ...c } : c);
+  if (l.tcpProxy === undefined) {
+    // Each chain its own connection manager object: EnvoyFilter patches edit chains one by one.
+    const hcm = (): FilterJson => httpConnectionManager(l, l.routeConfig);
+    if (mesh !== null) {
+      chains.push(withMatch({ filters: [hcm()], transportSocket: istioMtlsSocket(secrets) }, { ...port, transportProtocol: 'tls', ...(detect !== undefined ? { applicationProtocols: [...MTLS_HTTP_ALPNS] } : {}) }));
+      if (mesh === 'PERMISSIVE') chains.push(withMatch({ filters: [hcm()] }, { ...port, transportProtocol: 'raw_buffer', ...(detect !== undefined ? { applicationProtocols: [...PLAINTEXT_HTTP_ALPNS] } : {}) }));
+    } else {
+      chains.push(withMatch({ filters: [hcm()] }, { ...port, ...(detect !== undefined ? { transportProtocol: 'raw_buffer', applicationProtocols: [...PLAINTEXT_HTTP_ALPNS] } : {}) }));
+    }
+  }
+  if (tcpRoutes !== undefined) {
+    // No route: Envoy's BlackHoleCluster closes the connection.
+    const routes: readonly (TcpRoute | null)[] = tcpRoutes.length === 0 ? [null] : tcpRoutes;
+    for (const route of routes) {
+      const names = route === null ? [] : route.sniHosts.filter((h) => h !== '*');
+      const sniMatch = names.length > 0 ? { serverNames: names } : {};
+      const chain = (): FilterChainJson => ({ filters: [tcpProxyFilter(route, l.name)], ...(route === null ? {} : tcpRouteMetadata(route, null)) });
+      if (mesh !== null) {
+        chains.push(withMatch({ ...chain(), transportSocket: istioMtlsSocket(secrets) }, { ...port, ...sniMatch, transportProtocol: 'tls' }));
+        if (mesh === 'PERMISSIVE') chains.push(withMatch(chain(), { ...port, ...sniMatch, transportProtocol: 'raw_buffer' }));
+      } else {
+        chains.push(withMatch(chain(), { ...port, ...sniMatch }));
+      }
+    }
+  }
+  return chains;
+}
+
+/** A gateway listener's chains: one HTTP chain, its TLS servers by SNI, or one TCP server. */
 function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): FilterChainJson[] {
-  const port = l.destinationPort === undefined ? {} : { destinationPort: l.destinationPort };
   if (l.tcpProxy !== undefined) {
     const route = l.tcpProxy[0] ?? null;
     return [{ filters: [tcpProxyFilter(route, l.name)], ...(route === null ? {} : tcpRouteMetadata(route, null)) }];
   }
   const hcm = (routeConfig: string = l.routeConfig): FilterJson => httpConnectionManager(l, routeConfig);
-  if (l.tls === null) return [{ ...(l.destinationPort === undefined ? {} : { filterChainMatch: port }), filters: [hcm()] }];
-  if (l.tls.kind === 'mesh') {
-    const tls: FilterChainJson = {
-      filterChainMatch: { ...port, transportProtocol: 'tls' },
-      filters: [hcm()],
-      transportSocket: {
-        name: 'envoy.transport_sockets.tls',
-        typedConfig: any(DOWNSTREAM_TLS_TYPE, {
-          commonTlsContext: istioCommonTlsContext(secrets, [], ['h2', 'http/1.1']),
-          requireClientCertificate: true,
-        }),
-      },
-    };
-    if (l.tls.mode === 'STRICT') return [tls];
-    return [tls, { filterChainMatch: { ...port, transportProtocol: 'raw_buffer' }, filters: [hcm()] }];
-  }
+  if (l.tls === null) return [{ filters: [hcm()] }];
+  if (l.tls.kind === 'mesh') return sidecarChains(l, secrets, undefined);
   const chains: FilterChainJson[] = [];
   for (const server of l.tls.servers) {
     const serverNames = server.hosts.filter((h) => h !== '*');
@@ -645,16 +812,23 @@ function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJ
   if (isEds(c)) {
     out.type = 'EDS';
     out.edsClusterConfig = { edsConfig: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, serviceName: c.name };
+  } else if (c.discovery === 'original-dst') {
+    // istiod's PassthroughCluster / InboundPassthroughCluster: the host is the connection's original destination.
+    out.type = 'ORIGINAL_DST';
   } else {
     out.type = c.discovery === 'strict-dns' ? 'STRICT_DNS' : c.discovery === 'logical-dns' ? 'LOGICAL_DNS' : 'STATIC';
-    out.loadAssignment = loadAssignmentJson(c);
+    // A static cluster without endpoints (istiod's BlackHoleCluster) has no load assignment.
+    if (c.discovery !== 'static' || c.endpoints.length > 0) out.loadAssignment = loadAssignmentJson(c);
     if (c.discovery !== 'static') out.dnsLookupFamily = 'V4_ONLY';
   }
+  if (c.upstreamBindAddress !== undefined) out.upstreamBindConfig = { sourceAddress: { address: c.upstreamBindAddress, portValue: 0 } };
   // Envoy's own field (ignored by non-DNS clusters), when not its default; 0 is not valid there.
   if (c.dnsRefreshMs > 0 && c.dnsRefreshMs !== DNS_REFRESH_MS) out.dnsRefreshRate = dur(c.dnsRefreshMs);
   const pool = c.connectionPool;
   out.connectTimeout = dur(pool.connectTimeoutMs);
-  switch (c.lb.kind) {
+  // ORIGINAL_DST's own balancer: the one host is the original destination.
+  if (c.discovery === 'original-dst') out.lbPolicy = 'CLUSTER_PROVIDED';
+  else switch (c.lb.kind) {
     case 'least-request':
       out.lbPolicy = 'LEAST_REQUEST';
       break;

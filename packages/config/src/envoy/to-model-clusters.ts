@@ -165,6 +165,8 @@ const CLUSTER_FIELDS = [
   'upstreamConnectionOptions',
   'filters',
   'protocolSelection',
+  'upstreamBindConfig',
+  'originalDstLbConfig',
 ];
 /** Cluster fields that only tune what Remora does not have: accepted, with a warning. */
 const CLUSTER_TUNING = [
@@ -235,11 +237,25 @@ export function clusterFromEnvoy(c: ClusterJson, cla: ClusterLoadAssignmentJson 
       break;
     }
     case 'ORIGINAL_DST':
-      is.error('type', 'ORIGINAL_DST clusters (forwarding to the original destination) are not supported');
+      // istiod's PassthroughCluster and InboundPassthroughCluster: the downstream connection's
+      // original destination is the host; Envoy refuses endpoints on such a cluster.
+      discovery = 'original-dst';
+      if (c.loadAssignment !== undefined && (c.loadAssignment.endpoints ?? []).length > 0) {
+        is.error('loadAssignment', 'an ORIGINAL_DST cluster takes its host from the original destination and lists no endpoints');
+      }
       break;
     default:
       is.error('type', `discovery type ${String(c.type)} is not supported`);
   }
+  if (discovery !== 'original-dst' && c.originalDstLbConfig !== undefined) is.error('originalDstLbConfig', 'only an ORIGINAL_DST cluster has an original destination');
+  const odl = c.originalDstLbConfig;
+  if (odl !== undefined) {
+    for (const f of extra(odl, ['useHttpHeader', 'httpHeaderName', 'upstreamPortOverride', 'metadataKey'])) is.error(join('originalDstLbConfig', f), `${f} is not supported`);
+    if (odl.useHttpHeader === true) is.error('originalDstLbConfig.useHttpHeader', 'the host comes from the original destination only, not from a request header');
+    if (odl.upstreamPortOverride !== undefined) is.error('originalDstLbConfig.upstreamPortOverride', 'the original destination port is kept');
+    if (odl.metadataKey !== undefined) is.error('originalDstLbConfig.metadataKey', 'the host comes from the original destination only, not from metadata');
+  }
+  const upstreamBindAddress = bindAddress(is, c);
   if (c.clusterType !== undefined) is.error('clusterType', `custom cluster type ${c.clusterType.name ?? ''} is not supported`);
 
   const dnsRefreshMs = c.dnsRefreshRate === undefined ? (remora.dnsRefreshMs ?? DNS_REFRESH_MS) : ms(is, 'dnsRefreshRate', c.dnsRefreshRate, DNS_REFRESH_MS);
@@ -250,7 +266,7 @@ export function clusterFromEnvoy(c: ClusterJson, cla: ClusterLoadAssignmentJson 
       break;
     default:
       // Remora resolves every family, IPv4 first (V4_PREFERRED); the same for V4_ONLY in an IPv4 network.
-      if (discovery !== 'static') is.warn('dnsLookupFamily', `${c.dnsLookupFamily ?? 'AUTO'}: addresses of both families are used, IPv4 first`);
+      if (discovery === 'strict-dns' || discovery === 'logical-dns') is.warn('dnsLookupFamily', `${c.dnsLookupFamily ?? 'AUTO'}: addresses of both families are used, IPv4 first`);
   }
 
   const panic = panicThreshold(is, c);
@@ -284,9 +300,28 @@ export function clusterFromEnvoy(c: ClusterJson, cla: ClusterLoadAssignmentJson 
     serviceAccounts: sec.serviceAccounts,
     localityLb,
     warmupMs,
+    ...(upstreamBindAddress === undefined ? {} : { upstreamBindAddress }),
   };
   const errorsAfter = ctx.issues.filter((i) => i.severity === 'error').length;
   return errorsAfter > errorsBefore ? null : cluster;
+}
+
+/** `upstream_bind_config.source_address`: the local IP upstream connections are made from (istiod's 127.0.0.6 for InboundPassthroughCluster). */
+function bindAddress(is: Issues, c: ClusterJson): string | undefined {
+  const b = c.upstreamBindConfig;
+  if (b === undefined) return undefined;
+  for (const f of extra(b, ['sourceAddress', 'extraSourceAddresses'])) is.error(join('upstreamBindConfig', f), `${f} is not supported (a source address only)`);
+  // istiod's dual-stack InboundPassthroughCluster adds ::6 for IPv6 destinations.
+  if ((b.extraSourceAddresses ?? []).length > 0) is.warn('upstreamBindConfig.extraSourceAddresses', 'ignored: upstream connections of either family are made from sourceAddress, or from what the kernel picks when its family differs');
+  const sa = b.sourceAddress;
+  for (const f of extra(sa, ['address', 'portValue', 'protocol'])) is.error(join('upstreamBindConfig.sourceAddress', f), `${f} is not supported (an IP address only)`);
+  if ((sa?.portValue ?? 0) !== 0) is.error('upstreamBindConfig.sourceAddress.portValue', 'a fixed source port is not supported (the kernel picks one per connection)');
+  const address = sa?.address ?? '';
+  if (address === '') {
+    is.error('upstreamBindConfig.sourceAddress.address', 'a source address needs an IP');
+    return undefined;
+  }
+  return address;
 }
 
 // ---- metadata ----
@@ -466,7 +501,8 @@ function loadBalancer(is: Issues, c: ClusterJson, hashKey: HashKey | undefined):
       return { kind: 'ring-hash', key: hashKey, minimumRingSize };
     }
     case 'CLUSTER_PROVIDED':
-      is.error('lbPolicy', 'CLUSTER_PROVIDED load balancing is not supported');
+      // ORIGINAL_DST's own balancer: the one host is the original destination.
+      if (c.type !== 'ORIGINAL_DST') is.error('lbPolicy', 'CLUSTER_PROVIDED load balancing is for ORIGINAL_DST clusters only');
       return { kind: 'round-robin' };
     default:
       is.error('lbPolicy', `${String(policy)} is not supported`);

@@ -2,23 +2,30 @@
  * Envoy Listeners (proto3 JSON, canonical form) read into the runtime's listener model.
  *
  * What the model expresses, and so what is read:
- * - one HTTP connection manager per listener (every filter chain that carries one carries the
- *   same), routing through RDS `routeConfigName` or an inline `routeConfig` (returned, named,
- *   for the route importer);
+ * - one HTTP connection manager per listener and port (every filter chain that carries one
+ *   carries the same), routing through RDS `routeConfigName` or an inline `routeConfig`
+ *   (returned, named, for the route importer);
  * - a gateway's TLS servers: filter chains selected by `serverNames`, each terminating TLS with
  *   a DownstreamTlsContext whose SDS secrets resolve to files, or passing it through to a
  *   `tcp_proxy`; a gateway TCP server: one `tcp_proxy` chain;
- * - a sidecar's inbound Istio mTLS: a `tls` chain with the workload certificate and the mesh
- *   roots, and for PERMISSIVE a `raw_buffer` chain beside it, matched on one destination port;
- * - a sidecar's outbound capture (`useOriginalDst`) and the per-port listeners not bound to
- *   their port (`bindToPort: false`, `0.0.0.0_9080`) it hands connections to: these fold into
- *   the capture listener's `routeConfigsByPort`.
+ * - a sidecar's ports as istiod builds them: HTTP chains, `tcp_proxy` chains (by SNI where they
+ *   match names), or both under protocol detection (the HTTP chain matched on the application
+ *   protocols http_inspector reports, the TCP chains and the default chain beside it); each
+ *   port's Istio mTLS (PeerAuthentication) from its `tls` chains terminating it with the
+ *   workload identity, PERMISSIVE where plaintext chains stand beside them;
+ * - capture listeners (`useOriginalDst`, istiod's `virtualOutbound` and `virtualInbound`): the
+ *   chain on the capture's own port (istiod's blackhole) serves connections made to it
+ *   directly, each other destination port's chains become a listener of their own (not bound,
+ *   `inbound_0.0.0.0_9080`), the unmatched chains the catch-all; per-port listeners not
+ *   bound to their port (`0.0.0.0_9080`, `10.96.0.5_6379`) are listeners of their own too;
+ * - Remora's older capture: per-port listeners its exporter marks as standing for a capture's
+ *   `routeConfigsByPort` fold back into it.
  *
- * istiod's own sidecar listeners (`virtualOutbound` with its passthrough chain,
- * `virtualInbound` with a chain per destination port and address, listeners matched by
- * `filterChainMatcher`) are not expressible yet: they are refused with an error naming the
- * listener and the field, never imported in part.
- *
+ * Still refused, naming the listener and the field: matching on destination addresses
+ * (`prefixRanges`, but a listener's own address), source or server-name-less TLS matches the
+ * model has no word for, HTTP filters on a capture's catch-all (Remora's catch-all is TCP),
+ * several connection managers on one port, internal listeners and `filterChainMatcher`.
+
  * A field that changes behaviour Remora cannot honour is an error (the listener is not
  * imported); a field that tunes something Remora does not have is a warning. Only types are
  * imported from the generated code: this module loads on the proxy's main thread.
@@ -122,47 +129,42 @@ export interface ImportedListeners {
 
 /**
  * Envoy Listeners → the model's listeners for `node`. A listener with an error is left out
- * (its issues name it); the outbound capture's per-port listeners fold into it.
+ * (its issues name it). A capture listener's per-port chains (istiod's `virtualInbound`)
+ * become listeners of their own; per-port listeners Remora's exporter wrote for an older
+ * capture's `routeConfigsByPort` fold back into it.
  */
 export function listenersFromEnvoy(listeners: readonly ListenerJson[], node: ProxyNode, ctx: ImportContext): ImportedListeners {
   const out: Listener[] = [];
   const inlineRouteConfigs: RouteConfigurationJson[] = [];
-  const captures = new Set<Listener>();
-  const portListeners: { listener: Listener; inline: RouteConfigurationJson | null }[] = [];
+  const byPort: { listener: Listener; inline: RouteConfigurationJson | null; of: string }[] = [];
   for (const json of listeners) {
     const name = json.name ?? '';
     const at = new At(ctx, name);
     const read = readListener(json as unknown as Obj, node, at);
     if (read === null || ctx.hasErrors(TYPE, name)) continue;
-    if (read.unbound) portListeners.push(read);
-    else {
-      out.push(read.listener);
-      if (read.capture) captures.add(read.listener);
-      if (read.inline !== null) inlineRouteConfigs.push(read.inline);
+    for (const r of read) {
+      if (r.routeConfigsByPortOf !== undefined) byPort.push({ listener: r.listener, inline: r.inline, of: r.routeConfigsByPortOf });
+      else {
+        out.push(r.listener);
+        if (r.inline !== null) inlineRouteConfigs.push(r.inline);
+      }
     }
   }
-  for (const p of portListeners) {
+  for (const p of byPort) {
     const at = new At(ctx, p.listener.name);
-    // A capture hands a connection to the unbound listener matching its original destination:
-    // one on the wildcard address matches whatever address the capture itself listens on.
-    const wildcard = p.listener.address === '0.0.0.0' || p.listener.address === '::';
-    const capture = out.find((l) => captures.has(l) && (wildcard || l.address === p.listener.address));
+    const index = out.findIndex((l) => l.name === p.of);
+    const capture = out[index];
     if (capture === undefined) {
-      at.error('bindToPort', 'a listener not bound to its port only receives connections a capture listener (useOriginalDst, outbound) hands over, and there is none on this address');
+      at.error('metadata.filterMetadata.remora.routeConfigsByPortOf', `it stands for a port of listener ${p.of}, which is not there`);
       continue;
     }
-    const { name: _n, address: _a, port: _p, routeConfig: _r, ...settings } = p.listener;
+    const { name: _n, address: _a, port: _p, routeConfig: _r, bindToPort: _b, ...settings } = p.listener;
     const { name: _cn, address: _ca, port: _cp, routeConfig: _cr, routeConfigsByPort: _cb, ...captureSettings } = capture;
     if (stable(settings) !== stable(captureSettings)) {
       at.error('filterChains', `its HTTP settings differ from those of the capture listener ${capture.name}; Remora serves every port of the capture with that listener's filters and settings, routing by port`);
       continue;
     }
-    const index = out.indexOf(capture);
-    const byPort = { ...(capture.routeConfigsByPort ?? {}), [String(p.listener.port)]: p.listener.routeConfig };
-    const merged: Listener = { ...capture, routeConfigsByPort: byPort };
-    out[index] = merged;
-    captures.delete(capture);
-    captures.add(merged);
+    out[index] = { ...capture, routeConfigsByPort: { ...(capture.routeConfigsByPort ?? {}), [String(p.listener.port)]: p.listener.routeConfig } };
     if (p.inline !== null) inlineRouteConfigs.push(p.inline);
   }
   return { listeners: out, inlineRouteConfigs };
@@ -171,17 +173,13 @@ export function listenersFromEnvoy(listeners: readonly ListenerJson[], node: Pro
 interface ReadListener {
   readonly listener: Listener;
   readonly inline: RouteConfigurationJson | null;
-  /** `bindToPort: false`: handed connections by a capture listener. */
-  readonly unbound: boolean;
-  /** `useOriginalDst` on an outbound listener: the sidecar's outbound capture. */
-  readonly capture: boolean;
+  /** A per-port listener standing for this capture's `routeConfigsByPort` entry (Remora's own metadata). */
+  readonly routeConfigsByPortOf?: string;
 }
 
 const LISTENER_WARN: Readonly<Record<string, string>> = {
   accessLog: "Remora writes its own access log (Istio's format)",
   perConnectionBufferLimitBytes: 'Remora has no per-connection buffer limit',
-  listenerFiltersTimeout: "Remora's listener filter timeout is fixed (15 s, Envoy's default)",
-  continueOnListenerFiltersTimeout: "Remora's listener filter timeout is fixed (15 s, Envoy's default)",
   connectionBalanceConfig: 'connections are balanced by the operating system',
   socketOptions: 'socket options are not set',
   drainType: 'listeners drain as a whole',
@@ -190,12 +188,33 @@ const LISTENER_WARN: Readonly<Record<string, string>> = {
   statPrefix: 'listener stats use the listener name',
   maxConnectionsToAcceptPerSocketEvent: 'connections are accepted as Node.js does',
   ignoreGlobalConnLimit: 'Remora has no global connection limit',
+  transparent: 'a redirected connection\'s original destination is looked up under REDIRECT and TPROXY alike',
 };
 
-function readListener(l: Obj, node: ProxyNode, at: At): ReadListener | null {
+/** Envoy's default `listener_filters_timeout`. */
+const LISTENER_FILTERS_TIMEOUT_MS = 15_000;
+
+interface ListenerContext {
+  readonly name: string;
+  readonly address: string;
+  readonly port: number;
+  readonly direction: TrafficDirection;
+  /** Protocol detection's wait for the first bytes (`listenerFiltersTimeout`). */
+  readonly timeoutMs: number;
+  /** `remora.routeConfig`: the route table of a listener without a connection manager. */
+  readonly metaRouteConfig: string | undefined;
+}
+
+function readListener(l: Obj, node: ProxyNode, at: At): ReadListener[] | null {
   const name = typeof l.name === 'string' ? l.name : '';
   if (name === '') at.error('name', 'a listener needs a name');
-  checkFields(at, '', l, ['name', 'address', 'filterChains', 'trafficDirection', 'listenerFilters', 'useOriginalDst', 'bindToPort', 'metadata', 'bypassOverloadManager'], LISTENER_WARN);
+  checkFields(
+    at,
+    '',
+    l,
+    ['name', 'address', 'filterChains', 'defaultFilterChain', 'trafficDirection', 'listenerFilters', 'listenerFiltersTimeout', 'continueOnListenerFiltersTimeout', 'useOriginalDst', 'bindToPort', 'metadata', 'bypassOverloadManager'],
+    LISTENER_WARN,
+  );
 
   const sa = obj(obj(l.address)?.socketAddress);
   if (sa === null) {
@@ -218,61 +237,263 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener | null {
     if (!known) at.warn(join('listenerFilters', i), `listener filter ${fname || String(type)} is not run (Remora runs original_dst, tls_inspector and http_inspector's work itself)`);
   });
 
-  const chains = arr(l.filterChains);
-  if (chains.length === 0) {
+  const chainJson = arr(l.filterChains);
+  const defaultChain = obj(l.defaultFilterChain);
+  if (chainJson.length === 0 && defaultChain === null) {
     at.error('filterChains', 'a listener needs at least one filter chain');
     return null;
   }
-  const parsed = chains.map((c, i) => readChain(obj(c) ?? {}, `filterChains[${i}]`, at));
+  // Envoy's default chain serves what no chain matches: read as the last, unmatched chain.
+  const parsed = [...chainJson.map((c, i) => readChain(obj(c) ?? {}, `filterChains[${i}]`, at)), ...(defaultChain === null ? [] : [readChain(defaultChain, 'defaultFilterChain', at)])];
   if (parsed.some((c) => c === null)) return null;
   const cs = parsed as Chain[];
-
-  // One destination port for the whole listener (a sidecar's inbound side), or none.
-  const ports = new Set(cs.map((c) => c.destinationPort));
-  if (ports.size > 1) {
-    at.error('filterChains', 'filter chains match different destination ports; Remora runs one destination port per listener');
-    return null;
+  for (const c of cs) {
+    if (c.prefixRanges.some((r) => r !== `${address}/32` && r !== `${address}/128`)) {
+      at.error(join(c.path, 'filterChainMatch.prefixRanges'), 'matching on destination addresses other than the listener\'s own is not supported (Remora matches destination port, SNI, transport and application protocol)');
+      return null;
+    }
   }
-  const destinationPort = cs[0]!.destinationPort;
 
-  const unbound = l.bindToPort === false;
-  const capture = l.useOriginalDst === true && direction === 'outbound' && !unbound;
+  const meta = obj(obj(obj(l.metadata)?.filterMetadata)?.remora);
+  const timeout = l.listenerFiltersTimeout === undefined ? LISTENER_FILTERS_TIMEOUT_MS : Math.round(seconds(l.listenerFiltersTimeout) * 1000);
+  const lc: ListenerContext = { name, address, port, direction, timeoutMs: timeout, metaRouteConfig: typeof meta?.routeConfig === 'string' ? meta.routeConfig : undefined };
   const base = {
     name,
     address,
     port,
     direction,
-    ...(destinationPort === undefined ? {} : { destinationPort }),
     ...(l.bypassOverloadManager === true ? { bypassOverloadManager: true } : {}),
+    ...(l.bindToPort === false ? { bindToPort: false } : {}),
   };
-  const meta = obj(obj(obj(l.metadata)?.filterMetadata)?.remora);
-  const metaRouteConfig = typeof meta?.routeConfig === 'string' ? meta.routeConfig : undefined;
 
+  if (direction === 'gateway') {
+    const read = gatewayListener(cs, base, lc, at);
+    return read === null ? null : [read];
+  }
+
+  // A capture (istiod's virtualOutbound / virtualInbound): its own chain on its own port, the
+  // chains of other destination ports as listeners of their own, the unmatched ones its catch-all.
+  // istiod's virtualInbound says it with the original_dst listener filter alone (its ports are its own chains).
+  const originalDst = arr(l.listenerFilters).some((f) => obj(f)?.name === 'envoy.filters.listener.original_dst' || obj(obj(f)?.typedConfig)?.['@type'] === LISTENER_FILTERS['envoy.filters.listener.original_dst']);
+  if ((l.useOriginalDst === true || originalDst) && meta?.impliedOriginalDst !== true) return captureListeners(cs, base, lc, at);
+
+  // One destination port for the whole listener (Remora's older inbound listener), or none.
+  const ports = new Set(cs.map((c) => c.destinationPort));
+  if (ports.size > 1) {
+    at.error('filterChains', 'filter chains match different destination ports; only a capture listener (useOriginalDst) serves several, each as a listener of its own');
+    return null;
+  }
+  const destinationPort = cs[0]!.destinationPort;
+  const body = sidecarBody(cs, lc, destinationPort, at);
+  if (body === null) return null;
+  // An older capture's routeConfigsByPort entries whose port has a listener of its own (no per-port listener stands for them).
+  const shadowed = obj(meta?.routeConfigsByPort);
+  const byPort = shadowed === null ? {} : { routeConfigsByPort: Object.fromEntries(Object.entries(shadowed).map(([k, v]) => [k, String(v)])) };
+  const listener: Listener = { ...base, ...(destinationPort === undefined ? {} : { destinationPort }), ...body.fields, ...byPort };
+  checkStatPrefix(listener, body, at);
+  const of = meta?.routeConfigsByPortOf;
+  return [{ listener, inline: body.inline, ...(typeof of === 'string' && l.bindToPort === false ? { routeConfigsByPortOf: of } : {}) }];
+}
+
+type ListenerBase = Pick<Listener, 'name' | 'address' | 'port' | 'direction' | 'bypassOverloadManager' | 'bindToPort'>;
+
+function captureListeners(cs: readonly Chain[], base: ListenerBase, lc: ListenerContext, at: At): ReadListener[] | null {
+  const own = cs.filter((c) => c.destinationPort === lc.port);
+  const catchAll = cs.filter((c) => c.destinationPort === undefined);
+  const byPort = new Map<number, Chain[]>();
+  for (const c of cs) {
+    if (c.destinationPort === undefined || c.destinationPort === lc.port) continue;
+    const list = byPort.get(c.destinationPort);
+    if (list === undefined) byPort.set(c.destinationPort, [c]);
+    else list.push(c);
+  }
+  const out: ReadListener[] = [];
+  // Connections made to the capture directly: istiod's blackhole chain; none is the same.
+  const body = own.length === 0 ? null : sidecarBody(own, lc, lc.port, at);
+  if (own.length > 0 && body === null) return null;
+  const routes = catchAllRoutes(catchAll, at);
+  if (routes === null) return null;
+  const capture: Listener = {
+    ...base,
+    ...(body?.fields ?? { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls: null, tcpProxy: [] }),
+    useOriginalDst: true,
+    ...(routes.length === 0 && catchAll.length === 0 ? {} : { catchAll: routes }),
+  };
+  if (body !== null) checkStatPrefix(capture, body, at);
+  out.push({ listener: capture, inline: body?.inline ?? null });
+  for (const [port, chains] of byPort) {
+    const first = chains[0]!;
+    const remora = first.server ?? {};
+    // istiod names a port's chains `<address>_<port>` (the model's listener, `inbound_<address>_<port>`, as its HTTP stats).
+    const chainName = first.name !== '' ? first.name : `${lc.address}_${port}`;
+    const address = chainName.endsWith(`_${port}`) ? chainName.slice(0, -`_${port}`.length) : lc.address;
+    const name = typeof remora.listener === 'string' ? remora.listener : `${lc.direction}_${address}_${port}`;
+    const listenerPort = typeof remora.port === 'number' ? remora.port : port;
+    const timeoutMs = typeof remora.timeoutMs === 'number' ? remora.timeoutMs : lc.timeoutMs;
+    const metaRouteConfig = typeof remora.routeConfig === 'string' ? remora.routeConfig : `tcp.${port}`;
+    const b = sidecarBody(chains, { ...lc, name, port, timeoutMs, metaRouteConfig }, port, at);
+    if (b === null) return null;
+    const listener: Listener = { name, address, port: listenerPort, direction: lc.direction, ...b.fields, destinationPort: port, bindToPort: false };
+    checkStatPrefix(listener, b, at);
+    out.push({ listener, inline: b.inline });
+  }
+  return out;
+}
+
+/**
+ * A capture's unmatched chains as its catch-all routes (TCP to PassthroughCluster,
+ * InboundPassthroughCluster or BlackHoleCluster). istiod's inbound passthrough also has
+ * chains terminating Istio mTLS and HTTP chains (`virtualInbound-catchall-http`); Remora's
+ * catch-all is plain TCP: those are left out with a warning (mTLS connections to a port no
+ * service declares are closed under STRICT and passed through undecrypted under PERMISSIVE),
+ * and refused where their connection manager runs policy, which Remora could not apply.
+ */
+function catchAllRoutes(cs: readonly Chain[], at: At): TcpRoute[] | null {
+  const routes: TcpRoute[] = [];
+  const seen = new Set<string>();
+  for (const c of cs) {
+    if (c.tls !== null) {
+      at.warn(c.path, 'ignored: the catch-all proxies TCP without terminating Istio mTLS; an mTLS connection to a port no listener serves is passed through as it came (PERMISSIVE) or closed (STRICT: no plaintext catch-all)');
+      continue;
+    }
+    if (c.hcm !== null) {
+      const filters = readHttpFilters(arr(c.hcm.httpFilters), `${c.path}.filters[${c.hcmIndex}].typedConfig.httpFilters`, at);
+      const policy = filters.filter((f) => f.name !== ROUTER);
+      if (policy.length > 0) {
+        at.error(`${c.path}.filters[${c.hcmIndex}].typedConfig.httpFilters`, `HTTP filters (${policy.map((f) => f.name).join(', ')}) on traffic to ports no listener serves are not supported: Remora's catch-all proxies TCP`);
+        return null;
+      }
+      at.warn(c.path, 'ignored: HTTP to ports no listener serves is proxied as TCP by the catch-all');
+      continue;
+    }
+    const route = c.tcpWithBlackHole!;
+    const key = stable(route);
+    if (!seen.has(key)) routes.push(route);
+    seen.add(key);
+  }
+  return routes;
+}
+
+function checkStatPrefix(listener: Listener, body: SidecarBody | GatewayBody, at: At): void {
+  if (body.hcmPath === null) return;
+  const expected = httpStatPrefix(listener);
+  if (body.statPrefix !== expected && body.statPrefix !== `${expected};`) at.warn(`${body.hcmPath}.statPrefix`, `Remora's HTTP stats for this listener are under http.${expected}., not http.${body.statPrefix}.`);
+}
+
+type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tcpProxy' | 'detectProtocol'>;
+
+interface SidecarBody {
+  readonly fields: ListenerFields;
+  readonly inline: RouteConfigurationJson | null;
+  /** The connection manager's path and stat prefix, for the stats warning; null without one. */
+  readonly hcmPath: string | null;
+  readonly statPrefix: string;
+}
+type GatewayBody = SidecarBody;
+
+/**
+ * One sidecar port's chains as one listener (istiod's per-port listener, or one port's chains
+ * in virtualInbound): HTTP chains (one connection manager), TCP chains (their routes, SNI
+ * ones first as Envoy picks the most specific match), or both under protocol detection; Istio
+ * mTLS when chains terminate it — PERMISSIVE when plaintext chains stand beside them.
+ */
+function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort: number | undefined, at: At): SidecarBody | null {
+  const terminating = cs.filter((c) => c.tls !== null);
+  let tls: ListenerTls | null = null;
+  if (terminating.length > 0) {
+    for (const c of terminating) {
+      if (c.transportProtocol !== 'tls') {
+        at.error(join(c.path, 'filterChainMatch.transportProtocol'), 'a chain terminating Istio mTLS must match transportProtocol tls');
+        return null;
+      }
+      if (c.serverNames.length > 0) {
+        at.error(join(c.path, 'filterChainMatch.serverNames'), "SNI matches on a sidecar's Istio mTLS chains are not supported");
+        return null;
+      }
+      if (!istioMtls(c, at)) return null;
+    }
+    const plaintext = cs.some((c) => c.tls === null && c.transportProtocol !== 'tls');
+    for (const c of cs) {
+      // istiod's PERMISSIVE TCP port passes TLS that is not Istio's (no Istio ALPN) through to the app.
+      if (c.tls === null && c.transportProtocol === 'tls') at.warn(c.path, 'ignored: on a port with Istio mTLS every TLS connection is taken as Istio mTLS; TLS of the app\'s own is not passed through');
+    }
+    tls = { kind: 'mesh', mode: plaintext ? 'PERMISSIVE' : 'STRICT' };
+  }
+  const plainOrTls = (c: Chain): boolean => terminating.length === 0 || c.tls !== null || c.transportProtocol !== 'tls';
+  const httpChains = cs.filter((c) => c.hcm !== null && plainOrTls(c));
+  const tcpChains = cs.filter((c) => c.tcp !== null && plainOrTls(c));
+  if (terminating.length === 0) {
+    for (const c of httpChains) {
+      if (c.transportProtocol === 'tls') {
+        at.error(join(c.path, 'filterChainMatch.transportProtocol'), 'a tls chain without a DownstreamTlsContext would pass TLS bytes to the HTTP codec');
+        return null;
+      }
+    }
+  }
+  // TCP routes in Envoy's order of preference: SNI matches before the rest.
+  const routes: TcpRoute[] = [];
+  const seen = new Set<string>();
+  for (const c of [...tcpChains.filter((x) => x.serverNames.length > 0), ...tcpChains.filter((x) => x.serverNames.length === 0)]) {
+    const key = stable(c.tcp);
+    if (!seen.has(key)) routes.push(c.tcp!);
+    seen.add(key);
+  }
+  // A lone blackhole (BlackHoleCluster, no route) is no TCP route.
+  const tcpProxy = routes.length === 1 && routes[0]!.clusters.length === 0 && routes[0]!.origin === '' ? [] : routes;
+
+  if (httpChains.length === 0) {
+    return { fields: { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls, tcpProxy }, inline: null, hcmPath: null, statPrefix: '' };
+  }
+  const first = httpChains[0]!;
+  for (const c of httpChains.slice(1)) {
+    if (stable(c.hcm) !== stable(first.hcm)) {
+      at.error(`${c.path}.filters`, `an HTTP connection manager unlike the one of ${first.path}; Remora runs one per listener and port (one route configuration, one filter chain)`);
+      return null;
+    }
+  }
+  const hcmPath = `${first.path}.filters[${first.hcmIndex}].typedConfig`;
+  const hcm = readHcm(first.hcm!, hcmPath, lc.name, lc.direction, at);
+  if (hcm === null) return null;
+  const fields: ListenerFields = {
+    routeConfig: hcm.routeConfig,
+    httpFilters: hcm.httpFilters,
+    tls,
+    ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
+    ...(tcpChains.length === 0 ? {} : { detectProtocol: { tcp: tcpProxy, timeoutMs: lc.timeoutMs } }),
+  };
+  void destinationPort;
+  return { fields, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix };
+}
+
+function gatewayListener(cs: readonly Chain[], base: ListenerBase & { destinationPort?: number }, lc: ListenerContext, at: At): ReadListener | null {
+  const { name, port } = lc;
+  const ports = new Set(cs.map((c) => c.destinationPort));
+  if (ports.size > 1) {
+    at.error('filterChains', 'filter chains match different destination ports; Remora runs one destination port per gateway listener');
+    return null;
+  }
+  const destinationPort = cs[0]!.destinationPort;
+  if (destinationPort !== undefined) base = { ...base, destinationPort };
   const httpChains = cs.filter((c) => c.hcm !== null);
   if (httpChains.length === 0) {
     // Plain TCP: a gateway TCP server, or a gateway whose TLS servers all pass through.
-    if (direction !== 'gateway') {
-      at.error(`${cs[0]!.path}.filters`, 'tcp_proxy is supported on a gateway only; a sidecar listener must run the HTTP connection manager');
-      return null;
-    }
-    const routeConfig = metaRouteConfig ?? `tcp.${port}`;
+    const routeConfig = lc.metaRouteConfig ?? `tcp.${port}`;
     if (cs.length === 1 && cs[0]!.serverNames.length === 0 && cs[0]!.tls === null) {
       // Nothing to forward to (istiod's BlackHoleCluster, no route): no TCP route.
       const route = cs[0]!.tcp!;
       const tcpProxy = route.clusters.length === 0 && route.origin === '' ? [] : [route];
-      const listener: Listener = { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy };
-      return { listener, inline: null, unbound, capture: false };
+      return { listener: { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy }, inline: null };
     }
     const tls = gatewayTls(cs, name, at);
     if (tls === undefined) return null;
-    return { listener: { ...base, routeConfig, httpFilters: [], tls }, inline: null, unbound, capture: false };
+    return { listener: { ...base, routeConfig, httpFilters: [], tls }, inline: null };
   }
 
   const first = httpChains[0]!;
   // A gateway's HTTPS servers each route through their own table (istiod's per-server RDS):
   // their connection managers may differ in that name only.
   const sameHcm = (h: Obj | null): string => {
-    if (h === null || direction !== 'gateway') return stable(h);
+    if (h === null) return stable(h);
     const { rds: _, ...rest } = h;
     return stable(rest);
   };
@@ -282,18 +503,11 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener | null {
       return null;
     }
   }
-  const hcm = readHcm(first.hcm!, `${first.path}.filters[${first.hcmIndex}].typedConfig`, name, direction, at);
+  const hcmPath = `${first.path}.filters[${first.hcmIndex}].typedConfig`;
+  const hcm = readHcm(first.hcm!, hcmPath, name, 'gateway', at);
   if (hcm === null) return null;
-
-  let tls: ListenerTls | null | undefined;
-  if (direction === 'gateway') {
-    if (cs.length === 1 && cs[0]!.tls === null && cs[0]!.serverNames.length === 0) tls = null;
-    else tls = gatewayTls(cs, name, at);
-  } else {
-    tls = meshTls(cs, at);
-  }
+  const tls = cs.length === 1 && cs[0]!.tls === null && cs[0]!.serverNames.length === 0 ? null : gatewayTls(cs, name, at);
   if (tls === undefined) return null;
-
   const listener: Listener = {
     ...base,
     routeConfig: hcm.routeConfig,
@@ -301,11 +515,8 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener | null {
     tls,
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
   };
-  const expectedPrefix = httpStatPrefix(listener);
-  if (hcm.statPrefix !== expectedPrefix && hcm.statPrefix !== `${expectedPrefix};`) {
-    at.warn(`${first.path}.filters[${first.hcmIndex}].typedConfig.statPrefix`, `Remora's HTTP stats for this listener are under http.${expectedPrefix}., not http.${hcm.statPrefix}.`);
-  }
-  return { listener, inline: hcm.inline, unbound, capture };
+  checkStatPrefix(listener, { fields: listener, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix }, at);
+  return { listener, inline: hcm.inline };
 }
 
 // ---- filter chains ----
@@ -315,13 +526,17 @@ interface Chain {
   readonly destinationPort: number | undefined;
   readonly serverNames: readonly string[];
   readonly transportProtocol: string;
+  readonly prefixRanges: readonly string[];
   /** The HTTP connection manager's config (with `@type`), or null for a tcp_proxy chain. */
   readonly hcm: Obj | null;
   readonly hcmIndex: number;
+  /** The tcp_proxy's route (BlackHoleCluster: no cluster), or null for an HTTP chain. */
   readonly tcp: TcpRoute | null;
+  /** The same route with BlackHoleCluster kept as its cluster (a catch-all's REGISTRY_ONLY). */
+  readonly tcpWithBlackHole: TcpRoute | null;
   /** The DownstreamTlsContext, or null for plaintext. */
   readonly tls: Obj | null;
-  /** `metadata.filterMetadata.remora`: the Gateway server this chain belongs to (absent from istiod). */
+  /** `metadata.filterMetadata.remora`: what Remora's exporter says that Envoy's fields do not (absent from istiod). */
   readonly server: Obj | null;
   readonly name: string;
 }
@@ -333,15 +548,27 @@ const CHAIN_WARN: Readonly<Record<string, string>> = {
 function readChain(c: Obj, path: string, at: At): Chain | null {
   checkFields(at, path, c, ['filterChainMatch', 'filters', 'transportSocket', 'metadata', 'name'], CHAIN_WARN);
   const m = obj(c.filterChainMatch) ?? {};
-  checkFields(at, join(path, 'filterChainMatch'), m, ['destinationPort', 'serverNames', 'transportProtocol'], {}, 'matching on this is not supported (Remora matches destination port, SNI and transport protocol)');
+  checkFields(
+    at,
+    join(path, 'filterChainMatch'),
+    m,
+    ['destinationPort', 'serverNames', 'transportProtocol', 'applicationProtocols', 'prefixRanges'],
+    {},
+    'matching on this is not supported (Remora matches destination port, SNI, transport and application protocol)',
+  );
   const transportProtocol = typeof m.transportProtocol === 'string' ? m.transportProtocol : '';
   if (transportProtocol !== '' && transportProtocol !== 'tls' && transportProtocol !== 'raw_buffer') {
     at.error(join(path, 'filterChainMatch.transportProtocol'), `transport protocol ${transportProtocol} is not supported (tls or raw_buffer)`);
   }
+  const prefixRanges = arr(m.prefixRanges).map((r) => {
+    const ro = obj(r) ?? {};
+    return `${String(ro.addressPrefix ?? '')}/${typeof ro.prefixLen === 'number' ? ro.prefixLen : 0}`;
+  });
 
   let hcm: Obj | null = null;
   let hcmIndex = -1;
   let tcp: TcpRoute | null = null;
+  let tcpWithBlackHole: TcpRoute | null = null;
   const filters = arr(c.filters);
   filters.forEach((f, i) => {
     const fo = obj(f) ?? {};
@@ -355,7 +582,8 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
       hcmIndex = i;
     } else if (type === TCP_PROXY_TYPE || (tc === null && fname === 'envoy.filters.network.tcp_proxy')) {
       if (i !== filters.length - 1) at.error(fpath, 'tcp_proxy is terminal and must be the last network filter');
-      tcp = readTcpProxy(tc ?? {}, join(fpath, 'typedConfig'), c, at);
+      tcpWithBlackHole = readTcpProxy(tc ?? {}, join(fpath, 'typedConfig'), c, at);
+      tcp = tcpWithBlackHole === null ? null : { ...tcpWithBlackHole, clusters: tcpWithBlackHole.clusters.filter((x) => x.cluster !== BLACK_HOLE) };
     } else if (SKIPPED_NETWORK_FILTERS.has(fname) || SKIPPED_ISTIO_TYPES.has(type) || (TYPED_STRUCT_TYPES.has(type) && SKIPPED_ISTIO_TYPES.has(String(tc?.typeUrl)))) {
       // Istio's peer metadata exchange and stats: Remora does that work itself.
     } else {
@@ -385,9 +613,11 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
     destinationPort: typeof m.destinationPort === 'number' ? m.destinationPort : undefined,
     serverNames: arr(m.serverNames).map(String),
     transportProtocol,
+    prefixRanges,
     hcm,
     hcmIndex,
     tcp,
+    tcpWithBlackHole,
     tls,
     server: obj(fm?.remora),
     name: typeof c.name === 'string' ? c.name : '',
@@ -410,11 +640,12 @@ function configOrigin(metadata: unknown): string {
   return m === null ? '' : `${m[1]}/${m[2]}`;
 }
 
+/** A tcp_proxy's route; BlackHoleCluster is kept as a cluster here (the caller drops it where no route means the same). */
 function readTcpProxy(tp: Obj, path: string, chain: Obj, at: At): TcpRoute | null {
   checkFields(at, path, tp, ['@type', 'statPrefix', 'cluster', 'weightedClusters'], TCP_WARN);
   let clusters: { cluster: string; weight: number }[];
   if (typeof tp.cluster === 'string') {
-    clusters = tp.cluster === BLACK_HOLE ? [] : [{ cluster: tp.cluster, weight: 100 }];
+    clusters = [{ cluster: tp.cluster, weight: 100 }];
   } else {
     const wc = obj(tp.weightedClusters);
     if (wc === null) {
@@ -436,35 +667,24 @@ function readTcpProxy(tp: Obj, path: string, chain: Obj, at: At): TcpRoute | nul
 
 // ---- TLS ----
 
-/** A sidecar's Istio mTLS (PeerAuthentication): a `tls` chain with the workload identity, and a `raw_buffer` one beside it when PERMISSIVE. */
-function meshTls(cs: readonly Chain[], at: At): ListenerTls | null | undefined {
-  if (cs.length === 1 && cs[0]!.tls === null) {
-    if (cs[0]!.transportProtocol === 'tls') at.error(`${cs[0]!.path}.filterChainMatch.transportProtocol`, 'a tls chain without a DownstreamTlsContext would pass TLS bytes to the HTTP codec');
-    return null;
-  }
-  const tlsChains = cs.filter((c) => c.tls !== null);
-  const plain = cs.filter((c) => c.tls === null);
-  const shapeOk =
-    tlsChains.length === 1 &&
-    tlsChains[0]!.transportProtocol === 'tls' &&
-    plain.length <= 1 &&
-    plain.every((c) => c.transportProtocol === 'raw_buffer') &&
-    cs.every((c) => c.serverNames.length === 0);
-  if (!shapeOk) {
-    at.error('filterChains', "a sidecar listener's chains must be Istio mTLS: one tls chain, and for PERMISSIVE one raw_buffer chain (several destination ports, addresses or SNI names are not supported yet)");
-    return undefined;
-  }
-  const c = tlsChains[0]!;
+/** Whether a chain's DownstreamTlsContext is a sidecar's Istio mTLS (PeerAuthentication): the workload identity, the mesh roots, a client certificate required. */
+function istioMtls(c: Chain, at: At): boolean {
   const path = `${c.path}.transportSocket.typedConfig`;
-  const d = readDownstreamTls(c.tls!, path, at);
-  if (d === null) return undefined;
+  const d = readDownstreamTls(c.tls!, path, at, true);
+  if (d === null) return false;
   if (d.cert?.kind !== 'workload' || d.validation?.kind !== 'roots' || !d.requireClientCertificate) {
     at.error(path, "a sidecar's inbound TLS must be Istio mTLS: the workload certificate (SDS default), the mesh roots (SDS ROOTCA) and a client certificate required");
-    return undefined;
+    return false;
   }
-  if (d.subjectAltNames.length > 0) at.error(`${path}.commonTlsContext.combinedValidationContext.defaultValidationContext.matchSubjectAltNames`, "peer SAN checks on a sidecar's inbound side are not supported (AuthorizationPolicy principals do that)");
-  if (d.minVersion !== null || d.maxVersion !== null || d.cipherSuites.length > 0) at.error(`${path}.commonTlsContext.tlsParams`, "TLS parameters of a sidecar's inbound mTLS are not supported");
-  return { kind: 'mesh', mode: plain.length === 1 ? 'PERMISSIVE' : 'STRICT' };
+  if (d.subjectAltNames.length > 0) {
+    at.error(`${path}.commonTlsContext.combinedValidationContext.defaultValidationContext.matchSubjectAltNames`, "peer SAN checks on a sidecar's inbound side are not supported (AuthorizationPolicy principals do that)");
+    return false;
+  }
+  if (d.minVersion !== null || d.maxVersion !== null || d.cipherSuites.length > 0) {
+    at.error(`${path}.commonTlsContext.tlsParams`, "TLS parameters of a sidecar's inbound mTLS are not supported");
+    return false;
+  }
+  return true;
 }
 
 interface DownstreamTls {
@@ -495,7 +715,8 @@ const COMMON_WARN: Readonly<Record<string, string>> = {
 
 const VERSIONS: Readonly<Record<string, 'TLSv1.2' | 'TLSv1.3' | null>> = { TLS_AUTO: null, TLSv1_2: 'TLSv1.2', TLSv1_3: 'TLSv1.3' };
 
-function readDownstreamTls(d: Obj, path: string, at: At): DownstreamTls | null {
+/** `mesh`: a sidecar's Istio mTLS, whose ALPN is Istio's (the runtime's Istio mTLS offers its own). */
+function readDownstreamTls(d: Obj, path: string, at: At, mesh = false): DownstreamTls | null {
   checkFields(at, path, d, ['@type', 'commonTlsContext', 'requireClientCertificate', 'ocspStaplePolicy'], DOWNSTREAM_WARN);
   if (d.ocspStaplePolicy !== undefined && d.ocspStaplePolicy !== 'LENIENT_STAPLING') at.error(join(path, 'ocspStaplePolicy'), 'OCSP stapling is not supported');
   const c = obj(d.commonTlsContext) ?? {};
@@ -516,7 +737,7 @@ function readDownstreamTls(d: Obj, path: string, at: At): DownstreamTls | null {
   const maxVersion = version('tlsMaximumProtocolVersion');
 
   const alpn = arr(c.alpnProtocols).map(String);
-  if (alpn.length > 0 && stable(alpn) !== stable(['h2', 'http/1.1'])) at.warn(join(cpath, 'alpnProtocols'), 'ignored: Remora offers h2 and http/1.1');
+  if (!mesh && alpn.length > 0 && stable(alpn) !== stable(['h2', 'http/1.1'])) at.warn(join(cpath, 'alpnProtocols'), 'ignored: Remora offers h2 and http/1.1');
 
   const certs = arr(c.tlsCertificateSdsSecretConfigs);
   if (certs.length > 1) at.error(join(cpath, 'tlsCertificateSdsSecretConfigs'), 'one certificate per filter chain is supported');

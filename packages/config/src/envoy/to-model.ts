@@ -10,7 +10,8 @@ import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { ProxyNode } from '../model/node.ts';
 import type { RouteConfiguration } from '../model/route.ts';
 import type { Cluster } from '../model/cluster.ts';
-import type { EnvoyResources } from './from-model.ts';
+import type { EnvoyResources, NameTableJson } from './from-model.ts';
+import type { NameTableEntry } from '../model/proxy-config.ts';
 import type { ClusterLoadAssignmentJson } from './gen/envoy/config/endpoint/v3/endpoint_pb.ts';
 import type { ListenerJson } from './gen/envoy/config/listener/v3/listener_pb.ts';
 import { HCM_TYPE } from './filter-types.ts';
@@ -52,12 +53,14 @@ export function proxyConfigFromEnvoy(resources: EnvoyResources, node: ProxyNode,
     const imported = clusterFromEnvoy(c, cla, ctx, hashKeys.get(name));
     if (imported !== null) clusters.push(imported);
   }
+  const nameTable = resources.nameTable === undefined ? undefined : nameTableFromNds(resources.nameTable, ctx);
   const config: ProxyConfig = {
     version,
     node,
     listeners,
     routeConfigs,
     clusters,
+    ...(nameTable === undefined ? {} : { nameTable }),
     ...(keepJson ? { envoyJson: JSON.stringify(resources) } : {}),
   };
   return { config, issues: ctx.issues };
@@ -72,6 +75,21 @@ export function rdsNamesOf(l: ListenerJson): string[] {
       const tc = f.typedConfig as { '@type'?: string; rds?: { routeConfigName?: string } } | undefined;
       if (tc?.['@type'] === HCM_TYPE && tc.rds?.routeConfigName) out.push(tc.rds.routeConfigName);
     }
+  }
+  return out;
+}
+
+/**
+ * istiod's NDS name table (`istio.networking.nds.v1.NameTable`, proto3 JSON) as the model's
+ * entries, in the table's order. `altHosts` (names istiod answers besides the short ones) are
+ * not served, said as a warning.
+ */
+export function nameTableFromNds(json: NameTableJson, ctx: ImportContext): NameTableEntry[] {
+  const out: NameTableEntry[] = [];
+  for (const [host, info] of Object.entries(json.table ?? {})) {
+    const addresses = [...(info.ips ?? [])];
+    if ((info.altHosts ?? []).length > 0) ctx.warn('NameTable', host, 'altHosts', 'ignored: only the host, its short name and <name>.<namespace> are answered');
+    out.push({ host, addresses, shortName: info.shortname ?? '', namespace: info.namespace ?? '' });
   }
   return out;
 }

@@ -102,6 +102,8 @@ export function applyEnvoyFilters(resources: EnvoyResources, ctx: TranslateConte
     return { assignment: (obj(c.loadAssignment) ?? { clusterName: name }) as EnvoyResources['endpoints'][number]['assignment'], eds };
   });
   return {
+    // What EnvoyFilters do not patch (the name table, resource versions) stays as it was.
+    ...resources,
     listeners: patchedListeners as ListenerJson[],
     routeConfigs: routeConfigs as RouteConfigurationJson[],
     clusters: clusters as ClusterJson[],
