@@ -1,6 +1,7 @@
 // Istio's Sidecar resource through a real sidecar: egress hosts decide which services the
 // outbound listener routes to; outboundTrafficPolicy REGISTRY_ONLY answers every other host
-// with Istio's block_all 502; removing the Sidecar (hot reload) widens the view again.
+// with Istio's block_all 502; removing the Sidecar (hot reload) widens the view again and
+// unknown hosts go to PassthroughCluster (ALLOW_ANY).
 import t from 'tap';
 import { startBackend } from './helpers/backends.ts';
 import { get } from './helpers/http.ts';
@@ -42,8 +43,10 @@ spec:
   t.equal((await get(out, '/', 'example.org')).status, 502, 'a host the registry does not know: blocked');
   await waitFor('block_all in the access log', () => remora.accessLog.some((l) => l.includes('"example.org"') && l.includes(' block_all')));
 
-  // Without the Sidecar: every namespace, and unknown hosts are a 404 NR again.
+  // Without the Sidecar: every namespace, and unknown hosts take Istio's default ALLOW_ANY:
+  // istiod's allow_any virtual host sends them to PassthroughCluster, the original destination,
+  // which a request made to the outbound port directly (not redirected) does not have: 503.
   mesh.write('sidecar.yaml', '');
   await waitFor('the wider view', async () => (await get(out, '/', 'billing.finance.svc.cluster.local')).status === 200);
-  t.equal((await get(out, '/', 'example.org')).status, 404);
+  t.equal((await get(out, '/', 'example.org')).status, 503);
 });

@@ -91,13 +91,16 @@ t.test('every name Kubernetes DNS accepts reaches the same service', async (t) =
 
 t.test('a short name from another namespace is not a service here; its qualified names are', async (t) => {
   const out = remora.ports.outbound;
-  t.equal((await get(out, '/', 'billing:8080')).status, 404, 'billing is in namespace finance, not default');
+  // Not a service here: Istio's default ALLOW_ANY sends it to PassthroughCluster, which has no
+  // original destination for a request made to the outbound port directly: 503, not billing.
+  t.equal((await get(out, '/', 'billing:8080')).status, 503, 'billing is in namespace finance, not default');
   t.equal(name(await get(out, '/', 'billing.finance:8080')), 'other-ns');
   t.equal(name(await get(out, '/', 'billing.finance.svc.cluster.local')), 'other-ns', 'no port: the only port');
 });
 
-t.test('a port the service does not have is not routed', async (t) => {
-  t.equal((await get(remora.ports.outbound, '/', 'reviews:9999')).status, 404);
+t.test('a port the service does not have is not routed to the service', async (t) => {
+  // istiod's allow_any: PassthroughCluster, without an original destination here: 503.
+  t.equal((await get(remora.ports.outbound, '/', 'reviews:9999')).status, 503);
 });
 
 t.test('mesh VirtualService header match picks the subset', async (t) => {

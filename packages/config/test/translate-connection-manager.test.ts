@@ -26,7 +26,9 @@ const settings = (yaml: string, node = SIDECAR) =>
 t.test('server name by listener class, always overwritten; HTTP/1.0 refused by default', async (t) => {
   t.same(settings(BOOKINFO_SERVICES), [
     ['virtualOutbound', 'envoy', 'OVERWRITE', false],
+    ['0.0.0.0_9080', 'envoy', 'OVERWRITE', false],
     ['virtualInbound', 'istio-envoy', 'OVERWRITE', false],
+    ['virtualInbound|9080', 'istio-envoy', 'OVERWRITE', false],
   ]);
   t.same(
     settings(GATEWAY, INGRESS),
@@ -41,7 +43,7 @@ t.test('server name by listener class, always overwritten; HTTP/1.0 refused by d
 t.test('the node\'s HTTP10 metadata turns accept_http_10 on for every HTTP listener', async (t) => {
   t.same(
     settings(BOOKINFO_SERVICES, nodeWith(SIDECAR, { http10: true })).map((s) => s[3]),
-    [true, true],
+    [true, true, true, true],
   );
   t.same(
     settings(GATEWAY, nodeWith(INGRESS, { http10: true })).map((s) => s[3]),

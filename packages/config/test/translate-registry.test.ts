@@ -310,7 +310,7 @@ t.test('upstream protocol from the port protocol, else the port name prefix', as
     ),
   );
   t.same(
-    config.clusters.map((c) => [c.service?.port, c.protocol]),
+    config.clusters.filter((c) => c.service !== null).map((c) => [c.service?.port, c.protocol]),
     [
       [1001, 'http1'],
       [1002, 'http2'],

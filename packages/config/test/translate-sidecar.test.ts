@@ -21,11 +21,14 @@ import {
   PORTS,
   routeTable,
   SIDECAR,
+  clusterNames,
   targets,
   translate,
   vhost,
   vhostNames, CHAIN_TAIL } from './helpers/translate.ts';
 
+const PASSTHROUGH = { sniHosts: [], clusters: [{ cluster: 'PassthroughCluster', weight: 100 }], origin: '' };
+const INBOUND_PASSTHROUGH = { sniHosts: [], clusters: [{ cluster: 'InboundPassthroughCluster', weight: 100 }], origin: '' };
 const vs = (name: string, spec: string, meta = ''): string =>
   `apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ${name}${meta}}\nspec:\n${spec}\n---\n`;
 const REVIEWS_DOMAINS = [
@@ -42,15 +45,18 @@ const REVIEWS_DOMAINS = [
 t.test("the outbound listener and its route tables, one per port under istiod's name", async (t) => {
   const { config, issues } = translate(BOOKINFO_SERVICES);
   t.same(issues, []);
-  t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: '9080', routeConfigsByPort: { 9080: '9080' }, httpFilters: CHAIN_TAIL, tls: null },
+  t.same(config.listeners.filter((l) => l.direction === 'outbound'), [
+    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: '9080', routeConfigsByPort: { 9080: '9080' }, httpFilters: CHAIN_TAIL, tls: null, useOriginalDst: true, catchAll: [PASSTHROUGH] },
+    // The port's listener, which virtualOutbound hands connections to 9080 (istiod's 0.0.0.0_9080).
+    { name: '0.0.0.0_9080', address: '0.0.0.0', port: 9080, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: '9080', httpFilters: CHAIN_TAIL, tls: null, bindToPort: false, detectProtocol: { tcp: [PASSTHROUGH], timeoutMs: 5000 } },
   ]);
-  t.same(config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching]), [['9080', false]]);
+  t.same(config.routeConfigs.map((r) => [r.name, r.ignorePortInHostMatching]), [['9080', false], ['inbound|9080||', true]]);
   t.same(vhostNames(config), [
     'productpage.default.svc.cluster.local:9080',
     'reviews.default.svc.cluster.local:9080',
     'ratings.default.svc.cluster.local:9080',
     'details.default.svc.cluster.local:9080',
+    'allow_any',
   ]);
   t.match(config.version, /^[0-9a-f]{16}$/);
   t.equal(translate(BOOKINFO_SERVICES).config.version, config.version, 'the version is a content hash');
@@ -120,6 +126,7 @@ spec:
 `);
   t.same(vhostNames(config), [
     'web.default.svc.cluster.local:80',
+    'allow_any',
     'web.default.svc.cluster.local:8080',
     'api.default.svc.cluster.local:9000',
     'api.default.svc.cluster.local:9001',
@@ -128,10 +135,10 @@ spec:
   t.same(
     config.routeConfigs.map((r) => [r.name, r.virtualHosts.map((v) => v.name)]),
     [
-      ['8080', ['web.default.svc.cluster.local:8080']],
-      ['80', ['web.default.svc.cluster.local:80']],
-      ['9000', ['api.default.svc.cluster.local:9000']],
-      ['9001', ['api.default.svc.cluster.local:9001']],
+      ['8080', ['web.default.svc.cluster.local:8080', 'allow_any']],
+      ['80', ['web.default.svc.cluster.local:80', 'allow_any']],
+      ['9000', ['api.default.svc.cluster.local:9000', 'allow_any']],
+      ['9001', ['api.default.svc.cluster.local:9001', 'allow_any']],
     ],
   );
   t.same(config.listeners.find((l) => l.name === 'virtualOutbound')?.routeConfigsByPort, { 80: '80', 8080: '8080', 9000: '9000', 9001: '9001' });
@@ -218,6 +225,7 @@ t.test('VirtualService choice: exact host beats wildcard, then the oldest', asyn
     'reviews.default.svc.cluster.local:9080',
     'ratings.default.svc.cluster.local:9080',
     'details.default.svc.cluster.local:9080',
+    'allow_any',
   ]);
 });
 
@@ -242,9 +250,10 @@ t.test('VirtualService hosts that are no service get their own virtual host', as
     'details.default.svc.cluster.local:9080',
     'bookinfo.example.com',
     '*.corp.example.com',
+    'allow_any',
   ]);
-  // Istio builds these for port 80 only ([h, h:80]); Remora answers them on any port, so every port's table has them.
-  t.same(config.routeConfigs.map((r) => r.virtualHosts.slice(-2).map((v) => v.name)), [['bookinfo.example.com', '*.corp.example.com']]);
+  // Istio builds these for port 80 only ([h, h:80]); Remora answers them on any port, so every port's table has them (before istiod's catch-all).
+  t.same(config.routeConfigs.filter((r) => !r.name.startsWith('inbound|')).map((r) => r.virtualHosts.slice(-3).map((v) => v.name)), [['bookinfo.example.com', '*.corp.example.com', 'allow_any']]);
   t.same(vhost(config, 'bookinfo.example.com').domains, ['bookinfo.example.com', 'bookinfo.example.com:*']);
   t.same(vhost(config, '*.corp.example.com').domains, ['*.corp.example.com', '*.corp.example.com:*']);
   t.same(vhost(config, 'bookinfo.example.com').routes.map((r) => r.origin), ['default/bookinfo-alias#0', 'default/bookinfo-alias#1']);
@@ -299,10 +308,12 @@ t.test('exportTo and namespaces of VirtualServices', async (t) => {
 t.test('inbound: virtualInbound on the inbound port forwards everything to the local app', async (t) => {
   const { config, issues } = translate(BOOKINFO_SERVICES, SIDECAR, { ...PORTS, appPort: 9080 });
   t.same(issues, []);
-  t.same(config.listeners, [
-    { name: 'virtualOutbound', address: '0.0.0.0', port: 15001, connectionManager: OUTBOUND_HCM, direction: 'outbound', routeConfig: '9080', routeConfigsByPort: { 9080: '9080' }, httpFilters: CHAIN_TAIL, tls: null },
+  t.same(config.listeners.filter((l) => l.direction === 'inbound'), [
     // Istio's default for inbound traffic is PERMISSIVE mTLS: TLS and plaintext on one port.
-    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080||', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080 },
+    // Its own chain (connections made to 15006 directly) is the app port's; redirected
+    // connections go to the chain of their destination port, others to the app as they came.
+    { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080||', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080, useOriginalDst: true, catchAll: [INBOUND_PASSTHROUGH] },
+    { name: 'virtualInbound|9080', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080||', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080, bindToPort: false },
   ]);
   const rc = routeTable(config, 'inbound|9080||');
   t.equal(rc.ignorePortInHostMatching, true);
@@ -320,8 +331,12 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
   );
   t.equal(c.protocol, 'http1');
   t.equal(c.outlierDetection, null);
-  // No inbound without an app port.
-  t.equal(translate(BOOKINFO_SERVICES).config.clusters.some((x) => x.name.startsWith('inbound|')), false);
+  // Without an app port, the ports of the services selecting the workload still have their inbound chains.
+  t.same(clusterNames(translate(BOOKINFO_SERVICES).config).filter((x) => x.startsWith('inbound|')), ['inbound|9080||']);
+  // No inbound at all when nothing is served: no app port, no service selecting the workload.
+  const other = translate(BOOKINFO_SERVICES, nodeWith(SIDECAR, { labels: { app: 'sleep' } })).config;
+  t.same(other.listeners.filter((l) => l.direction === 'inbound'), []);
+  t.notOk(clusterNames(other).some((x) => x.startsWith('inbound|')));
 });
 
 t.test('PeerAuthentication decides the inbound listener\'s mTLS: workload port, workload, namespace, mesh-wide; UNSET inherits', async (t) => {
@@ -390,7 +405,7 @@ spec:
 
   // A namespace Sidecar overrides the root's; a selected workload's overrides both.
   const ns = names(sidecar('default', 'istio-system', '  egress:\n  - hosts: ["./*"]') + sidecar('ns', 'default', '  egress:\n  - hosts: ["finance/*", "./reviews.default.svc.cluster.local"]'));
-  t.same(ns.hosts.sort(), ['billing.finance.svc.cluster.local', 'pay.example.com', 'reviews.default.svc.cluster.local'].sort());
+  t.same(ns.hosts.sort(), ['allow_any', 'billing.finance.svc.cluster.local', 'pay.example.com', 'reviews.default.svc.cluster.local'].sort());
   const selected = names(
     sidecar('ns', 'default', '  egress:\n  - hosts: ["finance/*"]') +
       sidecar('pp', 'default', '  workloadSelector: {labels: {app: productpage}}\n  egress:\n  - hosts: ["*/*.default.svc.cluster.local"]\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}'),

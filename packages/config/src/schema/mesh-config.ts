@@ -1,7 +1,8 @@
 /**
  * Istio's MeshConfig, as the `mesh` key of the `istio` ConfigMap holds it (YAML, the proto's
- * JSON names), read into the part Remora uses: `rootNamespace`, `trustDomain` and the
- * external authorizers of `extensionProviders` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`).
+ * JSON names), read into the part Remora uses: `rootNamespace`, `trustDomain`, the
+ * external authorizers of `extensionProviders` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`),
+ * `outboundTrafficPolicy` and `protocolDetectionTimeout`.
  * Other fields are accepted and not read; other provider kinds are kept by name only (a
  * CUSTOM policy naming one is refused by the authz builder, as istiod refuses it).
  *
@@ -60,7 +61,23 @@ export interface MeshConfig {
   /** null: not set (the proxy's `--trust-domain`, default cluster.local, stands). */
   readonly trustDomain: string | null;
   readonly extensionProviders: readonly ExtensionProvider[];
+  /**
+   * `outboundTrafficPolicy.mode`: what a sidecar does with traffic for destinations the
+   * registry does not know (a Sidecar resource's own policy overrides it). Absent: Istio's
+   * default, ALLOW_ANY.
+   */
+  readonly outboundTrafficPolicy?: OutboundTrafficMode;
+  /**
+   * `protocolDetectionTimeout` in milliseconds: how long a sidecar waits for a client's first
+   * bytes on a port of unknown protocol before treating the connection as TCP. Absent: not
+   * set (Istio's default is 0s, no timeout; the translator then uses 5 s, see
+   * `PROTOCOL_DETECTION_TIMEOUT_MS`).
+   */
+  readonly protocolDetectionTimeoutMs?: number;
 }
+
+/** Istio's outbound traffic policies: pass unknown destinations through, or close them. */
+export type OutboundTrafficMode = 'ALLOW_ANY' | 'REGISTRY_ONLY';
 
 /** A mesh without a MeshConfig file: Istio's defaults, no extension providers. */
 export const DEFAULT_MESH_CONFIG: MeshConfig = { rootNamespace: null, trustDomain: null, extensionProviders: [] };
@@ -162,7 +179,33 @@ class MeshReader {
         if (got !== null) providers.push(got);
       });
     }
-    return { rootNamespace: rootNamespace === '' ? null : rootNamespace, trustDomain: trustDomain === '' ? null : trustDomain, extensionProviders: providers };
+    const outbound = this.#outboundTrafficPolicy(raw);
+    const detection = this.#duration(raw, 'protocolDetectionTimeout', []);
+    return {
+      rootNamespace: rootNamespace === '' ? null : rootNamespace,
+      trustDomain: trustDomain === '' ? null : trustDomain,
+      extensionProviders: providers,
+      ...(outbound === null ? {} : { outboundTrafficPolicy: outbound }),
+      ...(detection === null ? {} : { protocolDetectionTimeoutMs: detection }),
+    };
+  }
+
+  #outboundTrafficPolicy(raw: Record<string, unknown>): OutboundTrafficMode | null {
+    const p = raw['outboundTrafficPolicy'];
+    if (p === undefined || p === null) return null;
+    if (!isObject(p)) {
+      this.error(['outboundTrafficPolicy'], 'must be a mapping');
+      return null;
+    }
+    const mode = this.#string(p, 'mode', ['outboundTrafficPolicy']);
+    if (mode === '') return null;
+    if (mode === 'ALLOW_ANY' || mode === 'REGISTRY_ONLY') return mode;
+    if (mode === 'ALLOW_ANY_DYNAMIC_DNS') {
+      this.warn(['outboundTrafficPolicy', 'mode'], 'ALLOW_ANY_DYNAMIC_DNS is not supported; ALLOW_ANY is used');
+      return 'ALLOW_ANY';
+    }
+    this.error(['outboundTrafficPolicy', 'mode'], `must be ALLOW_ANY or REGISTRY_ONLY, found ${describe(mode)}`);
+    return null;
   }
 
   #provider(raw: unknown, at: Path): ExtensionProvider | null {

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Cluster, Discovery, UpstreamTls } from '../model/cluster.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
-import { DestinationRuleIndex } from './destination-rule.ts';
+import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
 import { outboundClusterName } from './virtual-service.ts';
 import { endpointsFor, isHttpProtocol, portProtocol, type MeshService, type ServicePort, type ServiceRegistry } from './registry.ts';
 
@@ -121,4 +121,43 @@ function discovery(svc: MeshService): Discovery {
 
 export function isIp(address: string): boolean {
   return /^\d{1,3}(\.\d{1,3}){3}$/.test(address) || address.includes(':');
+}
+
+/** istiod's names for the sidecar's catch-all clusters (pilot/pkg/networking/util). */
+export const PASSTHROUGH_CLUSTER = 'PassthroughCluster';
+export const BLACKHOLE_CLUSTER = 'BlackHoleCluster';
+export const INBOUND_PASSTHROUGH_CLUSTER = 'InboundPassthroughCluster';
+/** The source address of InboundPassthroughCluster's connections, which the pod's iptables let reach the app. */
+export const INBOUND_PASSTHROUGH_BIND = '127.0.0.6';
+
+/**
+ * The clusters istiod adds to every sidecar (cluster_builder.go): PassthroughCluster
+ * (ORIGINAL_DST: the bytes go where the app sent them; ALLOW_ANY's destination),
+ * BlackHoleCluster (STATIC without endpoints: REGISTRY_ONLY's, every connection fails) and
+ * InboundPassthroughCluster (ORIGINAL_DST from 127.0.0.6: inbound traffic for a port no
+ * service declares). Envoy's default HTTP/1 for HTTP routes that reach them; TCP routes
+ * carry bytes whatever the cluster says.
+ */
+export function sidecarPassthroughClusters(): Cluster[] {
+  const base = (name: string, discovery: Discovery): Cluster => ({
+    name,
+    service: null,
+    subset: '',
+    discovery,
+    endpoints: [],
+    dnsRefreshMs: 0,
+    protocol: 'http1',
+    lb: { kind: 'round-robin' },
+    connectionPool: DEFAULT_CONNECTION_POOL,
+    outlierDetection: null,
+    tls: null,
+    serviceAccounts: [],
+    localityLb: null,
+    warmupMs: 0,
+  });
+  return [
+    base(BLACKHOLE_CLUSTER, 'static'),
+    base(PASSTHROUGH_CLUSTER, 'original-dst'),
+    { ...base(INBOUND_PASSTHROUGH_CLUSTER, 'original-dst'), upstreamBindAddress: INBOUND_PASSTHROUGH_BIND },
+  ];
 }

@@ -4,20 +4,33 @@ import type { Cluster } from '../model/cluster.ts';
 import type { HttpFilterConfig, Listener, TcpRoute, TlsServer } from '../model/listener.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
-import type { RetryPolicy, Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
+import type { Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
 import type { IstioGateway, IstioServer, IstioVirtualService } from '../resources/istio-networking.ts';
 import type { Resource } from '../resources/resource.ts';
-import { buildOutboundClusters, credentialFiles, DEFAULT_CREDENTIALS_DIR, type ClusterOptions } from './clusters.ts';
+import { buildOutboundClusters, credentialFiles, DEFAULT_CREDENTIALS_DIR, PASSTHROUGH_CLUSTER, sidecarPassthroughClusters, type ClusterOptions } from './clusters.ts';
 import { connectionManagerFor } from './connection-manager.ts';
 import { TranslateContext } from './context.ts';
-import { DEFAULT_CONNECTION_POOL, DestinationRuleIndex } from './destination-rule.ts';
+import { DestinationRuleIndex } from './destination-rule.ts';
 import { FAULT_FILTER } from './fault.ts';
 import { httpFilterChain } from './http-filter-chain.ts';
 import { localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
-import { sidecarScope } from './sidecar-scope.ts';
+import { outboundTrafficMode, sidecarScope, type SidecarScope } from './sidecar-scope.ts';
+import {
+  defaultRoute,
+  INBOUND_CATCH_ALL,
+  inboundCluster,
+  inboundFamily,
+  inboundPorts,
+  inboundTcpRoute,
+  outboundCatchAll,
+  PROTOCOL_DETECTION_TIMEOUT_MS,
+  selectsWorkload,
+  sidecarOutboundListeners,
+  weightedTcpClusters,
+} from './sidecar-listeners.ts';
 import { authzFilters, NO_AUTHZ } from './security.ts';
-import { DEFAULT_MESH_CONFIG, type MeshConfig } from '../schema/mesh-config.ts';
+import { DEFAULT_MESH_CONFIG, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
@@ -63,47 +76,10 @@ export function translateIstio(
   const routeConfigs: RouteConfiguration[] = [];
 
   if (node.kind === 'sidecar') {
-    const outbound = sidecarOutboundRoutes(ctx, { registry, rules });
-    routeConfigs.push(...outbound);
-    const byPort: Record<string, string> = {};
-    for (const rc of outbound) byPort[rc.name] = rc.name;
-    listeners.push({
-      name: 'virtualOutbound',
-      address: ports.bindAddress,
-      port: ports.outboundPort,
-      connectionManager: connectionManagerFor(node, 'outbound'),
-      direction: 'outbound',
-      // Every table holds the hosts that are not services, so any one serves unlisted ports.
-      routeConfig: outbound[0]!.name,
-      routeConfigsByPort: byPort,
-      httpFilters: httpFilterChain('SIDECAR_OUTBOUND', {
-        jwtAuthn: null,
-        authz: NO_AUTHZ,
-        localRateLimit: localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', ports.outboundPort),
-        fault: outbound.some(hasFault) ? FAULT_FILTER_CONFIG : null,
-      }),
-      tls: null,
-    });
-    if (ports.appPort !== null) {
-      const inbound = sidecarInbound(ctx, registry, ports.appPort);
-      routeConfigs.push(inbound.routeConfig);
-      clusters.push(inbound.cluster);
-      // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
-      const mtls = inboundMtlsMode(ctx, ports.appPort);
-      listeners.push({
-        ...inbound.listener,
-        httpFilters: httpFilterChain('SIDECAR_INBOUND', {
-          jwtAuthn: jwtAuthnFilter(ctx),
-          authz: authzFilters(ctx, options.mesh ?? DEFAULT_MESH_CONFIG, registry),
-          localRateLimit: localRateLimitFilter(ctx, 'SIDECAR_INBOUND', ports.inboundPort),
-          fault: null,
-        }),
-        tls: mtls === 'DISABLE' ? null : { kind: 'mesh', mode: mtls },
-        // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
-        // `destination.port` see that, as Envoy sees the original destination.
-        destinationPort: ports.appPort,
-      });
-    }
+    const side = sidecarListeners(ctx, { registry, rules }, options);
+    listeners.push(...side.listeners);
+    routeConfigs.push(...side.routeConfigs);
+    clusters.push(...side.clusters);
   } else {
     const gw = gatewayListeners(ctx, { registry, rules }, options);
     listeners.push(...gw.listeners);
@@ -122,6 +98,138 @@ export function translateIstio(
 }
 
 /**
+ * A sidecar's listeners and clusters as istiod builds them for a captured pod:
+ * - `virtualOutbound` on the outbound port (`useOriginalDst`): redirected connections go to
+ *   the per-port listener of their destination, the rest to the outbound traffic policy's
+ *   catch-all; a connection made to it directly is served by its own HTTP chain, routing by
+ *   Host through the per-port tables.
+ * - the per-port outbound listeners (sidecar-listeners.ts), not bound to their ports.
+ * - `virtualInbound` on the inbound port (`useOriginalDst`), catch-all InboundPassthroughCluster,
+ *   its own chain the `--app-port` chain for direct connections (without an app port: the
+ *   catch-all). Built when the workload serves a port: `--app-port` or a port of a service
+ *   selecting it.
+ * - per inbound port, `virtualInbound|<port>` (istiod's filter chain `0.0.0.0_<port>` of
+ *   virtualInbound; the listener name must differ from the outbound `0.0.0.0_<port>`):
+ *   address 0.0.0.0, the inbound port, `destinationPort` the app's port; HTTP with the
+ *   inbound filters, TCP to `inbound|<port>||`, sniffed for a port of unknown protocol, each
+ *   with the port's PeerAuthentication mTLS mode.
+ * - PassthroughCluster, BlackHoleCluster and InboundPassthroughCluster.
+ */
+function sidecarListeners(
+  ctx: TranslateContext,
+  mesh: MeshIndex,
+  options: TranslateOptions,
+): { listeners: Listener[]; routeConfigs: RouteConfiguration[]; clusters: Cluster[] } {
+  const { node, ports } = ctx;
+  const meshConfig = options.mesh ?? DEFAULT_MESH_CONFIG;
+  const scope = sidecarScope(ctx);
+  const mode = outboundTrafficMode(scope, meshConfig.outboundTrafficPolicy);
+  const detectionTimeoutMs = meshConfig.protocolDetectionTimeoutMs ?? PROTOCOL_DETECTION_TIMEOUT_MS;
+  const listeners: Listener[] = [];
+  const routeConfigs: RouteConfiguration[] = [];
+  const clusters: Cluster[] = [];
+
+  const outbound = sidecarOutboundRoutes(ctx, mesh, scope, mode);
+  routeConfigs.push(...outbound);
+  const byPort: Record<string, string> = {};
+  for (const rc of outbound) byPort[rc.name] = rc.name;
+  const outboundFilters = (port: number, tables: readonly RouteConfiguration[]): HttpFilterConfig[] =>
+    httpFilterChain('SIDECAR_OUTBOUND', {
+      jwtAuthn: null,
+      authz: NO_AUTHZ,
+      localRateLimit: localRateLimitFilter(ctx, 'SIDECAR_OUTBOUND', port),
+      fault: tables.some(hasFault) ? FAULT_FILTER_CONFIG : null,
+    });
+  const catchAll = outboundCatchAll(mode);
+  listeners.push({
+    name: 'virtualOutbound',
+    address: ports.bindAddress,
+    port: ports.outboundPort,
+    connectionManager: connectionManagerFor(node, 'outbound'),
+    direction: 'outbound',
+    // Every table holds the hosts that are not services, so any one serves unlisted ports.
+    routeConfig: outbound[0]!.name,
+    routeConfigsByPort: byPort,
+    httpFilters: outboundFilters(ports.outboundPort, outbound),
+    tls: null,
+    useOriginalDst: true,
+    catchAll: [catchAll],
+  });
+  const perPort = sidecarOutboundListeners({
+    ctx,
+    mesh,
+    scope,
+    mode,
+    tables: outbound,
+    detectionTimeoutMs,
+    httpFilters: (port, table) => outboundFilters(port, table === undefined ? [] : [table]),
+  });
+  listeners.push(...perPort.listeners);
+  routeConfigs.push(...perPort.routeConfigs);
+
+  const inbound = inboundPorts(ctx, mesh.registry);
+  if (inbound.length > 0) {
+    const own = [...mesh.registry.services()].find((svc) => !svc.host.startsWith('*') && selectsWorkload(ctx, svc)) ?? null;
+    const jwtAuthn = jwtAuthnFilter(ctx);
+    const authz = authzFilters(ctx, meshConfig, mesh.registry);
+    const inboundListeners: Listener[] = [];
+    for (const p of inbound) {
+      const cluster = inboundCluster(ctx, p, own);
+      clusters.push(cluster);
+      // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
+      const mtls = inboundMtlsMode(ctx, p.port);
+      const base = {
+        name: `virtualInbound|${p.port}`,
+        address: '0.0.0.0',
+        port: ports.inboundPort,
+        direction: 'inbound' as const,
+        tls: mtls === 'DISABLE' ? null : { kind: 'mesh' as const, mode: mtls },
+        // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
+        // `destination.port` see that, as Envoy sees the original destination.
+        destinationPort: p.port,
+        bindToPort: false,
+      };
+      const family = inboundFamily(p);
+      if (family === 'tcp') {
+        inboundListeners.push({ ...base, routeConfig: `tcp.${p.port}`, httpFilters: [], tcpProxy: [inboundTcpRoute(ctx, p, cluster.name)] });
+        continue;
+      }
+      // istiod names the inbound route configuration after the cluster it routes to; Istio does not retry inbound.
+      routeConfigs.push({
+        name: cluster.name,
+        virtualHosts: [{ name: `inbound|http|${p.port}`, domains: ['*'], routes: [defaultRoute(cluster.name, null)], requireTls: false }],
+        ignorePortInHostMatching: true,
+      });
+      inboundListeners.push({
+        ...base,
+        connectionManager: connectionManagerFor(node, 'inbound'),
+        routeConfig: cluster.name,
+        httpFilters: httpFilterChain('SIDECAR_INBOUND', {
+          jwtAuthn,
+          authz,
+          localRateLimit: localRateLimitFilter(ctx, 'SIDECAR_INBOUND', p.port === ports.appPort ? ports.inboundPort : p.port),
+          fault: null,
+        }),
+        ...(family === 'auto' ? { detectProtocol: { tcp: [inboundTcpRoute(ctx, p, cluster.name)], timeoutMs: detectionTimeoutMs } } : {}),
+      });
+    }
+    // virtualInbound's own chain serves connections made to the inbound port directly: the
+    // `--app-port` chain (as before capture), else the catch-all.
+    const app = inboundListeners.find((l) => l.destinationPort === ports.appPort);
+    const capture = { name: 'virtualInbound', address: ports.bindAddress, port: ports.inboundPort, useOriginalDst: true, catchAll: [INBOUND_CATCH_ALL] };
+    if (app !== undefined) {
+      const { bindToPort: _, ...chain } = app;
+      listeners.push({ ...chain, ...capture });
+    } else {
+      listeners.push({ ...capture, direction: 'inbound', routeConfig: `tcp.${ports.inboundPort}`, httpFilters: [], tls: null, tcpProxy: [INBOUND_CATCH_ALL] });
+    }
+    listeners.push(...inboundListeners);
+  }
+  clusters.push(...sidecarPassthroughClusters());
+  return { listeners, routeConfigs, clusters };
+}
+
+/**
  * The outbound route tables, one per HTTP service port and named after it as istiod names
  * them (`9080`): a virtual host per service on that port, answering every name a client may
  * use for it (`reviews:9080`, `reviews.default:9080`, …, the FQDN, the service's addresses,
@@ -130,11 +238,10 @@ export function translateIstio(
  * the service. Hosts that are no service (VirtualService-only names, REGISTRY_ONLY's
  * block_all) answer on any port, so every table carries them.
  */
-function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteConfiguration[] {
+function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: SidecarScope | null, mode: OutboundTrafficMode): RouteConfiguration[] {
   const { registry } = mesh;
   const { node } = ctx;
-  // Istio's Sidecar resource: egress hosts limit what this sidecar's outbound side sees.
-  const scope = sidecarScope(ctx);
+  // `scope`: Istio's Sidecar resource, whose egress hosts limit what this sidecar's outbound side sees.
   const hostsOf = (vs: Resource): string[] =>
     ((vs.spec as IstioVirtualService).hosts ?? [])
       .map((h) => resolveHost(h, vs.metadata.namespace, node.clusterDomain))
@@ -192,9 +299,12 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex): RouteCon
       anyPort.push({ name: h, domains: h === '*' ? ['*'] : [h, `${h}:*`], routes, requireTls: false });
     }
   }
-  // outboundTrafficPolicy REGISTRY_ONLY: anything else gets Istio's block_all answer, 502.
-  if (scope?.registryOnly && !anyPort.some((v) => v.domains.includes('*'))) {
-    anyPort.push({ name: 'block_all', domains: ['*'], routes: [blockAllRoute()], requireTls: false });
+  // Any other host: istiod's catch-all virtual host by the outbound traffic policy, allow_any
+  // to PassthroughCluster (the request goes where the app sent it) or block_all's 502.
+  if (!anyPort.some((v) => v.domains.includes('*'))) {
+    anyPort.push(mode === 'REGISTRY_ONLY'
+      ? { name: 'block_all', domains: ['*'], routes: [blockAllRoute()], requireTls: false }
+      : { name: 'allow_any', domains: ['*'], routes: [allowAnyRoute()], requireTls: false });
   }
   // No HTTP service port at all: one table on HTTP's port still answers the other hosts.
   if (byPort.size === 0) byPort.set(80, []);
@@ -207,6 +317,12 @@ function defaultServicePort(svc: MeshService): number {
   return http.some((p) => p.number === 80) ? 80 : (http[0]?.number ?? 80);
 }
 
+/** Istio's allow_any route (ALLOW_ANY): to PassthroughCluster, no timeout, no retries. */
+function allowAnyRoute(): Route {
+  const route = defaultRoute(PASSTHROUGH_CLUSTER, null);
+  return { ...route, name: 'allow_any' };
+}
+
 /** Istio's block_all route (REGISTRY_ONLY): a 502 for hosts the registry does not know. */
 function blockAllRoute(): Route {
   return {
@@ -217,97 +333,6 @@ function blockAllRoute(): Route {
     responseHeaders: null,
     filterConfigs: {},
     origin: '',
-  };
-}
-
-/** A catch-all route to one cluster: a service's default route, or the inbound route to the app. */
-function defaultRoute(cluster: string, retry: RetryPolicy | null): Route {
-  return {
-    name: 'default',
-    match: MATCH_ALL,
-    action: {
-      kind: 'forward',
-      clusters: [{ cluster, weight: 100, requestHeaders: null, responseHeaders: null }],
-      timeoutMs: 0,
-      retry,
-      rewrite: null,
-      authorityRewrite: null,
-      mirrors: [],
-    },
-    requestHeaders: null,
-    responseHeaders: null,
-    filterConfigs: {},
-    origin: '',
-  };
-}
-
-/**
- * The inbound side: everything that reaches the inbound port goes to the local app. The
- * cluster carries the sidecar's own service (a ServiceEntry selecting its labels) for metrics.
- */
-function sidecarInbound(
-  ctx: TranslateContext,
-  registry: ServiceRegistry,
-  appPort: number,
-): { listener: Listener; routeConfig: RouteConfiguration; cluster: Cluster } {
-  const { node, ports } = ctx;
-  const name = `inbound|${appPort}||`;
-  let own: MeshService | null = null;
-  for (const svc of registry.services()) {
-    const sel = (svc.source.spec as { workloadSelector?: { labels?: Record<string, string> } }).workloadSelector?.labels;
-    const selected = sel ? labelsMatch(sel, node.labels) : svc.endpoints.some((e) => Object.keys(e.labels).length > 0 && labelsMatch(e.labels, node.labels));
-    if (selected && svc.namespace === node.namespace) {
-      own = svc;
-      break;
-    }
-  }
-  const cluster: Cluster = {
-    name,
-    service: own ? { host: own.host, name: own.name, namespace: own.namespace, port: own.ports[0]?.number ?? appPort } : null,
-    subset: '',
-    discovery: 'static',
-    endpoints: [
-      {
-        address: ports.appAddress,
-        port: appPort,
-        labels: node.labels,
-        weight: 1,
-        locality: '',
-        workloadName: node.workloadName,
-        namespace: node.namespace,
-        serviceAccount: node.serviceAccount,
-      },
-    ],
-    dnsRefreshMs: 0,
-    protocol: 'http1',
-    lb: { kind: 'round-robin' },
-    connectionPool: DEFAULT_CONNECTION_POOL,
-    outlierDetection: null,
-    tls: null,
-    serviceAccounts: [],
-    localityLb: null,
-    warmupMs: 0,
-  };
-  // Istio does not retry on the inbound side.
-  const route = defaultRoute(name, null);
-  return {
-    listener: {
-      name: 'virtualInbound',
-      address: ports.bindAddress,
-      port: ports.inboundPort,
-      connectionManager: connectionManagerFor(node, 'inbound'),
-      direction: 'inbound',
-      // istiod names the inbound route configuration after the cluster it routes to.
-      routeConfig: name,
-      httpFilters: [],
-      tls: null,
-    },
-    routeConfig: {
-      name,
-      virtualHosts: [{ name: `inbound|http|${appPort}`, domains: ['*'], routes: [route], requireTls: false }],
-      ignorePortInHostMatching: true,
-    },
-    cluster,
   };
 }
 
@@ -540,26 +565,6 @@ function gatewayTcpRoutes(ctx: TranslateContext, mesh: MeshIndex, servers: reado
     ctx.warn(first.gateway, ['spec', 'servers', first.index], `no VirtualService has a tcp route for port ${port}; connections to it are closed`);
   }
   return out;
-}
-
-/** A TCP or TLS route's destinations as weighted clusters (one destination: weight 100). */
-function weightedTcpClusters(
-  ctx: TranslateContext,
-  mesh: MeshIndex,
-  vs: Resource,
-  route: readonly { destination?: { host?: string; subset?: string; port?: { number?: number } }; weight?: number }[],
-  at: readonly (string | number)[],
-  port: number,
-): { cluster: string; weight: number }[] {
-  return route
-    .map((d, k) => {
-      const host = resolveHost(d.destination?.host ?? '', vs.metadata.namespace, ctx.node.clusterDomain);
-      const svc = mesh.registry.get(host);
-      const p = d.destination?.port?.number ?? (svc?.ports.length === 1 ? svc.ports[0]!.number : port);
-      if (!svc) ctx.warn(vs, [...at, 'route', k, 'destination', 'host'], `host ${host} is not in the registry (no ServiceEntry)`);
-      return { cluster: outboundClusterName(p, d.destination?.subset ?? '', host), weight: route.length === 1 ? 100 : (d.weight ?? 0) };
-    })
-    .filter((c) => c.weight > 0);
 }
 
 /** A TLS Gateway server in the model: certificates resolved to files, passthrough routes gathered. */

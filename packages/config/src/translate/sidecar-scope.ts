@@ -1,3 +1,4 @@
+import type { OutboundTrafficMode } from '../schema/mesh-config.ts';
 import type { TranslateContext } from './context.ts';
 import { hostCovers } from './host.ts';
 import { scopedResources } from './workload-scope.ts';
@@ -27,13 +28,16 @@ interface EgressHost {
 export class SidecarScope {
   readonly origin: string;
   readonly #hosts: readonly EgressHost[];
-  /** `REGISTRY_ONLY`: requests for hosts not in the registry get 502 (Istio's block_all). */
+  /** The Sidecar's `outboundTrafficPolicy` is REGISTRY_ONLY (see `outboundTrafficMode`). */
   readonly registryOnly: boolean;
+  /** The Sidecar sets `outboundTrafficPolicy` (else the MeshConfig's applies). */
+  readonly setsOutboundPolicy: boolean;
 
-  constructor(origin: string, hosts: readonly EgressHost[], registryOnly: boolean) {
+  constructor(origin: string, hosts: readonly EgressHost[], registryOnly: boolean, setsOutboundPolicy = registryOnly) {
     this.origin = origin;
     this.#hosts = hosts;
     this.registryOnly = registryOnly;
+    this.setsOutboundPolicy = setsOutboundPolicy;
   }
 
   /** May the outbound side see `host` (a service's or a VirtualService's) from `namespace`? */
@@ -72,6 +76,19 @@ export function sidecarScope(ctx: TranslateContext): SidecarScope | null {
   });
   // No egress section: Istio's default, every host of every namespace.
   if (egress.length === 0) hosts.push({ namespace: '*', host: '*' });
-  const registryOnly = spec.outboundTrafficPolicy?.mode === 'REGISTRY_ONLY';
-  return new SidecarScope(`${r.metadata.namespace}/${r.metadata.name}`, hosts, registryOnly);
+  // A Sidecar that sets `outboundTrafficPolicy` decides it; its mode's zero value is REGISTRY_ONLY.
+  const registryOnly = spec.outboundTrafficPolicy !== undefined && spec.outboundTrafficPolicy !== null && (spec.outboundTrafficPolicy.mode ?? 'REGISTRY_ONLY') === 'REGISTRY_ONLY';
+  return new SidecarScope(`${r.metadata.namespace}/${r.metadata.name}`, hosts, registryOnly, spec.outboundTrafficPolicy != null);
+}
+
+/**
+ * The outbound traffic policy of this sidecar, as istiod's SidecarScope sets it: the applying
+ * Sidecar resource's `outboundTrafficPolicy` when it has one, else the MeshConfig's, else
+ * Istio's default ALLOW_ANY. ALLOW_ANY: traffic for a destination the registry does not know
+ * goes where the app sent it (PassthroughCluster); REGISTRY_ONLY: it is refused
+ * (BlackHoleCluster, HTTP's block_all 502).
+ */
+export function outboundTrafficMode(scope: SidecarScope | null, mesh: OutboundTrafficMode | undefined): OutboundTrafficMode {
+  if (scope?.setsOutboundPolicy) return scope.registryOnly ? 'REGISTRY_ONLY' : 'ALLOW_ANY';
+  return mesh ?? 'ALLOW_ANY';
 }

@@ -166,8 +166,12 @@ export function cluster(config: ProxyConfig, name: string): Cluster {
   return c;
 }
 
+/** istiod's catch-all clusters, on every sidecar (translate-sidecar-listeners.test.ts checks them). */
+export const CATCH_ALL_CLUSTERS = ['BlackHoleCluster', 'PassthroughCluster', 'InboundPassthroughCluster'];
+
+/** The names of the service clusters (`outbound|…`, `inbound|…`), without istiod's catch-all clusters. */
 export function clusterNames(config: ProxyConfig): string[] {
-  return config.clusters.map((c) => c.name);
+  return config.clusters.map((c) => c.name).filter((n) => !CATCH_ALL_CLUSTERS.includes(n));
 }
 
 export function forward(route: Route): ForwardAction {
