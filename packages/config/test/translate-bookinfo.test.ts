@@ -300,7 +300,7 @@ t.test('loadMesh: the sample files from disk validate and translate as a whole',
   );
   t.ok(side.config, 'warnings do not reject the config');
   t.same(targets(vhost(side.config!, 'reviews.default.svc.cluster.local:9080').routes[0]!), [[bk('reviews', 'v1'), 100]]);
-  t.same(side.config!.listeners.map((l) => l.name), ['virtualOutbound', '0.0.0.0_9080', 'virtualInbound', 'virtualInbound|9080']);
+  t.same(side.config!.listeners.map((l) => l.name), ['virtualOutbound', '0.0.0.0_9080', 'virtualInbound', 'inbound_0.0.0.0_9080']);
   const gw = loadMesh(files, INGRESS, PORTS);
   t.same(gw.config?.listeners.map((l) => l.name), ['0.0.0.0_8080']);
   // The corpus as a whole applies several versions of the same resources: loadMesh rejects it.

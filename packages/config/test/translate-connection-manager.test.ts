@@ -28,7 +28,7 @@ t.test('server name by listener class, always overwritten; HTTP/1.0 refused by d
     ['virtualOutbound', 'envoy', 'OVERWRITE', false],
     ['0.0.0.0_9080', 'envoy', 'OVERWRITE', false],
     ['virtualInbound', 'istio-envoy', 'OVERWRITE', false],
-    ['virtualInbound|9080', 'istio-envoy', 'OVERWRITE', false],
+    ['inbound_0.0.0.0_9080', 'istio-envoy', 'OVERWRITE', false],
   ]);
   t.same(
     settings(GATEWAY, INGRESS),

@@ -222,25 +222,25 @@ t.test('inbound: a chain of virtualInbound per port of the services selecting th
   const inbound = config.listeners.filter((l) => l.direction === 'inbound');
   t.same(inbound.map((l) => [l.name, l.address, l.port, l.destinationPort, l.bindToPort ?? true, l.tls]), [
     ['virtualInbound', '0.0.0.0', 15006, 8080, true, { kind: 'mesh', mode: 'STRICT' }],
-    ['virtualInbound|5000', '0.0.0.0', 15006, 5000, false, { kind: 'mesh', mode: 'PERMISSIVE' }],
-    ['virtualInbound|6000', '0.0.0.0', 15006, 6000, false, { kind: 'mesh', mode: 'STRICT' }],
-    ['virtualInbound|8080', '0.0.0.0', 15006, 8080, false, { kind: 'mesh', mode: 'STRICT' }],
-    ['virtualInbound|9080', '0.0.0.0', 15006, 9080, false, { kind: 'mesh', mode: 'STRICT' }],
-    ['virtualInbound|9090', '0.0.0.0', 15006, 9090, false, null],
+    ['inbound_0.0.0.0_5000', '0.0.0.0', 15006, 5000, false, { kind: 'mesh', mode: 'PERMISSIVE' }],
+    ['inbound_0.0.0.0_6000', '0.0.0.0', 15006, 6000, false, { kind: 'mesh', mode: 'STRICT' }],
+    ['inbound_0.0.0.0_8080', '0.0.0.0', 15006, 8080, false, { kind: 'mesh', mode: 'STRICT' }],
+    ['inbound_0.0.0.0_9080', '0.0.0.0', 15006, 9080, false, { kind: 'mesh', mode: 'STRICT' }],
+    ['inbound_0.0.0.0_9090', '0.0.0.0', 15006, 9090, false, null],
   ]);
   const vi = listener(config, 'virtualInbound');
   t.equal(vi.useOriginalDst, true);
   t.same(vi.catchAll, [INBOUND_PASSTHROUGH], 'a port no service declares reaches the app as it came');
   t.equal(vi.routeConfig, 'inbound|8080||', 'its own chain is the --app-port chain');
   // HTTP ports: the inbound filters and the route table named after the cluster.
-  t.equal(listener(config, 'virtualInbound|9080').routeConfig, 'inbound|9080||');
+  t.equal(listener(config, 'inbound_0.0.0.0_9080').routeConfig, 'inbound|9080||');
   t.same(targets(routeTable(config, 'inbound|9090||').virtualHosts[0]!.routes[0]!), [['inbound|9090||', 100]]);
   // TCP: raw bytes to the app.
-  const tcp = listener(config, 'virtualInbound|5000');
+  const tcp = listener(config, 'inbound_0.0.0.0_5000');
   t.same(tcp.tcpProxy, [route('inbound|5000||')]);
   t.equal(tcp.connectionManager, undefined);
   // Unknown protocol: HTTP, or the app's TCP after detection.
-  t.same(listener(config, 'virtualInbound|6000').detectProtocol, { tcp: [route('inbound|6000||')], timeoutMs: 5000 });
+  t.same(listener(config, 'inbound_0.0.0.0_6000').detectProtocol, { tcp: [route('inbound|6000||')], timeoutMs: 5000 });
   // The clusters: the app on each port (targetPort for the metrics port), the service for metrics.
   t.same(
     config.clusters.filter((c) => c.name.startsWith('inbound|')).map((c) => [c.name, c.endpoints.map((e) => `${e.address}:${e.port}`), c.protocol, c.service?.port ?? null]),
@@ -258,7 +258,7 @@ t.test('inbound TCP ports and AuthorizationPolicy: a policy that cannot be enfor
   const ap = (name: string, spec: string): string => `apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ${name}}\nspec:\n${spec}\n---\n`;
   const tcpRoutes = (yaml: string): { tcp: unknown; sniffed: unknown; brief: string[] } => {
     const { config, brief } = translate(PRODUCTPAGE + yaml);
-    return { tcp: listener(config, 'virtualInbound|5000').tcpProxy, sniffed: listener(config, 'virtualInbound|6000').detectProtocol?.tcp, brief };
+    return { tcp: listener(config, 'inbound_0.0.0.0_5000').tcpProxy, sniffed: listener(config, 'inbound_0.0.0.0_6000').detectProtocol?.tcp, brief };
   };
   // No policy, or an AUDIT one: the app.
   t.same(tcpRoutes('').tcp, [route('inbound|5000||')]);

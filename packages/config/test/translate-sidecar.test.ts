@@ -313,7 +313,7 @@ t.test('inbound: virtualInbound on the inbound port forwards everything to the l
     // Its own chain (connections made to 15006 directly) is the app port's; redirected
     // connections go to the chain of their destination port, others to the app as they came.
     { name: 'virtualInbound', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080||', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080, useOriginalDst: true, catchAll: [INBOUND_PASSTHROUGH] },
-    { name: 'virtualInbound|9080', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080||', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080, bindToPort: false },
+    { name: 'inbound_0.0.0.0_9080', address: '0.0.0.0', port: 15006, connectionManager: ISTIO_ENVOY_HCM, direction: 'inbound', routeConfig: 'inbound|9080||', httpFilters: CHAIN_TAIL, tls: { kind: 'mesh', mode: 'PERMISSIVE' }, destinationPort: 9080, bindToPort: false },
   ]);
   const rc = routeTable(config, 'inbound|9080||');
   t.equal(rc.ignorePortInHostMatching, true);

@@ -292,6 +292,9 @@ function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>, folded:
   if (l.bindToPort === false) out.bindToPort = false;
   const remora: Record<string, JsonValue> = {};
   if (implied) remora.impliedOriginalDst = true;
+  // A capture's own chain matches its own port; the port its direct connections count as
+  // addressed to (the app's, on the inbound side) travels here.
+  if (capture && l.destinationPort !== undefined) remora.destinationPort = l.destinationPort;
   // Ports of routeConfigsByPort whose per-port listener the model has itself (portListeners writes none for them).
   const shadowed = Object.entries(l.routeConfigsByPort ?? {}).filter(([port]) => unbound.has(`0.0.0.0_${port}`));
   if (shadowed.length > 0) remora.routeConfigsByPort = Object.fromEntries(shadowed);

@@ -275,7 +275,7 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener[] | null {
   // chains of other destination ports as listeners of their own, the unmatched ones its catch-all.
   // istiod's virtualInbound says it with the original_dst listener filter alone (its ports are its own chains).
   const originalDst = arr(l.listenerFilters).some((f) => obj(f)?.name === 'envoy.filters.listener.original_dst' || obj(obj(f)?.typedConfig)?.['@type'] === LISTENER_FILTERS['envoy.filters.listener.original_dst']);
-  if ((l.useOriginalDst === true || originalDst) && meta?.impliedOriginalDst !== true) return captureListeners(cs, base, lc, at);
+  if ((l.useOriginalDst === true || originalDst) && meta?.impliedOriginalDst !== true) return captureListeners(cs, base, lc, meta, at);
 
   // One destination port for the whole listener (Remora's older inbound listener), or none.
   const ports = new Set(cs.map((c) => c.destinationPort));
@@ -297,7 +297,7 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener[] | null {
 
 type ListenerBase = Pick<Listener, 'name' | 'address' | 'port' | 'direction' | 'bypassOverloadManager' | 'bindToPort'>;
 
-function captureListeners(cs: readonly Chain[], base: ListenerBase, lc: ListenerContext, at: At): ReadListener[] | null {
+function captureListeners(cs: readonly Chain[], base: ListenerBase, lc: ListenerContext, meta: Obj | null, at: At): ReadListener[] | null {
   const own = cs.filter((c) => c.destinationPort === lc.port);
   const catchAll = cs.filter((c) => c.destinationPort === undefined);
   const byPort = new Map<number, Chain[]>();
@@ -313,9 +313,16 @@ function captureListeners(cs: readonly Chain[], base: ListenerBase, lc: Listener
   if (own.length > 0 && body === null) return null;
   const routes = catchAllRoutes(catchAll, at);
   if (routes === null) return null;
+  // Remora's own chain for direct connections: the port they count as addressed to (the
+  // app's, on the inbound side) and its tables by port, which Envoy's terms do not say.
+  const direct = typeof meta?.destinationPort === 'number' ? { destinationPort: meta.destinationPort } : {};
+  const shadowed = obj(meta?.routeConfigsByPort);
+  const tables = shadowed === null ? {} : { routeConfigsByPort: Object.fromEntries(Object.entries(shadowed).map(([k, v]) => [k, String(v)])) };
   const capture: Listener = {
     ...base,
     ...(body?.fields ?? { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls: null, tcpProxy: [] }),
+    ...direct,
+    ...tables,
     useOriginalDst: true,
     ...(routes.length === 0 && catchAll.length === 0 ? {} : { catchAll: routes }),
   };

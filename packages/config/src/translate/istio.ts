@@ -33,6 +33,7 @@ import { authzFilters, NO_AUTHZ } from './security.ts';
 import { DEFAULT_MESH_CONFIG, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
+import { nameTable } from './name-table.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {
   DEFAULT_RETRY_POLICY,
@@ -94,7 +95,9 @@ export function translateIstio(
     .update(JSON.stringify(options.mesh ?? null))
     .digest('hex')
     .slice(0, 16);
-  return { config: { version, node, listeners, routeConfigs, clusters }, issues: dedupe(ctx.issues) };
+  // istiod's NDS name table: what the sidecar's DNS proxy answers.
+  const names = node.kind === 'sidecar' ? nameTable(ctx, registry) : [];
+  return { config: { version, node, listeners, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues) };
 }
 
 /**
@@ -108,8 +111,9 @@ export function translateIstio(
  *   its own chain the `--app-port` chain for direct connections (without an app port: the
  *   catch-all). Built when the workload serves a port: `--app-port` or a port of a service
  *   selecting it.
- * - per inbound port, `virtualInbound|<port>` (istiod's filter chain `0.0.0.0_<port>` of
- *   virtualInbound; the listener name must differ from the outbound `0.0.0.0_<port>`):
+ * - per inbound port, `inbound_0.0.0.0_<port>` (istiod's filter chain `0.0.0.0_<port>` of
+ *   virtualInbound, named as its stat prefix, which is also the name the Envoy importer gives
+ *   such a chain; it must differ from the outbound listener `0.0.0.0_<port>`):
  *   address 0.0.0.0, the inbound port, `destinationPort` the app's port; HTTP with the
  *   inbound filters, TCP to `inbound|<port>||`, sniffed for a port of unknown protocol, each
  *   with the port's PeerAuthentication mTLS mode.
@@ -179,7 +183,7 @@ function sidecarListeners(
       // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
       const mtls = inboundMtlsMode(ctx, p.port);
       const base = {
-        name: `virtualInbound|${p.port}`,
+        name: `inbound_0.0.0.0_${p.port}`,
         address: '0.0.0.0',
         port: ports.inboundPort,
         direction: 'inbound' as const,
