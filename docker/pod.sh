@@ -45,7 +45,9 @@ if [ -z "${PODMAN:-}" ]; then
   PODMAN=podman
   if [ -d /sys/fs/cgroup/unified ] && [ -x /usr/sbin/runc ]; then PODMAN="podman --runtime /usr/sbin/runc --cgroup-manager=cgroupfs"; fi
 fi
-# Raising rlimits can be refused: every container keeps values any host allows.
+# Raising rlimits can be refused: every container keeps values any host allows. The pod's
+# infra container takes no --ulimit, so its default comes from a containers.conf of our own
+# (CONTAINERS_CONF, unless one is set already).
 limits="--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
 base=localhost/debian:bookworm-slim
 net=remora-demo
@@ -55,6 +57,13 @@ upstream_ip=10.89.77.10
 vip=10.96.0.20
 state_dir=${STATE_DIR:-${TMPDIR:-/tmp}/remora-demo}
 say() { echo "docker/pod.sh: $*" >&2; }
+if [ -z "${CONTAINERS_CONF:-}" ]; then
+  conf_dir=${TMPDIR:-/tmp}/remora-demo-podman
+  mkdir -p "$conf_dir"
+  printf '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n' > "$conf_dir/containers.conf"
+  CONTAINERS_CONF=$conf_dir/containers.conf
+  export CONTAINERS_CONF
+fi
 
 down() {
   $PODMAN pod rm -f -t 0 "$pod" >/dev/null 2>&1 || true
@@ -147,8 +156,13 @@ print(r.status, r.read().decode().strip())' "$2"
 
 check() {
   status=0
-  echo "== the init container's rules (iptables -t nat -S in the pod's namespace, from its log)"
-  $PODMAN logs remora-demo-init 2>&1 | tail -n 3
+  pid=$($PODMAN inspect -f '{{.State.Pid}}' remora-demo-sidecar)
+  echo "== the capture the init container left (iptables -t nat -S ISTIO_OUTPUT, in the pod's namespace)"
+  if command -v nsenter >/dev/null && command -v iptables >/dev/null; then
+    nsenter --net="/proc/$pid/ns/net" iptables -t nat -S ISTIO_OUTPUT || true
+  else
+    echo "(needs nsenter and iptables on the host)"
+  fi
   echo "== outbound: the app (UID 1000) fetches http://upstream.demo:8000/ ($vip, captured)"
   out=$(fetch remora-demo-app "http://upstream.demo:8000/") || status=1
   echo "$out"
@@ -160,10 +174,11 @@ check() {
   echo "== the sidecar's access log"
   $PODMAN logs remora-demo-sidecar 2>/dev/null | grep -E '^\[' || true
   echo "== the sidecar's process (PID 1 of its container)"
-  pid=$($PODMAN inspect -f '{{.State.Pid}}' remora-demo-sidecar)
-  grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' "/proc/$pid/status"
-  printf 'fd 3: %s\n' "$(readlink "/proc/$pid/fd/3" 2>/dev/null || echo '(none)')"
   tr '\0' ' ' < "/proc/$pid/cmdline"; echo
+  grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' "/proc/$pid/status"
+  for fd in /proc/"$pid"/fd/*; do
+    case "$(readlink "$fd")" in */nf_conntrack) echo "conntrack table open on descriptor ${fd##*/}" ;; esac
+  done
   return $status
 }
 
