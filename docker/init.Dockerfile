@@ -6,7 +6,9 @@
 #
 # It runs once per pod, before the app and the sidecar, as root with NET_ADMIN and NET_RAW
 # (docker/k8s/productpage.yaml), and sets up the capture in the pod's network namespace.
-FROM debian:bookworm-slim
+# docker/build.sh builds it with podman FROM its debootstrapped base.
+ARG BASE=docker.io/library/debian:bookworm-slim
+FROM ${BASE}
 # Debian's iptables defaults to the nf_tables backend; IPTABLES=iptables-legacy (same
 # package) selects the legacy one for kernels without nf_tables.
 RUN apt-get update \

@@ -125,6 +125,8 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
     // Istio's bootstrap serves health (15021) and Prometheus (15090) through static listeners.
     healthPort: 0,
     prometheusPort: 0,
+    // Istio's agent, which execs this, serves the status port and its app probes itself.
+    statusPort: 0,
     accessLogFormat: 'text',
     logLevel: opts.logLevel,
     drainTimeMs: opts.drainTimeMs,

@@ -30,6 +30,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'xds-delta': { type: 'boolean', help: 'use incremental (delta) ADS, as Istio\'s agent does, instead of state of the world', for: PROXIES },
   'admin-port': { type: 'string', arg: 'PORT', help: 'admin API on 127.0.0.1 (default 15000)', for: PROXIES },
   'health-port': { type: 'string', arg: 'PORT', help: 'health endpoint /healthz/ready (default 15021)', for: PROXIES },
+  'status-port': { type: 'string', arg: 'PORT', help: 'Istio\'s app probes /app-health/CONTAINER/livez|readyz|startupz, served when ISTIO_KUBE_APP_PROBERS is set; 0 turns it off (default 15020)', for: PROXIES },
   'prometheus-port': { type: 'string', arg: 'PORT', help: 'Prometheus scrape endpoint /stats/prometheus; 0 turns it off (default 15090)', for: PROXIES },
   'outbound-port': { type: 'string', arg: 'PORT', help: 'outbound capture listener (default 15001)', for: ['sidecar'] },
   'inbound-port': { type: 'string', arg: 'PORT', help: 'inbound capture listener (default 15006)', for: ['sidecar'] },
@@ -77,6 +78,8 @@ export interface ProxyOptions {
   readonly adminPort: number;
   readonly healthPort: number;
   readonly prometheusPort: number;
+  /** Istio's status port: the app probes of `ISTIO_KUBE_APP_PROBERS`. */
+  readonly statusPort: number;
   readonly accessLogFormat: AccessLogFormat;
   readonly logLevel: LogLevel;
   readonly drainTimeMs: number;
@@ -244,6 +247,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     adminPort: port('admin-port', 15000),
     healthPort: port('health-port', 15021),
     prometheusPort: port('prometheus-port', 15090, true),
+    statusPort: port('status-port', 15020, true),
     accessLogFormat,
     logLevel,
     drainTimeMs: duration('drain-time', 5_000),

@@ -1,6 +1,7 @@
 import type { ProxyConfig } from '@remora/config';
 import { AdminServer } from '../admin/admin-server.ts';
 import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
+import { AppProbeServer, appProbeDestination, appProbersFromEnv } from '../admin/app-probes.ts';
 import { Loggers } from '../logger.ts';
 import { Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
 import { AccessLog } from '../telemetry/access-log.ts';
@@ -37,6 +38,8 @@ export class ProxyProcess {
   readonly admin: AdminServer;
   readonly health: HealthServer;
   readonly prometheus: PrometheusServer | null;
+  /** Istio's app probes on the status port; null without ISTIO_KUBE_APP_PROBERS. */
+  #appProbes: AppProbeServer | null = null;
   readonly identity: IdentityStore | null;
   /** The SDS client the identity comes through (`--sds-address`, `remora envoy` under Istio's agent); null: files. */
   readonly sds: SdsIdentity | null;
@@ -133,9 +136,12 @@ export class ProxyProcess {
       throw new StartError('invalid configuration; nothing started');
     }
     try {
+      const probers = this.opts.statusPort > 0 ? appProbersFromEnv(process.env) : null;
+      if (probers) this.#appProbes = new AppProbeServer(probers, { destination: appProbeDestination(process.env), statusPort: this.opts.statusPort });
       await this.admin.listen('127.0.0.1', this.opts.adminPort);
       if (this.opts.healthPort > 0) await this.health.listen(this.opts.ports.bindAddress, this.opts.healthPort);
       if (this.prometheus) await this.prometheus.listen(this.opts.ports.bindAddress, this.opts.prometheusPort);
+      if (this.#appProbes) await this.#appProbes.listen(this.opts.ports.bindAddress, this.opts.statusPort);
       const compileStart = performance.now();
       await this.runtime.apply(loaded.config);
       this.#logTimings(loaded, performance.now() - compileStart);
@@ -204,6 +210,7 @@ export class ProxyProcess {
     this.admin.close();
     this.health.close();
     this.prometheus?.close();
+    this.#appProbes?.close();
   }
 }
 
