@@ -89,6 +89,10 @@ export class TcpTunnel implements AccessLogRecord {
     this.#log = ctx.log;
     this.#onClose = onClose;
     this.#downstream = downstream;
+    // Half-close travels through, as with Envoy's tcp_proxy: a client that shuts down its
+    // sending side (nc at the end of its input, a QUIT then EOF) still gets what the server
+    // says after that, until the server closes too.
+    downstream.allowHalfOpen = true;
     this.peer = peer;
     const original: OriginalDestination | null = originalDestinations.get(downstream) ?? null;
     // Envoy reports a redirected connection's original destination as its local address.
@@ -115,7 +119,7 @@ export class TcpTunnel implements AccessLogRecord {
     const down = this.#downstream;
     this.upstreamHost = host.host.hostPort;
     const bind = cluster.model.upstreamBindAddress;
-    const up = connect({ host: host.host.address, port: host.host.port, ...(bind !== undefined ? { localAddress: bind } : {}) });
+    const up = connect({ host: host.host.address, port: host.host.port, allowHalfOpen: true, ...(bind !== undefined ? { localAddress: bind } : {}) });
     this.#upstream = up;
     let connected = false;
     up.once('connect', () => {
