@@ -218,7 +218,7 @@ export class Exchange extends ProxiedRequest {
         path: this.path,
         method: this.method as Dispatcher.HttpMethod,
         headers: this.upstreamHeaders,
-        body: this.#body !== null ? this.#body.open() : this.hasBody ? (this.req as IncomingMessage) : null,
+        body: this.#requestBody(),
         // Never let undici hold back a request for pipelining order.
         blocking: false,
         // A TLS pool's SNI is the cluster's, not the Host header's: undici would otherwise
@@ -227,6 +227,14 @@ export class Exchange extends ProxiedRequest {
       } as Dispatcher.DispatchOptions,
       attempt,
     );
+  }
+
+  /** The body for an attempt; a gRPC request's first one counts its messages on the way (retries replay the same ones). */
+  #requestBody(): AsyncIterable<Uint8Array> | NodeJS.ReadableStream | null {
+    const body = this.#body !== null ? this.#body.open() : this.hasBody ? (this.req as IncomingMessage) : null;
+    const counter = this.#requestMessages;
+    if (body === null || counter === null || this.attempts !== 1) return body;
+    return countMessages(body as AsyncIterable<Uint8Array>, counter);
   }
 
   /** A retry that never got an attempt gives its place in the cluster's retry budget back. */
@@ -283,7 +291,6 @@ export class Exchange extends ProxiedRequest {
     // Retries replay the buffer; count what the client sent, once.
     if (this.attempts === 1) {
       this.bytesReceived += chunk.length;
-      this.#requestMessages?.feed(chunk);
     }
   }
 
@@ -584,4 +591,11 @@ function shadowHeaders(headers: readonly string[]): string[] {
     }
   }
   return out;
+}
+
+async function* countMessages(body: AsyncIterable<Uint8Array>, counter: GrpcMessageCounter): AsyncGenerator<Uint8Array> {
+  for await (const chunk of body) {
+    counter.feed(chunk);
+    yield chunk;
+  }
 }
