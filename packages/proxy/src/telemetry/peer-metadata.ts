@@ -14,6 +14,11 @@ import type { ProxyNode } from '@remora/config';
  *
  * What a peer says of itself labels metrics and nothing else: identities used for policy
  * come from certificates only, and a principal in metrics is always the certificate's.
+ *
+ * TCP: Istio's `istio-peer-exchange` ALPN preamble is not exchanged yet. Inbound TCP over mesh
+ * mTLS takes `source_principal`, the source namespace and `connection_security_policy` from
+ * the client certificate; the peer's workload, app and version stay `unknown`, and outbound
+ * TCP (plaintext upstream connections here) reports the endpoint's labels only.
  */
 
 export const PEER_METADATA = 'x-envoy-peer-metadata';
