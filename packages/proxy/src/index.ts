@@ -5,6 +5,8 @@ export { parseOptions, helpText, UsageError, type ProxyOptions, type Command } f
 export { main } from './cli/main.ts';
 export { AccessLog, formatText, formatJson, type AccessLogRecord, type AccessLogFormat } from './telemetry/access-log.ts';
 export { IstioMetrics, RequestStats, ENVOY_DEFAULT_BUCKETS, type PeerLabels } from './telemetry/istio-metrics.ts';
+export { encodeStruct, decodeStruct, workloadFromStruct, localPeerMetadata, PeerMetadataCache, type PeerWorkload, type StructFields } from './telemetry/peer-metadata.ts';
+export { GrpcMessageCounter } from './http/grpc.ts';
 export { Loggers, Logger, type LogLevel } from './logger.ts';
 export { ResponseFlag, formatResponseFlags } from './http/response-flags.ts';
 export { RouteTable } from './router/route-table.ts';

@@ -158,8 +158,9 @@ export function listenersFromEnvoy(listeners: readonly ListenerJson[], node: Pro
       at.error('metadata.filterMetadata.remora.routeConfigsByPortOf', `it stands for a port of listener ${p.of}, which is not there`);
       continue;
     }
-    const { name: _n, address: _a, port: _p, routeConfig: _r, bindToPort: _b, ...settings } = p.listener;
-    const { name: _cn, address: _ca, port: _cp, routeConfig: _cr, routeConfigsByPort: _cb, ...captureSettings } = capture;
+    // The exporter leaves the capture's own settings (original destination, catch-all, protocol detection) off per-port listeners.
+    const { name: _n, address: _a, port: _p, routeConfig: _r, bindToPort: _b, useOriginalDst: _u, catchAll: _c, detectProtocol: _d, ...settings } = p.listener;
+    const { name: _cn, address: _ca, port: _cp, routeConfig: _cr, routeConfigsByPort: _cb, useOriginalDst: _cu, catchAll: _cc, detectProtocol: _cd, ...captureSettings } = capture;
     if (stable(settings) !== stable(captureSettings)) {
       at.error('filterChains', `its HTTP settings differ from those of the capture listener ${capture.name}; Remora serves every port of the capture with that listener's filters and settings, routing by port`);
       continue;

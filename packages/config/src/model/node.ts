@@ -22,6 +22,14 @@ export interface ProxyNode {
   readonly locality: string;
   /** Istio's `HTTP10` node metadata (`ISTIO_META_HTTP10=1`): its HTTP listeners accept HTTP/1.0; absent: false. */
   readonly http10?: boolean;
+  /** Envoy's node id (`sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>`), sent as `x-envoy-peer-metadata-id`; absent: made from the rest. */
+  readonly id?: string;
+  /** The pod (Istio's `NAME` node metadata); absent: unknown. */
+  readonly podName?: string;
+  /** Istio's `CLUSTER_ID` node metadata (`source_cluster`/`destination_cluster`); absent: `Kubernetes`, Istio's default. */
+  readonly clusterId?: string;
+  /** Istio's `MESH_ID` node metadata; absent: none. */
+  readonly meshId?: string;
 }
 
 /** Ports and addresses the runtime listens on, chosen by flags; not part of any resource. */

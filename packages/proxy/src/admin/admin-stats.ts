@@ -242,6 +242,8 @@ export class StatsView {
     }
     for (const s of rt.envoyStats.values()) if (!s.gauge) s.value = 0;
     rt.overload.shed = 0;
+    // Istio's counters live in the same stats store in Envoy: reset too (histograms are kept).
+    rt.metrics.resetCounters();
   }
 }
 

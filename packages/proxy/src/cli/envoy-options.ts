@@ -207,5 +207,9 @@ export function proxyNodeFromEnvoy(node: EnvoyNode): ProxyNode {
     trustDomain: s('TRUST_DOMAIN') ?? 'cluster.local',
     locality,
     http10: s('HTTP10') === '1',
+    ...(node.id ? { id: node.id } : {}),
+    ...(s('NAME') ?? podName ? { podName: s('NAME') ?? podName } : {}),
+    ...(s('CLUSTER_ID') ? { clusterId: s('CLUSTER_ID')! } : {}),
+    ...(s('MESH_ID') ? { meshId: s('MESH_ID')! } : {}),
   };
 }

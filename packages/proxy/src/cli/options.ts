@@ -43,6 +43,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'service-account': { type: 'string', arg: 'SA', help: 'this workload\'s service account (env SERVICE_ACCOUNT; default "default")', for: PROXIES },
   labels: { type: 'string', arg: 'K=V,…', help: 'this workload\'s labels (env ISTIO_METAJSON_LABELS as JSON; gateways default istio=ingressgateway,app=istio-ingressgateway)', for: ALL },
   'workload-name': { type: 'string', arg: 'NAME', help: 'workload name for metrics (env ISTIO_META_WORKLOAD_NAME; default the app label)', for: PROXIES },
+  'cluster-id': { type: 'string', arg: 'ID', help: 'the cluster this workload runs in, for metrics and peer metadata (env ISTIO_META_CLUSTER_ID; default Kubernetes)', for: PROXIES },
   'cluster-domain': { type: 'string', arg: 'DOMAIN', help: 'Kubernetes cluster domain short hosts expand into (default cluster.local)', for: ALL },
   'root-namespace': { type: 'string', arg: 'NS', help: 'namespace whose policies apply mesh-wide (default istio-system)', for: ALL },
   locality: { type: 'string', arg: 'REGION/ZONE/SUBZONE', help: 'where this proxy runs, for locality load balancing (default: unknown)', for: PROXIES },
@@ -236,6 +237,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
       locality: str('locality') ?? '',
       // Istio enables it for a proxy whose HTTP10 metadata is exactly "1".
       http10: v['accept-http10'] === true || env.ISTIO_META_HTTP10 === '1',
+      ...optionalNodeFields(str('cluster-id') ?? env.ISTIO_META_CLUSTER_ID, env.ISTIO_META_MESH_ID, env.POD_NAME),
     },
     ports: {
       bindAddress: str('bind') ?? '0.0.0.0',
@@ -265,6 +267,15 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     ...(xdsAddress !== undefined ? { xds: { address: xdsAddress, delta: v['xds-delta'] === true } } : {}),
     ...(sdsAddress !== undefined ? { sds: { address: sdsAddress } } : {}),
     ...dnsOptions(v['dns-capture'] === true || /^(1|t|T|TRUE|true|True)$/.test(env.ISTIO_META_DNS_CAPTURE ?? ''), str('dns-address'), str('resolv-conf')),
+  };
+}
+
+/** Istio's agent's `CLUSTER_ID`, `MESH_ID` and `NAME` node metadata, where given. */
+function optionalNodeFields(clusterId: string | undefined, meshId: string | undefined, podName: string | undefined): { clusterId?: string; meshId?: string; podName?: string } {
+  return {
+    ...(clusterId ? { clusterId } : {}),
+    ...(meshId ? { meshId } : {}),
+    ...(podName ? { podName } : {}),
   };
 }
 

@@ -9,6 +9,7 @@ import type { AccessLog } from '../telemetry/access-log.ts';
 import type { Exchange } from './exchange.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import type { IstioMetrics } from '../telemetry/istio-metrics.ts';
+import type { LocalPeerMetadata, PeerMetadataCache } from '../telemetry/peer-metadata.ts';
 import type { OriginalDestination } from '../listener/original-dst.ts';
 import type { HttpListener } from '../listener/http-listener.ts';
 
@@ -25,6 +26,10 @@ export interface ListenerContext {
   readonly log: Logger;
   /** Istio's request metrics (for label sets made on demand, e.g. per mTLS peer). */
   readonly metrics: IstioMetrics;
+  /** This proxy's `x-envoy-peer-metadata` and `-id` values (Istio's metadata exchange). */
+  readonly peerMetadata: LocalPeerMetadata;
+  /** Peers decoded from the metadata headers they sent. */
+  readonly peerCache: PeerMetadataCache;
   /** Where connection-level events (TLS) are logged. */
   readonly connectionLog: Logger;
   /** True once draining started: responses carry `Connection: close`. */
@@ -73,6 +78,8 @@ export class Connection {
   readonly localPort: number;
   /** The peer's verified workload identity; null for plaintext. */
   readonly peer: PeerIdentity | null;
+  /** The peer's SPIFFE ID (`spiffe://` and the principal), for metrics; null for plaintext. */
+  readonly peerSpiffeId: string | null;
   /** TLS terminated here: requests are `https`. */
   readonly secure: boolean;
   /** The SNI the client asked for; null without TLS or SNI. */
@@ -105,6 +112,7 @@ export class Connection {
     this.localIp = od !== null ? od.address : (socket.localAddress ?? '');
     this.localPort = od !== null ? od.port : (socket.localPort ?? 0);
     this.peer = peer;
+    this.peerSpiffeId = peer === null ? null : `spiffe://${peer.principal}`;
   }
 
   /** The mesh identity of a TLS peer whose certificate verified; null otherwise. */

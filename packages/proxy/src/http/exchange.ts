@@ -6,12 +6,13 @@ import { AttemptFailure, hasRetriableHeader, retryBackoffMs, type CompiledRetryP
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { Connection, ListenerContext } from './connection.ts';
-import { GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeoutMs, isGrpcRequest, localReplyGrpcStatus } from './grpc.ts';
+import { GrpcMessageCounter, GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeoutMs, isGrpcRequest, localReplyGrpcStatus } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
 import { failureReply, OVERFLOW_REPLY, ProxiedRequest, type DownstreamRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
 import { ReplayableBody } from './request-body.ts';
 import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
+import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
 import { ResponseFlag } from './response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { UpstreamAttempt } from './upstream-attempt.ts';
@@ -48,6 +49,9 @@ export class Exchange extends ProxiedRequest {
   #grpc = false;
   /** The last grpc-status seen from upstream (headers or trailers), for metrics; '' if none. */
   #grpcStatus = '';
+  /** gRPC messages each way (made for gRPC requests only). */
+  #requestMessages: GrpcMessageCounter | null = null;
+  #responseMessages: GrpcMessageCounter | null = null;
 
   #forwardTarget: ForwardTarget | null = null;
   #attempt: UpstreamAttempt | null = null;
@@ -98,6 +102,10 @@ export class Exchange extends ProxiedRequest {
     // HTTP/2 has no Content-Length requirement: a stream not ended with its headers carries a body.
     if (this.#h2 && !this.hasBody) this.hasBody = !(this.req as import('node:http2').Http2ServerRequest).stream.endAfterHeaders;
     this.#grpc = isGrpcRequest(this.contentType);
+    if (this.#grpc) {
+      this.#requestMessages = new GrpcMessageCounter();
+      this.#responseMessages = new GrpcMessageCounter();
+    }
     // The route is chosen before the filters run (they may read its per-route configs); a
     // request with no route still meets the filters, which may answer before the 404.
     this.route = findRoute(this.snapshot.routesFor(this.conn.tlsServer), this);
@@ -210,7 +218,7 @@ export class Exchange extends ProxiedRequest {
         path: this.path,
         method: this.method as Dispatcher.HttpMethod,
         headers: this.upstreamHeaders,
-        body: this.#body !== null ? this.#body.open() : this.hasBody ? (this.req as IncomingMessage) : null,
+        body: this.#requestBody(),
         // Never let undici hold back a request for pipelining order.
         blocking: false,
         // A TLS pool's SNI is the cluster's, not the Host header's: undici would otherwise
@@ -219,6 +227,14 @@ export class Exchange extends ProxiedRequest {
       } as Dispatcher.DispatchOptions,
       attempt,
     );
+  }
+
+  /** The body for an attempt; a gRPC request's first one counts its messages on the way (retries replay the same ones). */
+  #requestBody(): AsyncIterable<Uint8Array> | NodeJS.ReadableStream | null {
+    const body = this.#body !== null ? this.#body.open() : this.hasBody ? (this.req as IncomingMessage) : null;
+    const counter = this.#requestMessages;
+    if (body === null || counter === null || this.attempts !== 1) return body;
+    return countMessages(body as AsyncIterable<Uint8Array>, counter);
   }
 
   /** A retry that never got an attempt gives its place in the cluster's retry budget back. */
@@ -271,9 +287,11 @@ export class Exchange extends ProxiedRequest {
     this.#startRouteTimer();
   }
 
-  onAttemptBodySent(bytes: number): void {
+  onAttemptBodySent(chunk: Buffer): void {
     // Retries replay the buffer; count what the client sent, once.
-    if (this.attempts === 1) this.bytesReceived += bytes;
+    if (this.attempts === 1) {
+      this.bytesReceived += chunk.length;
+    }
   }
 
   /**
@@ -307,10 +325,16 @@ export class Exchange extends ProxiedRequest {
     this.responseCode = statusCode;
     this.responseCodeDetails = 'via_upstream';
     const out: string[] = [];
+    const outbound = this.snapshot.direction !== 'inbound';
     for (const name in headers) {
       // The upstream's own service time (a sidecar before it set one) gives way to this hop's.
       if (RESPONSE_HOP_BY_HOP.has(name) || name === UPSTREAM_SERVICE_TIME) continue;
       const v = headers[name];
+      // Outbound, Istio's peer metadata filter: the upstream's metadata labels the metrics and stops here.
+      if (outbound && (name === PEER_METADATA || name === PEER_METADATA_ID)) {
+        if (name === PEER_METADATA && typeof v === 'string') this.upstreamPeer = this.ctx.peerCache.lookup(v);
+        continue;
+      }
       if (typeof v === 'string') out.push(name, v);
       else if (v !== undefined) for (const item of v) out.push(name, item);
     }
@@ -341,6 +365,7 @@ export class Exchange extends ProxiedRequest {
       this.res.writeHead(this.responseCode, head);
     }
     this.bytesSent += chunk.length;
+    this.#responseMessages?.feed(chunk);
     if (this.res.write(chunk)) return true;
     this.res.once('drain', () => a.resume());
     return false;
@@ -489,6 +514,7 @@ export class Exchange extends ProxiedRequest {
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
     this.applyResponseHeaderSets(headers);
+    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(headers);
     this.snapshot.connectionManager.applyServer(headers);
     if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
     this.bytesSent = payload === null ? 0 : payload.length;
@@ -530,6 +556,7 @@ export class Exchange extends ProxiedRequest {
   /** Response edits (filters' headers among them), the `server` header, and `Connection: close` while draining (HTTP/1). */
   #finishResponseHeaders(out: string[]): void {
     this.applyResponseEdits(out);
+    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(out);
     this.snapshot.connectionManager.applyServer(out);
     if (this.ctx.draining && !this.#h2) out.push('connection', 'close');
   }
@@ -549,7 +576,7 @@ export class Exchange extends ProxiedRequest {
     this.#endRetry();
     this.destroyFilters();
     this.conn.onExchangeDone(this);
-    this.logAndRecord(this.#grpcStatus);
+    this.logAndRecord(this.#grpcStatus, this.#requestMessages?.count ?? 0, this.#responseMessages?.count ?? 0);
   }
 }
 
@@ -564,4 +591,11 @@ function shadowHeaders(headers: readonly string[]): string[] {
     }
   }
   return out;
+}
+
+async function* countMessages(body: AsyncIterable<Uint8Array>, counter: GrpcMessageCounter): AsyncGenerator<Uint8Array> {
+  for await (const chunk of body) {
+    counter.feed(chunk);
+    yield chunk;
+  }
 }

@@ -210,3 +210,39 @@ export function encodeGrpcMessage(message: string): string {
   }
   return out;
 }
+
+/**
+ * Counts gRPC messages in a stream of body chunks (Envoy's grpc_stats frame inspector, which
+ * Istio's `istio_request_messages_total` / `istio_response_messages_total` read): each message
+ * is a 5-byte prefix (flag, 32-bit big-endian length) and its payload; a message counts when
+ * its prefix starts.
+ */
+export class GrpcMessageCounter {
+  count = 0;
+  /** Bytes of the current prefix read so far (0 between messages). */
+  #prefixAt = 0;
+  #length = 0;
+  /** Payload bytes still to skip. */
+  #remaining = 0;
+
+  feed(chunk: Uint8Array): void {
+    let i = 0;
+    const n = chunk.length;
+    while (i < n) {
+      if (this.#remaining > 0) {
+        const skip = Math.min(this.#remaining, n - i);
+        this.#remaining -= skip;
+        i += skip;
+        continue;
+      }
+      if (this.#prefixAt === 0) this.count++;
+      else this.#length = this.#length * 256 + chunk[i]!;
+      i++;
+      if (++this.#prefixAt === 5) {
+        this.#remaining = this.#length;
+        this.#length = 0;
+        this.#prefixAt = 0;
+      }
+    }
+  }
+}

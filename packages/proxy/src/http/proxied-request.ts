@@ -6,6 +6,7 @@ import { AttemptFailure } from '../router/retry-policy.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import { PEER_METADATA, PEER_METADATA_ID, type PeerWorkload } from '../telemetry/peer-metadata.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
@@ -25,6 +26,8 @@ import {
   H_HOP,
   H_HOST,
   H_OTHER,
+  H_PEER_METADATA,
+  H_PEER_METADATA_ID,
   H_REQUEST_ID,
   H_TE,
   H_TRANSFER_ENCODING,
@@ -161,6 +164,13 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   bytesSent = 0;
   durationMs = 0;
   upstreamServiceTimeMs = -1;
+
+  // Istio's peer metadata exchange.
+  /** Inbound: the request's `x-envoy-peer-metadata` and `-id` (removed before the app); null when absent. */
+  protected peerMetadataIn: string | null = null;
+  protected peerMetadataIdIn: string | null = null;
+  /** Outbound: what the upstream said of itself in its response headers. */
+  protected upstreamPeer: PeerWorkload | null = null;
 
   constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest) {
     this.ctx = ctx;
@@ -472,6 +482,13 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
           // Istio: the gateway sanitizes (SANITIZE_SET), sidecars append (APPEND_FORWARD).
           if (this.snapshot.direction !== 'gateway') xfcc = xfcc === null ? value : `${xfcc},${value}`;
           break;
+        case H_PEER_METADATA:
+          // Inbound: kept for metrics, never passed to the app. Outbound: this proxy's own replace them.
+          if (this.snapshot.direction === 'inbound') this.peerMetadataIn = value;
+          break;
+        case H_PEER_METADATA_ID:
+          if (this.snapshot.direction === 'inbound') this.peerMetadataIdIn = value;
+          break;
         case H_HOP:
         case H_ATTEMPT_COUNT:
           break;
@@ -521,6 +538,11 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     if (weighted.requestEdits !== null) weighted.requestEdits.apply(headers);
     headers.push('x-envoy-attempt-count', '1');
     this.attemptCountIndex = headers.length - 1;
+    // Istio's outbound peer metadata filter: who this proxy is, to every upstream (sidecar outbound and gateways).
+    if (this.snapshot.direction !== 'inbound') {
+      const md = this.ctx.peerMetadata;
+      headers.push(PEER_METADATA_ID, md.id, PEER_METADATA, md.value);
+    }
     this.retriesLeft = target.retry?.numRetries ?? 0;
   }
 
@@ -580,15 +602,46 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     for (let i = 0; i < sets.length; i += 2) replaceHeader(out, sets[i]!, sets[i + 1]!);
   }
 
-  /** The end: the access log line and Istio's metrics, against the host, cluster or listener reached. */
-  protected logAndRecord(grpcStatus: string): void {
+  /**
+   * Inbound, Istio's peer metadata filter on the response: this proxy's own headers, each
+   * only when the request carried its counterpart (replacing any the app set).
+   */
+  protected addPeerMetadataResponse(out: string[]): void {
+    if (this.peerMetadataIdIn !== null) replaceHeader(out, PEER_METADATA_ID, this.ctx.peerMetadata.id);
+    if (this.peerMetadataIn !== null) replaceHeader(out, PEER_METADATA, this.ctx.peerMetadata.value);
+  }
+
+  /**
+   * The end: the access log line and Istio's metrics, against the host, cluster or listener
+   * reached, refined by what this request tells of its peer (metadata headers, certificates)
+   * and whether it is gRPC. A request answered before it reached a cluster (a fault abort, a
+   * filter's local reply) on a route counts against the route's cluster.
+   */
+  protected logAndRecord(grpcStatus: string, requestMessages = 0, responseMessages = 0): void {
     this.durationMs = performance.now() - this.startHr;
     this.ctx.accessLog.log(this);
     const ch = this.clusterHost;
-    let stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
-    const peer = this.conn.secure ? this.conn.peer : null;
-    if (peer !== null && this.snapshot.direction === 'inbound') stats = stats.overMtls(peer.principal, peer.namespace, this.ctx.metrics);
-    stats.record(this.responseCode, formatResponseFlags(this.responseFlags), grpcStatus, this.durationMs, this.bytesReceived, this.bytesSent);
+    let stats: RequestStats;
+    if (ch !== null) stats = ch.stats;
+    else if (this.cluster !== null) stats = this.cluster.noHostStats;
+    else {
+      const target = this.route?.target;
+      const cluster = target !== undefined && target.kind === 'forward' ? (this.target ?? target.pick(Math.random())).cluster : null;
+      stats = cluster !== null ? cluster.noHostStats : this.snapshot.unroutedStats;
+    }
+    const protocol = this.isGrpc ? 1 : 0;
+    if (this.snapshot.direction === 'inbound') {
+      const peerMd = this.peerMetadataIn;
+      const peer = peerMd !== null ? this.ctx.peerCache.lookup(peerMd) : null;
+      const peerId = this.conn.secure ? this.conn.peerSpiffeId : null;
+      stats = stats.refine(this.ctx.metrics, peer, peerId, peerId !== null ? this.ctx.metrics.localPrincipal() : null, protocol);
+    } else {
+      const host = ch !== null ? ch.host : null;
+      const peerId = host !== null ? host.peerPrincipal : null;
+      const localId = peerId !== null && host!.meshMtls ? this.ctx.metrics.localPrincipal() : null;
+      stats = stats.refine(this.ctx.metrics, this.upstreamPeer, peerId, localId, protocol);
+    }
+    stats.record(this.responseCode, formatResponseFlags(this.responseFlags), grpcStatus, this.durationMs, this.bytesReceived, this.bytesSent, requestMessages, responseMessages);
   }
 
   // --- RouteRequest / HashSource -------------------------------------------------------

@@ -25,6 +25,9 @@ export const H_CONTENT_TYPE = 13;
 export const H_XFCC = 14;
 /** `x-envoy-attempt-count`: the router sets it on every try, so a value from downstream is replaced, not appended to. */
 export const H_ATTEMPT_COUNT = 15;
+/** Istio's `x-envoy-peer-metadata` and `-id`: read and removed inbound, replaced by this proxy's outbound. */
+export const H_PEER_METADATA = 16;
+export const H_PEER_METADATA_ID = 17;
 
 const BY_NAME = new Map<string, number>([
   ['host', H_HOST],
@@ -43,6 +46,8 @@ const BY_NAME = new Map<string, number>([
   ['content-type', H_CONTENT_TYPE],
   ['x-forwarded-client-cert', H_XFCC],
   ['x-envoy-attempt-count', H_ATTEMPT_COUNT],
+  ['x-envoy-peer-metadata', H_PEER_METADATA],
+  ['x-envoy-peer-metadata-id', H_PEER_METADATA_ID],
 ]);
 // Common spellings, so most lookups hit without lower-casing.
 for (const [name, code] of [...BY_NAME]) {

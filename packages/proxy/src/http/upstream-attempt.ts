@@ -64,7 +64,7 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
   }
 
   onBodySent(chunk: Buffer): void {
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptBodySent(chunk.length);
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptBodySent(chunk);
   }
 
   onRequestSent(): void {

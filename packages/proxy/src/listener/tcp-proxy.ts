@@ -103,7 +103,7 @@ export class TcpTunnel implements AccessLogRecord {
     this.upstreamCluster = cluster?.name ?? null;
     const host = cluster === null ? null : cluster.originalDst !== null ? cluster.originalDst.hostFor(original) : cluster.pick(NO_HASH);
     let stats = host !== null ? host.stats : (cluster?.noHostStats ?? ctx.unroutedStats);
-    if (peer !== null && ctx.inbound) stats = stats.overMtls(peer.principal, peer.namespace, ctx.metrics);
+    if (peer !== null && ctx.inbound) stats = stats.overMtls(peer.principal, ctx.metrics);
     this.#stats = stats;
     if (cluster === null || host === null) {
       if (cluster !== null) cluster.noHealthyUpstream++;

@@ -10,6 +10,7 @@ import type { IstioMetrics, MetricValue, RequestStats } from '../telemetry/istio
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import { peerLabels } from '../telemetry/peer-labels.ts';
+import { localPeerMetadata, PeerMetadataCache, type LocalPeerMetadata } from '../telemetry/peer-metadata.ts';
 import { ClusterManager } from '../upstream/cluster-manager.ts';
 import { builtinFilters } from './builtin-filters.ts';
 import { NO_OVERLOAD_LIMITS, OverloadManager, type OverloadLimits } from './overload-manager.ts';
@@ -64,6 +65,8 @@ export class Runtime implements ListenerContext {
   readonly clusterManager: ClusterManager;
   /** Envoy's filter stats (`http.<stat_prefix>.rbac.allowed`, ...), kept by name across snapshots. */
   readonly envoyStats = new EnvoyStats();
+  readonly peerMetadata: LocalPeerMetadata;
+  readonly peerCache = new PeerMetadataCache();
   #snapshot: Snapshot | null = null;
   #snapshotLiveAt = 0;
   #draining = false;
@@ -93,6 +96,8 @@ export class Runtime implements ListenerContext {
     this.#trustedHops = opts.trustedHops ?? 0;
     this.peerIdentity = opts.peerIdentity ?? null;
     this.identity = opts.identity ?? null;
+    this.peerMetadata = localPeerMetadata(opts.node);
+    this.metrics.localPrincipal = () => this.identity?.current?.spiffeId ?? null;
     this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
     this.originalDestination = opts.originalDestination ?? null;
     this.overload = new OverloadManager(opts.overload ?? NO_OVERLOAD_LIMITS, () => {

@@ -1,4 +1,6 @@
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { refineLabels } from './peer-labels.ts';
+import type { PeerWorkload } from './peer-metadata.ts';
 
 /**
  * Istio's standard request metrics, with Istio's names and labels so existing dashboards
@@ -7,7 +9,11 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
  * Prometheus text is rendered on scrape through prom-client's registry.
  */
 
-/** Envoy's default histogram buckets, which Istio's three request histograms use. */
+/**
+ * Envoy's default histogram buckets, which Istio's three request histograms use (Istio's
+ * bootstrap sets no bucket override unless the pod's `sidecar.istio.io/statsHistogramBuckets`
+ * annotation asks for one).
+ */
 export const ENVOY_DEFAULT_BUCKETS: readonly number[] = [
   0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
 ];
@@ -63,6 +69,9 @@ class Series {
   readonly flags: string;
   readonly grpcStatus: string;
   requests = 0;
+  /** gRPC messages each way (istio_request_messages_total, istio_response_messages_total). */
+  requestMessages = 0;
+  responseMessages = 0;
   readonly duration = new Histogram(ENVOY_DEFAULT_BUCKETS.length);
   readonly requestBytes = new Histogram(ENVOY_DEFAULT_BUCKETS.length);
   readonly responseBytes = new Histogram(ENVOY_DEFAULT_BUCKETS.length);
@@ -94,34 +103,61 @@ export class RequestStats {
   /** Flagged or gRPC outcomes, keyed by `code flags grpc`. */
   readonly #other = new Map<string, Series>();
 
-  /** The same labels for requests over mTLS, by peer principal; made on first use. */
-  #mtls: Map<string, RequestStats> | null = null;
 
   constructor(labels: PeerLabels) {
     this.labels = labels;
   }
 
-  /**
-   * This label set for a request that came over mTLS from `principal` (inbound): Istio's
-   * `connection_security_policy="mutual_tls"` and the peer's SPIFFE identity as
-   * `source_principal` and namespace.
-   */
-  overMtls(principal: string, namespace: string, metrics: IstioMetrics): RequestStats {
+  /** The same labels for a TCP connection that came over mTLS from `principal` (inbound); made on first use. */
+  #mtls: Map<string, RequestStats> | null = null;
+
+  overMtls(principal: string, metrics: IstioMetrics): RequestStats {
     const map = (this.#mtls ??= new Map());
     let s = map.get(principal);
+    if (s === undefined) map.set(principal, (s = this.refine(metrics, null, `spiffe://${principal}`, metrics.localPrincipal(), 0)));
+    return s;
+  }
+
+  /**
+   * Variants of this label set by what a request adds (see `refineLabels`): the peer's
+   * metadata, the certificate principals each side, gRPC. Nested maps keyed by the (cached,
+   * interned) peer object and the principal strings, so a known request allocates nothing.
+   */
+  #variants: Map<PeerWorkload | null, Map<string | null, Map<string | null, (RequestStats | undefined)[]>>> | null = null;
+
+  /**
+   * These labels for a request with these facts. `peerPrincipal` and `localPrincipal` are
+   * SPIFFE IDs (`spiffe://…`) from the certificates; `peer` what the peer said of itself.
+   * `protocol` 0: http, 1: grpc, 2: tcp.
+   */
+  refine(metrics: IstioMetrics, peer: PeerWorkload | null, peerPrincipal: string | null, localPrincipal: string | null, protocol: 0 | 1 | 2): RequestStats {
+    const byPeer = (this.#variants ??= new Map());
+    let byPrincipal = byPeer.get(peer);
+    if (byPrincipal === undefined) byPeer.set(peer, (byPrincipal = new Map()));
+    let byLocal = byPrincipal.get(peerPrincipal);
+    if (byLocal === undefined) byPrincipal.set(peerPrincipal, (byLocal = new Map()));
+    let slots = byLocal.get(localPrincipal);
+    if (slots === undefined) byLocal.set(localPrincipal, (slots = []));
+    let s = slots[protocol];
     if (s === undefined) {
-      s = metrics.stats({
-        ...this.labels,
-        connection_security_policy: 'mutual_tls',
-        source_principal: `spiffe://${principal}`,
-        source_workload_namespace: namespace || this.labels.source_workload_namespace,
-      });
-      map.set(principal, s);
+      s = metrics.stats(
+        refineLabels(this.labels, { peer, peerPrincipal, localPrincipal, grpc: protocol === 1, ...(protocol === 2 ? { protocol: 'tcp' } : {}) }),
+      );
+      slots[protocol] = s;
     }
     return s;
   }
 
-  record(code: number, flags: string, grpcStatus: string, durationMs: number, requestBytes: number, responseBytes: number): void {
+  record(
+    code: number,
+    flags: string,
+    grpcStatus: string,
+    durationMs: number,
+    requestBytes: number,
+    responseBytes: number,
+    requestMessages = 0,
+    responseMessages = 0,
+  ): void {
     let s: Series | undefined;
     if (flags === '-' && grpcStatus === '') {
       s = this.#plain.get(code);
@@ -132,6 +168,8 @@ export class RequestStats {
       if (s === undefined) this.#other.set(key, (s = new Series(code, flags, grpcStatus)));
     }
     s.requests++;
+    s.requestMessages += requestMessages;
+    s.responseMessages += responseMessages;
     s.duration.observe(durationMs, ENVOY_DEFAULT_BUCKETS);
     s.requestBytes.observe(requestBytes, ENVOY_DEFAULT_BUCKETS);
     s.responseBytes.observe(responseBytes, ENVOY_DEFAULT_BUCKETS);
@@ -168,6 +206,21 @@ export class RequestStats {
     yield* this.#plain.values();
     yield* this.#other.values();
   }
+
+  /** Envoy's `/reset_counters`: counters to zero, histograms kept. */
+  resetCounters(): void {
+    for (const s of this.series()) {
+      s.requests = 0;
+      s.requestMessages = 0;
+      s.responseMessages = 0;
+    }
+    for (const s of this.tcpSeries()) {
+      s.opened = 0;
+      s.closed = 0;
+      s.sent = 0;
+      s.received = 0;
+    }
+  }
 }
 
 export interface MetricValue {
@@ -180,6 +233,8 @@ export interface MetricValue {
 export class IstioMetrics {
   readonly registry = new Registry();
   readonly #contexts = new Map<string, RequestStats>();
+  /** This proxy's SPIFFE ID of the moment (`destination_principal` inbound over mTLS); null without an identity. */
+  localPrincipal: () => string | null = () => null;
 
   constructor() {
     const self = this;
@@ -211,6 +266,16 @@ export class IstioMetrics {
         get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: self.#tcpValues(pick) }),
       } as never);
     };
+    const grpcCounter = (name: string, help: string, pick: (s: Series) => number): void => {
+      this.registry.registerMetric({
+        name,
+        help,
+        type: 'counter',
+        get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: self.#grpcValues(pick) }),
+      } as never);
+    };
+    grpcCounter('istio_request_messages_total', 'gRPC messages sent by the client, on gRPC requests', (s) => s.requestMessages);
+    grpcCounter('istio_response_messages_total', 'gRPC messages sent by the server, on gRPC requests', (s) => s.responseMessages);
     tcpCounter('istio_tcp_connections_opened_total', 'TCP connections opened to upstreams', (s) => s.opened);
     tcpCounter('istio_tcp_connections_closed_total', 'TCP connections closed', (s) => s.closed);
     tcpCounter('istio_tcp_sent_bytes_total', 'Bytes sent to the downstream on TCP connections', (s) => s.sent);
@@ -284,6 +349,20 @@ export class IstioMetrics {
         const value = pick(s);
         if (value > 0) out.push({ value, labels: { ...ctx.labels, request_protocol: 'tcp', response_flags: s.flags } });
       }
+    }
+    return out;
+  }
+
+  /** Envoy's `/reset_counters` for Istio's counters (requests, messages, TCP); histograms are kept, as Envoy keeps them. */
+  resetCounters(): void {
+    for (const ctx of this.#contexts.values()) ctx.resetCounters();
+  }
+
+  #grpcValues(pick: (s: Series) => number): MetricValue[] {
+    const out: MetricValue[] = [];
+    for (const ctx of this.#contexts.values()) {
+      if (ctx.labels.request_protocol !== 'grpc') continue;
+      for (const s of ctx.series()) out.push({ value: pick(s), labels: this.#labelsOf(ctx, s) });
     }
     return out;
   }

@@ -2,6 +2,7 @@ import { Pool } from 'undici';
 import type { Endpoint, UpstreamProtocol } from '@remora/config';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamTlsSettings } from './upstream-tls.ts';
+import { spiffeIdOf } from '../tls/identity-store.ts';
 
 /** Settings that change how connections to an address are made; part of the pool key. */
 export interface PoolSettings {
@@ -45,6 +46,13 @@ export class UpstreamHost {
   connectFailures = 0;
   /** Connections opened to this address (Envoy's `upstream_cx_total`). */
   cxTotal = 0;
+  /**
+   * The SPIFFE ID the server's certificate carried on the last TLS connection made (an
+   * address is one workload, so its connections present one identity); null: plaintext or none.
+   */
+  peerPrincipal: string | null = null;
+  /** Mesh mTLS (ISTIO_MUTUAL, by DestinationRule or auto): this proxy's identity is the client's (`source_principal`). */
+  readonly meshMtls: boolean;
   /** Clusters of the live config that use this host; 0 means it is waiting to be closed. */
   refs = 0;
   /** When refs dropped to 0 (ms since epoch), for the close grace period. */
@@ -57,6 +65,7 @@ export class UpstreamHost {
     this.hostPort = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
     const tls = settings.tls ?? null;
     this.tls = tls;
+    this.meshMtls = tls !== null && tls.mode === 'ISTIO_MUTUAL';
     this.servername = tls?.servername ?? null;
     this.pool = new Pool(`${tls !== null ? 'https' : 'http'}://${this.hostPort}`, {
       connections: settings.maxConnections > 0 ? settings.maxConnections : null,
@@ -77,7 +86,16 @@ export class UpstreamHost {
         : { allowH2: false }),
       // TLS: keep-alive pools as for plaintext, plus session resumption in the connector.
       ...(tls !== null
-        ? { connect: tls.connector({ connectTimeoutMs: settings.connectTimeoutMs, http2: settings.protocol === 'http2', keepaliveTimeMs: settings.keepaliveTimeMs }) }
+        ? {
+            connect: tls.connector({
+              connectTimeoutMs: settings.connectTimeoutMs,
+              http2: settings.protocol === 'http2',
+              keepaliveTimeMs: settings.keepaliveTimeMs,
+              onSecure: (socket) => {
+                this.peerPrincipal = spiffeIdOf(socket.getPeerCertificate());
+              },
+            }),
+          }
         : settings.keepaliveTimeMs > 0
           ? { connect: { keepAlive: true, keepAliveInitialDelay: settings.keepaliveTimeMs } }
           : {}),

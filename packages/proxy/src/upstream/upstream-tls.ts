@@ -40,6 +40,8 @@ export interface ConnectorBase {
   readonly http2: boolean;
   /** TCP keepalive idle time; 0 or absent: undici's default. */
   readonly keepaliveTimeMs?: number;
+  /** Told of each verified connection (the server certificate's SPIFFE ID reaches Istio's `destination_principal`). */
+  readonly onSecure?: (socket: TLSSocket) => void;
 }
 
 /** A connect error that carries Envoy's transport failure reason as its code. */
@@ -113,6 +115,7 @@ export class UpstreamTlsSettings {
           return;
         }
         this.#watchAlerts(socket!);
+        base.onSecure?.(socket as TLSSocket);
         callback(null, socket!);
       });
     };
