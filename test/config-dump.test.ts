@@ -189,8 +189,15 @@ t.test("a sidecar's dump: virtualOutbound, 0.0.0.0_<port>, virtualInbound with t
   const listeners = section(d.configs, 'ListenersConfigDump') as { dynamic_listeners: { name: string; active_state: { listener: Json } }[] };
   t.same(listeners.dynamic_listeners.map((l) => l.name), ['virtualOutbound', '0.0.0.0_9080', 'virtualInbound'], "istiod's listeners: the capture, a listener per outbound HTTP port, the inbound side");
   const inbound = listeners.dynamic_listeners.find((l) => l.name === 'virtualInbound')!.active_state.listener as { filter_chains: Json[] };
-  t.match(inbound.filter_chains, [{ filter_chain_match: { destination_port: backend.port, transport_protocol: 'tls' }, transport_socket: { name: 'envoy.transport_sockets.tls' } }]);
-  t.equal(inbound.filter_chains.length, 1, 'STRICT: no plaintext chain');
+  // STRICT: one mTLS chain for connections made to the inbound port directly (the --app-port's),
+  // one for the app's port as iptables redirects it, and the catch-all to InboundPassthroughCluster.
+  t.match(inbound.filter_chains, [
+    { filter_chain_match: { destination_port: sc.ports.inbound, transport_protocol: 'tls' }, transport_socket: { name: 'envoy.transport_sockets.tls' } },
+    { name: `0.0.0.0_${backend.port}`, filter_chain_match: { destination_port: backend.port, transport_protocol: 'tls' }, transport_socket: { name: 'envoy.transport_sockets.tls' } },
+    { name: 'virtualInbound', filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { cluster: 'InboundPassthroughCluster' } }] },
+  ]);
+  t.equal(inbound.filter_chains.length, 3, 'STRICT: no plaintext chain');
+  t.notOk(inbound.filter_chains.some((c) => (c.filter_chain_match as Json | undefined)?.transport_protocol === 'raw_buffer'), 'STRICT: no plaintext HTTP chain');
   const clusters = section(d.configs, 'ClustersConfigDump') as { dynamic_active_clusters: { cluster: { name: string; type: string } }[] };
   t.match(clusters.dynamic_active_clusters.find((c) => c.cluster.name === `inbound|${backend.port}||`), { cluster: { type: 'STATIC' } });
 });

@@ -432,7 +432,9 @@ ${versions.map((v) => `  - { address: 127.0.0.1, ports: { http: ${port} }, label
   t.match(routes, new RegExp(`^inbound\\|${app.port}\\|\\|\\s+inbound\\|http\\|${app.port}\\s+\\*\\s+/\\*\\s*$`, 'm'), 'inbound|<port>|| with vhost inbound|http|<port>');
   t.notMatch(routes, /^outbound\s/m, 'no single outbound table');
   const listeners = await run('listeners');
-  t.match(listeners, /^0\.0\.0\.0\s+9080\s+ALL\s+Route: 9080$/m, "istiod's 0.0.0.0_9080 listener routing through RDS 9080");
+  // istiod's HTTP port: the HTTP chain behind http_inspector, and its PassthroughFilterChain for other bytes (ALLOW_ANY).
+  t.match(listeners, /^0\.0\.0\.0\s+9080\s+Trans: raw_buffer; App: HTTP\s+Route: 9080$/m, "istiod's 0.0.0.0_9080 listener routing through RDS 9080");
+  t.match(listeners, /^0\.0\.0\.0\s+9080\s+ALL\s+PassthroughCluster$/m, 'and passing other bytes to port 9080 through');
   const all = await run('all');
   for (const line of [/^listener\/0\.0\.0\.0_9080\s/m, /^route\/9080\s/m, /^cluster\/outbound\|9080\|v2\|reviews\.default\.svc\.cluster\.local\s/m]) t.match(all, line, `all: ${line.source}`);
 });

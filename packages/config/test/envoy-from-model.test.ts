@@ -244,10 +244,26 @@ t.test('routes: match, weighted clusters, retries, timeouts, redirects, direct r
 t.test("listeners: inbound mTLS chains, the connection manager's settings, HTTP filters typed or marked as Remora's own", async (t) => {
   const res = envoyResourcesFromModel(sidecar());
   const inbound = roundTrip(t, ListenerSchema, res.listeners.find((l) => l.name === 'virtualInbound'), 'inbound');
-  t.same((inbound.listener_filters as { name: string }[]).map((f) => f.name), ['envoy.filters.listener.original_dst', 'envoy.filters.listener.tls_inspector', 'envoy.filters.listener.http_inspector']);
-  const chains = inbound.filter_chains as Record<string, unknown>[];
-  t.same(chains.map((c) => c.filter_chain_match), [{ destination_port: 9080, transport_protocol: 'tls' }, { destination_port: 9080, transport_protocol: 'raw_buffer' }], 'PERMISSIVE: a TLS chain and a plaintext one');
+  // istiod's populateListenerFilters: http_inspector only where a chain matches HTTP's ALPNs (none here: no port is sniffed).
+  t.same((inbound.listener_filters as { name: string }[]).map((f) => f.name), ['envoy.filters.listener.original_dst', 'envoy.filters.listener.tls_inspector']);
+  const all = inbound.filter_chains as Record<string, unknown>[];
+  t.same(
+    all.map((c) => [c.name ?? '', c.filter_chain_match ?? null]),
+    [
+      // Connections made to 15006 directly: the --app-port's chains.
+      ['', { destination_port: 15006, transport_protocol: 'tls' }],
+      ['', { destination_port: 15006, transport_protocol: 'raw_buffer' }],
+      ['0.0.0.0_9080', { destination_port: 9080, transport_protocol: 'tls' }],
+      ['0.0.0.0_9080', { destination_port: 9080, transport_protocol: 'raw_buffer' }],
+      // Ports no service declares go to the app as they came.
+      ['virtualInbound', null],
+    ],
+    "the port's chains in virtualInbound, named as istiod names them, PERMISSIVE: a TLS chain and a plaintext one",
+  );
+  t.match(all[4]!.filters, [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { cluster: 'InboundPassthroughCluster' } }]);
+  const chains = all.slice(2, 4);
   t.match(chains[0]!.transport_socket, { typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext', require_client_certificate: true } });
+  t.notOk('transport_socket' in chains[1]!, 'the plaintext chain terminates nothing');
   const hcm = (chains[1]!.filters as { name: string; typed_config: Record<string, unknown> }[])[0]!;
   t.equal(hcm.name, 'envoy.filters.network.http_connection_manager');
   t.match(hcm.typed_config, { stat_prefix: 'inbound_0.0.0.0_9080', rds: { route_config_name: 'inbound|9080||' }, server_name: 'istio-envoy' });

@@ -251,7 +251,15 @@ t.test('HTTP_FILTER match: context, listener port and name, network filter name,
   const gw = (port: number) =>
     envoy([GATEWAY, ef({ ns: 'istio-system', context: 'GATEWAY', operation: 'INSERT_FIRST', match: onHcm(undefined, `\n  portNumber: ${port}`), value: faultValue(500) })], INGRESS, PORTS).e;
   t.same([names(gw(8080), '0.0.0.0_8080'), names(gw(8080), '0.0.0.0_8081')], [[FAULT, CORS, ROUTER], [CORS, ROUTER]], 'a gateway port: its listener only');
-  t.same(chain({ match: onHcm(undefined, '\n  portNumber: 9080') }), [FAULT, CORS, ROUTER], "the app's port on the inbound side (its filter chains' destination port)");
+  const app = envoy([BOOKINFO_SERVICES, ef({ operation: 'INSERT_FIRST', match: onHcm(undefined, '\n  portNumber: 9080'), value: faultValue(500) })]).e;
+  t.same(
+    [0, 2].map((i) => names(app, 'virtualInbound', i)),
+    [
+      [FAULT, CORS, ROUTER],
+      [FAULT, CORS, ROUTER],
+    ],
+    "the app's port on the inbound side: its redirected chains (destination port 9080) and the chains for connections made to 15006 directly, which count as addressed to the app's port",
+  );
   t.same(chain({ match: onHcm(undefined, '\n  portNumber: 9999') }), [CORS, ROUTER], 'another port');
   t.same(chain({ context: 'SIDECAR_OUTBOUND', match: onHcm(undefined, '\n  portNumber: 9080') }, '0.0.0.0_9080'), [FAULT, CORS, ROUTER], 'outbound port 9080: its listener');
   t.same(chain({ context: 'SIDECAR_OUTBOUND', match: onHcm(undefined, '\n  portNumber: 9080') }, 'virtualOutbound'), [CORS, ROUTER], 'not the capture listener');
@@ -262,7 +270,7 @@ t.test('HTTP_FILTER match: context, listener port and name, network filter name,
   const mtlsOnly = envoy([BOOKINFO_SERVICES, ef({ operation: 'INSERT_FIRST', match: `listener:\n  filterChain:\n    transportProtocol: tls\n    filter: {name: ${HCM}}`, value: faultValue(500) })]).e;
   t.same([names(mtlsOnly, 'virtualInbound', 0), names(mtlsOnly, 'virtualInbound', 1)], [[FAULT, CORS, ROUTER], [CORS, ROUTER]], 'filterChain.transportProtocol');
   const dport = envoy([BOOKINFO_SERVICES, ef({ operation: 'INSERT_FIRST', match: `listener:\n  filterChain:\n    destinationPort: 9080\n    filter: {name: ${HCM}}`, value: faultValue(500) })]).e;
-  t.same(names(dport), [FAULT, CORS, ROUTER], 'filterChain.destinationPort');
+  t.same([0, 2].map((i) => names(dport, 'virtualInbound', i)), [[FAULT, CORS, ROUTER], [FAULT, CORS, ROUTER]], 'filterChain.destinationPort');
   const sni = envoy([BOOKINFO_SERVICES, ef({ operation: 'INSERT_FIRST', match: `listener:\n  filterChain:\n    sni: example.com\n    filter: {name: ${HCM}}`, value: faultValue(500) })]).e;
   t.same(names(sni), [CORS, ROUTER], 'filterChain.sni: no chain has that server name');
 });
@@ -552,8 +560,10 @@ t.test('NETWORK_FILTER MERGE into the connection manager (proto merge of HttpCon
       ['0.0.0.0_9080', 'OVERWRITE'],
       ['virtualInbound', 'APPEND_IF_ABSENT'],
       ['virtualInbound', 'APPEND_IF_ABSENT'],
+      ['virtualInbound', 'APPEND_IF_ABSENT'],
+      ['virtualInbound', 'APPEND_IF_ABSENT'],
     ],
-    'SIDECAR_INBOUND: both inbound chains, no outbound one',
+    'SIDECAR_INBOUND: every inbound chain (direct connections to 15006 and redirected ones to 9080), no outbound one',
   );
 });
 
@@ -569,13 +579,24 @@ t.test('NETWORK_FILTER REMOVE and REPLACE; FILTER_CHAIN REMOVE, MERGE and ADD; L
   ]);
 
   const fcRemove = envoy([BOOKINFO_SERVICES, ef({ applyTo: 'FILTER_CHAIN', operation: 'REMOVE', match: 'listener:\n  filterChain: {transportProtocol: raw_buffer}' })]);
-  t.same((listener(fcRemove.e, 'virtualInbound').filterChains as Obj[]).map((fc) => fc.filterChainMatch.transportProtocol), ['tls'], 'the plaintext chain removed');
+  t.same(
+    (listener(fcRemove.e, 'virtualInbound').filterChains as Obj[]).map((fc) => [fc.filterChainMatch?.destinationPort ?? null, fc.filterChainMatch?.transportProtocol ?? null]),
+    [
+      [15006, 'tls'],
+      [9080, 'tls'],
+      [null, null],
+    ],
+    'the plaintext chains removed; the catch-all, matching no transport protocol, kept',
+  );
   const fcMerge = envoy([BOOKINFO_SERVICES, ef({ applyTo: 'FILTER_CHAIN', operation: 'MERGE', match: 'listener:\n  filterChain: {transportProtocol: tls}', value: 'name: mtls\nfilter_chain_match: {server_names: [a.example]}' })]);
   t.same(
     (listener(fcMerge.e, 'virtualInbound').filterChains as Obj[]).map((fc) => [fc.name, fc.filterChainMatch]),
     [
+      ['mtls', { destinationPort: 15006, transportProtocol: 'tls', serverNames: ['a.example'] }],
+      [undefined, { destinationPort: 15006, transportProtocol: 'raw_buffer' }],
       ['mtls', { destinationPort: 9080, transportProtocol: 'tls', serverNames: ['a.example'] }],
-      [undefined, { destinationPort: 9080, transportProtocol: 'raw_buffer' }],
+      ['0.0.0.0_9080', { destinationPort: 9080, transportProtocol: 'raw_buffer' }],
+      ['virtualInbound', undefined],
     ],
   );
   const fcTls = envoy([BOOKINFO_SERVICES, ef({ applyTo: 'FILTER_CHAIN', operation: 'MERGE', match: 'listener:\n  filterChain: {transportProtocol: tls}', value: `name: ignored\ntransport_socket:\n  name: envoy.transport_sockets.tls\n  typed_config:\n    "@type": ${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n    require_client_certificate: false\n    common_tls_context: {alpn_protocols: [h3]}` })]);
@@ -613,7 +634,8 @@ t.test('ROUTE_CONFIGURATION MERGE; VIRTUAL_HOST REMOVE, REPLACE, ADD', async (t)
   t.strictSame(routeConfig(rc.e, '9080').requestHeadersToAdd, [{ header: { key: 'x-rc', value: '1' } }]);
   t.equal(routeConfig(rc.e, 'inbound|9080||').requestHeadersToAdd, undefined, 'the inbound table is SIDECAR_INBOUND');
   const remove = envoy([BOOKINFO_SERVICES, ef({ applyTo: 'VIRTUAL_HOST', context: 'SIDECAR_OUTBOUND', operation: 'REMOVE', match: 'routeConfiguration:\n  vhost: {name: "ratings.default.svc.cluster.local:9080"}' })]);
-  t.same(vhostNames(remove.e, '9080'), ['productpage.default.svc.cluster.local:9080', 'reviews.default.svc.cluster.local:9080', 'details.default.svc.cluster.local:9080']);
+  // allow_any: Istio's default outboundTrafficPolicy ALLOW_ANY, in every outbound table.
+  t.same(vhostNames(remove.e, '9080'), ['productpage.default.svc.cluster.local:9080', 'reviews.default.svc.cluster.local:9080', 'details.default.svc.cluster.local:9080', 'allow_any']);
   const vh = 'name: extra\ndomains: [extra.example]\nroutes:\n- match: {prefix: /}\n  direct_response: {status: 204}';
   const replace = envoy([BOOKINFO_SERVICES, ef({ applyTo: 'VIRTUAL_HOST', context: 'SIDECAR_OUTBOUND', operation: 'REPLACE', match: 'routeConfiguration:\n  vhost: {name: "ratings.default.svc.cluster.local:9080"}', value: vh })]);
   t.same(vhostNames(replace.e, '9080')[2], 'extra');
@@ -678,7 +700,8 @@ t.test('CLUSTER: MERGE, REMOVE, ADD by name, service, subset and port; transport
   const removed = patch('REMOVE', 'cluster: {name: "outbound|9080||ratings.default.svc.cluster.local"}');
   t.notOk(clusterNames(removed.e).includes('outbound|9080||ratings.default.svc.cluster.local'));
   t.notOk(removed.e.endpoints.some((x) => x.assignment.clusterName === 'outbound|9080||ratings.default.svc.cluster.local'), 'its endpoints go too');
-  t.same(clusterNames(patch('REMOVE', 'cluster: {subset: v1}').e).length, 5, 'no subset v1 cluster here');
+  // Four services, the inbound one, PassthroughCluster, BlackHoleCluster and InboundPassthroughCluster.
+  t.same(clusterNames(patch('REMOVE', 'cluster: {subset: v1}').e).length, 8, 'no subset v1 cluster here');
   const inbound = patch('MERGE', 'cluster: {portNumber: 9080}', 'connect_timeout: 3s', 'SIDECAR_INBOUND');
   t.equal(cluster(inbound.e, 'inbound|9080||').connectTimeout, '3s');
   t.equal(cluster(inbound.e, 'outbound|9080||reviews.default.svc.cluster.local').connectTimeout, '10s', 'SIDECAR_INBOUND: inbound clusters only');

@@ -349,7 +349,7 @@ function catchAllChains(l: ModelListener, routes: readonly TcpRoute[]): FilterCh
 function portListeners(l: ModelListener, secrets: Map<string, SecretRef>, unbound: ReadonlySet<string>): ListenerJson[] {
   if (l.routeConfigsByPort === undefined) return [];
   // A per-port listener stands for a port of the capture: it captures nothing itself.
-  const { routeConfigsByPort: _, useOriginalDst: _u, catchAll: _c, detectProtocol: _d, ...rest } = l;
+  const { routeConfigsByPort: _, useOriginalDst: _u, catchAll: _c, detectProtocol: _d, destinationPort: _p, ...rest } = l;
   return Object.entries(l.routeConfigsByPort)
     .filter(([port]) => !unbound.has(`0.0.0.0_${port}`))
     .map(([port, routeConfig]) => {

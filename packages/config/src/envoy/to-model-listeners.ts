@@ -158,9 +158,9 @@ export function listenersFromEnvoy(listeners: readonly ListenerJson[], node: Pro
       at.error('metadata.filterMetadata.remora.routeConfigsByPortOf', `it stands for a port of listener ${p.of}, which is not there`);
       continue;
     }
-    // The exporter leaves the capture's own settings (original destination, catch-all, protocol detection) off per-port listeners.
-    const { name: _n, address: _a, port: _p, routeConfig: _r, bindToPort: _b, useOriginalDst: _u, catchAll: _c, detectProtocol: _d, ...settings } = p.listener;
-    const { name: _cn, address: _ca, port: _cp, routeConfig: _cr, routeConfigsByPort: _cb, useOriginalDst: _cu, catchAll: _cc, detectProtocol: _cd, ...captureSettings } = capture;
+    const { name: _n, address: _a, port: _p, routeConfig: _r, bindToPort: _b, ...settings } = p.listener;
+    // The capture's own fields (what it captures, its catch-all, its direct connections' port and detection) are no port's.
+    const { name: _cn, address: _ca, port: _cp, routeConfig: _cr, routeConfigsByPort: _cb, useOriginalDst: _cu, catchAll: _cc, detectProtocol: _cd, destinationPort: _cdp, bindToPort: _cbp, ...captureSettings } = capture;
     if (stable(settings) !== stable(captureSettings)) {
       at.error('filterChains', `its HTTP settings differ from those of the capture listener ${capture.name}; Remora serves every port of the capture with that listener's filters and settings, routing by port`);
       continue;
@@ -438,16 +438,20 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
       }
     }
   }
-  // TCP routes in Envoy's order of preference: SNI matches before the rest.
+  // TCP routes in Envoy's order of preference: SNI matches before the rest. BlackHoleCluster
+  // stays a route's cluster, as istiod and the translator name it (REGISTRY_ONLY's catch-all
+  // behind detection, an inbound port a policy closes).
   const routes: TcpRoute[] = [];
   const seen = new Set<string>();
   for (const c of [...tcpChains.filter((x) => x.serverNames.length > 0), ...tcpChains.filter((x) => x.serverNames.length === 0)]) {
-    const key = stable(c.tcp);
-    if (!seen.has(key)) routes.push(c.tcp!);
+    const key = stable(c.tcpWithBlackHole);
+    if (!seen.has(key)) routes.push(c.tcpWithBlackHole!);
     seen.add(key);
   }
-  // A lone blackhole (BlackHoleCluster, no route) is no TCP route.
-  const tcpProxy = routes.length === 1 && routes[0]!.clusters.length === 0 && routes[0]!.origin === '' ? [] : routes;
+  // A TCP listener whose one route is a bare blackhole (a capture's blackhole chain) has no TCP route.
+  const lone = routes.length === 1 ? routes[0]! : null;
+  const bare = lone !== null && lone.origin === '' && lone.sniHosts.length === 0 && lone.clusters.every((x) => x.cluster === BLACK_HOLE);
+  const tcpProxy = bare ? [] : routes;
 
   if (httpChains.length === 0) {
     return { fields: { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls, tcpProxy }, inline: null, hcmPath: null, statPrefix: '' };
@@ -467,7 +471,7 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
     httpFilters: hcm.httpFilters,
     tls,
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
-    ...(tcpChains.length === 0 ? {} : { detectProtocol: { tcp: tcpProxy, timeoutMs: lc.timeoutMs } }),
+    ...(tcpChains.length === 0 ? {} : { detectProtocol: { tcp: routes, timeoutMs: lc.timeoutMs } }),
   };
   void destinationPort;
   return { fields, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix };

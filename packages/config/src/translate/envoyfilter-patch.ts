@@ -318,12 +318,25 @@ interface FilterChainMatchSpec {
   destinationPort?: number;
 }
 
+/**
+ * The destination port a chain serves. A capture's chain on its own port serves connections
+ * made to it directly, which count as addressed to the port its `remora` metadata names (the
+ * app's, `--app-port`): a patch for that port applies to them as to its redirected ones.
+ */
+function chainPort(l: Obj, fcm: Obj | null): unknown {
+  const port = fcm?.destinationPort;
+  if (port === undefined || port !== obj(obj(l.address)?.socketAddress)?.portValue) return port;
+  const direct = obj(obj(obj(l.metadata)?.filterMetadata)?.remora)?.destinationPort;
+  return typeof direct === 'number' ? direct : port;
+}
+
 function filterChainMatch(l: Obj, fc: Obj, lp: Patch): boolean {
   const m = lp.p.match.listener;
   if (m === undefined) return true;
   const fcm = obj(fc.filterChainMatch);
+  const port = chainPort(l, fcm);
   const virtual = l.name === VIRTUAL_INBOUND || l.name === VIRTUAL_OUTBOUND;
-  if (virtual && m.portNumber !== undefined && m.portNumber > 0 && fcm?.destinationPort !== m.portNumber) return false;
+  if (virtual && m.portNumber !== undefined && m.portNumber > 0 && port !== m.portNumber) return false;
   const want = m.filterChain as FilterChainMatchSpec | undefined;
   if (want === undefined) return true;
   if (want.name !== undefined && want.name !== '' && want.name !== (fc.name ?? '')) return false;
@@ -337,7 +350,7 @@ function filterChainMatch(l: Obj, fc: Obj, lp: Patch): boolean {
     const have = (fcm.applicationProtocols as string[] | undefined) ?? [];
     if (!want.applicationProtocols.split(',').every((p) => have.includes(p))) return false;
   }
-  if (want.destinationPort !== undefined && want.destinationPort > 0 && fcm?.destinationPort !== want.destinationPort) return false;
+  if (want.destinationPort !== undefined && want.destinationPort > 0 && port !== want.destinationPort) return false;
   return true;
 }
 
