@@ -288,7 +288,11 @@ t.test('sidecar to sidecar: auto mTLS from the outbound side, STRICT PeerAuthent
   const direct = await get(b.ports.inbound, '/', 'reviews:9080').catch((e: Error) => e);
   t.ok(direct instanceof Error || direct.status !== 200, 'STRICT refuses plaintext');
   mesh.write('reviews.yaml', se('reviews.default.svc.cluster.local', b.ports.inbound, '{ "security.istio.io/tlsMode": istio }', 9080));
-  await waitFor('the reviews route', async () => (await outbound('reviews:9080')).status !== 404, 10_000);
+  // Until the route loads, reviews is no service: istiod's allow_any answers (503, no original destination).
+  await waitFor('the reviews route', async () => {
+    await outbound('reviews:9080');
+    return logFor('reviews:9080')?.includes('outbound|9080||reviews.default.svc.cluster.local') === true;
+  }, 10_000);
   const r = await outbound('reviews:9080');
   t.equal(r.status, 200, r.body);
   t.match(r.body, /URI=spiffe:\/\/cluster\.local\/ns\/default\/sa\/client/, 'B saw sidecar A\'s SPIFFE ID');

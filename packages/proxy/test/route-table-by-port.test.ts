@@ -108,12 +108,13 @@ t.test('the table is picked by port; every authority lands where one merged tabl
     ['bookinfo.example.com:12345', 'bookinfo.example.com'],
     ['a.corp.example.com:8080', '*.corp.example.com'],
     ['a.corp.example.com', '*.corp.example.com'],
-    ['web:12345', null],
-    ['api:9080', null],
-    ['api:', null],
-    ['api:x', null],
-    ['nothing.example.org', null],
-    ['[::1]:9080', null],
+    // No service answers: istiod's allow_any (outboundTrafficPolicy ALLOW_ANY, Istio's default).
+    ['web:12345', 'allow_any'],
+    ['api:9080', 'allow_any'],
+    ['api:', 'allow_any'],
+    ['api:x', 'allow_any'],
+    ['nothing.example.org', 'allow_any'],
+    ['[::1]:9080', 'allow_any'],
   ];
   for (const [authority, want] of expectations) {
     t.equal(byPort.find(authority)?.name ?? null, want, authority);
