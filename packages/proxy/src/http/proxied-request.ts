@@ -6,6 +6,7 @@ import { AttemptFailure } from '../router/retry-policy.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import type { RequestTrace, TracedRequest } from '../telemetry/tracing.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
@@ -94,7 +95,7 @@ export function failureReply(failure: AttemptFailure, code: string): FailureRepl
  * predicate, response header edits, and the access log and metrics at the end. Fields live
  * on the one object per request, so the hot path reads plain properties.
  */
-export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks {
+export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
   readonly ctx: ListenerContext;
   readonly conn: Connection;
   readonly snapshot: ListenerSnapshot;
@@ -161,6 +162,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   bytesSent = 0;
   durationMs = 0;
   upstreamServiceTimeMs = -1;
+  /** The request's trace when its listener traces; null otherwise (the untraced path does nothing more). */
+  trace: RequestTrace | null = null;
 
   constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest) {
     this.ctx = ctx;
@@ -199,6 +202,9 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   }
   get requestedServerName(): string | null {
     return this.conn.sni;
+  }
+  get responseFlagsText(): string {
+    return formatResponseFlags(this.responseFlags);
   }
   get routeName(): string | null {
     // Envoy's %ROUTE_NAME%: an unnamed route prints as absent.
@@ -490,6 +496,11 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       this.xForwardedFor = this.xForwardedFor === null ? this.conn.remoteIp : `${this.xForwardedFor}, ${this.conn.remoteIp}`;
     }
     if (this.xForwardedFor !== null) out.push('x-forwarded-for', this.xForwardedFor);
+    const tracer = this.snapshot.tracer;
+    if (tracer !== null) {
+      this.trace = tracer.start(out);
+      this.trace.headers = out;
+    }
   }
 
   /** Headers a client names in `Connection` are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -584,6 +595,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   protected logAndRecord(grpcStatus: string): void {
     this.durationMs = performance.now() - this.startHr;
     this.ctx.accessLog.log(this);
+    if (this.trace !== null) this.trace.tracer.finish(this.trace, this);
     const ch = this.clusterHost;
     let stats: RequestStats = ch !== null ? ch.stats : this.cluster !== null ? this.cluster.noHostStats : this.snapshot.unroutedStats;
     const peer = this.conn.secure ? this.conn.peer : null;
