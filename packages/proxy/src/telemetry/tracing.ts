@@ -215,7 +215,8 @@ export class HttpTracer {
   static compile(t: HttpTracing, direction: TrafficDirection, node: ProxyNode, nodeId: string, clusters: ReadonlyMap<string, Cluster>, pool: TracerPool, rand: () => number = Math.random): HttpTracer | null {
     const url = collectorUrl(t.provider, clusters);
     const sdk = pool.sdk;
-    if (url === null || sdk === null) return null;
+    // OTLP/gRPC export is not implemented: the importer warns; such a listener does not trace.
+    if (url === null || sdk === null || (t.provider.kind === 'opentelemetry' && t.provider.transport === 'grpc')) return null;
     const serviceName = t.provider.kind === 'opentelemetry' && t.provider.serviceName !== '' ? t.provider.serviceName : `${node.workloadName}.${node.namespace}`;
     return new HttpTracer(sdk, pool.tracerFor(t.provider, url, serviceName), t, direction, node, nodeId, rand);
   }
