@@ -99,6 +99,7 @@ const ROOTS: readonly string[] = [
   'envoy/extensions/compression/zstd/compressor/v3/zstd.proto',
   'envoy/extensions/resource_monitors/downstream_connections/v3/downstream_connections.proto',
   'envoy/config/trace/v3/zipkin.proto',
+  'envoy/config/trace/v3/opentelemetry.proto',
   'envoy/config/metrics/v3/metrics_service.proto',
   'udpa/type/v1/typed_struct.proto',
   'xds/type/v3/typed_struct.proto',

@@ -17,6 +17,7 @@ import type {
   Endpoint as ModelEndpoint,
   HeaderMutation,
   HttpFilterConfig,
+  HttpTracing,
   Listener as ModelListener,
   NameTableEntry,
   ProxyConfig,
@@ -26,8 +27,11 @@ import type {
   StringMatch,
   TcpRoute,
   TlsServer,
+  TracingCustomTag,
   UpstreamTls,
 } from '../model/index.ts';
+import { msToDurationJson } from '../model/envoy-values.ts';
+import { DEFAULT_MAX_PATH_TAG_LENGTH, OTEL_TRACER_TYPE, ZIPKIN_TRACER_TYPE } from './to-model-tracing.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import { HCM_TYPE, HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX } from './filter-types.ts';
 import { envoyCodec } from './lazy-codec.ts';
@@ -519,6 +523,55 @@ function tcpProxyFilter(route: TcpRoute | null, listenerName: string): FilterJso
   return { name: 'envoy.filters.network.tcp_proxy', typedConfig: any(TCP_PROXY_TYPE, { statPrefix, ...target }) };
 }
 
+/** The model's tracing as Envoy's HCM `tracing`, the way istiod writes it. */
+function tracingJson(t: HttpTracing): Record<string, unknown> {
+  const p = t.provider;
+  let provider: Record<string, unknown>;
+  if (p.kind === 'opentelemetry') {
+    const headers = Object.entries(p.headers);
+    const timeout = p.timeoutMs === null ? {} : { timeout: msToDurationJson(p.timeoutMs) };
+    const service =
+      p.transport === 'http'
+        ? { httpService: { httpUri: { uri: `http://${p.authority}${p.path}`, cluster: p.cluster, ...timeout }, ...(headers.length === 0 ? {} : { requestHeadersToAdd: headers.map(([key, value]) => ({ header: { key, value } })) }) } }
+        : { grpcService: { envoyGrpc: { clusterName: p.cluster, authority: p.authority }, ...timeout, ...(headers.length === 0 ? {} : { initialMetadata: headers.map(([key, value]) => ({ key, value })) }) } };
+    provider = { name: 'envoy.tracers.opentelemetry', typedConfig: any(OTEL_TRACER_TYPE, { ...service, serviceName: p.serviceName }) };
+  } else {
+    provider = {
+      name: 'envoy.tracers.zipkin',
+      typedConfig: any(ZIPKIN_TRACER_TYPE, {
+        collectorCluster: p.cluster,
+        collectorEndpoint: p.path,
+        collectorHostname: p.authority,
+        traceId128bit: p.traceId128Bit,
+        sharedSpanContext: p.sharedSpanContext,
+        collectorEndpointVersion: 'HTTP_JSON',
+      }),
+    };
+  }
+  return {
+    clientSampling: { value: t.clientSamplingPercent },
+    randomSampling: { value: t.randomSamplingPercent },
+    overallSampling: { value: t.overallSamplingPercent },
+    ...(t.customTags.length === 0 ? {} : { customTags: t.customTags.map(customTagJson) }),
+    provider,
+    ...(t.spawnUpstreamSpan ? { spawnUpstreamSpan: true } : {}),
+    ...(t.maxPathTagLength === DEFAULT_MAX_PATH_TAG_LENGTH ? {} : { maxPathTagLength: t.maxPathTagLength }),
+  };
+}
+
+function customTagJson(c: TracingCustomTag): Record<string, unknown> {
+  switch (c.kind) {
+    case 'literal':
+      return { tag: c.tag, literal: { value: c.value } };
+    case 'requestHeader':
+      return { tag: c.tag, requestHeader: { name: c.name, ...(c.defaultValue === '' ? {} : { defaultValue: c.defaultValue }) } };
+    case 'environment':
+      return { tag: c.tag, environment: { name: c.name, ...(c.defaultValue === '' ? {} : { defaultValue: c.defaultValue }) } };
+    case 'metadata':
+      return { tag: c.tag, metadata: { kind: { request: {} }, metadataKey: { key: c.filter, path: [{ key: c.key }] }, ...(c.defaultValue === '' ? {} : { defaultValue: c.defaultValue }) } };
+  }
+}
+
 function httpConnectionManager(l: ModelListener, routeConfig: string): FilterJson {
   const cm = l.connectionManager;
   const body: Record<string, unknown> = {
@@ -541,6 +594,7 @@ function httpConnectionManager(l: ModelListener, routeConfig: string): FilterJso
     body.serverHeaderTransformation = cm.serverHeaderTransformation;
     if (cm.httpProtocolOptions.acceptHttp10) body.httpProtocolOptions = { acceptHttp10: true };
   }
+  if (l.tracing !== undefined) body.tracing = tracingJson(l.tracing);
   return { name: 'envoy.filters.network.http_connection_manager', typedConfig: any(HCM_TYPE, body) };
 }
 

@@ -30,7 +30,8 @@
  * imported); a field that tunes something Remora does not have is a warning. Only types are
  * imported from the generated code: this module loads on the proxy's main thread.
  */
-import type { Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
+import type { Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, HttpTracing, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
+import { readHcmTracing } from './to-model-tracing.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import type { ProxyNode } from '../model/node.ts';
 import { HCM_TYPE, HTTP_FILTER_TYPES, REMORA_TYPE_PREFIX, SKIPPED_ISTIO_FILTERS, TYPED_STRUCT_TYPES } from './filter-types.ts';
@@ -388,7 +389,7 @@ function checkStatPrefix(listener: Listener, body: SidecarBody | GatewayBody, at
   if (body.statPrefix !== expected && body.statPrefix !== `${expected};`) at.warn(`${body.hcmPath}.statPrefix`, `Remora's HTTP stats for this listener are under http.${expected}., not http.${body.statPrefix}.`);
 }
 
-type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tcpProxy' | 'detectProtocol'>;
+type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tracing' | 'tcpProxy' | 'detectProtocol'>;
 
 interface SidecarBody {
   readonly fields: ListenerFields;
@@ -471,6 +472,7 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
     httpFilters: hcm.httpFilters,
     tls,
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
+    ...(hcm.tracing === null ? {} : { tracing: hcm.tracing }),
     ...(tcpChains.length === 0 ? {} : { detectProtocol: { tcp: routes, timeoutMs: lc.timeoutMs } }),
   };
   void destinationPort;
@@ -526,6 +528,7 @@ function gatewayListener(cs: readonly Chain[], base: ListenerBase & { destinatio
     httpFilters: hcm.httpFilters,
     tls,
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
+    ...(hcm.tracing === null ? {} : { tracing: hcm.tracing }),
   };
   checkStatPrefix(listener, { fields: listener, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix }, at);
   return { listener, inline: hcm.inline };
@@ -909,10 +912,10 @@ interface Hcm {
   readonly statPrefix: string;
   readonly httpFilters: HttpFilterConfig[];
   readonly connectionManager: HttpConnectionManagerOptions | undefined;
+  readonly tracing: HttpTracing | null;
 }
 
 const HCM_WARN: Readonly<Record<string, string>> = {
-  tracing: 'Remora does not trace requests yet',
   accessLog: "Remora writes its own access log (Istio's format)",
   accessLogOptions: "Remora writes its own access log (Istio's format)",
   http2ProtocolOptions: "HTTP/2 settings are Node.js's",
@@ -962,6 +965,7 @@ function readHcm(h: Obj, path: string, listenerName: string, direction: TrafficD
     'forwardClientCertDetails',
     'requestIdExtension',
     'setCurrentClientCertDetails',
+    'tracing',
   ];
   checkFields(at, path, h, read, HCM_WARN);
 
@@ -1060,7 +1064,10 @@ function readHcm(h: Obj, path: string, listenerName: string, direction: TrafficD
     if (uo.enabled === false) at.error(join(upath, 'enabled'), 'Remora cannot turn WebSocket upgrades off');
   });
 
-  return { routeConfig, inline, statPrefix: typeof h.statPrefix === 'string' ? h.statPrefix : '', httpFilters, connectionManager };
+  const tracingJson = obj(h.tracing);
+  const tracing = tracingJson === null ? null : readHcmTracing(tracingJson, join(path, 'tracing'), at);
+
+  return { routeConfig, inline, statPrefix: typeof h.statPrefix === 'string' ? h.statPrefix : '', httpFilters, connectionManager, tracing };
 }
 
 /** The HCM's chain: each filter identified by its config's type, Istio's own skipped, the router last. */

@@ -86,6 +86,79 @@ export interface HttpConnectionManagerOptions {
   };
 }
 
+/**
+ * Where a listener's spans go (Envoy's `tracing.provider`): an OpenTelemetry collector
+ * (`envoy.tracers.opentelemetry`, OTLP over gRPC or HTTP protobuf) or a Zipkin collector
+ * (`envoy.tracers.zipkin`, v2 JSON). `cluster` is the Cluster that reaches it; `authority`
+ * the Host (HTTP) or `:authority` (gRPC) the export carries.
+ */
+export type TracingProvider =
+  | {
+      readonly kind: 'opentelemetry';
+      readonly cluster: string;
+      readonly authority: string;
+      /** `grpc`: OTLP/gRPC (istiod's default); `http`: OTLP/HTTP protobuf to `path`. */
+      readonly transport: 'grpc' | 'http';
+      /** HTTP: the request path (`/v1/traces`); '' for gRPC. */
+      readonly path: string;
+      /** The spans' `service.name` resource attribute (istiod: the node's cluster, `<app>.<namespace>`). */
+      readonly serviceName: string;
+      /** Export timeout; null: the exporter's default (10 s). */
+      readonly timeoutMs: number | null;
+      /** Headers (HTTP) or initial metadata (gRPC) added to each export. */
+      readonly headers: Readonly<Record<string, string>>;
+    }
+  | {
+      readonly kind: 'zipkin';
+      readonly cluster: string;
+      readonly authority: string;
+      /** The collector's path (`/api/v2/spans`). */
+      readonly path: string;
+      /** Envoy's `trace_id_128bit`: new traces get 128-bit ids (Istio's default), else 64-bit. */
+      readonly traceId128Bit: boolean;
+      /** Envoy's `shared_span_context`: a server span reuses its client's span id (Istio: false). */
+      readonly sharedSpanContext: boolean;
+    };
+
+/**
+ * A tag set on every span of a listener (Envoy's `CustomTag`): a literal, a request header,
+ * an environment variable of the proxy, or a value a filter put in the request's dynamic
+ * metadata (istiod's RBAC dry-run tags). A header or metadata key that is absent gives
+ * `defaultValue`, and no tag when that is ''.
+ */
+export type TracingCustomTag =
+  | { readonly tag: string; readonly kind: 'literal'; readonly value: string }
+  | { readonly tag: string; readonly kind: 'requestHeader'; readonly name: string; readonly defaultValue: string }
+  | { readonly tag: string; readonly kind: 'environment'; readonly name: string; readonly defaultValue: string }
+  | { readonly tag: string; readonly kind: 'metadata'; readonly filter: string; readonly key: string; readonly defaultValue: string };
+
+/**
+ * Envoy's HTTP connection manager `tracing`: a span per request, exported to `provider`.
+ * A request is traced when its parent (an incoming `traceparent` or B3 context) says it is
+ * sampled; with no sampled flag, when it carries `x-envoy-force-trace`, or
+ * `x-client-trace-id` (with `clientSamplingPercent`), or falls in `randomSamplingPercent`;
+ * `overallSamplingPercent` caps all of these. Untraced requests still pass a context on (with
+ * the sampled flag off) so the next hops agree.
+ */
+export interface HttpTracing {
+  readonly provider: TracingProvider;
+  /** Envoy's `random_sampling`, 0–100 (Envoy's default 100; Istio's mesh default 1). */
+  readonly randomSamplingPercent: number;
+  /** Envoy's `client_sampling`: requests with `x-client-trace-id`, 0–100 (default 100). */
+  readonly clientSamplingPercent: number;
+  /** Envoy's `overall_sampling`, 0–100 (default 100). */
+  readonly overallSamplingPercent: number;
+  readonly customTags: readonly TracingCustomTag[];
+  /**
+   * Envoy's `spawn_upstream_span`: the request's span is a SERVER span and each upstream
+   * request gets a CLIENT child span (istiod sets it on gateways). False: one span, CLIENT on
+   * outbound listeners, SERVER on inbound ones and gateways.
+   */
+  readonly spawnUpstreamSpan: boolean;
+  /** Envoy's `max_path_tag_length`: `http.url` is cut to this many characters (default 256). */
+  readonly maxPathTagLength: number;
+}
+
 export interface Listener {
   /** Envoy-style name: `virtualOutbound`, `virtualInbound`, `0.0.0.0_8080`. */
   readonly name: string;
@@ -107,6 +180,8 @@ export interface Listener {
   readonly tls: ListenerTls | null;
   /** HTTP listeners: the connection manager's settings; absent: Envoy's defaults. */
   readonly connectionManager?: HttpConnectionManagerOptions;
+  /** HTTP listeners: the connection manager's `tracing`; absent: no spans, trace headers pass through untouched. */
+  readonly tracing?: HttpTracing;
   /**
    * A TCP listener (a Gateway TCP or TLS-passthrough server, a sidecar's TCP service port
    * `10.96.0.5_6379`, its TLS port by SNI, an inbound TCP port): the listener proxies raw TCP

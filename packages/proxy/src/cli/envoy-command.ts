@@ -120,6 +120,7 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
     command: proxyNode.kind,
     configPaths: [],
     node: proxyNode,
+    ...(typeof nodeJson.id === 'string' && nodeJson.id !== '' ? { nodeId: nodeJson.id } : {}),
     ports: { bindAddress: '0.0.0.0', outboundPort: 15001, inboundPort: 15006, appPort: null, appAddress: '127.0.0.1' },
     adminPort,
     // Istio's bootstrap serves health (15021) and Prometheus (15090) through static listeners.

@@ -75,6 +75,8 @@ export interface ProxyOptions {
   readonly command: Command;
   readonly configPaths: readonly string[];
   readonly node: ProxyNode;
+  /** Envoy's node id (`remora envoy`: the bootstrap's), the spans' `node_id` tag; absent: made from `node`. */
+  readonly nodeId?: string;
   readonly ports: ListenerPorts;
   readonly adminPort: number;
   readonly healthPort: number;

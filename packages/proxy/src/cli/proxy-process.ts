@@ -95,6 +95,7 @@ export class ProxyProcess {
       ...(originalDestination !== undefined ? { originalDestination } : {}),
       identity,
       node: opts.node,
+      ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
       loggers: this.loggers,
       accessLog: new AccessLog(opts.accessLogFormat, sinks.accessLog),
       metrics: new IstioMetrics(),

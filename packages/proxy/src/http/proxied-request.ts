@@ -7,6 +7,7 @@ import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { PEER_METADATA, PEER_METADATA_ID, type PeerWorkload } from '../telemetry/peer-metadata.ts';
+import type { RequestTrace, TracedRequest } from '../telemetry/tracing.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
@@ -97,7 +98,7 @@ export function failureReply(failure: AttemptFailure, code: string): FailureRepl
  * predicate, response header edits, and the access log and metrics at the end. Fields live
  * on the one object per request, so the hot path reads plain properties.
  */
-export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks {
+export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
   readonly ctx: ListenerContext;
   readonly conn: Connection;
   readonly snapshot: ListenerSnapshot;
@@ -164,6 +165,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   bytesSent = 0;
   durationMs = 0;
   upstreamServiceTimeMs = -1;
+  /** The request's trace when its listener traces; null otherwise (the untraced path does nothing more). */
+  trace: RequestTrace | null = null;
 
   // Istio's peer metadata exchange.
   /** Inbound: the request's `x-envoy-peer-metadata` and `-id` (removed before the app); null when absent. */
@@ -209,6 +212,9 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   }
   get requestedServerName(): string | null {
     return this.conn.sni;
+  }
+  get responseFlagsText(): string {
+    return formatResponseFlags(this.responseFlags);
   }
   get routeName(): string | null {
     // Envoy's %ROUTE_NAME%: an unnamed route prints as absent.
@@ -507,6 +513,11 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       this.xForwardedFor = this.xForwardedFor === null ? this.conn.remoteIp : `${this.xForwardedFor}, ${this.conn.remoteIp}`;
     }
     if (this.xForwardedFor !== null) out.push('x-forwarded-for', this.xForwardedFor);
+    const tracer = this.snapshot.tracer;
+    if (tracer !== null) {
+      this.trace = tracer.start(out);
+      this.trace.headers = out;
+    }
   }
 
   /** Headers a client names in `Connection` are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -620,6 +631,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   protected logAndRecord(grpcStatus: string, requestMessages = 0, responseMessages = 0): void {
     this.durationMs = performance.now() - this.startHr;
     this.ctx.accessLog.log(this);
+    if (this.trace !== null) this.trace.tracer.finish(this.trace, this);
     const ch = this.clusterHost;
     let stats: RequestStats;
     if (ch !== null) stats = ch.stats;

@@ -16,6 +16,7 @@ import { builtinFilters } from './builtin-filters.ts';
 import { NO_OVERLOAD_LIMITS, OverloadManager, type OverloadLimits } from './overload-manager.ts';
 import { PersistentStore } from './persistent-store.ts';
 import { Snapshot } from './snapshot.ts';
+import { TracerPool } from '../telemetry/tracing.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import type { OriginalDestination } from '../listener/original-dst.ts';
 
@@ -49,6 +50,8 @@ export interface RuntimeOptions {
    * connection is served by the listener that accepted it.
    */
   readonly originalDestination?: (socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>;
+  /** Envoy's node id (`sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`), the spans' `node_id` tag; absent: made from `node`. */
+  readonly nodeId?: string;
 }
 
 /**
@@ -67,6 +70,9 @@ export class Runtime implements ListenerContext {
   readonly envoyStats = new EnvoyStats();
   readonly peerMetadata: LocalPeerMetadata;
   readonly peerCache = new PeerMetadataCache();
+  /** Span exporters of the listeners' tracing, kept across snapshots. */
+  readonly tracers = new TracerPool();
+  readonly #nodeId: string;
   #snapshot: Snapshot | null = null;
   #snapshotLiveAt = 0;
   #draining = false;
@@ -87,6 +93,8 @@ export class Runtime implements ListenerContext {
 
   constructor(opts: RuntimeOptions) {
     this.node = opts.node;
+    const n = opts.node;
+    this.#nodeId = opts.nodeId ?? `${n.kind === 'gateway' ? 'router' : 'sidecar'}~0.0.0.0~${n.workloadName}.${n.namespace}~${n.namespace}.svc.${n.clusterDomain}`;
     this.accessLog = opts.accessLog;
     this.metrics = opts.metrics;
     this.#loggers = opts.loggers;
@@ -184,8 +192,13 @@ export class Runtime implements ListenerContext {
     const first = this.#snapshot === null;
     const built = await this.clusterManager.prepare(config.clusters);
     let snap: Snapshot;
+    // OpenTelemetry loads with the first config that traces (about 0.5 s), never before.
+    if (config.listeners.some((l) => l.tracing !== undefined)) await this.tracers.load();
+    this.tracers.beginSnapshot();
     try {
       snap = await Snapshot.build(config, built, {
+        tracers: this.tracers,
+        nodeId: this.#nodeId,
         statsFor: (direction) => this.#unroutedStats(direction),
         filters: this.#filters,
         filterContext: this.#store.begin(this.#loggers.get('config')),
@@ -196,6 +209,7 @@ export class Runtime implements ListenerContext {
       this.clusterManager.discard(built);
       throw new Error(`config ${config.version} does not compile: ${(err as Error).message}`);
     }
+    this.tracers.endSnapshot();
     const startedHere: HttpListener[] = [];
     const wanted = new Set<string>();
     for (const [name, ls] of snap.listeners) {
@@ -304,7 +318,7 @@ export class Runtime implements ListenerContext {
     this.#listeners.clear();
     this.overload.close();
     this.accessLog.flush();
-    await this.clusterManager.close();
+    await Promise.all([this.clusterManager.close(), this.tracers.close()]);
   }
 
   /** Envoy's cluster stats that dashboards use for resilience, under Envoy's Prometheus names. */

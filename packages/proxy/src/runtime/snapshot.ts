@@ -1,4 +1,4 @@
-import { httpStatPrefix, type Listener, type ProxyConfig, type RouteConfiguration, type TrafficDirection } from '@remora/config';
+import { httpStatPrefix, type Cluster, type Listener, type ProxyConfig, type RouteConfiguration, type TrafficDirection } from '@remora/config';
 import type { FilterCompileContext, FilterRegistry, HttpFilterConfig } from '@remora/filters';
 import { ClusterCaller } from '../upstream/cluster-caller.ts';
 import { ConnectionManagerConfig } from '../http/connection-manager.ts';
@@ -7,6 +7,7 @@ import { RouteTable, type VirtualHostFinder } from '../router/route-table.ts';
 import { RouteTableByPort } from '../router/route-table-by-port.ts';
 import { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import { HttpConnManagerStats } from '../telemetry/http-stats.ts';
+import { HttpTracer, type TracerPool } from '../telemetry/tracing.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 
@@ -30,6 +31,8 @@ export class ListenerSnapshot {
   readonly bypassOverloadManager: boolean;
   /** Envoy's `http.<stat_prefix>.*` connection manager and router stats of this listener. */
   readonly http: HttpConnManagerStats;
+  /** The connection manager's tracing, compiled; null: no tracing work for this listener's requests. */
+  readonly tracer: HttpTracer | null;
   /** Gateway TLS servers' own route tables, by server origin; null when the listener has one table. */
   readonly #routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null;
 
@@ -42,7 +45,9 @@ export class ListenerSnapshot {
     clusters: ReadonlyMap<string, UpstreamCluster> = new Map(),
     routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null = null,
     http: HttpConnManagerStats | null = null,
+    tracer: HttpTracer | null = null,
   ) {
+    this.tracer = tracer;
     this.#routesByServer = routesByServer;
     // A listener without a connection manager (TCP) counts into stats nobody shows.
     this.http = http ?? new HttpConnManagerStats(new EnvoyStats(), listener.name);
@@ -76,6 +81,10 @@ export interface SnapshotServices {
   readonly trustedHops: number;
   /** Envoy's filter stats, kept by name across snapshots. */
   readonly stats: EnvoyStats;
+  /** Span exporters kept across snapshots; absent: tracing settings are ignored. */
+  readonly tracers?: TracerPool;
+  /** Envoy's node id, for the `node_id` span tag. */
+  readonly nodeId?: string;
 }
 
 /**
@@ -100,7 +109,13 @@ export class Snapshot {
     }
     const listeners = new Map<string, ListenerSnapshot>();
     let caller: ClusterCaller | null = null;
+    let clusterModels: Map<string, Cluster> | null = null;
     for (const l of config.listeners) {
+      let tracer: HttpTracer | null = null;
+      if (l.tracing !== undefined && l.tcpProxy === undefined && services.tracers !== undefined) {
+        clusterModels ??= new Map(config.clusters.map((c) => [c.name, c]));
+        tracer = HttpTracer.compile(l.tracing, l.direction, config.node, services.nodeId ?? '', clusterModels, services.tracers);
+      }
       const steps = l.httpFilters.length === 0 ? null : services.filters.compileChain(l.httpFilters, { ...services.filterContext, scope: l.name, stats: services.stats.scope(httpStatPrefix(l)), upstream: (caller ??= new ClusterCaller(clusters)) });
       // A chain of only the router (and skipped filters) has nothing to run per request.
       const chain = steps === null || steps.length === 0 ? null : steps;
@@ -111,7 +126,7 @@ export class Snapshot {
         for (const srv of l.tls.servers) byServer.set(srv.origin, srv.routeConfig === undefined ? routes : (tables.get(srv.routeConfig) ?? null));
       }
       const http = l.tcpProxy === undefined ? new HttpConnManagerStats(services.stats, httpStatPrefix(l)) : null;
-      listeners.set(l.name, new ListenerSnapshot(l, routes, chain, services.statsFor(l.direction), services.trustedHops, clusters, byServer, http));
+      listeners.set(l.name, new ListenerSnapshot(l, routes, chain, services.statsFor(l.direction), services.trustedHops, clusters, byServer, http, tracer));
     }
     this.listeners = listeners;
   }

@@ -21,6 +21,7 @@ import { file_envoy_config_core_v3_extension } from './envoy/config/core/v3/exte
 import { file_envoy_config_core_v3_grpc_method_list } from './envoy/config/core/v3/grpc_method_list_pb.ts';
 import { file_envoy_config_core_v3_grpc_service } from './envoy/config/core/v3/grpc_service_pb.ts';
 import { file_envoy_config_core_v3_health_check } from './envoy/config/core/v3/health_check_pb.ts';
+import { file_envoy_config_core_v3_http_service } from './envoy/config/core/v3/http_service_pb.ts';
 import { file_envoy_config_core_v3_http_uri } from './envoy/config/core/v3/http_uri_pb.ts';
 import { file_envoy_config_core_v3_protocol } from './envoy/config/core/v3/protocol_pb.ts';
 import { file_envoy_config_core_v3_proxy_protocol } from './envoy/config/core/v3/proxy_protocol_pb.ts';
@@ -43,6 +44,7 @@ import { file_envoy_config_route_v3_route_components } from './envoy/config/rout
 import { file_envoy_config_route_v3_route } from './envoy/config/route/v3/route_pb.ts';
 import { file_envoy_config_route_v3_scoped_route } from './envoy/config/route/v3/scoped_route_pb.ts';
 import { file_envoy_config_trace_v3_http_tracer } from './envoy/config/trace/v3/http_tracer_pb.ts';
+import { file_envoy_config_trace_v3_opentelemetry } from './envoy/config/trace/v3/opentelemetry_pb.ts';
 import { file_envoy_config_trace_v3_zipkin } from './envoy/config/trace/v3/zipkin_pb.ts';
 import { file_envoy_data_accesslog_v3_accesslog } from './envoy/data/accesslog/v3/accesslog_pb.ts';
 import { file_envoy_extensions_access_loggers_file_v3_file } from './envoy/extensions/access_loggers/file/v3/file_pb.ts';
@@ -151,6 +153,7 @@ export const GENERATED_FILES: readonly GenFile[] = [
   file_envoy_config_core_v3_grpc_method_list,
   file_envoy_config_core_v3_grpc_service,
   file_envoy_config_core_v3_health_check,
+  file_envoy_config_core_v3_http_service,
   file_envoy_config_core_v3_http_uri,
   file_envoy_config_core_v3_protocol,
   file_envoy_config_core_v3_proxy_protocol,
@@ -173,6 +176,7 @@ export const GENERATED_FILES: readonly GenFile[] = [
   file_envoy_config_route_v3_route,
   file_envoy_config_route_v3_scoped_route,
   file_envoy_config_trace_v3_http_tracer,
+  file_envoy_config_trace_v3_opentelemetry,
   file_envoy_config_trace_v3_zipkin,
   file_envoy_data_accesslog_v3_accesslog,
   file_envoy_extensions_access_loggers_file_v3_file,

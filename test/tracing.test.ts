@@ -1,0 +1,397 @@
+// Envoy's HTTP tracing end to end: `remora envoy` processes whose connection managers carry
+// istiod's `tracing` (OpenTelemetry over OTLP/HTTP protobuf, Zipkin v2 JSON) export spans to
+// real collectors written here, which decode what they get. A gateway → sidecar → app chain
+// links its spans parent to child and carries Istio's tags; an incoming traceparent and B3
+// context are continued; sampling follows randomSampling, x-envoy-force-trace and the
+// parent's flag; a collector that never answers costs nothing to the requests.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import protobuf from 'protobufjs';
+import t, { type Test } from 'tap';
+import { spawnEnvoy } from './helpers/bootstrap.ts';
+import { startBackend, type Backend } from './helpers/backends.ts';
+import { request } from './helpers/http.ts';
+import { freePorts, sleep, waitFor } from './helpers/net.ts';
+
+// The part of opentelemetry-proto's trace service request the checks read (field numbers as upstream).
+const OTLP = protobuf.parse(`
+syntax = "proto3";
+package otlp;
+message AnyValue { oneof value { string string_value = 1; bool bool_value = 2; int64 int_value = 3; double double_value = 4; } }
+message KeyValue { string key = 1; AnyValue value = 2; }
+message Resource { repeated KeyValue attributes = 1; }
+message Span {
+  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4; string name = 5; int32 kind = 6;
+  fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9;
+}
+message ScopeSpans { Span scope = 1; repeated Span spans = 2; }
+message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }
+message ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+`).root.lookupType('otlp.ExportTraceServiceRequest');
+
+interface GotSpan {
+  readonly service: string;
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly parentId: string;
+  readonly name: string;
+  /** OTLP's: 2 SERVER, 3 CLIENT. */
+  readonly kind: number;
+  readonly tags: Record<string, string>;
+}
+
+interface Collector {
+  readonly port: number;
+  readonly spans: GotSpan[];
+  readonly server: Server;
+}
+
+const hex = (b: Uint8Array | undefined): string => (b === undefined ? '' : Buffer.from(b).toString('hex'));
+
+/** An OTLP/HTTP collector: decodes each protobuf export and keeps its spans. */
+async function otlpCollector(): Promise<Collector> {
+  const spans: GotSpan[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.url !== '/v1/traces' || req.headers['content-type'] !== 'application/x-protobuf') {
+        res.writeHead(400).end();
+        return;
+      }
+      const msg = OTLP.toObject(OTLP.decode(Buffer.concat(chunks)), { longs: String, defaults: true }) as {
+        resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: { traceId: Uint8Array; spanId: Uint8Array; parentSpanId: Uint8Array; name: string; kind: number; attributes: { key: string; value: { stringValue?: string; boolValue?: boolean; intValue?: string } }[] }[] }[] }[];
+      };
+      for (const rs of msg.resourceSpans) {
+        const service = rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '';
+        for (const ss of rs.scopeSpans) {
+          for (const s of ss.spans) {
+            const tags: Record<string, string> = {};
+            for (const a of s.attributes) tags[a.key] = a.value.stringValue ?? String(a.value.boolValue ?? a.value.intValue ?? '');
+            spans.push({ service, traceId: hex(s.traceId), spanId: hex(s.spanId), parentId: hex(s.parentSpanId), name: s.name, kind: s.kind, tags });
+          }
+        }
+      }
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, spans, server };
+}
+
+/** A Zipkin collector: v2 JSON spans, kept as they come. */
+async function zipkinCollector(): Promise<Collector> {
+  const spans: GotSpan[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const list = JSON.parse(Buffer.concat(chunks).toString()) as { traceId: string; id: string; parentId?: string; name: string; kind?: string; localEndpoint?: { serviceName?: string }; tags?: Record<string, string> }[];
+      for (const s of list) spans.push({ service: s.localEndpoint?.serviceName ?? '', traceId: s.traceId, spanId: s.id, parentId: s.parentId ?? '', name: s.name, kind: s.kind === 'SERVER' ? 2 : s.kind === 'CLIENT' ? 3 : 0, tags: s.tags ?? {} });
+      res.writeHead(202).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, spans, server };
+}
+
+const OTEL_TYPE = 'type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig';
+const ZIPKIN_TYPE = 'type.googleapis.com/envoy.config.trace.v3.ZipkinConfig';
+
+function otelProvider(serviceName: string): object {
+  return { name: 'envoy.tracers.opentelemetry', typed_config: { '@type': OTEL_TYPE, http_service: { http_uri: { uri: 'otel-collector.observability.svc.cluster.local:4318/v1/traces', cluster: 'otel', timeout: '2s' } }, service_name: serviceName } };
+}
+
+function zipkinProvider(): object {
+  return { name: 'envoy.tracers.zipkin', typed_config: { '@type': ZIPKIN_TYPE, collector_cluster: 'zipkin', collector_endpoint: '/api/v2/spans', collector_hostname: 'zipkin.istio-system:9411', trace_id_128bit: true, shared_span_context: false, collector_endpoint_version: 'HTTP_JSON' } };
+}
+
+/** istiod's service tags (buildServiceTags) for a workload. */
+function istioTags(service: string, namespace: string): object[] {
+  return [
+    { tag: 'istio.canonical_revision', literal: { value: 'latest' } },
+    { tag: 'istio.canonical_service', literal: { value: service } },
+    { tag: 'istio.mesh_id', literal: { value: 'cluster.local' } },
+    { tag: 'istio.namespace', literal: { value: namespace } },
+  ];
+}
+
+interface ProxySpec {
+  readonly nodeId: string;
+  readonly adminPort: number;
+  readonly port: number;
+  /** Where the proxy's one route sends requests (cluster `outbound|<port>||<host>`). */
+  readonly upstreamPort: number;
+  readonly upstreamHost: string;
+  readonly tracing: object;
+  readonly collectorPort: number;
+  readonly collectorCluster: 'otel' | 'zipkin';
+}
+
+/** A bootstrap with one HTTP listener routing everything to one upstream, traced as `tracing` says. */
+function bootstrap(p: ProxySpec): string {
+  const cluster = `outbound|${p.upstreamPort}||${p.upstreamHost}`;
+  const staticCluster = (name: string, port: number): object => ({ name, type: 'STATIC', connect_timeout: '1s', load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } }] }] } });
+  return JSON.stringify({
+    node: { id: p.nodeId, cluster: 'test' },
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: p.adminPort } } },
+    static_resources: {
+      listeners: [
+        {
+          name: `0.0.0.0_${p.port}`,
+          address: { socket_address: { address: '127.0.0.1', port_value: p.port } },
+          filter_chains: [
+            {
+              filters: [
+                {
+                  name: 'envoy.filters.network.http_connection_manager',
+                  typed_config: {
+                    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+                    stat_prefix: `outbound_0.0.0.0_${p.port}`,
+                    route_config: { name: 'local', virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster } }] }] },
+                    http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+                    tracing: p.tracing,
+                  },
+                },
+              ],
+            },
+          ],
+        },
+      ],
+      clusters: [staticCluster(cluster, p.upstreamPort), staticCluster(p.collectorCluster, p.collectorPort)],
+    },
+  });
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'remora-tracing-'));
+
+/** Starts `remora envoy` on a bootstrap and waits until its listener answers. */
+async function startProxy(t: Test, name: string, spec: ProxySpec): Promise<void> {
+  const file = join(dir, `${name}.yaml`);
+  writeFileSync(file, bootstrap(spec));
+  const { child, err } = spawnEnvoy(['-c', file, '-l', 'warning']);
+  t.teardown(() => void child.kill('SIGKILL'));
+  await waitFor(`${name} serves (stderr: ${err.join('\n')})`, async () => {
+    try {
+      return (await request(spec.adminPort, '/ready')).status === 200;
+    } catch {
+      return false;
+    }
+  }, 20_000);
+}
+
+interface Chain {
+  readonly app: Backend;
+  readonly collector: Collector;
+  readonly gatewayPort: number;
+  readonly sidecarPort: number;
+}
+
+/** app ← sidecar (outbound, CLIENT span) ← gateway (SERVER span + upstream CLIENT span), both exporting to one OTLP collector. */
+async function otelChain(t: Test, gatewayTracing: Record<string, unknown> = {}): Promise<Chain> {
+  const app = await startBackend('productpage');
+  const collector = await otlpCollector();
+  t.teardown(() => {
+    app.server.close();
+    collector.server.close();
+  });
+  const [gwAdmin, gwPort, scAdmin, scPort] = await freePorts(4);
+  await startProxy(t, 'sidecar', {
+    nodeId: 'sidecar~10.0.0.7~productpage-v1-1.default~default.svc.cluster.local',
+    adminPort: scAdmin!,
+    port: scPort!,
+    upstreamPort: app.port,
+    upstreamHost: 'productpage.default.svc.cluster.local',
+    collectorPort: collector.port,
+    collectorCluster: 'otel',
+    tracing: { client_sampling: { value: 100 }, random_sampling: { value: 100 }, overall_sampling: { value: 100 }, custom_tags: istioTags('productpage', 'default'), provider: otelProvider('productpage.default') },
+  });
+  await startProxy(t, 'gateway', {
+    nodeId: 'router~10.0.0.1~istio-ingressgateway-1.istio-system~istio-system.svc.cluster.local',
+    adminPort: gwAdmin!,
+    port: gwPort!,
+    upstreamPort: scPort!,
+    upstreamHost: 'productpage.default.svc.cluster.local',
+    collectorPort: collector.port,
+    collectorCluster: 'otel',
+    tracing: { client_sampling: { value: 100 }, random_sampling: { value: 100 }, overall_sampling: { value: 100 }, custom_tags: istioTags('istio-ingressgateway', 'istio-system'), provider: otelProvider('istio-ingressgateway.istio-system'), spawn_upstream_span: true, ...gatewayTracing },
+  });
+  return { app, collector, gatewayPort: gwPort!, sidecarPort: scPort! };
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-0([01])$/;
+
+t.test('gateway → sidecar → app over OTLP/HTTP: one trace, parent to child, Envoy kinds and names, Istio tags', async (t) => {
+  const c = await otelChain(t);
+  const r = await request(c.gatewayPort, '/productpage?u=normal', { headers: { host: 'bookinfo.example.com', 'user-agent': 'tracing-test/1', 'x-request-id': 'rid-1' } });
+  t.equal(r.status, 200);
+  const tp = TRACEPARENT.exec(String(c.app.seen[0]?.headers['traceparent']));
+  t.ok(tp, 'the app gets a W3C traceparent') || t.comment(c.app.seen[0]?.headers);
+  t.equal(tp?.[3], '1', 'sampled');
+  t.equal(c.app.seen[0]?.headers['x-b3-traceid'], undefined, 'the OpenTelemetry tracer injects W3C only');
+  await waitFor('4 spans exported', () => c.collector.spans.length >= 3, 10_000);
+  const spans = c.collector.spans;
+  t.equal(spans.length, 3, 'gateway SERVER, gateway upstream CLIENT, sidecar CLIENT');
+  const gw = spans.find((s) => s.service === 'istio-ingressgateway.istio-system' && s.kind === 2)!;
+  const gwUp = spans.find((s) => s.service === 'istio-ingressgateway.istio-system' && s.kind === 3)!;
+  const sc = spans.find((s) => s.service === 'productpage.default')!;
+  t.ok(gw && gwUp && sc, 'each span from its proxy, with its kind') || t.comment(spans);
+  t.equal(new Set(spans.map((s) => s.traceId)).size, 1, 'one trace');
+  t.equal(gw.parentId, '', 'the gateway starts the trace');
+  t.equal(gwUp.parentId, gw.spanId, "the gateway's upstream span is the child of its server span");
+  t.equal(sc.parentId, gwUp.spanId, "the sidecar's span is the child of the gateway's upstream span");
+  t.equal(sc.kind, 3, 'a sidecar outbound span is CLIENT');
+  t.equal(tp?.[1], sc.traceId, "the app's traceparent carries the trace");
+  t.equal(tp?.[2], sc.spanId, "…and the sidecar's span as parent");
+  t.equal(gw.name, 'productpage.default.svc.cluster.local:' + c.sidecarPort + '/*', "istiod's decorator: <service>:<port>/*");
+  t.equal(gwUp.name, `router outbound|${c.sidecarPort}||productpage.default.svc.cluster.local egress`, "Envoy's upstream span name");
+  t.match(gw.tags, {
+    'istio.canonical_service': 'istio-ingressgateway',
+    'istio.namespace': 'istio-system',
+    'istio.mesh_id': 'cluster.local',
+    component: 'proxy',
+    node_id: 'router~10.0.0.1~istio-ingressgateway-1.istio-system~istio-system.svc.cluster.local',
+    'guid:x-request-id': 'rid-1',
+    'http.method': 'GET',
+    'http.url': 'http://bookinfo.example.com/productpage?u=normal',
+    'http.status_code': '200',
+    response_flags: '-',
+    upstream_cluster: `outbound|${c.sidecarPort}||productpage.default.svc.cluster.local`,
+    'peer.address': '127.0.0.1',
+    user_agent: 'tracing-test/1',
+    request_size: '0',
+  });
+  t.ok(Number(gw.tags['response_size']) > 0, 'response_size');
+  t.match(sc.tags, { 'istio.canonical_service': 'productpage', 'istio.namespace': 'default', 'guid:x-request-id': 'rid-1', upstream_cluster: `outbound|${c.app.port}||productpage.default.svc.cluster.local` });
+});
+
+t.test("an incoming traceparent is continued, its sampled flag respected; B3 is read when there is no traceparent", async (t) => {
+  const c = await otelChain(t, { random_sampling: { value: 0 } });
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  await request(c.gatewayPort, '/a', { headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01`, tracestate: 'vendor=x' } });
+  await waitFor('spans of the continued trace', () => c.collector.spans.length >= 3, 10_000);
+  const gw = c.collector.spans.find((s) => s.kind === 2)!;
+  t.equal(gw.traceId, traceId, 'the trace goes on');
+  t.equal(gw.parentId, '00f067aa0ba902b7', "the client's span is the gateway span's parent");
+  t.equal(c.app.seen[0]?.headers['tracestate'], 'vendor=x', 'tracestate travels on');
+
+  const before = c.collector.spans.length;
+  await request(c.gatewayPort, '/b', { headers: { traceparent: `00-${traceId}-00f067aa0ba902b8-00` } });
+  const tp = TRACEPARENT.exec(String(c.app.seen[1]?.headers['traceparent']));
+  t.equal(tp?.[1], traceId, 'an unsampled trace still passes its context on');
+  t.equal(tp?.[3], '0', 'not sampled');
+
+  const b3Trace = '80f198ee56343ba864fe8b2a57d3eff7';
+  await request(c.gatewayPort, '/c', { headers: { b3: `${b3Trace}-e457b5a2e4d86bd1-1` } });
+  const tp2 = TRACEPARENT.exec(String(c.app.seen[2]?.headers['traceparent']));
+  t.equal(tp2?.[1], b3Trace, 'a B3 single header starts the W3C context');
+  await waitFor('spans of the B3 trace', () => c.collector.spans.some((s) => s.traceId === b3Trace && s.parentId === 'e457b5a2e4d86bd1'), 10_000);
+  await sleep(1500);
+  t.equal(c.collector.spans.filter((s) => s.traceId === traceId).length - 3, 0, 'the unsampled request exported nothing');
+  t.ok(c.collector.spans.length >= before, 'sanity');
+});
+
+t.test('sampling: 0% exports nothing, x-envoy-force-trace and x-client-trace-id are traced', async (t) => {
+  const c = await otelChain(t, { random_sampling: { value: 0 } });
+  for (let i = 0; i < 20; i++) await request(c.gatewayPort, `/plain/${i}`);
+  const tp = TRACEPARENT.exec(String(c.app.seen[0]?.headers['traceparent']));
+  t.equal(tp?.[3], '0', 'not sampled, yet a context is passed on so the next hops agree');
+  await request(c.gatewayPort, '/forced', { headers: { 'x-envoy-force-trace': 'true' } });
+  await request(c.gatewayPort, '/client', { headers: { 'x-client-trace-id': 'abc' } });
+  await waitFor('the forced spans', () => c.collector.spans.filter((s) => s.kind === 2).length >= 2, 10_000);
+  await sleep(1500);
+  const servers = c.collector.spans.filter((s) => s.kind === 2).map((s) => s.tags['http.url']);
+  t.same(servers.sort(), ['http://127.0.0.1:' + c.gatewayPort + '/client', 'http://127.0.0.1:' + c.gatewayPort + '/forced'].sort(), 'only the forced requests are traced at the gateway');
+  t.equal(c.collector.spans.filter((s) => s.service === 'productpage.default').length, 2, "the sidecar follows the gateway's decision (the parent's flag)");
+});
+
+t.test('Zipkin: B3 multi headers out, B3 in, v2 JSON spans to the collector', async (t) => {
+  const app = await startBackend('reviews');
+  const collector = await zipkinCollector();
+  t.teardown(() => {
+    app.server.close();
+    collector.server.close();
+  });
+  const [admin, port] = await freePorts(2);
+  await startProxy(t, 'zipkin-sidecar', {
+    nodeId: 'sidecar~10.0.0.8~reviews-v1-1.default~default.svc.cluster.local',
+    adminPort: admin!,
+    port: port!,
+    upstreamPort: app.port,
+    upstreamHost: 'reviews.default.svc.cluster.local',
+    collectorPort: collector.port,
+    collectorCluster: 'zipkin',
+    tracing: { random_sampling: { value: 100 }, custom_tags: istioTags('reviews', 'default'), provider: zipkinProvider() },
+  });
+  const traceId = '463ac35c9f6413ad48485a3953bb6124';
+  await request(port!, '/reviews/1', { headers: { 'x-b3-traceid': traceId, 'x-b3-spanid': 'a2fb4a1d1a96d312', 'x-b3-sampled': '1' } });
+  const h = app.seen[0]!.headers;
+  t.equal(h['x-b3-traceid'], traceId, 'the trace id travels on');
+  t.match(String(h['x-b3-spanid']), /^[0-9a-f]{16}$/);
+  t.not(h['x-b3-spanid'], 'a2fb4a1d1a96d312', "this hop's own span id");
+  t.equal(h['x-b3-sampled'], '1');
+  t.equal(h['traceparent'], undefined, 'the Zipkin tracer injects B3 only');
+  await waitFor('the Zipkin span', () => collector.spans.length >= 1, 10_000);
+  const s = collector.spans[0]!;
+  t.equal(s.traceId, traceId);
+  t.equal(s.parentId, 'a2fb4a1d1a96d312');
+  t.equal(s.spanId, h['x-b3-spanid']);
+  t.equal(s.kind, 3, 'CLIENT (a sidecar outbound)');
+  t.equal(s.name, `reviews.default.svc.cluster.local:${app.port}/*`);
+  t.match(s.tags, { 'istio.canonical_service': 'reviews', 'http.status_code': '200', component: 'proxy' });
+
+  await request(port!, '/reviews/2');
+  const h2 = app.seen[1]!.headers;
+  t.match(String(h2['x-b3-traceid']), /^[0-9a-f]{32}$/, 'a new trace gets a 128-bit id (trace_id_128bit)');
+  t.equal(h2['x-b3-sampled'], '1');
+});
+
+t.test('a collector that never answers neither slows the requests nor stops them', async (t) => {
+  // Accepts connections and reads, never responds: every export waits for its timeout.
+  const sockets = new Set<import('node:net').Socket>();
+  const dead = createServer(() => undefined);
+  dead.on('connection', (s) => sockets.add(s));
+  await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    dead.close();
+  });
+  const app = await startBackend('app');
+  t.teardown(() => app.server.close());
+  const [admin, port] = await freePorts(2);
+  await startProxy(t, 'dead-collector', {
+    nodeId: 'sidecar~10.0.0.9~app-1.default~default.svc.cluster.local',
+    adminPort: admin!,
+    port: port!,
+    upstreamPort: app.port,
+    upstreamHost: 'app.default.svc.cluster.local',
+    collectorPort: (dead.address() as AddressInfo).port,
+    collectorCluster: 'otel',
+    tracing: { random_sampling: { value: 100 }, provider: otelProvider('app.default') },
+  });
+  let answered = 0;
+  // 3000 traced requests: more than the span queue holds (2048), over several export rounds.
+  for (let round = 0; round < 30; round++) {
+    await Promise.all(
+      Array.from({ length: 100 }, async () => {
+        const r = await request(port!, '/x');
+        if (r.status === 200) answered++;
+      }),
+    );
+  }
+  t.equal(answered, 3000, 'every request answered 200');
+  // With the queue full and exports hanging, one request at a time still takes a usual time.
+  const times: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const t0 = performance.now();
+    await request(port!, '/y');
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  const p50 = times[25]!;
+  t.ok(p50 < 50, `requests are not held by the exports (sequential p50 ${p50.toFixed(1)} ms)`);
+  t.equal((await request(port!, '/after')).status, 200, 'still serving with exports pending');
+});
