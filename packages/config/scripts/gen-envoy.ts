@@ -58,6 +58,8 @@ const ROOTS: readonly string[] = [
   'envoy/service/discovery/v3/discovery.proto',
   // ext_authz's gRPC service
   'envoy/service/auth/v3/external_auth.proto',
+  // the global rate limit service (RLS) the ratelimit filter calls
+  'envoy/service/ratelimit/v3/rls.proto',
   // bootstrap and /config_dump
   'envoy/config/bootstrap/v3/bootstrap.proto',
   'envoy/admin/v3/config_dump.proto',
@@ -79,6 +81,7 @@ const ROOTS: readonly string[] = [
   'envoy/extensions/filters/http/compressor/v3/compressor.proto',
   'envoy/extensions/filters/http/wasm/v3/wasm.proto',
   'envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto',
+  'envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto',
   // listener filters
   'envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto',
   'envoy/extensions/filters/listener/http_inspector/v3/http_inspector.proto',

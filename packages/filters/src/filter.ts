@@ -20,7 +20,7 @@ export const FilterStatus = {
 export type FilterStatus = (typeof FilterStatus)[keyof typeof FilterStatus];
 
 /** Envoy response flags a filter may set on its local reply (or on the request, for DI). */
-export type FilterResponseFlag = 'RL' | 'FI' | 'DI' | 'UAEX' | 'NR';
+export type FilterResponseFlag = 'RL' | 'RLSE' | 'FI' | 'DI' | 'UAEX' | 'NR';
 
 /** The workload identity of the peer, from its mTLS certificate (SPIFFE). */
 export interface PeerIdentity {
@@ -161,8 +161,15 @@ export interface HttpFilterFactory {
 
 /** What a route offers its filters' route configs beyond typed_per_filter_config. */
 export interface RouteFilterInput {
-  /** Envoy's RouteAction `rate_limits` (config.route.v3.RateLimit JSON). */
+  /**
+   * The route's `rate_limits` (config.route.v3.RateLimit JSON) as Envoy's rate limit filters
+   * apply them: its own, else its virtual host's (or both, with `include_vh_rate_limits`).
+   */
   readonly rateLimits: readonly unknown[];
+  /** The route forwards (Envoy's route entry); redirects and direct responses do not. */
+  readonly forwards: boolean;
+  /** The cluster the route forwards to when it has exactly one; null otherwise. */
+  readonly cluster: string | null;
 }
 
 /**
@@ -222,6 +229,7 @@ export const FilterName = {
   JwtAuthn: 'envoy.filters.http.jwt_authn',
   Rbac: 'envoy.filters.http.rbac',
   ExtAuthz: 'envoy.filters.http.ext_authz',
+  RateLimit: 'envoy.filters.http.ratelimit',
   LocalRateLimit: 'envoy.filters.http.local_ratelimit',
   Fault: 'envoy.filters.http.fault',
   Cors: 'envoy.filters.http.cors',

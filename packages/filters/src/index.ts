@@ -15,3 +15,6 @@ export { CorsFilterFactory, corsFactory, CorsFilter, CORS_RESPONSE_DETAILS } fro
 export { CorsPolicy } from './cors/cors-policy.ts';
 export { ExtAuthzFilterFactory, extAuthzFactory } from './ext-authz/ext-authz-factory.ts';
 export { ExtAuthzFilter, ExtAuthzFilterConfig, EXT_AUTHZ_DENIED, EXT_AUTHZ_ERROR } from './ext-authz/ext-authz-filter.ts';
+export { RateLimitFilterFactory, rateLimitFactory } from './ratelimit/ratelimit-factory.ts';
+export { RateLimitFilter, RateLimitFilterConfig, RATE_LIMITED, RATE_LIMITER_ERROR, type RateLimitRouteConfig } from './ratelimit/ratelimit-filter.ts';
+export { compileRateLimits, populateDescriptor, type DescriptorAction, type RateLimitEntry } from './ratelimit/rate-limit-actions.ts';

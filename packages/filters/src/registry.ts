@@ -1,5 +1,5 @@
 import { SKIPPED_ISTIO_FILTERS } from '@remora/config';
-import type { FilterCompileContext, HttpFilterConfig, HttpFilterFactory } from './filter.ts';
+import type { FilterCompileContext, HttpFilterConfig, HttpFilterFactory, RouteFilterInput } from './filter.ts';
 
 export { SKIPPED_ISTIO_FILTERS };
 
@@ -10,7 +10,7 @@ export interface ChainEntry {
   readonly isOptional?: boolean;
 }
 
-const NO_RATE_LIMITS: readonly unknown[] = [];
+const NO_ROUTE: RouteFilterInput = { rateLimits: [], forwards: false, cluster: null };
 
 /** Filter factories by name; the runtime compiles each listener's chain through it. */
 export class FilterRegistry {
@@ -62,9 +62,9 @@ export class FilterRegistry {
    * Compiles a route's per-filter overrides, and the route configs of filters that read the
    * route's `rate_limits`; filters without route configs are skipped. Null: nothing to compile.
    */
-  compileRouteConfigs(configs: Readonly<Record<string, unknown>>, context: FilterCompileContext, rateLimits: readonly unknown[] = NO_RATE_LIMITS): Map<string, unknown> | null {
+  compileRouteConfigs(configs: Readonly<Record<string, unknown>>, context: FilterCompileContext, route: RouteFilterInput = NO_ROUTE): Map<string, unknown> | null {
     let out: Map<string, unknown> | null = null;
-    const route = { rateLimits };
+    const rateLimits = route.rateLimits;
     const compile = (name: string, factory: HttpFilterFactory, config: unknown): void => {
       try {
         (out ??= new Map()).set(name, factory.compileRouteConfig!(config, context, route));

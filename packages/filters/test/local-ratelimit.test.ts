@@ -57,8 +57,8 @@ function scoped(scope: string, store = new Map<string, unknown>()) {
   return { ...storeContext(store), scope };
 }
 
-const NO_ROUTE = { rateLimits: [] };
-const routeInput = (rateLimits: RateLimitJson[]) => ({ rateLimits });
+const NO_ROUTE = { rateLimits: [], forwards: true, cluster: null };
+const routeInput = (rateLimits: RateLimitJson[]) => ({ rateLimits, forwards: true, cluster: null });
 
 function send(filter: HttpFilter, req = new RouteRequest()) {
   const cb = new RecordingCallbacks();
@@ -211,7 +211,7 @@ t.test('bad configs are refused with the field named', async (t) => {
   t.throws(() => f.compile(null, ctx), /config must be a LocalRateLimit object/);
   t.throws(() => f.compile({ ...config(), statPrefix: '' }, ctx), /statPrefix is required/);
   t.throws(() => f.compile({ ...config(), localRateLimitPerDownstreamConnection: true }, ctx), /localRateLimitPerDownstreamConnection is not supported/);
-  t.throws(() => f.compileRouteConfig(undefined, ctx, routeInput([{ actions: [{ destinationCluster: {} }] }])), /only requestHeaders, genericKey and remoteAddress actions are supported/);
+  t.throws(() => f.compileRouteConfig(undefined, ctx, routeInput([{ actions: [{ sourceCluster: {} }] }])), /actions\[0\]\.sourceCluster: not supported/);
 });
 
 t.test("Envoy's defaults: filter_enabled unset is 0% (nothing checked), status below 400 answers 429", async (t) => {

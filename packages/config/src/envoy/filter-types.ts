@@ -11,6 +11,7 @@ export const HTTP_FILTER_TYPES: Readonly<Record<string, string>> = {
   'envoy.filters.http.rbac': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`,
   'envoy.filters.http.ext_authz': `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz`,
   'envoy.filters.http.local_ratelimit': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`,
+  'envoy.filters.http.ratelimit': `${T}envoy.extensions.filters.http.ratelimit.v3.RateLimit`,
   'envoy.filters.http.fault': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`,
   'envoy.filters.http.cors': `${T}envoy.extensions.filters.http.cors.v3.Cors`,
   'envoy.filters.http.router': `${T}envoy.extensions.filters.http.router.v3.Router`,

@@ -660,6 +660,7 @@ function routeConfigJson(rc: ModelRouteConfiguration, clusters: ReadonlyMap<stri
     virtualHosts: rc.virtualHosts.map((vh): VirtualHostJson => {
       const v: VirtualHostJson = { name: vh.name, domains: [...vh.domains], routes: vh.routes.map((r) => routeJson(r, clusters)) };
       if (vh.requireTls) v.requireTls = 'ALL';
+      if (vh.rateLimits !== undefined && vh.rateLimits.length > 0) v.rateLimits = [...vh.rateLimits];
       return v;
     }),
     validateClusters: false,
@@ -797,6 +798,7 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
     const lb = first === undefined ? undefined : clusters.get(first.cluster)?.lb;
     if (lb?.kind === 'ring-hash') route.hashPolicy = [hashPolicy(lb.key)];
     if (r.rateLimits !== undefined && r.rateLimits.length > 0) route.rateLimits = [...r.rateLimits];
+    if (r.includeVhRateLimits === true) route.includeVhRateLimits = true;
     out.route = route;
   } else if (a.kind === 'redirect') {
     out.redirect = {

@@ -157,6 +157,7 @@ function virtualHost(r: Reader, vh: VirtualHostJson, at: string, outer: Levels):
       'typedPerFilterConfig',
       'retryPolicy',
       'includeRequestAttemptCount',
+      'rateLimits',
     ],
     {
       virtualClusters: 'Remora keeps no virtual cluster statistics',
@@ -183,7 +184,8 @@ function virtualHost(r: Reader, vh: VirtualHostJson, at: string, outer: Levels):
     const out = routeFromEnvoy(r, route, join(at, `routes[${i}]`), levels, vhRetry, origins);
     if (out !== null) routes.push(out);
   });
-  return { name: vh.name ?? '', domains: (vh.domains ?? []).map((d) => d.toLowerCase()), routes, requireTls };
+  const rateLimits = vh.rateLimits !== undefined && vh.rateLimits.length > 0 ? { rateLimits: vh.rateLimits } : {};
+  return { name: vh.name ?? '', domains: (vh.domains ?? []).map((d) => d.toLowerCase()), routes, requireTls, ...rateLimits };
 }
 
 /**
@@ -247,9 +249,11 @@ function routeFromEnvoy(r: Reader, route: RouteJson, at: string, levels: Levels,
   const match = routeMatch(r, route.match ?? {}, join(at, 'match'), route, remora);
   let action: RouteAction | null = null;
   let rateLimits: RateLimitJson[] | undefined;
+  let includeVh = false;
   if (route.route !== undefined) {
     action = forwardAction(r, route.route, join(at, 'route'), vhRetry);
     if (route.route.rateLimits !== undefined && route.route.rateLimits.length > 0) rateLimits = route.route.rateLimits;
+    if (route.route.includeVhRateLimits === true) includeVh = true;
   } else if (route.redirect !== undefined) action = redirectAction(r, route.redirect, join(at, 'redirect'), remora);
   else if (route.directResponse !== undefined) {
     const d = route.directResponse;
@@ -281,6 +285,7 @@ function routeFromEnvoy(r: Reader, route: RouteJson, at: string, levels: Levels,
     responseHeaders: headers.response,
     filterConfigs: filters,
     ...(rateLimits !== undefined ? { rateLimits } : {}),
+    ...(includeVh ? { includeVhRateLimits: true } : {}),
     origin,
   };
 }
@@ -475,6 +480,7 @@ function forwardAction(r: Reader, a: RouteActionJson, at: string, vhRetry: Retry
       'requestMirrorPolicies',
       'hashPolicy',
       'rateLimits',
+      'includeVhRateLimits',
       'maxGrpcTimeout',
       'maxStreamDuration',
       'upgradeConfigs',
@@ -482,7 +488,6 @@ function forwardAction(r: Reader, a: RouteActionJson, at: string, vhRetry: Retry
     ],
     {
       appendXForwardedHost: 'Remora does not append x-forwarded-host on a host rewrite',
-      includeVhRateLimits: 'Remora reads rate limits from the route only',
       grpcTimeoutOffset: 'Remora does not read grpc-timeout',
       hedgePolicy: 'Remora does not hedge requests',
       internalRedirectPolicy: 'Remora does not follow upstream redirects',

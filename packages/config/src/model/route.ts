@@ -155,8 +155,10 @@ export interface Route {
   readonly responseHeaders: HeaderMutation | null;
   /** Per-route filter settings by filter name (Envoy's typed_per_filter_config). */
   readonly filterConfigs: Readonly<Record<string, unknown>>;
-  /** Envoy's RouteAction `rate_limits`: the descriptors the local rate limit filter looks up; absent: none. */
+  /** Envoy's RouteAction `rate_limits`: the descriptors the rate limit filters make of a request; absent: none. */
   readonly rateLimits?: readonly RateLimitJson[];
+  /** Envoy's RouteAction `include_vh_rate_limits`: the virtual host's `rate_limits` apply beside the route's own. */
+  readonly includeVhRateLimits?: boolean;
   /**
    * Where this route was written, `<namespace>/<vs>#<http index>[.<match index>]` (the match
    * index when the route has several blocks; a delegated route's delegate); '' for routes
@@ -177,6 +179,8 @@ export interface VirtualHost {
   readonly routes: readonly Route[];
   /** Gateway `httpsRedirect`: plaintext requests get a 301 to https instead of routing (Envoy `require_tls: ALL`). */
   readonly requireTls: boolean;
+  /** Envoy's VirtualHost `rate_limits`: for its routes that have none of their own (see `routeRateLimits`); absent: none. */
+  readonly rateLimits?: readonly RateLimitJson[];
 }
 
 export interface RouteConfiguration {
@@ -184,4 +188,19 @@ export interface RouteConfiguration {
   readonly virtualHosts: readonly VirtualHost[];
   /** Drop `:port` from the authority before matching domains (gateways: Envoy's `ignore_port_in_host_matching`). */
   readonly ignorePortInHostMatching: boolean;
+}
+
+const NO_RATE_LIMITS: readonly RateLimitJson[] = [];
+
+/**
+ * The `rate_limits` Envoy's rate limit filters apply to a route: its own and its virtual
+ * host's with `include_vh_rate_limits`, else its own, else (none of its own) the virtual
+ * host's — the filters' default `vh_rate_limits: OVERRIDE`.
+ */
+export function routeRateLimits(vh: VirtualHost | null, route: Route): readonly RateLimitJson[] {
+  const own = route.rateLimits ?? NO_RATE_LIMITS;
+  const host = vh?.rateLimits ?? NO_RATE_LIMITS;
+  if (host.length === 0) return own;
+  if (route.includeVhRateLimits === true) return own.length === 0 ? host : [...own, ...host];
+  return own.length === 0 ? host : own;
 }

@@ -30,6 +30,7 @@ export const HTTP_FILTERS: Readonly<Record<string, string>> = {
   'envoy.filters.http.jwt_authn': 'envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication',
   'envoy.filters.http.rbac': 'envoy.extensions.filters.http.rbac.v3.RBAC',
   [LOCAL_RATE_LIMIT_FILTER]: LOCAL_RATE_LIMIT_TYPE,
+  'envoy.filters.http.ratelimit': 'envoy.extensions.filters.http.ratelimit.v3.RateLimit',
   'envoy.filters.http.fault': 'envoy.extensions.filters.http.fault.v3.HTTPFault',
   'envoy.filters.http.cors': 'envoy.extensions.filters.http.cors.v3.Cors',
   [ROUTER]: 'envoy.extensions.filters.http.router.v3.Router',

@@ -49,6 +49,7 @@ const DEPRECATED_FILTER_NAMES: Readonly<Record<string, string>> = {
   'envoy.cors': 'envoy.filters.http.cors',
   'envoy.fault': 'envoy.filters.http.fault',
   'envoy.router': 'envoy.filters.http.router',
+  'envoy.rate_limit': 'envoy.filters.http.ratelimit',
   'envoy.http_connection_manager': HTTP_CONNECTION_MANAGER,
 };
 

@@ -10,8 +10,8 @@ import type { RateLimitJson } from '@remora/config/envoy/gen/envoy/config/route/
 import type { TokenBucketJson } from '@remora/config/envoy/gen/envoy/type/v3/token_bucket_pb.js';
 import { DETACHED_STATS } from '../filter-stats.ts';
 import { FilterName, SharedFilterConfig, type FilterCompileContext, type HttpFilterFactory, type RouteFilterInput } from '../filter.ts';
+import { compileRateLimits } from '../ratelimit/rate-limit-actions.ts';
 import {
-  type CompiledAction,
   type DescriptorBucket,
   LocalRateLimitFilter,
   type LocalRateLimitFilterConfig,
@@ -19,6 +19,9 @@ import {
   type RouteLimit,
 } from './local-ratelimit-filter.ts';
 import { bucketKey, type Clock, monotonicClock, TokenBucket, type TokenBucketSettings } from './token-bucket.ts';
+
+/** The filter's own rate_limits belong to no route (destination_cluster yields nothing). */
+const NO_ROUTE = { cluster: null };
 
 /** Envoy refuses token buckets that refill more often than this. */
 export const MIN_FILL_INTERVAL_MS = 50;
@@ -44,7 +47,7 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
   compileRouteConfig(config: unknown, context: FilterCompileContext, route: RouteFilterInput): RouteLimit {
     return {
       limiter: config === undefined || config === null ? null : this.#limiter(config, true, `route ${context.scope ?? ''}`, context),
-      rateLimits: compileRateLimits(route.rateLimits as readonly RateLimitJson[], 'rate_limits'),
+      rateLimits: compileRateLimits(route.rateLimits as readonly RateLimitJson[], 'rate_limits', route),
     };
   }
 
@@ -97,7 +100,7 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
       xRateLimitHeaders: c.enableXRatelimitHeaders === 'DRAFT_VERSION_03',
       descriptors,
       alwaysConsumeDefaultBucket: always === undefined || always === null || always !== false,
-      rateLimits: compileRateLimits(c.rateLimits ?? [], 'rateLimits'),
+      rateLimits: compileRateLimits(c.rateLimits ?? [], 'rateLimits', NO_ROUTE),
     });
   }
 }
@@ -111,28 +114,6 @@ function tokenBucket(b: TokenBucketJson, where: string): TokenBucketSettings {
   const fillIntervalMs = durationJsonMs(b.fillInterval, `${where}.fillInterval`);
   if (fillIntervalMs < MIN_FILL_INTERVAL_MS) throw new Error(`${where}.fillInterval must be at least ${MIN_FILL_INTERVAL_MS}ms, got ${b.fillInterval}`);
   return { maxTokens, tokensPerFill, fillIntervalMs };
-}
-
-/** Each RateLimit's actions yield one descriptor; an action kind Remora lacks is refused. */
-function compileRateLimits(rateLimits: readonly RateLimitJson[], where: string): CompiledAction[][] {
-  return rateLimits.map((rl, i) => {
-    const actions = rl.actions ?? [];
-    if (actions.length === 0) throw new Error(`${where}[${i}].actions must not be empty`);
-    return actions.map((a, k): CompiledAction => {
-      if (a.requestHeaders !== undefined) {
-        const { headerName, descriptorKey } = a.requestHeaders;
-        if (!headerName || !descriptorKey) throw new Error(`${where}[${i}].actions[${k}].requestHeaders needs headerName and descriptorKey`);
-        return { kind: 'header', key: descriptorKey, header: headerName.toLowerCase(), skipIfAbsent: a.requestHeaders.skipIfAbsent === true };
-      }
-      if (a.genericKey !== undefined) {
-        const value = a.genericKey.descriptorValue;
-        if (!value) throw new Error(`${where}[${i}].actions[${k}].genericKey needs descriptorValue`);
-        return { kind: 'generic', key: a.genericKey.descriptorKey || 'generic_key', value };
-      }
-      if (a.remoteAddress !== undefined) return { kind: 'remote', key: 'remote_address' };
-      throw new Error(`${where}[${i}].actions[${k}]: only requestHeaders, genericKey and remoteAddress actions are supported`);
-    });
-  });
 }
 
 /** The factory the runtime registers, under Envoy's name `envoy.filters.http.local_ratelimit`. */

@@ -7,6 +7,7 @@
  */
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
 import type { Stat } from '../filter-stats.ts';
+import { populateDescriptor, type RateLimitEntry } from '../ratelimit/rate-limit-actions.ts';
 import type { TokenBucket } from './token-bucket.ts';
 
 /** Envoy's local reply body and details for a refused request. */
@@ -14,12 +15,6 @@ export const LOCAL_RATE_LIMITED = 'local_rate_limited';
 
 /** gRPC RESOURCE_EXHAUSTED, for `rate_limited_as_resource_exhausted`. */
 const GRPC_RESOURCE_EXHAUSTED = 8;
-
-/** One descriptor entry the request yields: a fixed value, a header's value, or the client address. */
-export type CompiledAction =
-  | { readonly kind: 'header'; readonly key: string; readonly header: string; readonly skipIfAbsent: boolean }
-  | { readonly kind: 'generic'; readonly key: string; readonly value: string }
-  | { readonly kind: 'remote'; readonly key: string };
 
 export interface DescriptorBucket {
   readonly keys: readonly string[];
@@ -50,7 +45,7 @@ export interface LimiterSettings {
   readonly xRateLimitHeaders: boolean;
   readonly descriptors: readonly DescriptorBucket[];
   readonly alwaysConsumeDefaultBucket: boolean;
-  readonly rateLimits: readonly (readonly CompiledAction[])[];
+  readonly rateLimits: readonly RateLimitEntry[];
 }
 
 // Scratch space for the descriptor the request yields; requests run one at a time on the loop.
@@ -73,7 +68,7 @@ export class LocalRateLimiter {
   readonly xRateLimitHeaders: boolean;
   readonly descriptors: readonly DescriptorBucket[];
   readonly alwaysConsumeDefaultBucket: boolean;
-  readonly rateLimits: readonly (readonly CompiledAction[])[];
+  readonly rateLimits: readonly RateLimitEntry[];
   readonly stats: LocalRateLimitStats;
   /** The bucket the last `check` reports on (x-ratelimit-* headers); valid until the next call. */
   reported: TokenBucket | null = null;
@@ -97,13 +92,15 @@ export class LocalRateLimiter {
    * at the first that is empty), then from the limiter's own bucket (always, or only when no
    * descriptor matched). true: allowed, or nothing applies.
    */
-  check(req: FilterRequest, routeRateLimits: readonly (readonly CompiledAction[])[]): boolean {
+  check(req: FilterRequest, routeRateLimits: readonly RateLimitEntry[]): boolean {
     this.reported = this.bucket;
     let matched = false;
     if (this.descriptors.length > 0) {
       const limits = this.rateLimits.length > 0 ? this.rateLimits : routeRateLimits;
       for (let i = 0; i < limits.length; i++) {
-        if (!requestDescriptor(req, limits[i]!)) continue;
+        const entry = limits[i]!;
+        // Envoy's local rate limit reads the stage 0 entries only.
+        if (entry.stage !== 0 || !populateDescriptor(req, entry.actions, scratchKeys, scratchValues)) continue;
         const ds = this.descriptors;
         for (let d = 0; d < ds.length; d++) {
           const desc = ds[d]!;
@@ -122,36 +119,6 @@ export class LocalRateLimiter {
   }
 }
 
-/** Fills the scratch descriptor from the request; false when an action yields nothing (Envoy then skips the descriptor). */
-function requestDescriptor(req: FilterRequest, actions: readonly CompiledAction[]): boolean {
-  scratchKeys.length = 0;
-  scratchValues.length = 0;
-  for (let a = 0; a < actions.length; a++) {
-    const act = actions[a]!;
-    switch (act.kind) {
-      case 'header': {
-        const v = req.requestHeader(act.header);
-        if (v === null) {
-          if (act.skipIfAbsent) continue;
-          return false;
-        }
-        scratchKeys.push(act.key);
-        scratchValues.push(v);
-        break;
-      }
-      case 'generic':
-        scratchKeys.push(act.key);
-        scratchValues.push(act.value);
-        break;
-      case 'remote':
-        scratchKeys.push(act.key);
-        scratchValues.push(req.remoteIp);
-        break;
-    }
-  }
-  return scratchKeys.length > 0;
-}
-
 function sameDescriptor(d: DescriptorBucket): boolean {
   const n = d.keys.length;
   if (n !== scratchKeys.length) return false;
@@ -162,10 +129,10 @@ function sameDescriptor(d: DescriptorBucket): boolean {
 /** A route's compiled settings: its own limiter (or null) and its `rate_limits`. */
 export interface RouteLimit {
   readonly limiter: LocalRateLimiter | null;
-  readonly rateLimits: readonly (readonly CompiledAction[])[];
+  readonly rateLimits: readonly RateLimitEntry[];
 }
 
-const NO_RATE_LIMITS: readonly (readonly CompiledAction[])[] = [];
+const NO_RATE_LIMITS: readonly RateLimitEntry[] = [];
 
 export class LocalRateLimitFilter implements HttpFilter {
   readonly limiter: LocalRateLimiter;

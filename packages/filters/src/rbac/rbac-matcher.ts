@@ -100,7 +100,7 @@ const HeaderKind = { Present: 0, String: 1, Range: 2 } as const;
  * Envoy's route HeaderMatcher: repeated headers joined with `,`; an absent header matches
  * nothing (inverted or not) except `present_match: false`, unless `treat_missing_header_as_empty`.
  */
-class HeaderRule implements RbacMatcher {
+export class HeaderRule implements RbacMatcher {
   readonly #name: string;
   readonly #pseudo: ((req: FilterRequest) => string) | null;
   readonly #kind: number;

@@ -136,6 +136,8 @@ commands:
   validate   check resources and print every problem; exit 0 when valid
   envoy      run as Envoy would: Envoy's command line and bootstrap (Istio's agent can exec it)
   ca         a small dev CA: create a root, issue SPIFFE workload and server certificates
+  ratelimit-service
+             a global rate limit service (Envoy's RLS gRPC protocol) counting in Redis
   proxy-config
              istioctl's proxy-config tables (clusters, listeners, routes, endpoints, secrets)
              from a proxy's admin /config_dump or a saved one (alias: pc)

@@ -8,6 +8,7 @@ import {
   type RedirectAction,
   type Route,
   type RouteMatch,
+  type VirtualHost,
 } from '@remora/config';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { CompiledRetryPolicy } from './retry-policy.ts';
@@ -268,7 +269,7 @@ export interface RouteCompileContext {
    * Compiles a route's per-filter configs (Envoy's typed_per_filter_config, and what reads its
    * rate_limits); null when it has none. `scope` names the route's state: `<route config>/<vhost>/<route state key>`.
    */
-  routeFilters(route: Route, scope: string): ReadonlyMap<string, unknown> | null;
+  routeFilters(route: Route, scope: string, vh?: VirtualHost | null): ReadonlyMap<string, unknown> | null;
 }
 
 /** A context for routes without per-route filter configs (unit tests, tools). */
@@ -291,11 +292,11 @@ export class CompiledRoute {
   readonly filterConfigs: ReadonlyMap<string, unknown> | null;
 
   /** `scope`: `<route config>/<virtual host>/<route state key>`, which names the route's filter state (see `routeStateKeys`). */
-  constructor(r: Route, ctx: RouteCompileContext, scope = '') {
+  constructor(r: Route, ctx: RouteCompileContext, scope = '', vh: VirtualHost | null = null) {
     const clusters = ctx.clusters;
     this.model = r;
     this.name = r.name;
-    this.filterConfigs = ctx.routeFilters(r, scope);
+    this.filterConfigs = ctx.routeFilters(r, scope, vh);
     this.matcher = new RouteMatcher(r.match);
     const a = r.action;
     this.target =

@@ -1,6 +1,14 @@
-import { corsFactory, extAuthzFactory, faultFactory, FilterRegistry, jwtAuthnFactory, localRateLimitFactory, rbacFactory, routerFactory } from '@remora/filters';
+import { corsFactory, extAuthzFactory, faultFactory, FilterRegistry, jwtAuthnFactory, localRateLimitFactory, rateLimitFactory, rbacFactory, routerFactory } from '@remora/filters';
 
 /** The filters every proxy knows, registered by their Envoy names. */
 export function builtinFilters(): FilterRegistry {
-  return new FilterRegistry().register(rbacFactory).register(extAuthzFactory).register(jwtAuthnFactory).register(localRateLimitFactory).register(faultFactory).register(corsFactory).register(routerFactory);
+  return new FilterRegistry()
+    .register(rbacFactory)
+    .register(extAuthzFactory)
+    .register(jwtAuthnFactory)
+    .register(localRateLimitFactory)
+    .register(rateLimitFactory)
+    .register(faultFactory)
+    .register(corsFactory)
+    .register(routerFactory);
 }

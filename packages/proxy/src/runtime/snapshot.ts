@@ -1,4 +1,4 @@
-import { httpStatPrefix, type Cluster, type Listener, type ProxyConfig, type RouteConfiguration, type TrafficDirection } from '@remora/config';
+import { httpStatPrefix, routeRateLimits, type Cluster, type Listener, type ProxyConfig, type RouteConfiguration, type TrafficDirection } from '@remora/config';
 import type { FilterCompileContext, FilterRegistry, HttpFilterConfig } from '@remora/filters';
 import { ClusterCaller } from '../upstream/cluster-caller.ts';
 import { ConnectionManagerConfig } from '../http/connection-manager.ts';
@@ -168,8 +168,6 @@ function routesOf(l: Listener, config: ProxyConfig, tables: ReadonlyMap<string, 
   return new RouteTableByPort(byPort, fallback);
 }
 
-const NO_RATE_LIMITS: readonly unknown[] = [];
-
 function isEmpty(o: Readonly<Record<string, unknown>>): boolean {
   for (const _ in o) return false;
   return true;
@@ -183,11 +181,15 @@ function routeContextOf(clusters: ReadonlyMap<string, UpstreamCluster>, services
   const routeStats = services.stats.scope(null);
   return {
     clusters,
-    routeFilters: (route, scope) => {
-      const rateLimits = route.rateLimits ?? NO_RATE_LIMITS;
+    routeFilters: (route, scope, vh) => {
+      const a = route.action;
+      const forwards = a.kind === 'forward';
+      // A virtual host's rate limits reach its forwarding routes only (Envoy's route entries).
+      const rateLimits = routeRateLimits(forwards ? (vh ?? null) : null, route);
       // Most routes have no filter settings: no context is made for them.
       if (rateLimits.length === 0 && isEmpty(route.filterConfigs)) return null;
-      return services.filters.compileRouteConfigs(route.filterConfigs, { ...services.filterContext, scope, stats: routeStats }, rateLimits);
+      const cluster = forwards && a.clusters.length === 1 ? a.clusters[0]!.cluster : null;
+      return services.filters.compileRouteConfigs(route.filterConfigs, { ...services.filterContext, scope, stats: routeStats }, { rateLimits, forwards, cluster });
     },
   };
 }

@@ -39,6 +39,7 @@ import { file_envoy_config_listener_v3_udp_listener_config } from './envoy/confi
 import { file_envoy_config_metrics_v3_metrics_service } from './envoy/config/metrics/v3/metrics_service_pb.ts';
 import { file_envoy_config_metrics_v3_stats } from './envoy/config/metrics/v3/stats_pb.ts';
 import { file_envoy_config_overload_v3_overload } from './envoy/config/overload/v3/overload_pb.ts';
+import { file_envoy_config_ratelimit_v3_rls } from './envoy/config/ratelimit/v3/rls_pb.ts';
 import { file_envoy_config_rbac_v3_rbac } from './envoy/config/rbac/v3/rbac_pb.ts';
 import { file_envoy_config_route_v3_route_components } from './envoy/config/route/v3/route_components_pb.ts';
 import { file_envoy_config_route_v3_route } from './envoy/config/route/v3/route_pb.ts';
@@ -63,6 +64,7 @@ import { file_envoy_extensions_filters_http_grpc_stats_v3_config } from './envoy
 import { file_envoy_extensions_filters_http_header_to_metadata_v3_header_to_metadata } from './envoy/extensions/filters/http/header_to_metadata/v3/header_to_metadata_pb.ts';
 import { file_envoy_extensions_filters_http_jwt_authn_v3_config } from './envoy/extensions/filters/http/jwt_authn/v3/config_pb.ts';
 import { file_envoy_extensions_filters_http_local_ratelimit_v3_local_rate_limit } from './envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit_pb.ts';
+import { file_envoy_extensions_filters_http_ratelimit_v3_rate_limit } from './envoy/extensions/filters/http/ratelimit/v3/rate_limit_pb.ts';
 import { file_envoy_extensions_filters_http_rbac_v3_rbac } from './envoy/extensions/filters/http/rbac/v3/rbac_pb.ts';
 import { file_envoy_extensions_filters_http_router_v3_router } from './envoy/extensions/filters/http/router/v3/router_pb.ts';
 import { file_envoy_extensions_filters_http_wasm_v3_wasm } from './envoy/extensions/filters/http/wasm/v3/wasm_pb.ts';
@@ -92,6 +94,7 @@ import { file_envoy_service_auth_v3_attribute_context } from './envoy/service/au
 import { file_envoy_service_auth_v3_external_auth } from './envoy/service/auth/v3/external_auth_pb.ts';
 import { file_envoy_service_discovery_v3_ads } from './envoy/service/discovery/v3/ads_pb.ts';
 import { file_envoy_service_discovery_v3_discovery } from './envoy/service/discovery/v3/discovery_pb.ts';
+import { file_envoy_service_ratelimit_v3_rls } from './envoy/service/ratelimit/v3/rls_pb.ts';
 import { file_envoy_type_http_v3_path_transformation } from './envoy/type/http/v3/path_transformation_pb.ts';
 import { file_envoy_type_matcher_v3_filter_state } from './envoy/type/matcher/v3/filter_state_pb.ts';
 import { file_envoy_type_matcher_v3_metadata } from './envoy/type/matcher/v3/metadata_pb.ts';
@@ -171,6 +174,7 @@ export const GENERATED_FILES: readonly GenFile[] = [
   file_envoy_config_metrics_v3_metrics_service,
   file_envoy_config_metrics_v3_stats,
   file_envoy_config_overload_v3_overload,
+  file_envoy_config_ratelimit_v3_rls,
   file_envoy_config_rbac_v3_rbac,
   file_envoy_config_route_v3_route_components,
   file_envoy_config_route_v3_route,
@@ -195,6 +199,7 @@ export const GENERATED_FILES: readonly GenFile[] = [
   file_envoy_extensions_filters_http_header_to_metadata_v3_header_to_metadata,
   file_envoy_extensions_filters_http_jwt_authn_v3_config,
   file_envoy_extensions_filters_http_local_ratelimit_v3_local_rate_limit,
+  file_envoy_extensions_filters_http_ratelimit_v3_rate_limit,
   file_envoy_extensions_filters_http_rbac_v3_rbac,
   file_envoy_extensions_filters_http_router_v3_router,
   file_envoy_extensions_filters_http_wasm_v3_wasm,
@@ -224,6 +229,7 @@ export const GENERATED_FILES: readonly GenFile[] = [
   file_envoy_service_auth_v3_external_auth,
   file_envoy_service_discovery_v3_ads,
   file_envoy_service_discovery_v3_discovery,
+  file_envoy_service_ratelimit_v3_rls,
   file_envoy_type_http_v3_path_transformation,
   file_envoy_type_matcher_v3_filter_state,
   file_envoy_type_matcher_v3_metadata,
