@@ -159,7 +159,8 @@ export function listenersFromEnvoy(listeners: readonly ListenerJson[], node: Pro
       continue;
     }
     const { name: _n, address: _a, port: _p, routeConfig: _r, bindToPort: _b, ...settings } = p.listener;
-    const { name: _cn, address: _ca, port: _cp, routeConfig: _cr, routeConfigsByPort: _cb, ...captureSettings } = capture;
+    // The exporter leaves the capture's own fields (original destination, catch-all, detection) off a per-port listener.
+    const { name: _cn, address: _ca, port: _cp, routeConfig: _cr, routeConfigsByPort: _cb, useOriginalDst: _cu, catchAll: _cc, detectProtocol: _cd, ...captureSettings } = capture;
     if (stable(settings) !== stable(captureSettings)) {
       at.error('filterChains', `its HTTP settings differ from those of the capture listener ${capture.name}; Remora serves every port of the capture with that listener's filters and settings, routing by port`);
       continue;
