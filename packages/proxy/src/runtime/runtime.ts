@@ -183,7 +183,7 @@ export class Runtime implements ListenerContext {
       snap = await Snapshot.build(config, built, {
         statsFor: (direction) => this.#unroutedStats(direction),
         filters: this.#filters,
-        filterContext: this.#store.begin(this.#loggers.get('config')),
+        filterContext: this.#store.begin(this.#loggers.get('config'), this.#loggers),
         trustedHops: this.#trustedHops,
         stats: this.envoyStats,
       });
