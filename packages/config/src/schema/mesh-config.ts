@@ -1,6 +1,7 @@
 /**
  * Istio's MeshConfig, as the `mesh` key of the `istio` ConfigMap holds it (YAML, the proto's
- * JSON names), read into the part Remora uses: `rootNamespace`, `trustDomain`, the
+ * JSON names), read into the part Remora uses: `rootNamespace`, `trustDomain`,
+ * `trustDomainAliases`, the
  * external authorizers of `extensionProviders` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`),
  * `outboundTrafficPolicy` and `protocolDetectionTimeout`.
  * Other fields are accepted and not read; other provider kinds are kept by name only (a
@@ -60,6 +61,11 @@ export interface MeshConfig {
   readonly rootNamespace: string | null;
   /** null: not set (the proxy's `--trust-domain`, default cluster.local, stands). */
   readonly trustDomain: string | null;
+  /**
+   * `trustDomainAliases`: other trust domains that count as this mesh's. Authorization
+   * principals of any of them match peers of all (istiod's trust domain bundle). Absent: none.
+   */
+  readonly trustDomainAliases?: readonly string[];
   readonly extensionProviders: readonly ExtensionProvider[];
   /**
    * `outboundTrafficPolicy.mode`: what a sidecar does with traffic for destinations the
@@ -170,6 +176,7 @@ class MeshReader {
     }
     const rootNamespace = this.#string(raw, 'rootNamespace', []);
     const trustDomain = this.#string(raw, 'trustDomain', []);
+    const aliases = this.#strings(raw, 'trustDomainAliases', []);
     const providers: ExtensionProvider[] = [];
     const list = raw['extensionProviders'];
     if (list !== undefined && list !== null) {
@@ -184,6 +191,7 @@ class MeshReader {
     return {
       rootNamespace: rootNamespace === '' ? null : rootNamespace,
       trustDomain: trustDomain === '' ? null : trustDomain,
+      ...(aliases.length === 0 ? {} : { trustDomainAliases: aliases }),
       extensionProviders: providers,
       ...(outbound === null ? {} : { outboundTrafficPolicy: outbound }),
       ...(detection === null ? {} : { protocolDetectionTimeoutMs: detection }),
