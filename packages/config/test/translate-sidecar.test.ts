@@ -416,10 +416,9 @@ spec:
   const out = translate(BOOKINFO_SERVICES + sidecar('pp', 'default', '  workloadSelector: {labels: {app: productpage}}\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}'));
   t.same(vhost(out.config, 'block_all').routes[0]!.action, { kind: 'direct-response', status: 502, body: null }, "Istio's block_all: 502");
 
-  // What Remora does not apply is said.
+  // What Remora does not apply is said (ingress listeners are applied: translate-sidecar-listeners.test.ts).
   const warned = names(sidecar('ns', 'default', '  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    defaultEndpoint: 127.0.0.1:8080\n  egress:\n  - port: {number: 80, protocol: HTTP, name: http}\n    hosts: ["./*"]'));
   t.same(warned.brief, [
-    'warning Sidecar default/ns spec.ingress: ingress listeners are not applied; the inbound listener forwards to --app-port',
     'warning Sidecar default/ns spec.egress[0]: per-port egress listeners (port, bind, captureMode) are not applied; their hosts apply to the outbound listener',
   ]);
 });

@@ -171,7 +171,8 @@ function sidecarListeners(
   listeners.push(...perPort.listeners);
   routeConfigs.push(...perPort.routeConfigs);
 
-  const inbound = inboundPorts(ctx, mesh.registry);
+  // A Sidecar with ingress listeners names the inbound ports itself (istiod: instead of the services').
+  const inbound = inboundPorts(ctx, mesh.registry, scope);
   if (inbound.length > 0) {
     const own = [...mesh.registry.services()].find((svc) => !svc.host.startsWith('*') && selectsWorkload(ctx, svc)) ?? null;
     const jwtAuthn = jwtAuthnFilter(ctx);
@@ -182,17 +183,24 @@ function sidecarListeners(
       clusters.push(cluster);
       // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
       const mtls = inboundMtlsMode(ctx, p.port);
-      const base = {
-        name: `inbound_0.0.0.0_${p.port}`,
-        address: '0.0.0.0',
-        port: ports.inboundPort,
-        direction: 'inbound' as const,
-        tls: mtls === 'DISABLE' ? null : { kind: 'mesh' as const, mode: mtls },
-        // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
-        // `destination.port` see that, as Envoy sees the original destination.
-        destinationPort: p.port,
-        bindToPort: false,
-      };
+      // A Sidecar ingress listener's `tls` terminates with its own files instead of Istio mTLS.
+      const ingressTls = p.ingress?.tls ?? null;
+      const tls = ingressTls !== null ? { kind: 'gateway' as const, servers: [ingressTls] } : mtls === 'DISABLE' ? null : { kind: 'mesh' as const, mode: mtls };
+      const bound = p.ingress?.bound ?? null;
+      const base = bound !== null
+        ? // captureMode NONE: the listener binds the port itself; clients reach it directly.
+          { name: `${bound.address}_${p.port}`, address: bound.address, port: p.port, direction: 'inbound' as const, tls }
+        : {
+            name: `inbound_0.0.0.0_${p.port}`,
+            address: '0.0.0.0',
+            port: ports.inboundPort,
+            direction: 'inbound' as const,
+            tls,
+            // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
+            // `destination.port` see that, as Envoy sees the original destination.
+            destinationPort: p.port,
+            bindToPort: false,
+          };
       const family = inboundFamily(p);
       if (family === 'tcp') {
         inboundListeners.push({ ...base, routeConfig: `tcp.${p.port}`, httpFilters: [], tcpProxy: [inboundTcpRoute(ctx, p, cluster.name)] });
@@ -219,7 +227,7 @@ function sidecarListeners(
     }
     // virtualInbound's own chain serves connections made to the inbound port directly: the
     // `--app-port` chain (as before capture), else the catch-all.
-    const app = inboundListeners.find((l) => l.destinationPort === ports.appPort);
+    const app = inboundListeners.find((l) => l.destinationPort !== undefined && l.destinationPort === ports.appPort);
     const capture = { name: 'virtualInbound', address: ports.bindAddress, port: ports.inboundPort, useOriginalDst: true, catchAll: [INBOUND_CATCH_ALL] };
     if (app !== undefined) {
       const { bindToPort: _, ...chain } = app;
