@@ -36,7 +36,7 @@ import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAl
 import { nameTable } from './name-table.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {
-  DEFAULT_RETRY_POLICY,
+  defaultRetryPolicy,
   gatewayRefs,
   MATCH_ALL,
   outboundClusterName,
@@ -69,7 +69,7 @@ export function translateIstio(
   ports: ListenerPorts,
   options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): TranslateResult {
-  const ctx = new TranslateContext(resources, node, ports);
+  const ctx = new TranslateContext(resources, node, ports, options.mesh ?? DEFAULT_MESH_CONFIG);
   const registry = new ServiceRegistry(ctx);
   const rules = new DestinationRuleIndex(ctx, options.credentialsDir);
   const clusters = buildOutboundClusters(ctx, registry, rules, options);
@@ -291,7 +291,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: Si
         : [];
       // A VirtualService that yields no route for this port (every match block is for another
       // port or other sources) leaves the service its default route, as in Istio.
-      const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(outboundClusterName(port.number, '', svc.host), DEFAULT_RETRY_POLICY)];
+      const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(outboundClusterName(port.number, '', svc.host), defaultRetryPolicy(ctx))];
       let vhosts = byPort.get(port.number);
       if (vhosts === undefined) byPort.set(port.number, (vhosts = []));
       vhosts.push({ name: `${svc.host}:${port.number}`, domains, routes, requireTls: false });
