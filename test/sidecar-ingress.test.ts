@@ -1,7 +1,8 @@
 // A Sidecar's `ingress` listeners against a real sidecar: istio.io's "Sidecar TLS
 // termination" task (the sidecar terminates HTTPS on port 9080 with the task's certificate
 // files and forwards plaintext to `defaultEndpoint`), and an ingress listener with
-// `captureMode: NONE` bound to its own address and port.
+// `captureMode: NONE` bound to its own address and port; an egress listener the app talks to
+// directly (the Sidecar reference's no-iptables example, on an HTTP port), seeing its own hosts.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,7 @@ import { startBackend } from './helpers/backends.ts';
 import { get, request, type Reply } from './helpers/http.ts';
 import { freePort } from './helpers/net.ts';
 import { opensslAsync } from './helpers/openssl.ts';
+import { doc, serviceEntry } from './helpers/mesh.ts';
 import { MeshDir, startRemora } from './helpers/remora.ts';
 
 const HOST = 'httpbin.test.svc.cluster.local';
@@ -145,4 +147,50 @@ spec:
   t.equal(r.status, 200, 'the bound listener answers');
   t.equal(r.json<{ name: string }>().name, 'ratings', 'the request reached defaultEndpoint');
   t.notOk(remora.log.some((l) => /ingress listeners are not applied/.test(l)), 'no warning that ingress is ignored');
+});
+
+t.test('Sidecar egress listener with a port, bind 127.0.0.1 and captureMode NONE: the app talks to it directly, its hosts only', async (t) => {
+  const ratings = await startBackend('ratings');
+  const reviews = await startBackend('reviews');
+  const port = await freePort();
+  const mesh = new MeshDir({
+    'services.yaml': doc(
+      serviceEntry('ratings', 'ratings.bookinfo.svc.cluster.local', [{ port: ratings.port }], { namespace: 'bookinfo', port }),
+      serviceEntry('reviews', 'reviews.bookinfo.svc.cluster.local', [{ port: reviews.port }], { namespace: 'bookinfo', port }),
+    ),
+    'sidecar.yaml': `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: no-ip-tables
+  namespace: bookinfo
+spec:
+  workloadSelector:
+    labels:
+      app: productpage
+  egress:
+  - port:
+      number: ${port}
+      protocol: HTTP
+      name: egresshttp
+    captureMode: NONE
+    bind: 127.0.0.1
+    hosts:
+    - "./ratings.bookinfo.svc.cluster.local"
+  outboundTrafficPolicy:
+    mode: REGISTRY_ONLY
+`,
+  });
+  t.teardown(async () => {
+    await ratings.close();
+    await reviews.close();
+    mesh.cleanup();
+  });
+  const remora = await startRemora('sidecar', [mesh.dir], ['--labels', 'app=productpage', '--namespace', 'bookinfo']);
+  t.teardown(() => remora.stop());
+  const r = await get(port, '/ratings/0', `ratings:${port}`);
+  t.equal(r.status, 200, 'ratings through the bound egress listener');
+  t.equal(r.json<{ name: string }>().name, 'ratings');
+  const other = await get(port, '/reviews/0', `reviews:${port}`);
+  t.equal(other.status, 502, 'reviews is not among the listener\'s hosts: REGISTRY_ONLY\'s block_all');
+  t.equal(reviews.seen.length, 0, 'reviews never saw a request');
 });

@@ -134,6 +134,14 @@ function sidecarListeners(
   const clusters: Cluster[] = [];
 
   const outbound = sidecarOutboundRoutes(ctx, mesh, scope, mode);
+  // A Sidecar's per-port egress listener decides what its port's table holds: its own hosts (istiod's shared table `<port>`).
+  for (const e of scope?.egressListeners ?? []) {
+    const name = String(e.port);
+    const table = sidecarOutboundRoutes(ctx, mesh, e.scope, mode, e.port).find((rc) => rc.name === name)!;
+    const at = outbound.findIndex((rc) => rc.name === name);
+    if (at >= 0) outbound[at] = table;
+    else outbound.push(table);
+  }
   routeConfigs.push(...outbound);
   const byPort: Record<string, string> = {};
   for (const rc of outbound) byPort[rc.name] = rc.name;
@@ -170,6 +178,21 @@ function sidecarListeners(
   });
   listeners.push(...perPort.listeners);
   routeConfigs.push(...perPort.routeConfigs);
+  // captureMode NONE or a bind address: the app talks to `bind:port` itself.
+  for (const e of scope?.egressListeners ?? []) {
+    if (e.bound === null) continue;
+    const table = outbound.find((rc) => rc.name === String(e.port))!;
+    listeners.push({
+      name: `${e.bound.address}_${e.port}`,
+      address: e.bound.address,
+      port: e.port,
+      connectionManager: connectionManagerFor(node, 'outbound'),
+      direction: 'outbound',
+      routeConfig: table.name,
+      httpFilters: outboundFilters(e.port, [table]),
+      tls: null,
+    });
+  }
 
   // A Sidecar with ingress listeners names the inbound ports itself (istiod: instead of the services').
   const inbound = inboundPorts(ctx, mesh.registry, scope);
@@ -250,7 +273,7 @@ function sidecarListeners(
  * the service. Hosts that are no service (VirtualService-only names, REGISTRY_ONLY's
  * block_all) answer on any port, so every table carries them.
  */
-function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: SidecarScope | null, mode: OutboundTrafficMode): RouteConfiguration[] {
+function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: SidecarScope | null, mode: OutboundTrafficMode, withPort?: number): RouteConfiguration[] {
   const { registry } = mesh;
   const { node } = ctx;
   // `scope`: Istio's Sidecar resource, whose egress hosts limit what this sidecar's outbound side sees.
@@ -319,6 +342,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: Si
       : { name: 'allow_any', domains: ['*'], routes: [allowAnyRoute()], requireTls: false });
   }
   // No HTTP service port at all: one table on HTTP's port still answers the other hosts.
+  if (withPort !== undefined && !byPort.has(withPort)) byPort.set(withPort, []);
   if (byPort.size === 0) byPort.set(80, []);
   return [...byPort].map(([port, vhosts]) => ({ name: String(port), virtualHosts: [...vhosts, ...anyPort], ignorePortInHostMatching: false }));
 }

@@ -7,7 +7,7 @@ import { scopedResources } from './workload-scope.ts';
 
 interface IstioSidecarSpec {
   workloadSelector?: { labels?: Record<string, string> };
-  egress?: { hosts?: string[]; port?: unknown; bind?: string; captureMode?: string }[];
+  egress?: { hosts?: string[]; port?: { number?: number; protocol?: string; name?: string }; bind?: string; captureMode?: string }[];
   ingress?: IstioIngressListener[];
   outboundTrafficPolicy?: { mode?: string };
 }
@@ -48,6 +48,26 @@ export interface SidecarIngress {
   readonly bound: { readonly address: string } | null;
 }
 
+interface EgressPortSpec {
+  readonly index: number;
+  readonly port: number;
+  readonly hosts: readonly EgressHost[];
+  readonly bound: { readonly address: string } | null;
+}
+
+/**
+ * An `egress` listener with a port (HTTP): on that port the outbound side sees its own hosts
+ * only; with `captureMode: NONE` or a `bind` address it is a listener bound to `bind:port`
+ * (127.0.0.1 when NONE names no address) that the app talks to directly.
+ */
+export interface SidecarEgressListener {
+  readonly index: number;
+  readonly port: number;
+  /** A scope of this listener's hosts alone. */
+  readonly scope: SidecarScope;
+  readonly bound: { readonly address: string } | null;
+}
+
 /** One `namespace/host` entry of a Sidecar's egress hosts. */
 interface EgressHost {
   /** `*` any namespace, `~` none, else one namespace (`.` already resolved). */
@@ -75,7 +95,19 @@ export class SidecarScope {
   /** The Sidecar resource, for messages; null in scopes built by hand. */
   readonly resource: Resource | null;
 
-  constructor(origin: string, hosts: readonly EgressHost[], registryOnly: boolean, setsOutboundPolicy = registryOnly, ingress: readonly SidecarIngress[] = [], resource: Resource | null = null) {
+  /** The Sidecar's per-port HTTP egress listeners. */
+  readonly egressListeners: readonly SidecarEgressListener[];
+
+  constructor(
+    origin: string,
+    hosts: readonly EgressHost[],
+    registryOnly: boolean,
+    setsOutboundPolicy = registryOnly,
+    ingress: readonly SidecarIngress[] = [],
+    resource: Resource | null = null,
+    egressListeners: readonly SidecarEgressListener[] = [],
+  ) {
+    this.egressListeners = egressListeners;
     this.origin = origin;
     this.#hosts = hosts;
     this.registryOnly = registryOnly;
@@ -108,21 +140,43 @@ export function sidecarScope(ctx: TranslateContext): SidecarScope | null {
   const own = r.metadata.namespace === node.rootNamespace ? node.namespace : r.metadata.namespace;
   const hosts: EgressHost[] = [];
   const egress = spec.egress ?? [];
+  const egressPorts: EgressPortSpec[] = [];
   egress.forEach((e, i) => {
-    if (e.port !== undefined || e.bind !== undefined || (e.captureMode !== undefined && e.captureMode !== 'DEFAULT')) {
-      ctx.warn(r, ['spec', 'egress', i], 'per-port egress listeners (port, bind, captureMode) are not applied; their hosts apply to the outbound listener');
-    }
+    const mine: EgressHost[] = [];
     for (const raw of e.hosts ?? []) {
       const slash = raw.indexOf('/');
       const ns = slash < 0 ? '*' : raw.slice(0, slash);
-      hosts.push({ namespace: ns === '.' ? own : ns, host: (slash < 0 ? raw : raw.slice(slash + 1)).toLowerCase() });
+      mine.push({ namespace: ns === '.' ? own : ns, host: (slash < 0 ? raw : raw.slice(slash + 1)).toLowerCase() });
     }
+    hosts.push(...mine);
+    const port = e.port?.number ?? 0;
+    if (e.port === undefined || e.port === null) {
+      if (e.bind !== undefined || (e.captureMode !== undefined && e.captureMode !== 'DEFAULT')) {
+        ctx.warn(r, ['spec', 'egress', i], 'bind and captureMode of the egress listener without a port are not applied; its hosts apply to the outbound listener');
+      }
+      return;
+    }
+    const protocol = (e.port.protocol ?? '').toUpperCase();
+    const http = ['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB'].includes(protocol) || (protocol === '' && /^(http|http2|grpc|grpc-web)(-|$)/i.test(e.port.name ?? ''));
+    if (!http || port <= 0) {
+      ctx.warn(r, ['spec', 'egress', i, 'port'], `per-port egress listeners are applied to HTTP ports only; port ${port} (${protocol || 'no protocol'}) takes its hosts into the outbound listener`);
+      return;
+    }
+    const capture = (e.captureMode ?? 'DEFAULT').toUpperCase();
+    const bind = e.bind ?? '';
+    if (bind.startsWith('unix://')) {
+      ctx.warn(r, ['spec', 'egress', i, 'bind'], 'unix domain socket listeners are not supported; this egress listener is left out');
+      return;
+    }
+    egressPorts.push({ index: i, port, hosts: mine, bound: capture === 'NONE' || bind !== '' ? { address: bind !== '' ? bind : '127.0.0.1' } : null });
   });
   // No egress section: Istio's default, every host of every namespace.
   if (egress.length === 0) hosts.push({ namespace: '*', host: '*' });
   // A Sidecar that sets `outboundTrafficPolicy` decides it; its mode's zero value is REGISTRY_ONLY.
   const registryOnly = spec.outboundTrafficPolicy !== undefined && spec.outboundTrafficPolicy !== null && (spec.outboundTrafficPolicy.mode ?? 'REGISTRY_ONLY') === 'REGISTRY_ONLY';
-  return new SidecarScope(`${r.metadata.namespace}/${r.metadata.name}`, hosts, registryOnly, spec.outboundTrafficPolicy != null, ingress, r);
+  const origin = `${r.metadata.namespace}/${r.metadata.name}`;
+  const egressListeners = egressPorts.map((e) => ({ ...e, scope: new SidecarScope(`${origin}#egress${e.index}`, e.hosts, registryOnly, spec.outboundTrafficPolicy != null) }));
+  return new SidecarScope(origin, hosts, registryOnly, spec.outboundTrafficPolicy != null, ingress, r, egressListeners);
 }
 
 /**
