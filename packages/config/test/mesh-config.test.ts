@@ -130,3 +130,37 @@ t.test('localityLbSetting: the mesh-wide setting where a DestinationRule has non
   t.equal(off.localityLb, null, 'enabled: false turns it off mesh-wide');
   t.same(cluster(translate(null), 'outbound|9080||ratings.default.svc.cluster.local').localityLb, { distribute: [], failover: [], failoverPriority: [] }, 'default: on, no failover order');
 });
+
+const proxyConfig = (name: string, ns: string, spec: string) => `apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: ${name}, namespace: ${ns}}\nspec:\n${spec}\n---\n`;
+
+t.test('ProxyConfig: mesh defaultConfig, then the root namespace, the namespace and the selecting resource, as istiod merges them', async (t) => {
+  const mesh = parseMeshConfig('defaultConfig: {concurrency: 3, terminationDrainDuration: 12s}\n', 'mesh.yaml').mesh!;
+  const yaml =
+    proxyConfig('mesh-wide', 'istio-system', '  concurrency: 0\n  environmentVariables: {A: root, B: root}') +
+    proxyConfig('ns-wide', 'default', '  environmentVariables: {B: ns}') +
+    proxyConfig('productpage', 'default', '  selector: {matchLabels: {app: productpage}}\n  concurrency: 1\n  image: {imageType: distroless}') +
+    proxyConfig('other', 'default', '  selector: {matchLabels: {app: reviews}}\n  concurrency: 8');
+  const r = translateIstio(load(yaml).resources, SIDECAR, PORTS, { dnsRefreshMs: 60_000, mesh });
+  t.match(r.proxySettings, {
+    concurrency: 1,
+    terminationDrainDurationMs: 12_000,
+    drainDurationMs: 45_000,
+    environmentVariables: { A: 'root', B: 'ns' },
+    imageType: 'distroless',
+    from: ['istio-system/mesh-wide', 'default/ns-wide', 'default/productpage'],
+  });
+  t.same(r.issues.map(briefIssue), [
+    'warning ProxyConfig istio-system/mesh-wide spec.concurrency: not applied: Remora serves with one event loop, whatever the worker count (0)',
+    'warning ProxyConfig istio-system/mesh-wide spec.environmentVariables: not applied: the proxy container\'s environment is set when the pod is injected, not by the running proxy',
+    'warning ProxyConfig default/ns-wide spec.environmentVariables: not applied: the proxy container\'s environment is set when the pod is injected, not by the running proxy',
+    'warning ProxyConfig default/productpage spec.image: not applied: the proxy image is chosen when the pod is injected, not by the running proxy',
+  ], 'what a running proxy cannot apply is said; concurrency 1 is what Remora does');
+  const none = translateIstio([], SIDECAR, PORTS, { dnsRefreshMs: 60_000 });
+  t.match(none.proxySettings, { concurrency: 2, drainDurationMs: 45_000, terminationDrainDurationMs: 5_000, holdApplicationUntilProxyStarts: false, from: [] }, 'Istio\'s defaults');
+});
+
+t.test('ProxyConfig: wrong values are errors naming the field', async (t) => {
+  t.throws(() => load(proxyConfig('bad', 'default', '  concurrency: -1')), /ProxyConfig default\/bad.*spec\.concurrency.*greater than or equal to 0/s);
+  t.throws(() => load(proxyConfig('bad', 'default', '  concurency: 2')), /spec.*concurency/s, 'an unknown field');
+  t.throws(() => load(proxyConfig('bad', 'default', '  environmentVariables: {A: 1}')), /environmentVariables/);
+});

@@ -30,6 +30,7 @@ import {
   weightedTcpClusters,
 } from './sidecar-listeners.ts';
 import { authzFilters, NO_AUTHZ } from './security.ts';
+import { proxySettings, type ProxySettings } from './proxy-settings.ts';
 import { DEFAULT_MESH_CONFIG, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
@@ -55,6 +56,8 @@ export interface TranslateResult {
   readonly config: ProxyConfig;
   /** Errors make the config unusable; warnings are worth printing but change nothing. */
   readonly issues: readonly ConfigIssue[];
+  /** The proxy settings for this workload: MeshConfig defaultConfig merged with the ProxyConfig resources that apply. */
+  readonly proxySettings: ProxySettings;
 }
 
 /**
@@ -97,7 +100,8 @@ export function translateIstio(
     .slice(0, 16);
   // istiod's NDS name table: what the sidecar's DNS proxy answers.
   const names = node.kind === 'sidecar' ? nameTable(ctx, registry) : [];
-  return { config: { version, node, listeners, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues) };
+  const settings = proxySettings(ctx);
+  return { config: { version, node, listeners, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues), proxySettings: settings };
 }
 
 /**
