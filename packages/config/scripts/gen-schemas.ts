@@ -40,6 +40,7 @@ const SOURCE_MODULE: Readonly<Record<string, string>> = {
   ServiceEntry: 'networking.istio.io/v1beta1/ServiceEntry',
   WorkloadEntry: 'networking.istio.io/v1beta1/WorkloadEntry',
   Sidecar: 'networking.istio.io/v1beta1/Sidecar',
+  ProxyConfig: 'networking.istio.io/v1beta1/ProxyConfig',
   EnvoyFilter: 'networking.istio.io/v1alpha3/EnvoyFilter',
   PeerAuthentication: 'security.istio.io/v1beta1/PeerAuthentication',
   RequestAuthentication: 'security.istio.io/v1beta1/RequestAuthentication',

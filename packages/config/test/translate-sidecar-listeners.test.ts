@@ -254,6 +254,58 @@ t.test('inbound: a chain of virtualInbound per port of the services selecting th
   );
 });
 
+t.test('Sidecar ingress: its listeners replace the services\' inbound ports, each to its defaultEndpoint, with its TLS and bind', async (t) => {
+  const sidecar = `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ingress, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 8443, protocol: HTTPS, name: external}
+    defaultEndpoint: 0.0.0.0:80
+    tls: {mode: SIMPLE, serverCertificate: /etc/certs/tls.crt, privateKey: /etc/certs/tls.key}
+  - port: {number: 7070, protocol: TCP, name: tcp-raw}
+  - port: {number: 3000, protocol: HTTP, name: http-direct}
+    bind: 127.0.0.1
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:3001
+  - port: {number: 4000, protocol: HTTP, name: http-uds}
+    defaultEndpoint: unix:///var/run/app.sock
+  - port: {number: 4443, protocol: TLS, name: tls-term}
+    tls: {mode: SIMPLE, serverCertificate: /etc/certs/tls.crt, privateKey: /etc/certs/tls.key}
+---
+`;
+  const { config, brief } = translate(PRODUCTPAGE + sidecar + pa('pp', '  selector: {matchLabels: {app: productpage}}\n  mtls: {mode: STRICT}'));
+  t.same(brief, [
+    'warning Sidecar default/ingress spec.ingress[4].defaultEndpoint: unix domain socket endpoints are not supported; port 4000 gets no inbound listener',
+    'warning Sidecar default/ingress spec.ingress[5].tls: terminating TLS in front of TLS is not supported (only HTTP behind it); port 4443 gets no inbound listener',
+  ]);
+  const inbound = config.listeners.filter((l) => l.direction === 'inbound');
+  t.same(inbound.map((l) => [l.name, l.address, l.port, l.destinationPort, l.bindToPort ?? true, l.tls?.kind ?? null]), [
+    ['virtualInbound', '0.0.0.0', 15006, undefined, true, null],
+    ['127.0.0.1_3000', '127.0.0.1', 3000, undefined, true, 'mesh'],
+    ['inbound_0.0.0.0_7070', '0.0.0.0', 15006, 7070, false, 'mesh'],
+    ['inbound_0.0.0.0_8443', '0.0.0.0', 15006, 8443, false, 'gateway'],
+    ['inbound_0.0.0.0_9080', '0.0.0.0', 15006, 9080, false, 'mesh'],
+  ], 'the services\' ports 80, 5000 and 6000 are gone; 9080 stays, as the Sidecar names it');
+  const tls = listener(config, 'inbound_0.0.0.0_8443').tls;
+  t.match(tls, { kind: 'gateway', servers: [{ mode: 'SIMPLE', certFile: '/etc/certs/tls.crt', keyFile: '/etc/certs/tls.key', hosts: ['*'] }] }, 'HTTPS terminated with the listener\'s files, HTTP behind it');
+  t.equal(listener(config, 'inbound_0.0.0.0_8443').routeConfig, 'inbound|8443||');
+  t.same(listener(config, 'inbound_0.0.0.0_7070').tcpProxy, [route('inbound|7070||')]);
+  t.same(
+    config.clusters.filter((c) => c.name.startsWith('inbound|')).map((c) => [c.name, c.endpoints.map((e) => `${e.address}:${e.port}`), c.service?.port ?? null]),
+    [
+      ['inbound|3000||', ['127.0.0.1:3001'], 9080],
+      ['inbound|7070||', ['127.0.0.1:7070'], 9080],
+      ['inbound|8443||', ['127.0.0.1:80'], 9080],
+      ['inbound|9080||', ['127.0.0.1:8080'], 9080],
+    ],
+    '127.0.0.1:PORT and 0.0.0.0:PORT (the app address) as defaultEndpoint; none: the app address at the port',
+  );
+});
+
 t.test('inbound TCP ports and AuthorizationPolicy: a policy that cannot be enforced there closes the port, reported', async (t) => {
   const ap = (name: string, spec: string): string => `apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ${name}}\nspec:\n${spec}\n---\n`;
   const tcpRoutes = (yaml: string): { tcp: unknown; sniffed: unknown; brief: string[] } => {

@@ -416,10 +416,23 @@ spec:
   const out = translate(BOOKINFO_SERVICES + sidecar('pp', 'default', '  workloadSelector: {labels: {app: productpage}}\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}'));
   t.same(vhost(out.config, 'block_all').routes[0]!.action, { kind: 'direct-response', status: 502, body: null }, "Istio's block_all: 502");
 
-  // What Remora does not apply is said.
-  const warned = names(sidecar('ns', 'default', '  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    defaultEndpoint: 127.0.0.1:8080\n  egress:\n  - port: {number: 80, protocol: HTTP, name: http}\n    hosts: ["./*"]'));
+  // What Remora does not apply is said (ingress listeners: translate-sidecar-listeners.test.ts).
+  const warned = names(sidecar('ns', 'default', '  egress:\n  - port: {number: 6379, protocol: TCP, name: tcp}\n    hosts: ["./*"]\n  - bind: 127.0.0.1\n    hosts: ["./*"]'));
   t.same(warned.brief, [
-    'warning Sidecar default/ns spec.ingress: ingress listeners are not applied; the inbound listener forwards to --app-port',
-    'warning Sidecar default/ns spec.egress[0]: per-port egress listeners (port, bind, captureMode) are not applied; their hosts apply to the outbound listener',
+    'warning Sidecar default/ns spec.egress[0].port: per-port egress listeners are applied to HTTP ports only; port 6379 (TCP) takes its hosts into the outbound listener',
+    'warning Sidecar default/ns spec.egress[1]: bind and captureMode of the egress listener without a port are not applied; its hosts apply to the outbound listener',
   ]);
+
+  // A per-port HTTP egress listener: its port's table holds its own hosts; bound with captureMode NONE.
+  const perPort = translate(
+    BOOKINFO_SERVICES + other +
+      sidecar('ns', 'default', '  egress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    captureMode: NONE\n    bind: 127.0.0.1\n    hosts: ["./ratings.default.svc.cluster.local"]\n  - hosts: ["./*", "finance/*"]'),
+  );
+  t.same(perPort.brief, []);
+  const table9080 = vhostNames(perPort.config, '9080').map((n) => n.split(':')[0]!);
+  t.ok(table9080.includes('ratings.default.svc.cluster.local'), 'port 9080: the listener\'s own host');
+  t.notOk(table9080.includes('reviews.default.svc.cluster.local'), 'port 9080: another service of the namespace is not in its table');
+  const bound = perPort.config.listeners.find((l) => l.name === '127.0.0.1_9080');
+  t.match(bound, { address: '127.0.0.1', port: 9080, direction: 'outbound', routeConfig: '9080', tls: null }, 'captureMode NONE: a listener bound to 127.0.0.1:9080');
+  t.equal(bound?.bindToPort, undefined, 'it opens its socket');
 });

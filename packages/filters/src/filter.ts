@@ -189,6 +189,17 @@ export interface FilterCompileContext {
   readonly stats?: FilterStats;
   /** The snapshot's clusters, for filters that call a service (ext_authz); absent: no cluster can be reached. */
   readonly upstream?: FilterUpstream;
+  /**
+   * The proxy's logger of an Envoy log component (`rbac`, …), whose level `/logging` changes
+   * at run time; absent or null: the filter logs nothing.
+   */
+  logger?(component: string): FilterLog | null;
+}
+
+/** A log component as a filter sees it: check `enabled` before building a line. */
+export interface FilterLog {
+  enabled(level: 'debug' | 'trace'): boolean;
+  debug(message: string): void;
 }
 
 /** A request a filter sends to a cluster (an authorization check). */

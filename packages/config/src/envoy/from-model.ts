@@ -394,7 +394,15 @@ function sidecarChains(l: ModelListener, secrets: Map<string, SecretRef>, destin
   if (l.tcpProxy === undefined) {
     // Each chain its own connection manager object: EnvoyFilter patches edit chains one by one.
     const hcm = (): FilterJson => httpConnectionManager(l, l.routeConfig);
-    if (mesh !== null) {
+    // A Sidecar ingress listener's own TLS (SIMPLE/MUTUAL with its files), terminated before the connection manager.
+    const server = l.tls?.kind === 'gateway' ? (l.tls.servers[0] ?? null) : null;
+    if (server !== null) {
+      chains.push(withMatch({
+        metadata: { filterMetadata: { remora: { server: server.origin } } },
+        filters: [hcm()],
+        transportSocket: { name: 'envoy.transport_sockets.tls', typedConfig: any(DOWNSTREAM_TLS_TYPE, downstreamTls(server, secrets)) },
+      }, { ...port, transportProtocol: 'tls' }));
+    } else if (mesh !== null) {
       chains.push(withMatch({ filters: [hcm()], transportSocket: istioMtlsSocket(secrets) }, { ...port, transportProtocol: 'tls', ...(detect !== undefined ? { applicationProtocols: [...MTLS_HTTP_ALPNS] } : {}) }));
       if (mesh === 'PERMISSIVE') chains.push(withMatch({ filters: [hcm()] }, { ...port, transportProtocol: 'raw_buffer', ...(detect !== undefined ? { applicationProtocols: [...PLAINTEXT_HTTP_ALPNS] } : {}) }));
     } else {

@@ -409,7 +409,12 @@ type GatewayBody = SidecarBody;
 function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort: number | undefined, at: At): SidecarBody | null {
   const terminating = cs.filter((c) => c.tls !== null);
   let tls: ListenerTls | null = null;
-  if (terminating.length > 0) {
+  if (terminating.length > 0 && terminating.every((c) => typeof c.server?.server === 'string')) {
+    // Chains of a named TLS server (a Sidecar ingress listener's SIMPLE/MUTUAL termination), not Istio mTLS.
+    const read = gatewayTls(terminating, lc.name, at);
+    if (read === undefined) return null;
+    tls = read;
+  } else if (terminating.length > 0) {
     for (const c of terminating) {
       if (c.transportProtocol !== 'tls') {
         at.error(join(c.path, 'filterChainMatch.transportProtocol'), 'a chain terminating Istio mTLS must match transportProtocol tls');

@@ -4,7 +4,7 @@
  * hosts, subset names, addresses. Messages follow Istio's where they are clear. Run only on a
  * resource whose schema passed, so every field has its schema type (or is null/absent).
  */
-import { Report, type Path, obj, type CheckFinding } from './checks-common.ts';
+import { Report, type Path, obj, workloadSelector, type CheckFinding } from './checks-common.ts';
 import { isDNS1123Label } from './names.ts';
 import { checkDestinationRule } from './checks-destination-rule.ts';
 import { checkGateway } from './checks-gateway.ts';
@@ -38,6 +38,11 @@ export function checkResource(kind: string, spec: unknown, metadata: { readonly 
       break;
     case 'Sidecar':
       checkSidecar(r, at, s);
+      break;
+    case 'ProxyConfig':
+      // istiod's ValidateProxyConfig.
+      workloadSelector(r, [...at, 'selector'], s.selector, 'matchLabels');
+      if (typeof s.concurrency === 'number' && s.concurrency < 0) r.error([...at, 'concurrency'], 'concurrency must be greater than or equal to 0');
       break;
     case 'PeerAuthentication':
       checkPeerAuthentication(r, at, s);

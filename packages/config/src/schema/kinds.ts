@@ -20,6 +20,8 @@ export const SUPPORTED_KINDS: Readonly<Record<string, SupportedKind>> = Object.f
   ServiceEntry: { group: NETWORKING, versions: NETWORKING_VERSIONS },
   WorkloadEntry: { group: NETWORKING, versions: NETWORKING_VERSIONS },
   Sidecar: { group: NETWORKING, versions: NETWORKING_VERSIONS },
+  // Istio's ProxyConfig exists only as v1beta1.
+  ProxyConfig: { group: NETWORKING, versions: ['v1beta1'] },
   // Istio never promoted EnvoyFilter past v1alpha3.
   EnvoyFilter: { group: NETWORKING, versions: ['v1alpha3'] },
   PeerAuthentication: { group: SECURITY, versions: SECURITY_VERSIONS },

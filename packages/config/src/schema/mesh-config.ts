@@ -1,10 +1,12 @@
 /**
  * Istio's MeshConfig, as the `mesh` key of the `istio` ConfigMap holds it (YAML, the proto's
- * JSON names), read into the part Remora uses: `rootNamespace`, `trustDomain`, the
- * external authorizers of `extensionProviders` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`),
- * `outboundTrafficPolicy` and `protocolDetectionTimeout`.
- * Other fields are accepted and not read; other provider kinds are kept by name only (a
- * CUSTOM policy naming one is refused by the authz builder, as istiod refuses it).
+ * JSON names), read into the part Remora uses: `rootNamespace`, `trustDomain`,
+ * `trustDomainAliases`, the external authorizers of `extensionProviders`
+ * (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`), `outboundTrafficPolicy`,
+ * `protocolDetectionTimeout`, `enableAutoMtls`, `defaultHttpRetryPolicy`,
+ * `localityLbSetting`, the access log fields and part of `defaultConfig`, each with Istio's
+ * default. Other fields are accepted and not read; other provider kinds are kept by name
+ * only (a CUSTOM policy naming one is refused by the authz builder, as istiod refuses it).
  *
  * A field of the wrong type is an error naming the file and the field; what istiod's builder
  * checks itself (port range, statusOnError, pathPrefix, wildcards) is checked there, where a
@@ -60,6 +62,11 @@ export interface MeshConfig {
   readonly rootNamespace: string | null;
   /** null: not set (the proxy's `--trust-domain`, default cluster.local, stands). */
   readonly trustDomain: string | null;
+  /**
+   * `trustDomainAliases`: other trust domains that count as this mesh's. Authorization
+   * principals of any of them match peers of all (istiod's trust domain bundle). Absent: none.
+   */
+  readonly trustDomainAliases?: readonly string[];
   readonly extensionProviders: readonly ExtensionProvider[];
   /**
    * `outboundTrafficPolicy.mode`: what a sidecar does with traffic for destinations the
@@ -74,7 +81,59 @@ export interface MeshConfig {
    * `PROTOCOL_DETECTION_TIMEOUT_MS`).
    */
   readonly protocolDetectionTimeoutMs?: number;
+  /** `enableAutoMtls`: clients use Istio mTLS to endpoints labelled for it without a DestinationRule. Absent: Istio's default, true. */
+  readonly enableAutoMtls?: boolean;
+  /** `defaultHttpRetryPolicy`: what a route without `retries` gets instead of Istio's default retries. */
+  readonly defaultHttpRetryPolicy?: MeshHttpRetry;
+  /** `localityLbSetting`: the mesh-wide locality load balancing a DestinationRule without one gets. */
+  readonly localityLbSetting?: MeshLocalityLbSetting;
+  /** `accessLogFile`, `accessLogEncoding`, `accessLogFormat` (see `MeshAccessLog`). */
+  readonly accessLog?: MeshAccessLog;
+  /** `defaultConfig`: the proxy settings Remora reads (see `MeshProxyDefaults`). */
+  readonly defaultConfig?: MeshProxyDefaults;
 }
+
+/** An HTTPRetry as a VirtualService writes it. */
+export interface MeshHttpRetry {
+  readonly attempts?: number;
+  readonly perTryTimeout?: string;
+  readonly retryOn?: string;
+  readonly retryRemoteLocalities?: boolean;
+}
+
+/** A DestinationRule's `localityLbSetting` shape. */
+export interface MeshLocalityLbSetting {
+  readonly enabled?: boolean;
+  readonly distribute?: { from?: string; to?: Record<string, number> }[];
+  readonly failover?: { from?: string; to?: string }[];
+  readonly failoverPriority?: string[];
+}
+
+/**
+ * Istio's mesh access log: `accessLogFile` (empty: none, Istio's default; `/dev/stdout`),
+ * `accessLogEncoding` TEXT or JSON (default TEXT), `accessLogFormat` (Envoy command
+ * operators; empty: Istio's default format).
+ */
+export interface MeshAccessLog {
+  readonly file: string;
+  readonly encoding: 'TEXT' | 'JSON';
+  readonly format: string;
+}
+
+/**
+ * `defaultConfig` (ProxyConfig) fields a data plane applies: worker `concurrency` (Istio's
+ * default 2; 0 means all cores), `drainDuration` (45s), `terminationDrainDuration` (5s) and
+ * `holdApplicationUntilProxyStarts` (false).
+ */
+export interface MeshProxyDefaults {
+  readonly concurrency: number;
+  readonly drainDurationMs: number;
+  readonly terminationDrainDurationMs: number;
+  readonly holdApplicationUntilProxyStarts: boolean;
+}
+
+/** Istio's ProxyConfig defaults (pkg/config/mesh.DefaultProxyConfig). */
+export const DEFAULT_PROXY_DEFAULTS: MeshProxyDefaults = { concurrency: 2, drainDurationMs: 45_000, terminationDrainDurationMs: 5_000, holdApplicationUntilProxyStarts: false };
 
 /** Istio's outbound traffic policies: pass unknown destinations through, or close them. */
 export type OutboundTrafficMode = 'ALLOW_ANY' | 'REGISTRY_ONLY';
@@ -89,6 +148,13 @@ export interface MeshConfigParseResult {
 }
 
 const PROVIDER_KINDS = new Set(['envoyExtAuthzHttp', 'envoyExtAuthzGrpc']);
+
+/** Envoy's retry conditions (x-envoy-retry-on and x-envoy-retry-grpc-on), as Istio's validation accepts them. */
+const RETRY_ON = new Set([
+  '5xx', 'gateway-error', 'reset', 'reset-before-request', 'connect-failure', 'envoy-ratelimited', 'retriable-4xx', 'refused-stream',
+  'retriable-status-codes', 'retriable-headers', 'http3-post-connect-failure',
+  'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable',
+]);
 
 /**
  * Reads a MeshConfig from YAML text: the MeshConfig itself, or an `istio` ConfigMap whose
@@ -170,6 +236,7 @@ class MeshReader {
     }
     const rootNamespace = this.#string(raw, 'rootNamespace', []);
     const trustDomain = this.#string(raw, 'trustDomain', []);
+    const aliases = this.#strings(raw, 'trustDomainAliases', []);
     const providers: ExtensionProvider[] = [];
     const list = raw['extensionProviders'];
     if (list !== undefined && list !== null) {
@@ -181,12 +248,138 @@ class MeshReader {
     }
     const outbound = this.#outboundTrafficPolicy(raw);
     const detection = this.#duration(raw, 'protocolDetectionTimeout', []);
+    const autoMtls = raw['enableAutoMtls'] === undefined || raw['enableAutoMtls'] === null ? null : this.#bool(raw, 'enableAutoMtls', []);
+    const retry = this.#retry(raw);
+    const locality = this.#locality(raw);
+    const accessLog = this.#accessLog(raw);
+    const defaults = this.#defaultConfig(raw);
     return {
       rootNamespace: rootNamespace === '' ? null : rootNamespace,
       trustDomain: trustDomain === '' ? null : trustDomain,
+      ...(aliases.length === 0 ? {} : { trustDomainAliases: aliases }),
       extensionProviders: providers,
       ...(outbound === null ? {} : { outboundTrafficPolicy: outbound }),
       ...(detection === null ? {} : { protocolDetectionTimeoutMs: detection }),
+      ...(autoMtls === null ? {} : { enableAutoMtls: autoMtls }),
+      ...(retry === null ? {} : { defaultHttpRetryPolicy: retry }),
+      ...(locality === null ? {} : { localityLbSetting: locality }),
+      ...(accessLog === null ? {} : { accessLog }),
+      ...(defaults === null ? {} : { defaultConfig: defaults }),
+    };
+  }
+
+  #mapping(raw: Record<string, unknown>, key: string, at: Path): Record<string, unknown> | null {
+    const v = raw[key];
+    if (v === undefined || v === null) return null;
+    if (isObject(v)) return v;
+    this.error([...at, key], `must be a mapping, found ${describe(v)}`);
+    return null;
+  }
+
+  /** `defaultHttpRetryPolicy`: an HTTPRetry (attempts ≥ 0, a perTryTimeout of at least 1ms, retryOn a list of conditions). */
+  #retry(raw: Record<string, unknown>): MeshHttpRetry | null {
+    const r = this.#mapping(raw, 'defaultHttpRetryPolicy', []);
+    if (r === null) return null;
+    const at = ['defaultHttpRetryPolicy'];
+    const out: { attempts?: number; perTryTimeout?: string; retryOn?: string; retryRemoteLocalities?: boolean } = {};
+    if (r['attempts'] !== undefined) {
+      const a = r['attempts'];
+      if (typeof a === 'number' && Number.isInteger(a) && a >= 0) out.attempts = a;
+      else this.error([...at, 'attempts'], `must be a non-negative integer, found ${describe(a)}`);
+    }
+    if (r['perTryTimeout'] !== undefined) {
+      const ms = this.#duration(r, 'perTryTimeout', at);
+      if (ms !== null && ms < 1) this.error([...at, 'perTryTimeout'], 'must be at least 1ms');
+      else if (ms !== null) out.perTryTimeout = r['perTryTimeout'] as string;
+    }
+    const on = this.#string(r, 'retryOn', at);
+    if (on !== '') {
+      const bad = on.split(',').map((x) => x.trim()).find((x) => !RETRY_ON.has(x) && !/^\d{3}$/.test(x));
+      if (bad !== undefined) this.error([...at, 'retryOn'], `${JSON.stringify(bad)} is not a retry condition (Envoy's x-envoy-retry-on, x-envoy-retry-grpc-on, or an HTTP status)`);
+      else out.retryOn = on;
+    }
+    if (r['retryRemoteLocalities'] !== undefined) out.retryRemoteLocalities = this.#bool(r, 'retryRemoteLocalities', at);
+    return out;
+  }
+
+  /** `localityLbSetting`: enabled, distribute (weights per source summing to 100), failover, failoverPriority. */
+  #locality(raw: Record<string, unknown>): MeshLocalityLbSetting | null {
+    const l = this.#mapping(raw, 'localityLbSetting', []);
+    if (l === null) return null;
+    const at = ['localityLbSetting'];
+    const out: { enabled?: boolean; distribute?: { from?: string; to?: Record<string, number> }[]; failover?: { from?: string; to?: string }[]; failoverPriority?: string[] } = {};
+    if (l['enabled'] !== undefined && l['enabled'] !== null) out.enabled = this.#bool(l, 'enabled', at);
+    const dist = l['distribute'];
+    if (dist !== undefined && dist !== null) {
+      if (!Array.isArray(dist)) this.error([...at, 'distribute'], 'must be a list');
+      else {
+        out.distribute = [];
+        dist.forEach((d, i) => {
+          const dat = [...at, 'distribute', i];
+          if (!isObject(d)) return this.error(dat, 'must be a mapping');
+          const to = d['to'];
+          if (!isObject(to) || !Object.values(to).every((w) => typeof w === 'number' && Number.isInteger(w) && w >= 0)) return this.error([...dat, 'to'], 'must map localities to integer weights');
+          const sum = Object.values(to as Record<string, number>).reduce((a, b) => a + b, 0);
+          if (sum !== 100) return this.error([...dat, 'to'], `weights must total 100, found ${sum}`);
+          out.distribute!.push({ from: this.#string(d, 'from', dat), to: to as Record<string, number> });
+        });
+      }
+    }
+    const fo = l['failover'];
+    if (fo !== undefined && fo !== null) {
+      if (!Array.isArray(fo)) this.error([...at, 'failover'], 'must be a list');
+      else {
+        out.failover = [];
+        fo.forEach((f, i) => {
+          const fat = [...at, 'failover', i];
+          if (!isObject(f)) return this.error(fat, 'must be a mapping');
+          const from = this.#string(f, 'from', fat);
+          const to = this.#string(f, 'to', fat);
+          if (from !== '' && from === to) return this.error(fat, `failover from and to must differ, both are ${JSON.stringify(from)}`);
+          out.failover!.push({ from, to });
+        });
+      }
+    }
+    const prio = this.#strings(l, 'failoverPriority', at);
+    if (prio.length > 0) out.failoverPriority = prio;
+    if (out.distribute !== undefined && out.distribute.length > 0 && out.failover !== undefined && out.failover.length > 0) {
+      this.error(at, 'distribute and failover cannot both be set');
+    }
+    return out;
+  }
+
+  /** `accessLogFile`, `accessLogEncoding`, `accessLogFormat`. */
+  #accessLog(raw: Record<string, unknown>): MeshAccessLog | null {
+    if (raw['accessLogFile'] === undefined && raw['accessLogEncoding'] === undefined && raw['accessLogFormat'] === undefined) return null;
+    const file = this.#string(raw, 'accessLogFile', []);
+    const encoding = this.#string(raw, 'accessLogEncoding', []);
+    const format = this.#string(raw, 'accessLogFormat', []);
+    if (encoding !== '' && encoding !== 'TEXT' && encoding !== 'JSON') {
+      this.error(['accessLogEncoding'], `must be TEXT or JSON, found ${JSON.stringify(encoding)}`);
+      return null;
+    }
+    return { file, encoding: encoding === 'JSON' ? 'JSON' : 'TEXT', format };
+  }
+
+  /** `defaultConfig`: the ProxyConfig fields a data plane applies, Istio's defaults for the rest. */
+  #defaultConfig(raw: Record<string, unknown>): MeshProxyDefaults | null {
+    const d = this.#mapping(raw, 'defaultConfig', []);
+    if (d === null) return null;
+    const at = ['defaultConfig'];
+    let concurrency = DEFAULT_PROXY_DEFAULTS.concurrency;
+    if (d['concurrency'] !== undefined && d['concurrency'] !== null) {
+      const c = d['concurrency'];
+      if (typeof c === 'number' && Number.isInteger(c) && c >= 0) concurrency = c;
+      else this.error([...at, 'concurrency'], `must be a non-negative integer (0: all cores), found ${describe(c)}`);
+    }
+    const drain = this.#duration(d, 'drainDuration', at);
+    if (drain !== null && drain < 1_000) this.error([...at, 'drainDuration'], 'must be at least 1s');
+    const termination = this.#duration(d, 'terminationDrainDuration', at);
+    return {
+      concurrency,
+      drainDurationMs: drain ?? DEFAULT_PROXY_DEFAULTS.drainDurationMs,
+      terminationDrainDurationMs: termination ?? DEFAULT_PROXY_DEFAULTS.terminationDrainDurationMs,
+      holdApplicationUntilProxyStarts: this.#bool(d, 'holdApplicationUntilProxyStarts', at),
     };
   }
 

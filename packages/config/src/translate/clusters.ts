@@ -88,12 +88,16 @@ function cluster(
     lb: policy.lb,
     connectionPool: policy.connectionPool,
     outlierDetection: policy.outlierDetection,
-    tls: istioMutualSans(policy.tls, svc.serviceAccounts),
+    // MeshConfig `enableAutoMtls: false`: without a DestinationRule `tls`, clients speak plaintext.
+    tls: policy.tls === null && ctx.mesh.enableAutoMtls === false ? AUTO_MTLS_OFF : istioMutualSans(policy.tls, svc.serviceAccounts),
     serviceAccounts: svc.serviceAccounts,
     localityLb: policy.localityLb,
     warmupMs: policy.warmupMs,
   };
 }
+
+/** What `enableAutoMtls: false` leaves a cluster without a DestinationRule `tls`: plaintext, as an explicit DISABLE. */
+const AUTO_MTLS_OFF: UpstreamTls = { mode: 'DISABLE', clientCertificate: null, privateKey: null, caCertificates: null, subjectAltNames: [], sni: null, insecureSkipVerify: false };
 
 /**
  * ISTIO_MUTUAL checks the server against the service's accounts unless the DestinationRule

@@ -2,6 +2,7 @@ import type { ConfigIssue } from '../errors.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { Resource } from '../resources/resource.ts';
 import { parseDuration } from '../schema/duration.ts';
+import { DEFAULT_MESH_CONFIG, type MeshConfig } from '../schema/mesh-config.ts';
 
 /**
  * What a translation sees: the valid resources, the proxy it translates for, and a sink
@@ -11,12 +12,15 @@ import { parseDuration } from '../schema/duration.ts';
 export class TranslateContext {
   readonly node: ProxyNode;
   readonly ports: ListenerPorts;
+  /** The mesh's MeshConfig (Istio's defaults when none was given). */
+  readonly mesh: MeshConfig;
   readonly issues: ConfigIssue[] = [];
   readonly #byKind = new Map<string, Resource[]>();
 
-  constructor(resources: readonly Resource[], node: ProxyNode, ports: ListenerPorts) {
+  constructor(resources: readonly Resource[], node: ProxyNode, ports: ListenerPorts, mesh: MeshConfig = DEFAULT_MESH_CONFIG) {
     this.node = node;
     this.ports = ports;
+    this.mesh = mesh;
     // Istio resolves conflicts by age, oldest first; file order stands in for age when
     // resources carry no creationTimestamp.
     const sorted = [...resources].sort((a, b) => {

@@ -156,7 +156,8 @@ export class DestinationRuleIndex {
     const h2Upgrade = cp?.http?.h2UpgradePolicy === 'UPGRADE';
     // Istio: locality load balancing is on by default, but only where outlier detection can
     // tell healthy endpoints from the rest.
-    const ls = p.loadBalancer?.localityLbSetting as
+    // A DestinationRule's own setting wins; else the MeshConfig's `localityLbSetting` applies.
+    const ls = (p.loadBalancer?.localityLbSetting ?? ctx.mesh.localityLbSetting) as
       | { enabled?: boolean; distribute?: { from?: string; to?: Record<string, number> }[]; failover?: { from?: string; to?: string }[]; failoverPriority?: string[] }
       | undefined;
     const localityLb: LocalityLbSetting | null =

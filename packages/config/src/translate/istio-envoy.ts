@@ -35,7 +35,7 @@ export function translateIstioToEnvoy(
     ports,
     options,
   );
-  const ctx = new TranslateContext(resources, node, ports);
+  const ctx = new TranslateContext(resources, node, ports, options.mesh);
   const envoy = applyEnvoyFilters(envoyResourcesFromModel(config), ctx);
   const seen = new Set<string>();
   const all: ConfigIssue[] = [];

@@ -30,13 +30,14 @@ import {
   weightedTcpClusters,
 } from './sidecar-listeners.ts';
 import { authzFilters, NO_AUTHZ } from './security.ts';
+import { proxySettings, type ProxySettings } from './proxy-settings.ts';
 import { DEFAULT_MESH_CONFIG, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { nameTable } from './name-table.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {
-  DEFAULT_RETRY_POLICY,
+  defaultRetryPolicy,
   gatewayRefs,
   MATCH_ALL,
   outboundClusterName,
@@ -55,6 +56,8 @@ export interface TranslateResult {
   readonly config: ProxyConfig;
   /** Errors make the config unusable; warnings are worth printing but change nothing. */
   readonly issues: readonly ConfigIssue[];
+  /** The proxy settings for this workload: MeshConfig defaultConfig merged with the ProxyConfig resources that apply. */
+  readonly proxySettings: ProxySettings;
 }
 
 /**
@@ -69,7 +72,7 @@ export function translateIstio(
   ports: ListenerPorts,
   options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): TranslateResult {
-  const ctx = new TranslateContext(resources, node, ports);
+  const ctx = new TranslateContext(resources, node, ports, options.mesh ?? DEFAULT_MESH_CONFIG);
   const registry = new ServiceRegistry(ctx);
   const rules = new DestinationRuleIndex(ctx, options.credentialsDir);
   const clusters = buildOutboundClusters(ctx, registry, rules, options);
@@ -97,7 +100,8 @@ export function translateIstio(
     .slice(0, 16);
   // istiod's NDS name table: what the sidecar's DNS proxy answers.
   const names = node.kind === 'sidecar' ? nameTable(ctx, registry) : [];
-  return { config: { version, node, listeners, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues) };
+  const settings = proxySettings(ctx);
+  return { config: { version, node, listeners, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues), proxySettings: settings };
 }
 
 /**
@@ -134,6 +138,14 @@ function sidecarListeners(
   const clusters: Cluster[] = [];
 
   const outbound = sidecarOutboundRoutes(ctx, mesh, scope, mode);
+  // A Sidecar's per-port egress listener decides what its port's table holds: its own hosts (istiod's shared table `<port>`).
+  for (const e of scope?.egressListeners ?? []) {
+    const name = String(e.port);
+    const table = sidecarOutboundRoutes(ctx, mesh, e.scope, mode, e.port).find((rc) => rc.name === name)!;
+    const at = outbound.findIndex((rc) => rc.name === name);
+    if (at >= 0) outbound[at] = table;
+    else outbound.push(table);
+  }
   routeConfigs.push(...outbound);
   const byPort: Record<string, string> = {};
   for (const rc of outbound) byPort[rc.name] = rc.name;
@@ -170,8 +182,24 @@ function sidecarListeners(
   });
   listeners.push(...perPort.listeners);
   routeConfigs.push(...perPort.routeConfigs);
+  // captureMode NONE or a bind address: the app talks to `bind:port` itself.
+  for (const e of scope?.egressListeners ?? []) {
+    if (e.bound === null) continue;
+    const table = outbound.find((rc) => rc.name === String(e.port))!;
+    listeners.push({
+      name: `${e.bound.address}_${e.port}`,
+      address: e.bound.address,
+      port: e.port,
+      connectionManager: connectionManagerFor(node, 'outbound'),
+      direction: 'outbound',
+      routeConfig: table.name,
+      httpFilters: outboundFilters(e.port, [table]),
+      tls: null,
+    });
+  }
 
-  const inbound = inboundPorts(ctx, mesh.registry);
+  // A Sidecar with ingress listeners names the inbound ports itself (istiod: instead of the services').
+  const inbound = inboundPorts(ctx, mesh.registry, scope);
   if (inbound.length > 0) {
     const own = [...mesh.registry.services()].find((svc) => !svc.host.startsWith('*') && selectsWorkload(ctx, svc)) ?? null;
     const jwtAuthn = jwtAuthnFilter(ctx);
@@ -182,17 +210,24 @@ function sidecarListeners(
       clusters.push(cluster);
       // Server-side policy runs where Istio runs it: the inbound side of the selected workload.
       const mtls = inboundMtlsMode(ctx, p.port);
-      const base = {
-        name: `inbound_0.0.0.0_${p.port}`,
-        address: '0.0.0.0',
-        port: ports.inboundPort,
-        direction: 'inbound' as const,
-        tls: mtls === 'DISABLE' ? null : { kind: 'mesh' as const, mode: mtls },
-        // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
-        // `destination.port` see that, as Envoy sees the original destination.
-        destinationPort: p.port,
-        bindToPort: false,
-      };
+      // A Sidecar ingress listener's `tls` terminates with its own files instead of Istio mTLS.
+      const ingressTls = p.ingress?.tls ?? null;
+      const tls = ingressTls !== null ? { kind: 'gateway' as const, servers: [ingressTls] } : mtls === 'DISABLE' ? null : { kind: 'mesh' as const, mode: mtls };
+      const bound = p.ingress?.bound ?? null;
+      const base = bound !== null
+        ? // captureMode NONE: the listener binds the port itself; clients reach it directly.
+          { name: `${bound.address}_${p.port}`, address: bound.address, port: p.port, direction: 'inbound' as const, tls }
+        : {
+            name: `inbound_0.0.0.0_${p.port}`,
+            address: '0.0.0.0',
+            port: ports.inboundPort,
+            direction: 'inbound' as const,
+            tls,
+            // Captured traffic was addressed to the app's port: AuthorizationPolicy `ports` and
+            // `destination.port` see that, as Envoy sees the original destination.
+            destinationPort: p.port,
+            bindToPort: false,
+          };
       const family = inboundFamily(p);
       if (family === 'tcp') {
         inboundListeners.push({ ...base, routeConfig: `tcp.${p.port}`, httpFilters: [], tcpProxy: [inboundTcpRoute(ctx, p, cluster.name)] });
@@ -219,7 +254,7 @@ function sidecarListeners(
     }
     // virtualInbound's own chain serves connections made to the inbound port directly: the
     // `--app-port` chain (as before capture), else the catch-all.
-    const app = inboundListeners.find((l) => l.destinationPort === ports.appPort);
+    const app = inboundListeners.find((l) => l.destinationPort !== undefined && l.destinationPort === ports.appPort);
     const capture = { name: 'virtualInbound', address: ports.bindAddress, port: ports.inboundPort, useOriginalDst: true, catchAll: [INBOUND_CATCH_ALL] };
     if (app !== undefined) {
       const { bindToPort: _, ...chain } = app;
@@ -242,7 +277,7 @@ function sidecarListeners(
  * the service. Hosts that are no service (VirtualService-only names, REGISTRY_ONLY's
  * block_all) answer on any port, so every table carries them.
  */
-function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: SidecarScope | null, mode: OutboundTrafficMode): RouteConfiguration[] {
+function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: SidecarScope | null, mode: OutboundTrafficMode, withPort?: number): RouteConfiguration[] {
   const { registry } = mesh;
   const { node } = ctx;
   // `scope`: Istio's Sidecar resource, whose egress hosts limit what this sidecar's outbound side sees.
@@ -283,7 +318,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: Si
         : [];
       // A VirtualService that yields no route for this port (every match block is for another
       // port or other sources) leaves the service its default route, as in Istio.
-      const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(outboundClusterName(port.number, '', svc.host), DEFAULT_RETRY_POLICY)];
+      const routes = vsRoutes.length > 0 ? vsRoutes : [defaultRoute(outboundClusterName(port.number, '', svc.host), defaultRetryPolicy(ctx))];
       let vhosts = byPort.get(port.number);
       if (vhosts === undefined) byPort.set(port.number, (vhosts = []));
       vhosts.push({ name: `${svc.host}:${port.number}`, domains, routes, requireTls: false });
@@ -311,6 +346,7 @@ function sidecarOutboundRoutes(ctx: TranslateContext, mesh: MeshIndex, scope: Si
       : { name: 'allow_any', domains: ['*'], routes: [allowAnyRoute()], requireTls: false });
   }
   // No HTTP service port at all: one table on HTTP's port still answers the other hosts.
+  if (withPort !== undefined && !byPort.has(withPort)) byPort.set(withPort, []);
   if (byPort.size === 0) byPort.set(80, []);
   return [...byPort].map(([port, vhosts]) => ({ name: String(port), virtualHosts: [...vhosts, ...anyPort], ignorePortInHostMatching: false }));
 }

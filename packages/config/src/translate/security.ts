@@ -86,9 +86,9 @@ export function authzFilters(ctx: TranslateContext, mesh: MeshConfig, registry: 
     resources.set(policy, r);
   }
   if (policies.length === 0 && custom.length === 0) return NO_AUTHZ;
-  // istiod's bundle: the mesh trust domain (no aliases are configured in Remora yet).
+  // istiod's trust domain bundle: the mesh's trust domain, then MeshConfig's aliases, once each.
   const opts = {
-    trustDomains: [ctx.node.trustDomain],
+    trustDomains: [...new Set([ctx.node.trustDomain, ...(mesh.trustDomainAliases ?? [])])],
     report: (issue: AuthzIssue) => {
       const r = resources.get(issue.policy)!;
       const path = ['spec', ...issue.path];

@@ -36,9 +36,9 @@ import { connectionManagerFor } from './connection-manager.ts';
 import type { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL } from './destination-rule.ts';
 import { hostCovers, resolveHost } from './host.ts';
-import { labelsMatch, portProtocol, type MeshService, type ServiceProtocol, type ServiceRegistry } from './registry.ts';
+import { labelsMatch, normalizeProtocol, portProtocol, type MeshService, type ServiceProtocol, type ServiceRegistry } from './registry.ts';
+import type { SidecarIngress, SidecarScope } from './sidecar-scope.ts';
 import { policyApplies } from './security.ts';
-import type { SidecarScope } from './sidecar-scope.ts';
 import { gatewayRefs, MATCH_ALL, outboundClusterName, type MeshIndex } from './virtual-service.ts';
 
 /**
@@ -387,6 +387,8 @@ export interface InboundPort {
   /** The service that declares it (the oldest, when several do); null: `--app-port` alone. */
   readonly service: MeshService | null;
   readonly servicePort: number;
+  /** The Sidecar's ingress listener this port comes from (its endpoint, TLS, bind); absent: a service's port. */
+  readonly ingress?: SidecarIngress;
 }
 
 /** Does this service select the proxy's workload (its workloadSelector, else its endpoints' labels)? */
@@ -403,8 +405,9 @@ export function selectsWorkload(ctx: TranslateContext, svc: MeshService): boolea
  * declaring another protocol is reported), then `--app-port` if no service declares it (as
  * HTTP, which is what the app port has always served).
  */
-export function inboundPorts(ctx: TranslateContext, registry: ServiceRegistry): InboundPort[] {
+export function inboundPorts(ctx: TranslateContext, registry: ServiceRegistry, scope: SidecarScope | null = null): InboundPort[] {
   const { ports } = ctx;
+  if (scope !== null && scope.ingress.length > 0) return ingressPorts(ctx, registry, scope.ingress);
   const byPort = new Map<number, InboundPort>();
   for (const svc of registry.services()) {
     if (svc.host.startsWith('*') || !selectsWorkload(ctx, svc)) continue;
@@ -432,7 +435,35 @@ export function inboundPorts(ctx: TranslateContext, registry: ServiceRegistry): 
   return [...byPort.values()].sort((a, b) => a.port - b.port);
 }
 
-/** istiod's inbound cluster for a port: `inbound|<port>||`, the app at its address on that port. */
+/**
+ * A Sidecar's ingress listeners as the inbound ports (istiod: they replace the services'
+ * ports). The protocol is the listener's own (by name when unset); TLS the sidecar
+ * terminates leaves HTTP (HTTPS) or TCP (TLS) behind it. The service selecting the workload
+ * on that port (by `targetPort`, else number), if any, names the cluster's service.
+ */
+function ingressPorts(ctx: TranslateContext, registry: ServiceRegistry, ingress: readonly SidecarIngress[]): InboundPort[] {
+  const out: InboundPort[] = [];
+  for (const ing of ingress) {
+    let protocol = portProtocol({ number: ing.port, name: ing.name, protocol: normalizeProtocol(ing.protocol), targetPort: null });
+    if (ing.tls !== null) protocol = protocol === 'HTTPS' ? 'HTTP' : protocol === 'TLS' ? 'TCP' : protocol;
+    if (familyOf(protocol) === null) continue;
+    let service: MeshService | null = null;
+    let servicePort = ing.port;
+    for (const svc of registry.services()) {
+      if (svc.host.startsWith('*') || !selectsWorkload(ctx, svc)) continue;
+      const sp = svc.ports.find((x) => (x.targetPort ?? x.number) === ing.port);
+      if (sp !== undefined) {
+        service = svc;
+        servicePort = sp.number;
+        break;
+      }
+    }
+    out.push({ port: ing.port, protocol, service, servicePort, ingress: ing });
+  }
+  return out.sort((a, b) => a.port - b.port);
+}
+
+/** istiod's inbound cluster for a port: `inbound|<port>||`, the app at its address on that port (a Sidecar ingress listener's `defaultEndpoint`). */
 export function inboundCluster(ctx: TranslateContext, p: InboundPort, own: MeshService | null): Cluster {
   const { node, ports } = ctx;
   const svc = p.service ?? own;
@@ -444,8 +475,8 @@ export function inboundCluster(ctx: TranslateContext, p: InboundPort, own: MeshS
     discovery: 'static',
     endpoints: [
       {
-        address: ports.appAddress,
-        port: p.port,
+        address: p.ingress?.endpoint.address ?? ports.appAddress,
+        port: p.ingress?.endpoint.port ?? p.port,
         labels: node.labels,
         weight: 1,
         locality: '',

@@ -1,13 +1,71 @@
+import type { TlsServer } from '../model/index.ts';
 import type { OutboundTrafficMode } from '../schema/mesh-config.ts';
+import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
 import { hostCovers } from './host.ts';
 import { scopedResources } from './workload-scope.ts';
 
 interface IstioSidecarSpec {
   workloadSelector?: { labels?: Record<string, string> };
-  egress?: { hosts?: string[]; port?: unknown; bind?: string; captureMode?: string }[];
-  ingress?: unknown[];
+  egress?: { hosts?: string[]; port?: { number?: number; protocol?: string; name?: string }; bind?: string; captureMode?: string }[];
+  ingress?: IstioIngressListener[];
   outboundTrafficPolicy?: { mode?: string };
+}
+
+interface IstioIngressListener {
+  port?: { number?: number; protocol?: string; name?: string; targetPort?: number };
+  bind?: string;
+  captureMode?: string;
+  defaultEndpoint?: string;
+  tls?: {
+    mode?: string;
+    serverCertificate?: string;
+    privateKey?: string;
+    caCertificates?: string;
+    minProtocolVersion?: string;
+    maxProtocolVersion?: string;
+    cipherSuites?: string[];
+  };
+}
+
+/**
+ * One `ingress` listener of the Sidecar: a port the workload serves, where the sidecar sends
+ * its traffic (`defaultEndpoint`), and the TLS the sidecar terminates on it. With any, these
+ * and no others are the workload's inbound ports (as istiod builds them).
+ */
+export interface SidecarIngress {
+  /** Index in `spec.ingress`, for messages. */
+  readonly index: number;
+  readonly port: number;
+  /** The port's protocol as written (upper case; '' when absent). */
+  readonly protocol: string;
+  readonly name: string;
+  /** Where the sidecar forwards: `127.0.0.1:PORT` (loopback), `0.0.0.0:PORT` (the workload's address); absent: the workload's address at `port`. */
+  readonly endpoint: { readonly address: string; readonly port: number };
+  /** SIMPLE or MUTUAL termination with the given files; null: Istio mTLS per PeerAuthentication. */
+  readonly tls: TlsServer | null;
+  /** captureMode NONE: a listener bound to `bind:port` itself, not reached by capture. */
+  readonly bound: { readonly address: string } | null;
+}
+
+interface EgressPortSpec {
+  readonly index: number;
+  readonly port: number;
+  readonly hosts: readonly EgressHost[];
+  readonly bound: { readonly address: string } | null;
+}
+
+/**
+ * An `egress` listener with a port (HTTP): on that port the outbound side sees its own hosts
+ * only; with `captureMode: NONE` or a `bind` address it is a listener bound to `bind:port`
+ * (127.0.0.1 when NONE names no address) that the app talks to directly.
+ */
+export interface SidecarEgressListener {
+  readonly index: number;
+  readonly port: number;
+  /** A scope of this listener's hosts alone. */
+  readonly scope: SidecarScope;
+  readonly bound: { readonly address: string } | null;
 }
 
 /** One `namespace/host` entry of a Sidecar's egress hosts. */
@@ -32,12 +90,30 @@ export class SidecarScope {
   readonly registryOnly: boolean;
   /** The Sidecar sets `outboundTrafficPolicy` (else the MeshConfig's applies). */
   readonly setsOutboundPolicy: boolean;
+  /** The Sidecar's `ingress` listeners; empty: the services selecting the workload decide its inbound ports. */
+  readonly ingress: readonly SidecarIngress[];
+  /** The Sidecar resource, for messages; null in scopes built by hand. */
+  readonly resource: Resource | null;
 
-  constructor(origin: string, hosts: readonly EgressHost[], registryOnly: boolean, setsOutboundPolicy = registryOnly) {
+  /** The Sidecar's per-port HTTP egress listeners. */
+  readonly egressListeners: readonly SidecarEgressListener[];
+
+  constructor(
+    origin: string,
+    hosts: readonly EgressHost[],
+    registryOnly: boolean,
+    setsOutboundPolicy = registryOnly,
+    ingress: readonly SidecarIngress[] = [],
+    resource: Resource | null = null,
+    egressListeners: readonly SidecarEgressListener[] = [],
+  ) {
+    this.egressListeners = egressListeners;
     this.origin = origin;
     this.#hosts = hosts;
     this.registryOnly = registryOnly;
     this.setsOutboundPolicy = setsOutboundPolicy;
+    this.ingress = ingress;
+    this.resource = resource;
   }
 
   /** May the outbound side see `host` (a service's or a VirtualService's) from `namespace`? */
@@ -59,26 +135,125 @@ export function sidecarScope(ctx: TranslateContext): SidecarScope | null {
   const r = levels.workload ?? levels.namespace ?? levels.root;
   if (r === null) return null;
   const spec = (r.spec ?? {}) as IstioSidecarSpec;
-  if ((spec.ingress ?? []).length > 0) ctx.warn(r, ['spec', 'ingress'], 'ingress listeners are not applied; the inbound listener forwards to --app-port');
+  const ingress = sidecarIngress(ctx, r, spec.ingress ?? []);
   // A Sidecar in the root namespace applies to every namespace: its `.` means the workload's.
   const own = r.metadata.namespace === node.rootNamespace ? node.namespace : r.metadata.namespace;
   const hosts: EgressHost[] = [];
   const egress = spec.egress ?? [];
+  const egressPorts: EgressPortSpec[] = [];
   egress.forEach((e, i) => {
-    if (e.port !== undefined || e.bind !== undefined || (e.captureMode !== undefined && e.captureMode !== 'DEFAULT')) {
-      ctx.warn(r, ['spec', 'egress', i], 'per-port egress listeners (port, bind, captureMode) are not applied; their hosts apply to the outbound listener');
-    }
+    const mine: EgressHost[] = [];
     for (const raw of e.hosts ?? []) {
       const slash = raw.indexOf('/');
       const ns = slash < 0 ? '*' : raw.slice(0, slash);
-      hosts.push({ namespace: ns === '.' ? own : ns, host: (slash < 0 ? raw : raw.slice(slash + 1)).toLowerCase() });
+      mine.push({ namespace: ns === '.' ? own : ns, host: (slash < 0 ? raw : raw.slice(slash + 1)).toLowerCase() });
     }
+    hosts.push(...mine);
+    const port = e.port?.number ?? 0;
+    if (e.port === undefined || e.port === null) {
+      if (e.bind !== undefined || (e.captureMode !== undefined && e.captureMode !== 'DEFAULT')) {
+        ctx.warn(r, ['spec', 'egress', i], 'bind and captureMode of the egress listener without a port are not applied; its hosts apply to the outbound listener');
+      }
+      return;
+    }
+    const protocol = (e.port.protocol ?? '').toUpperCase();
+    const http = ['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB'].includes(protocol) || (protocol === '' && /^(http|http2|grpc|grpc-web)(-|$)/i.test(e.port.name ?? ''));
+    if (!http || port <= 0) {
+      ctx.warn(r, ['spec', 'egress', i, 'port'], `per-port egress listeners are applied to HTTP ports only; port ${port} (${protocol || 'no protocol'}) takes its hosts into the outbound listener`);
+      return;
+    }
+    const capture = (e.captureMode ?? 'DEFAULT').toUpperCase();
+    const bind = e.bind ?? '';
+    if (bind.startsWith('unix://')) {
+      ctx.warn(r, ['spec', 'egress', i, 'bind'], 'unix domain socket listeners are not supported; this egress listener is left out');
+      return;
+    }
+    egressPorts.push({ index: i, port, hosts: mine, bound: capture === 'NONE' || bind !== '' ? { address: bind !== '' ? bind : '127.0.0.1' } : null });
   });
   // No egress section: Istio's default, every host of every namespace.
   if (egress.length === 0) hosts.push({ namespace: '*', host: '*' });
   // A Sidecar that sets `outboundTrafficPolicy` decides it; its mode's zero value is REGISTRY_ONLY.
   const registryOnly = spec.outboundTrafficPolicy !== undefined && spec.outboundTrafficPolicy !== null && (spec.outboundTrafficPolicy.mode ?? 'REGISTRY_ONLY') === 'REGISTRY_ONLY';
-  return new SidecarScope(`${r.metadata.namespace}/${r.metadata.name}`, hosts, registryOnly, spec.outboundTrafficPolicy != null);
+  const origin = `${r.metadata.namespace}/${r.metadata.name}`;
+  const egressListeners = egressPorts.map((e) => ({ ...e, scope: new SidecarScope(`${origin}#egress${e.index}`, e.hosts, registryOnly, spec.outboundTrafficPolicy != null) }));
+  return new SidecarScope(origin, hosts, registryOnly, spec.outboundTrafficPolicy != null, ingress, r, egressListeners);
+}
+
+/**
+ * The Sidecar's ingress listeners as istiod reads them (validation has checked the fields).
+ * `defaultEndpoint` `127.0.0.1:PORT` forwards over loopback, `0.0.0.0:PORT` to the
+ * workload's address (`--app-address`, what istiod's instance IP is to a pod); a unix
+ * socket endpoint is not supported and leaves that port out, with a warning.
+ */
+function sidecarIngress(ctx: TranslateContext, r: Resource, list: readonly IstioIngressListener[]): SidecarIngress[] {
+  const { ports } = ctx;
+  const out: SidecarIngress[] = [];
+  list.forEach((l, index) => {
+    const at = ['spec', 'ingress', index];
+    const port = l.port?.number ?? 0;
+    if (port <= 0) return;
+    let endpoint = { address: ports.appAddress, port };
+    const raw = l.defaultEndpoint ?? '';
+    if (raw.startsWith('unix://')) {
+      ctx.warn(r, [...at, 'defaultEndpoint'], `unix domain socket endpoints are not supported; port ${port} gets no inbound listener`);
+      return;
+    }
+    if (raw !== '') {
+      const colon = raw.lastIndexOf(':');
+      const host = raw.slice(0, colon).replace(/^\[|\]$/g, '');
+      const target = Number(raw.slice(colon + 1));
+      endpoint = { address: host === '0.0.0.0' || host === '::' ? ports.appAddress : host, port: target };
+    }
+    if (port === ports.outboundPort || port === ports.inboundPort) {
+      ctx.warn(r, [...at, 'port', 'number'], `port ${port} is the proxy's own ${port === ports.outboundPort ? 'outbound' : 'inbound'} port; no inbound listener is built for it`);
+      return;
+    }
+    const t = l.tls;
+    let tls: TlsServer | null = null;
+    if (t !== undefined && t !== null) {
+      const mode = (t.mode ?? 'SIMPLE').toUpperCase();
+      if (mode !== 'SIMPLE' && mode !== 'MUTUAL' && mode !== 'OPTIONAL_MUTUAL') {
+        ctx.error(r, [...at, 'tls', 'mode'], `${mode} is not a mode a sidecar terminates; use SIMPLE or MUTUAL`);
+        return;
+      }
+      if (!t.serverCertificate || !t.privateKey) {
+        ctx.error(r, [...at, 'tls'], `${mode} needs serverCertificate and privateKey`);
+        return;
+      }
+      if (mode !== 'SIMPLE' && !t.caCertificates) {
+        ctx.error(r, [...at, 'tls', 'caCertificates'], `${mode} needs caCertificates to verify client certificates`);
+        return;
+      }
+      tls = {
+        hosts: ['*'],
+        mode,
+        certFile: t.serverCertificate,
+        keyFile: t.privateKey,
+        caFile: t.caCertificates ?? null,
+        subjectAltNames: [],
+        minVersion: tlsVersion(t.minProtocolVersion),
+        maxVersion: tlsVersion(t.maxProtocolVersion),
+        cipherSuites: t.cipherSuites ?? [],
+        tcpRoutes: [],
+        origin: `${r.metadata.namespace}/${r.metadata.name}#ingress${index}`,
+      };
+    }
+    const protocol = (l.port?.protocol ?? '').toUpperCase();
+    if (tls !== null && !['HTTPS', 'HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB'].includes(protocol)) {
+      ctx.warn(r, [...at, 'tls'], `terminating TLS in front of ${protocol || 'an unnamed protocol'} is not supported (only HTTP behind it); port ${port} gets no inbound listener`);
+      return;
+    }
+    const bound = (l.captureMode ?? '').toUpperCase() === 'NONE' ? { address: l.bind || ports.bindAddress } : null;
+    out.push({ index, port, protocol, name: l.port?.name ?? '', endpoint, tls, bound });
+  });
+  return out;
+}
+
+/** TLS version names as Istio writes them → Node's. */
+function tlsVersion(v: string | undefined): 'TLSv1.2' | 'TLSv1.3' | null {
+  if (v === 'TLSV1_2') return 'TLSv1.2';
+  if (v === 'TLSV1_3') return 'TLSv1.3';
+  return null;
 }
 
 /**

@@ -45,6 +45,11 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = {
   retryRemoteLocalities: false,
 };
 
+/** The retries of a route without `retries`: the MeshConfig's defaultHttpRetryPolicy, else Istio's default. */
+export function defaultRetryPolicy(ctx: TranslateContext): RetryPolicy | null {
+  return retryPolicy(ctx, undefined);
+}
+
 /** Where a VirtualService's routes are being placed: which gateway (or `mesh`) and which port. */
 export interface RouteScope {
   /** `mesh`, or the `namespace/name` of the Gateway whose listener is being built. */
@@ -346,7 +351,12 @@ function destinationCluster(
  * default conditions (and retriable status 503) stay.
  */
 function retryPolicy(ctx: TranslateContext, r: IstioHTTPRetry | undefined): RetryPolicy | null {
-  if (r === undefined) return DEFAULT_RETRY_POLICY;
+  if (r === undefined) {
+    // istiod: a route without `retries` takes the MeshConfig's defaultHttpRetryPolicy, if set.
+    const mesh = ctx.mesh.defaultHttpRetryPolicy;
+    if (mesh === undefined) return DEFAULT_RETRY_POLICY;
+    r = mesh;
+  }
   if (!r.attempts || r.attempts <= 0) return null;
   if (r.retryOn === undefined || r.retryOn.trim() === '') {
     return {

@@ -22,7 +22,7 @@ export class RbacFilterFactory implements HttpFilterFactory {
     }
     const rules = c.rules === undefined ? null : compileEngine(c.rules, 'rules', context);
     const shadow = c.shadowRules === undefined ? null : compileEngine(c.shadowRules, 'shadowRules', context);
-    return new SharedFilterConfig(this.name, new RbacFilter(rules, shadow, rbacStats(c, context.stats ?? DETACHED_STATS), c.shadowRulesStatPrefix ?? ''));
+    return new SharedFilterConfig(this.name, new RbacFilter(rules, shadow, rbacStats(c, context.stats ?? DETACHED_STATS), c.shadowRulesStatPrefix ?? '', context.logger?.('rbac') ?? null));
   }
 }
 

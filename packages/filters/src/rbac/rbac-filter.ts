@@ -4,9 +4,12 @@
  * LOG: never refuses), the `shadow_rules` are evaluated, counted and recorded in the request's
  * dynamic metadata, never enforced. A refusal
  * is Envoy's 403 `RBAC: access denied` with details `rbac_access_denied_matched_policy[<name>]`.
+ * With the `rbac` log component at debug (`POST /logging?rbac=debug`) each request logs
+ * Envoy's lines: `checking request: …`, `shadow denied, matched policy <name>`,
+ * `enforced allowed, matched policy none`, …
  * Stateless: one instance serves every request.
  */
-import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
+import { FilterName, FilterStatus, type FilterCallbacks, type FilterLog, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
 import type { Stat } from '../filter-stats.ts';
 import type { RbacMatcher } from './rbac-matcher.ts';
 
@@ -87,13 +90,16 @@ export class RbacFilter implements HttpFilter {
   /** Envoy's dynamic metadata keys of the shadow result: `<shadow_rules_stat_prefix>shadow_effective_policy_id`, `…shadow_engine_result`. */
   readonly #shadowPolicyKey: string;
   readonly #shadowResultKey: string;
+  /** The `rbac` log component; null: never logs. */
+  readonly #log: FilterLog | null;
 
-  constructor(rules: RbacEngine | null, shadow: RbacEngine | null, stats: RbacStats, shadowStatPrefix = '') {
+  constructor(rules: RbacEngine | null, shadow: RbacEngine | null, stats: RbacStats, shadowStatPrefix = '', log: FilterLog | null = null) {
     this.#rules = rules;
     this.#shadow = shadow;
     this.stats = stats;
     this.#shadowPolicyKey = `${shadowStatPrefix}shadow_effective_policy_id`;
     this.#shadowResultKey = `${shadowStatPrefix}shadow_engine_result`;
+    this.#log = log;
   }
 
   onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
@@ -111,6 +117,9 @@ export class RbacFilter implements HttpFilter {
     const hash = path.indexOf('#');
     if (pathEnd < 0 || (hash >= 0 && hash < pathEnd)) pathEnd = hash;
     if (pathEnd < 0) pathEnd = path.length;
+    // Only a debug level builds log lines; the check is one comparison per request.
+    const log = this.#log !== null && this.#log.enabled('debug') ? this.#log : null;
+    if (log !== null) log.debug(checkingRequest(req));
 
     const shadow = this.#shadow;
     if (shadow !== null) {
@@ -120,19 +129,41 @@ export class RbacFilter implements HttpFilter {
       const allowed = isAllowed(shadow, matched);
       if (allowed) this.stats.shadowAllowed.value++;
       else this.stats.shadowDenied.value++;
+      if (log !== null) log.debug(`shadow ${allowed ? 'allowed' : 'denied'}, matched policy ${matched === null ? 'none' : matched.name}`);
       if (matched !== null) req.setDynamicMetadata(FilterName.Rbac, this.#shadowPolicyKey, matched.name);
       req.setDynamicMetadata(FilterName.Rbac, this.#shadowResultKey, allowed ? 'allowed' : 'denied');
     }
     const rules = this.#rules;
-    if (rules === null) return null;
+    if (rules === null) {
+      if (log !== null) log.debug('no engine, allowed by default');
+      return null;
+    }
     const matched = rules.firstMatch(req, pathEnd);
     if (isAllowed(rules, matched)) {
       this.stats.allowed.value++;
+      if (log !== null) log.debug(`enforced allowed, matched policy ${matched === null ? 'none' : matched.name}`);
       return null;
     }
     this.stats.denied.value++;
+    if (log !== null) log.debug(`enforced denied, matched policy ${matched === null ? 'none' : matched.name}`);
     return matched === null ? RBAC_DENIED_NONE : matched.details;
   }
+}
+
+/**
+ * Envoy's first RBAC debug line: the connection's facts, the peer certificate's SANs and the
+ * headers (`'name', 'value'` each on a line, pseudo-headers first, as Envoy prints a header map).
+ */
+function checkingRequest(req: FilterRequest): string {
+  const peer = req.peer;
+  const ssl = peer === null ? 'none' : `uriSanPeerCertificate: ${peer.principal === '' ? '' : `spiffe://${peer.principal}`}, dnsSanPeerCertificate: , subjectPeerCertificate: `;
+  let headers = `':authority', '${req.authority}'\n':path', '${req.path}'\n':method', '${req.method}'\n':scheme', '${req.scheme}'\n`;
+  const list = req.requestHeaderList();
+  for (let i = 0; i + 1 < list.length; i += 2) headers += `'${list[i]!.toLowerCase()}', '${list[i + 1]!}'\n`;
+  return (
+    `checking request: requestedServerName: ${req.sni}, sourceIP: ${req.sourceIp}, directRemoteIP: ${req.sourceIp}, remoteIP: ${req.remoteIp},` +
+    `localAddress: ${req.destinationIp}:${req.destinationPort}, ssl: ${ssl}, headers: ${headers}, dynamicMetadata: `
+  );
 }
 
 function isAllowed(engine: RbacEngine, matched: RbacPolicy | null): boolean {

@@ -1,5 +1,5 @@
 import type { FilterCompileContext } from '@remora/filters';
-import type { Logger } from '../logger.ts';
+import type { Logger, Loggers } from '../logger.ts';
 
 /**
  * State filters keep across config swaps (rate-limit buckets, JWKS caches), by key. Each
@@ -10,8 +10,11 @@ export class PersistentStore {
   readonly #values = new Map<string, unknown>();
   #used = new Set<string>();
 
-  /** A compile context for one snapshot; call `commit` when that snapshot goes live. */
-  begin(log: Logger): FilterCompileContext {
+  /**
+   * A compile context for one snapshot; call `commit` when that snapshot goes live. `log`
+   * takes the compile's warnings; `loggers` are the components filters log to per request.
+   */
+  begin(log: Logger, loggers?: Loggers): FilterCompileContext {
     const used = new Set<string>();
     this.#used = used;
     const values = this.#values;
@@ -24,6 +27,7 @@ export class PersistentStore {
         return v;
       },
       warn: (message: string) => log.warn(message),
+      ...(loggers === undefined ? {} : { logger: (component: string) => loggers.byName(component) ?? null }),
     };
   }
 

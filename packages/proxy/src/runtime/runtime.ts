@@ -201,7 +201,7 @@ export class Runtime implements ListenerContext {
         nodeId: this.#nodeId,
         statsFor: (direction) => this.#unroutedStats(direction),
         filters: this.#filters,
-        filterContext: this.#store.begin(this.#loggers.get('config')),
+        filterContext: this.#store.begin(this.#loggers.get('config'), this.#loggers),
         trustedHops: this.#trustedHops,
         stats: this.envoyStats,
       });

@@ -1,0 +1,58 @@
+/**
+ * The proxy settings that apply to this workload, as istiod's EffectiveProxyConfig merges
+ * them: MeshConfig `defaultConfig`, then the root namespace's ProxyConfig, then the
+ * workload namespace's, then one whose selector matches the workload (the oldest at each
+ * level). Istio's own later step, the pod's `proxy.istio.io/config` annotation, has no input
+ * here: Remora is given no pod annotations.
+ *
+ * The drain durations and holdApplicationUntilProxyStarts are for the proxy's process to
+ * apply; `concurrency`, `image` and `environmentVariables` are settings of the proxy's
+ * process and container (Remora serves from one event loop; image and environment are the
+ * injector's), so a ProxyConfig that sets them is told they are not applied.
+ */
+import type { Resource } from '../resources/resource.ts';
+import { DEFAULT_PROXY_DEFAULTS, type MeshProxyDefaults } from '../schema/mesh-config.ts';
+import type { TranslateContext } from './context.ts';
+import { scopedResources } from './workload-scope.ts';
+
+interface IstioProxyConfigSpec {
+  selector?: { matchLabels?: Record<string, string> };
+  concurrency?: number | null;
+  environmentVariables?: Record<string, string> | null;
+  image?: { imageType?: string } | null;
+}
+
+export interface ProxySettings extends MeshProxyDefaults {
+  readonly environmentVariables: Readonly<Record<string, string>>;
+  /** `image.imageType`; '' when none says. */
+  readonly imageType: string;
+  /** `namespace/name` of the ProxyConfig resources merged in, lowest precedence first. */
+  readonly from: readonly string[];
+}
+
+export function proxySettings(ctx: TranslateContext): ProxySettings {
+  const base = ctx.mesh.defaultConfig ?? DEFAULT_PROXY_DEFAULTS;
+  let settings: ProxySettings = { ...base, environmentVariables: {}, imageType: '', from: [] };
+  const levels = scopedResources(ctx, 'ProxyConfig', (spec) => (spec as IstioProxyConfigSpec).selector?.matchLabels);
+  for (const r of [levels.root, levels.namespace, levels.workload]) {
+    if (r === null) continue;
+    settings = merge(ctx, settings, r);
+  }
+  return settings;
+}
+
+function merge(ctx: TranslateContext, s: ProxySettings, r: Resource): ProxySettings {
+  const spec = (r.spec ?? {}) as IstioProxyConfigSpec;
+  const env = spec.environmentVariables ?? {};
+  const notApplied = (field: string, why: string) => ctx.warn(r, ['spec', field], `not applied: ${why}`);
+  if (spec.concurrency !== undefined && spec.concurrency !== null && spec.concurrency !== 1) notApplied('concurrency', `Remora serves with one event loop, whatever the worker count (${spec.concurrency})`);
+  if (Object.keys(env).length > 0) notApplied('environmentVariables', 'the proxy container\'s environment is set when the pod is injected, not by the running proxy');
+  if (spec.image?.imageType) notApplied('image', 'the proxy image is chosen when the pod is injected, not by the running proxy');
+  return {
+    ...s,
+    ...(spec.concurrency !== undefined && spec.concurrency !== null ? { concurrency: spec.concurrency } : {}),
+    environmentVariables: { ...s.environmentVariables, ...env },
+    imageType: spec.image?.imageType || s.imageType,
+    from: [...s.from, `${r.metadata.namespace}/${r.metadata.name}`],
+  };
+}
