@@ -121,7 +121,6 @@ function provider(p: Obj, path: string, at: TracingReport): TracingProvider | nu
         at.error(joinPath(gpath, 'envoyGrpc.clusterName'), 'the OTLP/gRPC collector needs envoyGrpc.clusterName (googleGrpc is not supported)');
         return null;
       }
-      at.warn(gpath, 'OTLP/gRPC export is not implemented yet: requests on this listener are not traced (use the provider\'s http transport, OTLP/HTTP protobuf)');
       return { kind: 'opentelemetry', cluster, authority: str(eg?.authority), transport: 'grpc', path: '', serviceName, timeoutMs: timeout(grpc.timeout, joinPath(gpath, 'timeout'), at), headers: headerOptions(arr(grpc.initialMetadata)) };
     }
     at.error(tpath, 'the OpenTelemetry tracer needs grpcService or httpService');

@@ -9,6 +9,8 @@ import { RandomIdGenerator } from '@opentelemetry/sdk-trace';
 
 export { ROOT_CONTEXT, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
 export { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+export { OTLPTraceExporter as OTLPGrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+export { Metadata as GrpcMetadata } from '@grpc/grpc-js';
 export { ZipkinExporter } from '@opentelemetry/exporter-zipkin';
 export { resourceFromAttributes } from '@opentelemetry/resources';
 export { AlwaysOnSampler, BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';

@@ -2,8 +2,8 @@
  * Envoy's HTTP tracing on Remora's request path: a listener with `tracing` compiles an
  * `HttpTracer` once per snapshot; each request asks it for a `RequestTrace` (a span, or only
  * a context to pass on when not sampled) and finishes it when the request ends. Spans go
- * through OpenTelemetry's SDK to the provider's collector: OTLP/HTTP protobuf or Zipkin v2
- * JSON, batched with a bounded queue, so a slow or dead collector costs dropped spans, never
+ * through OpenTelemetry's SDK to the provider's collector: OTLP/gRPC (istiod's default
+ * OpenTelemetry transport), OTLP/HTTP protobuf or Zipkin v2 JSON, batched with a bounded queue, so a slow or dead collector costs dropped spans, never
  * memory or request latency. A listener without tracing has no tracer: its requests do no
  * tracing work at all.
  */
@@ -106,11 +106,16 @@ export class TracerPool {
     if (got !== undefined) return got.tracer;
     const timeoutMillis = provider.kind === 'opentelemetry' && provider.timeoutMs !== null ? provider.timeoutMs : DEFAULT_EXPORT_TIMEOUT_MS;
     const headers = provider.kind === 'opentelemetry' ? { ...provider.headers } : {};
-    if (provider.authority !== '') headers['host'] = provider.authority;
-    const exporter: SpanExporter =
-      provider.kind === 'zipkin'
-        ? new sdk.ZipkinExporter({ url, serviceName, headers })
-        : new sdk.OTLPTraceExporter({ url, headers, timeoutMillis });
+    let exporter: SpanExporter;
+    if (provider.kind === 'opentelemetry' && provider.transport === 'grpc') {
+      // OTLP/gRPC over plaintext HTTP/2 to the cluster's endpoint; initial metadata on every export.
+      const metadata = new sdk.GrpcMetadata();
+      for (const [k, v] of Object.entries(headers)) metadata.set(k, v);
+      exporter = new sdk.OTLPGrpcTraceExporter({ url, metadata, timeoutMillis });
+    } else {
+      if (provider.authority !== '') headers['host'] = provider.authority;
+      exporter = provider.kind === 'zipkin' ? new sdk.ZipkinExporter({ url, serviceName, headers }) : new sdk.OTLPTraceExporter({ url, headers, timeoutMillis });
+    }
     const tp: TracerProvider = new sdk.TracerProvider({
       resource: sdk.resourceFromAttributes({ 'service.name': serviceName }),
       // The sampling decision is Remora's (Envoy's rules): only sampled requests reach the SDK.
@@ -154,6 +159,7 @@ function collectorUrl(provider: TracingProvider, clusters: ReadonlyMap<string, C
   const ep = c?.endpoints[0];
   if (ep === undefined) return null;
   const host = ep.address.includes(':') ? `[${ep.address}]` : ep.address;
+  if (provider.kind === 'opentelemetry' && provider.transport === 'grpc') return `http://${host}:${ep.port}`;
   const path = provider.kind === 'opentelemetry' ? (provider.path === '' ? '/v1/traces' : provider.path) : provider.path;
   return `http://${host}:${ep.port}${path}`;
 }
@@ -215,8 +221,7 @@ export class HttpTracer {
   static compile(t: HttpTracing, direction: TrafficDirection, node: ProxyNode, nodeId: string, clusters: ReadonlyMap<string, Cluster>, pool: TracerPool, rand: () => number = Math.random): HttpTracer | null {
     const url = collectorUrl(t.provider, clusters);
     const sdk = pool.sdk;
-    // OTLP/gRPC export is not implemented: the importer warns; such a listener does not trace.
-    if (url === null || sdk === null || (t.provider.kind === 'opentelemetry' && t.provider.transport === 'grpc')) return null;
+    if (url === null || sdk === null) return null;
     const serviceName = t.provider.kind === 'opentelemetry' && t.provider.serviceName !== '' ? t.provider.serviceName : `${node.workloadName}.${node.namespace}`;
     return new HttpTracer(sdk, pool.tracerFor(t.provider, url, serviceName), t, direction, node, nodeId, rand);
   }
