@@ -45,6 +45,7 @@ const SOURCE_MODULE: Readonly<Record<string, string>> = {
   PeerAuthentication: 'security.istio.io/v1beta1/PeerAuthentication',
   RequestAuthentication: 'security.istio.io/v1beta1/RequestAuthentication',
   AuthorizationPolicy: 'security.istio.io/v1beta1/AuthorizationPolicy',
+  Telemetry: 'telemetry.istio.io/v1alpha1/Telemetry',
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -324,6 +325,12 @@ const OVERLAY: readonly (OverlayField | OverlayEnum)[] = [
   // --- AuthorizationPolicy (PeerAuthentication has no targetRef, even in 1.29)
   { kind: 'AuthorizationPolicy', since: '1.20', at: [''], field: 'targetRef', schema: targetRef() },
   { kind: 'AuthorizationPolicy', since: '1.22', at: [''], field: 'targetRefs', schema: { type: 'array', nullable: true, items: targetRef() } },
+
+  // --- Telemetry
+  { kind: 'Telemetry', since: '1.20', at: [''], field: 'targetRef', schema: targetRef() },
+  { kind: 'Telemetry', since: '1.22', at: [''], field: 'targetRefs', schema: { type: 'array', nullable: true, items: targetRef() } },
+  // Istio 1.26: whether istiod adds its istio.* service tags to spans.
+  { kind: 'Telemetry', since: '1.26', at: ['tracing[]'], field: 'enableIstioTags', schema: bool() },
   // Istio 1.25: `ns/sa` service accounts without trust domains.
   { kind: 'AuthorizationPolicy', since: '1.25', at: ['rules[].from[].source'], field: 'serviceAccounts', schema: strList() },
   { kind: 'AuthorizationPolicy', since: '1.25', at: ['rules[].from[].source'], field: 'notServiceAccounts', schema: strList() },

@@ -164,3 +164,37 @@ t.test('ProxyConfig: wrong values are errors naming the field', async (t) => {
   t.throws(() => load(proxyConfig('bad', 'default', '  concurency: 2')), /spec.*concurency/s, 'an unknown field');
   t.throws(() => load(proxyConfig('bad', 'default', '  environmentVariables: {A: 1}')), /environmentVariables/);
 });
+
+t.test('tracing providers, defaultProviders, enableTracing and defaultConfig.tracing are read; wrong types name the field', async (t) => {
+  const r = parseMeshConfig(
+    `enableTracing: false
+defaultProviders: {tracing: [otel], accessLogging: [envoy]}
+defaultConfig: {tracing: {sampling: 12.5, maxPathTagLength: 99, customTags: {dc: {literal: {value: east}}}}}
+extensionProviders:
+- name: otel
+  opentelemetry: {service: otel.observability.svc.cluster.local, port: 4317, grpc: {timeout: 3s, initialMetadata: [{name: X-Tenant, value: a}]}}
+- name: zip
+  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411, enable64bitTraceId: true, path: /spans}
+- name: envoy
+  envoyFileAccessLog: {path: /dev/stdout}
+`,
+    'mesh.yaml',
+  );
+  t.same(r.issues, []);
+  t.same(r.mesh?.telemetry, {
+    tracingProviders: [
+      { name: 'otel', kind: 'opentelemetry', service: 'otel.observability.svc.cluster.local', port: 4317, maxTagLength: 0, http: null, grpc: { timeoutMs: 3000, initialMetadata: { 'x-tenant': 'a' } } },
+      { name: 'zip', kind: 'zipkin', service: 'zipkin.istio-system.svc.cluster.local', port: 9411, maxTagLength: 0, path: '/spans', enable64bitTraceId: true },
+    ],
+    accessLogProviders: [{ name: 'envoy', path: '/dev/stdout', format: '' }],
+    defaultTracing: ['otel'],
+    defaultAccessLogging: ['envoy'],
+    enableTracing: false,
+    sampling: 12.5,
+    customTags: { dc: { kind: 'literal', value: 'east' } },
+    maxPathTagLength: 99,
+  });
+  t.same(errors('extensionProviders: [{name: o, opentelemetry: {service: s, port: 99999}}]\n'), ['extensionProviders[0].opentelemetry.port: must be an integer from 0 to 65535, found 99999']);
+  t.same(errors('defaultConfig: {tracing: {sampling: high}}\n'), ['defaultConfig.tracing.sampling: must be a percentage, found "high"']);
+  t.same(errors('defaultProviders: {tracing: otel}\n'), ['defaultProviders.tracing: must be a list of strings, found "otel"']);
+});

@@ -637,7 +637,8 @@ t.test('SUPPORTED_KINDS and isSupportedKind', async (t) => {
   t.same(SUPPORTED_KINDS.AuthorizationPolicy, { group: 'security.istio.io', versions: ['v1', 'v1beta1'] });
   t.same(SUPPORTED_KINDS.EnvoyFilter, { group: 'networking.istio.io', versions: ['v1alpha3'] });
   t.same(SUPPORTED_KINDS.ProxyConfig, { group: 'networking.istio.io', versions: ['v1beta1'] });
-  t.equal(Object.keys(SUPPORTED_KINDS).length, 11);
+  t.same(SUPPORTED_KINDS.Telemetry, { group: 'telemetry.istio.io', versions: ['v1', 'v1alpha1'] });
+  t.equal(Object.keys(SUPPORTED_KINDS).length, 12);
   t.equal(isSupportedKind({ group: 'networking.istio.io', kind: 'Gateway' }), true);
   t.equal(isSupportedKind({ group: 'gateway.networking.k8s.io', kind: 'Gateway' }), false);
   t.equal(isSupportedKind({ group: 'networking.istio.io', kind: 'toString' }), false);

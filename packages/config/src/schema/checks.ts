@@ -44,6 +44,16 @@ export function checkResource(kind: string, spec: unknown, metadata: { readonly 
       workloadSelector(r, [...at, 'selector'], s.selector, 'matchLabels');
       if (typeof s.concurrency === 'number' && s.concurrency < 0) r.error([...at, 'concurrency'], 'concurrency must be greater than or equal to 0');
       break;
+    case 'Telemetry':
+      // istiod's ValidateTelemetry: the selector, and sampling as a percentage.
+      workloadSelector(r, [...at, 'selector'], s.selector, 'matchLabels');
+      if (Array.isArray(s.tracing)) {
+        s.tracing.forEach((tr: unknown, i: number) => {
+          const pct = (tr as { randomSamplingPercentage?: unknown } | null)?.randomSamplingPercentage;
+          if (typeof pct === 'number' && !(pct >= 0 && pct <= 100)) r.error([...at, 'tracing', i, 'randomSamplingPercentage'], 'randomSamplingPercentage must be in range [0.0, 100.0]');
+        });
+      }
+      break;
     case 'PeerAuthentication':
       checkPeerAuthentication(r, at, s);
       break;

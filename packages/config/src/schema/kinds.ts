@@ -27,6 +27,7 @@ export const SUPPORTED_KINDS: Readonly<Record<string, SupportedKind>> = Object.f
   PeerAuthentication: { group: SECURITY, versions: SECURITY_VERSIONS },
   RequestAuthentication: { group: SECURITY, versions: SECURITY_VERSIONS },
   AuthorizationPolicy: { group: SECURITY, versions: SECURITY_VERSIONS },
+  Telemetry: { group: 'telemetry.istio.io', versions: ['v1', 'v1alpha1'] },
 });
 
 /**

@@ -15,6 +15,7 @@
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import type { ConfigIssue } from '../errors.ts';
 import { parseDuration } from './duration.ts';
+import { readMeshTelemetry, type MeshTelemetry } from './mesh-telemetry.ts';
 
 /** `includeRequestBodyInCheck`: Envoy's ext_authz `with_request_body`. */
 export interface ExtAuthzRequestBody {
@@ -91,6 +92,8 @@ export interface MeshConfig {
   readonly accessLog?: MeshAccessLog;
   /** `defaultConfig`: the proxy settings Remora reads (see `MeshProxyDefaults`). */
   readonly defaultConfig?: MeshProxyDefaults;
+  /** Tracing and access log providers, `defaultProviders`, `enableTracing`, `defaultConfig.tracing` (see mesh-telemetry.ts). */
+  readonly telemetry?: MeshTelemetry;
 }
 
 /** An HTTPRetry as a VirtualService writes it. */
@@ -253,6 +256,7 @@ class MeshReader {
     const locality = this.#locality(raw);
     const accessLog = this.#accessLog(raw);
     const defaults = this.#defaultConfig(raw);
+    const telemetry = readMeshTelemetry(raw, { error: (p, m) => this.error(p, m), warn: (p, m) => this.warn(p, m) });
     return {
       rootNamespace: rootNamespace === '' ? null : rootNamespace,
       trustDomain: trustDomain === '' ? null : trustDomain,
@@ -265,6 +269,7 @@ class MeshReader {
       ...(locality === null ? {} : { localityLbSetting: locality }),
       ...(accessLog === null ? {} : { accessLog }),
       ...(defaults === null ? {} : { defaultConfig: defaults }),
+      ...(telemetry === null ? {} : { telemetry }),
     };
   }
 

@@ -35,6 +35,7 @@ import { DEFAULT_MESH_CONFIG, type MeshConfig, type OutboundTrafficMode } from '
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { nameTable } from './name-table.ts';
+import { applyTelemetry } from './telemetry.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {
   defaultRetryPolicy,
@@ -101,7 +102,9 @@ export function translateIstio(
   // istiod's NDS name table: what the sidecar's DNS proxy answers.
   const names = node.kind === 'sidecar' ? nameTable(ctx, registry) : [];
   const settings = proxySettings(ctx);
-  return { config: { version, node, listeners, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues), proxySettings: settings };
+  // The Telemetry resources' tracing, on every HTTP listener (istiod's configureTracing).
+  const traced = applyTelemetry(ctx, registry, listeners, clusters);
+  return { config: { version, node, listeners: traced, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues), proxySettings: settings };
 }
 
 /**
