@@ -217,3 +217,13 @@ t.test('schema and checks: Telemetry v1 and v1alpha1 load; sampling outside 0–
   t.throws(() => load(telemetry('a', 'default', '  tracing: [{randomSamplingPercentage: 101}]')), /spec\.tracing\[0\]\.randomSamplingPercentage.*range/);
   t.throws(() => load(telemetry('a', 'default', '  tracing: [{samplingRate: 5}]')), /samplingRate/);
 });
+
+t.test('accessLogging and metrics of an applicable Telemetry are not applied, and say so', async (t) => {
+  const { brief } = run(telemetry('ns', 'default', `  accessLogging: [{disabled: true}]
+  metrics: [{overrides: [{disabled: true}]}]`));
+  t.same(brief, [
+    'warning Telemetry default/ns spec.accessLogging: not applied: the access log is set by the MeshConfig (accessLogFile) and --access-log-format',
+    'warning Telemetry default/ns spec.metrics: not applied: the istio_* metrics are always reported, with their default tags',
+  ]);
+  t.same(run(telemetry('other', 'bar', '  accessLogging: [{disabled: true}]')).brief, [], 'one that does not apply to this proxy is not mentioned');
+});

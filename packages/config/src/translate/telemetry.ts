@@ -17,6 +17,8 @@
  *   LookupCluster: `[<namespace>/]<hostname>` of a registry service); sampling is the spec's
  *   percentage, else `defaultConfig.tracing.sampling`, else 1%; tags are istiod's `istio.*`
  *   service tags and dry-run policy tags, plus the spec's custom tags (else the mesh's).
+ *
+ * `accessLogging` and `metrics` of the Telemetry resources are not applied (a warning says so).
  */
 import type { ConfigIssue } from '../errors.ts';
 import type { Cluster } from '../model/cluster.ts';
@@ -33,6 +35,8 @@ interface TelemetrySpec {
   targetRef?: unknown;
   targetRefs?: unknown[] | null;
   tracing?: IstioTracing[] | null;
+  accessLogging?: unknown[] | null;
+  metrics?: unknown[] | null;
 }
 
 interface IstioTracing {
@@ -211,7 +215,13 @@ function hcmTracing(ctx: TranslateContext, registry: ServiceRegistry, clusters: 
  * sidecar inbound ones. TCP listeners are left alone.
  */
 export function applyTelemetry(ctx: TranslateContext, registry: ServiceRegistry, listeners: readonly Listener[], clusters: readonly Cluster[]): Listener[] {
-  const specs = tracingSpecs(ctx, applicableTelemetries(ctx));
+  const telemetries = applicableTelemetries(ctx);
+  for (const r of telemetries) {
+    const spec = (r.spec ?? {}) as TelemetrySpec;
+    if ((spec.accessLogging ?? []).length > 0) ctx.warn(r, ['spec', 'accessLogging'], 'not applied: the access log is set by the MeshConfig (accessLogFile) and --access-log-format');
+    if ((spec.metrics ?? []).length > 0) ctx.warn(r, ['spec', 'metrics'], 'not applied: the istio_* metrics are always reported, with their default tags');
+  }
+  const specs = tracingSpecs(ctx, telemetries);
   if (specs === null) return [...listeners];
   const names = new Set(clusters.map((c) => c.name));
   const reported = new Set<string>();
