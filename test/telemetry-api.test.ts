@@ -5,7 +5,9 @@
 // those files exports to real receivers written here (a grpc-js TraceService and an HTTP
 // endpoint), which decode the spans: one trace, parent to child, the resource's tag; the
 // workload's 0% overrides the namespace's 100%; another workload keeps the namespace's and
-// exports to the provider its own Telemetry names.
+// exports to the provider its own Telemetry names. An OTLP/gRPC collector that accepts and never
+// answers costs the requests nothing.
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
 import { startBackend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
@@ -172,4 +174,43 @@ t.test("istio.io's OpenTelemetry task from files: gateway → sidecar → app ov
     t.equal(rv.tags['my-attribute'], 'default-value', 'the mesh-wide tag still applies');
     t.equal(grpcRx.spans.filter((s) => s.service === 'reviews.default').length, 0, "reviews' Telemetry moved it off the gRPC provider");
   });
+});
+
+t.test('an OTLP/gRPC collector that accepts and never answers neither slows the requests nor stops them', async (t) => {
+  // Takes the TCP connection, never speaks HTTP/2: every export hangs until its timeout.
+  const sockets = new Set<Socket>();
+  const dead = createTcpServer((s) => void sockets.add(s));
+  await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+  const deadPort = (dead.address() as AddressInfo).port;
+  const app = await startBackend('productpage');
+  const files = new MeshDir({ 'collector.yaml': COLLECTOR(deadPort, deadPort), 'telemetry.yaml': TELEMETRY.split('---')[0]! });
+  const meshFile = files.write('mesh.yaml', MESH(deadPort, deadPort));
+  const sidecar = await startRemora('sidecar', [files.dir + '/collector.yaml', files.dir + '/telemetry.yaml'], ['--mesh-config', meshFile, '--app-port', String(app.port), '--labels', 'app=productpage']);
+  t.teardown(async () => {
+    await sidecar.stop();
+    await app.close();
+    for (const s of sockets) s.destroy();
+    dead.close();
+    files.cleanup();
+  });
+  let answered = 0;
+  // 2500 traced requests: more than the span queue holds (2048).
+  for (let round = 0; round < 25; round++) {
+    await Promise.all(
+      Array.from({ length: 100 }, async () => {
+        const r = await request(sidecar.ports.inbound, '/x', { headers: { host: 'productpage' } });
+        if (r.status === 200) answered++;
+      }),
+    );
+  }
+  t.equal(answered, 2500, 'every request answered 200');
+  t.ok(sockets.size > 0, 'the exporter did reach the collector');
+  const times: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const t0 = performance.now();
+    await request(sidecar.ports.inbound, '/y', { headers: { host: 'productpage' } });
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  t.ok(times[25]! < 50, `requests are not held by the exports (sequential p50 ${times[25]!.toFixed(1)} ms)`);
 });
