@@ -157,10 +157,14 @@ function customTag(tag: string, c: IstioCustomTag): TracingCustomTag {
   return { tag, kind: 'requestHeader', name: c.name.toLowerCase(), defaultValue: c.defaultValue };
 }
 
-/** The span's `service.name`: the node's service cluster as istio-agent names it, `<app>.<namespace>`. */
+/**
+ * The span's `service.name`: the node's service cluster as istio-agent's bootstrap names it by
+ * default (APP_LABEL_AND_NAMESPACE): `<app>.<namespace>` (label `app`, else
+ * `app.kubernetes.io/name`), else `<workload>.<namespace>`.
+ */
 function serviceCluster(ctx: TranslateContext): string {
   const { node } = ctx;
-  const app = node.labels['service.istio.io/canonical-name'] || node.labels['app'] || node.workloadName;
+  const app = node.labels['app'] || node.labels['app.kubernetes.io/name'] || node.workloadName || 'istio-proxy';
   return `${app}.${node.namespace}`;
 }
 
