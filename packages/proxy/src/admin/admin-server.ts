@@ -18,6 +18,7 @@ import {
   type ServerFacts,
   type StatsQuery,
 } from './admin-stats.ts';
+import { ExplainError, explainRequest, explanationText, type ExplainInput } from './explain.ts';
 import { clustersJson, clustersText, commandLineOptions, listenersJson, listenersText } from './admin-views.ts';
 
 /** What the admin API needs from the process beyond the runtime. */
@@ -56,9 +57,15 @@ const HELP = `Remora admin API
   POST /drain_listeners       stop accepting new connections
   POST /healthcheck/fail|ok   fail or restore /healthz/ready
   POST /quitquitquit          exit
+  POST /explain               what the live config would do with a request, without sending it:
+                              body {"method","url","headers",["listener"|"port"|"direction"],
+                              "sourceIp","principal"} (?format=text for the text form)
 `;
 
 const MUTATING = new Set(['/quitquitquit', '/drain_listeners', '/logging', '/healthcheck/fail', '/healthcheck/ok', '/reset_counters', '/runtime_modify']);
+
+/** `/explain` bodies are small request descriptions. */
+const EXPLAIN_MAX_BODY = 1 << 20;
 
 /** Remora serves on one event loop: Envoy's worker count is 1. */
 const CONCURRENCY = 1;
@@ -182,6 +189,8 @@ export class AdminServer {
           config: snap === null ? null : { ...snap.config, envoyJson: undefined },
         });
       }
+      case '/explain':
+        return this.#explain(req, url, res);
       case '/clusters':
         if (url.searchParams.get('format') === 'json') return sendJson(res, clustersJson(rt));
         return send(res, 200, 'text/plain', clustersText(rt));
@@ -206,6 +215,34 @@ export class AdminServer {
         return send(res, 200, 'text/plain', 'OK\n');
       default:
         return send(res, 404, 'text/plain', `unknown admin path ${path}; GET / lists them\n`);
+    }
+  }
+
+  /** `POST /explain`: the request in the JSON body, the explanation as JSON (or text with `?format=text`). */
+  async #explain(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') return send(res, 405, 'text/plain', 'POST a JSON request description: {"method":"GET","url":"http://reviews:9080/","headers":{}}\n');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req as AsyncIterable<Buffer>) {
+      size += c.length;
+      if (size > EXPLAIN_MAX_BODY) return send(res, 413, 'text/plain', `explain: body over ${EXPLAIN_MAX_BODY} bytes\n`);
+      chunks.push(c);
+    }
+    let input: ExplainInput;
+    try {
+      input = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExplainInput;
+    } catch (err) {
+      return send(res, 400, 'text/plain', `explain: the body is not JSON: ${(err as Error).message}\n`);
+    }
+    const snap = this.#runtime.snapshot;
+    if (snap === null) return send(res, 503, 'text/plain', 'explain: no config is being served yet\n');
+    try {
+      const e = await explainRequest(snap, this.#runtime.clusterManager.clusters, input);
+      if (url.searchParams.get('format') === 'text') return send(res, 200, 'text/plain', explanationText(e));
+      return sendJson(res, e);
+    } catch (err) {
+      if (err instanceof ExplainError) return send(res, 400, 'text/plain', `explain: ${err.message}\n`);
+      throw err;
     }
   }
 
