@@ -18,6 +18,8 @@ import {
   type ServerFacts,
   type StatsQuery,
 } from './admin-stats.ts';
+import { UI_HTML, uiData } from './ui.ts';
+import { LiveWindow, WINDOW_SLOTS } from './ui-window.ts';
 import { ExplainError, explainRequest, explanationText, type ExplainInput } from './explain.ts';
 import { clustersJson, clustersText, commandLineOptions, listenersJson, listenersText } from './admin-views.ts';
 
@@ -57,12 +59,18 @@ const HELP = `Remora admin API
   POST /drain_listeners       stop accepting new connections
   POST /healthcheck/fail|ok   fail or restore /healthz/ready
   POST /quitquitquit          exit
+  GET  /ui                    a live view of this proxy: listeners → routes → clusters → endpoints
+                              with request rate, errors, latency, flags; the access log
+  GET  /ui/data               the view's data as JSON (?window=SECONDS, default 10)
   POST /explain               what the live config would do with a request, without sending it:
                               body {"method","url","headers",["listener"|"port"|"direction"],
                               "sourceIp","principal"} (?format=text for the text form)
 `;
 
 const MUTATING = new Set(['/quitquitquit', '/drain_listeners', '/logging', '/healthcheck/fail', '/healthcheck/ok', '/reset_counters', '/runtime_modify']);
+
+/** The seconds `/ui/data` sums over unless `?window=` says. */
+const UI_WINDOW_SECONDS = 10;
 
 /** `/explain` bodies are small request descriptions. */
 const EXPLAIN_MAX_BODY = 1 << 20;
@@ -82,6 +90,8 @@ export class AdminServer {
   readonly #log: Logger;
   readonly #stats = new StatsView();
   readonly #facts: ServerFacts;
+  /** The live view's per-edge counts and access log ring, fed by the access log. */
+  readonly liveWindow = new LiveWindow();
 
   constructor(runtime: Runtime, loggers: Loggers, hooks: AdminHooks) {
     this.#runtime = runtime;
@@ -92,6 +102,7 @@ export class AdminServer {
     // Envoy's server gauges and Node's process metrics on every Prometheus endpoint.
     runtime.metrics.addText(() => serverPrometheus(runtime, this.#facts));
     runtime.metrics.collectProcessMetrics();
+    runtime.accessLog.tap = this.liveWindow;
     this.server = createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
         this.#log.error(`admin ${req.url}: ${(err as Error).message}`);
@@ -188,6 +199,14 @@ export class AdminServer {
           // The model without the Envoy resources it was read from (those are /config_dump).
           config: snap === null ? null : { ...snap.config, envoyJson: undefined },
         });
+      }
+      case '/ui':
+      case '/ui/':
+        return send(res, 200, 'text/html; charset=utf-8', UI_HTML);
+      case '/ui/data': {
+        const w = Number(url.searchParams.get('window') ?? UI_WINDOW_SECONDS);
+        if (!Number.isInteger(w) || w < 1 || w > WINDOW_SLOTS) return send(res, 400, 'text/plain', `ui/data: window must be 1 to ${WINDOW_SLOTS} seconds\n`);
+        return sendJson(res, uiData(rt, this.liveWindow, w));
       }
       case '/explain':
         return this.#explain(req, url, res);

@@ -339,13 +339,16 @@ export class CompiledRoute {
   /** Whether the prefix rewrite applies to an exact or prefix path match (the text it replaces). */
   readonly matchedPrefix: string | null;
   readonly model: Route;
+  /** The route configuration holding the route ('' for routes made outside one). */
+  readonly routeConfig: string;
 
   /** Compiled per-filter configs of this route, by filter name; null when none. */
   readonly filterConfigs: ReadonlyMap<string, unknown> | null;
 
   /** `scope`: `<route config>/<virtual host>/<route state key>`, which names the route's filter state (see `routeStateKeys`). */
-  constructor(r: Route, ctx: RouteCompileContext, scope = '', vh: VirtualHost | null = null) {
+  constructor(r: Route, ctx: RouteCompileContext, scope = '', vh: VirtualHost | null = null, routeConfig = '') {
     const clusters = ctx.clusters;
+    this.routeConfig = routeConfig;
     this.model = r;
     this.name = r.name;
     this.filterConfigs = ctx.routeFilters(r, scope, vh);

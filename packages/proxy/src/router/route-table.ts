@@ -20,8 +20,8 @@ export class CompiledVirtualHost {
     this.model = v;
     const scope = `${table}/${v.name}`;
     const keys = routeStateKeys(v.routes);
-    this.routes = v.routes.map((r, i) => new CompiledRoute(r, ctx, `${scope}/${keys[i]!}`, v));
-    this.tlsRedirect = v.requireTls ? new CompiledRoute(HTTPS_REDIRECT, ctx, `${scope}/https_redirect`) : null;
+    this.routes = v.routes.map((r, i) => new CompiledRoute(r, ctx, `${scope}/${keys[i]!}`, v, table));
+    this.tlsRedirect = v.requireTls ? new CompiledRoute(HTTPS_REDIRECT, ctx, `${scope}/https_redirect`, null, table) : null;
     this.#index = v.routes.length >= ROUTE_INDEX_MIN_ROUTES ? new RouteIndex(v.routes, this.routes) : null;
   }
 
