@@ -159,7 +159,7 @@ svg{background:#fff;border:1px solid #d8dce3;border-radius:6px;width:100%}
 <body>
 <header><h1>Remora live view</h1><span id="proxy"></span><span>config version <b id="version">-</b></span><span id="status">loading…</span></header>
 <main>
-<div class="legend">Edges: requests/s · error rate · p50/p99 ms · response flags over the last <span id="window">10</span> s. Red host: ejected by outlier detection; dashed orange cluster: circuit breaker open.</div>
+<div class="legend">Edges: requests/s, error rate, p50/p99 latency, response flags over the last <span id="window">10</span> s. Red host: ejected by outlier detection; dashed orange cluster: circuit breaker open.</div>
 <svg id="graph" role="img" aria-label="listeners, route configurations, clusters and endpoints"></svg>
 <div><input id="filter" placeholder="filter access log lines (text or /regex/)"> <span id="logcount"></span></div>
 <div id="log"></div>
@@ -168,7 +168,7 @@ svg{background:#fff;border:1px solid #d8dce3;border-radius:6px;width:100%}
 "use strict";
 const NS = "http://www.w3.org/2000/svg";
 const COLS = ["listener", "routes", "cluster", "endpoint"];
-const W = 250, H = 38, GAPY = 14, COLW = 330;
+const W = 230, H = 38, GAPY = 14, COLW = 420;
 let last = null;
 function el(name, attrs, text) {
   const e = document.createElementNS(NS, name);
@@ -180,7 +180,7 @@ function short(s, n) { return s.length > n ? s.slice(0, n - 1) + "…" : s; }
 function edgeText(e) {
   if (e.requests === 0) return "";
   const flags = Object.entries(e.flags).map(([k, v]) => k + ":" + v).join(" ");
-  return e.rps + "/s · " + (e.errorRate * 100).toFixed(1) + "% err · " + e.p50Ms + "/" + e.p99Ms + " ms" + (flags ? " · " + flags : "");
+  return e.rps + "/s " + (e.errorRate * 100).toFixed(1) + "% err " + e.p50Ms + "/" + e.p99Ms + "ms" + (flags ? " " + flags : "");
 }
 function draw(d) {
   const svg = document.getElementById("graph");
@@ -203,7 +203,8 @@ function draw(d) {
     p.appendChild(el("title", {}, e.from + " → " + e.to + "\\n" + (edgeText(e) || "no requests in the window") + "\\n" + e.total + " since start"));
     edges.appendChild(p);
     const t = edgeText(e);
-    if (t) edges.appendChild(el("text", { class: "elabel", x: String(mx - 45), y: String((y1 + y2) / 2 - 3) }, t));
+    // Beside the target, above its edge: each target's incoming edge gets its own line.
+    if (t) edges.appendChild(el("text", { class: "elabel", x: String(x2 - 4), y: String(y2 - 4), "text-anchor": "end" }, t));
   }
   svg.appendChild(edges);
   for (const n of d.nodes) {
@@ -211,11 +212,11 @@ function draw(d) {
     const cls = "node " + n.kind + (n.ejected ? " ejected" : "") + (n.breakerOpen ? " breaker-open" : "");
     const g = el("g", { class: cls, "data-id": n.id, transform: "translate(" + p.x + "," + p.y + ")" });
     g.appendChild(el("rect", { width: String(W), height: String(H) }));
-    g.appendChild(el("text", { x: "6", y: "15" }, short(n.label, 40)));
+    g.appendChild(el("text", { x: "6", y: "15" }, short(n.label, 38)));
     let detail = n.detail;
     if (n.kind === "cluster") detail += (n.ejectedHosts ? " · " + n.ejectedHosts + " ejected" : "") + (n.breakerOpen ? " · breaker open" : "") + (n.overflows ? " · " + n.overflows + " overflows" : "") + (n.panic ? " · panic" : "");
     if (n.kind === "endpoint" && n.ejected) detail += " · EJECTED";
-    g.appendChild(el("text", { class: "detail", x: "6", y: "30" }, short(detail, 46)));
+    g.appendChild(el("text", { class: "detail", x: "6", y: "30" }, short(detail, 42)));
     g.appendChild(el("title", {}, n.label + "\\n" + detail));
     svg.appendChild(g);
   }
