@@ -21,6 +21,12 @@ const BOUNDS: Float64Array = (() => {
 const NB = BOUNDS.length + 1;
 const FLAG_NAMES = Object.keys(ResponseFlag) as ResponseFlagName[];
 const NF = FLAG_NAMES.length;
+/**
+ * At most this many edges are kept (about 17 KiB each): past it, edges idle for the whole
+ * window are dropped, and a new edge is not counted while every kept one is busy (a
+ * passthrough cluster reaching many destinations must not grow the proxy).
+ */
+export const MAX_EDGES = 512;
 /** Access log lines kept for the page. */
 export const LOG_RING = 200;
 /** The ring is filled only this long after the page last asked for data. */
@@ -34,8 +40,11 @@ export class EdgeWindow {
   readonly #latency = new Uint32Array(WINDOW_SLOTS * NB);
   readonly #flags = new Uint32Array(WINDOW_SLOTS * NF);
   total = 0;
+  /** The second of the last request counted. */
+  lastSecond = -1;
 
   record(second: number, status: number, flags: number, ms: number): void {
+    this.lastSecond = second;
     const s = second % WINDOW_SLOTS;
     if (this.#second[s] !== second) {
       this.#second[s] = second;
@@ -110,14 +119,6 @@ function percentile(hist: Float64Array, n: number, q: number): number | null {
 /** Edges by `from` then `to` name. */
 type EdgeMap = Map<string, Map<string, EdgeWindow>>;
 
-function edgeOf(map: EdgeMap, from: string, to: string): EdgeWindow {
-  let inner = map.get(from);
-  if (inner === undefined) map.set(from, (inner = new Map()));
-  let e = inner.get(to);
-  if (e === undefined) inner.set(to, (e = new EdgeWindow()));
-  return e;
-}
-
 /** The node a request without a route goes to (404 NR), beside the route configurations. */
 export const NO_ROUTE = '(no route)';
 
@@ -129,6 +130,9 @@ export class LiveWindow {
   #ringNext = 0;
   #ringSize = 0;
   #watchedUntil = 0;
+  #edges = 0;
+  /** The second of the last sweep for idle edges: at most one a second. */
+  #sweptAt = -1;
   readonly #clock: () => number;
 
   constructor(clock: () => number = Date.now) {
@@ -151,18 +155,57 @@ export class LiveWindow {
     const listener = r.snapshot.listener.name;
     const route = r.route;
     const rc = route === null ? NO_ROUTE : route.routeConfig;
-    edgeOf(this.listenerToRoutes, listener, rc).record(second, status, flags, ms);
+    this.#edgeOf(this.listenerToRoutes, listener, rc, second)?.record(second, status, flags, ms);
     const cluster = r.cluster;
     if (cluster === null) {
       // Answered before a cluster was reached (a fault abort, a filter's reply): charged to
       // the route's cluster when it has only one, as Istio's metrics charge it.
       const t = route?.target;
-      if (t !== undefined && t.kind === 'forward' && t.targets.length === 1) edgeOf(this.routesToClusters, rc, t.targets[0]!.name).record(second, status, flags, ms);
+      if (t !== undefined && t.kind === 'forward' && t.targets.length === 1) this.#edgeOf(this.routesToClusters, rc, t.targets[0]!.name, second)?.record(second, status, flags, ms);
       return;
     }
-    edgeOf(this.routesToClusters, rc, cluster.name).record(second, status, flags, ms);
+    this.#edgeOf(this.routesToClusters, rc, cluster.name, second)?.record(second, status, flags, ms);
     const host = r.clusterHost;
-    if (host !== null) edgeOf(this.clustersToEndpoints, cluster.name, host.host.hostPort).record(second, status, flags, ms);
+    if (host !== null) this.#edgeOf(this.clustersToEndpoints, cluster.name, host.host.hostPort, second)?.record(second, status, flags, ms);
+  }
+
+  /** The edge, made on first sight; null when MAX_EDGES are kept and none is idle. */
+  #edgeOf(map: EdgeMap, from: string, to: string, second: number): EdgeWindow | null {
+    let inner = map.get(from);
+    const e = inner?.get(to);
+    if (e !== undefined) return e;
+    if (this.#edges >= MAX_EDGES) {
+      if (this.#sweptAt === second) return null;
+      this.#sweptAt = second;
+      if (this.#dropIdle(second) === 0) return null;
+    }
+    if (inner === undefined) map.set(from, (inner = new Map()));
+    const made = new EdgeWindow();
+    inner.set(to, made);
+    this.#edges++;
+    return made;
+  }
+
+  /** Drops the edges without a request in the whole window; returns how many. */
+  #dropIdle(second: number): number {
+    let dropped = 0;
+    for (const map of [this.listenerToRoutes, this.routesToClusters, this.clustersToEndpoints]) {
+      for (const [from, inner] of map) {
+        for (const [to, e] of inner) {
+          if (second - e.lastSecond < WINDOW_SLOTS) continue;
+          inner.delete(to);
+          dropped++;
+        }
+        if (inner.size === 0) map.delete(from);
+      }
+    }
+    this.#edges -= dropped;
+    return dropped;
+  }
+
+  /** Edges kept now. */
+  get edgeCount(): number {
+    return this.#edges;
   }
 
   /** The page asked for data: keep access log lines for a while. */
