@@ -228,7 +228,7 @@ t.test('the fault would abort: 418 FI, as the real request gets', async (t) => {
   const e = await explain({ method: 'GET', url: 'http://reviews:9080/chaos' });
   t.equal(e.route?.index, 1);
   const fault = e.filters.find((f) => f.name === 'envoy.filters.http.fault');
-  t.match(fault, { verdict: 'deny', status: 418 });
+  t.match(fault, { verdict: 'abort', status: 418 });
   t.match(fault?.detail, /would abort with HTTP 418 with probability 100%/);
   t.same(e.localReply, { status: 418, flag: 'FI', details: 'fault_filter_abort' });
   const real = await logged(() => get(remora.ports.outbound, '/chaos', 'reviews:9080'));
@@ -274,7 +274,11 @@ t.test('remora explain prints the text form and -o json; bad input is a clear er
   t.match(text.stdout, /virtual host .*reviews/);
   t.match(text.stdout, /no match: header end-user exact "jason": request has "mallory"/);
   t.match(text.stdout, new RegExp(`${REVIEWS_V1.replace(/\|/g, '\\|')}\\s+weight 80 \\(80%\\)`));
+  t.match(text.stdout, /retry\s+2 retries on 5xx, 1000 ms per try/);
   t.match(text.stdout, /result\s+forwarded upstream/);
+  const denied = await runCli(['explain', '--admin', admin, '--direction', 'inbound', 'http://productpage:9080/admin/x']);
+  t.match(denied.stdout, `envoy.filters.http.rbac: deny 403: DENY engine (1 policy): denied, matched policy ${DENY_RULE}`);
+  t.match(denied.stdout, /result\s+403 - rbac_access_denied_matched_policy/);
   const json = await runCli(['explain', '--admin', admin, '-o', 'json', 'http://ratings:9080/v2']);
   t.equal(json.code, 0, json.stderr);
   t.match(JSON.parse(json.stdout), { localReply: { status: 404, flag: 'NR' } });

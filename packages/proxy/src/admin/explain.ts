@@ -22,6 +22,7 @@ import {
   type RequestAuth,
   type RouteLimit,
 } from '@remora/filters';
+import type { RetryPolicy } from '@remora/config';
 import type { CompiledRoute, RouteRequest } from '../router/compiled-route.ts';
 import type { CompiledVirtualHost } from '../router/route-table.ts';
 import type { ListenerSnapshot, Snapshot } from '../runtime/snapshot.ts';
@@ -50,8 +51,8 @@ export class ExplainError extends Error {}
 
 export interface FilterVerdict {
   readonly name: string;
-  /** `pass`, `deny` (the filter answers), `not-reached` (an earlier filter answered), `not-evaluated`. */
-  readonly verdict: 'pass' | 'deny' | 'not-reached' | 'not-evaluated';
+  /** `pass`, `deny` or `abort` (the filter answers), `not-reached` (an earlier filter answered), `not-evaluated`. */
+  readonly verdict: 'pass' | 'deny' | 'abort' | 'not-reached' | 'not-evaluated';
   /** The local reply status when the filter would answer. */
   readonly status?: number;
   readonly detail: string;
@@ -75,7 +76,7 @@ export interface Explanation {
   readonly forward: {
     readonly clusters: readonly { readonly cluster: string; readonly weight: number; readonly percent: number; readonly exists: boolean }[];
     readonly timeoutMs: number;
-    readonly retry: unknown;
+    readonly retry: RetryPolicy | null;
     readonly mirrors: readonly { readonly cluster: string; readonly percent: number }[];
     readonly prefixRewrite: string | null;
     readonly authorityRewrite: string | null;
@@ -254,8 +255,9 @@ async function explainFilter(f: HttpFilterConfig, req: ExplainedRequest): Promis
     const fault = (req.routeFilterConfig(FilterName.Fault) as CompiledFault | null) ?? f.fault;
     if (fault === null) return { name: f.name, verdict: 'pass', detail: 'no fault for this route' };
     const certain = fault.abort && fault.abortPercent >= 100;
-    return { name: f.name, verdict: certain ? 'deny' : 'pass', ...(certain ? { status: fault.abortStatus } : {}), detail: describeFault(fault) };
+    return { name: f.name, verdict: certain ? 'abort' : 'pass', ...(certain ? { status: fault.abortStatus } : {}), detail: describeFault(fault) };
   }
+  if (f.name === FilterName.Cors && req.requestHeader('origin') === null) return { name: f.name, verdict: 'pass', detail: 'no Origin header: CORS does not apply' };
   return { name: f.name, verdict: 'not-evaluated', detail: 'not evaluated by explain (it would run for the request)' };
 }
 
@@ -329,7 +331,7 @@ export async function explainRequest(snap: Snapshot, clusters: ReadonlyMap<strin
         req.route = found.route;
       }
     }
-    if (v.verdict === 'deny') {
+    if (v.verdict === 'deny' || v.verdict === 'abort') {
       const details =
         v.rbac !== undefined ? `rbac_access_denied_matched_policy[${v.rbac.enforced?.matchedPolicy ?? 'none'}]` : v.jwt !== undefined ? `jwt_authn_access_denied{${v.jwt.message.replace(/\s/g, '_')}}` : f.name === FilterName.Fault ? 'fault_filter_abort' : 'local_rate_limited';
       const flag = f.name === FilterName.Fault ? 'FI' : f.name === FilterName.LocalRateLimit ? 'RL' : '-';
@@ -377,6 +379,13 @@ export async function explainRequest(snap: Snapshot, clusters: ReadonlyMap<strin
   };
 }
 
+function describeRetry(r: RetryPolicy | null): string {
+  if (r === null) return 'none';
+  const codes = r.retriableStatusCodes.length > 0 ? ` (status ${r.retriableStatusCodes.join(', ')})` : '';
+  const perTry = r.perTryTimeoutMs > 0 ? `, ${r.perTryTimeoutMs} ms per try` : '';
+  return `${r.numRetries} ${r.numRetries === 1 ? 'retry' : 'retries'} on ${r.retryOn.join(', ')}${codes}${perTry}${r.retryRemoteLocalities ? ', to other localities' : ''}`;
+}
+
 /** The explanation as the `remora explain` text. */
 export function explanationText(e: Explanation): string {
   const lines: string[] = [];
@@ -396,7 +405,7 @@ export function explanationText(e: Explanation): string {
     lines.push('clusters');
     for (const c of e.forward.clusters) lines.push(`  ${c.cluster}  weight ${c.weight} (${c.percent}%)${c.exists ? '' : '  MISSING: 503 NC'}`);
     lines.push(`timeout      ${e.forward.timeoutMs === 0 ? 'none' : `${e.forward.timeoutMs} ms`}`);
-    lines.push(`retry        ${e.forward.retry === null ? 'none' : JSON.stringify(e.forward.retry)}`);
+    lines.push(`retry        ${describeRetry(e.forward.retry)}`);
     for (const m of e.forward.mirrors) lines.push(`mirror       ${m.cluster} ${m.percent}%`);
     for (const c of e.clusters) {
       lines.push(`endpoints of ${c.name}${c.subset ? ` (subset ${c.subset})` : ''}, ${c.lb}${c.panic ? ', PANIC (too few healthy: all hosts used)' : ''}`);

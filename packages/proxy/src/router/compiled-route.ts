@@ -158,7 +158,7 @@ export class RouteMatcher {
         const value = r.requestHeader(h.name);
         if (h.matcher.matches(value ?? h.missing) !== h.invert) continue;
         const what = h.name === ':method' ? 'method' : `header ${h.name}`;
-        const got = value === null ? 'absent' : JSON.stringify(value);
+        const got = value === null ? 'none' : JSON.stringify(value);
         return `${what} ${h.invert ? 'must not be ' : ''}${describeMatch(m.headers[i]!.match)}: request has ${got}`;
       }
     }
@@ -168,7 +168,7 @@ export class RouteMatcher {
         const q = query[i]!;
         const value = r.queryParam(q.name);
         if (q.matcher.matches(value)) continue;
-        return `query parameter ${q.name} ${describeMatch(m.queryParams[i]!.match)}: request has ${value === null ? 'absent' : JSON.stringify(value)}`;
+        return `query parameter ${q.name} ${describeMatch(m.queryParams[i]!.match)}: request has ${value === null ? 'none' : JSON.stringify(value)}`;
       }
     }
     const claims = this.#claims;
