@@ -3,6 +3,7 @@
 // AuthorizationPolicy and a RequestAuthentication. Each explanation is compared with what a
 // real request then does (status, response flag and cluster from the access log).
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
@@ -16,6 +17,7 @@ const ISTIO_JWKS = readFileSync(join(CORPUS, 'jwt/jwks.json'), 'utf8').trim();
 const REVIEWS_V1 = 'outbound|9080|v1|reviews.default.svc.cluster.local';
 const REVIEWS_V2 = 'outbound|9080|v2|reviews.default.svc.cluster.local';
 const DENY_RULE = 'ns[default]-policy[deny-admin]-rule[0]';
+const INTRUDER = 'cluster.local/ns/default/sa/intruder';
 
 interface Explained {
   listener: { name: string; direction: string };
@@ -94,6 +96,16 @@ spec:
   - to: [{ operation: { paths: ["/admin*"] } }]
 `,
       `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-intruder, namespace: default }
+spec:
+  selector: { matchLabels: { app: productpage } }
+  action: DENY
+  rules:
+  - from: [{ source: { principals: ["cluster.local/ns/default/sa/intruder"] } }]
+    to: [{ operation: { methods: ["POST"] } }]
+`,
+      `apiVersion: security.istio.io/v1
 kind: RequestAuthentication
 metadata: { name: jwt, namespace: default }
 spec:
@@ -104,7 +116,10 @@ spec:
 `,
     ),
   });
-  remora = await startRemora('sidecar', [mesh.dir], ['--app-port', String(app.port), '--labels', 'app=productpage,version=v1', '--namespace', 'default']);
+  // A connection from 127.0.0.2 is the intruder's workload (its mTLS identity).
+  remora = await startRemora('sidecar', [mesh.dir], ['--app-port', String(app.port), '--labels', 'app=productpage,version=v1', '--namespace', 'default'], {
+    peerIdentity: (socket) => (socket.remoteAddress === '127.0.0.2' ? { principal: INTRUDER, namespace: 'default' } : null),
+  });
 });
 
 t.teardown(async () => {
@@ -267,6 +282,32 @@ t.test('inbound: a denied request names the policy rule; JWT failures name the p
   t.match(stats.body, /rbac\.denied: 1\b/, 'only the one real denied request counted');
 });
 
+t.test('inbound with a peer principal: the rule naming it denies its POST, not its GET', async (t) => {
+  const post = await explain({ method: 'POST', url: 'http://productpage:9080/orders', principal: INTRUDER, sourceIp: '127.0.0.2' });
+  t.equal(post.listener.direction, 'inbound', 'a principal means inbound');
+  t.match(post.filters.find((f) => f.name === 'envoy.filters.http.rbac'), { verdict: 'deny', rbac: { enforced: { matchedPolicy: 'ns[default]-policy[deny-intruder]-rule[0]' } } });
+  const realPost = await logged(() => fromAddress('127.0.0.2', remora.ports.inbound, 'POST', '/orders'));
+  t.equal(realPost.status, 403);
+  t.match(realPost.line, 'rbac_access_denied_matched_policy[ns[default]-policy[deny-intruder]-rule[0]]');
+  const getIt = await explain({ method: 'GET', url: 'http://productpage:9080/orders', principal: INTRUDER, sourceIp: '127.0.0.2' });
+  t.equal(getIt.localReply, null);
+  t.equal((await fromAddress('127.0.0.2', remora.ports.inbound, 'GET', '/orders')).status, 200);
+  const other = await explain({ method: 'POST', url: 'http://productpage:9080/orders', principal: 'cluster.local/ns/default/sa/friend' });
+  t.equal(other.localReply, null, 'another principal may POST');
+});
+
+/** A request to the inbound listener from a given local address (which names the peer's identity). */
+function fromAddress(localAddress: string, port: number, method: string, path: string): Promise<{ status: number }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method, localAddress, agent: false, headers: { host: 'productpage:9080' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 t.test('remora explain prints the text form and -o json; bad input is a clear error', async (t) => {
   const admin = `127.0.0.1:${remora.ports.admin}`;
   const text = await runCli(['explain', '--admin', admin, 'GET', 'http://reviews:9080/books', '-H', 'end-user: mallory']);
@@ -277,7 +318,7 @@ t.test('remora explain prints the text form and -o json; bad input is a clear er
   t.match(text.stdout, /retry\s+2 retries on 5xx, 1000 ms per try/);
   t.match(text.stdout, /result\s+forwarded upstream/);
   const denied = await runCli(['explain', '--admin', admin, '--direction', 'inbound', 'http://productpage:9080/admin/x']);
-  t.match(denied.stdout, `envoy.filters.http.rbac: deny 403: DENY engine (1 policy): denied, matched policy ${DENY_RULE}`);
+  t.match(denied.stdout, `envoy.filters.http.rbac: deny 403: DENY engine (2 policies): denied, matched policy ${DENY_RULE}`);
   t.match(denied.stdout, /result\s+403 - rbac_access_denied_matched_policy/);
   const json = await runCli(['explain', '--admin', admin, '-o', 'json', 'http://ratings:9080/v2']);
   t.equal(json.code, 0, json.stderr);
