@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { get, request } from './helpers/http.ts';
-import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, gatewayLocalRateLimit, serviceEntry } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { CORPUS, MeshDir, runCli, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
@@ -148,6 +148,7 @@ t.test('404 NR on a gateway: no virtual host answers the authority', async (t) =
     'gw.yaml': doc(
       gateway('gw', port, ['bookinfo.example']),
       serviceEntry('web', 'web', [{ port: app.port }]),
+      gatewayLocalRateLimit({ maxTokens: 2, fillInterval: '3600s' }),
       `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: bookinfo }
@@ -176,8 +177,19 @@ spec:
   t.equal(real.status, 404, 'the real request gets the 404 explain predicted');
   await waitFor('access log line', () => gw.accessLog.length > before);
   t.match(gw.accessLog[before], / 404 NR route_not_found /);
-  const ok = await request(gw.ports.admin, '/explain', { method: 'POST', body: JSON.stringify({ url: `http://bookinfo.example:${port}/x` }) });
-  t.match(ok.json<Explained>(), { virtualHost: { domains: ['bookinfo.example'] }, localReply: null });
+  // The local rate limit's bucket: read, never taken from. The 404 above spent a token (the
+  // filters run before the router answers), as the explanation then shows.
+  const ask = async (): Promise<Explained> => (await request(gw.ports.admin, '/explain', { method: 'POST', body: JSON.stringify({ url: `http://bookinfo.example:${port}/x` }) })).json<Explained>();
+  const ok = await ask();
+  t.match(ok, { virtualHost: { domains: ['bookinfo.example'] }, localReply: null });
+  const rl = (e: Explained) => e.filters.find((f) => f.name === 'envoy.filters.http.local_ratelimit');
+  t.match(rl(ok), { verdict: 'pass', detail: /1 of 2 tokens left/ });
+  t.match(rl(await ask()), { detail: /1 of 2 tokens left/ }, 'explaining takes no token');
+  t.equal((await get(port, '/x', 'bookinfo.example')).status, 200);
+  const empty = await ask();
+  t.match(rl(empty), { verdict: 'deny', status: 429, detail: /0 of 2 tokens left/ });
+  t.same(empty.localReply, { status: 429, flag: 'RL', details: 'local_rate_limited' });
+  t.equal((await get(port, '/x', 'bookinfo.example')).status, 429, 'the real request is refused as explained');
 });
 
 t.test('404 NR in a sidecar: the host is known, no route of it matches the path', async (t) => {
