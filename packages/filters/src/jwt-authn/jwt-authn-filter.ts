@@ -125,6 +125,70 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
     return p;
   }
 
+  /**
+   * What the filter would decide on `req`, without counting it: the requirement, each token
+   * and each provider's outcome, the identity handed on. Signature checks do run (they may
+   * fetch a JWKS), as they would for the request.
+   */
+  async explain(req: FilterRequest): Promise<JwtExplanation> {
+    const base = { tokens: [] as JwtExplanation['tokens'], auth: null, clearRouteCache: false };
+    if (this.bypassCorsPreflight && req.method === 'OPTIONS' && req.requestHeader('origin') !== null && req.requestHeader('access-control-request-method') !== null) {
+      return { ...base, requirement: 'cors-preflight-bypassed', allowed: true, httpStatus: null, message: 'OK' };
+    }
+    let verifier: Verifier | null;
+    let requirement: JwtExplanation['requirement'] = 'rule';
+    const route = req.routeFilterConfig(this.name) as JwtAuthnRouteConfig | null;
+    if (route !== null) {
+      if (route.disabled) return { ...base, requirement: 'disabled-by-route', allowed: true, httpStatus: null, message: 'OK' };
+      verifier = this.requirementMap.get(route.requirementName) ?? null;
+      if (verifier === null) {
+        return { ...base, requirement: 'unknown-requirement-name', allowed: false, httpStatus: 403, message: `Wrong requirement_name: ${route.requirementName}` };
+      }
+      requirement = 'route';
+    } else {
+      verifier = this.verifierFor(req.path);
+      if (verifier === null) return { ...base, requirement: 'none', allowed: true, httpStatus: null, message: 'OK' };
+    }
+    for (const h of this.sanitize) req.removeRequestHeader(h);
+    const run = this.runFor(req);
+    let decision: Decision = verifier.decide(run, this.locations);
+    for (let round = 0; decision === PENDING && round <= run.outcomes.length; round++) {
+      const cells = run.toCheck ?? [];
+      run.toCheck = null;
+      await Promise.all(
+        cells.map(async (cell) => {
+          run.outcomes[cell] = await this.providers[cell % run.providerCount]!.verifySignature(run.tokens[Math.floor(cell / run.providerCount)] as ParsedJwt);
+        }),
+      );
+      decision = verifier.decide(run, this.locations);
+    }
+    const status: JwtStatus = decision === PENDING ? JwtStatus.JwtVerificationFail : decision;
+    const n = run.providerCount;
+    let auth: RequestAuth | null = null;
+    let clearRouteCache = false;
+    const tokens = run.tokens.flatMap((jwt, loc): JwtExplanation['tokens'] => {
+      if (jwt === null || jwt === undefined) return [];
+      const l = this.locations[loc]!;
+      const location = `${['header', 'query parameter', 'cookie'][l.kind]!} ${l.name}${l.prefix === '' ? '' : ` (prefix ${JSON.stringify(l.prefix)})`}`;
+      if (typeof jwt === 'number') return [{ location, issuer: null, problem: statusMessage(jwt), providers: [] }];
+      const providers: { name: string; issuer: string; outcome: string }[] = [];
+      for (let i = 0; i < n; i++) {
+        const o = run.outcomes[loc * n + i]!;
+        if (o < 0) continue;
+        const p = this.providers[i]!;
+        providers.push({ name: p.name, issuer: p.issuer, outcome: statusMessage(o as JwtStatus) });
+        if (o === JwtStatus.Ok && status === JwtStatus.Ok) {
+          if (auth === null && p.handsOnIdentity) auth = p.identity(jwt);
+          if (p.clearRouteCache) clearRouteCache = true;
+        }
+      }
+      if (providers.length === 0) providers.push(...l.providersFor(jwt.iss).map((p) => ({ name: p.name, issuer: p.issuer, outcome: 'not tried' })));
+      return [{ location, issuer: jwt.iss, problem: l.providersFor(jwt.iss).length === 0 ? statusMessage(JwtStatus.JwtUnknownIssuer) : null, providers }];
+    });
+    const ok = status === JwtStatus.Ok;
+    return { requirement, allowed: ok, httpStatus: ok ? null : statusHttpCode(status), message: statusMessage(status), tokens, auth, clearRouteCache };
+  }
+
   /** The request's tokens, by location; the shared empty run when it has none. */
   runFor(req: FilterRequest): VerifyRun {
     const locations = this.locations;
@@ -137,6 +201,29 @@ export class JwtAuthnFilterConfig implements HttpFilterConfig {
     }
     return tokens === null ? this.#noTokens : new VerifyRun(tokens, this.providers.length, this.now());
   }
+}
+
+/** What the JWT filter would decide on a request, as `JwtAuthnFilterConfig.explain` reports it. */
+export interface JwtExplanation {
+  /** Which requirement applies: none (no rule takes the path), a rule's, the route's, or the route disables the filter. */
+  readonly requirement: 'none' | 'rule' | 'route' | 'disabled-by-route' | 'cors-preflight-bypassed' | 'unknown-requirement-name';
+  readonly allowed: boolean;
+  /** The local reply status when refused (401, 403); null when allowed. */
+  readonly httpStatus: number | null;
+  /** Envoy's message: `OK`, `Jwt is missing`, `Jwt is expired`, … */
+  readonly message: string;
+  /** The tokens found, where, and what each provider made of them. */
+  readonly tokens: readonly {
+    readonly location: string;
+    readonly issuer: string | null;
+    /** Why the token cannot be read at all; null when it parses. */
+    readonly problem: string | null;
+    readonly providers: readonly { readonly name: string; readonly issuer: string; readonly outcome: string }[];
+  }[];
+  /** The identity authorization would see (`request.auth.principal`, claims); null: none. */
+  readonly auth: RequestAuth | null;
+  /** A verified token's provider asks for the route to be chosen again (claims routing). */
+  readonly clearRouteCache: boolean;
 }
 
 export class JwtAuthnFilter implements HttpFilter {

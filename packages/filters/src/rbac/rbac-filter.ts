@@ -109,6 +109,30 @@ export class RbacFilter implements HttpFilter {
     return FilterStatus.StopIteration;
   }
 
+  /**
+   * What `evaluate` would decide, without counting, logging or recording metadata: per
+   * engine (enforced, shadow) its action, the policy that matched (null: none) and whether
+   * the request passes. null for an engine the filter does not have.
+   */
+  explain(req: FilterRequest): { readonly enforced: RbacVerdict | null; readonly shadow: RbacVerdict | null } {
+    const path = req.path;
+    let pathEnd = path.indexOf('?');
+    const hash = path.indexOf('#');
+    if (pathEnd < 0 || (hash >= 0 && hash < pathEnd)) pathEnd = hash;
+    if (pathEnd < 0) pathEnd = path.length;
+    const verdict = (e: RbacEngine | null): RbacVerdict | null => {
+      if (e === null) return null;
+      const matched = e.firstMatch(req, pathEnd);
+      return {
+        action: e.action === RbacAction.Allow ? 'ALLOW' : e.action === RbacAction.Deny ? 'DENY' : 'LOG',
+        matchedPolicy: matched === null ? null : matched.name,
+        allowed: isAllowed(e, matched),
+        policies: e.policies.map((p) => p.name),
+      };
+    };
+    return { enforced: verdict(this.#rules), shadow: verdict(this.#shadow) };
+  }
+
   /** null when the request may pass; else the local reply details naming why not. */
   evaluate(req: FilterRequest): string | null {
     const path = req.path;
@@ -148,6 +172,16 @@ export class RbacFilter implements HttpFilter {
     if (log !== null) log.debug(`enforced denied, matched policy ${matched === null ? 'none' : matched.name}`);
     return matched === null ? RBAC_DENIED_NONE : matched.details;
   }
+}
+
+/** One RBAC engine's decision on a request, as `RbacFilter.explain` reports it. */
+export interface RbacVerdict {
+  readonly action: 'ALLOW' | 'DENY' | 'LOG';
+  /** The first policy (by name) that matched; null: none did. */
+  readonly matchedPolicy: string | null;
+  readonly allowed: boolean;
+  /** Every policy of the engine, in the order they are tried. */
+  readonly policies: readonly string[];
 }
 
 /**

@@ -18,6 +18,9 @@ import {
   type ServerFacts,
   type StatsQuery,
 } from './admin-stats.ts';
+import { UI_HTML, uiData } from './ui.ts';
+import { LiveWindow, WINDOW_SLOTS } from './ui-window.ts';
+import { ExplainError, explainRequest, explanationText, type ExplainInput } from './explain.ts';
 import { clustersJson, clustersText, commandLineOptions, listenersJson, listenersText } from './admin-views.ts';
 
 /** What the admin API needs from the process beyond the runtime. */
@@ -56,9 +59,21 @@ const HELP = `Remora admin API
   POST /drain_listeners       stop accepting new connections
   POST /healthcheck/fail|ok   fail or restore /healthz/ready
   POST /quitquitquit          exit
+  GET  /ui                    a live view of this proxy: listeners → routes → clusters → endpoints
+                              with request rate, errors, latency, flags; the access log
+  GET  /ui/data               the view's data as JSON (?window=SECONDS, default 10)
+  POST /explain               what the live config would do with a request, without sending it:
+                              body {"method","url","headers",["listener"|"port"|"direction"],
+                              "sourceIp","principal"} (?format=text for the text form)
 `;
 
 const MUTATING = new Set(['/quitquitquit', '/drain_listeners', '/logging', '/healthcheck/fail', '/healthcheck/ok', '/reset_counters', '/runtime_modify']);
+
+/** The seconds `/ui/data` sums over unless `?window=` says. */
+const UI_WINDOW_SECONDS = 10;
+
+/** `/explain` bodies are small request descriptions. */
+const EXPLAIN_MAX_BODY = 1 << 20;
 
 /** Remora serves on one event loop: Envoy's worker count is 1. */
 const CONCURRENCY = 1;
@@ -75,6 +90,8 @@ export class AdminServer {
   readonly #log: Logger;
   readonly #stats = new StatsView();
   readonly #facts: ServerFacts;
+  /** The live view's per-edge counts and access log ring, fed by the access log. */
+  readonly liveWindow = new LiveWindow();
 
   constructor(runtime: Runtime, loggers: Loggers, hooks: AdminHooks) {
     this.#runtime = runtime;
@@ -85,6 +102,7 @@ export class AdminServer {
     // Envoy's server gauges and Node's process metrics on every Prometheus endpoint.
     runtime.metrics.addText(() => serverPrometheus(runtime, this.#facts));
     runtime.metrics.collectProcessMetrics();
+    runtime.accessLog.tap = this.liveWindow;
     this.server = createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
         this.#log.error(`admin ${req.url}: ${(err as Error).message}`);
@@ -182,6 +200,16 @@ export class AdminServer {
           config: snap === null ? null : { ...snap.config, envoyJson: undefined },
         });
       }
+      case '/ui':
+      case '/ui/':
+        return send(res, 200, 'text/html; charset=utf-8', UI_HTML);
+      case '/ui/data': {
+        const w = Number(url.searchParams.get('window') ?? UI_WINDOW_SECONDS);
+        if (!Number.isInteger(w) || w < 1 || w > WINDOW_SLOTS) return send(res, 400, 'text/plain', `ui/data: window must be 1 to ${WINDOW_SLOTS} seconds\n`);
+        return sendJson(res, uiData(rt, this.liveWindow, w));
+      }
+      case '/explain':
+        return this.#explain(req, url, res);
       case '/clusters':
         if (url.searchParams.get('format') === 'json') return sendJson(res, clustersJson(rt));
         return send(res, 200, 'text/plain', clustersText(rt));
@@ -206,6 +234,34 @@ export class AdminServer {
         return send(res, 200, 'text/plain', 'OK\n');
       default:
         return send(res, 404, 'text/plain', `unknown admin path ${path}; GET / lists them\n`);
+    }
+  }
+
+  /** `POST /explain`: the request in the JSON body, the explanation as JSON (or text with `?format=text`). */
+  async #explain(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') return send(res, 405, 'text/plain', 'POST a JSON request description: {"method":"GET","url":"http://reviews:9080/","headers":{}}\n');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req as AsyncIterable<Buffer>) {
+      size += c.length;
+      if (size > EXPLAIN_MAX_BODY) return send(res, 413, 'text/plain', `explain: body over ${EXPLAIN_MAX_BODY} bytes\n`);
+      chunks.push(c);
+    }
+    let input: ExplainInput;
+    try {
+      input = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExplainInput;
+    } catch (err) {
+      return send(res, 400, 'text/plain', `explain: the body is not JSON: ${(err as Error).message}\n`);
+    }
+    const snap = this.#runtime.snapshot;
+    if (snap === null) return send(res, 503, 'text/plain', 'explain: no config is being served yet\n');
+    try {
+      const e = await explainRequest(snap, this.#runtime.clusterManager.clusters, input);
+      if (url.searchParams.get('format') === 'text') return send(res, 200, 'text/plain', explanationText(e));
+      return sendJson(res, e);
+    } catch (err) {
+      if (err instanceof ExplainError) return send(res, 400, 'text/plain', `explain: ${err.message}\n`);
+      throw err;
     }
   }
 

@@ -5,6 +5,7 @@ import { runCa } from './ca.ts';
 import { runProxyConfig } from './proxy-config/command.ts';
 import { runEnvoy } from './envoy-command.ts';
 import { runRateLimitService } from './ratelimit-service.ts';
+import { runExplain } from './explain-command.ts';
 
 const COMMANDS = new Set<Command>(['gateway', 'sidecar', 'validate']);
 
@@ -26,6 +27,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number | nu
   if (command === 'proxy-config' || command === 'pc') return runProxyConfig(rest, io);
   if (command === 'envoy') return runEnvoy(rest, io);
   if (command === 'ratelimit-service') return runRateLimitService(rest, io);
+  if (command === 'explain') return runExplain(rest, io);
   if (!COMMANDS.has(command as Command)) {
     io.err(`remora: unknown command "${command}"\n\n${helpText(null)}`);
     return 2;

@@ -141,6 +141,8 @@ commands:
   proxy-config
              istioctl's proxy-config tables (clusters, listeners, routes, endpoints, secrets)
              from a proxy's admin /config_dump or a saved one (alias: pc)
+  explain    what a running proxy would do with a request (listener, route, filters,
+             clusters, endpoints), asked of its admin API without sending the request
 
 remora <command> --help shows the command's options.
 `;

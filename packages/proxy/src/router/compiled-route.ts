@@ -97,8 +97,10 @@ export class RouteMatcher {
   readonly #headers: HeaderCondition[] | null;
   readonly #query: QueryCondition[] | null;
   readonly #claims: ClaimCondition[] | null;
+  readonly #model: RouteMatch;
 
   constructor(m: RouteMatch) {
+    this.#model = m;
     const pm = m.path.match;
     this.#path = new StringMatcher(pm, m.path.ignoreCase);
     // Envoy: prefix matches the whole :path; exact and regex match it without the query.
@@ -137,6 +139,56 @@ export class RouteMatcher {
     }
     return true;
   }
+
+  /**
+   * Why this match does not take the request: the first condition that fails, in the order
+   * `matches` checks them, as a sentence; null when it matches. Read-only, for `/explain`.
+   */
+  explain(r: RouteRequest): string | null {
+    if (this.matches(r)) return null;
+    const m = this.#model;
+    if (this.#pathKind !== PATH_ANY) {
+      const value = this.#pathKind === PATH_PREFIX ? r.path : r.pathOnly;
+      if (!this.#path.matches(value)) return `path ${describeMatch(m.path.match)}${m.path.ignoreCase ? ' (ignoring case)' : ''} does not match ${JSON.stringify(value)}`;
+    }
+    const headers = this.#headers;
+    if (headers !== null) {
+      for (let i = 0; i < headers.length; i++) {
+        const h = headers[i]!;
+        const value = r.requestHeader(h.name);
+        if (h.matcher.matches(value ?? h.missing) !== h.invert) continue;
+        const what = h.name === ':method' ? 'method' : `header ${h.name}`;
+        const got = value === null ? 'none' : JSON.stringify(value);
+        return `${what} ${h.invert ? 'must not be ' : ''}${describeMatch(m.headers[i]!.match)}: request has ${got}`;
+      }
+    }
+    const query = this.#query;
+    if (query !== null) {
+      for (let i = 0; i < query.length; i++) {
+        const q = query[i]!;
+        const value = r.queryParam(q.name);
+        if (q.matcher.matches(value)) continue;
+        return `query parameter ${q.name} ${describeMatch(m.queryParams[i]!.match)}: request has ${value === null ? 'none' : JSON.stringify(value)}`;
+      }
+    }
+    const claims = this.#claims;
+    if (claims !== null) {
+      for (let i = 0; i < claims.length; i++) {
+        const c = claims[i]!;
+        if (c.matches(r.auth) !== c.invert) continue;
+        const cm = m.claims![i]!;
+        const who = r.auth === null ? 'the request has no verified JWT' : `the verified JWT of ${r.auth.principal} does not satisfy it`;
+        return `JWT claim ${cm.path.join('.')} ${c.invert ? 'must not be ' : ''}${describeMatch(cm.match)}: ${who}`;
+      }
+    }
+    return 'does not match';
+  }
+}
+
+/** A string condition in words: `exact "jason"`, `prefix "/api"`, `present`. */
+export function describeMatch(m: { readonly kind: string; readonly value?: string }): string {
+  if (m.kind === 'present' || m.kind === 'any') return m.kind;
+  return `${m.kind} ${JSON.stringify(m.value ?? '')}`;
 }
 
 /** Header edits compiled for a flat `[name, value, …]` header list. */
@@ -287,13 +339,16 @@ export class CompiledRoute {
   /** Whether the prefix rewrite applies to an exact or prefix path match (the text it replaces). */
   readonly matchedPrefix: string | null;
   readonly model: Route;
+  /** The route configuration holding the route ('' for routes made outside one). */
+  readonly routeConfig: string;
 
   /** Compiled per-filter configs of this route, by filter name; null when none. */
   readonly filterConfigs: ReadonlyMap<string, unknown> | null;
 
   /** `scope`: `<route config>/<virtual host>/<route state key>`, which names the route's filter state (see `routeStateKeys`). */
-  constructor(r: Route, ctx: RouteCompileContext, scope = '', vh: VirtualHost | null = null) {
+  constructor(r: Route, ctx: RouteCompileContext, scope = '', vh: VirtualHost | null = null, routeConfig = '') {
     const clusters = ctx.clusters;
+    this.routeConfig = routeConfig;
     this.model = r;
     this.name = r.name;
     this.filterConfigs = ctx.routeFilters(r, scope, vh);

@@ -5,6 +5,9 @@ import { ROUTE_INDEX_MIN_ROUTES, RouteIndex } from './route-index.ts';
 /** A virtual host with its routes compiled; first matching route wins. */
 export class CompiledVirtualHost {
   readonly name: string;
+  /** The route configuration that holds this host, and the host as configured (for `/explain`). */
+  readonly routeConfig: string;
+  readonly model: VirtualHost;
   readonly routes: readonly CompiledRoute[];
   /** `require_tls: ALL` (Gateway httpsRedirect): plaintext requests get this 301 to https. */
   readonly tlsRedirect: CompiledRoute | null;
@@ -13,10 +16,12 @@ export class CompiledVirtualHost {
   /** `table`: the route configuration's name, which scopes the routes' filter state. */
   constructor(v: VirtualHost, ctx: RouteCompileContext, table = '') {
     this.name = v.name;
+    this.routeConfig = table;
+    this.model = v;
     const scope = `${table}/${v.name}`;
     const keys = routeStateKeys(v.routes);
-    this.routes = v.routes.map((r, i) => new CompiledRoute(r, ctx, `${scope}/${keys[i]!}`, v));
-    this.tlsRedirect = v.requireTls ? new CompiledRoute(HTTPS_REDIRECT, ctx, `${scope}/https_redirect`) : null;
+    this.routes = v.routes.map((r, i) => new CompiledRoute(r, ctx, `${scope}/${keys[i]!}`, v, table));
+    this.tlsRedirect = v.requireTls ? new CompiledRoute(HTTPS_REDIRECT, ctx, `${scope}/https_redirect`, null, table) : null;
     this.#index = v.routes.length >= ROUTE_INDEX_MIN_ROUTES ? new RouteIndex(v.routes, this.routes) : null;
   }
 

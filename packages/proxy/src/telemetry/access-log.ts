@@ -37,6 +37,8 @@ export type AccessLogFormat = 'text' | 'json' | 'off';
  */
 export class AccessLog {
   readonly format: AccessLogFormat;
+  /** Sees every record, whatever the format (the admin live view's window and ring); null: none. */
+  tap: { record(r: AccessLogRecord): void } | null = null;
   readonly #write: (chunk: string) => void;
   #buffer = '';
   #scheduled = false;
@@ -51,6 +53,7 @@ export class AccessLog {
   }
 
   log(r: AccessLogRecord): void {
+    if (this.tap !== null) this.tap.record(r);
     if (this.format === 'off') return;
     this.#buffer += this.format === 'json' ? formatJson(r) : formatText(r);
     if (this.#buffer.length >= 65536) this.flush();
