@@ -20,3 +20,4 @@ export { routeRateLimits } from './model/route.ts';
 export { proxyConfigFromEnvoy, type ImportResult } from './envoy/to-model.ts';
 export { formatImportIssue, type ImportIssue } from './envoy/import-context.ts';
 export { SKIPPED_ISTIO_FILTERS } from './envoy/filter-types.ts';
+export type { ProxySettings, ProxyConfigAnnotation } from './translate/proxy-settings.ts';

@@ -2,7 +2,7 @@
 // absent, and wrong values as errors naming the field.
 import t from 'tap';
 import { translateIstio } from '@remora/config';
-import { DEFAULT_PROXY_DEFAULTS, parseMeshConfig } from '../src/schema/mesh-config.ts';
+import { DEFAULT_PROXY_DEFAULTS, parseMeshConfig, parseProxyConfigAnnotation } from '../src/schema/mesh-config.ts';
 import { briefIssue, cluster, load, PORTS, routeTable, SIDECAR } from './helpers/translate.ts';
 
 const errors = (yaml: string): string[] => parseMeshConfig(yaml, 'mesh.yaml').issues.filter((i) => i.severity === 'error').map((i) => `${i.path}: ${i.message}`);
@@ -30,7 +30,7 @@ defaultConfig:
 `,
     'mesh.yaml',
   );
-  t.same(r.issues, []);
+  t.same(r.issues.map((i) => `${i.severity} ${i.path}: ${i.message}`), ['warning defaultConfig.concurrency: not applied: Remora serves with one event loop, whatever the worker count (4)'], 'concurrency is read and warned about');
   t.same(r.mesh?.trustDomainAliases, ['old-td']);
   t.equal(r.mesh?.enableAutoMtls, false);
   t.same(r.mesh?.accessLog, { file: '/dev/stdout', encoding: 'JSON', format: '' });
@@ -163,4 +163,16 @@ t.test('ProxyConfig: wrong values are errors naming the field', async (t) => {
   t.throws(() => load(proxyConfig('bad', 'default', '  concurrency: -1')), /ProxyConfig default\/bad.*spec\.concurrency.*greater than or equal to 0/s);
   t.throws(() => load(proxyConfig('bad', 'default', '  concurency: 2')), /spec.*concurency/s, 'an unknown field');
   t.throws(() => load(proxyConfig('bad', 'default', '  environmentVariables: {A: 1}')), /environmentVariables/);
+});
+
+t.test('the proxy.istio.io/config annotation: the fields set, errors naming the annotation', async (t) => {
+  const r = parseProxyConfigAnnotation('terminationDrainDuration: 30s\nholdApplicationUntilProxyStarts: true\n', 'annotations');
+  t.same(r.settings, { terminationDrainDurationMs: 30_000, holdApplicationUntilProxyStarts: true }, 'only what it sets: the rest stays the merged settings\'');
+  t.same(r.issues, []);
+  const json = parseProxyConfigAnnotation('{"drainDuration": "10s"}', 'ISTIO_METAJSON_ANNOTATIONS');
+  t.same(json.settings, { drainDurationMs: 10_000 }, 'JSON is YAML too');
+  const bad = parseProxyConfigAnnotation('terminationDrainDuration: soon\n', 'annotations');
+  t.equal(bad.settings, null);
+  t.same(bad.issues.map((i) => [i.file, i.kind, i.resource, i.path]), [['annotations', 'ProxyConfig', 'proxy.istio.io/config', 'terminationDrainDuration']]);
+  t.equal(parseProxyConfigAnnotation('- a list\n', 'annotations').settings, null, 'not a mapping: refused');
 });

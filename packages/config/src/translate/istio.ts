@@ -30,7 +30,7 @@ import {
   weightedTcpClusters,
 } from './sidecar-listeners.ts';
 import { authzFilters, NO_AUTHZ } from './security.ts';
-import { proxySettings, type ProxySettings } from './proxy-settings.ts';
+import { proxySettings, type ProxyConfigAnnotation, type ProxySettings } from './proxy-settings.ts';
 import { DEFAULT_MESH_CONFIG, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
@@ -48,6 +48,8 @@ import {
 export interface TranslateOptions extends ClusterOptions {
   /** Istio's MeshConfig (the `mesh` ConfigMap): extension providers for CUSTOM policies; absent: Istio's defaults. */
   readonly mesh?: MeshConfig;
+  /** The pod's `proxy.istio.io/config` annotation: merged over every other proxy settings source. */
+  readonly proxyConfigAnnotation?: ProxyConfigAnnotation;
 }
 
 export const DEFAULT_TRANSLATE_OPTIONS: TranslateOptions = { dnsRefreshMs: 60_000 };
@@ -96,11 +98,12 @@ export function translateIstio(
     .update(JSON.stringify(ports))
     // The MeshConfig changes the config too (extension providers): a change to it alone is a new version.
     .update(JSON.stringify(options.mesh ?? null))
+    .update(JSON.stringify(options.proxyConfigAnnotation?.settings ?? null))
     .digest('hex')
     .slice(0, 16);
   // istiod's NDS name table: what the sidecar's DNS proxy answers.
   const names = node.kind === 'sidecar' ? nameTable(ctx, registry) : [];
-  const settings = proxySettings(ctx);
+  const settings = proxySettings(ctx, options.proxyConfigAnnotation);
   return { config: { version, node, listeners, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues), proxySettings: settings };
 }
 
