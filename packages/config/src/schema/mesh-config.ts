@@ -15,6 +15,7 @@
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import type { ConfigIssue } from '../errors.ts';
 import { parseDuration } from './duration.ts';
+import { checkJsonAccessLogFormat, parseAccessLogFormat } from '../access-log-format.ts';
 
 /** `includeRequestBodyInCheck`: Envoy's ext_authz `with_request_body`. */
 export interface ExtAuthzRequestBody {
@@ -392,6 +393,24 @@ class MeshReader {
     if (encoding !== '' && encoding !== 'TEXT' && encoding !== 'JSON') {
       this.error(['accessLogEncoding'], `must be TEXT or JSON, found ${JSON.stringify(encoding)}`);
       return null;
+    }
+    // istiod writes the format into Envoy's file logger: an operator Envoy would refuse is an error here.
+    if (format !== '') {
+      try {
+        if (encoding === 'JSON') {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(format);
+          } catch (err) {
+            throw new Error(`with accessLogEncoding JSON, must be a JSON object of keys to format strings: ${(err as Error).message}`);
+          }
+          if (!isObject(parsed)) throw new Error('with accessLogEncoding JSON, must be a JSON object of keys to format strings');
+          checkJsonAccessLogFormat(parsed);
+        } else parseAccessLogFormat(format);
+      } catch (err) {
+        this.error(['accessLogFormat'], (err as Error).message);
+        return null;
+      }
     }
     return { file, encoding: encoding === 'JSON' ? 'JSON' : 'TEXT', format };
   }

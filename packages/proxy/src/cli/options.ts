@@ -54,7 +54,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'sds-address': { type: 'string', arg: 'ADDR', help: 'take the workload certificate and roots over SDS, as Envoy does from Istio\'s agent: unix:PATH (the agent: unix:./var/run/secrets/workload-spiffe-uds/socket) or HOST:PORT; replaces the certificate files', for: PROXIES },
   'certs-dir': { type: 'string', arg: 'DIR', help: 'directory with cert-chain.pem, key.pem, root-cert.pem (default ./var/run/secrets/workload-spiffe-credentials, then /etc/certs); watched for rotation', for: PROXIES },
   'credentials-dir': { type: 'string', arg: 'DIR', help: 'where credentialName secrets are: DIR/NAME/tls.crt, tls.key, ca.crt (default /etc/remora/credentials)', for: PROXIES },
-  'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout (default text, Istio\'s format)', for: PROXIES },
+  'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout in Istio\'s format; given, it wins over the listeners\' access logs (MeshConfig accessLogFile, accessLogEncoding, accessLogFormat). Default: those where configured, else text', for: PROXIES },
   'log-format': { type: 'string', arg: 'text|json|off', help: 'alias of --access-log-format', for: PROXIES },
   'log-level': { type: 'string', arg: 'LEVEL', help: `Remora's own log level on stderr: ${LOG_LEVELS.join(', ')} (default info)`, for: PROXIES },
   'num-trusted-proxies': { type: 'string', arg: 'N', help: 'X-Forwarded-For hops in front of a gateway to trust when finding the client address (Istio numTrustedProxies; default 0)', for: PROXIES },
@@ -84,7 +84,8 @@ export interface ProxyOptions {
   readonly prometheusPort: number;
   /** Istio's status port: the app probes of `ISTIO_KUBE_APP_PROBERS`. */
   readonly statusPort: number;
-  readonly accessLogFormat: AccessLogFormat;
+  /** `--access-log-format`; null: not given (listeners' access logs apply, else text on stdout). */
+  readonly accessLogFormat: AccessLogFormat | null;
   readonly logLevel: LogLevel;
   /** `--drain-time`; null: not given (the ProxyConfig's terminationDrainDuration applies). */
   readonly drainTimeMs: number | null;
@@ -219,8 +220,8 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
   const labels = parseLabels(str('labels'), env.ISTIO_METAJSON_LABELS, gateway);
   const namespace = str('namespace') ?? env.POD_NAMESPACE ?? (gateway ? 'istio-system' : 'default');
   const workloadName = str('workload-name') ?? env.ISTIO_META_WORKLOAD_NAME ?? (gateway ? 'istio-ingressgateway' : (labels.app ?? ''));
-  const accessLogFormat = str('access-log-format') ?? str('log-format') ?? 'text';
-  if (accessLogFormat !== 'text' && accessLogFormat !== 'json' && accessLogFormat !== 'off') {
+  const accessLogFormat = str('access-log-format') ?? str('log-format') ?? null;
+  if (accessLogFormat !== null && accessLogFormat !== 'text' && accessLogFormat !== 'json' && accessLogFormat !== 'off') {
     throw new UsageError(`--access-log-format must be text, json or off, got "${accessLogFormat}"`);
   }
   const logLevel = str('log-level') ?? 'info';

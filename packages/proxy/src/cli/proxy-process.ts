@@ -4,7 +4,7 @@ import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
 import { AppProbeServer, appProbeDestination, appProbersFromEnv } from '../admin/app-probes.ts';
 import { Loggers } from '../logger.ts';
 import { Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
-import { AccessLog } from '../telemetry/access-log.ts';
+import { AccessLog, AccessLogFiles } from '../telemetry/access-log.ts';
 import { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import { untaggedPrometheus } from '../telemetry/envoy-stats.ts';
 import type { ProxyOptions } from './options.ts';
@@ -102,7 +102,9 @@ export class ProxyProcess {
       node: opts.node,
       ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
       loggers: this.loggers,
-      accessLog: new AccessLog(opts.accessLogFormat, sinks.accessLog),
+      accessLog: new AccessLog(opts.accessLogFormat ?? 'text', sinks.accessLog),
+      // --access-log-format, when given, wins over the listeners' access logs (MeshConfig's accessLogFile).
+      ...(opts.accessLogFormat === null ? { accessLogFiles: new AccessLogFiles(sinks.accessLog) } : {}),
       metrics: new IstioMetrics(),
       trustedHops: opts.numTrustedProxies,
       overload: { maxConnections: opts.overloadMaxConnections, maxHeapBytes: opts.overloadMaxHeapMb * 1024 * 1024 },
