@@ -176,3 +176,8 @@ t.test('the proxy.istio.io/config annotation: the fields set, errors naming the 
   t.same(bad.issues.map((i) => [i.file, i.kind, i.resource, i.path]), [['annotations', 'ProxyConfig', 'proxy.istio.io/config', 'terminationDrainDuration']]);
   t.equal(parseProxyConfigAnnotation('- a list\n', 'annotations').settings, null, 'not a mapping: refused');
 });
+
+t.test('includeRequestBodyInCheck without maxRequestBytes is an error naming the field', async (t) => {
+  const yaml = 'extensionProviders:\n- name: a\n  envoyExtAuthzHttp: { service: a.ns.svc.cluster.local, port: 80, includeRequestBodyInCheck: { allowPartialMessage: true } }\n';
+  t.same(errors(yaml), ['extensionProviders[0].envoyExtAuthzHttp.includeRequestBodyInCheck.maxRequestBytes: must be greater than 0: how much of the body the check carries']);
+});

@@ -514,7 +514,10 @@ class MeshReader {
       this.error(bat, 'must be a mapping');
       return null;
     }
-    return { maxRequestBytes: this.#uint(v, 'maxRequestBytes', bat), allowPartialMessage: this.#bool(v, 'allowPartialMessage', bat), packAsBytes: this.#bool(v, 'packAsBytes', bat) };
+    const max = this.#uint(v, 'maxRequestBytes', bat);
+    // Envoy's with_request_body.max_request_bytes must be greater than 0: istiod would write a config Envoy refuses.
+    if (max === 0) this.error([...bat, 'maxRequestBytes'], 'must be greater than 0: how much of the body the check carries');
+    return { maxRequestBytes: max, allowPartialMessage: this.#bool(v, 'allowPartialMessage', bat), packAsBytes: this.#bool(v, 'packAsBytes', bat) };
   }
 
   #string(o: Record<string, unknown>, key: string, at: Path): string {
