@@ -1,13 +1,15 @@
 // MeshConfig's access log (accessLogFile, accessLogEncoding, accessLogFormat) as istiod
 // writes it into Envoy's file loggers, honoured by the runtime: to a file or stdout, in a
-// custom text or JSON format; --access-log-format wins when given; a bad format is refused.
+// custom text or JSON format, for HTTP and TCP; --access-log-format wins when given; a bad
+// format is refused.
 import { existsSync, readFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { startBackend } from './helpers/backends.ts';
 import { get } from './helpers/http.ts';
 import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
-import { freePort, sleep, waitFor } from './helpers/net.ts';
+import { freePort, freePorts, sleep, waitFor } from './helpers/net.ts';
 import { MeshDir, spawnRemora, startRemora } from './helpers/remora.ts';
 
 async function setup(t: Test, meshConfig: string) {
@@ -100,4 +102,55 @@ t.test('--access-log-format, given, wins over MeshConfig', async (t) => {
 t.test('an unknown operator in accessLogFormat names the field; the proxy does not start', async (t) => {
   const { meshDir, meshFile } = await setup(t, "accessLogFile: /dev/stdout\naccessLogFormat: '%RESPONSE_CODE% %NOT_AN_OPERATOR%'\n");
   await t.rejects(startRemora('gateway', [meshDir], ['--mesh-config', meshFile]), /accessLogFormat.*%NOT_AN_OPERATOR% is not supported/);
+});
+
+t.test('tcp_proxy: a gateway TCP server logs its connections in the MeshConfig format', async (t) => {
+  const echo = createServer((s) => s.on('data', (d) => s.end(d)));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  const [gwPort] = (await freePorts(1)) as [number];
+  const mesh = new MeshDir({
+    'tcp.yaml': `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: echo, namespace: default }
+spec:
+  hosts: [echo]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 9000, name: tcp, protocol: TCP }]
+  endpoints: [{ address: 127.0.0.1, ports: { tcp: ${(echo.address() as AddressInfo).port} } }]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: gw, namespace: default }
+spec:
+  selector: { istio: ingressgateway }
+  servers: [{ port: { number: ${gwPort}, name: tcp, protocol: TCP }, hosts: ["*"] }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: echo, namespace: default }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  tcp: [{ route: [{ destination: { host: echo, port: { number: 9000 } } }] }]
+`,
+  });
+  const conf = new MeshDir({ 'meshconfig.yaml': `accessLogFile: /dev/stdout\naccessLogEncoding: JSON\naccessLogFormat: '{"cluster":"%UPSTREAM_CLUSTER%","sent":"%BYTES_SENT%","received":"%BYTES_RECEIVED%","protocol":"%PROTOCOL%","method":"%REQ(:METHOD)%"}'\n` });
+  t.teardown(() => {
+    echo.close();
+    mesh.cleanup();
+    conf.cleanup();
+  });
+  const remora = await startRemora('gateway', [mesh.dir], ['--mesh-config', join(conf.dir, 'meshconfig.yaml')]);
+  t.teardown(() => remora.stop());
+  const got = await new Promise<string>((resolve) => {
+    const s = connect({ host: '127.0.0.1', port: gwPort }, () => s.write('hello'));
+    let out = '';
+    s.on('data', (d) => (out += d.toString()));
+    s.on('close', () => resolve(out));
+    s.on('error', () => resolve(out));
+  });
+  t.equal(got, 'hello');
+  await waitFor('the TCP access log line', () => remora.accessLog.length > 0, 5000);
+  t.same(JSON.parse(remora.accessLog[0]!), { cluster: 'outbound|9000||echo.default.svc.cluster.local', sent: 5, received: 5, protocol: null, method: null });
 });

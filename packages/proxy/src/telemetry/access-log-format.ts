@@ -133,13 +133,13 @@ function baseGetter(op: FormatOperator): Getter {
     case 'TRAILER':
       return () => null;
     case 'PROTOCOL':
-      return (r) => r.protocol;
+      return (r) => (r.protocol === '-' ? null : r.protocol);
     case 'RESPONSE_CODE':
       return (r) => r.responseCode;
     case 'RESPONSE_FLAGS':
       return (r) => formatResponseFlags(r.responseFlags);
     case 'RESPONSE_CODE_DETAILS':
-      return (r) => r.responseCodeDetails || null;
+      return (r) => (r.responseCodeDetails === '-' ? null : r.responseCodeDetails || null);
     case 'UPSTREAM_TRANSPORT_FAILURE_REASON':
       return (r) => r.upstreamTransportFailureReason || null;
     case 'BYTES_RECEIVED':
