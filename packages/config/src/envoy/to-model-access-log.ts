@@ -65,12 +65,11 @@ function readFormat(tc: Obj, path: string, at: AccessLogReport): AccessLogConfig
   let fpath = path;
   if (lf !== null) {
     fpath = joinPath(path, 'logFormat');
-    for (const k of Object.keys(lf)) {
-      if (k === 'omitEmptyValues' && lf[k] === true) at.warn(joinPath(fpath, k), 'ignored: missing values are written (- or null)');
-      else if (k === 'formatters') at.warn(joinPath(fpath, k), 'ignored: only the built-in command operators are written');
-      else if (k === 'contentType' || k === 'textFormatSource' && obj(lf[k])?.inlineString === undefined) {
-        if (k === 'textFormatSource') at.error(joinPath(fpath, k), 'only an inline string is supported');
-      }
+    if (lf.omitEmptyValues === true) at.warn(joinPath(fpath, 'omitEmptyValues'), 'ignored: missing values are written (- or null)');
+    if (lf.formatters !== undefined) at.warn(joinPath(fpath, 'formatters'), 'ignored: only the built-in command operators are written');
+    if (lf.textFormatSource !== undefined && typeof obj(lf.textFormatSource)?.inlineString !== 'string') {
+      at.error(joinPath(fpath, 'textFormatSource'), 'only an inline string is supported (not a file)');
+      return null;
     }
     text = lf.textFormat ?? obj(lf.textFormatSource)?.inlineString;
     json = lf.jsonFormat;
