@@ -357,7 +357,7 @@ t.test("istiod's ingress gateway: 0.0.0.0_8080 (RDS http.8080) and 0.0.0.0_8443 
     },
   ]);
   t.same(got.issues, [
-    'warning: Listener 0.0.0.0_8080: accessLog: ignored: Remora writes its own access log (Istio\'s format)',
+    'warning: Listener 0.0.0.0_8080: accessLog: ignored: connections no filter chain takes are not logged (the connection managers\' and tcp_proxies\' access logs are written)',
     'warning: Listener 0.0.0.0_8080: filterChains[0].filters[0].typedConfig.tracing: ignored: no provider, and Remora has no bootstrap-wide tracer: requests are not traced',
     'warning: Listener 0.0.0.0_8443: filterChains[0].filters[0].typedConfig.tracing: ignored: no provider, and Remora has no bootstrap-wide tracer: requests are not traced',
   ]);
@@ -800,4 +800,33 @@ t.test("the HTTP connection manager's tracing, as istiod writes it, reads into t
     t.same(r.listeners, [], `${what}: the listener is refused`);
     t.ok(r.issues.includes(`Listener 0.0.0.0_8080: ${message}`), what) || t.comment(r.issues.join('\n'));
   }
+});
+
+t.test('access logs of the connection manager and tcp_proxy: file and stdout loggers read, formats checked', async (t) => {
+  const FILE = 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog';
+  const TCP = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';
+  const hcm = {
+    ...istiodGatewayHcm('http.8080', 8080),
+    accessLog: [
+      { name: 'envoy.access_loggers.file', typedConfig: { '@type': FILE, path: '/var/log/a.log', logFormat: { jsonFormat: { code: '%RESPONSE_CODE%' } } } },
+      { name: 'envoy.access_loggers.stdout', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog' } },
+      { name: 'envoy.access_loggers.open_telemetry' },
+    ],
+  };
+  const listeners = [
+    { name: '0.0.0.0_8080', address: { socketAddress: { address: '0.0.0.0', portValue: 8080 } }, filterChains: [{ filters: [{ name: HCM_NAME, typedConfig: hcm }] }] },
+    {
+      name: '0.0.0.0_9000',
+      address: { socketAddress: { address: '0.0.0.0', portValue: 9000 } },
+      filterChains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': TCP, statPrefix: 'x', cluster: 'x', accessLog: [{ name: 'f', typedConfig: { '@type': FILE, path: '/dev/stdout', logFormat: { textFormatSource: { inlineString: '%DURATION%\n' } } } }] } }] }],
+    },
+  ];
+  const got = importListeners(listeners, INGRESS);
+  t.same(got.listeners.find((l) => l.name === '0.0.0.0_8080')?.accessLog, [{ path: '/var/log/a.log', format: { json: { code: '%RESPONSE_CODE%' } } }, { path: '/dev/stdout' }]);
+  t.same(got.listeners.find((l) => l.name === '0.0.0.0_9000')?.accessLog, [{ path: '/dev/stdout', format: { text: '%DURATION%\n' } }]);
+  t.ok(got.issues.some((i) => /accessLog\[2\]: ignored: access logger envoy.access_loggers.open_telemetry is not supported/.test(i)), 'an OpenTelemetry logger is warned about');
+
+  const bad = { ...hcm, accessLog: [{ name: 'f', typedConfig: { '@type': FILE, path: '/dev/stdout', logFormat: { textFormat: '%NOPE%' } } }] };
+  const refused = importListeners([{ ...listeners[0]!, filterChains: [{ filters: [{ name: HCM_NAME, typedConfig: bad }] }] }], INGRESS);
+  t.match(refused.issues.join('\n'), /Listener 0.0.0.0_8080: filterChains\[0\].filters\[0\].typedConfig.accessLog\[0\].typedConfig.logFormat: command operator %NOPE% is not supported/);
 });

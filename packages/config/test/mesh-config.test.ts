@@ -2,7 +2,7 @@
 // absent, and wrong values as errors naming the field.
 import t from 'tap';
 import { translateIstio } from '@remora/config';
-import { DEFAULT_PROXY_DEFAULTS, parseMeshConfig } from '../src/schema/mesh-config.ts';
+import { DEFAULT_PROXY_DEFAULTS, parseMeshConfig, parseProxyConfigAnnotation } from '../src/schema/mesh-config.ts';
 import { briefIssue, cluster, load, PORTS, routeTable, SIDECAR } from './helpers/translate.ts';
 
 const errors = (yaml: string): string[] => parseMeshConfig(yaml, 'mesh.yaml').issues.filter((i) => i.severity === 'error').map((i) => `${i.path}: ${i.message}`);
@@ -30,7 +30,7 @@ defaultConfig:
 `,
     'mesh.yaml',
   );
-  t.same(r.issues, []);
+  t.same(r.issues.map((i) => `${i.severity} ${i.path}: ${i.message}`), ['warning defaultConfig.concurrency: not applied: Remora serves with one event loop, whatever the worker count (4)'], 'concurrency is read and warned about');
   t.same(r.mesh?.trustDomainAliases, ['old-td']);
   t.equal(r.mesh?.enableAutoMtls, false);
   t.same(r.mesh?.accessLog, { file: '/dev/stdout', encoding: 'JSON', format: '' });
@@ -197,4 +197,21 @@ extensionProviders:
   t.same(errors('extensionProviders: [{name: o, opentelemetry: {service: s, port: 99999}}]\n'), ['extensionProviders[0].opentelemetry.port: must be an integer from 0 to 65535, found 99999']);
   t.same(errors('defaultConfig: {tracing: {sampling: high}}\n'), ['defaultConfig.tracing.sampling: must be a percentage, found "high"']);
   t.same(errors('defaultProviders: {tracing: otel}\n'), ['defaultProviders.tracing: must be a list of strings, found "otel"']);
+});
+
+t.test('the proxy.istio.io/config annotation: the fields set, errors naming the annotation', async (t) => {
+  const r = parseProxyConfigAnnotation('terminationDrainDuration: 30s\nholdApplicationUntilProxyStarts: true\n', 'annotations');
+  t.same(r.settings, { terminationDrainDurationMs: 30_000, holdApplicationUntilProxyStarts: true }, 'only what it sets: the rest stays the merged settings\'');
+  t.same(r.issues, []);
+  const json = parseProxyConfigAnnotation('{"drainDuration": "10s"}', 'ISTIO_METAJSON_ANNOTATIONS');
+  t.same(json.settings, { drainDurationMs: 10_000 }, 'JSON is YAML too');
+  const bad = parseProxyConfigAnnotation('terminationDrainDuration: soon\n', 'annotations');
+  t.equal(bad.settings, null);
+  t.same(bad.issues.map((i) => [i.file, i.kind, i.resource, i.path]), [['annotations', 'ProxyConfig', 'proxy.istio.io/config', 'terminationDrainDuration']]);
+  t.equal(parseProxyConfigAnnotation('- a list\n', 'annotations').settings, null, 'not a mapping: refused');
+});
+
+t.test('includeRequestBodyInCheck without maxRequestBytes is an error naming the field', async (t) => {
+  const yaml = 'extensionProviders:\n- name: a\n  envoyExtAuthzHttp: { service: a.ns.svc.cluster.local, port: 80, includeRequestBodyInCheck: { allowPartialMessage: true } }\n';
+  t.same(errors(yaml), ['extensionProviders[0].envoyExtAuthzHttp.includeRequestBodyInCheck.maxRequestBytes: must be greater than 0: how much of the body the check carries']);
 });

@@ -112,6 +112,14 @@ export interface FilterCallbacks {
   clearRouteCache(): void;
   /** True once the client has gone; a waiting filter should stop its work. */
   readonly aborted: boolean;
+  /**
+   * Reads the request body ahead for the filter (Envoy's buffering in decodeData): `done`
+   * gets the body once the client has sent all of it (`complete` true), or the first
+   * `maxBytes` once that many came (`complete` false; the rest is not read yet). The request
+   * still goes upstream afterwards with the same bytes. A request without a body gets an
+   * empty buffer, complete, at once. Absent: the request has no body to read (an upgrade).
+   */
+  bufferRequestBody?(maxBytes: number, done: (body: Buffer, complete: boolean) => void): void;
 }
 
 /** The per-request part. Must not throw. */

@@ -53,6 +53,7 @@ import { endpointLabelsFromIstio, portOfClusterName } from './to-model-clusters.
 /** `type.googleapis.com/`, as registry.ts's TYPE_URL_PREFIX (not imported: that module loads Envoy's descriptors). */
 const T = 'type.googleapis.com/';
 const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
+const FILE_ACCESS_LOG_TYPE = `${T}envoy.extensions.access_loggers.file.v3.FileAccessLog`;
 const ROUTER_TYPE = `${T}envoy.extensions.filters.http.router.v3.Router`;
 const DOWNSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`;
 const UPSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`;
@@ -338,7 +339,7 @@ function catchAllChains(l: ModelListener, routes: readonly TcpRoute[]): FilterCh
     return {
       name,
       ...(names.length > 0 ? { filterChainMatch: { serverNames: names } } : {}),
-      filters: [tcpProxyFilter(route, l.name)],
+      filters: [tcpProxyFilter(route, l.name, l.accessLog)],
       ...tcpRouteMetadata(route, null),
     };
   });
@@ -415,7 +416,7 @@ function sidecarChains(l: ModelListener, secrets: Map<string, SecretRef>, destin
     for (const route of routes) {
       const names = route === null ? [] : route.sniHosts.filter((h) => h !== '*');
       const sniMatch = names.length > 0 ? { serverNames: names } : {};
-      const chain = (): FilterChainJson => ({ filters: [tcpProxyFilter(route, l.name)], ...(route === null ? {} : tcpRouteMetadata(route, null)) });
+      const chain = (): FilterChainJson => ({ filters: [tcpProxyFilter(route, l.name, l.accessLog)], ...(route === null ? {} : tcpRouteMetadata(route, null)) });
       if (mesh !== null) {
         chains.push(withMatch({ ...chain(), transportSocket: istioMtlsSocket(secrets) }, { ...port, ...sniMatch, transportProtocol: 'tls' }));
         if (mesh === 'PERMISSIVE') chains.push(withMatch(chain(), { ...port, ...sniMatch, transportProtocol: 'raw_buffer' }));
@@ -431,7 +432,7 @@ function sidecarChains(l: ModelListener, secrets: Map<string, SecretRef>, destin
 function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): FilterChainJson[] {
   if (l.tcpProxy !== undefined) {
     const route = l.tcpProxy[0] ?? null;
-    return [{ filters: [tcpProxyFilter(route, l.name)], ...(route === null ? {} : tcpRouteMetadata(route, null)) }];
+    return [{ filters: [tcpProxyFilter(route, l.name, l.accessLog)], ...(route === null ? {} : tcpRouteMetadata(route, null)) }];
   }
   const hcm = (routeConfig: string = l.routeConfig): FilterJson => httpConnectionManager(l, routeConfig);
   if (l.tls === null) return [{ filters: [hcm()] }];
@@ -446,7 +447,7 @@ function filterChains(l: ModelListener, secrets: Map<string, SecretRef>): Filter
     if (server.mode === 'PASSTHROUGH') {
       for (const route of server.tcpRoutes) {
         const names = route.sniHosts.filter((h) => h !== '*');
-        chains.push({ ...(names.length > 0 ? { filterChainMatch: { serverNames: names } } : match), filters: [tcpProxyFilter(route, l.name)], ...tcpRouteMetadata(route, remora) });
+        chains.push({ ...(names.length > 0 ? { filterChainMatch: { serverNames: names } } : match), filters: [tcpProxyFilter(route, l.name, l.accessLog)], ...tcpRouteMetadata(route, remora) });
       }
       continue;
     }
@@ -519,7 +520,7 @@ function tcpRouteMetadata(route: TcpRoute, server: Record<string, JsonValue> | n
   return Object.keys(filterMetadata).length === 0 ? {} : { metadata: { filterMetadata } };
 }
 
-function tcpProxyFilter(route: TcpRoute | null, listenerName: string): FilterJson {
+function tcpProxyFilter(route: TcpRoute | null, listenerName: string, accessLog: ModelListener['accessLog']): FilterJson {
   const clusters = route?.clusters ?? [];
   const target =
     clusters.length === 1
@@ -528,7 +529,7 @@ function tcpProxyFilter(route: TcpRoute | null, listenerName: string): FilterJso
         ? { cluster: 'BlackHoleCluster' }
         : { weightedClusters: { clusters: clusters.map((c) => ({ name: c.cluster, weight: c.weight })) } };
   const statPrefix = clusters.length === 1 ? clusters[0]!.cluster : listenerName;
-  return { name: 'envoy.filters.network.tcp_proxy', typedConfig: any(TCP_PROXY_TYPE, { statPrefix, ...target }) };
+  return { name: 'envoy.filters.network.tcp_proxy', typedConfig: any(TCP_PROXY_TYPE, { statPrefix, ...target, ...accessLogJson(accessLog) }) };
 }
 
 /** The model's tracing as Envoy's HCM `tracing`, the way istiod writes it. */
@@ -603,7 +604,20 @@ function httpConnectionManager(l: ModelListener, routeConfig: string): FilterJso
     if (cm.httpProtocolOptions.acceptHttp10) body.httpProtocolOptions = { acceptHttp10: true };
   }
   if (l.tracing !== undefined) body.tracing = tracingJson(l.tracing);
+  Object.assign(body, accessLogJson(l.accessLog));
   return { name: 'envoy.filters.network.http_connection_manager', typedConfig: any(HCM_TYPE, body) };
+}
+
+/** A listener's access logs as Envoy's `access_log` of its HCM or tcp_proxy: file loggers, as istiod writes MeshConfig's. */
+function accessLogJson(logs: ModelListener['accessLog']): { accessLog?: object[] } {
+  if (logs === undefined || logs.length === 0) return {};
+  return {
+    accessLog: logs.map((a) => {
+      const f = a.format;
+      const logFormat = f === undefined ? undefined : 'text' in f ? { textFormatSource: { inlineString: f.text } } : { jsonFormat: f.json, jsonFormatOptions: { sortProperties: false } };
+      return { name: 'envoy.access_loggers.file', typedConfig: any(FILE_ACCESS_LOG_TYPE, { path: a.path, ...(logFormat === undefined ? {} : { logFormat }) }) };
+    }),
+  };
 }
 
 /** The chain as the HCM lists it; the router ends it (a chain from an older model may lack it). */

@@ -30,8 +30,9 @@
  * imported); a field that tunes something Remora does not have is a warning. Only types are
  * imported from the generated code: this module loads on the proxy's main thread.
  */
-import type { Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, HttpTracing, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
+import type { AccessLogConfig, Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, HttpTracing, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
 import { readHcmTracing } from './to-model-tracing.ts';
+import { readAccessLogs } from './to-model-access-log.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import type { ProxyNode } from '../model/node.ts';
 import { HCM_TYPE, HTTP_FILTER_TYPES, REMORA_TYPE_PREFIX, SKIPPED_ISTIO_FILTERS, TYPED_STRUCT_TYPES } from './filter-types.ts';
@@ -180,7 +181,7 @@ interface ReadListener {
 }
 
 const LISTENER_WARN: Readonly<Record<string, string>> = {
-  accessLog: "Remora writes its own access log (Istio's format)",
+  accessLog: 'connections no filter chain takes are not logged (the connection managers\' and tcp_proxies\' access logs are written)',
   perConnectionBufferLimitBytes: 'Remora has no per-connection buffer limit',
   connectionBalanceConfig: 'connections are balanced by the operating system',
   socketOptions: 'socket options are not set',
@@ -389,7 +390,13 @@ function checkStatPrefix(listener: Listener, body: SidecarBody | GatewayBody, at
   if (body.statPrefix !== expected && body.statPrefix !== `${expected};`) at.warn(`${body.hcmPath}.statPrefix`, `Remora's HTTP stats for this listener are under http.${expected}., not http.${body.statPrefix}.`);
 }
 
-type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tracing' | 'tcpProxy' | 'detectProtocol'>;
+type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tracing' | 'tcpProxy' | 'detectProtocol' | 'accessLog'>;
+
+/** The listener's access logs: its chains' (the first that has some; istiod gives every chain the same). */
+function accessLogOf(cs: readonly Chain[]): Pick<Listener, 'accessLog'> {
+  const found = cs.find((c) => c.accessLog !== null)?.accessLog;
+  return found === undefined || found === null ? {} : { accessLog: found };
+}
 
 interface SidecarBody {
   readonly fields: ListenerFields;
@@ -460,7 +467,7 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
   const tcpProxy = bare ? [] : routes;
 
   if (httpChains.length === 0) {
-    return { fields: { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls, tcpProxy }, inline: null, hcmPath: null, statPrefix: '' };
+    return { fields: { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls, tcpProxy, ...accessLogOf(cs) }, inline: null, hcmPath: null, statPrefix: '' };
   }
   const first = httpChains[0]!;
   for (const c of httpChains.slice(1)) {
@@ -479,6 +486,7 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
     ...(hcm.tracing === null ? {} : { tracing: hcm.tracing }),
     ...(tcpChains.length === 0 ? {} : { detectProtocol: { tcp: routes, timeoutMs: lc.timeoutMs } }),
+    ...accessLogOf(cs),
   };
   void destinationPort;
   return { fields, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix };
@@ -501,11 +509,11 @@ function gatewayListener(cs: readonly Chain[], base: ListenerBase & { destinatio
       // Nothing to forward to (istiod's BlackHoleCluster, no route): no TCP route.
       const route = cs[0]!.tcp!;
       const tcpProxy = route.clusters.length === 0 && route.origin === '' ? [] : [route];
-      return { listener: { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy }, inline: null };
+      return { listener: { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy, ...accessLogOf(cs) }, inline: null };
     }
     const tls = gatewayTls(cs, name, at);
     if (tls === undefined) return null;
-    return { listener: { ...base, routeConfig, httpFilters: [], tls }, inline: null };
+    return { listener: { ...base, routeConfig, httpFilters: [], tls, ...accessLogOf(cs) }, inline: null };
   }
 
   const first = httpChains[0]!;
@@ -534,6 +542,7 @@ function gatewayListener(cs: readonly Chain[], base: ListenerBase & { destinatio
     tls,
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
     ...(hcm.tracing === null ? {} : { tracing: hcm.tracing }),
+    ...accessLogOf(cs),
   };
   checkStatPrefix(listener, { fields: listener, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix }, at);
   return { listener, inline: hcm.inline };
@@ -558,6 +567,8 @@ interface Chain {
   readonly tls: Obj | null;
   /** `metadata.filterMetadata.remora`: what Remora's exporter says that Envoy's fields do not (absent from istiod). */
   readonly server: Obj | null;
+  /** The connection manager's or tcp_proxy's `access_log`; null: none. */
+  readonly accessLog: AccessLogConfig[] | null;
   readonly name: string;
 }
 
@@ -589,6 +600,7 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
   let hcmIndex = -1;
   let tcp: TcpRoute | null = null;
   let tcpWithBlackHole: TcpRoute | null = null;
+  let accessLog: AccessLogConfig[] | null = null;
   const filters = arr(c.filters);
   filters.forEach((f, i) => {
     const fo = obj(f) ?? {};
@@ -600,9 +612,11 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
       if (i !== filters.length - 1) at.error(fpath, 'the HTTP connection manager is terminal and must be the last network filter');
       hcm = tc ?? { '@type': HCM_TYPE };
       hcmIndex = i;
+      accessLog = readAccessLogs(tc?.accessLog, join(join(fpath, 'typedConfig'), 'accessLog'), at);
     } else if (type === TCP_PROXY_TYPE || (tc === null && fname === 'envoy.filters.network.tcp_proxy')) {
       if (i !== filters.length - 1) at.error(fpath, 'tcp_proxy is terminal and must be the last network filter');
       tcpWithBlackHole = readTcpProxy(tc ?? {}, join(fpath, 'typedConfig'), c, at);
+      accessLog = readAccessLogs(tc?.accessLog, join(join(fpath, 'typedConfig'), 'accessLog'), at);
       tcp = tcpWithBlackHole === null ? null : { ...tcpWithBlackHole, clusters: tcpWithBlackHole.clusters.filter((x) => x.cluster !== BLACK_HOLE) };
     } else if (SKIPPED_NETWORK_FILTERS.has(fname) || SKIPPED_ISTIO_TYPES.has(type) || (TYPED_STRUCT_TYPES.has(type) && SKIPPED_ISTIO_TYPES.has(String(tc?.typeUrl)))) {
       // Istio's peer metadata exchange and stats: Remora does that work itself.
@@ -640,17 +654,17 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
     tcpWithBlackHole,
     tls,
     server: obj(fm?.remora),
+    accessLog,
     name: typeof c.name === 'string' ? c.name : '',
   };
 }
 
 const TCP_WARN: Readonly<Record<string, string>> = {
-  accessLog: "Remora writes its own access log (Istio's format)",
   idleTimeout: 'TCP connections are not closed for idleness',
   maxConnectAttempts: 'one connection attempt is made',
   downstreamIdleTimeout: 'TCP connections are not closed for idleness',
   upstreamIdleTimeout: 'TCP connections are not closed for idleness',
-  accessLogOptions: "Remora writes its own access log (Istio's format)",
+  accessLogOptions: 'access logs are written when a connection ends',
 };
 
 /** istiod's config reference (`/apis/networking.istio.io/v1/namespaces/<ns>/virtual-service/<name>`) as `<ns>/<name>`. */
@@ -662,7 +676,7 @@ function configOrigin(metadata: unknown): string {
 
 /** A tcp_proxy's route; BlackHoleCluster is kept as a cluster here (the caller drops it where no route means the same). */
 function readTcpProxy(tp: Obj, path: string, chain: Obj, at: At): TcpRoute | null {
-  checkFields(at, path, tp, ['@type', 'statPrefix', 'cluster', 'weightedClusters'], TCP_WARN);
+  checkFields(at, path, tp, ['@type', 'statPrefix', 'cluster', 'weightedClusters', 'accessLog'], TCP_WARN);
   let clusters: { cluster: string; weight: number }[];
   if (typeof tp.cluster === 'string') {
     clusters = [{ cluster: tp.cluster, weight: 100 }];
@@ -921,8 +935,7 @@ interface Hcm {
 }
 
 const HCM_WARN: Readonly<Record<string, string>> = {
-  accessLog: "Remora writes its own access log (Istio's format)",
-  accessLogOptions: "Remora writes its own access log (Istio's format)",
+  accessLogOptions: 'access logs are written when a request ends',
   http2ProtocolOptions: "HTTP/2 settings are Node.js's",
   http3ProtocolOptions: 'HTTP/3 is not served',
   commonHttpProtocolOptions: "downstream connections close after Envoy's default idle time (1 h)",
@@ -971,6 +984,7 @@ function readHcm(h: Obj, path: string, listenerName: string, direction: TrafficD
     'requestIdExtension',
     'setCurrentClientCertDetails',
     'tracing',
+    'accessLog',
   ];
   checkFields(at, path, h, read, HCM_WARN);
 

@@ -159,6 +159,22 @@ export interface HttpTracing {
   readonly maxPathTagLength: number;
 }
 
+/**
+ * One of Envoy's `access_log` entries of a connection manager or tcp_proxy, as
+ * `envoy.access_loggers.file` (or `stdout`/`stderr`) writes it: a line per finished request
+ * (or TCP connection).
+ */
+export interface AccessLogConfig {
+  /** The file; `/dev/stdout` and `/dev/stderr` are the process's own streams. */
+  readonly path: string;
+  /**
+   * Envoy's `log_format`: a format string (`text`, its newline included), or a JSON object
+   * whose string values are format strings (`json`, a line of JSON each; nested objects
+   * too). Absent: Envoy's default text format.
+   */
+  readonly format?: { readonly text: string } | { readonly json: Readonly<Record<string, unknown>> };
+}
+
 export interface Listener {
   /** Envoy-style name: `virtualOutbound`, `virtualInbound`, `0.0.0.0_8080`. */
   readonly name: string;
@@ -182,6 +198,12 @@ export interface Listener {
   readonly connectionManager?: HttpConnectionManagerOptions;
   /** HTTP listeners: the connection manager's `tracing`; absent: no spans, trace headers pass through untouched. */
   readonly tracing?: HttpTracing;
+  /**
+   * The connection manager's (or tcp_proxy's) `access_log`: where this listener's requests are
+   * logged, and how. Absent: the proxy's own access log (`--access-log-format`, text on stdout).
+   * A proxy given `--access-log-format` uses that for every listener.
+   */
+  readonly accessLog?: readonly AccessLogConfig[];
   /**
    * A TCP listener (a Gateway TCP or TLS-passthrough server, a sidecar's TCP service port
    * `10.96.0.5_6379`, its TLS port by SNI, an inbound TCP port): the listener proxies raw TCP

@@ -16,6 +16,7 @@ import { LineCounter, parseDocument, type Document } from 'yaml';
 import type { ConfigIssue } from '../errors.ts';
 import { parseDuration } from './duration.ts';
 import { readMeshTelemetry, type MeshTelemetry } from './mesh-telemetry.ts';
+import { checkJsonAccessLogFormat, parseAccessLogFormat } from '../access-log-format.ts';
 
 /** `includeRequestBodyInCheck`: Envoy's ext_authz `with_request_body`. */
 export interface ExtAuthzRequestBody {
@@ -194,17 +195,52 @@ export function parseMeshConfig(text: string, file: string): MeshConfigParseResu
   return { mesh: reader.issues.some((i) => i.severity === 'error') ? null : mesh, issues: reader.issues };
 }
 
+/** The pod annotation that overrides the proxy settings (a ProxyConfig as YAML or JSON). */
+export const PROXY_CONFIG_ANNOTATION = 'proxy.istio.io/config';
+
+export interface ProxyConfigAnnotationResult {
+  /** The fields the annotation sets; null when it has errors. */
+  readonly settings: Partial<MeshProxyDefaults> | null;
+  readonly issues: readonly ConfigIssue[];
+}
+
+/**
+ * Reads a pod's `proxy.istio.io/config` annotation: a ProxyConfig in YAML (or JSON), whose
+ * fields the data plane applies are merged over every other source, as istiod merges it
+ * last. Problems name `source` (the annotations file, or the environment variable) and
+ * the field under the annotation.
+ */
+export function parseProxyConfigAnnotation(text: string, source: string): ProxyConfigAnnotationResult {
+  const reader = new MeshReader(source, 'ProxyConfig', PROXY_CONFIG_ANNOTATION);
+  const doc = parseDocument(text);
+  if (doc.errors.length > 0) {
+    reader.error([], `not valid YAML: ${doc.errors[0]!.message}`, 0);
+    return { settings: null, issues: reader.issues };
+  }
+  const root: unknown = doc.toJS() ?? {};
+  if (!isObject(root)) {
+    reader.error([], 'must be a ProxyConfig mapping', 0);
+    return { settings: null, issues: reader.issues };
+  }
+  const settings = reader.proxyFields(root, []);
+  return { settings: reader.issues.some((i) => i.severity === 'error') ? null : settings, issues: reader.issues };
+}
+
 type Path = readonly (string | number)[];
 
 class MeshReader {
   readonly issues: ConfigIssue[] = [];
   readonly #file: string;
+  readonly #kind: string;
+  readonly #resource: string;
   #doc: Document | null = null;
   #lines: LineCounter | null = null;
   #base: Path = [];
 
-  constructor(file: string) {
+  constructor(file: string, kind = 'MeshConfig', resource = 'mesh') {
     this.#file = file;
+    this.#kind = kind;
+    this.#resource = resource;
   }
 
   locate(doc: Document, lines: LineCounter, base: Path): void {
@@ -225,11 +261,11 @@ class MeshReader {
   }
 
   error(path: Path, message: string, line?: number): void {
-    this.issues.push({ severity: 'error', file: this.#file, line: line ?? this.#line(path), kind: 'MeshConfig', resource: 'mesh', path: fieldPath([...this.#base, ...path]), message });
+    this.issues.push({ severity: 'error', file: this.#file, line: line ?? this.#line(path), kind: this.#kind, resource: this.#resource, path: fieldPath([...this.#base, ...path]), message });
   }
 
   warn(path: Path, message: string): void {
-    this.issues.push({ severity: 'warning', file: this.#file, line: this.#line(path), kind: 'MeshConfig', resource: 'mesh', path: fieldPath([...this.#base, ...path]), message });
+    this.issues.push({ severity: 'warning', file: this.#file, line: this.#line(path), kind: this.#kind, resource: this.#resource, path: fieldPath([...this.#base, ...path]), message });
   }
 
   mesh(raw: unknown): MeshConfig {
@@ -363,6 +399,24 @@ class MeshReader {
       this.error(['accessLogEncoding'], `must be TEXT or JSON, found ${JSON.stringify(encoding)}`);
       return null;
     }
+    // istiod writes the format into Envoy's file logger: an operator Envoy would refuse is an error here.
+    if (format !== '') {
+      try {
+        if (encoding === 'JSON') {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(format);
+          } catch (err) {
+            throw new Error(`with accessLogEncoding JSON, must be a JSON object of keys to format strings: ${(err as Error).message}`);
+          }
+          if (!isObject(parsed)) throw new Error('with accessLogEncoding JSON, must be a JSON object of keys to format strings');
+          checkJsonAccessLogFormat(parsed);
+        } else parseAccessLogFormat(format);
+      } catch (err) {
+        this.error(['accessLogFormat'], (err as Error).message);
+        return null;
+      }
+    }
     return { file, encoding: encoding === 'JSON' ? 'JSON' : 'TEXT', format };
   }
 
@@ -370,22 +424,32 @@ class MeshReader {
   #defaultConfig(raw: Record<string, unknown>): MeshProxyDefaults | null {
     const d = this.#mapping(raw, 'defaultConfig', []);
     if (d === null) return null;
-    const at = ['defaultConfig'];
-    let concurrency = DEFAULT_PROXY_DEFAULTS.concurrency;
+    return { ...DEFAULT_PROXY_DEFAULTS, ...this.proxyFields(d, ['defaultConfig']) };
+  }
+
+  /**
+   * The ProxyConfig fields a data plane applies, only those set (`defaultConfig`, or the
+   * `proxy.istio.io/config` annotation). `concurrency` is read and warned about: one event
+   * loop serves, whatever the worker count.
+   */
+  proxyFields(d: Record<string, unknown>, at: Path): Partial<MeshProxyDefaults> {
+    const out: { -readonly [K in keyof MeshProxyDefaults]?: MeshProxyDefaults[K] } = {};
     if (d['concurrency'] !== undefined && d['concurrency'] !== null) {
       const c = d['concurrency'];
-      if (typeof c === 'number' && Number.isInteger(c) && c >= 0) concurrency = c;
-      else this.error([...at, 'concurrency'], `must be a non-negative integer (0: all cores), found ${describe(c)}`);
+      if (typeof c === 'number' && Number.isInteger(c) && c >= 0) {
+        out.concurrency = c;
+        if (c !== 1) this.warn([...at, 'concurrency'], `not applied: Remora serves with one event loop, whatever the worker count (${c})`);
+      } else this.error([...at, 'concurrency'], `must be a non-negative integer (0: all cores), found ${describe(c)}`);
     }
     const drain = this.#duration(d, 'drainDuration', at);
     if (drain !== null && drain < 1_000) this.error([...at, 'drainDuration'], 'must be at least 1s');
+    if (drain !== null) out.drainDurationMs = drain;
     const termination = this.#duration(d, 'terminationDrainDuration', at);
-    return {
-      concurrency,
-      drainDurationMs: drain ?? DEFAULT_PROXY_DEFAULTS.drainDurationMs,
-      terminationDrainDurationMs: termination ?? DEFAULT_PROXY_DEFAULTS.terminationDrainDurationMs,
-      holdApplicationUntilProxyStarts: this.#bool(d, 'holdApplicationUntilProxyStarts', at),
-    };
+    if (termination !== null) out.terminationDrainDurationMs = termination;
+    if (d['holdApplicationUntilProxyStarts'] !== undefined && d['holdApplicationUntilProxyStarts'] !== null) {
+      out.holdApplicationUntilProxyStarts = this.#bool(d, 'holdApplicationUntilProxyStarts', at);
+    }
+    return out;
   }
 
   #outboundTrafficPolicy(raw: Record<string, unknown>): OutboundTrafficMode | null {
@@ -455,7 +519,10 @@ class MeshReader {
       this.error(bat, 'must be a mapping');
       return null;
     }
-    return { maxRequestBytes: this.#uint(v, 'maxRequestBytes', bat), allowPartialMessage: this.#bool(v, 'allowPartialMessage', bat), packAsBytes: this.#bool(v, 'packAsBytes', bat) };
+    const max = this.#uint(v, 'maxRequestBytes', bat);
+    // Envoy's with_request_body.max_request_bytes must be greater than 0: istiod would write a config Envoy refuses.
+    if (max === 0) this.error([...bat, 'maxRequestBytes'], 'must be greater than 0: how much of the body the check carries');
+    return { maxRequestBytes: max, allowPartialMessage: this.#bool(v, 'allowPartialMessage', bat), packAsBytes: this.#bool(v, 'packAsBytes', bat) };
   }
 
   #string(o: Record<string, unknown>, key: string, at: Path): string {

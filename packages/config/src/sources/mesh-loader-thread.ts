@@ -6,6 +6,7 @@ import type { RouteConfiguration, VirtualHost } from '../model/route.ts';
 import { DEFAULT_TRANSLATE_OPTIONS } from '../translate/istio.ts';
 import type { MeshLoadOptions } from './mesh-loader.ts';
 import type { LoadTimings } from './load-timings.ts';
+import type { ProxySettings } from '../translate/proxy-settings.ts';
 import type { FromLoader, ToLoader } from './mesh-loader-protocol.ts';
 
 export interface MeshLoaderThreadOptions {
@@ -20,6 +21,8 @@ export interface ThreadLoadResult {
   readonly files: readonly string[];
   /** The loader thread's steps, and `handoverMs`: the rest of the wall time (starting the thread, taking the result in piece by piece). */
   readonly timings: LoadTimings & { readonly handoverMs: number };
+  /** The proxy settings for this workload (drain durations, ...); null when the config is. */
+  readonly proxySettings: ProxySettings | null;
 }
 
 /**
@@ -91,7 +94,7 @@ export class MeshLoaderThread {
       const finish = (): void => {
         const config = head!.config === null ? null : { ...head!.config, routeConfigs: routeConfigs as RouteConfiguration[] };
         const workMs = head!.timings.readMs + head!.timings.validateMs + head!.timings.translateMs;
-        done(null, { config, issues: head!.issues, files: head!.files, timings: { ...head!.timings, handoverMs: Math.max(0, performance.now() - asked - workMs) } });
+        done(null, { config, issues: head!.issues, files: head!.files, proxySettings: head!.proxySettings, timings: { ...head!.timings, handoverMs: Math.max(0, performance.now() - asked - workMs) } });
       };
       // Each piece is asked for on the next turn of the event loop, so requests run in between.
       const askNext = (): void => void setImmediate(() => worker.postMessage({ type: 'next', id: request.id } satisfies ToLoader));

@@ -35,7 +35,7 @@ port.on('message', (m: ToLoader) => {
       head = { ...head, routeConfigs: head.routeConfigs.map((rc) => ({ ...rc, virtualHosts: [] })) };
     }
     if (pieces.length > 0) pending = { id: m.id, pieces };
-    send({ type: 'head', id: m.id, config: head, issues: r.issues, files: r.files, timings: r.timings, pieces: pieces.length });
+    send({ type: 'head', id: m.id, config: head, issues: r.issues, files: r.files, timings: r.timings, proxySettings: r.proxySettings, pieces: pieces.length });
   } catch (err) {
     send({ type: 'failed', id: m.id, message: (err as Error).stack ?? String(err) });
   }

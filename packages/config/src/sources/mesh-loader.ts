@@ -15,7 +15,9 @@ import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { Resource } from '../resources/resource.ts';
 import { isSupportedKind, validateResource } from '../schema/validator.ts';
 import { readFileSync } from 'node:fs';
-import { parseMeshConfig } from '../schema/mesh-config.ts';
+import { parseMeshConfig, parseProxyConfigAnnotation, PROXY_CONFIG_ANNOTATION } from '../schema/mesh-config.ts';
+import type { ProxyConfigAnnotation, ProxySettings } from '../translate/proxy-settings.ts';
+import { parseAnnotationsFile, parseAnnotationsJson, type PodAnnotationsResult } from './pod-annotations.ts';
 import { DEFAULT_TRANSLATE_OPTIONS, type TranslateOptions } from '../translate/istio.ts';
 import { translateIstioToEnvoy } from '../translate/istio-envoy.ts';
 import { loadFiles } from './load-files.ts';
@@ -28,6 +30,13 @@ export type { LoadTimings };
 export interface MeshLoadOptions extends TranslateOptions {
   /** Istio's MeshConfig (the `mesh` key of the `istio` ConfigMap, or that ConfigMap), read with the resources. */
   readonly meshConfigFile?: string;
+  /**
+   * The pod's annotations: a downward API file (`key="value"` lines), read with the
+   * resources and watched; its `proxy.istio.io/config` is merged over the proxy settings last.
+   */
+  readonly annotationsFile?: string;
+  /** The pod's annotations as Istio's agent passes them (`ISTIO_METAJSON_ANNOTATIONS`, a JSON object); the file wins. */
+  readonly annotationsJson?: string;
 }
 
 export interface MeshLoadResult {
@@ -40,6 +49,8 @@ export interface MeshLoadResult {
   readonly resources: readonly Resource[];
   /** How long each step took, for the log line a config change writes. */
   readonly timings: LoadTimings;
+  /** The proxy settings for this workload (drain durations, ...); null when the config is. */
+  readonly proxySettings: ProxySettings | null;
 }
 
 /**
@@ -78,6 +89,8 @@ export function loadMesh(
       }
     }
   }
+  const annotation = proxyConfigAnnotation(options, files, issues);
+  if (annotation !== null) options = { ...options, proxyConfigAnnotation: annotation };
   const t1 = performance.now();
   const valid: Resource[] = [];
   const seen = new Map<string, Resource>();
@@ -103,14 +116,41 @@ export function loadMesh(
     valid.push(r);
   }
   const t2 = performance.now();
-  if (hasErrors(issues)) return { config: null, issues, files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: 0 } };
+  if (hasErrors(issues)) return { config: null, issues, files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: 0 }, proxySettings: null };
   const translated = translateIstioToEnvoy(valid, node, ports, options);
   issues.push(...translated.issues);
-  if (hasErrors(issues)) return { config: null, issues, files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 } };
+  if (hasErrors(issues)) return { config: null, issues, files, resources: valid, timings: { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 }, proxySettings: null };
   const imported = proxyConfigFromEnvoy(translated.envoy, node, translated.version);
   issues.push(...imported.issues.map(importIssue));
   const timings = { readMs: t1 - t0, validateMs: t2 - t1, translateMs: performance.now() - t2 };
-  return { config: hasErrors(issues) ? null : imported.config, issues, files, resources: valid, timings };
+  const ok = !hasErrors(issues);
+  return { config: ok ? imported.config : null, issues, files, resources: valid, timings, proxySettings: ok ? translated.proxySettings : null };
+}
+
+/** The pod's `proxy.istio.io/config` annotation, from the annotations file or else the agent's JSON; null when none. */
+function proxyConfigAnnotation(options: MeshLoadOptions, files: string[], issues: ConfigIssue[]): ProxyConfigAnnotation | null {
+  let read: PodAnnotationsResult | null = null;
+  let source = '';
+  if (options.annotationsFile !== undefined) {
+    source = options.annotationsFile;
+    files.push(source);
+    try {
+      read = parseAnnotationsFile(readFileSync(source, 'utf8'), source);
+    } catch (err) {
+      issues.push({ severity: 'error', file: source, line: 0, kind: 'Annotations', resource: 'pod', path: '', message: `cannot read: ${(err as Error).message}` });
+      return null;
+    }
+  } else if (options.annotationsJson !== undefined) {
+    source = 'ISTIO_METAJSON_ANNOTATIONS';
+    read = parseAnnotationsJson(options.annotationsJson, source);
+  }
+  if (read === null) return null;
+  issues.push(...read.issues);
+  const text = read.annotations.get(PROXY_CONFIG_ANNOTATION);
+  if (text === undefined) return null;
+  const parsed = parseProxyConfigAnnotation(text, source);
+  issues.push(...parsed.issues);
+  return parsed.settings === null ? null : { settings: parsed.settings, source: `${source} (${PROXY_CONFIG_ANNOTATION})` };
 }
 
 /**

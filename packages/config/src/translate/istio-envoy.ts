@@ -13,6 +13,7 @@ import type { Resource } from '../resources/resource.ts';
 import { TranslateContext } from './context.ts';
 import { applyEnvoyFilters } from './envoyfilter-patch.ts';
 import { DEFAULT_TRANSLATE_OPTIONS, translateIstio, type TranslateOptions } from './istio.ts';
+import type { ProxySettings } from './proxy-settings.ts';
 
 export interface EnvoyTranslateResult {
   readonly envoy: EnvoyResources;
@@ -20,6 +21,8 @@ export interface EnvoyTranslateResult {
   readonly version: string;
   /** Errors make the config unusable; warnings are worth printing but change nothing. */
   readonly issues: ConfigIssue[];
+  /** The proxy settings for this workload (drain durations, ...), for the proxy's process. */
+  readonly proxySettings: ProxySettings;
 }
 
 export function translateIstioToEnvoy(
@@ -29,7 +32,7 @@ export function translateIstioToEnvoy(
   options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): EnvoyTranslateResult {
   // EnvoyFilters patch the Envoy resources, not the model: the translator does not see them.
-  const { config, issues } = translateIstio(
+  const { config, issues, proxySettings } = translateIstio(
     resources.filter((r) => r.kind !== 'EnvoyFilter'),
     node,
     ports,
@@ -48,5 +51,5 @@ export function translateIstioToEnvoy(
   // The translator saw no EnvoyFilter: the version must change when only they do.
   const filters = resources.filter((r) => r.kind === 'EnvoyFilter');
   const version = filters.length === 0 ? config.version : createHash('sha256').update(config.version).update(JSON.stringify(filters.map((r) => r.document))).digest('hex').slice(0, 16);
-  return { envoy, version, issues: all };
+  return { envoy, version, issues: all, proxySettings };
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { formatIssue, type ConfigIssue } from '../errors.ts';
 import type { Cluster } from '../model/cluster.ts';
-import type { HttpFilterConfig, Listener, TcpRoute, TlsServer } from '../model/listener.ts';
+import type { AccessLogConfig, HttpFilterConfig, Listener, TcpRoute, TlsServer } from '../model/listener.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
@@ -30,8 +30,9 @@ import {
   weightedTcpClusters,
 } from './sidecar-listeners.ts';
 import { authzFilters, NO_AUTHZ } from './security.ts';
-import { proxySettings, type ProxySettings } from './proxy-settings.ts';
-import { DEFAULT_MESH_CONFIG, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
+import { proxySettings, type ProxyConfigAnnotation, type ProxySettings } from './proxy-settings.ts';
+import { DEFAULT_MESH_CONFIG, type MeshAccessLog, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
+import { ISTIO_JSON_ACCESS_LOG_FORMAT, ISTIO_TEXT_ACCESS_LOG_FORMAT } from '../access-log-format.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { nameTable } from './name-table.ts';
@@ -49,6 +50,8 @@ import {
 export interface TranslateOptions extends ClusterOptions {
   /** Istio's MeshConfig (the `mesh` ConfigMap): extension providers for CUSTOM policies; absent: Istio's defaults. */
   readonly mesh?: MeshConfig;
+  /** The pod's `proxy.istio.io/config` annotation: merged over every other proxy settings source. */
+  readonly proxyConfigAnnotation?: ProxyConfigAnnotation;
 }
 
 export const DEFAULT_TRANSLATE_OPTIONS: TranslateOptions = { dnsRefreshMs: 60_000 };
@@ -91,20 +94,40 @@ export function translateIstio(
     routeConfigs.push(...gw.routeConfigs);
   }
 
+  // MeshConfig's accessLogFile: istiod's file logger on every connection manager and tcp_proxy.
+  const accessLog = meshAccessLog(ctx.mesh.accessLog);
+  if (accessLog !== null) for (let i = 0; i < listeners.length; i++) listeners[i] = { ...listeners[i]!, accessLog };
+
   const version = createHash('sha256')
     .update(JSON.stringify(resources.map((r) => r.document)))
     .update(JSON.stringify(node))
     .update(JSON.stringify(ports))
     // The MeshConfig changes the config too (extension providers): a change to it alone is a new version.
     .update(JSON.stringify(options.mesh ?? null))
+    .update(JSON.stringify(options.proxyConfigAnnotation?.settings ?? null))
     .digest('hex')
     .slice(0, 16);
   // istiod's NDS name table: what the sidecar's DNS proxy answers.
   const names = node.kind === 'sidecar' ? nameTable(ctx, registry) : [];
-  const settings = proxySettings(ctx);
+  const settings = proxySettings(ctx, options.proxyConfigAnnotation);
   // The Telemetry resources' tracing, on every HTTP listener (istiod's configureTracing).
   const traced = applyTelemetry(ctx, registry, listeners, clusters);
   return { config: { version, node, listeners: traced, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues), proxySettings: settings };
+}
+
+/**
+ * MeshConfig's access log as istiod builds it (FileAccessLogFromMeshConfig): none when
+ * `accessLogFile` is empty; TEXT with `accessLogFormat` (a newline added when missing) or
+ * Istio's text format; JSON with `accessLogFormat` read as a JSON object, or Istio's JSON.
+ */
+function meshAccessLog(m: MeshAccessLog | undefined): AccessLogConfig[] | null {
+  if (m === undefined || m.file === '') return null;
+  if (m.encoding === 'JSON') {
+    const json = m.format === '' ? ISTIO_JSON_ACCESS_LOG_FORMAT : (JSON.parse(m.format) as Record<string, unknown>);
+    return [{ path: m.file, format: { json } }];
+  }
+  const text = m.format === '' ? ISTIO_TEXT_ACCESS_LOG_FORMAT : m.format.endsWith('\n') ? m.format : `${m.format}\n`;
+  return [{ path: m.file, format: { text } }];
 }
 
 /**

@@ -2,8 +2,8 @@
  * The proxy settings that apply to this workload, as istiod's EffectiveProxyConfig merges
  * them: MeshConfig `defaultConfig`, then the root namespace's ProxyConfig, then the
  * workload namespace's, then one whose selector matches the workload (the oldest at each
- * level). Istio's own later step, the pod's `proxy.istio.io/config` annotation, has no input
- * here: Remora is given no pod annotations.
+ * level), then the pod's `proxy.istio.io/config` annotation (given to the proxy as its
+ * annotations file or Istio's agent's `ISTIO_METAJSON_ANNOTATIONS`), last.
  *
  * The drain durations and holdApplicationUntilProxyStarts are for the proxy's process to
  * apply; `concurrency`, `image` and `environmentVariables` are settings of the proxy's
@@ -30,7 +30,14 @@ export interface ProxySettings extends MeshProxyDefaults {
   readonly from: readonly string[];
 }
 
-export function proxySettings(ctx: TranslateContext): ProxySettings {
+/** The `proxy.istio.io/config` annotation, read (schema/mesh-config.ts `parseProxyConfigAnnotation`). */
+export interface ProxyConfigAnnotation {
+  readonly settings: Partial<MeshProxyDefaults>;
+  /** Where it came from, for `from`. */
+  readonly source: string;
+}
+
+export function proxySettings(ctx: TranslateContext, annotation?: ProxyConfigAnnotation): ProxySettings {
   const base = ctx.mesh.defaultConfig ?? DEFAULT_PROXY_DEFAULTS;
   let settings: ProxySettings = { ...base, environmentVariables: {}, imageType: '', from: [] };
   const levels = scopedResources(ctx, 'ProxyConfig', (spec) => (spec as IstioProxyConfigSpec).selector?.matchLabels);
@@ -38,6 +45,7 @@ export function proxySettings(ctx: TranslateContext): ProxySettings {
     if (r === null) continue;
     settings = merge(ctx, settings, r);
   }
+  if (annotation !== undefined) settings = { ...settings, ...annotation.settings, from: [...settings.from, annotation.source] };
   return settings;
 }
 

@@ -75,6 +75,16 @@ export interface GrpcServiceConfig {
   readonly timeoutMs: number;
 }
 
+/**
+ * `with_request_body`: how much of the body the check carries, whether a longer body is
+ * checked on its first `maxBytes` (else 413), and whether gRPC sends it as `raw_body` bytes.
+ */
+export interface RequestBodySettings {
+  readonly maxBytes: number;
+  readonly allowPartial: boolean;
+  readonly packAsBytes: boolean;
+}
+
 /** The compiled ExtAuthz message. */
 export class ExtAuthzSettings {
   readonly http: HttpServiceConfig | null;
@@ -87,8 +97,10 @@ export class ExtAuthzSettings {
   readonly statusOnError: number;
   readonly enabledBy: MetadataCondition | null;
   readonly clearRouteCache: boolean;
+  /** `with_request_body`: the check carries the body, read up to `maxBytes`; null: headers only. */
+  readonly withBody: RequestBodySettings | null;
 
-  constructor(c: ExtAuthzJson, warn: (message: string) => void) {
+  constructor(c: ExtAuthzJson) {
     if (c.transportApiVersion !== undefined && c.transportApiVersion !== 'V3' && (c.transportApiVersion as unknown) !== 2) {
       throw new Error(`transportApiVersion: only V3 is supported, got ${String(c.transportApiVersion)}`);
     }
@@ -97,8 +109,13 @@ export class ExtAuthzSettings {
     for (const f of ['filterEnabled', 'denyAtDisable', 'metadataContextNamespaces', 'typedMetadataContextNamespaces', 'routeMetadataContextNamespaces', 'enableDynamicMetadataIngestion'] as const) {
       if (c[f] !== undefined) throw new Error(`${f}: not supported`);
     }
-    // istiod writes it for providers with includeRequestBodyInCheck; Remora sends no body yet.
-    if (c.withRequestBody !== undefined) warn('ext_authz withRequestBody: the request body is not sent to the authorization service; the check sees headers only');
+    this.withBody = null;
+    if (c.withRequestBody !== undefined) {
+      const b = c.withRequestBody;
+      const max = b.maxRequestBytes ?? 0;
+      if (!Number.isInteger(max) || max <= 0) throw new Error(`withRequestBody.maxRequestBytes: must be greater than 0, got ${JSON.stringify(b.maxRequestBytes ?? null)}`);
+      this.withBody = { maxBytes: max, allowPartial: b.allowPartialMessage === true, packAsBytes: b.packAsBytes === true };
+    }
     this.allowedHeaders = new HeaderPatterns(c.allowedHeaders, 'allowedHeaders');
     this.disallowedHeaders = new HeaderPatterns(c.disallowedHeaders, 'disallowedHeaders');
     this.failureModeAllow = c.failureModeAllow === true;

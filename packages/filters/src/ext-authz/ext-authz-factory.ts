@@ -14,7 +14,7 @@ export class ExtAuthzFilterFactory implements HttpFilterFactory {
   compile(config: unknown, context: FilterCompileContext): ExtAuthzFilterConfig {
     if (config === null || typeof config !== 'object' || Array.isArray(config)) throw new Error('config must be an ExtAuthz message (JSON object)');
     const c = config as ExtAuthzJson;
-    const settings = new ExtAuthzSettings(c, (m) => context.warn(m));
+    const settings = new ExtAuthzSettings(c);
     // Envoy's `stat_prefix` goes between `ext_authz.` and the counter.
     const prefix = `ext_authz.${c.statPrefix === undefined || c.statPrefix === '' ? '' : `${c.statPrefix}.`}`;
     const stats = context.stats ?? DETACHED_STATS;

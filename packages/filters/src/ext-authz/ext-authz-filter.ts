@@ -2,7 +2,10 @@
  * `envoy.filters.http.ext_authz` per request, as Envoy's: when the request is enabled (by
  * `filter_enabled_metadata`, else always) the chain stops while the authorization service is
  * asked — an HTTP request with the same method and path (after `path_prefix`) and the allowed
- * headers, or a gRPC `Authorization/Check` with a CheckRequest. Allowed (HTTP 200, or gRPC
+ * headers, or a gRPC `Authorization/Check` with a CheckRequest. With `with_request_body`
+ * the body is read first (up to `max_request_bytes`; a longer one gets 413 unless
+ * `allow_partial_message`) and sent in the check (the HTTP body; gRPC `body`, or `raw_body`
+ * with `pack_as_bytes`), then upstream as it was. Allowed (HTTP 200, or gRPC
  * status OK): the service's allowed headers go upstream and the chain goes on. Denied: the
  * client gets the service's status, body and allowed headers (response flag UAEX, details
  * `ext_authz_denied`). No answer (no cluster, connection failure, timeout, a gRPC error):
@@ -29,6 +32,9 @@ const NOT_FORWARDED = new Set(['host', 'connection', 'keep-alive', 'proxy-connec
 const HTTP_DEFAULT_HEADERS = new Set(['authorization']);
 /** Headers of a denial that the local reply writes itself. */
 const NOT_TO_CLIENT = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'date', 'server', 'content-type']);
+
+/** Envoy's header telling the authorization service whether the body it got was cut at `max_request_bytes`. */
+const PARTIAL_BODY = 'x-envoy-auth-partial-body';
 
 export const EXT_AUTHZ_DENIED = 'ext_authz_denied';
 export const EXT_AUTHZ_ERROR = 'ext_authz_error';
@@ -62,6 +68,9 @@ export class ExtAuthzFilter implements HttpFilter {
   #cancel: (() => void) | null = null;
   #req: FilterRequest | null = null;
   #callbacks: FilterCallbacks | null = null;
+  /** `with_request_body`: the body read for the check (null: none is sent), and whether it is cut at the limit. */
+  #body: Buffer | null = null;
+  #partial = false;
 
   constructor(config: ExtAuthzFilterConfig) {
     this.#config = config;
@@ -81,8 +90,30 @@ export class ExtAuthzFilter implements HttpFilter {
       this.#onError('no_cluster', 'no cluster can be reached from this filter');
       return FilterStatus.StopIteration;
     }
-    if (s.http !== null) this.#sendHttp(req, c.upstream);
-    else if (c.codec !== null) this.#sendGrpc(req, c.upstream, c.codec);
+    const body = s.withBody;
+    if (body === null || callbacks.bufferRequestBody === undefined) {
+      this.#send(req, callbacks);
+      return FilterStatus.StopIteration;
+    }
+    callbacks.bufferRequestBody(body.maxBytes, (bytes, complete) => {
+      if (callbacks.aborted) return;
+      // Envoy's decoder buffer limit without allow_partial_message: the HCM's 413.
+      if (!complete && !body.allowPartial) {
+        callbacks.sendLocalReply(413, 'Payload Too Large', null, 'request_payload_too_large');
+        return;
+      }
+      this.#body = bytes;
+      this.#partial = !complete;
+      this.#send(req, callbacks);
+    });
+    return FilterStatus.StopIteration;
+  }
+
+  #send(req: FilterRequest, callbacks: FilterCallbacks): void {
+    const c = this.#config;
+    const s = c.settings;
+    if (s.http !== null) this.#sendHttp(req, c.upstream!);
+    else if (c.codec !== null) this.#sendGrpc(req, c.upstream!, c.codec);
     else {
       c.codecReady!.then(
         (codec) => {
@@ -91,7 +122,6 @@ export class ExtAuthzFilter implements HttpFilter {
         (err: Error) => this.#onError('connect_failure', `gRPC codec: ${err.message}`),
       );
     }
-    return FilterStatus.StopIteration;
   }
 
   onDestroy(): void {
@@ -110,7 +140,8 @@ export class ExtAuthzFilter implements HttpFilter {
       headers.push(lower, list[i + 1]!);
     }
     for (let i = 0; i < http.headersToAdd.length; i += 2) headers.push(http.headersToAdd[i]!, http.headersToAdd[i + 1]!);
-    this.#cancel = upstream.send(http.cluster, { method: req.method, path: http.pathPrefix + req.path, headers, body: null, timeoutMs: http.timeoutMs }, (failure, res, detail) => {
+    if (this.#body !== null) headers.push(PARTIAL_BODY, this.#partial ? 'true' : 'false');
+    this.#cancel = upstream.send(http.cluster, { method: req.method, path: http.pathPrefix + req.path, headers, body: this.#body, timeoutMs: http.timeoutMs }, (failure, res, detail) => {
       this.#cancel = null;
       if (failure !== null || res === null) return this.#onError(failure ?? 'connect_failure', detail);
       this.#onHttpResponse(res);
@@ -164,9 +195,10 @@ export class ExtAuthzFilter implements HttpFilter {
       const had = map[lower];
       map[lower] = had === undefined ? list[i + 1]! : `${had},${list[i + 1]!}`;
     }
+    if (this.#body !== null) map[PARTIAL_BODY] = this.#partial ? 'true' : 'false';
     let body: Buffer;
     try {
-      body = codec.encode(req, map);
+      body = codec.encode(req, map, this.#body === null ? null : { bytes: this.#body, packAsBytes: this.#config.settings.withBody!.packAsBytes });
     } catch (err) {
       this.#onError('connect_failure', `CheckRequest: ${(err as Error).message}`);
       return;

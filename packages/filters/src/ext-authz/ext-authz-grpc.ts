@@ -22,8 +22,11 @@ export interface CheckDecision {
 }
 
 export interface CheckCodec {
-  /** The gRPC message (5-byte frame header included) of the request's CheckRequest. */
-  encode(req: FilterRequest, headers: Readonly<Record<string, string>>): Buffer;
+  /**
+   * The gRPC message (5-byte frame header included) of the request's CheckRequest; `body`:
+   * the request body read for the check (`http.body` as UTF-8, or `http.raw_body` when packed as bytes).
+   */
+  encode(req: FilterRequest, headers: Readonly<Record<string, string>>, body?: { readonly bytes: Buffer; readonly packAsBytes: boolean } | null): Buffer;
   /** The CheckResponse of a gRPC response body; throws when it is not one. */
   decode(body: Buffer): CheckDecision;
 }
@@ -42,7 +45,7 @@ async function load(): Promise<CheckCodec> {
   ]);
   const { CheckRequestSchema, CheckResponseSchema } = ext;
   return {
-    encode(req, headers) {
+    encode(req, headers, body = null) {
       const msg = create(CheckRequestSchema, {
         attributes: {
           source: {
@@ -63,6 +66,7 @@ async function load(): Promise<CheckCodec> {
               scheme: req.scheme,
               protocol: req.protocol,
               size: -1n,
+              ...(body === null ? {} : body.packAsBytes ? { rawBody: new Uint8Array(body.bytes.buffer, body.bytes.byteOffset, body.bytes.length) } : { body: body.bytes.toString('utf8') }),
             },
           },
         },

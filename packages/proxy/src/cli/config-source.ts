@@ -4,7 +4,7 @@
  * them, and tells the source whether each went live (under xDS that is the ACK or NACK).
  */
 import { resolve } from 'node:path';
-import { FileWatcher, formatIssue, hasErrors, MeshLoaderThread, type ConfigIssue, type ProxyConfig, type ThreadLoadResult } from '@remora/config';
+import { FileWatcher, formatIssue, hasErrors, MeshLoaderThread, type ConfigIssue, type ProxyConfig, type ProxySettings, type ThreadLoadResult } from '@remora/config';
 import type { Loggers } from '../logger.ts';
 import type { ProxyOptions } from './options.ts';
 
@@ -17,6 +17,8 @@ export interface SourceTimings {
 export interface SourcedConfig {
   readonly config: ProxyConfig;
   readonly timings: SourceTimings | null;
+  /** The workload's proxy settings (MeshConfig defaultConfig, ProxyConfig, annotation); absent: the source has none (xDS). */
+  readonly proxySettings?: ProxySettings;
 }
 
 /** Applies a config; resolves with null when it went live, else why not. */
@@ -71,8 +73,8 @@ export class FileConfigSource implements ConfigSource {
 
   async first(): Promise<SourcedConfig | null> {
     // Watching starts before the first read, so a change made while it loads is not missed.
-    const mesh = this.#opts.meshConfigFile;
-    this.#watcher = new FileWatcher(mesh === undefined ? this.#opts.configPaths : [...this.#opts.configPaths, mesh], () => void this.reload());
+    const extra = [this.#opts.meshConfigFile, this.#opts.annotationsFile].filter((f) => f !== undefined);
+    this.#watcher = new FileWatcher([...this.#opts.configPaths, ...extra], () => void this.reload());
     await this.#watcher.ready;
     const loaded = await this.#load();
     if (loaded !== null) this.#current = loaded.config.version;
@@ -132,13 +134,15 @@ export class FileConfigSource implements ConfigSource {
       dnsRefreshMs: this.#opts.dnsRefreshMs,
       ...(this.#opts.credentialsDir !== null ? { credentialsDir: resolve(this.#opts.credentialsDir) } : {}),
       ...(this.#opts.meshConfigFile !== undefined ? { meshConfigFile: this.#opts.meshConfigFile } : {}),
+      ...(this.#opts.annotationsFile !== undefined ? { annotationsFile: this.#opts.annotationsFile } : {}),
+      ...(this.#opts.annotationsJson !== undefined ? { annotationsJson: this.#opts.annotationsJson } : {}),
     });
     for (const issue of result.issues) cfg.log(issue.severity === 'error' ? 'error' : 'warning', formatIssue(issue));
     if (hasErrors(result.issues) || result.config === null) {
       this.#lastError = summarize(result.issues);
       return null;
     }
-    return { config: result.config, timings: { summary: timingSummary(result.timings) } };
+    return { config: result.config, timings: { summary: timingSummary(result.timings) }, ...(result.proxySettings !== null ? { proxySettings: result.proxySettings } : {}) };
   }
 }
 

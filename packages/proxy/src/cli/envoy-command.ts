@@ -128,7 +128,8 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
     prometheusPort: 0,
     // Istio's agent, which execs this, serves the status port and its app probes itself.
     statusPort: 0,
-    accessLogFormat: 'text',
+    // The listeners' access_log (istiod's, from MeshConfig accessLogFile) is written; a listener without one logs Istio's text.
+    accessLogFormat: null,
     logLevel: opts.logLevel,
     drainTimeMs: opts.drainTimeMs,
     dnsRefreshMs: 60_000,

@@ -54,7 +54,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'sds-address': { type: 'string', arg: 'ADDR', help: 'take the workload certificate and roots over SDS, as Envoy does from Istio\'s agent: unix:PATH (the agent: unix:./var/run/secrets/workload-spiffe-uds/socket) or HOST:PORT; replaces the certificate files', for: PROXIES },
   'certs-dir': { type: 'string', arg: 'DIR', help: 'directory with cert-chain.pem, key.pem, root-cert.pem (default ./var/run/secrets/workload-spiffe-credentials, then /etc/certs); watched for rotation', for: PROXIES },
   'credentials-dir': { type: 'string', arg: 'DIR', help: 'where credentialName secrets are: DIR/NAME/tls.crt, tls.key, ca.crt (default /etc/remora/credentials)', for: PROXIES },
-  'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout (default text, Istio\'s format)', for: PROXIES },
+  'access-log-format': { type: 'string', arg: 'text|json|off', help: 'access log on stdout in Istio\'s format; given, it wins over the listeners\' access logs (MeshConfig accessLogFile, accessLogEncoding, accessLogFormat). Default: those where configured, else text', for: PROXIES },
   'log-format': { type: 'string', arg: 'text|json|off', help: 'alias of --access-log-format', for: PROXIES },
   'log-level': { type: 'string', arg: 'LEVEL', help: `Remora's own log level on stderr: ${LOG_LEVELS.join(', ')} (default info)`, for: PROXIES },
   'num-trusted-proxies': { type: 'string', arg: 'N', help: 'X-Forwarded-For hops in front of a gateway to trust when finding the client address (Istio numTrustedProxies; default 0)', for: PROXIES },
@@ -62,7 +62,8 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'overload-max-heap': { type: 'string', arg: 'MB', help: 'shed new requests (503 OM) while the V8 heap in use is larger (default: no limit)', for: PROXIES },
   'request-headers-timeout': { type: 'string', arg: 'DURATION', help: 'a client must send complete request headers within this (slow-loris guard; default 60s)', for: PROXIES },
   'request-timeout': { type: 'string', arg: 'DURATION', help: 'a client must send the whole request within this; 0 = no limit (default)', for: PROXIES },
-  'drain-time': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long in-flight requests may take to finish (default 5s)', for: PROXIES },
+  'drain-time': { type: 'string', arg: 'DURATION', help: 'on SIGTERM, how long in-flight requests may take to finish; given, it wins over the ProxyConfig\'s terminationDrainDuration (MeshConfig defaultConfig, ProxyConfig resource, annotation; Istio\'s default 5s)', for: PROXIES },
+  annotations: { type: 'string', arg: 'FILE', help: 'the pod\'s annotations, as the downward API writes them (key="value" lines; watched); its proxy.istio.io/config is merged over the proxy settings last (else env ISTIO_METAJSON_ANNOTATIONS, Istio\'s agent\'s JSON)', for: PROXIES },
   'accept-http10': { type: 'boolean', help: 'serve HTTP/1.0 and HTTP/0.9 requests instead of answering 426 Upgrade Required (env ISTIO_META_HTTP10=1, as Istio\'s proxy metadata)', for: PROXIES },
   'dns-capture': { type: 'boolean', help: 'run the DNS proxy a captured pod\'s DNS is sent to (iptables --redirect-dns): mesh names answered from the name table, the rest forwarded to --resolv-conf\'s resolvers (env ISTIO_META_DNS_CAPTURE=true)', for: PROXIES },
   'dns-address': { type: 'string', arg: 'ADDR:PORT', help: 'where the DNS proxy listens, UDP and TCP (default 127.0.0.1:15053)', for: PROXIES },
@@ -83,9 +84,11 @@ export interface ProxyOptions {
   readonly prometheusPort: number;
   /** Istio's status port: the app probes of `ISTIO_KUBE_APP_PROBERS`. */
   readonly statusPort: number;
-  readonly accessLogFormat: AccessLogFormat;
+  /** `--access-log-format`; null: not given (listeners' access logs apply, else text on stdout). */
+  readonly accessLogFormat: AccessLogFormat | null;
   readonly logLevel: LogLevel;
-  readonly drainTimeMs: number;
+  /** `--drain-time`; null: not given (the ProxyConfig's terminationDrainDuration applies). */
+  readonly drainTimeMs: number | null;
   readonly dnsRefreshMs: number;
   readonly numTrustedProxies: number;
   readonly overloadMaxConnections: number;
@@ -96,6 +99,10 @@ export interface ProxyOptions {
   readonly identityPaths: IdentityPaths | null;
   /** Istio's MeshConfig file (`--mesh-config`); absent: Istio's defaults. */
   readonly meshConfigFile?: string;
+  /** The pod's annotations file (`--annotations`, downward API format); absent: none. */
+  readonly annotationsFile?: string;
+  /** The pod's annotations as Istio's agent passes them (env ISTIO_METAJSON_ANNOTATIONS); absent: none. */
+  readonly annotationsJson?: string;
   /** The DNS proxy (`--dns-capture`); absent: none. */
   readonly dns?: { readonly address: string; readonly port: number; readonly resolvConf: string };
   /** Where `credentialName`s resolve; null: the translator's default. */
@@ -215,8 +222,8 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
   const labels = parseLabels(str('labels'), env.ISTIO_METAJSON_LABELS, gateway);
   const namespace = str('namespace') ?? env.POD_NAMESPACE ?? (gateway ? 'istio-system' : 'default');
   const workloadName = str('workload-name') ?? env.ISTIO_META_WORKLOAD_NAME ?? (gateway ? 'istio-ingressgateway' : (labels.app ?? ''));
-  const accessLogFormat = str('access-log-format') ?? str('log-format') ?? 'text';
-  if (accessLogFormat !== 'text' && accessLogFormat !== 'json' && accessLogFormat !== 'off') {
+  const accessLogFormat = str('access-log-format') ?? str('log-format') ?? null;
+  if (accessLogFormat !== null && accessLogFormat !== 'text' && accessLogFormat !== 'json' && accessLogFormat !== 'off') {
     throw new UsageError(`--access-log-format must be text, json or off, got "${accessLogFormat}"`);
   }
   const logLevel = str('log-level') ?? 'info';
@@ -258,7 +265,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     statusPort: port('status-port', 15020, true),
     accessLogFormat,
     logLevel,
-    drainTimeMs: duration('drain-time', 5_000),
+    drainTimeMs: str('drain-time') === undefined ? null : duration('drain-time', 0),
     numTrustedProxies: count('num-trusted-proxies', 0),
     overloadMaxConnections: count('overload-max-connections', 0),
     overloadMaxHeapMb: count('overload-max-heap', 0),
@@ -270,6 +277,8 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     interceptionMode: interception as CaptureMode,
     ...(conntrackFdRaw !== undefined ? { conntrackFd: Number(conntrackFdRaw) } : {}),
     ...(meshConfig !== undefined ? { meshConfigFile: meshConfig } : {}),
+    ...(str('annotations') !== undefined ? { annotationsFile: str('annotations')! } : {}),
+    ...(env.ISTIO_METAJSON_ANNOTATIONS ? { annotationsJson: env.ISTIO_METAJSON_ANNOTATIONS } : {}),
     ...(xdsAddress !== undefined ? { xds: { address: xdsAddress, delta: v['xds-delta'] === true } } : {}),
     ...(sdsAddress !== undefined ? { sds: { address: sdsAddress } } : {}),
     ...dnsOptions(v['dns-capture'] === true || /^(1|t|T|TRUE|true|True)$/.test(env.ISTIO_META_DNS_CAPTURE ?? ''), str('dns-address'), str('resolv-conf')),

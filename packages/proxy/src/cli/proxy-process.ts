@@ -1,10 +1,10 @@
-import type { ProxyConfig } from '@remora/config';
+import type { ProxyConfig, ProxySettings } from '@remora/config';
 import { AdminServer } from '../admin/admin-server.ts';
 import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
 import { AppProbeServer, appProbeDestination, appProbersFromEnv } from '../admin/app-probes.ts';
 import { Loggers } from '../logger.ts';
 import { Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
-import { AccessLog } from '../telemetry/access-log.ts';
+import { AccessLog, AccessLogFiles } from '../telemetry/access-log.ts';
 import { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import { untaggedPrometheus } from '../telemetry/envoy-stats.ts';
 import type { ProxyOptions } from './options.ts';
@@ -21,6 +21,9 @@ export interface ProcessSinks {
   /** Peer identities for plaintext connections (tests of identity-based policy before mTLS). */
   readonly peerIdentity?: RuntimeOptions['peerIdentity'];
 }
+
+/** Istio's ProxyConfig `terminationDrainDuration` default. */
+export const DEFAULT_TERMINATION_DRAIN_MS = 5_000;
 
 /** Thrown when the proxy cannot start; the message says why. */
 export class StartError extends Error {
@@ -48,6 +51,8 @@ export class ProxyProcess {
   #stopping: Promise<void> | null = null;
   #started = false;
   #dns: DnsProxy | null = null;
+  /** The workload's proxy settings from the newest applied config; null: the source gives none. */
+  #settings: ProxySettings | null = null;
   readonly #onExit: (code: number) => void;
 
   /**
@@ -97,7 +102,9 @@ export class ProxyProcess {
       node: opts.node,
       ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
       loggers: this.loggers,
-      accessLog: new AccessLog(opts.accessLogFormat, sinks.accessLog),
+      accessLog: new AccessLog(opts.accessLogFormat ?? 'text', sinks.accessLog),
+      // --access-log-format, when given, wins over the listeners' access logs (MeshConfig's accessLogFile).
+      ...(opts.accessLogFormat === null ? { accessLogFiles: new AccessLogFiles(sinks.accessLog) } : {}),
       metrics: new IstioMetrics(),
       trustedHops: opts.numTrustedProxies,
       overload: { maxConnections: opts.overloadMaxConnections, maxHeapBytes: opts.overloadMaxHeapMb * 1024 * 1024 },
@@ -145,6 +152,7 @@ export class ProxyProcess {
       if (this.#appProbes) await this.#appProbes.listen(this.opts.ports.bindAddress, this.opts.statusPort);
       const compileStart = performance.now();
       await this.runtime.apply(loaded.config);
+      this.#takeSettings(loaded);
       this.#logTimings(loaded, performance.now() - compileStart);
       if (this.opts.dns !== undefined) this.#dns = await startDns(this.opts, loaded.config, this.loggers);
     } catch (err) {
@@ -171,6 +179,7 @@ export class ProxyProcess {
     try {
       const compileStart = performance.now();
       await this.runtime.apply(config);
+      this.#takeSettings(update);
       this.#dns?.updateNameTable(config.nameTable);
       cfg.info(`config ${config.version} applied (${config.listeners.length} listeners, ${config.clusters.length} clusters)`);
       this.#logTimings(update, performance.now() - compileStart);
@@ -189,8 +198,32 @@ export class ProxyProcess {
     this.loggers.get('config').info(`config ${config.version} timings (${routes} routes): ${update.timings.summary}; compile and apply ${Math.round(compileMs)} ms`);
   }
 
+  /**
+   * How long SIGTERM drains: `--drain-time` when given, else the workload's ProxyConfig
+   * `terminationDrainDuration` (what Istio's agent waits after SIGTERM before stopping
+   * Envoy; Istio's default 5 s). `drainDuration` is Envoy's `--drain-time-s`, which under
+   * Istio's immediate drain strategy only bounds a hot restart, which Remora has not.
+   */
+  get drainTimeMs(): number {
+    return this.opts.drainTimeMs ?? this.#settings?.terminationDrainDurationMs ?? DEFAULT_TERMINATION_DRAIN_MS;
+  }
+
+  #takeSettings(update: SourcedConfig): void {
+    const s = update.proxySettings;
+    if (s === undefined) return;
+    const before = this.#settings;
+    this.#settings = s;
+    if (before !== null && before.terminationDrainDurationMs === s.terminationDrainDurationMs && before.holdApplicationUntilProxyStarts === s.holdApplicationUntilProxyStarts) return;
+    const log = this.loggers.get('main');
+    const from = s.from.length > 0 ? ` (from ${s.from.join(', ')})` : '';
+    if (this.opts.drainTimeMs === null) log.info(`terminationDrainDuration ${s.terminationDrainDurationMs} ms${from}: the drain on SIGTERM`);
+    if (s.holdApplicationUntilProxyStarts && !before?.holdApplicationUntilProxyStarts) {
+      log.warn('holdApplicationUntilProxyStarts is applied when the pod is built (a native sidecar, or the injector\'s postStart hook), not by the running proxy');
+    }
+  }
+
   /** Drains for up to `drainMs`, closes everything, and exits with `code`. Idempotent. */
-  stop(code: number, drainMs: number = this.opts.drainTimeMs): Promise<void> {
+  stop(code: number, drainMs: number = this.drainTimeMs): Promise<void> {
     this.#stopping ??= (async () => {
       const log = this.loggers.get('main');
       log.info(`draining for up to ${drainMs} ms`);

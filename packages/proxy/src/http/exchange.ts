@@ -10,12 +10,15 @@ import { GrpcMessageCounter, GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeo
 import { MirrorRequest } from './mirror-request.ts';
 import { failureReply, OVERFLOW_REPLY, ProxiedRequest, type DownstreamRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
-import { ReplayableBody } from './request-body.ts';
+import { ReplayableBody, REQUEST_BUFFER_LIMIT } from './request-body.ts';
 import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
 import { ResponseFlag } from './response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { UpstreamAttempt } from './upstream-attempt.ts';
+
+/** The body a filter reads of a request without one. */
+const EMPTY_BODY = Buffer.alloc(0);
 
 export type { DownstreamRequest } from './proxied-request.ts';
 export type DownstreamResponse = ServerResponse | Http2ServerResponse;
@@ -162,13 +165,23 @@ export class Exchange extends ProxiedRequest {
     this.#timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
     this.#retry = target.retry;
     this.retryOtherLocalities = target.retry?.model.retryRemoteLocalities ?? false;
-    if (this.hasBody && (this.retriesLeft > 0 || target.mirrors.length > 0)) this.#body = new ReplayableBody(this.req);
+    if (this.hasBody && (this.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(this.req);
     if (target.mirrors.length > 0) this.#mirror(target.mirrors);
     this.#state = UPSTREAM;
     // Without a body the request is complete now: the route timeout starts. With one, it starts
     // when the body has been sent (Envoy times from the end of the downstream request).
     if (!this.hasBody) this.#startRouteTimer();
     this.#nextAttempt();
+  }
+
+  /** A filter reads the body ahead (ext_authz): it is kept, and the attempts send it from its first byte. */
+  bufferRequestBody(maxBytes: number, done: (body: Buffer, complete: boolean) => void): void {
+    if (!this.hasBody) {
+      done(EMPTY_BODY, true);
+      return;
+    }
+    this.#body ??= new ReplayableBody(this.req, Math.max(REQUEST_BUFFER_LIMIT, maxBytes));
+    this.#body.readAhead(maxBytes, done);
   }
 
   /** Picks a host (avoiding hosts already tried, when others exist) and dispatches an attempt. */

@@ -630,7 +630,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
    */
   protected logAndRecord(grpcStatus: string, requestMessages = 0, responseMessages = 0): void {
     this.durationMs = performance.now() - this.startHr;
-    this.ctx.accessLog.log(this);
+    (this.snapshot.accessLog ?? this.ctx.accessLog).log(this);
     if (this.trace !== null) this.trace.tracer.finish(this.trace, this);
     const ch = this.clusterHost;
     let stats: RequestStats;

@@ -21,6 +21,8 @@ export class ReplayableBody {
   #error: Error | null = null;
   #current: BodyReader | null = null;
   readonly #onComplete: (() => void)[] = [];
+  /** A filter reading the body ahead (`readAhead`): its byte count and callback. */
+  #ahead: { readonly maxBytes: number; readonly done: (body: Buffer, complete: boolean) => void } | null = null;
 
   constructor(source: Readable, limit = REQUEST_BUFFER_LIMIT) {
     this.#source = source;
@@ -28,6 +30,7 @@ export class ReplayableBody {
     source.on('data', (chunk: Buffer) => this.#onData(chunk));
     source.on('end', () => {
       this.#ended = true;
+      this.#finishAhead(true);
       this.#current?.push(null);
       for (const f of this.#onComplete.splice(0)) f();
     });
@@ -80,6 +83,30 @@ export class ReplayableBody {
     return reader;
   }
 
+  /**
+   * Reads the body ahead of any attempt, for a filter (ext_authz's `with_request_body`):
+   * `done` gets the whole body when it ends within `maxBytes`, else its first `maxBytes`
+   * (`complete` false) and the client is paused. What was read is kept for the attempts.
+   */
+  readAhead(maxBytes: number, done: (body: Buffer, complete: boolean) => void): void {
+    if (this.#ended || this.#size >= maxBytes) {
+      this.#ahead = { maxBytes, done };
+      this.#finishAhead(this.#ended);
+      return;
+    }
+    this.#ahead = { maxBytes, done };
+    this.#source.resume();
+  }
+
+  #finishAhead(ended: boolean): void {
+    const ahead = this.#ahead;
+    if (ahead === null) return;
+    this.#ahead = null;
+    const all = Buffer.concat(this.#chunks ?? [], this.#size);
+    const complete = ended && all.length <= ahead.maxBytes;
+    ahead.done(complete ? all : all.subarray(0, ahead.maxBytes), complete);
+  }
+
   /** Called by the current reader when it wants more. */
   resume(): void {
     if (!this.#ended) this.#source.resume();
@@ -88,8 +115,16 @@ export class ReplayableBody {
   #onData(chunk: Buffer): void {
     this.#size += chunk.length;
     if (this.#chunks !== null) {
-      if (this.#size <= this.#limit) this.#chunks.push(chunk);
+      // Bytes read ahead for a filter are all kept: the attempts must send them.
+      if (this.#size <= this.#limit || this.#ahead !== null) this.#chunks.push(chunk);
       else this.#chunks = null;
+    }
+    if (this.#ahead !== null) {
+      if (this.#size >= this.#ahead.maxBytes) {
+        this.#source.pause();
+        this.#finishAhead(false);
+      }
+      return;
     }
     const reader = this.#current;
     if (reader === null || !reader.push(chunk)) this.#source.pause();

@@ -429,7 +429,7 @@ export class HttpListener {
   /** Proxies a connection as raw TCP (a TCP server's, or a passthrough one's after its hello). */
   #tunnel(socket: Socket, head: Buffer, routes: readonly TcpRoute[], sni: string | null, peer: PeerIdentity | null = null): void {
     const snap = this.snapshot;
-    const ctx = { clusters: snap.clusters, unroutedStats: snap.unroutedStats, log: this.#ctx.accessLog, metrics: this.#ctx.metrics, inbound: snap.direction === 'inbound' };
+    const ctx = { clusters: snap.clusters, unroutedStats: snap.unroutedStats, log: snap.accessLog ?? this.#ctx.accessLog, metrics: this.#ctx.metrics, inbound: snap.direction === 'inbound' };
     this.#tunnels.add(new TcpTunnel(socket, head, routes, sni, ctx, (t) => this.#tunnels.delete(t), peer));
   }
 
@@ -624,7 +624,7 @@ export class HttpListener {
       requestedServerName: null,
       routeName: null,
     };
-    this.#ctx.accessLog.log(record);
+    (this.snapshot.accessLog ?? this.#ctx.accessLog).log(record);
     this.snapshot.unroutedStats.record(status, 'DPE', '', 0, 0, bytesSent);
     this.snapshot.http.codecRefused(status);
   }

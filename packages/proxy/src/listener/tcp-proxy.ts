@@ -5,7 +5,7 @@ import { formatAddress, originalDestinations } from '../http/connection.ts';
 import type { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import type { OriginalDestination } from './original-dst.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
-import type { AccessLog, AccessLogRecord } from '../telemetry/access-log.ts';
+import type { AccessLogRecord, RequestLogger } from '../telemetry/access-log.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { formatResponseFlags } from '../http/response-flags.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
@@ -27,7 +27,7 @@ export interface TcpTunnelContext {
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
   /** Istio's TCP metrics of connections that reach no cluster. */
   readonly unroutedStats: RequestStats;
-  readonly log: AccessLog;
+  readonly log: RequestLogger;
   /** Istio's metrics, for the label sets of mTLS peers (inbound). */
   readonly metrics: IstioMetrics;
   /** True on an inbound listener: a verified mesh peer labels the metrics (`source_principal`). */
@@ -70,7 +70,7 @@ export class TcpTunnel implements AccessLogRecord {
   /** The downstream's verified mesh identity (mTLS terminated here); null otherwise. */
   readonly peer: PeerIdentity | null;
   readonly #downstream: Socket;
-  readonly #log: AccessLog;
+  readonly #log: RequestLogger;
   readonly #onClose: (t: TcpTunnel) => void;
   #upstream: Socket | null = null;
   #done = false;

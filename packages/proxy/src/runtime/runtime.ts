@@ -5,7 +5,7 @@ import type { FilterRegistry, PeerIdentity } from '@remora/filters';
 import type { ListenerContext } from '../http/connection.ts';
 import { HttpListener } from '../listener/http-listener.ts';
 import type { Logger, Loggers } from '../logger.ts';
-import type { AccessLog } from '../telemetry/access-log.ts';
+import type { AccessLog, AccessLogFiles } from '../telemetry/access-log.ts';
 import type { IstioMetrics, MetricValue, RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { EnvoyStats } from '../telemetry/envoy-stats.ts';
@@ -40,6 +40,11 @@ export interface RuntimeOptions {
   readonly timeouts?: { readonly headersMs: number; readonly requestMs: number };
   readonly loggers: Loggers;
   readonly accessLog: AccessLog;
+  /**
+   * Where the listeners' own access logs (`Listener.accessLog`) are written; absent: those are
+   * ignored and every listener logs to `accessLog` (a proxy given `--access-log-format`).
+   */
+  readonly accessLogFiles?: AccessLogFiles;
   readonly metrics: IstioMetrics;
   /** Replaces DNS lookups (tests). */
   readonly resolve?: (hostname: string) => Promise<string[]>;
@@ -62,6 +67,7 @@ export interface RuntimeOptions {
 export class Runtime implements ListenerContext {
   readonly node: ProxyNode;
   readonly accessLog: AccessLog;
+  readonly accessLogFiles: AccessLogFiles | null;
   readonly metrics: IstioMetrics;
   readonly log: Logger;
   readonly connectionLog: Logger;
@@ -96,6 +102,7 @@ export class Runtime implements ListenerContext {
     const n = opts.node;
     this.#nodeId = opts.nodeId ?? `${n.kind === 'gateway' ? 'router' : 'sidecar'}~0.0.0.0~${n.workloadName}.${n.namespace}~${n.namespace}.svc.${n.clusterDomain}`;
     this.accessLog = opts.accessLog;
+    this.accessLogFiles = opts.accessLogFiles ?? null;
     this.metrics = opts.metrics;
     this.#loggers = opts.loggers;
     this.log = opts.loggers.get('http');
@@ -204,6 +211,7 @@ export class Runtime implements ListenerContext {
         filterContext: this.#store.begin(this.#loggers.get('config'), this.#loggers),
         trustedHops: this.#trustedHops,
         stats: this.envoyStats,
+        ...(this.accessLogFiles !== null ? { accessLogs: this.accessLogFiles } : {}),
       });
     } catch (err) {
       this.clusterManager.discard(built);
@@ -318,6 +326,7 @@ export class Runtime implements ListenerContext {
     this.#listeners.clear();
     this.overload.close();
     this.accessLog.flush();
+    this.accessLogFiles?.close();
     await Promise.all([this.clusterManager.close(), this.tracers.close()]);
   }
 

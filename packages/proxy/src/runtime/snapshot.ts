@@ -9,6 +9,7 @@ import { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import { HttpConnManagerStats } from '../telemetry/http-stats.ts';
 import { HttpTracer, type TracerPool } from '../telemetry/tracing.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import type { AccessLogFiles, RequestLogger } from '../telemetry/access-log.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 
 /** What one listener serves with, for the life of a snapshot. */
@@ -33,6 +34,8 @@ export class ListenerSnapshot {
   readonly http: HttpConnManagerStats;
   /** The connection manager's tracing, compiled; null: no tracing work for this listener's requests. */
   readonly tracer: HttpTracer | null;
+  /** The listener's own access logs, compiled; null: the proxy's access log. */
+  readonly accessLog: RequestLogger | null;
   /** Gateway TLS servers' own route tables, by server origin; null when the listener has one table. */
   readonly #routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null;
 
@@ -46,8 +49,10 @@ export class ListenerSnapshot {
     routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null = null,
     http: HttpConnManagerStats | null = null,
     tracer: HttpTracer | null = null,
+    accessLog: RequestLogger | null = null,
   ) {
     this.tracer = tracer;
+    this.accessLog = accessLog;
     this.#routesByServer = routesByServer;
     // A listener without a connection manager (TCP) counts into stats nobody shows.
     this.http = http ?? new HttpConnManagerStats(new EnvoyStats(), listener.name);
@@ -85,6 +90,8 @@ export interface SnapshotServices {
   readonly tracers?: TracerPool;
   /** Envoy's node id, for the `node_id` span tag. */
   readonly nodeId?: string;
+  /** Where listeners' own access logs go; absent: `Listener.accessLog` is ignored. */
+  readonly accessLogs?: AccessLogFiles;
 }
 
 /**
@@ -126,7 +133,8 @@ export class Snapshot {
         for (const srv of l.tls.servers) byServer.set(srv.origin, srv.routeConfig === undefined ? routes : (tables.get(srv.routeConfig) ?? null));
       }
       const http = l.tcpProxy === undefined ? new HttpConnManagerStats(services.stats, httpStatPrefix(l)) : null;
-      listeners.set(l.name, new ListenerSnapshot(l, routes, chain, services.statsFor(l.direction), services.trustedHops, clusters, byServer, http, tracer));
+      const accessLog = l.accessLog === undefined || l.accessLog.length === 0 || services.accessLogs === undefined ? null : services.accessLogs.compile(l.accessLog);
+      listeners.set(l.name, new ListenerSnapshot(l, routes, chain, services.statsFor(l.direction), services.trustedHops, clusters, byServer, http, tracer, accessLog));
     }
     this.listeners = listeners;
   }

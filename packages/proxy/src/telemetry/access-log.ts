@@ -1,4 +1,7 @@
+import { closeSync, openSync, writeSync } from 'node:fs';
+import type { AccessLogConfig } from '@remora/config';
 import { formatResponseFlags } from '../http/response-flags.ts';
+import { compileAccessLogFormat } from './access-log-format.ts';
 
 /** What one finished request tells the access log; the exchange implements it directly. */
 export interface AccessLogRecord {
@@ -26,6 +29,17 @@ export interface AccessLogRecord {
   readonly downstreamRemoteAddress: string;
   readonly requestedServerName: string | null;
   readonly routeName: string | null;
+  /** `:path` as the request went upstream (after rewrites); absent: `originalPath`, or none (TCP). */
+  readonly path?: string;
+  /** A request header by lower-case name (`%REQ(...)%`); absent: the record has no headers (TCP). */
+  requestHeader?(name: string): string | null;
+  /** A response header by lower-case name (`%RESP(...)%`); absent: none are kept. */
+  responseHeader?(name: string): string | null;
+}
+
+/** Where a finished request is logged: the proxy's own log, or a listener's configured ones. */
+export interface RequestLogger {
+  log(r: AccessLogRecord): void;
 }
 
 export type AccessLogFormat = 'text' | 'json' | 'off';
@@ -35,7 +49,7 @@ export type AccessLogFormat = 'text' | 'json' | 'off';
  * 64 KiB): stdout to a file or pipe is a synchronous write on Linux, and one write per
  * request would cost more than the request itself.
  */
-export class AccessLog {
+export class AccessLog implements RequestLogger {
   readonly format: AccessLogFormat;
   /** Sees every record, whatever the format (the admin live view's window and ring); null: none. */
   tap: { record(r: AccessLogRecord): void } | null = null;
@@ -55,7 +69,12 @@ export class AccessLog {
   log(r: AccessLogRecord): void {
     if (this.tap !== null) this.tap.record(r);
     if (this.format === 'off') return;
-    this.#buffer += this.format === 'json' ? formatJson(r) : formatText(r);
+    this.append(this.format === 'json' ? formatJson(r) : formatText(r));
+  }
+
+  /** Adds a formatted line (a listener's own format) to what is written next. */
+  append(line: string): void {
+    this.#buffer += line;
     if (this.#buffer.length >= 65536) this.flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
@@ -137,4 +156,75 @@ export function formatJson(r: AccessLogRecord): string {
       route_name: r.routeName,
     }) + '\n'
   );
+}
+
+/**
+ * The access logs listeners configure (Envoy's file loggers), each path opened once and kept
+ * across configs: `/dev/stdout` is the proxy's access log stream, `/dev/stderr` its stderr,
+ * any other path a file opened for appending. A listener's formats are compiled when its
+ * config is; a path that cannot be opened fails that config (the running one stays).
+ */
+export class AccessLogFiles {
+  readonly #stdout: (chunk: string) => void;
+  readonly #sinks = new Map<string, AccessLog>();
+  readonly #fds: number[] = [];
+
+  constructor(stdout: (chunk: string) => void = (c) => void process.stdout.write(c)) {
+    this.#stdout = stdout;
+  }
+
+  sink(path: string): AccessLog {
+    let s = this.#sinks.get(path);
+    if (s !== undefined) return s;
+    if (path === '/dev/stdout') s = new AccessLog('text', this.#stdout);
+    else if (path === '/dev/stderr') s = new AccessLog('text', (c) => void process.stderr.write(c));
+    else {
+      let fd: number;
+      try {
+        fd = openSync(path, 'a');
+      } catch (err) {
+        throw new Error(`access log ${path}: ${(err as Error).message}`);
+      }
+      this.#fds.push(fd);
+      let failed = false;
+      s = new AccessLog('text', (c) => {
+        try {
+          writeSync(fd, c);
+        } catch (err) {
+          // Envoy drops what it cannot write; say so once.
+          if (!failed) process.stderr.write(`access log ${path}: ${(err as Error).message}; lines are dropped\n`);
+          failed = true;
+        }
+      });
+    }
+    this.#sinks.set(path, s);
+    return s;
+  }
+
+  /** One listener's loggers as one: each line formatted by its compiled format, to its file. */
+  compile(configs: readonly AccessLogConfig[]): RequestLogger {
+    const formats = configs.map((c) => compileAccessLogFormat(c.format));
+    const sinks = configs.map((c) => this.sink(c.path));
+    if (formats.length === 1) {
+      const format = formats[0]!;
+      const sink = sinks[0]!;
+      return { log: (r) => sink.append(format(r)) };
+    }
+    return {
+      log: (r) => {
+        for (let i = 0; i < formats.length; i++) sinks[i]!.append(formats[i]!(r));
+      },
+    };
+  }
+
+  flush(): void {
+    for (const s of this.#sinks.values()) s.flush();
+  }
+
+  close(): void {
+    this.flush();
+    for (const fd of this.#fds) closeSync(fd);
+    this.#fds.length = 0;
+    this.#sinks.clear();
+  }
 }
