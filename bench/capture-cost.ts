@@ -8,6 +8,7 @@
 // `pnpm bench`.
 //
 //   node bench/capture-cost.ts [--seconds 5] [--max 20000] [--concurrency 16]
+//   REMORA_ORIGINAL_DST=conntrack node bench/capture-cost.ts   (the conntrack table, not getsockopt)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -4,7 +4,7 @@
 // on 15001 (outbound) and 15006 (inbound) and prints, for every connection, what
 // ConntrackTable.lookup() answered.
 import { connect, type Socket } from 'node:net';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -15,6 +15,9 @@ import { REPO } from './helpers/remora.ts';
 
 const SCRIPT = join(REPO, 'docker/iptables.sh');
 const MODULE = join(REPO, 'packages/proxy/dist/listener/original-dst.js');
+const NATIVE_MODULE = join(REPO, 'packages/proxy/dist/listener/original-dst-native.js');
+/** Whether getsockopt(SO_ORIGINAL_DST)'s addon is built here (scripts/build-native.sh). */
+const NATIVE_BUILT = existsSync(join(REPO, 'packages/proxy/native/original-dst.node'));
 const VIP = '10.96.0.10';
 const VIP6 = 'fd00:96::10';
 const POD_IP6 = 'fd00:213::2';
@@ -64,6 +67,8 @@ const { skip, pod: maybePod } = await preparePod();
 const LISTENER_JS = `
 import { createServer } from 'node:net';
 import { ConntrackTable } from ${JSON.stringify(MODULE)};
+import { loadNativeOriginalDst } from ${JSON.stringify(NATIVE_MODULE)};
+const native = loadNativeOriginalDst();
 const fdArg = process.argv.indexOf('--fd');
 let table;
 try {
@@ -74,7 +79,7 @@ try {
 }
 const onConnection = (s) => {
   s.on('error', () => {});
-  const seen = { local: s.localAddress, localPort: s.localPort, remote: s.remoteAddress, remotePort: s.remotePort };
+  const seen = { local: s.localAddress, localPort: s.localPort, remote: s.remoteAddress, remotePort: s.remotePort, native: native === null ? 'not built' : native(s) };
   table.lookup(s).then(
     (orig) => console.log(JSON.stringify({ ...seen, orig })),
     (err) => console.log(JSON.stringify({ ...seen, error: err.message })),
@@ -103,6 +108,8 @@ interface Report {
   readonly remotePort: number;
   readonly orig?: { address: string; port: number; family: string } | null;
   readonly error?: string;
+  /** What getsockopt(SO_ORIGINAL_DST) said for the same socket ('not built' without the addon). */
+  readonly native?: { address: string; port: number; family: string } | null | 'not built';
 }
 
 t.test('the original destination of redirected connections, from conntrack', { skip }, async (t) => {
@@ -151,6 +158,7 @@ t.test('the original destination of redirected connections, from conntrack', { s
     const r = await reportFor(listener, port);
     t.equal(r.localPort, 15001, 'accepted on the outbound capture port');
     t.same(r.orig, { address: VIP, port: 9080, family: 'IPv4' }, `original destination ${VIP}:9080`);
+    if (NATIVE_BUILT) t.same(r.native, r.orig, 'getsockopt(SO_ORIGINAL_DST) says the same');
   });
 
   t.test('inbound: a connection to the pod’s port 8080, redirected to 15006', async (t) => {
@@ -162,6 +170,7 @@ t.test('the original destination of redirected connections, from conntrack', { s
     s.destroy();
     t.equal(r.localPort, 15006, 'accepted on the inbound capture port');
     t.same(r.orig, { address: pod.podIp, port: 8080, family: 'IPv4' }, `original destination ${pod.podIp}:8080`);
+    if (NATIVE_BUILT) t.same(r.native, r.orig, 'getsockopt(SO_ORIGINAL_DST) says the same');
   });
 
   t.test('not redirected: a direct connection to the listener is null', async (t) => {
@@ -169,6 +178,7 @@ t.test('the original destination of redirected connections, from conntrack', { s
     const r = await reportFor(listener, port);
     t.equal(r.error, undefined);
     t.equal(r.orig, null, 'no NAT in its conntrack entry');
+    if (NATIVE_BUILT) t.equal(r.native, null, 'getsockopt(SO_ORIGINAL_DST): not redirected either');
   });
 
   t.test('a burst of connections shares reads of the table and every one gets its own answer', async (t) => {
@@ -185,6 +195,7 @@ t.test('the original destination of redirected connections, from conntrack', { s
     const r = await reportFor(listener, port);
     t.equal(r.local, '::1', 'REDIRECT of a local IPv6 connection goes to ::1');
     t.same(r.orig, { address: VIP6, port: 9080, family: 'IPv6' }, `original destination [${VIP6}]:9080`);
+    if (NATIVE_BUILT) t.same(r.native, r.orig, 'getsockopt(IP6T_SO_ORIGINAL_DST) says the same');
   });
 
   t.test('as UID 1337: the table is root-only; a descriptor opened as root and inherited works', async (t) => {

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, connect, type Server as TcpServer } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
-import { chmodSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
@@ -231,6 +231,10 @@ spec:
     },
     30_000,
   );
+
+  // getsockopt(SO_ORIGINAL_DST) where the addon is built (scripts/build-native.sh), else conntrack through the descriptor.
+  const lookup = existsSync(join(REPO, 'packages/proxy/native/original-dst.node')) ? 'by getsockopt(SO_ORIGINAL_DST)' : 'from conntrack (descriptor 3)';
+  t.match(proxy.stderr.join('\n'), `interception mode REDIRECT: original destinations ${lookup}`, `original destinations ${lookup}`);
 
   const accessLog = (): AccessLine[] => proxy.stdout.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as AccessLine);
   /** The access log lines that appeared while `f` ran (and a moment after, for the flush). */

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Cluster, Endpoint, Listener, ProxyConfig, ProxyNode, RouteConfiguration, TcpRoute } from '@remora/config';
 import { waitFor } from './net.ts';
-import { netnsPrerequisites, PodNetns, type PodProcess } from './netns.ts';
+import { netnsPrerequisites, POD_ENV, PodNetns, type PodProcess } from './netns.ts';
 import { REPO } from './remora.ts';
 
 export const IPTABLES_SH = join(REPO, 'docker/iptables.sh');
@@ -224,7 +224,9 @@ export class CapturePod {
     // Root opens the table (root-only) as descriptor 3, then becomes 1337, as a pod's entrypoint would.
     const proxy = pod.spawn(
       ['sh', '-c', 'exec 3</proc/net/nf_conntrack && exec setpriv --reuid=1337 --regid=1337 --clear-groups -- "$@"', 'sh', process.execPath, runner, configPath, mode, ...(mode === 'REDIRECT' ? ['3'] : [])],
-      { cwd: REPO },
+      // The conntrack table, as a proxy without the getsockopt addon reads it: this runtime
+      // test keeps that path covered end to end (test/pod-e2e.test.ts runs the addon's).
+      { cwd: REPO, env: { ...POD_ENV, REMORA_ORIGINAL_DST: 'conntrack' } },
     );
     const cp = new CapturePod(pod, dir, proxy);
     await waitFor(`the runtime up in the pod (stderr: ${proxy.stderr.join('\n')})`, () => {
