@@ -4,83 +4,29 @@
 // links its spans parent to child and carries Istio's tags; an incoming traceparent and B3
 // context are continued; sampling follows randomSampling, x-envoy-force-trace and the
 // parent's flag; a collector that never answers costs nothing to the requests.
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import protobuf from 'protobufjs';
 import t, { type Test } from 'tap';
 import { spawnEnvoy } from './helpers/bootstrap.ts';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
 import { freePorts, sleep, waitFor } from './helpers/net.ts';
+import { otlpHttpReceiver, type ReceivedSpan } from './helpers/otlp.ts';
 
-// The part of opentelemetry-proto's trace service request the checks read (field numbers as upstream).
-const OTLP = protobuf.parse(`
-syntax = "proto3";
-package otlp;
-message AnyValue { oneof value { string string_value = 1; bool bool_value = 2; int64 int_value = 3; double double_value = 4; } }
-message KeyValue { string key = 1; AnyValue value = 2; }
-message Resource { repeated KeyValue attributes = 1; }
-message Span {
-  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4; string name = 5; int32 kind = 6;
-  fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9;
-}
-message ScopeSpans { Span scope = 1; repeated Span spans = 2; }
-message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }
-message ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
-`).root.lookupType('otlp.ExportTraceServiceRequest');
-
-interface GotSpan {
-  readonly service: string;
-  readonly traceId: string;
-  readonly spanId: string;
-  readonly parentId: string;
-  readonly name: string;
-  /** OTLP's: 2 SERVER, 3 CLIENT. */
-  readonly kind: number;
-  readonly tags: Record<string, string>;
-}
+/** A span as a collector received it (OTLP, or Zipkin mapped to OTLP's kinds). */
+type GotSpan = Pick<ReceivedSpan, 'service' | 'traceId' | 'spanId' | 'parentId' | 'name' | 'kind' | 'tags'>;
 
 interface Collector {
   readonly port: number;
   readonly spans: GotSpan[];
-  readonly server: Server;
+  close(): Promise<void>;
 }
 
-const hex = (b: Uint8Array | undefined): string => (b === undefined ? '' : Buffer.from(b).toString('hex'));
-
-/** An OTLP/HTTP collector: decodes each protobuf export and keeps its spans. */
-async function otlpCollector(): Promise<Collector> {
-  const spans: GotSpan[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (req.url !== '/v1/traces' || req.headers['content-type'] !== 'application/x-protobuf') {
-        res.writeHead(400).end();
-        return;
-      }
-      const msg = OTLP.toObject(OTLP.decode(Buffer.concat(chunks)), { longs: String, defaults: true }) as {
-        resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: { traceId: Uint8Array; spanId: Uint8Array; parentSpanId: Uint8Array; name: string; kind: number; attributes: { key: string; value: { stringValue?: string; boolValue?: boolean; intValue?: string } }[] }[] }[] }[];
-      };
-      for (const rs of msg.resourceSpans) {
-        const service = rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '';
-        for (const ss of rs.scopeSpans) {
-          for (const s of ss.spans) {
-            const tags: Record<string, string> = {};
-            for (const a of s.attributes) tags[a.key] = a.value.stringValue ?? String(a.value.boolValue ?? a.value.intValue ?? '');
-            spans.push({ service, traceId: hex(s.traceId), spanId: hex(s.spanId), parentId: hex(s.parentSpanId), name: s.name, kind: s.kind, tags });
-          }
-        }
-      }
-      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { port: (server.address() as AddressInfo).port, spans, server };
-}
+/** An OTLP/HTTP collector: decodes each protobuf export and keeps its spans (helpers/otlp.ts). */
+const otlpCollector = (): Promise<Collector> => otlpHttpReceiver();
 
 /** A Zipkin collector: v2 JSON spans, kept as they come. */
 async function zipkinCollector(): Promise<Collector> {
@@ -95,7 +41,7 @@ async function zipkinCollector(): Promise<Collector> {
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { port: (server.address() as AddressInfo).port, spans, server };
+  return { port: (server.address() as AddressInfo).port, spans, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
 const OTEL_TYPE = 'type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig';
@@ -196,7 +142,7 @@ async function otelChain(t: Test, gatewayTracing: Record<string, unknown> = {}):
   const collector = await otlpCollector();
   t.teardown(() => {
     app.server.close();
-    collector.server.close();
+    void collector.close();
   });
   const [gwAdmin, gwPort, scAdmin, scPort] = await freePorts(4);
   await startProxy(t, 'sidecar', {
@@ -313,7 +259,7 @@ t.test('Zipkin: B3 multi headers out, B3 in, v2 JSON spans to the collector', as
   const collector = await zipkinCollector();
   t.teardown(() => {
     app.server.close();
-    collector.server.close();
+    void collector.close();
   });
   const [admin, port] = await freePorts(2);
   await startProxy(t, 'zipkin-sidecar', {
