@@ -314,10 +314,14 @@ spec:
   const saveAfterFirst = await natRules(pod);
 
   app = pod.spawn([process.execPath, appJs], { user: APP_USER });
+  // As the image's entrypoint starts it: the conntrack table opened as root and inherited, then
+  // UID 1337 (the original destination comes from getsockopt where the addon is built, else
+  // from that table).
   remora = pod.spawn(
-    [process.execPath, CLI, 'sidecar', '-c', mesh.dir, '--app-port', String(APP_PORT), '--bind', '0.0.0.0',
+    ['sh', '-c', `exec 3</proc/net/nf_conntrack && exec setpriv --reuid=${PROXY.uid} --regid=${PROXY.gid} --clear-groups -- "$@"`, 'sh',
+      process.execPath, CLI, 'sidecar', '-c', mesh.dir, '--app-port', String(APP_PORT), '--bind', '0.0.0.0', '--conntrack-fd', '3',
       '--access-log-format', 'json', '--drain-time', '1s', '--labels', 'app=productpage,version=v1'],
-    { user: PROXY, cwd: REPO },
+    { cwd: REPO },
   );
   const appProc = app;
   const sidecar = remora;
@@ -365,7 +369,7 @@ spec:
     const lines = await logged('/hello?id=in-1');
     t.equal(lines.length, 1, 'one access log line');
     t.equal(lines[0]!.upstream_cluster, `inbound|${APP_PORT}||`, 'on the inbound side');
-    t.equal(lines[0]!.downstream_local_address, `${pod.podIp}:15006`, 'accepted on the inbound capture port');
+    t.equal(lines[0]!.downstream_local_address, `${pod.podIp}:${APP_PORT}`, 'its original destination, as Envoy reports a redirected connection’s local address');
     t.match(lines[0]!.downstream_remote_address, new RegExp(`^${pod.hostIp.replaceAll('.', '\\.')}:`), 'from the caller');
     const after = await counter(pod, 'ISTIO_INBOUND', (r) => r.target === 'ISTIO_IN_REDIRECT');
     t.ok(after > before, `ISTIO_INBOUND → ISTIO_IN_REDIRECT counter went up (${before} → ${after})`);
@@ -388,7 +392,7 @@ spec:
     const lines = await logged('/x?id=out-1');
     t.equal(lines.length, 1, 'exactly one access log line: the proxy’s upstream connection did not come back to 15001');
     t.equal(lines[0]!.upstream_cluster, `outbound|${SERVICE_PORT}||${SERVICE_HOST}`);
-    t.equal(lines[0]!.downstream_local_address, '127.0.0.1:15001', 'accepted on the outbound capture port');
+    t.equal(lines[0]!.downstream_local_address, `${VIP}:${SERVICE_PORT}`, 'its original destination: the VIP the app dialled');
     t.equal(lines[0]!.upstream_host, `${pod.hostIp}:${upstreamPort}`);
     t.equal(seen.filter((e) => e.url === '/x?id=out-1').length, 1, 'the upstream saw the request once');
 
@@ -403,11 +407,16 @@ spec:
     t.equal((JSON.parse(byVip.body!) as Echo).name, 'reviews');
     t.equal((await logged('/vip?id=out-2'))[0]?.upstream_cluster, `outbound|${SERVICE_PORT}||${SERVICE_HOST}`);
 
-    // Any destination is captured, even the endpoint's own address: the Host decides.
+    // Any destination is captured, and the original destination decides, not the Host: a port
+    // no service declares goes through PassthroughCluster (ALLOW_ANY) as bytes, to where the
+    // app sent it.
+    const before = accessLog().length;
     const direct = await podCall(`http://${pod.hostIp}:${upstreamPort}/any?id=out-3`, `${SERVICE_HOST}:${SERVICE_PORT}`);
     t.equal(direct.status, 200, `${direct.error ?? ''}`);
-    t.ok((JSON.parse(direct.body!) as Echo).headers['x-request-id'], 'through Remora');
-    t.equal((await logged('/any?id=out-3')).length, 1);
+    t.notOk((JSON.parse(direct.body!) as Echo).headers['x-request-id'], 'passed through as TCP: no HTTP processing');
+    await waitFor('the passthrough connection’s access log line', () => accessLog().slice(before).some((l) => l.upstream_cluster === 'PassthroughCluster'), 5_000);
+    const passthrough = accessLog().slice(before).find((l) => l.upstream_cluster === 'PassthroughCluster')!;
+    t.equal(passthrough.downstream_local_address, `${pod.hostIp}:${upstreamPort}`, 'to its original destination');
   });
 
   t.test('the app calling itself on its own pod IP is not captured (as in Istio)', async (t) => {

@@ -232,10 +232,6 @@ spec:
     30_000,
   );
 
-  // getsockopt(SO_ORIGINAL_DST) where the addon is built (scripts/build-native.sh), else conntrack through the descriptor.
-  const lookup = existsSync(join(REPO, 'packages/proxy/native/original-dst.node')) ? 'by getsockopt(SO_ORIGINAL_DST)' : 'from conntrack (descriptor 3)';
-  t.match(proxy.stderr.join('\n'), `interception mode REDIRECT: original destinations ${lookup}`, `original destinations ${lookup}`);
-
   const accessLog = (): AccessLine[] => proxy.stdout.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as AccessLine);
   /** The access log lines that appeared while `f` ran (and a moment after, for the flush). */
   const logOf = async <T>(f: () => Promise<T>): Promise<{ result: T; lines: AccessLine[] }> => {
@@ -334,4 +330,9 @@ spec:
     const ok = await inPod(['curl', '-sS', '--max-time', '10', 'http://reviews:9080/still']);
     t.equal(ok.stdout, 'reviews saw /still for reviews:9080');
   });
+
+  // getsockopt(SO_ORIGINAL_DST) where the addon is built (scripts/build-native.sh), else the
+  // conntrack table through the descriptor (opened on the first redirected connection).
+  const lookup = existsSync(join(REPO, 'packages/proxy/native/original-dst.node')) ? 'by getsockopt(SO_ORIGINAL_DST)' : 'from conntrack (descriptor 3)';
+  t.match(proxy.stderr.join('\n'), `interception mode REDIRECT: original destinations ${lookup}`, `original destinations ${lookup}`);
 });
