@@ -323,33 +323,18 @@ export class HttpListener {
       return;
     }
     // Envoy's tls_inspector: the SNI of a ClientHello; other bytes (or none in time) have none.
-    let seen: Buffer = EMPTY;
-    let settled = false;
-    const finish = (sni: string | null): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('error', onEarlyError);
-      socket.pause();
-      if (!socket.destroyed) this.#tunnel(socket, seen, routes, sni);
-    };
-    const onData = (chunk: Buffer): void => {
-      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
-      const hello = parseClientHello(seen);
-      if (hello === null && seen.length < MAX_CLIENT_HELLO) return;
-      finish(hello !== null && hello !== 'not-tls' ? hello.serverName : null);
-    };
-    const onEarlyError = (): void => {
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-    };
-    const timer = setTimeout(() => finish(null), HANDSHAKE_TIMEOUT_MS);
-    socket.once('close', () => clearTimeout(timer));
-    socket.on('error', onEarlyError);
-    socket.on('data', onData);
-    socket.resume();
+    this.#peek(
+      socket,
+      EMPTY,
+      HANDSHAKE_TIMEOUT_MS,
+      (seen) => {
+        const hello = parseClientHello(seen);
+        if (hello === null && seen.length < MAX_CLIENT_HELLO) return undefined;
+        return hello !== null && hello !== 'not-tls' ? hello.serverName : null;
+      },
+      null,
+      (seen, sni) => this.#tunnel(socket, seen, routes, sni),
+    );
   }
 
   /**
@@ -359,16 +344,8 @@ export class HttpListener {
    * go to the TCP routes as they are. `head`: bytes already read.
    */
   #detect(socket: Socket, head: Buffer, tcp: readonly TcpRoute[], timeoutMs: number): void {
-    let seen = head;
-    let settled = false;
-    const decide = (kind: Detected): void => {
-      if (settled) return;
-      settled = true;
-      if (timer !== null) clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('error', onEarlyError);
-      socket.pause();
-      if (socket.destroyed) return;
+    // A listener filter timeout of 0 waits for bytes as long as it takes (Envoy's meaning).
+    this.#peek(socket, head, timeoutMs, (seen) => detectProtocol(seen) ?? undefined, 'tcp' as Detected, (seen, kind) => {
       if (kind === 'http') {
         this.#sniffPlain(socket, seen);
         socket.resume();
@@ -380,26 +357,45 @@ export class HttpListener {
         if (hello !== null && hello !== 'not-tls') sni = hello.serverName;
       }
       this.#tunnel(socket, seen, tcp, sni);
+    });
+  }
+
+  /**
+   * Envoy's listener filters reading ahead: collects a connection's first bytes (`head`: those
+   * already read) until `classify` decides, or `timeoutMs` passes (0: no limit) and the verdict
+   * is `onTimeout`; then the socket is paused, these listeners removed, and `done` gets the
+   * bytes and the verdict (not when the socket is gone). An error before that destroys it.
+   */
+  #peek<T>(socket: Socket, head: Buffer, timeoutMs: number, classify: (seen: Buffer) => T | undefined, onTimeout: T, done: (seen: Buffer, verdict: T) => void): void {
+    let seen = head;
+    let settled = false;
+    const finish = (verdict: T): void => {
+      if (settled) return;
+      settled = true;
+      if (timer !== null) clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onEarlyError);
+      socket.pause();
+      if (!socket.destroyed) done(seen, verdict);
     };
     const onData = (chunk: Buffer): void => {
       seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
-      const kind = detectProtocol(seen);
-      if (kind !== null) decide(kind);
+      const verdict = classify(seen);
+      if (verdict !== undefined) finish(verdict);
     };
     const onEarlyError = (): void => {
       settled = true;
       if (timer !== null) clearTimeout(timer);
       socket.destroy();
     };
-    // A listener filter timeout of 0 waits for bytes as long as it takes (Envoy's meaning).
-    const timer = timeoutMs > 0 ? setTimeout(() => decide('tcp'), timeoutMs) : null;
+    const timer = timeoutMs > 0 ? setTimeout(() => finish(onTimeout), timeoutMs) : null;
     if (timer !== null) socket.once('close', () => clearTimeout(timer));
     socket.on('error', onEarlyError);
     socket.on('data', onData);
     if (seen.length > 0) {
-      const kind = detectProtocol(seen);
-      if (kind !== null) {
-        decide(kind);
+      const verdict = classify(seen);
+      if (verdict !== undefined) {
+        finish(verdict);
         return;
       }
     }
