@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { get } from './helpers/http.ts';
-import { doc, serviceEntry } from './helpers/mesh.ts';
+import { doc, serviceEntry, versionSubsets } from './helpers/mesh.ts';
 import { MeshDir, startRemora } from './helpers/remora.ts';
 
 const CHROMIUM = process.env['CHROMIUM'] ?? '/usr/bin/chromium';
@@ -30,15 +30,7 @@ t.test('the live view draws the edges the requests made', { skip: existsSync(CHR
         { port: v1.port, labels: { app: 'reviews', version: 'v1' } },
         { port: v2.port, labels: { app: 'reviews', version: 'v2' } },
       ], { port: 9080 }),
-      `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews }
-spec:
-  host: reviews
-  subsets:
-  - { name: v1, labels: { version: v1 } }
-  - { name: v2, labels: { version: v2 } }
-`,
+      versionSubsets('reviews', ['v1', 'v2']),
       `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: reviews }

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { get } from './helpers/http.ts';
-import { doc, serviceEntry } from './helpers/mesh.ts';
+import { doc, serviceEntry, versionSubsets } from './helpers/mesh.ts';
 import { waitFor } from './helpers/net.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
@@ -58,15 +58,7 @@ t.before(async () => {
         { port: v2.port, labels: { app: 'reviews', version: 'v2' } },
       ], { port: 9080 }),
       serviceEntry('ratings', 'ratings', [{ port: good.port, labels: { app: 'ratings' } }, { port: bad.port, labels: { app: 'ratings' } }], { port: 9080 }),
-      `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews }
-spec:
-  host: reviews
-  subsets:
-  - { name: v1, labels: { version: v1 } }
-  - { name: v2, labels: { version: v2 } }
-`,
+      versionSubsets('reviews', ['v1', 'v2']),
       `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: { name: ratings }

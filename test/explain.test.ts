@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { get, request } from './helpers/http.ts';
-import { doc, gateway, gatewayLocalRateLimit, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, gatewayLocalRateLimit, serviceEntry, versionSubsets } from './helpers/mesh.ts';
 import { freePort, waitFor } from './helpers/net.ts';
 import { CORPUS, MeshDir, runCli, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
@@ -57,15 +57,7 @@ spec:
         { port: v1.port, labels: { app: 'reviews', version: 'v1' } },
         { port: v2.port, labels: { app: 'reviews', version: 'v2' } },
       ], { port: 9080 }),
-      `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews }
-spec:
-  host: reviews
-  subsets:
-  - { name: v1, labels: { version: v1 } }
-  - { name: v2, labels: { version: v2 } }
-`,
+      versionSubsets('reviews', ['v1', 'v2']),
       `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: reviews }

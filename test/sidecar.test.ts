@@ -5,7 +5,7 @@ import { connect } from 'node:net';
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { get, request } from './helpers/http.ts';
-import { doc, serviceEntry } from './helpers/mesh.ts';
+import { doc, serviceEntry, versionSubsets } from './helpers/mesh.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
 let mesh: MeshDir;
@@ -32,15 +32,7 @@ t.before(async () => {
       serviceEntry('billing', 'billing', [{ port: other.port, labels: { app: 'billing' } }], { namespace: 'finance', port: 8080 }),
     ),
     'routing.yaml': doc(
-      `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: reviews }
-spec:
-  host: reviews
-  subsets:
-  - { name: v1, labels: { version: v1 } }
-  - { name: v2, labels: { version: v2 } }
-`,
+      versionSubsets('reviews', ['v1', 'v2']),
       `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: reviews }

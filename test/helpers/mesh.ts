@@ -61,6 +61,12 @@ spec:
 
 export const doc = (...parts: string[]): string => parts.join('---\n');
 
+/** A DestinationRule for `host` with one subset per version (`labels: { version }`), named as the host. */
+export function versionSubsets(host: string, versions: readonly string[]): string {
+  const subsets = versions.map((v) => `  - { name: ${v}, labels: { version: ${v} } }\n`).join('');
+  return `apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: ${host} }\nspec:\n  host: ${host}\n  subsets:\n${subsets}`;
+}
+
 export interface GatewayLocalRateLimit {
   readonly maxTokens: number;
   /** Default: `maxTokens`. */
