@@ -81,6 +81,8 @@ spec:
       headers:
         request: { set: { x-dest: app } }
         response: { add: { x-dest-resp: app } }
+  - rewrite: { uri: /fallback/ }
+    route: [{ destination: { host: app } }]
 `,
     ),
   });
@@ -110,6 +112,14 @@ t.test('rewrite uri on an exact match, with an authority rewrite', async (t) => 
   const r = await request(port, '/old', { headers: { host: 'shop.example.com' } });
   t.equal(echo(r).url, '/new');
   t.equal(echo(r).headers.host, 'internal.example.com');
+  const q = await request(port, '/old?a=1&b=2', { headers: { host: 'shop.example.com' } });
+  t.equal(echo(q).url, '/new?a=1&b=2', 'the whole path is swapped, the query string kept (Envoy)');
+});
+
+t.test('rewrite uri on a route without a match keeps the query string', async (t) => {
+  const r = await request(port, '/anything/else?x=1', { headers: { host: 'shop.example.com' } });
+  t.equal(echo(r).url, '/fallback/anything/else?x=1', 'the matched prefix "/" is swapped, as istiod writes a match-less route (prefix: /)');
+  t.equal(echo(r).headers['x-envoy-original-path'], '/anything/else?x=1');
 });
 
 t.test('uriRegexRewrite with a capture group', async (t) => {

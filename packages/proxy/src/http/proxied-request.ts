@@ -566,7 +566,9 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     } else if (route.matchedPrefix !== null && before.startsWith(route.matchedPrefix)) {
       this.path = target.prefixRewrite! + before.slice(route.matchedPrefix.length);
     } else {
-      this.path = target.prefixRewrite!;
+      // An exact (or regex, or no) path match: the whole path is swapped, the query string kept (Envoy's finalizePathHeader).
+      const q = before.indexOf('?');
+      this.path = q < 0 ? target.prefixRewrite! : target.prefixRewrite! + before.slice(q);
     }
     if (this.path !== before) this.upstreamHeaders.push('x-envoy-original-path', before);
   }

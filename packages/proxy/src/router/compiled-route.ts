@@ -359,6 +359,7 @@ export class CompiledRoute {
     this.requestEdits = r.requestHeaders ? new HeaderEdits(r.requestHeaders) : null;
     this.responseEdits = r.responseHeaders ? new HeaderEdits(r.responseHeaders) : null;
     const pm = r.match.path.match;
-    this.matchedPrefix = pm.kind === 'prefix' || pm.kind === 'exact' ? pm.value : null;
+    // A route without a path match is Envoy's `prefix: /` (as istiod and the exporter write it): a prefix rewrite swaps that `/`.
+    this.matchedPrefix = pm.kind === 'prefix' || pm.kind === 'exact' ? pm.value : pm.kind === 'any' ? '/' : null;
   }
 }
