@@ -1,0 +1,388 @@
+// What each stage of Remora's request path costs, in CPU microseconds per request, from one run.
+//
+// Every variant is the bench gateway (bench/remora/) with one thing added or taken away, run at
+// saturation on the proxy core one after the other, round after round, against the same nginx
+// upstream; CPU time is the proxy's own (from /proc, user + system) over the requests it
+// answered. A stage's cost is its variant's CPU per request minus the variant it was added to:
+//
+//   base              the default chain: routing, upstream, metrics, access log (stdout → /dev/null)
+//   direct            the route answers itself (a 1,024-byte directResponse): listener, HTTP
+//                     codec, routing, local reply and telemetry, no upstream  → upstream = base − direct
+//   no-access-log     base without the access log                          → access log = base − this
+//   tracing-1%        base with OpenTelemetry tracing at Istio's default 1% sampling, spans to a
+//                     real OTLP/HTTP receiver in this process            → tracing = this − base
+//   rbac              base + an AuthorizationPolicy (ALLOW, three rules, the last one matching)
+//   jwt               base + RequestAuthentication and a policy requiring a principal; every
+//                     request carries an RS256 token (signed here with node:crypto)
+//   local-ratelimit   base + istio.io's gateway local rate limit EnvoyFilter (a bucket never empty)
+//   fault             base + a VirtualService fault (abort 0.001%): the filter runs, ~nothing is aborted
+//
+// Not part of `pnpm bench`; run it with nothing else on the machine:
+//
+//   node bench/stage-cost.ts [--rounds 3] [--duration 5] [--warmup 2] [--only base,tracing-1%]
+import { createServer, type Server } from 'node:http';
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { gatewayLocalRateLimit } from '../test/helpers/mesh.ts';
+import { spawnChild, type Child } from './lib/children.ts';
+import { describeFailure, UsageError } from './lib/errors.ts';
+import { saturate } from './lib/load.ts';
+import { freePorts, waitUntilForwarding, type RequestTarget } from './lib/net.ts';
+import { render, upstreamBody } from './lib/peers.ts';
+import { treeCpuSeconds } from './lib/proc.ts';
+import { numberOption, PATHS, prepare, type Pinning } from './lib/setup.ts';
+import { median } from './lib/stats.ts';
+
+const HELP = `node bench/stage-cost.ts [options]
+
+  --only a,b          variants (default all): base, direct, no-access-log, tracing-1%, rbac, jwt, local-ratelimit, fault
+  --rounds N          rounds, every variant once per round (default 3)
+  --duration S        seconds of each measured run (default 5)
+  --warmup S          seconds of load before measuring, not counted (default 2)
+  --connections N     connections (default 50)
+  --proxy-cpu N / --load-cpu N / --no-pin   cores (default 1 / 0)`;
+
+interface Variant {
+  readonly name: string;
+  /** What the variant adds or removes, for the table. */
+  readonly what: string;
+  /** The variant it is compared with: its cost is (this − that), or (that − this) when `removes`. */
+  readonly against: string | null;
+  readonly removes: boolean;
+}
+
+const VARIANTS: readonly Variant[] = [
+  { name: 'base', what: 'the default chain: route, upstream, metrics, access log', against: null, removes: false },
+  { name: 'direct', what: 'no upstream: the route answers (directResponse, 1,024 bytes)', against: 'base', removes: true },
+  { name: 'no-access-log', what: 'access log off', against: 'base', removes: true },
+  { name: 'tracing-1%', what: 'OpenTelemetry tracing, 1% sampled, OTLP/HTTP', against: 'base', removes: false },
+  { name: 'rbac', what: 'AuthorizationPolicy ALLOW, 3 rules', against: 'base', removes: false },
+  { name: 'jwt', what: 'RequestAuthentication (RS256) + policy requiring a principal', against: 'base', removes: false },
+  { name: 'local-ratelimit', what: 'local rate limit (istio.io EnvoyFilter)', against: 'base', removes: false },
+  { name: 'fault', what: 'fault filter (abort 0.001%)', against: 'base', removes: false },
+];
+
+const STAGE_NAME: Readonly<Record<string, string>> = {
+  direct: 'upstream (pool, undici, response relay)',
+  'no-access-log': 'access log',
+  'tracing-1%': 'tracing at 1%',
+  rbac: 'rbac filter',
+  jwt: 'jwt_authn + rbac',
+  'local-ratelimit': 'local_ratelimit filter',
+  fault: 'fault filter',
+};
+
+interface Options {
+  readonly variants: readonly Variant[];
+  readonly rounds: number;
+  readonly durationS: number;
+  readonly warmupS: number;
+  readonly connections: number;
+  readonly pinning: Pinning;
+}
+
+function parseOptions(argv: string[]): Options | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      only: { type: 'string' },
+      rounds: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      'proxy-cpu': { type: 'string' },
+      'load-cpu': { type: 'string' },
+      'no-pin': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return null;
+  let variants = VARIANTS;
+  if (values.only !== undefined) {
+    const asked = values.only.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    const unknown = asked.filter((a) => !VARIANTS.some((v) => v.name === a));
+    if (unknown.length > 0) throw new UsageError(`unknown variant ${unknown.join(', ')} (known: ${VARIANTS.map((v) => v.name).join(', ')})`);
+    // A stage needs the variant it is compared with.
+    const names = new Set(asked);
+    for (const a of asked) {
+      const against = VARIANTS.find((v) => v.name === a)?.against;
+      if (against) names.add(against);
+    }
+    variants = VARIANTS.filter((v) => names.has(v.name));
+  }
+  const pin = !values['no-pin'];
+  const proxyCpu = numberOption('proxy-cpu', values['proxy-cpu'], 'BENCH_PROXY_CPU', 1, 0);
+  const loadCpu = numberOption('load-cpu', values['load-cpu'], 'BENCH_LOAD_CPU', 0, 0);
+  if (pin && proxyCpu === loadCpu) throw new UsageError('--proxy-cpu and --load-cpu must differ');
+  return {
+    variants,
+    rounds: Math.round(numberOption('rounds', values.rounds, 'BENCH_ROUNDS', 3, 1)),
+    durationS: numberOption('duration', values.duration, 'BENCH_DURATION', 5, 1),
+    warmupS: numberOption('warmup', values.warmup, 'BENCH_WARMUP', 2, 0),
+    connections: Math.round(numberOption('connections', values.connections, 'BENCH_CONNECTIONS', 50, 1)),
+    pinning: pin ? { proxyCpu, loadCpu } : { proxyCpu: null, loadCpu: null },
+  };
+}
+
+/** An RS256 key, its JWKS and one long-lived token, made here (no JWT library in the load path). */
+function jwtMaterial(): { jwks: string; token: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'RS256', use: 'sig' };
+  const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: 'bench' })}.${b64({ iss: 'bench@remora.dev', sub: 'load', iat: now, exp: now + 86_400 })}`;
+  const signature = sign('RSA-SHA256', Buffer.from(input), privateKey).toString('base64url');
+  return { jwks: JSON.stringify({ keys: [jwk] }), token: `${input}.${signature}` };
+}
+
+/** A receiver for the tracing variant's OTLP/HTTP exports; counts what it got. */
+async function otlpSink(): Promise<{ server: Server; port: number; posts: () => number }> {
+  let posts = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      posts++;
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port, posts: () => posts };
+}
+
+const POLICY_RULES = `  rules:
+  - from: [{ source: { notRemoteIpBlocks: ["0.0.0.0/0"] } }]
+  - to: [{ operation: { methods: ["DELETE"], paths: ["/admin/*"] } }]
+  - to: [{ operation: { methods: ["GET", "HEAD"], paths: ["/*"] } }]
+`;
+
+/** The variant's extra files and flags on top of the bench gateway. */
+interface VariantSetup {
+  /** Resources added to the config directory. */
+  readonly files: Record<string, string>;
+  /** Flags added to the command line. */
+  readonly args: string[];
+  /** The VirtualService's route replaced by this (YAML under the http route), or null. */
+  readonly vs: string | null;
+  /** A MeshConfig for `--mesh-config`, or null. */
+  readonly mesh: string | null;
+}
+
+function variantFiles(v: string, ctx: { otlpPort: number; jwks: string }): VariantSetup {
+  switch (v) {
+    case 'base':
+      return { files: {}, args: [], vs: null, mesh: null };
+    case 'no-access-log':
+      return { files: {}, args: ['--access-log-format', 'off'], vs: null, mesh: null };
+    case 'direct':
+      return {
+        files: {},
+        args: [],
+        vs: `      directResponse:\n        status: 200\n        body:\n          string: "${upstreamBody()}"\n`,
+        mesh: null,
+      };
+    case 'fault':
+      return {
+        files: {},
+        args: [],
+        vs: `      fault:\n        abort:\n          percentage: { value: 0.001 }\n          httpStatus: 503\n      route:\n        - destination: { host: upstream.bench.svc.cluster.local, port: { number: 80 } }\n`,
+        mesh: null,
+      };
+    case 'tracing-1%':
+      return {
+        mesh: `enableTracing: true
+defaultProviders: { tracing: [otel] }
+extensionProviders:
+- name: otel
+  opentelemetry:
+    service: otel-collector.bench.svc.cluster.local
+    port: 4318
+    http: { path: /v1/traces, timeout: 2s }
+`,
+        files: {
+          'collector.yaml': `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: otel-collector, namespace: default }
+spec:
+  hosts: [otel-collector.bench.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 4318, name: http-otlp, protocol: HTTP }]
+  endpoints: [{ address: 127.0.0.1, ports: { http-otlp: ${ctx.otlpPort} } }]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: mesh-default, namespace: istio-system }
+spec:
+  tracing:
+  - providers: [{ name: otel }]
+    randomSamplingPercentage: 1
+`,
+        },
+        args: [],
+        vs: null,
+      };
+    case 'rbac':
+      return {
+        files: {
+          'policy.yaml': `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: bench-allow, namespace: istio-system }
+spec:
+  selector: { matchLabels: { istio: ingressgateway } }
+  action: ALLOW
+${POLICY_RULES}`,
+        },
+        args: [],
+        vs: null,
+        mesh: null,
+      };
+    case 'jwt':
+      return {
+        files: {
+          'jwt.yaml': `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: bench-jwt, namespace: istio-system }
+spec:
+  selector: { matchLabels: { istio: ingressgateway } }
+  jwtRules:
+  - issuer: bench@remora.dev
+    jwks: '${ctx.jwks}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: bench-require-jwt, namespace: istio-system }
+spec:
+  selector: { matchLabels: { istio: ingressgateway } }
+  action: ALLOW
+  rules:
+  - from: [{ source: { requestPrincipals: ["bench@remora.dev/*"] } }]
+`,
+        },
+        args: [],
+        vs: null,
+        mesh: null,
+      };
+    case 'local-ratelimit':
+      return { files: { 'ratelimit.yaml': gatewayLocalRateLimit({ maxTokens: 100_000_000, tokensPerFill: 100_000_000, fillInterval: '1s' }) }, args: [], vs: null, mesh: null };
+    default:
+      throw new Error(`no files for variant ${v}`);
+  }
+}
+
+async function startVariant(v: Variant, o: Options, upstreamPort: number, extra: { otlpPort: number; jwks: string; token: string }): Promise<{ child: Child; port: number; target: RequestTarget }> {
+  const cli = join(PATHS.repoRoot, 'packages/proxy/dist/cli.js');
+  if (!existsSync(cli)) throw new UsageError('Remora is not built (packages/proxy/dist/cli.js is missing; run `pnpm run build`)');
+  const [port, admin, health] = (await freePorts(3)) as [number, number, number];
+  const dir = join(PATHS.runDir, `stage-${v.name.replace('%', 'pct')}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const vars = { LISTEN_PORT: port, UPSTREAM_PORT: upstreamPort };
+  const setup = variantFiles(v.name, extra);
+  for (const file of ['gateway.yaml', 'service-entry.yaml', 'virtual-service.yaml']) {
+    let text = render(readFileSync(join(PATHS.benchDir, 'remora', file), 'utf8'), vars);
+    if (file === 'virtual-service.yaml' && setup.vs !== null) text = text.replace(/      route:\n(.|\n)*$/, setup.vs);
+    writeFileSync(join(dir, file), text);
+  }
+  for (const [name, text] of Object.entries(setup.files)) writeFileSync(join(dir, name), text);
+  const args = [...setup.args];
+  if (setup.mesh !== null) {
+    // The MeshConfig is a flag, not a resource of the config directory.
+    const mesh = `${dir}.mesh.yaml`;
+    writeFileSync(mesh, setup.mesh);
+    args.push('--mesh-config', mesh);
+  }
+  const child = spawnChild(`remora ${v.name}`, process.execPath, [cli, 'gateway', '-c', dir, '--admin-port', String(admin), '--health-port', String(health), ...args], {
+    cpu: o.pinning.proxyCpu,
+    stdoutFile: null,
+    stderrFile: join(PATHS.runDir, `stage-${v.name.replace('%', 'pct')}.stderr.log`),
+  });
+  const target: RequestTarget = v.name === 'jwt' ? { path: '/', headers: { authorization: `Bearer ${extra.token}` } } : { path: '/', headers: {} };
+  const problem = await waitUntilForwarding(port, child, 15_000, target);
+  if (problem !== null) {
+    await child.stop();
+    throw new Error(`Remora (${v.name}) did not come up: ${problem}\n${child.stderrTail()}`);
+  }
+  return { child, port, target };
+}
+
+interface Sample {
+  readonly rps: number;
+  readonly cpuUsPerRequest: number;
+  readonly non2xx: number;
+}
+
+async function measure(v: Variant, o: Options, upstreamPort: number, extra: { otlpPort: number; jwks: string; token: string }): Promise<Sample> {
+  const { child, port, target } = await startVariant(v, o, upstreamPort, extra);
+  try {
+    if (o.warmupS > 0) await saturate({ port, connections: o.connections, durationS: o.warmupS, workers: 0, target });
+    const before = treeCpuSeconds(child.pid);
+    const r = await saturate({ port, connections: o.connections, durationS: o.durationS, workers: 0, target });
+    const cpu = treeCpuSeconds(child.pid) - before;
+    if (!child.isRunning()) throw new Error(`Remora (${v.name}) exited during the run:\n${child.stderrTail()}`);
+    if (r.requests === 0) throw new Error(`Remora (${v.name}) answered no request with 2xx (${r.non2xx} non-2xx, ${r.errors} errors)`);
+    return { rps: r.rps, cpuUsPerRequest: (cpu * 1e6) / r.requests, non2xx: r.non2xx };
+  } finally {
+    await child.stop();
+  }
+}
+
+const fmt = (n: number, digits: number): string => (Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '—');
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  if (o === null) {
+    process.stdout.write(`${HELP}\n`);
+    return;
+  }
+  const budgetS = o.rounds * o.variants.length * (o.warmupS + o.durationS + 30) + 60;
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`stage-cost: still running after ${budgetS} s, giving up\n`);
+    process.exit(1);
+  }, budgetS * 1000);
+  watchdog.unref();
+  const { upstream } = await prepare(['remora'], o.pinning);
+  const sink = await otlpSink();
+  const { jwks, token } = jwtMaterial();
+  const extra = { otlpPort: sink.port, jwks, token };
+  const samples = new Map<string, Sample[]>(o.variants.map((v) => [v.name, []]));
+  for (let round = 1; round <= o.rounds; round++) {
+    for (const v of o.variants) {
+      const s = await measure(v, o, upstream.port, extra);
+      samples.get(v.name)!.push(s);
+      process.stderr.write(`  round ${round} ${v.name}: ${fmt(s.rps, 0)} req/s, ${fmt(s.cpuUsPerRequest, 1)} µs CPU/request${s.non2xx > 0 ? `, ${s.non2xx} non-2xx` : ''}\n`);
+    }
+  }
+  await upstream.child?.stop();
+  sink.server.close();
+
+  const med = (name: string, k: 'rps' | 'cpuUsPerRequest'): number => median((samples.get(name) ?? []).map((s) => s[k]));
+  const lines = [
+    `| variant | what | req/s | CPU µs/request | stage | stage µs/request | throughput vs base |`,
+    `|---|---|---:|---:|---|---:|---:|`,
+  ];
+  for (const v of o.variants) {
+    const rps = med(v.name, 'rps');
+    const cpu = med(v.name, 'cpuUsPerRequest');
+    let stage = '';
+    let cost = Number.NaN;
+    if (v.against !== null && samples.has(v.against)) {
+      const other = med(v.against, 'cpuUsPerRequest');
+      cost = v.removes ? other - cpu : cpu - other;
+      stage = STAGE_NAME[v.name] ?? v.name;
+    }
+    const vsBase = samples.has('base') ? rps / med('base', 'rps') : Number.NaN;
+    lines.push(`| ${v.name} | ${v.what} | ${fmt(rps, 0)} | ${fmt(cpu, 1)} | ${stage} | ${fmt(cost, 1)} | ${fmt(vsBase, 3)}× |`);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+  if (samples.has('tracing-1%')) process.stdout.write(`OTLP exports received during the run: ${sink.posts()}\n`);
+  writeFileSync(join(PATHS.runDir, 'stage-cost.json'), `${JSON.stringify({ date: new Date().toISOString(), options: { ...o, variants: o.variants.map((v) => v.name) }, samples: Object.fromEntries(samples) }, null, 2)}\n`);
+  clearTimeout(watchdog);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`stage-cost: ${describeFailure(err)}`);
+  process.exit(1);
+});
