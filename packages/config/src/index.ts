@@ -17,6 +17,7 @@ export * from './sources/mesh-loader-thread.ts';
 export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJson, httpStatusCode, timerMs, MAX_TIMER_MS } from './model/envoy-values.ts';
 export { httpStatPrefix } from './model/listener.ts';
 export { routeRateLimits } from './model/route.ts';
+export { serviceClusterOf } from './model/node.ts';
 export { proxyConfigFromEnvoy, type ImportResult } from './envoy/to-model.ts';
 export { formatImportIssue, type ImportIssue } from './envoy/import-context.ts';
 export { SKIPPED_ISTIO_FILTERS } from './envoy/filter-types.ts';

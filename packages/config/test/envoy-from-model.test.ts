@@ -317,10 +317,11 @@ t.test("a secret: the chain inline, the private key '[redacted]' as Envoy's admi
   t.same(roots, { name: 'ROOTCA', validation_context: { trusted_ca: { inline_bytes: Buffer.from('ROOTS').toString('base64') } } });
 });
 
+// istio-agent's bootstrap names the service cluster `<app label>.<namespace>` (pkg/bootstrap serviceClusterOrDefault).
 t.test("the bootstrap node as Istio's agent describes it", async (t) => {
   const b = roundTrip(t, BootstrapSchema, bootstrapJson(nodeWith(SIDECAR, { locality: 'us-east/us-east-1a/' }), { ip: '10.1.2.3', adminAddress: '127.0.0.1', adminPort: 15000 }), 'bootstrap');
   t.match(b, {
-    node: { id: 'sidecar~10.1.2.3~productpage-v1.default~default.svc.cluster.local', cluster: 'productpage-v1.default', metadata: { NAMESPACE: 'default', LABELS: { app: 'productpage' } }, locality: { region: 'us-east', zone: 'us-east-1a' } },
+    node: { id: 'sidecar~10.1.2.3~productpage-v1.default~default.svc.cluster.local', cluster: 'productpage.default', metadata: { NAMESPACE: 'default', LABELS: { app: 'productpage' } }, locality: { region: 'us-east', zone: 'us-east-1a' } },
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 15000 } } },
   });
 });

@@ -565,3 +565,23 @@ t.test('a timeout longer than a Node.js timer holds is capped at 2^31 - 1 ms, no
   t.equal(action.timeoutMs, 2_147_483_647);
   t.equal(action.retry.perTryTimeoutMs, 2_147_483_647);
 });
+
+t.test("route metadata: the rate limit actions' ROUTE_ENTRY source, read and written back", async (t) => {
+  const json = table([
+    fwd(
+      {},
+      {
+        metadata: { filterMetadata: { 'acme.plans': { plan: 'gold' }, istio: { config: '/apis/networking.istio.io/v1/namespaces/default/virtual-service/vs' } } },
+        route: { cluster: 'c', rateLimits: [{ actions: [{ metadata: { descriptorKey: 'plan', metadataKey: { key: 'acme.plans', path: [{ key: 'plan' }] }, source: 'ROUTE_ENTRY' } }] }] },
+      },
+    ),
+  ]);
+  const r = firstRoute(json);
+  t.strictSame(r.metadata, { 'acme.plans': { plan: 'gold' } }, "the user's namespaces; istio's config reference becomes the origin");
+  t.equal(r.origin, 'default/vs#0');
+  const out = envoyResourcesFromModel({ version: 'v', node: SIDECAR, listeners: [], clusters: [], routeConfigs: [{ name: 'rc', virtualHosts: [{ name: 'vh', domains: ['*'], routes: [r], requireTls: false }], ignorePortInHostMatching: false }] }).routeConfigs[0]!;
+  const back = canonical(out).virtualHosts![0]!.routes![0]!;
+  t.strictSame(back.metadata?.filterMetadata?.['acme.plans'], { plan: 'gold' }, 'the user\'s metadata is written back');
+  t.strictSame(back.metadata?.filterMetadata?.istio, { config: '/apis/networking.istio.io/v1/namespaces/default/virtual-service/vs' }, 'beside istiod\'s config reference');
+  t.strictSame(firstRoute(out), r, 'and reads back as it was');
+});

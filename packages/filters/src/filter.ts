@@ -178,6 +178,8 @@ export interface RouteFilterInput {
   readonly forwards: boolean;
   /** The cluster the route forwards to when it has exactly one; null otherwise. */
   readonly cluster: string | null;
+  /** The route's `metadata.filter_metadata` by namespace (the rate limit `metadata` action's ROUTE_ENTRY); absent: none. */
+  readonly metadata?: Readonly<Record<string, unknown>> | null;
 }
 
 /**
@@ -188,6 +190,8 @@ export interface FilterCompileContext {
   /** The value stored under `key` by an earlier snapshot, or the result of `create` (then stored). */
   persistent<T>(key: string, create: () => T): T;
   warn(message: string): void;
+  /** The proxy's local service cluster (Envoy's node `cluster`, `--service-cluster`): the rate limit action `source_cluster`. */
+  readonly serviceCluster?: string;
   /**
    * Where the config sits: the listener's name for its chain, `<route config>/<virtual
    * host>/<route>` for a route's. State kept per place (rate-limit buckets) is keyed by it.

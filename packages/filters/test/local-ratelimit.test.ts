@@ -211,7 +211,7 @@ t.test('bad configs are refused with the field named', async (t) => {
   t.throws(() => f.compile(null, ctx), /config must be a LocalRateLimit object/);
   t.throws(() => f.compile({ ...config(), statPrefix: '' }, ctx), /statPrefix is required/);
   t.throws(() => f.compile({ ...config(), localRateLimitPerDownstreamConnection: true }, ctx), /localRateLimitPerDownstreamConnection is not supported/);
-  t.throws(() => f.compileRouteConfig(undefined, ctx, routeInput([{ actions: [{ sourceCluster: {} }] }])), /actions\[0\]\.sourceCluster: not supported/);
+  t.throws(() => f.compileRouteConfig(undefined, ctx, routeInput([{ actions: [{ extension: { name: 'x' } }] }])), /actions\[0\]\.extension: not supported/);
 });
 
 t.test("Envoy's defaults: filter_enabled unset is 0% (nothing checked), status below 400 answers 429", async (t) => {

@@ -33,6 +33,7 @@ import type {
 import { msToDurationJson } from '../model/envoy-values.ts';
 import { DEFAULT_MAX_PATH_TAG_LENGTH, OTEL_TRACER_TYPE, ZIPKIN_TRACER_TYPE } from './to-model-tracing.ts';
 import { httpStatPrefix } from '../model/listener.ts';
+import { serviceClusterOf } from '../model/node.ts';
 import { HCM_TYPE, HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX } from './filter-types.ts';
 import { envoyCodec } from './lazy-codec.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
@@ -149,7 +150,7 @@ function nameTableJson(entries: readonly NameTableEntry[]): NameTableJson {
 
 // ---- bootstrap ----
 
-/** istiod's node: `<type>~<ip>~<workload>.<ns>~<ns>.svc.<domain>`, the cluster `<workload>.<ns>`, the agent's metadata. */
+/** istiod's node: `<type>~<ip>~<workload>.<ns>~<ns>.svc.<domain>`, the service cluster (`serviceClusterOf`), the agent's metadata. */
 export function bootstrapJson(node: ProxyNode, opts: { readonly ip: string; readonly adminAddress: string; readonly adminPort: number }): BootstrapJson {
   const [region = '', zone = '', subZone = ''] = node.locality.split('/');
   const type = node.kind === 'gateway' ? 'router' : 'sidecar';
@@ -165,7 +166,7 @@ export function bootstrapJson(node: ProxyNode, opts: { readonly ip: string; read
   return {
     node: {
       id: `${type}~${opts.ip}~${node.workloadName}.${node.namespace}~${node.namespace}.svc.${node.clusterDomain}`,
-      cluster: `${node.workloadName}.${node.namespace}`,
+      cluster: serviceClusterOf(node),
       metadata: metadata as StructJson,
       ...(node.locality === '' ? {} : { locality: { region, zone, subZone } }),
       userAgentName: 'remora',
@@ -835,7 +836,7 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
     out.directResponse = { status: a.status, ...(a.body !== null ? { body: { inlineString: a.body } } : {}) };
   }
   if (Object.keys(perFilter).length > 0) out.typedPerFilterConfig = perFilter;
-  const filterMetadata: Record<string, StructJson> = {};
+  const filterMetadata: Record<string, StructJson> = { ...((r.metadata ?? {}) as Record<string, StructJson>) };
   if (r.origin !== '') {
     const hash = r.origin.indexOf('#');
     const [ns, name] = (hash < 0 ? r.origin : r.origin.slice(0, hash)).split('/');

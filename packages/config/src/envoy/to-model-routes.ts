@@ -286,8 +286,18 @@ function routeFromEnvoy(r: Reader, route: RouteJson, at: string, levels: Levels,
     filterConfigs: filters,
     ...(rateLimits !== undefined ? { rateLimits } : {}),
     ...(includeVh ? { includeVhRateLimits: true } : {}),
+    ...userMetadata(route),
     origin,
   };
+}
+
+/** The route's filter metadata beyond what the model says itself (`istio`'s config reference, `remora`). */
+function userMetadata(route: RouteJson): { metadata?: Record<string, unknown> } {
+  const fm = route.metadata?.filterMetadata;
+  if (fm === undefined) return {};
+  const out: Record<string, unknown> = {};
+  for (const [ns, v] of Object.entries(fm)) if (ns !== 'istio' && ns !== 'remora') out[ns] = v;
+  return Object.keys(out).length === 0 ? {} : { metadata: out };
 }
 
 // ---- match ----

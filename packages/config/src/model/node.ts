@@ -30,6 +30,20 @@ export interface ProxyNode {
   readonly clusterId?: string;
   /** Istio's `MESH_ID` node metadata; absent: none. */
   readonly meshId?: string;
+  /** Envoy's node `cluster` (`--service-cluster`): the local service cluster; absent: Istio's default, see `serviceClusterOf`. */
+  readonly serviceCluster?: string;
+}
+
+/**
+ * The node's local service cluster (Envoy's `--service-cluster`, the rate limit action
+ * `source_cluster`, a span's `service.name`): `serviceCluster` when set, else what istio-agent's
+ * bootstrap writes by default (APP_LABEL_AND_NAMESPACE): `<app>.<namespace>` (label `app`, else
+ * `app.kubernetes.io/name`), else `<workload>.<namespace>`.
+ */
+export function serviceClusterOf(node: ProxyNode): string {
+  if (node.serviceCluster !== undefined && node.serviceCluster !== '' && node.serviceCluster !== 'istio-proxy') return node.serviceCluster;
+  const app = node.labels['app'] || node.labels['app.kubernetes.io/name'] || node.workloadName || 'istio-proxy';
+  return `${app}.${node.namespace}`;
 }
 
 /** Ports and addresses the runtime listens on, chosen by flags; not part of any resource. */

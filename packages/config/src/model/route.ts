@@ -160,6 +160,12 @@ export interface Route {
   /** Envoy's RouteAction `include_vh_rate_limits`: the virtual host's `rate_limits` apply beside the route's own. */
   readonly includeVhRateLimits?: boolean;
   /**
+   * Envoy's route `metadata.filter_metadata` other than what the model says itself (`istio`'s
+   * config reference, `remora`): what the rate limit `metadata` action reads from the route
+   * entry. Absent: none.
+   */
+  readonly metadata?: Readonly<Record<string, unknown>>;
+  /**
    * Where this route was written, `<namespace>/<vs>#<http index>[.<match index>]` (the match
    * index when the route has several blocks; a delegated route's delegate); '' for routes
    * Istio makes itself. Not Envoy's: it names the route's runtime state (rate-limit buckets)

@@ -23,6 +23,7 @@
 import type { ConfigIssue } from '../errors.ts';
 import type { Cluster } from '../model/cluster.ts';
 import type { HttpTracing, Listener, TracingCustomTag, TracingProvider } from '../model/listener.ts';
+import { serviceClusterOf } from '../model/node.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { IstioCustomTag, MeshTelemetry, MeshTracingProvider } from '../schema/mesh-telemetry.ts';
 import type { TranslateContext } from './context.ts';
@@ -157,17 +158,6 @@ function customTag(tag: string, c: IstioCustomTag): TracingCustomTag {
   return { tag, kind: 'requestHeader', name: c.name.toLowerCase(), defaultValue: c.defaultValue };
 }
 
-/**
- * The span's `service.name`: the node's service cluster as istio-agent's bootstrap names it by
- * default (APP_LABEL_AND_NAMESPACE): `<app>.<namespace>` (label `app`, else
- * `app.kubernetes.io/name`), else `<workload>.<namespace>`.
- */
-function serviceCluster(ctx: TranslateContext): string {
-  const { node } = ctx;
-  const app = node.labels['app'] || node.labels['app.kubernetes.io/name'] || node.workloadName || 'istio-proxy';
-  return `${app}.${node.namespace}`;
-}
-
 function providerJson(p: MeshTracingProvider, hostname: string, cluster: string, serviceName: string): TracingProvider {
   if (p.kind === 'zipkin') return { kind: 'zipkin', cluster, authority: hostname, path: p.path === '' ? '/api/v2/spans' : p.path, traceId128Bit: !p.enable64bitTraceId, sharedSpanContext: false };
   if (p.http !== null) {
@@ -203,7 +193,7 @@ function hcmTracing(ctx: TranslateContext, registry: ServiceRegistry, clusters: 
   for (const [tag, c] of Object.entries(own)) tags.push(customTag(tag, c));
   tags.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
   return {
-    provider: providerJson(provider, found.hostname, found.cluster, serviceCluster(ctx)),
+    provider: providerJson(provider, found.hostname, found.cluster, serviceClusterOf(ctx.node)),
     randomSamplingPercent: sampling,
     clientSamplingPercent: 100,
     overallSamplingPercent: 100,

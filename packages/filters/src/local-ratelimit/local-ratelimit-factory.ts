@@ -21,7 +21,6 @@ import {
 import { bucketKey, type Clock, monotonicClock, TokenBucket, type TokenBucketSettings } from './token-bucket.ts';
 
 /** The filter's own rate_limits belong to no route (destination_cluster yields nothing). */
-const NO_ROUTE = { cluster: null };
 
 /** Envoy refuses token buckets that refill more often than this. */
 export const MIN_FILL_INTERVAL_MS = 50;
@@ -47,7 +46,7 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
   compileRouteConfig(config: unknown, context: FilterCompileContext, route: RouteFilterInput): RouteLimit {
     return {
       limiter: config === undefined || config === null ? null : this.#limiter(config, true, `route ${context.scope ?? ''}`, context),
-      rateLimits: compileRateLimits(route.rateLimits as readonly RateLimitJson[], 'rate_limits', route),
+      rateLimits: compileRateLimits(route.rateLimits as readonly RateLimitJson[], 'rate_limits', { ...route, serviceCluster: context.serviceCluster ?? '' }),
     };
   }
 
@@ -100,7 +99,7 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
       xRateLimitHeaders: c.enableXRatelimitHeaders === 'DRAFT_VERSION_03',
       descriptors,
       alwaysConsumeDefaultBucket: always === undefined || always === null || always !== false,
-      rateLimits: compileRateLimits(c.rateLimits ?? [], 'rateLimits', NO_ROUTE),
+      rateLimits: compileRateLimits(c.rateLimits ?? [], 'rateLimits', { cluster: null, serviceCluster: context.serviceCluster ?? '' }),
     });
   }
 }

@@ -26,10 +26,10 @@ export class RateLimitFilterFactory implements HttpFilterFactory {
    * a route brings its own `rate_limits` instead. Null for a route that does not forward, as
    * Envoy calls the service for route entries only.
    */
-  compileRouteConfig(config: unknown, _context: FilterCompileContext, route: RouteFilterInput): RateLimitRouteConfig | null {
+  compileRouteConfig(config: unknown, context: FilterCompileContext, route: RouteFilterInput): RateLimitRouteConfig | null {
     if (config !== undefined && config !== null) throw new Error('typed_per_filter_config (RateLimitPerRoute) is not supported; set rate_limits on the route or virtual host');
     if (!route.forwards) return null;
-    return { entries: compileRateLimits(route.rateLimits as readonly RouteRateLimitJson[], 'rate_limits', route), cluster: route.cluster };
+    return { entries: compileRateLimits(route.rateLimits as readonly RouteRateLimitJson[], 'rate_limits', { ...route, serviceCluster: context.serviceCluster ?? '' }), cluster: route.cluster };
   }
 }
 

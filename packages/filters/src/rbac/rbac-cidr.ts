@@ -85,6 +85,52 @@ export function scratchInAny(family: IpFamily, ranges: readonly CidrRange[]): bo
   return false;
 }
 
+/**
+ * The address last parsed by `parseRequestIp`, its host bits past `prefixLength` cleared, as
+ * Envoy's `CidrRange::asString` prints it (`10.1.0.0/16`, `2001:db8::/64`): the rate limit
+ * action `masked_remote_address`. Builds one string; the scratch buffer is left as it was.
+ */
+export function scratchMaskedText(family: 4 | 6, prefixLength: number): string {
+  if (family === 4) {
+    const v = (scratch[0]! & wordMask(prefixLength, 0)) >>> 0;
+    return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}/${prefixLength}`;
+  }
+  for (let i = 0; i < 4; i++) {
+    const w = (scratch[i]! & wordMask(prefixLength, i)) >>> 0;
+    masked[2 * i] = w >>> 16;
+    masked[2 * i + 1] = w & 0xffff;
+  }
+  // inet_ntop's form: the longest run of two or more zero groups (the first of equals) is `::`.
+  let bestAt = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (masked[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && masked[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestAt = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  let text = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestAt) {
+      text += '::';
+      i += bestLen - 1;
+      continue;
+    }
+    if (text !== '' && !text.endsWith(':')) text += ':';
+    text += masked[i]!.toString(16);
+  }
+  return `${text}/${prefixLength}`;
+}
+
+const masked = new Uint16Array(8);
+
 function parseIpInto(text: string, out: Uint32Array, unmapV4: boolean): IpFamily {
   let end = text.indexOf('%'); // IPv6 zone (fe80::1%eth0): not part of the address
   if (end < 0) end = text.length;

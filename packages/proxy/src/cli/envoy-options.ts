@@ -211,5 +211,6 @@ export function proxyNodeFromEnvoy(node: EnvoyNode): ProxyNode {
     ...(s('NAME') ?? podName ? { podName: s('NAME') ?? podName } : {}),
     ...(s('CLUSTER_ID') ? { clusterId: s('CLUSTER_ID')! } : {}),
     ...(s('MESH_ID') ? { meshId: s('MESH_ID')! } : {}),
+    ...(node.cluster ? { serviceCluster: node.cluster } : {}),
   };
 }

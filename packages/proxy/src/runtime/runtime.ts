@@ -1,4 +1,5 @@
 import type { Cluster, Endpoint, ProxyConfig, ProxyNode, TrafficDirection } from '@remora/config';
+import { serviceClusterOf } from '@remora/config';
 import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { FilterRegistry, PeerIdentity } from '@remora/filters';
@@ -79,6 +80,8 @@ export class Runtime implements ListenerContext {
   /** Span exporters of the listeners' tracing, kept across snapshots. */
   readonly tracers = new TracerPool();
   readonly #nodeId: string;
+  /** Envoy's local service cluster (the rate limit action `source_cluster`). */
+  readonly #serviceCluster: string;
   #snapshot: Snapshot | null = null;
   #snapshotLiveAt = 0;
   #draining = false;
@@ -101,6 +104,7 @@ export class Runtime implements ListenerContext {
     this.node = opts.node;
     const n = opts.node;
     this.#nodeId = opts.nodeId ?? `${n.kind === 'gateway' ? 'router' : 'sidecar'}~0.0.0.0~${n.workloadName}.${n.namespace}~${n.namespace}.svc.${n.clusterDomain}`;
+    this.#serviceCluster = serviceClusterOf(n);
     this.accessLog = opts.accessLog;
     this.accessLogFiles = opts.accessLogFiles ?? null;
     this.metrics = opts.metrics;
@@ -208,7 +212,7 @@ export class Runtime implements ListenerContext {
         nodeId: this.#nodeId,
         statsFor: (direction) => this.#unroutedStats(direction),
         filters: this.#filters,
-        filterContext: this.#store.begin(this.#loggers.get('config'), this.#loggers),
+        filterContext: { ...this.#store.begin(this.#loggers.get('config'), this.#loggers), serviceCluster: this.#serviceCluster },
         trustedHops: this.#trustedHops,
         stats: this.envoyStats,
         ...(this.accessLogFiles !== null ? { accessLogs: this.accessLogFiles } : {}),

@@ -197,7 +197,7 @@ function routeContextOf(clusters: ReadonlyMap<string, UpstreamCluster>, services
       // Most routes have no filter settings: no context is made for them.
       if (rateLimits.length === 0 && isEmpty(route.filterConfigs)) return null;
       const cluster = forwards && a.clusters.length === 1 ? a.clusters[0]!.cluster : null;
-      return services.filters.compileRouteConfigs(route.filterConfigs, { ...services.filterContext, scope, stats: routeStats }, { rateLimits, forwards, cluster });
+      return services.filters.compileRouteConfigs(route.filterConfigs, { ...services.filterContext, scope, stats: routeStats }, { rateLimits, forwards, cluster, metadata: route.metadata ?? null });
     },
   };
 }
