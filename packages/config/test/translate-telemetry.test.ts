@@ -271,6 +271,13 @@ accessLogEncoding: JSON
   t.same(logs(run('', SIDECAR, defaults).listeners)['virtualInbound'], [{ path: '/dev/stdout', format: { text: ISTIO_TEXT_ACCESS_LOG_FORMAT } }], 'defaultProviders.accessLogging with no Telemetry');
 });
 
+t.test('metrics of an applicable Telemetry are not applied, and say so', async (t) => {
+  t.same(run(telemetry('ns', 'default', '  metrics: [{overrides: [{disabled: true}]}]')).brief, [
+    'warning Telemetry default/ns spec.metrics: not applied: the istio_* metrics are always reported, with their default tags',
+  ]);
+  t.same(run(telemetry('other', 'bar', '  metrics: [{overrides: [{disabled: true}]}]')).brief, [], 'one that does not apply to this proxy is not mentioned');
+});
+
 t.test('accessLogging round-trips through Envoy: the CEL filter and a disabled log', async (t) => {
   const m = mesh(MESH + 'accessLogFile: /dev/stdout\n');
   const out = translateIstio(load(SERVICES + '---\n' + telemetry('f', 'istio-system', `  accessLogging:

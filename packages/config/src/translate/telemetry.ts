@@ -28,6 +28,8 @@
  * istio.ts); otherwise the Telemetry result replaces it, and a side whose providers are all
  * disabled logs nothing. The built-in provider `envoy` (`/dev/stdout`) without a `logFormat`
  * is formatted as MeshConfig `accessLogEncoding`/`accessLogFormat` say.
+ *
+ * `metrics` of the Telemetry resources are not applied (a warning says so).
  */
 import type { ConfigIssue } from '../errors.ts';
 import { ISTIO_JSON_ACCESS_LOG_FORMAT, ISTIO_TEXT_ACCESS_LOG_FORMAT } from '../access-log-format.ts';
@@ -239,6 +241,9 @@ function hcmTracing(ctx: TranslateContext, registry: ServiceRegistry, clusters: 
  */
 export function applyTelemetry(ctx: TranslateContext, registry: ServiceRegistry, input: readonly Listener[], clusters: readonly Cluster[]): Listener[] {
   const telemetries = applicableTelemetries(ctx);
+  for (const r of telemetries) {
+    if (((r.spec as TelemetrySpec | null)?.metrics ?? []).length > 0) ctx.warn(r, ['spec', 'metrics'], 'not applied: the istio_* metrics are always reported, with their default tags');
+  }
   const listeners = applyAccessLogging(ctx, telemetries, input);
   const specs = tracingSpecs(ctx, telemetries);
   if (specs === null) return listeners;
