@@ -97,6 +97,7 @@ const ROOTS: readonly string[] = [
   'envoy/extensions/request_id/uuid/v3/uuid.proto',
   'envoy/extensions/access_loggers/file/v3/file.proto',
   'envoy/extensions/access_loggers/stream/v3/stream.proto',
+  'envoy/extensions/access_loggers/filters/cel/v3/cel.proto',
   'envoy/extensions/compression/gzip/compressor/v3/gzip.proto',
   'envoy/extensions/compression/brotli/compressor/v3/brotli.proto',
   'envoy/extensions/compression/zstd/compressor/v3/zstd.proto',

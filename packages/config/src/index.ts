@@ -23,3 +23,4 @@ export { formatImportIssue, type ImportIssue } from './envoy/import-context.ts';
 export { SKIPPED_ISTIO_FILTERS } from './envoy/filter-types.ts';
 export type { ProxySettings, ProxyConfigAnnotation } from './translate/proxy-settings.ts';
 export { parseAccessLogFormat, checkJsonAccessLogFormat, ACCESS_LOG_OPERATORS, ENVOY_DEFAULT_ACCESS_LOG_FORMAT, ISTIO_TEXT_ACCESS_LOG_FORMAT, ISTIO_JSON_ACCESS_LOG_FORMAT, type FormatPart, type FormatOperator } from './access-log-format.ts';
+export { compileCel, celHeaderNames, type CelProgram } from './cel.ts';

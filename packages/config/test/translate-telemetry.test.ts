@@ -2,6 +2,10 @@
 // tracing, as istiod writes HCM tracing: mesh-wide, namespace and workload scope, CLIENT and
 // SERVER modes, the provider's collector cluster, sampling and tags.
 import t from 'tap';
+import { envoyFromJson, envoyResourcesFromModel } from '@remora/config/envoy';
+import { ListenerSchema } from '@remora/config/envoy/gen/envoy/config/listener/v3/listener_pb.js';
+import { ISTIO_JSON_ACCESS_LOG_FORMAT, ISTIO_TEXT_ACCESS_LOG_FORMAT } from '../src/access-log-format.ts';
+import { proxyConfigFromEnvoy } from '../src/envoy/to-model.ts';
 import type { HttpTracing, Listener } from '../src/model/listener.ts';
 import type { ProxyNode } from '../src/model/node.ts';
 import { parseMeshConfig, type MeshConfig } from '../src/schema/mesh-config.ts';
@@ -218,12 +222,77 @@ t.test('schema and checks: Telemetry v1 and v1alpha1 load; sampling outside 0–
   t.throws(() => load(telemetry('a', 'default', '  tracing: [{samplingRate: 5}]')), /samplingRate/);
 });
 
-t.test('accessLogging and metrics of an applicable Telemetry are not applied, and say so', async (t) => {
-  const { brief } = run(telemetry('ns', 'default', `  accessLogging: [{disabled: true}]
-  metrics: [{overrides: [{disabled: true}]}]`));
-  t.same(brief, [
-    'warning Telemetry default/ns spec.accessLogging: not applied: the access log is set by the MeshConfig (accessLogFile) and --access-log-format',
+t.test('accessLogging: providers by name, filter, disabled, match.mode; the workload over the namespace over the root', async (t) => {
+  const m = mesh(MESH + `- name: errors-log
+  envoyFileAccessLog:
+    path: /var/log/errors.log
+    logFormat: {text: "%RESPONSE_CODE%"}
+- name: json-log
+  envoyFileAccessLog:
+    path: /var/log/json.log
+    logFormat: {labels: {code: "%RESPONSE_CODE%"}}
+accessLogFile: /dev/stdout
+accessLogEncoding: JSON
+`);
+  const logs = (ls: readonly Listener[]) => Object.fromEntries(ls.map((l) => [l.name, l.accessLog ?? null]));
+  const meshJson = [{ path: '/dev/stdout', format: { json: ISTIO_JSON_ACCESS_LOG_FORMAT } }];
+  t.same(new Set(Object.values(logs(run('', SIDECAR, m).listeners)).map((v) => JSON.stringify(v))), new Set([JSON.stringify(meshJson)]), 'no Telemetry logging: accessLogFile');
+
+  const root = telemetry('mesh-default', 'istio-system', `  accessLogging:
+  - providers: [{name: errors-log}]
+    filter: {expression: "response.code >= 400"}`);
+  const r1 = run(root, SIDECAR, m);
+  t.same(r1.brief, []);
+  t.same(logs(r1.listeners)['virtualInbound'], [{ path: '/var/log/errors.log', format: { text: '%RESPONSE_CODE%\n' }, filter: 'response.code >= 400' }], 'the provider, a newline added, the filter');
+
+  const ns = telemetry('ns', 'default', `  accessLogging:
+  - providers: [{name: envoy}, {name: json-log}]
+    match: {mode: SERVER}`);
+  const r2 = logs(run(root + ns, SIDECAR, m).listeners);
+  t.same(r2['virtualInbound'], [meshJson[0], { path: '/var/log/json.log', format: { json: { code: '%RESPONSE_CODE%' } } }], 'SERVER: the namespace names its providers (envoy formatted as the MeshConfig says), sorted by name');
+  t.same(r2['0.0.0.0_9080'], r1.listeners.find((l) => l.name === '0.0.0.0_9080')?.accessLog, 'CLIENT: the namespace names none for this side, the root\'s stays');
+
+  const wl = telemetry('wl', 'default', `  selector: {matchLabels: {app: productpage}}
+  accessLogging:
+  - disabled: true
+    match: {mode: SERVER}`);
+  const r3 = logs(run(root + ns + wl, SIDECAR, m).listeners);
+  t.same(r3['virtualInbound'], [], 'the workload disables its parent\'s providers on the SERVER side');
+
+  const bad = run(telemetry('bad', 'default', `  accessLogging:
+  - providers: [{name: nope}, {name: otel-tracing}]
+  - providers: [{name: envoy}]
+    filter: {expression: "response.code >="}`), SIDECAR, m);
+  t.ok(bad.brief.includes('warning Telemetry default/bad spec.accessLogging: access log provider nope is not among the MeshConfig\'s extensionProviders: not logged'), bad.brief.join('\n'));
+  t.ok(bad.brief.includes('warning Telemetry default/bad spec.accessLogging: provider otel-tracing does not write access logs (only envoyFileAccessLog providers are applied)'));
+  t.ok(bad.brief.some((b) => b.startsWith('error Telemetry default/bad spec.accessLogging[1].filter.expression: invalid CEL expression "response.code >="')), bad.brief.join('\n'));
+
+  const defaults = mesh(MESH + 'defaultProviders: {accessLogging: [envoy]}\n');
+  t.same(logs(run('', SIDECAR, defaults).listeners)['virtualInbound'], [{ path: '/dev/stdout', format: { text: ISTIO_TEXT_ACCESS_LOG_FORMAT } }], 'defaultProviders.accessLogging with no Telemetry');
+});
+
+t.test('metrics of an applicable Telemetry are not applied, and say so', async (t) => {
+  t.same(run(telemetry('ns', 'default', '  metrics: [{overrides: [{disabled: true}]}]')).brief, [
     'warning Telemetry default/ns spec.metrics: not applied: the istio_* metrics are always reported, with their default tags',
   ]);
-  t.same(run(telemetry('other', 'bar', '  accessLogging: [{disabled: true}]')).brief, [], 'one that does not apply to this proxy is not mentioned');
+  t.same(run(telemetry('other', 'bar', '  metrics: [{overrides: [{disabled: true}]}]')).brief, [], 'one that does not apply to this proxy is not mentioned');
+});
+
+t.test('accessLogging round-trips through Envoy: the CEL filter and a disabled log', async (t) => {
+  const m = mesh(MESH + 'accessLogFile: /dev/stdout\n');
+  const out = translateIstio(load(SERVICES + '---\n' + telemetry('f', 'istio-system', `  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: "request.headers['x-user'] == 'bob'"}
+    match: {mode: CLIENT}
+  - providers: [{name: envoy}]
+    disabled: true
+    match: {mode: SERVER}`)).resources, SIDECAR, { ...PORTS, appPort: 9080 }, { dnsRefreshMs: 60_000, mesh: m });
+  const config = out.config;
+  t.same(config.listeners.find((l) => l.name === 'virtualInbound')?.accessLog, []);
+  t.equal(config.listeners.find((l) => l.name === '0.0.0.0_9080')?.accessLog?.[0]?.filter, "request.headers['x-user'] == 'bob'");
+  const envoy = envoyResourcesFromModel(config);
+  for (const l of envoy.listeners) t.doesNotThrow(() => envoyFromJson(ListenerSchema, l as never), `${l.name} reads as Envoy's Listener (the CEL filter's type is known)`);
+  const back = proxyConfigFromEnvoy(envoy, config.node, config.version, false);
+  const byName = (ls: readonly Listener[]) => Object.fromEntries(ls.map((l) => [l.name, l.accessLog]));
+  t.same(byName(back.config.listeners), byName(config.listeners));
 });

@@ -55,6 +55,7 @@ import { endpointLabelsFromIstio, portOfClusterName } from './to-model-clusters.
 const T = 'type.googleapis.com/';
 const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
 const FILE_ACCESS_LOG_TYPE = `${T}envoy.extensions.access_loggers.file.v3.FileAccessLog`;
+const CEL_FILTER_TYPE = `${T}envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter`;
 const ROUTER_TYPE = `${T}envoy.extensions.filters.http.router.v3.Router`;
 const DOWNSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`;
 const UPSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`;
@@ -609,14 +610,19 @@ function httpConnectionManager(l: ModelListener, routeConfig: string): FilterJso
   return { name: 'envoy.filters.network.http_connection_manager', typedConfig: any(HCM_TYPE, body) };
 }
 
-/** A listener's access logs as Envoy's `access_log` of its HCM or tcp_proxy: file loggers, as istiod writes MeshConfig's. */
+/**
+ * A listener's access logs as Envoy's `access_log` of its HCM or tcp_proxy: file loggers, as
+ * istiod writes MeshConfig's and the Telemetry API's, each with its CEL `filter`. An empty list
+ * (access logging disabled) is written as `accessLog: []`.
+ */
 function accessLogJson(logs: ModelListener['accessLog']): { accessLog?: object[] } {
-  if (logs === undefined || logs.length === 0) return {};
+  if (logs === undefined) return {};
   return {
     accessLog: logs.map((a) => {
       const f = a.format;
       const logFormat = f === undefined ? undefined : 'text' in f ? { textFormatSource: { inlineString: f.text } } : { jsonFormat: f.json, jsonFormatOptions: { sortProperties: false } };
-      return { name: 'envoy.access_loggers.file', typedConfig: any(FILE_ACCESS_LOG_TYPE, { path: a.path, ...(logFormat === undefined ? {} : { logFormat }) }) };
+      const filter = a.filter === undefined ? {} : { filter: { extensionFilter: { name: 'envoy.access_loggers.extension_filters.cel', typedConfig: any(CEL_FILTER_TYPE, { expression: a.filter }) } } };
+      return { name: 'envoy.access_loggers.file', ...filter, typedConfig: any(FILE_ACCESS_LOG_TYPE, { path: a.path, ...(logFormat === undefined ? {} : { logFormat }) }) };
     }),
   };
 }

@@ -173,6 +173,12 @@ export interface AccessLogConfig {
    * too). Absent: Envoy's default text format.
    */
   readonly format?: { readonly text: string } | { readonly json: Readonly<Record<string, unknown>> };
+  /**
+   * Envoy's `filter` with the CEL extension filter (`envoy.access_loggers.extension_filters.cel`,
+   * Istio's Telemetry `accessLogging[].filter.expression`): a request is logged only when this
+   * expression over its attributes is true (an evaluation error: not logged). Absent: every one.
+   */
+  readonly filter?: string;
 }
 
 export interface Listener {
@@ -201,7 +207,8 @@ export interface Listener {
   /**
    * The connection manager's (or tcp_proxy's) `access_log`: where this listener's requests are
    * logged, and how. Absent: the proxy's own access log (`--access-log-format`, text on stdout).
-   * A proxy given `--access-log-format` uses that for every listener.
+   * Empty: nothing is logged (a Telemetry resource disabled the access log here). A proxy given
+   * `--access-log-format` uses that for every listener.
    */
   readonly accessLog?: readonly AccessLogConfig[];
   /**

@@ -40,11 +40,18 @@ export type MeshTracingProvider =
       readonly enable64bitTraceId: boolean;
     };
 
-/** An `envoyFileAccessLog` provider: where the log goes (`/dev/stdout`) and its text format ('' : Istio's). */
+/**
+ * An `envoyFileAccessLog` provider: where the log goes (`/dev/stdout`) and its text format
+ * ('' : Istio's), or its JSON `labels` (key → format string; empty: Istio's JSON format).
+ * Neither given: `logFormat` is unset.
+ */
 export interface MeshFileAccessLogProvider {
   readonly name: string;
   readonly path: string;
   readonly format: string;
+  readonly labels?: Readonly<Record<string, unknown>>;
+  /** `logFormat` was given. */
+  readonly hasLogFormat?: boolean;
 }
 
 export interface MeshTelemetry {
@@ -190,8 +197,14 @@ export function readMeshTelemetry(raw: Record<string, unknown>, at: MeshTelemetr
           const a = f.mapping(p, kind, base) ?? {};
           const ap = [...base, kind];
           const fmt = f.mapping(a, 'logFormat', ap);
-          if (fmt !== null && fmt['labels'] !== undefined) at.warn([...ap, 'logFormat', 'labels'], 'JSON access log labels are not applied; the text format is used');
-          accessLogProviders.push({ name, path: f.str(a, 'path', ap), format: fmt === null ? '' : f.str(fmt, 'text', [...ap, 'logFormat']) });
+          const labels = fmt === null || fmt['labels'] === undefined ? null : f.mapping(fmt, 'labels', [...ap, 'logFormat']);
+          accessLogProviders.push({
+            name,
+            path: f.str(a, 'path', ap),
+            format: fmt === null ? '' : f.str(fmt, 'text', [...ap, 'logFormat']),
+            ...(labels === null ? {} : { labels }),
+            ...(fmt === null ? {} : { hasLogFormat: true }),
+          });
         }
         if (!TRACING_KINDS.has(kind)) continue;
         const pp = [...base, kind];

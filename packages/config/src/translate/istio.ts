@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { formatIssue, type ConfigIssue } from '../errors.ts';
 import type { Cluster } from '../model/cluster.ts';
-import type { AccessLogConfig, HttpFilterConfig, Listener, TcpRoute, TlsServer } from '../model/listener.ts';
+import type { HttpFilterConfig, Listener, TcpRoute, TlsServer } from '../model/listener.ts';
 import type { ListenerPorts, ProxyNode } from '../model/node.ts';
 import type { ProxyConfig } from '../model/proxy-config.ts';
 import type { Route, RouteConfiguration, VirtualHost } from '../model/route.ts';
@@ -31,12 +31,11 @@ import {
 } from './sidecar-listeners.ts';
 import { authzFilters, NO_AUTHZ } from './security.ts';
 import { proxySettings, type ProxyConfigAnnotation, type ProxySettings } from './proxy-settings.ts';
-import { DEFAULT_MESH_CONFIG, type MeshAccessLog, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
-import { ISTIO_JSON_ACCESS_LOG_FORMAT, ISTIO_TEXT_ACCESS_LOG_FORMAT } from '../access-log-format.ts';
+import { DEFAULT_MESH_CONFIG, type MeshConfig, type OutboundTrafficMode } from '../schema/mesh-config.ts';
 import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { nameTable } from './name-table.ts';
-import { applyTelemetry } from './telemetry.ts';
+import { applyTelemetry, meshFileAccessLog } from './telemetry.ts';
 import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {
   defaultRetryPolicy,
@@ -95,7 +94,7 @@ export function translateIstio(
   }
 
   // MeshConfig's accessLogFile: istiod's file logger on every connection manager and tcp_proxy.
-  const accessLog = meshAccessLog(ctx.mesh.accessLog);
+  const accessLog = ctx.mesh.accessLog === undefined || ctx.mesh.accessLog.file === '' ? null : meshFileAccessLog(ctx.mesh.accessLog.file, ctx.mesh.accessLog);
   if (accessLog !== null) for (let i = 0; i < listeners.length; i++) listeners[i] = { ...listeners[i]!, accessLog };
 
   const version = createHash('sha256')
@@ -110,25 +109,11 @@ export function translateIstio(
   // istiod's NDS name table: what the sidecar's DNS proxy answers.
   const names = node.kind === 'sidecar' ? nameTable(ctx, registry) : [];
   const settings = proxySettings(ctx, options.proxyConfigAnnotation);
-  // The Telemetry resources' tracing, on every HTTP listener (istiod's configureTracing).
+  // The Telemetry resources' tracing, access logging and metrics (istiod's configureTracing, AccessLogBuilder, telemetryFilters).
   const traced = applyTelemetry(ctx, registry, listeners, clusters);
   return { config: { version, node, listeners: traced, routeConfigs, clusters, ...(names.length > 0 ? { nameTable: names } : {}) }, issues: dedupe(ctx.issues), proxySettings: settings };
 }
 
-/**
- * MeshConfig's access log as istiod builds it (FileAccessLogFromMeshConfig): none when
- * `accessLogFile` is empty; TEXT with `accessLogFormat` (a newline added when missing) or
- * Istio's text format; JSON with `accessLogFormat` read as a JSON object, or Istio's JSON.
- */
-function meshAccessLog(m: MeshAccessLog | undefined): AccessLogConfig[] | null {
-  if (m === undefined || m.file === '') return null;
-  if (m.encoding === 'JSON') {
-    const json = m.format === '' ? ISTIO_JSON_ACCESS_LOG_FORMAT : (JSON.parse(m.format) as Record<string, unknown>);
-    return [{ path: m.file, format: { json } }];
-  }
-  const text = m.format === '' ? ISTIO_TEXT_ACCESS_LOG_FORMAT : m.format.endsWith('\n') ? m.format : `${m.format}\n`;
-  return [{ path: m.file, format: { text } }];
-}
 
 /**
  * A sidecar's listeners and clusters as istiod builds them for a captured pod:

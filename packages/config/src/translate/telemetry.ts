@@ -18,12 +18,26 @@
  *   percentage, else `defaultConfig.tracing.sampling`, else 1%; tags are istiod's `istio.*`
  *   service tags and dry-run policy tags, plus the spec's custom tags (else the mesh's).
  *
- * `accessLogging` and `metrics` of the Telemetry resources are not applied (a warning says so).
+ *
+ * `accessLogging` (istiod's Telemetries.AccessLogging, mergeLogs, buildAccessLogFromTelemetry):
+ * for each side, the providers named last (a Telemetry whose entries name none inherits its
+ * parent's; the mesh's `defaultProviders.accessLogging` start it), each disabled or with the
+ * filter expression of the entry that named it; every `envoyFileAccessLog` provider that is
+ * not disabled is a file access log on the side's listeners (HTTP and TCP), with its CEL
+ * filter. No Telemetry logging and no default provider: MeshConfig `accessLogFile` (set by
+ * istio.ts); otherwise the Telemetry result replaces it, and a side whose providers are all
+ * disabled logs nothing. The built-in provider `envoy` (`/dev/stdout`) without a `logFormat`
+ * is formatted as MeshConfig `accessLogEncoding`/`accessLogFormat` say.
+ *
+ * `metrics` of the Telemetry resources are not applied (a warning says so).
  */
 import type { ConfigIssue } from '../errors.ts';
+import { ISTIO_JSON_ACCESS_LOG_FORMAT, ISTIO_TEXT_ACCESS_LOG_FORMAT } from '../access-log-format.ts';
+import { compileCel } from '../cel.ts';
 import type { Cluster } from '../model/cluster.ts';
-import type { HttpTracing, Listener, TracingCustomTag, TracingProvider } from '../model/listener.ts';
+import type { AccessLogConfig, HttpTracing, Listener, TracingCustomTag, TracingProvider } from '../model/listener.ts';
 import { serviceClusterOf } from '../model/node.ts';
+import type { MeshAccessLog } from '../schema/mesh-config.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { IstioCustomTag, MeshTelemetry, MeshTracingProvider } from '../schema/mesh-telemetry.ts';
 import type { TranslateContext } from './context.ts';
@@ -36,7 +50,7 @@ interface TelemetrySpec {
   targetRef?: unknown;
   targetRefs?: unknown[] | null;
   tracing?: IstioTracing[] | null;
-  accessLogging?: unknown[] | null;
+  accessLogging?: IstioAccessLogging[] | null;
   metrics?: unknown[] | null;
 }
 
@@ -47,6 +61,13 @@ interface IstioTracing {
   disableSpanReporting?: boolean | null;
   randomSamplingPercentage?: number | null;
   enableIstioTags?: boolean | null;
+}
+
+interface IstioAccessLogging {
+  match?: { mode?: 'CLIENT' | 'SERVER' | 'CLIENT_AND_SERVER' | null } | null;
+  providers?: { name?: string }[] | null;
+  disabled?: boolean | null;
+  filter?: { expression?: string } | null;
 }
 
 /** One side's merged tracing (istiod's TracingSpec). */
@@ -208,15 +229,14 @@ function hcmTracing(ctx: TranslateContext, registry: ServiceRegistry, clusters: 
  * providers say: the CLIENT spec on gateway and sidecar outbound listeners, the SERVER spec on
  * sidecar inbound ones. TCP listeners are left alone.
  */
-export function applyTelemetry(ctx: TranslateContext, registry: ServiceRegistry, listeners: readonly Listener[], clusters: readonly Cluster[]): Listener[] {
+export function applyTelemetry(ctx: TranslateContext, registry: ServiceRegistry, input: readonly Listener[], clusters: readonly Cluster[]): Listener[] {
   const telemetries = applicableTelemetries(ctx);
   for (const r of telemetries) {
-    const spec = (r.spec ?? {}) as TelemetrySpec;
-    if ((spec.accessLogging ?? []).length > 0) ctx.warn(r, ['spec', 'accessLogging'], 'not applied: the access log is set by the MeshConfig (accessLogFile) and --access-log-format');
-    if ((spec.metrics ?? []).length > 0) ctx.warn(r, ['spec', 'metrics'], 'not applied: the istio_* metrics are always reported, with their default tags');
+    if (((r.spec as TelemetrySpec | null)?.metrics ?? []).length > 0) ctx.warn(r, ['spec', 'metrics'], 'not applied: the istio_* metrics are always reported, with their default tags');
   }
+  const listeners = applyAccessLogging(ctx, telemetries, input);
   const specs = tracingSpecs(ctx, telemetries);
-  if (specs === null) return [...listeners];
+  if (specs === null) return listeners;
   const names = new Set(clusters.map((c) => c.name));
   const reported = new Set<string>();
   const report = (spec: TracingSpec, message: string): void => {
@@ -237,4 +257,148 @@ export function applyTelemetry(ctx: TranslateContext, registry: ServiceRegistry,
 
 function meshIssue(message: string): ConfigIssue {
   return { severity: 'warning', file: '', line: 0, kind: 'MeshConfig', resource: 'mesh', path: 'defaultProviders.tracing', message };
+}
+
+/**
+ * MeshConfig's access log as istiod builds it (FileAccessLogFromMeshConfig) into `path`: TEXT
+ * with `accessLogFormat` (a newline added when missing) or Istio's text format; JSON with
+ * `accessLogFormat` read as a JSON object, or Istio's JSON.
+ */
+export function meshFileAccessLog(path: string, m: MeshAccessLog | undefined): AccessLogConfig[] {
+  if (m?.encoding === 'JSON') {
+    const json = m.format === '' ? ISTIO_JSON_ACCESS_LOG_FORMAT : (JSON.parse(m.format) as Record<string, unknown>);
+    return [{ path, format: { json } }];
+  }
+  const format = m?.format ?? '';
+  const text = format === '' ? ISTIO_TEXT_ACCESS_LOG_FORMAT : format.endsWith('\n') ? format : `${format}\n`;
+  return [{ path, format: { text } }];
+}
+
+/** One provider's merged access logging (istiod's loggingSpec). */
+interface LoggingSpec {
+  disabled: boolean;
+  filter: string | null;
+  /** Where the filter was given, for messages. */
+  from: { r: Resource; path: (string | number)[] } | null;
+}
+
+type Mode = 'CLIENT' | 'SERVER';
+
+function modeMatches(m: IstioAccessLogging['match'], mode: Mode): boolean {
+  const want = m?.mode ?? 'CLIENT_AND_SERVER';
+  return want === 'CLIENT_AND_SERVER' || want === mode;
+}
+
+const providerNames = (ps: IstioAccessLogging['providers']): string[] => (ps ?? []).map((p) => p.name ?? '');
+
+/** istiod's mergeLogs: the providers that log on this side, by name, each disabled or with its filter. */
+function mergeLogs(ctx: TranslateContext, telemetries: readonly Resource[], mode: Mode): Map<string, LoggingSpec> {
+  const defaults = ctx.mesh.telemetry?.defaultAccessLogging ?? [];
+  const groups = telemetries.map((r) => ({ r, logging: (r.spec as TelemetrySpec | null)?.accessLogging ?? [] })).filter((g) => g.logging.length > 0);
+  const out = new Map<string, LoggingSpec>();
+  if (groups.length === 0) {
+    for (const d of defaults) out.set(d, { disabled: false, filter: null, from: null });
+    return out;
+  }
+  let names: readonly string[] = defaults;
+  const filters = new Map<string, LoggingSpec>();
+  for (const { r, logging } of groups) {
+    const named = new Set<string>();
+    logging.forEach((l, i) => {
+      if (!modeMatches(l.match, mode)) return;
+      for (const p of providerNames(l.providers)) {
+        named.add(p);
+        const expression = l.filter?.expression;
+        filters.set(p, { disabled: false, filter: expression ?? null, from: expression === undefined ? null : { r, path: ['spec', 'accessLogging', i, 'filter', 'expression'] } });
+      }
+    });
+    if (named.size > 0) names = [...named];
+  }
+  const inScope = new Set(names);
+  let parent: readonly string[] = defaults;
+  for (const { logging } of groups) {
+    for (const l of logging) {
+      let ps: readonly string[] = providerNames(l.providers);
+      if (ps.length === 0) ps = parent;
+      parent = ps;
+      for (const p of ps) {
+        if (!inScope.has(p) || !modeMatches(l.match, mode)) continue;
+        out.set(p, l.disabled === true ? { disabled: true, filter: null, from: null } : (filters.get(p) ?? { disabled: false, filter: null, from: null }));
+      }
+    }
+  }
+  return out;
+}
+
+/** A provider's file access log (istiod's telemetryAccessLog for `envoyFileAccessLog`), or why there is none. */
+function providerAccessLog(ctx: TranslateContext, name: string): AccessLogConfig | string {
+  const wanted = name.toLowerCase();
+  const p = ctx.mesh.telemetry?.accessLogProviders.find((a) => a.name.toLowerCase() === wanted);
+  if (p === undefined) {
+    // istiod's built-in providers, there unless the MeshConfig defines its own of that name.
+    if (wanted === 'envoy') return meshFileAccessLog('/dev/stdout', ctx.mesh.accessLog)[0]!;
+    const other = ctx.mesh.extensionProviders.find((e) => e.name.toLowerCase() === wanted);
+    if (other !== undefined || wanted === 'prometheus' || wanted === 'stackdriver') return `provider ${name} does not write access logs (only envoyFileAccessLog providers are applied)`;
+    return `access log provider ${name} is not among the MeshConfig's extensionProviders: not logged`;
+  }
+  const path = p.path === '' ? '/dev/stdout' : p.path;
+  if (p.name === 'envoy' && p.hasLogFormat !== true) return meshFileAccessLog(path, ctx.mesh.accessLog)[0]!;
+  if (p.labels !== undefined) return { path, format: { json: Object.keys(p.labels).length === 0 ? ISTIO_JSON_ACCESS_LOG_FORMAT : p.labels } };
+  const text = p.format === '' ? ISTIO_TEXT_ACCESS_LOG_FORMAT : p.format.endsWith('\n') ? p.format : `${p.format}\n`;
+  return { path, format: { text } };
+}
+
+/**
+ * One side's access logs from the Telemetry API, sorted by provider name; null: the Telemetry
+ * API configures none here (the MeshConfig's `accessLogFile` applies).
+ */
+function sideAccessLogs(ctx: TranslateContext, telemetries: readonly Resource[], mode: Mode, reported: Set<string>): AccessLogConfig[] | null {
+  const merged = mergeLogs(ctx, telemetries, mode);
+  const found: { name: string; log: AccessLogConfig | null }[] = [];
+  for (const [name, spec] of merged) {
+    const base = providerAccessLog(ctx, name);
+    if (typeof base === 'string') {
+      if (!reported.has(base)) {
+        reported.add(base);
+        const at = telemetries.find((r) => ((r.spec as TelemetrySpec | null)?.accessLogging ?? []).some((l) => providerNames(l.providers).includes(name)));
+        if (at !== undefined) ctx.warn(at, ['spec', 'accessLogging'], base);
+        else ctx.issues.push({ severity: 'warning', file: '', line: 0, kind: 'MeshConfig', resource: 'mesh', path: 'defaultProviders.accessLogging', message: base });
+      }
+      continue;
+    }
+    if (spec.disabled) {
+      found.push({ name, log: null });
+      continue;
+    }
+    if (spec.filter !== null) {
+      try {
+        compileCel(spec.filter);
+      } catch (err) {
+        const key = `${spec.filter}`;
+        if (!reported.has(key)) {
+          reported.add(key);
+          ctx.error(spec.from!.r, spec.from!.path, (err as Error).message);
+        }
+        continue;
+      }
+    }
+    found.push({ name, log: spec.filter === null ? base : { ...base, filter: spec.filter } });
+  }
+  if (found.length === 0) return null;
+  found.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return found.flatMap((f) => (f.log === null ? [] : [f.log]));
+}
+
+/** The Telemetry API's access logs on each listener: SERVER on sidecar inbound ones, CLIENT on the rest. */
+function applyAccessLogging(ctx: TranslateContext, telemetries: readonly Resource[], listeners: readonly Listener[]): Listener[] {
+  const anyLogging = telemetries.some((r) => ((r.spec as TelemetrySpec | null)?.accessLogging ?? []).length > 0);
+  if (!anyLogging && (ctx.mesh.telemetry?.defaultAccessLogging ?? []).length === 0) return [...listeners];
+  const reported = new Set<string>();
+  const client = sideAccessLogs(ctx, telemetries, 'CLIENT', reported);
+  const server = sideAccessLogs(ctx, telemetries, 'SERVER', reported);
+  return listeners.map((l) => {
+    const logs = l.direction === 'inbound' ? server : client;
+    if (logs === null) return l;
+    return { ...l, accessLog: logs };
+  });
 }

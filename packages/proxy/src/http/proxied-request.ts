@@ -203,6 +203,9 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   get downstreamRemoteAddress(): string {
     return this.conn.remoteAddress;
   }
+  get downstreamMtls(): boolean {
+    return this.conn.secure && this.conn.peerSpiffeId !== null;
+  }
   /** The connection's original destination: where an ORIGINAL_DST cluster sends the request. */
   get originalDestination(): OriginalDestination | null {
     return this.conn.originalDst;

@@ -133,7 +133,7 @@ export class Snapshot {
         for (const srv of l.tls.servers) byServer.set(srv.origin, srv.routeConfig === undefined ? routes : (tables.get(srv.routeConfig) ?? null));
       }
       const http = l.tcpProxy === undefined ? new HttpConnManagerStats(services.stats, httpStatPrefix(l)) : null;
-      const accessLog = l.accessLog === undefined || l.accessLog.length === 0 || services.accessLogs === undefined ? null : services.accessLogs.compile(l.accessLog);
+      const accessLog = l.accessLog === undefined || services.accessLogs === undefined ? null : services.accessLogs.compile(l.accessLog);
       listeners.set(l.name, new ListenerSnapshot(l, routes, chain, services.statsFor(l.direction), services.trustedHops, clusters, byServer, http, tracer, accessLog));
     }
     this.listeners = listeners;

@@ -2,6 +2,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import type { AccessLogConfig } from '@remora/config';
 import { formatResponseFlags } from '../http/response-flags.ts';
 import { compileAccessLogFormat } from './access-log-format.ts';
+import { compileRecordFilter } from './cel-attributes.ts';
 
 /** What one finished request tells the access log; the exchange implements it directly. */
 export interface AccessLogRecord {
@@ -35,6 +36,8 @@ export interface AccessLogRecord {
   requestHeader?(name: string): string | null;
   /** A response header by lower-case name (`%RESP(...)%`); absent: none are kept. */
   responseHeader?(name: string): string | null;
+  /** The downstream connection is TLS with a client certificate (CEL `connection.mtls`); absent: false. */
+  readonly downstreamMtls?: boolean;
 }
 
 /** Where a finished request is logged: the proxy's own log, or a listener's configured ones. */
@@ -201,18 +204,27 @@ export class AccessLogFiles {
     return s;
   }
 
-  /** One listener's loggers as one: each line formatted by its compiled format, to its file. */
+  /**
+   * One listener's loggers as one: each line formatted by its compiled format, to its file,
+   * when its CEL filter (if any) is true. No loggers: nothing is logged.
+   */
   compile(configs: readonly AccessLogConfig[]): RequestLogger {
+    if (configs.length === 0) return { log: () => {} };
     const formats = configs.map((c) => compileAccessLogFormat(c.format));
+    const filters = configs.map((c) => (c.filter === undefined ? null : compileRecordFilter(c.filter)));
     const sinks = configs.map((c) => this.sink(c.path));
-    if (formats.length === 1) {
+    if (formats.length === 1 && filters[0] === null) {
       const format = formats[0]!;
       const sink = sinks[0]!;
       return { log: (r) => sink.append(format(r)) };
     }
     return {
       log: (r) => {
-        for (let i = 0; i < formats.length; i++) sinks[i]!.append(formats[i]!(r));
+        for (let i = 0; i < formats.length; i++) {
+          const f = filters[i];
+          if (f != null && !f(r)) continue;
+          sinks[i]!.append(formats[i]!(r));
+        }
       },
     };
   }

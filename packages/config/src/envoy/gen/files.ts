@@ -49,6 +49,7 @@ import { file_envoy_config_trace_v3_opentelemetry } from './envoy/config/trace/v
 import { file_envoy_config_trace_v3_zipkin } from './envoy/config/trace/v3/zipkin_pb.ts';
 import { file_envoy_data_accesslog_v3_accesslog } from './envoy/data/accesslog/v3/accesslog_pb.ts';
 import { file_envoy_extensions_access_loggers_file_v3_file } from './envoy/extensions/access_loggers/file/v3/file_pb.ts';
+import { file_envoy_extensions_access_loggers_filters_cel_v3_cel } from './envoy/extensions/access_loggers/filters/cel/v3/cel_pb.ts';
 import { file_envoy_extensions_access_loggers_stream_v3_stream } from './envoy/extensions/access_loggers/stream/v3/stream_pb.ts';
 import { file_envoy_extensions_common_ratelimit_v3_ratelimit } from './envoy/extensions/common/ratelimit/v3/ratelimit_pb.ts';
 import { file_envoy_extensions_compression_brotli_compressor_v3_brotli } from './envoy/extensions/compression/brotli/compressor/v3/brotli_pb.ts';
@@ -184,6 +185,7 @@ export const GENERATED_FILES: readonly GenFile[] = [
   file_envoy_config_trace_v3_zipkin,
   file_envoy_data_accesslog_v3_accesslog,
   file_envoy_extensions_access_loggers_file_v3_file,
+  file_envoy_extensions_access_loggers_filters_cel_v3_cel,
   file_envoy_extensions_access_loggers_stream_v3_stream,
   file_envoy_extensions_common_ratelimit_v3_ratelimit,
   file_envoy_extensions_compression_brotli_compressor_v3_brotli,
