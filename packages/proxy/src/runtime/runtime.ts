@@ -1,4 +1,5 @@
 import type { Cluster, Endpoint, ProxyConfig, ProxyNode, TrafficDirection } from '@remora/config';
+import { MetadataExchange } from '../listener/metadata-exchange.ts';
 import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { FilterRegistry, PeerIdentity } from '@remora/filters';
@@ -76,6 +77,7 @@ export class Runtime implements ListenerContext {
   readonly envoyStats = new EnvoyStats();
   readonly peerMetadata: LocalPeerMetadata;
   readonly peerCache = new PeerMetadataCache();
+  readonly metadataExchange: MetadataExchange;
   /** Span exporters of the listeners' tracing, kept across snapshots. */
   readonly tracers = new TracerPool();
   readonly #nodeId: string;
@@ -112,6 +114,7 @@ export class Runtime implements ListenerContext {
     this.peerIdentity = opts.peerIdentity ?? null;
     this.identity = opts.identity ?? null;
     this.peerMetadata = localPeerMetadata(opts.node);
+    this.metadataExchange = new MetadataExchange(opts.node, this.peerMetadata.id, this.envoyStats, this.peerCache);
     this.metrics.localPrincipal = () => this.identity?.current?.spiffeId ?? null;
     this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
     this.originalDestination = opts.originalDestination ?? null;
