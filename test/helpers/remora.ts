@@ -66,7 +66,11 @@ export async function startRemora(
   kind: Command,
   configPaths: string[],
   extraArgs: string[] = [],
-  options: { peerIdentity?: (socket: import('node:net').Socket) => { principal: string; namespace: string } | null } = {},
+  options: {
+    peerIdentity?: (socket: import('node:net').Socket) => { principal: string; namespace: string } | null;
+    /** Where captured connections were going (a capture without iptables). */
+    originalDestination?: (socket: import('node:net').Socket, listenerPort: number) => Promise<import('@remora/proxy').OriginalDestination | null>;
+  } = {},
 ): Promise<InProcessRemora> {
   const ports = await pickPorts();
   const args = [...configPaths.flatMap((p) => ['-c', p]), ...portArgs(kind, ports), ...extraArgs];
@@ -79,6 +83,7 @@ export async function startRemora(
     accessLog: (chunk) => accessLog.push(...chunk.split('\n').filter((l) => l !== '')),
     log: (line) => log.push(line.trimEnd()),
     ...(options.peerIdentity ? { peerIdentity: options.peerIdentity } : {}),
+    ...(options.originalDestination ? { originalDestination: options.originalDestination } : {}),
   });
   try {
     await proxy.start();

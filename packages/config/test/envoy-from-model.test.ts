@@ -14,6 +14,7 @@ import type { ProxyConfig } from '@remora/config';
 import { BOOKINFO_SERVICES, INGRESS, nodeWith, PORTS, SIDECAR, translate } from './helpers/translate.ts';
 import { captureMesh } from './helpers/capture-mesh.ts';
 import { proxyConfigFromEnvoy } from '../src/envoy/to-model.ts';
+import { formatImportIssue } from '../src/envoy/import-context.ts';
 
 const MESH = `${BOOKINFO_SERVICES}
 ---
@@ -339,7 +340,8 @@ t.test("a captured sidecar in istiod's shapes: virtualOutbound, virtualInbound w
       name: c.name,
       match: c.filterChainMatch,
       tls: c.transportSocket !== undefined,
-      filter: c.filters![0]!.name === 'envoy.filters.network.tcp_proxy' ? (c.filters![0]!.typedConfig as { cluster?: string }).cluster : 'hcm',
+      // The terminal filter (Istio's metadata exchange goes before it where the port has it).
+      filter: c.filters!.at(-1)!.name === 'envoy.filters.network.tcp_proxy' ? (c.filters!.at(-1)!.typedConfig as { cluster?: string }).cluster : 'hcm',
     }));
 
   const vo = byName.get('virtualOutbound')!;
@@ -404,4 +406,49 @@ t.test('a captured sidecar reads back whole: listeners, clusters and the name ta
   const { nameTable: _, ...noTable } = config;
   const without = proxyConfigFromEnvoy(envoyResourcesFromModel(noTable), config.node, 'v', false);
   t.equal(without.config.nameTable, undefined, 'no table: none comes back');
+});
+
+t.test("Istio's TCP metadata exchange goes out as istiod writes it and reads back", async (t) => {
+  const config = captureMesh();
+  const res = envoyResourcesFromModel(config);
+  // istiod's TCPListenerMx / TCPClusterMx, as the waypoint golden's direct-tcp chain prints it.
+  const ISTIOD_MX = {
+    name: 'istio.metadata_exchange',
+    typed_config: {
+      '@type': 'type.googleapis.com/udpa.type.v1.TypedStruct',
+      type_url: 'type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange',
+      value: { protocol: 'istio-peer-exchange', enable_discovery: true },
+    },
+  };
+  const vi = roundTrip(t, ListenerSchema, res.listeners.find((l) => l.name === 'virtualInbound'), 'virtualInbound') as { filter_chains: { name?: string; filters: { name: string }[] }[] };
+  const tcp5432 = vi.filter_chains.filter((c) => c.name === '0.0.0.0_5432');
+  t.equal(tcp5432.length, 1, 'the STRICT TCP port: one mTLS chain');
+  t.same(tcp5432[0]!.filters[0], ISTIOD_MX, 'first in the chain, in istiod\'s shape');
+  t.same(tcp5432[0]!.filters.map((f) => f.name), ['istio.metadata_exchange', 'envoy.filters.network.tcp_proxy']);
+  const blackhole = vi.filter_chains.find((c) => c.name === 'virtualInbound-blackhole')!;
+  t.equal(blackhole.filters[0]!.name, 'istio.metadata_exchange', "the capture's own chain carries it (istiod's buildInboundBlackhole)");
+  for (const c of vi.filter_chains.filter((x) => x.name === '0.0.0.0_9080')) t.notOk(c.filters.some((f) => f.name === 'istio.metadata_exchange'), 'a port without the setting has none');
+  const redis = roundTrip(t, ClusterSchema, res.clusters.find((c) => c.name === 'outbound|6379||redis.default.svc.cluster.local'), 'redis');
+  t.same(redis.filters, [ISTIOD_MX], "the cluster filter, as istiod's TCPClusterMx");
+  const bare = roundTrip(t, ClusterSchema, res.clusters.find((c) => c.name === 'inbound|5432||'), 'inbound|5432||');
+  t.equal(bare.filters, undefined, 'a cluster without the setting has no filters');
+
+  const { config: got, issues } = proxyConfigFromEnvoy(res, config.node, config.version, false);
+  t.same(issues, []);
+  t.equal(got.listeners.find((l) => l.name === 'inbound_0.0.0.0_5432')?.metadataExchange, true);
+  t.equal(got.listeners.find((l) => l.name === 'virtualInbound')?.metadataExchange, true);
+  t.equal(got.listeners.find((l) => l.name === 'inbound_0.0.0.0_9080')?.metadataExchange, undefined);
+  t.equal(got.clusters.find((c) => c.name === 'outbound|6379||redis.default.svc.cluster.local')?.metadataExchange, true);
+  t.equal(got.clusters.find((c) => c.name === 'inbound|5432||')?.metadataExchange, undefined);
+});
+
+t.test('a MetadataExchange the runtime cannot honour is named by resource and field', async (t) => {
+  const config = captureMesh();
+  const res = envoyResourcesFromModel(config);
+  const cluster = res.clusters.find((c) => c.name === 'outbound|6379||redis.default.svc.cluster.local')!;
+  const odd = { ...cluster, filters: [{ name: 'istio.metadata_exchange', typedConfig: { '@type': 'type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange', protocol: 'other', additionalLabels: ['role'] } }] };
+  const { issues } = proxyConfigFromEnvoy({ ...res, clusters: res.clusters.map((c) => (c === cluster ? odd : c)) } as typeof res, config.node, config.version, false);
+  const lines = issues.map(formatImportIssue);
+  t.ok(lines.includes("Cluster outbound|6379||redis.default.svc.cluster.local: filters[0].typedConfig.protocol: only istio-peer-exchange is supported (the ALPN Istio's proxies exchange metadata under)"), lines.join('\n'));
+  t.ok(lines.includes("warning: Cluster outbound|6379||redis.default.svc.cluster.local: filters[0].typedConfig.additionalLabels: ignored: Istio's standard peer labels are the ones reported"), lines.join('\n'));
 });

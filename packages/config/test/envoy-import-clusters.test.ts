@@ -285,9 +285,8 @@ t.test("istiod's outbound EDS cluster with the endpoint dump's assignments: auto
       serviceAccount: '',
     },
   ]);
-  t.same(issuesOf(ctx), [
-    'warning: Cluster outbound|9080|v1|productpage.default.svc.cluster.local: filters[0]: peer metadata exchange is not supported; peers are known from endpoint metadata',
-  ]);
+  t.equal(c.metadataExchange, true, "istiod's cluster filter: Istio's TCP metadata exchange on this cluster's mTLS connections");
+  t.same(issuesOf(ctx), []);
 });
 
 t.test("every assignment of istiod's endpoint dump imports, or is refused for a named field", goldens, async (t) => {

@@ -484,7 +484,7 @@ t.test("istiod's sidecar listeners: the captures, per-port listeners and virtual
   const route = (cluster: string, sniHosts: string[] = []): object => ({ sniHosts, clusters: [{ cluster, weight: 100 }], origin: '' });
   const chain = [{ name: 'envoy.filters.http.fault', config: {} }, ...CHAIN_TAIL];
   const out = { name: '', address: '0.0.0.0', port: 0, direction: 'outbound', routeConfig: '', httpFilters: chain, tls: null, bindToPort: false };
-  const inb = (port: number): object => ({ name: `inbound_0.0.0.0_${port}`, address: '0.0.0.0', port, direction: 'inbound', routeConfig: `inbound|${port}||`, httpFilters: chain, connectionManager: ISTIO_ENVOY_HCM, destinationPort: port, bindToPort: false });
+  const inb = (port: number): object => ({ name: `inbound_0.0.0.0_${port}`, address: '0.0.0.0', port, direction: 'inbound', routeConfig: `inbound|${port}||`, httpFilters: chain, connectionManager: ISTIO_ENVOY_HCM, destinationPort: port, bindToPort: false, metadataExchange: true });
   t.same(
     plain(got.listeners),
     [
@@ -493,7 +493,7 @@ t.test("istiod's sidecar listeners: the captures, per-port listeners and virtual
       { ...out, name: '0.0.0.0_443', port: 443, routeConfig: 'tcp.443', httpFilters: [], tcpProxy: [route('outbound|443||api.example.com', ['api.example.com']), route('PassthroughCluster')] },
       { ...out, name: '10.96.0.7_3306', address: '10.96.0.7', port: 3306, routeConfig: 'mysql.default.svc.cluster.local:3306', detectProtocol: { tcp: [route('outbound|3306||mysql.default.svc.cluster.local')], timeoutMs: 5000 } },
       { ...out, name: 'virtualOutbound', port: 15001, bindToPort: undefined, routeConfig: 'tcp.15001', httpFilters: [], tcpProxy: [], useOriginalDst: true, catchAll: [route('PassthroughCluster')] },
-      { ...out, name: 'virtualInbound', port: 15006, direction: 'inbound', bindToPort: undefined, routeConfig: 'tcp.15006', httpFilters: [], tcpProxy: [], useOriginalDst: true, catchAll: [route('InboundPassthroughCluster')] },
+      { ...out, name: 'virtualInbound', port: 15006, direction: 'inbound', bindToPort: undefined, routeConfig: 'tcp.15006', httpFilters: [], tcpProxy: [], useOriginalDst: true, catchAll: [route('InboundPassthroughCluster')], metadataExchange: true },
       { ...inb(9080), tls: { kind: 'mesh', mode: 'PERMISSIVE' } },
       { ...inb(5432), routeConfig: 'tcp.5432', httpFilters: [], connectionManager: undefined, tls: { kind: 'mesh', mode: 'STRICT' }, tcpProxy: [route('inbound|5432||')] },
       { ...inb(8000), tls: { kind: 'mesh', mode: 'PERMISSIVE' }, detectProtocol: { tcp: [route('inbound|8000||')], timeoutMs: 0 } },

@@ -48,3 +48,58 @@ export const SKIPPED_ISTIO_FILTERS: ReadonlyMap<string, string> = new Map([
   // Per-method gRPC counters (emit_filter_state for istio.stats): no Remora metric reads them.
   ['envoy.filters.http.grpc_stats', 'no metric uses per-method gRPC counters'],
 ]);
+
+/** Istio's TCP metadata exchange (istio/proxy's `istio.metadata_exchange` network and cluster filter). */
+export const METADATA_EXCHANGE_NAME = 'istio.metadata_exchange';
+export const METADATA_EXCHANGE_TYPE = `${T}envoy.tcp.metadataexchange.config.MetadataExchange`;
+/** The ALPN the exchange runs under, the only `protocol` istiod configures. */
+export const METADATA_EXCHANGE_ALPN = 'istio-peer-exchange';
+
+/** The filter as istiod writes it (`TCPListenerMx`, `TCPClusterMx`): a udpa TypedStruct, discovery on. */
+export function metadataExchangeFilterJson(): { name: string; typedConfig: { '@type': string; typeUrl: string; value: { protocol: string; enable_discovery: boolean } } } {
+  return {
+    name: METADATA_EXCHANGE_NAME,
+    typedConfig: { '@type': `${T}udpa.type.v1.TypedStruct`, typeUrl: METADATA_EXCHANGE_TYPE, value: { protocol: METADATA_EXCHANGE_ALPN, enable_discovery: true } },
+  };
+}
+
+/**
+ * A network or cluster filter's MetadataExchange config (by its name when it has no config,
+ * else by its type, bare or in a TypedStruct); null when the filter is another one. Field
+ * names as the proto's (`enable_discovery`, in a TypedStruct) or their JSON names.
+ */
+export function metadataExchangeConfig(f: { readonly name?: string; readonly typedConfig?: unknown }): Record<string, unknown> | null {
+  const tc = f.typedConfig !== null && typeof f.typedConfig === 'object' && !Array.isArray(f.typedConfig) ? (f.typedConfig as Record<string, unknown>) : null;
+  if (tc === null) return f.name === METADATA_EXCHANGE_NAME ? {} : null;
+  const type = String(tc['@type'] ?? '');
+  if (type === METADATA_EXCHANGE_TYPE) {
+    const { '@type': _, ...rest } = tc;
+    return rest;
+  }
+  if (TYPED_STRUCT_TYPES.has(type) && tc.typeUrl === METADATA_EXCHANGE_TYPE) {
+    const v = tc.value;
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  }
+  return null;
+}
+
+/**
+ * What of a MetadataExchange config Remora cannot honour, by field: a protocol other than
+ * `istio-peer-exchange` (an error: peers would not recognise the exchange), additional labels
+ * (a warning: Istio's standard labels are the ones reported).
+ */
+export function metadataExchangeIssues(config: Record<string, unknown>): { readonly errors: [string, string][]; readonly warnings: [string, string][] } {
+  const errors: [string, string][] = [];
+  const warnings: [string, string][] = [];
+  for (const [key, v] of Object.entries(config)) {
+    if (key === 'protocol') {
+      if (v !== METADATA_EXCHANGE_ALPN) errors.push([key, `only ${METADATA_EXCHANGE_ALPN} is supported (the ALPN Istio's proxies exchange metadata under)`]);
+    } else if (key === 'enable_discovery' || key === 'enableDiscovery') {
+      // Without the header, outbound peers fall back to endpoint labels: Remora's own discovery.
+    } else if (key === 'additional_labels' || key === 'additionalLabels') {
+      warnings.push([key, 'ignored: Istio\'s standard peer labels are the ones reported']);
+    } else errors.push([key, 'not supported']);
+  }
+  if (config.protocol === undefined) errors.push(['protocol', `required: ${METADATA_EXCHANGE_ALPN}`]);
+  return { errors, warnings };
+}

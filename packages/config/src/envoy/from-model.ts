@@ -34,7 +34,7 @@ import { msToDurationJson } from '../model/envoy-values.ts';
 import { DEFAULT_MAX_PATH_TAG_LENGTH, OTEL_TRACER_TYPE, ZIPKIN_TRACER_TYPE } from './to-model-tracing.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import { serviceClusterOf } from '../model/node.ts';
-import { HCM_TYPE, HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX } from './filter-types.ts';
+import { HCM_TYPE, HTTP_FILTER_TYPES, metadataExchangeFilterJson, PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX } from './filter-types.ts';
 import { envoyCodec } from './lazy-codec.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { AddressJson } from './gen/envoy/config/core/v3/address_pb.ts';
@@ -336,7 +336,7 @@ function foldedChains(f: ModelListener, capture: ModelListener, secrets: Map<str
 /** A capture's catch-all: chains without a destination match, named as istiod names them. */
 function catchAllChains(l: ModelListener, routes: readonly TcpRoute[]): FilterChainJson[] {
   const name = l.direction === 'inbound' ? 'virtualInbound' : 'virtualOutbound-catchall-tcp';
-  return routes.map((route) => {
+  return withMetadataExchange(l, routes.map((route) => {
     const names = route.sniHosts.filter((h) => h !== '*');
     return {
       name,
@@ -344,7 +344,7 @@ function catchAllChains(l: ModelListener, routes: readonly TcpRoute[]): FilterCh
       filters: [tcpProxyFilter(route, l.name, l.accessLog)],
       ...tcpRouteMetadata(route, null),
     };
-  });
+  }));
 }
 
 /**
@@ -370,8 +370,14 @@ function portListeners(l: ModelListener, secrets: Map<string, SecretRef>, unboun
 }
 
 function sidecarOrGatewayChains(l: ModelListener, secrets: Map<string, SecretRef>, destinationPort: number | undefined): FilterChainJson[] {
-  if (l.direction === 'gateway') return filterChains(l, secrets);
-  return sidecarChains(l, secrets, destinationPort);
+  const chains = l.direction === 'gateway' ? filterChains(l, secrets) : sidecarChains(l, secrets, destinationPort);
+  return withMetadataExchange(l, chains);
+}
+
+/** istiod puts the TCP metadata exchange first in every chain of an inbound port, HTTP ones too (RBAC and stats read its peer). */
+function withMetadataExchange(l: ModelListener, chains: FilterChainJson[]): FilterChainJson[] {
+  if (l.metadataExchange !== true) return chains;
+  return chains.map((c) => ({ ...c, filters: [metadataExchangeFilterJson() as FilterJson, ...(c.filters ?? [])] }));
 }
 
 function istioMtlsSocket(secrets: Map<string, SecretRef>): NonNullable<FilterChainJson['transportSocket']> {
@@ -980,6 +986,7 @@ function clusterJson(c: ModelCluster, secrets: Map<string, SecretRef>): ClusterJ
     };
     out.commonLbConfig = { healthyPanicThreshold: { value: od.minHealthPercent } };
   }
+  if (c.metadataExchange === true) out.filters = [metadataExchangeFilterJson() as NonNullable<ClusterJson['filters']>[number]];
   const tls = upstreamTls(c, secrets);
   if (tls !== null) out.transportSocket = tls;
   else if (c.tls?.mode === 'DISABLE') out.transportSocket = { name: 'envoy.transport_sockets.raw_buffer', typedConfig: any(RAW_BUFFER_TYPE) };

@@ -32,6 +32,7 @@ import type {
 } from '../model/index.ts';
 import { durationJsonMs, timerMs } from '../model/envoy-values.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
+import { metadataExchangeConfig, metadataExchangeIssues, TYPED_STRUCT_TYPES } from './filter-types.ts';
 import type { SecretRef } from './from-model.ts';
 import type { ClusterJson, Cluster_TransportSocketMatchJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { OutlierDetectionJson } from './gen/envoy/config/cluster/v3/outlier_detection_pb.ts';
@@ -48,7 +49,6 @@ const T = 'type.googleapis.com/';
 const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 const UPSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`;
 const RAW_BUFFER_TYPE = `${T}envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer`;
-const METADATA_EXCHANGE_TYPE = `${T}envoy.tcp.metadataexchange.config.MetadataExchange`;
 const TLS_MODE_LABEL = 'security.istio.io/tlsMode';
 const CANONICAL_NAME = 'service.istio.io/canonical-name';
 const CANONICAL_REVISION = 'service.istio.io/canonical-revision';
@@ -206,7 +206,7 @@ export function clusterFromEnvoy(c: ClusterJson, cla: ClusterLoadAssignmentJson 
   warnFields(is, '', c, CLUSTER_TUNING, 'not supported by Remora; ignored');
   if (c.protocolSelection === 'USE_DOWNSTREAM_PROTOCOL') is.warn('protocolSelection', 'the upstream protocol is the cluster\'s own, not the downstream\'s');
 
-  clusterFilters(is, c);
+  const metadataExchange = clusterFilters(is, c);
   const remora = remoraMetadata(c.metadata);
   const istio = istioMetadata(is, c.metadata, name, remora);
 
@@ -301,6 +301,7 @@ export function clusterFromEnvoy(c: ClusterJson, cla: ClusterLoadAssignmentJson 
     localityLb,
     warmupMs,
     ...(upstreamBindAddress === undefined ? {} : { upstreamBindAddress }),
+    ...(metadataExchange ? { metadataExchange: true } : {}),
   };
   const errorsAfter = ctx.issues.filter((i) => i.severity === 'error').length;
   return errorsAfter > errorsBefore ? null : cluster;
@@ -982,13 +983,23 @@ function sanMatchers(at: string, v: CertificateValidationContextJson | undefined
   return out;
 }
 
-/** Cluster network filters: istiod's metadata exchange only feeds peer telemetry; any other is an error. */
-function clusterFilters(is: Issues, c: ClusterJson): void {
+/** Cluster network filters: istiod's metadata exchange (true when there), any other is an error. */
+function clusterFilters(is: Issues, c: ClusterJson): boolean {
+  let mx = false;
   (c.filters ?? []).forEach((f, i) => {
-    const type = (f.typedConfig as AnyJson | undefined)?.['@type'];
-    if (f.name === 'istio.metadata_exchange' || type === METADATA_EXCHANGE_TYPE) is.warn(`filters[${i}]`, 'peer metadata exchange is not supported; peers are known from endpoint metadata');
-    else is.error(`filters[${i}]`, `cluster filter ${f.name ?? ''} is not supported`);
+    const config = metadataExchangeConfig(f);
+    if (config === null) {
+      is.error(`filters[${i}]`, `cluster filter ${f.name ?? ''} is not supported (Remora runs istio.metadata_exchange)`);
+      return;
+    }
+    const type = (f.typedConfig as AnyJson | undefined)?.['@type'] ?? '';
+    const path = `filters[${i}].${TYPED_STRUCT_TYPES.has(type) ? 'typedConfig.value' : 'typedConfig'}`;
+    const issues = metadataExchangeIssues(config);
+    for (const [k, m] of issues.errors) is.error(`${path}.${k}`, m);
+    for (const [k, m] of issues.warnings) is.warn(`${path}.${k}`, m);
+    mx = true;
   });
+  return mx;
 }
 
 /** The load assignment an EDS cluster takes its endpoints from (`eds_cluster_config.service_name`, else its name); null for other clusters. */

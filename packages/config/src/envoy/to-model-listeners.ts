@@ -35,7 +35,7 @@ import { readHcmTracing } from './to-model-tracing.ts';
 import { readAccessLogs } from './to-model-access-log.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import type { ProxyNode } from '../model/node.ts';
-import { HCM_TYPE, HTTP_FILTER_TYPES, REMORA_TYPE_PREFIX, SKIPPED_ISTIO_FILTERS, TYPED_STRUCT_TYPES } from './filter-types.ts';
+import { HCM_TYPE, HTTP_FILTER_TYPES, metadataExchangeConfig, metadataExchangeIssues, REMORA_TYPE_PREFIX, SKIPPED_ISTIO_FILTERS, TYPED_STRUCT_TYPES } from './filter-types.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { ListenerJson } from './gen/envoy/config/listener/v3/listener_pb.ts';
 import type { RouteConfigurationJson } from './gen/envoy/config/route/v3/route_pb.ts';
@@ -70,8 +70,8 @@ const SKIPPED_ISTIO_TYPES: ReadonlySet<string> = new Set([
   `${T}stats.PluginConfig`,
   `${T}envoy.extensions.filters.http.grpc_stats.v3.FilterConfig`,
 ]);
-/** Network filters of Istio's that Remora accepts and does not run (peer metadata, istio_* metrics). */
-const SKIPPED_NETWORK_FILTERS: ReadonlySet<string> = new Set(['istio.metadata_exchange', 'istio.stats']);
+/** Network filters of Istio's that Remora accepts and does not run (istio_* metrics are the proxy's own). */
+const SKIPPED_NETWORK_FILTERS: ReadonlySet<string> = new Set(['istio.stats']);
 
 const COMPRESSOR_TYPE = `${T}envoy.extensions.filters.http.compressor.v3.Compressor`;
 
@@ -321,9 +321,12 @@ function captureListeners(cs: readonly Chain[], base: ListenerBase, lc: Listener
   const direct = typeof meta?.destinationPort === 'number' ? { destinationPort: meta.destinationPort } : {};
   const shadowed = obj(meta?.routeConfigsByPort);
   const tables = shadowed === null ? {} : { routeConfigsByPort: Object.fromEntries(Object.entries(shadowed).map(([k, v]) => [k, String(v)])) };
+  const { metadataExchange: _mx, ...ownFields } = body?.fields ?? { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls: null, tcpProxy: [] };
   const capture: Listener = {
     ...base,
-    ...(body?.fields ?? { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls: null, tcpProxy: [] }),
+    ...ownFields,
+    // The capture's own chains and its catch-all (istiod's blackhole and passthrough chains) carry it alike.
+    ...metadataExchangeOf([...own, ...catchAll.filter((c) => c.tls === null && c.hcm === null)], at),
     ...direct,
     ...tables,
     useOriginalDst: true,
@@ -390,7 +393,20 @@ function checkStatPrefix(listener: Listener, body: SidecarBody | GatewayBody, at
   if (body.statPrefix !== expected && body.statPrefix !== `${expected};`) at.warn(`${body.hcmPath}.statPrefix`, `Remora's HTTP stats for this listener are under http.${expected}., not http.${body.statPrefix}.`);
 }
 
-type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tracing' | 'tcpProxy' | 'detectProtocol' | 'accessLog'>;
+type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tracing' | 'tcpProxy' | 'detectProtocol' | 'accessLog' | 'metadataExchange'>;
+
+/**
+ * The listener's TCP metadata exchange: on when its chains carry the filter (istiod puts it in
+ * every chain of an inbound port). The runtime runs it on every TCP connection of the
+ * listener, so a chain without it beside one with it is warned of.
+ */
+function metadataExchangeOf(cs: readonly Chain[], at: At): Pick<Listener, 'metadataExchange'> {
+  if (!cs.some((c) => c.mx)) return {};
+  for (const c of cs) {
+    if (!c.mx && c.tcpWithBlackHole !== null) at.warn(join(c.path, 'filters'), 'istio.metadata_exchange is on another chain of this port: Remora exchanges peer metadata on every TCP connection of the port over Istio mTLS');
+  }
+  return { metadataExchange: true };
+}
 
 /** The listener's access logs: its chains' (the first that has some; istiod gives every chain the same). */
 function accessLogOf(cs: readonly Chain[]): Pick<Listener, 'accessLog'> {
@@ -467,7 +483,7 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
   const tcpProxy = bare ? [] : routes;
 
   if (httpChains.length === 0) {
-    return { fields: { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls, tcpProxy, ...accessLogOf(cs) }, inline: null, hcmPath: null, statPrefix: '' };
+    return { fields: { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls, tcpProxy, ...accessLogOf(cs), ...metadataExchangeOf(cs, at) }, inline: null, hcmPath: null, statPrefix: '' };
   }
   const first = httpChains[0]!;
   for (const c of httpChains.slice(1)) {
@@ -487,6 +503,7 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
     ...(hcm.tracing === null ? {} : { tracing: hcm.tracing }),
     ...(tcpChains.length === 0 ? {} : { detectProtocol: { tcp: routes, timeoutMs: lc.timeoutMs } }),
     ...accessLogOf(cs),
+    ...metadataExchangeOf(cs, at),
   };
   void destinationPort;
   return { fields, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix };
@@ -509,11 +526,11 @@ function gatewayListener(cs: readonly Chain[], base: ListenerBase & { destinatio
       // Nothing to forward to (istiod's BlackHoleCluster, no route): no TCP route.
       const route = cs[0]!.tcp!;
       const tcpProxy = route.clusters.length === 0 && route.origin === '' ? [] : [route];
-      return { listener: { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy, ...accessLogOf(cs) }, inline: null };
+      return { listener: { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy, ...accessLogOf(cs), ...metadataExchangeOf(cs, at) }, inline: null };
     }
     const tls = gatewayTls(cs, name, at);
     if (tls === undefined) return null;
-    return { listener: { ...base, routeConfig, httpFilters: [], tls, ...accessLogOf(cs) }, inline: null };
+    return { listener: { ...base, routeConfig, httpFilters: [], tls, ...accessLogOf(cs), ...metadataExchangeOf(cs, at) }, inline: null };
   }
 
   const first = httpChains[0]!;
@@ -543,6 +560,7 @@ function gatewayListener(cs: readonly Chain[], base: ListenerBase & { destinatio
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
     ...(hcm.tracing === null ? {} : { tracing: hcm.tracing }),
     ...accessLogOf(cs),
+    ...metadataExchangeOf(cs, at),
   };
   checkStatPrefix(listener, { fields: listener, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix }, at);
   return { listener, inline: hcm.inline };
@@ -570,6 +588,8 @@ interface Chain {
   /** The connection manager's or tcp_proxy's `access_log`; null: none. */
   readonly accessLog: AccessLogConfig[] | null;
   readonly name: string;
+  /** Istio's TCP metadata exchange (`istio.metadata_exchange`) is among its filters. */
+  readonly mx: boolean;
 }
 
 const CHAIN_WARN: Readonly<Record<string, string>> = {
@@ -601,6 +621,7 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
   let tcp: TcpRoute | null = null;
   let tcpWithBlackHole: TcpRoute | null = null;
   let accessLog: AccessLogConfig[] | null = null;
+  let mx = false;
   const filters = arr(c.filters);
   filters.forEach((f, i) => {
     const fo = obj(f) ?? {};
@@ -608,7 +629,14 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
     const tc = obj(fo.typedConfig);
     const type = String(tc?.['@type'] ?? '');
     const fname = typeof fo.name === 'string' ? fo.name : '';
-    if (type === HCM_TYPE || (tc === null && fname === 'envoy.filters.network.http_connection_manager')) {
+    const mxConfig = metadataExchangeConfig(fo);
+    if (mxConfig !== null) {
+      const cpath = join(fpath, TYPED_STRUCT_TYPES.has(type) ? 'typedConfig.value' : 'typedConfig');
+      const issues = metadataExchangeIssues(mxConfig);
+      for (const [k, m] of issues.errors) at.error(join(cpath, k), m);
+      for (const [k, m] of issues.warnings) at.warn(join(cpath, k), m);
+      mx = true;
+    } else if (type === HCM_TYPE || (tc === null && fname === 'envoy.filters.network.http_connection_manager')) {
       if (i !== filters.length - 1) at.error(fpath, 'the HTTP connection manager is terminal and must be the last network filter');
       hcm = tc ?? { '@type': HCM_TYPE };
       hcmIndex = i;
@@ -656,6 +684,7 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
     server: obj(fm?.remora),
     accessLog,
     name: typeof c.name === 'string' ? c.name : '',
+    mx,
   };
 }
 

@@ -161,4 +161,11 @@ export interface Cluster {
    * be captured again). Absent: the kernel picks.
    */
   readonly upstreamBindAddress?: string;
+  /**
+   * Istio's TCP metadata exchange on this cluster's connections (istiod's `istio.metadata_exchange`
+   * cluster filter): an Istio mTLS connection of TCP proxying offers ALPN `istio-peer-exchange`
+   * and, when the server picks it, both sides send who they are before any byte of the app's;
+   * the server's workload labels `istio_tcp_*`. Absent: no exchange (ALPN `istio` only).
+   */
+  readonly metadataExchange?: boolean;
 }

@@ -266,6 +266,13 @@ export interface Listener {
    * Absent: every connection is HTTP (or `tcpProxy`).
    */
   readonly detectProtocol?: { readonly tcp: readonly TcpRoute[]; readonly timeoutMs: number };
+  /**
+   * Istio's TCP metadata exchange (istiod's `istio.metadata_exchange`, first in every chain of
+   * a sidecar's inbound port): a TCP connection over Istio mTLS whose client offers ALPN
+   * `istio-peer-exchange` gets it; both sides then send who they are before any byte of the
+   * app's, and the client's workload labels `istio_tcp_*`. Absent: no exchange.
+   */
+  readonly metadataExchange?: boolean;
 }
 
 /**

@@ -70,6 +70,7 @@ function cluster(
   rule: Resource | null,
 ): Cluster {
   const proto = portProtocol(port);
+  const tcp = !isHttpProtocol(proto);
   return {
     name: outboundClusterName(port.number, subset, svc.host),
     service: { host: svc.host, name: svc.name, namespace: svc.namespace, port: port.number },
@@ -84,7 +85,7 @@ function cluster(
       return ep.address !== '';
     }),
     dnsRefreshMs: opts.dnsRefreshMs,
-    protocol: !isHttpProtocol(proto) ? 'tcp' : proto === 'HTTP2' || proto === 'GRPC' || (policy.h2Upgrade && proto === 'HTTP') ? 'http2' : 'http1',
+    protocol: tcp ? 'tcp' : proto === 'HTTP2' || proto === 'GRPC' || (policy.h2Upgrade && proto === 'HTTP') ? 'http2' : 'http1',
     lb: policy.lb,
     connectionPool: policy.connectionPool,
     outlierDetection: policy.outlierDetection,
@@ -93,6 +94,8 @@ function cluster(
     serviceAccounts: svc.serviceAccounts,
     localityLb: policy.localityLb,
     warmupMs: policy.warmupMs,
+    // istiod's metadata exchange on TCP proxying (PILOT_ENABLE_METADATA_EXCHANGE, on by default); HTTP exchanges headers instead.
+    ...(tcp ? { metadataExchange: true } : {}),
   };
 }
 

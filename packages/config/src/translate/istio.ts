@@ -241,7 +241,8 @@ function sidecarListeners(
           };
       const family = inboundFamily(p);
       if (family === 'tcp') {
-        inboundListeners.push({ ...base, routeConfig: `tcp.${p.port}`, httpFilters: [], tcpProxy: [inboundTcpRoute(ctx, p, cluster.name)] });
+        // istiod's metadata exchange (PILOT_ENABLE_METADATA_EXCHANGE, on by default): the client's workload labels istio_tcp_*.
+        inboundListeners.push({ ...base, routeConfig: `tcp.${p.port}`, httpFilters: [], tcpProxy: [inboundTcpRoute(ctx, p, cluster.name)], metadataExchange: true });
         continue;
       }
       // istiod names the inbound route configuration after the cluster it routes to; Istio does not retry inbound.

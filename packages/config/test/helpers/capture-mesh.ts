@@ -2,7 +2,8 @@
 // listeners and clusters mean them: virtualOutbound and virtualInbound (useOriginalDst, a
 // catch-all), per-port outbound listeners not bound to their port (HTTP, HTTP with the
 // passthrough beside it, TCP on a service address, TLS by SNI, a port detected), inbound
-// ports folded into virtualInbound (HTTP PERMISSIVE, TCP STRICT, detected), the passthrough
+// ports folded into virtualInbound (HTTP PERMISSIVE, TCP STRICT with Istio's TCP metadata
+// exchange, detected), an outbound TCP cluster with the exchange, the passthrough
 // and blackhole clusters, and the DNS name table.
 import type { Cluster, Listener, ProxyConfig, TcpRoute } from '@remora/config';
 import { OUTBOUND_HCM, ISTIO_ENVOY_HCM, SIDECAR } from './translate.ts';
@@ -94,15 +95,22 @@ export function captureMesh(registryOnly = false): ProxyConfig {
       tcpProxy: [],
       useOriginalDst: true,
       catchAll: [route('InboundPassthroughCluster')],
+      metadataExchange: true,
     } satisfies Listener,
     inbound(9080, { tls: { kind: 'mesh', mode: 'PERMISSIVE' } }),
-    inbound(5432, { ...tcpOnly, routeConfig: 'tcp.5432', tls: { kind: 'mesh', mode: 'STRICT' }, tcpProxy: [route('inbound|5432||')] }),
+    inbound(5432, { ...tcpOnly, routeConfig: 'tcp.5432', tls: { kind: 'mesh', mode: 'STRICT' }, tcpProxy: [route('inbound|5432||')], metadataExchange: true }),
     inbound(8000, { tls: { kind: 'mesh', mode: 'PERMISSIVE' }, detectProtocol: { tcp: [route('inbound|8000||')], timeoutMs: 0 } }),
   ] as object[]).map(strip);
   const clusters: Cluster[] = [
     cluster('PassthroughCluster', { discovery: 'original-dst', dnsRefreshMs: 5_000 }),
     cluster('InboundPassthroughCluster', { discovery: 'original-dst', upstreamBindAddress: '127.0.0.6' }),
     cluster('BlackHoleCluster'),
+    cluster('outbound|6379||redis.default.svc.cluster.local', {
+      service: { host: 'redis.default.svc.cluster.local', name: 'redis', namespace: 'default', port: 6379 },
+      protocol: 'tcp',
+      endpoints: [{ address: '10.0.3.1', port: 6379, labels: { 'security.istio.io/tlsMode': 'istio' }, weight: 1, locality: '', workloadName: 'redis', namespace: 'default', serviceAccount: '' }],
+      metadataExchange: true,
+    }),
     cluster('inbound|5432||', { protocol: 'tcp', endpoints: [{ address: '127.0.0.1', port: 5432, labels: {}, weight: 1, locality: '', workloadName: '', namespace: '', serviceAccount: '' }] }),
   ];
   return {

@@ -20,6 +20,8 @@ export interface ProcessSinks {
   readonly log?: (line: string) => void;
   /** Peer identities for plaintext connections (tests of identity-based policy before mTLS). */
   readonly peerIdentity?: RuntimeOptions['peerIdentity'];
+  /** Original destinations of captured connections, in place of the lookup `--interception-mode` picks (tests of capture without iptables). */
+  readonly originalDestination?: RuntimeOptions['originalDestination'];
 }
 
 /** Istio's ProxyConfig `terminationDrainDuration` default. */
@@ -95,7 +97,7 @@ export class ProxyProcess {
     this.#onExit = onExit;
     this.loggers = loggers;
     this.identity = identity;
-    const originalDestination = captureLookup(opts.interceptionMode ?? 'NONE', opts.conntrackFd ?? null, loggers.get('main'));
+    const originalDestination = sinks.originalDestination ?? captureLookup(opts.interceptionMode ?? 'NONE', opts.conntrackFd ?? null, loggers.get('main'));
     this.runtime = new Runtime({
       ...(originalDestination !== undefined ? { originalDestination } : {}),
       identity,

@@ -10,6 +10,7 @@ import type { Exchange } from './exchange.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import type { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import type { LocalPeerMetadata, PeerMetadataCache } from '../telemetry/peer-metadata.ts';
+import type { MetadataExchange } from '../listener/metadata-exchange.ts';
 import type { OriginalDestination } from '../listener/original-dst.ts';
 import type { HttpListener } from '../listener/http-listener.ts';
 
@@ -30,6 +31,8 @@ export interface ListenerContext {
   readonly peerMetadata: LocalPeerMetadata;
   /** Peers decoded from the metadata headers they sent. */
   readonly peerCache: PeerMetadataCache;
+  /** Istio's TCP metadata exchange (`istio-peer-exchange`): this proxy's preamble and the filter's counters. */
+  readonly metadataExchange: MetadataExchange;
   /** Where connection-level events (TLS) are logged. */
   readonly connectionLog: Logger;
   /** True once draining started: responses carry `Connection: close`. */

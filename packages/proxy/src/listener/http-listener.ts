@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { PEER_EXCHANGE_ALPN, type PeerWorkload } from '../telemetry/peer-metadata.ts';
 import { createServer as createH2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -307,17 +308,31 @@ export class HttpListener {
    * comes) and the plaintext tunnelled; routes that name servers get the ClientHello's SNI.
    */
   #serveTcp(socket: Socket, routes: readonly TcpRoute[], tls: ListenerTls | null): void {
+    // Istio's metadata exchange runs (first in the chain) where the listener has it: over mTLS
+    // that negotiated `istio-peer-exchange`; elsewhere it counts a connection without it.
+    const exchange = this.snapshot.listener.metadataExchange === true;
+    const mx = this.#ctx.metadataExchange;
     if (tls?.kind === 'mesh') {
       this.#tlsFront().accept(socket, tls, {
-        plain: (s, head) => this.#tunnel(s, head, routes, null),
+        plain: (s, head) => {
+          if (exchange) mx.notNegotiated();
+          this.#tunnel(s, head, routes, null);
+        },
         secure: (t) => {
           keepOriginalDestination(socket, t);
-          this.#tunnel(t, EMPTY, routes, t.servername || null, Connection.tlsPeer(t));
+          const peer = Connection.tlsPeer(t);
+          if (exchange && t.alpnProtocol === PEER_EXCHANGE_ALPN) {
+            mx.run(t, (workload, rest) => this.#tunnel(t, rest, routes, t.servername || null, peer, workload, true));
+            return;
+          }
+          if (exchange) mx.notNegotiated();
+          this.#tunnel(t, EMPTY, routes, t.servername || null, peer);
         },
         passthrough: (s, head, _server, sni) => this.#tunnel(s, head, routes, sni),
-      });
+      }, exchange);
       return;
     }
+    if (exchange) mx.notNegotiated();
     if (!routes.some((r) => r.sniHosts.length > 0)) {
       this.#tunnel(socket, EMPTY, routes, null);
       return;
@@ -423,10 +438,10 @@ export class HttpListener {
   }
 
   /** Proxies a connection as raw TCP (a TCP server's, or a passthrough one's after its hello). */
-  #tunnel(socket: Socket, head: Buffer, routes: readonly TcpRoute[], sni: string | null, peer: PeerIdentity | null = null): void {
+  #tunnel(socket: Socket, head: Buffer, routes: readonly TcpRoute[], sni: string | null, peer: PeerIdentity | null = null, workload: PeerWorkload | null = null, exchanged = false): void {
     const snap = this.snapshot;
-    const ctx = { clusters: snap.clusters, unroutedStats: snap.unroutedStats, log: snap.accessLog ?? this.#ctx.accessLog, metrics: this.#ctx.metrics, inbound: snap.direction === 'inbound' };
-    this.#tunnels.add(new TcpTunnel(socket, head, routes, sni, ctx, (t) => this.#tunnels.delete(t), peer));
+    const ctx = { clusters: snap.clusters, unroutedStats: snap.unroutedStats, log: snap.accessLog ?? this.#ctx.accessLog, metrics: this.#ctx.metrics, inbound: snap.direction === 'inbound', metadataExchange: this.#ctx.metadataExchange };
+    this.#tunnels.add(new TcpTunnel(socket, head, routes, sni, ctx, (t) => this.#tunnels.delete(t), peer, workload, exchanged));
   }
 
   /** Peeks at the first bytes: the HTTP/2 preface goes to the HTTP/2 server, the rest to HTTP/1. */

@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { TcpRoute } from '@remora/config';
 import type { PeerIdentity } from '@remora/filters';
 import { formatAddress, originalDestinations } from '../http/connection.ts';
@@ -12,6 +13,15 @@ import type { HashSource } from '../upstream/load-balancer.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { pickTcpRoute } from './tcp-route.ts';
+import type { MetadataExchange } from './metadata-exchange.ts';
+import { PEER_EXCHANGE_ALPN, type PeerWorkload } from '../telemetry/peer-metadata.ts';
+import { asTlsError } from '../upstream/upstream-tls.ts';
+import { spiffeIdOf } from '../tls/identity-store.ts';
+
+/** What Istio's client offers over mTLS for TCP: the metadata exchange first where the cluster runs it (istiod's ALPNInMeshWithMxc). */
+const MTLS_TCP_ALPN: readonly string[] = [PEER_EXCHANGE_ALPN, 'istio'];
+const MTLS_TCP_ALPN_NO_EXCHANGE: readonly string[] = ['istio'];
+const NO_ALPN: readonly string[] = [];
 
 /** Passthrough connections have no request to hash on. */
 const NO_HASH: HashSource = {
@@ -32,6 +42,8 @@ export interface TcpTunnelContext {
   readonly metrics: IstioMetrics;
   /** True on an inbound listener: a verified mesh peer labels the metrics (`source_principal`). */
   readonly inbound: boolean;
+  /** Istio's TCP metadata exchange, for upstream connections of clusters that run it. */
+  readonly metadataExchange: MetadataExchange;
 }
 
 /**
@@ -42,6 +54,13 @@ export interface TcpTunnelContext {
  * the connection's original destination. When both sides are done it leaves an access log
  * line in the TCP form Istio prints (`"- - -" 0`), with `UH` when no host was there (a
  * BlackHoleCluster, no original destination) and `UF` when the connection to it failed.
+ *
+ * A host with TLS settings (a DestinationRule's, or Istio mTLS for a `tlsMode: istio`
+ * endpoint) gets a TLS connection. Over Istio mTLS to a cluster with Istio's metadata
+ * exchange, ALPN offers `istio-peer-exchange`; when the server picks it the preambles are
+ * exchanged (metadata-exchange.ts) before the server's bytes reach the client, and the
+ * connection counts in `istio_tcp_*` under the server's workload and certificate. Inbound,
+ * `peerWorkload` is what the client sent in its preamble.
  */
 export class TcpTunnel implements AccessLogRecord {
   readonly startTime = Date.now();
@@ -74,6 +93,13 @@ export class TcpTunnel implements AccessLogRecord {
   readonly #onClose: (t: TcpTunnel) => void;
   #upstream: Socket | null = null;
   #done = false;
+  /** Counted in istio_tcp_connections_opened_total (once the peer is known, over mTLS with the exchange). */
+  #opened = false;
+  #connected = false;
+  /** The downstream's bytes each way before the tunnel took it that are not the app's (an exchanged preamble). */
+  readonly #readBase: number;
+  readonly #writtenBase: number;
+  readonly #ctx: TcpTunnelContext;
   /** Istio's TCP metrics: the host's label set, else the cluster's or the listener's. */
   #stats: RequestStats;
 
@@ -85,7 +111,13 @@ export class TcpTunnel implements AccessLogRecord {
     ctx: TcpTunnelContext,
     onClose: (t: TcpTunnel) => void,
     peer: PeerIdentity | null = null,
+    peerWorkload: PeerWorkload | null = null,
+    exchanged = false,
   ) {
+    this.#ctx = ctx;
+    // Istio counts the app's bytes: the preambles, drained by the exchange filter before its stats, are not.
+    this.#readBase = exchanged ? downstream.bytesRead - head.length : 0;
+    this.#writtenBase = exchanged ? downstream.bytesWritten : 0;
     this.#log = ctx.log;
     this.#onClose = onClose;
     this.#downstream = downstream;
@@ -103,7 +135,9 @@ export class TcpTunnel implements AccessLogRecord {
     this.upstreamCluster = cluster?.name ?? null;
     const host = cluster === null ? null : cluster.originalDst !== null ? cluster.originalDst.hostFor(original) : cluster.pick(NO_HASH);
     let stats = host !== null ? host.stats : (cluster?.noHostStats ?? ctx.unroutedStats);
-    if (peer !== null && ctx.inbound) stats = stats.overMtls(peer.principal, ctx.metrics);
+    if (peer !== null && ctx.inbound) {
+      stats = peerWorkload === null ? stats.overMtls(peer.principal, ctx.metrics) : stats.refine(ctx.metrics, peerWorkload, `spiffe://${peer.principal}`, ctx.metrics.localPrincipal(), 0);
+    }
     this.#stats = stats;
     if (cluster === null || host === null) {
       if (cluster !== null) cluster.noHealthyUpstream++;
@@ -119,31 +153,97 @@ export class TcpTunnel implements AccessLogRecord {
     const down = this.#downstream;
     this.upstreamHost = host.host.hostPort;
     const bind = cluster.model.upstreamBindAddress;
-    const up = connect({ host: host.host.address, port: host.host.port, allowHalfOpen: true, ...(bind !== undefined ? { localAddress: bind } : {}) });
+    const tls = host.host.tls;
+    const mesh = tls !== null && tls.mode === 'ISTIO_MUTUAL';
+    const exchange = mesh && cluster.model.metadataExchange === true;
+    let up: Socket;
+    if (tls !== null) {
+      const s = tls.connectTcp(host.host.address, host.host.port, exchange ? MTLS_TCP_ALPN : mesh ? MTLS_TCP_ALPN_NO_EXCHANGE : NO_ALPN, bind);
+      if (s instanceof Error) {
+        cluster.stats.cxConnectFail++;
+        this.responseFlags |= ResponseFlag.UF;
+        this.upstreamTransportFailureReason = (s as { code?: string }).code ?? s.message;
+        this.#finish();
+        return;
+      }
+      up = s;
+    } else {
+      up = connect({ host: host.host.address, port: host.host.port, allowHalfOpen: true, ...(bind !== undefined ? { localAddress: bind } : {}) });
+    }
     this.#upstream = up;
     let connected = false;
-    up.once('connect', () => {
+    const onConnected = (): void => {
       connected = true;
+      this.#connected = true;
       host.host.cxTotal++;
       up.setNoDelay(true);
-      this.#stats.tcpOpened();
-    });
+    };
     up.on('error', (err: NodeJS.ErrnoException) => {
       if (!connected) {
         cluster.stats.cxConnectFail++;
         cluster.reportLocalFailure(host);
         this.responseFlags |= ResponseFlag.UF;
-        this.upstreamTransportFailureReason = err.code ?? err.message;
+        const reason = tls !== null ? asTlsError(err) : err;
+        this.upstreamTransportFailureReason = (reason as NodeJS.ErrnoException).code ?? reason.message;
       }
       this.#finish();
     });
     down.on('error', () => this.#finish());
     down.on('close', () => this.#finish());
     up.on('close', () => this.#finish());
+    if (tls === null) {
+      up.once('connect', () => {
+        onConnected();
+        this.#open();
+      });
+    } else {
+      up.once('secureConnect', () => {
+        onConnected();
+        const t = up as TLSSocket;
+        // The server's certificate names it in the metrics; what it says of itself, when it
+        // exchanged metadata, its workload.
+        const peerId = mesh ? spiffeIdOf(t.getPeerCertificate()) : null;
+        const refine = (workload: PeerWorkload | null): void => {
+          if (peerId !== null) this.#stats = this.#stats.refine(this.#ctx.metrics, workload, peerId, this.#ctx.metrics.localPrincipal(), 0);
+        };
+        if (!exchange) {
+          refine(null);
+          this.#open();
+          return;
+        }
+        const mx = this.#ctx.metadataExchange;
+        if (t.alpnProtocol !== PEER_EXCHANGE_ALPN) {
+          mx.notNegotiated();
+          refine(null);
+          this.#open();
+          return;
+        }
+        // Ours goes before any of the client's bytes; the server's bytes reach the client once its preamble is read.
+        mx.stats.alpnProtocolFound.value++;
+        up.write(mx.preamble);
+        mx.stats.metadataAdded.value++;
+        mx.read(up, (workload, rest) => {
+          refine(workload);
+          this.#open();
+          if (rest.length > 0) down.write(rest);
+          up.pipe(down);
+          up.resume();
+        });
+      });
+    }
     if (head.length > 0) up.write(head);
     down.pipe(up);
-    up.pipe(down);
+    if (!(tls !== null && exchange)) up.pipe(down);
+    // A client that half-closed while its first bytes were being read: its end goes on too.
+    if (down.readableEnded) up.end();
     down.resume();
+  }
+
+  /** Counts the connection as opened, under the labels it ends with. */
+  #open(): void {
+    if (this.#opened) return;
+    this.#opened = true;
+    this.#stats.tcpOpened();
   }
 
   /** Closes both sides (idempotent) and logs the connection once. */
@@ -154,8 +254,10 @@ export class TcpTunnel implements AccessLogRecord {
     const up = this.#upstream;
     down.destroy();
     up?.destroy();
-    this.bytesReceived = down.bytesRead;
-    this.bytesSent = down.bytesWritten;
+    // Closed while the exchange was still waiting: it opened all the same.
+    if (this.#connected) this.#open();
+    this.bytesReceived = down.bytesRead - this.#readBase;
+    this.bytesSent = down.bytesWritten - this.#writtenBase;
     this.durationMs = performance.now() - this.#startHr;
     this.#stats.tcpClosed(formatResponseFlags(this.responseFlags), this.bytesSent, this.bytesReceived);
     this.#log.log(this);

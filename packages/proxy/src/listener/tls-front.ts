@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { PEER_EXCHANGE_ALPN } from '../telemetry/peer-metadata.ts';
 import type { Socket } from 'node:net';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import type { ListenerTls, TlsServer } from '@remora/config';
@@ -59,7 +60,8 @@ export class TlsFront {
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
   }
 
-  accept(socket: Socket, tls: ListenerTls, handlers: TlsFrontHandlers): void {
+  /** `peerExchange`: a TCP port running Istio's metadata exchange, whose mTLS picks ALPN `istio-peer-exchange` when offered. */
+  accept(socket: Socket, tls: ListenerTls, handlers: TlsFrontHandlers, peerExchange = false): void {
     let seen: Buffer | null = null;
     let read = false;
     // Cleared once the connection is handed on (plaintext, passthrough, or handshake done).
@@ -99,7 +101,7 @@ export class TlsFront {
       socket.off('data', onData);
       socket.off('error', onEarlyError);
       socket.pause();
-      this.#dispatch(socket, seen, hello === null ? 'not-tls' : hello, tls, settled);
+      this.#dispatch(socket, seen, hello === null ? 'not-tls' : hello, tls, settled, peerExchange);
     };
     const onEarlyError = (): void => {
       socket.destroy();
@@ -108,7 +110,7 @@ export class TlsFront {
     socket.on('error', onEarlyError);
   }
 
-  #dispatch(socket: Socket, head: Buffer, hello: ClientHello | 'not-tls', tls: ListenerTls, handlers: TlsFrontHandlers): void {
+  #dispatch(socket: Socket, head: Buffer, hello: ClientHello | 'not-tls', tls: ListenerTls, handlers: TlsFrontHandlers, peerExchange: boolean): void {
     if (tls.kind === 'mesh') {
       if (hello === 'not-tls') {
         // STRICT refuses plaintext: no filter chain matches.
@@ -121,7 +123,7 @@ export class TlsFront {
         socket.destroy();
         return;
       }
-      this.#terminate(socket, head, hello, context, { requestCert: true, rejectUnauthorized: true }, null, handlers);
+      this.#terminate(socket, head, hello, context, { requestCert: true, rejectUnauthorized: true }, null, handlers, peerExchange);
       return;
     }
     if (hello === 'not-tls') {
@@ -160,10 +162,13 @@ export class TlsFront {
     verify: { requestCert: boolean; rejectUnauthorized: boolean },
     server: TlsServer | null,
     handlers: TlsFrontHandlers,
+    peerExchange = false,
   ): void {
     // ALPN: HTTP/2 when offered, else HTTP/1.1; chosen from the hello so that a client
-    // offering only other names (Istio's `istio-*`) is still served, without ALPN.
-    const alpn = hello.alpn.includes('h2') ? 'h2' : hello.alpn.includes('http/1.1') ? 'http/1.1' : null;
+    // offering only other names (Istio's `istio-*`) is still served, without ALPN. A TCP port
+    // with Istio's metadata exchange prefers `istio-peer-exchange` (istiod's ALPNDownstreamWithMxc).
+    const alpn =
+      peerExchange && hello.alpn.includes(PEER_EXCHANGE_ALPN) ? PEER_EXCHANGE_ALPN : hello.alpn.includes('h2') ? 'h2' : hello.alpn.includes('http/1.1') ? 'http/1.1' : null;
     const options = {
       isServer: true,
       secureContext,

@@ -1,5 +1,6 @@
 import type { Cluster, Endpoint, ProxyConfig, ProxyNode, TrafficDirection } from '@remora/config';
 import { serviceClusterOf } from '@remora/config';
+import { MetadataExchange } from '../listener/metadata-exchange.ts';
 import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { FilterRegistry, PeerIdentity } from '@remora/filters';
@@ -77,6 +78,7 @@ export class Runtime implements ListenerContext {
   readonly envoyStats = new EnvoyStats();
   readonly peerMetadata: LocalPeerMetadata;
   readonly peerCache = new PeerMetadataCache();
+  readonly metadataExchange: MetadataExchange;
   /** Span exporters of the listeners' tracing, kept across snapshots. */
   readonly tracers = new TracerPool();
   readonly #nodeId: string;
@@ -116,6 +118,7 @@ export class Runtime implements ListenerContext {
     this.peerIdentity = opts.peerIdentity ?? null;
     this.identity = opts.identity ?? null;
     this.peerMetadata = localPeerMetadata(opts.node);
+    this.metadataExchange = new MetadataExchange(opts.node, this.peerMetadata.id, this.envoyStats, this.peerCache);
     this.metrics.localPrincipal = () => this.identity?.current?.spiffeId ?? null;
     this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
     this.originalDestination = opts.originalDestination ?? null;

@@ -15,10 +15,8 @@ import type { ProxyNode } from '@remora/config';
  * What a peer says of itself labels metrics and nothing else: identities used for policy
  * come from certificates only, and a principal in metrics is always the certificate's.
  *
- * TCP: Istio's `istio-peer-exchange` ALPN preamble is not exchanged yet. Inbound TCP over mesh
- * mTLS takes `source_principal`, the source namespace and `connection_security_policy` from
- * the client certificate; the peer's workload, app and version stay `unknown`, and outbound
- * TCP (plaintext upstream connections here) reports the endpoint's labels only.
+ * TCP over mesh mTLS exchanges the same Struct in a preamble under ALPN `istio-peer-exchange`
+ * (listener/metadata-exchange.ts); principals still come from the certificates.
  */
 
 export const PEER_METADATA = 'x-envoy-peer-metadata';
@@ -309,11 +307,27 @@ export class PeerMetadataCache {
 
   /** The peer a header value describes; null when it does not decode (then the peer stays unknown). */
   lookup(value: string): PeerWorkload | null {
-    const hit = this.#byValue.get(value);
+    return this.#intern(value, () => workloadFromStruct(decodeStruct(Buffer.from(value, 'base64'))));
+  }
+
+  /**
+   * The peer of a TCP metadata exchange: the Struct bytes of its Any, the workload under
+   * `x-envoy-peer-metadata`; null when they do not decode or hold none. Keyed apart from
+   * header values (a different key space: raw bytes, not base64).
+   */
+  lookupExchanged(struct: Buffer): PeerWorkload | null {
+    return this.#intern(`\0${struct.toString('latin1')}`, () => {
+      const inner = decodeStruct(struct)[PEER_METADATA];
+      return inner !== null && inner !== undefined && typeof inner === 'object' && !Array.isArray(inner) ? workloadFromStruct(inner) : null;
+    });
+  }
+
+  #intern(key: string, decode: () => PeerWorkload | null): PeerWorkload | null {
+    const hit = this.#byValue.get(key);
     if (hit !== undefined) return hit;
     let peer: PeerWorkload | null;
     try {
-      peer = workloadFromStruct(decodeStruct(Buffer.from(value, 'base64')));
+      peer = decode();
     } catch {
       peer = null;
     }
@@ -325,7 +339,7 @@ export class PeerMetadataCache {
         this.#byValue.delete(k);
       }
     }
-    this.#byValue.set(value, peer);
+    this.#byValue.set(key, peer);
     return peer;
   }
 }

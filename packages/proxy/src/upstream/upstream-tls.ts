@@ -135,6 +135,27 @@ export class UpstreamTlsSettings {
     return s;
   }
 
+  /**
+   * A TLS connection for TCP proxying, offering `alpn` (none: no ALPN); it emits
+   * 'secureConnect' once verified. An Error when the settings cannot be used.
+   */
+  connectTcp(host: string, port: number, alpn: readonly string[], localAddress: string | undefined): TLSSocket | Error {
+    const o = this.#options();
+    if (o instanceof Error) return o;
+    const s = tlsConnect({
+      ...o,
+      host,
+      port,
+      servername: this.servername,
+      ...(alpn.length > 0 ? { ALPNProtocols: [...alpn] } : {}),
+      minVersion: 'TLSv1.2',
+      allowHalfOpen: true,
+      ...(localAddress !== undefined ? { localAddress } : {}),
+    } as ConnectionOptions);
+    this.#watchAlerts(s);
+    return s;
+  }
+
   /** The TLS failure behind a request error on a connection of these settings; null if it was none. */
   explain(err: Error): UpstreamTlsError | null {
     const direct = tlsFailure(err);
@@ -322,7 +343,7 @@ export function tlsFailure(err: Error): UpstreamTlsError | null {
   return null;
 }
 
-function asTlsError(err: Error): Error {
+export function asTlsError(err: Error): Error {
   const code = (err as { code?: string }).code ?? '';
   if (TRANSPORT_ERRORS.has(code)) return err;
   // A reset or close in the middle of the handshake is a TLS failure too (Envoy: connection termination during handshake).
@@ -346,7 +367,7 @@ export function tlsForEndpoint(
     if (spec.mode === 'DISABLE') return null;
     return settingsFor(cluster, { ...spec, mode: spec.mode }, identity, trustDomain, false, cache);
   }
-  if (identity === null || identity.current === null || cluster.protocol === 'tcp' || endpoint.labels[TLS_MODE_LABEL] !== 'istio') return null;
+  if (identity === null || identity.current === null || endpoint.labels[TLS_MODE_LABEL] !== 'istio') return null;
   // Istio's auto mTLS expects the server to be one of the service's accounts, not any identity of the mesh.
   return settingsFor(cluster, cluster.serviceAccounts.length === 0 ? AUTO_MTLS : { ...AUTO_MTLS, subjectAltNames: cluster.serviceAccounts }, identity, trustDomain, true, cache);
 }
