@@ -7,7 +7,7 @@ import { HttpListener } from '../listener/http-listener.ts';
 import type { Logger, Loggers } from '../logger.ts';
 import type { AccessLog, AccessLogFiles } from '../telemetry/access-log.ts';
 import type { IstioMetrics, MetricValue, RequestStats } from '../telemetry/istio-metrics.ts';
-import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import type { ClusterSharing, UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import { peerLabels } from '../telemetry/peer-labels.ts';
 import { localPeerMetadata, PeerMetadataCache, type LocalPeerMetadata } from '../telemetry/peer-metadata.ts';
@@ -57,6 +57,14 @@ export interface RuntimeOptions {
   readonly originalDestination?: (socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>;
   /** Envoy's node id (`sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`), the spans' `node_id` tag; absent: made from `node`. */
   readonly nodeId?: string;
+  /**
+   * How listeners open their sockets: `own` (default) the one loop that serves; `shared` one
+   * of several worker threads (SO_REUSEPORT); `none` the main thread of a proxy whose workers
+   * serve (it compiles and keeps the config for the admin views, and opens no socket).
+   */
+  readonly listen?: 'own' | 'shared' | 'none';
+  /** One of several threads: what clusters share with the others (circuit breakers, outlier detection). */
+  readonly sharing?: ClusterSharing;
 }
 
 /**
@@ -94,6 +102,7 @@ export class Runtime implements ListenerContext {
   readonly identity: IdentityStore | null;
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
   readonly originalDestination: ((socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>) | null;
+  readonly #listen: 'own' | 'shared' | 'none';
   /** Envoy's hand-off by original destination: per direction, listeners by `address:port` (their `destinationPort` when set). */
   #handOff = new Map<TrafficDirection, Map<string, HttpListener>>();
 
@@ -115,6 +124,7 @@ export class Runtime implements ListenerContext {
     this.metrics.localPrincipal = () => this.identity?.current?.spiffeId ?? null;
     this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
     this.originalDestination = opts.originalDestination ?? null;
+    this.#listen = opts.listen ?? 'own';
     this.overload = new OverloadManager(opts.overload ?? NO_OVERLOAD_LIMITS, () => {
       let n = 0;
       for (const l of this.#listeners.values()) n += l.activeConnections;
@@ -128,6 +138,7 @@ export class Runtime implements ListenerContext {
       identity: this.identity,
       statsFor: (cluster, endpoint) => this.#statsFor(cluster, endpoint),
       ...(opts.resolve ? { resolve: opts.resolve } : {}),
+      ...(opts.sharing ? { sharing: opts.sharing } : {}),
     });
   }
 
@@ -230,6 +241,12 @@ export class Runtime implements ListenerContext {
       }
       if (existing) this.#retire(existing);
       const l = new HttpListener(ls, this);
+      if (bound && this.#listen === 'none') {
+        // The workers open the sockets; this thread keeps the listener for the admin views.
+        startedHere.push(l);
+        this.#listeners.set(name, l);
+        continue;
+      }
       if (!bound) {
         // Envoy's bind_to_port false: no socket; it serves what capture listeners hand it.
         l.startUnbound();
@@ -239,7 +256,7 @@ export class Runtime implements ListenerContext {
         continue;
       }
       try {
-        await l.listen();
+        await l.listen(this.#listen === 'shared');
       } catch (err) {
         if (first) {
           for (const s of startedHere) s.closeAll();
