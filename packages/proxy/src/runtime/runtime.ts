@@ -94,7 +94,7 @@ export class Runtime implements ListenerContext {
   readonly #loggers: Loggers;
   /** Serialises applies: a reload that lands while another is compiling waits its turn. */
   #applying: Promise<unknown> = Promise.resolve();
-  readonly #filters: FilterRegistry;
+  #filters: FilterRegistry;
   readonly #store = new PersistentStore();
   readonly #trustedHops: number;
   readonly peerIdentity: ((socket: Socket) => PeerIdentity | null) | null;
@@ -102,7 +102,9 @@ export class Runtime implements ListenerContext {
   readonly identity: IdentityStore | null;
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
   readonly originalDestination: ((socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>) | null;
-  readonly #listen: 'own' | 'shared' | 'none';
+  #listen: 'own' | 'shared' | 'none';
+  /** False while the workers of a main thread have not all bound their listeners. */
+  #workersServing = true;
   /** Envoy's hand-off by original destination: per direction, listeners by `address:port` (their `destinationPort` when set). */
   #handOff = new Map<TrafficDirection, Map<string, HttpListener>>();
 
@@ -140,6 +142,24 @@ export class Runtime implements ListenerContext {
       ...(opts.resolve ? { resolve: opts.resolve } : {}),
       ...(opts.sharing ? { sharing: opts.sharing } : {}),
     });
+  }
+
+  /**
+   * Makes this the main thread of a proxy whose workers serve: listeners are compiled but
+   * open no socket, clusters share breakers and outlier detection through `sharing`, filters
+   * come from `filters`. Only before the first config.
+   */
+  serveFromWorkers(sharing: ClusterSharing, filters: FilterRegistry): void {
+    if (this.#snapshot !== null) throw new Error('serveFromWorkers: a config is live already');
+    this.#listen = 'none';
+    this.#workersServing = false;
+    this.#filters = filters;
+    this.clusterManager.share(sharing);
+  }
+
+  /** The workers serve the first config: the proxy is ready. */
+  markWorkersServing(): void {
+    this.#workersServing = true;
   }
 
   get snapshot(): Snapshot | null {
@@ -193,7 +213,7 @@ export class Runtime implements ListenerContext {
 
   /** True once a config is live and every listener is bound. */
   get ready(): boolean {
-    return this.#snapshot !== null && !this.#draining;
+    return this.#snapshot !== null && !this.#draining && this.#workersServing;
   }
 
   /**

@@ -44,6 +44,7 @@ export class ClusterManager {
   /** Compiled upstream TLS settings by key, shared by the hosts that use the same ones. */
   readonly #tls = new Map<string, UpstreamTlsSettings>();
   readonly #opts: ClusterManagerOptions;
+  #sharing: ClusterSharing | null;
   /** Envoy's cluster counters by cluster name, kept while a cluster of that name is live. */
   readonly #stats = new Map<string, ClusterStats>();
   readonly #resolve: (hostname: string) => Promise<string[]>;
@@ -53,6 +54,7 @@ export class ClusterManager {
 
   constructor(opts: ClusterManagerOptions) {
     this.#opts = opts;
+    this.#sharing = opts.sharing ?? null;
     this.#resolve = opts.resolve ?? defaultResolve;
     this.#sweeper = setInterval(() => this.#sweep(), 10_000).unref();
     // Auto mTLS needs an identity: when the first one arrives, labelled endpoints switch to
@@ -64,6 +66,11 @@ export class ClusterManager {
         hadIdentity = id !== null;
         for (const c of this.#clusters.values()) this.#assign(c, isDns(c.model) ? c.resolvedEndpoints : c.model.endpoints);
       }) ?? null;
+  }
+
+  /** Clusters built from now on share breakers and outlier detection through `sharing`. */
+  share(sharing: ClusterSharing): void {
+    this.#sharing = sharing;
   }
 
   get clusters(): ReadonlyMap<string, UpstreamCluster> {
@@ -92,7 +99,7 @@ export class ClusterManager {
       let stats = this.#stats.get(model.name);
       if (stats === undefined) this.#stats.set(model.name, (stats = new ClusterStats()));
       const originalDst = model.discovery === 'original-dst' ? new OriginalDstHosts(poolSettings(model), (ep) => this.#opts.statsFor(model, ep)) : null;
-      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node, stats, originalDst, this.#opts.sharing ?? null);
+      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node, stats, originalDst, this.#sharing);
       if (!isDns(model)) this.#assign(c, model.endpoints);
       else warming.push(this.#resolveCluster(c));
       next.set(model.name, c);
