@@ -29,6 +29,8 @@ Runs autocannon through each peer against one nginx upstream (1 KiB body), in al
   --rate N                requests/s of the latency run (default 1000)
   --latency-connections N connections of the latency run (default 1, see README)
   --workers N             autocannon worker threads (default 0: in this process)
+  --concurrency N         Remora's worker threads (its --concurrency; default 1: one event loop,
+                          the figures per core; more wants --no-pin or a --proxy-cpu range of cores)
   --proxy-cpu N           core of the proxy under test (default 1)
   --load-cpu N            core of autocannon and the upstream (default 0)
   --no-pin                do not pin anything (figures are then not per proxy core)
@@ -51,6 +53,8 @@ interface Options {
   readonly rate: number;
   readonly latencyConnections: number;
   readonly workers: number;
+  /** Remora's `--concurrency`. */
+  readonly remoraConcurrency: number;
   readonly pinning: Pinning;
   readonly quietWaitS: number;
   readonly retries: number;
@@ -69,6 +73,7 @@ function parseOptions(argv: string[]): Options | null {
       rate: { type: 'string' },
       'latency-connections': { type: 'string' },
       workers: { type: 'string' },
+      concurrency: { type: 'string' },
       'proxy-cpu': { type: 'string' },
       'load-cpu': { type: 'string' },
       'no-pin': { type: 'boolean' },
@@ -94,6 +99,7 @@ function parseOptions(argv: string[]): Options | null {
     rate: Math.round(numberOption('rate', values.rate, 'BENCH_RATE', 1000, 1)),
     latencyConnections: Math.round(numberOption('latency-connections', values['latency-connections'], 'BENCH_LATENCY_CONNECTIONS', 1, 1)),
     workers: Math.round(numberOption('workers', values.workers, 'BENCH_WORKERS', 0, 0)),
+    remoraConcurrency: Math.round(numberOption('concurrency', values.concurrency, 'BENCH_CONCURRENCY', 1, 0)),
     pinning: pin ? { proxyCpu, loadCpu } : { proxyCpu: null, loadCpu: null },
     quietWaitS: numberOption('quiet-wait', values['quiet-wait'], 'BENCH_QUIET_WAIT', 30, 0),
     retries: Math.round(numberOption('retries', values.retries, 'BENCH_RETRIES', 1, 0)),
@@ -589,7 +595,7 @@ async function main(): Promise<void> {
 
   const { upstream } = await prepare(o.peers, o.pinning);
   const upstreamPid = (upstream.child as Child).pid;
-  const ctx: PeerContext = { paths: PATHS, upstreamPort: upstream.port, proxyCpu: o.pinning.proxyCpu, readyTimeoutMs: 10_000 };
+  const ctx: PeerContext = { paths: PATHS, upstreamPort: upstream.port, proxyCpu: o.pinning.proxyCpu, readyTimeoutMs: 10_000, remoraConcurrency: o.remoraConcurrency };
   process.stderr.write(
     `bench: ${o.peers.join(', ')}; ${o.rounds} round(s) × (${o.warmupS} s warm-up + ${o.durationS} s latency + ${o.durationS} s saturated); ` +
       `upstream nginx on 127.0.0.1:${upstream.port}` +

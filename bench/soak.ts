@@ -173,7 +173,7 @@ async function main(): Promise<void> {
   watchdog.unref();
 
   const { upstream } = await prepare(o.peers, o.pinning);
-  const ctx: PeerContext = { paths: PATHS, upstreamPort: upstream.port, proxyCpu: o.pinning.proxyCpu, readyTimeoutMs: 10_000 };
+  const ctx: PeerContext = { paths: PATHS, upstreamPort: upstream.port, proxyCpu: o.pinning.proxyCpu, readyTimeoutMs: 10_000, remoraConcurrency: 1 };
   const results: SoakResult[] = [];
   for (const peer of o.peers) {
     const spec = PEERS.get(peer) as PeerSpec;

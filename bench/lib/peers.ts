@@ -28,6 +28,8 @@ export interface PeerContext {
   /** The core the proxy is pinned to, or null when not pinning. */
   readonly proxyCpu: number | null;
   readonly readyTimeoutMs: number;
+  /** Remora's `--concurrency` (1: one event loop; 0: one worker per core). */
+  readonly remoraConcurrency: number;
 }
 
 /** A started peer: where to send load, and the process tree to measure (null for `direct`). */
@@ -221,7 +223,7 @@ function spawnRemora(name: string, cli: string, dir: string, ports: { admin: num
   return spawnChild(
     name,
     process.execPath,
-    [cli, 'gateway', '-c', dir, '--admin-port', String(ports.admin), '--health-port', String(ports.health)],
+    [cli, 'gateway', '-c', dir, '--admin-port', String(ports.admin), '--health-port', String(ports.health), '--concurrency', String(ctx.remoraConcurrency)],
     { cpu: ctx.proxyCpu, stdoutFile: null, stderrFile: join(ctx.paths.runDir, `${name}.stderr.log`) },
   );
 }

@@ -3,7 +3,7 @@
 // command as Istio's agent runs Envoy, its stderr collected.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { collectLines } from './net.ts';
-import { CLI } from './remora.ts';
+import { CLI, oneLoopUnlessAsked } from './remora.ts';
 
 export interface StaticBootstrap {
   /** The node id, `router~IP~POD.NS~NS.svc.cluster.local` or `sidecar~…`. */
@@ -64,7 +64,7 @@ export interface EnvoyProcess {
 
 /** `remora envoy ARGS…` as its own process (cwd: `cwd`). */
 export function spawnEnvoy(args: readonly string[], cwd?: string): EnvoyProcess {
-  const child = spawn(process.execPath, [CLI, 'envoy', ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd !== undefined ? { cwd } : {}) });
+  const child = spawn(process.execPath, [CLI, 'envoy', ...oneLoopUnlessAsked(args), ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd !== undefined ? { cwd } : {}) });
   const err: string[] = [];
   child.stderr!.on('data', collectLines(err));
   const exited = new Promise<number | null>((r) => child.on('exit', r));

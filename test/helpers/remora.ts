@@ -45,6 +45,14 @@ async function pickPorts(): Promise<ProxyPorts> {
   return { admin: admin!, health: health!, outbound: outbound!, inbound: inbound! };
 }
 
+/**
+ * One event loop unless the test asks for workers (`--concurrency N`): the tests of single-loop
+ * behaviour count exactly, and do not depend on the machine's cores (a gateway's default).
+ */
+export function oneLoopUnlessAsked(args: readonly string[]): string[] {
+  return args.includes('--concurrency') ? [] : ['--concurrency', '1'];
+}
+
 function portArgs(kind: Command, p: ProxyPorts): string[] {
   const args = ['--admin-port', String(p.admin), '--health-port', String(p.health), '--prometheus-port', '0', '--bind', '127.0.0.1'];
   if (kind === 'sidecar') args.push('--outbound-port', String(p.outbound), '--inbound-port', String(p.inbound));
@@ -73,7 +81,7 @@ export async function startRemora(
   } = {},
 ): Promise<InProcessRemora> {
   const ports = await pickPorts();
-  const args = [...configPaths.flatMap((p) => ['-c', p]), ...portArgs(kind, ports), ...extraArgs];
+  const args = [...configPaths.flatMap((p) => ['-c', p]), ...portArgs(kind, ports), ...oneLoopUnlessAsked(extraArgs), ...extraArgs];
   const opts = parseOptions(kind, args, {});
   if (opts === 'help') throw new Error('unexpected --help');
   const accessLog: string[] = [];
@@ -113,7 +121,7 @@ export interface SpawnedRemora {
 
 export async function spawnRemora(kind: Command, configPaths: string[], extraArgs: string[] = [], waitReady = true): Promise<SpawnedRemora> {
   const ports = await pickPorts();
-  const args = [CLI, kind, ...configPaths.flatMap((p) => ['-c', p]), ...portArgs(kind, ports), ...extraArgs];
+  const args = [CLI, kind, ...configPaths.flatMap((p) => ['-c', p]), ...portArgs(kind, ports), ...oneLoopUnlessAsked(extraArgs), ...extraArgs];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const stdout: string[] = [];
   const stderr: string[] = [];

@@ -30,7 +30,7 @@ defaultConfig:
 `,
     'mesh.yaml',
   );
-  t.same(r.issues.map((i) => `${i.severity} ${i.path}: ${i.message}`), ['warning defaultConfig.concurrency: not applied: Remora serves with one event loop, whatever the worker count (4)'], 'concurrency is read and warned about');
+  t.same(r.issues, [], 'concurrency is read and applied (the worker count at start): nothing to warn about');
   t.same(r.mesh?.trustDomainAliases, ['old-td']);
   t.equal(r.mesh?.enableAutoMtls, false);
   t.same(r.mesh?.accessLog, { file: '/dev/stdout', encoding: 'JSON', format: '' });
@@ -150,11 +150,10 @@ t.test('ProxyConfig: mesh defaultConfig, then the root namespace, the namespace 
     from: ['istio-system/mesh-wide', 'default/ns-wide', 'default/productpage'],
   });
   t.same(r.issues.map(briefIssue), [
-    'warning ProxyConfig istio-system/mesh-wide spec.concurrency: not applied: Remora serves with one event loop, whatever the worker count (0)',
     'warning ProxyConfig istio-system/mesh-wide spec.environmentVariables: not applied: the proxy container\'s environment is set when the pod is injected, not by the running proxy',
     'warning ProxyConfig default/ns-wide spec.environmentVariables: not applied: the proxy container\'s environment is set when the pod is injected, not by the running proxy',
     'warning ProxyConfig default/productpage spec.image: not applied: the proxy image is chosen when the pod is injected, not by the running proxy',
-  ], 'what a running proxy cannot apply is said; concurrency 1 is what Remora does');
+  ], 'what a running proxy cannot apply is said; concurrency is applied');
   const none = translateIstio([], SIDECAR, PORTS, { dnsRefreshMs: 60_000 });
   t.match(none.proxySettings, { concurrency: 2, drainDurationMs: 45_000, terminationDrainDurationMs: 5_000, holdApplicationUntilProxyStarts: false, from: [] }, 'Istio\'s defaults');
 });

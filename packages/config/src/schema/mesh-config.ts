@@ -429,8 +429,8 @@ class MeshReader {
 
   /**
    * The ProxyConfig fields a data plane applies, only those set (`defaultConfig`, or the
-   * `proxy.istio.io/config` annotation). `concurrency` is read and warned about: one event
-   * loop serves, whatever the worker count.
+   * `proxy.istio.io/config` annotation). `concurrency` is the proxy's worker count at start
+   * (0: one per core), as Istio's agent passes it to Envoy's `--concurrency`.
    */
   proxyFields(d: Record<string, unknown>, at: Path): Partial<MeshProxyDefaults> {
     const out: { -readonly [K in keyof MeshProxyDefaults]?: MeshProxyDefaults[K] } = {};
@@ -438,7 +438,6 @@ class MeshReader {
       const c = d['concurrency'];
       if (typeof c === 'number' && Number.isInteger(c) && c >= 0) {
         out.concurrency = c;
-        if (c !== 1) this.warn([...at, 'concurrency'], `not applied: Remora serves with one event loop, whatever the worker count (${c})`);
       } else this.error([...at, 'concurrency'], `must be a non-negative integer (0: all cores), found ${describe(c)}`);
     }
     const drain = this.#duration(d, 'drainDuration', at);

@@ -6,9 +6,9 @@
  * annotations file or Istio's agent's `ISTIO_METAJSON_ANNOTATIONS`), last.
  *
  * The drain durations and holdApplicationUntilProxyStarts are for the proxy's process to
- * apply; `concurrency`, `image` and `environmentVariables` are settings of the proxy's
- * process and container (Remora serves from one event loop; image and environment are the
- * injector's), so a ProxyConfig that sets them is told they are not applied.
+ * apply, `concurrency` too (the worker count, taken when the proxy starts); `image` and
+ * `environmentVariables` are settings of the proxy's container (the injector's), so a
+ * ProxyConfig that sets them is told they are not applied.
  */
 import type { Resource } from '../resources/resource.ts';
 import { DEFAULT_PROXY_DEFAULTS, type MeshProxyDefaults } from '../schema/mesh-config.ts';
@@ -53,7 +53,6 @@ function merge(ctx: TranslateContext, s: ProxySettings, r: Resource): ProxySetti
   const spec = (r.spec ?? {}) as IstioProxyConfigSpec;
   const env = spec.environmentVariables ?? {};
   const notApplied = (field: string, why: string) => ctx.warn(r, ['spec', field], `not applied: ${why}`);
-  if (spec.concurrency !== undefined && spec.concurrency !== null && spec.concurrency !== 1) notApplied('concurrency', `Remora serves with one event loop, whatever the worker count (${spec.concurrency})`);
   if (Object.keys(env).length > 0) notApplied('environmentVariables', 'the proxy container\'s environment is set when the pod is injected, not by the running proxy');
   if (spec.image?.imageType) notApplied('image', 'the proxy image is chosen when the pod is injected, not by the running proxy');
   return {

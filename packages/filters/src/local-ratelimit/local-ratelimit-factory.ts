@@ -18,7 +18,9 @@ import {
   LocalRateLimiter,
   type RouteLimit,
 } from './local-ratelimit-filter.ts';
-import { bucketKey, type Clock, monotonicClock, TokenBucket, type TokenBucketSettings } from './token-bucket.ts';
+import type { SharedCells } from '../shared-cells.ts';
+import { SharedTokenBucket } from './shared-token-bucket.ts';
+import { type Bucket, bucketKey, type Clock, monotonicClock, TokenBucket, type TokenBucketSettings } from './token-bucket.ts';
 
 /** The filter's own rate_limits belong to no route (destination_cluster yields nothing). */
 
@@ -32,9 +34,12 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
   readonly name = FilterName.LocalRateLimit;
   readonly readsRouteRateLimits = true;
   readonly #clock: Clock;
+  /** Shared memory of a proxy with several worker threads: its buckets are taken from by all of them; null: this thread's own. */
+  readonly #shared: SharedCells | null;
 
-  constructor(clock: Clock = monotonicClock) {
+  constructor(clock: Clock = monotonicClock, shared: SharedCells | null = null) {
     this.#clock = clock;
+    this.#shared = shared;
   }
 
   compile(config: unknown, context: FilterCompileContext): LocalRateLimitFilterConfig {
@@ -57,7 +62,11 @@ export class LocalRateLimitFilterFactory implements HttpFilterFactory {
     if (c.localRateLimitPerDownstreamConnection === true) throw new Error('localRateLimitPerDownstreamConnection is not supported (buckets are per listener or route)');
     if (typeof c.statPrefix !== 'string' || c.statPrefix === '') throw new Error('statPrefix is required');
     const clock = this.#clock;
-    const bucket = (key: string, b: TokenBucketSettings): TokenBucket => context.persistent(bucketKey(key, b), () => new TokenBucket(b, clock));
+    const shared = this.#shared;
+    const bucket = (key: string, b: TokenBucketSettings): Bucket => {
+      const k = bucketKey(key, b);
+      return context.persistent(k, () => (shared !== null ? SharedTokenBucket.acquire(shared, k, b) : null) ?? new TokenBucket(b, clock));
+    };
     let own: TokenBucketSettings | null = null;
     if (c.tokenBucket === undefined || c.tokenBucket === null) {
       if (perRoute) throw new Error("tokenBucket must be set for a route's local rate limit (typed_per_filter_config)");

@@ -8,7 +8,7 @@
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
 import type { Stat } from '../filter-stats.ts';
 import { populateDescriptor, type RateLimitEntry } from '../ratelimit/rate-limit-actions.ts';
-import type { TokenBucket } from './token-bucket.ts';
+import type { Bucket } from './token-bucket.ts';
 
 /** Envoy's local reply body and details for a refused request. */
 export const LOCAL_RATE_LIMITED = 'local_rate_limited';
@@ -19,7 +19,7 @@ const GRPC_RESOURCE_EXHAUSTED = 8;
 export interface DescriptorBucket {
   readonly keys: readonly string[];
   readonly values: readonly string[];
-  readonly bucket: TokenBucket;
+  readonly bucket: Bucket;
 }
 
 /**
@@ -36,7 +36,7 @@ export interface LocalRateLimitStats {
 
 export interface LimiterSettings {
   readonly stats: LocalRateLimitStats;
-  readonly bucket: TokenBucket | null;
+  readonly bucket: Bucket | null;
   readonly enabledPercent: number;
   readonly enforcedPercent: number;
   readonly status: number;
@@ -59,7 +59,7 @@ export function draw(percent: number): boolean {
 
 /** A compiled local rate limit: a listener's or one route's. */
 export class LocalRateLimiter {
-  readonly bucket: TokenBucket | null;
+  readonly bucket: Bucket | null;
   readonly enabledPercent: number;
   readonly enforcedPercent: number;
   readonly status: number;
@@ -71,7 +71,7 @@ export class LocalRateLimiter {
   readonly rateLimits: readonly RateLimitEntry[];
   readonly stats: LocalRateLimitStats;
   /** The bucket the last `check` reports on (x-ratelimit-* headers); valid until the next call. */
-  reported: TokenBucket | null = null;
+  reported: Bucket | null = null;
 
   constructor(s: LimiterSettings) {
     this.stats = s.stats;

@@ -15,7 +15,17 @@ export type Clock = () => number;
 
 export const monotonicClock: Clock = () => performance.now();
 
-export class TokenBucket {
+/** What the limiter asks of a bucket: one thread's own (`TokenBucket`) or one shared by every worker (`SharedTokenBucket`). */
+export interface Bucket extends TokenBucketSettings {
+  /** Takes one token; false when none is left. */
+  consume(): boolean;
+  /** Tokens left now. */
+  readonly remaining: number;
+  /** Seconds until the next fill, rounded up (x-ratelimit-reset). */
+  readonly resetSeconds: number;
+}
+
+export class TokenBucket implements Bucket {
   readonly maxTokens: number;
   readonly tokensPerFill: number;
   readonly fillIntervalMs: number;

@@ -1,7 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Regex } from '@remora/config';
 import type { Logger, Loggers } from '../logger.ts';
-import { isLogLevel, LOG_LEVELS } from '../logger.ts';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logger.ts';
+import { mergeStats } from './worker-stats.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { certsJson } from './admin-certs.ts';
 import { configDump, envoyNodeJson } from './admin-config-dump.ts';
@@ -16,6 +17,7 @@ import {
   statsText,
   StatsView,
   type ServerFacts,
+  type StatEntry,
   type StatsQuery,
 } from './admin-stats.ts';
 import { UI_HTML, uiData } from './ui.ts';
@@ -37,6 +39,17 @@ export interface AdminHooks {
   setHealthFailed(failed: boolean): void;
   readonly startedAt: number;
   readonly commandLine: readonly string[];
+  /** Worker threads serving (`--concurrency` above 1): their stats join the main thread's; absent: this loop serves. */
+  readonly workers?: AdminWorkers | undefined;
+}
+
+/** What the admin API asks of the worker threads. */
+export interface AdminWorkers {
+  readonly count: number;
+  stats(): Promise<(readonly StatEntry[])[]>;
+  resetCounters(): void;
+  /** `/logging` changed levels: the workers take the same. */
+  logLevels(levels: readonly (readonly [string, LogLevel])[]): void;
 }
 
 const HELP = `Remora admin API
@@ -75,9 +88,6 @@ const UI_WINDOW_SECONDS = 10;
 /** `/explain` bodies are small request descriptions. */
 const EXPLAIN_MAX_BODY = 1 << 20;
 
-/** Remora serves on one event loop: Envoy's worker count is 1. */
-const CONCURRENCY = 1;
-
 /**
  * Envoy's admin API on 127.0.0.1 (port 15000 by default). Mutating endpoints require POST,
  * as Envoy's do, so a stray GET from a browser changes nothing.
@@ -98,7 +108,13 @@ export class AdminServer {
     this.#loggers = loggers;
     this.#hooks = hooks;
     this.#log = loggers.get('admin');
-    this.#facts = { startedAt: hooks.startedAt, concurrency: CONCURRENCY };
+    // Envoy's worker count: one event loop serves, or the workers.
+    this.#facts = {
+      startedAt: hooks.startedAt,
+      get concurrency() {
+        return hooks.workers?.count ?? 1;
+      },
+    };
     // Envoy's server gauges and Node's process metrics on every Prometheus endpoint.
     runtime.metrics.addText(() => serverPrometheus(runtime, this.#facts));
     runtime.metrics.collectProcessMetrics();
@@ -139,7 +155,7 @@ export class AdminServer {
           version: `remora/${REMORA_VERSION}/node-${process.version}`,
           state: serverState(rt).name,
           hot_restart_version: 'disabled',
-          command_line_options: commandLineOptions(this.#hooks.commandLine, CONCURRENCY),
+          command_line_options: commandLineOptions(this.#hooks.commandLine, this.#facts.concurrency),
           node,
           uptime_current_epoch: uptime,
           uptime_all_epochs: uptime,
@@ -170,7 +186,8 @@ export class AdminServer {
       case '/runtime_modify':
         return send(res, 503, 'text/plain', 'No admin layer specified\n');
       case '/reset_counters':
-        this.#stats.resetCounters(rt, collectStats(rt, this.#facts, []));
+        this.#stats.resetCounters(rt, await this.#allStats([]));
+        this.#hooks.workers?.resetCounters();
         return send(res, 200, 'text/plain', 'OK\n');
       case '/config_dump': {
         const address = this.server.address();
@@ -286,9 +303,16 @@ export class AdminServer {
       }
     }
     const query: StatsQuery = { filter: re, usedOnly: q.has('usedonly'), type: type as StatsQuery['type'] };
-    const entries = this.#stats.select(collectStats(this.#runtime, this.#facts, this.#hooks.sourceStats?.() ?? []), query);
+    const entries = this.#stats.select(await this.#allStats(this.#hooks.sourceStats?.() ?? []), query);
     if (format === 'json') return send(res, 200, 'application/json', statsJson(entries));
     return send(res, 200, 'text/plain', statsText(entries));
+  }
+
+  /** The main thread's stats, with the workers' added up when workers serve. */
+  async #allStats(extra: Iterable<readonly [string, number, ...unknown[]]>): Promise<StatEntry[]> {
+    const own = collectStats(this.#runtime, this.#facts, extra);
+    const workers = this.#hooks.workers;
+    return workers === undefined ? own : mergeStats(own, await workers.stats());
   }
 
   /** Envoy's `/logging`: `?level=L` sets all, `?<component>=L` one, `?paths=a:L,b:L` several. */
@@ -312,6 +336,7 @@ export class AdminServer {
           else problems.push(`unknown logger or level ${key}=${value}`);
         }
       }
+      this.#hooks.workers?.logLevels([...this.#loggers.all()].map((l) => [l.component, l.level] as const));
       if (problems.length > 0) {
         send(res, 400, 'text/plain', `${problems.join('\n')}\nlevels: ${LOG_LEVELS.join(', ')}\n`);
         return;

@@ -39,7 +39,7 @@ Envoy's options, as Envoy reads them:
       --component-log-level C:L,...   per component
       --drain-time-s N                how long in-flight requests may take on shutdown
       --drain-strategy gradual|immediate
-      --concurrency N                 accepted (one event loop per process)
+      --concurrency N                 worker threads serving the listeners (default: one per core; 1: one event loop)
       --allow-unknown-static-fields   warn about unknown bootstrap fields instead of refusing
       --service-cluster, --service-node, --service-zone   override the bootstrap's node
 Envoy's other options (hot restart, base id, file flush, ...) are accepted and have no effect.
@@ -118,6 +118,8 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
   const proxyOptions: ProxyOptions = {
     interceptionMode: proxyNode.kind === 'sidecar' && (interception === 'TPROXY' || interception === 'NONE') ? interception : proxyNode.kind === 'sidecar' ? 'REDIRECT' : 'NONE',
     command: proxyNode.kind,
+    // Envoy's default: one worker per core (Istio's agent passes the ProxyConfig's).
+    concurrency: opts.concurrency ?? 0,
     configPaths: [],
     node: proxyNode,
     ...(typeof nodeJson.id === 'string' && nodeJson.id !== '' ? { nodeId: nodeJson.id } : {}),

@@ -69,6 +69,7 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'dns-address': { type: 'string', arg: 'ADDR:PORT', help: 'where the DNS proxy listens, UDP and TCP (default 127.0.0.1:15053)', for: PROXIES },
   'resolv-conf': { type: 'string', arg: 'FILE', help: 'the resolvers the DNS proxy forwards to and the search path it answers for (default /etc/resolv.conf)', for: PROXIES },
   'dns-refresh-rate': { type: 'string', arg: 'DURATION', help: 'how often DNS ServiceEntries are re-resolved (default 60s)', for: PROXIES },
+  concurrency: { type: 'string', arg: 'N', help: 'worker threads serving the listeners, as Envoy\'s --concurrency (SO_REUSEPORT spreads connections; circuit breakers, rate limits and outlier ejections are shared); 0: one per core; 1: one event loop, no workers. Default: the ProxyConfig\'s concurrency for a sidecar (MeshConfig defaultConfig: 2), one per core for a gateway', for: PROXIES },
   help: { type: 'boolean', short: 'h', help: 'show this help', for: ALL },
 };
 
@@ -90,6 +91,8 @@ export interface ProxyOptions {
   /** `--drain-time`; null: not given (the ProxyConfig's terminationDrainDuration applies). */
   readonly drainTimeMs: number | null;
   readonly dnsRefreshMs: number;
+  /** `--concurrency`: worker threads (0: one per core, 1: none, the main loop serves); null: not given (ProxyConfig's for a sidecar, one per core for a gateway). */
+  readonly concurrency?: number | null;
   readonly numTrustedProxies: number;
   readonly overloadMaxConnections: number;
   readonly overloadMaxHeapMb: number;
@@ -272,6 +275,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
     requestHeadersTimeoutMs: duration('request-headers-timeout', 60_000),
     requestTimeoutMs: str('request-timeout') === '0' ? 0 : duration('request-timeout', 0),
     dnsRefreshMs: duration('dns-refresh-rate', 60_000),
+    concurrency: str('concurrency') === undefined ? null : count('concurrency', 0),
     identityPaths: identityPaths(str('cert-chain'), str('key'), str('root-cert'), str('certs-dir')),
     credentialsDir: str('credentials-dir') ?? null,
     interceptionMode: interception as CaptureMode,

@@ -13,6 +13,14 @@ import type { SdsIdentity } from '../tls/sds-identity.ts';
 import { FileConfigSource, type ConfigSource, type SourcedConfig } from './config-source.ts';
 import type { DnsProxy } from '../dns/dns-proxy.ts';
 import { captureLookup } from './capture.ts';
+import { availableParallelism } from 'node:os';
+import { SharedCells } from '@remora/filters';
+import { builtinFilters } from '../runtime/builtin-filters.ts';
+import { WorkerPool } from '../runtime/worker-pool.ts';
+import type { IdentityParts } from '../runtime/worker-protocol.ts';
+import { OutlierDetector } from '../upstream/outlier-detector.ts';
+import type { AdminWorkers } from '../admin/admin-server.ts';
+import { mergePrometheus } from '../admin/worker-stats.ts';
 
 /** Where output goes; stdout (access log) and stderr (own log) unless given. */
 export interface ProcessSinks {
@@ -56,6 +64,9 @@ export class ProxyProcess {
   /** The workload's proxy settings from the newest applied config; null: the source gives none. */
   #settings: ProxySettings | null = null;
   readonly #onExit: (code: number) => void;
+  readonly #sinks: ProcessSinks;
+  /** The worker threads (`--concurrency` above 1); null: this loop serves, as Envoy with one worker. */
+  #pool: WorkerPool | null = null;
 
   /**
    * Builds a process; the workload identity (if its files exist) is read first, so that the
@@ -95,6 +106,7 @@ export class ProxyProcess {
     this.source = source;
     this.sds = sds;
     this.#onExit = onExit;
+    this.#sinks = sinks;
     this.loggers = loggers;
     this.identity = identity;
     const originalDestination = sinks.originalDestination ?? captureLookup(opts.interceptionMode ?? 'NONE', opts.conntrackFd ?? null, loggers.get('main'));
@@ -119,13 +131,29 @@ export class ProxyProcess {
       quit: () => void this.stop(0, 0),
       drainListeners: () => {
         for (const l of this.runtime.listeners.values()) l.stopAccepting();
+        this.#pool?.broadcast({ t: 'stopAccepting' });
       },
       setHealthFailed: (failed) => {
         this.health.healthFailed = failed;
       },
       startedAt: Date.now(),
       commandLine: process.argv.slice(2),
+      get workers(): AdminWorkers | undefined {
+        return pool();
+      },
     });
+    const pool = (): AdminWorkers | undefined => {
+      const p = this.#pool;
+      if (p === null) return undefined;
+      return {
+        count: p.size,
+        stats: () => p.stats(),
+        resetCounters: () => p.broadcast({ t: 'resetCounters' }),
+        logLevels: (levels) => {
+          for (const [component, level] of levels) p.setLogLevel(component, level);
+        },
+      };
+    };
     this.health = new HealthServer(this.runtime);
     this.prometheus = opts.prometheusPort > 0 ? new PrometheusServer(this.runtime) : null;
     // The control plane's stats, as Envoy exports them to Prometheus under Istio's bootstrap.
@@ -152,14 +180,23 @@ export class ProxyProcess {
       if (this.opts.healthPort > 0) await this.health.listen(this.opts.ports.bindAddress, this.opts.healthPort);
       if (this.prometheus) await this.prometheus.listen(this.opts.ports.bindAddress, this.opts.prometheusPort);
       if (this.#appProbes) await this.#appProbes.listen(this.opts.ports.bindAddress, this.opts.statusPort);
+      const workers = this.#workerCount(loaded);
+      if (workers > 1) this.#prepareWorkers(workers);
       const compileStart = performance.now();
       await this.runtime.apply(loaded.config);
+      if (this.#pool !== null) {
+        await this.#pool.start(loaded.config, identityParts(this.identity));
+        this.runtime.markWorkersServing();
+        this.identity?.onChange(() => this.#pool?.setIdentity(identityParts(this.identity)));
+        log.info(`${workers} workers serve the listeners (SO_REUSEPORT); circuit breakers, local rate limits and outlier ejections are shared`);
+      }
       this.#takeSettings(loaded);
       this.#logTimings(loaded, performance.now() - compileStart);
       if (this.opts.dns !== undefined) this.#dns = await startDns(this.opts, loaded.config, this.loggers);
     } catch (err) {
       this.source.close();
       this.#closeServers();
+      await this.#pool?.close();
       await this.runtime.close();
       this.sds?.close();
       this.identity?.close();
@@ -181,6 +218,9 @@ export class ProxyProcess {
     try {
       const compileStart = performance.now();
       await this.runtime.apply(config);
+      const refused = (await this.#pool?.apply(config)) ?? [];
+      // The main thread compiled it: a worker refuses only what it cannot bind; it keeps serving the rest.
+      for (const why of new Set(refused)) cfg.error(`a worker could not apply config ${config.version}: ${why}`);
       this.#takeSettings(update);
       this.#dns?.updateNameTable(config.nameTable);
       cfg.info(`config ${config.version} applied (${config.listeners.length} listeners, ${config.clusters.length} clusters)`);
@@ -230,9 +270,10 @@ export class ProxyProcess {
       const log = this.loggers.get('main');
       log.info(`draining for up to ${drainMs} ms`);
       this.source.close();
-      await this.runtime.drain(drainMs);
+      await Promise.all([this.runtime.drain(drainMs), this.#pool?.drain(drainMs)]);
       this.#closeServers();
       await this.#dns?.close();
+      await this.#pool?.close();
       await this.runtime.close();
       this.sds?.close();
       this.identity?.close();
@@ -240,6 +281,79 @@ export class ProxyProcess {
       this.#onExit(code);
     })();
     return this.#stopping;
+  }
+
+  /**
+   * Envoy's `--concurrency`: the flag; else for a sidecar the ProxyConfig's (MeshConfig
+   * defaultConfig, ProxyConfig resources, the pod's annotation: Istio's 2 by default), for a
+   * gateway one per core. 0: one per core. Read at start, as Istio's agent passes it to
+   * Envoy once; a later config's value is said to wait for the next start.
+   */
+  #workerCount(loaded: SourcedConfig): number {
+    const configured = this.opts.concurrency ?? (this.opts.node.kind === 'sidecar' ? (loaded.proxySettings?.concurrency ?? 2) : 0);
+    const n = configured === 0 ? availableParallelism() : configured;
+    if (n > 1 && this.#sinks.peerIdentity !== undefined) {
+      this.loggers.get('main').warn(`concurrency ${n}: a peer identity hook serves on one event loop only; serving with 1`);
+      return 1;
+    }
+    return n;
+  }
+
+  /** Makes the main thread the one that loads config and decides for all; the workers start with the first config. */
+  #prepareWorkers(count: number): void {
+    const opts = this.opts;
+    const cells = SharedCells.create();
+    const log = this.loggers.get('main');
+    const runtime = this.runtime;
+    const pool = new WorkerPool(
+      count,
+      {
+        node: opts.node,
+        ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
+        logLevel: opts.logLevel,
+        accessLogFormat: opts.accessLogFormat,
+        trustedHops: opts.numTrustedProxies,
+        // The limit is the proxy's: each worker takes its share.
+        overload: { maxConnections: Math.ceil(opts.overloadMaxConnections / count), maxHeapBytes: opts.overloadMaxHeapMb * 1024 * 1024 },
+        timeouts: { headersMs: opts.requestHeadersTimeoutMs, requestMs: opts.requestTimeoutMs },
+        interceptionMode: opts.interceptionMode ?? 'NONE',
+        conntrackFd: opts.conntrackFd ?? null,
+        cells: cells.init,
+      },
+      {
+        log: this.#sinks.log ?? ((line) => void process.stderr.write(line)),
+        accessLog: this.#sinks.accessLog ?? ((chunk) => void process.stdout.write(chunk)),
+        outcome: (cluster, key, status) => {
+          const o = runtime.clusterManager.clusters.get(cluster)?.outlier;
+          if (o === null || o === undefined) return;
+          if (status === 0) o.reportLocalFailure(key);
+          else {
+            o.reportLocalSuccess(key);
+            o.reportStatus(key, status);
+          }
+        },
+        ejections: function* () {
+          for (const c of runtime.clusterManager.clusters.values()) if (c.outlier !== null) yield [c.name, c.outlier.ejectedKeys()] as const;
+        },
+      },
+      log,
+    );
+    this.#pool = pool;
+    runtime.serveFromWorkers(
+      {
+        cells,
+        // Outlier detection decided here, once, from every worker's outcomes; each change is told to all.
+        outlier: (model, onChange) => {
+          const d: OutlierDetector = new OutlierDetector(model.outlierDetection!, () => {
+            onChange();
+            if (runtime.clusterManager.clusters.get(model.name)?.outlier === d) pool.broadcast({ t: 'ejected', cluster: model.name, keys: d.ejectedKeys() });
+          });
+          return d;
+        },
+      },
+      builtinFilters(cells),
+    );
+    runtime.metrics.mergeWith(async (own) => mergePrometheus([own, ...(await pool.prometheus())]));
   }
 
   #closeServers(): void {
@@ -305,4 +419,10 @@ function sourcePrometheus(source: ConfigSource): string {
   if (source.statEntries === undefined) return '';
   const entries = [...source.statEntries()].filter(([name]) => /^(control_plane|cluster_manager|listener_manager)\./.test(name)).sort((a, b) => (a[0] < b[0] ? -1 : 1));
   return untaggedPrometheus(entries);
+}
+
+/** The identity the workers are sent: the main thread's, as PEM. */
+function identityParts(store: IdentityStore | null): IdentityParts {
+  const id = store?.current ?? null;
+  return id === null ? null : { certChainPem: id.certChainPem, keyPem: id.keyPem, rootsPem: id.rootsPem };
 }

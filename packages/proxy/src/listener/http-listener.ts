@@ -473,14 +473,18 @@ export class HttpListener {
   }
 
   /** Binds the port; rejects with a message naming the listener when it cannot. */
-  listen(): Promise<void> {
+  /**
+   * Opens the listening socket. `reusePort`: one of several worker threads each opening the
+   * same address (Linux SO_REUSEPORT: the kernel spreads new connections over them).
+   */
+  listen(reusePort = false): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.message;
         reject(new Error(`cannot listen on ${this.address}:${this.port} (listener ${this.name}): ${why}`));
       };
       this.tcp.once('error', onError);
-      this.tcp.listen({ host: this.address, port: this.port, backlog: 4096 }, () => {
+      this.tcp.listen({ host: this.address, port: this.port, backlog: 4096, ...(reusePort ? { reusePort: true } : {}) }, () => {
         this.tcp.off('error', onError);
         // The HTTP/1 server gets its connections from `tcp`; its connection tracking (idle
         // closing, header and request timeouts) starts on 'listening', so tell it.

@@ -33,7 +33,12 @@ export class PersistentStore {
 
   /** The last compile's snapshot is live: forget what it did not use. */
   commit(): void {
-    for (const key of [...this.#values.keys()]) if (!this.#used.has(key)) this.#values.delete(key);
+    for (const [key, value] of [...this.#values]) {
+      if (this.#used.has(key)) continue;
+      this.#values.delete(key);
+      // State held elsewhere (a bucket in memory shared with other workers) is let go.
+      if (typeof (value as Partial<Disposable> | null)?.[Symbol.dispose] === 'function') (value as Disposable)[Symbol.dispose]();
+    }
   }
 
   get size(): number {

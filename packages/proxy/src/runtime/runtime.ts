@@ -9,7 +9,7 @@ import { HttpListener } from '../listener/http-listener.ts';
 import type { Logger, Loggers } from '../logger.ts';
 import type { AccessLog, AccessLogFiles } from '../telemetry/access-log.ts';
 import type { IstioMetrics, MetricValue, RequestStats } from '../telemetry/istio-metrics.ts';
-import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import type { ClusterSharing, UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import { peerLabels } from '../telemetry/peer-labels.ts';
 import { localPeerMetadata, PeerMetadataCache, type LocalPeerMetadata } from '../telemetry/peer-metadata.ts';
@@ -59,6 +59,14 @@ export interface RuntimeOptions {
   readonly originalDestination?: (socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>;
   /** Envoy's node id (`sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`), the spans' `node_id` tag; absent: made from `node`. */
   readonly nodeId?: string;
+  /**
+   * How listeners open their sockets: `own` (default) the one loop that serves; `shared` one
+   * of several worker threads (SO_REUSEPORT); `none` the main thread of a proxy whose workers
+   * serve (it compiles and keeps the config for the admin views, and opens no socket).
+   */
+  readonly listen?: 'own' | 'shared' | 'none';
+  /** One of several threads: what clusters share with the others (circuit breakers, outlier detection). */
+  readonly sharing?: ClusterSharing;
 }
 
 /**
@@ -91,7 +99,7 @@ export class Runtime implements ListenerContext {
   readonly #loggers: Loggers;
   /** Serialises applies: a reload that lands while another is compiling waits its turn. */
   #applying: Promise<unknown> = Promise.resolve();
-  readonly #filters: FilterRegistry;
+  #filters: FilterRegistry;
   readonly #store = new PersistentStore();
   readonly #trustedHops: number;
   readonly peerIdentity: ((socket: Socket) => PeerIdentity | null) | null;
@@ -99,6 +107,9 @@ export class Runtime implements ListenerContext {
   readonly identity: IdentityStore | null;
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
   readonly originalDestination: ((socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>) | null;
+  #listen: 'own' | 'shared' | 'none';
+  /** False while the workers of a main thread have not all bound their listeners. */
+  #workersServing = true;
   /** Envoy's hand-off by original destination: per direction, listeners by `address:port` (their `destinationPort` when set). */
   #handOff = new Map<TrafficDirection, Map<string, HttpListener>>();
 
@@ -122,6 +133,7 @@ export class Runtime implements ListenerContext {
     this.metrics.localPrincipal = () => this.identity?.current?.spiffeId ?? null;
     this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
     this.originalDestination = opts.originalDestination ?? null;
+    this.#listen = opts.listen ?? 'own';
     this.overload = new OverloadManager(opts.overload ?? NO_OVERLOAD_LIMITS, () => {
       let n = 0;
       for (const l of this.#listeners.values()) n += l.activeConnections;
@@ -135,7 +147,26 @@ export class Runtime implements ListenerContext {
       identity: this.identity,
       statsFor: (cluster, endpoint) => this.#statsFor(cluster, endpoint),
       ...(opts.resolve ? { resolve: opts.resolve } : {}),
+      ...(opts.sharing ? { sharing: opts.sharing } : {}),
     });
+  }
+
+  /**
+   * Makes this the main thread of a proxy whose workers serve: listeners are compiled but
+   * open no socket, clusters share breakers and outlier detection through `sharing`, filters
+   * come from `filters`. Only before the first config.
+   */
+  serveFromWorkers(sharing: ClusterSharing, filters: FilterRegistry): void {
+    if (this.#snapshot !== null) throw new Error('serveFromWorkers: a config is live already');
+    this.#listen = 'none';
+    this.#workersServing = false;
+    this.#filters = filters;
+    this.clusterManager.share(sharing);
+  }
+
+  /** The workers serve the first config: the proxy is ready. */
+  markWorkersServing(): void {
+    this.#workersServing = true;
   }
 
   get snapshot(): Snapshot | null {
@@ -189,7 +220,7 @@ export class Runtime implements ListenerContext {
 
   /** True once a config is live and every listener is bound. */
   get ready(): boolean {
-    return this.#snapshot !== null && !this.#draining;
+    return this.#snapshot !== null && !this.#draining && this.#workersServing;
   }
 
   /**
@@ -237,6 +268,12 @@ export class Runtime implements ListenerContext {
       }
       if (existing) this.#retire(existing);
       const l = new HttpListener(ls, this);
+      if (bound && this.#listen === 'none') {
+        // The workers open the sockets; this thread keeps the listener for the admin views.
+        startedHere.push(l);
+        this.#listeners.set(name, l);
+        continue;
+      }
       if (!bound) {
         // Envoy's bind_to_port false: no socket; it serves what capture listeners hand it.
         l.startUnbound();
@@ -246,7 +283,7 @@ export class Runtime implements ListenerContext {
         continue;
       }
       try {
-        await l.listen();
+        await l.listen(this.#listen === 'shared');
       } catch (err) {
         if (first) {
           for (const s of startedHere) s.closeAll();

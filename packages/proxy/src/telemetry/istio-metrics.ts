@@ -327,10 +327,17 @@ export class IstioMetrics {
     this.#texts.push(render);
   }
 
+  #merge: ((own: string) => Promise<string>) | null = null;
+
+  /** What a scrape returns is `merge` of this registry's text (the main thread adds its workers'). */
+  mergeWith(merge: (own: string) => Promise<string>): void {
+    this.#merge = merge;
+  }
+
   async render(): Promise<string> {
     let out = await this.registry.metrics();
     for (const t of this.#texts) out += t();
-    return out;
+    return this.#merge === null ? out : this.#merge(out);
   }
 
   #labelsOf(ctx: RequestStats, s: Series): Record<string, string | number> {

@@ -1,4 +1,5 @@
 import type { ConnectionPool, UpstreamProtocol } from '@remora/config';
+import { CELL_INT, type SharedCells } from '@remora/filters';
 
 /** A request waiting for room under the cluster's limits. */
 export interface BreakerWaiter {
@@ -137,5 +138,224 @@ export class CircuitBreaker {
 
   retryDone(): void {
     this.retriesActive--;
+  }
+}
+
+/** Words of a breaker's shared record: requests in flight, requests waiting, retries in flight. */
+const ACTIVE = CELL_INT;
+const PENDING = CELL_INT + 1;
+const RETRIES = CELL_INT + 2;
+/** A waiting worker re-checks this often even without a wake-up (a missed notify costs no more). */
+const RECHECK_MS = 20;
+
+/**
+ * The circuit breakers of one cluster for a proxy with several worker threads: Envoy's
+ * limits are per cluster for the whole proxy, so the counts they are checked against
+ * (requests in flight, requests waiting, retries in flight) live in memory every worker
+ * shares, changed with compare-exchange so no limit is passed by two workers at once. Each
+ * worker queues its own waiting requests; a request finishing in any worker wakes the
+ * others' queues (`Atomics.notify`). `active`, `pending`, `retriesActive` and the overflow
+ * counters stay this worker's share, so that the proxy's stats add them up.
+ */
+export class SharedCircuitBreaker extends CircuitBreaker implements Disposable {
+  readonly #i32: Int32Array;
+  readonly #cells: SharedCells;
+  readonly #base: number;
+  readonly #maxConn: number;
+  readonly #maxPend: number;
+  readonly #maxReq: number;
+  readonly #maxRetry: number;
+  #queue: BreakerWaiter[] = [];
+  #head = 0;
+  #watching = false;
+  #disposed = false;
+  readonly #drain = (): void => {
+    this.#watching = false;
+    this.#admitWaiting();
+  };
+
+  /** The breaker of cluster `name` in `cells`; null when the shared memory is full (the caller keeps its own). */
+  static acquire(cells: SharedCells, name: string, pool: ConnectionPool, protocol: UpstreamProtocol): SharedCircuitBreaker | null {
+    const base = cells.acquire(`circuit_breakers|${name}`, (b) => {
+      cells.i32[b + ACTIVE] = 0;
+      cells.i32[b + PENDING] = 0;
+      cells.i32[b + RETRIES] = 0;
+    });
+    return base < 0 ? null : new SharedCircuitBreaker(cells, base, pool, protocol);
+  }
+
+  private constructor(cells: SharedCells, base: number, pool: ConnectionPool, protocol: UpstreamProtocol) {
+    super(pool, protocol);
+    this.#cells = cells;
+    this.#i32 = cells.i32;
+    this.#base = base;
+    this.#maxConn = protocol === 'http1' ? pool.maxConnections : 0;
+    this.#maxPend = pool.maxPendingRequests > 0 ? pool.maxPendingRequests : 1024;
+    this.#maxReq = pool.maxRequests;
+    this.#maxRetry = pool.maxRetries;
+  }
+
+  override get pending(): number {
+    return this.#queue.length - this.#head;
+  }
+
+  override get cxOpen(): number {
+    return this.#maxConn > 0 && Atomics.load(this.#i32, this.#base + ACTIVE) >= this.#maxConn ? 1 : 0;
+  }
+
+  override get rqPendingOpen(): number {
+    return this.#maxConn > 0 && Atomics.load(this.#i32, this.#base + PENDING) >= this.#maxPend ? 1 : 0;
+  }
+
+  override get rqOpen(): number {
+    return this.#maxReq > 0 && Atomics.load(this.#i32, this.#base + ACTIVE) >= this.#maxReq ? 1 : 0;
+  }
+
+  override get rqRetryOpen(): number {
+    return this.#maxRetry > 0 && Atomics.load(this.#i32, this.#base + RETRIES) >= this.#maxRetry ? 1 : 0;
+  }
+
+  override get limited(): boolean {
+    return this.#maxConn > 0 || this.#maxReq > 0;
+  }
+
+  override admit(w: BreakerWaiter): Admission {
+    const i32 = this.#i32;
+    const at = this.#base + ACTIVE;
+    for (;;) {
+      const n = Atomics.load(i32, at);
+      if (this.#maxReq > 0 && n >= this.#maxReq) {
+        this.overflows++;
+        return OVERFLOW;
+      }
+      if (this.#maxConn > 0 && n >= this.#maxConn) return this.#enqueue(w);
+      if (Atomics.compareExchange(i32, at, n, n + 1) === n) {
+        this.active++;
+        return ADMITTED;
+      }
+    }
+  }
+
+  #enqueue(w: BreakerWaiter): Admission {
+    if (!this.#reservePending()) {
+      // Waiters that gave up still count until looked at: drop this worker's, then look again.
+      this.#dropAborted();
+      if (!this.#reservePending()) {
+        this.overflows++;
+        return OVERFLOW;
+      }
+    }
+    this.#queue.push(w);
+    this.#watch();
+    return QUEUED;
+  }
+
+  #reservePending(): boolean {
+    const i32 = this.#i32;
+    const at = this.#base + PENDING;
+    for (;;) {
+      const p = Atomics.load(i32, at);
+      if (p >= this.#maxPend) return false;
+      if (Atomics.compareExchange(i32, at, p, p + 1) === p) return true;
+    }
+  }
+
+  #dropAborted(): void {
+    const live: BreakerWaiter[] = [];
+    let dropped = 0;
+    for (let i = this.#head; i < this.#queue.length; i++) {
+      const w = this.#queue[i]!;
+      if (w.aborted) dropped++;
+      else live.push(w);
+    }
+    this.#queue = live;
+    this.#head = 0;
+    if (dropped > 0) Atomics.sub(this.#i32, this.#base + PENDING, dropped);
+  }
+
+  override release(): void {
+    this.active--;
+    const i32 = this.#i32;
+    decrement(i32, this.#base + ACTIVE);
+    if (this.#head < this.#queue.length) this.#admitWaiting();
+    // Requests wait in other workers: one of them may go now.
+    if (Atomics.load(i32, this.#base + PENDING) > 0) Atomics.notify(i32, this.#base + ACTIVE);
+  }
+
+  /** This worker's waiters, in order, while there is room under the connection limit. */
+  #admitWaiting(): void {
+    const i32 = this.#i32;
+    const at = this.#base + ACTIVE;
+    while (this.#head < this.#queue.length) {
+      const w = this.#queue[this.#head]!;
+      if (!w.aborted) {
+        const n = Atomics.load(i32, at);
+        if (n >= this.#maxConn) break;
+        if (Atomics.compareExchange(i32, at, n, n + 1) !== n) continue;
+      }
+      this.#queue[this.#head++] = undefined as unknown as BreakerWaiter;
+      if (this.#head > 64 && this.#head * 2 > this.#queue.length) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
+      decrement(i32, this.#base + PENDING);
+      if (w.aborted) continue;
+      this.active++;
+      w.onAdmitted();
+    }
+    if (this.#head < this.#queue.length) this.#watch();
+  }
+
+  /** Waits (without blocking the loop) for a request of any worker to finish. */
+  #watch(): void {
+    if (this.#watching || this.#disposed) return;
+    this.#watching = true;
+    const i32 = this.#i32;
+    const at = this.#base + ACTIVE;
+    const seen = Atomics.load(i32, at);
+    if (seen < this.#maxConn) {
+      setImmediate(this.#drain);
+      return;
+    }
+    const r = Atomics.waitAsync(i32, at, seen, RECHECK_MS);
+    if (r.async) void r.value.then(this.#drain);
+    else setImmediate(this.#drain);
+  }
+
+  override tryRetry(): boolean {
+    const i32 = this.#i32;
+    const at = this.#base + RETRIES;
+    for (;;) {
+      const n = Atomics.load(i32, at);
+      if (this.#maxRetry > 0 && n >= this.#maxRetry) {
+        this.retryOverflows++;
+        return false;
+      }
+      if (Atomics.compareExchange(i32, at, n, n + 1) === n) {
+        this.retriesActive++;
+        return true;
+      }
+    }
+  }
+
+  override retryDone(): void {
+    this.retriesActive--;
+    decrement(this.#i32, this.#base + RETRIES);
+  }
+
+  /** The cluster left this worker's config; its counts stay for the requests still finishing. */
+  [Symbol.dispose](): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#cells.release(this.#base);
+  }
+}
+
+/** One less, never below zero (a record started afresh while requests of its old holders were still finishing). */
+function decrement(i32: Int32Array, at: number): void {
+  for (;;) {
+    const n = Atomics.load(i32, at);
+    if (n <= 0) return;
+    if (Atomics.compareExchange(i32, at, n, n - 1) === n) return;
   }
 }

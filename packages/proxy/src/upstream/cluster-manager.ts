@@ -4,7 +4,7 @@ import type { Cluster, Endpoint, ProxyNode } from '@remora/config';
 import type { Logger } from '../logger.ts';
 import { ClusterStats } from '../telemetry/cluster-stats.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
-import { UpstreamCluster } from './upstream-cluster.ts';
+import { UpstreamCluster, type ClusterSharing } from './upstream-cluster.ts';
 import { UpstreamHost, type ClusterHost, type PoolSettings } from './upstream-host.ts';
 import { OriginalDstHosts } from './original-dst-hosts.ts';
 import { tlsForEndpoint, type UpstreamTlsSettings } from './upstream-tls.ts';
@@ -23,6 +23,8 @@ export interface ClusterManagerOptions {
   /** Metrics for requests of `cluster` to `endpoint`. */
   readonly statsFor: (cluster: Cluster, endpoint: Endpoint | null) => RequestStats;
   readonly resolve?: (hostname: string) => Promise<string[]>;
+  /** One worker among several: what clusters share with the others; absent: this thread is the whole proxy. */
+  readonly sharing?: ClusterSharing;
 }
 
 async function defaultResolve(hostname: string): Promise<string[]> {
@@ -42,6 +44,7 @@ export class ClusterManager {
   /** Compiled upstream TLS settings by key, shared by the hosts that use the same ones. */
   readonly #tls = new Map<string, UpstreamTlsSettings>();
   readonly #opts: ClusterManagerOptions;
+  #sharing: ClusterSharing | null;
   /** Envoy's cluster counters by cluster name, kept while a cluster of that name is live. */
   readonly #stats = new Map<string, ClusterStats>();
   readonly #resolve: (hostname: string) => Promise<string[]>;
@@ -51,6 +54,7 @@ export class ClusterManager {
 
   constructor(opts: ClusterManagerOptions) {
     this.#opts = opts;
+    this.#sharing = opts.sharing ?? null;
     this.#resolve = opts.resolve ?? defaultResolve;
     this.#sweeper = setInterval(() => this.#sweep(), 10_000).unref();
     // Auto mTLS needs an identity: when the first one arrives, labelled endpoints switch to
@@ -62,6 +66,11 @@ export class ClusterManager {
         hadIdentity = id !== null;
         for (const c of this.#clusters.values()) this.#assign(c, isDns(c.model) ? c.resolvedEndpoints : c.model.endpoints);
       }) ?? null;
+  }
+
+  /** Clusters built from now on share breakers and outlier detection through `sharing`. */
+  share(sharing: ClusterSharing): void {
+    this.#sharing = sharing;
   }
 
   get clusters(): ReadonlyMap<string, UpstreamCluster> {
@@ -90,7 +99,7 @@ export class ClusterManager {
       let stats = this.#stats.get(model.name);
       if (stats === undefined) this.#stats.set(model.name, (stats = new ClusterStats()));
       const originalDst = model.discovery === 'original-dst' ? new OriginalDstHosts(poolSettings(model), (ep) => this.#opts.statsFor(model, ep)) : null;
-      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node, stats, originalDst);
+      const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node, stats, originalDst, this.#sharing);
       if (!isDns(model)) this.#assign(c, model.endpoints);
       else warming.push(this.#resolveCluster(c));
       next.set(model.name, c);
@@ -122,7 +131,11 @@ export class ClusterManager {
 
   /** Drops clusters built by `prepare` that were never committed (a rejected config). */
   discard(built: Map<string, UpstreamCluster>): void {
-    for (const [name, c] of built) if (this.#clusters.get(name) !== c && c.originalDst === null) this.#release(c.hosts);
+    for (const [name, c] of built) {
+      if (this.#clusters.get(name) === c) continue;
+      c.release();
+      if (c.originalDst === null) this.#release(c.hosts);
+    }
   }
 
   async close(): Promise<void> {

@@ -72,6 +72,13 @@ export class OutlierDetector {
     return this.#states.get(key)?.ejected === true;
   }
 
+  /** The hosts ejected now, by key (what the main thread tells the workers). */
+  ejectedKeys(): string[] {
+    const out: string[] = [];
+    for (const [k, s] of this.#states) if (s.ejected) out.push(k);
+    return out;
+  }
+
   get ejectedCount(): number {
     let n = 0;
     for (const s of this.#states.values()) if (s.ejected) n++;
@@ -165,5 +172,65 @@ export class OutlierDetector {
       }
     }
     if (changed) this.#onChange();
+  }
+}
+
+/** Where a worker's outcomes go: the main thread's detector of the same cluster. `status` 0: a locally-originated failure. */
+export type OutcomeSink = (cluster: string, hostKey: string, status: number) => void;
+
+/**
+ * A worker thread's outlier detection: Envoy decides ejections once for all workers (on its
+ * main thread, from what every worker reports); so does Remora. The worker passes every
+ * outcome on to the main thread and ejects the hosts the main thread says are ejected
+ * (`setEjected`); it counts no ejections of its own.
+ */
+export class OutlierFollower extends OutlierDetector {
+  readonly #cluster: string;
+  readonly #sink: OutcomeSink;
+  readonly #notify: () => void;
+  #ejected: ReadonlySet<string> = new Set();
+
+  constructor(cluster: string, config: OutlierDetection, onChange: () => void, sink: OutcomeSink) {
+    super(config, onChange);
+    this.#cluster = cluster;
+    this.#sink = sink;
+    this.#notify = onChange;
+  }
+
+  override start(): void {}
+
+  override stop(): void {}
+
+  override sweep(): void {}
+
+  override isEjected(key: string): boolean {
+    return this.#ejected.has(key);
+  }
+
+  override ejectedKeys(): string[] {
+    return [...this.#ejected];
+  }
+
+  override get ejectedCount(): number {
+    return this.#ejected.size;
+  }
+
+  override reportStatus(key: string, status: number): void {
+    this.#sink(this.#cluster, key, status);
+  }
+
+  override reportLocalFailure(key: string): void {
+    this.#sink(this.#cluster, key, 0);
+  }
+
+  /** Sent with every status: the main thread's `reportStatus` replays it. */
+  override reportLocalSuccess(): void {}
+
+  /** The main thread's verdict: exactly these hosts are ejected now. */
+  setEjected(keys: readonly string[]): void {
+    const next = new Set(keys);
+    if (next.size === this.#ejected.size && keys.every((k) => this.#ejected.has(k))) return;
+    this.#ejected = next;
+    this.#notify();
   }
 }

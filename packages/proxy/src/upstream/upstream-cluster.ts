@@ -9,6 +9,8 @@ import { RingHashLoadBalancer } from './load-balancer-ring-hash.ts';
 import { RoundRobinLoadBalancer } from './load-balancer-round-robin.ts';
 import { LocalityPlan } from './locality-plan.ts';
 import { OutlierDetector } from './outlier-detector.ts';
+import type { SharedCells } from '@remora/filters';
+import { SharedCircuitBreaker } from './circuit-breaker.ts';
 import type { ClusterHost } from './upstream-host.ts';
 import type { OriginalDstHosts } from './original-dst-hosts.ts';
 
@@ -24,6 +26,16 @@ export function createLoadBalancer(model: Cluster): LoadBalancer {
     case 'ring-hash':
       return new RingHashLoadBalancer(lb.key, lb.minimumRingSize);
   }
+}
+
+/**
+ * How the clusters of one worker among several share what Envoy keeps per cluster for the
+ * whole proxy: circuit-breaker counts in shared memory, and outlier detection decided in
+ * one place (`outlier` builds the detector: the main thread's own, or a worker's follower).
+ */
+export interface ClusterSharing {
+  readonly cells: SharedCells;
+  outlier(model: Cluster, onChange: () => void): OutlierDetector;
 }
 
 /** Envoy's slow start floor: a warming host gets at least 10% of its weight. */
@@ -62,7 +74,15 @@ export class UpstreamCluster {
   /** An ORIGINAL_DST cluster's hosts, one per destination; null for every other kind. */
   readonly originalDst: OriginalDstHosts | null;
 
-  constructor(model: Cluster, modelKey: string, noHostStats: RequestStats, node: ProxyNode, stats: ClusterStats = new ClusterStats(), originalDst: OriginalDstHosts | null = null) {
+  constructor(
+    model: Cluster,
+    modelKey: string,
+    noHostStats: RequestStats,
+    node: ProxyNode,
+    stats: ClusterStats = new ClusterStats(),
+    originalDst: OriginalDstHosts | null = null,
+    sharing: ClusterSharing | null = null,
+  ) {
     this.name = model.name;
     this.originalDst = originalDst;
     this.stats = stats;
@@ -71,8 +91,11 @@ export class UpstreamCluster {
     this.lb = createLoadBalancer(model);
     this.noHostStats = noHostStats;
     this.#node = node;
-    this.breaker = new CircuitBreaker(model.connectionPool, model.protocol);
-    this.outlier = model.outlierDetection === null ? null : new OutlierDetector(model.outlierDetection, () => this.#refresh());
+    this.breaker =
+      (sharing !== null ? SharedCircuitBreaker.acquire(sharing.cells, model.name, model.connectionPool, model.protocol) : null) ??
+      new CircuitBreaker(model.connectionPool, model.protocol);
+    const refresh = (): void => this.#refresh();
+    this.outlier = model.outlierDetection === null ? null : sharing !== null ? sharing.outlier(model, refresh) : new OutlierDetector(model.outlierDetection, refresh);
   }
 
   /** The cluster's hosts; an ORIGINAL_DST cluster's are the destinations it has pools for now. */
@@ -99,8 +122,14 @@ export class UpstreamCluster {
 
   /** The cluster left the live config; `graceMs`: how long requests of older snapshots may still use its hosts. */
   deactivate(graceMs = 0): void {
+    this.release();
     this.outlier?.stop();
     this.originalDst?.stop(graceMs);
+  }
+
+  /** The cluster is not used by this thread's config any more: shared records it held are let go. */
+  release(): void {
+    if (this.breaker instanceof SharedCircuitBreaker) this.breaker[Symbol.dispose]();
   }
 
   isEjected(h: ClusterHost): boolean {

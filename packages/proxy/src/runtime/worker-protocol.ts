@@ -1,0 +1,46 @@
+import type { ProxyConfig, ProxyNode } from '@remora/config';
+import type { SharedCellsInit } from '@remora/filters';
+import type { StatEntry } from '../admin/admin-stats.ts';
+import type { LogLevel } from '../logger.ts';
+import type { AccessLogFormat } from '../telemetry/access-log.ts';
+import type { CaptureMode } from '../cli/capture.ts';
+import type { OverloadLimits } from './overload-manager.ts';
+
+/** What a worker thread is started with (`workerData`). */
+export interface WorkerInit {
+  /** 0 … concurrency − 1: Envoy's `worker_<n>`. */
+  readonly index: number;
+  readonly node: ProxyNode;
+  readonly nodeId?: string;
+  readonly logLevel: LogLevel;
+  /** `--access-log-format`; null: the listeners' own access logs. */
+  readonly accessLogFormat: AccessLogFormat | null;
+  readonly trustedHops: number;
+  readonly overload: OverloadLimits;
+  readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
+  readonly interceptionMode: CaptureMode;
+  readonly conntrackFd: number | null;
+  readonly cells: SharedCellsInit;
+}
+
+/** The workload identity as the main thread holds it (PEM), or none. */
+export type IdentityParts = { readonly certChainPem: string; readonly keyPem: string; readonly rootsPem: string } | null;
+
+export type ToWorker =
+  | { readonly t: 'apply'; readonly id: number; readonly config: ProxyConfig }
+  | { readonly t: 'identity'; readonly parts: IdentityParts }
+  | { readonly t: 'ejected'; readonly cluster: string; readonly keys: readonly string[] }
+  | { readonly t: 'stats'; readonly id: number }
+  | { readonly t: 'prometheus'; readonly id: number }
+  | { readonly t: 'stopAccepting' }
+  | { readonly t: 'resetCounters' }
+  | { readonly t: 'logLevel'; readonly component: string | null; readonly level: LogLevel }
+  | { readonly t: 'drain'; readonly id: number; readonly ms: number }
+  | { readonly t: 'close'; readonly id: number };
+
+export type FromWorker =
+  | { readonly t: 'reply'; readonly id: number; readonly error: string | null; readonly value?: string | readonly StatEntry[] }
+  | { readonly t: 'log'; readonly line: string }
+  | { readonly t: 'access'; readonly chunk: string }
+  /** Upstream outcomes for outlier detection: cluster, host key, status (0: local failure), repeated. */
+  | { readonly t: 'outcomes'; readonly items: readonly (string | number)[] };

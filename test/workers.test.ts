@@ -1,0 +1,194 @@
+// `--concurrency 2`: two worker threads serve the gateway's listener (SO_REUSEPORT), with
+// Envoy's proxy-wide semantics for what they share: one circuit breaker, one token bucket,
+// one outlier decision, one /stats and one Prometheus view summing both; hot reload reaches
+// both, and SIGTERM drains both and exits 0.
+import t, { type Test } from 'tap';
+import { startBackend, type Backend } from './helpers/backends.ts';
+import { request, type Reply } from './helpers/http.ts';
+import { doc, gateway, gatewayLocalRateLimit, serviceEntry } from './helpers/mesh.ts';
+import { freePort, sleep, waitFor } from './helpers/net.ts';
+import { MeshDir, spawnRemora, startRemora, type InProcessRemora } from './helpers/remora.ts';
+
+let slow: Backend;
+let good: Backend;
+let bad: Backend;
+t.before(async () => {
+  slow = await startBackend('slow', (req, res) => {
+    const ms = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('ms') ?? '0');
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(`slept ${ms}`);
+    }, ms);
+  });
+  good = await startBackend('good');
+  bad = await startBackend('bad', (_req, res) => {
+    res.writeHead(500, { 'content-type': 'text/plain', 'x-backend': 'bad' });
+    res.end('broken');
+  });
+});
+t.teardown(async () => {
+  await Promise.all([slow.close(), good.close(), bad.close()]);
+});
+
+const route = (name: string, host: string, extra = ''): string => `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: ${name} }
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - route: [{ destination: { host: ${host} } }]
+${extra}`;
+
+const breaker = (host: string): string => `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: ${host}-limits }
+spec:
+  host: ${host}
+  trafficPolicy:
+    connectionPool:
+      http: { http2MaxRequests: 1 }
+`;
+
+const ejector = (host: string): string => `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: ${host}-outliers }
+spec:
+  host: ${host}
+  trafficPolicy:
+    loadBalancer: { simple: ROUND_ROBIN }
+    outlierDetection: { consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100 }
+`;
+
+async function stats(r: InProcessRemora): Promise<Map<string, number>> {
+  const text = (await request(r.ports.admin, '/stats')).body;
+  return new Map(text.split('\n').filter((l) => l.includes(': ')).map((l) => [l.slice(0, l.indexOf(': ')), Number(l.slice(l.indexOf(': ') + 2))]));
+}
+
+/** `n` requests, each on a new connection (the kernel picks a worker per connection), `parallel` at a time. */
+async function many(port: number, n: number, path = '/', parallel = 1): Promise<Reply[]> {
+  const out: Reply[] = [];
+  for (let i = 0; i < n; i += parallel) {
+    const batch = Array.from({ length: Math.min(parallel, n - i) }, () => request(port, path, { headers: { host: 'x' } }));
+    out.push(...(await Promise.all(batch)));
+  }
+  return out;
+}
+
+async function gatewayWithWorkers(t: Test, files: Record<string, string>): Promise<{ remora: InProcessRemora; mesh: MeshDir }> {
+  const mesh = new MeshDir(files);
+  t.teardown(() => mesh.cleanup());
+  const remora = await startRemora('gateway', [mesh.dir], ['--concurrency', '2']);
+  t.teardown(() => remora.stop());
+  return { remora, mesh };
+}
+
+t.test('both workers accept connections; /stats and /stats/prometheus add them up', async (t) => {
+  const port = await freePort();
+  const { remora } = await gatewayWithWorkers(t, { 'mesh.yaml': doc(gateway('gw', port), serviceEntry('good', 'good', [{ port: good.port }]), route('good', 'good')) });
+  const replies = await many(port, 40, '/', 4);
+  t.same(new Set(replies.map((r) => r.status)), new Set([200]), 'every request answered');
+  const s = await stats(remora);
+  const listener = `listener.127.0.0.1_${port}`;
+  const w0 = s.get(`${listener}.worker_0.downstream_cx_total`) ?? 0;
+  const w1 = s.get(`${listener}.worker_1.downstream_cx_total`) ?? 0;
+  t.ok(w0 > 0 && w1 > 0, `each worker accepted connections (worker_0 ${w0}, worker_1 ${w1})`);
+  t.equal(s.get(`${listener}.downstream_cx_total`), 40, 'the listener total is the sum of both workers');
+  t.equal(w0 + w1, 40);
+  t.equal(s.get('cluster.outbound|80||good.default.svc.cluster.local.upstream_rq_total'), 40, 'cluster counters summed');
+  t.equal(s.get('cluster.outbound|80||good.default.svc.cluster.local.membership_total'), 1, 'membership is the cluster\'s, not added per worker');
+  t.equal(s.get('server.concurrency'), 2, 'server.concurrency is the worker count');
+  const prom = (await request(remora.ports.admin, '/stats/prometheus')).body;
+  const total = prom
+    .split('\n')
+    .filter((l) => l.startsWith('istio_requests_total{') && l.includes('response_code="200"'))
+    .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  t.equal(total, 40, 'istio_requests_total summed across workers');
+  const count = prom.split('\n').filter((l) => l.startsWith('istio_request_duration_milliseconds_count{') && l.includes('response_code="200"'));
+  t.equal(count.length, 1, 'one histogram series, the workers\' merged');
+  t.equal(Number(count[0]!.slice(count[0]!.lastIndexOf(' ') + 1)), 40, 'its count is both workers\'');
+  t.equal(prom.split('\n').filter((l) => l === '# TYPE istio_requests_total counter').length, 1, 'each family once');
+  t.equal(remora.accessLog.length, 40, 'every request logged once, whole lines, from both workers');
+});
+
+t.test('a circuit breaker with max_requests 1 holds across workers: one request in flight, the rest 503 UO', async (t) => {
+  const port = await freePort();
+  const { remora } = await gatewayWithWorkers(t, { 'mesh.yaml': doc(gateway('gw', port), serviceEntry('slow', 'slow', [{ port: slow.port }]), route('slow', 'slow'), breaker('slow')) });
+  const listener = `listener.127.0.0.1_${port}`;
+  const before = await stats(remora);
+  const replies = await Promise.all(Array.from({ length: 6 }, () => request(port, '/?ms=800', { headers: { host: 'x' } })));
+  const after = await stats(remora);
+  const served = [0, 1].map((w) => (after.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0) - (before.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0));
+  t.ok(served[0]! > 0 && served[1]! > 0, `the six connections went to both workers (${served.join(', ')})`);
+  t.equal(replies.filter((r) => r.status === 200).length, 1, 'one request admitted');
+  const refused = replies.filter((r) => r.status === 503);
+  t.equal(refused.length, 5, 'the others overflow');
+  t.ok(refused.every((r) => r.headers['x-envoy-overloaded'] === 'true' || /overflow/.test(r.body)), 'as circuit-breaker overflows');
+  t.equal(after.get('cluster.outbound|80||slow.default.svc.cluster.local.upstream_rq_pending_overflow'), 5, 'five overflows counted, summed over workers');
+  t.ok(remora.accessLog.filter((l) => / UO /.test(l)).length === 5, 'logged with flag UO');
+});
+
+t.test('a local rate limit of 5 tokens admits 5 requests in all, whichever worker serves them', async (t) => {
+  const port = await freePort();
+  const { remora } = await gatewayWithWorkers(t, {
+    'mesh.yaml': doc(gateway('gw', port), serviceEntry('good', 'good', [{ port: good.port }]), route('good', 'good'), gatewayLocalRateLimit({ maxTokens: 5, fillInterval: '3600s' })),
+  });
+  const replies = await many(port, 20, '/', 2);
+  const s = await stats(remora);
+  const listener = `listener.127.0.0.1_${port}`;
+  t.ok((s.get(`${listener}.worker_0.downstream_cx_total`) ?? 0) > 0 && (s.get(`${listener}.worker_1.downstream_cx_total`) ?? 0) > 0, 'both workers served');
+  t.equal(replies.filter((r) => r.status === 200).length, 5, 'five admitted in total');
+  t.equal(replies.filter((r) => r.status === 429).length, 15, 'the rest limited');
+});
+
+t.test('an upstream ejected after one worker saw its 5xx is ejected for every worker', async (t) => {
+  const port = await freePort();
+  const { remora } = await gatewayWithWorkers(t, {
+    'mesh.yaml': doc(gateway('gw', port), serviceEntry('pair', 'pair', [{ port: good.port }, { port: bad.port }]), route('pair', 'pair'), ejector('pair')),
+  });
+  const cluster = 'cluster.outbound|80||pair.default.svc.cluster.local';
+  // One request at a time until the bad host answers once.
+  for (let i = 0; i < 20; i++) {
+    if ((await request(port, '/', { headers: { host: 'x' } })).status === 500) break;
+  }
+  await waitFor('the bad host ejected', async () => (await stats(remora)).get(`${cluster}.outlier_detection.ejections_active`) === 1, 5_000);
+  await sleep(50);
+  const replies = await many(port, 30, '/', 3);
+  t.same(new Set(replies.map((r) => r.status)), new Set([200]), 'no worker sends to the ejected host');
+  const s = await stats(remora);
+  t.equal(s.get(`${cluster}.outlier_detection.ejections_enforced_total`), 1, 'ejected once, for all');
+  t.equal(s.get(`${cluster}.membership_healthy`), 1);
+});
+
+t.test('a hot reload reaches both workers', async (t) => {
+  const port = await freePort();
+  const { remora, mesh } = await gatewayWithWorkers(t, { 'mesh.yaml': doc(gateway('gw', port), serviceEntry('good', 'good', [{ port: good.port }]), serviceEntry('bad', 'bad', [{ port: bad.port }]), route('r', 'good')) });
+  t.same(new Set((await many(port, 10, '/', 2)).map((r) => r.status)), new Set([200]));
+  const listener = `listener.127.0.0.1_${port}`;
+  const before = await stats(remora);
+  mesh.write('mesh.yaml', doc(gateway('gw', port), serviceEntry('good', 'good', [{ port: good.port }]), serviceEntry('bad', 'bad', [{ port: bad.port }]), route('r', 'bad')));
+  await waitFor('the new route served', async () => (await request(port, '/', { headers: { host: 'x' } })).status === 500, 10_000);
+  await sleep(100);
+  const replies = await many(port, 30, '/', 3);
+  const after = await stats(remora);
+  const served = [0, 1].map((w) => (after.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0) - (before.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0));
+  t.ok(served[0]! > 0 && served[1]! > 0, `both workers served after the reload (${served.join(', ')})`);
+  t.same(new Set(replies.map((r) => r.headers['x-backend'])), new Set(['bad']), 'every worker routes by the new config');
+});
+
+t.test('SIGTERM with two workers: in-flight requests finish on both, then exit 0', async (t) => {
+  const port = await freePort();
+  const mesh = new MeshDir({ 'mesh.yaml': doc(gateway('gw', port), serviceEntry('slow', 'slow', [{ port: slow.port }]), route('slow', 'slow')) });
+  t.teardown(() => mesh.cleanup());
+  const remora = await spawnRemora('gateway', [mesh.dir], ['--concurrency', '2', '--drain-time', '5s']);
+  t.teardown(() => void remora.stop('SIGKILL'));
+  const inFlight = Promise.all(Array.from({ length: 6 }, () => request(port, '/?ms=1000', { headers: { host: 'x' } })));
+  await sleep(300);
+  remora.child.kill('SIGTERM');
+  const replies = await inFlight;
+  t.same(replies.map((r) => r.status), [200, 200, 200, 200, 200, 200], 'every in-flight request completed');
+  t.ok(replies.every((r) => r.headers.connection === 'close'), 'with Connection: close');
+  const { code } = await remora.exited;
+  t.equal(code, 0, 'exit status 0');
+  t.ok(remora.stderr.some((l) => /2 workers serve/.test(l)), 'the log says two workers served');
+});
