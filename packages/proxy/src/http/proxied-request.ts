@@ -299,6 +299,13 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     return null;
   }
 
+  dynamicMetadataOf(filter: string): Record<string, string> | null {
+    const m = this.#metadata;
+    let out: Record<string, string> | null = null;
+    if (m !== null) for (let i = 0; i < m.length; i += 3) if (m[i] === filter) (out ??= {})[m[i + 1]!] = m[i + 2]!;
+    return out;
+  }
+
   setDynamicMetadata(filter: string, key: string, value: string): void {
     const m = (this.#metadata ??= []);
     for (let i = 0; i < m.length; i += 3) {

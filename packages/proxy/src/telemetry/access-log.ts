@@ -35,6 +35,10 @@ export interface AccessLogRecord {
   requestHeader?(name: string): string | null;
   /** A response header by lower-case name (`%RESP(...)%`); absent: none are kept. */
   responseHeader?(name: string): string | null;
+  /** Envoy's dynamic metadata that filters recorded (`%DYNAMIC_METADATA(ns:key)%`); null when unset. */
+  dynamicMetadata?(namespace: string, key: string): string | null;
+  /** Every key of one namespace, null when it has none (`%DYNAMIC_METADATA(ns)%`). */
+  dynamicMetadataOf?(namespace: string): Record<string, string> | null;
 }
 
 /** Where a finished request is logged: the proxy's own log, or a listener's configured ones. */
