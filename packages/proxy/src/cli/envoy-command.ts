@@ -119,6 +119,7 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
     interceptionMode: proxyNode.kind === 'sidecar' && (interception === 'TPROXY' || interception === 'NONE') ? interception : proxyNode.kind === 'sidecar' ? 'REDIRECT' : 'NONE',
     command: proxyNode.kind,
     configPaths: [],
+    filterModules: [],
     node: proxyNode,
     ...(typeof nodeJson.id === 'string' && nodeJson.id !== '' ? { nodeId: nodeJson.id } : {}),
     ports: { bindAddress: '0.0.0.0', outboundPort: 15001, inboundPort: 15006, appPort: null, appAddress: '127.0.0.1' },

@@ -4,6 +4,9 @@ import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
 import { AppProbeServer, appProbeDestination, appProbersFromEnv } from '../admin/app-probes.ts';
 import { Loggers } from '../logger.ts';
 import { Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
+import { builtinFilters } from '../runtime/builtin-filters.ts';
+import { registerFilterModules } from './filter-modules.ts';
+import type { FilterRegistry } from '@remora/filters';
 import { AccessLog, AccessLogFiles } from '../telemetry/access-log.ts';
 import { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import { untaggedPrometheus } from '../telemetry/envoy-stats.ts';
@@ -74,10 +77,14 @@ export class ProxyProcess {
     } else if (opts.command !== 'validate') {
       identity = await IdentityStore.open(opts.identityPaths, loggers.get('secret'));
     }
+    // --filter modules: registered before any config is read, so chains and EnvoyFilters may name them.
+    const filters = builtinFilters();
+    const extensionFilters = new Set(await registerFilterModules(filters, opts.filterModules));
+    if (extensionFilters.size > 0) loggers.get('main').info(`HTTP filters loaded: ${[...extensionFilters].join(', ')}`);
     let from = await source?.(loggers);
     // Loaded only for xDS: the client and Envoy's descriptors are not a file-driven proxy's cost.
     if (from === undefined && opts.xds !== undefined) from = (await import('./xds-source.ts')).xdsSourceFromOptions(opts, loggers);
-    return new ProxyProcess(opts, onExit, sinks, loggers, identity, sds, from ?? new FileConfigSource(opts, loggers));
+    return new ProxyProcess(opts, onExit, sinks, loggers, identity, sds, from ?? new FileConfigSource(opts, loggers, extensionFilters), filters);
   }
 
   private constructor(
@@ -88,6 +95,7 @@ export class ProxyProcess {
     identity: IdentityStore | null,
     sds: SdsIdentity | null,
     source: ConfigSource,
+    filters: FilterRegistry,
   ) {
     this.opts = opts;
     this.source = source;
@@ -97,6 +105,7 @@ export class ProxyProcess {
     this.identity = identity;
     const originalDestination = captureLookup(opts.interceptionMode ?? 'NONE', opts.conntrackFd ?? null, loggers.get('main'));
     this.runtime = new Runtime({
+      filters,
       ...(originalDestination !== undefined ? { originalDestination } : {}),
       identity,
       node: opts.node,
