@@ -1,5 +1,6 @@
 /**
- * `example.canary`: sticky canary assignment. A request without the canary cookie is put in
+ * `example.canary`: sticky canary assignment. A request without the canary cookie (and
+ * without the routing header, which a tester may send to choose) is put in
  * the canary group with the configured probability, and the response sets the cookie so the
  * client stays in its group; a request with the cookie keeps its group. The group travels to
  * the routes as a request header (the VirtualService matches it), the route is chosen again
@@ -77,7 +78,14 @@ export class CanaryFilter implements HttpFilter {
 
   onRequest(request: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
     const c = this.#config;
+    const explicit = request.requestHeader(c.header);
     const cookie = request.cookie(c.cookie);
+    if (explicit !== null) {
+      // A client that names its group (a tester's header) keeps it, for this request only.
+      this.#group = explicit === 'true' ? 'canary' : 'stable';
+      request.setDynamicMetadata(NAME, 'group', this.#group);
+      return FilterStatus.Continue;
+    }
     if (cookie === 'canary' || cookie === 'stable') {
       this.#group = cookie;
       c.stats.sticky.value++;

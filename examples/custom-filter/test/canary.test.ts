@@ -52,6 +52,21 @@ t.test('a returning client keeps its group and gets no new cookie', async (t) =>
   t.equal(c.stats.sticky.value, 1);
 });
 
+t.test('a client that sends the header keeps its choice: no assignment, no cookie', async (t) => {
+  const c = config(1);
+  const f = new CanaryFilter(c);
+  const req = new FakeRequest({ headers: { 'x-canary': 'false' } });
+  const cb = new RecordingCallbacks();
+  f.onRequest(req, cb);
+  t.equal(req.requestHeader('x-canary'), 'false');
+  t.equal(cb.routeCacheCleared, 0);
+  const res = new FakeResponse();
+  f.onResponse(res);
+  t.equal(res.header('x-canary-group'), 'stable');
+  t.equal(res.header('set-cookie'), null);
+  t.equal(c.stats.assignedCanary.value + c.stats.assignedStable.value + c.stats.sticky.value, 0);
+});
+
 t.test('the factory: counters under the filter\'s scope; bad configs name the field', async (t) => {
   const stats = namedStats();
   const compiled = canaryFilter.compile({ percent: 100, header: 'X-Group' }, { ...storeContext(), stats });
