@@ -29,6 +29,8 @@ export const REPO_ROOT = resolve(EXAMPLE_DIR, '..', '..');
 /** The YAML the demo serves; edit it while the demo runs and the proxies reload it. */
 export const MESH_DIR = join(EXAMPLE_DIR, 'mesh');
 export const DEFAULT_REMORA_CLI = join(REPO_ROOT, 'packages', 'proxy', 'dist', 'cli.js');
+/** The example filter package the gateway loads with `--filter`. */
+const CANARY_FILTER = join(REPO_ROOT, 'examples', 'custom-filter');
 const BACKEND_SCRIPT = join(EXAMPLE_DIR, 'backend.ts');
 
 export interface CoffeeShopPorts {
@@ -328,6 +330,8 @@ async function startOnce(opts: CoffeeShopOptions, base: number | undefined): Pro
       '--namespace', IDENTITIES.gateway.namespace,
       '--service-account', IDENTITIES.gateway.serviceAccount,
       '--labels', 'istio=ingressgateway,app=istio-ingressgateway',
+      // A filter from its own package (examples/custom-filter), placed by mesh/canary-filter.yaml.
+      '--filter', CANARY_FILTER,
       '--certs-dir', certs.identities.gateway,
       '--drain-time', drainTime,
     ],
@@ -725,6 +729,16 @@ export async function runChecks(shop: CoffeeShop, opts: CheckOptions = {}): Prom
     const counts = await tally(10, '/payment', { 'x-canary': 'true' }, (b) => b.version);
     expect(counts.get('v2') === 10, `expected 10 × v2, got ${show(counts)}`);
     return show(counts);
+  });
+
+  await check('GET /payment, a new client → the example.canary filter (a --filter package) assigns a group and sets its cookie; cookie canary=canary → v2', async () => {
+    const first = await httpGet(`${gw}/payment`);
+    const cookie = String(first.headers['set-cookie'] ?? '');
+    expect(/^canary=stable;/.test(cookie), `expected a canary=stable cookie for a new client, got ${JSON.stringify(first.headers['set-cookie'])}`);
+    expect(first.headers['x-canary-group'] === 'stable', `expected x-canary-group: stable, got ${String(first.headers['x-canary-group'])}`);
+    const counts = await tally(5, '/payment', { cookie: 'canary=canary' }, (b) => b.version);
+    expect(counts.get('v2') === 5, `expected 5 × v2 with the canary cookie, got ${show(counts)}`);
+    return `set-cookie: ${cookie.split(';')[0]}; with canary=canary: ${show(counts)}`;
   });
 
   const n = opts.splitRequests ?? 200;

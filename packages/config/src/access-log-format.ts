@@ -32,6 +32,7 @@ const ARG_OPERATORS = new Set(['START_TIME']);
  */
 export const ACCESS_LOG_OPERATORS: ReadonlySet<string> = new Set([
   'START_TIME',
+  'DYNAMIC_METADATA',
   'REQ',
   'RESP',
   'TRAILER',
@@ -126,6 +127,12 @@ export function parseAccessLogFormat(text: string): FormatPart[] {
       if (arg === undefined || arg === '') throw new Error(`%${name}% needs a header name: %${name}(X-HEADER)%`);
       args = arg.split('?').map((h) => h.toLowerCase());
       if (args.length > 2) throw new Error(`%${name}(${arg})%: at most one alternative header (MAIN?ALTERNATIVE)`);
+    } else if (name === 'DYNAMIC_METADATA') {
+      // NAMESPACE:KEY*: a filter's namespace, then a path of keys into its Struct (Remora's values are flat: one key).
+      if (arg === undefined || arg === '') throw new Error('%DYNAMIC_METADATA% needs a namespace: %DYNAMIC_METADATA(NAMESPACE:KEY)%');
+      args = arg.split(':');
+      if (args.some((a) => a === '')) throw new Error(`%DYNAMIC_METADATA(${arg})%: an empty namespace or key`);
+      if (args.length > 2) throw new Error(`%DYNAMIC_METADATA(${arg})%: metadata values are strings; a path deeper than one key is not supported`);
     } else if (arg !== undefined) {
       if (!ARG_OPERATORS.has(name)) throw new Error(`%${name}% takes no argument`);
       args = [arg];

@@ -7,7 +7,7 @@
 import { performance } from 'node:perf_hooks';
 import { buildRbacFilters, type AuthzPolicyInput } from '@remora/config';
 import { FilterStatus, rbacFactory, type FilterCallbacks, type HttpFilter, type HttpFilterFactory } from '@remora/filters';
-import { FakeRequest, storeContext, type ReqInit } from '../test/filter-fakes.ts';
+import { FakeRequest, storeContext, type ReqInit } from '@remora/filters/testing';
 
 const POLICIES = 200;
 const RULES = 5;

@@ -122,9 +122,59 @@ export interface FilterCallbacks {
   bufferRequestBody?(maxBytes: number, done: (body: Buffer, complete: boolean) => void): void;
 }
 
-/** The per-request part. Must not throw. */
+/**
+ * The response as filters see and change it, before its head goes to the client: the
+ * upstream's response, a route's direct response or redirect, or a local reply made in the
+ * request phase. Header names are lower-case.
+ */
+export interface FilterResponse {
+  /** The HTTP status the client will get. */
+  readonly status: number;
+  /** True when the proxy made the response (a local reply or a route's direct response). */
+  readonly local: boolean;
+  setStatus(status: number): void;
+  /** Repeated headers joined with `,`; null when absent. Sees earlier filters' edits. */
+  header(name: string): string | null;
+  /** Every response header: a flat list of name, value, name, value. Read only. */
+  headerList(): readonly string[];
+  /** Replaces every header of that name with one. */
+  setHeader(name: string, value: string): void;
+  /** Adds a header, keeping any of that name. */
+  addHeader(name: string, value: string): void;
+  removeHeader(name: string): void;
+}
+
+/**
+ * The per-request part. Must not throw (a throw is answered with a 500 and logged). Envoy's
+ * stream filter in both directions: `onRequest` runs in chain order, `onResponse` in reverse
+ * order (as Envoy's encoder filters), each only on filters whose `onRequest` ran.
+ */
 export interface HttpFilter {
   onRequest(request: FilterRequest, callbacks: FilterCallbacks): FilterStatus;
+  /**
+   * A chunk of the request body on its way upstream, in order; `end` is true on the last call
+   * (its chunk may be empty). Returns what goes on in its place: the same chunk to observe,
+   * another buffer to transform (an empty one holds nothing back; a filter that changes the
+   * body's length removes `content-length` in `onRequest`). Back-pressure is the stream's:
+   * the client is read only as fast as upstream takes the bytes. A retry resends the bytes
+   * as transformed, without calling the filter again.
+   */
+  onRequestData?(chunk: Buffer, end: boolean, callbacks: FilterCallbacks): Buffer;
+  /**
+   * The response head, before the client gets it: edit `response`, or answer instead with
+   * `callbacks.sendLocalReply` (the upstream response is dropped). `StopIteration` without a
+   * reply holds the head back until the body has passed `onResponseData` to its end, so a
+   * filter that buffers the body can still replace the response (the proxy then sets
+   * `content-length` from the body as sent).
+   */
+  onResponse?(response: FilterResponse, callbacks: FilterCallbacks): FilterStatus;
+  /**
+   * A chunk of the upstream response body on its way to the client, in order (reverse chain
+   * order across filters); `end` is true on the last call. Returns what goes on in its place,
+   * as `onRequestData`. Back-pressure is the stream's: upstream is paused while the client is
+   * slow. Local replies' bodies are not passed through.
+   */
+  onResponseData?(chunk: Buffer, end: boolean, callbacks: FilterCallbacks): Buffer;
   /** The request ended (completed, replied locally, or aborted): release timers, cancel waits. */
   onDestroy?(): void;
 }

@@ -20,3 +20,18 @@ export { ExtAuthzFilter, ExtAuthzFilterConfig, EXT_AUTHZ_DENIED, EXT_AUTHZ_ERROR
 export { RateLimitFilterFactory, rateLimitFactory } from './ratelimit/ratelimit-factory.ts';
 export { RateLimitFilter, RateLimitFilterConfig, RATE_LIMITED, RATE_LIMITER_ERROR, type RateLimitRouteConfig } from './ratelimit/ratelimit-filter.ts';
 export { compileRateLimits, populateDescriptor, type DescriptorAction, type RateLimitEntry } from './ratelimit/rate-limit-actions.ts';
+export {
+  defineFilter,
+  typedConfig,
+  configTypeUrl,
+  TYPED_STRUCT,
+  FilterConfigError,
+  readRequestBody,
+  ResponseBodyBuffer,
+  REQUEST_PAYLOAD_TOO_LARGE,
+  RESPONSE_PAYLOAD_TOO_LARGE,
+  type DefinedFilterFactory,
+  type FilterDefinition,
+  type FilterSetup,
+  type FilterStatsScope,
+} from './define-filter.ts';

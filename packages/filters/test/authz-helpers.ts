@@ -3,7 +3,7 @@
 // translator builds them (istiod's authz builder), and those filters run in order.
 import { buildRbacFilters, type AuthzIssue, type AuthzPolicyInput } from '@remora/config';
 import { FilterStatus, rbacFactory, type FilterCallbacks, type FilterRequest, type HttpFilter, type PeerIdentity, type RequestAuth } from '@remora/filters';
-import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from './filter-fakes.ts';
+import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from '@remora/filters/testing';
 
 export type { ReqInit };
 

@@ -6,7 +6,7 @@ import t from 'tap';
 import { CORS_RESPONSE_DETAILS, corsFactory, CorsFilterFactory, CorsPolicy, FilterName, FilterStatus } from '@remora/filters';
 import type { CorsPolicyJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/cors/v3/cors_pb.js';
 import type { StringMatcherJson } from '@remora/config/envoy/gen/envoy/type/matcher/v3/string_pb.js';
-import { FakeRequest, RecordingCallbacks, storeContext } from './filter-fakes.ts';
+import { FakeRequest, RecordingCallbacks, storeContext } from '@remora/filters/testing';
 
 const exact = (value: string): StringMatcherJson => ({ exact: value });
 const prefix = (value: string): StringMatcherJson => ({ prefix: value });

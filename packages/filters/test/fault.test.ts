@@ -4,7 +4,7 @@
 import t from 'tap';
 import type { HTTPFaultJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.js';
 import { FAULT_ABORT_BODY, faultFactory, FaultFilter, FilterName, FilterStatus } from '@remora/filters';
-import { namedStats, RecordingCallbacks, storeContext } from './filter-fakes.ts';
+import { namedStats, RecordingCallbacks, storeContext } from '@remora/filters/testing';
 import { RouteRequest } from './local-ratelimit-helpers.ts';
 
 const ctx = storeContext();

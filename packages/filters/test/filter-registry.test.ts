@@ -3,7 +3,7 @@
 // with a warning); Istio's own filters are accepted and skipped; the router is terminal.
 import t from 'tap';
 import { faultFactory, FilterName, FilterRegistry, routerFactory, SKIPPED_ISTIO_FILTERS } from '@remora/filters';
-import { storeContext } from './filter-fakes.ts';
+import { storeContext } from '@remora/filters/testing';
 
 const registry = new FilterRegistry().register(faultFactory).register(routerFactory);
 const router = { name: FilterName.Router, config: {} };

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { JwtAuthenticationJson, JwtProviderJson, JwtRequirementJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/jwt_authn/v3/config_pb.js';
 import { FilterStatus, jwtAuthnFactory, type HttpFilterConfig, type JwtAuthnFilterConfig } from '@remora/filters';
 import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose';
-import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from './filter-fakes.ts';
+import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from '@remora/filters/testing';
 
 /** A RequestAuthentication jwtRule, as a test writes it. */
 export interface RuleInit {

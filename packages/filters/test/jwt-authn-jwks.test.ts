@@ -7,7 +7,7 @@ import { parseJwks } from '../src/jwt-authn/jwt-authn-jwks.ts';
 import { RemoteJwks } from '../src/jwt-authn/jwt-authn-jwks-cache.ts';
 import { parseJwt, type ParsedJwt } from '../src/jwt-authn/jwt-authn-token.ts';
 import { compile, jwksOf, JwksServer, makeKey, rule, run, sign, sleep } from './jwt-authn-helpers.ts';
-import { namedStats, storeContext } from './filter-fakes.ts';
+import { namedStats, storeContext } from '@remora/filters/testing';
 
 const ISS = 'https://issuer.example';
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });

@@ -6,7 +6,7 @@ import t from 'tap';
 import { FilterStatus, jwtAuthnFactory } from '@remora/filters';
 import type { JWTPayload } from 'jose';
 import { compile, istiodConfig, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
-import { FakeRequest, RecordingCallbacks, storeContext } from './filter-fakes.ts';
+import { FakeRequest, RecordingCallbacks, storeContext } from '@remora/filters/testing';
 
 const ISS = 'https://issuer.example';
 const now = () => Math.floor(Date.now() / 1000);

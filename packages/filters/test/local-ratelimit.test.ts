@@ -6,7 +6,7 @@ import t from 'tap';
 import type { LocalRateLimitConfigJson } from '@remora/config';
 import type { RateLimitJson } from '@remora/config/envoy/gen/envoy/config/route/v3/route_components_pb.js';
 import { FilterName, FilterStatus, LocalRateLimitFilterFactory, TokenBucket, type HttpFilter } from '@remora/filters';
-import { RecordingCallbacks, storeContext } from './filter-fakes.ts';
+import { RecordingCallbacks, storeContext } from '@remora/filters/testing';
 import { RouteRequest } from './local-ratelimit-helpers.ts';
 
 /** A clock the test moves by hand. */

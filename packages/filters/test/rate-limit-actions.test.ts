@@ -2,7 +2,7 @@
 import t from 'tap';
 import type { RateLimitJson } from '@remora/config/envoy/gen/envoy/config/route/v3/route_components_pb.js';
 import { compileRateLimits, populateDescriptor, type RateLimitRoute } from '../src/ratelimit/rate-limit-actions.ts';
-import { FakeRequest, type ReqInit } from './filter-fakes.ts';
+import { FakeRequest, type ReqInit } from '@remora/filters/testing';
 
 const ROUTE: RateLimitRoute = { cluster: 'outbound|80||a.test', serviceCluster: 'productpage.default', metadata: { 'acme.plans': { plan: { name: 'gold', level: 3 } } } };
 

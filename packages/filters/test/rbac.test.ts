@@ -6,7 +6,7 @@ import t from 'tap';
 import { FilterStatus, rbacFactory, Stat, type FilterStats, type RbacFilter } from '@remora/filters';
 import type { RBACJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/rbac/v3/rbac_pb.js';
 import type { PermissionJson, PrincipalJson } from '@remora/config/envoy/gen/envoy/config/rbac/v3/rbac_pb.js';
-import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from './filter-fakes.ts';
+import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from '@remora/filters/testing';
 import { jwt, peer } from './authz-helpers.ts';
 
 const BASE: ReqInit = { authority: 'httpbin.foo', sourceIp: '10.0.0.1', remoteIp: '10.0.0.1', destinationIp: '10.0.0.100', destinationPort: 8000 };

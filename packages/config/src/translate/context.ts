@@ -15,9 +15,12 @@ export class TranslateContext {
   /** The mesh's MeshConfig (Istio's defaults when none was given). */
   readonly mesh: MeshConfig;
   readonly issues: ConfigIssue[] = [];
+  /** HTTP filters the proxy has registered beyond the ones it runs from Envoy (TranslateOptions.extensionFilters). */
+  readonly extensionFilters: ReadonlySet<string>;
   readonly #byKind = new Map<string, Resource[]>();
 
-  constructor(resources: readonly Resource[], node: ProxyNode, ports: ListenerPorts, mesh: MeshConfig = DEFAULT_MESH_CONFIG) {
+  constructor(resources: readonly Resource[], node: ProxyNode, ports: ListenerPorts, mesh: MeshConfig = DEFAULT_MESH_CONFIG, extensionFilters: ReadonlySet<string> = new Set()) {
+    this.extensionFilters = extensionFilters;
     this.node = node;
     this.ports = ports;
     this.mesh = mesh;

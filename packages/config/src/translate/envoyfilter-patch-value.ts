@@ -192,6 +192,7 @@ export function checkHttpFilter(ctx: TranslateContext, r: Resource, f: Obj, at: 
   const canonicalName = canonicalFilterName(name);
   if (canonicalName !== name) ctx.warn(r, [...at, 'name'], `using deprecated filter name ${JSON.stringify(name)}; use ${JSON.stringify(canonicalName)} instead`);
   if (SKIPPED_ISTIO_FILTERS.has(canonicalName)) return null;
+  if (ctx.extensionFilters.has(canonicalName)) return checkExtensionFilter(ctx, r, f, canonicalName, at, written);
   const expected = HTTP_FILTERS[canonicalName];
   if (expected === undefined) {
     const optional = field(written ?? {}, 'is_optional').name;
@@ -215,6 +216,30 @@ export function checkHttpFilter(ctx: TranslateContext, r: Resource, f: Obj, at: 
     return null;
   }
   return { ...f, name: canonicalName };
+}
+
+/**
+ * A filter registered with the proxy (`--filter`): its config travels as a TypedStruct whose
+ * `type_url` is `type.googleapis.com/remora.<name>` (the form the importer reads), its
+ * `value` checked by the filter itself when the proxy compiles the chain.
+ */
+function checkExtensionFilter(ctx: TranslateContext, r: Resource, f: Obj, name: string, at: Path, written: Obj | null): Obj | null {
+  const tcName = field(written ?? {}, 'typed_config').name;
+  const wanted = `${T}remora.${name}`;
+  const tc = obj(f.typedConfig);
+  if (tc === null) {
+    ctx.error(r, [...at, tcName], `${name} needs a typed_config: a ${T}${PRIVATE_TYPED_STRUCT} with type_url ${wanted} and its config as value`);
+    return null;
+  }
+  const type = typeName(tc['@type']);
+  const url = TYPED_STRUCTS.has(type) ? field(tc, 'type_url') : null;
+  if (url === null || url.value !== wanted) {
+    const writtenTc = obj(field(written ?? {}, 'typed_config').value) ?? {};
+    const shown = url === null ? { name: '@type', value: tc['@type'] } : field(writtenTc, 'type_url');
+    ctx.error(r, [...at, tcName, shown.name], `${name} takes a TypedStruct with type_url ${wanted}, got ${JSON.stringify(shown.value)}`);
+    return null;
+  }
+  return { ...f, name, typedConfig: { '@type': `${T}${PRIVATE_TYPED_STRUCT}`, typeUrl: wanted, value: obj(tc.value) ?? {} } };
 }
 
 /** A network filter a patch inserts or puts in place of another: one Remora runs, or null (reported, or one of Istio's, skipped). */

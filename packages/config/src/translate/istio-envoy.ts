@@ -38,7 +38,7 @@ export function translateIstioToEnvoy(
     ports,
     options,
   );
-  const ctx = new TranslateContext(resources, node, ports, options.mesh);
+  const ctx = new TranslateContext(resources, node, ports, options.mesh, options.extensionFilters);
   const envoy = applyEnvoyFilters(envoyResourcesFromModel(config), ctx);
   const seen = new Set<string>();
   const all: ConfigIssue[] = [];

@@ -51,6 +51,12 @@ export interface TranslateOptions extends ClusterOptions {
   readonly mesh?: MeshConfig;
   /** The pod's `proxy.istio.io/config` annotation: merged over every other proxy settings source. */
   readonly proxyConfigAnnotation?: ProxyConfigAnnotation;
+  /**
+   * HTTP filters registered with the proxy beyond Envoy's it runs (`--filter <module>`): an
+   * EnvoyFilter may insert them by name, with a TypedStruct typed_config whose `type_url` is
+   * `type.googleapis.com/remora.<name>`.
+   */
+  readonly extensionFilters?: ReadonlySet<string>;
 }
 
 export const DEFAULT_TRANSLATE_OPTIONS: TranslateOptions = { dnsRefreshMs: 60_000 };
@@ -75,7 +81,7 @@ export function translateIstio(
   ports: ListenerPorts,
   options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): TranslateResult {
-  const ctx = new TranslateContext(resources, node, ports, options.mesh ?? DEFAULT_MESH_CONFIG);
+  const ctx = new TranslateContext(resources, node, ports, options.mesh ?? DEFAULT_MESH_CONFIG, options.extensionFilters);
   const registry = new ServiceRegistry(ctx);
   const rules = new DestinationRuleIndex(ctx, options.credentialsDir);
   const clusters = buildOutboundClusters(ctx, registry, rules, options);

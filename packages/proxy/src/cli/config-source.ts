@@ -61,7 +61,11 @@ export class FileConfigSource implements ConfigSource {
   /** The version last handed over, so that a change that translates the same is not applied again. */
   #current: string | null = null;
 
-  constructor(opts: ProxyOptions, loggers: Loggers) {
+  /** HTTP filters registered from `--filter` modules, which EnvoyFilters may insert. */
+  readonly #extensionFilters: ReadonlySet<string>;
+
+  constructor(opts: ProxyOptions, loggers: Loggers, extensionFilters: ReadonlySet<string> = new Set()) {
+    this.#extensionFilters = extensionFilters;
     this.#opts = opts;
     this.#loggers = loggers;
     this.#reloadTail = new Promise<void>((r) => (this.#watching = r));
@@ -132,6 +136,7 @@ export class FileConfigSource implements ConfigSource {
     const cfg = this.#loggers.get('config');
     const result = await this.#loader.load(this.#opts.configPaths, this.#opts.node, this.#opts.ports, {
       dnsRefreshMs: this.#opts.dnsRefreshMs,
+      ...(this.#extensionFilters.size > 0 ? { extensionFilters: this.#extensionFilters } : {}),
       ...(this.#opts.credentialsDir !== null ? { credentialsDir: resolve(this.#opts.credentialsDir) } : {}),
       ...(this.#opts.meshConfigFile !== undefined ? { meshConfigFile: this.#opts.meshConfigFile } : {}),
       ...(this.#opts.annotationsFile !== undefined ? { annotationsFile: this.#opts.annotationsFile } : {}),

@@ -121,6 +121,7 @@ export async function runEnvoy(argv: readonly string[], io: Io): Promise<number 
     // Envoy's default: one worker per core (Istio's agent passes the ProxyConfig's).
     concurrency: opts.concurrency ?? 0,
     configPaths: [],
+    filterModules: [],
     node: proxyNode,
     ...(typeof nodeJson.id === 'string' && nodeJson.id !== '' ? { nodeId: nodeJson.id } : {}),
     ports: { bindAddress: '0.0.0.0', outboundPort: 15001, inboundPort: 15006, appPort: null, appAddress: '127.0.0.1' },

@@ -6,6 +6,8 @@ import { runProxyConfig } from './proxy-config/command.ts';
 import { runEnvoy } from './envoy-command.ts';
 import { runRateLimitService } from './ratelimit-service.ts';
 import { runExplain } from './explain-command.ts';
+import { builtinFilters } from '../runtime/builtin-filters.ts';
+import { registerFilterModules } from './filter-modules.ts';
 
 const COMMANDS = new Set<Command>(['gateway', 'sidecar', 'validate']);
 
@@ -66,8 +68,14 @@ async function validate(opts: ProxyOptions, io: Io): Promise<number> {
   const issues: ConfigIssue[] = [];
   const seen = new Set<string>();
   let resources = 0;
+  // --filter modules: EnvoyFilters may insert their filters.
+  const extensionFilters = new Set(opts.filterModules.length === 0 ? [] : await registerFilterModules(builtinFilters(), opts.filterModules));
   for (const node of [asSidecar, asGateway]) {
-    const r = loadMesh(opts.configPaths, node, opts.ports, { dnsRefreshMs: opts.dnsRefreshMs, ...(opts.meshConfigFile !== undefined ? { meshConfigFile: opts.meshConfigFile } : {}) });
+    const r = loadMesh(opts.configPaths, node, opts.ports, {
+      dnsRefreshMs: opts.dnsRefreshMs,
+      ...(extensionFilters.size > 0 ? { extensionFilters } : {}),
+      ...(opts.meshConfigFile !== undefined ? { meshConfigFile: opts.meshConfigFile } : {}),
+    });
     resources = Math.max(resources, r.resources.length);
     for (const i of r.issues) {
       const line = formatIssue(i);

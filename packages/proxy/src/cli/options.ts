@@ -25,6 +25,7 @@ const ALL: readonly Command[] = ['gateway', 'sidecar', 'validate'];
 /** Every flag, with its help line; `--help` output is generated from this table. */
 export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
   config: { type: 'string', short: 'c', multiple: true, arg: 'PATH', help: 'file or directory of Istio YAML/JSON (repeatable; directories are read recursively and watched)', for: ALL },
+  filter: { type: 'string', multiple: true, arg: 'MODULE', help: 'load HTTP filters from a module (repeatable): an npm package name or a path, resolved from the working directory; its default export or `filters` export (a factory or a list) is registered by name for listeners, the bootstrap and EnvoyFilter patches to use', for: ALL },
   'mesh-config': { type: 'string', arg: 'FILE', help: 'Istio MeshConfig: the `mesh` key of the istio ConfigMap (or that ConfigMap) as YAML; read and watched with the config (extensionProviders for CUSTOM authorization, rootNamespace, trustDomain)', for: ALL },
   'xds-address': { type: 'string', arg: 'ADDR', help: 'take the config from an xDS control plane over ADS instead of files: unix:PATH or HOST:PORT (istiod: 15010)', for: PROXIES },
   'xds-delta': { type: 'boolean', help: 'use incremental (delta) ADS, as Istio\'s agent does, instead of state of the world', for: PROXIES },
@@ -76,6 +77,8 @@ export const OPTIONS: Readonly<Record<string, OptionSpec>> = {
 export interface ProxyOptions {
   readonly command: Command;
   readonly configPaths: readonly string[];
+  /** `--filter`: modules whose HTTP filters are registered at start. */
+  readonly filterModules: readonly string[];
   readonly node: ProxyNode;
   /** Envoy's node id (`remora envoy`: the bootstrap's), the spans' `node_id` tag; absent: made from `node`. */
   readonly nodeId?: string;
@@ -241,6 +244,7 @@ export function parseOptions(command: Command, argv: readonly string[], env: Nod
   return {
     command,
     configPaths,
+    filterModules: (v.filter as string[] | undefined) ?? [],
     node: {
       kind: gateway ? 'gateway' : 'sidecar',
       namespace,

@@ -4,6 +4,9 @@ import { HealthServer, PrometheusServer } from '../admin/health-server.ts';
 import { AppProbeServer, appProbeDestination, appProbersFromEnv } from '../admin/app-probes.ts';
 import { Loggers } from '../logger.ts';
 import { Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
+import { builtinFilters } from '../runtime/builtin-filters.ts';
+import { registerFilterModules } from './filter-modules.ts';
+import type { FilterRegistry } from '@remora/filters';
 import { AccessLog, AccessLogFiles } from '../telemetry/access-log.ts';
 import { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import { untaggedPrometheus } from '../telemetry/envoy-stats.ts';
@@ -15,7 +18,6 @@ import type { DnsProxy } from '../dns/dns-proxy.ts';
 import { captureLookup } from './capture.ts';
 import { availableParallelism } from 'node:os';
 import { SharedCells } from '@remora/filters';
-import { builtinFilters } from '../runtime/builtin-filters.ts';
 import { WorkerPool } from '../runtime/worker-pool.ts';
 import type { IdentityParts } from '../runtime/worker-protocol.ts';
 import { OutlierDetector } from '../upstream/outlier-detector.ts';
@@ -87,10 +89,14 @@ export class ProxyProcess {
     } else if (opts.command !== 'validate') {
       identity = await IdentityStore.open(opts.identityPaths, loggers.get('secret'));
     }
+    // --filter modules: registered before any config is read, so chains and EnvoyFilters may name them.
+    const filters = builtinFilters();
+    const extensionFilters = new Set(await registerFilterModules(filters, opts.filterModules));
+    if (extensionFilters.size > 0) loggers.get('main').info(`HTTP filters loaded: ${[...extensionFilters].join(', ')}`);
     let from = await source?.(loggers);
     // Loaded only for xDS: the client and Envoy's descriptors are not a file-driven proxy's cost.
     if (from === undefined && opts.xds !== undefined) from = (await import('./xds-source.ts')).xdsSourceFromOptions(opts, loggers);
-    return new ProxyProcess(opts, onExit, sinks, loggers, identity, sds, from ?? new FileConfigSource(opts, loggers));
+    return new ProxyProcess(opts, onExit, sinks, loggers, identity, sds, from ?? new FileConfigSource(opts, loggers, extensionFilters), filters);
   }
 
   private constructor(
@@ -101,6 +107,7 @@ export class ProxyProcess {
     identity: IdentityStore | null,
     sds: SdsIdentity | null,
     source: ConfigSource,
+    filters: FilterRegistry,
   ) {
     this.opts = opts;
     this.source = source;
@@ -111,6 +118,7 @@ export class ProxyProcess {
     this.identity = identity;
     const originalDestination = sinks.originalDestination ?? captureLookup(opts.interceptionMode ?? 'NONE', opts.conntrackFd ?? null, loggers.get('main'));
     this.runtime = new Runtime({
+      filters,
       ...(originalDestination !== undefined ? { originalDestination } : {}),
       identity,
       node: opts.node,
@@ -181,7 +189,7 @@ export class ProxyProcess {
       if (this.prometheus) await this.prometheus.listen(this.opts.ports.bindAddress, this.opts.prometheusPort);
       if (this.#appProbes) await this.#appProbes.listen(this.opts.ports.bindAddress, this.opts.statusPort);
       const workers = this.#workerCount(loaded);
-      if (workers > 1) this.#prepareWorkers(workers);
+      if (workers > 1) await this.#prepareWorkers(workers);
       const compileStart = performance.now();
       await this.runtime.apply(loaded.config);
       if (this.#pool !== null) {
@@ -300,9 +308,12 @@ export class ProxyProcess {
   }
 
   /** Makes the main thread the one that loads config and decides for all; the workers start with the first config. */
-  #prepareWorkers(count: number): void {
+  async #prepareWorkers(count: number): Promise<void> {
     const opts = this.opts;
     const cells = SharedCells.create();
+    // The main thread compiles every config too (config_dump, explain): with the --filter modules, on the shared cells.
+    const filters = builtinFilters(cells);
+    await registerFilterModules(filters, opts.filterModules);
     const log = this.loggers.get('main');
     const runtime = this.runtime;
     const pool = new WorkerPool(
@@ -319,6 +330,8 @@ export class ProxyProcess {
         interceptionMode: opts.interceptionMode ?? 'NONE',
         conntrackFd: opts.conntrackFd ?? null,
         cells: cells.init,
+        filterModules: opts.filterModules,
+        cwd: process.cwd(),
       },
       {
         log: this.#sinks.log ?? ((line) => void process.stderr.write(line)),
@@ -351,7 +364,7 @@ export class ProxyProcess {
           return d;
         },
       },
-      builtinFilters(cells),
+      filters,
     );
     runtime.metrics.mergeWith(async (own) => mergePrometheus([own, ...(await pool.prometheus())]));
   }

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import type { Dispatcher } from 'undici';
 import type { ForwardTarget, MirrorTarget } from '../router/compiled-route.ts';
@@ -8,7 +8,7 @@ import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { GrpcMessageCounter, GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeoutMs, isGrpcRequest, localReplyGrpcStatus } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
-import { failureReply, OVERFLOW_REPLY, ProxiedRequest, type DownstreamRequest } from './proxied-request.ts';
+import { failureReply, OVERFLOW_REPLY, ProxiedRequest, RESPONSE_HOLD, RESPONSE_REPLIED, setHeader, type DownstreamRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
 import { ReplayableBody, REQUEST_BUFFER_LIMIT } from './request-body.ts';
 import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
@@ -71,6 +71,9 @@ export class Exchange extends ProxiedRequest {
    * body (gRPC's trailers-only form) must go out as one HEADERS frame that ends the stream.
    */
   #pendingHead: string[] | null = null;
+  /** A response filter holds the head until the body has passed the filters (`onResponse` returned StopIteration): the head and the body so far. */
+  #heldHead: string[] | null = null;
+  #heldBody: Buffer[] | null = null;
 
   constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest, res: DownstreamResponse) {
     super(ctx, conn, snapshot, req);
@@ -125,8 +128,12 @@ export class Exchange extends ProxiedRequest {
     return this.#state === DONE;
   }
 
+  /** A filter's local reply: an upstream attempt under way (a reply from the response phase) is dropped. */
   protected replyLocally(status: number, flag: number, details: string, body: string | null, grpcStatus: number | null): void {
+    const attempt = this.#attempt;
+    this.#attempt = null;
     this.localReply(status, flag, details, body, grpcStatus);
+    if (attempt !== null) attempt.cancel();
   }
 
   protected afterFilters(): void {
@@ -165,7 +172,7 @@ export class Exchange extends ProxiedRequest {
     this.#timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
     this.#retry = target.retry;
     this.retryOtherLocalities = target.retry?.model.retryRemoteLocalities ?? false;
-    if (this.hasBody && (this.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(this.req);
+    if (this.hasBody && (this.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(this.requestBodySource());
     if (target.mirrors.length > 0) this.#mirror(target.mirrors);
     this.#state = UPSTREAM;
     // Without a body the request is complete now: the route timeout starts. With one, it starts
@@ -180,7 +187,7 @@ export class Exchange extends ProxiedRequest {
       done(EMPTY_BODY, true);
       return;
     }
-    this.#body ??= new ReplayableBody(this.req, Math.max(REQUEST_BUFFER_LIMIT, maxBytes));
+    this.#body ??= new ReplayableBody(this.requestBodySource(), Math.max(REQUEST_BUFFER_LIMIT, maxBytes));
     this.#body.readAhead(maxBytes, done);
   }
 
@@ -244,7 +251,7 @@ export class Exchange extends ProxiedRequest {
 
   /** The body for an attempt; a gRPC request's first one counts its messages on the way (retries replay the same ones). */
   #requestBody(): AsyncIterable<Uint8Array> | NodeJS.ReadableStream | null {
-    const body = this.#body !== null ? this.#body.open() : this.hasBody ? (this.req as IncomingMessage) : null;
+    const body = this.#body !== null ? this.#body.open() : this.hasBody ? this.requestBodySource() : null;
     const counter = this.#requestMessages;
     if (body === null || counter === null || this.attempts !== 1) return body;
     return countMessages(body as AsyncIterable<Uint8Array>, counter);
@@ -353,12 +360,20 @@ export class Exchange extends ProxiedRequest {
     }
     out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
     this.#finishResponseHeaders(out);
+    const phase = this.runResponseFilters(out, false);
+    // A filter answered instead: its local reply is out and this attempt was cancelled.
+    if (phase === RESPONSE_REPLIED) return false;
+    if (phase === RESPONSE_HOLD) {
+      this.#heldHead = out;
+      this.#heldBody = [];
+      return true;
+    }
     if (this.#h2) {
       this.#pendingHead = out;
       return true;
     }
     try {
-      this.res.writeHead(statusCode, out);
+      this.res.writeHead(this.responseCode, out);
     } catch (err) {
       // An upstream header Node refuses to send (bad characters): answer locally instead.
       this.#state = UPSTREAM;
@@ -372,6 +387,19 @@ export class Exchange extends ProxiedRequest {
   }
 
   onAttemptResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
+    if (this.hasResponseDataFilters) {
+      chunk = this.filterResponseData(chunk, false);
+      if (this.#state === DONE) return true;
+      if (chunk.length === 0) return true;
+    }
+    if (this.#heldBody !== null) {
+      this.#heldBody.push(chunk);
+      return true;
+    }
+    return this.#writeResponseData(a, chunk);
+  }
+
+  #writeResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
     if (this.#pendingHead !== null) {
       const head = this.#pendingHead;
       this.#pendingHead = null;
@@ -384,9 +412,19 @@ export class Exchange extends ProxiedRequest {
     return false;
   }
 
-  onAttemptResponseEnd(trailers: Record<string, string | string[] | undefined>): void {
+  onAttemptResponseEnd(a: UpstreamAttempt, trailers: Record<string, string | string[] | undefined>): void {
     const gs = trailers['grpc-status'];
     if (typeof gs === 'string') this.#grpcStatus = gs;
+    if (this.hasResponseDataFilters) {
+      const last = this.filterResponseData(EMPTY_BODY, true);
+      if (this.#state === DONE) return;
+      if (this.#heldBody !== null) this.#heldBody.push(last);
+      else if (last.length > 0) this.#writeResponseData(a, last);
+    }
+    if (this.#heldBody !== null) {
+      this.#endHeldResponse(trailers);
+      return;
+    }
     if (this.#pendingHead !== null) {
       // No body: trailers (if any) join the headers in the one frame that ends the stream.
       const head = this.#pendingHead;
@@ -405,6 +443,40 @@ export class Exchange extends ProxiedRequest {
       break;
     }
     this.res.end();
+    this.#finish();
+  }
+
+  /**
+   * The end of a response whose head a filter held: head and body go out now, with
+   * `content-length` from the body as the filters left it (a HEAD response keeps upstream's).
+   */
+  #endHeldResponse(trailers: Record<string, string | string[] | undefined>): void {
+    const head = this.#heldHead!;
+    const body = Buffer.concat(this.#heldBody!);
+    this.#heldHead = null;
+    this.#heldBody = null;
+    if (this.method !== 'HEAD') setHeader(head, 'content-length', String(body.length));
+    this.bytesSent += body.length;
+    this.#responseMessages?.feed(body);
+    const hasTrailers = Object.keys(trailers).length > 0;
+    try {
+      if (this.#h2 && body.length === 0) {
+        for (const name in trailers) {
+          const v = trailers[name];
+          if (typeof v === 'string') head.push(name, v);
+          else if (v !== undefined) for (const item of v) head.push(name, item);
+        }
+        this.#respondH2EndStream(this.responseCode, head);
+      } else {
+        this.res.writeHead(this.responseCode, head);
+        if (hasTrailers) this.res.addTrailers(trailers as Record<string, string>);
+        this.res.end(body);
+      }
+    } catch (err) {
+      this.upstreamTransportFailureReason = (err as Error).message;
+      this.localReply(502, ResponseFlag.UPE, 'upstream_response_invalid', 'upstream sent an invalid response');
+      return;
+    }
     this.#finish();
   }
 
@@ -530,6 +602,10 @@ export class Exchange extends ProxiedRequest {
     if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(headers);
     this.snapshot.connectionManager.applyServer(headers);
     if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
+    this.#heldHead = null;
+    this.#heldBody = null;
+    // The filters see the local reply's head too (not one they make in the response phase).
+    if (this.runResponseFilters(headers, true) === RESPONSE_REPLIED) return;
     this.bytesSent = payload === null ? 0 : payload.length;
     if (this.#h2 && payload === null) this.#respondH2EndStream(this.responseCode, headers);
     else {
@@ -560,7 +636,8 @@ export class Exchange extends ProxiedRequest {
     if (body !== null) headers.push('content-type', 'text/plain');
     if (location !== null) headers.push('location', location);
     this.#finishResponseHeaders(headers);
-    this.res.writeHead(status, headers);
+    if (this.runResponseFilters(headers, true) === RESPONSE_REPLIED) return;
+    this.res.writeHead(this.responseCode, headers);
     this.bytesSent = body === null ? 0 : body.length;
     this.res.end(body);
     this.#finish();

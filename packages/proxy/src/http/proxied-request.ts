@@ -41,6 +41,18 @@ import {
 } from './request-headers.ts';
 import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
 import { findRoute } from '../router/route-table.ts';
+import { Transform, type Readable } from 'node:stream';
+import { ResponseView } from './filter-response.ts';
+
+/** What `runResponseFilters` found: go on, hold the head for the body, or a filter answered (the request is over). */
+export const RESPONSE_CONTINUE = 0;
+export const RESPONSE_HOLD = 1;
+export const RESPONSE_REPLIED = 2;
+
+const HAS_REQUEST_DATA = 1;
+const HAS_RESPONSE = 2;
+const HAS_RESPONSE_DATA = 4;
+const NO_BYTES = Buffer.alloc(0);
 
 export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
 
@@ -149,6 +161,12 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   #remoteIp: string | null = null;
   #remoteIpOf: string | null = null;
   #filterIndex = 0;
+  /** Which optional phases the chain's filters have (HAS_*), worked out when they are made. */
+  #phases = 0;
+  /** In the response phase: a local reply made now does not run it again. */
+  #inResponsePhase = false;
+  /** The request body as the data filters left it; null until asked for. */
+  #filteredBody: Readable | null = null;
   #iterating = false;
   #resumeRequested = false;
   /** Headers filters asked to add to whatever response the client gets. */
@@ -284,6 +302,13 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     return null;
   }
 
+  dynamicMetadataOf(filter: string): Record<string, string> | null {
+    const m = this.#metadata;
+    let out: Record<string, string> | null = null;
+    if (m !== null) for (let i = 0; i < m.length; i += 3) if (m[i] === filter) (out ??= {})[m[i + 1]!] = m[i + 2]!;
+    return out;
+  }
+
   setDynamicMetadata(filter: string, key: string, value: string): void {
     const m = (this.#metadata ??= []);
     for (let i = 0; i < m.length; i += 3) {
@@ -348,8 +373,16 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       return;
     }
     const filters: HttpFilter[] = new Array(configs.length);
-    for (let i = 0; i < configs.length; i++) filters[i] = configs[i]!.create();
+    let phases = 0;
+    for (let i = 0; i < configs.length; i++) {
+      const f = configs[i]!.create();
+      filters[i] = f;
+      if (f.onRequestData !== undefined) phases |= HAS_REQUEST_DATA;
+      if (f.onResponse !== undefined) phases |= HAS_RESPONSE;
+      if (f.onResponseData !== undefined) phases |= HAS_RESPONSE_DATA;
+    }
     this.filters = filters;
+    this.#phases = phases;
     this.#iterate();
   }
 
@@ -382,6 +415,102 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     }
     this.#iterating = false;
     this.afterFilters();
+  }
+
+  /** True when a filter transforms or observes the response body. */
+  protected get hasResponseDataFilters(): boolean {
+    return (this.#phases & HAS_RESPONSE_DATA) !== 0;
+  }
+
+  /**
+   * The response phase (Envoy's encodeHeaders): `onResponse` of each filter whose `onRequest`
+   * ran, last first, over the head about to be written: `headers` is edited in place and
+   * `responseCode` is the status, which a filter may change. Not run again for a local reply
+   * a filter makes in this phase.
+   */
+  protected runResponseFilters(headers: string[], local: boolean): number {
+    const filters = this.filters;
+    if ((this.#phases & HAS_RESPONSE) === 0 || filters === null || this.#inResponsePhase) return RESPONSE_CONTINUE;
+    const view = new ResponseView(this.responseCode, headers, local);
+    let result = RESPONSE_CONTINUE;
+    this.#inResponsePhase = true;
+    try {
+      for (let i = Math.min(this.#filterIndex, filters.length) - 1; i >= 0; i--) {
+        const f = filters[i]!;
+        if (f.onResponse === undefined) continue;
+        const status = f.onResponse(view, this);
+        if (this.aborted) return RESPONSE_REPLIED;
+        if (status === FilterStatus.StopIteration) result = RESPONSE_HOLD;
+      }
+    } catch (err) {
+      this.#inResponsePhase = false;
+      this.ctx.log.error(`filter failed on the response to ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
+      this.replyLocally(500, 0, 'filter_error', 'internal error', null);
+      return RESPONSE_REPLIED;
+    } finally {
+      this.#inResponsePhase = false;
+    }
+    this.responseCode = view.status;
+    return result;
+  }
+
+  /**
+   * A response body chunk through the filters' `onResponseData`, last filter first; what
+   * comes out goes to the client. After a filter's local reply (or a throw, answered with a
+   * 500 or a reset) the rest is dropped: check `aborted`.
+   */
+  protected filterResponseData(chunk: Buffer, end: boolean): Buffer {
+    const filters = this.filters!;
+    for (let i = Math.min(this.#filterIndex, filters.length) - 1; i >= 0; i--) {
+      const f = filters[i]!;
+      if (f.onResponseData === undefined) continue;
+      try {
+        chunk = f.onResponseData(chunk, end, this);
+      } catch (err) {
+        this.ctx.log.error(`filter failed on the response body of ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
+        this.replyLocally(500, 0, 'filter_error', 'internal error', null);
+        return NO_BYTES;
+      }
+      if (this.aborted) return NO_BYTES;
+    }
+    return chunk;
+  }
+
+  /**
+   * The request body as upstream gets it: the client's stream, or, when a filter has
+   * `onRequestData`, a stream of what the filters let through (back-pressure flows through it).
+   */
+  protected requestBodySource(): Readable {
+    if ((this.#phases & HAS_REQUEST_DATA) === 0) return this.req as Readable;
+    if (this.#filteredBody !== null) return this.#filteredBody;
+    const transform = new Transform({
+      transform: (chunk: Buffer, _enc, cb) => cb(null, this.#filterRequestData(chunk, false)),
+      flush: (cb) => cb(null, this.#filterRequestData(NO_BYTES, true)),
+    });
+    const source = this.req as Readable;
+    source.on('error', (err) => transform.destroy(err));
+    source.on('aborted', () => transform.destroy(new Error('request aborted')));
+    source.pipe(transform);
+    this.#filteredBody = transform;
+    return transform;
+  }
+
+  #filterRequestData(chunk: Buffer, end: boolean): Buffer {
+    const filters = this.filters!;
+    const n = Math.min(this.#filterIndex, filters.length);
+    for (let i = 0; i < n; i++) {
+      if (this.aborted) return NO_BYTES;
+      const f = filters[i]!;
+      if (f.onRequestData === undefined) continue;
+      try {
+        chunk = f.onRequestData(chunk, end, this);
+      } catch (err) {
+        this.ctx.log.error(`filter failed on the request body of ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
+        this.replyLocally(500, 0, 'filter_error', 'internal error', null);
+        return NO_BYTES;
+      }
+    }
+    return this.aborted ? NO_BYTES : chunk;
   }
 
   /** Lets filters release timers and waits; called once when the request ends. */

@@ -89,7 +89,7 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
 
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
     this.#release();
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptResponseEnd(trailers);
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptResponseEnd(this, trailers);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {

@@ -15,6 +15,7 @@ import { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import { IdentityStore } from '../tls/identity-store.ts';
 import { OutlierFollower } from '../upstream/outlier-detector.ts';
 import { builtinFilters } from './builtin-filters.ts';
+import { registerFilterModules } from '../cli/filter-modules.ts';
 import { Runtime } from './runtime.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.ts';
 
@@ -39,6 +40,9 @@ const sendOutcomes = (): void => {
 
 const toMain = (chunk: string): void => post({ t: 'access', chunk });
 const originalDestination = captureLookup(init.interceptionMode, init.conntrackFd, loggers.get('main'));
+// The --filter modules the main thread loaded (it checked them: a failure here is a bug or a changed file, and ends the worker).
+const filters = builtinFilters(cells);
+await registerFilterModules(filters, init.filterModules, init.cwd);
 const runtime = new Runtime({
   ...(originalDestination !== undefined ? { originalDestination } : {}),
   identity,
@@ -51,7 +55,7 @@ const runtime = new Runtime({
   trustedHops: init.trustedHops,
   overload: init.overload,
   timeouts: init.timeouts,
-  filters: builtinFilters(cells),
+  filters,
   listen: 'shared',
   sharing: {
     cells,

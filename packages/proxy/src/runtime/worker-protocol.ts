@@ -21,6 +21,9 @@ export interface WorkerInit {
   readonly interceptionMode: CaptureMode;
   readonly conntrackFd: number | null;
   readonly cells: SharedCellsInit;
+  /** `--filter` modules, loaded again in each worker (from `cwd`) so its chains can name them. */
+  readonly filterModules: readonly string[];
+  readonly cwd: string;
 }
 
 /** The workload identity as the main thread holds it (PEM), or none. */

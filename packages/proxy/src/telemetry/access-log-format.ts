@@ -173,6 +173,16 @@ function baseGetter(op: FormatOperator): Getter {
       return (r) => r.routeName;
     case 'HOSTNAME':
       return () => HOSTNAME;
+    case 'DYNAMIC_METADATA': {
+      const ns = op.args[0]!;
+      const key = op.args[1];
+      if (key !== undefined) return (r) => r.dynamicMetadata?.(ns, key) ?? null;
+      // The whole namespace: its Struct as JSON (Envoy's form), missing when empty.
+      return (r) => {
+        const all = r.dynamicMetadataOf?.(ns);
+        return all === undefined || all === null ? null : JSON.stringify(all);
+      };
+    }
     // Values Remora does not have: written as missing, as Envoy writes an unset value.
     case 'CONNECTION_TERMINATION_DETAILS':
     case 'UPSTREAM_LOCAL_ADDRESS':

@@ -38,6 +38,10 @@ export interface AccessLogRecord {
   responseHeader?(name: string): string | null;
   /** The downstream connection is TLS with a client certificate (CEL `connection.mtls`); absent: false. */
   readonly downstreamMtls?: boolean;
+  /** Envoy's dynamic metadata that filters recorded (`%DYNAMIC_METADATA(ns:key)%`); null when unset. */
+  dynamicMetadata?(namespace: string, key: string): string | null;
+  /** Every key of one namespace, null when it has none (`%DYNAMIC_METADATA(ns)%`). */
+  dynamicMetadataOf?(namespace: string): Record<string, string> | null;
 }
 
 /** Where a finished request is logged: the proxy's own log, or a listener's configured ones. */

@@ -1,8 +1,14 @@
-// The runtime's side of the filter contract, for the filters' unit tests: a request view
-// (every field settable, headers by lower-case name, query parameters and cookies read from
-// the path and the Cookie header, per-route configs), callbacks that record everything a
-// filter did, and a compile context whose persistent store can outlive one compile.
-import { Stat, type FilterCallbacks, type FilterCompileContext, type FilterRequest, type FilterResponseFlag, type FilterStats, type PeerIdentity, type RequestAuth } from '@remora/filters';
+/**
+ * `@remora/filters/testing`: the proxy's side of the filter contract, for filters' unit
+ * tests, without a proxy: a request view (every field settable, headers by lower-case name,
+ * query parameters and cookies read from the path and the Cookie header, per-route configs),
+ * a response view, callbacks that record everything a filter did, a compile context whose
+ * persistent store can outlive one compile, stats kept by name, and `streamBody` to pass a
+ * body through a filter's data hook chunk by chunk.
+ */
+import { Stat } from './filter-stats.ts';
+import type { FilterStats } from './filter-stats.ts';
+import type { FilterCallbacks, FilterCompileContext, FilterRequest, FilterResponse, FilterResponseFlag, PeerIdentity, RequestAuth } from './filter.ts';
 
 export interface ReqInit {
   method?: string;
@@ -150,6 +156,68 @@ export class RecordingCallbacks implements FilterCallbacks {
   header(name: string): string | undefined {
     return this.headers.find(([n]) => n === name)?.[1];
   }
+  /**
+   * The request body `bufferRequestBody` reads (set by a test; null: the request has none).
+   * Delivered on a later tick, as the proxy does once the client has sent it.
+   */
+  requestBody: Buffer | null = null;
+  bufferRequestBody(maxBytes: number, done: (body: Buffer, complete: boolean) => void): void {
+    const body = this.requestBody ?? Buffer.alloc(0);
+    setImmediate(() => done(body.length <= maxBytes ? body : body.subarray(0, maxBytes), body.length <= maxBytes));
+  }
+}
+
+export interface ResponseInit {
+  status?: number;
+  headers?: Record<string, string>;
+  /** The proxy made it (a local reply). */
+  local?: boolean;
+}
+
+/** A response head as `onResponse` sees it; `headers` holds what the filters left, by lower-case name. */
+export class FakeResponse implements FilterResponse {
+  status: number;
+  readonly local: boolean;
+  readonly headers: [string, string][];
+
+  constructor(init: ResponseInit = {}) {
+    this.status = init.status ?? 200;
+    this.local = init.local ?? false;
+    this.headers = Object.entries(init.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]);
+  }
+  setStatus(status: number): void {
+    this.status = status;
+  }
+  header(name: string): string | null {
+    const values = this.headers.filter(([n]) => n === name).map(([, v]) => v);
+    return values.length === 0 ? null : values.join(',');
+  }
+  headerList(): readonly string[] {
+    return this.headers.flat();
+  }
+  setHeader(name: string, value: string): void {
+    this.removeHeader(name);
+    this.headers.push([name.toLowerCase(), value]);
+  }
+  addHeader(name: string, value: string): void {
+    this.headers.push([name.toLowerCase(), value]);
+  }
+  removeHeader(name: string): void {
+    const lower = name.toLowerCase();
+    for (let i = this.headers.length - 1; i >= 0; i--) if (this.headers[i]![0] === lower) this.headers.splice(i, 1);
+  }
+}
+
+/**
+ * Passes a body through a data hook (`onRequestData` or `onResponseData`) as the proxy does:
+ * each chunk in order, `end` on the last (an empty last call when `chunks` is empty), and
+ * returns what the hook let through, joined. Stops early once the callbacks saw a local reply.
+ */
+export function streamBody(hook: (chunk: Buffer, end: boolean, callbacks: FilterCallbacks) => Buffer, chunks: readonly (Buffer | string)[], callbacks: FilterCallbacks): Buffer {
+  const out: Buffer[] = [];
+  const list = chunks.length === 0 ? [Buffer.alloc(0)] : chunks.map((c) => (typeof c === 'string' ? Buffer.from(c) : c));
+  for (let i = 0; i < list.length && !callbacks.aborted; i++) out.push(hook(list[i]!, i === list.length - 1, callbacks));
+  return Buffer.concat(out);
 }
 
 /** A compile context that keeps its warnings; pass a store to share it across compiles (hot reloads). */
