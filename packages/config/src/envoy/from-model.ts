@@ -49,7 +49,8 @@ import type { SecretJson, SdsSecretConfigJson } from './gen/envoy/extensions/tra
 import type { CommonTlsContextJson } from './gen/envoy/extensions/transport_sockets/tls/v3/tls_pb.ts';
 import type { StringMatcherJson } from './gen/envoy/type/matcher/v3/string_pb.ts';
 import type { BootstrapJson } from './gen/envoy/config/bootstrap/v3/bootstrap_pb.ts';
-import { endpointLabelsFromIstio, portOfClusterName } from './to-model-clusters.ts';
+import { endpointLabelsFromIstio, portOfClusterName } from './istio-endpoints.ts';
+import type { SecretRef } from './secret-ref.ts';
 
 /** `type.googleapis.com/`, as registry.ts's TYPE_URL_PREFIX (not imported: that module loads Envoy's descriptors). */
 const T = 'type.googleapis.com/';
@@ -69,12 +70,7 @@ export { HTTP_FILTER_TYPES, PER_ROUTE_FILTER_TYPES };
 export const WORKLOAD_SECRET = 'default';
 export const ROOT_SECRET = 'ROOTCA';
 
-/** A secret a listener or cluster refers to by SDS name, and where its content comes from. */
-export type SecretRef =
-  | { readonly name: string; readonly kind: 'workload' }
-  | { readonly name: string; readonly kind: 'roots' }
-  | { readonly name: string; readonly kind: 'certificate'; readonly certFile: string; readonly keyFile: string }
-  | { readonly name: string; readonly kind: 'validation'; readonly caFile: string };
+export type { SecretRef } from './secret-ref.ts';
 
 /** One proxy's config as Envoy's resources (proto3 JSON, lowerCamelCase). */
 export interface EnvoyResources {

@@ -8,7 +8,7 @@
  * not imported (the caller rejects it and keeps the last good one: a NACK under xDS); a
  * warning is a field Remora accepts and ignores, said once.
  */
-import type { SecretRef } from './from-model.ts';
+import type { SecretRef } from './secret-ref.ts';
 
 /** A problem with one field of one resource. */
 export interface ImportIssue {

@@ -33,7 +33,8 @@ import type {
 import { durationJsonMs, timerMs } from '../model/envoy-values.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import { metadataExchangeConfig, metadataExchangeIssues, TYPED_STRUCT_TYPES } from './filter-types.ts';
-import type { SecretRef } from './from-model.ts';
+import type { SecretRef } from './secret-ref.ts';
+import { endpointLabelsFromIstio, portOfClusterName, TLS_MODE_LABEL } from './istio-endpoints.ts';
 import type { ClusterJson, Cluster_TransportSocketMatchJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { OutlierDetectionJson } from './gen/envoy/config/cluster/v3/outlier_detection_pb.ts';
 import type { TransportSocketJson, DataSourceJson, MetadataJson } from './gen/envoy/config/core/v3/base_pb.ts';
@@ -49,9 +50,6 @@ const T = 'type.googleapis.com/';
 const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 const UPSTREAM_TLS_TYPE = `${T}envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`;
 const RAW_BUFFER_TYPE = `${T}envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer`;
-const TLS_MODE_LABEL = 'security.istio.io/tlsMode';
-const CANONICAL_NAME = 'service.istio.io/canonical-name';
-const CANONICAL_REVISION = 'service.istio.io/canonical-revision';
 /** Envoy's "no limit" for a circuit breaker threshold; the model says 0. */
 const UNLIMITED = 4294967295;
 /** Envoy's defaults. */
@@ -62,35 +60,7 @@ const PANIC_THRESHOLD = 50;
 const MIN_RING_SIZE = 1024;
 const DEFAULT_THRESHOLDS = { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 };
 
-/**
- * Endpoint labels as istiod's endpoint metadata tells them: `tlsMode` from the transport
- * socket match metadata, the canonical service and revision from `istio.workload`
- * (`<workload>;<ns>;<canonical name>;<revision>;<cluster>`), also as `app`/`version`, which
- * the metrics read (a revision of `latest` is Istio's stand-in for no version label).
- */
-export function endpointLabelsFromIstio(workload: string | undefined, tlsMode: string | undefined): Record<string, string> {
-  const labels: Record<string, string> = {};
-  if (tlsMode !== undefined) labels[TLS_MODE_LABEL] = tlsMode;
-  if (workload !== undefined) {
-    const [, , canonical = '', revision = ''] = workload.split(';');
-    if (canonical !== '') {
-      labels[CANONICAL_NAME] = canonical;
-      labels.app = canonical;
-    }
-    if (revision !== '') {
-      labels[CANONICAL_REVISION] = revision;
-      if (revision !== 'latest') labels.version = revision;
-    }
-  }
-  return labels;
-}
 
-/** `outbound|9080|v1|reviews.default.svc.cluster.local` → 9080; `inbound|8080||` → 8080; else 0. */
-export function portOfClusterName(name: string): number {
-  const parts = name.split('|');
-  const port = parts.length === 4 ? Number(parts[1]) : NaN;
-  return Number.isInteger(port) && port > 0 ? port : 0;
-}
 
 /** Reports issues against one resource. */
 class Issues extends ResourceReport {}

@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import type { Cluster, Discovery, UpstreamTls } from '../model/cluster.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
@@ -15,14 +14,6 @@ export interface ClusterOptions {
    * Kubernetes TLS secret. Default `/etc/remora/credentials`.
    */
   readonly credentialsDir?: string;
-}
-
-export const DEFAULT_CREDENTIALS_DIR = '/etc/remora/credentials';
-
-/** The files of credential `name` under `dir`: the keys of a Kubernetes TLS secret. */
-export function credentialFiles(dir: string, name: string): { readonly cert: string; readonly key: string; readonly ca: string } {
-  const base = join(dir, name);
-  return { cert: join(base, 'tls.crt'), key: join(base, 'tls.key'), ca: join(base, 'ca.crt') };
 }
 
 /**

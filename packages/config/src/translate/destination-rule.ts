@@ -8,7 +8,7 @@ import type {
   IstioTrafficPolicy,
 } from '../resources/istio-networking.ts';
 import type { TranslateContext } from './context.ts';
-import { credentialFiles, DEFAULT_CREDENTIALS_DIR } from './clusters.ts';
+import { credentialFiles, DEFAULT_CREDENTIALS_DIR } from './credentials.ts';
 import { hostCovers, hostSpecificity, resolveHost } from './host.ts';
 
 /** Istio's defaults for an HTTP cluster with no DestinationRule. */

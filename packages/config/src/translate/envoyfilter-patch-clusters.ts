@@ -7,7 +7,7 @@
  */
 import type { TranslateContext } from './context.ts';
 import { contextMatches, obj, type Obj, type PatchContext } from './envoyfilter.ts';
-import type { Patch } from './envoyfilter-patch.ts';
+import type { Patch } from './envoyfilter.ts';
 import { assignFrom, mergeMessages, mergeTypedConfig, schemaOf, VALUE_TYPES } from './envoyfilter-patch-value.ts';
 
 interface ClusterMatch {

@@ -8,7 +8,7 @@
 import type { TranslateContext } from './context.ts';
 import type { Obj, PatchContext } from './envoyfilter.ts';
 import { contextMatches, obj } from './envoyfilter.ts';
-import type { Patch } from './envoyfilter-patch.ts';
+import type { Patch } from './envoyfilter.ts';
 import { assignFrom, checkMergedLimit, mergeMessages, schemaOf, VALUE_TYPES } from './envoyfilter-patch-value.ts';
 import { LOCAL_RATE_LIMIT_FILTER } from './local-ratelimit.ts';
 

@@ -17,7 +17,7 @@ import type { ClusterJson } from '../envoy/gen/envoy/config/cluster/v3/cluster_p
 import type { ListenerJson } from '../envoy/gen/envoy/config/listener/v3/listener_pb.ts';
 import type { RouteConfigurationJson } from '../envoy/gen/envoy/config/route/v3/route_pb.ts';
 import type { TranslateContext } from './context.ts';
-import { canonicalFilterName, contextMatches, envoyFilterPatches, HTTP_CONNECTION_MANAGER, obj, type EnvoyFilterPatch, type Obj, type Path, type PatchContext } from './envoyfilter.ts';
+import { canonicalFilterName, contextMatches, envoyFilterPatches, HTTP_CONNECTION_MANAGER, obj, type EnvoyFilterPatch, type Obj, type Patch, type Path, type PatchContext } from './envoyfilter.ts';
 import {
   assignFrom,
   checkFilterChains,
@@ -37,20 +37,6 @@ import {
 import { patchRouteConfigurations } from './envoyfilter-patch-routes.ts';
 import { patchClusters } from './envoyfilter-patch-clusters.ts';
 import { LOCAL_RATE_LIMIT_FILTER } from './local-ratelimit.ts';
-
-/** One patch that applies to this proxy, read and checked once. */
-export interface Patch {
-  readonly p: EnvoyFilterPatch;
-  readonly applyTo: string;
-  /** istiod's: INSERT_* become ADD except for filters and routes. */
-  readonly operation: string;
-  /** The value as canonical proto3 JSON of the `applyTo`'s message; null for REMOVE. */
-  readonly value: Obj | null;
-  /** `match.listener.filterChain.filter.name`, canonical; undefined when the match has no `filter`. */
-  readonly filterName: string | undefined;
-  /** `…filter.subFilter.name`, canonical; undefined when the match has no `subFilter`. */
-  readonly subFilter: string | undefined;
-}
 
 const APPLY_TO: ReadonlySet<string> = new Set(Object.keys(VALUE_TYPES));
 const NOT_APPLIED: ReadonlySet<string> = new Set(['EXTENSION_CONFIG', 'BOOTSTRAP', 'LISTENER_FILTER']);

@@ -181,3 +181,17 @@ export function decode<T>(ctx: TranslateContext, r: Resource, schema: DescMessag
     return null;
   }
 }
+
+/** One patch that applies to this proxy, read and checked once. */
+export interface Patch {
+  readonly p: EnvoyFilterPatch;
+  readonly applyTo: string;
+  /** istiod's: INSERT_* become ADD except for filters and routes. */
+  readonly operation: string;
+  /** The value as canonical proto3 JSON of the `applyTo`'s message; null for REMOVE. */
+  readonly value: Obj | null;
+  /** `match.listener.filterChain.filter.name`, canonical; undefined when the match has no `filter`. */
+  readonly filterName: string | undefined;
+  /** `…filter.subFilter.name`, canonical; undefined when the match has no `subFilter`. */
+  readonly subFilter: string | undefined;
+}

@@ -6,7 +6,7 @@
  */
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig } from '../filter.ts';
 import type { Stat } from '../filter-stats.ts';
-import { draw } from '../local-ratelimit/local-ratelimit-filter.ts';
+import { draw } from '../fractional-percent.ts';
 
 /** Envoy's abort reply body and details. */
 export const FAULT_ABORT_BODY = 'fault filter abort';

@@ -9,6 +9,7 @@ import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, typ
 import type { Stat } from '../filter-stats.ts';
 import { populateDescriptor, type RateLimitEntry } from '../ratelimit/rate-limit-actions.ts';
 import type { Bucket } from './token-bucket.ts';
+import { draw } from '../fractional-percent.ts';
 
 /** Envoy's local reply body and details for a refused request. */
 export const LOCAL_RATE_LIMITED = 'local_rate_limited';
@@ -51,11 +52,6 @@ export interface LimiterSettings {
 // Scratch space for the descriptor the request yields; requests run one at a time on the loop.
 const scratchKeys: string[] = [];
 const scratchValues: string[] = [];
-
-/** True for `percent`% of calls (a fresh draw each time). */
-export function draw(percent: number): boolean {
-  return percent >= 100 || (percent > 0 && Math.random() * 100 < percent);
-}
 
 /** A compiled local rate limit: a listener's or one route's. */
 export class LocalRateLimiter {
