@@ -15,7 +15,7 @@ export { parseDuration } from './schema/duration.ts';
 export { Regex, RegexRewrite, RegexSyntaxError, checkRegex } from './schema/regex.ts';
 export * from './sources/mesh-loader-thread.ts';
 export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJson, httpStatusCode, timerMs, MAX_TIMER_MS } from './model/envoy-values.ts';
-export { httpStatPrefix } from './model/listener.ts';
+export { httpStatPrefix, ISTIO_METRIC_NAMES } from './model/listener.ts';
 export { routeRateLimits } from './model/route.ts';
 export { serviceClusterOf } from './model/node.ts';
 export { proxyConfigFromEnvoy, type ImportResult } from './envoy/to-model.ts';

@@ -188,6 +188,7 @@ extensionProviders:
     accessLogProviders: [{ name: 'envoy', path: '/dev/stdout', format: '' }],
     defaultTracing: ['otel'],
     defaultAccessLogging: ['envoy'],
+    defaultMetrics: null,
     enableTracing: false,
     sampling: 12.5,
     customTags: { dc: { kind: 'literal', value: 'east' } },

@@ -271,11 +271,68 @@ accessLogEncoding: JSON
   t.same(logs(run('', SIDECAR, defaults).listeners)['virtualInbound'], [{ path: '/dev/stdout', format: { text: ISTIO_TEXT_ACCESS_LOG_FORMAT } }], 'defaultProviders.accessLogging with no Telemetry');
 });
 
-t.test('metrics of an applicable Telemetry are not applied, and say so', async (t) => {
-  t.same(run(telemetry('ns', 'default', '  metrics: [{overrides: [{disabled: true}]}]')).brief, [
-    'warning Telemetry default/ns spec.metrics: not applied: the istio_* metrics are always reported, with their default tags',
-  ]);
+t.test("metrics: overrides by metric and mode, tags removed and upserted, as istiod's istio.stats config; precedence; errors name the field", async (t) => {
+  const stats = (ls: readonly Listener[]) => Object.fromEntries(ls.map((l) => [l.name, l.istioStats ?? null]));
+  t.same(new Set(Object.values(stats(run('').listeners))), new Set([null]), 'no Telemetry metrics: the default reporting');
+  const ns = telemetry('ns', 'default', `  metrics:
+  - providers: [{name: prometheus}]
+    reportingInterval: 30s
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      disabled: true
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides:
+        response_code: {operation: REMOVE}
+        request_host: {value: request.host}
+    - match: {customMetric: my_metric}
+      disabled: true`);
+  const r = run(ns);
+  t.same(r.brief, ["warning Telemetry default/ns spec.metrics[0].overrides[2].match.customMetric: custom metric my_metric is not applied: only Istio's standard metrics are reported"]);
+  const s = stats(r.listeners);
+  t.same(s['0.0.0.0_9080'], {
+    disableHostHeaderFallback: false,
+    tcpReportingDurationMs: 30_000,
+    metrics: [{ name: 'requests_total', dimensions: { request_host: 'request.host' }, tagsToRemove: ['response_code'], drop: true }],
+  }, 'CLIENT (outbound): dropped, with the tag edits istiod writes all the same');
+  t.same(s['virtualInbound'], {
+    disableHostHeaderFallback: true,
+    tcpReportingDurationMs: 30_000,
+    metrics: [{ name: 'requests_total', dimensions: { request_host: 'request.host' }, tagsToRemove: ['response_code'], drop: false }],
+  }, 'SERVER (inbound): kept, its tags edited');
+
+  const all = run(telemetry('root', 'istio-system', '  metrics:\n  - overrides: [{disabled: true, match: {mode: SERVER}}]') + telemetry('wl', 'default', `  selector: {matchLabels: {app: productpage}}
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_DURATION, mode: CLIENT}
+      tagOverrides: {user: {value: "request.headers['x-user']"}}`));
+  t.same(all.brief, []);
+  const sa = stats(all.listeners);
+  t.ok(sa['virtualInbound']?.metrics.length === 10 && sa['virtualInbound'].metrics.every((m) => m.drop), 'ALL_METRICS disabled on SERVER: every metric dropped there');
+  t.same(sa['0.0.0.0_9080']?.metrics, [{ name: 'request_duration_milliseconds', dimensions: { user: "request.headers['x-user']" }, tagsToRemove: [], drop: false }], "the workload's override on CLIENT; the root's SERVER disable stays");
+
+  const bad = run(telemetry('bad', 'default', `  metrics:
+  - overrides:
+    - tagOverrides: {x: {value: "request.host =="}}`));
+  t.ok(bad.brief.some((b) => b.startsWith('error Telemetry default/bad spec.metrics[0].overrides[0].tagOverrides.x.value: invalid CEL expression')), bad.brief.join('\n'));
   t.same(run(telemetry('other', 'bar', '  metrics: [{overrides: [{disabled: true}]}]')).brief, [], 'one that does not apply to this proxy is not mentioned');
+});
+
+t.test('metrics round-trip through Envoy as the istio.stats filter (HTTP and TCP chains)', async (t) => {
+  const config = translateIstio(load(SERVICES + '---\n' + telemetry('m', 'istio-system', `  metrics:
+  - overrides:
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      disabled: true
+    - match: {metric: TCP_SENT_BYTES}
+      tagOverrides: {response_flags: {operation: REMOVE}, sni: {value: connection.requested_server_name}}`)).resources, SIDECAR, { ...PORTS, appPort: 9080 }, { dnsRefreshMs: 60_000, mesh: mesh() }).config;
+  t.ok(config.listeners.every((l) => l.istioStats !== undefined), 'every listener has the config');
+  const envoy = envoyResourcesFromModel(config);
+  for (const l of envoy.listeners) t.doesNotThrow(() => envoyFromJson(ListenerSchema, l as never), `${l.name} reads as Envoy's Listener`);
+  const text = JSON.stringify(envoy.listeners);
+  t.match(text, /"name":"istio.stats","typedConfig":\{"@type":"type.googleapis.com\/udpa.type.v1.TypedStruct","typeUrl":"type.googleapis.com\/stats.PluginConfig"/);
+  const back = proxyConfigFromEnvoy(envoy, config.node, config.version, false);
+  t.same(back.issues.filter((i) => i.severity === 'error'), []);
+  const byName = (ls: readonly Listener[]) => Object.fromEntries(ls.map((l) => [l.name, l.istioStats]));
+  t.same(byName(back.config.listeners), byName(config.listeners));
 });
 
 t.test('accessLogging round-trips through Envoy: the CEL filter and a disabled log', async (t) => {

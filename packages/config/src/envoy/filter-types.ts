@@ -4,6 +4,7 @@
  * load on the proxy's main thread, where Envoy's descriptors must not be loaded.
  */
 const T = 'type.googleapis.com/';
+import { ISTIO_METRIC_NAMES, type IstioMetricConfig, type IstioStatsConfig } from '../model/listener.ts';
 
 /** The listener-level config message of each Envoy HTTP filter Remora runs, by filter name. */
 export const HTTP_FILTER_TYPES: Readonly<Record<string, string>> = {
@@ -102,4 +103,97 @@ export function metadataExchangeIssues(config: Record<string, unknown>): { reado
   }
   if (config.protocol === undefined) errors.push(['protocol', `required: ${METADATA_EXCHANGE_ALPN}`]);
   return { errors, warnings };
+}
+
+/** Istio's stats filter (istio/proxy's `istio.stats`, HTTP and network), its config type. */
+export const ISTIO_STATS_NAME = 'istio.stats';
+export const ISTIO_STATS_TYPE = `${T}stats.PluginConfig`;
+
+/**
+ * The filter with a listener's stats config, as a TypedStruct of stats.PluginConfig (proto
+ * field names, as Istio's docs and EnvoyFilters write it).
+ */
+export function istioStatsFilterJson(s: IstioStatsConfig): { name: string; typedConfig: { '@type': string; typeUrl: string; value: Record<string, unknown> } } {
+  const value: Record<string, unknown> = {
+    metrics: s.metrics.map((m) => ({
+      ...(m.name === '' ? {} : { name: m.name }),
+      ...(Object.keys(m.dimensions).length === 0 ? {} : { dimensions: { ...m.dimensions } }),
+      ...(m.tagsToRemove.length === 0 ? {} : { tags_to_remove: [...m.tagsToRemove] }),
+      ...(m.drop ? { drop: true } : {}),
+    })),
+  };
+  if (s.disableHostHeaderFallback) value.disable_host_header_fallback = true;
+  if (s.tcpReportingDurationMs !== null) value.tcp_reporting_duration = `${s.tcpReportingDurationMs / 1000}s`;
+  return { name: ISTIO_STATS_NAME, typedConfig: { '@type': `${T}udpa.type.v1.TypedStruct`, typeUrl: ISTIO_STATS_TYPE, value } };
+}
+
+/** A filter's stats.PluginConfig (bare or in a TypedStruct, with no config by its name: {}); null when the filter is another one. */
+export function istioStatsConfigJson(f: { readonly name?: string; readonly typedConfig?: unknown }): Record<string, unknown> | null {
+  const tc = f.typedConfig !== null && typeof f.typedConfig === 'object' && !Array.isArray(f.typedConfig) ? (f.typedConfig as Record<string, unknown>) : null;
+  if (tc === null) return f.name === ISTIO_STATS_NAME ? {} : null;
+  const type = String(tc['@type'] ?? '');
+  if (type === ISTIO_STATS_TYPE) {
+    const { '@type': _, ...rest } = tc;
+    return rest;
+  }
+  if (TYPED_STRUCT_TYPES.has(type) && tc.typeUrl === ISTIO_STATS_TYPE) {
+    const v = tc.value;
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  }
+  return null;
+}
+
+/**
+ * A stats.PluginConfig (proto or JSON field names) → the model's, with what Remora cannot
+ * honour: errors (a metric it does not know, a value of the wrong type) and warnings (fields
+ * for other reporters), each by field path relative to the config.
+ */
+export function readIstioStats(c: Record<string, unknown>): { readonly config: IstioStatsConfig; readonly errors: [string, string][]; readonly warnings: [string, string][] } {
+  const errors: [string, string][] = [];
+  const warnings: [string, string][] = [];
+  const get = (o: Record<string, unknown>, snake: string, camel: string): unknown => (o[snake] !== undefined ? o[snake] : o[camel]);
+  const metrics: IstioMetricConfig[] = [];
+  const list = c.metrics ?? [];
+  if (!Array.isArray(list)) errors.push(['metrics', 'must be a list']);
+  else list.forEach((raw, i) => {
+    const at = `metrics[${i}]`;
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+      errors.push([at, 'must be an object']);
+      return;
+    }
+    const m = raw as Record<string, unknown>;
+    const name = typeof m.name === 'string' ? m.name.replace(/^istio_/, '') : '';
+    if (name !== '' && !ISTIO_METRIC_NAMES.includes(name)) {
+      errors.push([`${at}.name`, `unknown metric ${name}: custom metrics are not supported (${ISTIO_METRIC_NAMES.join(', ')})`]);
+      return;
+    }
+    const dimensions: Record<string, string> = {};
+    const d = m.dimensions ?? {};
+    if (d === null || typeof d !== 'object' || Array.isArray(d)) errors.push([`${at}.dimensions`, 'must be a map of tag to CEL expression']);
+    else for (const [tag, v] of Object.entries(d)) {
+      if (typeof v !== 'string') errors.push([`${at}.dimensions.${tag}`, 'must be a CEL expression']);
+      else dimensions[tag] = v;
+    }
+    const rm = get(m, 'tags_to_remove', 'tagsToRemove') ?? [];
+    const tagsToRemove = Array.isArray(rm) ? rm.map(String) : [];
+    if (!Array.isArray(rm)) errors.push([`${at}.tags_to_remove`, 'must be a list of tag names']);
+    for (const key of Object.keys(m)) {
+      if (!['name', 'dimensions', 'tags_to_remove', 'tagsToRemove', 'drop'].includes(key)) errors.push([`${at}.${key}`, 'not supported']);
+    }
+    metrics.push({ name, dimensions, tagsToRemove, drop: m.drop === true });
+  });
+  const fallback = get(c, 'disable_host_header_fallback', 'disableHostHeaderFallback');
+  const duration = get(c, 'tcp_reporting_duration', 'tcpReportingDuration');
+  let tcpReportingDurationMs: number | null = null;
+  if (duration !== undefined) {
+    const secs = typeof duration === 'string' && duration.endsWith('s') ? Number(duration.slice(0, -1)) : NaN;
+    if (!(secs > 0)) errors.push(['tcp_reporting_duration', `must be a positive duration such as "15s", found ${JSON.stringify(duration)}`]);
+    else tcpReportingDurationMs = Math.round(secs * 1000);
+  }
+  for (const key of Object.keys(c)) {
+    if (['metrics', 'disable_host_header_fallback', 'disableHostHeaderFallback', 'tcp_reporting_duration', 'tcpReportingDuration'].includes(key)) continue;
+    if (key === 'reporter' || key === 'rotation_interval' || key === 'rotationInterval' || key === 'graceful_deletion_interval' || key === 'gracefulDeletionInterval') warnings.push([key, 'ignored: Remora reports as a sidecar or gateway and keeps every series']);
+    else errors.push([key, 'not supported']);
+  }
+  return { config: { metrics, disableHostHeaderFallback: fallback === true, tcpReportingDurationMs }, errors, warnings };
 }

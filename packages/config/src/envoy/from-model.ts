@@ -34,7 +34,7 @@ import { msToDurationJson } from '../model/envoy-values.ts';
 import { DEFAULT_MAX_PATH_TAG_LENGTH, OTEL_TRACER_TYPE, ZIPKIN_TRACER_TYPE } from './to-model-tracing.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import { serviceClusterOf } from '../model/node.ts';
-import { HCM_TYPE, HTTP_FILTER_TYPES, metadataExchangeFilterJson, PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX } from './filter-types.ts';
+import { HCM_TYPE, HTTP_FILTER_TYPES, istioStatsFilterJson, metadataExchangeFilterJson, PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX } from './filter-types.ts';
 import { envoyCodec } from './lazy-codec.ts';
 import type { ClusterJson } from './gen/envoy/config/cluster/v3/cluster_pb.ts';
 import type { AddressJson } from './gen/envoy/config/core/v3/address_pb.ts';
@@ -372,8 +372,19 @@ function sidecarOrGatewayChains(l: ModelListener, secrets: Map<string, SecretRef
 
 /** istiod puts the TCP metadata exchange first in every chain of an inbound port, HTTP ones too (RBAC and stats read its peer). */
 function withMetadataExchange(l: ModelListener, chains: FilterChainJson[]): FilterChainJson[] {
-  if (l.metadataExchange !== true) return chains;
-  return chains.map((c) => ({ ...c, filters: [metadataExchangeFilterJson() as FilterJson, ...(c.filters ?? [])] }));
+  return withIstioStats(l, l.metadataExchange !== true ? chains : chains.map((c) => ({ ...c, filters: [metadataExchangeFilterJson() as FilterJson, ...(c.filters ?? [])] })));
+}
+
+/** istiod's stats filter before each chain's tcp_proxy (the HTTP chains have it before their router). */
+function withIstioStats(l: ModelListener, chains: FilterChainJson[]): FilterChainJson[] {
+  if (l.istioStats === undefined) return chains;
+  const stats = istioStatsFilterJson(l.istioStats) as FilterJson;
+  return chains.map((c) => {
+    const fs = c.filters ?? [];
+    const last = fs[fs.length - 1];
+    if (last === undefined || last.name !== 'envoy.filters.network.tcp_proxy') return c;
+    return { ...c, filters: [...fs.slice(0, -1), stats, last] };
+  });
 }
 
 function istioMtlsSocket(secrets: Map<string, SecretRef>): NonNullable<FilterChainJson['transportSocket']> {
@@ -590,7 +601,7 @@ function httpConnectionManager(l: ModelListener, routeConfig: string): FilterJso
   const body: Record<string, unknown> = {
     statPrefix: httpStatPrefix(l),
     rds: { configSource: { ads: {}, initialFetchTimeout: '0s', resourceApiVersion: 'V3' }, routeConfigName: routeConfig },
-    httpFilters: httpFiltersJson(l.httpFilters),
+    httpFilters: withHttpIstioStats(httpFiltersJson(l.httpFilters), l),
     // What the runtime does: a gateway is the edge (the peer is the client, appended to
     // x-forwarded-for); sidecars are not. Istio's settings, as istiod writes them.
     useRemoteAddress: l.direction === 'gateway',
@@ -627,6 +638,12 @@ function accessLogJson(logs: ModelListener['accessLog']): { accessLog?: object[]
       return { name: 'envoy.access_loggers.file', ...filter, typedConfig: any(FILE_ACCESS_LOG_TYPE, { path: a.path, ...(logFormat === undefined ? {} : { logFormat }) }) };
     }),
   };
+}
+
+/** istiod's stats filter just before the router. */
+function withHttpIstioStats(filters: object[], l: ModelListener): object[] {
+  if (l.istioStats === undefined) return filters;
+  return [...filters.slice(0, -1), istioStatsFilterJson(l.istioStats), filters[filters.length - 1]!];
 }
 
 /** The chain as the HCM lists it; the router ends it (a chain from an older model may lack it). */

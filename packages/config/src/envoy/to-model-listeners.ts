@@ -30,12 +30,12 @@
  * imported); a field that tunes something Remora does not have is a warning. Only types are
  * imported from the generated code: this module loads on the proxy's main thread.
  */
-import type { AccessLogConfig, Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, HttpTracing, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
+import type { AccessLogConfig, IstioStatsConfig, Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, HttpTracing, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
 import { readHcmTracing } from './to-model-tracing.ts';
 import { readAccessLogs } from './to-model-access-log.ts';
 import { httpStatPrefix } from '../model/listener.ts';
 import type { ProxyNode } from '../model/node.ts';
-import { HCM_TYPE, HTTP_FILTER_TYPES, metadataExchangeConfig, metadataExchangeIssues, REMORA_TYPE_PREFIX, SKIPPED_ISTIO_FILTERS, TYPED_STRUCT_TYPES } from './filter-types.ts';
+import { HCM_TYPE, HTTP_FILTER_TYPES, istioStatsConfigJson, metadataExchangeConfig, readIstioStats, metadataExchangeIssues, REMORA_TYPE_PREFIX, SKIPPED_ISTIO_FILTERS, TYPED_STRUCT_TYPES } from './filter-types.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { ListenerJson } from './gen/envoy/config/listener/v3/listener_pb.ts';
 import type { RouteConfigurationJson } from './gen/envoy/config/route/v3/route_pb.ts';
@@ -393,7 +393,7 @@ function checkStatPrefix(listener: Listener, body: SidecarBody | GatewayBody, at
   if (body.statPrefix !== expected && body.statPrefix !== `${expected};`) at.warn(`${body.hcmPath}.statPrefix`, `Remora's HTTP stats for this listener are under http.${expected}., not http.${body.statPrefix}.`);
 }
 
-type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tracing' | 'tcpProxy' | 'detectProtocol' | 'accessLog' | 'metadataExchange'>;
+type ListenerFields = Pick<Listener, 'routeConfig' | 'httpFilters' | 'tls' | 'connectionManager' | 'tracing' | 'tcpProxy' | 'detectProtocol' | 'accessLog' | 'metadataExchange' | 'istioStats'>;
 
 /**
  * The listener's TCP metadata exchange: on when its chains carry the filter (istiod puts it in
@@ -406,6 +406,12 @@ function metadataExchangeOf(cs: readonly Chain[], at: At): Pick<Listener, 'metad
     if (!c.mx && c.tcpWithBlackHole !== null) at.warn(join(c.path, 'filters'), 'istio.metadata_exchange is on another chain of this port: Remora exchanges peer metadata on every TCP connection of the port over Istio mTLS');
   }
   return { metadataExchange: true };
+}
+
+/** The listener's Istio stats config: its chains' (the first that has one; istiod gives every chain the same). */
+function istioStatsOf(cs: readonly Chain[]): Pick<Listener, 'istioStats'> {
+  const found = cs.find((c) => c.stats !== null)?.stats;
+  return found === undefined || found === null ? {} : { istioStats: found };
 }
 
 /** The listener's access logs: its chains' (the first that has some; istiod gives every chain the same). */
@@ -483,7 +489,7 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
   const tcpProxy = bare ? [] : routes;
 
   if (httpChains.length === 0) {
-    return { fields: { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls, tcpProxy, ...accessLogOf(cs), ...metadataExchangeOf(cs, at) }, inline: null, hcmPath: null, statPrefix: '' };
+    return { fields: { routeConfig: lc.metaRouteConfig ?? `tcp.${lc.port}`, httpFilters: [], tls, tcpProxy, ...accessLogOf(cs), ...istioStatsOf(cs), ...metadataExchangeOf(cs, at) }, inline: null, hcmPath: null, statPrefix: '' };
   }
   const first = httpChains[0]!;
   for (const c of httpChains.slice(1)) {
@@ -502,7 +508,7 @@ function sidecarBody(cs: readonly Chain[], lc: ListenerContext, destinationPort:
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
     ...(hcm.tracing === null ? {} : { tracing: hcm.tracing }),
     ...(tcpChains.length === 0 ? {} : { detectProtocol: { tcp: routes, timeoutMs: lc.timeoutMs } }),
-    ...accessLogOf(cs),
+    ...accessLogOf(cs), ...istioStatsOf(cs),
     ...metadataExchangeOf(cs, at),
   };
   void destinationPort;
@@ -526,11 +532,11 @@ function gatewayListener(cs: readonly Chain[], base: ListenerBase & { destinatio
       // Nothing to forward to (istiod's BlackHoleCluster, no route): no TCP route.
       const route = cs[0]!.tcp!;
       const tcpProxy = route.clusters.length === 0 && route.origin === '' ? [] : [route];
-      return { listener: { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy, ...accessLogOf(cs), ...metadataExchangeOf(cs, at) }, inline: null };
+      return { listener: { ...base, routeConfig, httpFilters: [], tls: null, tcpProxy, ...accessLogOf(cs), ...istioStatsOf(cs), ...metadataExchangeOf(cs, at) }, inline: null };
     }
     const tls = gatewayTls(cs, name, at);
     if (tls === undefined) return null;
-    return { listener: { ...base, routeConfig, httpFilters: [], tls, ...accessLogOf(cs), ...metadataExchangeOf(cs, at) }, inline: null };
+    return { listener: { ...base, routeConfig, httpFilters: [], tls, ...accessLogOf(cs), ...istioStatsOf(cs), ...metadataExchangeOf(cs, at) }, inline: null };
   }
 
   const first = httpChains[0]!;
@@ -559,7 +565,7 @@ function gatewayListener(cs: readonly Chain[], base: ListenerBase & { destinatio
     tls,
     ...(hcm.connectionManager === undefined ? {} : { connectionManager: hcm.connectionManager }),
     ...(hcm.tracing === null ? {} : { tracing: hcm.tracing }),
-    ...accessLogOf(cs),
+    ...accessLogOf(cs), ...istioStatsOf(cs),
     ...metadataExchangeOf(cs, at),
   };
   checkStatPrefix(listener, { fields: listener, inline: hcm.inline, hcmPath, statPrefix: hcm.statPrefix }, at);
@@ -587,6 +593,8 @@ interface Chain {
   readonly server: Obj | null;
   /** The connection manager's or tcp_proxy's `access_log`; null: none. */
   readonly accessLog: AccessLogConfig[] | null;
+  /** Istio's stats filter config (network filter or, on an HTTP chain, HTTP filter); null: none. */
+  readonly stats: IstioStatsConfig | null;
   readonly name: string;
   /** Istio's TCP metadata exchange (`istio.metadata_exchange`) is among its filters. */
   readonly mx: boolean;
@@ -622,6 +630,14 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
   let tcpWithBlackHole: TcpRoute | null = null;
   let accessLog: AccessLogConfig[] | null = null;
   let mx = false;
+  let stats: IstioStatsConfig | null = null;
+  const readStats = (config: Record<string, unknown>, cpath: string): void => {
+    const got = readIstioStats(config);
+    for (const [k, m] of got.errors) at.error(join(cpath, k), m);
+    for (const [k, m] of got.warnings) at.warn(join(cpath, k), m);
+    // istiod's filter with no overrides is Istio's default reporting: the model leaves it out.
+    if (got.config.metrics.length > 0 || got.config.tcpReportingDurationMs !== null) stats = got.config;
+  };
   const filters = arr(c.filters);
   filters.forEach((f, i) => {
     const fo = obj(f) ?? {};
@@ -630,7 +646,10 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
     const type = String(tc?.['@type'] ?? '');
     const fname = typeof fo.name === 'string' ? fo.name : '';
     const mxConfig = metadataExchangeConfig(fo);
-    if (mxConfig !== null) {
+    const statsConfig = istioStatsConfigJson(fo);
+    if (statsConfig !== null) {
+      readStats(statsConfig, join(fpath, TYPED_STRUCT_TYPES.has(type) ? 'typedConfig.value' : 'typedConfig'));
+    } else if (mxConfig !== null) {
       const cpath = join(fpath, TYPED_STRUCT_TYPES.has(type) ? 'typedConfig.value' : 'typedConfig');
       const issues = metadataExchangeIssues(mxConfig);
       for (const [k, m] of issues.errors) at.error(join(cpath, k), m);
@@ -640,6 +659,12 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
       if (i !== filters.length - 1) at.error(fpath, 'the HTTP connection manager is terminal and must be the last network filter');
       hcm = tc ?? { '@type': HCM_TYPE };
       hcmIndex = i;
+      arr(hcm.httpFilters).forEach((hf, j) => {
+        const hfo = obj(hf) ?? {};
+        const sc = istioStatsConfigJson(hfo);
+        const htype = String(obj(hfo.typedConfig)?.['@type'] ?? '');
+        if (sc !== null) readStats(sc, join(`${fpath}.typedConfig.httpFilters[${j}]`, TYPED_STRUCT_TYPES.has(htype) ? 'typedConfig.value' : 'typedConfig'));
+      });
       accessLog = readAccessLogs(tc?.accessLog, join(join(fpath, 'typedConfig'), 'accessLog'), at);
     } else if (type === TCP_PROXY_TYPE || (tc === null && fname === 'envoy.filters.network.tcp_proxy')) {
       if (i !== filters.length - 1) at.error(fpath, 'tcp_proxy is terminal and must be the last network filter');
@@ -683,6 +708,7 @@ function readChain(c: Obj, path: string, at: At): Chain | null {
     tls,
     server: obj(fm?.remora),
     accessLog,
+    stats,
     name: typeof c.name === 'string' ? c.name : '',
     mx,
   };

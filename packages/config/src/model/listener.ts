@@ -181,6 +181,46 @@ export interface AccessLogConfig {
   readonly filter?: string;
 }
 
+/**
+ * One entry of Istio's stats filter config (`istio.stats`, stats.PluginConfig `metrics[]`,
+ * as istiod writes a Telemetry resource's `metrics[].overrides`): what changes for one of the
+ * istio_* metrics, or for all of them.
+ */
+export interface IstioMetricConfig {
+  /** The metric without `istio_` (`requests_total`, `tcp_sent_bytes_total`); '': every one. */
+  readonly name: string;
+  /** Tags added or replaced: tag name → CEL expression over the request's attributes. */
+  readonly dimensions: Readonly<Record<string, string>>;
+  /** Tags left out (their series merge). */
+  readonly tagsToRemove: readonly string[];
+  /** The metric is not reported at all. */
+  readonly drop: boolean;
+}
+
+/** Istio's stats filter config on a listener (stats.PluginConfig): how the istio_* metrics are reported there. */
+export interface IstioStatsConfig {
+  /** Applied in order, later entries over earlier ones. */
+  readonly metrics: readonly IstioMetricConfig[];
+  /** `disable_host_header_fallback`: an unknown destination service is not named after the Host header (istiod: inbound and gateways). */
+  readonly disableHostHeaderFallback: boolean;
+  /** `tcp_reporting_duration` in milliseconds; null: the default (15 s). */
+  readonly tcpReportingDurationMs: number | null;
+}
+
+/** The istio_* metric names a stats config can name (istiod's metricToPrometheusMetric values). */
+export const ISTIO_METRIC_NAMES: readonly string[] = [
+  'requests_total',
+  'request_duration_milliseconds',
+  'request_bytes',
+  'response_bytes',
+  'tcp_connections_opened_total',
+  'tcp_connections_closed_total',
+  'tcp_sent_bytes_total',
+  'tcp_received_bytes_total',
+  'request_messages_total',
+  'response_messages_total',
+];
+
 export interface Listener {
   /** Envoy-style name: `virtualOutbound`, `virtualInbound`, `0.0.0.0_8080`. */
   readonly name: string;
@@ -273,6 +313,12 @@ export interface Listener {
    * app's, and the client's workload labels `istio_tcp_*`. Absent: no exchange.
    */
   readonly metadataExchange?: boolean;
+  /**
+   * Istio's stats filter (`istio.stats`, from a Telemetry resource's `metrics`): metrics this
+   * listener does not report, tags removed or added. Absent: every istio_* metric with its
+   * standard tags.
+   */
+  readonly istioStats?: IstioStatsConfig;
 }
 
 /**

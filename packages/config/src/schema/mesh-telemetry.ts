@@ -61,6 +61,8 @@ export interface MeshTelemetry {
   readonly defaultTracing: readonly string[];
   /** `defaultProviders.accessLogging`. */
   readonly defaultAccessLogging: readonly string[];
+  /** `defaultProviders.metrics`; null: not set (Istio's default, `prometheus`). */
+  readonly defaultMetrics: readonly string[] | null;
   /** `enableTracing`; Istio's default true (legacy tracing, with no provider here, traces nothing). */
   readonly enableTracing: boolean;
   /** `defaultConfig.tracing.sampling`, 0–100; null: istiod's default, 1%. */
@@ -238,6 +240,7 @@ export function readMeshTelemetry(raw: Record<string, unknown>, at: MeshTelemetr
   const defaults = f.mapping(raw, 'defaultProviders', []) ?? {};
   const defaultTracing = f.strings(defaults, 'tracing', ['defaultProviders']);
   const defaultAccessLogging = f.strings(defaults, 'accessLogging', ['defaultProviders']);
+  const defaultMetrics = defaults['metrics'] === undefined ? null : f.strings(defaults, 'metrics', ['defaultProviders']);
   const enableTracing = f.bool(raw, 'enableTracing', [], true);
   // A defaultConfig that is not a mapping is mesh-config.ts's error, not reported twice.
   const dc = isObject(raw['defaultConfig']) ? raw['defaultConfig'] : {};
@@ -258,6 +261,6 @@ export function readMeshTelemetry(raw: Record<string, unknown>, at: MeshTelemetr
     }
   }
   const maxPathTagLength = f.uint(tr, 'maxPathTagLength', tp);
-  if (tracingProviders.length === 0 && accessLogProviders.length === 0 && defaultTracing.length === 0 && defaultAccessLogging.length === 0 && raw['enableTracing'] === undefined && Object.keys(tr).length === 0) return null;
-  return { tracingProviders, accessLogProviders, defaultTracing, defaultAccessLogging, enableTracing, sampling, customTags, maxPathTagLength };
+  if (tracingProviders.length === 0 && accessLogProviders.length === 0 && defaultTracing.length === 0 && defaultAccessLogging.length === 0 && defaultMetrics === null && raw['enableTracing'] === undefined && Object.keys(tr).length === 0) return null;
+  return { tracingProviders, accessLogProviders, defaultTracing, defaultAccessLogging, defaultMetrics, enableTracing, sampling, customTags, maxPathTagLength };
 }

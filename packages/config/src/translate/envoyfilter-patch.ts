@@ -453,7 +453,8 @@ function istioChain(filters: readonly Obj[], context: PatchContext): Slot[] {
       if (context !== 'SIDECAR_INBOUND') slots.push({ name: ALPN, json: null });
       statsPlaced = true;
     }
-    if (name === ROUTER) slots.push({ name: STATS, json: null });
+    // The exporter writes the stats filter itself when a Telemetry resource configures it.
+    if (name === ROUTER && !filters.some((x) => x.name === STATS)) slots.push({ name: STATS, json: null });
     slots.push({ name, json: f });
   }
   return slots;

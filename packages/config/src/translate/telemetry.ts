@@ -29,13 +29,20 @@
  * disabled logs nothing. The built-in provider `envoy` (`/dev/stdout`) without a `logFormat`
  * is formatted as MeshConfig `accessLogEncoding`/`accessLogFormat` say.
  *
- * `metrics` of the Telemetry resources are not applied (a warning says so).
+ * `metrics` (istiod's mergeMetrics, generateStatsConfig): the providers named last (the mesh's
+ * `defaultProviders.metrics`, Istio's `prometheus` by default, start it); for the Prometheus
+ * provider, each side's overrides in order (`match.metric`, ALL_METRICS when absent;
+ * `match.mode`), later ones over earlier: `disabled`, `tagOverrides` UPSERT (a CEL value) or
+ * REMOVE. The result is each listener's `istioStats` (istiod's `istio.stats` filter config),
+ * the CLIENT side's on gateway and sidecar outbound listeners, the SERVER side's on sidecar
+ * inbound ones; ALL_METRICS disabled on a side (or no Prometheus provider) drops every metric
+ * there. `customMetric` overrides and providers other than Prometheus are warned of.
  */
 import type { ConfigIssue } from '../errors.ts';
 import { ISTIO_JSON_ACCESS_LOG_FORMAT, ISTIO_TEXT_ACCESS_LOG_FORMAT } from '../access-log-format.ts';
 import { compileCel } from '../cel.ts';
 import type { Cluster } from '../model/cluster.ts';
-import type { AccessLogConfig, HttpTracing, Listener, TracingCustomTag, TracingProvider } from '../model/listener.ts';
+import { ISTIO_METRIC_NAMES, type AccessLogConfig, type HttpTracing, type IstioMetricConfig, type IstioStatsConfig, type Listener, type TracingCustomTag, type TracingProvider } from '../model/listener.ts';
 import { serviceClusterOf } from '../model/node.ts';
 import type { MeshAccessLog } from '../schema/mesh-config.ts';
 import type { Resource } from '../resources/resource.ts';
@@ -51,7 +58,7 @@ interface TelemetrySpec {
   targetRefs?: unknown[] | null;
   tracing?: IstioTracing[] | null;
   accessLogging?: IstioAccessLogging[] | null;
-  metrics?: unknown[] | null;
+  metrics?: IstioMetrics[] | null;
 }
 
 interface IstioTracing {
@@ -61,6 +68,18 @@ interface IstioTracing {
   disableSpanReporting?: boolean | null;
   randomSamplingPercentage?: number | null;
   enableIstioTags?: boolean | null;
+}
+
+interface IstioMetrics {
+  providers?: { name?: string }[] | null;
+  overrides?: IstioMetricsOverride[] | null;
+  reportingInterval?: string | null;
+}
+
+interface IstioMetricsOverride {
+  match?: { metric?: string | null; customMetric?: string | null; mode?: 'CLIENT' | 'SERVER' | 'CLIENT_AND_SERVER' | null } | null;
+  disabled?: boolean | null;
+  tagOverrides?: Record<string, { operation?: 'UPSERT' | 'REMOVE' | null; value?: string | null } | null> | null;
 }
 
 interface IstioAccessLogging {
@@ -231,10 +250,7 @@ function hcmTracing(ctx: TranslateContext, registry: ServiceRegistry, clusters: 
  */
 export function applyTelemetry(ctx: TranslateContext, registry: ServiceRegistry, input: readonly Listener[], clusters: readonly Cluster[]): Listener[] {
   const telemetries = applicableTelemetries(ctx);
-  for (const r of telemetries) {
-    if (((r.spec as TelemetrySpec | null)?.metrics ?? []).length > 0) ctx.warn(r, ['spec', 'metrics'], 'not applied: the istio_* metrics are always reported, with their default tags');
-  }
-  const listeners = applyAccessLogging(ctx, telemetries, input);
+  const listeners = applyMetrics(ctx, telemetries, applyAccessLogging(ctx, telemetries, input));
   const specs = tracingSpecs(ctx, telemetries);
   if (specs === null) return listeners;
   const names = new Set(clusters.map((c) => c.name));
@@ -400,5 +416,161 @@ function applyAccessLogging(ctx: TranslateContext, telemetries: readonly Resourc
     const logs = l.direction === 'inbound' ? server : client;
     if (logs === null) return l;
     return { ...l, accessLog: logs };
+  });
+}
+
+/** Telemetry `match.metric` → the istio_* metric (istiod's metricToPrometheusMetric). */
+const METRIC_BY_SELECTOR: Readonly<Record<string, string>> = {
+  REQUEST_COUNT: 'requests_total',
+  REQUEST_DURATION: 'request_duration_milliseconds',
+  REQUEST_SIZE: 'request_bytes',
+  RESPONSE_SIZE: 'response_bytes',
+  TCP_OPENED_CONNECTIONS: 'tcp_connections_opened_total',
+  TCP_CLOSED_CONNECTIONS: 'tcp_connections_closed_total',
+  TCP_SENT_BYTES: 'tcp_sent_bytes_total',
+  TCP_RECEIVED_BYTES: 'tcp_received_bytes_total',
+  GRPC_REQUEST_MESSAGES: 'request_messages_total',
+  GRPC_RESPONSE_MESSAGES: 'response_messages_total',
+};
+
+/** One metric's merged override on one side (istiod's metricOverride). */
+interface MetricOverride {
+  disabled: boolean | null;
+  /** Tag → its value (a CEL expression) or null (REMOVE). */
+  tags: Map<string, string | null>;
+}
+
+/** One side's merged metrics config for the Prometheus provider. */
+interface MetricsSide {
+  allDisabled: boolean;
+  byMetric: Map<string, MetricOverride>;
+}
+
+/** Telemetry `reportingInterval` (`15s`, `500ms`, `1m`) in milliseconds; null when it does not parse. */
+function intervalMs(v: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim());
+  if (m === null) return null;
+  const n = Number(m[1]);
+  return Math.round(n * (m[2] === 'ms' ? 1 : m[2] === 's' ? 1000 : m[2] === 'm' ? 60000 : 3600000));
+}
+
+const isPrometheus = (ctx: TranslateContext, name: string): boolean => {
+  const p = ctx.mesh.extensionProviders.find((e) => e.name === name);
+  // istiod's built-in `prometheus` provider stands unless the MeshConfig redefines that name.
+  return p === undefined ? name === 'prometheus' : p.kind === 'other' && p.type === 'prometheus';
+};
+
+/**
+ * istiod's mergeMetrics for the Prometheus provider: each side's overrides, or null when the
+ * Telemetry resources configure no metrics here (the default reporting stands).
+ */
+function mergeMetrics(ctx: TranslateContext, telemetries: readonly Resource[]): { client: MetricsSide; server: MetricsSide; intervalMs: number | null; prometheus: boolean } | null {
+  const groups = telemetries.map((r) => ({ r, metrics: (r.spec as TelemetrySpec | null)?.metrics ?? [] })).filter((g) => g.metrics.length > 0);
+  if (groups.length === 0) return null;
+  const defaults = ctx.mesh.telemetry?.defaultMetrics ?? ['prometheus'];
+  let inScope: readonly string[] = defaults;
+  for (const { metrics } of groups) for (const m of metrics) {
+    const names = providerNames(m.providers);
+    if (names.length > 0) inScope = names;
+  }
+  const warned = new Set<string>();
+  for (const { r, metrics } of groups) metrics.forEach((m, i) => {
+    for (const name of providerNames(m.providers)) {
+      if (isPrometheus(ctx, name) || warned.has(name)) continue;
+      warned.add(name);
+      ctx.warn(r, ['spec', 'metrics', i, 'providers'], `provider ${name} is not applied: only Prometheus metrics are reported`);
+    }
+  });
+  const prometheus = inScope.find((n) => isPrometheus(ctx, n));
+  const client: MetricsSide = { allDisabled: false, byMetric: new Map() };
+  const server: MetricsSide = { allDisabled: false, byMetric: new Map() };
+  let interval: number | null = null;
+  if (prometheus === undefined) return { client, server, intervalMs: null, prometheus: false };
+  let parent: readonly string[] = defaults;
+  for (const { r, metrics } of groups) {
+    metrics.forEach((m, i) => {
+      let names: readonly string[] = providerNames(m.providers);
+      if (names.length === 0) names = parent;
+      parent = names;
+      if (!names.includes(prometheus)) return;
+      if (m.reportingInterval != null) {
+        const ms = intervalMs(m.reportingInterval);
+        if (ms === null || ms <= 0) ctx.error(r, ['spec', 'metrics', i, 'reportingInterval'], `must be a positive duration (such as 15s), found ${JSON.stringify(m.reportingInterval)}`);
+        else interval = ms;
+      }
+      (m.overrides ?? []).forEach((o, j) => {
+        const at = ['spec', 'metrics', i, 'overrides', j];
+        const sides = o.match?.mode === 'CLIENT' ? [client] : o.match?.mode === 'SERVER' ? [server] : [client, server];
+        if (o.match?.customMetric != null && o.match.customMetric !== '') {
+          ctx.warn(r, [...at, 'match', 'customMetric'], `custom metric ${o.match.customMetric} is not applied: only Istio's standard metrics are reported`);
+          return;
+        }
+        const selector = o.match?.metric ?? 'ALL_METRICS';
+        const all = selector === 'ALL_METRICS';
+        const one = all ? undefined : METRIC_BY_SELECTOR[selector];
+        if (!all && one === undefined) {
+          ctx.error(r, [...at, 'match', 'metric'], `unknown metric ${selector} (ALL_METRICS, ${Object.keys(METRIC_BY_SELECTOR).join(', ')})`);
+          return;
+        }
+        if (all && o.disabled === true) {
+          for (const s of sides) s.allDisabled = true;
+          return;
+        }
+        for (const [tag, t] of Object.entries(o.tagOverrides ?? {})) {
+          if ((t?.operation ?? 'UPSERT') !== 'UPSERT') continue;
+          const value = t?.value ?? '';
+          try {
+            compileCel(value);
+          } catch (err) {
+            ctx.error(r, [...at, 'tagOverrides', tag, 'value'], (err as Error).message);
+          }
+        }
+        for (const s of sides) {
+          s.allDisabled = false;
+          for (const metric of all ? ISTIO_METRIC_NAMES : [one!]) {
+            let mo = s.byMetric.get(metric);
+            if (mo === undefined) s.byMetric.set(metric, (mo = { disabled: null, tags: new Map() }));
+            if (o.disabled != null) mo.disabled = o.disabled;
+            for (const [tag, t] of Object.entries(o.tagOverrides ?? {})) mo.tags.set(tag, t?.operation === 'REMOVE' ? null : (t?.value ?? ''));
+          }
+        }
+      });
+    });
+  }
+  return { client, server, intervalMs: interval, prometheus: true };
+}
+
+const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** One side's `istio.stats` config (istiod's generateStatsConfig); null: nothing differs from the default reporting. */
+function statsConfig(side: MetricsSide, prometheus: boolean, intervalMs: number | null, inboundOrGateway: boolean): IstioStatsConfig | null {
+  const base = { disableHostHeaderFallback: inboundOrGateway, tcpReportingDurationMs: intervalMs };
+  if (!prometheus || side.allDisabled) return { ...base, metrics: ISTIO_METRIC_NAMES.map((name) => ({ name, dimensions: {}, tagsToRemove: [], drop: true })) };
+  const metrics: IstioMetricConfig[] = [];
+  for (const name of [...side.byMetric.keys()].sort(byName)) {
+    const mo = side.byMetric.get(name)!;
+    const dimensions: Record<string, string> = {};
+    const tagsToRemove: string[] = [];
+    for (const tag of [...mo.tags.keys()].sort(byName)) {
+      const v = mo.tags.get(tag)!;
+      if (v === null) tagsToRemove.push(tag);
+      else dimensions[tag] = v;
+    }
+    metrics.push({ name, dimensions, tagsToRemove, drop: mo.disabled === true });
+  }
+  if (metrics.length === 0 && intervalMs === null) return null;
+  return { ...base, metrics };
+}
+
+/** The Telemetry API's metrics on each listener: SERVER on sidecar inbound ones, CLIENT on the rest. */
+function applyMetrics(ctx: TranslateContext, telemetries: readonly Resource[], listeners: readonly Listener[]): Listener[] {
+  const merged = mergeMetrics(ctx, telemetries);
+  if (merged === null) return [...listeners];
+  const outbound = statsConfig(merged.client, merged.prometheus, merged.intervalMs, false);
+  const gateway = statsConfig(merged.client, merged.prometheus, merged.intervalMs, true);
+  const inbound = statsConfig(merged.server, merged.prometheus, merged.intervalMs, true);
+  return listeners.map((l) => {
+    const s = l.direction === 'inbound' ? inbound : l.direction === 'gateway' ? gateway : outbound;
+    return s === null ? l : { ...l, istioStats: s };
   });
 }

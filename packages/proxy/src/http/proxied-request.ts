@@ -787,6 +787,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       const localId = peerId !== null && host!.meshMtls ? this.ctx.metrics.localPrincipal() : null;
       stats = stats.refine(this.ctx.metrics, this.upstreamPeer, peerId, localId, protocol);
     }
+    const overrides = this.snapshot.istioStats;
+    if (overrides !== null) stats = stats.tagged(this.ctx.metrics, overrides, this);
     stats.record(this.responseCode, formatResponseFlags(this.responseFlags), grpcStatus, this.durationMs, this.bytesReceived, this.bytesSent, requestMessages, responseMessages);
   }
 

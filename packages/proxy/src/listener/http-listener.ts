@@ -440,7 +440,7 @@ export class HttpListener {
   /** Proxies a connection as raw TCP (a TCP server's, or a passthrough one's after its hello). */
   #tunnel(socket: Socket, head: Buffer, routes: readonly TcpRoute[], sni: string | null, peer: PeerIdentity | null = null, workload: PeerWorkload | null = null, exchanged = false): void {
     const snap = this.snapshot;
-    const ctx = { clusters: snap.clusters, unroutedStats: snap.unroutedStats, log: snap.accessLog ?? this.#ctx.accessLog, metrics: this.#ctx.metrics, inbound: snap.direction === 'inbound', metadataExchange: this.#ctx.metadataExchange };
+    const ctx = { clusters: snap.clusters, unroutedStats: snap.unroutedStats, log: snap.accessLog ?? this.#ctx.accessLog, metrics: this.#ctx.metrics, inbound: snap.direction === 'inbound', metadataExchange: this.#ctx.metadataExchange, istioStats: snap.istioStats };
     this.#tunnels.add(new TcpTunnel(socket, head, routes, sni, ctx, (t) => this.#tunnels.delete(t), peer, workload, exchanged));
   }
 

@@ -3,7 +3,7 @@ import type { TLSSocket } from 'node:tls';
 import type { TcpRoute } from '@remora/config';
 import type { PeerIdentity } from '@remora/filters';
 import { formatAddress, originalDestinations } from '../http/connection.ts';
-import type { IstioMetrics } from '../telemetry/istio-metrics.ts';
+import type { IstioMetrics, IstioStatsOverrides } from '../telemetry/istio-metrics.ts';
 import type { OriginalDestination } from './original-dst.ts';
 import { ResponseFlag } from '../http/response-flags.ts';
 import type { AccessLogRecord, RequestLogger } from '../telemetry/access-log.ts';
@@ -44,6 +44,8 @@ export interface TcpTunnelContext {
   readonly inbound: boolean;
   /** Istio's TCP metadata exchange, for upstream connections of clusters that run it. */
   readonly metadataExchange: MetadataExchange;
+  /** The listener's Istio stats config; null: the default reporting. */
+  readonly istioStats: IstioStatsOverrides | null;
 }
 
 /**
@@ -243,7 +245,17 @@ export class TcpTunnel implements AccessLogRecord {
   #open(): void {
     if (this.#opened) return;
     this.#opened = true;
+    this.#tag();
     this.#stats.tcpOpened();
+  }
+
+  #tagged = false;
+
+  /** Under a stats config, the labels with its tag values as the connection opens (or ends unopened); it closes under the same. */
+  #tag(): void {
+    if (this.#tagged || this.#ctx.istioStats === null) return;
+    this.#tagged = true;
+    this.#stats = this.#stats.tagged(this.#ctx.metrics, this.#ctx.istioStats, this);
   }
 
   /** Closes both sides (idempotent) and logs the connection once. */
@@ -259,6 +271,7 @@ export class TcpTunnel implements AccessLogRecord {
     this.bytesReceived = down.bytesRead - this.#readBase;
     this.bytesSent = down.bytesWritten - this.#writtenBase;
     this.durationMs = performance.now() - this.#startHr;
+    this.#tag();
     this.#stats.tcpClosed(formatResponseFlags(this.responseFlags), this.bytesSent, this.bytesReceived);
     this.#log.log(this);
     this.#onClose(this);

@@ -8,7 +8,7 @@ import { RouteTableByPort } from '../router/route-table-by-port.ts';
 import { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import { HttpConnManagerStats } from '../telemetry/http-stats.ts';
 import { HttpTracer, type TracerPool } from '../telemetry/tracing.ts';
-import type { RequestStats } from '../telemetry/istio-metrics.ts';
+import { IstioStatsOverrides, type RequestStats } from '../telemetry/istio-metrics.ts';
 import type { AccessLogFiles, RequestLogger } from '../telemetry/access-log.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 
@@ -36,6 +36,8 @@ export class ListenerSnapshot {
   readonly tracer: HttpTracer | null;
   /** The listener's own access logs, compiled; null: the proxy's access log. */
   readonly accessLog: RequestLogger | null;
+  /** Istio's stats config of the listener (Telemetry `metrics` overrides), compiled; null: the default reporting, no work per request. */
+  readonly istioStats: IstioStatsOverrides | null;
   /** Gateway TLS servers' own route tables, by server origin; null when the listener has one table. */
   readonly #routesByServer: ReadonlyMap<string, VirtualHostFinder | null> | null;
 
@@ -65,6 +67,7 @@ export class ListenerSnapshot {
     this.trustedHops = trustedHops;
     this.connectionManager = new ConnectionManagerConfig(listener.connectionManager, listener.name);
     this.bypassOverloadManager = listener.bypassOverloadManager === true;
+    this.istioStats = listener.istioStats === undefined ? null : new IstioStatsOverrides(listener.istioStats);
   }
 
   /**

@@ -1,4 +1,7 @@
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { ISTIO_METRIC_NAMES, type IstioStatsConfig } from '@remora/config';
+import type { AccessLogRecord } from './access-log.ts';
+import { compileRecordTag } from './cel-attributes.ts';
 import { refineLabels } from './peer-labels.ts';
 import type { PeerWorkload } from './peer-metadata.ts';
 
@@ -95,6 +98,88 @@ class TcpSeries {
   }
 }
 
+/** Each istio_* metric's index in ISTIO_METRIC_NAMES. */
+const Family = {
+  Requests: 0,
+  Duration: 1,
+  RequestBytes: 2,
+  ResponseBytes: 3,
+  TcpOpened: 4,
+  TcpClosed: 5,
+  TcpSent: 6,
+  TcpReceived: 7,
+  RequestMessages: 8,
+  ResponseMessages: 9,
+} as const;
+type Family = (typeof Family)[keyof typeof Family];
+
+/** What a stats config does to one metric: dropped, or its labels edited. */
+interface FamilyEdit {
+  drop: boolean;
+  readonly remove: Set<string>;
+  /** Tag → index of its value among the config's expressions. */
+  readonly upsert: Map<string, number>;
+}
+
+let nextOverridesId = 0;
+
+/**
+ * A listener's Istio stats config (`istio.stats`, a Telemetry's `metrics` overrides),
+ * compiled once per config: per metric, dropped or its label edits; the CEL expressions of
+ * the upserted tags, evaluated once per request into the values its label set is keyed by.
+ */
+export class IstioStatsOverrides {
+  readonly id = nextOverridesId++;
+  readonly #families: FamilyEdit[];
+  readonly #expressions: ((r: AccessLogRecord) => string)[];
+
+  /** Throws when an expression does not parse (the config was checked when it was read). */
+  constructor(config: IstioStatsConfig) {
+    this.#families = ISTIO_METRIC_NAMES.map(() => ({ drop: false, remove: new Set<string>(), upsert: new Map<string, number>() }));
+    const exprs: string[] = [];
+    for (const m of config.metrics) {
+      const targets = m.name === '' ? this.#families : [this.#families[ISTIO_METRIC_NAMES.indexOf(m.name)]].filter((f) => f !== undefined);
+      for (const f of targets) {
+        f.drop = m.drop;
+        for (const tag of m.tagsToRemove) {
+          f.remove.add(tag);
+          f.upsert.delete(tag);
+        }
+        for (const [tag, expr] of Object.entries(m.dimensions)) {
+          let i = exprs.indexOf(expr);
+          if (i < 0) i = exprs.push(expr) - 1;
+          f.upsert.set(tag, i);
+          f.remove.delete(tag);
+        }
+      }
+    }
+    this.#expressions = exprs.map((e) => compileRecordTag(e));
+  }
+
+  /** The upserted tags' values for a finished request (or a TCP connection), in expression order. */
+  values(r: AccessLogRecord): string[] {
+    const out = new Array<string>(this.#expressions.length);
+    for (let i = 0; i < out.length; i++) out[i] = this.#expressions[i]!(r);
+    return out;
+  }
+
+  /** A series' labels for metric `family` under this config, or null when the metric is dropped. */
+  labels(family: Family, labels: Record<string, string | number>, values: readonly string[]): Record<string, string | number> | null {
+    const f = this.#families[family]!;
+    if (f.drop) return null;
+    if (f.remove.size === 0 && f.upsert.size === 0) return labels;
+    const out: Record<string, string | number> = {};
+    // An upserted tag keeps its place; new ones follow, in name order (the same in every worker).
+    for (const [k, v] of Object.entries(labels)) {
+      if (f.remove.has(k)) continue;
+      const i = f.upsert.get(k);
+      out[k] = i === undefined ? v : values[i]!;
+    }
+    for (const [k, i] of [...f.upsert].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) if (!(k in labels)) out[k] = values[i]!;
+    return out;
+  }
+}
+
 /** Counters for one label set; one `record` per finished request. */
 export class RequestStats {
   readonly labels: PeerLabels;
@@ -104,8 +189,30 @@ export class RequestStats {
   readonly #other = new Map<string, Series>();
 
 
-  constructor(labels: PeerLabels) {
+  readonly key: string;
+  /** The stats config these counters were kept under and its tag values; null: Istio's defaults. */
+  readonly overrides: IstioStatsOverrides | null;
+  readonly values: readonly string[];
+
+  constructor(labels: PeerLabels, key: string, overrides: IstioStatsOverrides | null = null, values: readonly string[] = []) {
     this.labels = labels;
+    this.key = key;
+    this.overrides = overrides;
+    this.values = values;
+  }
+
+  /** These labels under a listener's stats config, with the values its expressions give for `r`; made on first use. */
+  #tagged: Map<IstioStatsOverrides, Map<string, RequestStats>> | null = null;
+
+  tagged(metrics: IstioMetrics, overrides: IstioStatsOverrides, r: AccessLogRecord): RequestStats {
+    const byConfig = (this.#tagged ??= new Map());
+    let byValues = byConfig.get(overrides);
+    if (byValues === undefined) byConfig.set(overrides, (byValues = new Map()));
+    const values = overrides.values(r);
+    const k = values.join('\u0000');
+    let s = byValues.get(k);
+    if (s === undefined) byValues.set(k, (s = metrics.taggedStats(this, overrides, values)));
+    return s;
   }
 
   /** The same labels for a TCP connection that came over mTLS from `principal` (inbound); made on first use. */
@@ -247,42 +354,42 @@ export class IstioMetrics {
         help: 'Total requests handled by the proxy, by peer and outcome',
         type: 'counter',
         aggregator: 'sum',
-        values: self.#counterValues(),
+        values: self.#merged(self.#counterValues()),
       }),
     } as never);
-    const histogram = (name: string, help: string, pick: (s: Series) => Histogram): void => {
+    const histogram = (name: string, help: string, family: Family, pick: (s: Series) => Histogram): void => {
       this.registry.registerMetric({
         name,
         help,
         type: 'histogram',
-        get: async () => ({ name, help, type: 'histogram', aggregator: 'sum', values: self.#histogramValues(name, pick) }),
+        get: async () => ({ name, help, type: 'histogram', aggregator: 'sum', values: self.#merged(self.#histogramValues(name, family, pick)) }),
       } as never);
     };
-    const tcpCounter = (name: string, help: string, pick: (s: TcpSeries) => number): void => {
+    const tcpCounter = (name: string, help: string, family: Family, pick: (s: TcpSeries) => number): void => {
       this.registry.registerMetric({
         name,
         help,
         type: 'counter',
-        get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: self.#tcpValues(pick) }),
+        get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: self.#merged(self.#tcpValues(family, pick)) }),
       } as never);
     };
-    const grpcCounter = (name: string, help: string, pick: (s: Series) => number): void => {
+    const grpcCounter = (name: string, help: string, family: Family, pick: (s: Series) => number): void => {
       this.registry.registerMetric({
         name,
         help,
         type: 'counter',
-        get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: self.#grpcValues(pick) }),
+        get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: self.#merged(self.#grpcValues(family, pick)) }),
       } as never);
     };
-    grpcCounter('istio_request_messages_total', 'gRPC messages sent by the client, on gRPC requests', (s) => s.requestMessages);
-    grpcCounter('istio_response_messages_total', 'gRPC messages sent by the server, on gRPC requests', (s) => s.responseMessages);
-    tcpCounter('istio_tcp_connections_opened_total', 'TCP connections opened to upstreams', (s) => s.opened);
-    tcpCounter('istio_tcp_connections_closed_total', 'TCP connections closed', (s) => s.closed);
-    tcpCounter('istio_tcp_sent_bytes_total', 'Bytes sent to the downstream on TCP connections', (s) => s.sent);
-    tcpCounter('istio_tcp_received_bytes_total', 'Bytes received from the downstream on TCP connections', (s) => s.received);
-    histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds', (s) => s.duration);
-    histogram('istio_request_bytes', 'Request body size in bytes', (s) => s.requestBytes);
-    histogram('istio_response_bytes', 'Response body size in bytes', (s) => s.responseBytes);
+    grpcCounter('istio_request_messages_total', 'gRPC messages sent by the client, on gRPC requests', Family.RequestMessages, (s) => s.requestMessages);
+    grpcCounter('istio_response_messages_total', 'gRPC messages sent by the server, on gRPC requests', Family.ResponseMessages, (s) => s.responseMessages);
+    tcpCounter('istio_tcp_connections_opened_total', 'TCP connections opened to upstreams', Family.TcpOpened, (s) => s.opened);
+    tcpCounter('istio_tcp_connections_closed_total', 'TCP connections closed', Family.TcpClosed, (s) => s.closed);
+    tcpCounter('istio_tcp_sent_bytes_total', 'Bytes sent to the downstream on TCP connections', Family.TcpSent, (s) => s.sent);
+    tcpCounter('istio_tcp_received_bytes_total', 'Bytes received from the downstream on TCP connections', Family.TcpReceived, (s) => s.received);
+    histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds', Family.Duration, (s) => s.duration);
+    histogram('istio_request_bytes', 'Request body size in bytes', Family.RequestBytes, (s) => s.requestBytes);
+    histogram('istio_response_bytes', 'Response body size in bytes', Family.ResponseBytes, (s) => s.responseBytes);
   }
 
   /**
@@ -316,8 +423,40 @@ export class IstioMetrics {
   stats(labels: PeerLabels): RequestStats {
     const key = Object.values(labels).join('\u0000');
     let s = this.#contexts.get(key);
-    if (s === undefined) this.#contexts.set(key, (s = new RequestStats(labels)));
+    if (s === undefined) this.#contexts.set(key, (s = new RequestStats(labels, key)));
     return s;
+  }
+
+  /** Label sets kept under a stats config: their series may coincide once tags are removed, and are then added up on scrape. */
+  #overridden = 0;
+
+  /** `base`'s labels under `overrides` with these tag values; the same object for the same ones. */
+  taggedStats(base: RequestStats, overrides: IstioStatsOverrides, values: readonly string[]): RequestStats {
+    const key = `${base.key}\u0001${overrides.id}\u0001${values.join('\u0000')}`;
+    let s = this.#contexts.get(key);
+    if (s === undefined) {
+      this.#contexts.set(key, (s = new RequestStats(base.labels, key, overrides, values)));
+      this.#overridden++;
+    }
+    return s;
+  }
+
+  /** A series' labels for `family` (null: dropped by the config it was kept under). */
+  #edit(ctx: RequestStats, family: Family, labels: Record<string, string | number>): Record<string, string | number> | null {
+    return ctx.overrides === null ? labels : ctx.overrides.labels(family, labels, ctx.values);
+  }
+
+  /** Series whose labels coincide (removed tags) added up, when any label set has a stats config. */
+  #merged(values: MetricValue[]): MetricValue[] {
+    if (this.#overridden === 0) return values;
+    const byKey = new Map<string, MetricValue>();
+    for (const v of values) {
+      const k = `${v.metricName ?? ''}\u0001${Object.entries(v.labels).flat().join('\u0000')}`;
+      const have = byKey.get(k);
+      if (have === undefined) byKey.set(k, { ...v });
+      else have.value += v.value;
+    }
+    return [...byKey.values()];
   }
 
   /** Prometheus text rendered outside prom-client's registry (Envoy's own stats), appended on scrape. */
@@ -349,12 +488,14 @@ export class IstioMetrics {
     };
   }
 
-  #tcpValues(pick: (s: TcpSeries) => number): MetricValue[] {
+  #tcpValues(family: Family, pick: (s: TcpSeries) => number): MetricValue[] {
     const out: MetricValue[] = [];
     for (const ctx of this.#contexts.values()) {
       for (const s of ctx.tcpSeries()) {
         const value = pick(s);
-        if (value > 0) out.push({ value, labels: { ...ctx.labels, request_protocol: 'tcp', response_flags: s.flags } });
+        if (value <= 0) continue;
+        const labels = this.#edit(ctx, family, { ...ctx.labels, request_protocol: 'tcp', response_flags: s.flags });
+        if (labels !== null) out.push({ value, labels });
       }
     }
     return out;
@@ -365,11 +506,14 @@ export class IstioMetrics {
     for (const ctx of this.#contexts.values()) ctx.resetCounters();
   }
 
-  #grpcValues(pick: (s: Series) => number): MetricValue[] {
+  #grpcValues(family: Family, pick: (s: Series) => number): MetricValue[] {
     const out: MetricValue[] = [];
     for (const ctx of this.#contexts.values()) {
       if (ctx.labels.request_protocol !== 'grpc') continue;
-      for (const s of ctx.series()) out.push({ value: pick(s), labels: this.#labelsOf(ctx, s) });
+      for (const s of ctx.series()) {
+        const labels = this.#edit(ctx, family, this.#labelsOf(ctx, s));
+        if (labels !== null) out.push({ value: pick(s), labels });
+      }
     }
     return out;
   }
@@ -377,17 +521,21 @@ export class IstioMetrics {
   #counterValues(): MetricValue[] {
     const out: MetricValue[] = [];
     for (const ctx of this.#contexts.values()) {
-      for (const s of ctx.series()) out.push({ value: s.requests, labels: this.#labelsOf(ctx, s) });
+      for (const s of ctx.series()) {
+        const labels = this.#edit(ctx, Family.Requests, this.#labelsOf(ctx, s));
+        if (labels !== null) out.push({ value: s.requests, labels });
+      }
     }
     return out;
   }
 
-  #histogramValues(name: string, pick: (s: Series) => Histogram): MetricValue[] {
+  #histogramValues(name: string, family: Family, pick: (s: Series) => Histogram): MetricValue[] {
     const out: MetricValue[] = [];
     for (const ctx of this.#contexts.values()) {
       for (const s of ctx.series()) {
         const h = pick(s);
-        const labels = this.#labelsOf(ctx, s);
+        const labels = this.#edit(ctx, family, this.#labelsOf(ctx, s));
+        if (labels === null) continue;
         let cumulative = 0;
         ENVOY_DEFAULT_BUCKETS.forEach((le, i) => {
           cumulative += h.counts[i]!;
