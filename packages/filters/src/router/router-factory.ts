@@ -25,7 +25,9 @@ export class RouterFilterFactory implements HttpFilterFactory {
       const v = c[f];
       if (v !== undefined && v !== false && !(Array.isArray(v) && v.length === 0)) throw new Error(`${f} is not supported`);
     }
-    // start_child_span and dynamic_stats concern tracing and stats detail Remora does not emit.
+    // Istio leaves start_child_span off: the request's one span (client on outbound, server on
+    // inbound) carries the upstream's tags. Per-attempt child spans are not made; say so.
+    if (c.startChildSpan === true) context.warn('router: startChildSpan is not honoured; a request has one span, retries included (Istio\'s default)');
     if (c.suppressEnvoyHeaders === true) context.warn('router: suppressEnvoyHeaders is not honoured; x-envoy-* headers are still added');
     return new SharedFilterConfig(this.name, PASS);
   }
