@@ -452,3 +452,50 @@ t.test('a MetadataExchange the runtime cannot honour is named by resource and fi
   t.ok(lines.includes("Cluster outbound|6379||redis.default.svc.cluster.local: filters[0].typedConfig.protocol: only istio-peer-exchange is supported (the ALPN Istio's proxies exchange metadata under)"), lines.join('\n'));
   t.ok(lines.includes("warning: Cluster outbound|6379||redis.default.svc.cluster.local: filters[0].typedConfig.additionalLabels: ignored: Istio's standard peer labels are the ones reported"), lines.join('\n'));
 });
+
+t.test('unix domain sockets: a Sidecar\'s pipe listeners and pipe endpoint go out as Envoy pipe addresses and read back', async (t) => {
+  const sidecarYaml = `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: uds, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: somename}
+    defaultEndpoint: unix:///var/run/someuds.sock
+  egress:
+  - port: {number: 0, protocol: HTTP, name: http-uds}
+    bind: unix:///var/run/egress.sock
+    hosts: ["./ratings.default.svc.cluster.local"]
+  - port: {number: 0, protocol: TCP, name: tcp-uds}
+    bind: unix://@egress-tcp
+    hosts: ["./ratings.default.svc.cluster.local"]
+  - hosts: ["./*"]
+---
+`;
+  const out = translate(BOOKINFO_SERVICES + sidecarYaml, SIDECAR, { ...PORTS, appPort: 9080 });
+  t.same(out.brief, []);
+  const config = out.config;
+  const res = envoyResourcesFromModel(config);
+  const http = roundTrip(t, ListenerSchema, res.listeners.find((l) => l.name === 'unix:///var/run/egress.sock_0'), 'http pipe listener');
+  t.same(http.address, { pipe: { path: '/var/run/egress.sock' } }, 'the HTTP listener: a pipe address, as istiod\'s BuildAddress writes a unix bind');
+  const tcp = roundTrip(t, ListenerSchema, res.listeners.find((l) => l.name === 'unix://@egress-tcp_0'), 'tcp pipe listener');
+  t.same(tcp.address, { pipe: { path: '@egress-tcp' } }, 'an abstract socket keeps its @');
+  const cla = roundTrip(t, ClusterLoadAssignmentSchema, res.endpoints.find((e) => e.assignment.clusterName === 'inbound|9080||')?.assignment, 'inbound|9080||') as { endpoints: { lb_endpoints: { endpoint: { address: unknown } }[] }[] };
+  t.same(cla.endpoints[0]!.lb_endpoints[0]!.endpoint.address, { pipe: { path: '/var/run/someuds.sock' } }, 'the inbound cluster\'s endpoint is the pipe');
+
+  const { config: got, issues } = proxyConfigFromEnvoy(res, config.node, config.version, false);
+  t.same(issues, []);
+  const byName = <T extends { name: string }>(xs: readonly T[]): T[] => [...xs].sort((a, b) => (a.name < b.name ? -1 : 1));
+  t.same(byName(got.listeners), byName(config.listeners), 'the listeners read back whole');
+  t.strictSame(got.clusters.find((c) => c.name === 'inbound|9080||'), config.clusters.find((c) => c.name === 'inbound|9080||'), 'the inbound cluster reads back whole');
+  t.match(got.listeners.find((l) => l.name === 'unix:///var/run/egress.sock_0'), { address: 'unix:///var/run/egress.sock', port: 0, pipe: { path: '/var/run/egress.sock', mode: 0 } });
+
+  // Envoy's own: a pipe with a mode; bad ones named by resource and field.
+  const withMode = structuredClone(res);
+  const l = withMode.listeners.find((x) => x.name === 'unix:///var/run/egress.sock_0')!;
+  l.address = { pipe: { path: '/var/run/egress.sock', mode: 0o660 } };
+  t.match(proxyConfigFromEnvoy(withMode, config.node, 'v', false).config.listeners.find((x) => x.name === l.name)?.pipe, { mode: 0o660 }, 'mode is read');
+  l.address = { pipe: { path: '' } };
+  const bad = proxyConfigFromEnvoy(withMode, config.node, 'v', false);
+  t.match(bad.issues.map(formatImportIssue).join('\n'), /unix:\/\/\/var\/run\/egress\.sock_0.*address\.pipe\.path.*needs a path/, 'an empty path is named');
+});

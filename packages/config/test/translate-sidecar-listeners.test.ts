@@ -254,7 +254,7 @@ t.test('inbound: a chain of virtualInbound per port of the services selecting th
   );
 });
 
-t.test('Sidecar ingress: its listeners replace the services\' inbound ports, each to its defaultEndpoint, with its TLS and bind', async (t) => {
+t.test('Sidecar ingress: its listeners replace the services\' inbound ports, each to its defaultEndpoint (a unix socket too), with its TLS and bind', async (t) => {
   const sidecar = `apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: ingress, namespace: default}
@@ -279,13 +279,13 @@ spec:
 `;
   const { config, brief } = translate(PRODUCTPAGE + sidecar + pa('pp', '  selector: {matchLabels: {app: productpage}}\n  mtls: {mode: STRICT}'));
   t.same(brief, [
-    'warning Sidecar default/ingress spec.ingress[4].defaultEndpoint: unix domain socket endpoints are not supported; port 4000 gets no inbound listener',
     'warning Sidecar default/ingress spec.ingress[5].tls: terminating TLS in front of TLS is not supported (only HTTP behind it); port 4443 gets no inbound listener',
   ]);
   const inbound = config.listeners.filter((l) => l.direction === 'inbound');
   t.same(inbound.map((l) => [l.name, l.address, l.port, l.destinationPort, l.bindToPort ?? true, l.tls?.kind ?? null]), [
     ['virtualInbound', '0.0.0.0', 15006, undefined, true, null],
     ['127.0.0.1_3000', '127.0.0.1', 3000, undefined, true, 'mesh'],
+    ['inbound_0.0.0.0_4000', '0.0.0.0', 15006, 4000, false, 'mesh'],
     ['inbound_0.0.0.0_7070', '0.0.0.0', 15006, 7070, false, 'mesh'],
     ['inbound_0.0.0.0_8443', '0.0.0.0', 15006, 8443, false, 'gateway'],
     ['inbound_0.0.0.0_9080', '0.0.0.0', 15006, 9080, false, 'mesh'],
@@ -298,12 +298,14 @@ spec:
     config.clusters.filter((c) => c.name.startsWith('inbound|')).map((c) => [c.name, c.endpoints.map((e) => `${e.address}:${e.port}`), c.service?.port ?? null]),
     [
       ['inbound|3000||', ['127.0.0.1:3001'], 9080],
+      ['inbound|4000||', ['unix:///var/run/app.sock:0'], 9080],
       ['inbound|7070||', ['127.0.0.1:7070'], 9080],
       ['inbound|8443||', ['127.0.0.1:80'], 9080],
       ['inbound|9080||', ['127.0.0.1:8080'], 9080],
     ],
     '127.0.0.1:PORT and 0.0.0.0:PORT (the app address) as defaultEndpoint; none: the app address at the port',
   );
+  t.equal(config.clusters.find((c) => c.name === 'inbound|4000||')?.endpoints[0]?.pipe, '/var/run/app.sock', 'unix://PATH: the endpoint is that unix domain socket');
 });
 
 t.test('inbound TCP ports and AuthorizationPolicy: a policy that cannot be enforced there closes the port, reported', async (t) => {

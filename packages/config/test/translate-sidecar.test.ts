@@ -419,7 +419,6 @@ spec:
   // What Remora does not apply is said (ingress listeners: translate-sidecar-listeners.test.ts).
   const warned = names(sidecar('ns', 'default', '  egress:\n  - port: {number: 6379, protocol: TCP, name: tcp}\n    hosts: ["./*"]\n  - bind: 127.0.0.1\n    hosts: ["./*"]'));
   t.same(warned.brief, [
-    'warning Sidecar default/ns spec.egress[0].port: per-port egress listeners are applied to HTTP ports only; port 6379 (TCP) takes its hosts into the outbound listener',
     'warning Sidecar default/ns spec.egress[1]: bind and captureMode of the egress listener without a port are not applied; its hosts apply to the outbound listener',
   ]);
 
@@ -435,4 +434,62 @@ spec:
   const bound = perPort.config.listeners.find((l) => l.name === '127.0.0.1_9080');
   t.match(bound, { address: '127.0.0.1', port: 9080, direction: 'outbound', routeConfig: '9080', tls: null }, 'captureMode NONE: a listener bound to 127.0.0.1:9080');
   t.equal(bound?.bindToPort, undefined, 'it opens its socket');
+});
+
+t.test('Sidecar egress listener on a TCP port: its hosts\' services on that port, per address or bound to bind:port, to outbound|port||host', async (t) => {
+  const se = (name: string, host: string, address: string | null, ports: string, endpoint: string) => `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ${name}, namespace: default}
+spec:
+  hosts: [${host}]
+${address === null ? '' : `  addresses: [${address}]\n`}  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: ${ports}
+  endpoints: [{address: ${endpoint}}]
+---
+`;
+  const services =
+    se('mysql', 'mysql.default.svc.cluster.local', '10.96.0.30', '[{number: 3306, name: tcp-mysql, protocol: TCP}]', '10.1.0.30') +
+    se('redis', 'redis.default.svc.cluster.local', '10.96.0.31', '[{number: 3306, name: tcp, protocol: TCP}, {number: 6379, name: redis, protocol: REDIS}]', '10.1.0.31') +
+    se('other', 'other.default.svc.cluster.local', '10.96.0.32', '[{number: 3306, name: tcp, protocol: TCP}]', '10.1.0.32');
+  const sidecar = (egress: string) => `apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: pp, namespace: default}\nspec:\n  workloadSelector: {labels: {app: productpage}}\n  egress:\n${egress}\n---\n`;
+  const tcp = (cluster: string) => [{ sniHosts: [], clusters: [{ cluster, weight: 100 }], origin: '' }];
+
+  // Captured (captureMode DEFAULT): per service address, as istiod's buildSidecarOutboundListener for the port.
+  const captured = translate(BOOKINFO_SERVICES + services + sidecar('  - port: {number: 3306, protocol: MYSQL, name: egressmysql}\n    hosts: ["./mysql.default.svc.cluster.local", "./redis.default.svc.cluster.local"]\n  - hosts: ["./*"]'));
+  t.same(captured.brief, []);
+  const mysql = captured.config.listeners.find((l) => l.name === '10.96.0.30_3306');
+  t.match(mysql, { address: '10.96.0.30', port: 3306, bindToPort: false, tcpProxy: tcp('outbound|3306||mysql.default.svc.cluster.local') }, 'mysql: 10.96.0.30_3306 to outbound|3306||mysql');
+  t.match(captured.config.listeners.find((l) => l.name === '10.96.0.31_3306'), { tcpProxy: tcp('outbound|3306||redis.default.svc.cluster.local') }, 'redis (two ports): the listener port\'s cluster');
+  t.ok(captured.config.listeners.some((l) => l.name === '10.96.0.32_3306'), 'the catch-all egress listener still builds other hosts\' listeners');
+
+  // captureMode NONE with bind: one listener on bind:port, the first host\'s route (istiod: TCP over TCP, first wins).
+  const bound = translate(BOOKINFO_SERVICES + services + sidecar('  - port: {number: 3306, protocol: MYSQL, name: egressmysql}\n    captureMode: NONE\n    bind: 127.0.0.1\n    hosts: ["*/mysql.default.svc.cluster.local"]'));
+  t.same(bound.brief, []);
+  const l = bound.config.listeners.find((x) => x.name === '127.0.0.1_3306');
+  t.match(l, { address: '127.0.0.1', port: 3306, direction: 'outbound', tcpProxy: tcp('outbound|3306||mysql.default.svc.cluster.local') }, 'bound to 127.0.0.1:3306, to mysql');
+  t.equal(l?.bindToPort, undefined, 'it opens its socket');
+  t.equal(l?.pipe, undefined);
+
+  // A port the host's only service port is not: that port's cluster (istiod: a single-port service keeps its port).
+  const other = translate(BOOKINFO_SERVICES + services + sidecar('  - port: {number: 3306, protocol: TCP, name: tcp}\n    captureMode: NONE\n    hosts: ["./other.default.svc.cluster.local"]'));
+  t.match(other.config.listeners.find((x) => x.name === '127.0.0.1_3306'), { tcpProxy: tcp('outbound|3306||other.default.svc.cluster.local') }, 'captureMode NONE without bind: 127.0.0.1');
+
+  // A unix domain socket: every port of its hosts' services, on the socket (port 0).
+  const uds = translate(BOOKINFO_SERVICES + services + sidecar('  - port: {number: 0, protocol: TCP, name: tcp-uds}\n    bind: unix:///var/run/mysql.sock\n    hosts: ["./mysql.default.svc.cluster.local"]'));
+  t.same(uds.brief, []);
+  t.match(uds.config.listeners.find((x) => x.name === 'unix:///var/run/mysql.sock_0'), {
+    address: 'unix:///var/run/mysql.sock',
+    port: 0,
+    pipe: { path: '/var/run/mysql.sock', mode: 0 },
+    tcpProxy: tcp('outbound|3306||mysql.default.svc.cluster.local'),
+  }, 'a listener on the unix socket, to the service\'s one port');
+
+  // HTTP on a unix domain socket: its hosts on every HTTP port, in the table named after the bind.
+  const http = translate(BOOKINFO_SERVICES + sidecar('  - port: {number: 0, protocol: HTTP, name: http-uds}\n    bind: unix:///var/run/egress.sock\n    hosts: ["./ratings.default.svc.cluster.local"]\n  - hosts: ["./*"]'));
+  t.same(http.brief, []);
+  const hl = http.config.listeners.find((x) => x.name === 'unix:///var/run/egress.sock_0');
+  t.match(hl, { pipe: { path: '/var/run/egress.sock' }, routeConfig: 'unix:///var/run/egress.sock', direction: 'outbound' }, 'an HTTP listener on the socket');
+  const table = http.config.routeConfigs.find((rc) => rc.name === 'unix:///var/run/egress.sock')!;
+  t.same(table.virtualHosts.map((v) => v.name), ['ratings.default.svc.cluster.local:9080', 'allow_any'], 'its table: its own host, then the outbound policy\'s catch-all');
 });

@@ -230,6 +230,12 @@ function socketAddress(address: string, port: number): AddressJson {
   return { socketAddress: { address, portValue: port } };
 }
 
+/** A listener's or endpoint's address: its unix domain socket (`pipe`), else IP and port. */
+function addressJson(a: { readonly address: string; readonly port: number }, pipe: { readonly path: string; readonly mode?: number } | undefined): AddressJson {
+  if (pipe === undefined) return socketAddress(a.address, a.port);
+  return { pipe: { path: pipe.path, ...(pipe.mode ? { mode: pipe.mode } : {}) } };
+}
+
 function any(typeUrl: string, body: object = {}): AnyJson {
   return { '@type': typeUrl, ...body } as AnyJson;
 }
@@ -279,7 +285,7 @@ function listenerJson(l: ModelListener, secrets: Map<string, SecretRef>, folded:
   if (detect !== undefined || (l.tcpProxy === undefined && l.direction === 'inbound' && !capture)) listenerFilters.push(HTTP_INSPECTOR);
   const out: ListenerJson = {
     name: l.name,
-    address: socketAddress(l.address, l.port),
+    address: addressJson(l, l.pipe),
     filterChains: chains,
     trafficDirection: l.direction === 'inbound' ? 'INBOUND' : 'OUTBOUND',
   };
@@ -1100,7 +1106,7 @@ function loadAssignmentJson(c: ModelCluster): ClusterLoadAssignmentJson {
     endpoints.push({
       ...(locality === '' ? {} : { locality: { region, zone, subZone } }),
       lbEndpoints: list.map((e) => ({
-        endpoint: { address: socketAddress(e.address, e.port) },
+        endpoint: { address: addressJson(e, e.pipe === undefined ? undefined : { path: e.pipe }) },
         ...(endpointMetadata(e) ?? {}),
         loadBalancingWeight: e.weight,
       })),

@@ -389,8 +389,16 @@ function endpointFrom(is: Issues, at: string, lbe: LbEndpointJson, locality: str
   for (const f of extra(ep, ['address', 'healthCheckConfig', 'hostname'])) is.error(`${at}.endpoint.${f}`, `${f} is not supported`);
   const addr = ep?.address;
   if (addr?.pipe !== undefined) {
-    is.error(`${at}.endpoint.address.pipe`, 'unix domain socket endpoints are not supported');
-    return null;
+    const path = addr.pipe.path ?? '';
+    if (path === '') {
+      is.error(`${at}.endpoint.address.pipe.path`, 'a unix domain socket endpoint needs a path');
+      return null;
+    }
+    if (discovery !== 'static') {
+      is.error(`${at}.endpoint.address.pipe`, `a unix domain socket endpoint is used as given; ${discovery} clusters resolve names`);
+      return null;
+    }
+    return { ...endpointFacts(lbe, locality), address: `unix://${path}`, port: 0, pipe: path };
   }
   if (addr?.envoyInternalAddress !== undefined) {
     is.error(`${at}.endpoint.address.envoyInternalAddress`, 'internal listener endpoints are not supported');
@@ -406,6 +414,11 @@ function endpointFrom(is: Issues, at: string, lbe: LbEndpointJson, locality: str
   if (sa.resolverName !== undefined) is.error(`${at}.endpoint.address.socketAddress.resolverName`, 'custom resolvers are not supported');
   const port = sa.portValue ?? 0;
   if (port <= 0 && discovery !== 'static') is.error(`${at}.endpoint.address.socketAddress.portValue`, 'a DNS endpoint needs a port');
+  return { ...endpointFacts(lbe, locality), address: sa.address!, port };
+}
+
+/** What an endpoint's metadata and weight say of it, whatever its address. */
+function endpointFacts(lbe: LbEndpointJson, locality: string): Omit<Endpoint, 'address' | 'port'> {
   const tlsMode = filterMetadata(lbe.metadata, 'envoy.transport_socket_match')?.tlsMode;
   const workload = filterMetadata(lbe.metadata, 'istio')?.workload;
   const remora = filterMetadata(lbe.metadata, 'remora');
@@ -414,8 +427,6 @@ function endpointFrom(is: Issues, at: string, lbe: LbEndpointJson, locality: str
     ? (remora.labels as Record<string, string>)
     : endpointLabelsFromIstio(typeof workload === 'string' ? workload : undefined, typeof tlsMode === 'string' ? tlsMode : undefined);
   return {
-    address: sa.address!,
-    port,
     labels,
     weight: count(lbe.loadBalancingWeight, 1),
     locality,

@@ -30,7 +30,7 @@
  * imported); a field that tunes something Remora does not have is a warning. Only types are
  * imported from the generated code: this module loads on the proxy's main thread.
  */
-import type { AccessLogConfig, IstioStatsConfig, Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, HttpTracing, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
+import type { AccessLogConfig, IstioStatsConfig, Listener, ListenerTls, HttpConnectionManagerOptions, HttpFilterConfig, HttpTracing, Pipe, TcpRoute, TlsServer, TrafficDirection, ServerHeaderTransformation } from '../model/listener.ts';
 import { readHcmTracing } from './to-model-tracing.ts';
 import { readAccessLogs } from './to-model-access-log.ts';
 import { httpStatPrefix } from '../model/listener.ts';
@@ -219,16 +219,9 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener[] | null {
     LISTENER_WARN,
   );
 
-  const sa = obj(obj(l.address)?.socketAddress);
-  if (sa === null) {
-    at.error('address', obj(l.address) === null ? 'a listener needs an address' : 'only a socketAddress (IP and port) is supported');
-    return null;
-  }
-  checkFields(at, 'address.socketAddress', sa, ['address', 'portValue', 'protocol', 'ipv4Compat'], {}, 'not supported (only an IP address and a port)');
-  if (sa.protocol !== undefined && sa.protocol !== 'TCP') at.error('address.socketAddress.protocol', `${String(sa.protocol)} listeners are not supported (TCP only)`);
-  const address = typeof sa.address === 'string' ? sa.address : '';
-  const port = typeof sa.portValue === 'number' ? sa.portValue : 0;
-  if (address === '') at.error('address.socketAddress.address', 'a listener needs an IP address');
+  const read = listenerAddress(obj(l.address), at);
+  if (read === null) return null;
+  const { address, port, pipe } = read;
 
   const direction: TrafficDirection = node.kind === 'gateway' ? 'gateway' : l.trafficDirection === 'INBOUND' || name === 'virtualInbound' ? 'inbound' : 'outbound';
 
@@ -264,6 +257,7 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener[] | null {
     name,
     address,
     port,
+    ...(pipe !== null ? { pipe } : {}),
     direction,
     ...(l.bypassOverloadManager === true ? { bypassOverloadManager: true } : {}),
     ...(l.bindToPort === false ? { bindToPort: false } : {}),
@@ -298,7 +292,40 @@ function readListener(l: Obj, node: ProxyNode, at: At): ReadListener[] | null {
   return [{ listener, inline: body.inline, ...(typeof of === 'string' && l.bindToPort === false ? { routeConfigsByPortOf: of } : {}) }];
 }
 
-type ListenerBase = Pick<Listener, 'name' | 'address' | 'port' | 'direction' | 'bypassOverloadManager' | 'bindToPort'>;
+type ListenerBase = Pick<Listener, 'name' | 'address' | 'port' | 'pipe' | 'direction' | 'bypassOverloadManager' | 'bindToPort'>;
+
+/**
+ * A listener's `address`: a socketAddress (IP and port), or a pipe (a unix domain socket,
+ * read as address `unix://<path>`, port 0, as istiod names such a listener).
+ */
+function listenerAddress(a: Obj | null, at: At): { address: string; port: number; pipe: Pipe | null } | null {
+  const pipe = obj(a?.pipe);
+  if (pipe !== null) {
+    checkFields(at, 'address.pipe', pipe, ['path', 'mode'], {}, 'not supported');
+    const path = typeof pipe.path === 'string' ? pipe.path : '';
+    if (path === '') {
+      at.error('address.pipe.path', 'a unix domain socket listener needs a path');
+      return null;
+    }
+    const mode = typeof pipe.mode === 'number' ? pipe.mode : 0;
+    if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
+      at.error('address.pipe.mode', `must be permission bits 0–0777, got ${String(pipe.mode)}`);
+      return null;
+    }
+    return { address: `unix://${path}`, port: 0, pipe: { path, mode } };
+  }
+  const sa = obj(a?.socketAddress);
+  if (sa === null) {
+    at.error('address', a === null ? 'a listener needs an address' : 'only a socketAddress (IP and port) or a pipe (unix domain socket) is supported');
+    return null;
+  }
+  checkFields(at, 'address.socketAddress', sa, ['address', 'portValue', 'protocol', 'ipv4Compat'], {}, 'not supported (only an IP address and a port)');
+  if (sa.protocol !== undefined && sa.protocol !== 'TCP') at.error('address.socketAddress.protocol', `${String(sa.protocol)} listeners are not supported (TCP only)`);
+  const address = typeof sa.address === 'string' ? sa.address : '';
+  const port = typeof sa.portValue === 'number' ? sa.portValue : 0;
+  if (address === '') at.error('address.socketAddress.address', 'a listener needs an IP address');
+  return { address, port, pipe: null };
+}
 
 function captureListeners(cs: readonly Chain[], base: ListenerBase, lc: ListenerContext, meta: Obj | null, at: At): ReadListener[] | null {
   const own = cs.filter((c) => c.destinationPort === lc.port);

@@ -23,9 +23,16 @@ export type Discovery =
   | 'original-dst';
 
 export interface Endpoint {
-  /** An IP for static clusters, a hostname for DNS clusters. */
+  /** An IP for static clusters, a hostname for DNS clusters; `unix://<path>` for a `pipe`. */
   readonly address: string;
+  /** 0 for a `pipe`. */
   readonly port: number;
+  /**
+   * Envoy's `pipe` endpoint address: connections go to this unix domain socket (`@name`: Linux's
+   * abstract namespace), as a Sidecar ingress `defaultEndpoint: unix://<path>` sends them.
+   * `address` is then `unix://<path>` and `port` 0. Absent: `address:port` over TCP.
+   */
+  readonly pipe?: string;
   readonly labels: Readonly<Record<string, string>>;
   /** Load-balancing weight, ≥ 1. */
   readonly weight: number;

@@ -221,11 +221,27 @@ export const ISTIO_METRIC_NAMES: readonly string[] = [
   'response_messages_total',
 ];
 
+/** Envoy's `pipe` address: a unix domain socket. */
+export interface Pipe {
+  /** The socket's path; `@name` is a name in Linux's abstract namespace (no file). */
+  readonly path: string;
+  /** The socket file's permission bits (`0o660`); 0: as the process's umask leaves them. */
+  readonly mode: number;
+}
+
 export interface Listener {
   /** Envoy-style name: `virtualOutbound`, `virtualInbound`, `0.0.0.0_8080`. */
   readonly name: string;
+  /** An IP; `unix://<path>` for a listener on a `pipe`. */
   readonly address: string;
+  /** 0 for a listener on a `pipe`. */
   readonly port: number;
+  /**
+   * The listener listens on this unix domain socket instead of `address:port` (a Sidecar
+   * egress listener with `bind: unix://<path>`). `address` is then `unix://<path>` and `port`
+   * 0, as istiod names such a listener (`unix:///var/run/app.sock_0`). Absent: a TCP socket.
+   */
+  readonly pipe?: Pipe;
   readonly direction: TrafficDirection;
   /** Name of the RouteConfiguration that routes this listener's requests. */
   readonly routeConfig: string;

@@ -16,7 +16,7 @@ import { FAULT_FILTER } from './fault.ts';
 import { httpFilterChain } from './http-filter-chain.ts';
 import { localRateLimitFilter } from './local-ratelimit.ts';
 import { inboundMtlsMode } from './peer-authentication.ts';
-import { outboundTrafficMode, sidecarScope, type SidecarScope } from './sidecar-scope.ts';
+import { boundListenerAddress, outboundTrafficMode, sidecarScope, type SidecarScope } from './sidecar-scope.ts';
 import {
   defaultRoute,
   INBOUND_CATCH_ALL,
@@ -37,7 +37,7 @@ import { jwtAuthnFilter } from './request-authentication.ts';
 import { hostCovers, hostSpecificity, intersectHosts, resolveHost, serviceHostAliases } from './host.ts';
 import { nameTable } from './name-table.ts';
 import { applyTelemetry, meshFileAccessLog } from './telemetry.ts';
-import { isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
+import { isHttpFamily, isHttpProtocol, labelsMatch, portProtocol, ServiceRegistry, type MeshService } from './registry.ts';
 import {
   defaultRetryPolicy,
   gatewayRefs,
@@ -157,14 +157,22 @@ function sidecarListeners(
 
   const outbound = sidecarOutboundRoutes(ctx, mesh, scope, mode);
   // A Sidecar's per-port egress listener decides what its port's table holds: its own hosts (istiod's shared table `<port>`).
-  for (const e of scope?.egressListeners ?? []) {
+  // A unix domain socket listener's table is its bind (istiod's RDS name for port 0): its hosts on every HTTP port.
+  const httpEgress = (scope?.egressListeners ?? []).filter((e) => isHttpFamily(e.protocol));
+  const pipeTables: RouteConfiguration[] = [];
+  for (const e of httpEgress) {
+    const tables = sidecarOutboundRoutes(ctx, mesh, e.scope, mode, e.port === 0 ? undefined : e.port);
+    if (e.port === 0) {
+      pipeTables.push(mergedTable(e.bound!.address, tables));
+      continue;
+    }
     const name = String(e.port);
-    const table = sidecarOutboundRoutes(ctx, mesh, e.scope, mode, e.port).find((rc) => rc.name === name)!;
+    const table = tables.find((rc) => rc.name === name)!;
     const at = outbound.findIndex((rc) => rc.name === name);
     if (at >= 0) outbound[at] = table;
     else outbound.push(table);
   }
-  routeConfigs.push(...outbound);
+  routeConfigs.push(...outbound, ...pipeTables);
   const byPort: Record<string, string> = {};
   for (const rc of outbound) byPort[rc.name] = rc.name;
   const outboundFilters = (port: number, tables: readonly RouteConfiguration[]): HttpFilterConfig[] =>
@@ -200,14 +208,12 @@ function sidecarListeners(
   });
   listeners.push(...perPort.listeners);
   routeConfigs.push(...perPort.routeConfigs);
-  // captureMode NONE or a bind address: the app talks to `bind:port` itself.
-  for (const e of scope?.egressListeners ?? []) {
+  // captureMode NONE, a bind address or a unix domain socket: the app talks to `bind:port` (or the socket) itself.
+  for (const e of httpEgress) {
     if (e.bound === null) continue;
-    const table = outbound.find((rc) => rc.name === String(e.port))!;
+    const table = e.port === 0 ? pipeTables.find((rc) => rc.name === e.bound!.address)! : outbound.find((rc) => rc.name === String(e.port))!;
     listeners.push({
-      name: `${e.bound.address}_${e.port}`,
-      address: e.bound.address,
-      port: e.port,
+      ...boundListenerAddress(e.bound.address, e.port),
       connectionManager: connectionManagerFor(node, 'outbound'),
       direction: 'outbound',
       routeConfig: table.name,
@@ -285,6 +291,22 @@ function sidecarListeners(
   }
   clusters.push(...sidecarPassthroughClusters());
   return { listeners, routeConfigs, clusters };
+}
+
+/** One table of every port's virtual hosts (each named `<host>:<port>`), the hosts that are no service once. */
+function mergedTable(name: string, tables: readonly RouteConfiguration[]): RouteConfiguration {
+  const seen = new Set<string>();
+  const virtualHosts: VirtualHost[] = [];
+  for (const t of tables) {
+    for (const vh of t.virtualHosts) {
+      if (seen.has(vh.name)) continue;
+      seen.add(vh.name);
+      virtualHosts.push(vh);
+    }
+  }
+  // The catch-all (`*`) virtual host last, whichever table it came from.
+  virtualHosts.sort((a, b) => Number(a.domains.includes('*')) - Number(b.domains.includes('*')));
+  return { name, virtualHosts, ignorePortInHostMatching: false };
 }
 
 /**

@@ -213,6 +213,11 @@ export function portProtocol(port: ServicePort): ServiceProtocol {
   return byName;
 }
 
+/** Protocols istiod builds an HTTP listener for, without sniffing (HTTP, HTTP2, GRPC, GRPC-WEB). */
+export function isHttpFamily(p: ServiceProtocol): boolean {
+  return p === 'HTTP' || p === 'HTTP2' || p === 'GRPC' || p === 'GRPC-WEB';
+}
+
 /** Ports that carry HTTP and so get HTTP routes (Istio: HTTP, HTTP2, GRPC, GRPC-WEB; unknown is sniffed). */
 export function isHttpProtocol(p: ServiceProtocol): boolean {
   return p === 'HTTP' || p === 'HTTP2' || p === 'GRPC' || p === 'GRPC-WEB' || p === 'UNKNOWN';

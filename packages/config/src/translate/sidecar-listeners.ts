@@ -36,8 +36,8 @@ import { connectionManagerFor } from './connection-manager.ts';
 import type { TranslateContext } from './context.ts';
 import { DEFAULT_CONNECTION_POOL } from './destination-rule.ts';
 import { hostCovers, resolveHost } from './host.ts';
-import { labelsMatch, normalizeProtocol, portProtocol, type MeshService, type ServiceProtocol, type ServiceRegistry } from './registry.ts';
-import type { SidecarIngress, SidecarScope } from './sidecar-scope.ts';
+import { isHttpFamily, labelsMatch, normalizeProtocol, portProtocol, type MeshService, type ServiceProtocol, type ServiceRegistry } from './registry.ts';
+import { boundListenerAddress, type SidecarIngress, type SidecarScope } from './sidecar-scope.ts';
 import { policyApplies } from './security.ts';
 import { gatewayRefs, MATCH_ALL, outboundClusterName, type MeshIndex } from './virtual-service.ts';
 
@@ -95,6 +95,8 @@ interface OutboundEntry {
   readonly name: string;
   readonly bind: string;
   readonly port: number;
+  /** A Sidecar egress listener's own socket (captureMode NONE, a bind, a unix socket); else reached by capture. */
+  readonly bound: boolean;
   /** The entry's protocol as istiod tracks it: UNKNOWN once HTTP is sniffed from TCP. */
   protocol: ServiceProtocol;
   /** The HTTP chain's route table; null: TCP only. */
@@ -126,29 +128,64 @@ export function sidecarOutboundListeners(input: SidecarOutboundInput): { listene
   const entries = new Map<string, OutboundEntry>();
   const virtualServices = meshVirtualServices(ctx, scope);
   const sniffedTables = new Map<string, RouteConfiguration>();
+  const vsOf = (svc: MeshService): MeshVirtualService[] => virtualServices.filter((v) => v.hosts.some((h) => hostCovers(h, svc.host)));
+  /** One service port on the listeners of `binds` (`bound`: sockets of their own), spoken as `protocol`. */
+  const add = (svc: MeshService, port: number, protocol: ServiceProtocol, portIndex: number, binds: readonly string[], bound: boolean, vss: readonly MeshVirtualService[]): void => {
+    const family = familyOf(protocol)!;
+    for (const bind of binds) {
+      const incoming = incomingChains(ctx, mesh, svc, port, family, bind, vss);
+      let http: string | null = null;
+      if (family === 'http' || family === 'auto') {
+        http = family === 'auto' && bind !== '0.0.0.0' ? `${svc.host}:${port}` : String(port);
+        if (http !== String(port)) sniffedTables.set(http, sniffedTable(http, `${svc.host}:${port}`, input.tables.find((t) => t.name === String(port))));
+      }
+      merge(ctx, entries, { name: `${bind}_${port}`, bind, port, bound, protocol: family === 'http' ? 'UNKNOWN' : protocol, http, tcp: incoming, service: svc }, protocol, portIndex);
+    }
+  };
+
+  // A Sidecar's egress listeners on a port that is not HTTP (the HTTP ones are the port's route
+  // table): as istiod builds them first, for the services of their own hosts that have that
+  // port (every port, on a unix socket), spoken as the listener's port declares; on their
+  // `bind` (a socket of their own) or the services' addresses. The listeners they make take
+  // nothing of the other hosts (istiod's locked entries).
+  const locked = new Set<string>();
+  for (const e of scope?.egressListeners ?? []) {
+    if (isHttpFamily(e.protocol)) continue;
+    const at = ['spec', 'egress', e.index, 'port'];
+    if (familyOf(e.protocol) === null) {
+      if (scope!.resource !== null) ctx.warn(scope!.resource, [...at, 'protocol'], `${e.protocol} egress listeners are not built (no ${e.protocol} proxying); port ${e.port} takes its hosts into the outbound listener`);
+      continue;
+    }
+    if (e.port === 0 && e.protocol === 'UNKNOWN') {
+      if (scope!.resource !== null) ctx.warn(scope!.resource, [...at, 'protocol'], 'a unix domain socket egress listener without a protocol (sniffed) is not built; declare HTTP or TCP');
+      continue;
+    }
+    for (const svc of mesh.registry.services()) {
+      if (svc.host.startsWith('*') || !e.scope.allows(svc.namespace, svc.host)) continue;
+      const vss = virtualServices.filter((v) => v.hosts.some((h) => hostCovers(h, svc.host) && e.scope.allows(v.resource.metadata.namespace, h)));
+      svc.ports.forEach((sp, portIndex) => {
+        if (e.port !== 0 && sp.number !== e.port) return;
+        const binds = e.bound !== null ? [e.bound.address] : outboundBinds(ctx, svc, familyOf(e.protocol)!, portIndex);
+        add(svc, e.port, e.protocol, portIndex, binds, e.bound !== null, vss);
+      });
+    }
+  }
+  for (const name of entries.keys()) locked.add(name);
 
   for (const svc of mesh.registry.services()) {
     if (svc.host.startsWith('*')) continue;
     if (scope !== null && !scope.allows(svc.namespace, svc.host)) continue;
-    const vsForHost = virtualServices.filter((v) => v.hosts.some((h) => hostCovers(h, svc.host)));
+    const vsForHost = vsOf(svc);
     for (const [portIndex, sp] of svc.ports.entries()) {
       const protocol = portProtocol(sp);
-      const family = familyOf(protocol);
-      if (family === null) continue;
+      if (familyOf(protocol) === null) continue;
       const port = sp.number;
       if (port === ports.outboundPort || port === ports.inboundPort) {
         ctx.warn(svc.source, ['spec', 'ports', portIndex], `port ${port} is the proxy's own ${port === ports.outboundPort ? 'outbound' : 'inbound'} port; no outbound listener is built for it`);
         continue;
       }
-      for (const bind of outboundBinds(ctx, svc, family, portIndex)) {
-        const incoming = incomingChains(ctx, mesh, svc, port, family, bind, vsForHost);
-        let http: string | null = null;
-        if (family === 'http' || family === 'auto') {
-          http = family === 'auto' && bind !== '0.0.0.0' ? `${svc.host}:${port}` : String(port);
-          if (http !== String(port)) sniffedTables.set(http, sniffedTable(http, `${svc.host}:${port}`, input.tables.find((t) => t.name === String(port))));
-        }
-        merge(ctx, entries, { name: `${bind}_${port}`, bind, port, protocol: family === 'http' ? 'UNKNOWN' : protocol, http, tcp: incoming, service: svc }, protocol, portIndex);
-      }
+      const binds = outboundBinds(ctx, svc, familyOf(protocol)!, portIndex).filter((bind) => !locked.has(`${bind}_${port}`));
+      add(svc, port, protocol, portIndex, binds, false, vsForHost);
     }
   }
 
@@ -159,7 +196,7 @@ export function sidecarOutboundListeners(input: SidecarOutboundInput): { listene
     // Routes naming SNI hosts first (Envoy picks a chain by SNI before the default chain).
     const tcp = [...e.tcp.filter((r) => !matchesAll(r)), ...e.tcp.filter(matchesAll)];
     if (!tcp.some(matchesAll)) tcp.push(catchAll);
-    const base = { name: e.name, address: e.bind, port: e.port, direction: 'outbound' as const, tls: null, bindToPort: false };
+    const base = { ...(e.bound ? boundListenerAddress(e.bind, e.port) : { name: e.name, address: e.bind, port: e.port, bindToPort: false }), direction: 'outbound' as const, tls: null };
     if (e.http === null) {
       listeners.push({ ...base, routeConfig: `tcp.${e.port}`, httpFilters: [], tcpProxy: tcp });
       continue;
@@ -286,7 +323,9 @@ function incomingChains(
 ): TcpRoute[] {
   if (family === 'http') return [];
   const out: TcpRoute[] = [];
-  const single = (sni: string[]): TcpRoute => ({ sniHosts: sni, clusters: [{ cluster: outboundClusterName(port, '', svc.host), weight: 100 }], origin: '' });
+  // A Sidecar egress port other than the service's: its only port, else the listener's (istiod's rule).
+  const target = svc.ports.length === 1 ? svc.ports[0]!.number : port;
+  const single = (sni: string[]): TcpRoute => ({ sniHosts: sni, clusters: [{ cluster: outboundClusterName(target, '', svc.host), weight: 100 }], origin: '' });
   if (family === 'tls') {
     const seen = new Set<string>();
     for (const vs of vss) {
@@ -477,6 +516,7 @@ export function inboundCluster(ctx: TranslateContext, p: InboundPort, own: MeshS
       {
         address: p.ingress?.endpoint.address ?? ports.appAddress,
         port: p.ingress?.endpoint.port ?? p.port,
+        ...(p.ingress?.endpoint.pipe !== undefined ? { pipe: p.ingress.endpoint.pipe } : {}),
         labels: node.labels,
         weight: 1,
         locality: '',

@@ -1,8 +1,9 @@
-import type { TlsServer } from '../model/index.ts';
+import type { Listener, TlsServer } from '../model/index.ts';
 import type { OutboundTrafficMode } from '../schema/mesh-config.ts';
 import type { Resource } from '../resources/resource.ts';
 import type { TranslateContext } from './context.ts';
 import { hostCovers } from './host.ts';
+import { normalizeProtocol, portProtocol, type ServiceProtocol } from './registry.ts';
 import { scopedResources } from './workload-scope.ts';
 
 interface IstioSidecarSpec {
@@ -40,8 +41,11 @@ export interface SidecarIngress {
   /** The port's protocol as written (upper case; '' when absent). */
   readonly protocol: string;
   readonly name: string;
-  /** Where the sidecar forwards: `127.0.0.1:PORT` (loopback), `0.0.0.0:PORT` (the workload's address); absent: the workload's address at `port`. */
-  readonly endpoint: { readonly address: string; readonly port: number };
+  /**
+   * Where the sidecar forwards: `127.0.0.1:PORT` (loopback), `0.0.0.0:PORT` (the workload's
+   * address), `unix://<path>` (a unix domain socket, `pipe`); absent: the workload's address at `port`.
+   */
+  readonly endpoint: { readonly address: string; readonly port: number; readonly pipe?: string };
   /** SIMPLE or MUTUAL termination with the given files; null: Istio mTLS per PeerAuthentication. */
   readonly tls: TlsServer | null;
   /** captureMode NONE: a listener bound to `bind:port` itself, not reached by capture. */
@@ -51,20 +55,27 @@ export interface SidecarIngress {
 interface EgressPortSpec {
   readonly index: number;
   readonly port: number;
+  readonly protocol: ServiceProtocol;
   readonly hosts: readonly EgressHost[];
   readonly bound: { readonly address: string } | null;
 }
 
 /**
- * An `egress` listener with a port (HTTP): on that port the outbound side sees its own hosts
- * only; with `captureMode: NONE` or a `bind` address it is a listener bound to `bind:port`
- * (127.0.0.1 when NONE names no address) that the app talks to directly.
+ * An `egress` listener with a port: on that port the outbound side sees its own hosts only
+ * (HTTP: the port's route table; TCP, TLS, unknown: the listeners of those hosts' services,
+ * as istiod builds them for the port); with `captureMode: NONE` or a `bind` address it is a
+ * listener bound to `bind:port` (127.0.0.1 when NONE names no address) that the app talks to
+ * directly. A `bind: unix://<path>` listener (port 0) is bound to that unix domain socket.
  */
 export interface SidecarEgressListener {
   readonly index: number;
+  /** The listener's port; 0 for a unix domain socket listener. */
   readonly port: number;
+  /** The port's protocol as istiod reads it: declared, else by its name's prefix, else unknown (sniffed). */
+  readonly protocol: ServiceProtocol;
   /** A scope of this listener's hosts alone. */
   readonly scope: SidecarScope;
+  /** Bound to its own socket: an IP, or `unix://<path>`; null: reached through capture. */
   readonly bound: { readonly address: string } | null;
 }
 
@@ -156,19 +167,13 @@ export function sidecarScope(ctx: TranslateContext): SidecarScope | null {
       }
       return;
     }
-    const protocol = (e.port.protocol ?? '').toUpperCase();
-    const http = ['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB'].includes(protocol) || (protocol === '' && /^(http|http2|grpc|grpc-web)(-|$)/i.test(e.port.name ?? ''));
-    if (!http || port <= 0) {
-      ctx.warn(r, ['spec', 'egress', i, 'port'], `per-port egress listeners are applied to HTTP ports only; port ${port} (${protocol || 'no protocol'}) takes its hosts into the outbound listener`);
-      return;
-    }
-    const capture = (e.captureMode ?? 'DEFAULT').toUpperCase();
     const bind = e.bind ?? '';
-    if (bind.startsWith('unix://')) {
-      ctx.warn(r, ['spec', 'egress', i, 'bind'], 'unix domain socket listeners are not supported; this egress listener is left out');
-      return;
-    }
-    egressPorts.push({ index: i, port, hosts: mine, bound: capture === 'NONE' || bind !== '' ? { address: bind !== '' ? bind : '127.0.0.1' } : null });
+    const unix = bind.startsWith('unix://');
+    if (port <= 0 && !unix) return;
+    const capture = (e.captureMode ?? 'DEFAULT').toUpperCase();
+    // istiod: captureMode NONE and a unix socket bind open a socket of their own; `bind` alone is the listener's address.
+    const bound = capture === 'NONE' || unix || bind !== '' ? { address: bind !== '' ? bind : '127.0.0.1' } : null;
+    egressPorts.push({ index: i, port: unix ? 0 : port, protocol: egressProtocol(e.port), hosts: mine, bound });
   });
   // No egress section: Istio's default, every host of every namespace.
   if (egress.length === 0) hosts.push({ namespace: '*', host: '*' });
@@ -179,11 +184,25 @@ export function sidecarScope(ctx: TranslateContext): SidecarScope | null {
   return new SidecarScope(origin, hosts, registryOnly, spec.outboundTrafficPolicy != null, ingress, r, egressListeners);
 }
 
+/** Istio's `unix://<path>` address (validation checked the path: absolute, or `@name`): the path; null for anything else. */
+export function unixPath(address: string): string | null {
+  return address.startsWith('unix://') ? address.slice('unix://'.length) : null;
+}
+
+/**
+ * A bound Sidecar listener's name and address, as istiod names it (`<bind>_<port>`): on an
+ * IP and port, or on the unix domain socket of a `unix://<path>` bind (port 0).
+ */
+export function boundListenerAddress(bind: string, port: number): Pick<Listener, 'name' | 'address' | 'port' | 'pipe'> {
+  const path = unixPath(bind);
+  return { name: `${bind}_${port}`, address: bind, port, ...(path !== null ? { pipe: { path, mode: 0 } } : {}) };
+}
+
 /**
  * The Sidecar's ingress listeners as istiod reads them (validation has checked the fields).
  * `defaultEndpoint` `127.0.0.1:PORT` forwards over loopback, `0.0.0.0:PORT` to the
- * workload's address (`--app-address`, what istiod's instance IP is to a pod); a unix
- * socket endpoint is not supported and leaves that port out, with a warning.
+ * workload's address (`--app-address`, what istiod's instance IP is to a pod),
+ * `unix://<path>` to a unix domain socket.
  */
 function sidecarIngress(ctx: TranslateContext, r: Resource, list: readonly IstioIngressListener[]): SidecarIngress[] {
   const { ports } = ctx;
@@ -192,13 +211,12 @@ function sidecarIngress(ctx: TranslateContext, r: Resource, list: readonly Istio
     const at = ['spec', 'ingress', index];
     const port = l.port?.number ?? 0;
     if (port <= 0) return;
-    let endpoint = { address: ports.appAddress, port };
+    let endpoint: SidecarIngress['endpoint'] = { address: ports.appAddress, port };
     const raw = l.defaultEndpoint ?? '';
-    if (raw.startsWith('unix://')) {
-      ctx.warn(r, [...at, 'defaultEndpoint'], `unix domain socket endpoints are not supported; port ${port} gets no inbound listener`);
-      return;
-    }
-    if (raw !== '') {
+    const pipe = unixPath(raw);
+    if (pipe !== null) {
+      endpoint = { address: raw, port: 0, pipe };
+    } else if (raw !== '') {
       const colon = raw.lastIndexOf(':');
       const host = raw.slice(0, colon).replace(/^\[|\]$/g, '');
       const target = Number(raw.slice(colon + 1));
@@ -247,6 +265,11 @@ function sidecarIngress(ctx: TranslateContext, r: Resource, list: readonly Istio
     out.push({ index, port, protocol, name: l.port?.name ?? '', endpoint, tls, bound });
   });
   return out;
+}
+
+/** An egress port's protocol, istiod's protocol.Parse with the port name's prefix when none is declared. */
+function egressProtocol(p: { protocol?: string; name?: string }): ServiceProtocol {
+  return portProtocol({ number: 0, name: p.name ?? '', protocol: normalizeProtocol(p.protocol), targetPort: null });
 }
 
 /** TLS version names as Istio writes them → Node's. */

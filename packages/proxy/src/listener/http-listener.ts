@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { PEER_EXCHANGE_ALPN, type PeerWorkload } from '../telemetry/peer-metadata.ts';
 import { createServer as createH2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
+import { chmodSync } from 'node:fs';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ListenerTls, TcpRoute, TlsServer } from '@remora/config';
@@ -17,6 +18,7 @@ import { TlsStats } from './tls-stats.ts';
 import { MAX_CLIENT_HELLO, parseClientHello } from './client-hello.ts';
 import type { OriginalDestination } from './original-dst.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
+import { removeStaleSocket, socketPath } from '../unix-socket.ts';
 
 /** Envoy's default limit on request headers (max_request_headers_kb: 60). */
 const MAX_HEADER_BYTES = 60 * 1024;
@@ -478,14 +480,35 @@ export class HttpListener {
    * same address (Linux SO_REUSEPORT: the kernel spreads new connections over them).
    */
   listen(reusePort = false): Promise<void> {
+    const pipe = this.snapshot.listener.pipe;
     return new Promise((resolve, reject) => {
+      const where = pipe !== undefined ? pipe.path : `${this.address}:${this.port}`;
       const onError = (err: NodeJS.ErrnoException): void => {
         const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.message;
-        reject(new Error(`cannot listen on ${this.address}:${this.port} (listener ${this.name}): ${why}`));
+        reject(new Error(`cannot listen on ${where} (listener ${this.name}): ${why}`));
       };
+      if (pipe !== undefined) {
+        try {
+          removeStaleSocket(pipe.path);
+        } catch (err) {
+          onError(err as NodeJS.ErrnoException);
+          return;
+        }
+      }
       this.tcp.once('error', onError);
-      this.tcp.listen({ host: this.address, port: this.port, backlog: 4096, ...(reusePort ? { reusePort: true } : {}) }, () => {
+      // A unix domain socket: one listener owns the path (SO_REUSEPORT does not apply to it).
+      const at = pipe !== undefined ? { path: socketPath(pipe.path) } : { host: this.address, port: this.port, ...(reusePort ? { reusePort: true } : {}) };
+      this.tcp.listen({ ...at, backlog: 4096 }, () => {
         this.tcp.off('error', onError);
+        if (pipe !== undefined && pipe.mode !== 0 && !pipe.path.startsWith('@')) {
+          try {
+            chmodSync(pipe.path, pipe.mode);
+          } catch (err) {
+            this.tcp.close();
+            onError(err as NodeJS.ErrnoException);
+            return;
+          }
+        }
         // The HTTP/1 server gets its connections from `tcp`; its connection tracking (idle
         // closing, header and request timeouts) starts on 'listening', so tell it.
         this.server.emit('listening');
@@ -498,6 +521,12 @@ export class HttpListener {
   startUnbound(): void {
     // The HTTP/1 server's connection tracking (timeouts) starts on 'listening'.
     this.server.emit('listening');
+  }
+
+  /** Where the socket listens, for logs: `address:port`, or a unix domain socket's path. */
+  get boundAt(): string {
+    const pipe = this.snapshot.listener.pipe;
+    return pipe !== undefined ? pipe.path : `${this.address}:${this.boundPort}`;
   }
 
   get boundPort(): number {
@@ -644,3 +673,4 @@ export class HttpListener {
     this.snapshot.http.codecRefused(status);
   }
 }
+

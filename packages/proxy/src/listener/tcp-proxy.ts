@@ -17,6 +17,7 @@ import type { MetadataExchange } from './metadata-exchange.ts';
 import { PEER_EXCHANGE_ALPN, type PeerWorkload } from '../telemetry/peer-metadata.ts';
 import { asTlsError } from '../upstream/upstream-tls.ts';
 import { spiffeIdOf } from '../tls/identity-store.ts';
+import { socketPath } from '../unix-socket.ts';
 
 /** What Istio's client offers over mTLS for TCP: the metadata exchange first where the cluster runs it (istiod's ALPNInMeshWithMxc). */
 const MTLS_TCP_ALPN: readonly string[] = [PEER_EXCHANGE_ALPN, 'istio'];
@@ -170,7 +171,10 @@ export class TcpTunnel implements AccessLogRecord {
       }
       up = s;
     } else {
-      up = connect({ host: host.host.address, port: host.host.port, allowHalfOpen: true, ...(bind !== undefined ? { localAddress: bind } : {}) });
+      const pipe = host.host.pipe;
+      up = pipe !== null
+        ? connect({ path: socketPath(pipe), allowHalfOpen: true })
+        : connect({ host: host.host.address, port: host.host.port, allowHalfOpen: true, ...(bind !== undefined ? { localAddress: bind } : {}) });
     }
     this.#upstream = up;
     let connected = false;

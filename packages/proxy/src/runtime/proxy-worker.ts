@@ -57,6 +57,8 @@ const runtime = new Runtime({
   timeouts: init.timeouts,
   filters,
   listen: 'shared',
+  // A unix domain socket cannot be shared by SO_REUSEPORT: the first worker serves it.
+  listenPipes: init.index === 0,
   sharing: {
     cells,
     outlier: (model, onChange) => {

@@ -67,6 +67,13 @@ export interface RuntimeOptions {
   readonly listen?: 'own' | 'shared' | 'none';
   /** One of several threads: what clusters share with the others (circuit breakers, outlier detection). */
   readonly sharing?: ClusterSharing;
+  /**
+   * Whether this runtime opens the listeners on unix domain sockets (`Listener.pipe`). A path
+   * is one socket, which SO_REUSEPORT cannot share among worker threads: with `listen: 'shared'`
+   * one worker (the first) serves them and the others keep them for the admin views only.
+   * Absent: true.
+   */
+  readonly listenPipes?: boolean;
 }
 
 /**
@@ -108,6 +115,7 @@ export class Runtime implements ListenerContext {
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };
   readonly originalDestination: ((socket: Socket, listenerPort: number) => Promise<OriginalDestination | null>) | null;
   #listen: 'own' | 'shared' | 'none';
+  readonly #listenPipes: boolean;
   /** False while the workers of a main thread have not all bound their listeners. */
   #workersServing = true;
   /** Envoy's hand-off by original destination: per direction, listeners by `address:port` (their `destinationPort` when set). */
@@ -134,6 +142,7 @@ export class Runtime implements ListenerContext {
     this.timeouts = opts.timeouts ?? { headersMs: 60_000, requestMs: 0 };
     this.originalDestination = opts.originalDestination ?? null;
     this.#listen = opts.listen ?? 'own';
+    this.#listenPipes = opts.listenPipes ?? true;
     this.overload = new OverloadManager(opts.overload ?? NO_OVERLOAD_LIMITS, () => {
       let n = 0;
       for (const l of this.#listeners.values()) n += l.activeConnections;
@@ -268,8 +277,9 @@ export class Runtime implements ListenerContext {
       }
       if (existing) this.#retire(existing);
       const l = new HttpListener(ls, this);
-      if (bound && this.#listen === 'none') {
-        // The workers open the sockets; this thread keeps the listener for the admin views.
+      const pipe = ls.listener.pipe !== undefined;
+      if (bound && (this.#listen === 'none' || (pipe && !this.#listenPipes))) {
+        // The workers (or, for a unix socket, the first of them) open the sockets; this thread keeps the listener for the admin views.
         startedHere.push(l);
         this.#listeners.set(name, l);
         continue;
@@ -283,7 +293,7 @@ export class Runtime implements ListenerContext {
         continue;
       }
       try {
-        await l.listen(this.#listen === 'shared');
+        await l.listen(this.#listen === 'shared' && !pipe);
       } catch (err) {
         if (first) {
           for (const s of startedHere) s.closeAll();
@@ -296,7 +306,7 @@ export class Runtime implements ListenerContext {
       }
       startedHere.push(l);
       this.#listeners.set(name, l);
-      this.#loggers.get('main').info(`listener ${name} on ${l.address}:${l.boundPort} (${ls.direction})`);
+      this.#loggers.get('main').info(`listener ${name} on ${l.boundAt} (${ls.direction})`);
     }
     for (const [name, l] of [...this.#listeners]) if (!wanted.has(name)) this.#retire(l);
     this.#buildHandOff();

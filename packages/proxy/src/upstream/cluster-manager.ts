@@ -163,7 +163,7 @@ export class ClusterManager {
       const settings = tls === null ? plain : { ...plain, tls };
       const key = UpstreamHost.keyOf(ep.address, ep.port, settings);
       let host = this.#hosts.get(key);
-      if (host === undefined) this.#hosts.set(key, (host = new UpstreamHost(key, ep.address, ep.port, settings)));
+      if (host === undefined) this.#hosts.set(key, (host = new UpstreamHost(key, ep.address, ep.port, settings, ep.pipe ?? null)));
       host.refs++;
       hosts.push({ host, endpoint: ep, stats: this.#opts.statsFor(model, ep) });
     }

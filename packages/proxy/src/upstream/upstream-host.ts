@@ -3,6 +3,7 @@ import type { Endpoint, UpstreamProtocol } from '@remora/config';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamTlsSettings } from './upstream-tls.ts';
 import { spiffeIdOf } from '../tls/identity-store.ts';
+import { socketPath } from '../unix-socket.ts';
 
 /** Settings that change how connections to an address are made; part of the pool key. */
 export interface PoolSettings {
@@ -58,16 +59,23 @@ export class UpstreamHost {
   /** When refs dropped to 0 (ms since epoch), for the close grace period. */
   unusedSince = 0;
 
-  constructor(key: string, address: string, port: number, settings: PoolSettings) {
+  /** A unix domain socket endpoint's path (Envoy's `pipe`); null: `address:port` over TCP. */
+  readonly pipe: string | null;
+
+  constructor(key: string, address: string, port: number, settings: PoolSettings, pipe: string | null = null) {
     this.key = key;
     this.address = address;
     this.port = port;
-    this.hostPort = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+    this.pipe = pipe;
+    // Envoy prints a pipe host as its path.
+    this.hostPort = pipe !== null ? pipe : address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
     const tls = settings.tls ?? null;
     this.tls = tls;
     this.meshMtls = tls !== null && tls.mode === 'ISTIO_MUTUAL';
     this.servername = tls?.servername ?? null;
-    this.pool = new Pool(`${tls !== null ? 'https' : 'http'}://${this.hostPort}`, {
+    this.pool = new Pool(`${tls !== null ? 'https' : 'http'}://${pipe !== null ? 'localhost' : this.hostPort}`, {
+      // undici's connector dials the socket instead of the origin's host and port.
+      ...(pipe !== null ? { socketPath: socketPath(pipe) } : {}),
       connections: settings.maxConnections > 0 ? settings.maxConnections : null,
       pipelining: 1,
       connectTimeout: settings.connectTimeoutMs,
