@@ -100,6 +100,12 @@ export class UpgradeExchange extends ProxiedRequest {
   #retry: CompiledRetryPolicy | null = null;
   /** This upgrade holds a slot of the cluster's circuit breaker (released once, at the end). */
   #holdsBreaker = false;
+  /**
+   * A retry of this upgrade holds a place in the cluster's retry budget (Envoy's max_retries),
+   * from when it is scheduled until its try has an outcome (a response head or a failure), as
+   * Envoy's retry state holds it until the next retry decision.
+   */
+  #holdsRetry = false;
   #timer: NodeJS.Timeout | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
   #lingerTimer: NodeJS.Timeout | null = null;
@@ -173,16 +179,20 @@ export class UpgradeExchange extends ProxiedRequest {
 
   protected afterFilters(): void {
     const route = this.route;
+    const http = this.snapshot.http;
     if (route === null) {
+      http.noRoute.value++;
       this.#localReply(404, ResponseFlag.NR, 'route_not_found', null);
       return;
     }
     const target = route.target;
     if (target.kind === 'direct-response') {
+      http.directResponse.value++;
       this.#directResponse(target.status, target.body, null);
       return;
     }
     if (target.kind === 'redirect') {
+      http.redirect.value++;
       this.#directResponse(target.model.status, null, redirectLocation(target.model, this));
       return;
     }
@@ -193,10 +203,12 @@ export class UpgradeExchange extends ProxiedRequest {
     const weighted = target.pick(Math.random());
     const cluster = weighted.cluster;
     if (cluster === null) {
+      this.snapshot.http.noCluster.value++;
       this.target = weighted;
       this.#localReply(503, ResponseFlag.NC, 'cluster_not_found', null);
       return;
     }
+    this.snapshot.http.routed.value++;
     this.prepareUpstream(target, weighted, cluster);
     // Mirrors are left out: a shadow copy of a handshake would open a tunnel nobody reads.
     this.#retry = target.retry;
@@ -239,9 +251,11 @@ export class UpgradeExchange extends ProxiedRequest {
     if (this.#state !== CONNECTING) return;
     const chosen = this.pickHost();
     if (chosen === null) {
+      this.#endRetry();
       this.#localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
       return;
     }
+    this.cluster!.stats.rqTotal++;
     this.#attempt = new UpgradeAttempt(this, chosen, this.#requestHead(), this.#head, this.cluster!.model.connectionPool.connectTimeoutMs, this.#retry?.perTryTimeoutMs ?? 0);
   }
 
@@ -319,6 +333,12 @@ export class UpgradeExchange extends ProxiedRequest {
 
   #onResponseHead(a: UpgradeAttempt, head: ResponseHead, rest: Buffer): void {
     const status = head.status;
+    const cluster = this.cluster!;
+    // The host answered: outlier detection and the cluster's status counters hear of it, as for any request.
+    cluster.reportStatus(a.host, status);
+    cluster.stats.charge(status);
+    this.#endRetry();
+    let exhausted = false;
     if (status !== 101) {
       const retry = this.#retry;
       if (retry !== null && retry.retriableResponse(status, -1)) {
@@ -326,9 +346,12 @@ export class UpgradeExchange extends ProxiedRequest {
           this.#scheduleRetry(a);
           return;
         }
+        exhausted = true;
         if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
+        if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
       }
     }
+    if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
     this.#clearTimers();
     a.onResponseStarted();
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
@@ -344,8 +367,7 @@ export class UpgradeExchange extends ProxiedRequest {
       if (!RESPONSE_DROP.has(lower) || (status !== 101 && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
     }
     out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
-    this.applyResponseEdits(out);
-    this.snapshot.connectionManager.applyServer(out);
+    this.#finishResponseHeaders(out);
     if (status === 101) {
       // Envoy keeps the upgrade headers on a 101; the upstream's spelling of them travels.
       out.push('connection', head.connection ?? 'Upgrade');
@@ -463,6 +485,16 @@ export class UpgradeExchange extends ProxiedRequest {
   /** The current attempt failed before its response head: retry when the policy allows, else a local reply. */
   #attemptFailed(a: UpgradeAttempt, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
+    const cluster = this.cluster!;
+    // A locally-originated failure of the host (Envoy's outlier detection), charged as Envoy's router does.
+    cluster.reportLocalFailure(a.host);
+    if (failure === AttemptFailure.ConnectFailure) {
+      a.host.host.connectFailures++;
+      cluster.stats.cxConnectFail++;
+    }
+    if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
+    cluster.stats.charge(failure === AttemptFailure.PerTryTimeout ? 504 : 503);
+    this.#endRetry();
     const retry = this.#retry;
     if (retry !== null && retry.retriableFailure(failure)) {
       if (this.#canRetry()) {
@@ -470,25 +502,39 @@ export class UpgradeExchange extends ProxiedRequest {
         return;
       }
       if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
+      if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
     }
     this.#abandon(a);
-    if (failure === AttemptFailure.ConnectFailure) a.host.host.connectFailures++;
     const reply = failureReply(failure, code);
     this.#localReply(reply.status, reply.flag, reply.details, reply.body);
   }
 
-  /** A bad response head: never retried (Envoy does not retry protocol errors). */
+  /** A bad response head: never retried (Envoy does not retry protocol errors), but a failure of the host all the same. */
   #attemptFailedHard(a: UpgradeAttempt, status: number, flag: number, details: string, body: string, reason: string): void {
     this.upstreamTransportFailureReason = reason;
+    this.cluster!.reportLocalFailure(a.host);
+    this.cluster!.stats.charge(status);
+    this.#endRetry();
     this.#abandon(a);
     this.#localReply(status, flag, details, body);
   }
 
   #canRetry(): boolean {
-    return this.retriesLeft > 0 && !this.#sentBeyondHead;
+    if (this.retriesLeft <= 0 || this.#sentBeyondHead) return false;
+    // Envoy's max_retries: concurrent retries across the cluster.
+    return this.cluster!.breaker.tryRetry();
+  }
+
+  /** The retry in flight has its outcome (or never got a try): its place in the retry budget goes back. */
+  #endRetry(): void {
+    if (!this.#holdsRetry) return;
+    this.#holdsRetry = false;
+    this.cluster!.breaker.retryDone();
   }
 
   #scheduleRetry(a: UpgradeAttempt): void {
+    this.cluster!.stats.rqRetry++;
+    this.#holdsRetry = true;
     this.noteRetry(a.host);
     this.#abandon(a);
     this.#state = CONNECTING;
@@ -508,7 +554,15 @@ export class UpgradeExchange extends ProxiedRequest {
     this.#timer = null;
     if (this.#state !== CONNECTING && this.#state !== AWAITING_HEAD) return;
     const a = this.#attempt;
-    if (a !== null) this.#abandon(a);
+    const cluster = this.cluster!;
+    cluster.stats.rqTimeout++;
+    if (a !== null) {
+      // A timeout is a locally-originated failure of the host (Envoy's outlier detection).
+      cluster.reportLocalFailure(a.host);
+      cluster.stats.charge(504);
+      this.#abandon(a);
+    }
+    this.#endRetry();
     this.#localReply(504, ResponseFlag.UT, 'upstream_response_timeout', 'upstream request timeout');
   }
 
@@ -533,6 +587,13 @@ export class UpgradeExchange extends ProxiedRequest {
 
   readonly #onDownstreamEnd = (): void => {
     this.#downstreamEnded = true;
+    if (this.#state === CONNECTING || this.#state === AWAITING_HEAD) {
+      // Before the response there is nothing to half-close: Envoy's HTTP/1 downstream has no
+      // half-close, so the client's FIN is the client leaving (DC, upstream work cancelled,
+      // its retry budget and breaker slot given back), handled where the socket closes.
+      this.downstream.destroy();
+      return;
+    }
     const a = this.#attempt;
     // Envoy's HTTP/1 downstream has no half-close: a client FIN before the upstream's ends the
     // stream as a downstream disconnect. The flag says so; the bytes still in flight still go.
@@ -617,6 +678,7 @@ export class UpgradeExchange extends ProxiedRequest {
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
     this.applyResponseHeaderSets(headers);
+    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(headers);
     this.snapshot.connectionManager.applyServer(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, payload);
@@ -629,13 +691,17 @@ export class UpgradeExchange extends ProxiedRequest {
     const headers: string[] = ['content-length', String(body === null ? 0 : body.length)];
     if (body !== null) headers.push('content-type', 'text/plain');
     if (location !== null) headers.push('location', location);
-    const route = this.route;
-    if (route !== null && route.responseEdits !== null) route.responseEdits.apply(headers);
-    this.applyResponseHeaderSets(headers);
-    this.snapshot.connectionManager.applyServer(headers);
+    this.#finishResponseHeaders(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, body);
     this.#finish();
+  }
+
+  /** As Exchange's: response edits (filters' headers among them), inbound peer metadata, the `server` header. */
+  #finishResponseHeaders(out: string[]): void {
+    this.applyResponseEdits(out);
+    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(out);
+    this.snapshot.connectionManager.applyServer(out);
   }
 
   #writeAndClose(status: number, headers: string[], body: Buffer | null): void {
@@ -667,6 +733,7 @@ export class UpgradeExchange extends ProxiedRequest {
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
+    this.#endRetry();
     this.#releaseBreaker();
     this.#clearTimers();
     this.destroyFilters();
