@@ -1,7 +1,8 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { connect, Socket } from 'node:net';
 import type { ForwardTarget } from '../router/compiled-route.ts';
-import { AttemptFailure, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
+import { retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
+import { AttemptFailure, chargedStatus, classifyUpstreamError, CONNECT_TIMEOUT_REASON, PER_TRY_TIMEOUT_REASON } from '../upstream/connect-errors.ts';
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
@@ -450,25 +451,26 @@ export class UpgradeExchange extends ProxiedRequest {
     }
   }
 
-  onAttemptError(a: UpgradeAttempt, err: NodeJS.ErrnoException): void {
-    const code = err.code ?? err.message;
+  onAttemptError(a: UpgradeAttempt, err: Error): void {
+    // TLS failures carry Envoy's TLS_error reason.
+    const f = classifyUpstreamError(err, a.connected, a.host.host.tls);
     switch (this.#state) {
       case CONNECTING:
       case AWAITING_HEAD:
-        this.#attemptFailed(a, !a.connected && isConnectError(code) ? AttemptFailure.ConnectFailure : AttemptFailure.Reset, code);
+        this.#attemptFailed(a, f.failure, f.reason);
         return;
       case TUNNEL:
       case RELAYING:
         // After the response started all that can be done is to cut the client off, as Envoy resets the stream.
-        this.upstreamTransportFailureReason = code;
+        this.upstreamTransportFailureReason = f.reason;
         this.responseFlags |= ResponseFlag.UC;
         this.downstream.destroy();
     }
   }
 
   onAttemptTimeout(a: UpgradeAttempt, connecting: boolean): void {
-    if (connecting) this.#attemptFailed(a, AttemptFailure.ConnectFailure, 'ETIMEDOUT');
-    else this.#attemptFailed(a, AttemptFailure.PerTryTimeout, 'per_try_timeout');
+    if (connecting) this.#attemptFailed(a, AttemptFailure.ConnectFailure, CONNECT_TIMEOUT_REASON);
+    else this.#attemptFailed(a, AttemptFailure.PerTryTimeout, PER_TRY_TIMEOUT_REASON);
   }
 
   onAttemptClose(a: UpgradeAttempt): void {
@@ -493,7 +495,7 @@ export class UpgradeExchange extends ProxiedRequest {
       cluster.stats.cxConnectFail++;
     }
     if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
-    cluster.stats.charge(failure === AttemptFailure.PerTryTimeout ? 504 : 503);
+    cluster.stats.charge(chargedStatus(failure));
     this.#endRetry();
     const retry = this.#retry;
     if (retry !== null && retry.retriableFailure(failure)) {
@@ -811,11 +813,8 @@ class UpgradeAttempt {
     this.ended = true;
     if (this.exchange.isCurrent(this)) this.exchange.onAttemptEnd(this);
   };
-  readonly #onError = (err: NodeJS.ErrnoException): void => {
-    if (!this.exchange.isCurrent(this)) return;
-    // TLS failures carry Envoy's TLS_error reason as their code.
-    const tls = this.host.host.tls?.explain(err) ?? null;
-    this.exchange.onAttemptError(this, tls ?? err);
+  readonly #onError = (err: Error): void => {
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptError(this, err);
   };
   readonly #onClose = (): void => {
     this.closed = true;
@@ -913,22 +912,6 @@ function formatHead(status: number, reason: string | null, headers: readonly str
   let s = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? reason ?? ''}\r\n`;
   for (let i = 0; i < headers.length; i += 2) s += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
   return s + '\r\n';
-}
-
-function isConnectError(code: string): boolean {
-  if (code.startsWith('TLS_error:')) return true;
-  switch (code) {
-    case 'ECONNREFUSED':
-    case 'ETIMEDOUT':
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'EADDRNOTAVAIL':
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return true;
-    default:
-      return false;
-  }
 }
 
 const C_SIZE = 0;

@@ -9,6 +9,7 @@ import type { AccessLogRecord, RequestLogger } from '../telemetry/access-log.ts'
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { formatResponseFlags } from '../http/response-flags.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
+import { classifyUpstreamError } from '../upstream/connect-errors.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { pickTcpRoute } from './tcp-route.ts';
@@ -133,7 +134,7 @@ export class TcpTunnel implements AccessLogRecord {
         cluster.stats.cxConnectFail++;
         cluster.reportLocalFailure(host);
         this.responseFlags |= ResponseFlag.UF;
-        this.upstreamTransportFailureReason = err.code ?? err.message;
+        this.upstreamTransportFailureReason = classifyUpstreamError(err, false, null).reason;
       }
       this.#finish();
     });
