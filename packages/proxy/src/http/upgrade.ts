@@ -12,6 +12,7 @@ import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { ResponseFlag } from './response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
+import { DELAYED_CLOSE_MS, SocketSplice, type SpliceOwner, type SpliceSettings } from '../upstream/socket-splice.ts';
 
 /**
  * HTTP/1.1 Upgrade (WebSocket and any other protocol but h2c) through the proxy, as Envoy
@@ -28,7 +29,9 @@ import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
  */
 
 /** Envoy's delayed_close_timeout: after one side is gone and the other is ended, how long to wait for its FIN. */
-const LINGER_MS = 1_000;
+const LINGER_MS = DELAYED_CLOSE_MS;
+/** An open tunnel has no idle limit here (Envoy's stream_idle_timeout is not in the model). */
+const TUNNEL_SPLICE: SpliceSettings = { idleTimeoutMs: 0, delayedCloseMs: DELAYED_CLOSE_MS };
 /** Envoy's default limit on response headers (max_response_headers_kb: 60). */
 const MAX_RESPONSE_HEAD_BYTES = 60 * 1024;
 const HEAD_END = Buffer.from('\r\n\r\n');
@@ -43,7 +46,7 @@ const ROUTING = 0;
 const CONNECTING = 1;
 /** Request head sent; waiting for the upstream's response head. */
 const AWAITING_HEAD = 2;
-/** 101 relayed: bytes flow both ways. */
+/** 101 relayed: bytes flow both ways, through a SocketSplice. */
 const TUNNEL = 3;
 /** A non-101 response is being relayed; the connection closes after it. */
 const RELAYING = 4;
@@ -92,12 +95,13 @@ export class UpgradeTunnels {
  * and header rules; the access log line and metrics are written when both sockets are closed,
  * with Envoy's code 101 and the bytes carried each way.
  */
-export class UpgradeExchange extends ProxiedRequest {
+export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   readonly #registry: Set<UpgradeExchange>;
   readonly downstream: Socket;
   readonly #head: Buffer;
 
   #attempt: UpgradeAttempt | null = null;
+  #splice: SocketSplice | null = null;
   #retry: CompiledRetryPolicy | null = null;
   /** This upgrade holds a slot of the cluster's circuit breaker (released once, at the end). */
   #holdsBreaker = false;
@@ -289,11 +293,6 @@ export class UpgradeExchange extends ProxiedRequest {
 
   onAttemptData(a: UpgradeAttempt, chunk: Buffer): void {
     switch (this.#state) {
-      case TUNNEL:
-        if (this.#downstreamClosed) return;
-        this.bytesSent += chunk.length;
-        if (!this.downstream.write(chunk)) a.socket.pause();
-        return;
       case RELAYING:
         this.#relayBody(a, chunk);
         return;
@@ -381,12 +380,44 @@ export class UpgradeExchange extends ProxiedRequest {
     }
     this.downstream.write(formatHead(status, head.reason, out), 'latin1');
     if (status === 101) {
-      // Tunnel bytes that came in the same read as the 101.
-      if (rest.length > 0) this.onAttemptData(a, rest);
+      this.#startTunnel(a, rest);
       return;
     }
     if (this.#bodyLeft === 0) this.#endRelay(a);
     else if (rest.length > 0) this.#relayBody(a, rest);
+  }
+
+  /**
+   * The 101 is out: both sockets go to a splice (half-close passed through, delayed close),
+   * starting with the tunnel bytes that came in the same read as the 101.
+   */
+  #startTunnel(a: UpgradeAttempt, rest: Buffer): void {
+    const down = this.downstream;
+    down.off('data', this.#onDownstreamData);
+    down.off('end', this.#onDownstreamEnd);
+    down.off('close', this.#onDownstreamClose);
+    down.off('drain', this.#onDownstreamDrain);
+    a.detach();
+    this.#splice = new SocketSplice(down, a.socket, TUNNEL_SPLICE, this);
+    this.#splice.start(rest);
+  }
+
+  /** Both sockets of the tunnel are closed: what the splice saw becomes the log line's flags and bytes. */
+  onSpliceClosed(splice: SocketSplice): void {
+    this.bytesReceived += splice.bytesFromDownstream;
+    this.bytesSent += splice.bytesFromUpstream;
+    const err = splice.upstreamError;
+    if (err !== null) {
+      // All that can be done is to cut the client off, as Envoy resets the stream.
+      this.upstreamTransportFailureReason = classifyUpstreamError(err, true, null).reason;
+      this.responseFlags |= ResponseFlag.UC;
+    } else if (splice.downstreamEndedFirst || (splice.downstreamReset && !splice.closedLocally)) {
+      // Envoy's HTTP/1 downstream has no half-close: a client FIN before the upstream's ends the
+      // stream as a downstream disconnect, though here the bytes still in flight still went.
+      this.responseFlags |= ResponseFlag.DC;
+    }
+    this.#attempt?.release();
+    this.#finish();
   }
 
   /** How the body of a non-101 response ends; the body is relayed as framed. */
@@ -439,10 +470,6 @@ export class UpgradeExchange extends ProxiedRequest {
       case AWAITING_HEAD:
         this.#attemptFailed(a, AttemptFailure.Reset, '');
         return;
-      case TUNNEL:
-        // Half-close: the upstream is done sending; the client still may.
-        if (!this.#downstreamClosed) this.downstream.end();
-        return;
       case RELAYING:
         if (this.#chunked !== null || this.#bodyLeft > 0) {
           this.responseFlags |= ResponseFlag.UC;
@@ -459,7 +486,6 @@ export class UpgradeExchange extends ProxiedRequest {
       case AWAITING_HEAD:
         this.#attemptFailed(a, f.failure, f.reason);
         return;
-      case TUNNEL:
       case RELAYING:
         // After the response started all that can be done is to cut the client off, as Envoy resets the stream.
         this.upstreamTransportFailureReason = f.reason;
@@ -474,7 +500,7 @@ export class UpgradeExchange extends ProxiedRequest {
   }
 
   onAttemptClose(a: UpgradeAttempt): void {
-    if (this.#state === TUNNEL || this.#state === RELAYING) {
+    if (this.#state === RELAYING) {
       if (!this.#downstreamClosed) this.#endDownstream();
       this.#maybeFinish(a);
     }
@@ -597,10 +623,7 @@ export class UpgradeExchange extends ProxiedRequest {
       return;
     }
     const a = this.#attempt;
-    // Envoy's HTTP/1 downstream has no half-close: a client FIN before the upstream's ends the
-    // stream as a downstream disconnect. The flag says so; the bytes still in flight still go.
-    if (this.#state === TUNNEL && a !== null && !a.ended) this.responseFlags |= ResponseFlag.DC;
-    // Half-close: the client is done sending; the upstream may still answer.
+    // Relaying a refusal: the client is done sending; the upstream may still finish its answer.
     if (a !== null && a.connected) a.socket.end();
   };
 
@@ -623,12 +646,10 @@ export class UpgradeExchange extends ProxiedRequest {
         if (a !== null) this.#abandon(a);
         this.#finish();
         return;
-      case TUNNEL:
       case RELAYING:
         if (a !== null && !a.closed) {
           if (hadError || !this.#downstreamEnded) {
             // A reset, or a close we did not see coming: tear the upstream down now.
-            if (this.#state === TUNNEL && (this.responseFlags & (ResponseFlag.UC | ResponseFlag.LR)) === 0) this.responseFlags |= ResponseFlag.DC;
             a.socket.destroy();
           } else {
             // Orderly: the client's FIN has gone upstream; give the upstream the linger time to finish.
@@ -653,7 +674,11 @@ export class UpgradeExchange extends ProxiedRequest {
     if (this.#state === DONE) return;
     this.responseFlags |= ResponseFlag.LR;
     const a = this.#attempt;
-    if (this.#state === TUNNEL || this.#state === RELAYING) {
+    if (this.#state === TUNNEL) {
+      this.#splice!.close();
+      return;
+    }
+    if (this.#state === RELAYING) {
       if (a !== null) a.socket.destroy();
       this.downstream.destroy();
       return;
@@ -836,6 +861,18 @@ class UpgradeAttempt {
   onResponseStarted(): void {
     if (this.#perTryTimer !== null) clearTimeout(this.#perTryTimer);
     this.#perTryTimer = null;
+  }
+
+  /** The socket goes to a splice: this attempt's listeners come off it (it stays counted until `release`). */
+  detach(): void {
+    const s = this.socket;
+    s.off('data', this.#onData);
+    s.off('end', this.#onEnd);
+    s.off('error', this.#onError);
+    s.off('close', this.#onClose);
+    s.off('drain', this.#onDrain);
+    s.off('timeout', this.#onTimeout);
+    s.setTimeout(0);
   }
 
   takeHeadBuffer(chunk: Buffer): Buffer {

@@ -10,6 +10,7 @@ import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { formatResponseFlags } from '../http/response-flags.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
 import { classifyUpstreamError } from '../upstream/connect-errors.ts';
+import { DELAYED_CLOSE_MS, SocketSplice, type SpliceOwner } from '../upstream/socket-splice.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { pickTcpRoute } from './tcp-route.ts';
@@ -44,7 +45,7 @@ export interface TcpTunnelContext {
  * line in the TCP form Istio prints (`"- - -" 0`), with `UH` when no host was there (a
  * BlackHoleCluster, no original destination) and `UF` when the connection to it failed.
  */
-export class TcpTunnel implements AccessLogRecord {
+export class TcpTunnel implements AccessLogRecord, SpliceOwner {
   readonly startTime = Date.now();
   readonly #startHr = performance.now();
   readonly method = '-';
@@ -73,7 +74,7 @@ export class TcpTunnel implements AccessLogRecord {
   readonly #downstream: Socket;
   readonly #log: RequestLogger;
   readonly #onClose: (t: TcpTunnel) => void;
-  #upstream: Socket | null = null;
+  #splice: SocketSplice | null = null;
   #done = false;
   /** Istio's TCP metrics: the host's label set, else the cluster's or the listener's. */
   #stats: RequestStats;
@@ -121,7 +122,6 @@ export class TcpTunnel implements AccessLogRecord {
     this.upstreamHost = host.host.hostPort;
     const bind = cluster.model.upstreamBindAddress;
     const up = connect({ host: host.host.address, port: host.host.port, allowHalfOpen: true, ...(bind !== undefined ? { localAddress: bind } : {}) });
-    this.#upstream = up;
     let connected = false;
     up.once('connect', () => {
       connected = true;
@@ -129,22 +129,23 @@ export class TcpTunnel implements AccessLogRecord {
       up.setNoDelay(true);
       this.#stats.tcpOpened();
     });
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      if (!connected) {
-        cluster.stats.cxConnectFail++;
-        cluster.reportLocalFailure(host);
-        this.responseFlags |= ResponseFlag.UF;
-        this.upstreamTransportFailureReason = classifyUpstreamError(err, false, null).reason;
-      }
-      this.#finish();
+    // Registered before the splice's: the connect failure is known when the splice ends.
+    up.on('error', (err: Error) => {
+      if (connected) return;
+      cluster.stats.cxConnectFail++;
+      cluster.reportLocalFailure(host);
+      this.responseFlags |= ResponseFlag.UF;
+      this.upstreamTransportFailureReason = classifyUpstreamError(err, false, null).reason;
     });
-    down.on('error', () => this.#finish());
-    down.on('close', () => this.#finish());
-    up.on('close', () => this.#finish());
+    // Bytes already read (a ClientHello) go first; the rest is queued until the connection is made.
     if (head.length > 0) up.write(head);
-    down.pipe(up);
-    up.pipe(down);
-    down.resume();
+    // Envoy's tcp_proxy idle_timeout (Istio: connectionPool.tcp.idleTimeout, 1 h by default).
+    this.#splice = new SocketSplice(down, up, { idleTimeoutMs: cluster.model.connectionPool.idleTimeoutMs, delayedCloseMs: DELAYED_CLOSE_MS }, this);
+    this.#splice.start();
+  }
+
+  onSpliceClosed(): void {
+    this.#finish();
   }
 
   /** Closes both sides (idempotent) and logs the connection once. */
@@ -152,9 +153,8 @@ export class TcpTunnel implements AccessLogRecord {
     if (this.#done) return;
     this.#done = true;
     const down = this.#downstream;
-    const up = this.#upstream;
     down.destroy();
-    up?.destroy();
+    this.#splice?.upstream.destroy();
     this.bytesReceived = down.bytesRead;
     this.bytesSent = down.bytesWritten;
     this.durationMs = performance.now() - this.#startHr;
@@ -163,8 +163,9 @@ export class TcpTunnel implements AccessLogRecord {
     this.#onClose(this);
   }
 
-  /** Cuts the connection now (shutdown). */
+  /** Cuts the connection now (shutdown); it is logged once both sides have closed. */
   close(): void {
-    this.#finish();
+    if (this.#splice === null) this.#finish();
+    else this.#splice.close();
   }
 }
