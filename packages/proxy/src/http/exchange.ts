@@ -15,6 +15,7 @@ import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './re
 import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
 import { ResponseFlag } from './response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
+import { chargedStatus, midResponseFlag } from '../upstream/connect-errors.ts';
 import { UpstreamAttempt } from './upstream-attempt.ts';
 
 /** The body a filter reads of a request without one. */
@@ -492,14 +493,14 @@ export class Exchange extends ProxiedRequest {
     if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
     if (this.#state === RESPONDING) {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
-      this.responseFlags |= failure === AttemptFailure.PerTryTimeout ? ResponseFlag.UT : ResponseFlag.UC;
+      this.responseFlags |= ResponseFlag[midResponseFlag(failure)];
       this.#attempt = null;
       this.#resetDownstream();
       this.#finish();
       return;
     }
     // Envoy's router charges a reset or connect failure as a 503 from the host, a per-try timeout as a 504.
-    cluster.stats.charge(failure === AttemptFailure.PerTryTimeout ? 504 : 503);
+    cluster.stats.charge(chargedStatus(failure));
     const retry = this.#retry;
     if (retry !== null && retry.retriableFailure(failure)) {
       if (this.#canRetry()) {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { CompiledRoute, ForwardTarget, RouteRequest, WeightedTarget } from '../router/compiled-route.ts';
-import { AttemptFailure } from '../router/retry-policy.ts';
+import { failureReply as upstreamFailureReply, OVERFLOW_FAILURE, type AttemptFailure, type FailureReply as UpstreamFailureReply } from '../upstream/connect-errors.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { AccessLogRecord } from '../telemetry/access-log.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
@@ -58,7 +58,7 @@ export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
 
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)(.*)$/is;
 
-/** A local reply for an upstream try that failed before a response could be used. */
+/** A local reply for an upstream try that failed before a response could be used (flag as a bit). */
 export interface FailureReply {
   readonly status: number;
   readonly flag: number;
@@ -66,41 +66,16 @@ export interface FailureReply {
   readonly body: string;
 }
 
-/** Envoy's status, flag, details and body for each way a try can fail before its response. */
-/** Envoy's answer when the cluster's circuit breaker has no room (503 UO). */
-export const OVERFLOW_REPLY: FailureReply = {
-  status: 503,
-  flag: ResponseFlag.UO,
-  details: 'upstream_reset_before_response_started{overflow}',
-  body: 'upstream connect error or disconnect/reset before headers. reset reason: overflow',
-};
+function withFlagBit(r: UpstreamFailureReply): FailureReply {
+  return { status: r.status, flag: ResponseFlag[r.flag], details: r.details, body: r.body };
+}
 
-export function failureReply(failure: AttemptFailure, code: string): FailureReply {
-  switch (failure) {
-    case AttemptFailure.ConnectFailure:
-      return {
-        status: 503,
-        flag: ResponseFlag.UF,
-        details: 'upstream_reset_before_response_started{connection_failure}',
-        body: `upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: ${code}`,
-      };
-    case AttemptFailure.PerTryTimeout:
-      return { status: 504, flag: ResponseFlag.UT, details: 'upstream_per_try_timeout', body: 'upstream request timeout' };
-    case AttemptFailure.RefusedStream:
-      return {
-        status: 503,
-        flag: ResponseFlag.UR,
-        details: 'upstream_reset_before_response_started{remote_refused_stream_reset}',
-        body: 'upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset',
-      };
-    default:
-      return {
-        status: 503,
-        flag: ResponseFlag.UC,
-        details: 'upstream_reset_before_response_started{connection_termination}',
-        body: 'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
-      };
-  }
+/** Envoy's answer when the cluster's circuit breaker has no room (503 UO). */
+export const OVERFLOW_REPLY: FailureReply = withFlagBit(OVERFLOW_FAILURE);
+
+/** Envoy's status, flag, details and body for each way a try can fail before its response (upstream/connect-errors.ts). */
+export function failureReply(failure: AttemptFailure, reason: string): FailureReply {
+  return withFlagBit(upstreamFailureReply(failure, reason));
 }
 
 /**

@@ -1,7 +1,8 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { connect, Socket } from 'node:net';
 import type { ForwardTarget } from '../router/compiled-route.ts';
-import { AttemptFailure, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
+import { retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
+import { AttemptFailure, chargedStatus, classifyUpstreamError, CONNECT_TIMEOUT_REASON, PER_TRY_TIMEOUT_REASON } from '../upstream/connect-errors.ts';
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSnapshot } from '../runtime/snapshot.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
@@ -11,6 +12,7 @@ import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { ResponseFlag } from './response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
+import { DELAYED_CLOSE_MS, SocketSplice, type SpliceOwner, type SpliceSettings } from '../upstream/socket-splice.ts';
 
 /**
  * HTTP/1.1 Upgrade (WebSocket and any other protocol but h2c) through the proxy, as Envoy
@@ -27,7 +29,9 @@ import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
  */
 
 /** Envoy's delayed_close_timeout: after one side is gone and the other is ended, how long to wait for its FIN. */
-const LINGER_MS = 1_000;
+const LINGER_MS = DELAYED_CLOSE_MS;
+/** An open tunnel has no idle limit here (Envoy's stream_idle_timeout is not in the model). */
+const TUNNEL_SPLICE: SpliceSettings = { idleTimeoutMs: 0, delayedCloseMs: DELAYED_CLOSE_MS };
 /** Envoy's default limit on response headers (max_response_headers_kb: 60). */
 const MAX_RESPONSE_HEAD_BYTES = 60 * 1024;
 const HEAD_END = Buffer.from('\r\n\r\n');
@@ -42,7 +46,7 @@ const ROUTING = 0;
 const CONNECTING = 1;
 /** Request head sent; waiting for the upstream's response head. */
 const AWAITING_HEAD = 2;
-/** 101 relayed: bytes flow both ways. */
+/** 101 relayed: bytes flow both ways, through a SocketSplice. */
 const TUNNEL = 3;
 /** A non-101 response is being relayed; the connection closes after it. */
 const RELAYING = 4;
@@ -91,15 +95,22 @@ export class UpgradeTunnels {
  * and header rules; the access log line and metrics are written when both sockets are closed,
  * with Envoy's code 101 and the bytes carried each way.
  */
-export class UpgradeExchange extends ProxiedRequest {
+export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   readonly #registry: Set<UpgradeExchange>;
   readonly downstream: Socket;
   readonly #head: Buffer;
 
   #attempt: UpgradeAttempt | null = null;
+  #splice: SocketSplice | null = null;
   #retry: CompiledRetryPolicy | null = null;
   /** This upgrade holds a slot of the cluster's circuit breaker (released once, at the end). */
   #holdsBreaker = false;
+  /**
+   * A retry of this upgrade holds a place in the cluster's retry budget (Envoy's max_retries),
+   * from when it is scheduled until its try has an outcome (a response head or a failure), as
+   * Envoy's retry state holds it until the next retry decision.
+   */
+  #holdsRetry = false;
   #timer: NodeJS.Timeout | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
   #lingerTimer: NodeJS.Timeout | null = null;
@@ -173,16 +184,20 @@ export class UpgradeExchange extends ProxiedRequest {
 
   protected afterFilters(): void {
     const route = this.route;
+    const http = this.snapshot.http;
     if (route === null) {
+      http.noRoute.value++;
       this.#localReply(404, ResponseFlag.NR, 'route_not_found', null);
       return;
     }
     const target = route.target;
     if (target.kind === 'direct-response') {
+      http.directResponse.value++;
       this.#directResponse(target.status, target.body, null);
       return;
     }
     if (target.kind === 'redirect') {
+      http.redirect.value++;
       this.#directResponse(target.model.status, null, redirectLocation(target.model, this));
       return;
     }
@@ -193,10 +208,12 @@ export class UpgradeExchange extends ProxiedRequest {
     const weighted = target.pick(Math.random());
     const cluster = weighted.cluster;
     if (cluster === null) {
+      this.snapshot.http.noCluster.value++;
       this.target = weighted;
       this.#localReply(503, ResponseFlag.NC, 'cluster_not_found', null);
       return;
     }
+    this.snapshot.http.routed.value++;
     this.prepareUpstream(target, weighted, cluster);
     // Mirrors are left out: a shadow copy of a handshake would open a tunnel nobody reads.
     this.#retry = target.retry;
@@ -239,9 +256,11 @@ export class UpgradeExchange extends ProxiedRequest {
     if (this.#state !== CONNECTING) return;
     const chosen = this.pickHost();
     if (chosen === null) {
+      this.#endRetry();
       this.#localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
       return;
     }
+    this.cluster!.stats.rqTotal++;
     this.#attempt = new UpgradeAttempt(this, chosen, this.#requestHead(), this.#head, this.cluster!.model.connectionPool.connectTimeoutMs, this.#retry?.perTryTimeoutMs ?? 0);
   }
 
@@ -274,11 +293,6 @@ export class UpgradeExchange extends ProxiedRequest {
 
   onAttemptData(a: UpgradeAttempt, chunk: Buffer): void {
     switch (this.#state) {
-      case TUNNEL:
-        if (this.#downstreamClosed) return;
-        this.bytesSent += chunk.length;
-        if (!this.downstream.write(chunk)) a.socket.pause();
-        return;
       case RELAYING:
         this.#relayBody(a, chunk);
         return;
@@ -319,6 +333,12 @@ export class UpgradeExchange extends ProxiedRequest {
 
   #onResponseHead(a: UpgradeAttempt, head: ResponseHead, rest: Buffer): void {
     const status = head.status;
+    const cluster = this.cluster!;
+    // The host answered: outlier detection and the cluster's status counters hear of it, as for any request.
+    cluster.reportStatus(a.host, status);
+    cluster.stats.charge(status);
+    this.#endRetry();
+    let exhausted = false;
     if (status !== 101) {
       const retry = this.#retry;
       if (retry !== null && retry.retriableResponse(status, -1)) {
@@ -326,9 +346,12 @@ export class UpgradeExchange extends ProxiedRequest {
           this.#scheduleRetry(a);
           return;
         }
+        exhausted = true;
         if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
+        if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
       }
     }
+    if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
     this.#clearTimers();
     a.onResponseStarted();
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
@@ -344,8 +367,7 @@ export class UpgradeExchange extends ProxiedRequest {
       if (!RESPONSE_DROP.has(lower) || (status !== 101 && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
     }
     out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
-    this.applyResponseEdits(out);
-    this.snapshot.connectionManager.applyServer(out);
+    this.#finishResponseHeaders(out);
     if (status === 101) {
       // Envoy keeps the upgrade headers on a 101; the upstream's spelling of them travels.
       out.push('connection', head.connection ?? 'Upgrade');
@@ -358,12 +380,44 @@ export class UpgradeExchange extends ProxiedRequest {
     }
     this.downstream.write(formatHead(status, head.reason, out), 'latin1');
     if (status === 101) {
-      // Tunnel bytes that came in the same read as the 101.
-      if (rest.length > 0) this.onAttemptData(a, rest);
+      this.#startTunnel(a, rest);
       return;
     }
     if (this.#bodyLeft === 0) this.#endRelay(a);
     else if (rest.length > 0) this.#relayBody(a, rest);
+  }
+
+  /**
+   * The 101 is out: both sockets go to a splice (half-close passed through, delayed close),
+   * starting with the tunnel bytes that came in the same read as the 101.
+   */
+  #startTunnel(a: UpgradeAttempt, rest: Buffer): void {
+    const down = this.downstream;
+    down.off('data', this.#onDownstreamData);
+    down.off('end', this.#onDownstreamEnd);
+    down.off('close', this.#onDownstreamClose);
+    down.off('drain', this.#onDownstreamDrain);
+    a.detach();
+    this.#splice = new SocketSplice(down, a.socket, TUNNEL_SPLICE, this);
+    this.#splice.start(rest);
+  }
+
+  /** Both sockets of the tunnel are closed: what the splice saw becomes the log line's flags and bytes. */
+  onSpliceClosed(splice: SocketSplice): void {
+    this.bytesReceived += splice.bytesFromDownstream;
+    this.bytesSent += splice.bytesFromUpstream;
+    const err = splice.upstreamError;
+    if (err !== null) {
+      // All that can be done is to cut the client off, as Envoy resets the stream.
+      this.upstreamTransportFailureReason = classifyUpstreamError(err, true, null).reason;
+      this.responseFlags |= ResponseFlag.UC;
+    } else if (splice.downstreamEndedFirst || (splice.downstreamReset && !splice.closedLocally)) {
+      // Envoy's HTTP/1 downstream has no half-close: a client FIN before the upstream's ends the
+      // stream as a downstream disconnect, though here the bytes still in flight still went.
+      this.responseFlags |= ResponseFlag.DC;
+    }
+    this.#attempt?.release();
+    this.#finish();
   }
 
   /** How the body of a non-101 response ends; the body is relayed as framed. */
@@ -416,10 +470,6 @@ export class UpgradeExchange extends ProxiedRequest {
       case AWAITING_HEAD:
         this.#attemptFailed(a, AttemptFailure.Reset, '');
         return;
-      case TUNNEL:
-        // Half-close: the upstream is done sending; the client still may.
-        if (!this.#downstreamClosed) this.downstream.end();
-        return;
       case RELAYING:
         if (this.#chunked !== null || this.#bodyLeft > 0) {
           this.responseFlags |= ResponseFlag.UC;
@@ -428,29 +478,29 @@ export class UpgradeExchange extends ProxiedRequest {
     }
   }
 
-  onAttemptError(a: UpgradeAttempt, err: NodeJS.ErrnoException): void {
-    const code = err.code ?? err.message;
+  onAttemptError(a: UpgradeAttempt, err: Error): void {
+    // TLS failures carry Envoy's TLS_error reason.
+    const f = classifyUpstreamError(err, a.connected, a.host.host.tls);
     switch (this.#state) {
       case CONNECTING:
       case AWAITING_HEAD:
-        this.#attemptFailed(a, !a.connected && isConnectError(code) ? AttemptFailure.ConnectFailure : AttemptFailure.Reset, code);
+        this.#attemptFailed(a, f.failure, f.reason);
         return;
-      case TUNNEL:
       case RELAYING:
         // After the response started all that can be done is to cut the client off, as Envoy resets the stream.
-        this.upstreamTransportFailureReason = code;
+        this.upstreamTransportFailureReason = f.reason;
         this.responseFlags |= ResponseFlag.UC;
         this.downstream.destroy();
     }
   }
 
   onAttemptTimeout(a: UpgradeAttempt, connecting: boolean): void {
-    if (connecting) this.#attemptFailed(a, AttemptFailure.ConnectFailure, 'ETIMEDOUT');
-    else this.#attemptFailed(a, AttemptFailure.PerTryTimeout, 'per_try_timeout');
+    if (connecting) this.#attemptFailed(a, AttemptFailure.ConnectFailure, CONNECT_TIMEOUT_REASON);
+    else this.#attemptFailed(a, AttemptFailure.PerTryTimeout, PER_TRY_TIMEOUT_REASON);
   }
 
   onAttemptClose(a: UpgradeAttempt): void {
-    if (this.#state === TUNNEL || this.#state === RELAYING) {
+    if (this.#state === RELAYING) {
       if (!this.#downstreamClosed) this.#endDownstream();
       this.#maybeFinish(a);
     }
@@ -463,6 +513,16 @@ export class UpgradeExchange extends ProxiedRequest {
   /** The current attempt failed before its response head: retry when the policy allows, else a local reply. */
   #attemptFailed(a: UpgradeAttempt, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
+    const cluster = this.cluster!;
+    // A locally-originated failure of the host (Envoy's outlier detection), charged as Envoy's router does.
+    cluster.reportLocalFailure(a.host);
+    if (failure === AttemptFailure.ConnectFailure) {
+      a.host.host.connectFailures++;
+      cluster.stats.cxConnectFail++;
+    }
+    if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
+    cluster.stats.charge(chargedStatus(failure));
+    this.#endRetry();
     const retry = this.#retry;
     if (retry !== null && retry.retriableFailure(failure)) {
       if (this.#canRetry()) {
@@ -470,25 +530,39 @@ export class UpgradeExchange extends ProxiedRequest {
         return;
       }
       if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
+      if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
     }
     this.#abandon(a);
-    if (failure === AttemptFailure.ConnectFailure) a.host.host.connectFailures++;
     const reply = failureReply(failure, code);
     this.#localReply(reply.status, reply.flag, reply.details, reply.body);
   }
 
-  /** A bad response head: never retried (Envoy does not retry protocol errors). */
+  /** A bad response head: never retried (Envoy does not retry protocol errors), but a failure of the host all the same. */
   #attemptFailedHard(a: UpgradeAttempt, status: number, flag: number, details: string, body: string, reason: string): void {
     this.upstreamTransportFailureReason = reason;
+    this.cluster!.reportLocalFailure(a.host);
+    this.cluster!.stats.charge(status);
+    this.#endRetry();
     this.#abandon(a);
     this.#localReply(status, flag, details, body);
   }
 
   #canRetry(): boolean {
-    return this.retriesLeft > 0 && !this.#sentBeyondHead;
+    if (this.retriesLeft <= 0 || this.#sentBeyondHead) return false;
+    // Envoy's max_retries: concurrent retries across the cluster.
+    return this.cluster!.breaker.tryRetry();
+  }
+
+  /** The retry in flight has its outcome (or never got a try): its place in the retry budget goes back. */
+  #endRetry(): void {
+    if (!this.#holdsRetry) return;
+    this.#holdsRetry = false;
+    this.cluster!.breaker.retryDone();
   }
 
   #scheduleRetry(a: UpgradeAttempt): void {
+    this.cluster!.stats.rqRetry++;
+    this.#holdsRetry = true;
     this.noteRetry(a.host);
     this.#abandon(a);
     this.#state = CONNECTING;
@@ -508,7 +582,15 @@ export class UpgradeExchange extends ProxiedRequest {
     this.#timer = null;
     if (this.#state !== CONNECTING && this.#state !== AWAITING_HEAD) return;
     const a = this.#attempt;
-    if (a !== null) this.#abandon(a);
+    const cluster = this.cluster!;
+    cluster.stats.rqTimeout++;
+    if (a !== null) {
+      // A timeout is a locally-originated failure of the host (Envoy's outlier detection).
+      cluster.reportLocalFailure(a.host);
+      cluster.stats.charge(504);
+      this.#abandon(a);
+    }
+    this.#endRetry();
     this.#localReply(504, ResponseFlag.UT, 'upstream_response_timeout', 'upstream request timeout');
   }
 
@@ -533,11 +615,15 @@ export class UpgradeExchange extends ProxiedRequest {
 
   readonly #onDownstreamEnd = (): void => {
     this.#downstreamEnded = true;
+    if (this.#state === CONNECTING || this.#state === AWAITING_HEAD) {
+      // Before the response there is nothing to half-close: Envoy's HTTP/1 downstream has no
+      // half-close, so the client's FIN is the client leaving (DC, upstream work cancelled,
+      // its retry budget and breaker slot given back), handled where the socket closes.
+      this.downstream.destroy();
+      return;
+    }
     const a = this.#attempt;
-    // Envoy's HTTP/1 downstream has no half-close: a client FIN before the upstream's ends the
-    // stream as a downstream disconnect. The flag says so; the bytes still in flight still go.
-    if (this.#state === TUNNEL && a !== null && !a.ended) this.responseFlags |= ResponseFlag.DC;
-    // Half-close: the client is done sending; the upstream may still answer.
+    // Relaying a refusal: the client is done sending; the upstream may still finish its answer.
     if (a !== null && a.connected) a.socket.end();
   };
 
@@ -560,12 +646,10 @@ export class UpgradeExchange extends ProxiedRequest {
         if (a !== null) this.#abandon(a);
         this.#finish();
         return;
-      case TUNNEL:
       case RELAYING:
         if (a !== null && !a.closed) {
           if (hadError || !this.#downstreamEnded) {
             // A reset, or a close we did not see coming: tear the upstream down now.
-            if (this.#state === TUNNEL && (this.responseFlags & (ResponseFlag.UC | ResponseFlag.LR)) === 0) this.responseFlags |= ResponseFlag.DC;
             a.socket.destroy();
           } else {
             // Orderly: the client's FIN has gone upstream; give the upstream the linger time to finish.
@@ -590,7 +674,11 @@ export class UpgradeExchange extends ProxiedRequest {
     if (this.#state === DONE) return;
     this.responseFlags |= ResponseFlag.LR;
     const a = this.#attempt;
-    if (this.#state === TUNNEL || this.#state === RELAYING) {
+    if (this.#state === TUNNEL) {
+      this.#splice!.close();
+      return;
+    }
+    if (this.#state === RELAYING) {
       if (a !== null) a.socket.destroy();
       this.downstream.destroy();
       return;
@@ -617,6 +705,7 @@ export class UpgradeExchange extends ProxiedRequest {
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
     this.applyResponseHeaderSets(headers);
+    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(headers);
     this.snapshot.connectionManager.applyServer(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, payload);
@@ -629,13 +718,17 @@ export class UpgradeExchange extends ProxiedRequest {
     const headers: string[] = ['content-length', String(body === null ? 0 : body.length)];
     if (body !== null) headers.push('content-type', 'text/plain');
     if (location !== null) headers.push('location', location);
-    const route = this.route;
-    if (route !== null && route.responseEdits !== null) route.responseEdits.apply(headers);
-    this.applyResponseHeaderSets(headers);
-    this.snapshot.connectionManager.applyServer(headers);
+    this.#finishResponseHeaders(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, body);
     this.#finish();
+  }
+
+  /** As Exchange's: response edits (filters' headers among them), inbound peer metadata, the `server` header. */
+  #finishResponseHeaders(out: string[]): void {
+    this.applyResponseEdits(out);
+    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(out);
+    this.snapshot.connectionManager.applyServer(out);
   }
 
   #writeAndClose(status: number, headers: string[], body: Buffer | null): void {
@@ -667,6 +760,7 @@ export class UpgradeExchange extends ProxiedRequest {
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
+    this.#endRetry();
     this.#releaseBreaker();
     this.#clearTimers();
     this.destroyFilters();
@@ -744,11 +838,8 @@ class UpgradeAttempt {
     this.ended = true;
     if (this.exchange.isCurrent(this)) this.exchange.onAttemptEnd(this);
   };
-  readonly #onError = (err: NodeJS.ErrnoException): void => {
-    if (!this.exchange.isCurrent(this)) return;
-    // TLS failures carry Envoy's TLS_error reason as their code.
-    const tls = this.host.host.tls?.explain(err) ?? null;
-    this.exchange.onAttemptError(this, tls ?? err);
+  readonly #onError = (err: Error): void => {
+    if (this.exchange.isCurrent(this)) this.exchange.onAttemptError(this, err);
   };
   readonly #onClose = (): void => {
     this.closed = true;
@@ -770,6 +861,18 @@ class UpgradeAttempt {
   onResponseStarted(): void {
     if (this.#perTryTimer !== null) clearTimeout(this.#perTryTimer);
     this.#perTryTimer = null;
+  }
+
+  /** The socket goes to a splice: this attempt's listeners come off it (it stays counted until `release`). */
+  detach(): void {
+    const s = this.socket;
+    s.off('data', this.#onData);
+    s.off('end', this.#onEnd);
+    s.off('error', this.#onError);
+    s.off('close', this.#onClose);
+    s.off('drain', this.#onDrain);
+    s.off('timeout', this.#onTimeout);
+    s.setTimeout(0);
   }
 
   takeHeadBuffer(chunk: Buffer): Buffer {
@@ -846,22 +949,6 @@ function formatHead(status: number, reason: string | null, headers: readonly str
   let s = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? reason ?? ''}\r\n`;
   for (let i = 0; i < headers.length; i += 2) s += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
   return s + '\r\n';
-}
-
-function isConnectError(code: string): boolean {
-  if (code.startsWith('TLS_error:')) return true;
-  switch (code) {
-    case 'ECONNREFUSED':
-    case 'ETIMEDOUT':
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'EADDRNOTAVAIL':
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return true;
-    default:
-      return false;
-  }
 }
 
 const C_SIZE = 0;

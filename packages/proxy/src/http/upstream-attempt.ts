@@ -1,5 +1,5 @@
 import type { Dispatcher } from 'undici';
-import { AttemptFailure } from '../router/retry-policy.ts';
+import { AttemptFailure, classifyUpstreamError, PER_TRY_TIMEOUT_REASON } from '../upstream/connect-errors.ts';
 import type { CircuitBreaker } from '../upstream/circuit-breaker.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Exchange } from './exchange.ts';
@@ -12,7 +12,7 @@ class AttemptCancelled extends Error {
 /** Raised into undici when the per-try timeout fires. */
 class PerTryTimeout extends Error {
   override readonly name = 'PerTryTimeout';
-  readonly code = 'per_try_timeout';
+  readonly code = PER_TRY_TIMEOUT_REASON;
 }
 
 const cancelled = new AttemptCancelled('attempt cancelled');
@@ -95,18 +95,9 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
     this.#release();
     if (this.#cancelled || !this.exchange.isCurrent(this)) return;
-    const hostTls = this.host.host.tls;
-    if (hostTls !== null) {
-      // A TLS failure, even one a TLS 1.3 server reports after our side of the handshake
-      // (our certificate refused), is a connect failure with Envoy's TLS_error reason.
-      const tls = hostTls.explain(err);
-      if (tls !== null) {
-        this.exchange.onAttemptFailed(this, AttemptFailure.ConnectFailure, tls.code);
-        return;
-      }
-    }
-    const code = (err as { code?: string }).code ?? err.message;
-    this.exchange.onAttemptFailed(this, classify(err, code), code);
+    // undici's own connect errors carry their codes: whether the connection was made is theirs to say.
+    const f = classifyUpstreamError(err, null, this.host.host.tls);
+    this.exchange.onAttemptFailed(this, f.failure, f.reason);
   }
 
   #onPerTryTimeout(): void {
@@ -118,7 +109,7 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
       // Still queued in the pool: fail the try now; undici drops it when its turn comes.
       this.#cancelled = true;
       this.#release();
-      this.exchange.onAttemptFailed(this, AttemptFailure.PerTryTimeout, 'per_try_timeout');
+      this.exchange.onAttemptFailed(this, AttemptFailure.PerTryTimeout, PER_TRY_TIMEOUT_REASON);
     }
   }
 
@@ -130,22 +121,5 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
     if (this.#retry) this.exchange.cluster!.breaker.retryDone();
     // Last: releasing may admit a queued request that dispatches at once.
     if (this.#breaker !== null) this.#breaker.release();
-  }
-}
-
-function classify(err: Error, code: string): AttemptFailure {
-  if (err instanceof PerTryTimeout) return AttemptFailure.PerTryTimeout;
-  switch (code) {
-    case 'ECONNREFUSED':
-    case 'UND_ERR_CONNECT_TIMEOUT':
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'EADDRNOTAVAIL':
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return AttemptFailure.ConnectFailure;
-    default:
-      // HTTP/2 REFUSED_STREAM (code 7) means the server never processed the stream.
-      return /REFUSED_STREAM/.test(err.message) ? AttemptFailure.RefusedStream : AttemptFailure.Reset;
   }
 }

@@ -10,6 +10,8 @@ import type { AccessLogRecord, RequestLogger } from '../telemetry/access-log.ts'
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { formatResponseFlags } from '../http/response-flags.ts';
 import type { HashSource } from '../upstream/load-balancer.ts';
+import { classifyUpstreamError } from '../upstream/connect-errors.ts';
+import { DELAYED_CLOSE_MS, SocketSplice, type SpliceOwner } from '../upstream/socket-splice.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { pickTcpRoute } from './tcp-route.ts';
@@ -65,7 +67,7 @@ export interface TcpTunnelContext {
  * connection counts in `istio_tcp_*` under the server's workload and certificate. Inbound,
  * `peerWorkload` is what the client sent in its preamble.
  */
-export class TcpTunnel implements AccessLogRecord {
+export class TcpTunnel implements AccessLogRecord, SpliceOwner {
   readonly startTime = Date.now();
   readonly #startHr = performance.now();
   readonly method = '-';
@@ -94,7 +96,7 @@ export class TcpTunnel implements AccessLogRecord {
   readonly #downstream: Socket;
   readonly #log: RequestLogger;
   readonly #onClose: (t: TcpTunnel) => void;
-  #upstream: Socket | null = null;
+  #splice: SocketSplice | null = null;
   #done = false;
   /** Counted in istio_tcp_connections_opened_total (once the peer is known, over mTLS with the exchange). */
   #opened = false;
@@ -176,7 +178,6 @@ export class TcpTunnel implements AccessLogRecord {
         ? connect({ path: socketPath(pipe), allowHalfOpen: true })
         : connect({ host: host.host.address, port: host.host.port, allowHalfOpen: true, ...(bind !== undefined ? { localAddress: bind } : {}) });
     }
-    this.#upstream = up;
     let connected = false;
     const onConnected = (): void => {
       connected = true;
@@ -184,19 +185,17 @@ export class TcpTunnel implements AccessLogRecord {
       host.host.cxTotal++;
       up.setNoDelay(true);
     };
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      if (!connected) {
-        cluster.stats.cxConnectFail++;
-        cluster.reportLocalFailure(host);
-        this.responseFlags |= ResponseFlag.UF;
-        const reason = tls !== null ? asTlsError(err) : err;
-        this.upstreamTransportFailureReason = (reason as NodeJS.ErrnoException).code ?? reason.message;
-      }
-      this.#finish();
+    // Registered before the splice's: the connect failure is known when the splice ends.
+    up.on('error', (err: Error) => {
+      if (connected) return;
+      cluster.stats.cxConnectFail++;
+      cluster.reportLocalFailure(host);
+      this.responseFlags |= ResponseFlag.UF;
+      this.upstreamTransportFailureReason = classifyUpstreamError(tls !== null ? asTlsError(err) : err, false, null).reason;
     });
-    down.on('error', () => this.#finish());
-    down.on('close', () => this.#finish());
-    up.on('close', () => this.#finish());
+    // Envoy's tcp_proxy idle_timeout (Istio: connectionPool.tcp.idleTimeout, 1 h by default).
+    const splice = new SocketSplice(down, up, { idleTimeoutMs: cluster.model.connectionPool.idleTimeoutMs, delayedCloseMs: DELAYED_CLOSE_MS }, this);
+    this.#splice = splice;
     if (tls === null) {
       up.once('connect', () => {
         onConnected();
@@ -222,27 +221,43 @@ export class TcpTunnel implements AccessLogRecord {
           mx.notNegotiated();
           refine(null);
           this.#open();
+          this.#startSplice(splice, head, null);
           return;
         }
-        // Ours goes before any of the client's bytes; the server's bytes reach the client once its preamble is read.
+        // Ours goes before any of the client's bytes; the server's reach the client once its preamble is read.
         mx.stats.alpnProtocolFound.value++;
         up.write(mx.preamble);
         mx.stats.metadataAdded.value++;
         mx.read(up, (workload, rest) => {
           refine(workload);
           this.#open();
-          if (rest.length > 0) down.write(rest);
-          up.pipe(down);
-          up.resume();
+          this.#startSplice(splice, head, rest);
         });
       });
     }
-    if (head.length > 0) up.write(head);
-    down.pipe(up);
-    if (!(tls !== null && exchange)) up.pipe(down);
-    // A client that half-closed while its first bytes were being read: its end goes on too.
-    if (down.readableEnded) up.end();
-    down.resume();
+    if (exchange) {
+      // Nothing moves until the exchange is done (or found not negotiated): the client's bytes
+      // must follow this proxy's preamble. Until then a side that goes away ends the tunnel.
+      const early = (): void => {
+        if (!splice.started) this.#finish();
+      };
+      down.once('close', early);
+      down.on('error', early);
+      up.once('close', early);
+      return;
+    }
+    this.#startSplice(splice, head, null);
+  }
+
+  /** Bytes already read from the client (a ClientHello) go first; then the sockets are spliced. */
+  #startSplice(splice: SocketSplice, head: Buffer, first: Buffer | null): void {
+    if (this.#done) return;
+    if (head.length > 0) splice.upstream.write(head);
+    splice.start(first);
+  }
+
+  onSpliceClosed(): void {
+    this.#finish();
   }
 
   /** Counts the connection as opened, under the labels it ends with. */
@@ -267,9 +282,8 @@ export class TcpTunnel implements AccessLogRecord {
     if (this.#done) return;
     this.#done = true;
     const down = this.#downstream;
-    const up = this.#upstream;
     down.destroy();
-    up?.destroy();
+    this.#splice?.upstream.destroy();
     // Closed while the exchange was still waiting: it opened all the same.
     if (this.#connected) this.#open();
     this.bytesReceived = down.bytesRead - this.#readBase;
@@ -281,8 +295,9 @@ export class TcpTunnel implements AccessLogRecord {
     this.#onClose(this);
   }
 
-  /** Cuts the connection now (shutdown). */
+  /** Cuts the connection now (shutdown); it is logged once both sides have closed. */
   close(): void {
-    this.#finish();
+    if (this.#splice === null) this.#finish();
+    else this.#splice.close();
   }
 }

@@ -1,17 +1,8 @@
 import type { RetryPolicy } from '@remora/config';
 
-/** Why an attempt failed before a response could be used. */
-export const AttemptFailure = {
-  /** The connection could not be made (refused, unreachable, connect timeout). */
-  ConnectFailure: 0,
-  /** The connection broke or was reset before response headers. */
-  Reset: 1,
-  /** HTTP/2 REFUSED_STREAM. */
-  RefusedStream: 2,
-  /** The per-try timeout fired (Envoy counts it as a 504 for `5xx`/`gateway-error`, and as a reset). */
-  PerTryTimeout: 3,
-} as const;
-export type AttemptFailure = (typeof AttemptFailure)[keyof typeof AttemptFailure];
+import { AttemptFailure } from '../upstream/connect-errors.ts';
+
+export { AttemptFailure };
 
 /** gRPC status codes named by Envoy's gRPC retry conditions. */
 const GRPC_ON: Record<string, number> = {

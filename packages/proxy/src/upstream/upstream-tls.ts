@@ -6,6 +6,7 @@ import type { Cluster, Endpoint, UpstreamTls } from '@remora/config';
 import { parseSubjectAltNames, spiffeIdsOf } from '../tls/certificates.ts';
 import { fileStamp } from '../tls/file-stamp.ts';
 import type { IdentityStore, WorkloadIdentity } from '../tls/identity-store.ts';
+import { isConnectErrorCode } from './connect-errors.ts';
 
 /**
  * TLS origination to upstream hosts (Envoy's UpstreamTlsContext, as Istio builds it from a
@@ -322,9 +323,6 @@ const CHAIN_ERRORS = new Set([
   'HOSTNAME_MISMATCH',
 ]);
 
-/** Plain connect errors stay as they are (refused, unreachable, timeout); TLS ones get Envoy's reason. */
-const TRANSPORT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT']);
-
 /**
  * A failure during or right after the TLS handshake → an `UpstreamTlsError`; null when it is
  * not a TLS failure. Exported for the request path, which sees errors of TLS 1.3 alerts that
@@ -343,9 +341,10 @@ export function tlsFailure(err: Error): UpstreamTlsError | null {
   return null;
 }
 
+/** Plain connect errors stay as they are (refused, unreachable, timeout); TLS ones get Envoy's reason. */
 export function asTlsError(err: Error): Error {
   const code = (err as { code?: string }).code ?? '';
-  if (TRANSPORT_ERRORS.has(code)) return err;
+  if (isConnectErrorCode(code)) return err;
   // A reset or close in the middle of the handshake is a TLS failure too (Envoy: connection termination during handshake).
   return tlsFailure(err) ?? new UpstreamTlsError('HANDSHAKE_FAILED', `${code || err.name}: ${err.message}`, err);
 }
