@@ -319,6 +319,8 @@ export class UpgradeExchange extends ProxiedRequest {
 
   #onResponseHead(a: UpgradeAttempt, head: ResponseHead, rest: Buffer): void {
     const status = head.status;
+    if (status >= 500) a.host.host.rqError++;
+    else a.host.host.rqSuccess++;
     if (status !== 101) {
       const retry = this.#retry;
       if (retry !== null && retry.retriableResponse(status, -1)) {
@@ -463,6 +465,7 @@ export class UpgradeExchange extends ProxiedRequest {
   /** The current attempt failed before its response head: retry when the policy allows, else a local reply. */
   #attemptFailed(a: UpgradeAttempt, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
+    a.host.host.rqError++;
     const retry = this.#retry;
     if (retry !== null && retry.retriableFailure(failure)) {
       if (this.#canRetry()) {
