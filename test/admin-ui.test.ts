@@ -1,7 +1,8 @@
 // The admin live view's data (/ui/data) after real requests through a real sidecar: the
 // listener → route configuration → cluster → endpoint edges with their request counts, error
 // rates, latency percentiles and response flags, the ejected host marked, the access log
-// lines kept while the page watches, and the page itself served self-contained.
+// lines kept while the page watches, and the page itself served self-contained; with two
+// workers, their windows merged into one view.
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { get } from './helpers/http.ts';
@@ -167,4 +168,36 @@ t.test('/ui is one self-contained page', async (t) => {
   t.match(r.body, /<svg id="graph"/);
   t.match(r.body, /fetch\("\/ui\/data"/);
   t.notMatch(r.body, /<script[^>]+src=|<link[^>]+href=|https?:\/\/(?!www\.w3\.org\/2000\/svg)/, 'no external scripts, styles or URLs');
+});
+
+t.test('with --concurrency 2 the view merges both workers: every request on its edges, every line kept, the ejection decided once', async (t) => {
+  const two = await startRemora('sidecar', [mesh.dir], ['--labels', 'app=productpage,version=v1', '--namespace', 'default', '--concurrency', '2']);
+  t.teardown(() => two.stop());
+  const dataOf = async (): Promise<UiData> => (await get(two.ports.admin, '/ui/data?window=60', 'admin')).json<UiData>();
+  await dataOf(); // the page is watching from here on
+  const n = 12;
+  for (let i = 0; i < n; i += 3) {
+    const replies = await Promise.all([0, 1, 2].map(() => get(two.ports.outbound, '/r', 'reviews:9080')));
+    t.same(replies.map((r) => r.status), [200, 200, 200]);
+  }
+  const perWorker = new Map<string, number>();
+  for (const line of (await get(two.ports.admin, '/stats', 'admin')).body.split('\n')) {
+    const m = /^listener\..*\.(worker_\d+)\.downstream_cx_total: (\d+)$/.exec(line);
+    if (m !== null) perWorker.set(m[1]!, (perWorker.get(m[1]!) ?? 0) + Number(m[2]));
+  }
+  t.ok((perWorker.get('worker_0') ?? 0) > 0 && (perWorker.get('worker_1') ?? 0) > 0, `both workers accepted connections (${[...perWorker].map(([w, c]) => `${w} ${c}`).join(', ')})`);
+
+  const d = await dataOf();
+  const v1 = edgeTo(d, 'routes:9080', `cluster:${V1}`)!;
+  t.equal(v1.total, n, 'routes → v1 carries the requests of both workers');
+  t.equal(v1.requests, n, 'all within the window');
+  t.ok(v1.p50Ms !== null && v1.p99Ms! >= v1.p50Ms, 'latency from the merged histograms');
+  t.equal(d.edges.filter((e) => e.from === `cluster:${V1}`).reduce((a, e) => a + e.total, 0), n, 'cluster → endpoint too');
+  t.equal(d.log.filter((l) => l.includes('"GET /r HTTP/1.1" 200')).length, n, 'one log line per request, from both workers');
+
+  for (let i = 0; i < 6; i++) await get(two.ports.outbound, '/ratings/1', 'ratings:9080');
+  await waitFor('the bad ratings host ejected', async () => (await dataOf()).nodes.some((nd) => nd.kind === 'endpoint' && nd.ejected === true), 5000);
+  const ej = await dataOf();
+  t.equal(ej.nodes.find((nd) => nd.id === `cluster:${RATINGS}`)?.ejectedHosts, 1, 'the ejection the main thread decided is shown');
+  t.equal(edgeTo(ej, 'routes:9080', `cluster:${RATINGS}`)?.total, 6, 'the ratings requests, both workers\'');
 });

@@ -1,7 +1,8 @@
 // `--concurrency 2`: two worker threads serve the gateway's listener (SO_REUSEPORT), with
 // Envoy's proxy-wide semantics for what they share: one circuit breaker, one token bucket,
-// one outlier decision, one /stats and one Prometheus view summing both; hot reload reaches
-// both, and SIGTERM drains both and exits 0.
+// one outlier decision, one /stats and one Prometheus view summing both, one /ui/data live
+// view and one /clusters merging both; hot reload reaches both, and SIGTERM drains both and
+// exits 0.
 import t, { type Test } from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request, type Reply } from './helpers/http.ts';
@@ -111,6 +112,58 @@ t.test('both workers accept connections; /stats and /stats/prometheus add them u
   t.equal(remora.accessLog.length, 40, 'every request logged once, whole lines, from both workers');
 });
 
+interface UiEdge {
+  from: string;
+  to: string;
+  requests: number;
+  total: number;
+}
+
+/** `/clusters` text lines of one host as stat → value. */
+function hostLines(text: string, cluster: string, hostPort: string): Map<string, string> {
+  const prefix = `${cluster}::${hostPort}::`;
+  return new Map(text.split('\n').filter((l) => l.startsWith(prefix)).map((l) => [l.slice(prefix.length, l.lastIndexOf('::')), l.slice(l.lastIndexOf('::') + 2)]));
+}
+
+t.test('/ui/data and /clusters show what both workers served, added up', async (t) => {
+  const port = await freePort();
+  const { remora } = await gatewayWithWorkers(t, { 'mesh.yaml': doc(gateway('gw', port), serviceEntry('good', 'good', [{ port: good.port }]), route('good', 'good')) });
+  const cluster = 'outbound|80||good.default.svc.cluster.local';
+  // The page asks first: from then on every worker keeps its access log lines.
+  const before = (await request(remora.ports.admin, '/ui/data')).json<{ edges: UiEdge[]; log: string[] }>();
+  t.equal(before.log.length, 0, 'no lines before any request');
+  const listener = `listener.127.0.0.1_${port}`;
+  const s0 = await stats(remora);
+  const n = 30;
+  const replies = await many(port, n, '/seen', 3);
+  t.same(new Set(replies.map((r) => r.status)), new Set([200]), 'every request answered');
+  const s1 = await stats(remora);
+  const served = [0, 1].map((w) => (s1.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0) - (s0.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0));
+  t.ok(served[0]! > 0 && served[1]! > 0, `both workers served (${served.join(', ')})`);
+
+  const d = (await request(remora.ports.admin, '/ui/data?window=60')).json<{ edges: UiEdge[]; log: string[] }>();
+  const sum = (from: string, to: string, key: 'requests' | 'total'): number =>
+    d.edges.filter((e) => e.from.startsWith(from) && e.to.startsWith(to)).reduce((a, e) => a + e[key], 0);
+  t.equal(sum('listener:', 'routes:', 'total'), n, 'listener → routes: every request, from both workers');
+  t.equal(sum('listener:', 'routes:', 'requests'), n, 'all of them within the window');
+  t.equal(sum(`routes:`, `cluster:${cluster}`, 'total'), n, 'routes → cluster');
+  t.equal(sum(`cluster:${cluster}`, `endpoint:${cluster}|127.0.0.1:${good.port}`, 'total'), n, 'cluster → endpoint');
+  const lines = d.log.filter((l) => l.includes('"GET /seen HTTP/1.1" 200'));
+  t.equal(lines.length, n, 'the log ring has every line, from both workers');
+
+  const text = (await request(remora.ports.admin, '/clusters')).body;
+  const h = hostLines(text, cluster, `127.0.0.1:${good.port}`);
+  t.equal(h.get('rq_total'), String(n), '/clusters rq_total sums both workers');
+  t.equal(h.get('rq_success'), String(n), 'rq_success too');
+  t.equal(h.get('rq_error'), '0');
+  t.equal(h.get('rq_active'), '0');
+  t.ok(Number(h.get('cx_total')) >= 2, `connections from both workers (cx_total ${h.get('cx_total')})`);
+  t.equal(h.get('health_flags'), 'healthy');
+  const json = (await request(remora.ports.admin, '/clusters?format=json')).json<{ clusters: { name: string; endpoints: { address: string; rq_total: number; rq_success: number }[] }[] }>();
+  const ep = json.clusters.find((c) => c.name === cluster)?.endpoints.find((e) => e.address === `127.0.0.1:${good.port}`);
+  t.match(ep, { rq_total: n, rq_success: n }, '?format=json the same');
+});
+
 t.test('a circuit breaker with max_requests 1 holds across workers: one request in flight, the rest 503 UO', async (t) => {
   const port = await freePort();
   const { remora } = await gatewayWithWorkers(t, { 'mesh.yaml': doc(gateway('gw', port), serviceEntry('slow', 'slow', [{ port: slow.port }]), route('slow', 'slow'), breaker('slow')) });
@@ -158,6 +211,15 @@ t.test('an upstream ejected after one worker saw its 5xx is ejected for every wo
   const s = await stats(remora);
   t.equal(s.get(`${cluster}.outlier_detection.ejections_enforced_total`), 1, 'ejected once, for all');
   t.equal(s.get(`${cluster}.membership_healthy`), 1);
+  const text = (await request(remora.ports.admin, '/clusters')).body;
+  const name = cluster.slice('cluster.'.length);
+  const badHost = hostLines(text, name, `127.0.0.1:${bad.port}`);
+  const goodHost = hostLines(text, name, `127.0.0.1:${good.port}`);
+  t.equal(badHost.get('health_flags'), '/failed_outlier_check', '/clusters marks the ejected host, as the main thread decided');
+  t.equal(badHost.get('rq_error'), '1', 'its one 5xx counted by the worker that saw it');
+  t.equal(goodHost.get('health_flags'), 'healthy');
+  t.equal(Number(goodHost.get('rq_success')), Number(goodHost.get('rq_total')), 'the good host: every try a success');
+  t.ok(Number(goodHost.get('rq_total')) >= 30, 'summed over both workers');
 });
 
 t.test('a hot reload reaches both workers', async (t) => {

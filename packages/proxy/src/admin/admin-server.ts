@@ -21,9 +21,9 @@ import {
   type StatsQuery,
 } from './admin-stats.ts';
 import { UI_HTML, uiData } from './ui.ts';
-import { LiveWindow, WINDOW_SLOTS } from './ui-window.ts';
+import { LiveWindow, WINDOW_SLOTS, type LiveWindowState } from './ui-window.ts';
 import { ExplainError, explainRequest, explanationText, type ExplainInput } from './explain.ts';
-import { clustersJson, clustersText, commandLineOptions, listenersJson, listenersText } from './admin-views.ts';
+import { clustersJson, clustersText, commandLineOptions, hostCounts, listenersJson, listenersText, sumHostCounts, type HostCounts } from './admin-views.ts';
 
 /** What the admin API needs from the process beyond the runtime. */
 export interface AdminHooks {
@@ -47,6 +47,10 @@ export interface AdminHooks {
 export interface AdminWorkers {
   readonly count: number;
   stats(): Promise<(readonly StatEntry[])[]>;
+  /** Each worker's per-host counters, for `/clusters`. */
+  hostCounts(): Promise<HostCounts[]>;
+  /** Each worker's live window, for `/ui/data` (asking keeps their access log lines while the page watches). */
+  liveWindows(): Promise<LiveWindowState[]>;
   resetCounters(): void;
   /** `/logging` changed levels: the workers take the same. */
   logLevels(levels: readonly (readonly [string, LogLevel])[]): void;
@@ -223,13 +227,20 @@ export class AdminServer {
       case '/ui/data': {
         const w = Number(url.searchParams.get('window') ?? UI_WINDOW_SECONDS);
         if (!Number.isInteger(w) || w < 1 || w > WINDOW_SLOTS) return send(res, 400, 'text/plain', `ui/data: window must be 1 to ${WINDOW_SLOTS} seconds\n`);
-        return sendJson(res, uiData(rt, this.liveWindow, w));
+        const workers = this.#hooks.workers;
+        // With workers, theirs merged into one window (this thread serves nothing), built for this answer only.
+        const win = workers === undefined ? this.liveWindow : LiveWindow.merged([this.liveWindow.state(), ...(await workers.liveWindows())]);
+        return sendJson(res, uiData(rt, win, w));
       }
       case '/explain':
         return this.#explain(req, url, res);
-      case '/clusters':
-        if (url.searchParams.get('format') === 'json') return sendJson(res, clustersJson(rt));
-        return send(res, 200, 'text/plain', clustersText(rt));
+      case '/clusters': {
+        // The hosts' counters summed over the workers; health is this thread's decision.
+        const workers = this.#hooks.workers;
+        const counts = workers === undefined ? hostCounts(rt) : sumHostCounts([hostCounts(rt), ...(await workers.hostCounts())]);
+        if (url.searchParams.get('format') === 'json') return sendJson(res, clustersJson(rt, counts));
+        return send(res, 200, 'text/plain', clustersText(rt, counts));
+      }
       case '/stats':
         return this.#statsPage(url, res);
       case '/stats/prometheus':

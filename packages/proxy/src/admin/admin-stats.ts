@@ -226,6 +226,8 @@ export class StatsView {
     }
     for (const h of rt.clusterManager.hosts.values()) {
       h.requestsTotal = 0;
+      h.rqSuccess = 0;
+      h.rqError = 0;
       h.connectFailures = 0;
       h.cxTotal = 0;
     }

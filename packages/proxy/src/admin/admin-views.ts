@@ -2,6 +2,38 @@ import type { Runtime } from '../runtime/runtime.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 
+/** The per-host counters `/clusters` shows, in Envoy's order. */
+export const HOST_COUNTERS = ['cx_active', 'cx_connect_fail', 'cx_total', 'rq_active', 'rq_error', 'rq_success', 'rq_total'] as const;
+
+/** Host key → its HOST_COUNTERS values. */
+export type HostCounts = ReadonlyMap<string, readonly number[]>;
+
+/** This thread's counters of every host of a live cluster. */
+export function hostCounts(rt: Runtime): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const c of rt.clusterManager.clusters.values()) {
+    for (const { host: u } of c.hosts) {
+      if (!out.has(u.key)) out.set(u.key, [u.pool.stats.connected, u.connectFailures, u.cxTotal, u.active, u.rqError, u.rqSuccess, u.requestsTotal]);
+    }
+  }
+  return out;
+}
+
+/** Several threads' host counters (the main thread's and each worker's), added up per host. */
+export function sumHostCounts(lists: readonly HostCounts[]): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const list of lists) {
+    for (const [key, values] of list) {
+      const have = out.get(key);
+      if (have === undefined) out.set(key, [...values]);
+      else for (let i = 0; i < have.length; i++) have[i]! += values[i] ?? 0;
+    }
+  }
+  return out;
+}
+
+const NO_COUNTS: readonly number[] = HOST_COUNTERS.map(() => 0);
+
 function outlierJson(c: UpstreamCluster, h: ClusterHost): unknown {
   const o = c.outlier?.state(h.host.key);
   if (o === undefined) return null;
@@ -15,8 +47,12 @@ function outlierJson(c: UpstreamCluster, h: ClusterHost): unknown {
   };
 }
 
-/** `/clusters` as JSON: each cluster with its endpoints, labels, load and health. */
-export function clustersJson(rt: Runtime): unknown {
+/**
+ * `/clusters` as JSON: each cluster with its endpoints, labels, load and health; the host
+ * counters from `counts` (this thread's unless given: with workers, theirs added up), the
+ * health from this thread's outlier decisions.
+ */
+export function clustersJson(rt: Runtime, counts: HostCounts = hostCounts(rt)): unknown {
   const out: unknown[] = [];
   for (const c of rt.clusterManager.clusters.values()) {
     out.push({
@@ -42,10 +78,7 @@ export function clustersJson(rt: Runtime): unknown {
         labels: h.endpoint.labels,
         weight: h.endpoint.weight,
         locality: h.endpoint.locality,
-        rq_active: h.host.active,
-        rq_total: h.host.requestsTotal,
-        cx_connect_fail: h.host.connectFailures,
-        cx_active: h.host.pool.stats.connected,
+        ...Object.fromEntries(HOST_COUNTERS.map((name, i) => [name, (counts.get(h.host.key) ?? NO_COUNTS)[i] ?? 0])),
         health: c.isEjected(h) ? 'failed_outlier_check' : 'healthy',
         outlier: outlierJson(c, h),
       })),
@@ -54,8 +87,8 @@ export function clustersJson(rt: Runtime): unknown {
   return { clusters: out };
 }
 
-/** `/clusters` in Envoy's text form (`cluster::host::stat::value`), plus a labels line per host. */
-export function clustersText(rt: Runtime): string {
+/** `/clusters` in Envoy's text form (`cluster::host::stat::value`), plus a labels line per host; `counts` as for clustersJson. */
+export function clustersText(rt: Runtime, counts: HostCounts = hostCounts(rt)): string {
   let out = '';
   for (const c of rt.clusterManager.clusters.values()) {
     out += `${c.name}::observability_name::${c.name}\n`;
@@ -65,10 +98,8 @@ export function clustersText(rt: Runtime): string {
     for (const h of c.hosts) {
       const p = `${c.name}::${h.host.hostPort}`;
       const [region = '', zone = '', subzone = ''] = h.endpoint.locality.split('/');
-      out += `${p}::cx_active::${h.host.pool.stats.connected}\n`;
-      out += `${p}::cx_connect_fail::${h.host.connectFailures}\n`;
-      out += `${p}::rq_active::${h.host.active}\n`;
-      out += `${p}::rq_total::${h.host.requestsTotal}\n`;
+      const values = counts.get(h.host.key) ?? NO_COUNTS;
+      for (let i = 0; i < HOST_COUNTERS.length; i++) out += `${p}::${HOST_COUNTERS[i]}::${values[i] ?? 0}\n`;
       out += `${p}::health_flags::${c.isEjected(h) ? '/failed_outlier_check' : 'healthy'}\n`;
       const o = c.outlier?.state(h.host.key);
       if (o !== undefined) out += `${p}::outlier::ejections_total::${o.ejectionsTotal}\n${p}::outlier::consecutive_5xx::${o.consecutive5xx}\n`;

@@ -5,6 +5,8 @@
  * the first time a pair is seen; counting a request allocates nothing (nested maps keyed by
  * strings the request already holds, typed arrays filled in place). The last access log lines
  * are kept in a small ring while someone is watching (`/ui/data` polled in the last minute).
+ * With worker threads each keeps its own window; the admin thread merges their states
+ * (`state()`, `LiveWindow.merged`) when the page asks.
  */
 import { formatText, type AccessLogRecord } from '../telemetry/access-log.ts';
 import { ProxiedRequest } from '../http/proxied-request.ts';
@@ -42,6 +44,33 @@ export class EdgeWindow {
   total = 0;
   /** The second of the last request counted. */
   lastSecond = -1;
+
+  /** The ring as it is (the arrays themselves: post or merge them at once). */
+  state(from: string, to: string): EdgeState {
+    return { from, to, total: this.total, lastSecond: this.lastSecond, second: this.#second, requests: this.#requests, errors: this.#errors, latency: this.#latency, flags: this.#flags };
+  }
+
+  /** Adds another window's ring slot by slot: the same second adds up, else the newer second wins. */
+  merge(o: EdgeState): void {
+    for (let s = 0; s < WINDOW_SLOTS; s++) {
+      const sec = o.second[s]!;
+      if (sec < 0 || sec < this.#second[s]!) continue;
+      if (sec > this.#second[s]!) {
+        this.#second[s] = sec;
+        this.#requests[s] = o.requests[s]!;
+        this.#errors[s] = o.errors[s]!;
+        this.#latency.set(o.latency.subarray(s * NB, s * NB + NB), s * NB);
+        this.#flags.set(o.flags.subarray(s * NF, s * NF + NF), s * NF);
+        continue;
+      }
+      this.#requests[s]! += o.requests[s]!;
+      this.#errors[s]! += o.errors[s]!;
+      for (let b = s * NB; b < s * NB + NB; b++) this.#latency[b]! += o.latency[b]!;
+      for (let f = s * NF; f < s * NF + NF; f++) this.#flags[f]! += o.flags[f]!;
+    }
+    this.total += o.total;
+    if (o.lastSecond > this.lastSecond) this.lastSecond = o.lastSecond;
+  }
 
   record(second: number, status: number, flags: number, ms: number): void {
     this.lastSecond = second;
@@ -116,6 +145,28 @@ function percentile(hist: Float64Array, n: number, q: number): number | null {
   return null;
 }
 
+/** One edge's ring as plain data (structured clone carries it between threads). */
+export interface EdgeState {
+  readonly from: string;
+  readonly to: string;
+  readonly total: number;
+  readonly lastSecond: number;
+  readonly second: Float64Array;
+  readonly requests: Float64Array;
+  readonly errors: Float64Array;
+  readonly latency: Uint32Array;
+  readonly flags: Uint32Array;
+}
+
+/** A whole window as plain data: its edges and its kept access log lines with their times (ms), oldest first. */
+export interface LiveWindowState {
+  readonly listenerToRoutes: readonly EdgeState[];
+  readonly routesToClusters: readonly EdgeState[];
+  readonly clustersToEndpoints: readonly EdgeState[];
+  readonly log: readonly string[];
+  readonly logAt: readonly number[];
+}
+
 /** Edges by `from` then `to` name. */
 type EdgeMap = Map<string, Map<string, EdgeWindow>>;
 
@@ -127,6 +178,8 @@ export class LiveWindow {
   readonly routesToClusters: EdgeMap = new Map();
   readonly clustersToEndpoints: EdgeMap = new Map();
   readonly #ring: string[] = new Array<string>(LOG_RING).fill('');
+  /** When each kept line was recorded (ms), to merge several windows' lines in order. */
+  readonly #ringAt = new Float64Array(LOG_RING);
   #ringNext = 0;
   #ringSize = 0;
   #watchedUntil = 0;
@@ -144,6 +197,7 @@ export class LiveWindow {
     const now = this.#clock();
     if (now < this.#watchedUntil) {
       this.#ring[this.#ringNext] = formatText(r);
+      this.#ringAt[this.#ringNext] = now;
       this.#ringNext = (this.#ringNext + 1) % LOG_RING;
       if (this.#ringSize < LOG_RING) this.#ringSize++;
     }
@@ -219,6 +273,62 @@ export class LiveWindow {
     const start = (this.#ringNext - this.#ringSize + LOG_RING) % LOG_RING;
     for (let i = 0; i < this.#ringSize; i++) out.push(this.#ring[(start + i) % LOG_RING]!.trimEnd());
     return out;
+  }
+
+  /** This window as plain data, for the admin thread to merge (`merged`); built only when the page asks. */
+  state(): LiveWindowState {
+    const edges = (map: EdgeMap): EdgeState[] => {
+      const out: EdgeState[] = [];
+      for (const [from, inner] of map) for (const [to, e] of inner) out.push(e.state(from, to));
+      return out;
+    };
+    const logAt: number[] = [];
+    const start = (this.#ringNext - this.#ringSize + LOG_RING) % LOG_RING;
+    for (let i = 0; i < this.#ringSize; i++) logAt.push(this.#ringAt[(start + i) % LOG_RING]!);
+    return {
+      listenerToRoutes: edges(this.listenerToRoutes),
+      routesToClusters: edges(this.routesToClusters),
+      clustersToEndpoints: edges(this.clustersToEndpoints),
+      log: this.logLines(),
+      logAt,
+    };
+  }
+
+  /**
+   * One window of several (each worker's): edges merged slot by slot (the same second adds
+   * up, else the newer second wins), totals added, and the newest LOG_RING lines of all in
+   * the order they were recorded.
+   */
+  static merged(states: readonly LiveWindowState[], clock: () => number = Date.now): LiveWindow {
+    const w = new LiveWindow(clock);
+    const into = (map: EdgeMap, list: readonly EdgeState[]): void => {
+      for (const e of list) {
+        let inner = map.get(e.from);
+        if (inner === undefined) map.set(e.from, (inner = new Map()));
+        let mine = inner.get(e.to);
+        if (mine === undefined) {
+          inner.set(e.to, (mine = new EdgeWindow()));
+          w.#edges++;
+        }
+        mine.merge(e);
+      }
+    };
+    const lines: { at: number; line: string }[] = [];
+    for (const s of states) {
+      into(w.listenerToRoutes, s.listenerToRoutes);
+      into(w.routesToClusters, s.routesToClusters);
+      into(w.clustersToEndpoints, s.clustersToEndpoints);
+      for (let i = 0; i < s.log.length; i++) lines.push({ at: s.logAt[i]!, line: s.log[i]! });
+    }
+    // Stable: lines of the same millisecond keep each window's order.
+    lines.sort((a, b) => a.at - b.at);
+    for (const { at, line } of lines.slice(-LOG_RING)) {
+      w.#ring[w.#ringNext] = line;
+      w.#ringAt[w.#ringNext] = at;
+      w.#ringNext = (w.#ringNext + 1) % LOG_RING;
+      if (w.#ringSize < LOG_RING) w.#ringSize++;
+    }
+    return w;
   }
 
   nowSecond(): number {

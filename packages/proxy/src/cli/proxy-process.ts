@@ -156,6 +156,8 @@ export class ProxyProcess {
       return {
         count: p.size,
         stats: () => p.stats(),
+        hostCounts: () => p.hostCounts(),
+        liveWindows: () => p.liveWindows(),
         resetCounters: () => p.broadcast({ t: 'resetCounters' }),
         logLevels: (levels) => {
           for (const [component, level] of levels) p.setLogLevel(component, level);

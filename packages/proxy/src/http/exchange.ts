@@ -283,6 +283,7 @@ export class Exchange extends ProxiedRequest {
     if (attempt !== null) {
       // A timeout is a locally-originated failure of the host (Envoy's outlier detection).
       if (this.#state !== RESPONDING) {
+        attempt.host.host.rqError++;
         this.cluster!.reportLocalFailure(attempt.host);
         stats.charge(504);
       }
@@ -321,6 +322,8 @@ export class Exchange extends ProxiedRequest {
    */
   onAttemptResponseStart(a: UpstreamAttempt, statusCode: number, headers: Record<string, string | string[] | undefined>): boolean {
     const cluster = this.cluster!;
+    if (statusCode >= 500) a.host.host.rqError++;
+    else a.host.host.rqSuccess++;
     cluster.reportStatus(a.host, statusCode);
     cluster.stats.charge(statusCode);
     const retry = this.#retry;
@@ -501,6 +504,7 @@ export class Exchange extends ProxiedRequest {
     }
     // Envoy's router charges a reset or connect failure as a 503 from the host, a per-try timeout as a 504.
     cluster.stats.charge(chargedStatus(failure));
+    a.host.host.rqError++;
     const retry = this.#retry;
     if (retry !== null && retry.retriableFailure(failure)) {
       if (this.#canRetry()) {

@@ -339,6 +339,8 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     cluster.stats.charge(status);
     this.#endRetry();
     let exhausted = false;
+    if (status >= 500) a.host.host.rqError++;
+    else a.host.host.rqSuccess++;
     if (status !== 101) {
       const retry = this.#retry;
       if (retry !== null && retry.retriableResponse(status, -1)) {
@@ -523,6 +525,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
     cluster.stats.charge(chargedStatus(failure));
     this.#endRetry();
+    a.host.host.rqError++;
     const retry = this.#retry;
     if (retry !== null && retry.retriableFailure(failure)) {
       if (this.#canRetry()) {

@@ -8,6 +8,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SharedCells } from '@remora/filters';
 import { collectStats, StatsView } from '../admin/admin-stats.ts';
+import { hostCounts } from '../admin/admin-views.ts';
+import { LiveWindow } from '../admin/ui-window.ts';
 import { captureLookup } from '../cli/capture.ts';
 import { isLogLevel, Loggers } from '../logger.ts';
 import { AccessLog, AccessLogFiles } from '../telemetry/access-log.ts';
@@ -75,6 +77,10 @@ const runtime = new Runtime({
   },
 });
 
+// The live view's counts of what this worker serves, merged with the others' when `/ui/data` asks.
+const liveWindow = new LiveWindow();
+runtime.accessLog.tap = liveWindow;
+
 const facts = { startedAt: Date.now(), concurrency: 0 };
 
 /** This worker's stats: the runtime's, without the process-wide `server.*`, and its listeners' `worker_<n>` share as Envoy names it. */
@@ -114,6 +120,13 @@ async function handle(m: ToWorker): Promise<void> {
     }
     case 'stats':
       post({ t: 'reply', id: m.id, error: null, value: workerStats() });
+      return;
+    case 'hostCounts':
+      post({ t: 'reply', id: m.id, error: null, value: hostCounts(runtime) });
+      return;
+    case 'liveWindow':
+      liveWindow.watched();
+      post({ t: 'reply', id: m.id, error: null, value: liveWindow.state() });
       return;
     case 'prometheus':
       post({ t: 'reply', id: m.id, error: null, value: await runtime.metrics.render() });

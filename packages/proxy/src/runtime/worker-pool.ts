@@ -1,6 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import type { ProxyConfig } from '@remora/config';
 import type { StatEntry } from '../admin/admin-stats.ts';
+import type { HostCounts } from '../admin/admin-views.ts';
+import type { LiveWindowState } from '../admin/ui-window.ts';
 import type { Logger, LogLevel } from '../logger.ts';
 import type { FromWorker, IdentityParts, ToWorker, WorkerInit } from './worker-protocol.ts';
 
@@ -114,6 +116,18 @@ export class WorkerPool {
   async stats(): Promise<StatEntry[][]> {
     const replies = await Promise.all(this.workers.map((w) => this.#ask(w, (id) => ({ t: 'stats', id }))));
     return replies.map((r) => (Array.isArray(r.value) ? (r.value as StatEntry[]) : []));
+  }
+
+  /** Each worker's per-host counters (`/clusters`). */
+  async hostCounts(): Promise<HostCounts[]> {
+    const replies = await Promise.all(this.workers.map((w) => this.#ask(w, (id) => ({ t: 'hostCounts', id }))));
+    return replies.map((r) => (r.value instanceof Map ? (r.value as HostCounts) : new Map()));
+  }
+
+  /** Each worker's live window (`/ui/data`); asking marks it watched, so its access log lines are kept. */
+  async liveWindows(): Promise<LiveWindowState[]> {
+    const replies = await Promise.all(this.workers.map((w) => this.#ask(w, (id) => ({ t: 'liveWindow', id }))));
+    return replies.flatMap((r) => (r.error === null && typeof r.value === 'object' && r.value !== null && 'log' in r.value ? [r.value] : []));
   }
 
   /** Each worker's Prometheus text. */

@@ -1,6 +1,8 @@
 import type { ProxyConfig, ProxyNode } from '@remora/config';
 import type { SharedCellsInit } from '@remora/filters';
 import type { StatEntry } from '../admin/admin-stats.ts';
+import type { HostCounts } from '../admin/admin-views.ts';
+import type { LiveWindowState } from '../admin/ui-window.ts';
 import type { LogLevel } from '../logger.ts';
 import type { AccessLogFormat } from '../telemetry/access-log.ts';
 import type { CaptureMode } from '../cli/capture.ts';
@@ -35,6 +37,10 @@ export type ToWorker =
   | { readonly t: 'ejected'; readonly cluster: string; readonly keys: readonly string[] }
   | { readonly t: 'stats'; readonly id: number }
   | { readonly t: 'prometheus'; readonly id: number }
+  /** `/clusters`: the worker's per-host counters. */
+  | { readonly t: 'hostCounts'; readonly id: number }
+  /** `/ui/data`: the worker's live window (the page is watching: keep access log lines). */
+  | { readonly t: 'liveWindow'; readonly id: number }
   | { readonly t: 'stopAccepting' }
   | { readonly t: 'resetCounters' }
   | { readonly t: 'logLevel'; readonly component: string | null; readonly level: LogLevel }
@@ -42,7 +48,7 @@ export type ToWorker =
   | { readonly t: 'close'; readonly id: number };
 
 export type FromWorker =
-  | { readonly t: 'reply'; readonly id: number; readonly error: string | null; readonly value?: string | readonly StatEntry[] }
+  | { readonly t: 'reply'; readonly id: number; readonly error: string | null; readonly value?: string | readonly StatEntry[] | HostCounts | LiveWindowState }
   | { readonly t: 'log'; readonly line: string }
   | { readonly t: 'access'; readonly chunk: string }
   /** Upstream outcomes for outlier detection: cluster, host key, status (0: local failure), repeated. */

@@ -44,6 +44,10 @@ export class UpstreamHost {
   /** When this address first joined a cluster: slow start measures a host's age from it. */
   readonly createdAt = Date.now();
   requestsTotal = 0;
+  /** Tries answered with a status below 500 (Envoy's host `rq_success`). */
+  rqSuccess = 0;
+  /** Tries answered 5xx, timed out or reset (Envoy's host `rq_error`). */
+  rqError = 0;
   connectFailures = 0;
   /** Connections opened to this address (Envoy's `upstream_cx_total`). */
   cxTotal = 0;
