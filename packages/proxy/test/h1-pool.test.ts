@@ -336,7 +336,7 @@ t.test('abort: the handler gets its reason, the connection is dropped, the pool 
 
 t.test('back-pressure: a paused response resumes and arrives whole', async (t) => {
   const big = Buffer.alloc(4 * 1024 * 1024, 'x');
-  const { port } = await httpServer(t, (_req, res) => res.end(big));
+  const { port } = await httpServer(t, (req, res) => res.end(req.url === '/small' ? 'small' : big));
   const p = pool(t, port);
   const h = new Collect();
   let pauses = 0;
@@ -350,6 +350,13 @@ t.test('back-pressure: a paused response resumes and arrives whole', async (t) =
   const r = await send(p, {}, h).done;
   t.equal(pauses, 5);
   t.equal(r.body.length, big.length);
+  // Paused on its last chunk and never resumed: the connection still serves the next request.
+  const last = new Collect();
+  last.onData = (c) => c.pause();
+  await send(p, { path: '/small' }, last).done;
+  const next = await send(p).done;
+  t.equal(next.body.length, big.length, 'the reused connection reads again');
+  t.equal(connects(p), 1);
 });
 
 t.test('the connection limit queues requests in FIFO order', async (t) => {

@@ -86,6 +86,13 @@ export function failureReply(failure: AttemptFailure, code: string): FailureRepl
       };
     case AttemptFailure.PerTryTimeout:
       return { status: 504, flag: ResponseFlag.UT, details: 'upstream_per_try_timeout', body: 'upstream request timeout' };
+    case AttemptFailure.ProtocolError:
+      return {
+        status: 502,
+        flag: ResponseFlag.UPE,
+        details: 'upstream_reset_before_response_started{protocol_error}',
+        body: 'upstream connect error or disconnect/reset before headers. reset reason: protocol error',
+      };
     case AttemptFailure.RefusedStream:
       return {
         status: 503,

@@ -144,7 +144,12 @@ function classify(err: Error, code: string): AttemptFailure {
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return AttemptFailure.ConnectFailure;
+    case 'UND_ERR_HEADERS_OVERFLOW':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+      return AttemptFailure.ProtocolError;
     default:
+      // llhttp's parse errors (HPE_*): the response was malformed.
+      if (code.startsWith('HPE_')) return AttemptFailure.ProtocolError;
       // HTTP/2 REFUSED_STREAM (code 7) means the server never processed the stream.
       return /REFUSED_STREAM/.test(err.message) ? AttemptFailure.RefusedStream : AttemptFailure.Reset;
   }

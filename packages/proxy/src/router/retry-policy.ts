@@ -10,6 +10,8 @@ export const AttemptFailure = {
   RefusedStream: 2,
   /** The per-try timeout fired (Envoy counts it as a 504 for `5xx`/`gateway-error`, and as a reset). */
   PerTryTimeout: 3,
+  /** The response could not be parsed (malformed, head too large): Envoy's protocol error, a 502 with UPE; `reset` retries it. */
+  ProtocolError: 4,
 } as const;
 export type AttemptFailure = (typeof AttemptFailure)[keyof typeof AttemptFailure];
 
@@ -77,6 +79,7 @@ export class CompiledRetryPolicy {
       case AttemptFailure.ConnectFailure:
         return this.#onConnectFailure || this.#onReset;
       case AttemptFailure.Reset:
+      case AttemptFailure.ProtocolError:
       case AttemptFailure.PerTryTimeout:
         return this.#onReset;
       case AttemptFailure.RefusedStream:

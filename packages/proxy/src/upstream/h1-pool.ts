@@ -505,6 +505,9 @@ class H1Connection {
     req.done = true;
     req.conn = null;
     this.req = null;
+    // A handler that paused on the last chunk never resumes this request: the connection
+    // reads again, for the next response and to see the server's close while idle.
+    if (req.paused) this.socket.resume();
     if (this.writing) {
       // The response is whole before the request: the rest of the body is not sent, and the
       // connection (mid-request) cannot carry another.
