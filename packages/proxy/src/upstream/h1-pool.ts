@@ -170,6 +170,9 @@ class H1Connection {
   /** How long this connection may idle (the server's keep-alive hint can shorten it). */
   keepAliveMs: number;
   error: Error | null = null;
+  /** The server's last `Keep-Alive` header and the idle time it allows (less the margin). */
+  hint = '';
+  hintMs = Infinity;
   // The response being parsed.
   statusCode = 0;
   informational = false;
@@ -465,12 +468,14 @@ class H1Connection {
     this.keepAlive = keepAlive;
     if (!keepAlive) this.closing = true;
     else if (keepAliveHint !== undefined) {
-      const m = /timeout=(\d+)/i.exec(keepAliveHint);
-      if (m !== null) {
-        const ms = Number(m[1]) * 1000 - KEEP_ALIVE_THRESHOLD_MS;
-        if (ms <= 0) this.closing = true;
-        else this.keepAliveMs = Math.min(ms, this.pool.keepAliveTimeout);
+      // Servers repeat the same hint on every response (node:http: `timeout=5`): parsed once.
+      if (keepAliveHint !== this.hint) {
+        this.hint = keepAliveHint;
+        const m = /timeout=(\d+)/i.exec(keepAliveHint);
+        this.hintMs = m !== null ? Number(m[1]) * 1000 - KEEP_ALIVE_THRESHOLD_MS : Infinity;
       }
+      if (this.hintMs <= 0) this.closing = true;
+      else if (this.hintMs !== Infinity) this.keepAliveMs = Math.min(this.hintMs, this.pool.keepAliveTimeout);
     }
     try {
       req.handler.onResponseStart?.(req, statusCode, headers, statusMessage);
