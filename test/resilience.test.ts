@@ -3,7 +3,8 @@
 // locality failover, the overload guard (503 OM), slow-loris clients, upstream resets.
 import { execFile } from 'node:child_process';
 import { Agent } from 'node:http';
-import { connect } from 'node:net';
+import { once } from 'node:events';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
@@ -294,6 +295,28 @@ t.test('an upstream that resets mid-response: the client is cut off, the log say
   await sleep(50);
   t.match(remora.accessLog.find((l) => l.includes('"reset-1"')) ?? '', /" 200 UC via_upstream /);
   t.equal((await clusterJson(remora, 'outbound|80||broken.default.svc.cluster.local')).endpoints[0]!.health, 'healthy');
+});
+
+t.test('an upstream response that cannot be parsed is a protocol error: 502, the log says UPE', async (t) => {
+  const garbled = createNetServer((s) => {
+    s.on('error', () => undefined);
+    s.once('data', () => s.write('HTTP/1.1 2x0 Nonsense\r\n\r\n'));
+  });
+  garbled.listen(0, '127.0.0.1');
+  await once(garbled, 'listening');
+  const port = await freePort();
+  const mesh = new MeshDir({ 'm.yaml': doc(gateway('gw', port), se('garbled', [{ port: (garbled.address() as AddressInfo).port }]), vs([['', 'garbled']])) });
+  const remora = await startRemora('gateway', [mesh.dir]);
+  t.teardown(async () => {
+    await remora.stop();
+    garbled.close();
+    mesh.cleanup();
+  });
+  const r = await request(port, '/', { headers: { host: 'x', 'x-request-id': 'upe-1' } });
+  t.equal(r.status, 502);
+  t.match(r.body, /reset reason: protocol error/);
+  await sleep(50);
+  t.match(remora.accessLog.find((l) => l.includes('"upe-1"')) ?? '', /" 502 UPE upstream_reset_before_response_started\{protocol_error\} /);
 });
 
 t.test('connectionPool.tcp: maxConnectionDuration retires old connections; tcpKeepalive sets the probe timer', async (t) => {

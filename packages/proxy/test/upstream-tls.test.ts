@@ -21,6 +21,8 @@ import t, { type Test } from 'tap';
 import type { Cluster, Endpoint, ProxyNode, UpstreamTls } from '@remora/config';
 import { DevCa, IdentityStore, Loggers, spiffeIdOf, writeWorkloadFiles, type IssuedCertificate, type RequestStats } from '../src/index.ts';
 import { ClusterManager } from '../src/upstream/cluster-manager.ts';
+import type { UpstreamPool } from '../src/upstream/upstream-host.ts';
+import type { Dispatcher } from 'undici';
 
 const NODE: ProxyNode = {
   kind: 'sidecar',
@@ -138,12 +140,26 @@ async function call(cm: ClusterManager, m: Cluster): Promise<Outcome> {
   if (cm.clusters.get(m.name)?.model !== m) cm.commit(await cm.prepare([m]));
   const ch = cm.clusters.get(m.name)!.hosts[0]!;
   try {
-    const r = await ch.host.pool.request({ path: '/', method: 'GET', headers: { host: 'whatever.local' }, servername: ch.host.servername } as Parameters<typeof ch.host.pool.request>[0]);
-    return { status: r.statusCode, body: await r.body.text() };
+    return await request(ch.host.pool, { path: '/', method: 'GET', headers: ['host', 'whatever.local'], servername: ch.host.servername });
   } catch (err) {
     const e = err as Error & { code?: string };
     return { error: ch.host.tls?.explain(e)?.code ?? e.code ?? e.message };
   }
+}
+
+/** A request through a pool's dispatch API, as the request path makes it: the whole response, or the error. */
+function request(pool: UpstreamPool, opts: { path: string; method: string; headers: string[]; servername: string | null }): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    let status = 0;
+    const chunks: Buffer[] = [];
+    pool.dispatch(opts as unknown as Dispatcher.DispatchOptions, {
+      onRequestStart: () => undefined,
+      onResponseStart: (_c, s) => (status = s),
+      onResponseData: (_c, chunk) => void chunks.push(chunk),
+      onResponseEnd: () => resolve({ status, body: Buffer.concat(chunks).toString() }),
+      onResponseError: (_c, err) => reject(err),
+    });
+  });
 }
 
 function tmp(t: Test): string {

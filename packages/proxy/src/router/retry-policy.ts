@@ -68,6 +68,7 @@ export class CompiledRetryPolicy {
       case AttemptFailure.ConnectFailure:
         return this.#onConnectFailure || this.#onReset;
       case AttemptFailure.Reset:
+      case AttemptFailure.ProtocolError:
       case AttemptFailure.PerTryTimeout:
         return this.#onReset;
       case AttemptFailure.RefusedStream:

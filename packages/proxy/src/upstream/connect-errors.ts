@@ -16,6 +16,8 @@ export const AttemptFailure = {
   RefusedStream: 2,
   /** The per-try timeout fired (Envoy counts it as a 504 for `5xx`/`gateway-error`, and as a reset). */
   PerTryTimeout: 3,
+  /** The response could not be parsed (malformed, head too large): Envoy's protocol error, a 502 with UPE; `reset` retries it. */
+  ProtocolError: 4,
 } as const;
 export type AttemptFailure = (typeof AttemptFailure)[keyof typeof AttemptFailure];
 
@@ -75,13 +77,15 @@ export function classifyUpstreamError(err: Error, connected: boolean | null, tls
   const reason = typeof code === 'string' && code !== '' ? code : err.message;
   if (reason === PER_TRY_TIMEOUT_REASON) return { failure: AttemptFailure.PerTryTimeout, reason };
   if (connected !== true && isConnectErrorCode(reason)) return { failure: AttemptFailure.ConnectFailure, reason };
+  // llhttp's parse errors (HPE_*), a head over the limit, a body shorter or longer than announced: a malformed response.
+  if (reason.startsWith('HPE_') || reason === 'UND_ERR_HEADERS_OVERFLOW' || reason === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') return { failure: AttemptFailure.ProtocolError, reason };
   // HTTP/2 REFUSED_STREAM (code 7) means the server never processed the stream.
   if (err.message.includes('REFUSED_STREAM')) return { failure: AttemptFailure.RefusedStream, reason };
   return { failure: AttemptFailure.Reset, reason };
 }
 
 /** Envoy's response flag names for failures of an upstream try. */
-export type UpstreamFailureFlag = 'UF' | 'UC' | 'UR' | 'UT' | 'UO';
+export type UpstreamFailureFlag = 'UF' | 'UC' | 'UR' | 'UT' | 'UO' | 'UPE';
 
 /** A local reply for an upstream try that failed before a response could be used. */
 export interface FailureReply {
@@ -108,6 +112,12 @@ const REFUSED_STREAM: FailureReply = {
   details: 'upstream_reset_before_response_started{remote_refused_stream_reset}',
   body: `${RESET_BEFORE_HEADERS}remote refused stream reset`,
 };
+const PROTOCOL_ERROR: FailureReply = {
+  status: 502,
+  flag: 'UPE',
+  details: 'upstream_reset_before_response_started{protocol_error}',
+  body: `${RESET_BEFORE_HEADERS}protocol error`,
+};
 const TERMINATION: FailureReply = {
   status: 503,
   flag: 'UC',
@@ -129,6 +139,8 @@ export function failureReply(failure: AttemptFailure, reason: string): FailureRe
       return PER_TRY_TIMEOUT;
     case AttemptFailure.RefusedStream:
       return REFUSED_STREAM;
+    case AttemptFailure.ProtocolError:
+      return PROTOCOL_ERROR;
     default:
       return TERMINATION;
   }
@@ -144,5 +156,5 @@ export function midResponseFlag(failure: AttemptFailure): UpstreamFailureFlag {
 
 /** Envoy's router charges a reset or connect failure as a 503 from the host, a per-try timeout as a 504. */
 export function chargedStatus(failure: AttemptFailure): number {
-  return failure === AttemptFailure.PerTryTimeout ? 504 : 503;
+  return failure === AttemptFailure.PerTryTimeout ? 504 : failure === AttemptFailure.ProtocolError ? 502 : 503;
 }

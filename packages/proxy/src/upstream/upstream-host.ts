@@ -1,9 +1,25 @@
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import type { Endpoint, UpstreamProtocol } from '@remora/config';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import type { UpstreamTlsSettings } from './upstream-tls.ts';
 import { spiffeIdOf } from '../tls/identity-store.ts';
 import { socketPath } from '../unix-socket.ts';
+import { H1Pool } from './h1-pool.ts';
+
+/**
+ * `REMORA_UPSTREAM_H1=undici` (read once, at start) sends HTTP/1.1 through undici's Pool
+ * as HTTP/2 is, instead of the lean HTTP/1.1 pool: for A/B measurement and as an escape hatch.
+ */
+const H1_WITH_UNDICI = process.env['REMORA_UPSTREAM_H1'] === 'undici';
+
+/** What the proxy asks of a host's connection pool: undici's Pool, or the HTTP/1.1 pool that speaks its API. */
+export interface UpstreamPool {
+  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
+  close(): Promise<void>;
+  destroy(): Promise<void>;
+  on(event: 'connect', listener: () => void): unknown;
+  readonly stats: { readonly connected: number };
+}
 
 /** Settings that change how connections to an address are made; part of the pool key. */
 export interface PoolSettings {
@@ -35,7 +51,7 @@ export class UpstreamHost {
   readonly port: number;
   /** `address:port`, as access logs print `%UPSTREAM_HOST%`. */
   readonly hostPort: string;
-  readonly pool: Pool;
+  readonly pool: UpstreamPool;
   /** The SNI of a TLS pool, passed with each request so undici keeps its connections; null for plaintext. */
   readonly servername: string | null;
   readonly tls: UpstreamTlsSettings | null;
@@ -77,41 +93,58 @@ export class UpstreamHost {
     this.tls = tls;
     this.meshMtls = tls !== null && tls.mode === 'ISTIO_MUTUAL';
     this.servername = tls?.servername ?? null;
-    this.pool = new Pool(`${tls !== null ? 'https' : 'http'}://${pipe !== null ? 'localhost' : this.hostPort}`, {
-      // undici's connector dials the socket instead of the origin's host and port.
-      ...(pipe !== null ? { socketPath: socketPath(pipe) } : {}),
-      connections: settings.maxConnections > 0 ? settings.maxConnections : null,
-      pipelining: 1,
-      connectTimeout: settings.connectTimeoutMs,
-      // Route and per-try timeouts are the proxy's, never undici's own.
-      headersTimeout: 0,
-      bodyTimeout: 0,
-      keepAliveTimeout: Math.min(settings.idleTimeoutMs || 4_000, 4_000),
-      ...(settings.localAddress ? { localAddress: settings.localAddress } : {}),
-      ...(settings.maxRequestsPerConnection > 0 ? { maxRequestsPerClient: settings.maxRequestsPerConnection } : {}),
-      // Envoy's max_connection_duration: undici retires a client past its age at the next dispatch.
-      ...(settings.maxConnectionDurationMs > 0 ? { clientTtl: settings.maxConnectionDurationMs } : {}),
-      // HTTP/2 to the upstream is cleartext with prior knowledge (h2c), as Envoy speaks it to
-      // ports declared http2/grpc; over TLS it is negotiated by ALPN.
-      ...(settings.protocol === 'http2'
-        ? { allowH2: true, ...(tls === null ? { useH2c: true } : {}), maxConcurrentStreams: settings.maxConcurrentStreams || 100 }
-        : { allowH2: false }),
-      // TLS: keep-alive pools as for plaintext, plus session resumption in the connector.
-      ...(tls !== null
-        ? {
-            connect: tls.connector({
-              connectTimeoutMs: settings.connectTimeoutMs,
-              http2: settings.protocol === 'http2',
-              keepaliveTimeMs: settings.keepaliveTimeMs,
-              onSecure: (socket) => {
-                this.peerPrincipal = spiffeIdOf(socket.getPeerCertificate());
-              },
-            }),
-          }
-        : settings.keepaliveTimeMs > 0
-          ? { connect: { keepAlive: true, keepAliveInitialDelay: settings.keepaliveTimeMs } }
-          : {}),
-    });
+    const keepAliveTimeout = Math.min(settings.idleTimeoutMs || 4_000, 4_000);
+    const tlsConnect =
+      tls !== null
+        ? tls.connector({
+            connectTimeoutMs: settings.connectTimeoutMs,
+            http2: settings.protocol === 'http2',
+            keepaliveTimeMs: settings.keepaliveTimeMs,
+            onSecure: (socket) => {
+              this.peerPrincipal = spiffeIdOf(socket.getPeerCertificate());
+            },
+          })
+        : null;
+    const origin = `${tls !== null ? 'https' : 'http'}://${pipe !== null ? 'localhost' : this.hostPort}`;
+    // A pipe endpoint: the connector dials the socket instead of the origin's host and port.
+    const viaPipe = pipe !== null ? { socketPath: socketPath(pipe) } : {};
+    this.pool =
+      settings.protocol !== 'http2' && !H1_WITH_UNDICI
+        ? new H1Pool(origin, {
+            ...viaPipe,
+            connections: settings.maxConnections > 0 ? settings.maxConnections : null,
+            connectTimeout: settings.connectTimeoutMs,
+            keepAliveTimeout,
+            ...(settings.localAddress ? { localAddress: settings.localAddress } : {}),
+            ...(settings.maxRequestsPerConnection > 0 ? { maxRequestsPerClient: settings.maxRequestsPerConnection } : {}),
+            ...(settings.maxConnectionDurationMs > 0 ? { clientTtl: settings.maxConnectionDurationMs } : {}),
+            ...(tlsConnect !== null ? { connect: tlsConnect } : settings.keepaliveTimeMs > 0 ? { keepAliveInitialDelay: settings.keepaliveTimeMs } : {}),
+          })
+        : new Pool(origin, {
+            ...viaPipe,
+            connections: settings.maxConnections > 0 ? settings.maxConnections : null,
+            pipelining: 1,
+            connectTimeout: settings.connectTimeoutMs,
+            // Route and per-try timeouts are the proxy's, never undici's own.
+            headersTimeout: 0,
+            bodyTimeout: 0,
+            keepAliveTimeout,
+            ...(settings.localAddress ? { localAddress: settings.localAddress } : {}),
+            ...(settings.maxRequestsPerConnection > 0 ? { maxRequestsPerClient: settings.maxRequestsPerConnection } : {}),
+            // Envoy's max_connection_duration: undici retires a client past its age at the next dispatch.
+            ...(settings.maxConnectionDurationMs > 0 ? { clientTtl: settings.maxConnectionDurationMs } : {}),
+            // HTTP/2 to the upstream is cleartext with prior knowledge (h2c), as Envoy speaks it to
+            // ports declared http2/grpc; over TLS it is negotiated by ALPN.
+            ...(settings.protocol === 'http2'
+              ? { allowH2: true, ...(tls === null ? { useH2c: true } : {}), maxConcurrentStreams: settings.maxConcurrentStreams || 100 }
+              : { allowH2: false }),
+            // TLS: keep-alive pools as for plaintext, plus session resumption in the connector.
+            ...(tlsConnect !== null
+              ? { connect: tlsConnect }
+              : settings.keepaliveTimeMs > 0
+                ? { connect: { keepAlive: true, keepAliveInitialDelay: settings.keepaliveTimeMs } }
+                : {}),
+          });
     this.pool.on('connect', () => {
       this.cxTotal++;
     });
