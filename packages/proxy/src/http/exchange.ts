@@ -4,7 +4,7 @@ import type { Dispatcher } from 'undici';
 import type { ForwardTarget, MirrorTarget } from '../router/compiled-route.ts';
 import { AttemptFailure, hasRetriableHeader, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
 import { findRoute } from '../router/route-table.ts';
-import type { ListenerSnapshot } from '../runtime/snapshot.ts';
+import type { ListenerSettings } from './listener-settings.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { GrpcMessageCounter, GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeoutMs, isGrpcRequest, localReplyGrpcStatus } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
@@ -13,10 +13,10 @@ import { redirectLocation } from './redirect.ts';
 import { ReplayableBody, REQUEST_BUFFER_LIMIT } from './request-body.ts';
 import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
-import { ResponseFlag } from './response-flags.ts';
+import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { chargedStatus, midResponseFlag } from '../upstream/connect-errors.ts';
-import { UpstreamAttempt } from './upstream-attempt.ts';
+import { UpstreamAttempt, type AttemptOwner } from './upstream-attempt.ts';
 
 /** The body a filter reads of a request without one. */
 const EMPTY_BODY = Buffer.alloc(0);
@@ -45,7 +45,7 @@ const DONE = 3;
  * timeouts), writes the response back, and at the end writes the access log line and bumps
  * the metrics. A request with one attempt allocates this object and one small attempt.
  */
-export class Exchange extends ProxiedRequest {
+export class Exchange extends ProxiedRequest implements AttemptOwner {
   readonly res: ResponseWriter;
   readonly #rawRes: DownstreamResponse;
   readonly #h2: boolean;
@@ -76,7 +76,7 @@ export class Exchange extends ProxiedRequest {
   #heldHead: string[] | null = null;
   #heldBody: Buffer[] | null = null;
 
-  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest, res: DownstreamResponse) {
+  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: DownstreamRequest, res: DownstreamResponse) {
     super(ctx, conn, snapshot, req);
     this.res = res as unknown as ResponseWriter;
     this.#rawRes = res;
@@ -231,7 +231,8 @@ export class Exchange extends ProxiedRequest {
     host.active++;
     host.requestsTotal++;
     this.cluster!.stats.rqTotal++;
-    const attempt = new UpstreamAttempt(this, chosen, this.#retry?.perTryTimeoutMs ?? 0, counted ? this.cluster!.breaker : null, this.#retrying);
+    const breaker = this.cluster!.breaker;
+    const attempt = new UpstreamAttempt(this, chosen, this.#retry?.perTryTimeoutMs ?? 0, counted ? breaker : null, this.#retrying ? breaker : null);
     this.#retrying = false;
     this.#attempt = attempt;
     host.pool.dispatch(

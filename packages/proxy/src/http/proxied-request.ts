@@ -3,8 +3,8 @@ import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { CompiledRoute, ForwardTarget, RouteRequest, WeightedTarget } from '../router/compiled-route.ts';
 import { failureReply as upstreamFailureReply, OVERFLOW_FAILURE, type AttemptFailure, type FailureReply as UpstreamFailureReply } from '../upstream/connect-errors.ts';
-import type { ListenerSnapshot } from '../runtime/snapshot.ts';
-import type { AccessLogRecord } from '../telemetry/access-log.ts';
+import type { ListenerSettings } from './listener-settings.ts';
+import type { AccessLogRecord } from '../telemetry/access-log-record.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { PEER_METADATA, PEER_METADATA_ID, type PeerWorkload } from '../telemetry/peer-metadata.ts';
 import type { RequestTrace, TracedRequest } from '../telemetry/tracing.ts';
@@ -39,7 +39,7 @@ import {
   queryOf,
   rawHeaderValue,
 } from './request-headers.ts';
-import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
+import { formatResponseFlags, ResponseFlag } from '../telemetry/response-flags.ts';
 import { findRoute } from '../router/route-table.ts';
 import { Transform, type Readable } from 'node:stream';
 import { ResponseView } from './filter-response.ts';
@@ -88,7 +88,7 @@ export function failureReply(failure: AttemptFailure, reason: string): FailureRe
 export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
   readonly ctx: ListenerContext;
   readonly conn: Connection;
-  readonly snapshot: ListenerSnapshot;
+  readonly snapshot: ListenerSettings;
   readonly req: DownstreamRequest;
 
   // Request, as the client sent it (path normalized).
@@ -168,7 +168,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   /** Outbound: what the upstream said of itself in its response headers. */
   protected upstreamPeer: PeerWorkload | null = null;
 
-  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest) {
+  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: DownstreamRequest) {
     this.ctx = ctx;
     this.conn = conn;
     this.snapshot = snapshot;

@@ -4,13 +4,13 @@ import type { ForwardTarget } from '../router/compiled-route.ts';
 import { retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
 import { AttemptFailure, chargedStatus, classifyUpstreamError, CONNECT_TIMEOUT_REASON, PER_TRY_TIMEOUT_REASON } from '../upstream/connect-errors.ts';
 import { findRoute } from '../router/route-table.ts';
-import type { ListenerSnapshot } from '../runtime/snapshot.ts';
+import type { ListenerSettings } from './listener-settings.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { failureReply, OVERFLOW_REPLY, ProxiedRequest } from './proxied-request.ts';
 import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
-import { ResponseFlag } from './response-flags.ts';
+import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { DELAYED_CLOSE_MS, SocketSplice, type SpliceOwner, type SpliceSettings } from '../upstream/socket-splice.ts';
 
@@ -75,7 +75,7 @@ export class UpgradeTunnels {
   }
 
   /** Node's `'upgrade'` event: route and forward the request; never throws. */
-  start(snapshot: ListenerSnapshot, conn: Connection, req: IncomingMessage, socket: Socket, head: Buffer): void {
+  start(snapshot: ListenerSettings, conn: Connection, req: IncomingMessage, socket: Socket, head: Buffer): void {
     new UpgradeExchange(this.#open, this.#ctx, conn, snapshot, req, socket, head).start();
   }
 
@@ -128,7 +128,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   #bodyLeft = -1;
   #chunked: ChunkedBodyEnd | null = null;
 
-  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: IncomingMessage, socket: Socket, head: Buffer) {
+  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: IncomingMessage, socket: Socket, head: Buffer) {
     super(ctx, conn, snapshot, req);
     this.#registry = registry;
     this.downstream = socket;
