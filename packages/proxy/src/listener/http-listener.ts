@@ -7,6 +7,8 @@ import type { TLSSocket } from 'node:tls';
 import type { ListenerTls, TcpRoute, TlsServer } from '@remora/config';
 import { Connection, originalDestinations, type ListenerContext } from '../http/connection.ts';
 import { Exchange } from '../http/exchange.ts';
+import { H1_WRITER } from '../http/response-writer-h1.ts';
+import { H2_WRITER } from '../http/response-writer-h2.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { shouldUpgrade, UpgradeTunnels } from '../http/upgrade.ts';
 import type { PeerIdentity } from '@remora/filters';
@@ -580,7 +582,7 @@ export class HttpListener {
       conn = this.#connectionOf(req.socket);
       this.#connections.set(req.socket, conn);
     }
-    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);
+    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res, H1_WRITER);
     conn.add(ex);
     ex.start();
   }
@@ -591,7 +593,7 @@ export class HttpListener {
       res.stream.close(2);
       return;
     }
-    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);
+    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res, H2_WRITER);
     conn.add(ex);
     // A stream the client resets ends only this exchange, not the connection.
     req.stream.once('close', () => ex.onDownstreamClose());
