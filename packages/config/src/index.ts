@@ -18,6 +18,7 @@ export { fractionalPercent, percentToFractional, durationJsonMs, msToDurationJso
 export { httpStatPrefix, ISTIO_METRIC_NAMES } from './model/listener.ts';
 export { routeRateLimits } from './model/route.ts';
 export { serviceClusterOf } from './model/node.ts';
+export { GrpcStatus, grpcStatusCode, type GrpcStatusName } from './model/grpc-status.ts';
 export { proxyConfigFromEnvoy, type ImportResult } from './envoy/to-model.ts';
 export { formatImportIssue, type ImportIssue } from './envoy/import-context.ts';
 export { SKIPPED_ISTIO_FILTERS } from './envoy/filter-types.ts';

@@ -8,7 +8,7 @@ export { IstioMetrics, RequestStats, ENVOY_DEFAULT_BUCKETS, type PeerLabels } fr
 export { encodeStruct, decodeStruct, workloadFromStruct, localPeerMetadata, PeerMetadataCache, type PeerWorkload, type StructFields } from './telemetry/peer-metadata.ts';
 export { GrpcMessageCounter } from './http/grpc.ts';
 export { Loggers, Logger, type LogLevel } from './logger.ts';
-export { ResponseFlag, formatResponseFlags } from './http/response-flags.ts';
+export { ResponseFlag, formatResponseFlags } from './telemetry/response-flags.ts';
 export { RouteTable } from './router/route-table.ts';
 export { RouteTableByPort } from './router/route-table-by-port.ts';
 export { StringMatcher } from './router/string-matcher.ts';

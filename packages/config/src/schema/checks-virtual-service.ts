@@ -30,13 +30,10 @@ import {
   routingClaimPath,
 } from './names.ts';
 import { checkRegexSubstitution } from './regex.ts';
+import { GrpcStatus } from '../model/grpc-status.ts';
 
 const SUPPORTED_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE']);
-const GRPC_STATUS = new Set([
-  'OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS',
-  'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED',
-  'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED',
-]);
+const GRPC_STATUS = new Set(Object.keys(GrpcStatus));
 /** Envoy's x-envoy-retry-on and x-envoy-retry-grpc-on policies (Istio's list). */
 const RETRY_ON = new Set([
   '5xx', 'gateway-error', 'reset', 'reset-before-request', 'connect-failure', 'retriable-4xx', 'refused-stream',

@@ -1,29 +1,9 @@
 import type { HTTPFaultJson } from '../envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.ts';
 import type { FractionalPercentJson } from '../envoy/gen/envoy/type/v3/percent_pb.ts';
 import { msToDurationJson, percentToFractional } from '../model/envoy-values.ts';
+import { grpcStatusCode } from '../model/grpc-status.ts';
 
 export const FAULT_FILTER = 'envoy.filters.http.fault';
-
-/** gRPC status names Istio accepts in `abort.grpcStatus`, with their codes. */
-const GRPC_CODES: Record<string, number> = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  DATA_LOSS: 15,
-  UNAUTHENTICATED: 16,
-};
 
 interface IstioPercent {
   value?: number;
@@ -68,5 +48,5 @@ export function faultConfig(f: IstioFault, durationMs: (v: string | undefined, f
 }
 
 function grpcCode(name: string): number {
-  return GRPC_CODES[name.toUpperCase()] ?? (Number(name) || 2);
+  return grpcStatusCode(name) ?? (Number(name) || 2);
 }

@@ -5,6 +5,7 @@
  * `local_rate_limited`, response flag RL and `x-envoy-ratelimited: true`. Stateless per
  * request: one instance serves every request; the buckets live in the compiled limiters.
  */
+import { GrpcStatus } from '@remora/config';
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type SharedFilterConfig } from '../filter.ts';
 import type { Stat } from '../filter-stats.ts';
 import { populateDescriptor, type RateLimitEntry } from '../ratelimit/rate-limit-actions.ts';
@@ -15,7 +16,7 @@ import { draw } from '../fractional-percent.ts';
 export const LOCAL_RATE_LIMITED = 'local_rate_limited';
 
 /** gRPC RESOURCE_EXHAUSTED, for `rate_limited_as_resource_exhausted`. */
-const GRPC_RESOURCE_EXHAUSTED = 8;
+const GRPC_RESOURCE_EXHAUSTED = GrpcStatus.RESOURCE_EXHAUSTED;
 
 export interface DescriptorBucket {
   readonly keys: readonly string[];

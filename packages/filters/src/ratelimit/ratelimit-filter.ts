@@ -9,6 +9,7 @@
  * (`failure_mode_allowed`), or with `failure_mode_deny` gets `status_on_error` (500), flag
  * RLSE, details `rate_limiter_error`.
  */
+import { GrpcStatus } from '@remora/config';
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type FilterUpstream, type HttpFilter, type HttpFilterConfig } from '../filter.ts';
 import type { FilterStats, Stat } from '../filter-stats.ts';
 import { populateDescriptor, type RateLimitEntry } from './rate-limit-actions.ts';
@@ -19,7 +20,7 @@ export const RATE_LIMITED = 'request_rate_limited';
 export const RATE_LIMITER_ERROR = 'rate_limiter_error';
 
 /** gRPC RESOURCE_EXHAUSTED, for `rate_limited_as_resource_exhausted`. */
-const GRPC_RESOURCE_EXHAUSTED = 8;
+const GRPC_RESOURCE_EXHAUSTED = GrpcStatus.RESOURCE_EXHAUSTED;
 
 /** Envoy's counters, `cluster.<route target cluster>.[<stat_prefix>.]ratelimit.*`. */
 export interface RateLimitStats {

@@ -10,7 +10,7 @@
  */
 import { formatText, type AccessLogRecord } from '../telemetry/access-log.ts';
 import { ProxiedRequest } from '../http/proxied-request.ts';
-import { ResponseFlag, type ResponseFlagName } from '../http/response-flags.ts';
+import { ResponseFlag, type ResponseFlagName } from '../telemetry/response-flags.ts';
 
 /** Seconds of history kept per edge. */
 export const WINDOW_SLOTS = 60;

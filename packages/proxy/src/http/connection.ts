@@ -6,13 +6,11 @@ import { peerIdentityFromSpiffe, spiffeIdOf } from '../tls/identity-store.ts';
 import type { PeerIdentity } from '@remora/filters';
 import type { Logger } from '../logger.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
-import type { Exchange } from './exchange.ts';
 import type { IdentityStore } from '../tls/identity-store.ts';
 import type { IstioMetrics } from '../telemetry/istio-metrics.ts';
 import type { LocalPeerMetadata, PeerMetadataCache } from '../telemetry/peer-metadata.ts';
 import type { MetadataExchange } from '../listener/metadata-exchange.ts';
 import type { OriginalDestination } from '../listener/original-dst.ts';
-import type { HttpListener } from '../listener/http-listener.ts';
 
 /**
  * The original destination of each accepted socket a capture listener found one for (and of
@@ -20,6 +18,16 @@ import type { HttpListener } from '../listener/http-listener.ts';
  * downstream local address, and where ORIGINAL_DST clusters send it.
  */
 export const originalDestinations = new WeakMap<object, OriginalDestination>();
+
+/** A request in flight on a connection: cancelled when the client goes away. */
+export interface DownstreamStream {
+  onDownstreamClose(): void;
+}
+
+/** A listener that takes over a socket accepted elsewhere (Envoy's hand-off by original destination). */
+export interface SocketAcceptor {
+  accept(socket: Socket): void;
+}
 
 /** What exchanges need from the process around them. */
 export interface ListenerContext {
@@ -58,7 +66,7 @@ export interface ListenerContext {
    * original destination): exactly that address and port, else the wildcard address on that
    * port; null when none does.
    */
-  handOff(direction: TrafficDirection, dest: OriginalDestination): HttpListener | null;
+  handOff(direction: TrafficDirection, dest: OriginalDestination): SocketAcceptor | null;
 }
 
 /** `ip:port` as Envoy's access log prints addresses (`[v6]:port`); `-` when unknown. */
@@ -96,9 +104,9 @@ export class Connection {
   readonly tlsServer: string | null;
   /** Where the client was going when the pod's iptables sent it to the proxy; null when it came directly. */
   readonly originalDst: OriginalDestination | null;
-  #current: Exchange | null = null;
+  #current: DownstreamStream | null = null;
   /** Pipelined requests beyond the first; rare, so made only when needed. */
-  #others: Set<Exchange> | null = null;
+  #others: Set<DownstreamStream> | null = null;
 
   constructor(socket: Socket, peer: PeerIdentity | null = null, direction: TrafficDirection | null = null, tlsServer: string | null = null) {
     this.socket = socket;
@@ -129,12 +137,12 @@ export class Connection {
     return this.#current === null && (this.#others === null || this.#others.size === 0);
   }
 
-  add(ex: Exchange): void {
+  add(ex: DownstreamStream): void {
     if (this.#current === null) this.#current = ex;
     else (this.#others ??= new Set()).add(ex);
   }
 
-  onExchangeDone(ex: Exchange): void {
+  onExchangeDone(ex: DownstreamStream): void {
     if (this.#current === ex) this.#current = null;
     else this.#others?.delete(ex);
   }

@@ -1,38 +1,27 @@
-import type { ServerResponse } from 'node:http';
-import type { Http2ServerResponse } from 'node:http2';
 import type { Dispatcher } from 'undici';
 import type { ForwardTarget, MirrorTarget } from '../router/compiled-route.ts';
-import { AttemptFailure, hasRetriableHeader, retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
+import { AttemptFailure, hasRetriableHeader } from '../router/retry-policy.ts';
 import { findRoute } from '../router/route-table.ts';
-import type { ListenerSnapshot } from '../runtime/snapshot.ts';
+import type { ListenerSettings } from './listener-settings.ts';
 import type { Connection, ListenerContext } from './connection.ts';
-import { GrpcMessageCounter, GrpcStatus, grpcLocalReplyHeaders, grpcRequestTimeoutMs, isGrpcRequest, localReplyGrpcStatus } from './grpc.ts';
+import { GrpcMessageCounter, grpcRequestTimeoutMs, isGrpcRequest } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
-import { failureReply, OVERFLOW_REPLY, ProxiedRequest, RESPONSE_HOLD, RESPONSE_REPLIED, setHeader, type DownstreamRequest } from './proxied-request.ts';
+import { ProxiedRequest, RESPONSE_HOLD, RESPONSE_REPLIED, setHeader } from './proxied-request.ts';
+import { failureLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
+import type { DownstreamRequest, DownstreamResponse, ResponseTarget, ResponseWriter, Trailers } from './response-writer.ts';
 import { redirectLocation } from './redirect.ts';
 import { ReplayableBody, REQUEST_BUFFER_LIMIT } from './request-body.ts';
 import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
-import { ResponseFlag } from './response-flags.ts';
+import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { chargedStatus, midResponseFlag } from '../upstream/connect-errors.ts';
-import { UpstreamAttempt } from './upstream-attempt.ts';
+import { UpstreamAttempt, type AttemptOwner } from './upstream-attempt.ts';
 
 /** The body a filter reads of a request without one. */
 const EMPTY_BODY = Buffer.alloc(0);
 
-export type { DownstreamRequest } from './proxied-request.ts';
-export type DownstreamResponse = ServerResponse | Http2ServerResponse;
-
-/** What the exchange uses of a response, common to HTTP/1 and HTTP/2 (compat API) responses. */
-interface ResponseWriter {
-  readonly headersSent: boolean;
-  writeHead(status: number, headers: readonly string[]): unknown;
-  write(chunk: Buffer): boolean;
-  end(chunk?: Buffer | null): unknown;
-  once(event: 'drain', listener: () => void): unknown;
-  addTrailers(trailers: Record<string, string>): void;
-}
+export type { DownstreamRequest, DownstreamResponse } from './response-writer.ts';
 
 const ROUTING = 0;
 const UPSTREAM = 1;
@@ -45,10 +34,10 @@ const DONE = 3;
  * timeouts), writes the response back, and at the end writes the access log line and bumps
  * the metrics. A request with one attempt allocates this object and one small attempt.
  */
-export class Exchange extends ProxiedRequest {
-  readonly res: ResponseWriter;
-  readonly #rawRes: DownstreamResponse;
-  readonly #h2: boolean;
+export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTarget {
+  readonly res: DownstreamResponse;
+  /** How the response goes out on the request's protocol. */
+  readonly #writer: ResponseWriter;
   /** A gRPC request: local replies are gRPC replies, `grpc-timeout` bounds it. */
   #grpc = false;
   /** The last grpc-status seen from upstream (headers or trailers), for metrics; '' if none. */
@@ -59,55 +48,47 @@ export class Exchange extends ProxiedRequest {
 
   #forwardTarget: ForwardTarget | null = null;
   #attempt: UpstreamAttempt | null = null;
-  #retry: CompiledRetryPolicy | null = null;
   #body: ReplayableBody | null = null;
-  /** The next attempt is a retry (it holds a place in the cluster's retry budget). */
-  #retrying = false;
   #timeoutMs = 0;
   #timer: NodeJS.Timeout | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
   #state = ROUTING;
-  /**
-   * HTTP/2 response headers held until the first body byte: a response that ends without a
-   * body (gRPC's trailers-only form) must go out as one HEADERS frame that ends the stream.
-   */
-  #pendingHead: string[] | null = null;
+  /** A response head the writer holds until the first body byte (HTTP/2). */
+  pendingHead: string[] | null = null;
   /** A response filter holds the head until the body has passed the filters (`onResponse` returned StopIteration): the head and the body so far. */
   #heldHead: string[] | null = null;
   #heldBody: Buffer[] | null = null;
 
-  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest, res: DownstreamResponse) {
+  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: DownstreamRequest, res: DownstreamResponse, writer: ResponseWriter) {
     super(ctx, conn, snapshot, req);
-    this.res = res as unknown as ResponseWriter;
-    this.#rawRes = res;
-    this.#h2 = req.httpVersionMajor === 2;
+    this.res = res;
+    this.#writer = writer;
   }
 
   /** Entry point, called by the listener for each request. Never throws. */
   start(): void {
-    this.snapshot.http.requestStarted(this.#h2);
+    this.snapshot.http.requestStarted(this.#writer.http2);
     try {
       this.#start();
     } catch (err) {
       this.ctx.log.error(`unexpected error handling ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-      this.localReply(500, 0, 'internal_error', 'internal error\n');
+      this.localReply(LocalReplies.internalError);
     }
   }
 
   #start(): void {
     if (!this.readRequestTarget()) {
-      this.localReply(400, ResponseFlag.DPE, 'path_normalization_failed', 'Bad Request');
+      this.localReply(LocalReplies.badPath);
       return;
     }
     this.readHeaders(false);
     // Shed after reading the head, so the access log line still names the request.
     if (this.ctx.overloaded && !this.snapshot.bypassOverloadManager) {
       this.ctx.noteShed();
-      this.localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
+      this.localReply(LocalReplies.overloaded);
       return;
     }
-    // HTTP/2 has no Content-Length requirement: a stream not ended with its headers carries a body.
-    if (this.#h2 && !this.hasBody) this.hasBody = !(this.req as import('node:http2').Http2ServerRequest).stream.endAfterHeaders;
+    this.hasBody = this.#writer.requestHasBody(this, this.hasBody);
     this.#grpc = isGrpcRequest(this.contentType);
     if (this.#grpc) {
       this.#requestMessages = new GrpcMessageCounter();
@@ -130,10 +111,10 @@ export class Exchange extends ProxiedRequest {
   }
 
   /** A filter's local reply: an upstream attempt under way (a reply from the response phase) is dropped. */
-  protected replyLocally(status: number, flag: number, details: string, body: string | null, grpcStatus: number | null): void {
+  protected replyLocally(reply: LocalReply): void {
     const attempt = this.#attempt;
     this.#attempt = null;
-    this.localReply(status, flag, details, body, grpcStatus);
+    this.localReply(reply);
     if (attempt !== null) attempt.cancel();
   }
 
@@ -141,7 +122,7 @@ export class Exchange extends ProxiedRequest {
     const route = this.route;
     if (route === null) {
       this.snapshot.http.noRoute.value++;
-      this.localReply(404, ResponseFlag.NR, 'route_not_found', null);
+      this.localReply(LocalReplies.noRoute);
       return;
     }
     const target = route.target;
@@ -164,16 +145,14 @@ export class Exchange extends ProxiedRequest {
     if (cluster === null) {
       this.snapshot.http.noCluster.value++;
       this.target = weighted;
-      this.localReply(503, ResponseFlag.NC, 'cluster_not_found', null);
+      this.localReply(LocalReplies.noCluster);
       return;
     }
     this.snapshot.http.routed.value++;
     this.#forwardTarget = target;
     this.prepareUpstream(target, weighted, cluster);
     this.#timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
-    this.#retry = target.retry;
-    this.retryOtherLocalities = target.retry?.model.retryRemoteLocalities ?? false;
-    if (this.hasBody && (this.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(this.requestBodySource());
+    if (this.hasBody && (this.retry!.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(this.requestBodySource());
     if (target.mirrors.length > 0) this.#mirror(target.mirrors);
     this.#state = UPSTREAM;
     // Without a body the request is complete now: the route timeout starts. With one, it starts
@@ -200,8 +179,8 @@ export class Exchange extends ProxiedRequest {
     if (breaker.limited) {
       const admission = breaker.admit(this);
       if (admission === OVERFLOW) {
-        this.#endRetry();
-        this.localReply(OVERFLOW_REPLY.status, OVERFLOW_REPLY.flag, OVERFLOW_REPLY.details, OVERFLOW_REPLY.body);
+        this.retry!.endRetry();
+        this.localReply(LocalReplies.overflow);
         return;
       }
       // Queued: the breaker calls onAdmitted when a request of the cluster finishes.
@@ -223,16 +202,16 @@ export class Exchange extends ProxiedRequest {
     const chosen = this.pickHost();
     if (chosen === null) {
       if (counted) this.cluster!.breaker.release();
-      this.#endRetry();
-      this.localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
+      this.retry!.endRetry();
+      this.localReply(LocalReplies.noHealthyUpstream);
       return;
     }
     const host = chosen.host;
     host.active++;
     host.requestsTotal++;
     this.cluster!.stats.rqTotal++;
-    const attempt = new UpstreamAttempt(this, chosen, this.#retry?.perTryTimeoutMs ?? 0, counted ? this.cluster!.breaker : null, this.#retrying);
-    this.#retrying = false;
+    const retry = this.retry!;
+    const attempt = new UpstreamAttempt(this, chosen, retry.perTryTimeoutMs, counted ? this.cluster!.breaker : null, retry.takeBudget());
     this.#attempt = attempt;
     host.pool.dispatch(
       {
@@ -258,14 +237,6 @@ export class Exchange extends ProxiedRequest {
     return countMessages(body as AsyncIterable<Uint8Array>, counter);
   }
 
-  /** A retry that never got an attempt gives its place in the cluster's retry budget back. */
-  #endRetry(): void {
-    if (this.#retrying) {
-      this.#retrying = false;
-      this.cluster!.breaker.retryDone();
-    }
-  }
-
   #startRouteTimer(): void {
     if (this.#timeoutMs > 0 && this.#timer === null) {
       this.#timer = setTimeout(() => this.#onRouteTimeout(), this.#timeoutMs);
@@ -289,13 +260,13 @@ export class Exchange extends ProxiedRequest {
       }
       attempt.cancel();
     }
-    this.#endRetry();
+    this.retry!.endRetry();
     if (this.#state === RESPONDING) {
-      this.#resetDownstream();
+      this.#writer.reset(this);
       this.#finish();
       return;
     }
-    this.localReply(504, 0, 'upstream_response_timeout', 'upstream request timeout', GrpcStatus.DEADLINE_EXCEEDED);
+    this.localReply(LocalReplies.routeTimeout);
   }
 
   // --- attempt callbacks (from UpstreamAttempt, only for the current attempt) ------------
@@ -326,20 +297,20 @@ export class Exchange extends ProxiedRequest {
     else a.host.host.rqSuccess++;
     cluster.reportStatus(a.host, statusCode);
     cluster.stats.charge(statusCode);
-    const retry = this.#retry;
+    const retry = this.retry!;
+    const policy = retry.policy;
     const gs = headers['grpc-status'];
     let exhausted = false;
-    if (retry !== null) {
+    if (policy !== null) {
       const grpcStatus = typeof gs === 'string' ? Number(gs) : -1;
-      if (retry.retriableResponse(statusCode, grpcStatus) || (retry.onRetriableHeaders && this.#retriableHeaders(headers))) {
-        if (this.#canRetry()) {
+      if (policy.retriableResponse(statusCode, grpcStatus) || (policy.onRetriableHeaders && this.#retriableHeaders(headers))) {
+        if (retry.canRetry(this.#replayable())) {
           this.#scheduleRetry(a);
           return false;
         }
         // Out of retries: the last upstream response goes to the client, flagged.
         exhausted = true;
-        if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
-        if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
+        if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
       }
     }
     if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
@@ -372,19 +343,15 @@ export class Exchange extends ProxiedRequest {
       this.#heldBody = [];
       return true;
     }
-    if (this.#h2) {
-      this.#pendingHead = out;
-      return true;
-    }
     try {
-      this.res.writeHead(this.responseCode, out);
+      this.#writer.head(this, out);
     } catch (err) {
       // An upstream header Node refuses to send (bad characters): answer locally instead.
       this.#state = UPSTREAM;
       this.upstreamTransportFailureReason = (err as Error).message;
       this.#attempt = null;
       a.cancel();
-      this.localReply(502, ResponseFlag.UPE, 'upstream_response_invalid', 'upstream sent an invalid response');
+      this.localReply(LocalReplies.upstreamInvalid);
       return false;
     }
     return true;
@@ -404,19 +371,14 @@ export class Exchange extends ProxiedRequest {
   }
 
   #writeResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
-    if (this.#pendingHead !== null) {
-      const head = this.#pendingHead;
-      this.#pendingHead = null;
-      this.res.writeHead(this.responseCode, head);
-    }
     this.bytesSent += chunk.length;
     this.#responseMessages?.feed(chunk);
-    if (this.res.write(chunk)) return true;
+    if (this.#writer.data(this, chunk)) return true;
     this.res.once('drain', () => a.resume());
     return false;
   }
 
-  onAttemptResponseEnd(a: UpstreamAttempt, trailers: Record<string, string | string[] | undefined>): void {
+  onAttemptResponseEnd(a: UpstreamAttempt, trailers: Trailers): void {
     const gs = trailers['grpc-status'];
     if (typeof gs === 'string') this.#grpcStatus = gs;
     if (this.hasResponseDataFilters) {
@@ -429,24 +391,7 @@ export class Exchange extends ProxiedRequest {
       this.#endHeldResponse(trailers);
       return;
     }
-    if (this.#pendingHead !== null) {
-      // No body: trailers (if any) join the headers in the one frame that ends the stream.
-      const head = this.#pendingHead;
-      this.#pendingHead = null;
-      for (const name in trailers) {
-        const v = trailers[name];
-        if (typeof v === 'string') head.push(name, v);
-        else if (v !== undefined) for (const item of v) head.push(name, item);
-      }
-      this.#respondH2EndStream(this.responseCode, head);
-      this.#finish();
-      return;
-    }
-    for (const _ in trailers) {
-      this.res.addTrailers(trailers as Record<string, string>);
-      break;
-    }
-    this.res.end();
+    this.#writer.end(this, trailers);
     this.#finish();
   }
 
@@ -454,7 +399,7 @@ export class Exchange extends ProxiedRequest {
    * The end of a response whose head a filter held: head and body go out now, with
    * `content-length` from the body as the filters left it (a HEAD response keeps upstream's).
    */
-  #endHeldResponse(trailers: Record<string, string | string[] | undefined>): void {
+  #endHeldResponse(trailers: Trailers): void {
     const head = this.#heldHead!;
     const body = Buffer.concat(this.#heldBody!);
     this.#heldHead = null;
@@ -462,23 +407,11 @@ export class Exchange extends ProxiedRequest {
     if (this.method !== 'HEAD') setHeader(head, 'content-length', String(body.length));
     this.bytesSent += body.length;
     this.#responseMessages?.feed(body);
-    const hasTrailers = Object.keys(trailers).length > 0;
     try {
-      if (this.#h2 && body.length === 0) {
-        for (const name in trailers) {
-          const v = trailers[name];
-          if (typeof v === 'string') head.push(name, v);
-          else if (v !== undefined) for (const item of v) head.push(name, item);
-        }
-        this.#respondH2EndStream(this.responseCode, head);
-      } else {
-        this.res.writeHead(this.responseCode, head);
-        if (hasTrailers) this.res.addTrailers(trailers as Record<string, string>);
-        this.res.end(body);
-      }
+      this.#writer.whole(this, head, body, trailers);
     } catch (err) {
       this.upstreamTransportFailureReason = (err as Error).message;
-      this.localReply(502, ResponseFlag.UPE, 'upstream_response_invalid', 'upstream sent an invalid response');
+      this.localReply(LocalReplies.upstreamInvalid);
       return;
     }
     this.#finish();
@@ -498,42 +431,35 @@ export class Exchange extends ProxiedRequest {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
       this.responseFlags |= ResponseFlag[midResponseFlag(failure)];
       this.#attempt = null;
-      this.#resetDownstream();
+      this.#writer.reset(this);
       this.#finish();
       return;
     }
     // Envoy's router charges a reset or connect failure as a 503 from the host, a per-try timeout as a 504.
     cluster.stats.charge(chargedStatus(failure));
     a.host.host.rqError++;
-    const retry = this.#retry;
-    if (retry !== null && retry.retriableFailure(failure)) {
-      if (this.#canRetry()) {
+    const retry = this.retry!;
+    if (retry.policy !== null && retry.policy.retriableFailure(failure)) {
+      if (retry.canRetry(this.#replayable())) {
         this.#scheduleRetry(a);
         return;
       }
-      if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
-      if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
+      if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
     }
     this.#attempt = null;
-    const reply = failureReply(failure, code);
-    this.localReply(reply.status, reply.flag, reply.details, reply.body, failure === AttemptFailure.PerTryTimeout ? GrpcStatus.DEADLINE_EXCEEDED : null);
+    this.localReply(failureLocalReply(failure, code));
   }
 
-  #canRetry(): boolean {
-    if (this.retriesLeft <= 0) return false;
-    // A body is replayed from the buffer; one that outgrew it cannot be sent again.
-    if (this.hasBody && (this.#body === null || !this.#body.replayable)) return false;
-    // Envoy's max_retries: concurrent retries across the cluster.
-    return this.cluster!.breaker.tryRetry();
+  /** A body is replayed from the buffer; one that outgrew it cannot be sent again. */
+  #replayable(): boolean {
+    return !this.hasBody || (this.#body !== null && this.#body.replayable);
   }
 
   #scheduleRetry(a: UpstreamAttempt): void {
     this.cluster!.stats.rqRetry++;
-    this.noteRetry(a.host);
+    const delay = this.retry!.noteRetry(a.host, this.attempts);
     this.#attempt = null;
-    this.#retrying = true;
     a.cancel();
-    const delay = retryBackoffMs(this.attempts);
     if (delay <= 0) this.#nextAttempt();
     else this.#backoffTimer = setTimeout(() => this.#nextAttempt(), delay);
   }
@@ -570,68 +496,43 @@ export class Exchange extends ProxiedRequest {
   }
 
   /**
-   * A response generated by the proxy (Envoy's local reply), with its flag and details. A
-   * gRPC request gets it as gRPC: HTTP 200 with `grpc-status` (`grpcStatus`, or the one
-   * Envoy maps the HTTP status to).
+   * A response generated by the proxy (Envoy's local reply, encoded once in the catalogue).
+   * A gRPC request gets its gRPC form: HTTP 200, trailers-only, with `grpc-status`.
    */
-  localReply(status: number, flag: number, details: string, body: string | null, grpcStatus: number | null = null): void {
+  localReply(reply: LocalReply): void {
     if (this.#state === DONE) return;
-    this.responseCode = status;
-    this.responseFlags |= flag;
-    this.responseCodeDetails = details;
-    const res = this.res;
-    if (res.headersSent) {
-      this.#resetDownstream();
+    this.responseCode = reply.status;
+    this.responseFlags |= reply.flag;
+    this.responseCodeDetails = reply.details;
+    if (this.res.headersSent) {
+      this.#writer.reset(this);
       this.#finish();
       return;
     }
     let headers: string[];
     let payload: Buffer | null = null;
     if (this.#grpc) {
-      const code = localReplyGrpcStatus(status, grpcStatus);
-      this.#grpcStatus = String(code);
+      this.#grpcStatus = reply.grpcStatusText;
       this.responseCode = 200;
-      headers = grpcLocalReplyHeaders(code, (body ?? '').trimEnd());
-      if (!this.#h2) headers.push('content-length', '0');
+      headers = reply.grpcHead.slice();
     } else {
-      payload = body === null ? null : Buffer.from(body);
-      headers = ['content-length', String(payload === null ? 0 : payload.length)];
-      if (payload !== null) headers.push('content-type', 'text/plain');
+      payload = reply.body;
+      headers = reply.head.slice();
     }
-    // Envoy's router marks every request it drops for circuit breaking (its own UO replies).
-    if (flag === ResponseFlag.UO) headers.push('x-envoy-overloaded', 'true');
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
     this.applyResponseHeaderSets(headers);
     if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(headers);
     this.snapshot.connectionManager.applyServer(headers);
-    if (this.ctx.draining && !this.#h2) headers.push('connection', 'close');
+    this.#writer.localHead(headers, this.ctx.draining, this.#grpc);
     this.#heldHead = null;
     this.#heldBody = null;
     // The filters see the local reply's head too (not one they make in the response phase).
     if (this.runResponseFilters(headers, true) === RESPONSE_REPLIED) return;
     this.bytesSent = payload === null ? 0 : payload.length;
-    if (this.#h2 && payload === null) this.#respondH2EndStream(this.responseCode, headers);
-    else {
-      res.writeHead(this.responseCode, headers);
-      res.end(payload);
-    }
+    this.#writer.whole(this, headers, payload, null);
     this.#finish();
-  }
-
-  /** One HEADERS frame with END_STREAM (HTTP/2 only): the form gRPC needs for trailers-only replies. */
-  #respondH2EndStream(status: number, flat: readonly string[]): void {
-    const headers: Record<string, string | string[] | number> = { ':status': status };
-    for (let i = 0; i < flat.length; i += 2) {
-      const name = flat[i]!;
-      const value = flat[i + 1]!;
-      const prev = headers[name];
-      if (prev === undefined) headers[name] = value;
-      else headers[name] = Array.isArray(prev) ? [...prev, value] : [String(prev), value];
-    }
-    const stream = (this.#rawRes as Http2ServerResponse).stream;
-    if (!stream.destroyed && !stream.headersSent) stream.respond(headers, { endStream: true });
   }
 
   #directResponse(status: number, body: Buffer | null, location: string | null = null): void {
@@ -642,24 +543,17 @@ export class Exchange extends ProxiedRequest {
     if (location !== null) headers.push('location', location);
     this.#finishResponseHeaders(headers);
     if (this.runResponseFilters(headers, true) === RESPONSE_REPLIED) return;
-    this.res.writeHead(this.responseCode, headers);
     this.bytesSent = body === null ? 0 : body.length;
-    this.res.end(body);
+    this.#writer.whole(this, headers, body, null);
     this.#finish();
   }
 
-  /** Response edits (filters' headers among them), the `server` header, and `Connection: close` while draining (HTTP/1). */
+  /** Response edits (filters' headers among them), the `server` header, and the protocol's own (`Connection: close` while draining, HTTP/1). */
   #finishResponseHeaders(out: string[]): void {
     this.applyResponseEdits(out);
     if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(out);
     this.snapshot.connectionManager.applyServer(out);
-    if (this.ctx.draining && !this.#h2) out.push('connection', 'close');
-  }
-
-  /** Cuts the client off mid-response: the connection for HTTP/1, the stream for HTTP/2. */
-  #resetDownstream(): void {
-    if (this.#h2) (this.#rawRes as Http2ServerResponse).stream.close(2 /* INTERNAL_ERROR */);
-    else (this.#rawRes as ServerResponse).destroy();
+    this.#writer.responseHead(out, this.ctx.draining);
   }
 
   #finish(): void {
@@ -668,7 +562,7 @@ export class Exchange extends ProxiedRequest {
     this.snapshot.http.requestDone(this.responseCode);
     if (this.#timer !== null) clearTimeout(this.#timer);
     if (this.#backoffTimer !== null) clearTimeout(this.#backoffTimer);
-    this.#endRetry();
+    this.retry?.endRetry();
     this.destroyFilters();
     this.conn.onExchangeDone(this);
     this.logAndRecord(this.#grpcStatus, this.#requestMessages?.count ?? 0, this.#responseMessages?.count ?? 0);

@@ -5,28 +5,9 @@
  * (`prepareLocalReply`, `PercentEncoding::encode`), and gRPC's `doc/PROTOCOL-HTTP2.md`.
  */
 
-/** gRPC status codes (`grpc/status.h`, `doc/statuscodes.md`). */
-export const GrpcStatus = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  DATA_LOSS: 15,
-  UNAUTHENTICATED: 16,
-} as const;
+import { GrpcStatus } from '@remora/config';
 
-export type GrpcStatusName = keyof typeof GrpcStatus;
+export { GrpcStatus, type GrpcStatusName } from '@remora/config';
 
 const GRPC = 'application/grpc';
 

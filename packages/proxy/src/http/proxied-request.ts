@@ -1,10 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
-import type { Http2ServerRequest } from 'node:http2';
 import type { CompiledRoute, ForwardTarget, RouteRequest, WeightedTarget } from '../router/compiled-route.ts';
-import { failureReply as upstreamFailureReply, OVERFLOW_FAILURE, type AttemptFailure, type FailureReply as UpstreamFailureReply } from '../upstream/connect-errors.ts';
-import type { ListenerSnapshot } from '../runtime/snapshot.ts';
-import type { AccessLogRecord } from '../telemetry/access-log.ts';
+import type { ListenerSettings } from './listener-settings.ts';
+import type { AccessLogRecord } from '../telemetry/access-log-record.ts';
 import type { RequestStats } from '../telemetry/istio-metrics.ts';
 import { PEER_METADATA, PEER_METADATA_ID, type PeerWorkload } from '../telemetry/peer-metadata.ts';
 import type { RequestTrace, TracedRequest } from '../telemetry/tracing.ts';
@@ -39,10 +36,13 @@ import {
   queryOf,
   rawHeaderValue,
 } from './request-headers.ts';
-import { formatResponseFlags, ResponseFlag } from './response-flags.ts';
+import { formatResponseFlags, ResponseFlag } from '../telemetry/response-flags.ts';
 import { findRoute } from '../router/route-table.ts';
 import { Transform, type Readable } from 'node:stream';
 import { ResponseView } from './filter-response.ts';
+import { filterLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
+import type { DownstreamRequest } from './response-writer.ts';
+import { RetryState } from '../router/retry-state.ts';
 
 /** What `runResponseFilters` found: go on, hold the head for the body, or a filter answered (the request is over). */
 export const RESPONSE_CONTINUE = 0;
@@ -54,29 +54,9 @@ const HAS_RESPONSE = 2;
 const HAS_RESPONSE_DATA = 4;
 const NO_BYTES = Buffer.alloc(0);
 
-export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
+export type { DownstreamRequest } from './response-writer.ts';
 
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)(.*)$/is;
-
-/** A local reply for an upstream try that failed before a response could be used (flag as a bit). */
-export interface FailureReply {
-  readonly status: number;
-  readonly flag: number;
-  readonly details: string;
-  readonly body: string;
-}
-
-function withFlagBit(r: UpstreamFailureReply): FailureReply {
-  return { status: r.status, flag: ResponseFlag[r.flag], details: r.details, body: r.body };
-}
-
-/** Envoy's answer when the cluster's circuit breaker has no room (503 UO). */
-export const OVERFLOW_REPLY: FailureReply = withFlagBit(OVERFLOW_FAILURE);
-
-/** Envoy's status, flag, details and body for each way a try can fail before its response (upstream/connect-errors.ts). */
-export function failureReply(failure: AttemptFailure, reason: string): FailureReply {
-  return withFlagBit(upstreamFailureReply(failure, reason));
-}
 
 /**
  * What every proxied request shares, whether it becomes an exchange (request and response)
@@ -88,7 +68,7 @@ export function failureReply(failure: AttemptFailure, reason: string): FailureRe
 export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
   readonly ctx: ListenerContext;
   readonly conn: Connection;
-  readonly snapshot: ListenerSnapshot;
+  readonly snapshot: ListenerSettings;
   readonly req: DownstreamRequest;
 
   // Request, as the client sent it (path normalized).
@@ -116,11 +96,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   cluster: UpstreamCluster | null = null;
   clusterHost: ClusterHost | null = null;
   protected attempts = 0;
-  protected retriesLeft = 0;
-  /** Hosts already tried, for Envoy's previous-hosts retry predicate; null until a retry. */
-  protected triedHosts: ClusterHost[] | null = null;
-  /** Istio's retryRemoteLocalities on the route: retries go to localities not tried yet. */
-  protected retryOtherLocalities = false;
+  /** The request's retries, from when it is routed to a cluster. */
+  protected retry: RetryState | null = null;
   protected setCookie: string | null = null;
 
   // Filter chain.
@@ -168,7 +145,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   /** Outbound: what the upstream said of itself in its response headers. */
   protected upstreamPeer: PeerWorkload | null = null;
 
-  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: DownstreamRequest) {
+  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: DownstreamRequest) {
     this.ctx = ctx;
     this.conn = conn;
     this.snapshot = snapshot;
@@ -305,13 +282,13 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   abstract get aborted(): boolean;
 
   /** Answers the request from the proxy; subclasses know how (a response, or a raw socket for upgrades). */
-  protected abstract replyLocally(status: number, flag: number, details: string, body: string | null, grpcStatus: number | null): void;
+  protected abstract replyLocally(reply: LocalReply): void;
 
   /** The chain let the request through: route it. */
   protected abstract afterFilters(): void;
 
   sendLocalReply(status: number, body: string | null, flag: FilterResponseFlag | null, details: string, grpcStatus: number | null = null): void {
-    this.replyLocally(status, flag === null ? 0 : ResponseFlag[flag], details, body, grpcStatus);
+    this.replyLocally(filterLocalReply(status, flag === null ? 0 : ResponseFlag[flag], details, body, grpcStatus));
   }
 
   addResponseHeader(name: string, value: string): void {
@@ -372,7 +349,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       } catch (err) {
         this.#iterating = false;
         this.ctx.log.error(`filter failed on ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-        this.replyLocally(500, 0, 'filter_error', 'internal error', null);
+        this.replyLocally(LocalReplies.filterError);
         return;
       }
       if (this.aborted) {
@@ -420,7 +397,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     } catch (err) {
       this.#inResponsePhase = false;
       this.ctx.log.error(`filter failed on the response to ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-      this.replyLocally(500, 0, 'filter_error', 'internal error', null);
+      this.replyLocally(LocalReplies.filterError);
       return RESPONSE_REPLIED;
     } finally {
       this.#inResponsePhase = false;
@@ -443,7 +420,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
         chunk = f.onResponseData(chunk, end, this);
       } catch (err) {
         this.ctx.log.error(`filter failed on the response body of ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-        this.replyLocally(500, 0, 'filter_error', 'internal error', null);
+        this.replyLocally(LocalReplies.filterError);
         return NO_BYTES;
       }
       if (this.aborted) return NO_BYTES;
@@ -481,7 +458,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
         chunk = f.onRequestData(chunk, end, this);
       } catch (err) {
         this.ctx.log.error(`filter failed on the request body of ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-        this.replyLocally(500, 0, 'filter_error', 'internal error', null);
+        this.replyLocally(LocalReplies.filterError);
         return NO_BYTES;
       }
     }
@@ -643,7 +620,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   /**
    * The request as the chosen destination gets it: path and authority rewrites, route and
    * destination header edits, and the `x-envoy-attempt-count` slot (Istio turns on Envoy's
-   * include_request_attempt_count). Sets the retry budget.
+   * include_request_attempt_count). Makes the retry state.
    */
   protected prepareUpstream(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster): void {
     this.target = weighted;
@@ -661,7 +638,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       const md = this.ctx.peerMetadata;
       headers.push(PEER_METADATA_ID, md.id, PEER_METADATA, md.value);
     }
-    this.retriesLeft = target.retry?.numRetries ?? 0;
+    this.retry = new RetryState(target.retry, cluster.breaker);
   }
 
   #rewritePath(target: ForwardTarget, route: CompiledRoute): void {
@@ -686,7 +663,8 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
    */
   protected pickHost(): ClusterHost | null {
     const cluster = this.cluster!;
-    const chosen = cluster.pick(this, this.triedHosts, this.retryOtherLocalities);
+    const retry = this.retry;
+    const chosen = retry === null ? cluster.pick(this, null, false) : cluster.pick(this, retry.triedHosts, retry.otherLocalities);
     if (chosen === null) {
       cluster.noHealthyUpstream++;
       return null;
@@ -695,12 +673,6 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     this.attempts++;
     this.upstreamHeaders[this.attemptCountIndex] = String(this.attempts);
     return chosen;
-  }
-
-  /** Spends one retry on a try that failed on `host`. */
-  protected noteRetry(host: ClusterHost): void {
-    this.retriesLeft--;
-    (this.triedHosts ??= []).push(host);
   }
 
   /** Destination- and route-level response edits, filters' headers, a cookie set by the ring-hash balancer. */

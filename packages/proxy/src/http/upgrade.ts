@@ -1,16 +1,16 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { connect, Socket } from 'node:net';
 import type { ForwardTarget } from '../router/compiled-route.ts';
-import { retryBackoffMs, type CompiledRetryPolicy } from '../router/retry-policy.ts';
 import { AttemptFailure, chargedStatus, classifyUpstreamError, CONNECT_TIMEOUT_REASON, PER_TRY_TIMEOUT_REASON } from '../upstream/connect-errors.ts';
 import { findRoute } from '../router/route-table.ts';
-import type { ListenerSnapshot } from '../runtime/snapshot.ts';
+import type { ListenerSettings } from './listener-settings.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
-import { failureReply, OVERFLOW_REPLY, ProxiedRequest } from './proxied-request.ts';
+import { ProxiedRequest } from './proxied-request.ts';
+import { failureLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
 import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
-import { ResponseFlag } from './response-flags.ts';
+import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { DELAYED_CLOSE_MS, SocketSplice, type SpliceOwner, type SpliceSettings } from '../upstream/socket-splice.ts';
 
@@ -75,7 +75,7 @@ export class UpgradeTunnels {
   }
 
   /** Node's `'upgrade'` event: route and forward the request; never throws. */
-  start(snapshot: ListenerSnapshot, conn: Connection, req: IncomingMessage, socket: Socket, head: Buffer): void {
+  start(snapshot: ListenerSettings, conn: Connection, req: IncomingMessage, socket: Socket, head: Buffer): void {
     new UpgradeExchange(this.#open, this.#ctx, conn, snapshot, req, socket, head).start();
   }
 
@@ -102,15 +102,8 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
 
   #attempt: UpgradeAttempt | null = null;
   #splice: SocketSplice | null = null;
-  #retry: CompiledRetryPolicy | null = null;
   /** This upgrade holds a slot of the cluster's circuit breaker (released once, at the end). */
   #holdsBreaker = false;
-  /**
-   * A retry of this upgrade holds a place in the cluster's retry budget (Envoy's max_retries),
-   * from when it is scheduled until its try has an outcome (a response head or a failure), as
-   * Envoy's retry state holds it until the next retry decision.
-   */
-  #holdsRetry = false;
   #timer: NodeJS.Timeout | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
   #lingerTimer: NodeJS.Timeout | null = null;
@@ -128,7 +121,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   #bodyLeft = -1;
   #chunked: ChunkedBodyEnd | null = null;
 
-  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSnapshot, req: IncomingMessage, socket: Socket, head: Buffer) {
+  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: IncomingMessage, socket: Socket, head: Buffer) {
     super(ctx, conn, snapshot, req);
     this.#registry = registry;
     this.downstream = socket;
@@ -153,20 +146,20 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
       this.#start();
     } catch (err) {
       this.ctx.log.error(`unexpected error handling upgrade ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-      this.#localReply(500, 0, 'internal_error', 'internal error\n');
+      this.#localReply(LocalReplies.internalError);
     }
   }
 
   #start(): void {
     if (!this.readRequestTarget()) {
-      this.#localReply(400, ResponseFlag.DPE, 'path_normalization_failed', 'Bad Request');
+      this.#localReply(LocalReplies.badPath);
       return;
     }
     this.readHeaders(true);
     // Shed after reading the head, so the access log line still names the request.
     if (this.ctx.overloaded && !this.snapshot.bypassOverloadManager) {
       this.ctx.noteShed();
-      this.#localReply(503, ResponseFlag.OM, 'overload_manager', 'envoy overloaded');
+      this.#localReply(LocalReplies.overloaded);
       return;
     }
     // Upgrades meet the same filters as requests (authn, authz, rate limit, faults).
@@ -178,8 +171,8 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     return this.#state === DONE;
   }
 
-  protected replyLocally(status: number, flag: number, details: string, body: string | null, _grpcStatus: number | null): void {
-    this.#localReply(status, flag, details, body);
+  protected replyLocally(reply: LocalReply): void {
+    this.#localReply(reply);
   }
 
   protected afterFilters(): void {
@@ -187,7 +180,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     const http = this.snapshot.http;
     if (route === null) {
       http.noRoute.value++;
-      this.#localReply(404, ResponseFlag.NR, 'route_not_found', null);
+      this.#localReply(LocalReplies.noRoute);
       return;
     }
     const target = route.target;
@@ -210,13 +203,12 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     if (cluster === null) {
       this.snapshot.http.noCluster.value++;
       this.target = weighted;
-      this.#localReply(503, ResponseFlag.NC, 'cluster_not_found', null);
+      this.#localReply(LocalReplies.noCluster);
       return;
     }
     this.snapshot.http.routed.value++;
     this.prepareUpstream(target, weighted, cluster);
     // Mirrors are left out: a shadow copy of a handshake would open a tunnel nobody reads.
-    this.#retry = target.retry;
     this.#state = CONNECTING;
     // The route timeout bounds the handshake only; an open tunnel has no deadline.
     if (target.timeoutMs > 0) this.#timer = setTimeout(() => this.#onRouteTimeout(), target.timeoutMs);
@@ -226,7 +218,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     if (breaker.limited) {
       const admission = breaker.admit(this);
       if (admission === OVERFLOW) {
-        this.#localReply(OVERFLOW_REPLY.status, OVERFLOW_REPLY.flag, OVERFLOW_REPLY.details, OVERFLOW_REPLY.body);
+        this.#localReply(LocalReplies.overflow);
         return;
       }
       if (admission === QUEUED) return;
@@ -256,12 +248,12 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     if (this.#state !== CONNECTING) return;
     const chosen = this.pickHost();
     if (chosen === null) {
-      this.#endRetry();
-      this.#localReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream');
+      this.retry!.endRetry();
+      this.#localReply(LocalReplies.noHealthyUpstream);
       return;
     }
     this.cluster!.stats.rqTotal++;
-    this.#attempt = new UpgradeAttempt(this, chosen, this.#requestHead(), this.#head, this.cluster!.model.connectionPool.connectTimeoutMs, this.#retry?.perTryTimeoutMs ?? 0);
+    this.#attempt = new UpgradeAttempt(this, chosen, this.#requestHead(), this.#head, this.cluster!.model.connectionPool.connectTimeoutMs, this.retry!.perTryTimeoutMs);
   }
 
   #requestHead(): string {
@@ -308,7 +300,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
       const end = buf.indexOf(HEAD_END);
       if (end < 0) {
         if (buf.length > MAX_RESPONSE_HEAD_BYTES) {
-          this.#attemptFailedHard(a, 502, ResponseFlag.UPE, 'upstream_response_headers_too_large', 'upstream sent an invalid response', 'headers_too_large');
+          this.#attemptFailedHard(a, LocalReplies.upstreamHeadersTooLarge, 'headers_too_large');
           return;
         }
         a.keepHeadBuffer(buf);
@@ -316,7 +308,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
       }
       const parsed = parseResponseHead(buf.toString('latin1', 0, end));
       if (parsed === null) {
-        this.#attemptFailedHard(a, 502, ResponseFlag.UPE, 'upstream_response_invalid', 'upstream sent an invalid response', 'invalid_response');
+        this.#attemptFailedHard(a, LocalReplies.upstreamInvalid, 'invalid_response');
         return;
       }
       const rest = buf.subarray(end + HEAD_END.length);
@@ -337,20 +329,20 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     // The host answered: outlier detection and the cluster's status counters hear of it, as for any request.
     cluster.reportStatus(a.host, status);
     cluster.stats.charge(status);
-    this.#endRetry();
+    const retry = this.retry!;
+    retry.endRetry();
     let exhausted = false;
     if (status >= 500) a.host.host.rqError++;
     else a.host.host.rqSuccess++;
     if (status !== 101) {
-      const retry = this.#retry;
-      if (retry !== null && retry.retriableResponse(status, -1)) {
-        if (this.#canRetry()) {
+      const policy = retry.policy;
+      if (policy !== null && policy.retriableResponse(status, -1)) {
+        if (retry.canRetry(!this.#sentBeyondHead)) {
           this.#scheduleRetry(a);
           return;
         }
         exhausted = true;
-        if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
-        if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
+        if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
       }
     }
     if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
@@ -524,52 +516,37 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     }
     if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
     cluster.stats.charge(chargedStatus(failure));
-    this.#endRetry();
+    const retry = this.retry!;
+    retry.endRetry();
     a.host.host.rqError++;
-    const retry = this.#retry;
-    if (retry !== null && retry.retriableFailure(failure)) {
-      if (this.#canRetry()) {
+    if (retry.policy !== null && retry.policy.retriableFailure(failure)) {
+      if (retry.canRetry(!this.#sentBeyondHead)) {
         this.#scheduleRetry(a);
         return;
       }
-      if (this.attempts > 1) this.responseFlags |= ResponseFlag.URX;
-      if (this.retriesLeft <= 0) cluster.stats.rqRetryLimitExceeded++;
+      if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
     }
     this.#abandon(a);
-    const reply = failureReply(failure, code);
-    this.#localReply(reply.status, reply.flag, reply.details, reply.body);
+    this.#localReply(failureLocalReply(failure, code));
   }
 
   /** A bad response head: never retried (Envoy does not retry protocol errors), but a failure of the host all the same. */
-  #attemptFailedHard(a: UpgradeAttempt, status: number, flag: number, details: string, body: string, reason: string): void {
+  #attemptFailedHard(a: UpgradeAttempt, reply: LocalReply, reason: string): void {
     this.upstreamTransportFailureReason = reason;
     this.cluster!.reportLocalFailure(a.host);
-    this.cluster!.stats.charge(status);
-    this.#endRetry();
+    this.cluster!.stats.charge(reply.status);
+    this.retry!.endRetry();
     this.#abandon(a);
-    this.#localReply(status, flag, details, body);
-  }
-
-  #canRetry(): boolean {
-    if (this.retriesLeft <= 0 || this.#sentBeyondHead) return false;
-    // Envoy's max_retries: concurrent retries across the cluster.
-    return this.cluster!.breaker.tryRetry();
-  }
-
-  /** The retry in flight has its outcome (or never got a try): its place in the retry budget goes back. */
-  #endRetry(): void {
-    if (!this.#holdsRetry) return;
-    this.#holdsRetry = false;
-    this.cluster!.breaker.retryDone();
+    this.#localReply(reply);
   }
 
   #scheduleRetry(a: UpgradeAttempt): void {
     this.cluster!.stats.rqRetry++;
-    this.#holdsRetry = true;
-    this.noteRetry(a.host);
+    // The retry holds its place in the cluster's retry budget until its try has an outcome (a
+    // response head or a failure), as Envoy's retry state holds it until the next retry decision.
+    const delay = this.retry!.noteRetry(a.host, this.attempts);
     this.#abandon(a);
     this.#state = CONNECTING;
-    const delay = retryBackoffMs(this.attempts);
     if (delay <= 0) this.#nextAttempt();
     else this.#backoffTimer = setTimeout(() => this.#nextAttempt(), delay);
   }
@@ -593,8 +570,9 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
       cluster.stats.charge(504);
       this.#abandon(a);
     }
-    this.#endRetry();
-    this.#localReply(504, ResponseFlag.UT, 'upstream_response_timeout', 'upstream request timeout');
+    this.retry!.endRetry();
+    this.responseFlags |= ResponseFlag.UT;
+    this.#localReply(LocalReplies.routeTimeout);
   }
 
   // --- downstream socket ------------------------------------------------------------------
@@ -693,17 +671,15 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
 
   // --- replies and the end --------------------------------------------------------------
 
-  /** A response made by the proxy (Envoy's local reply), written on the raw socket; the connection closes after it. */
-  #localReply(status: number, flag: number, details: string, body: string | null): void {
+  /** A response made by the proxy (Envoy's local reply, from the catalogue), written on the raw socket; the connection closes after it. */
+  #localReply(reply: LocalReply): void {
     if (this.#state === DONE || this.#state === TUNNEL || this.#state === RELAYING) return;
+    const status = reply.status;
     this.responseCode = status;
-    this.responseFlags |= flag;
-    this.responseCodeDetails = details;
-    const payload = body === null ? null : Buffer.from(body);
-    const headers: string[] = ['content-length', String(payload === null ? 0 : payload.length)];
-    if (payload !== null) headers.push('content-type', 'text/plain');
-    // As Exchange.localReply: a request the circuit breaker drops is marked as such.
-    if (flag === ResponseFlag.UO) headers.push('x-envoy-overloaded', 'true');
+    this.responseFlags |= reply.flag;
+    this.responseCodeDetails = reply.details;
+    const payload = reply.body;
+    const headers = reply.head.slice();
     if (this.requestId !== null) headers.push('x-request-id', this.requestId);
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
@@ -763,7 +739,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
-    this.#endRetry();
+    this.retry?.endRetry();
     this.#releaseBreaker();
     this.#clearTimers();
     this.destroyFilters();

@@ -2,7 +2,24 @@ import type { Dispatcher } from 'undici';
 import { AttemptFailure, classifyUpstreamError, PER_TRY_TIMEOUT_REASON } from '../upstream/connect-errors.ts';
 import type { CircuitBreaker } from '../upstream/circuit-breaker.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
-import type { Exchange } from './exchange.ts';
+import type { AttemptFailure as AttemptFailureCode } from '../upstream/connect-errors.ts';
+
+type Headers = Record<string, string | string[] | undefined>;
+
+/** The request an attempt works for: callbacks go to it only while the attempt is its current one. */
+export interface AttemptOwner {
+  isCurrent(a: UpstreamAttempt): boolean;
+  /** A chunk of the request body went upstream. */
+  onAttemptBodySent(chunk: Buffer): void;
+  /** The request has been sent in full. */
+  onAttemptRequestSent(): void;
+  /** Response headers; false: the response is not used (retried, or answered locally). */
+  onAttemptResponseStart(a: UpstreamAttempt, statusCode: number, headers: Headers): boolean;
+  /** A response body chunk; false: pause until `resume`. */
+  onAttemptResponseData(a: UpstreamAttempt, chunk: Buffer): boolean;
+  onAttemptResponseEnd(a: UpstreamAttempt, trailers: Headers): void;
+  onAttemptFailed(a: UpstreamAttempt, failure: AttemptFailureCode, reason: string): void;
+}
 
 /** Raised into undici to stop an attempt the exchange no longer wants (retry, timeout, client gone). */
 class AttemptCancelled extends Error {
@@ -24,7 +41,7 @@ const cancelled = new AttemptCancelled('attempt cancelled');
  * callback of an abandoned try can never touch the client's response.
  */
 export class UpstreamAttempt implements Dispatcher.DispatchHandler {
-  readonly exchange: Exchange;
+  readonly exchange: AttemptOwner;
   readonly host: ClusterHost;
   readonly startedAt = performance.now();
   #controller: Dispatcher.DispatchController | null = null;
@@ -35,14 +52,14 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
 
   /** The cluster's breaker, when this try counts against its limits; released once. */
   readonly #breaker: CircuitBreaker | null;
-  /** This try is a retry: it holds a place in the cluster's retry budget until it ends. */
-  readonly #retry: boolean;
+  /** This try is a retry: it holds a place in this breaker's retry budget until it ends. */
+  readonly #retryBudget: CircuitBreaker | null;
 
-  constructor(exchange: Exchange, host: ClusterHost, perTryTimeoutMs: number, breaker: CircuitBreaker | null = null, retry = false) {
+  constructor(exchange: AttemptOwner, host: ClusterHost, perTryTimeoutMs: number, breaker: CircuitBreaker | null = null, retryBudget: CircuitBreaker | null = null) {
     this.exchange = exchange;
     this.host = host;
     this.#breaker = breaker;
-    this.#retry = retry;
+    this.#retryBudget = retryBudget;
     if (perTryTimeoutMs > 0) this.#timer = setTimeout(() => this.#onPerTryTimeout(), perTryTimeoutMs);
   }
 
@@ -118,7 +135,7 @@ export class UpstreamAttempt implements Dispatcher.DispatchHandler {
     this.#done = true;
     this.host.host.active--;
     if (this.#timer !== null) clearTimeout(this.#timer);
-    if (this.#retry) this.exchange.cluster!.breaker.retryDone();
+    if (this.#retryBudget !== null) this.#retryBudget.retryDone();
     // Last: releasing may admit a queued request that dispatches at once.
     if (this.#breaker !== null) this.#breaker.release();
   }

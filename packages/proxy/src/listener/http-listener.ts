@@ -7,17 +7,19 @@ import type { TLSSocket } from 'node:tls';
 import type { ListenerTls, TcpRoute, TlsServer } from '@remora/config';
 import { Connection, originalDestinations, type ListenerContext } from '../http/connection.ts';
 import { Exchange } from '../http/exchange.ts';
-import { ResponseFlag } from '../http/response-flags.ts';
+import { H1_WRITER } from '../http/response-writer-h1.ts';
+import { H2_WRITER } from '../http/response-writer-h2.ts';
+import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { shouldUpgrade, UpgradeTunnels } from '../http/upgrade.ts';
 import type { PeerIdentity } from '@remora/filters';
-import type { ListenerSnapshot } from '../runtime/snapshot.ts';
+import type { ListenerSettings } from '../http/listener-settings.ts';
 import { PrefaceSocket } from './preface-socket.ts';
 import { HANDSHAKE_TIMEOUT_MS, TlsFront } from './tls-front.ts';
 import { TcpTunnel } from './tcp-proxy.ts';
 import { TlsStats } from './tls-stats.ts';
 import { MAX_CLIENT_HELLO, parseClientHello } from './client-hello.ts';
 import type { OriginalDestination } from './original-dst.ts';
-import type { AccessLogRecord } from '../telemetry/access-log.ts';
+import type { AccessLogRecord } from '../telemetry/access-log-record.ts';
 import { removeStaleSocket, socketPath } from '../unix-socket.ts';
 
 /** Envoy's default limit on request headers (max_request_headers_kb: 60). */
@@ -97,7 +99,7 @@ export class HttpListener {
   readonly port: number;
   /** False for Envoy's `bind_to_port: false`: no socket, only connections handed over. */
   readonly bound: boolean;
-  snapshot: ListenerSnapshot;
+  snapshot: ListenerSettings;
   /** Accepts connections and hands each to the HTTP/1 or the HTTP/2 server. */
   readonly tcp: TcpServer;
   /** The HTTP/1.1 server (it never listens itself). */
@@ -121,7 +123,7 @@ export class HttpListener {
   /** TLS-passthrough connections in flight. */
   readonly #tunnels = new Set<TcpTunnel>();
 
-  constructor(snapshot: ListenerSnapshot, ctx: ListenerContext) {
+  constructor(snapshot: ListenerSettings, ctx: ListenerContext) {
     this.name = snapshot.listener.name;
     this.address = snapshot.listener.address;
     this.port = snapshot.listener.port;
@@ -580,7 +582,7 @@ export class HttpListener {
       conn = this.#connectionOf(req.socket);
       this.#connections.set(req.socket, conn);
     }
-    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);
+    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res, H1_WRITER);
     conn.add(ex);
     ex.start();
   }
@@ -591,7 +593,7 @@ export class HttpListener {
       res.stream.close(2);
       return;
     }
-    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res);
+    const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res, H2_WRITER);
     conn.add(ex);
     // A stream the client resets ends only this exchange, not the connection.
     req.stream.once('close', () => ex.onDownstreamClose());

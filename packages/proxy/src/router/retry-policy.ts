@@ -1,4 +1,4 @@
-import type { RetryPolicy } from '@remora/config';
+import { GrpcStatus, type RetryPolicy } from '@remora/config';
 
 import { AttemptFailure } from '../upstream/connect-errors.ts';
 
@@ -6,11 +6,11 @@ export { AttemptFailure };
 
 /** gRPC status codes named by Envoy's gRPC retry conditions. */
 const GRPC_ON: Record<string, number> = {
-  cancelled: 1,
-  'deadline-exceeded': 4,
-  internal: 13,
-  'resource-exhausted': 8,
-  unavailable: 14,
+  cancelled: GrpcStatus.CANCELLED,
+  'deadline-exceeded': GrpcStatus.DEADLINE_EXCEEDED,
+  internal: GrpcStatus.INTERNAL,
+  'resource-exhausted': GrpcStatus.RESOURCE_EXHAUSTED,
+  unavailable: GrpcStatus.UNAVAILABLE,
 };
 
 /**

@@ -2,6 +2,7 @@ import { httpStatPrefix, routeRateLimits, type Cluster, type Listener, type Prox
 import type { FilterCompileContext, FilterRegistry, HttpFilterConfig } from '@remora/filters';
 import { ClusterCaller } from '../upstream/cluster-caller.ts';
 import { ConnectionManagerConfig } from '../http/connection-manager.ts';
+import type { ListenerSettings } from '../http/listener-settings.ts';
 import type { RouteCompileContext } from '../router/compiled-route.ts';
 import { RouteTable, type VirtualHostFinder } from '../router/route-table.ts';
 import { RouteTableByPort } from '../router/route-table-by-port.ts';
@@ -9,11 +10,12 @@ import { EnvoyStats } from '../telemetry/envoy-stats.ts';
 import { HttpConnManagerStats } from '../telemetry/http-stats.ts';
 import { HttpTracer, type TracerPool } from '../telemetry/tracing.ts';
 import { IstioStatsOverrides, type RequestStats } from '../telemetry/istio-metrics.ts';
-import type { AccessLogFiles, RequestLogger } from '../telemetry/access-log.ts';
+import type { AccessLogFiles } from '../telemetry/access-log.ts';
+import type { RequestLogger } from '../telemetry/access-log-record.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 
 /** What one listener serves with, for the life of a snapshot. */
-export class ListenerSnapshot {
+export class ListenerSnapshot implements ListenerSettings {
   readonly listener: Listener;
   readonly direction: TrafficDirection;
   /** Null when the listener's route configuration is missing: every request gets 404 NR. */

@@ -6,8 +6,8 @@
  */
 import { hostname } from 'node:os';
 import { ENVOY_DEFAULT_ACCESS_LOG_FORMAT, parseAccessLogFormat, type AccessLogConfig, type FormatOperator } from '@remora/config';
-import { formatResponseFlags } from '../http/response-flags.ts';
-import type { AccessLogRecord } from './access-log.ts';
+import { formatResponseFlags } from './response-flags.ts';
+import type { AccessLogRecord } from './access-log-record.ts';
 
 export type LineFormatter = (r: AccessLogRecord) => string;
 type Value = string | number | null;

@@ -7,8 +7,8 @@
  * Header maps hold only the names the expression can ask for (see `celHeaderNames`).
  */
 import { celHeaderNames, compileCel } from '@remora/config';
-import { ResponseFlag } from '../http/response-flags.ts';
-import type { AccessLogRecord } from './access-log.ts';
+import { ResponseFlag } from './response-flags.ts';
+import type { AccessLogRecord } from './access-log-record.ts';
 
 /** Remora's response-flag bits past DPE/UMSDR → Envoy's CoreResponseFlag bit (what `response.flags` holds). */
 const ENVOY_BITS: readonly (readonly [number, number])[] = [

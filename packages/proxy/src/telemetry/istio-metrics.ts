@@ -1,8 +1,10 @@
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { ISTIO_METRIC_NAMES, type IstioStatsConfig } from '@remora/config';
-import type { AccessLogRecord } from './access-log.ts';
+import type { AccessLogRecord } from './access-log-record.ts';
 import { compileRecordTag } from './cel-attributes.ts';
-import { refineLabels } from './peer-labels.ts';
+import { refineLabels, type PeerLabels } from './peer-labels.ts';
+
+export type { PeerLabels } from './peer-labels.ts';
 import type { PeerWorkload } from './peer-metadata.ts';
 
 /**
@@ -20,32 +22,6 @@ import type { PeerWorkload } from './peer-metadata.ts';
 export const ENVOY_DEFAULT_BUCKETS: readonly number[] = [
   0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
 ];
-
-/** The labels fixed for a request before its outcome is known, in Istio's order. */
-export interface PeerLabels {
-  readonly reporter: 'source' | 'destination';
-  readonly source_workload: string;
-  readonly source_canonical_service: string;
-  readonly source_canonical_revision: string;
-  readonly source_workload_namespace: string;
-  readonly source_principal: string;
-  readonly source_app: string;
-  readonly source_version: string;
-  readonly source_cluster: string;
-  readonly destination_workload: string;
-  readonly destination_workload_namespace: string;
-  readonly destination_principal: string;
-  readonly destination_app: string;
-  readonly destination_version: string;
-  readonly destination_service: string;
-  readonly destination_canonical_service: string;
-  readonly destination_canonical_revision: string;
-  readonly destination_service_name: string;
-  readonly destination_service_namespace: string;
-  readonly destination_cluster: string;
-  readonly request_protocol: string;
-  readonly connection_security_policy: string;
-}
 
 class Histogram {
   readonly counts: Float64Array;

@@ -1,6 +1,31 @@
 import type { Cluster, Endpoint, ProxyNode, TrafficDirection } from '@remora/config';
-import type { PeerLabels } from './istio-metrics.ts';
 import { canonicalRevisionOf, canonicalServiceOf, DEFAULT_CLUSTER_ID, type PeerWorkload } from './peer-metadata.ts';
+
+/** The labels fixed for a request before its outcome is known, in Istio's order. */
+export interface PeerLabels {
+  readonly reporter: 'source' | 'destination';
+  readonly source_workload: string;
+  readonly source_canonical_service: string;
+  readonly source_canonical_revision: string;
+  readonly source_workload_namespace: string;
+  readonly source_principal: string;
+  readonly source_app: string;
+  readonly source_version: string;
+  readonly source_cluster: string;
+  readonly destination_workload: string;
+  readonly destination_workload_namespace: string;
+  readonly destination_principal: string;
+  readonly destination_app: string;
+  readonly destination_version: string;
+  readonly destination_service: string;
+  readonly destination_canonical_service: string;
+  readonly destination_canonical_revision: string;
+  readonly destination_service_name: string;
+  readonly destination_service_namespace: string;
+  readonly destination_cluster: string;
+  readonly request_protocol: string;
+  readonly connection_security_policy: string;
+}
 
 const UNKNOWN = 'unknown';
 
