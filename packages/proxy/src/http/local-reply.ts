@@ -68,6 +68,7 @@ export const LocalReplies = {
 const PER_TRY_TIMEOUT = fromFailure(failureReply(AttemptFailure.PerTryTimeout, ''), GrpcStatus.DEADLINE_EXCEEDED);
 const RESET = fromFailure(failureReply(AttemptFailure.Reset, ''));
 const REFUSED_STREAM = fromFailure(failureReply(AttemptFailure.RefusedStream, ''));
+const PROTOCOL_ERROR = fromFailure(failureReply(AttemptFailure.ProtocolError, ''));
 
 /** Most distinct replies kept for filters and connect failures; past it, replies are made per use. */
 const CACHE_LIMIT = 256;
@@ -84,6 +85,8 @@ export function failureLocalReply(failure: AttemptFailure, reason: string): Loca
       return REFUSED_STREAM;
     case AttemptFailure.Reset:
       return RESET;
+    case AttemptFailure.ProtocolError:
+      return PROTOCOL_ERROR;
   }
   let r = connectFailures.get(reason);
   if (r === undefined) {
