@@ -63,7 +63,10 @@ spec:
   setHosts('127.0.0.1 api.dns-test.internal');
 
   const [admin, health] = await freePorts(2);
-  const args = [CLI, 'gateway', '-c', join(mesh.dir, 'mesh.yaml'), '--admin-port', String(admin), '--health-port', String(health), '--prometheus-port', '0', '--bind', '127.0.0.1', '--dns-refresh-rate', '1s'];
+  // Two workers: the main thread resolves, as Envoy's does, and both follow each change at once
+  // (workers resolving on their own timers would disagree on the address for a while, and one
+  // could keep an old last-good address after the name stopped resolving).
+  const args = [CLI, 'gateway', '-c', join(mesh.dir, 'mesh.yaml'), '--admin-port', String(admin), '--health-port', String(health), '--prometheus-port', '0', '--bind', '127.0.0.1', '--dns-refresh-rate', '1s', '--concurrency', '2'];
   const child = spawn(
     'unshare',
     ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hosts, process.execPath, ...args],

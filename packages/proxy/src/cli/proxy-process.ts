@@ -347,6 +347,11 @@ export class ProxyProcess {
             o.reportStatus(key, status);
           }
         },
+        dnsResolutions: function* () {
+          for (const c of runtime.clusterManager.clusters.values()) {
+            if (c.model.discovery === 'strict-dns' || c.model.discovery === 'logical-dns') yield [c.name, c.modelKey, c.resolvedEndpoints] as const;
+          }
+        },
         ejections: function* () {
           for (const c of runtime.clusterManager.clusters.values()) if (c.outlier !== null) yield [c.name, c.outlier.ejectedKeys()] as const;
         },
@@ -357,6 +362,8 @@ export class ProxyProcess {
     runtime.serveFromWorkers(
       {
         cells,
+        // DNS resolved here, once, and each new result told to every worker (Envoy's main thread).
+        dns: { lead: (cluster, modelKey, endpoints) => pool.broadcast({ t: 'dns', cluster, modelKey, endpoints }) },
         // Outlier detection decided here, once, from every worker's outcomes; each change is told to all.
         outlier: (model, onChange) => {
           const d: OutlierDetector = new OutlierDetector(model.outlierDetection!, () => {

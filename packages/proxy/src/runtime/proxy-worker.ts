@@ -63,6 +63,7 @@ const runtime = new Runtime({
   listenPipes: init.index === 0,
   sharing: {
     cells,
+    dns: 'follow',
     outlier: (model, onChange) => {
       const f = new OutlierFollower(model.name, model.outlierDetection!, onChange, (cluster, key, status) => {
         outcomes.push(cluster, key, status);
@@ -112,6 +113,9 @@ async function handle(m: ToWorker): Promise<void> {
       if (problem !== null) loggers.get('secret').error(`worker ${init.index}: ${problem}`);
       return;
     }
+    case 'dns':
+      runtime.clusterManager.followDns(m.cluster, m.modelKey, m.endpoints);
+      return;
     case 'ejected': {
       const c = runtime.clusterManager.clusters.get(m.cluster);
       const o = c?.outlier;

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { ProxyConfig } from '@remora/config';
+import type { Endpoint, ProxyConfig } from '@remora/config';
 import type { StatEntry } from '../admin/admin-stats.ts';
 import type { HostCounts } from '../admin/admin-views.ts';
 import type { LiveWindowState } from '../admin/ui-window.ts';
@@ -17,6 +17,8 @@ export interface WorkerPoolSinks {
   readonly outcome: (cluster: string, hostKey: string, status: number) => void;
   /** Sent to a worker that (re)starts, after its config: the ejections in force. */
   readonly ejections: () => Iterable<readonly [string, readonly string[]]>;
+  /** Sent to a worker that (re)starts, before its config: the DNS clusters' addresses as resolved. */
+  readonly dnsResolutions: () => Iterable<readonly [string, string, readonly Endpoint[]]>;
 }
 
 interface Slot {
@@ -85,6 +87,7 @@ export class WorkerPool {
     });
     if (this.#identity !== null) this.#post(worker, { t: 'identity', parts: this.#identity });
     const config = this.#config!;
+    for (const [cluster, modelKey, endpoints] of this.#sinks.dnsResolutions()) this.#post(worker, { t: 'dns', cluster, modelKey, endpoints });
     return this.#ask(worker, (id) => ({ t: 'apply', id, config })).then((r) => {
       for (const [cluster, keys] of this.#sinks.ejections()) this.#post(worker, { t: 'ejected', cluster, keys });
       return r.error;

@@ -1,4 +1,4 @@
-import type { ProxyConfig, ProxyNode } from '@remora/config';
+import type { Endpoint, ProxyConfig, ProxyNode } from '@remora/config';
 import type { SharedCellsInit } from '@remora/filters';
 import type { StatEntry } from '../admin/admin-stats.ts';
 import type { HostCounts } from '../admin/admin-views.ts';
@@ -35,6 +35,8 @@ export type ToWorker =
   | { readonly t: 'apply'; readonly id: number; readonly config: ProxyConfig }
   | { readonly t: 'identity'; readonly parts: IdentityParts }
   | { readonly t: 'ejected'; readonly cluster: string; readonly keys: readonly string[] }
+  /** A DNS cluster's addresses as the main thread resolved them (for the cluster of that model). */
+  | { readonly t: 'dns'; readonly cluster: string; readonly modelKey: string; readonly endpoints: readonly Endpoint[] }
   | { readonly t: 'stats'; readonly id: number }
   | { readonly t: 'prometheus'; readonly id: number }
   /** `/clusters`: the worker's per-host counters. */

@@ -51,6 +51,8 @@ export class ClusterManager {
   readonly #sweeper: NodeJS.Timeout;
   #closed = false;
   readonly #unsubscribe: (() => void) | null;
+  /** Under `sharing.dns: 'follow'`: the last resolution told for each DNS cluster, by name (with the model it was for). */
+  readonly #followed = new Map<string, { readonly modelKey: string; readonly endpoints: readonly Endpoint[] }>();
 
   constructor(opts: ClusterManagerOptions) {
     this.#opts = opts;
@@ -101,7 +103,11 @@ export class ClusterManager {
       const originalDst = model.discovery === 'original-dst' ? new OriginalDstHosts(poolSettings(model), (ep) => this.#opts.statsFor(model, ep)) : null;
       const c = new UpstreamCluster(model, key, this.#opts.statsFor(model, null), this.#opts.node, stats, originalDst, this.#sharing);
       if (!isDns(model)) this.#assign(c, model.endpoints);
-      else warming.push(this.#resolveCluster(c));
+      else if (this.#followsDns) {
+        // Another thread resolves (it applied this config first and told its result already).
+        const f = this.#followed.get(model.name);
+        if (f !== undefined && f.modelKey === key) this.#assign(c, f.endpoints);
+      } else warming.push(this.#resolveCluster(c));
       next.set(model.name, c);
     }
     if (warming.length > 0) {
@@ -125,8 +131,24 @@ export class ClusterManager {
     }
     for (const c of next.values()) {
       c.activate();
-      if (isDns(c.model) && !this.#dnsTimers.has(c)) this.#scheduleDns(c);
+      if (isDns(c.model) && !this.#followsDns && !this.#dnsTimers.has(c)) this.#scheduleDns(c);
     }
+  }
+
+  get #followsDns(): boolean {
+    return this.#sharing !== null && this.#sharing.dns === 'follow';
+  }
+
+  /**
+   * A DNS cluster's addresses as the resolving thread found them: taken now by the cluster of
+   * that model (live, or built by the next `prepare`).
+   */
+  followDns(cluster: string, modelKey: string, endpoints: readonly Endpoint[]): void {
+    this.#followed.set(cluster, { modelKey, endpoints });
+    const c = this.#clusters.get(cluster);
+    if (c !== undefined && c.modelKey === modelKey && !this.#closed) this.#assign(c, endpoints);
+    // Resolutions of clusters no config has any more are not kept.
+    if (this.#followed.size > this.#clusters.size + 64) for (const name of this.#followed.keys()) if (!this.#clusters.has(name) && name !== cluster) this.#followed.delete(name);
   }
 
   /** Drops clusters built by `prepare` that were never committed (a rejected config). */
@@ -201,7 +223,10 @@ export class ClusterManager {
     const same =
       resolved.length === c.resolvedEndpoints.length &&
       resolved.every((e, i) => e.address === c.resolvedEndpoints[i]!.address && e.port === c.resolvedEndpoints[i]!.port);
-    if (!same) this.#assign(c, resolved);
+    if (same) return;
+    this.#assign(c, resolved);
+    const dns = this.#sharing?.dns;
+    if (dns !== undefined && dns !== 'follow') dns.lead(c.name, c.modelKey, resolved);
   }
 
   #scheduleDns(c: UpstreamCluster): void {

@@ -36,6 +36,12 @@ export function createLoadBalancer(model: Cluster): LoadBalancer {
 export interface ClusterSharing {
   readonly cells: SharedCells;
   outlier(model: Cluster, onChange: () => void): OutlierDetector;
+  /**
+   * DNS clusters, resolved in one place as Envoy's main thread does: `lead` — this thread
+   * resolves and tells the others each result (cluster name, model key, endpoints); `follow` —
+   * this thread never resolves and takes what it is told (ClusterManager.followDns).
+   */
+  readonly dns: { readonly lead: (cluster: string, modelKey: string, endpoints: readonly Endpoint[]) => void } | 'follow';
 }
 
 /** Envoy's slow start floor: a warming host gets at least 10% of its weight. */
