@@ -1,8 +1,9 @@
 // What each stage of Remora's request path costs, in CPU microseconds per request, from one run.
 //
-// Every variant is the bench gateway (bench/remora/) with one thing added or taken away, run at
-// saturation on the proxy core one after the other, round after round, against the same nginx
-// upstream; CPU time is the proxy's own (from /proc, user + system) over the requests it
+// Every variant is the bench gateway (bench/remora/) with one thing added or taken away, all
+// running side by side on the proxy core against the same nginx upstream; each round measures
+// every variant at saturation right after the variant it is compared with (paired, seconds
+// apart, in A B B A order). CPU time is the proxy's own (from /proc, user + system) over the requests it
 // answered. A stage's cost is its variant's CPU per request minus the variant it was added to:
 //
 //   base              the default chain: routing, upstream, metrics, access log (stdout → /dev/null)
@@ -16,10 +17,11 @@
 //                     request carries an RS256 token (signed here with node:crypto)
 //   local-ratelimit   base + istio.io's gateway local rate limit EnvoyFilter (a bucket never empty)
 //   fault             base + a VirtualService fault (abort 0.001%): the filter runs, ~nothing is aborted
+//   undici            base with HTTP/1.1 upstreams through undici instead of the lean pool
 //
 // Not part of `pnpm bench`; run it with nothing else on the machine:
 //
-//   node bench/stage-cost.ts [--rounds 3] [--duration 5] [--warmup 2] [--only base,tracing-1%]
+//   node bench/stage-cost.ts [--rounds 5] [--duration 2] [--warmup 2] [--only base,tracing-1%]
 import { createServer, type Server } from 'node:http';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,9 +40,9 @@ import { median } from './lib/stats.ts';
 
 const HELP = `node bench/stage-cost.ts [options]
 
-  --only a,b          variants (default all): base, direct, no-access-log, tracing-1%, rbac, jwt, local-ratelimit, fault
-  --rounds N          rounds, every variant once per round (default 3)
-  --duration S        seconds of each measured run (default 5)
+  --only a,b          variants (default all): base, direct, no-access-log, tracing-1%, rbac, jwt, local-ratelimit, fault, undici
+  --rounds N          rounds, every variant (and what it is compared with) once per round (default 5)
+  --duration S        seconds of each measured run (default 2)
   --warmup S          seconds of load before measuring, not counted (default 2)
   --connections N     connections (default 50)
   --proxy-cpu N / --load-cpu N / --no-pin   cores (default 1 / 0)`;
@@ -63,6 +65,7 @@ const VARIANTS: readonly Variant[] = [
   { name: 'jwt', what: 'RequestAuthentication (RS256) + policy requiring a principal', against: 'base', removes: false },
   { name: 'local-ratelimit', what: 'local rate limit (istio.io EnvoyFilter)', against: 'base', removes: false },
   { name: 'fault', what: 'fault filter (abort 0.001%)', against: 'base', removes: false },
+  { name: 'undici', what: 'HTTP/1.1 upstreams through undici (REMORA_UPSTREAM_H1=undici) instead of the lean pool', against: 'base', removes: false },
 ];
 
 const STAGE_NAME: Readonly<Record<string, string>> = {
@@ -73,6 +76,7 @@ const STAGE_NAME: Readonly<Record<string, string>> = {
   jwt: 'jwt_authn + rbac',
   'local-ratelimit': 'local_ratelimit filter',
   fault: 'fault filter',
+  undici: 'undici over the lean HTTP/1.1 pool',
 };
 
 interface Options {
@@ -119,8 +123,8 @@ function parseOptions(argv: string[]): Options | null {
   if (pin && proxyCpu === loadCpu) throw new UsageError('--proxy-cpu and --load-cpu must differ');
   return {
     variants,
-    rounds: Math.round(numberOption('rounds', values.rounds, 'BENCH_ROUNDS', 3, 1)),
-    durationS: numberOption('duration', values.duration, 'BENCH_DURATION', 5, 1),
+    rounds: Math.round(numberOption('rounds', values.rounds, 'BENCH_ROUNDS', 5, 1)),
+    durationS: numberOption('duration', values.duration, 'BENCH_DURATION', 2, 1),
     warmupS: numberOption('warmup', values.warmup, 'BENCH_WARMUP', 2, 0),
     connections: Math.round(numberOption('connections', values.connections, 'BENCH_CONNECTIONS', 50, 1)),
     pinning: pin ? { proxyCpu, loadCpu } : { proxyCpu: null, loadCpu: null },
@@ -168,12 +172,16 @@ interface VariantSetup {
   readonly vs: string | null;
   /** A MeshConfig for `--mesh-config`, or null. */
   readonly mesh: string | null;
+  /** Environment added to Remora's. */
+  readonly env?: Record<string, string>;
 }
 
 function variantFiles(v: string, ctx: { otlpPort: number; jwks: string }): VariantSetup {
   switch (v) {
     case 'base':
       return { files: {}, args: [], vs: null, mesh: null };
+    case 'undici':
+      return { files: {}, args: [], vs: null, mesh: null, env: { REMORA_UPSTREAM_H1: 'undici' } };
     case 'no-access-log':
       return { files: {}, args: ['--access-log-format', 'off'], vs: null, mesh: null };
     case 'direct':
@@ -294,10 +302,11 @@ async function startVariant(v: Variant, o: Options, upstreamPort: number, extra:
     writeFileSync(mesh, setup.mesh);
     args.push('--mesh-config', mesh);
   }
-  const child = spawnChild(`remora ${v.name}`, process.execPath, [cli, 'gateway', '-c', dir, '--admin-port', String(admin), '--health-port', String(health), ...args], {
+  const child = spawnChild(`remora ${v.name}`, process.execPath, [cli, 'gateway', '-c', dir, '--admin-port', String(admin), '--health-port', String(health), '--prometheus-port', '0', '--concurrency', '1', ...args], {
     cpu: o.pinning.proxyCpu,
     stdoutFile: null,
     stderrFile: join(PATHS.runDir, `stage-${v.name.replace('%', 'pct')}.stderr.log`),
+    ...(setup.env !== undefined ? { env: { ...process.env, ...setup.env } } : {}),
   });
   const target: RequestTarget = v.name === 'jwt' ? { path: '/', headers: { authorization: `Bearer ${extra.token}` } } : { path: '/', headers: {} };
   const problem = await waitUntilForwarding(port, child, 15_000, target);
@@ -314,30 +323,43 @@ interface Sample {
   readonly non2xx: number;
 }
 
-async function measure(v: Variant, o: Options, upstreamPort: number, extra: { otlpPort: number; jwks: string; token: string }): Promise<Sample> {
-  const { child, port, target } = await startVariant(v, o, upstreamPort, extra);
-  try {
-    if (o.warmupS > 0) await saturate({ port, connections: o.connections, durationS: o.warmupS, workers: 0, target });
-    const before = treeCpuSeconds(child.pid);
-    const r = await saturate({ port, connections: o.connections, durationS: o.durationS, workers: 0, target });
-    const cpu = treeCpuSeconds(child.pid) - before;
-    if (!child.isRunning()) throw new Error(`Remora (${v.name}) exited during the run:\n${child.stderrTail()}`);
-    if (r.requests === 0) throw new Error(`Remora (${v.name}) answered no request with 2xx (${r.non2xx} non-2xx, ${r.errors} errors)`);
-    return { rps: r.rps, cpuUsPerRequest: (cpu * 1e6) / r.requests, non2xx: r.non2xx };
-  } finally {
-    await child.stop();
-  }
+interface Running {
+  readonly v: Variant;
+  readonly child: Child;
+  readonly port: number;
+  readonly target: RequestTarget;
+}
+
+/** One saturated run against a running variant: its req/s and the proxy's CPU per answered request. */
+async function measure(r: Running, o: Options): Promise<Sample> {
+  const before = treeCpuSeconds(r.child.pid);
+  const res = await saturate({ port: r.port, connections: o.connections, durationS: o.durationS, workers: 0, target: r.target });
+  const cpu = treeCpuSeconds(r.child.pid) - before;
+  if (!r.child.isRunning()) throw new Error(`Remora (${r.v.name}) exited during the run:\n${r.child.stderrTail()}`);
+  if (res.requests === 0) throw new Error(`Remora (${r.v.name}) answered no request with 2xx (${res.non2xx} non-2xx, ${res.errors} errors)`);
+  return { rps: res.rps, cpuUsPerRequest: (cpu * 1e6) / res.requests, non2xx: res.non2xx };
+}
+
+function meanSample(x: Sample, y: Sample): Sample {
+  return { rps: (x.rps + y.rps) / 2, cpuUsPerRequest: (x.cpuUsPerRequest + y.cpuUsPerRequest) / 2, non2xx: x.non2xx + y.non2xx };
 }
 
 const fmt = (n: number, digits: number): string => (Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '—');
 
+/**
+ * Every variant runs for the whole bench (idle ones cost nothing); each round measures, for
+ * every variant, the variant it is compared with and then the variant itself, back to back,
+ * so that each difference is taken within seconds (this kind of machine drifts by tens of
+ * percent over minutes). Figures are medians over rounds of those paired differences.
+ */
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   if (o === null) {
     process.stdout.write(`${HELP}\n`);
     return;
   }
-  const budgetS = o.rounds * o.variants.length * (o.warmupS + o.durationS + 30) + 60;
+  const compared = o.variants.filter((v) => v.against !== null);
+  const budgetS = o.variants.length * 30 + o.rounds * compared.length * (4 * o.durationS + 8) + o.variants.length * o.warmupS + 60;
   const watchdog = setTimeout(() => {
     process.stderr.write(`stage-cost: still running after ${budgetS} s, giving up\n`);
     process.exit(1);
@@ -347,39 +369,58 @@ async function main(): Promise<void> {
   const sink = await otlpSink();
   const { jwks, token } = jwtMaterial();
   const extra = { otlpPort: sink.port, jwks, token };
-  const samples = new Map<string, Sample[]>(o.variants.map((v) => [v.name, []]));
-  for (let round = 1; round <= o.rounds; round++) {
+  const running = new Map<string, Running>();
+  try {
     for (const v of o.variants) {
-      const s = await measure(v, o, upstream.port, extra);
-      samples.get(v.name)!.push(s);
-      process.stderr.write(`  round ${round} ${v.name}: ${fmt(s.rps, 0)} req/s, ${fmt(s.cpuUsPerRequest, 1)} µs CPU/request${s.non2xx > 0 ? `, ${s.non2xx} non-2xx` : ''}\n`);
+      const started = await startVariant(v, o, upstream.port, extra);
+      const r: Running = { v, ...started };
+      running.set(v.name, r);
+      if (o.warmupS > 0) await saturate({ port: r.port, connections: o.connections, durationS: o.warmupS, workers: 0, target: r.target });
     }
-  }
-  await upstream.child?.stop();
-  sink.server.close();
-
-  const med = (name: string, k: 'rps' | 'cpuUsPerRequest'): number => median((samples.get(name) ?? []).map((s) => s[k]));
-  const lines = [
-    `| variant | what | req/s | CPU µs/request | stage | stage µs/request | throughput vs base |`,
-    `|---|---|---:|---:|---|---:|---:|`,
-  ];
-  for (const v of o.variants) {
-    const rps = med(v.name, 'rps');
-    const cpu = med(v.name, 'cpuUsPerRequest');
-    let stage = '';
-    let cost = Number.NaN;
-    if (v.against !== null && samples.has(v.against)) {
-      const other = med(v.against, 'cpuUsPerRequest');
-      cost = v.removes ? other - cpu : cpu - other;
-      stage = STAGE_NAME[v.name] ?? v.name;
+    /** Per variant: [its sample, the paired sample of what it is compared with] per round. */
+    const pairs = new Map<string, [Sample, Sample][]>(compared.map((v) => [v.name, []]));
+    for (let round = 1; round <= o.rounds; round++) {
+      // Rotated each round, so that no variant always follows the same one.
+      const order = compared.map((_, i) => compared[(i + round - 1) % compared.length]!);
+      for (const v of order) {
+        // A B B A: a drift during the four runs weighs on both sides alike.
+        const a = running.get(v.against!)!;
+        const b = running.get(v.name)!;
+        const other1 = await measure(a, o);
+        const own1 = await measure(b, o);
+        const own2 = await measure(b, o);
+        const other2 = await measure(a, o);
+        const own = meanSample(own1, own2);
+        const other = meanSample(other1, other2);
+        pairs.get(v.name)!.push([own, other]);
+        process.stderr.write(
+          `  round ${round} ${v.name}: ${fmt(own.cpuUsPerRequest, 1)} µs vs ${v.against} ${fmt(other.cpuUsPerRequest, 1)} µs CPU/request; ${fmt(own.rps, 0)} vs ${fmt(other.rps, 0)} req/s${own.non2xx > 0 ? `, ${own.non2xx} non-2xx` : ''}\n`,
+        );
+      }
     }
-    const vsBase = samples.has('base') ? rps / med('base', 'rps') : Number.NaN;
-    lines.push(`| ${v.name} | ${v.what} | ${fmt(rps, 0)} | ${fmt(cpu, 1)} | ${stage} | ${fmt(cost, 1)} | ${fmt(vsBase, 3)}× |`);
+    const lines = [
+      `| variant | what | stage | stage µs/request | req/s vs ${'`base`'} (same round) | variant CPU µs/request | base CPU µs/request |`,
+      `|---|---|---|---:|---:|---:|---:|`,
+    ];
+    const out: Record<string, unknown> = {};
+    for (const v of compared) {
+      const ps = pairs.get(v.name)!;
+      const diff = median(ps.map(([own, other]) => (v.removes ? other.cpuUsPerRequest - own.cpuUsPerRequest : own.cpuUsPerRequest - other.cpuUsPerRequest)));
+      const ratio = median(ps.map(([own, other]) => own.rps / other.rps));
+      const ownCpu = median(ps.map(([own]) => own.cpuUsPerRequest));
+      const otherCpu = median(ps.map(([, other]) => other.cpuUsPerRequest));
+      lines.push(`| ${v.name} | ${v.what} | ${STAGE_NAME[v.name] ?? v.name} | ${fmt(diff, 1)} | ${fmt(ratio, 3)}× | ${fmt(ownCpu, 1)} | ${fmt(otherCpu, 1)} |`);
+      out[v.name] = { stageUs: diff, rpsRatio: ratio, pairs: ps };
+    }
+    process.stdout.write(`${lines.join('\n')}\n`);
+    if (running.has('tracing-1%')) process.stdout.write(`OTLP exports received during the run: ${sink.posts()}\n`);
+    writeFileSync(join(PATHS.runDir, 'stage-cost.json'), `${JSON.stringify({ date: new Date().toISOString(), options: { ...o, variants: o.variants.map((v) => v.name) }, results: out }, null, 2)}\n`);
+  } finally {
+    for (const r of running.values()) await r.child.stop();
+    await upstream.child?.stop();
+    sink.server.close();
+    clearTimeout(watchdog);
   }
-  process.stdout.write(`${lines.join('\n')}\n`);
-  if (samples.has('tracing-1%')) process.stdout.write(`OTLP exports received during the run: ${sink.posts()}\n`);
-  writeFileSync(join(PATHS.runDir, 'stage-cost.json'), `${JSON.stringify({ date: new Date().toISOString(), options: { ...o, variants: o.variants.map((v) => v.name) }, samples: Object.fromEntries(samples) }, null, 2)}\n`);
-  clearTimeout(watchdog);
 }
 
 main().catch((err: unknown) => {

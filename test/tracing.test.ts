@@ -293,6 +293,28 @@ t.test('Zipkin: B3 multi headers out, B3 in, v2 JSON spans to the collector', as
   const h2 = app.seen[1]!.headers;
   t.match(String(h2['x-b3-traceid']), /^[0-9a-f]{32}$/, 'a new trace gets a 128-bit id (trace_id_128bit)');
   t.equal(h2['x-b3-sampled'], '1');
+
+  // Not sampled and no incoming context: this hop's context still goes on, B3 with sampled 0.
+  const [admin0, port0] = await freePorts(2);
+  await startProxy(t, 'zipkin-unsampled', {
+    nodeId: 'sidecar~10.0.0.9~reviews-v1-2.default~default.svc.cluster.local',
+    adminPort: admin0!,
+    port: port0!,
+    upstreamPort: app.port,
+    upstreamHost: 'reviews.default.svc.cluster.local',
+    collectorPort: collector.port,
+    collectorCluster: 'zipkin',
+    tracing: { random_sampling: { value: 0 }, custom_tags: istioTags('reviews', 'default'), provider: zipkinProvider() },
+  });
+  const spansBefore = collector.spans.length;
+  await request(port0!, '/reviews/3', { headers: { tracestate: 'vendor=1' } });
+  const h3 = app.seen[2]!.headers;
+  t.match(String(h3['x-b3-traceid']), /^[0-9a-f]{32}$/, 'an unsampled request gets a trace id');
+  t.match(String(h3['x-b3-spanid']), /^[0-9a-f]{16}$/, 'and a span id of this hop');
+  t.equal(h3['x-b3-sampled'], '0', 'not sampled');
+  t.equal(h3['traceparent'], undefined, 'B3 only');
+  await sleep(1200);
+  t.equal(collector.spans.length, spansBefore, 'nothing exported for it');
 });
 
 t.test('a collector that never answers neither slows the requests nor stops them', async (t) => {

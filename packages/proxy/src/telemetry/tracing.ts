@@ -10,6 +10,7 @@
 import type { Context, Span, SpanContext, TextMapGetter, TextMapSetter, Tracer } from '@opentelemetry/api';
 import type { SpanExporter, TracerProvider } from '@opentelemetry/sdk-trace';
 import type { Cluster, HttpTracing, ProxyNode, TracingCustomTag, TracingProvider, TrafficDirection } from '@remora/config';
+import { randomFillSync } from 'node:crypto';
 
 type Sdk = typeof import('./tracing-sdk.ts');
 // SpanKind and TraceFlags values (const enums of the API, fixed by the OpenTelemetry spec).
@@ -67,6 +68,65 @@ const FLAT_SETTER: TextMapSetter<string[]> = {
     h.push(key, value);
   },
 };
+
+/** `name` (any case) equals `lower` (lower-case letters, digits and `-`), without allocating. */
+function sameName(name: string, lower: string): boolean {
+  if (name.length !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) if ((name.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
+/** Bits of `traceHeaders`: which trace headers a request carries. */
+const HAS_TRACESTATE = 1;
+/** traceparent, any B3 header, x-envoy-force-trace or x-client-trace-id: the full path decides. */
+const HAS_CONTEXT = 2;
+
+/** One pass over the header list: the trace headers it carries (see HAS_*). */
+function traceHeaders(h: readonly string[]): number {
+  let found = 0;
+  for (let i = 0; i < h.length; i += 2) {
+    const n = h[i]!;
+    switch (n.length) {
+      case 2:
+        if (sameName(n, 'b3')) found |= HAS_CONTEXT;
+        break;
+      case 10:
+        if (sameName(n, 'tracestate')) found |= HAS_TRACESTATE;
+        else if (sameName(n, 'x-b3-flags')) found |= HAS_CONTEXT;
+        break;
+      case 11:
+        if (sameName(n, 'traceparent') || sameName(n, 'x-b3-spanid')) found |= HAS_CONTEXT;
+        break;
+      case 12:
+        if (sameName(n, 'x-b3-traceid') || sameName(n, 'x-b3-sampled')) found |= HAS_CONTEXT;
+        break;
+      case 17:
+        if (sameName(n, 'x-b3-parentspanid') || sameName(n, 'x-client-trace-id')) found |= HAS_CONTEXT;
+        break;
+      case 19:
+        if (sameName(n, 'x-envoy-force-trace')) found |= HAS_CONTEXT;
+        break;
+    }
+  }
+  return found;
+}
+
+/** Random ids from a pooled buffer of crypto-random bytes (OpenTelemetry's generator draws Math.random per byte). */
+const ID_POOL = Buffer.allocUnsafe(4096);
+let idPoolAt = ID_POOL.length;
+
+/** `bytes` random bytes as lower-case hex, never all zeros (W3C: an all-zero id is invalid). */
+function randomHexId(bytes: number): string {
+  for (;;) {
+    if (idPoolAt + bytes > ID_POOL.length) {
+      randomFillSync(ID_POOL);
+      idPoolAt = 0;
+    }
+    const at = idPoolAt;
+    idPoolAt += bytes;
+    for (let i = at; i < at + bytes; i++) if (ID_POOL[i] !== 0) return ID_POOL.toString('hex', at, at + bytes);
+  }
+}
 
 function removeHeaders(h: string[], names: ReadonlySet<string>): void {
   let w = 0;
@@ -232,6 +292,25 @@ export class HttpTracer {
    * decides when the parent does not; the provider's headers are rewritten to this hop's span.
    */
   start(headers: string[]): RequestTrace {
+    // The common case, kept off OpenTelemetry's propagators: no incoming context, nothing
+    // forcing a decision, and the random draw says no. This hop's unsampled context is
+    // written as the propagator would write it (W3C `00-<trace>-<span>-00`, B3 sampled 0).
+    const found = traceHeaders(headers);
+    if ((found & HAS_CONTEXT) === 0 && !(this.#random >= 1 || (this.#random > 0 && this.#rand() < this.#random))) {
+      const traceId = randomHexId(16);
+      const spanId = randomHexId(8);
+      if (this.#b3) headers.push('x-b3-traceid', traceId, 'x-b3-spanid', spanId, 'x-b3-sampled', '0');
+      else {
+        if ((found & HAS_TRACESTATE) !== 0) removeHeaders(headers, W3C_HEADERS);
+        headers.push('traceparent', `00-${traceId}-${spanId}-00`);
+      }
+      return new RequestTrace(this, null, null);
+    }
+    return this.#startTraced(headers, (found & HAS_CONTEXT) === 0);
+  }
+
+  /** The full path: an incoming context, a forced decision, or a sampled draw (`drawn`: the random draw already said yes). */
+  #startTraced(headers: string[], drawn: boolean): RequestTrace {
     const { W3C, B3_SINGLE, B3_MULTI, IDS, ROOT_CONTEXT, trace } = this.#sdk;
     let parent: Context = W3C.extract(ROOT_CONTEXT, headers, FLAT_GETTER);
     let parentSpan = trace.getSpanContext(parent);
@@ -244,7 +323,7 @@ export class HttpTracer {
     else {
       if (FLAT_GETTER.get(headers, 'x-envoy-force-trace') !== undefined) sampled = true;
       else if (FLAT_GETTER.get(headers, 'x-client-trace-id') !== undefined) sampled = this.#client >= 1 || this.#rand() < this.#client;
-      else sampled = this.#random >= 1 || (this.#random > 0 && this.#rand() < this.#random);
+      else sampled = drawn || this.#random >= 1 || (this.#random > 0 && this.#rand() < this.#random);
       if (sampled && this.#overall < 1) sampled = this.#rand() < this.#overall;
     }
     let span: Span;
