@@ -20,6 +20,7 @@ import { startBackend, type Backend } from './helpers/backends.ts';
 import { get, request } from './helpers/http.ts';
 import { doc } from './helpers/mesh.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
+import { find, scrape } from './helpers/prometheus.ts';
 
 const json = {
   serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
@@ -166,23 +167,6 @@ t.teardown(async () => {
   for (const c of cleanups.reverse()) await c();
 });
 
-/** One scrape of /stats/prometheus: each sample's name, labels and value. */
-async function scrape(remora: InProcessRemora): Promise<{ name: string; labels: Record<string, string>; value: number }[]> {
-  const text = (await request(remora.ports.admin, '/stats/prometheus')).body;
-  const out: { name: string; labels: Record<string, string>; value: number }[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (m === null) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-function find(samples: Awaited<ReturnType<typeof scrape>>, name: string, want: Record<string, string>) {
-  return samples.filter((s) => s.name === name && Object.entries(want).every(([k, v]) => s.labels[k] === v));
-}
 
 t.test('HTTP over mTLS: headers exchanged, never reaching either app; both reporters labelled from the peer', async (t) => {
   const r = await get(client.ports.outbound, '/reviews/1', 'reviews.shop.svc.cluster.local:9080');

@@ -15,6 +15,7 @@ import { DevCa, writeWorkloadFiles } from '@remora/proxy';
 import { request } from './helpers/http.ts';
 import { waitFor } from './helpers/net.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
+import { find, scrape } from './helpers/prometheus.ts';
 
 const FRONTEND = 'spiffe://cluster.local/ns/web/sa/frontend';
 const ECHO = 'spiffe://cluster.local/ns/shop/sa/echo';
@@ -101,23 +102,6 @@ t.teardown(async () => {
   for (const c of cleanups.reverse()) await c();
 });
 
-/** One scrape of /stats/prometheus: each sample's name, labels and value. */
-async function scrape(remora: InProcessRemora): Promise<{ name: string; labels: Record<string, string>; value: number }[]> {
-  const text = (await request(remora.ports.admin, '/stats/prometheus')).body;
-  const out: { name: string; labels: Record<string, string>; value: number }[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (m === null) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-function find(samples: Awaited<ReturnType<typeof scrape>>, name: string, want: Record<string, string>) {
-  return samples.filter((s) => s.name === name && Object.entries(want).every(([k, v]) => s.labels[k] === v));
-}
 
 /** `/stats` counters by name. */
 async function stats(remora: InProcessRemora): Promise<Map<string, number>> {

@@ -208,14 +208,7 @@ export function populateDescriptor(req: FilterRequest, actions: readonly Descrip
         values.push(req.remoteIp);
         break;
       case 'header-match': {
-        let all = true;
-        for (let h = 0; h < act.headers.length; h++) {
-          if (!act.headers[h]!.matches(req)) {
-            all = false;
-            break;
-          }
-        }
-        if (all !== act.expectMatch) return false;
+        if (allMatch(act.headers, req) !== act.expectMatch) return false;
         keys.push(act.key);
         values.push(act.value);
         break;
@@ -238,14 +231,7 @@ export function populateDescriptor(req: FilterRequest, actions: readonly Descrip
         break;
       }
       case 'query-match': {
-        let all = true;
-        for (let q = 0; q < act.params.length; q++) {
-          if (!act.params[q]!.matches(req)) {
-            all = false;
-            break;
-          }
-        }
-        if (all !== act.expectMatch) return false;
+        if (allMatch(act.params, req) !== act.expectMatch) return false;
         keys.push(act.key);
         values.push(act.value);
         break;
@@ -268,4 +254,10 @@ export function populateDescriptor(req: FilterRequest, actions: readonly Descrip
     }
   }
   return keys.length > 0;
+}
+
+/** Every matcher matches the request (Envoy's header_value_match and query_parameter_value_match). */
+function allMatch(matchers: readonly { matches(req: FilterRequest): boolean }[], req: FilterRequest): boolean {
+  for (let i = 0; i < matchers.length; i++) if (!matchers[i]!.matches(req)) return false;
+  return true;
 }
