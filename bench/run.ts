@@ -10,8 +10,8 @@ import { fixedRate, saturate, type LatencyResult, type SaturateResult } from './
 import { coreBusy, coreTicks, RssSampler, treeCpuSeconds, treeRssBytes, treeSize, waitForQuiet } from './lib/proc.ts';
 import { DEFAULT_PEERS, LARGE_TABLE, PEER_NAMES, PEERS, selectPeers, type PeerContext, type PeerName, type PeerSpec, type Startup } from './lib/peers.ts';
 import { commandLine, fmt, machineInfo, machineSection, MiB, remoraBuild, table, writeResultsMain, type MachineInfo } from './lib/report.ts';
-import { describeFailure, UsageError } from './lib/errors.ts';
-import { numberOption, PATHS, prepare, type Pinning } from './lib/setup.ts';
+import { describeFailure } from './lib/errors.ts';
+import { numberOption, PATHS, PINNING_OPTIONS, pinningFrom, prepare, type Pinning } from './lib/setup.ts';
 import { median, ratio, spread } from './lib/stats.ts';
 
 const HELP = `Usage: pnpm bench [options]     (or: node bench/run.ts [options])
@@ -74,9 +74,7 @@ function parseOptions(argv: string[]): Options | null {
       'latency-connections': { type: 'string' },
       workers: { type: 'string' },
       concurrency: { type: 'string' },
-      'proxy-cpu': { type: 'string' },
-      'load-cpu': { type: 'string' },
-      'no-pin': { type: 'boolean' },
+      ...PINNING_OPTIONS,
       'quiet-wait': { type: 'string' },
       retries: { type: 'string' },
       'no-write': { type: 'boolean' },
@@ -86,10 +84,6 @@ function parseOptions(argv: string[]): Options | null {
   if (values.help) return null;
   const selected = selectPeers(values.only, DEFAULT_PEERS);
   const peers = PEER_NAMES.filter((p) => p === 'direct' || selected.includes(p));
-  const pin = !values['no-pin'];
-  const proxyCpu = numberOption('proxy-cpu', values['proxy-cpu'], 'BENCH_PROXY_CPU', 1, 0);
-  const loadCpu = numberOption('load-cpu', values['load-cpu'], 'BENCH_LOAD_CPU', 0, 0);
-  if (pin && proxyCpu === loadCpu) throw new UsageError('--proxy-cpu and --load-cpu must differ');
   return {
     peers,
     rounds: Math.round(numberOption('rounds', values.rounds, 'BENCH_ROUNDS', 3, 1)),
@@ -100,7 +94,7 @@ function parseOptions(argv: string[]): Options | null {
     latencyConnections: Math.round(numberOption('latency-connections', values['latency-connections'], 'BENCH_LATENCY_CONNECTIONS', 1, 1)),
     workers: Math.round(numberOption('workers', values.workers, 'BENCH_WORKERS', 0, 0)),
     remoraConcurrency: Math.round(numberOption('concurrency', values.concurrency, 'BENCH_CONCURRENCY', 1, 0)),
-    pinning: pin ? { proxyCpu, loadCpu } : { proxyCpu: null, loadCpu: null },
+    pinning: pinningFrom(values),
     quietWaitS: numberOption('quiet-wait', values['quiet-wait'], 'BENCH_QUIET_WAIT', 30, 0),
     retries: Math.round(numberOption('retries', values.retries, 'BENCH_RETRIES', 1, 0)),
     write: !values['no-write'],

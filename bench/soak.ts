@@ -10,7 +10,7 @@ import { PEER_NAMES, PEERS, selectPeers, type PeerContext, type PeerName, type P
 import { treeRssBytes, waitForQuiet } from './lib/proc.ts';
 import { commandLine, fmt, machineInfo, MiB, remoraBuild, table, writeResultsSoak } from './lib/report.ts';
 import { describeFailure, UsageError } from './lib/errors.ts';
-import { numberOption, PATHS, prepare, type Pinning } from './lib/setup.ts';
+import { numberOption, PATHS, PINNING_OPTIONS, pinningFrom, prepare, type Pinning } from './lib/setup.ts';
 import { linearFit } from './lib/stats.ts';
 
 const HELP = `Usage: node bench/soak.ts [options]
@@ -49,9 +49,7 @@ function parseOptions(argv: string[]): Options | null {
       warmup: { type: 'string' },
       rate: { type: 'string' },
       connections: { type: 'string' },
-      'proxy-cpu': { type: 'string' },
-      'load-cpu': { type: 'string' },
-      'no-pin': { type: 'boolean' },
+      ...PINNING_OPTIONS,
       'quiet-wait': { type: 'string' },
       'no-write': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -60,17 +58,13 @@ function parseOptions(argv: string[]): Options | null {
   if (values.help) return null;
   const peers = selectPeers(values.only ?? 'remora', PEER_NAMES).filter((p) => p !== 'direct');
   if (peers.length === 0) throw new UsageError('--only names no proxy to soak');
-  const pin = !values['no-pin'];
-  const proxyCpu = numberOption('proxy-cpu', values['proxy-cpu'], 'BENCH_PROXY_CPU', 1, 0);
-  const loadCpu = numberOption('load-cpu', values['load-cpu'], 'BENCH_LOAD_CPU', 0, 0);
-  if (pin && proxyCpu === loadCpu) throw new UsageError('--proxy-cpu and --load-cpu must differ');
   return {
     peers,
     durationS: numberOption('duration', values.duration, 'SOAK_DURATION', 60, 2),
     warmupS: numberOption('warmup', values.warmup, 'SOAK_WARMUP', 5, 0),
     rate: Math.round(numberOption('rate', values.rate, 'SOAK_RATE', 2000, 1)),
     connections: Math.round(numberOption('connections', values.connections, 'SOAK_CONNECTIONS', 10, 1)),
-    pinning: pin ? { proxyCpu, loadCpu } : { proxyCpu: null, loadCpu: null },
+    pinning: pinningFrom(values),
     quietWaitS: numberOption('quiet-wait', values['quiet-wait'], 'BENCH_QUIET_WAIT', 30, 0),
     write: !values['no-write'],
   };

@@ -35,7 +35,7 @@ import { saturate } from './lib/load.ts';
 import { freePorts, waitUntilForwarding, type RequestTarget } from './lib/net.ts';
 import { render, upstreamBody } from './lib/peers.ts';
 import { treeCpuSeconds } from './lib/proc.ts';
-import { numberOption, PATHS, prepare, type Pinning } from './lib/setup.ts';
+import { numberOption, PATHS, PINNING_OPTIONS, pinningFrom, prepare, type Pinning } from './lib/setup.ts';
 import { median } from './lib/stats.ts';
 
 const HELP = `node bench/stage-cost.ts [options]
@@ -54,30 +54,21 @@ interface Variant {
   /** The variant it is compared with: its cost is (this − that), or (that − this) when `removes`. */
   readonly against: string | null;
   readonly removes: boolean;
+  /** The stage its difference measures, for the table. */
+  readonly stage: string;
 }
 
 const VARIANTS: readonly Variant[] = [
-  { name: 'base', what: 'the default chain: route, upstream, metrics, access log', against: null, removes: false },
-  { name: 'direct', what: 'no upstream: the route answers (directResponse, 1,024 bytes)', against: 'base', removes: true },
-  { name: 'no-access-log', what: 'access log off', against: 'base', removes: true },
-  { name: 'tracing-1%', what: 'OpenTelemetry tracing, 1% sampled, OTLP/HTTP', against: 'base', removes: false },
-  { name: 'rbac', what: 'AuthorizationPolicy ALLOW, 3 rules', against: 'base', removes: false },
-  { name: 'jwt', what: 'RequestAuthentication (RS256) + policy requiring a principal', against: 'base', removes: false },
-  { name: 'local-ratelimit', what: 'local rate limit (istio.io EnvoyFilter)', against: 'base', removes: false },
-  { name: 'fault', what: 'fault filter (abort 0.001%)', against: 'base', removes: false },
-  { name: 'undici', what: 'HTTP/1.1 upstreams through undici (REMORA_UPSTREAM_H1=undici) instead of the lean pool', against: 'base', removes: false },
+  { name: 'base', what: 'the default chain: route, upstream, metrics, access log', against: null, removes: false, stage: '' },
+  { name: 'direct', what: 'no upstream: the route answers (directResponse, 1,024 bytes)', against: 'base', removes: true, stage: 'upstream (pool, undici, response relay)' },
+  { name: 'no-access-log', what: 'access log off', against: 'base', removes: true, stage: 'access log' },
+  { name: 'tracing-1%', what: 'OpenTelemetry tracing, 1% sampled, OTLP/HTTP', against: 'base', removes: false, stage: 'tracing at 1%' },
+  { name: 'rbac', what: 'AuthorizationPolicy ALLOW, 3 rules', against: 'base', removes: false, stage: 'rbac filter' },
+  { name: 'jwt', what: 'RequestAuthentication (RS256) + policy requiring a principal', against: 'base', removes: false, stage: 'jwt_authn + rbac' },
+  { name: 'local-ratelimit', what: 'local rate limit (istio.io EnvoyFilter)', against: 'base', removes: false, stage: 'local_ratelimit filter' },
+  { name: 'fault', what: 'fault filter (abort 0.001%)', against: 'base', removes: false, stage: 'fault filter' },
+  { name: 'undici', what: 'HTTP/1.1 upstreams through undici (REMORA_UPSTREAM_H1=undici) instead of the lean pool', against: 'base', removes: false, stage: 'undici over the lean HTTP/1.1 pool' },
 ];
-
-const STAGE_NAME: Readonly<Record<string, string>> = {
-  direct: 'upstream (pool, undici, response relay)',
-  'no-access-log': 'access log',
-  'tracing-1%': 'tracing at 1%',
-  rbac: 'rbac filter',
-  jwt: 'jwt_authn + rbac',
-  'local-ratelimit': 'local_ratelimit filter',
-  fault: 'fault filter',
-  undici: 'undici over the lean HTTP/1.1 pool',
-};
 
 interface Options {
   readonly variants: readonly Variant[];
@@ -97,9 +88,7 @@ function parseOptions(argv: string[]): Options | null {
       duration: { type: 'string' },
       warmup: { type: 'string' },
       connections: { type: 'string' },
-      'proxy-cpu': { type: 'string' },
-      'load-cpu': { type: 'string' },
-      'no-pin': { type: 'boolean' },
+      ...PINNING_OPTIONS,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -117,17 +106,13 @@ function parseOptions(argv: string[]): Options | null {
     }
     variants = VARIANTS.filter((v) => names.has(v.name));
   }
-  const pin = !values['no-pin'];
-  const proxyCpu = numberOption('proxy-cpu', values['proxy-cpu'], 'BENCH_PROXY_CPU', 1, 0);
-  const loadCpu = numberOption('load-cpu', values['load-cpu'], 'BENCH_LOAD_CPU', 0, 0);
-  if (pin && proxyCpu === loadCpu) throw new UsageError('--proxy-cpu and --load-cpu must differ');
   return {
     variants,
     rounds: Math.round(numberOption('rounds', values.rounds, 'BENCH_ROUNDS', 5, 1)),
     durationS: numberOption('duration', values.duration, 'BENCH_DURATION', 2, 1),
     warmupS: numberOption('warmup', values.warmup, 'BENCH_WARMUP', 2, 0),
     connections: Math.round(numberOption('connections', values.connections, 'BENCH_CONNECTIONS', 50, 1)),
-    pinning: pin ? { proxyCpu, loadCpu } : { proxyCpu: null, loadCpu: null },
+    pinning: pinningFrom(values),
   };
 }
 
@@ -409,7 +394,7 @@ async function main(): Promise<void> {
       const ratio = median(ps.map(([own, other]) => own.rps / other.rps));
       const ownCpu = median(ps.map(([own]) => own.cpuUsPerRequest));
       const otherCpu = median(ps.map(([, other]) => other.cpuUsPerRequest));
-      lines.push(`| ${v.name} | ${v.what} | ${STAGE_NAME[v.name] ?? v.name} | ${fmt(diff, 1)} | ${fmt(ratio, 3)}× | ${fmt(ownCpu, 1)} | ${fmt(otherCpu, 1)} |`);
+      lines.push(`| ${v.name} | ${v.what} | ${v.stage} | ${fmt(diff, 1)} | ${fmt(ratio, 3)}× | ${fmt(ownCpu, 1)} | ${fmt(otherCpu, 1)} |`);
       out[v.name] = { stageUs: diff, rpsRatio: ratio, pairs: ps };
     }
     process.stdout.write(`${lines.join('\n')}\n`);

@@ -52,6 +52,22 @@ export interface Pinning {
   readonly loadCpu: number | null;
 }
 
+/** The pinning flags every harness takes (`parseArgs` options). */
+export const PINNING_OPTIONS = {
+  'proxy-cpu': { type: 'string' },
+  'load-cpu': { type: 'string' },
+  'no-pin': { type: 'boolean' },
+} as const;
+
+/** `--proxy-cpu`, `--load-cpu` (or their environment variables) and `--no-pin`, checked. */
+export function pinningFrom(values: { readonly 'proxy-cpu'?: string | undefined; readonly 'load-cpu'?: string | undefined; readonly 'no-pin'?: boolean | undefined }): Pinning {
+  const proxyCpu = numberOption('proxy-cpu', values['proxy-cpu'], 'BENCH_PROXY_CPU', 1, 0);
+  const loadCpu = numberOption('load-cpu', values['load-cpu'], 'BENCH_LOAD_CPU', 0, 0);
+  if (values['no-pin'] === true) return { proxyCpu: null, loadCpu: null };
+  if (proxyCpu === loadCpu) throw new UsageError('--proxy-cpu and --load-cpu must differ');
+  return { proxyCpu, loadCpu };
+}
+
 export interface Prepared {
   readonly upstream: RunningPeer;
 }
