@@ -178,16 +178,14 @@ export class TcpTunnel implements AccessLogRecord, SpliceOwner {
         ? connect({ path: socketPath(pipe), allowHalfOpen: true })
         : connect({ host: host.host.address, port: host.host.port, allowHalfOpen: true, ...(bind !== undefined ? { localAddress: bind } : {}) });
     }
-    let connected = false;
     const onConnected = (): void => {
-      connected = true;
       this.#connected = true;
       host.host.cxTotal++;
       up.setNoDelay(true);
     };
     // Registered before the splice's: the connect failure is known when the splice ends.
     up.on('error', (err: Error) => {
-      if (connected) return;
+      if (this.#connected) return;
       cluster.stats.cxConnectFail++;
       cluster.reportLocalFailure(host);
       this.responseFlags |= ResponseFlag.UF;
