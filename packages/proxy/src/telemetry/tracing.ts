@@ -278,6 +278,11 @@ export class HttpTracer {
     this.#requestTags = perRequest;
   }
 
+  /** Envoy's random_sampling: a request with no context and nothing forcing the decision is sampled this often. */
+  #drawRandom(): boolean {
+    return this.#random >= 1 || (this.#random > 0 && this.#rand() < this.#random);
+  }
+
   static compile(t: HttpTracing, direction: TrafficDirection, node: ProxyNode, nodeId: string, clusters: ReadonlyMap<string, Cluster>, pool: TracerPool, rand: () => number = Math.random): HttpTracer | null {
     const url = collectorUrl(t.provider, clusters);
     const sdk = pool.sdk;
@@ -296,7 +301,7 @@ export class HttpTracer {
     // forcing a decision, and the random draw says no. This hop's unsampled context is
     // written as the propagator would write it (W3C `00-<trace>-<span>-00`, B3 sampled 0).
     const found = traceHeaders(headers);
-    if ((found & HAS_CONTEXT) === 0 && !(this.#random >= 1 || (this.#random > 0 && this.#rand() < this.#random))) {
+    if ((found & HAS_CONTEXT) === 0 && !this.#drawRandom()) {
       const traceId = randomHexId(16);
       const spanId = randomHexId(8);
       if (this.#b3) headers.push('x-b3-traceid', traceId, 'x-b3-spanid', spanId, 'x-b3-sampled', '0');
@@ -323,7 +328,7 @@ export class HttpTracer {
     else {
       if (FLAT_GETTER.get(headers, 'x-envoy-force-trace') !== undefined) sampled = true;
       else if (FLAT_GETTER.get(headers, 'x-client-trace-id') !== undefined) sampled = this.#client >= 1 || this.#rand() < this.#client;
-      else sampled = drawn || this.#random >= 1 || (this.#random > 0 && this.#rand() < this.#random);
+      else sampled = drawn || this.#drawRandom();
       if (sampled && this.#overall < 1) sampled = this.#rand() < this.#overall;
     }
     let span: Span;
