@@ -1,10 +1,14 @@
 // What each stage of Remora's request path costs, in CPU microseconds per request, from one run.
 //
-// Every variant is the bench gateway (bench/remora/) with one thing added or taken away, all
-// running side by side on the proxy core against the same nginx upstream; each round measures
-// every variant at saturation right after the variant it is compared with (paired, seconds
-// apart, in A B B A order). CPU time is the proxy's own (from /proc, user + system) over the requests it
-// answered. A stage's cost is its variant's CPU per request minus the variant it was added to:
+// Every variant is the bench gateway (bench/remora/) with one thing added or taken away. A
+// variant and the one it is compared with run at once, both saturated, on the proxy core
+// against the same nginx upstream: the scheduler splits the core between them, so both see the
+// same machine at the same instants (on a shared 2-core VM, runs taken one after the other,
+// even seconds apart, drift by tens of percent; two copies of `base` measured this way agree
+// within ~3% per round). Only the pair being measured is running. CPU time is each proxy's own
+// (from /proc, user + system) over the requests it answered; req/s is the ratio of the two
+// throughputs within the run. A stage's cost is its variant's CPU per request minus the
+// variant it was added to:
 //
 //   base              the default chain: routing, upstream, metrics, access log (stdout → /dev/null)
 //   direct            the route answers itself (a 1,024-byte directResponse): listener, HTTP
@@ -315,14 +319,17 @@ interface Running {
   readonly target: RequestTarget;
 }
 
-/** One saturated run against a running variant: its req/s and the proxy's CPU per answered request. */
-async function measure(r: Running, o: Options): Promise<Sample> {
-  const before = treeCpuSeconds(r.child.pid);
-  const res = await saturate({ port: r.port, connections: o.connections, durationS: o.durationS, workers: 0, target: r.target });
-  const cpu = treeCpuSeconds(r.child.pid) - before;
-  if (!r.child.isRunning()) throw new Error(`Remora (${r.v.name}) exited during the run:\n${r.child.stderrTail()}`);
-  if (res.requests === 0) throw new Error(`Remora (${r.v.name}) answered no request with 2xx (${res.non2xx} non-2xx, ${res.errors} errors)`);
-  return { rps: res.rps, cpuUsPerRequest: (cpu * 1e6) / res.requests, non2xx: res.non2xx };
+/** One saturated run of two variants at once, on the same core: each one's req/s and CPU per answered request. */
+async function measureTogether(a: Running, b: Running, o: Options): Promise<[Sample, Sample]> {
+  const before = [treeCpuSeconds(a.child.pid), treeCpuSeconds(b.child.pid)];
+  const results = await Promise.all([a, b].map((r) => saturate({ port: r.port, connections: o.connections, durationS: o.durationS, workers: 0, target: r.target })));
+  return [a, b].map((r, i) => {
+    const cpu = treeCpuSeconds(r.child.pid) - before[i]!;
+    const res = results[i]!;
+    if (!r.child.isRunning()) throw new Error(`Remora (${r.v.name}) exited during the run:\n${r.child.stderrTail()}`);
+    if (res.requests === 0) throw new Error(`Remora (${r.v.name}) answered no request with 2xx (${res.non2xx} non-2xx, ${res.errors} errors)`);
+    return { rps: res.rps, cpuUsPerRequest: (cpu * 1e6) / res.requests, non2xx: res.non2xx };
+  }) as [Sample, Sample];
 }
 
 function meanSample(x: Sample, y: Sample): Sample {
@@ -332,10 +339,9 @@ function meanSample(x: Sample, y: Sample): Sample {
 const fmt = (n: number, digits: number): string => (Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '—');
 
 /**
- * Every variant runs for the whole bench (idle ones cost nothing); each round measures, for
- * every variant, the variant it is compared with and then the variant itself, back to back,
- * so that each difference is taken within seconds (this kind of machine drifts by tens of
- * percent over minutes). Figures are medians over rounds of those paired differences.
+ * For each variant: it and the variant it is compared with are started fresh (nothing else of
+ * Remora running), warmed together, then measured together for every round, each round two
+ * runs with the sides' load started in both orders. Figures are medians over rounds.
  */
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
@@ -344,7 +350,7 @@ async function main(): Promise<void> {
     return;
   }
   const compared = o.variants.filter((v) => v.against !== null);
-  const budgetS = o.variants.length * 30 + o.rounds * compared.length * (4 * o.durationS + 8) + o.variants.length * o.warmupS + 60;
+  const budgetS = compared.length * (60 + o.warmupS + o.rounds * (2 * o.durationS + 8)) + 60;
   const watchdog = setTimeout(() => {
     process.stderr.write(`stage-cost: still running after ${budgetS} s, giving up\n`);
     process.exit(1);
@@ -354,27 +360,26 @@ async function main(): Promise<void> {
   const sink = await otlpSink();
   const { jwks, token } = jwtMaterial();
   const extra = { otlpPort: sink.port, jwks, token };
-  const running = new Map<string, Running>();
+  const running = new Set<Running>();
+  const start = async (v: Variant): Promise<Running> => {
+    const r: Running = { v, ...(await startVariant(v, o, upstream.port, extra)) };
+    running.add(r);
+    return r;
+  };
+  const stop = async (r: Running): Promise<void> => {
+    running.delete(r);
+    await r.child.stop();
+  };
   try {
-    for (const v of o.variants) {
-      const started = await startVariant(v, o, upstream.port, extra);
-      const r: Running = { v, ...started };
-      running.set(v.name, r);
-      if (o.warmupS > 0) await saturate({ port: r.port, connections: o.connections, durationS: o.warmupS, workers: 0, target: r.target });
-    }
     /** Per variant: [its sample, the paired sample of what it is compared with] per round. */
     const pairs = new Map<string, [Sample, Sample][]>(compared.map((v) => [v.name, []]));
-    for (let round = 1; round <= o.rounds; round++) {
-      // Rotated each round, so that no variant always follows the same one.
-      const order = compared.map((_, i) => compared[(i + round - 1) % compared.length]!);
-      for (const v of order) {
-        // A B B A: a drift during the four runs weighs on both sides alike.
-        const a = running.get(v.against!)!;
-        const b = running.get(v.name)!;
-        const other1 = await measure(a, o);
-        const own1 = await measure(b, o);
-        const own2 = await measure(b, o);
-        const other2 = await measure(a, o);
+    for (const v of compared) {
+      const a = await start(VARIANTS.find((x) => x.name === v.against)!);
+      const b = await start(v);
+      if (o.warmupS > 0) await measureTogether(a, b, { ...o, durationS: o.warmupS });
+      for (let round = 1; round <= o.rounds; round++) {
+        const [other1, own1] = await measureTogether(a, b, o);
+        const [own2, other2] = await measureTogether(b, a, o);
         const own = meanSample(own1, own2);
         const other = meanSample(other1, other2);
         pairs.get(v.name)!.push([own, other]);
@@ -382,6 +387,8 @@ async function main(): Promise<void> {
           `  round ${round} ${v.name}: ${fmt(own.cpuUsPerRequest, 1)} µs vs ${v.against} ${fmt(other.cpuUsPerRequest, 1)} µs CPU/request; ${fmt(own.rps, 0)} vs ${fmt(other.rps, 0)} req/s${own.non2xx > 0 ? `, ${own.non2xx} non-2xx` : ''}\n`,
         );
       }
+      await stop(b);
+      await stop(a);
     }
     const lines = [
       `| variant | what | stage | stage µs/request | req/s vs ${'`base`'} (same round) | variant CPU µs/request | base CPU µs/request |`,
@@ -398,10 +405,10 @@ async function main(): Promise<void> {
       out[v.name] = { stageUs: diff, rpsRatio: ratio, pairs: ps };
     }
     process.stdout.write(`${lines.join('\n')}\n`);
-    if (running.has('tracing-1%')) process.stdout.write(`OTLP exports received during the run: ${sink.posts()}\n`);
+    if (compared.some((v) => v.name === 'tracing-1%')) process.stdout.write(`OTLP exports received during the run: ${sink.posts()}\n`);
     writeFileSync(join(PATHS.runDir, 'stage-cost.json'), `${JSON.stringify({ date: new Date().toISOString(), options: { ...o, variants: o.variants.map((v) => v.name) }, results: out }, null, 2)}\n`);
   } finally {
-    for (const r of running.values()) await r.child.stop();
+    for (const r of running) await r.child.stop();
     await upstream.child?.stop();
     sink.server.close();
     clearTimeout(watchdog);
