@@ -32,6 +32,11 @@ export interface ReceivedSpan {
   /** OTLP's: 2 SERVER, 3 CLIENT. */
   readonly kind: number;
   readonly tags: Record<string, string>;
+  /** W3C tracestate, serialised ('' when none). */
+  readonly traceState: string;
+  /** Start and end, nanoseconds since the epoch (as decimal strings: they pass 2^53). */
+  readonly startNs: string;
+  readonly endNs: string;
   /** The export's headers (HTTP) or metadata (gRPC), lower-case names. */
   readonly meta: Record<string, string>;
 }
@@ -46,7 +51,7 @@ const hex = (b: Uint8Array | undefined): string => (b === undefined ? '' : Buffe
 
 function decode(body: Uint8Array, meta: Record<string, string>, into: ReceivedSpan[]): void {
   const msg = OTLP.toObject(OTLP.decode(body), { longs: String, defaults: true }) as {
-    resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: { traceId: Uint8Array; spanId: Uint8Array; parentSpanId: Uint8Array; name: string; kind: number; attributes: { key: string; value: { stringValue?: string; boolValue?: boolean; intValue?: string } }[] }[] }[] }[];
+    resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: { traceId: Uint8Array; spanId: Uint8Array; parentSpanId: Uint8Array; traceState: string; name: string; kind: number; startTimeUnixNano: string; endTimeUnixNano: string; attributes: { key: string; value: { stringValue?: string; boolValue?: boolean; intValue?: string } }[] }[] }[] }[];
   };
   for (const rs of msg.resourceSpans) {
     const service = rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue ?? '';
@@ -54,7 +59,7 @@ function decode(body: Uint8Array, meta: Record<string, string>, into: ReceivedSp
       for (const s of ss.spans) {
         const tags: Record<string, string> = {};
         for (const a of s.attributes) tags[a.key] = a.value.stringValue ?? String(a.value.boolValue ?? a.value.intValue ?? '');
-        into.push({ service, traceId: hex(s.traceId), spanId: hex(s.spanId), parentId: hex(s.parentSpanId), name: s.name, kind: s.kind, tags, meta });
+        into.push({ service, traceId: hex(s.traceId), spanId: hex(s.spanId), parentId: hex(s.parentSpanId), traceState: s.traceState, name: s.name, kind: s.kind, startNs: s.startTimeUnixNano, endNs: s.endTimeUnixNano, tags, meta });
       }
     }
   }

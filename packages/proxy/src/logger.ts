@@ -51,7 +51,7 @@ export class Logger {
 }
 
 /** The components that log, each with its own level (Envoy's logger names where they exist). */
-export const LOG_COMPONENTS = ['main', 'config', 'admin', 'upstream', 'router', 'http', 'dns', 'secret', 'connection', 'rbac'] as const;
+export const LOG_COMPONENTS = ['main', 'config', 'admin', 'upstream', 'router', 'http', 'dns', 'secret', 'connection', 'rbac', 'tracing'] as const;
 export type LogComponent = (typeof LOG_COMPONENTS)[number];
 
 export class Loggers {

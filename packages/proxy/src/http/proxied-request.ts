@@ -73,7 +73,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
 
   // Request, as the client sent it (path normalized).
   readonly startTime: number;
-  protected readonly startHr: number;
+  readonly startHr: number;
   readonly method: string;
   readonly protocol: string;
   readonly scheme: string;
@@ -598,10 +598,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     }
     if (this.xForwardedFor !== null) out.push('x-forwarded-for', this.xForwardedFor);
     const tracer = this.snapshot.tracer;
-    if (tracer !== null) {
-      this.trace = tracer.start(out);
-      this.trace.headers = out;
-    }
+    if (tracer !== null) this.trace = tracer.start(out);
   }
 
   /** Headers a client names in `Connection` are hop-by-hop too (RFC 9110 §7.6.1). */

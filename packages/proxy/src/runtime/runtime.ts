@@ -95,7 +95,7 @@ export class Runtime implements ListenerContext {
   readonly peerCache = new PeerMetadataCache();
   readonly metadataExchange: MetadataExchange;
   /** Span exporters of the listeners' tracing, kept across snapshots. */
-  readonly tracers = new TracerPool();
+  readonly tracers: TracerPool;
   readonly #nodeId: string;
   /** Envoy's local service cluster (the rate limit action `source_cluster`). */
   readonly #serviceCluster: string;
@@ -131,6 +131,8 @@ export class Runtime implements ListenerContext {
     this.metrics = opts.metrics;
     this.#loggers = opts.loggers;
     this.log = opts.loggers.get('http');
+    const tracingLog = opts.loggers.get('tracing');
+    this.tracers = new TracerPool((message) => tracingLog.warn(message));
     this.connectionLog = opts.loggers.get('connection');
     this.#filters = opts.filters ?? builtinFilters();
     this.#trustedHops = opts.trustedHops ?? 0;

@@ -1,22 +1,27 @@
 /**
  * Envoy's HTTP tracing on Remora's request path: a listener with `tracing` compiles an
- * `HttpTracer` once per snapshot; each request asks it for a `RequestTrace` (a span, or only
- * a context to pass on when not sampled) and finishes it when the request ends. Spans go
- * through OpenTelemetry's SDK to the provider's collector: OTLP/gRPC (istiod's default
- * OpenTelemetry transport), OTLP/HTTP protobuf or Zipkin v2 JSON, batched with a bounded queue, so a slow or dead collector costs dropped spans, never
- * memory or request latency. A listener without tracing has no tracer: its requests do no
- * tracing work at all.
+ * `HttpTracer` once per snapshot; each request asks it for its trace (its context is passed on
+ * whether sampled or not) and a sampled one is finished when the request ends. Spans go, as
+ * plain records batched once a second, to the span exporter thread, where OpenTelemetry's SDK
+ * sends them to the provider's collector: OTLP/gRPC (istiod's default OpenTelemetry
+ * transport), OTLP/HTTP protobuf or Zipkin v2 JSON, with bounded queues, so a slow or dead
+ * collector costs dropped spans, never memory or request latency. A listener without tracing
+ * has no tracer: its requests do no tracing work at all.
  */
-import type { Context, Span, SpanContext, TextMapGetter, TextMapSetter, Tracer } from '@opentelemetry/api';
-import type { SpanExporter, TracerProvider } from '@opentelemetry/sdk-trace';
+import type { SpanContext, TextMapGetter, TextMapSetter } from '@opentelemetry/api';
 import type { Cluster, HttpTracing, ProxyNode, TracingCustomTag, TracingProvider, TrafficDirection } from '@remora/config';
 import { randomFillSync } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import type { FromExporter, ProviderSpec, SpanRecord, ToExporter } from './span-export-protocol.ts';
 
 type Sdk = typeof import('./tracing-sdk.ts');
 // SpanKind and TraceFlags values (const enums of the API, fixed by the OpenTelemetry spec).
 const SERVER = 1;
 const CLIENT = 2;
 const SAMPLED = 1;
+
+/** The span exporter thread's module: its build output beside this file (`.ts` when run from source). */
+const EXPORT_THREAD_URL = new URL(import.meta.url.endsWith('.ts') ? './span-export-thread.ts' : './span-export-thread.js', import.meta.url);
 
 /** What the tracer reads from a request: `ProxiedRequest` provides it. */
 export interface TracedRequest {
@@ -34,14 +39,16 @@ export interface TracedRequest {
   readonly bytesSent: number;
   readonly upstreamCluster: string | null;
   readonly upstreamHost: string | null;
-  readonly startTime: number;
+  /** `performance.now()` when the request arrived, and its duration in milliseconds. */
+  readonly startHr: number;
+  readonly durationMs: number;
   readonly responseFlagsText: string;
   dynamicMetadata(filter: string, key: string): string | null;
 }
 
 /** The span queue bound: past it new spans are dropped (Envoy's OTel tracer buffers similarly). */
 export const MAX_QUEUED_SPANS = 2048;
-/** How often batches leave (Envoy flushes every 5 s; 1 s keeps traces timely). */
+/** How often batches leave for the exporter thread (Envoy flushes every 5 s; 1 s keeps traces timely). */
 export const EXPORT_DELAY_MS = 1000;
 const DEFAULT_EXPORT_TIMEOUT_MS = 10_000;
 
@@ -139,52 +146,67 @@ function removeHeaders(h: string[], names: ReadonlySet<string>): void {
 }
 
 /**
- * One exporter and batch queue per provider and collector address, kept across snapshots
- * (a reload does not drop queued spans) and shut down when no snapshot uses it.
+ * The spans of one proxy event loop, on their way to the span exporter thread: a collector's
+ * key per provider (its exporter and batch queue live on the thread, kept across snapshots so
+ * a reload does not drop queued spans, shut down when no snapshot uses it), and the finished
+ * spans, batched here and posted about once a second. Past `MAX_QUEUED_SPANS` waiting, spans
+ * are dropped: a slow or dead collector costs spans, never memory or request latency.
  */
 export class TracerPool {
   #sdk: Sdk | null = null;
-  readonly #providers = new Map<string, { provider: TracerProvider; tracer: Tracer }>();
-  #used = new Set<string>();
+  #thread: Worker | null = null;
+  readonly #onError: (message: string) => void;
+  /** Provider specs by their JSON, for the thread (posted again if the thread is restarted). */
+  readonly #specs = new Map<string, ProviderSpec>();
+  #nextKey = 1;
+  #used = new Set<number>();
+  #pending: SpanRecord[] = [];
+  #timer: NodeJS.Timeout | null = null;
+  #dropped = 0;
+  #nextId = 1;
+  readonly #waiting = new Map<number, () => void>();
 
-  /** The OpenTelemetry SDK, once `load` has run; null before. */
+  constructor(onError: (message: string) => void = () => undefined) {
+    this.#onError = onError;
+  }
+
+  /** OpenTelemetry's propagators, once `load` has run; null before. */
   get sdk(): Sdk | null {
     return this.#sdk;
   }
 
-  /** Loads the SDK (once): the runtime calls it before compiling the first config that traces. */
+  /** Spans dropped because the queue was full. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Loads the propagators (once): the runtime calls it before compiling the first config that traces. */
   async load(): Promise<Sdk> {
     return (this.#sdk ??= await import('./tracing-sdk.ts'));
   }
 
-  /** The SDK tracer for `provider`'s collector at `url`. */
-  tracerFor(provider: TracingProvider, url: string, serviceName: string): Tracer {
-    const sdk = this.#sdk!;
-    const key = JSON.stringify([provider, url, serviceName]);
-    this.#used.add(key);
-    const got = this.#providers.get(key);
-    if (got !== undefined) return got.tracer;
-    const timeoutMillis = provider.kind === 'opentelemetry' && provider.timeoutMs !== null ? provider.timeoutMs : DEFAULT_EXPORT_TIMEOUT_MS;
-    const headers = provider.kind === 'opentelemetry' ? { ...provider.headers } : {};
-    let exporter: SpanExporter;
-    if (provider.kind === 'opentelemetry' && provider.transport === 'grpc') {
-      // OTLP/gRPC over plaintext HTTP/2 to the cluster's endpoint; initial metadata on every export.
-      const metadata = new sdk.GrpcMetadata();
-      for (const [k, v] of Object.entries(headers)) metadata.set(k, v);
-      exporter = new sdk.OTLPGrpcTraceExporter({ url, metadata, timeoutMillis });
-    } else {
-      if (provider.authority !== '') headers['host'] = provider.authority;
-      exporter = provider.kind === 'zipkin' ? new sdk.ZipkinExporter({ url, serviceName, headers }) : new sdk.OTLPTraceExporter({ url, headers, timeoutMillis });
+  /** The key of `provider`'s collector at `url`, under which the thread exports its spans. */
+  providerFor(provider: TracingProvider, url: string, serviceName: string): number {
+    const json = JSON.stringify([provider, url, serviceName]);
+    let spec = this.#specs.get(json);
+    if (spec === undefined) {
+      const timeoutMs = provider.kind === 'opentelemetry' && provider.timeoutMs !== null ? provider.timeoutMs : DEFAULT_EXPORT_TIMEOUT_MS;
+      spec = { key: this.#nextKey++, provider, url, serviceName, timeoutMs };
+      this.#specs.set(json, spec);
+      this.#thread?.postMessage({ type: 'provider', spec } satisfies ToExporter);
     }
-    const tp: TracerProvider = new sdk.TracerProvider({
-      resource: sdk.resourceFromAttributes({ 'service.name': serviceName }),
-      // The sampling decision is Remora's (Envoy's rules): only sampled requests reach the SDK.
-      sampler: new sdk.AlwaysOnSampler(),
-      spanProcessors: [new sdk.BatchSpanProcessor({ exporter, maxQueueSize: MAX_QUEUED_SPANS, maxExportBatchSize: 512, scheduledDelayMillis: EXPORT_DELAY_MS, exportTimeoutMillis: timeoutMillis })],
-    });
-    const entry = { provider: tp, tracer: tp.getTracer('remora') };
-    this.#providers.set(key, entry);
-    return entry.tracer;
+    this.#used.add(spec.key);
+    return spec.key;
+  }
+
+  /** A finished span: queued, and posted with the others of its second. */
+  record(span: SpanRecord): void {
+    if (this.#pending.length >= MAX_QUEUED_SPANS) {
+      this.#dropped++;
+      return;
+    }
+    this.#pending.push(span);
+    if (this.#timer === null) this.#timer = setTimeout(() => this.#send(), EXPORT_DELAY_MS).unref();
   }
 
   /** Starts counting which providers the next snapshot uses. */
@@ -194,22 +216,77 @@ export class TracerPool {
 
   /** Shuts down (flushing) the providers the new snapshot does not use. */
   endSnapshot(): void {
-    for (const [key, entry] of this.#providers) {
-      if (this.#used.has(key)) continue;
-      this.#providers.delete(key);
-      void entry.provider.shutdown().catch(() => undefined);
+    let removed = false;
+    for (const [json, spec] of this.#specs) {
+      if (this.#used.has(spec.key)) continue;
+      this.#specs.delete(json);
+      removed = true;
     }
+    if (!removed || this.#thread === null) return;
+    this.#send();
+    this.#thread.postMessage({ type: 'retain', keep: [...this.#used] } satisfies ToExporter);
   }
 
-  /** Sends what is queued (tests, shutdown). */
+  /** Sends what is queued, and waits until the collectors got it or gave up (tests, shutdown). */
   async flush(): Promise<void> {
-    await Promise.all([...this.#providers.values()].map((e) => e.provider.forceFlush().catch(() => undefined)));
+    this.#send();
+    if (this.#thread !== null) await this.#ask('flush');
   }
 
   async close(): Promise<void> {
-    const all = [...this.#providers.values()];
-    this.#providers.clear();
-    await Promise.all(all.map((e) => e.provider.shutdown().catch(() => undefined)));
+    this.#send();
+    const thread = this.#thread;
+    if (thread === null) return;
+    await this.#ask('close');
+    this.#thread = null;
+    await thread.terminate();
+  }
+
+  #send(): void {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    if (this.#pending.length === 0) return;
+    const spans = this.#pending;
+    this.#pending = [];
+    this.#start().postMessage({ type: 'spans', spans } satisfies ToExporter);
+  }
+
+  /** Asks the thread for a flush or a close; resolves when it is done (or after 15 s, or if the thread ends). */
+  #ask(type: 'flush' | 'close'): Promise<void> {
+    const id = this.#nextId++;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, 15_000).unref();
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#waiting.set(id, done);
+      this.#thread!.postMessage({ type, id } satisfies ToExporter);
+    });
+  }
+
+  #start(): Worker {
+    if (this.#thread !== null) return this.#thread;
+    const thread = new Worker(EXPORT_THREAD_URL, { stdout: false, stderr: false });
+    thread.unref();
+    thread.on('message', (m: FromExporter) => {
+      if (m.type === 'done') {
+        const done = this.#waiting.get(m.id);
+        this.#waiting.delete(m.id);
+        done?.();
+      } else this.#onError(`span exporter: ${m.message}`);
+    });
+    thread.on('error', (err) => this.#onError(`span exporter thread failed: ${err.message}; spans queued there are lost, a new thread takes the next ones`));
+    thread.on('exit', () => {
+      if (this.#thread === thread) this.#thread = null;
+      for (const done of this.#waiting.values()) done();
+      this.#waiting.clear();
+    });
+    for (const spec of this.#specs.values()) thread.postMessage({ type: 'provider', spec } satisfies ToExporter);
+    this.#thread = thread;
+    return thread;
   }
 }
 
@@ -238,10 +315,16 @@ function operationName(r: TracedRequest): string {
  * A listener's tracing, compiled: the sampling rates, the propagation format its provider
  * uses, the tags every span gets. Null from `compile` when the collector cannot be reached
  * (its cluster is unknown or has no endpoint): requests then pass trace headers on untouched.
+ *
+ * A request with no incoming context (the common case) is decided and written here by hand:
+ * ids from pooled random bytes, W3C `00-<trace>-<span>-<flags>` or B3's three headers. An
+ * incoming context goes through OpenTelemetry's propagators. A sampled request's spans are
+ * plain records handed to the `TracerPool` at the end; the SDK makes them on its thread.
  */
 export class HttpTracer {
   readonly #sdk: Sdk;
-  readonly #tracer: Tracer;
+  readonly #pool: TracerPool;
+  readonly #provider: number;
   readonly #random: number;
   readonly #client: number;
   readonly #overall: number;
@@ -253,9 +336,10 @@ export class HttpTracer {
   readonly #requestTags: readonly TracingCustomTag[];
   readonly #rand: () => number;
 
-  private constructor(sdk: Sdk, tracer: Tracer, t: HttpTracing, direction: TrafficDirection, node: ProxyNode, nodeId: string, rand: () => number) {
+  private constructor(sdk: Sdk, pool: TracerPool, provider: number, t: HttpTracing, direction: TrafficDirection, nodeId: string, rand: () => number) {
     this.#sdk = sdk;
-    this.#tracer = tracer;
+    this.#pool = pool;
+    this.#provider = provider;
     this.#random = t.randomSamplingPercent / 100;
     this.#client = t.clientSamplingPercent / 100;
     this.#overall = t.overallSamplingPercent / 100;
@@ -273,7 +357,6 @@ export class HttpTracer {
         if (v !== '') tags[c.tag] = v;
       } else perRequest.push(c);
     }
-    void node;
     this.#staticTags = tags;
     this.#requestTags = perRequest;
   }
@@ -283,84 +366,80 @@ export class HttpTracer {
     return this.#random >= 1 || (this.#random > 0 && this.#rand() < this.#random);
   }
 
+  /** Envoy's overall_sampling, applied after the other decisions (not to a parent's). */
+  #drawOverall(): boolean {
+    return this.#overall >= 1 || this.#rand() < this.#overall;
+  }
+
   static compile(t: HttpTracing, direction: TrafficDirection, node: ProxyNode, nodeId: string, clusters: ReadonlyMap<string, Cluster>, pool: TracerPool, rand: () => number = Math.random): HttpTracer | null {
     const url = collectorUrl(t.provider, clusters);
     const sdk = pool.sdk;
     if (url === null || sdk === null) return null;
     const serviceName = t.provider.kind === 'opentelemetry' && t.provider.serviceName !== '' ? t.provider.serviceName : `${node.workloadName}.${node.namespace}`;
-    return new HttpTracer(sdk, pool.tracerFor(t.provider, url, serviceName), t, direction, node, nodeId, rand);
+    return new HttpTracer(sdk, pool, pool.providerFor(t.provider, url, serviceName), t, direction, nodeId, rand);
   }
 
   /**
    * The request's trace, from its upstream header list (as the client sent it): the incoming
    * context (W3C traceparent, else B3 single or multi header) is the parent; Envoy's sampling
    * decides when the parent does not; the provider's headers are rewritten to this hop's span.
+   * Null when the request is not sampled (its context is passed on all the same).
    */
-  start(headers: string[]): RequestTrace {
-    // The common case, kept off OpenTelemetry's propagators: no incoming context, nothing
-    // forcing a decision, and the random draw says no. This hop's unsampled context is
-    // written as the propagator would write it (W3C `00-<trace>-<span>-00`, B3 sampled 0).
+  start(headers: string[]): RequestTrace | null {
     const found = traceHeaders(headers);
-    if ((found & HAS_CONTEXT) === 0 && !this.#drawRandom()) {
-      const traceId = randomHexId(16);
-      const spanId = randomHexId(8);
-      if (this.#b3) headers.push('x-b3-traceid', traceId, 'x-b3-spanid', spanId, 'x-b3-sampled', '0');
-      else {
-        if ((found & HAS_TRACESTATE) !== 0) removeHeaders(headers, W3C_HEADERS);
-        headers.push('traceparent', `00-${traceId}-${spanId}-00`);
-      }
-      return new RequestTrace(this, null, null);
+    if ((found & HAS_CONTEXT) !== 0) return this.#startFromContext(headers);
+    // No incoming context and nothing forcing a decision: Envoy's random sampling decides.
+    const sampled = this.#drawRandom() && this.#drawOverall();
+    const traceId = randomHexId(16);
+    const spanId = randomHexId(8);
+    const upstreamId = sampled && this.#spawnUpstream ? randomHexId(8) : '';
+    const next = upstreamId === '' ? spanId : upstreamId;
+    if (this.#b3) headers.push('x-b3-traceid', traceId, 'x-b3-spanid', next, 'x-b3-sampled', sampled ? '1' : '0');
+    else {
+      // A tracestate without a traceparent is not a context (W3C): it is dropped.
+      if ((found & HAS_TRACESTATE) !== 0) removeHeaders(headers, W3C_HEADERS);
+      headers.push('traceparent', `00-${traceId}-${next}-${sampled ? '01' : '00'}`);
     }
-    return this.#startTraced(headers, (found & HAS_CONTEXT) === 0);
+    return sampled ? new RequestTrace(this, headers, traceId, spanId, '', false, '', upstreamId) : null;
   }
 
-  /** The full path: an incoming context, a forced decision, or a sampled draw (`drawn`: the random draw already said yes). */
-  #startTraced(headers: string[], drawn: boolean): RequestTrace {
-    const { W3C, B3_SINGLE, B3_MULTI, IDS, ROOT_CONTEXT, trace } = this.#sdk;
-    let parent: Context = W3C.extract(ROOT_CONTEXT, headers, FLAT_GETTER);
-    let parentSpan = trace.getSpanContext(parent);
-    if (parentSpan === undefined) {
-      parent = B3_SINGLE.extract(ROOT_CONTEXT, headers, FLAT_GETTER);
-      parentSpan = trace.getSpanContext(parent);
-    }
+  /** An incoming context, or a header forcing the decision (x-envoy-force-trace, x-client-trace-id). */
+  #startFromContext(headers: string[]): RequestTrace | null {
+    const { W3C, B3_SINGLE, B3_MULTI, ROOT_CONTEXT, trace } = this.#sdk;
+    let parentSpan = trace.getSpanContext(W3C.extract(ROOT_CONTEXT, headers, FLAT_GETTER));
+    if (parentSpan === undefined) parentSpan = trace.getSpanContext(B3_SINGLE.extract(ROOT_CONTEXT, headers, FLAT_GETTER));
     let sampled: boolean;
     if (parentSpan !== undefined) sampled = (parentSpan.traceFlags & SAMPLED) !== 0;
     else {
       if (FLAT_GETTER.get(headers, 'x-envoy-force-trace') !== undefined) sampled = true;
       else if (FLAT_GETTER.get(headers, 'x-client-trace-id') !== undefined) sampled = this.#client >= 1 || this.#rand() < this.#client;
-      else sampled = drawn || this.#drawRandom();
-      if (sampled && this.#overall < 1) sampled = this.#rand() < this.#overall;
+      else sampled = this.#drawRandom();
+      if (sampled) sampled = this.#drawOverall();
     }
-    let span: Span;
-    let upstream: Span | null = null;
-    if (sampled) {
-      span = this.#tracer.startSpan('ingress', { kind: this.#kind, attributes: this.#staticTags }, parent);
-      if (this.#spawnUpstream) upstream = this.#tracer.startSpan('router egress', { kind: CLIENT, attributes: this.#staticTags }, trace.setSpan(parent, span));
-    } else {
-      // Not sampled: no span, but a context of this hop's own so the next hops agree.
-      const sc: SpanContext = { traceId: parentSpan?.traceId ?? IDS.generateTraceId(), spanId: IDS.generateSpanId(), traceFlags: 0, isRemote: false };
-      span = trace.wrapSpanContext(sc);
-    }
-    const injected = trace.setSpan(ROOT_CONTEXT, upstream ?? span);
+    const traceId = parentSpan?.traceId ?? randomHexId(16);
+    const spanId = randomHexId(8);
+    const upstreamId = sampled && this.#spawnUpstream ? randomHexId(8) : '';
+    // This hop's context, as the next hop sees it: its own span (or the upstream child), the parent's tracestate.
+    const next: SpanContext = { traceId, spanId: upstreamId === '' ? spanId : upstreamId, traceFlags: sampled ? SAMPLED : 0, isRemote: false };
+    if (parentSpan?.traceState !== undefined) next.traceState = parentSpan.traceState;
+    const injected = trace.setSpanContext(ROOT_CONTEXT, next);
     if (this.#b3) {
       removeHeaders(headers, B3_HEADERS);
       B3_MULTI.inject(injected, headers, FLAT_SETTER);
     } else {
       removeHeaders(headers, W3C_HEADERS);
-      W3C.inject(trace.setSpan(parent, upstream ?? span), headers, FLAT_SETTER);
+      W3C.inject(injected, headers, FLAT_SETTER);
     }
-    return new RequestTrace(this, sampled ? span : null, upstream);
+    if (!sampled) return null;
+    return new RequestTrace(this, headers, traceId, spanId, parentSpan?.spanId ?? '', parentSpan !== undefined, parentSpan?.traceState?.serialize() ?? '', upstreamId);
   }
 
-  /** Sets the outcome's tags on a sampled request's spans and ends them. */
+  /** A sampled request's spans, with the outcome's tags, to the exporter thread. */
   finish(t: RequestTrace, r: TracedRequest): void {
-    const span = t.span;
-    if (span === null) return;
-    const name = operationName(r);
-    span.updateName(name);
     const url = `${r.scheme}://${r.authority}${r.path}`;
     const status = String(r.responseCode);
     const attrs: Record<string, string> = {
+      ...this.#staticTags,
       'http.url': url.length > this.#maxUrl ? url.slice(0, this.#maxUrl) : url,
       'http.method': r.method,
       'http.protocol': r.protocol,
@@ -383,34 +462,68 @@ export class HttpTracer {
       const value = (c.kind === 'requestHeader' ? t.header(c.name) : r.dynamicMetadata(c.filter, c.key)) ?? c.defaultValue;
       if (value !== '') attrs[c.tag] = value;
     }
-    span.setAttributes(attrs);
-    const up = t.upstream;
-    if (up !== null) {
-      up.updateName(`router ${r.upstreamCluster ?? '-'} egress`);
-      up.setAttributes({ 'http.status_code': status, 'upstream_cluster': r.upstreamCluster ?? '-', ...(r.upstreamHost === null ? {} : { upstream_address: r.upstreamHost }), 'http.protocol': r.protocol });
-      up.end();
+    const startMs = performance.timeOrigin + r.startHr;
+    const endMs = startMs + r.durationMs;
+    this.#pool.record({
+      provider: this.#provider,
+      name: operationName(r),
+      kind: this.#kind,
+      traceId: t.traceId,
+      spanId: t.spanId,
+      parentSpanId: t.parentSpanId,
+      remoteParent: t.remoteParent,
+      traceState: t.traceState,
+      startMs,
+      endMs,
+      attributes: attrs,
+    });
+    if (t.upstreamSpanId !== '') {
+      const upstream: Record<string, string> = { ...this.#staticTags, 'http.status_code': status, upstream_cluster: r.upstreamCluster ?? '-', 'http.protocol': r.protocol };
+      if (r.upstreamHost !== null) upstream['upstream_address'] = r.upstreamHost;
+      this.#pool.record({
+        provider: this.#provider,
+        name: `router ${r.upstreamCluster ?? '-'} egress`,
+        kind: CLIENT,
+        traceId: t.traceId,
+        spanId: t.upstreamSpanId,
+        parentSpanId: t.spanId,
+        remoteParent: false,
+        traceState: t.traceState,
+        startMs,
+        endMs,
+        attributes: upstream,
+      });
     }
-    span.end();
   }
 }
 
-/** One request's trace: its span (null when not sampled) and the upstream child span (spawn_upstream_span). */
+/** A sampled request's trace: this hop's span ids and its parent, until the request ends. */
 export class RequestTrace {
   readonly tracer: HttpTracer;
-  readonly span: Span | null;
-  readonly upstream: Span | null;
-  /** The request's headers, for header tags; set by the request. */
-  headers: readonly string[] | null = null;
+  /** The request's upstream header list, for header tags. */
+  readonly headers: readonly string[];
+  readonly traceId: string;
+  readonly spanId: string;
+  /** The parent span's id, '' for a root span. */
+  readonly parentSpanId: string;
+  readonly remoteParent: boolean;
+  readonly traceState: string;
+  /** The upstream child span's id (spawn_upstream_span), or ''. */
+  readonly upstreamSpanId: string;
 
-  constructor(tracer: HttpTracer, span: Span | null, upstream: Span | null) {
+  constructor(tracer: HttpTracer, headers: readonly string[], traceId: string, spanId: string, parentSpanId: string, remoteParent: boolean, traceState: string, upstreamSpanId: string) {
     this.tracer = tracer;
-    this.span = span;
-    this.upstream = upstream;
+    this.headers = headers;
+    this.traceId = traceId;
+    this.spanId = spanId;
+    this.parentSpanId = parentSpanId;
+    this.remoteParent = remoteParent;
+    this.traceState = traceState;
+    this.upstreamSpanId = upstreamSpanId;
   }
 
   header(name: string): string | null {
     const h = this.headers;
-    if (h === null) return null;
     for (let i = 0; i < h.length; i += 2) if (h[i]!.toLowerCase() === name) return h[i + 1]!;
     return null;
   }
