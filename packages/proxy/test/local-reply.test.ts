@@ -3,7 +3,7 @@
 // gRPC status table), for the router, the filters, the overload manager and the upgrade path.
 import t from 'tap';
 import { GrpcStatus } from '@remora/config';
-import { failureLocalReply, filterLocalReply, LocalReplies, LocalReply } from '../src/http/local-reply.ts';
+import { failureLocalReply, filterLocalReply, LocalReplies, LocalReply, rawLocalReply } from '../src/http/local-reply.ts';
 import { ResponseFlag } from '../src/telemetry/response-flags.ts';
 import { AttemptFailure } from '../src/upstream/connect-errors.ts';
 
@@ -55,4 +55,15 @@ t.test("filters' replies are encoded once per distinct reply", async (t) => {
   t.not(filterLocalReply(403, 0, 'rbac_access_denied_matched_policy[none]', 'RBAC: access denied', GrpcStatus.INTERNAL), a, 'another gRPC status');
   t.equal(a.grpcStatus, GrpcStatus.PERMISSION_DENIED);
   t.same(a.grpcHead.slice(4), ['grpc-message', 'RBAC: access denied']);
+});
+
+t.test("the codec's refusals come from the catalogue, as raw HTTP/1.1 that closes the connection", async (t) => {
+  t.equal(
+    rawLocalReply(LocalReplies.lowVersion, 'server: istio-envoy\r\n'),
+    'HTTP/1.1 426 Upgrade Required\r\ncontent-length: 16\r\ncontent-type: text/plain\r\nserver: istio-envoy\r\nconnection: close\r\n\r\nUpgrade Required',
+  );
+  t.equal(rawLocalReply(LocalReplies.codecError, ''), 'HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nBad Request');
+  t.equal(rawLocalReply(LocalReplies.headersTooLarge, ''), 'HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n');
+  t.equal(rawLocalReply(LocalReplies.noRoute, ''), 'HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n', 'CONNECT without a route: 404, no body');
+  for (const r of [LocalReplies.lowVersion, LocalReplies.codecError, LocalReplies.headersTooLarge, LocalReplies.requestTimeout]) t.equal(r.flag, ResponseFlag.DPE, `${r.status} is a downstream protocol error`);
 });

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import { GrpcStatus } from '@remora/config';
 import { AttemptFailure, failureReply, OVERFLOW_FAILURE, type FailureReply } from '../upstream/connect-errors.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
@@ -63,7 +64,23 @@ export const LocalReplies = {
   routeTimeout: new LocalReply(504, 0, 'upstream_response_timeout', 'upstream request timeout', GrpcStatus.DEADLINE_EXCEEDED),
   upstreamInvalid: new LocalReply(502, ResponseFlag.UPE, 'upstream_response_invalid', 'upstream sent an invalid response'),
   upstreamHeadersTooLarge: new LocalReply(502, ResponseFlag.UPE, 'upstream_response_headers_too_large', 'upstream sent an invalid response'),
+  /** The HTTP/1 codec's refusals, before any route or filter (the connection closes after them). */
+  lowVersion: new LocalReply(426, ResponseFlag.DPE, 'low_version', 'Upgrade Required'),
+  codecError: new LocalReply(400, ResponseFlag.DPE, 'codec_error', 'Bad Request'),
+  headersTooLarge: new LocalReply(431, ResponseFlag.DPE, 'codec_error', ''),
+  requestTimeout: new LocalReply(408, ResponseFlag.DPE, 'codec_error', ''),
 } as const;
+
+/**
+ * A local reply as raw HTTP/1.1 bytes, for a connection with no request object to answer
+ * through (the codec's refusals, CONNECT without a route): `server` is the connection
+ * manager's `server:` line (or ''); the connection closes after it.
+ */
+export function rawLocalReply(reply: LocalReply, server: string): string {
+  let out = `HTTP/1.1 ${reply.status} ${STATUS_CODES[reply.status] ?? ''}\r\n`;
+  for (let i = 0; i < reply.head.length; i += 2) out += `${reply.head[i]}: ${reply.head[i + 1]}\r\n`;
+  return `${out}${server}connection: close\r\n\r\n${reply.body === null ? '' : reply.body.toString('latin1')}`;
+}
 
 const PER_TRY_TIMEOUT = fromFailure(failureReply(AttemptFailure.PerTryTimeout, ''), GrpcStatus.DEADLINE_EXCEEDED);
 const RESET = fromFailure(failureReply(AttemptFailure.Reset, ''));

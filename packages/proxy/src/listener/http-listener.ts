@@ -9,6 +9,7 @@ import { Connection, originalDestinations, type ListenerContext } from '../http/
 import { Exchange } from '../http/exchange.ts';
 import { H1_WRITER } from '../http/response-writer-h1.ts';
 import { H2_WRITER } from '../http/response-writer-h2.ts';
+import { LocalReplies, rawLocalReply } from '../http/local-reply.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { shouldUpgrade, UpgradeTunnels } from '../http/upgrade.ts';
 import type { PeerIdentity } from '@remora/filters';
@@ -157,7 +158,7 @@ export class HttpListener {
         return;
       }
       // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
-      socket.end(`HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n${this.snapshot.connectionManager.serverLine}connection: close\r\n\r\n`);
+      socket.end(rawLocalReply(LocalReplies.noRoute, this.snapshot.connectionManager.serverLine));
     });
     this.h2 = createH2Server({ maxSessionMemory: 64 }, (req, res) => this.#onH2Request(req, res));
     this.h2.on('session', (session: ServerHttp2Session) => {
@@ -610,37 +611,29 @@ export class HttpListener {
 
   /** The 426 reply (Envoy's `low_version`): a codec error, so the connection closes after it. */
   #upgradeRequired(req: IncomingMessage, socket: Socket, res: ServerResponse | null): void {
-    const body = 'Upgrade Required';
+    const reply = LocalReplies.lowVersion;
     if (res !== null) {
-      const headers = ['content-length', String(body.length), 'content-type', 'text/plain'];
+      const headers = [...reply.head];
       this.snapshot.connectionManager.applyServer(headers);
       headers.push('connection', 'close');
-      res.writeHead(426, headers);
-      res.end(body);
+      res.writeHead(reply.status, headers);
+      res.end(reply.body);
     } else {
-      socket.end(this.#rawReply(426, 'Upgrade Required', body));
+      socket.end(rawLocalReply(reply, this.snapshot.connectionManager.serverLine));
     }
-    this.#logCodecError(socket, `HTTP/${req.httpVersion}`, 426, 'low_version', body.length);
+    this.#logCodecError(socket, `HTTP/${req.httpVersion}`, reply.status, reply.details, reply.body?.length ?? 0);
   }
 
-  /** Requests Node's parser rejects: 431 for oversized headers, 400 for the rest (Envoy: DPE). */
+  /** Requests Node's parser rejects: 431 for oversized headers, 408 when headers come too slowly, 400 for the rest (Envoy: DPE). */
   #onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     const code = err.code ?? '';
     if (code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
-    const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
-    const body = status === 400 ? 'Bad Request' : '';
-    socket.end(this.#rawReply(status, reason, body));
-    this.#logCodecError(socket, 'HTTP/1.1', status, `codec_error:${code || 'parse_error'}`, body.length);
-  }
-
-  /** A reply written as raw bytes (no request object to answer through); the connection closes after it. */
-  #rawReply(status: number, reason: string, body: string): string {
-    const server = this.snapshot.connectionManager.serverLine;
-    return `HTTP/1.1 ${status} ${reason}\r\ncontent-length: ${body.length}\r\ncontent-type: text/plain\r\n${server}connection: close\r\n\r\n${body}`;
+    const reply = code === 'HPE_HEADER_OVERFLOW' ? LocalReplies.headersTooLarge : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? LocalReplies.requestTimeout : LocalReplies.codecError;
+    socket.end(rawLocalReply(reply, this.snapshot.connectionManager.serverLine));
+    this.#logCodecError(socket, 'HTTP/1.1', reply.status, `${reply.details}:${code || 'parse_error'}`, reply.body?.length ?? 0);
   }
 
   /** The access log line and metrics of a request the codec refused: no method, path or route, as Envoy logs it. */
