@@ -44,7 +44,7 @@ import { median } from './lib/stats.ts';
 
 const HELP = `node bench/stage-cost.ts [options]
 
-  --only a,b          variants (default all): base, direct, no-access-log, tracing-1%, rbac, jwt, local-ratelimit, fault, undici
+  --only a,b          variants (default all): base, direct, no-access-log, tracing-1%, no-metrics, no-telemetry, rbac, jwt, local-ratelimit, fault, undici
   --rounds N          rounds, every variant (and what it is compared with) once per round (default 5)
   --duration S        seconds of each measured run (default 2)
   --warmup S          seconds of load before measuring, not counted (default 2)
@@ -67,6 +67,8 @@ const VARIANTS: readonly Variant[] = [
   { name: 'direct', what: 'no upstream: the route answers (directResponse, 1,024 bytes)', against: 'base', removes: true, stage: 'upstream (pool, undici, response relay)' },
   { name: 'no-access-log', what: 'access log off', against: 'base', removes: true, stage: 'access log' },
   { name: 'tracing-1%', what: 'OpenTelemetry tracing, 1% sampled, OTLP/HTTP', against: 'base', removes: false, stage: 'tracing at 1%' },
+  { name: 'no-metrics', what: 'istio_* metrics off (Telemetry: ALL_METRICS disabled)', against: 'base', removes: true, stage: 'istio_* metrics' },
+  { name: 'no-telemetry', what: 'istio_* metrics off, no tracing; compared with tracing-1% (metrics on, tracing at 1%)', against: 'tracing-1%', removes: true, stage: 'istio_* metrics + tracing at 1% (Istio\'s default telemetry)' },
   { name: 'rbac', what: 'AuthorizationPolicy ALLOW, 3 rules', against: 'base', removes: false, stage: 'rbac filter' },
   { name: 'jwt', what: 'RequestAuthentication (RS256) + policy requiring a principal', against: 'base', removes: false, stage: 'jwt_authn + rbac' },
   { name: 'local-ratelimit', what: 'local rate limit (istio.io EnvoyFilter)', against: 'base', removes: false, stage: 'local_ratelimit filter' },
@@ -145,6 +147,18 @@ async function otlpSink(): Promise<{ server: Server; port: number; posts: () => 
   return { server, port: (server.address() as AddressInfo).port, posts: () => posts };
 }
 
+/** Istio's way to turn every istio_* metric off, mesh-wide. */
+const METRICS_OFF = `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: mesh-default, namespace: istio-system }
+spec:
+  metrics:
+  - providers: [{ name: prometheus }]
+    overrides:
+    - match: { metric: ALL_METRICS, mode: CLIENT_AND_SERVER }
+      disabled: true
+`;
+
 const POLICY_RULES = `  rules:
   - from: [{ source: { notRemoteIpBlocks: ["0.0.0.0/0"] } }]
   - to: [{ operation: { methods: ["DELETE"], paths: ["/admin/*"] } }]
@@ -171,6 +185,10 @@ function variantFiles(v: string, ctx: { otlpPort: number; jwks: string }): Varia
       return { files: {}, args: [], vs: null, mesh: null };
     case 'undici':
       return { files: {}, args: [], vs: null, mesh: null, env: { REMORA_UPSTREAM_H1: 'undici' } };
+    case 'no-metrics':
+      return { files: { 'telemetry.yaml': METRICS_OFF }, args: [], vs: null, mesh: null };
+    case 'no-telemetry':
+      return { files: { 'telemetry.yaml': METRICS_OFF }, args: [], vs: null, mesh: null };
     case 'no-access-log':
       return { files: {}, args: ['--access-log-format', 'off'], vs: null, mesh: null };
     case 'direct':
@@ -391,7 +409,7 @@ async function main(): Promise<void> {
       await stop(a);
     }
     const lines = [
-      `| variant | what | stage | stage µs/request | req/s vs ${'`base`'} (same round) | variant CPU µs/request | base CPU µs/request |`,
+      `| variant | what | stage | stage µs/request | req/s vs compared (same round) | variant CPU µs/request | compared CPU µs/request |`,
       `|---|---|---|---:|---:|---:|---:|`,
     ];
     const out: Record<string, unknown> = {};
