@@ -10,7 +10,7 @@ import { connect, createServer, type TLSSocket } from 'node:tls';
 import t, { type Test } from 'tap';
 import { spiffeIdOf } from '@remora/proxy';
 import { opensslAsync } from './helpers/openssl.ts';
-import { runCli } from './helpers/remora.ts';
+import { CLI, runCli } from './helpers/remora.ts';
 
 const HOUR = 3_600_000;
 
@@ -192,7 +192,7 @@ t.test('issue writes to the default identity directory when --out is not given',
   const base = tmp(t);
   const caDir = join(base, 'ca');
   t.equal((await runCli(['ca', 'init', '--dir', caDir])).code, 0);
-  const r = spawnSync(process.execPath, [join(import.meta.dirname, '../packages/proxy/dist/cli.js'), 'ca', 'issue', '--dir', caDir, '--namespace', 'a', '--service-account', 'b'], { cwd: base, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, 'ca', 'issue', '--dir', caDir, '--namespace', 'a', '--service-account', 'b'], { cwd: base, encoding: 'utf8' });
   t.equal(r.status, 0, r.stderr);
   t.ok(existsSync(join(base, 'var/run/secrets/workload-spiffe-credentials/cert-chain.pem')));
   t.match(execFileSync('openssl', ['x509', '-noout', '-ext', 'subjectAltName', '-in', join(base, 'var/run/secrets/workload-spiffe-credentials/cert-chain.pem')], { encoding: 'utf8' }), 'URI:spiffe://cluster.local/ns/a/sa/b');

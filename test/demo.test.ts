@@ -3,11 +3,13 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import t from 'tap';
-import { REPO } from './helpers/remora.ts';
+import { CLI, REPO } from './helpers/remora.ts';
 
 t.test('examples/coffee-shop passes its own end-to-end checks', async (t) => {
   const child = spawn(process.execPath, [join(REPO, 'examples/coffee-shop/start.ts'), '--check', '--port-base', 'auto'], {
     cwd: REPO,
+    // The demo runs the proxy the tests run (sources or dist).
+    env: { ...process.env, REMORA_CLI: CLI },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

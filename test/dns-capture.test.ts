@@ -16,7 +16,7 @@ import { parseOptions, ProxyProcess, StartError, UsageError, type ProxyOptions }
 import { TestDnsServer } from '../packages/proxy/test/helpers/dns-server.ts';
 import { freePorts, waitFor } from './helpers/net.ts';
 import { netnsPrerequisites, PodNetns, POD_ENV, run, type PodProcess } from './helpers/netns.ts';
-import { REPO } from './helpers/remora.ts';
+import { PROXY_MAIN, REPO } from './helpers/remora.ts';
 
 const SCRIPT = join(REPO, 'docker/iptables.sh');
 const REVIEWS: NameTableEntry = { host: 'reviews.default.svc.cluster.local', addresses: ['10.96.0.10'], shortName: 'reviews', namespace: 'default' };
@@ -124,7 +124,7 @@ const { skip, pod: maybePod } = await preparePod();
 // The sidecar in the pod: Remora's own CLI options and process, with a config source that
 // hands it a config with a name table, as an applied mesh config carries one.
 const SIDECAR_JS = `
-import { parseOptions, ProxyProcess } from ${JSON.stringify(join(REPO, 'packages/proxy/dist/index.js'))};
+import { parseOptions, ProxyProcess } from ${JSON.stringify(PROXY_MAIN)};
 const [nameTableJson, ...args] = process.argv.slice(2);
 const opts = parseOptions('sidecar', args, process.env);
 const config = { version: 'dns-1', node: opts.node, listeners: [], routeConfigs: [], clusters: [], nameTable: JSON.parse(nameTableJson) };

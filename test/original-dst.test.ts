@@ -11,11 +11,11 @@ import t from 'tap';
 import { expandIPv6, tproxyOriginalDestination } from '@remora/proxy';
 import { waitFor } from './helpers/net.ts';
 import { netnsPrerequisites, PodNetns, run, type PodProcess } from './helpers/netns.ts';
-import { REPO } from './helpers/remora.ts';
+import { FROM_SOURCE, REPO } from './helpers/remora.ts';
 
 const SCRIPT = join(REPO, 'docker/iptables.sh');
-const MODULE = join(REPO, 'packages/proxy/dist/listener/original-dst.js');
-const NATIVE_MODULE = join(REPO, 'packages/proxy/dist/listener/original-dst-native.js');
+const MODULE = join(REPO, FROM_SOURCE ? 'packages/proxy/src/listener/original-dst.ts' : 'packages/proxy/dist/listener/original-dst.js');
+const NATIVE_MODULE = join(REPO, FROM_SOURCE ? 'packages/proxy/src/listener/original-dst-native.ts' : 'packages/proxy/dist/listener/original-dst-native.js');
 /** Whether getsockopt(SO_ORIGINAL_DST)'s addon is built here (scripts/build-native.sh). */
 const NATIVE_BUILT = existsSync(join(REPO, 'packages/proxy/native/original-dst.node'));
 const VIP = '10.96.0.10';

@@ -7,6 +7,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { collectLines, sleep } from './net.ts';
+import { SOURCE_NODE_OPTIONS } from './source.ts';
 
 export interface RunResult {
   /** Exit code; null when the command could not start or was killed (see `stderr`). */
@@ -76,6 +77,8 @@ export interface PodProcess {
 export const POD_ENV: NodeJS.ProcessEnv = {
   PATH: `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
   LANG: 'C.UTF-8',
+  // Node.js in the pod resolves @remora/* as the tests do (sources or dist).
+  ...SOURCE_NODE_OPTIONS,
 };
 
 export interface PodExecOptions {

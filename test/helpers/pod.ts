@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Cluster, Endpoint, Listener, ProxyConfig, ProxyNode, RouteConfiguration, TcpRoute } from '@remora/config';
 import { waitFor } from './net.ts';
 import { netnsPrerequisites, POD_ENV, PodNetns, type PodProcess } from './netns.ts';
-import { REPO } from './remora.ts';
+import { PROXY_MAIN, REPO } from './remora.ts';
 
 export const IPTABLES_SH = join(REPO, 'docker/iptables.sh');
 export const PROXY_USER = { uid: 1337, gid: 1337 };
@@ -217,7 +217,7 @@ export class CapturePod {
     const dir = mkdtempSync(join(tmpdir(), 'remora-capture-'));
     chmodSync(dir, 0o755);
     const runner = join(dir, 'runner.mjs');
-    writeFileSync(runner, RUNNER_JS(join(REPO, 'packages/proxy/dist/index.js')), { mode: 0o644 });
+    writeFileSync(runner, RUNNER_JS(PROXY_MAIN), { mode: 0o644 });
     const configPath = join(dir, 'config-0.json');
     writeFileSync(configPath, JSON.stringify(config), { mode: 0o644 });
     const mode = opts.mode ?? 'REDIRECT';

@@ -6,9 +6,13 @@ import { fileURLToPath } from 'node:url';
 import { parseOptions, ProxyProcess, type Command } from '@remora/proxy';
 import { collectLines, freePorts, waitFor } from './net.ts';
 import { request } from './http.ts';
+import { FROM_SOURCE } from './source.ts';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-export const CLI = join(REPO, 'packages/proxy/dist/cli.js');
+export { FROM_SOURCE } from './source.ts';
+/** The proxy package's entry point and its CLI, as the tests run them. */
+export const PROXY_MAIN = join(REPO, FROM_SOURCE ? 'packages/proxy/src/index.ts' : 'packages/proxy/dist/index.js');
+export const CLI = join(REPO, FROM_SOURCE ? 'packages/proxy/src/cli.ts' : 'packages/proxy/dist/cli.js');
 /**
  * Istio's samples and goldens (shared/corpus): beside the repository, or one folder further up
  * when the checkout is a git worktree kept in a folder of worktrees.
