@@ -27,3 +27,4 @@ export { ExtAuthzFilter, ExtAuthzFilterConfig, EXT_AUTHZ_DENIED, EXT_AUTHZ_ERROR
 export { RateLimitFilterFactory, rateLimitFactory } from './ratelimit/ratelimit-factory.ts';
 export { RateLimitFilter, RateLimitFilterConfig, RATE_LIMITED, RATE_LIMITER_ERROR, type RateLimitRouteConfig } from './ratelimit/ratelimit-filter.ts';
 export { compileRateLimits, populateDescriptor, type DescriptorAction, type RateLimitEntry } from './ratelimit/rate-limit-actions.ts';
+export { HeaderMutationEdits, RouteHeaderMutation, finalizeRequestHeaders, finalizeResponseHeaders } from './header-mutation/route-header-mutation.ts';
