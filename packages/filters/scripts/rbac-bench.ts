@@ -6,7 +6,8 @@
 //   node packages/filters/scripts/rbac-bench.ts [path/to/authz-factory.ts]
 import { performance } from 'node:perf_hooks';
 import { buildRbacFilters, type AuthzPolicyInput } from '@remora/config';
-import { FilterStatus, rbacFactory, type FilterCallbacks, type HttpFilter, type HttpFilterFactory } from '@remora/filters';
+import { FilterStatus, type FilterCallbacks, type HttpFilter, type HttpFilterFactory } from '@remora/filters';
+import { rbacFactory } from '@remora/filters/internal';
 import { FakeRequest, storeContext, type ReqInit } from '@remora/filters/testing';
 
 const POLICIES = 200;

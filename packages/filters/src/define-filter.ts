@@ -26,6 +26,7 @@ export function typedConfig(name: string, value: Readonly<Record<string, unknown
 
 /** A config a filter cannot use: `field` is the path in its config (`cookie.name`), '' for the whole. */
 export class FilterConfigError extends Error {
+  /** The path of the field in the config (`cookie.name`); '' for the whole config. */
   readonly field: string;
   constructor(field: string, message: string) {
     super(field === '' ? message : `${field}: ${message}`);
@@ -55,6 +56,7 @@ export interface FilterSetup {
   warn(message: string): void;
 }
 
+/** What `defineFilter` takes: a filter's name, its config parser and its per-request instance maker; `C` is the parsed config. */
 export interface FilterDefinition<C> {
   /** The filter's name, as a listener's `http_filters[].name` and EnvoyFilter patches write it (`acme.canary`). */
   readonly name: string;
@@ -150,10 +152,15 @@ export class ResponseBodyBuffer {
   #size = 0;
   #failed = false;
 
+  /** `maxBytes`: the largest body it holds; past it, the 500 reply. */
   constructor(maxBytes: number) {
     this.#maxBytes = maxBytes;
   }
 
+  /**
+   * Call from `onResponseData` with its arguments and return the result: empty until `end`,
+   * then what `done` makes of the whole body.
+   */
   push(chunk: Buffer, end: boolean, callbacks: FilterCallbacks, done: (body: Buffer) => Buffer): Buffer {
     if (this.#failed) return EMPTY;
     this.#size += chunk.length;

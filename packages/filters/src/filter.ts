@@ -17,6 +17,7 @@ export const FilterStatus = {
    */
   StopIteration: 1,
 } as const;
+/** `FilterStatus.Continue` or `FilterStatus.StopIteration`. */
 export type FilterStatus = (typeof FilterStatus)[keyof typeof FilterStatus];
 
 /** Envoy response flags a filter may set on its local reply (or on the request, for DI). */
@@ -297,7 +298,10 @@ export interface FilterUpstream {
   send(cluster: string, request: FilterUpstreamRequest, done: (failure: FilterUpstreamFailure | null, response: FilterUpstreamResponse | null, detail: string) => void): () => void;
 }
 
-/** Envoy's filter names, which Istio's EnvoyFilter patches and config dumps use. */
+/**
+ * Envoy's names of the built-in filters, which Istio's EnvoyFilter patches and config dumps
+ * use, and under which they record dynamic metadata (RBAC's shadow result).
+ */
 export const FilterName = {
   JwtAuthn: 'envoy.filters.http.jwt_authn',
   Rbac: 'envoy.filters.http.rbac',

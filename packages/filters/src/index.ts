@@ -1,37 +1,56 @@
-export * from './filter.ts';
-export { DETACHED_STATS, Stat, type FilterStats } from './filter-stats.ts';
-export { FilterRegistry, SKIPPED_ISTIO_FILTERS, type ChainEntry } from './registry.ts';
-export { RouterFilterFactory, routerFactory } from './router/router-factory.ts';
-export { RbacFilterFactory, rbacFactory } from './rbac/rbac-factory.ts';
-export { RbacFilter, type RbacFilterConfig, type RbacVerdict, type RbacStats, RBAC_DENIED_BODY, RBAC_DENIED_NONE, deniedDetails } from './rbac/rbac-filter.ts';
-export { LocalRateLimitFilterFactory, localRateLimitFactory } from './local-ratelimit/local-ratelimit-factory.ts';
-export { LocalRateLimitFilter, LocalRateLimiter, LOCAL_RATE_LIMITED, type RouteLimit } from './local-ratelimit/local-ratelimit-filter.ts';
-export { TokenBucket, type Bucket, type Clock } from './local-ratelimit/token-bucket.ts';
-export { SharedTokenBucket, processClock } from './local-ratelimit/shared-token-bucket.ts';
-export { SharedCells, CELL_INT, CELL_F64, CELL_WORDS, type SharedCellsInit } from './shared-cells.ts';
-export { FaultFilterFactory, faultFactory } from './fault/fault-factory.ts';
-export { FaultFilter, FaultFilterConfig, CompiledFault, FAULT_ABORT_BODY } from './fault/fault-filter.ts';
-export { JwtAuthnFilterFactory, jwtAuthnFactory } from './jwt-authn/jwt-authn-factory.ts';
-export { JwtAuthnFilter, JwtAuthnFilterConfig, type JwtExplanation } from './jwt-authn/jwt-authn-filter.ts';
-export { CorsFilterFactory, corsFactory, CorsFilter, CORS_RESPONSE_DETAILS } from './cors/cors-filter.ts';
-export { CorsPolicy } from './cors/cors-policy.ts';
-export { ExtAuthzFilterFactory, extAuthzFactory } from './ext-authz/ext-authz-factory.ts';
-export { ExtAuthzFilter, ExtAuthzFilterConfig, EXT_AUTHZ_DENIED, EXT_AUTHZ_ERROR } from './ext-authz/ext-authz-filter.ts';
-export { RateLimitFilterFactory, rateLimitFactory } from './ratelimit/ratelimit-factory.ts';
-export { RateLimitFilter, RateLimitFilterConfig, RATE_LIMITED, RATE_LIMITER_ERROR, type RateLimitRouteConfig } from './ratelimit/ratelimit-filter.ts';
-export { compileRateLimits, populateDescriptor, type DescriptorAction, type RateLimitEntry } from './ratelimit/rate-limit-actions.ts';
+/**
+ * `@remora/filters`: the contract between Remora and an HTTP filter written as its own npm
+ * package. Everything exported here is documented and kept stable; nothing else is public.
+ * Remora's built-in filters and the proxy's plumbing live in `@remora/filters/internal`, which
+ * a filter package must not import; the fakes for a filter's unit tests are
+ * `@remora/filters/testing`. The exact set of names is checked by test/public-api.test.ts.
+ */
+
+// Writing a filter: a name, a typed config parsed once per snapshot, a per-request instance.
 export {
   defineFilter,
-  typedConfig,
-  configTypeUrl,
-  TYPED_STRUCT,
   FilterConfigError,
-  readRequestBody,
-  ResponseBodyBuffer,
-  REQUEST_PAYLOAD_TOO_LARGE,
-  RESPONSE_PAYLOAD_TOO_LARGE,
   type DefinedFilterFactory,
   type FilterDefinition,
   type FilterSetup,
   type FilterStatsScope,
 } from './define-filter.ts';
+
+// Placing a filter: its typed_config as a listener chain or an EnvoyFilter patch writes it.
+export { typedConfig, configTypeUrl, TYPED_STRUCT } from './define-filter.ts';
+
+// Bodies: Envoy's buffer filter for requests, and a bounded collector for responses.
+export { readRequestBody, ResponseBodyBuffer, REQUEST_PAYLOAD_TOO_LARGE, RESPONSE_PAYLOAD_TOO_LARGE } from './define-filter.ts';
+
+// The per-request contract: what a filter sees of the request and response, and how it acts.
+export {
+  FilterStatus,
+  FilterName,
+  type FilterResponseFlag,
+  type PeerIdentity,
+  type RequestAuth,
+  type FilterRequest,
+  type FilterCallbacks,
+  type FilterResponse,
+  type HttpFilter,
+} from './filter.ts';
+
+// Stats: a counter or gauge resolved once at setup, bumped per request.
+export { Stat, type FilterStats } from './filter-stats.ts';
+
+// The factory contract under defineFilter, for a filter that implements it directly.
+export {
+  type HttpFilterFactory,
+  type HttpFilterConfig,
+  type RouteFilterInput,
+  type FilterCompileContext,
+  type FilterLog,
+  type FilterUpstream,
+  type FilterUpstreamRequest,
+  type FilterUpstreamResponse,
+  type FilterUpstreamFailure,
+} from './filter.ts';
+
+// The registry a filter is added to when the proxy is embedded (`builtinFilters()` of
+// `@remora/proxy` makes one; `register` adds a factory).
+export type { FilterRegistry } from './registry.ts';

@@ -16,12 +16,14 @@ const NO_ROUTE: RouteFilterInput = { rateLimits: [], forwards: false, cluster: n
 export class FilterRegistry {
   readonly #factories = new Map<string, HttpFilterFactory>();
 
+  /** Adds a factory under its `name`; a second factory of one name is an error. */
   register(factory: HttpFilterFactory): this {
     if (this.#factories.has(factory.name)) throw new Error(`filter ${factory.name} is already registered`);
     this.#factories.set(factory.name, factory);
     return this;
   }
 
+  /** True when a factory of that name is registered. */
   has(name: string): boolean {
     return this.#factories.has(name);
   }

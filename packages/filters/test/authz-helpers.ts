@@ -2,7 +2,8 @@
 // the RBAC filter's unit tests: the policies are built into Envoy RBAC filters the way the
 // translator builds them (istiod's authz builder), and those filters run in order.
 import { buildRbacFilters, type AuthzIssue, type AuthzPolicyInput } from '@remora/config';
-import { FilterStatus, rbacFactory, type FilterCallbacks, type FilterRequest, type HttpFilter, type PeerIdentity, type RequestAuth } from '@remora/filters';
+import { FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type PeerIdentity, type RequestAuth } from '@remora/filters';
+import { rbacFactory } from '@remora/filters/internal';
 import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from '@remora/filters/testing';
 
 export type { ReqInit };

@@ -3,7 +3,7 @@
 // field, each `not` form, the action order, and the examples of Istio's AuthorizationPolicy
 // reference and its authorization tasks.
 import t, { type Test } from 'tap';
-import { rbacFactory } from '@remora/filters';
+import { rbacFactory } from '@remora/filters/internal';
 import { type AuthzPolicy, compile, decide, denied, DENIED_NONE, jwt, peer, policy, type ReqInit, run } from './authz-helpers.ts';
 
 interface Case {

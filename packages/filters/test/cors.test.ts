@@ -3,7 +3,8 @@
 // allow origin exact "*", methods "GET", headers "content-type", expose "content-type", max age
 // "0", credentials false) and Istio's VirtualService corsPolicy documentation example.
 import t from 'tap';
-import { CORS_RESPONSE_DETAILS, corsFactory, CorsFilterFactory, CorsPolicy, FilterName, FilterStatus } from '@remora/filters';
+import { FilterName, FilterStatus } from '@remora/filters';
+import { CORS_RESPONSE_DETAILS, corsFactory, CorsFilterFactory, CorsPolicy } from '@remora/filters/internal';
 import type { CorsPolicyJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/cors/v3/cors_pb.js';
 import type { StringMatcherJson } from '@remora/config/envoy/gen/envoy/type/matcher/v3/string_pb.js';
 import { FakeRequest, RecordingCallbacks, storeContext } from '@remora/filters/testing';

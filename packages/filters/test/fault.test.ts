@@ -3,7 +3,8 @@
 // with a grpc status, per-request percentage draws, and timers released on client abort.
 import t from 'tap';
 import type { HTTPFaultJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.js';
-import { FAULT_ABORT_BODY, faultFactory, FaultFilter, FilterName, FilterStatus } from '@remora/filters';
+import { FilterName, FilterStatus } from '@remora/filters';
+import { FAULT_ABORT_BODY, faultFactory, FaultFilter } from '@remora/filters/internal';
 import { namedStats, RecordingCallbacks, storeContext } from '@remora/filters/testing';
 import { RouteRequest } from './local-ratelimit-helpers.ts';
 

@@ -2,7 +2,8 @@
 // http_filters: an unknown filter is refused, naming it, unless it is is_optional (skipped
 // with a warning); Istio's own filters are accepted and skipped; the router is terminal.
 import t from 'tap';
-import { faultFactory, FilterName, FilterRegistry, routerFactory, SKIPPED_ISTIO_FILTERS } from '@remora/filters';
+import { FilterName } from '@remora/filters';
+import { faultFactory, FilterRegistry, routerFactory, SKIPPED_ISTIO_FILTERS } from '@remora/filters/internal';
 import { storeContext } from '@remora/filters/testing';
 
 const registry = new FilterRegistry().register(faultFactory).register(routerFactory);

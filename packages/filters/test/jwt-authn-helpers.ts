@@ -4,7 +4,8 @@ import type { KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { JwtAuthenticationJson, JwtProviderJson, JwtRequirementJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/jwt_authn/v3/config_pb.js';
-import { FilterStatus, jwtAuthnFactory, type HttpFilterConfig, type JwtAuthnFilterConfig } from '@remora/filters';
+import { FilterStatus, type HttpFilterConfig } from '@remora/filters';
+import { jwtAuthnFactory, type JwtAuthnFilterConfig } from '@remora/filters/internal';
 import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose';
 import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from '@remora/filters/testing';
 

@@ -3,7 +3,8 @@
 // status and jwt_verify_lib message Envoy answers with.
 import { createHmac } from 'node:crypto';
 import t from 'tap';
-import { FilterStatus, jwtAuthnFactory } from '@remora/filters';
+import { FilterStatus } from '@remora/filters';
+import { jwtAuthnFactory } from '@remora/filters/internal';
 import type { JWTPayload } from 'jose';
 import { compile, istiodConfig, jwksOf, makeKey, rule, run, sign, type TestKey } from './jwt-authn-helpers.ts';
 import { FakeRequest, RecordingCallbacks, storeContext } from '@remora/filters/testing';

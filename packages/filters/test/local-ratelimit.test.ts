@@ -5,7 +5,8 @@
 import t from 'tap';
 import type { LocalRateLimitConfigJson } from '@remora/config';
 import type { RateLimitJson } from '@remora/config/envoy/gen/envoy/config/route/v3/route_components_pb.js';
-import { FilterName, FilterStatus, LocalRateLimitFilterFactory, TokenBucket, type HttpFilter } from '@remora/filters';
+import { FilterName, FilterStatus, type HttpFilter } from '@remora/filters';
+import { LocalRateLimitFilterFactory, TokenBucket } from '@remora/filters/internal';
 import { RecordingCallbacks, storeContext } from '@remora/filters/testing';
 import { RouteRequest } from './local-ratelimit-helpers.ts';
 

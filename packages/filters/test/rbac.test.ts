@@ -3,7 +3,8 @@
 // that are counted but never enforced, metadata from the verified JWT, and compile errors that
 // name the field.
 import t from 'tap';
-import { FilterStatus, rbacFactory, Stat, type FilterStats, type RbacFilter } from '@remora/filters';
+import { FilterStatus, Stat, type FilterStats } from '@remora/filters';
+import { rbacFactory, type RbacFilter } from '@remora/filters/internal';
 import type { RBACJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/rbac/v3/rbac_pb.js';
 import type { PermissionJson, PrincipalJson } from '@remora/config/envoy/gen/envoy/config/rbac/v3/rbac_pb.js';
 import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from '@remora/filters/testing';

@@ -7,21 +7,23 @@
  * methods: nothing is counted, no token is taken, no fault is drawn.
  */
 import {
-  FaultFilterConfig,
   FilterName,
+  type FilterRequest,
+  type HttpFilterConfig,
+  type PeerIdentity,
+  type RequestAuth,
+} from '@remora/filters';
+import {
+  FaultFilterConfig,
   JwtAuthnFilterConfig,
   RbacFilter,
   SharedFilterConfig,
   LocalRateLimitFilter,
   type CompiledFault,
-  type FilterRequest,
-  type HttpFilterConfig,
   type JwtExplanation,
-  type PeerIdentity,
   type RbacVerdict,
-  type RequestAuth,
   type RouteLimit,
-} from '@remora/filters';
+} from '@remora/filters/internal';
 import type { RetryPolicy } from '@remora/config';
 import type { CompiledRoute, RouteRequest } from '../router/compiled-route.ts';
 import type { CompiledVirtualHost } from '../router/route-table.ts';

@@ -17,7 +17,7 @@ import { FileConfigSource, type ConfigSource, type SourcedConfig } from './confi
 import type { DnsProxy } from '../dns/dns-proxy.ts';
 import { captureLookup } from './capture.ts';
 import { availableParallelism } from 'node:os';
-import { SharedCells } from '@remora/filters';
+import { SharedCells } from '@remora/filters/internal';
 import { WorkerPool } from '../runtime/worker-pool.ts';
 import type { IdentityParts } from '../runtime/worker-protocol.ts';
 import { OutlierDetector } from '../upstream/outlier-detector.ts';

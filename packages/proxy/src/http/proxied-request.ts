@@ -11,6 +11,7 @@ import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { OriginalDestination } from '../listener/original-dst.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { FilterStatus, type FilterCallbacks, type FilterRequest, type FilterResponseFlag, type HttpFilter, type PeerIdentity, type RequestAuth } from '@remora/filters';
+import { finalizeRequestHeaders, finalizeResponseHeaders, RouteHeaderMutation } from '@remora/filters/internal';
 import { isGrpcRequest } from './grpc.ts';
 import { normalizePath } from './path-normalize.ts';
 import {
@@ -626,8 +627,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     const headers = this.upstreamHeaders;
     if (target.prefixRewrite !== null || target.regexRewrite !== null) this.#rewritePath(target, route);
     if (target.authorityRewrite !== null) setHeader(headers, 'host', target.authorityRewrite);
-    if (route.requestEdits !== null) route.requestEdits.apply(headers);
-    if (weighted.requestEdits !== null) weighted.requestEdits.apply(headers);
+    finalizeRequestHeaders(headers, route.headerMutation, weighted.headerMutation);
     headers.push('x-envoy-attempt-count', '1');
     this.attemptCountIndex = headers.length - 1;
     // Istio's outbound peer metadata filter: who this proxy is, to every upstream (sidecar outbound and gateways).
@@ -672,14 +672,16 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     return chosen;
   }
 
-  /** Destination- and route-level response edits, filters' headers, a cookie set by the ring-hash balancer. */
+  /**
+   * Filters' added headers, the router's header-mutation stage (destination's, then route's:
+   * `finalizeResponseHeaders`), a cookie set by the ring-hash balancer, then filters' set headers.
+   */
   protected applyResponseEdits(out: string[]): void {
     const extra = this.extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) out.push(extra[i]!);
     const target = this.target;
-    if (target !== null && target.responseEdits !== null) target.responseEdits.apply(out);
     const route = this.route;
-    if (route !== null && route.responseEdits !== null) route.responseEdits.apply(out);
+    finalizeResponseHeaders(out, target === null ? RouteHeaderMutation.NONE : target.headerMutation, route === null ? RouteHeaderMutation.NONE : route.headerMutation);
     if (this.setCookie !== null) out.push('set-cookie', this.setCookie);
     this.applyResponseHeaderSets(out);
   }

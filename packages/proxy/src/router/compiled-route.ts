@@ -1,4 +1,5 @@
 import type { RequestAuth } from '@remora/filters';
+import { RouteHeaderMutation } from '@remora/filters/internal';
 import {
   RegexRewrite,
   type ClaimMatch,
@@ -191,49 +192,18 @@ export function describeMatch(m: { readonly kind: string; readonly value?: strin
   return `${m.kind} ${JSON.stringify(m.value ?? '')}`;
 }
 
-/** Header edits compiled for a flat `[name, value, …]` header list. */
-export class HeaderEdits {
-  readonly set: readonly (readonly [string, string])[];
-  readonly add: readonly (readonly [string, string])[];
-  /** Names removed: the `remove` list plus every `set` name (set replaces). */
-  readonly #drop: ReadonlySet<string>;
-
-  constructor(m: HeaderMutation) {
-    this.set = m.set;
-    this.add = m.add;
-    this.#drop = new Set([...m.remove, ...m.set.map(([k]) => k)]);
-  }
-
-  /** Applies the edits to a flat header list in place. */
-  apply(headers: string[]): void {
-    if (this.#drop.size > 0) {
-      let w = 0;
-      for (let r = 0; r < headers.length; r += 2) {
-        const name = headers[r]!;
-        if (this.#drop.has(name.toLowerCase())) continue;
-        headers[w++] = name;
-        headers[w++] = headers[r + 1]!;
-      }
-      headers.length = w;
-    }
-    for (const [k, v] of this.set) headers.push(k, v);
-    for (const [k, v] of this.add) headers.push(k, v);
-  }
-}
-
 export class WeightedTarget {
   readonly name: string;
   readonly weight: number;
   /** Null when the config names a cluster that does not exist: requests get 503 NC. */
   readonly cluster: UpstreamCluster | null;
-  readonly requestEdits: HeaderEdits | null;
-  readonly responseEdits: HeaderEdits | null;
+  /** The destination's header edits (Istio's `route[].headers`), applied by the router after the route's. */
+  readonly headerMutation: RouteHeaderMutation;
   constructor(name: string, weight: number, cluster: UpstreamCluster | null, req: HeaderMutation | null, resp: HeaderMutation | null) {
     this.name = name;
     this.weight = weight;
     this.cluster = cluster;
-    this.requestEdits = req ? new HeaderEdits(req) : null;
-    this.responseEdits = resp ? new HeaderEdits(resp) : null;
+    this.headerMutation = RouteHeaderMutation.of(req, resp);
   }
 }
 
@@ -334,8 +304,8 @@ export class CompiledRoute {
   readonly name: string;
   readonly matcher: RouteMatcher;
   readonly target: RouteTarget;
-  readonly requestEdits: HeaderEdits | null;
-  readonly responseEdits: HeaderEdits | null;
+  /** The route's header edits, its virtual host's and route configuration's folded in (the router's stage). */
+  readonly headerMutation: RouteHeaderMutation;
   /** Whether the prefix rewrite applies to an exact or prefix path match (the text it replaces). */
   readonly matchedPrefix: string | null;
   readonly model: Route;
@@ -356,8 +326,7 @@ export class CompiledRoute {
     const a = r.action;
     this.target =
       a.kind === 'forward' ? new ForwardTarget(a, clusters) : a.kind === 'redirect' ? new RedirectTarget(a) : new DirectResponseTarget(a);
-    this.requestEdits = r.requestHeaders ? new HeaderEdits(r.requestHeaders) : null;
-    this.responseEdits = r.responseHeaders ? new HeaderEdits(r.responseHeaders) : null;
+    this.headerMutation = RouteHeaderMutation.of(r.requestHeaders, r.responseHeaders);
     const pm = r.match.path.match;
     // A route without a path match is Envoy's `prefix: /` (as istiod and the exporter write it): a prefix rewrite swaps that `/`.
     this.matchedPrefix = pm.kind === 'prefix' || pm.kind === 'exact' ? pm.value : pm.kind === 'any' ? '/' : null;

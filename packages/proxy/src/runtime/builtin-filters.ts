@@ -1,4 +1,4 @@
-import { corsFactory, extAuthzFactory, faultFactory, FilterRegistry, jwtAuthnFactory, LocalRateLimitFilterFactory, localRateLimitFactory, rateLimitFactory, rbacFactory, routerFactory, type SharedCells } from '@remora/filters';
+import { corsFactory, extAuthzFactory, faultFactory, FilterRegistry, jwtAuthnFactory, LocalRateLimitFilterFactory, localRateLimitFactory, rateLimitFactory, rbacFactory, routerFactory, type SharedCells } from '@remora/filters/internal';
 
 /**
  * The filters every proxy knows, registered by their Envoy names. `shared`: the memory the

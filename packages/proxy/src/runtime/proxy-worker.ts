@@ -6,7 +6,7 @@
  * Its log and access log lines go to the main thread, which writes them whole.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { SharedCells } from '@remora/filters';
+import { SharedCells } from '@remora/filters/internal';
 import { collectStats, StatsView } from '../admin/admin-stats.ts';
 import { hostCounts } from '../admin/admin-views.ts';
 import { LiveWindow } from '../admin/ui-window.ts';

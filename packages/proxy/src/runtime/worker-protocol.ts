@@ -1,5 +1,5 @@
 import type { Endpoint, ProxyConfig, ProxyNode } from '@remora/config';
-import type { SharedCellsInit } from '@remora/filters';
+import type { SharedCellsInit } from '@remora/filters/internal';
 import type { StatEntry } from '../admin/admin-stats.ts';
 import type { HostCounts } from '../admin/admin-views.ts';
 import type { LiveWindowState } from '../admin/ui-window.ts';

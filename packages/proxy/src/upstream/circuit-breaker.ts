@@ -1,5 +1,5 @@
 import type { ConnectionPool, UpstreamProtocol } from '@remora/config';
-import { CELL_INT, type SharedCells } from '@remora/filters';
+import { CELL_INT, type SharedCells } from '@remora/filters/internal';
 
 /** A request waiting for room under the cluster's limits. */
 export interface BreakerWaiter {

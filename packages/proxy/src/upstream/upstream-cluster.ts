@@ -9,7 +9,7 @@ import { RingHashLoadBalancer } from './load-balancer-ring-hash.ts';
 import { RoundRobinLoadBalancer } from './load-balancer-round-robin.ts';
 import { LocalityPlan } from './locality-plan.ts';
 import { OutlierDetector } from './outlier-detector.ts';
-import type { SharedCells } from '@remora/filters';
+import type { SharedCells } from '@remora/filters/internal';
 import { SharedCircuitBreaker } from './circuit-breaker.ts';
 import type { ClusterHost } from './upstream-host.ts';
 import type { OriginalDstHosts } from './original-dst-hosts.ts';
