@@ -16,7 +16,8 @@ import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { chargedStatus, midResponseFlag } from '../upstream/connect-errors.ts';
-import { UpstreamAttempt, type AttemptOwner } from './upstream-attempt.ts';
+import { HttpUpstreamRequest, type HttpUpstreamOwner } from '../upstream/http-upstream-request.ts';
+import type { UpstreamHeaders, UpstreamRequest } from '../upstream/upstream-request.ts';
 
 /** The body a filter reads of a request without one. */
 const EMPTY_BODY = Buffer.alloc(0);
@@ -34,7 +35,7 @@ const DONE = 3;
  * timeouts), writes the response back, and at the end writes the access log line and bumps
  * the metrics. A request with one attempt allocates this object and one small attempt.
  */
-export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTarget {
+export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, ResponseTarget {
   readonly res: DownstreamResponse;
   /** How the response goes out on the request's protocol. */
   readonly #writer: ResponseWriter;
@@ -47,7 +48,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
   #responseMessages: GrpcMessageCounter | null = null;
 
   #forwardTarget: ForwardTarget | null = null;
-  #attempt: UpstreamAttempt | null = null;
+  #attempt: UpstreamRequest | null = null;
   #body: ReplayableBody | null = null;
   #timeoutMs = 0;
   #timer: NodeJS.Timeout | null = null;
@@ -211,7 +212,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     host.requestsTotal++;
     this.cluster!.stats.rqTotal++;
     const retry = this.retry!;
-    const attempt = new UpstreamAttempt(this, chosen, retry.perTryTimeoutMs, counted ? this.cluster!.breaker : null, retry.takeBudget());
+    const attempt = new HttpUpstreamRequest(this, chosen, retry.perTryTimeoutMs, counted ? this.cluster!.breaker : null, retry.takeBudget());
     this.#attempt = attempt;
     host.pool.dispatch(
       {
@@ -269,18 +270,18 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     this.localReply(LocalReplies.routeTimeout);
   }
 
-  // --- attempt callbacks (from UpstreamAttempt, only for the current attempt) ------------
+  // --- upstream callbacks (from the current try only) -----------------------------------
 
-  isCurrent(a: UpstreamAttempt): boolean {
+  isCurrent(a: UpstreamRequest): boolean {
     return this.#attempt === a && this.#state !== DONE;
   }
 
   /** The body of the first attempt has been sent in full. */
-  onAttemptRequestSent(): void {
+  onUpstreamRequestSent(_a: UpstreamRequest): void {
     this.#startRouteTimer();
   }
 
-  onAttemptBodySent(chunk: Buffer): void {
+  onUpstreamBodySent(chunk: Buffer): void {
     // Retries replay the buffer; count what the client sent, once.
     if (this.attempts === 1) {
       this.bytesReceived += chunk.length;
@@ -291,7 +292,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
    * Response headers of the current attempt. Returns false when the response is retried
    * instead (the caller then abandons the attempt).
    */
-  onAttemptResponseStart(a: UpstreamAttempt, statusCode: number, headers: Record<string, string | string[] | undefined>): boolean {
+  onUpstreamResponseHead(a: UpstreamRequest, statusCode: number, headers: UpstreamHeaders): boolean {
     const cluster = this.cluster!;
     if (statusCode >= 500) a.host.host.rqError++;
     else a.host.host.rqSuccess++;
@@ -357,7 +358,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     return true;
   }
 
-  onAttemptResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
+  onUpstreamData(a: UpstreamRequest, chunk: Buffer): boolean {
     if (this.hasResponseDataFilters) {
       chunk = this.filterResponseData(chunk, false);
       if (this.#state === DONE) return true;
@@ -370,7 +371,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     return this.#writeResponseData(a, chunk);
   }
 
-  #writeResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
+  #writeResponseData(a: UpstreamRequest, chunk: Buffer): boolean {
     this.bytesSent += chunk.length;
     this.#responseMessages?.feed(chunk);
     if (this.#writer.data(this, chunk)) return true;
@@ -378,7 +379,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     return false;
   }
 
-  onAttemptResponseEnd(a: UpstreamAttempt, trailers: Trailers): void {
+  onUpstreamEnd(a: UpstreamRequest, trailers: Trailers): void {
     const gs = trailers['grpc-status'];
     if (typeof gs === 'string') this.#grpcStatus = gs;
     if (this.hasResponseDataFilters) {
@@ -418,7 +419,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
   }
 
   /** The current attempt failed before or after its response started. */
-  onAttemptFailed(a: UpstreamAttempt, failure: AttemptFailure, code: string): void {
+  onUpstreamFailed(a: UpstreamRequest, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
     const cluster = this.cluster!;
     cluster.reportLocalFailure(a.host);
@@ -455,7 +456,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     return !this.hasBody || (this.#body !== null && this.#body.replayable);
   }
 
-  #scheduleRetry(a: UpstreamAttempt): void {
+  #scheduleRetry(a: UpstreamRequest): void {
     this.cluster!.stats.rqRetry++;
     const delay = this.retry!.noteRetry(a.host, this.attempts);
     this.#attempt = null;
