@@ -15,7 +15,8 @@ import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './re
 import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
-import { chargedStatus, midResponseFlag } from '../upstream/connect-errors.ts';
+import { midResponseFlag } from '../upstream/connect-errors.ts';
+import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_RETRY } from '../router/try-outcome.ts';
 import { HttpUpstreamRequest, type HttpUpstreamOwner } from '../upstream/http-upstream-request.ts';
 import type { UpstreamHeaders, UpstreamRequest } from '../upstream/upstream-request.ts';
 
@@ -293,28 +294,16 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
    * instead (the caller then abandons the attempt).
    */
   onUpstreamResponseHead(a: UpstreamRequest, statusCode: number, headers: UpstreamHeaders): boolean {
-    const cluster = this.cluster!;
-    if (statusCode >= 500) a.host.host.rqError++;
-    else a.host.host.rqSuccess++;
-    cluster.reportStatus(a.host, statusCode);
-    cluster.stats.charge(statusCode);
     const retry = this.retry!;
     const policy = retry.policy;
     const gs = headers['grpc-status'];
-    let exhausted = false;
-    if (policy !== null) {
-      const grpcStatus = typeof gs === 'string' ? Number(gs) : -1;
-      if (policy.retriableResponse(statusCode, grpcStatus) || (policy.onRetriableHeaders && this.#retriableHeaders(headers))) {
-        if (retry.canRetry(this.#replayable())) {
-          this.#scheduleRetry(a);
-          return false;
-        }
-        // Out of retries: the last upstream response goes to the client, flagged.
-        exhausted = true;
-        if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
-      }
+    const retriable = policy !== null && (policy.retriableResponse(statusCode, typeof gs === 'string' ? Number(gs) : -1) || (policy.onRetriableHeaders && this.#retriableHeaders(headers)));
+    const verdict = judgeResponse(this.cluster!, retry, a, statusCode, retriable, retriable && this.#replayable(), this.attempts);
+    if (verdict === TRY_RETRY) {
+      this.#retry(a);
+      return false;
     }
-    if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
+    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
     this.#state = RESPONDING;
     if (typeof gs === 'string') this.#grpcStatus = gs;
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
@@ -422,12 +411,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
   onUpstreamFailed(a: UpstreamRequest, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
     const cluster = this.cluster!;
-    cluster.reportLocalFailure(a.host);
-    if (failure === AttemptFailure.ConnectFailure) {
-      a.host.host.connectFailures++;
-      cluster.stats.cxConnectFail++;
-    }
-    if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
+    noteTryFailure(cluster, a, failure);
     if (this.#state === RESPONDING) {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
       this.responseFlags |= ResponseFlag[midResponseFlag(failure)];
@@ -436,17 +420,12 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
       this.#finish();
       return;
     }
-    // Envoy's router charges a reset or connect failure as a 503 from the host, a per-try timeout as a 504.
-    cluster.stats.charge(chargedStatus(failure));
-    a.host.host.rqError++;
-    const retry = this.retry!;
-    if (retry.policy !== null && retry.policy.retriableFailure(failure)) {
-      if (retry.canRetry(this.#replayable())) {
-        this.#scheduleRetry(a);
-        return;
-      }
-      if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
+    const verdict = judgeFailure(cluster, this.retry!, a, failure, this.#replayable(), this.attempts);
+    if (verdict === TRY_RETRY) {
+      this.#retry(a);
+      return;
     }
+    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
     this.#attempt = null;
     this.localReply(failureLocalReply(failure, code));
   }
@@ -456,9 +435,9 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
     return !this.hasBody || (this.#body !== null && this.#body.replayable);
   }
 
-  #scheduleRetry(a: UpstreamRequest): void {
-    this.cluster!.stats.rqRetry++;
-    const delay = this.retry!.noteRetry(a.host, this.attempts);
+  /** The retry state scheduled a retry: this try is dropped and the next goes after the back-off. */
+  #retry(a: UpstreamRequest): void {
+    const delay = this.retry!.backoffMs;
     this.#attempt = null;
     a.cancel();
     if (delay <= 0) this.#nextAttempt();

@@ -1,7 +1,8 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ForwardTarget } from '../router/compiled-route.ts';
-import { AttemptFailure, chargedStatus, classifyUpstreamError } from '../upstream/connect-errors.ts';
+import { AttemptFailure, classifyUpstreamError } from '../upstream/connect-errors.ts';
+import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_RETRY } from '../router/try-outcome.ts';
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSettings } from './listener-settings.ts';
 import type { Connection, ListenerContext } from './connection.ts';
@@ -271,27 +272,17 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   }
 
   onUpstreamResponseHead(a: TunnelUpstreamRequest, status: number, head: Http1ResponseHead): boolean {
-    const cluster = this.cluster!;
-    // The host answered: outlier detection and the cluster's status counters hear of it, as for any request.
-    cluster.reportStatus(a.host, status);
-    cluster.stats.charge(status);
     const retry = this.retry!;
+    // The scheduled retry (if this try is one) has its outcome: its place in the budget goes back.
     retry.endRetry();
-    let exhausted = false;
-    if (status >= 500) a.host.host.rqError++;
-    else a.host.host.rqSuccess++;
-    if (status !== 101) {
-      const policy = retry.policy;
-      if (policy !== null && policy.retriableResponse(status, -1)) {
-        if (retry.canRetry(!this.#sentBeyondHead)) {
-          this.#scheduleRetry(a);
-          return false;
-        }
-        exhausted = true;
-        if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
-      }
+    const retriable = status !== 101 && retry.policy !== null && retry.policy.retriableResponse(status, -1);
+    // The host answered: outlier detection and the cluster's status counters hear of it, as for any request.
+    const verdict = judgeResponse(this.cluster!, retry, a, status, retriable, !this.#sentBeyondHead, this.attempts);
+    if (verdict === TRY_RETRY) {
+      this.#retry(a);
+      return false;
     }
-    if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
+    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
     this.#clearTimers();
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
     this.responseCode = status;
@@ -397,23 +388,15 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
     this.upstreamTransportFailureReason = code;
     const cluster = this.cluster!;
     // A locally-originated failure of the host (Envoy's outlier detection), charged as Envoy's router does.
-    cluster.reportLocalFailure(a.host);
-    if (failure === AttemptFailure.ConnectFailure) {
-      a.host.host.connectFailures++;
-      cluster.stats.cxConnectFail++;
-    }
-    if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
-    cluster.stats.charge(chargedStatus(failure));
+    noteTryFailure(cluster, a, failure);
     const retry = this.retry!;
     retry.endRetry();
-    a.host.host.rqError++;
-    if (retry.policy !== null && retry.policy.retriableFailure(failure)) {
-      if (retry.canRetry(!this.#sentBeyondHead)) {
-        this.#scheduleRetry(a);
-        return;
-      }
-      if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
+    const verdict = judgeFailure(cluster, retry, a, failure, !this.#sentBeyondHead, this.attempts);
+    if (verdict === TRY_RETRY) {
+      this.#retry(a);
+      return;
     }
+    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
     this.#abandon(a);
     this.#localReply(failureLocalReply(failure, code));
   }
@@ -428,11 +411,13 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
     this.#localReply(reply);
   }
 
-  #scheduleRetry(a: TunnelUpstreamRequest): void {
-    this.cluster!.stats.rqRetry++;
-    // The retry holds its place in the cluster's retry budget until its try has an outcome (a
-    // response head or a failure), as Envoy's retry state holds it until the next retry decision.
-    const delay = this.retry!.noteRetry(a.host, this.attempts);
+  /**
+   * The retry state scheduled a retry: this try is dropped and the next goes after the back-off.
+   * The retry holds its place in the cluster's retry budget until its try has an outcome (a
+   * response head or a failure), as Envoy's retry state holds it until the next retry decision.
+   */
+  #retry(a: TunnelUpstreamRequest): void {
+    const delay = this.retry!.backoffMs;
     this.#abandon(a);
     this.#state = CONNECTING;
     if (delay <= 0) this.#nextAttempt();
