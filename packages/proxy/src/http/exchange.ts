@@ -15,8 +15,10 @@ import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './re
 import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
-import { chargedStatus, midResponseFlag } from '../upstream/connect-errors.ts';
-import { UpstreamAttempt, type AttemptOwner } from './upstream-attempt.ts';
+import { midResponseFlag } from '../upstream/connect-errors.ts';
+import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_RETRY } from '../router/try-outcome.ts';
+import { HttpUpstreamRequest, type HttpUpstreamOwner } from '../upstream/http-upstream-request.ts';
+import type { UpstreamHeaders, UpstreamRequest } from '../upstream/upstream-request.ts';
 
 /** The body a filter reads of a request without one. */
 const EMPTY_BODY = Buffer.alloc(0);
@@ -34,7 +36,7 @@ const DONE = 3;
  * timeouts), writes the response back, and at the end writes the access log line and bumps
  * the metrics. A request with one attempt allocates this object and one small attempt.
  */
-export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTarget {
+export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, ResponseTarget {
   readonly res: DownstreamResponse;
   /** How the response goes out on the request's protocol. */
   readonly #writer: ResponseWriter;
@@ -47,7 +49,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
   #responseMessages: GrpcMessageCounter | null = null;
 
   #forwardTarget: ForwardTarget | null = null;
-  #attempt: UpstreamAttempt | null = null;
+  #attempt: UpstreamRequest | null = null;
   #body: ReplayableBody | null = null;
   #timeoutMs = 0;
   #timer: NodeJS.Timeout | null = null;
@@ -211,7 +213,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     host.requestsTotal++;
     this.cluster!.stats.rqTotal++;
     const retry = this.retry!;
-    const attempt = new UpstreamAttempt(this, chosen, retry.perTryTimeoutMs, counted ? this.cluster!.breaker : null, retry.takeBudget());
+    const attempt = new HttpUpstreamRequest(this, chosen, retry.perTryTimeoutMs, counted ? this.cluster!.breaker : null, retry.takeBudget());
     this.#attempt = attempt;
     host.pool.dispatch(
       {
@@ -269,18 +271,18 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     this.localReply(LocalReplies.routeTimeout);
   }
 
-  // --- attempt callbacks (from UpstreamAttempt, only for the current attempt) ------------
+  // --- upstream callbacks (from the current try only) -----------------------------------
 
-  isCurrent(a: UpstreamAttempt): boolean {
+  isCurrent(a: UpstreamRequest): boolean {
     return this.#attempt === a && this.#state !== DONE;
   }
 
   /** The body of the first attempt has been sent in full. */
-  onAttemptRequestSent(): void {
+  onUpstreamRequestSent(_a: UpstreamRequest): void {
     this.#startRouteTimer();
   }
 
-  onAttemptBodySent(chunk: Buffer): void {
+  onUpstreamBodySent(chunk: Buffer): void {
     // Retries replay the buffer; count what the client sent, once.
     if (this.attempts === 1) {
       this.bytesReceived += chunk.length;
@@ -291,29 +293,17 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
    * Response headers of the current attempt. Returns false when the response is retried
    * instead (the caller then abandons the attempt).
    */
-  onAttemptResponseStart(a: UpstreamAttempt, statusCode: number, headers: Record<string, string | string[] | undefined>): boolean {
-    const cluster = this.cluster!;
-    if (statusCode >= 500) a.host.host.rqError++;
-    else a.host.host.rqSuccess++;
-    cluster.reportStatus(a.host, statusCode);
-    cluster.stats.charge(statusCode);
+  onUpstreamResponseHead(a: UpstreamRequest, statusCode: number, headers: UpstreamHeaders): boolean {
     const retry = this.retry!;
     const policy = retry.policy;
     const gs = headers['grpc-status'];
-    let exhausted = false;
-    if (policy !== null) {
-      const grpcStatus = typeof gs === 'string' ? Number(gs) : -1;
-      if (policy.retriableResponse(statusCode, grpcStatus) || (policy.onRetriableHeaders && this.#retriableHeaders(headers))) {
-        if (retry.canRetry(this.#replayable())) {
-          this.#scheduleRetry(a);
-          return false;
-        }
-        // Out of retries: the last upstream response goes to the client, flagged.
-        exhausted = true;
-        if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
-      }
+    const retriable = policy !== null && (policy.retriableResponse(statusCode, typeof gs === 'string' ? Number(gs) : -1) || (policy.onRetriableHeaders && this.#retriableHeaders(headers)));
+    const verdict = judgeResponse(this.cluster!, retry, a, statusCode, retriable, retriable && this.#replayable(), this.attempts);
+    if (verdict === TRY_RETRY) {
+      this.#retry(a);
+      return false;
     }
-    if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
+    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
     this.#state = RESPONDING;
     if (typeof gs === 'string') this.#grpcStatus = gs;
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
@@ -357,7 +347,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     return true;
   }
 
-  onAttemptResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
+  onUpstreamData(a: UpstreamRequest, chunk: Buffer): boolean {
     if (this.hasResponseDataFilters) {
       chunk = this.filterResponseData(chunk, false);
       if (this.#state === DONE) return true;
@@ -370,7 +360,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     return this.#writeResponseData(a, chunk);
   }
 
-  #writeResponseData(a: UpstreamAttempt, chunk: Buffer): boolean {
+  #writeResponseData(a: UpstreamRequest, chunk: Buffer): boolean {
     this.bytesSent += chunk.length;
     this.#responseMessages?.feed(chunk);
     if (this.#writer.data(this, chunk)) return true;
@@ -378,7 +368,7 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     return false;
   }
 
-  onAttemptResponseEnd(a: UpstreamAttempt, trailers: Trailers): void {
+  onUpstreamEnd(a: UpstreamRequest, trailers: Trailers): void {
     const gs = trailers['grpc-status'];
     if (typeof gs === 'string') this.#grpcStatus = gs;
     if (this.hasResponseDataFilters) {
@@ -418,15 +408,10 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
   }
 
   /** The current attempt failed before or after its response started. */
-  onAttemptFailed(a: UpstreamAttempt, failure: AttemptFailure, code: string): void {
+  onUpstreamFailed(a: UpstreamRequest, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
     const cluster = this.cluster!;
-    cluster.reportLocalFailure(a.host);
-    if (failure === AttemptFailure.ConnectFailure) {
-      a.host.host.connectFailures++;
-      cluster.stats.cxConnectFail++;
-    }
-    if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
+    noteTryFailure(cluster, a, failure);
     if (this.#state === RESPONDING) {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
       this.responseFlags |= ResponseFlag[midResponseFlag(failure)];
@@ -435,17 +420,12 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
       this.#finish();
       return;
     }
-    // Envoy's router charges a reset or connect failure as a 503 from the host, a per-try timeout as a 504.
-    cluster.stats.charge(chargedStatus(failure));
-    a.host.host.rqError++;
-    const retry = this.retry!;
-    if (retry.policy !== null && retry.policy.retriableFailure(failure)) {
-      if (retry.canRetry(this.#replayable())) {
-        this.#scheduleRetry(a);
-        return;
-      }
-      if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
+    const verdict = judgeFailure(cluster, this.retry!, a, failure, this.#replayable(), this.attempts);
+    if (verdict === TRY_RETRY) {
+      this.#retry(a);
+      return;
     }
+    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
     this.#attempt = null;
     this.localReply(failureLocalReply(failure, code));
   }
@@ -455,9 +435,9 @@ export class Exchange extends ProxiedRequest implements AttemptOwner, ResponseTa
     return !this.hasBody || (this.#body !== null && this.#body.replayable);
   }
 
-  #scheduleRetry(a: UpstreamAttempt): void {
-    this.cluster!.stats.rqRetry++;
-    const delay = this.retry!.noteRetry(a.host, this.attempts);
+  /** The retry state scheduled a retry: this try is dropped and the next goes after the back-off. */
+  #retry(a: UpstreamRequest): void {
+    const delay = this.retry!.backoffMs;
     this.#attempt = null;
     a.cancel();
     if (delay <= 0) this.#nextAttempt();

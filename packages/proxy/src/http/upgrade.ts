@@ -1,10 +1,10 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
-import { connect, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { ForwardTarget } from '../router/compiled-route.ts';
-import { AttemptFailure, chargedStatus, classifyUpstreamError, CONNECT_TIMEOUT_REASON, PER_TRY_TIMEOUT_REASON } from '../upstream/connect-errors.ts';
+import { AttemptFailure, classifyUpstreamError } from '../upstream/connect-errors.ts';
+import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_RETRY } from '../router/try-outcome.ts';
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSettings } from './listener-settings.ts';
-import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { ProxiedRequest } from './proxied-request.ts';
 import { failureLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
@@ -13,30 +13,22 @@ import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
 import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
 import { DELAYED_CLOSE_MS, SocketSplice, type SpliceOwner, type SpliceSettings } from '../upstream/socket-splice.ts';
+import { HEADERS_TOO_LARGE_REASON, TunnelUpstreamRequest, type Http1ResponseHead, type TunnelUpstreamOwner } from '../upstream/tunnel-upstream-request.ts';
 
 /**
  * HTTP/1.1 Upgrade (WebSocket and any other protocol but h2c) through the proxy, as Envoy
  * does with Istio's `upgrade_configs: [websocket]` on every route: the upgrade request is
  * routed like any request (same route, weighted cluster, load balancer, retries, header
- * rules), sent on a fresh TCP connection of its own with `Connection` and `Upgrade` kept, and
- * once the upstream answers 101 the two sockets are spliced until either side closes.
- *
- * The upstream side is a raw `net` socket, not undici: undici's upgrade API writes its own
- * `Connection: upgrade` / `Upgrade` and refuses them as request headers, so the client's
- * headers (case, order, repeats, `Connection: keep-alive, Upgrade`) could not travel as sent;
- * here the request head is written byte for byte from the header list and the bytes the
- * client already sent (`head`) follow it unchanged.
+ * rules), each try a `TunnelUpstreamRequest` on a fresh connection of its own with
+ * `Connection` and `Upgrade` kept, and once the upstream answers 101 the two sockets are
+ * spliced until either side closes. This file is the downstream side: routing, the retry
+ * decisions, the client's socket and the replies written on it.
  */
 
 /** Envoy's delayed_close_timeout: after one side is gone and the other is ended, how long to wait for its FIN. */
 const LINGER_MS = DELAYED_CLOSE_MS;
 /** An open tunnel has no idle limit here (Envoy's stream_idle_timeout is not in the model). */
 const TUNNEL_SPLICE: SpliceSettings = { idleTimeoutMs: 0, delayedCloseMs: DELAYED_CLOSE_MS };
-/** Envoy's default limit on response headers (max_response_headers_kb: 60). */
-const MAX_RESPONSE_HEAD_BYTES = 60 * 1024;
-const HEAD_END = Buffer.from('\r\n\r\n');
-const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/;
-const CHUNKED_LAST = /(^|,)\s*chunked\s*$/i;
 
 /** Response headers that end at the proxy; `connection` and `upgrade` are added back for a 101. */
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'transfer-encoding']);
@@ -95,12 +87,12 @@ export class UpgradeTunnels {
  * and header rules; the access log line and metrics are written when both sockets are closed,
  * with Envoy's code 101 and the bytes carried each way.
  */
-export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
+export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, TunnelUpstreamOwner {
   readonly #registry: Set<UpgradeExchange>;
   readonly downstream: Socket;
   readonly #head: Buffer;
 
-  #attempt: UpgradeAttempt | null = null;
+  #attempt: TunnelUpstreamRequest | null = null;
   #splice: SocketSplice | null = null;
   /** This upgrade holds a slot of the cluster's circuit breaker (released once, at the end). */
   #holdsBreaker = false;
@@ -116,10 +108,6 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   #pending: Buffer[] | null = null;
   #downstreamEnded = false;
   #downstreamClosed = false;
-
-  // Non-101 response body framing (RELAYING).
-  #bodyLeft = -1;
-  #chunked: ChunkedBodyEnd | null = null;
 
   constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: IncomingMessage, socket: Socket, head: Buffer) {
     super(ctx, conn, snapshot, req);
@@ -253,23 +241,18 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
       return;
     }
     this.cluster!.stats.rqTotal++;
-    this.#attempt = new UpgradeAttempt(this, chosen, this.#requestHead(), this.#head, this.cluster!.model.connectionPool.connectTimeoutMs, this.retry!.perTryTimeoutMs);
+    const pool = this.cluster!.model.connectionPool;
+    this.#attempt = new TunnelUpstreamRequest(this, chosen, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, this.retry!.perTryTimeoutMs);
   }
 
-  #requestHead(): string {
-    const h = this.upstreamHeaders;
-    let s = `${this.method} ${this.path} HTTP/1.1\r\n`;
-    for (let i = 0; i < h.length; i += 2) s += `${h[i]!}: ${h[i + 1]!}\r\n`;
-    return s + '\r\n';
-  }
+  // --- upstream callbacks (from the current try only) -----------------------------------
 
-  // --- attempt callbacks (only for the current attempt) ----------------------------------
-
-  isCurrent(a: UpgradeAttempt): boolean {
+  isCurrent(a: TunnelUpstreamRequest): boolean {
     return this.#attempt === a && this.#state !== DONE;
   }
 
-  onAttemptConnected(a: UpgradeAttempt): void {
+  /** Connected, the request head on its way: the client's further bytes may follow it. */
+  onUpstreamRequestSent(a: TunnelUpstreamRequest): void {
     this.#state = AWAITING_HEAD;
     const pending = this.#pending;
     if (pending !== null) {
@@ -283,71 +266,24 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     } else if (!this.#downstreamEnded) this.downstream.resume();
   }
 
-  onAttemptData(a: UpgradeAttempt, chunk: Buffer): void {
-    switch (this.#state) {
-      case RELAYING:
-        this.#relayBody(a, chunk);
-        return;
-      case AWAITING_HEAD:
-        this.#onHeadBytes(a, chunk);
-    }
+  /** `100 Continue` is passed on (the client may wait for it before sending a body). */
+  onUpstreamContinue(_a: TunnelUpstreamRequest, head: Buffer): void {
+    this.downstream.write(head);
   }
 
-  /** Bytes before the response head is complete: 100-continue is passed on, other 1xx dropped. */
-  #onHeadBytes(a: UpgradeAttempt, chunk: Buffer): void {
-    let buf = a.takeHeadBuffer(chunk);
-    for (;;) {
-      const end = buf.indexOf(HEAD_END);
-      if (end < 0) {
-        if (buf.length > MAX_RESPONSE_HEAD_BYTES) {
-          this.#attemptFailedHard(a, LocalReplies.upstreamHeadersTooLarge, 'headers_too_large');
-          return;
-        }
-        a.keepHeadBuffer(buf);
-        return;
-      }
-      const parsed = parseResponseHead(buf.toString('latin1', 0, end));
-      if (parsed === null) {
-        this.#attemptFailedHard(a, LocalReplies.upstreamInvalid, 'invalid_response');
-        return;
-      }
-      const rest = buf.subarray(end + HEAD_END.length);
-      if (parsed.status >= 100 && parsed.status < 200 && parsed.status !== 101) {
-        if (parsed.status === 100) this.downstream.write(buf.subarray(0, end + HEAD_END.length));
-        if (rest.length === 0) return;
-        buf = rest;
-        continue;
-      }
-      this.#onResponseHead(a, parsed, rest);
-      return;
-    }
-  }
-
-  #onResponseHead(a: UpgradeAttempt, head: ResponseHead, rest: Buffer): void {
-    const status = head.status;
-    const cluster = this.cluster!;
-    // The host answered: outlier detection and the cluster's status counters hear of it, as for any request.
-    cluster.reportStatus(a.host, status);
-    cluster.stats.charge(status);
+  onUpstreamResponseHead(a: TunnelUpstreamRequest, status: number, head: Http1ResponseHead): boolean {
     const retry = this.retry!;
+    // The scheduled retry (if this try is one) has its outcome: its place in the budget goes back.
     retry.endRetry();
-    let exhausted = false;
-    if (status >= 500) a.host.host.rqError++;
-    else a.host.host.rqSuccess++;
-    if (status !== 101) {
-      const policy = retry.policy;
-      if (policy !== null && policy.retriableResponse(status, -1)) {
-        if (retry.canRetry(!this.#sentBeyondHead)) {
-          this.#scheduleRetry(a);
-          return;
-        }
-        exhausted = true;
-        if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
-      }
+    const retriable = status !== 101 && retry.policy !== null && retry.policy.retriableResponse(status, -1);
+    // The host answered: outlier detection and the cluster's status counters hear of it, as for any request.
+    const verdict = judgeResponse(this.cluster!, retry, a, status, retriable, !this.#sentBeyondHead, this.attempts);
+    if (verdict === TRY_RETRY) {
+      this.#retry(a);
+      return false;
     }
-    if (this.attempts > 1 && !exhausted) cluster.stats.rqRetrySuccess++;
+    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
     this.#clearTimers();
-    a.onResponseStarted();
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
     this.responseCode = status;
     this.responseCodeDetails = 'via_upstream';
@@ -370,28 +306,24 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     } else {
       out.push('connection', 'close');
       this.#state = RELAYING;
-      this.#startBody(head);
     }
     this.downstream.write(formatHead(status, head.reason, out), 'latin1');
-    if (status === 101) {
-      this.#startTunnel(a, rest);
-      return;
-    }
-    if (this.#bodyLeft === 0) this.#endRelay(a);
-    else if (rest.length > 0) this.#relayBody(a, rest);
+    if (status === 101) this.#startTunnel(a);
+    // A refusal: its body follows as framed (onUpstreamData, then onUpstreamEnd).
+    return true;
   }
 
   /**
    * The 101 is out: both sockets go to a splice (half-close passed through, delayed close),
    * starting with the tunnel bytes that came in the same read as the 101.
    */
-  #startTunnel(a: UpgradeAttempt, rest: Buffer): void {
+  #startTunnel(a: TunnelUpstreamRequest): void {
     const down = this.downstream;
     down.off('data', this.#onDownstreamData);
     down.off('end', this.#onDownstreamEnd);
     down.off('close', this.#onDownstreamClose);
     down.off('drain', this.#onDownstreamDrain);
-    a.detach();
+    const rest = a.detach();
     this.#splice = new SocketSplice(down, a.socket, TUNNEL_SPLICE, this);
     this.#splice.start(rest);
   }
@@ -414,124 +346,63 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     this.#finish();
   }
 
-  /** How the body of a non-101 response ends; the body is relayed as framed. */
-  #startBody(head: ResponseHead): void {
-    const s = head.status;
-    if (this.method === 'HEAD' || s === 204 || s === 304) {
-      this.#bodyLeft = 0;
-      return;
-    }
-    if (head.transferEncoding !== null) {
-      if (CHUNKED_LAST.test(head.transferEncoding)) this.#chunked = new ChunkedBodyEnd();
-      return; // any other coding: delimited by close
-    }
-    if (head.contentLength !== null) {
-      const n = Number(head.contentLength);
-      if (Number.isSafeInteger(n) && n >= 0) this.#bodyLeft = n;
-    }
+  /** A chunk of a refusal's body (RELAYING), passed on as framed. */
+  onUpstreamData(_a: TunnelUpstreamRequest, chunk: Buffer): boolean {
+    this.bytesSent += chunk.length;
+    return this.downstream.write(chunk);
   }
 
-  #relayBody(a: UpgradeAttempt, chunk: Buffer): void {
-    let part = chunk;
-    let complete = false;
-    if (this.#chunked !== null) {
-      const end = this.#chunked.scan(chunk);
-      if (end >= 0) {
-        part = chunk.subarray(0, end);
-        complete = true;
-      }
-    } else if (this.#bodyLeft >= 0) {
-      if (chunk.length >= this.#bodyLeft) {
-        part = chunk.subarray(0, this.#bodyLeft);
-        complete = true;
-      }
-      this.#bodyLeft -= part.length;
-    }
-    this.bytesSent += part.length;
-    const ok = this.downstream.write(part);
-    if (complete) this.#endRelay(a);
-    else if (!ok) a.socket.pause();
-  }
-
-  /** The non-101 response is complete: the client connection closes after it (the upgrade did not happen). */
-  #endRelay(a: UpgradeAttempt): void {
-    a.socket.destroy();
+  /** The refusal is complete: the client connection closes after it (the upgrade did not happen). */
+  onUpstreamEnd(_a: TunnelUpstreamRequest): void {
     this.#endDownstream();
   }
 
-  onAttemptEnd(a: UpgradeAttempt): void {
-    switch (this.#state) {
-      case AWAITING_HEAD:
-        this.#attemptFailed(a, AttemptFailure.Reset, '');
-        return;
-      case RELAYING:
-        if (this.#chunked !== null || this.#bodyLeft > 0) {
-          this.responseFlags |= ResponseFlag.UC;
-          this.downstream.destroy();
-        } else this.#endDownstream();
+  onUpstreamFailed(a: TunnelUpstreamRequest, failure: AttemptFailure, reason: string): void {
+    if (this.#state === RELAYING) {
+      // After the response started all that can be done is to cut the client off, as Envoy resets the stream.
+      if (reason !== '') this.upstreamTransportFailureReason = reason;
+      this.responseFlags |= ResponseFlag.UC;
+      this.downstream.destroy();
+      return;
     }
-  }
-
-  onAttemptError(a: UpgradeAttempt, err: Error): void {
-    // TLS failures carry Envoy's TLS_error reason.
-    const f = classifyUpstreamError(err, a.connected, a.host.host.tls);
-    switch (this.#state) {
-      case CONNECTING:
-      case AWAITING_HEAD:
-        this.#attemptFailed(a, f.failure, f.reason);
-        return;
-      case RELAYING:
-        // After the response started all that can be done is to cut the client off, as Envoy resets the stream.
-        this.upstreamTransportFailureReason = f.reason;
-        this.responseFlags |= ResponseFlag.UC;
-        this.downstream.destroy();
+    if (failure === AttemptFailure.ProtocolError) {
+      this.#attemptFailedHard(a, reason === HEADERS_TOO_LARGE_REASON ? LocalReplies.upstreamHeadersTooLarge : LocalReplies.upstreamInvalid, reason);
+      return;
     }
+    this.#attemptFailed(a, failure, reason);
   }
 
-  onAttemptTimeout(a: UpgradeAttempt, connecting: boolean): void {
-    if (connecting) this.#attemptFailed(a, AttemptFailure.ConnectFailure, CONNECT_TIMEOUT_REASON);
-    else this.#attemptFailed(a, AttemptFailure.PerTryTimeout, PER_TRY_TIMEOUT_REASON);
-  }
-
-  onAttemptClose(a: UpgradeAttempt): void {
+  onUpstreamClosed(a: TunnelUpstreamRequest): void {
     if (this.#state === RELAYING) {
       if (!this.#downstreamClosed) this.#endDownstream();
       this.#maybeFinish(a);
     }
   }
 
-  onAttemptDrain(): void {
+  onUpstreamWritable(_a: TunnelUpstreamRequest): void {
     if (!this.#downstreamEnded) this.downstream.resume();
   }
 
   /** The current attempt failed before its response head: retry when the policy allows, else a local reply. */
-  #attemptFailed(a: UpgradeAttempt, failure: AttemptFailure, code: string): void {
+  #attemptFailed(a: TunnelUpstreamRequest, failure: AttemptFailure, code: string): void {
     this.upstreamTransportFailureReason = code;
     const cluster = this.cluster!;
     // A locally-originated failure of the host (Envoy's outlier detection), charged as Envoy's router does.
-    cluster.reportLocalFailure(a.host);
-    if (failure === AttemptFailure.ConnectFailure) {
-      a.host.host.connectFailures++;
-      cluster.stats.cxConnectFail++;
-    }
-    if (failure === AttemptFailure.PerTryTimeout) cluster.stats.rqPerTryTimeout++;
-    cluster.stats.charge(chargedStatus(failure));
+    noteTryFailure(cluster, a, failure);
     const retry = this.retry!;
     retry.endRetry();
-    a.host.host.rqError++;
-    if (retry.policy !== null && retry.policy.retriableFailure(failure)) {
-      if (retry.canRetry(!this.#sentBeyondHead)) {
-        this.#scheduleRetry(a);
-        return;
-      }
-      if (retry.exhausted(this.attempts, cluster.stats)) this.responseFlags |= ResponseFlag.URX;
+    const verdict = judgeFailure(cluster, retry, a, failure, !this.#sentBeyondHead, this.attempts);
+    if (verdict === TRY_RETRY) {
+      this.#retry(a);
+      return;
     }
+    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
     this.#abandon(a);
     this.#localReply(failureLocalReply(failure, code));
   }
 
   /** A bad response head: never retried (Envoy does not retry protocol errors), but a failure of the host all the same. */
-  #attemptFailedHard(a: UpgradeAttempt, reply: LocalReply, reason: string): void {
+  #attemptFailedHard(a: TunnelUpstreamRequest, reply: LocalReply, reason: string): void {
     this.upstreamTransportFailureReason = reason;
     this.cluster!.reportLocalFailure(a.host);
     this.cluster!.stats.charge(reply.status);
@@ -540,11 +411,13 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
     this.#localReply(reply);
   }
 
-  #scheduleRetry(a: UpgradeAttempt): void {
-    this.cluster!.stats.rqRetry++;
-    // The retry holds its place in the cluster's retry budget until its try has an outcome (a
-    // response head or a failure), as Envoy's retry state holds it until the next retry decision.
-    const delay = this.retry!.noteRetry(a.host, this.attempts);
+  /**
+   * The retry state scheduled a retry: this try is dropped and the next goes after the back-off.
+   * The retry holds its place in the cluster's retry budget until its try has an outcome (a
+   * response head or a failure), as Envoy's retry state holds it until the next retry decision.
+   */
+  #retry(a: TunnelUpstreamRequest): void {
+    const delay = this.retry!.backoffMs;
     this.#abandon(a);
     this.#state = CONNECTING;
     if (delay <= 0) this.#nextAttempt();
@@ -552,9 +425,9 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   }
 
   /** Drops the current attempt: its socket is destroyed and the host's gauge released. */
-  #abandon(a: UpgradeAttempt): void {
+  #abandon(a: TunnelUpstreamRequest): void {
     if (this.#attempt === a) this.#attempt = null;
-    a.abandon();
+    a.cancel();
     if (this.#reading) this.downstream.pause();
   }
 
@@ -591,7 +464,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   };
 
   readonly #onDownstreamDrain = (): void => {
-    this.#attempt?.socket.resume();
+    this.#attempt?.resume();
   };
 
   readonly #onDownstreamEnd = (): void => {
@@ -730,7 +603,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   }
 
   /** A tunnel (or relayed refusal) ends when both sockets are closed. */
-  #maybeFinish(a: UpgradeAttempt | null): void {
+  #maybeFinish(a: TunnelUpstreamRequest | null): void {
     if (!this.#downstreamClosed || (a !== null && !a.closed)) return;
     if (a !== null) a.release();
     this.#finish();
@@ -749,257 +622,9 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner {
   }
 }
 
-/**
- * One try of an upgrade against one host: its own TCP connection (an upgraded connection is
- * never returned to a pool). Keeps the host's active gauge honest: up when made, down once,
- * when the attempt is abandoned or its tunnel is over.
- */
-class UpgradeAttempt {
-  readonly exchange: UpgradeExchange;
-  readonly host: ClusterHost;
-  readonly socket: Socket;
-  readonly startedAt = performance.now();
-  connected = false;
-  /** The upstream's FIN has been read. */
-  ended = false;
-  closed = false;
-  #headBuf: Buffer | null = null;
-  #perTryTimer: NodeJS.Timeout | null = null;
-  #released = false;
-
-  constructor(exchange: UpgradeExchange, host: ClusterHost, requestHead: string, body: Buffer, connectTimeoutMs: number, perTryTimeoutMs: number) {
-    this.exchange = exchange;
-    this.host = host;
-    const h = host.host;
-    h.active++;
-    h.requestsTotal++;
-    // A TLS cluster (or auto mTLS endpoint) is reached over TLS here too; `connected` then means verified.
-    const tls = h.tls;
-    let failed: Error | null = null;
-    let s: Socket;
-    if (tls === null) s = connect({ host: h.address, port: h.port, allowHalfOpen: true, noDelay: true });
-    else {
-      const raw = tls.connectRaw(h.address, h.port);
-      if (raw instanceof Error) {
-        failed = raw;
-        s = new Socket();
-      } else s = raw;
-    }
-    this.socket = s;
-    if (connectTimeoutMs > 0) s.setTimeout(connectTimeoutMs);
-    if (perTryTimeoutMs > 0) this.#perTryTimer = setTimeout(() => this.#onPerTryTimeout(), perTryTimeoutMs);
-    s.on(tls === null ? 'connect' : 'secureConnect', this.#onConnect);
-    s.on('data', this.#onData);
-    s.on('end', this.#onEnd);
-    s.on('error', this.#onError);
-    s.on('close', this.#onClose);
-    s.on('drain', this.#onDrain);
-    s.on('timeout', this.#onTimeout);
-    if (failed !== null) {
-      const err = failed;
-      process.nextTick(() => s.destroy(err));
-      return;
-    }
-    // Queued until connected, then sent together.
-    s.write(requestHead, 'latin1');
-    if (body.length > 0) s.write(body);
-  }
-
-  readonly #onConnect = (): void => {
-    this.connected = true;
-    this.socket.setTimeout(0);
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptConnected(this);
-  };
-  readonly #onData = (chunk: Buffer): void => {
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptData(this, chunk);
-  };
-  readonly #onEnd = (): void => {
-    this.ended = true;
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptEnd(this);
-  };
-  readonly #onError = (err: Error): void => {
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptError(this, err);
-  };
-  readonly #onClose = (): void => {
-    this.closed = true;
-    if (this.#perTryTimer !== null) clearTimeout(this.#perTryTimer);
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptClose(this);
-  };
-  readonly #onDrain = (): void => {
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptDrain();
-  };
-  readonly #onTimeout = (): void => {
-    if (!this.connected && this.exchange.isCurrent(this)) this.exchange.onAttemptTimeout(this, true);
-  };
-  #onPerTryTimeout(): void {
-    this.#perTryTimer = null;
-    if (this.exchange.isCurrent(this)) this.exchange.onAttemptTimeout(this, false);
-  }
-
-  /** The response head arrived: the per-try timeout no longer applies. */
-  onResponseStarted(): void {
-    if (this.#perTryTimer !== null) clearTimeout(this.#perTryTimer);
-    this.#perTryTimer = null;
-  }
-
-  /** The socket goes to a splice: this attempt's listeners come off it (it stays counted until `release`). */
-  detach(): void {
-    const s = this.socket;
-    s.off('data', this.#onData);
-    s.off('end', this.#onEnd);
-    s.off('error', this.#onError);
-    s.off('close', this.#onClose);
-    s.off('drain', this.#onDrain);
-    s.off('timeout', this.#onTimeout);
-    s.setTimeout(0);
-  }
-
-  takeHeadBuffer(chunk: Buffer): Buffer {
-    const prev = this.#headBuf;
-    this.#headBuf = null;
-    return prev === null ? chunk : Buffer.concat([prev, chunk]);
-  }
-
-  keepHeadBuffer(buf: Buffer): void {
-    this.#headBuf = buf;
-  }
-
-  abandon(): void {
-    this.socket.destroy();
-    this.release();
-  }
-
-  release(): void {
-    if (this.#released) return;
-    this.#released = true;
-    this.host.host.active--;
-    if (this.#perTryTimer !== null) clearTimeout(this.#perTryTimer);
-  }
-}
-
-interface ResponseHead {
-  readonly status: number;
-  readonly reason: string | null;
-  /** Flat `[name, value, …]`, as received. */
-  readonly headers: string[];
-  readonly connection: string | null;
-  readonly upgrade: string | null;
-  readonly contentLength: string | null;
-  readonly transferEncoding: string | null;
-}
-
-/** An HTTP/1.x response head (without its final CRLFCRLF); null when malformed. */
-function parseResponseHead(text: string): ResponseHead | null {
-  const lines = text.split('\r\n');
-  const m = STATUS_LINE.exec(lines[0]!);
-  if (m === null) return null;
-  const headers: string[] = [];
-  let connection: string | null = null;
-  let upgrade: string | null = null;
-  let contentLength: string | null = null;
-  let transferEncoding: string | null = null;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    // No name, a space before the colon, or obs-fold continuation lines: rejected, as Envoy's codec does.
-    if (colon <= 0 || line.charCodeAt(colon - 1) === 32 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) return null;
-    const name = line.slice(0, colon);
-    const value = line.slice(colon + 1).trim();
-    headers.push(name, value);
-    switch (name.toLowerCase()) {
-      case 'connection':
-        connection = connection === null ? value : `${connection}, ${value}`;
-        break;
-      case 'upgrade':
-        upgrade = value;
-        break;
-      case 'content-length':
-        if (contentLength !== null && contentLength !== value) return null;
-        contentLength = value;
-        break;
-      case 'transfer-encoding':
-        transferEncoding = transferEncoding === null ? value : `${transferEncoding}, ${value}`;
-    }
-  }
-  return { status: Number(m[1]), reason: m[2] ?? null, headers, connection, upgrade, contentLength, transferEncoding };
-}
-
+/** A response head for the client. */
 function formatHead(status: number, reason: string | null, headers: readonly string[]): string {
   let s = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? reason ?? ''}\r\n`;
   for (let i = 0; i < headers.length; i += 2) s += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
   return s + '\r\n';
-}
-
-const C_SIZE = 0;
-const C_EXT = 1;
-const C_DATA = 2;
-const C_DATA_END = 3;
-const C_TRAILER_START = 4;
-const C_TRAILER_CR = 5;
-const C_TRAILER_LINE = 6;
-
-/**
- * Finds where a chunked body ends as its bytes pass by (they are relayed unchanged), so a
- * refused upgrade's response can end the client connection right after its last chunk.
- */
-class ChunkedBodyEnd {
-  #state = C_SIZE;
-  #size = 0;
-  #left = 0;
-
-  /** Index just past the end of the body within `b`, or -1 when it goes on. */
-  scan(b: Buffer): number {
-    let i = 0;
-    while (i < b.length) {
-      switch (this.#state) {
-        case C_SIZE:
-        case C_EXT: {
-          const c = b[i++]!;
-          if (c === 10 /* LF */) {
-            if (this.#size === 0) this.#state = C_TRAILER_START;
-            else {
-              this.#left = this.#size;
-              this.#size = 0;
-              this.#state = C_DATA;
-            }
-          } else if (this.#state === C_SIZE) {
-            const v = hexValue(c);
-            if (v >= 0) this.#size = this.#size * 16 + v;
-            else this.#state = C_EXT;
-          }
-          break;
-        }
-        case C_DATA: {
-          const n = Math.min(this.#left, b.length - i);
-          i += n;
-          this.#left -= n;
-          if (this.#left === 0) this.#state = C_DATA_END;
-          break;
-        }
-        case C_DATA_END:
-          if (b[i++] === 10) this.#state = C_SIZE;
-          break;
-        case C_TRAILER_START: {
-          const c = b[i++]!;
-          if (c === 10) return i;
-          this.#state = c === 13 ? C_TRAILER_CR : C_TRAILER_LINE;
-          break;
-        }
-        case C_TRAILER_CR:
-          if (b[i++] === 10) return i;
-          this.#state = C_TRAILER_LINE;
-          break;
-        case C_TRAILER_LINE:
-          if (b[i++] === 10) this.#state = C_TRAILER_START;
-      }
-    }
-    return -1;
-  }
-}
-
-function hexValue(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  if (c >= 65 && c <= 70) return c - 55;
-  return -1;
 }

@@ -17,6 +17,8 @@ export class RetryState {
   triedHosts: ClusterHost[] | null = null;
   /** Istio's retryRemoteLocalities on the route: retries go to localities not tried yet. */
   readonly otherLocalities: boolean;
+  /** The back-off before the retry `noteRetry` scheduled last. */
+  backoffMs = 0;
   /** A retry is scheduled and holds a place in the cluster's retry budget. */
   #holdsBudget = false;
 
@@ -45,7 +47,7 @@ export class RetryState {
     this.retriesLeft--;
     (this.triedHosts ??= []).push(host);
     this.#holdsBudget = true;
-    return retryBackoffMs(attempts);
+    return (this.backoffMs = retryBackoffMs(attempts));
   }
 
   /** Out of retries on a retriable outcome: `URX` when a retry was made, the cluster's limit counter when none were left. */
