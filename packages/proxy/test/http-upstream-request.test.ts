@@ -6,36 +6,19 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import type { ConnectionPool, Endpoint } from '@remora/config';
 import type { Dispatcher } from 'undici';
-import type { RequestStats } from '../src/telemetry/istio-metrics.ts';
 import { ADMITTED, CircuitBreaker } from '../src/upstream/circuit-breaker.ts';
 import { AttemptFailure } from '../src/upstream/connect-errors.ts';
 import { HttpUpstreamRequest, type HttpUpstreamOwner } from '../src/upstream/http-upstream-request.ts';
-import { UpstreamHost, type ClusterHost, type PoolSettings } from '../src/upstream/upstream-host.ts';
+import type { ClusterHost } from '../src/upstream/upstream-host.ts';
 import type { UpstreamHeaders, UpstreamRequest } from '../src/upstream/upstream-request.ts';
+import { POOL as NO_LIMITS, TestHosts } from './helpers/upstream-fixtures.ts';
 
-const POOL: ConnectionPool = {
-  maxConnections: 4,
-  connectTimeoutMs: 1_000,
-  maxPendingRequests: 0,
-  maxRequests: 0,
-  maxRequestsPerConnection: 0,
-  maxRetries: 0,
-  idleTimeoutMs: 0,
-  maxConnectionDurationMs: 0,
-  keepaliveTimeMs: 0,
-  maxConcurrentStreams: 0,
-};
-const SETTINGS: PoolSettings = { protocol: 'http1', maxConnections: 0, connectTimeoutMs: 1_000, idleTimeoutMs: 0, maxRequestsPerConnection: 0, maxConcurrentStreams: 0, maxConnectionDurationMs: 0, keepaliveTimeMs: 0 };
+/** Four connections at most. */
+const POOL = { ...NO_LIMITS, maxConnections: 4 };
 
-const made: UpstreamHost[] = [];
-function clusterHost(port: number): ClusterHost {
-  const host = new UpstreamHost(UpstreamHost.keyOf('127.0.0.1', port, SETTINGS), '127.0.0.1', port, SETTINGS);
-  made.push(host);
-  const endpoint: Endpoint = { address: '127.0.0.1', port, labels: {}, weight: 1, locality: '', workloadName: '', namespace: 'default', serviceAccount: 'default' };
-  return { host, endpoint, stats: null as unknown as RequestStats };
-}
+const made = new TestHosts();
+const clusterHost = (port: number): ClusterHost => made.host('127.0.0.1', port);
 
 /** The router's side, recording what it hears; `current` is its current try. */
 class Owner implements HttpUpstreamOwner {
@@ -84,7 +67,7 @@ t.before(async () => {
   port = (server.address() as AddressInfo).port;
 });
 t.teardown(async () => {
-  await Promise.all(made.map((h) => h.destroy()));
+  await made.destroyAll();
   server.closeAllConnections();
   await new Promise<void>((resolve) => server.close(() => resolve()));
 });

@@ -5,7 +5,7 @@
 // and cluster (outlier detection included), and the hosts already tried recorded for the
 // previous-hosts predicate. The cluster, hosts (never dialled), breaker and retry state are the real ones.
 import t from 'tap';
-import type { Cluster, Endpoint, OutlierDetection, ProxyNode } from '@remora/config';
+import type { Cluster, OutlierDetection } from '@remora/config';
 import { CompiledRetryPolicy } from '../src/router/retry-policy.ts';
 import { RetryState } from '../src/router/retry-state.ts';
 import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_FINAL, TRY_RETRY } from '../src/router/try-outcome.ts';
@@ -13,78 +13,20 @@ import type { RequestStats } from '../src/telemetry/istio-metrics.ts';
 import type { CircuitBreaker } from '../src/upstream/circuit-breaker.ts';
 import { AttemptFailure } from '../src/upstream/connect-errors.ts';
 import { UpstreamCluster } from '../src/upstream/upstream-cluster.ts';
-import { UpstreamHost, type ClusterHost, type PoolSettings } from '../src/upstream/upstream-host.ts';
+import type { ClusterHost } from '../src/upstream/upstream-host.ts';
 import type { UpstreamRequest } from '../src/upstream/upstream-request.ts';
-
-const NODE: ProxyNode = {
-  kind: 'gateway',
-  namespace: 'default',
-  serviceAccount: 'default',
-  labels: {},
-  workloadName: 'gw',
-  clusterDomain: 'cluster.local',
-  rootNamespace: 'istio-system',
-  trustDomain: 'cluster.local',
-  locality: '',
-};
-
-const OUTLIER: OutlierDetection = {
-  consecutive5xxErrors: 1,
-  consecutiveGatewayErrors: 0,
-  consecutiveLocalOriginFailures: 5,
-  splitExternalLocalOriginErrors: false,
-  intervalMs: 10_000,
-  baseEjectionTimeMs: 30_000,
-  maxEjectionPercent: 100,
-  minHealthPercent: 0,
-};
+import { clusterModel, NODE, OUTLIER, POOL, TestHosts } from './helpers/upstream-fixtures.ts';
 
 function model(maxRetries: number, outlierDetection: OutlierDetection | null): Cluster {
-  return {
-    name: 'outbound|80||shop.default.svc.cluster.local',
-    service: null,
-    subset: '',
-    discovery: 'static',
-    endpoints: [],
-    dnsRefreshMs: 0,
-    protocol: 'http1',
-    lb: { kind: 'round-robin' },
-    connectionPool: {
-      maxConnections: 0,
-      connectTimeoutMs: 1_000,
-      maxPendingRequests: 0,
-      maxRequests: 0,
-      maxRequestsPerConnection: 0,
-      maxRetries,
-      idleTimeoutMs: 0,
-      maxConnectionDurationMs: 0,
-      keepaliveTimeMs: 0,
-      maxConcurrentStreams: 0,
-    },
-    outlierDetection,
-    tls: null,
-    serviceAccounts: [],
-    localityLb: null,
-    warmupMs: 0,
-  };
+  return clusterModel({ connectionPool: { ...POOL, maxRetries }, outlierDetection });
 }
 
-const SETTINGS: PoolSettings = { protocol: 'http1', maxConnections: 0, connectTimeoutMs: 1_000, idleTimeoutMs: 0, maxRequestsPerConnection: 0, maxConcurrentStreams: 0, maxConnectionDurationMs: 0, keepaliveTimeMs: 0 };
-const made: UpstreamHost[] = [];
-t.teardown(async () => {
-  await Promise.all(made.map((h) => h.destroy()));
-});
+const made = new TestHosts();
+t.teardown(() => made.destroyAll());
 
 /** A cluster of two real hosts on TEST-NET addresses (never dialled here). */
 function cluster(maxRetries: number, outlier: OutlierDetection | null = null): UpstreamCluster {
-  const hs: ClusterHost[] = [1, 2].map((i) => {
-    const address = `192.0.2.${i}`;
-    const host = new UpstreamHost(UpstreamHost.keyOf(address, 80, SETTINGS), address, 80, SETTINGS);
-    made.push(host);
-    const endpoint: Endpoint = { address, port: 80, labels: {}, weight: 1, locality: '', workloadName: '', namespace: 'default', serviceAccount: 'default' };
-    // Per-request metrics are not read here.
-    return { host, endpoint, stats: null as unknown as RequestStats };
-  });
+  const hs: ClusterHost[] = [1, 2].map((i) => made.host(`192.0.2.${i}`, 80));
   const m = model(maxRetries, outlier);
   const c = new UpstreamCluster(m, JSON.stringify(m), null as unknown as RequestStats, NODE);
   c.setHosts(hs, hs.map((h) => h.endpoint));

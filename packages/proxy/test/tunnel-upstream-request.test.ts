@@ -7,11 +7,10 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import type { Endpoint } from '@remora/config';
-import type { RequestStats } from '../src/telemetry/istio-metrics.ts';
 import { AttemptFailure } from '../src/upstream/connect-errors.ts';
 import { ChunkedBodyEnd, parseResponseHead, TunnelUpstreamRequest, type Http1ResponseHead, type TunnelUpstreamOwner } from '../src/upstream/tunnel-upstream-request.ts';
-import { UpstreamHost, type ClusterHost, type PoolSettings } from '../src/upstream/upstream-host.ts';
+import type { ClusterHost } from '../src/upstream/upstream-host.ts';
+import { TestHosts } from './helpers/upstream-fixtures.ts';
 
 t.test('parseResponseHead: status, reason and the header lines as received; malformed heads refused', async (t) => {
   const h = parseResponseHead('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nconnection: keep-alive\r\nX-A:  b ');
@@ -46,14 +45,8 @@ t.test('ChunkedBodyEnd finds the end of a chunked body across reads, trailers in
   t.equal(new ChunkedBodyEnd().scan(Buffer.from('3\r\nabc\r\n')), -1, 'no last chunk yet');
 });
 
-const SETTINGS: PoolSettings = { protocol: 'http1', maxConnections: 0, connectTimeoutMs: 1_000, idleTimeoutMs: 0, maxRequestsPerConnection: 0, maxConcurrentStreams: 0, maxConnectionDurationMs: 0, keepaliveTimeMs: 0 };
-const made: UpstreamHost[] = [];
-function clusterHost(port: number): ClusterHost {
-  const host = new UpstreamHost(UpstreamHost.keyOf('127.0.0.1', port, SETTINGS), '127.0.0.1', port, SETTINGS);
-  made.push(host);
-  const endpoint: Endpoint = { address: '127.0.0.1', port, labels: {}, weight: 1, locality: '', workloadName: '', namespace: 'default', serviceAccount: 'default' };
-  return { host, endpoint, stats: null as unknown as RequestStats };
-}
+const made = new TestHosts();
+const clusterHost = (port: number): ClusterHost => made.host('127.0.0.1', port);
 
 /** The router's side, recording what it hears. */
 class Owner implements TunnelUpstreamOwner {
@@ -133,7 +126,7 @@ async function rawServer(t: Test, reply: string[], after: (s: Socket) => void = 
 }
 
 t.teardown(async () => {
-  await Promise.all(made.map((h) => h.destroy()));
+  await made.destroyAll();
 });
 
 function start(port: number, method = 'GET', body = Buffer.alloc(0)): { owner: Owner; r: TunnelUpstreamRequest; h: ClusterHost } {

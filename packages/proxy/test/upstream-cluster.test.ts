@@ -7,85 +7,18 @@
 // envoy.retry_host_predicates.previous_hosts (Istio sets it on every route), "Slow start mode"
 // (weight × max(10%, time factor)); istio.io DestinationRule OutlierDetection.minHealthPercent.
 import t from 'tap';
-import type { Cluster, Endpoint, OutlierDetection, ProxyNode } from '@remora/config';
-import { UpstreamCluster, UpstreamHost, type ClusterHost, type PoolSettings, type RequestStats } from '@remora/proxy';
+import type { Cluster, ProxyNode } from '@remora/config';
+import type { RequestStats } from '../src/telemetry/istio-metrics.ts';
+import { UpstreamCluster } from '../src/upstream/upstream-cluster.ts';
+import type { ClusterHost } from '../src/upstream/upstream-host.ts';
+import { clusterModel as model, NODE, OUTLIER, TestHosts } from './helpers/upstream-fixtures.ts';
 
-const NODE: ProxyNode = {
-  kind: 'gateway',
-  namespace: 'default',
-  serviceAccount: 'default',
-  labels: {},
-  workloadName: 'gw',
-  clusterDomain: 'cluster.local',
-  rootNamespace: 'istio-system',
-  trustDomain: 'cluster.local',
-  locality: '',
-};
-
-const OUTLIER: OutlierDetection = {
-  consecutive5xxErrors: 1,
-  consecutiveGatewayErrors: 0,
-  consecutiveLocalOriginFailures: 5,
-  splitExternalLocalOriginErrors: false,
-  intervalMs: 10_000,
-  baseEjectionTimeMs: 30_000,
-  maxEjectionPercent: 100,
-  minHealthPercent: 0,
-};
-
-function model(over: Partial<Cluster> = {}): Cluster {
-  return {
-    name: 'outbound|80||shop.default.svc.cluster.local',
-    service: null,
-    subset: '',
-    discovery: 'static',
-    endpoints: [],
-    dnsRefreshMs: 0,
-    protocol: 'http1',
-    lb: { kind: 'round-robin' },
-    connectionPool: {
-      maxConnections: 0,
-      connectTimeoutMs: 1_000,
-      maxPendingRequests: 0,
-      maxRequests: 0,
-      maxRequestsPerConnection: 0,
-      maxRetries: 0,
-      idleTimeoutMs: 0,
-      maxConnectionDurationMs: 0,
-  keepaliveTimeMs: 0,
-      maxConcurrentStreams: 0,
-    },
-    outlierDetection: null,
-    tls: null,
-    serviceAccounts: [],
-    localityLb: null,
-    warmupMs: 0,
-    ...over,
-  };
-}
-
-const SETTINGS: PoolSettings = { protocol: 'http1', maxConnections: 0, connectTimeoutMs: 1_000, idleTimeoutMs: 0, maxRequestsPerConnection: 0, maxConcurrentStreams: 0, maxConnectionDurationMs: 0, keepaliveTimeMs: 0 };
-const made: UpstreamHost[] = [];
+const made = new TestHosts();
 
 /** Real hosts (an undici pool each, never dialled here) on TEST-NET addresses. */
+/** Real hosts (an undici pool each, never dialled here) on TEST-NET addresses. */
 function hosts(n: number, opts: { locality?: (i: number) => string; weight?: (i: number) => number } = {}): ClusterHost[] {
-  return Array.from({ length: n }, (_, i) => {
-    const address = `192.0.2.${i + 1}`;
-    const host = new UpstreamHost(UpstreamHost.keyOf(address, 80, SETTINGS), address, 80, SETTINGS);
-    made.push(host);
-    const endpoint: Endpoint = {
-      address,
-      port: 80,
-      labels: {},
-      weight: opts.weight?.(i) ?? 1,
-      locality: opts.locality?.(i) ?? '',
-      workloadName: '',
-      namespace: 'default',
-      serviceAccount: 'default',
-    };
-    // Per-request metrics are not read by picking.
-    return { host, endpoint, stats: null as unknown as RequestStats };
-  });
+  return Array.from({ length: n }, (_, i) => made.host(`192.0.2.${i + 1}`, 80, { weight: opts.weight?.(i) ?? 1, locality: opts.locality?.(i) ?? '' }));
 }
 
 function cluster(m: Cluster, hs: ClusterHost[], node: ProxyNode = NODE): UpstreamCluster {
@@ -109,9 +42,7 @@ function tally(c: UpstreamCluster, n: number, avoid: ClusterHost[] | null = null
 /** Makes a host look `ageMs` old, as if it had joined the cluster then. */
 const age = (h: ClusterHost, ageMs: number): void => void ((h.host as unknown as { createdAt: number }).createdAt = Date.now() - ageMs);
 
-t.teardown(async () => {
-  await Promise.all(made.map((h) => h.destroy()));
-});
+t.teardown(() => made.destroyAll());
 
 t.test('picks skip ejected hosts, and the host comes back after its ejection', async (t) => {
   const hs = hosts(3);
