@@ -325,15 +325,16 @@ spec:
   );
   const appProc = app;
   const sidecar = remora;
-  await waitFor(`app listening in the pod (stderr: ${appProc.stderr.join('\n')})`, () => appProc.stdout.some((l) => l.includes('app listening')), 10_000);
+  await waitFor('app listening in the pod', () => appProc.stdout.some((l) => l.includes('app listening')), 10_000, { output: appProc.stderr });
   // Readiness as the kubelet sees it: 15021 from outside the pod (an excluded port).
   await waitFor(
-    `Remora ready on ${pod.podIp}:15021 (stderr: ${sidecar.stderr.join('\n')})`,
+    `Remora ready on ${pod.podIp}:15021`,
     async () => {
-      if (sidecar.child.exitCode !== null) throw new Error(`remora exited: ${sidecar.stderr.join('\n')}`);
+      if (sidecar.child.exitCode !== null) throw new Error(`remora exited (${sidecar.child.exitCode})`);
       return (await httpGet(pod.podIp, 15021, '/healthz/ready')).status === 200;
     },
     20_000,
+    { output: sidecar.stderr },
   );
 
   const accessLog = (): AccessLine[] =>

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request, type Reply } from './helpers/http.ts';
 import { doc, gateway, gatewayLocalRateLimit, serviceEntry } from './helpers/mesh.ts';
-import { freePort, sleep, waitFor } from './helpers/net.ts';
+import { freePort, sleep } from './helpers/net.ts';
 import { MeshDir, spawnRemora, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
 let slow: Backend;
@@ -204,7 +204,7 @@ t.test('an upstream ejected after one worker saw its 5xx is ejected for every wo
   for (let i = 0; i < 20; i++) {
     if ((await request(port, '/', { headers: { host: 'x' } })).status === 500) break;
   }
-  await waitFor('the bad host ejected', async () => (await stats(remora)).get(`${cluster}.outlier_detection.ejections_active`) === 1, 5_000);
+  await remora.waitFor('the bad host ejected', async () => (await stats(remora)).get(`${cluster}.outlier_detection.ejections_active`) === 1, 5_000);
   await sleep(50);
   const replies = await many(port, 30, '/', 3);
   t.same(new Set(replies.map((r) => r.status)), new Set([200]), 'no worker sends to the ejected host');
@@ -229,7 +229,7 @@ t.test('a hot reload reaches both workers', async (t) => {
   const listener = `listener.127.0.0.1_${port}`;
   const before = await stats(remora);
   mesh.write('mesh.yaml', doc(gateway('gw', port), serviceEntry('good', 'good', [{ port: good.port }]), serviceEntry('bad', 'bad', [{ port: bad.port }]), route('r', 'bad')));
-  await waitFor('the new route served', async () => (await request(port, '/', { headers: { host: 'x' } })).status === 500, 10_000);
+  await remora.waitFor('the new route served', async () => (await request(port, '/', { headers: { host: 'x' } })).status === 500, 10_000);
   await sleep(100);
   const replies = await many(port, 30, '/', 3);
   const after = await stats(remora);
