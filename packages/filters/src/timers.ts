@@ -1,8 +1,9 @@
 /**
- * Where a filter arms its timers and draws its random numbers. The proxy runs filters with
- * Node's timers and `Math.random`; a unit test passes its own (`ManualTimers` and
- * `randomSequence` in `@remora/filters/testing`) and runs a delay, or a percentage, without
- * waiting or counting on chance (Envoy's filters take `TimeSource` and `RandomGenerator`).
+ * Where a filter reads the time, arms its timers and draws its random numbers. The proxy
+ * runs filters with `performance.now`, Node's timers and `Math.random`; a unit test passes
+ * its own (`ManualTimers` and `randomSequence` in `@remora/filters/testing`) and runs a
+ * delay, an expiry or a percentage without waiting or counting on chance (Envoy's filters
+ * take a `TimeSource` and a `RandomGenerator`).
  */
 
 /** A timer as `setTimeout(fn, ms, arg)` arms it: the argument travels with it, so no closure is made per request. */
@@ -19,6 +20,11 @@ export const nodeTimers: FilterTimers = {
   setTimeout: (fn, ms, arg) => setTimeout(fn, ms, arg),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
+
+/** A monotonic millisecond clock; tests pass their own. */
+export type Clock = () => number;
+
+export const monotonicClock: Clock = () => performance.now();
 
 /** A uniform draw in [0, 1), as `Math.random`. */
 export type RandomSource = () => number;
