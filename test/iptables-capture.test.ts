@@ -342,7 +342,7 @@ spec:
   const linesFor = (path: string): AccessLine[] => accessLog().filter((l) => l.path === path);
   /** Waits for the access log line of `path`, then a little longer so a second one would show. */
   const logged = async (path: string): Promise<AccessLine[]> => {
-    await waitFor(`access log line for ${path} (stdout: ${sidecar.stdout.slice(-5).join('\n')})`, () => linesFor(path).length > 0, 5_000);
+    await waitFor(`access log line for ${path}`, () => linesFor(path).length > 0, 5_000, { output: sidecar.stdout, outputName: 'stdout', tailLines: 5 });
     await sleep(300);
     return linesFor(path);
   };
