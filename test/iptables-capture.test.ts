@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
-import { sleep, waitFor } from './helpers/net.ts';
+import { sleep, WaitAborted, waitFor } from './helpers/net.ts';
 import { netnsPrerequisites, PodNetns, run, type PodProcess } from './helpers/netns.ts';
 import { CLI, MeshDir, REPO, runCli } from './helpers/remora.ts';
 
@@ -330,7 +330,7 @@ spec:
   await waitFor(
     `Remora ready on ${pod.podIp}:15021`,
     async () => {
-      if (sidecar.child.exitCode !== null) throw new Error(`remora exited (${sidecar.child.exitCode})`);
+      if (sidecar.child.exitCode !== null) throw new WaitAborted(`remora exited (${sidecar.child.exitCode})`);
       return (await httpGet(pod.podIp, 15021, '/healthz/ready')).status === 200;
     },
     20_000,
