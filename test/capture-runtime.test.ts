@@ -217,7 +217,7 @@ t.test('a captured pod: connections served by the listener of their original des
   const clientJs = cp.write('client.cjs', CLIENT_JS);
   const app = pod.spawn([process.execPath, appJs], { user: APP_USER });
   t.teardown(() => app.stop());
-  await waitFor(`app listening (stderr: ${app.stderr.join('\n')})`, () => app.stdout.some((l) => l.includes('app listening')), 10_000);
+  await waitFor('app listening', () => app.stdout.some((l) => l.includes('app listening')), 10_000, { output: app.stderr });
 
   const podHttp = async (url: string): Promise<{ status?: number; body?: string; error?: string }> =>
     JSON.parse((await pod.execOk([process.execPath, clientJs, 'http', url], { user: APP_USER, timeoutMs: 15_000 })).trim()) as { status?: number; body?: string; error?: string };

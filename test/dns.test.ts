@@ -9,7 +9,7 @@ import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { get, request } from './helpers/http.ts';
 import { doc, gateway } from './helpers/mesh.ts';
-import { freePort, freePorts, sleep, waitFor } from './helpers/net.ts';
+import { collectLines, freePort, freePorts, sleep, waitFor } from './helpers/net.ts';
 import { CLI, MeshDir } from './helpers/remora.ts';
 
 const canIsolate = process.getuid?.() === 0 && existsSync('/usr/bin/unshare');
@@ -72,15 +72,15 @@ spec:
     ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hosts, process.execPath, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  let stderr = '';
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const stderr: string[] = [];
+  child.stderr.on('data', collectLines(stderr));
   child.stdout.resume();
   const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   t.teardown(async () => {
     if (child.exitCode === null) child.kill('SIGTERM');
     await exited;
   });
-  await waitFor(`remora ready (${stderr})`, async () => (await request(admin!, '/ready')).status === 200, 15_000);
+  await waitFor('remora ready', async () => (await request(admin!, '/ready')).status === 200, 15_000, { output: stderr });
 
   const who = async (): Promise<string> => {
     const r = await get(gwPort, '/', 'api.example');
@@ -96,7 +96,7 @@ spec:
   t.notMatch(clusters, `127.0.0.1:${svcPort}`, 'the old address is gone from the cluster');
 
   setHosts('# api.dns-test.internal no longer resolves');
-  await waitFor('the lookup failure to be logged', () => /DNS lookup of api\.dns-test\.internal failed: .*keeping 1 known address/.test(stderr), 5_000);
+  await waitFor('the lookup failure to be logged', () => stderr.some((l) => /DNS lookup of api\.dns-test\.internal failed: .*keeping 1 known address/.test(l)), 5_000, { output: stderr });
   await sleep(200);
   for (let i = 0; i < 5; i++) t.equal(await who(), 'second-address', 'last good address keeps serving');
 });

@@ -232,13 +232,13 @@ function run(cmd: string, args: string[]): Proc {
 
 async function startRedis(port: number): Promise<Proc> {
   const p = run('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-  await waitFor(`redis-server on ${port} (${p.out.join('\n')})`, () => p.out.some((l) => /Ready to accept connections/.test(l)));
+  await waitFor(`redis-server on ${port}`, () => p.out.some((l) => /Ready to accept connections/.test(l)), 10_000, { output: p.out, outputName: 'output' });
   return p;
 }
 
 async function startRls(port: number, redisPort: number, configFile: string): Promise<Proc> {
   const p = run(process.execPath, [CLI, 'ratelimit-service', '-c', configFile, '--port', String(port), '--bind', '127.0.0.1', '--redis', `127.0.0.1:${redisPort}`]);
-  await waitFor(`ratelimit-service on ${port} (${p.out.join('\n')})`, () => p.out.some((l) => /listening on/.test(l)));
+  await waitFor(`ratelimit-service on ${port}`, () => p.out.some((l) => /listening on/.test(l)), 10_000, { output: p.out, outputName: 'output' });
   return p;
 }
 

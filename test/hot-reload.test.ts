@@ -5,7 +5,7 @@ import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
 import { doc, gateway } from './helpers/mesh.ts';
-import { freePort, sleep, waitFor } from './helpers/net.ts';
+import { freePort, sleep } from './helpers/net.ts';
 import { MeshDir, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
 let v1: Backend;
@@ -100,11 +100,11 @@ t.test('weights change under a running load loop with zero failed requests', asy
   await sleep(300);
   const before = results.length;
   mesh.write('routes.yaml', routes(0, 100));
-  await waitFor('traffic to move to v2', async () => (await who()) === 'v2', 5_000);
+  await remora.waitFor('traffic to move to v2', async () => (await who()) === 'v2', 5_000);
   // Run a while on the new config, then flip again.
   await sleep(300);
   mesh.write('routes.yaml', routes(100, 0));
-  await waitFor('traffic to move back to v1', async () => (await who()) === 'v1', 5_000);
+  await remora.waitFor('traffic to move back to v1', async () => (await who()) === 'v1', 5_000);
   await sleep(300);
   stop = true;
   await Promise.all(workers);
@@ -119,7 +119,7 @@ t.test('weights change under a running load loop with zero failed requests', asy
 t.test('a broken change is logged with its errors and the last good config keeps serving', async (t) => {
   const version = remora.proxy.runtime.snapshot!.config.version;
   mesh.write('routes.yaml', routes(0, 100).replace('weight: 100', 'weight: "a lot"'));
-  await waitFor('the error to be logged', () => remora.log.some((l) => l.includes('routes.yaml:10')), 5_000);
+  await remora.waitFor('the error to be logged', () => remora.log.some((l) => l.includes('routes.yaml:10')), 5_000);
   const err = remora.log.find((l) => l.includes('routes.yaml:10'))!;
   t.match(err, /\[error\]\[config\] .*routes\.yaml:10: VirtualService default\/app: spec\.http\[0\]\.route\[1\]\.weight: must be integer/);
   t.ok(remora.log.some((l) => l.includes(`keeping config ${version}`)), 'says which config stays');
@@ -131,10 +131,10 @@ t.test('a broken change is logged with its errors and the last good config keeps
 
 t.test('a YAML syntax error is reported with its line; fixing it applies the fix', async (t) => {
   mesh.write('routes.yaml', 'apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: app\n');
-  await waitFor('the syntax error to be logged', () => remora.log.some((l) => /routes\.yaml:\d+: YAML syntax/.test(l)), 5_000);
+  await remora.waitFor('the syntax error to be logged', () => remora.log.some((l) => /routes\.yaml:\d+: YAML syntax/.test(l)), 5_000);
   t.equal(await who(), 'v1');
   mesh.write('routes.yaml', routes(0, 100));
-  await waitFor('the fixed file to apply', async () => (await who()) === 'v2', 5_000);
+  await remora.waitFor('the fixed file to apply', async () => (await who()) === 'v2', 5_000);
   t.pass('the fix applied');
 });
 
@@ -148,9 +148,9 @@ spec:
   - port: { number: ${await freePort()}, name: http, protocol: HTTP }
     hosts: ["*"]
 `);
-  await waitFor('the extra gateway listener', () => remora.proxy.runtime.listeners.size === 2, 5_000);
+  await remora.waitFor('the extra gateway listener', () => remora.proxy.runtime.listeners.size === 2, 5_000);
   const { rmSync } = await import('node:fs');
   rmSync(`${mesh.dir}/extra.yaml`);
-  await waitFor('the extra listener to go', () => remora.proxy.runtime.listeners.size === 1, 5_000);
+  await remora.waitFor('the extra listener to go', () => remora.proxy.runtime.listeners.size === 1, 5_000);
   t.pass('listener added and removed by editing files');
 });

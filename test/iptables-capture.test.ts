@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
-import { sleep, waitFor } from './helpers/net.ts';
+import { sleep, WaitAborted, waitFor } from './helpers/net.ts';
 import { netnsPrerequisites, PodNetns, run, type PodProcess } from './helpers/netns.ts';
 import { CLI, MeshDir, REPO, runCli } from './helpers/remora.ts';
 
@@ -325,15 +325,16 @@ spec:
   );
   const appProc = app;
   const sidecar = remora;
-  await waitFor(`app listening in the pod (stderr: ${appProc.stderr.join('\n')})`, () => appProc.stdout.some((l) => l.includes('app listening')), 10_000);
+  await waitFor('app listening in the pod', () => appProc.stdout.some((l) => l.includes('app listening')), 10_000, { output: appProc.stderr });
   // Readiness as the kubelet sees it: 15021 from outside the pod (an excluded port).
   await waitFor(
-    `Remora ready on ${pod.podIp}:15021 (stderr: ${sidecar.stderr.join('\n')})`,
+    `Remora ready on ${pod.podIp}:15021`,
     async () => {
-      if (sidecar.child.exitCode !== null) throw new Error(`remora exited: ${sidecar.stderr.join('\n')}`);
+      if (sidecar.child.exitCode !== null) throw new WaitAborted(`remora exited (${sidecar.child.exitCode})`);
       return (await httpGet(pod.podIp, 15021, '/healthz/ready')).status === 200;
     },
     20_000,
+    { output: sidecar.stderr },
   );
 
   const accessLog = (): AccessLine[] =>
@@ -341,7 +342,7 @@ spec:
   const linesFor = (path: string): AccessLine[] => accessLog().filter((l) => l.path === path);
   /** Waits for the access log line of `path`, then a little longer so a second one would show. */
   const logged = async (path: string): Promise<AccessLine[]> => {
-    await waitFor(`access log line for ${path} (stdout: ${sidecar.stdout.slice(-5).join('\n')})`, () => linesFor(path).length > 0, 5_000);
+    await waitFor(`access log line for ${path}`, () => linesFor(path).length > 0, 5_000, { output: sidecar.stdout, outputName: 'stdout', tailLines: 5 });
     await sleep(300);
     return linesFor(path);
   };

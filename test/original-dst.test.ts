@@ -135,12 +135,12 @@ t.test('the original destination of redirected connections, from conntrack', { s
   const startListener = async (command: string[], opts: { user?: { uid: number; gid: number } } = {}): Promise<PodProcess> => {
     const p = pod.spawn(command, { ...opts, cwd: REPO });
     started.push(p);
-    await waitFor(`listener up (stderr: ${p.stderr.join('\n')})`, () => p.stdout.some((l) => l.includes('"listening"') || l.includes('"openError"')), 10_000);
+    await waitFor('listener up', () => p.stdout.some((l) => l.includes('"listening"') || l.includes('"openError"')), 10_000, { output: p.stderr });
     return p;
   };
   const reports = (p: PodProcess): Report[] => p.stdout.filter((l) => l.includes('"remotePort"')).map((l) => JSON.parse(l) as Report);
   const reportFor = async (p: PodProcess, remotePort: number): Promise<Report> => {
-    await waitFor(`a report for peer port ${remotePort} (${p.stdout.join('\n')})`, () => reports(p).some((r) => r.remotePort === remotePort), 5_000);
+    await waitFor(`a report for peer port ${remotePort}`, () => reports(p).some((r) => r.remotePort === remotePort), 5_000, { output: p.stdout, outputName: 'stdout' });
     return reports(p).find((r) => r.remotePort === remotePort)!;
   };
   /** The app (UID 1000) connects from inside the pod; resolves with its local port. */

@@ -212,7 +212,7 @@ spec:
   t.equal(rules.code, 0, `iptables.sh --redirect-dns applies (${rules.stderr.trim().split('\n')[0]})`);
   app = pod.spawn([process.execPath, appJs], { user: APP_USER });
   const appProc = app;
-  await waitFor(`the app listens (${appProc.stderr.join('\n')})`, () => appProc.stdout.filter((l) => l.includes('app listening')).length === 3, 10_000);
+  await waitFor('the app listens', () => appProc.stdout.filter((l) => l.includes('app listening')).length === 3, 10_000, { output: appProc.stderr });
   sidecar = pod.spawn(
     [
       'sh', '-c', 'exec 3</proc/net/nf_conntrack && exec setpriv --reuid=1337 --regid=1337 --clear-groups -- "$@"', 'sh',

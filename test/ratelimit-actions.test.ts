@@ -197,10 +197,10 @@ t.test('rate limit actions with a real rate limit service', async (t) => {
   });
   const redis = run('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
   procs.push(redis);
-  await waitFor('redis-server', () => redis.out.some((l) => /Ready to accept connections/.test(l)));
+  await waitFor('redis-server', () => redis.out.some((l) => /Ready to accept connections/.test(l)), 10_000, { output: redis.out, outputName: 'output' });
   const rls = run(process.execPath, [CLI, 'ratelimit-service', '-c', `${mesh.dir}/ratelimit-config.yaml`, '--port', String(rlsPort), '--bind', '127.0.0.1', '--redis', `127.0.0.1:${redisPort}`]);
   procs.push(rls);
-  await waitFor(`ratelimit-service (${rls.out.join('\n')})`, () => rls.out.some((l) => /listening on/.test(l)));
+  await waitFor('ratelimit-service', () => rls.out.some((l) => /listening on/.test(l)), 10_000, { output: rls.out, outputName: 'output' });
   const gw = await spawnRemora('gateway', [`${mesh.dir}/mesh.yaml`, `${mesh.dir}/filters.yaml`], ['--bind', GW]);
   procs.push(gw);
   t.teardown(() => { if (t.passing() === false) t.comment([...gw.stdout, ...gw.stderr, ...rls.out].join('\n')); });

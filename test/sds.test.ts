@@ -213,7 +213,7 @@ t.test('remora envoy: a bootstrap with an sds-grpc cluster takes the identity fr
   );
   const { child, err, exited } = spawnEnvoy(['-c', file, '-l', 'info']);
   t.teardown(() => child.kill('SIGKILL'));
-  await waitFor(`remora envoy serves mTLS (stderr: ${err.join('\n')})`, async () => (await mtlsGet(listenPort, peer, ca.rootCertPem)).status === 200, 15_000);
+  await waitFor('remora envoy serves mTLS', async () => (await mtlsGet(listenPort, peer, ca.rootCertPem)).status === 200, 15_000, { output: err });
   const r = await mtlsGet(listenPort, peer, ca.rootCertPem);
   t.equal(r.serverSerial, gw.serial, 'the listener serves the certificate the agent sent');
   t.equal(agent.requests[0]?.node?.id, 'router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local', "the SDS stream carries the bootstrap's node");

@@ -120,13 +120,7 @@ async function startProxy(t: Test, name: string, spec: ProxySpec): Promise<void>
   writeFileSync(file, bootstrap(spec));
   const { child, err } = spawnEnvoy(['-c', file, '-l', 'warning']);
   t.teardown(() => void child.kill('SIGKILL'));
-  await waitFor(`${name} serves (stderr: ${err.join('\n')})`, async () => {
-    try {
-      return (await request(spec.adminPort, '/ready')).status === 200;
-    } catch {
-      return false;
-    }
-  }, 20_000);
+  await waitFor(`${name} serves`, async () => (await request(spec.adminPort, '/ready')).status === 200, 20_000, { output: err });
 }
 
 interface Chain {

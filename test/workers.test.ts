@@ -1,13 +1,13 @@
 // `--concurrency 2`: two worker threads serve the gateway's listener (SO_REUSEPORT), with
 // Envoy's proxy-wide semantics for what they share: one circuit breaker, one token bucket,
 // one outlier decision, one /stats and one Prometheus view summing both, one /ui/data live
-// view and one /clusters merging both; hot reload reaches both, and SIGTERM drains both and
-// exits 0.
+// view, one /clusters (host and circuit-breaker counts) and one /explain merging both; hot
+// reload reaches both, and SIGTERM drains both and exits 0.
 import t, { type Test } from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request, type Reply } from './helpers/http.ts';
 import { doc, gateway, gatewayLocalRateLimit, serviceEntry } from './helpers/mesh.ts';
-import { freePort, sleep, waitFor } from './helpers/net.ts';
+import { freePort, sleep } from './helpers/net.ts';
 import { MeshDir, spawnRemora, startRemora, type InProcessRemora } from './helpers/remora.ts';
 
 let slow: Backend;
@@ -204,7 +204,7 @@ t.test('an upstream ejected after one worker saw its 5xx is ejected for every wo
   for (let i = 0; i < 20; i++) {
     if ((await request(port, '/', { headers: { host: 'x' } })).status === 500) break;
   }
-  await waitFor('the bad host ejected', async () => (await stats(remora)).get(`${cluster}.outlier_detection.ejections_active`) === 1, 5_000);
+  await remora.waitFor('the bad host ejected', async () => (await stats(remora)).get(`${cluster}.outlier_detection.ejections_active`) === 1, 5_000);
   await sleep(50);
   const replies = await many(port, 30, '/', 3);
   t.same(new Set(replies.map((r) => r.status)), new Set([200]), 'no worker sends to the ejected host');
@@ -229,7 +229,7 @@ t.test('a hot reload reaches both workers', async (t) => {
   const listener = `listener.127.0.0.1_${port}`;
   const before = await stats(remora);
   mesh.write('mesh.yaml', doc(gateway('gw', port), serviceEntry('good', 'good', [{ port: good.port }]), serviceEntry('bad', 'bad', [{ port: bad.port }]), route('r', 'bad')));
-  await waitFor('the new route served', async () => (await request(port, '/', { headers: { host: 'x' } })).status === 500, 10_000);
+  await remora.waitFor('the new route served', async () => (await request(port, '/', { headers: { host: 'x' } })).status === 500, 10_000);
   await sleep(100);
   const replies = await many(port, 30, '/', 3);
   const after = await stats(remora);
@@ -253,4 +253,108 @@ t.test('SIGTERM with two workers: in-flight requests finish on both, then exit 0
   const { code } = await remora.exited;
   t.equal(code, 0, 'exit status 0');
   t.ok(remora.stderr.some((l) => /2 workers serve/.test(l)), 'the log says two workers served');
+});
+
+interface ClustersJson {
+  clusters: { name: string; circuit_breakers: Record<'rq_active' | 'rq_pending_active' | 'rq_pending_overflow' | 'rq_retry_active' | 'rq_retry_overflow', number> }[];
+}
+
+async function breakerOf(r: InProcessRemora, cluster: string): Promise<ClustersJson['clusters'][number]['circuit_breakers'] | undefined> {
+  return (await request(r.ports.admin, '/clusters?format=json')).json<ClustersJson>().clusters.find((c) => c.name === cluster)?.circuit_breakers;
+}
+
+/** Connections each worker accepted between two /stats readings. */
+function perWorker(before: Map<string, number>, after: Map<string, number>, port: number): number[] {
+  const listener = `listener.127.0.0.1_${port}`;
+  return [0, 1].map((w) => (after.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0) - (before.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0));
+}
+
+t.test('pending overflows on both workers: /clusters, /stats and /explain report their sum', async (t) => {
+  const port = await freePort();
+  const limits = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: slow-pending }
+spec:
+  host: slow
+  trafficPolicy:
+    connectionPool:
+      tcp: { maxConnections: 1 }
+      http: { http1MaxPendingRequests: 1 }
+`;
+  const { remora } = await gatewayWithWorkers(t, { 'mesh.yaml': doc(gateway('gw', port), serviceEntry('slow', 'slow', [{ port: slow.port }]), route('slow', 'slow'), limits) });
+  const cluster = 'outbound|80||slow.default.svc.cluster.local';
+  const before = await stats(remora);
+  // All at once, each on its own connection: one goes upstream (1.5 s), one waits, the other
+  // 18 overflow at once, in whichever worker took them.
+  const n = 20;
+  let refused = 0;
+  const replies = Promise.all(
+    Array.from({ length: n }, () =>
+      request(port, '/?ms=1500', { headers: { host: 'x' } }).then((r) => {
+        if (r.status === 503) refused++;
+        return r;
+      }),
+    ),
+  );
+  await remora.waitFor('the overflows answered', () => refused === n - 2, 5_000);
+  // While the two admitted requests are still held: one in flight, one waiting, summed over the workers.
+  const during = await breakerOf(remora, cluster);
+  t.match(during, { rq_active: 1, rq_pending_active: 1, rq_pending_overflow: n - 2 }, '/clusters?format=json: the workers\' counts added up');
+  const explained = (
+    await request(remora.ports.admin, '/explain', { method: 'POST', body: JSON.stringify({ url: `http://x:${port}/` }), headers: { 'content-type': 'application/json' } })
+  ).json<{ clusters: { name: string; circuitBreaker: { rqActive: number; rqPending: number; overflows: number } }[] }>();
+  t.same(explained.clusters.find((c) => c.name === cluster)?.circuitBreaker, { rqActive: 1, rqPending: 1, overflows: n - 2 }, '/explain: the same sum');
+
+  const all = await replies;
+  const after = await stats(remora);
+  const served = perWorker(before, after, port);
+  // At most two requests hold the breaker at any time, so a worker that took three or more
+  // connections refused at least one: both workers' counts are in the sums below.
+  t.ok(served[0]! >= 3 && served[1]! >= 3, `each worker took at least 3 of the connections, so overflowed (${served.join(', ')})`);
+  const uo = all.filter((r) => r.status === 503 && r.headers['x-envoy-overloaded'] === 'true');
+  t.equal(all.filter((r) => r.status === 200).length, 2, 'the one in flight and the one waiting are served');
+  t.equal(uo.length, n - 2, 'the rest are 503 overflows');
+  t.equal(after.get(`cluster.${cluster}.upstream_rq_pending_overflow`), uo.length, '/stats upstream_rq_pending_overflow: the 503s the client saw');
+  t.match(await breakerOf(remora, cluster), { rq_active: 0, rq_pending_active: 0, rq_pending_overflow: uo.length }, '/clusters: the same, nothing left in flight');
+  const prom = (await request(remora.ports.admin, '/stats/prometheus')).body.split('\n').find((l) => l.startsWith('envoy_cluster_upstream_rq_pending_overflow{') && l.includes(cluster));
+  t.equal(Number(prom?.slice(prom.lastIndexOf(' ') + 1)), uo.length, 'Prometheus: the same');
+});
+
+t.test('retry overflows on both workers: /clusters and /stats report their sum', async (t) => {
+  // First tries get a 503 after 300 ms; retries a 200 after 300 ms.
+  const flaky = await startBackend('flaky', (req, res) => {
+    const first = req.headers['x-envoy-attempt-count'] === '1';
+    setTimeout(() => {
+      res.writeHead(first ? 503 : 200, { 'content-type': 'text/plain' });
+      res.end(first ? 'try again' : 'ok');
+    }, 300);
+  });
+  t.teardown(() => flaky.close());
+  const port = await freePort();
+  const policy = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: flaky-retries }
+spec:
+  host: flaky
+  trafficPolicy:
+    connectionPool:
+      http: { maxRetries: 1 }
+`;
+  const { remora } = await gatewayWithWorkers(t, {
+    'mesh.yaml': doc(gateway('gw', port), serviceEntry('flaky', 'flaky', [{ port: flaky.port }]), route('flaky', 'flaky', '    retries: { attempts: 1, retryOn: 5xx }\n'), policy),
+  });
+  const cluster = 'outbound|80||flaky.default.svc.cluster.local';
+  const before = await stats(remora);
+  // Twelve first tries fail together; one retry at a time fits the budget, the others overflow
+  // and their clients get the upstream's 503.
+  const n = 12;
+  const all = await Promise.all(Array.from({ length: n }, () => request(port, '/', { headers: { host: 'x' } })));
+  const after = await stats(remora);
+  const served = perWorker(before, after, port);
+  t.ok(served[0]! > 0 && served[1]! > 0, `both workers served (${served.join(', ')})`);
+  const overflowed = all.filter((r) => r.status === 503).length;
+  t.equal(overflowed + all.filter((r) => r.status === 200).length, n, 'every request answered: retried (200) or not (503)');
+  t.ok(overflowed >= n / 2, `most retries found no room (${overflowed} of ${n})`);
+  t.equal(after.get(`cluster.${cluster}.upstream_rq_retry_overflow`), overflowed, '/stats upstream_rq_retry_overflow: the 503s the client saw');
+  t.match(await breakerOf(remora, cluster), { rq_retry_active: 0, rq_retry_overflow: overflowed }, '/clusters?format=json: the same sum');
 });

@@ -134,13 +134,7 @@ t.test('remora envoy: a static bootstrap, Envoy command line and all', async (t)
 
   const { child, err, exited } = spawnEnvoy(['-c', file, '--drain-time-s', '1', '--drain-strategy', 'immediate', '--disable-hot-restart', '--allow-unknown-static-fields', '-l', 'warning']);
   t.teardown(() => child.kill('SIGKILL'));
-  await waitFor(`remora envoy serves (stderr: ${err.join('\n')})`, async () => {
-    try {
-      return (await get(listenPort, '/hello', 'anything')).status === 200;
-    } catch {
-      return false;
-    }
-  }, 15_000);
+  await waitFor(`remora envoy serves`, async () => (await get(listenPort, '/hello', 'anything')).status === 200, 15_000, { output: err });
   const r = await get(listenPort, '/hello', 'anything');
   t.equal(r.headers['x-backend'], 'static', 'the static route reaches the static cluster');
   t.equal((await get(adminPort, '/ready', 'localhost')).status, 200, 'the admin API listens where the bootstrap says');
@@ -231,13 +225,7 @@ t.test("Istio's agent bootstrap: remora envoy under a control plane on the agent
   child.stderr!.on('data', collectLines(err));
   const exited = new Promise<number | null>((r) => child.on('exit', r));
   t.teardown(() => child.kill('SIGKILL'));
-  await waitFor(`the sidecar serves (stderr: ${err.join('\n')})`, async () => {
-    try {
-      return (await get(outboundPort, '/x', 'web.example')).status === 200;
-    } catch {
-      return false;
-    }
-  }, 20_000);
+  await waitFor(`the sidecar serves`, async () => (await get(outboundPort, '/x', 'web.example')).status === 200, 20_000, { output: err });
 
   const hello = cp.deltaRequests[0]!;
   t.equal(hello.node?.id, 'sidecar~1.2.3.4~foo~bar', "the bootstrap's node goes to the control plane");

@@ -22,18 +22,73 @@ export async function freePorts(n: number): Promise<number[]> {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `check` until it returns true or `timeoutMs` passes; throws with `what` on timeout. */
-export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+/** What a failed `waitFor` reports beside its own message. */
+export interface WaitForOptions {
+  /**
+   * The live output of a process under test (e.g. the `stderr` lines `collectLines` gathers):
+   * read when the wait times out, so the error shows what the process said by then.
+   */
+  readonly output?: readonly string[];
+  /** What `output` is, in the error (default "stderr"). */
+  readonly outputName?: string;
+  /** How many of the last lines of `output` the error carries (default 40). */
+  readonly tailLines?: number;
+}
+
+/**
+ * Thrown by a `waitFor` check when waiting longer cannot help (the process under test exited):
+ * the wait ends at once, with the same report as a timeout.
+ */
+export class WaitAborted extends Error {
+  override readonly name = 'WaitAborted';
+}
+
+/**
+ * Polls `check` every 25 ms until it returns true or `timeoutMs` passes. A check that throws
+ * counts as "not yet"; on timeout the error names `what`, carries the last error the check
+ * threw (in the message and as `cause`), and the tail of `options.output` at that moment. A
+ * check that throws `WaitAborted` ends the wait with that report at once.
+ */
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 10_000,
+  options: WaitForOptions = {},
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let attempts = 0;
+  let lastError: unknown = undefined;
+  let threwAt = 0;
   for (;;) {
+    attempts++;
     try {
       if (await check()) return;
-    } catch {
-      // not yet
+    } catch (err) {
+      lastError = err;
+      threwAt = attempts;
+      if (err instanceof WaitAborted) throw waitForFailure(`gave up after ${attempts} checks waiting for ${what}`, attempts, err, attempts, options);
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw waitForFailure(`timed out after ${timeoutMs} ms (${attempts} checks) waiting for ${what}`, attempts, lastError, threwAt, options);
     await sleep(25);
   }
+}
+
+function waitForFailure(headline: string, attempts: number, lastError: unknown, threwAt: number, options: WaitForOptions): Error {
+  let message = headline;
+  if (threwAt > 0) {
+    const text = lastError instanceof Error ? `${lastError.name}: ${lastError.message}` : String(lastError);
+    const when = threwAt === attempts ? 'the last check threw' : `check ${threwAt} of ${attempts} threw (later ones returned false)`;
+    message += `\n${when}: ${text}`;
+  }
+  const output = options.output;
+  if (output !== undefined) {
+    const name = options.outputName ?? 'stderr';
+    const keep = options.tailLines ?? 40;
+    const tail = output.slice(-keep);
+    const shown = tail.length < output.length ? `last ${tail.length} of ${output.length} lines` : `${output.length} lines`;
+    message += `\n--- ${name} (${shown}) ---\n${tail.join('\n')}\n--- end of ${name} ---`;
+  }
+  return threwAt > 0 ? new Error(message, { cause: lastError }) : new Error(message);
 }
 
 /** A `data` listener that appends complete lines of a stream to `into`. */

@@ -9,7 +9,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Cluster, Endpoint, Listener, ProxyConfig, ProxyNode, RouteConfiguration, TcpRoute } from '@remora/config';
-import { waitFor } from './net.ts';
+import { WaitAborted, waitFor } from './net.ts';
 import { netnsPrerequisites, POD_ENV, PodNetns, type PodProcess } from './netns.ts';
 import { PROXY_MAIN, REPO } from './remora.ts';
 
@@ -229,10 +229,10 @@ export class CapturePod {
       { cwd: REPO, env: { ...POD_ENV, REMORA_ORIGINAL_DST: 'conntrack' } },
     );
     const cp = new CapturePod(pod, dir, proxy);
-    await waitFor(`the runtime up in the pod (stderr: ${proxy.stderr.join('\n')})`, () => {
-      if (proxy.child.exitCode !== null) throw new Error(`the runtime exited: ${proxy.stderr.join('\n')}`);
+    await waitFor('the runtime up in the pod', () => {
+      if (proxy.child.exitCode !== null) throw new WaitAborted(`the runtime exited (${proxy.child.exitCode})`);
       return proxy.stdout.some((l) => l.includes('"ready"'));
-    }, 15_000);
+    }, 15_000, { output: proxy.stderr });
     return cp;
   }
 
@@ -255,7 +255,7 @@ export class CapturePod {
 
   /** Waits for a log line `pick` selects. */
   async logged(what: string, pick: (l: AccessLine) => boolean): Promise<AccessLine> {
-    await waitFor(`access log line: ${what} (last lines: ${this.proxy.stdout.slice(-4).join('\n')})`, () => this.accessLog().some(pick), 5_000);
+    await waitFor(`access log line: ${what}`, () => this.accessLog().some(pick), 5_000, { output: this.proxy.stdout, outputName: 'stdout', tailLines: 4 });
     return this.accessLog().find(pick)!;
   }
 

@@ -4,7 +4,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseOptions, ProxyProcess, type Command } from '@remora/proxy';
-import { collectLines, freePorts, waitFor } from './net.ts';
+import { collectLines, freePorts, WaitAborted, waitFor } from './net.ts';
+
+/** `waitFor` bound to one proxy: a timeout carries the tail of that proxy's output. */
+export type ProxyWaitFor = (what: string, check: () => Promise<boolean> | boolean, timeoutMs?: number) => Promise<void>;
 import { request } from './http.ts';
 import { FROM_SOURCE } from './source.ts';
 
@@ -71,6 +74,8 @@ export interface InProcessRemora {
   readonly accessLog: string[];
   /** Remora's own log lines so far. */
   readonly log: string[];
+  /** `waitFor` whose timeout error ends with the last lines of `log`. */
+  readonly waitFor: ProxyWaitFor;
   stop(): Promise<void>;
 }
 
@@ -107,6 +112,7 @@ export async function startRemora(
     ports,
     accessLog,
     log,
+    waitFor: (what, check, timeoutMs) => waitFor(what, check, timeoutMs, { output: log, outputName: 'remora log' }),
     stop: async () => {
       if (!exited) await proxy.stop(0, 0);
     },
@@ -120,6 +126,8 @@ export interface SpawnedRemora {
   readonly stdout: string[];
   readonly stderr: string[];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** `waitFor` whose timeout error ends with the last lines of `stderr`. */
+  readonly waitFor: ProxyWaitFor;
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -135,15 +143,17 @@ export async function spawnRemora(kind: Command, configPaths: string[], extraArg
     child.on('exit', (code, signal) => r({ code, signal })),
   );
   if (waitReady) {
-    let done = false;
-    void exited.then(() => (done = true));
+    // 'close', not 'exit': by then its stderr is read to the end, for the report.
+    let closed = false;
+    child.on('close', () => (closed = true));
     await waitFor(
-      `remora ${kind} ready on admin port ${ports.admin} (stderr: ${stderr.join('\n')})`,
+      `remora ${kind} ready on admin port ${ports.admin}`,
       async () => {
-        if (done) throw new Error(`remora exited early: ${stderr.join('\n')}`);
+        if (closed) throw new WaitAborted(`remora exited early (${child.exitCode ?? child.signalCode})`);
         return (await request(ports.admin, '/ready')).status === 200;
       },
       15_000,
+      { output: stderr },
     );
   }
   return {
@@ -152,6 +162,7 @@ export async function spawnRemora(kind: Command, configPaths: string[], extraArg
     stdout,
     stderr,
     exited,
+    waitFor: (what, check, timeoutMs) => waitFor(what, check, timeoutMs, { output: stderr }),
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;

@@ -16,6 +16,7 @@ export { LocalRateLimitFilter, LocalRateLimiter, LOCAL_RATE_LIMITED, type RouteL
 export { TokenBucket, type Bucket, type Clock } from './local-ratelimit/token-bucket.ts';
 export { SharedTokenBucket, processClock } from './local-ratelimit/shared-token-bucket.ts';
 export { SharedCells, CELL_INT, CELL_F64, CELL_WORDS, type SharedCellsInit } from './shared-cells.ts';
+export { nodeTimers, type FilterTimers, type TimerHandle, type RandomSource } from './timers.ts';
 export { FaultFilterFactory, faultFactory } from './fault/fault-factory.ts';
 export { FaultFilter, FaultFilterConfig, CompiledFault, FAULT_ABORT_BODY } from './fault/fault-filter.ts';
 export { JwtAuthnFilterFactory, jwtAuthnFactory } from './jwt-authn/jwt-authn-factory.ts';

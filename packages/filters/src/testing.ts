@@ -3,12 +3,14 @@
  * tests, without a proxy: a request view (every field settable, headers by lower-case name,
  * query parameters and cookies read from the path and the Cookie header, per-route configs),
  * a response view, callbacks that record everything a filter did, a compile context whose
- * persistent store can outlive one compile, stats kept by name, and `streamBody` to pass a
- * body through a filter's data hook chunk by chunk.
+ * persistent store can outlive one compile, stats kept by name, `streamBody` to pass a
+ * body through a filter's data hook chunk by chunk, and timers and random draws a test
+ * controls (`ManualTimers`, `randomSequence`).
  */
 import { Stat } from './filter-stats.ts';
 import type { FilterStats } from './filter-stats.ts';
 import type { FilterCallbacks, FilterCompileContext, FilterRequest, FilterResponse, FilterResponseFlag, PeerIdentity, RequestAuth } from './filter.ts';
+import type { FilterTimers, RandomSource, TimerHandle } from './timers.ts';
 
 export interface ReqInit {
   method?: string;
@@ -248,4 +250,63 @@ export function namedStats(): FilterStats & { value(name: string): number | unde
     value: (name) => byName.get(name)?.value,
     names: () => [...byName.keys()],
   };
+}
+
+interface ManualTimer {
+  readonly id: number;
+  readonly at: number;
+  readonly fire: () => void;
+}
+
+/**
+ * Timers on a clock of the test's own: nothing fires until `advance(ms)` moves the clock,
+ * and then each timer due fires in order of its time (then of arming), with `now` at its
+ * time. Pass to a filter factory that takes `FilterTimers` to run delays without waiting.
+ */
+export class ManualTimers implements FilterTimers {
+  /** Milliseconds since the timers were made. */
+  now = 0;
+  #next = 1;
+  readonly #armed = new Map<number, ManualTimer>();
+
+  setTimeout<A>(fn: (arg: A) => void, ms: number, arg: A): TimerHandle {
+    const id = this.#next++;
+    this.#armed.set(id, { id, at: this.now + Math.max(0, ms), fire: () => fn(arg) });
+    return id;
+  }
+
+  clearTimeout(handle: TimerHandle): void {
+    if (typeof handle === 'number') this.#armed.delete(handle);
+  }
+
+  /** Timers armed and not yet fired or cleared. */
+  get pending(): number {
+    return this.#armed.size;
+  }
+
+  /** When each pending timer is due, in ms from now, soonest first. */
+  dueIn(): number[] {
+    return [...this.#armed.values()].map((t) => t.at - this.now).sort((a, b) => a - b);
+  }
+
+  /** Moves the clock `ms` on, firing every timer due by then (including ones armed while firing). */
+  advance(ms: number): void {
+    const until = this.now + ms;
+    for (;;) {
+      let soonest: ManualTimer | null = null;
+      for (const t of this.#armed.values()) if (t.at <= until && (soonest === null || t.at < soonest.at || (t.at === soonest.at && t.id < soonest.id))) soonest = t;
+      if (soonest === null) break;
+      this.#armed.delete(soonest.id);
+      this.now = soonest.at;
+      soonest.fire();
+    }
+    this.now = until;
+  }
+}
+
+/** A `RandomSource` that returns `values` in turn, over and over (each in [0, 1)). */
+export function randomSequence(values: readonly number[]): RandomSource {
+  if (values.length === 0 || values.some((v) => !(v >= 0 && v < 1))) throw new Error('randomSequence: values must be in [0, 1)');
+  let i = 0;
+  return () => values[i++ % values.length]!;
 }

@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { JwtAuthenticationJson, JwtProviderJson, JwtRequirementJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/jwt_authn/v3/config_pb.js';
 import { FilterStatus, type HttpFilterConfig } from '@remora/filters';
-import { jwtAuthnFactory, type JwtAuthnFilterConfig } from '@remora/filters/internal';
+import { type Clock, JwtAuthnFilterFactory, jwtAuthnFactory, type JwtAuthnFilterConfig } from '@remora/filters/internal';
 import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose';
 import { FakeRequest, RecordingCallbacks, storeContext, type ReqInit } from '@remora/filters/testing';
 
@@ -58,8 +58,28 @@ export function istiodConfig(rules: RuleInit[], opts: { clearRouteCache?: boolea
   return { providers, rules: [{ match: { prefix: '/' }, requires }], bypassCorsPreflight: true };
 }
 
-export function compile(rules: RuleInit[], ctx = storeContext(), opts: { clearRouteCache?: boolean } = {}): JwtAuthnFilterConfig {
-  return jwtAuthnFactory.compile(istiodConfig(rules, opts), ctx);
+/** `opts.clock`: the JWKS caches' clock (a test's own moves only when the test says). */
+export function compile(rules: RuleInit[], ctx = storeContext(), opts: { clearRouteCache?: boolean; clock?: Clock } = {}): JwtAuthnFilterConfig {
+  const factory = opts.clock === undefined ? jwtAuthnFactory : new JwtAuthnFilterFactory({ clock: opts.clock });
+  return factory.compile(istiodConfig(rules, opts), ctx);
+}
+
+/**
+ * A clock the test moves (`clock.advance(ms)`), for JWKS expiry and refresh intervals. It
+ * starts well above 0: lru-cache takes a start time of 0 as "no TTL".
+ */
+export function manualClock(): Clock & { advance(ms: number): void } {
+  let now = 1_000_000;
+  return Object.assign(() => now, { advance: (ms: number) => void (now += ms) });
+}
+
+/** Polls `check` every 5 ms until it holds (for work the test cannot await, e.g. a background fetch); throws after `timeoutMs`. */
+export async function until(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
 }
 
 /** How a request ended: 'continue' (and the request as the upstream would get it), or the local reply. */

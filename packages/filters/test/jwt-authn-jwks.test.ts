@@ -1,12 +1,13 @@
 // Key sets: JWKS parsing by jwt_verify_lib's rules, and keys fetched from a jwksUri served by
 // a real HTTP server on 127.0.0.1: shared first fetch, cache, background refresh, stale keys
-// on failure, one rate-limited refresh for an unknown kid, and the fetch timeout.
+// on failure, one rate-limited refresh for an unknown kid, and the fetch timeout. Expiry and
+// refresh intervals run on a clock the test moves (no waiting for them to pass).
 import { KeyObject } from 'node:crypto';
 import t from 'tap';
 import { parseJwks } from '../src/jwt-authn/jwt-authn-jwks.ts';
 import { RemoteJwks } from '../src/jwt-authn/jwt-authn-jwks-cache.ts';
 import { parseJwt, type ParsedJwt } from '../src/jwt-authn/jwt-authn-token.ts';
-import { compile, jwksOf, JwksServer, makeKey, rule, run, sign, sleep } from './jwt-authn-helpers.ts';
+import { compile, jwksOf, JwksServer, makeKey, manualClock, rule, run, sign, until } from './jwt-authn-helpers.ts';
 import { namedStats, storeContext } from '@remora/filters/testing';
 
 const ISS = 'https://issuer.example';
@@ -64,7 +65,8 @@ t.test('jwksUri unreachable on the first fetch: Jwks remote fetch is failed, ret
   const server = await new JwksServer().start();
   await server.stop();
   const ctx = storeContext();
-  const config = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx);
+  const clock = manualClock();
+  const config = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx, { clock });
   const token = await sign(key);
   const r = await run(config, { headers: bearer(token) });
   t.equal(r.outcome, 401);
@@ -73,9 +75,11 @@ t.test('jwksUri unreachable on the first fetch: Jwks remote fetch is failed, ret
   server.body = jwksOf(key);
   await server.start();
   t.equal((await run(config, { headers: bearer(token) })).outcome, 401, 'within the retry interval: no new fetch');
+  clock.advance(999);
+  t.equal((await run(config, { headers: bearer(token) })).outcome, 401, '999 ms on: still within it');
   t.equal(server.requests, 0);
-  await sleep(1_100);
-  t.equal((await run(config, { headers: bearer(token) })).outcome, 'continue', 'after it: fetched and verified');
+  clock.advance(1);
+  t.equal((await run(config, { headers: bearer(token) })).outcome, 'continue', 'at 1 s (JWKS_MIN_REFRESH_INTERVAL_MS): fetched and verified');
   t.equal(server.requests, 1);
   await server.stop();
 });
@@ -110,21 +114,30 @@ t.test('stale keys keep serving while refreshed in the background, and when the 
   t.teardown(() => server.stop());
   server.body = jwksOf(k1);
   const warnings: string[] = [];
-  const remote = new RemoteJwks(server.uri, { cacheDurationMs: 200, minRefreshIntervalMs: 100, timeoutMs: 1_000, warn: (m) => void warnings.push(m) });
+  const clock = manualClock();
+  const remote = new RemoteJwks(server.uri, { cacheDurationMs: 200, minRefreshIntervalMs: 100, timeoutMs: 1_000, warn: (m) => void warnings.push(m), clock });
   t.same((await remote.load())!.kids, ['k1']);
-  await sleep(250);
   server.body = jwksOf(k1, k2);
-  t.same(remote.current()!.kids, ['k1'], 'expired keys are served at once');
-  await sleep(100);
+  clock.advance(200);
+  t.same(remote.current()!.kids, ['k1'], 'at the cache duration: fresh, no refresh');
+  t.equal(remote.fetches, 1);
+  clock.advance(1);
+  t.same(remote.current()!.kids, ['k1'], 'just past it: the expired keys are served at once');
+  t.equal(remote.fetches, 2, 'and a refresh started');
+  await until('the background refresh', () => remote.current()!.kids.length === 2);
   t.same(remote.current()!.kids, ['k1', 'k2'], 'the background refresh replaced them');
-  t.equal(remote.fetches, 2);
+  t.equal(remote.fetches, 2, 'one refresh');
 
   await server.stop();
-  await sleep(250);
+  clock.advance(201);
   t.same(remote.current()!.kids, ['k1', 'k2'], 'server down: the stale keys serve');
-  await sleep(150);
+  await until('the refresh to fail', () => remote.failures === 1);
   t.same(remote.current()!.kids, ['k1', 'k2'], 'still, after the refresh failed');
-  t.ok(remote.failures >= 1, 'the refresh did fail');
+  t.equal(remote.fetches, 3, 'no retry within the retry interval');
+  clock.advance(100);
+  remote.current();
+  t.equal(remote.fetches, 4, 'the retry interval passed: one more try');
+  await until('the second refresh to fail', () => remote.failures === 2);
   t.match(warnings.join('\n'), /JWKS fetch from .* failed/);
 });
 
@@ -134,7 +147,8 @@ t.test('an unknown kid triggers one refresh, rate limited', async (t) => {
   const server = await new JwksServer().start();
   t.teardown(() => server.stop());
   server.body = jwksOf(k1);
-  const config = compile([rule({ issuer: ISS, jwksUri: server.uri })]);
+  const clock = manualClock();
+  const config = compile([rule({ issuer: ISS, jwksUri: server.uri })], storeContext(), { clock });
   t.equal((await run(config, { headers: bearer(await sign(k1)) })).outcome, 'continue');
   t.equal(server.requests, 1);
 
@@ -155,9 +169,12 @@ t.test('an unknown kid triggers one refresh, rate limited', async (t) => {
     t.equal(r.body, "Jwks doesn't have key to match kid or alg from Jwt");
   }
   t.equal(server.requests, 2, 'an unknown-kid flood does not reach the JWKS server');
-  await sleep(1_100);
+  clock.advance(999);
+  await run(config, { headers: bearer(await sign(bogus, { sub: 'almost' })) });
+  t.equal(server.requests, 2, '999 ms on: still none');
+  clock.advance(1);
   await run(config, { headers: bearer(await sign(bogus, { sub: 'late' })) });
-  t.equal(server.requests, 3, 'after the interval, one more refresh');
+  t.equal(server.requests, 3, 'at 1 s, one more refresh');
 });
 
 t.test("Envoy's jwt_authn stats: jwks_fetch_failed / success, denied / allowed, cors_preflight_bypassed, kept across a reload", async (t) => {
@@ -166,7 +183,8 @@ t.test("Envoy's jwt_authn stats: jwks_fetch_failed / success, denied / allowed, 
   await server.stop();
   const stats = namedStats();
   const ctx = { ...storeContext(), stats };
-  const config = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx);
+  const clock = manualClock();
+  const config = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx, { clock });
   const token = await sign(key);
   const v = (name: string) => stats.value(`http.hcm.jwt_authn.${name}`);
   t.equal(v('allowed'), 0, 'created at compile time');
@@ -184,9 +202,9 @@ t.test("Envoy's jwt_authn stats: jwks_fetch_failed / success, denied / allowed, 
   server.body = jwksOf(key);
   await server.start();
   t.teardown(() => server.stop());
-  await sleep(1_100);
+  clock.advance(1_000);
   // A reload compiles the filter again: the same counters, and the cached keys count in them.
-  const reloaded = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx);
+  const reloaded = compile([rule({ issuer: ISS, jwksUri: server.uri })], ctx, { clock });
   t.equal((await run(reloaded, { headers: bearer(token) })).outcome, 'continue');
   t.equal(v('jwks_fetch_success'), 1, 'one successful fetch, counted once');
   t.equal(v('jwks_fetch_failed'), 1);

@@ -8,14 +8,23 @@ import { durationJsonMs, fractionalPercent, timerMs } from '@remora/config';
 import type { HTTPFaultJson } from '@remora/config/envoy/gen/envoy/extensions/filters/http/fault/v3/fault_pb.js';
 import { DETACHED_STATS, type FilterStats } from '../filter-stats.ts';
 import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
+import { nodeTimers, type FilterTimers, type RandomSource } from '../timers.ts';
 import { CompiledFault, FaultFilterConfig, type FaultStats } from './fault-filter.ts';
 
 export class FaultFilterFactory implements HttpFilterFactory {
   readonly name = FilterName.Fault;
+  readonly #timers: FilterTimers;
+  readonly #random: RandomSource;
+
+  /** `timers` and `random`: Node's and `Math.random` unless a test gives its own. */
+  constructor(options: { readonly timers?: FilterTimers; readonly random?: RandomSource } = {}) {
+    this.#timers = options.timers ?? nodeTimers;
+    this.#random = options.random ?? Math.random;
+  }
 
   compile(config: unknown, context: FilterCompileContext): FaultFilterConfig {
     const fault = config === null || config === undefined ? null : compileFault(config, context);
-    return new FaultFilterConfig(this.name, fault, faultStats(context.stats ?? DETACHED_STATS));
+    return new FaultFilterConfig(this.name, fault, faultStats(context.stats ?? DETACHED_STATS), this.#timers, this.#random);
   }
 
   /** A route's HTTPFault; an empty one still replaces the listener's (it faults nothing). */

@@ -3,10 +3,13 @@
  * route's config (else the listener's) may delay the request (response flag DI)
  * and then abort it (FI) with an HTTP status or, for gRPC, a gRPC status. Each percentage is
  * a fresh draw per request. A delayed request holds one timer, released when the client goes.
+ * Timers and draws come from the config's `FilterTimers` and `RandomSource` (Node's and
+ * `Math.random` in the proxy; a test's own in unit tests).
  */
 import { FilterName, FilterStatus, type FilterCallbacks, type FilterRequest, type HttpFilter, type HttpFilterConfig } from '../filter.ts';
 import type { Stat } from '../filter-stats.ts';
 import { draw } from '../fractional-percent.ts';
+import { nodeTimers, type FilterTimers, type RandomSource, type TimerHandle } from '../timers.ts';
 
 /** Envoy's abort reply body and details. */
 export const FAULT_ABORT_BODY = 'fault filter abort';
@@ -46,28 +49,32 @@ export interface FaultStats {
 export class FaultFilter implements HttpFilter {
   readonly #defaultFault: CompiledFault | null;
   readonly #stats: FaultStats;
-  #timer: NodeJS.Timeout | null = null;
+  readonly #timers: FilterTimers;
+  readonly #random: RandomSource;
+  #timer: TimerHandle | null = null;
   #fault: CompiledFault | null = null;
   #callbacks: FilterCallbacks | null = null;
   /** This request counts in `active_faults` until it ends. */
   #active = false;
 
-  constructor(defaultFault: CompiledFault | null, stats: FaultStats) {
+  constructor(defaultFault: CompiledFault | null, stats: FaultStats, timers: FilterTimers, random: RandomSource) {
     this.#defaultFault = defaultFault;
     this.#stats = stats;
+    this.#timers = timers;
+    this.#random = random;
   }
 
   onRequest(req: FilterRequest, callbacks: FilterCallbacks): FilterStatus {
     // A route's HTTPFault replaces the listener's (Envoy's per-route config).
     const fault = (req.routeFilterConfig(FilterName.Fault) as CompiledFault | null) ?? this.#defaultFault;
     if (fault === null) return FilterStatus.Continue;
-    if (fault.delayMs > 0 && draw(fault.delayPercent)) {
+    if (fault.delayMs > 0 && draw(fault.delayPercent, this.#random)) {
       this.#activate();
       this.#stats.delaysInjected.value++;
       callbacks.setResponseFlag('DI');
       this.#fault = fault;
       this.#callbacks = callbacks;
-      this.#timer = setTimeout(delayDone, fault.delayMs, this);
+      this.#timer = this.#timers.setTimeout(delayDone, fault.delayMs, this);
       return FilterStatus.StopIteration;
     }
     return this.#abortIfDrawn(fault, callbacks) ? FilterStatus.StopIteration : FilterStatus.Continue;
@@ -80,7 +87,7 @@ export class FaultFilter implements HttpFilter {
   }
 
   #abortIfDrawn(fault: CompiledFault, callbacks: FilterCallbacks): boolean {
-    if (!fault.abort || !draw(fault.abortPercent)) return false;
+    if (!fault.abort || !draw(fault.abortPercent, this.#random)) return false;
     this.#activate();
     this.#stats.abortsInjected.value++;
     callbacks.sendLocalReply(fault.abortStatus, FAULT_ABORT_BODY, 'FI', FAULT_ABORT_DETAILS, fault.abortGrpcStatus);
@@ -97,7 +104,7 @@ export class FaultFilter implements HttpFilter {
 
   onDestroy(): void {
     if (this.#timer !== null) {
-      clearTimeout(this.#timer);
+      this.#timers.clearTimeout(this.#timer);
       this.#timer = null;
     }
     this.#callbacks = null;
@@ -122,15 +129,19 @@ export class FaultFilterConfig implements HttpFilterConfig {
   /** The listener's own fault (null: Istio's empty HTTPFault), for routes without one. */
   readonly fault: CompiledFault | null;
   readonly stats: FaultStats;
+  readonly #timers: FilterTimers;
+  readonly #random: RandomSource;
 
-  constructor(name: string, fault: CompiledFault | null, stats: FaultStats) {
+  constructor(name: string, fault: CompiledFault | null, stats: FaultStats, timers: FilterTimers = nodeTimers, random: RandomSource = Math.random) {
     this.name = name;
     this.fault = fault;
     this.stats = stats;
+    this.#timers = timers;
+    this.#random = random;
   }
 
   /** One small instance per request: a delay needs its own timer. */
   create(): HttpFilter {
-    return new FaultFilter(this.fault, this.stats);
+    return new FaultFilter(this.fault, this.stats, this.#timers, this.#random);
   }
 }

@@ -17,6 +17,7 @@ import type { RouteMatchJson } from '@remora/config/envoy/gen/envoy/config/route
 import { readFileSync } from 'node:fs';
 import { DETACHED_STATS, type FilterStats } from '../filter-stats.ts';
 import { FilterName, type FilterCompileContext, type HttpFilterFactory } from '../filter.ts';
+import { type Clock, monotonicClock } from '../timers.ts';
 import { parseJwks } from './jwt-authn-jwks.ts';
 import { InlineJwks, type JwksSource, RemoteJwks } from './jwt-authn-jwks-cache.ts';
 import { JwtAuthnFilterConfig, type JwtAuthnRouteConfig, type JwtAuthnStats, type RequirementRule } from './jwt-authn-filter.ts';
@@ -67,6 +68,12 @@ function fail(at: string, message: string): never {
 
 export class JwtAuthnFilterFactory implements HttpFilterFactory {
   readonly name = FilterName.JwtAuthn;
+  readonly #clock: Clock;
+
+  /** `clock`: the monotonic clock of JWKS expiry and refresh intervals (`performance.now` unless a test gives its own). */
+  constructor(options: { readonly clock?: Clock } = {}) {
+    this.#clock = options.clock ?? monotonicClock;
+  }
 
   compile(config: unknown, context: FilterCompileContext): JwtAuthnFilterConfig {
     if (config === null || typeof config !== 'object' || Array.isArray(config)) throw new Error('config must be a JwtAuthentication object');
@@ -154,7 +161,7 @@ export class JwtAuthnFilterFactory implements HttpFilterFactory {
     // Remora fetches the URI itself (not through `http_uri.cluster`). One cache per URI and cache
     // duration outlives snapshots, so a reload keeps fetched keys.
     const cache = context.persistent(`${this.name}/jwks/${uri}#${cacheDurationMs}`, () => {
-      return new RemoteJwks(uri, { cacheDurationMs, minRefreshIntervalMs: JWKS_MIN_REFRESH_INTERVAL_MS, timeoutMs, warn: (m) => context.warn(m) });
+      return new RemoteJwks(uri, { cacheDurationMs, minRefreshIntervalMs: JWKS_MIN_REFRESH_INTERVAL_MS, timeoutMs, warn: (m) => context.warn(m), clock: this.#clock });
     });
     cache.timeoutMs = timeoutMs;
     return [cache, null];

@@ -8,6 +8,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { Stat } from '../filter-stats.ts';
+import { type Clock, monotonicClock } from '../timers.ts';
 import { JwksKeySet, parseJwks } from './jwt-authn-jwks.ts';
 
 /** A provider's keys, however they are obtained. */
@@ -49,6 +50,8 @@ export interface RemoteJwksOptions {
   readonly timeoutMs: number;
   /** Where fetch failures are reported. */
   readonly warn: (message: string) => void;
+  /** The monotonic clock of expiry and refresh intervals (default `performance.now`); tests pass their own. */
+  readonly clock?: Clock;
 }
 
 /** The keys at a `jwksUri`. */
@@ -59,6 +62,7 @@ export class RemoteJwks implements JwksSource {
   readonly #minRefreshIntervalMs: number;
   #timeoutMs: number;
   readonly #warn: (message: string) => void;
+  readonly #clock: Clock;
   #lastFailure = -Infinity;
   #lastKidRefresh = -Infinity;
   #kidRefresh: Promise<JwksKeySet | null> | null = null;
@@ -78,9 +82,14 @@ export class RemoteJwks implements JwksSource {
     this.#minRefreshIntervalMs = options.minRefreshIntervalMs;
     this.#timeoutMs = options.timeoutMs;
     this.#warn = options.warn;
+    const clock = options.clock ?? monotonicClock;
+    this.#clock = clock;
     this.#cache = new LRUCache<string, JwksKeySet>({
       max: 1,
       ttl: options.cacheDurationMs,
+      // The cache's TTL on the same clock; a clock of the test's own is read every time
+      // (lru-cache otherwise keeps one reading for a millisecond of real time).
+      ...(clock === monotonicClock ? {} : { perf: { now: clock }, ttlResolution: 0 }),
       allowStale: true,
       noDeleteOnStaleGet: true,
       allowStaleOnFetchRejection: true,
@@ -133,7 +142,7 @@ export class RemoteJwks implements JwksSource {
 
   refreshForUnknownKid(): Promise<JwksKeySet | null> | null {
     if (this.#kidRefresh !== null) return this.#kidRefresh;
-    const now = performance.now();
+    const now = this.#clock();
     if (now - this.#lastKidRefresh < this.#minRefreshIntervalMs || !this.#mayRetry()) return null;
     this.#lastKidRefresh = now;
     const p = this.#cache
@@ -150,7 +159,7 @@ export class RemoteJwks implements JwksSource {
   }
 
   #mayRetry(): boolean {
-    return performance.now() - this.#lastFailure >= this.#minRefreshIntervalMs;
+    return this.#clock() - this.#lastFailure >= this.#minRefreshIntervalMs;
   }
 
   async #fetch(): Promise<JwksKeySet> {
@@ -168,7 +177,7 @@ export class RemoteJwks implements JwksSource {
     } catch (err) {
       this.#failures++;
       for (const s of this.#failedStats) s.value++;
-      this.#lastFailure = performance.now();
+      this.#lastFailure = this.#clock();
       const e = err as Error;
       this.#warn(`JWKS fetch from ${this.uri} failed: ${e.name === 'TimeoutError' ? `timed out after ${this.#timeoutMs} ms` : (e.cause as Error | undefined)?.message ?? e.message}`);
       throw err;

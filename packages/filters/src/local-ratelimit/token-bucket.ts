@@ -3,17 +3,16 @@
  * when a request looks at the bucket. Fills happen on fill-interval boundaries counted from
  * the bucket's creation, as Envoy's timer-driven fills would.
  */
+import type { Clock } from '../timers.ts';
+
+export { monotonicClock, type Clock } from '../timers.ts';
+
 /** A bucket's settings, from Envoy's TokenBucket (fill interval in milliseconds). */
 export interface TokenBucketSettings {
   readonly maxTokens: number;
   readonly tokensPerFill: number;
   readonly fillIntervalMs: number;
 }
-
-/** A monotonic millisecond clock; tests pass their own. */
-export type Clock = () => number;
-
-export const monotonicClock: Clock = () => performance.now();
 
 /** What the limiter asks of a bucket: one thread's own (`TokenBucket`) or one shared by every worker (`SharedTokenBucket`). */
 export interface Bucket extends TokenBucketSettings {

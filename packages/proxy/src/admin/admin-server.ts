@@ -23,7 +23,7 @@ import {
 import { UI_HTML, uiData } from './ui.ts';
 import { LiveWindow, WINDOW_SLOTS, type LiveWindowState } from './ui-window.ts';
 import { ExplainError, explainRequest, explanationText, type ExplainInput } from './explain.ts';
-import { clustersJson, clustersText, commandLineOptions, hostCounts, listenersJson, listenersText, sumHostCounts, type HostCounts } from './admin-views.ts';
+import { clustersJson, clustersText, commandLineOptions, listenersJson, listenersText, sumThreadCounts, threadCounts, type ThreadCounts } from './admin-views.ts';
 
 /** What the admin API needs from the process beyond the runtime. */
 export interface AdminHooks {
@@ -47,8 +47,8 @@ export interface AdminHooks {
 export interface AdminWorkers {
   readonly count: number;
   stats(): Promise<(readonly StatEntry[])[]>;
-  /** Each worker's per-host counters, for `/clusters`. */
-  hostCounts(): Promise<HostCounts[]>;
+  /** Each worker's per-host and circuit-breaker counters, for `/clusters` and `/explain`. */
+  counts(): Promise<ThreadCounts[]>;
   /** Each worker's live window, for `/ui/data` (asking keeps their access log lines while the page watches). */
   liveWindows(): Promise<LiveWindowState[]>;
   resetCounters(): void;
@@ -235,9 +235,8 @@ export class AdminServer {
       case '/explain':
         return this.#explain(req, url, res);
       case '/clusters': {
-        // The hosts' counters summed over the workers; health is this thread's decision.
-        const workers = this.#hooks.workers;
-        const counts = workers === undefined ? hostCounts(rt) : sumHostCounts([hostCounts(rt), ...(await workers.hostCounts())]);
+        // The hosts' and breakers' counters summed over the workers; health is this thread's decision.
+        const counts = await this.#counts();
         if (url.searchParams.get('format') === 'json') return sendJson(res, clustersJson(rt, counts));
         return send(res, 200, 'text/plain', clustersText(rt, counts));
       }
@@ -265,6 +264,13 @@ export class AdminServer {
     }
   }
 
+  /** This thread's counters, with the workers' added up when workers serve (Envoy: one admin view for all workers). */
+  async #counts(): Promise<ThreadCounts> {
+    const own = threadCounts(this.#runtime);
+    const workers = this.#hooks.workers;
+    return workers === undefined ? own : sumThreadCounts([own, ...(await workers.counts())]);
+  }
+
   /** `POST /explain`: the request in the JSON body, the explanation as JSON (or text with `?format=text`). */
   async #explain(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
     if (req.method !== 'POST') return send(res, 405, 'text/plain', 'POST a JSON request description: {"method":"GET","url":"http://reviews:9080/","headers":{}}\n');
@@ -284,7 +290,7 @@ export class AdminServer {
     const snap = this.#runtime.snapshot;
     if (snap === null) return send(res, 503, 'text/plain', 'explain: no config is being served yet\n');
     try {
-      const e = await explainRequest(snap, this.#runtime.clusterManager.clusters, input);
+      const e = await explainRequest(snap, this.#runtime.clusterManager.clusters, input, (await this.#counts()).breakers);
       if (url.searchParams.get('format') === 'text') return send(res, 200, 'text/plain', explanationText(e));
       return sendJson(res, e);
     } catch (err) {

@@ -19,8 +19,43 @@ export function hostCounts(rt: Runtime): Map<string, number[]> {
   return out;
 }
 
-/** Several threads' host counters (the main thread's and each worker's), added up per host. */
-export function sumHostCounts(lists: readonly HostCounts[]): Map<string, number[]> {
+/**
+ * The circuit-breaker counts of a cluster `/clusters` and `/explain` show, in this order
+ * (Envoy's names). Each thread counts its own share (requests it has in flight or waiting,
+ * overflows it refused); the proxy's figure is the sum, as Envoy's one admin view is.
+ */
+export const BREAKER_COUNTERS = ['rq_active', 'rq_pending_active', 'rq_pending_overflow', 'rq_retry_active', 'rq_retry_overflow'] as const;
+
+/** Cluster name → its BREAKER_COUNTERS values. */
+export type BreakerCounts = ReadonlyMap<string, readonly number[]>;
+
+/** This thread's circuit-breaker counts of every live cluster. */
+export function breakerCounts(rt: Runtime): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const c of rt.clusterManager.clusters.values()) {
+    const b = c.breaker;
+    out.set(c.name, [b.active, b.pending, b.overflows, b.retriesActive, b.retryOverflows]);
+  }
+  return out;
+}
+
+/** What one thread counts for the admin views: per host and per cluster breaker. */
+export interface ThreadCounts {
+  readonly hosts: HostCounts;
+  readonly breakers: BreakerCounts;
+}
+
+export function threadCounts(rt: Runtime): ThreadCounts {
+  return { hosts: hostCounts(rt), breakers: breakerCounts(rt) };
+}
+
+/** Several threads' counts (the main thread's and each worker's), added up per host and per cluster. */
+export function sumThreadCounts(lists: readonly ThreadCounts[]): ThreadCounts {
+  return { hosts: sumCounts(lists.map((l) => l.hosts)), breakers: sumCounts(lists.map((l) => l.breakers)) };
+}
+
+/** Rows of counters by key, added up per key. */
+function sumCounts(lists: readonly ReadonlyMap<string, readonly number[]>[]): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const list of lists) {
     for (const [key, values] of list) {
@@ -33,6 +68,7 @@ export function sumHostCounts(lists: readonly HostCounts[]): Map<string, number[
 }
 
 const NO_COUNTS: readonly number[] = HOST_COUNTERS.map(() => 0);
+const NO_BREAKER: readonly number[] = BREAKER_COUNTERS.map(() => 0);
 
 function outlierJson(c: UpstreamCluster, h: ClusterHost): unknown {
   const o = c.outlier?.state(h.host.key);
@@ -48,13 +84,14 @@ function outlierJson(c: UpstreamCluster, h: ClusterHost): unknown {
 }
 
 /**
- * `/clusters` as JSON: each cluster with its endpoints, labels, load and health; the host
- * counters from `counts` (this thread's unless given: with workers, theirs added up), the
- * health from this thread's outlier decisions.
+ * `/clusters` as JSON: each cluster with its endpoints, labels, load and health; the host and
+ * breaker counters from `counts` (this thread's unless given: with workers, theirs added up),
+ * the health from this thread's outlier decisions.
  */
-export function clustersJson(rt: Runtime, counts: HostCounts = hostCounts(rt)): unknown {
+export function clustersJson(rt: Runtime, counts: ThreadCounts = threadCounts(rt)): unknown {
   const out: unknown[] = [];
   for (const c of rt.clusterManager.clusters.values()) {
+    const breaker = counts.breakers.get(c.name) ?? NO_BREAKER;
     out.push({
       name: c.name,
       service: c.model.service,
@@ -64,13 +101,7 @@ export function clustersJson(rt: Runtime, counts: HostCounts = hostCounts(rt)): 
       protocol: c.model.protocol,
       no_healthy_upstream: c.noHealthyUpstream,
       panic: c.panic,
-      circuit_breakers: {
-        rq_active: c.breaker.active,
-        rq_pending_active: c.breaker.pending,
-        rq_pending_overflow: c.breaker.overflows,
-        rq_retry_active: c.breaker.retriesActive,
-        rq_retry_overflow: c.breaker.retryOverflows,
-      },
+      circuit_breakers: Object.fromEntries(BREAKER_COUNTERS.map((name, i) => [name, breaker[i] ?? 0])),
       outlier_detection:
         c.outlier === null ? null : { ejections_active: c.outlier.ejectedCount, ejections_enforced_total: c.outlier.ejectionsTotal },
       endpoints: c.hosts.map((h) => ({
@@ -78,7 +109,7 @@ export function clustersJson(rt: Runtime, counts: HostCounts = hostCounts(rt)): 
         labels: h.endpoint.labels,
         weight: h.endpoint.weight,
         locality: h.endpoint.locality,
-        ...Object.fromEntries(HOST_COUNTERS.map((name, i) => [name, (counts.get(h.host.key) ?? NO_COUNTS)[i] ?? 0])),
+        ...Object.fromEntries(HOST_COUNTERS.map((name, i) => [name, (counts.hosts.get(h.host.key) ?? NO_COUNTS)[i] ?? 0])),
         health: c.isEjected(h) ? 'failed_outlier_check' : 'healthy',
         outlier: outlierJson(c, h),
       })),
@@ -88,7 +119,7 @@ export function clustersJson(rt: Runtime, counts: HostCounts = hostCounts(rt)): 
 }
 
 /** `/clusters` in Envoy's text form (`cluster::host::stat::value`), plus a labels line per host; `counts` as for clustersJson. */
-export function clustersText(rt: Runtime, counts: HostCounts = hostCounts(rt)): string {
+export function clustersText(rt: Runtime, counts: ThreadCounts = threadCounts(rt)): string {
   let out = '';
   for (const c of rt.clusterManager.clusters.values()) {
     out += `${c.name}::observability_name::${c.name}\n`;
@@ -98,7 +129,7 @@ export function clustersText(rt: Runtime, counts: HostCounts = hostCounts(rt)): 
     for (const h of c.hosts) {
       const p = `${c.name}::${h.host.hostPort}`;
       const [region = '', zone = '', subzone = ''] = h.endpoint.locality.split('/');
-      const values = counts.get(h.host.key) ?? NO_COUNTS;
+      const values = counts.hosts.get(h.host.key) ?? NO_COUNTS;
       for (let i = 0; i < HOST_COUNTERS.length; i++) out += `${p}::${HOST_COUNTERS[i]}::${values[i] ?? 0}\n`;
       out += `${p}::health_flags::${c.isEjected(h) ? '/failed_outlier_check' : 'healthy'}\n`;
       const o = c.outlier?.state(h.host.key);

@@ -29,6 +29,7 @@ import type { CompiledRoute, RouteRequest } from '../router/compiled-route.ts';
 import type { CompiledVirtualHost } from '../router/route-table.ts';
 import type { ListenerSnapshot, Snapshot } from '../runtime/snapshot.ts';
 import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import type { BreakerCounts } from './admin-views.ts';
 
 /** The request to explain, as `POST /explain` takes it (JSON). */
 export interface ExplainInput {
@@ -263,13 +264,18 @@ async function explainFilter(f: HttpFilterConfig, req: ExplainedRequest): Promis
   return { name: f.name, verdict: 'not-evaluated', detail: 'not evaluated by explain (it would run for the request)' };
 }
 
-function clusterView(c: UpstreamCluster): ClusterView {
+/** `breakers`: the proxy's breaker counts by cluster (with workers, theirs added up); absent, this thread's. */
+function clusterView(c: UpstreamCluster, breakers: BreakerCounts | undefined): ClusterView {
+  const b = breakers?.get(c.name);
   return {
     name: c.name,
     service: c.model.service?.host ?? null,
     subset: c.model.subset,
     lb: c.model.lb.kind,
-    circuitBreaker: { rqActive: c.breaker.active, rqPending: c.breaker.pending, overflows: c.breaker.overflows },
+    circuitBreaker:
+      b === undefined
+        ? { rqActive: c.breaker.active, rqPending: c.breaker.pending, overflows: c.breaker.overflows }
+        : { rqActive: b[0] ?? 0, rqPending: b[1] ?? 0, overflows: b[2] ?? 0 }, // BREAKER_COUNTERS' order
     panic: c.panic,
     endpoints: c.hosts.map((h) => ({
       address: h.host.hostPort,
@@ -300,7 +306,7 @@ function routeOf(l: ListenerSnapshot, req: ExplainedRequest): { vhost: CompiledV
 }
 
 /** Explains `input` against the live snapshot. Throws ExplainError for input it cannot use. */
-export async function explainRequest(snap: Snapshot, clusters: ReadonlyMap<string, UpstreamCluster>, input: ExplainInput): Promise<Explanation> {
+export async function explainRequest(snap: Snapshot, clusters: ReadonlyMap<string, UpstreamCluster>, input: ExplainInput, breakers?: BreakerCounts): Promise<Explanation> {
   if (typeof input !== 'object' || input === null || typeof input.url !== 'string') throw new ExplainError('the body must be JSON with at least "url" (http://host[:port]/path)');
   let url: URL;
   try {
@@ -357,7 +363,7 @@ export async function explainRequest(snap: Snapshot, clusters: ReadonlyMap<strin
     };
     for (const x of t.targets) {
       const c = clusters.get(x.name) ?? x.cluster;
-      if (c !== null && c !== undefined) used.push(clusterView(c));
+      if (c !== null && c !== undefined) used.push(clusterView(c, breakers));
     }
     if (localReply === null && t.targets.every((x) => x.cluster === null)) localReply = { status: 503, flag: 'NC', details: 'cluster_not_found' };
   } else if (localReply === null && route !== null) {

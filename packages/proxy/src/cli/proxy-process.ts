@@ -156,7 +156,7 @@ export class ProxyProcess {
       return {
         count: p.size,
         stats: () => p.stats(),
-        hostCounts: () => p.hostCounts(),
+        counts: () => p.counts(),
         liveWindows: () => p.liveWindows(),
         resetCounters: () => p.broadcast({ t: 'resetCounters' }),
         logLevels: (levels) => {

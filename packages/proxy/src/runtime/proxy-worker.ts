@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SharedCells } from '@remora/filters/internal';
 import { collectStats, StatsView } from '../admin/admin-stats.ts';
-import { hostCounts } from '../admin/admin-views.ts';
+import { threadCounts } from '../admin/admin-views.ts';
 import { LiveWindow } from '../admin/ui-window.ts';
 import { captureLookup } from '../cli/capture.ts';
 import { isLogLevel, Loggers } from '../logger.ts';
@@ -125,8 +125,8 @@ async function handle(m: ToWorker): Promise<void> {
     case 'stats':
       post({ t: 'reply', id: m.id, error: null, value: workerStats() });
       return;
-    case 'hostCounts':
-      post({ t: 'reply', id: m.id, error: null, value: hostCounts(runtime) });
+    case 'counts':
+      post({ t: 'reply', id: m.id, error: null, value: threadCounts(runtime) });
       return;
     case 'liveWindow':
       liveWindow.watched();

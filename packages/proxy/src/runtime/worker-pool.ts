@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Endpoint, ProxyConfig } from '@remora/config';
 import type { StatEntry } from '../admin/admin-stats.ts';
-import type { HostCounts } from '../admin/admin-views.ts';
+import type { ThreadCounts } from '../admin/admin-views.ts';
 import type { LiveWindowState } from '../admin/ui-window.ts';
 import type { Logger, LogLevel } from '../logger.ts';
 import type { FromWorker, IdentityParts, ToWorker, WorkerInit } from './worker-protocol.ts';
@@ -121,10 +121,12 @@ export class WorkerPool {
     return replies.map((r) => (Array.isArray(r.value) ? (r.value as StatEntry[]) : []));
   }
 
-  /** Each worker's per-host counters (`/clusters`). */
-  async hostCounts(): Promise<HostCounts[]> {
-    const replies = await Promise.all(this.workers.map((w) => this.#ask(w, (id) => ({ t: 'hostCounts', id }))));
-    return replies.map((r) => (r.value instanceof Map ? (r.value as HostCounts) : new Map()));
+  /** Each worker's per-host and circuit-breaker counters (`/clusters`, `/explain`). */
+  async counts(): Promise<ThreadCounts[]> {
+    const replies = await Promise.all(this.workers.map((w) => this.#ask(w, (id) => ({ t: 'counts', id }))));
+    return replies.map((r) =>
+      typeof r.value === 'object' && r.value !== null && 'hosts' in r.value ? r.value : { hosts: new Map(), breakers: new Map() },
+    );
   }
 
   /** Each worker's live window (`/ui/data`); asking marks it watched, so its access log lines are kept. */

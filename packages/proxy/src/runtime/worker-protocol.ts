@@ -1,7 +1,7 @@
 import type { Endpoint, ProxyConfig, ProxyNode } from '@remora/config';
 import type { SharedCellsInit } from '@remora/filters/internal';
 import type { StatEntry } from '../admin/admin-stats.ts';
-import type { HostCounts } from '../admin/admin-views.ts';
+import type { ThreadCounts } from '../admin/admin-views.ts';
 import type { LiveWindowState } from '../admin/ui-window.ts';
 import type { LogLevel } from '../logger.ts';
 import type { AccessLogFormat } from '../telemetry/access-log.ts';
@@ -39,8 +39,8 @@ export type ToWorker =
   | { readonly t: 'dns'; readonly cluster: string; readonly modelKey: string; readonly endpoints: readonly Endpoint[] }
   | { readonly t: 'stats'; readonly id: number }
   | { readonly t: 'prometheus'; readonly id: number }
-  /** `/clusters`: the worker's per-host counters. */
-  | { readonly t: 'hostCounts'; readonly id: number }
+  /** `/clusters`, `/explain`: the worker's per-host and circuit-breaker counters. */
+  | { readonly t: 'counts'; readonly id: number }
   /** `/ui/data`: the worker's live window (the page is watching: keep access log lines). */
   | { readonly t: 'liveWindow'; readonly id: number }
   | { readonly t: 'stopAccepting' }
@@ -50,7 +50,7 @@ export type ToWorker =
   | { readonly t: 'close'; readonly id: number };
 
 export type FromWorker =
-  | { readonly t: 'reply'; readonly id: number; readonly error: string | null; readonly value?: string | readonly StatEntry[] | HostCounts | LiveWindowState }
+  | { readonly t: 'reply'; readonly id: number; readonly error: string | null; readonly value?: string | readonly StatEntry[] | ThreadCounts | LiveWindowState }
   | { readonly t: 'log'; readonly line: string }
   | { readonly t: 'access'; readonly chunk: string }
   /** Upstream outcomes for outlier detection: cluster, host key, status (0: local failure), repeated. */
