@@ -81,6 +81,20 @@ spec:
       headers:
         request: { set: { x-dest: app } }
         response: { add: { x-dest-resp: app } }
+  - match: [{ uri: { prefix: /who-one } }]
+    headers: { request: { set: { x-who: route } }, response: { set: { x-who: route } } }
+    route:
+    - destination: { host: app }
+      headers: { request: { set: { x-who: dest } }, response: { set: { x-who: dest } } }
+  - match: [{ uri: { prefix: /who-split } }]
+    headers: { request: { set: { x-who: route } }, response: { set: { x-who: route } } }
+    route:
+    - destination: { host: app }
+      weight: 50
+      headers: { request: { set: { x-who: dest } }, response: { set: { x-who: dest } } }
+    - destination: { host: app }
+      weight: 50
+      headers: { request: { set: { x-who: dest } }, response: { set: { x-who: dest } } }
   - rewrite: { uri: /fallback/ }
     route: [{ destination: { host: app } }]
 `,
@@ -165,6 +179,15 @@ t.test('headers: request and response set/add/remove at route and destination le
   t.equal(r.headers['x-upstream-secret'], undefined, 'response header removed');
   t.equal(r.headers['x-keep'], 'yes');
   t.equal(r.headers['x-dest-resp'], 'app', 'destination-level response add');
+});
+
+t.test("headers set at both levels: a single destination's set wins (istiod appends it to the route's); in a split the route's wins (Envoy applies a weighted cluster's first)", async (t) => {
+  const one = await request(port, '/who-one', { headers: { host: 'x' } });
+  t.equal(echo(one).headers['x-who'], 'dest', 'single destination: upstream sees the destination value');
+  t.equal(one.headers['x-who'], 'dest', 'single destination: the client sees the destination value');
+  const split = await request(port, '/who-split', { headers: { host: 'x' } });
+  t.equal(echo(split).headers['x-who'], 'route', 'split: upstream sees the route value');
+  t.equal(split.headers['x-who'], 'route', 'split: the client sees the route value');
 });
 
 t.test('corsPolicy: the proxy answers an allowed preflight; actual requests get the CORS headers', async (t) => {

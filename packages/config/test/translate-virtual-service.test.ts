@@ -378,6 +378,34 @@ t.test('headers: route-level and per-destination set/add/remove, names lower-cas
   );
 });
 
+t.test("headers: a single destination's edits join the route's, after them (istiod's applyHTTPRouteDestination), so its set wins", async (t) => {
+  const { routes } = reviewsVs(`  - headers:
+      request:
+        set: {x-who: route, x-route: r}
+        add: {x-trail: route}
+      response:
+        set: {x-who: route}
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 100
+      headers:
+        request:
+          set: {x-who: dest}
+          remove: [x-trail]
+        response:
+          add: {x-dest: v1}
+    - destination: {host: reviews, subset: v2}
+      weight: 0`);
+  const r = routes[0]!;
+  t.same(r.requestHeaders, { set: [['x-route', 'r'], ['x-who', 'dest']], add: [], remove: ['x-trail'] }, "the destination's set replaces the route's, its remove drops the route's add");
+  t.same(r.responseHeaders, { set: [['x-who', 'route']], add: [['x-dest', 'v1']], remove: [] });
+  t.same(
+    forward(r).clusters.map((c) => [c.cluster, c.requestHeaders, c.responseHeaders]),
+    [[bk('reviews', 'v1'), null, null]],
+    'the one cluster keeps no edits of its own',
+  );
+});
+
 t.test('headers: a Host/:authority set is an authority rewrite in Istio', { todo: 'Istio (route.go TranslateHeadersOperations) turns `host`/`:authority` in headers.request.set/add into host_rewrite_literal and drops them, and other `:`-prefixed names, from the header lists; Remora keeps them as ordinary header edits' }, async (t) => {
   const { routes } = reviewsVs(`  - headers:\n      request:\n        set: {host: reviews.internal}\n${to('v1')}`);
   t.equal(forward(routes[0]!).authorityRewrite, 'reviews.internal');

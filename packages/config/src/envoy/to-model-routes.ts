@@ -25,6 +25,7 @@ import type {
   WeightedCluster,
 } from '../model/route.ts';
 import { timerMs } from '../model/envoy-values.ts';
+import { foldHeaderMutations } from '../model/header-mutation.ts';
 import { PER_ROUTE_FILTER_TYPES, REMORA_TYPE_PREFIX, TYPED_STRUCT_TYPES } from './filter-types.ts';
 import { joinPath, ResourceReport, type ImportContext } from './import-context.ts';
 import type { HeaderValueOptionJson } from './gen/envoy/config/core/v3/base_pb.ts';
@@ -732,25 +733,7 @@ function mutation(r: Reader, add: readonly HeaderValueOptionJson[] | undefined, 
  * set of a header cancels what earlier levels set or appended for it.
  */
 function foldHeaders(levels: readonly LevelHeaders[]): LevelHeaders {
-  return { request: fold(levels.map((l) => l.request)), response: fold(levels.map((l) => l.response)) };
-}
-
-function fold(list: readonly (HeaderMutation | null)[]): HeaderMutation | null {
-  const present = list.filter((m): m is HeaderMutation => m !== null);
-  if (present.length === 0) return null;
-  if (present.length === 1) return present[0]!;
-  let set: (readonly [string, string])[] = [];
-  let add: (readonly [string, string])[] = [];
-  const remove: string[] = [];
-  for (const m of present) {
-    const overridden = new Set([...m.remove, ...m.set.map(([k]) => k)]);
-    set = set.filter(([k]) => !overridden.has(k));
-    add = add.filter(([k]) => !overridden.has(k));
-    for (const k of m.remove) if (!remove.includes(k)) remove.push(k);
-    set.push(...m.set);
-    add.push(...m.add);
-  }
-  return { set, add, remove };
+  return { request: foldHeaderMutations(levels.map((l) => l.request)), response: foldHeaderMutations(levels.map((l) => l.response)) };
 }
 
 // ---- hash keys ----

@@ -22,6 +22,7 @@ import type {
   IstioVirtualService,
 } from '../resources/istio-networking.ts';
 import { routingClaimPath } from '../schema/names.ts';
+import { foldHeaderMutations } from '../model/header-mutation.ts';
 import type { TranslateContext } from './context.ts';
 import { resolveHost } from './host.ts';
 import { DestinationRuleIndex } from './destination-rule.ts';
@@ -130,10 +131,19 @@ function pushRoutes(
   // Like istiod, build the action only for a proxy some block applies to: the other side of a
   // VirtualService (the mesh leg, seen from a gateway) must not warn about its destinations.
   if (!applies.includes(true)) return;
-  const action = translateAction(ctx, mesh, src, scope);
+  let action = translateAction(ctx, mesh, src, scope);
   if (action === null) return;
-  const requestHeaders = headerMutation(http.headers?.request);
-  const responseHeaders = headerMutation(http.headers?.response);
+  let requestHeaders = headerMutation(http.headers?.request);
+  let responseHeaders = headerMutation(http.headers?.response);
+  // istiod (route.go applyHTTPRouteDestination): a single destination is the route's `cluster`,
+  // its header edits appended after the route's own (so its `set` wins); only a split keeps
+  // them on each weighted cluster, where Envoy applies them before the route's.
+  const only = action.kind === 'forward' && action.clusters.length === 1 ? action.clusters[0]! : null;
+  if (action.kind === 'forward' && only !== null && (only.requestHeaders !== null || only.responseHeaders !== null)) {
+    requestHeaders = foldHeaderMutations([requestHeaders, only.requestHeaders]);
+    responseHeaders = foldHeaderMutations([responseHeaders, only.responseHeaders]);
+    action = { ...action, clusters: [{ ...only, requestHeaders: null, responseHeaders: null }] };
+  }
   // A delegated route points into the delegate's file, where it was written.
   const vsRef = `${src.site.vs.metadata.namespace}/${src.site.vs.metadata.name}`;
   const filterConfigs = routeFilterConfigs(ctx, http);

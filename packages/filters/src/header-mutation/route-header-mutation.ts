@@ -74,13 +74,15 @@ export class RouteHeaderMutation {
 
 /**
  * The request's edits, on the headers upstream gets, once the router picked the weighted
- * cluster (after the path and authority rewrites): the route's, then the cluster's, so a
- * destination's `set` replaces the route's. (Envoy documents a weighted cluster's edits as
- * applied before its route's; Remora has always applied the route's first, and keeps it.)
+ * cluster (after the path and authority rewrites): the weighted cluster's first, then the
+ * route's, so the route's `set` wins (Envoy's `WeightedClusterEntry::finalizeRequestHeaders`;
+ * its docs: a weighted cluster's headers "are applied before headers from the enclosing
+ * Route"). A single destination's edits are not a cluster's: istiod appends them to the
+ * route's own, where they come after (and win), and the translator does the same.
  */
 export function finalizeRequestHeaders(headers: string[], route: RouteHeaderMutation, cluster: RouteHeaderMutation): void {
-  if (route.request !== null) route.request.apply(headers);
   if (cluster.request !== null) cluster.request.apply(headers);
+  if (route.request !== null) route.request.apply(headers);
 }
 
 /**
