@@ -618,7 +618,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   /**
    * The request as the chosen destination gets it: path and authority rewrites, route and
    * destination header edits, and the `x-envoy-attempt-count` slot (Istio turns on Envoy's
-   * include_request_attempt_count). Makes the retry state.
+   * include_request_attempt_count).
    */
   protected prepareUpstream(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster): void {
     this.target = weighted;
@@ -635,7 +635,6 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       const md = this.ctx.peerMetadata;
       headers.push(PEER_METADATA_ID, md.id, PEER_METADATA, md.value);
     }
-    this.retry = new RetryState(target.retry, cluster.breaker);
   }
 
   #rewritePath(target: ForwardTarget, route: CompiledRoute): void {
@@ -652,6 +651,12 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       this.path = q < 0 ? target.prefixRewrite! : target.prefixRewrite! + before.slice(q);
     }
     if (this.path !== before) this.upstreamHeaders.push('x-envoy-original-path', before);
+  }
+
+  /** The router made try number `attempt` to `host`: the host the log names, and `x-envoy-attempt-count`. */
+  protected noteTry(host: ClusterHost, attempt: number): void {
+    this.clusterHost = host;
+    this.upstreamHeaders[this.attemptCountIndex] = String(attempt);
   }
 
   /**

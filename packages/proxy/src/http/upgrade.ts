@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { ForwardTarget } from '../router/compiled-route.ts';
 import { AttemptFailure, classifyUpstreamError } from '../upstream/connect-errors.ts';
 import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_RETRY } from '../router/try-outcome.ts';
+import { RetryState } from '../router/retry-state.ts';
 import { findRoute } from '../router/route-table.ts';
 import type { ListenerSettings } from './listener-settings.ts';
 import type { Connection, ListenerContext } from './connection.ts';
@@ -196,6 +197,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
     }
     this.snapshot.http.routed.value++;
     this.prepareUpstream(target, weighted, cluster);
+    this.retry = new RetryState(target.retry, cluster.breaker);
     // Mirrors are left out: a shadow copy of a handshake would open a tunnel nobody reads.
     this.#state = CONNECTING;
     // The route timeout bounds the handshake only; an open tunnel has no deadline.
