@@ -420,3 +420,57 @@ t.test('tunnel: a malformed head is not retried, charged with the reply status',
   t.equal(c.stats.rqByCode?.[502], 1);
   t.equal(s.upstreamTransportFailureReason, 'invalid_response');
 });
+
+t.test('tunnel: the route timeout during the handshake is 504 UT, the try dropped, the stream slot released once', async (t) => {
+  const c = cluster(1, { maxRequests: 1 });
+  const s = new FakeStream(ROUTE_TUNNEL);
+  s.router.forward(target(c, 20, null), 20, true);
+  const a = s.tries[0]!;
+  t.equal(a.started, true);
+  await sleep(50);
+  t.same(s.replies, [LocalReplies.routeTimeout]);
+  t.equal(s.responseFlags, ResponseFlag.UT);
+  t.same(s.dropped, [a]);
+  t.equal(a.cancels, 1);
+  t.equal(a.host.host.rqError, 1);
+  t.equal(c.stats.rqTimeout, 1);
+  t.equal(c.breaker.active, 0);
+  s.router.finish();
+  t.equal(c.breaker.active, 0, 'once');
+});
+
+t.test('tunnel: queued at the breaker, admitted when the slot holder ends', async (t) => {
+  const c = cluster(1, { maxConnections: 1, maxPendingRequests: 1 });
+  const open = new FakeStream(ROUTE_TUNNEL);
+  open.router.forward(target(c, 0, null), 0, true);
+  t.equal(open.tries[0]!.answer(101), true);
+  const waiting = new FakeStream(ROUTE_TUNNEL);
+  waiting.router.forward(target(c, 0, null), 0, true);
+  t.equal(waiting.tries.length, 0);
+  open.tries[0]!.end();
+  t.equal(waiting.tries.length, 0, 'the open tunnel still holds the slot after its try is released');
+  open.router.finish();
+  t.equal(waiting.tries.length, 1, 'admitted when the tunnel ended');
+  t.equal(c.breaker.active, 1);
+  waiting.router.cancelTry();
+  waiting.router.finish();
+  t.equal(c.breaker.active, 0);
+});
+
+t.test('the client leaves: the try is cancelled, its breaker slot and budget place given back once', async (t) => {
+  fixRandom(t, 0);
+  const c = cluster(2, { maxRequests: 1, maxRetries: 1 });
+  const s = new FakeStream(ROUTE_REQUEST);
+  s.router.forward(target(c, 0, retryPolicy(1, ['5xx'])), 0, true);
+  t.equal(s.tries[0]!.answer(503), false);
+  const retryTry = s.tries[1]!;
+  t.equal(c.breaker.active, 1);
+  t.equal(c.breaker.retriesActive, 1);
+  s.router.finish();
+  s.router.cancelTry();
+  s.router.cancelTry();
+  t.equal(retryTry.cancels, 1);
+  t.equal(c.breaker.active, 0);
+  t.equal(c.breaker.retriesActive, 0);
+  t.equal(retryTry.host.host.active, 0);
+});
