@@ -1,24 +1,26 @@
 import type { Dispatcher } from 'undici';
-import type { ForwardTarget, MirrorTarget } from '../router/compiled-route.ts';
+import type { ForwardTarget, MirrorTarget, WeightedTarget } from '../router/compiled-route.ts';
 import { AttemptFailure, hasRetriableHeader } from '../router/retry-policy.ts';
 import { findRoute } from '../router/route-table.ts';
+import { ROUTE_REQUEST, Router, type RouterStream } from '../router/router.ts';
 import type { ListenerSettings } from './listener-settings.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { GrpcMessageCounter, grpcRequestTimeoutMs, isGrpcRequest } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
 import { ProxiedRequest, RESPONSE_HOLD, RESPONSE_REPLIED, setHeader } from './proxied-request.ts';
-import { failureLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
+import { LocalReplies, type LocalReply } from './local-reply.ts';
 import type { DownstreamRequest, DownstreamResponse, ResponseTarget, ResponseWriter, Trailers } from './response-writer.ts';
 import { redirectLocation } from './redirect.ts';
 import { ReplayableBody, REQUEST_BUFFER_LIMIT } from './request-body.ts';
 import { rawHeaderValue, RESPONSE_HOP_BY_HOP, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { PEER_METADATA, PEER_METADATA_ID } from '../telemetry/peer-metadata.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
-import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
+import type { CircuitBreaker } from '../upstream/circuit-breaker.ts';
 import { midResponseFlag } from '../upstream/connect-errors.ts';
-import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_RETRY } from '../router/try-outcome.ts';
 import { HttpUpstreamRequest, type HttpUpstreamOwner } from '../upstream/http-upstream-request.ts';
-import type { UpstreamHeaders, UpstreamRequest } from '../upstream/upstream-request.ts';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import type { ClusterHost } from '../upstream/upstream-host.ts';
+import type { UpstreamHeaders } from '../upstream/upstream-request.ts';
 
 /** The body a filter reads of a request without one. */
 const EMPTY_BODY = Buffer.alloc(0);
@@ -32,11 +34,12 @@ const DONE = 3;
 
 /**
  * One HTTP request through the proxy, from the downstream request to the end of the
- * response: it routes, picks hosts, runs upstream attempts (retries, per-try and route
- * timeouts), writes the response back, and at the end writes the access log line and bumps
- * the metrics. A request with one attempt allocates this object and one small attempt.
+ * response: it routes, hands a forwarded request to its `Router` (hosts, tries, retries,
+ * timeouts), streams the request body to each try, writes the response back, and at the end
+ * writes the access log line and bumps the metrics. A request with one try allocates this
+ * object, its router and one small try.
  */
-export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, ResponseTarget {
+export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, RouterStream<HttpUpstreamRequest>, ResponseTarget {
   readonly res: DownstreamResponse;
   /** How the response goes out on the request's protocol. */
   readonly #writer: ResponseWriter;
@@ -49,11 +52,9 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
   #responseMessages: GrpcMessageCounter | null = null;
 
   #forwardTarget: ForwardTarget | null = null;
-  #attempt: UpstreamRequest | null = null;
+  /** The router of a forwarded request (made when the route forwards). */
+  #router: Router<HttpUpstreamRequest> | null = null;
   #body: ReplayableBody | null = null;
-  #timeoutMs = 0;
-  #timer: NodeJS.Timeout | null = null;
-  #backoffTimer: NodeJS.Timeout | null = null;
   #state = ROUTING;
   /** A response head the writer holds until the first body byte (HTTP/2). */
   pendingHead: string[] | null = null;
@@ -114,10 +115,8 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
 
   /** A filter's local reply: an upstream attempt under way (a reply from the response phase) is dropped. */
   protected replyLocally(reply: LocalReply): void {
-    const attempt = this.#attempt;
-    this.#attempt = null;
+    this.#router?.cancelTry();
     this.localReply(reply);
-    if (attempt !== null) attempt.cancel();
   }
 
   protected afterFilters(): void {
@@ -138,29 +137,26 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
       this.#directResponse(target.model.status, null, redirectLocation(target.model, this));
       return;
     }
-    this.#forward(target);
+    const router = (this.#router = new Router<HttpUpstreamRequest>(this, ROUTE_REQUEST));
+    const timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
+    // Without a body the request is complete now: the route timeout starts. With one, it starts
+    // when the body has been sent (Envoy times from the end of the downstream request).
+    router.forward(target, timeoutMs, !this.hasBody);
   }
 
-  #forward(target: ForwardTarget): void {
-    const weighted = target.pick(Math.random());
-    const cluster = weighted.cluster;
+  /** The router picked the destination: the request is prepared for it (or answered 503 NC). */
+  onRouted(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster | null): void {
     if (cluster === null) {
       this.snapshot.http.noCluster.value++;
       this.target = weighted;
-      this.localReply(LocalReplies.noCluster);
       return;
     }
     this.snapshot.http.routed.value++;
     this.#forwardTarget = target;
     this.prepareUpstream(target, weighted, cluster);
-    this.#timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
-    if (this.hasBody && (this.retry!.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(this.requestBodySource());
+    if (this.hasBody && (this.#router!.retry!.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(this.requestBodySource());
     if (target.mirrors.length > 0) this.#mirror(target.mirrors);
     this.#state = UPSTREAM;
-    // Without a body the request is complete now: the route timeout starts. With one, it starts
-    // when the body has been sent (Envoy times from the end of the downstream request).
-    if (!this.hasBody) this.#startRouteTimer();
-    this.#nextAttempt();
   }
 
   /** A filter reads the body ahead (ext_authz): it is kept, and the attempts send it from its first byte. */
@@ -173,48 +169,16 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
     this.#body.readAhead(maxBytes, done);
   }
 
-  /** Picks a host (avoiding hosts already tried, when others exist) and dispatches an attempt. */
-  #nextAttempt(): void {
-    this.#backoffTimer = null;
-    if (this.#state === DONE) return;
-    const breaker = this.cluster!.breaker;
-    if (breaker.limited) {
-      const admission = breaker.admit(this);
-      if (admission === OVERFLOW) {
-        this.retry!.endRetry();
-        this.localReply(LocalReplies.overflow);
-        return;
-      }
-      // Queued: the breaker calls onAdmitted when a request of the cluster finishes.
-      if (admission === QUEUED) return;
-    }
-    this.#dispatch(breaker.limited);
+  /** A try to `host` through its pool (HTTP/1.1 or HTTP/2). */
+  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null, budget: CircuitBreaker | null): HttpUpstreamRequest {
+    this.noteTry(host, attempt);
+    host.host.active++;
+    host.host.requestsTotal++;
+    return new HttpUpstreamRequest(this, host, perTryTimeoutMs, slot, budget);
   }
 
-  /** The circuit breaker made room for this queued request. */
-  onAdmitted(): void {
-    if (this.#state === DONE) {
-      this.cluster!.breaker.release();
-      return;
-    }
-    this.#dispatch(true);
-  }
-
-  #dispatch(counted: boolean): void {
-    const chosen = this.pickHost();
-    if (chosen === null) {
-      if (counted) this.cluster!.breaker.release();
-      this.retry!.endRetry();
-      this.localReply(LocalReplies.noHealthyUpstream);
-      return;
-    }
-    const host = chosen.host;
-    host.active++;
-    host.requestsTotal++;
-    this.cluster!.stats.rqTotal++;
-    const retry = this.retry!;
-    const attempt = new HttpUpstreamRequest(this, chosen, retry.perTryTimeoutMs, counted ? this.cluster!.breaker : null, retry.takeBudget());
-    this.#attempt = attempt;
+  startTry(attempt: HttpUpstreamRequest): void {
+    const host = attempt.host.host;
     host.pool.dispatch(
       {
         path: this.path,
@@ -231,60 +195,37 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
     );
   }
 
+  /** An HTTP try holds nothing of the stream's: cancelling it is all. */
+  tryDropped(_a: HttpUpstreamRequest): void {}
+
   /** The body for an attempt; a gRPC request's first one counts its messages on the way (retries replay the same ones). */
   #requestBody(): AsyncIterable<Uint8Array> | NodeJS.ReadableStream | null {
     const body = this.#body !== null ? this.#body.open() : this.hasBody ? this.requestBodySource() : null;
     const counter = this.#requestMessages;
-    if (body === null || counter === null || this.attempts !== 1) return body;
+    if (body === null || counter === null || this.#router!.attempts !== 1) return body;
     return countMessages(body as AsyncIterable<Uint8Array>, counter);
   }
 
-  #startRouteTimer(): void {
-    if (this.#timeoutMs > 0 && this.#timer === null) {
-      this.#timer = setTimeout(() => this.#onRouteTimeout(), this.#timeoutMs);
-    }
-  }
-
-  #onRouteTimeout(): void {
-    this.#timer = null;
-    if (this.#state === DONE) return;
-    this.responseFlags |= ResponseFlag.UT;
-    const attempt = this.#attempt;
-    this.#attempt = null;
-    const stats = this.cluster!.stats;
-    stats.rqTimeout++;
-    if (attempt !== null) {
-      // A timeout is a locally-originated failure of the host (Envoy's outlier detection).
-      if (this.#state !== RESPONDING) {
-        attempt.host.host.rqError++;
-        this.cluster!.reportLocalFailure(attempt.host);
-        stats.charge(504);
-      }
-      attempt.cancel();
-    }
-    this.retry!.endRetry();
-    if (this.#state === RESPONDING) {
-      this.#writer.reset(this);
-      this.#finish();
-      return;
-    }
-    this.localReply(LocalReplies.routeTimeout);
+  /** The route timeout fired after the response head: the client is cut off, as Envoy resets the stream. */
+  resetStream(): void {
+    this.#writer.reset(this);
+    this.#finish();
   }
 
   // --- upstream callbacks (from the current try only) -----------------------------------
 
-  isCurrent(a: UpstreamRequest): boolean {
-    return this.#attempt === a && this.#state !== DONE;
+  isCurrent(a: HttpUpstreamRequest): boolean {
+    return this.#state !== DONE && this.#router !== null && this.#router.isCurrent(a);
   }
 
   /** The body of the first attempt has been sent in full. */
-  onUpstreamRequestSent(_a: UpstreamRequest): void {
-    this.#startRouteTimer();
+  onUpstreamRequestSent(_a: HttpUpstreamRequest): void {
+    this.#router!.startRouteTimer();
   }
 
   onUpstreamBodySent(chunk: Buffer): void {
     // Retries replay the buffer; count what the client sent, once.
-    if (this.attempts === 1) {
+    if (this.#router!.attempts === 1) {
       this.bytesReceived += chunk.length;
     }
   }
@@ -293,17 +234,13 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
    * Response headers of the current attempt. Returns false when the response is retried
    * instead (the caller then abandons the attempt).
    */
-  onUpstreamResponseHead(a: UpstreamRequest, statusCode: number, headers: UpstreamHeaders): boolean {
-    const retry = this.retry!;
-    const policy = retry.policy;
+  onUpstreamResponseHead(a: HttpUpstreamRequest, statusCode: number, headers: UpstreamHeaders): boolean {
+    const router = this.#router!;
+    const policy = router.retry!.policy;
     const gs = headers['grpc-status'];
     const retriable = policy !== null && (policy.retriableResponse(statusCode, typeof gs === 'string' ? Number(gs) : -1) || (policy.onRetriableHeaders && this.#retriableHeaders(headers)));
-    const verdict = judgeResponse(this.cluster!, retry, a, statusCode, retriable, retriable && this.#replayable(), this.attempts);
-    if (verdict === TRY_RETRY) {
-      this.#retry(a);
-      return false;
-    }
-    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
+    // Retried instead: the router cancelled this try and makes the next after the back-off.
+    if (!router.onResponseHead(a, statusCode, retriable)) return false;
     this.#state = RESPONDING;
     if (typeof gs === 'string') this.#grpcStatus = gs;
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
@@ -339,15 +276,14 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
       // An upstream header Node refuses to send (bad characters): answer locally instead.
       this.#state = UPSTREAM;
       this.upstreamTransportFailureReason = (err as Error).message;
-      this.#attempt = null;
-      a.cancel();
+      router.cancelTry();
       this.localReply(LocalReplies.upstreamInvalid);
       return false;
     }
     return true;
   }
 
-  onUpstreamData(a: UpstreamRequest, chunk: Buffer): boolean {
+  onUpstreamData(a: HttpUpstreamRequest, chunk: Buffer): boolean {
     if (this.hasResponseDataFilters) {
       chunk = this.filterResponseData(chunk, false);
       if (this.#state === DONE) return true;
@@ -360,7 +296,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
     return this.#writeResponseData(a, chunk);
   }
 
-  #writeResponseData(a: UpstreamRequest, chunk: Buffer): boolean {
+  #writeResponseData(a: HttpUpstreamRequest, chunk: Buffer): boolean {
     this.bytesSent += chunk.length;
     this.#responseMessages?.feed(chunk);
     if (this.#writer.data(this, chunk)) return true;
@@ -368,7 +304,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
     return false;
   }
 
-  onUpstreamEnd(a: UpstreamRequest, trailers: Trailers): void {
+  onUpstreamEnd(a: HttpUpstreamRequest, trailers: Trailers): void {
     const gs = trailers['grpc-status'];
     if (typeof gs === 'string') this.#grpcStatus = gs;
     if (this.hasResponseDataFilters) {
@@ -408,40 +344,24 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
   }
 
   /** The current attempt failed before or after its response started. */
-  onUpstreamFailed(a: UpstreamRequest, failure: AttemptFailure, code: string): void {
-    this.upstreamTransportFailureReason = code;
-    const cluster = this.cluster!;
-    noteTryFailure(cluster, a, failure);
+  onUpstreamFailed(a: HttpUpstreamRequest, failure: AttemptFailure, code: string): void {
+    const router = this.#router!;
     if (this.#state === RESPONDING) {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
+      this.upstreamTransportFailureReason = code;
+      router.onTryFailedAfterHead(a, failure);
       this.responseFlags |= ResponseFlag[midResponseFlag(failure)];
-      this.#attempt = null;
       this.#writer.reset(this);
       this.#finish();
       return;
     }
-    const verdict = judgeFailure(cluster, this.retry!, a, failure, this.#replayable(), this.attempts);
-    if (verdict === TRY_RETRY) {
-      this.#retry(a);
-      return;
-    }
-    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
-    this.#attempt = null;
-    this.localReply(failureLocalReply(failure, code));
+    // Retried, or the failure's local reply (the router's).
+    router.onTryFailed(a, failure, code);
   }
 
   /** A body is replayed from the buffer; one that outgrew it cannot be sent again. */
-  #replayable(): boolean {
+  get replayable(): boolean {
     return !this.hasBody || (this.#body !== null && this.#body.replayable);
-  }
-
-  /** The retry state scheduled a retry: this try is dropped and the next goes after the back-off. */
-  #retry(a: UpstreamRequest): void {
-    const delay = this.retry!.backoffMs;
-    this.#attempt = null;
-    a.cancel();
-    if (delay <= 0) this.#nextAttempt();
-    else this.#backoffTimer = setTimeout(() => this.#nextAttempt(), delay);
   }
 
   /** Copies of the request to shadow clusters: fire and forget, never affecting this exchange. */
@@ -469,10 +389,8 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
   onDownstreamClose(): void {
     if (this.#state === DONE) return;
     this.responseFlags |= ResponseFlag.DC;
-    const attempt = this.#attempt;
-    this.#attempt = null;
     this.#finish();
-    if (attempt !== null) attempt.cancel();
+    this.#router?.cancelTry();
   }
 
   /**
@@ -540,9 +458,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Respo
     if (this.#state === DONE) return;
     this.#state = DONE;
     this.snapshot.http.requestDone(this.responseCode);
-    if (this.#timer !== null) clearTimeout(this.#timer);
-    if (this.#backoffTimer !== null) clearTimeout(this.#backoffTimer);
-    this.retry?.endRetry();
+    this.#router?.finish();
     this.destroyFilters();
     this.conn.onExchangeDone(this);
     this.logAndRecord(this.#grpcStatus, this.#requestMessages?.count ?? 0, this.#responseMessages?.count ?? 0);

@@ -43,7 +43,6 @@ import { Transform, type Readable } from 'node:stream';
 import { ResponseView } from './filter-response.ts';
 import { filterLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
 import type { DownstreamRequest } from './response-writer.ts';
-import { RetryState } from '../router/retry-state.ts';
 
 /** What `runResponseFilters` found: go on, hold the head for the body, or a filter answered (the request is over). */
 export const RESPONSE_CONTINUE = 0;
@@ -62,8 +61,8 @@ const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)(.*)$/is;
 /**
  * What every proxied request shares, whether it becomes an exchange (request and response)
  * or an upgrade tunnel: reading the request target and headers by Envoy's rules, the
- * upstream header list with rewrites and edits, host picks with the previous-hosts retry
- * predicate, response header edits, and the access log and metrics at the end. Fields live
+ * upstream header list with rewrites and edits (the `Router` picks hosts and makes tries),
+ * response header edits, and the access log and metrics at the end. Fields live
  * on the one object per request, so the hot path reads plain properties.
  */
 export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
@@ -96,9 +95,6 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   protected target: WeightedTarget | null = null;
   cluster: UpstreamCluster | null = null;
   clusterHost: ClusterHost | null = null;
-  protected attempts = 0;
-  /** The request's retries, from when it is routed to a cluster. */
-  protected retry: RetryState | null = null;
   protected setCookie: string | null = null;
 
   // Filter chain.
@@ -618,7 +614,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   /**
    * The request as the chosen destination gets it: path and authority rewrites, route and
    * destination header edits, and the `x-envoy-attempt-count` slot (Istio turns on Envoy's
-   * include_request_attempt_count). Makes the retry state.
+   * include_request_attempt_count).
    */
   protected prepareUpstream(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster): void {
     this.target = weighted;
@@ -635,7 +631,6 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
       const md = this.ctx.peerMetadata;
       headers.push(PEER_METADATA_ID, md.id, PEER_METADATA, md.value);
     }
-    this.retry = new RetryState(target.retry, cluster.breaker);
   }
 
   #rewritePath(target: ForwardTarget, route: CompiledRoute): void {
@@ -654,22 +649,10 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
     if (this.path !== before) this.upstreamHeaders.push('x-envoy-original-path', before);
   }
 
-  /**
-   * The host for the next try, avoiding hosts already tried when others exist; counts the
-   * try in `x-envoy-attempt-count`. Null: no healthy host (the caller answers 503 UH).
-   */
-  protected pickHost(): ClusterHost | null {
-    const cluster = this.cluster!;
-    const retry = this.retry;
-    const chosen = retry === null ? cluster.pick(this, null, false) : cluster.pick(this, retry.triedHosts, retry.otherLocalities);
-    if (chosen === null) {
-      cluster.noHealthyUpstream++;
-      return null;
-    }
-    this.clusterHost = chosen;
-    this.attempts++;
-    this.upstreamHeaders[this.attemptCountIndex] = String(this.attempts);
-    return chosen;
+  /** The router made try number `attempt` to `host`: the host the log names, and `x-envoy-attempt-count`. */
+  protected noteTry(host: ClusterHost, attempt: number): void {
+    this.clusterHost = host;
+    this.upstreamHeaders[this.attemptCountIndex] = String(attempt);
   }
 
   /**

@@ -1,17 +1,19 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import type { ForwardTarget } from '../router/compiled-route.ts';
+import type { ForwardTarget, WeightedTarget } from '../router/compiled-route.ts';
 import { AttemptFailure, classifyUpstreamError } from '../upstream/connect-errors.ts';
-import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_RETRY } from '../router/try-outcome.ts';
 import { findRoute } from '../router/route-table.ts';
+import { ROUTE_TUNNEL, Router, type RouterStream } from '../router/router.ts';
 import type { ListenerSettings } from './listener-settings.ts';
 import type { Connection, ListenerContext } from './connection.ts';
 import { ProxiedRequest } from './proxied-request.ts';
-import { failureLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
+import { LocalReplies, type LocalReply } from './local-reply.ts';
 import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
 import { ResponseFlag } from '../telemetry/response-flags.ts';
-import { OVERFLOW, QUEUED } from '../upstream/circuit-breaker.ts';
+import type { CircuitBreaker } from '../upstream/circuit-breaker.ts';
+import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
+import type { ClusterHost } from '../upstream/upstream-host.ts';
 import { DELAYED_CLOSE_MS, SocketSplice, type SpliceOwner, type SpliceSettings } from '../upstream/socket-splice.ts';
 import { HEADERS_TOO_LARGE_REASON, TunnelUpstreamRequest, type Http1ResponseHead, type TunnelUpstreamOwner } from '../upstream/tunnel-upstream-request.ts';
 
@@ -21,8 +23,9 @@ import { HEADERS_TOO_LARGE_REASON, TunnelUpstreamRequest, type Http1ResponseHead
  * routed like any request (same route, weighted cluster, load balancer, retries, header
  * rules), each try a `TunnelUpstreamRequest` on a fresh connection of its own with
  * `Connection` and `Upgrade` kept, and once the upstream answers 101 the two sockets are
- * spliced until either side closes. This file is the downstream side: routing, the retry
- * decisions, the client's socket and the replies written on it.
+ * spliced until either side closes. The same `Router` as a request's picks hosts, holds the
+ * breaker slot, runs the tries and decides retries and timeouts (in its tunnel mode); this
+ * file is the downstream side: the client's socket and the replies written on it.
  */
 
 /** Envoy's delayed_close_timeout: after one side is gone and the other is ended, how long to wait for its FIN. */
@@ -87,17 +90,14 @@ export class UpgradeTunnels {
  * and header rules; the access log line and metrics are written when both sockets are closed,
  * with Envoy's code 101 and the bytes carried each way.
  */
-export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, TunnelUpstreamOwner {
+export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, TunnelUpstreamOwner, RouterStream<TunnelUpstreamRequest> {
   readonly #registry: Set<UpgradeExchange>;
   readonly downstream: Socket;
   readonly #head: Buffer;
 
-  #attempt: TunnelUpstreamRequest | null = null;
+  /** The router of a forwarded upgrade (made when the route forwards). */
+  #router: Router<TunnelUpstreamRequest> | null = null;
   #splice: SocketSplice | null = null;
-  /** This upgrade holds a slot of the cluster's circuit breaker (released once, at the end). */
-  #holdsBreaker = false;
-  #timer: NodeJS.Timeout | null = null;
-  #backoffTimer: NodeJS.Timeout | null = null;
   #lingerTimer: NodeJS.Timeout | null = null;
   #state = ROUTING;
 
@@ -134,20 +134,20 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
       this.#start();
     } catch (err) {
       this.ctx.log.error(`unexpected error handling upgrade ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-      this.#localReply(LocalReplies.internalError);
+      this.localReply(LocalReplies.internalError);
     }
   }
 
   #start(): void {
     if (!this.readRequestTarget()) {
-      this.#localReply(LocalReplies.badPath);
+      this.localReply(LocalReplies.badPath);
       return;
     }
     this.readHeaders(true);
     // Shed after reading the head, so the access log line still names the request.
     if (this.ctx.overloaded && !this.snapshot.bypassOverloadManager) {
       this.ctx.noteShed();
-      this.#localReply(LocalReplies.overloaded);
+      this.localReply(LocalReplies.overloaded);
       return;
     }
     // Upgrades meet the same filters as requests (authn, authz, rate limit, faults).
@@ -159,8 +159,13 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
     return this.#state === DONE;
   }
 
+  /** The router's current try (kept while its refusal is relayed or its tunnel is open). */
+  get #attempt(): TunnelUpstreamRequest | null {
+    return this.#router === null ? null : this.#router.current;
+  }
+
   protected replyLocally(reply: LocalReply): void {
-    this.#localReply(reply);
+    this.localReply(reply);
   }
 
   protected afterFilters(): void {
@@ -168,7 +173,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
     const http = this.snapshot.http;
     if (route === null) {
       http.noRoute.value++;
-      this.#localReply(LocalReplies.noRoute);
+      this.localReply(LocalReplies.noRoute);
       return;
     }
     const target = route.target;
@@ -186,69 +191,56 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   }
 
   #forward(target: ForwardTarget): void {
-    const weighted = target.pick(Math.random());
-    const cluster = weighted.cluster;
+    // An upgraded connection holds one of the cluster's connections (and requests) for its
+    // whole life, so it goes through the circuit breaker like any request (503 UO on
+    // overflow), and holds its slot until it ends. The route timeout bounds the handshake only.
+    this.#router = new Router<TunnelUpstreamRequest>(this, ROUTE_TUNNEL);
+    this.#router.forward(target, target.timeoutMs, true);
+  }
+
+  /** The router picked the destination: the request is prepared for it (or answered 503 NC). */
+  onRouted(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster | null): void {
     if (cluster === null) {
       this.snapshot.http.noCluster.value++;
       this.target = weighted;
-      this.#localReply(LocalReplies.noCluster);
       return;
     }
     this.snapshot.http.routed.value++;
     this.prepareUpstream(target, weighted, cluster);
     // Mirrors are left out: a shadow copy of a handshake would open a tunnel nobody reads.
     this.#state = CONNECTING;
-    // The route timeout bounds the handshake only; an open tunnel has no deadline.
-    if (target.timeoutMs > 0) this.#timer = setTimeout(() => this.#onRouteTimeout(), target.timeoutMs);
-    // An upgraded connection holds one of the cluster's connections (and requests) for its
-    // whole life, so it goes through the circuit breaker like any request: 503 UO on overflow.
-    const breaker = cluster.breaker;
-    if (breaker.limited) {
-      const admission = breaker.admit(this);
-      if (admission === OVERFLOW) {
-        this.#localReply(LocalReplies.overflow);
-        return;
-      }
-      if (admission === QUEUED) return;
-      this.#holdsBreaker = true;
-    }
-    this.#nextAttempt();
   }
 
-  /** The circuit breaker made room for this queued upgrade. */
-  onAdmitted(): void {
-    this.#holdsBreaker = true;
-    if (this.#state === DONE) {
-      this.#releaseBreaker();
-      return;
-    }
-    this.#nextAttempt();
-  }
-
-  #releaseBreaker(): void {
-    if (!this.#holdsBreaker) return;
-    this.#holdsBreaker = false;
-    this.cluster!.breaker.release();
-  }
-
-  #nextAttempt(): void {
-    this.#backoffTimer = null;
-    if (this.#state !== CONNECTING) return;
-    const chosen = this.pickHost();
-    if (chosen === null) {
-      this.retry!.endRetry();
-      this.#localReply(LocalReplies.noHealthyUpstream);
-      return;
-    }
-    this.cluster!.stats.rqTotal++;
+  /** A try on a connection of its own (it connects as it is made); the stream holds the breaker slot, so `slot` and `budget` are null. */
+  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, _slot: CircuitBreaker | null, _budget: CircuitBreaker | null): TunnelUpstreamRequest {
+    this.noteTry(host, attempt);
     const pool = this.cluster!.model.connectionPool;
-    this.#attempt = new TunnelUpstreamRequest(this, chosen, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, this.retry!.perTryTimeoutMs);
+    return new TunnelUpstreamRequest(this, host, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, perTryTimeoutMs);
+  }
+
+  /** Nothing to start: the try's callbacks come once it is connected. */
+  startTry(_a: TunnelUpstreamRequest): void {}
+
+  /** A try the router dropped (a retry, the route timeout, a cancel): the client's bytes wait for the next. */
+  tryDropped(_a: TunnelUpstreamRequest): void {
+    if (this.#state === AWAITING_HEAD) this.#state = CONNECTING;
+    if (this.#reading) this.downstream.pause();
+  }
+
+  /** The request can be sent again until client bytes beyond its head went upstream. */
+  get replayable(): boolean {
+    return !this.#sentBeyondHead;
+  }
+
+  /** Not reached (the route timeout stops at the response head): the client is cut off. */
+  resetStream(): void {
+    this.downstream.destroy();
   }
 
   // --- upstream callbacks (from the current try only) -----------------------------------
 
   isCurrent(a: TunnelUpstreamRequest): boolean {
-    return this.#attempt === a && this.#state !== DONE;
+    return this.#state !== DONE && this.#router !== null && this.#router.isCurrent(a);
   }
 
   /** Connected, the request head on its way: the client's further bytes may follow it. */
@@ -272,18 +264,12 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   }
 
   onUpstreamResponseHead(a: TunnelUpstreamRequest, status: number, head: Http1ResponseHead): boolean {
-    const retry = this.retry!;
-    // The scheduled retry (if this try is one) has its outcome: its place in the budget goes back.
-    retry.endRetry();
-    const retriable = status !== 101 && retry.policy !== null && retry.policy.retriableResponse(status, -1);
-    // The host answered: outlier detection and the cluster's status counters hear of it, as for any request.
-    const verdict = judgeResponse(this.cluster!, retry, a, status, retriable, !this.#sentBeyondHead, this.attempts);
-    if (verdict === TRY_RETRY) {
-      this.#retry(a);
-      return false;
-    }
-    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
-    this.#clearTimers();
+    const router = this.#router!;
+    const policy = router.retry!.policy;
+    const retriable = status !== 101 && policy !== null && policy.retriableResponse(status, -1);
+    // The host answered: outlier detection and the cluster's status counters hear of it, as for
+    // any request; a retry's budget place goes back, and the route timeout stops.
+    if (!router.onResponseHead(a, status, retriable)) return false;
     this.upstreamServiceTimeMs = performance.now() - a.startedAt;
     this.responseCode = status;
     this.responseCodeDetails = 'via_upstream';
@@ -365,11 +351,14 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
       this.downstream.destroy();
       return;
     }
+    const router = this.#router!;
+    // A bad response head: never retried (Envoy does not retry protocol errors), but a failure of the host all the same.
     if (failure === AttemptFailure.ProtocolError) {
-      this.#attemptFailedHard(a, reason === HEADERS_TOO_LARGE_REASON ? LocalReplies.upstreamHeadersTooLarge : LocalReplies.upstreamInvalid, reason);
+      router.onTryUnusable(a, reason === HEADERS_TOO_LARGE_REASON ? LocalReplies.upstreamHeadersTooLarge : LocalReplies.upstreamInvalid, reason);
       return;
     }
-    this.#attemptFailed(a, failure, reason);
+    // Retried when the policy allows, else the failure's local reply.
+    router.onTryFailed(a, failure, reason);
   }
 
   onUpstreamClosed(a: TunnelUpstreamRequest): void {
@@ -381,71 +370,6 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
 
   onUpstreamWritable(_a: TunnelUpstreamRequest): void {
     if (!this.#downstreamEnded) this.downstream.resume();
-  }
-
-  /** The current attempt failed before its response head: retry when the policy allows, else a local reply. */
-  #attemptFailed(a: TunnelUpstreamRequest, failure: AttemptFailure, code: string): void {
-    this.upstreamTransportFailureReason = code;
-    const cluster = this.cluster!;
-    // A locally-originated failure of the host (Envoy's outlier detection), charged as Envoy's router does.
-    noteTryFailure(cluster, a, failure);
-    const retry = this.retry!;
-    retry.endRetry();
-    const verdict = judgeFailure(cluster, retry, a, failure, !this.#sentBeyondHead, this.attempts);
-    if (verdict === TRY_RETRY) {
-      this.#retry(a);
-      return;
-    }
-    if (verdict === TRY_EXHAUSTED) this.responseFlags |= ResponseFlag.URX;
-    this.#abandon(a);
-    this.#localReply(failureLocalReply(failure, code));
-  }
-
-  /** A bad response head: never retried (Envoy does not retry protocol errors), but a failure of the host all the same. */
-  #attemptFailedHard(a: TunnelUpstreamRequest, reply: LocalReply, reason: string): void {
-    this.upstreamTransportFailureReason = reason;
-    this.cluster!.reportLocalFailure(a.host);
-    this.cluster!.stats.charge(reply.status);
-    this.retry!.endRetry();
-    this.#abandon(a);
-    this.#localReply(reply);
-  }
-
-  /**
-   * The retry state scheduled a retry: this try is dropped and the next goes after the back-off.
-   * The retry holds its place in the cluster's retry budget until its try has an outcome (a
-   * response head or a failure), as Envoy's retry state holds it until the next retry decision.
-   */
-  #retry(a: TunnelUpstreamRequest): void {
-    const delay = this.retry!.backoffMs;
-    this.#abandon(a);
-    this.#state = CONNECTING;
-    if (delay <= 0) this.#nextAttempt();
-    else this.#backoffTimer = setTimeout(() => this.#nextAttempt(), delay);
-  }
-
-  /** Drops the current attempt: its socket is destroyed and the host's gauge released. */
-  #abandon(a: TunnelUpstreamRequest): void {
-    if (this.#attempt === a) this.#attempt = null;
-    a.cancel();
-    if (this.#reading) this.downstream.pause();
-  }
-
-  #onRouteTimeout(): void {
-    this.#timer = null;
-    if (this.#state !== CONNECTING && this.#state !== AWAITING_HEAD) return;
-    const a = this.#attempt;
-    const cluster = this.cluster!;
-    cluster.stats.rqTimeout++;
-    if (a !== null) {
-      // A timeout is a locally-originated failure of the host (Envoy's outlier detection).
-      cluster.reportLocalFailure(a.host);
-      cluster.stats.charge(504);
-      this.#abandon(a);
-    }
-    this.retry!.endRetry();
-    this.responseFlags |= ResponseFlag.UT;
-    this.#localReply(LocalReplies.routeTimeout);
   }
 
   // --- downstream socket ------------------------------------------------------------------
@@ -497,7 +421,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
       case AWAITING_HEAD:
         // The client left during the handshake: cancel upstream work, as Exchange.onDownstreamClose.
         this.responseFlags |= ResponseFlag.DC;
-        if (a !== null) this.#abandon(a);
+        this.#router?.cancelTry();
         this.#finish();
         return;
       case RELAYING:
@@ -537,7 +461,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
       this.downstream.destroy();
       return;
     }
-    if (a !== null) this.#abandon(a);
+    this.#router?.cancelTry();
     this.downstream.destroy();
     this.#finish();
   }
@@ -545,7 +469,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   // --- replies and the end --------------------------------------------------------------
 
   /** A response made by the proxy (Envoy's local reply, from the catalogue), written on the raw socket; the connection closes after it. */
-  #localReply(reply: LocalReply): void {
+  localReply(reply: LocalReply): void {
     if (this.#state === DONE || this.#state === TUNNEL || this.#state === RELAYING) return;
     const status = reply.status;
     this.responseCode = status;
@@ -595,13 +519,6 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
     this.#endDownstream();
   }
 
-  #clearTimers(): void {
-    if (this.#timer !== null) clearTimeout(this.#timer);
-    if (this.#backoffTimer !== null) clearTimeout(this.#backoffTimer);
-    this.#timer = null;
-    this.#backoffTimer = null;
-  }
-
   /** A tunnel (or relayed refusal) ends when both sockets are closed. */
   #maybeFinish(a: TunnelUpstreamRequest | null): void {
     if (!this.#downstreamClosed || (a !== null && !a.closed)) return;
@@ -612,9 +529,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
-    this.retry?.endRetry();
-    this.#releaseBreaker();
-    this.#clearTimers();
+    this.#router?.finish();
     this.destroyFilters();
     this.#registry.delete(this);
     this.snapshot.http.requestDone(this.responseCode);

@@ -5,7 +5,7 @@ import type { ClusterHost } from './upstream-host.ts';
 import type { UpstreamHeaders, UpstreamRequest, UpstreamRequestOwner } from './upstream-request.ts';
 
 /** The owner of an HTTP try: the router's callbacks, plus the request body as it goes out. */
-export interface HttpUpstreamOwner extends UpstreamRequestOwner<UpstreamHeaders> {
+export interface HttpUpstreamOwner extends UpstreamRequestOwner<UpstreamHeaders, HttpUpstreamRequest> {
   /** A chunk of the request body went upstream. */
   onUpstreamBodySent(chunk: Buffer): void;
 }
