@@ -2,17 +2,23 @@
 // task's EnvoyFilters (the ratelimit HTTP filter before the router, the virtual host's
 // `:path` descriptor, the `api` route's header_value_match) and its ratelimit ConfigMap,
 // verbatim. Two gateways (`remora gateway`, each its own process, on 127.31.7.1:8080 and
-// 127.31.7.2:8080 so the task's `*:8080` virtual host is theirs) ask `remora
-// ratelimit-service`, which counts in a real redis-server started here: both gateways draw
-// on one limit. Redis or the service down: failure_mode_deny decides, within the timeout.
+// 127.31.7.2:8080 so the task's `*:8080` virtual host is theirs) ask the rate limit service of
+// `remora ratelimit-service` over gRPC, which counts in a real redis-server started here: both
+// gateways draw on one limit. The service runs in the test's process with the test's clock, so
+// the per-minute windows start and end where the test says. Redis or the service down:
+// failure_mode_deny decides, within the timeout.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { create, fromBinary, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
+import { RateLimitRequestSchema, RateLimitResponseSchema, RateLimitResponse_Code, type RateLimitRequest, type RateLimitResponse } from '@remora/config/envoy/gen/envoy/service/ratelimit/v3/rls_pb.js';
 import t from 'tap';
 import { startBackend } from './helpers/backends.ts';
 import { doc, serviceEntry } from './helpers/mesh.ts';
-import { collectLines, freePort, sleep, waitFor } from './helpers/net.ts';
+import { collectLines, freePort, waitFor } from './helpers/net.ts';
 import { request, type Reply } from './helpers/http.ts';
+import { startTestRls, RlsClock } from './helpers/ratelimit-service.ts';
 import { CLI, MeshDir, spawnRemora, type SpawnedRemora } from './helpers/remora.ts';
 
 // ---- istio.io's task, verbatim ----
@@ -236,10 +242,20 @@ async function startRedis(port: number): Promise<Proc> {
   return p;
 }
 
-async function startRls(port: number, redisPort: number, configFile: string): Promise<Proc> {
-  const p = run(process.execPath, [CLI, 'ratelimit-service', '-c', configFile, '--port', String(port), '--bind', '127.0.0.1', '--redis', `127.0.0.1:${redisPort}`]);
-  await waitFor(`ratelimit-service on ${port}`, () => p.out.some((l) => /listening on/.test(l)), 10_000, { output: p.out, outputName: 'output' });
-  return p;
+
+/** One ShouldRateLimit call, as the proxy's filter makes it. */
+function shouldRateLimit(port: number, req: MessageInitShape<typeof RateLimitRequestSchema>): Promise<RateLimitResponse> {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  return new Promise<RateLimitResponse>((resolve, reject) => {
+    client.makeUnaryRequest(
+      '/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit',
+      (m: RateLimitRequest) => Buffer.from(toBinary(RateLimitRequestSchema, m)),
+      (b: Buffer) => fromBinary(RateLimitResponseSchema, b),
+      create(RateLimitRequestSchema, req),
+      { deadline: Date.now() + 5000 },
+      (err, res) => (err ? reject(err) : resolve(res!)),
+    );
+  }).finally(() => client.close());
 }
 
 async function startGateway(address: string, files: string[]): Promise<SpawnedRemora> {
@@ -261,12 +277,6 @@ function getAt(address: string, path: string, timeoutMs = 15_000): Promise<Reply
     req.on('error', reject);
     req.end();
   });
-}
-
-/** The counters are per minute: start a scenario early in a minute so it does not straddle two windows. */
-async function startOfWindow(): Promise<void> {
-  const s = new Date().getSeconds();
-  if (s > 45) await sleep((61 - s) * 1000);
 }
 
 async function stat(admin: number, name: string): Promise<number> {
@@ -293,14 +303,13 @@ t.test("istio.io's global rate limit task: two gateways, one RLS, one Redis, one
     await app.close();
     mesh.cleanup();
   });
-  const rls = await startRls(rlsPort, redisPort, `${mesh.dir}/ratelimit-config.yaml`);
+  const rls = await startTestRls(rlsPort, redisPort, `${mesh.dir}/ratelimit-config.yaml`);
   procs.push(rls);
   const files = [`${mesh.dir}/mesh.yaml`, `${mesh.dir}/filters.yaml`];
   const gw1 = await startGateway(GW1, files);
   procs.push(gw1);
   const gw2 = await startGateway(GW2, files);
   procs.push(gw2);
-  await startOfWindow();
 
   t.test('/productpage: 1 a minute across both gateways', async (t) => {
     const first = await getAt(GW1, '/productpage');
@@ -325,6 +334,27 @@ t.test("istio.io's global rate limit task: two gateways, one RLS, one Redis, one
 
   t.test('other paths: their own 100 a minute', async (t) => {
     for (let i = 0; i < 3; i++) t.equal((await getAt(i % 2 === 0 ? GW1 : GW2, '/static/x.css')).status, 200);
+  });
+
+  t.test("the next minute: a new window, each limit's count starts again", async (t) => {
+    rls.clock.advance(60);
+    t.equal((await getAt(GW2, '/productpage')).status, 200, 'the first request of the new minute goes through');
+    t.equal((await getAt(GW1, '/productpage')).status, 429, 'the second is over the limit again');
+    t.equal((await getAt(GW1, '/api/v1/products/4')).status, 200);
+  });
+
+  t.test('`remora ratelimit-service`, the CLI, serves the same config', async (t) => {
+    const port = await freePort();
+    const cli = run(process.execPath, [CLI, 'ratelimit-service', '-c', `${mesh.dir}/ratelimit-config.yaml`, '--port', String(port), '--bind', '127.0.0.1', '--redis', `127.0.0.1:${redisPort}`, '--cache-key-prefix', 'cli_']);
+    procs.push(cli);
+    await waitFor('ratelimit-service (CLI) listening', () => cli.out.some((l) => l.includes(`listening on 127.0.0.1:${port} (gRPC), domains ratelimit`)), 10_000, { output: cli.out, outputName: 'output' });
+    // One call: its own key prefix makes it the first of its window, whichever minute it is.
+    const res = await shouldRateLimit(port, { domain: 'ratelimit', descriptors: [{ entries: [{ key: 'PATH', value: '/productpage' }] }] });
+    t.equal(res.overallCode, RateLimitResponse_Code.OK);
+    t.equal(res.statuses[0]?.currentLimit?.requestsPerUnit, 1, 'the limit of the config file');
+    t.equal(res.statuses[0]?.limitRemaining, 0);
+    await cli.stop();
+    t.equal(cli.child.exitCode, 0, 'SIGTERM: a clean exit');
   });
 
   t.test('Redis down: failure_mode_deny answers 500 RLSE, promptly', async (t) => {
@@ -388,9 +418,10 @@ t.test('x-ratelimit-* headers, two service instances, failure_mode_deny false', 
     await app.close();
     mesh.cleanup();
   });
-  const rls: Proc[] = [];
+  const clock = new RlsClock();
+  const rls: { stop(): Promise<void> }[] = [];
   for (const port of [rls1Port, rls2Port]) {
-    rls.push(await startRls(port, redisPort, `${mesh.dir}/ratelimit-config.yaml`));
+    rls.push(await startTestRls(port, redisPort, `${mesh.dir}/ratelimit-config.yaml`, clock));
     procs.push(rls.at(-1)!);
   }
   const files = [`${mesh.dir}/mesh.yaml`, `${mesh.dir}/filters.yaml`];
@@ -398,7 +429,6 @@ t.test('x-ratelimit-* headers, two service instances, failure_mode_deny false', 
   procs.push(gw3);
   const gw4 = await startGateway(GW4, files);
   procs.push(gw4);
-  await startOfWindow();
 
   t.test('4 a minute: 2 + 2 pass with the remaining count, the 5th gets 429 and the headers', async (t) => {
     const remaining: unknown[] = [];

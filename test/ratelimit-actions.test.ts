@@ -1,6 +1,7 @@
 // Envoy's rate limit actions beyond the headers and the client address, end to end: a gateway
-// (`remora gateway` on 127.31.8.1:8080) with the global ratelimit filter asks `remora
-// ratelimit-service`, which counts in a real redis-server. The virtual host's rate_limits use
+// (`remora gateway` on 127.31.8.1:8080) with the global ratelimit filter asks, over gRPC, the
+// service of `remora ratelimit-service` (run in the test's process, on the test's clock), which
+// counts in a real redis-server. The virtual host's rate_limits use
 // source_cluster (the gateway's service cluster, istio-agent's `<app>.<namespace>`),
 // masked_remote_address and query_parameter_value_match (with expect_match false too); the
 // `plans` route reads its own metadata (metadata action, source ROUTE_ENTRY).
@@ -9,8 +10,9 @@ import { request as httpRequest } from 'node:http';
 import t from 'tap';
 import { startBackend } from './helpers/backends.ts';
 import { doc, serviceEntry } from './helpers/mesh.ts';
-import { collectLines, freePort, sleep, waitFor } from './helpers/net.ts';
-import { CLI, MeshDir, spawnRemora } from './helpers/remora.ts';
+import { collectLines, freePort, waitFor } from './helpers/net.ts';
+import { startTestRls } from './helpers/ratelimit-service.ts';
+import { MeshDir, spawnRemora } from './helpers/remora.ts';
 
 const RATELIMIT_CONFIG = `domain: actions
 descriptors:
@@ -198,16 +200,13 @@ t.test('rate limit actions with a real rate limit service', async (t) => {
   const redis = run('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
   procs.push(redis);
   await waitFor('redis-server', () => redis.out.some((l) => /Ready to accept connections/.test(l)), 10_000, { output: redis.out, outputName: 'output' });
-  const rls = run(process.execPath, [CLI, 'ratelimit-service', '-c', `${mesh.dir}/ratelimit-config.yaml`, '--port', String(rlsPort), '--bind', '127.0.0.1', '--redis', `127.0.0.1:${redisPort}`]);
+  // In the test's process, on the test's clock: every scenario falls in one per-minute window.
+  const rls = await startTestRls(rlsPort, redisPort, `${mesh.dir}/ratelimit-config.yaml`);
   procs.push(rls);
-  await waitFor('ratelimit-service', () => rls.out.some((l) => /listening on/.test(l)), 10_000, { output: rls.out, outputName: 'output' });
   const gw = await spawnRemora('gateway', [`${mesh.dir}/mesh.yaml`, `${mesh.dir}/filters.yaml`], ['--bind', GW]);
   procs.push(gw);
   t.teardown(() => { if (t.passing() === false) t.comment([...gw.stdout, ...gw.stderr, ...rls.out].join('\n')); });
   t.notOk(gw.stderr.some((l) => /not supported/.test(l)), `no action refused (${gw.stderr.join('\n')})`);
-  // The counters are per minute: keep the scenario inside one window.
-  const s = new Date().getSeconds();
-  if (s > 45) await sleep((61 - s) * 1000);
 
   t.test('source_cluster: the gateway\'s service cluster, istio-ingressgateway.istio-system', async (t) => {
     t.equal(await get('/source'), 200);

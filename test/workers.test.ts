@@ -302,8 +302,8 @@ spec:
   t.match(during, { rq_active: 1, rq_pending_active: 1, rq_pending_overflow: n - 2 }, '/clusters?format=json: the workers\' counts added up');
   const explained = (
     await request(remora.ports.admin, '/explain', { method: 'POST', body: JSON.stringify({ url: `http://x:${port}/` }), headers: { 'content-type': 'application/json' } })
-  ).json<{ clusters: { name: string; circuitBreaker: { rqActive: number; rqPending: number; overflows: number } }[] }>();
-  t.same(explained.clusters.find((c) => c.name === cluster)?.circuitBreaker, { rqActive: 1, rqPending: 1, overflows: n - 2 }, '/explain: the same sum');
+  ).json<{ clusters: { name: string; circuitBreaker: { rqActive: number; rqPending: number; overflows: number; retryOverflows: number } }[] }>();
+  t.same(explained.clusters.find((c) => c.name === cluster)?.circuitBreaker, { rqActive: 1, rqPending: 1, overflows: n - 2, retryOverflows: 0 }, '/explain: the same sum');
 
   const all = await replies;
   const after = await stats(remora);
@@ -320,7 +320,7 @@ spec:
   t.equal(Number(prom?.slice(prom.lastIndexOf(' ') + 1)), uo.length, 'Prometheus: the same');
 });
 
-t.test('retry overflows on both workers: /clusters and /stats report their sum', async (t) => {
+t.test('retry overflows on both workers: /clusters, /stats and /explain report their sum', async (t) => {
   // First tries get a 503 after 300 ms; retries a 200 after 300 ms.
   const flaky = await startBackend('flaky', (req, res) => {
     const first = req.headers['x-envoy-attempt-count'] === '1';
@@ -357,4 +357,8 @@ spec:
   t.ok(overflowed >= n / 2, `most retries found no room (${overflowed} of ${n})`);
   t.equal(after.get(`cluster.${cluster}.upstream_rq_retry_overflow`), overflowed, '/stats upstream_rq_retry_overflow: the 503s the client saw');
   t.match(await breakerOf(remora, cluster), { rq_retry_active: 0, rq_retry_overflow: overflowed }, '/clusters?format=json: the same sum');
+  const explained = (
+    await request(remora.ports.admin, '/explain', { method: 'POST', body: JSON.stringify({ url: `http://x:${port}/` }), headers: { 'content-type': 'application/json' } })
+  ).json<{ clusters: { name: string; circuitBreaker: { overflows: number; retryOverflows: number } }[] }>();
+  t.match(explained.clusters.find((c) => c.name === cluster)?.circuitBreaker, { overflows: 0, retryOverflows: overflowed }, '/explain: the same sum');
 });

@@ -87,6 +87,8 @@ export async function startRemora(
     peerIdentity?: (socket: import('node:net').Socket) => { principal: string; namespace: string } | null;
     /** Where captured connections were going (a capture without iptables). */
     originalDestination?: (socket: import('node:net').Socket, listenerPort: number) => Promise<import('@remora/proxy').OriginalDestination | null>;
+    /** The HTTP filters to serve with (e.g. `builtinFilters(null, clock)`: local rate-limit buckets on the test's clock). */
+    filters?: import('@remora/filters').FilterRegistry;
   } = {},
 ): Promise<InProcessRemora> {
   const ports = await pickPorts();
@@ -101,6 +103,7 @@ export async function startRemora(
     log: (line) => log.push(line.trimEnd()),
     ...(options.peerIdentity ? { peerIdentity: options.peerIdentity } : {}),
     ...(options.originalDestination ? { originalDestination: options.originalDestination } : {}),
+    ...(options.filters ? { filters: options.filters } : {}),
   });
   try {
     await proxy.start();

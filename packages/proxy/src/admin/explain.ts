@@ -92,7 +92,8 @@ export interface ClusterView {
   readonly service: string | null;
   readonly subset: string | null;
   readonly lb: string;
-  readonly circuitBreaker: { readonly rqActive: number; readonly rqPending: number; readonly overflows: number };
+  /** `overflows`: requests refused for want of a pending slot (Envoy's rq_pending_overflow); `retryOverflows`: retries refused by max_retries (rq_retry_overflow). */
+  readonly circuitBreaker: { readonly rqActive: number; readonly rqPending: number; readonly overflows: number; readonly retryOverflows: number };
   readonly panic: boolean;
   readonly endpoints: readonly { readonly address: string; readonly locality: string; readonly weight: number; readonly health: 'healthy' | 'ejected'; readonly labels: Readonly<Record<string, string>> }[];
 }
@@ -274,8 +275,8 @@ function clusterView(c: UpstreamCluster, breakers: BreakerCounts | undefined): C
     lb: c.model.lb.kind,
     circuitBreaker:
       b === undefined
-        ? { rqActive: c.breaker.active, rqPending: c.breaker.pending, overflows: c.breaker.overflows }
-        : { rqActive: b[0] ?? 0, rqPending: b[1] ?? 0, overflows: b[2] ?? 0 }, // BREAKER_COUNTERS' order
+        ? { rqActive: c.breaker.active, rqPending: c.breaker.pending, overflows: c.breaker.overflows, retryOverflows: c.breaker.retryOverflows }
+        : { rqActive: b[0] ?? 0, rqPending: b[1] ?? 0, overflows: b[2] ?? 0, retryOverflows: b[4] ?? 0 }, // BREAKER_COUNTERS' order
     panic: c.panic,
     endpoints: c.hosts.map((h) => ({
       address: h.host.hostPort,

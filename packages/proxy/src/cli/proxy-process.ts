@@ -32,6 +32,12 @@ export interface ProcessSinks {
   readonly peerIdentity?: RuntimeOptions['peerIdentity'];
   /** Original destinations of captured connections, in place of the lookup `--interception-mode` picks (tests of capture without iptables). */
   readonly originalDestination?: RuntimeOptions['originalDestination'];
+  /**
+   * The HTTP filters to serve with, in place of the built-in ones (`builtinFilters()`), e.g.
+   * built on a clock the caller controls (Envoy's simulated time in its integration tests).
+   * `--filter` modules are registered into it. One event loop only: workers build their own.
+   */
+  readonly filters?: FilterRegistry;
 }
 
 /** Istio's ProxyConfig `terminationDrainDuration` default. */
@@ -90,7 +96,7 @@ export class ProxyProcess {
       identity = await IdentityStore.open(opts.identityPaths, loggers.get('secret'));
     }
     // --filter modules: registered before any config is read, so chains and EnvoyFilters may name them.
-    const filters = builtinFilters();
+    const filters = sinks.filters ?? builtinFilters();
     const extensionFilters = new Set(await registerFilterModules(filters, opts.filterModules));
     if (extensionFilters.size > 0) loggers.get('main').info(`HTTP filters loaded: ${[...extensionFilters].join(', ')}`);
     let from = await source?.(loggers);
@@ -304,6 +310,10 @@ export class ProxyProcess {
     const n = configured === 0 ? availableParallelism() : configured;
     if (n > 1 && this.#sinks.peerIdentity !== undefined) {
       this.loggers.get('main').warn(`concurrency ${n}: a peer identity hook serves on one event loop only; serving with 1`);
+      return 1;
+    }
+    if (n > 1 && this.#sinks.filters !== undefined) {
+      this.loggers.get('main').warn(`concurrency ${n}: a given filter registry serves on one event loop only; serving with 1`);
       return 1;
     }
     return n;
