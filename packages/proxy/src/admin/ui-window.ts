@@ -73,6 +73,11 @@ export class EdgeWindow {
   }
 
   record(second: number, status: number, flags: number, ms: number): void {
+    this.count(second, status, flags, latencyBucket(ms));
+  }
+
+  /** `record` with the latency's bucket already found (one request counts on up to three edges). */
+  count(second: number, status: number, flags: number, bucket: number): void {
     this.lastSecond = second;
     const s = second % WINDOW_SLOTS;
     if (this.#second[s] !== second) {
@@ -85,9 +90,7 @@ export class EdgeWindow {
     this.total++;
     this.#requests[s]!++;
     if (status >= 500 || status === 0) this.#errors[s]!++;
-    let b = 0;
-    while (b < BOUNDS.length && ms > BOUNDS[b]!) b++;
-    this.#latency[s * NB + b]!++;
+    this.#latency[s * NB + bucket]!++;
     if (flags !== 0) for (let f = 0; f < NF; f++) if (flags & (1 << f)) this.#flags[s * NF + f]!++;
   }
 
@@ -132,6 +135,13 @@ export interface EdgeSummary {
   readonly flags: Readonly<Record<string, number>>;
   /** Requests since the proxy started. */
   readonly total: number;
+}
+
+/** The latency histogram bucket of `ms`: the first bound not below it, or the last (overflow) bucket. */
+function latencyBucket(ms: number): number {
+  let b = 0;
+  while (b < BOUNDS.length && ms > BOUNDS[b]!) b++;
+  return b;
 }
 
 function percentile(hist: Float64Array, n: number, q: number): number | null {
@@ -205,22 +215,22 @@ export class LiveWindow {
     const second = Math.floor(now / 1000);
     const status = r.responseCode;
     const flags = r.responseFlags;
-    const ms = r.durationMs;
+    const bucket = latencyBucket(r.durationMs);
     const listener = r.snapshot.listener.name;
     const route = r.route;
     const rc = route === null ? NO_ROUTE : route.routeConfig;
-    this.#edgeOf(this.listenerToRoutes, listener, rc, second)?.record(second, status, flags, ms);
+    this.#edgeOf(this.listenerToRoutes, listener, rc, second)?.count(second, status, flags, bucket);
     const cluster = r.cluster;
     if (cluster === null) {
       // Answered before a cluster was reached (a fault abort, a filter's reply): charged to
       // the route's cluster when it has only one, as Istio's metrics charge it.
       const t = route?.target;
-      if (t !== undefined && t.kind === 'forward' && t.targets.length === 1) this.#edgeOf(this.routesToClusters, rc, t.targets[0]!.name, second)?.record(second, status, flags, ms);
+      if (t !== undefined && t.kind === 'forward' && t.targets.length === 1) this.#edgeOf(this.routesToClusters, rc, t.targets[0]!.name, second)?.count(second, status, flags, bucket);
       return;
     }
-    this.#edgeOf(this.routesToClusters, rc, cluster.name, second)?.record(second, status, flags, ms);
+    this.#edgeOf(this.routesToClusters, rc, cluster.name, second)?.count(second, status, flags, bucket);
     const host = r.clusterHost;
-    if (host !== null) this.#edgeOf(this.clustersToEndpoints, cluster.name, host.host.hostPort, second)?.record(second, status, flags, ms);
+    if (host !== null) this.#edgeOf(this.clustersToEndpoints, cluster.name, host.host.hostPort, second)?.count(second, status, flags, bucket);
   }
 
   /** The edge, made on first sight; null when MAX_EDGES are kept and none is idle. */

@@ -69,14 +69,27 @@ function compileJsonValue(format: string): (r: AccessLogRecord) => string {
   return (r) => JSON.stringify(text(r));
 }
 
-let lastMs = 0;
+/** `.000Z` … `.999Z`: the end of an ISO-8601 time, by millisecond. */
+const MILLIS_Z: readonly string[] = Array.from({ length: 1000 }, (_, i) => `.${String(i).padStart(3, '0')}Z`);
+let lastSecond = -1;
+/** `lastSecond` as ISO-8601 without its milliseconds. */
+let lastSecondIso = '';
+let lastMs = -1;
 let lastIso = '';
-/** ISO-8601 start time (Envoy's default START_TIME), formatted once per millisecond at most. */
-function isoTime(ms: number): string {
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
+
+/**
+ * ISO-8601 start time (Envoy's default START_TIME): the date and time of day are formatted
+ * once per second, the milliseconds appended from a table.
+ */
+export function isoTime(ms: number): string {
+  if (ms === lastMs) return lastIso;
+  const second = Math.floor(ms / 1000);
+  if (second !== lastSecond) {
+    lastSecond = second;
+    lastSecondIso = new Date(second * 1000).toISOString().slice(0, -5);
   }
+  lastMs = ms;
+  lastIso = lastSecondIso + MILLIS_Z[(ms - second * 1000) | 0]!;
   return lastIso;
 }
 

@@ -1,7 +1,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { AccessLogConfig } from '@remora/config';
 import { formatResponseFlags } from './response-flags.ts';
-import { compileAccessLogFormat } from './access-log-format.ts';
+import { compileAccessLogFormat, isoTime } from './access-log-format.ts';
 import { compileRecordFilter } from './cel-attributes.ts';
 import type { AccessLogRecord, RequestLogger } from './access-log-record.ts';
 
@@ -53,17 +53,6 @@ export class AccessLog implements RequestLogger {
     this.#buffer = '';
     this.#write(out);
   }
-}
-
-let lastMs = 0;
-let lastIso = '';
-/** ISO-8601 start time, formatted once per millisecond at most. */
-function isoTime(ms: number): string {
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
 }
 
 const dash = (s: string | null): string => (s === null || s === '' ? '-' : s);

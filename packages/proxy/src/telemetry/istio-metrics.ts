@@ -161,8 +161,8 @@ export class RequestStats {
   readonly labels: PeerLabels;
   /** Unflagged outcomes by status code: the common case, keyed by a small integer. */
   readonly #plain = new Map<number, Series>();
-  /** Flagged or gRPC outcomes, keyed by `code flags grpc`. */
-  readonly #other = new Map<string, Series>();
+  /** Flagged or gRPC outcomes, by status code, then flags, then grpc-status: no key is built per request. */
+  readonly #other = new Map<number, Map<string, Map<string, Series>>>();
 
 
   readonly key: string;
@@ -246,9 +246,12 @@ export class RequestStats {
       s = this.#plain.get(code);
       if (s === undefined) this.#plain.set(code, (s = new Series(code, flags, grpcStatus)));
     } else {
-      const key = `${code} ${flags} ${grpcStatus}`;
-      s = this.#other.get(key);
-      if (s === undefined) this.#other.set(key, (s = new Series(code, flags, grpcStatus)));
+      let byFlags = this.#other.get(code);
+      if (byFlags === undefined) this.#other.set(code, (byFlags = new Map()));
+      let byGrpc = byFlags.get(flags);
+      if (byGrpc === undefined) byFlags.set(flags, (byGrpc = new Map()));
+      s = byGrpc.get(grpcStatus);
+      if (s === undefined) byGrpc.set(grpcStatus, (s = new Series(code, flags, grpcStatus)));
     }
     s.requests++;
     s.requestMessages += requestMessages;
@@ -287,7 +290,7 @@ export class RequestStats {
 
   *series(): Generator<Series> {
     yield* this.#plain.values();
-    yield* this.#other.values();
+    for (const byFlags of this.#other.values()) for (const byGrpc of byFlags.values()) yield* byGrpc.values();
   }
 
   /** Envoy's `/reset_counters`: counters to zero, histograms kept. */

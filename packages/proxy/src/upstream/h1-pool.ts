@@ -791,6 +791,9 @@ export class H1Pool extends EventEmitter {
 
   #shift(): H1Request | null {
     const q = this.#queue;
+    // The common case, a connection released with nothing waiting: no write to the queue's
+    // length (setting an array's length is a runtime call in V8, even to the length it has).
+    if (this.#queueHead === q.length && q.length === 0) return null;
     while (this.#queueHead < q.length) {
       const r = q[this.#queueHead];
       q[this.#queueHead++] = null;
