@@ -73,6 +73,18 @@ t.test('not sampled: the context goes on with flag 00, no span leaves', async (t
   const h = ['host', 'shop.example'];
   t.equal(tracer.start(h), null, 'no trace kept for an unsampled request');
   t.match(header(h, 'traceparent'), /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/, 'traceparent written, not sampled');
+  // Each unsampled request gets ids of its own (the header is made from fresh random bytes each time).
+  const seen = new Set<string>();
+  let malformed = 0;
+  for (let i = 0; i < 1000; i++) {
+    const hi = ['host', 'shop.example'];
+    tracer.start(hi);
+    const tp = header(hi, 'traceparent') ?? '';
+    if (!/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/.test(tp) || /^00-0{32}-|-0{16}-00$/.test(tp)) malformed++;
+    seen.add(tp.slice(3, 35)).add(tp.slice(36, 52));
+  }
+  t.equal(malformed, 0, 'every one well formed, no all-zero id');
+  t.equal(seen.size, 2000, '1,000 distinct trace ids and 1,000 distinct span ids');
   await pool.flush();
   t.equal(receiver.spans.length, 0, 'nothing exported');
 });

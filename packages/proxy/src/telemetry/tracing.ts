@@ -135,6 +135,42 @@ function randomHexId(bytes: number): string {
   }
 }
 
+/** Lower-case hex of every byte value, as char codes. */
+const HEX = Buffer.from('0123456789abcdef');
+/** `00-<trace id>-<span id>-00`, written in place: 55 bytes. */
+const UNSAMPLED_TRACEPARENT = Buffer.from('00-00000000000000000000000000000000-0000000000000000-00', 'latin1');
+
+/** Writes `bytes` random bytes, never all zeros, as hex into UNSAMPLED_TRACEPARENT at `at`. */
+function writeRandomHex(bytes: number, at: number): void {
+  for (;;) {
+    if (idPoolAt + bytes > ID_POOL.length) {
+      randomFillSync(ID_POOL);
+      idPoolAt = 0;
+    }
+    const from = idPoolAt;
+    idPoolAt += bytes;
+    let any = 0;
+    for (let i = 0; i < bytes; i++) {
+      const b = ID_POOL[from + i]!;
+      any |= b;
+      UNSAMPLED_TRACEPARENT[at + 2 * i] = HEX[b >> 4]!;
+      UNSAMPLED_TRACEPARENT[at + 2 * i + 1] = HEX[b & 15]!;
+    }
+    if (any !== 0) return;
+  }
+}
+
+/**
+ * The W3C context of an unsampled request that came without one: fresh ids, flag 00, as one
+ * string made straight from the random bytes (the common case of every traced listener, so no
+ * id strings are made that nothing reads).
+ */
+function unsampledTraceparent(): string {
+  writeRandomHex(16, 3);
+  writeRandomHex(8, 36);
+  return UNSAMPLED_TRACEPARENT.toString('latin1', 0, 55);
+}
+
 function removeHeaders(h: string[], names: ReadonlySet<string>): void {
   let w = 0;
   for (let r = 0; r < h.length; r += 2) {
@@ -390,6 +426,12 @@ export class HttpTracer {
     if ((found & HAS_CONTEXT) !== 0) return this.#startFromContext(headers);
     // No incoming context and nothing forcing a decision: Envoy's random sampling decides.
     const sampled = this.#drawRandom() && this.#drawOverall();
+    if (!sampled && !this.#b3) {
+      // A tracestate without a traceparent is not a context (W3C): it is dropped.
+      if ((found & HAS_TRACESTATE) !== 0) removeHeaders(headers, W3C_HEADERS);
+      headers.push('traceparent', unsampledTraceparent());
+      return null;
+    }
     const traceId = randomHexId(16);
     const spanId = randomHexId(8);
     const upstreamId = sampled && this.#spawnUpstream ? randomHexId(8) : '';
