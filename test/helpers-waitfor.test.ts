@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import t from 'tap';
 import { collectLines, WaitAborted, waitFor } from './helpers/net.ts';
+import { MISSPELT_VIRTUAL_SERVICE } from './helpers/mesh.ts';
 import { MeshDir, spawnRemora } from './helpers/remora.ts';
 
 /** The error `p` rejects with (fails the test when it resolves). */
@@ -92,14 +93,7 @@ t.test('WaitAborted ends the wait at once, with the same report', async (t) => {
 
 t.test('spawnRemora: a proxy that exits before it is ready fails fast, with its stderr', async (t) => {
   const mesh = new MeshDir({
-    'bad.yaml': `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: broken }
-spec:
-  hosts: [x]
-  http:
-  - route: [{ destination: { host: x }, weigth: 10 }]
-`,
+    'bad.yaml': MISSPELT_VIRTUAL_SERVICE,
   });
   t.teardown(() => mesh.cleanup());
   const started = Date.now();

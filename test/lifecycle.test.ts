@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import t from 'tap';
 import { startBackend, type Backend } from './helpers/backends.ts';
 import { request } from './helpers/http.ts';
-import { doc, gateway, serviceEntry } from './helpers/mesh.ts';
+import { doc, gateway, MISSPELT_VIRTUAL_SERVICE, serviceEntry } from './helpers/mesh.ts';
 import { freePort, sleep } from './helpers/net.ts';
 import { MeshDir, spawnRemora } from './helpers/remora.ts';
 
@@ -108,14 +108,7 @@ t.test('an admin port already in use fails the start too', async (t) => {
 
 t.test('an invalid config at start fails fast and names the problem', async (t) => {
   const mesh = new MeshDir({
-    'bad.yaml': `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: broken }
-spec:
-  hosts: [x]
-  http:
-  - route: [{ destination: { host: x }, weigth: 10 }]
-`,
+    'bad.yaml': MISSPELT_VIRTUAL_SERVICE,
   });
   t.teardown(() => mesh.cleanup());
   const remora = await spawnRemora('gateway', [mesh.dir], [], false);

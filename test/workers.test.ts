@@ -182,7 +182,7 @@ t.test('a circuit breaker with max_requests 1 holds across workers: one request 
   const n = 16;
   const replies = await Promise.all(Array.from({ length: n }, () => request(port, '/?ms=800', { headers: { host: 'x' } })));
   const after = await stats(remora);
-  const served = [0, 1].map((w) => (after.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0) - (before.get(`${listener}.worker_${w}.downstream_cx_total`) ?? 0));
+  const served = perWorker(before, after, port);
   t.ok(served[0]! > 0 && served[1]! > 0, `the ${n} connections went to both workers (${served.join(', ')})`);
   t.equal(replies.filter((r) => r.status === 200).length, 1, 'one request admitted');
   const refused = replies.filter((r) => r.status === 503);

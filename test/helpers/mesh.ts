@@ -126,3 +126,13 @@ ${o.responseHeader === true ? `              response_headers_to_add:
                     value: 'true'
 ` : ''}`;
 }
+
+/** A VirtualService with a misspelt field (`weigth`), on line 7 of its file: a config the proxy must refuse, naming file, resource and field. */
+export const MISSPELT_VIRTUAL_SERVICE = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: broken }
+spec:
+  hosts: [x]
+  http:
+  - route: [{ destination: { host: x }, weigth: 10 }]
+`;
