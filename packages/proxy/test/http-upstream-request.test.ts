@@ -1,8 +1,9 @@
 // One HTTP try (HttpUpstreamRequest) through a real host pool against a real server on
 // 127.0.0.1, reporting to a recording owner: the owner hears each outcome once and only while
 // the try is its current one, failures come classified (Envoy's connect failure, per-try
-// timeout), and what the try holds — the host's active gauge, the breaker slot, a retry's
-// place in the budget — is given back exactly once however it ends.
+// timeout), and what the try holds — the host's active gauge, the breaker slot — is given back
+// exactly once however it ends. (A retry's place in the budget is the retry state's, given back
+// at the try's outcome: try-outcome.test.ts.)
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
@@ -77,20 +78,18 @@ function dispatch(h: ClusterHost, path: string, r: HttpUpstreamRequest): void {
   h.host.pool.dispatch({ path, method: 'GET', headers: ['host', 'test'], body: null, blocking: false } as Dispatcher.DispatchOptions, r);
 }
 
-/** A breaker with a slot taken for the try, and a second breaker whose only retry place the try carries. */
-function holdings(t: Test): { breaker: CircuitBreaker; budget: CircuitBreaker } {
+/** A breaker with a slot taken for the try. */
+function holdings(t: Test): { breaker: CircuitBreaker } {
   const breaker = new CircuitBreaker(POOL, 'http1');
   t.equal(breaker.admit({ aborted: false, onAdmitted: () => {} }), ADMITTED);
-  const budget = new CircuitBreaker({ ...POOL, maxRetries: 1 }, 'http1');
-  t.ok(budget.tryRetry());
-  return { breaker, budget };
+  return { breaker };
 }
 
-t.test('a response: head, body, end, each once; the gauge, breaker slot and budget place given back once', async (t) => {
+t.test('a response: head, body, end, each once; the gauge and breaker slot given back once', async (t) => {
   const h = clusterHost(port);
   const owner = new Owner();
-  const { breaker, budget } = holdings(t);
-  const r = new HttpUpstreamRequest(owner, h, 0, breaker, budget);
+  const { breaker } = holdings(t);
+  const r = new HttpUpstreamRequest(owner, h, 0, breaker);
   owner.current = r;
   dispatch(h, '/', r);
   t.equal(h.host.active, 1);
@@ -99,12 +98,10 @@ t.test('a response: head, body, end, each once; the gauge, breaker slot and budg
   t.equal(owner.body, 'hello');
   t.equal(h.host.active, 0);
   t.equal(breaker.active, 0);
-  t.equal(budget.retriesActive, 0);
   r.cancel();
   r.release();
   t.equal(h.host.active, 0, 'a later cancel gives nothing back twice');
   t.equal(breaker.active, 0);
-  t.equal(budget.retriesActive, 0);
 });
 
 t.test('a refused connection is a connect failure with its errno reason', async (t) => {
@@ -115,8 +112,8 @@ t.test('a refused connection is a connect failure with its errno reason', async 
   await new Promise<void>((resolve) => closed.close(() => resolve()));
   const h = clusterHost(deadPort);
   const owner = new Owner();
-  const { breaker, budget } = holdings(t);
-  const r = new HttpUpstreamRequest(owner, h, 0, breaker, budget);
+  const { breaker } = holdings(t);
+  const r = new HttpUpstreamRequest(owner, h, 0, breaker);
   owner.current = r;
   dispatch(h, '/', r);
   await owner.done;
@@ -124,14 +121,13 @@ t.test('a refused connection is a connect failure with its errno reason', async 
   t.same(owner.events, ['failed']);
   t.equal(h.host.active, 0);
   t.equal(breaker.active, 0);
-  t.equal(budget.retriesActive, 0);
 });
 
 t.test('the per-try timeout fails the try as a per-try timeout', async (t) => {
   const h = clusterHost(port);
   const owner = new Owner();
-  const { breaker, budget } = holdings(t);
-  const r = new HttpUpstreamRequest(owner, h, 100, breaker, budget);
+  const { breaker } = holdings(t);
+  const r = new HttpUpstreamRequest(owner, h, 100, breaker);
   owner.current = r;
   dispatch(h, '/slow', r);
   await owner.done;
@@ -139,14 +135,13 @@ t.test('the per-try timeout fails the try as a per-try timeout', async (t) => {
   t.equal(owner.events.filter((e) => e === 'failed').length, 1);
   t.equal(h.host.active, 0);
   t.equal(breaker.active, 0);
-  t.equal(budget.retriesActive, 0);
 });
 
 t.test('a cancelled try (the owner moved on) reports nothing more and gives back what it held once', async (t) => {
   const h = clusterHost(port);
   const owner = new Owner();
-  const { breaker, budget } = holdings(t);
-  const r = new HttpUpstreamRequest(owner, h, 0, breaker, budget);
+  const { breaker } = holdings(t);
+  const r = new HttpUpstreamRequest(owner, h, 0, breaker);
   owner.current = r;
   dispatch(h, '/slow', r);
   await new Promise((resolve) => setTimeout(resolve, 50));
@@ -155,11 +150,9 @@ t.test('a cancelled try (the owner moved on) reports nothing more and gives back
   r.cancel();
   t.equal(h.host.active, 0);
   t.equal(breaker.active, 0);
-  t.equal(budget.retriesActive, 0);
   // undici reports the abort back to the handler; nothing reaches the owner, nothing is released twice.
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.same(owner.events, ['sent'], 'nothing after the cancel');
   t.equal(h.host.active, 0);
   t.equal(breaker.active, 0);
-  t.equal(budget.retriesActive, 0);
 });

@@ -1,9 +1,9 @@
 // The router filter (Envoy's Router::Filter) of one request, driven with a fake stream and fake
 // tries over a real cluster, breaker and retry state: the breaker's admit / queue / overflow
 // with its slot released exactly once, no healthy host, retries after their back-off, the
-// route timeout and per-try timeouts, the retry budget given back once, and the response flags
-// of the final local reply. The request and tunnel modes differ where the tunnel holds its
-// breaker slot for its whole life and gives a retry's budget place back at its try's outcome.
+// route timeout and per-try timeouts, the retry budget given back once at the retried try's
+// outcome, and the response flags of the final local reply. The request and tunnel modes
+// differ where the tunnel holds its breaker slot for its whole life.
 import t from 'tap';
 import type { Cluster, ConnectionPool, RetryPolicy } from '@remora/config';
 import { LocalReplies, type LocalReply } from '../src/http/local-reply.ts';
@@ -45,8 +45,8 @@ const retryPolicy = (numRetries: number, retryOn: string[], perTryTimeoutMs = 0)
 
 /**
  * A try as the contract describes one (and as HttpUpstreamRequest does it): it counts in its
- * host's active gauge, holds the breaker slot and retry-budget place it was given until it is
- * released, once; its per-try timeout fails it through the stream.
+ * host's active gauge, holds the breaker slot it was given until it is released, once; its
+ * per-try timeout fails it through the stream.
  */
 class FakeTry implements UpstreamRequest {
   readonly host: ClusterHost;
@@ -54,20 +54,18 @@ class FakeTry implements UpstreamRequest {
   readonly startedAt = performance.now();
   readonly #stream: FakeStream;
   readonly #slot: CircuitBreaker | null;
-  readonly #budget: CircuitBreaker | null;
   readonly #perTryTimeoutMs: number;
   #timer: NodeJS.Timeout | null = null;
   started = false;
   cancels = 0;
   releases = 0;
 
-  constructor(stream: FakeStream, host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null, budget: CircuitBreaker | null) {
+  constructor(stream: FakeStream, host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null) {
     this.#stream = stream;
     this.host = host;
     this.attempt = attempt;
     this.#perTryTimeoutMs = perTryTimeoutMs;
     this.#slot = slot;
-    this.#budget = budget;
     host.host.active++;
   }
 
@@ -104,7 +102,6 @@ class FakeTry implements UpstreamRequest {
     if (this.releases++ > 0) return;
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.host.host.active--;
-    this.#budget?.retryDone();
     this.#slot?.release();
   }
 
@@ -144,8 +141,8 @@ class FakeStream implements RouterStream<FakeTry> {
     this.routed = weighted;
     this.routedCluster = cluster;
   }
-  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null, budget: CircuitBreaker | null): FakeTry {
-    const r = new FakeTry(this, host, attempt, perTryTimeoutMs, slot, budget);
+  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null): FakeTry {
+    const r = new FakeTry(this, host, attempt, perTryTimeoutMs, slot);
     this.tries.push(r);
     return r;
   }
@@ -264,7 +261,7 @@ t.test('no cluster: 503 NC, the weighted target still reported', async (t) => {
   t.equal(s.router.cluster, null);
 });
 
-t.test('a 503 retried after its back-off on the other host; the budget place held by the retry try, given back once', async (t) => {
+t.test("a 503 retried after its back-off on the other host; the budget place held until the retry try's response head, given back once", async (t) => {
   // Back-off for the first retry: floor(0.999 * 25) = 24 ms.
   fixRandom(t, 0.999);
   const c = cluster(2, { maxRetries: 3 });
@@ -285,8 +282,9 @@ t.test('a 503 retried after its back-off on the other host; the budget place hel
   const second = s.tries[1]!;
   t.equal(second.attempt, 2);
   t.not(second.host, first.host, 'the host not tried yet');
+  t.equal(c.breaker.retriesActive, 1, 'held while the retry try is under way');
   t.equal(second.answer(200), true);
-  t.equal(c.breaker.retriesActive, 1, 'the retry try holds the budget place until it ends');
+  t.equal(c.breaker.retriesActive, 0, "given back at the retry try's outcome (Envoy's shouldRetry → resetRetry), not when its body ends");
   second.end();
   t.equal(c.breaker.retriesActive, 0);
   s.router.finish();

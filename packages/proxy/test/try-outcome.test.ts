@@ -1,7 +1,7 @@
 // The router's side of each try (Envoy's Router::Filter onUpstreamHeaders / onUpstreamReset with
 // RetryStateImpl's shouldRetryHeaders / shouldRetryReset), driven against fake tries: retries
 // counted, the cluster's retry budget (circuit_breakers max_retries) taken by a retry and
-// given back exactly once by the try that carries it, each try's result charged to its host
+// given back exactly once, at its try's outcome, each try's result charged to its host
 // and cluster (outlier detection included), and the hosts already tried recorded for the
 // previous-hosts predicate. The cluster, hosts (never dialled), breaker and retry state are the real ones.
 import t from 'tap';
@@ -10,7 +10,6 @@ import { CompiledRetryPolicy } from '../src/router/retry-policy.ts';
 import { RetryState } from '../src/router/retry-state.ts';
 import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_FINAL, TRY_RETRY } from '../src/router/try-outcome.ts';
 import type { RequestStats } from '../src/telemetry/istio-metrics.ts';
-import type { CircuitBreaker } from '../src/upstream/circuit-breaker.ts';
 import { AttemptFailure } from '../src/upstream/connect-errors.ts';
 import { UpstreamCluster } from '../src/upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../src/upstream/upstream-host.ts';
@@ -35,20 +34,15 @@ function cluster(maxRetries: number, outlier: OutlierDetection | null = null): U
 
 const REQ = { requestHeader: () => null, cookie: () => null, queryParam: () => null, sourceIp: '127.0.0.1', setResponseCookie: () => {} };
 
-/**
- * A try as the contract describes one: it counts in its host's active gauge until released,
- * and a retry's try holds its place in the retry budget until then; release happens once.
- */
+/** A try as the contract describes one: it counts in its host's active gauge until released; release happens once. */
 class FakeTry implements UpstreamRequest {
   readonly host: ClusterHost;
   readonly startedAt = performance.now();
-  readonly #budget: CircuitBreaker | null;
   releases = 0;
   cancels = 0;
 
-  constructor(host: ClusterHost, budget: CircuitBreaker | null) {
+  constructor(host: ClusterHost) {
     this.host = host;
-    this.#budget = budget;
     host.host.active++;
   }
 
@@ -60,17 +54,16 @@ class FakeTry implements UpstreamRequest {
   release(): void {
     if (this.releases++ > 0) return;
     this.host.host.active--;
-    this.#budget?.retryDone();
   }
 
   resume(): void {}
 }
 
-/** The owner's next try, as the router makes it: a host not tried yet, the scheduled retry's budget place handed over. */
+/** The owner's next try, as the router makes it: a host not tried yet. */
 function nextTry(c: UpstreamCluster, retry: RetryState): FakeTry {
   const host = c.pick(REQ, retry.triedHosts, retry.otherLocalities);
   if (host === null) throw new Error('no host');
-  return new FakeTry(host, retry.takeBudget());
+  return new FakeTry(host);
 }
 
 const policy = (numRetries: number, retryOn: string[]): CompiledRetryPolicy => new CompiledRetryPolicy({ numRetries, perTryTimeoutMs: 0, retryOn, retriableStatusCodes: [], retryRemoteLocalities: false });
@@ -97,14 +90,15 @@ t.test('a 503 retried on the other host, then a 200: one retry, one budget place
 
   const second = nextTry(c, retry);
   t.not(second.host, first.host, 'the retry goes to the host not tried yet');
-  t.equal(retry.takeBudget(), null, 'the budget place was handed to the second try, once');
+  t.equal(c.breaker.retriesActive, 1, 'held while the retry try is under way');
   const v2 = judgeResponse(c, retry, second, 200, p.retriableResponse(200, -1), true, 2);
+  t.equal(c.breaker.retriesActive, 0, "given back at the retry try's outcome, its response head (Envoy's shouldRetry → resetRetry), not when its body ends");
   t.equal(v2, TRY_FINAL);
   t.equal(c.stats.rqRetrySuccess, 1, 'upstream_rq_retry_success');
   t.equal(second.host.host.rqSuccess, 1);
   t.equal(c.stats.rqByClass[2], 1);
   second.release();
-  t.equal(c.breaker.retriesActive, 0, 'given back when the try carrying it ends');
+  t.equal(c.breaker.retriesActive, 0, 'the try ending gives back nothing more');
   second.release();
   second.cancel();
   retry.endRetry();

@@ -170,11 +170,11 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   }
 
   /** A try to `host` through its pool (HTTP/1.1 or HTTP/2). */
-  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null, budget: CircuitBreaker | null): HttpUpstreamRequest {
+  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null): HttpUpstreamRequest {
     this.noteTry(host, attempt);
     host.host.active++;
     host.host.requestsTotal++;
-    return new HttpUpstreamRequest(this, host, perTryTimeoutMs, slot, budget);
+    return new HttpUpstreamRequest(this, host, perTryTimeoutMs, slot);
   }
 
   startTry(attempt: HttpUpstreamRequest): void {

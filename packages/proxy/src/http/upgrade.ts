@@ -211,8 +211,8 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
     this.#state = CONNECTING;
   }
 
-  /** A try on a connection of its own (it connects as it is made); the stream holds the breaker slot, so `slot` and `budget` are null. */
-  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, _slot: CircuitBreaker | null, _budget: CircuitBreaker | null): TunnelUpstreamRequest {
+  /** A try on a connection of its own (it connects as it is made); the stream holds the breaker slot, so `slot` is null. */
+  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, _slot: CircuitBreaker | null): TunnelUpstreamRequest {
     this.noteTry(host, attempt);
     const pool = this.cluster!.model.connectionPool;
     return new TunnelUpstreamRequest(this, host, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, perTryTimeoutMs);

@@ -56,13 +56,6 @@ export class RetryState {
     return attempts > 1;
   }
 
-  /** The next try takes over the scheduled retry's place in the budget: the breaker to release it to, or null when it is no retry. */
-  takeBudget(): CircuitBreaker | null {
-    if (!this.#holdsBudget) return null;
-    this.#holdsBudget = false;
-    return this.#breaker;
-  }
-
   /** The scheduled retry had its outcome (or never got a try): its place in the budget goes back. */
   endRetry(): void {
     if (this.#holdsBudget) {

@@ -31,10 +31,11 @@ export interface RouterStream<R extends UpstreamRequest> extends HashSource {
   /**
    * A try of try number `attempt` to `host`: counted by the stream (`x-envoy-attempt-count`,
    * the host it logs) and made the way its protocol reaches a host. `slot`: the circuit
-   * breaker the try releases when it ends (null: the stream's slot is not the try's);
-   * `budget`: the retry-budget place the try gives back when it ends (null: none).
+   * breaker the try releases when it ends (null: the stream's slot is not the try's). A
+   * retry's place in the retry budget stays with the router's retry state, which gives it
+   * back at the try's outcome.
    */
-  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null, budget: CircuitBreaker | null): R;
+  makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null): R;
   /** The try just made is the router's current one: it may go now (its callbacks then reach the router's stream). */
   startTry(r: R): void;
   /** The router cancelled a try (a retry, a timeout, a cancel): the stream stops feeding it. */
@@ -45,12 +46,11 @@ export interface RouterStream<R extends UpstreamRequest> extends HashSource {
   resetStream(): void;
 }
 
-/** Every try holds its own breaker slot and its retry's budget place until it ends (an HTTP request). */
+/** Every try holds its own breaker slot until it ends (an HTTP request). */
 export const ROUTE_REQUEST = 0;
 /**
- * The stream holds one breaker slot for its whole life, a retry gives its budget place back
- * when its try answers or fails, the route timeout bounds the handshake only, and a
- * malformed response head is not retried (an upgrade tunnel).
+ * The stream holds one breaker slot for its whole life, the route timeout bounds the
+ * handshake only, and a malformed response head is not retried (an upgrade tunnel).
  */
 export const ROUTE_TUNNEL = 1;
 export type RouteMode = typeof ROUTE_REQUEST | typeof ROUTE_TUNNEL;
@@ -198,8 +198,7 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
     }
     this.attempts++;
     cluster.stats.rqTotal++;
-    const perTry = this.#mode === ROUTE_REQUEST;
-    const r = this.#stream.makeTry(host, this.attempts, retry.perTryTimeoutMs, counted ? cluster.breaker : null, perTry ? retry.takeBudget() : null);
+    const r = this.#stream.makeTry(host, this.attempts, retry.perTryTimeoutMs, counted ? cluster.breaker : null);
     this.#current = r;
     this.#stream.startTry(r);
   }
@@ -210,8 +209,6 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
    */
   onResponseHead(r: R, status: number, retriable: boolean): boolean {
     const retry = this.retry!;
-    // A tunnel's scheduled retry has its outcome: its place in the budget goes back now.
-    if (this.#mode === ROUTE_TUNNEL) retry.endRetry();
     const stream = this.#stream;
     const verdict = judgeResponse(this.cluster!, retry, r, status, retriable, retriable && stream.replayable, this.attempts);
     if (verdict === TRY_RETRY) {
@@ -236,7 +233,6 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
     // A locally-originated failure of the host (Envoy's outlier detection), charged as Envoy's router does.
     noteTryFailure(cluster, r, failure);
     const retry = this.retry!;
-    if (this.#mode === ROUTE_TUNNEL) retry.endRetry();
     const verdict = judgeFailure(cluster, retry, r, failure, stream.replayable, this.attempts);
     if (verdict === TRY_RETRY) {
       this.#retry(r);

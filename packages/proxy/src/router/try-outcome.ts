@@ -5,7 +5,7 @@ import type { RetryState } from './retry-state.ts';
 
 /** The outcome is the request's: the response goes to the client, or the failure becomes its local reply. */
 export const TRY_FINAL = 0;
-/** A retry is scheduled (its place in the retry budget taken, the host recorded): the owner cancels the try and makes the next after `retry.backoffMs`. */
+/** A retry is scheduled (its place in the retry budget taken until its try's outcome, the host recorded): the owner cancels the try and makes the next after `retry.backoffMs`. */
 export const TRY_RETRY = 1;
 /** As TRY_FINAL, but retries were made and none is left: Envoy flags the request URX. */
 export const TRY_EXHAUSTED = 2;
@@ -24,6 +24,9 @@ export type TryVerdict = typeof TRY_FINAL | typeof TRY_RETRY | typeof TRY_EXHAUS
  * whose response is used counts as a retry success.
  */
 export function judgeResponse(cluster: UpstreamCluster, retry: RetryState, r: UpstreamRequest, status: number, retriable: boolean, replayable: boolean, attempts: number): TryVerdict {
+  // A retried try has its outcome: its place in the budget goes back before the next decision
+  // (Envoy's RetryStateImpl::shouldRetry calls resetRetry first).
+  retry.endRetry();
   const host = r.host;
   if (status >= 500) host.host.rqError++;
   else host.host.rqSuccess++;
@@ -57,6 +60,7 @@ export function noteTryFailure(cluster: UpstreamCluster, r: UpstreamRequest, fai
  * route's policy retries this kind of failure.
  */
 export function judgeFailure(cluster: UpstreamCluster, retry: RetryState, r: UpstreamRequest, failure: AttemptFailure, replayable: boolean, attempts: number): TryVerdict {
+  retry.endRetry();
   cluster.stats.charge(chargedStatus(failure));
   r.host.host.rqError++;
   const policy = retry.policy;

@@ -26,9 +26,9 @@ const cancelled = new AttemptCancelled('attempt cancelled');
 /**
  * One try of an HTTP request against one host, through the host's pool: the undici dispatch
  * handler for it. It keeps the host's active-request gauge honest (up at dispatch, down
- * exactly once), holds the cluster's breaker slot and, for a retry, its place in the retry
- * budget until the try ends, and forwards callbacks to the owner only while it is the
- * owner's current try, so a late callback of an abandoned try can never touch the client's response.
+ * exactly once), holds the cluster's breaker slot until the try ends, and forwards callbacks
+ * to the owner only while it is the owner's current try, so a late callback of an abandoned
+ * try can never touch the client's response.
  */
 export class HttpUpstreamRequest implements UpstreamRequest, Dispatcher.DispatchHandler {
   readonly owner: HttpUpstreamOwner;
@@ -42,14 +42,11 @@ export class HttpUpstreamRequest implements UpstreamRequest, Dispatcher.Dispatch
 
   /** The cluster's breaker, when this try counts against its limits; released once. */
   readonly #breaker: CircuitBreaker | null;
-  /** This try is a retry: it holds a place in this breaker's retry budget until it ends. */
-  readonly #retryBudget: CircuitBreaker | null;
 
-  constructor(owner: HttpUpstreamOwner, host: ClusterHost, perTryTimeoutMs: number, breaker: CircuitBreaker | null = null, retryBudget: CircuitBreaker | null = null) {
+  constructor(owner: HttpUpstreamOwner, host: ClusterHost, perTryTimeoutMs: number, breaker: CircuitBreaker | null = null) {
     this.owner = owner;
     this.host = host;
     this.#breaker = breaker;
-    this.#retryBudget = retryBudget;
     if (perTryTimeoutMs > 0) this.#timer = setTimeout(() => this.#onPerTryTimeout(), perTryTimeoutMs);
   }
 
@@ -125,7 +122,6 @@ export class HttpUpstreamRequest implements UpstreamRequest, Dispatcher.Dispatch
     this.#done = true;
     this.host.host.active--;
     if (this.#timer !== null) clearTimeout(this.#timer);
-    if (this.#retryBudget !== null) this.#retryBudget.retryDone();
     // Last: releasing may admit a queued request that dispatches at once.
     if (this.#breaker !== null) this.#breaker.release();
   }

@@ -25,7 +25,7 @@ export interface UpstreamRequest {
   readonly startedAt: number;
   /** Stops this try: the owner has moved on (a retry, a timeout, the client gone). No callback follows; what it holds is released. */
   cancel(): void;
-  /** Gives back what this try holds (its host's active gauge, its timers, and any breaker slot or retry-budget place it was given); idempotent. */
+  /** Gives back what this try holds (its host's active gauge, its timers, and any breaker slot it was given); idempotent. */
   release(): void;
   /** Reading resumes after the owner returned false from `onUpstreamData` (back-pressure). */
   resume(): void;
