@@ -122,8 +122,8 @@ function traceHeaders(h: readonly string[]): number {
 const ID_POOL = Buffer.allocUnsafe(4096);
 let idPoolAt = ID_POOL.length;
 
-/** `bytes` random bytes as lower-case hex, never all zeros (W3C: an all-zero id is invalid). */
-function randomHexId(bytes: number): string {
+/** Where `bytes` fresh random bytes start in ID_POOL, never all zeros (W3C: an all-zero id is invalid). */
+function drawIdBytes(bytes: number): number {
   for (;;) {
     if (idPoolAt + bytes > ID_POOL.length) {
       randomFillSync(ID_POOL);
@@ -131,8 +131,14 @@ function randomHexId(bytes: number): string {
     }
     const at = idPoolAt;
     idPoolAt += bytes;
-    for (let i = at; i < at + bytes; i++) if (ID_POOL[i] !== 0) return ID_POOL.toString('hex', at, at + bytes);
+    for (let i = at; i < at + bytes; i++) if (ID_POOL[i] !== 0) return at;
   }
+}
+
+/** `bytes` random bytes as lower-case hex, never all zeros. */
+function randomHexId(bytes: number): string {
+  const at = drawIdBytes(bytes);
+  return ID_POOL.toString('hex', at, at + bytes);
 }
 
 /** Lower-case hex of every byte value, as char codes. */
@@ -140,23 +146,13 @@ const HEX = Buffer.from('0123456789abcdef');
 /** `00-<trace id>-<span id>-00`, written in place: 55 bytes. */
 const UNSAMPLED_TRACEPARENT = Buffer.from('00-00000000000000000000000000000000-0000000000000000-00', 'latin1');
 
-/** Writes `bytes` random bytes, never all zeros, as hex into UNSAMPLED_TRACEPARENT at `at`. */
-function writeRandomHex(bytes: number, at: number): void {
-  for (;;) {
-    if (idPoolAt + bytes > ID_POOL.length) {
-      randomFillSync(ID_POOL);
-      idPoolAt = 0;
-    }
-    const from = idPoolAt;
-    idPoolAt += bytes;
-    let any = 0;
-    for (let i = 0; i < bytes; i++) {
-      const b = ID_POOL[from + i]!;
-      any |= b;
-      UNSAMPLED_TRACEPARENT[at + 2 * i] = HEX[b >> 4]!;
-      UNSAMPLED_TRACEPARENT[at + 2 * i + 1] = HEX[b & 15]!;
-    }
-    if (any !== 0) return;
+/** Writes `bytes` random bytes, never all zeros, as hex into UNSAMPLED_TRACEPARENT at `to`. */
+function writeRandomHex(bytes: number, to: number): void {
+  const from = drawIdBytes(bytes);
+  for (let i = 0; i < bytes; i++) {
+    const b = ID_POOL[from + i]!;
+    UNSAMPLED_TRACEPARENT[to + 2 * i] = HEX[b >> 4]!;
+    UNSAMPLED_TRACEPARENT[to + 2 * i + 1] = HEX[b & 15]!;
   }
 }
 
