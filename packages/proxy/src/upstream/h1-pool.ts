@@ -791,9 +791,6 @@ export class H1Pool extends EventEmitter {
 
   #shift(): H1Request | null {
     const q = this.#queue;
-    // The common case, a connection released with nothing waiting: no write to the queue's
-    // length (setting an array's length is a runtime call in V8, even to the length it has).
-    if (this.#queueHead === q.length && q.length === 0) return null;
     while (this.#queueHead < q.length) {
       const r = q[this.#queueHead];
       q[this.#queueHead++] = null;
@@ -810,6 +807,9 @@ export class H1Pool extends EventEmitter {
 
   #compactQueue(): void {
     if (this.#queueHead === this.#queue.length) {
+      // Already empty (the common case: a connection released with nothing waiting): no write
+      // to the length, which is a runtime call in V8 even to the length the array has.
+      if (this.#queueHead === 0) return;
       this.#queue.length = 0;
       this.#queueHead = 0;
     } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
