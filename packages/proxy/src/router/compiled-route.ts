@@ -197,7 +197,7 @@ export class WeightedTarget {
   readonly weight: number;
   /** Null when the config names a cluster that does not exist: requests get 503 NC. */
   readonly cluster: UpstreamCluster | null;
-  /** The destination's header edits (Istio's `route[].headers`), applied by the router after the route's. */
+  /** The destination's header edits (Istio's `route[].headers` in a split), applied by the router before the route's on requests, after them on responses. */
   readonly headerMutation: RouteHeaderMutation;
   constructor(name: string, weight: number, cluster: UpstreamCluster | null, req: HeaderMutation | null, resp: HeaderMutation | null) {
     this.name = name;
