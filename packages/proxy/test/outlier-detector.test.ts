@@ -10,17 +10,10 @@
 import t from 'tap';
 import type { OutlierDetection } from '@remora/config';
 import { OutlierDetector } from '@remora/proxy';
+import { OUTLIER } from './helpers/upstream-fixtures.ts';
 
-const BASE: OutlierDetection = {
-  consecutive5xxErrors: 5,
-  consecutiveGatewayErrors: 0,
-  consecutiveLocalOriginFailures: 5,
-  splitExternalLocalOriginErrors: false,
-  intervalMs: 10_000,
-  baseEjectionTimeMs: 30_000,
-  maxEjectionPercent: 100,
-  minHealthPercent: 0,
-};
+/** The fixtures' policy with Istio's default streak of five 5xx. */
+const BASE: OutlierDetection = { ...OUTLIER, consecutive5xxErrors: 5 };
 
 /** A detector over `hosts` with a hand-driven clock and a count of change notifications. */
 function detector(over: Partial<OutlierDetection>, hosts = ['a', 'b', 'c', 'd']) {

@@ -23,6 +23,7 @@ import { DevCa, IdentityStore, Loggers, spiffeIdOf, writeWorkloadFiles, type Iss
 import { ClusterManager } from '../src/upstream/cluster-manager.ts';
 import type { UpstreamPool } from '../src/upstream/upstream-host.ts';
 import type { Dispatcher } from 'undici';
+import { clusterModel, POOL } from './helpers/upstream-fixtures.ts';
 
 const NODE: ProxyNode = {
   kind: 'sidecar',
@@ -97,34 +98,14 @@ function tls(over: Partial<UpstreamTls> & { mode: UpstreamTls['mode'] }): Upstre
 }
 
 function model(ep: Endpoint, t: UpstreamTls | null, over: Partial<Cluster> = {}): Cluster {
-  return {
+  return clusterModel({
     name: `outbound|443||${HOST}`,
     service: { host: HOST, name: 'api', namespace: 'default', port: 443 },
-    subset: '',
-    discovery: 'static',
     endpoints: [ep],
-    dnsRefreshMs: 0,
-    protocol: 'http1',
-    lb: { kind: 'round-robin' },
-    connectionPool: {
-      maxConnections: 0,
-      connectTimeoutMs: 2_000,
-      maxPendingRequests: 0,
-      maxRequests: 0,
-      maxRequestsPerConnection: 0,
-      maxRetries: 0,
-      idleTimeoutMs: 0,
-      maxConnectionDurationMs: 0,
-  keepaliveTimeMs: 0,
-      maxConcurrentStreams: 0,
-    },
-    outlierDetection: null,
+    connectionPool: { ...POOL, connectTimeoutMs: 2_000 },
     tls: t,
-    serviceAccounts: [],
-    localityLb: null,
-    warmupMs: 0,
     ...over,
-  };
+  });
 }
 
 function manager(t: Test, identity: IdentityStore | null = null): ClusterManager {
