@@ -85,6 +85,10 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
       return;
     }
     this.readHeaders(false);
+    if (this.authority === '' && this.protocol === 'HTTP/1.1') {
+      this.localReply(LocalReplies.missingHost);
+      return;
+    }
     // Shed after reading the head, so the access log line still names the request.
     if (this.ctx.overloaded && !this.snapshot.bypassOverloadManager) {
       this.ctx.noteShed();
@@ -300,7 +304,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
     this.bytesSent += chunk.length;
     this.#responseMessages?.feed(chunk);
     if (this.#writer.data(this, chunk)) return true;
-    this.res.once('drain', () => a.resume());
+    this.#writer.onDrain(this, () => a.resume());
     return false;
   }
 

@@ -67,6 +67,8 @@ export const LocalReplies = {
   /** The HTTP/1 codec's refusals, before any route or filter (the connection closes after them). */
   lowVersion: new LocalReply(426, ResponseFlag.DPE, 'low_version', 'Upgrade Required'),
   codecError: new LocalReply(400, ResponseFlag.DPE, 'codec_error', 'Bad Request'),
+  /** An HTTP/1.1 request without `Host` (Envoy's connection manager refuses it before routing). */
+  missingHost: new LocalReply(400, 0, 'missing_host_header', 'Bad Request'),
   headersTooLarge: new LocalReply(431, ResponseFlag.DPE, 'codec_error', ''),
   requestTimeout: new LocalReply(408, ResponseFlag.DPE, 'codec_error', ''),
 } as const;

@@ -42,7 +42,7 @@ import { findRoute } from '../router/route-table.ts';
 import { Transform, type Readable } from 'node:stream';
 import { ResponseView } from './filter-response.ts';
 import { filterLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
-import type { DownstreamRequest } from './response-writer.ts';
+import { requestBodyOf, type DownstreamRequest } from './response-writer.ts';
 
 /** What `runResponseFilters` found: go on, hold the head for the body, or a filter answered (the request is over). */
 export const RESPONSE_CONTINUE = 0;
@@ -430,13 +430,13 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
    * `onRequestData`, a stream of what the filters let through (back-pressure flows through it).
    */
   protected requestBodySource(): Readable {
-    if ((this.#phases & HAS_REQUEST_DATA) === 0) return this.req as Readable;
+    if ((this.#phases & HAS_REQUEST_DATA) === 0) return requestBodyOf(this.req);
     if (this.#filteredBody !== null) return this.#filteredBody;
     const transform = new Transform({
       transform: (chunk: Buffer, _enc, cb) => cb(null, this.#filterRequestData(chunk, false)),
       flush: (cb) => cb(null, this.#filterRequestData(NO_BYTES, true)),
     });
-    const source = this.req as Readable;
+    const source = requestBodyOf(this.req);
     source.on('error', (err) => transform.destroy(err));
     source.on('aborted', () => transform.destroy(new Error('request aborted')));
     source.pipe(transform);

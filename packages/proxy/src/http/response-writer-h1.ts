@@ -1,28 +1,23 @@
-import type { ServerResponse } from 'node:http';
+import type { H1Response } from './h1-server.ts';
 import { hasTrailers, type ResponseWriter } from './response-writer.ts';
 
-/** HTTP/1.x: the head goes out at once; draining responses close the connection. */
+/** HTTP/1.x: through the codec's response (http/h1-server.ts); draining responses close the connection. */
 export const H1_WRITER: ResponseWriter = {
   http2: false,
   requestHasBody(_t, declared) {
     return declared;
   },
   head(t, headers) {
-    (t.res as ServerResponse).writeHead(t.responseCode, headers);
+    (t.res as H1Response).writeHead(t.responseCode, headers);
   },
   data(t, chunk) {
-    return (t.res as ServerResponse).write(chunk);
+    return (t.res as H1Response).write(chunk);
   },
   end(t, trailers) {
-    const res = t.res as ServerResponse;
-    if (hasTrailers(trailers)) res.addTrailers(trailers as Record<string, string>);
-    res.end();
+    (t.res as H1Response).end(hasTrailers(trailers) ? trailers : null);
   },
   whole(t, headers, body, trailers) {
-    const res = t.res as ServerResponse;
-    res.writeHead(t.responseCode, headers);
-    if (hasTrailers(trailers)) res.addTrailers(trailers as Record<string, string>);
-    res.end(body);
+    (t.res as H1Response).whole(t.responseCode, headers, body, hasTrailers(trailers) ? trailers : null);
   },
   localHead(out, draining, grpc) {
     if (grpc) out.push('content-length', '0');
@@ -32,6 +27,9 @@ export const H1_WRITER: ResponseWriter = {
     if (draining) out.push('connection', 'close');
   },
   reset(t) {
-    (t.res as ServerResponse).destroy();
+    (t.res as H1Response).destroy();
+  },
+  onDrain(t, fn) {
+    (t.res as H1Response).onDrain(fn);
   },
 };

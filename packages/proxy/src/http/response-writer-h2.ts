@@ -50,6 +50,9 @@ export const H2_WRITER: ResponseWriter = {
   reset(t) {
     (t.res as Http2ServerResponse).stream.close(2 /* INTERNAL_ERROR */);
   },
+  onDrain(t, fn) {
+    (t.res as Http2ServerResponse).once('drain', fn);
+  },
 };
 
 /** One HEADERS frame with END_STREAM: the form gRPC needs for trailers-only replies. */

@@ -1,8 +1,9 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Readable } from 'node:stream';
+import { H1Request, type H1Response } from './h1-server.ts';
 
-export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
-export type DownstreamResponse = ServerResponse | Http2ServerResponse;
+export type DownstreamRequest = H1Request | Http2ServerRequest;
+export type DownstreamResponse = H1Response | Http2ServerResponse;
 export type Trailers = Record<string, string | string[] | undefined>;
 
 /** The response side of one request, as a writer sees it. */
@@ -38,6 +39,13 @@ export interface ResponseWriter {
   responseHead(out: string[], draining: boolean): void;
   /** Cuts the client off mid-response: the connection (HTTP/1) or the stream (HTTP/2). */
   reset(t: ResponseTarget): void;
+  /** Calls `fn` once after `data` returned false and the client can take more. */
+  onDrain(t: ResponseTarget, fn: () => void): void;
+}
+
+/** The request body as a stream: HTTP/1's is made on demand, an HTTP/2 request is its own. */
+export function requestBodyOf(req: DownstreamRequest): Readable {
+  return req instanceof H1Request ? req.bodyStream() : req;
 }
 
 /** Whether a trailer map has any entry. */

@@ -1,4 +1,5 @@
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { H1Request } from './h1-server.ts';
 import type { Socket } from 'node:net';
 import type { ForwardTarget, WeightedTarget } from '../router/compiled-route.ts';
 import { AttemptFailure, classifyUpstreamError } from '../upstream/connect-errors.ts';
@@ -52,7 +53,7 @@ const DONE = 5;
  * Envoy's HTTP/1 codec strips (with `HTTP2-Settings`) to serve the request as a plain one.
  * Node then hands it to the request handler, which drops the hop-by-hop headers.
  */
-export function shouldUpgrade(req: IncomingMessage): boolean {
+export function shouldUpgrade(req: H1Request): boolean {
   const proto = rawHeaderValue(req.rawHeaders, 'upgrade');
   return proto !== null && proto.trim().toLowerCase() !== 'h2c';
 }
@@ -70,7 +71,7 @@ export class UpgradeTunnels {
   }
 
   /** Node's `'upgrade'` event: route and forward the request; never throws. */
-  start(snapshot: ListenerSettings, conn: Connection, req: IncomingMessage, socket: Socket, head: Buffer): void {
+  start(snapshot: ListenerSettings, conn: Connection, req: H1Request, socket: Socket, head: Buffer): void {
     new UpgradeExchange(this.#open, this.#ctx, conn, snapshot, req, socket, head).start();
   }
 
@@ -109,7 +110,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   #downstreamEnded = false;
   #downstreamClosed = false;
 
-  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: IncomingMessage, socket: Socket, head: Buffer) {
+  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: H1Request, socket: Socket, head: Buffer) {
     super(ctx, conn, snapshot, req);
     this.#registry = registry;
     this.downstream = socket;

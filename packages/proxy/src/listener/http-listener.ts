@@ -1,4 +1,3 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { PEER_EXCHANGE_ALPN, type PeerWorkload } from '../telemetry/peer-metadata.ts';
 import { createServer as createH2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import { chmodSync } from 'node:fs';
@@ -7,6 +6,7 @@ import type { TLSSocket } from 'node:tls';
 import type { ListenerTls, TcpRoute, TlsServer } from '@remora/config';
 import { Connection, originalDestinations, type ListenerContext } from '../http/connection.ts';
 import { Exchange } from '../http/exchange.ts';
+import { H1Server, type H1Request, type H1Response, type H1ServerHandler } from '../http/h1-server.ts';
 import { H1_WRITER } from '../http/response-writer-h1.ts';
 import { H2_WRITER } from '../http/response-writer-h2.ts';
 import { LocalReplies, rawLocalReply } from '../http/local-reply.ts';
@@ -103,8 +103,8 @@ export class HttpListener {
   snapshot: ListenerSettings;
   /** Accepts connections and hands each to the HTTP/1 or the HTTP/2 server. */
   readonly tcp: TcpServer;
-  /** The HTTP/1.1 server (it never listens itself). */
-  readonly server: Server;
+  /** The HTTP/1.1 codec's connections (it never listens itself). */
+  readonly #h1: H1Server;
   /** The HTTP/2 server for prior-knowledge connections (it never listens itself). */
   readonly h2: Http2Server;
   readonly #ctx: ListenerContext;
@@ -131,35 +131,18 @@ export class HttpListener {
     this.bound = snapshot.listener.bindToPort !== false;
     this.snapshot = snapshot;
     this.#ctx = ctx;
-    this.server = createServer(
+    this.#h1 = new H1Server(
       {
         maxHeaderSize: MAX_HEADER_BYTES,
-        keepAliveTimeout: IDLE_TIMEOUT_MS,
+        idleTimeoutMs: IDLE_TIMEOUT_MS,
         // Slow-loris clients: headers must arrive in time; bodies may stream as long as they
-        // need unless a request timeout is set. Checked often enough to be near the mark.
-        requestTimeout: ctx.timeouts.requestMs,
-        headersTimeout: ctx.timeouts.headersMs,
-        connectionsCheckingInterval: Math.max(100, Math.min(1_000, ctx.timeouts.headersMs / 4)),
-        // Every Upgrade but h2c is tunnelled; h2c is served as a plain request, as Envoy does.
-        shouldUpgradeCallback: shouldUpgrade,
+        // need unless a request timeout is set.
+        headersTimeoutMs: ctx.timeouts.headersMs,
+        requestTimeoutMs: ctx.timeouts.requestMs,
       },
-      (req, res) => this.#onRequest(req, res),
+      this.#h1Handler(),
     );
-    this.server.on('connection', (socket: Socket) => void this.#track(socket));
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#onClientError(err, socket));
     this.#upgrades = new UpgradeTunnels(ctx);
-    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-      if (this.#refusesVersion(req)) this.#upgradeRequired(req, socket, null);
-      else this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
-    });
-    this.server.on('connect', (req: IncomingMessage, socket: Socket) => {
-      if (this.#refusesVersion(req)) {
-        this.#upgradeRequired(req, socket, null);
-        return;
-      }
-      // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
-      socket.end(rawLocalReply(LocalReplies.noRoute, this.snapshot.connectionManager.serverLine));
-    });
     this.h2 = createH2Server({ maxSessionMemory: 64 }, (req, res) => this.#onH2Request(req, res));
     this.h2.on('session', (session: ServerHttp2Session) => {
       const c = this.#handingOver;
@@ -170,6 +153,34 @@ export class HttpListener {
       session.on('error', () => {});
     });
     this.tcp = createTcpServer((socket) => this.#onSocket(socket));
+  }
+
+  /** What the HTTP/1 codec hands the listener: requests, upgrades, CONNECT, and what it refused. */
+  #h1Handler(): H1ServerHandler {
+    return {
+      onRequest: (req, res) => this.#onRequest(req, res),
+      // Every Upgrade but h2c is tunnelled; h2c is served as a plain request, as Envoy does.
+      shouldUpgrade,
+      onUpgrade: (req, socket, head) => {
+        if (this.#refusesVersion(req)) this.#upgradeRequired(req, socket, null);
+        else this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
+      },
+      onConnect: (req, socket) => {
+        if (this.#refusesVersion(req)) {
+          this.#upgradeRequired(req, socket, null);
+          return;
+        }
+        // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
+        socket.end(rawLocalReply(LocalReplies.noRoute, this.snapshot.connectionManager.serverLine));
+      },
+      onClientError: (err, socket) => this.#onClientError(err, socket),
+    };
+  }
+
+  /** An HTTP/1 connection: tracked, then parsed by the codec (`head`: bytes already read). */
+  #serveH1(socket: Socket, head: Buffer | null): void {
+    this.#track(socket);
+    this.#h1.serve(socket, head);
   }
 
   /** A connection's state, kept until the socket closes (which ends what is still in flight on it). */
@@ -424,7 +435,7 @@ export class HttpListener {
 
   #dispatchSecure(socket: TLSSocket, h2: boolean): void {
     if (!h2) {
-      this.server.emit('connection', socket);
+      this.#serveH1(socket, null);
       return;
     }
     this.#toH2(socket, socket);
@@ -463,8 +474,7 @@ export class HttpListener {
       if (h2) {
         this.#toH2(socket, new PrefaceSocket(socket, seen));
       } else {
-        socket.unshift(seen);
-        this.server.emit('connection', socket);
+        this.#serveH1(socket, seen);
       }
       socket.resume();
     };
@@ -512,9 +522,6 @@ export class HttpListener {
             return;
           }
         }
-        // The HTTP/1 server gets its connections from `tcp`; its connection tracking (idle
-        // closing, header and request timeouts) starts on 'listening', so tell it.
-        this.server.emit('listening');
         resolve();
       });
     });
@@ -522,8 +529,7 @@ export class HttpListener {
 
   /** A listener that opens no socket (`bindToPort: false`) starts serving what is handed to it. */
   startUnbound(): void {
-    // The HTTP/1 server's connection tracking (timeouts) starts on 'listening'.
-    this.server.emit('listening');
+    // Nothing to open: the HTTP/1 codec starts its timeout checks with its first connection.
   }
 
   /** Where the socket listens, for logs: `address:port`, or a unix domain socket's path. */
@@ -548,8 +554,8 @@ export class HttpListener {
    */
   stopAccepting(): void {
     this.tcp.close();
-    // Stops the HTTP/1 server's connection-checking timer too; its connections stay tracked.
-    this.server.close();
+    // As node:http's close(): idle HTTP/1 connections close now, busy ones after their response.
+    this.#h1.closeIdle();
     for (const session of this.#sessions.keys()) session.close();
   }
 
@@ -562,17 +568,18 @@ export class HttpListener {
   }
 
   closeIdle(): void {
-    this.server.closeIdleConnections();
+    this.#h1.closeIdle();
   }
 
   closeAll(): void {
     for (const t of [...this.#tunnels]) t.close();
-    this.server.closeAllConnections();
+    this.#h1.closeAll();
+    this.#h1.close();
     this.#upgrades.closeAll();
     for (const session of this.#sessions.keys()) session.destroy();
   }
 
-  #onRequest(req: IncomingMessage, res: ServerResponse): void {
+  #onRequest(req: H1Request, res: H1Response): void {
     if (this.#refusesVersion(req)) {
       this.#upgradeRequired(req, req.socket, res);
       return;
@@ -605,19 +612,18 @@ export class HttpListener {
    * Envoy's HTTP/1 codec serves only HTTP/1.1 unless `accept_http_10` is on: an HTTP/1.0 or
    * HTTP/0.9 request is answered 426 before it meets any route or filter.
    */
-  #refusesVersion(req: IncomingMessage): boolean {
+  #refusesVersion(req: H1Request): boolean {
     return (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 1) && !this.snapshot.connectionManager.acceptHttp10;
   }
 
   /** The 426 reply (Envoy's `low_version`): a codec error, so the connection closes after it. */
-  #upgradeRequired(req: IncomingMessage, socket: Socket, res: ServerResponse | null): void {
+  #upgradeRequired(req: H1Request, socket: Socket, res: H1Response | null): void {
     const reply = LocalReplies.lowVersion;
     if (res !== null) {
       const headers = [...reply.head];
       this.snapshot.connectionManager.applyServer(headers);
       headers.push('connection', 'close');
-      res.writeHead(reply.status, headers);
-      res.end(reply.body);
+      res.whole(reply.status, headers, reply.body, null);
     } else {
       socket.end(rawLocalReply(reply, this.snapshot.connectionManager.serverLine));
     }

@@ -1,5 +1,5 @@
 /**
- * Node's own HTTP/1 response parser (the llhttp binding node:http's client uses), reached
+ * Node's own HTTP/1 parser (the llhttp binding node:http's client uses), reached
  * through `_http_common`. It parses in native code and hands header names and values over
  * as strings, which is what makes the HTTP/1.1 pool cheaper than undici's wasm parser.
  */
@@ -13,13 +13,18 @@ export interface HTTPParser {
   finish(): undefined | (Error & { code?: string; reason?: string });
   close(): void;
   free(): void;
+  /** Stops (or resumes) parsing between `execute` calls; not from within a callback. */
+  pause(): void;
+  resume(): void;
   remove(): void;
   [callback: number]: unknown;
 }
 
 interface HTTPParserClass {
   new (): HTTPParser;
+  readonly REQUEST: number;
   readonly RESPONSE: number;
+  readonly kOnMessageBegin: number;
   readonly kOnHeaders: number;
   readonly kOnHeadersComplete: number;
   readonly kOnBody: number;
@@ -27,7 +32,12 @@ interface HTTPParserClass {
   readonly kOnExecute: number;
 }
 
-export const HTTPParser = (createRequire(import.meta.url)('node:_http_common') as { HTTPParser: HTTPParserClass }).HTTPParser;
+const common = createRequire(import.meta.url)('node:_http_common') as { HTTPParser: HTTPParserClass; methods: readonly string[] };
+
+export const HTTPParser = common.HTTPParser;
+
+/** llhttp's method names by the number a request parser reports. */
+export const HTTP_METHODS: readonly string[] = common.methods;
 
 /** `onHeadersComplete` of a response: (major, minor, headers | undefined, method, url, status, statusMessage, upgrade, shouldKeepAlive). */
 export type OnHeadersComplete = (
