@@ -97,9 +97,11 @@ t.test('headers just under the limit pass', async (t) => {
   t.equal(r.status, 200);
 });
 
-t.test('HTTP/1.1 without Host gets 400', async (t) => {
-  const reply = await raw('GET / HTTP/1.1\r\n\r\n');
+t.test('HTTP/1.1 without Host gets 400 missing_host_header, and the access log says so', async (t) => {
+  const reply = await raw('GET /no-host HTTP/1.1\r\nconnection: close\r\n\r\n');
   t.match(reply, /^HTTP\/1\.1 400 /);
+  await sleep(50);
+  t.ok(remora.stdout.some((l) => l.includes('"GET /no-host HTTP/1.1" 400 - missing_host_header ')), 'the access log names the reason, with no flag (not a codec error)');
   await stillServing(t);
 });
 
