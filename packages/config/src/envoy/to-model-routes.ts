@@ -277,9 +277,9 @@ function routeFromEnvoy(r: Reader, route: RouteJson, at: string, levels: Levels,
   for (const level of levels.filters) Object.assign(filters, level);
   Object.assign(filters, filterConfigs(r, route.typedPerFilterConfig, join(at, 'typedPerFilterConfig')));
   const origin = origins.next(route, remora);
-  // A CONNECT that reaches a forwarding route is terminated here or not served: Envoy's other
+  // A CONNECT that reaches a forwarding route is terminated here or refused: Envoy's other
   // way, the CONNECT forwarded upstream as a request, is not supported.
-  if (match?.path.match.kind === 'connect' && action?.kind === 'forward' && action.connect !== 'terminate') {
+  if (match?.path.match.kind === 'connect' && action?.kind === 'forward' && action.connect === undefined) {
     r.error(join(at, 'route.upgradeConfigs'), 'a connectMatcher route that forwards must terminate CONNECT: upgradeConfigs [{upgradeType: CONNECT, connectConfig: {}}]');
   }
   if (match === null || action === null) return null;

@@ -152,13 +152,12 @@ export class HttpListener {
       if (this.#refusesVersion(req)) this.#upgradeRequired(req, socket, null);
       else this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
     });
-    this.server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    this.server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       if (this.#refusesVersion(req)) {
         this.#upgradeRequired(req, socket, null);
         return;
       }
-      // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
-      socket.end(rawLocalReply(LocalReplies.noRoute, this.snapshot.connectionManager.serverLine));
+      this.#upgrades.connect(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
     });
     this.h2 = createH2Server({ maxSessionMemory: 64 }, (req, res) => this.#onH2Request(req, res));
     this.h2.on('session', (session: ServerHttp2Session) => {
