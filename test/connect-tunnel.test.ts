@@ -1,6 +1,7 @@
 // HTTP/1.1 CONNECT through `remora envoy` as Envoy terminates it (a connect_matcher route with
 // `upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]`): the proxy answers 200 once
-// a TCP connection to a host of the route's cluster is up, then carries bytes both ways. The
+// a TCP connection to a host of the route's cluster is up, then carries bytes both ways; or
+// forwards it (no connect_config) to a host that answers it, here a second listener. The
 // tunnel goes through the router as every request does: no CONNECT route is a 404, a route
 // that does not enable CONNECT a 403, a refused connection a 503 UF that outlier detection
 // counts (and that a connect-failure retry gets past), a full circuit breaker a 503 UO; the
@@ -97,11 +98,15 @@ async function start(t: Test): Promise<Setup> {
     connectRoute('retry.test:7', `route: { cluster: retry, ${TERMINATE}, retry_policy: { retry_on: connect-failure, num_retries: 2 } }`),
     connectRoute('limited.test:7', `route: { cluster: limited, ${TERMINATE} }`),
     connectRoute('off.test:7', `route: { cluster: echo, upgrade_configs: [{ upgrade_type: CONNECT, enabled: false }] }`),
+    // No CONNECT config of its own: the connection manager enables CONNECT, and it is forwarded.
+    connectRoute('twohop.test:7', 'route: { cluster: inner }'),
+    connectRoute('nohop.test:7', 'route: { cluster: inner }'),
     '              - match: { prefix: "/" }\n                route: { cluster: web }',
   ].join('\n');
   const plainRoutes = [
     connectRoute('direct.test:7', 'direct_response: { status: 200, body: { inline_string: "never" } }'),
     connectRoute('echo.test:7', `route: { cluster: echo, ${TERMINATE} }`),
+    connectRoute('twohop.test:7', `route: { cluster: echo, ${TERMINATE} }`),
   ].join('\n');
   const bootstrap = `node: { id: "router~127.0.0.1~gw-1.default~default.svc.cluster.local", cluster: test }
 admin:
@@ -119,7 +124,7 @@ ${hcm('connect', logFile, '[{ upgrade_type: websocket }, { upgrade_type: CONNECT
     - filters:
 ${hcm('plain', logFile, '[{ upgrade_type: websocket }]', plainRoutes)}
   clusters:
-${cluster('echo', [echo.port])}${cluster('web', [(web.address() as AddressInfo).port])}${cluster(
+${cluster('echo', [echo.port])}${cluster('inner', [plainPort!])}${cluster('web', [(web.address() as AddressInfo).port])}${cluster(
     'mixed',
     [echo.port, deadPort!],
     '\n    outlier_detection: { consecutive_5xx: 2, interval: 1s, base_ejection_time: 60s, max_ejection_percent: 100 }',
@@ -269,6 +274,21 @@ t.test('CONNECT through remora envoy', async (t) => {
     t.equal(out.code, 0, out.stderr);
     t.equal(out.stdout, 'hello from /inside\n', 'the web server behind the tunnel answered curl');
     await logLine(s, /^CONNECT web\.test:80 200 /);
+  });
+
+  t.test('a forwarded CONNECT: the host answers it (here a second listener that terminates it), its 200 opens the tunnel', async (t) => {
+    const tunnel = await connectThrough(s.port, 'twohop.test:7');
+    t.equal(tunnel.status, 200, tunnel.head);
+    t.notMatch(tunnel.head, /content-length|transfer-encoding/i);
+    tunnel.socket.write('two hops');
+    t.equal(await readBytes(tunnel, 8), 'two hops', 'through both proxies to the echo host and back');
+    await closeTunnel(tunnel);
+    t.match(await logLine(s, new RegExp(`^CONNECT twohop\\.test:7 200 [^ ]+ via_upstream 127\\.0\\.0\\.1:${s.plainPort} `)), / 8 8$/, 'the outer hop: to the inner listener, 8 bytes each way');
+    t.match(await logLine(s, new RegExp(`^CONNECT twohop\\.test:7 200 [^ ]+ via_upstream 127\\.0\\.0\\.1:${s.echo.port} `)), / 8 8$/, 'the inner hop: terminated, to the echo host');
+    const refused = await connectThrough(s.port, 'nohop.test:7');
+    t.equal(refused.status, 404, "the host's refusal is relayed");
+    await readToEnd(refused);
+    t.match(await logLine(s, new RegExp(`^CONNECT nohop\\.test:7 404 - via_upstream 127\\.0\\.0\\.1:${s.plainPort} `)), /./);
   });
 
   t.test('no CONNECT route: 404 NR, as before; a plain request is still routed', async (t) => {

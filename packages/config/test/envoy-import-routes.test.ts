@@ -551,18 +551,15 @@ t.test("CONNECT: connect_matcher and the route's CONNECT upgrade config", async 
   t.strictSame(headers.match.headers, [{ name: ':authority', match: { kind: 'exact', value: 'echo:7' }, invert: false }], 'header conditions go with it');
   const disabled = firstRoute(table([fwd({ upgradeConfigs: [{ upgradeType: 'connect', enabled: false }] })]));
   t.equal(disabled.action.kind === 'forward' && disabled.action.connect, 'disabled', 'enabled: false refuses CONNECT on the route');
+  const forward = firstRoute(table([{ match: { connectMatcher: {} }, route: { cluster: 'c', upgradeConfigs: [{ upgradeType: 'CONNECT' }] } }]));
+  t.equal(forward.action.kind === 'forward' && forward.action.connect, 'forward', 'no connect_config: the CONNECT is forwarded upstream');
+  const unset = firstRoute(table([{ match: { connectMatcher: {} }, route: { cluster: 'c' } }]));
+  t.equal(unset.action.kind === 'forward' && 'connect' in unset.action, false, "no CONNECT config on the route: the connection manager's decides");
   const direct = firstRoute(table([{ match: { connectMatcher: {} }, directResponse: { status: 403 } }]));
   t.equal(direct.match.path.match.kind, 'connect', 'a connect_matcher route may answer directly');
   t.equal(firstRoute(table([fwd()])).action.kind === 'forward' && 'connect' in firstRoute(table([fwd()])).action, false, 'no upgrade config: nothing in the model');
 
   const errors: [string, object, string[]][] = [
-    ['CONNECT forwarded upstream', table([{ match: { connectMatcher: {} }, route: { cluster: 'c', upgradeConfigs: [{ upgradeType: 'CONNECT' }] } }]), [
-      'RouteConfiguration rc: virtualHosts[0].routes[0].route.upgradeConfigs[0]: forwarding CONNECT upstream as a request is not supported: Remora terminates CONNECT (set connectConfig)',
-      'RouteConfiguration rc: virtualHosts[0].routes[0].route.upgradeConfigs: a connectMatcher route that forwards must terminate CONNECT: upgradeConfigs [{upgradeType: CONNECT, connectConfig: {}}]',
-    ]],
-    ['connect_matcher without a CONNECT config', table([{ match: { connectMatcher: {} }, route: { cluster: 'c' } }]), [
-      'RouteConfiguration rc: virtualHosts[0].routes[0].route.upgradeConfigs: a connectMatcher route that forwards must terminate CONNECT: upgradeConfigs [{upgradeType: CONNECT, connectConfig: {}}]',
-    ]],
     ['PROXY protocol', table([{ match: { connectMatcher: {} }, route: { cluster: 'c', upgradeConfigs: [{ upgradeType: 'CONNECT', connectConfig: { proxyProtocolConfig: { version: 'V2' } } }] } }]), [
       'RouteConfiguration rc: virtualHosts[0].routes[0].route.upgradeConfigs[0].connectConfig.proxyProtocolConfig: not supported by Remora',
     ]],
@@ -580,6 +577,7 @@ t.test("CONNECT: connect_matcher and the route's CONNECT upgrade config", async 
     table([
       { match: { connectMatcher: {} }, route: { cluster: 'c', ...terminate } },
       fwd({ upgradeConfigs: [{ upgradeType: 'CONNECT', enabled: false }] }),
+      { match: { connectMatcher: {} }, route: { cluster: 'c', upgradeConfigs: [{ upgradeType: 'CONNECT' }] } },
       fwd({ upgradeConfigs: [{ upgradeType: 'websocket' }] }),
     ]),
   );

@@ -849,7 +849,7 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
     if (a.rewrite?.prefix != null) route.prefixRewrite = a.rewrite.prefix;
     if (a.rewrite?.regex != null) route.regexRewrite = { pattern: { regex: a.rewrite.regex.pattern }, substitution: a.rewrite.regex.substitution.replace(/\$(\d)/g, '\\$1') };
     if (a.authorityRewrite !== null) route.hostRewriteLiteral = a.authorityRewrite;
-    if (a.connect !== undefined) route.upgradeConfigs = [a.connect === 'terminate' ? { upgradeType: 'CONNECT', connectConfig: {} } : { upgradeType: 'CONNECT', enabled: false }];
+    if (a.connect !== undefined) route.upgradeConfigs = [a.connect === 'terminate' ? { upgradeType: 'CONNECT', connectConfig: {} } : a.connect === 'forward' ? { upgradeType: 'CONNECT' } : { upgradeType: 'CONNECT', enabled: false }];
     if (a.mirrors.length > 0) {
       route.requestMirrorPolicies = a.mirrors.map((m) => ({ cluster: m.cluster, runtimeFraction: { defaultValue: { numerator: Math.round(m.percent * 10_000), denominator: 'MILLION' } }, traceSampled: false }));
     }

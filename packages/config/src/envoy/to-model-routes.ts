@@ -277,11 +277,6 @@ function routeFromEnvoy(r: Reader, route: RouteJson, at: string, levels: Levels,
   for (const level of levels.filters) Object.assign(filters, level);
   Object.assign(filters, filterConfigs(r, route.typedPerFilterConfig, join(at, 'typedPerFilterConfig')));
   const origin = origins.next(route, remora);
-  // A CONNECT that reaches a forwarding route is terminated here or refused: Envoy's other
-  // way, the CONNECT forwarded upstream as a request, is not supported.
-  if (match?.path.match.kind === 'connect' && action?.kind === 'forward' && action.connect === undefined) {
-    r.error(join(at, 'route.upgradeConfigs'), 'a connectMatcher route that forwards must terminate CONNECT: upgradeConfigs [{upgradeType: CONNECT, connectConfig: {}}]');
-  }
   if (match === null || action === null) return null;
   return {
     name: route.name ?? '',
@@ -548,13 +543,13 @@ function forwardAction(r: Reader, a: RouteActionJson, at: string, vhRetry: Retry
       if (v !== undefined && durationMs(v) !== 0 && durationMs(v) !== timeoutMs) r.warn(join(at, `maxStreamDuration.${key}`), 'Remora bounds a request by the route timeout only');
     }
   }
-  let connect: 'terminate' | 'disabled' | undefined;
+  let connect: 'terminate' | 'forward' | 'disabled' | undefined;
   (a.upgradeConfigs ?? []).forEach((u, i) => {
     const uat = join(at, `upgradeConfigs[${i}]`);
     r.fields(u, uat, ['upgradeType', 'enabled', 'connectConfig']);
     if (u.upgradeType?.toLowerCase() === 'connect') {
       if (u.enabled === false) connect = 'disabled';
-      else if (u.connectConfig === undefined) r.error(uat, 'forwarding CONNECT upstream as a request is not supported: Remora terminates CONNECT (set connectConfig)');
+      else if (u.connectConfig === undefined) connect = 'forward';
       else {
         // The tunnel's bytes go to the host as they are; no PROXY protocol header, no POST tunnels.
         r.fields(u.connectConfig, join(uat, 'connectConfig'), []);

@@ -127,11 +127,13 @@ export interface ForwardAction {
   /**
    * Envoy's `upgrade_configs` entry for CONNECT on this route: `terminate` (enabled, with
    * `connect_config`): the proxy answers a CONNECT 200 once a TCP connection to a host of the
-   * cluster is up and carries the tunnel's bytes itself; `disabled` (`enabled: false`): CONNECT
-   * is refused here (403) whatever the connection manager allows. Absent: the connection
-   * manager's `upgrade_configs` decide (forwarding a CONNECT upstream as a request is not supported).
+   * cluster is up and carries the tunnel's bytes itself; `forward` (enabled, no
+   * `connect_config`): the CONNECT goes to the host as a request and its 2xx opens the tunnel;
+   * `disabled` (`enabled: false`): CONNECT is refused here (403) whatever the connection
+   * manager allows. Absent: the connection manager's `upgrade_configs` decide (and an allowed
+   * CONNECT is forwarded).
    */
-  readonly connect?: 'terminate' | 'disabled';
+  readonly connect?: 'terminate' | 'forward' | 'disabled';
 }
 
 export interface RedirectAction {

@@ -29,9 +29,10 @@ import { HEADERS_TOO_LARGE_REASON, TunnelUpstreamRequest, type Http1ResponseHead
  *
  * An HTTP/1.1 CONNECT takes the same path (Envoy's CONNECT support): routed to a
  * `connect_matcher` route, refused 403 unless the connection manager or the route enables
- * CONNECT, and terminated here when the route says so (`connect_config`): each try is a
- * plain TCP connection to a host (`TunnelUpstreamRequest.terminateConnect`), the client is
- * answered 200 once one is up, and the two sockets are spliced.
+ * CONNECT, then either terminated here when the route says so (`connect_config`: each try a
+ * plain TCP connection to a host, `TunnelUpstreamRequest.terminateConnect`, the client
+ * answered 200 once one is up) or forwarded to the host as a CONNECT request whose 2xx
+ * answer opens the tunnel as a 101 does; either way the two sockets are then spliced.
  */
 
 /** Envoy's delayed_close_timeout: after one side is gone and the other is ended, how long to wait for its FIN. */
@@ -197,7 +198,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   #connectAllowed(route: CompiledRoute): boolean {
     const t = route.target;
     const own = t.kind === 'forward' ? t.model.connect : undefined;
-    if (own !== undefined) return own === 'terminate';
+    if (own !== undefined) return own !== 'disabled';
     return this.snapshot.connectionManager.upgradeConnect;
   }
 
@@ -237,12 +238,6 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   }
 
   #forward(target: ForwardTarget): void {
-    if (this.#connect && target.model.connect !== 'terminate') {
-      // Envoy would forward this CONNECT upstream as a request; Remora only terminates CONNECT.
-      this.snapshot.http.upgradeRefused.value++;
-      this.localReply(LocalReplies.upgradeFailed);
-      return;
-    }
     // An upgraded connection holds one of the cluster's connections (and requests) for its
     // whole life, so it goes through the circuit breaker like any request (503 UO on
     // overflow), and holds its slot until it ends. The route timeout bounds the handshake
@@ -269,8 +264,14 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, _slot: CircuitBreaker | null): TunnelUpstreamRequest {
     this.noteTry(host, attempt);
     const pool = this.cluster!.model.connectionPool;
-    if (this.#connect) return TunnelUpstreamRequest.terminateConnect(this, host, this.#head, pool.connectTimeoutMs);
-    return new TunnelUpstreamRequest(this, host, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, perTryTimeoutMs);
+    if (!this.#connect) return new TunnelUpstreamRequest(this, host, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, perTryTimeoutMs);
+    if (this.route!.target.kind === 'forward' && this.route!.target.model.connect === 'terminate') {
+      return TunnelUpstreamRequest.terminateConnect(this, host, this.#head, pool.connectTimeoutMs);
+    }
+    // Forwarded: the request line names the authority the host is sent (after any rewrite).
+    // No per-try timeout: Envoy starts it when the request ends, which a CONNECT does not.
+    const authority = rawHeaderValue(this.upstreamHeaders, 'host') ?? this.authority;
+    return new TunnelUpstreamRequest(this, host, 'CONNECT', authority, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, 0);
   }
 
   /** Nothing to start: the try's callbacks come once it is connected. */
@@ -321,8 +322,8 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   onUpstreamResponseHead(a: TunnelUpstreamRequest, status: number, head: Http1ResponseHead): boolean {
     const router = this.#router!;
     const policy = router.retry!.policy;
-    // A terminated CONNECT's try answers only once its connection is up (the 200 is made here).
-    const tunnel = status === 101 || this.#connect;
+    // A CONNECT's 2xx opens its tunnel (a terminated one's 200 is made when its connection is up).
+    const tunnel = status === 101 || (this.#connect && status >= 200 && status < 300);
     const retriable = !tunnel && policy !== null && policy.retriableResponse(status, -1);
     // The host answered: outlier detection and the cluster's status counters hear of it, as for
     // any request; a retry's budget place goes back, and the route timeout stops.
@@ -337,6 +338,8 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
       const lower = name.toLowerCase();
       // A refusal's body is relayed as framed, so its Transfer-Encoding stays.
       if (lower === UPSTREAM_SERVICE_TIME) continue; // this hop sets its own
+      // A 2xx to CONNECT has no body, whatever framing the host announced (as Envoy strips it).
+      if (tunnel && this.#connect && lower === 'content-length') continue;
       if (!RESPONSE_DROP.has(lower) || (!tunnel && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
     }
     out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));

@@ -21,7 +21,7 @@ const P_CONNECTING = 0;
 const P_HEAD = 1;
 /** A non-101 response: its body is passed on as framed, and ends the try. */
 const P_BODY = 2;
-/** 101: the connection belongs to the tunnel; this try reads no more of it. */
+/** 101 (2xx to a CONNECT): the connection belongs to the tunnel; this try reads no more of it. */
 const P_TUNNEL = 3;
 
 /** An HTTP/1.x response head as received. */
@@ -50,8 +50,8 @@ export interface TunnelUpstreamOwner extends UpstreamRequestOwner<Http1ResponseH
 }
 
 /**
- * One try of an HTTP/1.1 Upgrade (WebSocket and the like), or of a CONNECT the proxy
- * terminates (`terminateConnect`), against one host, on a connection
+ * One try of an HTTP/1.1 Upgrade (WebSocket and the like) or CONNECT (forwarded as a request,
+ * its 2xx taken as an upgrade's 101; or terminated here: `terminateConnect`) against one host, on a connection
  * of its own (an upgraded connection is never returned to a pool): it connects (over TLS when
  * the host is reached so), writes the request head byte for byte with the bytes the client
  * already sent, reads the response head (1xx before it: `100 Continue` passed on, others
@@ -73,6 +73,8 @@ export class TunnelUpstreamRequest implements UpstreamRequest {
   readonly #headRequest: boolean;
   /** A CONNECT the proxy terminates: no request head goes up, the connection is the tunnel. */
   readonly #terminate: boolean;
+  /** A CONNECT forwarded as a request: a 2xx answer opens the tunnel, as a 101 does an upgrade's. */
+  readonly #connectRequest: boolean;
   #phase = P_CONNECTING;
   #connected = false;
   #closed = false;
@@ -105,6 +107,7 @@ export class TunnelUpstreamRequest implements UpstreamRequest {
     this.host = host;
     this.#headRequest = method === 'HEAD';
     this.#terminate = headers === null;
+    this.#connectRequest = method === 'CONNECT' && headers !== null;
     const h = host.host;
     h.active++;
     h.requestsTotal++;
@@ -227,7 +230,7 @@ export class TunnelUpstreamRequest implements UpstreamRequest {
 
   #onResponseHead(head: Http1ResponseHead, rest: Buffer): void {
     const status = head.status;
-    if (status === 101 || this.#terminate) {
+    if (status === 101 || this.#terminate || (this.#connectRequest && status >= 200 && status < 300)) {
       this.#phase = P_TUNNEL;
       this.#rest = rest;
       if (this.owner.onUpstreamResponseHead(this, status, head)) this.#stopPerTryTimer();
