@@ -643,6 +643,25 @@ t.test("Envoy's defaults where a field is unset", async (t) => {
   );
 });
 
+t.test("CONNECT in the connection manager's upgrade configs: enabled on the listener, written back for config_dump", async (t) => {
+  const on = importListeners([listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'websocket' }, { upgradeType: 'CONNECT' }] })], INGRESS);
+  t.same(on.issues, []);
+  t.same(on.listeners[0]!.connectionManager, { serverName: 'envoy', serverHeaderTransformation: 'OVERWRITE', httpProtocolOptions: { acceptHttp10: false }, upgradeConnect: true }, "CONNECT enabled, Envoy's defaults beside it");
+  const lower = importListeners([listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'websocket' }, { upgradeType: 'connect' }] })], INGRESS);
+  t.equal(lower.listeners[0]!.connectionManager?.upgradeConnect, true, 'the upgrade type is matched case-insensitively, as Envoy does');
+  const off = importListeners([listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'websocket' }, { upgradeType: 'CONNECT', enabled: false }] })], INGRESS);
+  t.same(off.issues, []);
+  t.equal(off.listeners[0]!.connectionManager, undefined, 'enabled: false is the default (routes may still enable CONNECT)');
+  const only = importListeners([listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'CONNECT' }] })], INGRESS);
+  t.same(only.issues, [`warning: Listener 0.0.0.0_8080: ${HCM_AT}.upgradeConfigs: Remora tunnels WebSocket upgrades even without an upgrade config`], 'CONNECT alone: WebSocket still tunnels, said in a warning');
+
+  const back = roundTrip({ version: 'v', node: INGRESS, listeners: on.listeners, routeConfigs: [], clusters: [] });
+  t.same(back.issues.filter((i) => !i.startsWith('warning')), []);
+  t.same(back.listeners[0]!.connectionManager, on.listeners[0]!.connectionManager, 'exported as upgradeConfigs CONNECT and read back');
+  const hcm = (envoyResourcesFromModel({ version: 'v', node: INGRESS, listeners: on.listeners, routeConfigs: [], clusters: [] }).listeners[0] as { filterChains: { filters: { typedConfig: { upgradeConfigs: unknown } }[] }[] }).filterChains[0]!.filters[0]!.typedConfig;
+  t.same(hcm.upgradeConfigs, [{ upgradeType: 'websocket' }, { upgradeType: 'CONNECT' }], "config_dump shows Envoy's upgrade configs");
+});
+
 t.test('errors: the listener is not imported, the message names the field', async (t) => {
   const TCP_PROXY = (cluster: string): object => ({ name: 'envoy.filters.network.tcp_proxy', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', statPrefix: cluster, cluster } });
   const DT = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext';
@@ -672,7 +691,8 @@ t.test('errors: the listener is not imported, the message names the field', asyn
     ['escaped slashes', listenerWith('gateway', { pathWithEscapedSlashesAction: 'UNESCAPE_AND_FORWARD' }), INGRESS, `${HCM_AT}.pathWithEscapedSlashesAction: UNESCAPE_AND_FORWARD is not supported: Remora keeps escaped slashes unchanged`],
     ['useRemoteAddress on a sidecar', listenerWith('outbound', { useRemoteAddress: true }), SIDECAR, `${HCM_AT}.useRemoteAddress: a sidecar takes the client address from x-forwarded-for and does not append to it (useRemoteAddress false)`],
     ['XFCC forwarded where the config strips it', listenerWith('inbound', { forwardClientCertDetails: 'SANITIZE' }, { name: 'virtualInbound', trafficDirection: 'INBOUND' }), SIDECAR, `${HCM_AT}.forwardClientCertDetails: SANITIZE is not supported on a sidecar's inbound side: Remora does APPEND_FORWARD there, as Istio, and would forward the x-forwarded-client-cert a client sent`],
-    ['CONNECT upgrade', listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'CONNECT' }] }), INGRESS, `${HCM_AT}.upgradeConfigs[0].upgradeType: upgrade CONNECT is not supported (websocket only)`],
+    ['unknown upgrade', listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'spdy/3.1' }] }), INGRESS, `${HCM_AT}.upgradeConfigs[0].upgradeType: upgrade spdy/3.1 is not supported (websocket and CONNECT only)`],
+    ['upgrade filters', listenerWith('gateway', { upgradeConfigs: [{ upgradeType: 'CONNECT', filters: [{ name: 'envoy.filters.http.router' }] }, { upgradeType: 'websocket' }] }), INGRESS, `${HCM_AT}.upgradeConfigs[0].filters: not supported`],
     ['unknown HCM field', listenerWith('gateway', { scopedRoutes: { name: 's' }, rds: undefined }), INGRESS, `${HCM_AT}.scopedRoutes: not supported`],
     ['network filter', listenerWith('gateway', {}, { filterChains: [{ filters: [{ name: 'envoy.filters.network.rbac', typedConfig: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC', statPrefix: 'x' } }, ...(listenerWith('gateway') as { filterChains: { filters: object[] }[] }).filterChains[0]!.filters] }] }), INGRESS, 'filterChains[0].filters[0]: network filter envoy.filters.network.rbac is not supported (Remora runs the HTTP connection manager and tcp_proxy)'],
     ['filterChainMatcher', listenerWith('gateway', {}, { filterChainMatcher: { onNoMatch: { action: { name: 'x', typedConfig: { '@type': 'type.googleapis.com/google.protobuf.StringValue', value: 'x' } } } } }), INGRESS, 'filterChainMatcher: not supported'],

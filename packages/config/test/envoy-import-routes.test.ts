@@ -542,6 +542,48 @@ t.test('what Remora cannot honour: errors naming the field, warnings for tuning'
   }
 });
 
+t.test("CONNECT: connect_matcher and the route's CONNECT upgrade config", async (t) => {
+  const terminate = { upgradeConfigs: [{ upgradeType: 'CONNECT', connectConfig: {} }] };
+  const r = firstRoute(table([{ match: { connectMatcher: {} }, route: { cluster: 'c', ...terminate } }]));
+  t.strictSame(r.match.path, { match: { kind: 'connect' }, ignoreCase: false }, 'connect_matcher: CONNECT requests only');
+  t.equal(r.action.kind === 'forward' && r.action.connect, 'terminate', 'connect_config: the proxy terminates CONNECT');
+  const headers = firstRoute(table([{ match: { connectMatcher: {}, headers: [{ name: ':authority', stringMatch: { exact: 'echo:7' } }] }, route: { cluster: 'c', ...terminate } }]));
+  t.strictSame(headers.match.headers, [{ name: ':authority', match: { kind: 'exact', value: 'echo:7' }, invert: false }], 'header conditions go with it');
+  const disabled = firstRoute(table([fwd({ upgradeConfigs: [{ upgradeType: 'connect', enabled: false }] })]));
+  t.equal(disabled.action.kind === 'forward' && disabled.action.connect, 'disabled', 'enabled: false refuses CONNECT on the route');
+  const forward = firstRoute(table([{ match: { connectMatcher: {} }, route: { cluster: 'c', upgradeConfigs: [{ upgradeType: 'CONNECT' }] } }]));
+  t.equal(forward.action.kind === 'forward' && forward.action.connect, 'forward', 'no connect_config: the CONNECT is forwarded upstream');
+  const unset = firstRoute(table([{ match: { connectMatcher: {} }, route: { cluster: 'c' } }]));
+  t.equal(unset.action.kind === 'forward' && 'connect' in unset.action, false, "no CONNECT config on the route: the connection manager's decides");
+  const direct = firstRoute(table([{ match: { connectMatcher: {} }, directResponse: { status: 403 } }]));
+  t.equal(direct.match.path.match.kind, 'connect', 'a connect_matcher route may answer directly');
+  t.equal(firstRoute(table([fwd()])).action.kind === 'forward' && 'connect' in firstRoute(table([fwd()])).action, false, 'no upgrade config: nothing in the model');
+
+  const errors: [string, object, string[]][] = [
+    ['PROXY protocol', table([{ match: { connectMatcher: {} }, route: { cluster: 'c', upgradeConfigs: [{ upgradeType: 'CONNECT', connectConfig: { proxyProtocolConfig: { version: 'V2' } } }] } }]), [
+      'RouteConfiguration rc: virtualHosts[0].routes[0].route.upgradeConfigs[0].connectConfig.proxyProtocolConfig: not supported by Remora',
+    ]],
+    ['POST tunnels', table([{ match: { connectMatcher: {} }, route: { cluster: 'c', upgradeConfigs: [{ upgradeType: 'CONNECT', connectConfig: { allowPost: true } }] } }]), [
+      'RouteConfiguration rc: virtualHosts[0].routes[0].route.upgradeConfigs[0].connectConfig.allowPost: not supported by Remora',
+    ]],
+  ];
+  for (const [what, json, expected] of errors) {
+    const { rc, issues } = importOne(json);
+    t.equal(rc, null, `${what}: not imported`);
+    t.same(issues, expected, what);
+  }
+
+  const { rc } = importOne(
+    table([
+      { match: { connectMatcher: {} }, route: { cluster: 'c', ...terminate } },
+      fwd({ upgradeConfigs: [{ upgradeType: 'CONNECT', enabled: false }] }),
+      { match: { connectMatcher: {} }, route: { cluster: 'c', upgradeConfigs: [{ upgradeType: 'CONNECT' }] } },
+      fwd({ upgradeConfigs: [{ upgradeType: 'websocket' }] }),
+    ]),
+  );
+  roundTrip(t, { version: 'v', node: INGRESS, listeners: [], routeConfigs: [rc!], clusters: [] }, 'CONNECT routes');
+});
+
 t.test('redirects and direct responses: every field', async (t) => {
   const r = firstRoute(table([{ match: { path: '/a' }, redirect: { httpsRedirect: true, hostRedirect: 'h', portRedirect: 8443, pathRedirect: '/b', responseCode: 'PERMANENT_REDIRECT', stripQuery: true } }]));
   t.strictSame(r.action, { kind: 'redirect', status: 308, scheme: 'https', authority: 'h', port: 8443, derivePortFromScheme: false, path: '/b', stripQuery: true });

@@ -2,7 +2,7 @@
 // the access log formats.
 import t from 'tap';
 import type { Route, RouteConfiguration, VirtualHost } from '@remora/config';
-import { plainRouteContext, formatJson, formatResponseFlags, formatText, redirectLocation, ResponseFlag, RouteTable, type AccessLogRecord } from '@remora/proxy';
+import { findRoute, plainRouteContext, formatJson, formatResponseFlags, formatText, redirectLocation, ResponseFlag, RouteTable, type AccessLogRecord } from '@remora/proxy';
 
 const vh = (name: string, domains: string[]): VirtualHost => ({ name, domains, routes: [], requireTls: false });
 const table = (ignorePort: boolean, ...vhosts: VirtualHost[]): RouteTable =>
@@ -93,6 +93,41 @@ t.test("header conditions: contains, and Envoy's treat_missing_header_as_empty",
   t.equal(match({ 'x-tags': 'alpha' }), 'missing-never-matches', 'no beta: not contained');
   t.equal(match({ 'x-probe': '1' }), 'missing-never-matches', 'absent x-env is empty: the inverted exact "" fails');
   t.equal(match({ 'x-probe': '1', 'x-env': 'prod' }), 'missing-as-empty', 'a non-empty x-env passes the inverted condition');
+});
+
+t.test("CONNECT: only connect_matcher routes take it, and they take nothing else (Envoy's pathless requests)", async (t) => {
+  const route = (name: string, path: Route['match']['path']['match'], headers: Route['match']['headers'] = []): Route => ({
+    name,
+    origin: '',
+    match: { path: { match: path, ignoreCase: false }, headers, queryParams: [] },
+    action: { kind: 'direct-response', status: 200, body: null },
+    requestHeaders: null,
+    responseHeaders: null,
+    filterConfigs: {},
+  });
+  const request = (method: string, path: string, authority = 'a:7') => ({
+    method,
+    path,
+    pathOnly: path,
+    authority,
+    scheme: 'http',
+    requestHeader: (n: string) => (n === ':authority' ? authority : n === ':method' ? method : null),
+    queryParam: () => null,
+    auth: null,
+  });
+  const routes = [route('any', { kind: 'any' }), route('connect-b', { kind: 'connect' }, [{ name: ':authority', match: { kind: 'exact', value: 'b:7' }, invert: false }]), route('connect', { kind: 'connect' })];
+  // Enough routes for the path index too: the connect routes sit among its always-tried ones.
+  const many = [...Array.from({ length: 20 }, (_, i) => route(`p${i}`, { kind: 'prefix', value: `/p${i}` })), ...routes];
+  for (const [what, list] of [['scanned', routes], ['indexed', many]] as const) {
+    const rt = table(false, { ...vh('v', ['*']), routes: list });
+    t.equal(findRoute(rt, request('CONNECT', ''))?.name, 'connect', `${what}: a CONNECT skips the match-all route for the first connect_matcher route whose conditions hold`);
+    t.equal(findRoute(rt, request('CONNECT', '', 'b:7'))?.name, 'connect-b', `${what}: connect_matcher routes keep their header conditions and order`);
+    t.equal(findRoute(rt, request('GET', '/'))?.name, 'any', `${what}: a request with a path never reaches a connect_matcher route`);
+  }
+  const none = table(false, { ...vh('v', ['*']), routes: [route('any', { kind: 'any' })] });
+  t.equal(findRoute(none, request('CONNECT', '')), null, 'no connect_matcher route: no route (404)');
+  const only = table(false, { ...vh('v', ['*']), routes: [route('connect', { kind: 'connect' })] });
+  t.equal(only.find('a')!.match(request('GET', '/')), null, 'a connect_matcher route does not match another method');
 });
 
 t.test('gateways ignore the port', async (t) => {

@@ -2,7 +2,8 @@
 // recording owner: the request head goes out as the client's header list says, 100 Continue
 // is passed on and other 1xx dropped, a 101 hands the connection over with the bytes that
 // came with it, a refusal's body is passed on as framed and ends the try, and malformed or
-// oversized heads and early closes are failures as Envoy's codec reads them. Also the head
+// oversized heads and early closes are failures as Envoy's codec reads them; a terminated
+// CONNECT writes no head and is answered 200 once connected. Also the head
 // parser and the chunked-body-end scanner on their own.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -215,4 +216,54 @@ t.test('a refused connection is a connect failure with its errno reason', async 
   t.same(owner.events, [`failed ${AttemptFailure.ConnectFailure} ECONNREFUSED`]);
   r.cancel();
   t.equal(h.host.active, 0);
+});
+
+t.test('a terminated CONNECT: no request head, a 200 as soon as the connection is up, then the connection is the tunnel', async (t) => {
+  let received = '';
+  const server = createServer((s) => {
+    s.on('error', () => {});
+    s.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.endsWith('!')) s.write('BACK');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  class ConnectOwner extends Owner {
+    #back: (s: string) => void = () => {};
+    readonly back = new Promise<string>((resolve) => (this.#back = resolve));
+    override onUpstreamResponseHead(r: TunnelUpstreamRequest, status: number, head: Http1ResponseHead): boolean {
+      this.events.push(`head ${status}`);
+      this.head = head;
+      t.equal(r.detach().length, 0, 'nothing read before the 200');
+      r.socket.on('data', (chunk: Buffer) => this.#back(chunk.toString()));
+      r.socket.write('!');
+      return true;
+    }
+  }
+  const h = clusterHost((server.address() as AddressInfo).port);
+  const owner = new ConnectOwner();
+  const r = TunnelUpstreamRequest.terminateConnect(owner, h, Buffer.from('early'), 1_000);
+  owner.current = r;
+  t.equal(await owner.back, 'BACK', 'bytes flow both ways on the handed-over connection');
+  t.same(owner.events, ['connected', 'head 200'], 'connected, then the synthesized 200');
+  t.same(owner.head?.headers, [], 'the 200 carries no upstream headers');
+  t.equal(received, 'early!', 'no request head went up: the client bytes that came with the CONNECT are the first');
+  r.release();
+  t.equal(h.host.active, 0);
+  r.socket.destroy();
+
+  const refused = new Owner();
+  const dead = clusterHost(await new Promise<number>((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  }));
+  const f = TunnelUpstreamRequest.terminateConnect(refused, dead, Buffer.alloc(0), 1_000);
+  refused.current = f;
+  await refused.settled;
+  t.same(refused.events, [`failed ${AttemptFailure.ConnectFailure} ECONNREFUSED`], 'a refused connection is a connect failure, before any 200');
+  f.cancel();
 });

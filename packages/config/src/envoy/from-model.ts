@@ -611,7 +611,7 @@ function httpConnectionManager(l: ModelListener, routeConfig: string): FilterJso
     // What the runtime does: a gateway is the edge (the peer is the client, appended to
     // x-forwarded-for); sidecars are not. Istio's settings, as istiod writes them.
     useRemoteAddress: l.direction === 'gateway',
-    upgradeConfigs: [{ upgradeType: 'websocket' }],
+    upgradeConfigs: cm?.upgradeConnect === true ? [{ upgradeType: 'websocket' }, { upgradeType: 'CONNECT' }] : [{ upgradeType: 'websocket' }],
     normalizePath: true,
     pathWithEscapedSlashesAction: 'KEEP_UNCHANGED',
   };
@@ -746,6 +746,9 @@ function routeMatch(r: ModelRoute): RouteMatchJson {
     case 'any':
       out.prefix = '/';
       break;
+    case 'connect':
+      out.connectMatcher = {};
+      break;
     case 'exact':
       out.path = p.match.value;
       break;
@@ -846,6 +849,7 @@ function routeJson(r: ModelRoute, clusters: ReadonlyMap<string, ModelCluster>): 
     if (a.rewrite?.prefix != null) route.prefixRewrite = a.rewrite.prefix;
     if (a.rewrite?.regex != null) route.regexRewrite = { pattern: { regex: a.rewrite.regex.pattern }, substitution: a.rewrite.regex.substitution.replace(/\$(\d)/g, '\\$1') };
     if (a.authorityRewrite !== null) route.hostRewriteLiteral = a.authorityRewrite;
+    if (a.connect !== undefined) route.upgradeConfigs = [a.connect === 'terminate' ? { upgradeType: 'CONNECT', connectConfig: {} } : a.connect === 'forward' ? { upgradeType: 'CONNECT' } : { upgradeType: 'CONNECT', enabled: false }];
     if (a.mirrors.length > 0) {
       route.requestMirrorPolicies = a.mirrors.map((m) => ({ cluster: m.cluster, runtimeFraction: { defaultValue: { numerator: Math.round(m.percent * 10_000), denominator: 'MILLION' } }, traceSampled: false }));
     }

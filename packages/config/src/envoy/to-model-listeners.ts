@@ -1104,13 +1104,6 @@ function readHcm(h: Obj, path: string, listenerName: string, direction: TrafficD
   }
   const sht = h.serverHeaderTransformation;
   if (sht !== undefined && !SERVER_HEADER.has(String(sht))) at.error(join(path, 'serverHeaderTransformation'), `unknown value ${String(sht)}`);
-  if (h.serverName !== undefined || sht !== undefined || hpo !== null) {
-    connectionManager = {
-      serverName: typeof h.serverName === 'string' && h.serverName !== '' ? h.serverName : 'envoy',
-      serverHeaderTransformation: (sht ?? 'OVERWRITE') as ServerHeaderTransformation,
-      httpProtocolOptions: { acceptHttp10: hpo?.acceptHttp10 === true },
-    };
-  }
 
   // Client address and trusted headers: the runtime's behaviour per direction. Where the
   // config asks to trust more than Remora does, Remora's stricter way is kept with a warning;
@@ -1154,16 +1147,32 @@ function readHcm(h: Obj, path: string, listenerName: string, direction: TrafficD
   if (seconds(h.streamIdleTimeout) > 0) at.warn(join(path, 'streamIdleTimeout'), 'ignored: Remora has no stream idle timeout');
   if (seconds(h.requestTimeout) > 0) at.warn(join(path, 'requestTimeout'), "ignored: the request timeout is the proxy's own");
 
-  // Upgrades: Remora tunnels WebSocket (every HTTP/1.1 Upgrade but h2c), as Istio configures.
+  // Upgrades: Remora tunnels WebSocket (every HTTP/1.1 Upgrade but h2c), as Istio configures;
+  // CONNECT only where an upgrade config (here or on the route) enables it, as Envoy.
   const upgrades = arr(h.upgradeConfigs);
-  if (upgrades.length === 0) at.warn(join(path, 'upgradeConfigs'), 'Remora tunnels WebSocket upgrades even without an upgrade config');
+  let upgradeConnect = false;
+  if (!upgrades.some((u) => String(obj(u)?.upgradeType).toLowerCase() === 'websocket')) {
+    at.warn(join(path, 'upgradeConfigs'), 'Remora tunnels WebSocket upgrades even without an upgrade config');
+  }
   upgrades.forEach((u, i) => {
     const uo = obj(u) ?? {};
     const upath = `${path}.upgradeConfigs[${i}]`;
     checkFields(at, upath, uo, ['upgradeType', 'enabled']);
-    if (String(uo.upgradeType).toLowerCase() !== 'websocket') at.error(join(upath, 'upgradeType'), `upgrade ${String(uo.upgradeType)} is not supported (websocket only)`);
-    if (uo.enabled === false) at.error(join(upath, 'enabled'), 'Remora cannot turn WebSocket upgrades off');
+    // Envoy matches upgrade types case-insensitively; CONNECT is the method's name.
+    const type = String(uo.upgradeType).toLowerCase();
+    if (type === 'connect') upgradeConnect = uo.enabled !== false;
+    else if (type !== 'websocket') at.error(join(upath, 'upgradeType'), `upgrade ${String(uo.upgradeType)} is not supported (websocket and CONNECT only)`);
+    else if (uo.enabled === false) at.error(join(upath, 'enabled'), 'Remora cannot turn WebSocket upgrades off');
   });
+
+  if (h.serverName !== undefined || sht !== undefined || hpo !== null || upgradeConnect) {
+    connectionManager = {
+      serverName: typeof h.serverName === 'string' && h.serverName !== '' ? h.serverName : 'envoy',
+      serverHeaderTransformation: (sht ?? 'OVERWRITE') as ServerHeaderTransformation,
+      httpProtocolOptions: { acceptHttp10: hpo?.acceptHttp10 === true },
+      ...(upgradeConnect ? { upgradeConnect: true } : {}),
+    };
+  }
 
   const tracingJson = obj(h.tracing);
   const tracing = tracingJson === null ? null : readHcmTracing(tracingJson, join(path, 'tracing'), at);

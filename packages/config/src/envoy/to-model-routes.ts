@@ -304,7 +304,7 @@ function userMetadata(route: RouteJson): { metadata?: Record<string, unknown> } 
 // ---- match ----
 
 function routeMatch(r: Reader, m: RouteMatchJson, at: string, route: RouteJson, remora: Obj | null): RouteMatch | null {
-  r.fields(m, at, ['prefix', 'path', 'safeRegex', 'pathSeparatedPrefix', 'caseSensitive', 'headers', 'queryParameters', 'dynamicMetadata', 'runtimeFraction']);
+  r.fields(m, at, ['prefix', 'path', 'safeRegex', 'pathSeparatedPrefix', 'connectMatcher', 'caseSensitive', 'headers', 'queryParameters', 'dynamicMetadata', 'runtimeFraction']);
   const caseSensitive = m.caseSensitive !== false;
   let path: PathMatch['match'] | null = null;
   let ignoreCase = !caseSensitive;
@@ -326,7 +326,10 @@ function routeMatch(r: Reader, m: RouteMatchJson, at: string, route: RouteJson, 
     // path without its query says exactly that; a prefix rewrite would need the prefix itself.
     if (route.route?.prefixRewrite !== undefined) r.error(join(at, 'pathSeparatedPrefix'), 'pathSeparatedPrefix with a prefixRewrite is not supported');
     path = { kind: 'regex', value: `${escapeRegex(m.pathSeparatedPrefix)}(/.*)?` };
-  } else r.error(at, 'a route match needs one of prefix, path, safeRegex or pathSeparatedPrefix');
+  } else if (m.connectMatcher !== undefined) {
+    r.fields(m.connectMatcher, join(at, 'connectMatcher'), []);
+    path = { kind: 'connect' };
+  } else r.error(at, 'a route match needs one of prefix, path, safeRegex, pathSeparatedPrefix or connectMatcher');
   if (m.runtimeFraction !== undefined) {
     const p = m.runtimeFraction.defaultValue;
     const percent = fractionPercent(p?.numerator, p?.denominator);
@@ -540,10 +543,23 @@ function forwardAction(r: Reader, a: RouteActionJson, at: string, vhRetry: Retry
       if (v !== undefined && durationMs(v) !== 0 && durationMs(v) !== timeoutMs) r.warn(join(at, `maxStreamDuration.${key}`), 'Remora bounds a request by the route timeout only');
     }
   }
+  let connect: 'terminate' | 'forward' | 'disabled' | undefined;
   (a.upgradeConfigs ?? []).forEach((u, i) => {
+    const uat = join(at, `upgradeConfigs[${i}]`);
+    r.fields(u, uat, ['upgradeType', 'enabled', 'connectConfig']);
+    if (u.upgradeType?.toLowerCase() === 'connect') {
+      if (u.enabled === false) connect = 'disabled';
+      else if (u.connectConfig === undefined) connect = 'forward';
+      else {
+        // The tunnel's bytes go to the host as they are; no PROXY protocol header, no POST tunnels.
+        r.fields(u.connectConfig, join(uat, 'connectConfig'), []);
+        connect = 'terminate';
+      }
+      return;
+    }
     // WebSocket upgrades are always allowed through; refusing one per route is not supported.
     if (u.upgradeType?.toLowerCase() !== 'websocket' || u.enabled === false || u.connectConfig !== undefined) {
-      r.error(join(at, `upgradeConfigs[${i}]`), 'only enabling websocket upgrades is supported');
+      r.error(uat, 'only enabling websocket upgrades and CONNECT are supported');
     }
   });
   if (a.autoHostRewrite === true) r.error(join(at, 'autoHostRewrite'), 'rewriting the Host to the upstream host name is not supported (use hostRewriteLiteral)');
@@ -582,6 +598,7 @@ function forwardAction(r: Reader, a: RouteActionJson, at: string, vhRetry: Retry
     rewrite,
     authorityRewrite: a.hostRewriteLiteral ?? null,
     mirrors,
+    ...(connect !== undefined ? { connect } : {}),
   };
 }
 

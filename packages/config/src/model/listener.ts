@@ -84,6 +84,12 @@ export interface HttpConnectionManagerOptions {
     /** `accept_http_10`: serve HTTP/1.0 and HTTP/0.9 requests; false answers them 426 Upgrade Required. */
     readonly acceptHttp10: boolean;
   };
+  /**
+   * `upgrade_configs` has `CONNECT` enabled: CONNECT requests are served on routes that match
+   * them (`connect_matcher`) unless the route disables it. Absent: only a route's own CONNECT
+   * upgrade config lets one through (others are refused 403). WebSocket is always enabled.
+   */
+  readonly upgradeConnect?: boolean;
 }
 
 /**

@@ -15,8 +15,12 @@ export type StringMatch =
   | { readonly kind: 'regex'; readonly value: string };
 
 export interface PathMatch {
-  /** `any` matches every path (Istio's match without `uri`). */
-  readonly match: StringMatch | { readonly kind: 'any' };
+  /**
+   * `any` matches every path (Istio's match without `uri`). `connect` is Envoy's
+   * `connect_matcher` (a member of its path specifier): CONNECT requests only, which have no
+   * path and match no other kind.
+   */
+  readonly match: StringMatch | { readonly kind: 'any' } | { readonly kind: 'connect' };
   /** Istio's `ignoreUriCase`; applies to the path only. */
   readonly ignoreCase: boolean;
 }
@@ -120,6 +124,16 @@ export interface ForwardAction {
   /** Replace the Host/:authority sent upstream; null keeps the client's. */
   readonly authorityRewrite: string | null;
   readonly mirrors: readonly Mirror[];
+  /**
+   * Envoy's `upgrade_configs` entry for CONNECT on this route: `terminate` (enabled, with
+   * `connect_config`): the proxy answers a CONNECT 200 once a TCP connection to a host of the
+   * cluster is up and carries the tunnel's bytes itself; `forward` (enabled, no
+   * `connect_config`): the CONNECT goes to the host as a request and its 2xx opens the tunnel;
+   * `disabled` (`enabled: false`): CONNECT is refused here (403) whatever the connection
+   * manager allows. Absent: the connection manager's `upgrade_configs` decide (and an allowed
+   * CONNECT is forwarded).
+   */
+  readonly connect?: 'terminate' | 'forward' | 'disabled';
 }
 
 export interface RedirectAction {

@@ -14,10 +14,12 @@ const ENVOY_DEFAULTS: HttpConnectionManagerOptions = {
 
 /**
  * A listener's HTTP connection manager settings, compiled once per snapshot: whether
- * HTTP/1.0 is served, and the `server` header every response leaves with, proxied or local.
+ * HTTP/1.0 and CONNECT are served, and the `server` header every response leaves with, proxied or local.
  */
 export class ConnectionManagerConfig {
   readonly acceptHttp10: boolean;
+  /** `upgrade_configs` enables CONNECT: routes that match one serve it unless they disable it. */
+  readonly upgradeConnect: boolean;
   /** `server: NAME\r\n` for replies written as raw bytes; '' when none is added (PASS_THROUGH). */
   readonly serverLine: string;
   readonly #serverName: string;
@@ -32,6 +34,7 @@ export class ConnectionManagerConfig {
       throw new Error(`listener ${listenerName}: connectionManager.serverName: ${(err as Error).message}`);
     }
     this.acceptHttp10 = o.httpProtocolOptions.acceptHttp10;
+    this.upgradeConnect = o.upgradeConnect === true;
     this.#serverName = o.serverName;
     this.#mode = o.serverHeaderTransformation === 'PASS_THROUGH' ? PASS_THROUGH : o.serverHeaderTransformation === 'APPEND_IF_ABSENT' ? APPEND_IF_ABSENT : OVERWRITE;
     this.serverLine = this.#mode === PASS_THROUGH ? '' : `server: ${o.serverName}\r\n`;

@@ -57,6 +57,8 @@ export const LocalReplies = {
   internalError: new LocalReply(500, 0, 'internal_error', 'internal error\n'),
   filterError: new LocalReply(500, 0, 'filter_error', 'internal error'),
   noRoute: new LocalReply(404, ResponseFlag.NR, 'route_not_found', null),
+  /** An upgrade (CONNECT) neither the connection manager nor the matched route enables: Envoy's 403, before any filter runs. */
+  upgradeFailed: new LocalReply(403, 0, 'upgrade_failed', null),
   noCluster: new LocalReply(503, ResponseFlag.NC, 'cluster_not_found', null),
   noHealthyUpstream: new LocalReply(503, ResponseFlag.UH, 'no_healthy_upstream', 'no healthy upstream'),
   /** The cluster's circuit breaker has no room (503 UO). */
@@ -75,7 +77,7 @@ export const LocalReplies = {
 
 /**
  * A local reply as raw HTTP/1.1 bytes, for a connection with no request object to answer
- * through (the codec's refusals, CONNECT without a route): `server` is the connection
+ * through (the codec's refusals): `server` is the connection
  * manager's `server:` line (or ''); the connection closes after it.
  */
 export function rawLocalReply(reply: LocalReply, server: string): string {

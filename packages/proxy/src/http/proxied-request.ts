@@ -56,6 +56,20 @@ const NO_BYTES = Buffer.alloc(0);
 
 export type { DownstreamRequest } from './response-writer.ts';
 
+/**
+ * What the request path reads of a request head, whichever codec parsed it: an upgrade or
+ * CONNECT takes this much of Node's request and no more, so another HTTP/1 codec can hand one over.
+ */
+export interface RequestHead {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  readonly httpVersion: string;
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  /** Flat `[name, value, …]`, as received. */
+  readonly rawHeaders: readonly string[];
+}
+
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)(.*)$/is;
 
 /**
@@ -65,11 +79,11 @@ const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)(.*)$/is;
  * response header edits, and the access log and metrics at the end. Fields live
  * on the one object per request, so the hot path reads plain properties.
  */
-export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
+export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest> implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
   readonly ctx: ListenerContext;
   readonly conn: Connection;
   readonly snapshot: ListenerSettings;
-  readonly req: DownstreamRequest;
+  readonly req: Req;
 
   // Request, as the client sent it (path normalized).
   readonly startTime: number;
@@ -142,7 +156,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
   /** Outbound: what the upstream said of itself in its response headers. */
   protected upstreamPeer: PeerWorkload | null = null;
 
-  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: DownstreamRequest) {
+  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: Req) {
     this.ctx = ctx;
     this.conn = conn;
     this.snapshot = snapshot;
@@ -429,7 +443,7 @@ export abstract class ProxiedRequest implements AccessLogRecord, RouteRequest, H
    * The request body as upstream gets it: the client's stream, or, when a filter has
    * `onRequestData`, a stream of what the filters let through (back-pressure flows through it).
    */
-  protected requestBodySource(): Readable {
+  protected requestBodySource(this: ProxiedRequest<DownstreamRequest>): Readable {
     if ((this.#phases & HAS_REQUEST_DATA) === 0) return requestBodyOf(this.req);
     if (this.#filteredBody !== null) return this.#filteredBody;
     const transform = new Transform({

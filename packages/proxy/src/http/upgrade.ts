@@ -1,13 +1,12 @@
 import { STATUS_CODES } from 'node:http';
-import type { H1Request } from './h1-server.ts';
 import type { Socket } from 'node:net';
-import type { ForwardTarget, WeightedTarget } from '../router/compiled-route.ts';
+import type { CompiledRoute, ForwardTarget, WeightedTarget } from '../router/compiled-route.ts';
 import { AttemptFailure, classifyUpstreamError } from '../upstream/connect-errors.ts';
 import { findRoute } from '../router/route-table.ts';
 import { ROUTE_TUNNEL, Router, type RouterStream } from '../router/router.ts';
 import type { ListenerSettings } from './listener-settings.ts';
 import type { Connection, ListenerContext } from './connection.ts';
-import { ProxiedRequest } from './proxied-request.ts';
+import { ProxiedRequest, type RequestHead } from './proxied-request.ts';
 import { LocalReplies, type LocalReply } from './local-reply.ts';
 import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
@@ -27,6 +26,13 @@ import { HEADERS_TOO_LARGE_REASON, TunnelUpstreamRequest, type Http1ResponseHead
  * spliced until either side closes. The same `Router` as a request's picks hosts, holds the
  * breaker slot, runs the tries and decides retries and timeouts (in its tunnel mode); this
  * file is the downstream side: the client's socket and the replies written on it.
+ *
+ * An HTTP/1.1 CONNECT takes the same path (Envoy's CONNECT support): routed to a
+ * `connect_matcher` route, refused 403 unless the connection manager or the route enables
+ * CONNECT, then either terminated here when the route says so (`connect_config`: each try a
+ * plain TCP connection to a host, `TunnelUpstreamRequest.terminateConnect`, the client
+ * answered 200 once one is up) or forwarded to the host as a CONNECT request whose 2xx
+ * answer opens the tunnel as a 101 does; either way the two sockets are then spliced.
  */
 
 /** Envoy's delayed_close_timeout: after one side is gone and the other is ended, how long to wait for its FIN. */
@@ -53,7 +59,7 @@ const DONE = 5;
  * Envoy's HTTP/1 codec strips (with `HTTP2-Settings`) to serve the request as a plain one.
  * Node then hands it to the request handler, which drops the hop-by-hop headers.
  */
-export function shouldUpgrade(req: H1Request): boolean {
+export function shouldUpgrade(req: RequestHead): boolean {
   const proto = rawHeaderValue(req.rawHeaders, 'upgrade');
   return proto !== null && proto.trim().toLowerCase() !== 'h2c';
 }
@@ -71,8 +77,17 @@ export class UpgradeTunnels {
   }
 
   /** Node's `'upgrade'` event: route and forward the request; never throws. */
-  start(snapshot: ListenerSettings, conn: Connection, req: H1Request, socket: Socket, head: Buffer): void {
-    new UpgradeExchange(this.#open, this.#ctx, conn, snapshot, req, socket, head).start();
+  start(snapshot: ListenerSettings, conn: Connection, req: RequestHead, socket: Socket, head: Buffer): void {
+    new UpgradeExchange(this.#open, this.#ctx, conn, snapshot, req, socket, head, false).start();
+  }
+
+  /**
+   * Node's `'connect'` event (an HTTP/1.1 CONNECT): routed to a connect_matcher route and
+   * tunnelled to a host of its cluster when the route terminates CONNECT; never throws.
+   * The tunnel counts among this listener's open ones (drain, shutdown) like an upgrade's.
+   */
+  connect(snapshot: ListenerSettings, conn: Connection, req: RequestHead, socket: Socket, head: Buffer): void {
+    new UpgradeExchange(this.#open, this.#ctx, conn, snapshot, req, socket, head, true).start();
   }
 
   /** Upgrade requests and tunnels not finished yet. */
@@ -91,10 +106,12 @@ export class UpgradeTunnels {
  * and header rules; the access log line and metrics are written when both sockets are closed,
  * with Envoy's code 101 and the bytes carried each way.
  */
-export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, TunnelUpstreamOwner, RouterStream<TunnelUpstreamRequest> {
+export class UpgradeExchange extends ProxiedRequest<RequestHead> implements SpliceOwner, TunnelUpstreamOwner, RouterStream<TunnelUpstreamRequest> {
   readonly #registry: Set<UpgradeExchange>;
   readonly downstream: Socket;
   readonly #head: Buffer;
+  /** An HTTP/1.1 CONNECT rather than an Upgrade. */
+  readonly #connect: boolean;
 
   /** The router of a forwarded upgrade (made when the route forwards). */
   #router: Router<TunnelUpstreamRequest> | null = null;
@@ -110,11 +127,12 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   #downstreamEnded = false;
   #downstreamClosed = false;
 
-  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: H1Request, socket: Socket, head: Buffer) {
+  constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: RequestHead, socket: Socket, head: Buffer, connect: boolean) {
     super(ctx, conn, snapshot, req);
     this.#registry = registry;
     this.downstream = socket;
     this.#head = head;
+    this.#connect = connect;
     // Bytes that came with the request head are the first of the tunnel's (or the body's).
     this.bytesReceived = head.length;
   }
@@ -140,7 +158,7 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   }
 
   #start(): void {
-    if (!this.readRequestTarget()) {
+    if (this.#connect ? !this.#readConnectTarget() : !this.readRequestTarget()) {
       this.localReply(LocalReplies.badPath);
       return;
     }
@@ -153,7 +171,35 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
     }
     // Upgrades meet the same filters as requests (authn, authz, rate limit, faults).
     this.route = findRoute(this.snapshot.routesFor(this.conn.tlsServer), this);
+    // Envoy decides whether the route takes the CONNECT before any filter runs (no route: the router's 404).
+    if (this.#connect && this.route !== null && !this.#connectAllowed(this.route)) {
+      this.snapshot.http.upgradeRefused.value++;
+      this.localReply(LocalReplies.upgradeFailed);
+      return;
+    }
     this.runFilters();
+  }
+
+  /** CONNECT's authority-form target (`host:port`) is the request's authority, whatever Host says; it has no path. */
+  #readConnectTarget(): boolean {
+    const target = this.path;
+    if (target === '' || target.indexOf('/') >= 0) return false;
+    this.authority = target;
+    this.path = '';
+    this.pathOnly = '';
+    this.originalPath = '';
+    return true;
+  }
+
+  /**
+   * Envoy's upgrade check for CONNECT: the route's own CONNECT upgrade config decides when it
+   * has one, else the connection manager's `upgrade_configs`.
+   */
+  #connectAllowed(route: CompiledRoute): boolean {
+    const t = route.target;
+    const own = t.kind === 'forward' ? t.model.connect : undefined;
+    if (own !== undefined) return own !== 'disabled';
+    return this.snapshot.connectionManager.upgradeConnect;
   }
 
   get aborted(): boolean {
@@ -194,9 +240,11 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   #forward(target: ForwardTarget): void {
     // An upgraded connection holds one of the cluster's connections (and requests) for its
     // whole life, so it goes through the circuit breaker like any request (503 UO on
-    // overflow), and holds its slot until it ends. The route timeout bounds the handshake only.
+    // overflow), and holds its slot until it ends. The route timeout bounds the handshake
+    // only; a CONNECT has none (Envoy starts it when the request ends, which a CONNECT does
+    // not before its tunnel closes): the cluster's connect timeout bounds each try.
     this.#router = new Router<TunnelUpstreamRequest>(this, ROUTE_TUNNEL);
-    this.#router.forward(target, target.timeoutMs, true);
+    this.#router.forward(target, this.#connect ? 0 : target.timeoutMs, true);
   }
 
   /** The router picked the destination: the request is prepared for it (or answered 503 NC). */
@@ -216,7 +264,14 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, _slot: CircuitBreaker | null): TunnelUpstreamRequest {
     this.noteTry(host, attempt);
     const pool = this.cluster!.model.connectionPool;
-    return new TunnelUpstreamRequest(this, host, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, perTryTimeoutMs);
+    if (!this.#connect) return new TunnelUpstreamRequest(this, host, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, perTryTimeoutMs);
+    if (this.route!.target.kind === 'forward' && this.route!.target.model.connect === 'terminate') {
+      return TunnelUpstreamRequest.terminateConnect(this, host, this.#head, pool.connectTimeoutMs);
+    }
+    // Forwarded: the request line names the authority the host is sent (after any rewrite).
+    // No per-try timeout: Envoy starts it when the request ends, which a CONNECT does not.
+    const authority = rawHeaderValue(this.upstreamHeaders, 'host') ?? this.authority;
+    return new TunnelUpstreamRequest(this, host, 'CONNECT', authority, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, 0);
   }
 
   /** Nothing to start: the try's callbacks come once it is connected. */
@@ -267,7 +322,9 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
   onUpstreamResponseHead(a: TunnelUpstreamRequest, status: number, head: Http1ResponseHead): boolean {
     const router = this.#router!;
     const policy = router.retry!.policy;
-    const retriable = status !== 101 && policy !== null && policy.retriableResponse(status, -1);
+    // A CONNECT's 2xx opens its tunnel (a terminated one's 200 is made when its connection is up).
+    const tunnel = status === 101 || (this.#connect && status >= 200 && status < 300);
+    const retriable = !tunnel && policy !== null && policy.retriableResponse(status, -1);
     // The host answered: outlier detection and the cluster's status counters hear of it, as for
     // any request; a retry's budget place goes back, and the route timeout stops.
     if (!router.onResponseHead(a, status, retriable)) return false;
@@ -281,21 +338,25 @@ export class UpgradeExchange extends ProxiedRequest implements SpliceOwner, Tunn
       const lower = name.toLowerCase();
       // A refusal's body is relayed as framed, so its Transfer-Encoding stays.
       if (lower === UPSTREAM_SERVICE_TIME) continue; // this hop sets its own
-      if (!RESPONSE_DROP.has(lower) || (status !== 101 && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
+      // A 2xx to CONNECT has no body, whatever framing the host announced (as Envoy strips it).
+      if (tunnel && this.#connect && lower === 'content-length') continue;
+      if (!RESPONSE_DROP.has(lower) || (!tunnel && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
     }
     out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
     this.#finishResponseHeaders(out);
-    if (status === 101) {
+    if (tunnel) {
       // Envoy keeps the upgrade headers on a 101; the upstream's spelling of them travels.
-      out.push('connection', head.connection ?? 'Upgrade');
-      if (head.upgrade !== null) out.push('upgrade', head.upgrade);
+      if (status === 101) {
+        out.push('connection', head.connection ?? 'Upgrade');
+        if (head.upgrade !== null) out.push('upgrade', head.upgrade);
+      }
       this.#state = TUNNEL;
     } else {
       out.push('connection', 'close');
       this.#state = RELAYING;
     }
     this.downstream.write(formatHead(status, head.reason, out), 'latin1');
-    if (status === 101) this.#startTunnel(a);
+    if (tunnel) this.#startTunnel(a);
     // A refusal: its body follows as framed (onUpstreamData, then onUpstreamEnd).
     return true;
   }

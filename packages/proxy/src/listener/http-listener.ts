@@ -165,13 +165,9 @@ export class HttpListener {
         if (this.#refusesVersion(req)) this.#upgradeRequired(req, socket, null);
         else this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
       },
-      onConnect: (req, socket) => {
-        if (this.#refusesVersion(req)) {
-          this.#upgradeRequired(req, socket, null);
-          return;
-        }
-        // CONNECT needs a route that allows it (Envoy's connect_matcher); there is none.
-        socket.end(rawLocalReply(LocalReplies.noRoute, this.snapshot.connectionManager.serverLine));
+      onConnect: (req, socket, head) => {
+        if (this.#refusesVersion(req)) this.#upgradeRequired(req, socket, null);
+        else this.#upgrades.connect(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
       },
       onClientError: (err, socket) => this.#onClientError(err, socket),
     };

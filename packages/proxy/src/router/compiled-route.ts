@@ -34,6 +34,9 @@ export interface RouteRequest {
 const PATH_ANY = 0;
 const PATH_PREFIX = 1;
 const PATH_EXACT_OR_REGEX = 2;
+/** Envoy's connect_matcher: the method is CONNECT (such a request has no path to match). */
+const PATH_CONNECT = 3;
+const ANY_PATH = { kind: 'any' } as const;
 
 class HeaderCondition {
   readonly name: string;
@@ -103,9 +106,9 @@ export class RouteMatcher {
   constructor(m: RouteMatch) {
     this.#model = m;
     const pm = m.path.match;
-    this.#path = new StringMatcher(pm, m.path.ignoreCase);
+    this.#path = new StringMatcher(pm.kind === 'connect' ? ANY_PATH : pm, m.path.ignoreCase);
     // Envoy: prefix matches the whole :path; exact and regex match it without the query.
-    this.#pathKind = pm.kind === 'any' ? PATH_ANY : pm.kind === 'prefix' ? PATH_PREFIX : PATH_EXACT_OR_REGEX;
+    this.#pathKind = pm.kind === 'any' ? PATH_ANY : pm.kind === 'prefix' ? PATH_PREFIX : pm.kind === 'connect' ? PATH_CONNECT : PATH_EXACT_OR_REGEX;
     this.#headers = m.headers.length === 0 ? null : m.headers.map((h) => new HeaderCondition(h.name, new StringMatcher(h.match), h.invert, h.missingAsEmpty === true));
     this.#query = m.queryParams.length === 0 ? null : m.queryParams.map((q) => new QueryCondition(q.name, new StringMatcher(q.match)));
     this.#claims = m.claims === undefined || m.claims.length === 0 ? null : m.claims.map((c) => new ClaimCondition(c));
@@ -116,6 +119,8 @@ export class RouteMatcher {
       if (!this.#path.matches(r.path)) return false;
     } else if (this.#pathKind === PATH_EXACT_OR_REGEX) {
       if (!this.#path.matches(r.pathOnly)) return false;
+    } else if (this.#pathKind === PATH_CONNECT) {
+      if (r.method !== 'CONNECT') return false;
     }
     const headers = this.#headers;
     if (headers !== null) {
@@ -148,7 +153,9 @@ export class RouteMatcher {
   explain(r: RouteRequest): string | null {
     if (this.matches(r)) return null;
     const m = this.#model;
-    if (this.#pathKind !== PATH_ANY) {
+    if (this.#pathKind === PATH_CONNECT) {
+      if (r.method !== 'CONNECT') return `connect_matcher takes CONNECT requests only, not ${r.method}`;
+    } else if (this.#pathKind !== PATH_ANY) {
       const value = this.#pathKind === PATH_PREFIX ? r.path : r.pathOnly;
       if (!this.#path.matches(value)) return `path ${describeMatch(m.path.match)}${m.path.ignoreCase ? ' (ignoring case)' : ''} does not match ${JSON.stringify(value)}`;
     }
@@ -188,7 +195,7 @@ export class RouteMatcher {
 
 /** A string condition in words: `exact "jason"`, `prefix "/api"`, `present`. */
 export function describeMatch(m: { readonly kind: string; readonly value?: string }): string {
-  if (m.kind === 'present' || m.kind === 'any') return m.kind;
+  if (m.kind === 'present' || m.kind === 'any' || m.kind === 'connect') return m.kind;
   return `${m.kind} ${JSON.stringify(m.value ?? '')}`;
 }
 

@@ -13,6 +13,8 @@ export class CompiledVirtualHost {
   readonly tlsRedirect: CompiledRoute | null;
   /** The routes indexed by path; null for a small host, which is scanned. */
   readonly #index: RouteIndex | null;
+  /** The routes with Envoy's connect_matcher, in order: the only ones a CONNECT request (no path) can match; null when none. */
+  readonly #connectRoutes: readonly CompiledRoute[] | null;
   /** `table`: the route configuration's name, which scopes the routes' filter state. */
   constructor(v: VirtualHost, ctx: RouteCompileContext, table = '') {
     this.name = v.name;
@@ -23,6 +25,19 @@ export class CompiledVirtualHost {
     this.routes = v.routes.map((r, i) => new CompiledRoute(r, ctx, `${scope}/${keys[i]!}`, v, table));
     this.tlsRedirect = v.requireTls ? new CompiledRoute(HTTPS_REDIRECT, ctx, `${scope}/https_redirect`, null, table) : null;
     this.#index = v.routes.length >= ROUTE_INDEX_MIN_ROUTES ? new RouteIndex(v.routes, this.routes) : null;
+    const connect = this.routes.filter((r) => r.model.match.path.match.kind === 'connect');
+    this.#connectRoutes = connect.length === 0 ? null : connect;
+  }
+
+  /**
+   * The first route that takes a CONNECT request. As Envoy skips every route that needs a
+   * path for a request without one, only connect_matcher routes are tried.
+   */
+  matchConnect(r: RouteRequest): CompiledRoute | null {
+    const routes = this.#connectRoutes;
+    if (routes === null) return null;
+    for (let i = 0; i < routes.length; i++) if (routes[i]!.matcher.matches(r)) return routes[i]!;
+    return null;
   }
 
   /** The first matching route, as Envoy: through the index when the host has one. */
@@ -179,7 +194,7 @@ export function findRoute(routes: VirtualHostFinder | null, request: RouteReques
   const vhost = routes.find(request.authority.toLowerCase());
   if (vhost === null) return null;
   if (vhost.tlsRedirect !== null && request.scheme !== 'https') return vhost.tlsRedirect;
-  return vhost.match(request);
+  return request.method === 'CONNECT' ? vhost.matchConnect(request) : vhost.match(request);
 }
 
 /** Envoy's SSL redirect (`require_tls`, no route of its own, so no name): 301 to the same host and path over https. */

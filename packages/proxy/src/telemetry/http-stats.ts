@@ -24,6 +24,8 @@ export class HttpConnManagerStats {
   readonly noCluster: NamedStat;
   readonly directResponse: NamedStat;
   readonly redirect: NamedStat;
+  /** Envoy's `downstream_rq_ws_on_non_ws_route`: upgrades (CONNECT) refused 403 because the route does not enable them. */
+  readonly upgradeRefused: NamedStat;
 
   constructor(store: EnvoyStats, statPrefix: string) {
     const s = store.scope(statPrefix);
@@ -44,6 +46,7 @@ export class HttpConnManagerStats {
     this.noCluster = s.http('no_cluster') as NamedStat;
     this.directResponse = s.http('rq_direct_response') as NamedStat;
     this.redirect = s.http('rq_redirect') as NamedStat;
+    this.upgradeRefused = s.http('downstream_rq_ws_on_non_ws_route') as NamedStat;
   }
 
   /** A request arrived (headers read). */

@@ -21,7 +21,7 @@ const P_CONNECTING = 0;
 const P_HEAD = 1;
 /** A non-101 response: its body is passed on as framed, and ends the try. */
 const P_BODY = 2;
-/** 101: the connection belongs to the tunnel; this try reads no more of it. */
+/** 101 (2xx to a CONNECT): the connection belongs to the tunnel; this try reads no more of it. */
 const P_TUNNEL = 3;
 
 /** An HTTP/1.x response head as received. */
@@ -36,6 +36,9 @@ export interface Http1ResponseHead {
   readonly transferEncoding: string | null;
 }
 
+/** The head a terminated CONNECT is answered with once its connection is up (Envoy's TcpUpstream synthesizes `:status 200`). */
+const CONNECT_ESTABLISHED: Http1ResponseHead = Object.freeze({ status: 200, reason: 'OK', headers: [], connection: null, upgrade: null, contentLength: null, transferEncoding: null });
+
 /** The owner of a tunnel try: the router's callbacks, plus what a byte stream of its own needs. */
 export interface TunnelUpstreamOwner extends UpstreamRequestOwner<Http1ResponseHead, TunnelUpstreamRequest> {
   /** A `100 Continue` before the final head (its bytes as received): the client may be waiting for it. */
@@ -47,7 +50,8 @@ export interface TunnelUpstreamOwner extends UpstreamRequestOwner<Http1ResponseH
 }
 
 /**
- * One try of an HTTP/1.1 Upgrade (WebSocket and the like) against one host, on a connection
+ * One try of an HTTP/1.1 Upgrade (WebSocket and the like) or CONNECT (forwarded as a request,
+ * its 2xx taken as an upgrade's 101; or terminated here: `terminateConnect`) against one host, on a connection
  * of its own (an upgraded connection is never returned to a pool): it connects (over TLS when
  * the host is reached so), writes the request head byte for byte with the bytes the client
  * already sent, reads the response head (1xx before it: `100 Continue` passed on, others
@@ -67,6 +71,10 @@ export class TunnelUpstreamRequest implements UpstreamRequest {
   readonly socket: Socket;
   readonly startedAt = performance.now();
   readonly #headRequest: boolean;
+  /** A CONNECT the proxy terminates: no request head goes up, the connection is the tunnel. */
+  readonly #terminate: boolean;
+  /** A CONNECT forwarded as a request: a 2xx answer opens the tunnel, as a 101 does an upgrade's. */
+  readonly #connectRequest: boolean;
   #phase = P_CONNECTING;
   #connected = false;
   #closed = false;
@@ -79,11 +87,27 @@ export class TunnelUpstreamRequest implements UpstreamRequest {
   #bodyLeft = -1;
   #chunked: ChunkedBodyEnd | null = null;
 
-  /** `headers`: the request's header list, flat `[name, value, …]`; `body`: client bytes that came with the request head. */
-  constructor(owner: TunnelUpstreamOwner, host: ClusterHost, method: string, path: string, headers: readonly string[], body: Buffer, connectTimeoutMs: number, perTryTimeoutMs: number) {
+  /**
+   * A try for a CONNECT the proxy terminates (a route's `connect_config`), as Envoy's
+   * TcpUpstream: a TCP (or TLS) connection to the host and no request head; once it is up,
+   * the owner hears a 200 head and the connection is the tunnel. `body`: the client's
+   * tunnel bytes that came with its CONNECT head. No per-try timeout: Envoy starts it when
+   * the request ends, which a CONNECT does not before its tunnel closes.
+   */
+  static terminateConnect(owner: TunnelUpstreamOwner, host: ClusterHost, body: Buffer, connectTimeoutMs: number): TunnelUpstreamRequest {
+    return new TunnelUpstreamRequest(owner, host, 'CONNECT', '', null, body, connectTimeoutMs, 0);
+  }
+
+  /**
+   * `headers`: the request's header list, flat `[name, value, …]` (null: no request head, a
+   * terminated CONNECT); `body`: client bytes that came with the request head.
+   */
+  constructor(owner: TunnelUpstreamOwner, host: ClusterHost, method: string, path: string, headers: readonly string[] | null, body: Buffer, connectTimeoutMs: number, perTryTimeoutMs: number) {
     this.owner = owner;
     this.host = host;
     this.#headRequest = method === 'HEAD';
+    this.#terminate = headers === null;
+    this.#connectRequest = method === 'CONNECT' && headers !== null;
     const h = host.host;
     h.active++;
     h.requestsTotal++;
@@ -115,7 +139,7 @@ export class TunnelUpstreamRequest implements UpstreamRequest {
       return;
     }
     // Queued until connected, then sent together.
-    s.write(requestHead(method, path, headers), 'latin1');
+    if (headers !== null) s.write(requestHead(method, path, headers), 'latin1');
     if (body.length > 0) s.write(body);
   }
 
@@ -133,6 +157,8 @@ export class TunnelUpstreamRequest implements UpstreamRequest {
     this.#phase = P_HEAD;
     this.socket.setTimeout(0);
     if (this.owner.isCurrent(this)) this.owner.onUpstreamRequestSent(this);
+    // A terminated CONNECT has no response to wait for: the connection being up is the answer.
+    if (this.#terminate && this.owner.isCurrent(this)) this.#onResponseHead(CONNECT_ESTABLISHED, EMPTY);
   };
   readonly #onData = (chunk: Buffer): void => {
     if (!this.owner.isCurrent(this)) return;
@@ -204,7 +230,7 @@ export class TunnelUpstreamRequest implements UpstreamRequest {
 
   #onResponseHead(head: Http1ResponseHead, rest: Buffer): void {
     const status = head.status;
-    if (status === 101) {
+    if (status === 101 || this.#terminate || (this.#connectRequest && status >= 200 && status < 300)) {
       this.#phase = P_TUNNEL;
       this.#rest = rest;
       if (this.owner.onUpstreamResponseHead(this, status, head)) this.#stopPerTryTimer();
