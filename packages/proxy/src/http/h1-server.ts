@@ -342,17 +342,17 @@ export class H1Server {
 
   #startSweep(): void {
     if (this.#sweep !== null) return;
-    const { headersTimeoutMs: h, requestTimeoutMs: r } = this.options;
-    const limit = h > 0 && r > 0 ? Math.min(h, r) : Math.max(h, r);
-    if (limit <= 0) return;
+    let limit = Infinity;
+    for (const ms of [this.options.headersTimeoutMs, this.options.requestTimeoutMs, this.options.idleTimeoutMs]) if (ms > 0 && ms < limit) limit = ms;
+    if (limit === Infinity) return;
     this.#sweep = setInterval(() => this.#checkTimeouts(), Math.max(100, Math.min(1_000, limit / 4)));
     this.#sweep.unref();
   }
 
   #checkTimeouts(): void {
     const now = performance.now();
-    const { headersTimeoutMs, requestTimeoutMs } = this.options;
-    for (const c of this.connections) c.checkTimeouts(now, headersTimeoutMs, requestTimeoutMs);
+    const { headersTimeoutMs, requestTimeoutMs, idleTimeoutMs } = this.options;
+    for (const c of this.connections) c.checkTimeouts(now, headersTimeoutMs, requestTimeoutMs, idleTimeoutMs);
   }
 
   /** Closes connections with nothing in flight; the others close after their response. */
@@ -388,6 +388,8 @@ export class H1ServerConnection {
   readonly #responses: H1Response[] = [];
   /** When the request being read began (performance.now()); 0 between requests. */
   #messageStart = 0;
+  /** When the connection last had nothing in flight (performance.now()). */
+  #idleSince = performance.now();
   #headersDone = false;
   /** Reading is paused for a request body's reader, or for pipelined responses to catch up. */
   #bodyPaused = false;
@@ -415,7 +417,6 @@ export class H1ServerConnection {
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
     socket.on('end', this.#onEnd);
-    socket.setTimeout(server.options.idleTimeoutMs, this.#onIdle);
   }
 
   /** Nothing in flight: no request being read, no response unfinished. */
@@ -558,8 +559,6 @@ export class H1ServerConnection {
     s.off('error', this.#onError);
     s.off('close', this.#onClose);
     s.off('end', this.#onEnd);
-    s.setTimeout(0);
-    s.off('timeout', this.#onIdle);
     this.#parser.remove();
     this.#parser.free();
   }
@@ -602,13 +601,19 @@ export class H1ServerConnection {
       this.#pipelinePaused = false;
       if (!this.#bodyPaused) this.socket.resume();
     }
+    if (queue.length === 0) this.#idleSince = performance.now();
     if (this.server.closing && this.idle) this.socket.end();
   }
 
-  /** The header and request timeouts (408), checked by the server's sweep. */
-  checkTimeouts(now: number, headersMs: number, requestMs: number): void {
+  /** The idle timeout, and the header and request timeouts (408), checked by the server's sweep. */
+  checkTimeouts(now: number, headersMs: number, requestMs: number, idleMs: number): void {
+    if (this.#detached) return;
     const start = this.#messageStart;
-    if (start === 0 || this.#detached) return;
+    if (start === 0) {
+      // Envoy's idle_timeout: no request in flight for that long (a socket timer would be re-armed on every read and write).
+      if (idleMs > 0 && this.#responses.length === 0 && now - this.#idleSince >= idleMs) this.socket.destroy();
+      return;
+    }
     const late = (!this.#headersDone && headersMs > 0 && now - start >= headersMs) || (requestMs > 0 && now - start >= requestMs);
     if (!late) return;
     const err = new Error('request timeout') as NodeJS.ErrnoException;
@@ -637,10 +642,6 @@ export class H1ServerConnection {
     // The client finished sending: answer what is in flight, then close (no half-open keep-alive).
     this.#lastRequest = true;
     if (this.idle) this.socket.end();
-  };
-
-  readonly #onIdle = (): void => {
-    if (this.idle) this.socket.destroy();
   };
 
   readonly #onClose = (): void => {
