@@ -118,12 +118,12 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   }
 
   /** A filter's local reply: an upstream attempt under way (a reply from the response phase) is dropped. */
-  protected replyLocally(reply: LocalReply): void {
+  replyLocally(reply: LocalReply): void {
     this.#router?.cancelTry();
     this.localReply(reply);
   }
 
-  protected afterFilters(): void {
+  afterFilters(): void {
     const route = this.route;
     if (route === null) {
       this.snapshot.http.noRoute.value++;

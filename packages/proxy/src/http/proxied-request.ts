@@ -10,7 +10,7 @@ import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import type { ClusterHost } from '../upstream/upstream-host.ts';
 import type { OriginalDestination } from '../listener/original-dst.ts';
 import type { Connection, ListenerContext } from './connection.ts';
-import { FilterStatus, type FilterCallbacks, type FilterRequest, type FilterResponseFlag, type HttpFilter, type PeerIdentity, type RequestAuth } from '@remora/filters';
+import type { FilterCallbacks, FilterRequest, FilterResponseFlag, PeerIdentity, RequestAuth } from '@remora/filters';
 import { finalizeRequestHeaders, finalizeResponseHeaders, RouteHeaderMutation } from '@remora/filters/internal';
 import { isGrpcRequest } from './grpc.ts';
 import { normalizePath } from './path-normalize.ts';
@@ -39,20 +39,12 @@ import {
 } from './request-headers.ts';
 import { formatResponseFlags, ResponseFlag } from '../telemetry/response-flags.ts';
 import { findRoute } from '../router/route-table.ts';
-import { Transform, type Readable } from 'node:stream';
-import { ResponseView } from './filter-response.ts';
-import { filterLocalReply, LocalReplies, type LocalReply } from './local-reply.ts';
+import type { Readable } from 'node:stream';
+import { FilterManager, RESPONSE_CONTINUE } from './filter-manager.ts';
+import { filterLocalReply, type LocalReply } from './local-reply.ts';
 import { requestBodyOf, type DownstreamRequest } from './response-writer.ts';
 
-/** What `runResponseFilters` found: go on, hold the head for the body, or a filter answered (the request is over). */
-export const RESPONSE_CONTINUE = 0;
-export const RESPONSE_HOLD = 1;
-export const RESPONSE_REPLIED = 2;
-
-const HAS_REQUEST_DATA = 1;
-const HAS_RESPONSE = 2;
-const HAS_RESPONSE_DATA = 4;
-const NO_BYTES = Buffer.alloc(0);
+export { RESPONSE_CONTINUE, RESPONSE_HOLD, RESPONSE_REPLIED } from './filter-manager.ts';
 
 export type { DownstreamRequest } from './response-writer.ts';
 
@@ -114,7 +106,8 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   // Filter chain.
   /** JWT authentication result, for the filters after the JWT filter. */
   auth: RequestAuth | null = null;
-  protected filters: HttpFilter[] | null = null;
+  /** The request's filters (Envoy's filter manager); null when the listener has none. */
+  protected filters: FilterManager | null = null;
   /** Envoy's dynamic metadata: flat filter, key, value triples; null until a filter sets some. */
   #metadata: string[] | null = null;
   /** The query of `path` parsed once, on the first parameter asked for; `#queryOf` is the path it was parsed from (a rewrite changes it). */
@@ -123,15 +116,6 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   /** `remoteIp` worked out once for the X-Forwarded-For it was worked out from. */
   #remoteIp: string | null = null;
   #remoteIpOf: string | null = null;
-  #filterIndex = 0;
-  /** Which optional phases the chain's filters have (HAS_*), worked out when they are made. */
-  #phases = 0;
-  /** In the response phase: a local reply made now does not run it again. */
-  #inResponsePhase = false;
-  /** The request body as the data filters left it; null until asked for. */
-  #filteredBody: Readable | null = null;
-  #iterating = false;
-  #resumeRequested = false;
   /** Headers filters asked to add to whatever response the client gets. */
   protected extraResponseHeaders: string[] | null = null;
   /** Headers filters set on the response, replacing the response's own (CORS); null for most requests. */
@@ -292,11 +276,11 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   /** True once the request has ended (answered, or the client went away). */
   abstract get aborted(): boolean;
 
-  /** Answers the request from the proxy; subclasses know how (a response, or a raw socket for upgrades). */
-  protected abstract replyLocally(reply: LocalReply): void;
+  /** Answers the request from the proxy; subclasses know how (a response, or a raw socket for upgrades). The filter manager calls it too. */
+  abstract replyLocally(reply: LocalReply): void;
 
   /** The chain let the request through: route it. */
-  protected abstract afterFilters(): void;
+  abstract afterFilters(): void;
 
   sendLocalReply(status: number, body: string | null, flag: FilterResponseFlag | null, details: string, grpcStatus: number | null = null): void {
     this.replyLocally(filterLocalReply(status, flag === null ? 0 : ResponseFlag[flag], details, body, grpcStatus));
@@ -319,124 +303,33 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   }
 
   continueRequest(): void {
-    if (this.aborted || this.filters === null) return;
-    if (this.#iterating) {
-      // Called from inside a filter's onRequest: the loop goes on when it returns.
-      this.#resumeRequested = true;
-      return;
-    }
-    this.#iterate();
+    this.filters?.continueRequest();
   }
 
-  /** Runs the listener's filters (jwt-authn → authz → rate limit → fault), then `afterFilters`. */
+  /** Runs the listener's filters (jwt-authn → authz → rate limit → fault …), then `afterFilters`. */
   protected runFilters(): void {
     const configs = this.snapshot.filters;
     if (configs === null) {
       this.afterFilters();
       return;
     }
-    const filters: HttpFilter[] = new Array(configs.length);
-    let phases = 0;
-    for (let i = 0; i < configs.length; i++) {
-      const f = configs[i]!.create();
-      filters[i] = f;
-      if (f.onRequestData !== undefined) phases |= HAS_REQUEST_DATA;
-      if (f.onResponse !== undefined) phases |= HAS_RESPONSE;
-      if (f.onResponseData !== undefined) phases |= HAS_RESPONSE_DATA;
-    }
-    this.filters = filters;
-    this.#phases = phases;
-    this.#iterate();
-  }
-
-  #iterate(): void {
-    const filters = this.filters!;
-    this.#iterating = true;
-    while (this.#filterIndex < filters.length) {
-      const f = filters[this.#filterIndex++]!;
-      let status: number;
-      try {
-        status = f.onRequest(this, this);
-      } catch (err) {
-        this.#iterating = false;
-        this.ctx.log.error(`filter failed on ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-        this.replyLocally(LocalReplies.filterError);
-        return;
-      }
-      if (this.aborted) {
-        this.#iterating = false;
-        return;
-      }
-      if (status === FilterStatus.StopIteration) {
-        if (this.#resumeRequested) {
-          this.#resumeRequested = false;
-          continue;
-        }
-        this.#iterating = false;
-        return;
-      }
-    }
-    this.#iterating = false;
-    this.afterFilters();
+    const filters = (this.filters = new FilterManager(configs, this, this.ctx.log));
+    filters.start();
   }
 
   /** True when a filter transforms or observes the response body. */
   protected get hasResponseDataFilters(): boolean {
-    return (this.#phases & HAS_RESPONSE_DATA) !== 0;
+    return this.filters !== null && this.filters.hasResponseData;
   }
 
-  /**
-   * The response phase (Envoy's encodeHeaders): `onResponse` of each filter whose `onRequest`
-   * ran, last first, over the head about to be written: `headers` is edited in place and
-   * `responseCode` is the status, which a filter may change. Not run again for a local reply
-   * a filter makes in this phase.
-   */
+  /** The response phase over a head about to be written (see `FilterManager.runResponse`). */
   protected runResponseFilters(headers: string[], local: boolean): number {
-    const filters = this.filters;
-    if ((this.#phases & HAS_RESPONSE) === 0 || filters === null || this.#inResponsePhase) return RESPONSE_CONTINUE;
-    const view = new ResponseView(this.responseCode, headers, local);
-    let result = RESPONSE_CONTINUE;
-    this.#inResponsePhase = true;
-    try {
-      for (let i = Math.min(this.#filterIndex, filters.length) - 1; i >= 0; i--) {
-        const f = filters[i]!;
-        if (f.onResponse === undefined) continue;
-        const status = f.onResponse(view, this);
-        if (this.aborted) return RESPONSE_REPLIED;
-        if (status === FilterStatus.StopIteration) result = RESPONSE_HOLD;
-      }
-    } catch (err) {
-      this.#inResponsePhase = false;
-      this.ctx.log.error(`filter failed on the response to ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-      this.replyLocally(LocalReplies.filterError);
-      return RESPONSE_REPLIED;
-    } finally {
-      this.#inResponsePhase = false;
-    }
-    this.responseCode = view.status;
-    return result;
+    return this.filters === null ? RESPONSE_CONTINUE : this.filters.runResponse(headers, local);
   }
 
-  /**
-   * A response body chunk through the filters' `onResponseData`, last filter first; what
-   * comes out goes to the client. After a filter's local reply (or a throw, answered with a
-   * 500 or a reset) the rest is dropped: check `aborted`.
-   */
+  /** A response body chunk through the filters (see `FilterManager.responseData`). */
   protected filterResponseData(chunk: Buffer, end: boolean): Buffer {
-    const filters = this.filters!;
-    for (let i = Math.min(this.#filterIndex, filters.length) - 1; i >= 0; i--) {
-      const f = filters[i]!;
-      if (f.onResponseData === undefined) continue;
-      try {
-        chunk = f.onResponseData(chunk, end, this);
-      } catch (err) {
-        this.ctx.log.error(`filter failed on the response body of ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-        this.replyLocally(LocalReplies.filterError);
-        return NO_BYTES;
-      }
-      if (this.aborted) return NO_BYTES;
-    }
-    return chunk;
+    return this.filters!.responseData(chunk, end);
   }
 
   /**
@@ -444,49 +337,13 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
    * `onRequestData`, a stream of what the filters let through (back-pressure flows through it).
    */
   protected requestBodySource(this: ProxiedRequest<DownstreamRequest>): Readable {
-    if ((this.#phases & HAS_REQUEST_DATA) === 0) return requestBodyOf(this.req);
-    if (this.#filteredBody !== null) return this.#filteredBody;
-    const transform = new Transform({
-      transform: (chunk: Buffer, _enc, cb) => cb(null, this.#filterRequestData(chunk, false)),
-      flush: (cb) => cb(null, this.#filterRequestData(NO_BYTES, true)),
-    });
     const source = requestBodyOf(this.req);
-    source.on('error', (err) => transform.destroy(err));
-    source.on('aborted', () => transform.destroy(new Error('request aborted')));
-    source.pipe(transform);
-    this.#filteredBody = transform;
-    return transform;
-  }
-
-  #filterRequestData(chunk: Buffer, end: boolean): Buffer {
-    const filters = this.filters!;
-    const n = Math.min(this.#filterIndex, filters.length);
-    for (let i = 0; i < n; i++) {
-      if (this.aborted) return NO_BYTES;
-      const f = filters[i]!;
-      if (f.onRequestData === undefined) continue;
-      try {
-        chunk = f.onRequestData(chunk, end, this);
-      } catch (err) {
-        this.ctx.log.error(`filter failed on the request body of ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
-        this.replyLocally(LocalReplies.filterError);
-        return NO_BYTES;
-      }
-    }
-    return this.aborted ? NO_BYTES : chunk;
+    return this.filters === null ? source : this.filters.requestBody(source);
   }
 
   /** Lets filters release timers and waits; called once when the request ends. */
   protected destroyFilters(): void {
-    const filters = this.filters;
-    if (filters === null) return;
-    for (const f of filters) {
-      try {
-        f.onDestroy?.();
-      } catch (err) {
-        this.ctx.log.error(`filter onDestroy failed: ${(err as Error).message}`);
-      }
-    }
+    this.filters?.destroy();
   }
 
   /**

@@ -211,11 +211,11 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
     return this.#router === null ? null : this.#router.current;
   }
 
-  protected replyLocally(reply: LocalReply): void {
+  replyLocally(reply: LocalReply): void {
     this.localReply(reply);
   }
 
-  protected afterFilters(): void {
+  afterFilters(): void {
     const route = this.route;
     const http = this.snapshot.http;
     if (route === null) {
