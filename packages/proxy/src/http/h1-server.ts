@@ -435,7 +435,8 @@ export class H1ServerConnection {
       const r = this.#parser.execute(data);
       if (this.#detached) return;
       if (typeof r !== 'number') {
-        if (this.#lastRequest && r.code === 'HPE_CLOSED_CONNECTION') return;
+        // Bytes after the last request (`Connection: close`, a refused expectation) are not read.
+        if (this.#lastRequest) return;
         this.#clientError(r as NodeJS.ErrnoException);
         return;
       }
