@@ -259,9 +259,14 @@ export class H1Response {
     if (this.#noBody || chunk.length === 0) return true;
     const conn = this.#conn;
     if (this.#chunked) {
+      // Size line, data and CRLF in one system call.
+      const socket = conn.socket;
+      socket.cork();
       conn.write(this, `${chunk.length.toString(16)}\r\n`, false);
       conn.write(this, chunk, false);
-      return conn.write(this, CRLF, false);
+      const more = conn.write(this, CRLF, false);
+      socket.uncork();
+      return more;
     }
     return conn.write(this, chunk, false);
   }
