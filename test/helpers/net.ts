@@ -1,7 +1,28 @@
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-/** A port free on 127.0.0.1 right now (the kernel's pick for port 0). */
+/**
+ * Ports for processes a test starts later are taken below the kernel's ephemeral range, at
+ * random: a port the kernel handed out for `listen(0)` is also the next candidate for the
+ * local end of any outgoing connection on the machine (the parallel tests make thousands),
+ * which then holds it when the proxy comes to bind it (EADDRINUSE).
+ */
+const EPHEMERAL_LOW = ((): number => {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 2048 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+})();
+const PICK_LOW = Math.max(1024, EPHEMERAL_LOW - 12_000);
+
+/** A port free on 127.0.0.1 now, outside the ephemeral range; 100 tries, then one from the kernel. */
 export async function freePort(): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const port = PICK_LOW + Math.floor(Math.random() * (EPHEMERAL_LOW - PICK_LOW));
+    if (await canListen(port)) return port;
+  }
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -11,6 +32,15 @@ export async function freePort(): Promise<number> {
       const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
       srv.close(() => resolve(port));
     });
+  });
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
