@@ -13,7 +13,7 @@
  * header-size limit (431). Upgrades and CONNECT leave the codec with the bytes read past
  * their head.
  */
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { HTTP_METHODS, HTTPParser } from '../upstream/http1-parser.ts';
@@ -60,16 +60,6 @@ for (let code = 100; code < 600; code++) STATUS_LINES[code] = `HTTP/1.1 ${code} 
 
 function statusLine(code: number): string {
   return STATUS_LINES[code] ?? `HTTP/1.1 ${code} unknown\r\n`;
-}
-
-// RFC 9110 tokens and field values, as node:http checks them before anything is written.
-const TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
-const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
-
-function invalidHeader(code: string, message: string): Error {
-  const err = new TypeError(message) as Error & { code: string };
-  err.code = code;
-  return err;
 }
 
 /** `date: <IMF-fixdate>\r\n`, made once per second. */
@@ -199,10 +189,6 @@ export class H1Response {
     return this.#keepAlive;
   }
 
-  get destroyed(): boolean {
-    return this.#conn.socket.destroyed;
-  }
-
   /** The head, from a flat name/value list; throws (writing nothing) when a header cannot be sent. */
   writeHead(status: number, headers: readonly string[]): void {
     let head = statusLine(status);
@@ -213,8 +199,9 @@ export class H1Response {
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!;
       const value = headers[i + 1]!;
-      if (!TOKEN.test(name)) throw invalidHeader('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${name}"]`);
-      if (INVALID_VALUE.test(value)) throw invalidHeader('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`);
+      // node:http's own checks (ERR_INVALID_HTTP_TOKEN, ERR_INVALID_CHAR), before anything is written.
+      validateHeaderName(name);
+      validateHeaderValue(name, value);
       switch (name.length) {
         case 4:
           if (!date && name.toLowerCase() === 'date') date = true;
@@ -311,9 +298,9 @@ function trailerBlock(trailers: Readonly<Record<string, string | string[] | unde
   for (const name in trailers) {
     const v = trailers[name];
     if (v === undefined) continue;
-    if (!TOKEN.test(name)) throw invalidHeader('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${name}"]`);
+    validateHeaderName(name);
     for (const item of typeof v === 'string' ? [v] : v) {
-      if (INVALID_VALUE.test(item)) throw invalidHeader('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`);
+      validateHeaderValue(name, item);
       out += `${name}: ${item}\r\n`;
     }
   }
@@ -329,12 +316,16 @@ export class H1Server {
   readonly handler: H1ServerHandler;
   readonly connections = new Set<H1ServerConnection>();
   #sweep: NodeJS.Timeout | null = null;
+  /** How often timeouts are checked; 0 when no timeout is set. */
+  readonly #sweepMs: number;
   /** Every response from now on closes its connection (the listener stopped accepting). */
   closing = false;
 
   constructor(options: H1ServerOptions, handler: H1ServerHandler) {
     this.options = options;
     this.handler = handler;
+    const set = [options.headersTimeoutMs, options.requestTimeoutMs, options.idleTimeoutMs].filter((ms) => ms > 0);
+    this.#sweepMs = set.length === 0 ? 0 : Math.max(100, Math.min(1_000, Math.min(...set) / 4));
   }
 
   /** Serves a connection whose first bytes (`head`, possibly empty) are HTTP/1. */
@@ -346,11 +337,8 @@ export class H1Server {
   }
 
   #startSweep(): void {
-    if (this.#sweep !== null) return;
-    let limit = Infinity;
-    for (const ms of [this.options.headersTimeoutMs, this.options.requestTimeoutMs, this.options.idleTimeoutMs]) if (ms > 0 && ms < limit) limit = ms;
-    if (limit === Infinity) return;
-    this.#sweep = setInterval(() => this.#checkTimeouts(), Math.max(100, Math.min(1_000, limit / 4)));
+    if (this.#sweep !== null || this.#sweepMs === 0) return;
+    this.#sweep = setInterval(() => this.#checkTimeouts(), this.#sweepMs);
     this.#sweep.unref();
   }
 
@@ -556,7 +544,7 @@ export class H1ServerConnection {
     else h.onUpgrade(req, this.socket, rest);
   }
 
-  /** The socket leaves the codec (upgrade, CONNECT): its listeners and timers go. */
+  /** The codec lets go of the socket (upgrade, CONNECT, client error, close): its listeners go, the parser is freed. */
   #detach(): void {
     this.#detached = true;
     this.server.connections.delete(this);
@@ -651,14 +639,9 @@ export class H1ServerConnection {
   };
 
   readonly #onClose = (): void => {
-    this.server.connections.delete(this);
     this.#reading?.abort();
     this.#reading = null;
-    if (!this.#detached) {
-      this.#detached = true;
-      this.#parser.remove();
-      this.#parser.free();
-    }
+    if (!this.#detached) this.#detach();
   };
 }
 

@@ -44,7 +44,6 @@ import { FilterManager, RESPONSE_CONTINUE } from './filter-manager.ts';
 import { filterLocalReply, type LocalReply } from './local-reply.ts';
 import { requestBodyOf, type DownstreamRequest } from './response-writer.ts';
 
-export { RESPONSE_CONTINUE, RESPONSE_HOLD, RESPONSE_REPLIED } from './filter-manager.ts';
 
 export type { DownstreamRequest } from './response-writer.ts';
 
