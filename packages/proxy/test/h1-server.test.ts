@@ -25,11 +25,7 @@ async function serve(t: Test, onRequest: (req: H1Request, res: H1Response) => vo
     shouldUpgrade: (req) => !/h2c/i.test(header(req, 'upgrade') ?? ''),
     onUpgrade: (req, socket, head) => {
       upgrades.push({ req, head, socket });
-      socket.end('tunnel\n');
-    },
-    onConnect: (req, socket, head) => {
-      upgrades.push({ req, head, socket });
-      socket.end('connected\n');
+      socket.end(req.method === 'CONNECT' ? 'connected\n' : 'tunnel\n');
     },
     onClientError: (err, socket) => {
       errors.push(err.code ?? err.message);

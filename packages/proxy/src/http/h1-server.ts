@@ -24,10 +24,8 @@ export interface H1ServerHandler {
   onRequest(req: H1Request, res: H1Response): void;
   /** Whether an `Upgrade` request leaves HTTP (true) or is served as a plain request (false: h2c). */
   shouldUpgrade(req: H1Request): boolean;
-  /** An upgrade request: the socket is the handler's now; `head` is what came after the request head. */
+  /** An upgrade or CONNECT request: the socket is the handler's now; `head` is what came after the request head. */
   onUpgrade(req: H1Request, socket: Socket, head: Buffer): void;
-  /** A CONNECT request, handed over as an upgrade is. */
-  onConnect(req: H1Request, socket: Socket, head: Buffer): void;
   /**
    * The codec cannot go on (a parse error `HPE_*`, `ERR_HTTP_REQUEST_TIMEOUT`, an expectation
    * it cannot meet): the handler answers on the socket and ends it, or destroys it.
@@ -539,9 +537,7 @@ export class H1ServerConnection {
   #handOver(rest: Buffer): void {
     const req = this.#upgrade!;
     this.#detach();
-    const h = this.server.handler;
-    if (req.method === 'CONNECT') h.onConnect(req, this.socket, rest);
-    else h.onUpgrade(req, this.socket, rest);
+    this.server.handler.onUpgrade(req, this.socket, rest);
   }
 
   /** The codec lets go of the socket (upgrade, CONNECT, client error, close): its listeners go, the parser is freed. */

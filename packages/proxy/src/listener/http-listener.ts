@@ -162,18 +162,19 @@ export class HttpListener {
       // Every Upgrade but h2c is tunnelled; h2c is served as a plain request, as Envoy does.
       shouldUpgrade,
       onUpgrade: (req, socket, head) => {
-        if (this.#refusesVersion(req)) this.#upgradeRequired(req, socket, null);
-        else this.#upgrades.start(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
-      },
-      onConnect: (req, socket, head) => {
-        if (this.#refusesVersion(req)) this.#upgradeRequired(req, socket, null);
-        else this.#upgrades.connect(this.snapshot, this.#connections.get(socket) ?? this.#connectionOf(socket), req, socket, head);
+        if (this.#refusesVersion(req)) {
+          this.#upgradeRequired(req, socket, null);
+          return;
+        }
+        const conn = this.#connections.get(socket)!;
+        if (req.method === 'CONNECT') this.#upgrades.connect(this.snapshot, conn, req, socket, head);
+        else this.#upgrades.start(this.snapshot, conn, req, socket, head);
       },
       onClientError: (err, socket) => this.#onClientError(err, socket),
     };
   }
 
-  /** An HTTP/1 connection: tracked, then parsed by the codec (`head`: bytes already read). */
+  /** An HTTP/1 connection: tracked (every request and upgrade the codec hands over finds it), then parsed by the codec (`head`: bytes already read). */
   #serveH1(socket: Socket, head: Buffer | null): void {
     this.#track(socket);
     this.#h1.serve(socket, head);
@@ -523,11 +524,6 @@ export class HttpListener {
     });
   }
 
-  /** A listener that opens no socket (`bindToPort: false`) starts serving what is handed to it. */
-  startUnbound(): void {
-    // Nothing to open: the HTTP/1 codec starts its timeout checks with its first connection.
-  }
-
   /** Where the socket listens, for logs: `address:port`, or a unix domain socket's path. */
   get boundAt(): string {
     const pipe = this.snapshot.listener.pipe;
@@ -580,12 +576,7 @@ export class HttpListener {
       this.#upgradeRequired(req, req.socket, res);
       return;
     }
-    let conn = this.#connections.get(req.socket);
-    if (conn === undefined) {
-      // Sockets handed over by other means than 'connection' (none today); track them anyway.
-      conn = this.#connectionOf(req.socket);
-      this.#connections.set(req.socket, conn);
-    }
+    const conn = this.#connections.get(req.socket)!;
     const ex = new Exchange(this.#ctx, conn, this.snapshot, req, res, H1_WRITER);
     conn.add(ex);
     ex.start();

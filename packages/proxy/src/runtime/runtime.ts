@@ -288,7 +288,6 @@ export class Runtime implements ListenerContext {
       }
       if (!bound) {
         // Envoy's bind_to_port false: no socket; it serves what capture listeners hand it.
-        l.startUnbound();
         startedHere.push(l);
         this.#listeners.set(name, l);
         this.#loggers.get('main').debug(`listener ${name} for ${ls.listener.address}:${ls.listener.destinationPort ?? ls.listener.port} (${ls.direction}, not bound: served by hand-off)`);
