@@ -1,5 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * Ports for processes a test starts later are taken below the kernel's ephemeral range, at
@@ -17,11 +19,39 @@ const EPHEMERAL_LOW = ((): number => {
 })();
 const PICK_LOW = Math.max(1024, EPHEMERAL_LOW - 12_000);
 
-/** A port free on 127.0.0.1 now, outside the ephemeral range; 100 tries, then one from the kernel. */
+/**
+ * Ports handed out, by every test process on the machine: a file per port, so that two test
+ * files running at once never get the same port, which matters most for a port a test keeps
+ * closed on purpose (a dead endpoint another file's proxy must not come to listen on). A
+ * reservation lapses after 10 minutes.
+ */
+const RESERVED_DIR = join(tmpdir(), 'remora-test-ports');
+const RESERVATION_MS = 10 * 60_000;
+
+function reserve(port: number): boolean {
+  const file = join(RESERVED_DIR, String(port));
+  try {
+    mkdirSync(RESERVED_DIR, { recursive: true });
+    closeSync(openSync(file, 'wx'));
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return true; // cannot reserve: the bind check alone decides
+    try {
+      if (Date.now() - statSync(file).mtimeMs < RESERVATION_MS) return false;
+      const now = new Date();
+      utimesSync(file, now, now);
+      return true;
+    } catch {
+      return true;
+    }
+  }
+}
+
+/** A port free on 127.0.0.1 now, outside the ephemeral range, not handed to another test lately; 100 tries, then one from the kernel. */
 export async function freePort(): Promise<number> {
   for (let i = 0; i < 100; i++) {
     const port = PICK_LOW + Math.floor(Math.random() * (EPHEMERAL_LOW - PICK_LOW));
-    if (await canListen(port)) return port;
+    if (reserve(port) && (await canListen(port))) return port;
   }
   return new Promise((resolve, reject) => {
     const srv = createServer();
