@@ -26,6 +26,10 @@
 // Not part of `pnpm bench`; run it with nothing else on the machine:
 //
 //   node bench/stage-cost.ts [--rounds 5] [--duration 2] [--warmup 2] [--only base,tracing-1%]
+//
+// `--baseline DIR` measures a change instead: this checkout's build against the build of another
+// checkout (a `git worktree` of the commit before, built), both with the default chain, paired
+// the same way. Its table row is `build`: CPU µs per request this build adds (negative: saves).
 import { createServer, type Server } from 'node:http';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -49,6 +53,7 @@ const HELP = `node bench/stage-cost.ts [options]
   --duration S        seconds of each measured run (default 2)
   --warmup S          seconds of load before measuring, not counted (default 2)
   --connections N     connections (default 50)
+  --baseline DIR      this build against DIR's build (a built checkout, e.g. a git worktree of main), default chain on both
   --proxy-cpu N / --load-cpu N / --no-pin   cores (default 1 / 0)`;
 
 interface Variant {
@@ -76,6 +81,12 @@ const VARIANTS: readonly Variant[] = [
   { name: 'undici', what: 'HTTP/1.1 upstreams through undici (REMORA_UPSTREAM_H1=undici) instead of the lean pool', against: 'base', removes: false, stage: 'undici over the lean HTTP/1.1 pool' },
 ];
 
+/** `--baseline`: the other checkout's build, and this one compared with it. */
+const BUILD_VARIANTS: readonly Variant[] = [
+  { name: 'baseline', what: "the default chain, the baseline checkout's build", against: null, removes: false, stage: '' },
+  { name: 'build', what: "the default chain, this checkout's build", against: 'baseline', removes: false, stage: 'this build over the baseline' },
+];
+
 interface Options {
   readonly variants: readonly Variant[];
   readonly rounds: number;
@@ -83,6 +94,8 @@ interface Options {
   readonly warmupS: number;
   readonly connections: number;
   readonly pinning: Pinning;
+  /** `--baseline`: the checkout whose build `build` is compared with; null otherwise. */
+  readonly baseline: string | null;
 }
 
 function parseOptions(argv: string[]): Options | null {
@@ -94,13 +107,18 @@ function parseOptions(argv: string[]): Options | null {
       duration: { type: 'string' },
       warmup: { type: 'string' },
       connections: { type: 'string' },
+      baseline: { type: 'string' },
       ...PINNING_OPTIONS,
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return null;
   let variants = VARIANTS;
-  if (values.only !== undefined) {
+  if (values.baseline !== undefined) {
+    if (values.only !== undefined) throw new UsageError('--baseline compares builds with the default chain; it takes no --only');
+    if (!existsSync(baselineCli(values.baseline))) throw new UsageError(`${values.baseline} has no build (${baselineCli(values.baseline)} is missing; run \`pnpm run build\` there)`);
+    variants = BUILD_VARIANTS;
+  } else if (values.only !== undefined) {
     const asked = values.only.split(',').map((s) => s.trim()).filter((s) => s !== '');
     const unknown = asked.filter((a) => !VARIANTS.some((v) => v.name === a));
     if (unknown.length > 0) throw new UsageError(`unknown variant ${unknown.join(', ')} (known: ${VARIANTS.map((v) => v.name).join(', ')})`);
@@ -119,7 +137,12 @@ function parseOptions(argv: string[]): Options | null {
     warmupS: numberOption('warmup', values.warmup, 'BENCH_WARMUP', 2, 0),
     connections: Math.round(numberOption('connections', values.connections, 'BENCH_CONNECTIONS', 50, 1)),
     pinning: pinningFrom(values),
+    baseline: values.baseline ?? null,
   };
+}
+
+function baselineCli(dir: string): string {
+  return join(dir, 'packages/proxy/dist/cli.js');
 }
 
 /** An RS256 key, its JWKS and one long-lived token, made here (no JWT library in the load path). */
@@ -182,6 +205,8 @@ interface VariantSetup {
 function variantFiles(v: string, ctx: { otlpPort: number; jwks: string }): VariantSetup {
   switch (v) {
     case 'base':
+    case 'baseline':
+    case 'build':
       return { files: {}, args: [], vs: null, mesh: null };
     case 'undici':
       return { files: {}, args: [], vs: null, mesh: null, env: { REMORA_UPSTREAM_H1: 'undici' } };
@@ -288,7 +313,7 @@ spec:
 }
 
 async function startVariant(v: Variant, o: Options, upstreamPort: number, extra: { otlpPort: number; jwks: string; token: string }): Promise<{ child: Child; port: number; target: RequestTarget }> {
-  const cli = join(PATHS.repoRoot, 'packages/proxy/dist/cli.js');
+  const cli = v.name === 'baseline' && o.baseline !== null ? baselineCli(o.baseline) : join(PATHS.repoRoot, 'packages/proxy/dist/cli.js');
   if (!existsSync(cli)) throw new UsageError('Remora is not built (packages/proxy/dist/cli.js is missing; run `pnpm run build`)');
   const [port, admin, health] = (await freePorts(3)) as [number, number, number];
   const dir = join(PATHS.runDir, `stage-${v.name.replace('%', 'pct')}`);
@@ -392,7 +417,7 @@ async function main(): Promise<void> {
     /** Per variant: [its sample, the paired sample of what it is compared with] per round. */
     const pairs = new Map<string, [Sample, Sample][]>(compared.map((v) => [v.name, []]));
     for (const v of compared) {
-      const a = await start(VARIANTS.find((x) => x.name === v.against)!);
+      const a = await start(o.variants.find((x) => x.name === v.against)!);
       const b = await start(v);
       if (o.warmupS > 0) await measureTogether(a, b, { ...o, durationS: o.warmupS });
       for (let round = 1; round <= o.rounds; round++) {
