@@ -283,3 +283,36 @@ t.test('closing: idle connections close now, busy ones answer with Connection: c
   t.match(r.data, /\r\nconnection: close\r\n/);
   t.ok(r.closed);
 });
+
+t.test('a connection with bytes already buffered in its stream is served from the first byte; a consumed one reads the kernel directly', async (t) => {
+  const codec = new H1Server(OPTIONS, {
+    onRequest: (req, res) => ok(res, `seen ${req.url}`),
+    shouldUpgrade: () => true,
+    onUpgrade: (_req, socket) => socket.destroy(),
+    onClientError: (_err, socket) => socket.destroy(),
+  });
+  const handed: { buffered: number; dataListeners: number }[] = [];
+  const tcp: Server = createServer((s) => {
+    // A listener filter that read ahead and left the bytes in the stream (paused, not yet emitted).
+    s.pause();
+    const handOver = (): void => {
+      codec.serve(s, null);
+      handed.push({ buffered: s.readableLength, dataListeners: s.listenerCount('data') });
+    };
+    if (handed.length === 0) s.once('readable', handOver);
+    else handOver();
+  });
+  await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    codec.closeAll();
+    codec.close();
+    tcp.close();
+  });
+  const port = (tcp.address() as AddressInfo).port;
+  const first = await exchange(port, 'GET /buffered HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n', /seen \/second$/);
+  t.match(first.data, /seen \/buffered[^]*seen \/second$/, 'both requests of the buffered read are answered');
+  t.ok(handed[0]!.dataListeners > 0, 'bytes were buffered: the codec reads the stream');
+  const second = await exchange(port, 'GET /direct HTTP/1.1\r\nHost: x\r\n\r\n', /seen \/direct$/);
+  t.match(second.data, /seen \/direct$/);
+  t.equal(handed[1]!.dataListeners, 0, 'nothing buffered: the parser reads the socket handle itself');
+});

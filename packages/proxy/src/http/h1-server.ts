@@ -16,7 +16,7 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { HTTP_METHODS, HTTPParser } from '../upstream/http1-parser.ts';
+import { consumeSocket, HTTP_METHODS, HTTPParser, startReading, stopReading, unconsumeSocket } from '../upstream/http1-parser.ts';
 
 /** What the codec needs from the listener it serves. */
 export interface H1ServerHandler {
@@ -392,6 +392,10 @@ export class H1ServerConnection {
   /** An upgrade or CONNECT took the socket; the codec is done with it. */
   #detached = false;
   #upgrade: H1Request | null = null;
+  /** The parser reads the socket's handle itself (`consumeSocket`); false: it is fed `'data'` events. */
+  #consumed = false;
+  /** A request with `Upgrade` was served as a plain request (h2c): llhttp stops after it, the rest of that read is parsed on. */
+  #plainUpgrade = false;
 
   constructor(server: H1Server, socket: Socket) {
     this.server = server;
@@ -404,10 +408,22 @@ export class H1ServerConnection {
     p[HTTPParser.kOnHeadersComplete] = this.#onHeadersComplete;
     p[HTTPParser.kOnBody] = this.#onBody;
     p[HTTPParser.kOnMessageComplete] = this.#onMessageComplete;
-    socket.on('data', this.onData);
+    p[HTTPParser.kOnExecute] = this.#onExecute;
+    this.#consumed = consumeSocket(p, socket);
+    if (!this.#consumed) socket.on('data', this.onData);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
     socket.on('end', this.#onEnd);
+  }
+
+  #pauseReading(): void {
+    if (this.#consumed) stopReading(this.socket);
+    else this.socket.pause();
+  }
+
+  #resumeReading(): void {
+    if (this.#consumed) startReading(this.socket);
+    else this.socket.resume();
   }
 
   /** Nothing in flight: no request being read, no response unfinished. */
@@ -436,8 +452,28 @@ export class H1ServerConnection {
         return;
       }
       // llhttp stops after an Upgrade request it was told to serve as plain (h2c): go on.
+      this.#plainUpgrade = false;
       if (r >= data.length || r === 0) return;
       data = data.subarray(r);
+    }
+  };
+
+  /** A read the parser took from the socket itself (consumed) is parsed: what `onData` does after `execute`. */
+  readonly #onExecute = (r: number | Error): void => {
+    if (this.#detached) return;
+    if (typeof r !== 'number') {
+      if (this.#lastRequest) return;
+      this.#clientError(r as NodeJS.ErrnoException);
+      return;
+    }
+    if (this.#upgrade !== null) {
+      this.#handOver(this.#parser.getCurrentBuffer().subarray(r));
+      return;
+    }
+    if (this.#plainUpgrade) {
+      this.#plainUpgrade = false;
+      const data = this.#parser.getCurrentBuffer();
+      if (r > 0 && r < data.length && !this.#lastRequest) this.onData(data.subarray(r));
     }
   };
 
@@ -473,13 +509,14 @@ export class H1ServerConnection {
       this.#upgrade = req;
       return 2;
     }
+    if (upgrade) this.#plainUpgrade = true;
     if (minor === 1 && major === 1 && !this.#expectationMet(req)) return 1;
     this.#reading = req;
     const res = new H1Response(this, req);
     this.#responses.push(res);
     if (this.#responses.length > MAX_PIPELINED && !this.#pipelinePaused) {
       this.#pipelinePaused = true;
-      this.socket.pause();
+      this.#pauseReading();
     }
     this.server.handler.onRequest(req, res);
     return 0;
@@ -515,7 +552,7 @@ export class H1ServerConnection {
     if (req === null) return;
     if (!req.pushBody(chunk) && !this.#bodyPaused) {
       this.#bodyPaused = true;
-      this.socket.pause();
+      this.#pauseReading();
     }
   };
 
@@ -531,7 +568,7 @@ export class H1ServerConnection {
   resumeBody(): void {
     if (!this.#bodyPaused) return;
     this.#bodyPaused = false;
-    if (!this.#pipelinePaused) this.socket.resume();
+    if (!this.#pipelinePaused) this.#resumeReading();
   }
 
   #handOver(rest: Buffer): void {
@@ -549,6 +586,10 @@ export class H1ServerConnection {
     s.off('error', this.#onError);
     s.off('close', this.#onClose);
     s.off('end', this.#onEnd);
+    if (this.#consumed) {
+      this.#consumed = false;
+      unconsumeSocket(this.#parser, s);
+    }
     this.#parser.remove();
     this.#parser.free();
   }
@@ -589,7 +630,7 @@ export class H1ServerConnection {
     }
     if (this.#pipelinePaused && queue.length <= MAX_PIPELINED) {
       this.#pipelinePaused = false;
-      if (!this.#bodyPaused) this.socket.resume();
+      if (!this.#bodyPaused) this.#resumeReading();
     }
     if (queue.length === 0) this.#idleSince = performance.now();
     if (this.server.closing && this.idle) this.socket.end();

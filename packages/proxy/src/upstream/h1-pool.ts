@@ -16,7 +16,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { buildConnector, errors, type Dispatcher } from 'undici';
-import { HTTPParser, type OnHeadersComplete } from './http1-parser.ts';
+import { consumeSocket, HTTPParser, startReading, stopReading, unconsumeSocket, type OnHeadersComplete } from './http1-parser.ts';
 
 /** Envoy's default limit on a header block (`max_request_headers_kb`: 60 KiB), applied to responses too. */
 export const MAX_RESPONSE_HEADER_BYTES = 60 * 1024;
@@ -128,14 +128,14 @@ class H1Request implements Dispatcher.DispatchController {
   pause(): void {
     if (this.#paused || this.done) return;
     this.#paused = true;
-    this.conn?.socket.pause();
+    this.conn?.pauseReading();
   }
 
   resume(): void {
     if (!this.#paused) return;
     this.#paused = false;
     const conn = this.conn;
-    if (conn !== null && conn.req === this) conn.socket.resume();
+    if (conn !== null && conn.req === this) conn.resumeReading();
   }
 
   /** Delivers the error, once. */
@@ -159,6 +159,8 @@ class H1Connection {
   readonly createdAt = Date.now();
   req: H1Request | null = null;
   connected = false;
+  /** The parser reads the socket's handle itself (`consumeSocket`); false: it is fed `'data'` events. */
+  consumed = false;
   /** No new request goes on this connection (close asked for or received, limits reached). */
   closing = false;
   /** The request body is still being written. */
@@ -194,12 +196,14 @@ class H1Connection {
     p[HTTPParser.kOnHeadersComplete] = this.onHeadersComplete;
     p[HTTPParser.kOnBody] = this.onBody;
     p[HTTPParser.kOnMessageComplete] = this.onMessageComplete;
+    p[HTTPParser.kOnExecute] = this.onExecute;
   }
 
   attach(socket: Socket): void {
     this.socket = socket;
     this.connected = true;
-    socket.on('data', this.onData);
+    this.consumed = consumeSocket(this.parser, socket);
+    if (!this.consumed) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
@@ -382,13 +386,27 @@ class H1Connection {
   // --- reading -----------------------------------------------------------------------------
 
   readonly onData = (chunk: Buffer): void => {
-    const ret = this.parser.execute(chunk);
+    this.onExecute(this.parser.execute(chunk));
+  };
+
+  /** A read is parsed (by `onData`, or by the parser itself on a consumed socket). */
+  readonly onExecute = (ret: number | (Error & { code?: string; reason?: string })): void => {
     if (typeof ret !== 'number') this.#parseError(ret);
     if (this.releasePending) {
       this.releasePending = false;
       this.pool.released(this);
     }
   };
+
+  pauseReading(): void {
+    if (this.consumed) stopReading(this.socket);
+    else this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (this.consumed) startReading(this.socket);
+    else this.socket.resume();
+  }
 
   #parseError(err: Error & { code?: string; reason?: string }): void {
     if (this.socket.destroyed) return;
@@ -514,7 +532,7 @@ class H1Connection {
     this.req = null;
     // A handler that paused on the last chunk never resumes this request: the connection
     // reads again, for the next response and to see the server's close while idle.
-    if (req.paused) this.socket.resume();
+    if (req.paused) this.resumeReading();
     if (this.writing) {
       // The response is whole before the request: the rest of the body is not sent, and the
       // connection (mid-request) cannot carry another.
@@ -555,6 +573,10 @@ class H1Connection {
     if (this.idleTimer !== null) clearTimeout(this.idleTimer);
     const req = this.req;
     this.req = null;
+    if (this.consumed) {
+      this.consumed = false;
+      unconsumeSocket(this.parser, this.socket);
+    }
     this.parser.close();
     this.pool.connectionClosed(this);
     if (req !== null && !req.done) req.fail(this.error ?? socketError('closed', this.socket));

@@ -4,6 +4,7 @@
  * as strings, which is what makes the HTTP/1.1 pool cheaper than undici's wasm parser.
  */
 import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 
 export interface HTTPParser {
   initialize(type: number, resource: object, maxHeaderSize?: number, lenient?: number): void;
@@ -17,6 +18,11 @@ export interface HTTPParser {
   pause(): void;
   resume(): void;
   remove(): void;
+  /** Reads a stream handle straight into the parser, in native code; `kOnExecute` gets the result of each read. */
+  consume(handle: object): void;
+  unconsume(): void;
+  /** A copy of the bytes of the read being parsed (only while `kOnExecute` runs). */
+  getCurrentBuffer(): Buffer;
   [callback: number]: unknown;
 }
 
@@ -51,3 +57,57 @@ export type OnHeadersComplete = (
   upgrade: boolean,
   shouldKeepAlive: boolean,
 ) => number;
+
+/** The native stream under a socket (`TCPWrap`, `TLSWrap`), as node:net keeps it. */
+interface StreamHandle {
+  readonly isStreamBase?: boolean;
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+  _consumed?: boolean;
+}
+
+function handleOf(socket: Socket): StreamHandle | null {
+  return ((socket as unknown as { _handle?: StreamHandle | null })._handle) ?? null;
+}
+
+/**
+ * Has `parser` read the socket itself, as node:http's server does: each read goes from libuv
+ * into llhttp without a `Buffer` event through the stream machinery (one JS call per read,
+ * `kOnExecute`, instead of `onStreamRead` → `push` → `'data'`). End of stream and read errors
+ * still reach the socket (`'end'`, `'error'`). Only when nothing is buffered in the socket's
+ * stream already (those bytes would be skipped); false when it cannot (the caller reads
+ * `'data'` instead). While consumed, reading is paused and resumed with `stopReading` and
+ * `startReading`, not `socket.pause()`.
+ */
+export function consumeSocket(parser: HTTPParser, socket: Socket): boolean {
+  const handle = handleOf(socket);
+  if (handle === null || handle.isStreamBase !== true || handle._consumed === true || socket.readableLength > 0) return false;
+  parser.consume(handle);
+  handle._consumed = true;
+  return true;
+}
+
+/** Gives the socket's reads back to its stream (before a hand-over or freeing the parser). */
+export function unconsumeSocket(parser: HTTPParser, socket: Socket): void {
+  parser.unconsume();
+  const handle = handleOf(socket);
+  if (handle !== null) handle._consumed = false;
+}
+
+/** Stops reading a consumed socket (back-pressure): nothing is read from the kernel until `startReading`. */
+export function stopReading(socket: Socket): void {
+  const handle = handleOf(socket);
+  if (handle !== null && handle.reading) {
+    handle.reading = false;
+    handle.readStop();
+  }
+}
+
+export function startReading(socket: Socket): void {
+  const handle = handleOf(socket);
+  if (handle !== null && !handle.reading && !socket.destroyed) {
+    handle.reading = true;
+    handle.readStart();
+  }
+}
