@@ -47,6 +47,9 @@ export interface H1ServerOptions {
 /** Pipelined requests answered ahead of time: beyond this many, reading stops until the first is done. */
 const MAX_PIPELINED = 16;
 
+/** A response head and a first body chunk up to this size together go out as one buffer (one `write`, no `writev`). */
+const COALESCE_BYTES = 8192;
+
 const CRLF = '\r\n';
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
@@ -392,6 +395,12 @@ export class H1ServerConnection {
   /** An upgrade or CONNECT took the socket; the codec is done with it. */
   #detached = false;
   #upgrade: H1Request | null = null;
+  /**
+   * The response head written last, not on the socket yet: it goes out with the first body
+   * chunk (one buffer), before anything else written, or at the end of the tick.
+   */
+  #head: string | null = null;
+  #headFlushScheduled = false;
   /** The parser reads the socket's handle itself (`consumeSocket`); false: it is fed `'data'` events. */
   #consumed = false;
   /** A request with `Upgrade` was served as a plain request (h2c): llhttp stops after it, the rest of that read is parsed on. */
@@ -602,18 +611,48 @@ export class H1ServerConnection {
     }
     const s = this.socket;
     if (s.destroyed) return true;
-    if (head && !s.writableCorked) {
+    if (head && typeof data === 'string' && !s.writableCorked && this.#head === null) {
       // The head waits for body bytes written in the same tick: one write for all of them.
-      s.cork();
-      process.nextTick(uncork, s);
+      this.#head = data;
+      if (!this.#headFlushScheduled) {
+        this.#headFlushScheduled = true;
+        process.nextTick(flushHead, this);
+      }
+      return true;
+    }
+    const pending = this.#head;
+    if (pending !== null) {
+      this.#head = null;
+      if (typeof data !== 'string' && data.length + pending.length <= COALESCE_BYTES) {
+        const out = Buffer.allocUnsafe(pending.length + data.length);
+        out.write(pending, 0, 'latin1');
+        data.copy(out, pending.length);
+        return s.write(out);
+      }
+      s.write(pending, 'latin1');
     }
     return typeof data === 'string' ? s.write(data, 'latin1') : s.write(data);
+  }
+
+  /** End of the tick: a head still held goes out (nothing followed it). */
+  flushHead(): void {
+    this.#headFlushScheduled = false;
+    this.#sendHead();
+  }
+
+  /** The held head goes out (the tick ended, or the response ends without a body). */
+  #sendHead(): void {
+    const pending = this.#head;
+    if (pending === null) return;
+    this.#head = null;
+    if (!this.socket.destroyed) this.socket.write(pending, 'latin1');
   }
 
   /** A response is complete: the next pipelined one goes out, or the connection closes if it was the last. */
   responseDone(res: H1Response): void {
     const queue = this.#responses;
     if (queue[0] !== res) return; // held: flushed when its turn comes
+    if (this.#head !== null) this.#sendHead();
     for (;;) {
       const done = queue.shift()!;
       if (!done.keepAlive) {
@@ -682,6 +721,6 @@ export class H1ServerConnection {
   };
 }
 
-function uncork(s: Socket): void {
-  s.uncork();
+function flushHead(c: H1ServerConnection): void {
+  c.flushHead();
 }
