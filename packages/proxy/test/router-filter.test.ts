@@ -8,7 +8,7 @@ import t from 'tap';
 import type { Cluster, ConnectionPool, RetryPolicy } from '@remora/config';
 import { LocalReplies, type LocalReply } from '../src/http/local-reply.ts';
 import { ForwardTarget, type WeightedTarget } from '../src/router/compiled-route.ts';
-import { ROUTE_REQUEST, ROUTE_TUNNEL, Router, type RouteMode, type RouterStream } from '../src/router/router.ts';
+import { ROUTE_REQUEST, ROUTE_TUNNEL, Router, type RoutedRequest, type RouteMode, type RouterStream } from '../src/router/router.ts';
 import type { RequestStats } from '../src/telemetry/istio-metrics.ts';
 import { ResponseFlag } from '../src/telemetry/response-flags.ts';
 import type { CircuitBreaker } from '../src/upstream/circuit-breaker.ts';
@@ -109,8 +109,10 @@ class FakeTry implements UpstreamRequest {
 }
 
 /** The stream side: records what the router asked of it. */
-class FakeStream implements RouterStream<FakeTry> {
+class FakeStream implements RouterStream<FakeTry>, RoutedRequest {
   readonly router: Router<FakeTry>;
+  /** The request and the stream are one object here. */
+  readonly stream: RoutedRequest = this;
   responseFlags = 0;
   upstreamTransportFailureReason = '';
   replayable = true;

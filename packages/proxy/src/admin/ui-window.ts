@@ -9,7 +9,7 @@
  * (`state()`, `LiveWindow.merged`) when the page asks.
  */
 import { formatText, type AccessLogRecord } from '../telemetry/access-log.ts';
-import { ProxiedRequest } from '../http/proxied-request.ts';
+import { ActiveStream } from '../http/active-stream.ts';
 import { ResponseFlag, type ResponseFlagName } from '../telemetry/response-flags.ts';
 
 /** Seconds of history kept per edge. */
@@ -211,7 +211,7 @@ export class LiveWindow {
       this.#ringNext = (this.#ringNext + 1) % LOG_RING;
       if (this.#ringSize < LOG_RING) this.#ringSize++;
     }
-    if (!(r instanceof ProxiedRequest)) return;
+    if (!(r instanceof ActiveStream)) return;
     const second = Math.floor(now / 1000);
     const status = r.responseCode;
     const flags = r.responseFlags;

@@ -8,7 +8,7 @@ import type { Connection, ListenerContext } from './connection.ts';
 import { GrpcMessageCounter, grpcRequestTimeoutMs, isGrpcRequest } from './grpc.ts';
 import { MirrorRequest } from './mirror-request.ts';
 import { RESPONSE_HOLD, RESPONSE_REPLIED } from './filter-manager.ts';
-import { ProxiedRequest, setHeader } from './proxied-request.ts';
+import { ActiveStream, setHeader, type StreamOwner } from './active-stream.ts';
 import { LocalReplies, type LocalReply } from './local-reply.ts';
 import type { DownstreamRequest, DownstreamResponse, ResponseTarget, ResponseWriter, Trailers } from './response-writer.ts';
 import { redirectLocation } from './redirect.ts';
@@ -34,13 +34,17 @@ const RESPONDING = 2;
 const DONE = 3;
 
 /**
- * One HTTP request through the proxy, from the downstream request to the end of the
- * response: it routes, hands a forwarded request to its `Router` (hosts, tries, retries,
- * timeouts), streams the request body to each try, writes the response back, and at the end
- * writes the access log line and bumps the metrics. A request with one try allocates this
- * object, its router and one small try.
+ * The router filter of one HTTP request and its response writer: what its `ActiveStream`
+ * (headers in, filters, local reply, telemetry) hands over once the filters let the request
+ * through. It answers a route's direct response or redirect, hands a forwarded request to its
+ * `Router` (hosts, tries, retries, timeouts), streams the request body to each try, and writes
+ * the response back through the protocol's `ResponseWriter` (local replies too); at the end
+ * the stream writes the access log line and bumps the metrics. A request with one try
+ * allocates this object, its stream, its router and one small try.
  */
-export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, RouterStream<HttpUpstreamRequest>, ResponseTarget {
+export class Exchange implements StreamOwner, HttpUpstreamOwner, RouterStream<HttpUpstreamRequest>, ResponseTarget {
+  /** The request's state, what filters, the access log, routing and the load balancer see. */
+  readonly stream: ActiveStream<DownstreamRequest>;
   readonly res: DownstreamResponse;
   /** How the response goes out on the request's protocol. */
   readonly #writer: ResponseWriter;
@@ -64,53 +68,54 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   #heldBody: Buffer[] | null = null;
 
   constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: DownstreamRequest, res: DownstreamResponse, writer: ResponseWriter) {
-    super(ctx, conn, snapshot, req);
+    this.stream = new ActiveStream<DownstreamRequest>(this, ctx, conn, snapshot, req);
     this.res = res;
     this.#writer = writer;
   }
 
   /** Entry point, called by the listener for each request. Never throws. */
   start(): void {
-    this.snapshot.http.requestStarted(this.#writer.http2);
+    const s = this.stream;
+    s.snapshot.http.requestStarted(this.#writer.http2);
     try {
-      this.#start();
+      this.#start(s);
     } catch (err) {
-      this.ctx.log.error(`unexpected error handling ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
+      s.ctx.log.error(`unexpected error handling ${s.method} ${s.path}: ${(err as Error).stack ?? String(err)}`);
       this.localReply(LocalReplies.internalError);
     }
   }
 
-  #start(): void {
-    if (!this.readRequestTarget()) {
+  #start(s: ActiveStream<DownstreamRequest>): void {
+    if (!s.readRequestTarget()) {
       this.localReply(LocalReplies.badPath);
       return;
     }
-    this.readHeaders(false);
-    if (this.authority === '' && this.protocol === 'HTTP/1.1') {
+    s.readHeaders(false);
+    if (s.authority === '' && s.protocol === 'HTTP/1.1') {
       this.localReply(LocalReplies.missingHost);
       return;
     }
     // Shed after reading the head, so the access log line still names the request.
-    if (this.ctx.overloaded && !this.snapshot.bypassOverloadManager) {
-      this.ctx.noteShed();
+    if (s.ctx.overloaded && !s.snapshot.bypassOverloadManager) {
+      s.ctx.noteShed();
       this.localReply(LocalReplies.overloaded);
       return;
     }
-    this.hasBody = this.#writer.requestHasBody(this, this.hasBody);
-    this.#grpc = isGrpcRequest(this.contentType);
+    s.hasBody = this.#writer.requestHasBody(this, s.hasBody);
+    this.#grpc = isGrpcRequest(s.contentType);
     if (this.#grpc) {
       this.#requestMessages = new GrpcMessageCounter();
       this.#responseMessages = new GrpcMessageCounter();
     }
     // The route is chosen before the filters run (they may read its per-route configs); a
     // request with no route still meets the filters, which may answer before the 404.
-    this.route = findRoute(this.snapshot.routesFor(this.conn.tlsServer), this);
-    this.runFilters();
+    s.route = findRoute(s.snapshot.routesFor(s.conn.tlsServer), s);
+    s.runFilters();
   }
 
   /** `retriable-headers`: a response header the request named in `x-envoy-retriable-header-names`. */
   #retriableHeaders(headers: Readonly<Record<string, unknown>>): boolean {
-    const names = this.requestHeader('x-envoy-retriable-header-names');
+    const names = this.stream.requestHeader('x-envoy-retriable-header-names');
     return names !== null && hasRetriableHeader(names, headers);
   }
 
@@ -125,58 +130,61 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   }
 
   afterFilters(): void {
-    const route = this.route;
+    const s = this.stream;
+    const route = s.route;
     if (route === null) {
-      this.snapshot.http.noRoute.value++;
+      s.snapshot.http.noRoute.value++;
       this.localReply(LocalReplies.noRoute);
       return;
     }
     const target = route.target;
     if (target.kind === 'direct-response') {
-      this.snapshot.http.directResponse.value++;
+      s.snapshot.http.directResponse.value++;
       this.#directResponse(target.status, target.body);
       return;
     }
     if (target.kind === 'redirect') {
-      this.snapshot.http.redirect.value++;
-      this.#directResponse(target.model.status, null, redirectLocation(target.model, this));
+      s.snapshot.http.redirect.value++;
+      this.#directResponse(target.model.status, null, redirectLocation(target.model, s));
       return;
     }
     const router = (this.#router = new Router<HttpUpstreamRequest>(this, ROUTE_REQUEST));
-    const timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(this.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
+    const timeoutMs = this.#grpc ? grpcRequestTimeoutMs(target.timeoutMs, rawHeaderValue(s.req.rawHeaders, 'grpc-timeout')) : target.timeoutMs;
     // Without a body the request is complete now: the route timeout starts. With one, it starts
     // when the body has been sent (Envoy times from the end of the downstream request).
-    router.forward(target, timeoutMs, !this.hasBody);
+    router.forward(target, timeoutMs, !s.hasBody);
   }
 
   /** The router picked the destination: the request is prepared for it (or answered 503 NC). */
   onRouted(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster | null): void {
+    const s = this.stream;
     if (cluster === null) {
-      this.snapshot.http.noCluster.value++;
-      this.target = weighted;
+      s.snapshot.http.noCluster.value++;
+      s.target = weighted;
       return;
     }
-    this.snapshot.http.routed.value++;
+    s.snapshot.http.routed.value++;
     this.#forwardTarget = target;
-    this.prepareUpstream(target, weighted, cluster);
-    if (this.hasBody && (this.#router!.retry!.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(this.requestBodySource());
+    s.prepareUpstream(target, weighted, cluster);
+    if (s.hasBody && (this.#router!.retry!.retriesLeft > 0 || target.mirrors.length > 0)) this.#body ??= new ReplayableBody(s.requestBodySource());
     if (target.mirrors.length > 0) this.#mirror(target.mirrors);
     this.#state = UPSTREAM;
   }
 
   /** A filter reads the body ahead (ext_authz): it is kept, and the attempts send it from its first byte. */
   bufferRequestBody(maxBytes: number, done: (body: Buffer, complete: boolean) => void): void {
-    if (!this.hasBody) {
+    const s = this.stream;
+    if (!s.hasBody) {
       done(EMPTY_BODY, true);
       return;
     }
-    this.#body ??= new ReplayableBody(this.requestBodySource(), Math.max(REQUEST_BUFFER_LIMIT, maxBytes));
+    this.#body ??= new ReplayableBody(s.requestBodySource(), Math.max(REQUEST_BUFFER_LIMIT, maxBytes));
     this.#body.readAhead(maxBytes, done);
   }
 
   /** A try to `host` through its pool (HTTP/1.1 or HTTP/2). */
   makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, slot: CircuitBreaker | null): HttpUpstreamRequest {
-    this.noteTry(host, attempt);
+    this.stream.noteTry(host, attempt);
     host.host.active++;
     host.host.requestsTotal++;
     return new HttpUpstreamRequest(this, host, perTryTimeoutMs, slot);
@@ -184,11 +192,12 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
 
   startTry(attempt: HttpUpstreamRequest): void {
     const host = attempt.host.host;
+    const s = this.stream;
     host.pool.dispatch(
       {
-        path: this.path,
-        method: this.method as Dispatcher.HttpMethod,
-        headers: this.upstreamHeaders,
+        path: s.path,
+        method: s.method as Dispatcher.HttpMethod,
+        headers: s.upstreamHeaders,
         body: this.#requestBody(),
         // Never let undici hold back a request for pipelining order.
         blocking: false,
@@ -205,7 +214,8 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
 
   /** The body for an attempt; a gRPC request's first one counts its messages on the way (retries replay the same ones). */
   #requestBody(): AsyncIterable<Uint8Array> | NodeJS.ReadableStream | null {
-    const body = this.#body !== null ? this.#body.open() : this.hasBody ? this.requestBodySource() : null;
+    const s = this.stream;
+    const body = this.#body !== null ? this.#body.open() : s.hasBody ? s.requestBodySource() : null;
     const counter = this.#requestMessages;
     if (body === null || counter === null || this.#router!.attempts !== 1) return body;
     return countMessages(body as AsyncIterable<Uint8Array>, counter);
@@ -231,7 +241,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   onUpstreamBodySent(chunk: Buffer): void {
     // Retries replay the buffer; count what the client sent, once.
     if (this.#router!.attempts === 1) {
-      this.bytesReceived += chunk.length;
+      this.stream.bytesReceived += chunk.length;
     }
   }
 
@@ -246,28 +256,29 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
     const retriable = policy !== null && (policy.retriableResponse(statusCode, typeof gs === 'string' ? Number(gs) : -1) || (policy.onRetriableHeaders && this.#retriableHeaders(headers)));
     // Retried instead: the router cancelled this try and makes the next after the back-off.
     if (!router.onResponseHead(a, statusCode, retriable)) return false;
+    const s = this.stream;
     this.#state = RESPONDING;
     if (typeof gs === 'string') this.#grpcStatus = gs;
-    this.upstreamServiceTimeMs = performance.now() - a.startedAt;
-    this.responseCode = statusCode;
-    this.responseCodeDetails = 'via_upstream';
+    s.upstreamServiceTimeMs = performance.now() - a.startedAt;
+    s.responseCode = statusCode;
+    s.responseCodeDetails = 'via_upstream';
     const out: string[] = [];
-    const outbound = this.snapshot.direction !== 'inbound';
+    const outbound = s.snapshot.direction !== 'inbound';
     for (const name in headers) {
       // The upstream's own service time (a sidecar before it set one) gives way to this hop's.
       if (RESPONSE_HOP_BY_HOP.has(name) || name === UPSTREAM_SERVICE_TIME) continue;
       const v = headers[name];
       // Outbound, Istio's peer metadata filter: the upstream's metadata labels the metrics and stops here.
       if (outbound && (name === PEER_METADATA || name === PEER_METADATA_ID)) {
-        if (name === PEER_METADATA && typeof v === 'string') this.upstreamPeer = this.ctx.peerCache.lookup(v);
+        if (name === PEER_METADATA && typeof v === 'string') s.upstreamPeer = s.ctx.peerCache.lookup(v);
         continue;
       }
       if (typeof v === 'string') out.push(name, v);
       else if (v !== undefined) for (const item of v) out.push(name, item);
     }
-    out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
+    out.push(UPSTREAM_SERVICE_TIME, String(Math.round(s.upstreamServiceTimeMs)));
     this.#finishResponseHeaders(out);
-    const phase = this.runResponseFilters(out, false);
+    const phase = s.runResponseFilters(out, false);
     // A filter answered instead: its local reply is out and this attempt was cancelled.
     if (phase === RESPONSE_REPLIED) return false;
     if (phase === RESPONSE_HOLD) {
@@ -280,7 +291,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
     } catch (err) {
       // An upstream header Node refuses to send (bad characters): answer locally instead.
       this.#state = UPSTREAM;
-      this.upstreamTransportFailureReason = (err as Error).message;
+      s.upstreamTransportFailureReason = (err as Error).message;
       router.cancelTry();
       this.localReply(LocalReplies.upstreamInvalid);
       return false;
@@ -289,8 +300,9 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   }
 
   onUpstreamData(a: HttpUpstreamRequest, chunk: Buffer): boolean {
-    if (this.hasResponseDataFilters) {
-      chunk = this.filterResponseData(chunk, false);
+    const s = this.stream;
+    if (s.hasResponseDataFilters) {
+      chunk = s.filterResponseData(chunk, false);
       if (this.#state === DONE) return true;
       if (chunk.length === 0) return true;
     }
@@ -302,7 +314,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   }
 
   #writeResponseData(a: HttpUpstreamRequest, chunk: Buffer): boolean {
-    this.bytesSent += chunk.length;
+    this.stream.bytesSent += chunk.length;
     this.#responseMessages?.feed(chunk);
     if (this.#writer.data(this, chunk)) return true;
     this.#writer.onDrain(this, () => a.resume());
@@ -312,8 +324,9 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   onUpstreamEnd(a: HttpUpstreamRequest, trailers: Trailers): void {
     const gs = trailers['grpc-status'];
     if (typeof gs === 'string') this.#grpcStatus = gs;
-    if (this.hasResponseDataFilters) {
-      const last = this.filterResponseData(EMPTY_BODY, true);
+    const s = this.stream;
+    if (s.hasResponseDataFilters) {
+      const last = s.filterResponseData(EMPTY_BODY, true);
       if (this.#state === DONE) return;
       if (this.#heldBody !== null) this.#heldBody.push(last);
       else if (last.length > 0) this.#writeResponseData(a, last);
@@ -335,13 +348,14 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
     const body = Buffer.concat(this.#heldBody!);
     this.#heldHead = null;
     this.#heldBody = null;
-    if (this.method !== 'HEAD') setHeader(head, 'content-length', String(body.length));
-    this.bytesSent += body.length;
+    const s = this.stream;
+    if (s.method !== 'HEAD') setHeader(head, 'content-length', String(body.length));
+    s.bytesSent += body.length;
     this.#responseMessages?.feed(body);
     try {
       this.#writer.whole(this, head, body, trailers);
     } catch (err) {
-      this.upstreamTransportFailureReason = (err as Error).message;
+      s.upstreamTransportFailureReason = (err as Error).message;
       this.localReply(LocalReplies.upstreamInvalid);
       return;
     }
@@ -353,9 +367,10 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
     const router = this.#router!;
     if (this.#state === RESPONDING) {
       // Headers are out: all that can be done is to cut the client off, as Envoy resets the stream.
-      this.upstreamTransportFailureReason = code;
+      const s = this.stream;
+      s.upstreamTransportFailureReason = code;
       router.onTryFailedAfterHead(a, failure);
-      this.responseFlags |= ResponseFlag[midResponseFlag(failure)];
+      s.responseFlags |= ResponseFlag[midResponseFlag(failure)];
       this.#writer.reset(this);
       this.#finish();
       return;
@@ -366,17 +381,18 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
 
   /** A body is replayed from the buffer; one that outgrew it cannot be sent again. */
   get replayable(): boolean {
-    return !this.hasBody || (this.#body !== null && this.#body.replayable);
+    return !this.stream.hasBody || (this.#body !== null && this.#body.replayable);
   }
 
   /** Copies of the request to shadow clusters: fire and forget, never affecting this exchange. */
   #mirror(mirrors: readonly MirrorTarget[]): void {
+    const s = this.stream;
     for (const m of mirrors) {
       if (m.cluster === null || (m.percent < 100 && Math.random() * 100 >= m.percent)) continue;
-      const host = m.cluster.pick(this);
+      const host = m.cluster.pick(s);
       if (host === null) continue;
       const timeoutMs = this.#forwardTarget!.timeoutMs > 0 ? this.#forwardTarget!.timeoutMs : MirrorRequest.DEFAULT_TIMEOUT_MS;
-      const send = (body: Buffer | null): void => MirrorRequest.send(host, this.method, this.path, shadowHeaders(this.upstreamHeaders), body, timeoutMs);
+      const send = (body: Buffer | null): void => MirrorRequest.send(host, s.method, s.path, shadowHeaders(s.upstreamHeaders), body, timeoutMs);
       const body = this.#body;
       if (body === null) send(null);
       // Envoy shadows the body too; here only bodies that fit the buffer are mirrored.
@@ -393,7 +409,7 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
   /** The client's connection (or HTTP/2 stream) closed before the exchange finished: cancel upstream work. */
   onDownstreamClose(): void {
     if (this.#state === DONE) return;
-    this.responseFlags |= ResponseFlag.DC;
+    this.stream.responseFlags |= ResponseFlag.DC;
     this.#finish();
     this.#router?.cancelTry();
   }
@@ -404,9 +420,8 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
    */
   localReply(reply: LocalReply): void {
     if (this.#state === DONE) return;
-    this.responseCode = reply.status;
-    this.responseFlags |= reply.flag;
-    this.responseCodeDetails = reply.details;
+    const s = this.stream;
+    s.noteLocalReply(reply);
     if (this.res.headersSent) {
       this.#writer.reset(this);
       this.#finish();
@@ -416,57 +431,53 @@ export class Exchange extends ProxiedRequest implements HttpUpstreamOwner, Route
     let payload: Buffer | null = null;
     if (this.#grpc) {
       this.#grpcStatus = reply.grpcStatusText;
-      this.responseCode = 200;
+      s.responseCode = 200;
       headers = reply.grpcHead.slice();
     } else {
       payload = reply.body;
       headers = reply.head.slice();
     }
-    if (this.requestId !== null) headers.push('x-request-id', this.requestId);
-    const extra = this.extraResponseHeaders;
-    if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
-    this.applyResponseHeaderSets(headers);
-    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(headers);
-    this.snapshot.connectionManager.applyServer(headers);
-    this.#writer.localHead(headers, this.ctx.draining, this.#grpc);
+    s.finishLocalReplyHeaders(headers);
+    this.#writer.localHead(headers, s.ctx.draining, this.#grpc);
     this.#heldHead = null;
     this.#heldBody = null;
     // The filters see the local reply's head too (not one they make in the response phase).
-    if (this.runResponseFilters(headers, true) === RESPONSE_REPLIED) return;
-    this.bytesSent = payload === null ? 0 : payload.length;
+    if (s.runResponseFilters(headers, true) === RESPONSE_REPLIED) return;
+    s.bytesSent = payload === null ? 0 : payload.length;
     this.#writer.whole(this, headers, payload, null);
     this.#finish();
   }
 
   #directResponse(status: number, body: Buffer | null, location: string | null = null): void {
-    this.responseCode = status;
-    this.responseCodeDetails = 'direct_response';
+    const s = this.stream;
+    s.responseCode = status;
+    s.responseCodeDetails = 'direct_response';
     const headers: string[] = ['content-length', String(body === null ? 0 : body.length)];
     if (body !== null) headers.push('content-type', 'text/plain');
     if (location !== null) headers.push('location', location);
     this.#finishResponseHeaders(headers);
-    if (this.runResponseFilters(headers, true) === RESPONSE_REPLIED) return;
-    this.bytesSent = body === null ? 0 : body.length;
+    if (s.runResponseFilters(headers, true) === RESPONSE_REPLIED) return;
+    s.bytesSent = body === null ? 0 : body.length;
     this.#writer.whole(this, headers, body, null);
     this.#finish();
   }
 
-  /** Response edits (filters' headers among them), the `server` header, and the protocol's own (`Connection: close` while draining, HTTP/1). */
+  /** The stream's response head edits, then the protocol's own (`Connection: close` while draining, HTTP/1). */
   #finishResponseHeaders(out: string[]): void {
-    this.applyResponseEdits(out);
-    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(out);
-    this.snapshot.connectionManager.applyServer(out);
-    this.#writer.responseHead(out, this.ctx.draining);
+    const s = this.stream;
+    s.finishResponseHeaders(out);
+    this.#writer.responseHead(out, s.ctx.draining);
   }
 
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
-    this.snapshot.http.requestDone(this.responseCode);
+    const s = this.stream;
+    s.snapshot.http.requestDone(s.responseCode);
     this.#router?.finish();
-    this.destroyFilters();
-    this.conn.onExchangeDone(this);
-    this.logAndRecord(this.#grpcStatus, this.#requestMessages?.count ?? 0, this.#responseMessages?.count ?? 0);
+    s.destroyFilters();
+    s.conn.onExchangeDone(this);
+    s.logAndRecord(this.#grpcStatus, this.#requestMessages?.count ?? 0, this.#responseMessages?.count ?? 0);
   }
 }
 

@@ -8,7 +8,7 @@ export const H1_WRITER: ResponseWriter = {
     return declared;
   },
   head(t, headers) {
-    (t.res as H1Response).writeHead(t.responseCode, headers);
+    (t.res as H1Response).writeHead(t.stream.responseCode, headers);
   },
   data(t, chunk) {
     return (t.res as H1Response).write(chunk);
@@ -17,7 +17,7 @@ export const H1_WRITER: ResponseWriter = {
     (t.res as H1Response).end(hasTrailers(trailers) ? trailers : null);
   },
   whole(t, headers, body, trailers) {
-    (t.res as H1Response).whole(t.responseCode, headers, body, hasTrailers(trailers) ? trailers : null);
+    (t.res as H1Response).whole(t.stream.responseCode, headers, body, hasTrailers(trailers) ? trailers : null);
   },
   localHead(out, draining, grpc) {
     if (grpc) out.push('content-length', '0');

@@ -9,7 +9,7 @@ export const H2_WRITER: ResponseWriter = {
   http2: true,
   requestHasBody(t, declared) {
     // HTTP/2 has no Content-Length requirement: a stream not ended with its headers carries a body.
-    return declared || !(t.req as Http2ServerRequest).stream.endAfterHeaders;
+    return declared || !(t.stream.req as Http2ServerRequest).stream.endAfterHeaders;
   },
   head(t, headers) {
     t.pendingHead = headers;
@@ -18,7 +18,7 @@ export const H2_WRITER: ResponseWriter = {
     const head = t.pendingHead;
     if (head !== null) {
       t.pendingHead = null;
-      (t.res as Http2ServerResponse).writeHead(t.responseCode, head);
+      (t.res as Http2ServerResponse).writeHead(t.stream.responseCode, head);
     }
     return (t.res as Http2ServerResponse).write(chunk);
   },
@@ -41,7 +41,7 @@ export const H2_WRITER: ResponseWriter = {
       return;
     }
     const res = t.res as Http2ServerResponse;
-    res.writeHead(t.responseCode, headers);
+    res.writeHead(t.stream.responseCode, headers);
     if (hasTrailers(trailers)) res.addTrailers(trailers as Record<string, string>);
     res.end(body);
   },
@@ -57,7 +57,7 @@ export const H2_WRITER: ResponseWriter = {
 
 /** One HEADERS frame with END_STREAM: the form gRPC needs for trailers-only replies. */
 function respondEndStream(t: ResponseTarget, flat: readonly string[], trailers: Trailers | null): void {
-  const headers: Record<string, string | string[] | number> = { ':status': t.responseCode };
+  const headers: Record<string, string | string[] | number> = { ':status': t.stream.responseCode };
   for (let i = 0; i < flat.length; i += 2) addHeader(headers, flat[i]!, flat[i + 1]!);
   if (trailers !== null) {
     for (const name in trailers) {

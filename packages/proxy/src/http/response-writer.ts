@@ -6,12 +6,17 @@ export type DownstreamRequest = H1Request | Http2ServerRequest;
 export type DownstreamResponse = H1Response | Http2ServerResponse;
 export type Trailers = Record<string, string | string[] | undefined>;
 
-/** The response side of one request, as a writer sees it. */
-export interface ResponseTarget {
+/** What a writer reads of the request's stream (its `ActiveStream`). */
+export interface ResponseStream {
   readonly req: DownstreamRequest;
-  readonly res: DownstreamResponse;
   /** The status to write. */
   readonly responseCode: number;
+}
+
+/** The response side of one request, as a writer sees it. */
+export interface ResponseTarget {
+  readonly stream: ResponseStream;
+  readonly res: DownstreamResponse;
   /** A head held back until the first body byte (HTTP/2); null when none is held. */
   pendingHead: string[] | null;
 }

@@ -6,7 +6,7 @@ import { findRoute } from '../router/route-table.ts';
 import { ROUTE_TUNNEL, Router, type RouterStream } from '../router/router.ts';
 import type { ListenerSettings } from './listener-settings.ts';
 import type { Connection, ListenerContext } from './connection.ts';
-import { ProxiedRequest, type RequestHead } from './proxied-request.ts';
+import { ActiveStream, type RequestHead, type StreamOwner } from './active-stream.ts';
 import { LocalReplies, type LocalReply } from './local-reply.ts';
 import { redirectLocation } from './redirect.ts';
 import { rawHeaderValue, UPSTREAM_SERVICE_TIME } from './request-headers.ts';
@@ -102,11 +102,17 @@ export class UpgradeTunnels {
 }
 
 /**
- * One upgrade request, from routing to the end of its tunnel. Mirrors `Exchange` for routing
- * and header rules; the access log line and metrics are written when both sockets are closed,
- * with Envoy's code 101 and the bytes carried each way.
+ * The router filter of one upgrade or CONNECT request and its tunnel, as `Exchange` is of a
+ * request and response: what its `ActiveStream` (headers in, filters, local reply, telemetry)
+ * hands over once the filters let it through. It answers a route's direct response or
+ * redirect, routes through its `Router`, writes the answer and local replies on the client's
+ * raw socket, and splices the two sockets once the tunnel opens; the stream's access log line
+ * and metrics are written when both sockets are closed, with Envoy's code 101 and the bytes
+ * carried each way.
  */
-export class UpgradeExchange extends ProxiedRequest<RequestHead> implements SpliceOwner, TunnelUpstreamOwner, RouterStream<TunnelUpstreamRequest> {
+export class UpgradeExchange implements StreamOwner, SpliceOwner, TunnelUpstreamOwner, RouterStream<TunnelUpstreamRequest> {
+  /** The request's state, what filters, the access log, routing and the load balancer see. */
+  readonly stream: ActiveStream<RequestHead>;
   readonly #registry: Set<UpgradeExchange>;
   readonly downstream: Socket;
   readonly #head: Buffer;
@@ -128,18 +134,18 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   #downstreamClosed = false;
 
   constructor(registry: Set<UpgradeExchange>, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: RequestHead, socket: Socket, head: Buffer, connect: boolean) {
-    super(ctx, conn, snapshot, req);
+    this.stream = new ActiveStream<RequestHead>(this, ctx, conn, snapshot, req);
     this.#registry = registry;
     this.downstream = socket;
     this.#head = head;
     this.#connect = connect;
     // Bytes that came with the request head are the first of the tunnel's (or the body's).
-    this.bytesReceived = head.length;
+    this.stream.bytesReceived = head.length;
   }
 
   start(): void {
     this.#registry.add(this);
-    this.snapshot.http.requestStarted(false);
+    this.stream.snapshot.http.requestStarted(false);
     const s = this.downstream;
     // Node took its own listeners off the socket when it handed it over, its timeouts too.
     s.setTimeout(0);
@@ -149,45 +155,46 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
     s.on('end', this.#onDownstreamEnd);
     s.on('close', this.#onDownstreamClose);
     s.on('drain', this.#onDownstreamDrain);
+    const st = this.stream;
     try {
-      this.#start();
+      this.#start(st);
     } catch (err) {
-      this.ctx.log.error(`unexpected error handling upgrade ${this.method} ${this.path}: ${(err as Error).stack ?? String(err)}`);
+      st.ctx.log.error(`unexpected error handling upgrade ${st.method} ${st.path}: ${(err as Error).stack ?? String(err)}`);
       this.localReply(LocalReplies.internalError);
     }
   }
 
-  #start(): void {
-    if (this.#connect ? !this.#readConnectTarget() : !this.readRequestTarget()) {
+  #start(s: ActiveStream<RequestHead>): void {
+    if (this.#connect ? !this.#readConnectTarget(s) : !s.readRequestTarget()) {
       this.localReply(LocalReplies.badPath);
       return;
     }
-    this.readHeaders(true);
+    s.readHeaders(true);
     // Shed after reading the head, so the access log line still names the request.
-    if (this.ctx.overloaded && !this.snapshot.bypassOverloadManager) {
-      this.ctx.noteShed();
+    if (s.ctx.overloaded && !s.snapshot.bypassOverloadManager) {
+      s.ctx.noteShed();
       this.localReply(LocalReplies.overloaded);
       return;
     }
     // Upgrades meet the same filters as requests (authn, authz, rate limit, faults).
-    this.route = findRoute(this.snapshot.routesFor(this.conn.tlsServer), this);
+    s.route = findRoute(s.snapshot.routesFor(s.conn.tlsServer), s);
     // Envoy decides whether the route takes the CONNECT before any filter runs (no route: the router's 404).
-    if (this.#connect && this.route !== null && !this.#connectAllowed(this.route)) {
-      this.snapshot.http.upgradeRefused.value++;
+    if (this.#connect && s.route !== null && !this.#connectAllowed(s.route)) {
+      s.snapshot.http.upgradeRefused.value++;
       this.localReply(LocalReplies.upgradeFailed);
       return;
     }
-    this.runFilters();
+    s.runFilters();
   }
 
   /** CONNECT's authority-form target (`host:port`) is the request's authority, whatever Host says; it has no path. */
-  #readConnectTarget(): boolean {
-    const target = this.path;
+  #readConnectTarget(s: ActiveStream<RequestHead>): boolean {
+    const target = s.path;
     if (target === '' || target.indexOf('/') >= 0) return false;
-    this.authority = target;
-    this.path = '';
-    this.pathOnly = '';
-    this.originalPath = '';
+    s.authority = target;
+    s.path = '';
+    s.pathOnly = '';
+    s.originalPath = '';
     return true;
   }
 
@@ -199,7 +206,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
     const t = route.target;
     const own = t.kind === 'forward' ? t.model.connect : undefined;
     if (own !== undefined) return own !== 'disabled';
-    return this.snapshot.connectionManager.upgradeConnect;
+    return this.stream.snapshot.connectionManager.upgradeConnect;
   }
 
   get aborted(): boolean {
@@ -216,8 +223,9 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   }
 
   afterFilters(): void {
-    const route = this.route;
-    const http = this.snapshot.http;
+    const s = this.stream;
+    const route = s.route;
+    const http = s.snapshot.http;
     if (route === null) {
       http.noRoute.value++;
       this.localReply(LocalReplies.noRoute);
@@ -231,7 +239,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
     }
     if (target.kind === 'redirect') {
       http.redirect.value++;
-      this.#directResponse(target.model.status, null, redirectLocation(target.model, this));
+      this.#directResponse(target.model.status, null, redirectLocation(target.model, s));
       return;
     }
     this.#forward(target);
@@ -249,29 +257,32 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
 
   /** The router picked the destination: the request is prepared for it (or answered 503 NC). */
   onRouted(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster | null): void {
+    const s = this.stream;
     if (cluster === null) {
-      this.snapshot.http.noCluster.value++;
-      this.target = weighted;
+      s.snapshot.http.noCluster.value++;
+      s.target = weighted;
       return;
     }
-    this.snapshot.http.routed.value++;
-    this.prepareUpstream(target, weighted, cluster);
+    s.snapshot.http.routed.value++;
+    s.prepareUpstream(target, weighted, cluster);
     // Mirrors are left out: a shadow copy of a handshake would open a tunnel nobody reads.
     this.#state = CONNECTING;
   }
 
   /** A try on a connection of its own (it connects as it is made); the stream holds the breaker slot, so `slot` is null. */
   makeTry(host: ClusterHost, attempt: number, perTryTimeoutMs: number, _slot: CircuitBreaker | null): TunnelUpstreamRequest {
-    this.noteTry(host, attempt);
-    const pool = this.cluster!.model.connectionPool;
-    if (!this.#connect) return new TunnelUpstreamRequest(this, host, this.method, this.path, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, perTryTimeoutMs);
-    if (this.route!.target.kind === 'forward' && this.route!.target.model.connect === 'terminate') {
+    const s = this.stream;
+    s.noteTry(host, attempt);
+    const pool = s.cluster!.model.connectionPool;
+    if (!this.#connect) return new TunnelUpstreamRequest(this, host, s.method, s.path, s.upstreamHeaders, this.#head, pool.connectTimeoutMs, perTryTimeoutMs);
+    const routeTarget = s.route!.target;
+    if (routeTarget.kind === 'forward' && routeTarget.model.connect === 'terminate') {
       return TunnelUpstreamRequest.terminateConnect(this, host, this.#head, pool.connectTimeoutMs);
     }
     // Forwarded: the request line names the authority the host is sent (after any rewrite).
     // No per-try timeout: Envoy starts it when the request ends, which a CONNECT does not.
-    const authority = rawHeaderValue(this.upstreamHeaders, 'host') ?? this.authority;
-    return new TunnelUpstreamRequest(this, host, 'CONNECT', authority, this.upstreamHeaders, this.#head, pool.connectTimeoutMs, 0);
+    const authority = rawHeaderValue(s.upstreamHeaders, 'host') ?? s.authority;
+    return new TunnelUpstreamRequest(this, host, 'CONNECT', authority, s.upstreamHeaders, this.#head, pool.connectTimeoutMs, 0);
   }
 
   /** Nothing to start: the try's callbacks come once it is connected. */
@@ -328,9 +339,10 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
     // The host answered: outlier detection and the cluster's status counters hear of it, as for
     // any request; a retry's budget place goes back, and the route timeout stops.
     if (!router.onResponseHead(a, status, retriable)) return false;
-    this.upstreamServiceTimeMs = performance.now() - a.startedAt;
-    this.responseCode = status;
-    this.responseCodeDetails = 'via_upstream';
+    const s = this.stream;
+    s.upstreamServiceTimeMs = performance.now() - a.startedAt;
+    s.responseCode = status;
+    s.responseCodeDetails = 'via_upstream';
     const out: string[] = [];
     const h = head.headers;
     for (let i = 0; i < h.length; i += 2) {
@@ -342,8 +354,8 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
       if (tunnel && this.#connect && lower === 'content-length') continue;
       if (!RESPONSE_DROP.has(lower) || (!tunnel && lower === 'transfer-encoding')) out.push(name, h[i + 1]!);
     }
-    out.push(UPSTREAM_SERVICE_TIME, String(Math.round(this.upstreamServiceTimeMs)));
-    this.#finishResponseHeaders(out);
+    out.push(UPSTREAM_SERVICE_TIME, String(Math.round(s.upstreamServiceTimeMs)));
+    s.finishResponseHeaders(out);
     if (tunnel) {
       // Envoy keeps the upgrade headers on a 101; the upstream's spelling of them travels.
       if (status === 101) {
@@ -378,17 +390,18 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
 
   /** Both sockets of the tunnel are closed: what the splice saw becomes the log line's flags and bytes. */
   onSpliceClosed(splice: SocketSplice): void {
-    this.bytesReceived += splice.bytesFromDownstream;
-    this.bytesSent += splice.bytesFromUpstream;
+    const s = this.stream;
+    s.bytesReceived += splice.bytesFromDownstream;
+    s.bytesSent += splice.bytesFromUpstream;
     const err = splice.upstreamError;
     if (err !== null) {
       // All that can be done is to cut the client off, as Envoy resets the stream.
-      this.upstreamTransportFailureReason = classifyUpstreamError(err, true, null).reason;
-      this.responseFlags |= ResponseFlag.UC;
+      s.upstreamTransportFailureReason = classifyUpstreamError(err, true, null).reason;
+      s.responseFlags |= ResponseFlag.UC;
     } else if (splice.downstreamEndedFirst || (splice.downstreamReset && !splice.closedLocally)) {
       // Envoy's HTTP/1 downstream has no half-close: a client FIN before the upstream's ends the
       // stream as a downstream disconnect, though here the bytes still in flight still went.
-      this.responseFlags |= ResponseFlag.DC;
+      s.responseFlags |= ResponseFlag.DC;
     }
     this.#attempt?.release();
     this.#finish();
@@ -396,7 +409,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
 
   /** A chunk of a refusal's body (RELAYING), passed on as framed. */
   onUpstreamData(_a: TunnelUpstreamRequest, chunk: Buffer): boolean {
-    this.bytesSent += chunk.length;
+    this.stream.bytesSent += chunk.length;
     return this.downstream.write(chunk);
   }
 
@@ -408,8 +421,9 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   onUpstreamFailed(a: TunnelUpstreamRequest, failure: AttemptFailure, reason: string): void {
     if (this.#state === RELAYING) {
       // After the response started all that can be done is to cut the client off, as Envoy resets the stream.
-      if (reason !== '') this.upstreamTransportFailureReason = reason;
-      this.responseFlags |= ResponseFlag.UC;
+      const s = this.stream;
+      if (reason !== '') s.upstreamTransportFailureReason = reason;
+      s.responseFlags |= ResponseFlag.UC;
       this.downstream.destroy();
       return;
     }
@@ -437,7 +451,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   // --- downstream socket ------------------------------------------------------------------
 
   readonly #onDownstreamData = (chunk: Buffer): void => {
-    this.bytesReceived += chunk.length;
+    this.stream.bytesReceived += chunk.length;
     this.#sentBeyondHead = true;
     const a = this.#attempt;
     if (a === null || !a.connected) {
@@ -468,7 +482,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   };
 
   readonly #onDownstreamError = (err: NodeJS.ErrnoException): void => {
-    this.ctx.log.debug(`upgrade ${this.path}: downstream ${err.code ?? err.message}`);
+    this.stream.ctx.log.debug(`upgrade ${this.stream.path}: downstream ${err.code ?? err.message}`);
   };
 
   readonly #onDownstreamClose = (hadError: boolean): void => {
@@ -482,7 +496,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
       case CONNECTING:
       case AWAITING_HEAD:
         // The client left during the handshake: cancel upstream work, as Exchange.onDownstreamClose.
-        this.responseFlags |= ResponseFlag.DC;
+        this.stream.responseFlags |= ResponseFlag.DC;
         this.#router?.cancelTry();
         this.#finish();
         return;
@@ -512,7 +526,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   /** Listener shutdown: both sockets are reset now (LR); a tunnel logs when their close events come. */
   abort(): void {
     if (this.#state === DONE) return;
-    this.responseFlags |= ResponseFlag.LR;
+    this.stream.responseFlags |= ResponseFlag.LR;
     const a = this.#attempt;
     if (this.#state === TUNNEL) {
       this.#splice!.close();
@@ -533,40 +547,26 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   /** A response made by the proxy (Envoy's local reply, from the catalogue), written on the raw socket; the connection closes after it. */
   localReply(reply: LocalReply): void {
     if (this.#state === DONE || this.#state === TUNNEL || this.#state === RELAYING) return;
-    const status = reply.status;
-    this.responseCode = status;
-    this.responseFlags |= reply.flag;
-    this.responseCodeDetails = reply.details;
-    const payload = reply.body;
+    const s = this.stream;
+    s.noteLocalReply(reply);
     const headers = reply.head.slice();
-    if (this.requestId !== null) headers.push('x-request-id', this.requestId);
-    const extra = this.extraResponseHeaders;
-    if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
-    this.applyResponseHeaderSets(headers);
-    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(headers);
-    this.snapshot.connectionManager.applyServer(headers);
+    s.finishLocalReplyHeaders(headers);
     headers.push('connection', 'close');
-    this.#writeAndClose(status, headers, payload);
+    this.#writeAndClose(reply.status, headers, reply.body);
     this.#finish();
   }
 
   #directResponse(status: number, body: Buffer | null, location: string | null): void {
-    this.responseCode = status;
-    this.responseCodeDetails = 'direct_response';
+    const s = this.stream;
+    s.responseCode = status;
+    s.responseCodeDetails = 'direct_response';
     const headers: string[] = ['content-length', String(body === null ? 0 : body.length)];
     if (body !== null) headers.push('content-type', 'text/plain');
     if (location !== null) headers.push('location', location);
-    this.#finishResponseHeaders(headers);
+    s.finishResponseHeaders(headers);
     headers.push('connection', 'close');
     this.#writeAndClose(status, headers, body);
     this.#finish();
-  }
-
-  /** As Exchange's: response edits (filters' headers among them), inbound peer metadata, the `server` header. */
-  #finishResponseHeaders(out: string[]): void {
-    this.applyResponseEdits(out);
-    if (this.snapshot.direction === 'inbound') this.addPeerMetadataResponse(out);
-    this.snapshot.connectionManager.applyServer(out);
   }
 
   #writeAndClose(status: number, headers: string[], body: Buffer | null): void {
@@ -576,7 +576,7 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
       return;
     }
     s.write(formatHead(status, null, headers), 'latin1');
-    this.bytesSent = body === null ? 0 : body.length;
+    this.stream.bytesSent = body === null ? 0 : body.length;
     if (body !== null) s.write(body);
     this.#endDownstream();
   }
@@ -591,11 +591,12 @@ export class UpgradeExchange extends ProxiedRequest<RequestHead> implements Spli
   #finish(): void {
     if (this.#state === DONE) return;
     this.#state = DONE;
+    const s = this.stream;
     this.#router?.finish();
-    this.destroyFilters();
+    s.destroyFilters();
     this.#registry.delete(this);
-    this.snapshot.http.requestDone(this.responseCode);
-    this.logAndRecord('');
+    s.snapshot.http.requestDone(s.responseCode);
+    s.logAndRecord('');
   }
 }
 

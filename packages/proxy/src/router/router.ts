@@ -10,16 +10,22 @@ import type { ForwardTarget, WeightedTarget } from './compiled-route.ts';
 import { RetryState } from './retry-state.ts';
 import { judgeFailure, judgeResponse, noteTryFailure, TRY_EXHAUSTED, TRY_RETRY } from './try-outcome.ts';
 
-/**
- * What the router needs of the stream it routes (an HTTP request, an upgrade tunnel): the
- * request's headers for the load balancer, the way its protocol makes and starts a try, and
- * where the router's own answers go. `R` is the kind of try the stream makes.
- */
-export interface RouterStream<R extends UpstreamRequest> extends HashSource {
+/** What the router reads and writes of the request itself (its `ActiveStream`). */
+export interface RoutedRequest extends HashSource {
   /** The access log's response flags: the router adds URX and UT. */
   responseFlags: number;
   /** Envoy's upstream transport failure reason of the last failed try. */
   upstreamTransportFailureReason: string;
+}
+
+/**
+ * What the router needs of the stream it routes (an HTTP request, an upgrade tunnel): the
+ * request (its headers for the load balancer, its flags), the way its protocol makes and
+ * starts a try, and where the router's own answers go. `R` is the kind of try the stream makes.
+ */
+export interface RouterStream<R extends UpstreamRequest> {
+  /** The request being routed. */
+  readonly stream: RoutedRequest;
   /** The request can be sent again (no body, or one still replayable). */
   readonly replayable: boolean;
   /**
@@ -188,7 +194,7 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
   #dispatch(counted: boolean): void {
     const cluster = this.cluster!;
     const retry = this.retry!;
-    const host = cluster.pick(this.#stream, retry.triedHosts, retry.otherLocalities);
+    const host = cluster.pick(this.#stream.stream, retry.triedHosts, retry.otherLocalities);
     if (host === null) {
       cluster.noHealthyUpstream++;
       if (counted) cluster.breaker.release();
@@ -215,7 +221,7 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
       this.#retry(r);
       return false;
     }
-    if (verdict === TRY_EXHAUSTED) stream.responseFlags |= ResponseFlag.URX;
+    if (verdict === TRY_EXHAUSTED) stream.stream.responseFlags |= ResponseFlag.URX;
     this.#phase = ANSWERED;
     // The route timeout bounds a tunnel's handshake only: an open tunnel has no deadline.
     if (this.#mode === ROUTE_TUNNEL) this.#clearTimers();
@@ -228,7 +234,7 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
    */
   onTryFailed(r: R, failure: AttemptFailure, reason: string): void {
     const stream = this.#stream;
-    stream.upstreamTransportFailureReason = reason;
+    stream.stream.upstreamTransportFailureReason = reason;
     const cluster = this.cluster!;
     // A locally-originated failure of the host (Envoy's outlier detection), charged as Envoy's router does.
     noteTryFailure(cluster, r, failure);
@@ -238,7 +244,7 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
       this.#retry(r);
       return;
     }
-    if (verdict === TRY_EXHAUSTED) stream.responseFlags |= ResponseFlag.URX;
+    if (verdict === TRY_EXHAUSTED) stream.stream.responseFlags |= ResponseFlag.URX;
     // An HTTP try that failed has let go of what it held; a tunnel's connection is dropped.
     if (this.#mode === ROUTE_TUNNEL) this.#drop(r);
     else this.#current = null;
@@ -256,7 +262,7 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
    * failure of the host charged with the reply's status, answered with `reply`.
    */
   onTryUnusable(r: R, reply: LocalReply, reason: string): void {
-    this.#stream.upstreamTransportFailureReason = reason;
+    this.#stream.stream.upstreamTransportFailureReason = reason;
     const cluster = this.cluster!;
     cluster.reportLocalFailure(r.host);
     cluster.stats.charge(reply.status);
@@ -288,7 +294,7 @@ export class Router<R extends UpstreamRequest = UpstreamRequest> implements Brea
   #routeTimeout(): void {
     if (this.#phase === DONE) return;
     const stream = this.#stream;
-    stream.responseFlags |= ResponseFlag.UT;
+    stream.stream.responseFlags |= ResponseFlag.UT;
     const cluster = this.cluster!;
     cluster.stats.rqTimeout++;
     const r = this.#current;

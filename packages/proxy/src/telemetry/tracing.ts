@@ -23,7 +23,7 @@ const SAMPLED = 1;
 /** The span exporter thread's module: its build output beside this file (`.ts` when run from source). */
 const EXPORT_THREAD_URL = new URL(import.meta.url.endsWith('.ts') ? './span-export-thread.ts' : './span-export-thread.js', import.meta.url);
 
-/** What the tracer reads from a request: `ProxiedRequest` provides it. */
+/** What the tracer reads from a request: its `ActiveStream` provides it. */
 export interface TracedRequest {
   readonly method: string;
   readonly scheme: string;

@@ -63,14 +63,39 @@ export interface RequestHead {
 
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)(.*)$/is;
 
+/** `FilterCallbacks.bufferRequestBody`: whatever drives the stream reads the body. */
+type BufferRequestBody = (this: { readonly owner: StreamOwner }, maxBytes: number, done: (body: Buffer, complete: boolean) => void) => void;
+
 /**
- * What every proxied request shares, whether it becomes an exchange (request and response)
- * or an upgrade tunnel: reading the request target and headers by Envoy's rules, the
- * upstream header list with rewrites and edits (the `Router` picks hosts and makes tries),
- * response header edits, and the access log and metrics at the end. Fields live
- * on the one object per request, so the hot path reads plain properties.
+ * What an active stream needs of whoever drives it: the router filter of a request and its
+ * response writer (`Exchange`), or of a tunnel (`UpgradeExchange`). The stream calls these
+ * when a filter (or the filter manager) ends the request or lets it through.
  */
-export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest> implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
+export interface StreamOwner {
+  /** True once the request has ended (answered, or the client went away). */
+  readonly aborted: boolean;
+  /** Answers the request from the proxy, the owner's way (a response, or a raw socket for upgrades). */
+  replyLocally(reply: LocalReply): void;
+  /** The chain let the request through: route it. */
+  afterFilters(): void;
+  /** Reads the request body ahead for a filter (`FilterCallbacks.bufferRequestBody`); absent when there is no body to read (an upgrade). */
+  bufferRequestBody?(maxBytes: number, done: (body: Buffer, complete: boolean) => void): void;
+}
+
+/**
+ * One request's active stream (Envoy's `ActiveStream`): headers in, filters, local reply,
+ * telemetry. It reads the request target and headers by Envoy's rules, builds the upstream
+ * header list with rewrites and edits, runs the filter chain (it is what filters see, and
+ * what the access log, route matching and the load balancer read), makes the response
+ * header edits and local-reply heads, and writes the access log line and metrics at the end.
+ * What happens between the filters and the end — routing to a host and relaying the answer —
+ * is its `StreamOwner`'s: `Exchange` for a request and response, `UpgradeExchange` for a
+ * tunnel. One object per request, every field set in the constructor, so the hot path
+ * reads plain properties of a stable shape.
+ */
+export class ActiveStream<Req extends RequestHead = DownstreamRequest> implements AccessLogRecord, RouteRequest, HashSource, FilterRequest, FilterCallbacks, TracedRequest {
+  /** The router filter that drives this stream (`Exchange` or `UpgradeExchange`). */
+  readonly owner: StreamOwner;
   readonly ctx: ListenerContext;
   readonly conn: Connection;
   readonly snapshot: ListenerSettings;
@@ -89,24 +114,30 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   requestId: string | null = null;
   xForwardedFor: string | null = null;
   userAgent: string | null = null;
-  protected hasBody = false;
-  protected contentType: string | null = null;
-  protected readonly upstreamHeaders: string[] = [];
+  /** The request has a body (as its headers declare it; the owner may refine it by protocol). */
+  hasBody = false;
+  /** The request's `content-type`; null when absent. */
+  contentType: string | null = null;
+  /** The request's headers as upstream gets them: flat `[name, value, …]`, edited by filters and the route. */
+  readonly upstreamHeaders: string[] = [];
   /** Index of the `x-envoy-attempt-count` value in the upstream headers. */
-  protected attemptCountIndex = -1;
+  #attemptCountIndex = -1;
 
   // Routing and upstream.
   route: CompiledRoute | null = null;
-  protected target: WeightedTarget | null = null;
+  /** The weighted destination the router picked (set by `prepareUpstream`, or by the owner when it names no known cluster). */
+  target: WeightedTarget | null = null;
   cluster: UpstreamCluster | null = null;
   clusterHost: ClusterHost | null = null;
-  protected setCookie: string | null = null;
+  #setCookie: string | null = null;
 
   // Filter chain.
   /** JWT authentication result, for the filters after the JWT filter. */
   auth: RequestAuth | null = null;
   /** The request's filters (Envoy's filter manager); null when the listener has none. */
-  protected filters: FilterManager | null = null;
+  #filters: FilterManager | null = null;
+  /** `FilterCallbacks.bufferRequestBody` when the owner can read the body; absent (undefined) for an upgrade. */
+  readonly bufferRequestBody?: BufferRequestBody;
   /** Envoy's dynamic metadata: flat filter, key, value triples; null until a filter sets some. */
   #metadata: string[] | null = null;
   /** The query of `path` parsed once, on the first parameter asked for; `#queryOf` is the path it was parsed from (a rewrite changes it). */
@@ -116,9 +147,9 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   #remoteIp: string | null = null;
   #remoteIpOf: string | null = null;
   /** Headers filters asked to add to whatever response the client gets. */
-  protected extraResponseHeaders: string[] | null = null;
+  #extraResponseHeaders: string[] | null = null;
   /** Headers filters set on the response, replacing the response's own (CORS); null for most requests. */
-  protected responseHeaderSets: string[] | null = null;
+  #responseHeaderSets: string[] | null = null;
 
   // Outcome, for logs and metrics.
   responseCode = 0;
@@ -134,12 +165,15 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
 
   // Istio's peer metadata exchange.
   /** Inbound: the request's `x-envoy-peer-metadata` and `-id` (removed before the app); null when absent. */
-  protected peerMetadataIn: string | null = null;
-  protected peerMetadataIdIn: string | null = null;
-  /** Outbound: what the upstream said of itself in its response headers. */
-  protected upstreamPeer: PeerWorkload | null = null;
+  #peerMetadataIn: string | null = null;
+  #peerMetadataIdIn: string | null = null;
+  /** Outbound: what the upstream said of itself in its response headers (set by the owner as the head comes in). */
+  upstreamPeer: PeerWorkload | null = null;
 
-  constructor(ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: Req) {
+  constructor(owner: StreamOwner, ctx: ListenerContext, conn: Connection, snapshot: ListenerSettings, req: Req) {
+    this.owner = owner;
+    // A module function, not a closure: the stream is its `this` (filters call it on the callbacks).
+    if (owner.bufferRequestBody !== undefined) this.bufferRequestBody = ownerBufferRequestBody;
     this.ctx = ctx;
     this.conn = conn;
     this.snapshot = snapshot;
@@ -273,24 +307,30 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   // --- FilterCallbacks ---------------------------------------------------------------------
 
   /** True once the request has ended (answered, or the client went away). */
-  abstract get aborted(): boolean;
+  get aborted(): boolean {
+    return this.owner.aborted;
+  }
 
-  /** Answers the request from the proxy; subclasses know how (a response, or a raw socket for upgrades). The filter manager calls it too. */
-  abstract replyLocally(reply: LocalReply): void;
+  /** Answers the request from the proxy, the owner's way. The filter manager calls it too. */
+  replyLocally(reply: LocalReply): void {
+    this.owner.replyLocally(reply);
+  }
 
-  /** The chain let the request through: route it. */
-  abstract afterFilters(): void;
+  /** The chain let the request through: the owner routes it. */
+  afterFilters(): void {
+    this.owner.afterFilters();
+  }
 
   sendLocalReply(status: number, body: string | null, flag: FilterResponseFlag | null, details: string, grpcStatus: number | null = null): void {
-    this.replyLocally(filterLocalReply(status, flag === null ? 0 : ResponseFlag[flag], details, body, grpcStatus));
+    this.owner.replyLocally(filterLocalReply(status, flag === null ? 0 : ResponseFlag[flag], details, body, grpcStatus));
   }
 
   addResponseHeader(name: string, value: string): void {
-    (this.extraResponseHeaders ??= []).push(name.toLowerCase(), value);
+    (this.#extraResponseHeaders ??= []).push(name.toLowerCase(), value);
   }
 
   setResponseHeader(name: string, value: string): void {
-    (this.responseHeaderSets ??= []).push(name, value);
+    (this.#responseHeaderSets ??= []).push(name, value);
   }
 
   setResponseFlag(flag: FilterResponseFlag): void {
@@ -302,47 +342,47 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   }
 
   continueRequest(): void {
-    this.filters?.continueRequest();
+    this.#filters?.continueRequest();
   }
 
-  /** Runs the listener's filters (jwt-authn → authz → rate limit → fault …), then `afterFilters`. */
-  protected runFilters(): void {
+  /** Runs the listener's filters (jwt-authn → authz → rate limit → fault …), then the owner's `afterFilters`. */
+  runFilters(): void {
     const configs = this.snapshot.filters;
     if (configs === null) {
-      this.afterFilters();
+      this.owner.afterFilters();
       return;
     }
-    const filters = (this.filters = new FilterManager(configs, this, this.ctx.log));
+    const filters = (this.#filters = new FilterManager(configs, this, this.ctx.log));
     filters.start();
   }
 
   /** True when a filter transforms or observes the response body. */
-  protected get hasResponseDataFilters(): boolean {
-    return this.filters !== null && this.filters.hasResponseData;
+  get hasResponseDataFilters(): boolean {
+    return this.#filters !== null && this.#filters.hasResponseData;
   }
 
   /** The response phase over a head about to be written (see `FilterManager.runResponse`). */
-  protected runResponseFilters(headers: string[], local: boolean): number {
-    return this.filters === null ? RESPONSE_CONTINUE : this.filters.runResponse(headers, local);
+  runResponseFilters(headers: string[], local: boolean): number {
+    return this.#filters === null ? RESPONSE_CONTINUE : this.#filters.runResponse(headers, local);
   }
 
-  /** A response body chunk through the filters (see `FilterManager.responseData`). */
-  protected filterResponseData(chunk: Buffer, end: boolean): Buffer {
-    return this.filters!.responseData(chunk, end);
+  /** A response body chunk through the filters (see `FilterManager.responseData`); only when `hasResponseDataFilters`. */
+  filterResponseData(chunk: Buffer, end: boolean): Buffer {
+    return this.#filters!.responseData(chunk, end);
   }
 
   /**
    * The request body as upstream gets it: the client's stream, or, when a filter has
    * `onRequestData`, a stream of what the filters let through (back-pressure flows through it).
    */
-  protected requestBodySource(this: ProxiedRequest<DownstreamRequest>): Readable {
+  requestBodySource(this: ActiveStream<DownstreamRequest>): Readable {
     const source = requestBodyOf(this.req);
-    return this.filters === null ? source : this.filters.requestBody(source);
+    return this.#filters === null ? source : this.#filters.requestBody(source);
   }
 
   /** Lets filters release timers and waits; called once when the request ends. */
-  protected destroyFilters(): void {
-    this.filters?.destroy();
+  destroyFilters(): void {
+    this.#filters?.destroy();
   }
 
   /**
@@ -350,7 +390,7 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
    * refuses fragments and normalizes the path (Istio's default pathNormalization BASE: dot
    * segments resolved, slashes not merged); false means 400.
    */
-  protected readRequestTarget(): boolean {
+  readRequestTarget(): boolean {
     let url = this.path;
     if (url === '*') return true;
     if (url.charCodeAt(0) !== 47 /* / */) {
@@ -375,7 +415,7 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
    * upstream list. An upgrade keeps `Connection`, `Upgrade` and its body framing as sent
    * (Envoy forwards them for upgrades); a plain request loses every hop-by-hop header.
    */
-  protected readHeaders(upgrade: boolean): void {
+  readHeaders(upgrade: boolean): void {
     const raw = this.req.rawHeaders;
     const out = this.upstreamHeaders;
     let xfp = false;
@@ -441,10 +481,10 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
           break;
         case H_PEER_METADATA:
           // Inbound: kept for metrics, never passed to the app. Outbound: this proxy's own replace them.
-          if (this.snapshot.direction === 'inbound') this.peerMetadataIn = value;
+          if (this.snapshot.direction === 'inbound') this.#peerMetadataIn = value;
           break;
         case H_PEER_METADATA_ID:
-          if (this.snapshot.direction === 'inbound') this.peerMetadataIdIn = value;
+          if (this.snapshot.direction === 'inbound') this.#peerMetadataIdIn = value;
           break;
         case H_HOP:
         case H_ATTEMPT_COUNT:
@@ -486,7 +526,7 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
    * destination header edits, and the `x-envoy-attempt-count` slot (Istio turns on Envoy's
    * include_request_attempt_count).
    */
-  protected prepareUpstream(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster): void {
+  prepareUpstream(target: ForwardTarget, weighted: WeightedTarget, cluster: UpstreamCluster): void {
     this.target = weighted;
     this.cluster = cluster;
     const route = this.route!;
@@ -495,7 +535,7 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
     if (target.authorityRewrite !== null) setHeader(headers, 'host', target.authorityRewrite);
     finalizeRequestHeaders(headers, route.headerMutation, weighted.headerMutation);
     headers.push('x-envoy-attempt-count', '1');
-    this.attemptCountIndex = headers.length - 1;
+    this.#attemptCountIndex = headers.length - 1;
     // Istio's outbound peer metadata filter: who this proxy is, to every upstream (sidecar outbound and gateways).
     if (this.snapshot.direction !== 'inbound') {
       const md = this.ctx.peerMetadata;
@@ -520,28 +560,61 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   }
 
   /** The router made try number `attempt` to `host`: the host the log names, and `x-envoy-attempt-count`. */
-  protected noteTry(host: ClusterHost, attempt: number): void {
+  noteTry(host: ClusterHost, attempt: number): void {
     this.clusterHost = host;
-    this.upstreamHeaders[this.attemptCountIndex] = String(attempt);
+    this.upstreamHeaders[this.#attemptCountIndex] = String(attempt);
+  }
+
+  // --- response heads --------------------------------------------------------------------
+
+  /**
+   * A proxied or direct response's head, as every protocol sends it: response edits (filters'
+   * headers among them), inbound peer metadata, the `server` header. The owner adds its
+   * protocol's own after.
+   */
+  finishResponseHeaders(out: string[]): void {
+    this.#applyResponseEdits(out);
+    if (this.snapshot.direction === 'inbound') this.#addPeerMetadataResponse(out);
+    this.snapshot.connectionManager.applyServer(out);
+  }
+
+  /** A local reply is the request's outcome: its status, flag and details, for the log and metrics. */
+  noteLocalReply(reply: LocalReply): void {
+    this.responseCode = reply.status;
+    this.responseFlags |= reply.flag;
+    this.responseCodeDetails = reply.details;
+  }
+
+  /**
+   * What a local reply's head carries beyond the catalogue's encoded one: `x-request-id`,
+   * filters' added and set headers, inbound peer metadata, the `server` header.
+   */
+  finishLocalReplyHeaders(headers: string[]): void {
+    if (this.requestId !== null) headers.push('x-request-id', this.requestId);
+    const extra = this.#extraResponseHeaders;
+    if (extra !== null) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
+    this.#applyResponseHeaderSets(headers);
+    if (this.snapshot.direction === 'inbound') this.#addPeerMetadataResponse(headers);
+    this.snapshot.connectionManager.applyServer(headers);
   }
 
   /**
    * Filters' added headers, the router's header-mutation stage (destination's, then route's:
    * `finalizeResponseHeaders`), a cookie set by the ring-hash balancer, then filters' set headers.
    */
-  protected applyResponseEdits(out: string[]): void {
-    const extra = this.extraResponseHeaders;
+  #applyResponseEdits(out: string[]): void {
+    const extra = this.#extraResponseHeaders;
     if (extra !== null) for (let i = 0; i < extra.length; i++) out.push(extra[i]!);
     const target = this.target;
     const route = this.route;
     finalizeResponseHeaders(out, target === null ? RouteHeaderMutation.NONE : target.headerMutation, route === null ? RouteHeaderMutation.NONE : route.headerMutation);
-    if (this.setCookie !== null) out.push('set-cookie', this.setCookie);
-    this.applyResponseHeaderSets(out);
+    if (this.#setCookie !== null) out.push('set-cookie', this.#setCookie);
+    this.#applyResponseHeaderSets(out);
   }
 
   /** The headers filters set (`setResponseHeader`), each replacing any of its name in `out`. */
-  protected applyResponseHeaderSets(out: string[]): void {
-    const sets = this.responseHeaderSets;
+  #applyResponseHeaderSets(out: string[]): void {
+    const sets = this.#responseHeaderSets;
     if (sets === null) return;
     for (let i = 0; i < sets.length; i += 2) replaceHeader(out, sets[i]!, sets[i + 1]!);
   }
@@ -550,10 +623,12 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
    * Inbound, Istio's peer metadata filter on the response: this proxy's own headers, each
    * only when the request carried its counterpart (replacing any the app set).
    */
-  protected addPeerMetadataResponse(out: string[]): void {
-    if (this.peerMetadataIdIn !== null) replaceHeader(out, PEER_METADATA_ID, this.ctx.peerMetadata.id);
-    if (this.peerMetadataIn !== null) replaceHeader(out, PEER_METADATA, this.ctx.peerMetadata.value);
+  #addPeerMetadataResponse(out: string[]): void {
+    if (this.#peerMetadataIdIn !== null) replaceHeader(out, PEER_METADATA_ID, this.ctx.peerMetadata.id);
+    if (this.#peerMetadataIn !== null) replaceHeader(out, PEER_METADATA, this.ctx.peerMetadata.value);
   }
+
+  // --- the end -----------------------------------------------------------------------------
 
   /**
    * The end: the access log line and Istio's metrics, against the host, cluster or listener
@@ -561,7 +636,7 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
    * and whether it is gRPC. A request answered before it reached a cluster (a fault abort, a
    * filter's local reply) on a route counts against the route's cluster.
    */
-  protected logAndRecord(grpcStatus: string, requestMessages = 0, responseMessages = 0): void {
+  logAndRecord(grpcStatus: string, requestMessages = 0, responseMessages = 0): void {
     this.durationMs = performance.now() - this.startHr;
     (this.snapshot.accessLog ?? this.ctx.accessLog).log(this);
     if (this.trace !== null) this.trace.tracer.finish(this.trace, this);
@@ -576,7 +651,7 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
     }
     const protocol = this.isGrpc ? 1 : 0;
     if (this.snapshot.direction === 'inbound') {
-      const peerMd = this.peerMetadataIn;
+      const peerMd = this.#peerMetadataIn;
       const peer = peerMd !== null ? this.ctx.peerCache.lookup(peerMd) : null;
       const peerId = this.conn.secure ? this.conn.peerSpiffeId : null;
       stats = stats.refine(this.ctx.metrics, peer, peerId, peerId !== null ? this.ctx.metrics.localPrincipal() : null, protocol);
@@ -626,8 +701,13 @@ export abstract class ProxiedRequest<Req extends RequestHead = DownstreamRequest
   }
 
   setResponseCookie(name: string, value: string, path: string, ttlSeconds: number): void {
-    this.setCookie = `${name}=${value}; Max-Age=${ttlSeconds}${path ? `; Path=${path}` : ''}; HttpOnly`;
+    this.#setCookie = `${name}=${value}; Max-Age=${ttlSeconds}${path ? `; Path=${path}` : ''}; HttpOnly`;
   }
+}
+
+/** `FilterCallbacks.bufferRequestBody` of a stream whose owner reads bodies: called on the stream. */
+function ownerBufferRequestBody(this: { readonly owner: StreamOwner }, maxBytes: number, done: (body: Buffer, complete: boolean) => void): void {
+  this.owner.bufferRequestBody!(maxBytes, done);
 }
 
 /** Replaces the first header named `lowerName` in a flat list, or appends it. */
