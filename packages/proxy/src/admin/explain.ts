@@ -288,7 +288,7 @@ function clusterView(c: UpstreamCluster, breakers: BreakerCounts | undefined): C
   };
 }
 
-/** Finds the virtual host and route as the exchange does, recording why each earlier route was passed over. */
+/** Finds the virtual host and route as a request's stream is routed, recording why each earlier route was passed over. */
 function routeOf(l: ListenerSnapshot, req: ExplainedRequest): { vhost: CompiledVirtualHost | null; noVhost: string | null; route: CompiledRoute | null; skipped: Explanation['skippedRoutes'] } {
   const finder = l.routesFor(null);
   if (finder === null) return { vhost: null, noVhost: `listener ${l.listener.name} has no route configuration (${l.listener.routeConfig} is missing)`, route: null, skipped: [] };

@@ -15,7 +15,7 @@ import type { UpstreamCluster } from '../upstream/upstream-cluster.ts';
 import { CompiledRetryPolicy } from './retry-policy.ts';
 import { StringMatcher } from './string-matcher.ts';
 
-/** What route matching reads from a request; the exchange implements it without copying. */
+/** What route matching reads from a request; a request's `ActiveStream` implements it without copying. */
 export interface RouteRequest {
   readonly method: string;
   /** `:path` as received, query string included. */

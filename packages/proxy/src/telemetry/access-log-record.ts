@@ -1,4 +1,4 @@
-/** What one finished request tells the access log; the exchange implements it directly. */
+/** What one finished request tells the access log; an HTTP request's `ActiveStream` and a `TcpTunnel` implement it directly. */
 export interface AccessLogRecord {
   readonly startTime: number;
   readonly method: string;
