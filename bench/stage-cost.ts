@@ -22,6 +22,11 @@
 //   local-ratelimit   base + istio.io's gateway local rate limit EnvoyFilter (a bucket never empty)
 //   fault             base + a VirtualService fault (abort 0.001%): the filter runs, ~nothing is aborted
 //   undici            base with HTTP/1.1 upstreams through undici instead of the lean pool
+//   workers-2         base with `--concurrency 2`: two worker threads (SO_REUSEPORT), both on the
+//                     proxy core, with what workers share (breakers and rate limits in shared
+//                     memory, access log lines and outcomes posted to the main thread) → what
+//                     serving from workers costs per request; on N cores, throughput ≈ N ×
+//                     one core's ÷ (1 + this ÷ base)
 //
 // Not part of `pnpm bench`; run it with nothing else on the machine:
 //
@@ -48,7 +53,7 @@ import { median } from './lib/stats.ts';
 
 const HELP = `node bench/stage-cost.ts [options]
 
-  --only a,b          variants (default all): base, direct, no-access-log, tracing-1%, no-metrics, no-telemetry, rbac, jwt, local-ratelimit, fault, undici
+  --only a,b          variants (default all): base, direct, no-access-log, tracing-1%, no-metrics, no-telemetry, rbac, jwt, local-ratelimit, fault, undici, workers-2
   --rounds N          rounds, every variant (and what it is compared with) once per round (default 5)
   --duration S        seconds of each measured run (default 2)
   --warmup S          seconds of load before measuring, not counted (default 2)
@@ -79,6 +84,7 @@ const VARIANTS: readonly Variant[] = [
   { name: 'local-ratelimit', what: 'local rate limit (istio.io EnvoyFilter)', against: 'base', removes: false, stage: 'local_ratelimit filter' },
   { name: 'fault', what: 'fault filter (abort 0.001%)', against: 'base', removes: false, stage: 'fault filter' },
   { name: 'undici', what: 'HTTP/1.1 upstreams through undici (REMORA_UPSTREAM_H1=undici) instead of the lean pool', against: 'base', removes: false, stage: 'undici over the lean HTTP/1.1 pool' },
+  { name: 'workers-2', what: '--concurrency 2: two worker threads, both on the proxy core', against: 'base', removes: false, stage: 'serving from worker threads (shared state, logs and outcomes to the main thread)' },
 ];
 
 /** `--baseline`: the other checkout's build, and this one compared with it. */
@@ -200,6 +206,8 @@ interface VariantSetup {
   readonly mesh: string | null;
   /** Environment added to Remora's. */
   readonly env?: Record<string, string>;
+  /** `--concurrency` (default 1: the main event loop serves, no workers). */
+  readonly concurrency?: number;
 }
 
 function variantFiles(v: string, ctx: { otlpPort: number; jwks: string }): VariantSetup {
@@ -210,6 +218,8 @@ function variantFiles(v: string, ctx: { otlpPort: number; jwks: string }): Varia
       return { files: {}, args: [], vs: null, mesh: null };
     case 'undici':
       return { files: {}, args: [], vs: null, mesh: null, env: { REMORA_UPSTREAM_H1: 'undici' } };
+    case 'workers-2':
+      return { files: {}, args: [], vs: null, mesh: null, concurrency: 2 };
     case 'no-metrics':
       return { files: { 'telemetry.yaml': METRICS_OFF }, args: [], vs: null, mesh: null };
     case 'no-telemetry':
@@ -334,7 +344,7 @@ async function startVariant(v: Variant, o: Options, upstreamPort: number, extra:
     writeFileSync(mesh, setup.mesh);
     args.push('--mesh-config', mesh);
   }
-  const child = spawnChild(`remora ${v.name}`, process.execPath, [cli, 'gateway', '-c', dir, '--admin-port', String(admin), '--health-port', String(health), '--prometheus-port', '0', '--concurrency', '1', ...args], {
+  const child = spawnChild(`remora ${v.name}`, process.execPath, [cli, 'gateway', '-c', dir, '--admin-port', String(admin), '--health-port', String(health), '--prometheus-port', '0', '--concurrency', String(setup.concurrency ?? 1), ...args], {
     cpu: o.pinning.proxyCpu,
     stdoutFile: null,
     stderrFile: join(PATHS.runDir, `stage-${v.name.replace('%', 'pct')}.stderr.log`),
