@@ -112,6 +112,38 @@ t.test('both workers accept connections; /stats and /stats/prometheus add them u
   t.equal(remora.accessLog.length, 40, 'every request logged once, whole lines, from both workers');
 });
 
+t.test('workers write the access log to stdout themselves: long lines from both, none cut or mixed', async (t) => {
+  const port = await freePort();
+  const mesh = new MeshDir({ 'mesh.yaml': doc(gateway('gw', port), serviceEntry('good', 'good', [{ port: good.port }]), route('good', 'good')) });
+  t.teardown(() => mesh.cleanup());
+  const remora = await spawnRemora('gateway', [mesh.dir], ['--concurrency', '2']);
+  t.teardown(() => void remora.stop('SIGKILL'));
+  // ~1,700-byte lines: a worker's batch of them is written in several pieces of at most 4 KiB.
+  const pad = 'p'.repeat(1_500);
+  const n = 400;
+  const parallel = 20;
+  for (let i = 0; i < n; i += parallel) {
+    const batch = Array.from({ length: parallel }, (_, j) => request(port, `/r${i + j}/${pad}`, { headers: { host: 'x' } }));
+    const replies = await Promise.all(batch);
+    if (replies.some((r) => r.status !== 200)) t.fail(`a request failed: ${replies.map((r) => r.status).join(',')}`);
+  }
+  await remora.waitFor(`${n} access log lines`, () => remora.stdout.length >= n, 10_000);
+  const s = (await request(remora.ports.admin, '/stats')).body;
+  const accepted = [0, 1].map((w) => Number(new RegExp(`listener\\.127\\.0\\.0\\.1_${port}\\.worker_${w}\\.downstream_cx_total: (\\d+)`).exec(s)?.[1] ?? 0));
+  t.ok(accepted[0]! > 0 && accepted[1]! > 0, `both workers served (${accepted.join(', ')} connections)`);
+  const line = new RegExp(`^\\[[^\\]]+\\] "GET /r(\\d+)/${pad} HTTP/1\\.1" 200 - via_upstream - "-" 0 \\d+ \\d+ \\d+ "[^"]*" "[^"]*" "[^"]+" "x" "127\\.0\\.0\\.1:${good.port}" outbound\\|80\\|\\|good\\.default\\.svc\\.cluster\\.local - \\S+ \\S+ - \\S+$`);
+  const seen = new Set<number>();
+  const bad: string[] = [];
+  for (const l of remora.stdout) {
+    const m = line.exec(l);
+    if (m === null) bad.push(l.replace(pad, '<pad>'));
+    else seen.add(Number(m[1]));
+  }
+  t.same(bad, [], 'every line whole, in Istio\'s text format');
+  t.equal(remora.stdout.length, n, 'one line per request');
+  t.equal(seen.size, n, 'every request logged once');
+});
+
 interface UiEdge {
   from: string;
   to: string;

@@ -335,6 +335,7 @@ export class ProxyProcess {
         ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
         logLevel: opts.logLevel,
         accessLogFormat: opts.accessLogFormat,
+        accessLogToStdout: this.#sinks.accessLog === undefined,
         trustedHops: opts.numTrustedProxies,
         // The limit is the proxy's: each worker takes its share.
         overload: { maxConnections: Math.ceil(opts.overloadMaxConnections / count), maxHeapBytes: opts.overloadMaxHeapMb * 1024 * 1024 },

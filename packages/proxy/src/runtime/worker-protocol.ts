@@ -17,6 +17,8 @@ export interface WorkerInit {
   readonly logLevel: LogLevel;
   /** `--access-log-format`; null: the listeners' own access logs. */
   readonly accessLogFormat: AccessLogFormat | null;
+  /** The access log goes to the process's stdout (fd 1): the worker writes it there itself; false: it posts it to the main thread's sink. */
+  readonly accessLogToStdout: boolean;
   readonly trustedHops: number;
   readonly overload: OverloadLimits;
   readonly timeouts: { readonly headersMs: number; readonly requestMs: number };

@@ -55,6 +55,39 @@ export class AccessLog implements RequestLogger {
   }
 }
 
+/** Linux's PIPE_BUF: a write to a pipe up to this size is never interleaved with another writer's. */
+const PIPE_BUF = 4096;
+
+/**
+ * Writes whole lines to `fd`, in pieces of at most PIPE_BUF bytes each ending at a line's end
+ * (a longer line alone), so that several threads or processes writing the same pipe never
+ * mix their lines. Returns what could not be written without blocking (EAGAIN: a non-blocking
+ * pipe that is full), or null when all of it was.
+ */
+export function writeLinesSync(fd: number, chunk: string): string | null {
+  const buf = Buffer.from(chunk, 'utf8');
+  let start = 0;
+  while (start < buf.length) {
+    let end = buf.length;
+    if (end - start > PIPE_BUF) {
+      const nl = buf.lastIndexOf(0x0a, start + PIPE_BUF - 1);
+      if (nl >= start) end = nl + 1;
+      else {
+        const next = buf.indexOf(0x0a, start + PIPE_BUF);
+        end = next === -1 ? buf.length : next + 1;
+      }
+    }
+    try {
+      // A short write to a pipe happens only beyond PIPE_BUF: the rest of a long line follows.
+      start += writeSync(fd, buf, start, end - start);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return buf.toString('utf8', start);
+      throw err;
+    }
+  }
+  return null;
+}
+
 const dash = (s: string | null): string => (s === null || s === '' ? '-' : s);
 
 /**
