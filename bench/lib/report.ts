@@ -1,7 +1,7 @@
 // What a results file says besides the numbers: the machine, the tools' versions, the command,
 // and the plumbing to rewrite RESULTS.md section by section.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, release, type } from 'node:os';
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
@@ -62,7 +62,7 @@ export function machineSection(m: MachineInfo): string {
   ].join('\n');
 }
 
-/** Which Remora was measured: the commit, whether the packages had uncommitted changes, when dist/cli.js was built. */
+/** Which Remora was measured: the commit, whether the packages had uncommitted changes, when packages/proxy/dist was last written. */
 export function remoraBuild(repoRoot: string): string {
   const cli = join(repoRoot, 'packages/proxy/dist/cli.js');
   if (!existsSync(cli)) return 'not built';
@@ -74,7 +74,12 @@ export function remoraBuild(repoRoot: string): string {
   } catch {
     // Not a git checkout: the build time alone will do.
   }
-  return `${commit}; packages/proxy/dist/cli.js built ${statSync(cli).mtime.toISOString().replace(/\.\d+Z$/, 'Z')}`;
+  // tsc -b rewrites only the outputs that changed: the newest file is when the build last ran.
+  let built = 0;
+  for (const f of readdirSync(join(repoRoot, 'packages/proxy/dist'), { recursive: true, encoding: 'utf8' })) {
+    if (f.endsWith('.js')) built = Math.max(built, statSync(join(repoRoot, 'packages/proxy/dist', f)).mtimeMs);
+  }
+  return `${commit}; packages/proxy/dist last built ${new Date(built).toISOString().replace(/\.\d+Z$/, 'Z')}`;
 }
 
 /** The command as the user typed it, near enough: `pnpm bench …` when run through pnpm. */
