@@ -36,6 +36,7 @@ import {
   H_XFP,
   queryOf,
   rawHeaderValue,
+  removeHeader,
 } from './request-headers.ts';
 import { formatResponseFlags, ResponseFlag } from '../telemetry/response-flags.ts';
 import { findRoute } from '../router/route-table.ts';
@@ -260,15 +261,7 @@ export class ActiveStream<Req extends RequestHead = DownstreamRequest> implement
   }
 
   removeRequestHeader(name: string): void {
-    const lower = name.toLowerCase();
-    const h = this.upstreamHeaders;
-    let w = 0;
-    for (let r = 0; r < h.length; r += 2) {
-      if (h[r]!.toLowerCase() === lower) continue;
-      h[w++] = h[r]!;
-      h[w++] = h[r + 1]!;
-    }
-    h.length = w;
+    removeHeader(this.upstreamHeaders, name.toLowerCase());
   }
 
   requestHeaderList(): readonly string[] {

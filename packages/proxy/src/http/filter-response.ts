@@ -1,4 +1,5 @@
 import type { FilterResponse } from '@remora/filters';
+import { removeHeader } from './request-headers.ts';
 
 /**
  * The response head as filters' `onResponse` sees it: a view over the flat header list the
@@ -45,14 +46,6 @@ export class ResponseView implements FilterResponse {
   }
 
   removeHeader(name: string): void {
-    const lower = name.toLowerCase();
-    const h = this.#headers;
-    let w = 0;
-    for (let r = 0; r < h.length; r += 2) {
-      if (h[r]!.toLowerCase() === lower) continue;
-      h[w++] = h[r]!;
-      h[w++] = h[r + 1]!;
-    }
-    h.length = w;
+    removeHeader(this.#headers, name.toLowerCase());
   }
 }

@@ -446,45 +446,36 @@ export class H1ServerConnection {
 
   readonly onData = (chunk: Buffer): void => {
     if (this.#detached || this.#lastRequest) return;
-    let data = chunk;
-    for (;;) {
-      const r = this.#parser.execute(data);
-      if (this.#detached) return;
-      if (typeof r !== 'number') {
-        // Bytes after the last request (`Connection: close`, a refused expectation) are not read.
-        if (this.#lastRequest) return;
-        this.#clientError(r as NodeJS.ErrnoException);
-        return;
-      }
-      if (this.#upgrade !== null) {
-        this.#handOver(data.subarray(r));
-        return;
-      }
-      // llhttp stops after an Upgrade request it was told to serve as plain (h2c): go on.
-      this.#plainUpgrade = false;
-      if (r >= data.length || r === 0) return;
-      data = data.subarray(r);
-    }
+    this.#parsed(this.#parser.execute(chunk), chunk);
   };
 
-  /** A read the parser took from the socket itself (consumed) is parsed: what `onData` does after `execute`. */
+  /** A read the parser took from the socket itself (consumed) is parsed. */
   readonly #onExecute = (r: number | Error): void => {
+    this.#parsed(r, null);
+  };
+
+  /**
+   * After a parse (`r`: bytes parsed, or the error) of `data` (null: the parser's own read):
+   * a client error, an upgrade handed over with the bytes past its head, or the rest of the
+   * read parsed on after a request llhttp stopped at (an `Upgrade` served as plain: h2c).
+   */
+  #parsed(r: number | Error, data: Buffer | null): void {
     if (this.#detached) return;
     if (typeof r !== 'number') {
-      if (this.#lastRequest) return;
-      this.#clientError(r as NodeJS.ErrnoException);
+      // Bytes after the last request (`Connection: close`, a refused expectation) are not read.
+      if (!this.#lastRequest) this.#clientError(r as NodeJS.ErrnoException);
       return;
     }
     if (this.#upgrade !== null) {
-      this.#handOver(this.#parser.getCurrentBuffer().subarray(r));
+      this.#handOver((data ?? this.#parser.getCurrentBuffer()).subarray(r));
       return;
     }
     if (this.#plainUpgrade) {
       this.#plainUpgrade = false;
-      const data = this.#parser.getCurrentBuffer();
-      if (r > 0 && r < data.length && !this.#lastRequest) this.onData(data.subarray(r));
+      const read = data ?? this.#parser.getCurrentBuffer();
+      if (r > 0 && r < read.length) this.onData(read.subarray(r));
     }
-  };
+  }
 
   readonly #onMessageBegin = (): number => {
     this.#messageStart = performance.now();

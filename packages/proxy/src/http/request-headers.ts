@@ -70,6 +70,17 @@ export const UPSTREAM_SERVICE_TIME = 'x-envoy-upstream-service-time';
 /** Response headers that end at the proxy (hop-by-hop), lower case as undici reports them. */
 export const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
 
+/** Removes every `lowerName` entry of a flat `[name, value, …]` list, in place. */
+export function removeHeader(headers: string[], lowerName: string): void {
+  let w = 0;
+  for (let r = 0; r < headers.length; r += 2) {
+    if (headers[r]!.toLowerCase() === lowerName) continue;
+    headers[w++] = headers[r]!;
+    headers[w++] = headers[r + 1]!;
+  }
+  headers.length = w;
+}
+
 /** Value of a header in Node's rawHeaders, case-insensitive; repeats joined with `,` (Envoy matching). */
 export function rawHeaderValue(raw: readonly string[], lowerName: string): string | null {
   let out: string | null = null;
