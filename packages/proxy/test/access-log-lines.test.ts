@@ -2,13 +2,15 @@
 // their lines. Two threads write batches of long lines to the same FIFO at once; the reader
 // checks every line arrived whole, once.
 import { execFileSync } from 'node:child_process';
-import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, createReadStream, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import t from 'tap';
+import { writeLinesSync } from '../src/telemetry/access-log.ts';
 
-const MODULE = new URL(import.meta.url.endsWith('.ts') ? '../src/telemetry/access-log.ts' : '../src/telemetry/access-log.js', import.meta.url).href;
+/** The module the writer threads load (tests run from sources). */
+const MODULE = new URL('../src/telemetry/access-log.ts', import.meta.url).href;
 
 /** A thread that opens the FIFO and writes `batches` batches of `lines` lines, each `size` bytes, tagged with `tag`. */
 const WRITER = `
@@ -70,8 +72,6 @@ t.test('a line longer than a pipe write is written whole, after the shorter line
   const dir = mkdtempSync(join(tmpdir(), 'remora-lines-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'log');
-  const { writeLinesSync } = (await import(MODULE)) as typeof import('../src/telemetry/access-log.ts');
-  const { openSync, closeSync, readFileSync } = await import('node:fs');
   const fd = openSync(file, 'a');
   const chunk = `short 1\n${'L'.repeat(10_000)}\nshort 2\n`;
   t.equal(writeLinesSync(fd, chunk), null, 'all of it written');

@@ -16,7 +16,7 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { consumeSocket, HTTP_METHODS, HTTPParser, startReading, stopReading, unconsumeSocket } from '../upstream/http1-parser.ts';
+import { consumeSocket, HTTP_METHODS, HTTPParser, pauseReading, resumeReading, unconsumeSocket } from '../upstream/http1-parser.ts';
 
 /** What the codec needs from the listener it serves. */
 export interface H1ServerHandler {
@@ -425,16 +425,6 @@ export class H1ServerConnection {
     socket.on('end', this.#onEnd);
   }
 
-  #pauseReading(): void {
-    if (this.#consumed) stopReading(this.socket);
-    else this.socket.pause();
-  }
-
-  #resumeReading(): void {
-    if (this.#consumed) startReading(this.socket);
-    else this.socket.resume();
-  }
-
   /** Nothing in flight: no request being read, no response unfinished. */
   get idle(): boolean {
     return this.#messageStart === 0 && this.#responses.length === 0;
@@ -516,7 +506,7 @@ export class H1ServerConnection {
     this.#responses.push(res);
     if (this.#responses.length > MAX_PIPELINED && !this.#pipelinePaused) {
       this.#pipelinePaused = true;
-      this.#pauseReading();
+      pauseReading(this.socket, this.#consumed);
     }
     this.server.handler.onRequest(req, res);
     return 0;
@@ -552,7 +542,7 @@ export class H1ServerConnection {
     if (req === null) return;
     if (!req.pushBody(chunk) && !this.#bodyPaused) {
       this.#bodyPaused = true;
-      this.#pauseReading();
+      pauseReading(this.socket, this.#consumed);
     }
   };
 
@@ -568,7 +558,7 @@ export class H1ServerConnection {
   resumeBody(): void {
     if (!this.#bodyPaused) return;
     this.#bodyPaused = false;
-    if (!this.#pipelinePaused) this.#resumeReading();
+    if (!this.#pipelinePaused) resumeReading(this.socket, this.#consumed);
   }
 
   #handOver(rest: Buffer): void {
@@ -660,7 +650,7 @@ export class H1ServerConnection {
     }
     if (this.#pipelinePaused && queue.length <= MAX_PIPELINED) {
       this.#pipelinePaused = false;
-      if (!this.#bodyPaused) this.#resumeReading();
+      if (!this.#bodyPaused) resumeReading(this.socket, this.#consumed);
     }
     if (queue.length === 0) this.#idleSince = performance.now();
     if (this.server.closing && this.idle) this.socket.end();

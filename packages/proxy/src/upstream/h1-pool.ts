@@ -16,7 +16,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { buildConnector, errors, type Dispatcher } from 'undici';
-import { consumeSocket, HTTPParser, startReading, stopReading, unconsumeSocket, type OnHeadersComplete } from './http1-parser.ts';
+import { consumeSocket, HTTPParser, pauseReading, resumeReading, unconsumeSocket, type OnHeadersComplete } from './http1-parser.ts';
 
 /** Envoy's default limit on a header block (`max_request_headers_kb`: 60 KiB), applied to responses too. */
 export const MAX_RESPONSE_HEADER_BYTES = 60 * 1024;
@@ -128,14 +128,15 @@ class H1Request implements Dispatcher.DispatchController {
   pause(): void {
     if (this.#paused || this.done) return;
     this.#paused = true;
-    this.conn?.pauseReading();
+    const conn = this.conn;
+    if (conn !== null) pauseReading(conn.socket, conn.consumed);
   }
 
   resume(): void {
     if (!this.#paused) return;
     this.#paused = false;
     const conn = this.conn;
-    if (conn !== null && conn.req === this) conn.resumeReading();
+    if (conn !== null && conn.req === this) resumeReading(conn.socket, conn.consumed);
   }
 
   /** Delivers the error, once. */
@@ -398,16 +399,6 @@ class H1Connection {
     }
   };
 
-  pauseReading(): void {
-    if (this.consumed) stopReading(this.socket);
-    else this.socket.pause();
-  }
-
-  resumeReading(): void {
-    if (this.consumed) startReading(this.socket);
-    else this.socket.resume();
-  }
-
   #parseError(err: Error & { code?: string; reason?: string }): void {
     if (this.socket.destroyed) return;
     const code = err.code ?? 'HPE_INVALID';
@@ -532,7 +523,7 @@ class H1Connection {
     this.req = null;
     // A handler that paused on the last chunk never resumes this request: the connection
     // reads again, for the next response and to see the server's close while idle.
-    if (req.paused) this.resumeReading();
+    if (req.paused) resumeReading(this.socket, this.consumed);
     if (this.writing) {
       // The response is whole before the request: the rest of the body is not sent, and the
       // connection (mid-request) cannot carry another.

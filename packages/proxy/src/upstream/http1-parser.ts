@@ -14,9 +14,6 @@ export interface HTTPParser {
   finish(): undefined | (Error & { code?: string; reason?: string });
   close(): void;
   free(): void;
-  /** Stops (or resumes) parsing between `execute` calls; not from within a callback. */
-  pause(): void;
-  resume(): void;
   remove(): void;
   /** Reads a stream handle straight into the parser, in native code; `kOnExecute` gets the result of each read. */
   consume(handle: object): void;
@@ -77,8 +74,8 @@ function handleOf(socket: Socket): StreamHandle | null {
  * `kOnExecute`, instead of `onStreamRead` → `push` → `'data'`). End of stream and read errors
  * still reach the socket (`'end'`, `'error'`). Only when nothing is buffered in the socket's
  * stream already (those bytes would be skipped); false when it cannot (the caller reads
- * `'data'` instead). While consumed, reading is paused and resumed with `stopReading` and
- * `startReading`, not `socket.pause()`.
+ * `'data'` instead). Reading is paused and resumed with `pauseReading` and `resumeReading`,
+ * which know either way.
  */
 export function consumeSocket(parser: HTTPParser, socket: Socket): boolean {
   const handle = handleOf(socket);
@@ -95,8 +92,15 @@ export function unconsumeSocket(parser: HTTPParser, socket: Socket): void {
   if (handle !== null) handle._consumed = false;
 }
 
-/** Stops reading a consumed socket (back-pressure): nothing is read from the kernel until `startReading`. */
-export function stopReading(socket: Socket): void {
+/**
+ * Stops reading a socket (back-pressure): a consumed one's handle reads nothing from the kernel
+ * until `resumeReading`; one fed by `'data'` is paused as a stream.
+ */
+export function pauseReading(socket: Socket, consumed: boolean): void {
+  if (!consumed) {
+    socket.pause();
+    return;
+  }
   const handle = handleOf(socket);
   if (handle !== null && handle.reading) {
     handle.reading = false;
@@ -104,7 +108,11 @@ export function stopReading(socket: Socket): void {
   }
 }
 
-export function startReading(socket: Socket): void {
+export function resumeReading(socket: Socket, consumed: boolean): void {
+  if (!consumed) {
+    socket.resume();
+    return;
+  }
   const handle = handleOf(socket);
   if (handle !== null && !handle.reading && !socket.destroyed) {
     handle.reading = true;
