@@ -136,6 +136,39 @@ t.test('a response without a length is chunked on HTTP/1.1 (with trailers) and r
   t.ok(h10.closed);
 });
 
+t.test('a head and its first body chunk go out in one write; a head with no body yet goes out at the end of the tick', async (t) => {
+  const writes: string[][] = [];
+  const { port } = await serve(t, (req, res) => {
+    const socket = req.socket;
+    const seen: string[] = [];
+    writes.push(seen);
+    const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+      seen.push(Buffer.isBuffer(chunk) ? chunk.toString('latin1') : String(chunk));
+      return write(chunk, ...rest);
+    }) as typeof socket.write;
+    res.writeHead(200, ['content-length', '5']);
+    if (req.url === '/now') {
+      res.write(Buffer.from('hello'));
+      res.end(null);
+      return;
+    }
+    // The body comes later: the head must not wait for it.
+    setTimeout(() => {
+      res.write(Buffer.from('later'));
+      res.end(null);
+    }, 300);
+  });
+  const now = await exchange(port, 'GET /now HTTP/1.1\r\nHost: x\r\n\r\n', /hello$/);
+  t.match(now.data, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nhello$/);
+  t.equal(writes[0]!.length, 1, 'one write to the socket');
+  t.match(writes[0]![0], /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nhello$/, 'head and body in it');
+  const started = Date.now();
+  const head = await exchange(port, 'GET /later HTTP/1.1\r\nHost: x\r\n\r\n', /\r\n\r\n/);
+  t.ok(Date.now() - started < 250, `the head arrived before the body was written (${Date.now() - started} ms)`);
+  t.notMatch(head.data, /later/);
+});
+
 t.test('HEAD, 204 and 304 responses carry no body and no chunked framing', async (t) => {
   const { port } = await serve(t, (req, res) => {
     const status = req.url === '/204' ? 204 : req.url === '/304' ? 304 : 200;
