@@ -85,6 +85,8 @@ export interface CoreTicks {
   readonly busy: number;
   /** user + nice + system: time in tasks, which the kernel also charges to processes (irq, softirq and steal are not). */
   readonly tasks: number;
+  /** Time the hypervisor ran something else while this (virtual) core had work: every task on it stood still. */
+  readonly steal: number;
   readonly total: number;
 }
 
@@ -97,13 +99,13 @@ export function coreTicks(): Map<number, CoreTicks> {
     const v = (m[2] as string).trim().split(/\s+/).map(Number);
     const at = (i: number): number => v[i] ?? 0;
     const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
-    out.set(Number(m[1]), { busy: total - at(3) - at(4), tasks: at(0) + at(1) + at(2), total });
+    out.set(Number(m[1]), { busy: total - at(3) - at(4), tasks: at(0) + at(1) + at(2), steal: at(7), total });
   }
   return out;
 }
 
-/** Fraction of time a core was busy between two `coreTicks()` reads (`tasks`: in tasks only). */
-export function coreBusy(before: Map<number, CoreTicks>, after: Map<number, CoreTicks>, cpu: number, what: 'busy' | 'tasks' = 'busy'): number {
+/** Fraction of time a core was busy between two `coreTicks()` reads (`tasks`: in tasks only; `steal`: taken by the hypervisor). */
+export function coreBusy(before: Map<number, CoreTicks>, after: Map<number, CoreTicks>, cpu: number, what: 'busy' | 'tasks' | 'steal' = 'busy'): number {
   const a = before.get(cpu);
   const b = after.get(cpu);
   if (a === undefined || b === undefined || b.total === a.total) return 0;
