@@ -30,7 +30,8 @@ Runs autocannon through each peer against one nginx upstream (1 KiB body), in al
   --latency-connections N connections of the latency run (default 1, see README)
   --workers N             autocannon worker threads (default 0: in this process)
   --concurrency N         Remora's worker threads (its --concurrency; default 1: one event loop,
-                          the figures per core; more wants --no-pin or a --proxy-cpu range of cores)
+                          the figures per core). Pinned, all of them share the proxy core (what
+                          workers cost); for N cores, --no-pin on a machine with more than N
   --proxy-cpu N           core of the proxy under test (default 1)
   --load-cpu N            core of autocannon and the upstream (default 0)
   --no-pin                do not pin anything (figures are then not per proxy core)
