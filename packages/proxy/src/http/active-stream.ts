@@ -37,6 +37,7 @@ import {
   queryOf,
   rawHeaderValue,
   removeHeader,
+  removeHeaders,
 } from './request-headers.ts';
 import { formatResponseFlags, ResponseFlag } from '../telemetry/response-flags.ts';
 import { findRoute } from '../router/route-table.ts';
@@ -503,15 +504,7 @@ export class ActiveStream<Req extends RequestHead = DownstreamRequest> implement
 
   /** Headers a client names in `Connection` are hop-by-hop too (RFC 9110 §7.6.1). */
   #dropConnectionTokens(value: string): void {
-    const drop = new Set(value.split(',').map((t) => t.trim().toLowerCase()));
-    const out = this.upstreamHeaders;
-    let w = 0;
-    for (let r = 0; r < out.length; r += 2) {
-      if (drop.has(out[r]!.toLowerCase())) continue;
-      out[w++] = out[r]!;
-      out[w++] = out[r + 1]!;
-    }
-    out.length = w;
+    removeHeaders(this.upstreamHeaders, new Set(value.split(',').map((t) => t.trim().toLowerCase())));
   }
 
   /**

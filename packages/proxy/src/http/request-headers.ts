@@ -81,6 +81,17 @@ export function removeHeader(headers: string[], lowerName: string): void {
   headers.length = w;
 }
 
+/** Drops every header whose lower-cased name is in `lowerNames` from a flat name/value list, in place. */
+export function removeHeaders(headers: string[], lowerNames: ReadonlySet<string>): void {
+  let w = 0;
+  for (let r = 0; r < headers.length; r += 2) {
+    if (lowerNames.has(headers[r]!.toLowerCase())) continue;
+    headers[w++] = headers[r]!;
+    headers[w++] = headers[r + 1]!;
+  }
+  headers.length = w;
+}
+
 /** Value of a header in Node's rawHeaders, case-insensitive; repeats joined with `,` (Envoy matching). */
 export function rawHeaderValue(raw: readonly string[], lowerName: string): string | null {
   let out: string | null = null;

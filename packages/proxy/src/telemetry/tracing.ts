@@ -12,6 +12,7 @@ import type { SpanContext, TextMapGetter, TextMapSetter } from '@opentelemetry/a
 import type { Cluster, HttpTracing, ProxyNode, TracingCustomTag, TracingProvider, TrafficDirection } from '@remora/config';
 import { randomFillSync } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { removeHeaders } from '../http/request-headers.ts';
 import type { FromExporter, ProviderSpec, SpanRecord, ToExporter } from './span-export-protocol.ts';
 
 type Sdk = typeof import('./tracing-sdk.ts');
@@ -165,16 +166,6 @@ function unsampledTraceparent(): string {
   writeRandomHex(16, 3);
   writeRandomHex(8, 36);
   return UNSAMPLED_TRACEPARENT.toString('latin1', 0, 55);
-}
-
-function removeHeaders(h: string[], names: ReadonlySet<string>): void {
-  let w = 0;
-  for (let r = 0; r < h.length; r += 2) {
-    if (names.has(h[r]!.toLowerCase())) continue;
-    h[w++] = h[r]!;
-    h[w++] = h[r + 1]!;
-  }
-  h.length = w;
 }
 
 /**
